@@ -1,0 +1,150 @@
+"""Result codes, in bands by the stage that produces them.
+
+0 is success; 1xx validation, 2xx risk, 3xx matching, 4xx venue/admin,
+5xx system.  Numbers and names are stable: they travel in events, the
+journal and client replies.  ``includes/codes.h`` is generated from this
+table's numbers by hand and a test keeps the two equal.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ResultCode(enum.IntEnum):
+    OK = 0
+    # 1xx validation: the command is malformed or names something unknown
+    UNKNOWN_COMMAND = 101
+    INVALID_SIDE = 102
+    INVALID_ORDER_TYPE = 103
+    INVALID_TIF = 104
+    INVALID_STP = 105
+    PRICE_NOT_POSITIVE = 106
+    PRICE_OFF_TICK = 107
+    PRICE_TOO_LARGE = 108
+    QTY_NOT_POSITIVE = 109
+    QTY_OFF_LOT = 110
+    QTY_BELOW_MIN = 111
+    QTY_TOO_LARGE = 112
+    UNKNOWN_MARKET = 113
+    UNKNOWN_ACCOUNT = 114
+    UNKNOWN_ORDER = 115
+    ORDER_CLOSED = 116
+    DUPLICATE_CLIENT_ID = 117
+    INVALID_CLIENT_ID = 118
+    UNKNOWN_ASSET = 119
+    AMOUNT_NOT_POSITIVE = 120
+    EXPIRED_ON_ARRIVAL = 121
+    INVALID_EXPIRY = 122
+    ASSET_EXISTS = 123
+    MARKET_EXISTS = 124
+    INVALID_ASSET_ID = 125
+    INVALID_DECIMALS = 126
+    INVALID_MARKET_ID = 127
+    INVALID_MARKET_KIND = 128
+    INVALID_TICK_SIZE = 129
+    INVALID_LOT_SIZE = 130
+    INVALID_MIN_SIZE = 131
+    INVALID_FEES = 132
+    INVALID_PRICE_BAND = 133
+    SAME_BASE_AND_QUOTE = 134
+    INVALID_ACCOUNT_ID = 135
+    UNKNOWN_VENUE = 136
+    INVALID_FLAGS = 137
+    MARKET_KIND_NOT_TRADABLE = 138
+    # 2xx risk: well formed, but the account or market cannot take it
+    INSUFFICIENT_BALANCE = 201
+    INSUFFICIENT_FREE_BALANCE = 202
+    PRICE_OUTSIDE_BAND = 203
+    BALANCE_OVERFLOW = 204
+    # 3xx matching: the order was accepted and the book ended it
+    POST_ONLY_WOULD_CROSS = 301
+    FOK_NOT_FILLABLE = 302
+    SELF_TRADE_PREVENTED = 303
+    IOC_NOT_FILLED = 304
+    # 5xx system
+    ORDER_CAPACITY = 501
+    ACCOUNT_CAPACITY = 502
+    MARKET_CAPACITY = 503
+    ASSET_CAPACITY = 504
+    OUT_OF_MEMORY = 505
+
+
+MESSAGES: dict[ResultCode, str] = {
+    ResultCode.OK: "ok",
+    ResultCode.UNKNOWN_COMMAND: "unknown command kind",
+    ResultCode.INVALID_SIDE: "side must be buy (0) or sell (1)",
+    ResultCode.INVALID_ORDER_TYPE: "order type must be limit (0) or market (1)",
+    ResultCode.INVALID_TIF: "time in force must be GTC, IOC or FOK (market orders: IOC or FOK)",
+    ResultCode.INVALID_STP: "unknown self-trade prevention mode",
+    ResultCode.PRICE_NOT_POSITIVE: "price must be positive",
+    ResultCode.PRICE_OFF_TICK: "price is not a multiple of the market's tick size",
+    ResultCode.PRICE_TOO_LARGE: "price times size overflows the money range",
+    ResultCode.QTY_NOT_POSITIVE: "size must be positive",
+    ResultCode.QTY_OFF_LOT: "size is not a multiple of the market's lot size",
+    ResultCode.QTY_BELOW_MIN: "size is below the market's minimum size",
+    ResultCode.QTY_TOO_LARGE: "size is beyond the engine's range",
+    ResultCode.UNKNOWN_MARKET: "no such market",
+    ResultCode.UNKNOWN_ACCOUNT: "no such account (deposit first)",
+    ResultCode.UNKNOWN_ORDER: "no such order for this account",
+    ResultCode.ORDER_CLOSED: "the order is already filled or cancelled",
+    ResultCode.DUPLICATE_CLIENT_ID: "client order id is already used by an open order of this account",
+    ResultCode.INVALID_CLIENT_ID: "client order id must be positive",
+    ResultCode.UNKNOWN_ASSET: "no such asset",
+    ResultCode.AMOUNT_NOT_POSITIVE: "amount must be positive",
+    ResultCode.EXPIRED_ON_ARRIVAL: "expire-at is not after the engine clock",
+    ResultCode.INVALID_EXPIRY: "expire-at is only allowed on GTC orders and must not be negative",
+    ResultCode.ASSET_EXISTS: "an asset with this id is already listed",
+    ResultCode.MARKET_EXISTS: "a market with this id is already listed",
+    ResultCode.INVALID_ASSET_ID: "asset id must be in 1..capacity",
+    ResultCode.INVALID_DECIMALS: "decimals must be in 0..18",
+    ResultCode.INVALID_MARKET_ID: "market id must be in 1..capacity",
+    ResultCode.INVALID_MARKET_KIND: "market kind must be spot, perpetual or outcome",
+    ResultCode.INVALID_TICK_SIZE: "tick size must be positive",
+    ResultCode.INVALID_LOT_SIZE: "lot size must be positive",
+    ResultCode.INVALID_MIN_SIZE: "minimum size must be a positive multiple of the lot size",
+    ResultCode.INVALID_FEES: "fees must satisfy -1000 <= maker <= taker <= 1000 bps and maker + taker >= 0",
+    ResultCode.INVALID_PRICE_BAND: "price band must be in 0..10000 bps (0 = off)",
+    ResultCode.SAME_BASE_AND_QUOTE: "base and quote asset must differ",
+    ResultCode.INVALID_ACCOUNT_ID: "account id must be positive",
+    ResultCode.UNKNOWN_VENUE: "no such venue",
+    ResultCode.INVALID_FLAGS: "flags not valid for this command",
+    ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
+    ResultCode.INSUFFICIENT_BALANCE: "free balance cannot cover the order's hold",
+    ResultCode.INSUFFICIENT_FREE_BALANCE: "withdrawal exceeds the free balance",
+    ResultCode.PRICE_OUTSIDE_BAND: "price is outside the market's band around the last trade",
+    ResultCode.BALANCE_OVERFLOW: "the balance would overflow",
+    ResultCode.POST_ONLY_WOULD_CROSS: "post-only order would have crossed the book",
+    ResultCode.FOK_NOT_FILLABLE: "fill-or-kill order could not be filled in full",
+    ResultCode.SELF_TRADE_PREVENTED: "self-trade prevention",
+    ResultCode.IOC_NOT_FILLED: "immediate-or-cancel remainder",
+    ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
+    ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
+    ResultCode.MARKET_CAPACITY: "the engine's market table is full",
+    ResultCode.ASSET_CAPACITY: "the engine's asset table is full",
+    ResultCode.OUT_OF_MEMORY: "the engine could not allocate memory",
+}
+
+BANDS = {1: "validation", 2: "risk", 3: "matching", 4: "venue", 5: "system"}
+
+
+def band(code: int) -> str:
+    """The stage a code belongs to ("ok" for 0)."""
+    return "ok" if code == 0 else BANDS[code // 100]
+
+
+def message(code: int) -> str:
+    return MESSAGES[ResultCode(code)]
+
+
+def describe(code: int) -> str:
+    """``NAME (code): message`` for logs and error replies."""
+    rc = ResultCode(code)
+    return f"{rc.name} ({int(rc)}): {MESSAGES[rc]}"
+
+
+class EngineError(Exception):
+    """A command was rejected; raised only at the Python edge."""
+
+    def __init__(self, code: int):
+        self.code = ResultCode(code)
+        super().__init__(describe(code))

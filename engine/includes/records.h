@@ -1,0 +1,113 @@
+/* Fixed-size command and event records: the one encoding used by the batch
+ * API, the (future) shared-memory ring and the journal.  Little-endian, int64
+ * money and sizes, no floats.  Bump XOS_LAYOUT_VERSION on any change. */
+#ifndef XOS_RECORDS_H
+#define XOS_RECORDS_H
+#include <stdint.h>
+
+#define XOS_LAYOUT_VERSION 1
+
+/* A command: 64 bytes, one cache line.  Field use per kind is documented in
+ * docs/ARCHITECTURE.md ("Command format"). */
+typedef struct xos_command {
+    uint16_t kind;      /* XOS_CMD_* */
+    uint8_t  side;      /* XOS_SIDE_* (AddMarket: market kind) */
+    uint8_t  tif;       /* XOS_TIF_* */
+    uint8_t  ord_type;  /* XOS_ORD_* */
+    uint8_t  stp;       /* XOS_STP_* */
+    uint16_t flags;     /* XOS_CF_* */
+    uint32_t venue;
+    uint32_t market;    /* market id, or asset id for asset/balance commands */
+    int64_t  ts;        /* engine clock in ns, stamped at intake; never goes back */
+    int64_t  account;
+    int64_t  price;     /* quote units per lot; a multiple of the tick size */
+    int64_t  qty;       /* base units; a multiple of the lot size */
+    int64_t  id;        /* client order id (place) or order id / client id (cancel, amend) */
+    int64_t  aux;       /* expire-at ns (place); packed parameters (admin) */
+} xos_command;
+
+/* An event: 128 bytes, two cache lines. */
+typedef struct xos_event {
+    uint16_t kind;      /* XOS_EV_* */
+    uint16_t code;      /* result code (Rejected, matching cancels), else 0 */
+    uint8_t  side;      /* order side (taker side for fills, level side for BookLevel) */
+    uint8_t  reason;    /* XOS_CANCEL_* for Cancelled */
+    uint16_t flags;     /* XOS_EF_* */
+    uint32_t market;    /* market id, or asset id for Balance */
+    uint32_t venue;     /* venue of the order (taker for fills) */
+    int64_t  seq;         /* event sequence, dense from 1 */
+    int64_t  cmd_seq;     /* sequence of the input command this event answers */
+    int64_t  durable_seq; /* input commands up to here are durable (journal); 0 = none yet */
+    int64_t  ts;          /* engine clock of the command */
+    int64_t  order_id;    /* the order (taker for fills) */
+    int64_t  account;     /* its account (taker for fills) */
+    int64_t  client_id;   /* its client order id; for fills the maker's venue */
+    int64_t  price;       /* order/fill/level price */
+    int64_t  qty;         /* accepted, filled, cancelled, amended-to, level aggregate, balance delta */
+    int64_t  remaining;   /* order's open qty after the event; level order count; balance free after */
+    int64_t  maker_order;
+    int64_t  maker_account;
+    int64_t  maker_fee;   /* quote units, negative = rebate */
+    int64_t  taker_fee;   /* quote units; for Balance events: held after */
+} xos_event;
+
+/* command kinds */
+enum {
+    XOS_CMD_PLACE = 1,
+    XOS_CMD_CANCEL = 2,
+    XOS_CMD_AMEND = 3,
+    XOS_CMD_MASS_CANCEL = 4,
+    XOS_CMD_DEPOSIT = 16,
+    XOS_CMD_WITHDRAW = 17,
+    XOS_CMD_ADD_ASSET = 32,
+    XOS_CMD_ADD_MARKET = 33
+};
+
+/* event kinds */
+enum {
+    XOS_EV_ACCEPTED = 1,
+    XOS_EV_REJECTED = 2,
+    XOS_EV_FILL = 3,
+    XOS_EV_CANCELLED = 4,
+    XOS_EV_AMENDED = 5,
+    XOS_EV_BOOK_LEVEL = 6,
+    XOS_EV_BALANCE = 7
+};
+
+enum { XOS_SIDE_BUY = 0, XOS_SIDE_SELL = 1 };
+enum { XOS_TIF_GTC = 0, XOS_TIF_IOC = 1, XOS_TIF_FOK = 2 };
+enum { XOS_ORD_LIMIT = 0, XOS_ORD_MARKET = 1 };
+enum {
+    XOS_STP_CANCEL_TAKER = 0,
+    XOS_STP_CANCEL_MAKER = 1,
+    XOS_STP_CANCEL_BOTH = 2,
+    XOS_STP_DECREMENT_BOTH = 3
+};
+enum { XOS_MARKET_SPOT = 0, XOS_MARKET_PERPETUAL = 1, XOS_MARKET_OUTCOME = 2 };
+
+/* command flags */
+enum {
+    XOS_CF_POST_ONLY = 1,
+    XOS_CF_BY_CLIENT_ID = 2,   /* cancel/amend: id is a client order id */
+    XOS_CF_ALL_MARKETS = 4     /* mass cancel: every market (market ignored) */
+};
+
+/* event flags */
+enum {
+    XOS_EF_MAKER_DONE = 1,      /* fill: the maker order is fully filled */
+    XOS_EF_TAKER_DONE = 2,      /* fill: the taker order is fully filled */
+    XOS_EF_PRIORITY_LOST = 4    /* amended: the order went to the back of its level */
+};
+
+/* cancel reasons */
+enum {
+    XOS_CANCEL_USER = 1,
+    XOS_CANCEL_IOC = 2,
+    XOS_CANCEL_FOK = 3,
+    XOS_CANCEL_STP = 4,
+    XOS_CANCEL_POST_ONLY = 5,
+    XOS_CANCEL_EXPIRED = 6,
+    XOS_CANCEL_MASS = 7
+};
+
+#endif

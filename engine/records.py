@@ -1,0 +1,184 @@
+"""Python view of the fixed-size records in ``includes/records.h``.
+
+The numpy dtypes here have exactly the C layouts, so arrays of commands can
+be handed to the matcher's batch API and event buffers read without copying.
+A test checks every offset against the compiled structs.
+"""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+LAYOUT_VERSION = 1
+
+COMMAND_DTYPE = np.dtype(
+    [
+        ("kind", "<u2"),
+        ("side", "u1"),
+        ("tif", "u1"),
+        ("ord_type", "u1"),
+        ("stp", "u1"),
+        ("flags", "<u2"),
+        ("venue", "<u4"),
+        ("market", "<u4"),
+        ("ts", "<i8"),
+        ("account", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("id", "<i8"),
+        ("aux", "<i8"),
+    ]
+)
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("kind", "<u2"),
+        ("code", "<u2"),
+        ("side", "u1"),
+        ("reason", "u1"),
+        ("flags", "<u2"),
+        ("market", "<u4"),
+        ("venue", "<u4"),
+        ("seq", "<i8"),
+        ("cmd_seq", "<i8"),
+        ("durable_seq", "<i8"),
+        ("ts", "<i8"),
+        ("order_id", "<i8"),
+        ("account", "<i8"),
+        ("client_id", "<i8"),
+        ("price", "<i8"),
+        ("qty", "<i8"),
+        ("remaining", "<i8"),
+        ("maker_order", "<i8"),
+        ("maker_account", "<i8"),
+        ("maker_fee", "<i8"),
+        ("taker_fee", "<i8"),
+    ]
+)
+
+assert COMMAND_DTYPE.itemsize == 64
+assert EVENT_DTYPE.itemsize == 128
+
+
+class Cmd(enum.IntEnum):
+    PLACE = 1
+    CANCEL = 2
+    AMEND = 3
+    MASS_CANCEL = 4
+    DEPOSIT = 16
+    WITHDRAW = 17
+    ADD_ASSET = 32
+    ADD_MARKET = 33
+
+
+class Ev(enum.IntEnum):
+    ACCEPTED = 1
+    REJECTED = 2
+    FILL = 3
+    CANCELLED = 4
+    AMENDED = 5
+    BOOK_LEVEL = 6
+    BALANCE = 7
+
+
+class Side(enum.IntEnum):
+    BUY = 0
+    SELL = 1
+
+
+class Tif(enum.IntEnum):
+    GTC = 0
+    IOC = 1
+    FOK = 2
+
+
+class OrdType(enum.IntEnum):
+    LIMIT = 0
+    MARKET = 1
+
+
+class Stp(enum.IntEnum):
+    CANCEL_TAKER = 0
+    CANCEL_MAKER = 1
+    CANCEL_BOTH = 2
+    DECREMENT_BOTH = 3
+
+
+class MarketKind(enum.IntEnum):
+    SPOT = 0
+    PERPETUAL = 1
+    OUTCOME = 2
+
+
+class CmdFlag(enum.IntFlag):
+    POST_ONLY = 1
+    BY_CLIENT_ID = 2
+    ALL_MARKETS = 4
+
+
+class EvFlag(enum.IntFlag):
+    MAKER_DONE = 1
+    TAKER_DONE = 2
+    PRIORITY_LOST = 4
+
+
+class CancelReason(enum.IntEnum):
+    USER = 1
+    IOC = 2
+    FOK = 3
+    STP = 4
+    POST_ONLY = 5
+    EXPIRED = 6
+    MASS = 7
+
+
+SYMBOL_BYTES = 16
+
+
+def pack_symbol(symbol: str) -> tuple[int, int]:
+    """An asset symbol (ASCII, 1..16 bytes) as the (id, aux) int64 pair of AddAsset."""
+    raw = symbol.encode("ascii")
+    if not 1 <= len(raw) <= SYMBOL_BYTES or b"\0" in raw:
+        raise ValueError(f"asset symbol must be 1..{SYMBOL_BYTES} ASCII characters: {symbol!r}")
+    raw = raw.ljust(SYMBOL_BYTES, b"\0")
+    return (int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[8:], "little", signed=True))
+
+
+def unpack_symbol(lo: int, hi: int) -> str:
+    raw = lo.to_bytes(8, "little", signed=True) + hi.to_bytes(8, "little", signed=True)
+    return raw.rstrip(b"\0").decode("ascii")
+
+
+def pack_market_assets(base: int, quote: int) -> int:
+    """AddMarket's ``account`` field: base asset in the low 32 bits, quote in the high."""
+    return int(np.int64(np.uint64((quote << 32) | base)))
+
+
+def unpack_market_assets(packed: int) -> tuple[int, int]:
+    u = int(np.uint64(np.int64(packed)))
+    return u & 0xFFFFFFFF, u >> 32
+
+
+def pack_market_params(maker_bps: int, taker_bps: int, band_bps: int) -> int:
+    """AddMarket's ``aux`` field: maker fee (int16) | taker fee (int16) << 16 | band (uint32) << 32."""
+    u = (maker_bps & 0xFFFF) | ((taker_bps & 0xFFFF) << 16) | ((band_bps & 0xFFFFFFFF) << 32)
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def unpack_market_params(packed: int) -> tuple[int, int, int]:
+    u = packed & 0xFFFFFFFFFFFFFFFF
+
+    def s16(x: int) -> int:
+        return x - 0x10000 if x >= 0x8000 else x
+
+    return s16(u & 0xFFFF), s16((u >> 16) & 0xFFFF), u >> 32
+
+
+def command(kind: int, **fields) -> np.ndarray:
+    """One command as a 0-d record array (tests and tools)."""
+    rec = np.zeros((), dtype=COMMAND_DTYPE)
+    rec["kind"] = kind
+    for name, value in fields.items():
+        rec[name] = value
+    return rec
