@@ -1,0 +1,20 @@
+"""A canonical dump of an engine's state and its hash, equal across implementations."""
+from __future__ import annotations
+
+import hashlib
+
+
+def canonical_state(engine) -> tuple:
+    markets = tuple(engine.markets())
+    books = tuple(tuple(engine.l3(m.market_id)) for m in markets)
+    balances = tuple(
+        (account, tuple(sorted(engine.balances(account).items()))) for account in engine.accounts()
+    )
+    fees = tuple(engine.fees(a.asset_id) for a in engine.assets())
+    lasts = tuple(engine.last_price(m.market_id) for m in markets)
+    counters = (engine.cmd_seq, engine.event_seq, engine.last_order_id, engine.now)
+    return (tuple(engine.assets()), markets, books, balances, fees, lasts, counters)
+
+
+def state_hash(engine) -> str:
+    return hashlib.sha256(repr(canonical_state(engine)).encode()).hexdigest()
