@@ -1,0 +1,849 @@
+"""Pure-Python reference model of the matcher (docs/ARCHITECTURE.md, "Engine semantics").
+
+The Cython engine (``engine.matcher.Engine``) and this model are compared
+event for event and state for state, so this file favours being obviously
+right over being fast: plain dicts, lists, ``heapq``, Python ints (no
+overflow anywhere, so the spec's bounds are checked explicitly).
+
+Interpretation choices
+======================
+Where docs/ARCHITECTURE.md leaves room, this model does the following (the
+Cython engine must do the same):
+
+1.  Event order of one command: expiry ``Cancelled(EXPIRED)`` events (step 2)
+    come first, then the command's own events (``Rejected`` for a failed
+    command), then the ``BookLevel`` events.  So "a failed command starts with
+    Rejected" means the command's *own* events; expiries triggered by the
+    command's ts precede it, and their BookLevel events follow the Rejected.
+    Expiry runs for every command kind, rejected and unknown ones included.
+2.  Result codes of ``Cancelled`` events: USER, EXPIRED and MASS carry code 0
+    (OK); STP (maker and taker side, all four modes) SELF_TRADE_PREVENTED;
+    IOC IOC_NOT_FILLED; FOK FOK_NOT_FILLABLE; POST_ONLY POST_ONLY_WOULD_CROSS.
+3.  Fields not named by the spec are 0.  Per event kind:
+    - Accepted (place): order_id, account, client_id, side, price, qty,
+      remaining=qty, market, venue (the order's).
+    - Accepted (mass cancel): account, qty = count, market = the command's
+      market, or 0 with ALL_MARKETS; venue 0.
+    - Accepted (add asset / add market): market = the new id; all else 0.
+    - Rejected: code, and from the command account, market, venue, side,
+      price, qty, client_id = cmd.id (verbatim, e.g. AddMarket's packed
+      account); all else 0 (reason, flags, order_id, remaining, ...).
+    - Fill: side/venue/order_id/account of the taker, client_id = maker's
+      venue, price = maker's price, qty, remaining = taker's remaining after,
+      maker_order, maker_account, maker_fee, taker_fee, market, flags.
+    - Cancelled / Amended: order_id, account, client_id, side, price (the
+      order's, for Amended the new one), qty, remaining, market, venue,
+      reason (Cancelled), code, flags (Amended).
+    - BookLevel: market, venue (the market's), side, price, qty = aggregate
+      open qty, remaining = order count; all else 0.
+    - Balance: account, market = asset, qty = +amount / -amount,
+      remaining = free after, taker_fee = held after; all else 0.
+4.  Cancel / amend by order id: an id in ``1..last_order_id`` that is not an
+    open order is ORDER_CLOSED whatever account placed it (closed orders are
+    not remembered by account); an open order of another account is
+    UNKNOWN_ORDER; an id outside the range UNKNOWN_ORDER.  By client id only
+    open orders are searched (any miss, including client id <= 0, is
+    UNKNOWN_ORDER).
+5.  Client ids are unique per account across all markets (among open orders).
+    An incoming order only becomes "open" (order(), l3, duplicate check,
+    cancel) when it rests; ids of orders that never rest are closed at once.
+6.  ``OrderView.qty`` is the size as placed, and after an amend
+    ``filled + new remaining``.  An STP DECREMENT_BOTH decrement does NOT
+    change ``qty`` (only ``remaining``); ``filled`` counts fills only.
+7.  Amend: "size increases" means new qty > current remaining.  The order
+    keeps priority iff (price == 0 or price == current price) and new qty <=
+    remaining; a no-op amend still emits Amended (flags 0) and touches the
+    level.  The band check applies only when price != 0 and differs from the
+    current price.  Amend has no QTY_TOO_LARGE check (not listed); the hold
+    bound is ``new_lots * (new_price + fpl(new_price)) <= MAX_MONEY`` for
+    either side, as for PlaceOrder.  The extra hold is new hold - current hold
+    of the remaining (buy: lots x (price + fpl), sell: qty); only a positive
+    extra must fit free.  On losing priority the order leaves its level (first
+    touch: the old level), its hold is reset to the new hold, Amended
+    (PRIORITY_LOST) is emitted, then post-only check (if the order is
+    post-only), matching with the order's own STP mode as taker, then rest
+    at the back of its (new) level.  expire_at is kept; the expiry heap keeps
+    its one (expire_at, order_id) entry.
+8.  The price band check applies to market orders too (their protection
+    price); "has traded" means last price > 0.  last price is per market and
+    set by every fill (STP decrements are not trades).
+9.  ORDER_CAPACITY compares the number of resting (open) orders with
+    max_orders; ACCOUNT_CAPACITY the number of accounts with max_accounts.
+    ASSET_CAPACITY / MARKET_CAPACITY are unreachable (ids are range-checked).
+10. Commands' unused fields and flags are ignored; Deposit, Withdraw,
+    AddAsset and AddMarket do not check flags.  Venue is checked only by
+    PlaceOrder (against the market's) and AddMarket (must be 0).  The AddAsset
+    symbol is not validated: it is stored as the (id, aux) pair and shown via
+    ``unpack_symbol`` (latin-1 if the bytes are not ASCII).
+11. The FOK pre-check stops as soon as the sum reaches the order's qty
+    (equivalent to the full walk).  A FOK order that passes always fills
+    completely, so no FOK remainder can be left (an IOC-style cancel would be
+    used, but it is unreachable).
+12. MassCancel's Accepted count and Cancelled events cover the account's
+    resting orders (in the market, or all with ALL_MARKETS) in order id order.
+    The market must exist unless ALL_MARKETS, whatever its kind.
+13. Deposit touches (creates) the balance entry and creates the account.
+    A fill creates the buyer's base and the seller's quote entries.
+    ``balances()`` lists every asset with an entry, (0, 0) ones included.
+14. The maker's hold per lot uses the fpl computed from ITS price when it was
+    placed/amended (the market's taker_bps never changes), both for release
+    on fills and on cancels.
+15. AddMarket: base unknown or quote unknown is UNKNOWN_ASSET before
+    SAME_BASE_AND_QUOTE; min size <= 0 or not a multiple of lot is
+    INVALID_MIN_SIZE; fees are checked before the band.  Assets and markets
+    are listed in id order by ``assets()`` / ``markets()``.
+"""
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections import OrderedDict
+
+import numpy as np
+
+from .api import CommandAPI
+from .codes import ResultCode as RC
+from .records import (
+    EVENT_DTYPE,
+    CancelReason,
+    Cmd,
+    CmdFlag,
+    Ev,
+    EvFlag,
+    MarketKind,
+    OrdType,
+    Side,
+    Stp,
+    Tif,
+    unpack_market_assets,
+    unpack_market_params,
+)
+from .views import AssetView, MarketView, OrderView
+
+MAX_MONEY = 1 << 62
+
+# plain ints for speed in the hot loops
+_BUY = int(Side.BUY)
+_SELL = int(Side.SELL)
+_GTC, _IOC, _FOK = int(Tif.GTC), int(Tif.IOC), int(Tif.FOK)
+_LIMIT, _MARKET = int(OrdType.LIMIT), int(OrdType.MARKET)
+_STP_CT, _STP_CM, _STP_CB, _STP_DB = (int(Stp.CANCEL_TAKER), int(Stp.CANCEL_MAKER),
+                                      int(Stp.CANCEL_BOTH), int(Stp.DECREMENT_BOTH))
+_F_POST_ONLY = int(CmdFlag.POST_ONLY)
+_F_BY_CLIENT_ID = int(CmdFlag.BY_CLIENT_ID)
+_F_ALL_MARKETS = int(CmdFlag.ALL_MARKETS)
+_EV_ACCEPTED, _EV_REJECTED, _EV_FILL, _EV_CANCELLED, _EV_AMENDED, _EV_BOOK_LEVEL, _EV_BALANCE = (
+    int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED),
+    int(Ev.BOOK_LEVEL), int(Ev.BALANCE))
+_MAKER_DONE, _TAKER_DONE, _PRIORITY_LOST = (int(EvFlag.MAKER_DONE), int(EvFlag.TAKER_DONE),
+                                            int(EvFlag.PRIORITY_LOST))
+_R_USER, _R_IOC, _R_FOK, _R_STP, _R_POST_ONLY, _R_EXPIRED, _R_MASS = (
+    int(CancelReason.USER), int(CancelReason.IOC), int(CancelReason.FOK), int(CancelReason.STP),
+    int(CancelReason.POST_ONLY), int(CancelReason.EXPIRED), int(CancelReason.MASS))
+_SPOT = int(MarketKind.SPOT)
+_STP_CODE = int(RC.SELF_TRADE_PREVENTED)
+
+
+def fee_ceil(notional: int, bps: int) -> int:
+    """ceil(notional * bps / 10000), rounded towards +infinity (also for negative bps)."""
+    return -((-notional * bps) // 10000)
+
+
+class _Order:
+    __slots__ = ("order_id", "account", "client_id", "market", "venue", "side", "price", "qty",
+                 "filled", "remaining", "expire_at", "stp", "post_only", "fpl", "resting")
+
+    def view(self) -> OrderView:
+        return OrderView(self.order_id, self.account, self.client_id, self.market, self.venue,
+                         self.side, self.price, self.qty, self.filled, self.remaining,
+                         self.expire_at, self.stp, self.post_only)
+
+
+class _Level:
+    __slots__ = ("orders", "qty")
+
+    def __init__(self):
+        self.orders: OrderedDict[int, _Order] = OrderedDict()  # time priority
+        self.qty = 0  # aggregate open qty
+
+
+class _BookSide:
+    """One side of a book: price -> level, plus the prices sorted ascending."""
+
+    __slots__ = ("is_bid", "prices", "levels")
+
+    def __init__(self, is_bid: bool):
+        self.is_bid = is_bid
+        self.prices: list[int] = []
+        self.levels: dict[int, _Level] = {}
+
+    def best(self) -> int:
+        """Best price, 0 when empty."""
+        if not self.prices:
+            return 0
+        return self.prices[-1] if self.is_bid else self.prices[0]
+
+    def prices_best_first(self):
+        return reversed(self.prices) if self.is_bid else iter(self.prices)
+
+
+class _Market:
+    __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
+                 "maker_bps", "taker_bps", "band_bps", "last", "books")
+
+    def view(self) -> MarketView:
+        return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
+                          self.lot, self.min_size, self.maker_bps, self.taker_bps, self.band_bps)
+
+
+def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
+    """best is the opposite side's best price (0 = empty)."""
+    if best == 0:
+        return False
+    return best <= taker_price if taker_side == _BUY else best >= taker_price
+
+
+class ReferenceEngine(CommandAPI):
+    """The matcher's semantics in plain Python (see the module docstring)."""
+
+    def __init__(self, max_orders: int = 1 << 20, max_accounts: int = 1 << 20,
+                 max_markets: int = 4096, max_assets: int = 1024):
+        self.max_orders = max_orders
+        self.max_accounts = max_accounts
+        self.max_markets = max_markets
+        self.max_assets = max_assets
+        self._cmd_seq = 0
+        self._event_seq = 0
+        self._last_order_id = 0
+        self._now = 0
+        self._assets: dict[int, tuple[int, int, int]] = {}  # id -> (sym_lo, sym_hi, decimals)
+        self._markets: dict[int, _Market] = {}
+        self._outstanding: dict[int, int] = {}  # asset -> deposits - withdrawals
+        self._fees: dict[int, int] = {}  # asset -> collected
+        self._bal: dict[int, dict[int, list[int]]] = {}  # account -> asset -> [free, held]
+        self._orders: dict[int, _Order] = {}  # open (resting) orders
+        self._by_client: dict[tuple[int, int], _Order] = {}  # (account, client id) -> open order
+        self._acct_orders: dict[int, dict[int, _Order]] = {}  # account -> open orders
+        self._expiry: list[tuple[int, int]] = []  # heap of (expire_at, order_id)
+        self._out: list[tuple] = []
+        self._touched: dict[tuple[int, int, int], None] = {}
+        self._handlers = {
+            int(Cmd.PLACE): self._place,
+            int(Cmd.CANCEL): self._cancel_cmd,
+            int(Cmd.AMEND): self._amend,
+            int(Cmd.MASS_CANCEL): self._mass_cancel,
+            int(Cmd.DEPOSIT): self._deposit,
+            int(Cmd.WITHDRAW): self._withdraw,
+            int(Cmd.ADD_ASSET): self._add_asset,
+            int(Cmd.ADD_MARKET): self._add_market,
+        }
+
+    # ------------------------------------------------------------------ batch API
+    def process(self, commands: np.ndarray) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(commands)).tolist()
+        out: list[tuple] = []
+        self._out = out
+        for row in rows:
+            self._step(row)
+        self._out = []
+        if not out:
+            return np.zeros(0, dtype=EVENT_DTYPE)
+        return np.array(out, dtype=EVENT_DTYPE)
+
+    def _step(self, row) -> None:
+        # step 1
+        self._cmd_seq += 1
+        ts = row[8]
+        if ts > self._now:
+            self._now = ts
+        self._touched = {}
+        # step 2: expiry
+        heap = self._expiry
+        now = self._now
+        while heap and heap[0][0] <= now:
+            expire_at, oid = heapq.heappop(heap)
+            o = self._orders.get(oid)
+            if o is not None and o.expire_at == expire_at:
+                self._cancel_order(o, o.remaining, _R_EXPIRED, 0)
+        # step 3: the command
+        handler = self._handlers.get(row[0])
+        code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
+        if code:
+            (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
+             cid, aux) = row
+            self._ev(_EV_REJECTED, code, side, 0, 0, market, venue, 0, account, cid, price, qty, 0)
+        # step 4: book levels in order of first touch
+        for (mid, side, price) in self._touched:
+            m = self._markets[mid]
+            level = m.books[side].levels.get(price)
+            if level is None:
+                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, 0, 0)
+            else:
+                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, level.qty,
+                         len(level.orders))
+
+    # ------------------------------------------------------------------ events
+    def _ev(self, kind, code, side, reason, flags, market, venue, order_id, account, client_id,
+            price, qty, remaining, maker_order=0, maker_account=0, maker_fee=0, taker_fee=0):
+        self._event_seq += 1
+        self._out.append((kind, code, side, reason, flags, market, venue, self._event_seq,
+                          self._cmd_seq, 0, self._now, order_id, account, client_id, price, qty,
+                          remaining, maker_order, maker_account, maker_fee, taker_fee))
+
+    def _ev_order(self, kind, code, reason, flags, o: _Order, qty, remaining):
+        self._ev(kind, code, o.side, reason, flags, o.market, o.venue, o.order_id, o.account,
+                 o.client_id, o.price, qty, remaining)
+
+    # ------------------------------------------------------------------ helpers
+    def _hold_of(self, o: _Order, qty: int, m: _Market) -> int:
+        """The hold for `qty` of order o (buy: lots x (price + fpl) in quote; sell: qty in base)."""
+        if o.side == _BUY:
+            return (qty // m.lot) * (o.price + o.fpl)
+        return qty
+
+    def _release(self, o: _Order, qty: int, m: _Market) -> None:
+        amount = self._hold_of(o, qty, m)
+        b = self._bal[o.account][m.quote if o.side == _BUY else m.base]
+        b[1] -= amount
+        b[0] += amount
+
+    def _touch(self, market: int, side: int, price: int) -> None:
+        key = (market, side, price)
+        if key not in self._touched:
+            self._touched[key] = None
+
+    def _rest(self, o: _Order, m: _Market) -> None:
+        """Put o at the back of its price level."""
+        book = m.books[o.side]
+        level = book.levels.get(o.price)
+        if level is None:
+            level = book.levels[o.price] = _Level()
+            insort(book.prices, o.price)
+        level.orders[o.order_id] = o
+        level.qty += o.remaining
+        o.resting = True
+        self._orders[o.order_id] = o
+        self._by_client[(o.account, o.client_id)] = o
+        self._acct_orders.setdefault(o.account, {})[o.order_id] = o
+        self._touch(o.market, o.side, o.price)
+
+    def _unrest(self, o: _Order, m: _Market) -> None:
+        """Take o out of the book (its remaining is left as is)."""
+        book = m.books[o.side]
+        level = book.levels[o.price]
+        del level.orders[o.order_id]
+        level.qty -= o.remaining
+        if not level.orders:
+            del book.levels[o.price]
+            del book.prices[bisect_left(book.prices, o.price)]
+        o.resting = False
+        del self._orders[o.order_id]
+        del self._by_client[(o.account, o.client_id)]
+        del self._acct_orders[o.account][o.order_id]
+        self._touch(o.market, o.side, o.price)
+
+    def _cancel_order(self, o: _Order, take: int, reason: int, code: int) -> None:
+        """Take `take` off o (resting or incoming), release its hold, emit Cancelled."""
+        m = self._markets[o.market]
+        self._release(o, take, m)
+        if o.resting:
+            if take == o.remaining:
+                self._unrest(o, m)
+                o.remaining = 0
+            else:
+                o.remaining -= take
+                m.books[o.side].levels[o.price].qty -= take
+                self._touch(o.market, o.side, o.price)
+        else:
+            o.remaining -= take
+        self._ev_order(_EV_CANCELLED, code, reason, 0, o, take, o.remaining)
+
+    def _find(self, account: int, flags: int, ident: int):
+        """(order, 0) or (None, code): the lookup shared by cancel and amend."""
+        if flags & _F_BY_CLIENT_ID:
+            o = self._by_client.get((account, ident))
+            if o is None:
+                return None, int(RC.UNKNOWN_ORDER)
+            return o, 0
+        if ident < 1 or ident > self._last_order_id:
+            return None, int(RC.UNKNOWN_ORDER)
+        o = self._orders.get(ident)
+        if o is None:
+            return None, int(RC.ORDER_CLOSED)
+        if o.account != account:
+            return None, int(RC.UNKNOWN_ORDER)
+        return o, 0
+
+    # ------------------------------------------------------------------ matching
+    def _fok_fillable(self, o: _Order, opp: _BookSide) -> bool:
+        need = o.remaining
+        total = 0
+        for price in opp.prices_best_first():
+            if not _crosses(o.side, o.price, price):
+                break
+            for mk in opp.levels[price].orders.values():
+                if mk.account == o.account:
+                    if o.stp == _STP_CM:
+                        continue
+                    return total >= need
+                total += mk.remaining
+                if total >= need:
+                    return True
+        return total >= need
+
+    def _execute(self, o: _Order, m: _Market, tif: int, new: bool) -> None:
+        """Post-only check, FOK pre-check, matching, then rest or cancel the remainder."""
+        opp = m.books[1 - o.side]
+        if o.post_only and _crosses(o.side, o.price, opp.best()):
+            self._cancel_order(o, o.remaining, _R_POST_ONLY, int(RC.POST_ONLY_WOULD_CROSS))
+            return
+        if tif == _FOK and not self._fok_fillable(o, opp):
+            self._cancel_order(o, o.remaining, _R_FOK, int(RC.FOK_NOT_FILLABLE))
+            return
+        self._match(o, m, opp)
+        if o.remaining > 0:
+            if tif == _GTC:
+                self._rest(o, m)
+                if new and o.expire_at > 0:
+                    heapq.heappush(self._expiry, (o.expire_at, o.order_id))
+            else:
+                self._cancel_order(o, o.remaining, _R_IOC, int(RC.IOC_NOT_FILLED))
+
+    def _match(self, o: _Order, m: _Market, opp: _BookSide) -> None:
+        bal = self._bal
+        while o.remaining > 0:
+            best = opp.best()
+            if not _crosses(o.side, o.price, best):
+                return
+            level = opp.levels[best]
+            maker = next(iter(level.orders.values()))
+            if maker.account == o.account:
+                mode = o.stp
+                if mode == _STP_CT:
+                    self._cancel_order(o, o.remaining, _R_STP, _STP_CODE)
+                    return
+                if mode == _STP_CM:
+                    self._cancel_order(maker, maker.remaining, _R_STP, _STP_CODE)
+                    continue
+                if mode == _STP_CB:
+                    self._cancel_order(maker, maker.remaining, _R_STP, _STP_CODE)
+                    self._cancel_order(o, o.remaining, _R_STP, _STP_CODE)
+                    return
+                d = min(o.remaining, maker.remaining)  # DECREMENT_BOTH
+                self._cancel_order(maker, d, _R_STP, _STP_CODE)
+                self._cancel_order(o, d, _R_STP, _STP_CODE)
+                continue
+            # a fill of q at the maker's price
+            q = min(o.remaining, maker.remaining)
+            lots = q // m.lot
+            price = maker.price
+            notional = price * lots
+            taker_fee = fee_ceil(notional, m.taker_bps)
+            maker_fee = fee_ceil(notional, m.maker_bps)
+            o.remaining -= q
+            o.filled += q
+            maker.remaining -= q
+            maker.filled += q
+            level.qty -= q
+            self._touch(m.market_id, maker.side, price)
+            if o.side == _BUY:
+                buyer, seller, buyer_fee, seller_fee = o, maker, taker_fee, maker_fee
+            else:
+                buyer, seller, buyer_fee, seller_fee = maker, o, maker_fee, taker_fee
+            quote, base = m.quote, m.base
+            bb = bal[buyer.account]
+            release = lots * (buyer.price + buyer.fpl)
+            bq = bb[quote]
+            bq[1] -= release
+            bq[0] += release - notional - buyer_fee
+            bbase = bb.get(base)
+            if bbase is None:
+                bbase = bb[base] = [0, 0]
+            bbase[0] += q
+            sb = bal[seller.account]
+            sb[base][1] -= q
+            squote = sb.get(quote)
+            if squote is None:
+                squote = sb[quote] = [0, 0]
+            squote[0] += notional - seller_fee
+            self._fees[quote] += taker_fee + maker_fee
+            m.last = price
+            flags = (_MAKER_DONE if maker.remaining == 0 else 0) | (_TAKER_DONE if o.remaining == 0 else 0)
+            self._ev(_EV_FILL, 0, o.side, 0, flags, m.market_id, o.venue, o.order_id, o.account,
+                     maker.venue, price, q, o.remaining, maker.order_id, maker.account, maker_fee,
+                     taker_fee)
+            if maker.remaining == 0:
+                self._unrest(maker, m)  # subtracts its remaining (now 0) from the level
+
+    # ------------------------------------------------------------------ commands
+    def _place(self, row) -> int:
+        (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
+         cid, aux) = row
+        if side != _BUY and side != _SELL:
+            return int(RC.INVALID_SIDE)
+        if ord_type != _LIMIT and ord_type != _MARKET:
+            return int(RC.INVALID_ORDER_TYPE)
+        if tif not in (_GTC, _IOC, _FOK) or (ord_type == _MARKET and tif == _GTC):
+            return int(RC.INVALID_TIF)
+        if not 0 <= stp <= 3:
+            return int(RC.INVALID_STP)
+        if flags & ~_F_POST_ONLY or (flags & _F_POST_ONLY and not (ord_type == _LIMIT and tif == _GTC)):
+            return int(RC.INVALID_FLAGS)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _SPOT:
+            return int(RC.MARKET_KIND_NOT_TRADABLE)
+        if venue != m.venue:
+            return int(RC.UNKNOWN_VENUE)
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        balances = self._bal.get(account)
+        if balances is None:
+            return int(RC.UNKNOWN_ACCOUNT)
+        if cid <= 0:
+            return int(RC.INVALID_CLIENT_ID)
+        if price <= 0:
+            return int(RC.PRICE_NOT_POSITIVE)
+        if price % m.tick:
+            return int(RC.PRICE_OFF_TICK)
+        if qty <= 0:
+            return int(RC.QTY_NOT_POSITIVE)
+        if qty % m.lot:
+            return int(RC.QTY_OFF_LOT)
+        if qty < m.min_size:
+            return int(RC.QTY_BELOW_MIN)
+        if qty > MAX_MONEY:
+            return int(RC.QTY_TOO_LARGE)
+        fpl = fee_ceil(price, max(m.taker_bps, 0))
+        hold = (qty // m.lot) * (price + fpl)
+        if hold > MAX_MONEY:
+            return int(RC.PRICE_TOO_LARGE)
+        if aux < 0 or (aux > 0 and tif != _GTC):
+            return int(RC.INVALID_EXPIRY)
+        if aux != 0 and aux <= self._now:
+            return int(RC.EXPIRED_ON_ARRIVAL)
+        if (account, cid) in self._by_client:
+            return int(RC.DUPLICATE_CLIENT_ID)
+        if m.band_bps > 0 and m.last > 0 and abs(price - m.last) * 10000 > m.band_bps * m.last:
+            return int(RC.PRICE_OUTSIDE_BAND)
+        if side == _SELL:
+            hold = qty
+            asset = m.base
+        else:
+            asset = m.quote
+        b = balances.get(asset)
+        if b is None or b[0] < hold:
+            return int(RC.INSUFFICIENT_BALANCE)
+        if len(self._orders) >= self.max_orders:
+            return int(RC.ORDER_CAPACITY)
+        # accepted
+        self._last_order_id += 1
+        o = _Order()
+        o.order_id = self._last_order_id
+        o.account = account
+        o.client_id = cid
+        o.market = market
+        o.venue = venue
+        o.side = side
+        o.price = price
+        o.qty = qty
+        o.filled = 0
+        o.remaining = qty
+        o.expire_at = aux
+        o.stp = stp
+        o.post_only = bool(flags & _F_POST_ONLY)
+        o.fpl = fpl
+        o.resting = False
+        b[0] -= hold
+        b[1] += hold
+        self._ev_order(_EV_ACCEPTED, 0, 0, 0, o, qty, qty)
+        self._execute(o, m, tif, True)
+        return 0
+
+    def _cancel_cmd(self, row) -> int:
+        flags, account, ident = row[5], row[9], row[12]
+        if flags & ~_F_BY_CLIENT_ID:
+            return int(RC.INVALID_FLAGS)
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account not in self._bal:
+            return int(RC.UNKNOWN_ACCOUNT)
+        o, code = self._find(account, flags, ident)
+        if code:
+            return code
+        self._cancel_order(o, o.remaining, _R_USER, 0)
+        return 0
+
+    def _amend(self, row) -> int:
+        flags, account, price, qty, ident = row[5], row[9], row[10], row[11], row[12]
+        if flags & ~_F_BY_CLIENT_ID:
+            return int(RC.INVALID_FLAGS)
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account not in self._bal:
+            return int(RC.UNKNOWN_ACCOUNT)
+        o, code = self._find(account, flags, ident)
+        if code:
+            return code
+        m = self._markets[o.market]
+        if price < 0:
+            return int(RC.PRICE_NOT_POSITIVE)
+        new_price = price if price != 0 else o.price
+        if new_price % m.tick:
+            return int(RC.PRICE_OFF_TICK)
+        if qty <= 0:
+            return int(RC.QTY_NOT_POSITIVE)
+        if qty % m.lot:
+            return int(RC.QTY_OFF_LOT)
+        if qty > o.remaining and qty < m.min_size:
+            return int(RC.QTY_BELOW_MIN)
+        new_fpl = fee_ceil(new_price, max(m.taker_bps, 0))
+        new_hold = (qty // m.lot) * (new_price + new_fpl)
+        if new_hold > MAX_MONEY:
+            return int(RC.PRICE_TOO_LARGE)
+        if (new_price != o.price and m.band_bps > 0 and m.last > 0
+                and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
+            return int(RC.PRICE_OUTSIDE_BAND)
+        old_hold = self._hold_of(o, o.remaining, m)
+        if o.side == _SELL:
+            new_hold = qty
+            b = self._bal[account][m.base]
+        else:
+            b = self._bal[account][m.quote]
+        extra = new_hold - old_hold
+        if extra > 0 and extra > b[0]:
+            return int(RC.INSUFFICIENT_BALANCE)
+        # accepted
+        if new_price == o.price and qty <= o.remaining:
+            diff = o.remaining - qty
+            if diff:
+                self._release(o, diff, m)
+                o.remaining = qty
+                m.books[o.side].levels[o.price].qty -= diff
+            o.qty = o.filled + qty
+            self._touch(o.market, o.side, o.price)
+            self._ev_order(_EV_AMENDED, 0, 0, 0, o, qty, qty)
+            return 0
+        self._unrest(o, m)
+        b[0] += old_hold - new_hold
+        b[1] += new_hold - old_hold
+        o.price = new_price
+        o.fpl = new_fpl
+        o.remaining = qty
+        o.qty = o.filled + qty
+        self._ev_order(_EV_AMENDED, 0, 0, _PRIORITY_LOST, o, qty, qty)
+        self._execute(o, m, _GTC, False)
+        return 0
+
+    def _mass_cancel(self, row) -> int:
+        flags, market, account = row[5], row[7], row[9]
+        if flags & ~_F_ALL_MARKETS:
+            return int(RC.INVALID_FLAGS)
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account not in self._bal:
+            return int(RC.UNKNOWN_ACCOUNT)
+        all_markets = bool(flags & _F_ALL_MARKETS)
+        if not all_markets and market not in self._markets:
+            return int(RC.UNKNOWN_MARKET)
+        mine = self._acct_orders.get(account, {})
+        ids = sorted(oid for oid, o in mine.items() if all_markets or o.market == market)
+        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, 0 if all_markets else market, 0, 0, account, 0, 0,
+                 len(ids), 0)
+        for oid in ids:
+            o = mine[oid]
+            self._cancel_order(o, o.remaining, _R_MASS, 0)
+        return 0
+
+    def _deposit(self, row) -> int:
+        asset, account, amount = row[7], row[9], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if amount <= 0:
+            return int(RC.AMOUNT_NOT_POSITIVE)
+        if self._outstanding[asset] + amount > MAX_MONEY:
+            return int(RC.BALANCE_OVERFLOW)
+        balances = self._bal.get(account)
+        if balances is None:
+            if len(self._bal) >= self.max_accounts:
+                return int(RC.ACCOUNT_CAPACITY)
+            balances = self._bal[account] = {}
+        b = balances.get(asset)
+        if b is None:
+            b = balances[asset] = [0, 0]
+        b[0] += amount
+        self._outstanding[asset] += amount
+        self._ev(_EV_BALANCE, 0, 0, 0, 0, asset, 0, 0, account, 0, 0, amount, b[0], taker_fee=b[1])
+        return 0
+
+    def _withdraw(self, row) -> int:
+        asset, account, amount = row[7], row[9], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        balances = self._bal.get(account)
+        if balances is None:
+            return int(RC.UNKNOWN_ACCOUNT)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if amount <= 0:
+            return int(RC.AMOUNT_NOT_POSITIVE)
+        b = balances.get(asset)
+        if b is None or amount > b[0]:
+            return int(RC.INSUFFICIENT_FREE_BALANCE)
+        b[0] -= amount
+        self._outstanding[asset] -= amount
+        self._ev(_EV_BALANCE, 0, 0, 0, 0, asset, 0, 0, account, 0, 0, -amount, b[0], taker_fee=b[1])
+        return 0
+
+    def _add_asset(self, row) -> int:
+        asset, decimals, lo, hi = row[7], row[10], row[12], row[13]
+        if not 1 <= asset <= self.max_assets:
+            return int(RC.INVALID_ASSET_ID)
+        if asset in self._assets:
+            return int(RC.ASSET_EXISTS)
+        if not 0 <= decimals <= 18:
+            return int(RC.INVALID_DECIMALS)
+        self._assets[asset] = (lo, hi, decimals)
+        self._outstanding[asset] = 0
+        self._fees[asset] = 0
+        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, asset, 0, 0, 0, 0, 0, 0, 0)
+        return 0
+
+    def _add_market(self, row) -> int:
+        kind, venue, market_id, packed = row[1], row[6], row[7], row[9]
+        tick, lot, min_size, params = row[10], row[11], row[12], row[13]
+        if not 1 <= market_id <= self.max_markets:
+            return int(RC.INVALID_MARKET_ID)
+        if market_id in self._markets:
+            return int(RC.MARKET_EXISTS)
+        if venue != 0:
+            return int(RC.UNKNOWN_VENUE)
+        if not 0 <= kind <= 2:
+            return int(RC.INVALID_MARKET_KIND)
+        base, quote = unpack_market_assets(packed)
+        if base not in self._assets or quote not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if base == quote:
+            return int(RC.SAME_BASE_AND_QUOTE)
+        if tick <= 0:
+            return int(RC.INVALID_TICK_SIZE)
+        if lot <= 0:
+            return int(RC.INVALID_LOT_SIZE)
+        if min_size <= 0 or min_size % lot:
+            return int(RC.INVALID_MIN_SIZE)
+        maker, taker, band = unpack_market_params(params)
+        if not (-1000 <= maker <= taker <= 1000 and maker + taker >= 0):
+            return int(RC.INVALID_FEES)
+        if band > 10000:
+            return int(RC.INVALID_PRICE_BAND)
+        m = _Market()
+        m.market_id = market_id
+        m.venue = venue
+        m.kind = kind
+        m.base = base
+        m.quote = quote
+        m.tick = tick
+        m.lot = lot
+        m.min_size = min_size
+        m.maker_bps = maker
+        m.taker_bps = taker
+        m.band_bps = band
+        m.last = 0
+        m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
+        self._markets[market_id] = m
+        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, market_id, 0, 0, 0, 0, 0, 0, 0)
+        return 0
+
+    # ------------------------------------------------------------------ queries
+    def l2(self, market: int, depth: int = 10):
+        m = self._markets.get(market)
+        if m is None:
+            return [], []
+        out = []
+        for book in m.books:
+            levels = []
+            for price in book.prices_best_first():
+                if len(levels) >= depth:
+                    break
+                lv = book.levels[price]
+                levels.append((price, lv.qty, len(lv.orders)))
+            out.append(levels)
+        return out[0], out[1]
+
+    def l3(self, market: int) -> list[OrderView]:
+        m = self._markets.get(market)
+        if m is None:
+            return []
+        views = []
+        for book in m.books:
+            for price in book.prices_best_first():
+                views.extend(o.view() for o in book.levels[price].orders.values())
+        return views
+
+    def order(self, order_id: int) -> OrderView | None:
+        o = self._orders.get(order_id)
+        return None if o is None else o.view()
+
+    def balance(self, account: int, asset: int) -> tuple[int, int]:
+        b = self._bal.get(account, {}).get(asset)
+        return (0, 0) if b is None else (b[0], b[1])
+
+    def balances(self, account: int) -> dict[int, tuple[int, int]]:
+        return {asset: (b[0], b[1]) for asset, b in sorted(self._bal.get(account, {}).items())}
+
+    def accounts(self) -> list[int]:
+        return sorted(self._bal)
+
+    def fees(self, asset: int) -> int:
+        return self._fees.get(asset, 0)
+
+    def best_bid(self, market: int) -> int:
+        m = self._markets.get(market)
+        return 0 if m is None else m.books[_BUY].best()
+
+    def best_ask(self, market: int) -> int:
+        m = self._markets.get(market)
+        return 0 if m is None else m.books[_SELL].best()
+
+    def last_price(self, market: int) -> int:
+        m = self._markets.get(market)
+        return 0 if m is None else m.last
+
+    def markets(self) -> list[MarketView]:
+        return [self._markets[k].view() for k in sorted(self._markets)]
+
+    def assets(self) -> list[AssetView]:
+        out = []
+        for asset_id in sorted(self._assets):
+            lo, hi, decimals = self._assets[asset_id]
+            raw = lo.to_bytes(8, "little", signed=True) + hi.to_bytes(8, "little", signed=True)
+            raw = raw.rstrip(b"\0")
+            try:
+                symbol = raw.decode("ascii")
+            except UnicodeDecodeError:
+                symbol = raw.decode("latin-1")
+            out.append(AssetView(asset_id, symbol, decimals))
+        return out
+
+    @property
+    def cmd_seq(self) -> int:
+        return self._cmd_seq
+
+    @property
+    def event_seq(self) -> int:
+        return self._event_seq
+
+    @property
+    def last_order_id(self) -> int:
+        return self._last_order_id
+
+    @property
+    def now(self) -> int:
+        return self._now
+
+    @property
+    def open_orders(self) -> int:
+        return len(self._orders)
