@@ -82,9 +82,11 @@ Cython engine must do the same):
 12. MassCancel's Accepted count and Cancelled events cover the account's
     resting orders (in the market, or all with ALL_MARKETS) in order id order.
     The market must exist unless ALL_MARKETS, whatever its kind.
-13. Deposit touches (creates) the balance entry and creates the account.
-    A fill creates the buyer's base and the seller's quote entries.
-    ``balances()`` lists every asset with an entry, (0, 0) ones included.
+13. Deposit creates the balance entry (and the account).  An accepted order
+    creates the account's base and quote entries of its market (at (0, 0)
+    if absent; so fills never need to create one).  Rejected commands create
+    nothing.  ``balances()`` lists every asset with an entry, (0, 0) ones
+    included, in asset id order.
 14. The maker's hold per lot uses the fpl computed from ITS price when it was
     placed/amended (the market's taker_bps never changes), both for release
     on fills and on cancels.
@@ -555,6 +557,10 @@ class ReferenceEngine(CommandAPI):
         o.post_only = bool(flags & _F_POST_ONLY)
         o.fpl = fpl
         o.resting = False
+        if m.base not in balances:
+            balances[m.base] = [0, 0]
+        if m.quote not in balances:
+            balances[m.quote] = [0, 0]
         b[0] -= hold
         b[1] += hold
         self._ev_order(_EV_ACCEPTED, 0, 0, 0, o, qty, qty)
