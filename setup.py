@@ -17,6 +17,7 @@ setup(
     ext_modules=cythonize(
         EXTENSIONS,
         language_level=3,
+        include_path=["engine/includes", "engine"],
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

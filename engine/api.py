@@ -23,10 +23,7 @@ from .records import (
 
 
 class CommandAPI:
-    """Convenience commands on top of ``process(commands) -> events``."""
-
-    def process(self, commands: np.ndarray) -> np.ndarray:  # pragma: no cover - implemented by engines
-        raise NotImplementedError
+    """Convenience commands on top of the engine's ``process(commands) -> events``."""
 
     def submit(self, kind: int, **fields) -> np.ndarray:
         cmd = np.zeros(1, dtype=COMMAND_DTYPE)

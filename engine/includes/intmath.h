@@ -1,0 +1,32 @@
+/* Exact integer money arithmetic: 128-bit intermediates, ceil rounding. */
+#ifndef XOS_INTMATH_H
+#define XOS_INTMATH_H
+#include <stdint.h>
+
+#define XOS_MAX_MONEY ((int64_t)1 << 62)
+
+/* ceil(amount * bps / 10000), rounded towards +infinity: the exchange's
+ * favour for a charge (bps > 0) and for a rebate (bps < 0) alike. */
+static inline int64_t xos_fee(int64_t amount, int32_t bps) {
+    __int128 p = (__int128)amount * bps;
+    __int128 q = p / 10000;
+    if (p > 0 && p % 10000 != 0) q += 1;
+    return (int64_t)q;
+}
+
+/* lots * (price + worst-case taker fee per lot), saturated just above
+ * XOS_MAX_MONEY so callers can compare without overflow. */
+static inline int64_t xos_buy_hold(int64_t lots, int64_t price, int32_t taker_bps) {
+    __int128 per_lot = (__int128)price + xos_fee(price, taker_bps > 0 ? taker_bps : 0);
+    __int128 h = per_lot * lots;
+    if (h > (__int128)XOS_MAX_MONEY) return XOS_MAX_MONEY + 1;
+    return (int64_t)h;
+}
+
+/* |price - last| * 10000 > band_bps * last */
+static inline int xos_outside_band(int64_t price, int64_t last, int32_t band_bps) {
+    __int128 diff = (__int128)price - last;
+    if (diff < 0) diff = -diff;
+    return diff * 10000 > (__int128)band_bps * last;
+}
+#endif

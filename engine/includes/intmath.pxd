@@ -1,0 +1,7 @@
+from libc.stdint cimport int32_t, int64_t
+
+cdef extern from "intmath.h" nogil:
+    int64_t XOS_MAX_MONEY
+    int64_t xos_fee(int64_t amount, int32_t bps)
+    int64_t xos_buy_hold(int64_t lots, int64_t price, int32_t taker_bps)
+    bint xos_outside_band(int64_t price, int64_t last, int32_t band_bps)

@@ -1,0 +1,87 @@
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+
+cdef extern from "records.h" nogil:
+    int XOS_LAYOUT_VERSION
+
+    ctypedef struct xos_command:
+        uint16_t kind
+        uint8_t side
+        uint8_t tif
+        uint8_t ord_type
+        uint8_t stp
+        uint16_t flags
+        uint32_t venue
+        uint32_t market
+        int64_t ts
+        int64_t account
+        int64_t price
+        int64_t qty
+        int64_t id
+        int64_t aux
+
+    ctypedef struct xos_event:
+        uint16_t kind
+        uint16_t code
+        uint8_t side
+        uint8_t reason
+        uint16_t flags
+        uint32_t market
+        uint32_t venue
+        int64_t seq
+        int64_t cmd_seq
+        int64_t durable_seq
+        int64_t ts
+        int64_t order_id
+        int64_t account
+        int64_t client_id
+        int64_t price
+        int64_t qty
+        int64_t remaining
+        int64_t maker_order
+        int64_t maker_account
+        int64_t maker_fee
+        int64_t taker_fee
+
+    enum:
+        XOS_CMD_PLACE
+        XOS_CMD_CANCEL
+        XOS_CMD_AMEND
+        XOS_CMD_MASS_CANCEL
+        XOS_CMD_DEPOSIT
+        XOS_CMD_WITHDRAW
+        XOS_CMD_ADD_ASSET
+        XOS_CMD_ADD_MARKET
+        XOS_EV_ACCEPTED
+        XOS_EV_REJECTED
+        XOS_EV_FILL
+        XOS_EV_CANCELLED
+        XOS_EV_AMENDED
+        XOS_EV_BOOK_LEVEL
+        XOS_EV_BALANCE
+        XOS_SIDE_BUY
+        XOS_SIDE_SELL
+        XOS_TIF_GTC
+        XOS_TIF_IOC
+        XOS_TIF_FOK
+        XOS_ORD_LIMIT
+        XOS_ORD_MARKET
+        XOS_STP_CANCEL_TAKER
+        XOS_STP_CANCEL_MAKER
+        XOS_STP_CANCEL_BOTH
+        XOS_STP_DECREMENT_BOTH
+        XOS_MARKET_SPOT
+        XOS_MARKET_PERPETUAL
+        XOS_MARKET_OUTCOME
+        XOS_CF_POST_ONLY
+        XOS_CF_BY_CLIENT_ID
+        XOS_CF_ALL_MARKETS
+        XOS_EF_MAKER_DONE
+        XOS_EF_TAKER_DONE
+        XOS_EF_PRIORITY_LOST
+        XOS_CANCEL_USER
+        XOS_CANCEL_IOC
+        XOS_CANCEL_FOK
+        XOS_CANCEL_STP
+        XOS_CANCEL_POST_ONLY
+        XOS_CANCEL_EXPIRED
+        XOS_CANCEL_MASS

@@ -1,0 +1,171 @@
+cimport cython
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+cimport numpy as cnp
+
+from records cimport xos_command, xos_event
+from hashmap cimport xos_hmap
+
+
+cdef struct Order:
+    int64_t id
+    int64_t account          # account id (as the user knows it)
+    int64_t client_id
+    int64_t price
+    int64_t qty              # filled + remaining (amends and STP decrements reset it)
+    int64_t filled
+    int64_t remaining
+    int64_t expire_at
+    int64_t hold_per_lot     # buy orders: price + worst-case taker fee per lot
+    int64_t bal_base         # balance indexes of the account's base and quote assets
+    int64_t bal_quote
+    int32_t acct_idx
+    int32_t prev             # FIFO neighbours in the price level (pool slots, -1 = none)
+    int32_t next
+    int32_t acct_prev        # neighbours in the account's open-order list
+    int32_t acct_next
+    uint32_t market
+    uint32_t venue
+    uint8_t side
+    uint8_t stp
+    uint8_t post_only
+    uint8_t tif
+    bint registered          # in the order and client indexes and its account's list
+
+
+cdef struct Level:
+    int64_t price
+    int64_t qty              # aggregate open qty
+    int32_t count
+    int32_t head             # oldest order (pool slot)
+    int32_t tail
+
+
+cdef struct BookSide:
+    Level *levels            # sorted so the best price is at the end
+    int32_t n
+    int32_t cap
+
+
+cdef struct Market:
+    bint exists
+    uint8_t kind
+    uint32_t venue
+    uint32_t base
+    uint32_t quote
+    int64_t tick_size
+    int64_t lot_size
+    int64_t min_size
+    int32_t maker_bps
+    int32_t taker_bps
+    int32_t band_bps
+    int64_t last_price
+    BookSide sides[2]
+
+
+cdef struct Asset:
+    bint exists
+    int32_t decimals
+    int64_t symbol_lo
+    int64_t symbol_hi
+    int64_t outstanding      # deposits - withdrawals
+
+
+cdef struct Account:
+    int64_t id
+    int32_t order_head       # open orders, oldest first
+    int32_t order_tail
+    int64_t balance_head     # balance entries, newest first (-1 = none)
+
+
+cdef struct Balance:
+    int64_t free
+    int64_t held
+    uint32_t asset
+    int64_t next             # next balance of the same account
+
+
+cdef struct Expiry:
+    int64_t expire_at
+    int64_t order_id
+
+
+cdef struct Touched:
+    uint32_t market
+    uint8_t side
+    int64_t price
+
+
+cdef class Matcher:
+    cdef readonly int64_t max_orders
+    cdef readonly int64_t max_accounts
+    cdef readonly int32_t max_markets
+    cdef readonly int32_t max_assets
+    cdef Market *market_table
+    cdef Asset *asset_table
+    cdef int64_t *fee_pool
+    cdef Order *orders
+    cdef int32_t free_slot
+    cdef int64_t n_open
+    cdef Account *accts
+    cdef int64_t n_accounts
+    cdef Balance *bals
+    cdef int64_t n_bals
+    cdef int64_t cap_bals
+    cdef xos_hmap order_index
+    cdef xos_hmap client_index
+    cdef xos_hmap account_index
+    cdef xos_hmap balance_index
+    cdef Expiry *heap
+    cdef int64_t n_heap
+    cdef int64_t cap_heap
+    cdef Touched *touched
+    cdef int64_t n_touched
+    cdef int64_t cap_touched
+    cdef xos_event *events
+    cdef int64_t n_events
+    cdef int64_t cap_events
+    cdef int64_t _cmd_seq
+    cdef int64_t _event_seq
+    cdef int64_t _last_order_id
+    cdef int64_t _now
+
+    cdef xos_event *emit(self, uint16_t kind) noexcept nogil
+    cdef xos_event *emit_order(self, uint16_t kind, Order *o) noexcept nogil
+    cdef void reject(self, const xos_command *c, uint16_t code) noexcept nogil
+    cdef void touch(self, uint32_t market, uint8_t side, int64_t price) noexcept nogil
+    cdef void emit_touched_levels(self) noexcept nogil
+    cdef int64_t account_index_of(self, int64_t account) noexcept nogil
+    cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil
+    cdef int64_t ensure_balance(self, int64_t acct_idx, uint32_t asset) noexcept nogil
+    cdef int64_t free_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil
+    cdef void release_hold(self, Order *o, int64_t qty) noexcept nogil
+    cdef void rest(self, Market *m, int32_t slot) noexcept nogil
+    cdef void unlink(self, Market *m, int32_t slot) noexcept nogil
+    cdef void level_reduce(self, Market *m, Order *o, int64_t qty) noexcept nogil
+    cdef void register(self, int32_t slot) noexcept nogil
+    cdef void retire(self, int32_t slot) noexcept nogil
+    cdef void cancel_order(self, int32_t slot, bint in_level, uint8_t reason, uint16_t code, int64_t qty) noexcept nogil
+    cdef void fill(self, Market *m, int32_t t, int32_t k, int64_t q) noexcept nogil
+    cdef bint fok_fillable(self, Market *m, Order *T) noexcept nogil
+    cdef bint match(self, Market *m, int32_t t) noexcept nogil
+    cdef void take_and_rest(self, Market *m, int32_t t) noexcept nogil
+    cdef bint heap_less(self, int64_t a, int64_t b) noexcept nogil
+    cdef void heap_swap(self, int64_t a, int64_t b) noexcept nogil
+    cdef void heap_push(self, int64_t expire_at, int64_t order_id) noexcept nogil
+    cdef void heap_pop(self) noexcept nogil
+    cdef void expire_orders(self) noexcept nogil
+    cdef uint16_t find_order(self, const xos_command *c, int64_t acct_idx, int32_t *slot) noexcept nogil
+    cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil
+    cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
+    cdef void cmd_place(self, const xos_command *c) noexcept nogil
+    cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
+    cdef void cmd_amend(self, const xos_command *c) noexcept nogil
+    cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil
+    cdef void cmd_balance(self, const xos_command *c) noexcept nogil
+    cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
+    cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
+    cdef void execute(self, const xos_command *c) noexcept nogil
+    cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil
+    cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL
+    cdef Market *market_ptr(self, market) except NULL
+    cdef object view_order(self, int32_t slot)

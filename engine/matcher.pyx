@@ -1,0 +1,1176 @@
+# cython: language_level=3
+"""The single-threaded matcher: validate -> risk -> match -> emit, all in C.
+
+Everything below ``process`` runs ``noexcept nogil`` on C structs; Python
+objects appear only in the batch entry points and the query methods.  The
+semantics are specified in docs/ARCHITECTURE.md and mirrored line by line
+by ``engine.reference.ReferenceEngine``; the test suite runs both.
+"""
+cimport cython
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, calloc, realloc, free, abort
+from libc.string cimport memset, memcpy, memmove
+from libc.stdio cimport fprintf, stderr
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+import numpy as np
+cimport numpy as cnp
+
+from records cimport *
+from codes cimport *
+from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
+from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_outside_band
+
+from .api import CommandAPI
+from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
+from .views import AssetView, MarketView, OrderView
+
+cnp.import_array()
+
+DEF BID = 0
+DEF ASK = 1
+DEF NONE = -1
+
+
+cdef inline void die(const char *what) noexcept nogil:
+    # Out of memory inside a command would leave it half applied; the journal
+    # (not the heap) is the durable state, so the process stops here.
+    fprintf(stderr, b"xos matcher: out of memory (%s)\n", what)
+    abort()
+
+
+cdef inline void *grow(void *ptr, int64_t *cap, int64_t need, size_t item, const char *what) noexcept nogil:
+    cdef int64_t n = cap[0] if cap[0] > 0 else 16
+    while n < need:
+        n *= 2
+    cdef void *p = realloc(ptr, <size_t>n * item)
+    if p == NULL:
+        die(what)
+    cap[0] = n
+    return p
+
+
+cdef inline bint crosses(uint8_t side, int64_t price, int64_t best) noexcept nogil:
+    """Would an order on ``side`` at ``price`` trade with a resting price ``best``?"""
+    if side == BID:
+        return best <= price
+    return best >= price
+
+
+cdef inline int64_t level_key(uint8_t side, int64_t price) noexcept nogil:
+    # both sides sorted ascending by key, best at the end
+    return price if side == BID else -price
+
+
+cdef int32_t level_search(BookSide *bs, uint8_t side, int64_t price, bint *found) noexcept nogil:
+    """Index of the level at ``price``, or the insertion index when absent."""
+    cdef int32_t lo = 0, hi = bs.n, mid
+    cdef int64_t key = level_key(side, price), k
+    # Most activity is at the top of the book: check the best level first.
+    if bs.n > 0 and bs.levels[bs.n - 1].price == price:
+        found[0] = True
+        return bs.n - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        k = level_key(side, bs.levels[mid].price)
+        if k < key:
+            lo = mid + 1
+        elif k > key:
+            hi = mid
+        else:
+            found[0] = True
+            return mid
+    found[0] = False
+    return lo
+
+
+cdef class Matcher:
+    """The C state machine; ``Engine`` adds the command builders."""
+
+    def __cinit__(self, int64_t max_orders=1 << 20, int64_t max_accounts=1 << 20,
+                  int32_t max_markets=4096, int32_t max_assets=1024):
+        if max_orders < 1 or max_orders > (1 << 30):
+            raise ValueError("max_orders must be in 1..2**30")
+        if max_accounts < 1 or max_accounts > (1 << 30):
+            raise ValueError("max_accounts must be in 1..2**30")
+        if max_markets < 1 or max_assets < 1:
+            raise ValueError("max_markets and max_assets must be positive")
+        self.max_orders = max_orders
+        self.max_accounts = max_accounts
+        self.max_markets = max_markets
+        self.max_assets = max_assets
+        self.market_table = <Market *>calloc(max_markets + 1, sizeof(Market))
+        self.asset_table = <Asset *>calloc(max_assets + 1, sizeof(Asset))
+        self.fee_pool = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
+        self.orders = <Order *>calloc(max_orders, sizeof(Order))
+        self.accts = <Account *>calloc(max_accounts, sizeof(Account))
+        if (self.market_table == NULL or self.asset_table == NULL or self.fee_pool == NULL
+                or self.orders == NULL or self.accts == NULL):
+            raise MemoryError()
+        cdef int64_t i
+        for i in range(max_orders):
+            self.orders[i].next = <int32_t>(i + 1) if i + 1 < max_orders else NONE
+        self.free_slot = 0
+        if (xos_hmap_init(&self.order_index, 1024) or xos_hmap_init(&self.client_index, 1024)
+                or xos_hmap_init(&self.account_index, 1024) or xos_hmap_init(&self.balance_index, 1024)):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef int32_t m
+        if self.market_table != NULL:
+            for m in range(self.max_markets + 1):
+                free(self.market_table[m].sides[0].levels)
+                free(self.market_table[m].sides[1].levels)
+        free(self.market_table)
+        free(self.asset_table)
+        free(self.fee_pool)
+        free(self.orders)
+        free(self.accts)
+        free(self.bals)
+        free(self.heap)
+        free(self.touched)
+        free(self.events)
+        xos_hmap_free(&self.order_index)
+        xos_hmap_free(&self.client_index)
+        xos_hmap_free(&self.account_index)
+        xos_hmap_free(&self.balance_index)
+
+    # ------------------------------------------------------------------ events
+
+    cdef inline xos_event *emit(self, uint16_t kind) noexcept nogil:
+        if self.n_events == self.cap_events:
+            self.events = <xos_event *>grow(self.events, &self.cap_events, self.n_events + 1,
+                                            sizeof(xos_event), b"events")
+        cdef xos_event *e = &self.events[self.n_events]
+        self.n_events += 1
+        memset(e, 0, sizeof(xos_event))
+        self._event_seq += 1
+        e.kind = kind
+        e.seq = self._event_seq
+        e.cmd_seq = self._cmd_seq
+        e.ts = self._now
+        return e
+
+    cdef inline xos_event *emit_order(self, uint16_t kind, Order *o) noexcept nogil:
+        cdef xos_event *e = self.emit(kind)
+        e.side = o.side
+        e.market = o.market
+        e.venue = o.venue
+        e.order_id = o.id
+        e.account = o.account
+        e.client_id = o.client_id
+        e.price = o.price
+        return e
+
+    cdef void reject(self, const xos_command *c, uint16_t code) noexcept nogil:
+        cdef xos_event *e = self.emit(XOS_EV_REJECTED)
+        e.code = code
+        e.side = c.side
+        e.market = c.market
+        e.venue = c.venue
+        e.account = c.account
+        e.client_id = c.id
+        e.price = c.price
+        e.qty = c.qty
+
+    cdef void touch(self, uint32_t market, uint8_t side, int64_t price) noexcept nogil:
+        cdef int64_t i
+        for i in range(self.n_touched):
+            if (self.touched[i].price == price and self.touched[i].market == market
+                    and self.touched[i].side == side):
+                return
+        if self.n_touched == self.cap_touched:
+            self.touched = <Touched *>grow(self.touched, &self.cap_touched, self.n_touched + 1,
+                                           sizeof(Touched), b"touched levels")
+        self.touched[self.n_touched].market = market
+        self.touched[self.n_touched].side = side
+        self.touched[self.n_touched].price = price
+        self.n_touched += 1
+
+    cdef void emit_touched_levels(self) noexcept nogil:
+        cdef int64_t i
+        cdef Touched *t
+        cdef BookSide *bs
+        cdef bint found
+        cdef int32_t at
+        cdef xos_event *e
+        for i in range(self.n_touched):
+            t = &self.touched[i]
+            e = self.emit(XOS_EV_BOOK_LEVEL)
+            e.market = t.market
+            e.venue = self.market_table[t.market].venue
+            e.side = t.side
+            e.price = t.price
+            bs = &self.market_table[t.market].sides[t.side]
+            at = level_search(bs, t.side, t.price, &found)
+            if found:
+                e.qty = bs.levels[at].qty
+                e.remaining = bs.levels[at].count
+        self.n_touched = 0
+
+    # ------------------------------------------------------------ accounts
+
+    cdef inline int64_t account_index_of(self, int64_t account) noexcept nogil:
+        return xos_hmap_get(&self.account_index, account, 0)
+
+    cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
+        return xos_hmap_get(&self.balance_index, acct_idx, asset)
+
+    cdef int64_t ensure_balance(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
+        cdef int64_t b = xos_hmap_get(&self.balance_index, acct_idx, asset)
+        if b >= 0:
+            return b
+        if self.n_bals == self.cap_bals:
+            self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + 1, sizeof(Balance), b"balances")
+        b = self.n_bals
+        self.n_bals += 1
+        self.bals[b].free = 0
+        self.bals[b].held = 0
+        self.bals[b].asset = asset
+        self.bals[b].next = self.accts[acct_idx].balance_head
+        self.accts[acct_idx].balance_head = b
+        if xos_hmap_put(&self.balance_index, acct_idx, asset, b):
+            die(b"balance index")
+        return b
+
+    cdef inline int64_t free_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
+        cdef int64_t b = self.balance_of(acct_idx, asset)
+        return self.bals[b].free if b >= 0 else 0
+
+    # --------------------------------------------------------------- holds
+
+    cdef inline void release_hold(self, Order *o, int64_t qty) noexcept nogil:
+        """Return the hold of ``qty`` of the order to free."""
+        cdef int64_t amount
+        cdef Balance *b
+        if o.side == BID:
+            amount = (qty // self.market_table[o.market].lot_size) * o.hold_per_lot
+            b = &self.bals[o.bal_quote]
+        else:
+            amount = qty
+            b = &self.bals[o.bal_base]
+        b.held -= amount
+        b.free += amount
+
+    # ------------------------------------------------------------- the book
+
+    cdef void rest(self, Market *m, int32_t slot) noexcept nogil:
+        """Append an order at the back of its price level."""
+        cdef Order *o = &self.orders[slot]
+        cdef BookSide *bs = &m.sides[o.side]
+        cdef bint found
+        cdef int32_t at = level_search(bs, o.side, o.price, &found)
+        cdef Level *lv
+        cdef int64_t cap
+        if not found:
+            if bs.n == bs.cap:
+                cap = bs.cap
+                bs.levels = <Level *>grow(bs.levels, &cap, bs.n + 1, sizeof(Level), b"levels")
+                bs.cap = <int32_t>cap
+            memmove(&bs.levels[at + 1], &bs.levels[at], <size_t>(bs.n - at) * sizeof(Level))
+            bs.n += 1
+            lv = &bs.levels[at]
+            lv.price = o.price
+            lv.qty = 0
+            lv.count = 0
+            lv.head = NONE
+            lv.tail = NONE
+        else:
+            lv = &bs.levels[at]
+        o.prev = lv.tail
+        o.next = NONE
+        if lv.tail != NONE:
+            self.orders[lv.tail].next = slot
+        else:
+            lv.head = slot
+        lv.tail = slot
+        lv.qty += o.remaining
+        lv.count += 1
+        self.touch(o.market, o.side, o.price)
+
+    cdef void unlink(self, Market *m, int32_t slot) noexcept nogil:
+        """Take a resting order out of its price level (the level goes when empty)."""
+        cdef Order *o = &self.orders[slot]
+        cdef BookSide *bs = &m.sides[o.side]
+        cdef bint found
+        cdef int32_t at = level_search(bs, o.side, o.price, &found)
+        cdef Level *lv = &bs.levels[at]
+        if o.prev != NONE:
+            self.orders[o.prev].next = o.next
+        else:
+            lv.head = o.next
+        if o.next != NONE:
+            self.orders[o.next].prev = o.prev
+        else:
+            lv.tail = o.prev
+        lv.qty -= o.remaining
+        lv.count -= 1
+        if lv.count == 0:
+            memmove(&bs.levels[at], &bs.levels[at + 1], <size_t>(bs.n - at - 1) * sizeof(Level))
+            bs.n -= 1
+        self.touch(o.market, o.side, o.price)
+
+    cdef void level_reduce(self, Market *m, Order *o, int64_t qty) noexcept nogil:
+        """A resting order's remaining drops by ``qty`` (it stays in place)."""
+        cdef BookSide *bs = &m.sides[o.side]
+        cdef bint found
+        cdef int32_t at = level_search(bs, o.side, o.price, &found)
+        bs.levels[at].qty -= qty
+        self.touch(o.market, o.side, o.price)
+
+    cdef void register(self, int32_t slot) noexcept nogil:
+        """The order rests for the first time: index it and link it to its account."""
+        cdef Order *o = &self.orders[slot]
+        cdef Account *a = &self.accts[o.acct_idx]
+        if xos_hmap_put(&self.order_index, o.id, 0, slot) or xos_hmap_put(&self.client_index, o.acct_idx, o.client_id, slot):
+            die(b"order index")
+        o.acct_prev = a.order_tail
+        o.acct_next = NONE
+        if a.order_tail != NONE:
+            self.orders[a.order_tail].acct_next = slot
+        else:
+            a.order_head = slot
+        a.order_tail = slot
+        o.registered = True
+        self.n_open += 1
+        if o.expire_at > 0:
+            self.heap_push(o.expire_at, o.id)
+
+    cdef void retire(self, int32_t slot) noexcept nogil:
+        """The order is done: drop its indexes and give its pool slot back."""
+        cdef Order *o = &self.orders[slot]
+        cdef Account *a
+        if o.registered:
+            a = &self.accts[o.acct_idx]
+            if o.acct_prev != NONE:
+                self.orders[o.acct_prev].acct_next = o.acct_next
+            else:
+                a.order_head = o.acct_next
+            if o.acct_next != NONE:
+                self.orders[o.acct_next].acct_prev = o.acct_prev
+            else:
+                a.order_tail = o.acct_prev
+            xos_hmap_del(&self.order_index, o.id, 0)
+            xos_hmap_del(&self.client_index, o.acct_idx, o.client_id)
+            self.n_open -= 1
+            o.registered = False
+        o.id = 0
+        o.next = self.free_slot
+        self.free_slot = slot
+
+    cdef void cancel_order(self, int32_t slot, bint in_level, uint8_t reason, uint16_t code,
+                           int64_t qty) noexcept nogil:
+        """Take ``qty`` off an order (all of it when qty == remaining) and report it."""
+        cdef Order *o = &self.orders[slot]
+        cdef Market *m = &self.market_table[o.market]
+        cdef xos_event *e
+        self.release_hold(o, qty)
+        if qty == o.remaining:
+            if in_level:
+                self.unlink(m, slot)
+            o.remaining = 0
+        else:
+            if in_level:
+                self.level_reduce(m, o, qty)
+            o.remaining -= qty
+        o.qty -= qty
+        e = self.emit_order(XOS_EV_CANCELLED, o)
+        e.reason = reason
+        e.code = code
+        e.qty = qty
+        e.remaining = o.remaining
+        if o.remaining == 0:
+            self.retire(slot)
+
+    # ------------------------------------------------------------- matching
+
+    cdef void fill(self, Market *m, int32_t t, int32_t k, int64_t q) noexcept nogil:
+        """Trade ``q`` between taker slot ``t`` and the best resting maker ``k``."""
+        cdef Order *T = &self.orders[t]
+        cdef Order *K = &self.orders[k]
+        cdef int64_t price = K.price
+        cdef int64_t lots = q // m.lot_size
+        cdef int64_t notional = price * lots
+        cdef int64_t taker_fee = xos_fee(notional, m.taker_bps)
+        cdef int64_t maker_fee = xos_fee(notional, m.maker_bps)
+        cdef Order *buyer
+        cdef Order *seller
+        cdef int64_t buyer_fee, seller_fee, released
+        if T.side == BID:
+            buyer = T
+            seller = K
+            buyer_fee = taker_fee
+            seller_fee = maker_fee
+        else:
+            buyer = K
+            seller = T
+            buyer_fee = maker_fee
+            seller_fee = taker_fee
+        # buyer: its hold for these lots pays notional + fee, the rest goes back to free
+        released = lots * buyer.hold_per_lot
+        self.bals[buyer.bal_quote].held -= released
+        self.bals[buyer.bal_quote].free += released - notional - buyer_fee
+        self.bals[buyer.bal_base].free += q
+        # seller: the held base leaves, the proceeds less its fee arrive
+        self.bals[seller.bal_base].held -= q
+        self.bals[seller.bal_quote].free += notional - seller_fee
+        self.fee_pool[m.quote] += taker_fee + maker_fee
+        m.last_price = price
+
+        T.remaining -= q
+        T.filled += q
+        K.remaining -= q
+        K.filled += q
+        cdef BookSide *bs = &m.sides[K.side]
+        bs.levels[bs.n - 1].qty -= q
+        self.touch(K.market, K.side, price)
+
+        cdef xos_event *e = self.emit_order(XOS_EV_FILL, T)
+        e.client_id = K.venue
+        e.price = price
+        e.qty = q
+        e.remaining = T.remaining
+        e.maker_order = K.id
+        e.maker_account = K.account
+        e.maker_fee = maker_fee
+        e.taker_fee = taker_fee
+        if K.remaining == 0:
+            e.flags |= XOS_EF_MAKER_DONE
+            self.unlink(m, k)
+            self.retire(k)
+        if T.remaining == 0:
+            e.flags |= XOS_EF_TAKER_DONE
+
+    cdef bint fok_fillable(self, Market *m, Order *T) noexcept nogil:
+        cdef BookSide *bs = &m.sides[1 - T.side]
+        cdef int32_t i = bs.n - 1
+        cdef int32_t k
+        cdef int64_t need = T.remaining
+        while i >= 0 and crosses(T.side, T.price, bs.levels[i].price):
+            k = bs.levels[i].head
+            while k != NONE:
+                if self.orders[k].acct_idx == T.acct_idx:
+                    if T.stp != XOS_STP_CANCEL_MAKER:
+                        return False
+                else:
+                    need -= self.orders[k].remaining
+                    if need <= 0:
+                        return True
+                k = self.orders[k].next
+            i -= 1
+        return False
+
+    cdef bint match(self, Market *m, int32_t t) noexcept nogil:
+        """Match the taker in slot ``t`` against the book; True when the taker is gone."""
+        cdef Order *T = &self.orders[t]
+        cdef BookSide *bs = &m.sides[1 - T.side]
+        cdef int32_t k
+        cdef Order *K
+        cdef int64_t q
+        while bs.n > 0 and crosses(T.side, T.price, bs.levels[bs.n - 1].price):
+            k = bs.levels[bs.n - 1].head
+            K = &self.orders[k]
+            q = T.remaining if T.remaining < K.remaining else K.remaining
+            if K.acct_idx != T.acct_idx:
+                self.fill(m, t, k, q)
+                if T.remaining == 0:
+                    self.retire(t)
+                    return True
+            elif T.stp == XOS_STP_CANCEL_TAKER:
+                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
+                return True
+            elif T.stp == XOS_STP_CANCEL_MAKER:
+                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
+            elif T.stp == XOS_STP_CANCEL_BOTH:
+                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
+                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
+                return True
+            else:  # DECREMENT_BOTH: both shrink by q without a trade
+                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+                if q == T.remaining:
+                    self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+                    return True
+                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+        return False
+
+    cdef void take_and_rest(self, Market *m, int32_t t) noexcept nogil:
+        """Post-only check, FOK check, matching, then rest or cancel the remainder.
+
+        The order in slot ``t`` is not in a price level: new, or amended with
+        its priority lost (then it is still registered).
+        """
+        cdef Order *T = &self.orders[t]
+        cdef BookSide *opp = &m.sides[1 - T.side]
+        if T.post_only and opp.n > 0 and crosses(T.side, T.price, opp.levels[opp.n - 1].price):
+            self.cancel_order(t, False, XOS_CANCEL_POST_ONLY, XOS_POST_ONLY_WOULD_CROSS, T.remaining)
+            return
+        if T.tif == XOS_TIF_FOK and not self.fok_fillable(m, T):
+            self.cancel_order(t, False, XOS_CANCEL_FOK, XOS_FOK_NOT_FILLABLE, T.remaining)
+            return
+        if self.match(m, t):
+            return
+        if T.tif == XOS_TIF_GTC:
+            self.rest(m, t)
+            if not T.registered:
+                self.register(t)
+        else:
+            self.cancel_order(t, False, XOS_CANCEL_IOC, XOS_IOC_NOT_FILLED, T.remaining)
+
+    # ---------------------------------------------------------------- expiry
+
+    cdef inline bint heap_less(self, int64_t a, int64_t b) noexcept nogil:
+        return (self.heap[a].expire_at < self.heap[b].expire_at or
+                (self.heap[a].expire_at == self.heap[b].expire_at and
+                 self.heap[a].order_id < self.heap[b].order_id))
+
+    cdef void heap_swap(self, int64_t a, int64_t b) noexcept nogil:
+        cdef Expiry tmp = self.heap[a]
+        self.heap[a] = self.heap[b]
+        self.heap[b] = tmp
+
+    cdef void heap_push(self, int64_t expire_at, int64_t order_id) noexcept nogil:
+        if self.n_heap == self.cap_heap:
+            self.heap = <Expiry *>grow(self.heap, &self.cap_heap, self.n_heap + 1, sizeof(Expiry), b"expiry heap")
+        cdef int64_t i = self.n_heap
+        self.n_heap += 1
+        self.heap[i].expire_at = expire_at
+        self.heap[i].order_id = order_id
+        while i > 0 and self.heap_less(i, (i - 1) >> 1):
+            self.heap_swap(i, (i - 1) >> 1)
+            i = (i - 1) >> 1
+
+    cdef void heap_pop(self) noexcept nogil:
+        cdef int64_t i = 0, c
+        self.n_heap -= 1
+        self.heap[0] = self.heap[self.n_heap]
+        while True:
+            c = 2 * i + 1
+            if c >= self.n_heap:
+                break
+            if c + 1 < self.n_heap and self.heap_less(c + 1, c):
+                c += 1
+            if not self.heap_less(c, i):
+                break
+            self.heap_swap(i, c)
+            i = c
+
+    cdef void expire_orders(self) noexcept nogil:
+        cdef int64_t slot
+        while self.n_heap > 0 and self.heap[0].expire_at <= self._now:
+            slot = xos_hmap_get(&self.order_index, self.heap[0].order_id, 0)
+            self.heap_pop()
+            if slot >= 0:  # orders that already left the book leave stale entries
+                self.cancel_order(<int32_t>slot, True, XOS_CANCEL_EXPIRED, 0, self.orders[slot].remaining)
+
+    # ------------------------------------------------------------- commands
+
+    cdef uint16_t find_order(self, const xos_command *c, int64_t acct_idx, int32_t *slot) noexcept nogil:
+        cdef int64_t s
+        if c.flags & XOS_CF_BY_CLIENT_ID:
+            s = xos_hmap_get(&self.client_index, acct_idx, c.id)
+            if s < 0:
+                return XOS_UNKNOWN_ORDER
+        else:
+            if c.id <= 0 or c.id > self._last_order_id:
+                return XOS_UNKNOWN_ORDER
+            s = xos_hmap_get(&self.order_index, c.id, 0)
+            if s < 0:
+                return XOS_ORDER_CLOSED
+            if self.orders[s].acct_idx != acct_idx:
+                return XOS_UNKNOWN_ORDER
+        slot[0] = <int32_t>s
+        return XOS_OK
+
+    cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil:
+        if account <= 0:
+            return XOS_INVALID_ACCOUNT_ID
+        acct_idx[0] = self.account_index_of(account)
+        if acct_idx[0] < 0:
+            return XOS_UNKNOWN_ACCOUNT
+        return XOS_OK
+
+    cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil:
+        if price <= 0:
+            return XOS_PRICE_NOT_POSITIVE
+        if price % m.tick_size:
+            return XOS_PRICE_OFF_TICK
+        if qty <= 0:
+            return XOS_QTY_NOT_POSITIVE
+        if qty % m.lot_size:
+            return XOS_QTY_OFF_LOT
+        return XOS_OK
+
+    cdef void cmd_place(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef Market *m
+        cdef int64_t acct_idx = -1, hold = 0, lots
+        if c.side > 1:
+            code = XOS_INVALID_SIDE
+        elif c.ord_type > XOS_ORD_MARKET:
+            code = XOS_INVALID_ORDER_TYPE
+        elif c.tif > XOS_TIF_FOK or (c.ord_type == XOS_ORD_MARKET and c.tif == XOS_TIF_GTC):
+            code = XOS_INVALID_TIF
+        elif c.stp > XOS_STP_DECREMENT_BOTH:
+            code = XOS_INVALID_STP
+        elif (c.flags & ~XOS_CF_POST_ONLY) or ((c.flags & XOS_CF_POST_ONLY) and
+                                                (c.ord_type != XOS_ORD_LIMIT or c.tif != XOS_TIF_GTC)):
+            code = XOS_INVALID_FLAGS
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        if code:
+            self.reject(c, code)
+            return
+        m = &self.market_table[c.market]
+        if m.kind != XOS_MARKET_SPOT:
+            code = XOS_MARKET_KIND_NOT_TRADABLE
+        elif c.venue != m.venue:
+            code = XOS_UNKNOWN_VENUE
+        else:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK:
+            if c.id <= 0:
+                code = XOS_INVALID_CLIENT_ID
+            else:
+                code = self.check_price_qty(m, c.price, c.qty)
+        if code == XOS_OK:
+            lots = c.qty // m.lot_size
+            hold = xos_buy_hold(lots, c.price, m.taker_bps)
+            if c.qty < m.min_size:
+                code = XOS_QTY_BELOW_MIN
+            elif c.qty > XOS_MAX_MONEY:
+                code = XOS_QTY_TOO_LARGE
+            elif hold > XOS_MAX_MONEY:
+                code = XOS_PRICE_TOO_LARGE
+            elif c.aux < 0 or (c.aux > 0 and c.tif != XOS_TIF_GTC):
+                code = XOS_INVALID_EXPIRY
+            elif c.aux > 0 and c.aux <= self._now:
+                code = XOS_EXPIRED_ON_ARRIVAL
+            elif xos_hmap_get(&self.client_index, acct_idx, c.id) >= 0:
+                code = XOS_DUPLICATE_CLIENT_ID
+            elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
+                code = XOS_PRICE_OUTSIDE_BAND
+            elif c.side == BID and hold > self.free_of(acct_idx, m.quote):
+                code = XOS_INSUFFICIENT_BALANCE
+            elif c.side == ASK and c.qty > self.free_of(acct_idx, m.base):
+                code = XOS_INSUFFICIENT_BALANCE
+            elif self.n_open >= self.max_orders:
+                code = XOS_ORDER_CAPACITY
+        if code:
+            self.reject(c, code)
+            return
+
+        cdef int32_t t = self.free_slot
+        cdef Order *o = &self.orders[t]
+        self.free_slot = o.next
+        self._last_order_id += 1
+        o.id = self._last_order_id
+        o.account = c.account
+        o.client_id = c.id
+        o.price = c.price
+        o.qty = c.qty
+        o.filled = 0
+        o.remaining = c.qty
+        o.expire_at = c.aux
+        o.hold_per_lot = xos_buy_hold(1, c.price, m.taker_bps)
+        o.acct_idx = <int32_t>acct_idx
+        o.bal_base = self.ensure_balance(acct_idx, m.base)
+        o.bal_quote = self.ensure_balance(acct_idx, m.quote)
+        o.prev = NONE
+        o.next = NONE
+        o.market = c.market
+        o.venue = c.venue
+        o.side = c.side
+        o.stp = c.stp
+        o.post_only = (c.flags & XOS_CF_POST_ONLY) != 0
+        o.tif = c.tif
+        o.registered = False
+        cdef Balance *b = &self.bals[o.bal_quote if c.side == BID else o.bal_base]
+        cdef int64_t amount = hold if c.side == BID else c.qty
+        b.free -= amount
+        b.held += amount
+        cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
+        e.qty = o.qty
+        e.remaining = o.remaining
+        self.take_and_rest(m, t)
+
+    cdef void cmd_cancel(self, const xos_command *c) noexcept nogil:
+        cdef int64_t acct_idx = -1
+        cdef int32_t slot = NONE
+        cdef uint16_t code = XOS_OK
+        if c.flags & ~XOS_CF_BY_CLIENT_ID:
+            code = XOS_INVALID_FLAGS
+        if code == XOS_OK:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK:
+            code = self.find_order(c, acct_idx, &slot)
+        if code:
+            self.reject(c, code)
+            return
+        self.cancel_order(slot, True, XOS_CANCEL_USER, 0, self.orders[slot].remaining)
+
+    cdef void cmd_amend(self, const xos_command *c) noexcept nogil:
+        cdef int64_t acct_idx = -1, old_hold, new_hold, extra
+        cdef int32_t slot = NONE
+        cdef uint16_t code = XOS_OK
+        cdef Order *o
+        cdef Market *m
+        cdef int64_t price
+        if c.flags & ~XOS_CF_BY_CLIENT_ID:
+            code = XOS_INVALID_FLAGS
+        if code == XOS_OK:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK:
+            code = self.find_order(c, acct_idx, &slot)
+        if code == XOS_OK:
+            o = &self.orders[slot]
+            m = &self.market_table[o.market]
+            price = c.price if c.price != 0 else o.price
+            if c.price < 0:
+                code = XOS_PRICE_NOT_POSITIVE
+            else:
+                code = self.check_price_qty(m, price, c.qty)
+        if code == XOS_OK:
+            new_hold = xos_buy_hold(c.qty // m.lot_size, price, m.taker_bps)
+            if c.qty > o.remaining and c.qty < m.min_size:
+                code = XOS_QTY_BELOW_MIN
+            elif c.qty > XOS_MAX_MONEY:
+                code = XOS_QTY_TOO_LARGE
+            elif new_hold > XOS_MAX_MONEY:
+                code = XOS_PRICE_TOO_LARGE
+            elif (price != o.price and m.band_bps > 0 and m.last_price > 0
+                  and xos_outside_band(price, m.last_price, m.band_bps)):
+                code = XOS_PRICE_OUTSIDE_BAND
+            else:
+                if o.side == BID:
+                    old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
+                    extra = new_hold - old_hold
+                    if extra > self.bals[o.bal_quote].free:
+                        code = XOS_INSUFFICIENT_BALANCE
+                else:
+                    extra = c.qty - o.remaining
+                    if extra > self.bals[o.bal_base].free:
+                        code = XOS_INSUFFICIENT_BALANCE
+        if code:
+            self.reject(c, code)
+            return
+
+        cdef Balance *b = &self.bals[o.bal_quote if o.side == BID else o.bal_base]
+        b.free -= extra
+        b.held += extra
+        cdef bint keeps_priority = price == o.price and c.qty <= o.remaining
+        cdef xos_event *e
+        if keeps_priority:
+            if c.qty < o.remaining:
+                self.level_reduce(m, o, o.remaining - c.qty)
+            else:
+                self.touch(o.market, o.side, o.price)
+            o.qty -= o.remaining - c.qty
+            o.remaining = c.qty
+            e = self.emit_order(XOS_EV_AMENDED, o)
+            e.qty = o.remaining
+            e.remaining = o.remaining
+            return
+        self.unlink(m, slot)
+        o.price = price
+        o.hold_per_lot = xos_buy_hold(1, price, m.taker_bps)
+        o.qty = o.filled + c.qty
+        o.remaining = c.qty
+        e = self.emit_order(XOS_EV_AMENDED, o)
+        e.flags = XOS_EF_PRIORITY_LOST
+        e.qty = o.remaining
+        e.remaining = o.remaining
+        self.take_and_rest(m, slot)
+
+    cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil:
+        cdef int64_t acct_idx = -1, count = 0
+        cdef uint16_t code = XOS_OK
+        cdef bint all_markets = (c.flags & XOS_CF_ALL_MARKETS) != 0
+        cdef int32_t k, nxt
+        if c.flags & ~XOS_CF_ALL_MARKETS:
+            code = XOS_INVALID_FLAGS
+        if code == XOS_OK:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK and not all_markets and (
+                c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists):
+            code = XOS_UNKNOWN_MARKET
+        if code:
+            self.reject(c, code)
+            return
+        k = self.accts[acct_idx].order_head
+        while k != NONE:
+            if all_markets or self.orders[k].market == c.market:
+                count += 1
+            k = self.orders[k].acct_next
+        cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
+        e.account = c.account
+        e.market = 0 if all_markets else c.market
+        e.qty = count
+        k = self.accts[acct_idx].order_head
+        while k != NONE:
+            nxt = self.orders[k].acct_next
+            if all_markets or self.orders[k].market == c.market:
+                self.cancel_order(k, True, XOS_CANCEL_MASS, 0, self.orders[k].remaining)
+            k = nxt
+
+    cdef void cmd_balance(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef int64_t acct_idx = -1, b
+        cdef bint deposit = c.kind == XOS_CMD_DEPOSIT
+        cdef Asset *a
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif not deposit:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK:
+            if c.market < 1 or c.market > <uint32_t>self.max_assets or not self.asset_table[c.market].exists:
+                code = XOS_UNKNOWN_ASSET
+            elif c.qty <= 0:
+                code = XOS_AMOUNT_NOT_POSITIVE
+        if code == XOS_OK:
+            a = &self.asset_table[c.market]
+            if deposit:
+                acct_idx = self.account_index_of(c.account)
+                if c.qty > XOS_MAX_MONEY - a.outstanding:
+                    code = XOS_BALANCE_OVERFLOW
+                elif acct_idx < 0 and self.n_accounts >= self.max_accounts:
+                    code = XOS_ACCOUNT_CAPACITY
+            elif c.qty > self.free_of(acct_idx, c.market):
+                code = XOS_INSUFFICIENT_FREE_BALANCE
+        if code:
+            self.reject(c, code)
+            return
+        if acct_idx < 0:
+            acct_idx = self.n_accounts
+            self.n_accounts += 1
+            self.accts[acct_idx].id = c.account
+            self.accts[acct_idx].order_head = NONE
+            self.accts[acct_idx].order_tail = NONE
+            self.accts[acct_idx].balance_head = -1
+            if xos_hmap_put(&self.account_index, c.account, 0, acct_idx):
+                die(b"account index")
+        b = self.ensure_balance(acct_idx, c.market)
+        cdef int64_t delta = c.qty if deposit else -c.qty
+        self.bals[b].free += delta
+        a.outstanding += delta
+        cdef xos_event *e = self.emit(XOS_EV_BALANCE)
+        e.account = c.account
+        e.market = c.market
+        e.qty = delta
+        e.remaining = self.bals[b].free
+        e.taker_fee = self.bals[b].held
+
+    cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        if c.market < 1 or c.market > <uint32_t>self.max_assets:
+            code = XOS_INVALID_ASSET_ID
+        elif self.asset_table[c.market].exists:
+            code = XOS_ASSET_EXISTS
+        elif c.price < 0 or c.price > 18:
+            code = XOS_INVALID_DECIMALS
+        if code:
+            self.reject(c, code)
+            return
+        cdef Asset *a = &self.asset_table[c.market]
+        a.exists = True
+        a.decimals = <int32_t>c.price
+        a.symbol_lo = c.id
+        a.symbol_hi = c.aux
+        a.outstanding = 0
+        cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
+        e.market = c.market
+
+    cdef void cmd_add_market(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef uint64_t packed_assets = <uint64_t>c.account
+        cdef uint32_t base = <uint32_t>(packed_assets & <uint64_t>0xFFFFFFFFu)
+        cdef uint32_t quote = <uint32_t>(packed_assets >> 32)
+        cdef uint64_t params = <uint64_t>c.aux
+        cdef int32_t maker = <int16_t>(params & 0xFFFF)
+        cdef int32_t taker = <int16_t>((params >> 16) & 0xFFFF)
+        cdef uint64_t band = params >> 32
+        if c.market < 1 or c.market > <uint32_t>self.max_markets:
+            code = XOS_INVALID_MARKET_ID
+        elif self.market_table[c.market].exists:
+            code = XOS_MARKET_EXISTS
+        elif c.venue != 0:
+            code = XOS_UNKNOWN_VENUE
+        elif c.side > XOS_MARKET_OUTCOME:
+            code = XOS_INVALID_MARKET_KIND
+        elif (base < 1 or base > <uint32_t>self.max_assets or not self.asset_table[base].exists
+              or quote < 1 or quote > <uint32_t>self.max_assets or not self.asset_table[quote].exists):
+            code = XOS_UNKNOWN_ASSET
+        elif base == quote:
+            code = XOS_SAME_BASE_AND_QUOTE
+        elif c.price <= 0:
+            code = XOS_INVALID_TICK_SIZE
+        elif c.qty <= 0:
+            code = XOS_INVALID_LOT_SIZE
+        elif c.id <= 0 or c.id % c.qty:
+            code = XOS_INVALID_MIN_SIZE
+        elif maker < -1000 or taker > 1000 or maker > taker or maker + taker < 0:
+            code = XOS_INVALID_FEES
+        elif band > 10000:
+            code = XOS_INVALID_PRICE_BAND
+        if code:
+            self.reject(c, code)
+            return
+        cdef Market *m = &self.market_table[c.market]
+        m.exists = True
+        m.kind = c.side
+        m.venue = c.venue
+        m.base = base
+        m.quote = quote
+        m.tick_size = c.price
+        m.lot_size = c.qty
+        m.min_size = c.id
+        m.maker_bps = maker
+        m.taker_bps = taker
+        m.band_bps = <int32_t>band
+        m.last_price = 0
+        cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
+        e.market = c.market
+        e.venue = c.venue
+
+    cdef void execute(self, const xos_command *c) noexcept nogil:
+        self._cmd_seq += 1
+        if c.ts > self._now:
+            self._now = c.ts
+        if self.n_heap > 0 and self.heap[0].expire_at <= self._now:
+            self.expire_orders()
+        if c.kind == XOS_CMD_PLACE:
+            self.cmd_place(c)
+        elif c.kind == XOS_CMD_CANCEL:
+            self.cmd_cancel(c)
+        elif c.kind == XOS_CMD_AMEND:
+            self.cmd_amend(c)
+        elif c.kind == XOS_CMD_MASS_CANCEL:
+            self.cmd_mass_cancel(c)
+        elif c.kind == XOS_CMD_DEPOSIT or c.kind == XOS_CMD_WITHDRAW:
+            self.cmd_balance(c)
+        elif c.kind == XOS_CMD_ADD_ASSET:
+            self.cmd_add_asset(c)
+        elif c.kind == XOS_CMD_ADD_MARKET:
+            self.cmd_add_market(c)
+        else:
+            self.reject(c, XOS_UNKNOWN_COMMAND)
+        if self.n_touched:
+            self.emit_touched_levels()
+
+    cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil:
+        """Run ``n`` commands; events go to the engine's buffer (reset per batch).
+
+        With ``durations`` set, each command's in-engine time (ns) is written there.
+        """
+        cdef int64_t i
+        cdef timespec t0, t1
+        self.n_events = 0
+        if durations == NULL:
+            for i in range(n):
+                self.execute(&cmds[i])
+        else:
+            for i in range(n):
+                clock_gettime(CLOCK_MONOTONIC, &t0)
+                self.execute(&cmds[i])
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+                durations[i] = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
+        return self.n_events
+
+    # ----------------------------------------------------- Python batch edge
+
+    cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL:
+        if commands.dtype != COMMAND_DTYPE:
+            raise TypeError(f"commands must be a numpy array of COMMAND_DTYPE, not {commands.dtype}")
+        if commands.ndim != 1 or not commands.flags.c_contiguous:
+            raise ValueError("commands must be a 1-d C-contiguous array")
+        return <const xos_command *>cnp.PyArray_DATA(commands)
+
+    def process(self, cnp.ndarray commands):
+        """Run a batch of commands; returns all their events (a new EVENT_DTYPE array)."""
+        cdef const xos_command *cmds = self.command_pointer(commands)
+        cdef int64_t n = commands.shape[0], n_events
+        with nogil:
+            n_events = self.run_batch(cmds, n, NULL)
+        out = np.empty(n_events, dtype=EVENT_DTYPE)
+        if n_events:
+            memcpy(cnp.PyArray_DATA(out), self.events, <size_t>n_events * sizeof(xos_event))
+        return out
+
+    def process_count(self, cnp.ndarray commands):
+        """Run a batch and return how many events it produced, leaving them in the
+        engine's buffer (see ``last_events``): the benchmark's entry point."""
+        cdef const xos_command *cmds = self.command_pointer(commands)
+        cdef int64_t n = commands.shape[0], n_events
+        with nogil:
+            n_events = self.run_batch(cmds, n, NULL)
+        return n_events
+
+    def process_timed(self, cnp.ndarray commands):
+        """Like ``process``, plus each command's in-engine time in ns (int64 array)."""
+        cdef const xos_command *cmds = self.command_pointer(commands)
+        cdef int64_t n = commands.shape[0], n_events
+        durations = np.empty(n, dtype=np.int64)
+        cdef int64_t *d = <int64_t *>cnp.PyArray_DATA(durations)
+        with nogil:
+            n_events = self.run_batch(cmds, n, d)
+        out = np.empty(n_events, dtype=EVENT_DTYPE)
+        if n_events:
+            memcpy(cnp.PyArray_DATA(out), self.events, <size_t>n_events * sizeof(xos_event))
+        return out, durations
+
+    def last_events(self):
+        """A copy of the events of the last batch."""
+        out = np.empty(self.n_events, dtype=EVENT_DTYPE)
+        if self.n_events:
+            memcpy(cnp.PyArray_DATA(out), self.events, <size_t>self.n_events * sizeof(xos_event))
+        return out
+
+    # ------------------------------------------------------------- queries
+
+    @property
+    def cmd_seq(self):
+        return self._cmd_seq
+
+    @property
+    def event_seq(self):
+        return self._event_seq
+
+    @property
+    def last_order_id(self):
+        return self._last_order_id
+
+    @property
+    def now(self):
+        return self._now
+
+    @property
+    def open_orders(self):
+        return self.n_open
+
+    cdef Market *market_ptr(self, market) except NULL:
+        if not isinstance(market, int) or market < 1 or market > self.max_markets or not self.market_table[market].exists:
+            raise KeyError(f"unknown market {market!r}")
+        return &self.market_table[<uint32_t>market]
+
+    cdef object view_order(self, int32_t slot):
+        cdef Order *o = &self.orders[slot]
+        return OrderView(o.id, o.account, o.client_id, o.market, o.venue, o.side, o.price, o.qty,
+                         o.filled, o.remaining, o.expire_at, o.stp, bool(o.post_only))
+
+    def l2(self, market, int depth=10):
+        """Aggregated levels, best first: ``(bids, asks)`` of ``(price, qty, count)``."""
+        cdef Market *m = self.market_ptr(market)
+        cdef BookSide *bs
+        cdef int32_t i
+        out = []
+        for side in (BID, ASK):
+            bs = &m.sides[side]
+            out.append([(bs.levels[i].price, bs.levels[i].qty, bs.levels[i].count)
+                        for i in range(bs.n - 1, max(bs.n - 1 - depth, -1), -1)])
+        return out[0], out[1]
+
+    def l3(self, market):
+        """Every open order: bids best first in time priority, then asks likewise."""
+        cdef Market *m = self.market_ptr(market)
+        cdef BookSide *bs
+        cdef int32_t i, k
+        out = []
+        for side in (BID, ASK):
+            bs = &m.sides[side]
+            for i in range(bs.n - 1, -1, -1):
+                k = bs.levels[i].head
+                while k != NONE:
+                    out.append(self.view_order(k))
+                    k = self.orders[k].next
+        return out
+
+    def order(self, int64_t order_id):
+        cdef int64_t slot = xos_hmap_get(&self.order_index, order_id, 0)
+        return None if slot < 0 else self.view_order(<int32_t>slot)
+
+    def balance(self, int64_t account, int asset):
+        cdef int64_t a = self.account_index_of(account)
+        cdef int64_t b = self.balance_of(a, asset) if a >= 0 else -1
+        if b < 0:
+            return (0, 0)
+        return (self.bals[b].free, self.bals[b].held)
+
+    def balances(self, int64_t account):
+        cdef int64_t a = self.account_index_of(account)
+        cdef int64_t b = self.accts[a].balance_head if a >= 0 else -1
+        out = {}
+        while b >= 0:
+            out[self.bals[b].asset] = (self.bals[b].free, self.bals[b].held)
+            b = self.bals[b].next
+        return dict(sorted(out.items()))
+
+    def accounts(self):
+        cdef int64_t i
+        return sorted(self.accts[i].id for i in range(self.n_accounts))
+
+    def fees(self, int asset):
+        if asset < 1 or asset > self.max_assets:
+            raise KeyError(f"unknown asset {asset!r}")
+        return self.fee_pool[asset]
+
+    def best_bid(self, market):
+        cdef BookSide *bs = &self.market_ptr(market).sides[BID]
+        return bs.levels[bs.n - 1].price if bs.n else 0
+
+    def best_ask(self, market):
+        cdef BookSide *bs = &self.market_ptr(market).sides[ASK]
+        return bs.levels[bs.n - 1].price if bs.n else 0
+
+    def last_price(self, market):
+        return self.market_ptr(market).last_price
+
+    def markets(self):
+        cdef int32_t i
+        cdef Market *m
+        out = []
+        for i in range(1, self.max_markets + 1):
+            m = &self.market_table[i]
+            if m.exists:
+                out.append(MarketView(i, m.venue, m.kind, m.base, m.quote, m.tick_size, m.lot_size,
+                                      m.min_size, m.maker_bps, m.taker_bps, m.band_bps))
+        return out
+
+    def assets(self):
+        cdef int32_t i
+        return [AssetView(i, unpack_symbol(self.asset_table[i].symbol_lo, self.asset_table[i].symbol_hi),
+                          self.asset_table[i].decimals)
+                for i in range(1, self.max_assets + 1) if self.asset_table[i].exists]
+
+
+class Engine(CommandAPI, Matcher):
+    """The matcher with the command builders of ``engine.api.CommandAPI``."""
+
+
+def record_layout():
+    """Sizes and field offsets of the compiled records (tests compare them with the numpy dtypes)."""
+    cdef xos_command c
+    cdef xos_event e
+    cdef char *cb = <char *>&c
+    cdef char *eb = <char *>&e
+    command = {
+        "kind": <char *>&c.kind - cb, "side": <char *>&c.side - cb, "tif": <char *>&c.tif - cb,
+        "ord_type": <char *>&c.ord_type - cb, "stp": <char *>&c.stp - cb, "flags": <char *>&c.flags - cb,
+        "venue": <char *>&c.venue - cb, "market": <char *>&c.market - cb, "ts": <char *>&c.ts - cb,
+        "account": <char *>&c.account - cb, "price": <char *>&c.price - cb, "qty": <char *>&c.qty - cb,
+        "id": <char *>&c.id - cb, "aux": <char *>&c.aux - cb,
+    }
+    event = {
+        "kind": <char *>&e.kind - eb, "code": <char *>&e.code - eb, "side": <char *>&e.side - eb,
+        "reason": <char *>&e.reason - eb, "flags": <char *>&e.flags - eb, "market": <char *>&e.market - eb,
+        "venue": <char *>&e.venue - eb, "seq": <char *>&e.seq - eb, "cmd_seq": <char *>&e.cmd_seq - eb,
+        "durable_seq": <char *>&e.durable_seq - eb, "ts": <char *>&e.ts - eb,
+        "order_id": <char *>&e.order_id - eb, "account": <char *>&e.account - eb,
+        "client_id": <char *>&e.client_id - eb, "price": <char *>&e.price - eb, "qty": <char *>&e.qty - eb,
+        "remaining": <char *>&e.remaining - eb, "maker_order": <char *>&e.maker_order - eb,
+        "maker_account": <char *>&e.maker_account - eb, "maker_fee": <char *>&e.maker_fee - eb,
+        "taker_fee": <char *>&e.taker_fee - eb,
+    }
+    return {
+        "version": XOS_LAYOUT_VERSION,
+        "command": {"size": sizeof(xos_command), "fields": command},
+        "event": {"size": sizeof(xos_event), "fields": event},
+    }
