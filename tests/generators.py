@@ -1,0 +1,659 @@
+"""Seeded adversarial command streams for differential and invariant tests.
+
+``StreamGenerator`` writes numpy ``COMMAND_DTYPE`` arrays that exercise the whole engine contract
+(docs/ARCHITECTURE.md): several assets and markets (assorted tick / lot / min size, fees including
+negative maker rebates and the extreme -1000/+1000 pair, price bands, a non-tradable perpetual,
+a market whose quote asset holds amounts near ``MAX_MONEY``), deposits and withdrawals (some over
+the free balance, some overflowing), a handful of accounts (so self-trades are common), GTC / IOC /
+FOK / market orders, post-only, every STP mode, expiries that fire as the clock advances, cancels
+and amends by order id and by client id aimed at live, dead and bogus orders, amends down / up /
+across the book, mass cancels, duplicate client ids, and about 5 % garbage.
+
+The generator learns from the engine's events (``observe``) which orders are open, their sizes and
+prices, the last trade price of each market and each account's free balance, so cancels and amends
+mostly hit real orders and prices follow the market.  Typical use::
+
+    gen = StreamGenerator(seed=1)
+    for commands, events in run_stream(engine, gen, n_commands=100_000, chunk=500):
+        ...
+
+Everything is deterministic for a seed and the engine's events.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from engine.codes import ResultCode
+from engine.records import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    Cmd,
+    CmdFlag,
+    Ev,
+    EvFlag,
+    MarketKind,
+    OrdType,
+    Stp,
+    Tif,
+    pack_market_assets,
+    pack_market_params,
+    pack_symbol,
+)
+
+MAX_MONEY = 1 << 62
+I64_MAX = (1 << 63) - 1
+I64_MIN = -(1 << 63)
+U32_MAX = (1 << 32) - 1
+
+# Engine sizes the streams are written for (tests construct engines with these).
+ENGINE_KWARGS = dict(max_orders=1 << 14, max_accounts=64, max_markets=16, max_assets=8)
+# Small tables, to reach ORDER_CAPACITY / ACCOUNT_CAPACITY.
+SMALL_ENGINE_KWARGS = dict(max_orders=40, max_accounts=7, max_markets=16, max_assets=8)
+
+FIELDS = COMMAND_DTYPE.names  # kind side tif ord_type stp flags venue market ts account price qty id aux
+_F = {name: i for i, name in enumerate(FIELDS)}
+
+
+def _row(kind: int, ts: int, **kw) -> tuple:
+    row = [0] * len(FIELDS)
+    row[_F["kind"]] = kind
+    row[_F["ts"]] = ts
+    for name, value in kw.items():
+        row[_F[name]] = value
+    return tuple(row)
+
+
+@dataclass
+class MarketSpec:
+    market_id: int
+    base: int
+    quote: int
+    tick: int
+    lot: int
+    min_size: int
+    maker_bps: int
+    taker_bps: int
+    band_bps: int
+    mid_ticks: int  # price scale, in ticks
+    spread_ticks: int  # how far from the mid orders usually go
+    max_lots: int
+    kind: int = MarketKind.SPOT
+
+    @property
+    def min_lots(self) -> int:
+        return self.min_size // self.lot
+
+
+@dataclass
+class OpenOrder:
+    account: int
+    market: int
+    side: int
+    price: int
+    client_id: int
+    remaining: int
+
+
+@dataclass
+class StreamGenerator:
+    """Adversarial command streams; see the module docstring."""
+
+    seed: int
+    n_accounts: int = 6
+    garbage: float = 0.05
+    max_open: int = 400
+    limits: dict = field(default_factory=lambda: dict(ENGINE_KWARGS))
+
+    def __post_init__(self) -> None:
+        self.max_open = min(self.max_open, self.limits["max_orders"] * 3 // 4)
+        self.rng = random.Random(self.seed)
+        self.ts = 1_000_000_000
+        self.n_commands = 0  # commands handed out so far (= cmd_seq of the last one)
+        self.n_observed = 0  # commands whose events were observed
+        self.open: dict[int, OpenOrder] = {}
+        self.by_client: dict[tuple[int, int], int] = {}
+        self.closed: list[int] = []
+        self.closed_clients: list[tuple[int, int]] = []
+        self.last_order_id = 0
+        self.free: dict[tuple[int, int], int] = {}
+        self.next_client: dict[int, int] = {}
+        self.pending: list[tuple] = []
+        self._build_universe()
+
+    # ---------------------------------------------------------------- universe ----------------
+
+    def _build_universe(self) -> None:
+        r = self.rng
+        self.assets = {1: ("USD", 6), 2: ("BTC", 8), 3: ("ETH", 18), 4: ("SOL", 0), 5: ("BIG", 0)}
+        big_acct = r.choice([I64_MAX, 1 << 40, 123456789012])
+        self.accounts = [1, 2, 3, 7, 1000, big_acct][: max(2, self.n_accounts)]
+        while len(self.accounts) < self.n_accounts:
+            self.accounts.append(10_000 + len(self.accounts))
+        for a in self.accounts:
+            self.next_client[a] = 1
+        self.newcomers = [5000 + i for i in range(6)]  # accounts that appear mid-stream
+        self.joined: set[int] = set()
+
+        def fees() -> tuple[int, int]:
+            maker = r.choice([0, 0, -2, -5, 1, 10, -100, -1000, 3])
+            lo = max(maker, -maker)
+            taker = r.choice([lo, min(1000, lo + r.randint(0, 40)), 1000 if maker == -1000 else lo + 7])
+            return maker, min(taker, 1000)
+
+        def spec(mid, base, quote, tick, lot, min_lots, band, mid_ticks, spread, max_lots, kind=MarketKind.SPOT):
+            maker, taker = fees()
+            return MarketSpec(mid, base, quote, tick, lot, lot * min_lots, maker, taker, band, mid_ticks, spread, max_lots, kind)
+
+        self.markets: dict[int, MarketSpec] = {}
+        specs = [
+            spec(1, 2, 1, r.choice([100, 25, 1]), r.choice([1000, 10, 1]), r.randint(1, 3), 0, r.randint(300, 3000), 12, 20),
+            spec(2, 3, 1, r.choice([1, 5]), 1, 1, r.choice([0, 300]), r.randint(500, 5000), 15, 30),
+            spec(3, 4, 2, r.choice([5, 10]), r.choice([10, 100]), r.randint(1, 2), r.choice([200, 1000]), r.randint(800, 4000), 10, 15),
+            spec(4, 3, 2, 1, 1, 1, r.choice([0, 50]), r.randint(2000, 20000), 25, 10),
+            # quote asset with amounts near MAX_MONEY: fees and holds need 128-bit intermediates
+            spec(7, 4, 5, 1 << 20, 1, 1, 0, 1 << 32, 40, 40),
+            # base asset with huge lots
+            spec(8, 5, 1, 1, 1 << 30, 1, 0, 50, 5, 1 << 16),
+        ]
+        specs[4].maker_bps, specs[4].taker_bps = r.choice([(-1000, 1000), (0, 1000), (-999, 1000)])
+        for s in specs:
+            self.markets[s.market_id] = s
+        # listed later in the stream
+        self.late_market = spec(11, 2, 3, 1, 1, 1, r.choice([0, 100]), r.randint(100, 1000), 8, 10)
+        self.perp = spec(9, 2, 1, 1, 1, 1, 0, 100, 5, 5, kind=MarketKind.PERPETUAL)
+        self.mid = {m: s.mid_ticks for m, s in self.markets.items()}
+        self.tradable = list(self.markets)
+
+    def _deposit_amount(self, asset: int) -> int:
+        r = self.rng
+        if asset == 5:
+            return r.choice([1 << 57, 1 << 58, r.randint(1, 1 << 56)])
+        if asset == 1:
+            return r.choice([10**9, 10**10, 10**11, r.randint(1, 10**8)])
+        if asset == 2:
+            return r.choice([10**7, 10**8, r.randint(1, 10**6)])
+        return r.choice([10**6, 10**8, r.randint(1, 10**5)])
+
+    def _setup(self) -> list[tuple]:
+        r = self.rng
+        ts = self.ts
+        rows = []
+        lim = self.limits
+        for aid, (sym, dec) in self.assets.items():
+            lo, hi = pack_symbol(sym)
+            rows.append(_row(Cmd.ADD_ASSET, ts, market=aid, price=dec, id=lo, aux=hi))
+        lo, hi = pack_symbol("BAD")
+        rows += [
+            _row(Cmd.ADD_ASSET, ts, market=1, price=2, id=lo, aux=hi),  # ASSET_EXISTS
+            _row(Cmd.ADD_ASSET, ts, market=0, price=2, id=lo, aux=hi),  # INVALID_ASSET_ID
+            _row(Cmd.ADD_ASSET, ts, market=lim["max_assets"] + 1, price=2, id=lo, aux=hi),
+            _row(Cmd.ADD_ASSET, ts, market=6, price=19, id=lo, aux=hi),  # INVALID_DECIMALS
+            _row(Cmd.ADD_ASSET, ts, market=6, price=-1, id=lo, aux=hi),
+        ]
+
+        def add_market(s: MarketSpec, **over) -> tuple:
+            kw = dict(
+                market=s.market_id,
+                side=s.kind,
+                account=pack_market_assets(s.base, s.quote),
+                price=s.tick,
+                qty=s.lot,
+                id=s.min_size,
+                aux=pack_market_params(s.maker_bps, s.taker_bps, s.band_bps),
+            )
+            kw.update(over)
+            return _row(Cmd.ADD_MARKET, ts, **kw)
+
+        for s in self.markets.values():
+            rows.append(add_market(s))
+        rows.append(add_market(self.perp))
+        m1 = self.markets[1]
+        rows += [
+            add_market(m1),  # MARKET_EXISTS
+            add_market(m1, market=0),  # INVALID_MARKET_ID
+            add_market(m1, market=lim["max_markets"] + 1),
+            add_market(m1, market=12, venue=1),  # UNKNOWN_VENUE
+            add_market(m1, market=12, side=3),  # INVALID_MARKET_KIND
+            add_market(m1, market=12, account=pack_market_assets(2, 6)),  # UNKNOWN_ASSET
+            add_market(m1, market=12, account=pack_market_assets(2, 2)),  # SAME_BASE_AND_QUOTE
+            add_market(m1, market=12, price=0),  # INVALID_TICK_SIZE
+            add_market(m1, market=12, price=-5),
+            add_market(m1, market=12, qty=0),  # INVALID_LOT_SIZE
+            add_market(m1, market=12, qty=10, id=15),  # INVALID_MIN_SIZE
+            add_market(m1, market=12, id=0),
+            add_market(m1, market=12, aux=pack_market_params(5, 4, 0)),  # INVALID_FEES
+            add_market(m1, market=12, aux=pack_market_params(-6, 5, 0)),
+            add_market(m1, market=12, aux=pack_market_params(0, 1001, 0)),
+            add_market(m1, market=12, aux=pack_market_params(-1001, 1001, 0)),
+            add_market(m1, market=12, aux=pack_market_params(0, 5, 10001)),  # INVALID_PRICE_BAND
+        ]
+        for a in self.accounts:
+            poor = r.random() < 0.2
+            for asset in (1, 2, 3, 4, 5):
+                amount = self._deposit_amount(asset)
+                if poor:
+                    amount = max(1, amount // 1000)
+                if asset == 5:
+                    amount = min(amount, MAX_MONEY // (2 * len(self.accounts)))
+                rows.append(_row(Cmd.DEPOSIT, ts, account=a, market=asset, qty=amount))
+        return rows
+
+    # ---------------------------------------------------------------- helpers ----------------
+
+    def _tick(self) -> int:
+        r = self.rng
+        x = r.random()
+        if x < 0.01:
+            self.ts += r.randint(50_000, 500_000)  # a jump: many expiries fire at once
+        elif x < 0.02:
+            return max(0, self.ts - r.randint(1, 10_000))  # out of order: the engine keeps max(now, ts)
+        elif x < 0.3:
+            pass  # same timestamp
+        else:
+            self.ts += r.randint(1, 2_000)
+        return self.ts
+
+    def _client_id(self, account: int) -> int:
+        r = self.rng
+        x = r.random()
+        if x < 0.04:
+            live = [c for (a, c) in self._sample_clients(account)]
+            if live:
+                return r.choice(live)  # DUPLICATE_CLIENT_ID
+        elif x < 0.07 and self.closed_clients:
+            a, c = r.choice(self.closed_clients[-200:])
+            if a == account:
+                return c  # reuse of a closed order's client id is fine
+        cid = self.next_client[account]
+        self.next_client[account] = cid + r.choice([1, 1, 1, 2, 1000])
+        return cid
+
+    def _sample_clients(self, account: int, k: int = 8) -> list[tuple[int, int]]:
+        keys = [key for key in list(self.by_client)[:200] if key[0] == account]
+        return keys[:k]
+
+    def _price(self, s: MarketSpec, side: int, aggressive: float = 0.4) -> int:
+        r = self.rng
+        mid = self.mid[s.market_id]
+        off = r.randint(0, s.spread_ticks)
+        if r.random() < aggressive:
+            off = -off  # crosses the mid: likely to trade
+        ticks = mid - off if side == 0 else mid + off
+        if r.random() < 0.03:
+            ticks = mid + r.randint(-5 * s.spread_ticks, 5 * s.spread_ticks)  # may be outside the band
+        return max(1, ticks) * s.tick
+
+    def _qty(self, s: MarketSpec) -> int:
+        r = self.rng
+        x = r.random()
+        if x < 0.2:
+            lots = s.min_lots
+        elif x < 0.25:
+            lots = max(1, s.min_lots - 1)  # maybe QTY_BELOW_MIN
+        else:
+            lots = r.randint(s.min_lots, max(s.min_lots, s.max_lots))
+        return lots * s.lot
+
+    def _pick_open(self) -> tuple[int, OpenOrder] | None:
+        if not self.open:
+            return None
+        # older orders have survived matching, so are likelier to be open still
+        ids = list(self.open.keys())
+        r = self.rng
+        i = r.randrange(len(ids))
+        if r.random() < 0.2:
+            i = len(ids) - 1 - min(len(ids) - 1, int(r.expovariate(1 / 10)))
+        oid = ids[i]
+        return oid, self.open[oid]
+
+    def _bogus_order_id(self) -> int:
+        r = self.rng
+        return r.choice([0, -1, -(1 << 40), self.last_order_id + r.randint(1, 1000), I64_MAX, I64_MIN])
+
+    # ---------------------------------------------------------------- commands ---------------
+
+    def _place(self, ts: int, rest: bool = False) -> tuple:
+        r = self.rng
+        account = r.choice(self.accounts)
+        s = self.markets[r.choice(self.tradable)]
+        side = r.randint(0, 1)
+        x = r.random()
+        ord_type = OrdType.LIMIT
+        if x < 0.55 or rest:
+            tif = Tif.GTC
+        elif x < 0.75:
+            tif = Tif.IOC
+        elif x < 0.9:
+            tif = Tif.FOK
+        else:
+            tif = r.choice([Tif.IOC, Tif.FOK])
+            ord_type = OrdType.MARKET
+        if ord_type == OrdType.MARKET:
+            mid = self.mid[s.market_id]
+            band = s.band_bps * mid // 10000 if s.band_bps else 4 * s.spread_ticks
+            ticks = mid + band if side == 0 else mid - band
+            price = max(1, ticks) * s.tick
+        else:
+            price = self._price(s, side, aggressive=0.6 if tif != Tif.GTC else 0.15)
+        qty = self._qty(s)
+        stp = r.randint(0, 3)
+        flags = 0
+        if tif == Tif.GTC and ord_type == OrdType.LIMIT and r.random() < 0.12:
+            flags = CmdFlag.POST_ONLY
+        expire_at = 0
+        if tif == Tif.GTC and r.random() < 0.2:
+            y = r.random()
+            if y < 0.9:
+                expire_at = self.ts + r.randint(1, 60_000)
+            elif y < 0.95:
+                expire_at = self.ts  # EXPIRED_ON_ARRIVAL (unless the clock is behind)
+            else:
+                expire_at = max(1, self.ts - r.randint(1, 1000))
+        return _row(
+            Cmd.PLACE, ts, side=side, tif=tif, ord_type=ord_type, stp=stp, flags=flags,
+            market=s.market_id, account=account, price=price, qty=qty,
+            id=self._client_id(account), aux=expire_at,
+        )
+
+    def _target(self) -> tuple[int, int, int, OpenOrder | None]:
+        """(account, id, flags, order) for a cancel or amend."""
+        r = self.rng
+        x = r.random()
+        by_client = r.random() < 0.3
+        flags = int(CmdFlag.BY_CLIENT_ID) if by_client else 0
+        picked = self._pick_open() if x < 0.78 else None
+        if picked is not None:
+            oid, o = picked
+            account = o.account
+            if r.random() < 0.06:
+                account = r.choice(self.accounts)  # maybe another account's order: UNKNOWN_ORDER
+            return account, (o.client_id if by_client else oid), flags, o
+        account = r.choice(self.accounts)
+        if x < 0.92 and self.closed:
+            if by_client and self.closed_clients:
+                a, c = r.choice(self.closed_clients[-300:])
+                return a, c, flags, None
+            return account, r.choice(self.closed[-300:]), flags, None  # ORDER_CLOSED (or UNKNOWN_ORDER)
+        return account, self._bogus_order_id(), flags, None
+
+    def _cancel(self, ts: int) -> tuple:
+        account, ident, flags, _ = self._target()
+        return _row(Cmd.CANCEL, ts, account=account, id=ident, flags=flags)
+
+    def _amend(self, ts: int) -> tuple:
+        r = self.rng
+        account, ident, flags, o = self._target()
+        if o is None:
+            s = self.markets[r.choice(self.tradable)]
+            return _row(Cmd.AMEND, ts, account=account, id=ident, flags=flags, price=0, qty=self._qty(s))
+        s = self.markets[o.market]
+        lots = max(1, o.remaining // s.lot)
+        x = r.random()
+        price = 0
+        if x < 0.3:
+            qty = max(1, lots - r.randint(1, max(1, lots))) * s.lot  # down (may stay the same at 1 lot)
+        elif x < 0.5:
+            qty = (lots + r.randint(1, 5)) * s.lot  # up: loses priority, needs more hold
+        elif x < 0.6:
+            qty = o.remaining
+            price = o.price  # same price, same size: keeps its place
+        elif x < 0.85:
+            qty = r.choice([o.remaining, lots * s.lot, (lots + 1) * s.lot])
+            price = max(s.tick, o.price + r.randint(-3, 3) * s.tick)  # price move
+        else:
+            qty = o.remaining
+            # across the book: matches as a taker
+            mid = self.mid[o.market]
+            ticks = mid + r.randint(0, s.spread_ticks) if o.side == 0 else mid - r.randint(0, s.spread_ticks)
+            price = max(1, ticks) * s.tick
+        return _row(Cmd.AMEND, ts, account=account, id=ident, flags=flags, price=price, qty=qty)
+
+    def _mass_cancel(self, ts: int) -> tuple:
+        r = self.rng
+        account = r.choice(self.accounts)
+        if r.random() < 0.3:
+            return _row(Cmd.MASS_CANCEL, ts, account=account, flags=CmdFlag.ALL_MARKETS,
+                        market=r.choice([0, 1, 9999]))
+        return _row(Cmd.MASS_CANCEL, ts, account=account, market=r.choice(self.tradable + [9]))
+
+    def _deposit(self, ts: int) -> tuple:
+        r = self.rng
+        account = r.choice(self.accounts)
+        if r.random() < 0.03 and self.newcomers:
+            account = self.newcomers.pop()  # a new account (ACCOUNT_CAPACITY with small tables)
+            self.accounts.append(account)
+            self.joined.add(account)
+            self.next_client[account] = 1
+        asset = r.choice([1, 1, 2, 3, 4, 5])
+        amount = self._deposit_amount(asset)
+        if asset == 5 and r.random() < 0.5:
+            amount = r.choice([1 << 61, MAX_MONEY, r.randint(1, 1 << 59)])  # may be BALANCE_OVERFLOW
+        return _row(Cmd.DEPOSIT, ts, account=account, market=asset, qty=amount)
+
+    def _withdraw(self, ts: int) -> tuple:
+        r = self.rng
+        account = r.choice(self.accounts)
+        asset = r.choice([1, 2, 3, 4, 5])
+        free = self.free.get((account, asset), 0)
+        x = r.random()
+        if x < 0.6 and free > 0:
+            amount = r.randint(1, free)
+        elif x < 0.7 and free > 0:
+            amount = free  # everything
+        else:
+            amount = free + r.randint(1, 1000)  # over free: INSUFFICIENT_FREE_BALANCE
+        return _row(Cmd.WITHDRAW, ts, account=account, market=asset, qty=amount)
+
+    def _admin(self, ts: int) -> tuple:
+        s = self.late_market
+        if s.market_id not in self.markets and self.rng.random() < 0.5:
+            self.markets[s.market_id] = s
+            self.mid[s.market_id] = s.mid_ticks
+            self.tradable.append(s.market_id)
+        else:
+            s = self.rng.choice(list(self.markets.values()))  # MARKET_EXISTS
+        return _row(
+            Cmd.ADD_MARKET, ts, market=s.market_id, side=s.kind, account=pack_market_assets(s.base, s.quote),
+            price=s.tick, qty=s.lot, id=s.min_size, aux=pack_market_params(s.maker_bps, s.taker_bps, s.band_bps),
+        )
+
+    def _garbage(self, ts: int) -> tuple:
+        """A malformed or hopeless command: mostly one bad field in an otherwise good command."""
+        r = self.rng
+        x = r.random()
+        if x < 0.08:  # unknown command kind
+            return _row(r.choice([0, 5, 15, 18, 31, 34, 255, 999, 65535]), ts, account=r.choice(self.accounts),
+                        market=1, price=100, qty=1, id=1)
+        if x < 0.13:  # random record
+            return (
+                r.randint(0, 40), r.randint(0, 255), r.randint(0, 255), r.randint(0, 255), r.randint(0, 255),
+                r.randint(0, 65535), r.choice([0, 0, 1, U32_MAX]), r.choice([0, 1, 2, 9, U32_MAX]), ts,
+                r.choice(self.accounts + [0, -1]), r.randint(I64_MIN, I64_MAX), r.randint(I64_MIN, I64_MAX),
+                r.randint(I64_MIN, I64_MAX), r.randint(I64_MIN, I64_MAX),
+            )
+        if x < 0.25:
+            row = list(self._cancel(ts) if r.random() < 0.5 else self._amend(ts))
+            y = r.random()
+            if y < 0.25:
+                row[_F["flags"]] = r.choice([1, 4, 8, 3, 0xFFFF])
+            elif y < 0.45:
+                row[_F["account"]] = r.choice([0, -1, I64_MIN, 424242])
+            elif row[_F["kind"]] == Cmd.AMEND:
+                if y < 0.7:
+                    row[_F["qty"]] = r.choice([0, -1, 1 << 62, I64_MAX, row[_F["qty"]] + 1])
+                else:
+                    row[_F["price"]] = r.choice([-1, 1 << 62, I64_MAX, row[_F["price"]] + 1, I64_MIN])
+            return tuple(row)
+        if x < 0.37:  # balance commands
+            kind = r.choice([Cmd.DEPOSIT, Cmd.WITHDRAW])
+            return _row(kind, ts, account=r.choice(self.accounts + [0, -5, 777777]),
+                        market=r.choice([0, 1, 2, 5, 6, self.limits["max_assets"] + 1, U32_MAX]),
+                        qty=r.choice([0, -1, I64_MIN, 1, MAX_MONEY, I64_MAX, 10**6]))
+        if x < 0.42:
+            return _row(Cmd.MASS_CANCEL, ts, account=r.choice([0, -1, 888888, self.accounts[0]]),
+                        market=r.choice([0, 9999, 12]), flags=r.choice([0, 1, 2, 8]))
+        if x < 0.46:
+            lo, hi = pack_symbol("ZZZ")
+            return _row(Cmd.ADD_ASSET, ts, market=r.choice([1, 0, 6, 99]), price=r.choice([-1, 0, 19, 255]),
+                        id=lo, aux=hi)
+        row = list(self._place(ts))
+        s = self.markets.get(row[_F["market"]])
+        tick = s.tick if s else 1
+        lot = s.lot if s else 1
+        field_name, value = r.choice(
+            [
+                ("side", r.choice([2, 3, 255])),
+                ("tif", r.choice([3, 4, 255])),
+                ("ord_type", r.choice([2, 255])),
+                ("stp", r.choice([4, 5, 255])),
+                ("flags", r.choice([2, 4, 8, 0x8000, 0xFFFF])),
+                ("flags", 1),  # post-only, maybe on IOC / market: INVALID_FLAGS
+                ("tif", Tif.GTC),  # GTC market order if ord_type is market
+                ("ord_type", OrdType.MARKET),
+                ("market", r.choice([0, 5, 9, 12, 9999, U32_MAX])),  # 9 is the perpetual
+                ("venue", r.choice([1, 7, U32_MAX])),
+                ("account", r.choice([0, -1, I64_MIN, 999999])),
+                ("id", r.choice([0, -1, I64_MIN])),
+                ("price", r.choice([0, -tick, I64_MIN, row[_F["price"]] + 1 if tick > 1 else 0])),
+                ("price", r.choice([MAX_MONEY, MAX_MONEY - MAX_MONEY % tick, I64_MAX, (1 << 61) // tick * tick])),
+                ("qty", r.choice([0, -lot, I64_MIN, row[_F["qty"]] + 1 if lot > 1 else 0])),
+                ("qty", r.choice([MAX_MONEY, MAX_MONEY + lot - MAX_MONEY % lot, I64_MAX, (1 << 61) // lot * lot])),
+                ("aux", r.choice([-1, I64_MIN, self.ts + 5])),  # bad expiry (or expiry on IOC/FOK)
+                ("aux", r.choice([1, self.ts])),  # EXPIRED_ON_ARRIVAL
+            ]
+        )
+        row[_F[field_name]] = value
+        return tuple(row)
+
+    # ---------------------------------------------------------------- public -----------------
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        """The next ``n`` commands (the first chunk also starts with the listings and deposits)."""
+        r = self.rng
+        rows: list[tuple] = []
+        if self.n_commands == 0:
+            rows.extend(self._setup())
+        crowded = len(self.open) > self.max_open
+        thin = len(self.open) < self.max_open // 4
+        while len(rows) < n or (self.n_commands == 0 and len(rows) < n + 5):
+            ts = self._tick()
+            x = r.random()
+            if x < self.garbage:
+                rows.append(self._garbage(ts))
+                continue
+            x = r.random()
+            if crowded:
+                x = x * 0.6 + 0.4  # fewer placements while the books are crowded
+            elif thin and r.random() < 0.3:
+                x = 0.0  # more placements while they are thin
+            if x < 0.55:
+                rows.append(self._place(ts, rest=thin))
+            elif x < 0.69:
+                rows.append(self._cancel(ts))
+            elif x < 0.83:
+                rows.append(self._amend(ts))
+            elif x < 0.837:
+                rows.append(self._mass_cancel(ts))
+            elif x < 0.92:
+                rows.append(self._deposit(ts))
+            elif x < 0.995:
+                rows.append(self._withdraw(ts))
+            else:
+                rows.append(self._admin(ts))
+            if r.random() < 0.01:  # the mid drifts
+                m = r.choice(self.tradable)
+                self.mid[m] = max(self.markets[m].spread_ticks + 2, self.mid[m] + r.randint(-3, 3))
+        self.n_commands += len(rows)
+        return np.array(rows, dtype=COMMAND_DTYPE)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        """Learn open orders, last prices and free balances from the events of ``commands``."""
+        first = self.n_observed + 1
+        self.n_observed += len(commands)
+        kinds = events["kind"]
+        wanted = (kinds == Ev.ACCEPTED) | (kinds == Ev.FILL) | (kinds == Ev.CANCELLED) | (kinds == Ev.AMENDED) | (
+            kinds == Ev.BALANCE
+        ) | ((kinds == Ev.REJECTED) & (events["code"] == ResultCode.ACCOUNT_CAPACITY))
+        sub = events[wanted]
+        cmd_kinds = commands["kind"].tolist()
+        cols = [sub[name].tolist() for name in
+                ("kind", "flags", "market", "cmd_seq", "order_id", "account", "client_id", "price", "qty",
+                 "remaining", "maker_order")]
+        open_ = self.open
+        for kind, flags, market, cmd_seq, oid, account, client_id, price, qty, remaining, maker in zip(*cols):
+            if kind == Ev.ACCEPTED:
+                i = cmd_seq - first
+                if 0 <= i < len(cmd_kinds) and cmd_kinds[i] == Cmd.PLACE and oid > 0:
+                    side = int(commands["side"][i])
+                    open_[oid] = OpenOrder(account, market, side, price, client_id, remaining)
+                    self.by_client[(account, client_id)] = oid
+                    self.last_order_id = max(self.last_order_id, oid)
+            elif kind == Ev.FILL:
+                if market in self.mid:
+                    self.mid[market] = max(self.markets[market].spread_ticks + 2, price // self.markets[market].tick)
+                o = open_.get(maker)
+                if o is not None:
+                    o.remaining -= qty
+                    if flags & EvFlag.MAKER_DONE or o.remaining <= 0:
+                        self._close(maker)
+                o = open_.get(oid)
+                if o is not None:
+                    o.remaining = remaining
+                    if remaining <= 0:
+                        self._close(oid)
+            elif kind == Ev.CANCELLED or kind == Ev.AMENDED:
+                o = open_.get(oid)
+                if o is not None:
+                    o.remaining = remaining
+                    if kind == Ev.AMENDED:
+                        o.price = price
+                    if remaining <= 0:
+                        self._close(oid)
+            elif kind == Ev.BALANCE:
+                self.free[(account, market)] = remaining
+            elif kind == Ev.REJECTED:
+                if flags == 0 and account in self.joined and account in self.accounts:
+                    self.accounts.remove(account)  # its first deposit met a full account table
+
+    def _close(self, oid: int) -> None:
+        o = self.open.pop(oid)
+        key = (o.account, o.client_id)
+        if self.by_client.get(key) == oid:
+            del self.by_client[key]
+        self.closed.append(oid)
+        self.closed_clients.append(key)
+        if len(self.closed) > 2000:
+            del self.closed[:1000]
+            del self.closed_clients[:1000]
+
+
+def run_stream(engine, gen: StreamGenerator, n_commands: int, chunk: int = 200) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Generate about ``n_commands`` commands in chunks, process each through ``engine`` and feed its
+    events back into ``gen``; yields ``(commands, events)`` per chunk."""
+    done = 0
+    while done < n_commands:
+        cmds = gen.next_chunk(min(chunk, n_commands - done))
+        events = engine.process(cmds)
+        gen.observe(cmds, events)
+        done += len(cmds)
+        yield cmds, events
+
+
+def generate_commands(engine, seed: int, n_commands: int, chunk: int = 200, **opts) -> np.ndarray:
+    """A whole stream as one array (processed through ``engine`` on the way)."""
+    gen = StreamGenerator(seed, **opts)
+    return np.concatenate([c for c, _ in run_stream(engine, gen, n_commands, chunk)])
+
+
+__all__ = [
+    "ENGINE_KWARGS",
+    "SMALL_ENGINE_KWARGS",
+    "EVENT_DTYPE",
+    "StreamGenerator",
+    "generate_commands",
+    "run_stream",
+]

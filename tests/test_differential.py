@@ -1,0 +1,154 @@
+"""Differential tests: the Cython engine and the reference model, fed the same adversarial command
+streams (tests/generators.py), must emit identical event arrays and end in identical states."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.reference import ReferenceEngine
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev
+from engine.state import canonical_state, state_hash
+
+from generators import ENGINE_KWARGS, SMALL_ENGINE_KWARGS, StreamGenerator
+
+try:
+    from engine.matcher import Engine
+except ImportError:  # pragma: no cover - conftest already fails the run when the build is missing
+    Engine = None
+
+pytestmark = pytest.mark.skipif(Engine is None, reason="engine.matcher is not built")
+
+
+def _record(rec, dtype) -> str:
+    return "{" + ", ".join(f"{name}={rec[name].item()}" for name in dtype.names) + "}"
+
+
+def _kind_name(kind: int, enum) -> str:
+    try:
+        return enum(kind).name
+    except ValueError:
+        return str(kind)
+
+
+def describe_mismatch(cmds: np.ndarray, got: np.ndarray, want: np.ndarray, first_cmd: int) -> str:
+    """The first differing event of both engines and the command it answers."""
+    n = min(len(got), len(want))
+    i = next((k for k in range(n) if got[k].tobytes() != want[k].tobytes()), n)
+    lines = [f"event arrays differ: cython {len(got)} events, reference {len(want)} events; first difference at {i}"]
+    for name, arr in (("cython", got), ("reference", want)):
+        if i < len(arr):
+            ev = arr[i]
+            lines.append(f"  {name:9s} [{_kind_name(int(ev['kind']), Ev)}] {_record(ev, EVENT_DTYPE)}")
+            if i < len(got) and i < len(want):
+                fields = [f for f in EVENT_DTYPE.names if got[i][f] != want[i][f]]
+                if name == "reference":
+                    lines.append(f"  differing fields: {fields}")
+        else:
+            lines.append(f"  {name:9s} (no event)")
+    ref = want if i < len(want) else got
+    cmd_seq = int(ref[min(i, len(ref) - 1)]["cmd_seq"]) if len(ref) else first_cmd
+    k = cmd_seq - first_cmd
+    if 0 <= k < len(cmds):
+        lines.append(f"  command #{cmd_seq} [{_kind_name(int(cmds[k]['kind']), Cmd)}] {_record(cmds[k], COMMAND_DTYPE)}")
+    # the events of that command, both sides
+    for name, arr in (("cython", got), ("reference", want)):
+        sel = arr[arr["cmd_seq"] == cmd_seq]
+        lines.append(f"  {name} events of command #{cmd_seq}:")
+        lines += [f"    [{_kind_name(int(ev['kind']), Ev)}] {_record(ev, EVENT_DTYPE)}" for ev in sel[:12]]
+    return "\n".join(lines)
+
+
+def run_differential(seed: int, n_commands: int, *, chunk: int = 200, engine_kwargs=None, state_every: int = 25,
+                     dump_dir=None, **gen_opts) -> dict:
+    """Feed one generated stream to both engines chunk by chunk; assert equal events and states."""
+    kwargs = dict(engine_kwargs or ENGINE_KWARGS)
+    cy = Engine(**kwargs)
+    ref = ReferenceEngine(**kwargs)
+    gen = StreamGenerator(seed, limits=kwargs, **gen_opts)
+    history: list[np.ndarray] = []
+    done = chunks = 0
+    stats = {"events": 0, "fills": 0, "rejects": 0}
+    while done < n_commands:
+        cmds = gen.next_chunk(min(chunk, n_commands - done))
+        first_cmd = done + 1
+        got = cy.process(cmds)
+        want = ref.process(cmds)
+        history.append(cmds)
+        if got.dtype != EVENT_DTYPE or not np.array_equal(got, want):
+            msg = describe_mismatch(cmds, got, want, first_cmd)
+            if dump_dir is not None:
+                path = dump_dir / f"stream-seed{seed}.npy"
+                np.save(path, np.concatenate(history))
+                msg += f"\n  commands up to here saved to {path} (kwargs {kwargs})"
+            pytest.fail(f"seed {seed}, chunk at command {first_cmd}:\n{msg}", pytrace=False)
+        gen.observe(cmds, want)
+        done += len(cmds)
+        chunks += 1
+        stats["events"] += len(want)
+        stats["fills"] += int(np.count_nonzero(want["kind"] == Ev.FILL))
+        stats["rejects"] += int(np.count_nonzero(want["kind"] == Ev.REJECTED))
+        if chunks % state_every == 0:
+            assert canonical_state(cy) == canonical_state(ref), f"seed {seed}: states differ after command {done}"
+    assert canonical_state(cy) == canonical_state(ref), f"seed {seed}: final states differ"
+    assert state_hash(cy) == state_hash(ref)
+    for name in ("cmd_seq", "event_seq", "last_order_id", "now", "open_orders"):
+        assert getattr(cy, name) == getattr(ref, name), name
+    assert cy.cmd_seq == done
+    assert stats["fills"] > 0 and stats["rejects"] > 0
+    return stats
+
+
+# 100,000 commands in the default run, over several seeds and engine sizes
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_differential_stream(seed, tmp_path):
+    run_differential(seed, 22_000, dump_dir=tmp_path)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_differential_small_tables(seed, tmp_path):
+    """Order and account tables that fill up: ORDER_CAPACITY and ACCOUNT_CAPACITY paths."""
+    run_differential(seed, 6_000, engine_kwargs=SMALL_ENGINE_KWARGS, dump_dir=tmp_path)
+
+
+def test_differential_one_command_per_batch(tmp_path):
+    run_differential(7, 3_000, chunk=1, dump_dir=tmp_path)
+
+
+def test_differential_large_batch(tmp_path):
+    """One big batch: the event buffer must grow inside a single process() call."""
+    run_differential(8, 10_000, chunk=10_000, dump_dir=tmp_path)
+
+
+def test_batch_boundaries_do_not_matter():
+    """The same stream in one batch and in batches of random sizes gives the same events."""
+    ref = ReferenceEngine(**ENGINE_KWARGS)
+    gen = StreamGenerator(9, limits=dict(ENGINE_KWARGS))
+    parts = []
+    for _ in range(20):
+        cmds = gen.next_chunk(200)
+        gen.observe(cmds, ref.process(cmds))
+        parts.append(cmds)
+    stream = np.concatenate(parts)
+    whole = Engine(**ENGINE_KWARGS).process(stream)
+    split_engine = Engine(**ENGINE_KWARGS)
+    rng = np.random.default_rng(9)
+    cuts = np.sort(rng.choice(np.arange(1, len(stream)), size=60, replace=False))
+    pieces = [split_engine.process(p) for p in np.split(stream, cuts)]
+    pieces.append(split_engine.process(np.zeros(0, dtype=COMMAND_DTYPE)))
+    assert np.array_equal(whole, np.concatenate(pieces))
+    assert np.array_equal(whole["seq"], np.arange(1, len(whole) + 1))
+
+
+@pytest.mark.slow
+def test_differential_million(tmp_path):
+    total = 0
+    for seed, n in ((101, 400_000), (102, 400_000), (103, 200_000)):
+        run_differential(seed, n, chunk=500, state_every=100, dump_dir=tmp_path)
+        total += n
+    assert total == 1_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [111, 112])
+def test_differential_small_tables_long(seed, tmp_path):
+    run_differential(seed, 100_000, engine_kwargs=SMALL_ENGINE_KWARGS, dump_dir=tmp_path)
