@@ -92,9 +92,12 @@ cdef struct Expiry:
 cdef struct Touched:
     uint32_t market
     uint8_t side
+    int32_t count            # the level's order count and aggregate qty after the last change
     int64_t price
+    int64_t qty
 
 
+@cython.final
 cdef class Matcher:
     cdef readonly int64_t max_orders
     cdef readonly int64_t max_accounts
@@ -132,7 +135,7 @@ cdef class Matcher:
     cdef xos_event *emit(self, uint16_t kind) noexcept nogil
     cdef xos_event *emit_order(self, uint16_t kind, Order *o) noexcept nogil
     cdef void reject(self, const xos_command *c, uint16_t code) noexcept nogil
-    cdef void touch(self, uint32_t market, uint8_t side, int64_t price) noexcept nogil
+    cdef void touch(self, uint32_t market, uint8_t side, int64_t price, int64_t qty, int32_t count) noexcept nogil
     cdef void emit_touched_levels(self) noexcept nogil
     cdef int64_t account_index_of(self, int64_t account) noexcept nogil
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil

@@ -57,31 +57,29 @@ cdef inline bint crosses(uint8_t side, int64_t price, int64_t best) noexcept nog
     return best >= price
 
 
-cdef inline int64_t level_key(uint8_t side, int64_t price) noexcept nogil:
-    # both sides sorted ascending by key, best at the end
-    return price if side == BID else -price
+cdef inline int32_t level_search(BookSide *bs, uint8_t side, int64_t price, bint *found) noexcept nogil:
+    """Index of the level at ``price``, or the insertion index when absent.
 
-
-cdef int32_t level_search(BookSide *bs, uint8_t side, int64_t price, bint *found) noexcept nogil:
-    """Index of the level at ``price``, or the insertion index when absent."""
-    cdef int32_t lo = 0, hi = bs.n, mid
-    cdef int64_t key = level_key(side, price), k
+    Levels are sorted ascending by ``sign * price`` (bids +, asks -) so that the
+    best price is at the end on both sides.
+    """
+    cdef int32_t n = bs.n, base = 0, half
+    cdef int64_t sign = 1 - 2 * <int64_t>side
+    cdef int64_t key = sign * price, k
+    if n == 0:
+        found[0] = False
+        return 0
     # Most activity is at the top of the book: check the best level first.
-    if bs.n > 0 and bs.levels[bs.n - 1].price == price:
+    if bs.levels[n - 1].price == price:
         found[0] = True
-        return bs.n - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        k = level_key(side, bs.levels[mid].price)
-        if k < key:
-            lo = mid + 1
-        elif k > key:
-            hi = mid
-        else:
-            found[0] = True
-            return mid
-    found[0] = False
-    return lo
+        return n - 1
+    while n > 1:  # branch-free lower bound: the compiler turns the step into a cmov
+        half = n >> 1
+        base = base + half if sign * bs.levels[base + half].price <= key else base
+        n -= half
+    k = sign * bs.levels[base].price
+    found[0] = k == key
+    return base if k >= key else base + 1
 
 
 cdef class Matcher:
@@ -173,11 +171,14 @@ cdef class Matcher:
         e.price = c.price
         e.qty = c.qty
 
-    cdef void touch(self, uint32_t market, uint8_t side, int64_t price) noexcept nogil:
+    cdef void touch(self, uint32_t market, uint8_t side, int64_t price, int64_t qty, int32_t count) noexcept nogil:
+        """Note a level's new aggregate; BookLevel events go out once per level at command end."""
         cdef int64_t i
         for i in range(self.n_touched):
             if (self.touched[i].price == price and self.touched[i].market == market
                     and self.touched[i].side == side):
+                self.touched[i].qty = qty
+                self.touched[i].count = count
                 return
         if self.n_touched == self.cap_touched:
             self.touched = <Touched *>grow(self.touched, &self.cap_touched, self.n_touched + 1,
@@ -185,14 +186,13 @@ cdef class Matcher:
         self.touched[self.n_touched].market = market
         self.touched[self.n_touched].side = side
         self.touched[self.n_touched].price = price
+        self.touched[self.n_touched].qty = qty
+        self.touched[self.n_touched].count = count
         self.n_touched += 1
 
     cdef void emit_touched_levels(self) noexcept nogil:
         cdef int64_t i
         cdef Touched *t
-        cdef BookSide *bs
-        cdef bint found
-        cdef int32_t at
         cdef xos_event *e
         for i in range(self.n_touched):
             t = &self.touched[i]
@@ -201,11 +201,8 @@ cdef class Matcher:
             e.venue = self.market_table[t.market].venue
             e.side = t.side
             e.price = t.price
-            bs = &self.market_table[t.market].sides[t.side]
-            at = level_search(bs, t.side, t.price, &found)
-            if found:
-                e.qty = bs.levels[at].qty
-                e.remaining = bs.levels[at].count
+            e.qty = t.qty
+            e.remaining = t.count
         self.n_touched = 0
 
     # ------------------------------------------------------------ accounts
@@ -286,7 +283,7 @@ cdef class Matcher:
         lv.tail = slot
         lv.qty += o.remaining
         lv.count += 1
-        self.touch(o.market, o.side, o.price)
+        self.touch(o.market, o.side, o.price, lv.qty, lv.count)
 
     cdef void unlink(self, Market *m, int32_t slot) noexcept nogil:
         """Take a resting order out of its price level (the level goes when empty)."""
@@ -305,10 +302,10 @@ cdef class Matcher:
             lv.tail = o.prev
         lv.qty -= o.remaining
         lv.count -= 1
+        self.touch(o.market, o.side, o.price, lv.qty, lv.count)
         if lv.count == 0:
             memmove(&bs.levels[at], &bs.levels[at + 1], <size_t>(bs.n - at - 1) * sizeof(Level))
             bs.n -= 1
-        self.touch(o.market, o.side, o.price)
 
     cdef void level_reduce(self, Market *m, Order *o, int64_t qty) noexcept nogil:
         """A resting order's remaining drops by ``qty`` (it stays in place)."""
@@ -316,7 +313,7 @@ cdef class Matcher:
         cdef bint found
         cdef int32_t at = level_search(bs, o.side, o.price, &found)
         bs.levels[at].qty -= qty
-        self.touch(o.market, o.side, o.price)
+        self.touch(o.market, o.side, o.price, bs.levels[at].qty, bs.levels[at].count)
 
     cdef void register(self, int32_t slot) noexcept nogil:
         """The order rests for the first time: index it and link it to its account."""
@@ -422,8 +419,9 @@ cdef class Matcher:
         K.remaining -= q
         K.filled += q
         cdef BookSide *bs = &m.sides[K.side]
-        bs.levels[bs.n - 1].qty -= q
-        self.touch(K.market, K.side, price)
+        cdef Level *lv = &bs.levels[bs.n - 1]
+        lv.qty -= q
+        self.touch(K.market, K.side, price, lv.qty, lv.count)
 
         cdef xos_event *e = self.emit_order(XOS_EV_FILL, T)
         e.client_id = K.venue
@@ -760,10 +758,7 @@ cdef class Matcher:
         cdef bint keeps_priority = price == o.price and c.qty <= o.remaining
         cdef xos_event *e
         if keeps_priority:
-            if c.qty < o.remaining:
-                self.level_reduce(m, o, o.remaining - c.qty)
-            else:
-                self.touch(o.market, o.side, o.price)
+            self.level_reduce(m, o, o.remaining - c.qty)
             o.qty -= o.remaining - c.qty
             o.remaining = c.qty
             e = self.emit_order(XOS_EV_AMENDED, o)
@@ -1141,8 +1136,29 @@ cdef class Matcher:
                 for i in range(1, self.max_assets + 1) if self.asset_table[i].exists]
 
 
-class Engine(CommandAPI, Matcher):
-    """The matcher with the command builders of ``engine.api.CommandAPI``."""
+class Engine(CommandAPI):
+    """The matcher with the command builders of ``engine.api.CommandAPI``.
+
+    ``Matcher`` is a final class so that its C methods are direct calls the
+    compiler can inline; the engine delegates to it.
+    """
+
+    def __init__(self, **capacities):
+        self.core = Matcher(**capacities)
+        for name in _DELEGATED:
+            setattr(self, name, getattr(self.core, name))
+
+    cmd_seq = property(lambda self: self.core.cmd_seq)
+    event_seq = property(lambda self: self.core.event_seq)
+    last_order_id = property(lambda self: self.core.last_order_id)
+    now = property(lambda self: self.core.now)
+    open_orders = property(lambda self: self.core.open_orders)
+
+
+_DELEGATED = (
+    "process", "process_count", "process_timed", "last_events", "l2", "l3", "order", "balance",
+    "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
+)
 
 
 def record_layout():

@@ -8,6 +8,13 @@
 /* ceil(amount * bps / 10000), rounded towards +infinity: the exchange's
  * favour for a charge (bps > 0) and for a rebate (bps < 0) alike. */
 static inline int64_t xos_fee(int64_t amount, int32_t bps) {
+    /* |bps| <= 10000 here, so below 2^49 the product fits in 64 bits and the
+     * division by a constant compiles to a multiply: the common case. */
+    if (amount < ((int64_t)1 << 49) && amount > -((int64_t)1 << 49)) {
+        int64_t p = amount * bps, q = p / 10000;
+        if (p > 0 && p % 10000 != 0) q += 1;
+        return q;
+    }
     __int128 p = (__int128)amount * bps;
     __int128 q = p / 10000;
     if (p > 0 && p % 10000 != 0) q += 1;
