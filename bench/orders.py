@@ -255,7 +255,7 @@ def generate(cfg: Config, engine_cls=None, progress=None) -> Workload:
     rng = np.random.default_rng(cfg.seed)
     pyrand = random.Random(cfg.seed)
     rr = pyrand.random
-    markets, setup, n_balances = build_universe(cfg, rng, pyrand)
+    markets, setup, _ = build_universe(cfg, rng, pyrand)
     books = [_Book(m) for m in markets]
     total_target = sum(m.target for m in markets)
     engine_kwargs = dict(
@@ -431,9 +431,9 @@ def generate(cfg: Config, engine_cls=None, progress=None) -> Workload:
             else:
                 last = book.last
                 if oprice > last:
-                    move = math.floor((last - oprice) * CENTRAL_MOVE_ALPHA)
+                    move = math.floor((last - oprice) // TICK_SIZE * CENTRAL_MOVE_ALPHA)
                 elif oprice < last:
-                    move = math.ceil((last - oprice) * CENTRAL_MOVE_ALPHA)
+                    move = math.ceil((last - oprice) // TICK_SIZE * CENTRAL_MOVE_ALPHA)
                 else:
                     move = int(rr() * 2) * 2 - 1
                 price = max(TICK_SIZE, oprice + move * TICK_SIZE)
