@@ -106,6 +106,7 @@ class StreamGenerator:
     n_accounts: int = 6
     garbage: float = 0.05
     max_open: int = 400
+    depth: int = 1  # spreads prices over this many times more levels (deep books)
     limits: dict = field(default_factory=lambda: dict(ENGINE_KWARGS))
 
     def __post_init__(self) -> None:
@@ -165,6 +166,10 @@ class StreamGenerator:
         # listed later in the stream
         self.late_market = spec(11, 2, 3, 1, 1, 1, r.choice([0, 100]), r.randint(100, 1000), 8, 10)
         self.perp = spec(9, 2, 1, 1, 1, 1, 0, 100, 5, 5, kind=MarketKind.PERPETUAL)
+        if self.depth > 1:
+            for s in specs + [self.late_market]:
+                s.spread_ticks *= self.depth
+                s.mid_ticks = max(s.mid_ticks, 4 * s.spread_ticks)
         self.mid = {m: s.mid_ticks for m, s in self.markets.items()}
         self.tradable = list(self.markets)
 

@@ -58,6 +58,30 @@ def describe_mismatch(cmds: np.ndarray, got: np.ndarray, want: np.ndarray, first
     return "\n".join(lines)
 
 
+STATE_PARTS = ("assets", "markets", "books", "balances", "fees", "last prices", "counters")
+
+
+def describe_state_diff(cy, ref) -> str:
+    """The first differing part of the two canonical states, down to the first differing item."""
+    a, b = canonical_state(cy), canonical_state(ref)
+    for name, pa, pb in zip(STATE_PARTS, a, b):
+        if pa == pb:
+            continue
+        if name == "books":
+            for book_a, book_b in zip(pa, pb):
+                for oa, ob in zip(book_a, book_b):
+                    if oa != ob:
+                        return f"books differ:\n  cython    {oa}\n  reference {ob}"
+                if len(book_a) != len(book_b):
+                    return f"books differ in length: cython {len(book_a)}, reference {len(book_b)}"
+        if name in ("balances", "books"):
+            for ia, ib in zip(pa, pb):
+                if ia != ib:
+                    return f"{name} differ:\n  cython    {ia}\n  reference {ib}"
+        return f"{name} differ:\n  cython    {pa}\n  reference {pb}"
+    return "states equal"
+
+
 def run_differential(seed: int, n_commands: int, *, chunk: int = 200, engine_kwargs=None, state_every: int = 25,
                      dump_dir=None, **gen_opts) -> dict:
     """Feed one generated stream to both engines chunk by chunk; assert equal events and states."""
@@ -88,8 +112,11 @@ def run_differential(seed: int, n_commands: int, *, chunk: int = 200, engine_kwa
         stats["fills"] += int(np.count_nonzero(want["kind"] == Ev.FILL))
         stats["rejects"] += int(np.count_nonzero(want["kind"] == Ev.REJECTED))
         if chunks % state_every == 0:
-            assert canonical_state(cy) == canonical_state(ref), f"seed {seed}: states differ after command {done}"
-    assert canonical_state(cy) == canonical_state(ref), f"seed {seed}: final states differ"
+            if canonical_state(cy) != canonical_state(ref):
+                pytest.fail(f"seed {seed}: states differ after command {done}: {describe_state_diff(cy, ref)}",
+                            pytrace=False)
+    if canonical_state(cy) != canonical_state(ref):
+        pytest.fail(f"seed {seed}: final states differ: {describe_state_diff(cy, ref)}", pytrace=False)
     assert state_hash(cy) == state_hash(ref)
     for name in ("cmd_seq", "event_seq", "last_order_id", "now", "open_orders"):
         assert getattr(cy, name) == getattr(ref, name), name
@@ -98,25 +125,30 @@ def run_differential(seed: int, n_commands: int, *, chunk: int = 200, engine_kwa
     return stats
 
 
-# 100,000 commands in the default run, over several seeds and engine sizes
+# about 200,000 commands in the default run, over several seeds and engine sizes
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_differential_stream(seed, tmp_path):
-    run_differential(seed, 22_000, dump_dir=tmp_path)
+    run_differential(seed, 35_000, dump_dir=tmp_path)
+
+
+def test_differential_deep_books(tmp_path):
+    """Thousands of resting orders over many price levels (level arrays and hash tables grow)."""
+    run_differential(10, 30_000, depth=25, max_open=4000, dump_dir=tmp_path)
 
 
 @pytest.mark.parametrize("seed", [5, 6])
 def test_differential_small_tables(seed, tmp_path):
     """Order and account tables that fill up: ORDER_CAPACITY and ACCOUNT_CAPACITY paths."""
-    run_differential(seed, 6_000, engine_kwargs=SMALL_ENGINE_KWARGS, dump_dir=tmp_path)
+    run_differential(seed, 10_000, engine_kwargs=SMALL_ENGINE_KWARGS, dump_dir=tmp_path)
 
 
 def test_differential_one_command_per_batch(tmp_path):
-    run_differential(7, 3_000, chunk=1, dump_dir=tmp_path)
+    run_differential(7, 4_000, chunk=1, dump_dir=tmp_path)
 
 
 def test_differential_large_batch(tmp_path):
     """One big batch: the event buffer must grow inside a single process() call."""
-    run_differential(8, 10_000, chunk=10_000, dump_dir=tmp_path)
+    run_differential(8, 20_000, chunk=20_000, dump_dir=tmp_path)
 
 
 def test_batch_boundaries_do_not_matter():
@@ -152,3 +184,8 @@ def test_differential_million(tmp_path):
 @pytest.mark.parametrize("seed", [111, 112])
 def test_differential_small_tables_long(seed, tmp_path):
     run_differential(seed, 100_000, engine_kwargs=SMALL_ENGINE_KWARGS, dump_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_differential_deep_books_long(tmp_path):
+    run_differential(120, 300_000, depth=40, max_open=12_000, chunk=500, state_every=100, dump_dir=tmp_path)
