@@ -41,9 +41,10 @@ cdef struct Level:
 
 
 cdef struct BookSide:
-    Level *levels            # sorted so the best price is at the end
+    Level *levels            # sorted so the best price is at the end; levels[n - 1] is never empty
     int32_t n
     int32_t cap
+    int32_t empty            # emptied levels kept in place (count == 0) until compaction
 
 
 cdef struct Market:

@@ -82,6 +82,18 @@ cdef inline int32_t level_search(BookSide *bs, uint8_t side, int64_t price, bint
     return base if k >= key else base + 1
 
 
+cdef void compact(BookSide *bs) noexcept nogil:
+    """Drop the tombstone levels (amortised: runs once they are half the side)."""
+    cdef int32_t i, kept = 0
+    for i in range(bs.n):
+        if bs.levels[i].count:
+            if kept != i:
+                bs.levels[kept] = bs.levels[i]
+            kept += 1
+    bs.n = kept
+    bs.empty = 0
+
+
 cdef class Matcher:
     """The C state machine; ``Engine`` adds the command builders."""
 
@@ -274,6 +286,8 @@ cdef class Matcher:
             lv.tail = NONE
         else:
             lv = &bs.levels[at]
+            if lv.count == 0:
+                bs.empty -= 1
         o.prev = lv.tail
         o.next = NONE
         if lv.tail != NONE:
@@ -304,8 +318,17 @@ cdef class Matcher:
         lv.count -= 1
         self.touch(o.market, o.side, o.price, lv.qty, lv.count)
         if lv.count == 0:
-            memmove(&bs.levels[at], &bs.levels[at + 1], <size_t>(bs.n - at - 1) * sizeof(Level))
-            bs.n -= 1
+            # An emptied level below the best stays as a tombstone: removing it would
+            # move every level between it and the best, and its price is often reused.
+            if at == bs.n - 1:
+                bs.n -= 1
+                while bs.n > 0 and bs.levels[bs.n - 1].count == 0:
+                    bs.n -= 1
+                    bs.empty -= 1
+            else:
+                bs.empty += 1
+                if bs.empty > 64 and bs.empty * 2 > bs.n:
+                    compact(bs)
 
     cdef void level_reduce(self, Market *m, Order *o, int64_t qty) noexcept nogil:
         """A resting order's remaining drops by ``qty`` (it stays in place)."""
@@ -1059,8 +1082,13 @@ cdef class Matcher:
         out = []
         for side in (BID, ASK):
             bs = &m.sides[side]
-            out.append([(bs.levels[i].price, bs.levels[i].qty, bs.levels[i].count)
-                        for i in range(bs.n - 1, max(bs.n - 1 - depth, -1), -1)])
+            levels = []
+            i = bs.n - 1
+            while i >= 0 and len(levels) < depth:
+                if bs.levels[i].count:
+                    levels.append((bs.levels[i].price, bs.levels[i].qty, bs.levels[i].count))
+                i -= 1
+            out.append(levels)
         return out[0], out[1]
 
     def l3(self, market):
