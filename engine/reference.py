@@ -54,9 +54,10 @@ Cython engine must do the same):
     keeps priority iff (price == 0 or price == current price) and new qty <=
     remaining; a no-op amend still emits Amended (flags 0) and touches the
     level.  The band check applies only when price != 0 and differs from the
-    current price.  Amend has no QTY_TOO_LARGE check (not listed); the hold
-    bound is ``new_lots * (new_price + fpl(new_price)) <= MAX_MONEY`` for
-    either side, as for PlaceOrder.  The extra hold is new hold - current hold
+    current price.  "The hold bound" is read as PlaceOrder's two bounds, in
+    the same place: new qty <= MAX_MONEY (QTY_TOO_LARGE), then
+    ``new_lots * (new_price + fpl(new_price)) <= MAX_MONEY`` for either side
+    (PRICE_TOO_LARGE), both after QTY_BELOW_MIN and before the band.  The extra hold is new hold - current hold
     of the remaining (buy: lots x (price + fpl), sell: qty); only a positive
     extra must fit free.  On losing priority the order leaves its level (first
     touch: the old level), its hold is reset to the new hold, Amended
@@ -604,6 +605,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_OFF_LOT)
         if qty > o.remaining and qty < m.min_size:
             return int(RC.QTY_BELOW_MIN)
+        if qty > MAX_MONEY:
+            return int(RC.QTY_TOO_LARGE)
         new_fpl = fee_ceil(new_price, max(m.taker_bps, 0))
         new_hold = (qty // m.lot) * (new_price + new_fpl)
         if new_hold > MAX_MONEY:

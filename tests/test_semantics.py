@@ -1010,6 +1010,7 @@ def test_amend_rejections(engine_cls):
     assert e.order(1).remaining == 40
     assert_events(e.amend(A, order_id=1, qty=20), [amended(1, A, 1, SELL, 100, 20), level(SELL, 100, 20, 1)])
     bad(RC.QTY_BELOW_MIN, qty=30)
+    bad(RC.QTY_TOO_LARGE, qty=(MAX_MONEY // 10 + 1) * 10, price=MAX_MONEY // 5 * 5)
     bad(RC.PRICE_TOO_LARGE, price=MAX_MONEY // 5 * 5, qty=40)
     bad(RC.PRICE_OUTSIDE_BAND, price=115, qty=20)
     bad(RC.INSUFFICIENT_BALANCE, qty=FUND_BASE + 100, price=100)
