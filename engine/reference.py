@@ -47,9 +47,10 @@ Cython engine must do the same):
 5.  Client ids are unique per account across all markets (among open orders).
     An incoming order only becomes "open" (order(), l3, duplicate check,
     cancel) when it rests; ids of orders that never rest are closed at once.
-6.  ``OrderView.qty`` is the size as placed, and after an amend
-    ``filled + new remaining``.  An STP DECREMENT_BOTH decrement does NOT
-    change ``qty`` (only ``remaining``); ``filled`` counts fills only.
+6.  ``OrderView.qty`` is always ``filled + remaining``: the size as placed,
+    after an amend ``filled + new remaining``, and an STP DECREMENT_BOTH
+    decrement comes off it as it comes off ``remaining``; ``filled`` counts
+    fills only.
 7.  Amend: "size increases" means new qty > current remaining.  The order
     keeps priority iff (price == 0 or price == current price) and new qty <=
     remaining; a no-op amend still emits Amended (flags 0) and touches the
@@ -349,6 +350,7 @@ class ReferenceEngine(CommandAPI):
         """Take `take` off o (resting or incoming), release its hold, emit Cancelled."""
         m = self._markets[o.market]
         self._release(o, take, m)
+        o.qty -= take
         if o.resting:
             if take == o.remaining:
                 self._unrest(o, m)

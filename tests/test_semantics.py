@@ -801,8 +801,8 @@ def test_stp_decrement_both_taker_larger(engine_cls):
         level(SELL, 100, 0, 0),
         level(BUY, 100, 10, 1),
     ])
-    # the decrement does not change the order's qty, only its remaining
-    assert e.order(4) == OrderView(4, A, 2, MKT, 0, BUY, 100, 50, 20, 10, 0, int(Stp.DECREMENT_BOTH), False)
+    # the decrement comes off qty too, so qty == filled + remaining always holds
+    assert e.order(4) == OrderView(4, A, 2, MKT, 0, BUY, 100, 30, 20, 10, 0, int(Stp.DECREMENT_BOTH), False)
     assert e.balance(A, QUOTE) == (FUND_QUOTE - 200 - 100, 100)
     assert e.balance(A, BASE) == (FUND_BASE + 20, 0)
     assert e.last_price(MKT) == 100
@@ -821,7 +821,7 @@ def test_stp_decrement_both_maker_larger(engine_cls):
         level(SELL, 100, 40, 2),
     ])
     assert [o.order_id for o in e.l3(MKT)] == [1, 2]  # keeps its place
-    assert e.order(1) == OrderView(1, A, 1, MKT, 0, SELL, 100, 50, 0, 30, 0, 0, False)
+    assert e.order(1) == OrderView(1, A, 1, MKT, 0, SELL, 100, 30, 0, 30, 0, 0, False)
     assert e.balance(A, BASE) == (FUND_BASE - 30, 30)
     assert e.balance(A, QUOTE) == (FUND_QUOTE, 0)
     assert e.last_price(MKT) == 0  # no trade
