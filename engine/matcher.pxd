@@ -76,6 +76,7 @@ cdef struct Account:
     int32_t order_head       # open orders, oldest first
     int32_t order_tail
     int64_t balance_head     # balance entries, newest first (-1 = none)
+    int32_t n_balances
 
 
 cdef struct Balance:
@@ -158,7 +159,7 @@ cdef class Matcher:
     cdef void heap_push(self, int64_t expire_at, int64_t order_id) noexcept nogil
     cdef void heap_pop(self) noexcept nogil
     cdef void expire_orders(self) noexcept nogil
-    cdef uint16_t find_order(self, const xos_command *c, int64_t acct_idx, int32_t *slot) noexcept nogil
+    cdef uint16_t locate_order(self, const xos_command *c, int32_t *slot) noexcept nogil
     cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil
     cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
     cdef void cmd_place(self, const xos_command *c) noexcept nogil

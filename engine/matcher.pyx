@@ -30,6 +30,7 @@ cnp.import_array()
 DEF BID = 0
 DEF ASK = 1
 DEF NONE = -1
+DEF BALANCE_WALK = 8  # accounts with more balance entries are looked up by hash
 
 
 cdef inline void die(const char *what) noexcept nogil:
@@ -223,10 +224,25 @@ cdef class Matcher:
         return xos_hmap_get(&self.account_index, account, 0)
 
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
-        return xos_hmap_get(&self.balance_index, acct_idx, asset)
+        """The account's balance entry for ``asset`` (-1 if none).
+
+        An account's entries are usually few and were created together, so a
+        short walk of its list beats a hash probe into a table of every
+        balance; accounts with many assets use the hash.
+        """
+        cdef Account *a = &self.accts[acct_idx]
+        cdef int64_t b
+        if a.n_balances > BALANCE_WALK:
+            return xos_hmap_get(&self.balance_index, acct_idx, asset)
+        b = a.balance_head
+        while b >= 0:
+            if self.bals[b].asset == asset:
+                return b
+            b = self.bals[b].next
+        return -1
 
     cdef int64_t ensure_balance(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
-        cdef int64_t b = xos_hmap_get(&self.balance_index, acct_idx, asset)
+        cdef int64_t b = self.balance_of(acct_idx, asset)
         if b >= 0:
             return b
         if self.n_bals == self.cap_bals:
@@ -238,6 +254,7 @@ cdef class Matcher:
         self.bals[b].asset = asset
         self.bals[b].next = self.accts[acct_idx].balance_head
         self.accts[acct_idx].balance_head = b
+        self.accts[acct_idx].n_balances += 1
         if xos_hmap_put(&self.balance_index, acct_idx, asset, b):
             die(b"balance index")
         return b
@@ -342,7 +359,7 @@ cdef class Matcher:
         """The order rests for the first time: index it and link it to its account."""
         cdef Order *o = &self.orders[slot]
         cdef Account *a = &self.accts[o.acct_idx]
-        if xos_hmap_put(&self.order_index, o.id, 0, slot) or xos_hmap_put(&self.client_index, o.acct_idx, o.client_id, slot):
+        if xos_hmap_put(&self.order_index, o.id, 0, slot) or xos_hmap_put(&self.client_index, o.account, o.client_id, slot):
             die(b"order index")
         o.acct_prev = a.order_tail
         o.acct_next = NONE
@@ -371,7 +388,7 @@ cdef class Matcher:
             else:
                 a.order_tail = o.acct_prev
             xos_hmap_del(&self.order_index, o.id, 0)
-            xos_hmap_del(&self.client_index, o.acct_idx, o.client_id)
+            xos_hmap_del(&self.client_index, o.account, o.client_id)
             self.n_open -= 1
             o.registered = False
         o.id = 0
@@ -585,22 +602,33 @@ cdef class Matcher:
 
     # ------------------------------------------------------------- commands
 
-    cdef uint16_t find_order(self, const xos_command *c, int64_t acct_idx, int32_t *slot) noexcept nogil:
-        cdef int64_t s
+    cdef uint16_t locate_order(self, const xos_command *c, int32_t *slot) noexcept nogil:
+        """The open order a cancel or amend names, or the code saying why not.
+
+        The common case (the order exists and belongs to the account) needs no
+        account lookup; only a miss walks the checks in their specified order.
+        """
+        cdef int64_t s, acct_idx
+        cdef uint16_t code
+        if c.flags & ~XOS_CF_BY_CLIENT_ID:
+            return XOS_INVALID_FLAGS
         if c.flags & XOS_CF_BY_CLIENT_ID:
-            s = xos_hmap_get(&self.client_index, acct_idx, c.id)
-            if s < 0:
-                return XOS_UNKNOWN_ORDER
+            s = xos_hmap_get(&self.client_index, c.account, c.id)
         else:
-            if c.id <= 0 or c.id > self._last_order_id:
-                return XOS_UNKNOWN_ORDER
             s = xos_hmap_get(&self.order_index, c.id, 0)
-            if s < 0:
-                return XOS_ORDER_CLOSED
-            if self.orders[s].acct_idx != acct_idx:
-                return XOS_UNKNOWN_ORDER
-        slot[0] = <int32_t>s
-        return XOS_OK
+            if s >= 0 and self.orders[s].account != c.account:
+                s = -1
+        if s >= 0:
+            slot[0] = <int32_t>s
+            return XOS_OK
+        code = self.check_account(c.account, &acct_idx)
+        if code:
+            return code
+        if c.flags & XOS_CF_BY_CLIENT_ID or c.id <= 0 or c.id > self._last_order_id:
+            return XOS_UNKNOWN_ORDER
+        if xos_hmap_get(&self.order_index, c.id, 0) >= 0:
+            return XOS_UNKNOWN_ORDER  # open, but another account's
+        return XOS_ORDER_CLOSED
 
     cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil:
         if account <= 0:
@@ -666,7 +694,7 @@ cdef class Matcher:
                 code = XOS_INVALID_EXPIRY
             elif c.aux > 0 and c.aux <= self._now:
                 code = XOS_EXPIRED_ON_ARRIVAL
-            elif xos_hmap_get(&self.client_index, acct_idx, c.id) >= 0:
+            elif xos_hmap_get(&self.client_index, c.account, c.id) >= 0:
                 code = XOS_DUPLICATE_CLIENT_ID
             elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
                 code = XOS_PRICE_OUTSIDE_BAND
@@ -715,33 +743,20 @@ cdef class Matcher:
         self.take_and_rest(m, t)
 
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil:
-        cdef int64_t acct_idx = -1
         cdef int32_t slot = NONE
-        cdef uint16_t code = XOS_OK
-        if c.flags & ~XOS_CF_BY_CLIENT_ID:
-            code = XOS_INVALID_FLAGS
-        if code == XOS_OK:
-            code = self.check_account(c.account, &acct_idx)
-        if code == XOS_OK:
-            code = self.find_order(c, acct_idx, &slot)
+        cdef uint16_t code = self.locate_order(c, &slot)
         if code:
             self.reject(c, code)
             return
         self.cancel_order(slot, True, XOS_CANCEL_USER, 0, self.orders[slot].remaining)
 
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil:
-        cdef int64_t acct_idx = -1, old_hold, new_hold, extra
+        cdef int64_t old_hold, new_hold, extra
         cdef int32_t slot = NONE
-        cdef uint16_t code = XOS_OK
+        cdef uint16_t code = self.locate_order(c, &slot)
         cdef Order *o
         cdef Market *m
         cdef int64_t price
-        if c.flags & ~XOS_CF_BY_CLIENT_ID:
-            code = XOS_INVALID_FLAGS
-        if code == XOS_OK:
-            code = self.check_account(c.account, &acct_idx)
-        if code == XOS_OK:
-            code = self.find_order(c, acct_idx, &slot)
         if code == XOS_OK:
             o = &self.orders[slot]
             m = &self.market_table[o.market]
@@ -864,6 +879,7 @@ cdef class Matcher:
             self.accts[acct_idx].order_head = NONE
             self.accts[acct_idx].order_tail = NONE
             self.accts[acct_idx].balance_head = -1
+            self.accts[acct_idx].n_balances = 0
             if xos_hmap_put(&self.account_index, c.account, 0, acct_idx):
                 die(b"account index")
         b = self.ensure_balance(acct_idx, c.market)
