@@ -76,6 +76,7 @@ cdef struct Account:
     int32_t order_head       # open orders, oldest first
     int32_t order_tail
     int64_t balance_head     # balance entries, newest first (-1 = none)
+    int64_t balance_block    # index of the account's first BALANCE_BLOCK entries in the balance table
     int32_t n_balances
 
 

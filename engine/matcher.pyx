@@ -30,7 +30,7 @@ cnp.import_array()
 DEF BID = 0
 DEF ASK = 1
 DEF NONE = -1
-DEF BALANCE_WALK = 8  # accounts with more balance entries are looked up by hash
+DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 
 
 cdef inline void die(const char *what) noexcept nogil:
@@ -226,37 +226,41 @@ cdef class Matcher:
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
         """The account's balance entry for ``asset`` (-1 if none).
 
-        An account's entries are usually few and were created together, so a
-        short walk of its list beats a hash probe into a table of every
-        balance; accounts with many assets use the hash.
+        Each account's first BALANCE_BLOCK entries sit together in one block,
+        so a short scan of a cache line or two beats a hash probe into a table
+        of every balance; only the entries past the block use the hash.
         """
         cdef Account *a = &self.accts[acct_idx]
-        cdef int64_t b
-        if a.n_balances > BALANCE_WALK:
-            return xos_hmap_get(&self.balance_index, acct_idx, asset)
-        b = a.balance_head
-        while b >= 0:
+        cdef int64_t b = a.balance_block
+        cdef int64_t end = b + (a.n_balances if a.n_balances < BALANCE_BLOCK else BALANCE_BLOCK)
+        while b < end:
             if self.bals[b].asset == asset:
                 return b
-            b = self.bals[b].next
+            b += 1
+        if a.n_balances > BALANCE_BLOCK:
+            return xos_hmap_get(&self.balance_index, acct_idx, asset)
         return -1
 
     cdef int64_t ensure_balance(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
         cdef int64_t b = self.balance_of(acct_idx, asset)
+        cdef Account *a = &self.accts[acct_idx]
         if b >= 0:
             return b
-        if self.n_bals == self.cap_bals:
-            self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + 1, sizeof(Balance), b"balances")
-        b = self.n_bals
-        self.n_bals += 1
+        if a.n_balances < BALANCE_BLOCK:
+            b = a.balance_block + a.n_balances
+        else:
+            if self.n_bals == self.cap_bals:
+                self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + 1, sizeof(Balance), b"balances")
+            b = self.n_bals
+            self.n_bals += 1
+            if xos_hmap_put(&self.balance_index, acct_idx, asset, b):
+                die(b"balance index")
         self.bals[b].free = 0
         self.bals[b].held = 0
         self.bals[b].asset = asset
-        self.bals[b].next = self.accts[acct_idx].balance_head
-        self.accts[acct_idx].balance_head = b
-        self.accts[acct_idx].n_balances += 1
-        if xos_hmap_put(&self.balance_index, acct_idx, asset, b):
-            die(b"balance index")
+        self.bals[b].next = a.balance_head
+        a.balance_head = b
+        a.n_balances += 1
         return b
 
     cdef inline int64_t free_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
@@ -880,6 +884,11 @@ cdef class Matcher:
             self.accts[acct_idx].order_tail = NONE
             self.accts[acct_idx].balance_head = -1
             self.accts[acct_idx].n_balances = 0
+            if self.n_bals + BALANCE_BLOCK > self.cap_bals:
+                self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK,
+                                            sizeof(Balance), b"balances")
+            self.accts[acct_idx].balance_block = self.n_bals
+            self.n_bals += BALANCE_BLOCK
             if xos_hmap_put(&self.account_index, c.account, 0, acct_idx):
                 die(b"account index")
         b = self.ensure_balance(acct_idx, c.market)
