@@ -37,7 +37,6 @@ from engine.records import (
     EvFlag,
     MarketKind,
     OrdType,
-    Stp,
     Tif,
     pack_market_assets,
     pack_market_params,

@@ -48,11 +48,8 @@ def buy_hold(remaining: int, price: int, lot: int, taker_bps: int) -> int:
     return (remaining // lot) * (price + _ceil_div(price * max(taker_bps, 0), 10000))
 
 
-def check_invariants(e, net: dict[int, int], decremented: dict[int, int] | None = None) -> None:
-    """Assert every state invariant of the module docstring; ``net`` is deposits - withdrawals,
-    ``decremented`` the size taken off each open order by STP DECREMENT_BOTH since it was placed or
-    last amended (the reference keeps ``qty`` as placed through a decrement)."""
-    decremented = decremented if decremented is not None else {}
+def check_invariants(e, net: dict[int, int]) -> None:
+    """Assert every state invariant of the module docstring; ``net`` is deposits - withdrawals."""
     markets = {m.market_id: m for m in e.markets()}
     assets = [a.asset_id for a in e.assets()]
     expected_held: dict[tuple[int, int], int] = defaultdict(int)
@@ -85,11 +82,7 @@ def check_invariants(e, net: dict[int, int], decremented: dict[int, int] | None 
             seen_ids.add(o.order_id)
             assert o.market == mid
             assert 0 < o.remaining, o
-            # filled + remaining == qty; after an STP DECREMENT_BOTH the spec does not say whether qty
-            # shrinks (the Cython engine shrinks it, the reference keeps it as placed), so accept both
-            dec = decremented.get(o.order_id, 0)
-            assert o.filled >= 0 and (o.filled + o.remaining == o.qty or (dec and o.filled + o.remaining + dec == o.qty)), (
-                o, dec)
+            assert o.filled >= 0 and o.filled + o.remaining == o.qty, o  # STP decrements come off qty too
             assert o.remaining % m.lot_size == 0, o
             assert o.price > 0 and o.price % m.tick_size == 0, o
             assert e.order(o.order_id) == o
@@ -123,10 +116,8 @@ def check_invariants(e, net: dict[int, int], decremented: dict[int, int] | None 
         )
 
 
-def account_events(e, cmds: np.ndarray, events: np.ndarray, first_seq: int, first_cmd: int, net,
-                   decremented: dict[int, int]) -> None:
-    """Per-batch event checks; adds the Balance events' amounts into ``net`` and STP decrements
-    into ``decremented``."""
+def account_events(e, cmds: np.ndarray, events: np.ndarray, first_seq: int, first_cmd: int, net) -> None:
+    """Per-batch event checks; adds the Balance events' amounts into ``net``."""
     if len(events):
         assert events["seq"].tolist() == list(range(first_seq, first_seq + len(events))), "event seq not dense"
     cmd_seqs = events["cmd_seq"]
@@ -137,13 +128,6 @@ def account_events(e, cmds: np.ndarray, events: np.ndarray, first_seq: int, firs
     bal = events[events["kind"] == Ev.BALANCE]
     for asset, qty in zip(bal["market"].tolist(), bal["qty"].tolist()):
         net[asset] += qty
-    changes = events[(events["kind"] == Ev.CANCELLED) | (events["kind"] == Ev.AMENDED)]
-    for kind, reason, oid, qty, remaining in zip(*(changes[f].tolist() for f in
-                                                   ("kind", "reason", "order_id", "qty", "remaining"))):
-        if kind == Ev.AMENDED or remaining == 0:
-            decremented.pop(oid, None)
-        elif reason == CancelReason.STP:
-            decremented[oid] = decremented.get(oid, 0) + qty
     # a rejected command: only expiries (step 2) before its Rejected, only BookLevels after it
     kinds = events["kind"].tolist()
     reasons = events["reason"].tolist()
@@ -181,7 +165,6 @@ def make_machine(engine_cls):
             super().__init__()
             self.e = engine_cls(max_orders=48, max_accounts=8, max_markets=4, max_assets=4)
             self.net: dict[int, int] = defaultdict(int)
-            self.decremented: dict[int, int] = {}
             self.ts = 0
             self.order_ids: list[int] = []
 
@@ -193,7 +176,7 @@ def make_machine(engine_cls):
                 cmd[name] = value
             first_seq, first_cmd = self.e.event_seq + 1, self.e.cmd_seq + 1
             events = self.e.process(cmd)
-            account_events(self.e, cmd, events, first_seq, first_cmd, self.net, self.decremented)
+            account_events(self.e, cmd, events, first_seq, first_cmd, self.net)
             for ev in events[events["kind"] == Ev.BALANCE]:
                 assert tuple(self.e.balance(int(ev["account"]), int(ev["market"]))) == (
                     int(ev["remaining"]),
@@ -356,7 +339,7 @@ def make_machine(engine_cls):
         @invariant()
         def invariants(self):
             if self.e.markets():
-                check_invariants(self.e, self.net, self.decremented)
+                check_invariants(self.e, self.net)
             assert self.e.now >= 0
 
         @precondition(lambda self: len(self.order_ids) > 0)
@@ -390,15 +373,14 @@ def _stream_invariants(engine_cls, seed: int, n_commands: int, check_every: int,
     e = engine_cls(**ENGINE_KWARGS)
     gen = StreamGenerator(seed, limits=dict(ENGINE_KWARGS), **gen_opts)
     net: dict[int, int] = defaultdict(int)
-    decremented: dict[int, int] = {}
     fills = 0
     last_cmd = last_seq = 0
     for cmds, events in run_stream(e, gen, n_commands, chunk=check_every):
-        account_events(e, cmds, events, last_seq + 1, last_cmd + 1, net, decremented)
+        account_events(e, cmds, events, last_seq + 1, last_cmd + 1, net)
         last_cmd += len(cmds)
         last_seq += len(events)
         fills += int(np.count_nonzero(events["kind"] == Ev.FILL))
-        check_invariants(e, net, decremented)
+        check_invariants(e, net)
     assert fills > 0
 
 
