@@ -1,16 +1,25 @@
-"""Build the Cython extensions under engine/ (setuptools + Cython 3)."""
+"""Build the Cython extensions under engine/ (setuptools + Cython 3).
+
+Every ``engine/*.pyx`` is one extension; its declarations are in the
+same-named ``.pxd`` and its C helpers in ``engine/includes/``.
+"""
+from pathlib import Path
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+INCLUDES = ["engine/includes", numpy.get_include()]
+
 EXTENSIONS = [
     Extension(
-        "engine.matcher",
-        ["engine/matcher.pyx"],
-        include_dirs=["engine/includes", numpy.get_include()],
+        f"engine.{pyx.stem}",
+        [str(pyx)],
+        include_dirs=INCLUDES,
         extra_compile_args=["-O3", "-fno-strict-aliasing"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
+    )
+    for pyx in sorted(Path("engine").glob("*.pyx"))
 ]
 
 setup(
