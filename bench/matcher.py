@@ -47,14 +47,16 @@ def _log(msg: str) -> None:
 
 
 def engine_class(name: str):
-    if name in ("auto", "cython"):
+    """The engine to time; a missing compiled engine is an error, never a silent fallback."""
+    if name == "cython":
         try:
             from engine.matcher import Engine
-
-            return Engine, "cython"
-        except ImportError:
-            if name == "cython":
-                raise
+        except ImportError as exc:
+            raise SystemExit(
+                f"the compiled engine is not importable ({exc}); install with `pip install .` "
+                "and run `xos bench matcher`, or pass --engine reference"
+            ) from exc
+        return Engine, "cython"
     from engine.reference import ReferenceEngine
 
     return ReferenceEngine, "reference"
@@ -261,7 +263,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5, help="throughput runs (median reported)")
     p.add_argument("--batch", type=int, default=4096, help="commands per process() call")
     p.add_argument("--latency-commands", type=int, help="time only the first N commands individually")
-    p.add_argument("--engine", choices=("auto", "cython", "reference"), default="auto")
+    p.add_argument("--engine", choices=("cython", "reference"), default="cython")
     p.add_argument("--no-verify", action="store_true", help="skip the check against the reference model")
     p.add_argument("--json", metavar="PATH", help="write the results here")
     return p.parse_args(argv)
