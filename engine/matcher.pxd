@@ -170,6 +170,7 @@ cdef class Matcher:
     cdef void cmd_balance(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
+    cdef void emit_listing(self, const xos_command *c) noexcept nogil
     cdef void execute(self, const xos_command *c) noexcept nogil
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil
     cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL

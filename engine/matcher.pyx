@@ -919,8 +919,7 @@ cdef class Matcher:
         a.symbol_lo = c.id
         a.symbol_hi = c.aux
         a.outstanding = 0
-        cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
-        e.market = c.market
+        self.emit_listing(c)
 
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil:
         cdef uint16_t code = XOS_OK
@@ -970,9 +969,19 @@ cdef class Matcher:
         m.taker_bps = taker
         m.band_bps = <int32_t>band
         m.last_price = 0
+        self.emit_listing(c)
+
+    cdef void emit_listing(self, const xos_command *c) noexcept nogil:
+        """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
         e.market = c.market
         e.venue = c.venue
+        e.side = c.side
+        e.account = c.account
+        e.price = c.price
+        e.qty = c.qty
+        e.client_id = c.id
+        e.remaining = c.aux
 
     cdef void execute(self, const xos_command *c) noexcept nogil:
         self._cmd_seq += 1

@@ -24,7 +24,10 @@ Cython engine must do the same):
       remaining=qty, market, venue (the order's).
     - Accepted (mass cancel): account, qty = count, market = the command's
       market, or 0 with ALL_MARKETS; venue 0.
-    - Accepted (add asset / add market): market = the new id; all else 0.
+    - Accepted (add asset / add market): the listing itself, so that event
+      consumers need no other source: market = the new id, and the command's
+      side, venue, account, price, qty, id (in client_id) and aux (in
+      remaining); all else 0.
     - Rejected: code, and from the command account, market, venue, side,
       price, qty, client_id = cmd.id (verbatim, e.g. AddMarket's packed
       account); all else 0 (reason, flags, order_id, remaining, ...).
@@ -720,7 +723,7 @@ class ReferenceEngine(CommandAPI):
         self._assets[asset] = (lo, hi, decimals)
         self._outstanding[asset] = 0
         self._fees[asset] = 0
-        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, asset, 0, 0, 0, 0, 0, 0, 0)
+        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, asset, 0, 0, 0, lo, decimals, 0, hi)
         return 0
 
     def _add_market(self, row) -> int:
@@ -765,7 +768,7 @@ class ReferenceEngine(CommandAPI):
         m.last = 0
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
         self._markets[market_id] = m
-        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, market_id, 0, 0, 0, 0, 0, 0, 0)
+        self._ev(_EV_ACCEPTED, 0, kind, 0, 0, market_id, venue, 0, packed, min_size, tick, lot, params)
         return 0
 
     # ------------------------------------------------------------------ queries
