@@ -1,0 +1,734 @@
+# cython: language_level=3
+"""The command journal: an append-only, CRC-framed log of 64-byte commands.
+
+Format (``includes/journal_format.h``): a directory of segment files named
+by their first sequence (``00000000000000000001.journal``), each a 32-byte
+file header then frames; a frame is one appended batch, a 24-byte header
+(magic, count, first_seq, payload_len, CRC32C) and ``count`` commands.
+
+``JournalWriter.append`` frames a batch into a memory buffer and
+``group_commit`` (Python: ``commit``) writes the buffer and, with ``fsync="always"``, calls
+``fdatasync`` once for everything appended since the previous commit
+(group commit); both are ``noexcept nogil`` and return result codes, the
+Python wrappers raise.  ``JournalReader`` replays a directory, validating
+every frame, and stops at the last valid record, describing anything it
+dropped in ``report`` instead of raising.
+"""
+cimport cython
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, strerror
+from libc.stdio cimport snprintf
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport write, close, fsync, fdatasync
+from posix.fcntl cimport open as c_open, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_CLOEXEC
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
+
+import fcntl
+import os
+import re
+import struct
+import time
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+cimport numpy as cnp
+
+from records cimport xos_command, XOS_LAYOUT_VERSION
+from crc32c cimport xos_crc32c, xos_crc32c_sw, xos_crc32c_hw, xos_crc32c_hw_available
+from journal_format cimport *
+
+from .records import COMMAND_DTYPE
+
+cnp.import_array()
+
+SEGMENT_SUFFIX = ".journal"
+FILE_HEADER_SIZE = XOS_JOURNAL_FILE_HEADER_SIZE
+FRAME_HEADER_SIZE = XOS_JOURNAL_FRAME_HEADER_SIZE
+RECORD_SIZE = XOS_JOURNAL_RECORD_SIZE
+MAX_FRAME_RECORDS = XOS_JOURNAL_MAX_FRAME_RECORDS
+JOURNAL_VERSION = XOS_JOURNAL_VERSION
+FILE_MAGIC = XOS_JOURNAL_FILE_MAGIC
+FRAME_MAGIC = XOS_JOURNAL_FRAME_MAGIC
+CRC32C_HW = bool(xos_crc32c_hw_available())
+
+_SEGMENT_RE = re.compile(r"^(\d{20})\.journal$")
+_FILE_HEADER = struct.Struct("<IHHIIqq")
+assert _FILE_HEADER.size == XOS_JOURNAL_FILE_HEADER_SIZE == 32
+assert XOS_JOURNAL_FRAME_HEADER_SIZE == 24
+
+SCAN_REASONS = {
+    XOS_JSCAN_TORN_HEADER: "torn frame header",
+    XOS_JSCAN_BAD_MAGIC: "bad frame magic",
+    XOS_JSCAN_BAD_LENGTH: "bad frame length",
+    XOS_JSCAN_TORN_PAYLOAD: "torn frame payload",
+    XOS_JSCAN_BAD_CRC: "frame CRC mismatch",
+    XOS_JSCAN_SEQUENCE: "frame sequence gap",
+}
+
+
+class Damage(NamedTuple):
+    """Bytes of a journal that were not replayed (or, on open, truncated away)."""
+
+    segment: str      # path of the segment file
+    offset: int       # where the dropped bytes start in it
+    bytes: int        # how many were dropped from this segment
+    reason: str       # e.g. "frame CRC mismatch", "torn frame payload", "bad file header"
+    where: str        # "tail": in the last segment (a torn write); "middle": an older segment
+    next_seq: int     # the first sequence that was not recovered
+
+
+class JournalError(OSError):
+    """A journal I/O failure; the writer refuses further appends after one."""
+
+
+# ---------------------------------------------------------------- CRC32C
+
+
+cdef const uint8_t *_bytes_ptr(const uint8_t[::1] view) noexcept:
+    return &view[0] if view.shape[0] else NULL
+
+
+def crc32c(data, uint32_t crc=0):
+    """CRC32C of a bytes-like object (the fastest implementation); ``crc`` continues a previous one."""
+    cdef const uint8_t[::1] v = memoryview(data).cast("B")
+    return xos_crc32c(crc, _bytes_ptr(v), v.shape[0])
+
+
+def crc32c_sw(data, uint32_t crc=0):
+    """CRC32C by the table-driven software implementation."""
+    cdef const uint8_t[::1] v = memoryview(data).cast("B")
+    return xos_crc32c_sw(crc, _bytes_ptr(v), v.shape[0])
+
+
+def crc32c_hw(data, uint32_t crc=0):
+    """CRC32C by the SSE4.2 instruction; RuntimeError when the CPU lacks it."""
+    if not CRC32C_HW:
+        raise RuntimeError("this CPU has no SSE4.2 crc32 instruction")
+    cdef const uint8_t[::1] v = memoryview(data).cast("B")
+    return xos_crc32c_hw(crc, _bytes_ptr(v), v.shape[0])
+
+
+# ---------------------------------------------------------------- helpers
+
+
+cdef inline int64_t _now_ns(int clock) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clock, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef int _write_all(int fd, const uint8_t *p, size_t n) noexcept nogil:
+    cdef ssize_t w
+    while n:
+        w = write(fd, p, n)
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return -1
+        p += w
+        n -= <size_t>w
+    return 0
+
+
+cdef void _file_header(xos_journal_file_header *h, int64_t first_seq) noexcept nogil:
+    h.magic = XOS_JOURNAL_FILE_MAGIC
+    h.journal_version = XOS_JOURNAL_VERSION
+    h.layout_version = XOS_LAYOUT_VERSION
+    h.record_size = XOS_JOURNAL_RECORD_SIZE
+    h.crc = 0
+    h.first_seq = first_seq
+    h.created_ns = _now_ns(CLOCK_REALTIME)
+    h.crc = xos_journal_file_header_crc(h)
+
+
+def segment_name(int64_t first_seq):
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(directory):
+    """[(first_seq, path)] of the directory's segment files, in sequence order."""
+    out = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        m = _SEGMENT_RE.match(name)
+        if m:
+            out.append((int(m.group(1)), os.path.join(directory, name)))
+    out.sort()
+    return out
+
+
+def _header_problem(const uint8_t[::1] data, int64_t name_seq):
+    """None when the segment's file header is valid and matches its name, else (reason, fatal).
+
+    fatal: the header is intact but describes something this build cannot
+    append to (another layout, record size or name), so it must not be
+    discarded as a torn write.
+    """
+    cdef xos_journal_file_header h
+    if data.shape[0] < XOS_JOURNAL_FILE_HEADER_SIZE:
+        return ("torn file header", False)
+    memcpy(&h, &data[0], sizeof(h))
+    if h.magic != XOS_JOURNAL_FILE_MAGIC:
+        return ("bad file header magic", False)
+    if xos_journal_file_header_crc(&h) != h.crc:
+        return ("file header CRC mismatch", False)
+    if h.journal_version != XOS_JOURNAL_VERSION or h.layout_version != XOS_LAYOUT_VERSION:
+        return (f"journal version {h.journal_version} / layout {h.layout_version}, this build writes "
+                f"{XOS_JOURNAL_VERSION} / {XOS_LAYOUT_VERSION}", True)
+    if h.record_size != XOS_JOURNAL_RECORD_SIZE:
+        return (f"record size {h.record_size}, expected {XOS_JOURNAL_RECORD_SIZE}", True)
+    if h.first_seq != name_seq:
+        return (f"file header says first sequence {h.first_seq}, the name says {name_seq}", True)
+    return None
+
+
+cdef xos_journal_scan _scan(const uint8_t[::1] data, int64_t off, int64_t next_seq) noexcept:
+    cdef xos_journal_scan r
+    cdef const uint8_t *p = _bytes_ptr(data)
+    cdef int64_t n = data.shape[0]
+    with nogil:
+        xos_journal_scan_frames(p, n, off, next_seq, &r)
+    return r
+
+
+cdef void _copy_payloads(const uint8_t *buf, int64_t off, int64_t end, int64_t skip,
+                         uint8_t *dst) noexcept nogil:
+    """Copy the payloads of the (validated) frames in buf[off:end] to dst, leaving out the first ``skip`` records."""
+    cdef xos_journal_frame_header h
+    cdef int64_t k
+    while off < end:
+        memcpy(&h, buf + off, sizeof(h))
+        off += XOS_JOURNAL_FRAME_HEADER_SIZE
+        k = h.count
+        if skip >= k:
+            skip -= k
+        else:
+            memcpy(dst, buf + off + skip * XOS_JOURNAL_RECORD_SIZE, (k - skip) * XOS_JOURNAL_RECORD_SIZE)
+            dst += (k - skip) * XOS_JOURNAL_RECORD_SIZE
+            skip = 0
+        off += h.payload_len
+
+
+def _read_file(path):
+    return np.fromfile(path, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- writer
+
+
+@cython.final
+cdef class JournalWriter:
+    """Appends command batches to the journal in ``directory``.
+
+        w = JournalWriter("journal/", segment_bytes=64 << 20, fsync="always")
+        w.append_array(cmds, first_seq)   # frames the batch in memory
+        w.commit()                        # write + one fdatasync; returns the durable sequence
+
+    A directory that already holds a journal is continued after its last
+    valid record; a torn tail is reported (``recovery``, a warning) and
+    truncated away (its bytes are kept beside the segment as
+    ``<segment>.dropped-<offset>-<ns>``).  ``first_seq`` is the sequence of
+    the first command of a new, empty journal.  One writer per directory
+    (an exclusive ``flock``).  With ``fsync="off"`` commit only writes (the
+    data survives a process crash, not a power loss); ``close`` syncs in
+    both modes.
+    """
+
+    def __cinit__(self):
+        self.fd = -1
+        self.dir_fd = -1
+        self.closed = True
+
+    def __init__(self, directory, int64_t segment_bytes=64 << 20, fsync="always", int64_t first_seq=1):
+        if fsync not in ("always", "off"):
+            raise ValueError(f"fsync must be 'always' or 'off', not {fsync!r}")
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
+        if first_seq < 1:
+            raise ValueError("first_seq must be positive")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.segment_bytes = segment_bytes
+        self.fsync_always = fsync == "always"
+        self.recovery = []
+        os.makedirs(self.directory, exist_ok=True)
+        cdef bytes bdir = os.fsencode(self.directory)
+        self.c_dir = <char *>malloc(len(bdir) + 1)
+        self.path_cap = len(bdir) + 64
+        self.path_buf = <char *>malloc(self.path_cap)
+        self.buf_cap = 1 << 20
+        self.buf = <uint8_t *>malloc(self.buf_cap)
+        if self.c_dir == NULL or self.path_buf == NULL or self.buf == NULL:
+            raise MemoryError()
+        memcpy(self.c_dir, <const char *>bdir, len(bdir) + 1)
+        self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self.dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+            raise RuntimeError(f"journal {self.directory} is open by another writer") from None
+        self.closed = False
+        segments = list_segments(self.directory)
+        if segments:
+            self._continue(*segments[len(segments) - 1])
+        else:
+            self._create(first_seq)
+
+    def _create(self, int64_t first_seq):
+        cdef int rc
+        with nogil:
+            rc = self.new_segment(first_seq)
+        if rc:
+            self._raise(rc)
+        self._last_seq = self._durable_seq = first_seq - 1
+
+    def _continue(self, int64_t name_seq, path):
+        """Open the last segment for appending after its last valid frame."""
+        arr = _read_file(path)
+        cdef const uint8_t[::1] data = arr
+        cdef int64_t size = data.shape[0]
+        cdef xos_journal_scan r
+        problem = _header_problem(data, name_seq)
+        if problem is not None:
+            reason, fatal = problem
+            if fatal:
+                raise ValueError(f"cannot continue journal segment {path}: {reason}")
+            self._drop(Damage(path, 0, size, reason, "tail", name_seq), arr)
+            os.unlink(path)
+            self._create(name_seq)
+            return
+        r = _scan(data, XOS_JOURNAL_FILE_HEADER_SIZE, name_seq)
+        if r.status != XOS_JSCAN_END:
+            self._drop(Damage(path, r.end, size - r.end, SCAN_REASONS[r.status], "tail", r.next_seq), arr)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, r.end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.seg_first_seq = name_seq
+        self.seg_size = r.end
+        self._last_seq = self._durable_seq = r.next_seq - 1
+
+    def _drop(self, damage, data):
+        """Report a torn tail and keep its bytes beside the segment before they are truncated away."""
+        self.recovery.append(damage)
+        warnings.warn(f"journal: dropping {damage.bytes} bytes at offset {damage.offset} of "
+                      f"{damage.segment} ({damage.reason}); continuing at sequence {damage.next_seq}",
+                      RuntimeWarning, stacklevel=3)
+        if damage.bytes:
+            keep = f"{damage.segment}.dropped-{damage.offset}-{time.time_ns()}"
+            with open(keep, "wb") as f:
+                f.write(bytes(data[damage.offset:damage.offset + damage.bytes]))
+
+    def __dealloc__(self):
+        # Without close() the uncommitted buffer is lost; committed data is already written.
+        if self.fd >= 0:
+            close(self.fd)
+        if self.dir_fd >= 0:
+            close(self.dir_fd)
+        free(self.buf)
+        free(self.c_dir)
+        free(self.path_buf)
+
+    # ---- C core
+
+    cdef int fail(self, const char *op) noexcept nogil:
+        self.err_no = errno
+        self.err_op = op
+        self.failed = True
+        return XOS_J_IO
+
+    cdef int reserve(self, size_t extra) noexcept nogil:
+        cdef size_t cap = self.buf_cap
+        cdef uint8_t *p
+        if self.buf_len + extra <= cap:
+            return XOS_J_OK
+        while cap < self.buf_len + extra:
+            cap *= 2
+        p = <uint8_t *>realloc(self.buf, cap)
+        if p == NULL:
+            return XOS_J_NOMEM
+        self.buf = p
+        self.buf_cap = cap
+        return XOS_J_OK
+
+    cdef int new_segment(self, int64_t first_seq) noexcept nogil:
+        """Create the segment starting at first_seq, sync it and the directory, and switch to it."""
+        cdef xos_journal_file_header h
+        cdef int fd
+        snprintf(self.path_buf, self.path_cap, "%s/%020lld.journal", self.c_dir, <long long>first_seq)
+        fd = c_open(self.path_buf, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0:
+            return self.fail("open")
+        _file_header(&h, first_seq)
+        if _write_all(fd, <const uint8_t *>&h, sizeof(h)) or fdatasync(fd):
+            self.fail("write segment header")
+            close(fd)
+            return XOS_J_IO
+        if fsync(self.dir_fd):
+            close(fd)
+            return self.fail("fsync directory")
+        self._dir_fsyncs += 1
+        if self.fd >= 0:
+            # fsync="always" synced the old segment at its last commit; "off" syncs it now, once.
+            if not self.fsync_always and fdatasync(self.fd):
+                close(fd)
+                return self.fail("fdatasync")
+            close(self.fd)
+        self.fd = fd
+        self.seg_first_seq = first_seq
+        self.seg_size = XOS_JOURNAL_FILE_HEADER_SIZE
+        self._segments_created += 1
+        return XOS_J_OK
+
+    cdef int append(self, const xos_command *cmds, int64_t n, int64_t first_seq) noexcept nogil:
+        """Frame n commands (sequences first_seq..) into the buffer; first_seq must be last_seq + 1."""
+        cdef xos_journal_frame_header h
+        cdef int64_t k
+        cdef uint8_t *dst
+        if self.closed or self.failed:
+            return XOS_J_CLOSED
+        if n < 0:
+            return XOS_J_ARG
+        if first_seq != self._last_seq + 1:
+            return XOS_J_SEQUENCE
+        while n > 0:
+            k = n if n < XOS_JOURNAL_MAX_FRAME_RECORDS else XOS_JOURNAL_MAX_FRAME_RECORDS
+            if self.reserve(XOS_JOURNAL_FRAME_HEADER_SIZE + k * XOS_JOURNAL_RECORD_SIZE):
+                return XOS_J_NOMEM
+            dst = self.buf + self.buf_len
+            memcpy(dst + XOS_JOURNAL_FRAME_HEADER_SIZE, cmds, k * XOS_JOURNAL_RECORD_SIZE)
+            h.magic = XOS_JOURNAL_FRAME_MAGIC
+            h.count = <uint32_t>k
+            h.first_seq = first_seq
+            h.payload_len = <uint32_t>(k * XOS_JOURNAL_RECORD_SIZE)
+            h.crc = xos_journal_frame_crc(&h, dst + XOS_JOURNAL_FRAME_HEADER_SIZE)
+            memcpy(dst, &h, sizeof(h))
+            self.buf_len += XOS_JOURNAL_FRAME_HEADER_SIZE + k * XOS_JOURNAL_RECORD_SIZE
+            self._frames += 1
+            self._last_seq = first_seq + k - 1
+            first_seq += k
+            cmds += k
+            n -= k
+        return XOS_J_OK
+
+    cdef int64_t group_commit(self) noexcept nogil:
+        """Write the buffer, fdatasync once (fsync="always"); the durable sequence, or a negative code."""
+        cdef int64_t t0
+        if self.closed or self.failed:
+            return XOS_J_CLOSED
+        if self.buf_len == 0:
+            return self._durable_seq
+        if (self.seg_size > XOS_JOURNAL_FILE_HEADER_SIZE
+                and self.seg_size + <int64_t>self.buf_len > self.segment_bytes):
+            if self.new_segment(self._durable_seq + 1):
+                return XOS_J_IO
+        if _write_all(self.fd, self.buf, self.buf_len):
+            return self.fail("write")
+        self.seg_size += self.buf_len
+        self._bytes_written += self.buf_len
+        self.buf_len = 0
+        self._commits += 1
+        if self.fsync_always:
+            t0 = _now_ns(CLOCK_MONOTONIC)
+            if fdatasync(self.fd):
+                return self.fail("fdatasync")
+            t0 = _now_ns(CLOCK_MONOTONIC) - t0
+            self._fsyncs += 1
+            self._fsync_ns += t0
+            self._last_fsync_ns = t0
+            if t0 > self._max_fsync_ns:
+                self._max_fsync_ns = t0
+        self._durable_seq = self._last_seq
+        return self._durable_seq
+
+    # ---- Python edge
+
+    def _raise(self, int64_t rc, first_seq=None):
+        if rc == XOS_J_SEQUENCE:
+            raise ValueError(f"journal sequence gap: the batch starts at {first_seq}, "
+                             f"the journal continues at {self._last_seq + 1}")
+        if rc == XOS_J_NOMEM:
+            raise MemoryError("journal buffer")
+        if rc == XOS_J_ARG:
+            raise ValueError("negative command count")
+        if rc == XOS_J_IO or (rc == XOS_J_CLOSED and self.failed):
+            op = (<bytes>self.err_op).decode() if self.err_op != NULL else "?"
+            raise JournalError(self.err_no, f"journal {op} failed: {os.strerror(self.err_no)} "
+                               f"(the writer is now failed; reopen the journal to continue)")
+        if rc == XOS_J_CLOSED:
+            raise ValueError("journal writer is closed")
+        raise RuntimeError(f"journal error {rc}")
+
+    def append_array(self, cnp.ndarray commands, first_seq=None):
+        """Append a COMMAND_DTYPE array whose first command has sequence ``first_seq``
+        (default: the next one). Returns the new last sequence. Not durable until ``commit``."""
+        if commands.dtype != COMMAND_DTYPE:
+            raise TypeError(f"commands must be a COMMAND_DTYPE array, not {commands.dtype}")
+        if commands.ndim != 1:
+            commands = commands.reshape(-1)
+        commands = np.ascontiguousarray(commands)
+        cdef int64_t seq = self._last_seq + 1 if first_seq is None else first_seq
+        cdef int64_t n = commands.shape[0]
+        cdef const xos_command *p = <const xos_command *>cnp.PyArray_DATA(commands)
+        cdef int rc
+        if n > 4096:
+            with nogil:
+                rc = self.append(p, n, seq)
+        else:
+            rc = self.append(p, n, seq)
+        if rc:
+            self._raise(rc, seq)
+        return self._last_seq
+
+    def commit(self):
+        """Write everything appended and (fsync="always") fdatasync it; returns ``durable_seq``."""
+        cdef int64_t rc
+        with nogil:
+            rc = self.group_commit()
+        if rc < 0:
+            self._raise(rc)
+        return rc
+
+    def close(self):
+        """Commit, sync (in both fsync modes) and release the directory."""
+        if self.closed:
+            return
+        cdef int64_t rc = 0
+        if not self.failed:
+            with nogil:
+                rc = self.group_commit()
+            if rc >= 0 and self.fd >= 0 and fdatasync(self.fd):
+                rc = self.fail("fdatasync")
+        self.closed = True
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+        if self.dir_fd >= 0:
+            close(self.dir_fd)  # releases the flock
+            self.dir_fd = -1
+        if rc < 0:
+            self._raise(rc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def fsync(self):
+        return "always" if self.fsync_always else "off"
+
+    @property
+    def last_seq(self):
+        """Sequence of the last command appended (0 before the first)."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self):
+        """Commands up to here are written (and, with fsync="always", synced)."""
+        return self._durable_seq
+
+    @property
+    def pending_bytes(self):
+        return self.buf_len
+
+    @property
+    def bytes_written(self):
+        return self._bytes_written
+
+    @property
+    def fsyncs(self):
+        """fdatasync calls made by commit (one per commit that had data, fsync="always")."""
+        return self._fsyncs
+
+    @property
+    def fsync_ns(self):
+        """Total time in those fdatasync calls."""
+        return self._fsync_ns
+
+    @property
+    def last_fsync_ns(self):
+        return self._last_fsync_ns
+
+    @property
+    def max_fsync_ns(self):
+        return self._max_fsync_ns
+
+    @property
+    def dir_fsyncs(self):
+        return self._dir_fsyncs
+
+    @property
+    def commits(self):
+        return self._commits
+
+    @property
+    def frames(self):
+        return self._frames
+
+    @property
+    def segments_created(self):
+        return self._segments_created
+
+    @property
+    def segment_path(self):
+        return os.path.join(self.directory, segment_name(self.seg_first_seq))
+
+    @property
+    def segment_size(self):
+        return self.seg_size
+
+    @property
+    def failed_(self):
+        return bool(self.failed)
+
+    def stats(self):
+        return {
+            "last_seq": self._last_seq, "durable_seq": self._durable_seq,
+            "bytes_written": self._bytes_written, "commits": self._commits, "frames": self._frames,
+            "fsyncs": self._fsyncs, "fsync_ns": self._fsync_ns, "max_fsync_ns": self._max_fsync_ns,
+            "dir_fsyncs": self._dir_fsyncs, "segments_created": self._segments_created,
+        }
+
+
+# ---------------------------------------------------------------- reader
+
+
+class JournalReader:
+    """Replays the journal in ``directory``.
+
+        r = JournalReader("journal/")
+        for first_seq, cmds in r.read_from(1): ...   # one COMMAND_DTYPE array per frame (batch)
+        first_seq, cmds = r.read_all()                # everything, one array
+        r.report                                      # [Damage]: what was not replayed, and why
+
+    Every frame's magic, length, CRC32C and sequence continuity (within and
+    across segments) is checked.  Reading stops at the first invalid frame:
+    what comes before it is returned, and the rest is described in
+    ``report`` (``where="tail"`` in the last segment, the expected result of
+    a crash mid-write; ``"middle"`` in an older segment, which is real
+    corruption and also drops the later segments).  Never raises on bad data.
+    """
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.report = []
+        self.first_seq = 0     # first sequence in the journal (0 = empty), after a read
+        self.next_seq = 0      # sequence after the last valid record, after a read
+
+    @property
+    def last_seq(self):
+        return self.next_seq - 1 if self.next_seq else 0
+
+    def segments(self):
+        return list_segments(self.directory)
+
+    def _valid_segments(self, from_seq):
+        """Yield (segment first_seq, data, valid end offset) per segment from the one holding from_seq."""
+        self.report = []
+        segs = list_segments(self.directory)
+        self.first_seq = segs[0][0] if segs else 0
+        self.next_seq = self.first_seq
+        if not segs:
+            return
+        start = 0
+        if from_seq is not None:
+            for i, (s, _) in enumerate(segs):
+                if s <= from_seq:
+                    start = i
+        expected = None
+        for i in range(start, len(segs)):
+            name_seq, path = segs[i]
+            where = "tail" if i == len(segs) - 1 else "middle"
+            try:
+                data = _read_file(path)
+            except OSError as exc:
+                self._damaged(segs, i, Damage(path, 0, 0, f"unreadable: {exc}", where,
+                                              expected if expected is not None else name_seq))
+                return
+            size = data.shape[0]
+            if expected is not None and name_seq != expected:
+                self._damaged(segs, i, Damage(path, 0, size, f"segment starts at sequence {name_seq}, "
+                                              f"the previous one ends before {expected}", where, expected))
+                return
+            problem = _header_problem(data, name_seq)
+            if problem is not None:
+                self._damaged(segs, i, Damage(path, 0, size, problem[0], where, name_seq))
+                return
+            r = _scan(data, XOS_JOURNAL_FILE_HEADER_SIZE, name_seq)
+            self.next_seq = r.next_seq
+            if r.status != XOS_JSCAN_END:
+                self._damaged(segs, i, Damage(path, r.end, size - r.end, SCAN_REASONS[r.status],
+                                              where, r.next_seq))
+            yield name_seq, data, r.end
+            if r.status != XOS_JSCAN_END:
+                return
+            expected = r.next_seq
+
+    def _damaged(self, segs, i, damage):
+        self.report.append(damage)
+        for _, path in segs[i + 1:]:
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = 0
+            self.report.append(Damage(path, 0, size, "follows damage in an earlier segment", "middle",
+                                      damage.next_seq))
+
+    def read_from(self, from_seq=None):
+        """Yield (first_seq, COMMAND_DTYPE array) per frame, in order, from ``from_seq`` (default: the start).
+        A frame holding ``from_seq`` is cut to start there."""
+        cdef xos_journal_frame_header h
+        cdef const uint8_t[::1] view
+        cdef int64_t off, end, skip
+        for _, data, end in self._valid_segments(from_seq):
+            view = data
+            off = XOS_JOURNAL_FILE_HEADER_SIZE
+            while off < end:
+                memcpy(&h, &view[off], sizeof(h))
+                off += XOS_JOURNAL_FRAME_HEADER_SIZE
+                skip = 0
+                if from_seq is not None and h.first_seq < from_seq:
+                    skip = min(<int64_t>h.count, from_seq - h.first_seq)
+                if skip < h.count:
+                    cmds = data[off + skip * XOS_JOURNAL_RECORD_SIZE: off + h.payload_len].view(COMMAND_DTYPE).copy()
+                    yield h.first_seq + skip, cmds
+                off += h.payload_len
+
+    def read_all(self, from_seq=None):
+        """(first_seq, one COMMAND_DTYPE array of every valid command from ``from_seq``)."""
+        cdef const uint8_t[::1] view
+        cdef uint8_t[::1] out_view
+        cdef int64_t skip, n, end
+        parts = []
+        first = None
+        for seg_seq, data, py_end in self._valid_segments(from_seq):
+            view = data
+            end = py_end
+            n = (self.next_seq - seg_seq)
+            skip = 0
+            if from_seq is not None and seg_seq < from_seq:
+                skip = min(n, from_seq - seg_seq)
+            if first is None:
+                first = seg_seq + skip
+            if n - skip <= 0:
+                continue
+            out = np.empty(n - skip, dtype=COMMAND_DTYPE)
+            out_view = out.view(np.uint8)
+            with nogil:
+                _copy_payloads(&view[0], XOS_JOURNAL_FILE_HEADER_SIZE, end, skip, &out_view[0])
+            parts.append(out)
+        if first is None:
+            first = from_seq if from_seq is not None else (self.first_seq or 1)
+        if not parts:
+            return first, np.empty(0, dtype=COMMAND_DTYPE)
+        return first, parts[0] if len(parts) == 1 else np.concatenate(parts)
