@@ -1,0 +1,23 @@
+from libc.stdint cimport int32_t, int64_t
+
+cdef extern from "atomics.h" nogil:
+    int64_t xos_load_acquire_64(const int64_t *p)
+    int64_t xos_load_relaxed_64(const int64_t *p)
+    void xos_store_release_64(int64_t *p, int64_t v)
+    void xos_store_seq_cst_64(int64_t *p, int64_t v)
+    int64_t xos_load_seq_cst_64(const int64_t *p)
+    bint xos_cas_64(int64_t *p, int64_t expected, int64_t desired)
+    int32_t xos_load_acquire_32(const int32_t *p)
+    int32_t xos_load_relaxed_32(const int32_t *p)
+    void xos_store_release_32(int32_t *p, int32_t v)
+    void xos_store_seq_cst_32(int32_t *p, int32_t v)
+    int32_t xos_exchange_32(int32_t *p, int32_t v)
+    int32_t xos_fetch_add_32(int32_t *p, int32_t v)
+    bint xos_cas_32(int32_t *p, int32_t expected, int32_t desired)
+    void xos_fence()
+    void xos_cpu_pause()
+    void xos_yield()
+    int64_t xos_now_ns()
+    int xos_futex_wait_timeout(int32_t *word, int32_t expected, int64_t timeout_ns)
+    int xos_futex_wait(int32_t *word, int32_t expected)
+    int xos_futex_wake(int32_t *word, int32_t n)

@@ -1,0 +1,41 @@
+cimport cython
+from libc.stdint cimport int32_t, int64_t
+
+from records cimport xos_event
+from ringlayout cimport xos_ring_header, xos_ring_consumer
+
+
+cdef class _RingMap:
+    cdef xos_ring_header *hdr
+    cdef xos_event *slots
+    cdef int64_t cap
+    cdef int64_t mask
+    cdef size_t size
+    cdef readonly str name          # "/xos-x"
+    cdef readonly str path          # "/dev/shm/xos-x"
+    cdef void unmap(self) noexcept
+    cdef _map(self, int fd, size_t size, bint populate)
+
+
+@cython.final
+cdef class EventRing(_RingMap):
+    cdef int64_t pos                # events published (the shared cursor's value)
+    cdef int64_t limit              # publishing up to here is safe without looking at the consumers
+    cdef int32_t epoch              # consumers' registration epoch `limit` was computed at
+    cdef readonly object stale_removed
+    cdef int64_t refresh_limit(self) noexcept nogil
+    cdef void make_room(self, int64_t end) noexcept nogil
+    cdef void wake_consumers(self) noexcept nogil
+    cdef int64_t publish(self, const xos_event *events, int64_t n) noexcept nogil
+
+
+@cython.final
+cdef class RingConsumer(_RingMap):
+    cdef xos_ring_consumer *me
+    cdef int64_t pos                # events consumed (this consumer's shared cursor)
+    cdef readonly int slot
+    cdef readonly str consumer_name
+    cpdef int64_t available(self) noexcept nogil
+    cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil
+    cdef int64_t contiguous(self, const xos_event **first, int64_t max_n) noexcept nogil
+    cdef void advance(self, int64_t n) noexcept nogil
