@@ -105,6 +105,13 @@ class CommandAPI:
             ts=ts,
         )
 
+    def halt(self, market: int, account: int = 0, ts: int = 0) -> np.ndarray:
+        """Stop new orders and amends in the market (cancels still work); ``account`` names who asked."""
+        return self.submit(Cmd.HALT, market=market, account=account, ts=ts)
+
+    def resume(self, market: int, account: int = 0, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.RESUME, market=market, account=account, ts=ts)
+
     @staticmethod
     def _target(order_id: int | None, client_id: int | None) -> tuple[int, int]:
         if (order_id is None) == (client_id is None):

@@ -51,11 +51,13 @@ class ResultCode(enum.IntEnum):
     UNKNOWN_VENUE = 136
     INVALID_FLAGS = 137
     MARKET_KIND_NOT_TRADABLE = 138
+    MARKET_STATUS_UNCHANGED = 139
     # 2xx risk: well formed, but the account or market cannot take it
     INSUFFICIENT_BALANCE = 201
     INSUFFICIENT_FREE_BALANCE = 202
     PRICE_OUTSIDE_BAND = 203
     BALANCE_OVERFLOW = 204
+    MARKET_HALTED = 205
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -109,6 +111,8 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.UNKNOWN_VENUE: "no such venue",
     ResultCode.INVALID_FLAGS: "flags not valid for this command",
     ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
+    ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
+    ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.INSUFFICIENT_BALANCE: "free balance cannot cover the order's hold",
     ResultCode.INSUFFICIENT_FREE_BALANCE: "withdrawal exceeds the free balance",
     ResultCode.PRICE_OUTSIDE_BAND: "price is outside the market's band around the last trade",

@@ -60,6 +60,7 @@ cdef struct Market:
     int32_t taker_bps
     int32_t band_bps
     int64_t last_price
+    bint halted              # set by Halt (the risk worker), cleared by Resume
     BookSide sides[2]
 
 
@@ -170,6 +171,7 @@ cdef class Matcher:
     cdef void cmd_balance(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
+    cdef void cmd_market_status(self, const xos_command *c) noexcept nogil
     cdef void emit_listing(self, const xos_command *c) noexcept nogil
     cdef void execute(self, const xos_command *c) noexcept nogil
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil

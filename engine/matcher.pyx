@@ -700,6 +700,8 @@ cdef class Matcher:
                 code = XOS_EXPIRED_ON_ARRIVAL
             elif xos_hmap_get(&self.client_index, c.account, c.id) >= 0:
                 code = XOS_DUPLICATE_CLIENT_ID
+            elif m.halted:
+                code = XOS_MARKET_HALTED
             elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
                 code = XOS_PRICE_OUTSIDE_BAND
             elif c.side == BID and hold > self.free_of(acct_idx, m.quote):
@@ -777,6 +779,8 @@ cdef class Matcher:
                 code = XOS_QTY_TOO_LARGE
             elif new_hold > XOS_MAX_MONEY:
                 code = XOS_PRICE_TOO_LARGE
+            elif m.halted:
+                code = XOS_MARKET_HALTED
             elif (price != o.price and m.band_bps > 0 and m.last_price > 0
                   and xos_outside_band(price, m.last_price, m.band_bps)):
                 code = XOS_PRICE_OUTSIDE_BAND
@@ -971,6 +975,24 @@ cdef class Matcher:
         m.last_price = 0
         self.emit_listing(c)
 
+    cdef void cmd_market_status(self, const xos_command *c) noexcept nogil:
+        cdef bint halt = c.kind == XOS_CMD_HALT
+        cdef uint16_t code = XOS_OK
+        cdef xos_event *e
+        if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        elif self.market_table[c.market].halted == halt:
+            code = XOS_MARKET_STATUS_UNCHANGED
+        if code:
+            self.reject(c, code)
+            return
+        self.market_table[c.market].halted = halt
+        e = self.emit(XOS_EV_MARKET_STATUS)
+        e.market = c.market
+        e.venue = self.market_table[c.market].venue
+        e.account = c.account
+        e.qty = halt
+
     cdef void emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
@@ -1003,6 +1025,8 @@ cdef class Matcher:
             self.cmd_add_asset(c)
         elif c.kind == XOS_CMD_ADD_MARKET:
             self.cmd_add_market(c)
+        elif c.kind == XOS_CMD_HALT or c.kind == XOS_CMD_RESUME:
+            self.cmd_market_status(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -1188,7 +1212,7 @@ cdef class Matcher:
             m = &self.market_table[i]
             if m.exists:
                 out.append(MarketView(i, m.venue, m.kind, m.base, m.quote, m.tick_size, m.lot_size,
-                                      m.min_size, m.maker_bps, m.taker_bps, m.band_bps))
+                                      m.min_size, m.maker_bps, m.taker_bps, m.band_bps, bool(m.halted)))
         return out
 
     def assets(self):

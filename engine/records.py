@@ -70,6 +70,8 @@ class Cmd(enum.IntEnum):
     WITHDRAW = 17
     ADD_ASSET = 32
     ADD_MARKET = 33
+    HALT = 48
+    RESUME = 49
 
 
 class Ev(enum.IntEnum):
@@ -80,6 +82,7 @@ class Ev(enum.IntEnum):
     AMENDED = 5
     BOOK_LEVEL = 6
     BALANCE = 7
+    MARKET_STATUS = 8
 
 
 class Side(enum.IntEnum):

@@ -196,11 +196,12 @@ class _BookSide:
 
 class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
-                 "maker_bps", "taker_bps", "band_bps", "last", "books")
+                 "maker_bps", "taker_bps", "band_bps", "last", "books", "halted")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
-                          self.lot, self.min_size, self.maker_bps, self.taker_bps, self.band_bps)
+                          self.lot, self.min_size, self.maker_bps, self.taker_bps, self.band_bps,
+                          self.halted)
 
 
 def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
@@ -243,6 +244,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.WITHDRAW): self._withdraw,
             int(Cmd.ADD_ASSET): self._add_asset,
             int(Cmd.ADD_MARKET): self._add_market,
+            int(Cmd.HALT): self._market_status,
+            int(Cmd.RESUME): self._market_status,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -533,6 +536,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.EXPIRED_ON_ARRIVAL)
         if (account, cid) in self._by_client:
             return int(RC.DUPLICATE_CLIENT_ID)
+        if m.halted:
+            return int(RC.MARKET_HALTED)
         if m.band_bps > 0 and m.last > 0 and abs(price - m.last) * 10000 > m.band_bps * m.last:
             return int(RC.PRICE_OUTSIDE_BAND)
         if side == _SELL:
@@ -616,6 +621,8 @@ class ReferenceEngine(CommandAPI):
         new_hold = (qty // m.lot) * (new_price + new_fpl)
         if new_hold > MAX_MONEY:
             return int(RC.PRICE_TOO_LARGE)
+        if m.halted:
+            return int(RC.MARKET_HALTED)
         if (new_price != o.price and m.band_bps > 0 and m.last > 0
                 and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
             return int(RC.PRICE_OUTSIDE_BAND)
@@ -712,6 +719,18 @@ class ReferenceEngine(CommandAPI):
         self._ev(_EV_BALANCE, 0, 0, 0, 0, asset, 0, 0, account, 0, 0, -amount, b[0], taker_fee=b[1])
         return 0
 
+    def _market_status(self, row) -> int:
+        kind, market_id, account = row[0], row[7], row[9]
+        m = self._markets.get(market_id)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        halt = kind == int(Cmd.HALT)
+        if m.halted == halt:
+            return int(RC.MARKET_STATUS_UNCHANGED)
+        m.halted = halt
+        self._ev(int(Ev.MARKET_STATUS), 0, 0, 0, 0, market_id, m.venue, 0, account, 0, 0, int(halt), 0)
+        return 0
+
     def _add_asset(self, row) -> int:
         asset, decimals, lo, hi = row[7], row[10], row[12], row[13]
         if not 1 <= asset <= self.max_assets:
@@ -723,7 +742,8 @@ class ReferenceEngine(CommandAPI):
         self._assets[asset] = (lo, hi, decimals)
         self._outstanding[asset] = 0
         self._fees[asset] = 0
-        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, asset, 0, 0, 0, lo, decimals, 0, hi)
+        side, venue, account, qty = row[1], row[6], row[9], row[11]
+        self._ev(_EV_ACCEPTED, 0, side, 0, 0, asset, venue, 0, account, lo, decimals, qty, hi)
         return 0
 
     def _add_market(self, row) -> int:
@@ -766,6 +786,7 @@ class ReferenceEngine(CommandAPI):
         m.taker_bps = taker
         m.band_bps = band
         m.last = 0
+        m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
         self._markets[market_id] = m
         self._ev(_EV_ACCEPTED, 0, kind, 0, 0, market_id, venue, 0, packed, min_size, tick, lot, params)

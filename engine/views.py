@@ -32,6 +32,7 @@ class MarketView(NamedTuple):
     maker_bps: int
     taker_bps: int
     band_bps: int
+    halted: bool = False
 
 
 class AssetView(NamedTuple):

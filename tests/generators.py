@@ -562,6 +562,9 @@ class StreamGenerator:
                 rows.append(self._amend(ts))
             elif x < 0.837:
                 rows.append(self._mass_cancel(ts))
+            elif x < 0.842:  # halts and resumes, some of them redundant (MARKET_STATUS_UNCHANGED)
+                kind = Cmd.HALT if r.random() < 0.15 else Cmd.RESUME
+                rows.append(_row(kind, ts, market=r.choice(self.tradable + [9999]), account=r.randint(0, 3)))
             elif x < 0.92:
                 rows.append(self._deposit(ts))
             elif x < 0.995:

@@ -235,4 +235,4 @@ def test_engine_decodes_packed_admin_fields(engine_cls):
     assert ev["kind"][0] == records.Ev.ACCEPTED and ev["market"][0] == 3
     assert [tuple(a) for a in e.assets()] == [(1, "BTC", 8), (2, "ABCDEFGHIJKLMNOP", 18)]
     (m,) = e.markets()
-    assert tuple(m) == (3, 0, 0, 1, 2, 5, 10, 30, -7, 11, 250)
+    assert tuple(m) == (3, 0, 0, 1, 2, 5, 10, 30, -7, 11, 250, False)

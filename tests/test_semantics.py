@@ -1269,3 +1269,26 @@ def test_random_stream_invariants(engine_cls, seed):
     out2 = e2.process(cmds)
     assert out2.tolist() == events.tolist()
     assert state_hash(e2) == state_hash(e)
+
+
+def test_halt_stops_new_orders_and_amends_but_not_cancels(engine_cls):
+    e = make(engine_cls)
+    e.place(A, MKT, SELL, 100, 10, 1)
+    out = e.halt(MKT, account=77)
+    assert_events(out, [E(Ev.MARKET_STATUS, market=MKT, account=77, qty=1)])
+    assert e.markets()[0].halted is True
+    before = canonical_state(e)[:-1]
+    reject_place = e.place(B, MKT, BUY, 100, 10, 1)
+    assert [int(x) for x in reject_place["code"]] == [RC.MARKET_HALTED]
+    reject_amend = e.amend(A, order_id=1, qty=20)
+    assert [int(x) for x in reject_amend["code"]] == [RC.MARKET_HALTED]
+    assert canonical_state(e)[:-1] == before
+    assert [int(x) for x in e.halt(MKT)["code"]] == [RC.MARKET_STATUS_UNCHANGED]
+    assert [int(x) for x in e.halt(999)["code"]] == [RC.UNKNOWN_MARKET]
+    out = e.cancel(A, order_id=1)
+    assert int(out[0]["kind"]) == Ev.CANCELLED
+    assert_events(e.resume(MKT), [E(Ev.MARKET_STATUS, market=MKT)])
+    assert e.markets()[0].halted is False
+    out = e.place(B, MKT, BUY, 100, 10, 2)
+    assert int(out[0]["kind"]) == Ev.ACCEPTED
+    assert [int(x) for x in e.resume(MKT)["code"]] == [RC.MARKET_STATUS_UNCHANGED]

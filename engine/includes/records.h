@@ -60,7 +60,9 @@ enum {
     XOS_CMD_DEPOSIT = 16,
     XOS_CMD_WITHDRAW = 17,
     XOS_CMD_ADD_ASSET = 32,
-    XOS_CMD_ADD_MARKET = 33
+    XOS_CMD_ADD_MARKET = 33,
+    XOS_CMD_HALT = 48,          /* risk: stop new orders and amends in a market */
+    XOS_CMD_RESUME = 49
 };
 
 /* event kinds */
@@ -71,7 +73,8 @@ enum {
     XOS_EV_CANCELLED = 4,
     XOS_EV_AMENDED = 5,
     XOS_EV_BOOK_LEVEL = 6,
-    XOS_EV_BALANCE = 7
+    XOS_EV_BALANCE = 7,
+    XOS_EV_MARKET_STATUS = 8    /* qty = 1 halted, 0 live */
 };
 
 enum { XOS_SIDE_BUY = 0, XOS_SIDE_SELL = 1 };

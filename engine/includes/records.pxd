@@ -51,6 +51,8 @@ cdef extern from "records.h" nogil:
         XOS_CMD_WITHDRAW
         XOS_CMD_ADD_ASSET
         XOS_CMD_ADD_MARKET
+        XOS_CMD_HALT
+        XOS_CMD_RESUME
         XOS_EV_ACCEPTED
         XOS_EV_REJECTED
         XOS_EV_FILL
@@ -58,6 +60,7 @@ cdef extern from "records.h" nogil:
         XOS_EV_AMENDED
         XOS_EV_BOOK_LEVEL
         XOS_EV_BALANCE
+        XOS_EV_MARKET_STATUS
         XOS_SIDE_BUY
         XOS_SIDE_SELL
         XOS_TIF_GTC
