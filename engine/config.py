@@ -1,0 +1,203 @@
+"""The engine's TOML configuration (msgspec at the edge): decoding, checks, built-in default.
+
+Every error names the file and the field, e.g.
+``config error in xos.toml: markets[0].base: unknown asset 'BTX'``.
+"""
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from .records import MarketKind
+
+DEFAULT_CONFIG = "default.toml"  # shipped in engine/data/
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file and the field."""
+
+
+class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: str = "xos"  # shared-memory and socket names derive from it
+    data_dir: str = "xos-data"  # journal, snapshots, worker databases (relative to the config file)
+    input: str = ""  # ZeroMQ address of the matcher's input; default ipc under /tmp from the name
+    ring_capacity: int = 1 << 20  # events in the shared-memory ring (a power of two)
+    batch_max: int = 4096  # commands the matcher takes per batch at most
+    fsync: Literal["always", "off"] = "always"
+    max_orders: int = 1 << 20
+    max_accounts: int = 1 << 20
+    max_markets: int = 4096
+    max_assets: int = 1024
+
+
+class AssetConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: int
+    symbol: str
+    decimals: int
+
+
+class MarketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: int
+    base: str
+    quote: str
+    tick_size: int
+    lot_size: int
+    min_size: int
+    kind: Literal["spot", "perpetual", "outcome"] = "spot"
+    maker_bps: int = 0
+    taker_bps: int = 0
+    band_bps: int = 0
+    venue: int = 0
+
+
+class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: int
+    deposits: dict[str, int] = {}
+
+
+class RiskSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    move_bps: int = 1000  # circuit breaker: price move from the window's first trade
+    window_s: float = 10.0
+    cooldown_s: float = 30.0
+
+
+class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    valuation_asset: str = ""
+    haircuts_bps: dict[str, int] = {}
+
+
+class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    heartbeat_s: float = 1.0  # each process writes a heartbeat this often
+    stale_after_s: float = 10.0  # the supervisor restarts a process silent for longer
+    restart: bool = True
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    engine: EngineSection = EngineSection()
+    assets: list[AssetConfig] = []
+    markets: list[MarketConfig] = []
+    accounts: list[AccountConfig] = []
+    risk: RiskSection = RiskSection()
+    margin: MarginSection = MarginSection()
+    workers: WorkersSection = WorkersSection()
+    path: str = ""  # where it was read from (set by load, not by the file)
+
+    @property
+    def data_path(self) -> Path:
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return (base / self.engine.data_dir).resolve()
+
+    @property
+    def input_address(self) -> str:
+        return self.engine.input or f"ipc:///tmp/{self.engine.name}-input"
+
+    @property
+    def ring_name(self) -> str:
+        return f"{self.engine.name}-events"
+
+    def asset_ids(self) -> dict[str, int]:
+        return {a.symbol: a.id for a in self.assets}
+
+
+KINDS = {"spot": MarketKind.SPOT, "perpetual": MarketKind.PERPETUAL, "outcome": MarketKind.OUTCOME}
+
+
+def _check(cfg: Config, where: str) -> None:
+    def fail(field: str, why: str) -> None:
+        raise ConfigError(f"config error in {where}: {field}: {why}")
+
+    e = cfg.engine
+    cap = e.ring_capacity
+    if cap < 1024 or cap & (cap - 1):
+        fail("engine.ring_capacity", f"must be a power of two >= 1024, not {cap}")
+    if not 1 <= e.batch_max <= cap // 2:
+        fail("engine.batch_max", f"must be in 1..ring_capacity/2, not {e.batch_max}")
+    for name in ("max_orders", "max_accounts", "max_markets", "max_assets"):
+        if getattr(e, name) < 1:
+            fail(f"engine.{name}", "must be positive")
+    if not e.name.replace("-", "").replace("_", "").isalnum():
+        fail("engine.name", f"letters, digits, '-' and '_' only, not {e.name!r}")
+    symbols: dict[str, int] = {}
+    ids: set[int] = set()
+    for i, a in enumerate(cfg.assets):
+        if not 1 <= a.id <= e.max_assets:
+            fail(f"assets[{i}].id", f"must be in 1..engine.max_assets ({e.max_assets}), not {a.id}")
+        if a.id in ids:
+            fail(f"assets[{i}].id", f"duplicate asset id {a.id}")
+        if a.symbol in symbols:
+            fail(f"assets[{i}].symbol", f"duplicate symbol {a.symbol!r}")
+        if not (1 <= len(a.symbol) <= 16 and a.symbol.isascii() and a.symbol.isprintable()):
+            fail(f"assets[{i}].symbol", f"1..16 printable ASCII characters, not {a.symbol!r}")
+        if not 0 <= a.decimals <= 18:
+            fail(f"assets[{i}].decimals", f"must be in 0..18, not {a.decimals}")
+        ids.add(a.id)
+        symbols[a.symbol] = a.id
+    market_ids: set[int] = set()
+    for i, m in enumerate(cfg.markets):
+        if not 1 <= m.id <= e.max_markets:
+            fail(f"markets[{i}].id", f"must be in 1..engine.max_markets ({e.max_markets}), not {m.id}")
+        if m.id in market_ids:
+            fail(f"markets[{i}].id", f"duplicate market id {m.id}")
+        market_ids.add(m.id)
+        for side in ("base", "quote"):
+            if getattr(m, side) not in symbols:
+                fail(f"markets[{i}].{side}", f"unknown asset {getattr(m, side)!r}")
+        if m.base == m.quote:
+            fail(f"markets[{i}].quote", "must differ from base")
+        for name in ("tick_size", "lot_size", "min_size"):
+            if getattr(m, name) <= 0:
+                fail(f"markets[{i}].{name}", "must be positive")
+        if m.min_size % m.lot_size:
+            fail(f"markets[{i}].min_size", "must be a multiple of lot_size")
+        if not (-1000 <= m.maker_bps <= m.taker_bps <= 1000 and m.maker_bps + m.taker_bps >= 0):
+            fail(f"markets[{i}].maker_bps", "fees must satisfy -1000 <= maker <= taker <= 1000 and maker + taker >= 0")
+        if not 0 <= m.band_bps <= 10000:
+            fail(f"markets[{i}].band_bps", "must be in 0..10000")
+        if m.venue != 0:
+            fail(f"markets[{i}].venue", "only venue 0 exists until venues are launched")
+    for i, acct in enumerate(cfg.accounts):
+        if acct.id <= 0:
+            fail(f"accounts[{i}].id", "must be positive")
+        for sym, amount in acct.deposits.items():
+            if sym not in symbols:
+                fail(f"accounts[{i}].deposits", f"unknown asset {sym!r}")
+            if amount <= 0:
+                fail(f"accounts[{i}].deposits.{sym}", "must be positive")
+    if cfg.margin.valuation_asset and cfg.margin.valuation_asset not in symbols:
+        fail("margin.valuation_asset", f"unknown asset {cfg.margin.valuation_asset!r}")
+    for sym, bps in cfg.margin.haircuts_bps.items():
+        if sym not in symbols:
+            fail("margin.haircuts_bps", f"unknown asset {sym!r}")
+        if not 0 <= bps <= 10000:
+            fail(f"margin.haircuts_bps.{sym}", "must be in 0..10000")
+    if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:
+        fail("risk", "move_bps and window_s must be positive, cooldown_s not negative")
+
+
+def loads(text: str, where: str = "<string>") -> Config:
+    try:
+        cfg = msgspec.toml.decode(text.encode(), type=Config)
+    except msgspec.ValidationError as exc:  # names the field: "... - at `$.markets[0].tick_size`"
+        raise ConfigError(f"config error in {where}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config error in {where}: not valid TOML: {exc}") from None
+    _check(cfg, where)
+    return cfg
+
+
+def load(path: str | Path | None = None) -> Config:
+    """The config at ``path``, or the built-in default shipped with the package."""
+    if path is None:
+        text = importlib.resources.files("engine.data").joinpath(DEFAULT_CONFIG).read_text()
+        cfg = loads(text, f"<built-in {DEFAULT_CONFIG}>")
+        return msgspec.structs.replace(cfg, path=str(Path.cwd() / "xos.toml"))
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config error in {p}: cannot read it: {exc.strerror}") from None
+    cfg = loads(text, str(p))
+    return msgspec.structs.replace(cfg, path=str(p.resolve()))
