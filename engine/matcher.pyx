@@ -20,6 +20,7 @@ from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
 from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_outside_band
+from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
@@ -1093,6 +1094,16 @@ cdef class Matcher:
             memcpy(cnp.PyArray_DATA(out), self.events, <size_t>n_events * sizeof(xos_event))
         return out, durations
 
+    def publish_to(self, EventRing ring, int64_t durable_seq):
+        """Publish the last batch's events to the ring straight from the engine's buffer
+        (one copy, one cursor store), stamping how far the journal is durable."""
+        cdef int64_t i
+        for i in range(self.n_events):
+            self.events[i].durable_seq = durable_seq
+        with nogil:
+            ring.publish(self.events, self.n_events)
+        return self.n_events
+
     def last_events(self):
         """A copy of the events of the last batch."""
         out = np.empty(self.n_events, dtype=EVENT_DTYPE)
@@ -1242,7 +1253,7 @@ class Engine(CommandAPI):
 
 
 _DELEGATED = (
-    "process", "process_count", "process_timed", "last_events", "l2", "l3", "order", "balance",
+    "process", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
 )
 
