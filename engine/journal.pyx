@@ -603,6 +603,71 @@ cdef class JournalWriter:
 # ---------------------------------------------------------------- reader
 
 
+READ_CHUNK = 4 << 20   # bytes per read() of a segment (module-level so tests can shrink it)
+
+
+class _SegmentEnd:
+    """How the scan of one segment ended."""
+    __slots__ = ("status", "end", "next_seq", "size", "problem")
+
+
+def _segment_chunks(path, int64_t name_seq, holder, res):
+    """Read a segment through a reused buffer; yield (buf, hi, first_seq, records) for each run of valid
+    frames (they are buf[0:hi]); on exhaustion ``res`` tells where and why it stopped.
+
+    ``holder`` is a one-item list keeping the buffer between segments.  The buffer grows only when
+    one frame is larger than it (at most 64 MiB + 24 bytes, frame lengths are checked first).
+    """
+    cdef xos_journal_scan r
+    cdef xos_journal_frame_header h
+    cdef int64_t base, filled, rem, need
+    cdef uint8_t[::1] view
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        res.size = size
+        head = f.read(XOS_JOURNAL_FILE_HEADER_SIZE)
+        res.problem = _header_problem(np.frombuffer(head, dtype=np.uint8), name_seq)
+        if res.problem is not None:
+            res.status, res.end, res.next_seq = -1, 0, name_seq
+            return
+        buf = holder[0]
+        if buf is None:
+            buf = holder[0] = np.empty(READ_CHUNK, dtype=np.uint8)
+        base = XOS_JOURNAL_FILE_HEADER_SIZE   # file offset of buf[0]
+        filled = 0
+        eof = False
+        next_seq = name_seq
+        while True:
+            mv = memoryview(buf)
+            while filled < buf.shape[0] and not eof:
+                got = f.readinto(mv[filled:])
+                if not got:
+                    eof = True
+                else:
+                    filled += got
+            view = buf
+            r = _scan(view[:filled], 0, next_seq)
+            if r.end:
+                yield buf, r.end, next_seq, r.records
+            next_seq = r.next_seq
+            if eof or r.status not in (XOS_JSCAN_END, XOS_JSCAN_TORN_HEADER, XOS_JSCAN_TORN_PAYLOAD):
+                res.status, res.end, res.next_seq = r.status, base + r.end, next_seq
+                return
+            # more of the file to come: keep the unfinished frame, refill after it
+            rem = filled - r.end
+            if rem:
+                buf[:rem] = buf[r.end:filled]
+            base += r.end
+            filled = rem
+            if r.status == XOS_JSCAN_TORN_PAYLOAD:
+                memcpy(&h, &view[0], sizeof(h))
+                need = XOS_JOURNAL_FRAME_HEADER_SIZE + h.payload_len
+                if need > buf.shape[0]:
+                    bigger = np.empty(need, dtype=np.uint8)
+                    bigger[:rem] = buf[:rem]
+                    buf = holder[0] = bigger
+
+
 class JournalReader:
     """Replays the journal in ``directory``.
 
@@ -617,6 +682,8 @@ class JournalReader:
     ``report`` (``where="tail"`` in the last segment, the expected result of
     a crash mid-write; ``"middle"`` in an older segment, which is real
     corruption and also drops the later segments).  Never raises on bad data.
+    Segments are read with ``read()`` through one 4 MiB buffer (no mmap, so
+    a file truncated under the reader cannot crash it).
     """
 
     def __init__(self, directory):
@@ -624,6 +691,7 @@ class JournalReader:
         self.report = []
         self.first_seq = 0     # first sequence in the journal (0 = empty), after a read
         self.next_seq = 0      # sequence after the last valid record, after a read
+        self._holder = [None]
 
     @property
     def last_seq(self):
@@ -632,56 +700,50 @@ class JournalReader:
     def segments(self):
         return list_segments(self.directory)
 
-    def _valid_segments(self, from_seq):
-        """Yield (segment first_seq, data, valid end offset) per segment from the one holding from_seq."""
-        self.report = []
-        segs = list_segments(self.directory)
-        self.first_seq = segs[0][0] if segs else 0
-        self.next_seq = self.first_seq
-        if not segs:
-            return
+    def _start(self, segs, from_seq):
         start = 0
         if from_seq is not None:
             for i, (s, _) in enumerate(segs):
                 if s <= from_seq:
                     start = i
+        return start
+
+    def _valid_chunks(self, segs, start):
+        """Yield (buf, hi, first_seq, records): validated frames buf[0:hi], in order, from segment ``start`` on."""
+        self.report = []
+        self.first_seq = segs[0][0] if segs else 0
+        self.next_seq = self.first_seq
         expected = None
         for i in range(start, len(segs)):
             name_seq, path = segs[i]
             where = "tail" if i == len(segs) - 1 else "middle"
-            try:
-                data = _read_file(path)
-            except OSError as exc:
-                self._damaged(segs, i, Damage(path, 0, 0, f"unreadable: {exc}", where,
-                                              expected if expected is not None else name_seq))
-                return
-            size = data.shape[0]
             if expected is not None and name_seq != expected:
-                self._damaged(segs, i, Damage(path, 0, size, f"segment starts at sequence {name_seq}, "
+                self._damaged(segs, i, Damage(path, 0, _size(path), f"segment starts at sequence {name_seq}, "
                                               f"the previous one ends before {expected}", where, expected))
                 return
-            problem = _header_problem(data, name_seq)
-            if problem is not None:
-                self._damaged(segs, i, Damage(path, 0, size, problem[0], where, name_seq))
+            self.next_seq = name_seq
+            res = _SegmentEnd()
+            try:
+                for chunk in _segment_chunks(path, name_seq, self._holder, res):
+                    self.next_seq = chunk[2]
+                    yield chunk
+            except OSError as exc:
+                self._damaged(segs, i, Damage(path, 0, _size(path), f"unreadable: {exc}", where, self.next_seq))
                 return
-            r = _scan(data, XOS_JOURNAL_FILE_HEADER_SIZE, name_seq)
-            self.next_seq = r.next_seq
-            if r.status != XOS_JSCAN_END:
-                self._damaged(segs, i, Damage(path, r.end, size - r.end, SCAN_REASONS[r.status],
-                                              where, r.next_seq))
-            yield name_seq, data, r.end
-            if r.status != XOS_JSCAN_END:
+            self.next_seq = res.next_seq
+            if res.problem is not None:
+                self._damaged(segs, i, Damage(path, 0, res.size, res.problem[0], where, name_seq))
                 return
-            expected = r.next_seq
+            if res.status != XOS_JSCAN_END:
+                self._damaged(segs, i, Damage(path, res.end, max(0, res.size - res.end),
+                                              SCAN_REASONS[res.status], where, res.next_seq))
+                return
+            expected = res.next_seq
 
     def _damaged(self, segs, i, damage):
         self.report.append(damage)
         for _, path in segs[i + 1:]:
-            try:
-                size = os.path.getsize(path)
-            except OSError:
-                size = 0
-            self.report.append(Damage(path, 0, size, "follows damage in an earlier segment", "middle",
+            self.report.append(Damage(path, 0, _size(path), "follows damage in an earlier segment", "middle",
                                       damage.next_seq))
 
     def read_from(self, from_seq=None):
@@ -689,46 +751,103 @@ class JournalReader:
         A frame holding ``from_seq`` is cut to start there."""
         cdef xos_journal_frame_header h
         cdef const uint8_t[::1] view
-        cdef int64_t off, end, skip
-        for _, data, end in self._valid_segments(from_seq):
-            view = data
-            off = XOS_JOURNAL_FILE_HEADER_SIZE
-            while off < end:
+        cdef int64_t off, hi, skip, lo_seq = from_seq if from_seq is not None else 0
+        segs = list_segments(self.directory)
+        for buf, py_hi, _, _ in self._valid_chunks(segs, self._start(segs, from_seq)):
+            view = buf
+            hi = py_hi
+            off = 0
+            while off < hi:
                 memcpy(&h, &view[off], sizeof(h))
                 off += XOS_JOURNAL_FRAME_HEADER_SIZE
                 skip = 0
-                if from_seq is not None and h.first_seq < from_seq:
-                    skip = min(<int64_t>h.count, from_seq - h.first_seq)
+                if h.first_seq < lo_seq:
+                    skip = min(<int64_t>h.count, lo_seq - h.first_seq)
                 if skip < h.count:
-                    cmds = data[off + skip * XOS_JOURNAL_RECORD_SIZE: off + h.payload_len].view(COMMAND_DTYPE).copy()
-                    yield h.first_seq + skip, cmds
+                    out = np.empty(h.count - skip, dtype=COMMAND_DTYPE)
+                    _copy_payloads(&view[0], off - XOS_JOURNAL_FRAME_HEADER_SIZE, off + h.payload_len, skip,
+                                   <uint8_t *>cnp.PyArray_DATA(out))
+                    yield h.first_seq + skip, out
                 off += h.payload_len
 
     def read_all(self, from_seq=None):
         """(first_seq, one COMMAND_DTYPE array of every valid command from ``from_seq``)."""
         cdef const uint8_t[::1] view
-        cdef uint8_t[::1] out_view
-        cdef int64_t skip, n, end
-        parts = []
+        cdef int64_t hi, skip, k, n = 0, lo_seq
+        cdef uint8_t *dst
+        segs = list_segments(self.directory)
+        start = self._start(segs, from_seq)
+        # records <= (size - header) / 64 per segment: one output array, pages touched only as filled
+        bound = sum(max(0, _size(p) - XOS_JOURNAL_FILE_HEADER_SIZE) // XOS_JOURNAL_RECORD_SIZE
+                    for _, p in segs[start:])
+        out = np.empty(bound, dtype=COMMAND_DTYPE)
         first = None
-        for seg_seq, data, py_end in self._valid_segments(from_seq):
-            view = data
-            end = py_end
-            n = (self.next_seq - seg_seq)
-            skip = 0
-            if from_seq is not None and seg_seq < from_seq:
-                skip = min(n, from_seq - seg_seq)
+        for buf, py_hi, chunk_seq, records in self._valid_chunks(segs, start):
+            view = buf
+            hi = py_hi
+            lo_seq = from_seq if from_seq is not None else chunk_seq
             if first is None:
-                first = seg_seq + skip
-            if n - skip <= 0:
-                continue
-            out = np.empty(n - skip, dtype=COMMAND_DTYPE)
-            out_view = out.view(np.uint8)
+                first = max(lo_seq, chunk_seq)
+            k = records
+            skip = min(k, max(0, lo_seq - chunk_seq))
+            if n + k - skip > out.shape[0]:   # the files grew since they were measured
+                bigger = np.empty(2 * (n + k - skip), dtype=COMMAND_DTYPE)
+                bigger[:n] = out[:n]
+                out = bigger
+            dst = <uint8_t *>cnp.PyArray_DATA(out) + n * XOS_JOURNAL_RECORD_SIZE
             with nogil:
-                _copy_payloads(&view[0], XOS_JOURNAL_FILE_HEADER_SIZE, end, skip, &out_view[0])
-            parts.append(out)
+                _copy_payloads(&view[0], 0, hi, skip, dst)
+            n += k - skip
         if first is None:
             first = from_seq if from_seq is not None else (self.first_seq or 1)
-        if not parts:
-            return first, np.empty(0, dtype=COMMAND_DTYPE)
-        return first, parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return first, out[:n]
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+# ---------------------------------------------------------------- benchmark support
+
+
+def append_commit_loop(JournalWriter w, cnp.ndarray commands, int64_t batch, cnp.ndarray fsync_ns=None):
+    """The engine's path, timed in C: append ``commands`` in batches of ``batch`` and commit after each.
+
+    Returns the wall time in ns (CLOCK_MONOTONIC).  ``fsync_ns`` (int64, one per batch), when given,
+    receives each commit's fdatasync time.
+    """
+    if commands.dtype != COMMAND_DTYPE or not commands.flags.c_contiguous:
+        raise TypeError("commands must be a contiguous COMMAND_DTYPE array")
+    cdef int64_t n = commands.shape[0]
+    cdef int64_t nb = (n + batch - 1) // batch if batch > 0 else 0
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    cdef int64_t *lat = NULL
+    if fsync_ns is not None:
+        if fsync_ns.dtype != np.int64 or not fsync_ns.flags.c_contiguous or fsync_ns.shape[0] < nb:
+            raise ValueError("fsync_ns must be a contiguous int64 array with one entry per batch")
+        lat = <int64_t *>cnp.PyArray_DATA(fsync_ns)
+    cdef const xos_command *p = <const xos_command *>cnp.PyArray_DATA(commands)
+    cdef int64_t i = 0, k, b = 0, t0, t1, rc = 0, seq = w._last_seq + 1
+    with nogil:
+        t0 = _now_ns(CLOCK_MONOTONIC)
+        while i < n:
+            k = batch if n - i > batch else n - i
+            rc = w.append(p + i, k, seq + i)
+            if rc:
+                break
+            rc = w.group_commit()
+            if rc < 0:
+                break
+            rc = 0
+            if lat != NULL:
+                lat[b] = w._last_fsync_ns
+            i += k
+            b += 1
+        t1 = _now_ns(CLOCK_MONOTONIC)
+    if rc:
+        w._raise(rc, seq + i)
+    return t1 - t0

@@ -60,6 +60,13 @@ def frames_of(path):
     return out
 
 
+@pytest.fixture(autouse=True, params=[4 << 20, 97, 300], ids=["chunk4M", "chunk97", "chunk300"])
+def read_chunk(request, monkeypatch):
+    """Readers read segments through a buffer of this size: tiny ones make frames straddle reads."""
+    monkeypatch.setattr(J, "READ_CHUNK", request.param)
+    return request.param
+
+
 def read_ids(directory):
     r = J.JournalReader(directory)
     first, arr = r.read_all()
