@@ -1,0 +1,26 @@
+"""Smoke test of the journal benchmark: a tiny seeded run writes the JSON with every figure."""
+from __future__ import annotations
+
+import json
+
+from bench import journal
+
+
+def test_bench_journal_smoke(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    result = journal.main(["--commands", "4096", "--max-fsyncs", "8", "--read-commands", "5000",
+                           "--runs", "2", "--dir", str(tmp_path), "--json", str(path)])
+    written = json.loads(path.read_text())
+    assert written["meta"]["seed"] == 1 and written["meta"]["statistic"] == "median"
+    for fsync in ("always", "off"):
+        for batch in ("1", "64", "1024", "4096"):
+            r = result["append"][fsync][batch]
+            assert r["commands_per_s"] > 0 and len(r["runs_commands_per_s"]) == 2
+            assert written["append"][fsync][batch]["commands"] == r["commands"]
+    lat = result["append"]["always"]["64"]["fsync_latency"]
+    assert result["append"]["always"]["64"]["fsyncs"] == 2 * 8
+    assert 0 < lat["p50_ns"] <= lat["p99_ns"] <= lat["max_ns"]
+    assert result["append"]["off"]["1"]["commands"] == 4096
+    assert result["read"]["read_all_commands_per_s"] > 0 and result["read"]["read_from_commands_per_s"] > 0
+    assert result["crc32c"]["sw_gb_per_s"] > 0
+    assert list(tmp_path.iterdir()) == [path]   # the journals are removed
