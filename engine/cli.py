@@ -1,9 +1,9 @@
-"""The ``xos`` command line (typer).
-
-Issue 3 ships the matcher benchmark and the result-code table; the engine
-processes (``xos run``, ``xos status``) come with the ring and workers.
-"""
+"""The ``xos`` command line (typer): run the engine, inspect it, benchmark it."""
 from __future__ import annotations
+
+import json
+import time
+from typing import Optional
 
 import typer
 
@@ -25,6 +25,69 @@ def bench_matcher(ctx: typer.Context) -> None:
     from bench.matcher import main as run_matcher_bench
 
     run_matcher_bench(ctx.args)
+
+
+ConfigOption = typer.Option(None, "--config", "-c", help="TOML config (default: the built-in one)")
+
+
+def _load(config: Optional[str]):
+    from .config import ConfigError, load
+
+    try:
+        return load(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+
+
+@app.command("run")
+def run(
+    config: Optional[str] = ConfigOption,
+    duration: Optional[float] = typer.Option(None, "--for", help="stop after this many seconds"),
+) -> None:
+    """Start the matcher and the settlement, margin and risk workers; Ctrl-C stops them cleanly."""
+    from .supervisor import AlreadyRunning, Supervisor
+
+    cfg = _load(config)
+    try:
+        code = Supervisor(cfg, config, log=lambda msg: typer.echo(msg, err=True)).run(duration)
+    except (AlreadyRunning, RuntimeError) as exc:
+        typer.echo(f"xos run: {exc}", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+@app.command("status")
+def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Processes and their heartbeats, ring cursors and lag, counters."""
+    from .process import read_heartbeats
+    from .ring import RingError, ring_status
+
+    cfg = _load(config)
+    beats = read_heartbeats(cfg)
+    try:
+        ring = ring_status(cfg.ring_name)
+    except (RingError, OSError) as exc:
+        ring = {"error": str(exc)}
+    if as_json:
+        typer.echo(json.dumps({"processes": beats, "ring": ring}, indent=2))
+        return
+    now = time.time()
+    typer.echo(f"data dir {cfg.data_path}   input {cfg.input_address}")
+    if not beats:
+        typer.echo("no processes have reported (is `xos run` running?)")
+    for role, beat in beats.items():
+        extra = {k: v for k, v in beat.items() if k not in ("role", "pid", "time", "started", "state")}
+        typer.echo(f"  {role:<11} pid {beat['pid']:<7} {beat.get('state', '?'):<8} "
+                   f"beat {now - beat['time']:5.1f} s ago  " + "  ".join(f"{k}={v}" for k, v in extra.items()))
+    if "error" in ring:
+        typer.echo(f"ring: {ring['error']}")
+        return
+    typer.echo(f"ring {ring['path']}: capacity {ring['capacity']}, published {ring['published']}, "
+               f"producer waits {ring['producer']['waits']} ({ring['producer']['wait_ns'] / 1e6:.1f} ms)")
+    for c in ring["consumers"]:
+        typer.echo(f"  consumer {c['name']:<11} pid {c['pid']:<7} {'alive' if c['alive'] else 'DEAD':<5} "
+                   f"cursor {c['cursor']}  lag {c['lag']}")
 
 
 @app.command("codes")

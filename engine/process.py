@@ -1,0 +1,338 @@
+"""The engine's processes: the matcher stage and the ring-consuming workers.
+
+    python -m engine.process matcher [--config PATH]
+    python -m engine.process settlement|margin|risk [--config PATH]
+
+``xos run`` (``engine.supervisor``) starts one of each, watches their
+heartbeats and restarts a crashed one.  The matcher stage is the only writer
+of engine state: it takes command batches from its ZeroMQ PULL socket (the
+one input every producer pushes to: gateway, feeds, the risk worker),
+journals them, runs them through the matcher and publishes the events to the
+shared-memory ring.  Workers read the ring and send commands back only
+through that input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from .config import KINDS, Config, load
+from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params, pack_symbol
+
+ROLES = ("matcher", "settlement", "margin", "risk")
+WORKERS = ROLES[1:]
+POLL_MS = 100
+
+
+class Stop:
+    """Set by SIGTERM/SIGINT; loops finish their batch, drain and exit."""
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum, frame):
+            cls.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+class Heartbeat:
+    """A JSON status file per process (``DATA/run/ROLE.json``), rewritten atomically every beat.
+
+    The supervisor restarts a process whose file goes stale; ``xos status`` prints them.
+    """
+
+    def __init__(self, cfg: Config, role: str):
+        self.dir = cfg.data_path / "run"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / f"{role}.json"
+        self.role = role
+        self.every = cfg.workers.heartbeat_s
+        self.last = 0.0
+        self.started = time.time()
+
+    def beat(self, force: bool = False, **counters) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        doc = {"role": self.role, "pid": os.getpid(), "time": time.time(), "started": self.started, **counters}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.path)
+
+
+def read_heartbeats(cfg: Config) -> dict[str, dict]:
+    out = {}
+    for role in ROLES:
+        path = cfg.data_path / "run" / f"{role}.json"
+        try:
+            out[role] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def bootstrap_commands(cfg: Config) -> np.ndarray:
+    """The listings and demo deposits of the config, as commands for a fresh journal."""
+    ids = cfg.asset_ids()
+    rows = []
+    for a in cfg.assets:
+        lo, hi = pack_symbol(a.symbol)
+        rows.append(dict(kind=Cmd.ADD_ASSET, market=a.id, price=a.decimals, id=lo, aux=hi))
+    for m in cfg.markets:
+        rows.append(
+            dict(
+                kind=Cmd.ADD_MARKET,
+                market=m.id,
+                venue=m.venue,
+                side=int(KINDS[m.kind]),
+                account=pack_market_assets(ids[m.base], ids[m.quote]),
+                price=m.tick_size,
+                qty=m.lot_size,
+                id=m.min_size,
+                aux=pack_market_params(m.maker_bps, m.taker_bps, m.band_bps),
+            )
+        )
+    for acct in cfg.accounts:
+        for sym, amount in acct.deposits.items():
+            rows.append(dict(kind=Cmd.DEPOSIT, account=acct.id, market=ids[sym], qty=amount))
+    out = np.zeros(len(rows), dtype=COMMAND_DTYPE)
+    for i, row in enumerate(rows):
+        for name, value in row.items():
+            out[i][name] = value
+    return out
+
+
+class InputClient:
+    """Pushes command batches into the matcher's input (tools, tests, benchmarks, workers)."""
+
+    def __init__(self, address: str, context: zmq.Context | None = None):
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, 100_000)
+        self.socket.connect(address)
+
+    def send(self, commands: np.ndarray) -> None:
+        if commands.dtype != COMMAND_DTYPE:
+            raise TypeError(f"commands must be COMMAND_DTYPE, not {commands.dtype}")
+        if len(commands):
+            self.socket.send(np.ascontiguousarray(commands).data, copy=False)
+
+    def close(self) -> None:
+        self.socket.close(linger=2000)
+
+
+class MatcherStage:
+    """Input -> journal (group commit) -> matcher -> ring, one batch at a time."""
+
+    def __init__(self, cfg: Config):
+        from .journal import JournalReader, JournalWriter
+        from .matcher import Engine
+        from .ring import EventRing
+
+        self.cfg = cfg
+        e = cfg.engine
+        self.engine = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts,
+                             max_markets=e.max_markets, max_assets=e.max_assets)
+        journal_dir = cfg.data_path / "journal"
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        # Recovery: the journal's commands rebuild the state; their events were published
+        # before the restart, so the ring continues numbering after them.
+        replayed = 0
+        for first_seq, commands in JournalReader(journal_dir).read_from(1):
+            self.engine.process_count(commands)
+            replayed += len(commands)
+        self.replayed = replayed
+        self.journal = JournalWriter(journal_dir, fsync=e.fsync, first_seq=self.engine.cmd_seq + 1)
+        self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, start=self.engine.event_seq)
+        self.context = zmq.Context()
+        self.input = self.context.socket(zmq.PULL)
+        self.input.setsockopt(zmq.RCVHWM, 100_000)
+        self.input.bind(cfg.input_address)
+        self.batch = np.zeros(e.batch_max, dtype=COMMAND_DTYPE)
+        self.pending: list[np.ndarray] = []
+        self.malformed = 0
+        self.commands = 0
+        self.heartbeat = Heartbeat(cfg, "matcher")
+        if replayed == 0:
+            self.run_batch(bootstrap_commands(cfg))
+
+    def take_input(self, timeout_ms: int) -> int:
+        """Move what the input holds (up to one batch) into ``self.batch``; returns the count."""
+        n = 0
+        cap = len(self.batch)
+        while self.pending and n < cap:
+            head = self.pending[0]
+            k = min(cap - n, len(head))
+            self.batch[n : n + k] = head[:k]
+            n += k
+            if k == len(head):
+                self.pending.pop(0)
+            else:
+                self.pending[0] = head[k:]
+        if n == 0 and not self.input.poll(timeout_ms):
+            return 0
+        while n < cap:
+            try:
+                msg = self.input.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            raw = msg.buffer
+            if len(raw) == 0 or len(raw) % COMMAND_DTYPE.itemsize:
+                self.malformed += 1  # not whole records: dropped and counted, never half-applied
+                continue
+            commands = np.frombuffer(raw, dtype=COMMAND_DTYPE)
+            k = min(cap - n, len(commands))
+            self.batch[n : n + k] = commands[:k]
+            n += k
+            if k < len(commands):
+                self.pending.append(commands[k:].copy())
+        return n
+
+    def run_batch(self, commands: np.ndarray) -> None:
+        # The engine clock: wall time stamped here, journaled with the command, so a
+        # replay sees the same times (the matcher never lets its clock go back).
+        commands["ts"] = time.time_ns()
+        self.journal.append_array(commands, self.engine.cmd_seq + 1)
+        durable = self.journal.commit()
+        self.engine.process_count(commands)
+        self.engine.publish_to(self.ring, durable)
+        self.commands += len(commands)
+
+    def counters(self) -> dict:
+        return {
+            "commands": self.commands,
+            "replayed": self.replayed,
+            "cmd_seq": self.engine.cmd_seq,
+            "event_seq": self.engine.event_seq,
+            "durable_seq": self.journal.durable_seq,
+            "open_orders": self.engine.open_orders,
+            "malformed": self.malformed,
+            "ring_wait_ns": self.ring.wait_ns,
+        }
+
+    def run(self) -> None:
+        self.heartbeat.beat(force=True, state="running", **self.counters())
+        while not Stop.requested:
+            n = self.take_input(POLL_MS)
+            if n:
+                self.run_batch(self.batch[:n])
+            self.heartbeat.beat(state="running", **self.counters())
+        while True:  # drain what producers already sent
+            n = self.take_input(0)
+            if not n:
+                break
+            self.run_batch(self.batch[:n])
+        self.close()
+
+    def close(self) -> None:
+        self.input.close(linger=0)
+        self.context.term()
+        address = self.cfg.input_address
+        if address.startswith("ipc://"):
+            Path(address[len("ipc://"):]).unlink(missing_ok=True)
+        self.journal.close()
+        self.wait_for_consumers(timeout_s=10.0)
+        self.heartbeat.beat(force=True, state="stopped", **self.counters())
+        self.ring.close(unlink=True)
+
+    def wait_for_consumers(self, timeout_s: float) -> None:
+        """Give running workers the chance to read everything before the ring goes away."""
+        from .ring import ring_status
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = ring_status(self.cfg.ring_name)
+            if all(c["lag"] == 0 or not c["alive"] for c in status["consumers"]):
+                return
+            time.sleep(0.05)
+
+
+def make_worker_core(role: str, cfg: Config):
+    from . import workers
+
+    return workers.make_core(role, cfg)
+
+
+class WorkerStage:
+    """Ring -> worker core; commands the core returns go back through the matcher's input."""
+
+    def __init__(self, cfg: Config, role: str):
+        from .ring import RingConsumer
+
+        self.cfg = cfg
+        self.role = role
+        self.core = make_worker_core(role, cfg)
+        deadline = time.monotonic() + 30.0
+        while True:  # the matcher creates the ring; a worker may start first
+            try:
+                self.consumer = RingConsumer.attach(cfg.ring_name, role)
+                break
+            except FileNotFoundError:
+                if time.monotonic() > deadline or Stop.requested:
+                    raise
+                time.sleep(0.05)
+        resume = getattr(self.core, "cursor", None)
+        if resume:  # a durable core resumes after the last event it applied
+            self.consumer.seek(resume + 1)
+        self.feedback = InputClient(cfg.input_address)
+        self.heartbeat = Heartbeat(cfg, role)
+        self.applied = 0
+        self.sent = 0
+
+    def counters(self) -> dict:
+        return {"applied": self.applied, "sent": self.sent, "cursor": self.consumer.cursor,
+                "lag": self.consumer.available()}
+
+    def step(self, timeout_ns: int) -> int:
+        if not self.consumer.wait(timeout_ns):
+            return 0
+        events = self.consumer.read(8192)
+        commands = self.core.apply(events)
+        if commands is not None and len(commands):
+            self.feedback.send(commands)
+            self.sent += len(commands)
+        self.consumer.commit(len(events))
+        self.applied += len(events)
+        return len(events)
+
+    def run(self) -> None:
+        self.heartbeat.beat(force=True, state="running", **self.counters())
+        while not Stop.requested:
+            self.step(POLL_MS * 1_000_000)
+            self.heartbeat.beat(state="running", **self.counters())
+        while self.step(0):  # drain what is already published
+            pass
+        self.heartbeat.beat(force=True, state="stopped", **self.counters())
+        self.feedback.close()
+        close = getattr(self.core, "close", None)
+        if close:
+            close()
+        self.consumer.detach()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.process", description=__doc__.splitlines()[0])
+    p.add_argument("role", choices=ROLES)
+    p.add_argument("--config", help="TOML config (default: the built-in one)")
+    args = p.parse_args(argv)
+    cfg = load(args.config or None)
+    Stop.install()
+    stage = MatcherStage(cfg) if args.role == "matcher" else WorkerStage(cfg, args.role)
+    stage.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""``xos run``: start the matcher and the workers, watch them, restart, shut down cleanly.
+
+The supervisor owns no engine state.  It starts each role as its own process
+(``python -m engine.process ROLE``), restarts a process that exits or whose
+heartbeat goes stale (a restarted worker resumes from its own cursor), and on
+SIGINT/SIGTERM stops the matcher first (it drains its input, journals and
+publishes the last batch, waits for the workers to read it and unlinks the
+shared memory), then the workers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import Config
+from .process import ROLES, WORKERS, read_heartbeats
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str | None, log=print):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.log = log
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.restarts = dict.fromkeys(ROLES, 0)
+        self.run_dir = cfg.data_path / "run"
+        self.pid_file = self.run_dir / "supervisor.pid"
+        self.stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+    def claim(self) -> None:
+        """Refuse to start a second engine on the same data directory or shared memory."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.pid_file.exists():
+            try:
+                pid = int(self.pid_file.read_text().strip())
+            except ValueError:
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise AlreadyRunning(
+                    f"xos is already running (supervisor pid {pid}) on {self.cfg.data_path}; "
+                    f"stop it first or use another engine.name and data_dir"
+                )
+        if (Path("/dev/shm") / self.cfg.ring_name).exists():
+            from .ring import RingError, ring_status
+
+            try:
+                status = ring_status(self.cfg.ring_name)
+            except (RingError, OSError):
+                status = None  # unreadable or half-made: the matcher's create decides
+            if status and status["creator_alive"]:
+                raise AlreadyRunning(
+                    f"another engine (pid {status['creator_pid']}) is using shared memory {status['path']}"
+                )
+        for role in ROLES:  # old heartbeats would look like live processes
+            (self.run_dir / f"{role}.json").unlink(missing_ok=True)
+        self.pid_file.write_text(str(os.getpid()))
+
+    def spawn(self, role: str) -> None:
+        cmd = [sys.executable, "-m", "engine.process", role]
+        if self.config_path:
+            cmd += ["--config", self.config_path]
+        self.procs[role] = subprocess.Popen(cmd, start_new_session=True)
+
+    def wait_ready(self, role: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        proc = self.procs[role]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{role} exited with code {proc.returncode} while starting")
+            beat = read_heartbeats(self.cfg).get(role)
+            if beat and beat.get("pid") == proc.pid:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{role} did not report ready within {timeout_s:.0f} s")
+
+    def start(self) -> None:
+        self.claim()
+        self.spawn("matcher")
+        try:
+            self.wait_ready("matcher", 60.0)
+        except RuntimeError:
+            self.stop()
+            raise
+        for role in WORKERS:
+            self.spawn(role)
+        for role in WORKERS:
+            self.wait_ready(role, 30.0)
+        self.log(f"xos running: matcher pid {self.procs['matcher'].pid}, input {self.cfg.input_address}, "
+                 f"ring /dev/shm/{self.cfg.ring_name}, data {self.cfg.data_path}")
+
+    def check(self) -> None:
+        """Restart what exited or went silent."""
+        beats = read_heartbeats(self.cfg)
+        now = time.time()
+        for role, proc in list(self.procs.items()):
+            reason = None
+            if proc.poll() is not None:
+                reason = f"exited with code {proc.returncode}"
+            else:
+                beat = beats.get(role)
+                if beat and beat.get("pid") == proc.pid and now - beat["time"] > self.cfg.workers.stale_after_s:
+                    reason = f"silent for {now - beat['time']:.1f} s"
+                    proc.kill()
+                    proc.wait()
+            if reason is None:
+                continue
+            if not self.cfg.workers.restart:
+                raise RuntimeError(f"{role} {reason} and restart is off")
+            self.restarts[role] += 1
+            self.log(f"{role} {reason}: restarting (restart #{self.restarts[role]})")
+            self.spawn(role)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Matcher first (it drains and waits for the workers to catch up), then the workers."""
+        self.stopping = True
+        order = ["matcher"] + [r for r in WORKERS if r in self.procs]
+        for role in order:
+            proc = self.procs.get(role)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.log(f"{role} did not stop within {timeout_s:.0f} s: killing it")
+                proc.kill()
+                proc.wait()
+        self.pid_file.unlink(missing_ok=True)
+
+    def run(self, duration_s: float | None = None) -> int:
+        stop_requested = []
+
+        def handler(signum, frame):
+            stop_requested.append(signum)
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            while not stop_requested and (deadline is None or time.monotonic() < deadline):
+                time.sleep(0.2)
+                self.check()
+        finally:
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.log("xos stopped")
+        return 0
