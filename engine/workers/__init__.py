@@ -1,0 +1,218 @@
+"""Worker cores: pure logic that consumes the matcher's events (numpy ``EVENT_DTYPE`` arrays, in
+event-seq order) and never touches engine state.  The ring and process plumbing live elsewhere;
+these classes are driven by ``apply(events)`` and are testable without any ring.
+
+- ``settlement.SettlementLedger``: durable double-entry ledger in SQLite, exactly once.
+- ``margin.MarginBook``: dense numpy account x asset balances, vectorised valuation.
+- ``risk.RiskMonitor``: circuit breakers, band watch, order rates, open interest; returns
+  Halt / Resume commands to be fed back through the matcher's input.
+
+Shared here: the sequence rule every worker applies (``fresh_events``) and the inference of
+listings from ``Accepted`` events (``Listings``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import EVENT_DTYPE, Ev, MarketKind, unpack_market_assets, unpack_market_params, unpack_symbol
+
+# Proposed (not yet emitted by the matcher): flag bits on a listing's Accepted event.  When set they
+# decide the classification; while they are 0 the listing is inferred from its content.
+EVFLAG_ASSET_LISTING = 8
+EVFLAG_MARKET_LISTING = 16
+
+
+class SequenceGapError(RuntimeError):
+    """An event batch does not continue the worker's cursor (events were lost or reordered)."""
+
+
+def fresh_events(events: np.ndarray, cursor: int) -> np.ndarray:
+    """The part of ``events`` after ``cursor`` (events with ``seq <= cursor`` were applied already
+    and are skipped: replay is idempotent).  Raises ``SequenceGapError`` unless what is left starts
+    at ``cursor + 1`` and is contiguous."""
+    if events.dtype != EVENT_DTYPE:
+        raise TypeError(f"expected EVENT_DTYPE events, got {events.dtype}")
+    if len(events) == 0:
+        return events
+    seq = events["seq"]
+    if len(seq) > 1 and not np.all(np.diff(seq) == 1):
+        bad = int(np.flatnonzero(np.diff(seq) != 1)[0])
+        raise SequenceGapError(f"events not contiguous: seq {int(seq[bad])} is followed by {int(seq[bad + 1])}")
+    first = int(seq[0])
+    if first > cursor + 1:
+        raise SequenceGapError(f"gap: cursor is {cursor}, next event in the batch is seq {first} (expected {cursor + 1})")
+    return events[cursor + 1 - first:]
+
+
+@dataclass(frozen=True)
+class AssetDef:
+    asset_id: int
+    symbol: str
+    decimals: int
+    seq: int = 0  # event seq of the listing
+
+
+@dataclass(frozen=True)
+class MarketDef:
+    market_id: int
+    venue: int
+    kind: int
+    base: int
+    quote: int
+    tick_size: int
+    lot_size: int
+    min_size: int
+    maker_bps: int
+    taker_bps: int
+    band_bps: int
+    seq: int = 0
+
+
+ORDER, MASS_CANCEL, ASSET_LISTING, MARKET_LISTING, UNKNOWN = "order", "mass_cancel", "asset", "market", "unknown"
+
+
+class Listings:
+    """Assets, markets and known accounts as learned from events.
+
+    An ``Accepted`` event with ``order_id > 0`` is an order's.  With ``order_id == 0`` it is a
+    MassCancel, an AddAsset or an AddMarket, which the event does not name.  They are told apart by
+    content and by what is known so far (see ``classify``); the inference is exact for every
+    well-formed command, and could only be fooled by a malformed AddAsset (empty symbol, a known
+    account in its unused ``account`` field, decimals 0) that looks like a MassCancel, or by an
+    AddAsset whose unused fields happen to spell a valid market definition.  The flag bits
+    ``EVFLAG_ASSET_LISTING`` / ``EVFLAG_MARKET_LISTING``, when the matcher sets them, decide instead.
+    """
+
+    def __init__(self) -> None:
+        self.assets: dict[int, AssetDef] = {}
+        self.markets: dict[int, MarketDef] = {}
+        self.accounts: set[int] = set()
+
+    def classify(self, kind, flags, side, market, venue, order_id, account, client_id, price, qty, remaining) -> str:
+        if kind != Ev.ACCEPTED:
+            return UNKNOWN
+        if order_id > 0:
+            return ORDER
+        if flags & EVFLAG_ASSET_LISTING:
+            return ASSET_LISTING
+        if flags & EVFLAG_MARKET_LISTING:
+            return MARKET_LISTING
+        # MassCancel: Accepted(account, market or 0, qty = count), everything else 0; the account had
+        # deposited and the market (unless 0 = all markets) exists.
+        if (account > 0 and account in self.accounts and price == 0 and client_id == 0 and remaining == 0
+                and side == 0 and venue == 0 and qty >= 0 and (market == 0 or market in self.markets)):
+            return MASS_CANCEL
+        if market not in self.markets and self._valid_market(side, venue, account, price, qty, client_id, remaining):
+            return MARKET_LISTING
+        if market not in self.assets and 0 <= price <= 18 and market > 0:
+            return ASSET_LISTING
+        return UNKNOWN
+
+    def _valid_market(self, side, venue, account, price, qty, client_id, remaining) -> bool:
+        base, quote = unpack_market_assets(account)
+        maker, taker, band = unpack_market_params(remaining)
+        return (side <= MarketKind.OUTCOME and venue == 0 and base in self.assets and quote in self.assets
+                and base != quote and price > 0 and qty > 0 and client_id > 0 and client_id % qty == 0
+                and -1000 <= maker <= taker <= 1000 and maker + taker >= 0 and band <= 10000)
+
+    def learn(self, what, seq, side, market, venue, account, client_id, price, qty, remaining):
+        """Record a listing classified by ``classify``; returns the new definition."""
+        if what == ASSET_LISTING:
+            try:
+                symbol = unpack_symbol(client_id, remaining)
+            except (UnicodeDecodeError, OverflowError):
+                symbol = ""
+            d = AssetDef(market, symbol, price, seq)
+            self.assets[market] = d
+            return d
+        base, quote = unpack_market_assets(account)
+        maker, taker, band = unpack_market_params(remaining)
+        d = MarketDef(market, venue, side, base, quote, price, qty, client_id, maker, taker, band, seq)
+        self.markets[market] = d
+        return d
+
+
+# the event columns the workers read, in this order, as Python lists (fast iteration)
+COLUMNS = ("seq", "kind", "code", "flags", "side", "reason", "market", "venue", "ts", "order_id", "account",
+           "client_id", "price", "qty", "remaining", "maker_order", "maker_account", "maker_fee", "taker_fee")
+
+
+def rows(events: np.ndarray):
+    """Iterate ``events`` as tuples in ``COLUMNS`` order."""
+    return zip(*(events[name].tolist() for name in COLUMNS))
+
+
+def fee_per_lot(price: int, taker_bps: int) -> int:
+    """Worst-case taker fee per lot: ``ceil(price * max(taker_bps, 0) / 10000)``."""
+    return -((-price * max(taker_bps, 0)) // 10000)
+
+
+def buy_hold(lots: int, price: int, taker_bps: int) -> int:
+    """A buy order's hold in the quote asset: ``lots * (price + fee_per_lot)``."""
+    return lots * (price + fee_per_lot(price, taker_bps))
+
+
+class _Adapter:
+    """What the process stage drives: ``apply(events) -> commands`` (COMMAND_DTYPE, maybe empty),
+    ``cursor`` (only a durable core resumes from it) and ``close()``."""
+
+    def __init__(self, core, durable: bool):
+        self.core = core
+        self.durable = durable
+
+    @property
+    def cursor(self):
+        return self.core.cursor if self.durable else None
+
+    def apply(self, events: np.ndarray) -> np.ndarray:
+        out = self.core.apply(events)
+        if isinstance(out, np.ndarray):
+            return out
+        from ..records import COMMAND_DTYPE
+
+        return np.zeros(0, COMMAND_DTYPE)
+
+    def close(self) -> None:
+        close = getattr(self.core, "close", None)
+        if close:
+            close()
+
+
+def make_core(role: str, cfg):
+    """The worker core for ``role`` ("settlement", "margin", "risk") from an ``engine.config.Config``."""
+    if role == "settlement":
+        from .settlement import SettlementLedger
+
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        return _Adapter(SettlementLedger(cfg.data_path / "settlement.sqlite"), durable=True)
+    if role == "margin":
+        from .margin import MarginBook, MarginConfig
+
+        m = cfg.margin
+        # in-memory: it needs the stream from its first event (a snapshot source is to come)
+        return _Adapter(MarginBook(MarginConfig(valuation_asset=m.valuation_asset, haircut_bps=dict(m.haircuts_bps))),
+                        durable=False)
+    if role == "risk":
+        from .risk import RiskConfig, RiskMonitor
+
+        r = cfg.risk
+        return _Adapter(RiskMonitor(RiskConfig(move_bps=r.move_bps, window_s=r.window_s, cooldown_s=r.cooldown_s),
+                                    start_anywhere=True), durable=False)
+    raise ValueError(f"unknown worker role {role!r}")
+
+
+__all__ = [
+    "AssetDef",
+    "make_core",
+    "EVFLAG_ASSET_LISTING",
+    "EVFLAG_MARKET_LISTING",
+    "Listings",
+    "MarketDef",
+    "SequenceGapError",
+    "buy_hold",
+    "fee_per_lot",
+    "fresh_events",
+    "rows",
+]
