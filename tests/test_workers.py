@@ -1,0 +1,414 @@
+"""Worker cores (engine/workers) against a real matcher: settlement, margin and risk consume every
+event of seeded mixed streams, in batches, and must agree with the engine's own state."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from engine.codes import ResultCode
+from engine.matcher import Engine
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
+from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
+from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
+from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
+from engine.workers.settlement import EXTERNAL_ACCOUNT, LedgerError, SettlementLedger
+from tests.generators import ENGINE_KWARGS, StreamGenerator, run_stream
+
+N_COMMANDS = 12_000
+
+
+def batches(events: np.ndarray, rng: random.Random, max_size: int = 2500):
+    i = 0
+    while i < len(events):
+        n = rng.randint(1, max_size)
+        yield events[i:i + n]
+        i += n
+
+
+@pytest.fixture(scope="module", params=[11, 29])
+def stream(request):
+    """(engine after the stream, every event of it in seq order)."""
+    e = Engine(**ENGINE_KWARGS)
+    gen = StreamGenerator(seed=request.param)
+    events = np.concatenate([ev for _, ev in run_stream(e, gen, N_COMMANDS, chunk=400)])
+    assert events["seq"][0] == 1 and np.all(np.diff(events["seq"]) == 1)
+    assert (events["kind"] == Ev.FILL).sum() > 500
+    return e, events
+
+
+def assert_settlement_matches(e: Engine, ledger: SettlementLedger) -> None:
+    for a in e.accounts():
+        engine_totals = {asset: free + held for asset, (free, held) in e.balances(a).items()}
+        ours = ledger.balances(a)
+        for asset in engine_totals.keys() | ours.keys():
+            assert ours.get(asset, 0) == engine_totals.get(asset, 0), (a, asset)
+    assert set(ledger.accounts()) <= set(e.accounts())
+    for asset in e.assets():
+        assert ledger.fee_balance(asset.asset_id) == e.fees(asset.asset_id)
+    ledger.check()
+
+
+def assert_margin_matches(e: Engine, book: MarginBook) -> None:
+    for a in e.accounts():
+        for asset, (free, held) in e.balances(a).items():
+            assert book.balance(a, asset) == (free + held, held), (a, asset)
+        assert set(book.balances(a)) <= set(e.balances(a))
+
+
+# ------------------------------------------------------------------------------- settlement
+
+
+def test_settlement_matches_engine(stream, tmp_path):
+    e, events = stream
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    rng = random.Random(1)
+    for batch in batches(events, rng):
+        assert ledger.apply(batch) == len(batch)
+    assert ledger.cursor == events["seq"][-1]
+    assert_settlement_matches(e, ledger)
+    # listings were learned from the stream alone
+    assert {m.market_id for m in e.markets()} == set(ledger.markets())
+    for m in e.markets():
+        d = ledger.markets()[m.market_id]
+        assert (d.base, d.quote, d.lot_size, d.tick_size, d.maker_bps, d.taker_bps, d.band_bps) == (
+            m.base, m.quote, m.lot_size, m.tick_size, m.maker_bps, m.taker_bps, m.band_bps)
+    assert {a.asset_id: (a.symbol, a.decimals) for a in e.assets()} == {
+        k: (v.symbol, v.decimals) for k, v in ledger.assets().items()}
+    # the external account holds minus every asset's outstanding total
+    for asset in ledger.assets():
+        inside = sum(ledger.balance(a, asset) for a in ledger.accounts()) + ledger.fee_balance(asset)
+        assert ledger.balance(EXTERNAL_ACCOUNT, asset) == -inside
+    # fills per account, both roles
+    fills = events[events["kind"] == Ev.FILL]
+    a = int(fills["account"][0])
+    mine = ledger.fills(a, limit=1 << 30)
+    assert len(mine) == int((fills["account"] == a).sum() + (fills["maker_account"] == a).sum())
+    assert [f["seq"] for f in mine] == sorted((f["seq"] for f in mine), reverse=True)
+    f0 = next(f for f in mine if f["seq"] == int(fills["seq"][0]))
+    assert f0["role"] == "taker" and f0["side"] == int(fills["side"][0]) and f0["fee"] == int(fills["taker_fee"][0])
+    assert f0["counterparty"] == int(fills["maker_account"][0])
+    assert len(ledger.fills(a, limit=3)) == min(3, len(mine))
+    ledger.close()
+
+
+def test_settlement_crash_replay_and_reopen(stream, tmp_path):
+    e, events = stream
+    path = tmp_path / "ledger.sqlite"
+    ledger = SettlementLedger(path)
+    n = len(events)
+    cuts = [0, n // 5, 2 * n // 5, 3 * n // 5, n]
+    assert ledger.apply(events[cuts[0]:cuts[1]]) == cuts[1]
+    # crash after COMMIT, before the caller learned of it: the caller replays the same batch
+    ledger.close()
+    ledger = SettlementLedger(path)
+    assert ledger.cursor == cuts[1]
+    assert ledger.apply(events[cuts[0]:cuts[1]]) == 0  # nothing twice
+    # replay overlapping the applied part: only the new tail counts
+    assert ledger.apply(events[cuts[1] - 100:cuts[2]]) == cuts[2] - cuts[1]
+    # a batch that fails half way is rolled back whole (here: a fill in a market never listed)
+    bad = events[cuts[2]:cuts[3]].copy()
+    k = int(np.flatnonzero(bad["kind"] == Ev.FILL)[len(np.flatnonzero(bad["kind"] == Ev.FILL)) // 2])
+    bad["market"][k] = 999
+    before = {a: ledger.balances(a) for a in e.accounts()}
+    with pytest.raises(LedgerError, match="never listed"):
+        ledger.apply(bad)
+    assert ledger.cursor == cuts[2]
+    assert {a: ledger.balances(a) for a in e.accounts()} == before
+    # the good batch then applies, and a second handle on the same file continues after it
+    assert ledger.apply(events[cuts[2]:cuts[3]]) == cuts[3] - cuts[2]
+    other = SettlementLedger(path)
+    assert other.cursor == cuts[3]
+    assert other.apply(events[cuts[3] - 1:]) == n - cuts[3]
+    # the first handle's view is stale: it refuses rather than apply anything twice
+    with pytest.raises(SequenceGapError, match="cursor moved"):
+        ledger.apply(events[cuts[3]:])
+    assert_settlement_matches(e, other)
+    other.close()
+    ledger.close()
+
+
+def test_settlement_gap_raises(stream, tmp_path):
+    _, events = stream
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    ledger.apply(events[:1000])
+    with pytest.raises(SequenceGapError, match="gap"):
+        ledger.apply(events[1001:2000])
+    with pytest.raises(SequenceGapError, match="not contiguous"):
+        ledger.apply(np.concatenate([events[1000:1500], events[1501:2000]]))
+    with pytest.raises(SequenceGapError):
+        ledger.apply(events[1000:2000][::-1].copy())
+    assert ledger.cursor == 1000
+    assert ledger.apply(events[1000:2000]) == 1000
+    assert ledger.apply(events[:0]) == 0
+    ledger.close()
+
+
+def test_fresh_events():
+    ev = np.zeros(5, dtype=EVENT_DTYPE)
+    ev["seq"] = np.arange(4, 9)
+    assert list(fresh_events(ev, 5)["seq"]) == [6, 7, 8]
+    assert len(fresh_events(ev, 8)) == 0 and len(fresh_events(ev, 20)) == 0
+    assert list(fresh_events(ev, 3)["seq"]) == [4, 5, 6, 7, 8]
+    with pytest.raises(SequenceGapError):
+        fresh_events(ev, 2)
+    with pytest.raises(TypeError):
+        fresh_events(np.zeros(3, COMMAND_DTYPE), 0)
+
+
+def test_listing_inference():
+    e = Engine(**ENGINE_KWARGS)
+    ev = np.concatenate([
+        e.add_asset(1, "USD", 6), e.add_asset(2, "BTC", 8),
+        e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, maker_bps=-2, taker_bps=5, band_bps=300),
+        e.add_market(3, 1, 2, tick_size=5, lot_size=10, min_size=20),
+        e.deposit(7, 1, 100), e.mass_cancel(7, 1), e.mass_cancel(7),
+        # asset 3 (a market 3 exists), empty symbol, the unused account field set: reads as a mass cancel
+        e.submit(Cmd.ADD_ASSET, market=3, price=0, account=7),
+        e.submit(Cmd.ADD_ASSET, market=4, price=0, account=7),  # no market 4: an asset
+    ])
+    listings = Listings()
+    kinds = []
+    for (seq, kind, code, flags, side, reason, market, venue, ts, order_id, account, client_id, price, qty,
+         remaining, *_rest) in rows(ev):
+        if kind == Ev.BALANCE:
+            listings.accounts.add(account)
+        if kind != Ev.ACCEPTED:
+            continue
+        what = listings.classify(kind, flags, side, market, venue, order_id, account, client_id, price, qty, remaining)
+        kinds.append(what)
+        if what in ("asset", "market"):
+            listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
+    # the last one is the documented ambiguity: only the proposed flag can tell
+    assert kinds == ["asset", "asset", "market", "market", "mass_cancel", "mass_cancel", "mass_cancel", "asset"]
+    assert (listings.markets[3].base, listings.markets[3].lot_size, listings.markets[3].min_size) == (1, 10, 20)
+    m = listings.markets[1]
+    assert (m.base, m.quote, m.maker_bps, m.taker_bps, m.band_bps) == (2, 1, -2, 5, 300)
+    assert listings.assets[2].symbol == "BTC" and listings.assets[2].decimals == 8
+    assert listings.classify(Ev.ACCEPTED, EVFLAG_ASSET_LISTING, 0, 3, 0, 0, 7, 0, 0, 0, 0) == "asset"
+
+
+# ------------------------------------------------------------------------------- margin
+
+
+def reference_rates(e: Engine, marks: dict[int, int], v: int) -> dict[int, Fraction]:
+    """Straightforward route search: breadth first from the valuation asset, lowest market id first."""
+    rate = {v: Fraction(1)}
+    frontier = [v]
+    markets = sorted(e.markets(), key=lambda m: m.market_id)
+    while frontier:
+        nxt = []
+        for a in frontier:
+            for m in markets:
+                p = marks.get(m.market_id, 0)
+                if p and m.quote == a and m.base not in rate:
+                    rate[m.base] = rate[a] * p / m.lot_size
+                    nxt.append(m.base)
+                elif p and m.base == a and m.quote not in rate:
+                    rate[m.quote] = rate[a] * m.lot_size / p
+                    nxt.append(m.quote)
+        frontier = nxt
+    return rate
+
+
+def test_margin_matches_engine_and_equity_formula(stream):
+    e, events = stream
+    cuts = {2: 500, 3: 2000, "SOL": 1000}
+    book = MarginBook(MarginConfig(valuation_asset="USD", haircut_bps=cuts, default_haircut_bps=100), accounts=2)
+    for batch in batches(events, random.Random(2)):
+        book.apply(batch)
+    assert book.cursor == events["seq"][-1]
+    assert_margin_matches(e, book)
+    marks = {m.market_id: e.last_price(m.market_id) for m in e.markets()}
+    assert {k: v for k, v in marks.items() if v} == book.marks
+    rates = reference_rates(e, marks, 1)
+    assert rates == book.rates() and len(rates) >= 4
+    haircut = {1: 100, 2: 500, 3: 2000, 4: 1000, 5: 100}
+    snap = book.snapshot()
+    assert list(snap["account"]) == [a for a in book.index]
+    for row in snap[:: max(1, len(snap) // 6)]:
+        a = int(row["account"])
+        equity = used = 0
+        exact = Fraction(0)
+        for asset, (free, held) in e.balances(a).items():
+            if asset not in rates:
+                continue
+            weight = rates[asset] * Fraction(10000 - haircut[asset], 10000)
+            w, s = weight_bits(weight)
+            assert Fraction(w, 1 << s) <= weight < Fraction(w + 1, 1 << s)
+            equity += ((free + held) * w) // (1 << s)
+            used += (held * w) // (1 << s)
+            exact += (free + held) * weight
+        assert int(row["equity"]) == equity and int(row["margin_used"]) == used
+        assert int(row["available"]) == equity - used
+        # the only rounding: 31-bit weights and one floor per asset
+        assert 0 <= exact - equity <= len(rates) + exact / (1 << 29)
+
+
+def test_revalue_dense_exact():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-(1 << 62) + 1, 1 << 62, size=(40, 12), dtype=np.int64)
+    x[:, :3] = rng.integers(0, 1 << 20, size=(40, 3))
+    w = rng.integers(1 << 30, 1 << 31, size=12, dtype=np.int64)
+    w[4] = 0
+    s = np.array([0, 5, 31, 32, 40, 61, 62, 90, 120, 70, 35, 33], np.int64)
+    s[:3] = [-3, -10, 0]  # weights of 2**31 and more
+    got = revalue_dense(x, w, s, chunk=7)
+    for i in range(len(x)):
+        # cells whose true value overflows int64 are not meaningful: compare the in-range columns only
+        cols = [j for j in range(x.shape[1]) if abs(value_of(int(x[i, j]), int(w[j]), int(s[j]))) < 1 << 60]
+        want = sum(value_of(int(x[i, j]), int(w[j]), int(s[j])) for j in cols)
+        assert int(revalue_dense(x[i:i + 1, cols], w[cols], s[cols])[0]) == want
+        assert len(cols) >= 5
+    assert got.shape == (40,)
+    for weight in (Fraction(1), Fraction(3, 10**12), Fraction(10**15, 7), Fraction(1, 3), Fraction(2**40 + 1)):
+        w1, s1 = weight_bits(weight)
+        assert 1 << 30 <= w1 < 1 << 31
+        approx = Fraction(w1, 1 << s1) if s1 >= 0 else Fraction(w1 << -s1)
+        assert approx <= weight < approx * (1 + Fraction(1, 1 << 30))
+
+
+def test_bench_revalue(capsys):
+    r = bench_revalue(100_000, 70, repeat=3)
+    with capsys.disabled():
+        print(f"\nmargin revalue {r['accounts']} accounts x {r['assets']} assets: best {r['best_s'] * 1e3:.1f} ms, "
+              f"median {r['median_s'] * 1e3:.1f} ms")
+    assert r["best_s"] < 5.0
+
+
+def test_margin_gap_raises(stream):
+    _, events = stream
+    book = MarginBook()
+    book.apply(events[:500])
+    with pytest.raises(SequenceGapError):
+        book.apply(events[501:900])
+    assert book.apply(events[:900]) == 400
+
+
+# ------------------------------------------------------------------------------- risk
+
+SEC = 1_000_000_000
+
+
+def test_risk_breaker_halts_once_and_resumes():
+    e = Engine(**ENGINE_KWARGS)
+    cfg = RiskConfig(move_bps=1000, window_s=60, cooldown_s=30, overrides={2: {"move_bps": 50}})
+    risk = RiskMonitor(cfg, start_anywhere=False)
+    sent = []
+    t = [100 * SEC]
+
+    def run(events):
+        cmds = risk.apply(events)
+        sent.extend(cmds.tolist())
+        if len(cmds):
+            run(e.process(cmds))  # fed back through the matcher's input, as the worker stage does
+        return events
+
+    def trade(price, qty=1):
+        t[0] += SEC
+        run(e.place(2, 1, Side.SELL, price, qty, client_id=t[0], ts=t[0]))
+        return run(e.place(1, 1, Side.BUY, price, qty, client_id=t[0] + 1, ts=t[0]))
+
+    run(np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0),
+                        e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, band_bps=0)]))
+    run(np.concatenate([e.deposit(1, 1, 10**9), e.deposit(2, 2, 10**6)]))
+    for p in (1000, 1010, 990, 1050):
+        assert (trade(p)["kind"] == Ev.FILL).sum() == 1
+    assert sent == [] and risk.state(1) == LIVE
+    trade(920)  # 8 % below the window's first trade (1000): still inside 10 %
+    assert sent == []
+    ev = trade(899)  # 10.1 % below: trips
+    assert (ev["kind"] == Ev.FILL).sum() == 1
+    assert [(c[0], c[7], c[9]) for c in sent] == [(Cmd.HALT, 1, cfg.account)]  # kind, market, account
+    assert risk.state(1) == HALTED and risk.breakers[1].trips == 1
+    # the market is halted: new orders are refused, and nothing trips twice
+    ev = trade(850)
+    assert set(ev["code"][ev["kind"] == Ev.REJECTED].tolist()) == {ResultCode.MARKET_HALTED}
+    assert len(sent) == 1
+    # engine time moves on (other commands); the cool-down counts from the MarketStatus event
+    halted_at = risk.breakers[1].halted_at
+    run(e.deposit(1, 1, 1, ts=halted_at + 29 * SEC))
+    assert len(sent) == 1
+    run(e.deposit(1, 1, 1, ts=halted_at + 30 * SEC))
+    assert [c[0] for c in sent] == [Cmd.HALT, Cmd.RESUME] and risk.state(1) == LIVE
+    assert risk.halts_sent == 1 and risk.resumes_sent == 1
+    t[0] = halted_at + 31 * SEC
+    assert (trade(860)["kind"] == Ev.FILL).sum() == 1  # trading again; the window starts afresh
+    assert len(sent) == 2
+    # an operator's halt is not the breaker's: no resume from the worker
+    run(e.halt(1, account=77, ts=t[0]))
+    trade(500)
+    run(e.deposit(1, 1, 1, ts=t[0] + 3600 * SEC))
+    assert len(sent) == 2 and risk.state(1) == "external"
+    # order rate: account 1's accepted buys, one per second of engine time
+    assert risk.order_rate(1)[1:] == (1, 7)  # the two placed while halted were rejected
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_risk_stream_with_feedback(seed, tmp_path):
+    """All three cores on one stream whose risk commands go back into the engine."""
+    e = Engine(**ENGINE_KWARGS)
+    gen = StreamGenerator(seed=seed)
+    cfg = RiskConfig(move_bps=150, window_s=0.004, cooldown_s=0.002)
+    risk = RiskMonitor(cfg)
+    ledger = SettlementLedger(tmp_path / "l.sqlite")
+    book = MarginBook()
+    all_events = []
+
+    def feed(events):
+        all_events.append(events)
+        ledger.apply(events)
+        book.apply(events)
+        cmds = risk.apply(events)
+        if len(cmds):
+            feed(e.process(cmds))
+
+    for _, events in run_stream(e, gen, 8000, chunk=300):
+        feed(events)
+    events = np.concatenate(all_events)
+    assert np.all(np.diff(events["seq"]) == 1)
+    assert risk.halts_sent >= 1 and risk.resumes_sent >= 1
+    mine = events[(events["kind"] == Ev.MARKET_STATUS) & (events["account"] == cfg.account)]
+    refused = events[(events["kind"] == Ev.REJECTED) & (events["account"] == cfg.account)]
+    # every command the worker sent got exactly one answer, and each trip sent exactly one Halt
+    assert len(mine) + len(refused) == risk.halts_sent + risk.resumes_sent
+    assert risk.halts_sent == sum(b.trips for b in risk.breakers.values())
+    assert int((mine["qty"] == 1).sum()) >= 1 and int((mine["qty"] == 0).sum()) >= 1
+    print(f"seed {seed}: {risk.halts_sent} halts, {risk.resumes_sent} resumes, {len(refused)} refused, "
+          f"band breaches {risk.band_breaches}")
+    assert_settlement_matches(e, ledger)
+    assert_margin_matches(e, book)
+    # open interest per venue = resting notional in the books
+    oi = 0
+    for m in e.markets():
+        for o in e.l3(m.market_id):
+            oi += o.price * (o.remaining // m.lot_size)
+    assert risk.open_interest(0) == oi
+    # order rates count every accepted order
+    accepted = events[(events["kind"] == Ev.ACCEPTED) & (events["order_id"] > 0)]
+    for a in np.unique(accepted["account"]).tolist():
+        assert risk.order_rate(a)[2] == int((accepted["account"] == a).sum())
+        assert risk.order_rate(a)[1] >= 1
+    # band watch counted against the listed bands (fills only in banded markets)
+    banded = {m.market_id for m in e.markets() if m.band_bps}
+    assert set(risk.band_breaches) <= banded
+    ledger.close()
+
+
+def test_make_core(tmp_path):
+    from engine.config import Config, EngineSection
+
+    cfg = Config(engine=EngineSection(data_dir=str(tmp_path / "data")))
+    e = Engine(**ENGINE_KWARGS)
+    ev = np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0),
+                         e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1)])
+    for role in ("settlement", "margin", "risk"):
+        core = make_core(role, cfg)
+        out = core.apply(ev)
+        assert out.dtype == COMMAND_DTYPE and len(out) == 0
+        assert core.cursor == (3 if role == "settlement" else None)
+        core.close()
+    with pytest.raises(ValueError):
+        make_core("nope", cfg)
