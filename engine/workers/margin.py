@@ -40,7 +40,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..records import Ev, Side
-from . import ASSET_LISTING, MARKET_LISTING, ORDER, Listings, buy_hold, fresh_events, rows
+from . import ASSET_LISTING, MARKET_LISTING, Listings, buy_hold, fresh_events, rows
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
