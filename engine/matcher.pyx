@@ -1005,6 +1005,7 @@ cdef class Matcher:
         e.qty = c.qty
         e.client_id = c.id
         e.remaining = c.aux
+        e.flags = XOS_EF_ASSET_LISTING if c.kind == XOS_CMD_ADD_ASSET else XOS_EF_MARKET_LISTING
 
     cdef void execute(self, const xos_command *c) noexcept nogil:
         self._cmd_seq += 1

@@ -124,6 +124,8 @@ class EvFlag(enum.IntFlag):
     MAKER_DONE = 1
     TAKER_DONE = 2
     PRIORITY_LOST = 4
+    ASSET_LISTING = 8
+    MARKET_LISTING = 16
 
 
 class CancelReason(enum.IntEnum):

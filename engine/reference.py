@@ -743,7 +743,8 @@ class ReferenceEngine(CommandAPI):
         self._outstanding[asset] = 0
         self._fees[asset] = 0
         side, venue, account, qty = row[1], row[6], row[9], row[11]
-        self._ev(_EV_ACCEPTED, 0, side, 0, 0, asset, venue, 0, account, lo, decimals, qty, hi)
+        self._ev(_EV_ACCEPTED, 0, side, 0, int(EvFlag.ASSET_LISTING), asset, venue, 0, account, lo, decimals,
+                 qty, hi)
         return 0
 
     def _add_market(self, row) -> int:
@@ -789,7 +790,8 @@ class ReferenceEngine(CommandAPI):
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
         self._markets[market_id] = m
-        self._ev(_EV_ACCEPTED, 0, kind, 0, 0, market_id, venue, 0, packed, min_size, tick, lot, params)
+        self._ev(_EV_ACCEPTED, 0, kind, 0, int(EvFlag.MARKET_LISTING), market_id, venue, 0, packed, min_size,
+                 tick, lot, params)
         return 0
 
     # ------------------------------------------------------------------ queries

@@ -223,7 +223,7 @@ def test_batch_equals_one_by_one(engine_cls):
 def test_add_asset_and_rejections(engine_cls):
     e = engine_cls(max_assets=8)
     lo3, hi3 = pack_symbol("ETH")
-    assert_events(e.add_asset(3, "ETH", 18), [E(Ev.ACCEPTED, market=3, price=18, client_id=lo3, remaining=hi3)])
+    assert_events(e.add_asset(3, "ETH", 18), [E(Ev.ACCEPTED, market=3, price=18, client_id=lo3, remaining=hi3, flags=EvFlag.ASSET_LISTING)])
     assert e.assets() == [AssetView(3, "ETH", 18)]
     lo, hi = pack_symbol("X")
     reject(e, RC.INVALID_ASSET_ID, Cmd.ADD_ASSET, market=0, price=2, id=lo, aux=hi)
@@ -232,7 +232,7 @@ def test_add_asset_and_rejections(engine_cls):
     reject(e, RC.INVALID_DECIMALS, Cmd.ADD_ASSET, market=4, price=19, id=lo, aux=hi)
     reject(e, RC.INVALID_DECIMALS, Cmd.ADD_ASSET, market=4, price=-1, id=lo, aux=hi)
     lo8, hi8 = pack_symbol("ABCDEFGHIJKLMNOP")
-    assert_events(e.add_asset(8, "ABCDEFGHIJKLMNOP", 0), [E(Ev.ACCEPTED, market=8, client_id=lo8, remaining=hi8)])
+    assert_events(e.add_asset(8, "ABCDEFGHIJKLMNOP", 0), [E(Ev.ACCEPTED, market=8, client_id=lo8, remaining=hi8, flags=EvFlag.ASSET_LISTING)])
     assert e.assets() == [AssetView(3, "ETH", 18), AssetView(8, "ABCDEFGHIJKLMNOP", 0)]
     assert e.fees(3) == 0 and e.fees(5) == 0
 
@@ -244,7 +244,7 @@ def test_add_market_and_rejections(engine_cls):
     out = e.add_market(5, BASE, QUOTE, tick_size=5, lot_size=10, min_size=30, maker_bps=-2,
                        taker_bps=7, band_bps=500)
     assert_events(out, [E(Ev.ACCEPTED, market=5, account=pack_market_assets(BASE, QUOTE), price=5, qty=10,
-                          client_id=30, remaining=pack_market_params(-2, 7, 500))])
+                          client_id=30, remaining=pack_market_params(-2, 7, 500), flags=EvFlag.MARKET_LISTING)])
     assert e.markets() == [MarketView(5, 0, int(MarketKind.SPOT), BASE, QUOTE, 5, 10, 30, -2, 7, 500)]
     assert e.best_bid(5) == 0 and e.best_ask(5) == 0 and e.last_price(5) == 0
     assert e.l2(5) == ([], []) and e.l3(5) == []
@@ -280,11 +280,11 @@ def test_add_market_and_rejections(engine_cls):
     assert_events(e.add_market(6, QUOTE, BASE, tick_size=1, lot_size=1, min_size=1, maker_bps=-1000,
                                taker_bps=1000, band_bps=10000),
                   [E(Ev.ACCEPTED, market=6, account=pack_market_assets(QUOTE, BASE), price=1, qty=1,
-                     client_id=1, remaining=pack_market_params(-1000, 1000, 10000))])
+                     client_id=1, remaining=pack_market_params(-1000, 1000, 10000), flags=EvFlag.MARKET_LISTING)])
     assert_events(e.add_market(16, BASE, QUOTE, tick_size=1, lot_size=1, min_size=1, maker_bps=3,
                                taker_bps=3, kind=MarketKind.PERPETUAL),
                   [E(Ev.ACCEPTED, market=16, side=MarketKind.PERPETUAL, account=pack_market_assets(BASE, QUOTE),
-                     price=1, qty=1, client_id=1, remaining=pack_market_params(3, 3, 0))])
+                     price=1, qty=1, client_id=1, remaining=pack_market_params(3, 3, 0), flags=EvFlag.MARKET_LISTING)])
     assert [m.market_id for m in e.markets()] == [5, 6, 16]
 
 

@@ -165,7 +165,7 @@ def test_listing_inference():
         e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, maker_bps=-2, taker_bps=5, band_bps=300),
         e.add_market(3, 1, 2, tick_size=5, lot_size=10, min_size=20),
         e.deposit(7, 1, 100), e.mass_cancel(7, 1), e.mass_cancel(7),
-        # asset 3 (a market 3 exists), empty symbol, the unused account field set: reads as a mass cancel
+        # asset 3 (a market 3 exists), empty symbol, the unused account field set: the flag decides
         e.submit(Cmd.ADD_ASSET, market=3, price=0, account=7),
         e.submit(Cmd.ADD_ASSET, market=4, price=0, account=7),  # no market 4: an asset
     ])
@@ -181,8 +181,7 @@ def test_listing_inference():
         kinds.append(what)
         if what in ("asset", "market"):
             listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
-    # the last one is the documented ambiguity: only the proposed flag can tell
-    assert kinds == ["asset", "asset", "market", "market", "mass_cancel", "mass_cancel", "mass_cancel", "asset"]
+    assert kinds == ["asset", "asset", "market", "market", "mass_cancel", "mass_cancel", "asset", "asset"]
     assert (listings.markets[3].base, listings.markets[3].lot_size, listings.markets[3].min_size) == (1, 10, 20)
     m = listings.markets[1]
     assert (m.base, m.quote, m.maker_bps, m.taker_bps, m.band_bps) == (2, 1, -2, 5, 300)

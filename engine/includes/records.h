@@ -99,7 +99,9 @@ enum {
 enum {
     XOS_EF_MAKER_DONE = 1,      /* fill: the maker order is fully filled */
     XOS_EF_TAKER_DONE = 2,      /* fill: the taker order is fully filled */
-    XOS_EF_PRIORITY_LOST = 4    /* amended: the order went to the back of its level */
+    XOS_EF_PRIORITY_LOST = 4,   /* amended: the order went to the back of its level */
+    XOS_EF_ASSET_LISTING = 8,   /* accepted: an AddAsset (the event echoes the listing) */
+    XOS_EF_MARKET_LISTING = 16  /* accepted: an AddMarket */
 };
 
 /* cancel reasons */

@@ -81,6 +81,8 @@ cdef extern from "records.h" nogil:
         XOS_EF_MAKER_DONE
         XOS_EF_TAKER_DONE
         XOS_EF_PRIORITY_LOST
+        XOS_EF_ASSET_LISTING
+        XOS_EF_MARKET_LISTING
         XOS_CANCEL_USER
         XOS_CANCEL_IOC
         XOS_CANCEL_FOK

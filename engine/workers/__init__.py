@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..records import EVENT_DTYPE, Ev, MarketKind, unpack_market_assets, unpack_market_params, unpack_symbol
+from ..records import EVENT_DTYPE, Ev, EvFlag, unpack_market_assets, unpack_market_params, unpack_symbol
 
-# Proposed (not yet emitted by the matcher): flag bits on a listing's Accepted event.  When set they
-# decide the classification; while they are 0 the listing is inferred from its content.
-EVFLAG_ASSET_LISTING = 8
-EVFLAG_MARKET_LISTING = 16
+EVFLAG_ASSET_LISTING = int(EvFlag.ASSET_LISTING)
+EVFLAG_MARKET_LISTING = int(EvFlag.MARKET_LISTING)
 
 
 class SequenceGapError(RuntimeError):
@@ -76,13 +74,9 @@ ORDER, MASS_CANCEL, ASSET_LISTING, MARKET_LISTING, UNKNOWN = "order", "mass_canc
 class Listings:
     """Assets, markets and known accounts as learned from events.
 
-    An ``Accepted`` event with ``order_id > 0`` is an order's.  With ``order_id == 0`` it is a
-    MassCancel, an AddAsset or an AddMarket, which the event does not name.  They are told apart by
-    content and by what is known so far (see ``classify``); the inference is exact for every
-    well-formed command, and could only be fooled by a malformed AddAsset (empty symbol, a known
-    account in its unused ``account`` field, decimals 0) that looks like a MassCancel, or by an
-    AddAsset whose unused fields happen to spell a valid market definition.  The flag bits
-    ``EVFLAG_ASSET_LISTING`` / ``EVFLAG_MARKET_LISTING``, when the matcher sets them, decide instead.
+    An ``Accepted`` event with ``order_id > 0`` is an order's; a listing's carries the
+    ``ASSET_LISTING`` or ``MARKET_LISTING`` flag and echoes the definition; any other is a
+    MassCancel's.
     """
 
     def __init__(self) -> None:
@@ -99,23 +93,7 @@ class Listings:
             return ASSET_LISTING
         if flags & EVFLAG_MARKET_LISTING:
             return MARKET_LISTING
-        # MassCancel: Accepted(account, market or 0, qty = count), everything else 0; the account had
-        # deposited and the market (unless 0 = all markets) exists.
-        if (account > 0 and account in self.accounts and price == 0 and client_id == 0 and remaining == 0
-                and side == 0 and venue == 0 and qty >= 0 and (market == 0 or market in self.markets)):
-            return MASS_CANCEL
-        if market not in self.markets and self._valid_market(side, venue, account, price, qty, client_id, remaining):
-            return MARKET_LISTING
-        if market not in self.assets and 0 <= price <= 18 and market > 0:
-            return ASSET_LISTING
-        return UNKNOWN
-
-    def _valid_market(self, side, venue, account, price, qty, client_id, remaining) -> bool:
-        base, quote = unpack_market_assets(account)
-        maker, taker, band = unpack_market_params(remaining)
-        return (side <= MarketKind.OUTCOME and venue == 0 and base in self.assets and quote in self.assets
-                and base != quote and price > 0 and qty > 0 and client_id > 0 and client_id % qty == 0
-                and -1000 <= maker <= taker <= 1000 and maker + taker >= 0 and band <= 10000)
+        return MASS_CANCEL
 
     def learn(self, what, seq, side, market, venue, account, client_id, price, qty, remaining):
         """Record a listing classified by ``classify``; returns the new definition."""
