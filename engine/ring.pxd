@@ -33,9 +33,11 @@ cdef class EventRing(_RingMap):
 cdef class RingConsumer(_RingMap):
     cdef xos_ring_consumer *me
     cdef int64_t pos                # events consumed (this consumer's shared cursor)
+    cdef int64_t rpos               # events read (>= pos): taken ahead, not yet consumed
     cdef readonly int slot
     cdef readonly str consumer_name
     cpdef int64_t available(self) noexcept nogil
     cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil
     cdef int64_t contiguous(self, const xos_event **first, int64_t max_n) noexcept nogil
     cdef void advance(self, int64_t n) noexcept nogil
+    cdef copy_unread(self, int64_t max_n, bint take)

@@ -240,8 +240,12 @@ cdef class EventRing(_RingMap):
     """The producer end: ``EventRing.create(name, capacity)``."""
 
     @staticmethod
-    def create(name, int64_t capacity=1 << 16, *, populate=True):
+    def create(name, int64_t capacity=1 << 16, *, consumers=(), populate=True):
         """Create the ring ``name`` (``/dev/shm/NAME``).
+
+        ``consumers`` names consumer slots reserved from the start (cursor 0, no process yet):
+        the producer keeps every event for them until they attach under that name, so a
+        worker that starts after the first publish still sees the whole stream.
 
         An existing file whose creator is alive is refused (RingInUseError); one left by a dead
         process is reported (log warning, ``stale_removed``), unlinked and created fresh.
@@ -278,6 +282,16 @@ cdef class EventRing(_RingMap):
         h.ring_layout = XOS_RING_LAYOUT
         h.data_offset = XOS_RING_DATA_OFFSET
         h.max_consumers = XOS_RING_MAX_CONSUMERS
+        if len(consumers) > XOS_RING_MAX_CONSUMERS:
+            raise ValueError(f"at most {XOS_RING_MAX_CONSUMERS} consumers, not {len(consumers)}")
+        for i, consumer_name in enumerate(consumers):
+            raw_name = consumer_name.encode()
+            if not 1 <= len(raw_name) < XOS_RING_NAME_BYTES or b"\0" in raw_name:
+                raise ValueError(f"consumer name must be 1..{XOS_RING_NAME_BYTES - 1} bytes: {consumer_name!r}")
+            memcpy(h.consumers[i].name, <const char *>raw_name, len(raw_name))
+            h.consumers[i].pid = 0  # no process: the first attach under this name takes the slot over
+            h.consumers[i].cursor = 0
+            h.consumers[i].state = XOS_RING_ACTIVE
         r.slots = <xos_event *>((<char *>h) + XOS_RING_DATA_OFFSET)
         r.cap = capacity
         r.mask = capacity - 1
@@ -530,6 +544,7 @@ cdef class RingConsumer(_RingMap):
                 c.slot = i
                 c.me = s
                 c.pos = xos_load_acquire_64(&s.cursor)
+                c.rpos = c.pos
                 log.info("ring %s: consumer %r resumes (slot %d, cursor %d) after dead pid %d",
                          c.name, consumer_name, i, c.pos, old_pid)
                 break
@@ -557,6 +572,7 @@ cdef class RingConsumer(_RingMap):
             while not c.settle():  # the producer lapped the cursor we read: start again at its cursor
                 c.pos = xos_load_acquire_64(&h.cursor)
                 xos_store_release_64(&s.cursor, c.pos)
+            c.rpos = c.pos
         return c
 
     def settle(self):
@@ -575,20 +591,20 @@ cdef class RingConsumer(_RingMap):
         self.detach()
 
     cpdef int64_t available(self) noexcept nogil:
-        """Events published and not yet consumed."""
-        return xos_load_acquire_64(&self.hdr.cursor) - self.pos
+        """Events published and not yet read (by ``read``/``take``) or consumed."""
+        return xos_load_acquire_64(&self.hdr.cursor) - self.rpos
 
     cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil:
         cdef xos_ring_header *h = self.hdr
         cdef xos_ring_consumer *me = self.me
-        cdef int64_t avail = xos_load_acquire_64(&h.cursor) - self.pos
+        cdef int64_t avail = xos_load_acquire_64(&h.cursor) - self.rpos
         cdef int64_t t0, now, deadline, slice_ns
         cdef int i
         if avail > 0 or timeout_ns == 0:
             return avail
         for i in range(SPIN_PAUSES):
             xos_cpu_pause()
-            avail = xos_load_acquire_64(&h.cursor) - self.pos
+            avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 return avail
         t0 = xos_now_ns()
@@ -596,7 +612,7 @@ cdef class RingConsumer(_RingMap):
         me.waits += 1
         for i in range(YIELDS):
             xos_yield()
-            avail = xos_load_acquire_64(&h.cursor) - self.pos
+            avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 me.wait_ns += xos_now_ns() - t0
                 return avail
@@ -610,14 +626,14 @@ cdef class RingConsumer(_RingMap):
             if slice_ns > CONSUMER_SLEEP_NS:
                 slice_ns = CONSUMER_SLEEP_NS
             xos_store_seq_cst_32(&me.sleeping, 1)  # then re-check: the producer checks after its cursor store
-            avail = xos_load_acquire_64(&h.cursor) - self.pos
+            avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 xos_store_release_32(&me.sleeping, 0)
                 break
             me.sleeps += 1
             xos_futex_wait_timeout(&me.sleeping, 1, slice_ns)
             xos_store_release_32(&me.sleeping, 0)
-            avail = xos_load_acquire_64(&h.cursor) - self.pos
+            avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 break
         me.wait_ns += xos_now_ns() - t0
@@ -648,6 +664,8 @@ cdef class RingConsumer(_RingMap):
         """Mark ``n`` more events consumed (release store) and wake the producer if it sleeps for room."""
         cdef xos_ring_header *h = self.hdr
         self.pos += n
+        if self.rpos < self.pos:
+            self.rpos = self.pos
         xos_store_seq_cst_64(&self.me.cursor, self.pos)  # release + a barrier before the loads below
         if xos_load_relaxed_32(&h.producer_sleeping) != 0 and self.pos >= xos_load_relaxed_64(&h.producer_need):
             if xos_exchange_32(&h.producer_sleeping, 0) != 0:
@@ -655,6 +673,24 @@ cdef class RingConsumer(_RingMap):
 
     def read(self, int64_t max_n):
         """A copy of up to ``max_n`` unread events (numpy EVENT_DTYPE), without consuming them."""
+        return self.copy_unread(max_n, False)
+
+    def take(self, int64_t max_n):
+        """Like ``read``, and the next ``read``/``take`` starts after these events; the ring keeps
+        them until ``commit``/``release_to`` consumes them.  For workers that make their state
+        durable only now and then: they consume only as far as their last checkpoint."""
+        return self.copy_unread(max_n, True)
+
+    def release_to(self, int64_t seq):
+        """Consume every event up to and including ``seq`` (which must have been taken)."""
+        self._check_open()
+        if seq < self.pos or seq > self.rpos:
+            raise RingError(f"release_to({seq}): consumed up to {self.pos}, taken up to {self.rpos} "
+                            f"in ring {self.name}")
+        if seq > self.pos:
+            self.advance(seq - self.pos)
+
+    cdef copy_unread(self, int64_t max_n, bint take):
         self._check_open()
         cdef int64_t n = self.available()
         if n > max_n:
@@ -663,20 +699,23 @@ cdef class RingConsumer(_RingMap):
             n = 0
         cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
         cdef xos_event *o = <xos_event *>cnp.PyArray_DATA(out)
-        cdef int64_t i0 = self.pos & self.mask, first = self.cap - i0
+        cdef int64_t i0 = self.rpos & self.mask, first = self.cap - i0
         if first > n:
             first = n
         with nogil:
             memcpy(o, &self.slots[i0], <size_t>first * sizeof(xos_event))
             if n > first:
                 memcpy(&o[first], &self.slots[0], <size_t>(n - first) * sizeof(xos_event))
+        if take:
+            self.rpos += n
         return out
 
     def commit(self, int64_t n):
         """Consume ``n`` events: advance the cursor (release store), waking the producer if it waits."""
         self._check_open()
-        if n < 0 or n > self.available():
-            raise RingError(f"commit({n}): only {self.available()} events are unread in ring {self.name}")
+        cdef int64_t unconsumed = xos_load_acquire_64(&self.hdr.cursor) - self.pos
+        if n < 0 or n > unconsumed:
+            raise RingError(f"commit({n}): only {unconsumed} events are unconsumed in ring {self.name}")
         if n:
             self.advance(n)
 
@@ -696,6 +735,7 @@ cdef class RingConsumer(_RingMap):
             self.pos = old
             xos_store_seq_cst_64(&self.me.cursor, old)
             raise RingError(f"seek({seq}): the producer has moved past it in ring {self.name}")
+        self.rpos = self.pos
 
     def consume_checksum(self, int64_t max_total, int64_t batch=4096, *, bint verify=True,
                          int64_t timeout_ns=-1, cnp.ndarray lat_values=None, cnp.ndarray lat_counts=None):

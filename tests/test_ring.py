@@ -133,7 +133,7 @@ def test_publish_read_commit_wraps(ring_name):
             c.commit(n)
             expect += n
         assert ring.cursor == ring.published == c.cursor == expect - 1
-        with pytest.raises(RingError, match="only 0 events are unread"):
+        with pytest.raises(RingError, match="only 0 events are unconsumed"):
             c.commit(1)
         c.detach()
 
@@ -418,3 +418,43 @@ def test_close_unlinks_and_wakes_waiting_consumers(ring_name):
     ring2 = EventRing.create(ring_name, 16)
     ring2.close(unlink=False)
     assert os.path.exists("/dev/shm" + ring_name)
+
+
+def test_reserved_consumer_keeps_events_until_it_attaches(ring_name):
+    """A slot reserved at create holds the producer back until its worker attaches."""
+    r = EventRing.create(ring_name, 64, consumers=("late",))
+    try:
+        r.publish_pattern(40)
+        status = ring_status(ring_name)
+        assert [(c["name"], c["cursor"], c["alive"]) for c in status["consumers"]] == [("late", 0, False)]
+        c = RingConsumer.attach(ring_name, "late")
+        got = c.read(100)
+        assert [int(s) for s in got["seq"]] == list(range(1, 41))
+        c.commit(len(got))
+        c.detach()
+    finally:
+        r.close()
+
+
+def test_take_reads_ahead_and_release_consumes(ring_name):
+    r = EventRing.create(ring_name, 64)
+    try:
+        c = RingConsumer.attach(ring_name, "ckpt")
+        r.publish_pattern(30)
+        first = c.take(10)
+        second = c.take(10)
+        assert [int(s) for s in first["seq"]] == list(range(1, 11))
+        assert [int(s) for s in second["seq"]] == list(range(11, 21))
+        assert c.available() == 10 and c.cursor == 0  # taken, not consumed: the ring keeps them
+        c.release_to(15)
+        assert c.cursor == 15
+        with pytest.raises(RingError, match="release_to"):
+            c.release_to(25)  # not taken yet
+        assert [int(s) for s in c.take(100)["seq"]] == list(range(21, 31))
+        c.release_to(30)
+        assert c.wait(0) == 0
+        c.seek(16)  # a restart from a checkpoint: read again after event 15
+        assert [int(s) for s in c.read(100)["seq"]] == list(range(16, 31))
+        c.detach()
+    finally:
+        r.close()
