@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import signal
 import sys
 import time
@@ -149,13 +150,20 @@ class MatcherStage:
         journal_dir.mkdir(parents=True, exist_ok=True)
         # Recovery: the journal's commands rebuild the state; their events were published
         # before the restart, so the ring continues numbering after them.
+        # Recovery: the journal's commands rebuild the state and their events are published
+        # again from seq 1 into the fresh ring, so workers restarting with it find every event
+        # after their own durable cursor (and skip what they already have).
+        self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, consumers=WORKERS)
+        self.heartbeat = Heartbeat(cfg, "matcher")
+        self.heartbeat.beat(force=True, state="replaying")
         replayed = 0
-        for first_seq, commands in JournalReader(journal_dir).read_from(1):
+        reader = JournalReader(journal_dir)
+        for first_seq, commands in reader.read_from(1):
             self.engine.process_count(commands)
+            self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
             replayed += len(commands)
         self.replayed = replayed
-        self.journal = JournalWriter(journal_dir, fsync=e.fsync, first_seq=self.engine.cmd_seq + 1)
-        self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, start=self.engine.event_seq)
+        self.journal = JournalWriter(journal_dir, fsync=e.fsync)
         self.context = zmq.Context()
         self.input = self.context.socket(zmq.PULL)
         self.input.setsockopt(zmq.RCVHWM, 100_000)
@@ -164,7 +172,6 @@ class MatcherStage:
         self.pending: list[np.ndarray] = []
         self.malformed = 0
         self.commands = 0
-        self.heartbeat = Heartbeat(cfg, "matcher")
         if replayed == 0:
             self.run_batch(bootstrap_commands(cfg))
 
@@ -259,61 +266,110 @@ class MatcherStage:
             time.sleep(0.05)
 
 
-def make_worker_core(role: str, cfg: Config):
-    from . import workers
+DURABLE_ROLES = {"settlement"}  # their own store commits the cursor with each batch
 
-    return workers.make_core(role, cfg)
+
+class Checkpoint:
+    """A worker core pickled atomically with its cursor (``DATA/run/ROLE.ckpt``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self):
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return pickle.loads(data)
+
+    def save(self, core) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(core, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 class WorkerStage:
-    """Ring -> worker core; commands the core returns go back through the matcher's input."""
+    """Ring -> worker core; commands the core returns go back through the matcher's input.
+
+    A worker consumes ring events only as far as its state is durable, so a restarted worker
+    finds in the ring everything after its durable cursor: settlement after each batch (its
+    SQLite transaction holds the cursor), margin and risk at each checkpoint.
+    """
 
     def __init__(self, cfg: Config, role: str):
-        from .ring import RingConsumer
+        from .ring import RingConsumer, RingError
+        from .workers import make_core
 
         self.cfg = cfg
         self.role = role
-        self.core = make_worker_core(role, cfg)
-        deadline = time.monotonic() + 30.0
+        self.durable = role in DURABLE_ROLES
+        self.checkpoint = None if self.durable else Checkpoint(cfg.data_path / "run" / f"{role}.ckpt")
+        restored = self.checkpoint.load() if self.checkpoint else None
+        self.core = restored if restored is not None else make_core(role, cfg)
+        deadline = time.monotonic() + 60.0
         while True:  # the matcher creates the ring; a worker may start first
             try:
                 self.consumer = RingConsumer.attach(cfg.ring_name, role)
                 break
-            except FileNotFoundError:
+            except RingError:
                 if time.monotonic() > deadline or Stop.requested:
                     raise
                 time.sleep(0.05)
-        resume = getattr(self.core, "cursor", None)
-        if resume:  # a durable core resumes after the last event it applied
-            self.consumer.seek(resume + 1)
+        resume = self.core.cursor + 1
+        if resume > self.consumer.cursor + 1:
+            try:
+                self.consumer.seek(resume)
+            except RingError:
+                pass  # a fresh ring replaying from seq 1: the core skips what it already has
+        elif resume < self.consumer.cursor + 1:
+            self.consumer.seek(resume)  # back to the checkpoint: the ring kept these events for us
         self.feedback = InputClient(cfg.input_address)
         self.heartbeat = Heartbeat(cfg, role)
+        self.checkpoint_every = max(1, self.consumer.capacity // 4)
+        self.last_checkpoint = time.monotonic()
+        self.pending = 0  # events applied since the last checkpoint
         self.applied = 0
         self.sent = 0
 
     def counters(self) -> dict:
-        return {"applied": self.applied, "sent": self.sent, "cursor": self.consumer.cursor,
-                "lag": self.consumer.available()}
+        return {"applied": self.applied, "sent": self.sent, "cursor": self.core.cursor,
+                "ring_cursor": self.consumer.cursor, "lag": self.consumer.available()}
+
+    def make_durable(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.core)
+            self.pending = 0
+            self.last_checkpoint = time.monotonic()
+        if self.core.cursor > self.consumer.cursor:
+            self.consumer.release_to(self.core.cursor)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
             return 0
-        events = self.consumer.read(8192)
+        events = self.consumer.take(8192)
         commands = self.core.apply(events)
-        if commands is not None and len(commands):
+        if isinstance(commands, np.ndarray) and len(commands):
             self.feedback.send(commands)
             self.sent += len(commands)
-        self.consumer.commit(len(events))
         self.applied += len(events)
+        self.pending += len(events)
+        if self.durable or self.pending >= self.checkpoint_every or \
+                time.monotonic() - self.last_checkpoint >= self.cfg.workers.heartbeat_s:
+            self.make_durable()
         return len(events)
 
     def run(self) -> None:
         self.heartbeat.beat(force=True, state="running", **self.counters())
         while not Stop.requested:
-            self.step(POLL_MS * 1_000_000)
+            if not self.step(POLL_MS * 1_000_000) and self.pending:
+                self.make_durable()
             self.heartbeat.beat(state="running", **self.counters())
         while self.step(0):  # drain what is already published
             pass
+        self.make_durable()
         self.heartbeat.beat(force=True, state="stopped", **self.counters())
         self.feedback.close()
         close = getattr(self.core, "close", None)

@@ -132,52 +132,28 @@ def buy_hold(lots: int, price: int, taker_bps: int) -> int:
     return lots * (price + fee_per_lot(price, taker_bps))
 
 
-class _Adapter:
-    """What the process stage drives: ``apply(events) -> commands`` (COMMAND_DTYPE, maybe empty),
-    ``cursor`` (only a durable core resumes from it) and ``close()``."""
-
-    def __init__(self, core, durable: bool):
-        self.core = core
-        self.durable = durable
-
-    @property
-    def cursor(self):
-        return self.core.cursor if self.durable else None
-
-    def apply(self, events: np.ndarray) -> np.ndarray:
-        out = self.core.apply(events)
-        if isinstance(out, np.ndarray):
-            return out
-        from ..records import COMMAND_DTYPE
-
-        return np.zeros(0, COMMAND_DTYPE)
-
-    def close(self) -> None:
-        close = getattr(self.core, "close", None)
-        if close:
-            close()
-
-
 def make_core(role: str, cfg):
-    """The worker core for ``role`` ("settlement", "margin", "risk") from an ``engine.config.Config``."""
+    """The worker core for ``role`` ("settlement", "margin", "risk") from an ``engine.config.Config``.
+
+    Settlement is durable on its own (its cursor commits with each batch); margin and risk are
+    in memory and the worker process checkpoints them (``engine.process.WorkerStage``).
+    """
     if role == "settlement":
         from .settlement import SettlementLedger
 
         cfg.data_path.mkdir(parents=True, exist_ok=True)
-        return _Adapter(SettlementLedger(cfg.data_path / "settlement.sqlite"), durable=True)
+        return SettlementLedger(cfg.data_path / "settlement.sqlite")
     if role == "margin":
         from .margin import MarginBook, MarginConfig
 
         m = cfg.margin
-        # in-memory: it needs the stream from its first event (a snapshot source is to come)
-        return _Adapter(MarginBook(MarginConfig(valuation_asset=m.valuation_asset, haircut_bps=dict(m.haircuts_bps))),
-                        durable=False)
+        return MarginBook(MarginConfig(valuation_asset=m.valuation_asset, haircut_bps=dict(m.haircuts_bps)))
     if role == "risk":
         from .risk import RiskConfig, RiskMonitor
 
         r = cfg.risk
-        return _Adapter(RiskMonitor(RiskConfig(move_bps=r.move_bps, window_s=r.window_s, cooldown_s=r.cooldown_s),
-                                    start_anywhere=True), durable=False)
+        return RiskMonitor(RiskConfig(move_bps=r.move_bps, window_s=r.window_s, cooldown_s=r.cooldown_s),
+                           start_anywhere=False)
     raise ValueError(f"unknown worker role {role!r}")
 
 
