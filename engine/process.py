@@ -331,6 +331,7 @@ class WorkerStage:
         self.checkpoint_every = max(1, self.consumer.capacity // 4)
         self.last_checkpoint = time.monotonic()
         self.pending = 0  # events applied since the last checkpoint
+        self.taken_seq = self.consumer.cursor
         self.applied = 0
         self.sent = 0
 
@@ -343,13 +344,16 @@ class WorkerStage:
             self.checkpoint.save(self.core)
             self.pending = 0
             self.last_checkpoint = time.monotonic()
-        if self.core.cursor > self.consumer.cursor:
-            self.consumer.release_to(self.core.cursor)
+        # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1).
+        done = min(self.core.cursor, self.taken_seq)
+        if done > self.consumer.cursor:
+            self.consumer.release_to(done)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
             return 0
         events = self.consumer.take(8192)
+        self.taken_seq = int(events["seq"][-1])
         commands = self.core.apply(events)
         if isinstance(commands, np.ndarray) and len(commands):
             self.feedback.send(commands)

@@ -1,0 +1,208 @@
+"""The engine as processes: `xos run`'s supervisor, the matcher stage, the workers.
+
+These start real processes on a private engine name and data directory, push
+commands through the matcher's ZeroMQ input and check the outcome against an
+engine rebuilt from the journal (the journal is the truth).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.orders import CONFIGS, generate
+from engine.config import load
+from engine.journal import JournalReader
+from engine.matcher import Engine
+from engine.process import WORKERS, InputClient, read_heartbeats
+from engine.records import Ev
+from engine.supervisor import AlreadyRunning, Supervisor
+from engine.workers.settlement import SettlementLedger
+
+_names = itertools.count()
+
+
+def write_config(tmp_path: Path, ring_capacity: int = 4096, **engine) -> Path:
+    name = f"xos-test-{os.getpid()}-{next(_names)}"
+    lines = ["[engine]", f'name = "{name}"', f'data_dir = "{tmp_path / "data"}"', f"ring_capacity = {ring_capacity}",
+             "batch_max = 1024", 'fsync = "off"', "max_orders = 65536", "max_accounts = 8192"]
+    lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in engine.items()]
+    lines += ["[workers]", "heartbeat_s = 0.2", "stale_after_s = 5.0"]
+    path = tmp_path / "xos.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def workload():
+    cfg = CONFIGS["A"].replace(commands=12_000, accounts=200, orders=200)
+    return generate(cfg)
+
+
+def send_in_batches(client: InputClient, commands: np.ndarray, batch: int = 500, pause_s: float = 0.0):
+    for i in range(0, len(commands), batch):
+        client.send(commands[i : i + batch])
+        if pause_s:
+            time.sleep(pause_s)
+
+
+def wait_caught_up(sup: Supervisor, cfg, n_commands: int, timeout_s: float = 60.0) -> dict:
+    """Until the matcher took every command and every worker's core is at its event seq."""
+    deadline = time.monotonic() + timeout_s
+    beats = {}
+    while time.monotonic() < deadline:
+        sup.check()
+        beats = read_heartbeats(cfg)
+        m = beats.get("matcher", {})
+        if m.get("cmd_seq", 0) >= n_commands and all(
+            beats.get(w, {}).get("cursor") == m.get("event_seq") for w in WORKERS
+        ):
+            return beats
+        time.sleep(0.1)
+    raise AssertionError(f"not caught up after {timeout_s} s: {beats}")
+
+
+def replay_journal(cfg) -> tuple[Engine, np.ndarray]:
+    e = Engine(max_orders=cfg.engine.max_orders, max_accounts=cfg.engine.max_accounts,
+               max_markets=cfg.engine.max_markets, max_assets=cfg.engine.max_assets)
+    events = [e.process(cmds) for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)]
+    return e, np.concatenate(events)
+
+
+def assert_ledger_matches(cfg, engine: Engine, events: np.ndarray) -> None:
+    ledger = SettlementLedger(cfg.data_path / "settlement.sqlite")
+    try:
+        assert ledger.cursor == engine.event_seq
+        ledger.check()
+        for account in engine.accounts():
+            expected = {a: f + h for a, (f, h) in engine.balances(account).items() if f + h}
+            got = {a: v for a, v in ledger.balances(account).items() if v}
+            assert got == expected, account
+        for asset in engine.assets():
+            assert ledger.fee_balance(asset.asset_id) == engine.fees(asset.asset_id)
+        n_fills = int((events["kind"] == Ev.FILL).sum())
+        assert n_fills > 0
+        recorded = sum(len(ledger.fills(a, 10**9)) for a in engine.accounts())
+        assert recorded == 2 * n_fills  # each fill once for its taker and once for its maker
+    finally:
+        ledger.close()
+
+
+def test_run_stream_kill_each_worker_and_restart(tmp_path, workload):
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        send_in_batches(client, workload.setup)
+        send_in_batches(client, workload.prefill)
+        stream = workload.stream
+        thirds = np.array_split(np.arange(len(stream)), len(WORKERS) + 1)
+        for victim, part in zip(WORKERS + (None,), thirds):
+            send_in_batches(client, stream[part], batch=200, pause_s=0.002)
+            if victim:
+                pid = sup.procs[victim].pid
+                os.kill(pid, signal.SIGKILL)  # mid-stream: events are still arriving
+                deadline = time.monotonic() + 30
+                while sup.procs[victim].pid == pid:
+                    assert time.monotonic() < deadline, f"{victim} was not restarted"
+                    sup.check()
+                    time.sleep(0.05)
+        client.close()
+        n = len(workload.setup) + len(workload.prefill) + len(stream)
+        beats = wait_caught_up(sup, cfg, n)
+        assert all(sup.restarts[w] == 1 for w in WORKERS)
+        assert beats["matcher"]["malformed"] == 0
+    finally:
+        sup.stop()
+    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    engine, events = replay_journal(cfg)
+    assert engine.cmd_seq == n
+    assert_ledger_matches(cfg, engine, events)
+
+
+def test_matcher_restart_replays_journal_and_workers_resume(tmp_path, workload):
+    path = write_config(tmp_path)
+    cfg = load(path)
+    half = len(workload.stream) // 2
+    total = 0
+    for part in (np.concatenate([workload.setup, workload.prefill, workload.stream[:half]]), workload.stream[half:]):
+        sup = Supervisor(cfg, str(path), log=lambda msg: None)
+        sup.start()
+        try:
+            client = InputClient(cfg.input_address)
+            send_in_batches(client, part)
+            client.close()
+            total += len(part)
+            beats = wait_caught_up(sup, cfg, total)
+        finally:
+            sup.stop()
+    assert beats["matcher"]["replayed"] == total - len(part)
+    engine, events = replay_journal(cfg)
+    assert engine.cmd_seq == len(workload.setup) + len(workload.prefill) + len(workload.stream)
+    assert_ledger_matches(cfg, engine, events)
+
+
+def test_second_engine_on_same_name_refuses(tmp_path):
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        text = path.read_text().replace(str(tmp_path / "data"), str(other / "data"))
+        (other / "xos.toml").write_text(text)
+        with pytest.raises(AlreadyRunning, match="another engine"):
+            Supervisor(load(other / "xos.toml"), str(other / "xos.toml"), log=lambda m: None).start()
+        second = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--for", "1"],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and "already running" in second.stderr, second.stderr
+    finally:
+        sup.stop()
+    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+
+
+def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
+    path = write_config(tmp_path)
+    cfg = load(path)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while set(read_heartbeats(cfg)) != {"matcher", *WORKERS}:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "xos stopped" in out
+    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert all(b["state"] == "stopped" for b in read_heartbeats(cfg).values())
+    status = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--config", str(path)],
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and "settlement" in status.stdout
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[engine]\nring_capacity = 1000\n')
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "engine.ring_capacity" in out.stderr
+    bad.write_text('[[markets]]\nid = 1\nbase = "BTC"\nquote = "USDT"\ntick_size = "x"\n')
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "$.markets[0].tick_size" in out.stderr
