@@ -27,6 +27,7 @@ class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ring_capacity: int = 1 << 20  # events in the shared-memory ring (a power of two)
     batch_max: int = 4096  # commands the matcher takes per batch at most
     fsync: Literal["always", "off"] = "always"
+    journal: bool = True  # off only to measure what journaling costs: nothing survives a restart
     max_orders: int = 1 << 20
     max_accounts: int = 1 << 20
     max_markets: int = 4096

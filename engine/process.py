@@ -148,6 +148,7 @@ class MatcherStage:
                              max_markets=e.max_markets, max_assets=e.max_assets)
         journal_dir = cfg.data_path / "journal"
         journal_dir.mkdir(parents=True, exist_ok=True)
+        self.journaling = e.journal
         # Recovery: the journal's commands rebuild the state; their events were published
         # before the restart, so the ring continues numbering after them.
         # Recovery: the journal's commands rebuild the state and their events are published
@@ -157,13 +158,13 @@ class MatcherStage:
         self.heartbeat = Heartbeat(cfg, "matcher")
         self.heartbeat.beat(force=True, state="replaying")
         replayed = 0
-        reader = JournalReader(journal_dir)
-        for first_seq, commands in reader.read_from(1):
-            self.engine.process_count(commands)
-            self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
-            replayed += len(commands)
+        if self.journaling:
+            for first_seq, commands in JournalReader(journal_dir).read_from(1):
+                self.engine.process_count(commands)
+                self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
+                replayed += len(commands)
         self.replayed = replayed
-        self.journal = JournalWriter(journal_dir, fsync=e.fsync)
+        self.journal = JournalWriter(journal_dir, fsync=e.fsync) if self.journaling else None
         self.context = zmq.Context()
         self.input = self.context.socket(zmq.PULL)
         self.input.setsockopt(zmq.RCVHWM, 100_000)
@@ -211,8 +212,11 @@ class MatcherStage:
         # The engine clock: wall time stamped here, journaled with the command, so a
         # replay sees the same times (the matcher never lets its clock go back).
         commands["ts"] = time.time_ns()
-        self.journal.append_array(commands, self.engine.cmd_seq + 1)
-        durable = self.journal.commit()
+        if self.journal is not None:
+            self.journal.append_array(commands, self.engine.cmd_seq + 1)
+            durable = self.journal.commit()
+        else:
+            durable = 0
         self.engine.process_count(commands)
         self.engine.publish_to(self.ring, durable)
         self.commands += len(commands)
@@ -223,7 +227,7 @@ class MatcherStage:
             "replayed": self.replayed,
             "cmd_seq": self.engine.cmd_seq,
             "event_seq": self.engine.event_seq,
-            "durable_seq": self.journal.durable_seq,
+            "durable_seq": self.journal.durable_seq if self.journal is not None else 0,
             "open_orders": self.engine.open_orders,
             "malformed": self.malformed,
             "ring_wait_ns": self.ring.wait_ns,
@@ -249,7 +253,8 @@ class MatcherStage:
         address = self.cfg.input_address
         if address.startswith("ipc://"):
             Path(address[len("ipc://"):]).unlink(missing_ok=True)
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
         self.wait_for_consumers(timeout_s=10.0)
         self.heartbeat.beat(force=True, state="stopped", **self.counters())
         self.ring.close(unlink=True)
@@ -334,10 +339,17 @@ class WorkerStage:
         self.taken_seq = self.consumer.cursor
         self.applied = 0
         self.sent = 0
+        from hdrh.histogram import HdrHistogram
+
+        # intake (the matcher stamps each command's ts) to applied here, per batch
+        self.latency = HdrHistogram(1, 60_000_000_000, 3)
 
     def counters(self) -> dict:
+        lat = self.latency
         return {"applied": self.applied, "sent": self.sent, "cursor": self.core.cursor,
-                "ring_cursor": self.consumer.cursor, "lag": self.consumer.available()}
+                "ring_cursor": self.consumer.cursor, "lag": self.consumer.available(),
+                "latency_p50_ns": lat.get_value_at_percentile(50), "latency_p99_ns": lat.get_value_at_percentile(99),
+                "latency_p999_ns": lat.get_value_at_percentile(99.9), "latency_count": lat.get_total_count()}
 
     def make_durable(self) -> None:
         if self.checkpoint is not None:
@@ -358,6 +370,7 @@ class WorkerStage:
         if isinstance(commands, np.ndarray) and len(commands):
             self.feedback.send(commands)
             self.sent += len(commands)
+        self.latency.record_value(max(1, time.time_ns() - int(events["ts"][0])))
         self.applied += len(events)
         self.pending += len(events)
         if self.durable or self.pending >= self.checkpoint_every or \

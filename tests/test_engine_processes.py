@@ -206,3 +206,17 @@ def test_config_errors_name_file_and_field(tmp_path):
     out = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(bad)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "$.markets[0].tick_size" in out.stderr
+
+
+def test_pipeline_benchmark_smoke(tmp_path):
+    from bench.pipeline import main as pipeline
+
+    out = pipeline(["--commands", "3000", "--runs", "1", "--journal", "--json", str(tmp_path / "p.json")])
+    for key in ("commands_per_s", "p50_ns", "p99_ns", "p999_ns", "worker_lag_max", "mix", "journal_ratio"):
+        assert key in out
+    assert out["commands_per_s"] > 0 and out["p50_ns"] > 0
+    for mode in ("journal_on", "journal_off"):
+        run = out["modes"][mode]["runs"][0]
+        assert run["commands"] == 3000 and run["matcher"]["malformed"] == 0
+        assert all(w["cursor"] == run["matcher"]["event_seq"] for w in run["workers"].values())
+    assert out["modes"]["journal_on"]["runs"][0]["matcher"]["durable_seq"] == out["modes"]["journal_on"]["runs"][0]["matcher"]["cmd_seq"]
