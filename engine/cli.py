@@ -90,6 +90,42 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
                    f"cursor {c['cursor']}  lag {c['lag']}")
 
 
+@app.command("account")
+def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
+    """An account's balances (settlement ledger), equity and margin use (margin worker's view)."""
+    import numpy as np
+
+    from .workers.settlement import SettlementLedger
+
+    cfg = _load(config)
+    db = cfg.data_path / "settlement.sqlite"
+    if not db.exists():
+        typer.echo(f"no settlement ledger at {db} (has `xos run` run with this config?)", err=True)
+        raise typer.Exit(1)
+    ledger = SettlementLedger(db)
+    try:
+        symbols = {asset_id: a.symbol for asset_id, a in ledger.assets().items()}
+        balances = ledger.balances(account_id)
+        fills = ledger.fills(account_id, 5)
+        cursor = ledger.cursor
+    finally:
+        ledger.close()
+    typer.echo(f"account {account_id} (ledger at event {cursor})")
+    for asset, amount in sorted(balances.items()):
+        typer.echo(f"  {symbols.get(asset, asset):<8} {amount}")
+    view_path = cfg.data_path / "run" / "margin-view.npy"
+    if view_path.exists():
+        view = np.load(view_path)
+        row = view[view["account"] == account_id]
+        if len(row):
+            r = row[0]
+            typer.echo(f"  equity {int(r['equity'])}  margin used {int(r['margin_used'])}  available {int(r['available'])}"
+                       f"  (valuation asset {cfg.margin.valuation_asset or 'first quote'})")
+    for f in fills:
+        typer.echo(f"  fill seq {f['seq']} market {f['market']} {'buy' if f['side'] == 0 else 'sell'} "
+                   f"{f['qty']} @ {f['price']} fee {f['fee']} ({f['role']})")
+
+
 @app.command("codes")
 def list_codes() -> None:
     """Every result code with its band, stable name and message."""

@@ -354,12 +354,24 @@ class WorkerStage:
     def make_durable(self) -> None:
         if self.checkpoint is not None:
             self.checkpoint.save(self.core)
+            self.publish_view()
             self.pending = 0
             self.last_checkpoint = time.monotonic()
         # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1).
         done = min(self.core.cursor, self.taken_seq)
         if done > self.consumer.cursor:
             self.consumer.release_to(done)
+
+    def publish_view(self) -> None:
+        """A core with a per-account view (margin: equity and margin use) publishes it for the
+        gateway and the CLI as ``DATA/run/ROLE-view.npy``, replaced atomically."""
+        snapshot = getattr(self.core, "snapshot", None)
+        if snapshot is None:
+            return
+        path = self.cfg.data_path / "run" / f"{self.role}-view.npy"
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, snapshot())
+        os.replace(tmp, path)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
