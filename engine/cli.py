@@ -16,15 +16,26 @@ app.add_typer(bench_app, name="bench")
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-@bench_app.command("matcher", context_settings=PASSTHROUGH)
-def bench_matcher(ctx: typer.Context) -> None:
-    """The matcher on config A or B: throughput, latency percentiles, check against the reference.
+BENCHMARKS = {
+    "matcher": "the matcher alone on config A or B: throughput, latency percentiles, check against the reference",
+    "pipeline": "the whole engine as processes: matcher, journal, ring and the three workers",
+    "ring": "the shared-memory event ring: events/s to 1 or 3 consumer processes, one-hop latency",
+    "journal": "the journal: append+commit by fsync mode and batch size, fsync latency, replay speed",
+}
 
-    Options are those of ``python -m bench.matcher`` (``xos bench matcher --help`` lists them).
-    """
-    from bench.matcher import main as run_matcher_bench
 
-    run_matcher_bench(ctx.args)
+def _bench_command(name: str, summary: str):
+    def command(ctx: typer.Context) -> None:
+        import importlib
+
+        importlib.import_module(f"bench.{name}").main(ctx.args)
+
+    command.__doc__ = f"{summary[0].upper()}{summary[1:]}.\n\nOptions: `xos bench {name} --help`."
+    bench_app.command(name, context_settings=PASSTHROUGH)(command)
+
+
+for _name, _summary in BENCHMARKS.items():
+    _bench_command(_name, _summary)
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help="TOML config (default: the built-in one)")

@@ -75,7 +75,8 @@ class Supervisor:
         self.pid_file.write_text(str(os.getpid()))
 
     def spawn(self, role: str) -> None:
-        cmd = [sys.executable, "-m", "engine.process", role]
+        # -P: import the installed engine, never a source tree that happens to be the cwd
+        cmd = [sys.executable, "-P", "-m", "engine.process", role]
         if self.config_path:
             cmd += ["--config", self.config_path]
         self.procs[role] = subprocess.Popen(cmd, start_new_session=True)
