@@ -339,6 +339,7 @@ class WorkerStage:
         self.taken_seq = self.consumer.cursor
         self.applied = 0
         self.sent = 0
+        self.view_errors = 0
         from hdrh.histogram import HdrHistogram
 
         # intake (the matcher stamps each command's ts) to applied here, per batch
@@ -346,7 +347,7 @@ class WorkerStage:
 
     def counters(self) -> dict:
         lat = self.latency
-        return {"applied": self.applied, "sent": self.sent, "cursor": self.core.cursor,
+        return {"applied": self.applied, "sent": self.sent, "view_errors": self.view_errors, "cursor": self.core.cursor,
                 "ring_cursor": self.consumer.cursor, "lag": self.consumer.available(),
                 "latency_p50_ns": lat.get_value_at_percentile(50), "latency_p99_ns": lat.get_value_at_percentile(99),
                 "latency_p999_ns": lat.get_value_at_percentile(99.9), "latency_count": lat.get_total_count()}
@@ -370,7 +371,13 @@ class WorkerStage:
             return
         path = self.cfg.data_path / "run" / f"{self.role}-view.npy"
         tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, snapshot())
+        try:
+            view = snapshot()
+        except OverflowError as exc:  # a view that cannot be shown must not stop the worker
+            self.view_errors += 1
+            print(f"xos {self.role}: view not published: {exc}", file=sys.stderr, flush=True)
+            return
+        np.save(tmp, view)
         os.replace(tmp, path)
 
     def step(self, timeout_ns: int) -> int:
