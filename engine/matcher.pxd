@@ -142,6 +142,7 @@ cdef class Matcher:
     cdef void touch(self, uint32_t market, uint8_t side, int64_t price, int64_t qty, int32_t count) noexcept nogil
     cdef void emit_touched_levels(self) noexcept nogil
     cdef int64_t account_index_of(self, int64_t account) noexcept nogil
+    cdef int64_t new_account(self, int64_t account) noexcept nogil
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil
     cdef int64_t ensure_balance(self, int64_t acct_idx, uint32_t asset) noexcept nogil
     cdef int64_t free_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil

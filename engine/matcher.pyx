@@ -224,6 +224,23 @@ cdef class Matcher:
     cdef inline int64_t account_index_of(self, int64_t account) noexcept nogil:
         return xos_hmap_get(&self.account_index, account, 0)
 
+    cdef int64_t new_account(self, int64_t account) noexcept nogil:
+        cdef int64_t acct_idx = self.n_accounts
+        self.n_accounts += 1
+        self.accts[acct_idx].id = account
+        self.accts[acct_idx].order_head = NONE
+        self.accts[acct_idx].order_tail = NONE
+        self.accts[acct_idx].balance_head = -1
+        self.accts[acct_idx].n_balances = 0
+        if self.n_bals + BALANCE_BLOCK > self.cap_bals:
+            self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK,
+                                        sizeof(Balance), b"balances")
+        self.accts[acct_idx].balance_block = self.n_bals
+        self.n_bals += BALANCE_BLOCK
+        if xos_hmap_put(&self.account_index, account, 0, acct_idx):
+            die(b"account index")
+        return acct_idx
+
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
         """The account's balance entry for ``asset`` (-1 if none).
 
@@ -882,20 +899,7 @@ cdef class Matcher:
             self.reject(c, code)
             return
         if acct_idx < 0:
-            acct_idx = self.n_accounts
-            self.n_accounts += 1
-            self.accts[acct_idx].id = c.account
-            self.accts[acct_idx].order_head = NONE
-            self.accts[acct_idx].order_tail = NONE
-            self.accts[acct_idx].balance_head = -1
-            self.accts[acct_idx].n_balances = 0
-            if self.n_bals + BALANCE_BLOCK > self.cap_bals:
-                self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK,
-                                            sizeof(Balance), b"balances")
-            self.accts[acct_idx].balance_block = self.n_bals
-            self.n_bals += BALANCE_BLOCK
-            if xos_hmap_put(&self.account_index, c.account, 0, acct_idx):
-                die(b"account index")
+            acct_idx = self.new_account(c.account)
         b = self.ensure_balance(acct_idx, c.market)
         cdef int64_t delta = c.qty if deposit else -c.qty
         self.bals[b].free += delta
@@ -1112,6 +1116,153 @@ cdef class Matcher:
             memcpy(cnp.PyArray_DATA(out), self.events, <size_t>self.n_events * sizeof(xos_event))
         return out
 
+    # ------------------------------------------------------------ snapshots
+
+    def export_state(self):
+        """The engine's whole state as numpy arrays: counters, assets (with fees and outstanding
+        totals), markets (with last price and halt), account ids in index order, every balance
+        entry, and every open order level by level in time priority.  Pool slots, hash tables,
+        tombstone levels and the expiry heap are not state: ``import_state`` rebuilds them."""
+        cdef int64_t i, n, k, b
+        cdef int32_t m, lv, slot
+        cdef Market *mk
+        cdef BookSide *bs
+        cdef Order *o
+        counters = np.array([STATE_VERSION, self._cmd_seq, self._event_seq, self._last_order_id, self._now],
+                            dtype=np.int64)
+        assets = np.zeros(sum(1 for i in range(1, self.max_assets + 1) if self.asset_table[i].exists), ASSET_STATE)
+        k = 0
+        for i in range(1, self.max_assets + 1):
+            if self.asset_table[i].exists:
+                a = self.asset_table[i]
+                assets[k] = (i, a.decimals, a.symbol_lo, a.symbol_hi, a.outstanding, self.fee_pool[i])
+                k += 1
+        markets = np.zeros(sum(1 for m in range(1, self.max_markets + 1) if self.market_table[m].exists), MARKET_STATE)
+        k = 0
+        for m in range(1, self.max_markets + 1):
+            mk = &self.market_table[m]
+            if mk.exists:
+                markets[k] = (m, mk.venue, mk.base, mk.quote, mk.tick_size, mk.lot_size, mk.min_size, mk.maker_bps,
+                              mk.taker_bps, mk.band_bps, mk.kind, mk.halted, 0, mk.last_price)
+                k += 1
+        accounts = np.array([self.accts[i].id for i in range(self.n_accounts)], dtype=np.int64)
+        n = sum(self.accts[i].n_balances for i in range(self.n_accounts))
+        balances = np.zeros(n, BALANCE_STATE)
+        k = n
+        for i in range(self.n_accounts - 1, -1, -1):  # lists are newest first: fill from the end
+            b = self.accts[i].balance_head
+            while b >= 0:
+                k -= 1
+                balances[k] = (i, self.bals[b].asset, 0, self.bals[b].free, self.bals[b].held)
+                b = self.bals[b].next
+        orders = np.zeros(self.n_open, ORDER_STATE)
+        k = 0
+        for m in range(1, self.max_markets + 1):
+            mk = &self.market_table[m]
+            if not mk.exists:
+                continue
+            for side in range(2):
+                bs = &mk.sides[side]
+                for lv in range(bs.n - 1, -1, -1):
+                    slot = bs.levels[lv].head
+                    while slot != NONE:
+                        o = &self.orders[slot]
+                        orders[k] = (o.id, o.account, o.client_id, o.price, o.qty, o.filled, o.remaining,
+                                     o.expire_at, o.market, o.venue, o.side, o.stp, o.post_only, o.tif, 0)
+                        k += 1
+                        slot = o.next
+        return {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
+                "balances": balances, "orders": orders}
+
+    def import_state(self, state):
+        """Load an exported state into this (fresh) matcher."""
+        cdef int64_t i, acct_idx, b
+        cdef Market *mk
+        cdef Asset *a
+        cdef Order *o
+        cdef int32_t slot
+        if self._cmd_seq or self.n_accounts or self.n_open:
+            raise ValueError("import_state needs a fresh engine")
+        counters = state["counters"]
+        if int(counters[0]) != STATE_VERSION:
+            raise ValueError(f"state version {int(counters[0])}, this engine reads {STATE_VERSION}")
+        assets, markets, accounts = state["assets"], state["markets"], state["accounts"]
+        balances, orders = state["balances"], state["orders"]
+        if len(accounts) > self.max_accounts or len(orders) > self.max_orders:
+            raise ValueError(f"state has {len(accounts)} accounts and {len(orders)} orders; this engine holds "
+                             f"{self.max_accounts} and {self.max_orders}")
+        for row in assets:
+            if not 1 <= row["asset"] <= self.max_assets:
+                raise ValueError(f"asset {row['asset']} is beyond max_assets {self.max_assets}")
+            a = &self.asset_table[row["asset"]]
+            a.exists = True
+            a.decimals = row["decimals"]
+            a.symbol_lo = row["symbol_lo"]
+            a.symbol_hi = row["symbol_hi"]
+            a.outstanding = row["outstanding"]
+            self.fee_pool[row["asset"]] = row["fees"]
+        for row in markets:
+            if not 1 <= row["market"] <= self.max_markets:
+                raise ValueError(f"market {row['market']} is beyond max_markets {self.max_markets}")
+            mk = &self.market_table[row["market"]]
+            mk.exists = True
+            mk.kind = row["kind"]
+            mk.venue = row["venue"]
+            mk.base = row["base"]
+            mk.quote = row["quote"]
+            mk.tick_size = row["tick_size"]
+            mk.lot_size = row["lot_size"]
+            mk.min_size = row["min_size"]
+            mk.maker_bps = row["maker_bps"]
+            mk.taker_bps = row["taker_bps"]
+            mk.band_bps = row["band_bps"]
+            mk.halted = row["halted"]
+            mk.last_price = row["last_price"]
+        for i in range(len(accounts)):
+            self.new_account(accounts[i])
+        for row in balances:
+            b = self.ensure_balance(row["account_index"], row["asset"])
+            self.bals[b].free = row["free"]
+            self.bals[b].held = row["held"]
+        slots = np.empty(len(orders), dtype=np.int32)
+        for i in range(len(orders)):  # level by level in time priority: rest() appends
+            row = orders[i]
+            acct_idx = self.account_index_of(row["account"])
+            if acct_idx < 0:
+                raise ValueError(f"order {row['order_id']} names unknown account {row['account']}")
+            slot = self.free_slot
+            o = &self.orders[slot]
+            self.free_slot = o.next
+            mk = &self.market_table[row["market"]]
+            o.id = row["order_id"]
+            o.account = row["account"]
+            o.client_id = row["client_id"]
+            o.price = row["price"]
+            o.qty = row["qty"]
+            o.filled = row["filled"]
+            o.remaining = row["remaining"]
+            o.expire_at = row["expire_at"]
+            o.hold_per_lot = xos_buy_hold(1, o.price, mk.taker_bps)
+            o.acct_idx = <int32_t>acct_idx
+            o.bal_base = self.ensure_balance(acct_idx, mk.base)
+            o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
+            o.market = row["market"]
+            o.venue = row["venue"]
+            o.side = row["side"]
+            o.stp = row["stp"]
+            o.post_only = row["post_only"]
+            o.tif = row["tif"]
+            o.registered = False
+            self.rest(mk, slot)
+            slots[i] = slot
+        for i in np.argsort(orders["order_id"], kind="stable"):  # account lists in order id order
+            self.register(slots[i])
+        self.n_touched = 0
+        self._cmd_seq = counters[1]
+        self._event_seq = counters[2]
+        self._last_order_id = counters[3]
+        self._now = counters[4]
+
     # ------------------------------------------------------------- queries
 
     @property
@@ -1234,6 +1385,23 @@ cdef class Matcher:
                 for i in range(1, self.max_assets + 1) if self.asset_table[i].exists]
 
 
+# ---------------------------------------------------------------- snapshots
+
+STATE_VERSION = 1
+ASSET_STATE = np.dtype([("asset", "<u4"), ("decimals", "<i4"), ("symbol_lo", "<i8"), ("symbol_hi", "<i8"),
+                        ("outstanding", "<i8"), ("fees", "<i8")])
+MARKET_STATE = np.dtype([("market", "<u4"), ("venue", "<u4"), ("base", "<u4"), ("quote", "<u4"),
+                         ("tick_size", "<i8"), ("lot_size", "<i8"), ("min_size", "<i8"), ("maker_bps", "<i4"),
+                         ("taker_bps", "<i4"), ("band_bps", "<i4"), ("kind", "u1"), ("halted", "u1"),
+                         ("pad", "u2"), ("last_price", "<i8")])
+BALANCE_STATE = np.dtype([("account_index", "<i8"), ("asset", "<u4"), ("pad", "<u4"), ("free", "<i8"),
+                          ("held", "<i8")])
+ORDER_STATE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
+                        ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("expire_at", "<i8"),
+                        ("market", "<u4"), ("venue", "<u4"), ("side", "u1"), ("stp", "u1"), ("post_only", "u1"),
+                        ("tif", "u1"), ("pad", "<u4")])
+
+
 class Engine(CommandAPI):
     """The matcher with the command builders of ``engine.api.CommandAPI``.
 
@@ -1245,6 +1413,17 @@ class Engine(CommandAPI):
         self.core = Matcher(**capacities)
         for name in _DELEGATED:
             setattr(self, name, getattr(self.core, name))
+
+    def export_state(self) -> dict:
+        """Everything a snapshot needs, as numpy arrays (see ``Matcher.export_state``)."""
+        return self.core.export_state()
+
+    @classmethod
+    def from_state(cls, state: dict, **capacities) -> "Engine":
+        """A new engine holding exactly the exported state."""
+        engine = cls(**capacities)
+        engine.core.import_state(state)
+        return engine
 
     cmd_seq = property(lambda self: self.core.cmd_seq)
     event_seq = property(lambda self: self.core.event_seq)
