@@ -40,7 +40,8 @@ from fractions import Fraction
 import numpy as np
 
 from ..records import Ev, Side
-from . import ASSET_LISTING, MARKET_LISTING, Listings, buy_hold, fresh_events, rows
+from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
+from . import ASSET_LISTING, MARKET_LISTING, Listings, fresh_events
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
@@ -92,7 +93,10 @@ class MarginBook:
         self.positions = np.zeros((accounts, markets), np.int64)  # perpetual / outcome markets (to come)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
-        self.orders: dict[int, list] = {}  # order id -> [row, market, side, price, remaining]
+        self.orders = IntTable(MARGIN_COLUMNS)  # order id -> (row, market index, side, price, remaining)
+        self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # account ids sorted, their rows
+        self._markets_key = None
+        self._marr = None
         self._cursor = 0
         self._weights_key = None
         self.w = np.zeros(assets, np.int64)
@@ -145,90 +149,147 @@ class MarginBook:
 
     def apply(self, events: np.ndarray) -> int:
         """Apply a batch (EVENT_DTYPE, seq order): skips seq <= cursor, raises on a gap; returns how
-        many events were new.  Balance and fill amounts are added with one ``np.add.at``; holds
-        follow each order."""
+        many events were new.  Listings are learned first (they only add), then balance and fill
+        amounts are added with one ``np.add.at``; holds follow each order in ``engine.workercore``."""
         if self._cursor == 0 and self.start_anywhere and len(events):
             self._cursor = int(events["seq"][0]) - 1
         new = fresh_events(events, self._cursor)
         if len(new) == 0:
             return 0
+        kind = new["kind"]
+        order_id = new["order_id"]
+        accepted = kind == Ev.ACCEPTED
+        is_order = accepted & (order_id > 0)
+        is_fill = kind == Ev.FILL
+        is_balance = kind == Ev.BALANCE
         listings = self.listings
         markets = listings.markets
-        orders = self.orders
-        r_idx, a_idx, amounts = [], [], []
-
-        def add(row, asset, amount):
-            r_idx.append(row)
-            a_idx.append(asset)
-            amounts.append(amount)
-            self.outstanding[asset] = self.outstanding.get(asset, 0) + amount
-
-        def hold_of(m, side, price, remaining):
-            return buy_hold(remaining // m.lot_size, price, m.taker_bps) if side == Side.BUY else remaining
-
-        def rehold(o, price, remaining):
-            """Order ``o`` now has ``price`` and ``remaining``: move its hold."""
-            m = markets[o[1]]
-            asset = m.quote if o[2] == Side.BUY else m.base
-            self.held[o[0], asset] += hold_of(m, o[2], price, remaining) - hold_of(m, o[2], o[3], o[4])
-            o[3] = price
-            o[4] = remaining
-
-        for (seq, kind, code, flags, side, reason, market, venue, ts, order_id, account, client_id, price, qty,
-             remaining, maker_order, maker_account, maker_fee, taker_fee) in rows(new):
-            if kind == Ev.FILL:
-                m = markets[market]
-                notional = price * (qty // m.lot_size)
-                if side == Side.BUY:
-                    buyer, seller, bfee, sfee = account, maker_account, taker_fee, maker_fee
-                else:
-                    buyer, seller, bfee, sfee = maker_account, account, maker_fee, taker_fee
-                b, s_ = self._row(buyer), self._row(seller)
-                add(b, m.base, qty)
-                add(s_, m.base, -qty)
-                add(b, m.quote, -(notional + bfee))
-                add(s_, m.quote, notional - sfee)
-                self.marks[market] = price
-                o = orders.get(order_id)
-                if o is not None:
-                    rehold(o, o[3], remaining)
-                    if remaining == 0:
-                        del orders[order_id]
-                k = orders.get(maker_order)
-                if k is not None:
-                    rehold(k, k[3], k[4] - qty)
-                    if k[4] == 0:
-                        del orders[maker_order]
-            elif kind == Ev.ACCEPTED:
-                if order_id > 0:
-                    row = self._row(account)
-                    o = [row, market, side, price, 0]
-                    orders[order_id] = o
-                    rehold(o, price, qty)
-                else:
-                    what = listings.classify(kind, flags, side, market, venue, order_id, account, client_id, price,
-                                             qty, remaining)
-                    if what in (ASSET_LISTING, MARKET_LISTING):
-                        d = listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
-                        if what == ASSET_LISTING:
-                            self._ensure_columns(d.asset_id)
-                        else:
-                            self._ensure_columns(max(d.base, d.quote), d.market_id)
-            elif kind == Ev.CANCELLED or kind == Ev.AMENDED:
-                o = orders.get(order_id)
-                if o is not None:
-                    rehold(o, price, remaining)
-                    if remaining == 0:
-                        del orders[order_id]
-            elif kind == Ev.BALANCE:
-                listings.accounts.add(account)
-                if market >= self.total.shape[1]:
-                    self._ensure_columns(market)
-                add(self._row(account), market, qty)
-        if amounts:
-            np.add.at(self.total, (np.array(r_idx, np.intp), np.array(a_idx, np.intp)), np.array(amounts, np.int64))
+        # listings (rare): in order, before anything that uses them
+        for i in np.flatnonzero(accepted & (order_id == 0)).tolist():
+            self._learn(new[i])
+        mine = new[is_order | is_fill | is_balance | (kind == Ev.CANCELLED) | (kind == Ev.AMENDED)]
+        if len(mine) == 0:
+            self._cursor = int(new["seq"][-1])
+            return len(new)
+        kind = mine["kind"]
+        is_order = kind == Ev.ACCEPTED
+        is_fill = kind == Ev.FILL
+        is_balance = kind == Ev.BALANCE
+        market = mine["market"].astype(np.int64)
+        _, lot, tb, base, quote, sorted_ids, order = self._market_arrays()
+        # markets of the orders' Accepted and of the fills, as indexes into the market arrays
+        need = is_order | is_fill
+        midx = np.zeros(len(mine), np.int64)
+        if need.any():
+            at = np.searchsorted(sorted_ids, market)
+            ok = np.zeros(len(mine), bool)
+            inside = at < len(sorted_ids)
+            ok[inside] = sorted_ids[at[inside]] == market[inside]
+            bad = need & ~ok
+            if bad.any():
+                raise KeyError(int(market[np.flatnonzero(bad)[0]]))
+            midx[need] = order[at[need]]
+        # accounts: rows in order of first appearance (a fill: buyer, then seller)
+        fills = mine[is_fill]
+        side = fills["side"]
+        taker, maker = fills["account"], fills["maker_account"]
+        buyer = np.where(side == Side.BUY, taker, maker)
+        seller = np.where(side == Side.BUY, maker, taker)
+        pos = np.flatnonzero(is_fill)
+        acct = mine["account"].copy()
+        acct_pos = np.concatenate([np.flatnonzero(~is_fill & (is_order | is_balance)) * 2, pos * 2, pos * 2 + 1])
+        acct_seq = np.concatenate([acct[~is_fill & (is_order | is_balance)], buyer, seller])
+        rows_of = self._rows(acct_seq[np.argsort(acct_pos, kind="stable")])
+        rows = np.zeros(len(mine), np.int64)
+        rows[is_order] = rows_of(acct[is_order])
+        if is_balance.any():
+            bal = mine[is_balance]
+            listings.accounts.update(np.unique(bal["account"]).tolist())
+            top = int(bal["market"].max())
+            if top >= self.total.shape[1]:
+                self._ensure_columns(top)
+        # totals: deposits / withdrawals and the four legs of every fill
+        if is_balance.any() or len(fills):
+            fm = midx[is_fill]
+            notional = fills["price"] * (fills["qty"] // lot[fm])
+            bfee = np.where(side == Side.BUY, fills["taker_fee"], fills["maker_fee"])
+            sfee = np.where(side == Side.BUY, fills["maker_fee"], fills["taker_fee"])
+            rb, rs = rows_of(buyer), rows_of(seller)
+            qty = fills["qty"]
+            r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs])
+            a_idx = np.concatenate([bal["market"].astype(np.int64) if is_balance.any() else rows[:0],
+                                    base[fm], base[fm], quote[fm], quote[fm]])
+            amounts = np.concatenate([bal["qty"] if is_balance.any() else rows[:0], qty, -qty,
+                                      -(notional + bfee), notional - sfee])
+            np.add.at(self.total, (r_idx, a_idx), amounts)
+            # outstanding per asset (int64 wraps, so the sum is exact whenever the result fits)
+            assets, inv = np.unique(a_idx, return_inverse=True)
+            sums = np.zeros(len(assets), np.int64)
+            np.add.at(sums, inv, amounts)
+            out = self.outstanding
+            for a, v in zip(assets.tolist(), sums.tolist()):
+                out[a] = out.get(a, 0) + v
+            # marks: the last trade price per market
+            if len(fills):
+                fmk = fills["market"]
+                last = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
+                for mk, p in zip(fmk[last].tolist(), fills["price"][last].tolist()):
+                    self.marks[mk] = p
+        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote)
         self._cursor = int(new["seq"][-1])
         return len(new)
+
+    def _learn(self, e) -> None:
+        listings = self.listings
+        what = listings.classify(int(e["kind"]), int(e["flags"]), int(e["side"]), int(e["market"]), int(e["venue"]),
+                                 int(e["order_id"]), int(e["account"]), int(e["client_id"]), int(e["price"]),
+                                 int(e["qty"]), int(e["remaining"]))
+        if what in (ASSET_LISTING, MARKET_LISTING):
+            d = listings.learn(what, int(e["seq"]), int(e["side"]), int(e["market"]), int(e["venue"]),
+                               int(e["account"]), int(e["client_id"]), int(e["price"]), int(e["qty"]),
+                               int(e["remaining"]))
+            if what == ASSET_LISTING:
+                self._ensure_columns(d.asset_id)
+            else:
+                self._ensure_columns(max(d.base, d.quote), d.market_id)
+            self._markets_key = None
+
+    def _market_arrays(self):
+        """Per listed market, in listing order (a stable index, which orders keep): id, lot size,
+        taker bps, base, quote; plus the ids sorted and the sorting permutation (cached)."""
+        markets = self.listings.markets
+        if self._markets_key != len(markets) or self._marr is None:
+            ms = list(markets.values())
+            cols = tuple(np.array(col, np.int64) for col in (
+                [m.market_id for m in ms], [m.lot_size for m in ms], [m.taker_bps for m in ms],
+                [m.base for m in ms], [m.quote for m in ms]))
+            order = np.argsort(cols[0], kind="stable").astype(np.int64)
+            self._marr = cols + (cols[0][order], order)
+            self._markets_key = len(markets)
+        return self._marr
+
+    def _rows(self, accounts: np.ndarray):
+        """Give every account of ``accounts`` (in this order) a row; returns a mapping function
+        (account ids -> rows, vectorised)."""
+        known, known_rows = self._known
+        if len(accounts):
+            i = np.searchsorted(known, accounts)
+            hit = np.zeros(len(accounts), bool)
+            inside = i < len(known)
+            hit[inside] = known[i[inside]] == accounts[inside]
+            if not hit.all():
+                fresh = accounts[~hit]
+                _, first = np.unique(fresh, return_index=True)
+                for a in fresh[np.sort(first)].tolist():
+                    self._row(a)
+                ids = self.account_ids[:len(self.index)]
+                order = np.argsort(ids, kind="stable")
+                self._known = known, known_rows = ids[order], order.astype(np.int64)
+
+        def rows_of(a: np.ndarray) -> np.ndarray:
+            return known_rows[np.searchsorted(known, a)]
+
+        return rows_of
 
     # ----------------------------------------------------------------------------- queries
 

@@ -37,7 +37,12 @@ import numpy as np
 
 from ..codes import ResultCode
 from ..records import COMMAND_DTYPE, Cmd, Ev
-from . import ASSET_LISTING, MARKET_LISTING, Listings, fresh_events, rows
+from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
+from . import ASSET_LISTING, MARKET_LISTING, Listings, fresh_events
+
+# the event columns the breakers read
+_CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "ts", "order_id", "account",
+                    "client_id", "price", "qty", "remaining")
 
 RISK_WORKER_ID = -1001  # default ``account`` of the commands the risk worker sends
 
@@ -93,9 +98,10 @@ class RiskMonitor:
         self.breakers: dict[int, Breaker] = {}
         self.last: dict[int, int] = {}
         self.band_breaches: dict[int, int] = {}
-        self.rates: dict[int, list] = {}  # account -> [second, count, peak, total]
-        self.orders: dict[int, list] = {}  # order id -> [venue, lot, price, remaining]
-        self.oi: dict[int, int] = {}
+        self.rates = IntTable(RATE_COLUMNS)  # account -> (second, count, peak, total)
+        self.orders = IntTable(RISK_COLUMNS)  # order id -> (venue, lot, price, remaining)
+        self.oi_table = IntTable(1)  # venue -> open interest
+        self._lots = None  # (market ids sorted, their lot sizes), rebuilt after a listing
         self.halts_sent = 0
         self.resumes_sent = 0
         self._cursor = 0
@@ -124,13 +130,24 @@ class RiskMonitor:
         return current, r[2], r[3]
 
     def open_interest(self, venue: int = 0) -> int:
-        return self.oi.get(venue, 0)
+        r = self.oi_table.get(venue)
+        return r[0] if r else 0
+
+    @property
+    def oi(self) -> dict[int, int]:
+        """Open interest per venue."""
+        return {v: x[0] for v, x in self.oi_table.to_dict().items()}
 
     # ----------------------------------------------------------------------------- apply
 
     def apply(self, events: np.ndarray) -> np.ndarray:
         """Apply a batch (EVENT_DTYPE, seq order; seq <= cursor skipped, a gap raises); returns the
-        Halt / Resume commands to send (COMMAND_DTYPE, possibly empty)."""
+        Halt / Resume commands to send (COMMAND_DTYPE, possibly empty).
+
+        Orders (open interest) and order rates follow every order event in ``engine.workercore``;
+        the breakers, band watch and listings walk only the events that concern them (fills, market
+        status, our rejected commands, listings), in order, and a halted market's cool-down is
+        checked against every event's ts in between."""
         if self._cursor == 0 and self.start_anywhere and len(events):
             self._cursor = int(events["seq"][0]) - 1
         new = fresh_events(events, self._cursor)
@@ -139,68 +156,39 @@ class RiskMonitor:
             return self._commands(out)
         me = self.config.account
         listings = self.listings
-        orders = self.orders
-        oi = self.oi
+        kind = new["kind"]
+        order_id = new["order_id"]
+        accepted = kind == Ev.ACCEPTED
+        is_listing = accepted & (order_id == 0)
+        is_fill = kind == Ev.FILL
+        is_status = kind == Ev.MARKET_STATUS
+        is_refused = (kind == Ev.REJECTED) & (new["account"] == me) & (new["code"] == ResultCode.MARKET_STATUS_UNCHANGED)
+        balance = kind == Ev.BALANCE
+        if balance.any():
+            listings.accounts.update(np.unique(new["account"][balance]).tolist())
+        control = np.flatnonzero(is_listing | is_fill | is_status | is_refused)
         waiting = [m for m, b in self.breakers.items() if b.state == HALTED]
-
-        def set_order(o, price, remaining):
-            oi[o[0]] = oi.get(o[0], 0) + price * (remaining // o[1]) - o[2] * (o[3] // o[1])
-            o[2] = price
-            o[3] = remaining
-
-        for (seq, kind, code, flags, side, reason, market, venue, ts, order_id, account, client_id, price, qty,
-             remaining, maker_order, maker_account, maker_fee, taker_fee) in rows(new):
+        ts_all = new["ts"]
+        # the orders' part, in C; listings first (an order's lot comes from its market's listing,
+        # which precedes it)
+        orders_part = new[(accepted & (order_id > 0)) | is_fill | (kind == Ev.CANCELLED) | (kind == Ev.AMENDED)]
+        pending_orders = len(orders_part) > 0
+        ctrl = new[control]
+        pos = 0  # the first event not yet checked for cool-downs
+        for j, (seq, kind_j, code, flags, side, market, venue, ts, oid, account, client_id, price, qty,
+                remaining) in zip(control.tolist(), zip(*(ctrl[c].tolist() for c in _CONTROL_COLUMNS))):
             if waiting:
-                for m in list(waiting):
-                    b = self.breakers[m]
-                    if b.state != HALTED:
-                        waiting.remove(m)
-                    elif ts >= b.halted_at + b.cooldown_ns:
-                        b.state = RESUME_SENT
-                        out.append((Cmd.RESUME, m, ts))
-                        waiting.remove(m)
-            if kind == Ev.FILL:
+                self._cooldowns(waiting, ts_all, pos, j + 1, out)
+            pos = j + 1
+            if kind_j == Ev.FILL:
                 self._trade(market, price, ts, out)
-                o = orders.get(order_id)
-                if o is not None:
-                    set_order(o, o[2], remaining)
-                    if remaining == 0:
-                        del orders[order_id]
-                k = orders.get(maker_order)
-                if k is not None:
-                    set_order(k, k[2], k[3] - qty)
-                    if k[3] == 0:
-                        del orders[maker_order]
-            elif kind == Ev.ACCEPTED:
-                if order_id > 0:
-                    m = listings.markets.get(market)
-                    o = [venue, m.lot_size if m else 1, price, 0]
-                    orders[order_id] = o
-                    set_order(o, price, qty)
-                    r = self.rates.get(account)
-                    sec = ts // 1_000_000_000
-                    if r is None:
-                        r = self.rates[account] = [sec, 0, 0, 0]
-                    if r[0] != sec:
-                        r[0], r[1] = sec, 0
-                    r[1] += 1
-                    r[3] += 1
-                    if r[1] > r[2]:
-                        r[2] = r[1]
-                else:
-                    what = listings.classify(kind, flags, side, market, venue, order_id, account, client_id, price,
-                                             qty, remaining)
-                    if what in (ASSET_LISTING, MARKET_LISTING):
-                        listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
-            elif kind == Ev.CANCELLED or kind == Ev.AMENDED:
-                o = orders.get(order_id)
-                if o is not None:
-                    set_order(o, price, remaining)
-                    if remaining == 0:
-                        del orders[order_id]
-            elif kind == Ev.BALANCE:
-                listings.accounts.add(account)
-            elif kind == Ev.MARKET_STATUS:
+            elif kind_j == Ev.ACCEPTED:
+                what = listings.classify(kind_j, flags, side, market, venue, oid, account, client_id, price, qty,
+                                         remaining)
+                if what in (ASSET_LISTING, MARKET_LISTING):
+                    listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
+                    self._lots = None
+            elif kind_j == Ev.MARKET_STATUS:
                 b = self.breaker(market)
                 if qty:  # halted
                     if account == me and b.state in (HALT_SENT, LIVE):
@@ -212,7 +200,7 @@ class RiskMonitor:
                 else:  # live again
                     b.state = LIVE
                     b.window.clear()
-            elif kind == Ev.REJECTED and account == me and code == ResultCode.MARKET_STATUS_UNCHANGED:
+            else:  # our Halt / Resume refused MARKET_STATUS_UNCHANGED
                 b = self.breakers.get(market)
                 if b is not None:
                     if b.state == HALT_SENT:
@@ -220,9 +208,53 @@ class RiskMonitor:
                     elif b.state == RESUME_SENT:
                         b.state = LIVE
                         b.window.clear()
-        self._now = int(new["ts"].max())
+        if waiting:
+            self._cooldowns(waiting, ts_all, pos, len(new), out)
+        if pending_orders:
+            risk_orders(self.orders, self.oi_table, self.rates, np.ascontiguousarray(orders_part),
+                        self._lots_of(orders_part))
+        self._now = int(ts_all.max())
         self._cursor = int(new["seq"][-1])
         return self._commands(out)
+
+    def _cooldowns(self, waiting: list, ts: np.ndarray, lo: int, hi: int, out: list) -> None:
+        """Events ``lo .. hi-1`` of the batch, each checked (in order) against the halted markets of
+        ``waiting``: the first one at or after a market's ``halted_at + cooldown`` sends its Resume."""
+        due = []
+        for k, m in enumerate(waiting):
+            b = self.breakers[m]
+            if b.state != HALTED:
+                due.append((-1, k, m))
+                continue
+            hit = np.flatnonzero(ts[lo:hi] >= b.halted_at + b.cooldown_ns)
+            if len(hit):
+                due.append((lo + int(hit[0]), k, m))
+        if not due:
+            return
+        for at, _, m in sorted(due):
+            if at >= 0:
+                self.breakers[m].state = RESUME_SENT
+                out.append((Cmd.RESUME, m, int(ts[at])))
+            waiting.remove(m)
+
+    def _lots_of(self, events: np.ndarray) -> np.ndarray:
+        """The lot size of each event's market (1 for a market never listed)."""
+        if self._lots is None:
+            ms = self.listings.markets
+            ids = np.array(sorted(ms), np.int64)
+            self._lots = (ids, np.array([ms[m].lot_size for m in ids.tolist()], np.int64),
+                          np.array([ms[m].seq for m in ids.tolist()], np.int64))
+        ids, lots, listed_at = self._lots
+        market = events["market"].astype(np.int64)
+        out = np.ones(len(events), np.int64)
+        if len(ids):
+            at = np.searchsorted(ids, market)
+            inside = at < len(ids)
+            hit = np.zeros(len(events), bool)
+            hit[inside] = ids[at[inside]] == market[inside]
+            hit[hit] = listed_at[at[hit]] < events["seq"][hit]  # listed before the event
+            out[hit] = lots[at[hit]]
+        return out
 
     def _trade(self, market: int, price: int, ts: int, out: list) -> None:
         m = self.listings.markets.get(market)

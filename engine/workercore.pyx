@@ -1,0 +1,368 @@
+"""Hot loops of the worker cores (``engine/workers``): per-order state in C.
+
+``IntTable``: an int64 key -> row of ``ncols`` int64 values, open addressing (linear probing,
+power-of-two capacity, load <= 1/2, backward-shift deletion: no tombstones).  Its storage is numpy
+arrays, so it pickles (the worker checkpoints pickle their cores).
+
+``margin_holds`` and ``risk_orders`` walk a batch of events (``EVENT_DTYPE``, C-contiguous, seq
+order) and follow every order through Accepted / Fill / Cancelled / Amended exactly as the Python
+cores did, with Python's floor division; events of other kinds are skipped.
+"""
+cimport cython
+from libc.stdint cimport int64_t, uint64_t, uint8_t
+
+cimport numpy as cnp
+import numpy as np
+
+from records cimport xos_event
+
+cnp.import_array()
+
+cdef enum:
+    EV_ACCEPTED = 1
+    EV_FILL = 3
+    EV_CANCELLED = 4
+    EV_AMENDED = 5
+    SIDE_BUY = 0
+
+
+cdef inline int64_t fdiv(int64_t a, int64_t b) noexcept nogil:
+    """Python's ``a // b`` (floor) for ``b != 0``."""
+    cdef int64_t q = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef inline uint64_t mix(int64_t k) noexcept nogil:
+    cdef uint64_t x = <uint64_t>k * 0x9E3779B97F4A7C15ULL
+    x ^= x >> 31
+    x *= 0xBF58476D1CE4E5B9ULL
+    x ^= x >> 29
+    return x
+
+
+def _restore_table(ncols, keys, vals):
+    t = IntTable(ncols, len(keys))
+    t.update(keys, vals)
+    return t
+
+
+cdef class IntTable:
+    """int64 key -> ``ncols`` int64 values (see the module docstring)."""
+
+    def __init__(self, int64_t ncols, int64_t capacity=16):
+        if ncols < 1:
+            raise ValueError("ncols must be >= 1")
+        self.ncols = ncols
+        cdef int64_t cap = 16
+        while cap < 2 * capacity:
+            cap <<= 1
+        self._alloc(cap)
+
+    cdef void _alloc(self, int64_t cap) except *:
+        self._keys = np.zeros(cap, np.int64)
+        self._used = np.zeros(cap, np.uint8)
+        self._vals = np.zeros((cap, self.ncols), np.int64)
+        self.keys = <int64_t *>cnp.PyArray_DATA(self._keys)
+        self.used = <uint8_t *>cnp.PyArray_DATA(self._used)
+        self.vals = <int64_t *>cnp.PyArray_DATA(self._vals)
+        self.cap = cap
+        self.mask = cap - 1
+        self.count = 0
+
+    cdef int64_t find(self, int64_t key) noexcept nogil:
+        cdef uint64_t i = mix(key) & <uint64_t>self.mask
+        while self.used[i]:
+            if self.keys[i] == key:
+                return <int64_t>i
+            i = (i + 1) & <uint64_t>self.mask
+        return -1
+
+    cdef int64_t insert(self, int64_t key) noexcept nogil:
+        """The slot of ``key``, a new one (values zeroed) if absent; capacity must have been reserved."""
+        cdef uint64_t i = mix(key) & <uint64_t>self.mask
+        cdef int64_t c
+        while self.used[i]:
+            if self.keys[i] == key:
+                return <int64_t>i
+            i = (i + 1) & <uint64_t>self.mask
+        self.used[i] = 1
+        self.keys[i] = key
+        for c in range(self.ncols):
+            self.vals[i * self.ncols + c] = 0
+        self.count += 1
+        return <int64_t>i
+
+    cdef void erase(self, int64_t slot) noexcept nogil:
+        """Remove the entry at ``slot`` (backward-shift deletion)."""
+        cdef uint64_t i = <uint64_t>slot, j = <uint64_t>slot, home
+        cdef uint64_t mask = <uint64_t>self.mask
+        cdef int64_t c, n = self.ncols
+        while True:
+            j = (j + 1) & mask
+            if not self.used[j]:
+                break
+            home = mix(self.keys[j]) & mask
+            # move j into the hole at i unless its home lies cyclically in (i, j]
+            if (i <= j and (home <= i or home > j)) or (i > j and (home <= i and home > j)):
+                self.keys[i] = self.keys[j]
+                for c in range(n):
+                    self.vals[i * n + c] = self.vals[j * n + c]
+                i = j
+        self.used[i] = 0
+        self.count -= 1
+
+    def reserve(self, int64_t extra):
+        """Make room for ``extra`` more keys without passing a load of 1/2."""
+        cdef int64_t need = self.count + extra
+        if 2 * need <= self.cap:
+            return
+        keys, vals = self.arrays()
+        cdef int64_t cap = self.cap
+        while cap < 2 * need:
+            cap <<= 1
+        self._alloc(cap)
+        self.update(keys, vals)
+
+    def update(self, keys, vals):
+        """Set the rows of ``keys`` (int64[n]) to ``vals`` (int64[n, ncols])."""
+        cdef const int64_t[::1] k = np.ascontiguousarray(keys, np.int64)
+        cdef const int64_t[:, ::1] v = np.ascontiguousarray(vals, np.int64).reshape(len(k), self.ncols)
+        cdef int64_t i, c, s
+        self.reserve(len(k))
+        for i in range(len(k)):
+            s = self.insert(k[i])
+            for c in range(self.ncols):
+                self.vals[s * self.ncols + c] = v[i, c]
+
+    def arrays(self):
+        """``(keys, vals)`` of every entry (slot order)."""
+        used = self._used.view(np.bool_)
+        return self._keys[used].copy(), self._vals[used].copy()
+
+    def get(self, int64_t key):
+        """The values of ``key`` as a tuple, or ``None``."""
+        cdef int64_t s = self.find(key)
+        if s < 0:
+            return None
+        return tuple(self._vals[s].tolist())
+
+    def to_dict(self) -> dict:
+        keys, vals = self.arrays()
+        return {k: tuple(v) for k, v in zip(keys.tolist(), vals.tolist())}
+
+    def __contains__(self, key):
+        return self.find(key) >= 0
+
+    def __len__(self):
+        return self.count
+
+    def __reduce__(self):
+        keys, vals = self.arrays()
+        return _restore_table, (self.ncols, keys, vals)
+
+
+cdef const xos_event *event_data(cnp.ndarray events) except NULL:
+    if not events.flags.c_contiguous or events.dtype.itemsize != sizeof(xos_event):
+        raise TypeError("expected a C-contiguous EVENT_DTYPE array")
+    return <const xos_event *>cnp.PyArray_DATA(events)
+
+
+# ------------------------------------------------------------------------------- margin
+
+# order row: [account row, market index, side, price, remaining]
+cdef enum:
+    M_ROW = 0
+    M_MKT = 1
+    M_SIDE = 2
+    M_PRICE = 3
+    M_REM = 4
+    MARGIN_COLS = 5
+
+
+cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int64_t lot, int64_t tb) noexcept nogil:
+    if side != SIDE_BUY:
+        return remaining
+    if tb < 0:
+        tb = 0
+    return fdiv(remaining, lot) * (price - fdiv(-price * tb, 10000))
+
+
+cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remaining, int64_t *held, int64_t ncol,
+                       const int64_t *lot, const int64_t *tb, const int64_t *base, const int64_t *quote) noexcept nogil:
+    cdef int64_t *o = &t.vals[slot * MARGIN_COLS]
+    cdef int64_t m = o[M_MKT], side = o[M_SIDE], asset
+    if lot[m] == 0:
+        return -1
+    asset = quote[m] if side == SIDE_BUY else base[m]
+    held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], tb[m])
+                                      - hold_of(side, o[M_PRICE], o[M_REM], lot[m], tb[m]))
+    o[M_PRICE] = price
+    o[M_REM] = remaining
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, const int64_t[::1] midx,
+                 int64_t[:, ::1] held, const int64_t[::1] m_lot, const int64_t[::1] m_tb,
+                 const int64_t[::1] m_base, const int64_t[::1] m_quote):
+    """Move the holds of ``held`` (account row x asset) for a batch.  ``rows[i]`` / ``midx[i]``: the
+    row of event i's account and the index of its market in the ``m_*`` arrays (read for an order's
+    Accepted).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
+    cdef int64_t n = len(events), i, s, k, rc = 0
+    cdef int kind
+    if n == 0:
+        return
+    cdef const xos_event *ev = event_data(events)
+    if orders.ncols != MARGIN_COLS:
+        raise ValueError("orders table must have MARGIN_COLS columns")
+    if len(rows) < n or len(midx) < n:
+        raise ValueError("rows / midx shorter than the batch")
+    cdef int64_t nacc = 0
+    for i in range(n):
+        if ev[i].kind == EV_ACCEPTED and ev[i].order_id > 0:
+            nacc += 1
+    orders.reserve(nacc)
+    cdef int64_t *hp = &held[0, 0] if held.shape[0] > 0 and held.shape[1] > 0 else NULL
+    cdef int64_t ncol = held.shape[1]
+    cdef const int64_t *lot = &m_lot[0] if len(m_lot) else NULL
+    cdef const int64_t *tb = &m_tb[0] if len(m_tb) else NULL
+    cdef const int64_t *base = &m_base[0] if len(m_base) else NULL
+    cdef const int64_t *quote = &m_quote[0] if len(m_quote) else NULL
+    cdef int64_t *o
+    with nogil:
+        for i in range(n):
+            kind = ev[i].kind
+            if kind == EV_FILL:
+                s = orders.find(ev[i].order_id)
+                if s >= 0:
+                    o = &orders.vals[s * MARGIN_COLS]
+                    rc |= rehold(orders, s, o[M_PRICE], ev[i].remaining, hp, ncol, lot, tb, base, quote)
+                    if ev[i].remaining == 0:
+                        orders.erase(s)
+                k = orders.find(ev[i].maker_order)
+                if k >= 0:
+                    o = &orders.vals[k * MARGIN_COLS]
+                    rc |= rehold(orders, k, o[M_PRICE], o[M_REM] - ev[i].qty, hp, ncol, lot, tb, base, quote)
+                    if o[M_REM] == 0:
+                        orders.erase(k)
+            elif kind == EV_ACCEPTED:
+                if ev[i].order_id > 0:
+                    s = orders.insert(ev[i].order_id)
+                    o = &orders.vals[s * MARGIN_COLS]
+                    o[M_ROW] = rows[i]
+                    o[M_MKT] = midx[i]
+                    o[M_SIDE] = ev[i].side
+                    o[M_PRICE] = ev[i].price
+                    o[M_REM] = 0
+                    rc |= rehold(orders, s, ev[i].price, ev[i].qty, hp, ncol, lot, tb, base, quote)
+            elif kind == EV_CANCELLED or kind == EV_AMENDED:
+                s = orders.find(ev[i].order_id)
+                if s >= 0:
+                    rc |= rehold(orders, s, ev[i].price, ev[i].remaining, hp, ncol, lot, tb, base, quote)
+                    if ev[i].remaining == 0:
+                        orders.erase(s)
+    if rc:
+        raise ZeroDivisionError("a market with lot size 0")
+
+
+# ------------------------------------------------------------------------------- risk
+
+# order row: [venue, lot, price, remaining]; open interest row: [oi]; rate row: [second, count, peak, total]
+cdef enum:
+    R_VENUE = 0
+    R_LOT = 1
+    R_PRICE = 2
+    R_REM = 3
+    RISK_COLS = 4
+    RATE_COLS = 4
+
+
+cdef inline int set_order(IntTable oi, int64_t *o, int64_t price, int64_t remaining) noexcept nogil:
+    cdef int64_t lot = o[R_LOT]
+    if lot == 0:
+        return -1
+    cdef int64_t s = oi.insert(o[R_VENUE])
+    oi.vals[s] += price * fdiv(remaining, lot) - o[R_PRICE] * fdiv(o[R_REM], lot)
+    o[R_PRICE] = price
+    o[R_REM] = remaining
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events, const int64_t[::1] lots):
+    """Open interest per venue (``oi``, 1 column) and order rates per account (``rates``,
+    ``RATE_COLS``) for a batch; ``lots[i]``: the lot of event i's market (read for an order's
+    Accepted)."""
+    cdef int64_t n = len(events), i, s, k, sec, rc = 0
+    cdef int kind
+    if n == 0:
+        return
+    cdef const xos_event *ev = event_data(events)
+    cdef int64_t *o
+    cdef int64_t *r
+    if orders.ncols != RISK_COLS or oi.ncols != 1 or rates.ncols != RATE_COLS:
+        raise ValueError("bad table widths")
+    if len(lots) < n:
+        raise ValueError("lots shorter than the batch")
+    cdef int64_t nacc = 0
+    for i in range(n):
+        if ev[i].kind == EV_ACCEPTED and ev[i].order_id > 0:
+            nacc += 1
+    orders.reserve(nacc)
+    oi.reserve(nacc)
+    rates.reserve(nacc)
+    with nogil:
+        for i in range(n):
+            kind = ev[i].kind
+            if kind == EV_FILL:
+                s = orders.find(ev[i].order_id)
+                if s >= 0:
+                    o = &orders.vals[s * RISK_COLS]
+                    rc |= set_order(oi, o, o[R_PRICE], ev[i].remaining)
+                    if ev[i].remaining == 0:
+                        orders.erase(s)
+                k = orders.find(ev[i].maker_order)
+                if k >= 0:
+                    o = &orders.vals[k * RISK_COLS]
+                    rc |= set_order(oi, o, o[R_PRICE], o[R_REM] - ev[i].qty)
+                    if o[R_REM] == 0:
+                        orders.erase(k)
+            elif kind == EV_ACCEPTED:
+                if ev[i].order_id > 0:
+                    s = orders.insert(ev[i].order_id)
+                    o = &orders.vals[s * RISK_COLS]
+                    o[R_VENUE] = ev[i].venue
+                    o[R_LOT] = lots[i]
+                    o[R_PRICE] = ev[i].price
+                    o[R_REM] = 0
+                    rc |= set_order(oi, o, ev[i].price, ev[i].qty)
+                    sec = fdiv(ev[i].ts, 1000000000)
+                    k = rates.find(ev[i].account)
+                    if k < 0:
+                        k = rates.insert(ev[i].account)
+                        rates.vals[k * RATE_COLS] = sec
+                    r = &rates.vals[k * RATE_COLS]
+                    if r[0] != sec:
+                        r[0] = sec
+                        r[1] = 0
+                    r[1] += 1
+                    r[3] += 1
+                    if r[1] > r[2]:
+                        r[2] = r[1]
+            elif kind == EV_CANCELLED or kind == EV_AMENDED:
+                s = orders.find(ev[i].order_id)
+                if s >= 0:
+                    rc |= set_order(oi, &orders.vals[s * RISK_COLS], ev[i].price, ev[i].remaining)
+                    if ev[i].remaining == 0:
+                        orders.erase(s)
+    if rc:
+        raise ZeroDivisionError("a market with lot size 0")
+
+
+MARGIN_COLUMNS = MARGIN_COLS
+RISK_COLUMNS = RISK_COLS
+RATE_COLUMNS = RATE_COLS
