@@ -240,12 +240,15 @@ cdef class EventRing(_RingMap):
     """The producer end: ``EventRing.create(name, capacity)``."""
 
     @staticmethod
-    def create(name, int64_t capacity=1 << 16, *, consumers=(), populate=True):
+    def create(name, int64_t capacity=1 << 16, *, consumers=(), int64_t start=0, populate=True):
         """Create the ring ``name`` (``/dev/shm/NAME``).
 
         ``consumers`` names consumer slots reserved from the start (cursor 0, no process yet):
         the producer keeps every event for them until they attach under that name, so a
         worker that starts after the first publish still sees the whole stream.
+
+        ``start`` is the sequence of the last event already published elsewhere (an engine
+        restarting from a snapshot): the first event published here must carry seq ``start + 1``.
 
         An existing file whose creator is alive is refused (RingInUseError); one left by a dead
         process is reported (log warning, ``stale_removed``), unlinked and created fresh.
@@ -255,6 +258,8 @@ cdef class EventRing(_RingMap):
         r.name, r.path = shm_names(name)
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"ring capacity must be a power of two >= 2, not {capacity}")
+        if start < 0:
+            raise ValueError(f"start must not be negative, not {start}")
         r.stale_removed = None
         size = XOS_RING_DATA_OFFSET + capacity * sizeof(xos_event)
         for attempt in range(3):
@@ -290,13 +295,15 @@ cdef class EventRing(_RingMap):
                 raise ValueError(f"consumer name must be 1..{XOS_RING_NAME_BYTES - 1} bytes: {consumer_name!r}")
             memcpy(h.consumers[i].name, <const char *>raw_name, len(raw_name))
             h.consumers[i].pid = 0  # no process: the first attach under this name takes the slot over
-            h.consumers[i].cursor = 0
+            h.consumers[i].cursor = start
             h.consumers[i].state = XOS_RING_ACTIVE
         r.slots = <xos_event *>((<char *>h) + XOS_RING_DATA_OFFSET)
         r.cap = capacity
         r.mask = capacity - 1
-        r.pos = 0
-        r.limit = 0
+        h.cursor = start
+        h.claim = start
+        r.pos = start
+        r.limit = start
         r.epoch = -1
         xos_store_release_64(&h.magic, XOS_RING_MAGIC)  # last: attachers see a complete header
         return r

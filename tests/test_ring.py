@@ -458,3 +458,24 @@ def test_take_reads_ahead_and_release_consumes(ring_name):
         c.detach()
     finally:
         r.close()
+
+
+def test_ring_can_start_after_events_published_elsewhere(ring_name):
+    """An engine restarting from a snapshot continues the event numbering in a fresh ring."""
+    r = EventRing.create(ring_name, 64, consumers=("w",), start=1000)
+    try:
+        c = RingConsumer.attach(ring_name, "w")
+        assert c.cursor == 1000 and c.available() == 0
+        events = np.zeros(5, dtype=EVENT_DTYPE)
+        events["seq"] = np.arange(1001, 1006)
+        r.publish_array(events)
+        got = c.read(10)
+        assert [int(s) for s in got["seq"]] == list(range(1001, 1006))
+        c.commit(5)
+        c.seek(1003)  # positions follow the event sequence
+        assert [int(s) for s in c.read(10)["seq"]] == [1003, 1004, 1005]
+        c.detach()
+    finally:
+        r.close()
+    with pytest.raises(ValueError, match="start"):
+        EventRing.create(ring_name + "x", 64, start=-1)
