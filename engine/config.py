@@ -28,6 +28,8 @@ class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_max: int = 4096  # commands the matcher takes per batch at most
     fsync: Literal["always", "off"] = "always"
     journal: bool = True  # off only to measure what journaling costs: nothing survives a restart
+    snapshot_interval_s: float = 60.0  # 0: only at a clean shutdown
+    snapshot_keep: int = 3
     max_orders: int = 1 << 20
     max_accounts: int = 1 << 20
     max_markets: int = 4096
@@ -114,6 +116,8 @@ def _check(cfg: Config, where: str) -> None:
     cap = e.ring_capacity
     if cap < 1024 or cap & (cap - 1):
         fail("engine.ring_capacity", f"must be a power of two >= 1024, not {cap}")
+    if e.snapshot_interval_s < 0 or e.snapshot_keep < 1:
+        fail("engine.snapshot_interval_s", "must not be negative, and snapshot_keep at least 1")
     if not 1 <= e.batch_max <= cap // 2:
         fail("engine.batch_max", f"must be in 1..ring_capacity/2, not {e.batch_max}")
     for name in ("max_orders", "max_accounts", "max_markets", "max_assets"):
