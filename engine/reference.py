@@ -369,8 +369,20 @@ class ReferenceEngine(CommandAPI):
             o.remaining -= take
         self._ev_order(_EV_CANCELLED, code, reason, 0, o, take, o.remaining)
 
+    def _account_code(self, account: int) -> int:
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account not in self._bal:
+            return int(RC.UNKNOWN_ACCOUNT)
+        return 0
+
     def _find(self, account: int, flags: int, ident: int):
-        """(order, 0) or (None, code): the lookup shared by cancel and amend."""
+        """(order, 0) or (None, code): the checks and lookup shared by cancel and amend."""
+        if flags & ~_F_BY_CLIENT_ID:
+            return None, int(RC.INVALID_FLAGS)
+        code = self._account_code(account)
+        if code:
+            return None, code
         if flags & _F_BY_CLIENT_ID:
             o = self._by_client.get((account, ident))
             if o is None:
@@ -580,12 +592,6 @@ class ReferenceEngine(CommandAPI):
 
     def _cancel_cmd(self, row) -> int:
         flags, account, ident = row[5], row[9], row[12]
-        if flags & ~_F_BY_CLIENT_ID:
-            return int(RC.INVALID_FLAGS)
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        if account not in self._bal:
-            return int(RC.UNKNOWN_ACCOUNT)
         o, code = self._find(account, flags, ident)
         if code:
             return code
@@ -594,12 +600,6 @@ class ReferenceEngine(CommandAPI):
 
     def _amend(self, row) -> int:
         flags, account, price, qty, ident = row[5], row[9], row[10], row[11], row[12]
-        if flags & ~_F_BY_CLIENT_ID:
-            return int(RC.INVALID_FLAGS)
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        if account not in self._bal:
-            return int(RC.UNKNOWN_ACCOUNT)
         o, code = self._find(account, flags, ident)
         if code:
             return code
@@ -661,10 +661,9 @@ class ReferenceEngine(CommandAPI):
         flags, market, account = row[5], row[7], row[9]
         if flags & ~_F_ALL_MARKETS:
             return int(RC.INVALID_FLAGS)
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        if account not in self._bal:
-            return int(RC.UNKNOWN_ACCOUNT)
+        code = self._account_code(account)
+        if code:
+            return code
         all_markets = bool(flags & _F_ALL_MARKETS)
         if not all_markets and market not in self._markets:
             return int(RC.UNKNOWN_MARKET)
