@@ -7,20 +7,26 @@ continue at ``cursor + 1`` raises ``SequenceGapError``, and a batch that fails h
 back whole (cursor unchanged).  The database runs in WAL mode with ``synchronous=FULL``, so a batch
 is durable once ``apply`` returns.
 
-Ledger (journal ``entries`` with ``postings`` legs; each entry's legs sum to zero per asset):
+Ledger (one journal row per event that moves money, keyed by its event seq, with its legs; each
+entry's legs sum to zero per asset):
 
-- Deposit / withdrawal (``Balance`` event, amount ``qty = ±a``): the account ``+qty``, the external
-  world (``EXTERNAL_ACCOUNT``) ``-qty``.
-- ``Fill`` of ``qty`` at ``price`` in a market with lot ``L``: ``notional = price * (qty // L)``;
-  the buyer ``+qty`` base and ``-(notional + buyer_fee)`` quote, the seller ``-qty`` base and
-  ``+(notional - seller_fee)`` quote, ``FEE_ACCOUNT`` ``+(buyer_fee + seller_fee)`` quote.  The taker
-  is the event's account and side, the maker its ``maker_account``; fees are the event's.
+- Deposit / withdrawal (``Balance`` event, amount ``qty = ±a``): an ``entries`` row with two
+  ``postings`` legs: the account ``+qty``, the external world (``EXTERNAL_ACCOUNT``) ``-qty``.
+- ``Fill`` of ``qty`` at ``price`` in a market with lot ``L``: one ``fills`` row, which carries its
+  five legs (``buyer``, ``seller``, ``base``, ``quote``, ``buyer_quote``, ``seller_quote``, ``fee``):
+  ``notional = price * (qty // L)``; the buyer ``+qty`` base and ``buyer_quote = -(notional +
+  buyer_fee)`` quote, the seller ``-qty`` base and ``seller_quote = notional - seller_fee`` quote,
+  ``FEE_ACCOUNT`` ``fee = buyer_fee + seller_fee`` quote.  The taker is the event's account and
+  side, the maker its ``maker_account``; fees are the event's.
 
 So an account's ledger balance of an asset equals the matcher's ``free + held`` and the fee
 account's equals ``Engine.fees(asset)``; the external account holds minus each asset's outstanding
 total.  Assets and markets are recorded from listing ``Accepted`` events (see ``Listings``).
 Amounts are exact int64 (SQLite INTEGER); a materialised ``balances`` table is updated in the same
-transaction, and ``check()`` recomputes it from the postings.
+transaction (one upsert per account and asset a batch touched), and ``check()`` recomputes it from
+the legs.  A batch is worked out with numpy (no per-event Python loop) and written with one
+``executemany`` per table.  Schema 1 files (fills posted as five ``postings`` rows) are migrated on
+open.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import Ev, Side
-from . import ASSET_LISTING, MARKET_LISTING, AssetDef, Listings, MarketDef, SequenceGapError, fresh_events, rows
+from . import ASSET_LISTING, MARKET_LISTING, AssetDef, Listings, MarketDef, SequenceGapError, fresh_events
 
 FEE_ACCOUNT = -1
 EXTERNAL_ACCOUNT = -2
@@ -54,11 +60,36 @@ CREATE TABLE IF NOT EXISTS balances (account INTEGER NOT NULL, asset INTEGER NOT
 CREATE TABLE IF NOT EXISTS fills (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, market INTEGER NOT NULL,
     taker_order INTEGER NOT NULL, taker_account INTEGER NOT NULL, taker_side INTEGER NOT NULL,
     maker_order INTEGER NOT NULL, maker_account INTEGER NOT NULL, price INTEGER NOT NULL, qty INTEGER NOT NULL,
-    notional INTEGER NOT NULL, taker_fee INTEGER NOT NULL, maker_fee INTEGER NOT NULL);
+    notional INTEGER NOT NULL, taker_fee INTEGER NOT NULL, maker_fee INTEGER NOT NULL,
+    cmd_seq INTEGER NOT NULL DEFAULT 0, buyer INTEGER NOT NULL DEFAULT 0, seller INTEGER NOT NULL DEFAULT 0,
+    base INTEGER NOT NULL DEFAULT 0, quote INTEGER NOT NULL DEFAULT 0, buyer_quote INTEGER NOT NULL DEFAULT 0,
+    seller_quote INTEGER NOT NULL DEFAULT 0, fee INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS fills_taker ON fills (taker_account, seq);
 CREATE INDEX IF NOT EXISTS fills_maker ON fills (maker_account, seq);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor', 0), ('schema', 1);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor', 0), ('schema', 2);
 """
+
+FILL_LEG_COLUMNS = ("cmd_seq", "buyer", "seller", "base", "quote", "buyer_quote", "seller_quote", "fee")
+
+# schema 1 -> 2: a fill's five postings (legs 0..4) and its entry become columns of its fills row
+MIGRATE_1_2 = """
+UPDATE fills SET
+    cmd_seq = (SELECT cmd_seq FROM entries e WHERE e.seq = fills.seq),
+    buyer = (SELECT account FROM postings p WHERE p.seq = fills.seq AND p.leg = 0),
+    base = (SELECT asset FROM postings p WHERE p.seq = fills.seq AND p.leg = 0),
+    seller = (SELECT account FROM postings p WHERE p.seq = fills.seq AND p.leg = 1),
+    quote = (SELECT asset FROM postings p WHERE p.seq = fills.seq AND p.leg = 2),
+    buyer_quote = (SELECT amount FROM postings p WHERE p.seq = fills.seq AND p.leg = 2),
+    seller_quote = (SELECT amount FROM postings p WHERE p.seq = fills.seq AND p.leg = 3),
+    fee = (SELECT amount FROM postings p WHERE p.seq = fills.seq AND p.leg = 4);
+DELETE FROM postings WHERE seq IN (SELECT seq FROM fills);
+DELETE FROM entries WHERE kind = 'fill';
+UPDATE meta SET value = 2 WHERE key = 'schema';
+"""
+
+_FILL_INSERT = ("INSERT INTO fills (seq, ts, market, taker_order, taker_account, taker_side, maker_order, "
+                "maker_account, price, qty, notional, taker_fee, maker_fee, " + ", ".join(FILL_LEG_COLUMNS) +
+                ") VALUES (" + ", ".join("?" * 21) + ")")
 
 
 class LedgerError(RuntimeError):
@@ -74,7 +105,26 @@ class SettlementLedger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self._load()
+
+    def _migrate(self) -> None:
+        db = self.db
+        if db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] >= 2:
+            return
+        have = {r[1] for r in db.execute("PRAGMA table_info(fills)")}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for c in FILL_LEG_COLUMNS:
+                if c not in have:
+                    db.execute(f"ALTER TABLE fills ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0")
+            for stmt in MIGRATE_1_2.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _load(self) -> None:
         """(Re)load the in-memory caches from the database."""
@@ -87,6 +137,7 @@ class SettlementLedger:
                             "taker_bps, band_bps, seq FROM markets"):
             self.listings.markets[r[0]] = MarketDef(*r)
         self.listings.accounts = {a for (a,) in db.execute("SELECT account FROM accounts")}
+        self._marr = None  # market arrays for the fills (``_market_arrays``)
 
     @property
     def cursor(self) -> int:
@@ -104,53 +155,78 @@ class SettlementLedger:
         if len(new) == 0:
             return 0
         listings = self.listings
-        markets = listings.markets
         asset_rows, market_rows, account_rows, entry_rows, posting_rows, fill_rows = [], [], [], [], [], []
-        delta: dict[tuple[int, int], int] = {}
-
-        def post(seq, leg, account, asset, amount):
-            posting_rows.append((seq, leg, account, asset, amount))
-            key = (account, asset)
-            delta[key] = delta.get(key, 0) + amount
-
-        cmd_seqs = new["cmd_seq"].tolist()
+        kind = new["kind"]
         try:
-            for i, (seq, kind, code, flags, side, reason, market, venue, ts, order_id, account, client_id, price,
-                    qty, remaining, maker_order, maker_account, maker_fee, taker_fee) in enumerate(rows(new)):
-                if kind == Ev.FILL:
-                    m = markets.get(market)
-                    if m is None:
-                        raise LedgerError(f"event {seq}: fill in market {market}, which was never listed")
-                    notional = price * (qty // m.lot_size)
-                    if side == Side.BUY:
-                        buyer, seller, buyer_fee, seller_fee = account, maker_account, taker_fee, maker_fee
-                    else:
-                        buyer, seller, buyer_fee, seller_fee = maker_account, account, maker_fee, taker_fee
-                    entry_rows.append((seq, cmd_seqs[i], ts, "fill"))
-                    post(seq, 0, buyer, m.base, qty)
-                    post(seq, 1, seller, m.base, -qty)
-                    post(seq, 2, buyer, m.quote, -(notional + buyer_fee))
-                    post(seq, 3, seller, m.quote, notional - seller_fee)
-                    post(seq, 4, FEE_ACCOUNT, m.quote, buyer_fee + seller_fee)
-                    fill_rows.append((seq, ts, market, order_id, account, side, maker_order, maker_account, price, qty,
-                                      notional, taker_fee, maker_fee))
-                elif kind == Ev.BALANCE:
-                    entry_rows.append((seq, cmd_seqs[i], ts, "deposit" if qty > 0 else "withdrawal"))
-                    post(seq, 0, account, market, qty)
-                    post(seq, 1, EXTERNAL_ACCOUNT, market, -qty)
+            # listings (rare), in order
+            for i in np.flatnonzero((kind == Ev.ACCEPTED) & (new["order_id"] == 0)).tolist():
+                e = new[i]
+                args = (int(e["side"]), int(e["market"]), int(e["venue"]), int(e["account"]), int(e["client_id"]),
+                        int(e["price"]), int(e["qty"]), int(e["remaining"]))
+                what = listings.classify(Ev.ACCEPTED, int(e["flags"]), args[0], args[1], args[2], 0, *args[3:])
+                seq = int(e["seq"])
+                if what == ASSET_LISTING:
+                    d = listings.learn(what, seq, *args)
+                    asset_rows.append((d.asset_id, d.symbol, d.decimals, seq))
+                elif what == MARKET_LISTING:
+                    d = listings.learn(what, seq, *args)
+                    self._marr = None
+                    market_rows.append((d.market_id, d.venue, d.kind, d.base, d.quote, d.tick_size, d.lot_size,
+                                        d.min_size, d.maker_bps, d.taker_bps, d.band_bps, seq))
+            legs_acct, legs_asset, legs_amount = [], [], []
+            fills = new[kind == Ev.FILL]
+            if len(fills):
+                seq = fills["seq"]
+                market = fills["market"].astype(np.int64)
+                ids, lot, base_of, quote_of, listed_at = self._market_arrays()
+                at = np.searchsorted(ids, market)
+                ok = np.zeros(len(fills), bool)
+                inside = at < len(ids)
+                ok[inside] = (ids[at[inside]] == market[inside]) & (listed_at[at[inside]] < seq[inside])
+                if not ok.all():
+                    k = int(np.flatnonzero(~ok)[0])
+                    raise LedgerError(f"event {int(seq[k])}: fill in market {int(market[k])}, which was never listed")
+                qty, price, side = fills["qty"], fills["price"], fills["side"]
+                taker, maker = fills["account"], fills["maker_account"]
+                taker_fee, maker_fee = fills["taker_fee"], fills["maker_fee"]
+                notional = price * (qty // lot[at])
+                buy = side == Side.BUY
+                buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
+                buyer_fee, seller_fee = np.where(buy, taker_fee, maker_fee), np.where(buy, maker_fee, taker_fee)
+                base, quote = base_of[at], quote_of[at]
+                buyer_quote, seller_quote, fee = -(notional + buyer_fee), notional - seller_fee, buyer_fee + seller_fee
+                fill_rows = np.column_stack([
+                    seq, fills["ts"], market, fills["order_id"], taker, side.astype(np.int64), fills["maker_order"],
+                    maker, price, qty, notional, taker_fee, maker_fee, fills["cmd_seq"], buyer, seller, base, quote,
+                    buyer_quote, seller_quote, fee]).tolist()
+                fee_acct = np.full(len(fills), FEE_ACCOUNT, np.int64)
+                legs_acct += [buyer, seller, buyer, seller, fee_acct]
+                legs_asset += [base, base, quote, quote, quote]
+                legs_amount += [qty, -qty, buyer_quote, seller_quote, fee]
+            bal = new[kind == Ev.BALANCE]
+            if len(bal):
+                b_seq, b_acct, b_asset, b_qty = (bal["seq"].tolist(), bal["account"].tolist(), bal["market"].tolist(),
+                                                 bal["qty"].tolist())
+                for seq, cmd_seq, ts, account, asset, qty in zip(b_seq, bal["cmd_seq"].tolist(), bal["ts"].tolist(),
+                                                                 b_acct, b_asset, b_qty):
+                    entry_rows.append((seq, cmd_seq, ts, "deposit" if qty > 0 else "withdrawal"))
+                    posting_rows.append((seq, 0, account, asset, qty))
+                    posting_rows.append((seq, 1, EXTERNAL_ACCOUNT, asset, -qty))
                     if account not in listings.accounts:
                         listings.accounts.add(account)
                         account_rows.append((account, seq))
-                elif kind == Ev.ACCEPTED and order_id == 0:
-                    what = listings.classify(kind, flags, side, market, venue, order_id, account, client_id, price,
-                                             qty, remaining)
-                    if what == ASSET_LISTING:
-                        d = listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
-                        asset_rows.append((d.asset_id, d.symbol, d.decimals, seq))
-                    elif what == MARKET_LISTING:
-                        d = listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
-                        market_rows.append((d.market_id, d.venue, d.kind, d.base, d.quote, d.tick_size, d.lot_size,
-                                            d.min_size, d.maker_bps, d.taker_bps, d.band_bps, seq))
+                legs_acct += [bal["account"], np.full(len(bal), EXTERNAL_ACCOUNT, np.int64)]
+                legs_asset += [bal["market"].astype(np.int64)] * 2
+                legs_amount += [bal["qty"], -bal["qty"]]
+            delta_rows = []
+            if legs_acct:
+                # the batch's postings summed per (account, asset); int64 wraps, so each sum is exact
+                # whenever it fits (a balance's change does)
+                acct, asset = np.concatenate(legs_acct), np.concatenate(legs_asset)
+                order = np.lexsort((asset, acct))
+                acct, asset, amounts = acct[order], asset[order], np.concatenate(legs_amount)[order]
+                start = np.flatnonzero(np.concatenate([[True], (acct[1:] != acct[:-1]) | (asset[1:] != asset[:-1])]))
+                delta_rows = np.column_stack([acct[start], asset[start], np.add.reduceat(amounts, start)]).tolist()
             last = int(new["seq"][-1])
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -165,11 +241,11 @@ class SettlementLedger:
                 db.executemany("INSERT INTO accounts VALUES (?, ?)", account_rows)
                 db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows)
                 db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?, ?)", posting_rows)
-                db.executemany("INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fill_rows)
+                db.executemany(_FILL_INSERT, fill_rows)
                 db.executemany(
                     "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
                     "ON CONFLICT (account, asset) DO UPDATE SET amount = amount + excluded.amount",
-                    [(a, s, v) for (a, s), v in delta.items()],
+                    delta_rows,
                 )
                 db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (last,))
                 db.execute("COMMIT")
@@ -181,6 +257,16 @@ class SettlementLedger:
             raise
         self._cursor = last
         return len(new)
+
+    def _market_arrays(self):
+        """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq."""
+        markets = self.listings.markets
+        if self._marr is None:
+            ms = [markets[m] for m in sorted(markets)]
+            self._marr = tuple(np.array(c, np.int64) for c in (
+                [m.market_id for m in ms], [m.lot_size for m in ms], [m.base for m in ms], [m.quote for m in ms],
+                [m.seq for m in ms]))
+        return self._marr
 
     # ----------------------------------------------------------------------------- queries
 
@@ -220,14 +306,23 @@ class SettlementLedger:
         return dict(self.listings.markets)
 
     def check(self) -> None:
-        """Verify the ledger: every entry's legs sum to zero per asset, and the materialised balances
-        equal the sums of the postings (computed with Python integers).  Raises ``LedgerError``."""
+        """Verify the ledger: every entry's legs sum to zero per asset (a fill's legs also match its
+        fees), and the materialised balances equal the sums of all legs (computed with Python
+        integers).  Raises ``LedgerError``."""
         sums: dict[tuple[int, int], int] = {}
         per_entry: dict[tuple[int, int], int] = {}
         for seq, account, asset, amount in self.db.execute("SELECT seq, account, asset, amount FROM postings"):
             sums[(account, asset)] = sums.get((account, asset), 0) + amount
             per_entry[(seq, asset)] = per_entry.get((seq, asset), 0) + amount
         unbalanced = [k for k, v in per_entry.items() if v != 0]
+        q = ("SELECT seq, buyer, seller, base, quote, qty, buyer_quote, seller_quote, fee, taker_fee, maker_fee "
+             "FROM fills")
+        for seq, buyer, seller, base, quote, qty, bq, sq, fee, tf, mf in self.db.execute(q):
+            for key, amount in (((buyer, base), qty), ((seller, base), -qty), ((buyer, quote), bq),
+                                ((seller, quote), sq), ((FEE_ACCOUNT, quote), fee)):
+                sums[key] = sums.get(key, 0) + amount
+            if bq + sq + fee != 0 or fee != tf + mf:
+                unbalanced.append((seq, quote))
         if unbalanced:
             raise LedgerError(f"entries whose legs do not sum to zero (seq, asset): {unbalanced[:10]}")
         stored = {(a, s): v for a, s, v in self.db.execute("SELECT account, asset, amount FROM balances")}

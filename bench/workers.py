@@ -1,0 +1,87 @@
+"""Worker-core benchmark: each core (settlement, margin, risk) alone on the matcher workload's events.
+
+    python -m bench.workers --config A --commands 200000 --runs 5 --json workers.json
+
+The seeded ``bench.orders`` workload (setup, prefill, stream) goes through the Cython matcher once,
+untimed; its events are then fed to a fresh core of each role (``engine.workers.make_core``, a
+fresh data directory each run) in batches of ``--batch`` events, as the worker processes take them
+from the ring.  Reported per role: events per second on one core, median (and best) of ``--runs``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bench.orders import CONFIGS, generate
+from engine.config import Config, EngineSection
+from engine.matcher import Engine
+from engine.records import Ev
+from engine.workers import make_core
+
+ROLES = ("settlement", "margin", "risk")
+
+
+def events_of(config: str, commands: int | None, seed: int) -> np.ndarray:
+    cfg = CONFIGS[config]
+    cfg = cfg.replace(commands=commands or cfg.commands, seed=seed)
+    wl = generate(cfg)
+    e = Engine(**wl.engine_kwargs)
+    return np.concatenate([e.process(wl.setup), e.process(wl.prefill), e.process(wl.stream)])
+
+
+def time_core(role: str, events: np.ndarray, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        core = make_core(role, Config(engine=EngineSection(data_dir=d)))
+        t0 = time.perf_counter()
+        for i in range(0, len(events), batch):
+            core.apply(events[i:i + batch])
+        dt = time.perf_counter() - t0
+        assert core.cursor == int(events["seq"][-1])
+        getattr(core, "close", lambda: None)()
+    return dt
+
+
+def run(args: argparse.Namespace) -> dict:
+    events = events_of(args.config, args.commands, args.seed)
+    kinds = np.bincount(events["kind"], minlength=len(Ev) + 1)
+    mix = {Ev(k).name.lower(): int(kinds[k]) for k in range(1, len(kinds)) if kinds[k]}
+    print(f"{len(events)} events ({', '.join(f'{k} {v}' for k, v in mix.items())})", file=sys.stderr)
+    out = {"config": args.config, "commands": args.commands, "seed": args.seed, "events": len(events),
+           "batch": args.batch, "runs": args.runs, "kinds": mix, "roles": {}}
+    for role in args.roles:
+        rates = [len(events) / time_core(role, events, args.batch) for _ in range(args.runs)]
+        med = statistics.median(rates)
+        out["roles"][role] = {"events_per_s": med, "best_events_per_s": max(rates), "all": rates}
+        print(f"{role:>10}: {med / 1e6:6.2f} M events/s per core (median of {args.runs}, best {max(rates) / 1e6:.2f})")
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.split("\n")[0])
+    p.add_argument("--config", choices=sorted(CONFIGS), default="A")
+    p.add_argument("--commands", type=int, default=200_000, help="stream length")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--runs", type=int, default=5, help="timed runs per role (median reported)")
+    p.add_argument("--batch", type=int, default=8192, help="events per apply() call")
+    p.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
+    p.add_argument("--json", metavar="PATH", help="write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
