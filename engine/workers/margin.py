@@ -102,6 +102,23 @@ class MarginBook:
         self.w = np.zeros(assets, np.int64)
         self.s = np.zeros(assets, np.int64)
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle a checkpoint, also one written before orders moved into an ``IntTable``."""
+        self.__dict__.update(state)
+        self._markets_key = None
+        self._marr = None
+        n = len(self.index)
+        ids = self.account_ids[:n]
+        order = np.argsort(ids, kind="stable")
+        self._known = (ids[order], order.astype(np.int64))
+        if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
+            where = {m: i for i, m in enumerate(self.listings.markets)}
+            table = IntTable(MARGIN_COLUMNS, len(self.orders))
+            if self.orders:
+                table.update(np.array(list(self.orders), np.int64),
+                             np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64))
+            self.orders = table
+
     @property
     def cursor(self) -> int:
         return self._cursor

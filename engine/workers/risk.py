@@ -107,6 +107,24 @@ class RiskMonitor:
         self._cursor = 0
         self._now = 0
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle a checkpoint, also one written before orders, rates and open interest moved
+        into ``IntTable``s."""
+        self.__dict__.update(state)
+        self._lots = None
+        for name, cols in (("orders", RISK_COLUMNS), ("rates", RATE_COLUMNS)):
+            old = getattr(self, name)
+            if isinstance(old, dict):  # {key: [values]}
+                table = IntTable(cols, len(old))
+                if old:
+                    table.update(np.array(list(old), np.int64), np.array(list(old.values()), np.int64))
+                setattr(self, name, table)
+        old_oi = self.__dict__.pop("oi", None)
+        if "oi_table" not in self.__dict__:
+            self.oi_table = IntTable(1, len(old_oi or ()))
+            if old_oi:
+                self.oi_table.update(np.array(list(old_oi), np.int64), np.array(list(old_oi.values()), np.int64))
+
     @property
     def cursor(self) -> int:
         return self._cursor
