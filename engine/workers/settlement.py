@@ -38,6 +38,8 @@ import numpy as np
 from ..records import Ev, Side
 from . import ASSET_LISTING, MARKET_LISTING, AssetDef, Listings, MarketDef, SequenceGapError, fresh_events
 
+_ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANCE), int(Side.BUY)
+
 FEE_ACCOUNT = -1
 EXTERNAL_ACCOUNT = -2
 
@@ -159,7 +161,8 @@ class SettlementLedger:
         kind = new["kind"]
         try:
             # listings (rare), in order
-            for i in np.flatnonzero((kind == Ev.ACCEPTED) & (new["order_id"] == 0)).tolist():
+            accepted = np.flatnonzero(kind == _ACCEPTED)
+            for i in accepted[new["order_id"][accepted] == 0].tolist():
                 e = new[i]
                 args = (int(e["side"]), int(e["market"]), int(e["venue"]), int(e["account"]), int(e["client_id"]),
                         int(e["price"]), int(e["qty"]), int(e["remaining"]))
@@ -174,7 +177,7 @@ class SettlementLedger:
                     market_rows.append((d.market_id, d.venue, d.kind, d.base, d.quote, d.tick_size, d.lot_size,
                                         d.min_size, d.maker_bps, d.taker_bps, d.band_bps, seq))
             legs_acct, legs_asset, legs_amount = [], [], []
-            fills = new[kind == Ev.FILL]
+            fills = new.take(np.flatnonzero(kind == _FILL))
             if len(fills):
                 seq = fills["seq"]
                 market = fills["market"].astype(np.int64)
@@ -190,7 +193,7 @@ class SettlementLedger:
                 taker, maker = fills["account"], fills["maker_account"]
                 taker_fee, maker_fee = fills["taker_fee"], fills["maker_fee"]
                 notional = price * (qty // lot[at])
-                buy = side == Side.BUY
+                buy = side == _BUY
                 buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
                 buyer_fee, seller_fee = np.where(buy, taker_fee, maker_fee), np.where(buy, maker_fee, taker_fee)
                 base, quote = base_of[at], quote_of[at]
@@ -203,7 +206,7 @@ class SettlementLedger:
                 legs_acct += [buyer, seller, buyer, seller, fee_acct]
                 legs_asset += [base, base, quote, quote, quote]
                 legs_amount += [qty, -qty, buyer_quote, seller_quote, fee]
-            bal = new[kind == Ev.BALANCE]
+            bal = new.take(np.flatnonzero(kind == _BALANCE))
             if len(bal):
                 b_seq, b_acct, b_asset, b_qty = (bal["seq"].tolist(), bal["account"].tolist(), bal["market"].tolist(),
                                                  bal["qty"].tolist())
@@ -236,12 +239,18 @@ class SettlementLedger:
                 stored = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()[0]
                 if stored != self._cursor:
                     raise SequenceGapError(f"cursor moved under us: expected {self._cursor}, database has {stored}")
-                db.executemany("INSERT INTO assets VALUES (?, ?, ?, ?)", asset_rows)
-                db.executemany("INSERT INTO markets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", market_rows)
-                db.executemany("INSERT INTO accounts VALUES (?, ?)", account_rows)
-                db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows)
-                db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?, ?)", posting_rows)
-                db.executemany(_FILL_INSERT, fill_rows)
+                if asset_rows:
+                    db.executemany("INSERT INTO assets VALUES (?, ?, ?, ?)", asset_rows)
+                if market_rows:
+                    db.executemany("INSERT INTO markets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", market_rows)
+                if account_rows:
+                    db.executemany("INSERT INTO accounts VALUES (?, ?)", account_rows)
+                if entry_rows:
+                    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?)", entry_rows)
+                if posting_rows:
+                    db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?, ?)", posting_rows)
+                if fill_rows:
+                    db.executemany(_FILL_INSERT, fill_rows)
                 db.executemany(
                     "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
                     "ON CONFLICT (account, asset) DO UPDATE SET amount = amount + excluded.amount",
