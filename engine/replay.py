@@ -76,7 +76,7 @@ class _Feeder:
             self.kinds += np.bincount(k, minlength=16)[:16]
 
     def add(self, commands: np.ndarray) -> None:
-        if len(commands) >= CHUNK // 2:
+        if len(commands) >= 1024:  # big enough: no copy
             self.flush()
             self.run(commands)
             return
