@@ -84,6 +84,26 @@ def read_heartbeats(cfg: Config) -> dict[str, dict]:
     return out
 
 
+def workers_durable_cursor(cfg: Config) -> int | None:
+    """The oldest event a worker may still need, so a restart never starts after it.
+
+    Taken from the ring a crashed engine left behind (its consumer cursors only move as far as
+    each worker's state is durable) and from the workers' last heartbeats; None when no worker
+    has ever reported.
+    """
+    from .ring import RingError, ring_status
+
+    cursors = []
+    try:
+        status = ring_status(cfg.ring_name)
+        cursors += [c["cursor"] for c in status["consumers"] if c["name"] in WORKERS]
+    except (RingError, OSError):
+        pass
+    beats = read_heartbeats(cfg)
+    cursors += [beats[w]["ring_cursor"] for w in WORKERS if "ring_cursor" in beats.get(w, {})]
+    return min(cursors) if cursors else None
+
+
 def bootstrap_commands(cfg: Config) -> np.ndarray:
     """The listings and demo deposits of the config, as commands for a fresh journal."""
     ids = cfg.asset_ids()
@@ -141,6 +161,7 @@ class MatcherStage:
         from .journal import JournalReader, JournalWriter
         from .matcher import Engine
         from .ring import EventRing
+        from .snapshot import SnapshotWriter, load_newest
 
         self.cfg = cfg
         e = cfg.engine
@@ -149,22 +170,36 @@ class MatcherStage:
         journal_dir = cfg.data_path / "journal"
         journal_dir.mkdir(parents=True, exist_ok=True)
         self.journaling = e.journal
-        # Recovery: the journal's commands rebuild the state; their events were published
-        # before the restart, so the ring continues numbering after them.
-        # Recovery: the journal's commands rebuild the state and their events are published
-        # again from seq 1 into the fresh ring, so workers restarting with it find every event
-        # after their own durable cursor (and skip what they already have).
-        self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, consumers=WORKERS)
+        # Recovery: the newest snapshot that no worker is behind, then the journal after it.
+        # The suffix's events are published again into the fresh ring, numbered on from the
+        # snapshot, so each worker finds every event after its own durable cursor (and skips
+        # what it already has).
+        self.snapshots = SnapshotWriter(cfg.data_path / "snapshots", keep=e.snapshot_keep) if self.journaling else None
+        self.restored_from = None
+        if self.journaling:
+            # Opening the journal validates its tail (a torn one is cut); no snapshot past it.
+            self.journal = JournalWriter(journal_dir, fsync=e.fsync)
+            state, path, problems = load_newest(cfg.data_path / "snapshots", max_event_seq=workers_durable_cursor(cfg),
+                                                max_cmd_seq=self.journal.last_seq)
+            for problem in problems:
+                print(f"xos matcher: snapshot skipped: {problem}", file=sys.stderr, flush=True)
+            if state is not None:
+                self.engine = Engine.from_state(state, max_orders=e.max_orders, max_accounts=e.max_accounts,
+                                                max_markets=e.max_markets, max_assets=e.max_assets)
+                self.restored_from = str(path)
+        self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, consumers=WORKERS, start=self.engine.event_seq)
         self.heartbeat = Heartbeat(cfg, "matcher")
         self.heartbeat.beat(force=True, state="replaying")
         replayed = 0
         if self.journaling:
-            for first_seq, commands in JournalReader(journal_dir).read_from(1):
+            for first_seq, commands in JournalReader(journal_dir).read_from(self.engine.cmd_seq + 1):
                 self.engine.process_count(commands)
                 self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
                 replayed += len(commands)
         self.replayed = replayed
-        self.journal = JournalWriter(journal_dir, fsync=e.fsync) if self.journaling else None
+        self.last_snapshot = time.monotonic()
+        if not self.journaling:
+            self.journal = None
         self.context = zmq.Context()
         self.input = self.context.socket(zmq.PULL)
         self.input.setsockopt(zmq.RCVHWM, 100_000)
@@ -173,7 +208,7 @@ class MatcherStage:
         self.pending: list[np.ndarray] = []
         self.malformed = 0
         self.commands = 0
-        if replayed == 0:
+        if self.engine.cmd_seq == 0:
             self.run_batch(bootstrap_commands(cfg))
 
     def take_input(self, timeout_ms: int) -> int:
@@ -221,10 +256,17 @@ class MatcherStage:
         self.engine.publish_to(self.ring, durable)
         self.commands += len(commands)
 
+    def take_snapshot(self) -> None:
+        """Capture the state (the only part that stalls matching) and hand it to the writer thread."""
+        if self.snapshots is not None:
+            self.snapshots.submit(self.engine.export_state())
+        self.last_snapshot = time.monotonic()
+
     def counters(self) -> dict:
         return {
             "commands": self.commands,
             "replayed": self.replayed,
+            "restored_from": self.restored_from,
             "cmd_seq": self.engine.cmd_seq,
             "event_seq": self.engine.event_seq,
             "durable_seq": self.journal.durable_seq if self.journal is not None else 0,
@@ -239,6 +281,9 @@ class MatcherStage:
             n = self.take_input(POLL_MS)
             if n:
                 self.run_batch(self.batch[:n])
+            interval = self.cfg.engine.snapshot_interval_s
+            if interval and time.monotonic() - self.last_snapshot >= interval:
+                self.take_snapshot()
             self.heartbeat.beat(state="running", **self.counters())
         while True:  # drain what producers already sent
             n = self.take_input(0)
@@ -256,6 +301,9 @@ class MatcherStage:
         if self.journal is not None:
             self.journal.close()
         self.wait_for_consumers(timeout_s=10.0)
+        if self.snapshots is not None:
+            self.take_snapshot()
+            self.snapshots.close()
         self.heartbeat.beat(force=True, state="stopped", **self.counters())
         self.ring.close(unlink=True)
 

@@ -70,8 +70,6 @@ class Supervisor:
                 raise AlreadyRunning(
                     f"another engine (pid {status['creator_pid']}) is using shared memory {status['path']}"
                 )
-        for role in ROLES:  # old heartbeats would look like live processes
-            (self.run_dir / f"{role}.json").unlink(missing_ok=True)
         self.pid_file.write_text(str(os.getpid()))
 
     def spawn(self, role: str) -> None:
