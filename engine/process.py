@@ -29,6 +29,7 @@ from .config import KINDS, Config, load
 from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params, pack_symbol
 
 ROLES = ("matcher", "settlement", "margin", "risk")
+EXIT_PRODUCER_GONE = 3  # a worker whose matcher died exits with this; the supervisor restarts it
 WORKERS = ROLES[1:]
 POLL_MS = 100
 
@@ -364,14 +365,18 @@ class WorkerStage:
         restored = self.checkpoint.load() if self.checkpoint else None
         self.core = restored if restored is not None else make_core(role, cfg)
         deadline = time.monotonic() + 60.0
-        while True:  # the matcher creates the ring; a worker may start first
+        while True:  # the matcher creates the ring; a worker may start first, or find a dead one's
             try:
-                self.consumer = RingConsumer.attach(cfg.ring_name, role)
-                break
+                consumer = RingConsumer.attach(cfg.ring_name, role)
+                if consumer.producer_alive():
+                    self.consumer = consumer
+                    break
+                consumer.detach()
             except RingError:
-                if time.monotonic() > deadline or Stop.requested:
-                    raise
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline or Stop.requested:
+                raise RingError(f"no live event ring {cfg.ring_name} within 60 s (is the matcher running?)")
+            time.sleep(0.05)
         resume = self.core.cursor + 1
         if resume > self.consumer.cursor + 1:
             try:
@@ -447,12 +452,19 @@ class WorkerStage:
             self.make_durable()
         return len(events)
 
-    def run(self) -> None:
+    def run(self) -> int:
         self.heartbeat.beat(state="running", **self.counters())
-        while not Stop.requested:
+        while not Stop.requested and not self.consumer.producer_closed():
             if not self.step(POLL_MS * 1_000_000) and self.pending:
                 self.make_durable()
             if self.heartbeat.due():
+                if not self.consumer.producer_alive():
+                    # The matcher died: what this worker applied is durable up to its cursor,
+                    # the restarted matcher republishes the rest into a new ring.
+                    self.make_durable()
+                    self.heartbeat.beat(state="producer gone", **self.counters())
+                    print(f"xos {self.role}: the matcher is gone; leaving to reattach", file=sys.stderr, flush=True)
+                    return EXIT_PRODUCER_GONE
                 self.heartbeat.beat(state="running", **self.counters())
         while self.step(0):  # drain what is already published
             pass
@@ -463,6 +475,7 @@ class WorkerStage:
         if close:
             close()
         self.consumer.detach()
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,10 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     if profile_dir:
         import cProfile
 
-        cProfile.runctx("stage.run()", globals(), {"stage": stage}, f"{profile_dir}/{args.role}.prof")
-    else:
-        stage.run()
-    return 0
+        result: dict = {}
+        cProfile.runctx("result['code'] = stage.run()", globals(), {"stage": stage, "result": result},
+                        f"{profile_dir}/{args.role}.prof")
+        return result.get("code") or 0
+    return stage.run() or 0
 
 
 if __name__ == "__main__":

@@ -805,6 +805,17 @@ cdef class RingConsumer(_RingMap):
         """Events consumed: the next event read has seq ``cursor + 1``."""
         return self.pos
 
+    def producer_closed(self):
+        """Did the producer close the ring (a clean shutdown: nothing more will be published)?"""
+        self._check_open()
+        return xos_load_acquire_32(&self.hdr.closed) != 0
+
+    def producer_alive(self):
+        """Is the process that created this ring still running?  A worker whose producer died
+        leaves, to attach to the ring the restarted producer creates."""
+        self._check_open()
+        return pid_alive(self.hdr.creator_pid, self.hdr.creator_start)
+
     @property
     def stats(self):
         self._check_open()
