@@ -93,6 +93,32 @@ cdef struct Expiry:
     int64_t order_id
 
 
+cdef packed struct OrderState:     # a snapshot's order row (numpy ORDER_STATE)
+    int64_t order_id
+    int64_t account
+    int64_t client_id
+    int64_t price
+    int64_t qty
+    int64_t filled
+    int64_t remaining
+    int64_t expire_at
+    uint32_t market
+    uint32_t venue
+    uint8_t side
+    uint8_t stp
+    uint8_t post_only
+    uint8_t tif
+    uint32_t pad
+
+
+cdef packed struct BalanceState:   # a snapshot's balance row (numpy BALANCE_STATE)
+    int64_t account_index
+    uint32_t asset
+    uint32_t pad
+    int64_t free
+    int64_t held
+
+
 cdef struct Touched:
     uint32_t market
     uint8_t side
@@ -174,6 +200,10 @@ cdef class Matcher:
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil
     cdef void emit_listing(self, const xos_command *c) noexcept nogil
+    cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil
+    cdef void copy_orders(self, OrderState *out) noexcept nogil
+    cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,
+                            int64_t n_balances, const OrderState *orders, int64_t n_orders) noexcept nogil
     cdef void execute(self, const xos_command *c) noexcept nogil
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil
     cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL

@@ -84,6 +84,34 @@ cdef inline int32_t level_search(BookSide *bs, uint8_t side, int64_t price, bint
     return base if k >= key else base + 1
 
 
+cdef void sort_slots_by_id(int32_t *slots, int64_t *ids, int64_t n) noexcept nogil:
+    """Heap sort of ``slots`` by ``ids`` (ids are unique): no allocation, no recursion."""
+    cdef int64_t start, end, root, child, t64
+    cdef int32_t t32
+    start = n // 2 - 1
+    end = n
+    while end > 1:
+        if start >= 0:
+            root = start
+            start -= 1
+        else:
+            end -= 1
+            t64 = ids[0]; ids[0] = ids[end]; ids[end] = t64
+            t32 = slots[0]; slots[0] = slots[end]; slots[end] = t32
+            root = 0
+        while True:
+            child = 2 * root + 1
+            if child >= end:
+                break
+            if child + 1 < end and ids[child + 1] > ids[child]:
+                child += 1
+            if ids[root] >= ids[child]:
+                break
+            t64 = ids[root]; ids[root] = ids[child]; ids[child] = t64
+            t32 = slots[root]; slots[root] = slots[child]; slots[child] = t32
+            root = child
+
+
 cdef void compact(BookSide *bs) noexcept nogil:
     """Drop the tombstone levels (amortised: runs once they are half the side)."""
     cdef int32_t i, kept = 0
@@ -1123,11 +1151,9 @@ cdef class Matcher:
         totals), markets (with last price and halt), account ids in index order, every balance
         entry, and every open order level by level in time priority.  Pool slots, hash tables,
         tombstone levels and the expiry heap are not state: ``import_state`` rebuilds them."""
-        cdef int64_t i, n, k, b
-        cdef int32_t m, lv, slot
+        cdef int64_t i, n, k
+        cdef int32_t m
         cdef Market *mk
-        cdef BookSide *bs
-        cdef Order *o
         counters = np.array([STATE_VERSION, self._cmd_seq, self._event_seq, self._last_order_id, self._now],
                             dtype=np.int64)
         assets = np.zeros(sum(1 for i in range(1, self.max_assets + 1) if self.asset_table[i].exists), ASSET_STATE)
@@ -1145,18 +1171,43 @@ cdef class Matcher:
                 markets[k] = (m, mk.venue, mk.base, mk.quote, mk.tick_size, mk.lot_size, mk.min_size, mk.maker_bps,
                               mk.taker_bps, mk.band_bps, mk.kind, mk.halted, 0, mk.last_price)
                 k += 1
-        accounts = np.array([self.accts[i].id for i in range(self.n_accounts)], dtype=np.int64)
-        n = sum(self.accts[i].n_balances for i in range(self.n_accounts))
-        balances = np.zeros(n, BALANCE_STATE)
-        k = n
-        for i in range(self.n_accounts - 1, -1, -1):  # lists are newest first: fill from the end
+        accounts = np.empty(self.n_accounts, dtype=np.int64)
+        cdef int64_t *acct_ids = <int64_t *>cnp.PyArray_DATA(accounts)
+        n = 0
+        for i in range(self.n_accounts):
+            acct_ids[i] = self.accts[i].id
+            n += self.accts[i].n_balances
+        cdef cnp.ndarray balances = np.empty(n, BALANCE_STATE)  # every byte is written below
+        cdef cnp.ndarray orders = np.empty(self.n_open, ORDER_STATE)
+        cdef BalanceState *balance_rows = <BalanceState *>cnp.PyArray_DATA(balances)
+        cdef OrderState *order_rows = <OrderState *>cnp.PyArray_DATA(orders)
+        with nogil:  # the part that holds matching up: plain copies out of the C structs
+            self.copy_balances(balance_rows, n)
+            self.copy_orders(order_rows)
+        return {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
+                "balances": balances, "orders": orders}
+
+    cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil:
+        """Every balance entry, account by account in creation order (lists are newest first)."""
+        cdef int64_t i, b, k = n
+        for i in range(self.n_accounts - 1, -1, -1):
             b = self.accts[i].balance_head
             while b >= 0:
                 k -= 1
-                balances[k] = (i, self.bals[b].asset, 0, self.bals[b].free, self.bals[b].held)
+                out[k].account_index = i
+                out[k].asset = self.bals[b].asset
+                out[k].pad = 0
+                out[k].free = self.bals[b].free
+                out[k].held = self.bals[b].held
                 b = self.bals[b].next
-        orders = np.zeros(self.n_open, ORDER_STATE)
-        k = 0
+
+    cdef void copy_orders(self, OrderState *out) noexcept nogil:
+        """Every open order, market by market, bids then asks, best level first, in time priority."""
+        cdef int64_t k = 0
+        cdef int32_t m, lv, slot, side
+        cdef Market *mk
+        cdef BookSide *bs
+        cdef Order *o
         for m in range(1, self.max_markets + 1):
             mk = &self.market_table[m]
             if not mk.exists:
@@ -1167,20 +1218,89 @@ cdef class Matcher:
                     slot = bs.levels[lv].head
                     while slot != NONE:
                         o = &self.orders[slot]
-                        orders[k] = (o.id, o.account, o.client_id, o.price, o.qty, o.filled, o.remaining,
-                                     o.expire_at, o.market, o.venue, o.side, o.stp, o.post_only, o.tif, 0)
+                        out[k].order_id = o.id
+                        out[k].account = o.account
+                        out[k].client_id = o.client_id
+                        out[k].price = o.price
+                        out[k].qty = o.qty
+                        out[k].filled = o.filled
+                        out[k].remaining = o.remaining
+                        out[k].expire_at = o.expire_at
+                        out[k].market = o.market
+                        out[k].venue = o.venue
+                        out[k].side = o.side
+                        out[k].stp = o.stp
+                        out[k].post_only = o.post_only
+                        out[k].tif = o.tif
+                        out[k].pad = 0
                         k += 1
                         slot = o.next
-        return {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
-                "balances": balances, "orders": orders}
+
+    cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,
+                            int64_t n_balances, const OrderState *orders, int64_t n_orders) noexcept nogil:
+        """Accounts, balances, then orders level by level (``rest`` appends, keeping time
+        priority) and registered in order id order.  Returns the index of an order that names
+        something unknown, else -1."""
+        cdef int64_t i, b, acct_idx
+        cdef int32_t slot
+        cdef int32_t *slots
+        cdef int64_t *by_id
+        cdef Market *mk
+        cdef Order *o
+        for i in range(n_accounts):
+            self.new_account(accounts[i])
+        for i in range(n_balances):
+            b = self.ensure_balance(balances[i].account_index, balances[i].asset)
+            self.bals[b].free = balances[i].free
+            self.bals[b].held = balances[i].held
+        for i in range(n_orders):
+            acct_idx = self.account_index_of(orders[i].account)
+            if (acct_idx < 0 or orders[i].market < 1 or orders[i].market > <uint32_t>self.max_markets
+                    or not self.market_table[orders[i].market].exists or orders[i].side > 1):
+                return i
+        slots = <int32_t *>malloc(<size_t>(n_orders + 1) * sizeof(int32_t))
+        by_id = <int64_t *>malloc(<size_t>(n_orders + 1) * sizeof(int64_t))
+        if slots == NULL or by_id == NULL:
+            die(b"snapshot load")
+        for i in range(n_orders):
+            acct_idx = self.account_index_of(orders[i].account)
+            slot = self.free_slot
+            o = &self.orders[slot]
+            self.free_slot = o.next
+            mk = &self.market_table[orders[i].market]
+            o.id = orders[i].order_id
+            o.account = orders[i].account
+            o.client_id = orders[i].client_id
+            o.price = orders[i].price
+            o.qty = orders[i].qty
+            o.filled = orders[i].filled
+            o.remaining = orders[i].remaining
+            o.expire_at = orders[i].expire_at
+            o.hold_per_lot = xos_buy_hold(1, o.price, mk.taker_bps)
+            o.acct_idx = <int32_t>acct_idx
+            o.bal_base = self.ensure_balance(acct_idx, mk.base)
+            o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
+            o.market = orders[i].market
+            o.venue = orders[i].venue
+            o.side = orders[i].side
+            o.stp = orders[i].stp
+            o.post_only = orders[i].post_only
+            o.tif = orders[i].tif
+            o.registered = False
+            self.rest(mk, slot)
+            slots[i] = slot
+            by_id[i] = o.id
+        sort_slots_by_id(slots, by_id, n_orders)
+        for i in range(n_orders):  # account lists in order id order
+            self.register(slots[i])
+        free(slots)
+        free(by_id)
+        return -1
 
     def import_state(self, state):
         """Load an exported state into this (fresh) matcher."""
-        cdef int64_t i, acct_idx, b
         cdef Market *mk
         cdef Asset *a
-        cdef Order *o
-        cdef int32_t slot
         if self._cmd_seq or self.n_accounts or self.n_open:
             raise ValueError("import_state needs a fresh engine")
         counters = state["counters"]
@@ -1218,45 +1338,16 @@ cdef class Matcher:
             mk.band_bps = row["band_bps"]
             mk.halted = row["halted"]
             mk.last_price = row["last_price"]
-        for i in range(len(accounts)):
-            self.new_account(accounts[i])
-        for row in balances:
-            b = self.ensure_balance(row["account_index"], row["asset"])
-            self.bals[b].free = row["free"]
-            self.bals[b].held = row["held"]
-        slots = np.empty(len(orders), dtype=np.int32)
-        for i in range(len(orders)):  # level by level in time priority: rest() appends
-            row = orders[i]
-            acct_idx = self.account_index_of(row["account"])
-            if acct_idx < 0:
-                raise ValueError(f"order {row['order_id']} names unknown account {row['account']}")
-            slot = self.free_slot
-            o = &self.orders[slot]
-            self.free_slot = o.next
-            mk = &self.market_table[row["market"]]
-            o.id = row["order_id"]
-            o.account = row["account"]
-            o.client_id = row["client_id"]
-            o.price = row["price"]
-            o.qty = row["qty"]
-            o.filled = row["filled"]
-            o.remaining = row["remaining"]
-            o.expire_at = row["expire_at"]
-            o.hold_per_lot = xos_buy_hold(1, o.price, mk.taker_bps)
-            o.acct_idx = <int32_t>acct_idx
-            o.bal_base = self.ensure_balance(acct_idx, mk.base)
-            o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
-            o.market = row["market"]
-            o.venue = row["venue"]
-            o.side = row["side"]
-            o.stp = row["stp"]
-            o.post_only = row["post_only"]
-            o.tif = row["tif"]
-            o.registered = False
-            self.rest(mk, slot)
-            slots[i] = slot
-        for i in np.argsort(orders["order_id"], kind="stable"):  # account lists in order id order
-            self.register(slots[i])
+        cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
+        cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
+        cdef cnp.ndarray order_rows = np.ascontiguousarray(orders, dtype=ORDER_STATE)
+        cdef int64_t bad
+        with nogil:
+            bad = self.load_books(<int64_t *>cnp.PyArray_DATA(account_ids), account_ids.shape[0],
+                                  <BalanceState *>cnp.PyArray_DATA(balance_rows), balance_rows.shape[0],
+                                  <OrderState *>cnp.PyArray_DATA(order_rows), order_rows.shape[0])
+        if bad >= 0:
+            raise ValueError(f"order {orders[bad]['order_id']} names an unknown account, market or side")
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -1400,6 +1491,8 @@ ORDER_STATE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "
                         ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("expire_at", "<i8"),
                         ("market", "<u4"), ("venue", "<u4"), ("side", "u1"), ("stp", "u1"), ("post_only", "u1"),
                         ("tif", "u1"), ("pad", "<u4")])
+if ORDER_STATE.itemsize != sizeof(OrderState) or BALANCE_STATE.itemsize != sizeof(BalanceState):
+    raise ImportError("snapshot row dtypes do not match the C structs")
 
 
 class Engine(CommandAPI):
