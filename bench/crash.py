@@ -22,10 +22,9 @@ At the end the engine is stopped cleanly and checked against the journal:
 * per-asset conservation: accounts' free + held + fees = the asset's outstanding deposits, in the
   engine, and every ledger entry balances.
 
-Workers attached to the killed matcher's ring do not follow the ring its successor creates (the
-matcher stage reserves their slots in the new ring, so without them it stalls once its replay
-fills the ring): after each restart the harness gives each worker a moment to show up in the new
-ring and otherwise restarts it (``worker_restarts``).
+A worker attached to the dead matcher's ring notices, makes its state durable and exits; the
+harness starts it again, as ``xos run``'s supervisor does, and it attaches to the new ring
+(``worker_restarts``).
 """
 from __future__ import annotations
 
@@ -46,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROLES = ("matcher", "settlement", "margin", "risk")
-WORKERS = ROLES[1:]
+from engine.process import EXIT_PRODUCER_GONE, ROLES, WORKERS
+
 _names = itertools.count()
 
 
@@ -122,29 +121,37 @@ class Cluster:
         proc.wait()
 
     def kill_matcher(self) -> float:
-        """SIGKILL the matcher, start a new one; returns the seconds from its start to running."""
+        """SIGKILL the matcher and start a new one; returns the seconds from its start to running.
+
+        A worker attached to the dead matcher's ring notices, makes its state durable and exits
+        (``EXIT_PRODUCER_GONE``); started again (as ``xos run``'s supervisor does) it attaches to
+        the new ring.  A worker that was still looking for a live ring simply attaches to it.
+        """
         from engine.ring import RingError, ring_status
 
-        self.beats()
         self._kill("matcher")
         t0 = time.perf_counter()
         self.spawn("matcher")
-        self.wait_beat("matcher", states=("replaying", "running"))  # the new ring exists now
-        deadline = time.monotonic() + 0.5
-        stale = set(WORKERS)
-        while stale and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while True:
+            for w in WORKERS:
+                code = self.procs[w].poll()
+                if code is not None:
+                    if code != EXIT_PRODUCER_GONE:
+                        raise RuntimeError(f"{w} exited with code {code} after the matcher died (see {self.log})")
+                    self.spawn(w)
+                    self.worker_restarts += 1
             try:
-                attached = {c["name"] for c in ring_status(self.cfg.ring_name)["consumers"]
-                            if c["alive"] and c["pid"] == self.procs.get(c["name"], None).pid}
-            except (RingError, OSError, AttributeError):
-                attached = set()
-            stale -= attached
-            if stale:
-                time.sleep(0.02)
-        for w in sorted(stale):  # still on the dead matcher's ring
-            self._kill(w)
-            self.spawn(w)
-            self.worker_restarts += 1
+                status = ring_status(self.cfg.ring_name)
+            except (RingError, OSError):
+                status = None
+            if status and status["creator_pid"] == self.procs["matcher"].pid and {
+                c["name"] for c in status["consumers"] if c["alive"] and c["pid"] == self.procs[c["name"]].pid
+            } == set(WORKERS):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers did not attach to the restarted matcher's ring (see {self.log})")
+            time.sleep(0.01)
         self.wait_beat("matcher")
         return time.perf_counter() - t0
 

@@ -14,6 +14,7 @@ through that input.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import pickle
@@ -485,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load(args.config or None)
     Stop.install()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a process is
     stage = MatcherStage(cfg) if args.role == "matcher" else WorkerStage(cfg, args.role)
     profile_dir = os.environ.get("XOS_PROFILE_DIR")  # development: cProfile each process's loop
     if profile_dir:
