@@ -21,6 +21,9 @@ BENCHMARKS = {
     "pipeline": "the whole engine as processes: matcher, journal, ring and the three workers",
     "ring": "the shared-memory event ring: events/s to 1 or 3 consumer processes, one-hop latency",
     "journal": "the journal: append+commit by fsync mode and batch size, fsync latency, replay speed",
+    "replay": "recovery: journal replay speed, restart from snapshot + journal suffix",
+    "crash": "kill -9 the matcher at random points: nothing acknowledged lost, no fill twice",
+    "workers": "the settlement, margin and risk cores: events per second each",
 }
 
 
