@@ -11,7 +11,7 @@ from engine.matcher import Engine
 from engine.workercore import IntTable
 from engine.workers.margin import MarginBook
 from engine.workers.risk import RiskConfig, RiskMonitor
-from tests.generators import ENGINE_KWARGS, StreamGenerator, run_stream
+from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 
 def test_int_table_roundtrip():

@@ -15,7 +15,7 @@ from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fre
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import EXTERNAL_ACCOUNT, LedgerError, SettlementLedger
-from tests.generators import ENGINE_KWARGS, StreamGenerator, run_stream
+from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 N_COMMANDS = 12_000
 
