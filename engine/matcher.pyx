@@ -19,7 +19,7 @@ cimport numpy as cnp
 from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
-from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_outside_band
+from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_outside_band
 from engine.ring cimport EventRing
 
 from .api import CommandAPI
@@ -803,7 +803,7 @@ cdef class Matcher:
         self.cancel_order(slot, True, XOS_CANCEL_USER, 0, self.orders[slot].remaining)
 
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil:
-        cdef int64_t old_hold, new_hold, extra
+        cdef int64_t old_hold, new_hold, extra, per_lot
         cdef int32_t slot = NONE
         cdef uint16_t code = self.locate_order(c, &slot)
         cdef Order *o
@@ -815,10 +815,15 @@ cdef class Matcher:
             price = c.price if c.price != 0 else o.price
             if c.price < 0:
                 code = XOS_PRICE_NOT_POSITIVE
-            else:
+            elif price != o.price:
                 code = self.check_price_qty(m, price, c.qty)
+            elif c.qty <= 0:  # the order's own price was checked when it was placed
+                code = XOS_QTY_NOT_POSITIVE
+            elif c.qty % m.lot_size:
+                code = XOS_QTY_OFF_LOT
         if code == XOS_OK:
-            new_hold = xos_buy_hold(c.qty // m.lot_size, price, m.taker_bps)
+            per_lot = o.hold_per_lot if price == o.price else xos_buy_hold(1, price, m.taker_bps)
+            new_hold = xos_mul_capped(c.qty // m.lot_size, per_lot)
             if c.qty > o.remaining and c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
@@ -859,7 +864,7 @@ cdef class Matcher:
             return
         self.unlink(m, slot)
         o.price = price
-        o.hold_per_lot = xos_buy_hold(1, price, m.taker_bps)
+        o.hold_per_lot = per_lot
         o.qty = o.filled + c.qty
         o.remaining = c.qty
         e = self.emit_order(XOS_EV_AMENDED, o)

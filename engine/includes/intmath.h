@@ -30,6 +30,12 @@ static inline int64_t xos_buy_hold(int64_t lots, int64_t price, int32_t taker_bp
     return (int64_t)h;
 }
 
+/* a * b for non-negative a, b, saturated just above XOS_MAX_MONEY */
+static inline int64_t xos_mul_capped(int64_t a, int64_t b) {
+    __int128 p = (__int128)a * b;
+    return p > (__int128)XOS_MAX_MONEY ? XOS_MAX_MONEY + 1 : (int64_t)p;
+}
+
 /* |price - last| * 10000 > band_bps * last */
 static inline int xos_outside_band(int64_t price, int64_t last, int32_t band_bps) {
     __int128 diff = (__int128)price - last;
