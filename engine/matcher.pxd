@@ -84,7 +84,8 @@ cdef struct Account:
 cdef struct Balance:
     int64_t free
     int64_t held
-    uint32_t asset
+    uint32_t asset           # 0: an unused entry of an account's block
+    int32_t owner            # account index
     int64_t next             # next balance of the same account
 
 

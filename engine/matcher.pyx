@@ -253,7 +253,7 @@ cdef class Matcher:
         return xos_hmap_get(&self.account_index, account, 0)
 
     cdef int64_t new_account(self, int64_t account) noexcept nogil:
-        cdef int64_t acct_idx = self.n_accounts
+        cdef int64_t acct_idx = self.n_accounts, b
         self.n_accounts += 1
         self.accts[acct_idx].id = account
         self.accts[acct_idx].order_head = NONE
@@ -264,6 +264,8 @@ cdef class Matcher:
             self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK,
                                         sizeof(Balance), b"balances")
         self.accts[acct_idx].balance_block = self.n_bals
+        for b in range(self.n_bals, self.n_bals + BALANCE_BLOCK):
+            self.bals[b].asset = 0
         self.n_bals += BALANCE_BLOCK
         if xos_hmap_put(&self.account_index, account, 0, acct_idx):
             die(b"account index")
@@ -304,6 +306,7 @@ cdef class Matcher:
         self.bals[b].free = 0
         self.bals[b].held = 0
         self.bals[b].asset = asset
+        self.bals[b].owner = <int32_t>acct_idx
         self.bals[b].next = a.balance_head
         a.balance_head = b
         a.n_balances += 1
@@ -1193,18 +1196,18 @@ cdef class Matcher:
                 "balances": balances, "orders": orders}
 
     cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil:
-        """Every balance entry, account by account in creation order (lists are newest first)."""
-        cdef int64_t i, b, k = n
-        for i in range(self.n_accounts - 1, -1, -1):
-            b = self.accts[i].balance_head
-            while b >= 0:
-                k -= 1
-                out[k].account_index = i
-                out[k].asset = self.bals[b].asset
-                out[k].pad = 0
-                out[k].free = self.bals[b].free
-                out[k].held = self.bals[b].held
-                b = self.bals[b].next
+        """Every balance entry, in one sequential pass over the balance table (each account's
+        entries keep their creation order, which is all ``import_state`` needs)."""
+        cdef int64_t b, k = 0
+        for b in range(self.n_bals):
+            if self.bals[b].asset == 0:
+                continue
+            out[k].account_index = self.bals[b].owner
+            out[k].asset = self.bals[b].asset
+            out[k].pad = 0
+            out[k].free = self.bals[b].free
+            out[k].held = self.bals[b].held
+            k += 1
 
     cdef void copy_orders(self, OrderState *out) noexcept nogil:
         """Every open order, market by market, bids then asks, best level first, in time priority."""

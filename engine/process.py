@@ -13,10 +13,14 @@ through that input.
 """
 from __future__ import annotations
 
+import os
+
+# Before numpy loads: idle BLAS threads would spin against the engine's processes on 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import faulthandler
 import json
-import os
 import pickle
 import signal
 import sys
