@@ -95,15 +95,22 @@ def assert_ledger_matches(cfg, engine: Engine, events: np.ndarray) -> None:
         ledger.close()
 
 
-def test_run_stream_kill_each_worker_and_restart(tmp_path, workload):
-    path = write_config(tmp_path)
+def start_with_books(tmp_path, workload, **engine):
+    """A supervised engine on a private config, with the workload's listings, deposits and
+    resting orders already sent; returns (supervisor, config, input client)."""
+    path = write_config(tmp_path, **engine)
     cfg = load(path)
     sup = Supervisor(cfg, str(path), log=lambda msg: None)
     sup.start()
+    client = InputClient(cfg.input_address)
+    send_in_batches(client, workload.setup)
+    send_in_batches(client, workload.prefill)
+    return sup, cfg, client
+
+
+def test_run_stream_kill_each_worker_and_restart(tmp_path, workload):
+    sup, cfg, client = start_with_books(tmp_path, workload)
     try:
-        client = InputClient(cfg.input_address)
-        send_in_batches(client, workload.setup)
-        send_in_batches(client, workload.prefill)
         stream = workload.stream
         thirds = np.array_split(np.arange(len(stream)), len(WORKERS) + 1)
         for victim, part in zip(WORKERS + (None,), thirds):
@@ -227,14 +234,8 @@ def test_supervised_matcher_killed_mid_stream_recovers_with_its_workers(tmp_path
     """kill -9 the matcher: the supervisor restarts it from snapshot + journal, the workers notice
     their ring's producer died and reattach to the new ring, and the ledger ends equal to the
     journal's replay (nothing applied twice, nothing acknowledged lost)."""
-    path = write_config(tmp_path, snapshot_interval_s=0.3)
-    cfg = load(path)
-    sup = Supervisor(cfg, str(path), log=lambda msg: None)
-    sup.start()
+    sup, cfg, client = start_with_books(tmp_path, workload, snapshot_interval_s=0.3)
     try:
-        client = InputClient(cfg.input_address)
-        send_in_batches(client, workload.setup)
-        send_in_batches(client, workload.prefill)
         stream = workload.stream
         half = len(stream) // 2
         send_in_batches(client, stream[:half], batch=200, pause_s=0.002)
