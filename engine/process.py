@@ -202,6 +202,8 @@ class MatcherStage:
                 self.engine.process_count(commands)
                 self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
                 replayed += len(commands)
+                if self.heartbeat.due():  # a long replay is not a silent process
+                    self.heartbeat.beat(state="replaying", replayed=replayed, cmd_seq=self.engine.cmd_seq)
         self.replayed = replayed
         self.last_snapshot = time.monotonic()
         if not self.journaling:
