@@ -329,6 +329,7 @@ class MatcherStage:
 
 
 DURABLE_ROLES = {"settlement"}  # their own store commits the cursor with each batch
+TAKE_MAX = 32768  # events a worker applies at once: fewer, larger transactions and numpy passes
 
 
 class Checkpoint:
@@ -445,7 +446,7 @@ class WorkerStage:
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
             return 0
-        events = self.consumer.take(8192)
+        events = self.consumer.take(TAKE_MAX)
         self.taken_seq = int(events["seq"][-1])
         commands = self.core.apply(events)
         if isinstance(commands, np.ndarray) and len(commands):
