@@ -16,8 +16,9 @@ cdef struct Order:
     int64_t remaining
     int64_t expire_at
     int64_t hold_per_lot     # buy orders: price + worst-case taker fee per lot
-    int64_t bal_base         # balance indexes of the account's base and quote assets
-    int64_t bal_quote
+    int64_t rest_seq         # when it joined its level: the level's time priority
+    int32_t bal_base         # balance indexes of the account's base and quote assets
+    int32_t bal_quote
     int32_t acct_idx
     int32_t prev             # FIFO neighbours in the price level (pool slots, -1 = none)
     int32_t next
@@ -29,7 +30,7 @@ cdef struct Order:
     uint8_t stp
     uint8_t post_only
     uint8_t tif
-    bint registered          # in the order and client indexes and its account's list
+    uint8_t registered       # in the order and client indexes and its account's list
 
 
 cdef struct Level:
@@ -103,6 +104,7 @@ cdef packed struct OrderState:     # a snapshot's order row (numpy ORDER_STATE)
     int64_t filled
     int64_t remaining
     int64_t expire_at
+    int64_t rest_seq
     uint32_t market
     uint32_t venue
     uint8_t side
@@ -161,6 +163,8 @@ cdef class Matcher:
     cdef int64_t _cmd_seq
     cdef int64_t _event_seq
     cdef int64_t _last_order_id
+    cdef int64_t _rest_seq           # orders that joined a level so far
+    cdef object export_buffers       # [balances, orders] row buffers kept between exports
     cdef int64_t _now
 
     cdef xos_event *emit(self, uint16_t kind) noexcept nogil
@@ -201,6 +205,7 @@ cdef class Matcher:
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil
     cdef void emit_listing(self, const xos_command *c) noexcept nogil
+    cdef cnp.ndarray export_buffer(self, int which, int64_t n, dtype, bint reuse)
     cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil
     cdef void copy_orders(self, OrderState *out) noexcept nogil
     cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,

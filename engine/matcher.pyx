@@ -358,6 +358,8 @@ cdef class Matcher:
             lv = &bs.levels[at]
             if lv.count == 0:
                 bs.empty -= 1
+        self._rest_seq += 1
+        o.rest_seq = self._rest_seq
         o.prev = lv.tail
         o.next = NONE
         if lv.tail != NONE:
@@ -1154,16 +1156,20 @@ cdef class Matcher:
 
     # ------------------------------------------------------------ snapshots
 
-    def export_state(self):
+    def export_state(self, bint reuse_buffers=False):
         """The engine's whole state as numpy arrays: counters, assets (with fees and outstanding
         totals), markets (with last price and halt), account ids in index order, every balance
-        entry, and every open order level by level in time priority.  Pool slots, hash tables,
-        tombstone levels and the expiry heap are not state: ``import_state`` rebuilds them."""
+        entry, and every open order with its time priority (``rest_seq``).  Pool slots, hash tables,
+        tombstone levels and the expiry heap are not state: ``import_state`` rebuilds them.
+
+        With ``reuse_buffers`` the big balance and order arrays are views into buffers kept from
+        the previous call (fresh pages cost as much as the copy): only for a caller that is done
+        with every earlier export, like the matcher stage once its snapshot writer is idle."""
         cdef int64_t i, n, k
         cdef int32_t m
         cdef Market *mk
-        counters = np.array([STATE_VERSION, self._cmd_seq, self._event_seq, self._last_order_id, self._now],
-                            dtype=np.int64)
+        counters = np.array([STATE_VERSION, self._cmd_seq, self._event_seq, self._last_order_id, self._now,
+                             self._rest_seq], dtype=np.int64)
         assets = np.zeros(sum(1 for i in range(1, self.max_assets + 1) if self.asset_table[i].exists), ASSET_STATE)
         k = 0
         for i in range(1, self.max_assets + 1):
@@ -1185,8 +1191,8 @@ cdef class Matcher:
         for i in range(self.n_accounts):
             acct_ids[i] = self.accts[i].id
             n += self.accts[i].n_balances
-        cdef cnp.ndarray balances = np.empty(n, BALANCE_STATE)  # every byte is written below
-        cdef cnp.ndarray orders = np.empty(self.n_open, ORDER_STATE)
+        cdef cnp.ndarray balances = self.export_buffer(0, n, BALANCE_STATE, reuse_buffers)
+        cdef cnp.ndarray orders = self.export_buffer(1, self.n_open, ORDER_STATE, reuse_buffers)
         cdef BalanceState *balance_rows = <BalanceState *>cnp.PyArray_DATA(balances)
         cdef OrderState *order_rows = <OrderState *>cnp.PyArray_DATA(orders)
         with nogil:  # the part that holds matching up: plain copies out of the C structs
@@ -1194,6 +1200,17 @@ cdef class Matcher:
             self.copy_orders(order_rows)
         return {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
                 "balances": balances, "orders": orders}
+
+    cdef cnp.ndarray export_buffer(self, int which, int64_t n, dtype, bint reuse):
+        """``n`` rows for an export (every byte is written by the copy), from the kept buffer
+        when allowed and large enough, else a new one kept with 25% room to grow."""
+        if self.export_buffers is None:
+            self.export_buffers = [None, None]
+        kept = self.export_buffers[which]
+        if not reuse or kept is None or len(kept) < n:
+            kept = np.empty(n + n // 4 + 16, dtype)
+            self.export_buffers[which] = kept
+        return kept[:n]
 
     cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil:
         """Every balance entry, in one sequential pass over the balance table (each account's
@@ -1210,45 +1227,39 @@ cdef class Matcher:
             k += 1
 
     cdef void copy_orders(self, OrderState *out) noexcept nogil:
-        """Every open order, market by market, bids then asks, best level first, in time priority."""
-        cdef int64_t k = 0
-        cdef int32_t m, lv, slot, side
-        cdef Market *mk
-        cdef BookSide *bs
+        """Every open order, in the order-id index's slot order: a sequential scan with
+        independent reads of the orders, instead of chasing each level's FIFO links (one
+        dependent cache miss per order).  ``rest_seq`` carries the time priority."""
+        cdef int64_t k = 0, h, slot
         cdef Order *o
-        for m in range(1, self.max_markets + 1):
-            mk = &self.market_table[m]
-            if not mk.exists:
+        for h in range(<int64_t>self.order_index.mask + 1):
+            slot = self.order_index.slots[h].val
+            if slot < 0:
                 continue
-            for side in range(2):
-                bs = &mk.sides[side]
-                for lv in range(bs.n - 1, -1, -1):
-                    slot = bs.levels[lv].head
-                    while slot != NONE:
-                        o = &self.orders[slot]
-                        out[k].order_id = o.id
-                        out[k].account = o.account
-                        out[k].client_id = o.client_id
-                        out[k].price = o.price
-                        out[k].qty = o.qty
-                        out[k].filled = o.filled
-                        out[k].remaining = o.remaining
-                        out[k].expire_at = o.expire_at
-                        out[k].market = o.market
-                        out[k].venue = o.venue
-                        out[k].side = o.side
-                        out[k].stp = o.stp
-                        out[k].post_only = o.post_only
-                        out[k].tif = o.tif
-                        out[k].pad = 0
-                        k += 1
-                        slot = o.next
+            o = &self.orders[slot]
+            out[k].order_id = o.id
+            out[k].account = o.account
+            out[k].client_id = o.client_id
+            out[k].price = o.price
+            out[k].qty = o.qty
+            out[k].filled = o.filled
+            out[k].remaining = o.remaining
+            out[k].expire_at = o.expire_at
+            out[k].rest_seq = o.rest_seq
+            out[k].market = o.market
+            out[k].venue = o.venue
+            out[k].side = o.side
+            out[k].stp = o.stp
+            out[k].post_only = o.post_only
+            out[k].tif = o.tif
+            out[k].pad = 0
+            k += 1
 
     cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,
                             int64_t n_balances, const OrderState *orders, int64_t n_orders) noexcept nogil:
-        """Accounts, balances, then orders level by level (``rest`` appends, keeping time
-        priority) and registered in order id order.  Returns the index of an order that names
-        something unknown, else -1."""
+        """Accounts, balances, then orders (sorted by ``rest_seq``, so ``rest`` appending them
+        rebuilds each level's time priority) registered in order id order.  Returns the index
+        of an order that names something unknown, else -1."""
         cdef int64_t i, b, acct_idx
         cdef int32_t slot
         cdef int32_t *slots
@@ -1296,6 +1307,7 @@ cdef class Matcher:
             o.tif = orders[i].tif
             o.registered = False
             self.rest(mk, slot)
+            o.rest_seq = orders[i].rest_seq
             slots[i] = slot
             by_id[i] = o.id
         sort_slots_by_id(slots, by_id, n_orders)
@@ -1348,19 +1360,21 @@ cdef class Matcher:
             mk.last_price = row["last_price"]
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
-        cdef cnp.ndarray order_rows = np.ascontiguousarray(orders, dtype=ORDER_STATE)
+        cdef cnp.ndarray order_rows = np.ascontiguousarray(orders[np.argsort(orders["rest_seq"], kind="stable")],
+                                                           dtype=ORDER_STATE)
         cdef int64_t bad
         with nogil:
             bad = self.load_books(<int64_t *>cnp.PyArray_DATA(account_ids), account_ids.shape[0],
                                   <BalanceState *>cnp.PyArray_DATA(balance_rows), balance_rows.shape[0],
                                   <OrderState *>cnp.PyArray_DATA(order_rows), order_rows.shape[0])
         if bad >= 0:
-            raise ValueError(f"order {orders[bad]['order_id']} names an unknown account, market or side")
+            raise ValueError(f"order {order_rows[bad]['order_id']} names an unknown account, market or side")
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
         self._last_order_id = counters[3]
         self._now = counters[4]
+        self._rest_seq = counters[5]
 
     # ------------------------------------------------------------- queries
 
@@ -1486,7 +1500,7 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 ASSET_STATE = np.dtype([("asset", "<u4"), ("decimals", "<i4"), ("symbol_lo", "<i8"), ("symbol_hi", "<i8"),
                         ("outstanding", "<i8"), ("fees", "<i8")])
 MARKET_STATE = np.dtype([("market", "<u4"), ("venue", "<u4"), ("base", "<u4"), ("quote", "<u4"),
@@ -1497,7 +1511,7 @@ BALANCE_STATE = np.dtype([("account_index", "<i8"), ("asset", "<u4"), ("pad", "<
                           ("held", "<i8")])
 ORDER_STATE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
                         ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("expire_at", "<i8"),
-                        ("market", "<u4"), ("venue", "<u4"), ("side", "u1"), ("stp", "u1"), ("post_only", "u1"),
+                        ("rest_seq", "<i8"), ("market", "<u4"), ("venue", "<u4"), ("side", "u1"), ("stp", "u1"), ("post_only", "u1"),
                         ("tif", "u1"), ("pad", "<u4")])
 if ORDER_STATE.itemsize != sizeof(OrderState) or BALANCE_STATE.itemsize != sizeof(BalanceState):
     raise ImportError("snapshot row dtypes do not match the C structs")
@@ -1515,9 +1529,9 @@ class Engine(CommandAPI):
         for name in _DELEGATED:
             setattr(self, name, getattr(self.core, name))
 
-    def export_state(self) -> dict:
+    def export_state(self, reuse_buffers: bool = False) -> dict:
         """Everything a snapshot needs, as numpy arrays (see ``Matcher.export_state``)."""
-        return self.core.export_state()
+        return self.core.export_state(reuse_buffers)
 
     @classmethod
     def from_state(cls, state: dict, **capacities) -> "Engine":

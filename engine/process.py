@@ -267,7 +267,8 @@ class MatcherStage:
     def take_snapshot(self) -> None:
         """Capture the state (the only part that stalls matching) and hand it to the writer thread."""
         if self.snapshots is not None:
-            self.snapshots.submit(self.engine.export_state())
+            # an idle writer holds no earlier export, so its buffers can be filled again
+            self.snapshots.submit(self.engine.export_state(reuse_buffers=not self.snapshots.busy))
         self.last_snapshot = time.monotonic()
 
     def counters(self) -> dict:

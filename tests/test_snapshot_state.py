@@ -53,3 +53,21 @@ def test_import_needs_a_fresh_engine_and_room():
     assert len(state["orders"]) > 1
     with pytest.raises(ValueError, match="holds"):
         Engine.from_state(state, max_orders=1, max_accounts=1 << 10)
+
+
+def test_export_into_kept_buffers_equals_a_fresh_export():
+    gen = StreamGenerator(6)
+    live = Engine(**ENGINE_KWARGS)
+    for _ in run_stream(live, gen, 4_000):
+        pass
+    first = live.export_state(reuse_buffers=True)
+    kept_orders = first["orders"].base
+    for _ in run_stream(live, gen, 2_000):
+        pass
+    again = live.export_state(reuse_buffers=True)
+    fresh = live.export_state()
+    for name in fresh:
+        assert np.array_equal(again[name], fresh[name]), name
+    if len(again["orders"]) <= len(kept_orders):
+        assert again["orders"].base is kept_orders  # the same memory, refilled
+    assert canonical_state(Engine.from_state(again, **ENGINE_KWARGS)) == canonical_state(live)
