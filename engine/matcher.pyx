@@ -1115,6 +1115,20 @@ cdef class Matcher:
             memcpy(cnp.PyArray_DATA(out), self.events, <size_t>n_events * sizeof(xos_event))
         return out
 
+    def process_into(self, cnp.ndarray commands, cnp.ndarray out):
+        """Run a batch and write its events into the caller's ``out`` (EVENT_DTYPE, C-contiguous);
+        returns how many.  If ``out`` is too small the commands still ran: the error says how
+        many events there are, and ``last_events()`` holds them all."""
+        if out.dtype != EVENT_DTYPE or out.ndim != 1 or not out.flags.c_contiguous or not out.flags.writeable:
+            raise TypeError("out must be a writeable 1-d C-contiguous EVENT_DTYPE array")
+        cdef int64_t n_events = self.process_count(commands)
+        if n_events > out.shape[0]:
+            raise ValueError(f"the batch produced {n_events} events and out holds {out.shape[0]}; "
+                             "they are in last_events()")
+        if n_events:
+            memcpy(cnp.PyArray_DATA(out), self.events, <size_t>n_events * sizeof(xos_event))
+        return n_events
+
     def process_count(self, cnp.ndarray commands):
         """Run a batch and return how many events it produced, leaving them in the
         engine's buffer (see ``last_events``): the benchmark's entry point."""
@@ -1548,7 +1562,7 @@ class Engine(CommandAPI):
 
 
 _DELEGATED = (
-    "process", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
+    "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
 )
 
