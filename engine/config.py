@@ -74,6 +74,7 @@ class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     heartbeat_s: float = 1.0  # each process writes a heartbeat this often
+    checkpoint_s: float = 1.0  # margin and risk checkpoint at least this often (and every quarter ring)
     stale_after_s: float = 10.0  # the supervisor restarts a process silent for longer
     restart: bool = True
 
@@ -178,6 +179,8 @@ def _check(cfg: Config, where: str) -> None:
             fail("margin.haircuts_bps", f"unknown asset {sym!r}")
         if not 0 <= bps <= 10000:
             fail(f"margin.haircuts_bps.{sym}", "must be in 0..10000")
+    if cfg.workers.heartbeat_s <= 0 or cfg.workers.checkpoint_s <= 0:
+        fail("workers", "heartbeat_s and checkpoint_s must be positive")
     if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:
         fail("risk", "move_bps and window_s must be positive, cooldown_s not negative")
 

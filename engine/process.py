@@ -457,7 +457,7 @@ class WorkerStage:
         self.applied += len(events)
         self.pending += len(events)
         if self.durable or self.pending >= self.checkpoint_every or \
-                time.monotonic() - self.last_checkpoint >= self.cfg.workers.heartbeat_s:
+                time.monotonic() - self.last_checkpoint >= self.cfg.workers.checkpoint_s:
             self.make_durable()
         return len(events)
 
