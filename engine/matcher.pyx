@@ -52,6 +52,14 @@ cdef inline void *grow(void *ptr, int64_t *cap, int64_t need, size_t item, const
     return p
 
 
+cdef inline Balance *grow_balances(Balance *bals, int64_t *cap, int64_t need) noexcept nogil:
+    # Orders keep balance indexes in 32 bits: 2^31 entries (64 GiB of them) is far past any
+    # machine this runs on, but never wrap silently.
+    if need > 0x7FFFFFFF:
+        die(b"balance table past 2^31 entries")
+    return <Balance *>grow(bals, cap, need, sizeof(Balance), b"balances")
+
+
 cdef inline bint crosses(uint8_t side, int64_t price, int64_t best) noexcept nogil:
     """Would an order on ``side`` at ``price`` trade with a resting price ``best``?"""
     if side == BID:
@@ -261,8 +269,7 @@ cdef class Matcher:
         self.accts[acct_idx].balance_head = -1
         self.accts[acct_idx].n_balances = 0
         if self.n_bals + BALANCE_BLOCK > self.cap_bals:
-            self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK,
-                                        sizeof(Balance), b"balances")
+            self.bals = <Balance *>grow_balances(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK)
         self.accts[acct_idx].balance_block = self.n_bals
         for b in range(self.n_bals, self.n_bals + BALANCE_BLOCK):
             self.bals[b].asset = 0
@@ -298,7 +305,7 @@ cdef class Matcher:
             b = a.balance_block + a.n_balances
         else:
             if self.n_bals == self.cap_bals:
-                self.bals = <Balance *>grow(self.bals, &self.cap_bals, self.n_bals + 1, sizeof(Balance), b"balances")
+                self.bals = <Balance *>grow_balances(self.bals, &self.cap_bals, self.n_bals + 1)
             b = self.n_bals
             self.n_bals += 1
             if xos_hmap_put(&self.balance_index, acct_idx, asset, b):
