@@ -238,6 +238,17 @@ class _Book:
         self.mid = spec.market_id
 
 
+def _reaches(book: "_Book", side: int, price: int) -> bool:
+    """Whether an order at ``price`` may reach the other side's best; widens this side's bound."""
+    if side == Side.BUY:
+        if price > book.bid_hi:
+            book.bid_hi = price
+        return price >= book.ask_lo
+    if price < book.ask_lo:
+        book.ask_lo = price
+    return price <= book.bid_hi
+
+
 def _gtc_price(rr, book: _Book, side: int) -> int:
     """exchange-core's limit price: around the last trade, bids at or below it, asks at or above."""
     dev = 1 + int(rr() ** 2 * book.spec.deviation)
@@ -386,14 +397,7 @@ def generate(cfg: Config, engine_cls=None, progress=None) -> Workload:
             if lack > 0:
                 tif = Tif.GTC
                 price = _gtc_price(rr, book, side)
-                if side == Side.BUY:
-                    crosses = price >= book.ask_lo
-                    if price > book.bid_hi:
-                        book.bid_hi = price
-                else:
-                    crosses = price <= book.bid_hi
-                    if price < book.ask_lo:
-                        book.ask_lo = price
+                crosses = _reaches(book, side, price)
                 if not book.pending[0] and not book.pending[1]:
                     touched.append(book)
                 book.pending[side] += 1
@@ -437,14 +441,7 @@ def generate(cfg: Config, engine_cls=None, progress=None) -> Workload:
                 else:
                     move = int(rr() * 2) * 2 - 1
                 price = max(TICK_SIZE, oprice + move * TICK_SIZE)
-                if oside == Side.BUY:
-                    crosses = price >= book.ask_lo
-                    if price > book.bid_hi:
-                        book.bid_hi = price
-                else:
-                    crosses = price <= book.bid_hi
-                    if price < book.ask_lo:
-                        book.ask_lo = price
+                crosses = _reaches(book, oside, price)
                 stream[i] = (Cmd.AMEND, 0, 0, 0, 0, 0, 0, 0, ts, acct, price, olots * LOT_SIZE, oid, 0)
                 rec[2] = price
                 types[i] = MOVE

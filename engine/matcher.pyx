@@ -714,7 +714,7 @@ cdef class Matcher:
     cdef void cmd_place(self, const xos_command *c) noexcept nogil:
         cdef uint16_t code = XOS_OK
         cdef Market *m
-        cdef int64_t acct_idx = -1, hold = 0, lots
+        cdef int64_t acct_idx = -1, hold = 0, lots, per_lot = 0
         if c.side > 1:
             code = XOS_INVALID_SIDE
         elif c.ord_type > XOS_ORD_MARKET:
@@ -745,7 +745,8 @@ cdef class Matcher:
                 code = self.check_price_qty(m, c.price, c.qty)
         if code == XOS_OK:
             lots = c.qty // m.lot_size
-            hold = xos_buy_hold(lots, c.price, m.taker_bps)
+            per_lot = xos_buy_hold(1, c.price, m.taker_bps)
+            hold = xos_mul_capped(lots, per_lot)
             if c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
@@ -784,7 +785,7 @@ cdef class Matcher:
         o.filled = 0
         o.remaining = c.qty
         o.expire_at = c.aux
-        o.hold_per_lot = xos_buy_hold(1, c.price, m.taker_bps)
+        o.hold_per_lot = per_lot
         o.acct_idx = <int32_t>acct_idx
         o.bal_base = self.ensure_balance(acct_idx, m.base)
         o.bal_quote = self.ensure_balance(acct_idx, m.quote)
