@@ -72,6 +72,9 @@ class Cmd(enum.IntEnum):
     ADD_MARKET = 33
     HALT = 48
     RESUME = 49
+    # 64-95: venue commands; 96-111: oracle prices and outcome resolution (the feeds issue)
+    ORACLE_PRICE = 96
+    RESOLVE = 97
 
 
 class Ev(enum.IntEnum):

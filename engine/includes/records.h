@@ -62,7 +62,10 @@ enum {
     XOS_CMD_ADD_ASSET = 32,
     XOS_CMD_ADD_MARKET = 33,
     XOS_CMD_HALT = 48,          /* risk: stop new orders and amends in a market */
-    XOS_CMD_RESUME = 49
+    XOS_CMD_RESUME = 49,
+    /* 64-95: venue commands; 96-111: oracle prices and outcome resolution */
+    XOS_CMD_ORACLE_PRICE = 96,
+    XOS_CMD_RESOLVE = 97
 };
 
 /* event kinds */
