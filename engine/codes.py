@@ -63,6 +63,34 @@ class ResultCode(enum.IntEnum):
     FOK_NOT_FILLABLE = 302
     SELF_TRADE_PREVENTED = 303
     IOC_NOT_FILLED = 304
+    # 4xx venue/admin: who may act on a venue, staking, access
+    NOT_VENUE_OPERATOR = 401
+    NOT_ADMIN = 402
+    STAKING_NOT_CONFIGURED = 403
+    VENUE_EXISTS = 404
+    INVALID_VENUE_ID = 405
+    STAKE_BELOW_MINIMUM = 406
+    INSUFFICIENT_STAKE_BALANCE = 407
+    VENUE_NOT_LIVE = 408
+    MARKET_NOT_OFFERED = 409
+    ACCOUNT_NOT_ALLOWED = 410
+    REGION_BLOCKED = 411
+    VENUE_HAS_OPEN_ORDERS = 412
+    UNBOND_PENDING = 413
+    UNBOND_BELOW_MINIMUM = 414
+    VENUE_RETIRED = 415
+    INVALID_VENUE_STATUS = 416
+    INVALID_VENUE_POLICY = 417
+    SLASH_EXCEEDS_STAKE = 418
+    INVALID_REGION = 419
+    VENUE_OFFER_UNCHANGED = 420
+    ACCESS_UNCHANGED = 421
+    INVALID_STAKING_PARAMS = 422
+    STAKE_ASSET_LOCKED = 423
+    INVALID_INSURANCE_ACCOUNT = 424
+    VENUE_STATUS_UNCHANGED = 425
+    UNBOND_EXCEEDS_STAKE = 426
+    PROTOCOL_VENUE = 427
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -121,6 +149,33 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.FOK_NOT_FILLABLE: "fill-or-kill order could not be filled in full",
     ResultCode.SELF_TRADE_PREVENTED: "self-trade prevention",
     ResultCode.IOC_NOT_FILLED: "immediate-or-cancel remainder",
+    ResultCode.NOT_VENUE_OPERATOR: "only the venue's operator account or the admin may change this venue",
+    ResultCode.NOT_ADMIN: 'only the admin account may do this',
+    ResultCode.STAKING_NOT_CONFIGURED: 'venue staking parameters are not set yet (VenueParams)',
+    ResultCode.VENUE_EXISTS: 'a venue with this id already exists',
+    ResultCode.INVALID_VENUE_ID: 'venue id must be in 1..max_venues-1',
+    ResultCode.STAKE_BELOW_MINIMUM: 'the stake is below the configured minimum stake',
+    ResultCode.INSUFFICIENT_STAKE_BALANCE: "the stake exceeds the account's free balance of the stake asset",
+    ResultCode.VENUE_NOT_LIVE: 'the venue is halted, winding down or retired: it takes no new orders or amends',
+    ResultCode.MARKET_NOT_OFFERED: "the order's venue does not offer this market",
+    ResultCode.ACCOUNT_NOT_ALLOWED: "the account is not on the venue's allow-list",
+    ResultCode.REGION_BLOCKED: "the venue blocks the account's region",
+    ResultCode.VENUE_HAS_OPEN_ORDERS: 'the venue still has open orders: it cannot retire',
+    ResultCode.UNBOND_PENDING: 'an unbonding request of this venue is already pending',
+    ResultCode.UNBOND_BELOW_MINIMUM: 'a venue that is not retired must keep at least the minimum stake',
+    ResultCode.VENUE_RETIRED: 'the venue is retired: only unbonding is possible',
+    ResultCode.INVALID_VENUE_STATUS: 'venue status must be live, halted, winding down or retired',
+    ResultCode.INVALID_VENUE_POLICY: "access mode must be 0 or 1, pool in 0..63 and the accepted pools must include the venue's own",
+    ResultCode.SLASH_EXCEEDS_STAKE: "the slash exceeds the venue's locked stake",
+    ResultCode.INVALID_REGION: 'region tag must be in 0..63',
+    ResultCode.VENUE_OFFER_UNCHANGED: 'the venue already offers (or does not offer) this market',
+    ResultCode.ACCESS_UNCHANGED: 'the account is already allowed (or not allowed) by the venue',
+    ResultCode.INVALID_STAKING_PARAMS: 'minimum stake and protocol and admin accounts must be positive, unbond period not negative',
+    ResultCode.STAKE_ASSET_LOCKED: 'the stake asset cannot change while any venue holds stake',
+    ResultCode.INVALID_INSURANCE_ACCOUNT: "insurance account must be positive, not the operator or protocol account, and no other venue's",
+    ResultCode.VENUE_STATUS_UNCHANGED: 'the venue is already in that status',
+    ResultCode.UNBOND_EXCEEDS_STAKE: "the unbond amount exceeds the venue's bonded stake",
+    ResultCode.PROTOCOL_VENUE: "venue 0 is the protocol's venue: it has no stake and cannot retire",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

@@ -72,7 +72,21 @@ class Cmd(enum.IntEnum):
     ADD_MARKET = 33
     HALT = 48
     RESUME = 49
-    # 64-95: venue commands; 96-111: oracle prices and outcome resolution (the feeds issue)
+    # 64-95: venue commands (71 reserved for venue fees)
+    VENUE_PARAMS = 64
+    LAUNCH_VENUE = 65
+    ADD_STAKE = 66
+    UNBOND = 67
+    VENUE_STATUS = 68
+    VENUE_ACCESS = 69
+    VENUE_POLICY = 70
+    OFFER_MARKET = 72
+    WITHDRAW_MARKET = 73
+    ALLOW = 74
+    DENY = 75
+    SET_REGION = 76
+    SLASH = 77
+    # 96-111: oracle prices and outcome resolution (the feeds issue)
     ORACLE_PRICE = 96
     RESOLVE = 97
 
@@ -86,6 +100,8 @@ class Ev(enum.IntEnum):
     BOOK_LEVEL = 6
     BALANCE = 7
     MARKET_STATUS = 8
+    VENUE = 9  # an accepted venue command, echoed (flags = the command kind)
+    VENUE_TRANSFER = 10  # stake moving between an account's free balance and a venue (reason: Transfer)
 
 
 class Side(enum.IntEnum):
@@ -140,6 +156,31 @@ class CancelReason(enum.IntEnum):
     EXPIRED = 6
     MASS = 7
 
+
+class VenueStatus(enum.IntEnum):
+    LIVE = 1
+    HALTED = 2
+    WINDING_DOWN = 3
+    RETIRED = 4
+
+
+class VenueAccess(enum.IntEnum):
+    PERMISSIONLESS = 0
+    ALLOW_LIST = 1
+
+
+class Transfer(enum.IntEnum):
+    """``reason`` of a VenueTransfer event: what the account's balance moved against."""
+
+    STAKE_LOCK = 1  # account free -> venue stake
+    STAKE_RELEASE = 2  # venue unbonding stake -> operator free (the unbond period is over)
+    SLASH_INSURANCE = 3  # venue stake -> the venue's insurance fund account
+    SLASH_PROTOCOL = 4  # venue stake -> the protocol account
+
+
+ALL_POOLS = -1  # VenuePolicy accepts-mask with every pool (u64 all ones as int64)
+MAX_POOLS = 64
+MAX_REGIONS = 64
 
 SYMBOL_BYTES = 16
 

@@ -63,7 +63,21 @@ enum {
     XOS_CMD_ADD_MARKET = 33,
     XOS_CMD_HALT = 48,          /* risk: stop new orders and amends in a market */
     XOS_CMD_RESUME = 49,
-    /* 64-95: venue commands; 96-111: oracle prices and outcome resolution */
+    /* 64-95: venue commands (71 reserved for venue fees) */
+    XOS_CMD_VENUE_PARAMS = 64, /* admin: stake asset, minimum stake, unbond period, protocol and admin accounts */
+    XOS_CMD_LAUNCH_VENUE = 65, /* lock a stake and create a venue */
+    XOS_CMD_ADD_STAKE = 66,
+    XOS_CMD_UNBOND = 67, /* request: the amount stays locked for the unbond period */
+    XOS_CMD_VENUE_STATUS = 68, /* live / halted / winding down / retired */
+    XOS_CMD_VENUE_ACCESS = 69, /* access mode and blocked regions */
+    XOS_CMD_VENUE_POLICY = 70, /* matching pool and the pools it trades with */
+    XOS_CMD_OFFER_MARKET = 72,
+    XOS_CMD_WITHDRAW_MARKET = 73,
+    XOS_CMD_ALLOW = 74, /* allow-list */
+    XOS_CMD_DENY = 75,
+    XOS_CMD_SET_REGION = 76, /* admin: an account's region tag */
+    XOS_CMD_SLASH = 77, /* admin: stake to insurance fund, then protocol */
+    /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97
 };
@@ -77,7 +91,19 @@ enum {
     XOS_EV_AMENDED = 5,
     XOS_EV_BOOK_LEVEL = 6,
     XOS_EV_BALANCE = 7,
-    XOS_EV_MARKET_STATUS = 8    /* qty = 1 halted, 0 live */
+    XOS_EV_MARKET_STATUS = 8,   /* qty = 1 halted, 0 live */
+    XOS_EV_VENUE = 9,           /* an accepted venue command echoed; flags = its kind */
+    XOS_EV_VENUE_TRANSFER = 10  /* stake between an account and a venue; reason = XOS_XFER_* */
+};
+
+/* venue status, access mode and transfer reasons */
+enum { XOS_VENUE_LIVE = 1, XOS_VENUE_HALTED = 2, XOS_VENUE_WINDING_DOWN = 3, XOS_VENUE_RETIRED = 4 };
+enum { XOS_ACCESS_PERMISSIONLESS = 0, XOS_ACCESS_ALLOW_LIST = 1 };
+enum {
+    XOS_XFER_STAKE_LOCK = 1,
+    XOS_XFER_STAKE_RELEASE = 2,
+    XOS_XFER_SLASH_INSURANCE = 3,
+    XOS_XFER_SLASH_PROTOCOL = 4
 };
 
 enum { XOS_SIDE_BUY = 0, XOS_SIDE_SELL = 1 };
