@@ -52,7 +52,8 @@ _names = itertools.count()
 
 def write_config(directory: Path, ring_capacity: int = 1 << 17) -> Path:
     name = f"xos-crash-{os.getpid()}-{next(_names)}"
-    lines = ["[engine]", f'name = "{name}"', f'data_dir = "{directory / "data"}"', f"ring_capacity = {ring_capacity}",
+    lines = ["gateway.enabled = false", "marketdata.enabled = false",  # the matcher and the workers only
+             "[engine]", f'name = "{name}"', f'data_dir = "{directory / "data"}"', f"ring_capacity = {ring_capacity}",
              "batch_max = 1024", 'fsync = "off"', "max_orders = 65536", "max_accounts = 8192",
              "[workers]", "heartbeat_s = 0.2", "stale_after_s = 30.0"]
     path = directory / "xos.toml"

@@ -51,6 +51,7 @@ def _log(msg: str) -> None:
 def write_config(directory: Path, journal: bool, ring_capacity: int, engine_kwargs: dict) -> Path:
     name = f"xos-bench-{os.getpid()}-{'j' if journal else 'n'}"
     lines = [
+        "gateway.enabled = false\nmarketdata.enabled = false",  # the pipeline alone: no ring readers but the workers
         "[engine]",
         f'name = "{name}"',
         f'data_dir = "{directory / "data"}"',

@@ -97,6 +97,15 @@ class ResultCode(enum.IntEnum):
     MARKET_CAPACITY = 503
     ASSET_CAPACITY = 504
     OUT_OF_MEMORY = 505
+    # 55x gateway/session: rejected at the gateway, never reach the matcher
+    RATE_LIMITED = 550
+    NOT_AUTHENTICATED = 551
+    MALFORMED_MESSAGE = 552
+    UNKNOWN_MESSAGE = 553
+    MESSAGE_TOO_LARGE = 554
+    BATCH_TOO_LARGE = 555
+    INVALID_REQUEST = 556
+    GATEWAY_STOPPING = 557
 
 
 MESSAGES: dict[ResultCode, str] = {
@@ -181,6 +190,14 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",
     ResultCode.ASSET_CAPACITY: "the engine's asset table is full",
     ResultCode.OUT_OF_MEMORY: "the engine could not allocate memory",
+    ResultCode.RATE_LIMITED: "the account's order rate limit is exhausted (token bucket): slow down and retry",
+    ResultCode.NOT_AUTHENTICATED: "the session's key is not (or no longer) registered for an account",
+    ResultCode.MALFORMED_MESSAGE: "the message is not a valid request (MessagePack with the request's fields and types)",
+    ResultCode.UNKNOWN_MESSAGE: "unknown request type",
+    ResultCode.MESSAGE_TOO_LARGE: "the message exceeds the gateway's max_message_bytes",
+    ResultCode.BATCH_TOO_LARGE: "the batch holds more requests than the gateway's max_batch",
+    ResultCode.INVALID_REQUEST: "the request's fields contradict each other (e.g. both or neither of order id and client id)",
+    ResultCode.GATEWAY_STOPPING: "the gateway is shutting down and takes no new requests",
 }
 
 BANDS = {1: "validation", 2: "risk", 3: "matching", 4: "venue", 5: "system"}

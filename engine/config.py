@@ -79,6 +79,151 @@ class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     restart: bool = True
 
 
+class GatewayKey(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    account: int
+    public_key: str  # the client's CurveZMQ public key, Z85 (40 characters); remove the line to revoke
+
+
+class GatewaySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = True
+    address: str = "tcp://127.0.0.1:7100"  # the order-entry ROUTER
+    server_key: str = ""  # the server's secret key file (`xos keys new`); default DATA/gateway/server.key_secret
+    keys: list[GatewayKey] = []  # re-read while running: a key removed here is revoked within keys_reload_s
+    keys_reload_s: float = 1.0
+    max_message_bytes: int = 1 << 20  # larger requests get an Error reply
+    max_batch: int = 4096  # requests in one Batch
+    rate_per_s: int = 200_000  # commands per second per account (token bucket refill)
+    burst: int = 50_000  # token bucket depth
+    push_batch: int = 4096  # commands forwarded to the matcher in one message at most
+
+    def __post_init__(self):
+        for name in ("keys_reload_s", "max_message_bytes", "max_batch", "rate_per_s", "burst", "push_batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"gateway.{name} must be positive")
+        seen: set[str] = set()
+        for i, k in enumerate(self.keys):
+            if k.account <= 0:
+                raise ValueError(f"gateway.keys[{i}].account must be positive")
+            if len(k.public_key) != 40:
+                raise ValueError(f"gateway.keys[{i}].public_key must be a 40-character Z85 CurveZMQ key")
+            if k.public_key in seen:
+                raise ValueError(f"gateway.keys[{i}].public_key is listed twice (a key names one account)")
+            seen.add(k.public_key)
+
+
+class MarketDataSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = True
+    address: str = "tcp://127.0.0.1:7101"  # PUB: L2 increments, trades, L3
+    snapshot_address: str = "tcp://127.0.0.1:7102"  # ROUTER: snapshots on request
+
+
+class FileSourceConfig(msgspec.Struct, tag="file", tag_field="kind", forbid_unknown_fields=True, frozen=True):
+    """Replays recorded prices (CSV or JSONL rows: ts_ns, market, price[, source]) re-timed to now."""
+
+    name: str
+    path: str  # relative to the config file; "builtin:NAME" = a file shipped in feeds/data
+    rows_from: str = ""  # only the rows whose `source` column is this ("" = every row)
+    speed: float = 1.0  # recorded seconds per wall second
+    loop: bool = True  # start again at the end (else the source goes silent, and stale)
+
+    def __post_init__(self):
+        if not self.name or not self.path:
+            raise ValueError("a file source needs a name and a path")
+        if not self.speed > 0:
+            raise ValueError(f"feeds source {self.name!r}: speed must be positive")
+
+
+class SimulatedSourceConfig(msgspec.Struct, tag="simulated", tag_field="kind", forbid_unknown_fields=True, frozen=True):
+    """A seeded random walk with jumps, one step per market every step_s."""
+
+    name: str
+    start_prices: dict[int, float]  # market id -> first price (quote per base unit)
+    seed: int = 0
+    step_s: float = 1.0
+    vol_bps: float = 10.0  # standard deviation of one step's log return, in basis points
+    jump_probability: float = 0.0  # per step and market
+    jump_bps: float = 500.0  # size of a jump (either direction)
+
+    def __post_init__(self):
+        if not self.name or not self.start_prices:
+            raise ValueError("a simulated source needs a name and start_prices")
+        if not (self.step_s > 0 and self.vol_bps >= 0 and 0 <= self.jump_probability <= 1 and self.jump_bps >= 0):
+            raise ValueError(f"feeds source {self.name!r}: step_s > 0, vol_bps >= 0, jump_probability in 0..1, "
+                             "jump_bps >= 0")
+        if not all(p > 0 and p != float("inf") for p in self.start_prices.values()):
+            raise ValueError(f"feeds source {self.name!r}: start_prices must be positive and finite")
+
+
+class PushSourceConfig(msgspec.Struct, tag="push", tag_field="kind", forbid_unknown_fields=True, frozen=True):
+    """Operators and tests push prices over ZeroMQ (CurveZMQ; only authorized keys get in)."""
+
+    name: str
+    bind: str  # e.g. "tcp://127.0.0.1:7103"
+    keys_dir: str = ""  # server.key_secret + authorized/*.key; default DATA/feeds/NAME (created on start)
+
+    def __post_init__(self):
+        if not self.name or not self.bind:
+            raise ValueError("a push source needs a name and a bind address")
+
+
+class FeedMarketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: int  # the feed id, carried in every OraclePrice command it produces
+    market: int  # engine market id (its venue comes from the market's listing)
+    sources: list[str]
+    quorum: int = 1  # fresh, agreeing sources needed for a price
+    stale_after_s: float = 5.0  # a source without an update for longer is left out
+    max_deviation_bps: int = 200  # a source further than this from the median is left out
+    interval_s: float = 1.0  # one OraclePrice per interval while a quorum holds
+
+
+class FeedsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False  # `xos run` starts the feeds process
+    account: int = 0  # the feed's account, carried in every OraclePrice
+    future_tolerance_s: float = 2.0  # a source timestamp further ahead of the feed's clock is rejected
+    sources: list[FileSourceConfig | SimulatedSourceConfig | PushSourceConfig] = []
+    markets: list[FeedMarketConfig] = []
+
+    def check(self, cfg: "Config", fail) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            fail("feeds.sources", "source names must be unique")
+        if self.enabled and self.account <= 0:
+            fail("feeds.account", "must be a positive account id when feeds are enabled")
+        if self.enabled and not self.markets:
+            fail("feeds.markets", "at least one market needs a feed when feeds are enabled")
+        if not self.future_tolerance_s >= 0:
+            fail("feeds.future_tolerance_s", "must not be negative")
+        listed = {m.id for m in cfg.markets}
+        seen_ids: set[int] = set()
+        seen_markets: set[int] = set()
+        for i, m in enumerate(self.markets):
+            where = f"feeds.markets[{i}]"
+            if m.id <= 0 or m.id in seen_ids:
+                fail(f"{where}.id", f"feed ids must be positive and unique, not {m.id}")
+            if m.market not in listed:
+                fail(f"{where}.market", f"unknown market {m.market}")
+            if m.market in seen_markets:
+                fail(f"{where}.market", f"market {m.market} has two feeds")
+            seen_ids.add(m.id)
+            seen_markets.add(m.market)
+            for name in m.sources:
+                if name not in names:
+                    fail(f"{where}.sources", f"unknown source {name!r}")
+            if len(set(m.sources)) != len(m.sources):
+                fail(f"{where}.sources", "a source is listed twice")
+            if not 1 <= m.quorum <= len(m.sources):
+                fail(f"{where}.quorum", f"must be in 1..{len(m.sources)} (the number of sources), not {m.quorum}")
+            if not (m.stale_after_s > 0 and m.interval_s > 0):
+                fail(where, "stale_after_s and interval_s must be positive")
+            if not 1 <= m.max_deviation_bps <= 10000:
+                fail(f"{where}.max_deviation_bps", f"must be in 1..10000, not {m.max_deviation_bps}")
+        for s in self.sources:
+            if isinstance(s, SimulatedSourceConfig):
+                for market in s.start_prices:
+                    if market not in seen_markets:
+                        fail(f"feeds.sources.{s.name}.start_prices", f"market {market} has no feed")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     engine: EngineSection = EngineSection()
     assets: list[AssetConfig] = []
@@ -87,6 +232,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     risk: RiskSection = RiskSection()
     margin: MarginSection = MarginSection()
     workers: WorkersSection = WorkersSection()
+    gateway: GatewaySection = GatewaySection()
+    marketdata: MarketDataSection = MarketDataSection()
+    feeds: FeedsSection = FeedsSection()
     path: str = ""  # where it was read from (set by load, not by the file)
 
     @property
@@ -183,7 +331,7 @@ def _check(cfg: Config, where: str) -> None:
         fail("workers", "heartbeat_s and checkpoint_s must be positive")
     if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:
         fail("risk", "move_bps and window_s must be positive, cooldown_s not negative")
-
+    cfg.feeds.check(cfg, fail)
 
 def loads(text: str, where: str = "<string>") -> Config:
     try:

@@ -1,11 +1,13 @@
-"""``xos run``: start the matcher and the workers, watch them, restart, shut down cleanly.
+"""``xos run``: start the matcher, the workers and the services, watch them, restart, shut down cleanly.
 
 The supervisor owns no engine state.  It starts each role as its own process
-(``python -m engine.process ROLE``), restarts a process that exits or whose
+(``python -m engine.process ROLE``; the gateway, market data and feeds when
+their config section is enabled), restarts a process that exits or whose
 heartbeat goes stale (a restarted worker resumes from its own cursor), and on
-SIGINT/SIGTERM stops the matcher first (it drains its input, journals and
-publishes the last batch, waits for the workers to read it and unlinks the
-shared memory), then the workers.
+SIGINT/SIGTERM stops the producers of commands first (feeds, then the gateway,
+which answers what is in flight before it leaves), then the matcher (it drains
+its input, journals and publishes the last batch, waits for the ring's readers
+and unlinks the shared memory), then the workers and market data.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import Config
-from .process import ROLES, WORKERS, read_heartbeats
+from .process import ROLES, WORKERS, enabled_services, read_heartbeats
 
 
 class AlreadyRunning(RuntimeError):
@@ -44,6 +46,7 @@ class Supervisor:
         self.run_dir = cfg.data_path / "run"
         self.pid_file = self.run_dir / "supervisor.pid"
         self.stopping = False
+        self.services = enabled_services(cfg)
 
     # ------------------------------------------------------------ lifecycle
     def claim(self) -> None:
@@ -99,9 +102,9 @@ class Supervisor:
         except RuntimeError:
             self.stop()
             raise
-        for role in WORKERS:
+        for role in WORKERS + self.services:
             self.spawn(role)
-        for role in WORKERS:
+        for role in WORKERS + self.services:
             self.wait_ready(role, 30.0)
         self.log(f"xos running: matcher pid {self.procs['matcher'].pid}, input {self.cfg.input_address}, "
                  f"ring /dev/shm/{self.cfg.ring_name}, data {self.cfg.data_path}")
@@ -129,9 +132,10 @@ class Supervisor:
             self.spawn(role)
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Matcher first (it drains and waits for the workers to catch up), then the workers."""
+        """Command producers first (feeds, gateway), then the matcher (it drains and waits for the
+        ring's readers to catch up), then the workers and market data."""
         self.stopping = True
-        order = ["matcher"] + [r for r in WORKERS if r in self.procs]
+        order = ["feeds", "gateway", "matcher", *WORKERS, "marketdata"]
         for role in order:
             proc = self.procs.get(role)
             if proc is None or proc.poll() is not None:

@@ -31,7 +31,8 @@ _names = itertools.count()
 
 def write_config(tmp_path: Path, ring_capacity: int = 4096, **engine) -> Path:
     name = f"xos-test-{os.getpid()}-{next(_names)}"
-    lines = ["[engine]", f'name = "{name}"', f'data_dir = "{tmp_path / "data"}"', f"ring_capacity = {ring_capacity}",
+    lines = ["gateway.enabled = false", "marketdata.enabled = false",  # the matcher and the workers only
+             "[engine]", f'name = "{name}"', f'data_dir = "{tmp_path / "data"}"', f"ring_capacity = {ring_capacity}",
              "batch_max = 1024", 'fsync = "off"', "max_orders = 65536", "max_accounts = 8192"]
     lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in engine.items()]
     lines += ["[workers]", "heartbeat_s = 0.2", "stale_after_s = 5.0"]
