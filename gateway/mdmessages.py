@@ -1,0 +1,426 @@
+"""Market-data wire messages: msgspec MessagePack structs, encoders and decoders made once.
+
+Two sockets (docs/ARCHITECTURE.md, "Market data"):
+
+- PUB (``marketdata.address``): two frames per message, ``[topic, payload]``.  The topic is the
+  market id as 4 big-endian bytes followed by one channel byte, so a SUB that subscribes to the
+  4-byte prefix gets every channel of that market and one that subscribes to the 5 bytes gets one
+  channel: ``B`` L2 increments (``BookUpdate``), ``O`` the L3 order-by-order stream
+  (``OrderUpdate``), ``T`` trades (``Trades``), ``S`` status (``BookStatus``, once a second per
+  market and on every halt or resume, so a subscriber notices a lost last update while the market
+  is quiet).
+- ROUTER (``marketdata.snapshot_address``): a DEALER sends one request (``BookSnapshotRequest``,
+  ``OrderSnapshotRequest``, ``MarketsRequest``) and gets one reply (``BookSnapshot``,
+  ``OrderSnapshot``, ``MarketList`` or ``MdError``).
+
+Sequence numbers: each market has one sequence ``seq``, incremented once for every command that
+touched that market's book.  The ``BookUpdate`` and the ``OrderUpdate`` of that command carry the
+same ``seq`` (every book change is both an L2 and an L3 change), and a snapshot carries the ``seq``
+it is valid at, so a subscriber applies exactly the updates with ``seq`` > the snapshot's.  Trades
+are numbered per market by ``Trade.number`` (1, 2, ...); their ``id`` is the fill's event seq.
+
+Checksum (``book_checksum``): CRC32 (the zlib / IEEE 802.3 polynomial, unsigned) of the byte string
+``pack("<BB", nb, na)`` followed by ``nb`` bid levels best first, then ``na`` ask levels best first,
+each ``pack("<qqq", price, qty, count)``, where ``nb`` and ``na`` are the numbers of levels on each
+side, at most ``CHECKSUM_DEPTH`` (10).  An empty book's checksum is ``crc32(b"\\x00\\x00")``.
+Prices and quantities are the engine's integers (price per lot in quote units, qty in base units).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from bisect import bisect_left, insort
+from typing import Sequence, Union
+
+import msgspec
+
+CHECKSUM_DEPTH = 10
+
+CHANNEL_BOOK = b"B"
+CHANNEL_ORDERS = b"O"
+CHANNEL_TRADES = b"T"
+CHANNEL_STATUS = b"S"
+CHANNELS = (CHANNEL_BOOK, CHANNEL_ORDERS, CHANNEL_TRADES, CHANNEL_STATUS)
+
+_MARKET = struct.Struct(">I")
+_COUNTS = struct.Struct("<BB")
+_LEVEL = struct.Struct("<qqq")
+
+
+def market_prefix(market: int) -> bytes:
+    """The topic prefix of every message about ``market`` (subscribe to it for all channels)."""
+    return _MARKET.pack(market)
+
+
+def topic(market: int, channel: bytes) -> bytes:
+    """The PUB topic of ``channel`` (one of ``CHANNELS``) for ``market``."""
+    return _MARKET.pack(market) + channel
+
+
+def topic_market(raw: bytes) -> int:
+    return _MARKET.unpack_from(raw)[0]
+
+
+def book_checksum(bids: Sequence[Sequence[int]], asks: Sequence[Sequence[int]]) -> int:
+    """CRC32 of the top ``CHECKSUM_DEPTH`` levels, ``(price, qty, count)`` best first per side."""
+    top_bids = bids[:CHECKSUM_DEPTH]
+    top_asks = asks[:CHECKSUM_DEPTH]
+    parts = [_COUNTS.pack(len(top_bids), len(top_asks))]
+    parts += [_LEVEL.pack(p, q, c) for p, q, c in top_bids]
+    parts += [_LEVEL.pack(p, q, c) for p, q, c in top_asks]
+    return zlib.crc32(b"".join(parts))
+
+
+# ----------------------------------------------------------------------------------- PUB --------
+
+class Level(msgspec.Struct, array_like=True, frozen=True):
+    """One L2 level as it is now: ``qty == 0`` and ``count == 0`` mean the level is gone."""
+
+    side: int  # 0 bid, 1 ask
+    price: int
+    qty: int
+    count: int
+
+
+class PriceLevel(msgspec.Struct, array_like=True, frozen=True):
+    price: int
+    qty: int
+    count: int
+
+
+class BookUpdate(msgspec.Struct, tag="B", array_like=True, frozen=True):
+    """The L2 levels one command changed in one market, and the checksum after them."""
+
+    market: int
+    seq: int
+    ts: int  # engine clock of the command (ns)
+    levels: list[Level]
+    checksum: int
+
+
+class OrderAdd(msgspec.Struct, tag="a", array_like=True, frozen=True):
+    """A new order rests at the back of its level."""
+
+    order_id: int
+    side: int
+    price: int
+    qty: int
+
+
+class OrderExecute(msgspec.Struct, tag="e", array_like=True, frozen=True):
+    """A resting order traded ``qty`` at its price; ``remaining`` 0 = it left the book."""
+
+    order_id: int
+    qty: int
+    remaining: int
+    trade_id: int
+
+
+class OrderCancel(msgspec.Struct, tag="c", array_like=True, frozen=True):
+    """``qty`` was taken off a resting order; ``remaining`` 0 = it left the book.
+    ``reason``: the engine's cancel reason (user 1, stp 4, expired 6, mass 7)."""
+
+    order_id: int
+    qty: int
+    remaining: int
+    reason: int
+
+
+class OrderAmend(msgspec.Struct, tag="m", array_like=True, frozen=True):
+    """A resting order now rests at ``price`` with ``qty`` open.  ``priority_lost``: it moved to the
+    back of that level (after trading as a taker, if it crossed); ``qty`` 0: it left the book that
+    way (filled or cancelled on re-entry; its trades are on the trade channel)."""
+
+    order_id: int
+    price: int
+    qty: int
+    priority_lost: bool
+
+
+OrderOp = Union[OrderAdd, OrderExecute, OrderCancel, OrderAmend]
+
+
+class OrderUpdate(msgspec.Struct, tag="O", array_like=True, frozen=True):
+    """The L3 changes of one command in one market, in order; same ``seq`` and ``checksum`` as its
+    ``BookUpdate`` (an L3 subscriber checks the levels its orders add up to)."""
+
+    market: int
+    seq: int
+    ts: int
+    ops: list[OrderOp]
+    checksum: int
+
+
+class Trade(msgspec.Struct, array_like=True, frozen=True):
+    id: int  # the fill's event seq: unique and stable across restarts
+    number: int  # 1, 2, ... per market: a gap means a trade was missed
+    price: int
+    qty: int
+    side: int  # the taker's side
+    taker_order: int
+    maker_order: int
+
+
+class Trades(msgspec.Struct, tag="T", array_like=True, frozen=True):
+    market: int
+    seq: int  # the book seq of the command they belong to
+    ts: int
+    trades: list[Trade]
+
+
+class BookStatus(msgspec.Struct, tag="S", array_like=True, frozen=True):
+    """Where a market's streams are: sent once a second per market and on halt / resume."""
+
+    market: int
+    seq: int
+    checksum: int
+    trade_number: int
+    halted: bool
+    ts: int
+
+
+PubMessage = Union[BookUpdate, OrderUpdate, Trades, BookStatus]
+
+
+# ----------------------------------------------------------------------------- requests ---------
+
+class BookSnapshotRequest(msgspec.Struct, tag="book?", frozen=True, forbid_unknown_fields=True):
+    market: int
+    depth: int = 0  # levels per side, 0 = the whole book
+
+
+class OrderSnapshotRequest(msgspec.Struct, tag="orders?", frozen=True, forbid_unknown_fields=True):
+    market: int
+
+
+class MarketsRequest(msgspec.Struct, tag="markets?", frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+Request = Union[BookSnapshotRequest, OrderSnapshotRequest, MarketsRequest]
+
+
+class BookSnapshot(msgspec.Struct, tag="book", frozen=True):
+    market: int
+    seq: int  # valid at this seq: apply updates with a larger one
+    ts: int
+    bids: list[PriceLevel]  # best first
+    asks: list[PriceLevel]
+    checksum: int  # of the whole book's top levels, whatever the depth asked
+    trade_number: int
+    halted: bool
+
+
+class RestingOrder(msgspec.Struct, array_like=True, frozen=True):
+    order_id: int
+    side: int
+    price: int
+    qty: int
+
+
+class OrderSnapshot(msgspec.Struct, tag="orders", frozen=True):
+    market: int
+    seq: int
+    ts: int
+    orders: list[RestingOrder]  # bids best first, each level in time priority, then asks likewise
+    checksum: int
+    trade_number: int
+    halted: bool
+
+
+class MarketInfo(msgspec.Struct, frozen=True):
+    market: int
+    symbol: str  # "BASE/QUOTE" (a second market of the same pair: "BASE/QUOTE#ID")
+    base: str
+    quote: str
+    base_decimals: int
+    quote_decimals: int
+    tick_size: int
+    lot_size: int
+    min_size: int
+    kind: int
+    venue: int
+    halted: bool
+
+
+class MarketList(msgspec.Struct, tag="markets", frozen=True):
+    markets: list[MarketInfo]
+
+
+class MdError(msgspec.Struct, tag="error", frozen=True):
+    code: str  # stable: UNKNOWN_MARKET, MALFORMED_REQUEST
+    reason: str
+
+
+Reply = Union[BookSnapshot, OrderSnapshot, MarketList, MdError]
+
+
+# ----------------------------------------------------------------------------------- book -------
+
+BID, ASK = 0, 1
+
+
+class Book:
+    """One market's book as both ends keep it: L2 levels, the resting orders of each level in time
+    priority (L3), the market's seq, trade count and halt.  The publisher fills it from ring events;
+    a subscriber from a snapshot and then the updates (``apply_levels`` for L2, ``apply_ops`` for
+    L3), so the checksum is computed by this one code on both ends."""
+
+    __slots__ = ("market", "levels", "prices", "queues", "orders", "seq", "trade_number", "halted", "ts")
+
+    def __init__(self, market: int):
+        self.market = market
+        self.levels: tuple[dict, dict] = ({}, {})  # side -> price -> (qty, count)
+        self.prices: tuple[list, list] = ([], [])  # side -> the prices of its levels, ascending
+        self.queues: tuple[dict, dict] = ({}, {})  # side -> price -> {order_id: remaining}, oldest first
+        self.orders: dict[int, tuple[int, int]] = {}  # order_id -> (side, price) of the resting orders
+        self.seq = 0
+        self.trade_number = 0
+        self.halted = False
+        self.ts = 0
+
+    # ------------------------------------------------------------------------ L2 ---------
+    def set_level(self, side: int, price: int, qty: int, count: int) -> None:
+        levels = self.levels[side]
+        if qty == 0 and count == 0:
+            if levels.pop(price, None) is not None:
+                prices = self.prices[side]
+                del prices[bisect_left(prices, price)]
+        else:
+            if price not in levels:
+                insort(self.prices[side], price)
+            levels[price] = (qty, count)
+
+    def side_levels(self, side: int, depth: int = 0) -> list[tuple[int, int, int]]:
+        """``(price, qty, count)`` best first, at most ``depth`` of them (0: all)."""
+        prices = self.prices[side]
+        if side == BID:
+            chosen = prices[::-1] if depth <= 0 else prices[:-depth - 1:-1]
+        else:
+            chosen = prices if depth <= 0 else prices[:depth]
+        levels = self.levels[side]
+        return [(p, *levels[p]) for p in chosen]
+
+    def checksum(self) -> int:
+        return book_checksum(self.side_levels(BID, CHECKSUM_DEPTH), self.side_levels(ASK, CHECKSUM_DEPTH))
+
+    def clear(self) -> None:
+        for side in (BID, ASK):
+            self.levels[side].clear()
+            self.prices[side].clear()
+            self.queues[side].clear()
+        self.orders.clear()
+
+    def load(self, snapshot: BookSnapshot) -> None:
+        """Become the L2 book of ``snapshot`` (whole depth: an increment may touch any level)."""
+        self.clear()
+        for side, levels in ((BID, snapshot.bids), (ASK, snapshot.asks)):
+            for lv in levels:
+                self.set_level(side, lv.price, lv.qty, lv.count)
+        self._take_status(snapshot)
+
+    def apply_levels(self, update: BookUpdate) -> None:
+        for lv in update.levels:
+            self.set_level(lv.side, lv.price, lv.qty, lv.count)
+        self.seq = update.seq
+        self.ts = update.ts
+
+    # ------------------------------------------------------------------------ L3 ---------
+    def rest(self, order_id: int, side: int, price: int, qty: int) -> None:
+        """Put an order at the back of its level."""
+        queues = self.queues[side]
+        queue = queues.get(price)
+        if queue is None:
+            queue = queues[price] = {}
+        queue[order_id] = qty
+        self.orders[order_id] = (side, price)
+
+    def resize(self, order_id: int, remaining: int) -> tuple[int, int]:
+        """Set a resting order's open size in place (0 removes it); returns its (side, price)."""
+        side, price = where = self.orders[order_id]
+        queues = self.queues[side]
+        queue = queues[price]
+        if remaining:
+            queue[order_id] = remaining
+            return where
+        del queue[order_id]
+        del self.orders[order_id]
+        if not queue:
+            del queues[price]
+        return where
+
+    def l3_level(self, side: int, price: int) -> tuple[int, int]:
+        """(qty, count) of the resting orders at a level."""
+        queue = self.queues[side].get(price)
+        return (sum(queue.values()), len(queue)) if queue else (0, 0)
+
+    def l3_checksum(self) -> int:
+        """The checksum of the levels the resting orders add up to.  It equals ``checksum()`` except
+        inside a command (its orders changed, its BookLevel events not yet applied)."""
+        top = []
+        for side in (BID, ASK):
+            queues = self.queues[side]
+            prices = sorted(queues, reverse=side == BID)[:CHECKSUM_DEPTH]
+            top.append([(p, *self.l3_level(side, p)) for p in prices])
+        return book_checksum(*top)
+
+    def resting_orders(self) -> list[RestingOrder]:
+        """Bids best first, each level oldest first, then asks likewise."""
+        out = []
+        for side in (BID, ASK):
+            queues = self.queues[side]
+            for price in sorted(queues, reverse=side == BID):
+                out.extend(RestingOrder(oid, side, price, rem) for oid, rem in queues[price].items())
+        return out
+
+    def load_orders(self, snapshot: OrderSnapshot) -> None:
+        """Become the L3 book of ``snapshot``, with the L2 levels its orders add up to."""
+        self.clear()
+        for o in snapshot.orders:
+            self.rest(o.order_id, o.side, o.price, o.qty)
+        for side in (BID, ASK):
+            for price in self.queues[side]:
+                self.set_level(side, price, *self.l3_level(side, price))
+        self._take_status(snapshot)
+
+    def apply_ops(self, update: OrderUpdate) -> None:
+        """Apply an L3 update and bring the L2 levels it touched in line with the orders.
+        Raises ``KeyError`` for an op about an order this book does not hold (a missed update)."""
+        touched = []
+        for op in update.ops:
+            if type(op) is OrderAdd:
+                self.rest(op.order_id, op.side, op.price, op.qty)
+                touched.append((op.side, op.price))
+            elif type(op) is OrderAmend:
+                touched.append(self.resize(op.order_id, op.qty if not op.priority_lost else 0))
+                if op.priority_lost and op.qty:
+                    side = touched[-1][0]
+                    self.rest(op.order_id, side, op.price, op.qty)
+                    touched.append((side, op.price))
+            else:  # OrderExecute, OrderCancel
+                touched.append(self.resize(op.order_id, op.remaining))
+        for side, price in touched:
+            self.set_level(side, price, *self.l3_level(side, price))
+        self.seq = update.seq
+        self.ts = update.ts
+
+    def _take_status(self, snapshot) -> None:
+        self.seq = snapshot.seq
+        self.ts = snapshot.ts
+        self.trade_number = snapshot.trade_number
+        self.halted = snapshot.halted
+
+
+ENCODER = msgspec.msgpack.Encoder()
+PUB_DECODER = msgspec.msgpack.Decoder(PubMessage)
+REQUEST_DECODER = msgspec.msgpack.Decoder(Request)
+REPLY_DECODER = msgspec.msgpack.Decoder(Reply)
+
+__all__ = [
+    "ASK", "BID", "Book", "BookSnapshot", "BookSnapshotRequest", "BookStatus", "BookUpdate", "CHANNELS", "CHANNEL_BOOK",
+    "CHANNEL_ORDERS", "CHANNEL_STATUS", "CHANNEL_TRADES", "CHECKSUM_DEPTH", "ENCODER", "Level",
+    "MarketInfo", "MarketList", "MarketsRequest", "MdError", "OrderAdd", "OrderAmend", "OrderCancel",
+    "OrderExecute", "OrderOp", "OrderSnapshot", "OrderSnapshotRequest", "OrderUpdate", "PUB_DECODER",
+    "PriceLevel", "PubMessage", "REPLY_DECODER", "REQUEST_DECODER", "Reply", "Request", "RestingOrder",
+    "Trade", "Trades", "book_checksum", "market_prefix", "topic", "topic_market",
+]
