@@ -1,0 +1,108 @@
+"""The feeds process: sources -> checks and aggregation -> OraclePrice commands into the matcher.
+
+``FeedStage(cfg).run()`` is the "feeds" role that ``xos run`` starts when ``[feeds] enabled``.
+Each turn of its loop polls every source, feeds what came in to the aggregator, runs the rounds
+that are due and pushes the resulting commands, in one message, into the matcher's input (where
+they are journaled, so every replay sees the same oracle prices in the same order).  Between turns
+it blocks on the push sources' sockets until the next source step, round or heartbeat is due.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import zmq
+
+from engine.config import Config
+from engine.process import POLL_MS, Heartbeat, InputClient, Stop
+
+from .aggregate import Aggregator
+from .sources import build_sources
+
+DETAIL_EVERY_S = 1.0  # the per-source detail in the heartbeat is rebuilt at most this often
+
+
+class FeedStage:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.context = zmq.Context()
+        self.aggregator = Aggregator(cfg)
+        self.sources, self.auth = build_sources(cfg, self.context)
+        self.poller = zmq.Poller()
+        for source in self.sources:
+            if source.socket() is not None:
+                self.poller.register(source.socket(), zmq.POLLIN)
+        self.input = InputClient(cfg.input_address, self.context)
+        self.heartbeat = Heartbeat(cfg, "feeds")
+        self.sent = 0
+        self.rounds = 0
+        self.detail: dict = {}
+        self.detail_at = -math.inf
+
+    def step(self, now_ns: int) -> int:
+        """One turn: poll, check and keep, aggregate what is due, send. Returns commands sent."""
+        for source in self.sources:
+            self.aggregator.ingest(source.name, source.rejects, source.poll(now_ns), now_ns)
+        commands = self.aggregator.aggregate(now_ns)
+        if len(commands):
+            self.input.send(commands)
+            self.sent += len(commands)
+            self.rounds += 1
+        return len(commands)
+
+    def wait(self) -> None:
+        """Block until a push arrives or the next timed thing (source step, round, beat) is due."""
+        now = time.time_ns()
+        due = [self.aggregator.next_due_ns(), *(s.next_due_ns() for s in self.sources)]
+        until_ms = min([POLL_MS, *((d - now) / 1e6 for d in due if d is not None)])
+        beat_ms = (self.heartbeat.every - (time.monotonic() - self.heartbeat.last)) * 1e3
+        timeout = max(0, math.ceil(min(until_ms, beat_ms)))
+        if timeout == 0:
+            return
+        if self.poller.sockets:
+            self.poller.poll(timeout)
+        else:
+            time.sleep(timeout / 1e3)
+
+    def status(self) -> dict:
+        now = time.time_ns()
+        if time.monotonic() - self.detail_at >= DETAIL_EVERY_S:
+            markets, slots = self.aggregator.status(now)
+            self.detail = {
+                "markets": markets,
+                "sources": {s.name: {**s.status(), "markets": slots.get(s.name, {})} for s in self.sources},
+            }
+            self.detail_at = time.monotonic()
+        a = self.aggregator
+        return {
+            "sent": self.sent, "rounds": self.rounds,
+            "markets_fresh": int(a.fresh.sum()), "markets_stale": int((~a.fresh).sum()),
+            "held_back": int(a.held_back.sum()),
+            "rejected": sum(sum(s.rejects.counts.values()) for s in self.sources),
+            "detail_time": time.time(), **self.detail,
+        }
+
+    def run(self) -> int:
+        self.heartbeat.beat(state="running", **self.status())
+        try:
+            while not Stop.requested:
+                self.step(time.time_ns())
+                if self.heartbeat.due():
+                    if self.auth is not None:
+                        self.auth.refresh()
+                    self.heartbeat.beat(state="running", **self.status())
+                self.wait()
+        finally:
+            self.detail_at = -math.inf
+            self.heartbeat.beat(state="stopped", **self.status())
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.input.close()
+        self.context.term()
+
