@@ -16,6 +16,7 @@ from .records import (
     OrdType,
     Stp,
     Tif,
+    VenueAccess,
     pack_market_assets,
     pack_market_params,
     pack_symbol,
@@ -141,3 +142,68 @@ class CommandAPI:
         if market is None:
             return self.submit(Cmd.MASS_CANCEL, account=account, flags=CmdFlag.ALL_MARKETS, ts=ts)
         return self.submit(Cmd.MASS_CANCEL, account=account, market=market, ts=ts)
+
+    # ---------------------------------------------------------------- venues
+    # ``account`` is who sends the command: the venue's operator, or the admin (the gateway
+    # authenticates it; the matcher checks it against the venue).
+
+    def set_venue_params(self, account: int, *, stake_asset: int, min_stake: int, unbond_period: int,
+                     protocol_account: int, admin: int, ts: int = 0) -> np.ndarray:
+        """Admin: the stake asset, minimum stake, unbond period (ns of engine clock), protocol
+        account and admin.  The first one (the bootstrap) may come from any account."""
+        return self.submit(Cmd.VENUE_PARAMS, account=account, market=stake_asset, qty=min_stake,
+                           price=unbond_period, id=protocol_account, aux=admin, ts=ts)
+
+    def launch_venue(self, account: int, venue: int, stake: int, *, insurance_account: int,
+                     access: int = VenueAccess.PERMISSIONLESS, ts: int = 0) -> np.ndarray:
+        """Lock ``stake`` from the operator ``account``'s free balance and create ``venue``."""
+        return self.submit(Cmd.LAUNCH_VENUE, account=account, venue=venue, qty=stake, id=insurance_account,
+                           side=access, ts=ts)
+
+    def add_stake(self, account: int, venue: int, amount: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.ADD_STAKE, account=account, venue=venue, qty=amount, ts=ts)
+
+    def unbond(self, account: int, venue: int, amount: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.UNBOND, account=account, venue=venue, qty=amount, ts=ts)
+
+    def set_venue_status(self, account: int, venue: int, status: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.VENUE_STATUS, account=account, venue=venue, side=status, ts=ts)
+
+    def set_venue_access(self, account: int, venue: int, access: int, blocked_regions: int = 0,
+                         ts: int = 0) -> np.ndarray:
+        """Access mode and the bit mask of blocked region tags (bit r blocks region r)."""
+        return self.submit(Cmd.VENUE_ACCESS, account=account, venue=venue, side=access,
+                           qty=_as_i64(blocked_regions), ts=ts)
+
+    def set_venue_policy(self, account: int, venue: int, pool: int, accepts: int, ts: int = 0) -> np.ndarray:
+        """The venue's matching pool and the bit mask of pools its orders may trade with."""
+        return self.submit(Cmd.VENUE_POLICY, account=account, venue=venue, side=pool, aux=_as_i64(accepts), ts=ts)
+
+    def offer_market(self, account: int, venue: int, market: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.OFFER_MARKET, account=account, venue=venue, market=market, ts=ts)
+
+    def withdraw_market(self, account: int, venue: int, market: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.WITHDRAW_MARKET, account=account, venue=venue, market=market, ts=ts)
+
+    def allow(self, account: int, venue: int, target: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.ALLOW, account=account, venue=venue, id=target, ts=ts)
+
+    def deny(self, account: int, venue: int, target: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.DENY, account=account, venue=venue, id=target, ts=ts)
+
+    def set_region(self, account: int, target: int, region: int, ts: int = 0) -> np.ndarray:
+        """Admin: ``target``'s region tag (0..63)."""
+        return self.submit(Cmd.SET_REGION, account=account, id=target, side=region, ts=ts)
+
+    def slash(self, account: int, venue: int, amount: int, *, shortfall: int = 0, reason: int = 0,
+              ts: int = 0) -> np.ndarray:
+        """Admin: take ``amount`` of the venue's stake; its insurance fund gets up to ``shortfall``
+        first, the protocol account the rest.  ``reason`` is echoed in the Venue event."""
+        return self.submit(Cmd.SLASH, account=account, venue=venue, qty=amount, price=shortfall, aux=reason, ts=ts)
+
+
+def _as_i64(mask: int) -> int:
+    """A 64-bit mask (0..2^64-1, or -1 for all bits) as the int64 a command field holds."""
+    if not -(1 << 63) <= mask < 1 << 64:
+        raise ValueError(f"bit mask out of 64-bit range: {mask}")
+    return mask - (1 << 64) if mask >= 1 << 63 else mask

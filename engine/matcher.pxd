@@ -1,5 +1,5 @@
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 cimport numpy as cnp
 
 from records cimport xos_command, xos_event
@@ -75,6 +75,7 @@ cdef struct Asset:
 
 cdef struct Account:
     int64_t id
+    uint8_t region           # region tag (0..63) set by the admin; venues may block regions
     int32_t order_head       # open orders, oldest first
     int32_t order_tail
     int64_t balance_head     # balance entries, newest first (-1 = none)
@@ -88,6 +89,22 @@ cdef struct Balance:
     uint32_t asset           # 0: an unused entry of an account's block
     int32_t owner            # account index
     int64_t next             # next balance of the same account
+
+
+cdef struct Venue:
+    bint exists
+    uint8_t status           # XOS_VENUE_*
+    uint8_t access           # XOS_ACCESS_*
+    uint8_t pool             # its orders' matching pool (0..63)
+    uint64_t accepts         # pools its orders may trade with (always includes its own)
+    uint64_t match_mask      # accepts while its orders may trade (live, winding down), else 0
+    uint64_t blocked_regions # bit r: accounts tagged region r may not place orders here
+    int64_t operator         # the account allowed to change it (venue 0: none, the admin only)
+    int64_t insurance        # its insurance fund account
+    int64_t stake            # bonded stake (stake asset)
+    int64_t unbonding        # requested for release, still locked (and slashable)
+    int64_t unbond_at        # engine clock at which ``unbonding`` is released
+    int64_t open_orders      # resting orders placed through it
 
 
 cdef struct Expiry:
@@ -136,6 +153,17 @@ cdef class Matcher:
     cdef readonly int64_t max_accounts
     cdef readonly int32_t max_markets
     cdef readonly int32_t max_assets
+    cdef readonly int32_t max_venues
+    cdef Venue *venue_table
+    cdef uint64_t *offers            # per venue a bitset of the markets it offers
+    cdef int64_t offer_words         # words per venue in ``offers``
+    cdef xos_hmap allow_index        # (account, venue) -> 1: allow-list entries
+    cdef int64_t admin               # 0 until VenueParams sets it
+    cdef int64_t protocol_account
+    cdef uint32_t stake_asset
+    cdef int64_t min_stake
+    cdef int64_t unbond_period
+    cdef int64_t next_release        # earliest unbond_at of any venue (INT64_MAX when none)
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -204,6 +232,25 @@ cdef class Matcher:
     cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil
+    cdef bint offered(self, uint32_t venue, uint32_t market) noexcept nogil
+    cdef void set_offer(self, uint32_t venue, uint32_t market, bint on) noexcept nogil
+    cdef bint eligible(self, uint32_t taker_venue, uint32_t maker_venue) noexcept nogil
+    cdef bint eligible_cross(self, Market *m, Order *T) noexcept nogil
+    cdef bint meet(self, Market *m, int32_t t, int32_t k) noexcept nogil
+    cdef bint match_past(self, Market *m, int32_t t) noexcept nogil
+    cdef void set_status(self, Venue *v, uint8_t status) noexcept nogil
+    cdef uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil
+    cdef uint16_t check_operator(self, const xos_command *c) noexcept nogil
+    cdef void emit_venue(self, const xos_command *c) noexcept nogil
+    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, int64_t amount) noexcept nogil
+    cdef void release_unbonds(self) noexcept nogil
+    cdef void cmd_venue_params(self, const xos_command *c) noexcept nogil
+    cdef void cmd_launch_venue(self, const xos_command *c) noexcept nogil
+    cdef void cmd_stake(self, const xos_command *c) noexcept nogil
+    cdef void cmd_venue_status(self, const xos_command *c) noexcept nogil
+    cdef void cmd_venue_config(self, const xos_command *c) noexcept nogil
+    cdef void cmd_set_region(self, const xos_command *c) noexcept nogil
+    cdef void cmd_slash(self, const xos_command *c) noexcept nogil
     cdef void emit_listing(self, const xos_command *c) noexcept nogil
     cdef cnp.ndarray export_buffer(self, int which, int64_t n, dtype, bint reuse)
     cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil
@@ -215,3 +262,4 @@ cdef class Matcher:
     cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL
     cdef Market *market_ptr(self, market) except NULL
     cdef object view_order(self, int32_t slot)
+    cdef object view_venue(self, int32_t i)

@@ -7,7 +7,7 @@ semantics are specified in docs/ARCHITECTURE.md and mirrored line by line
 by ``engine.reference.ReferenceEngine``; the test suite runs both.
 """
 cimport cython
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, calloc, realloc, free, abort
 from libc.string cimport memset, memcpy, memmove
 from libc.stdio cimport fprintf, stderr
@@ -24,7 +24,7 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import AssetView, MarketView, OrderView
+from .views import AssetView, MarketView, OrderView, VenueParamsView, VenueView
 
 cnp.import_array()
 
@@ -32,6 +32,7 @@ DEF BID = 0
 DEF ASK = 1
 DEF NONE = -1
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
+DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
 
 
 cdef inline void die(const char *what) noexcept nogil:
@@ -136,13 +137,26 @@ cdef class Matcher:
     """The C state machine; ``Engine`` adds the command builders."""
 
     def __cinit__(self, int64_t max_orders=1 << 20, int64_t max_accounts=1 << 20,
-                  int32_t max_markets=4096, int32_t max_assets=1024):
+                  int32_t max_markets=4096, int32_t max_assets=1024, int32_t max_venues=1024):
         if max_orders < 1 or max_orders > (1 << 30):
             raise ValueError("max_orders must be in 1..2**30")
         if max_accounts < 1 or max_accounts > (1 << 30):
             raise ValueError("max_accounts must be in 1..2**30")
         if max_markets < 1 or max_assets < 1:
             raise ValueError("max_markets and max_assets must be positive")
+        if max_venues < 1 or max_venues > (1 << 16):
+            raise ValueError("max_venues must be in 1..2**16")
+        self.max_venues = max_venues
+        self.offer_words = (max_markets >> 6) + 1
+        self.venue_table = <Venue *>calloc(max_venues, sizeof(Venue))
+        self.offers = <uint64_t *>calloc(<size_t>(max_venues * self.offer_words), sizeof(uint64_t))
+        if self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64):
+            raise MemoryError()
+        # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
+        self.venue_table[0].exists = True
+        self.venue_table[0].accepts = ALL_POOLS
+        self.set_status(&self.venue_table[0], XOS_VSTATUS_LIVE)
+        self.next_release = INT64_MAX
         self.max_orders = max_orders
         self.max_accounts = max_accounts
         self.max_markets = max_markets
@@ -178,6 +192,9 @@ cdef class Matcher:
         free(self.heap)
         free(self.touched)
         free(self.events)
+        free(self.venue_table)
+        free(self.offers)
+        xos_hmap_free(&self.allow_index)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -264,6 +281,7 @@ cdef class Matcher:
         cdef int64_t acct_idx = self.n_accounts, b
         self.n_accounts += 1
         self.accts[acct_idx].id = account
+        self.accts[acct_idx].region = 0
         self.accts[acct_idx].order_head = NONE
         self.accts[acct_idx].order_tail = NONE
         self.accts[acct_idx].balance_head = -1
@@ -432,6 +450,7 @@ cdef class Matcher:
         a.order_tail = slot
         o.registered = True
         self.n_open += 1
+        self.venue_table[o.venue].open_orders += 1
         if o.expire_at > 0:
             self.heap_push(o.expire_at, o.id)
 
@@ -452,6 +471,7 @@ cdef class Matcher:
             xos_hmap_del(&self.order_index, o.id, 0)
             xos_hmap_del(&self.client_index, o.account, o.client_id)
             self.n_open -= 1
+            self.venue_table[o.venue].open_orders -= 1
             o.registered = False
         o.id = 0
         o.next = self.free_slot
@@ -522,6 +542,9 @@ cdef class Matcher:
         K.filled += q
         cdef BookSide *bs = &m.sides[K.side]
         cdef Level *lv = &bs.levels[bs.n - 1]
+        cdef bint found
+        if lv.price != price:  # the maker was reached past orders its venue cannot trade with
+            lv = &bs.levels[level_search(bs, K.side, price, &found)]
         lv.qty -= q
         self.touch(K.market, K.side, price, lv.qty, lv.count)
 
@@ -549,7 +572,9 @@ cdef class Matcher:
         while i >= 0 and crosses(T.side, T.price, bs.levels[i].price):
             k = bs.levels[i].head
             while k != NONE:
-                if self.orders[k].acct_idx == T.acct_idx:
+                if not self.eligible(T.venue, self.orders[k].venue):
+                    pass  # passed over: it cannot trade with this order
+                elif self.orders[k].acct_idx == T.acct_idx:
                     if T.stp != XOS_STP_CANCEL_MAKER:
                         return False
                 else:
@@ -560,38 +585,102 @@ cdef class Matcher:
             i -= 1
         return False
 
+    cdef inline bint eligible(self, uint32_t taker_venue, uint32_t maker_venue) noexcept nogil:
+        """May orders of these two venues trade?  Each must accept the other's pool, and the
+        maker's venue must let its orders trade (a halted or retired venue's mask is 0)."""
+        cdef Venue *a
+        cdef Venue *b
+        if taker_venue == maker_venue:
+            return True  # the taker's venue is live, so is the maker's
+        a = &self.venue_table[taker_venue]
+        b = &self.venue_table[maker_venue]
+        return ((a.match_mask >> b.pool) & (b.match_mask >> a.pool) & 1) != 0
+
+    cdef bint eligible_cross(self, Market *m, Order *T) noexcept nogil:
+        """Does an order that ``T``'s venue may trade with cross ``T``'s price?"""
+        cdef BookSide *bs = &m.sides[1 - T.side]
+        cdef int32_t i = bs.n - 1, k
+        while i >= 0 and crosses(T.side, T.price, bs.levels[i].price):
+            k = bs.levels[i].head
+            while k != NONE:
+                if self.eligible(T.venue, self.orders[k].venue):
+                    return True
+                k = self.orders[k].next
+            i -= 1
+        return False
+
+    cdef inline bint meet(self, Market *m, int32_t t, int32_t k) noexcept nogil:
+        """The taker in slot ``t`` meets the eligible maker ``k``: a fill or a self-trade action.
+        True when the taker is gone; when it is not, the maker is."""
+        cdef Order *T = &self.orders[t]
+        cdef Order *K = &self.orders[k]
+        cdef int64_t q = T.remaining if T.remaining < K.remaining else K.remaining
+        if K.acct_idx != T.acct_idx:
+            self.fill(m, t, k, q)
+            if T.remaining == 0:
+                self.retire(t)
+                return True
+        elif T.stp == XOS_STP_CANCEL_TAKER:
+            self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
+            return True
+        elif T.stp == XOS_STP_CANCEL_MAKER:
+            self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
+        elif T.stp == XOS_STP_CANCEL_BOTH:
+            self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
+            self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
+            return True
+        else:  # DECREMENT_BOTH: both shrink by q without a trade
+            self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+            if q == T.remaining:
+                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+                return True
+            self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
+        return False
+
     cdef bint match(self, Market *m, int32_t t) noexcept nogil:
-        """Match the taker in slot ``t`` against the book; True when the taker is gone."""
+        """Match the taker in slot ``t`` against the book; True when the taker is gone.
+
+        While the oldest order at the best price may trade with the taker this is the plain
+        price-time loop; the first time it may not, ``match_past`` takes over."""
         cdef Order *T = &self.orders[t]
         cdef BookSide *bs = &m.sides[1 - T.side]
         cdef int32_t k
-        cdef Order *K
-        cdef int64_t q
         while bs.n > 0 and crosses(T.side, T.price, bs.levels[bs.n - 1].price):
             k = bs.levels[bs.n - 1].head
-            K = &self.orders[k]
-            q = T.remaining if T.remaining < K.remaining else K.remaining
-            if K.acct_idx != T.acct_idx:
-                self.fill(m, t, k, q)
-                if T.remaining == 0:
-                    self.retire(t)
-                    return True
-            elif T.stp == XOS_STP_CANCEL_TAKER:
-                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
+            if self.orders[k].venue != T.venue and not self.eligible(T.venue, self.orders[k].venue):
+                return self.match_past(m, t)
+            if self.meet(m, t, k):
                 return True
-            elif T.stp == XOS_STP_CANCEL_MAKER:
-                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
-            elif T.stp == XOS_STP_CANCEL_BOTH:
-                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, K.remaining)
-                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, T.remaining)
-                return True
-            else:  # DECREMENT_BOTH: both shrink by q without a trade
-                self.cancel_order(k, True, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
-                if q == T.remaining:
-                    self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
-                    return True
-                self.cancel_order(t, False, XOS_CANCEL_STP, XOS_SELF_TRADE_PREVENTED, q)
         return False
+
+    cdef bint match_past(self, Market *m, int32_t t) noexcept nogil:
+        """Matching that passes over makers the taker's venue may not trade with: they keep
+        their place, and price-time priority holds among the others.  A cursor (level index,
+        slot) walks the crossing orders in priority order; everything before it was passed
+        over and is untouched, so after each maker leaves the walk resumes at its successor
+        (its level found again by price: an emptied level may have gone)."""
+        cdef Order *T = &self.orders[t]
+        cdef BookSide *bs = &m.sides[1 - T.side]
+        cdef int32_t i = bs.n - 1
+        cdef int32_t k = bs.levels[i].head
+        cdef int32_t nxt
+        cdef int64_t price
+        cdef bint found
+        while True:
+            while k == NONE:
+                i -= 1
+                if i < 0 or not crosses(T.side, T.price, bs.levels[i].price):
+                    return False
+                k = bs.levels[i].head  # NONE for a tombstone level
+            if not self.eligible(T.venue, self.orders[k].venue):
+                k = self.orders[k].next
+                continue
+            nxt = self.orders[k].next
+            price = bs.levels[i].price
+            if self.meet(m, t, k):
+                return True
+            i = level_search(bs, 1 - T.side, price, &found)
+            k = nxt if found else NONE  # not found: i is where it was, so i - 1 is next
 
     cdef void take_and_rest(self, Market *m, int32_t t) noexcept nogil:
         """Post-only check, FOK check, matching, then rest or cancel the remainder.
@@ -601,7 +690,8 @@ cdef class Matcher:
         """
         cdef Order *T = &self.orders[t]
         cdef BookSide *opp = &m.sides[1 - T.side]
-        if T.post_only and opp.n > 0 and crosses(T.side, T.price, opp.levels[opp.n - 1].price):
+        if (T.post_only and opp.n > 0 and crosses(T.side, T.price, opp.levels[opp.n - 1].price)
+                and self.eligible_cross(m, T)):
             self.cancel_order(t, False, XOS_CANCEL_POST_ONLY, XOS_POST_ONLY_WOULD_CROSS, T.remaining)
             return
         if T.tif == XOS_TIF_FOK and not self.fok_fillable(m, T):
@@ -734,10 +824,16 @@ cdef class Matcher:
         m = &self.market_table[c.market]
         if m.kind != XOS_MARKET_SPOT:
             code = XOS_MARKET_KIND_NOT_TRADABLE
-        elif c.venue != m.venue:
+        elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
             code = XOS_UNKNOWN_VENUE
+        elif not self.offered(c.venue, c.market):
+            code = XOS_MARKET_NOT_OFFERED
+        elif self.venue_table[c.venue].status != XOS_VSTATUS_LIVE:
+            code = XOS_VENUE_NOT_LIVE
         else:
             code = self.check_account(c.account, &acct_idx)
+            if code == XOS_OK:
+                code = self.check_access(c.venue, c.account, acct_idx)
         if code == XOS_OK:
             if c.id <= 0:
                 code = XOS_INVALID_CLIENT_ID
@@ -845,6 +941,8 @@ cdef class Matcher:
                 code = XOS_PRICE_TOO_LARGE
             elif m.halted:
                 code = XOS_MARKET_HALTED
+            elif self.venue_table[o.venue].status != XOS_VSTATUS_LIVE:
+                code = XOS_VENUE_NOT_LIVE
             elif (price != o.price and m.band_bps > 0 and m.last_price > 0
                   and xos_outside_band(price, m.last_price, m.band_bps)):
                 code = XOS_PRICE_OUTSIDE_BAND
@@ -989,8 +1087,10 @@ cdef class Matcher:
             code = XOS_INVALID_MARKET_ID
         elif self.market_table[c.market].exists:
             code = XOS_MARKET_EXISTS
-        elif c.venue != 0:
+        elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
             code = XOS_UNKNOWN_VENUE
+        elif self.venue_table[c.venue].status != XOS_VSTATUS_LIVE:
+            code = XOS_VENUE_NOT_LIVE
         elif c.side > XOS_MARKET_OUTCOME:
             code = XOS_INVALID_MARKET_KIND
         elif (base < 1 or base > <uint32_t>self.max_assets or not self.asset_table[base].exists
@@ -1024,6 +1124,7 @@ cdef class Matcher:
         m.taker_bps = taker
         m.band_bps = <int32_t>band
         m.last_price = 0
+        self.set_offer(c.venue, c.market, True)  # the listing venue offers it
         self.emit_listing(c)
 
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil:
@@ -1044,6 +1145,318 @@ cdef class Matcher:
         e.account = c.account
         e.qty = halt
 
+    # ---------------------------------------------------------------- venues
+
+    cdef inline bint offered(self, uint32_t venue, uint32_t market) noexcept nogil:
+        return (self.offers[<int64_t>venue * self.offer_words + <int64_t>(market >> 6)] >> (market & 63)) & 1
+
+    cdef void set_offer(self, uint32_t venue, uint32_t market, bint on) noexcept nogil:
+        cdef uint64_t *word = &self.offers[<int64_t>venue * self.offer_words + <int64_t>(market >> 6)]
+        if on:
+            word[0] |= (<uint64_t>1) << (market & 63)
+        else:
+            word[0] &= ~((<uint64_t>1) << (market & 63))
+
+    cdef void set_status(self, Venue *v, uint8_t status) noexcept nogil:
+        v.status = status
+        # a halted or retired venue's resting orders are passed over by every other venue's takers
+        v.match_mask = v.accepts if status == XOS_VSTATUS_LIVE or status == XOS_VSTATUS_WINDING_DOWN else 0
+
+    cdef uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil:
+        cdef Venue *v = &self.venue_table[venue]
+        if v.access == XOS_ACCESS_ALLOW_LIST and xos_hmap_get(&self.allow_index, account, venue) < 0:
+            return XOS_ACCOUNT_NOT_ALLOWED
+        if (v.blocked_regions >> self.accts[acct_idx].region) & 1:
+            return XOS_REGION_BLOCKED
+        return XOS_OK
+
+    cdef uint16_t check_operator(self, const xos_command *c) noexcept nogil:
+        """The command names an existing venue and comes from its operator or the admin."""
+        if c.account <= 0:
+            return XOS_INVALID_ACCOUNT_ID
+        if c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
+            return XOS_UNKNOWN_VENUE
+        if c.account != self.venue_table[c.venue].operator and c.account != self.admin:
+            return XOS_NOT_VENUE_OPERATOR
+        return XOS_OK
+
+    cdef void emit_venue(self, const xos_command *c) noexcept nogil:
+        """An accepted venue command, echoed whole (flags = its kind): consumers follow venues
+        from the event stream alone."""
+        cdef xos_event *e = self.emit(XOS_EV_VENUE)
+        e.flags = c.kind
+        e.venue = c.venue
+        e.market = c.market
+        e.side = c.side
+        e.account = c.account
+        e.price = c.price
+        e.qty = c.qty
+        e.client_id = c.id
+        e.remaining = c.aux
+
+    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, int64_t amount) noexcept nogil:
+        """``amount`` of the stake asset into (> 0) or out of (< 0) the account's free balance,
+        against the venue's locked stake (already updated by the caller)."""
+        cdef int64_t b = self.ensure_balance(self.account_index_of(account), self.stake_asset)
+        cdef Venue *v = &self.venue_table[venue]
+        self.bals[b].free += amount
+        cdef xos_event *e = self.emit(XOS_EV_VENUE_TRANSFER)
+        e.reason = reason
+        e.venue = venue
+        e.market = self.stake_asset
+        e.account = account
+        e.qty = amount
+        e.remaining = self.bals[b].free
+        e.taker_fee = self.bals[b].held
+        e.price = v.stake + v.unbonding
+
+    cdef void release_unbonds(self) noexcept nogil:
+        """Release every unbonding whose time has come (venue id order) to its operator."""
+        cdef int64_t next_at = INT64_MAX, amount
+        cdef int32_t i
+        cdef Venue *v
+        for i in range(1, self.max_venues):
+            v = &self.venue_table[i]
+            if v.unbonding == 0:
+                continue
+            if v.unbond_at <= self._now:
+                amount = v.unbonding
+                v.unbonding = 0
+                v.unbond_at = 0
+                self.transfer(XOS_XFER_STAKE_RELEASE, <uint32_t>i, v.operator, amount)
+            elif v.unbond_at < next_at:
+                next_at = v.unbond_at
+        self.next_release = next_at
+
+    cdef void cmd_venue_params(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef int32_t i
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif self.admin != 0 and c.account != self.admin:
+            code = XOS_NOT_ADMIN  # before any admin exists the first one is set (the bootstrap)
+        elif c.market < 1 or c.market > <uint32_t>self.max_assets or not self.asset_table[c.market].exists:
+            code = XOS_UNKNOWN_ASSET
+        elif c.qty <= 0 or c.price < 0 or c.id <= 0 or c.aux <= 0:
+            code = XOS_INVALID_STAKING_PARAMS
+        elif self.account_index_of(c.id) < 0 and self.n_accounts >= self.max_accounts:
+            code = XOS_ACCOUNT_CAPACITY
+        elif self.stake_asset != 0 and c.market != self.stake_asset:
+            for i in range(1, self.max_venues):
+                if self.venue_table[i].stake or self.venue_table[i].unbonding:
+                    code = XOS_STAKE_ASSET_LOCKED
+                    break
+        if code:
+            self.reject(c, code)
+            return
+        self.stake_asset = c.market
+        self.min_stake = c.qty
+        self.unbond_period = c.price
+        self.protocol_account = c.id
+        self.admin = c.aux
+        if self.account_index_of(c.id) < 0:
+            self.new_account(c.id)
+        self.emit_venue(c)
+
+    cdef void cmd_launch_venue(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef int64_t acct_idx = -1
+        cdef int32_t i
+        cdef Venue *v
+        if self.admin == 0:
+            code = XOS_STAKING_NOT_CONFIGURED
+        else:
+            code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK:
+            if c.venue < 1 or c.venue >= <uint32_t>self.max_venues:
+                code = XOS_INVALID_VENUE_ID
+            elif self.venue_table[c.venue].exists:
+                code = XOS_VENUE_EXISTS
+            elif c.side > XOS_ACCESS_ALLOW_LIST:
+                code = XOS_INVALID_VENUE_POLICY
+            elif c.id <= 0 or c.id == c.account or c.id == self.protocol_account:
+                code = XOS_INVALID_INSURANCE_ACCOUNT
+            elif c.qty < self.min_stake:
+                code = XOS_STAKE_BELOW_MINIMUM
+            elif c.qty > self.free_of(acct_idx, self.stake_asset):
+                code = XOS_INSUFFICIENT_STAKE_BALANCE
+            elif self.account_index_of(c.id) < 0 and self.n_accounts >= self.max_accounts:
+                code = XOS_ACCOUNT_CAPACITY
+            else:
+                for i in range(1, self.max_venues):
+                    if self.venue_table[i].exists and self.venue_table[i].insurance == c.id:
+                        code = XOS_INVALID_INSURANCE_ACCOUNT
+                        break
+        if code:
+            self.reject(c, code)
+            return
+        v = &self.venue_table[c.venue]
+        v.exists = True
+        v.access = c.side
+        v.pool = c.side  # permissionless venues share pool 0, allow-list venues start in pool 1
+        v.accepts = ALL_POOLS
+        v.blocked_regions = 0
+        v.operator = c.account
+        v.insurance = c.id
+        v.stake = c.qty
+        v.unbonding = 0
+        v.unbond_at = 0
+        v.open_orders = 0
+        self.set_status(v, XOS_VSTATUS_LIVE)
+        if self.account_index_of(c.id) < 0:
+            self.new_account(c.id)
+        self.emit_venue(c)
+        self.transfer(XOS_XFER_STAKE_LOCK, c.venue, c.account, -c.qty)
+
+    cdef void cmd_stake(self, const xos_command *c) noexcept nogil:
+        """AddStake (from the operator's free balance) and Unbond (a release after the period)."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef Venue *v = &self.venue_table[c.venue]
+        if code == XOS_OK:
+            if c.venue == 0:
+                code = XOS_PROTOCOL_VENUE
+            elif c.qty <= 0:
+                code = XOS_AMOUNT_NOT_POSITIVE
+            elif c.kind == XOS_CMD_ADD_STAKE:
+                if v.status == XOS_VSTATUS_RETIRED:
+                    code = XOS_VENUE_RETIRED
+                elif c.qty > self.free_of(self.account_index_of(v.operator), self.stake_asset):
+                    code = XOS_INSUFFICIENT_STAKE_BALANCE
+            elif v.unbonding > 0:
+                code = XOS_UNBOND_PENDING
+            elif c.qty > v.stake:
+                code = XOS_UNBOND_EXCEEDS_STAKE
+            elif v.status != XOS_VSTATUS_RETIRED and v.stake - c.qty < self.min_stake:
+                code = XOS_UNBOND_BELOW_MINIMUM
+        if code:
+            self.reject(c, code)
+            return
+        self.emit_venue(c)
+        if c.kind == XOS_CMD_ADD_STAKE:
+            v.stake += c.qty
+            self.transfer(XOS_XFER_STAKE_LOCK, c.venue, v.operator, -c.qty)
+            return
+        v.stake -= c.qty
+        v.unbonding = c.qty
+        v.unbond_at = self._now + self.unbond_period if self.unbond_period < INT64_MAX - self._now else INT64_MAX
+        if v.unbond_at < self.next_release:
+            self.next_release = v.unbond_at
+
+    cdef void cmd_venue_status(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = self.check_operator(c)
+        cdef Venue *v = &self.venue_table[c.venue]
+        if code == XOS_OK:
+            if c.side < XOS_VSTATUS_LIVE or c.side > XOS_VSTATUS_RETIRED:
+                code = XOS_INVALID_VENUE_STATUS
+            elif v.status == XOS_VSTATUS_RETIRED:
+                code = XOS_VENUE_RETIRED
+            elif c.side == v.status:
+                code = XOS_VENUE_STATUS_UNCHANGED
+            elif c.venue == 0 and c.side >= XOS_VSTATUS_WINDING_DOWN:
+                code = XOS_PROTOCOL_VENUE
+            elif c.side == XOS_VSTATUS_RETIRED and v.open_orders > 0:
+                code = XOS_VENUE_HAS_OPEN_ORDERS
+        if code:
+            self.reject(c, code)
+            return
+        self.set_status(v, c.side)
+        self.emit_venue(c)
+
+    cdef void cmd_venue_config(self, const xos_command *c) noexcept nogil:
+        """VenueAccess, VenuePolicy, OfferMarket / WithdrawMarket, Allow / Deny."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef Venue *v = &self.venue_table[c.venue]
+        cdef bint listed
+        if code == XOS_OK and v.status == XOS_VSTATUS_RETIRED:
+            code = XOS_VENUE_RETIRED
+        if code == XOS_OK:
+            if c.kind == XOS_CMD_VENUE_ACCESS:
+                if c.side > XOS_ACCESS_ALLOW_LIST:
+                    code = XOS_INVALID_VENUE_POLICY
+            elif c.kind == XOS_CMD_VENUE_POLICY:
+                if c.side > 63 or not ((<uint64_t>c.aux >> c.side) & 1):
+                    code = XOS_INVALID_VENUE_POLICY
+            elif c.kind == XOS_CMD_OFFER_MARKET or c.kind == XOS_CMD_WITHDRAW_MARKET:
+                if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+                    code = XOS_UNKNOWN_MARKET
+                elif self.offered(c.venue, c.market) == (c.kind == XOS_CMD_OFFER_MARKET):
+                    code = XOS_VENUE_OFFER_UNCHANGED
+            else:
+                listed = xos_hmap_get(&self.allow_index, c.id, c.venue) >= 0
+                if c.id <= 0:
+                    code = XOS_INVALID_ACCOUNT_ID
+                elif listed == (c.kind == XOS_CMD_ALLOW):
+                    code = XOS_ACCESS_UNCHANGED
+        if code:
+            self.reject(c, code)
+            return
+        if c.kind == XOS_CMD_VENUE_ACCESS:
+            v.access = c.side
+            v.blocked_regions = <uint64_t>c.qty
+        elif c.kind == XOS_CMD_VENUE_POLICY:
+            v.pool = c.side
+            v.accepts = <uint64_t>c.aux
+            self.set_status(v, v.status)
+        elif c.kind == XOS_CMD_OFFER_MARKET or c.kind == XOS_CMD_WITHDRAW_MARKET:
+            self.set_offer(c.venue, c.market, c.kind == XOS_CMD_OFFER_MARKET)
+        elif c.kind == XOS_CMD_ALLOW:
+            if xos_hmap_put(&self.allow_index, c.id, c.venue, 1):
+                die(b"allow-list")
+        else:
+            xos_hmap_del(&self.allow_index, c.id, c.venue)
+        self.emit_venue(c)
+
+    cdef void cmd_set_region(self, const xos_command *c) noexcept nogil:
+        cdef uint16_t code = XOS_OK
+        cdef int64_t acct_idx = -1
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.account != self.admin:
+            code = XOS_NOT_ADMIN
+        else:
+            code = self.check_account(c.id, &acct_idx)
+        if code == XOS_OK and c.side > 63:
+            code = XOS_INVALID_REGION
+        if code:
+            self.reject(c, code)
+            return
+        self.accts[acct_idx].region = c.side
+        self.emit_venue(c)
+
+    cdef void cmd_slash(self, const xos_command *c) noexcept nogil:
+        """Admin: ``qty`` of a venue's locked stake (bonded first, then unbonding) pays its
+        insurance fund up to the shortfall in ``price`` first, the rest goes to the protocol."""
+        cdef uint16_t code = XOS_OK
+        cdef Venue *v
+        cdef int64_t from_bonded, to_insurance
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.account != self.admin:
+            code = XOS_NOT_ADMIN
+        elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
+            code = XOS_UNKNOWN_VENUE
+        elif c.venue == 0:
+            code = XOS_PROTOCOL_VENUE
+        elif c.qty <= 0 or c.price < 0:
+            code = XOS_AMOUNT_NOT_POSITIVE
+        elif c.qty > self.venue_table[c.venue].stake + self.venue_table[c.venue].unbonding:
+            code = XOS_SLASH_EXCEEDS_STAKE
+        if code:
+            self.reject(c, code)
+            return
+        v = &self.venue_table[c.venue]
+        from_bonded = c.qty if c.qty < v.stake else v.stake
+        v.stake -= from_bonded
+        v.unbonding -= c.qty - from_bonded
+        if v.unbonding == 0:
+            v.unbond_at = 0
+        to_insurance = c.qty if c.qty < c.price else c.price
+        self.emit_venue(c)
+        if to_insurance > 0:
+            self.transfer(XOS_XFER_SLASH_INSURANCE, c.venue, v.insurance, to_insurance)
+        if c.qty > to_insurance:
+            self.transfer(XOS_XFER_SLASH_PROTOCOL, c.venue, self.protocol_account, c.qty - to_insurance)
+
     cdef void emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
@@ -1063,6 +1476,8 @@ cdef class Matcher:
             self._now = c.ts
         if self.n_heap > 0 and self.heap[0].expire_at <= self._now:
             self.expire_orders()
+        if self.next_release <= self._now:
+            self.release_unbonds()
         if c.kind == XOS_CMD_PLACE:
             self.cmd_place(c)
         elif c.kind == XOS_CMD_CANCEL:
@@ -1079,6 +1494,21 @@ cdef class Matcher:
             self.cmd_add_market(c)
         elif c.kind == XOS_CMD_HALT or c.kind == XOS_CMD_RESUME:
             self.cmd_market_status(c)
+        elif c.kind == XOS_CMD_LAUNCH_VENUE:
+            self.cmd_launch_venue(c)
+        elif c.kind == XOS_CMD_ADD_STAKE or c.kind == XOS_CMD_UNBOND:
+            self.cmd_stake(c)
+        elif c.kind == XOS_CMD_VENUE_STATUS:
+            self.cmd_venue_status(c)
+        elif (c.kind == XOS_CMD_VENUE_ACCESS or c.kind == XOS_CMD_VENUE_POLICY or c.kind == XOS_CMD_OFFER_MARKET
+              or c.kind == XOS_CMD_WITHDRAW_MARKET or c.kind == XOS_CMD_ALLOW or c.kind == XOS_CMD_DENY):
+            self.cmd_venue_config(c)
+        elif c.kind == XOS_CMD_SET_REGION:
+            self.cmd_set_region(c)
+        elif c.kind == XOS_CMD_SLASH:
+            self.cmd_slash(c)
+        elif c.kind == XOS_CMD_VENUE_PARAMS:
+            self.cmd_venue_params(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -1220,8 +1650,66 @@ cdef class Matcher:
         with nogil:  # the part that holds matching up: plain copies out of the C structs
             self.copy_balances(balance_rows, n)
             self.copy_orders(order_rows)
-        return {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
-                "balances": balances, "orders": orders}
+        state = {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
+                 "balances": balances, "orders": orders}
+        state.update(self.export_venues())
+        return state
+
+    def export_venues(self):
+        """Venue state: staking parameters, the venue table, offers, allow-lists and region tags.
+        A venue's open-order count is not state: registering the orders rebuilds it."""
+        cdef int32_t i, m
+        cdef int64_t h
+        cdef Venue *v
+        params = np.array([self.admin, self.protocol_account, self.stake_asset, self.min_stake, self.unbond_period,
+                           self.next_release], dtype=np.int64)
+        rows, offers = [], []
+        for i in range(self.max_venues):
+            v = &self.venue_table[i]
+            if not v.exists:
+                continue
+            rows.append((i, v.status, v.access, v.pool, 0, v.accepts, v.blocked_regions, v.operator, v.insurance,
+                         v.stake, v.unbonding, v.unbond_at))
+            offers += [(i, m) for m in range(1, self.max_markets + 1) if self.offered(i, m)]
+        allowed = sorted((self.allow_index.slots[h].k2, self.allow_index.slots[h].k1)
+                         for h in range(<int64_t>self.allow_index.mask + 1) if self.allow_index.slots[h].val >= 0)
+        regions = [(h, self.accts[h].region) for h in range(self.n_accounts) if self.accts[h].region]
+        return {"venue_params": params, "venues": np.array(rows, dtype=VENUE_STATE),
+                "venue_offers": np.array(offers, dtype=PAIR_STATE).reshape(-1),
+                "venue_allowed": np.array(allowed, dtype=PAIR_STATE).reshape(-1),
+                "account_regions": np.array(regions, dtype=PAIR_STATE).reshape(-1)}
+
+    def import_venues(self, state):
+        """Load ``export_venues``'s arrays (before the orders, whose venues must exist)."""
+        cdef Venue *v
+        params = state["venue_params"]
+        self.admin, self.protocol_account, self.stake_asset = params[0], params[1], params[2]
+        self.min_stake, self.unbond_period, self.next_release = params[3], params[4], params[5]
+        for row in state["venues"]:
+            if not 0 <= row["venue"] < self.max_venues:
+                raise ValueError(f"venue {row['venue']} is beyond max_venues {self.max_venues}")
+            v = &self.venue_table[<int32_t>row["venue"]]
+            v.exists = True
+            v.access = row["access"]
+            v.pool = row["pool"]
+            v.accepts = row["accepts"]
+            v.blocked_regions = row["blocked_regions"]
+            v.operator = row["operator"]
+            v.insurance = row["insurance"]
+            v.stake = row["stake"]
+            v.unbonding = row["unbonding"]
+            v.unbond_at = row["unbond_at"]
+            v.open_orders = 0
+            self.set_status(v, row["status"])
+        memset(self.offers, 0, <size_t>(self.max_venues * self.offer_words) * sizeof(uint64_t))
+        for row in state["venue_offers"]:
+            if not (0 <= row["a"] < self.max_venues and self.venue_table[<int32_t>row["a"]].exists
+                    and 1 <= row["b"] <= self.max_markets):
+                raise ValueError(f"offer of market {row['b']} by venue {row['a']}: no such venue or market")
+            self.set_offer(<uint32_t>row["a"], <uint32_t>row["b"], True)
+        for row in state["venue_allowed"]:
+            if xos_hmap_put(&self.allow_index, row["b"], row["a"], 1):
+                raise MemoryError()
 
     cdef cnp.ndarray export_buffer(self, int which, int64_t n, dtype, bint reuse):
         """``n`` rows for an export (every byte is written by the copy), from the kept buffer
@@ -1297,7 +1785,8 @@ cdef class Matcher:
         for i in range(n_orders):
             acct_idx = self.account_index_of(orders[i].account)
             if (acct_idx < 0 or orders[i].market < 1 or orders[i].market > <uint32_t>self.max_markets
-                    or not self.market_table[orders[i].market].exists or orders[i].side > 1):
+                    or not self.market_table[orders[i].market].exists or orders[i].side > 1
+                    or orders[i].venue >= <uint32_t>self.max_venues or not self.venue_table[orders[i].venue].exists):
                 return i
         slots = <int32_t *>malloc(<size_t>(n_orders + 1) * sizeof(int32_t))
         by_id = <int64_t *>malloc(<size_t>(n_orders + 1) * sizeof(int64_t))
@@ -1380,6 +1869,7 @@ cdef class Matcher:
             mk.band_bps = row["band_bps"]
             mk.halted = row["halted"]
             mk.last_price = row["last_price"]
+        self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
         cdef cnp.ndarray order_rows = np.ascontiguousarray(orders[np.argsort(orders["rest_seq"], kind="stable")],
@@ -1390,7 +1880,11 @@ cdef class Matcher:
                                   <BalanceState *>cnp.PyArray_DATA(balance_rows), balance_rows.shape[0],
                                   <OrderState *>cnp.PyArray_DATA(order_rows), order_rows.shape[0])
         if bad >= 0:
-            raise ValueError(f"order {order_rows[bad]['order_id']} names an unknown account, market or side")
+            raise ValueError(f"order {order_rows[bad]['order_id']} names an unknown account, market, venue or side")
+        for row in state["account_regions"]:
+            if not 0 <= row["a"] < self.n_accounts or not 0 <= row["b"] < 64:
+                raise ValueError(f"region tag {row['b']} of account index {row['a']} is out of range")
+            self.accts[row["a"]].region = row["b"]
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -1430,19 +1924,37 @@ cdef class Matcher:
         return OrderView(o.id, o.account, o.client_id, o.market, o.venue, o.side, o.price, o.qty,
                          o.filled, o.remaining, o.expire_at, o.stp, bool(o.post_only))
 
-    def l2(self, market, int depth=10):
-        """Aggregated levels, best first: ``(bids, asks)`` of ``(price, qty, count)``."""
+    def l2(self, market, int depth=10, venue=None):
+        """Aggregated levels, best first: ``(bids, asks)`` of ``(price, qty, count)``.  With
+        ``venue``, only the orders a taker of that venue may trade with (see "crossed" in
+        docs/ARCHITECTURE.md)."""
         cdef Market *m = self.market_ptr(market)
         cdef BookSide *bs
-        cdef int32_t i
+        cdef int32_t i, k, count
+        cdef int64_t qty
+        cdef uint32_t v = 0
+        if venue is not None:
+            if not isinstance(venue, int) or not 0 <= venue < self.max_venues or not self.venue_table[<uint32_t>venue].exists:
+                raise KeyError(f"unknown venue {venue!r}")
+            v = venue
         out = []
         for side in (BID, ASK):
             bs = &m.sides[side]
             levels = []
             i = bs.n - 1
             while i >= 0 and len(levels) < depth:
-                if bs.levels[i].count:
-                    levels.append((bs.levels[i].price, bs.levels[i].qty, bs.levels[i].count))
+                if venue is None:
+                    qty, count = bs.levels[i].qty, bs.levels[i].count
+                else:
+                    qty, count = 0, 0
+                    k = bs.levels[i].head
+                    while k != NONE:
+                        if self.eligible(v, self.orders[k].venue):
+                            qty += self.orders[k].remaining
+                            count += 1
+                        k = self.orders[k].next
+                if count:
+                    levels.append((bs.levels[i].price, qty, count))
                 i -= 1
             out.append(levels)
         return out[0], out[1]
@@ -1513,6 +2025,41 @@ cdef class Matcher:
                                       m.min_size, m.maker_bps, m.taker_bps, m.band_bps, bool(m.halted)))
         return out
 
+    cdef object view_venue(self, int32_t i):
+        cdef Venue *v = &self.venue_table[i]
+        return VenueView(i, v.operator, v.insurance, v.status, v.access, v.pool, v.accepts, v.blocked_regions,
+                         v.stake, v.unbonding, v.unbond_at, v.open_orders)
+
+    def venues(self):
+        """Every venue, by id (venue 0, the protocol's, first)."""
+        cdef int32_t i
+        return [self.view_venue(i) for i in range(self.max_venues) if self.venue_table[i].exists]
+
+    def venue(self, venue_id):
+        if not isinstance(venue_id, int) or not 0 <= venue_id < self.max_venues or not self.venue_table[<int32_t>venue_id].exists:
+            return None
+        return self.view_venue(venue_id)
+
+    def venue_markets(self, int venue_id):
+        """The market ids the venue offers, ascending."""
+        cdef int32_t m
+        if not 0 <= venue_id < self.max_venues or not self.venue_table[venue_id].exists:
+            raise KeyError(f"unknown venue {venue_id!r}")
+        return [m for m in range(1, self.max_markets + 1) if self.offered(venue_id, m)]
+
+    def allowed(self, int venue_id):
+        """The accounts on the venue's allow-list, ascending."""
+        cdef int64_t h
+        return sorted(self.allow_index.slots[h].k1 for h in range(<int64_t>self.allow_index.mask + 1)
+                      if self.allow_index.slots[h].val >= 0 and self.allow_index.slots[h].k2 == venue_id)
+
+    def region(self, int64_t account):
+        cdef int64_t a = self.account_index_of(account)
+        return self.accts[a].region if a >= 0 else 0
+
+    def venue_params(self):
+        return VenueParamsView(self.admin, self.protocol_account, self.stake_asset, self.min_stake, self.unbond_period)
+
     def assets(self):
         cdef int32_t i
         return [AssetView(i, unpack_symbol(self.asset_table[i].symbol_lo, self.asset_table[i].symbol_hi),
@@ -1522,7 +2069,11 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: venues
+VENUE_STATE = np.dtype([("venue", "<u4"), ("status", "u1"), ("access", "u1"), ("pool", "u1"), ("pad", "u1"),
+                        ("accepts", "<u8"), ("blocked_regions", "<u8"), ("operator", "<i8"), ("insurance", "<i8"),
+                        ("stake", "<i8"), ("unbonding", "<i8"), ("unbond_at", "<i8")])
+PAIR_STATE = np.dtype([("a", "<i8"), ("b", "<i8")])  # (venue, market), (venue, account), (account index, region)
 ASSET_STATE = np.dtype([("asset", "<u4"), ("decimals", "<i4"), ("symbol_lo", "<i8"), ("symbol_hi", "<i8"),
                         ("outstanding", "<i8"), ("fees", "<i8")])
 MARKET_STATE = np.dtype([("market", "<u4"), ("venue", "<u4"), ("base", "<u4"), ("quote", "<u4"),
@@ -1572,6 +2123,7 @@ class Engine(CommandAPI):
 _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
+    "venues", "venue", "venue_markets", "allowed", "region", "venue_params",
 )
 
 

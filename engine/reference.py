@@ -122,10 +122,13 @@ from .records import (
     Side,
     Stp,
     Tif,
+    Transfer,
+    VenueAccess,
+    VenueStatus,
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import AssetView, MarketView, OrderView
+from .views import AssetView, MarketView, OrderView, VenueParamsView, VenueView
 
 MAX_MONEY = 1 << 62
 
@@ -148,6 +151,11 @@ _R_USER, _R_IOC, _R_FOK, _R_STP, _R_POST_ONLY, _R_EXPIRED, _R_MASS = (
     int(CancelReason.USER), int(CancelReason.IOC), int(CancelReason.FOK), int(CancelReason.STP),
     int(CancelReason.POST_ONLY), int(CancelReason.EXPIRED), int(CancelReason.MASS))
 _SPOT = int(MarketKind.SPOT)
+_LIVE, _HALTED, _WINDING_DOWN, _RETIRED = (int(VenueStatus.LIVE), int(VenueStatus.HALTED),
+                                          int(VenueStatus.WINDING_DOWN), int(VenueStatus.RETIRED))
+_ALLOW_LIST = int(VenueAccess.ALLOW_LIST)
+_ALL_POOLS = (1 << 64) - 1
+_U64 = (1 << 64) - 1
 _STP_CODE = int(RC.SELF_TRADE_PREVENTED)
 
 
@@ -204,6 +212,29 @@ class _Market:
                           self.halted)
 
 
+class _Venue:
+    __slots__ = ("venue_id", "operator", "insurance", "status", "access", "pool", "accepts", "blocked",
+                 "stake", "unbonding", "unbond_at", "offers")
+
+    def __init__(self, venue_id: int, operator: int, insurance: int, access: int, stake: int):
+        self.venue_id = venue_id
+        self.operator = operator
+        self.insurance = insurance
+        self.status = _LIVE
+        self.access = access
+        self.pool = access  # permissionless venues share pool 0, allow-list venues start in pool 1
+        self.accepts = _ALL_POOLS
+        self.blocked = 0
+        self.stake = stake
+        self.unbonding = 0
+        self.unbond_at = 0
+        self.offers: set[int] = set()
+
+    def match_mask(self) -> int:
+        """The pools its resting orders may trade with: none while halted or retired."""
+        return self.accepts if self.status in (_LIVE, _WINDING_DOWN) else 0
+
+
 def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
     """best is the opposite side's best price (0 = empty)."""
     if best == 0:
@@ -215,8 +246,17 @@ class ReferenceEngine(CommandAPI):
     """The matcher's semantics in plain Python (see the module docstring)."""
 
     def __init__(self, max_orders: int = 1 << 20, max_accounts: int = 1 << 20,
-                 max_markets: int = 4096, max_assets: int = 1024):
+                 max_markets: int = 4096, max_assets: int = 1024, max_venues: int = 1024):
         self.max_orders = max_orders
+        self.max_venues = max_venues
+        self._venues: dict[int, _Venue] = {0: _Venue(0, 0, 0, 0, 0)}
+        self._allowed: set[tuple[int, int]] = set()  # (account, venue)
+        self._regions: dict[int, int] = {}  # account -> region tag (absent = 0)
+        self._admin = 0
+        self._protocol = 0
+        self._stake_asset = 0
+        self._min_stake = 0
+        self._unbond_period = 0
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -246,6 +286,19 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.ADD_MARKET): self._add_market,
             int(Cmd.HALT): self._market_status,
             int(Cmd.RESUME): self._market_status,
+            int(Cmd.VENUE_PARAMS): self._venue_params,
+            int(Cmd.LAUNCH_VENUE): self._launch_venue,
+            int(Cmd.ADD_STAKE): self._stake,
+            int(Cmd.UNBOND): self._stake,
+            int(Cmd.VENUE_STATUS): self._venue_status,
+            int(Cmd.VENUE_ACCESS): self._venue_config,
+            int(Cmd.VENUE_POLICY): self._venue_config,
+            int(Cmd.OFFER_MARKET): self._venue_config,
+            int(Cmd.WITHDRAW_MARKET): self._venue_config,
+            int(Cmd.ALLOW): self._venue_config,
+            int(Cmd.DENY): self._venue_config,
+            int(Cmd.SET_REGION): self._set_region,
+            int(Cmd.SLASH): self._slash,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -275,6 +328,11 @@ class ReferenceEngine(CommandAPI):
             o = self._orders.get(oid)
             if o is not None and o.expire_at == expire_at:
                 self._cancel_order(o, o.remaining, _R_EXPIRED, 0)
+        # step 2b: unbonding stake whose period is over goes back to its operator (venue id order)
+        for v in sorted(self._venues.values(), key=lambda v: v.venue_id):
+            if v.unbonding and v.unbond_at <= now:
+                amount, v.unbonding, v.unbond_at = v.unbonding, 0, 0
+                self._transfer(int(Transfer.STAKE_RELEASE), v, v.operator, amount)
         # step 3: the command
         handler = self._handlers.get(row[0])
         code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
@@ -398,6 +456,24 @@ class ReferenceEngine(CommandAPI):
         return o, 0
 
     # ------------------------------------------------------------------ matching
+    def _eligible(self, taker_venue: int, maker_venue: int) -> bool:
+        """Each venue accepts the other's pool, and the maker's venue lets its orders trade."""
+        if taker_venue == maker_venue:
+            return True
+        a, b = self._venues[taker_venue], self._venues[maker_venue]
+        return bool((a.match_mask() >> b.pool) & (b.match_mask() >> a.pool) & 1)
+
+    def _next_maker(self, o: _Order, opp: _BookSide) -> _Order | None:
+        """The oldest order at the best crossing price that o's venue may trade with; the
+        others are passed over and keep their place."""
+        for price in opp.prices_best_first():
+            if not _crosses(o.side, o.price, price):
+                return None
+            for mk in opp.levels[price].orders.values():
+                if self._eligible(o.venue, mk.venue):
+                    return mk
+        return None
+
     def _fok_fillable(self, o: _Order, opp: _BookSide) -> bool:
         need = o.remaining
         total = 0
@@ -405,6 +481,8 @@ class ReferenceEngine(CommandAPI):
             if not _crosses(o.side, o.price, price):
                 break
             for mk in opp.levels[price].orders.values():
+                if not self._eligible(o.venue, mk.venue):
+                    continue
                 if mk.account == o.account:
                     if o.stp == _STP_CM:
                         continue
@@ -417,7 +495,7 @@ class ReferenceEngine(CommandAPI):
     def _execute(self, o: _Order, m: _Market, tif: int, new: bool) -> None:
         """Post-only check, FOK pre-check, matching, then rest or cancel the remainder."""
         opp = m.books[1 - o.side]
-        if o.post_only and _crosses(o.side, o.price, opp.best()):
+        if o.post_only and self._next_maker(o, opp) is not None:
             self._cancel_order(o, o.remaining, _R_POST_ONLY, int(RC.POST_ONLY_WOULD_CROSS))
             return
         if tif == _FOK and not self._fok_fillable(o, opp):
@@ -435,11 +513,10 @@ class ReferenceEngine(CommandAPI):
     def _match(self, o: _Order, m: _Market, opp: _BookSide) -> None:
         bal = self._bal
         while o.remaining > 0:
-            best = opp.best()
-            if not _crosses(o.side, o.price, best):
+            maker = self._next_maker(o, opp)
+            if maker is None:
                 return
-            level = opp.levels[best]
-            maker = next(iter(level.orders.values()))
+            level = opp.levels[maker.price]
             if maker.account == o.account:
                 mode = o.stp
                 if mode == _STP_CT:
@@ -517,13 +594,22 @@ class ReferenceEngine(CommandAPI):
             return int(RC.UNKNOWN_MARKET)
         if m.kind != _SPOT:
             return int(RC.MARKET_KIND_NOT_TRADABLE)
-        if venue != m.venue:
+        v = self._venues.get(venue)
+        if v is None:
             return int(RC.UNKNOWN_VENUE)
+        if market not in v.offers:
+            return int(RC.MARKET_NOT_OFFERED)
+        if v.status != _LIVE:
+            return int(RC.VENUE_NOT_LIVE)
         if account <= 0:
             return int(RC.INVALID_ACCOUNT_ID)
         balances = self._bal.get(account)
         if balances is None:
             return int(RC.UNKNOWN_ACCOUNT)
+        if v.access == _ALLOW_LIST and (account, venue) not in self._allowed:
+            return int(RC.ACCOUNT_NOT_ALLOWED)
+        if (v.blocked >> self._regions.get(account, 0)) & 1:
+            return int(RC.REGION_BLOCKED)
         if cid <= 0:
             return int(RC.INVALID_CLIENT_ID)
         if price <= 0:
@@ -623,6 +709,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.PRICE_TOO_LARGE)
         if m.halted:
             return int(RC.MARKET_HALTED)
+        if self._venues[o.venue].status != _LIVE:
+            return int(RC.VENUE_NOT_LIVE)
         if (new_price != o.price and m.band_bps > 0 and m.last > 0
                 and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
             return int(RC.PRICE_OUTSIDE_BAND)
@@ -753,8 +841,11 @@ class ReferenceEngine(CommandAPI):
             return int(RC.INVALID_MARKET_ID)
         if market_id in self._markets:
             return int(RC.MARKET_EXISTS)
-        if venue != 0:
+        lister = self._venues.get(venue)
+        if lister is None:
             return int(RC.UNKNOWN_VENUE)
+        if lister.status != _LIVE:
+            return int(RC.VENUE_NOT_LIVE)
         if not 0 <= kind <= 2:
             return int(RC.INVALID_MARKET_KIND)
         base, quote = unpack_market_assets(packed)
@@ -789,15 +880,259 @@ class ReferenceEngine(CommandAPI):
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
         self._markets[market_id] = m
+        lister.offers.add(market_id)  # the listing venue offers it
         self._ev(_EV_ACCEPTED, 0, kind, 0, int(EvFlag.MARKET_LISTING), market_id, venue, 0, packed, min_size,
                  tick, lot, params)
         return 0
 
+    # ------------------------------------------------------------------ venues
+    def _venue_echo(self, row) -> None:
+        (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty, cid, aux) = row
+        self._ev(int(Ev.VENUE), 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
+
+    def _transfer(self, reason: int, v: _Venue, account: int, amount: int) -> None:
+        """amount of the stake asset into (> 0) or out of (< 0) the account's free balance, against
+        the venue's locked stake (already updated)."""
+        b = self._bal[account].setdefault(self._stake_asset, [0, 0])
+        b[0] += amount
+        self._ev(int(Ev.VENUE_TRANSFER), 0, 0, reason, 0, self._stake_asset, v.venue_id, 0, account, 0,
+                 v.stake + v.unbonding, amount, b[0], taker_fee=b[1])
+
+    def _operator_code(self, venue: int, account: int) -> int:
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        v = self._venues.get(venue)
+        if v is None:
+            return int(RC.UNKNOWN_VENUE)
+        if account != v.operator and account != self._admin:
+            return int(RC.NOT_VENUE_OPERATOR)
+        return 0
+
+    def _new_account_code(self, account: int) -> int:
+        """ACCOUNT_CAPACITY when creating ``account`` would not fit, else 0."""
+        if account not in self._bal and len(self._bal) >= self.max_accounts:
+            return int(RC.ACCOUNT_CAPACITY)
+        return 0
+
+    def _venue_params(self, row) -> int:
+        asset, account, period, min_stake, protocol, admin = row[7], row[9], row[10], row[11], row[12], row[13]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if self._admin and account != self._admin:
+            return int(RC.NOT_ADMIN)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if min_stake <= 0 or period < 0 or protocol <= 0 or admin <= 0:
+            return int(RC.INVALID_STAKING_PARAMS)
+        code = self._new_account_code(protocol)
+        if code:
+            return code
+        if self._stake_asset and asset != self._stake_asset and any(
+                v.stake or v.unbonding for v in self._venues.values()):
+            return int(RC.STAKE_ASSET_LOCKED)
+        self._stake_asset, self._min_stake, self._unbond_period = asset, min_stake, period
+        self._protocol, self._admin = protocol, admin
+        self._bal.setdefault(protocol, {})
+        self._venue_echo(row)
+        return 0
+
+    def _launch_venue(self, row) -> int:
+        access, venue, account, stake, insurance = row[1], row[6], row[9], row[11], row[12]
+        if not self._admin:
+            return int(RC.STAKING_NOT_CONFIGURED)
+        code = self._account_code(account)
+        if code:
+            return code
+        if not 1 <= venue < self.max_venues:
+            return int(RC.INVALID_VENUE_ID)
+        if venue in self._venues:
+            return int(RC.VENUE_EXISTS)
+        if access > _ALLOW_LIST:
+            return int(RC.INVALID_VENUE_POLICY)
+        if insurance <= 0 or insurance in (account, self._protocol):
+            return int(RC.INVALID_INSURANCE_ACCOUNT)
+        if stake < self._min_stake:
+            return int(RC.STAKE_BELOW_MINIMUM)
+        if stake > self._bal[account].get(self._stake_asset, [0, 0])[0]:
+            return int(RC.INSUFFICIENT_STAKE_BALANCE)
+        code = self._new_account_code(insurance)
+        if code:
+            return code
+        if any(v.insurance == insurance for vid, v in self._venues.items() if vid):
+            return int(RC.INVALID_INSURANCE_ACCOUNT)
+        v = self._venues[venue] = _Venue(venue, account, insurance, access, stake)
+        self._bal.setdefault(insurance, {})
+        self._venue_echo(row)
+        self._transfer(int(Transfer.STAKE_LOCK), v, account, -stake)
+        return 0
+
+    def _stake(self, row) -> int:
+        kind, venue, account, amount = row[0], row[6], row[9], row[11]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        if venue == 0:
+            return int(RC.PROTOCOL_VENUE)
+        if amount <= 0:
+            return int(RC.AMOUNT_NOT_POSITIVE)
+        if kind == int(Cmd.ADD_STAKE):
+            if v.status == _RETIRED:
+                return int(RC.VENUE_RETIRED)
+            if amount > self._bal[v.operator].get(self._stake_asset, [0, 0])[0]:
+                return int(RC.INSUFFICIENT_STAKE_BALANCE)
+            self._venue_echo(row)
+            v.stake += amount
+            self._transfer(int(Transfer.STAKE_LOCK), v, v.operator, -amount)
+            return 0
+        if v.unbonding:
+            return int(RC.UNBOND_PENDING)
+        if amount > v.stake:
+            return int(RC.UNBOND_EXCEEDS_STAKE)
+        if v.status != _RETIRED and v.stake - amount < self._min_stake:
+            return int(RC.UNBOND_BELOW_MINIMUM)
+        self._venue_echo(row)
+        v.stake -= amount
+        v.unbonding = amount
+        v.unbond_at = min(self._now + self._unbond_period, (1 << 63) - 1)
+        return 0
+
+    def _venue_status(self, row) -> int:
+        status, venue, account = row[1], row[6], row[9]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        if not _LIVE <= status <= _RETIRED:
+            return int(RC.INVALID_VENUE_STATUS)
+        if v.status == _RETIRED:
+            return int(RC.VENUE_RETIRED)
+        if status == v.status:
+            return int(RC.VENUE_STATUS_UNCHANGED)
+        if venue == 0 and status >= _WINDING_DOWN:
+            return int(RC.PROTOCOL_VENUE)
+        if status == _RETIRED and any(o.venue == venue for o in self._orders.values()):
+            return int(RC.VENUE_HAS_OPEN_ORDERS)
+        v.status = status
+        self._venue_echo(row)
+        return 0
+
+    def _venue_config(self, row) -> int:
+        """VenueAccess, VenuePolicy, OfferMarket / WithdrawMarket, Allow / Deny."""
+        kind, side, venue, market, account, qty, target, aux = row[0], row[1], row[6], row[7], row[9], row[11], row[12], row[13]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        if v.status == _RETIRED:
+            return int(RC.VENUE_RETIRED)
+        if kind == int(Cmd.VENUE_ACCESS):
+            if side > _ALLOW_LIST:
+                return int(RC.INVALID_VENUE_POLICY)
+            v.access, v.blocked = side, qty & _U64
+        elif kind == int(Cmd.VENUE_POLICY):
+            accepts = aux & _U64
+            if side > 63 or not (accepts >> side) & 1:
+                return int(RC.INVALID_VENUE_POLICY)
+            v.pool, v.accepts = side, accepts
+        elif kind in (int(Cmd.OFFER_MARKET), int(Cmd.WITHDRAW_MARKET)):
+            if market not in self._markets:
+                return int(RC.UNKNOWN_MARKET)
+            offer = kind == int(Cmd.OFFER_MARKET)
+            if (market in v.offers) == offer:
+                return int(RC.VENUE_OFFER_UNCHANGED)
+            if offer:
+                v.offers.add(market)
+            else:
+                v.offers.discard(market)
+        else:
+            allow = kind == int(Cmd.ALLOW)
+            if target <= 0:
+                return int(RC.INVALID_ACCOUNT_ID)
+            if ((target, venue) in self._allowed) == allow:
+                return int(RC.ACCESS_UNCHANGED)
+            if allow:
+                self._allowed.add((target, venue))
+            else:
+                self._allowed.discard((target, venue))
+        self._venue_echo(row)
+        return 0
+
+    def _set_region(self, row) -> int:
+        region, account, target = row[1], row[9], row[12]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account != self._admin:
+            return int(RC.NOT_ADMIN)
+        code = self._account_code(target)
+        if code:
+            return code
+        if region > 63:
+            return int(RC.INVALID_REGION)
+        self._regions[target] = region
+        self._venue_echo(row)
+        return 0
+
+    def _slash(self, row) -> int:
+        venue, account, shortfall, amount = row[6], row[9], row[10], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account != self._admin:
+            return int(RC.NOT_ADMIN)
+        v = self._venues.get(venue)
+        if v is None:
+            return int(RC.UNKNOWN_VENUE)
+        if venue == 0:
+            return int(RC.PROTOCOL_VENUE)
+        if amount <= 0 or shortfall < 0:
+            return int(RC.AMOUNT_NOT_POSITIVE)
+        if amount > v.stake + v.unbonding:
+            return int(RC.SLASH_EXCEEDS_STAKE)
+        from_bonded = min(amount, v.stake)
+        v.stake -= from_bonded
+        v.unbonding -= amount - from_bonded
+        if not v.unbonding:
+            v.unbond_at = 0
+        to_insurance = min(amount, shortfall)
+        self._venue_echo(row)
+        if to_insurance:
+            self._transfer(int(Transfer.SLASH_INSURANCE), v, v.insurance, to_insurance)
+        if amount > to_insurance:
+            self._transfer(int(Transfer.SLASH_PROTOCOL), v, self._protocol, amount - to_insurance)
+        return 0
+
+    def venues(self) -> list[VenueView]:
+        return [self.venue(vid) for vid in sorted(self._venues)]
+
+    def venue(self, venue_id: int) -> VenueView | None:
+        v = self._venues.get(venue_id)
+        if v is None:
+            return None
+        open_orders = sum(1 for o in self._orders.values() if o.venue == venue_id)
+        return VenueView(venue_id, v.operator, v.insurance, v.status, v.access, v.pool, v.accepts, v.blocked,
+                         v.stake, v.unbonding, v.unbond_at, open_orders)
+
+    def venue_markets(self, venue_id: int) -> list[int]:
+        if venue_id not in self._venues:
+            raise KeyError(f"unknown venue {venue_id!r}")
+        return sorted(self._venues[venue_id].offers)
+
+    def allowed(self, venue_id: int) -> list[int]:
+        return sorted(a for a, v in self._allowed if v == venue_id)
+
+    def region(self, account: int) -> int:
+        return self._regions.get(account, 0)
+
+    def venue_params(self) -> VenueParamsView:
+        return VenueParamsView(self._admin, self._protocol, self._stake_asset, self._min_stake, self._unbond_period)
+
     # ------------------------------------------------------------------ queries
-    def l2(self, market: int, depth: int = 10):
+    def l2(self, market: int, depth: int = 10, venue: int | None = None):
         m = self._markets.get(market)
         if m is None:
             return [], []
+        if venue is not None and venue not in self._venues:
+            raise KeyError(f"unknown venue {venue!r}")
         out = []
         for book in m.books:
             levels = []
@@ -805,7 +1140,12 @@ class ReferenceEngine(CommandAPI):
                 if len(levels) >= depth:
                     break
                 lv = book.levels[price]
-                levels.append((price, lv.qty, len(lv.orders)))
+                if venue is None:
+                    levels.append((price, lv.qty, len(lv.orders)))
+                    continue
+                mine = [o.remaining for o in lv.orders.values() if self._eligible(venue, o.venue)]
+                if mine:
+                    levels.append((price, sum(mine), len(mine)))
             out.append(levels)
         return out[0], out[1]
 

@@ -48,7 +48,8 @@ CONTAINER_MAGIC = b"XOSA"
 SUFFIX = ".xsnap"
 NAME_RE = re.compile(r"^snapshot-(\d{20})\.xsnap$")
 LEVEL = 3
-STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders")
+STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
+              "venue_offers", "venue_allowed", "account_regions")
 
 assert HEADER_SIZE == 64
 

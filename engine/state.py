@@ -13,7 +13,13 @@ def canonical_state(engine) -> tuple:
     fees = tuple(engine.fees(a.asset_id) for a in engine.assets())
     lasts = tuple(engine.last_price(m.market_id) for m in markets)
     counters = (engine.cmd_seq, engine.event_seq, engine.last_order_id, engine.now)
-    return (tuple(engine.assets()), markets, books, balances, fees, lasts, counters)
+    venues = tuple(
+        (v, tuple(engine.venue_markets(v.venue_id)), tuple(engine.allowed(v.venue_id))) for v in engine.venues()
+    )
+    regions = tuple((account, r) for account in engine.accounts() if (r := engine.region(account)))
+    venue_state = (tuple(engine.venue_params()), venues, regions)
+    # counters last: tests compare states without them as ``canonical_state(e)[:-1]``
+    return (tuple(engine.assets()), markets, books, balances, fees, lasts, venue_state, counters)
 
 
 def state_hash(engine) -> str:

@@ -39,3 +39,26 @@ class AssetView(NamedTuple):
     asset_id: int
     symbol: str
     decimals: int
+
+
+class VenueView(NamedTuple):
+    venue_id: int
+    operator: int  # 0 for venue 0 (the protocol's: the admin changes it)
+    insurance_account: int
+    status: int  # records.VenueStatus
+    access: int  # records.VenueAccess
+    pool: int  # its orders' matching pool (0..63)
+    accepts: int  # bit mask of the pools its orders may trade with (unsigned)
+    blocked_regions: int  # bit mask of region tags that may not place orders (unsigned)
+    stake: int  # bonded
+    unbonding: int  # requested, still locked until unbond_at
+    unbond_at: int  # engine clock (ns); 0 when nothing is unbonding
+    open_orders: int
+
+
+class VenueParamsView(NamedTuple):
+    admin: int  # 0 until VenueParams has run: no venue can launch
+    protocol_account: int
+    stake_asset: int
+    min_stake: int
+    unbond_period: int  # ns of engine clock

@@ -58,7 +58,7 @@ def describe_mismatch(cmds: np.ndarray, got: np.ndarray, want: np.ndarray, first
     return "\n".join(lines)
 
 
-STATE_PARTS = ("assets", "markets", "books", "balances", "fees", "last prices", "counters")
+STATE_PARTS = ("assets", "markets", "books", "balances", "fees", "last prices", "venues", "counters")
 
 
 def describe_state_diff(cy, ref) -> str:

@@ -97,7 +97,7 @@ enum {
 };
 
 /* venue status, access mode and transfer reasons */
-enum { XOS_VENUE_LIVE = 1, XOS_VENUE_HALTED = 2, XOS_VENUE_WINDING_DOWN = 3, XOS_VENUE_RETIRED = 4 };
+enum { XOS_VSTATUS_LIVE = 1, XOS_VSTATUS_HALTED = 2, XOS_VSTATUS_WINDING_DOWN = 3, XOS_VSTATUS_RETIRED = 4 };
 enum { XOS_ACCESS_PERMISSIONLESS = 0, XOS_ACCESS_ALLOW_LIST = 1 };
 enum {
     XOS_XFER_STAKE_LOCK = 1,
