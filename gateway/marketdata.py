@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 
 from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop
-from engine.records import Ev, EvFlag
+from engine.records import EVENT_DTYPE, Ev, EvFlag
 from engine.workers import ASSET_LISTING, MARKET_LISTING, Listings, kind_mask, select_fresh
 
 from .mdmessages import (
@@ -83,12 +83,14 @@ class MarketDataCore:
     """Books of every market from ring events; ``apply(events)`` returns the messages to publish as
     ``(channel, message)`` pairs, in order.
 
-    The events of one command end up in one message per kind and market.  An incoming order is not
-    in the book while it matches: it is added (``OrderAdd``, or ``OrderAmend`` with priority lost for
-    an amended order that re-entered) once its command's BookLevel events show it rested, or the next
-    command starts.  ``apply`` publishes what it has at the end of every batch, so the core's state
-    always matches the last seq it published (what snapshots rely on); a command whose events a
-    batch cut in two becomes two updates.
+    The events of one command end up in one message per kind and market, so a market's seqs count
+    commands and do not depend on how the ring's events were batched: a restarted core numbers its
+    updates exactly as before.  ``apply(events, complete)`` applies only whole commands: when the
+    batch may end inside a command (``complete`` false: the publisher had more events than the
+    consumer took) the last command's events are held back and applied with the next batch.  So
+    the books always match the last seq published, which is what a snapshot relies on.  An incoming
+    order is not in the book while it matches: it is added (``OrderAdd``, or ``OrderAmend`` with
+    priority lost for an amended order that re-entered) once its matching is over.
     """
 
     def __init__(self) -> None:
@@ -98,18 +100,39 @@ class MarketDataCore:
         self.cmd_seq = 0
         self.incoming: list | None = None  # [order_id, market, side, price, remaining, amended, ts]
         self.pending: dict[int, _Changes] = {}
+        self.held = np.zeros(0, EVENT_DTYPE)  # the start of a command whose end has not come yet
         self.l3_mismatches = 0  # BookLevel aggregates the L3 book disagreed with (must stay 0)
         self.unknown_orders = 0  # order events about orders not in the book (must stay 0)
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["held"] = self.held[:0]  # not applied, so not in a checkpoint: the ring gives them again
+        return state
+
     # ------------------------------------------------------------------------------ events -------
 
-    def apply(self, events: np.ndarray) -> list[tuple[bytes, object]]:
+    def apply(self, events: np.ndarray, complete: bool = True) -> list[tuple[bytes, object]]:
+        """Apply a batch of ring events (seq order; seqs at or below the cursor are skipped, a gap
+        raises ``SequenceGapError``); returns the messages to publish.  ``complete``: the batch ends
+        at the end of a command (the consumer took everything published)."""
+        if len(self.held):
+            events = np.concatenate([self.held, events])
         new, last = select_fresh(events, self.cursor, FOLLOWED)
+        if not complete and len(new):
+            cmd_seqs = new["cmd_seq"]
+            cut = int(np.searchsorted(cmd_seqs, cmd_seqs[-1]))  # cmd_seq is non-decreasing
+            # the ring's copy is kept from where the held command starts, its unfollowed events too
+            self.held = events[int(np.searchsorted(events["seq"], new["seq"][cut])):].copy()
+            new = new[:cut]
+            last = int(self.held["seq"][0]) - 1
+        else:
+            self.held = events[:0]
         out: list[tuple[bytes, object]] = []
         if len(new):
             self._apply_rows(zip(*(new[name].tolist() for name in COLUMNS)), out)
-        self.cursor = last
-        self._publish_pending(out, cut=True)
+            self._settle_incoming()
+            self._publish_pending(out)
+        self.cursor = max(self.cursor, last)
         return out
 
     def _changes(self, market: int, ts: int) -> _Changes:
@@ -203,10 +226,8 @@ class MarketDataCore:
             return
         self._changes(market, ts).ops.append(op)
 
-    def _publish_pending(self, out: list, cut: bool = False) -> None:
-        """One update per market changed.  ``cut``: the batch ended, maybe inside a command, where
-        the L2 levels (BookLevel events, at the command's end) may still lag its orders, so each
-        stream gets the checksum of its own book."""
+    def _publish_pending(self, out: list) -> None:
+        """One update per market the command changed."""
         if not self.pending:
             return
         books = self.books
@@ -216,9 +237,8 @@ class MarketDataCore:
             if ch.levels or ch.ops:
                 book.seq += 1
                 checksum = book.checksum()
-                l3_checksum = book.l3_checksum() if cut else checksum
                 out.append((CHANNEL_BOOK, BookUpdate(market, book.seq, ch.ts, ch.levels, checksum)))
-                out.append((CHANNEL_ORDERS, OrderUpdate(market, book.seq, ch.ts, ch.ops, l3_checksum)))
+                out.append((CHANNEL_ORDERS, OrderUpdate(market, book.seq, ch.ts, ch.ops, checksum)))
                 if ch.trades:
                     out.append((CHANNEL_TRADES, Trades(market, book.seq, ch.ts, ch.trades)))
             if ch.status:
@@ -246,7 +266,7 @@ class MarketDataCore:
         b = self.books.get(market)
         if b is None:
             return None
-        return OrderSnapshot(market, b.seq, b.ts, b.resting_orders(), b.l3_checksum(), b.trade_number, b.halted)
+        return OrderSnapshot(market, b.seq, b.ts, b.resting_orders(), b.checksum(), b.trade_number, b.halted)
 
     def market_list(self) -> MarketList:
         assets = self.listings.assets
@@ -389,7 +409,8 @@ class MarketDataStage:
             return 0
         events = self.consumer.take(TAKE_MAX)
         self.taken_seq = int(events["seq"][-1])
-        self.publish(self.core.apply(events))
+        # nothing more published: the batch ends where the matcher's publish ended, between commands
+        self.publish(self.core.apply(events, complete=self.consumer.available() == 0))
         self.applied += len(events)
         self.pending += len(events)
         if self.pending >= self.checkpoint_every or \

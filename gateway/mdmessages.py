@@ -354,16 +354,6 @@ class Book:
         queue = self.queues[side].get(price)
         return (sum(queue.values()), len(queue)) if queue else (0, 0)
 
-    def l3_checksum(self) -> int:
-        """The checksum of the levels the resting orders add up to.  It equals ``checksum()`` except
-        inside a command (its orders changed, its BookLevel events not yet applied)."""
-        top = []
-        for side in (BID, ASK):
-            queues = self.queues[side]
-            prices = sorted(queues, reverse=side == BID)[:CHECKSUM_DEPTH]
-            top.append([(p, *self.l3_level(side, p)) for p in prices])
-        return book_checksum(*top)
-
     def resting_orders(self) -> list[RestingOrder]:
         """Bids best first, each level oldest first, then asks likewise."""
         out = []
