@@ -483,19 +483,22 @@ class WorkerStage:
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
             return 0
-        events = self.consumer.take(TAKE_MAX)
-        self.taken_seq = int(events["seq"][-1])
-        commands = self.core.apply(events)
+        # only the kinds the core follows are copied out of the ring
+        events, first, last = self.consumer.take_kinds(TAKE_MAX, self.core.FOLLOWED)
+        self.taken_seq = last
+        commands = self.core.apply_taken(events, first, last)
         if isinstance(commands, np.ndarray) and len(commands):
             self.feedback.send(commands)
             self.sent += len(commands)
-        self.latency.record_value(max(1, time.time_ns() - int(events["ts"][0])))
-        self.applied += len(events)
-        self.pending += len(events)
+        if len(events):
+            self.latency.record_value(max(1, time.time_ns() - int(events["ts"][0])))
+        taken = last - first + 1
+        self.applied += taken
+        self.pending += taken
         if self.durable or self.pending >= self.checkpoint_every or \
                 time.monotonic() - self.last_checkpoint >= self.cfg.workers.checkpoint_s:
             self.make_durable()
-        return len(events)
+        return taken
 
     def run(self) -> int:
         self.heartbeat.beat(state="running", **self.counters())

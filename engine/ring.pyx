@@ -19,7 +19,7 @@ sets its cursor to ``seq - 1``.
 """
 cimport cython
 from libc.errno cimport errno
-from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.string cimport memcpy, memset, strncpy, strerror
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport nanosleep, timespec
@@ -687,6 +687,32 @@ cdef class RingConsumer(_RingMap):
         them until ``commit``/``release_to`` consumes them.  For workers that make their state
         durable only now and then: they consume only as far as their last checkpoint."""
         return self.copy_unread(max_n, True)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def take_kinds(self, int64_t max_n, const uint8_t[::1] keep):
+        """``take`` of up to ``max_n`` events that copies out only those whose kind ``keep`` marks
+        (``keep[kind] != 0``): returns ``(chosen, first_seq, last_seq)``, ``chosen`` in order and
+        ``first_seq .. last_seq`` the seqs taken (``last_seq < first_seq`` when none were).  A worker
+        that follows a few kinds is spared copying the rest."""
+        self._check_open()
+        cdef int64_t n = self.available(), count = 0, i, j, nkeep = keep.shape[0]
+        if n > max_n:
+            n = max_n
+        if n < 0:
+            n = 0
+        cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
+        cdef xos_event *o = <xos_event *>cnp.PyArray_DATA(out)
+        cdef const xos_event *e
+        cdef int64_t first_seq = self.rpos + 1
+        with nogil:
+            for i in range(n):
+                e = &self.slots[(self.rpos + i) & self.mask]
+                if e.kind < nkeep and keep[e.kind]:
+                    memcpy(&o[count], e, sizeof(xos_event))
+                    count += 1
+        self.rpos += n
+        return out[:count], first_seq, first_seq + n - 1
 
     def release_to(self, int64_t seq):
         """Consume every event up to and including ``seq`` (which must have been taken)."""

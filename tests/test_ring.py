@@ -138,6 +138,30 @@ def test_publish_read_commit_wraps(ring_name):
         c.detach()
 
 
+def test_take_kinds_copies_only_the_chosen_kinds(ring_name):
+    keep = np.zeros(8, np.uint8)
+    keep[[1, 3]] = 1
+    with EventRing.create(ring_name, 8) as ring:
+        c = RingConsumer.attach(ring_name, "a")
+        seq = 1
+        for n in (5, 7, 8, 3):  # batches that wrap around the 8 slots
+            batch = events(seq, n)
+            batch["kind"] = np.arange(seq, seq + n) % 9  # kinds 0..8; 8 lies past the mask
+            ring.publish_array(batch)
+            chosen, first, last = c.take_kinds(6, keep)
+            rest, first2, last2 = c.take_kinds(100, keep)
+            assert (first, last, first2, last2) == (seq, seq + min(n, 6) - 1, seq + min(n, 6), seq + n - 1)
+            got = np.concatenate([chosen, rest])
+            want = batch[np.isin(batch["kind"], [1, 3])]
+            assert got.tobytes() == want.tobytes()
+            assert c.cursor == seq - 1  # taken, not consumed
+            c.release_to(last2)
+            seq += n
+        empty, first, last = c.take_kinds(10, keep)
+        assert len(empty) == 0 and last == first - 1 == seq - 1
+        c.detach()
+
+
 def test_batch_larger_than_capacity_is_chunked(ring_name):
     with EventRing.create(ring_name, 16) as ring:
         c = RingConsumer.attach(ring_name, "a")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.codes import ResultCode
+from engine.config import Config, EngineSection
 from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
@@ -412,3 +413,60 @@ def test_make_core(tmp_path):
         getattr(core, "close", lambda: None)()
     with pytest.raises(ValueError):
         make_core("nope", cfg)
+
+
+def test_histogram_percentiles_equal_hdrh():
+    from hdrh.histogram import HdrHistogram
+
+    from engine.process import histogram_percentiles
+
+    for seed in range(10):
+        r = random.Random(seed)
+        hist = HdrHistogram(1, 60_000_000_000, 3)
+        for _ in range(r.randint(1, 3000)):
+            hist.record_value(r.choice([r.randint(1, 10**4), r.randint(1000, 10**10)]))
+        ps = (50, 99, 99.9, 100)
+        assert histogram_percentiles(hist, ps) == hist.get_percentile_to_value_dict(list(ps))
+    assert histogram_percentiles(HdrHistogram(1, 1000, 3), (50,)) == {}
+
+
+def taken(events: np.ndarray, rng: random.Random, keep: np.ndarray, max_size: int = 2500):
+    """What a ring consumer's ``take_kinds`` hands a worker: (chosen, first, last) per take, with
+    takes that overlap what was already applied (a worker back at its checkpoint) now and then."""
+    i = 0
+    while i < len(events):
+        back = rng.randint(0, min(i, 300)) if rng.random() < 0.2 else 0
+        n = rng.randint(0, max_size)
+        lo, hi = i - back, min(i + n, len(events))
+        batch = events[lo:hi]
+        kind = batch["kind"]
+        chosen = batch[(kind < len(keep)) & (keep[np.minimum(kind, len(keep) - 1)] != 0)]
+        yield chosen, lo + 1, hi  # the stream's seqs are 1, 2, ...
+        i = hi
+
+
+def test_apply_taken_equals_apply(stream, tmp_path):
+    """Each core fed the ring's chosen kinds ends where it ends fed whole batches; a gap raises."""
+    e, events = stream
+    whole = make_core("settlement", Config(engine=EngineSection(data_dir=str(tmp_path / "a"))))
+    chosen = make_core("settlement", Config(engine=EngineSection(data_dir=str(tmp_path / "b"))))
+    margin_a, margin_b = MarginBook(MarginConfig(), accounts=2), MarginBook(MarginConfig(), accounts=2)
+    risk_a, risk_b = RiskMonitor(start_anywhere=False), RiskMonitor(start_anywhere=False)
+    for batch in batches(events, random.Random(5)):
+        whole.apply(batch)
+        margin_a.apply(batch)
+        risk_a.apply(batch)
+    for core in (chosen, margin_b, risk_b):
+        for args in taken(events, random.Random(6), core.FOLLOWED):
+            core.apply_taken(*args)
+        assert core.cursor == int(events["seq"][-1])
+    assert_settlement_matches(e, chosen)
+    assert_margin_matches(e, margin_b)
+    assert np.array_equal(margin_a.total, margin_b.total) and np.array_equal(margin_a.held, margin_b.held)
+    assert risk_a.oi == risk_b.oi and risk_a.rates.to_dict() == risk_b.rates.to_dict()
+    assert risk_a.last == risk_b.last and risk_a.orders.to_dict() == risk_b.orders.to_dict()
+    fresh = MarginBook(MarginConfig(), accounts=2)
+    with pytest.raises(SequenceGapError, match="gap: cursor is 0"):
+        fresh.apply_taken(events[4:10], 5, 10)
+    for core in (whole, chosen):
+        core.close()

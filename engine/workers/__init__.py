@@ -7,7 +7,7 @@ these classes are driven by ``apply(events)`` and are testable without any ring.
 - ``risk.RiskMonitor``: circuit breakers, band watch, order rates, open interest; returns
   Halt / Resume commands to be fed back through the matcher's input.
 
-Shared here: the sequence rule every worker applies (``fresh_events``) and the inference of
+Shared here: the sequence rule every worker applies and its choice of event kinds (``select_fresh``) and the inference of
 listings from ``Accepted`` events (``Listings``).
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..workercore import select_fresh as _select_fresh
 from ..records import EVENT_DTYPE, Ev, EvFlag, unpack_market_assets, unpack_market_params, unpack_symbol
 
 EVFLAG_ASSET_LISTING = int(EvFlag.ASSET_LISTING)
@@ -26,22 +27,78 @@ class SequenceGapError(RuntimeError):
     """An event batch does not continue the worker's cursor (events were lost or reordered)."""
 
 
-def fresh_events(events: np.ndarray, cursor: int) -> np.ndarray:
-    """The part of ``events`` after ``cursor`` (events with ``seq <= cursor`` were applied already
-    and are skipped: replay is idempotent).  Raises ``SequenceGapError`` unless what is left starts
-    at ``cursor + 1`` and is contiguous."""
+def kind_mask(*kinds: int) -> np.ndarray:
+    """The ``keep`` argument of ``select_fresh``: which event kinds a core follows."""
+    keep = np.zeros(max(int(k) for k in kinds) + 1, np.uint8)
+    keep[[int(k) for k in kinds]] = 1
+    return keep
+
+
+ALL_KINDS = np.ones(1 << 16, np.uint8)  # every uint16 kind, also ones this code does not know
+
+
+def select_fresh(events: np.ndarray, cursor: int, keep: np.ndarray = ALL_KINDS) -> tuple[np.ndarray, int]:
+    """``(chosen, last_seq)``: the events after ``cursor`` whose kind ``keep`` marks (a copy, in
+    order; events with ``seq <= cursor`` were applied already and are skipped: replay is
+    idempotent) and the seq the core's cursor moves to (``cursor`` if nothing is new).  Raises
+    ``SequenceGapError`` unless what is new starts at ``cursor + 1`` and is contiguous."""
     if events.dtype != EVENT_DTYPE:
         raise TypeError(f"expected EVENT_DTYPE events, got {events.dtype}")
-    if len(events) == 0:
-        return events
-    seq = events["seq"]
-    if len(seq) > 1 and not np.all(np.diff(seq) == 1):
-        bad = int(np.flatnonzero(np.diff(seq) != 1)[0])
-        raise SequenceGapError(f"events not contiguous: seq {int(seq[bad])} is followed by {int(seq[bad + 1])}")
-    first = int(seq[0])
-    if first > cursor + 1:
-        raise SequenceGapError(f"gap: cursor is {cursor}, next event in the batch is seq {first} (expected {cursor + 1})")
-    return events[cursor + 1 - first:]
+    chosen, last, gap_at = _select_fresh(np.ascontiguousarray(events), cursor, keep)
+    if gap_at > 0:
+        seq = events["seq"]
+        raise SequenceGapError(f"events not contiguous: seq {int(seq[gap_at - 1])} is followed by {int(seq[gap_at])}")
+    if gap_at == 0:
+        raise SequenceGapError(f"gap: cursor is {cursor}, next event in the batch is seq {int(events['seq'][0])} "
+                               f"(expected {cursor + 1})")
+    return chosen, last
+
+
+class EventCore:
+    """The sequence rule every worker core shares.  A core names the event kinds it follows in
+    ``FOLLOWED`` (``kind_mask``) and applies them in ``_apply(chosen, last)``: ``chosen`` are the
+    new events of those kinds, in order, and ``last`` is the seq its cursor moves to.  It is fed
+    either whole batches (``apply``) or what a ring consumer's ``take_kinds(n, FOLLOWED)`` chose
+    (``apply_taken``); either way events at or before the cursor are skipped and a gap raises
+    ``SequenceGapError``.  With ``start_anywhere`` a fresh core starts at its first event."""
+
+    FOLLOWED = ALL_KINDS
+    start_anywhere = False
+    _cursor = 0
+
+    @property
+    def cursor(self) -> int:
+        """Seq of the last event applied (0 before any)."""
+        return self._cursor
+
+    def _apply(self, chosen: np.ndarray, last: int):
+        raise NotImplementedError
+
+    def apply(self, events: np.ndarray):
+        """Apply a batch (EVENT_DTYPE, seq order)."""
+        if self._cursor == 0 and self.start_anywhere and len(events):
+            self._cursor = int(events["seq"][0]) - 1
+        return self._apply(*select_fresh(events, self._cursor, self.FOLLOWED))
+
+    def apply_taken(self, chosen: np.ndarray, first: int, last: int):
+        """Apply the events of kinds ``FOLLOWED`` among seqs ``first .. last`` (``chosen``)."""
+        if last < first:  # nothing taken
+            return self._apply(chosen[:0], self._cursor)
+        if self._cursor == 0 and self.start_anywhere:
+            self._cursor = first - 1
+        cursor = self._cursor
+        if first > cursor + 1:
+            raise SequenceGapError(f"gap: cursor is {cursor}, next event taken is seq {first} (expected {cursor + 1})")
+        if last <= cursor:
+            return self._apply(chosen[:0], cursor)
+        if first <= cursor:
+            chosen = chosen[chosen["seq"] > cursor]
+        return self._apply(chosen, last)
+
+
+def fresh_events(events: np.ndarray, cursor: int) -> np.ndarray:
+    """The events after ``cursor`` (see ``select_fresh``)."""
+    return select_fresh(events, cursor)[0]
 
 
 @dataclass(frozen=True)
@@ -167,6 +224,9 @@ __all__ = [
     "SequenceGapError",
     "buy_hold",
     "fee_per_lot",
+    "EventCore",
     "fresh_events",
+    "kind_mask",
+    "select_fresh",
     "rows",
 ]

@@ -41,10 +41,12 @@ import numpy as np
 
 from ..records import Ev, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
-from . import ASSET_LISTING, MARKET_LISTING, Listings, fresh_events
+from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
+# listings, deposits / withdrawals, fills and every change of an order's hold
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def value_of(amount: int, w: int, s: int) -> int:
     return (amount * w) >> s if s >= 0 else (amount * w) << -s
 
 
-class MarginBook:
+class MarginBook(EventCore):
     """Dense account x asset book; see the module docstring."""
 
     def __init__(self, config: MarginConfig | None = None, *, accounts: int = 1024, assets: int = 16,
@@ -118,10 +120,6 @@ class MarginBook:
                 table.update(np.array(list(self.orders), np.int64),
                              np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64))
             self.orders = table
-
-    @property
-    def cursor(self) -> int:
-        return self._cursor
 
     @property
     def n_accounts(self) -> int:
@@ -164,30 +162,22 @@ class MarginBook:
 
     # ----------------------------------------------------------------------------- apply
 
-    def apply(self, events: np.ndarray) -> int:
-        """Apply a batch (EVENT_DTYPE, seq order): skips seq <= cursor, raises on a gap; returns how
-        many events were new.  Listings are learned first (they only add), then balance and fill
-        amounts are added with one ``np.add.at``; holds follow each order in ``engine.workercore``."""
-        if self._cursor == 0 and self.start_anywhere and len(events):
-            self._cursor = int(events["seq"][0]) - 1
-        new = fresh_events(events, self._cursor)
-        if len(new) == 0:
-            return 0
-        kind = new["kind"]
-        order_id = new["order_id"]
-        accepted = kind == Ev.ACCEPTED
-        is_order = accepted & (order_id > 0)
-        is_fill = kind == Ev.FILL
-        is_balance = kind == Ev.BALANCE
-        listings = self.listings
-        markets = listings.markets
+    FOLLOWED = FOLLOWED
+
+    def _apply(self, new: np.ndarray, last: int) -> int:
+        """Apply the chosen events (see ``EventCore``); returns how many events were new.  Listings
+        are learned first (they only add), then balance and fill amounts are added with one
+        ``np.add.at``; holds follow each order in ``engine.workercore``."""
+        applied = last - self._cursor
         # listings (rare): in order, before anything that uses them
-        for i in np.flatnonzero(accepted & (order_id == 0)).tolist():
+        listings = self.listings
+        listing_at = np.flatnonzero((new["kind"] == Ev.ACCEPTED) & (new["order_id"] == 0))
+        for i in listing_at.tolist():
             self._learn(new[i])
-        mine = new[is_order | is_fill | is_balance | (kind == Ev.CANCELLED) | (kind == Ev.AMENDED)]
+        mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
-            self._cursor = int(new["seq"][-1])
-            return len(new)
+            self._cursor = last
+            return applied
         kind = mine["kind"]
         is_order = kind == Ev.ACCEPTED
         is_fill = kind == Ev.FILL
@@ -249,12 +239,12 @@ class MarginBook:
             # marks: the last trade price per market
             if len(fills):
                 fmk = fills["market"]
-                last = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
-                for mk, p in zip(fmk[last].tolist(), fills["price"][last].tolist()):
+                newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
+                for mk, p in zip(fmk[newest].tolist(), fills["price"][newest].tolist()):
                     self.marks[mk] = p
         margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote)
-        self._cursor = int(new["seq"][-1])
-        return len(new)
+        self._cursor = last
+        return applied
 
     def _learn(self, e) -> None:
         listings = self.listings

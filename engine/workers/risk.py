@@ -38,12 +38,15 @@ import numpy as np
 from ..codes import ResultCode
 from ..records import COMMAND_DTYPE, Cmd, Ev
 from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
-from . import ASSET_LISTING, MARKET_LISTING, Listings, fresh_events
+from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 # the event columns the breakers read
 _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "ts", "order_id", "account",
                     "client_id", "price", "qty", "remaining")
 
+# Every kind but the book's levels: each command that changes a level also has one of these, with
+# the same ts, so the cool-downs see the same clock without them.
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.MARKET_STATUS)
 RISK_WORKER_ID = -1001  # default ``account`` of the commands the risk worker sends
 
 LIVE, HALT_SENT, HALTED, RESUME_SENT, EXTERNAL = "live", "halt_sent", "halted", "resume_sent", "external"
@@ -88,7 +91,7 @@ class Breaker:
     trips: int = 0
 
 
-class RiskMonitor:
+class RiskMonitor(EventCore):
     """See the module docstring."""
 
     def __init__(self, config: RiskConfig | None = None, *, start_anywhere: bool = True):
@@ -125,10 +128,6 @@ class RiskMonitor:
             if old_oi:
                 self.oi_table.update(np.array(list(old_oi), np.int64), np.array(list(old_oi.values()), np.int64))
 
-    @property
-    def cursor(self) -> int:
-        return self._cursor
-
     def breaker(self, market: int) -> Breaker:
         b = self.breakers.get(market)
         if b is None:
@@ -158,19 +157,19 @@ class RiskMonitor:
 
     # ----------------------------------------------------------------------------- apply
 
-    def apply(self, events: np.ndarray) -> np.ndarray:
-        """Apply a batch (EVENT_DTYPE, seq order; seq <= cursor skipped, a gap raises); returns the
-        Halt / Resume commands to send (COMMAND_DTYPE, possibly empty).
+    FOLLOWED = FOLLOWED
+
+    def _apply(self, new: np.ndarray, last: int) -> np.ndarray:
+        """Apply the chosen events (see ``EventCore``); returns the Halt / Resume commands to send
+        (COMMAND_DTYPE, possibly empty).
 
         Orders (open interest) and order rates follow every order event in ``engine.workercore``;
         the breakers, band watch and listings walk only the events that concern them (fills, market
         status, our rejected commands, listings), in order, and a halted market's cool-down is
         checked against every event's ts in between."""
-        if self._cursor == 0 and self.start_anywhere and len(events):
-            self._cursor = int(events["seq"][0]) - 1
-        new = fresh_events(events, self._cursor)
         out: list[tuple[int, int, int]] = []  # (kind, market, ts)
         if len(new) == 0:
+            self._cursor = last
             return self._commands(out)
         me = self.config.account
         listings = self.listings
@@ -232,7 +231,7 @@ class RiskMonitor:
             risk_orders(self.orders, self.oi_table, self.rates, np.ascontiguousarray(orders_part),
                         self._lots_of(orders_part))
         self._now = int(ts_all.max())
-        self._cursor = int(new["seq"][-1])
+        self._cursor = last
         return self._commands(out)
 
     def _cooldowns(self, waiting: list, ts: np.ndarray, lo: int, hi: int, out: list) -> None:

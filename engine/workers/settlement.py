@@ -36,9 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from ..records import Ev, Side
-from . import ASSET_LISTING, MARKET_LISTING, AssetDef, Listings, MarketDef, SequenceGapError, fresh_events
+from . import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, SequenceGapError, kind_mask
 
 _ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANCE), int(Side.BUY)
+
+# listings (Accepted with no order), fills and deposits / withdrawals move the ledger; nothing else does
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE)
 
 FEE_ACCOUNT = -1
 EXTERNAL_ACCOUNT = -2
@@ -98,7 +101,7 @@ class LedgerError(RuntimeError):
     """An event the ledger cannot account for (e.g. a fill in a market it never saw listed)."""
 
 
-class SettlementLedger:
+class SettlementLedger(EventCore):
     """Durable double-entry ledger; see the module docstring."""
 
     def __init__(self, path: str | Path):
@@ -141,20 +144,17 @@ class SettlementLedger:
         self.listings.accounts = {a for (a,) in db.execute("SELECT account FROM accounts")}
         self._marr = None  # market arrays for the fills (``_market_arrays``)
 
-    @property
-    def cursor(self) -> int:
-        """Seq of the last event applied (0 before any)."""
-        return self._cursor
-
     def close(self) -> None:
         self.db.close()
 
     # ----------------------------------------------------------------------------- apply
 
-    def apply(self, events: np.ndarray) -> int:
-        """Apply ``events`` (EVENT_DTYPE, seq order) exactly once; returns how many were new."""
-        new = fresh_events(events, self._cursor)
-        if len(new) == 0:
+    FOLLOWED = FOLLOWED
+
+    def _apply(self, new: np.ndarray, last: int) -> int:
+        """Apply the chosen events exactly once, with the cursor moving to ``last``; returns how
+        many events (of every kind) were new."""
+        if last == self._cursor:
             return 0
         listings = self.listings
         asset_rows, market_rows, account_rows, entry_rows, posting_rows, fill_rows = [], [], [], [], [], []
@@ -230,7 +230,6 @@ class SettlementLedger:
                 acct, asset, amounts = acct[order], asset[order], np.concatenate(legs_amount)[order]
                 start = np.flatnonzero(np.concatenate([[True], (acct[1:] != acct[:-1]) | (asset[1:] != asset[:-1])]))
                 delta_rows = np.column_stack([acct[start], asset[start], np.add.reduceat(amounts, start)]).tolist()
-            last = int(new["seq"][-1])
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -264,8 +263,9 @@ class SettlementLedger:
         except BaseException:
             self._load()  # forget what this batch taught the caches
             raise
+        applied = last - self._cursor
         self._cursor = last
-        return len(new)
+        return applied
 
     def _market_arrays(self):
         """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq."""
