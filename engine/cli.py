@@ -24,6 +24,7 @@ BENCHMARKS = {
     "replay": "recovery: journal replay speed, restart from snapshot + journal suffix",
     "crash": "kill -9 the matcher at random points: nothing acknowledged lost, no fill twice",
     "workers": "the settlement, margin and risk cores: events per second each",
+    "feeds": "oracle updates per second into the running matcher, and order throughput with and without them",
 }
 
 
@@ -181,6 +182,107 @@ def list_codes() -> None:
     """Every result code with its band, stable name and message."""
     for code in result_codes.ResultCode:
         typer.echo(f"{int(code):>4}  {result_codes.band(code):<10}  {code.name:<26}  {result_codes.MESSAGES[code]}")
+
+
+keys_app = typer.Typer(help="CurveZMQ keys for the gateway and its clients.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: str = typer.Argument(..., help="file name stem: writes NAME.key (public) and NAME.key_secret"),
+    directory: str = typer.Option(".", "--dir", help="where to write the pair"),
+    account: Optional[int] = typer.Option(None, "--account", help="print the [gateway] keys entry for this account"),
+) -> None:
+    """Make a key pair; register the public key under [gateway] keys (remove the entry to revoke)."""
+    from gateway.keys import load_pair, new_pair
+
+    try:
+        public_file, secret_file = new_pair(directory, name)
+    except FileExistsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    public, _ = load_pair(secret_file)
+    typer.echo(f"public key  {public.decode()}  ({public_file})\nsecret key file {secret_file} (keep it private)")
+    if account is not None:
+        typer.echo(f'[gateway] keys entry: {{ account = {account}, public_key = "{public.decode()}" }}')
+
+
+@keys_app.command("server")
+def keys_server(config: Optional[str] = ConfigOption) -> None:
+    """Print the gateway's public key (clients need it); made on first use at the default place."""
+    from gateway.keys import server_key_path, server_pair
+
+    cfg = _load(config)
+    try:
+        public, _ = server_pair(cfg)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{public.decode()}  ({server_key_path(cfg)}, gateway at {cfg.gateway.address})")
+
+
+feeds_app = typer.Typer(help="Oracle feeds: every source's state, push keys.", no_args_is_help=True)
+app.add_typer(feeds_app, name="feeds")
+
+
+@feeds_app.command("status")
+def feeds_status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every market's oracle and every source: last price, age, deviation, in the quorum, counters."""
+    cfg = _load(config)
+    path = cfg.data_path / "run" / "feeds.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        typer.echo(f"no feeds status at {path} (is `xos run` running with [feeds] enabled?)", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+
+    def num(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    typer.echo(f"feeds pid {doc['pid']} {doc.get('state', '?')}, beat {time.time() - doc['time']:.1f} s ago, "
+               f"detail {time.time() - doc.get('detail_time', doc['time']):.1f} s old: sent {doc['sent']}, "
+               f"held back {doc['held_back']}, rejected {doc['rejected']}")
+    for market, m in doc.get("markets", {}).items():
+        typer.echo(f"market {market} (feed {m['feed_id']}, venue {m['venue']}): {m['state'].upper()} "
+                   f"price {num(m['price'], '.6g')} ({m['price_units']} units), in quorum {m['in_quorum']}"
+                   f"/{m['sources']} (needs {m['quorum']}), sent {m['sent']}, stale rounds {m['stale_rounds']}")
+        for name, s in doc.get("sources", {}).items():
+            slot = s["markets"].get(market)
+            if slot is None:
+                continue
+            typer.echo(f"  {name:<12} {s['kind']:<9} last {num(slot['last_price'], '.6g'):>12}  "
+                       f"age {num(slot['age_s'], '.1f'):>6} s  dev {num(slot['deviation_bps'], '.1f'):>7} bps  "
+                       f"{'IN ' if slot['in_quorum'] else 'out'}{' STALE' if slot['stale'] else '      '}  "
+                       f"obs {slot['observations']}  stale drops {slot['stale_drops']}  "
+                       f"deviation drops {slot['deviation_drops']}")
+    for name, s in doc.get("sources", {}).items():
+        if s["rejected"]:
+            counts = ", ".join(f"{reason} {n}" for reason, n in sorted(s["rejected"].items()))
+            typer.echo(f"source {name} rejected: {counts}; last: {s['last_reject']}")
+
+
+@feeds_app.command("new-key")
+def feeds_new_key(source: str, name: str, config: Optional[str] = ConfigOption) -> None:
+    """A key pair for a pusher, authorized on push source SOURCE (picked up within a heartbeat)."""
+    from engine.config import PushSourceConfig
+    from feeds.sources import authorize_new_client, push_keys_dir
+
+    cfg = _load(config)
+    src = next((s for s in cfg.feeds.sources if s.name == source and isinstance(s, PushSourceConfig)), None)
+    if src is None:
+        typer.echo(f"no push source named {source!r} in the config", err=True)
+        raise typer.Exit(2)
+    keys = push_keys_dir(src, cfg)
+    try:
+        secret = authorize_new_client(keys, name)
+    except FileExistsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{secret}  (the pusher's secret key; server public key in {keys / 'server.key'}, push to {src.bind})")
 
 
 def main() -> None:

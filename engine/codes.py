@@ -106,6 +106,7 @@ class ResultCode(enum.IntEnum):
     BATCH_TOO_LARGE = 555
     INVALID_REQUEST = 556
     GATEWAY_STOPPING = 557
+    COMMAND_LOST = 558
 
 
 MESSAGES: dict[ResultCode, str] = {
@@ -198,6 +199,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.BATCH_TOO_LARGE: "the batch holds more requests than the gateway's max_batch",
     ResultCode.INVALID_REQUEST: "the request's fields contradict each other (e.g. both or neither of order id and client id)",
     ResultCode.GATEWAY_STOPPING: "the gateway is shutting down and takes no new requests",
+    ResultCode.COMMAND_LOST: "not executed: the matcher restarted before the command reached its journal (a later command of this gateway did)",
 }
 
 BANDS = {1: "validation", 2: "risk", 3: "matching", 4: "venue", 5: "system"}

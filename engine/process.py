@@ -571,4 +571,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, not this __main__ one: the services import
+    # engine.process, and must see the Stop flag that main() installs.
+    from engine.process import main as package_main
+
+    sys.exit(package_main())

@@ -121,6 +121,7 @@ class Ack(_Msg, tag="ack"):
     cmd_seq: I64
     durable_seq: I64  # the journal was durable up to here when the event was published (>= cmd_seq)
     count: I64 = 0  # mass cancel: orders cancelled
+    ts: I64 = 0  # engine clock ns
 
 
 class Reject(_Msg, tag="reject"):

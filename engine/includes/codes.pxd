@@ -89,3 +89,4 @@ cdef extern from "codes.h" nogil:
         XOS_BATCH_TOO_LARGE
         XOS_INVALID_REQUEST
         XOS_GATEWAY_STOPPING
+        XOS_COMMAND_LOST

@@ -1,0 +1,499 @@
+"""Order-entry client: asyncio, with CCXT's unified method and field names.
+
+    client = Client("tcp://127.0.0.1:7100", server_key=SERVER_PUBLIC, secret_key_file="alice.key_secret")
+    await client.connect()
+    order = await client.create_order("BTC/USDT", "limit", "buy", 100_000, 50_000_000,
+                                      {"clientOrderId": 1})
+    await client.cancel_order(order["id"])
+
+Orders come back as CCXT structures (``id``, ``clientOrderId``, ``symbol``, ``type``, ``side``,
+``price``, ``amount``, ``filled``, ``remaining``, ``status``, ``timestamp``, ...).  Prices and
+amounts are the engine's integers, as in the market-data client: price in quote units per lot,
+amount in base units (docs/ARCHITECTURE.md, Units; ``load_markets`` gives tick and lot sizes).
+A rejected request raises a ``GatewayError`` subclass carrying the stable code name.
+``fetch_order_book``, ``watch_order_book`` and ``watch_trades`` go to the market-data client
+given as ``market_data`` (``gateway.mdclient.MarketDataClient``).
+
+``SyncClient`` runs a ``Client`` on a private event loop thread for synchronous code.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import itertools
+import threading
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from engine.codes import ResultCode
+from engine.records import CancelReason, OrdType, Side, Stp, Tif
+
+from . import messages as m
+from .keys import load_pair
+
+
+class GatewayError(Exception):
+    """The gateway or the matcher refused a request: ``code`` (number), ``name`` (stable), ``reason``."""
+
+    def __init__(self, code: int, name: str, reason: str):
+        self.code, self.name, self.reason = code, name, reason
+        super().__init__(f"{name} ({code}): {reason}")
+
+
+class InvalidOrder(GatewayError):
+    pass
+
+
+class InsufficientFunds(GatewayError):
+    pass
+
+
+class OrderNotFound(GatewayError):
+    pass
+
+
+class RateLimitExceeded(GatewayError):
+    pass
+
+
+class AuthenticationError(GatewayError):
+    pass
+
+
+class BadRequest(GatewayError):
+    """Malformed, unknown or oversized messages (the gateway's Error replies)."""
+
+
+class RequestTimeout(GatewayError):
+    pass
+
+
+_ERRORS = {
+    ResultCode.INSUFFICIENT_BALANCE: InsufficientFunds,
+    ResultCode.UNKNOWN_ORDER: OrderNotFound,
+    ResultCode.ORDER_CLOSED: OrderNotFound,
+    ResultCode.RATE_LIMITED: RateLimitExceeded,
+    ResultCode.NOT_AUTHENTICATED: AuthenticationError,
+    ResultCode.MALFORMED_MESSAGE: BadRequest,
+    ResultCode.UNKNOWN_MESSAGE: BadRequest,
+    ResultCode.MESSAGE_TOO_LARGE: BadRequest,
+    ResultCode.BATCH_TOO_LARGE: BadRequest,
+    ResultCode.INVALID_REQUEST: BadRequest,
+}
+
+
+def error_of(reply) -> GatewayError:
+    return _ERRORS.get(reply.code, InvalidOrder)(reply.code, reply.name, reply.reason)
+
+
+TIF_NAMES = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK, "PO": Tif.GTC}
+STP_NAMES = {"cancel_taker": Stp.CANCEL_TAKER, "cancel_maker": Stp.CANCEL_MAKER, "cancel_both": Stp.CANCEL_BOTH,
+             "decrement_both": Stp.DECREMENT_BOTH}
+STATUS = {"open": "open", "filled": "closed", "cancelled": "canceled"}
+
+
+def _iso(ts_ns: int) -> str | None:
+    if not ts_ns:
+        return None
+    return _dt.datetime.fromtimestamp(ts_ns / 1e9, _dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _int(name: str, value) -> int:
+    """Engine units are integers: a float (or anything else) is refused with the field's name."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in engine units (price per lot, size in base units), "
+                        f"not {type(value).__name__} {value!r}")
+    return value
+
+
+class Client:
+    def __init__(self, address: str, *, server_key: bytes | str, secret_key_file: str | Path | None = None,
+                 public_key: bytes | str | None = None, secret_key: bytes | str | None = None,
+                 market_data=None, timeout_s: float = 10.0, context: zmq.asyncio.Context | None = None):
+        if secret_key_file is not None:
+            public_key, secret_key = load_pair(secret_key_file)
+        if public_key is None or secret_key is None:
+            raise ValueError("give secret_key_file, or public_key and secret_key (Z85)")
+        as_bytes = (lambda k: k.encode() if isinstance(k, str) else k)
+        self.address = address
+        self.timeout_s = timeout_s
+        self.context = context or zmq.asyncio.Context.instance()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.curve_serverkey = as_bytes(server_key)
+        self.socket.curve_publickey = as_bytes(public_key)
+        self.socket.curve_secretkey = as_bytes(secret_key)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 100_000)
+        self.socket.setsockopt(zmq.RCVHWM, 100_000)
+        self.market_data = market_data
+        self.rids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.orders: dict[int, dict] = {}  # order id -> CCXT order, kept current by the reports
+        self.placed: dict[int, tuple[str, str]] = {}  # client order id -> (type, timeInForce) we asked for
+        self.order_updates: asyncio.Queue | None = None
+        self.markets: dict[str, m.MarketInfo] = {}
+        self.markets_by_id: dict[int, m.MarketInfo] = {}
+        self.reader: asyncio.Task | None = None
+        self.connected = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def connect(self) -> "Client":
+        if not self.connected:
+            self.socket.connect(self.address)
+            self.connected = True
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+            await self.load_markets()
+        return self
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            try:
+                await self.reader
+            except (asyncio.CancelledError, zmq.ZMQError):
+                pass
+            self.reader = None
+        self.socket.close(linger=0)
+        if self.market_data is not None:
+            await self.market_data.close()
+
+    async def __aenter__(self):
+        return await self.connect()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _read(self) -> None:
+        while True:
+            msg = m.reply_decoder.decode(await self.socket.recv())
+            items = msg.items if type(msg) is m.Replies else (msg,)
+            answered = []
+            for item in items:  # reports first: an answer then shows its command's fills
+                if type(item) is m.ExecutionReport:
+                    self._on_report(item)
+                else:
+                    answered.append(item)
+            for item in answered:
+                fut = self.waiting.pop(getattr(item, "rid", 0), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(item)
+
+    def next_rid(self) -> int:
+        return next(self.rids)
+
+    async def request(self, msg):
+        """Send a request (its ``rid`` from ``next_rid``) and wait for its reply; Reject and Error raise."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[msg.rid] = fut
+        await self.socket.send(m.encode(msg))
+        return await self._wait(msg.rid, fut)
+
+    async def _wait(self, rid: int, fut: asyncio.Future):
+        try:
+            reply = await asyncio.wait_for(fut, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(0, "TIMEOUT", f"no reply to request {rid} within {self.timeout_s} s") from None
+        finally:
+            self.waiting.pop(rid, None)
+        if type(reply) is m.Reject or type(reply) is m.Error:
+            raise error_of(reply)
+        return reply
+
+    async def send_raw(self, payload: bytes) -> None:
+        """Send bytes as they are (tests of the gateway's handling of bad input)."""
+        await self.socket.send(payload)
+
+    async def expect_reply(self, rid: int):
+        """Wait for the reply carrying ``rid`` (after ``send_raw``)."""
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = fut
+        try:
+            return await asyncio.wait_for(fut, self.timeout_s)
+        finally:
+            self.waiting.pop(rid, None)
+
+    # ------------------------------------------------------------------ markets
+
+    async def load_markets(self, reload: bool = False) -> dict[str, dict]:
+        if reload or not self.markets:
+            res = await self.request(m.Markets(rid=self.next_rid()))
+            self.markets = {f"{k.base}/{k.quote}": k for k in res.markets}
+            self.markets_by_id = {k.market: k for k in res.markets}
+        return {sym: {"id": k.market, "symbol": sym, "base": k.base, "quote": k.quote,
+                      "precision": {"price": k.tick_size, "amount": k.lot_size},
+                      "limits": {"amount": {"min": k.min_size, "max": None}},
+                      "tick_size": k.tick_size, "lot_size": k.lot_size, "base_decimals": k.base_decimals,
+                      "quote_decimals": k.quote_decimals, "info": k} for sym, k in self.markets.items()}
+
+    def market_id(self, symbol: str | int) -> int:
+        if isinstance(symbol, int):
+            if symbol not in self.markets_by_id:
+                raise InvalidOrder(int(ResultCode.UNKNOWN_MARKET), "UNKNOWN_MARKET", f"no market {symbol}")
+            return symbol
+        k = self.markets.get(symbol)
+        if k is None:
+            raise InvalidOrder(int(ResultCode.UNKNOWN_MARKET), "UNKNOWN_MARKET",
+                               f"no market {symbol!r}; listed: {sorted(self.markets)}")
+        return k.market
+
+    def symbol(self, market: int) -> str:
+        k = self.markets_by_id.get(market)
+        return f"{k.base}/{k.quote}" if k is not None else str(market)
+
+    # ------------------------------------------------------------------ orders: state
+
+    def _order(self, order_id: int, client_id: int, market: int, side: int, price: int, amount: int) -> dict:
+        o = self.orders.get(order_id)
+        if o is None:
+            kind, tif = self.placed.get(client_id, ("limit", "GTC"))
+            o = {"id": str(order_id), "clientOrderId": str(client_id) if client_id else None, "timestamp": None,
+                 "datetime": None, "lastTradeTimestamp": None, "symbol": self.symbol(market), "type": kind,
+                 "timeInForce": tif, "postOnly": tif == "PO", "side": "buy" if side == Side.BUY else "sell",
+                 "price": price, "average": None, "amount": amount, "filled": 0, "remaining": amount, "cost": 0,
+                 "status": "open", "fee": {"cost": 0, "currency": self._quote(market)}, "trades": [], "info": {}}
+            self.orders[order_id] = o
+        return o
+
+    def _quote(self, market: int) -> str | None:
+        k = self.markets_by_id.get(market)
+        return k.quote if k is not None else None
+
+    def _from_info(self, info: m.OrderInfo) -> dict:
+        o = self._order(info.order_id, info.client_id, info.market, info.side, info.price, info.qty)
+        o.update(price=info.price, amount=info.qty, filled=info.filled, remaining=info.remaining,
+                 status=STATUS[info.status], info=info)
+        if info.ts:
+            o.update(timestamp=info.ts // 1_000_000, datetime=_iso(info.ts))
+        return o
+
+    def _on_report(self, r: m.ExecutionReport) -> None:
+        o = self._order(r.order_id, r.client_id, r.market, r.side, r.price, r.remaining)
+        if r.kind == "fill":
+            lot = self.markets_by_id[r.market].lot_size if r.market in self.markets_by_id else 1
+            cost = r.price * r.qty // lot  # notional in quote units (price is per lot)
+            o["filled"] += r.qty
+            o["cost"] += cost
+            o["fee"]["cost"] += r.fee
+            o["average"] = o["cost"] * lot // o["filled"] if o["filled"] else None
+            o["lastTradeTimestamp"] = r.ts // 1_000_000
+            o["trades"].append({"id": str(r.seq), "order": str(r.order_id), "timestamp": r.ts // 1_000_000,
+                                "datetime": _iso(r.ts), "symbol": o["symbol"], "side": o["side"],
+                                "takerOrMaker": r.liquidity, "price": r.price, "amount": r.qty, "cost": cost,
+                                "fee": {"cost": r.fee, "currency": self._quote(r.market)}})
+            if r.remaining >= 0:
+                o["remaining"] = r.remaining
+            if r.remaining == 0:
+                o["status"] = "closed"
+        elif r.kind == "cancel":
+            o["remaining"] = r.remaining
+            if r.remaining == 0:
+                o["status"] = "canceled"
+            o["info"] = {"cancel_reason": CancelReason(r.reason).name if r.reason else None,
+                         "code": ResultCode(r.code).name if r.code else None}
+        else:  # amend: the new price and open size
+            o["price"] = r.price
+            o["remaining"] = r.remaining
+            o["amount"] = o["filled"] + r.remaining
+        o["lastCmdSeq"] = r.cmd_seq
+        if self.order_updates is not None:
+            self.order_updates.put_nowait(o)
+
+    # ------------------------------------------------------------------ orders: CCXT unified API
+
+    def _place(self, rid: int, symbol, type: str, side: str, amount, price, params: dict) -> m.PlaceOrder:
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        if type not in ("limit", "market"):
+            raise ValueError(f"type must be 'limit' or 'market', not {type!r}")
+        if price is None:
+            raise ValueError("price is required: the limit price, or a market order's protection price")
+        if "clientOrderId" not in params:
+            raise ValueError("params['clientOrderId'] (a positive int, unique among your open orders) is required")
+        tif = params.get("timeInForce", "GTC" if type == "limit" else "IOC")
+        if tif not in TIF_NAMES:
+            raise ValueError(f"timeInForce must be one of {sorted(TIF_NAMES)}, not {tif!r}")
+        post_only = bool(params.get("postOnly", tif == "PO"))
+        stp = params.get("selfTradePrevention", "cancel_taker")
+        if stp not in STP_NAMES:
+            raise ValueError(f"selfTradePrevention must be one of {sorted(STP_NAMES)}, not {stp!r}")
+        client_id = _int("clientOrderId", params["clientOrderId"])
+        self.placed[client_id] = (type, "PO" if post_only else tif)
+        return m.PlaceOrder(rid=rid, market=self.market_id(symbol), side=Side.BUY if side == "buy" else Side.SELL,
+                            price=_int("price", price), qty=_int("amount", amount), client_id=client_id,
+                            tif=TIF_NAMES[tif], ord_type=OrdType.LIMIT if type == "limit" else OrdType.MARKET,
+                            stp=STP_NAMES[stp], post_only=post_only, expire_at=_int("expireAt", params.get("expireAt", 0)))
+
+    def _placed_order(self, req: m.PlaceOrder, ack: m.Ack) -> dict:
+        o = self._order(ack.order_id, req.client_id, req.market, req.side, req.price, req.qty)
+        if o["timestamp"] is None:
+            o.update(timestamp=ack.ts // 1_000_000, datetime=_iso(ack.ts), info=ack)
+        return o
+
+    async def create_order(self, symbol, type: str, side: str, amount: int, price: int | None = None,
+                           params: dict | None = None) -> dict:
+        """Place an order; returns it once the gateway acknowledged it (durable in the journal)."""
+        req = self._place(self.next_rid(), symbol, type, side, amount, price, params or {})
+        return self._placed_order(req, await self.request(req))
+
+    async def create_orders(self, orders: list[dict]) -> list[dict]:
+        """Many orders in one message (``[{symbol, type, side, amount, price, params}, ...]``); each
+        result is the order, or ``{"status": "rejected", "clientOrderId", "error": GatewayError}``."""
+        loop = asyncio.get_running_loop()
+        reqs, futs = [], []
+        for spec in orders:
+            rid = self.next_rid()
+            reqs.append(self._place(rid, spec["symbol"], spec.get("type", "limit"), spec["side"], spec["amount"],
+                                    spec.get("price"), spec.get("params") or {}))
+            futs.append(loop.create_future())
+            self.waiting[rid] = futs[-1]
+        await self.socket.send(m.encode(m.Batch(requests=reqs)))
+        out = []
+        for req, fut in zip(reqs, futs):
+            try:
+                out.append(self._placed_order(req, await self._wait(req.rid, fut)))
+            except GatewayError as exc:
+                out.append({"status": "rejected", "clientOrderId": str(req.client_id), "error": exc})
+        return out
+
+    @staticmethod
+    def _target(id, params: dict | None) -> dict:
+        params = params or {}
+        if id is not None:
+            return {"order_id": _int("id", int(id))}
+        if "clientOrderId" in params:
+            return {"client_id": _int("clientOrderId", int(params["clientOrderId"]))}
+        raise ValueError("give the order id, or params['clientOrderId']")
+
+    async def cancel_order(self, id=None, symbol=None, params: dict | None = None) -> dict:
+        target = self._target(id, params)
+        ack = await self.request(m.CancelOrder(rid=self.next_rid(), **target))
+        o = self.orders.get(ack.order_id)
+        return o if o is not None else {"id": str(ack.order_id), "status": "canceled", "info": ack}
+
+    async def edit_order(self, id=None, symbol=None, type=None, side=None, amount: int | None = None,
+                         price: int | None = None, params: dict | None = None) -> dict:
+        """Amend the open size (``amount``: the new remaining) and/or the price (None: keep)."""
+        target = self._target(id, params)
+        if amount is None:
+            current = self.orders.get(int(id)) if id is not None else None
+            if current is None:
+                raise ValueError("amount (the new open size) is required for an order this client has not seen")
+            amount = current["remaining"]
+        ack = await self.request(m.AmendOrder(rid=self.next_rid(), qty=_int("amount", amount),
+                                                          price=_int("price", price or 0), **target))
+        return self.orders.get(ack.order_id) or {"id": str(ack.order_id), "info": ack}
+
+    async def cancel_all_orders(self, symbol=None, params: dict | None = None) -> list[dict]:
+        market = self.market_id(symbol) if symbol is not None else 0
+        ack = await self.request(m.MassCancel(rid=self.next_rid(), market=market))
+        return [o for o in self.orders.values() if o.get("lastCmdSeq") == ack.cmd_seq]
+
+    async def fetch_order(self, id=None, symbol=None, params: dict | None = None) -> dict:
+        target = self._target(id, params)
+        res = await self.request(m.OrderStatus(rid=self.next_rid(), **target))
+        if res.order is None:
+            raise OrderNotFound(int(ResultCode.UNKNOWN_ORDER), "UNKNOWN_ORDER", f"no order {target}")
+        return self._from_info(res.order)
+
+    async def fetch_open_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        market = self.market_id(symbol) if symbol is not None else 0
+        res = await self.request(m.OpenOrders(rid=self.next_rid(), market=market))
+        return [self._from_info(info) for info in res.orders]
+
+    async def fetch_balance(self, params: dict | None = None) -> dict:
+        """CCXT balance: per currency ``free``/``used``/``total``, as of the margin worker's last
+        checkpoint (``info['as_of_seq']``), plus the margin view in ``info``."""
+        res = await self.request(m.Balances(rid=self.next_rid()))
+        out: dict = {"free": {}, "used": {}, "total": {},
+                     "info": {"as_of_seq": res.as_of_seq, "equity": res.equity, "margin_used": res.margin_used,
+                              "available": res.available}}
+        for b in res.balances:
+            row = {"free": b.total - b.held, "used": b.held, "total": b.total}
+            out[b.symbol] = row
+            for k, v in row.items():
+                out[k][b.symbol] = v
+        return out
+
+    async def watch_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        """The orders updated since the last call (waits for at least one)."""
+        if self.order_updates is None:
+            self.order_updates = asyncio.Queue()
+        market = self.market_id(symbol) if symbol is not None else None
+        while True:
+            updated = [await self.order_updates.get()]
+            while not self.order_updates.empty():
+                updated.append(self.order_updates.get_nowait())
+            seen, out = set(), []
+            for o in updated:
+                if id(o) not in seen and (market is None or o["symbol"] == self.symbol(market)):
+                    seen.add(id(o))
+                    out.append(o)
+            if out:
+                return out
+
+    # ------------------------------------------------------------------ session
+
+    async def heartbeat(self) -> int:
+        """Keeps the session alive for the dead-man switch; returns the gateway's clock (ns)."""
+        return (await self.request(m.Heartbeat(rid=self.next_rid()))).server_ns
+
+    async def set_deadman(self, timeout_ms: int) -> None:
+        """No message from this session for ``timeout_ms``: the gateway cancels all the account's
+        orders.  0 disarms it."""
+        await self.request(m.SetDeadman(rid=self.next_rid(), timeout_ms=_int("timeout_ms", timeout_ms)))
+
+    # ------------------------------------------------------------------ market data (delegated)
+
+    def _md(self):
+        if self.market_data is None:
+            raise RuntimeError("no market-data client: pass market_data=MarketDataClient(...) to Client")
+        return self.market_data
+
+    async def fetch_order_book(self, symbol, limit: int | None = None, params: dict | None = None) -> dict:
+        return await self._md().fetch_order_book(symbol, limit)
+
+    async def watch_order_book(self, symbol, limit: int | None = None, params: dict | None = None) -> dict:
+        return await self._md().watch_order_book(symbol, limit)
+
+    async def watch_trades(self, symbol, since: int | None = None, limit: int | None = None,
+                           params: dict | None = None) -> list[dict]:
+        return await self._md().watch_trades(symbol, since, limit)
+
+
+class SyncClient:
+    """A ``Client`` for synchronous code: every public coroutine method becomes a blocking call."""
+
+    def __init__(self, *args, **kwargs):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="xos-client", daemon=True)
+        self._thread.start()
+
+        async def make():
+            return await Client(*args, context=zmq.asyncio.Context(), **kwargs).connect()
+
+        self._client = self._call(make())
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+        return lambda *args, **kwargs: self._call(attr(*args, **kwargs))
+
+    def close(self) -> None:
+        self._call(self._client.close())
+        self._client.context.term()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,59 @@
+"""CurveZMQ key files for the gateway and its clients (pyzmq's certificate format).
+
+``xos keys new NAME`` writes ``NAME.key`` (public) and ``NAME.key_secret`` (secret, mode 0600);
+the public half goes into the config (``[gateway] keys``), the secret stays with its owner.
+The gateway's own pair lives at ``gateway.server_key`` (default ``DATA/gateway/server.key_secret``)
+and is made on its first start; clients need its public key (``xos keys server`` prints it).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from engine.config import Config
+
+
+def new_pair(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """Write a fresh key pair; refuses to overwrite an existing one."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    public, secret = d / f"{name}.key", d / f"{name}.key_secret"
+    for path in (public, secret):
+        if path.exists():
+            raise FileExistsError(f"{path} exists: keys are never overwritten (remove it first)")
+    public_file, secret_file = zmq.auth.create_certificates(d, name)
+    os.chmod(secret_file, 0o600)
+    return Path(public_file), Path(secret_file)
+
+
+def load_pair(path: str | Path) -> tuple[bytes, bytes | None]:
+    """(public, secret) Z85 keys from a ``.key_secret`` file, or (public, None) from a ``.key`` file."""
+    p = Path(path)
+    try:
+        public, secret = zmq.auth.load_certificate(p)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the CurveZMQ key file {p}: {exc}") from None
+    return public, secret
+
+
+def server_key_path(cfg: Config) -> Path:
+    if cfg.gateway.server_key:
+        base = Path(cfg.path).parent if cfg.path else Path.cwd()
+        return (base / cfg.gateway.server_key).resolve()
+    return cfg.data_path / "gateway" / "server.key_secret"
+
+
+def server_pair(cfg: Config, create: bool = True) -> tuple[bytes, bytes]:
+    """The gateway's (public, secret) keys; the default location gets a fresh pair on first use."""
+    path = server_key_path(cfg)
+    if not path.exists():
+        if not create or cfg.gateway.server_key:
+            raise ValueError(f"gateway.server_key: no key file at {path} (make one with `xos keys new`)")
+        new_pair(path.parent, "server")
+    public, secret = load_pair(path)
+    if secret is None:
+        raise ValueError(f"gateway.server_key: {path} holds no secret key (give the .key_secret file)")
+    return public, secret
