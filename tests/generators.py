@@ -656,11 +656,149 @@ def generate_commands(engine, seed: int, n_commands: int, chunk: int = 200, **op
     return np.concatenate([c for c, _ in run_stream(engine, gen, n_commands, chunk)])
 
 
+class VenueStreamGenerator(StreamGenerator):
+    """``StreamGenerator``'s streams spread over many venues with mixed policies (issue 7).
+
+    After the listings, VenueParams and launches of ``n_venues`` venues: permissionless and
+    allow-list ones, some restricted to their own pool, random accepted-pool masks, random offers
+    of the markets, allow-lists, region tags and blocked regions.  Orders name a random venue
+    (mostly one that offers the market and lets the account in).  Between the base stream's
+    commands come venue commands: status changes (halts, resumes, winding down, retire attempts),
+    policy and access changes, offers and withdrawals, allow / deny, add stake, unbond (released
+    as the clock passes the short unbond period), slashes, region tags, and bad ones (wrong
+    operator, unknown venue, out-of-range fields)."""
+
+    ADMIN = 424_242
+    PROTOCOL = 777
+    STAKE_ASSET = 4
+    MIN_STAKE = 500
+    UNBOND_PERIOD = 40_000  # ns: a few dozen commands of engine clock
+
+    def __init__(self, seed: int, n_venues: int = 12, venue_share: float = 0.08, **kw):
+        self.n_venues = n_venues
+        self.venue_share = venue_share
+        super().__init__(seed, **kw)
+
+    def _build_universe(self) -> None:
+        super()._build_universe()
+        r = self.rng
+        self.venue_ids = list(range(1, self.n_venues + 1))
+        self.operator = {v: self.accounts[v % len(self.accounts)] for v in self.venue_ids}
+        # learned from Venue events (observe): what each venue offers and whether it is live
+        self.offers: dict[int, set[int]] = {0: set(self.markets) | {self.perp.market_id}}
+        self.live: set[int] = {0}
+
+    def _setup(self) -> list[tuple]:
+        r = self.rng
+        ts = self.ts
+        rows = super()._setup()
+        rows.append(_row(Cmd.VENUE_PARAMS, ts, account=self.ADMIN, market=self.STAKE_ASSET, qty=self.MIN_STAKE,
+                         price=self.UNBOND_PERIOD, id=self.PROTOCOL, aux=self.ADMIN))
+        for a in self.accounts:  # enough stake asset for every operator
+            rows.append(_row(Cmd.DEPOSIT, ts, account=a, market=self.STAKE_ASSET, qty=10**7))
+        for v in self.venue_ids:
+            access = int(r.random() < 0.4)
+            rows.append(_row(Cmd.LAUNCH_VENUE, ts, account=self.operator[v], venue=v, side=access,
+                             qty=self.MIN_STAKE + r.randint(0, 5000), id=9000 + v))
+            for m in list(self.markets) + [self.perp.market_id]:
+                if r.random() < 0.7:
+                    rows.append(_row(Cmd.OFFER_MARKET, ts, account=self.operator[v], venue=v, market=m))
+            if access:
+                for a in r.sample(self.accounts, r.randint(1, len(self.accounts))):
+                    rows.append(_row(Cmd.ALLOW, ts, account=self.operator[v], venue=v, id=a))
+            if r.random() < 0.5:
+                rows.append(self._policy(ts, v))
+        for a in self.accounts:
+            if r.random() < 0.4:
+                rows.append(_row(Cmd.SET_REGION, ts, account=self.ADMIN, id=a, side=r.randint(0, 3)))
+        return rows
+
+    def _policy(self, ts: int, v: int) -> tuple:
+        r = self.rng
+        pool = r.choice([0, 0, 1, 1, 2, 3])
+        accepts = r.choice([-1, 1 << pool, (1 << pool) | 1, (1 << pool) | 0b110, r.getrandbits(4) | (1 << pool)])
+        return _row(Cmd.VENUE_POLICY, ts, account=self.operator[v], venue=v, side=pool, aux=accepts)
+
+    def _venue_command(self, ts: int) -> tuple:
+        r = self.rng
+        v = r.choice(self.venue_ids)
+        op = self.operator[v]
+        if r.random() < 0.1:  # someone else, or a venue that does not exist
+            op = r.choice(self.accounts + [self.ADMIN, 0, -3])
+            v = r.choice([v, 0, self.n_venues + 1, U32_MAX])
+        x = r.random()
+        if x < 0.2:
+            status = r.choice([1, 1, 1, 1, 1, 2, 3, 4, 0, 5])
+            return _row(Cmd.VENUE_STATUS, ts, account=op, venue=v, side=status)
+        if x < 0.3:
+            return self._policy(ts, v) if op == self.operator.get(v) else _row(
+                Cmd.VENUE_POLICY, ts, account=op, venue=v, side=r.choice([0, 1, 64, 255]), aux=r.getrandbits(63))
+        if x < 0.38:
+            return _row(Cmd.VENUE_ACCESS, ts, account=op, venue=v, side=r.choice([0, 1, 1, 2]),
+                        qty=r.choice([0, 0, 1 << r.randint(0, 3), -1]))
+        if x < 0.5:
+            kind = r.choice([Cmd.OFFER_MARKET, Cmd.WITHDRAW_MARKET, Cmd.OFFER_MARKET])
+            return _row(kind, ts, account=op, venue=v, market=r.choice(self.tradable + [9, 12, 0]))
+        if x < 0.65:
+            kind = r.choice([Cmd.ALLOW, Cmd.ALLOW, Cmd.DENY])
+            return _row(kind, ts, account=op, venue=v, id=r.choice(self.accounts + [0, 31337]))
+        if x < 0.73:
+            return _row(Cmd.ADD_STAKE, ts, account=op, venue=v, qty=r.choice([1, 100, 10**6, 10**9, 0]))
+        if x < 0.85:
+            return _row(Cmd.UNBOND, ts, account=op, venue=v, qty=r.choice([1, 100, 1000, 5000, 10**6, 0]))
+        if x < 0.9:
+            return _row(Cmd.SLASH, ts, account=r.choice([self.ADMIN, self.ADMIN, op]), venue=v,
+                        qty=r.choice([1, 50, 400, 10**6]), price=r.choice([0, 30, 10**6, -1]), aux=r.randint(0, 9))
+        if x < 0.94:
+            return _row(Cmd.SET_REGION, ts, account=r.choice([self.ADMIN, op]), id=r.choice(self.accounts + [31337]),
+                        side=r.choice([0, 1, 2, 3, 64]))
+        if x < 0.97:
+            return _row(Cmd.LAUNCH_VENUE, ts, account=r.choice(self.accounts), venue=r.choice(self.venue_ids + [0, 99]),
+                        side=r.choice([0, 1, 2]), qty=r.choice([self.MIN_STAKE - 1, self.MIN_STAKE, 10**9]),
+                        id=r.choice([9001, 9999, self.PROTOCOL, 0]))
+        return _row(Cmd.VENUE_PARAMS, ts, account=r.choice([self.ADMIN, op]), market=r.choice([self.STAKE_ASSET, 1, 9]),
+                    qty=r.choice([self.MIN_STAKE, 0]), price=self.UNBOND_PERIOD, id=self.PROTOCOL, aux=self.ADMIN)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        rows = [tuple(x) for x in chunk.tolist()]
+        out = []
+        venue_col, kind_col, ts_col = _F["venue"], _F["kind"], _F["ts"]
+        for row in rows:
+            if row[kind_col] == Cmd.PLACE and row[venue_col] == 0 and r.random() < 0.85:
+                market = row[_F["market"]]
+                fitting = [v for v in self.live if market in self.offers.get(v, ())]
+                row = list(row)
+                row[venue_col] = r.choice(fitting) if fitting and r.random() < 0.9 else r.choice(self.venue_ids)
+                row = tuple(row)
+            out.append(row)
+            if r.random() < self.venue_share:
+                out.append(self._venue_command(row[ts_col]))
+        self.n_commands += len(out) - len(rows)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        super().observe(commands, events)
+        for e in events[events["kind"] == Ev.VENUE].tolist():
+            kind, side, venue, market = e[4], e[2], e[6], e[5]  # flags, side, venue, market
+            if kind == Cmd.LAUNCH_VENUE:
+                self.live.add(venue)
+                self.offers[venue] = set()
+            elif kind == Cmd.VENUE_STATUS:
+                (self.live.add if side == 1 else self.live.discard)(venue)
+            elif kind == Cmd.OFFER_MARKET:
+                self.offers.setdefault(venue, set()).add(market)
+            elif kind == Cmd.WITHDRAW_MARKET:
+                self.offers.setdefault(venue, set()).discard(market)
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
     "EVENT_DTYPE",
     "StreamGenerator",
+    "VenueStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

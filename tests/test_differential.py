@@ -83,12 +83,12 @@ def describe_state_diff(cy, ref) -> str:
 
 
 def run_differential(seed: int, n_commands: int, *, chunk: int = 200, engine_kwargs=None, state_every: int = 25,
-                     dump_dir=None, **gen_opts) -> dict:
+                     dump_dir=None, generator=StreamGenerator, **gen_opts) -> dict:
     """Feed one generated stream to both engines chunk by chunk; assert equal events and states."""
     kwargs = dict(engine_kwargs or ENGINE_KWARGS)
     cy = Engine(**kwargs)
     ref = ReferenceEngine(**kwargs)
-    gen = StreamGenerator(seed, limits=kwargs, **gen_opts)
+    gen = generator(seed, limits={k: v for k, v in kwargs.items() if k != "max_venues"}, **gen_opts)
     history: list[np.ndarray] = []
     done = chunks = 0
     stats = {"events": 0, "fills": 0, "rejects": 0}
