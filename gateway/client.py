@@ -19,6 +19,7 @@ given as ``market_data`` (``gateway.mdclient.MarketDataClient``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as _dt
 import itertools
 import threading
@@ -92,6 +93,7 @@ TIF_NAMES = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK, "PO": Tif.GTC}
 STP_NAMES = {"cancel_taker": Stp.CANCEL_TAKER, "cancel_maker": Stp.CANCEL_MAKER, "cancel_both": Stp.CANCEL_BOTH,
              "decrement_both": Stp.DECREMENT_BOTH}
 STATUS = {"open": "open", "filled": "closed", "cancelled": "canceled"}
+UPDATES_KEPT = 100_000  # order updates waiting for watch_orders; the oldest go first
 
 
 def _iso(ts_ns: int) -> str | None:
@@ -131,9 +133,11 @@ class Client:
         self.market_data = market_data
         self.rids = itertools.count(1)
         self.waiting: dict[int, asyncio.Future] = {}
+        self.batches: dict[int, list[int]] = {}  # batch rid -> its requests' rids (an Error refuses them all)
         self.orders: dict[int, dict] = {}  # order id -> CCXT order, kept current by the reports
         self.placed: dict[int, tuple[str, str]] = {}  # client order id -> (type, timeInForce) we asked for
-        self.order_updates: asyncio.Queue | None = None
+        self.order_updates: collections.deque[dict] = collections.deque(maxlen=UPDATES_KEPT)  # for watch_orders
+        self.order_updated: asyncio.Event | None = None
         self.markets: dict[str, m.MarketInfo] = {}
         self.markets_by_id: dict[int, m.MarketInfo] = {}
         self.reader: asyncio.Task | None = None
@@ -178,9 +182,11 @@ class Client:
                 else:
                     answered.append(item)
             for item in answered:
-                fut = self.waiting.pop(getattr(item, "rid", 0), None)
-                if fut is not None and not fut.done():
-                    fut.set_result(item)
+                rid = getattr(item, "rid", 0)
+                for r in self.batches.pop(rid, (rid,)):
+                    fut = self.waiting.pop(r, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(item)
 
     def next_rid(self) -> int:
         return next(self.rids)
@@ -299,8 +305,9 @@ class Client:
             o["remaining"] = r.remaining
             o["amount"] = o["filled"] + r.remaining
         o["lastCmdSeq"] = r.cmd_seq
-        if self.order_updates is not None:
-            self.order_updates.put_nowait(o)
+        self.order_updates.append(o)
+        if self.order_updated is not None:
+            self.order_updated.set()
 
     # ------------------------------------------------------------------ orders: CCXT unified API
 
@@ -350,13 +357,16 @@ class Client:
                                     spec.get("price"), spec.get("params") or {}))
             futs.append(loop.create_future())
             self.waiting[rid] = futs[-1]
-        await self.socket.send(m.encode(m.Batch(requests=reqs)))
+        batch_rid = self.next_rid()
+        self.batches[batch_rid] = [r.rid for r in reqs]
+        await self.socket.send(m.encode(m.Batch(rid=batch_rid, requests=reqs)))
         out = []
         for req, fut in zip(reqs, futs):
             try:
                 out.append(self._placed_order(req, await self._wait(req.rid, fut)))
             except GatewayError as exc:
                 out.append({"status": "rejected", "clientOrderId": str(req.client_id), "error": exc})
+        self.batches.pop(batch_rid, None)
         return out
 
     @staticmethod
@@ -420,20 +430,20 @@ class Client:
 
     async def watch_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
         """The orders updated since the last call (waits for at least one)."""
-        if self.order_updates is None:
-            self.order_updates = asyncio.Queue()
-        market = self.market_id(symbol) if symbol is not None else None
+        if self.order_updated is None:
+            self.order_updated = asyncio.Event()
+        wanted = self.symbol(self.market_id(symbol)) if symbol is not None else None
         while True:
-            updated = [await self.order_updates.get()]
-            while not self.order_updates.empty():
-                updated.append(self.order_updates.get_nowait())
             seen, out = set(), []
-            for o in updated:
-                if id(o) not in seen and (market is None or o["symbol"] == self.symbol(market)):
+            while self.order_updates:
+                o = self.order_updates.popleft()
+                if id(o) not in seen and (wanted is None or o["symbol"] == wanted):
                     seen.add(id(o))
                     out.append(o)
             if out:
                 return out
+            self.order_updated.clear()
+            await self.order_updated.wait()
 
     # ------------------------------------------------------------------ session
 

@@ -66,8 +66,10 @@ Command = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel]
 
 
 class Batch(_Msg, tag="batch"):
-    """Up to ``gateway.max_batch`` commands in one message; each is answered under its own rid."""
+    """Up to ``gateway.max_batch`` commands in one message; each is answered under its own rid
+    (``rid`` is answered only by an Error that refuses the whole batch)."""
 
+    rid: I64
     requests: list[Command]
 
 

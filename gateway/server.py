@@ -335,41 +335,43 @@ class GatewayStage:
         self.counters["messages"] += 1
         routing_id = frames[0].bytes
         if len(frames) != 2:
-            self.error_to(routing_id, 0, ResultCode.MALFORMED_MESSAGE, "expected one frame per request")
+            self.error(routing_id, 0, ResultCode.MALFORMED_MESSAGE, "expected one frame per request")
             return
         body = frames[1]
         s = self.session_of(routing_id, body)
-        if s is None or self.keys.accounts.get(s.key) != s.account:
-            self.error_to(routing_id, 0, ResultCode.NOT_AUTHENTICATED, "")
-            if s is not None:
-                self.drop_session(s)
-            return
-        s.last_seen = time.monotonic()
-        s.deadman_fired = False
+        if s is not None and self.keys.accounts.get(s.key) != s.account:
+            self.drop_session(s)  # its key was revoked since the session began
+            s = None
+        to = s if s is not None else routing_id
         data = body.buffer
         if len(data) > self.g.max_message_bytes:
-            self.error(s, 0, ResultCode.MESSAGE_TOO_LARGE, f"{len(data)} bytes > {self.g.max_message_bytes}")
+            self.error(to, 0, ResultCode.MESSAGE_TOO_LARGE, f"{len(data)} bytes > {self.g.max_message_bytes}")
             return
         try:
             req = m.request_decoder.decode(data)
         except msgspec.DecodeError as exc:
-            self.reject_undecodable(s, data, exc)
+            self.reject_undecodable(to, data, exc)
             return
+        if s is None:
+            self.error(to, req.rid, ResultCode.NOT_AUTHENTICATED, "")
+            return
+        s.last_seen = time.monotonic()
+        s.deadman_fired = False
         if self.stopping:
-            self.error(s, getattr(req, "rid", 0), ResultCode.GATEWAY_STOPPING, "")
+            self.error(s, req.rid, ResultCode.GATEWAY_STOPPING, "")
             return
         if isinstance(req, m.COMMANDS):
             self.command(s, req)
         elif type(req) is m.Batch:
             if len(req.requests) > self.g.max_batch:
-                self.error(s, 0, ResultCode.BATCH_TOO_LARGE, f"{len(req.requests)} requests > {self.g.max_batch}")
+                self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{len(req.requests)} requests > {self.g.max_batch}")
                 return
             for r in req.requests:
                 self.command(s, r)
         else:
             self.query(s, req)
 
-    def reject_undecodable(self, s: Session, data, exc: Exception) -> None:
+    def reject_undecodable(self, to: Session | bytes, data, exc: Exception) -> None:
         """Unknown tag or malformed: tell which, with the request id when it can be read."""
         try:
             raw = m.raw_decoder.decode(data)
@@ -378,9 +380,9 @@ class GatewayStage:
         rid = raw[1] if isinstance(raw, list) and len(raw) > 1 and type(raw[1]) is int else 0
         rid = rid if -(1 << 63) <= rid < 1 << 63 else 0
         if isinstance(raw, list) and raw and isinstance(raw[0], str) and raw[0] not in m.REQUEST_TAGS:
-            self.error(s, rid, ResultCode.UNKNOWN_MESSAGE, f"no request type {raw[0][:40]!r}")
+            self.error(to, rid, ResultCode.UNKNOWN_MESSAGE, f"no request type {raw[0][:40]!r}")
         else:
-            self.error(s, rid, ResultCode.MALFORMED_MESSAGE, str(exc)[:200])
+            self.error(to, rid, ResultCode.MALFORMED_MESSAGE, str(exc)[:200])
 
     def command(self, s: Session, req) -> None:
         now = time.monotonic()
@@ -510,16 +512,14 @@ class GatewayStage:
         self.send(s, m.Reject(rid=rid, code=int(code), name=code.name, reason=reason, client_id=client_id,
                               cmd_seq=cmd_seq))
 
-    def error(self, s: Session, rid: int, code: ResultCode, detail: str) -> None:
-        self.counters["errors"] += 1
-        self.send(s, m.Error(rid=rid, code=int(code), name=code.name,
-                             reason=MESSAGES[code] + (f": {detail}" if detail else "")))
-
-    def error_to(self, routing_id: bytes, rid: int, code: ResultCode, detail: str) -> None:
-        """An error to a connection that has no session (its key was revoked)."""
+    def error(self, to: Session | bytes, rid: int, code: ResultCode, detail: str) -> None:
+        """An Error reply to a session, or straight to a connection that has none (a revoked key)."""
         self.counters["errors"] += 1
         msg = m.Error(rid=rid, code=int(code), name=code.name, reason=MESSAGES[code] + (f": {detail}" if detail else ""))
-        self.send_frames(routing_id, m.encode(msg))
+        if type(to) is Session:
+            self.send(to, msg)
+        else:
+            self.send_frames(to, m.encode(msg))
 
     def send_frames(self, routing_id: bytes, payload: bytes) -> bool:
         try:

@@ -1,0 +1,336 @@
+"""The order-entry gateway through real sockets: a supervised engine (matcher, journal, ring,
+workers, gateway) on a private config, clients over CurveZMQ on an ipc address."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.codes import ResultCode
+from engine.config import load
+from engine.journal import JournalReader
+from engine.process import read_heartbeats
+from engine.records import Cmd
+from engine.supervisor import Supervisor
+from gateway import messages as m
+from gateway.client import (AuthenticationError, BadRequest, Client, GatewayError, InsufficientFunds, OrderNotFound,
+                            RequestTimeout, SyncClient)
+from gateway.keys import load_pair, new_pair, server_pair
+
+_names = itertools.count()
+ACCOUNTS = {"alice": 7, "bob": 8, "carol": 9, "dave": 10, "erin": 11}
+BURST = 200
+MAX_BYTES = 65536
+
+
+def write_config(tmp: Path, keys: dict[str, bytes], name: str) -> Path:
+    entries = ", ".join(f'{{ account = {ACCOUNTS[who]}, public_key = "{k.decode()}" }}' for who, k in keys.items())
+    deposits = "\n".join(f"[[accounts]]\nid = {a}\ndeposits = {{ USD = 1000000000, BTC = 1000000 }}"
+                         for a in ACCOUNTS.values())
+    path = tmp / "xos.toml"
+    path.write_text(f"""
+[engine]
+name = "{name}"
+data_dir = "{tmp / 'data'}"
+ring_capacity = 4096
+batch_max = 1024
+fsync = "off"
+max_orders = 65536
+max_accounts = 8192
+[[assets]]
+id = 1
+symbol = "USD"
+decimals = 2
+[[assets]]
+id = 2
+symbol = "BTC"
+decimals = 8
+[[markets]]
+id = 1
+base = "BTC"
+quote = "USD"
+tick_size = 1
+lot_size = 1
+min_size = 1
+{deposits}
+[workers]
+heartbeat_s = 0.2
+checkpoint_s = 0.2
+stale_after_s = 5.0
+[marketdata]
+enabled = false
+[gateway]
+address = "ipc://{tmp / 'gw'}"
+keys_reload_s = 0.1
+rate_per_s = 1000
+burst = {BURST}
+max_message_bytes = {MAX_BYTES}
+keys = [{entries}]
+""")
+    return path
+
+
+class Engine:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.keys = {}
+        for who in ACCOUNTS:
+            new_pair(tmp / "keys", who)
+            self.keys[who] = load_pair(tmp / "keys" / f"{who}.key_secret")[0]
+        new_pair(tmp / "keys", "stranger")
+        self.name = f"xos-gwtest-{os.getpid()}-{next(_names)}"
+        self.path = write_config(tmp, self.keys, self.name)
+        self.cfg = load(self.path)
+        self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
+        self.sup.start()
+        self.server_key = server_pair(self.cfg)[0]
+
+    def client(self, who: str, timeout_s: float = 10.0) -> Client:
+        return Client(self.cfg.gateway.address, server_key=self.server_key,
+                      secret_key_file=self.tmp / "keys" / f"{who}.key_secret", timeout_s=timeout_s,
+                      context=zmq.asyncio.Context())
+
+    def revoke(self, who: str) -> None:
+        del self.keys[who]
+        write_config(self.tmp, self.keys, self.name)
+
+    def journal(self) -> np.ndarray:
+        return np.concatenate([c for _, c in JournalReader(self.cfg.data_path / "journal").read_from(1)])
+
+    def stop(self) -> None:
+        self.sup.stop()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    e = Engine(tmp_path_factory.mktemp("gateway"))
+    yield e
+    e.stop()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def connected(engine, *names, **kw):
+    return [await engine.client(n, **kw).connect() for n in names]
+
+
+def test_place_fill_reports_to_maker_and_taker_then_cancel_amend(engine):
+    async def scenario():
+        alice, bob = await connected(engine, "alice", "bob")
+        ask = await alice.create_order("BTC/USD", "limit", "sell", 10, 100, {"clientOrderId": 1})
+        assert ask["status"] == "open" and ask["clientOrderId"] == "1" and ask["remaining"] == 10
+        ack = ask["info"]
+        assert ack.durable_seq >= ack.cmd_seq > 0  # acknowledged only once durable
+        bid = await bob.create_order("BTC/USD", "limit", "buy", 4, 100, {"clientOrderId": 1})
+        assert bid["filled"] == 4 and bid["status"] == "closed" and bid["trades"][0]["takerOrMaker"] == "taker"
+        updates = await asyncio.wait_for(alice.watch_orders(), 5)  # the maker's own report
+        maker = next(o for o in updates if o["id"] == ask["id"])
+        assert maker["filled"] == 4 and maker["remaining"] == 6 and maker["trades"][0]["takerOrMaker"] == "maker"
+        amended = await alice.edit_order(ask["id"], amount=3, price=105)
+        assert (amended["price"], amended["remaining"], amended["amount"]) == (105, 3, 7)
+        fetched = await alice.fetch_order(params={"clientOrderId": 1})
+        assert (fetched["price"], fetched["remaining"], fetched["filled"]) == (105, 3, 4)
+        assert [o["id"] for o in await alice.fetch_open_orders("BTC/USD")] == [ask["id"]]
+        with pytest.raises(OrderNotFound, match="UNKNOWN_ORDER"):  # bob cannot reach alice's order
+            await bob.cancel_order(ask["id"])
+        cancelled = await alice.cancel_order(params={"clientOrderId": 1})
+        assert cancelled["status"] == "canceled" and cancelled["remaining"] == 0
+        with pytest.raises(OrderNotFound, match="ORDER_CLOSED"):
+            await alice.cancel_order(ask["id"])
+        assert await alice.fetch_open_orders() == []
+        assert (await alice.fetch_order(ask["id"]))["status"] == "canceled"
+        with pytest.raises(InsufficientFunds, match="INSUFFICIENT_BALANCE"):
+            await alice.create_order("BTC/USD", "limit", "buy", 10**9, 10**9, {"clientOrderId": 2})
+        for c in (alice, bob):
+            await c.close()
+
+    run(scenario())
+
+
+def test_batch_and_mass_cancel_and_duplicate_client_id(engine):
+    async def scenario():
+        (carol,) = await connected(engine, "carol")
+        specs = [dict(symbol="BTC/USD", side="buy", amount=1, price=50 + i, params={"clientOrderId": 100 + i})
+                 for i in range(5)]
+        specs.append(dict(symbol="BTC/USD", side="buy", amount=1, price=60, params={"clientOrderId": 100}))
+        placed = await carol.create_orders(specs)
+        assert [o["status"] for o in placed] == ["open"] * 5 + ["rejected"]
+        assert placed[-1]["error"].name == "DUPLICATE_CLIENT_ID"  # the matcher keeps client ids unique
+        assert len(await carol.fetch_open_orders()) == 5
+        cancelled = await carol.cancel_all_orders()
+        assert sorted(o["clientOrderId"] for o in cancelled) == [str(100 + i) for i in range(5)]
+        assert all(o["status"] == "canceled" for o in cancelled)
+        assert await carol.fetch_open_orders() == []
+        await carol.close()
+
+    run(scenario())
+
+
+def test_balances_come_from_the_margin_worker(engine):
+    async def scenario():
+        (dave,) = await connected(engine, "dave")
+        await dave.create_order("BTC/USD", "limit", "buy", 3, 40, {"clientOrderId": 1})
+        deadline = time.monotonic() + 5
+        while True:  # the margin worker checkpoints every 0.2 s
+            bal = await dave.fetch_balance()
+            if bal["used"].get("USD") == 120 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert bal["USD"] == {"free": 1000000000 - 120, "used": 120, "total": 1000000000}
+        assert bal["info"]["as_of_seq"] > 0 and bal["info"]["equity"] > 0
+        await dave.cancel_all_orders()
+        await dave.close()
+
+    run(scenario())
+
+
+def test_rate_limit_rejects_past_the_burst(engine):
+    async def scenario():
+        (erin,) = await connected(engine, "erin")
+        specs = [dict(symbol="BTC/USD", side="buy", amount=1, price=10, params={"clientOrderId": 1000 + i})
+                 for i in range(BURST + 100)]
+        results = await erin.create_orders(specs)
+        limited = [r for r in results if r["status"] == "rejected"]
+        assert BURST - 5 <= len(results) - len(limited) <= BURST + 20  # refill is 1000/s
+        assert limited and all(r["error"].name == "RATE_LIMITED" for r in limited)
+        await asyncio.sleep(0.3)  # the bucket refills
+        await erin.cancel_all_orders()
+        await erin.close()
+
+    run(scenario())
+
+
+def test_dead_man_switch_cancels_a_silent_sessions_orders(engine):
+    async def scenario():
+        (carol,) = await connected(engine, "carol")
+        o = await carol.create_order("BTC/USD", "limit", "buy", 1, 20, {"clientOrderId": 500})
+        await carol.set_deadman(300)
+        updates = await asyncio.wait_for(carol.watch_orders(), 5)  # sent nothing since: the switch fires
+        gone = next(u for u in updates if u["id"] == o["id"])
+        assert gone["status"] == "canceled" and gone["info"]["cancel_reason"] == "MASS"
+        assert await carol.fetch_open_orders() == []
+        await carol.set_deadman(0)
+        await carol.close()
+
+    run(scenario())
+
+
+def test_malformed_unknown_and_oversized_get_errors_and_the_gateway_serves_on(engine):
+    async def scenario():
+        alice, bob = await connected(engine, "alice", "bob")
+        await alice.send_raw(b"\xc1")
+        err = await alice.expect_reply(0)
+        assert type(err) is m.Error and err.name == "MALFORMED_MESSAGE"
+        await alice.send_raw(m.encoder.encode(["launch_rocket", 41]))
+        err = await alice.expect_reply(41)
+        assert type(err) is m.Error and err.name == "UNKNOWN_MESSAGE" and "launch_rocket" in err.reason
+        await alice.send_raw(m.encoder.encode(["place", 42, 1, 0, 10]))  # fields missing
+        err = await alice.expect_reply(42)
+        assert err.name == "MALFORMED_MESSAGE"
+        await alice.send_raw(m.encoder.encode(["heartbeat", 43, "x" * MAX_BYTES]))
+        err = await alice.expect_reply(0)
+        assert err.name == "MESSAGE_TOO_LARGE"
+        with pytest.raises(BadRequest, match="INVALID_REQUEST"):
+            await alice.request(m.CancelOrder(rid=alice.next_rid(), order_id=1, client_id=1))
+        # both sessions are still served
+        o = await bob.create_order("BTC/USD", "limit", "buy", 1, 30, {"clientOrderId": 77})
+        assert await alice.heartbeat() > 0
+        await bob.cancel_order(o["id"])
+        for c in (alice, bob):
+            await c.close()
+
+    run(scenario())
+
+
+def test_unknown_key_cannot_connect_and_a_revoked_key_cannot_place(engine):
+    async def scenario():
+        stranger = engine.client("stranger", timeout_s=1.0)
+        with pytest.raises(RequestTimeout):  # the CURVE handshake is refused: nothing gets through
+            await stranger.connect()
+        await stranger.close()
+        (bob,) = await connected(engine, "bob")
+        engine.revoke("bob")
+        await asyncio.sleep(0.5)  # keys_reload_s = 0.1
+        with pytest.raises(AuthenticationError, match="NOT_AUTHENTICATED"):
+            await bob.request(m.PlaceOrder(rid=bob.next_rid(), market=1, side=0, price=10, qty=1, client_id=900))
+        await bob.close()
+        assert not any(c["kind"] == Cmd.PLACE and c["id"] == 900 for c in engine.journal())
+
+    run(scenario())
+
+
+def test_no_ack_while_the_matcher_is_paused_then_acks_after_durability(engine):
+    async def scenario():
+        (alice,) = await connected(engine, "alice")
+        matcher = engine.sup.procs["matcher"]
+        os.kill(matcher.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(
+                alice.create_order("BTC/USD", "limit", "buy", 1, 11, {"clientOrderId": 600}))
+            await asyncio.sleep(0.5)
+            assert not pending.done()  # the gateway does not answer what the journal does not hold
+        finally:
+            os.kill(matcher.pid, signal.SIGCONT)
+        o = await asyncio.wait_for(pending, 5)
+        assert o["info"].durable_seq >= o["info"].cmd_seq
+        journaled = engine.journal()
+        assert len(journaled) >= o["info"].cmd_seq
+        cmd = journaled[o["info"].cmd_seq - 1]
+        assert (cmd["kind"], cmd["account"], cmd["id"]) == (Cmd.PLACE, ACCOUNTS["alice"], 600)
+        await alice.cancel_order(o["id"])
+        await alice.close()
+
+    run(scenario())
+
+
+def test_matcher_killed_the_gateway_reattaches_and_answers_every_command(engine):
+    async def scenario():
+        (alice,) = await connected(engine, "alice")
+        old = engine.sup.procs["matcher"]
+        os.kill(old.pid, signal.SIGSTOP)
+        first = asyncio.ensure_future(alice.create_order("BTC/USD", "limit", "buy", 1, 12, {"clientOrderId": 700}))
+        await asyncio.sleep(0.2)
+        os.kill(old.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
+                "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
+            engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
+            assert time.monotonic() < deadline, "engine did not come back"
+            await asyncio.sleep(0.1)
+        second = await alice.create_order("BTC/USD", "limit", "buy", 1, 13, {"clientOrderId": 701})
+        assert second["info"].durable_seq >= second["info"].cmd_seq
+        journaled = engine.journal()
+        in_journal = bool(((journaled["kind"] == Cmd.PLACE) & (journaled["id"] == 700)).any())
+        try:  # exactly one answer, and it agrees with the journal
+            o = await asyncio.wait_for(first, 5)
+            assert in_journal and o["clientOrderId"] == "700"
+        except GatewayError as exc:
+            assert exc.name == "COMMAND_LOST" and not in_journal
+        await alice.cancel_all_orders()
+        await alice.close()
+
+    run(scenario())
+    for _ in range(50):  # the engine keeps running for the rest of the module
+        engine.sup.check()
+        time.sleep(0.05)
+
+
+def test_sync_client_and_heartbeats_in_status(engine):
+    with SyncClient(engine.cfg.gateway.address, server_key=engine.server_key,
+                    secret_key_file=engine.tmp / "keys" / "dave.key_secret") as dave:
+        o = dave.create_order("BTC/USD", "limit", "sell", 2, 900, {"clientOrderId": 42})
+        assert dave.fetch_order(o["id"])["status"] == "open"
+        assert dave.cancel_order(o["id"])["status"] == "canceled"
+        with pytest.raises(TypeError, match="engine units"):
+            dave.create_order("BTC/USD", "limit", "sell", 2.5, 900, {"clientOrderId": 43})
+    beat = read_heartbeats(engine.cfg)["gateway"]
+    assert beat["state"] == "running" and beat["acks"] > 0 and beat["rate_limited"] > 0
