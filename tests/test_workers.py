@@ -470,3 +470,61 @@ def test_apply_taken_equals_apply(stream, tmp_path):
         fresh.apply_taken(events[4:10], 5, 10)
     for core in (whole, chosen):
         core.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_breaker_and_band_watch_equal_a_trade_by_trade_model(seed):
+    """Runs of fills applied at once give the Halts, band breaches and last prices of the rule
+    applied trade by trade (the module docstring's), whatever the batching."""
+    from collections import deque
+
+    rng = random.Random(seed)
+    e = Engine(**ENGINE_KWARGS)
+    bands = {1: 30, 2: 200, 3: 0}
+    moves = {1: 50, 2: 300, 3: 10**4}
+    listing = np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0)] + [
+        e.add_market(m, 2, 1, tick_size=1, lot_size=1, min_size=1, band_bps=bands[m]) for m in bands])
+    window_ns = 5 * SEC
+    cfg = RiskConfig(move_bps=1000, window_s=5, overrides={m: {"move_bps": b} for m, b in moves.items()})
+    events = np.zeros(4000, EVENT_DTYPE)
+    events["seq"] = np.arange(len(listing) + 1, len(listing) + 1 + len(events))
+    price = {m: 10_000 for m in bands}
+    ts = 100 * SEC
+    for ev in events:
+        ts += rng.choice([0, 0, 0, SEC // 10, SEC, 3 * SEC])
+        m = rng.choice(list(bands))
+        ev["ts"], ev["market"] = ts, m
+        if rng.random() < 0.01:  # the market is live again (an operator's Resume)
+            ev["kind"], ev["account"] = Ev.MARKET_STATUS, 77
+            continue
+        price[m] = max(1, price[m] + rng.choice([-1, 1]) * rng.choice([1, 5, 20, 60]))
+        ev["kind"], ev["price"], ev["qty"] = Ev.FILL, price[m], 1
+    # the model, trade by trade
+    halts, breaches, last = [], {}, {}
+    window, live = {m: deque() for m in bands}, dict.fromkeys(bands, True)
+    for kind, m, p, t in zip(*(events[c].tolist() for c in ("kind", "market", "price", "ts"))):
+        if kind == Ev.MARKET_STATUS:
+            live[m] = True
+            window[m].clear()
+            continue
+        prev = last.get(m, 0)
+        if bands[m] and prev > 0 and abs(p - prev) * 10000 > bands[m] * prev:
+            breaches[m] = breaches.get(m, 0) + 1
+        last[m] = p
+        if not live[m]:
+            continue
+        w = window[m]
+        while w and w[0][0] < t - window_ns:
+            w.popleft()
+        ref = w[0][1] if w else p
+        w.append((t, p))
+        if abs(p - ref) * 10000 > moves[m] * ref:
+            live[m] = False
+            halts.append((m, t))
+    assert len(halts) > 5 and sum(breaches.values()) > 5
+    risk = RiskMonitor(cfg, start_anywhere=False)
+    risk.apply(listing)
+    sent = []
+    for batch in batches(events, rng, 300):
+        sent += [(int(c["market"]), int(c["ts"])) for c in risk.apply(batch) if c["kind"] == Cmd.HALT]
+    assert sent == halts and risk.band_breaches == breaches and risk.last == last

@@ -7,7 +7,7 @@ worker's id); it never touches engine state.  Time is engine time: the events' `
 Circuit breaker, per market (parameters: ``config.params(market)``):
 
 - The reference price is the first trade within the sliding window of ``window_s`` before the
-  current trade (the trades of the window are kept in a deque).  A trade at ``p`` with
+  current trade (the window keeps the first trade of each distinct ts).  A trade at ``p`` with
   ``|p - ref| * 10000 > move_bps * ref`` trips the breaker: one ``Halt`` command, state ``halt_sent``.
 - ``MarketStatus(halted)`` for the market with our account: state ``halted`` from that event's
   ``ts``; once an event with ``ts >= halted_at + cooldown_s`` is seen, one ``Resume`` command,
@@ -30,7 +30,6 @@ followed per order through Accepted / Fill / Cancelled / Amended (``open_interes
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +46,9 @@ _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "
 # Every kind but the book's levels: each command that changes a level also has one of these, with
 # the same ts, so the cool-downs see the same clock without them.
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.MARKET_STATUS)
+_ACCEPTED, _REJECTED, _FILL, _BALANCE, _MARKET_STATUS = (int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL),
+                                                       int(Ev.BALANCE), int(Ev.MARKET_STATUS))
+_STATUS_UNCHANGED = int(ResultCode.MARKET_STATUS_UNCHANGED)
 RISK_WORKER_ID = -1001  # default ``account`` of the commands the risk worker sends
 
 LIVE, HALT_SENT, HALTED, RESUME_SENT, EXTERNAL = "live", "halt_sent", "halted", "resume_sent", "external"
@@ -86,9 +88,37 @@ class Breaker:
     window_ns: int
     cooldown_ns: int
     state: str = LIVE
-    window: deque = field(default_factory=deque)  # (ts, price) of the trades within the window
+    # The first trade of each ts within the window (trades at one ts share it, and a reference is
+    # always the first trade at or after a time), as two int64 arrays.
+    window_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    window_price: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     halted_at: int = 0
     trips: int = 0
+
+    def clear_window(self) -> None:
+        self.window_ts = self.window_price = np.zeros(0, np.int64)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, also a checkpoint whose window is a deque of (ts, price) of every trade."""
+        old = state.pop("window", None)
+        self.__dict__.update(state)
+        if old is not None:
+            ts = np.array([t for t, _ in old], np.int64)
+            price = np.array([p for _, p in old], np.int64)
+            first = np.concatenate([[True], ts[1:] != ts[:-1]]) if len(ts) else np.zeros(0, bool)
+            self.window_ts, self.window_price = ts[first], price[first]
+
+
+def exceeds(price: np.ndarray, ref: np.ndarray, bps: int) -> np.ndarray:
+    """``|price - ref| * 10000 > bps * ref and ref > 0``, exactly: a float64 screen (far from the
+    bound it cannot err) and Python integers for the few near it, as int64 products could overflow."""
+    pf, rf = price.astype(np.float64), ref.astype(np.float64)
+    out = np.zeros(len(price), bool)
+    near = (ref > 0) & (np.abs(pf - rf) * 10000.0 >= bps * rf * (1 - 1e-9))
+    for k in np.flatnonzero(near).tolist():
+        p, r = int(price[k]), int(ref[k])
+        out[k] = abs(p - r) * 10000 > bps * r
+    return out
 
 
 class RiskMonitor(EventCore):
@@ -167,45 +197,46 @@ class RiskMonitor(EventCore):
         the breakers, band watch and listings walk only the events that concern them (fills, market
         status, our rejected commands, listings), in order, and a halted market's cool-down is
         checked against every event's ts in between."""
-        out: list[tuple[int, int, int]] = []  # (kind, market, ts)
+        out: list[tuple[int, int, int, int, int]] = []  # (event index, 0 resume / 1 halt, kind, market, ts)
         if len(new) == 0:
             self._cursor = last
             return self._commands(out)
         me = self.config.account
         listings = self.listings
         kind = new["kind"]
-        order_id = new["order_id"]
-        accepted = kind == Ev.ACCEPTED
-        is_listing = accepted & (order_id == 0)
-        is_fill = kind == Ev.FILL
-        is_status = kind == Ev.MARKET_STATUS
-        is_refused = (kind == Ev.REJECTED) & (new["account"] == me) & (new["code"] == ResultCode.MARKET_STATUS_UNCHANGED)
-        balance = kind == Ev.BALANCE
+        is_listing = (kind == _ACCEPTED) & (new["order_id"] == 0)
+        is_fill = kind == _FILL
+        is_status = kind == _MARKET_STATUS
+        is_refused = (kind == _REJECTED) & (new["account"] == me) & (new["code"] == _STATUS_UNCHANGED)
+        balance = kind == _BALANCE
         if balance.any():
             listings.accounts.update(np.unique(new["account"][balance]).tolist())
-        control = np.flatnonzero(is_listing | is_fill | is_status | is_refused)
         waiting = [m for m, b in self.breakers.items() if b.state == HALTED]
         ts_all = new["ts"]
-        # the orders' part, in C; listings first (an order's lot comes from its market's listing,
-        # which precedes it)
-        orders_part = new[(accepted & (order_id > 0)) | is_fill | (kind == Ev.CANCELLED) | (kind == Ev.AMENDED)]
-        pending_orders = len(orders_part) > 0
-        ctrl = new[control]
+        # The fills between two other control events are one run, applied at once (``_trades``);
+        # the others (listings, market status, our refused commands) are rare and go one by one.
+        others = np.flatnonzero(is_listing | is_status | is_refused)
+        fills = np.flatnonzero(is_fill)
+        ctrl = new[others]
         pos = 0  # the first event not yet checked for cool-downs
         for j, (seq, kind_j, code, flags, side, market, venue, ts, oid, account, client_id, price, qty,
-                remaining) in zip(control.tolist(), zip(*(ctrl[c].tolist() for c in _CONTROL_COLUMNS))):
+                remaining) in zip(others.tolist() + [len(new)],
+                                  list(zip(*(ctrl[c].tolist() for c in _CONTROL_COLUMNS))) + [(None,) * 14]):
+            run = fills[(fills >= pos) & (fills < j)]
             if waiting:
-                self._cooldowns(waiting, ts_all, pos, j + 1, out)
+                self._cooldowns(waiting, ts_all, pos, j + 1 if j < len(new) else j, out)
+            if len(run):
+                self._trades(run, new["market"][run].astype(np.int64), new["price"][run], ts_all[run], out)
             pos = j + 1
-            if kind_j == Ev.FILL:
-                self._trade(market, price, ts, out)
-            elif kind_j == Ev.ACCEPTED:
+            if kind_j is None:
+                break
+            if kind_j == _ACCEPTED:
                 what = listings.classify(kind_j, flags, side, market, venue, oid, account, client_id, price, qty,
                                          remaining)
                 if what in (ASSET_LISTING, MARKET_LISTING):
                     listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
                     self._lots = None
-            elif kind_j == Ev.MARKET_STATUS:
+            elif kind_j == _MARKET_STATUS:
                 b = self.breaker(market)
                 if qty:  # halted
                     if account == me and b.state in (HALT_SENT, LIVE):
@@ -216,7 +247,7 @@ class RiskMonitor(EventCore):
                         b.state = EXTERNAL
                 else:  # live again
                     b.state = LIVE
-                    b.window.clear()
+                    b.clear_window()
             else:  # our Halt / Resume refused MARKET_STATUS_UNCHANGED
                 b = self.breakers.get(market)
                 if b is not None:
@@ -224,12 +255,10 @@ class RiskMonitor(EventCore):
                         b.state = EXTERNAL
                     elif b.state == RESUME_SENT:
                         b.state = LIVE
-                        b.window.clear()
-        if waiting:
-            self._cooldowns(waiting, ts_all, pos, len(new), out)
-        if pending_orders:
-            risk_orders(self.orders, self.oi_table, self.rates, np.ascontiguousarray(orders_part),
-                        self._lots_of(orders_part))
+                        b.clear_window()
+        # the orders' part, in C (it skips the kinds it does not follow); after the listings, which
+        # give an order its market's lot
+        risk_orders(self.orders, self.oi_table, self.rates, new, self._lots_of(new))
         self._now = int(ts_all.max())
         self._cursor = last
         return self._commands(out)
@@ -251,7 +280,7 @@ class RiskMonitor(EventCore):
         for at, _, m in sorted(due):
             if at >= 0:
                 self.breakers[m].state = RESUME_SENT
-                out.append((Cmd.RESUME, m, int(ts[at])))
+                out.append((at, 0, Cmd.RESUME, m, int(ts[at])))
             waiting.remove(m)
 
     def _lots_of(self, events: np.ndarray) -> np.ndarray:
@@ -273,26 +302,47 @@ class RiskMonitor(EventCore):
             out[hit] = lots[at[hit]]
         return out
 
-    def _trade(self, market: int, price: int, ts: int, out: list) -> None:
+    def _trades(self, at: np.ndarray, market: np.ndarray, price: np.ndarray, ts: np.ndarray, out: list) -> None:
+        """A run of fills (batch positions ``at``, in order): band watch, last price and breakers,
+        one market at a time with numpy."""
+        by_market = np.argsort(market, kind="stable")
+        sorted_markets = market[by_market]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_markets[1:] != sorted_markets[:-1]]))
+        for lo, hi in zip(starts.tolist(), starts[1:].tolist() + [len(by_market)]):
+            rows = by_market[lo:hi]
+            self._market_trades(int(sorted_markets[lo]), at[rows], price[rows], ts[rows], out)
+
+    def _market_trades(self, market: int, at: np.ndarray, price: np.ndarray, ts: np.ndarray, out: list) -> None:
         m = self.listings.markets.get(market)
-        last = self.last.get(market, 0)
-        if m is not None and m.band_bps > 0 and last > 0 and abs(price - last) * 10000 > m.band_bps * last:
-            self.band_breaches[market] = self.band_breaches.get(market, 0) + 1
-        self.last[market] = price
+        prev = np.concatenate([[self.last.get(market, 0)], price[:-1]])
+        if m is not None and m.band_bps > 0:
+            breaches = int(exceeds(price, prev, m.band_bps).sum())
+            if breaches:
+                self.band_breaches[market] = self.band_breaches.get(market, 0) + breaches
+        self.last[market] = int(price[-1])
         b = self.breaker(market)
         if b.state != LIVE:
             return
-        w = b.window
-        while w and w[0][0] < ts - b.window_ns:
-            w.popleft()
-        ref = w[0][1] if w else price
-        w.append((ts, price))
-        if abs(price - ref) * 10000 > b.move_bps * ref:
+        # each trade's reference: the first trade at or after ts - window (the window keeps the
+        # first trade of each ts, which is all a reference can be)
+        all_ts = np.concatenate([b.window_ts, ts])
+        all_price = np.concatenate([b.window_price, price])
+        ref_at = np.searchsorted(all_ts, ts - b.window_ns, side="left")
+        tripped = np.flatnonzero(exceeds(price, all_price[ref_at], b.move_bps))
+        end = int(tripped[0]) if len(tripped) else len(price) - 1  # the breaker stops at a trip
+        if len(tripped):
             b.state = HALT_SENT
             b.trips += 1
-            out.append((Cmd.HALT, market, ts))
+            out.append((int(at[end]), 1, Cmd.HALT, market, int(ts[end])))
+        keep = slice(int(ref_at[end]), len(b.window_ts) + end + 1)
+        kept_ts = all_ts[keep]
+        first_of_ts = np.concatenate([[True], kept_ts[1:] != kept_ts[:-1]])
+        b.window_ts, b.window_price = kept_ts[first_of_ts], all_price[keep][first_of_ts]
 
     def _commands(self, out: list) -> np.ndarray:
+        """The batch's Halt / Resume commands in the order of the events that caused them (at one
+        event a Resume goes first)."""
+        out = [cmd[2:] for cmd in sorted(out, key=lambda cmd: cmd[:2])]
         cmds = np.zeros(len(out), COMMAND_DTYPE)
         for i, (kind, market, ts) in enumerate(out):
             cmds[i]["kind"] = kind
