@@ -391,6 +391,37 @@ class Checkpoint:
         os.replace(tmp, self.path)
 
 
+def attach_consumer(cfg: Config, role: str, resume: int):
+    """Attach to the live event ring as consumer ``role`` and position it to read seq ``resume``
+    next (the consumer's core has applied everything before it).
+
+    The matcher creates the ring, so a consumer may start first or find a dead engine's ring: it
+    waits up to 60 s for one whose producer lives.  A ring that no longer holds ``resume`` is a
+    gap and raises, except a fresh ring replaying from seq 1 (the matcher restarted), whose
+    events up to ``resume`` the core skips."""
+    from .ring import RingConsumer, RingError
+
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            consumer = RingConsumer.attach(cfg.ring_name, role)
+            if consumer.producer_alive():
+                break
+            consumer.detach()
+        except RingError:
+            pass
+        if time.monotonic() > deadline or Stop.requested:
+            raise RingError(f"no live event ring {cfg.ring_name} within 60 s (is the matcher running?)")
+        time.sleep(0.05)
+    if resume != consumer.cursor + 1:
+        try:
+            consumer.seek(resume)
+        except RingError:
+            if resume < consumer.cursor + 1:
+                raise
+    return consumer
+
+
 class WorkerStage:
     """Ring -> worker core; commands the core returns go back through the matcher's input.
 
@@ -400,7 +431,6 @@ class WorkerStage:
     """
 
     def __init__(self, cfg: Config, role: str):
-        from .ring import RingConsumer, RingError
         from .workers import make_core
 
         self.cfg = cfg
@@ -409,27 +439,7 @@ class WorkerStage:
         self.checkpoint = None if self.durable else Checkpoint(cfg.data_path / "run" / f"{role}.ckpt")
         restored = self.checkpoint.load() if self.checkpoint else None
         self.core = restored if restored is not None else make_core(role, cfg)
-        deadline = time.monotonic() + 60.0
-        while True:  # the matcher creates the ring; a worker may start first, or find a dead one's
-            try:
-                consumer = RingConsumer.attach(cfg.ring_name, role)
-                if consumer.producer_alive():
-                    self.consumer = consumer
-                    break
-                consumer.detach()
-            except RingError:
-                pass
-            if time.monotonic() > deadline or Stop.requested:
-                raise RingError(f"no live event ring {cfg.ring_name} within 60 s (is the matcher running?)")
-            time.sleep(0.05)
-        resume = self.core.cursor + 1
-        if resume > self.consumer.cursor + 1:
-            try:
-                self.consumer.seek(resume)
-            except RingError:
-                pass  # a fresh ring replaying from seq 1: the core skips what it already has
-        elif resume < self.consumer.cursor + 1:
-            self.consumer.seek(resume)  # back to the checkpoint: the ring kept these events for us
+        self.consumer = attach_consumer(cfg, role, self.core.cursor + 1)
         self.feedback = InputClient(cfg.input_address)
         self.heartbeat = Heartbeat(cfg, role)
         self.checkpoint_every = max(1, self.consumer.capacity // 4)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop
+from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_consumer
 from engine.records import EVENT_DTYPE, Ev, EvFlag
 from engine.workers import ASSET_LISTING, MARKET_LISTING, Listings, kind_mask, select_fresh
 
@@ -312,34 +312,12 @@ class MarketDataStage:
     each one is exactly the state at the seq it carries."""
 
     def __init__(self, cfg):
-        from engine.ring import RingConsumer, RingError
-
         self.cfg = cfg
         md = cfg.marketdata
         self.checkpoint = Checkpoint(cfg.data_path / "run" / f"{ROLE}.ckpt")
         restored = self.checkpoint.load()
         self.core: MarketDataCore = restored if restored is not None else MarketDataCore()
-        deadline = time.monotonic() + 60.0
-        while True:  # the matcher creates the ring; attach only to one whose producer lives
-            try:
-                consumer = RingConsumer.attach(cfg.ring_name, ROLE)
-                if consumer.producer_alive():
-                    self.consumer = consumer
-                    break
-                consumer.detach()
-            except RingError:
-                pass
-            if time.monotonic() > deadline or Stop.requested:
-                raise RingError(f"no live event ring {cfg.ring_name} within 60 s (is the matcher running?)")
-            time.sleep(0.05)
-        resume = self.core.cursor + 1
-        if resume != self.consumer.cursor + 1:
-            try:
-                self.consumer.seek(resume)
-            except RingError:
-                if resume < self.consumer.cursor + 1:
-                    raise
-                # a fresh ring replaying from seq 1: the core skips what it already has
+        self.consumer = attach_consumer(cfg, ROLE, self.core.cursor + 1)
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
