@@ -20,6 +20,7 @@ from .records import (
     pack_market_assets,
     pack_market_params,
     pack_symbol,
+    pack_venue_fees,
 )
 
 
@@ -178,6 +179,25 @@ class CommandAPI:
     def set_venue_policy(self, account: int, venue: int, pool: int, accepts: int, ts: int = 0) -> np.ndarray:
         """The venue's matching pool and the bit mask of pools its orders may trade with."""
         return self.submit(Cmd.VENUE_POLICY, account=account, venue=venue, side=pool, aux=_as_i64(accepts), ts=ts)
+
+    def set_venue_fees(self, account: int, venue: int, *, maker_bps: int, taker_bps: int, operator_bps: int = 0,
+                       insurance_bps: int = 0, ts: int = 0) -> np.ndarray:
+        """Fees of orders placed through the venue from now on (tier 0) and the split of what it
+        collects: operator and insurance fund shares in bps, the protocol gets the rest."""
+        return self.submit(Cmd.VENUE_FEES, account=account, venue=venue,
+                           aux=pack_venue_fees(maker_bps, taker_bps, operator_bps, insurance_bps), ts=ts)
+
+    def set_fee_tier(self, account: int, venue: int, tier: int, *, min_volume: int, maker_bps: int = 0,
+                     taker_bps: int = 0, asset: int = 0, epoch_ns: int = 0, ts: int = 0) -> np.ndarray:
+        """Tier 1..4: orders of an account whose volume (notional in ``asset``) on the venue in the
+        previous ``epoch_ns`` epoch reached ``min_volume`` pay these fees; min_volume 0 removes the
+        tier and those above it."""
+        return self.submit(Cmd.VENUE_FEE_TIER, account=account, venue=venue, side=tier, market=asset,
+                           price=min_volume, qty=epoch_ns, aux=pack_venue_fees(maker_bps, taker_bps), ts=ts)
+
+    def sweep_fees(self, account: int, venue: int, asset: int, ts: int = 0) -> np.ndarray:
+        """Pay the venue's collected fees in ``asset`` out by its split."""
+        return self.submit(Cmd.SWEEP_FEES, account=account, venue=venue, market=asset, ts=ts)
 
     def offer_market(self, account: int, venue: int, market: int, ts: int = 0) -> np.ndarray:
         return self.submit(Cmd.OFFER_MARKET, account=account, venue=venue, market=market, ts=ts)

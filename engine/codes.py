@@ -91,6 +91,9 @@ class ResultCode(enum.IntEnum):
     VENUE_STATUS_UNCHANGED = 425
     UNBOND_EXCEEDS_STAKE = 426
     PROTOCOL_VENUE = 427
+    INVALID_VENUE_FEES = 428
+    INVALID_FEE_TIER = 429
+    NOTHING_TO_SWEEP = 430
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -186,6 +189,9 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.VENUE_STATUS_UNCHANGED: 'the venue is already in that status',
     ResultCode.UNBOND_EXCEEDS_STAKE: "the unbond amount exceeds the venue's bonded stake",
     ResultCode.PROTOCOL_VENUE: "venue 0 is the protocol's venue: it has no stake and cannot retire",
+    ResultCode.INVALID_VENUE_FEES: 'venue fees must satisfy -1000 <= maker <= taker <= 1000 bps and maker + taker >= 0, split bps summing to at most 10000',
+    ResultCode.INVALID_FEE_TIER: "tier must be 1..4 with a minimum volume above the previous tier's and below the next's, and a positive epoch",
+    ResultCode.NOTHING_TO_SWEEP: 'the venue has collected no fees in this asset',
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

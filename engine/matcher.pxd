@@ -1,5 +1,5 @@
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 cimport numpy as cnp
 
 from records cimport xos_command, xos_event
@@ -17,6 +17,8 @@ cdef struct Order:
     int64_t expire_at
     int64_t hold_per_lot     # buy orders: price + worst-case taker fee per lot
     int64_t rest_seq         # when it joined its level: the level's time priority
+    int16_t maker_bps        # its fees, fixed when it was placed (its venue's, at its tier)
+    int16_t taker_bps
     int32_t bal_base         # balance indexes of the account's base and quote assets
     int32_t bal_quote
     int32_t acct_idx
@@ -91,6 +93,18 @@ cdef struct Balance:
     int64_t next             # next balance of the same account
 
 
+cdef struct FeeTier:
+    int64_t min_volume       # traded notional (tier asset) in the previous epoch that earns it
+    int32_t maker_bps
+    int32_t taker_bps
+
+
+cdef struct Volume:            # an account's traded notional on one venue (tier asset)
+    int64_t epoch            # engine clock // the venue's tier epoch, when last added to
+    int64_t current          # in that epoch
+    int64_t previous         # in the epoch before it
+
+
 cdef struct Venue:
     bint exists
     uint8_t status           # XOS_VENUE_*
@@ -105,6 +119,14 @@ cdef struct Venue:
     int64_t unbonding        # requested for release, still locked (and slashable)
     int64_t unbond_at        # engine clock at which ``unbonding`` is released
     int64_t open_orders      # resting orders placed through it
+    int32_t maker_bps        # fees of orders placed through it (tier 0); venue 0 uses the market's
+    int32_t taker_bps
+    int32_t operator_bps     # split of its collected fees; the protocol gets the rest
+    int32_t insurance_bps
+    uint32_t tier_asset      # fills in markets quoted in this asset count towards tiers
+    int32_t n_tiers
+    int64_t tier_epoch       # ns of engine clock per volume epoch
+    FeeTier tiers[4]
 
 
 cdef struct Expiry:
@@ -128,7 +150,8 @@ cdef packed struct OrderState:     # a snapshot's order row (numpy ORDER_STATE)
     uint8_t stp
     uint8_t post_only
     uint8_t tif
-    uint32_t pad
+    int16_t maker_bps
+    int16_t taker_bps
 
 
 cdef packed struct BalanceState:   # a snapshot's balance row (numpy BALANCE_STATE)
@@ -164,6 +187,14 @@ cdef class Matcher:
     cdef int64_t min_stake
     cdef int64_t unbond_period
     cdef int64_t next_release        # earliest unbond_at of any venue (INT64_MAX when none)
+    cdef xos_hmap fee_index          # (venue, asset) -> index in venue_pool
+    cdef int64_t *venue_pool         # fees a venue (other than 0) collected and has not swept
+    cdef int64_t n_venue_pool
+    cdef int64_t cap_venue_pool
+    cdef xos_hmap volume_index       # (account, venue) -> index in volume_rows
+    cdef Volume *volume_rows
+    cdef int64_t n_volumes
+    cdef int64_t cap_volumes
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -242,7 +273,15 @@ cdef class Matcher:
     cdef uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil
     cdef uint16_t check_operator(self, const xos_command *c) noexcept nogil
     cdef void emit_venue(self, const xos_command *c) noexcept nogil
-    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, int64_t amount) noexcept nogil
+    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,
+                       int64_t bucket_after) noexcept nogil
+    cdef int64_t *fee_slot(self, uint32_t venue, uint32_t asset) noexcept nogil
+    cdef void collect(self, uint32_t venue, uint32_t asset, int64_t amount) noexcept nogil
+    cdef Volume *volume_of(self, int64_t account, uint32_t venue, bint create) noexcept nogil
+    cdef void add_volume(self, Order *o, uint32_t quote, int64_t notional) noexcept nogil
+    cdef void order_fees(self, Market *m, uint32_t venue, int64_t account, int16_t *maker, int16_t *taker) noexcept nogil
+    cdef void cmd_venue_fees(self, const xos_command *c) noexcept nogil
+    cdef void cmd_sweep_fees(self, const xos_command *c) noexcept nogil
     cdef void release_unbonds(self) noexcept nogil
     cdef void cmd_venue_params(self, const xos_command *c) noexcept nogil
     cdef void cmd_launch_venue(self, const xos_command *c) noexcept nogil

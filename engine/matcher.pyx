@@ -24,7 +24,7 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import AssetView, MarketView, OrderView, VenueParamsView, VenueView
+from .views import AssetView, MarketView, OrderView, VenueFeesView, VenueParamsView, VenueView
 
 cnp.import_array()
 
@@ -150,7 +150,8 @@ cdef class Matcher:
         self.offer_words = (max_markets >> 6) + 1
         self.venue_table = <Venue *>calloc(max_venues, sizeof(Venue))
         self.offers = <uint64_t *>calloc(<size_t>(max_venues * self.offer_words), sizeof(uint64_t))
-        if self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64):
+        if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
+                or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -195,6 +196,10 @@ cdef class Matcher:
         free(self.venue_table)
         free(self.offers)
         xos_hmap_free(&self.allow_index)
+        xos_hmap_free(&self.fee_index)
+        xos_hmap_free(&self.volume_index)
+        free(self.venue_pool)
+        free(self.volume_rows)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -510,8 +515,10 @@ cdef class Matcher:
         cdef int64_t price = K.price
         cdef int64_t lots = q // m.lot_size
         cdef int64_t notional = price * lots
-        cdef int64_t taker_fee = xos_fee(notional, m.taker_bps)
-        cdef int64_t maker_fee = xos_fee(notional, m.maker_bps)
+        cdef int64_t taker_fee = xos_fee(notional, T.taker_bps)
+        cdef int64_t maker_fee = xos_fee(notional, K.maker_bps)
+        if maker_fee < -taker_fee:
+            maker_fee = -taker_fee  # a rebate is paid out of the same fill's taker fee, never more
         cdef Order *buyer
         cdef Order *seller
         cdef int64_t buyer_fee, seller_fee, released
@@ -533,7 +540,15 @@ cdef class Matcher:
         # seller: the held base leaves, the proceeds less its fee arrive
         self.bals[seller.bal_base].held -= q
         self.bals[seller.bal_quote].free += notional - seller_fee
-        self.fee_pool[m.quote] += taker_fee + maker_fee
+        if T.venue == 0 and K.venue == 0:  # the protocol venue's fees: the protocol's pool
+            self.fee_pool[m.quote] += taker_fee + maker_fee
+        else:  # the taker's venue funds the rebate; the maker's venue keeps a positive maker fee
+            self.collect(T.venue, m.quote, taker_fee + (maker_fee if maker_fee < 0 else 0))
+            self.collect(K.venue, m.quote, maker_fee if maker_fee > 0 else 0)
+        if self.venue_table[T.venue].n_tiers:
+            self.add_volume(T, m.quote, notional)
+        if self.venue_table[K.venue].n_tiers:
+            self.add_volume(K, m.quote, notional)
         m.last_price = price
 
         T.remaining -= q
@@ -805,6 +820,7 @@ cdef class Matcher:
         cdef uint16_t code = XOS_OK
         cdef Market *m
         cdef int64_t acct_idx = -1, hold = 0, lots, per_lot = 0
+        cdef int16_t maker_bps = 0, taker_bps = 0
         if c.side > 1:
             code = XOS_INVALID_SIDE
         elif c.ord_type > XOS_ORD_MARKET:
@@ -841,7 +857,8 @@ cdef class Matcher:
                 code = self.check_price_qty(m, c.price, c.qty)
         if code == XOS_OK:
             lots = c.qty // m.lot_size
-            per_lot = xos_buy_hold(1, c.price, m.taker_bps)
+            self.order_fees(m, c.venue, c.account, &maker_bps, &taker_bps)
+            per_lot = xos_buy_hold(1, c.price, taker_bps)
             hold = xos_mul_capped(lots, per_lot)
             if c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
@@ -882,6 +899,8 @@ cdef class Matcher:
         o.remaining = c.qty
         o.expire_at = c.aux
         o.hold_per_lot = per_lot
+        o.maker_bps = maker_bps
+        o.taker_bps = taker_bps
         o.acct_idx = <int32_t>acct_idx
         o.bal_base = self.ensure_balance(acct_idx, m.base)
         o.bal_quote = self.ensure_balance(acct_idx, m.quote)
@@ -931,7 +950,7 @@ cdef class Matcher:
             elif c.qty % m.lot_size:
                 code = XOS_QTY_OFF_LOT
         if code == XOS_OK:
-            per_lot = o.hold_per_lot if price == o.price else xos_buy_hold(1, price, m.taker_bps)
+            per_lot = o.hold_per_lot if price == o.price else xos_buy_hold(1, price, o.taker_bps)
             new_hold = xos_mul_capped(c.qty // m.lot_size, per_lot)
             if c.qty > o.remaining and c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
@@ -1194,21 +1213,22 @@ cdef class Matcher:
         e.client_id = c.id
         e.remaining = c.aux
 
-    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, int64_t amount) noexcept nogil:
-        """``amount`` of the stake asset into (> 0) or out of (< 0) the account's free balance,
-        against the venue's locked stake (already updated by the caller)."""
-        cdef int64_t b = self.ensure_balance(self.account_index_of(account), self.stake_asset)
-        cdef Venue *v = &self.venue_table[venue]
+    cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,
+                       int64_t bucket_after) noexcept nogil:
+        """``amount`` of ``asset`` into (> 0) or out of (< 0) the account's free balance, against a
+        venue's bucket (its locked stake or its fee pool, already updated by the caller; the event
+        carries what the bucket holds after)."""
+        cdef int64_t b = self.ensure_balance(self.account_index_of(account), asset)
         self.bals[b].free += amount
         cdef xos_event *e = self.emit(XOS_EV_VENUE_TRANSFER)
         e.reason = reason
         e.venue = venue
-        e.market = self.stake_asset
+        e.market = asset
         e.account = account
         e.qty = amount
         e.remaining = self.bals[b].free
         e.taker_fee = self.bals[b].held
-        e.price = v.stake + v.unbonding
+        e.price = bucket_after
 
     cdef void release_unbonds(self) noexcept nogil:
         """Release every unbonding whose time has come (venue id order) to its operator."""
@@ -1223,10 +1243,168 @@ cdef class Matcher:
                 amount = v.unbonding
                 v.unbonding = 0
                 v.unbond_at = 0
-                self.transfer(XOS_XFER_STAKE_RELEASE, <uint32_t>i, v.operator, amount)
+                self.transfer(XOS_XFER_STAKE_RELEASE, <uint32_t>i, v.operator, self.stake_asset, amount, v.stake)
             elif v.unbond_at < next_at:
                 next_at = v.unbond_at
         self.next_release = next_at
+
+    cdef int64_t *fee_slot(self, uint32_t venue, uint32_t asset) noexcept nogil:
+        """The venue's collected-fee counter for the asset (created at 0); valid until the next call."""
+        cdef int64_t i = xos_hmap_get(&self.fee_index, venue, asset)
+        if i < 0:
+            if self.n_venue_pool == self.cap_venue_pool:
+                self.venue_pool = <int64_t *>grow(self.venue_pool, &self.cap_venue_pool, self.n_venue_pool + 1,
+                                                  sizeof(int64_t), b"venue fees")
+            i = self.n_venue_pool
+            self.n_venue_pool += 1
+            self.venue_pool[i] = 0
+            if xos_hmap_put(&self.fee_index, venue, asset, i):
+                die(b"venue fee index")
+        return &self.venue_pool[i]
+
+    cdef void collect(self, uint32_t venue, uint32_t asset, int64_t amount) noexcept nogil:
+        if amount == 0:
+            return
+        if venue == 0:
+            self.fee_pool[asset] += amount
+        else:
+            self.fee_slot(venue, asset)[0] += amount
+
+    cdef Volume *volume_of(self, int64_t account, uint32_t venue, bint create) noexcept nogil:
+        cdef int64_t i = xos_hmap_get(&self.volume_index, account, venue)
+        if i < 0:
+            if not create:
+                return NULL
+            if self.n_volumes == self.cap_volumes:
+                self.volume_rows = <Volume *>grow(self.volume_rows, &self.cap_volumes, self.n_volumes + 1, sizeof(Volume),
+                                              b"volumes")
+            i = self.n_volumes
+            self.n_volumes += 1
+            memset(&self.volume_rows[i], 0, sizeof(Volume))
+            if xos_hmap_put(&self.volume_index, account, venue, i):
+                die(b"volume index")
+        return &self.volume_rows[i]
+
+    cdef void add_volume(self, Order *o, uint32_t quote, int64_t notional) noexcept nogil:
+        """Count a fill towards the order's account's tier on its venue (tier-asset markets only)."""
+        cdef Venue *v = &self.venue_table[o.venue]
+        cdef int64_t epoch
+        cdef Volume *vol
+        if quote != v.tier_asset:
+            return
+        epoch = self._now // v.tier_epoch
+        vol = self.volume_of(o.account, o.venue, True)
+        if vol.epoch != epoch:
+            vol.previous = vol.current if vol.epoch == epoch - 1 else 0
+            vol.current = 0
+            vol.epoch = epoch
+        vol.current = vol.current + notional if notional < XOS_MAX_MONEY - vol.current else XOS_MAX_MONEY
+
+    cdef void order_fees(self, Market *m, uint32_t venue, int64_t account, int16_t *maker, int16_t *taker) noexcept nogil:
+        """An order's fees: venue 0 charges the market's; another venue its own, at the highest tier
+        whose minimum the account's volume there in the previous epoch reaches."""
+        cdef Venue *v = &self.venue_table[venue]
+        cdef Volume *vol
+        cdef int64_t epoch, last = 0
+        cdef int32_t i
+        if venue == 0:
+            maker[0] = <int16_t>m.maker_bps
+            taker[0] = <int16_t>m.taker_bps
+            return
+        maker[0] = <int16_t>v.maker_bps
+        taker[0] = <int16_t>v.taker_bps
+        if v.n_tiers == 0:
+            return
+        vol = self.volume_of(account, venue, False)
+        if vol != NULL:
+            epoch = self._now // v.tier_epoch
+            if vol.epoch == epoch:
+                last = vol.previous
+            elif vol.epoch == epoch - 1:
+                last = vol.current
+        for i in range(v.n_tiers):
+            if last >= v.tiers[i].min_volume:
+                maker[0] = <int16_t>v.tiers[i].maker_bps
+                taker[0] = <int16_t>v.tiers[i].taker_bps
+
+    cdef void cmd_venue_fees(self, const xos_command *c) noexcept nogil:
+        """VenueFees (base maker / taker and the split) and VenueFeeTier (a volume tier)."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef Venue *v = &self.venue_table[c.venue]
+        cdef uint64_t packed = <uint64_t>c.aux
+        cdef int32_t maker = <int16_t>(packed & 0xFFFF)
+        cdef int32_t taker = <int16_t>((packed >> 16) & 0xFFFF)
+        cdef int32_t op_bps = <int32_t>((packed >> 32) & 0xFFFF)
+        cdef int32_t ins_bps = <int32_t>((packed >> 48) & 0xFFFF)
+        cdef int32_t t = c.side - 1
+        if code == XOS_OK:
+            if c.venue == 0:
+                code = XOS_PROTOCOL_VENUE
+            elif v.status == XOS_VSTATUS_RETIRED:
+                code = XOS_VENUE_RETIRED
+            elif c.kind == XOS_CMD_VENUE_FEES:
+                if maker < -1000 or taker > 1000 or maker > taker or maker + taker < 0 or op_bps + ins_bps > 10000:
+                    code = XOS_INVALID_VENUE_FEES
+            elif c.side < 1 or c.side > 4 or t > v.n_tiers or c.price < 0 or (c.price > 0 and (
+                    c.qty <= 0 or (t > 0 and c.price <= v.tiers[t - 1].min_volume)
+                    or (t + 1 < v.n_tiers and c.price >= v.tiers[t + 1].min_volume))):
+                code = XOS_INVALID_FEE_TIER
+            elif c.price > 0 and (c.market < 1 or c.market > <uint32_t>self.max_assets
+                                  or not self.asset_table[c.market].exists):
+                code = XOS_UNKNOWN_ASSET
+            elif c.price > 0 and (maker < -1000 or taker > 1000 or maker > taker or maker + taker < 0):
+                code = XOS_INVALID_VENUE_FEES
+        if code:
+            self.reject(c, code)
+            return
+        if c.kind == XOS_CMD_VENUE_FEES:
+            v.maker_bps = maker
+            v.taker_bps = taker
+            v.operator_bps = op_bps
+            v.insurance_bps = ins_bps
+        elif c.price == 0:  # removes this tier and those above it
+            v.n_tiers = t
+        else:
+            v.tiers[t].min_volume = c.price
+            v.tiers[t].maker_bps = maker
+            v.tiers[t].taker_bps = taker
+            v.tier_asset = c.market
+            v.tier_epoch = c.qty
+            if t == v.n_tiers:
+                v.n_tiers += 1
+        self.emit_venue(c)
+
+    cdef void cmd_sweep_fees(self, const xos_command *c) noexcept nogil:
+        """Pay a venue's collected fees in one asset out by its split: operator, insurance fund,
+        and the protocol (which also gets the rounding remainder)."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef Venue *v = &self.venue_table[c.venue]
+        cdef int64_t i = -1, pool, to_operator, to_insurance
+        if code == XOS_OK:
+            if c.venue == 0:
+                code = XOS_PROTOCOL_VENUE
+            elif c.market < 1 or c.market > <uint32_t>self.max_assets or not self.asset_table[c.market].exists:
+                code = XOS_UNKNOWN_ASSET
+            else:
+                i = xos_hmap_get(&self.fee_index, c.venue, c.market)
+                if i < 0 or self.venue_pool[i] == 0:
+                    code = XOS_NOTHING_TO_SWEEP
+        if code:
+            self.reject(c, code)
+            return
+        pool = self.venue_pool[i]
+        to_operator = (pool // 10000) * v.operator_bps + (pool % 10000) * v.operator_bps // 10000
+        to_insurance = (pool // 10000) * v.insurance_bps + (pool % 10000) * v.insurance_bps // 10000
+        self.venue_pool[i] = 0
+        self.emit_venue(c)
+        pool -= to_operator
+        if to_operator:
+            self.transfer(XOS_XFER_FEE_OPERATOR, c.venue, v.operator, c.market, to_operator, pool)
+        pool -= to_insurance
+        if to_insurance:
+            self.transfer(XOS_XFER_FEE_INSURANCE, c.venue, v.insurance, c.market, to_insurance, pool)
+        if pool:
+            self.transfer(XOS_XFER_FEE_PROTOCOL, c.venue, self.protocol_account, c.market, pool, 0)
 
     cdef void cmd_venue_params(self, const xos_command *c) noexcept nogil:
         cdef uint16_t code = XOS_OK
@@ -1302,11 +1480,18 @@ cdef class Matcher:
         v.unbonding = 0
         v.unbond_at = 0
         v.open_orders = 0
+        v.maker_bps = 0
+        v.taker_bps = 0
+        v.operator_bps = 0
+        v.insurance_bps = 0
+        v.tier_asset = 0
+        v.n_tiers = 0
+        v.tier_epoch = 0
         self.set_status(v, XOS_VSTATUS_LIVE)
         if self.account_index_of(c.id) < 0:
             self.new_account(c.id)
         self.emit_venue(c)
-        self.transfer(XOS_XFER_STAKE_LOCK, c.venue, c.account, -c.qty)
+        self.transfer(XOS_XFER_STAKE_LOCK, c.venue, c.account, self.stake_asset, -c.qty, v.stake)
 
     cdef void cmd_stake(self, const xos_command *c) noexcept nogil:
         """AddStake (from the operator's free balance) and Unbond (a release after the period)."""
@@ -1334,7 +1519,7 @@ cdef class Matcher:
         self.emit_venue(c)
         if c.kind == XOS_CMD_ADD_STAKE:
             v.stake += c.qty
-            self.transfer(XOS_XFER_STAKE_LOCK, c.venue, v.operator, -c.qty)
+            self.transfer(XOS_XFER_STAKE_LOCK, c.venue, v.operator, self.stake_asset, -c.qty, v.stake + v.unbonding)
             return
         v.stake -= c.qty
         v.unbonding = c.qty
@@ -1453,9 +1638,11 @@ cdef class Matcher:
         to_insurance = c.qty if c.qty < c.price else c.price
         self.emit_venue(c)
         if to_insurance > 0:
-            self.transfer(XOS_XFER_SLASH_INSURANCE, c.venue, v.insurance, to_insurance)
+            self.transfer(XOS_XFER_SLASH_INSURANCE, c.venue, v.insurance, self.stake_asset, to_insurance,
+                          v.stake + v.unbonding)
         if c.qty > to_insurance:
-            self.transfer(XOS_XFER_SLASH_PROTOCOL, c.venue, self.protocol_account, c.qty - to_insurance)
+            self.transfer(XOS_XFER_SLASH_PROTOCOL, c.venue, self.protocol_account, self.stake_asset,
+                          c.qty - to_insurance, v.stake + v.unbonding)
 
     cdef void emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
@@ -1509,6 +1696,10 @@ cdef class Matcher:
             self.cmd_slash(c)
         elif c.kind == XOS_CMD_VENUE_PARAMS:
             self.cmd_venue_params(c)
+        elif c.kind == XOS_CMD_VENUE_FEES or c.kind == XOS_CMD_VENUE_FEE_TIER:
+            self.cmd_venue_fees(c)
+        elif c.kind == XOS_CMD_SWEEP_FEES:
+            self.cmd_sweep_fees(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -1663,21 +1854,30 @@ cdef class Matcher:
         cdef Venue *v
         params = np.array([self.admin, self.protocol_account, self.stake_asset, self.min_stake, self.unbond_period,
                            self.next_release], dtype=np.int64)
-        rows, offers = [], []
+        cdef int64_t k
+        rows, offers, tiers = [], [], []
         for i in range(self.max_venues):
             v = &self.venue_table[i]
             if not v.exists:
                 continue
             rows.append((i, v.status, v.access, v.pool, 0, v.accepts, v.blocked_regions, v.operator, v.insurance,
-                         v.stake, v.unbonding, v.unbond_at))
+                         v.stake, v.unbonding, v.unbond_at, v.maker_bps, v.taker_bps, v.operator_bps,
+                         v.insurance_bps, v.tier_asset, v.n_tiers, v.tier_epoch))
+            tiers += [(i, t, v.tiers[t].min_volume, v.tiers[t].maker_bps, v.tiers[t].taker_bps)
+                      for t in range(v.n_tiers)]
             offers += [(i, m) for m in range(1, self.max_markets + 1) if self.offered(i, m)]
         allowed = sorted((self.allow_index.slots[h].k2, self.allow_index.slots[h].k1)
                          for h in range(<int64_t>self.allow_index.mask + 1) if self.allow_index.slots[h].val >= 0)
         regions = [(h, self.accts[h].region) for h in range(self.n_accounts) if self.accts[h].region]
+        fees = sorted((self.fee_index.slots[h].k1, self.fee_index.slots[h].k2, self.venue_pool[k])
+                      for h in range(<int64_t>self.fee_index.mask + 1) if (k := self.fee_index.slots[h].val) >= 0)
         return {"venue_params": params, "venues": np.array(rows, dtype=VENUE_STATE),
                 "venue_offers": np.array(offers, dtype=PAIR_STATE).reshape(-1),
                 "venue_allowed": np.array(allowed, dtype=PAIR_STATE).reshape(-1),
-                "account_regions": np.array(regions, dtype=PAIR_STATE).reshape(-1)}
+                "account_regions": np.array(regions, dtype=PAIR_STATE).reshape(-1),
+                "venue_tiers": np.array(tiers, dtype=TIER_STATE).reshape(-1),
+                "venue_fees": np.array(fees, dtype=VENUE_FEE_STATE).reshape(-1),
+                "venue_volumes": np.array(self.volumes(), dtype=VOLUME_STATE).reshape(-1)}
 
     def import_venues(self, state):
         """Load ``export_venues``'s arrays (before the orders, whose venues must exist)."""
@@ -1700,7 +1900,29 @@ cdef class Matcher:
             v.unbonding = row["unbonding"]
             v.unbond_at = row["unbond_at"]
             v.open_orders = 0
+            v.maker_bps = row["maker_bps"]
+            v.taker_bps = row["taker_bps"]
+            v.operator_bps = row["operator_bps"]
+            v.insurance_bps = row["insurance_bps"]
+            v.tier_asset = row["tier_asset"]
+            v.n_tiers = row["n_tiers"]
+            v.tier_epoch = row["tier_epoch"]
             self.set_status(v, row["status"])
+        for row in state["venue_tiers"]:
+            if not (0 <= row["venue"] < self.max_venues and 0 <= row["tier"] < 4):
+                raise ValueError(f"fee tier {row['tier']} of venue {row['venue']} is out of range")
+            v = &self.venue_table[<int32_t>row["venue"]]
+            v.tiers[row["tier"]].min_volume = row["min_volume"]
+            v.tiers[row["tier"]].maker_bps = row["maker_bps"]
+            v.tiers[row["tier"]].taker_bps = row["taker_bps"]
+        for row in state["venue_fees"]:
+            self.fee_slot(<uint32_t>row["venue"], <uint32_t>row["asset"])[0] = row["amount"]
+        cdef Volume *vol
+        for row in state["venue_volumes"]:
+            vol = self.volume_of(row["account"], <uint32_t>row["venue"], True)
+            vol.epoch = row["epoch"]
+            vol.current = row["current"]
+            vol.previous = row["previous"]
         memset(self.offers, 0, <size_t>(self.max_venues * self.offer_words) * sizeof(uint64_t))
         for row in state["venue_offers"]:
             if not (0 <= row["a"] < self.max_venues and self.venue_table[<int32_t>row["a"]].exists
@@ -1762,7 +1984,8 @@ cdef class Matcher:
             out[k].stp = o.stp
             out[k].post_only = o.post_only
             out[k].tif = o.tif
-            out[k].pad = 0
+            out[k].maker_bps = o.maker_bps
+            out[k].taker_bps = o.taker_bps
             k += 1
 
     cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,
@@ -1806,7 +2029,9 @@ cdef class Matcher:
             o.filled = orders[i].filled
             o.remaining = orders[i].remaining
             o.expire_at = orders[i].expire_at
-            o.hold_per_lot = xos_buy_hold(1, o.price, mk.taker_bps)
+            o.maker_bps = orders[i].maker_bps
+            o.taker_bps = orders[i].taker_bps
+            o.hold_per_lot = xos_buy_hold(1, o.price, o.taker_bps)
             o.acct_idx = <int32_t>acct_idx
             o.bal_base = self.ensure_balance(acct_idx, mk.base)
             o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
@@ -2057,6 +2282,36 @@ cdef class Matcher:
         cdef int64_t a = self.account_index_of(account)
         return self.accts[a].region if a >= 0 else 0
 
+    def venue_fee_schedule(self, int venue_id):
+        """The fees of orders placed through the venue (venue 0: each market's own) and its split."""
+        cdef Venue *v
+        cdef int32_t i
+        if not 0 <= venue_id < self.max_venues or not self.venue_table[venue_id].exists:
+            raise KeyError(f"unknown venue {venue_id!r}")
+        v = &self.venue_table[venue_id]
+        return VenueFeesView(v.maker_bps, v.taker_bps, v.operator_bps, v.insurance_bps, v.tier_asset, v.tier_epoch,
+                             tuple((v.tiers[i].min_volume, v.tiers[i].maker_bps, v.tiers[i].taker_bps)
+                                   for i in range(v.n_tiers)))
+
+    def venue_fees(self, int venue_id):
+        """Fees the venue collected and has not swept yet: ``{asset: amount}`` (venue 0's are
+        ``fees(asset)``, the protocol's pool)."""
+        cdef int64_t h, i
+        out = {}
+        for h in range(<int64_t>self.fee_index.mask + 1):
+            i = self.fee_index.slots[h].val
+            if i >= 0 and self.fee_index.slots[h].k1 == venue_id and self.venue_pool[i]:
+                out[self.fee_index.slots[h].k2] = self.venue_pool[i]
+        return dict(sorted(out.items()))
+
+    def volumes(self):
+        """Traded volume counted for fee tiers: sorted ``(account, venue, epoch, current, previous)``."""
+        cdef int64_t h, i
+        return sorted((self.volume_index.slots[h].k1, self.volume_index.slots[h].k2, self.volume_rows[i].epoch,
+                       self.volume_rows[i].current, self.volume_rows[i].previous)
+                      for h in range(<int64_t>self.volume_index.mask + 1)
+                      if (i := self.volume_index.slots[h].val) >= 0)
+
     def venue_params(self):
         return VenueParamsView(self.admin, self.protocol_account, self.stake_asset, self.min_stake, self.unbond_period)
 
@@ -2072,7 +2327,14 @@ cdef class Matcher:
 STATE_VERSION = 3  # 3: venues
 VENUE_STATE = np.dtype([("venue", "<u4"), ("status", "u1"), ("access", "u1"), ("pool", "u1"), ("pad", "u1"),
                         ("accepts", "<u8"), ("blocked_regions", "<u8"), ("operator", "<i8"), ("insurance", "<i8"),
-                        ("stake", "<i8"), ("unbonding", "<i8"), ("unbond_at", "<i8")])
+                        ("stake", "<i8"), ("unbonding", "<i8"), ("unbond_at", "<i8"), ("maker_bps", "<i4"),
+                        ("taker_bps", "<i4"), ("operator_bps", "<i4"), ("insurance_bps", "<i4"), ("tier_asset", "<u4"),
+                        ("n_tiers", "<i4"), ("tier_epoch", "<i8")])
+TIER_STATE = np.dtype([("venue", "<i8"), ("tier", "<i8"), ("min_volume", "<i8"), ("maker_bps", "<i4"),
+                       ("taker_bps", "<i4")])
+VENUE_FEE_STATE = np.dtype([("venue", "<i8"), ("asset", "<i8"), ("amount", "<i8")])
+VOLUME_STATE = np.dtype([("account", "<i8"), ("venue", "<i8"), ("epoch", "<i8"), ("current", "<i8"),
+                         ("previous", "<i8")])
 PAIR_STATE = np.dtype([("a", "<i8"), ("b", "<i8")])  # (venue, market), (venue, account), (account index, region)
 ASSET_STATE = np.dtype([("asset", "<u4"), ("decimals", "<i4"), ("symbol_lo", "<i8"), ("symbol_hi", "<i8"),
                         ("outstanding", "<i8"), ("fees", "<i8")])
@@ -2085,7 +2347,7 @@ BALANCE_STATE = np.dtype([("account_index", "<i8"), ("asset", "<u4"), ("pad", "<
 ORDER_STATE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
                         ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("expire_at", "<i8"),
                         ("rest_seq", "<i8"), ("market", "<u4"), ("venue", "<u4"), ("side", "u1"), ("stp", "u1"), ("post_only", "u1"),
-                        ("tif", "u1"), ("pad", "<u4")])
+                        ("tif", "u1"), ("maker_bps", "<i2"), ("taker_bps", "<i2")])
 if ORDER_STATE.itemsize != sizeof(OrderState) or BALANCE_STATE.itemsize != sizeof(BalanceState):
     raise ImportError("snapshot row dtypes do not match the C structs")
 
@@ -2123,7 +2385,8 @@ class Engine(CommandAPI):
 _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
-    "venues", "venue", "venue_markets", "allowed", "region", "venue_params",
+    "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
+    "volumes",
 )
 
 

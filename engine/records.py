@@ -72,7 +72,7 @@ class Cmd(enum.IntEnum):
     ADD_MARKET = 33
     HALT = 48
     RESUME = 49
-    # 64-95: venue commands (71 reserved for venue fees)
+    # 64-95: venue commands
     VENUE_PARAMS = 64
     LAUNCH_VENUE = 65
     ADD_STAKE = 66
@@ -80,12 +80,15 @@ class Cmd(enum.IntEnum):
     VENUE_STATUS = 68
     VENUE_ACCESS = 69
     VENUE_POLICY = 70
+    VENUE_FEES = 71  # maker / taker bps and the split of collected fees
     OFFER_MARKET = 72
     WITHDRAW_MARKET = 73
     ALLOW = 74
     DENY = 75
     SET_REGION = 76
     SLASH = 77
+    VENUE_FEE_TIER = 78  # a volume tier: lower fees from a traded volume on
+    SWEEP_FEES = 79  # pay a venue's collected fees out by its split
     # 96-111: oracle prices and outcome resolution (the feeds issue)
     ORACLE_PRICE = 96
     RESOLVE = 97
@@ -176,8 +179,12 @@ class Transfer(enum.IntEnum):
     STAKE_RELEASE = 2  # venue unbonding stake -> operator free (the unbond period is over)
     SLASH_INSURANCE = 3  # venue stake -> the venue's insurance fund account
     SLASH_PROTOCOL = 4  # venue stake -> the protocol account
+    FEE_OPERATOR = 5  # venue fee pool -> its operator (SweepFees)
+    FEE_INSURANCE = 6  # venue fee pool -> its insurance fund account
+    FEE_PROTOCOL = 7  # venue fee pool -> the protocol account (with the rounding remainder)
 
 
+MAX_FEE_TIERS = 4
 ALL_POOLS = -1  # VenuePolicy accepts-mask with every pool (u64 all ones as int64)
 MAX_POOLS = 64
 MAX_REGIONS = 64
@@ -222,6 +229,14 @@ def unpack_market_params(packed: int) -> tuple[int, int, int]:
         return x - 0x10000 if x >= 0x8000 else x
 
     return s16(u & 0xFFFF), s16((u >> 16) & 0xFFFF), u >> 32
+
+
+def pack_venue_fees(maker_bps: int, taker_bps: int, operator_bps: int = 0, insurance_bps: int = 0) -> int:
+    """VenueFees' and VenueFeeTier's ``aux``: maker (int16) | taker (int16) << 16 | operator share
+    (uint16) << 32 | insurance fund share (uint16) << 48, in bps."""
+    u = (maker_bps & 0xFFFF) | ((taker_bps & 0xFFFF) << 16) | ((operator_bps & 0xFFFF) << 32) | (
+        (insurance_bps & 0xFFFF) << 48)
+    return u - (1 << 64) if u >= 1 << 63 else u
 
 
 def command(kind: int, **fields) -> np.ndarray:

@@ -92,8 +92,8 @@ Cython engine must do the same):
     if absent; so fills never need to create one).  Rejected commands create
     nothing.  ``balances()`` lists every asset with an entry, (0, 0) ones
     included, in asset id order.
-14. The maker's hold per lot uses the fpl computed from ITS price when it was
-    placed/amended (the market's taker_bps never changes), both for release
+14. The maker's hold per lot uses the fpl computed from ITS price (and its own taker
+    fee, fixed when it was placed) when it was placed/amended, both for release
     on fills and on cancels.
 15. AddMarket: base unknown or quote unknown is UNKNOWN_ASSET before
     SAME_BASE_AND_QUOTE; min size <= 0 or not a multiple of lot is
@@ -128,7 +128,7 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import AssetView, MarketView, OrderView, VenueParamsView, VenueView
+from .views import AssetView, MarketView, OrderView, VenueFeesView, VenueParamsView, VenueView
 
 MAX_MONEY = 1 << 62
 
@@ -159,6 +159,10 @@ _U64 = (1 << 64) - 1
 _STP_CODE = int(RC.SELF_TRADE_PREVENTED)
 
 
+def _s16(x: int) -> int:
+    return x - 0x10000 if x >= 0x8000 else x
+
+
 def fee_ceil(notional: int, bps: int) -> int:
     """ceil(notional * bps / 10000), rounded towards +infinity (also for negative bps)."""
     return -((-notional * bps) // 10000)
@@ -166,7 +170,8 @@ def fee_ceil(notional: int, bps: int) -> int:
 
 class _Order:
     __slots__ = ("order_id", "account", "client_id", "market", "venue", "side", "price", "qty",
-                 "filled", "remaining", "expire_at", "stp", "post_only", "fpl", "resting")
+                 "filled", "remaining", "expire_at", "stp", "post_only", "fpl", "resting", "maker_bps",
+                 "taker_bps")
 
     def view(self) -> OrderView:
         return OrderView(self.order_id, self.account, self.client_id, self.market, self.venue,
@@ -214,7 +219,8 @@ class _Market:
 
 class _Venue:
     __slots__ = ("venue_id", "operator", "insurance", "status", "access", "pool", "accepts", "blocked",
-                 "stake", "unbonding", "unbond_at", "offers")
+                 "stake", "unbonding", "unbond_at", "offers", "maker_bps", "taker_bps", "operator_bps",
+                 "insurance_bps", "tier_asset", "tier_epoch", "tiers")
 
     def __init__(self, venue_id: int, operator: int, insurance: int, access: int, stake: int):
         self.venue_id = venue_id
@@ -229,6 +235,9 @@ class _Venue:
         self.unbonding = 0
         self.unbond_at = 0
         self.offers: set[int] = set()
+        self.maker_bps = self.taker_bps = self.operator_bps = self.insurance_bps = 0
+        self.tier_asset = self.tier_epoch = 0
+        self.tiers: list[tuple[int, int, int]] = []  # (min_volume, maker_bps, taker_bps) ascending
 
     def match_mask(self) -> int:
         """The pools its resting orders may trade with: none while halted or retired."""
@@ -257,6 +266,8 @@ class ReferenceEngine(CommandAPI):
         self._stake_asset = 0
         self._min_stake = 0
         self._unbond_period = 0
+        self._venue_fees: dict[tuple[int, int], int] = {}  # (venue, asset) -> collected, not swept
+        self._volumes: dict[tuple[int, int], list[int]] = {}  # (account, venue) -> [epoch, current, previous]
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -299,6 +310,9 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.DENY): self._venue_config,
             int(Cmd.SET_REGION): self._set_region,
             int(Cmd.SLASH): self._slash,
+            int(Cmd.VENUE_FEES): self._venue_fees_cmd,
+            int(Cmd.VENUE_FEE_TIER): self._venue_fees_cmd,
+            int(Cmd.SWEEP_FEES): self._sweep_fees,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -332,7 +346,7 @@ class ReferenceEngine(CommandAPI):
         for v in sorted(self._venues.values(), key=lambda v: v.venue_id):
             if v.unbonding and v.unbond_at <= now:
                 amount, v.unbonding, v.unbond_at = v.unbonding, 0, 0
-                self._transfer(int(Transfer.STAKE_RELEASE), v, v.operator, amount)
+                self._stake_transfer(int(Transfer.STAKE_RELEASE), v, v.operator, amount)
         # step 3: the command
         handler = self._handlers.get(row[0])
         code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
@@ -538,8 +552,8 @@ class ReferenceEngine(CommandAPI):
             lots = q // m.lot
             price = maker.price
             notional = price * lots
-            taker_fee = fee_ceil(notional, m.taker_bps)
-            maker_fee = fee_ceil(notional, m.maker_bps)
+            taker_fee = fee_ceil(notional, o.taker_bps)
+            maker_fee = max(fee_ceil(notional, maker.maker_bps), -taker_fee)  # rebates come out of the taker fee
             o.remaining -= q
             o.filled += q
             maker.remaining -= q
@@ -566,7 +580,11 @@ class ReferenceEngine(CommandAPI):
             if squote is None:
                 squote = sb[quote] = [0, 0]
             squote[0] += notional - seller_fee
-            self._fees[quote] += taker_fee + maker_fee
+            self._collect(o.venue, quote, taker_fee + min(maker_fee, 0))
+            self._collect(maker.venue, quote, max(maker_fee, 0))
+            for side in (o, maker):
+                if self._venues[side.venue].tiers:
+                    self._add_volume(side, quote, notional)
             m.last = price
             flags = (_MAKER_DONE if maker.remaining == 0 else 0) | (_TAKER_DONE if o.remaining == 0 else 0)
             self._ev(_EV_FILL, 0, o.side, 0, flags, m.market_id, o.venue, o.order_id, o.account,
@@ -624,7 +642,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_BELOW_MIN)
         if qty > MAX_MONEY:
             return int(RC.QTY_TOO_LARGE)
-        fpl = fee_ceil(price, max(m.taker_bps, 0))
+        maker_bps, taker_bps = self._order_fees(m, v, account)
+        fpl = fee_ceil(price, max(taker_bps, 0))
         hold = (qty // m.lot) * (price + fpl)
         if hold > MAX_MONEY:
             return int(RC.PRICE_TOO_LARGE)
@@ -665,6 +684,7 @@ class ReferenceEngine(CommandAPI):
         o.stp = stp
         o.post_only = bool(flags & _F_POST_ONLY)
         o.fpl = fpl
+        o.maker_bps, o.taker_bps = maker_bps, taker_bps
         o.resting = False
         if m.base not in balances:
             balances[m.base] = [0, 0]
@@ -703,7 +723,7 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_BELOW_MIN)
         if qty > MAX_MONEY:
             return int(RC.QTY_TOO_LARGE)
-        new_fpl = fee_ceil(new_price, max(m.taker_bps, 0))
+        new_fpl = fee_ceil(new_price, max(o.taker_bps, 0))
         new_hold = (qty // m.lot) * (new_price + new_fpl)
         if new_hold > MAX_MONEY:
             return int(RC.PRICE_TOO_LARGE)
@@ -890,13 +910,16 @@ class ReferenceEngine(CommandAPI):
         (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty, cid, aux) = row
         self._ev(int(Ev.VENUE), 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
 
-    def _transfer(self, reason: int, v: _Venue, account: int, amount: int) -> None:
-        """amount of the stake asset into (> 0) or out of (< 0) the account's free balance, against
-        the venue's locked stake (already updated)."""
-        b = self._bal[account].setdefault(self._stake_asset, [0, 0])
+    def _transfer(self, reason: int, v: _Venue, account: int, asset: int, amount: int, bucket_after: int) -> None:
+        """amount of the asset into (> 0) or out of (< 0) the account's free balance, against a bucket
+        of the venue (its locked stake or its fee pool, already updated; bucket_after is its size)."""
+        b = self._bal[account].setdefault(asset, [0, 0])
         b[0] += amount
-        self._ev(int(Ev.VENUE_TRANSFER), 0, 0, reason, 0, self._stake_asset, v.venue_id, 0, account, 0,
-                 v.stake + v.unbonding, amount, b[0], taker_fee=b[1])
+        self._ev(int(Ev.VENUE_TRANSFER), 0, 0, reason, 0, asset, v.venue_id, 0, account, 0, bucket_after, amount,
+                 b[0], taker_fee=b[1])
+
+    def _stake_transfer(self, reason: int, v: _Venue, account: int, amount: int) -> None:
+        self._transfer(reason, v, account, self._stake_asset, amount, v.stake + v.unbonding)
 
     def _operator_code(self, venue: int, account: int) -> int:
         if account <= 0:
@@ -963,7 +986,7 @@ class ReferenceEngine(CommandAPI):
         v = self._venues[venue] = _Venue(venue, account, insurance, access, stake)
         self._bal.setdefault(insurance, {})
         self._venue_echo(row)
-        self._transfer(int(Transfer.STAKE_LOCK), v, account, -stake)
+        self._stake_transfer(int(Transfer.STAKE_LOCK), v, account, -stake)
         return 0
 
     def _stake(self, row) -> int:
@@ -983,7 +1006,7 @@ class ReferenceEngine(CommandAPI):
                 return int(RC.INSUFFICIENT_STAKE_BALANCE)
             self._venue_echo(row)
             v.stake += amount
-            self._transfer(int(Transfer.STAKE_LOCK), v, v.operator, -amount)
+            self._stake_transfer(int(Transfer.STAKE_LOCK), v, v.operator, -amount)
             return 0
         if v.unbonding:
             return int(RC.UNBOND_PENDING)
@@ -1096,10 +1119,126 @@ class ReferenceEngine(CommandAPI):
         to_insurance = min(amount, shortfall)
         self._venue_echo(row)
         if to_insurance:
-            self._transfer(int(Transfer.SLASH_INSURANCE), v, v.insurance, to_insurance)
+            self._stake_transfer(int(Transfer.SLASH_INSURANCE), v, v.insurance, to_insurance)
         if amount > to_insurance:
-            self._transfer(int(Transfer.SLASH_PROTOCOL), v, self._protocol, amount - to_insurance)
+            self._stake_transfer(int(Transfer.SLASH_PROTOCOL), v, self._protocol, amount - to_insurance)
         return 0
+
+    def _collect(self, venue: int, asset: int, amount: int) -> None:
+        """Fees into the venue's pool; venue 0's pool is the protocol's (``fees(asset)``)."""
+        if venue == 0:
+            self._fees[asset] += amount
+        elif amount:
+            self._venue_fees[(venue, asset)] = self._venue_fees.get((venue, asset), 0) + amount
+
+    def _add_volume(self, o: _Order, quote: int, notional: int) -> None:
+        v = self._venues[o.venue]
+        if quote != v.tier_asset:
+            return
+        epoch = self._now // v.tier_epoch
+        vol = self._volumes.setdefault((o.account, o.venue), [0, 0, 0])
+        if vol[0] != epoch:
+            vol[:] = [epoch, 0, vol[1] if vol[0] == epoch - 1 else 0]
+        vol[1] = min(vol[1] + notional, MAX_MONEY)
+
+    def _order_fees(self, m: _Market, v: _Venue, account: int) -> tuple[int, int]:
+        """Venue 0: the market's fees; another venue: its own at the account's tier (the highest
+        whose minimum its volume there in the previous epoch reaches)."""
+        if v.venue_id == 0:
+            return m.maker_bps, m.taker_bps
+        fees = (v.maker_bps, v.taker_bps)
+        vol = self._volumes.get((account, v.venue_id))
+        last = 0
+        if vol is not None and v.tiers:
+            epoch = self._now // v.tier_epoch
+            last = vol[2] if vol[0] == epoch else vol[1] if vol[0] == epoch - 1 else 0
+        for min_volume, maker, taker in v.tiers:
+            if last >= min_volume:
+                fees = (maker, taker)
+        return fees
+
+    def _venue_fees_cmd(self, row) -> int:
+        """VenueFees (base fees and the split) and VenueFeeTier (a volume tier)."""
+        kind, tier, venue, asset, account, min_volume, epoch, packed = (row[0], row[1], row[6], row[7], row[9],
+                                                                       row[10], row[11], row[13])
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        u = packed & _U64
+        maker, taker = _s16(u & 0xFFFF), _s16((u >> 16) & 0xFFFF)
+        op_bps, ins_bps = (u >> 32) & 0xFFFF, (u >> 48) & 0xFFFF
+        fees_ok = -1000 <= maker <= taker <= 1000 and maker + taker >= 0
+        if venue == 0:
+            return int(RC.PROTOCOL_VENUE)
+        if v.status == _RETIRED:
+            return int(RC.VENUE_RETIRED)
+        if kind == int(Cmd.VENUE_FEES):
+            if not fees_ok or op_bps + ins_bps > 10000:
+                return int(RC.INVALID_VENUE_FEES)
+            v.maker_bps, v.taker_bps, v.operator_bps, v.insurance_bps = maker, taker, op_bps, ins_bps
+            self._venue_echo(row)
+            return 0
+        t = tier - 1
+        n = len(v.tiers)
+        if not 0 <= t <= min(n, 3) or min_volume < 0 or (min_volume > 0 and (
+                epoch <= 0 or (t > 0 and min_volume <= v.tiers[t - 1][0])
+                or (t + 1 < n and min_volume >= v.tiers[t + 1][0]))):
+            return int(RC.INVALID_FEE_TIER)
+        if min_volume > 0 and asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if min_volume > 0 and not fees_ok:
+            return int(RC.INVALID_VENUE_FEES)
+        if min_volume == 0:
+            del v.tiers[t:]
+        else:
+            if t == n:
+                v.tiers.append((min_volume, maker, taker))
+            else:
+                v.tiers[t] = (min_volume, maker, taker)
+            v.tier_asset, v.tier_epoch = asset, epoch
+        self._venue_echo(row)
+        return 0
+
+    def _sweep_fees(self, row) -> int:
+        venue, asset, account = row[6], row[7], row[9]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        if venue == 0:
+            return int(RC.PROTOCOL_VENUE)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        pool = self._venue_fees.get((venue, asset), 0)
+        if not pool:
+            return int(RC.NOTHING_TO_SWEEP)
+        v = self._venues[venue]
+        to_operator = pool * v.operator_bps // 10000
+        to_insurance = pool * v.insurance_bps // 10000
+        del self._venue_fees[(venue, asset)]
+        self._venue_echo(row)
+        left = pool - to_operator
+        if to_operator:
+            self._transfer(int(Transfer.FEE_OPERATOR), v, v.operator, asset, to_operator, left)
+        left -= to_insurance
+        if to_insurance:
+            self._transfer(int(Transfer.FEE_INSURANCE), v, v.insurance, asset, to_insurance, left)
+        if left:
+            self._transfer(int(Transfer.FEE_PROTOCOL), v, self._protocol, asset, left, 0)
+        return 0
+
+    def venue_fee_schedule(self, venue_id: int) -> VenueFeesView:
+        if venue_id not in self._venues:
+            raise KeyError(f"unknown venue {venue_id!r}")
+        v = self._venues[venue_id]
+        return VenueFeesView(v.maker_bps, v.taker_bps, v.operator_bps, v.insurance_bps, v.tier_asset, v.tier_epoch,
+                             tuple(v.tiers))
+
+    def venue_fees(self, venue_id: int) -> dict[int, int]:
+        return {asset: n for (vid, asset), n in sorted(self._venue_fees.items()) if vid == venue_id and n}
+
+    def volumes(self) -> list[tuple]:
+        return sorted((account, venue, *vol) for (account, venue), vol in self._volumes.items())
 
     def venues(self) -> list[VenueView]:
         return [self.venue(vid) for vid in sorted(self._venues)]

@@ -49,7 +49,7 @@ SUFFIX = ".xsnap"
 NAME_RE = re.compile(r"^snapshot-(\d{20})\.xsnap$")
 LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
-              "venue_offers", "venue_allowed", "account_regions")
+              "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes")
 
 assert HEADER_SIZE == 64
 

@@ -14,10 +14,12 @@ def canonical_state(engine) -> tuple:
     lasts = tuple(engine.last_price(m.market_id) for m in markets)
     counters = (engine.cmd_seq, engine.event_seq, engine.last_order_id, engine.now)
     venues = tuple(
-        (v, tuple(engine.venue_markets(v.venue_id)), tuple(engine.allowed(v.venue_id))) for v in engine.venues()
+        (v, tuple(engine.venue_markets(v.venue_id)), tuple(engine.allowed(v.venue_id)),
+         engine.venue_fee_schedule(v.venue_id), tuple(engine.venue_fees(v.venue_id).items()))
+        for v in engine.venues()
     )
     regions = tuple((account, r) for account in engine.accounts() if (r := engine.region(account)))
-    venue_state = (tuple(engine.venue_params()), venues, regions)
+    venue_state = (tuple(engine.venue_params()), venues, regions, tuple(engine.volumes()))
     # counters last: tests compare states without them as ``canonical_state(e)[:-1]``
     return (tuple(engine.assets()), markets, books, balances, fees, lasts, venue_state, counters)
 

@@ -62,3 +62,13 @@ class VenueParamsView(NamedTuple):
     stake_asset: int
     min_stake: int
     unbond_period: int  # ns of engine clock
+
+
+class VenueFeesView(NamedTuple):
+    maker_bps: int  # tier 0 (no volume); venue 0 charges each market's own fees instead
+    taker_bps: int
+    operator_bps: int  # split of swept fees; the protocol gets the rest and the rounding remainder
+    insurance_bps: int
+    tier_asset: int  # fills in markets quoted in this asset count towards tiers
+    tier_epoch: int  # ns of engine clock; an order's tier comes from the previous epoch's volume
+    tiers: tuple  # ((min_volume, maker_bps, taker_bps), ...) ascending

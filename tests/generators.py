@@ -41,6 +41,7 @@ from engine.records import (
     pack_market_assets,
     pack_market_params,
     pack_symbol,
+    pack_venue_fees,
 )
 
 MAX_MONEY = 1 << 62
@@ -708,6 +709,10 @@ class VenueStreamGenerator(StreamGenerator):
                     rows.append(_row(Cmd.ALLOW, ts, account=self.operator[v], venue=v, id=a))
             if r.random() < 0.5:
                 rows.append(self._policy(ts, v))
+            if r.random() < 0.8:
+                rows.append(self._fees(ts, v, valid=True))
+            if r.random() < 0.4:
+                rows.append(self._fee_tier(ts, v, 1))
         for a in self.accounts:
             if r.random() < 0.4:
                 rows.append(_row(Cmd.SET_REGION, ts, account=self.ADMIN, id=a, side=r.randint(0, 3)))
@@ -718,6 +723,22 @@ class VenueStreamGenerator(StreamGenerator):
         pool = r.choice([0, 0, 1, 1, 2, 3])
         accepts = r.choice([-1, 1 << pool, (1 << pool) | 1, (1 << pool) | 0b110, r.getrandbits(4) | (1 << pool)])
         return _row(Cmd.VENUE_POLICY, ts, account=self.operator[v], venue=v, side=pool, aux=accepts)
+
+    def _fees(self, ts: int, v: int, valid: bool = False) -> tuple:
+        r = self.rng
+        maker = r.choice([0, 1, -1, -5, -1000, 3, 20])
+        lowest = max(maker, -maker)
+        taker = r.choice([lowest, lowest + r.randint(0, 30), 1000] + ([] if valid else [maker - 1]))
+        split = r.choice([(0, 0), (5000, 2000), (10000, 0), (3333, 3333), (9000, 2000)])
+        return _row(Cmd.VENUE_FEES, ts, account=self.operator[v], venue=v, aux=pack_venue_fees(maker, taker, *split))
+
+    def _fee_tier(self, ts: int, v: int, tier: int) -> tuple:
+        r = self.rng
+        maker = r.choice([0, -2, -1000, 1])
+        taker = max(-maker, r.choice([0, 2, 5]))
+        return _row(Cmd.VENUE_FEE_TIER, ts, account=self.operator[v], venue=v, side=tier,
+                    market=r.choice([1, 1, 2, 9]), price=r.choice([1, 10**4, 10**6, 10**8, 0]) * tier,
+                    qty=r.choice([10**6, 10**5, 0]), aux=pack_venue_fees(maker, taker, 0, 0))
 
     def _venue_command(self, ts: int) -> tuple:
         r = self.rng
@@ -746,6 +767,13 @@ class VenueStreamGenerator(StreamGenerator):
             return _row(Cmd.ADD_STAKE, ts, account=op, venue=v, qty=r.choice([1, 100, 10**6, 10**9, 0]))
         if x < 0.85:
             return _row(Cmd.UNBOND, ts, account=op, venue=v, qty=r.choice([1, 100, 1000, 5000, 10**6, 0]))
+        if x < 0.86:
+            y = r.random()
+            if y < 0.2:
+                return self._fees(ts, v) if v in self.operator else _row(Cmd.VENUE_FEES, ts, account=op, venue=v)
+            if y < 0.4 and v in self.operator:
+                return self._fee_tier(ts, v, r.randint(1, 5))
+            return _row(Cmd.SWEEP_FEES, ts, account=op, venue=v, market=r.choice([1, 1, 2, 3, 9]))
         if x < 0.9:
             return _row(Cmd.SLASH, ts, account=r.choice([self.ADMIN, self.ADMIN, op]), venue=v,
                         qty=r.choice([1, 50, 400, 10**6]), price=r.choice([0, 30, 10**6, -1]), aux=r.randint(0, 9))

@@ -49,7 +49,8 @@ def conserved(e, asset: int) -> bool:
     in_accounts = sum(sum(e.balance(a, asset)) for a in e.accounts())
     staked = sum(v.stake + v.unbonding for v in e.venues()) if e.venue_params().stake_asset == asset else 0
     deposits = sum(int(ev["qty"]) for ev in e.history if ev["kind"] == Ev.BALANCE and ev["market"] == asset)
-    return in_accounts + staked + e.fees(asset) == deposits
+    collected = sum(e.venue_fees(v.venue_id).get(asset, 0) for v in e.venues())
+    return in_accounts + staked + e.fees(asset) + collected == deposits
 
 
 class Recorder:
@@ -263,6 +264,16 @@ BAD = [
     ("retire the protocol venue", lambda e: e.set_venue_status(ADMIN, 0, VenueStatus.RETIRED), RC.PROTOCOL_VENUE),
     ("stake on the protocol venue", lambda e: e.add_stake(ADMIN, 0, 1), RC.PROTOCOL_VENUE),
     ("change a retired venue", lambda e: e.allow(T1, 4, T2), RC.VENUE_RETIRED),
+    ("maker fee above taker fee", lambda e: e.set_venue_fees(OP1, 1, maker_bps=6, taker_bps=5), RC.INVALID_VENUE_FEES),
+    ("rebate larger than the taker fee", lambda e: e.set_venue_fees(OP1, 1, maker_bps=-6, taker_bps=5),
+     RC.INVALID_VENUE_FEES),
+    ("fee split above 100%", lambda e: e.set_venue_fees(OP1, 1, maker_bps=0, taker_bps=5, operator_bps=6000,
+                                                         insurance_bps=4001), RC.INVALID_VENUE_FEES),
+    ("fee tier with a gap", lambda e: e.set_fee_tier(OP1, 1, 2, min_volume=100, asset=USD, epoch_ns=10),
+     RC.INVALID_FEE_TIER),
+    ("fee tier without an epoch", lambda e: e.set_fee_tier(OP1, 1, 1, min_volume=100, asset=USD), RC.INVALID_FEE_TIER),
+    ("sweep with nothing collected", lambda e: e.sweep_fees(OP1, 1, USD), RC.NOTHING_TO_SWEEP),
+    ("sweep an unknown asset", lambda e: e.sweep_fees(OP1, 1, 9), RC.UNKNOWN_ASSET),
     ("market listing by a halted venue", lambda e: e.add_market(5, BTC, OKB, tick_size=1, lot_size=1, min_size=1,
                                                                  venue=3), RC.VENUE_NOT_LIVE),
 ]
@@ -303,7 +314,7 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
     issue_list = {RC.STAKE_BELOW_MINIMUM, RC.INSUFFICIENT_STAKE_BALANCE, RC.UNKNOWN_VENUE, RC.NOT_VENUE_OPERATOR,
                   RC.MARKET_NOT_OFFERED, RC.ACCOUNT_NOT_ALLOWED, RC.VENUE_HAS_OPEN_ORDERS, RC.UNBOND_PENDING}
     assert len(issue_list) == 8 and issue_list <= {code for _, _, code in BAD}
-    assert {c for c in RC if 400 <= c < 500} - {code for _, _, code in BAD} == {RC.STAKING_NOT_CONFIGURED}
+    assert {c for c in RC if 400 <= c < 500} - {code for _, _, code in BAD} == {RC.STAKING_NOT_CONFIGURED}  # below
 
 
 # ------------------------------------------------------------------ access and offers
@@ -428,6 +439,98 @@ def test_winding_down_takes_no_new_orders_but_its_resting_orders_trade(engine_cl
     ev = ok(e.place(T3, MKT, BUY, 100, 5, 1, venue=0))
     assert [int(x["maker_order"]) for x in ev if x["kind"] == Ev.FILL] == [1]
     ok(e.set_venue_status(OP1, 1, VenueStatus.RETIRED))
+
+
+# ------------------------------------------------------------------ fees per venue
+
+FEE_MKT = 3  # BTC/USD with the protocol venue's fees: maker 1, taker 4
+
+
+def fee_world(engine_cls):
+    e = two_venues(engine_cls)
+    ok(e.add_market(FEE_MKT, BTC, USD, tick_size=1, lot_size=1, min_size=1, maker_bps=1, taker_bps=4))
+    for venue, op in ((1, OP1), (2, OP2)):
+        ok(e.offer_market(op, venue, FEE_MKT))
+    ok(e.set_venue_fees(OP1, 1, maker_bps=-2, taker_bps=10, operator_bps=5000, insurance_bps=2000))
+    ok(e.set_venue_fees(OP2, 2, maker_bps=3, taker_bps=7, operator_bps=10000))
+    return e
+
+
+def test_each_side_pays_its_own_venues_fees(engine_cls):
+    e = fee_world(engine_cls)
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 50, 1, venue=1))  # maker on venue 1: rebate 2 bps
+    ok(e.place(T2, FEE_MKT, SELL, 10_000, 50, 1, venue=2))  # maker on venue 2: 3 bps
+    ev = ok(e.place(T3, FEE_MKT, BUY, 10_000, 100, 1, venue=0))  # taker on venue 0: the market's 4 bps
+    fills = [(int(x["client_id"]), int(x["maker_fee"]), int(x["taker_fee"])) for x in ev if x["kind"] == Ev.FILL]
+    assert fills == [(1, -100, 200), (2, 150, 200)]  # notional 500,000 each
+    # the taker's venue (0: the protocol pool) keeps its fees net of the rebate it funds
+    assert e.fees(USD) == 200 - 100 + 200
+    assert e.venue_fees(1) == {} and e.venue_fees(2) == {USD: 150}
+    assert e.balance(T1, USD) == (FUND + 500_000 + 100, 0)
+    assert e.balance(T3, USD) == (FUND - 1_000_000 - 400, 0)
+    assert conserved(e, USD) and conserved(e, BTC)
+
+
+def test_a_rebate_is_capped_by_the_same_fills_taker_fee(engine_cls):
+    e = fee_world(engine_cls)
+    ok(e.set_venue_fees(OP2, 2, maker_bps=0, taker_bps=0))
+    ok(e.set_venue_fees(OP1, 1, maker_bps=-10, taker_bps=10))
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 50, 1, venue=1))  # rebate 10 bps ...
+    ev = ok(e.place(T2, FEE_MKT, BUY, 10_000, 50, 1, venue=2))  # ... against a taker paying nothing
+    (fill,) = [x for x in ev if x["kind"] == Ev.FILL]
+    assert (fill["maker_fee"], fill["taker_fee"]) == (0, 0)
+    assert e.venue_fees(1) == {} and e.venue_fees(2) == {}
+    assert conserved(e, USD)
+
+
+def test_an_order_keeps_the_fees_and_hold_it_was_placed_with(engine_cls):
+    e = fee_world(engine_cls)
+    ok(e.place(T1, FEE_MKT, BUY, 10_000, 10, 1, venue=1))  # hold 10 x (10,000 + 10)
+    assert e.balance(T1, USD)[1] == 10 * 10_010
+    ok(e.set_venue_fees(OP1, 1, maker_bps=50, taker_bps=100))
+    ev = ok(e.place(T2, FEE_MKT, SELL, 10_000, 10, 1, venue=1))
+    (fill,) = [x for x in ev if x["kind"] == Ev.FILL]
+    assert (fill["maker_fee"], fill["taker_fee"]) == (-20, 1000)  # maker at -2 (its own), taker at 100
+    assert e.balance(T1, USD) == (FUND - 100_000 + 20, 0)
+
+
+def test_sweep_splits_exactly_with_the_remainder_to_the_protocol(engine_cls):
+    e = fee_world(engine_cls)
+    ok(e.place(T1, FEE_MKT, SELL, 9_999, 7, 1, venue=0))
+    ok(e.place(T2, FEE_MKT, BUY, 9_999, 7, 1, venue=1))  # taker fee ceil(69,993 x 10 / 10,000) = 70
+    assert e.venue_fees(1) == {USD: 70}
+    before = {a: e.balance(a, USD)[0] for a in (OP1, INS1, PROTOCOL)}
+    ev = ok(e.sweep_fees(OP1, 1, USD))
+    assert kinds(ev) == ["VENUE", "VENUE_TRANSFER", "VENUE_TRANSFER", "VENUE_TRANSFER"]
+    got = [(int(x["reason"]), int(x["account"]), int(x["market"]), int(x["qty"]), int(x["price"])) for x in ev[1:]]
+    assert got == [(Transfer.FEE_OPERATOR, OP1, USD, 35, 35), (Transfer.FEE_INSURANCE, INS1, USD, 14, 21),
+                   (Transfer.FEE_PROTOCOL, PROTOCOL, USD, 21, 0)]
+    assert {a: e.balance(a, USD)[0] - before[a] for a in before} == {OP1: 35, INS1: 14, PROTOCOL: 21}
+    assert e.venue_fees(1) == {} and codes(e.sweep_fees(OP1, 1, USD)) == [RC.NOTHING_TO_SWEEP]
+    assert conserved(e, USD)
+
+
+def test_volume_tiers_on_the_engine_clock(engine_cls):
+    e = fee_world(engine_cls)
+    epoch = 1_000_000
+    ok(e.set_fee_tier(OP1, 1, 1, min_volume=1_000_000, maker_bps=-3, taker_bps=5, asset=USD, epoch_ns=epoch))
+    ok(e.set_fee_tier(OP1, 1, 2, min_volume=5_000_000, maker_bps=-4, taker_bps=4, asset=USD, epoch_ns=epoch))
+    assert e.venue_fee_schedule(1).tiers == ((1_000_000, -3, 5), (5_000_000, -4, 4))
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 200, 1, venue=0, ts=10))
+    ok(e.place(T2, FEE_MKT, BUY, 10_000, 200, 1, venue=1, ts=20))  # 2,000,000 of volume in epoch 0
+    assert e.volumes() == [(T2, 1, 0, 2_000_000, 0)]
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 10, 2, venue=0, ts=30))
+    ev = ok(e.place(T2, FEE_MKT, BUY, 10_000, 10, 2, venue=1, ts=40))  # same epoch: still tier 0
+    assert [int(x["taker_fee"]) for x in ev if x["kind"] == Ev.FILL] == [100]
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 10, 3, venue=0, ts=epoch + 5))
+    ev = ok(e.place(T2, FEE_MKT, BUY, 10_000, 10, 3, venue=1, ts=epoch + 6))  # epoch 1: tier 1 from epoch 0
+    assert [int(x["taker_fee"]) for x in ev if x["kind"] == Ev.FILL] == [50]
+    ok(e.place(T1, FEE_MKT, SELL, 10_000, 10, 4, venue=0, ts=3 * epoch))
+    ev = ok(e.place(T2, FEE_MKT, BUY, 10_000, 10, 4, venue=1, ts=3 * epoch + 1))  # epoch 3: epoch 2 was empty
+    assert [int(x["taker_fee"]) for x in ev if x["kind"] == Ev.FILL] == [100]
+    ok(e.set_fee_tier(OP1, 1, 1, min_volume=0))  # removes both tiers
+    assert e.venue_fee_schedule(1).tiers == ()
+    assert conserved(e, USD)
 
 
 # ------------------------------------------------------------------ snapshots

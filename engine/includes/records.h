@@ -63,7 +63,7 @@ enum {
     XOS_CMD_ADD_MARKET = 33,
     XOS_CMD_HALT = 48,          /* risk: stop new orders and amends in a market */
     XOS_CMD_RESUME = 49,
-    /* 64-95: venue commands (71 reserved for venue fees) */
+    /* 64-95: venue commands */
     XOS_CMD_VENUE_PARAMS = 64, /* admin: stake asset, minimum stake, unbond period, protocol and admin accounts */
     XOS_CMD_LAUNCH_VENUE = 65, /* lock a stake and create a venue */
     XOS_CMD_ADD_STAKE = 66,
@@ -71,12 +71,15 @@ enum {
     XOS_CMD_VENUE_STATUS = 68, /* live / halted / winding down / retired */
     XOS_CMD_VENUE_ACCESS = 69, /* access mode and blocked regions */
     XOS_CMD_VENUE_POLICY = 70, /* matching pool and the pools it trades with */
+    XOS_CMD_VENUE_FEES = 71, /* maker / taker bps and the split of collected fees */
     XOS_CMD_OFFER_MARKET = 72,
     XOS_CMD_WITHDRAW_MARKET = 73,
     XOS_CMD_ALLOW = 74, /* allow-list */
     XOS_CMD_DENY = 75,
     XOS_CMD_SET_REGION = 76, /* admin: an account's region tag */
     XOS_CMD_SLASH = 77, /* admin: stake to insurance fund, then protocol */
+    XOS_CMD_VENUE_FEE_TIER = 78, /* a volume tier */
+    XOS_CMD_SWEEP_FEES = 79, /* pay a venue's collected fees out by its split */
     /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97
@@ -103,7 +106,10 @@ enum {
     XOS_XFER_STAKE_LOCK = 1,
     XOS_XFER_STAKE_RELEASE = 2,
     XOS_XFER_SLASH_INSURANCE = 3,
-    XOS_XFER_SLASH_PROTOCOL = 4
+    XOS_XFER_SLASH_PROTOCOL = 4,
+    XOS_XFER_FEE_OPERATOR = 5,
+    XOS_XFER_FEE_INSURANCE = 6,
+    XOS_XFER_FEE_PROTOCOL = 7
 };
 
 enum { XOS_SIDE_BUY = 0, XOS_SIDE_SELL = 1 };

@@ -60,6 +60,9 @@ cdef extern from "records.h" nogil:
         XOS_CMD_VENUE_STATUS
         XOS_CMD_VENUE_ACCESS
         XOS_CMD_VENUE_POLICY
+        XOS_CMD_VENUE_FEES
+        XOS_CMD_VENUE_FEE_TIER
+        XOS_CMD_SWEEP_FEES
         XOS_CMD_OFFER_MARKET
         XOS_CMD_WITHDRAW_MARKET
         XOS_CMD_ALLOW
@@ -78,6 +81,9 @@ cdef extern from "records.h" nogil:
         XOS_XFER_STAKE_RELEASE
         XOS_XFER_SLASH_INSURANCE
         XOS_XFER_SLASH_PROTOCOL
+        XOS_XFER_FEE_OPERATOR
+        XOS_XFER_FEE_INSURANCE
+        XOS_XFER_FEE_PROTOCOL
         XOS_EV_ACCEPTED
         XOS_EV_REJECTED
         XOS_EV_FILL
