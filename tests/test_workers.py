@@ -15,7 +15,7 @@ from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
-from engine.workers.settlement import EXTERNAL_ACCOUNT, LedgerError, SettlementLedger
+from engine.workers.settlement import BALANCES_EVERY, EXTERNAL_ACCOUNT, LedgerError, SettlementLedger
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 N_COMMANDS = 12_000
@@ -127,8 +127,46 @@ def test_settlement_crash_replay_and_reopen(stream, tmp_path):
     with pytest.raises(SequenceGapError, match="cursor moved"):
         ledger.apply(events[cuts[3]:])
     assert_settlement_matches(e, other)
-    other.close()
-    ledger.close()
+    other.close()  # folds every leg into the balances table
+    ledger.close()  # stale: folds nothing twice
+    reopened = SettlementLedger(path)
+    assert_settlement_matches(e, reopened)
+    reopened.close()
+
+
+def test_settlement_folds_balances_every_few_transactions(stream, tmp_path):
+    """Balances are exact between folds, after a fold, across a reopen without close (a crash) and
+    against a second handle that folded first."""
+    e, events = stream
+    path = tmp_path / "ledger.sqlite"
+    ledger = SettlementLedger(path)
+    for i, batch in enumerate(batches(events, random.Random(3), 300)):
+        ledger.apply(batch)
+        if i == BALANCES_EVERY + 3:
+            folded = ledger.db.execute("SELECT value FROM meta WHERE key = 'balances_cursor'").fetchone()[0]
+            assert 0 < folded < ledger.cursor  # folded once, legs after it not yet
+            crashed = SettlementLedger(path)  # what a restart after a crash sees
+            assert {a: crashed.balances(a) for a in e.accounts()} == {a: ledger.balances(a) for a in e.accounts()}
+            crashed.check()
+            crashed.db.close()
+    assert_settlement_matches(e, ledger)
+    second = SettlementLedger(path)
+    second.close()  # it folds first
+    account, asset = e.accounts()[0], e.assets()[0].asset_id
+    deposit = np.zeros(1, EVENT_DTYPE)  # the stream's next event (the shared engine stays as it is)
+    for field, value in (("kind", Ev.BALANCE), ("seq", ledger.cursor + 1), ("account", account), ("market", asset),
+                         ("qty", 5)):
+        deposit[field] = value
+    with pytest.raises(SequenceGapError, match="balances moved"):
+        ledger.apply(deposit)
+    assert ledger.cursor == int(events["seq"][-1])
+    before = ledger.balance(account, asset)  # a query follows the file (it reloads)
+    assert before == sum(f + h for f, h in [e.balances(account)[asset]])
+    ledger.db.close()
+    third = SettlementLedger(path)
+    assert third.apply(deposit) == 1 and third.balance(account, asset) == before + 5
+    third.check()
+    third.close()
 
 
 def test_settlement_gap_raises(stream, tmp_path):

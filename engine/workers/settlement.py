@@ -22,15 +22,18 @@ entry's legs sum to zero per asset):
 So an account's ledger balance of an asset equals the matcher's ``free + held`` and the fee
 account's equals ``Engine.fees(asset)``; the external account holds minus each asset's outstanding
 total.  Assets and markets are recorded from listing ``Accepted`` events (see ``Listings``).
-Amounts are exact int64 (SQLite INTEGER); a materialised ``balances`` table is updated in the same
-transaction (one upsert per account and asset a batch touched), and ``check()`` recomputes it from
-the legs.  A batch is worked out with numpy (no per-event Python loop) and written with one
+Amounts are exact int64 (SQLite INTEGER).  The ``balances`` table holds every account's balances as
+of event ``balances_cursor`` (in ``meta``); the legs after it are summed in memory (and summed again
+from the tables on open) and folded into the table, with ``balances_cursor``, in every
+``BALANCES_EVERY``-th transaction and at close: one upsert per account and asset per fold rather
+than per batch.  Queries add the two; ``check()`` recomputes both from the legs.  A batch is worked out with numpy (no per-event Python loop) and written with one
 ``executemany`` per table.  Schema 1 files (fills posted as five ``postings`` rows) are migrated on
 open.
 """
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,8 @@ _ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANC
 
 # listings (Accepted with no order), fills and deposits / withdrawals move the ledger; nothing else does
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE)
+
+BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
 
 FEE_ACCOUNT = -1
 EXTERNAL_ACCOUNT = -2
@@ -72,6 +77,7 @@ CREATE TABLE IF NOT EXISTS fills (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, 
 CREATE INDEX IF NOT EXISTS fills_taker ON fills (taker_account, seq);
 CREATE INDEX IF NOT EXISTS fills_maker ON fills (maker_account, seq);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('cursor', 0), ('schema', 2);
+INSERT OR IGNORE INTO meta (key, value) SELECT 'balances_cursor', value FROM meta WHERE key = 'cursor';
 """
 
 FILL_LEG_COLUMNS = ("cmd_seq", "buyer", "seller", "base", "quote", "buyer_quote", "seller_quote", "fee")
@@ -143,9 +149,72 @@ class SettlementLedger(EventCore):
             self.listings.markets[r[0]] = MarketDef(*r)
         self.listings.accounts = {a for (a,) in db.execute("SELECT account FROM accounts")}
         self._marr = None  # market arrays for the fills (``_market_arrays``)
+        self._balances_cursor = db.execute("SELECT value FROM meta WHERE key = 'balances_cursor'").fetchone()[0]
+        # the legs after balances_cursor, as (accounts, assets, amounts) arrays not yet folded
+        after = (self._balances_cursor,)
+        legs = db.execute(
+            "SELECT account, asset, amount FROM postings WHERE seq > ?1 "
+            "UNION ALL SELECT buyer, base, qty FROM fills WHERE seq > ?1 "
+            "UNION ALL SELECT seller, base, -qty FROM fills WHERE seq > ?1 "
+            "UNION ALL SELECT buyer, quote, buyer_quote FROM fills WHERE seq > ?1 "
+            "UNION ALL SELECT seller, quote, seller_quote FROM fills WHERE seq > ?1 "
+            f"UNION ALL SELECT {FEE_ACCOUNT}, quote, fee FROM fills WHERE seq > ?1", after).fetchall()
+        rows = np.array(legs, np.int64).reshape(-1, 3)
+        self._unfolded = [(rows[:, 0], rows[:, 1], rows[:, 2])] if len(rows) else []
+        self._unfolded_sums = None
+        self._transactions = 0
 
     def close(self) -> None:
+        if self._unfolded:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._moved():  # else the file has moved on without us: its legs are all there
+                    self._fold(self._cursor)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         self.db.close()
+
+    def _moved(self) -> str:
+        """Why the file is not where this handle left it (another writer), or ''."""
+        stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('cursor', 'balances_cursor')"))
+        if stored["cursor"] != self._cursor:
+            return f"cursor moved under us: expected {self._cursor}, database has {stored['cursor']}"
+        if stored["balances_cursor"] != self._balances_cursor:
+            return (f"balances moved under us: folded up to {self._balances_cursor} here, "
+                    f"{stored['balances_cursor']} in the database")
+        return ""
+
+    def _unfolded_now(self) -> dict[tuple[int, int], int]:
+        """``_unfolded_by_key`` for a query: a handle that only reads follows the writer (the file
+        moved, it reloads)."""
+        if self._moved():
+            self._load()
+        return self._unfolded_by_key()
+
+    def _unfolded_by_key(self) -> dict[tuple[int, int], int]:
+        """The legs after ``balances_cursor`` summed per (account, asset) (cached until the next batch)."""
+        if self._unfolded_sums is None:
+            self._unfolded_sums = {}
+            if self._unfolded:
+                acct, asset, amounts = (np.concatenate(c) for c in zip(*self._unfolded))
+                # int64 wraps, so each sum is exact whenever it fits (a balance's change does)
+                order = np.lexsort((asset, acct))
+                acct, asset, amounts = acct[order], asset[order], amounts[order]
+                start = np.flatnonzero(np.concatenate([[True], (acct[1:] != acct[:-1]) | (asset[1:] != asset[:-1])]))
+                sums = np.add.reduceat(amounts, start)
+                self._unfolded_sums = dict(zip(zip(acct[start].tolist(), asset[start].tolist()), sums.tolist()))
+        return self._unfolded_sums
+
+    def _fold(self, cursor: int) -> None:
+        """Inside a transaction: add the unfolded legs to the balances table, which is then as of ``cursor``."""
+        self.db.executemany(
+            "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
+            "ON CONFLICT (account, asset) DO UPDATE SET amount = amount + excluded.amount",
+            [(a, s, v) for (a, s), v in self._unfolded_by_key().items()],
+        )
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'balances_cursor'", (cursor,))
 
     # ----------------------------------------------------------------------------- apply
 
@@ -221,23 +290,20 @@ class SettlementLedger(EventCore):
                 legs_acct += [bal["account"], np.full(len(bal), EXTERNAL_ACCOUNT, np.int64)]
                 legs_asset += [bal["market"].astype(np.int64)] * 2
                 legs_amount += [bal["qty"], -bal["qty"]]
-            delta_rows = []
             if legs_acct:
-                # the batch's postings summed per (account, asset); int64 wraps, so each sum is exact
-                # whenever it fits (a balance's change does)
-                acct, asset = np.concatenate(legs_acct), np.concatenate(legs_asset)
-                order = np.lexsort((asset, acct))
-                acct, asset, amounts = acct[order], asset[order], np.concatenate(legs_amount)[order]
-                start = np.flatnonzero(np.concatenate([[True], (acct[1:] != acct[:-1]) | (asset[1:] != asset[:-1])]))
-                delta_rows = np.column_stack([acct[start], asset[start], np.add.reduceat(amounts, start)]).tolist()
+                self._unfolded.append((np.concatenate(legs_acct), np.concatenate(legs_asset),
+                                       np.concatenate(legs_amount)))
+                self._unfolded_sums = None
+            self._transactions += 1
+            fold = self._transactions % BALANCES_EVERY == 0
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
-                # the cursor is checked again inside the transaction: another writer on the same file
-                # (a second instance after a restart) cannot make us apply anything twice
-                stored = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()[0]
-                if stored != self._cursor:
-                    raise SequenceGapError(f"cursor moved under us: expected {self._cursor}, database has {stored}")
+                # checked again inside the transaction: another writer on the same file (a second
+                # instance after a restart) cannot make us apply or fold anything twice
+                moved = self._moved()
+                if moved:
+                    raise SequenceGapError(moved)
                 if asset_rows:
                     db.executemany("INSERT INTO assets VALUES (?, ?, ?, ?)", asset_rows)
                 if market_rows:
@@ -250,11 +316,8 @@ class SettlementLedger(EventCore):
                     db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?, ?)", posting_rows)
                 if fill_rows:
                     db.executemany(_FILL_INSERT, fill_rows)
-                db.executemany(
-                    "INSERT INTO balances (account, asset, amount) VALUES (?, ?, ?) "
-                    "ON CONFLICT (account, asset) DO UPDATE SET amount = amount + excluded.amount",
-                    delta_rows,
-                )
+                if fold:
+                    self._fold(last)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (last,))
                 db.execute("COMMIT")
             except BaseException:
@@ -263,6 +326,8 @@ class SettlementLedger(EventCore):
         except BaseException:
             self._load()  # forget what this batch taught the caches
             raise
+        if fold:
+            self._unfolded, self._unfolded_sums, self._balances_cursor = [], None, last
         applied = last - self._cursor
         self._cursor = last
         return applied
@@ -279,13 +344,33 @@ class SettlementLedger(EventCore):
 
     # ----------------------------------------------------------------------------- queries
 
+    @contextmanager
+    def _reading(self):
+        """The table and the unfolded legs from one consistent state of the file (a read transaction:
+        a writer's fold cannot land between the two reads)."""
+        if self.db.in_transaction:
+            yield self._unfolded_now()
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self._unfolded_now()
+        finally:
+            self.db.execute("COMMIT")
+
     def balances(self, account: int) -> dict[int, int]:
         """``{asset: total}`` for every asset the ledger ever posted to ``account``."""
-        return dict(self.db.execute("SELECT asset, amount FROM balances WHERE account = ? ORDER BY asset", (account,)))
+        with self._reading() as unfolded:
+            out = dict(self.db.execute("SELECT asset, amount FROM balances WHERE account = ?", (account,)))
+        for (a, asset), amount in unfolded.items():
+            if a == account:
+                out[asset] = out.get(asset, 0) + amount
+        return dict(sorted(out.items()))
 
     def balance(self, account: int, asset: int) -> int:
-        r = self.db.execute("SELECT amount FROM balances WHERE account = ? AND asset = ?", (account, asset)).fetchone()
-        return r[0] if r else 0
+        with self._reading() as unfolded:
+            r = self.db.execute("SELECT amount FROM balances WHERE account = ? AND asset = ?",
+                                (account, asset)).fetchone()
+        return (r[0] if r else 0) + unfolded.get((account, asset), 0)
 
     def fee_balance(self, asset: int) -> int:
         """Fees collected in ``asset`` (equals ``Engine.fees(asset)``)."""
@@ -293,7 +378,9 @@ class SettlementLedger(EventCore):
 
     def accounts(self) -> list[int]:
         """Every account with postings (internal ones, ``FEE_ACCOUNT`` and ``EXTERNAL_ACCOUNT``, excluded)."""
-        return [a for (a,) in self.db.execute("SELECT DISTINCT account FROM balances WHERE account > 0 ORDER BY account")]
+        with self._reading() as unfolded:
+            stored = {a for (a,) in self.db.execute("SELECT DISTINCT account FROM balances WHERE account > 0")}
+        return sorted(stored | {a for a, _ in unfolded if a > 0})
 
     def fills(self, account: int, limit: int = 100) -> list[dict]:
         """The account's most recent fills, newest first: seq, ts, market, side, price, qty, fee, role
@@ -334,7 +421,10 @@ class SettlementLedger(EventCore):
                 unbalanced.append((seq, quote))
         if unbalanced:
             raise LedgerError(f"entries whose legs do not sum to zero (seq, asset): {unbalanced[:10]}")
-        stored = {(a, s): v for a, s, v in self.db.execute("SELECT account, asset, amount FROM balances")}
+        with self._reading() as unfolded:
+            stored = {(a, s): v for a, s, v in self.db.execute("SELECT account, asset, amount FROM balances")}
+        for key, amount in unfolded.items():
+            stored[key] = stored.get(key, 0) + amount
         if stored != sums:
             diff = sorted(k for k in stored.keys() | sums.keys() if stored.get(k, 0) != sums.get(k, 0))
             raise LedgerError(f"materialised balances differ from the postings at {diff[:10]}")
