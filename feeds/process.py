@@ -83,6 +83,9 @@ class FeedStage:
         }
 
     def run(self) -> int:
+        # Run as `python -m engine.process`, that module is also __main__, whose own Stop class got
+        # the signal handlers; this one must be the class the loop below watches.
+        Stop.install()
         self.heartbeat.beat(state="running", **self.status())
         try:
             while not Stop.requested:
