@@ -40,4 +40,5 @@ cdef class RingConsumer(_RingMap):
     cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil
     cdef int64_t contiguous(self, const xos_event **first, int64_t max_n) noexcept nogil
     cdef void advance(self, int64_t n) noexcept nogil
+    cdef int64_t unread_upto(self, int64_t max_n) except -1
     cdef copy_unread(self, int64_t max_n, bint take)

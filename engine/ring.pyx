@@ -695,12 +695,7 @@ cdef class RingConsumer(_RingMap):
         (``keep[kind] != 0``): returns ``(chosen, first_seq, last_seq)``, ``chosen`` in order and
         ``first_seq .. last_seq`` the seqs taken (``last_seq < first_seq`` when none were).  A worker
         that follows a few kinds is spared copying the rest."""
-        self._check_open()
-        cdef int64_t n = self.available(), count = 0, i, j, nkeep = keep.shape[0]
-        if n > max_n:
-            n = max_n
-        if n < 0:
-            n = 0
+        cdef int64_t n = self.unread_upto(max_n), count = 0, i, nkeep = keep.shape[0]
         cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
         cdef xos_event *o = <xos_event *>cnp.PyArray_DATA(out)
         cdef const xos_event *e
@@ -723,13 +718,16 @@ cdef class RingConsumer(_RingMap):
         if seq > self.pos:
             self.advance(seq - self.pos)
 
-    cdef copy_unread(self, int64_t max_n, bint take):
+    cdef int64_t unread_upto(self, int64_t max_n) except -1:
+        """How many unread events (at most ``max_n``) a read or take gets now."""
         self._check_open()
         cdef int64_t n = self.available()
         if n > max_n:
             n = max_n
-        if n < 0:
-            n = 0
+        return n if n > 0 else 0
+
+    cdef copy_unread(self, int64_t max_n, bint take):
+        cdef int64_t n = self.unread_upto(max_n)
         cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
         cdef xos_event *o = <xos_event *>cnp.PyArray_DATA(out)
         cdef int64_t i0 = self.rpos & self.mask, first = self.cap - i0
