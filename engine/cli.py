@@ -285,6 +285,227 @@ def feeds_new_key(source: str, name: str, config: Optional[str] = ConfigOption) 
     typer.echo(f"{secret}  (the pusher's secret key; server public key in {keys / 'server.key'}, push to {src.bind})")
 
 
+venue_app = typer.Typer(help="Venues: launch, inspect and change them (commands go through the running "
+                        "matcher's input; results are read back from its journal).", no_args_is_help=True)
+app.add_typer(venue_app, name="venue")
+SenderOption = typer.Option(..., "--as", help="the sending account: the venue's operator or the admin")
+STATUS_NAMES = {"live": 1, "halted": 2, "winding-down": 3, "retired": 4}
+
+
+def _send_venue_commands(cfg, commands) -> None:
+    """Send, wait until journaled, replay, and print what each command did; exit 1 on a reject."""
+    from . import codes as rc
+    from .process import InputClient
+    from .records import Cmd, Ev
+    from .venues import await_journaled, journal_end, rebuild
+
+    after = journal_end(cfg)
+    client = InputClient(cfg.input_address)
+    try:
+        client.send(commands)
+    finally:
+        client.close()
+    try:
+        seqs = await_journaled(cfg, commands, after)
+    except TimeoutError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    _, events = rebuild(cfg, set(seqs))
+    failed = False
+    for seq, cmd in zip(seqs, commands):
+        ev = events[seq]
+        rejected = ev[ev["kind"] == Ev.REJECTED]
+        what = f"#{seq} {Cmd(int(cmd['kind'])).name} venue {int(cmd['venue'])}"
+        if len(rejected):
+            failed = True
+            typer.echo(f"{what}: rejected {rc.describe(int(rejected[0]['code']))}")
+        else:
+            moved = [f"{int(e['qty']):+d} of asset {int(e['market'])} to account {int(e['account'])}"
+                     for e in ev[ev["kind"] == Ev.VENUE_TRANSFER]]
+            typer.echo(f"{what}: ok" + (f" ({'; '.join(moved)})" if moved else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _rebuilt(cfg):
+    from .venues import rebuild
+
+    try:
+        return rebuild(cfg)[0]
+    except FileNotFoundError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+
+
+@venue_app.command("launch")
+def venue_launch(path: str, config: Optional[str] = ConfigOption) -> None:
+    """Launch the venue described in the TOML file PATH (the keys of one [[venues.launch]] entry);
+    its operator account sends it and stakes from its free balance."""
+    import msgspec
+
+    from .config import ConfigError, VenueLaunchConfig
+    from .venues import launch_commands
+
+    cfg = _load(config)
+    try:
+        venue = msgspec.toml.decode(open(path, "rb").read(), type=VenueLaunchConfig)
+
+        def fail(field: str, why: str) -> None:
+            raise ConfigError(f"venue config error in {path}: {field}: {why}")
+
+        venue.check(cfg, "venue", fail)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ConfigError) as exc:
+        typer.echo(f"venue config error in {path}: {exc}" if not isinstance(exc, ConfigError) else str(exc), err=True)
+        raise typer.Exit(2)
+    _send_venue_commands(cfg, launch_commands(venue, cfg))
+
+
+@venue_app.command("list")
+def venue_list(config: Optional[str] = ConfigOption) -> None:
+    """Every venue: status, access, pool, stake, open orders, markets."""
+    from .records import VenueAccess, VenueStatus
+
+    e = _rebuilt(_load(config))
+    typer.echo(f"{'id':>5} {'operator':>10} {'status':<12} {'access':<14} {'pool':>4} {'stake':>14} "
+               f"{'unbonding':>12} {'orders':>7}  markets")
+    for v in e.venues():
+        typer.echo(f"{v.venue_id:>5} {v.operator:>10} {VenueStatus(v.status).name.lower():<12} "
+                   f"{VenueAccess(v.access).name.lower():<14} {v.pool:>4} {v.stake:>14} {v.unbonding:>12} "
+                   f"{v.open_orders:>7}  {','.join(map(str, e.venue_markets(v.venue_id)))}")
+
+
+@venue_app.command("show")
+def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
+    """One venue: stake, status, markets, fees and fees collected, insurance fund, open interest."""
+    from .records import VenueAccess, VenueStatus
+
+    cfg = _load(config)
+    e = _rebuilt(cfg)
+    v = e.venue(venue_id)
+    if v is None:
+        typer.echo(f"no venue {venue_id}", err=True)
+        raise typer.Exit(1)
+    symbols = {a.asset_id: a.symbol for a in e.assets()}
+    params = e.venue_params()
+    fees = e.venue_fee_schedule(venue_id)
+    typer.echo(f"venue {venue_id}: {VenueStatus(v.status).name.lower()}, {VenueAccess(v.access).name.lower()}, "
+               f"operator {v.operator}, insurance fund account {v.insurance_account}")
+    typer.echo(f"  stake {v.stake} {symbols.get(params.stake_asset, params.stake_asset)} bonded, {v.unbonding} "
+               f"unbonding" + (f" until engine time {v.unbond_at}" if v.unbonding else ""))
+    accepts = "all" if v.accepts == (1 << 64) - 1 else [p for p in range(64) if v.accepts >> p & 1]
+    typer.echo(f"  pool {v.pool}, trades with pools {accepts}, blocked regions "
+               f"{[r for r in range(64) if v.blocked_regions >> r & 1] or 'none'}, allow-list {e.allowed(venue_id)}")
+    typer.echo(f"  fees maker {fees.maker_bps} bps, taker {fees.taker_bps} bps; split operator {fees.operator_bps} "
+               f"bps, insurance {fees.insurance_bps} bps, protocol the rest; tiers {list(fees.tiers) or 'none'}")
+    if venue_id == 0:  # the protocol venue's fees are the protocol pool
+        collected = {a.asset_id: e.fees(a.asset_id) for a in e.assets() if e.fees(a.asset_id)}
+    else:
+        collected = e.venue_fees(venue_id)
+    typer.echo(f"  fees collected, not swept: "
+               f"{', '.join(f'{n} {symbols.get(a, a)}' for a, n in collected.items()) or 'none'}")
+    fund = e.balances(v.insurance_account) if v.insurance_account else {}
+    typer.echo(f"  insurance fund: {', '.join(f'{f + h} {symbols.get(a, a)}' for a, (f, h) in fund.items()) or 'empty'}")
+    for m in e.venue_markets(venue_id):
+        market = next(x for x in e.markets() if x.market_id == m)
+        orders = [o for o in e.l3(m) if o.venue == venue_id]
+        interest = sum(o.price * (o.remaining // market.lot_size) for o in orders)
+        typer.echo(f"  market {m}: {len(orders)} open orders, open interest {interest} {symbols.get(market.quote)}")
+
+
+@venue_app.command("set")
+def venue_set(
+    venue_id: int,
+    sender: int = SenderOption,
+    status: Optional[str] = typer.Option(None, help="live | halted | winding-down | retired"),
+    maker_bps: Optional[int] = typer.Option(None, help="with --taker-bps: the fees of new orders"),
+    taker_bps: Optional[int] = typer.Option(None),
+    operator_bps: int = typer.Option(0, help="with the fees: the operator's share of collected fees"),
+    insurance_bps: int = typer.Option(0, help="with the fees: the insurance fund's share"),
+    access: Optional[str] = typer.Option(None, help="permissionless | allow-list"),
+    blocked_regions: str = typer.Option("", help="with --access: comma-separated region tags to block"),
+    pool: Optional[int] = typer.Option(None, help="matching pool 0..63"),
+    trades_with: str = typer.Option("", help="with --pool: comma-separated pools (empty: all)"),
+    offer: list[int] = typer.Option([], help="offer this market (repeatable)"),
+    withdraw: list[int] = typer.Option([], help="stop offering this market (repeatable)"),
+    config: Optional[str] = ConfigOption,
+) -> None:
+    """Change a venue: status, fees, access, matching pool, offered markets."""
+    import numpy as np
+
+    from .records import COMMAND_DTYPE, Cmd, pack_venue_fees
+    from .venues import ACCESS, pool_mask
+
+    def ints(text: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            typer.echo(f"expected comma-separated integers, not {text!r}", err=True)
+            raise typer.Exit(2)
+
+    rows = []
+    if status is not None:
+        if status not in STATUS_NAMES:
+            typer.echo(f"--status must be one of {', '.join(STATUS_NAMES)}", err=True)
+            raise typer.Exit(2)
+        rows.append(dict(kind=Cmd.VENUE_STATUS, side=STATUS_NAMES[status]))
+    if (maker_bps is None) != (taker_bps is None):
+        typer.echo("give --maker-bps and --taker-bps together", err=True)
+        raise typer.Exit(2)
+    if maker_bps is not None:
+        rows.append(dict(kind=Cmd.VENUE_FEES, aux=pack_venue_fees(maker_bps, taker_bps, operator_bps, insurance_bps)))
+    if access is not None:
+        if access not in ACCESS:
+            typer.echo("--access must be permissionless or allow-list", err=True)
+            raise typer.Exit(2)
+        regions = ints(blocked_regions)
+        rows.append(dict(kind=Cmd.VENUE_ACCESS, side=int(ACCESS[access]), qty=pool_mask(regions) if regions else 0))
+    if pool is not None:
+        rows.append(dict(kind=Cmd.VENUE_POLICY, side=pool, aux=pool_mask(ints(trades_with))))
+    rows += [dict(kind=Cmd.OFFER_MARKET, market=m) for m in offer]
+    rows += [dict(kind=Cmd.WITHDRAW_MARKET, market=m) for m in withdraw]
+    if not rows:
+        typer.echo("nothing to set (see --help)", err=True)
+        raise typer.Exit(2)
+    commands = np.zeros(len(rows), dtype=COMMAND_DTYPE)
+    for i, row in enumerate(rows):
+        commands[i]["account"] = sender
+        commands[i]["venue"] = venue_id
+        for name, value in row.items():
+            commands[i][name] = value
+    _send_venue_commands(_load(config), commands)
+
+
+def _one_venue_command(kind, venue_id: int, sender: int, config, **fields) -> None:
+    from .records import command
+
+    cmd = command(kind, account=sender, venue=venue_id, **fields).reshape(1)
+    _send_venue_commands(_load(config), cmd)
+
+
+@venue_app.command("allow")
+def venue_allow(venue_id: int, account_id: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+    """Put ACCOUNT_ID on the venue's allow-list."""
+    from .records import Cmd
+
+    _one_venue_command(Cmd.ALLOW, venue_id, sender, config, id=account_id)
+
+
+@venue_app.command("deny")
+def venue_deny(venue_id: int, account_id: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+    """Take ACCOUNT_ID off the venue's allow-list (its resting orders stay until cancelled)."""
+    from .records import Cmd
+
+    _one_venue_command(Cmd.DENY, venue_id, sender, config, id=account_id)
+
+
+@venue_app.command("unbond")
+def venue_unbond(venue_id: int, amount: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+    """Request AMOUNT of the venue's stake back: released to the operator after the unbond period."""
+    from .records import Cmd
+
+    _one_venue_command(Cmd.UNBOND, venue_id, sender, config, qty=amount)
+
+
 def main() -> None:
     app()
 
