@@ -224,6 +224,100 @@ class FeedsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                         fail(f"feeds.sources.{s.name}.start_prices", f"market {market} has no feed")
 
 
+class FeeTierConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    min_volume: int  # traded notional (tier asset units) in the previous epoch that earns the tier
+    maker_bps: int = 0
+    taker_bps: int = 0
+
+
+class VenueLaunchConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One venue: what LaunchVenue and its operator's first commands set (also the file
+    `xos venue launch` reads)."""
+
+    id: int
+    operator: int  # the operator's account: it stakes from its free balance and may change the venue
+    insurance_account: int
+    stake: int  # stake asset units, at least venues.min_stake
+    access: Literal["permissionless", "allow-list"] = "permissionless"
+    pool: int | None = None  # matching pool 0..63 (default: 0 permissionless, 1 allow-list)
+    trades_with: list[int] = []  # pools its orders may trade with (empty: every pool)
+    markets: list[int] = []  # market ids it offers
+    allow: list[int] = []  # allow-list accounts
+    blocked_regions: list[int] = []  # region tags (0..63) that may not place orders
+    maker_bps: int = 0
+    taker_bps: int = 0
+    operator_bps: int = 0  # shares of its collected fees; the protocol gets the rest
+    insurance_bps: int = 0
+    tiers: list[FeeTierConfig] = []  # ascending min_volume, at most 4
+    tier_asset: str = ""  # fills in markets quoted in this asset count towards tiers
+    tier_epoch_s: float = 30 * 86400.0
+
+    def check(self, cfg: "Config", where: str, fail) -> None:
+        if not 1 <= self.id < 1 << 16:
+            fail(f"{where}.id", f"must be in 1..65535, not {self.id}")
+        if self.operator <= 0 or self.insurance_account <= 0 or self.insurance_account == self.operator:
+            fail(f"{where}.insurance_account", "operator and insurance account must be positive and differ")
+        if self.pool is not None and not 0 <= self.pool <= 63:
+            fail(f"{where}.pool", f"must be in 0..63, not {self.pool}")
+        pool = self.pool if self.pool is not None else int(self.access == "allow-list")
+        if any(not 0 <= p <= 63 for p in self.trades_with) or (self.trades_with and pool not in self.trades_with):
+            fail(f"{where}.trades_with", "pools in 0..63, including the venue's own")
+        if any(not 0 <= r <= 63 for r in self.blocked_regions):
+            fail(f"{where}.blocked_regions", "region tags are 0..63")
+        listed = {m.id for m in cfg.markets}
+        for m in self.markets:
+            if m not in listed:
+                fail(f"{where}.markets", f"unknown market {m}")
+        if any(a <= 0 for a in self.allow):
+            fail(f"{where}.allow", "account ids must be positive")
+        fee_pairs = [(self.maker_bps, self.taker_bps)] + [(t.maker_bps, t.taker_bps) for t in self.tiers]
+        if not all(-1000 <= mk <= tk <= 1000 and mk + tk >= 0 for mk, tk in fee_pairs):
+            fail(f"{where}.maker_bps", "fees must satisfy -1000 <= maker <= taker <= 1000 and maker + taker >= 0")
+        if not (0 <= self.operator_bps and 0 <= self.insurance_bps and self.operator_bps + self.insurance_bps <= 10000):
+            fail(f"{where}.operator_bps", "operator_bps + insurance_bps must be in 0..10000")
+        volumes = [t.min_volume for t in self.tiers]
+        if len(volumes) > 4 or any(v <= 0 for v in volumes) or volumes != sorted(set(volumes)):
+            fail(f"{where}.tiers", "at most 4 tiers with positive, strictly ascending min_volume")
+        if self.tiers and self.tier_asset not in cfg.asset_ids():
+            fail(f"{where}.tier_asset", f"unknown asset {self.tier_asset!r}")
+        if self.tiers and not self.tier_epoch_s * 1e9 >= 1:
+            fail(f"{where}.tier_epoch_s", "must be positive")
+
+
+class VenuesSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Staking parameters and the venues the bootstrap launches (`[venues]`, `[[venues.launch]]`)."""
+
+    admin: int = 0  # the admin account; 0: no VenueParams at bootstrap, so no venue can launch
+    protocol_account: int = 0  # receives slashed stake (after the insurance fund) and fee remainders
+    stake_asset: str = ""
+    min_stake: int = 0
+    unbond_period_s: float = 7 * 86400.0  # engine clock
+    launch: list[VenueLaunchConfig] = []
+
+    def check(self, cfg: "Config", fail) -> None:
+        if not self.admin:
+            if self.launch:
+                fail("venues.admin", "launching venues needs the staking parameters (admin, stake asset, ...)")
+            return
+        if self.admin < 0 or self.protocol_account <= 0:
+            fail("venues.protocol_account", "admin and protocol account must be positive")
+        if self.stake_asset not in cfg.asset_ids():
+            fail("venues.stake_asset", f"unknown asset {self.stake_asset!r}")
+        if self.min_stake <= 0 or not self.unbond_period_s >= 0:
+            fail("venues.min_stake", "must be positive, and unbond_period_s not negative")
+        seen_ids, seen_insurance = set(), set()
+        for i, v in enumerate(self.launch):
+            v.check(cfg, f"venues.launch[{i}]", fail)
+            if v.id in seen_ids or v.insurance_account in seen_insurance:
+                fail(f"venues.launch[{i}]", "venue ids and insurance accounts must be unique")
+            if v.insurance_account == self.protocol_account:
+                fail(f"venues.launch[{i}].insurance_account", "must not be the protocol account")
+            if v.stake < self.min_stake:
+                fail(f"venues.launch[{i}].stake", f"below venues.min_stake ({self.min_stake})")
+            seen_ids.add(v.id)
+            seen_insurance.add(v.insurance_account)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     engine: EngineSection = EngineSection()
     assets: list[AssetConfig] = []
@@ -235,6 +329,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     gateway: GatewaySection = GatewaySection()
     marketdata: MarketDataSection = MarketDataSection()
     feeds: FeedsSection = FeedsSection()
+    venues: VenuesSection = VenuesSection()
     path: str = ""  # where it was read from (set by load, not by the file)
 
     @property
@@ -332,6 +427,7 @@ def _check(cfg: Config, where: str) -> None:
     if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:
         fail("risk", "move_bps and window_s must be positive, cooldown_s not negative")
     cfg.feeds.check(cfg, fail)
+    cfg.venues.check(cfg, fail)
 
 def loads(text: str, where: str = "<string>") -> Config:
     try:

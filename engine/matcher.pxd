@@ -270,7 +270,7 @@ cdef class Matcher:
     cdef bint meet(self, Market *m, int32_t t, int32_t k) noexcept nogil
     cdef bint match_past(self, Market *m, int32_t t) noexcept nogil
     cdef void set_status(self, Venue *v, uint8_t status) noexcept nogil
-    cdef uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil
+    cdef inline uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil
     cdef uint16_t check_operator(self, const xos_command *c) noexcept nogil
     cdef void emit_venue(self, const xos_command *c) noexcept nogil
     cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,

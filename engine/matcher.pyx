@@ -857,7 +857,11 @@ cdef class Matcher:
                 code = self.check_price_qty(m, c.price, c.qty)
         if code == XOS_OK:
             lots = c.qty // m.lot_size
-            self.order_fees(m, c.venue, c.account, &maker_bps, &taker_bps)
+            if c.venue == 0:  # the protocol venue charges the market's fees
+                maker_bps = <int16_t>m.maker_bps
+                taker_bps = <int16_t>m.taker_bps
+            else:
+                self.order_fees(m, c.venue, c.account, &maker_bps, &taker_bps)
             per_lot = xos_buy_hold(1, c.price, taker_bps)
             hold = xos_mul_capped(lots, per_lot)
             if c.qty < m.min_size:
@@ -1181,7 +1185,7 @@ cdef class Matcher:
         # a halted or retired venue's resting orders are passed over by every other venue's takers
         v.match_mask = v.accepts if status == XOS_VSTATUS_LIVE or status == XOS_VSTATUS_WINDING_DOWN else 0
 
-    cdef uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil:
+    cdef inline uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil:
         cdef Venue *v = &self.venue_table[venue]
         if v.access == XOS_ACCESS_ALLOW_LIST and xos_hmap_get(&self.allow_index, account, venue) < 0:
             return XOS_ACCOUNT_NOT_ALLOWED
@@ -1301,16 +1305,12 @@ cdef class Matcher:
         vol.current = vol.current + notional if notional < XOS_MAX_MONEY - vol.current else XOS_MAX_MONEY
 
     cdef void order_fees(self, Market *m, uint32_t venue, int64_t account, int16_t *maker, int16_t *taker) noexcept nogil:
-        """An order's fees: venue 0 charges the market's; another venue its own, at the highest tier
-        whose minimum the account's volume there in the previous epoch reaches."""
+        """The fees of an order of a venue other than 0 (venue 0 charges the market's): its own, at the
+        highest tier whose minimum the account's volume there in the previous epoch reaches."""
         cdef Venue *v = &self.venue_table[venue]
         cdef Volume *vol
         cdef int64_t epoch, last = 0
         cdef int32_t i
-        if venue == 0:
-            maker[0] = <int16_t>m.maker_bps
-            taker[0] = <int16_t>m.taker_bps
-            return
         maker[0] = <int16_t>v.maker_bps
         taker[0] = <int16_t>v.taker_bps
         if v.n_tiers == 0:

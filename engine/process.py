@@ -132,7 +132,9 @@ def workers_durable_cursor(cfg: Config) -> int | None:
 
 
 def bootstrap_commands(cfg: Config) -> np.ndarray:
-    """The listings and demo deposits of the config, as commands for a fresh journal."""
+    """The listings, demo deposits and venues of the config, as commands for a fresh journal."""
+    from .venues import venue_commands
+
     ids = cfg.asset_ids()
     rows = []
     for a in cfg.assets:
@@ -159,7 +161,7 @@ def bootstrap_commands(cfg: Config) -> np.ndarray:
     for i, row in enumerate(rows):
         for name, value in row.items():
             out[i][name] = value
-    return out
+    return np.concatenate([out, venue_commands(cfg)])  # operators stake from their deposits
 
 
 class InputClient:
