@@ -22,8 +22,10 @@ import numpy as np
 import zmq
 
 from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_consumer
-from engine.records import EVENT_DTYPE, Ev, EvFlag
-from engine.workers import ASSET_LISTING, MARKET_LISTING, Listings, kind_mask, select_fresh
+from engine.records import EVENT_DTYPE, Ev, EvFlag, unpack_symbol
+from engine.ring import RingError, ring_status
+from engine.snapshot import load_newest
+from engine.workers import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, kind_mask
 
 from .mdmessages import (
     ASK,
@@ -32,218 +34,497 @@ from .mdmessages import (
     CHANNEL_ORDERS,
     CHANNEL_STATUS,
     CHANNEL_TRADES,
+    CHECKSUM_DEPTH,
     ENCODER,
+    LEVEL_DTYPE,
+    OP_ADD,
+    OP_AMEND,
+    OP_CANCEL,
+    OP_DTYPE,
+    OP_EXECUTE,
     REQUEST_DECODER,
+    TRADE_DTYPE,
     BookSnapshot,
     BookSnapshotRequest,
     BookStatus,
     BookUpdate,
-    Book,
-    Level,
     MarketInfo,
     MarketList,
     MarketsRequest,
     MdError,
-    OrderAdd,
-    OrderAmend,
-    OrderCancel,
-    OrderExecute,
     OrderSnapshot,
     OrderUpdate,
     PriceLevel,
-    Trade,
+    RestingOrder,
     Trades,
+    book_checksum,
     topic,
 )
 
 ROLE = "marketdata"
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BOOK_LEVEL, Ev.MARKET_STATUS)
-COLUMNS = ("seq", "cmd_seq", "kind", "flags", "side", "reason", "market", "venue", "ts", "order_id", "account",
-           "client_id", "price", "qty", "remaining", "maker_order")
 _ACCEPTED, _FILL, _CANCELLED, _AMENDED, _BOOK_LEVEL, _MARKET_STATUS = (
     int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED), int(Ev.BOOK_LEVEL), int(Ev.MARKET_STATUS))
 _PRIORITY_LOST = int(EvFlag.PRIORITY_LOST)
 _ASSET_FLAG, _MARKET_FLAG = int(EvFlag.ASSET_LISTING), int(EvFlag.MARKET_LISTING)
+_LISTING_COLUMNS = ("seq", "flags", "side", "market", "venue", "account", "client_id", "price", "qty", "remaining")
 
 
-class _Changes:
-    """What one command (or the part of it in one batch) did to one market."""
+class OrderTable:
+    """The resting orders of every market as numpy columns, rows in ``order_id`` order.
 
-    __slots__ = ("levels", "ops", "trades", "status", "ts")
+    The matcher numbers orders 1, 2, ... across all markets, so a batch's new orders come after
+    every row here: they are appended, and a lookup is one ``searchsorted``.  An order that leaves
+    keeps its row with ``remaining`` 0 until the dead rows outnumber the live ones."""
+
+    COLUMNS = ("order_id", "market", "side", "price", "remaining", "rest_seq")  # rest_seq: time priority
 
     def __init__(self):
-        self.levels: list[Level] = []
-        self.ops: list = []
-        self.trades: list[Trade] = []
-        self.status = False
+        for name in self.COLUMNS:
+            setattr(self, name, np.zeros(0, np.int64))
+        self.live = 0
+
+    def find(self, order_ids: np.ndarray) -> np.ndarray:
+        """The row of each order id, -1 for one that is not resting."""
+        ids = self.order_id
+        rows = np.searchsorted(ids, order_ids)
+        rows[rows == len(ids)] = 0
+        found = (ids[rows] == order_ids) & (self.remaining[rows] > 0) if len(ids) else np.zeros(len(rows), bool)
+        return np.where(found, rows, -1)
+
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at ``rows`` (``find``'s answer), 0 where the row is -1."""
+        col = getattr(self, name)
+        if not len(col):
+            return np.zeros(len(rows), np.int64)
+        return np.where(rows >= 0, col[np.maximum(rows, 0)], 0)
+
+    def update(self, rows: np.ndarray, remaining, price, rest_seq) -> None:
+        self.live -= int(np.count_nonzero(remaining == 0))
+        self.remaining[rows] = remaining
+        self.price[rows] = price
+        self.rest_seq[rows] = rest_seq
+
+    def append(self, **columns) -> None:
+        n = len(columns["order_id"])
+        for name in self.COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), np.asarray(columns[name], np.int64)]))
+        self.live += n
+        if len(self.order_id) > 2 * self.live + 4096:
+            keep = self.remaining > 0
+            for name in self.COLUMNS:
+                setattr(self, name, getattr(self, name)[keep])
+
+    def of_market(self, market: int) -> list[RestingOrder]:
+        """Bids best first, each level in time priority, then asks likewise."""
+        rows = np.flatnonzero((self.market == market) & (self.remaining > 0))
+        side, price = self.side[rows], self.price[rows]
+        rows = rows[np.lexsort((self.rest_seq[rows], np.where(side == BID, -price, price), side))]
+        return [RestingOrder(*r) for r in zip(self.order_id[rows].tolist(), self.side[rows].tolist(),
+                                              self.price[rows].tolist(), self.remaining[rows].tolist())]
+
+
+class MarketBook:
+    """The publisher's L2 book of one market: per side the level prices ascending with their
+    ``qty`` and ``count`` (numpy), seq, trade count, halt.  Same ``side_levels`` and ``checksum`` as
+    a subscriber's ``mdmessages.LevelBook``; changed a whole batch of levels at a time."""
+
+    __slots__ = ("market", "prices", "qty", "count", "seq", "trade_number", "halted", "ts")
+
+    def __init__(self, market: int):
+        self.market = market
+        self.prices = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
+        self.qty = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
+        self.count = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
+        self.seq = 0
+        self.trade_number = 0
+        self.halted = False
         self.ts = 0
 
+    def set_levels(self, side: int, price: np.ndarray, qty: np.ndarray, count: np.ndarray):
+        """Set levels of one side (``price`` ascending, each once; ``qty == count == 0`` removes a
+        level); returns their ``(qty, count)`` before."""
+        p, q, c = self.prices[side], self.qty[side], self.count[side]
+        at = np.searchsorted(p, price)
+        found = at < len(p)
+        found[found] = p[at[found]] == price[found]
+        old_q = np.zeros(len(price), np.int64)
+        old_c = np.zeros(len(price), np.int64)
+        old_q[found], old_c[found] = q[at[found]], c[at[found]]
+        q[at[found]], c[at[found]] = qty[found], count[found]
+        new = ~found
+        if new.any():
+            p, q, c = (np.insert(a, at[new], v[new]) for a, v in ((p, price), (q, qty), (c, count)))
+        gone = (q == 0) & (c == 0)
+        if gone.any():
+            p, q, c = p[~gone], q[~gone], c[~gone]
+        self.prices[side], self.qty[side], self.count[side] = p, q, c
+        return old_q, old_c
 
-class MarketDataCore:
+    def side_levels(self, side: int, depth: int = 0) -> list[tuple[int, int, int]]:
+        """``(price, qty, count)`` best first, at most ``depth`` of them (0: all)."""
+        p, q, c = self.prices[side], self.qty[side], self.count[side]
+        chosen = slice(None, None, -1) if side == BID else slice(None)
+        p, q, c = p[chosen], q[chosen], c[chosen]
+        if depth > 0:
+            p, q, c = p[:depth], q[:depth], c[:depth]
+        return list(zip(p.tolist(), q.tolist(), c.tolist()))
+
+    def checksum(self) -> int:
+        return book_checksum(self.side_levels(BID, CHECKSUM_DEPTH), self.side_levels(ASK, CHECKSUM_DEPTH))
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """Where a new run of equal ``keys`` starts (bool per row; the keys are grouped already)."""
+    n = len(keys[0])
+    start = np.zeros(n, bool)
+    if n:
+        start[0] = True
+        for k in keys:
+            start[1:] |= k[1:] != k[:-1]
+    return start
+
+
+def _level_order(group: np.ndarray, price: np.ndarray, stable: bool) -> np.ndarray:
+    """argsort by ``(group, price)`` (non-negative int64s): one sort of one key when both fit in it."""
+    if len(price) and price.min() >= 0:
+        bits = int(price.max()).bit_length()
+        if int(group.max()) < 1 << (63 - bits):
+            return np.argsort((group << bits) | price, kind="stable" if stable else None)
+    return np.lexsort((price, group))
+
+
+def _run_ends(start: np.ndarray) -> np.ndarray:
+    """Where each run ends, from ``_runs``'s answer."""
+    return np.append(start[1:], True) if len(start) else start
+
+
+class MarketDataCore(EventCore):
     """Books of every market from ring events; ``apply(events)`` returns the messages to publish as
     ``(channel, message)`` pairs, in order.
 
-    The events of one command end up in one message per kind and market, so a market's seqs count
-    commands and do not depend on how the ring's events were batched: a restarted core numbers its
-    updates exactly as before.  ``apply(events, complete)`` applies only whole commands: when the
-    batch may end inside a command (``complete`` false: the publisher had more events than the
-    consumer took) the last command's events are held back and applied with the next batch.  So
-    the books always match the last seq published, which is what a snapshot relies on.  An incoming
-    order is not in the book while it matches: it is added (``OrderAdd``, or ``OrderAmend`` with
-    priority lost for an amended order that re-entered) once its matching is over.
-    """
+    Conflation rule: the events of one matcher batch (the matcher stamps one ``ts`` on every
+    command of an input batch, and the journal replays the same batches with the same ``ts``) end
+    up in one message per market and channel under the market's next ``seq``.  So a restarted core
+    numbers its updates exactly as before, whatever the ring's batching.  The last batch seen may
+    be incomplete: it is held (``held``, kept in a checkpoint) until an event of a later ``ts``
+    arrives or the caller says nothing more is published (``apply(..., complete=True)`` /
+    ``flush()``).  So the books always match the last seq published, which is what a snapshot
+    relies on.
+
+    L2 comes straight from the matcher's BookLevel events (each carries its level's aggregate after
+    the change): the last one per level in the batch is the increment.  L3 ops come from the order
+    events: an incoming order is not in the book while it matches, so it is added (``OP_ADD``, or
+    ``OP_AMEND`` with priority lost for an amended order that re-entered) with what is left once
+    its command is over.  Each batch's L3 changes are checked against its BookLevel changes, level
+    by level (``l3_mismatches``, must stay 0)."""
+
+    FOLLOWED = FOLLOWED
 
     def __init__(self) -> None:
-        self.cursor = 0  # seq of the last event applied
+        self._cursor = 0  # seq of the last event taken (applied, or held in ``held``)
         self.listings = Listings()
-        self.books: dict[int, Book] = {}
-        self.cmd_seq = 0
-        self.incoming: list | None = None  # [order_id, market, side, price, remaining, amended, ts]
-        self.pending: dict[int, _Changes] = {}
-        self.held = np.zeros(0, EVENT_DTYPE)  # the start of a command whose end has not come yet
-        self.l3_mismatches = 0  # BookLevel aggregates the L3 book disagreed with (must stay 0)
+        self.books: dict[int, MarketBook] = {}
+        self.orders = OrderTable()
+        self.held = np.zeros(0, EVENT_DTYPE)  # followed events of the last matcher batch, maybe incomplete
+        self.l3_mismatches = 0  # levels whose L3 change disagreed with their BookLevel change (must stay 0)
         self.unknown_orders = 0  # order events about orders not in the book (must stay 0)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["held"] = self.held[:0]  # not applied, so not in a checkpoint: the ring gives them again
-        return state
+    @classmethod
+    def from_matcher_state(cls, state: dict) -> "MarketDataCore":
+        """A core holding the books of a matcher snapshot (``engine.snapshot``): resting orders with
+        their time priority, levels summed from them, listings, halts.  Its cursor is the snapshot's
+        event seq, and every market's ``seq`` and trade number start there too, so they only go
+        forward for a subscriber that followed an earlier run."""
+        core = cls()
+        event_seq = int(state["counters"][2])
+        core._cursor = event_seq
+        for a in state["assets"].tolist():
+            asset, decimals, lo, hi = a[:4]
+            try:
+                symbol = unpack_symbol(lo, hi)
+            except (UnicodeDecodeError, OverflowError):
+                symbol = ""
+            core.listings.assets[asset] = AssetDef(asset, symbol, decimals)
+        m = state["markets"]
+        for row in m.tolist():
+            d = dict(zip(m.dtype.names, row))
+            market = d["market"]
+            core.listings.markets[market] = MarketDef(market, d["venue"], d["kind"], d["base"], d["quote"],
+                                                      d["tick_size"], d["lot_size"], d["min_size"], d["maker_bps"],
+                                                      d["taker_bps"], d["band_bps"])
+            book = core.books[market] = MarketBook(market)
+            book.halted = bool(d["halted"])
+            book.seq = book.trade_number = event_seq
+        o = np.sort(state["orders"], order="order_id")
+        o = o[o["remaining"] > 0]
+        core.orders.append(**{name: o[name] for name in OrderTable.COLUMNS})
+        keys = np.lexsort((o["price"], o["side"], o["market"]))
+        market, side, price, rem = (o[name][keys] for name in ("market", "side", "price", "remaining"))
+        starts = np.flatnonzero(_runs(market, side, price))
+        qty = np.add.reduceat(rem, starts) if len(starts) else rem
+        count = np.diff(np.append(starts, len(rem)))
+        market, side, price = market[starts], side[starts], price[starts]
+        for mk in np.unique(market).tolist():
+            for sd in (BID, ASK):
+                on = (market == mk) & (side == sd)
+                core.books[mk].set_levels(sd, price[on], qty[on], count[on])
+        return core
 
     # ------------------------------------------------------------------------------ events -------
 
     def apply(self, events: np.ndarray, complete: bool = True) -> list[tuple[bytes, object]]:
         """Apply a batch of ring events (seq order; seqs at or below the cursor are skipped, a gap
-        raises ``SequenceGapError``); returns the messages to publish.  ``complete``: the batch ends
-        at the end of a command (the consumer took everything published)."""
-        if len(self.held):
-            events = np.concatenate([self.held, events])
-        new, last = select_fresh(events, self.cursor, FOLLOWED)
-        if not complete and len(new):
-            cmd_seqs = new["cmd_seq"]
-            cut = int(np.searchsorted(cmd_seqs, cmd_seqs[-1]))  # cmd_seq is non-decreasing
-            # the ring's copy is kept from where the held command starts, its unfollowed events too
-            self.held = events[int(np.searchsorted(events["seq"], new["seq"][cut])):].copy()
-            new = new[:cut]
-            last = int(self.held["seq"][0]) - 1
-        else:
-            self.held = events[:0]
+        raises ``SequenceGapError``); returns the messages to publish.  ``complete``: nothing more is
+        published after these events (the last matcher batch is whole)."""
+        out = super().apply(events)
+        return out + self.flush() if complete else out
+
+    def apply_taken(self, chosen: np.ndarray, first: int, last: int, complete: bool = True):
+        """``apply`` of what ``RingConsumer.take_kinds(n, FOLLOWED)`` returned."""
+        out = super().apply_taken(chosen, first, last)
+        return out + self.flush() if complete else out
+
+    def flush(self) -> list[tuple[bytes, object]]:
+        """Publish the held matcher batch: the caller knows it is whole."""
+        held, self.held = self.held, self.held[:0]
+        return self._apply_batches([held] if len(held) else [])
+
+    def _apply(self, chosen: np.ndarray, last: int) -> list[tuple[bytes, object]]:
+        self._cursor = last
+        pieces = [p for p in (self.held, chosen) if len(p)]
+        if not pieces:
+            return []
+        tail = pieces[-1]
+        ts = tail["ts"]
+        cut = int(np.searchsorted(ts, ts[-1]))  # the matcher's clock never goes back
+        if cut == 0 and len(pieces) == 2 and pieces[0]["ts"][0] == ts[-1]:  # one batch goes on
+            self.held = np.concatenate(pieces)
+            return []
+        self.held = tail[cut:]
+        pieces[-1] = tail[:cut]
+        return self._apply_batches([p for p in pieces if len(p)])
+
+    def _apply_batches(self, pieces: list[np.ndarray]) -> list[tuple[bytes, object]]:
+        """Apply whole matcher batches (events in ``pieces``, in order) and return their messages."""
+        if not pieces:
+            return []
+
+        def column(name):  # one column of all the pieces (cheaper than joining whole events)
+            return np.concatenate([p[name] for p in pieces]) if len(pieces) > 1 else pieces[0][name]
+
+        kind, order_id, cmd_seq, flags, remaining, qty, price, side, market, seq, ts, maker_order, reason = (
+            column(n) for n in ("kind", "order_id", "cmd_seq", "flags", "remaining", "qty", "price", "side", "market",
+                                "seq", "ts", "maker_order", "reason"))
+        for p in pieces:
+            self._learn_listings(p[(p["kind"] == _ACCEPTED) & (p["order_id"] == 0)])
+        batch = np.cumsum(_runs(ts)) - 1  # matcher batch of each event
+
+        accepted = (kind == _ACCEPTED) & (order_id > 0)
+        amended = kind == _AMENDED
+        lost = amended & ((flags & _PRIORITY_LOST) != 0)
+        fill = kind == _FILL
+        cancelled = kind == _CANCELLED
+
+        # What an incoming order (placed, or amended with priority lost) has left when its command
+        # is over: the remaining of the last event its command emitted about it (as the taker).
+        about = np.flatnonzero(accepted | amended | fill | cancelled)
+        about = about[np.argsort(order_id[about], kind="stable")]
+        run_start = _runs(order_id[about], cmd_seq[about])
+        run = np.cumsum(run_start) - 1
+        run_last = np.flatnonzero(_run_ends(run_start))
+        run_incoming = np.zeros(len(run_last), bool)
+        np.logical_or.at(run_incoming, run, (accepted | lost)[about])
+        final = np.zeros(len(kind), np.int64)
+        final[about] = remaining[about[run_last]][run]
+        folded = np.zeros(len(kind), bool)  # cancels of an incoming order: its remainder never rested
+        folded[about] = run_incoming[run]
+
+        # L3 ops, one per event, in event order
+        is_add = accepted & (final > 0)
+        is_cancel = cancelled & ~folded
+        rows = np.flatnonzero(is_add | amended | fill | is_cancel)
+        n = len(rows)
+        r_fill = fill[rows]
+        op_code = np.select([is_add[rows], amended[rows], r_fill], [OP_ADD, OP_AMEND, OP_EXECUTE], OP_CANCEL)
+        op_order = np.where(r_fill, maker_order[rows], order_id[rows])
+        op_side = np.where(r_fill, 1 - side[rows], side[rows])
+        op_lost = lost[rows]
+        ops = {"op": op_code, "order_id": op_order, "side": op_side, "price": price[rows],
+               "reason": np.where(is_cancel[rows], reason[rows], op_lost.astype(np.uint8)),
+               "qty": np.where(is_add[rows] | op_lost, final[rows], qty[rows]),
+               "trade_id": np.where(r_fill, seq[rows], 0)}  # the OP_DTYPE columns, "remaining" below
+        # every op but an execution states the order's remaining; an execution takes its qty off
+        absolute = ~r_fill
+        value = np.where(is_add[rows] | op_lost, final[rows], np.where(r_fill, qty[rows], remaining[rows]))
+
+        # follow each order through its ops: remaining before and after each
+        by_order = np.argsort(op_order, kind="stable")
+        o_id = op_order[by_order]
+        o_first = _runs(o_id)
+        o_index = np.cumsum(o_first) - 1
+        first_rows = by_order[o_first]
+        table_rows = self.orders.find(o_id[o_first])
+        known = (table_rows >= 0) | (op_code[first_rows] == OP_ADD)
+        start_rem = self.orders.column("remaining", table_rows)
+        start_price = self.orders.column("price", table_rows)
+        start_rest = self.orders.column("rest_seq", table_rows)
+        o_abs = absolute[by_order]
+        step = np.where(o_abs, 0, value[by_order])
+        taken = np.cumsum(step)
+        seg_start = o_first | o_abs
+        seg = np.cumsum(seg_start) - 1
+        seg_rows = np.flatnonzero(seg_start)
+        seg_base = np.where(o_abs[seg_rows], value[by_order][seg_rows], start_rem[o_index[seg_rows]])
+        seg_taken = taken[seg_rows] - step[seg_rows]
+        after = seg_base[seg] - (taken - seg_taken[seg])
+        before = np.empty_like(after)
+        before[1:] = after[:-1]
+        before[o_first] = start_rem
+        o_price = price[rows][by_order]
+        price_before = np.empty_like(o_price)
+        price_before[1:] = o_price[:-1]
+        price_before[o_first] = start_price
+        rem_after = np.empty(n, np.int64)
+        rem_after[by_order] = after
+        ops["remaining"] = rem_after
+
+        # orders the book does not hold: counted, their ops left out
+        op_known = known[o_index]
+        if not op_known.all():
+            self.unknown_orders += int(np.count_nonzero(~op_known))
+        known_ops = np.ones(n, bool)
+        known_ops[by_order] = op_known
+
+        # the table after the batch: each order's last op
+        o_last = np.flatnonzero(_run_ends(o_first))
+        rests = np.where(op_code[by_order] == OP_ADD, True, op_lost[by_order])
+        rest_seq = np.maximum.reduceat(np.where(rests, seq[rows][by_order], 0), np.flatnonzero(o_first)) \
+            if n else np.zeros(0, np.int64)
+        rest_seq = np.where(rest_seq > 0, rest_seq, start_rest)
+        last_rem, last_price = after[o_last], o_price[o_last]
+        old = (table_rows >= 0) & known
+        if old.any():
+            self.orders.update(table_rows[old], last_rem[old], last_price[old], rest_seq[old])
+        new = (table_rows < 0) & known & (last_rem > 0)
+        if new.any():
+            last_rows = rows[by_order[o_last[new]]]
+            self.orders.append(order_id=o_id[o_first][new], market=market[last_rows], side=op_side[by_order[o_last[new]]],
+                               price=last_price[new], remaining=last_rem[new], rest_seq=rest_seq[new])
+
+        # L3 change per level: minus each op's before, plus its after (known orders only)
+        k = by_order[op_known]
+        o_market = market[rows][k]
+        o_side = op_side[k]
+        b, a = before[op_known], after[op_known]
+        l3_keys = (np.concatenate([o_market, o_market]), np.concatenate([o_side, o_side]),
+                   np.concatenate([price_before[op_known], o_price[op_known]]))
+        l3_qty = np.concatenate([-b, a])
+        l3_count = np.concatenate([-(b > 0).astype(np.int64), (a > 0).astype(np.int64)])
+
+        # L2 increments: the last BookLevel per batch and level
+        lv = np.flatnonzero(kind == _BOOK_LEVEL)
+        lv_side = batch[lv] * 2**33 + market[lv].astype(np.int64) * 2 + side[lv]  # batch, market, side
+        order = _level_order(lv_side, price[lv], stable=True)  # each level's events stay in order
+        lv, lv_side = lv[order], lv_side[order]
+        last = _run_ends(_runs(lv_side, price[lv]))
+        lv = lv[last]
+        levels = np.zeros(len(lv), LEVEL_DTYPE)
+        level_price, level_qty, level_count = price[lv], qty[lv], remaining[lv]
+        levels["side"], levels["price"], levels["qty"], levels["count"] = side[lv], level_price, level_qty, level_count
+
+        # trades: numbered per market in event order
+        fr = np.flatnonzero(fill)
+        trades = np.zeros(len(fr), TRADE_DTYPE)
+        trades["id"], trades["price"], trades["qty"], trades["side"] = seq[fr], price[fr], qty[fr], side[fr]
+        trades["taker_order"], trades["maker_order"] = order_id[fr], maker_order[fr]
+        if len(fr):
+            f_market = market[fr]
+            order = np.argsort(f_market, kind="stable")
+            fm = f_market[order]
+            starts = _runs(fm)
+            rank = np.arange(len(fm)) - np.flatnonzero(starts)[np.cumsum(starts) - 1]
+            base = np.array([self.books[m].trade_number for m in fm[starts].tolist()], np.int64)
+            numbers = np.empty(len(fm), np.int64)
+            numbers[order] = base[np.cumsum(starts) - 1] + rank + 1
+            trades["number"] = numbers
+
+        # messages per (batch, market): ops, levels and trades sorted by that key, then sliced
+        ops_key = batch[rows] * 2**32 + market[rows]
+        keep = np.flatnonzero(known_ops)
+        keep = keep[np.argsort(ops_key[keep], kind="stable")]
+        ops_key = ops_key[keep]
+        op_records = np.zeros(len(keep), OP_DTYPE)
+        for name, values in ops.items():
+            op_records[name] = values[keep]
+        lv_key = batch[lv] * 2**32 + market[lv]  # sorted already
+        tr_key = batch[fr] * 2**32 + market[fr]  # event order: sorted by batch; by market next
+        order = np.argsort(tr_key, kind="stable")
+        trades, tr_key = trades[order], tr_key[order]
+        st = np.flatnonzero(kind == _MARKET_STATUS)
+        st_key = batch[st] * 2**32 + market[st]
+        keys = np.unique(np.concatenate([ops_key[_runs(ops_key)], lv_key[_runs(lv_key)], st_key]))
+        o_bounds = np.searchsorted(ops_key, keys), np.searchsorted(ops_key, keys, "right")
+        l_bounds = np.searchsorted(lv_key, keys), np.searchsorted(lv_key, keys, "right")
+        t_bounds = np.searchsorted(tr_key, keys), np.searchsorted(tr_key, keys, "right")
+        halts = dict(zip(st_key.tolist(), (qty[st] == 1).tolist()))  # the last status per batch and market
+        batch_ts = ts[np.flatnonzero(_runs(ts))].tolist()
+        l2_change = []  # (market, side, price, qty change, count change) of each level set
         out: list[tuple[bytes, object]] = []
-        if len(new):
-            self._apply_rows(zip(*(new[name].tolist() for name in COLUMNS)), out)
-            self._settle_incoming()
-            self._publish_pending(out)
-        self.cursor = max(self.cursor, last)
-        return out
-
-    def _changes(self, market: int, ts: int) -> _Changes:
-        ch = self.pending.get(market)
-        if ch is None:
-            ch = self.pending[market] = _Changes()
-        ch.ts = ts
-        return ch
-
-    def _apply_rows(self, rows, out) -> None:
         books = self.books
-        for (seq, cmd_seq, kind, flags, side, reason, market, venue, ts, order_id, account, client_id, price, qty,
-             remaining, maker_order) in rows:
-            if cmd_seq != self.cmd_seq:
-                self._settle_incoming()
-                self._publish_pending(out)
-                self.cmd_seq = cmd_seq
-            if kind == _BOOK_LEVEL:
-                if self.incoming is not None:
-                    self._settle_incoming()
-                book = books[market]
-                book.set_level(side, price, qty, remaining)
-                self._changes(market, ts).levels.append(Level(side, price, qty, remaining))
-                if book.l3_level(side, price) != (qty, remaining):
-                    self.l3_mismatches += 1
-            elif kind == _FILL:
-                book = books[market]
-                ch = self._changes(market, ts)
-                if maker_order in book.orders:
-                    left = book.queues[1 - side][price][maker_order] - qty
-                    book.resize(maker_order, left)
-                    ch.ops.append(OrderExecute(maker_order, qty, left, seq))
-                else:
-                    self.unknown_orders += 1
-                incoming = self.incoming
-                if incoming is not None and incoming[0] == order_id:
-                    incoming[4] = remaining
-                else:
-                    self.unknown_orders += 1
-                book.trade_number += 1
-                ch.trades.append(Trade(seq, book.trade_number, price, qty, side, order_id, maker_order))
-            elif kind == _CANCELLED:
-                incoming = self.incoming
-                if incoming is not None and incoming[0] == order_id:
-                    incoming[4] = remaining  # an incoming order's remainder never rested
-                elif market in books and order_id in books[market].orders:
-                    books[market].resize(order_id, remaining)
-                    self._changes(market, ts).ops.append(OrderCancel(order_id, qty, remaining, reason))
-                else:
-                    self.unknown_orders += 1
-            elif kind == _ACCEPTED:
-                if order_id > 0:
-                    self.incoming = [order_id, market, side, price, qty, False, ts]
-                elif flags & _MARKET_FLAG:
-                    self.listings.learn(MARKET_LISTING, seq, side, market, venue, account, client_id, price, qty,
-                                        remaining)
-                    books.setdefault(market, Book(market))
-                elif flags & _ASSET_FLAG:
-                    self.listings.learn(ASSET_LISTING, seq, side, market, venue, account, client_id, price, qty,
-                                        remaining)
-                # else a MassCancel's echo: its Cancelled events follow
-            elif kind == _AMENDED:
-                book = books.get(market)
-                if book is None or order_id not in book.orders:
-                    self.unknown_orders += 1
-                elif flags & _PRIORITY_LOST:
-                    book.resize(order_id, 0)  # it re-enters as an incoming order at its new price
-                    self.incoming = [order_id, market, side, price, qty, True, ts]
-                else:  # same price, size down or equal: it keeps its place
-                    book.resize(order_id, qty)
-                    self._changes(market, ts).ops.append(OrderAmend(order_id, price, qty, False))
-            elif kind == _MARKET_STATUS:
-                book = books.get(market)
-                if book is not None:
-                    book.halted = qty == 1
-                    self._changes(market, ts).status = True
-
-    def _settle_incoming(self) -> None:
-        """The incoming order's matching is over: a remainder rests at the back of its level."""
-        incoming = self.incoming
-        if incoming is None:
-            return
-        self.incoming = None
-        order_id, market, side, price, remaining, amended, ts = incoming
-        if remaining > 0:
-            self.books[market].rest(order_id, side, price, remaining)
-            op = OrderAmend(order_id, price, remaining, True) if amended else OrderAdd(order_id, side, price, remaining)
-        elif amended:
-            op = OrderAmend(order_id, price, 0, True)
-        else:
-            return
-        self._changes(market, ts).ops.append(op)
-
-    def _publish_pending(self, out: list) -> None:
-        """One update per market the command changed."""
-        if not self.pending:
-            return
-        books = self.books
-        for market, ch in self.pending.items():
-            book = books[market]
-            book.ts = ch.ts
-            if ch.levels or ch.ops:
+        for key, o0, o1, l0, l1, t0, t1 in zip(keys.tolist(), *(b.tolist() for b in (*o_bounds, *l_bounds,
+                                                                                      *t_bounds))):
+            b_ts = batch_ts[key >> 32]
+            m = key & 0xFFFFFFFF
+            book = books[m]
+            book.ts = b_ts
+            if o1 > o0 or l1 > l0:
+                changed = levels[l0:l1]
+                asks_from = l0 + int(np.searchsorted(changed["side"], ASK))
+                for sd, a, b in ((BID, l0, asks_from), (ASK, asks_from, l1)):
+                    if b > a:
+                        p_, q_, c_ = level_price[a:b], level_qty[a:b], level_count[a:b]
+                        old_q, old_c = book.set_levels(sd, p_, q_, c_)
+                        l2_change.append((np.full(b - a, m), np.full(b - a, sd), p_, q_ - old_q, c_ - old_c))
                 book.seq += 1
                 checksum = book.checksum()
-                out.append((CHANNEL_BOOK, BookUpdate(market, book.seq, ch.ts, ch.levels, checksum)))
-                out.append((CHANNEL_ORDERS, OrderUpdate(market, book.seq, ch.ts, ch.ops, checksum)))
-                if ch.trades:
-                    out.append((CHANNEL_TRADES, Trades(market, book.seq, ch.ts, ch.trades)))
-            if ch.status:
-                out.append((CHANNEL_STATUS, self.status(market)))
-        self.pending = {}
+                out.append((CHANNEL_BOOK, BookUpdate(m, book.seq, b_ts, changed.tobytes(), checksum)))
+                out.append((CHANNEL_ORDERS, OrderUpdate(m, book.seq, b_ts, op_records[o0:o1].tobytes(), checksum)))
+                if t1 > t0:
+                    book.trade_number += t1 - t0
+                    out.append((CHANNEL_TRADES, Trades(m, book.seq, b_ts, trades[t0:t1].tobytes())))
+            halted = halts.get(key)
+            if halted is not None:
+                book.halted = halted
+                out.append((CHANNEL_STATUS, self.status(m)))
+        self._check_levels(l3_keys, l3_qty, l3_count, l2_change)
+        return out
+
+    def _learn_listings(self, accepted: np.ndarray) -> None:
+        """Listings (and MassCancel echoes, which carry nothing for the books) among Accepted events."""
+        for seq, flags, side, market, venue, account, client_id, price, qty, remaining in zip(
+                *(accepted[name].tolist() for name in _LISTING_COLUMNS)):
+            if flags & _MARKET_FLAG:
+                self.listings.learn(MARKET_LISTING, seq, side, market, venue, account, client_id, price, qty,
+                                    remaining)
+                self.books.setdefault(market, MarketBook(market))
+            elif flags & _ASSET_FLAG:
+                self.listings.learn(ASSET_LISTING, seq, side, market, venue, account, client_id, price, qty,
+                                    remaining)
+
+    def _check_levels(self, l3_keys, l3_qty, l3_count, l2_change: list) -> None:
+        """Per level, the change the L3 ops made must be the change its BookLevel events made."""
+        parts = list(zip(*l2_change)) if l2_change else [[np.zeros(0, np.int64)]] * 5
+        market, side, price = (np.concatenate([k, *more]) for k, more in zip(l3_keys, parts[:3]))
+        dq = np.concatenate([l3_qty, *(-d for d in parts[3])])
+        dc = np.concatenate([l3_count, *(-d for d in parts[4])])
+        moved = (dq != 0) | (dc != 0)
+        level_side, price, dq, dc = market[moved].astype(np.int64) * 2 + side[moved], price[moved], dq[moved], dc[moved]
+        order = _level_order(level_side, price, stable=False)
+        starts = np.flatnonzero(_runs(level_side[order], price[order]))
+        if len(starts):
+            off = (np.add.reduceat(dq[order], starts) != 0) | (np.add.reduceat(dc[order], starts) != 0)
+            self.l3_mismatches += int(np.count_nonzero(off))
 
     # ------------------------------------------------------------------------------ queries ------
 
@@ -266,7 +547,8 @@ class MarketDataCore:
         b = self.books.get(market)
         if b is None:
             return None
-        return OrderSnapshot(market, b.seq, b.ts, b.resting_orders(), b.checksum(), b.trade_number, b.halted)
+        return OrderSnapshot(market, b.seq, b.ts, self.orders.of_market(market), b.checksum(), b.trade_number,
+                             b.halted)
 
     def market_list(self) -> MarketList:
         assets = self.listings.assets
@@ -307,6 +589,41 @@ MAX_REQUEST_BYTES = 4096
 PUB_HWM = 1_000_000  # messages queued per subscriber before the PUB drops (the subscriber resyncs)
 
 
+def ring_kept_from(cfg, timeout_s: float = 60.0) -> int:
+    """The seq after which the live ring keeps every event for this service: its consumer slot's
+    cursor (a slot the matcher reserved starts where the ring starts), or the ring's head if it has
+    no slot yet.  Waits for a ring whose producer lives, as ``attach_consumer`` does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = ring_status(cfg.ring_name)
+            if status["creator_alive"] and not status["closed"]:
+                slots = [c["cursor"] for c in status["consumers"] if c["name"] == ROLE]
+                return slots[0] if slots else status["published"]
+        except (RingError, OSError):
+            pass
+        if time.monotonic() > deadline or Stop.requested:
+            raise RingError(f"no live event ring {cfg.ring_name} within {timeout_s} s (is the matcher running?)")
+        time.sleep(0.05)
+
+
+def bootstrap_core(cfg, kept_from: int) -> MarketDataCore:
+    """A core from the matcher's newest snapshot that the ring continues: taken at or after
+    ``kept_from`` (the ring holds what follows it) and not past what the ring has published (a
+    snapshot the restarted matcher did not restore from may be ahead of the journal)."""
+    published = ring_status(cfg.ring_name)["published"]
+    state, path, problems = load_newest(cfg.data_path / "snapshots", max_event_seq=published)
+    for problem in problems:
+        print(f"xos {ROLE}: snapshot skipped: {problem}", file=sys.stderr, flush=True)
+    event_seq = int(state["counters"][2]) if state is not None else -1
+    if event_seq < kept_from:
+        raise RingError(f"market data cannot start: the ring keeps events after seq {kept_from} only, and no "
+                        f"matcher snapshot from there on is in {cfg.data_path / 'snapshots'} (newest usable: "
+                        f"{path or 'none'})")
+    print(f"xos {ROLE}: books bootstrapped from {path} (event seq {event_seq})", file=sys.stderr, flush=True)
+    return MarketDataCore.from_matcher_state(state)
+
+
 class MarketDataStage:
     """Ring -> ``MarketDataCore`` -> PUB socket; snapshots on the ROUTER socket, between batches, so
     each one is exactly the state at the seq it carries."""
@@ -317,6 +634,9 @@ class MarketDataStage:
         self.checkpoint = Checkpoint(cfg.data_path / "run" / f"{ROLE}.ckpt")
         restored = self.checkpoint.load()
         self.core: MarketDataCore = restored if restored is not None else MarketDataCore()
+        kept_from = ring_kept_from(cfg)
+        if self.core.cursor < kept_from:  # no checkpoint, or one the ring has moved past
+            self.core = bootstrap_core(cfg, kept_from)
         self.consumer = attach_consumer(cfg, ROLE, self.core.cursor + 1)
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
@@ -344,7 +664,7 @@ class MarketDataStage:
         c = self.core
         return {"applied": self.applied, "published": self.published, "snapshots": self.snapshots,
                 "bad_requests": self.bad_requests, "lost_replies": self.lost_replies, "markets": len(c.books),
-                "resting_orders": sum(len(b.orders) for b in c.books.values()), "l3_mismatches": c.l3_mismatches,
+                "resting_orders": c.orders.live, "l3_mismatches": c.l3_mismatches,
                 "unknown_orders": c.unknown_orders, "cursor": c.cursor, "ring_cursor": self.consumer.cursor,
                 "lag": self.consumer.available()}
 
@@ -385,16 +705,18 @@ class MarketDataStage:
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
             return 0
-        events = self.consumer.take(TAKE_MAX)
-        self.taken_seq = int(events["seq"][-1])
-        # nothing more published: the batch ends where the matcher's publish ended, between commands
-        self.publish(self.core.apply(events, complete=self.consumer.available() == 0))
-        self.applied += len(events)
-        self.pending += len(events)
+        chosen, first, last = self.consumer.take_kinds(TAKE_MAX, FOLLOWED)
+        if last < first:
+            return 0
+        self.taken_seq = last
+        # nothing more published: the matcher's last batch is whole (it publishes a batch at once)
+        self.publish(self.core.apply_taken(chosen, first, last, complete=self.consumer.available() == 0))
+        self.applied += last - first + 1
+        self.pending += last - first + 1
         if self.pending >= self.checkpoint_every or \
                 time.monotonic() - self.last_checkpoint >= self.cfg.workers.checkpoint_s:
             self.make_durable()
-        return len(events)
+        return last - first + 1
 
     def run(self) -> int:
         self.heartbeat.beat(state="running", **self.counters())

@@ -39,7 +39,7 @@ from .mdmessages import (
     ENCODER,
     PUB_DECODER,
     REPLY_DECODER,
-    Book,
+    LevelBook,
     BookSnapshot,
     BookSnapshotRequest,
     BookStatus,
@@ -53,6 +53,7 @@ from .mdmessages import (
     Trades,
     topic,
     topic_market,
+    trades_of,
 )
 
 
@@ -69,7 +70,7 @@ class _Watched:
 
     def __init__(self, info: MarketInfo):
         self.info = info
-        self.book = Book(info.market)
+        self.book = LevelBook(info.market)
         self.synced = False
         self.buffer: list[BookUpdate] = []  # increments that arrived while a snapshot was awaited
         self.syncing: asyncio.Task | None = None
@@ -270,19 +271,19 @@ class MarketDataClient:
     def _take_trades(self, feed: _TradeFeed, msg: Trades) -> None:
         info = feed.info
         ms = msg.ts // 1_000_000
-        for t in msg.trades:
+        for trade_id, number, price, qty, side, taker_order, maker_order in trades_of(msg).tolist():
             if feed.last_number is not None:
-                if t.number <= feed.last_number:
+                if number <= feed.last_number:
                     continue  # republished after a restart of the service
-                if t.number != feed.last_number + 1:
-                    self.trade_gaps += t.number - feed.last_number - 1
-            feed.last_number = t.number
-            feed.new.append({"id": str(t.id), "timestamp": ms, "datetime": _datetime(ms), "symbol": info.symbol,
-                             "order": None, "type": None, "side": "buy" if t.side == BID else "sell",
-                             "takerOrMaker": "taker", "price": t.price, "amount": t.qty,
-                             "cost": t.price * t.qty // info.lot_size, "fee": None,
-                             "info": {"number": t.number, "taker_order": t.taker_order,
-                                      "maker_order": t.maker_order, "seq": msg.seq}})
+                if number != feed.last_number + 1:
+                    self.trade_gaps += number - feed.last_number - 1
+            feed.last_number = number
+            feed.new.append({"id": str(trade_id), "timestamp": ms, "datetime": _datetime(ms), "symbol": info.symbol,
+                             "order": None, "type": None, "side": "buy" if side == BID else "sell",
+                             "takerOrMaker": "taker", "price": price, "amount": qty,
+                             "cost": price * qty // info.lot_size, "fee": None,
+                             "info": {"number": number, "taker_order": taker_order,
+                                      "maker_order": maker_order, "seq": msg.seq}})
         feed.changed.set()
 
     # ------------------------------------------------------------------------ the stream -----

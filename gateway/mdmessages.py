@@ -13,11 +13,13 @@ Two sockets (docs/ARCHITECTURE.md, "Market data"):
   ``OrderSnapshotRequest``, ``MarketsRequest``) and gets one reply (``BookSnapshot``,
   ``OrderSnapshot``, ``MarketList`` or ``MdError``).
 
-Sequence numbers: each market has one sequence ``seq``, incremented once for every command that
-touched that market's book.  The ``BookUpdate`` and the ``OrderUpdate`` of that command carry the
-same ``seq`` (every book change is both an L2 and an L3 change), and a snapshot carries the ``seq``
-it is valid at, so a subscriber applies exactly the updates with ``seq`` > the snapshot's.  Trades
-are numbered per market by ``Trade.number`` (1, 2, ...); their ``id`` is the fill's event seq.
+Sequence numbers: each market has one sequence ``seq``, incremented once for every matcher batch
+(the commands the matcher stamped with one ``ts``) that touched that market's book.  The
+``BookUpdate`` and the ``OrderUpdate`` of that batch carry the same ``seq`` (every book change is
+both an L2 and an L3 change), and a snapshot carries the ``seq`` it is valid at, so a subscriber
+applies exactly the updates with ``seq`` > the snapshot's.  Trades are numbered per market
+(``number`` 1, 2, ...); their ``id`` is the fill's event seq.  The rows of an update are packed
+records (``LEVEL_DTYPE``, ``OP_DTYPE``, ``TRADE_DTYPE``: little-endian, unpadded).
 
 Checksum (``book_checksum``): CRC32 (the zlib / IEEE 802.3 polynomial, unsigned) of the byte string
 ``pack("<BB", nb, na)`` followed by ``nb`` bid levels best first, then ``na`` ask levels best first,
@@ -33,6 +35,7 @@ from bisect import bisect_left, insort
 from typing import Sequence, Union
 
 import msgspec
+import numpy as np
 
 CHECKSUM_DEPTH = 10
 
@@ -73,13 +76,22 @@ def book_checksum(bids: Sequence[Sequence[int]], asks: Sequence[Sequence[int]]) 
 
 # ----------------------------------------------------------------------------------- PUB --------
 
-class Level(msgspec.Struct, array_like=True, frozen=True):
-    """One L2 level as it is now: ``qty == 0`` and ``count == 0`` mean the level is gone."""
+# Increments carry their rows as packed little-endian records (``bytes``, no padding), so the
+# publisher builds a message from numpy arrays without one Python object per row; a subscriber
+# reads them with ``np.frombuffer(payload, DTYPE)`` (or ``levels_of`` / ``ops_of`` / ``trades_of``).
+LEVEL_DTYPE = np.dtype([("side", "u1"), ("price", "<i8"), ("qty", "<i8"), ("count", "<i8")])  # 25 bytes
+OP_DTYPE = np.dtype([("op", "u1"), ("side", "u1"), ("reason", "u1"), ("order_id", "<i8"), ("price", "<i8"),
+                     ("qty", "<i8"), ("remaining", "<i8"), ("trade_id", "<i8")])  # 43 bytes
+TRADE_DTYPE = np.dtype([("id", "<i8"), ("number", "<i8"), ("price", "<i8"), ("qty", "<i8"), ("side", "u1"),
+                        ("taker_order", "<i8"), ("maker_order", "<i8")])  # 49 bytes
 
-    side: int  # 0 bid, 1 ask
-    price: int
-    qty: int
-    count: int
+# ``OP_DTYPE.op``: what happened to the order (``side`` and ``price`` are always the order's)
+OP_ADD = ord("a")  # it rests at the back of its level with ``qty`` (= ``remaining``) open
+OP_EXECUTE = ord("e")  # it traded ``qty`` as a maker; ``remaining`` open after; ``trade_id`` = the trade's id
+OP_CANCEL = ord("c")  # ``qty`` was taken off it; ``remaining`` open after; ``reason`` = the engine's cancel reason
+OP_AMEND = ord("m")  # it now rests at ``price`` with ``remaining`` (= ``qty``) open; ``reason`` 1: it lost its
+#                      priority (moved to the back of the level, after trading as a taker if it crossed)
+PRIORITY_LOST = 1
 
 
 class PriceLevel(msgspec.Struct, array_like=True, frozen=True):
@@ -89,83 +101,48 @@ class PriceLevel(msgspec.Struct, array_like=True, frozen=True):
 
 
 class BookUpdate(msgspec.Struct, tag="B", array_like=True, frozen=True):
-    """The L2 levels one command changed in one market, and the checksum after them."""
+    """The L2 levels one matcher batch changed in one market, each as it is after the batch
+    (``LEVEL_DTYPE`` rows; ``qty == count == 0``: the level is gone), and the checksum after them."""
 
     market: int
     seq: int
-    ts: int  # engine clock of the command (ns)
-    levels: list[Level]
+    ts: int  # engine clock of the batch (ns)
+    levels: bytes
     checksum: int
-
-
-class OrderAdd(msgspec.Struct, tag="a", array_like=True, frozen=True):
-    """A new order rests at the back of its level."""
-
-    order_id: int
-    side: int
-    price: int
-    qty: int
-
-
-class OrderExecute(msgspec.Struct, tag="e", array_like=True, frozen=True):
-    """A resting order traded ``qty`` at its price; ``remaining`` 0 = it left the book."""
-
-    order_id: int
-    qty: int
-    remaining: int
-    trade_id: int
-
-
-class OrderCancel(msgspec.Struct, tag="c", array_like=True, frozen=True):
-    """``qty`` was taken off a resting order; ``remaining`` 0 = it left the book.
-    ``reason``: the engine's cancel reason (user 1, stp 4, expired 6, mass 7)."""
-
-    order_id: int
-    qty: int
-    remaining: int
-    reason: int
-
-
-class OrderAmend(msgspec.Struct, tag="m", array_like=True, frozen=True):
-    """A resting order now rests at ``price`` with ``qty`` open.  ``priority_lost``: it moved to the
-    back of that level (after trading as a taker, if it crossed); ``qty`` 0: it left the book that
-    way (filled or cancelled on re-entry; its trades are on the trade channel)."""
-
-    order_id: int
-    price: int
-    qty: int
-    priority_lost: bool
-
-
-OrderOp = Union[OrderAdd, OrderExecute, OrderCancel, OrderAmend]
 
 
 class OrderUpdate(msgspec.Struct, tag="O", array_like=True, frozen=True):
-    """The L3 changes of one command in one market, in order; same ``seq`` and ``checksum`` as its
-    ``BookUpdate`` (an L3 subscriber checks the levels its orders add up to)."""
+    """The L3 changes of one matcher batch in one market, in order (``OP_DTYPE`` rows); same ``seq``
+    and ``checksum`` as its ``BookUpdate`` (an L3 subscriber checks the levels its orders add up to)."""
 
     market: int
     seq: int
     ts: int
-    ops: list[OrderOp]
+    ops: bytes
     checksum: int
 
 
-class Trade(msgspec.Struct, array_like=True, frozen=True):
-    id: int  # the fill's event seq: unique and stable across restarts
-    number: int  # 1, 2, ... per market: a gap means a trade was missed
-    price: int
-    qty: int
-    side: int  # the taker's side
-    taker_order: int
-    maker_order: int
-
-
 class Trades(msgspec.Struct, tag="T", array_like=True, frozen=True):
+    """The trades of one matcher batch in one market (``TRADE_DTYPE`` rows: ``id`` = the fill's event
+    seq, unique and stable across restarts; ``number`` 1, 2, ... per market, a gap means a trade
+    was missed; ``side`` the taker's)."""
+
     market: int
-    seq: int  # the book seq of the command they belong to
+    seq: int  # the book seq of the batch they belong to
     ts: int
-    trades: list[Trade]
+    trades: bytes
+
+
+def levels_of(update: BookUpdate) -> np.ndarray:
+    return np.frombuffer(update.levels, LEVEL_DTYPE)
+
+
+def ops_of(update: OrderUpdate) -> np.ndarray:
+    return np.frombuffer(update.ops, OP_DTYPE)
+
+
+def trades_of(msg: Trades) -> np.ndarray:
+    return np.frombuffer(msg.trades, TRADE_DTYPE)
 
 
 class BookStatus(msgspec.Struct, tag="S", array_like=True, frozen=True):
@@ -260,36 +237,36 @@ Reply = Union[BookSnapshot, OrderSnapshot, MarketList, MdError]
 BID, ASK = 0, 1
 
 
-class Book:
-    """One market's book as both ends keep it: L2 levels, the resting orders of each level in time
-    priority (L3), the market's seq, trade count and halt.  The publisher fills it from ring events;
-    a subscriber from a snapshot and then the updates (``apply_levels`` for L2, ``apply_ops`` for
-    L3), so the checksum is computed by this one code on both ends."""
+class LevelBook:
+    """One market's L2 book: levels, seq, trade count, halt.  The publisher keeps one per market
+    (its orders are in ``gateway.marketdata.OrderTable``); a subscriber's ``Book`` adds the orders.
+    The checksum is computed by this one code on both ends."""
 
-    __slots__ = ("market", "levels", "prices", "queues", "orders", "seq", "trade_number", "halted", "ts")
+    __slots__ = ("market", "levels", "prices", "seq", "trade_number", "halted", "ts")
 
     def __init__(self, market: int):
         self.market = market
         self.levels: tuple[dict, dict] = ({}, {})  # side -> price -> (qty, count)
         self.prices: tuple[list, list] = ([], [])  # side -> the prices of its levels, ascending
-        self.queues: tuple[dict, dict] = ({}, {})  # side -> price -> {order_id: remaining}, oldest first
-        self.orders: dict[int, tuple[int, int]] = {}  # order_id -> (side, price) of the resting orders
         self.seq = 0
         self.trade_number = 0
         self.halted = False
         self.ts = 0
 
-    # ------------------------------------------------------------------------ L2 ---------
-    def set_level(self, side: int, price: int, qty: int, count: int) -> None:
+    def set_level(self, side: int, price: int, qty: int, count: int) -> tuple[int, int]:
+        """Set a level (``qty == count == 0`` removes it); returns its ``(qty, count)`` before."""
         levels = self.levels[side]
+        old = levels.get(price)
         if qty == 0 and count == 0:
-            if levels.pop(price, None) is not None:
+            if old is not None:
+                del levels[price]
                 prices = self.prices[side]
                 del prices[bisect_left(prices, price)]
         else:
-            if price not in levels:
+            if old is None:
                 insort(self.prices[side], price)
             levels[price] = (qty, count)
+        return old or (0, 0)
 
     def side_levels(self, side: int, depth: int = 0) -> list[tuple[int, int, int]]:
         """``(price, qty, count)`` best first, at most ``depth`` of them (0: all)."""
@@ -308,8 +285,6 @@ class Book:
         for side in (BID, ASK):
             self.levels[side].clear()
             self.prices[side].clear()
-            self.queues[side].clear()
-        self.orders.clear()
 
     def load(self, snapshot: BookSnapshot) -> None:
         """Become the L2 book of ``snapshot`` (whole depth: an increment may touch any level)."""
@@ -320,12 +295,36 @@ class Book:
         self._take_status(snapshot)
 
     def apply_levels(self, update: BookUpdate) -> None:
-        for lv in update.levels:
-            self.set_level(lv.side, lv.price, lv.qty, lv.count)
+        for side, price, qty, count in levels_of(update).tolist():
+            self.set_level(side, price, qty, count)
         self.seq = update.seq
         self.ts = update.ts
 
-    # ------------------------------------------------------------------------ L3 ---------
+    def _take_status(self, snapshot) -> None:
+        self.seq = snapshot.seq
+        self.ts = snapshot.ts
+        self.trade_number = snapshot.trade_number
+        self.halted = snapshot.halted
+
+
+class Book(LevelBook):
+    """A subscriber's book of one market: the L2 levels and the resting orders of each level in
+    time priority (L3), filled from a snapshot and then the updates (``apply_levels`` for L2,
+    ``apply_ops`` for L3)."""
+
+    __slots__ = ("queues", "orders")
+
+    def __init__(self, market: int):
+        super().__init__(market)
+        self.queues: tuple[dict, dict] = ({}, {})  # side -> price -> {order_id: remaining}, oldest first
+        self.orders: dict[int, tuple[int, int]] = {}  # order_id -> (side, price) of the resting orders
+
+    def clear(self) -> None:
+        super().clear()
+        for side in (BID, ASK):
+            self.queues[side].clear()
+        self.orders.clear()
+
     def rest(self, order_id: int, side: int, price: int, qty: int) -> None:
         """Put an order at the back of its level."""
         queues = self.queues[side]
@@ -376,29 +375,21 @@ class Book:
     def apply_ops(self, update: OrderUpdate) -> None:
         """Apply an L3 update and bring the L2 levels it touched in line with the orders.
         Raises ``KeyError`` for an op about an order this book does not hold (a missed update)."""
-        touched = []
-        for op in update.ops:
-            if type(op) is OrderAdd:
-                self.rest(op.order_id, op.side, op.price, op.qty)
-                touched.append((op.side, op.price))
-            elif type(op) is OrderAmend:
-                touched.append(self.resize(op.order_id, op.qty if not op.priority_lost else 0))
-                if op.priority_lost and op.qty:
-                    side = touched[-1][0]
-                    self.rest(op.order_id, side, op.price, op.qty)
-                    touched.append((side, op.price))
-            else:  # OrderExecute, OrderCancel
-                touched.append(self.resize(op.order_id, op.remaining))
+        touched = set()
+        for op, side, reason, order_id, price, _qty, remaining, _trade in ops_of(update).tolist():
+            if op == OP_ADD:
+                self.rest(order_id, side, price, remaining)
+            elif op == OP_AMEND and reason == PRIORITY_LOST:
+                touched.add(self.resize(order_id, 0))
+                if remaining:
+                    self.rest(order_id, side, price, remaining)
+            else:  # execute, cancel, amend in place
+                self.resize(order_id, remaining)
+            touched.add((side, price))
         for side, price in touched:
             self.set_level(side, price, *self.l3_level(side, price))
         self.seq = update.seq
         self.ts = update.ts
-
-    def _take_status(self, snapshot) -> None:
-        self.seq = snapshot.seq
-        self.ts = snapshot.ts
-        self.trade_number = snapshot.trade_number
-        self.halted = snapshot.halted
 
 
 ENCODER = msgspec.msgpack.Encoder()
@@ -408,9 +399,10 @@ REPLY_DECODER = msgspec.msgpack.Decoder(Reply)
 
 __all__ = [
     "ASK", "BID", "Book", "BookSnapshot", "BookSnapshotRequest", "BookStatus", "BookUpdate", "CHANNELS", "CHANNEL_BOOK",
-    "CHANNEL_ORDERS", "CHANNEL_STATUS", "CHANNEL_TRADES", "CHECKSUM_DEPTH", "ENCODER", "Level",
-    "MarketInfo", "MarketList", "MarketsRequest", "MdError", "OrderAdd", "OrderAmend", "OrderCancel",
-    "OrderExecute", "OrderOp", "OrderSnapshot", "OrderSnapshotRequest", "OrderUpdate", "PUB_DECODER",
+    "CHANNEL_ORDERS", "CHANNEL_STATUS", "CHANNEL_TRADES", "CHECKSUM_DEPTH", "ENCODER", "LEVEL_DTYPE", "LevelBook",
+    "MarketInfo", "MarketList", "MarketsRequest", "MdError", "OP_ADD", "OP_AMEND", "OP_CANCEL", "OP_DTYPE",
+    "OP_EXECUTE", "OrderSnapshot", "OrderSnapshotRequest", "OrderUpdate", "PRIORITY_LOST", "PUB_DECODER",
     "PriceLevel", "PubMessage", "REPLY_DECODER", "REQUEST_DECODER", "Reply", "Request", "RestingOrder",
-    "Trade", "Trades", "book_checksum", "market_prefix", "topic", "topic_market",
+    "TRADE_DTYPE", "Trades", "book_checksum", "levels_of", "market_prefix", "ops_of", "topic", "topic_market",
+    "trades_of",
 ]

@@ -7,6 +7,7 @@ subscriber's L2 and L3 replicas and the checksums all equal ``Engine.l2`` / ``En
 """
 from __future__ import annotations
 
+import json
 import pickle
 import random
 
@@ -35,6 +36,9 @@ from gateway.mdmessages import (
     OrderUpdate,
     Trades,
     book_checksum,
+    PRIORITY_LOST,
+    ops_of,
+    trades_of,
 )
 
 ALL = 1 << 30
@@ -75,9 +79,9 @@ class Subscriber:
             assert book.checksum() == msg.checksum
         elif channel == CHANNEL_TRADES:
             assert isinstance(msg, Trades)
-            for t in msg.trades:
-                assert t.number == self.trade_numbers.get(m, 0) + 1
-                self.trade_numbers[m] = t.number
+            for number in trades_of(msg)["number"].tolist():
+                assert number == self.trade_numbers.get(m, 0) + 1
+                self.trade_numbers[m] = number
                 self.trades += 1
         else:
             assert channel == CHANNEL_STATUS
@@ -90,12 +94,32 @@ def check_against_engine(core, engine, sub):
         bids, asks = engine_l2(engine, m)
         book = core.books[m]
         assert book.side_levels(BID) == bids and book.side_levels(ASK) == asks
-        assert [(o.order_id, o.side, o.price, o.qty) for o in book.resting_orders()] == engine_l3(engine, m)
+        assert [(o.order_id, o.side, o.price, o.qty) for o in core.orders.of_market(m)] == engine_l3(engine, m)
         assert book.checksum() == book_checksum(bids, asks)
         if m in sub.l2:
             assert sub.l2[m].side_levels(BID) == bids and sub.l2[m].side_levels(ASK) == asks
             assert [(o.order_id, o.side, o.price, o.qty) for o in sub.l3[m].resting_orders()] == engine_l3(engine, m)
     assert core.l3_mismatches == 0 and core.unknown_orders == 0
+
+
+def matcher_batches(engine, gen: StreamGenerator, n_commands: int, chunk: int, rng: random.Random):
+    """``run_stream`` with the matcher's batching: each chunk is processed in batches of random size
+    whose commands carry one ``ts`` (as ``MatcherStage`` stamps its input batches); yields the
+    events of each chunk."""
+    done = 0
+    while done < n_commands:
+        cmds = gen.next_chunk(min(chunk, n_commands - done))
+        parts = []
+        start = 0
+        while start < len(cmds):
+            stop = min(len(cmds), start + rng.randint(1, 80))
+            cmds["ts"][start:stop] = cmds["ts"][start:stop].max()
+            parts.append(engine.process(cmds[start:stop]))
+            start = stop
+        events = np.concatenate(parts)
+        gen.observe(cmds, events)
+        done += len(cmds)
+        yield events
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -107,43 +131,47 @@ def test_core_books_equal_the_matchers_after_a_random_stream(seed):
     whole = MarketDataCore()  # the same events in whole chunks
     sub = Subscriber()
     fills = 0
-    for i, (_, events) in enumerate(run_stream(engine, gen, n_commands=12_000, chunk=300)):
+    chunks = matcher_batches(engine, gen, 12_000, 300, rng) if seed != 2 else \
+        (events for _, events in run_stream(engine, gen, n_commands=12_000, chunk=300))  # one ts per command
+    for i, events in enumerate(chunks):
         fills += int((events["kind"] == 3).sum())
         published = []
         start = 0
-        while start < len(events):  # slices of random size: commands get cut between batches
+        while start < len(events):  # slices of random size: matcher batches get cut between them
             stop = min(len(events), start + rng.randint(1, 400))
             for channel, msg in core.apply(events[start:stop], complete=stop == len(events)):
                 sub.receive(channel, msg)
                 published.append(msg)
             start = stop
-        assert published == [msg for _, msg in whole.apply(events)]  # numbering ignores batching
+        assert published == [msg for _, msg in whole.apply(events)]  # numbering ignores the ring's batching
         if i % 5 == 4:
             check_against_engine(core, engine, sub)
         if i == 20:  # a checkpointed core carries on exactly
             core = pickle.loads(pickle.dumps(core))
     check_against_engine(core, engine, sub)
     assert sub.trades == fills > 100
-    assert sum(len(b.orders) for b in core.books.values()) == engine.open_orders > 0
+    assert core.orders.live == engine.open_orders > 0
 
 
-def test_a_held_command_is_not_checkpointed():
-    """A batch cut inside a command: the core applies the whole commands, holds the rest back, and a
-    checkpoint taken then resumes from the held command's first event."""
+def test_a_held_matcher_batch_goes_into_the_checkpoint():
+    """Events cut inside a matcher batch: the core publishes the whole batches before it and holds
+    that one; a checkpoint taken then holds it too, and both go on exactly as a core fed all at once."""
     engine = Engine(**ENGINE_KWARGS)
-    events = np.concatenate([ev for _, ev in run_stream(engine, StreamGenerator(seed=11), n_commands=600)])
-    multi = np.flatnonzero(np.diff(events["cmd_seq"]) == 0)  # inside a command of several events
-    cut = int(multi[len(multi) // 2]) + 1
+    events = np.concatenate(list(matcher_batches(engine, StreamGenerator(seed=11), 600, 600, random.Random(11))))
+    inside = np.flatnonzero(np.diff(events["ts"]) == 0)  # between two events of one matcher batch
+    cut = int(inside[len(inside) // 2]) + 1
     core = MarketDataCore()
     first = core.apply(events[:cut], complete=False)
-    assert core.cursor < events["seq"][cut - 1] and len(core.held)
+    held_from = int(np.searchsorted(events["ts"], events["ts"][cut - 1]))
+    assert core.cursor == events["seq"][cut - 1] and len(core.held) and first
     restored = pickle.loads(pickle.dumps(core))
-    assert len(restored.held) == 0 and restored.cursor == core.cursor
+    assert np.array_equal(restored.held, core.held) and restored.cursor == core.cursor
+    assert core.held["seq"][0] >= events["seq"][held_from]
     rest = core.apply(events[cut:])
-    again = restored.apply(events[int(np.searchsorted(events["seq"], restored.cursor + 1)):])
-    assert rest == again and first
+    again = restored.apply(events[cut:])
+    assert rest == again and rest
     reference = MarketDataCore()
-    assert [m for _, m in reference.apply(events)] == [m for _, m in first + rest]
+    assert reference.apply(events) == first + rest
     check_against_engine(core, engine, Subscriber())
 
 
@@ -226,11 +254,42 @@ def test_core_handles_priority_loss_partial_fills_and_status():
     for ev in events:
         run(ev)
     check_against_engine(core, e, sub)
-    ops = [op for m in log if isinstance(m, OrderUpdate) for op in m.ops]
-    kinds = [type(op).__name__ for op in ops]
-    assert kinds == ["OrderAdd", "OrderAdd", "OrderAdd", "OrderExecute", "OrderAmend", "OrderAmend",
-                     "OrderExecute"]
-    assert [o.qty for o in ops[:4]] == [5, 3, 4, 4]
-    assert ops[4].priority_lost and ops[4].price == 106 and ops[4].qty == 2
-    assert not ops[5].priority_lost and ops[5].qty == 2
+    ops = np.concatenate([ops_of(m) for m in log if isinstance(m, OrderUpdate)])
+    assert bytes(ops["op"]).decode() == "aaameme"  # in event order: the amend, then the trade it made
+    assert ops["qty"][:3].tolist() == [5, 3, 4] and ops["remaining"][:3].tolist() == [5, 3, 4]
+    assert ops[3]["reason"] == PRIORITY_LOST and ops[3]["price"] == 106 and ops[3]["remaining"] == 2
+    assert ops[4]["order_id"] == ops[2]["order_id"] and ops[4]["qty"] == 4 and ops[4]["remaining"] == 0
+    assert ops[5]["reason"] == 0 and ops[5]["remaining"] == 2 and ops[5]["price"] == 100
+    assert ops[6]["qty"] == 1 and ops[6]["remaining"] == 1 and ops[6]["trade_id"] > 0
     assert core.books[7].halted and core.books[7].trade_number == 2
+
+
+def test_a_core_bootstrapped_from_a_matcher_snapshot_goes_on_with_the_stream():
+    """``from_matcher_state``: the books of an exported engine state (orders in time priority, levels
+    summed from them), then the events after it; seqs and trade numbers start at the snapshot's
+    event seq."""
+    rng = random.Random(4)
+    engine = Engine(**ENGINE_KWARGS)
+    gen = StreamGenerator(seed=4, depth=3)
+    chunks = matcher_batches(engine, gen, 8_000, 300, rng)
+    fed = MarketDataCore()  # from the first event on
+    for _ in range(12):
+        fed.apply(next(chunks))
+    state = engine.export_state()
+    core = MarketDataCore.from_matcher_state(state)
+    assert core.cursor == engine.event_seq and core.orders.live == engine.open_orders > 0
+    check_against_engine(core, engine, Subscriber())
+    assert all(b.seq == engine.event_seq == b.trade_number for b in core.books.values())
+    assert core.market_list() == fed.market_list()
+    for events in chunks:
+        core.apply(events)
+    check_against_engine(core, engine, Subscriber())
+
+
+def test_benchmark_runs_small(tmp_path):
+    from bench import marketdata as bench
+
+    out = tmp_path / "md.json"
+    assert bench.main(["--commands", "3000", "--runs", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["events"] > 3000 and result["messages"] > 0 and result["events_per_s"] > 0

@@ -275,3 +275,54 @@ def test_killed_service_resumes_from_its_checkpoint_with_the_same_seqs(running, 
             await md.close()
 
     asyncio.run(scenario())
+
+
+def test_service_without_a_checkpoint_bootstraps_from_the_matchers_snapshot(tmp_path, workload):
+    """Run, stop, delete the market-data checkpoint, run again: the restarted matcher's ring starts
+    at its snapshot, and the service builds its books from that snapshot instead of failing; the
+    books are right before and after more commands."""
+    sockets = Path(tempfile.mkdtemp(prefix="xosmd-", dir="/tmp"))
+    path = write_config(tmp_path, sockets)
+    cfg = load(path)
+    try:
+        for run in range(2):
+            sup = Supervisor(cfg, str(path), log=lambda msg: None)
+            sup.start()
+            client = InputClient(cfg.input_address)
+            try:
+                if run == 0:
+                    client.send(workload.setup)
+                    client.send(workload.prefill)
+                    send_slowly(client, workload.stream[:1000])
+                else:
+                    send_slowly(client, workload.stream[1000:2000])
+                wait_published(sup, cfg)
+                if run == 1:
+                    assert sup.restarts.get("marketdata", 0) == 0
+                    from engine.snapshot import read_snapshot
+
+                    header, _ = read_snapshot(read_heartbeats(cfg)["matcher"]["restored_from"])
+
+                    async def check():
+                        md = MarketDataClient.from_config(cfg)
+                        try:
+                            e = journal_engine(cfg)
+                            ids = sorted(m["id"] for m in (await md.load_markets()).values())
+                            assert len(ids) == 3
+                            for m in ids:
+                                book = await md.watch_order_book(m)
+                                assert (book["bids"], book["asks"]) == engine_book(e, m)
+                                assert book["nonce"] > header.event_seq  # numbered on from the snapshot
+                                l3 = await md.fetch_l3_order_book(m)
+                                assert [o[2] for o in l3["bids"] + l3["asks"]] == [o.order_id for o in e.l3(m)]
+                        finally:
+                            await md.close()
+
+                    asyncio.run(check())
+            finally:
+                client.close()
+                sup.stop()
+            if run == 0:
+                (cfg.data_path / "run" / "marketdata.ckpt").unlink()
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
