@@ -24,6 +24,7 @@ BENCHMARKS = {
     "replay": "recovery: journal replay speed, restart from snapshot + journal suffix",
     "crash": "kill -9 the matcher at random points: nothing acknowledged lost, no fill twice",
     "workers": "the settlement, margin and risk cores: events per second each",
+    "wire": "orders over ZeroMQ through the whole engine to durable acks: closed and open loop, ceiling ratio",
     "feeds": "oracle updates per second into the running matcher, and order throughput with and without them",
 }
 
@@ -229,28 +230,31 @@ app.add_typer(feeds_app, name="feeds")
 @feeds_app.command("status")
 def feeds_status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every market's oracle and every source: last price, age, deviation, in the quorum, counters."""
+    from feeds.process import DETAIL_FILE
+
     cfg = _load(config)
-    path = cfg.data_path / "run" / "feeds.json"
+    run_dir = cfg.data_path / "run"
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads((run_dir / "feeds.json").read_text())
+        detail = json.loads((run_dir / DETAIL_FILE).read_text())
     except (OSError, ValueError):
-        typer.echo(f"no feeds status at {path} (is `xos run` running with [feeds] enabled?)", err=True)
+        typer.echo(f"no feeds status in {run_dir} (is `xos run` running with [feeds] enabled?)", err=True)
         raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps({"heartbeat": doc, **detail}, indent=2))
         return
 
     def num(value, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
     typer.echo(f"feeds pid {doc['pid']} {doc.get('state', '?')}, beat {time.time() - doc['time']:.1f} s ago, "
-               f"detail {time.time() - doc.get('detail_time', doc['time']):.1f} s old: sent {doc['sent']}, "
+               f"detail {time.time() - detail['time']:.1f} s old: sent {doc['sent']}, "
                f"held back {doc['held_back']}, rejected {doc['rejected']}")
-    for market, m in doc.get("markets", {}).items():
+    for market, m in detail["markets"].items():
         typer.echo(f"market {market} (feed {m['feed_id']}, venue {m['venue']}): {m['state'].upper()} "
                    f"price {num(m['price'], '.6g')} ({m['price_units']} units), in quorum {m['in_quorum']}"
                    f"/{m['sources']} (needs {m['quorum']}), sent {m['sent']}, stale rounds {m['stale_rounds']}")
-        for name, s in doc.get("sources", {}).items():
+        for name, s in detail["sources"].items():
             slot = s["markets"].get(market)
             if slot is None:
                 continue
@@ -259,7 +263,7 @@ def feeds_status(config: Optional[str] = ConfigOption, as_json: bool = typer.Opt
                        f"{'IN ' if slot['in_quorum'] else 'out'}{' STALE' if slot['stale'] else '      '}  "
                        f"obs {slot['observations']}  stale drops {slot['stale_drops']}  "
                        f"deviation drops {slot['deviation_drops']}")
-    for name, s in doc.get("sources", {}).items():
+    for name, s in detail["sources"].items():
         if s["rejected"]:
             counts = ", ".join(f"{reason} {n}" for reason, n in sorted(s["rejected"].items()))
             typer.echo(f"source {name} rejected: {counts}; last: {s['last_reject']}")

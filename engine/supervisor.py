@@ -96,16 +96,16 @@ class Supervisor:
 
     def start(self) -> None:
         self.claim()
-        self.spawn("matcher")
         try:
+            self.spawn("matcher")
             self.wait_ready("matcher", 60.0)
-        except RuntimeError:
+            for role in WORKERS + self.services:
+                self.spawn(role)
+            for role in WORKERS + self.services:
+                self.wait_ready(role, 30.0)
+        except BaseException:  # nothing is left running when the start fails
             self.stop()
             raise
-        for role in WORKERS + self.services:
-            self.spawn(role)
-        for role in WORKERS + self.services:
-            self.wait_ready(role, 30.0)
         self.log(f"xos running: matcher pid {self.procs['matcher'].pid}, input {self.cfg.input_address}, "
                  f"ring /dev/shm/{self.cfg.ring_name}, data {self.cfg.data_path}")
 

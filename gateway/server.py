@@ -35,13 +35,19 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import COMMAND_DTYPE, EVENT_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, Side
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag
 
 from . import messages as m
 from .keys import server_pair
 
-EVENT_ACCOUNTS_KINDS = (Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED)
-OWN_FIRST_KINDS = frozenset((Ev.ACCEPTED, Ev.REJECTED, Ev.CANCELLED, Ev.AMENDED))
+# plain ints on the per-event and per-command paths (enum attribute lookups cost more than the work)
+ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED = map(int, (Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED))
+PLACE, CANCEL, AMEND, MASS_CANCEL = map(int, (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, Cmd.MASS_CANCEL))
+POST_ONLY, BY_CLIENT_ID, ALL_MARKETS = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS))
+USER_CANCEL, EXPIRED = int(CancelReason.USER), int(CancelReason.EXPIRED)
+MAKER_DONE = int(EvFlag.MAKER_DONE)
+EVENT_ACCOUNTS_KINDS = (ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED)
+OWN_FIRST_KINDS = frozenset((ACCEPTED, REJECTED, CANCELLED, AMENDED))
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
@@ -95,18 +101,18 @@ class Pending:
 
     def answered_by(self, kind: int, ev) -> bool:
         """Is event ``ev`` (a tuple in EVENT_DTYPE order) this command's own first event?"""
-        if kind == Ev.REJECTED:
+        if kind == REJECTED:
             return ev[_CLIENT_ID] == self.ident and ev[_MARKET] == self.market and ev[_PRICE] == self.price \
                 and ev[_QTY] == self.qty
-        if self.kind == Cmd.PLACE:
-            return kind == Ev.ACCEPTED and ev[_ORDER_ID] > 0 and ev[_CLIENT_ID] == self.ident \
+        if self.kind == PLACE:
+            return kind == ACCEPTED and ev[_ORDER_ID] > 0 and ev[_CLIENT_ID] == self.ident \
                 and ev[_MARKET] == self.market and ev[_SIDE] == self.side and ev[_PRICE] == self.price
-        if self.kind == Cmd.MASS_CANCEL:
-            return kind == Ev.ACCEPTED and ev[_ORDER_ID] == 0 and ev[_MARKET] == self.market
-        if self.kind == Cmd.CANCEL and (kind != Ev.CANCELLED or ev[_REASON] != CancelReason.USER) \
-                or self.kind == Cmd.AMEND and kind != Ev.AMENDED:
+        if self.kind == MASS_CANCEL:
+            return kind == ACCEPTED and ev[_ORDER_ID] == 0 and ev[_MARKET] == self.market
+        if self.kind == CANCEL and (kind != CANCELLED or ev[_REASON] != USER_CANCEL) \
+                or self.kind == AMEND and kind != AMENDED:
             return False
-        target = ev[_CLIENT_ID] if self.flags & CmdFlag.BY_CLIENT_ID else ev[_ORDER_ID]
+        target = ev[_CLIENT_ID] if self.flags & BY_CLIENT_ID else ev[_ORDER_ID]
         return target == self.ident
 
 
@@ -170,7 +176,7 @@ class OrderBookOfAccounts:
 
     @staticmethod
     def info(order_id: int, o: list) -> m.OrderInfo:
-        return m.OrderInfo(order_id=order_id, client_id=o[1], market=o[2], side=Side(o[3]), price=o[4], qty=o[5],
+        return m.OrderInfo(order_id=order_id, client_id=o[1], market=o[2], side=o[3], price=o[4], qty=o[5],
                            filled=o[6], remaining=o[7], status=o[8], ts=o[9])
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
@@ -294,15 +300,14 @@ class GatewayStage:
         self.known_accounts = np.unique(np.fromiter(self.keys.accounts.values(), np.int64))
 
     def session_of(self, routing_id: bytes, frame: zmq.Frame) -> Session | None:
-        s = self.sessions.get(routing_id)
-        if s is None:
-            key = frame.get("User-Id")  # the Z85 key ZAP authenticated for this connection
-            account = self.keys.accounts.get(key)
-            if account is None:
-                return None
-            s = Session(routing_id, key, account)
-            self.sessions[routing_id] = s
-            self.by_account[account].add(s)
+        """A new connection's session, from the key ZAP authenticated (None: no longer registered)."""
+        key = frame.get("User-Id")
+        account = self.keys.accounts.get(key)
+        if account is None:
+            return None
+        s = Session(routing_id, key, account)
+        self.sessions[routing_id] = s
+        self.by_account[account].add(s)
         return s
 
     def drop_session(self, s: Session) -> None:
@@ -318,32 +323,41 @@ class GatewayStage:
     def on_readable(self) -> None:
         """Drain the ROUTER (its fd is edge-triggered), forward the burst's commands, send replies."""
         router = self.router
+        sessions = self.sessions
         try:
             while True:
                 try:
-                    frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                    routing_id = router.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.on_message(frames)
+                # the rest of a multipart message is there already; a new connection's first
+                # message is read as a Frame, for the key ZAP authenticated
+                if routing_id in sessions:
+                    frame, data = None, router.recv()
+                else:
+                    frame = router.recv(copy=False)
+                    data = frame.buffer
+                extra = 0
+                while router.getsockopt(zmq.RCVMORE):
+                    router.recv()
+                    extra += 1
+                self.on_message(routing_id, data, frame, extra)
                 if len(self.cmd_rows) >= self.g.push_batch:
                     self.forward()
         finally:
             self.forward()
             self.flush()
 
-    def on_message(self, frames: list[zmq.Frame]) -> None:
+    def on_message(self, routing_id: bytes, data, frame: zmq.Frame | None, extra_frames: int) -> None:
         self.counters["messages"] += 1
-        routing_id = frames[0].bytes
-        if len(frames) != 2:
-            self.error(routing_id, 0, ResultCode.MALFORMED_MESSAGE, "expected one frame per request")
-            return
-        body = frames[1]
-        s = self.session_of(routing_id, body)
+        s = self.sessions.get(routing_id) if frame is None else self.session_of(routing_id, frame)
         if s is not None and self.keys.accounts.get(s.key) != s.account:
             self.drop_session(s)  # its key was revoked since the session began
             s = None
         to = s if s is not None else routing_id
-        data = body.buffer
+        if extra_frames:
+            self.error(to, 0, ResultCode.MALFORMED_MESSAGE, "expected one frame per request")
+            return
         if len(data) > self.g.max_message_bytes:
             self.error(to, 0, ResultCode.MESSAGE_TOO_LARGE, f"{len(data)} bytes > {self.g.max_message_bytes}")
             return
@@ -398,24 +412,24 @@ class GatewayStage:
         t = type(req)
         account = s.account
         if t is m.PlaceOrder:
-            p = Pending(s, account, req.rid, Cmd.PLACE, req.market, int(req.side), req.price, req.qty, req.client_id, 0)
-            row = (Cmd.PLACE, req.side, req.tif, req.ord_type, req.stp, CmdFlag.POST_ONLY if req.post_only else 0,
+            p = Pending(s, account, req.rid, PLACE, req.market, int(req.side), req.price, req.qty, req.client_id, 0)
+            row = (PLACE, req.side, req.tif, req.ord_type, req.stp, POST_ONLY if req.post_only else 0,
                    0, req.market, 0, account, req.price, req.qty, req.client_id, req.expire_at)
         elif t is m.CancelOrder or t is m.AmendOrder:
             if (req.order_id == 0) == (req.client_id == 0):
                 self.reject(s, req.rid, ResultCode.INVALID_REQUEST, "give exactly one of order_id and client_id")
                 return
-            ident, flags = (req.order_id, 0) if req.order_id else (req.client_id, int(CmdFlag.BY_CLIENT_ID))
+            ident, flags = (req.order_id, 0) if req.order_id else (req.client_id, BY_CLIENT_ID)
             if t is m.CancelOrder:
-                p = Pending(s, account, req.rid, Cmd.CANCEL, 0, 0, 0, 0, ident, flags)
-                row = (Cmd.CANCEL, 0, 0, 0, 0, flags, 0, 0, 0, account, 0, 0, ident, 0)
+                p = Pending(s, account, req.rid, CANCEL, 0, 0, 0, 0, ident, flags)
+                row = (CANCEL, 0, 0, 0, 0, flags, 0, 0, 0, account, 0, 0, ident, 0)
             else:
-                p = Pending(s, account, req.rid, Cmd.AMEND, 0, 0, req.price, req.qty, ident, flags)
-                row = (Cmd.AMEND, 0, 0, 0, 0, flags, 0, 0, 0, account, req.price, req.qty, ident, 0)
+                p = Pending(s, account, req.rid, AMEND, 0, 0, req.price, req.qty, ident, flags)
+                row = (AMEND, 0, 0, 0, 0, flags, 0, 0, 0, account, req.price, req.qty, ident, 0)
         else:  # MassCancel
-            flags = 0 if req.market else int(CmdFlag.ALL_MARKETS)
-            p = Pending(s, account, req.rid, Cmd.MASS_CANCEL, req.market, 0, 0, 0, 0, flags)
-            row = (Cmd.MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
+            flags = 0 if req.market else ALL_MARKETS
+            p = Pending(s, account, req.rid, MASS_CANCEL, req.market, 0, 0, 0, 0, flags)
+            row = (MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
         self.cmd_rows.append(row)
         self.cmd_pending.append(p)
 
@@ -439,8 +453,8 @@ class GatewayStage:
         """The session went silent past its dead-man interval: cancel all its account's orders."""
         s.deadman_fired = True
         self.counters["deadman_fired"] += 1
-        p = Pending(None, s.account, 0, Cmd.MASS_CANCEL, 0, 0, 0, 0, 0, int(CmdFlag.ALL_MARKETS))
-        self.cmd_rows.append((Cmd.MASS_CANCEL, 0, 0, 0, 0, int(CmdFlag.ALL_MARKETS), 0, 0, 0, s.account, 0, 0, 0, 0))
+        p = Pending(None, s.account, 0, MASS_CANCEL, 0, 0, 0, 0, 0, ALL_MARKETS)
+        self.cmd_rows.append((MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0))
         self.cmd_pending.append(p)
         self.forward()
 
@@ -560,7 +574,7 @@ class GatewayStage:
             return
         kinds = events["kind"]
         mine = np.isin(kinds, EVENT_ACCOUNTS_KINDS) & (np.isin(events["account"], keyed) |
-                                                     ((kinds == Ev.FILL) & np.isin(events["maker_account"], keyed)))
+                                                     ((kinds == FILL) & np.isin(events["maker_account"], keyed)))
         if not mine.any():
             return
         fifo = self.fifo
@@ -569,29 +583,29 @@ class GatewayStage:
             kind = ev[_KIND]
             account = ev[_ACCOUNT]
             if kind in OWN_FIRST_KINDS and ev[_CMD_SEQ] != self.claimed_cmd_seq and not (
-                    kind == Ev.CANCELLED and ev[_REASON] == CancelReason.EXPIRED):
+                    kind == CANCELLED and ev[_REASON] == EXPIRED):
                 # a command's own first event (expiries ride on whichever command came next)
                 self.claimed_cmd_seq = ev[_CMD_SEQ]
                 q = fifo.get(account)
                 if q:
                     self.answer(q, kind, ev)
-            if kind == Ev.ACCEPTED:
+            if kind == ACCEPTED:
                 if ev[_ORDER_ID] > 0 and ev[_FLAGS] == 0:
                     book.accepted(ev)
-            elif kind == Ev.FILL:
+            elif kind == FILL:
                 self.report_fill(ev)
-            elif kind == Ev.CANCELLED:
+            elif kind == CANCELLED:
                 oid = ev[_ORDER_ID]
                 book.cancelled(oid, ev[_QTY], ev[_REMAINING])
                 self.report(account, m.ExecutionReport(
-                    kind="cancel", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=Side(ev[_SIDE]),
+                    kind="cancel", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=ev[_SIDE],
                     price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], reason=ev[_REASON], code=ev[_CODE],
                     seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
-            elif kind == Ev.AMENDED:
+            elif kind == AMENDED:
                 oid = ev[_ORDER_ID]
                 book.amended(oid, ev[_PRICE], ev[_REMAINING])
                 self.report(account, m.ExecutionReport(
-                    kind="amend", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=Side(ev[_SIDE]),
+                    kind="amend", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=ev[_SIDE],
                     price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ],
                     ts=ev[_TS]))
         self.flush()
@@ -608,14 +622,14 @@ class GatewayStage:
         for _ in range(depth):  # sent before it on the same connection, yet never executed
             lost = q.popleft()
             self.counters["lost"] += 1
-            self.reject(lost.session, lost.rid, ResultCode.COMMAND_LOST, "", lost.ident if lost.kind == Cmd.PLACE else 0)
+            self.reject(lost.session, lost.rid, ResultCode.COMMAND_LOST, "", lost.ident if lost.kind == PLACE else 0)
         q.popleft()
         s = p.session
         if s is None:  # the gateway's own dead-man mass cancel
             return
-        if kind == Ev.REJECTED:
+        if kind == REJECTED:
             code = ResultCode(ev[_CODE])
-            self.reject(s, p.rid, code, "", ev[_CLIENT_ID] if p.kind == Cmd.PLACE else 0, ev[_CMD_SEQ])
+            self.reject(s, p.rid, code, "", ev[_CLIENT_ID] if p.kind == PLACE else 0, ev[_CMD_SEQ])
             return
         if self.journaling and ev[_DURABLE] < ev[_CMD_SEQ]:
             # the matcher publishes only what the journal holds; an ack must never promise more
@@ -623,14 +637,14 @@ class GatewayStage:
                                f"{ev[_DURABLE]}: not acknowledging a command that is not durable")
         self.counters["acks"] += 1
         self.send(s, m.Ack(rid=p.rid, order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], cmd_seq=ev[_CMD_SEQ],
-                           durable_seq=ev[_DURABLE], count=ev[_QTY] if p.kind == Cmd.MASS_CANCEL else 0, ts=ev[_TS]))
+                           durable_seq=ev[_DURABLE], count=ev[_QTY] if p.kind == MASS_CANCEL else 0, ts=ev[_TS]))
 
     def report_fill(self, ev) -> None:
         book = self.book
         taker, maker = ev[_ORDER_ID], ev[_MAKER_ORDER]
         qty, price = ev[_QTY], ev[_PRICE]
         maker_o = book.orders.get(maker)
-        if ev[_FLAGS] & EvFlag.MAKER_DONE:
+        if ev[_FLAGS] & MAKER_DONE:
             maker_remaining = 0
         else:  # -1: a maker placed before the gateway's view of the book began
             maker_remaining = maker_o[7] - qty if maker_o is not None else -1
@@ -639,11 +653,11 @@ class GatewayStage:
         book.filled(maker, qty, maker_remaining)
         side = ev[_SIDE]
         self.report(ev[_ACCOUNT], m.ExecutionReport(
-            kind="fill", order_id=taker, client_id=taker_cid, market=ev[_MARKET], side=Side(side), price=price, qty=qty,
+            kind="fill", order_id=taker, client_id=taker_cid, market=ev[_MARKET], side=side, price=price, qty=qty,
             remaining=ev[_REMAINING], fee=ev[_TAKER_FEE], liquidity="taker", seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ],
             ts=ev[_TS]))
         self.report(ev[_MAKER_ACCOUNT], m.ExecutionReport(
-            kind="fill", order_id=maker, client_id=maker_cid, market=ev[_MARKET], side=Side(1 - side), price=price,
+            kind="fill", order_id=maker, client_id=maker_cid, market=ev[_MARKET], side=1 - side, price=price,
             qty=qty, remaining=maker_remaining, fee=ev[_MAKER_FEE], liquidity="maker", seq=ev[_SEQ],
             cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
 

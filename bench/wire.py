@@ -1,0 +1,511 @@
+"""Wire-to-wire benchmark: orders over ZeroMQ through the whole engine, acked once durable.
+
+    python -m bench.wire --json wire.json --plot wire.png
+    xos bench wire --seconds 2 --batches 1 16 256
+
+The engine runs as ``xos run`` does (supervisor, matcher with the journal, ring, settlement,
+margin and risk workers, market data, the gateway on tcp loopback) on a private name and a
+temporary data directory.  Load-generator processes connect over CurveZMQ, each as its own
+account, and send market-maker traffic: buy orders resting below the market, and once a client
+has RESTING of them, each new order preceded by the cancel (by client id) of its oldest one.
+Every command counts as an order; each is timed to its Ack.
+
+* closed loop: each client keeps a window of messages in flight and sends the next one when a
+  message's commands are all answered: the most the engine takes (``orders_per_s``).
+* open loop: each client sends at a fixed rate on a schedule made before the run; an order's
+  latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
+  of every message behind it too (no coordinated omission).  HdrHistogram; the first
+  ``--warmup`` seconds are not recorded.  Offered rates are fractions of the closed-loop figure
+  of the same batch size (``--fractions``), plus ``--rates`` if given.
+* ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
+  receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
+  closed-loop orders/s over that.
+* one open-loop point with the journal's fsync off (``p50_us`` there).
+
+Messages carry 1, 16 or 256 orders (``--batches``).  Progress goes to stderr; the JSON has
+``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio`` per mode and batch size,
+and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against offered rate (needs
+matplotlib: ``pip install 'xos[bench]'``).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import collections
+import json
+import multiprocessing as mp
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+RESTING = 500  # resting orders per client before each place is paired with a cancel
+BASE_PRICE = 1_000_000
+WINDOW_COMMANDS = 4096  # closed loop: commands in flight per client (at least 4 messages)
+HIST_MAX_NS = 60_000_000_000
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------- load
+
+
+class Traffic:
+    """One client's command stream: places below the market, then cancel-oldest + place pairs."""
+
+    def __init__(self, market: int):
+        from gateway import messages as m
+
+        self.m = m
+        self.market = market
+        self.resting: collections.deque[int] = collections.deque()
+        self.next_client_id = 1
+        self.cancel_next = False
+
+    def command(self, rid: int):
+        m = self.m
+        if self.cancel_next:
+            self.cancel_next = False
+            return m.CancelOrder(rid=rid, client_id=self.resting.popleft())
+        cid = self.next_client_id
+        self.next_client_id += 1
+        self.resting.append(cid)
+        self.cancel_next = len(self.resting) >= RESTING
+        return m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=BASE_PRICE - cid % 64, qty=1,
+                            client_id=cid)
+
+    def message(self, first_rid: int, batch: int) -> bytes:
+        m = self.m
+        if batch == 1:
+            return m.encode(self.command(first_rid))
+        return m.encode(m.Batch(rid=0, requests=[self.command(first_rid + j) for j in range(batch)]))
+
+
+def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
+    s = ctx.socket(zmq.DEALER)
+    s.curve_serverkey = spec["server_public"]
+    s.curve_publickey = spec["public"]
+    s.curve_secretkey = spec["secret"]
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, 10_000)
+    s.setsockopt(zmq.RCVHWM, 100_000)
+    s.connect(spec["address"])
+    return s
+
+
+def load_client(spec: dict, out) -> None:
+    """A load-generator process: runs one closed- or open-loop point and reports its figures."""
+    from hdrh.histogram import HdrHistogram
+
+    from gateway import messages as m
+
+    ctx = zmq.Context()
+    sock = dealer(ctx, spec)
+    traffic = Traffic(spec["market"])
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    batch, mode = spec["batch"], spec["mode"]
+    planned: dict[int, int] = {}  # rid -> planned (open) or actual (closed) send time, ns
+    acked = rejected = 0
+    reject_names: collections.Counter = collections.Counter()
+    rid = 1
+    # the handshake and the first round trip happen before the clock starts
+    sock.send(m.encode(m.Heartbeat(rid=0)))
+    if not sock.poll(10_000):
+        out.put({"error": "no reply from the gateway within 10 s"})
+        return
+    sock.recv()
+    now_ns = time.perf_counter_ns
+    t0 = now_ns()
+    end = t0 + int(spec["seconds"] * 1e9)
+    record_from = t0 + int(spec["warmup"] * 1e9)
+    interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
+    next_planned = t0
+    in_flight = 0
+    window = max(4 * batch, WINDOW_COMMANDS)
+    first_ack = last_ack = 0
+    counted = 0
+
+    def take_replies(block_ms: int) -> None:
+        nonlocal acked, rejected, in_flight, first_ack, last_ack, counted
+        if not sock.poll(block_ms):
+            return
+        while True:
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            msg = m.reply_decoder.decode(raw)
+            t = now_ns()
+            for item in (msg.items if type(msg) is m.Replies else (msg,)):
+                kind = type(item)
+                if kind is m.Ack or kind is m.Reject:
+                    start = planned.pop(item.rid, 0)
+                    in_flight -= 1
+                    if kind is m.Ack:
+                        acked += 1
+                    else:
+                        rejected += 1
+                        reject_names[item.name] += 1
+                    if start >= record_from:
+                        hist.record_value(max(1, t - start))
+                        counted += 1
+                        first_ack = first_ack or t
+                        last_ack = t
+
+    while True:
+        t = now_ns()
+        if t >= end:
+            break
+        if mode == "open":
+            while next_planned <= t:
+                for j in range(batch):
+                    planned[rid + j] = next_planned
+                sock.send(traffic.message(rid, batch))
+                rid += batch
+                in_flight += batch
+                next_planned += interval
+            gap_ms = (next_planned - now_ns()) / 1e6
+            if gap_ms >= 1.0:
+                take_replies(int(gap_ms))
+            else:
+                take_replies(0)
+                if gap_ms > 0.05 and not sock.poll(0):
+                    time.sleep(gap_ms / 2000.0)  # a short sleep, never a spin, until the next send
+        else:
+            while in_flight + batch <= window:
+                sent_at = now_ns()
+                for j in range(batch):
+                    planned[rid + j] = sent_at
+                sock.send(traffic.message(rid, batch))
+                rid += batch
+                in_flight += batch
+            take_replies(100)
+    drain_until = now_ns() + 5_000_000_000
+    while in_flight > 0 and now_ns() < drain_until:
+        take_replies(100)
+    # leave an empty book for the next point (untimed): its client ids start at 1 again
+    planned[rid] = 0
+    in_flight += 1
+    sock.send(m.encode(m.MassCancel(rid=rid)))
+    while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
+        take_replies(100)
+    p = hist.get_percentile_to_value_dict([50, 99, 99.9])
+    out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
+             "counted": counted, "span_s": (last_ack - first_ack) / 1e9 if last_ack > first_ack else 0.0,
+             "hist": hist.encode(),
+             "p50": p[50], "p99": p[99], "p999": p[99.9]})
+    sock.close(linger=0)
+    ctx.term()
+
+
+def flood_client(spec: dict, out) -> None:
+    """Ceiling load: the same messages as fast as the socket takes them, no replies awaited."""
+    ctx = zmq.Context()
+    sock = dealer(ctx, spec)
+    traffic = Traffic(spec["market"])
+    batch = spec["batch"]
+    messages = [traffic.message(i * batch + 1, batch) for i in range(max(1, 8192 // batch))]
+    end = time.perf_counter() + spec["seconds"]
+    sent = 0
+    while time.perf_counter() < end:
+        for msg in messages:
+            sock.send(msg)
+        sent += len(messages) * batch
+    out.put({"sent": sent})
+    sock.close(linger=1000)
+    ctx.term()
+
+
+def ceiling_server(address: str, secret: bytes, public: bytes, ready, out) -> None:
+    """Receive and decode every message (the gateway's decoder); orders/s from first to last."""
+    from gateway import messages as m
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey = public
+    router.curve_secretkey = secret
+    router.setsockopt(zmq.RCVHWM, 100_000)
+    router.bind(address)
+    ready.set()
+    decode = m.request_decoder.decode
+    orders = 0
+    first = last = 0.0
+    idle_since = None
+    while True:
+        if not router.poll(100):
+            if orders and (idle_since is None):
+                idle_since = time.perf_counter()
+            if idle_since is not None and time.perf_counter() - idle_since > 0.5:
+                break
+            continue
+        idle_since = None
+        while True:
+            try:
+                _, body = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            req = decode(body.buffer)
+            orders += len(req.requests) if type(req) is m.Batch else 1
+            last = time.perf_counter()
+            first = first or last
+    out.put({"orders": orders, "seconds": last - first})
+    router.close(linger=0)
+    ctx.term()
+
+
+# ---------------------------------------------------------------------------------------- engine
+
+
+def write_config(directory: Path, address: str, clients: list[dict], fsync: str, marketdata: bool) -> Path:
+    name = f"xos-wire-{os.getpid()}-{fsync}"
+    keys = ", ".join(f'{{ account = {c["account"]}, public_key = "{c["public"].decode()}" }}' for c in clients)
+    deposits = "\n".join(f"[[accounts]]\nid = {c['account']}\ndeposits = {{ USD = {10**15}, BTC = {10**15} }}"
+                         for c in clients)
+    md_port = free_port(), free_port()
+    path = directory / f"xos-{fsync}.toml"
+    path.write_text(f"""
+[engine]
+name = "{name}"
+data_dir = "{directory / ('data-' + fsync)}"
+ring_capacity = {1 << 20}
+batch_max = 8192
+fsync = "{fsync}"
+snapshot_interval_s = 0
+[[assets]]
+id = 1
+symbol = "USD"
+decimals = 2
+[[assets]]
+id = 2
+symbol = "BTC"
+decimals = 8
+[[markets]]
+id = 1
+base = "BTC"
+quote = "USD"
+tick_size = 1
+lot_size = 1
+min_size = 1
+{deposits}
+[risk]
+move_bps = 10000
+[workers]
+heartbeat_s = 0.5
+checkpoint_s = 1.0
+stale_after_s = 30.0
+[marketdata]
+enabled = {'true' if marketdata else 'false'}
+address = "tcp://127.0.0.1:{md_port[0]}"
+snapshot_address = "tcp://127.0.0.1:{md_port[1]}"
+[gateway]
+address = "{address}"
+rate_per_s = 1000000000
+burst = 1000000000
+keys = [{keys}]
+""")
+    return path
+
+
+class Engine:
+    def __init__(self, directory: Path, clients: list[dict], fsync: str, marketdata: bool):
+        from engine.config import load
+        from engine.supervisor import Supervisor
+        from gateway.keys import server_pair
+
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.path = write_config(directory, self.address, clients, fsync, marketdata)
+        self.cfg = load(self.path)
+        self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
+        self.sup.start()
+        self.server_public = server_pair(self.cfg)[0]
+
+    def stop(self) -> dict:
+        from engine.process import read_heartbeats
+
+        beat = read_heartbeats(self.cfg).get("gateway", {})
+        self.sup.stop()
+        return beat
+
+
+def run_clients(target, specs: list[dict]) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(spec, out)) for spec in specs]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120 + spec["seconds"]) for spec in specs]
+    for p in procs:
+        p.join(30)
+    for r in results:
+        if "error" in r:
+            raise RuntimeError(r["error"])
+    return results
+
+
+def merge(results: list[dict]) -> dict:
+    from hdrh.histogram import HdrHistogram
+
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    for r in results:
+        hist.add(HdrHistogram.decode(r["hist"]))
+    p = hist.get_percentile_to_value_dict([50, 99, 99.9])
+    span = max(r["span_s"] for r in results)
+    counted = sum(r["counted"] for r in results)
+    rejects: collections.Counter = collections.Counter()
+    for r in results:
+        rejects.update(r["reject_names"])
+    return {"orders_per_s": counted / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
+            "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
+            "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
+            "unanswered": sum(r["lost"] for r in results)}
+
+
+def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
+          warmup: float) -> dict:
+    specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch,
+                  rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1)
+             for c in clients]
+    res = merge(run_clients(load_client, specs))
+    if rate:
+        res["offered_per_s"] = rate
+    return res
+
+
+def ceiling(clients: list[dict], batch: int, seconds: float) -> dict:
+    from gateway.keys import load_pair, new_pair
+
+    ctx = mp.get_context("spawn")
+    d = Path(tempfile.mkdtemp(prefix="xos-wire-ceiling-"))
+    new_pair(d, "server")
+    public, secret = load_pair(d / "server.key_secret")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ready, out = ctx.Event(), ctx.Queue()
+    server = ctx.Process(target=ceiling_server, args=(address, secret, public, ready, out))
+    server.start()
+    ready.wait(30)
+    specs = [dict(c, address=address, server_public=public, batch=batch, seconds=seconds, market=1) for c in clients]
+    run_clients(flood_client, specs)
+    res = out.get(timeout=60)
+    server.join(10)
+    return {"orders_per_s": res["orders"] / res["seconds"] if res["seconds"] else 0.0}
+
+
+def plot(points: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, batch in enumerate(sorted({p["batch"] for p in points})):
+        pts = sorted((p for p in points if p["batch"] == batch), key=lambda p: p["offered_per_s"])
+        rates = [p["offered_per_s"] for p in pts]
+        for key, style in (("p50_us", "-o"), ("p99_us", "--s"), ("p999_us", ":^")):
+            ax.plot(rates, [p[key] for p in pts], style, color=f"C{i}", label=f"{batch}/msg {key[:-3]}")
+    ax.axhline(1000, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered orders/s")
+    ax.set_ylabel("order to ack (us)")
+    ax.set_title("xos wire-to-wire, open loop (acks after the journal is durable)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.wire", description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256])
+    p.add_argument("--clients", type=int, default=1, help="load-generator processes (one account each)")
+    p.add_argument("--seconds", type=float, default=2.0, help="per measured point")
+    p.add_argument("--warmup", type=float, default=0.3, help="seconds of each point not recorded")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
+                   help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
+    p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
+    p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", metavar="PNG")
+    args = p.parse_args(argv)
+    from gateway.keys import load_pair, new_pair
+
+    directory = Path(tempfile.mkdtemp(prefix="xos-wire-"))
+    clients = []
+    for i in range(args.clients):
+        new_pair(directory / "keys", f"client{i}")
+        public, secret = load_pair(directory / "keys" / f"client{i}.key_secret")
+        clients.append({"account": 5001 + i, "public": public, "secret": secret})
+    marketdata = not args.no_marketdata
+    out: dict = {"benchmark": "wire", "clients": args.clients, "seconds": args.seconds, "marketdata": marketdata,
+                 "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
+                 "closed": {}, "open": [], "ceiling": {}}
+    _log(f"starting the engine (fsync always, market data {'on' if marketdata else 'off'}) ...")
+    engine = Engine(directory, clients, "always", marketdata)
+    try:
+        for batch in args.batches:
+            r = point(engine, clients, "closed", batch, 0, args.seconds, args.warmup)
+            out["closed"][str(batch)] = r
+            _log(f"  closed loop, {batch:>3}/msg: {r['orders_per_s']:>10,.0f} orders/s  p50 {r['p50_us']:,.0f} us  "
+                 f"p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}")
+        for batch in args.batches:
+            closed = out["closed"][str(batch)]["orders_per_s"]
+            for rate in sorted({round(f * closed) for f in args.fractions} | set(args.rates)):
+                if rate <= 0:
+                    continue
+                r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
+                r["batch"] = batch
+                out["open"].append(r)
+                _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
+                     f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us")
+        out["gateway"] = engine.stop()
+    except BaseException:
+        engine.stop()
+        raise
+    _log("restarting with fsync off ...")
+    engine = Engine(directory, clients, "off", marketdata)
+    try:
+        batch = args.batches[0]
+        rate = round(min(args.fractions) * out["closed"][str(batch)]["orders_per_s"])
+        r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
+        r["batch"] = batch
+        out["fsync_off"] = r
+        _log(f"  fsync off, open loop {batch}/msg at {rate:,.0f}/s: p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us")
+    finally:
+        engine.stop()
+    for batch in args.batches:
+        c = ceiling(clients, batch, args.seconds)
+        c["ceiling_ratio"] = out["closed"][str(batch)]["orders_per_s"] / c["orders_per_s"] if c["orders_per_s"] else 0
+        out["closed"][str(batch)]["ceiling_ratio"] = c["ceiling_ratio"]
+        out["ceiling"][str(batch)] = c
+        _log(f"  ceiling (pyzmq + msgspec receive and decode), {batch:>3}/msg: {c['orders_per_s']:>10,.0f} orders/s; "
+             f"engine/ceiling {c['ceiling_ratio']:.3f}")
+    good = [r["offered_per_s"] for r in out["open"] if r["p99_us"] < 1000 and r["orders_per_s"] >= 0.95 * r["offered_per_s"]]
+    out["max_rate_p99_under_1ms"] = max(good) if good else 0
+    print(f"wire: closed loop " + ", ".join(f"{b}/msg {out['closed'][str(b)]['orders_per_s']:,.0f} orders/s "
+                                             f"(ceiling ratio {out['closed'][str(b)]['ceiling_ratio']:.3f})"
+                                             for b in args.batches))
+    print(f"wire: highest offered rate with p99 < 1 ms: {out['max_rate_p99_under_1ms']:,.0f} orders/s; "
+          f"fsync off p50 {out['fsync_off']['p50_us']:,.0f} us")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if args.plot and out["open"]:
+        plot(out["open"], args.plot)
+    return out
+
+
+if __name__ == "__main__":
+    main()
