@@ -169,7 +169,9 @@ class Aggregator:
         due = np.flatnonzero(self.next_due <= now_ns)
         if not len(due):
             return np.zeros(0, COMMAND_DTYPE)
-        self.next_due[due] = now_ns + self.interval_ns[due]
+        # on the interval's grid, so rounds keep their rate; one that fell behind starts afresh
+        follow = self.next_due[due] + self.interval_ns[due]
+        self.next_due[due] = np.where(follow > now_ns, follow, now_ns + self.interval_ns[due])
         prices, times = self.ticks[due], self.ts[due]
         have = self.columns[due] & (times > 0)
         fresh = have & (now_ns - times <= self.stale_ns[due, None])

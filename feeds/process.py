@@ -5,10 +5,14 @@ Each turn of its loop polls every source, feeds what came in to the aggregator, 
 that are due and pushes the resulting commands, in one message, into the matcher's input (where
 they are journaled, so every replay sees the same oracle prices in the same order).  Between turns
 it blocks on the push sources' sockets until the next source step, round or heartbeat is due.
+The heartbeat (``DATA/run/feeds.json``) carries the counters; every market's and source's state is
+in ``DATA/run/feeds-status.json``, rewritten each second.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 
 import zmq
@@ -19,7 +23,8 @@ from engine.process import POLL_MS, Heartbeat, InputClient, Stop
 from .aggregate import Aggregator
 from .sources import build_sources
 
-DETAIL_EVERY_S = 1.0  # the per-source detail in the heartbeat is rebuilt at most this often
+DETAIL_FILE = "feeds-status.json"  # beside the heartbeat, in DATA/run/
+DETAIL_EVERY_S = 1.0
 
 
 class FeedStage:
@@ -34,9 +39,9 @@ class FeedStage:
                 self.poller.register(source.socket(), zmq.POLLIN)
         self.input = InputClient(cfg.input_address, self.context)
         self.heartbeat = Heartbeat(cfg, "feeds")
+        self.detail_path = self.heartbeat.dir / DETAIL_FILE
         self.sent = 0
         self.rounds = 0
-        self.detail: dict = {}
         self.detail_at = -math.inf
 
     def step(self, now_ns: int) -> int:
@@ -64,40 +69,47 @@ class FeedStage:
         else:
             time.sleep(timeout / 1e3)
 
-    def status(self) -> dict:
-        now = time.time_ns()
-        if time.monotonic() - self.detail_at >= DETAIL_EVERY_S:
-            markets, slots = self.aggregator.status(now)
-            self.detail = {
-                "markets": markets,
-                "sources": {s.name: {**s.status(), "markets": slots.get(s.name, {})} for s in self.sources},
-            }
-            self.detail_at = time.monotonic()
+    def counters(self) -> dict:
         a = self.aggregator
         return {
             "sent": self.sent, "rounds": self.rounds,
             "markets_fresh": int(a.fresh.sum()), "markets_stale": int((~a.fresh).sum()),
             "held_back": int(a.held_back.sum()),
             "rejected": sum(sum(s.rejects.counts.values()) for s in self.sources),
-            "detail_time": time.time(), **self.detail,
         }
+
+    def write_detail(self) -> None:
+        """Every market's oracle and every source's state, for ``xos feeds status``.
+
+        A file of its own beside the heartbeat, rewritten at most every ``DETAIL_EVERY_S``: with a
+        thousand markets it is large, and heartbeats may come many times a second.
+        """
+        markets, slots = self.aggregator.status(time.time_ns())
+        doc = {"time": time.time(), "pid": os.getpid(), "markets": markets,
+               "sources": {s.name: {**s.status(), "markets": slots.get(s.name, {})} for s in self.sources}}
+        tmp = self.detail_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.detail_path)
+        self.detail_at = time.monotonic()
 
     def run(self) -> int:
         # Run as `python -m engine.process`, that module is also __main__, whose own Stop class got
         # the signal handlers; this one must be the class the loop below watches.
         Stop.install()
-        self.heartbeat.beat(state="running", **self.status())
+        self.heartbeat.beat(state="running", **self.counters())
         try:
             while not Stop.requested:
                 self.step(time.time_ns())
                 if self.heartbeat.due():
                     if self.auth is not None:
                         self.auth.refresh()
-                    self.heartbeat.beat(state="running", **self.status())
+                    self.heartbeat.beat(state="running", **self.counters())
+                if time.monotonic() - self.detail_at >= DETAIL_EVERY_S:
+                    self.write_detail()
                 self.wait()
         finally:
-            self.detail_at = -math.inf
-            self.heartbeat.beat(state="stopped", **self.status())
+            self.write_detail()
+            self.heartbeat.beat(state="stopped", **self.counters())
             self.close()
         return 0
 

@@ -409,8 +409,10 @@ class PushClient:
     """Pushes prices to a push source (operators' tools, tests)."""
 
     def __init__(self, address: str, server_public: bytes, client_secret_file: Path | None,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, send_timeout_s: float = 2.0):
+        self.address = address
         self.sock = (context or zmq.Context.instance()).socket(zmq.PUSH)
+        self.sock.sndtimeo = int(send_timeout_s * 1000)  # a refused key leaves no peer to take it
         self.sock.curve_serverkey = server_public
         if client_secret_file is None:  # a throwaway key pair: never authorized, for checks
             public, secret = zmq.curve_keypair()
@@ -423,7 +425,11 @@ class PushClient:
 
     def send(self, prices: list[tuple[int, float, int]]) -> None:
         """(market, price, ts_ns) triples, in one message."""
-        self.sock.send(self.encoder.encode([PushPrice(m, float(p), int(t)) for m, p, t in prices]))
+        try:
+            self.sock.send(self.encoder.encode([PushPrice(m, float(p), int(t)) for m, p, t in prices]))
+        except zmq.Again:
+            raise TimeoutError(f"push to {self.address} not taken: no authenticated connection "
+                               "(is this key authorized on the push source?)") from None
 
     def close(self) -> None:
         self.sock.close(linger=1000)

@@ -2,6 +2,7 @@
 process end to end into a real PULL socket standing where the matcher's input is."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -215,16 +216,21 @@ def test_feed_process_end_to_end_into_a_pull_socket(tmp_path):
         assert (np.diff(first["aux"]) >= 0).all() and (first["aux"] <= time.time_ns()).all()
 
         keys = tmp_path / "data" / "feeds" / "ops"
-        ops = PushClient(f"ipc://{tmp_path}/push", server_public_key(keys), authorize_new_client(keys, "ops1"))
+        secret = authorize_new_client(keys, "ops1")
+        heartbeat_file = cfg.data_path / "run" / "feeds.json"
+        status_file = cfg.data_path / "run" / "feeds-status.json"
+        # the new key is picked up at a heartbeat (0.1 s here): two beats later it is in
+        authorized_at = time.time()
+        wait_for(lambda: json.loads(heartbeat_file.read_text())["time"] > authorized_at + 0.25)
+        ops = PushClient(f"ipc://{tmp_path}/push", server_public_key(keys), secret)
         stranger = PushClient(f"ipc://{tmp_path}/push", server_public_key(keys), None)
-        status_file = cfg.data_path / "run" / "feeds.json"
-        # the new key is picked up at a heartbeat; push until market 2 gets its price
         deadline = time.monotonic() + 10
         got2 = np.zeros(0, COMMAND_DTYPE)
+        with contextlib.suppress(TimeoutError):  # queued before its handshake is refused, or refused
+            stranger.send([(2, 1.0, time.time_ns())])
         while time.monotonic() < deadline and not len(got2):
             now = time.time_ns()
             ops.send([(2, 50.0, now), (2, math.nan, now), (7, 50.0, now), (1, 100.0, now + 60 * S)])
-            stranger.send([(2, 1.0, now)])
             batch = take(0.3)
             got2 = batch[batch["market"] == 2]
         assert len(got2) and (got2["id"] == 12).all() and (got2["qty"] == 2).all()
@@ -236,7 +242,9 @@ def test_feed_process_end_to_end_into_a_pull_socket(tmp_path):
             return doc if {"not_finite", "unknown_market", "future_timestamp", "unauthenticated"} <= set(rej) else None
 
         doc = wait_for(beat_with_rejects, timeout_s=5)
-        assert doc["role"] == "feeds" and doc["state"] == "running" and doc["sent"] >= len(first)
+        beat = json.loads(heartbeat_file.read_text())
+        assert beat["role"] == "feeds" and beat["state"] == "running" and beat["sent"] >= len(first)
+        assert beat["rejected"] >= 4 and beat["markets_fresh"] >= 1
         m1 = doc["sources"]["rec"]["markets"]["1"]
         assert m1["in_quorum"] and m1["observations"] > 0 and m1["age_s"] < 1 and m1["last_price"] > 100
         assert doc["markets"]["1"]["state"] == "fresh" and doc["markets"]["1"]["feed_id"] == 11
@@ -250,7 +258,7 @@ def test_feed_process_end_to_end_into_a_pull_socket(tmp_path):
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert json.loads(status_file.read_text())["state"] == "stopped"
+        assert json.loads(heartbeat_file.read_text())["state"] == "stopped"
     finally:
         if proc.poll() is None:
             proc.kill()
