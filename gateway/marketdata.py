@@ -412,15 +412,18 @@ class MarketDataCore(EventCore):
             self.orders.append(order_id=o_id[o_first][new], market=market[last_rows], side=op_side[by_order[o_last[new]]],
                                price=last_price[new], remaining=last_rem[new], rest_seq=rest_seq[new])
 
-        # L3 change per level: minus each op's before, plus its after (known orders only)
+        # L3 change per level: minus each op's before, plus its after (known orders only); one row
+        # for an op that stays at its level, two for one that moves (an amend that lost priority)
         k = by_order[op_known]
         o_market = market[rows][k]
         o_side = op_side[k]
-        b, a = before[op_known], after[op_known]
-        l3_keys = (np.concatenate([o_market, o_market]), np.concatenate([o_side, o_side]),
-                   np.concatenate([price_before[op_known], o_price[op_known]]))
-        l3_qty = np.concatenate([-b, a])
-        l3_count = np.concatenate([-(b > 0).astype(np.int64), (a > 0).astype(np.int64)])
+        b, a, p_before, p_after = before[op_known], after[op_known], price_before[op_known], o_price[op_known]
+        stays = p_before == p_after
+        moves = ~stays & (b > 0)
+        l3_keys = (np.concatenate([o_market, o_market[moves]]), np.concatenate([o_side, o_side[moves]]),
+                   np.concatenate([p_after, p_before[moves]]))
+        l3_qty = np.concatenate([a - np.where(stays, b, 0), -b[moves]])
+        l3_count = np.concatenate([(a > 0).astype(np.int64) - (stays & (b > 0)), -np.ones(int(moves.sum()), np.int64)])
 
         # L2 increments: the last BookLevel per batch and level
         lv = np.flatnonzero(kind == _BOOK_LEVEL)

@@ -293,3 +293,18 @@ def test_benchmark_runs_small(tmp_path):
     assert bench.main(["--commands", "3000", "--runs", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["events"] > 3000 and result["messages"] > 0 and result["events_per_s"] > 0
+
+
+def test_level_check_catches_an_l3_change_its_book_level_does_not_state():
+    """The per-level L3/L2 check is live: a fill whose size was altered on the way is counted."""
+    engine = Engine(**ENGINE_KWARGS)
+    events = np.concatenate([ev for _, ev in run_stream(engine, StreamGenerator(seed=6), n_commands=1500)])
+    fills = np.flatnonzero(events["kind"] == 3)
+    bad = events.copy()
+    bad["qty"][fills[len(fills) // 2]] -= 1
+    core = MarketDataCore()
+    core.apply(events)
+    assert core.l3_mismatches == 0
+    core = MarketDataCore()
+    core.apply(bad)
+    assert core.l3_mismatches > 0
