@@ -133,6 +133,28 @@ class OrderBookOfAccounts:
             self.orders[order_id] = [account, client_id, market, side, price, qty, filled, remaining, "open", 0]
             self.open_by_client[(account, client_id)] = order_id
 
+    def apply(self, kind: int, ev) -> None:
+        """Follow one event (a tuple in EVENT_DTYPE order) of a keyed account."""
+        if kind == ACCEPTED:
+            if ev[_ORDER_ID] > 0 and ev[_FLAGS] == 0:  # an order (not a mass cancel's or a listing's)
+                self.accepted(ev)
+        elif kind == FILL:
+            maker_remaining = self.maker_remaining(ev)
+            self.filled(ev[_ORDER_ID], ev[_QTY], ev[_REMAINING])
+            self.filled(ev[_MAKER_ORDER], ev[_QTY], maker_remaining)
+        elif kind == CANCELLED:
+            self.cancelled(ev[_ORDER_ID], ev[_QTY], ev[_REMAINING])
+        elif kind == AMENDED:
+            self.amended(ev[_ORDER_ID], ev[_PRICE], ev[_REMAINING])
+
+    def maker_remaining(self, ev) -> int:
+        """The maker's open size after a fill (the event carries only the taker's); -1 for a maker
+        placed before the table's view began."""
+        if ev[_FLAGS] & MAKER_DONE:
+            return 0
+        o = self.orders.get(ev[_MAKER_ORDER])
+        return o[7] - ev[_QTY] if o is not None else -1
+
     def accepted(self, ev) -> None:
         oid = ev[_ORDER_ID]
         self.orders[oid] = [ev[_ACCOUNT], ev[_CLIENT_ID], ev[_MARKET], ev[_SIDE], ev[_PRICE], ev[_QTY], 0,
@@ -284,6 +306,7 @@ class GatewayStage:
         self.cmd_pending: list[Pending] = []
         self.dirty: set[Session] = set()
         self.routed_seq = 0
+        self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
         self.claimed_cmd_seq = 0
         self.ring_cursor = 0
         self.ring_attached = False
@@ -579,35 +602,31 @@ class GatewayStage:
             return
         fifo = self.fifo
         book = self.book
+        quiet = self.quiet_until
         for ev in events[mine].tolist():
             kind = ev[_KIND]
-            account = ev[_ACCOUNT]
-            if kind in OWN_FIRST_KINDS and ev[_CMD_SEQ] != self.claimed_cmd_seq and not (
-                    kind == CANCELLED and ev[_REASON] == EXPIRED):
-                # a command's own first event (expiries ride on whichever command came next)
-                self.claimed_cmd_seq = ev[_CMD_SEQ]
-                q = fifo.get(account)
-                if q:
-                    self.answer(q, kind, ev)
-            if kind == ACCEPTED:
-                if ev[_ORDER_ID] > 0 and ev[_FLAGS] == 0:
-                    book.accepted(ev)
-            elif kind == FILL:
-                self.report_fill(ev)
-            elif kind == CANCELLED:
-                oid = ev[_ORDER_ID]
-                book.cancelled(oid, ev[_QTY], ev[_REMAINING])
-                self.report(account, m.ExecutionReport(
-                    kind="cancel", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=ev[_SIDE],
-                    price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], reason=ev[_REASON], code=ev[_CODE],
-                    seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
-            elif kind == AMENDED:
-                oid = ev[_ORDER_ID]
-                book.amended(oid, ev[_PRICE], ev[_REMAINING])
-                self.report(account, m.ExecutionReport(
-                    kind="amend", order_id=oid, client_id=ev[_CLIENT_ID], market=ev[_MARKET], side=ev[_SIDE],
-                    price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ],
-                    ts=ev[_TS]))
+            if ev[_SEQ] > quiet:
+                account = ev[_ACCOUNT]
+                if kind in OWN_FIRST_KINDS and ev[_CMD_SEQ] != self.claimed_cmd_seq and not (
+                        kind == CANCELLED and ev[_REASON] == EXPIRED):
+                    # a command's own first event (expiries ride on whichever command came next)
+                    self.claimed_cmd_seq = ev[_CMD_SEQ]
+                    q = fifo.get(account)
+                    if q:
+                        self.answer(q, kind, ev)
+                if kind == FILL:
+                    self.report_fill(ev)
+                elif kind == CANCELLED:
+                    self.report(account, m.ExecutionReport(
+                        kind="cancel", order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], market=ev[_MARKET],
+                        side=ev[_SIDE], price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], reason=ev[_REASON],
+                        code=ev[_CODE], seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
+                elif kind == AMENDED:
+                    self.report(account, m.ExecutionReport(
+                        kind="amend", order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], market=ev[_MARKET],
+                        side=ev[_SIDE], price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], seq=ev[_SEQ],
+                        cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
+            book.apply(kind, ev)  # after the reports: a fill report reads the maker's size before it
         self.flush()
 
     def answer(self, q: collections.deque, kind: int, ev) -> None:
@@ -643,14 +662,8 @@ class GatewayStage:
         book = self.book
         taker, maker = ev[_ORDER_ID], ev[_MAKER_ORDER]
         qty, price = ev[_QTY], ev[_PRICE]
-        maker_o = book.orders.get(maker)
-        if ev[_FLAGS] & MAKER_DONE:
-            maker_remaining = 0
-        else:  # -1: a maker placed before the gateway's view of the book began
-            maker_remaining = maker_o[7] - qty if maker_o is not None else -1
+        maker_remaining = book.maker_remaining(ev)
         taker_cid, maker_cid = book.client_id(taker), book.client_id(maker)
-        book.filled(taker, qty, ev[_REMAINING])
-        book.filled(maker, qty, maker_remaining)
         side = ev[_SIDE]
         self.report(ev[_ACCOUNT], m.ExecutionReport(
             kind="fill", order_id=taker, client_id=taker_cid, market=ev[_MARKET], side=side, price=price, qty=qty,
@@ -668,22 +681,34 @@ class GatewayStage:
             for s in group:
                 self.send(s, report)
 
-    def seed_orders(self, cursor: int) -> None:
-        """Open orders of the keyed accounts from the snapshot the matcher restored, when the ring
-        (read from its start) continues it; otherwise the table grows from the events alone."""
+    def catch_up(self, consumer) -> None:
+        """On the first attach (ring thread): rebuild the order table from the snapshot the matcher
+        restored and the ring since.  A gateway restarted on its own reads again, for the table
+        only, what its predecessor routed (``quiet_until``)."""
         from engine.process import read_heartbeats
+        from engine.ring import RingError
         from engine.snapshot import read_snapshot
 
+        base, orders = 0, None  # the ring's first event follows the restored snapshot (or seq 0)
         path = read_heartbeats(self.cfg).get("matcher", {}).get("restored_from")
-        if not path or not len(self.known_accounts):
-            return
-        try:
-            header, state = read_snapshot(path)
-        except (ValueError, OSError) as exc:
-            print(f"xos gateway: open orders not seeded from {path}: {exc}", file=sys.stderr, flush=True)
-            return
-        if header.event_seq == cursor:
-            self.book.seed(state["orders"], self.known_accounts)
+        if path:
+            try:
+                header, state = read_snapshot(path)
+                base, orders = header.event_seq, state["orders"]
+            except (ValueError, OSError) as exc:
+                print(f"xos gateway: open orders not seeded from {path}: {exc}", file=sys.stderr, flush=True)
+                return
+        resume = consumer.cursor
+        if resume > base:
+            try:
+                consumer.seek(base + 1)
+            except RingError as exc:
+                print(f"xos gateway: the ring no longer holds events {base + 1}..{resume}: orders placed before "
+                      f"this gateway started are missing from its queries ({exc})", file=sys.stderr, flush=True)
+                return
+            self.quiet_until = resume
+        if orders is not None:
+            self.loop.call_soon_threadsafe(self.book.seed, orders, self.known_accounts)
 
     # ------------------------------------------------------------------ the ring thread
 
@@ -703,10 +728,10 @@ class GatewayStage:
                 consumer.detach()
                 time.sleep(0.05)
                 continue
-            self.ring_cursor = consumer.cursor
-            if first:  # scheduled before any batch: the loop seeds, then routes
-                self.loop.call_soon_threadsafe(self.seed_orders, consumer.cursor)
+            if first:  # before any batch is handed over: the loop seeds, then routes
+                self.catch_up(consumer)
                 first = False
+            self.ring_cursor = consumer.cursor
             self.ring_attached = True
             checked = time.monotonic()
             try:
