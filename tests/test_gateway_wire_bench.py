@@ -1,0 +1,26 @@
+"""Smoke run of the wire-to-wire benchmark at tiny sizes: every mode produces its figures.
+(Slow-marked: it starts the whole engine twice and spawns load-generator processes.)"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import wire
+
+
+@pytest.mark.slow
+def test_wire_benchmark_smoke(tmp_path):
+    out = wire.main(["--seconds", "0.5", "--warmup", "0.1", "--batches", "1", "16", "--fractions", "0.5",
+                     "--no-marketdata", "--json", str(tmp_path / "wire.json")])
+    saved = json.loads((tmp_path / "wire.json").read_text())
+    assert saved["closed"].keys() == {"1", "16"}
+    for batch in ("1", "16"):
+        closed = saved["closed"][batch]
+        assert closed["orders_per_s"] > 0 and closed["rejected"] == 0 and closed["unanswered"] == 0
+        assert 0 < closed["ceiling_ratio"] < 1
+        assert closed["p50_us"] <= closed["p99_us"] <= closed["p999_us"]
+    assert [p["batch"] for p in saved["open"]] == [1, 16]
+    assert all(p["acked"] > 0 and p["rejected"] == 0 for p in saved["open"])
+    assert saved["fsync_off"]["p50_us"] > 0
+    assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
