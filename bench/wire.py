@@ -386,13 +386,11 @@ def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: floa
     return res
 
 
-def ceiling(clients: list[dict], batch: int, seconds: float) -> dict:
-    from gateway.keys import load_pair, new_pair
+def ceiling(directory: Path, clients: list[dict], batch: int, seconds: float) -> dict:
+    from gateway.keys import load_pair
 
     ctx = mp.get_context("spawn")
-    d = Path(tempfile.mkdtemp(prefix="xos-wire-ceiling-"))
-    new_pair(d, "server")
-    public, secret = load_pair(d / "server.key_secret")
+    public, secret = load_pair(directory / "keys" / "ceiling.key_secret")
     address = f"tcp://127.0.0.1:{free_port()}"
     ready, out = ctx.Event(), ctx.Queue()
     server = ctx.Process(target=ceiling_server, args=(address, secret, public, ready, out))
@@ -441,9 +439,14 @@ def main(argv=None) -> dict:
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PNG")
     args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="xos-wire-") as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args, directory: Path) -> dict:
     from gateway.keys import load_pair, new_pair
 
-    directory = Path(tempfile.mkdtemp(prefix="xos-wire-"))
+    new_pair(directory / "keys", "ceiling")
     clients = []
     for i in range(args.clients):
         new_pair(directory / "keys", f"client{i}")
@@ -487,7 +490,7 @@ def main(argv=None) -> dict:
     finally:
         engine.stop()
     for batch in args.batches:
-        c = ceiling(clients, batch, args.seconds)
+        c = ceiling(directory, clients, batch, args.seconds)
         c["ceiling_ratio"] = out["closed"][str(batch)]["orders_per_s"] / c["orders_per_s"] if c["orders_per_s"] else 0
         out["closed"][str(batch)]["ceiling_ratio"] = c["ceiling_ratio"]
         out["ceiling"][str(batch)] = c
