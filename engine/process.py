@@ -393,14 +393,10 @@ class Checkpoint:
         os.replace(tmp, self.path)
 
 
-def attach_consumer(cfg: Config, role: str, resume: int):
-    """Attach to the live event ring as consumer ``role`` and position it to read seq ``resume``
-    next (the consumer's core has applied everything before it).
-
-    The matcher creates the ring, so a consumer may start first or find a dead engine's ring: it
-    waits up to 60 s for one whose producer lives.  A ring that no longer holds ``resume`` is a
-    gap and raises, except a fresh ring replaying from seq 1 (the matcher restarted), whose
-    events up to ``resume`` the core skips."""
+def attach_live(cfg: Config, role: str):
+    """Attach to the live event ring as consumer ``role``, its cursor where the ring keeps events
+    for it from.  The matcher creates the ring, so a consumer may start first or find a dead
+    engine's ring: it waits up to 60 s for one whose producer lives."""
     from .ring import RingConsumer, RingError
 
     deadline = time.monotonic() + 60.0
@@ -415,13 +411,21 @@ def attach_consumer(cfg: Config, role: str, resume: int):
         if time.monotonic() > deadline or Stop.requested:
             raise RingError(f"no live event ring {cfg.ring_name} within 60 s (is the matcher running?)")
         time.sleep(0.05)
+    return consumer
+
+
+def resume_at(consumer, resume: int) -> None:
+    """Position ``consumer`` to read seq ``resume`` next (its core has applied everything before).
+    A ring that no longer holds ``resume`` is a gap and raises, except a fresh ring replaying from
+    seq 1 (the matcher restarted), whose events up to ``resume`` the core skips."""
+    from .ring import RingError
+
     if resume != consumer.cursor + 1:
         try:
             consumer.seek(resume)
         except RingError:
             if resume < consumer.cursor + 1:
                 raise
-    return consumer
 
 
 class WorkerStage:
@@ -441,7 +445,8 @@ class WorkerStage:
         self.checkpoint = None if self.durable else Checkpoint(cfg.data_path / "run" / f"{role}.ckpt")
         restored = self.checkpoint.load() if self.checkpoint else None
         self.core = restored if restored is not None else make_core(role, cfg)
-        self.consumer = attach_consumer(cfg, role, self.core.cursor + 1)
+        self.consumer = attach_live(cfg, role)
+        resume_at(self.consumer, self.core.cursor + 1)
         self.feedback = InputClient(cfg.input_address)
         self.heartbeat = Heartbeat(cfg, role)
         self.checkpoint_every = max(1, self.consumer.capacity // 4)

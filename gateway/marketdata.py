@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_consumer
+from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, resume_at
 from engine.records import EVENT_DTYPE, Ev, EvFlag, unpack_symbol
 from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
@@ -592,24 +592,6 @@ MAX_REQUEST_BYTES = 4096
 PUB_HWM = 1_000_000  # messages queued per subscriber before the PUB drops (the subscriber resyncs)
 
 
-def ring_kept_from(cfg, timeout_s: float = 60.0) -> int:
-    """The seq after which the live ring keeps every event for this service: its consumer slot's
-    cursor (a slot the matcher reserved starts where the ring starts), or the ring's head if it has
-    no slot yet.  Waits for a ring whose producer lives, as ``attach_consumer`` does."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            status = ring_status(cfg.ring_name)
-            if status["creator_alive"] and not status["closed"]:
-                slots = [c["cursor"] for c in status["consumers"] if c["name"] == ROLE]
-                return slots[0] if slots else status["published"]
-        except (RingError, OSError):
-            pass
-        if time.monotonic() > deadline or Stop.requested:
-            raise RingError(f"no live event ring {cfg.ring_name} within {timeout_s} s (is the matcher running?)")
-        time.sleep(0.05)
-
-
 def bootstrap_core(cfg, kept_from: int) -> MarketDataCore:
     """A core from the matcher's newest snapshot that the ring continues: taken at or after
     ``kept_from`` (the ring holds what follows it) and not past what the ring has published (a
@@ -637,10 +619,11 @@ class MarketDataStage:
         self.checkpoint = Checkpoint(cfg.data_path / "run" / f"{ROLE}.ckpt")
         restored = self.checkpoint.load()
         self.core: MarketDataCore = restored if restored is not None else MarketDataCore()
-        kept_from = ring_kept_from(cfg)
+        self.consumer = attach_live(cfg, ROLE)
+        kept_from = self.consumer.cursor  # the ring holds every event after it for this service
         if self.core.cursor < kept_from:  # no checkpoint, or one the ring has moved past
             self.core = bootstrap_core(cfg, kept_from)
-        self.consumer = attach_consumer(cfg, ROLE, self.core.cursor + 1)
+        resume_at(self.consumer, self.core.cursor + 1)
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
