@@ -15,8 +15,8 @@ from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
-from engine.workers.settlement import BALANCES_EVERY, EXTERNAL_ACCOUNT, LedgerError, SettlementLedger
-from generators import ENGINE_KWARGS, StreamGenerator, run_stream
+from engine.workers.settlement import BALANCES_EVERY, EXTERNAL_ACCOUNT, STAKE_ACCOUNT, LedgerError, SettlementLedger
+from generators import ENGINE_KWARGS, StreamGenerator, VenueStreamGenerator, run_stream
 
 N_COMMANDS = 12_000
 
@@ -47,8 +47,14 @@ def assert_settlement_matches(e: Engine, ledger: SettlementLedger) -> None:
         for asset in engine_totals.keys() | ours.keys():
             assert ours.get(asset, 0) == engine_totals.get(asset, 0), (a, asset)
     assert set(ledger.accounts()) <= set(e.accounts())
+    venues = e.venues()
+    stake_asset = e.venue_params().stake_asset
     for asset in e.assets():
-        assert ledger.fee_balance(asset.asset_id) == e.fees(asset.asset_id)
+        a = asset.asset_id
+        pools = e.fees(a) + sum(e.venue_fees(v.venue_id).get(a, 0) for v in venues if v.venue_id)
+        assert ledger.fee_balance(a) == pools
+        locked = sum(v.stake + v.unbonding for v in venues) if a == stake_asset else 0
+        assert ledger.balance(STAKE_ACCOUNT, a) == locked
     ledger.check()
 
 
@@ -566,3 +572,25 @@ def test_breaker_and_band_watch_equal_a_trade_by_trade_model(seed):
     for batch in batches(events, rng, 300):
         sent += [(int(c["market"]), int(c["ts"])) for c in risk.apply(batch) if c["kind"] == Cmd.HALT]
     assert sent == halts and risk.band_breaches == breaches and risk.last == last
+
+
+def test_workers_follow_venue_transfers(tmp_path):
+    """Stake locks, releases, slashes and fee sweeps move the ledger's balances and the margin book's
+    totals as they move the matcher's, on a stream over many venues."""
+    e = Engine(**ENGINE_KWARGS)
+    gen = VenueStreamGenerator(6, limits=dict(ENGINE_KWARGS))
+    events = np.concatenate([ev for _, ev in run_stream(e, gen, 10_000, chunk=250)])
+    reasons = set(events["reason"][events["kind"] == Ev.VENUE_TRANSFER].tolist())
+    assert reasons >= {1, 2, 3, 4}
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    book = MarginBook(MarginConfig(), accounts=2)
+    for batch in batches(events, random.Random(9)):
+        ledger.apply(batch)
+        book.apply(batch)
+    assert_settlement_matches(e, ledger)
+    for a in e.accounts():
+        for asset, (free, held) in e.balances(a).items():
+            assert book.balance(a, asset)[0] == free + held, (a, asset)
+    names = {k for (k,) in ledger.db.execute("SELECT DISTINCT kind FROM entries")}
+    assert names >= {"stake_lock", "stake_release", "slash_insurance", "slash_protocol"}
+    ledger.close()

@@ -45,8 +45,9 @@ from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
-# listings, deposits / withdrawals, fills and every change of an order's hold
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE)
+# listings, deposits / withdrawals and venue transfers (an amount into or out of an account's
+# free balance, alike), fills and every change of an order's hold
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class MarginBook(EventCore):
         kind = mine["kind"]
         is_order = kind == Ev.ACCEPTED
         is_fill = kind == Ev.FILL
-        is_balance = kind == Ev.BALANCE
+        is_balance = (kind == Ev.BALANCE) | (kind == Ev.VENUE_TRANSFER)
         market = mine["market"].astype(np.int64)
         _, lot, tb, base, quote, sorted_ids, order = self._market_arrays()
         # markets of the orders' Accepted and of the fills, as indexes into the market arrays

@@ -18,16 +18,21 @@ entry's legs sum to zero per asset):
   buyer_fee)`` quote, the seller ``-qty`` base and ``seller_quote = notional - seller_fee`` quote,
   ``FEE_ACCOUNT`` ``fee = buyer_fee + seller_fee`` quote.  The taker is the event's account and
   side, the maker its ``maker_account``; fees are the event's.
+- ``VenueTransfer`` (reason ``r``, amount ``qty`` into the account's free balance): an ``entries``
+  row named after the reason with two legs, the account ``+qty`` and ``-qty`` on the venue bucket it
+  moved against: ``STAKE_ACCOUNT`` (every venue's locked stake) for stake lock, release and
+  slashes, ``FEE_ACCOUNT`` for fee sweeps.
 
-So an account's ledger balance of an asset equals the matcher's ``free + held`` and the fee
-account's equals ``Engine.fees(asset)``; the external account holds minus each asset's outstanding
+So an account's ledger balance of an asset equals the matcher's ``free + held``, the fee account's
+equals ``Engine.fees(asset)`` plus every venue's uncollected fees, the stake account's every venue's
+locked stake; the external account holds minus each asset's outstanding
 total.  Assets and markets are recorded from listing ``Accepted`` events (see ``Listings``).
 Amounts are exact int64 (SQLite INTEGER).  The ``balances`` table holds every account's balances as
 of event ``balances_cursor`` (in ``meta``); the legs after it are summed in memory (and summed again
 from the tables on open) and folded into the table, with ``balances_cursor``, in every
 ``BALANCES_EVERY``-th transaction and at close: one upsert per account and asset per fold rather
-than per batch.  Queries add the two; ``check()`` recomputes both from the legs.  A batch is worked out with numpy (no per-event Python loop) and written with one
-``executemany`` per table.  Schema 1 files (fills posted as five ``postings`` rows) are migrated on
+than per batch.  Queries add the two; ``check()`` recomputes both from the legs.  A batch is worked
+out with numpy (no per-event Python loop) and written with one ``executemany`` per table.  Schema 1 files (fills posted as five ``postings`` rows) are migrated on
 open.
 """
 from __future__ import annotations
@@ -38,18 +43,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import Ev, Side
+from ..records import Ev, Side, Transfer
 from . import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, SequenceGapError, kind_mask
 
 _ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANCE), int(Side.BUY)
+_VENUE_TRANSFER = int(Ev.VENUE_TRANSFER)
+_LAST_STAKE_REASON = int(Transfer.SLASH_PROTOCOL)  # reasons up to it move stake, the later ones fees
+_TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 
-# listings (Accepted with no order), fills and deposits / withdrawals move the ledger; nothing else does
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE)
+# listings (Accepted with no order), fills, deposits / withdrawals and venue transfers move the ledger
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER)
 
 BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
 
-FEE_ACCOUNT = -1
+FEE_ACCOUNT = -1  # every venue's uncollected fees (venue 0's are the protocol's ``Engine.fees``)
 EXTERNAL_ACCOUNT = -2
+STAKE_ACCOUNT = -3  # every venue's locked stake (bonded + unbonding)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -275,21 +284,27 @@ class SettlementLedger(EventCore):
                 legs_acct += [buyer, seller, buyer, seller, fee_acct]
                 legs_asset += [base, base, quote, quote, quote]
                 legs_amount += [qty, -qty, buyer_quote, seller_quote, fee]
-            bal = new.take(np.flatnonzero(kind == _BALANCE))
-            if len(bal):
-                b_seq, b_acct, b_asset, b_qty = (bal["seq"].tolist(), bal["account"].tolist(), bal["market"].tolist(),
-                                                 bal["qty"].tolist())
-                for seq, cmd_seq, ts, account, asset, qty in zip(b_seq, bal["cmd_seq"].tolist(), bal["ts"].tolist(),
-                                                                 b_acct, b_asset, b_qty):
-                    entry_rows.append((seq, cmd_seq, ts, "deposit" if qty > 0 else "withdrawal"))
+            # two-leg entries: deposits / withdrawals against the outside world, venue transfers
+            # against the locked stake or the fee pools
+            moves = new.take(np.flatnonzero((kind == _BALANCE) | (kind == _VENUE_TRANSFER)))
+            if len(moves):
+                is_transfer = moves["kind"] == _VENUE_TRANSFER
+                reason = moves["reason"].astype(np.int64)
+                counter = np.where(is_transfer, np.where(reason <= _LAST_STAKE_REASON, STAKE_ACCOUNT, FEE_ACCOUNT),
+                                   EXTERNAL_ACCOUNT)
+                for seq, cmd_seq, ts, account, asset, qty, other, why, moved in zip(
+                        *(moves[c].tolist() for c in ("seq", "cmd_seq", "ts", "account", "market", "qty")),
+                        counter.tolist(), reason.tolist(), is_transfer.tolist()):
+                    name = _TRANSFER_NAMES.get(why, "transfer") if moved else "deposit" if qty > 0 else "withdrawal"
+                    entry_rows.append((seq, cmd_seq, ts, name))
                     posting_rows.append((seq, 0, account, asset, qty))
-                    posting_rows.append((seq, 1, EXTERNAL_ACCOUNT, asset, -qty))
+                    posting_rows.append((seq, 1, other, asset, -qty))
                     if account not in listings.accounts:
                         listings.accounts.add(account)
                         account_rows.append((account, seq))
-                legs_acct += [bal["account"], np.full(len(bal), EXTERNAL_ACCOUNT, np.int64)]
-                legs_asset += [bal["market"].astype(np.int64)] * 2
-                legs_amount += [bal["qty"], -bal["qty"]]
+                legs_acct += [moves["account"], counter]
+                legs_asset += [moves["market"].astype(np.int64)] * 2
+                legs_amount += [moves["qty"], -moves["qty"]]
             if legs_acct:
                 self._unfolded.append((np.concatenate(legs_acct), np.concatenate(legs_asset),
                                        np.concatenate(legs_amount)))
@@ -430,4 +445,4 @@ class SettlementLedger(EventCore):
             raise LedgerError(f"materialised balances differ from the postings at {diff[:10]}")
 
 
-__all__ = ["EXTERNAL_ACCOUNT", "FEE_ACCOUNT", "LedgerError", "SettlementLedger"]
+__all__ = ["EXTERNAL_ACCOUNT", "FEE_ACCOUNT", "STAKE_ACCOUNT", "LedgerError", "SettlementLedger"]
