@@ -924,6 +924,9 @@ cdef class Matcher:
         cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
         e.qty = o.qty
         e.remaining = o.remaining
+        if o.venue:  # its venue's fees at its tier (venue 0's orders pay the market's, known from the listing)
+            e.maker_fee = o.maker_bps
+            e.taker_fee = o.taker_bps
         self.take_and_rest(m, t)
 
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil:

@@ -21,7 +21,8 @@ Cython engine must do the same):
     IOC IOC_NOT_FILLED; FOK FOK_NOT_FILLABLE; POST_ONLY POST_ONLY_WOULD_CROSS.
 3.  Fields not named by the spec are 0.  Per event kind:
     - Accepted (place): order_id, account, client_id, side, price, qty,
-      remaining=qty, market, venue (the order's).
+      remaining=qty, market, venue (the order's); for an order of a venue other
+      than 0, maker_fee / taker_fee = the order's fee rates in bps.
     - Accepted (mass cancel): account, qty = count, market = the command's
       market, or 0 with ALL_MARKETS; venue 0.
     - Accepted (add asset / add market): the listing itself, so that event
@@ -692,7 +693,11 @@ class ReferenceEngine(CommandAPI):
             balances[m.quote] = [0, 0]
         b[0] -= hold
         b[1] += hold
-        self._ev_order(_EV_ACCEPTED, 0, 0, 0, o, qty, qty)
+        if venue:  # the order's fees (bps) for event consumers; venue 0's are the market's
+            self._ev(_EV_ACCEPTED, 0, o.side, 0, 0, o.market, o.venue, o.order_id, o.account, o.client_id, o.price,
+                     qty, qty, maker_fee=maker_bps, taker_fee=taker_bps)
+        else:
+            self._ev_order(_EV_ACCEPTED, 0, 0, 0, o, qty, qty)
         self._execute(o, m, tif, True)
         return 0
 

@@ -485,8 +485,11 @@ def test_a_rebate_is_capped_by_the_same_fills_taker_fee(engine_cls):
 
 def test_an_order_keeps_the_fees_and_hold_it_was_placed_with(engine_cls):
     e = fee_world(engine_cls)
-    ok(e.place(T1, FEE_MKT, BUY, 10_000, 10, 1, venue=1))  # hold 10 x (10,000 + 10)
+    ev = ok(e.place(T1, FEE_MKT, BUY, 10_000, 10, 1, venue=1))  # hold 10 x (10,000 + 10)
+    assert (ev[0]["kind"], ev[0]["maker_fee"], ev[0]["taker_fee"]) == (Ev.ACCEPTED, -2, 10)  # its rates, for consumers
     assert e.balance(T1, USD)[1] == 10 * 10_010
+    ev = ok(e.place(T2, FEE_MKT, SELL, 20_000, 1, 7, venue=0))
+    assert (ev[0]["maker_fee"], ev[0]["taker_fee"]) == (0, 0)  # venue 0: the market's, from its listing
     ok(e.set_venue_fees(OP1, 1, maker_bps=50, taker_bps=100))
     ev = ok(e.place(T2, FEE_MKT, SELL, 10_000, 10, 1, venue=1))
     (fill,) = [x for x in ev if x["kind"] == Ev.FILL]
