@@ -211,14 +211,15 @@ def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
 
 # ------------------------------------------------------------------------------- margin
 
-# order row: [account row, market index, side, price, remaining]
+# order row: [account row, market index, side, price, remaining, taker bps of its buy hold]
 cdef enum:
     M_ROW = 0
     M_MKT = 1
     M_SIDE = 2
     M_PRICE = 3
     M_REM = 4
-    MARGIN_COLS = 5
+    M_TB = 5
+    MARGIN_COLS = 6
 
 
 cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int64_t lot, int64_t tb) noexcept nogil:
@@ -230,14 +231,14 @@ cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int6
 
 
 cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remaining, int64_t *held, int64_t ncol,
-                       const int64_t *lot, const int64_t *tb, const int64_t *base, const int64_t *quote) noexcept nogil:
+                       const int64_t *lot, const int64_t *base, const int64_t *quote) noexcept nogil:
     cdef int64_t *o = &t.vals[slot * MARGIN_COLS]
     cdef int64_t m = o[M_MKT], side = o[M_SIDE], asset
     if lot[m] == 0:
         return -1
     asset = quote[m] if side == SIDE_BUY else base[m]
-    held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], tb[m])
-                                      - hold_of(side, o[M_PRICE], o[M_REM], lot[m], tb[m]))
+    held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], o[M_TB])
+                                      - hold_of(side, o[M_PRICE], o[M_REM], lot[m], o[M_TB]))
     o[M_PRICE] = price
     o[M_REM] = remaining
     return 0
@@ -250,7 +251,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                  const int64_t[::1] m_base, const int64_t[::1] m_quote):
     """Move the holds of ``held`` (account row x asset) for a batch.  ``rows[i]`` / ``midx[i]``: the
     row of event i's account and the index of its market in the ``m_*`` arrays (read for an order's
-    Accepted).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
+    Accepted; ``m_tb`` is the taker fee of venue 0's orders).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
     cdef int64_t n = len(events), i, s, k, rc = 0
     cdef int kind
     if n == 0:
@@ -279,13 +280,13 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                 s = orders.find(ev[i].order_id)
                 if s >= 0:
                     o = &orders.vals[s * MARGIN_COLS]
-                    rc |= rehold(orders, s, o[M_PRICE], ev[i].remaining, hp, ncol, lot, tb, base, quote)
+                    rc |= rehold(orders, s, o[M_PRICE], ev[i].remaining, hp, ncol, lot, base, quote)
                     if ev[i].remaining == 0:
                         orders.erase(s)
                 k = orders.find(ev[i].maker_order)
                 if k >= 0:
                     o = &orders.vals[k * MARGIN_COLS]
-                    rc |= rehold(orders, k, o[M_PRICE], o[M_REM] - ev[i].qty, hp, ncol, lot, tb, base, quote)
+                    rc |= rehold(orders, k, o[M_PRICE], o[M_REM] - ev[i].qty, hp, ncol, lot, base, quote)
                     if o[M_REM] == 0:
                         orders.erase(k)
             elif kind == EV_ACCEPTED:
@@ -297,11 +298,14 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     o[M_SIDE] = ev[i].side
                     o[M_PRICE] = ev[i].price
                     o[M_REM] = 0
-                    rc |= rehold(orders, s, ev[i].price, ev[i].qty, hp, ncol, lot, tb, base, quote)
+                    # venue 0's orders pay their market's fees; another venue's Accepted carries the
+                    # order's own (its venue's, at its volume tier)
+                    o[M_TB] = ev[i].taker_fee if ev[i].venue != 0 else (tb[midx[i]] if tb != NULL else 0)
+                    rc |= rehold(orders, s, ev[i].price, ev[i].qty, hp, ncol, lot, base, quote)
             elif kind == EV_CANCELLED or kind == EV_AMENDED:
                 s = orders.find(ev[i].order_id)
                 if s >= 0:
-                    rc |= rehold(orders, s, ev[i].price, ev[i].remaining, hp, ncol, lot, tb, base, quote)
+                    rc |= rehold(orders, s, ev[i].price, ev[i].remaining, hp, ncol, lot, base, quote)
                     if ev[i].remaining == 0:
                         orders.erase(s)
     if rc:

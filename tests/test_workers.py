@@ -575,8 +575,9 @@ def test_breaker_and_band_watch_equal_a_trade_by_trade_model(seed):
 
 
 def test_workers_follow_venue_transfers(tmp_path):
-    """Stake locks, releases, slashes and fee sweeps move the ledger's balances and the margin book's
-    totals as they move the matcher's, on a stream over many venues."""
+    """Stake locks, releases, slashes and fee sweeps move the ledger's and the margin book's balances
+    as they move the matcher's, and buy holds follow each order's own venue fee, on a stream over
+    many venues."""
     e = Engine(**ENGINE_KWARGS)
     gen = VenueStreamGenerator(6, limits=dict(ENGINE_KWARGS))
     events = np.concatenate([ev for _, ev in run_stream(e, gen, 10_000, chunk=250)])
@@ -588,9 +589,27 @@ def test_workers_follow_venue_transfers(tmp_path):
         ledger.apply(batch)
         book.apply(batch)
     assert_settlement_matches(e, ledger)
-    for a in e.accounts():
-        for asset, (free, held) in e.balances(a).items():
-            assert book.balance(a, asset)[0] == free + held, (a, asset)
+    assert_margin_matches(e, book)
     names = {k for (k,) in ledger.db.execute("SELECT DISTINCT kind FROM entries")}
     assert names >= {"stake_lock", "stake_release", "slash_insurance", "slash_protocol"}
     ledger.close()
+
+
+def test_margin_checkpoint_from_before_per_order_fees(stream):
+    """A pickled book whose orders lack the taker-fee column (all venue 0's) continues exactly."""
+    import pickle
+
+    from engine.workercore import IntTable
+
+    e, events = stream
+    half = len(events) // 2
+    book = MarginBook(MarginConfig(), accounts=2)
+    book.apply(events[:half])
+    current = book.orders.to_dict()
+    keys, vals = book.orders.arrays()
+    book.orders = IntTable(5, len(keys))  # the earlier layout: row, market index, side, price, remaining
+    book.orders.update(keys, vals[:, :5])
+    restored = pickle.loads(pickle.dumps(book))
+    assert restored.orders.to_dict() == current
+    restored.apply(events[half:])
+    assert_margin_matches(e, restored)

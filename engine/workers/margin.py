@@ -96,7 +96,8 @@ class MarginBook(EventCore):
         self.positions = np.zeros((accounts, markets), np.int64)  # perpetual / outcome markets (to come)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
-        self.orders = IntTable(MARGIN_COLUMNS)  # order id -> (row, market index, side, price, remaining)
+        # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
+        self.orders = IntTable(MARGIN_COLUMNS)
         self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # account ids sorted, their rows
         self._markets_key = None
         self._marr = None
@@ -106,7 +107,8 @@ class MarginBook(EventCore):
         self.s = np.zeros(assets, np.int64)
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickle a checkpoint, also one written before orders moved into an ``IntTable``."""
+        """Unpickle a checkpoint, also one written before orders moved into an ``IntTable`` or before
+        they kept their own taker fee (those are venue 0's: their market's)."""
         self.__dict__.update(state)
         self._markets_key = None
         self._marr = None
@@ -116,11 +118,18 @@ class MarginBook(EventCore):
         self._known = (ids[order], order.astype(np.int64))
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
-            table = IntTable(MARGIN_COLUMNS, len(self.orders))
-            if self.orders:
-                table.update(np.array(list(self.orders), np.int64),
-                             np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64))
-            self.orders = table
+            keys = np.array(list(self.orders), np.int64)
+            vals = np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64)
+        elif self.orders.ncols < MARGIN_COLUMNS:  # [row, market index, side, price, remaining]
+            keys, vals = self.orders.arrays()
+        else:
+            return
+        taker_bps = np.array([m.taker_bps for m in self.listings.markets.values()] or [0], np.int64)
+        vals = vals.reshape(len(keys), -1)
+        table = IntTable(MARGIN_COLUMNS, len(keys))
+        if len(keys):
+            table.update(keys, np.column_stack([vals, taker_bps[vals[:, 1]]]))
+        self.orders = table
 
     @property
     def n_accounts(self) -> int:
