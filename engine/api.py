@@ -221,6 +221,20 @@ class CommandAPI:
         first, the protocol account the rest.  ``reason`` is echoed in the Venue event."""
         return self.submit(Cmd.SLASH, account=account, venue=venue, qty=amount, price=shortfall, aux=reason, ts=ts)
 
+    def configure_oracle(self, account: int, venue: int, market: int, *, feed_id: int, feed_account: int,
+                         timeout_ns: int, ts: int = 0) -> np.ndarray:
+        """Operator or admin: the venue's oracle for ``market`` takes prices from feed ``feed_id``
+        sent by ``feed_account``, and is stale after ``timeout_ns`` of engine clock without one."""
+        return self.submit(Cmd.ORACLE_CONFIG, account=account, venue=venue, market=market, id=feed_id,
+                           aux=feed_account, qty=timeout_ns, ts=ts)
+
+    def oracle_price(self, account: int, venue: int, market: int, price: int, *, feed_id: int, source_ts: int,
+                     sources: int = 1, ts: int = 0) -> np.ndarray:
+        """A feed's OraclePrice: ``price`` in ticks' units (a multiple of the tick size), the
+        source time ``source_ts`` (ns, the feed's clock) and how many sources it is the median of."""
+        return self.submit(Cmd.ORACLE_PRICE, account=account, venue=venue, market=market, price=price, qty=sources,
+                           id=feed_id, aux=source_ts, ts=ts)
+
 
 def _as_i64(mask: int) -> int:
     """A 64-bit mask (0..2^64-1, or -1 for all bits) as the int64 a command field holds."""

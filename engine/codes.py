@@ -58,6 +58,7 @@ class ResultCode(enum.IntEnum):
     PRICE_OUTSIDE_BAND = 203
     BALANCE_OVERFLOW = 204
     MARKET_HALTED = 205
+    ORACLE_STALE = 206
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -94,6 +95,14 @@ class ResultCode(enum.IntEnum):
     INVALID_VENUE_FEES = 428
     INVALID_FEE_TIER = 429
     NOTHING_TO_SWEEP = 430
+    INVALID_FEED_ID = 431
+    INVALID_FEED_ACCOUNT = 432
+    INVALID_ORACLE_TIMEOUT = 433
+    ORACLE_NOT_CONFIGURED = 434
+    WRONG_FEED = 435
+    WRONG_FEED_ACCOUNT = 436
+    ORACLE_TIME_NOT_NEWER = 437
+    INVALID_SOURCE_COUNT = 438
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -154,6 +163,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
+    ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",
     ResultCode.INSUFFICIENT_BALANCE: "free balance cannot cover the order's hold",
     ResultCode.INSUFFICIENT_FREE_BALANCE: "withdrawal exceeds the free balance",
     ResultCode.PRICE_OUTSIDE_BAND: "price is outside the market's band around the last trade",
@@ -192,6 +202,14 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_VENUE_FEES: 'venue fees must satisfy -1000 <= maker <= taker <= 1000 bps and maker + taker >= 0, split bps summing to at most 10000',
     ResultCode.INVALID_FEE_TIER: "tier must be 1..4 with a minimum volume above the previous tier's and below the next's, and a positive epoch",
     ResultCode.NOTHING_TO_SWEEP: 'the venue has collected no fees in this asset',
+    ResultCode.INVALID_FEED_ID: "feed id must be positive",
+    ResultCode.INVALID_FEED_ACCOUNT: "feed account must be positive",
+    ResultCode.INVALID_ORACLE_TIMEOUT: "oracle staleness timeout must be positive (ns of engine clock)",
+    ResultCode.ORACLE_NOT_CONFIGURED: "no oracle is configured for this venue and market",
+    ResultCode.WRONG_FEED: "the feed id is not the one configured for this venue and market's oracle",
+    ResultCode.WRONG_FEED_ACCOUNT: "the sender is not the feed account configured for this venue and market's oracle",
+    ResultCode.ORACLE_TIME_NOT_NEWER: "the source time is not after that of the oracle's last accepted price",
+    ResultCode.INVALID_SOURCE_COUNT: "the number of sources behind an oracle price must be positive",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

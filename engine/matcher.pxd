@@ -64,6 +64,7 @@ cdef struct Market:
     int32_t band_bps
     int64_t last_price
     bint halted              # set by Halt (the risk worker), cleared by Resume
+    int32_t stale_oracles    # venues whose oracle for this market is stale (0: the place path skips the lookup)
     BookSide sides[2]
 
 
@@ -127,6 +128,19 @@ cdef struct Venue:
     int32_t n_tiers
     int64_t tier_epoch       # ns of engine clock per volume epoch
     FeeTier tiers[4]
+
+
+cdef struct Oracle:            # a venue's oracle for one market (OracleConfig, OraclePrice)
+    uint32_t venue
+    uint32_t market
+    int64_t feed_id          # the feed allowed to update it, and the account it sends as
+    int64_t feed_account
+    int64_t timeout          # ns of engine clock without an accepted price before it is stale
+    int64_t price            # the latest accepted price (0: none yet)
+    int64_t source_ts        # its source time (the feed's clock); a newer price must have a later one
+    int64_t sources          # how many sources the latest price is the median of
+    int64_t updated_at       # engine clock of the latest price (or of the configuration, before any)
+    bint stale
 
 
 cdef struct Expiry:
@@ -195,6 +209,11 @@ cdef class Matcher:
     cdef Volume *volume_rows
     cdef int64_t n_volumes
     cdef int64_t cap_volumes
+    cdef xos_hmap oracle_index       # (venue, market) -> index in oracle_rows
+    cdef Oracle *oracle_rows         # in configuration order (the order staleness is checked in)
+    cdef int64_t n_oracles
+    cdef int64_t cap_oracles
+    cdef int64_t next_stale_at       # earliest moment a fresh oracle goes stale (INT64_MAX when none)
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -272,7 +291,14 @@ cdef class Matcher:
     cdef void set_status(self, Venue *v, uint8_t status) noexcept nogil
     cdef inline uint16_t check_access(self, uint32_t venue, int64_t account, int64_t acct_idx) noexcept nogil
     cdef uint16_t check_operator(self, const xos_command *c) noexcept nogil
+    cdef void echo(self, uint16_t kind, const xos_command *c) noexcept nogil
     cdef void emit_venue(self, const xos_command *c) noexcept nogil
+    cdef Oracle *oracle_of(self, uint32_t venue, uint32_t market) noexcept nogil
+    cdef bint oracle_stale(self, uint32_t venue, uint32_t market) noexcept nogil
+    cdef void emit_oracle_status(self, Oracle *o) noexcept nogil
+    cdef void mark_stale_oracles(self) noexcept nogil
+    cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil
+    cdef void cmd_oracle_price(self, const xos_command *c) noexcept nogil
     cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,
                        int64_t bucket_after) noexcept nogil
     cdef int64_t *fee_slot(self, uint32_t venue, uint32_t asset) noexcept nogil
@@ -302,3 +328,4 @@ cdef class Matcher:
     cdef Market *market_ptr(self, market) except NULL
     cdef object view_order(self, int32_t slot)
     cdef object view_venue(self, int32_t i)
+    cdef object view_oracle(self, int64_t i)

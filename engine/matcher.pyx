@@ -24,7 +24,7 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import AssetView, MarketView, OrderView, VenueFeesView, VenueParamsView, VenueView
+from .views import AssetView, MarketView, OracleView, OrderView, VenueFeesView, VenueParamsView, VenueView
 
 cnp.import_array()
 
@@ -59,6 +59,11 @@ cdef inline Balance *grow_balances(Balance *bals, int64_t *cap, int64_t need) no
     if need > 0x7FFFFFFF:
         die(b"balance table past 2^31 entries")
     return <Balance *>grow(bals, cap, need, sizeof(Balance), b"balances")
+
+
+cdef inline int64_t stale_deadline(const Oracle *o) noexcept nogil:
+    """When the oracle goes stale without a newer price (saturating at the end of time)."""
+    return INT64_MAX if o.timeout > INT64_MAX - o.updated_at else o.updated_at + o.timeout
 
 
 cdef inline bint crosses(uint8_t side, int64_t price, int64_t best) noexcept nogil:
@@ -151,13 +156,15 @@ cdef class Matcher:
         self.venue_table = <Venue *>calloc(max_venues, sizeof(Venue))
         self.offers = <uint64_t *>calloc(<size_t>(max_venues * self.offer_words), sizeof(uint64_t))
         if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
-                or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)):
+                or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
+                or xos_hmap_init(&self.oracle_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
         self.venue_table[0].accepts = ALL_POOLS
         self.set_status(&self.venue_table[0], XOS_VSTATUS_LIVE)
         self.next_release = INT64_MAX
+        self.next_stale_at = INT64_MAX
         self.max_orders = max_orders
         self.max_accounts = max_accounts
         self.max_markets = max_markets
@@ -200,6 +207,8 @@ cdef class Matcher:
         xos_hmap_free(&self.volume_index)
         free(self.venue_pool)
         free(self.volume_rows)
+        xos_hmap_free(&self.oracle_index)
+        free(self.oracle_rows)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -878,6 +887,9 @@ cdef class Matcher:
                 code = XOS_DUPLICATE_CLIENT_ID
             elif m.halted:
                 code = XOS_MARKET_HALTED
+            # every order takes on risk here; issue 9's reduce-only orders will be let through this check
+            elif m.stale_oracles and self.oracle_stale(c.venue, c.market):
+                code = XOS_ORACLE_STALE
             elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
                 code = XOS_PRICE_OUTSIDE_BAND
             elif c.side == BID and hold > self.free_of(acct_idx, m.quote):
@@ -969,6 +981,9 @@ cdef class Matcher:
                 code = XOS_MARKET_HALTED
             elif self.venue_table[o.venue].status != XOS_VSTATUS_LIVE:
                 code = XOS_VENUE_NOT_LIVE
+            elif ((price != o.price or c.qty > o.remaining) and m.stale_oracles
+                  and self.oracle_stale(o.venue, o.market)):
+                code = XOS_ORACLE_STALE  # only a pure size reduction goes on while the oracle is stale
             elif (price != o.price and m.band_bps > 0 and m.last_price > 0
                   and xos_outside_band(price, m.last_price, m.band_bps)):
                 code = XOS_PRICE_OUTSIDE_BAND
@@ -1209,7 +1224,11 @@ cdef class Matcher:
     cdef void emit_venue(self, const xos_command *c) noexcept nogil:
         """An accepted venue command, echoed whole (flags = its kind): consumers follow venues
         from the event stream alone."""
-        cdef xos_event *e = self.emit(XOS_EV_VENUE)
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef void echo(self, uint16_t kind, const xos_command *c) noexcept nogil:
+        """An accepted command's fields in an event of ``kind`` (flags = the command kind)."""
+        cdef xos_event *e = self.emit(kind)
         e.flags = c.kind
         e.venue = c.venue
         e.market = c.market
@@ -1647,6 +1666,133 @@ cdef class Matcher:
             self.transfer(XOS_XFER_SLASH_PROTOCOL, c.venue, self.protocol_account, self.stake_asset,
                           c.qty - to_insurance, v.stake + v.unbonding)
 
+    # ------------------------------------------------------------- oracles
+
+    cdef Oracle *oracle_of(self, uint32_t venue, uint32_t market) noexcept nogil:
+        cdef int64_t i = xos_hmap_get(&self.oracle_index, venue, market)
+        return &self.oracle_rows[i] if i >= 0 else NULL
+
+    cdef bint oracle_stale(self, uint32_t venue, uint32_t market) noexcept nogil:
+        """The venue's oracle for the market is stale (called only when some venue's is)."""
+        cdef Oracle *o = self.oracle_of(venue, market)
+        return o != NULL and o.stale
+
+    cdef void emit_oracle_status(self, Oracle *o) noexcept nogil:
+        cdef xos_event *e = self.emit(XOS_EV_ORACLE_STATUS)
+        e.venue = o.venue
+        e.market = o.market
+        e.qty = o.stale
+        e.price = o.price
+        e.client_id = o.feed_id
+        e.account = o.feed_account
+        e.remaining = o.updated_at
+
+    cdef void mark_stale_oracles(self) noexcept nogil:
+        """Step 2 of every command once the clock reaches ``next_stale_at``: every fresh oracle
+        whose timeout has passed without a price goes stale (configuration order)."""
+        cdef int64_t i, at, next_at = INT64_MAX
+        cdef Oracle *o
+        for i in range(self.n_oracles):
+            o = &self.oracle_rows[i]
+            if o.stale:
+                continue
+            at = stale_deadline(o)
+            if at <= self._now:
+                o.stale = True
+                self.market_table[o.market].stale_oracles += 1
+                self.emit_oracle_status(o)
+            elif at < next_at:
+                next_at = at
+        self.next_stale_at = next_at
+
+    cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
+        """Set (or change) which feed updates the venue's oracle for a market, and its timeout.
+        A new oracle counts as updated now (it has ``timeout`` to get its first price); a changed
+        one keeps its price, source time and status."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef int64_t i
+        cdef Oracle *o
+        if code == XOS_OK:
+            if self.venue_table[c.venue].status == XOS_VSTATUS_RETIRED:
+                code = XOS_VENUE_RETIRED
+            elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+                code = XOS_UNKNOWN_MARKET
+            elif not self.offered(c.venue, c.market):
+                code = XOS_MARKET_NOT_OFFERED
+            elif c.id <= 0:
+                code = XOS_INVALID_FEED_ID
+            elif c.aux <= 0:
+                code = XOS_INVALID_FEED_ACCOUNT
+            elif c.qty <= 0:
+                code = XOS_INVALID_ORACLE_TIMEOUT
+        if code:
+            self.reject(c, code)
+            return
+        o = self.oracle_of(c.venue, c.market)
+        if o == NULL:
+            if self.n_oracles == self.cap_oracles:
+                self.oracle_rows = <Oracle *>grow(self.oracle_rows, &self.cap_oracles, self.n_oracles + 1,
+                                                  sizeof(Oracle), b"oracles")
+            i = self.n_oracles
+            if xos_hmap_put(&self.oracle_index, c.venue, c.market, i):
+                die(b"oracle index")
+            self.n_oracles += 1
+            o = &self.oracle_rows[i]
+            memset(o, 0, sizeof(Oracle))
+            o.venue = c.venue
+            o.market = c.market
+            o.updated_at = self._now
+        o.feed_id = c.id
+        o.feed_account = c.aux
+        o.timeout = c.qty
+        if not o.stale and stale_deadline(o) < self.next_stale_at:
+            self.next_stale_at = stale_deadline(o)
+        self.echo(XOS_EV_ORACLE_CONFIG, c)
+
+    cdef void cmd_oracle_price(self, const xos_command *c) noexcept nogil:
+        """The configured feed's price for a venue's market: kept with its source time; a stale
+        oracle is fresh again."""
+        cdef uint16_t code = XOS_OK
+        cdef Oracle *o = NULL
+        cdef Market *m
+        if c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
+            code = XOS_UNKNOWN_VENUE
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            o = self.oracle_of(c.venue, c.market)
+            m = &self.market_table[c.market]
+            if o == NULL:
+                code = XOS_ORACLE_NOT_CONFIGURED
+            elif c.id != o.feed_id:
+                code = XOS_WRONG_FEED
+            elif c.account != o.feed_account:
+                code = XOS_WRONG_FEED_ACCOUNT
+            elif c.price <= 0:
+                code = XOS_PRICE_NOT_POSITIVE
+            elif c.price % m.tick_size:
+                code = XOS_PRICE_OFF_TICK
+            elif c.price > XOS_MAX_MONEY:
+                code = XOS_PRICE_TOO_LARGE
+            elif c.qty <= 0:
+                code = XOS_INVALID_SOURCE_COUNT
+            elif c.aux <= o.source_ts:
+                code = XOS_ORACLE_TIME_NOT_NEWER
+        if code:
+            self.reject(c, code)
+            return
+        o.price = c.price
+        o.source_ts = c.aux
+        o.sources = c.qty
+        o.updated_at = self._now
+        self.echo(XOS_EV_ORACLE, c)
+        if o.stale:
+            o.stale = False
+            m.stale_oracles -= 1
+            self.emit_oracle_status(o)
+        if stale_deadline(o) < self.next_stale_at:
+            self.next_stale_at = stale_deadline(o)
+
     cdef void emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
@@ -1668,6 +1814,8 @@ cdef class Matcher:
             self.expire_orders()
         if self.next_release <= self._now:
             self.release_unbonds()
+        if self.next_stale_at <= self._now:
+            self.mark_stale_oracles()
         if c.kind == XOS_CMD_PLACE:
             self.cmd_place(c)
         elif c.kind == XOS_CMD_CANCEL:
@@ -1703,6 +1851,10 @@ cdef class Matcher:
             self.cmd_venue_fees(c)
         elif c.kind == XOS_CMD_SWEEP_FEES:
             self.cmd_sweep_fees(c)
+        elif c.kind == XOS_CMD_ORACLE_PRICE:
+            self.cmd_oracle_price(c)
+        elif c.kind == XOS_CMD_ORACLE_CONFIG:
+            self.cmd_oracle_config(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -1847,6 +1999,7 @@ cdef class Matcher:
         state = {"counters": counters, "assets": assets, "markets": markets, "accounts": accounts,
                  "balances": balances, "orders": orders}
         state.update(self.export_venues())
+        state["oracles"] = np.array(self.oracles(), dtype=ORACLE_STATE).reshape(-1)
         return state
 
     def export_venues(self):
@@ -2063,8 +2216,8 @@ cdef class Matcher:
         if self._cmd_seq or self.n_accounts or self.n_open:
             raise ValueError("import_state needs a fresh engine")
         counters = state["counters"]
-        if int(counters[0]) != STATE_VERSION:
-            raise ValueError(f"state version {int(counters[0])}, this engine reads {STATE_VERSION}")
+        if int(counters[0]) not in READABLE_STATE_VERSIONS:
+            raise ValueError(f"state version {int(counters[0])}, this engine reads {READABLE_STATE_VERSIONS}")
         assets, markets, accounts = state["assets"], state["markets"], state["accounts"]
         balances, orders = state["balances"], state["orders"]
         if len(accounts) > self.max_accounts or len(orders) > self.max_orders:
@@ -2113,6 +2266,7 @@ cdef class Matcher:
             if not 0 <= row["a"] < self.n_accounts or not 0 <= row["b"] < 64:
                 raise ValueError(f"region tag {row['b']} of account index {row['a']} is out of range")
             self.accts[row["a"]].region = row["b"]
+        self.import_oracles(state.get("oracles", ()))  # version 3 states have none
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -2120,7 +2274,45 @@ cdef class Matcher:
         self._now = counters[4]
         self._rest_seq = counters[5]
 
+    def import_oracles(self, rows):
+        """Load exported oracle rows (in configuration order) after the markets and venues."""
+        cdef Oracle *o
+        self.next_stale_at = INT64_MAX
+        for row in rows:
+            if not (0 <= row["venue"] < self.max_venues and self.venue_table[<int32_t>row["venue"]].exists
+                    and 1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists):
+                raise ValueError(f"oracle of venue {row['venue']} for market {row['market']}: no such venue or market")
+            if self.n_oracles == self.cap_oracles:
+                self.oracle_rows = <Oracle *>grow(self.oracle_rows, &self.cap_oracles, self.n_oracles + 1,
+                                                  sizeof(Oracle), b"oracles")
+            if xos_hmap_put(&self.oracle_index, row["venue"], row["market"], self.n_oracles):
+                raise MemoryError()
+            o = &self.oracle_rows[self.n_oracles]
+            self.n_oracles += 1
+            o.venue, o.market = row["venue"], row["market"]
+            o.feed_id, o.feed_account, o.timeout = row["feed_id"], row["feed_account"], row["timeout"]
+            o.price, o.source_ts, o.sources = row["price"], row["source_ts"], row["sources"]
+            o.updated_at, o.stale = row["updated_at"], row["stale"]
+            if o.stale:
+                self.market_table[o.market].stale_oracles += 1
+            elif stale_deadline(o) < self.next_stale_at:
+                self.next_stale_at = stale_deadline(o)
+
     # ------------------------------------------------------------- queries
+
+    cdef object view_oracle(self, int64_t i):
+        cdef Oracle *o = &self.oracle_rows[i]
+        return OracleView(o.venue, o.market, o.feed_id, o.feed_account, o.timeout, o.price, o.source_ts, o.sources,
+                          o.updated_at, bool(o.stale))
+
+    def oracles(self):
+        """Every venue's market oracle, in configuration order."""
+        return [self.view_oracle(i) for i in range(self.n_oracles)]
+
+    def oracle(self, int venue, int market):
+        """The venue's oracle for the market, or None."""
+        cdef int64_t i = xos_hmap_get(&self.oracle_index, venue, market)
+        return self.view_oracle(i) if i >= 0 else None
 
     @property
     def cmd_seq(self):
@@ -2327,7 +2519,11 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 3  # 3: venues
+STATE_VERSION = 4  # 3: venues, 4: oracles
+READABLE_STATE_VERSIONS = (3, 4)  # a version 3 state is one without oracles
+ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),
+                         ("timeout", "<i8"), ("price", "<i8"), ("source_ts", "<i8"), ("sources", "<i8"),
+                         ("updated_at", "<i8"), ("stale", "u1")])
 VENUE_STATE = np.dtype([("venue", "<u4"), ("status", "u1"), ("access", "u1"), ("pool", "u1"), ("pad", "u1"),
                         ("accepts", "<u8"), ("blocked_regions", "<u8"), ("operator", "<i8"), ("insurance", "<i8"),
                         ("stake", "<i8"), ("unbonding", "<i8"), ("unbond_at", "<i8"), ("maker_bps", "<i4"),
@@ -2389,7 +2585,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes",
+    "volumes", "oracles", "oracle",
 )
 
 

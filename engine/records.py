@@ -92,6 +92,7 @@ class Cmd(enum.IntEnum):
     # 96-111: oracle prices and outcome resolution (the feeds issue)
     ORACLE_PRICE = 96
     RESOLVE = 97
+    ORACLE_CONFIG = 98  # operator/admin: which feed (id, account) updates a venue's market oracle, its timeout
 
 
 class Ev(enum.IntEnum):
@@ -105,6 +106,10 @@ class Ev(enum.IntEnum):
     MARKET_STATUS = 8
     VENUE = 9  # an accepted venue command, echoed (flags = the command kind)
     VENUE_TRANSFER = 10  # stake moving between an account's free balance and a venue (reason: Transfer)
+    # 16-19: oracles
+    ORACLE = 16  # an accepted OraclePrice, echoed (flags = the command kind)
+    ORACLE_STATUS = 17  # a venue's market oracle went stale (qty 1) or fresh (qty 0)
+    ORACLE_CONFIG = 18  # an accepted OracleConfig, echoed
 
 
 class Side(enum.IntEnum):

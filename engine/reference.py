@@ -129,9 +129,10 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import AssetView, MarketView, OrderView, VenueFeesView, VenueParamsView, VenueView
+from .views import AssetView, MarketView, OracleView, OrderView, VenueFeesView, VenueParamsView, VenueView
 
 MAX_MONEY = 1 << 62
+INT64_MAX = (1 << 63) - 1
 
 # plain ints for speed in the hot loops
 _BUY = int(Side.BUY)
@@ -245,6 +246,27 @@ class _Venue:
         return self.accepts if self.status in (_LIVE, _WINDING_DOWN) else 0
 
 
+class _Oracle:
+    """A venue's oracle for one market (fields as ``views.OracleView``)."""
+
+    __slots__ = ("venue", "market", "feed_id", "feed_account", "timeout", "price", "source_ts", "sources",
+                 "updated_at", "stale")
+
+    def __init__(self, venue: int, market: int, now: int):
+        self.venue, self.market = venue, market
+        self.feed_id = self.feed_account = self.timeout = 0
+        self.price = self.source_ts = self.sources = 0
+        self.updated_at = now  # a new oracle has its timeout to get a first price
+        self.stale = False
+
+    def stale_at(self) -> int:
+        return min(self.updated_at + self.timeout, INT64_MAX)
+
+    def view(self) -> OracleView:
+        return OracleView(self.venue, self.market, self.feed_id, self.feed_account, self.timeout, self.price,
+                          self.source_ts, self.sources, self.updated_at, self.stale)
+
+
 def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
     """best is the opposite side's best price (0 = empty)."""
     if best == 0:
@@ -269,6 +291,7 @@ class ReferenceEngine(CommandAPI):
         self._unbond_period = 0
         self._venue_fees: dict[tuple[int, int], int] = {}  # (venue, asset) -> collected, not swept
         self._volumes: dict[tuple[int, int], list[int]] = {}  # (account, venue) -> [epoch, current, previous]
+        self._oracles: dict[tuple[int, int], _Oracle] = {}  # (venue, market), in configuration order
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -314,6 +337,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.VENUE_FEES): self._venue_fees_cmd,
             int(Cmd.VENUE_FEE_TIER): self._venue_fees_cmd,
             int(Cmd.SWEEP_FEES): self._sweep_fees,
+            int(Cmd.ORACLE_CONFIG): self._oracle_config,
+            int(Cmd.ORACLE_PRICE): self._oracle_price,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -348,6 +373,11 @@ class ReferenceEngine(CommandAPI):
             if v.unbonding and v.unbond_at <= now:
                 amount, v.unbonding, v.unbond_at = v.unbonding, 0, 0
                 self._stake_transfer(int(Transfer.STAKE_RELEASE), v, v.operator, amount)
+        # step 2c: fresh oracles whose timeout passed without a price go stale (configuration order)
+        for o in self._oracles.values():
+            if not o.stale and o.stale_at() <= now:
+                o.stale = True
+                self._oracle_status(o)
         # step 3: the command
         handler = self._handlers.get(row[0])
         code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
@@ -656,6 +686,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.DUPLICATE_CLIENT_ID)
         if m.halted:
             return int(RC.MARKET_HALTED)
+        if self._oracle_stale(venue, market):  # issue 9: reduce-only orders will pass
+            return int(RC.ORACLE_STALE)
         if m.band_bps > 0 and m.last > 0 and abs(price - m.last) * 10000 > m.band_bps * m.last:
             return int(RC.PRICE_OUTSIDE_BAND)
         if side == _SELL:
@@ -736,6 +768,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.MARKET_HALTED)
         if self._venues[o.venue].status != _LIVE:
             return int(RC.VENUE_NOT_LIVE)
+        if (new_price != o.price or qty > o.remaining) and self._oracle_stale(o.venue, o.market):
+            return int(RC.ORACLE_STALE)
         if (new_price != o.price and m.band_bps > 0 and m.last > 0
                 and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
             return int(RC.PRICE_OUTSIDE_BAND)
@@ -912,8 +946,84 @@ class ReferenceEngine(CommandAPI):
 
     # ------------------------------------------------------------------ venues
     def _venue_echo(self, row) -> None:
+        self._echo(int(Ev.VENUE), row)
+
+    def _echo(self, event_kind: int, row) -> None:
         (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty, cid, aux) = row
-        self._ev(int(Ev.VENUE), 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
+        self._ev(event_kind, 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
+
+    # ------------------------------------------------------------------ oracles
+    def _oracle_stale(self, venue: int, market: int) -> bool:
+        o = self._oracles.get((venue, market))
+        return o is not None and o.stale
+
+    def _oracle_status(self, o: _Oracle) -> None:
+        self._ev(int(Ev.ORACLE_STATUS), 0, 0, 0, 0, o.market, o.venue, 0, o.feed_account, o.feed_id, o.price,
+                 int(o.stale), o.updated_at)
+
+    def _oracle_config(self, row) -> int:
+        venue, market, account, timeout, feed_id, feed_account = row[6], row[7], row[9], row[11], row[12], row[13]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        if v.status == _RETIRED:
+            return int(RC.VENUE_RETIRED)
+        if market not in self._markets:
+            return int(RC.UNKNOWN_MARKET)
+        if market not in v.offers:
+            return int(RC.MARKET_NOT_OFFERED)
+        if feed_id <= 0:
+            return int(RC.INVALID_FEED_ID)
+        if feed_account <= 0:
+            return int(RC.INVALID_FEED_ACCOUNT)
+        if timeout <= 0:
+            return int(RC.INVALID_ORACLE_TIMEOUT)
+        o = self._oracles.get((venue, market))
+        if o is None:
+            o = self._oracles[(venue, market)] = _Oracle(venue, market, self._now)
+        o.feed_id, o.feed_account, o.timeout = feed_id, feed_account, timeout
+        self._echo(int(Ev.ORACLE_CONFIG), row)
+        return 0
+
+    def _oracle_price(self, row) -> int:
+        venue, market, account, price, sources, feed_id, source_ts = row[6], row[7], row[9], row[10], row[11], \
+            row[12], row[13]
+        if venue not in self._venues:
+            return int(RC.UNKNOWN_VENUE)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        o = self._oracles.get((venue, market))
+        if o is None:
+            return int(RC.ORACLE_NOT_CONFIGURED)
+        if feed_id != o.feed_id:
+            return int(RC.WRONG_FEED)
+        if account != o.feed_account:
+            return int(RC.WRONG_FEED_ACCOUNT)
+        if price <= 0:
+            return int(RC.PRICE_NOT_POSITIVE)
+        if price % m.tick:
+            return int(RC.PRICE_OFF_TICK)
+        if price > MAX_MONEY:
+            return int(RC.PRICE_TOO_LARGE)
+        if sources <= 0:
+            return int(RC.INVALID_SOURCE_COUNT)
+        if source_ts <= o.source_ts:
+            return int(RC.ORACLE_TIME_NOT_NEWER)
+        o.price, o.source_ts, o.sources, o.updated_at = price, source_ts, sources, self._now
+        self._echo(int(Ev.ORACLE), row)
+        if o.stale:
+            o.stale = False
+            self._oracle_status(o)
+        return 0
+
+    def oracles(self) -> list[OracleView]:
+        return [o.view() for o in self._oracles.values()]
+
+    def oracle(self, venue: int, market: int) -> OracleView | None:
+        o = self._oracles.get((venue, market))
+        return None if o is None else o.view()
 
     def _transfer(self, reason: int, v: _Venue, account: int, asset: int, amount: int, bucket_after: int) -> None:
         """amount of the asset into (> 0) or out of (< 0) the account's free balance, against a bucket

@@ -49,7 +49,9 @@ SUFFIX = ".xsnap"
 NAME_RE = re.compile(r"^snapshot-(\d{20})\.xsnap$")
 LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
-              "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes")
+              "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes",
+              "oracles")
+V3_STATE_KEYS = STATE_KEYS[:-1]  # before oracles (state version 3): still read
 
 assert HEADER_SIZE == 64
 
@@ -158,10 +160,10 @@ def parse_header(head: bytes) -> SnapshotHeader:
     return SnapshotHeader(fmt, sv, cmd_seq, event_seq, raw_len, comp_len, created, pcrc)
 
 
-def _engine_state_version() -> int:
-    from .matcher import STATE_VERSION
+def _engine_state_versions() -> tuple[int, ...]:
+    from .matcher import READABLE_STATE_VERSIONS
 
-    return STATE_VERSION
+    return READABLE_STATE_VERSIONS
 
 
 def read_snapshot(path, state_version: int | None = None) -> tuple[SnapshotHeader, dict]:
@@ -172,9 +174,9 @@ def read_snapshot(path, state_version: int | None = None) -> tuple[SnapshotHeade
     except OSError as exc:
         raise SnapshotError(f"unreadable: {exc}") from exc
     h = parse_header(data[:HEADER_SIZE])
-    want = _engine_state_version() if state_version is None else state_version
-    if h.state_version != want:
-        raise SnapshotError(f"state version {h.state_version}, this engine reads {want}")
+    want = _engine_state_versions() if state_version is None else (state_version,)
+    if h.state_version not in want:
+        raise SnapshotError(f"state version {h.state_version}, this engine reads {', '.join(map(str, want))}")
     m = NAME_RE.match(path.name)
     if m and int(m.group(1)) != h.cmd_seq:
         raise SnapshotError(f"named for cmd_seq {int(m.group(1))} but holds {h.cmd_seq}")
@@ -194,7 +196,7 @@ def read_snapshot(path, state_version: int | None = None) -> tuple[SnapshotHeade
         state = unpack_arrays(raw)
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
         raise SnapshotError(f"bad payload: {exc}") from exc
-    missing = [k for k in STATE_KEYS if k not in state]
+    missing = [k for k in (V3_STATE_KEYS if h.state_version == 3 else STATE_KEYS) if k not in state]
     if missing:
         raise SnapshotError(f"payload lacks {', '.join(missing)}")
     c = state["counters"]

@@ -72,3 +72,16 @@ class VenueFeesView(NamedTuple):
     tier_asset: int  # fills in markets quoted in this asset count towards tiers
     tier_epoch: int  # ns of engine clock; an order's tier comes from the previous epoch's volume
     tiers: tuple  # ((min_volume, maker_bps, taker_bps), ...) ascending
+
+
+class OracleView(NamedTuple):
+    venue: int
+    market: int
+    feed_id: int  # the feed allowed to update it (OracleConfig)
+    feed_account: int  # the account its OraclePrice commands must come from
+    timeout: int  # ns of engine clock without a price before it is stale
+    price: int  # the latest accepted price (0: none yet)
+    source_ts: int  # that price's source time (the feed's clock)
+    sources: int  # how many sources that price is the median of
+    updated_at: int  # engine clock of that price (of the configuration before the first)
+    stale: bool

@@ -82,7 +82,8 @@ enum {
     XOS_CMD_SWEEP_FEES = 79, /* pay a venue's collected fees out by its split */
     /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
-    XOS_CMD_RESOLVE = 97
+    XOS_CMD_RESOLVE = 97,
+    XOS_CMD_ORACLE_CONFIG = 98 /* operator/admin: feed id and account of a venue's market oracle, timeout */
 };
 
 /* event kinds */
@@ -96,7 +97,10 @@ enum {
     XOS_EV_BALANCE = 7,
     XOS_EV_MARKET_STATUS = 8,   /* qty = 1 halted, 0 live */
     XOS_EV_VENUE = 9,           /* an accepted venue command echoed; flags = its kind */
-    XOS_EV_VENUE_TRANSFER = 10  /* stake between an account and a venue; reason = XOS_XFER_* */
+    XOS_EV_VENUE_TRANSFER = 10, /* stake between an account and a venue; reason = XOS_XFER_* */
+    XOS_EV_ORACLE = 16,         /* an accepted OraclePrice echoed; flags = its kind */
+    XOS_EV_ORACLE_STATUS = 17,  /* qty = 1 the venue's market oracle went stale, 0 fresh again */
+    XOS_EV_ORACLE_CONFIG = 18   /* an accepted OracleConfig echoed */
 };
 
 /* venue status, access mode and transfer reasons */

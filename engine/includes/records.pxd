@@ -69,7 +69,12 @@ cdef extern from "records.h" nogil:
         XOS_CMD_DENY
         XOS_CMD_SET_REGION
         XOS_CMD_SLASH
+        XOS_CMD_ORACLE_PRICE
+        XOS_CMD_ORACLE_CONFIG
         XOS_EV_VENUE
+        XOS_EV_ORACLE
+        XOS_EV_ORACLE_STATUS
+        XOS_EV_ORACLE_CONFIG
         XOS_EV_VENUE_TRANSFER
         XOS_VSTATUS_LIVE
         XOS_VSTATUS_HALTED
