@@ -55,6 +55,7 @@ class ReplayResult:
 
 
 KIND_NAMES = {int(k): k.name.lower() for k in Ev}
+N_KINDS = max(KIND_NAMES) + 1
 
 
 class _Feeder:
@@ -65,7 +66,7 @@ class _Feeder:
         self.count_events = count_events
         self.buf = np.empty(CHUNK, dtype=COMMAND_DTYPE)
         self.n = 0
-        self.kinds = np.zeros(16, dtype=np.int64)
+        self.kinds = np.zeros(N_KINDS, dtype=np.int64)
         self.processed = 0
 
     def run(self, commands: np.ndarray) -> None:
@@ -73,7 +74,7 @@ class _Feeder:
         self.processed += len(commands)
         if self.count_events and n_events:
             k = self.engine.last_events()["kind"]
-            self.kinds += np.bincount(k, minlength=16)[:16]
+            self.kinds += np.bincount(k, minlength=N_KINDS)[:N_KINDS]
 
     def add(self, commands: np.ndarray) -> None:
         if len(commands) >= 1024:  # big enough: no copy

@@ -667,7 +667,17 @@ class VenueStreamGenerator(StreamGenerator):
     commands come venue commands: status changes (halts, resumes, winding down, retire attempts),
     policy and access changes, offers and withdrawals, allow / deny, add stake, unbond (released
     as the clock passes the short unbond period), slashes, region tags, and bad ones (wrong
-    operator, unknown venue, out-of-range fields)."""
+    operator, unknown venue, out-of-range fields).
+
+    Oracles (issue 8): about half the venues (and the admin for venue 0) configure an oracle on
+    some of their markets; OraclePrice updates for a random oracle come between the commands,
+    mostly good, some bad (wrong feed or account, off tick, not positive, an old source time,
+    unknown or unconfigured venue and market), and some OracleConfig changes, good and bad. The
+    timeout is a few hundred commands of engine clock, so oracles go stale (the clock's jumps,
+    gaps between updates) and fresh again, and places and amends meet stale oracles."""
+
+    FEED_ACCOUNT = 31_000
+    ORACLE_TIMEOUT = 200_000  # ns of engine clock
 
     ADMIN = 424_242
     PROTOCOL = 777
@@ -675,9 +685,10 @@ class VenueStreamGenerator(StreamGenerator):
     MIN_STAKE = 500
     UNBOND_PERIOD = 40_000  # ns: a few dozen commands of engine clock
 
-    def __init__(self, seed: int, n_venues: int = 12, venue_share: float = 0.08, **kw):
+    def __init__(self, seed: int, n_venues: int = 12, venue_share: float = 0.08, oracle_share: float = 0.05, **kw):
         self.n_venues = n_venues
         self.venue_share = venue_share
+        self.oracle_share = oracle_share
         super().__init__(seed, **kw)
 
     def _build_universe(self) -> None:
@@ -688,6 +699,8 @@ class VenueStreamGenerator(StreamGenerator):
         # learned from Venue events (observe): what each venue offers and whether it is live
         self.offers: dict[int, set[int]] = {0: set(self.markets) | {self.perp.market_id}}
         self.live: set[int] = {0}
+        self.oracle_feed: dict[tuple[int, int], int] = {}  # (venue, market) -> feed id, as configured
+        self.source_ts: dict[tuple[int, int], int] = {}  # the last source time sent per oracle
 
     def _setup(self) -> list[tuple]:
         r = self.rng
@@ -713,6 +726,13 @@ class VenueStreamGenerator(StreamGenerator):
                 rows.append(self._fees(ts, v, valid=True))
             if r.random() < 0.4:
                 rows.append(self._fee_tier(ts, v, 1))
+            if r.random() < 0.5:
+                offered = [row[_F["market"]] for row in rows if row[_F["kind"]] == Cmd.OFFER_MARKET
+                           and row[_F["venue"]] == v]
+                for m in r.sample(offered, min(len(offered), 2)):
+                    rows.append(self._oracle_config(ts, self.operator[v], v, m))
+        for m in r.sample(self.tradable, 2):  # venue 0 lists every market: its oracles are the admin's
+            rows.append(self._oracle_config(ts, self.ADMIN, 0, m))
         for a in self.accounts:
             if r.random() < 0.4:
                 rows.append(_row(Cmd.SET_REGION, ts, account=self.ADMIN, id=a, side=r.randint(0, 3)))
@@ -739,6 +759,50 @@ class VenueStreamGenerator(StreamGenerator):
         return _row(Cmd.VENUE_FEE_TIER, ts, account=self.operator[v], venue=v, side=tier,
                     market=r.choice([1, 1, 2, 9]), price=r.choice([1, 10**4, 10**6, 10**8, 0]) * tier,
                     qty=r.choice([10**6, 10**5, 0]), aux=pack_venue_fees(maker, taker, 0, 0))
+
+    def _oracle_config(self, ts: int, sender: int, v: int, m: int) -> tuple:
+        feed = self.rng.randint(1, 3)
+        self.oracle_feed[(v, m)] = feed
+        return _row(Cmd.ORACLE_CONFIG, ts, account=sender, venue=v, market=m, id=feed, aux=self.FEED_ACCOUNT,
+                    qty=self.ORACLE_TIMEOUT)
+
+    def _oracle_command(self, ts: int) -> tuple:
+        """Mostly a good OraclePrice for a configured oracle; else a bad one or a config change."""
+        r = self.rng
+        if not self.oracle_feed:
+            return _row(Cmd.ORACLE_PRICE, ts, account=self.FEED_ACCOUNT, venue=1, market=1, price=1, qty=1, id=1, aux=1)
+        v, m = key = r.choice(sorted(self.oracle_feed))
+        spec = self.markets.get(m, self.perp)
+        src = self.source_ts.get(key, 0) + r.randint(1, 1000)
+        fields = dict(account=self.FEED_ACCOUNT, venue=v, market=m, id=self.oracle_feed[key], qty=r.randint(1, 5),
+                      price=spec.tick * max(1, spec.mid_ticks + r.randint(-spec.spread_ticks, spec.spread_ticks)),
+                      aux=src)
+        x = r.random()
+        if x < 0.8:
+            self.source_ts[key] = src
+        elif x < 0.83:
+            fields["id"] += 1
+        elif x < 0.86:
+            fields["account"] = r.choice(self.accounts)
+        elif x < 0.88:
+            fields["price"] += 1 if spec.tick > 1 else -fields["price"]
+        elif x < 0.9:
+            fields["price"] = r.choice([0, -spec.tick, MAX_MONEY + spec.tick])
+        elif x < 0.92:
+            fields["aux"] = self.source_ts.get(key, 0) - r.randint(0, 3)
+        elif x < 0.93:
+            fields["qty"] = 0
+        elif x < 0.95:
+            fields["venue"], fields["market"] = r.choice([(v, 12), (U32_MAX, m), (self.n_venues + 1, m), (0, 4)])
+        elif x < 0.97:
+            op = self.operator.get(v, self.ADMIN)
+            return self._oracle_config(ts, r.choice([op, self.ADMIN]), v, m)
+        else:
+            return _row(Cmd.ORACLE_CONFIG, ts, account=r.choice([self.ADMIN, self.accounts[0], 0]),
+                        venue=r.choice([v, U32_MAX]), market=r.choice([m, 12, 0]),
+                        id=r.choice([self.oracle_feed[key], 0, -1]),
+                        aux=r.choice([self.FEED_ACCOUNT, 0]), qty=r.choice([self.ORACLE_TIMEOUT, 0, -5]))
+        return _row(Cmd.ORACLE_PRICE, ts, **fields)
 
     def _venue_command(self, ts: int) -> tuple:
         r = self.rng
@@ -803,6 +867,8 @@ class VenueStreamGenerator(StreamGenerator):
             out.append(row)
             if r.random() < self.venue_share:
                 out.append(self._venue_command(row[ts_col]))
+            if r.random() < self.oracle_share:
+                out.append(self._oracle_command(row[ts_col]))
         self.n_commands += len(out) - len(rows)
         return np.array(out, dtype=COMMAND_DTYPE)
 

@@ -99,8 +99,12 @@ def test_live_replay_and_snapshot_suffix_agree_200k(tmp_path):
 
 def test_venue_commands_replay_and_snapshot_suffix_agree(tmp_path):
     """Venue launches, stake, unbonds released on the engine clock, slashes, policies and orders
-    over many venues: replays and snapshot + suffix give the same state and events."""
+    over many venues, oracle configs and prices with stale periods: replays and snapshot + suffix
+    give the same state (oracles included) and events (Oracle and OracleStatus included)."""
     check_same_everywhere(tmp_path, seed=14, n_commands=80_000, snapshot_every=16_000, generator=VenueStreamGenerator)
+    _, engine = replay(tmp_path / "journal", capacities=ENGINE_KWARGS)
+    oracles = engine.oracles()
+    assert any(o.stale for o in oracles) and any(o.price and not o.stale for o in oracles)
 
 
 @pytest.mark.slow
