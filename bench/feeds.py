@@ -73,6 +73,7 @@ def write_config(directory: Path, markets: int, interval_s: float, engine_kwargs
                   "lot_size = 100000", "min_size = 100000"]
     lines += ["[risk]", "move_bps = 10000", "[workers]", f"heartbeat_s = {HEARTBEAT_S}", "checkpoint_s = 1.0",
               "stale_after_s = 30.0", "[gateway]", "enabled = false", "[marketdata]", "enabled = false",
+              "[venues]", "admin = 9000", "protocol_account = 9002", 'stake_asset = "ORQ"', "min_stake = 1",
               "[feeds]", "enabled = false", "account = 9001"]  # started by the benchmark, not the supervisor
     prices = ", ".join(f"{m} = {100.0 + (m % 97):.1f}" for m in ids)
     for seed, name in enumerate(SOURCES, 1):

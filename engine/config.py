@@ -174,6 +174,7 @@ class FeedMarketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     stale_after_s: float = 5.0  # a source without an update for longer is left out
     max_deviation_bps: int = 200  # a source further than this from the median is left out
     interval_s: float = 1.0  # one OraclePrice per interval while a quorum holds
+    oracle_timeout_s: float = 5.0  # the matcher marks the market's oracle stale after this long without a price
 
 
 class FeedsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -193,6 +194,8 @@ class FeedsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             fail("feeds.markets", "at least one market needs a feed when feeds are enabled")
         if not self.future_tolerance_s >= 0:
             fail("feeds.future_tolerance_s", "must not be negative")
+        if self.markets and not cfg.venues.admin:
+            fail("venues.admin", "the [venues] admin configures the matcher's oracle of each [[feeds.markets]]: set it")
         listed = {m.id for m in cfg.markets}
         seen_ids: set[int] = set()
         seen_markets: set[int] = set()
@@ -213,8 +216,8 @@ class FeedsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 fail(f"{where}.sources", "a source is listed twice")
             if not 1 <= m.quorum <= len(m.sources):
                 fail(f"{where}.quorum", f"must be in 1..{len(m.sources)} (the number of sources), not {m.quorum}")
-            if not (m.stale_after_s > 0 and m.interval_s > 0):
-                fail(where, "stale_after_s and interval_s must be positive")
+            if not (m.stale_after_s > 0 and m.interval_s > 0 and m.oracle_timeout_s > 0):
+                fail(where, "stale_after_s, interval_s and oracle_timeout_s must be positive")
             if not 1 <= m.max_deviation_bps <= 10000:
                 fail(f"{where}.max_deviation_bps", f"must be in 1..10000, not {m.max_deviation_bps}")
         for s in self.sources:

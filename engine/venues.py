@@ -57,9 +57,17 @@ def launch_rows(v: VenueLaunchConfig, cfg: Config) -> list[dict]:
     return rows
 
 
+def oracle_rows(cfg: Config) -> list[dict]:
+    """OracleConfig for each ``[[feeds.markets]]``, sent by the admin: the oracle of the market's
+    listing venue (where the feed sends its prices) takes that feed's id and account."""
+    venue_of = {m.id: m.venue for m in cfg.markets}
+    return [dict(kind=Cmd.ORACLE_CONFIG, account=cfg.venues.admin, venue=venue_of[f.market], market=f.market,
+                 id=f.id, aux=cfg.feeds.account, qty=int(round(f.oracle_timeout_s * 1e9))) for f in cfg.feeds.markets]
+
+
 def venue_commands(cfg: Config) -> np.ndarray:
-    """The config's staking parameters and venue launches (the bootstrap runs them after the
-    listings and deposits: operators stake from their deposits)."""
+    """The config's staking parameters, venue launches and oracles (the bootstrap runs them after
+    the listings and deposits: operators stake from their deposits)."""
     s = cfg.venues
     if not s.admin:
         return np.zeros(0, dtype=COMMAND_DTYPE)
@@ -67,7 +75,7 @@ def venue_commands(cfg: Config) -> np.ndarray:
                  price=int(round(s.unbond_period_s * 1e9)), id=s.protocol_account, aux=s.admin)]
     for v in s.launch:
         rows += launch_rows(v, cfg)
-    return _commands(rows)
+    return _commands(rows + oracle_rows(cfg))
 
 
 def launch_commands(v: VenueLaunchConfig, cfg: Config) -> np.ndarray:

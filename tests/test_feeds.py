@@ -44,9 +44,17 @@ min_size = 100000
 """
 
 
+VENUES = '''[venues]
+admin = 9000
+protocol_account = 9002
+stake_asset = "USDT"
+min_stake = 1
+'''
+
+
 def feeds_toml(quorum: int = 2, deviation: int = 200, stale: float = 5.0, interval: float = 1.0,
                sources=("a", "b", "c"), extra: str = "") -> str:
-    text = BASE + "[feeds]\nenabled = true\naccount = 9001\nfuture_tolerance_s = 2.0\n"
+    text = BASE + VENUES + "[feeds]\nenabled = true\naccount = 9001\nfuture_tolerance_s = 2.0\n"
     for name in ("a", "b", "c", "d"):
         text += f'[[feeds.sources]]\nkind = "simulated"\nname = "{name}"\nstart_prices = {{ 1 = 100.0 }}\n'
     text += (f"[[feeds.markets]]\nid = 7\nmarket = 1\nsources = {list(sources)!r}\nquorum = {quorum}\n"

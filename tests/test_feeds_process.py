@@ -150,6 +150,11 @@ heartbeat_s = 0.1
 enabled = false
 [marketdata]
 enabled = false
+[venues]
+admin = 9000
+protocol_account = 9002
+stake_asset = "USDT"
+min_stake = 1
 [feeds]
 enabled = true
 account = 9001

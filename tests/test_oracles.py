@@ -249,3 +249,22 @@ def test_oracle_codes_are_in_their_bands():
                  RC.WRONG_FEED, RC.WRONG_FEED_ACCOUNT, RC.ORACLE_TIME_NOT_NEWER, RC.INVALID_SOURCE_COUNT):
         assert code // 100 == 4
     assert np.unique([int(c) for c in RC]).size == len(RC)
+
+
+def test_the_default_config_gives_each_fed_market_its_oracle(engine_cls):
+    """The bootstrap configures the oracle of each [[feeds.markets]] on the market's listing venue
+    (where the feed sends), and the feed's prices are taken; the other venues' orders are not gated."""
+    from engine.config import load
+    from engine.process import bootstrap_commands
+
+    cfg = load()
+    e = engine_cls(max_orders=1000, max_accounts=1000, max_markets=64, max_assets=64, max_venues=16)
+    ok(e.process(bootstrap_commands(cfg)))
+    venue_of = {m.id: m.venue for m in cfg.markets}
+    want = [(venue_of[f.market], f.market, f.id, cfg.feeds.account, int(f.oracle_timeout_s * 1e9))
+            for f in cfg.feeds.markets]
+    assert [(o.venue, o.market, o.feed_id, o.feed_account, o.timeout) for o in e.oracles()] == want
+    f = cfg.feeds.markets[0]
+    tick = next(m.tick_size for m in cfg.markets if m.id == f.market)
+    ok(e.oracle_price(cfg.feeds.account, venue_of[f.market], f.market, 500 * tick, feed_id=f.id, source_ts=1, ts=1))
+    assert e.oracle(venue_of[f.market], f.market).price == 500 * tick
