@@ -218,6 +218,12 @@ class MatcherStage:
                 self.restored_from = str(path)
         self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, consumers=ring_consumers(cfg),
                                      start=self.engine.event_seq)
+        # SIGTERM / SIGINT must reach this process even while it waits for room behind a consumer
+        # that does not read (a stopped or hung worker): the signal's wake-up byte ends the wait,
+        # and what was not published is in the journal for the next run.
+        self.signal_fds = os.pipe2(os.O_NONBLOCK)
+        signal.set_wakeup_fd(self.signal_fds[1], warn_on_full_buffer=False)
+        self.ring.interrupt_waits_on(self.signal_fds[0])
         self.heartbeat = Heartbeat(cfg, "matcher")
         self.heartbeat.beat(state="replaying")
         replayed = 0
@@ -226,6 +232,8 @@ class MatcherStage:
                 self.engine.process_count(commands)
                 self.engine.publish_to(self.ring, first_seq + len(commands) - 1)
                 replayed += len(commands)
+                if self.ring.interrupted:
+                    break
                 if self.heartbeat.due():  # a long replay is not a silent process
                     self.heartbeat.beat(state="replaying", replayed=replayed, cmd_seq=self.engine.cmd_seq)
         self.replayed = replayed
@@ -310,7 +318,7 @@ class MatcherStage:
 
     def run(self) -> None:
         self.heartbeat.beat(state="running", **self.counters())
-        while not Stop.requested:
+        while not Stop.requested and not self.ring.interrupted:
             n = self.take_input(POLL_MS)
             if n:
                 self.run_batch(self.batch[:n])
@@ -319,7 +327,7 @@ class MatcherStage:
                 self.take_snapshot()
             if self.heartbeat.due():
                 self.heartbeat.beat(state="running", **self.counters())
-        while True:  # drain what producers already sent
+        while not self.ring.interrupted:  # drain what producers already sent
             n = self.take_input(0)
             if not n:
                 break
@@ -334,12 +342,16 @@ class MatcherStage:
             Path(address[len("ipc://"):]).unlink(missing_ok=True)
         if self.journal is not None:
             self.journal.close()
-        self.wait_for_consumers(timeout_s=10.0)
+        if not self.ring.interrupted:  # else a consumer is not reading: nothing to wait for
+            self.wait_for_consumers(timeout_s=10.0)
         if self.snapshots is not None:
             self.take_snapshot()
             self.snapshots.close()
         self.heartbeat.beat(state="stopped", **self.counters())
         self.ring.close(unlink=True)
+        signal.set_wakeup_fd(-1)
+        for fd in self.signal_fds:
+            os.close(fd)
 
     def wait_for_consumers(self, timeout_s: float) -> None:
         """Give running workers the chance to read everything before the ring goes away."""

@@ -23,8 +23,10 @@ cdef class EventRing(_RingMap):
     cdef int64_t limit              # publishing up to here is safe without looking at the consumers
     cdef int32_t epoch              # consumers' registration epoch `limit` was computed at
     cdef readonly object stale_removed
+    cdef int interrupt_fd           # a signal wake-up fd: a byte on it ends a wait for room (-1: none)
+    cdef readonly bint interrupted  # a publish stopped short because of it
     cdef int64_t refresh_limit(self) noexcept nogil
-    cdef void make_room(self, int64_t end) noexcept nogil
+    cdef bint make_room(self, int64_t end) noexcept nogil
     cdef void wake_consumers(self) noexcept nogil
     cdef int64_t publish(self, const xos_event *events, int64_t n) noexcept nogil
 

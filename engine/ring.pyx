@@ -23,6 +23,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.string cimport memcpy, memset, strncpy, strerror
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport nanosleep, timespec
+from posix.unistd cimport read
 
 import logging
 import os
@@ -305,6 +306,7 @@ cdef class EventRing(_RingMap):
         r.pos = start
         r.limit = start
         r.epoch = -1
+        r.interrupt_fd = -1
         xos_store_release_64(&h.magic, XOS_RING_MAGIC)  # last: attachers see a complete header
         return r
 
@@ -328,12 +330,15 @@ cdef class EventRing(_RingMap):
         self.limit = INT64_MAX if m == INT64_MAX else m + self.cap
         return self.limit
 
-    cdef void make_room(self, int64_t end) noexcept nogil:
-        """Wait until every registered consumer has passed the slots up to ring position ``end``."""
+    cdef bint make_room(self, int64_t end) noexcept nogil:
+        """Wait until every registered consumer has passed the slots up to ring position ``end``;
+        False if a byte on ``interrupt_fd`` (a signal) ended the wait first."""
         cdef xos_ring_header *h = self.hdr
         cdef int64_t t0, spins = 0
+        cdef char byte
+        cdef bint room = True
         if self.refresh_limit() >= end:
-            return
+            return True
         t0 = xos_now_ns()
         h.waits += 1
         while True:
@@ -347,12 +352,16 @@ cdef class EventRing(_RingMap):
                 if self.refresh_limit() >= end:
                     break
                 h.sleeps += 1
-                xos_futex_wait_timeout(&h.producer_sleeping, 1, PRODUCER_SLEEP_NS)
+                xos_futex_wait_timeout(&h.producer_sleeping, 1, PRODUCER_SLEEP_NS)  # a signal cuts it short
+                if self.interrupt_fd >= 0 and read(self.interrupt_fd, &byte, 1) == 1:
+                    room = False
+                    break
             spins += 1
             if self.refresh_limit() >= end:
                 break
         xos_store_release_32(&h.producer_sleeping, 0)
         h.wait_ns += xos_now_ns() - t0
+        return room
 
     cdef void wake_consumers(self) noexcept nogil:
         cdef xos_ring_header *h = self.hdr
@@ -366,7 +375,10 @@ cdef class EventRing(_RingMap):
 
     cdef int64_t publish(self, const xos_event *events, int64_t n) noexcept nogil:
         """Copy ``n`` events into the ring and publish them with one cursor store per chunk of at
-        most ``capacity`` events; waits while a registered consumer has not passed the slots."""
+        most ``capacity`` events; waits while a registered consumer has not passed the slots.
+        Returns how many it published: fewer than ``n`` (and ``interrupted`` set) only when a
+        signal ended a wait, so that a process told to stop is not held by a consumer that never
+        reads (events a journal holds are published again by the next run)."""
         cdef xos_ring_header *h = self.hdr
         cdef int64_t done = 0, k, end, i0, first
         while done < n:
@@ -376,7 +388,9 @@ cdef class EventRing(_RingMap):
             end = self.pos + k
             xos_store_seq_cst_64(&h.claim, end)  # before the epoch load: see RingConsumer.settle
             if end > self.limit or xos_load_acquire_32(&h.epoch) != self.epoch:
-                self.make_room(end)
+                if not self.make_room(end):
+                    self.interrupted = True
+                    return done
             i0 = self.pos & self.mask
             first = self.cap - i0
             if first > k:
@@ -389,6 +403,12 @@ cdef class EventRing(_RingMap):
             self.wake_consumers()
             done += k
         return n
+
+    def interrupt_waits_on(self, int fd):
+        """Let a byte on ``fd`` end a wait for room: a non-blocking pipe given to
+        ``signal.set_wakeup_fd``, so SIGTERM / SIGINT reach a producer stuck behind a consumer that
+        does not read.  -1 turns it off."""
+        self.interrupt_fd = fd
 
     def publish_array(self, cnp.ndarray events not None):
         """Publish a numpy array of EVENT_DTYPE (blocking while the ring is full); returns the count."""

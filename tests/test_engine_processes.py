@@ -160,6 +160,55 @@ def test_matcher_restart_replays_journal_and_workers_resume(tmp_path, workload):
     assert_ledger_matches(cfg, engine, events)
 
 
+def test_matcher_behind_a_stopped_worker_still_stops_on_sigterm(tmp_path, workload):
+    """A worker that never reads fills the ring and holds the matcher in its wait for room; SIGTERM
+    still stops the matcher promptly, and the next run publishes what it journaled but could not
+    publish, so every worker ends equal to the journal."""
+    from engine.ring import ring_status
+
+    path = write_config(tmp_path, ring_capacity=2048)
+    cfg = load(path)
+    commands = np.concatenate([workload.setup, workload.prefill, workload.stream])
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    risk = sup.procs["risk"]
+    try:
+        wait_caught_up(sup, cfg, 0)
+        os.kill(risk.pid, signal.SIGSTOP)
+        client = InputClient(cfg.input_address)
+        send_in_batches(client, commands)
+        client.close()
+        published, still = -1, 0
+        while still < 3:  # until the matcher has stopped publishing: the ring is full
+            time.sleep(0.2)
+            now = ring_status(cfg.ring_name)["published"]
+            still, published = (still + 1 if now == published else 0), now
+        assert published < 3 * len(commands)  # far from all the events
+        matcher = sup.procs["matcher"]
+        t0 = time.monotonic()
+        matcher.send_signal(signal.SIGTERM)
+        assert matcher.wait(timeout=15) == 0
+        assert time.monotonic() - t0 < 5
+    finally:
+        os.kill(risk.pid, signal.SIGCONT)
+        sup.stop()
+    # what the matcher had not taken in (never journaled, so never acknowledged) is sent again
+    journaled = sum(len(c) for _, c in JournalReader(cfg.data_path / "journal").read_from(1))
+    assert 0 < journaled < len(commands)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        send_in_batches(client, commands[journaled:])
+        client.close()
+        wait_caught_up(sup, cfg, len(commands))
+    finally:
+        sup.stop()
+    engine, events = replay_journal(cfg)
+    assert engine.cmd_seq == len(commands)
+    assert_ledger_matches(cfg, engine, events)
+
+
 def test_second_engine_on_same_name_refuses(tmp_path):
     path = write_config(tmp_path)
     cfg = load(path)

@@ -162,6 +162,22 @@ def test_take_kinds_copies_only_the_chosen_kinds(ring_name):
         c.detach()
 
 
+def test_a_byte_on_the_interrupt_fd_ends_a_wait_for_room(ring_name):
+    """A producer behind a consumer that never reads stops short when its signal fd gets a byte."""
+    r, w = os.pipe2(os.O_NONBLOCK)
+    try:
+        with EventRing.create(ring_name, 16, consumers=("idle",)) as ring:
+            ring.interrupt_waits_on(r)
+            threading.Timer(0.2, os.write, (w, b"\x0f")).start()
+            t0 = time.monotonic()
+            assert ring.publish_array(events(1, 40)) == 16  # the first chunk fits; the wait is cut
+            assert 0.15 < time.monotonic() - t0 < 5 and ring.interrupted
+            assert ring.published == 16
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_batch_larger_than_capacity_is_chunked(ring_name):
     with EventRing.create(ring_name, 16) as ring:
         c = RingConsumer.attach(ring_name, "a")
