@@ -21,10 +21,10 @@ order count taken is the matcher's count minus the oracle updates the feed repor
 the with-run the feed is stopped and the benchmark checks that the matcher took exactly the
 stream plus every update the feed sent.
 
-Until the matcher handles ORACLE_PRICE (the oracle issue, matcher side) it journals nothing here
-(journal off) but answers each update with a Rejected(UNKNOWN_COMMAND) event that the workers
-read, so these figures are the cost of carrying the updates through the pipeline, not yet of
-applying them.
+The bootstrap configures each market's oracle (venue 0, feed id = market id, the feed's account),
+so the matcher applies every update (keeps the price, emits an Oracle event the workers read)
+and the venue-0 orders of the fed markets would be refused while their oracle is stale (the
+order workload trades other markets).
 """
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def one_run(wl, args, with_feed: bool) -> dict:
         f0: dict = {}
         try:
             client = InputClient(cfg.input_address)
-            bootstrap = 2 + args.markets
+            bootstrap = 2 + args.markets + 1 + args.markets  # assets, markets, VenueParams, OracleConfigs
             head = np.concatenate([wl.setup, wl.prefill])
             for i in range(0, len(head), SEND_BATCH):
                 client.send(head[i : i + SEND_BATCH])

@@ -268,3 +268,32 @@ def test_the_default_config_gives_each_fed_market_its_oracle(engine_cls):
     tick = next(m.tick_size for m in cfg.markets if m.id == f.market)
     ok(e.oracle_price(cfg.feeds.account, venue_of[f.market], f.market, 500 * tick, feed_id=f.id, source_ts=1, ts=1))
     assert e.oracle(venue_of[f.market], f.market).price == 500 * tick
+
+
+def test_the_feeds_aggregated_prices_are_taken_by_the_matcher(engine_cls):
+    """The real feed path (simulated sources, checks, median rounds) produces OraclePrice commands
+    the bootstrap's oracles accept, every round, both engines; a stale oracle comes back fresh."""
+    from engine.config import loads
+    from engine.process import bootstrap_commands
+    from feeds.aggregate import Aggregator
+    from feeds.sources import Rejects, SimulatedSource
+    from tests.test_feeds import feeds_toml
+
+    cfg = loads(feeds_toml(interval=0.1, stale=1.0))
+    e = engine_cls(max_orders=100, max_accounts=100, max_markets=16, max_assets=8, max_venues=4)
+    ok(e.process(bootstrap_commands(cfg)))
+    agg = Aggregator(cfg)
+    sources = [SimulatedSource(name, {1: 100.0}, seed=i, step_s=0.1, vol_bps=5.0) for i, name in enumerate("abc")]
+    t0 = 1_800_000_000 * SECOND
+    accepted = 0
+    for step in range(20):
+        now = t0 + step * SECOND // 10
+        for s in sources:
+            agg.ingest(s.name, Rejects(), s.poll(now), now)
+        commands = agg.aggregate(now)
+        commands["ts"] = now if step != 10 else now + 10 * SECOND  # one long gap: the oracle goes stale
+        events = ok(e.process(commands))
+        accepted += len(of_kind(events, Ev.ORACLE))
+        if step == 10:
+            assert [int(x["qty"]) for x in of_kind(events, Ev.ORACLE_STATUS)] == [1, 0]
+    assert accepted >= 19 and e.oracle(0, 1).sources >= 2 and not e.oracle(0, 1).stale
