@@ -26,7 +26,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
 import platform
 import shutil
 import statistics
@@ -38,6 +37,7 @@ import time
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from bench import write_json
 from engine import journal as J
 from engine.records import COMMAND_DTYPE
 
@@ -210,9 +210,7 @@ def main(argv=None) -> dict:
         _log("crc32c: " + ", ".join(f"{k} {v:.2f}" for k, v in result["crc32c"].items()))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 

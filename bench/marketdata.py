@@ -14,13 +14,13 @@ with the published bytes.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from bench import write_json
 from bench.orders import CONFIGS, generate
 from engine.matcher import Engine
 from engine.process import TAKE_MAX
@@ -113,10 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, run(args))
     return 0
 
 

@@ -27,7 +27,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # idle BLAS threads would sp
 
 import argparse
 import gc
-import json
 import platform
 import statistics
 import sys
@@ -35,6 +34,7 @@ import time
 
 import numpy as np
 
+from bench import write_json
 from bench.orders import CONFIGS, TYPE_NAMES, Workload, generate
 
 HIST_MAX_NS = 60_000_000_000
@@ -342,10 +342,7 @@ def run(args: argparse.Namespace) -> dict:
         "machine": platform.machine(),
     }
     report(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+    write_json(args.json, result)
     return result
 
 

@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
               f"journal {setup['journal_bytes'] / 1e6:.0f} MB; export_state median {setup['export_ms_median']} ms",
               flush=True)
 
-        full_runs, restart_runs, hashes = [], [], set()
+        full_runs, restart_runs = [], []
         for r in range(args.runs):
             t0 = time.perf_counter()
             res, _ = replay(work / "journal", capacities=caps, count_events=False, hash_state=False)

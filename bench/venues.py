@@ -28,13 +28,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import sys
 
 import numpy as np
 
+from bench import write_json
 from bench.matcher import fresh_engine, throughput_run
 from bench.orders import CONFIGS, MAKER_BPS, TAKER_BPS, Workload, generate
 from engine.records import COMMAND_DTYPE, Cmd, Ev, VenueAccess, pack_venue_fees
@@ -190,10 +190,7 @@ def main(argv=None) -> dict:
               f"{r['single_venue_commands_per_s']:,.0f} commands/s, ratio {r['ratio_to_single_venue']:.3f} "
               f"({o['fills']:,} fills, {o['cross_venue_fills']:,} across venues, {o['rejects']:,} rejects; "
               f"one venue: {r['outcome']['single']['fills']:,} fills)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+    write_json(args.json, result)
     return result
 
 

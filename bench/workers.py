@@ -10,7 +10,6 @@ from the ring.  Reported per role: events per second on one core, median (and be
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 
 import numpy as np
 
+from bench import write_json
 from bench.orders import CONFIGS, generate
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
@@ -76,10 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, run(args))
     return 0
 
 
