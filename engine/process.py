@@ -440,6 +440,21 @@ def resume_at(consumer, resume: int) -> None:
                 raise
 
 
+def beat_or_leave(stage, role: str) -> bool:
+    """The heartbeat of a ring-consuming stage, when due.  True once the matcher is gone: what the
+    stage applied is made durable up to its cursor first, and it leaves to reattach (the restarted
+    matcher republishes the rest into a new ring)."""
+    if not stage.heartbeat.due():
+        return False
+    if not stage.consumer.producer_alive():
+        stage.make_durable()
+        stage.heartbeat.beat(state="producer gone", **stage.counters())
+        print(f"xos {role}: the matcher is gone; leaving to reattach", file=sys.stderr, flush=True)
+        return True
+    stage.heartbeat.beat(state="running", **stage.counters())
+    return False
+
+
 class WorkerStage:
     """Ring -> worker core; commands the core returns go back through the matcher's input.
 
@@ -534,15 +549,8 @@ class WorkerStage:
         while not Stop.requested and not self.consumer.producer_closed():
             if not self.step(POLL_MS * 1_000_000) and self.pending:
                 self.make_durable()
-            if self.heartbeat.due():
-                if not self.consumer.producer_alive():
-                    # The matcher died: what this worker applied is durable up to its cursor,
-                    # the restarted matcher republishes the rest into a new ring.
-                    self.make_durable()
-                    self.heartbeat.beat(state="producer gone", **self.counters())
-                    print(f"xos {self.role}: the matcher is gone; leaving to reattach", file=sys.stderr, flush=True)
-                    return EXIT_PRODUCER_GONE
-                self.heartbeat.beat(state="running", **self.counters())
+            if beat_or_leave(self, self.role):
+                return EXIT_PRODUCER_GONE
         while self.step(0):  # drain what is already published
             pass
         self.make_durable()

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from engine.process import EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, resume_at
+from engine.process import (EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, beat_or_leave,
+                            resume_at)
 from engine.records import EVENT_DTYPE, Ev, EvFlag, unpack_symbol
 from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
@@ -715,15 +716,8 @@ class MarketDataStage:
                 if now - self.last_status >= STATUS_EVERY_S:
                     self.publish(self.core.statuses())
                     self.last_status = now
-                if self.heartbeat.due():
-                    if not self.consumer.producer_alive():
-                        # what was applied is durable up to the cursor; the restarted matcher
-                        # republishes the rest into a new ring
-                        self.make_durable()
-                        self.heartbeat.beat(state="producer gone", **self.counters())
-                        print(f"xos {ROLE}: the matcher is gone; leaving to reattach", file=sys.stderr, flush=True)
-                        return EXIT_PRODUCER_GONE
-                    self.heartbeat.beat(state="running", **self.counters())
+                if beat_or_leave(self, ROLE):
+                    return EXIT_PRODUCER_GONE
             while self.step(0):  # drain what is already published
                 pass
             self.make_durable()
