@@ -43,9 +43,9 @@ from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "ts", "order_id", "account",
                     "client_id", "price", "qty", "remaining")
 
-# Every kind but the book's levels: each command that changes a level also has one of these, with
-# the same ts, so the cool-downs see the same clock without them.
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.MARKET_STATUS)
+# Every kind but the book's levels (most of the stream): each command that changes a level also has
+# an event of another kind with the same ts, so the cool-downs see the same clock without them.
+FOLLOWED = kind_mask(*(k for k in Ev if k != Ev.BOOK_LEVEL))
 _ACCEPTED, _REJECTED, _FILL, _BALANCE, _MARKET_STATUS = (int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL),
                                                        int(Ev.BALANCE), int(Ev.MARKET_STATUS))
 _STATUS_UNCHANGED = int(ResultCode.MARKET_STATUS_UNCHANGED)
