@@ -22,7 +22,9 @@ Every command counts as an order; each is timed to its Ack.
   closed-loop orders/s over that.
 * one open-loop point with the journal's fsync off (``p50_us`` there).
 
-Messages carry 1, 16 or 256 orders (``--batches``).  Progress goes to stderr; the JSON has
+Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
+(``--wire rows``, the market makers' path) or as PlaceOrder / CancelOrder structs (``--wire
+structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
 ``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio`` per mode and batch size,
 and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against offered rate (needs
 matplotlib: ``pip install 'xos[bench]'``).
@@ -43,12 +45,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import zmq
 
+PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
 BASE_PRICE = 1_000_000
-WINDOW_COMMANDS = 4096  # closed loop: commands in flight per client (at least 4 messages)
 HIST_MAX_NS = 60_000_000_000
+PARTS = ("closed", "open", "fsync_off", "ceiling")
 
 
 def _log(msg: str) -> None:
@@ -65,34 +69,56 @@ def free_port() -> int:
 
 
 class Traffic:
-    """One client's command stream: places below the market, then cancel-oldest + place pairs."""
+    """One client's command stream: RESTING places below the market, then cancel-oldest (by client
+    id) + place pairs.  Command ``i`` (0-based) is a function of ``i``, so a message's commands
+    are made with numpy; ``wire`` = "rows" sends them as one OrderRows message (the market
+    makers' packed path), "structs" as PlaceOrder / CancelOrder structs (a Batch when several)."""
 
-    def __init__(self, market: int):
+    CHUNK = 1 << 16  # commands made at a time, outside the send loop's per-message work
+
+    def __init__(self, market: int, wire: str):
         from gateway import messages as m
 
         self.m = m
         self.market = market
-        self.resting: collections.deque[int] = collections.deque()
-        self.next_client_id = 1
-        self.cancel_next = False
+        self.wire = wire
+        self.made = np.zeros(0, m.COMMAND_ROW_DTYPE)  # commands base.. (up to a CHUNK ahead); rid = index + 1
+        self.base = self.sent = 0
 
-    def command(self, rid: int):
-        m = self.m
-        if self.cancel_next:
-            self.cancel_next = False
-            return m.CancelOrder(rid=rid, client_id=self.resting.popleft())
-        cid = self.next_client_id
-        self.next_client_id += 1
-        self.resting.append(cid)
-        self.cancel_next = len(self.resting) >= RESTING
-        return m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=BASE_PRICE - cid % 64, qty=1,
-                            client_id=cid)
+    def make(self, first: int, n: int) -> np.ndarray:
+        i = np.arange(first, first + n, dtype=np.int64)
+        j = i - RESTING
+        cancel = (j >= 0) & (j % 2 == 0)
+        cid = np.where(j < 0, i + 1, np.where(cancel, j // 2 + 1, RESTING + j // 2 + 1))
+        rows = np.zeros(n, self.m.COMMAND_ROW_DTYPE)
+        rows["kind"] = np.where(cancel, CANCEL, PLACE)
+        rows["flags"] = np.where(cancel, BY_CLIENT_ID, 0)
+        rows["market"] = np.where(cancel, 0, self.market)
+        rows["rid"] = i + 1
+        rows["price"] = np.where(cancel, 0, BASE_PRICE - cid % 64)
+        rows["qty"] = np.where(cancel, 0, 1)
+        rows["id"] = cid
+        return rows
+
+    def rows(self, first_rid: int, batch: int) -> np.ndarray:
+        if first_rid != self.sent + 1:
+            raise ValueError(f"request ids run on from {self.sent + 1}, not {first_rid}")
+        at = self.sent - self.base
+        if at + batch > len(self.made):  # drop what was sent, make the next chunk
+            self.made = np.concatenate([self.made[at:], self.make(self.base + len(self.made), max(batch, self.CHUNK))])
+            self.base, at = self.sent, 0
+        self.sent += batch
+        return self.made[at:at + batch]
 
     def message(self, first_rid: int, batch: int) -> bytes:
         m = self.m
-        if batch == 1:
-            return m.encode(self.command(first_rid))
-        return m.encode(m.Batch(rid=0, requests=[self.command(first_rid + j) for j in range(batch)]))
+        rows = self.rows(first_rid, batch)
+        if self.wire == "rows":
+            return m.encode(m.OrderRows(rid=0, rows=rows.tobytes()))
+        reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
+                m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=price, qty=1, client_id=cid)
+                for kind, rid, price, cid in rows[["kind", "rid", "price", "id"]].tolist()]
+        return m.encode(reqs[0] if batch == 1 else m.Batch(rid=0, requests=reqs))
 
 
 def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
@@ -115,10 +141,10 @@ def load_client(spec: dict, out) -> None:
 
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
-    traffic = Traffic(spec["market"])
+    traffic = Traffic(spec["market"], spec["wire"])
     hist = HdrHistogram(1, HIST_MAX_NS, 3)
     batch, mode = spec["batch"], spec["mode"]
-    planned: dict[int, int] = {}  # rid -> planned (open) or actual (closed) send time, ns
+    planned = np.zeros(1 << 16, np.int64)  # by rid: planned (open) or actual (closed) send time, ns
     acked = rejected = 0
     reject_names: collections.Counter = collections.Counter()
     rid = 1
@@ -135,11 +161,18 @@ def load_client(spec: dict, out) -> None:
     interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
     next_planned = t0
     in_flight = 0
-    window = max(4 * batch, WINDOW_COMMANDS)
+    window = max(4 * batch, spec["window"])
     first_ack = last_ack = 0
     counted = 0
 
+    def plan(first: int, n: int, at: int) -> None:
+        nonlocal planned
+        if first + n > len(planned):
+            planned = np.concatenate([planned, np.zeros(max(len(planned), n), np.int64)])
+        planned[first:first + n] = at
+
     def take_replies(block_ms: int) -> None:
+        """Each message's answers at once: the acks' rids (one array for AckRows) timed together."""
         nonlocal acked, rejected, in_flight, first_ack, last_ack, counted
         if not sock.poll(block_ms):
             return
@@ -150,21 +183,32 @@ def load_client(spec: dict, out) -> None:
                 return
             msg = m.reply_decoder.decode(raw)
             t = now_ns()
+            rids = []
             for item in (msg.items if type(msg) is m.Replies else (msg,)):
                 kind = type(item)
-                if kind is m.Ack or kind is m.Reject:
-                    start = planned.pop(item.rid, 0)
-                    in_flight -= 1
+                if kind is m.AckRows:
+                    rows = m.ack_rows(item)["rid"]
+                    acked += len(rows)
+                    rids.append(rows)
+                elif kind is m.Ack or kind is m.Reject:
+                    rids.append(np.array([item.rid], np.int64))
                     if kind is m.Ack:
                         acked += 1
                     else:
                         rejected += 1
                         reject_names[item.name] += 1
-                    if start >= record_from:
-                        hist.record_value(max(1, t - start))
-                        counted += 1
-                        first_ack = first_ack or t
-                        last_ack = t
+            if not rids:
+                continue
+            starts = planned[np.concatenate(rids)]
+            in_flight -= len(starts)
+            starts = starts[starts >= record_from]
+            if len(starts):
+                latencies, counts = np.unique(np.maximum(1, t - starts), return_counts=True)
+                for value, count in zip(latencies.tolist(), counts.tolist()):
+                    hist.record_value(value, count)
+                counted += len(starts)
+                first_ack = first_ack or t
+                last_ack = t
 
     while True:
         t = now_ns()
@@ -172,8 +216,7 @@ def load_client(spec: dict, out) -> None:
             break
         if mode == "open":
             while next_planned <= t:
-                for j in range(batch):
-                    planned[rid + j] = next_planned
+                plan(rid, batch, next_planned)
                 sock.send(traffic.message(rid, batch))
                 rid += batch
                 in_flight += batch
@@ -187,9 +230,7 @@ def load_client(spec: dict, out) -> None:
                     time.sleep(gap_ms / 2000.0)  # a short sleep, never a spin, until the next send
         else:
             while in_flight + batch <= window:
-                sent_at = now_ns()
-                for j in range(batch):
-                    planned[rid + j] = sent_at
+                plan(rid, batch, now_ns())
                 sock.send(traffic.message(rid, batch))
                 rid += batch
                 in_flight += batch
@@ -198,7 +239,7 @@ def load_client(spec: dict, out) -> None:
     while in_flight > 0 and now_ns() < drain_until:
         take_replies(100)
     # leave an empty book for the next point (untimed): its client ids start at 1 again
-    planned[rid] = 0
+    plan(rid, 1, 0)
     in_flight += 1
     sock.send(m.encode(m.MassCancel(rid=rid)))
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
@@ -216,7 +257,7 @@ def flood_client(spec: dict, out) -> None:
     """Ceiling load: the same messages as fast as the socket takes them, no replies awaited."""
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
-    traffic = Traffic(spec["market"])
+    traffic = Traffic(spec["market"], spec["wire"])
     batch = spec["batch"]
     messages = [traffic.message(i * batch + 1, batch) for i in range(max(1, 8192 // batch))]
     end = time.perf_counter() + spec["seconds"]
@@ -260,7 +301,9 @@ def ceiling_server(address: str, secret: bytes, public: bytes, ready, out) -> No
             except zmq.Again:
                 break
             req = decode(body.buffer)
-            orders += len(req.requests) if type(req) is m.Batch else 1
+            kind = type(req)
+            orders += (len(req.requests) if kind is m.Batch else
+                       len(np.frombuffer(req.rows, m.COMMAND_ROW_DTYPE)) if kind is m.OrderRows else 1)
             last = time.perf_counter()
             first = first or last
     out.put({"orders": orders, "seconds": last - first})
@@ -426,6 +469,12 @@ def plot(points: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def open_rates(args, out: dict, batch: int) -> list[int]:
+    """The open-loop rates for a batch size: fractions of its closed-loop figure, and --rates."""
+    closed = out["closed"].get(str(batch), {}).get("orders_per_s", 0)
+    return sorted(r for r in {round(f * closed) for f in args.fractions} | {round(r) for r in args.rates} if r > 0)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.wire", description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256])
@@ -435,7 +484,13 @@ def main(argv=None) -> dict:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
+    p.add_argument("--window", type=int, default=4096,
+                   help="closed loop: commands in flight per client (at least 4 messages)")
+    p.add_argument("--wire", choices=("rows", "structs"), default="rows",
+                   help="orders as packed rows (OrderRows) or as PlaceOrder/CancelOrder structs")
     p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="what to measure (closed loop, open loop, the fsync-off point, the ceiling)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PNG")
     args = p.parse_args(argv)
@@ -451,58 +506,71 @@ def run(args, directory: Path) -> dict:
     for i in range(args.clients):
         new_pair(directory / "keys", f"client{i}")
         public, secret = load_pair(directory / "keys" / f"client{i}.key_secret")
-        clients.append({"account": 5001 + i, "public": public, "secret": secret})
+        clients.append({"account": 5001 + i, "public": public, "secret": secret, "wire": args.wire,
+                        "window": args.window})
     marketdata = not args.no_marketdata
     out: dict = {"benchmark": "wire", "clients": args.clients, "seconds": args.seconds, "marketdata": marketdata,
+                 "wire": args.wire,
                  "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
                  "closed": {}, "open": [], "ceiling": {}}
-    _log(f"starting the engine (fsync always, market data {'on' if marketdata else 'off'}) ...")
-    engine = Engine(directory, clients, "always", marketdata)
-    try:
-        for batch in args.batches:
-            r = point(engine, clients, "closed", batch, 0, args.seconds, args.warmup)
-            out["closed"][str(batch)] = r
-            _log(f"  closed loop, {batch:>3}/msg: {r['orders_per_s']:>10,.0f} orders/s  p50 {r['p50_us']:,.0f} us  "
-                 f"p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}")
-        for batch in args.batches:
-            closed = out["closed"][str(batch)]["orders_per_s"]
-            for rate in sorted({round(f * closed) for f in args.fractions} | set(args.rates)):
-                if rate <= 0:
-                    continue
-                r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
-                r["batch"] = batch
-                out["open"].append(r)
-                _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
-                     f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us")
-        out["gateway"] = engine.stop()
-    except BaseException:
-        engine.stop()
-        raise
-    _log("restarting with fsync off ...")
-    engine = Engine(directory, clients, "off", marketdata)
-    try:
-        batch = args.batches[0]
-        rate = round(min(args.fractions) * out["closed"][str(batch)]["orders_per_s"])
-        r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
-        r["batch"] = batch
-        out["fsync_off"] = r
-        _log(f"  fsync off, open loop {batch}/msg at {rate:,.0f}/s: p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us")
-    finally:
-        engine.stop()
-    for batch in args.batches:
+    parts = set(args.parts)
+    if parts & {"open", "fsync_off"} and "closed" not in parts and not args.rates:
+        raise SystemExit("open-loop rates are fractions of the closed-loop figures: measure 'closed' too or give --rates")
+    if parts & {"closed", "open"}:
+        _log(f"starting the engine (fsync always, market data {'on' if marketdata else 'off'}) ...")
+        engine = Engine(directory, clients, "always", marketdata)
+        try:
+            if "closed" in parts:
+                for batch in args.batches:
+                    r = point(engine, clients, "closed", batch, 0, args.seconds, args.warmup)
+                    out["closed"][str(batch)] = r
+                    _log(f"  closed loop, {batch:>3}/msg: {r['orders_per_s']:>10,.0f} orders/s  "
+                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}")
+            for batch in args.batches if "open" in parts else ():
+                for rate in open_rates(args, out, batch):
+                    r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
+                    r["batch"] = batch
+                    out["open"].append(r)
+                    _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
+                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us")
+            out["gateway"] = engine.stop()
+        except BaseException:
+            engine.stop()
+            raise
+    if "fsync_off" in parts:
+        _log("restarting with fsync off ...")
+        engine = Engine(directory, clients, "off", marketdata)
+        try:
+            batch = args.batches[0]
+            rate = open_rates(args, out, batch)[0]
+            r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
+            r["batch"] = batch
+            out["fsync_off"] = r
+            _log(f"  fsync off, open loop {batch}/msg at {rate:,.0f}/s: p50 {r['p50_us']:,.0f} us  "
+                 f"p99 {r['p99_us']:,.0f} us")
+        finally:
+            engine.stop()
+    for batch in args.batches if "ceiling" in parts else ():
         c = ceiling(directory, clients, batch, args.seconds)
-        c["ceiling_ratio"] = out["closed"][str(batch)]["orders_per_s"] / c["orders_per_s"] if c["orders_per_s"] else 0
-        out["closed"][str(batch)]["ceiling_ratio"] = c["ceiling_ratio"]
         out["ceiling"][str(batch)] = c
-        _log(f"  ceiling (pyzmq + msgspec receive and decode), {batch:>3}/msg: {c['orders_per_s']:>10,.0f} orders/s; "
-             f"engine/ceiling {c['ceiling_ratio']:.3f}")
-    good = [r["offered_per_s"] for r in out["open"] if r["p99_us"] < 1000 and r["orders_per_s"] >= 0.95 * r["offered_per_s"]]
-    out["max_rate_p99_under_1ms"] = max(good) if good else 0
-    print(f"wire: closed loop " + ", ".join(f"{b}/msg {out['closed'][str(b)]['orders_per_s']:,.0f} orders/s "
-                                             f"(ceiling ratio {out['closed'][str(b)]['ceiling_ratio']:.3f})"
-                                             for b in args.batches))
-    print(f"wire: highest offered rate with p99 < 1 ms: {out['max_rate_p99_under_1ms']:,.0f} orders/s; "
-          f"fsync off p50 {out['fsync_off']['p50_us']:,.0f} us")
+        closed = out["closed"].get(str(batch))
+        if closed is not None:
+            c["ceiling_ratio"] = closed["orders_per_s"] / c["orders_per_s"] if c["orders_per_s"] else 0
+            closed["ceiling_ratio"] = c["ceiling_ratio"]
+        _log(f"  ceiling (pyzmq + msgspec receive and decode), {batch:>3}/msg: {c['orders_per_s']:>10,.0f} orders/s"
+             + (f"; engine/ceiling {c['ceiling_ratio']:.3f}" if closed is not None else ""))
+    if out["closed"]:
+        print("wire: closed loop " + ", ".join(
+            f"{b}/msg {r['orders_per_s']:,.0f} orders/s" + (f" (ceiling ratio {r['ceiling_ratio']:.3f})"
+                                                            if "ceiling_ratio" in r else "")
+            for b, r in out["closed"].items()))
+    if "open" in parts:
+        good = [r["offered_per_s"] for r in out["open"]
+                if r["p99_us"] < 1000 and r["orders_per_s"] >= 0.95 * r["offered_per_s"]]
+        out["max_rate_p99_under_1ms"] = max(good) if good else 0
+        print(f"wire: highest offered rate with p99 < 1 ms: {out['max_rate_p99_under_1ms']:,.0f} orders/s")
+    if "fsync_off" in parts:
+        print(f"wire: fsync off p50 {out['fsync_off']['p50_us']:,.0f} us")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     if args.plot and out["open"]:

@@ -31,6 +31,8 @@ import zmq.asyncio
 from engine.codes import ResultCode
 from engine.records import CancelReason, OrdType, Side, Stp, Tif
 
+import numpy as np
+
 from . import messages as m
 from .keys import load_pair
 
@@ -177,8 +179,17 @@ class Client:
             items = msg.items if type(msg) is m.Replies else (msg,)
             answered = []
             for item in items:  # reports first: an answer then shows its command's fills
-                if type(item) is m.ExecutionReport:
+                kind = type(item)
+                if kind is m.ExecutionReport:
                     self._on_report(item)
+                elif kind is m.ReportRows:
+                    for r in m.report_rows(item).tolist():
+                        self._on_report(m.execution_report(r))
+                elif kind is m.AckRows:
+                    answered += [m.Ack(rid=rid, order_id=order_id, client_id=client_id, cmd_seq=cmd_seq,
+                                       durable_seq=durable_seq, count=count, ts=ts)
+                                 for rid, order_id, client_id, cmd_seq, durable_seq, count, ts
+                                 in m.ack_rows(item).tolist()]
                 else:
                     answered.append(item)
             for item in answered:
@@ -366,6 +377,35 @@ class Client:
                 out.append(self._placed_order(req, await self._wait(req.rid, fut)))
             except GatewayError as exc:
                 out.append({"status": "rejected", "clientOrderId": str(req.client_id), "error": exc})
+        self.batches.pop(batch_rid, None)
+        return out
+
+    async def send_order_rows(self, rows: np.ndarray) -> list:
+        """Market makers' batch path: ``rows`` (``messages.COMMAND_ROW_DTYPE``) go as one OrderRows
+        message, read by the gateway with numpy; their ``rid`` column is filled in here.  Returns
+        one reply per row, in row order: ``Ack``, ``Reject`` or ``Error`` (not raised).  From then
+        on this session's acks and execution reports travel as packed rows (this client unpacks them)."""
+        if rows.dtype != m.COMMAND_ROW_DTYPE:
+            raise TypeError(f"rows must be messages.COMMAND_ROW_DTYPE, not {rows.dtype}")
+        loop = asyncio.get_running_loop()
+        rows = rows.copy()
+        rows["rid"] = [self.next_rid() for _ in range(len(rows))]
+        rids = rows["rid"].tolist()
+        futs = []
+        for rid in rids:
+            futs.append(loop.create_future())
+            self.waiting[rid] = futs[-1]
+        batch_rid = self.next_rid()
+        self.batches[batch_rid] = rids
+        await self.socket.send(m.encode(m.OrderRows(rid=batch_rid, rows=rows.tobytes())))
+        out = []
+        for rid, fut in zip(rids, futs):
+            try:
+                out.append(await asyncio.wait_for(fut, self.timeout_s))
+            except asyncio.TimeoutError:
+                raise RequestTimeout(0, "TIMEOUT", f"no reply to row rid {rid} within {self.timeout_s} s") from None
+            finally:
+                self.waiting.pop(rid, None)
         self.batches.pop(batch_rid, None)
         return out
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import pickle
 import sys
 import threading
@@ -35,7 +34,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import COMMAND_DTYPE, EVENT_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag
+from engine.records import COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag
 
 from . import messages as m
 from .keys import server_pair
@@ -47,32 +46,24 @@ POST_ONLY, BY_CLIENT_ID, ALL_MARKETS = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_C
 USER_CANCEL, EXPIRED = int(CancelReason.USER), int(CancelReason.EXPIRED)
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 EVENT_ACCOUNTS_KINDS = (ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED)
-OWN_FIRST_KINDS = frozenset((ACCEPTED, REJECTED, CANCELLED, AMENDED))
+OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
+NOBLOCK, RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)  # plain ints: pyzmq's enum members cost a call per use
 
 
-def _code_reply(code: ResultCode) -> tuple[int, str, str]:
-    return int(code), code.name, MESSAGES[code]
-
-
-_F = {name: i for i, name in enumerate(EVENT_DTYPE.names)}  # field positions in ``events.tolist()`` tuples
-_KIND, _CODE, _SIDE, _REASON, _FLAGS, _MARKET = (_F[k] for k in ("kind", "code", "side", "reason", "flags", "market"))
-_SEQ, _CMD_SEQ, _DURABLE, _TS, _ORDER_ID, _ACCOUNT = (_F[k] for k in ("seq", "cmd_seq", "durable_seq", "ts", "order_id",
-                                                                       "account"))
-_CLIENT_ID, _PRICE, _QTY, _REMAINING = (_F[k] for k in ("client_id", "price", "qty", "remaining"))
-_MAKER_ORDER, _MAKER_ACCOUNT, _MAKER_FEE, _TAKER_FEE = (_F[k] for k in ("maker_order", "maker_account", "maker_fee",
-                                                                        "taker_fee"))
 
 
 class Session:
     """One client connection (a ROUTER routing id) and the account its key belongs to."""
 
-    __slots__ = ("routing_id", "key", "account", "last_seen", "deadman_ms", "deadman_fired", "outbox")
+    __slots__ = ("sid", "routing_id", "key", "account", "last_seen", "deadman_ms", "deadman_fired", "outbox",
+                 "packed")
 
-    def __init__(self, routing_id: bytes, key: str, account: int):
+    def __init__(self, sid: int, routing_id: bytes, key: str, account: int):
+        self.sid = sid  # its number in the pending commands' ``sid`` column
         self.routing_id = routing_id
         self.key = key
         self.account = account
@@ -80,142 +71,297 @@ class Session:
         self.deadman_ms = 0
         self.deadman_fired = False
         self.outbox: list = []
+        self.packed = False  # it sent OrderRows: acks and execution reports go to it as packed rows
 
 
-class Pending:
-    """A command sent to the matcher and not yet answered."""
-
-    __slots__ = ("session", "account", "rid", "kind", "market", "side", "price", "qty", "ident", "flags")
-
-    def __init__(self, session, account, rid, kind, market, side, price, qty, ident, flags):
-        self.session = session  # None: the gateway's own (dead-man) command
-        self.account = account
-        self.rid = rid
-        self.kind = kind
-        self.market = market
-        self.side = side
-        self.price = price
-        self.qty = qty
-        self.ident = ident
-        self.flags = flags
-
-    def answered_by(self, kind: int, ev) -> bool:
-        """Is event ``ev`` (a tuple in EVENT_DTYPE order) this command's own first event?"""
-        if kind == REJECTED:
-            return ev[_CLIENT_ID] == self.ident and ev[_MARKET] == self.market and ev[_PRICE] == self.price \
-                and ev[_QTY] == self.qty
-        if self.kind == PLACE:
-            return kind == ACCEPTED and ev[_ORDER_ID] > 0 and ev[_CLIENT_ID] == self.ident \
-                and ev[_MARKET] == self.market and ev[_SIDE] == self.side and ev[_PRICE] == self.price
-        if self.kind == MASS_CANCEL:
-            return kind == ACCEPTED and ev[_ORDER_ID] == 0 and ev[_MARKET] == self.market
-        if self.kind == CANCEL and (kind != CANCELLED or ev[_REASON] != USER_CANCEL) \
-                or self.kind == AMEND and kind != AMENDED:
-            return False
-        target = ev[_CLIENT_ID] if self.flags & BY_CLIENT_ID else ev[_ORDER_ID]
-        return target == self.ident
+# A command sent to the matcher and not yet answered: the session it came from (-1: the gateway's
+# own dead-man mass cancel), its request id, and the command as sent (what its events echo).
+PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE)])
 
 
-class OrderBookOfAccounts:
-    """The orders of the accounts that have keys, as the event stream shows them (for queries
-    and to name the client id in execution reports)."""
+class PendingQueue:
+    """One account's sent-and-unanswered commands, oldest first, in a growing numpy buffer."""
+
+    __slots__ = ("rows", "head", "tail")
 
     def __init__(self):
-        self.orders: dict[int, list] = {}  # order id -> [account, client_id, market, side, price, qty, filled, remaining, status, ts]
-        self.open_by_client: dict[tuple[int, int], int] = {}
-        self.closed: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self.rows = np.zeros(256, PENDING_DTYPE)
+        self.head = self.tail = 0
+
+    def __len__(self) -> int:
+        return self.tail - self.head
+
+    def push(self, rows: np.ndarray) -> None:
+        n = len(rows)
+        if self.tail + n > len(self.rows):
+            live = self.rows[self.head:self.tail]
+            if len(live) + n > len(self.rows) // 2:
+                grown = np.zeros(max(2 * len(self.rows), 2 * (len(live) + n)), PENDING_DTYPE)
+                grown[:len(live)] = live
+                self.rows = grown
+            else:
+                self.rows[:len(live)] = live.copy()
+            self.head, self.tail = 0, len(live)
+        self.rows[self.tail:self.tail + n] = rows
+        self.tail += n
+
+    def peek(self, n: int) -> np.ndarray:
+        return self.rows[self.head:min(self.head + n, self.tail)]
+
+    def pop(self, n: int) -> None:
+        self.head += n
+        if self.head == self.tail:
+            self.head = self.tail = 0
+
+
+def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
+    """Row by row: is event ``ev[i]`` the own first event of command ``cmd[i]`` (it echoes its fields)?"""
+    ek, ck = ev["kind"], cmd["kind"]
+    same_market = ev["market"] == cmd["market"]
+    same_id = ev["client_id"] == cmd["id"]
+    target = np.where(cmd["flags"] & BY_CLIENT_ID, ev["client_id"], ev["order_id"]) == cmd["id"]
+    accepted = ek == ACCEPTED
+    return (((ek == REJECTED) & same_id & same_market & (ev["price"] == cmd["price"]) & (ev["qty"] == cmd["qty"]))
+            | ((ck == PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
+               & (ev["price"] == cmd["price"]))
+            | ((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
+            | ((ck == CANCEL) & (ek == CANCELLED) & (ev["reason"] == USER_CANCEL) & target)
+            | ((ck == AMEND) & (ek == AMENDED) & target))
+
+
+def match_answers(q: PendingQueue, evs: np.ndarray):
+    """Pair the own first events of one account (in order) with its FIFO of pending commands.
+
+    Returns (events, their commands, commands lost).  The n-th event answers the n-th command
+    when it echoes it (checked for the whole run at once); an event that does not answers the
+    command it echoes deeper in the FIFO (within LOST_SCAN), and the ones before that were sent
+    earlier on the same connection yet never executed: lost.  An event echoing none is a command
+    another producer sent for the account."""
+    got_ev, got_cmd, lost = [], [], []
+    k = 0
+    while k < len(evs) and len(q):
+        p = q.peek(len(evs) - k)
+        e = evs[k:k + len(p)]
+        ok = echoes(e, p["cmd"])
+        j = len(p) if ok.all() else int(np.argmin(ok))
+        if j:
+            got_ev.append(e[:j])
+            got_cmd.append(p[:j].copy())
+            q.pop(j)
+            k += j
+        if j == len(p):
+            continue
+        deeper = q.peek(LOST_SCAN)
+        hit = np.flatnonzero(echoes(evs[np.full(len(deeper), k)], deeper["cmd"]))
+        if len(hit):
+            d = int(hit[0])
+            lost.append(deeper[:d].copy())
+            got_ev.append(evs[k:k + 1])
+            got_cmd.append(deeper[d:d + 1].copy())
+            q.pop(d + 1)
+        k += 1
+    return got_ev, got_cmd, lost
+
+
+ROW_LIMITS = (("side", 1, "0 (buy) or 1 (sell)"), ("tif", 2, "0 (GTC), 1 (IOC) or 2 (FOK)"),
+              ("ord_type", 1, "0 (limit) or 1 (market)"), ("stp", 3, "0-3 (engine Stp)"))
+ROW_FLAGS = np.zeros(256, np.uint8)  # by row kind: the flags it may carry
+ROW_FLAGS[PLACE], ROW_FLAGS[CANCEL], ROW_FLAGS[AMEND] = POST_ONLY, BY_CLIENT_ID, BY_CLIENT_ID
+
+
+def row_checks(rows: np.ndarray) -> list:
+    """(bad rows mask, what is wrong with row i) for each rule a COMMAND_ROW_DTYPE row must keep."""
+    kind, flags = rows["kind"], rows["flags"]
+    checks = [((kind < PLACE) | (kind > MASS_CANCEL),
+               lambda i: f"kind {kind[i]} is not 1 (place), 2 (cancel), 3 (amend) or 4 (mass cancel)")]
+    for name, top, allowed in ROW_LIMITS:
+        col = rows[name]
+        checks.append((col > top, lambda i, name=name, col=col, allowed=allowed: f"{name} {col[i]} is not {allowed}"))
+    checks.append((flags & ~ROW_FLAGS[kind] != 0, lambda i: f"flags {flags[i]} not allowed for kind {kind[i]} "
+                                                            f"(place: 1 post-only; cancel, amend: 2 by client id)"))
+    checks.append((((kind == CANCEL) | (kind == AMEND)) & (rows["id"] == 0),
+                   lambda i: "a cancel or amend needs the order id (or the client id with flags 2) in id"))
+    return checks
+
+
+def bad_row(rows: np.ndarray) -> str:
+    """What is wrong with the first bad row ("" when all are good)."""
+    first, text = len(rows), ""
+    for bad, describe in row_checks(rows):
+        hit = np.flatnonzero(bad)
+        if len(hit) and hit[0] < first:
+            first, text = int(hit[0]), describe(int(hit[0]))
+    return f"row {first}: {text}" if text else ""
+
+
+ORDER_ROW_DTYPE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
+                            ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("ts", "<i8"),
+                            ("closed_seq", "<i8"), ("market", "<u4"), ("side", "u1"), ("status", "u1")])
+OPEN, FILLED, CANCELLED_STATUS = 0, 1, 2
+STATUS_NAMES = ("open", "filled", "cancelled")
+
+
+class OrderTable:
+    """The orders of the accounts that have keys, as the event stream shows them (for queries and
+    to name the client id in execution reports): one numpy row per order, sorted by order id (the
+    matcher numbers orders in event order), updated a batch of events at a time.  Closed orders
+    are kept, at least the last CLOSED_KEPT per account, until the table fills and is compacted."""
+
+    def __init__(self, capacity: int = 1 << 14):
+        self.rows = np.zeros(capacity, ORDER_ROW_DTYPE)
+        self.n = 0
 
     def seed(self, rows: np.ndarray, accounts) -> None:
         """Open orders from a matcher snapshot (``ORDER_STATE`` rows)."""
-        for r in rows[np.isin(rows["account"], np.fromiter(accounts, np.int64))].tolist():
-            order_id, account, client_id, price, qty, filled, remaining = r[:7]
-            market, side = r[9], r[11]
-            self.orders[order_id] = [account, client_id, market, side, price, qty, filled, remaining, "open", 0]
-            self.open_by_client[(account, client_id)] = order_id
+        rows = np.sort(rows[np.isin(rows["account"], np.fromiter(accounts, np.int64))], order="order_id")
+        new = np.zeros(len(rows), ORDER_ROW_DTYPE)
+        for name in ("order_id", "account", "client_id", "price", "qty", "filled", "remaining", "market", "side"):
+            new[name] = rows[name]
+        self.insert(new)
 
-    def apply(self, kind: int, ev) -> None:
-        """Follow one event (a tuple in EVENT_DTYPE order) of a keyed account."""
-        if kind == ACCEPTED:
-            if ev[_ORDER_ID] > 0 and ev[_FLAGS] == 0:  # an order (not a mass cancel's or a listing's)
-                self.accepted(ev)
-        elif kind == FILL:
-            maker_remaining = self.maker_remaining(ev)
-            self.filled(ev[_ORDER_ID], ev[_QTY], ev[_REMAINING])
-            self.filled(ev[_MAKER_ORDER], ev[_QTY], maker_remaining)
-        elif kind == CANCELLED:
-            self.cancelled(ev[_ORDER_ID], ev[_QTY], ev[_REMAINING])
-        elif kind == AMENDED:
-            self.amended(ev[_ORDER_ID], ev[_PRICE], ev[_REMAINING])
+    def insert(self, new: np.ndarray) -> None:
+        if not len(new):
+            return
+        if self.n + len(new) > len(self.rows):
+            self.compact()
+            if self.n + len(new) > len(self.rows):
+                grown = np.zeros(2 * (self.n + len(new)), ORDER_ROW_DTYPE)
+                grown[:self.n] = self.rows[:self.n]
+                self.rows = grown
+        first = self.n
+        self.rows[first:first + len(new)] = new
+        self.n += len(new)
+        ids = self.rows["order_id"][:self.n]
+        if first and ids[first - 1] > ids[first] or (np.diff(ids[first:]) < 0).any():
+            # not expected (the matcher numbers orders in event order); keeps the lookups right
+            self.rows[:self.n] = np.sort(self.rows[:self.n], order="order_id")
 
-    def maker_remaining(self, ev) -> int:
-        """The maker's open size after a fill (the event carries only the taker's); -1 for a maker
-        placed before the table's view began."""
-        if ev[_FLAGS] & MAKER_DONE:
-            return 0
-        o = self.orders.get(ev[_MAKER_ORDER])
-        return o[7] - ev[_QTY] if o is not None else -1
+    def compact(self) -> None:
+        """Drop closed orders beyond each account's newest CLOSED_KEPT."""
+        live = self.rows[:self.n]
+        closed = np.flatnonzero(live["status"] != OPEN)
+        order = closed[np.lexsort((-live["closed_seq"][closed], live["account"][closed]))]
+        accounts = live["account"][order]
+        starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        keep = np.ones(self.n, bool)
+        keep[order[rank >= CLOSED_KEPT]] = False
+        kept = live[keep]
+        self.rows[:len(kept)] = kept
+        self.n = len(kept)
 
-    def accepted(self, ev) -> None:
-        oid = ev[_ORDER_ID]
-        self.orders[oid] = [ev[_ACCOUNT], ev[_CLIENT_ID], ev[_MARKET], ev[_SIDE], ev[_PRICE], ev[_QTY], 0,
-                            ev[_REMAINING], "open", ev[_TS]]
-        self.open_by_client[(ev[_ACCOUNT], ev[_CLIENT_ID])] = oid
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of order ids, and which of them the table has."""
+        col = self.rows["order_id"][:self.n]
+        if not self.n:
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(col, ids), self.n - 1)
+        return pos, col[pos] == ids
 
-    def client_id(self, order_id: int) -> int:
-        o = self.orders.get(order_id)
-        return o[1] if o is not None else 0
-
-    def filled(self, order_id: int, qty: int, remaining: int) -> None:
-        o = self.orders.get(order_id)
-        if o is not None:
-            o[6] += qty
-            o[7] = remaining
-            if remaining == 0:
-                self._close(order_id, o, "filled")
-
-    def cancelled(self, order_id: int, qty: int, remaining: int) -> None:
-        o = self.orders.get(order_id)
-        if o is not None:
-            o[7] = remaining
-            o[5] -= qty if remaining else 0  # a decrement (STP) shrinks the order; a full cancel keeps its size
-            if remaining == 0:
-                self._close(order_id, o, "cancelled")
-
-    def amended(self, order_id: int, price: int, remaining: int) -> None:
-        o = self.orders.get(order_id)
-        if o is not None:
-            o[4] = price
-            o[7] = remaining
-            o[5] = o[6] + remaining
-
-    def _close(self, order_id: int, o: list, status: str) -> None:
-        o[8] = status
-        self.open_by_client.pop((o[0], o[1]), None)
-        kept = self.closed[o[0]]
-        kept.append(order_id)
-        if len(kept) > CLOSED_KEPT:
-            self.orders.pop(kept.popleft(), None)
+    def apply(self, events: np.ndarray) -> np.ndarray:
+        """Follow a batch of the keyed accounts' events (in order).  Returns, per fill, the
+        taker's and the maker's client ids and the maker's open size after it (-1: a maker the
+        table has not seen), as the table had them at that fill."""
+        kinds = events["kind"]
+        placed = events[(kinds == ACCEPTED) & (events["order_id"] > 0) & (events["flags"] == 0)]
+        if len(placed):  # orders, not mass cancels' or listings' acceptances
+            new = np.zeros(len(placed), ORDER_ROW_DTYPE)
+            for name in ("order_id", "account", "client_id", "price", "qty", "remaining", "ts", "market", "side"):
+                new[name] = placed[name]
+            self.insert(new)
+        updates = events[(kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)]
+        fills = np.zeros((int((updates["kind"] == FILL).sum()), 3), np.int64)
+        if not len(updates):
+            return fills
+        rounds = self.rounds(updates)
+        fill_no = np.cumsum(updates["kind"] == FILL) - 1
+        for r in range(int(rounds.max()) + 1) if rounds is not None else (None,):
+            part = updates if r is None else updates[rounds == r]
+            got = self.apply_round(part)
+            if len(got):
+                at = fill_no if r is None else fill_no[rounds == r]
+                fills[at[part["kind"] == FILL]] = got
+        return fills
 
     @staticmethod
-    def info(order_id: int, o: list) -> m.OrderInfo:
-        return m.OrderInfo(order_id=order_id, client_id=o[1], market=o[2], side=o[3], price=o[4], qty=o[5],
-                           filled=o[6], remaining=o[7], status=o[8], ts=o[9])
+    def rounds(updates: np.ndarray) -> np.ndarray | None:
+        """None when no order is touched twice (one vectorized round); else each event's round:
+        one after the last round that touched either of its orders, so rounds apply in turn."""
+        fill = updates["kind"] == FILL
+        touched = np.concatenate([updates["order_id"], updates["maker_order"][fill]])
+        if len(np.unique(touched)) == len(touched):
+            return None
+        last: dict[int, int] = {}
+        out = np.empty(len(updates), np.int64)
+        for i, (order, maker, is_fill) in enumerate(zip(updates["order_id"].tolist(),
+                                                        updates["maker_order"].tolist(), fill.tolist())):
+            r = max(last.get(order, -1), last.get(maker, -1) if is_fill else -1) + 1
+            out[i] = last[order] = r
+            if is_fill:
+                last[maker] = r
+        return out
+
+    def apply_round(self, ev: np.ndarray) -> np.ndarray:
+        """Events none of whose orders another one here touches; returns the fills' (taker client
+        id, maker client id, maker remaining)."""
+        rows = self.rows
+        kind = ev["kind"]
+        fill = kind == FILL
+        pos, found = self.locate(ev["order_id"])
+        client_id = rows["client_id"]
+        out = np.zeros((int(fill.sum()), 3), np.int64)
+        if len(out):
+            f = ev[fill]
+            mpos, mfound = self.locate(f["maker_order"])
+            out[:, 0] = np.where(found[fill], client_id[pos[fill]], 0)
+            out[:, 1] = np.where(mfound, client_id[mpos], 0)
+            out[:, 2] = np.where(f["flags"] & MAKER_DONE, 0, np.where(mfound, rows["remaining"][mpos] - f["qty"], -1))
+            mpos, maker = mpos[mfound], out[mfound, 2]
+            rows["filled"][mpos] += f["qty"][mfound]
+            rows["remaining"][mpos] = maker
+            self.close(mpos[maker == 0], FILLED, f["seq"][mfound][maker == 0])
+        pos, ev, kind = pos[found], ev[found], kind[found]
+        remaining = ev["remaining"]
+        rows["remaining"][pos] = remaining
+        is_fill, is_cancel, is_amend = kind == FILL, kind == CANCELLED, kind == AMENDED
+        rows["filled"][pos[is_fill]] += ev["qty"][is_fill]
+        # a decrement (STP) shrinks the order; a full cancel keeps its size
+        rows["qty"][pos[is_cancel]] -= np.where(remaining[is_cancel] != 0, ev["qty"][is_cancel], 0)
+        amended = pos[is_amend]
+        rows["price"][amended] = ev["price"][is_amend]
+        rows["qty"][amended] = rows["filled"][amended] + remaining[is_amend]
+        done = remaining == 0
+        self.close(pos[done & is_fill], FILLED, ev["seq"][done & is_fill])
+        self.close(pos[done & is_cancel], CANCELLED_STATUS, ev["seq"][done & is_cancel])
+        return out
+
+    def close(self, pos: np.ndarray, status: int, seq: np.ndarray) -> None:
+        self.rows["status"][pos] = status
+        self.rows["closed_seq"][pos] = seq
+
+    @staticmethod
+    def info(r) -> m.OrderInfo:
+        return m.OrderInfo(order_id=int(r["order_id"]), client_id=int(r["client_id"]), market=int(r["market"]),
+                           side=int(r["side"]), price=int(r["price"]), qty=int(r["qty"]), filled=int(r["filled"]),
+                           remaining=int(r["remaining"]), status=STATUS_NAMES[r["status"]], ts=int(r["ts"]))
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
-        return [self.info(oid, o) for oid, o in self.orders.items()
-                if o[0] == account and o[8] == "open" and (market == 0 or o[2] == market)]
+        live = self.rows[:self.n]
+        mask = (live["account"] == account) & (live["status"] == OPEN)
+        if market:
+            mask &= live["market"] == market
+        return [self.info(r) for r in live[mask]]
 
     def find(self, account: int, order_id: int, client_id: int) -> m.OrderInfo | None:
-        if client_id:
-            order_id = self.open_by_client.get((account, client_id), 0)
-            if not order_id:  # the newest closed order under that client id
-                for oid in reversed(self.closed.get(account, ())):
-                    o = self.orders.get(oid)
-                    if o is not None and o[1] == client_id:
-                        return self.info(oid, o)
+        live = self.rows[:self.n]
+        if client_id:  # the open order under that client id, else the newest closed one
+            hit = live[(live["account"] == account) & (live["client_id"] == client_id)]
+            if not len(hit):
                 return None
-        o = self.orders.get(order_id)
-        return self.info(order_id, o) if o is not None and o[0] == account else None
+            open_ = hit[hit["status"] == OPEN]
+            return self.info(open_[-1] if len(open_) else hit[np.argmax(hit["closed_seq"])])
+        pos, found = self.locate(np.array([order_id], np.int64))
+        return self.info(live[pos[0]]) if found[0] and live["account"][pos[0]] == account else None
 
 
 class TokenBucket:
@@ -232,6 +378,14 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def take_many(self, now: float, rate: int, burst: int, n: int) -> int:
+        """Take up to ``n`` tokens; returns how many there were."""
+        self.tokens = min(float(burst), self.tokens + (now - self.last) * rate)
+        self.last = now
+        got = min(n, int(self.tokens))
+        self.tokens -= got
+        return got
 
 
 class KeyTable:
@@ -295,15 +449,21 @@ class GatewayStage:
         self.router.bind(g.address)
         self.input = InputClient(cfg.input_address, self.context)
         self.sessions: dict[bytes, Session] = {}
+        self.by_sid: dict[int, Session] = {}
+        self.next_sid = 0
         self.by_account: dict[int, set[Session]] = collections.defaultdict(set)
-        self.fifo: dict[int, collections.deque[Pending]] = collections.defaultdict(collections.deque)
+        self.fifo: dict[int, PendingQueue] = collections.defaultdict(PendingQueue)
         self.buckets: dict[int, TokenBucket] = {}
-        self.book = OrderBookOfAccounts()
+        self.book = OrderTable()
         self.known_accounts = np.zeros(0, np.int64)
         self.refresh_accounts()
-        self.cmd_buffer = np.zeros(g.push_batch, dtype=COMMAND_DTYPE)
+        # commands collected for the next forward, in arrival order: PENDING_DTYPE chunks, then
+        # either (sid, rid, command tuple) rows of single requests or (session, rid, bytes) row
+        # messages not yet made a chunk
+        self.cmd_chunks: list[np.ndarray] = []
         self.cmd_rows: list[tuple] = []
-        self.cmd_pending: list[Pending] = []
+        self.row_msgs: list[tuple] = []
+        self.cmd_count = 0
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
@@ -328,13 +488,16 @@ class GatewayStage:
         account = self.keys.accounts.get(key)
         if account is None:
             return None
-        s = Session(routing_id, key, account)
+        s = Session(self.next_sid, routing_id, key, account)
+        self.next_sid += 1
         self.sessions[routing_id] = s
+        self.by_sid[s.sid] = s
         self.by_account[account].add(s)
         return s
 
     def drop_session(self, s: Session) -> None:
         self.sessions.pop(s.routing_id, None)
+        self.by_sid.pop(s.sid, None)
         group = self.by_account.get(s.account)
         if group is not None:
             group.discard(s)
@@ -350,7 +513,7 @@ class GatewayStage:
         try:
             while True:
                 try:
-                    routing_id = router.recv(zmq.NOBLOCK)
+                    routing_id = router.recv(NOBLOCK)
                 except zmq.Again:
                     break
                 # the rest of a multipart message is there already; a new connection's first
@@ -361,11 +524,11 @@ class GatewayStage:
                     frame = router.recv(copy=False)
                     data = frame.buffer
                 extra = 0
-                while router.getsockopt(zmq.RCVMORE):
+                while router.getsockopt(RCVMORE):
                     router.recv()
                     extra += 1
                 self.on_message(routing_id, data, frame, extra)
-                if len(self.cmd_rows) >= self.g.push_batch:
+                if self.cmd_count >= self.g.push_batch:
                     self.forward()
         finally:
             self.forward()
@@ -405,6 +568,8 @@ class GatewayStage:
                 return
             for r in req.requests:
                 self.command(s, r)
+        elif type(req) is m.OrderRows:
+            self.order_rows(s, req)
         else:
             self.query(s, req)
 
@@ -435,7 +600,6 @@ class GatewayStage:
         t = type(req)
         account = s.account
         if t is m.PlaceOrder:
-            p = Pending(s, account, req.rid, PLACE, req.market, int(req.side), req.price, req.qty, req.client_id, 0)
             row = (PLACE, req.side, req.tif, req.ord_type, req.stp, POST_ONLY if req.post_only else 0,
                    0, req.market, 0, account, req.price, req.qty, req.client_id, req.expire_at)
         elif t is m.CancelOrder or t is m.AmendOrder:
@@ -444,41 +608,118 @@ class GatewayStage:
                 return
             ident, flags = (req.order_id, 0) if req.order_id else (req.client_id, BY_CLIENT_ID)
             if t is m.CancelOrder:
-                p = Pending(s, account, req.rid, CANCEL, 0, 0, 0, 0, ident, flags)
                 row = (CANCEL, 0, 0, 0, 0, flags, 0, 0, 0, account, 0, 0, ident, 0)
             else:
-                p = Pending(s, account, req.rid, AMEND, 0, 0, req.price, req.qty, ident, flags)
                 row = (AMEND, 0, 0, 0, 0, flags, 0, 0, 0, account, req.price, req.qty, ident, 0)
         else:  # MassCancel
             flags = 0 if req.market else ALL_MARKETS
-            p = Pending(s, account, req.rid, MASS_CANCEL, req.market, 0, 0, 0, 0, flags)
             row = (MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
-        self.cmd_rows.append(row)
-        self.cmd_pending.append(p)
+        if self.row_msgs:
+            self.seal()
+        self.cmd_rows.append((s.sid, req.rid, row))
+        self.cmd_count += 1
+
+    def order_rows(self, s: Session, req: m.OrderRows) -> None:
+        """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
+        with the burst's other row messages, in one pass of numpy (``seal``)."""
+        size = m.COMMAND_ROW_DTYPE.itemsize
+        data = req.rows
+        n = len(data) // size
+        if len(data) % size:
+            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows is {len(data)} bytes, not a multiple "
+                                                                 f"of the {size}-byte COMMAND_ROW_DTYPE")
+            return
+        if n > self.g.max_batch:
+            self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{n} rows > {self.g.max_batch}")
+            return
+        s.packed = True
+        bucket = self.buckets.get(s.account)
+        if bucket is None:
+            bucket = self.buckets[s.account] = TokenBucket(self.g.burst)
+        allowed = bucket.take_many(time.monotonic(), self.g.rate_per_s, self.g.burst, n)
+        if allowed < n:
+            self.rate_limit_rows(s, np.frombuffer(data, m.COMMAND_ROW_DTYPE)[allowed:])
+            data = data[:allowed * size]
+        if allowed:
+            if self.cmd_rows:
+                self.seal()
+            self.row_msgs.append((s, req.rid, data))
+            self.cmd_count += allowed
+
+    def rate_limit_rows(self, s: Session, rows: np.ndarray) -> None:
+        self.counters["rate_limited"] += len(rows)
+        detail = f"more than {self.g.rate_per_s} commands/s (burst {self.g.burst}) for account {s.account}"
+        for rid, kind, ident in rows[["rid", "kind", "id"]].tolist():
+            self.reject(s, rid, ResultCode.RATE_LIMITED, detail, ident if kind == PLACE else 0)
+
+    def seal(self) -> None:
+        """Make what was collected since the last seal a chunk of PENDING_DTYPE rows: single
+        requests (tuples) or row messages (checked together; a message with a bad row is refused
+        whole with an Error naming it)."""
+        if self.cmd_rows:
+            self.cmd_chunks.append(np.array(self.cmd_rows, PENDING_DTYPE))
+            self.cmd_rows = []
+        if not self.row_msgs:
+            return
+        msgs, self.row_msgs = self.row_msgs, []
+        size = m.COMMAND_ROW_DTYPE.itemsize
+        rows = np.frombuffer(b"".join(data for _, _, data in msgs), m.COMMAND_ROW_DTYPE)
+        counts = np.fromiter((len(data) // size for _, _, data in msgs), np.int64, len(msgs))
+        sids = np.fromiter((s.sid for s, _, _ in msgs), np.int64, len(msgs))
+        accounts = np.fromiter((s.account for s, _, _ in msgs), np.int64, len(msgs))
+        bad = np.logical_or.reduce([mask for mask, _ in row_checks(rows)])
+        if bad.any():
+            msg_of_row = np.repeat(np.arange(len(msgs)), counts)
+            refused = np.unique(msg_of_row[bad])
+            starts = np.cumsum(counts) - counts
+            for i in refused.tolist():
+                s, rid, _ = msgs[i]
+                self.error(s, rid, ResultCode.MALFORMED_MESSAGE, bad_row(rows[starts[i]:starts[i] + counts[i]]))
+                self.cmd_count -= int(counts[i])
+            rows = rows[~np.isin(msg_of_row, refused)]
+            counts[refused] = 0
+        if not len(rows):
+            return
+        pending = np.zeros(len(rows), PENDING_DTYPE)
+        pending["sid"] = np.repeat(sids, counts)
+        pending["rid"] = rows["rid"]
+        cmd = pending["cmd"]
+        for name in ("kind", "side", "tif", "ord_type", "stp", "market", "price", "qty", "id"):
+            cmd[name] = rows[name]
+        cmd["flags"] = np.where((rows["kind"] == MASS_CANCEL) & (rows["market"] == 0), ALL_MARKETS, rows["flags"])
+        cmd["account"] = np.repeat(accounts, counts)
+        cmd["aux"] = rows["expire_at"]
+        self.cmd_chunks.append(pending)
 
     def forward(self) -> None:
         """Push the collected commands into the matcher's input as one message."""
-        rows = self.cmd_rows
-        if not rows:
+        if not self.cmd_count:
             return
-        n = len(rows)
-        buf = self.cmd_buffer[:n] if n <= len(self.cmd_buffer) else np.zeros(n, COMMAND_DTYPE)
-        buf[:] = rows
+        self.seal()
+        if not self.cmd_chunks:  # every row message refused
+            return
+        pending = self.cmd_chunks[0] if len(self.cmd_chunks) == 1 else np.concatenate(self.cmd_chunks)
+        self.cmd_chunks = []
+        self.cmd_count = 0
         # the FIFO entries go in before the send: the events can only follow it
-        for p in self.cmd_pending:
-            self.fifo[p.account].append(p)
-        self.input.send(buf)
-        self.counters["commands"] += n
-        self.cmd_rows = []
-        self.cmd_pending = []
+        accounts = pending["cmd"]["account"]
+        first = accounts[0]
+        if (accounts == first).all():
+            self.fifo[int(first)].push(pending)
+        else:
+            for account in np.unique(accounts).tolist():
+                self.fifo[account].push(pending[accounts == account])
+        self.input.send(np.ascontiguousarray(pending["cmd"]))
+        self.counters["commands"] += len(pending)
 
     def deadman_cancel(self, s: Session) -> None:
         """The session went silent past its dead-man interval: cancel all its account's orders."""
         s.deadman_fired = True
         self.counters["deadman_fired"] += 1
-        p = Pending(None, s.account, 0, MASS_CANCEL, 0, 0, 0, 0, 0, ALL_MARKETS)
-        self.cmd_rows.append((MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0))
-        self.cmd_pending.append(p)
+        if self.row_msgs:
+            self.seal()
+        self.cmd_rows.append((-1, 0, (MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0)))
+        self.cmd_count += 1
         self.forward()
 
     def query(self, s: Session, req) -> None:
@@ -600,86 +841,145 @@ class GatewayStage:
                                                      ((kinds == FILL) & np.isin(events["maker_account"], keyed)))
         if not mine.any():
             return
-        fifo = self.fifo
-        book = self.book
-        quiet = self.quiet_until
-        for ev in events[mine].tolist():
-            kind = ev[_KIND]
-            if ev[_SEQ] > quiet:
-                account = ev[_ACCOUNT]
-                if kind in OWN_FIRST_KINDS and ev[_CMD_SEQ] != self.claimed_cmd_seq and not (
-                        kind == CANCELLED and ev[_REASON] == EXPIRED):
-                    # a command's own first event (expiries ride on whichever command came next)
-                    self.claimed_cmd_seq = ev[_CMD_SEQ]
-                    q = fifo.get(account)
-                    if q:
-                        self.answer(q, kind, ev)
-                if kind == FILL:
-                    self.report_fill(ev)
-                elif kind == CANCELLED:
-                    self.report(account, m.ExecutionReport(
-                        kind="cancel", order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], market=ev[_MARKET],
-                        side=ev[_SIDE], price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], reason=ev[_REASON],
-                        code=ev[_CODE], seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
-                elif kind == AMENDED:
-                    self.report(account, m.ExecutionReport(
-                        kind="amend", order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], market=ev[_MARKET],
-                        side=ev[_SIDE], price=ev[_PRICE], qty=ev[_QTY], remaining=ev[_REMAINING], seq=ev[_SEQ],
-                        cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
-            book.apply(kind, ev)  # after the reports: a fill report reads the maker's size before it
+        events = events[mine]
+        fills = self.book.apply(events)  # before the reports: a fill report reads the maker's size before it
+        if self.quiet_until:
+            if last <= self.quiet_until:
+                return
+            live = events["seq"] > self.quiet_until
+            fills = fills[live[events["kind"] == FILL]]
+            events = events[live]
+        self.answer(events)
+        self.report(events, fills)
         self.flush()
 
-    def answer(self, q: collections.deque, kind: int, ev) -> None:
-        """``ev`` is the first event of a command for this account: answer the command it echoes."""
-        for depth, p in enumerate(q):
-            if depth == LOST_SCAN:
-                return
-            if p.answered_by(kind, ev):
-                break
-        else:
-            return  # a command another producer sent for the account
-        for _ in range(depth):  # sent before it on the same connection, yet never executed
-            lost = q.popleft()
-            self.counters["lost"] += 1
-            self.reject(lost.session, lost.rid, ResultCode.COMMAND_LOST, "", lost.ident if lost.kind == PLACE else 0)
-        q.popleft()
-        s = p.session
-        if s is None:  # the gateway's own dead-man mass cancel
+    def answer(self, events: np.ndarray) -> None:
+        """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended;
+        never an expiry, which rides on whichever command came next) with the account's pending
+        command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
+        kinds = events["kind"]
+        own = np.isin(kinds, OWN_FIRST_KINDS) & ~((kinds == CANCELLED) & (events["reason"] == EXPIRED))
+        if not own.any():
             return
-        if kind == REJECTED:
-            code = ResultCode(ev[_CODE])
-            self.reject(s, p.rid, code, "", ev[_CLIENT_ID] if p.kind == PLACE else 0, ev[_CMD_SEQ])
+        firsts = events[own]
+        cmd_seq = firsts["cmd_seq"]
+        first = np.empty(len(firsts), bool)
+        first[0] = cmd_seq[0] != self.claimed_cmd_seq
+        first[1:] = cmd_seq[1:] != cmd_seq[:-1]
+        self.claimed_cmd_seq = int(cmd_seq[-1])
+        firsts = firsts[first]
+        accounts = firsts["account"]
+        got_ev, got_cmd, lost = [], [], []
+        one = accounts[0]
+        groups = ((int(one), firsts),) if (accounts == one).all() else \
+            ((a, firsts[accounts == a]) for a in np.unique(accounts).tolist())
+        for account, evs in groups:
+            q = self.fifo.get(account)
+            if q:
+                e, c, l = match_answers(q, evs)
+                got_ev += e
+                got_cmd += c
+                lost += l
+        for rows in lost:
+            for sid, rid, kind, ident in zip(rows["sid"].tolist(), rows["rid"].tolist(),
+                                             rows["cmd"]["kind"].tolist(), rows["cmd"]["id"].tolist()):
+                self.counters["lost"] += 1
+                self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "", ident if kind == PLACE else 0)
+        if not got_ev:
             return
-        if self.journaling and ev[_DURABLE] < ev[_CMD_SEQ]:
-            # the matcher publishes only what the journal holds; an ack must never promise more
-            raise RuntimeError(f"event {ev[_SEQ]} of command {ev[_CMD_SEQ]} published with durable_seq "
-                               f"{ev[_DURABLE]}: not acknowledging a command that is not durable")
-        self.counters["acks"] += 1
-        self.send(s, m.Ack(rid=p.rid, order_id=ev[_ORDER_ID], client_id=ev[_CLIENT_ID], cmd_seq=ev[_CMD_SEQ],
-                           durable_seq=ev[_DURABLE], count=ev[_QTY] if p.kind == MASS_CANCEL else 0, ts=ev[_TS]))
+        ev = np.concatenate(got_ev) if len(got_ev) > 1 else got_ev[0]
+        pending = np.concatenate(got_cmd) if len(got_cmd) > 1 else got_cmd[0]
+        rejected = ev["kind"] == REJECTED
+        if rejected.any():
+            for (code, client_id, cmd_seq), (sid, rid, kind) in zip(
+                    ev[rejected][["code", "client_id", "cmd_seq"]].tolist(),
+                    zip(pending["sid"][rejected].tolist(), pending["rid"][rejected].tolist(),
+                        pending["cmd"]["kind"][rejected].tolist())):
+                self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0, cmd_seq)
+            ev, pending = ev[~rejected], pending[~rejected]
+        if self.journaling and len(ev):
+            behind = np.flatnonzero(ev["durable_seq"] < ev["cmd_seq"])
+            if len(behind):
+                # the matcher publishes only what the journal holds; an ack must never promise more
+                e = ev[behind[0]]
+                raise RuntimeError(f"event {e['seq']} of command {e['cmd_seq']} published with durable_seq "
+                                   f"{e['durable_seq']}: not acknowledging a command that is not durable")
+        ours = pending["sid"] >= 0  # not the gateway's own dead-man mass cancels
+        if not ours.all():
+            ev, pending = ev[ours], pending[ours]
+        if not len(ev):
+            return
+        acks = np.empty(len(ev), m.ACK_ROW_DTYPE)
+        acks["rid"] = pending["rid"]
+        for name in ("order_id", "client_id", "cmd_seq", "durable_seq", "ts"):
+            acks[name] = ev[name]
+        acks["count"] = np.where(pending["cmd"]["kind"] == MASS_CANCEL, ev["qty"], 0)
+        self.counters["acks"] += len(acks)
+        sids = pending["sid"]
+        one = sids[0]
+        groups = ((int(one), acks),) if (sids == one).all() else ((sid, acks[sids == sid])
+                                                                  for sid in np.unique(sids).tolist())
+        for sid, rows in groups:
+            s = self.by_sid.get(sid)
+            if s is None:
+                continue
+            if s.packed:
+                self.send(s, m.AckRows(rows=rows.tobytes()))
+            else:
+                for rid, order_id, client_id, cmd_seq, durable_seq, count, ts in rows.tolist():
+                    self.send(s, m.Ack(rid=rid, order_id=order_id, client_id=client_id, cmd_seq=cmd_seq,
+                                       durable_seq=durable_seq, count=count, ts=ts))
 
-    def report_fill(self, ev) -> None:
-        book = self.book
-        taker, maker = ev[_ORDER_ID], ev[_MAKER_ORDER]
-        qty, price = ev[_QTY], ev[_PRICE]
-        maker_remaining = book.maker_remaining(ev)
-        taker_cid, maker_cid = book.client_id(taker), book.client_id(maker)
-        side = ev[_SIDE]
-        self.report(ev[_ACCOUNT], m.ExecutionReport(
-            kind="fill", order_id=taker, client_id=taker_cid, market=ev[_MARKET], side=side, price=price, qty=qty,
-            remaining=ev[_REMAINING], fee=ev[_TAKER_FEE], liquidity="taker", seq=ev[_SEQ], cmd_seq=ev[_CMD_SEQ],
-            ts=ev[_TS]))
-        self.report(ev[_MAKER_ACCOUNT], m.ExecutionReport(
-            kind="fill", order_id=maker, client_id=maker_cid, market=ev[_MARKET], side=1 - side, price=price,
-            qty=qty, remaining=maker_remaining, fee=ev[_MAKER_FEE], liquidity="maker", seq=ev[_SEQ],
-            cmd_seq=ev[_CMD_SEQ], ts=ev[_TS]))
-
-    def report(self, account: int, report: m.ExecutionReport) -> None:
-        group = self.by_account.get(account)
-        if group:
-            self.counters["reports"] += 1
+    def report(self, events: np.ndarray, fills: np.ndarray) -> None:
+        """Execution reports (fills to the taker's and the maker's sessions, cancels, amends to the
+        order's account), one REPORT_ROW_DTYPE row each, in event order."""
+        kinds = events["kind"]
+        is_report = (kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)
+        if not is_report.any():
+            return
+        ev = events[is_report]
+        kinds = ev["kind"]
+        is_fill = kinds == FILL
+        pos = np.arange(len(ev)) + np.cumsum(is_fill) - is_fill  # a fill takes two rows: taker, maker
+        rows = np.zeros(len(ev) + int(is_fill.sum()), m.REPORT_ROW_DTYPE)
+        to = np.empty(len(rows), np.int64)
+        for name in ("side", "market", "order_id", "client_id", "price", "qty", "remaining", "seq", "cmd_seq", "ts"):
+            rows[name][pos] = ev[name]
+        to[pos] = ev["account"]
+        rows["kind"][pos] = np.where(is_fill, 1, np.where(kinds == CANCELLED, 2, 3))
+        cancel = pos[kinds == CANCELLED]
+        rows["reason"][cancel] = ev["reason"][kinds == CANCELLED]
+        rows["code"][cancel] = ev["code"][kinds == CANCELLED]
+        if is_fill.any():
+            f = ev[is_fill]
+            taker = pos[is_fill]
+            maker = taker + 1
+            rows["client_id"][taker] = fills[:, 0]
+            rows["fee"][taker] = f["taker_fee"]
+            rows["liquidity"][taker] = 2
+            rows[maker] = rows[taker]
+            rows["order_id"][maker] = f["maker_order"]
+            rows["client_id"][maker] = fills[:, 1]
+            rows["side"][maker] = 1 - f["side"]
+            rows["remaining"][maker] = fills[:, 2]
+            rows["fee"][maker] = f["maker_fee"]
+            rows["liquidity"][maker] = 1
+            to[maker] = f["maker_account"]
+        one = to[0]
+        groups = ((int(one), rows),) if (to == one).all() else ((a, rows[to == a]) for a in np.unique(to).tolist())
+        for account, part in groups:
+            group = self.by_account.get(account)
+            if not group:
+                continue
+            self.counters["reports"] += len(part)
+            packed = None
             for s in group:
-                self.send(s, report)
+                if s.packed:
+                    packed = packed or m.ReportRows(rows=part.tobytes())
+                    self.send(s, packed)
+                else:
+                    for r in part.tolist():
+                        self.send(s, m.execution_report(r))
 
     def catch_up(self, consumer) -> None:
         """On the first attach (ring thread): rebuild the order table from the snapshot the matcher

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import zmq
 
-from engine.codes import ResultCode
 from engine.config import load
 from engine.journal import JournalReader
 from engine.process import read_heartbeats
@@ -366,3 +365,93 @@ def test_sync_client_and_heartbeats_in_status(engine):
         assert time.monotonic() < deadline, read_heartbeats(engine.cfg)["gateway"]
         time.sleep(0.05)
     assert read_heartbeats(engine.cfg)["gateway"]["state"] == "running"
+
+
+def order_rows(*specs: dict) -> np.ndarray:
+    rows = np.zeros(len(specs), m.COMMAND_ROW_DTYPE)
+    for row, spec in zip(rows, specs):
+        for name, value in spec.items():
+            row[name] = value
+    return rows
+
+
+def test_order_rows_place_fill_cancel_amend_as_packed_rows(engine):
+    async def scenario():
+        alice, erin = await connected(engine, "alice", "erin")  # (bob was revoked above)
+        asks = order_rows(dict(kind=Cmd.PLACE, side=1, market=1, price=100, qty=5, id=901),
+                          dict(kind=Cmd.PLACE, side=1, market=1, price=101, qty=5, id=902),
+                          dict(kind=Cmd.PLACE, side=1, market=1, price=102, qty=5, id=901))  # duplicate client id
+        acks = await alice.send_order_rows(asks)
+        assert [type(a) for a in acks] == [m.Ack, m.Ack, m.Reject] and acks[2].name == "DUPLICATE_CLIENT_ID"
+        assert all(a.durable_seq >= a.cmd_seq for a in acks[:2]) and [a.client_id for a in acks[:2]] == [901, 902]
+        # erin's buy takes 7: all of 901, 2 of 902 (prices near the module's first trade: no circuit
+        # breaker); both sides get packed fill reports
+        (take,) = await erin.send_order_rows(order_rows(dict(kind=Cmd.PLACE, side=0, market=1, price=101, qty=7, id=77)))
+        assert type(take) is m.Ack
+        deadline = time.monotonic() + 5
+        while alice.orders.get(acks[1].order_id, {}).get("filled") != 2:
+            assert time.monotonic() < deadline, alice.orders
+            await asyncio.sleep(0.02)
+        maker = alice.orders[acks[0].order_id]
+        assert maker["status"] == "closed" and maker["clientOrderId"] == "901" and maker["trades"][0]["takerOrMaker"] == "maker"
+        assert alice.orders[acks[1].order_id]["remaining"] == 3
+        taker = erin.orders[take.order_id]
+        assert taker["filled"] == 7 and taker["trades"][-1]["takerOrMaker"] == "taker" and taker["clientOrderId"] == "77"
+        # amend 902 by client id, then cancel it by order id; a mass cancel row answers with its count
+        amend, cancel = await alice.send_order_rows(order_rows(
+            dict(kind=Cmd.AMEND, flags=2, price=103, qty=2, id=902), dict(kind=Cmd.CANCEL, id=acks[1].order_id)))
+        assert type(amend) is m.Ack and type(cancel) is m.Ack and cancel.order_id == acks[1].order_id
+        assert (await alice.fetch_order(params={"clientOrderId": 902}))["status"] == "canceled"
+        await alice.create_order("BTC/USD", "limit", "sell", 1, 400, {"clientOrderId": 903})  # a struct request
+        (mass,) = await alice.send_order_rows(order_rows(dict(kind=Cmd.MASS_CANCEL)))
+        assert type(mass) is m.Ack and mass.count == 1 and await alice.fetch_open_orders() == []
+        for c in (alice, erin):
+            await c.close()
+
+    run(scenario())
+
+
+def test_a_bad_row_refuses_the_whole_message(engine):
+    async def scenario():
+        (carol,) = await connected(engine, "carol")
+        good = dict(kind=Cmd.PLACE, side=0, market=1, price=5, qty=1, id=950)
+        bad_cases = [
+            (order_rows(good, dict(good, kind=9, id=951)), "row 1: kind 9 is not"),
+            (order_rows(good, dict(good, side=2, id=951)), "row 1: side 2 is not 0 (buy) or 1 (sell)"),
+            (order_rows(dict(good, flags=2)), "row 0: flags 2 not allowed for kind 1"),
+            (order_rows(dict(kind=Cmd.CANCEL)), "row 0: a cancel or amend needs the order id"),
+        ]
+        for rows, reason in bad_cases:
+            rid = carol.next_rid()
+            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=rows.tobytes())))
+            err = await carol.expect_reply(rid)
+            assert type(err) is m.Error and err.name == "MALFORMED_MESSAGE" and reason in err.reason, err
+        rid = carol.next_rid()
+        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=b"x" * 49)))
+        err = await carol.expect_reply(rid)
+        assert err.name == "MALFORMED_MESSAGE" and "not a multiple of the 50-byte" in err.reason
+        assert await carol.fetch_open_orders() == []  # nothing of a refused message was placed
+        (ok,) = await carol.send_order_rows(order_rows(good))  # and the session serves on
+        assert type(ok) is m.Ack
+        await carol.cancel_all_orders()
+        await carol.close()
+
+    run(scenario())
+
+
+def test_order_rows_past_the_burst_are_rate_limited_row_by_row(engine):
+    async def scenario():
+        (dave,) = await connected(engine, "dave")
+        await asyncio.sleep(0.3)  # a full bucket
+        rows = order_rows(*[dict(kind=Cmd.PLACE, side=0, market=1, price=3, qty=1, id=2000 + i)
+                            for i in range(BURST + 100)])
+        replies = await dave.send_order_rows(rows)
+        limited = [r for r in replies if type(r) is m.Reject]
+        assert BURST - 5 <= len(replies) - len(limited) <= BURST + 20
+        assert limited and all(r.name == "RATE_LIMITED" for r in limited)
+        assert [r.client_id for r in limited] == list(range(2000 + len(replies) - len(limited), 2000 + len(replies)))
+        await asyncio.sleep(0.3)
+        await dave.cancel_all_orders()
+        await dave.close()
+
+    run(scenario())

@@ -1,0 +1,97 @@
+"""The gateway's order table (numpy, a batch of events at a time) against the matcher's own open
+orders: adversarial streams (tests/generators.py) with fills, partial fills sweeping several makers,
+STP decrements, amends, cancels and mass cancels, cut into ring-sized batches of every length."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from generators import ENGINE_KWARGS, StreamGenerator, run_stream
+
+from engine.matcher import Engine
+from engine.records import Ev, EvFlag
+from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OrderTable
+
+MAKER_DONE = int(EvFlag.MAKER_DONE)
+
+
+def keyed_events(events: np.ndarray, keyed: np.ndarray) -> np.ndarray:
+    """What the gateway's route hands its table (the events of accounts with keys)."""
+    kinds = events["kind"]
+    mine = np.isin(kinds, EVENT_ACCOUNTS_KINDS) & (np.isin(events["account"], keyed) |
+                                                 ((kinds == Ev.FILL) & np.isin(events["maker_account"], keyed)))
+    return events[mine]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_order_table_follows_the_matcher(seed):
+    engine = Engine(**ENGINE_KWARGS)
+    gen = StreamGenerator(seed)
+    keyed = np.array(gen.accounts[:3], np.int64)
+    table = OrderTable(capacity=16)  # small: grows and compacts on the way
+    rng = random.Random(seed)
+    fills_seen = swept = 0
+    before: dict[int, int] = {}  # keyed order id -> remaining, from the matcher's last export
+    for _, events in run_stream(engine, gen, 4000, chunk=rng.randint(1, 300)):
+        ev = keyed_events(events, keyed)
+        fills = table.apply(ev)
+        f = ev[ev["kind"] == Ev.FILL]
+        assert fills.shape == (len(f), 3)
+        fills_seen += len(f)
+        swept += len(f) - len(np.unique(f["order_id"]))  # a taker filled by several makers in one batch
+        # each fill's maker remaining is the maker's open size right after it, followed here one
+        # event at a time from the matcher's last export (amends and cancels in the batch included)
+        left = dict(before)
+        fill_rows = iter(fills.tolist())
+        keyed_set = set(keyed.tolist())
+        for kind, account, order, maker, qty, remaining, flags in ev[
+                ["kind", "account", "order_id", "maker_order", "qty", "remaining", "flags"]].tolist():
+            if kind == Ev.FILL:
+                _, _, maker_left = next(fill_rows)
+                if maker in left:
+                    left[maker] = 0 if flags & MAKER_DONE else left[maker] - qty
+                    assert maker_left == left[maker]
+            if account in keyed_set and (kind in (Ev.FILL, Ev.CANCELLED, Ev.AMENDED) or kind == Ev.ACCEPTED
+                                         and order > 0):
+                left[order] = remaining
+        state = engine.export_state()["orders"]
+        ours = state[np.isin(state["account"], keyed)]
+        before = dict(zip(ours["order_id"].tolist(), ours["remaining"].tolist()))
+        live = table.rows[:table.n]
+        open_ = live[live["status"] == OPEN]
+        assert open_["order_id"].tolist() == np.sort(ours["order_id"]).tolist()
+        mine = ours[np.argsort(ours["order_id"])]
+        for name in ("account", "client_id", "price", "remaining", "filled", "market", "side"):
+            assert open_[name].tolist() == mine[name].tolist(), name
+    assert fills_seen > 100 and swept > 0  # the stream exercised fills and multi-round batches
+    # queries: by order id and by client id (open), and closed orders stay findable
+    account = int(keyed[0])
+    live = table.rows[:table.n]
+    for r in live[(live["account"] == account)][-20:]:
+        by_id = table.find(account, int(r["order_id"]), 0)
+        assert by_id is not None and by_id.order_id == r["order_id"]
+        assert table.find(account + 1, int(r["order_id"]), 0) is None  # another account's order is not found
+    assert [o.order_id for o in table.open_orders(account, 0)] == \
+        live[(live["account"] == account) & (live["status"] == OPEN)]["order_id"].tolist()
+
+
+def test_compaction_keeps_each_accounts_newest_closed_orders():
+    table = OrderTable(capacity=8)
+    n = 3 * CLOSED_KEPT
+    rows = np.zeros(n, table.rows.dtype)
+    rows["order_id"] = np.arange(1, n + 1)
+    rows["account"] = np.where(np.arange(n) % 3 == 0, 5, 6)
+    rows["client_id"] = rows["order_id"]
+    rows["status"] = np.where(np.arange(n) % 7 == 0, OPEN, 2)
+    rows["closed_seq"] = np.where(rows["status"] == OPEN, 0, 10 * n - rows["order_id"])  # older ids closed later
+    table.insert(rows)
+    table.compact()
+    live = table.rows[:table.n]
+    assert (live["status"] == OPEN).sum() == (rows["status"] == OPEN).sum()  # every open order stays
+    for account in (5, 6):
+        closed = rows[(rows["account"] == account) & (rows["status"] != OPEN)]
+        kept = live[(live["account"] == account) & (live["status"] != OPEN)]
+        newest = np.sort(closed["closed_seq"])[-CLOSED_KEPT:]
+        assert sorted(kept["closed_seq"].tolist()) == newest.tolist()
+    assert (np.diff(live["order_id"]) > 0).all()  # still sorted for the lookups
