@@ -594,8 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     Stop.install()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a process is
     stage = make_stage(cfg, args.role)
-    profile_dir = os.environ.get("XOS_PROFILE_DIR")  # development: cProfile each process's loop
-    if profile_dir:
+    # development: XOS_PROFILE_DIR=DIR writes a CPU profile of each process's loop (DIR/ROLE.prof),
+    # or only of the roles XOS_PROFILE_ROLES lists (comma-separated): profiling costs every process
+    profile_dir = os.environ.get("XOS_PROFILE_DIR")
+    profiled = os.environ.get("XOS_PROFILE_ROLES", ",".join(ROLES)).split(",")
+    if profile_dir and args.role in profiled:
         import cProfile
 
         # CPU time, not wall time: a worker's wall time is mostly waiting on the ring
