@@ -59,6 +59,7 @@ class ResultCode(enum.IntEnum):
     BALANCE_OVERFLOW = 204
     MARKET_HALTED = 205
     ORACLE_STALE = 206
+    REDUCE_ONLY_WOULD_INCREASE = 207
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -161,6 +162,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.UNKNOWN_VENUE: "no such venue",
     ResultCode.INVALID_FLAGS: "flags not valid for this command",
     ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
+    ResultCode.REDUCE_ONLY_WOULD_INCREASE: "a reduce-only order must be smaller than the position and on its closing side",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",

@@ -143,6 +143,15 @@ cdef struct Oracle:            # a venue's oracle for one market (OracleConfig, 
     bint stale
 
 
+cdef struct Position:          # an account's position in one perpetual market (views.PositionView)
+    int64_t account
+    uint32_t market
+    int64_t size             # signed, base units
+    int64_t entry_value      # quote, of the open size (>= 0)
+    int64_t margin           # quote held for it
+    int64_t realised         # quote realised into free so far (signed)
+
+
 cdef struct Expiry:
     int64_t expire_at
     int64_t order_id
@@ -214,6 +223,10 @@ cdef class Matcher:
     cdef int64_t n_oracles
     cdef int64_t cap_oracles
     cdef int64_t next_stale_at       # earliest moment a fresh oracle goes stale (INT64_MAX when none)
+    cdef xos_hmap position_index     # (account, market) -> index in position_rows
+    cdef Position *position_rows     # in order of each position's first fill
+    cdef int64_t n_positions
+    cdef int64_t cap_positions
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -263,6 +276,9 @@ cdef class Matcher:
     cdef void retire(self, int32_t slot) noexcept nogil
     cdef void cancel_order(self, int32_t slot, bint in_level, uint8_t reason, uint16_t code, int64_t qty) noexcept nogil
     cdef void fill(self, Market *m, int32_t t, int32_t k, int64_t q) noexcept nogil
+    cdef Position *position_of(self, int64_t account, uint32_t market) noexcept nogil
+    cdef int64_t perp_fill(self, Market *m, Order *o, int64_t q, int64_t price, int64_t fee, int64_t *pnl) noexcept nogil
+    cdef void emit_position(self, Market *m, Order *o, Position *p, int64_t price, int64_t pnl) noexcept nogil
     cdef bint fok_fillable(self, Market *m, Order *T) noexcept nogil
     cdef bint match(self, Market *m, int32_t t) noexcept nogil
     cdef void take_and_rest(self, Market *m, int32_t t) noexcept nogil
@@ -275,6 +291,7 @@ cdef class Matcher:
     cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil
     cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
     cdef void cmd_place(self, const xos_command *c) noexcept nogil
+    cdef bint reduces(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil
     cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil
@@ -329,3 +346,4 @@ cdef class Matcher:
     cdef object view_order(self, int32_t slot)
     cdef object view_venue(self, int32_t i)
     cdef object view_oracle(self, int64_t i)
+    cdef object view_position(self, Position *p)

@@ -19,12 +19,13 @@ cimport numpy as cnp
 from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
-from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_outside_band
+from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band
 from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import AssetView, MarketView, OracleView, OrderView, VenueFeesView, VenueParamsView, VenueView
+from .views import (AssetView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
+                    VenueView)
 
 cnp.import_array()
 
@@ -157,7 +158,7 @@ cdef class Matcher:
         self.offers = <uint64_t *>calloc(<size_t>(max_venues * self.offer_words), sizeof(uint64_t))
         if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
                 or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
-                or xos_hmap_init(&self.oracle_index, 64)):
+                or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -209,6 +210,8 @@ cdef class Matcher:
         free(self.volume_rows)
         xos_hmap_free(&self.oracle_index)
         free(self.oracle_rows)
+        xos_hmap_free(&self.position_index)
+        free(self.position_rows)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -358,10 +361,10 @@ cdef class Matcher:
     # --------------------------------------------------------------- holds
 
     cdef inline void release_hold(self, Order *o, int64_t qty) noexcept nogil:
-        """Return the hold of ``qty`` of the order to free."""
+        """Return the hold of ``qty`` of the order to free (buys and perpetual orders hold quote)."""
         cdef int64_t amount
         cdef Balance *b
-        if o.side == BID:
+        if o.side == BID or self.market_table[o.market].kind == XOS_MARKET_PERPETUAL:
             amount = (qty // self.market_table[o.market].lot_size) * o.hold_per_lot
             b = &self.bals[o.bal_quote]
         else:
@@ -531,24 +534,29 @@ cdef class Matcher:
         cdef Order *buyer
         cdef Order *seller
         cdef int64_t buyer_fee, seller_fee, released
-        if T.side == BID:
-            buyer = T
-            seller = K
-            buyer_fee = taker_fee
-            seller_fee = maker_fee
+        cdef int64_t taker_pos = NONE, maker_pos = NONE, taker_pnl = 0, maker_pnl = 0
+        if m.kind == XOS_MARKET_PERPETUAL:
+            taker_pos = self.perp_fill(m, T, q, price, taker_fee, &taker_pnl)
+            maker_pos = self.perp_fill(m, K, q, price, maker_fee, &maker_pnl)
         else:
-            buyer = K
-            seller = T
-            buyer_fee = maker_fee
-            seller_fee = taker_fee
-        # buyer: its hold for these lots pays notional + fee, the rest goes back to free
-        released = lots * buyer.hold_per_lot
-        self.bals[buyer.bal_quote].held -= released
-        self.bals[buyer.bal_quote].free += released - notional - buyer_fee
-        self.bals[buyer.bal_base].free += q
-        # seller: the held base leaves, the proceeds less its fee arrive
-        self.bals[seller.bal_base].held -= q
-        self.bals[seller.bal_quote].free += notional - seller_fee
+            if T.side == BID:
+                buyer = T
+                seller = K
+                buyer_fee = taker_fee
+                seller_fee = maker_fee
+            else:
+                buyer = K
+                seller = T
+                buyer_fee = maker_fee
+                seller_fee = taker_fee
+            # buyer: its hold for these lots pays notional + fee, the rest goes back to free
+            released = lots * buyer.hold_per_lot
+            self.bals[buyer.bal_quote].held -= released
+            self.bals[buyer.bal_quote].free += released - notional - buyer_fee
+            self.bals[buyer.bal_base].free += q
+            # seller: the held base leaves, the proceeds less its fee arrive
+            self.bals[seller.bal_base].held -= q
+            self.bals[seller.bal_quote].free += notional - seller_fee
         if T.venue == 0 and K.venue == 0:  # the protocol venue's fees: the protocol's pool
             self.fee_pool[m.quote] += taker_fee + maker_fee
         else:  # the taker's venue funds the rebate; the maker's venue keeps a positive maker fee
@@ -583,10 +591,89 @@ cdef class Matcher:
         e.taker_fee = taker_fee
         if K.remaining == 0:
             e.flags |= XOS_EF_MAKER_DONE
-            self.unlink(m, k)
-            self.retire(k)
         if T.remaining == 0:
             e.flags |= XOS_EF_TAKER_DONE
+        if taker_pos != NONE:  # after the Fill, before the maker's slot can be retired
+            self.emit_position(m, T, &self.position_rows[taker_pos], price, taker_pnl)
+            self.emit_position(m, K, &self.position_rows[maker_pos], price, maker_pnl)
+        if K.remaining == 0:
+            self.unlink(m, k)
+            self.retire(k)
+
+    cdef Position *position_of(self, int64_t account, uint32_t market) noexcept nogil:
+        """The account's position in the market, created flat on its first fill there."""
+        cdef int64_t i = xos_hmap_get(&self.position_index, account, market)
+        cdef Position *p
+        if i >= 0:
+            return &self.position_rows[i]
+        if self.n_positions == self.cap_positions:
+            self.position_rows = <Position *>grow(self.position_rows, &self.cap_positions, self.n_positions + 1,
+                                                  sizeof(Position), b"positions")
+        if xos_hmap_put(&self.position_index, account, market, self.n_positions):
+            die(b"position index")
+        p = &self.position_rows[self.n_positions]
+        self.n_positions += 1
+        memset(p, 0, sizeof(Position))
+        p.account = account
+        p.market = market
+        return p
+
+    cdef int64_t perp_fill(self, Market *m, Order *o, int64_t q, int64_t price, int64_t fee,
+                           int64_t *pnl) noexcept nogil:
+        """One side of a perpetual fill (ARCHITECTURE, "Perpetual markets"; reference ``_perp_fill``):
+        the order's hold for these lots is released and pays the fee; the closed part of the position
+        gives back its share of entry value and margin and realises its PnL into free; the opened part
+        takes min(its notional, what the hold left after the fee) as margin. Returns the position's row."""
+        cdef Position *p = self.position_of(o.account, o.market)
+        cdef Balance *b = &self.bals[o.bal_quote]
+        cdef int64_t lot = m.lot_size
+        cdef int64_t released = (q // lot) * o.hold_per_lot
+        cdef int64_t left = released - fee
+        cdef int64_t delta = q if o.side == BID else -q
+        cdef int64_t open_size = p.size if p.size >= 0 else -p.size
+        cdef int64_t closed = 0, closed_entry, closed_margin, exit_value, opened, add
+        b.held -= released
+        b.free += left
+        pnl[0] = 0
+        if (p.size < 0 and delta > 0) or (p.size > 0 and delta < 0):
+            closed = q if q < open_size else open_size
+            closed_entry = xos_mul_div(p.entry_value, closed, open_size)
+            closed_margin = xos_mul_div(p.margin, closed, open_size)
+            exit_value = price * (closed // lot)
+            pnl[0] = exit_value - closed_entry if p.size > 0 else closed_entry - exit_value
+            p.entry_value -= closed_entry
+            p.margin -= closed_margin
+            b.held -= closed_margin
+            b.free += closed_margin + pnl[0]
+        opened = q - closed
+        if opened:
+            add = price * (opened // lot)
+            p.entry_value += add
+            if add > left:
+                add = left if left > 0 else 0
+            p.margin += add
+            b.free -= add
+            b.held += add
+        p.size += delta
+        p.realised += pnl[0]
+        return p - self.position_rows
+
+    cdef void emit_position(self, Market *m, Order *o, Position *p, int64_t price, int64_t pnl) noexcept nogil:
+        cdef Balance *b = &self.bals[o.bal_quote]
+        cdef xos_event *e = self.emit(XOS_EV_POSITION)
+        e.side = o.side
+        e.market = o.market
+        e.venue = o.venue
+        e.order_id = o.id
+        e.account = o.account
+        e.client_id = p.margin
+        e.price = price
+        e.qty = p.size
+        e.remaining = p.entry_value
+        e.maker_order = b.free
+        e.maker_account = b.held
+        e.maker_fee = pnl
+        e.taker_fee = p.realised
 
     cdef bint fok_fillable(self, Market *m, Order *T) noexcept nogil:
         cdef BookSide *bs = &m.sides[1 - T.side]
@@ -838,8 +925,9 @@ cdef class Matcher:
             code = XOS_INVALID_TIF
         elif c.stp > XOS_STP_DECREMENT_BOTH:
             code = XOS_INVALID_STP
-        elif (c.flags & ~XOS_CF_POST_ONLY) or ((c.flags & XOS_CF_POST_ONLY) and
-                                                (c.ord_type != XOS_ORD_LIMIT or c.tif != XOS_TIF_GTC)):
+        elif ((c.flags & ~(XOS_CF_POST_ONLY | XOS_CF_REDUCE_ONLY))
+              or ((c.flags & XOS_CF_POST_ONLY) and (c.ord_type != XOS_ORD_LIMIT or c.tif != XOS_TIF_GTC))
+              or ((c.flags & XOS_CF_REDUCE_ONLY) and c.tif == XOS_TIF_GTC)):
             code = XOS_INVALID_FLAGS
         elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
             code = XOS_UNKNOWN_MARKET
@@ -847,8 +935,12 @@ cdef class Matcher:
             self.reject(c, code)
             return
         m = &self.market_table[c.market]
-        if m.kind != XOS_MARKET_SPOT:
+        cdef bint perp = m.kind == XOS_MARKET_PERPETUAL
+        cdef bint reduce_only = (c.flags & XOS_CF_REDUCE_ONLY) != 0
+        if m.kind != XOS_MARKET_SPOT and not perp:
             code = XOS_MARKET_KIND_NOT_TRADABLE
+        elif reduce_only and not perp:
+            code = XOS_INVALID_FLAGS
         elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
             code = XOS_UNKNOWN_VENUE
         elif not self.offered(c.venue, c.market):
@@ -887,14 +979,16 @@ cdef class Matcher:
                 code = XOS_DUPLICATE_CLIENT_ID
             elif m.halted:
                 code = XOS_MARKET_HALTED
-            # every order takes on risk here; issue 9's reduce-only orders will be let through this check
-            elif m.stale_oracles and self.oracle_stale(c.venue, c.market):
+            elif reduce_only and not self.reduces(c):
+                code = XOS_REDUCE_ONLY_WOULD_INCREASE
+            # a reduce-only order takes on no risk: it goes on while the oracle is stale
+            elif not reduce_only and m.stale_oracles and self.oracle_stale(c.venue, c.market):
                 code = XOS_ORACLE_STALE
             elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
                 code = XOS_PRICE_OUTSIDE_BAND
-            elif c.side == BID and hold > self.free_of(acct_idx, m.quote):
+            elif (c.side == BID or perp) and hold > self.free_of(acct_idx, m.quote):
                 code = XOS_INSUFFICIENT_BALANCE
-            elif c.side == ASK and c.qty > self.free_of(acct_idx, m.base):
+            elif c.side == ASK and not perp and c.qty > self.free_of(acct_idx, m.base):
                 code = XOS_INSUFFICIENT_BALANCE
             elif self.n_open >= self.max_orders:
                 code = XOS_ORDER_CAPACITY
@@ -929,8 +1023,8 @@ cdef class Matcher:
         o.post_only = (c.flags & XOS_CF_POST_ONLY) != 0
         o.tif = c.tif
         o.registered = False
-        cdef Balance *b = &self.bals[o.bal_quote if c.side == BID else o.bal_base]
-        cdef int64_t amount = hold if c.side == BID else c.qty
+        cdef Balance *b = &self.bals[o.bal_quote if c.side == BID or perp else o.bal_base]
+        cdef int64_t amount = hold if c.side == BID or perp else c.qty
         b.free -= amount
         b.held += amount
         cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
@@ -940,6 +1034,15 @@ cdef class Matcher:
             e.maker_fee = o.maker_bps
             e.taker_fee = o.taker_bps
         self.take_and_rest(m, t)
+
+    cdef bint reduces(self, const xos_command *c) noexcept nogil:
+        """A reduce-only order is on the position's closing side and no larger than it (it is IOC or
+        FOK, so only its own fills move the position while it lives: it can never flip it)."""
+        cdef int64_t i = xos_hmap_get(&self.position_index, c.account, c.market)
+        cdef int64_t size = self.position_rows[i].size if i >= 0 else 0
+        if c.side == BID:
+            return size < 0 and c.qty <= -size
+        return size > 0 and c.qty <= size
 
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil:
         cdef int32_t slot = NONE
@@ -988,7 +1091,7 @@ cdef class Matcher:
                   and xos_outside_band(price, m.last_price, m.band_bps)):
                 code = XOS_PRICE_OUTSIDE_BAND
             else:
-                if o.side == BID:
+                if o.side == BID or m.kind == XOS_MARKET_PERPETUAL:
                     old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
                     extra = new_hold - old_hold
                     if extra > self.bals[o.bal_quote].free:
@@ -1001,7 +1104,7 @@ cdef class Matcher:
             self.reject(c, code)
             return
 
-        cdef Balance *b = &self.bals[o.bal_quote if o.side == BID else o.bal_base]
+        cdef Balance *b = &self.bals[o.bal_quote if o.side == BID or m.kind == XOS_MARKET_PERPETUAL else o.bal_base]
         b.free -= extra
         b.held += extra
         cdef bint keeps_priority = price == o.price and c.qty <= o.remaining
@@ -2000,6 +2103,11 @@ cdef class Matcher:
                  "balances": balances, "orders": orders}
         state.update(self.export_venues())
         state["oracles"] = np.array(self.oracles(), dtype=ORACLE_STATE).reshape(-1)
+        positions = np.zeros(self.n_positions, POSITION_STATE)
+        for i in range(self.n_positions):
+            p = self.position_rows[i]
+            positions[i] = (p.account, p.market, 0, p.size, p.entry_value, p.margin, p.realised)
+        state["positions"] = positions
         return state
 
     def export_venues(self):
@@ -2267,6 +2375,7 @@ cdef class Matcher:
                 raise ValueError(f"region tag {row['b']} of account index {row['a']} is out of range")
             self.accts[row["a"]].region = row["b"]
         self.import_oracles(state.get("oracles", ()))  # version 3 states have none
+        self.import_positions(state.get("positions", ()))  # nor versions 3 and 4
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -2298,7 +2407,33 @@ cdef class Matcher:
             elif stale_deadline(o) < self.next_stale_at:
                 self.next_stale_at = stale_deadline(o)
 
+    def import_positions(self, rows):
+        """Load exported position rows (their margins are already in the balances' held amounts)."""
+        cdef Position *p
+        for row in rows:
+            if not (1 <= row["market"] <= self.max_markets
+                    and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL
+                    and self.market_table[<int32_t>row["market"]].exists):
+                raise ValueError(f"position of account {row['account']} in market {row['market']}: "
+                                 "no such perpetual market")
+            if xos_hmap_get(&self.position_index, row["account"], row["market"]) >= 0:
+                raise ValueError(f"position of account {row['account']} in market {row['market']} listed twice")
+            p = self.position_of(row["account"], row["market"])
+            p.size, p.entry_value, p.margin, p.realised = row["size"], row["entry_value"], row["margin"], row["realised"]
+
     # ------------------------------------------------------------- queries
+
+    cdef object view_position(self, Position *p):
+        return PositionView(p.account, p.market, p.size, p.entry_value, p.margin, p.realised)
+
+    def positions(self):
+        """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""
+        return sorted(self.view_position(&self.position_rows[i]) for i in range(self.n_positions))
+
+    def position(self, int64_t account, int market):
+        """The account's position in the market, or None if it never traded there."""
+        cdef int64_t i = xos_hmap_get(&self.position_index, account, market)
+        return self.view_position(&self.position_rows[i]) if i >= 0 else None
 
     cdef object view_oracle(self, int64_t i):
         cdef Oracle *o = &self.oracle_rows[i]
@@ -2519,8 +2654,10 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 4  # 3: venues, 4: oracles
-READABLE_STATE_VERSIONS = (3, 4)  # a version 3 state is one without oracles
+STATE_VERSION = 5  # 3: venues, 4: oracles, 5: perpetual positions
+READABLE_STATE_VERSIONS = (3, 4, 5)  # a version 3 state is one without oracles, 3 and 4 without positions
+POSITION_STATE = np.dtype([("account", "<i8"), ("market", "<u4"), ("pad", "<u4"), ("size", "<i8"),
+                           ("entry_value", "<i8"), ("margin", "<i8"), ("realised", "<i8")])
 ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),
                          ("timeout", "<i8"), ("price", "<i8"), ("source_ts", "<i8"), ("sources", "<i8"),
                          ("updated_at", "<i8"), ("stale", "u1")])
@@ -2585,7 +2722,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes", "oracles", "oracle",
+    "volumes", "oracles", "oracle", "positions", "position",
 )
 
 

@@ -110,6 +110,8 @@ class Ev(enum.IntEnum):
     ORACLE = 16  # an accepted OraclePrice, echoed (flags = the command kind)
     ORACLE_STATUS = 17  # a venue's market oracle went stale (qty 1) or fresh (qty 0)
     ORACLE_CONFIG = 18  # an accepted OracleConfig, echoed
+    # 20-31: the unified account (issue 9)
+    POSITION = 20  # a perpetual fill moved an account's position (fields: ARCHITECTURE, Perpetual markets)
 
 
 class Side(enum.IntEnum):
@@ -145,6 +147,7 @@ class CmdFlag(enum.IntFlag):
     POST_ONLY = 1
     BY_CLIENT_ID = 2
     ALL_MARKETS = 4
+    REDUCE_ONLY = 8  # perpetual IOC/FOK orders: only shrink the account's position
 
 
 class EvFlag(enum.IntFlag):

@@ -129,7 +129,8 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import AssetView, MarketView, OracleView, OrderView, VenueFeesView, VenueParamsView, VenueView
+from .views import (AssetView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
+                    VenueView)
 
 MAX_MONEY = 1 << 62
 INT64_MAX = (1 << 63) - 1
@@ -144,6 +145,7 @@ _STP_CT, _STP_CM, _STP_CB, _STP_DB = (int(Stp.CANCEL_TAKER), int(Stp.CANCEL_MAKE
 _F_POST_ONLY = int(CmdFlag.POST_ONLY)
 _F_BY_CLIENT_ID = int(CmdFlag.BY_CLIENT_ID)
 _F_ALL_MARKETS = int(CmdFlag.ALL_MARKETS)
+_F_REDUCE_ONLY = int(CmdFlag.REDUCE_ONLY)
 _EV_ACCEPTED, _EV_REJECTED, _EV_FILL, _EV_CANCELLED, _EV_AMENDED, _EV_BOOK_LEVEL, _EV_BALANCE = (
     int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED),
     int(Ev.BOOK_LEVEL), int(Ev.BALANCE))
@@ -152,7 +154,8 @@ _MAKER_DONE, _TAKER_DONE, _PRIORITY_LOST = (int(EvFlag.MAKER_DONE), int(EvFlag.T
 _R_USER, _R_IOC, _R_FOK, _R_STP, _R_POST_ONLY, _R_EXPIRED, _R_MASS = (
     int(CancelReason.USER), int(CancelReason.IOC), int(CancelReason.FOK), int(CancelReason.STP),
     int(CancelReason.POST_ONLY), int(CancelReason.EXPIRED), int(CancelReason.MASS))
-_SPOT = int(MarketKind.SPOT)
+_SPOT, _PERP = int(MarketKind.SPOT), int(MarketKind.PERPETUAL)
+_EV_POSITION = int(Ev.POSITION)
 _LIVE, _HALTED, _WINDING_DOWN, _RETIRED = (int(VenueStatus.LIVE), int(VenueStatus.HALTED),
                                           int(VenueStatus.WINDING_DOWN), int(VenueStatus.RETIRED))
 _ALLOW_LIST = int(VenueAccess.ALLOW_LIST)
@@ -292,6 +295,7 @@ class ReferenceEngine(CommandAPI):
         self._venue_fees: dict[tuple[int, int], int] = {}  # (venue, asset) -> collected, not swept
         self._volumes: dict[tuple[int, int], list[int]] = {}  # (account, venue) -> [epoch, current, previous]
         self._oracles: dict[tuple[int, int], _Oracle] = {}  # (venue, market), in configuration order
+        self._positions: dict[tuple[int, int], list[int]] = {}  # (account, market) -> [size, entry, margin, realised]
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -409,14 +413,15 @@ class ReferenceEngine(CommandAPI):
 
     # ------------------------------------------------------------------ helpers
     def _hold_of(self, o: _Order, qty: int, m: _Market) -> int:
-        """The hold for `qty` of order o (buy: lots x (price + fpl) in quote; sell: qty in base)."""
-        if o.side == _BUY:
+        """The hold for `qty` of order o (buy, or any perpetual order: lots x (price + fpl) in quote;
+        spot sell: qty in base)."""
+        if o.side == _BUY or m.kind == _PERP:
             return (qty // m.lot) * (o.price + o.fpl)
         return qty
 
     def _release(self, o: _Order, qty: int, m: _Market) -> None:
         amount = self._hold_of(o, qty, m)
-        b = self._bal[o.account][m.quote if o.side == _BUY else m.base]
+        b = self._bal[o.account][m.quote if o.side == _BUY or m.kind == _PERP else m.base]
         b[1] -= amount
         b[0] += amount
 
@@ -596,21 +601,11 @@ class ReferenceEngine(CommandAPI):
             else:
                 buyer, seller, buyer_fee, seller_fee = maker, o, maker_fee, taker_fee
             quote, base = m.quote, m.base
-            bb = bal[buyer.account]
-            release = lots * (buyer.price + buyer.fpl)
-            bq = bb[quote]
-            bq[1] -= release
-            bq[0] += release - notional - buyer_fee
-            bbase = bb.get(base)
-            if bbase is None:
-                bbase = bb[base] = [0, 0]
-            bbase[0] += q
-            sb = bal[seller.account]
-            sb[base][1] -= q
-            squote = sb.get(quote)
-            if squote is None:
-                squote = sb[quote] = [0, 0]
-            squote[0] += notional - seller_fee
+            if m.kind == _PERP:
+                moves = (self._perp_fill(o, m, q, price, taker_fee), self._perp_fill(maker, m, q, price, maker_fee))
+            else:
+                moves = ()
+                self._spot_fill(bal, m, q, lots, notional, buyer, seller, buyer_fee, seller_fee)
             self._collect(o.venue, quote, taker_fee + min(maker_fee, 0))
             self._collect(maker.venue, quote, max(maker_fee, 0))
             for side in (o, maker):
@@ -621,8 +616,68 @@ class ReferenceEngine(CommandAPI):
             self._ev(_EV_FILL, 0, o.side, 0, flags, m.market_id, o.venue, o.order_id, o.account,
                      maker.venue, price, q, o.remaining, maker.order_id, maker.account, maker_fee,
                      taker_fee)
+            for order, pos, pnl in moves:
+                b = bal[order.account][quote]
+                self._ev(_EV_POSITION, 0, order.side, 0, 0, m.market_id, order.venue, order.order_id, order.account,
+                         pos[2], price, pos[0], pos[1], b[0], b[1], pnl, pos[3])
             if maker.remaining == 0:
                 self._unrest(maker, m)  # subtracts its remaining (now 0) from the level
+
+    @staticmethod
+    def _spot_fill(bal, m: _Market, q, lots, notional, buyer: _Order, seller: _Order, buyer_fee, seller_fee) -> None:
+        """The buyer's hold pays notional + its fee and it gets the base; the seller's held base leaves
+        and the proceeds less its fee arrive."""
+        quote, base = m.quote, m.base
+        bb = bal[buyer.account]
+        release = lots * (buyer.price + buyer.fpl)
+        bq = bb[quote]
+        bq[1] -= release
+        bq[0] += release - notional - buyer_fee
+        bbase = bb.get(base)
+        if bbase is None:
+            bbase = bb[base] = [0, 0]
+        bbase[0] += q
+        sb = bal[seller.account]
+        sb[base][1] -= q
+        squote = sb.get(quote)
+        if squote is None:
+            squote = sb[quote] = [0, 0]
+        squote[0] += notional - seller_fee
+
+    def _perp_fill(self, o: _Order, m: _Market, q: int, price: int, fee: int) -> tuple:
+        """One side of a perpetual fill of q at price (ARCHITECTURE, "Perpetual markets"): the order's
+        hold for these lots is released and pays the fee; the closed part of the position gives back its
+        share of entry value and margin and realises its PnL into free; the opened part takes
+        min(its notional, what the hold left after the fee) as margin. Returns (o, position, pnl)."""
+        lot = m.lot
+        b = self._bal[o.account][m.quote]
+        pos = self._positions.setdefault((o.account, m.market_id), [0, 0, 0, 0])
+        size, entry, margin = pos[0], pos[1], pos[2]
+        released = (q // lot) * (o.price + o.fpl)
+        b[1] -= released
+        b[0] += released - fee
+        left = released - fee
+        delta = q if o.side == _BUY else -q
+        pnl = 0
+        closed = min(q, abs(size)) if size * delta < 0 else 0
+        if closed:
+            closed_entry = entry * closed // abs(size)
+            closed_margin = margin * closed // abs(size)
+            exit_value = price * (closed // lot)
+            pnl = exit_value - closed_entry if size > 0 else closed_entry - exit_value
+            entry -= closed_entry
+            margin -= closed_margin
+            b[1] -= closed_margin
+            b[0] += closed_margin + pnl
+        opened = q - closed
+        if opened:
+            add = min(price * (opened // lot), max(left, 0))
+            entry += price * (opened // lot)
+            margin += add
+            b[0] -= add
+            b[1] += add
+        pos[0], pos[1], pos[2], pos[3] = size + delta, entry, margin, pos[3] + pnl
+        return o, pos, pnl
 
     # ------------------------------------------------------------------ commands
     def _place(self, row) -> int:
@@ -636,13 +691,16 @@ class ReferenceEngine(CommandAPI):
             return int(RC.INVALID_TIF)
         if not 0 <= stp <= 3:
             return int(RC.INVALID_STP)
-        if flags & ~_F_POST_ONLY or (flags & _F_POST_ONLY and not (ord_type == _LIMIT and tif == _GTC)):
+        if (flags & ~(_F_POST_ONLY | _F_REDUCE_ONLY) or (flags & _F_POST_ONLY and not (ord_type == _LIMIT and tif == _GTC))
+                or (flags & _F_REDUCE_ONLY and tif == _GTC)):
             return int(RC.INVALID_FLAGS)
         m = self._markets.get(market)
         if m is None:
             return int(RC.UNKNOWN_MARKET)
-        if m.kind != _SPOT:
+        if m.kind != _SPOT and m.kind != _PERP:
             return int(RC.MARKET_KIND_NOT_TRADABLE)
+        if flags & _F_REDUCE_ONLY and m.kind != _PERP:
+            return int(RC.INVALID_FLAGS)
         v = self._venues.get(venue)
         if v is None:
             return int(RC.UNKNOWN_VENUE)
@@ -686,11 +744,16 @@ class ReferenceEngine(CommandAPI):
             return int(RC.DUPLICATE_CLIENT_ID)
         if m.halted:
             return int(RC.MARKET_HALTED)
-        if self._oracle_stale(venue, market):  # issue 9: reduce-only orders will pass
+        reduce_only = flags & _F_REDUCE_ONLY
+        if reduce_only:
+            size = self._positions.get((account, market), (0,))[0]
+            if not (size < 0 if side == _BUY else size > 0) or qty > abs(size):
+                return int(RC.REDUCE_ONLY_WOULD_INCREASE)
+        if not reduce_only and self._oracle_stale(venue, market):  # a reduce-only order takes on no risk
             return int(RC.ORACLE_STALE)
         if m.band_bps > 0 and m.last > 0 and abs(price - m.last) * 10000 > m.band_bps * m.last:
             return int(RC.PRICE_OUTSIDE_BAND)
-        if side == _SELL:
+        if side == _SELL and m.kind == _SPOT:
             hold = qty
             asset = m.base
         else:
@@ -774,7 +837,7 @@ class ReferenceEngine(CommandAPI):
                 and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
             return int(RC.PRICE_OUTSIDE_BAND)
         old_hold = self._hold_of(o, o.remaining, m)
-        if o.side == _SELL:
+        if o.side == _SELL and m.kind == _SPOT:
             new_hold = qty
             b = self._bal[account][m.base]
         else:
@@ -1017,6 +1080,14 @@ class ReferenceEngine(CommandAPI):
             o.stale = False
             self._oracle_status(o)
         return 0
+
+    def positions(self) -> list[PositionView]:
+        """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""
+        return [PositionView(a, mk, *pos) for (a, mk), pos in sorted(self._positions.items())]
+
+    def position(self, account: int, market: int) -> PositionView | None:
+        pos = self._positions.get((account, market))
+        return None if pos is None else PositionView(account, market, *pos)
 
     def oracles(self) -> list[OracleView]:
         return [o.view() for o in self._oracles.values()]

@@ -50,8 +50,9 @@ NAME_RE = re.compile(r"^snapshot-(\d{20})\.xsnap$")
 LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
               "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes",
-              "oracles")
-V3_STATE_KEYS = STATE_KEYS[:-1]  # before oracles (state version 3): still read
+              "oracles", "positions")
+# older state versions still read: 3 before oracles, 4 before perpetual positions
+STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-2], 4: STATE_KEYS[:-1]}
 
 assert HEADER_SIZE == 64
 
@@ -196,7 +197,7 @@ def read_snapshot(path, state_version: int | None = None) -> tuple[SnapshotHeade
         state = unpack_arrays(raw)
     except (ValueError, struct.error, UnicodeDecodeError) as exc:
         raise SnapshotError(f"bad payload: {exc}") from exc
-    missing = [k for k in (V3_STATE_KEYS if h.state_version == 3 else STATE_KEYS) if k not in state]
+    missing = [k for k in STATE_KEYS_OF_VERSION.get(h.state_version, STATE_KEYS) if k not in state]
     if missing:
         raise SnapshotError(f"payload lacks {', '.join(missing)}")
     c = state["counters"]

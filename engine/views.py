@@ -74,6 +74,15 @@ class VenueFeesView(NamedTuple):
     tiers: tuple  # ((min_volume, maker_bps, taker_bps), ...) ascending
 
 
+class PositionView(NamedTuple):
+    account: int
+    market: int  # a perpetual market
+    size: int  # signed, base units: > 0 long, < 0 short
+    entry_value: int  # quote: what the open size cost (sum of price x lots, less the closed parts' shares)
+    margin: int  # quote held for it (in the account's held quote balance)
+    realised: int  # quote: PnL realised into the free quote balance so far (signed)
+
+
 class OracleView(NamedTuple):
     venue: int
     market: int

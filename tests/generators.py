@@ -2,7 +2,7 @@
 
 ``StreamGenerator`` writes numpy ``COMMAND_DTYPE`` arrays that exercise the whole engine contract
 (docs/ARCHITECTURE.md): several assets and markets (assorted tick / lot / min size, fees including
-negative maker rebates and the extreme -1000/+1000 pair, price bands, a non-tradable perpetual,
+negative maker rebates and the extreme -1000/+1000 pair, price bands, a non-tradable outcome market,
 a market whose quote asset holds amounts near ``MAX_MONEY``), deposits and withdrawals (some over
 the free balance, some overflowing), a handful of accounts (so self-trades are common), GTC / IOC /
 FOK / market orders, post-only, every STP mode, expiries that fire as the clock advances, cancels
@@ -165,7 +165,7 @@ class StreamGenerator:
             self.markets[s.market_id] = s
         # listed later in the stream
         self.late_market = spec(11, 2, 3, 1, 1, 1, r.choice([0, 100]), r.randint(100, 1000), 8, 10)
-        self.perp = spec(9, 2, 1, 1, 1, 1, 0, 100, 5, 5, kind=MarketKind.PERPETUAL)
+        self.untradable = spec(9, 2, 1, 1, 1, 1, 0, 100, 5, 5, kind=MarketKind.OUTCOME)
         if self.depth > 1:
             for s in specs + [self.late_market]:
                 s.spread_ticks *= self.depth
@@ -215,7 +215,7 @@ class StreamGenerator:
 
         for s in self.markets.values():
             rows.append(add_market(s))
-        rows.append(add_market(self.perp))
+        rows.append(add_market(self.untradable))
         m1 = self.markets[1]
         rows += [
             add_market(m1),  # MARKET_EXISTS
@@ -519,7 +519,7 @@ class StreamGenerator:
                 ("flags", 1),  # post-only, maybe on IOC / market: INVALID_FLAGS
                 ("tif", Tif.GTC),  # GTC market order if ord_type is market
                 ("ord_type", OrdType.MARKET),
-                ("market", r.choice([0, 5, 9, 12, 9999, U32_MAX])),  # 9 is the perpetual
+                ("market", r.choice([0, 5, 9, 12, 9999, U32_MAX])),  # 9 is an outcome market: not tradable yet
                 ("venue", r.choice([1, 7, U32_MAX])),
                 ("account", r.choice([0, -1, I64_MIN, 999999])),
                 ("id", r.choice([0, -1, I64_MIN])),
@@ -697,7 +697,7 @@ class VenueStreamGenerator(StreamGenerator):
         self.venue_ids = list(range(1, self.n_venues + 1))
         self.operator = {v: self.accounts[v % len(self.accounts)] for v in self.venue_ids}
         # learned from Venue events (observe): what each venue offers and whether it is live
-        self.offers: dict[int, set[int]] = {0: set(self.markets) | {self.perp.market_id}}
+        self.offers: dict[int, set[int]] = {0: set(self.markets) | {self.untradable.market_id}}
         self.live: set[int] = {0}
         self.oracle_feed: dict[tuple[int, int], int] = {}  # (venue, market) -> feed id, as configured
         self.source_ts: dict[tuple[int, int], int] = {}  # the last source time sent per oracle
@@ -714,7 +714,7 @@ class VenueStreamGenerator(StreamGenerator):
             access = int(r.random() < 0.4)
             rows.append(_row(Cmd.LAUNCH_VENUE, ts, account=self.operator[v], venue=v, side=access,
                              qty=self.MIN_STAKE + r.randint(0, 5000), id=9000 + v))
-            for m in list(self.markets) + [self.perp.market_id]:
+            for m in list(self.markets) + [self.untradable.market_id]:
                 if r.random() < 0.7:
                     rows.append(_row(Cmd.OFFER_MARKET, ts, account=self.operator[v], venue=v, market=m))
             if access:
@@ -772,7 +772,7 @@ class VenueStreamGenerator(StreamGenerator):
         if not self.oracle_feed:
             return _row(Cmd.ORACLE_PRICE, ts, account=self.FEED_ACCOUNT, venue=1, market=1, price=1, qty=1, id=1, aux=1)
         v, m = key = r.choice(sorted(self.oracle_feed))
-        spec = self.markets.get(m, self.perp)
+        spec = self.markets.get(m, self.untradable)
         src = self.source_ts.get(key, 0) + r.randint(1, 1000)
         fields = dict(account=self.FEED_ACCOUNT, venue=v, market=m, id=self.oracle_feed[key], qty=r.randint(1, 5),
                       price=spec.tick * max(1, spec.mid_ticks + r.randint(-spec.spread_ticks, spec.spread_ticks)),
@@ -887,12 +887,81 @@ class VenueStreamGenerator(StreamGenerator):
                 self.offers.setdefault(venue, set()).discard(market)
 
 
+class PerpStreamGenerator(VenueStreamGenerator):
+    """``VenueStreamGenerator``'s streams with two perpetual markets traded like the spot ones (issue 9):
+    positions opened, grown, reduced, closed and flipped by every order type, fees and rebates, STP,
+    amends and expiries; plus reduce-only IOC/FOK orders on the closing side of a known position (some
+    too large, some on the wrong side, some while the venue's oracle is stale, some on spot markets)."""
+
+    PERP_MARKETS = (13, 14)
+
+    def __init__(self, seed: int, reduce_share: float = 0.06, **kw):
+        self.reduce_share = reduce_share
+        super().__init__(seed, **kw)
+
+    def _build_universe(self) -> None:
+        super()._build_universe()
+        r = self.rng
+        maker, taker = r.choice([(0, 5), (-2, 7), (10, 10), (-1000, 1000)])
+        specs = [
+            MarketSpec(13, 2, 1, 1, 1, 1, maker, taker, r.choice([0, 500]), r.randint(1000, 3000), 12, 20,
+                       MarketKind.PERPETUAL),
+            MarketSpec(14, 4, 2, 5, 10, 10, 0, 3, 0, r.randint(800, 4000), 10, 15, MarketKind.PERPETUAL),
+        ]
+        for s in specs:
+            self.markets[s.market_id] = s
+            self.mid[s.market_id] = s.mid_ticks
+            self.tradable.append(s.market_id)
+            self.offers[0].add(s.market_id)
+        self.positions: dict[tuple[int, int], int] = {}  # (account, market) -> size, from Position events
+
+    def _reduce_only(self, ts: int) -> tuple:
+        r = self.rng
+        open_ = [(key, size) for key, size in self.positions.items() if size]
+        if not open_ or r.random() < 0.15:  # no position (or a spot market): rejected
+            account, market = r.choice(self.accounts), r.choice(self.tradable)
+            side, qty = r.randint(0, 1), self._qty(self.markets[market])
+        else:
+            (account, market), size = r.choice(open_)
+            s = self.markets[market]
+            side = 1 if size > 0 else 0
+            qty = max(s.lot, (abs(size) // s.lot) * s.lot // r.choice([1, 1, 2, 3]))
+            if r.random() < 0.1:
+                qty = abs(size) + s.lot  # larger than the position
+            elif r.random() < 0.1:
+                side = 1 - side  # would increase it
+        s = self.markets[market]
+        price = self._price(s, side, aggressive=0.9)
+        venue = r.choice([v for v in self.live if market in self.offers.get(v, ())] or [0])
+        return _row(Cmd.PLACE, ts, side=side, tif=r.choice([Tif.IOC, Tif.FOK]), stp=r.randint(0, 3),
+                    flags=CmdFlag.REDUCE_ONLY, venue=venue, market=market, account=account, price=price, qty=qty,
+                    id=self._client_id(account))
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < self.reduce_share:
+                out.append(self._reduce_only(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        super().observe(commands, events)
+        pos = events[events["kind"] == Ev.POSITION]
+        for account, market, size in zip(pos["account"].tolist(), pos["market"].tolist(), pos["qty"].tolist()):
+            self.positions[(account, market)] = size
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
     "EVENT_DTYPE",
     "StreamGenerator",
     "VenueStreamGenerator",
+    "PerpStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

@@ -347,7 +347,7 @@ def test_withdraw_rejections(engine_cls):
 def test_place_validation_codes(engine_cls):
     e = make(engine_cls, tick=5, lot=10, min_size=20)
     e.add_asset(OTHER, "ETH", 18)
-    e.add_market(MKT2, OTHER, QUOTE, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
+    e.add_market(MKT2, OTHER, QUOTE, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.OUTCOME)
     e.deposit(44, OTHER, 5)  # an account with no quote / base of MKT
     ok = dict(price=100, qty=20)
     reject_place(e, RC.INVALID_SIDE, side=2, ord_type=9, market=99)

@@ -36,6 +36,11 @@ static inline int64_t xos_mul_capped(int64_t a, int64_t b) {
     return p > (__int128)XOS_MAX_MONEY ? XOS_MAX_MONEY + 1 : (int64_t)p;
 }
 
+/* floor(a * b / c) for a, b >= 0, c > 0 and b <= c: a position's share of a closed part */
+static inline int64_t xos_mul_div(int64_t a, int64_t b, int64_t c) {
+    return (int64_t)((__int128)a * b / c);
+}
+
 /* |price - last| * 10000 > band_bps * last */
 static inline int xos_outside_band(int64_t price, int64_t last, int32_t band_bps) {
     __int128 diff = (__int128)price - last;

@@ -5,4 +5,5 @@ cdef extern from "intmath.h" nogil:
     int64_t xos_fee(int64_t amount, int32_t bps)
     int64_t xos_buy_hold(int64_t lots, int64_t price, int32_t taker_bps)
     int64_t xos_mul_capped(int64_t a, int64_t b)
+    int64_t xos_mul_div(int64_t a, int64_t b, int64_t c)
     bint xos_outside_band(int64_t price, int64_t last, int32_t band_bps)

@@ -100,7 +100,8 @@ enum {
     XOS_EV_VENUE_TRANSFER = 10, /* stake between an account and a venue; reason = XOS_XFER_* */
     XOS_EV_ORACLE = 16,         /* an accepted OraclePrice echoed; flags = its kind */
     XOS_EV_ORACLE_STATUS = 17,  /* qty = 1 the venue's market oracle went stale, 0 fresh again */
-    XOS_EV_ORACLE_CONFIG = 18   /* an accepted OracleConfig echoed */
+    XOS_EV_ORACLE_CONFIG = 18,  /* an accepted OracleConfig echoed */
+    XOS_EV_POSITION = 20        /* a perpetual fill moved an account's position */
 };
 
 /* venue status, access mode and transfer reasons */
@@ -131,7 +132,8 @@ enum { XOS_MARKET_SPOT = 0, XOS_MARKET_PERPETUAL = 1, XOS_MARKET_OUTCOME = 2 };
 enum {
     XOS_CF_POST_ONLY = 1,
     XOS_CF_BY_CLIENT_ID = 2,   /* cancel/amend: id is a client order id */
-    XOS_CF_ALL_MARKETS = 4     /* mass cancel: every market (market ignored) */
+    XOS_CF_ALL_MARKETS = 4,    /* mass cancel: every market (market ignored) */
+    XOS_CF_REDUCE_ONLY = 8     /* perpetual IOC/FOK orders: only shrink the position */
 };
 
 /* event flags */

@@ -75,6 +75,7 @@ cdef extern from "records.h" nogil:
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
         XOS_EV_ORACLE_CONFIG
+        XOS_EV_POSITION
         XOS_EV_VENUE_TRANSFER
         XOS_VSTATUS_LIVE
         XOS_VSTATUS_HALTED
@@ -114,6 +115,7 @@ cdef extern from "records.h" nogil:
         XOS_CF_POST_ONLY
         XOS_CF_BY_CLIENT_ID
         XOS_CF_ALL_MARKETS
+        XOS_CF_REDUCE_ONLY
         XOS_EF_MAKER_DONE
         XOS_EF_TAKER_DONE
         XOS_EF_PRIORITY_LOST
