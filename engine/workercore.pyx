@@ -211,7 +211,8 @@ def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
 
 # ------------------------------------------------------------------------------- margin
 
-# order row: [account row, market index, side, price, remaining, taker bps of its buy hold]
+# order row: [account row, market index, side of its hold (a perpetual order holds quote as a buy
+# does), price, remaining, taker bps of its quote hold]
 cdef enum:
     M_ROW = 0
     M_MKT = 1
@@ -248,10 +249,11 @@ cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remainin
 @cython.wraparound(False)
 def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, const int64_t[::1] midx,
                  int64_t[:, ::1] held, const int64_t[::1] m_lot, const int64_t[::1] m_tb,
-                 const int64_t[::1] m_base, const int64_t[::1] m_quote):
+                 const int64_t[::1] m_base, const int64_t[::1] m_quote, const int64_t[::1] m_perp):
     """Move the holds of ``held`` (account row x asset) for a batch.  ``rows[i]`` / ``midx[i]``: the
     row of event i's account and the index of its market in the ``m_*`` arrays (read for an order's
-    Accepted; ``m_tb`` is the taker fee of venue 0's orders).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
+    Accepted; ``m_tb`` is the taker fee of venue 0's orders; an order in a market ``m_perp`` marks holds
+    quote on either side, as a buy does).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
     cdef int64_t n = len(events), i, s, k, rc = 0
     cdef int kind
     if n == 0:
@@ -272,6 +274,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
     cdef const int64_t *tb = &m_tb[0] if len(m_tb) else NULL
     cdef const int64_t *base = &m_base[0] if len(m_base) else NULL
     cdef const int64_t *quote = &m_quote[0] if len(m_quote) else NULL
+    cdef const int64_t *perp = &m_perp[0] if len(m_perp) else NULL
     cdef int64_t *o
     with nogil:
         for i in range(n):
@@ -295,7 +298,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     o = &orders.vals[s * MARGIN_COLS]
                     o[M_ROW] = rows[i]
                     o[M_MKT] = midx[i]
-                    o[M_SIDE] = ev[i].side
+                    o[M_SIDE] = SIDE_BUY if perp != NULL and perp[midx[i]] else ev[i].side  # the hold's side
                     o[M_PRICE] = ev[i].price
                     o[M_REM] = 0
                     # venue 0's orders pay their market's fees; another venue's Accepted carries the

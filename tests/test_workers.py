@@ -15,7 +15,8 @@ from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
-from engine.workers.settlement import BALANCES_EVERY, EXTERNAL_ACCOUNT, STAKE_ACCOUNT, LedgerError, SettlementLedger
+from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
+                                      SettlementLedger)
 from generators import ENGINE_KWARGS, StreamGenerator, VenueStreamGenerator, run_stream
 
 N_COMMANDS = 12_000
@@ -613,3 +614,40 @@ def test_margin_checkpoint_from_before_per_order_fees(stream):
     assert restored.orders.to_dict() == current
     restored.apply(events[half:])
     assert_margin_matches(e, restored)
+
+
+def test_workers_follow_perpetual_fills_and_positions(tmp_path):
+    """A perpetual fill moves no base and no notional in the ledger, only its fees; realised PnL moves
+    between the account and POSITION_ACCOUNT, which ends at minus what the open positions owe.  The
+    margin book's balances and holds (orders' quote holds, positions' margins) equal the matcher's,
+    and its positions the matcher's sizes."""
+    from collections import defaultdict
+
+    from generators import PerpStreamGenerator
+
+    from engine.records import MarketKind
+
+    e = Engine(**ENGINE_KWARGS)
+    gen = PerpStreamGenerator(4, limits=dict(ENGINE_KWARGS))
+    events = np.concatenate([ev for _, ev in run_stream(e, gen, 12_000, chunk=250)])
+    assert (events["kind"] == Ev.POSITION).sum() > 100 and (events["maker_fee"][events["kind"] == Ev.POSITION] != 0).any()
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    book = MarginBook(MarginConfig(), accounts=2)
+    for batch in batches(events, random.Random(12)):
+        ledger.apply(batch)
+        book.apply(batch)
+    assert_settlement_matches(e, ledger)
+    assert_margin_matches(e, book)
+    for p in e.positions():
+        assert book.positions[book.index[p.account], p.market] == p.size, p
+    markets = {m.market_id: m for m in e.markets()}
+    owed = defaultdict(int)
+    for p in e.positions():
+        owed[markets[p.market].quote] += p.entry_value if p.size > 0 else -p.entry_value
+    assert any(m.kind == MarketKind.PERPETUAL for m in markets.values()) and owed
+    for asset in e.assets():
+        assert ledger.balance(POSITION_ACCOUNT, asset.asset_id) == -owed.get(asset.asset_id, 0)
+    ledger.close()
+    reopened = SettlementLedger(tmp_path / "ledger.sqlite")  # the legs summed again from the tables
+    assert_settlement_matches(e, reopened)
+    reopened.close()

@@ -39,15 +39,15 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import Ev, Side
+from ..records import Ev, MarketKind, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
 # listings, deposits / withdrawals and venue transfers (an amount into or out of an account's
-# free balance, alike), fills and every change of an order's hold
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER)
+# free balance, alike), fills, perpetual positions and every change of an order's hold
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION)
 
 
 @dataclass
@@ -93,7 +93,9 @@ class MarginBook(EventCore):
         self.account_ids = np.zeros(accounts, np.int64)
         self.total = np.zeros((accounts, assets), np.int64)
         self.held = np.zeros((accounts, assets), np.int64)
-        self.positions = np.zeros((accounts, markets), np.int64)  # perpetual / outcome markets (to come)
+        # perpetual positions (account row x market id): signed size, and the margin held for each
+        self.positions = np.zeros((accounts, markets), np.int64)
+        self.position_margin = np.zeros((accounts, markets), np.int64)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
@@ -116,6 +118,8 @@ class MarginBook(EventCore):
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
         self._known = (ids[order], order.astype(np.int64))
+        if "position_margin" not in state:  # before perpetual markets
+            self.position_margin = np.zeros_like(self.positions)
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
@@ -144,7 +148,7 @@ class MarginBook(EventCore):
             if r == len(self.account_ids):
                 n = 2 * r
                 self.account_ids = np.resize(self.account_ids, n)
-                for name in ("total", "held", "positions"):
+                for name in ("total", "held", "positions", "position_margin"):
                     old = getattr(self, name)
                     new = np.zeros((n, old.shape[1]), np.int64)
                     new[:r] = old
@@ -166,9 +170,11 @@ class MarginBook(EventCore):
             self._weights_key = None
         if market >= self.positions.shape[1]:
             n = max(market + 1, 2 * self.positions.shape[1])
-            new = np.zeros((self.positions.shape[0], n), np.int64)
-            new[:, : self.positions.shape[1]] = self.positions
-            self.positions = new
+            for name in ("positions", "position_margin"):
+                old = getattr(self, name)
+                new = np.zeros((old.shape[0], n), np.int64)
+                new[:, : old.shape[1]] = old
+                setattr(self, name, new)
 
     # ----------------------------------------------------------------------------- apply
 
@@ -192,10 +198,11 @@ class MarginBook(EventCore):
         is_order = kind == Ev.ACCEPTED
         is_fill = kind == Ev.FILL
         is_balance = (kind == Ev.BALANCE) | (kind == Ev.VENUE_TRANSFER)
+        is_position = kind == Ev.POSITION
         market = mine["market"].astype(np.int64)
-        _, lot, tb, base, quote, sorted_ids, order = self._market_arrays()
-        # markets of the orders' Accepted and of the fills, as indexes into the market arrays
-        need = is_order | is_fill
+        _, lot, tb, base, quote, perp, sorted_ids, order = self._market_arrays()
+        # markets of the orders' Accepted, the fills and the positions, as indexes into the market arrays
+        need = is_order | is_fill | is_position
         midx = np.zeros(len(mine), np.int64)
         if need.any():
             at = np.searchsorted(sorted_ids, market)
@@ -214,8 +221,9 @@ class MarginBook(EventCore):
         seller = np.where(side == Side.BUY, maker, taker)
         pos = np.flatnonzero(is_fill)
         acct = mine["account"].copy()
-        acct_pos = np.concatenate([np.flatnonzero(~is_fill & (is_order | is_balance)) * 2, pos * 2, pos * 2 + 1])
-        acct_seq = np.concatenate([acct[~is_fill & (is_order | is_balance)], buyer, seller])
+        single = ~is_fill & (is_order | is_balance | is_position)
+        acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
+        acct_seq = np.concatenate([acct[single], buyer, seller])
         rows_of = self._rows(acct_seq[np.argsort(acct_pos, kind="stable")])
         rows = np.zeros(len(mine), np.int64)
         rows[is_order] = rows_of(acct[is_order])
@@ -225,19 +233,23 @@ class MarginBook(EventCore):
             top = int(bal["market"].max())
             if top >= self.total.shape[1]:
                 self._ensure_columns(top)
-        # totals: deposits / withdrawals and the four legs of every fill
-        if is_balance.any() or len(fills):
+        # totals: deposits / withdrawals, the four legs of every fill (a perpetual's move no base and no
+        # notional: only its fees) and realised PnL (the Position events')
+        positions = mine[is_position]
+        if is_balance.any() or len(fills) or len(positions):
             fm = midx[is_fill]
-            notional = fills["price"] * (fills["qty"] // lot[fm])
+            spot = 1 - perp[fm]
+            notional = fills["price"] * (fills["qty"] // lot[fm]) * spot
             bfee = np.where(side == Side.BUY, fills["taker_fee"], fills["maker_fee"])
             sfee = np.where(side == Side.BUY, fills["maker_fee"], fills["taker_fee"])
             rb, rs = rows_of(buyer), rows_of(seller)
-            qty = fills["qty"]
-            r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs])
+            qty = fills["qty"] * spot
+            p_rows, p_quote = rows_of(positions["account"]), quote[midx[is_position]]
+            r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs, p_rows])
             a_idx = np.concatenate([bal["market"].astype(np.int64) if is_balance.any() else rows[:0],
-                                    base[fm], base[fm], quote[fm], quote[fm]])
+                                    base[fm], base[fm], quote[fm], quote[fm], p_quote])
             amounts = np.concatenate([bal["qty"] if is_balance.any() else rows[:0], qty, -qty,
-                                      -(notional + bfee), notional - sfee])
+                                      -(notional + bfee), notional - sfee, positions["maker_fee"]])
             np.add.at(self.total, (r_idx, a_idx), amounts)
             # outstanding per asset (int64 wraps, so the sum is exact whenever the result fits)
             assets, inv = np.unique(a_idx, return_inverse=True)
@@ -252,7 +264,17 @@ class MarginBook(EventCore):
                 newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
                 for mk, p in zip(fmk[newest].tolist(), fills["price"][newest].tolist()):
                     self.marks[mk] = p
-        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote)
+        if len(positions):
+            # each position's size and margin after the batch (its last event); the margin moved
+            # between the account's free and held quote
+            p_market = positions["market"].astype(np.int64)
+            key = p_rows * (int(p_market.max()) + 1) + p_market
+            newest = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
+            r, m, q = p_rows[newest], p_market[newest], p_quote[newest]
+            np.add.at(self.held, (r, q), positions["client_id"][newest] - self.position_margin[r, m])
+            self.position_margin[r, m] = positions["client_id"][newest]
+            self.positions[r, m] = positions["qty"][newest]
+        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp)
         self._cursor = last
         return applied
 
@@ -273,13 +295,13 @@ class MarginBook(EventCore):
 
     def _market_arrays(self):
         """Per listed market, in listing order (a stable index, which orders keep): id, lot size,
-        taker bps, base, quote; plus the ids sorted and the sorting permutation (cached)."""
+        taker bps, base, quote, perpetual (1/0); plus the ids sorted and the sorting permutation (cached)."""
         markets = self.listings.markets
         if self._markets_key != len(markets) or self._marr is None:
             ms = list(markets.values())
             cols = tuple(np.array(col, np.int64) for col in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.taker_bps for m in ms],
-                [m.base for m in ms], [m.quote for m in ms]))
+                [m.base for m in ms], [m.quote for m in ms], [m.kind == MarketKind.PERPETUAL for m in ms]))
             order = np.argsort(cols[0], kind="stable").astype(np.int64)
             self._marr = cols + (cols[0][order], order)
             self._markets_key = len(markets)

@@ -43,22 +43,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import Ev, Side, Transfer
+from ..records import Ev, MarketKind, Side, Transfer
 from . import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, SequenceGapError, kind_mask
 
 _ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANCE), int(Side.BUY)
-_VENUE_TRANSFER = int(Ev.VENUE_TRANSFER)
+_VENUE_TRANSFER, _POSITION = int(Ev.VENUE_TRANSFER), int(Ev.POSITION)
+_PERPETUAL = int(MarketKind.PERPETUAL)
+# SQL: the fill moves base (a spot market's; a perpetual's moves none)
+_SPOT_FILL = f"market NOT IN (SELECT market FROM markets WHERE kind = {_PERPETUAL})"
 _LAST_STAKE_REASON = int(Transfer.SLASH_PROTOCOL)  # reasons up to it move stake, the later ones fees
 _TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 
-# listings (Accepted with no order), fills, deposits / withdrawals and venue transfers move the ledger
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER)
+# listings (Accepted with no order), fills, deposits / withdrawals, venue transfers and perpetual
+# positions (their realised PnL) move the ledger
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION)
 
 BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
 
 FEE_ACCOUNT = -1  # every venue's uncollected fees (venue 0's are the protocol's ``Engine.fees``)
 EXTERNAL_ACCOUNT = -2
 STAKE_ACCOUNT = -3  # every venue's locked stake (bonded + unbonding)
+POSITION_ACCOUNT = -4  # minus the realised PnL of perpetual positions: what their open counterparts owe
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -163,8 +168,8 @@ class SettlementLedger(EventCore):
         after = (self._balances_cursor,)
         legs = db.execute(
             "SELECT account, asset, amount FROM postings WHERE seq > ?1 "
-            "UNION ALL SELECT buyer, base, qty FROM fills WHERE seq > ?1 "
-            "UNION ALL SELECT seller, base, -qty FROM fills WHERE seq > ?1 "
+            f"UNION ALL SELECT buyer, base, qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
+            f"UNION ALL SELECT seller, base, -qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
             "UNION ALL SELECT buyer, quote, buyer_quote FROM fills WHERE seq > ?1 "
             "UNION ALL SELECT seller, quote, seller_quote FROM fills WHERE seq > ?1 "
             f"UNION ALL SELECT {FEE_ACCOUNT}, quote, fee FROM fills WHERE seq > ?1", after).fetchall()
@@ -259,7 +264,7 @@ class SettlementLedger(EventCore):
             if len(fills):
                 seq = fills["seq"]
                 market = fills["market"].astype(np.int64)
-                ids, lot, base_of, quote_of, listed_at = self._market_arrays()
+                ids, lot, base_of, quote_of, listed_at, perp_of = self._market_arrays()
                 at = np.searchsorted(ids, market)
                 ok = np.zeros(len(fills), bool)
                 inside = at < len(ids)
@@ -275,7 +280,12 @@ class SettlementLedger(EventCore):
                 buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
                 buyer_fee, seller_fee = np.where(buy, taker_fee, maker_fee), np.where(buy, maker_fee, taker_fee)
                 base, quote = base_of[at], quote_of[at]
-                buyer_quote, seller_quote, fee = -(notional + buyer_fee), notional - seller_fee, buyer_fee + seller_fee
+                # a perpetual fill moves no base and no notional: its fees here, its realised PnL
+                # with the Position event
+                perp = perp_of[at] != 0
+                paid = np.where(perp, 0, notional)
+                base_qty = np.where(perp, 0, qty)
+                buyer_quote, seller_quote, fee = -(paid + buyer_fee), paid - seller_fee, buyer_fee + seller_fee
                 fill_rows = np.column_stack([
                     seq, fills["ts"], market, fills["order_id"], taker, side.astype(np.int64), fills["maker_order"],
                     maker, price, qty, notional, taker_fee, maker_fee, fills["cmd_seq"], buyer, seller, base, quote,
@@ -283,7 +293,21 @@ class SettlementLedger(EventCore):
                 fee_acct = np.full(len(fills), FEE_ACCOUNT, np.int64)
                 legs_acct += [buyer, seller, buyer, seller, fee_acct]
                 legs_asset += [base, base, quote, quote, quote]
-                legs_amount += [qty, -qty, buyer_quote, seller_quote, fee]
+                legs_amount += [base_qty, -base_qty, buyer_quote, seller_quote, fee]
+            positions = new.take(np.flatnonzero(kind == _POSITION))
+            if len(positions):  # realised PnL, against the other side's open positions
+                ids, _, _, quote_of, _, _ = self._market_arrays()
+                pnl_quote = quote_of[np.searchsorted(ids, positions["market"].astype(np.int64))]
+                for seq, cmd_seq, ts, account, asset, pnl in zip(
+                        *(positions[c].tolist() for c in ("seq", "cmd_seq", "ts", "account")), pnl_quote.tolist(),
+                        positions["maker_fee"].tolist()):
+                    if pnl:
+                        entry_rows.append((seq, cmd_seq, ts, "realised_pnl"))
+                        posting_rows += [(seq, 0, account, asset, pnl), (seq, 1, POSITION_ACCOUNT, asset, -pnl)]
+                pnl_rows = positions["maker_fee"] != 0
+                legs_acct += [positions["account"][pnl_rows], np.full(int(pnl_rows.sum()), POSITION_ACCOUNT, np.int64)]
+                legs_asset += [pnl_quote[pnl_rows]] * 2
+                legs_amount += [positions["maker_fee"][pnl_rows], -positions["maker_fee"][pnl_rows]]
             # two-leg entries: deposits / withdrawals against the outside world, venue transfers
             # against the locked stake or the fee pools
             moves = new.take(np.flatnonzero((kind == _BALANCE) | (kind == _VENUE_TRANSFER)))
@@ -348,13 +372,13 @@ class SettlementLedger(EventCore):
         return applied
 
     def _market_arrays(self):
-        """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq."""
+        """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq, perpetual (1/0)."""
         markets = self.listings.markets
         if self._marr is None:
             ms = [markets[m] for m in sorted(markets)]
             self._marr = tuple(np.array(c, np.int64) for c in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.base for m in ms], [m.quote for m in ms],
-                [m.seq for m in ms]))
+                [m.seq for m in ms], [m.kind == _PERPETUAL for m in ms]))
         return self._marr
 
     # ----------------------------------------------------------------------------- queries
@@ -426,9 +450,10 @@ class SettlementLedger(EventCore):
             sums[(account, asset)] = sums.get((account, asset), 0) + amount
             per_entry[(seq, asset)] = per_entry.get((seq, asset), 0) + amount
         unbalanced = [k for k, v in per_entry.items() if v != 0]
-        q = ("SELECT seq, buyer, seller, base, quote, qty, buyer_quote, seller_quote, fee, taker_fee, maker_fee "
-             "FROM fills")
-        for seq, buyer, seller, base, quote, qty, bq, sq, fee, tf, mf in self.db.execute(q):
+        q = ("SELECT seq, buyer, seller, base, quote, qty, buyer_quote, seller_quote, fee, taker_fee, maker_fee, "
+             f"{_SPOT_FILL} FROM fills")
+        for seq, buyer, seller, base, quote, qty, bq, sq, fee, tf, mf, spot in self.db.execute(q):
+            qty = qty if spot else 0
             for key, amount in (((buyer, base), qty), ((seller, base), -qty), ((buyer, quote), bq),
                                 ((seller, quote), sq), ((FEE_ACCOUNT, quote), fee)):
                 sums[key] = sums.get(key, 0) + amount
@@ -445,4 +470,4 @@ class SettlementLedger(EventCore):
             raise LedgerError(f"materialised balances differ from the postings at {diff[:10]}")
 
 
-__all__ = ["EXTERNAL_ACCOUNT", "FEE_ACCOUNT", "STAKE_ACCOUNT", "LedgerError", "SettlementLedger"]
+__all__ = ["EXTERNAL_ACCOUNT", "FEE_ACCOUNT", "POSITION_ACCOUNT", "STAKE_ACCOUNT", "LedgerError", "SettlementLedger"]
