@@ -22,6 +22,10 @@ entry's legs sum to zero per asset):
   row named after the reason with two legs, the account ``+qty`` and ``-qty`` on the venue bucket it
   moved against: ``STAKE_ACCOUNT`` (every venue's locked stake) for stake lock, release and
   slashes, ``FEE_ACCOUNT`` for fee sweeps.
+- A ``Fill`` in a perpetual market moves no base and no notional: its row's legs are the fees only
+  (the base legs skip perpetual markets).  Its ``Position`` events carry the realised PnL, an
+  ``entries`` row ``realised_pnl`` with two legs: the account ``+pnl``, ``POSITION_ACCOUNT`` ``-pnl``
+  (what the other side's still-open positions owe).
 
 So an account's ledger balance of an asset equals the matcher's ``free + held``, the fee account's
 equals ``Engine.fees(asset)`` plus every venue's uncollected fees, the stake account's every venue's
