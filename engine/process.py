@@ -380,7 +380,7 @@ def histogram_percentiles(hist, percentiles) -> dict:
 
 
 DURABLE_ROLES = {"settlement"}  # their own store commits the cursor with each batch
-TAKE_MAX = 32768  # events a worker applies at once: fewer, larger transactions and numpy passes
+TAKE_MAX = 131072  # events a worker applies at once: fewer, larger transactions and numpy passes
 
 
 class Checkpoint:
