@@ -229,6 +229,14 @@ class CommandAPI:
         return self.submit(Cmd.ORACLE_CONFIG, account=account, venue=venue, market=market, id=feed_id,
                            aux=feed_account, qty=timeout_ns, ts=ts)
 
+    def market_risk(self, account: int, market: int, *, max_leverage: int, maintenance_bps: int,
+                    ts: int = 0) -> np.ndarray:
+        """Admin or the listing venue's operator: a perpetual market's max leverage (1..100, orders hold
+        ceil(price / leverage) per lot) and maintenance margin in bps of the initial margin; refused
+        while the market has open orders."""
+        return self.submit(Cmd.MARKET_RISK, account=account, market=market, price=max_leverage,
+                           qty=maintenance_bps, ts=ts)
+
     def oracle_price(self, account: int, venue: int, market: int, price: int, *, feed_id: int, source_ts: int,
                      sources: int = 1, ts: int = 0) -> np.ndarray:
         """A feed's OraclePrice: ``price`` in ticks' units (a multiple of the tick size), the

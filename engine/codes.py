@@ -60,6 +60,7 @@ class ResultCode(enum.IntEnum):
     MARKET_HALTED = 205
     ORACLE_STALE = 206
     REDUCE_ONLY_WOULD_INCREASE = 207
+    INSUFFICIENT_MARGIN = 208  # the account's initial margin at mark would exceed its equity
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -104,6 +105,9 @@ class ResultCode(enum.IntEnum):
     WRONG_FEED_ACCOUNT = 436
     ORACLE_TIME_NOT_NEWER = 437
     INVALID_SOURCE_COUNT = 438
+    INVALID_LEVERAGE = 439
+    INVALID_MAINTENANCE_MARGIN = 440
+    MARKET_HAS_OPEN_ORDERS = 441
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -163,6 +167,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_FLAGS: "flags not valid for this command",
     ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
     ResultCode.REDUCE_ONLY_WOULD_INCREASE: "a reduce-only order must be smaller than the position and on its closing side",
+    ResultCode.INSUFFICIENT_MARGIN: "the account's equity at mark would not cover the initial margin of its positions",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",
@@ -212,6 +217,9 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.WRONG_FEED_ACCOUNT: "the sender is not the feed account configured for this venue and market's oracle",
     ResultCode.ORACLE_TIME_NOT_NEWER: "the source time is not after that of the oracle's last accepted price",
     ResultCode.INVALID_SOURCE_COUNT: "the number of sources behind an oracle price must be positive",
+    ResultCode.INVALID_LEVERAGE: "max leverage must be 1..100",
+    ResultCode.INVALID_MAINTENANCE_MARGIN: "maintenance margin must be 1..10000 bps of the initial margin",
+    ResultCode.MARKET_HAS_OPEN_ORDERS: "a market's risk parameters change only while it has no open orders",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

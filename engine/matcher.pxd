@@ -65,6 +65,8 @@ cdef struct Market:
     int64_t last_price
     bint halted              # set by Halt (the risk worker), cleared by Resume
     int32_t stale_oracles    # venues whose oracle for this market is stale (0: the place path skips the lookup)
+    int32_t max_leverage     # perpetual markets (MarketRisk): orders hold ceil(price / it) per lot; 1 otherwise
+    int32_t maintenance_bps  # maintenance margin in bps of the initial margin
     BookSide sides[2]
 
 
@@ -84,6 +86,7 @@ cdef struct Account:
     int64_t balance_head     # balance entries, newest first (-1 = none)
     int64_t balance_block    # index of the account's first BALANCE_BLOCK entries in the balance table
     int32_t n_balances
+    int64_t position_head    # its positions, newest first (index in position_rows, -1 = none)
 
 
 cdef struct Balance:
@@ -150,6 +153,7 @@ cdef struct Position:          # an account's position in one perpetual market (
     int64_t entry_value      # quote, of the open size (>= 0)
     int64_t margin           # quote held for it
     int64_t realised         # quote realised into free so far (signed)
+    int64_t next_of_account  # the account's next position (-1 = none)
 
 
 cdef struct Expiry:
@@ -292,6 +296,9 @@ cdef class Matcher:
     cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
     cdef void cmd_place(self, const xos_command *c) noexcept nogil
     cdef bint reduces(self, const xos_command *c) noexcept nogil
+    cdef int64_t mark_of(self, Market *m) noexcept nogil
+    cdef bint margin_short(self, int64_t acct_idx, uint32_t asset, int64_t amount) noexcept nogil
+    cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil
     cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil

@@ -24,7 +24,7 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import (AssetView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
+from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
                     VenueView)
 
 cnp.import_array()
@@ -32,6 +32,8 @@ cnp.import_array()
 DEF BID = 0
 DEF ASK = 1
 DEF NONE = -1
+DEF MAX_LEVERAGE = 100  # MarketRisk bounds (reference.MAX_LEVERAGE); 1 until set
+DEF DEFAULT_MAINTENANCE_BPS = 5000  # reference.DEFAULT_MAINTENANCE_BPS
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
 
@@ -65,6 +67,18 @@ cdef inline Balance *grow_balances(Balance *bals, int64_t *cap, int64_t need) no
 cdef inline int64_t stale_deadline(const Oracle *o) noexcept nogil:
     """When the oracle goes stale without a newer price (saturating at the end of time)."""
     return INT64_MAX if o.timeout > INT64_MAX - o.updated_at else o.updated_at + o.timeout
+
+
+cdef inline int64_t order_hold_per_lot(Market *m, int64_t price, int32_t taker_bps) noexcept nogil:
+    """An order's hold per lot: price + its worst-case taker fee; a perpetual order's ceil(price / max
+    leverage) + that fee (saturated like ``xos_buy_hold``)."""
+    if m.max_leverage <= 1:
+        return xos_buy_hold(1, price, taker_bps)
+    return price // m.max_leverage + (price % m.max_leverage != 0) + xos_fee(price, taker_bps if taker_bps > 0 else 0)
+
+
+cdef inline bint book_has_orders(BookSide *bs) noexcept nogil:
+    return bs.n > 0  # its best level (levels[n - 1]) is never empty
 
 
 cdef inline bint crosses(uint8_t side, int64_t price, int64_t best) noexcept nogil:
@@ -302,6 +316,7 @@ cdef class Matcher:
         self.accts[acct_idx].order_head = NONE
         self.accts[acct_idx].order_tail = NONE
         self.accts[acct_idx].balance_head = -1
+        self.accts[acct_idx].position_head = NONE
         self.accts[acct_idx].n_balances = 0
         if self.n_bals + BALANCE_BLOCK > self.cap_bals:
             self.bals = <Balance *>grow_balances(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK)
@@ -612,10 +627,13 @@ cdef class Matcher:
         if xos_hmap_put(&self.position_index, account, market, self.n_positions):
             die(b"position index")
         p = &self.position_rows[self.n_positions]
-        self.n_positions += 1
         memset(p, 0, sizeof(Position))
         p.account = account
         p.market = market
+        cdef Account *a = &self.accts[self.account_index_of(account)]  # every position's account exists
+        p.next_of_account = a.position_head
+        a.position_head = self.n_positions
+        self.n_positions += 1
         return p
 
     cdef int64_t perp_fill(self, Market *m, Order *o, int64_t q, int64_t price, int64_t fee,
@@ -649,6 +667,7 @@ cdef class Matcher:
         if opened:
             add = price * (opened // lot)
             p.entry_value += add
+            add = add // m.max_leverage + (add % m.max_leverage != 0)  # the initial margin, ceil(notional / L)
             if add > left:
                 add = left if left > 0 else 0
             p.margin += add
@@ -963,13 +982,13 @@ cdef class Matcher:
                 taker_bps = <int16_t>m.taker_bps
             else:
                 self.order_fees(m, c.venue, c.account, &maker_bps, &taker_bps)
-            per_lot = xos_buy_hold(1, c.price, taker_bps)
+            per_lot = order_hold_per_lot(m, c.price, taker_bps)
             hold = xos_mul_capped(lots, per_lot)
             if c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
                 code = XOS_QTY_TOO_LARGE
-            elif hold > XOS_MAX_MONEY:
+            elif xos_buy_hold(lots, c.price, taker_bps) > XOS_MAX_MONEY:  # the notional, whatever the leverage
                 code = XOS_PRICE_TOO_LARGE
             elif c.aux < 0 or (c.aux > 0 and c.tif != XOS_TIF_GTC):
                 code = XOS_INVALID_EXPIRY
@@ -990,6 +1009,10 @@ cdef class Matcher:
                 code = XOS_INSUFFICIENT_BALANCE
             elif c.side == ASK and not perp and c.qty > self.free_of(acct_idx, m.base):
                 code = XOS_INSUFFICIENT_BALANCE
+            elif (not reduce_only and self.accts[acct_idx].position_head != NONE
+                  and self.margin_short(acct_idx, m.quote if c.side == BID or perp else m.base,
+                                        hold if c.side == BID or perp else c.qty)):
+                code = XOS_INSUFFICIENT_MARGIN
             elif self.n_open >= self.max_orders:
                 code = XOS_ORDER_CAPACITY
         if code:
@@ -1072,13 +1095,13 @@ cdef class Matcher:
             elif c.qty % m.lot_size:
                 code = XOS_QTY_OFF_LOT
         if code == XOS_OK:
-            per_lot = o.hold_per_lot if price == o.price else xos_buy_hold(1, price, o.taker_bps)
+            per_lot = o.hold_per_lot if price == o.price else order_hold_per_lot(m, price, o.taker_bps)
             new_hold = xos_mul_capped(c.qty // m.lot_size, per_lot)
             if c.qty > o.remaining and c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
                 code = XOS_QTY_TOO_LARGE
-            elif new_hold > XOS_MAX_MONEY:
+            elif xos_buy_hold(c.qty // m.lot_size, price, o.taker_bps) > XOS_MAX_MONEY:
                 code = XOS_PRICE_TOO_LARGE
             elif m.halted:
                 code = XOS_MARKET_HALTED
@@ -1094,12 +1117,16 @@ cdef class Matcher:
                 if o.side == BID or m.kind == XOS_MARKET_PERPETUAL:
                     old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
                     extra = new_hold - old_hold
-                    if extra > self.bals[o.bal_quote].free:
+                    if extra > 0 and extra > self.bals[o.bal_quote].free:  # free < 0 after a leveraged loss
                         code = XOS_INSUFFICIENT_BALANCE
+                    elif extra > 0 and self.margin_short(o.acct_idx, m.quote, extra):
+                        code = XOS_INSUFFICIENT_MARGIN
                 else:
                     extra = c.qty - o.remaining
-                    if extra > self.bals[o.bal_base].free:
+                    if extra > 0 and extra > self.bals[o.bal_base].free:
                         code = XOS_INSUFFICIENT_BALANCE
+                    elif extra > 0 and self.margin_short(o.acct_idx, m.base, extra):
+                        code = XOS_INSUFFICIENT_MARGIN
         if code:
             self.reject(c, code)
             return
@@ -1183,6 +1210,8 @@ cdef class Matcher:
                     code = XOS_ACCOUNT_CAPACITY
             elif c.qty > self.free_of(acct_idx, c.market):
                 code = XOS_INSUFFICIENT_FREE_BALANCE
+            elif self.margin_short(acct_idx, c.market, c.qty):
+                code = XOS_INSUFFICIENT_MARGIN
         if code:
             self.reject(c, code)
             return
@@ -1268,6 +1297,8 @@ cdef class Matcher:
         m.taker_bps = taker
         m.band_bps = <int32_t>band
         m.last_price = 0
+        m.max_leverage = 1
+        m.maintenance_bps = DEFAULT_MAINTENANCE_BPS
         self.set_offer(c.venue, c.market, True)  # the listing venue offers it
         self.emit_listing(c)
 
@@ -1808,6 +1839,64 @@ cdef class Matcher:
                 next_at = at
         self.next_stale_at = next_at
 
+    # ------------------------------------------------------------- margin
+
+    cdef int64_t mark_of(self, Market *m) noexcept nogil:
+        """The market's listing venue's oracle price while it is fresh, else the last trade."""
+        cdef Oracle *o = self.oracle_of(m.venue, <uint32_t>(m - self.market_table))
+        return o.price if o != NULL and o.price > 0 and not o.stale else m.last_price
+
+    cdef bint margin_short(self, int64_t acct_idx, uint32_t asset, int64_t amount) noexcept nogil:
+        """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
+        the account's positions quoted in it: free - amount + sum(margin + unrealised - initial) < 0.
+        Walks only the account's own positions (reference ``_margin_short``)."""
+        cdef int64_t i = self.accts[acct_idx].position_head
+        cdef int64_t excess, value, lots
+        cdef Position *p
+        cdef Market *m
+        if i == NONE:
+            return False
+        excess = self.free_of(acct_idx, asset) - amount
+        while i != NONE:
+            p = &self.position_rows[i]
+            i = p.next_of_account
+            m = &self.market_table[p.market]
+            if m.quote != asset or p.size == 0:
+                continue
+            lots = (p.size if p.size > 0 else -p.size) // m.lot_size
+            value = xos_mul_capped(self.mark_of(m), lots)
+            excess += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
+            excess -= value // m.max_leverage + (value % m.max_leverage != 0)
+        return excess < 0
+
+    cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil:
+        """Admin or the listing venue's operator: a perpetual market's max leverage and maintenance margin.
+        Refused while the market has open orders: their holds were computed with the old leverage."""
+        cdef uint16_t code = XOS_OK
+        cdef Market *m
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            m = &self.market_table[c.market]
+            if m.kind != XOS_MARKET_PERPETUAL:
+                code = XOS_INVALID_MARKET_KIND
+            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+                code = XOS_NOT_VENUE_OPERATOR
+            elif c.price < 1 or c.price > MAX_LEVERAGE:
+                code = XOS_INVALID_LEVERAGE
+            elif c.qty < 1 or c.qty > 10000:
+                code = XOS_INVALID_MAINTENANCE_MARGIN
+            elif book_has_orders(&m.sides[0]) or book_has_orders(&m.sides[1]):
+                code = XOS_MARKET_HAS_OPEN_ORDERS
+        if code:
+            self.reject(c, code)
+            return
+        m.max_leverage = <int32_t>c.price
+        m.maintenance_bps = <int32_t>c.qty
+        self.echo(XOS_EV_VENUE, c)
+
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
         """Set (or change) which feed updates the venue's oracle for a market, and its timeout.
         A new oracle counts as updated now (it has ``timeout`` to get its first price); a changed
@@ -1958,6 +2047,8 @@ cdef class Matcher:
             self.cmd_oracle_price(c)
         elif c.kind == XOS_CMD_ORACLE_CONFIG:
             self.cmd_oracle_config(c)
+        elif c.kind == XOS_CMD_MARKET_RISK:
+            self.cmd_market_risk(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -2108,6 +2199,10 @@ cdef class Matcher:
             p = self.position_rows[i]
             positions[i] = (p.account, p.market, 0, p.size, p.entry_value, p.margin, p.realised)
         state["positions"] = positions
+        risk = [(m, self.market_table[m].max_leverage, self.market_table[m].maintenance_bps)
+                for m in range(1, self.max_markets + 1)
+                if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL]
+        state["market_risk"] = np.array(risk, MARKET_RISK_STATE)
         return state
 
     def export_venues(self):
@@ -2295,7 +2390,7 @@ cdef class Matcher:
             o.expire_at = orders[i].expire_at
             o.maker_bps = orders[i].maker_bps
             o.taker_bps = orders[i].taker_bps
-            o.hold_per_lot = xos_buy_hold(1, o.price, o.taker_bps)
+            o.hold_per_lot = order_hold_per_lot(mk, o.price, o.taker_bps)
             o.acct_idx = <int32_t>acct_idx
             o.bal_base = self.ensure_balance(acct_idx, mk.base)
             o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
@@ -2358,6 +2453,18 @@ cdef class Matcher:
             mk.band_bps = row["band_bps"]
             mk.halted = row["halted"]
             mk.last_price = row["last_price"]
+            mk.max_leverage = 1
+            mk.maintenance_bps = DEFAULT_MAINTENANCE_BPS
+        for row in state.get("market_risk", ()):  # before the orders: their holds depend on it (not in versions 3-5)
+            if not (1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists
+                    and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL):
+                raise ValueError(f"market risk of market {row['market']}: no such perpetual market")
+            if not (1 <= row["max_leverage"] <= MAX_LEVERAGE and 1 <= row["maintenance_bps"] <= 10000):
+                raise ValueError(f"market risk of market {row['market']}: leverage {row['max_leverage']} or "
+                                 f"maintenance {row['maintenance_bps']} bps out of range")
+            mk = &self.market_table[<int32_t>row["market"]]
+            mk.max_leverage = row["max_leverage"]
+            mk.maintenance_bps = row["maintenance_bps"]
         self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
@@ -2418,6 +2525,8 @@ cdef class Matcher:
                                  "no such perpetual market")
             if xos_hmap_get(&self.position_index, row["account"], row["market"]) >= 0:
                 raise ValueError(f"position of account {row['account']} in market {row['market']} listed twice")
+            if self.account_index_of(row["account"]) < 0:
+                raise ValueError(f"position of unknown account {row['account']} in market {row['market']}")
             p = self.position_of(row["account"], row["market"])
             p.size, p.entry_value, p.margin, p.realised = row["size"], row["entry_value"], row["margin"], row["realised"]
 
@@ -2425,6 +2534,12 @@ cdef class Matcher:
 
     cdef object view_position(self, Position *p):
         return PositionView(p.account, p.market, p.size, p.entry_value, p.margin, p.realised)
+
+    def market_risks(self):
+        """Every perpetual market's risk parameters, in market order."""
+        return [MarketRiskView(i, self.market_table[i].max_leverage, self.market_table[i].maintenance_bps)
+                for i in range(1, self.max_markets + 1)
+                if self.market_table[i].exists and self.market_table[i].kind == XOS_MARKET_PERPETUAL]
 
     def positions(self):
         """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""
@@ -2654,8 +2769,9 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 5  # 3: venues, 4: oracles, 5: perpetual positions
-READABLE_STATE_VERSIONS = (3, 4, 5)  # a version 3 state is one without oracles, 3 and 4 without positions
+STATE_VERSION = 6  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage
+READABLE_STATE_VERSIONS = (3, 4, 5, 6)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1)
+MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4")])
 POSITION_STATE = np.dtype([("account", "<i8"), ("market", "<u4"), ("pad", "<u4"), ("size", "<i8"),
                            ("entry_value", "<i8"), ("margin", "<i8"), ("realised", "<i8")])
 ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),
@@ -2722,7 +2838,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes", "oracles", "oracle", "positions", "position",
+    "volumes", "oracles", "oracle", "positions", "position", "market_risks",
 )
 
 

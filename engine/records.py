@@ -93,6 +93,8 @@ class Cmd(enum.IntEnum):
     ORACLE_PRICE = 96
     RESOLVE = 97
     ORACLE_CONFIG = 98  # operator/admin: which feed (id, account) updates a venue's market oracle, its timeout
+    # 112+: the unified account (issue 9)
+    MARKET_RISK = 112  # admin or the listing venue's operator: a perpetual market's max leverage, maintenance bps
 
 
 class Ev(enum.IntEnum):

@@ -129,10 +129,12 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import (AssetView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
+from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
                     VenueView)
 
 MAX_MONEY = 1 << 62
+MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LEVERAGE (1 until set)
+DEFAULT_MAINTENANCE_BPS = 5000  # maintenance margin, in bps of the initial margin, until MarketRisk sets it
 INT64_MAX = (1 << 63) - 1
 
 # plain ints for speed in the hot loops
@@ -156,6 +158,7 @@ _R_USER, _R_IOC, _R_FOK, _R_STP, _R_POST_ONLY, _R_EXPIRED, _R_MASS = (
     int(CancelReason.POST_ONLY), int(CancelReason.EXPIRED), int(CancelReason.MASS))
 _SPOT, _PERP = int(MarketKind.SPOT), int(MarketKind.PERPETUAL)
 _EV_POSITION = int(Ev.POSITION)
+_EV_VENUE = int(Ev.VENUE)
 _LIVE, _HALTED, _WINDING_DOWN, _RETIRED = (int(VenueStatus.LIVE), int(VenueStatus.HALTED),
                                           int(VenueStatus.WINDING_DOWN), int(VenueStatus.RETIRED))
 _ALLOW_LIST = int(VenueAccess.ALLOW_LIST)
@@ -214,12 +217,16 @@ class _BookSide:
 
 class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
-                 "maker_bps", "taker_bps", "band_bps", "last", "books", "halted")
+                 "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
                           self.lot, self.min_size, self.maker_bps, self.taker_bps, self.band_bps,
                           self.halted)
+
+    def per_lot(self, price: int, fpl: int) -> int:
+        """An order's hold per lot: price + fpl; a perpetual order's ceil(price / max leverage) + fpl."""
+        return (-(-price // self.leverage) if self.kind == _PERP else price) + fpl
 
 
 class _Venue:
@@ -296,6 +303,7 @@ class ReferenceEngine(CommandAPI):
         self._volumes: dict[tuple[int, int], list[int]] = {}  # (account, venue) -> [epoch, current, previous]
         self._oracles: dict[tuple[int, int], _Oracle] = {}  # (venue, market), in configuration order
         self._positions: dict[tuple[int, int], list[int]] = {}  # (account, market) -> [size, entry, margin, realised]
+        self._account_positions: dict[int, list[int]] = {}  # account -> its positions' markets, in order of first fill
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -342,6 +350,7 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.VENUE_FEE_TIER): self._venue_fees_cmd,
             int(Cmd.SWEEP_FEES): self._sweep_fees,
             int(Cmd.ORACLE_CONFIG): self._oracle_config,
+            int(Cmd.MARKET_RISK): self._market_risk,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
         }
 
@@ -416,7 +425,7 @@ class ReferenceEngine(CommandAPI):
         """The hold for `qty` of order o (buy, or any perpetual order: lots x (price + fpl) in quote;
         spot sell: qty in base)."""
         if o.side == _BUY or m.kind == _PERP:
-            return (qty // m.lot) * (o.price + o.fpl)
+            return (qty // m.lot) * m.per_lot(o.price, o.fpl)
         return qty
 
     def _release(self, o: _Order, qty: int, m: _Market) -> None:
@@ -651,9 +660,12 @@ class ReferenceEngine(CommandAPI):
         min(its notional, what the hold left after the fee) as margin. Returns (o, position, pnl)."""
         lot = m.lot
         b = self._bal[o.account][m.quote]
-        pos = self._positions.setdefault((o.account, m.market_id), [0, 0, 0, 0])
+        pos = self._positions.get((o.account, m.market_id))
+        if pos is None:
+            pos = self._positions[(o.account, m.market_id)] = [0, 0, 0, 0]
+            self._account_positions.setdefault(o.account, []).append(m.market_id)
         size, entry, margin = pos[0], pos[1], pos[2]
-        released = (q // lot) * (o.price + o.fpl)
+        released = (q // lot) * m.per_lot(o.price, o.fpl)
         b[1] -= released
         b[0] += released - fee
         left = released - fee
@@ -671,7 +683,7 @@ class ReferenceEngine(CommandAPI):
             b[0] += closed_margin + pnl
         opened = q - closed
         if opened:
-            add = min(price * (opened // lot), max(left, 0))
+            add = min(-(-price * (opened // lot) // m.leverage), max(left, 0))
             entry += price * (opened // lot)
             margin += add
             b[0] -= add
@@ -733,9 +745,9 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_TOO_LARGE)
         maker_bps, taker_bps = self._order_fees(m, v, account)
         fpl = fee_ceil(price, max(taker_bps, 0))
-        hold = (qty // m.lot) * (price + fpl)
-        if hold > MAX_MONEY:
+        if (qty // m.lot) * (price + fpl) > MAX_MONEY:  # the notional, whatever the leverage
             return int(RC.PRICE_TOO_LARGE)
+        hold = (qty // m.lot) * m.per_lot(price, fpl)
         if aux < 0 or (aux > 0 and tif != _GTC):
             return int(RC.INVALID_EXPIRY)
         if aux != 0 and aux <= self._now:
@@ -761,6 +773,8 @@ class ReferenceEngine(CommandAPI):
         b = balances.get(asset)
         if b is None or b[0] < hold:
             return int(RC.INSUFFICIENT_BALANCE)
+        if not reduce_only and self._margin_short(account, asset, hold):
+            return int(RC.INSUFFICIENT_MARGIN)
         if len(self._orders) >= self.max_orders:
             return int(RC.ORDER_CAPACITY)
         # accepted
@@ -824,9 +838,9 @@ class ReferenceEngine(CommandAPI):
         if qty > MAX_MONEY:
             return int(RC.QTY_TOO_LARGE)
         new_fpl = fee_ceil(new_price, max(o.taker_bps, 0))
-        new_hold = (qty // m.lot) * (new_price + new_fpl)
-        if new_hold > MAX_MONEY:
+        if (qty // m.lot) * (new_price + new_fpl) > MAX_MONEY:
             return int(RC.PRICE_TOO_LARGE)
+        new_hold = (qty // m.lot) * m.per_lot(new_price, new_fpl)
         if m.halted:
             return int(RC.MARKET_HALTED)
         if self._venues[o.venue].status != _LIVE:
@@ -845,6 +859,8 @@ class ReferenceEngine(CommandAPI):
         extra = new_hold - old_hold
         if extra > 0 and extra > b[0]:
             return int(RC.INSUFFICIENT_BALANCE)
+        if extra > 0 and self._margin_short(account, m.base if o.side == _SELL and m.kind == _SPOT else m.quote, extra):
+            return int(RC.INSUFFICIENT_MARGIN)
         # accepted
         if new_price == o.price and qty <= o.remaining:
             diff = o.remaining - qty
@@ -923,6 +939,8 @@ class ReferenceEngine(CommandAPI):
         b = balances.get(asset)
         if b is None or amount > b[0]:
             return int(RC.INSUFFICIENT_FREE_BALANCE)
+        if self._margin_short(account, asset, amount):
+            return int(RC.INSUFFICIENT_MARGIN)
         b[0] -= amount
         self._outstanding[asset] -= amount
         self._ev(_EV_BALANCE, 0, 0, 0, 0, asset, 0, 0, account, 0, 0, -amount, b[0], taker_fee=b[1])
@@ -998,6 +1016,7 @@ class ReferenceEngine(CommandAPI):
         m.maker_bps = maker
         m.taker_bps = taker
         m.band_bps = band
+        m.leverage, m.maint_bps = 1, DEFAULT_MAINTENANCE_BPS
         m.last = 0
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
@@ -1014,6 +1033,51 @@ class ReferenceEngine(CommandAPI):
     def _echo(self, event_kind: int, row) -> None:
         (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty, cid, aux) = row
         self._ev(event_kind, 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
+
+    # ------------------------------------------------------------------ margin
+    def _mark(self, m: _Market) -> int:
+        """The market's listing venue's oracle price while it is fresh, else the last trade."""
+        o = self._oracles.get((m.venue, m.market_id))
+        return o.price if o is not None and o.price > 0 and not o.stale else m.last
+
+    def _margin_short(self, account: int, asset: int, amount: int) -> bool:
+        """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
+        the account's positions quoted in it: free - amount + sum(margin + unrealised - initial) < 0.
+        Walks only the account's own positions (none: no cost for spot-only accounts)."""
+        markets = self._account_positions.get(account)
+        if markets is None:
+            return False
+        excess = self._bal[account][asset][0] - amount
+        for market in markets:
+            m = self._markets[market]
+            size, entry, margin, _ = self._positions[(account, market)]
+            if m.quote != asset or size == 0:
+                continue
+            value = self._mark(m) * (abs(size) // m.lot)
+            unrealised = value - entry if size > 0 else entry - value
+            excess += margin + unrealised - -(-value // m.leverage)
+        return excess < 0
+
+    def _market_risk(self, row) -> int:
+        market, account, leverage, maint_bps = row[7], row[9], row[10], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _PERP:
+            return int(RC.INVALID_MARKET_KIND)
+        if account != self._admin and account != self._venues[m.venue].operator:
+            return int(RC.NOT_VENUE_OPERATOR)
+        if not 1 <= leverage <= MAX_LEVERAGE:
+            return int(RC.INVALID_LEVERAGE)
+        if not 1 <= maint_bps <= 10000:
+            return int(RC.INVALID_MAINTENANCE_MARGIN)
+        if m.books[0].prices or m.books[1].prices:
+            return int(RC.MARKET_HAS_OPEN_ORDERS)
+        m.leverage, m.maint_bps = leverage, maint_bps
+        self._echo(_EV_VENUE, row)
+        return 0
 
     # ------------------------------------------------------------------ oracles
     def _oracle_stale(self, venue: int, market: int) -> bool:
@@ -1080,6 +1144,10 @@ class ReferenceEngine(CommandAPI):
             o.stale = False
             self._oracle_status(o)
         return 0
+
+    def market_risks(self) -> list[MarketRiskView]:
+        """Every perpetual market's risk parameters, in market order."""
+        return [MarketRiskView(i, m.leverage, m.maint_bps) for i, m in sorted(self._markets.items()) if m.kind == _PERP]
 
     def positions(self) -> list[PositionView]:
         """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""

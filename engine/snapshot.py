@@ -50,9 +50,9 @@ NAME_RE = re.compile(r"^snapshot-(\d{20})\.xsnap$")
 LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
               "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes",
-              "oracles", "positions")
-# older state versions still read: 3 before oracles, 4 before perpetual positions
-STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-2], 4: STATE_KEYS[:-1]}
+              "oracles", "positions", "market_risk")
+# older state versions still read: 3 before oracles, 4 before perpetual positions, 5 before market risk
+STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-3], 4: STATE_KEYS[:-2], 5: STATE_KEYS[:-1]}
 
 assert HEADER_SIZE == 64
 

@@ -35,6 +35,13 @@ class MarketView(NamedTuple):
     halted: bool = False
 
 
+class MarketRiskView(NamedTuple):
+    """A perpetual market's risk parameters (MarketRisk)."""
+    market_id: int
+    max_leverage: int  # orders hold ceil(price / max_leverage) per lot, positions that much margin
+    maintenance_bps: int  # maintenance margin, in bps of the initial margin
+
+
 class AssetView(NamedTuple):
     asset_id: int
     symbol: str

@@ -955,6 +955,44 @@ class PerpStreamGenerator(VenueStreamGenerator):
             self.positions[(account, market)] = size
 
 
+class LeveragedPerpStreamGenerator(PerpStreamGenerator):
+    """``PerpStreamGenerator``'s streams with 2-20x leverage on both perpetual markets (issue 9, step 2):
+    holds of ceil(price / L) per lot, initial margins, the pre-trade margin check, and MarketRisk commands
+    (mostly refused).  A subclass so the workers' tests, which follow holds at 1x, keep their streams."""
+
+    def _setup(self) -> list[tuple]:
+        """Leverage on both perpetual markets (step 2: holds of ceil(price / L) per lot, initial margin),
+        set by the admin (venue 0 lists them) before any order, after a few refused attempts."""
+        r = self.rng
+        ts = self.ts
+        rows = super()._setup()
+        for market in self.PERP_MARKETS:
+            rows.append(self._market_risk(ts, market))
+            rows.append(_row(Cmd.MARKET_RISK, ts, account=self.ADMIN, market=market, price=r.randint(2, 20),
+                             qty=r.randint(1, 10000)))
+        return rows
+
+    def _market_risk(self, ts: int, market: int) -> tuple:
+        """A MarketRisk command, mostly refused: bad leverage or maintenance, a spot or unknown market, not
+        the admin, or (once orders rest) open orders."""
+        r = self.rng
+        account = r.choice([self.ADMIN, self.ADMIN, self.accounts[0], 0])
+        market = r.choice([market, market, market, 1, 99])
+        return _row(Cmd.MARKET_RISK, ts, account=account, market=market, price=r.choice([1, 5, 0, 101]),
+                    qty=r.choice([2500, 0, 10001]))
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < 0.002:
+                out.append(self._market_risk(row[_F["ts"]], r.choice(self.PERP_MARKETS)))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
@@ -962,6 +1000,7 @@ __all__ = [
     "StreamGenerator",
     "VenueStreamGenerator",
     "PerpStreamGenerator",
+    "LeveragedPerpStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from engine.codes import ResultCode as RC
-from engine.records import CmdFlag, Ev, MarketKind, Tif
+from engine.records import CmdFlag, Ev, MarketKind, Stp, Tif
 from engine.reference import ReferenceEngine
-from engine.views import PositionView
+from engine.views import MarketRiskView, PositionView
 
-from generators import ENGINE_KWARGS, PerpStreamGenerator, run_stream
+from generators import ENGINE_KWARGS, LeveragedPerpStreamGenerator, PerpStreamGenerator, run_stream
 from test_differential import run_differential
-from tests.test_venues import OP1, T1, T2, codes, ok, two_venues
+from tests.test_venues import OP1, T1, T2, codes, ok, state, two_venues
 
 USD, BTC = 1, 2
 PERP = 5
@@ -171,6 +171,106 @@ def test_import_refuses_a_position_in_a_spot_market():
         Engine.from_state(state, **ENGINE_KWARGS)
 
 
+# ---------------------------------------------------------------- leverage and the pre-trade margin check
+
+ADMIN, FEED, D = 99, 77, 14
+LEVERAGE = 10
+
+
+def leveraged_world(engine_cls):
+    """``world`` with an admin and PERP at 10x (maintenance 2500 bps of the initial margin)."""
+    e = world(engine_cls)
+    ok(e.set_venue_params(ADMIN, stake_asset=BTC, min_stake=1, unbond_period=1, protocol_account=800, admin=ADMIN))
+    ev = ok(e.market_risk(ADMIN, PERP, max_leverage=LEVERAGE, maintenance_bps=2500))
+    assert (ev[0]["kind"], ev[0]["flags"], ev[0]["price"], ev[0]["qty"]) == (Ev.VENUE, 112, LEVERAGE, 2500)
+    assert e.market_risks() == [MarketRiskView(PERP, LEVERAGE, 2500)]
+    return e
+
+
+BAD_RISK = [
+    ("account not positive", lambda e: e.market_risk(0, PERP, max_leverage=2, maintenance_bps=1), RC.INVALID_ACCOUNT_ID),
+    ("unknown market", lambda e: e.market_risk(ADMIN, 9, max_leverage=2, maintenance_bps=1), RC.UNKNOWN_MARKET),
+    ("spot market", lambda e: e.market_risk(ADMIN, 6, max_leverage=2, maintenance_bps=1), RC.INVALID_MARKET_KIND),
+    ("not admin nor operator", lambda e: e.market_risk(A, PERP, max_leverage=2, maintenance_bps=1),
+     RC.NOT_VENUE_OPERATOR),
+    ("leverage 0", lambda e: e.market_risk(ADMIN, PERP, max_leverage=0, maintenance_bps=1), RC.INVALID_LEVERAGE),
+    ("leverage 101", lambda e: e.market_risk(ADMIN, PERP, max_leverage=101, maintenance_bps=1), RC.INVALID_LEVERAGE),
+    ("maintenance 0", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=0),
+     RC.INVALID_MAINTENANCE_MARGIN),
+    ("maintenance 10001", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=10_001),
+     RC.INVALID_MAINTENANCE_MARGIN),
+    ("open orders", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=1), RC.MARKET_HAS_OPEN_ORDERS),
+]
+
+
+@pytest.mark.parametrize("what, command, code", BAD_RISK, ids=[b[0] for b in BAD_RISK])
+def test_bad_market_risk_is_rejected_and_changes_nothing(engine_cls, what, command, code):
+    e = leveraged_world(engine_cls)
+    ok(e.add_market(6, BTC, USD, tick_size=1, lot_size=1, min_size=1))
+    if code == RC.MARKET_HAS_OPEN_ORDERS:
+        ok(e.place(A, PERP, BUY, 90, 10, 1))
+    before = state(e)
+    ev = command(e)
+    assert [int(x) for x in ev["kind"]] == [Ev.REJECTED] and codes(ev) == [code], what
+    assert state(e) == before
+
+
+def test_leveraged_holds_and_margin(engine_cls):
+    e = leveraged_world(engine_cls)
+    ok(e.place(A, PERP, SELL, 100, 50, 1))  # 5 lots of ceil(100 / 10) + ceil(0.1) = 11
+    assert e.balance(A, USD) == (1_000_000 - 55, 55)
+    ok(e.place(B, PERP, BUY, 100, 50, 1, tif=Tif.IOC))  # taker fee 1; margin ceil(500 / 10) = 50 each
+    assert e.balance(B, USD) == (1_000_000 - 51, 50) and e.balance(A, USD) == (1_000_000 - 50, 50)
+    assert e.position(B, PERP) == PositionView(B, PERP, 50, 500, 50, 0)
+    assert e.position(A, PERP) == PositionView(A, PERP, -50, 500, 50, 0)
+    ok(e.place(A, PERP, BUY, 90, 50, 2))  # A closes at 90: +50 realised, its margin back
+    ok(e.place(B, PERP, SELL, 90, 50, 2, tif=Tif.IOC))  # B: -50, all of its margin (and a fee of 1)
+    assert e.position(A, PERP).realised == 50 and e.position(B, PERP).realised == -50
+    assert e.balance(A, USD) == (1_000_000 + 50, 0) and e.balance(B, USD) == (1_000_000 - 52, 0)
+
+
+def test_insufficient_margin_on_place_amend_and_withdraw(engine_cls):
+    e = leveraged_world(engine_cls)
+    ok(e.deposit(D, USD, 100))
+    ok(e.place(A, PERP, SELL, 100, 50, 1))
+    ok(e.place(D, PERP, BUY, 100, 50, 1, tif=Tif.IOC))  # long 5 lots at 100, margin 50
+    assert e.balance(D, USD) == (49, 50)
+    trade(e, A, B, BUY, 92, 10, 2)  # the last trade, D's mark: 92
+    # excess = free 49 + margin 50 + unrealised -40 - initial ceil(460 / 10) = 13
+    ok(e.place(D, PERP, BUY, 90, 10, 3))  # holds 9 + 1 = 10: excess 3 now
+    before = state(e)
+    for ev in (e.place(D, PERP, BUY, 92, 10, 4),  # holds 11 > 3
+               e.amend(D, client_id=3, qty=20),  # 10 more
+               e.withdraw(D, USD, 4)):
+        assert codes(ev) == [RC.INSUFFICIENT_MARGIN]
+        assert state(e) == before
+    ok(e.withdraw(D, USD, 3))
+    assert codes(e.place(D, PERP, BUY, 92, 10, 5)) == [RC.INSUFFICIENT_MARGIN]
+    # a fresh oracle on the listing venue is the mark: at 100 nothing is lost, excess 36 - 3 = 33 once more
+    ok(e.configure_oracle(ADMIN, 0, PERP, feed_id=1, feed_account=FEED, timeout_ns=10**15))
+    ok(e.oracle_price(FEED, 0, PERP, 100, feed_id=1, source_ts=1))
+    ok(e.place(D, PERP, BUY, 92, 20, 5))
+    # a reduce-only order is never refused for margin: free 11 is just its hold, the mark back at 92
+    ok(e.withdraw(D, USD, e.balance(D, USD)[0] - 11))
+    ok(e.oracle_price(FEED, 0, PERP, 92, feed_id=1, source_ts=2))
+    ok(e.place(B, PERP, BUY, 91, 10, 6))
+    assert codes(e.place(D, PERP, SELL, 91, 10, 8, tif=Tif.IOC)) == [RC.INSUFFICIENT_MARGIN]
+    events = ok(e.place(D, PERP, SELL, 91, 10, 7, tif=Tif.IOC, reduce_only=True, stp=Stp.CANCEL_MAKER))
+    assert e.position(D, PERP).size == 40 and any(ev["kind"] == Ev.FILL for ev in events)
+
+
+def test_market_risk_survives_export_import():
+    from engine.matcher import Engine
+
+    e = leveraged_world(Engine)
+    ok(e.place(A, PERP, SELL, 100, 50, 1))
+    copy = Engine.from_state(e.export_state(), **ENGINE_KWARGS)
+    assert copy.market_risks() == e.market_risks() and copy.balance(A, USD) == e.balance(A, USD)
+    for eng in (e, copy):  # the resting order's hold per lot came back with the leverage
+        ok(eng.cancel(A, order_id=1))
+    assert copy.balance(A, USD) == e.balance(A, USD) == (1_000_000, 0)
+
+
 # ---------------------------------------------------------------- invariants on generated streams
 
 def check_perp_invariants(e: ReferenceEngine, net: dict[int, int]) -> None:
@@ -182,6 +282,7 @@ def check_perp_invariants(e: ReferenceEngine, net: dict[int, int]) -> None:
     what the other side of the still-open positions owes: their entry values).  On the reference
     model, whose orders carry their fee per lot (the differential test holds the engines equal)."""
     markets = {m.market_id: m for m in e.markets()}
+    leveraged = {markets[r.market_id].quote for r in e.market_risks() if r.max_leverage > 1}
     held: dict[tuple[int, int], int] = defaultdict(int)
     owed: dict[int, int] = defaultdict(int)
     sizes: dict[int, int] = defaultdict(int)
@@ -198,13 +299,14 @@ def check_perp_invariants(e: ReferenceEngine, net: dict[int, int]) -> None:
     for o in e._orders.values():
         m = markets[o.market]
         if o.side == BUY or m.kind == MarketKind.PERPETUAL:
-            held[(o.account, m.quote)] += (o.remaining // m.lot_size) * (o.price + o.fpl)
+            held[(o.account, m.quote)] += (o.remaining // m.lot_size) * e._markets[o.market].per_lot(o.price, o.fpl)
         else:
             held[(o.account, m.base)] += o.remaining
     totals: dict[int, int] = defaultdict(int)
     for account in e.accounts():
         for asset, (free, h) in e.balances(account).items():
-            assert free >= 0 and h >= 0, (account, asset, free, h)
+            # free goes below 0 only by a leveraged loss larger than the closed margin plus the closing order's hold
+            assert (free >= 0 or asset in leveraged) and h >= 0, (account, asset, free, h)
             assert h == held.pop((account, asset), 0), (account, asset, h)
             totals[asset] += free + h
     assert not any(held.values()), held
@@ -217,10 +319,11 @@ def check_perp_invariants(e: ReferenceEngine, net: dict[int, int]) -> None:
         assert got == net.get(a.asset_id, 0), (a.asset_id, got, net.get(a.asset_id, 0))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_perp_stream_invariants_after_every_chunk(seed):
+@pytest.mark.parametrize("seed, generator", [(1, PerpStreamGenerator), (2, PerpStreamGenerator),
+                                             (5, LeveragedPerpStreamGenerator), (6, LeveragedPerpStreamGenerator)])
+def test_perp_stream_invariants_after_every_chunk(seed, generator):
     e = ReferenceEngine(**ENGINE_KWARGS)
-    gen = PerpStreamGenerator(seed, limits={k: v for k, v in ENGINE_KWARGS.items()})
+    gen = generator(seed, limits={k: v for k, v in ENGINE_KWARGS.items()})
     net: dict[int, int] = defaultdict(int)
     position_events_per_market: dict[int, int] = defaultdict(int)
     reduce_only_rejects = realising = 0
@@ -239,9 +342,10 @@ def test_perp_stream_invariants_after_every_chunk(seed):
     assert reduce_only_rejects > 5 and realising > 20, (reduce_only_rejects, realising)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_perp_stream_differential(seed, tmp_path):
-    stats = run_differential(seed, 15_000, dump_dir=tmp_path, generator=PerpStreamGenerator)
+@pytest.mark.parametrize("seed, generator", [(1, PerpStreamGenerator), (2, PerpStreamGenerator),
+                                             (3, LeveragedPerpStreamGenerator), (5, LeveragedPerpStreamGenerator)])
+def test_perp_stream_differential(seed, generator, tmp_path):
+    stats = run_differential(seed, 15_000, dump_dir=tmp_path, generator=generator)
     assert stats["fills"] > 500
 
 
@@ -249,4 +353,4 @@ def test_perp_stream_small_tables(tmp_path):
     from generators import SMALL_ENGINE_KWARGS
 
     run_differential(4, 8_000, engine_kwargs=dict(SMALL_ENGINE_KWARGS, max_venues=16), dump_dir=tmp_path,
-                     generator=PerpStreamGenerator)
+                     generator=LeveragedPerpStreamGenerator)

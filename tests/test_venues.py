@@ -315,8 +315,9 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
                   RC.MARKET_NOT_OFFERED, RC.ACCOUNT_NOT_ALLOWED, RC.VENUE_HAS_OPEN_ORDERS, RC.UNBOND_PENDING}
     assert len(issue_list) == 8 and issue_list <= {code for _, _, code in BAD}
     from tests.test_oracles import BAD_CONFIGS, BAD_PRICES  # the oracle codes have their own lists
+    from tests.test_perp import BAD_RISK  # and MarketRisk's
 
-    covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES}
+    covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES + BAD_RISK}
     assert {c for c in RC if 400 <= c < 500} - covered == {RC.STAKING_NOT_CONFIGURED}  # below
 
 

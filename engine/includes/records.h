@@ -83,7 +83,8 @@ enum {
     /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97,
-    XOS_CMD_ORACLE_CONFIG = 98 /* operator/admin: feed id and account of a venue's market oracle, timeout */
+    XOS_CMD_ORACLE_CONFIG = 98, /* operator/admin: feed id and account of a venue's market oracle, timeout */
+    XOS_CMD_MARKET_RISK = 112   /* admin or listing operator: a perpetual market's max leverage, maintenance */
 };
 
 /* event kinds */

@@ -71,6 +71,7 @@ cdef extern from "records.h" nogil:
         XOS_CMD_SLASH
         XOS_CMD_ORACLE_PRICE
         XOS_CMD_ORACLE_CONFIG
+        XOS_CMD_MARKET_RISK
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
