@@ -212,7 +212,7 @@ def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
 # ------------------------------------------------------------------------------- margin
 
 # order row: [account row, market index, side of its hold (a perpetual order holds quote as a buy
-# does), price, remaining, taker bps of its quote hold]
+# does), price, remaining, taker bps of its quote hold, leverage of its quote hold (1: spot)]
 cdef enum:
     M_ROW = 0
     M_MKT = 1
@@ -220,15 +220,19 @@ cdef enum:
     M_PRICE = 3
     M_REM = 4
     M_TB = 5
-    MARGIN_COLS = 6
+    M_LEV = 6
+    MARGIN_COLS = 7
 
 
-cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int64_t lot, int64_t tb) noexcept nogil:
+cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int64_t lot, int64_t tb,
+                            int64_t lev) noexcept nogil:
+    """A quote hold: lots x (ceil(price / leverage) + ceil(price x taker bps / 10000)); a base hold:
+    the remaining size."""
     if side != SIDE_BUY:
         return remaining
     if tb < 0:
         tb = 0
-    return fdiv(remaining, lot) * (price - fdiv(-price * tb, 10000))
+    return fdiv(remaining, lot) * (-fdiv(-price, lev) - fdiv(-price * tb, 10000))
 
 
 cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remaining, int64_t *held, int64_t ncol,
@@ -238,8 +242,8 @@ cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remainin
     if lot[m] == 0:
         return -1
     asset = quote[m] if side == SIDE_BUY else base[m]
-    held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], o[M_TB])
-                                      - hold_of(side, o[M_PRICE], o[M_REM], lot[m], o[M_TB]))
+    held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], o[M_TB], o[M_LEV])
+                                      - hold_of(side, o[M_PRICE], o[M_REM], lot[m], o[M_TB], o[M_LEV]))
     o[M_PRICE] = price
     o[M_REM] = remaining
     return 0
@@ -249,11 +253,12 @@ cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remainin
 @cython.wraparound(False)
 def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, const int64_t[::1] midx,
                  int64_t[:, ::1] held, const int64_t[::1] m_lot, const int64_t[::1] m_tb,
-                 const int64_t[::1] m_base, const int64_t[::1] m_quote, const int64_t[::1] m_perp):
+                 const int64_t[::1] m_base, const int64_t[::1] m_quote, const int64_t[::1] m_perp,
+                 const int64_t[::1] m_lev):
     """Move the holds of ``held`` (account row x asset) for a batch.  ``rows[i]`` / ``midx[i]``: the
     row of event i's account and the index of its market in the ``m_*`` arrays (read for an order's
     Accepted; ``m_tb`` is the taker fee of venue 0's orders; an order in a market ``m_perp`` marks holds
-    quote on either side, as a buy does).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
+    quote on either side, as a buy does, at the market's leverage ``m_lev``).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
     cdef int64_t n = len(events), i, s, k, rc = 0
     cdef int kind
     if n == 0:
@@ -275,6 +280,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
     cdef const int64_t *base = &m_base[0] if len(m_base) else NULL
     cdef const int64_t *quote = &m_quote[0] if len(m_quote) else NULL
     cdef const int64_t *perp = &m_perp[0] if len(m_perp) else NULL
+    cdef const int64_t *lev = &m_lev[0] if len(m_lev) else NULL
     cdef int64_t *o
     with nogil:
         for i in range(n):
@@ -299,6 +305,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     o[M_ROW] = rows[i]
                     o[M_MKT] = midx[i]
                     o[M_SIDE] = SIDE_BUY if perp != NULL and perp[midx[i]] else ev[i].side  # the hold's side
+                    o[M_LEV] = lev[midx[i]] if lev != NULL and lev[midx[i]] > 0 else 1
                     o[M_PRICE] = ev[i].price
                     o[M_REM] = 0
                     # venue 0's orders pay their market's fees; another venue's Accepted carries the

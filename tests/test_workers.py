@@ -616,19 +616,20 @@ def test_margin_checkpoint_from_before_per_order_fees(stream):
     assert_margin_matches(e, restored)
 
 
-def test_workers_follow_perpetual_fills_and_positions(tmp_path):
+@pytest.mark.parametrize("generator", ["PerpStreamGenerator", "LeveragedPerpStreamGenerator"])
+def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     """A perpetual fill moves no base and no notional in the ledger, only its fees; realised PnL moves
     between the account and POSITION_ACCOUNT, which ends at minus what the open positions owe.  The
     margin book's balances and holds (orders' quote holds, positions' margins) equal the matcher's,
-    and its positions the matcher's sizes."""
+    and its positions the matcher's sizes; at 1x and at the leverage MarketRisk sets."""
     from collections import defaultdict
 
-    from generators import PerpStreamGenerator
+    import generators
 
     from engine.records import MarketKind
 
     e = Engine(**ENGINE_KWARGS)
-    gen = PerpStreamGenerator(4, limits=dict(ENGINE_KWARGS))
+    gen = getattr(generators, generator)(4, limits=dict(ENGINE_KWARGS))
     events = np.concatenate([ev for _, ev in run_stream(e, gen, 12_000, chunk=250)])
     assert (events["kind"] == Ev.POSITION).sum() > 100 and (events["maker_fee"][events["kind"] == Ev.POSITION] != 0).any()
     ledger = SettlementLedger(tmp_path / "ledger.sqlite")
@@ -640,6 +641,9 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path):
     assert_margin_matches(e, book)
     for p in e.positions():
         assert book.positions[book.index[p.account], p.market] == p.size, p
+    set_by_command = {m.market_id: m.max_leverage for m in e.market_risks() if m.max_leverage != 1}
+    assert {k: v for k, v in book.leverage.items() if v != 1} == set_by_command
+    assert bool(set_by_command) == (generator == "LeveragedPerpStreamGenerator")
     markets = {m.market_id: m for m in e.markets()}
     owed = defaultdict(int)
     for p in e.positions():

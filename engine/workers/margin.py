@@ -39,15 +39,17 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import Ev, MarketKind, Side
+from ..records import Cmd, Ev, MarketKind, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
 # listings, deposits / withdrawals and venue transfers (an amount into or out of an account's
-# free balance, alike), fills, perpetual positions and every change of an order's hold
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION)
+# free balance, alike), fills, perpetual positions, every change of an order's hold, and the
+# venue commands' echoes (a perpetual market's leverage: MarketRisk)
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
+                     Ev.VENUE)
 
 
 @dataclass
@@ -96,6 +98,7 @@ class MarginBook(EventCore):
         # perpetual positions (account row x market id): signed size, and the margin held for each
         self.positions = np.zeros((accounts, markets), np.int64)
         self.position_margin = np.zeros((accounts, markets), np.int64)
+        self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
@@ -120,19 +123,24 @@ class MarginBook(EventCore):
         self._known = (ids[order], order.astype(np.int64))
         if "position_margin" not in state:  # before perpetual markets
             self.position_margin = np.zeros_like(self.positions)
+        if "leverage" not in state:  # before leverage
+            self.leverage = {}
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
             vals = np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64)
-        elif self.orders.ncols < MARGIN_COLUMNS:  # [row, market index, side, price, remaining]
+        elif self.orders.ncols < MARGIN_COLUMNS:  # [row, market index, side, price, remaining, (taker bps)]
             keys, vals = self.orders.arrays()
         else:
             return
+        # the columns added since, for the orders of then: their market's taker fee, leverage 1
         taker_bps = np.array([m.taker_bps for m in self.listings.markets.values()] or [0], np.int64)
         vals = vals.reshape(len(keys), -1)
+        if vals.shape[1] == 5:
+            vals = np.column_stack([vals, taker_bps[vals[:, 1]]])
         table = IntTable(MARGIN_COLUMNS, len(keys))
         if len(keys):
-            table.update(keys, np.column_stack([vals, taker_bps[vals[:, 1]]]))
+            table.update(keys, np.column_stack([vals, np.ones(len(keys), np.int64)]))
         self.orders = table
 
     @property
@@ -190,6 +198,10 @@ class MarginBook(EventCore):
         listing_at = np.flatnonzero((new["kind"] == Ev.ACCEPTED) & (new["order_id"] == 0))
         for i in listing_at.tolist():
             self._learn(new[i])
+        risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
+        for market, leverage in zip(risk["market"].tolist(), risk["price"].tolist()):
+            self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
+            self._marr = None
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
@@ -200,7 +212,7 @@ class MarginBook(EventCore):
         is_balance = (kind == Ev.BALANCE) | (kind == Ev.VENUE_TRANSFER)
         is_position = kind == Ev.POSITION
         market = mine["market"].astype(np.int64)
-        _, lot, tb, base, quote, perp, sorted_ids, order = self._market_arrays()
+        _, lot, tb, base, quote, perp, lev, sorted_ids, order = self._market_arrays()
         # markets of the orders' Accepted, the fills and the positions, as indexes into the market arrays
         need = is_order | is_fill | is_position
         midx = np.zeros(len(mine), np.int64)
@@ -274,7 +286,8 @@ class MarginBook(EventCore):
             np.add.at(self.held, (r, q), positions["client_id"][newest] - self.position_margin[r, m])
             self.position_margin[r, m] = positions["client_id"][newest]
             self.positions[r, m] = positions["qty"][newest]
-        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp)
+        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp,
+                     lev)
         self._cursor = last
         return applied
 
@@ -295,13 +308,15 @@ class MarginBook(EventCore):
 
     def _market_arrays(self):
         """Per listed market, in listing order (a stable index, which orders keep): id, lot size,
-        taker bps, base, quote, perpetual (1/0); plus the ids sorted and the sorting permutation (cached)."""
+        taker bps, base, quote, perpetual (1/0), leverage; plus the ids sorted and the sorting permutation
+        (cached)."""
         markets = self.listings.markets
         if self._markets_key != len(markets) or self._marr is None:
             ms = list(markets.values())
             cols = tuple(np.array(col, np.int64) for col in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.taker_bps for m in ms],
-                [m.base for m in ms], [m.quote for m in ms], [m.kind == MarketKind.PERPETUAL for m in ms]))
+                [m.base for m in ms], [m.quote for m in ms], [m.kind == MarketKind.PERPETUAL for m in ms],
+                [self.leverage.get(m.market_id, 1) for m in ms]))
             order = np.argsort(cols[0], kind="stable").astype(np.int64)
             self._marr = cols + (cols[0][order], order)
             self._markets_key = len(markets)
