@@ -9,7 +9,7 @@ import pytest
 from engine.codes import ResultCode as RC
 from engine.records import Cmd, Ev
 from engine.state import canonical_state
-from tests.test_venues import ADMIN, BTC, BUY, MKT, OP1, OP2, SELL, T1, T2, USD, codes, make, ok, state, two_venues
+from test_venues import ADMIN, BTC, BUY, MKT, OP1, OP2, SELL, T1, T2, USD, codes, make, ok, state, two_venues
 
 FEED, FEED_ACCOUNT = 7, 9001
 SECOND = 10**9
@@ -277,7 +277,7 @@ def test_the_feeds_aggregated_prices_are_taken_by_the_matcher(engine_cls):
     from engine.process import bootstrap_commands
     from feeds.aggregate import Aggregator
     from feeds.sources import Rejects, SimulatedSource
-    from tests.test_feeds import feeds_toml
+    from test_feeds import feeds_toml
 
     cfg = loads(feeds_toml(interval=0.1, stale=1.0))
     e = engine_cls(max_orders=100, max_accounts=100, max_markets=16, max_assets=8, max_venues=4)

@@ -15,7 +15,7 @@ from engine.views import MarketRiskView, PositionView
 
 from generators import ENGINE_KWARGS, LeveragedPerpStreamGenerator, PerpStreamGenerator, run_stream
 from test_differential import run_differential
-from tests.test_venues import OP1, T1, T2, codes, ok, state, two_venues
+from test_venues import OP1, T1, T2, codes, ok, state, two_venues
 
 USD, BTC = 1, 2
 PERP = 5

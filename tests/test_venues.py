@@ -314,8 +314,8 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
     issue_list = {RC.STAKE_BELOW_MINIMUM, RC.INSUFFICIENT_STAKE_BALANCE, RC.UNKNOWN_VENUE, RC.NOT_VENUE_OPERATOR,
                   RC.MARKET_NOT_OFFERED, RC.ACCOUNT_NOT_ALLOWED, RC.VENUE_HAS_OPEN_ORDERS, RC.UNBOND_PENDING}
     assert len(issue_list) == 8 and issue_list <= {code for _, _, code in BAD}
-    from tests.test_oracles import BAD_CONFIGS, BAD_PRICES  # the oracle codes have their own lists
-    from tests.test_perp import BAD_RISK  # and MarketRisk's
+    from test_oracles import BAD_CONFIGS, BAD_PRICES  # the oracle codes have their own lists
+    from test_perp import BAD_RISK  # and MarketRisk's
 
     covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES + BAD_RISK}
     assert {c for c in RC if 400 <= c < 500} - covered == {RC.STAKING_NOT_CONFIGURED}  # below
