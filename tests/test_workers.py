@@ -575,6 +575,16 @@ def test_breaker_and_band_watch_equal_a_trade_by_trade_model(seed):
     assert sent == halts and risk.band_breaches == breaches and risk.last == last
 
 
+def ledger_and_book_after(events: np.ndarray, tmp_path, seed: int) -> tuple[SettlementLedger, MarginBook]:
+    """A settlement ledger and a margin book fed ``events`` in the same random batches."""
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    book = MarginBook(MarginConfig(), accounts=2)
+    for batch in batches(events, random.Random(seed)):
+        ledger.apply(batch)
+        book.apply(batch)
+    return ledger, book
+
+
 def test_workers_follow_venue_transfers(tmp_path):
     """Stake locks, releases, slashes and fee sweeps move the ledger's and the margin book's balances
     as they move the matcher's, and buy holds follow each order's own venue fee, on a stream over
@@ -584,11 +594,7 @@ def test_workers_follow_venue_transfers(tmp_path):
     events = np.concatenate([ev for _, ev in run_stream(e, gen, 10_000, chunk=250)])
     reasons = set(events["reason"][events["kind"] == Ev.VENUE_TRANSFER].tolist())
     assert reasons >= {1, 2, 3, 4}
-    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
-    book = MarginBook(MarginConfig(), accounts=2)
-    for batch in batches(events, random.Random(9)):
-        ledger.apply(batch)
-        book.apply(batch)
+    ledger, book = ledger_and_book_after(events, tmp_path, seed=9)
     assert_settlement_matches(e, ledger)
     assert_margin_matches(e, book)
     names = {k for (k,) in ledger.db.execute("SELECT DISTINCT kind FROM entries")}
@@ -632,11 +638,7 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     gen = getattr(generators, generator)(4, limits=dict(ENGINE_KWARGS))
     events = np.concatenate([ev for _, ev in run_stream(e, gen, 12_000, chunk=250)])
     assert (events["kind"] == Ev.POSITION).sum() > 100 and (events["maker_fee"][events["kind"] == Ev.POSITION] != 0).any()
-    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
-    book = MarginBook(MarginConfig(), accounts=2)
-    for batch in batches(events, random.Random(12)):
-        ledger.apply(batch)
-        book.apply(batch)
+    ledger, book = ledger_and_book_after(events, tmp_path, seed=12)
     assert_settlement_matches(e, ledger)
     assert_margin_matches(e, book)
     for p in e.positions():
