@@ -12,7 +12,7 @@ from engine.codes import ResultCode
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
-from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, fresh_events, make_core, rows
+from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
@@ -192,16 +192,23 @@ def test_settlement_gap_raises(stream, tmp_path):
     ledger.close()
 
 
-def test_fresh_events():
+def test_select_fresh():
     ev = np.zeros(5, dtype=EVENT_DTYPE)
     ev["seq"] = np.arange(4, 9)
-    assert list(fresh_events(ev, 5)["seq"]) == [6, 7, 8]
-    assert len(fresh_events(ev, 8)) == 0 and len(fresh_events(ev, 20)) == 0
-    assert list(fresh_events(ev, 3)["seq"]) == [4, 5, 6, 7, 8]
-    with pytest.raises(SequenceGapError):
-        fresh_events(ev, 2)
+    ev["kind"] = [Ev.FILL, Ev.BOOK_LEVEL, Ev.FILL, Ev.BOOK_LEVEL, 0]
+    chosen, last = select_fresh(ev, 5)
+    assert list(chosen["seq"]) == [6, 7, 8] and last == 8
+    assert [len(select_fresh(ev, c)[0]) for c in (8, 20)] == [0, 0] and select_fresh(ev, 20)[1] == 20
+    assert list(select_fresh(ev, 3)[0]["seq"]) == [4, 5, 6, 7, 8]  # every kind, also unknown ones
+    chosen, last = select_fresh(ev, 3, kind_mask(Ev.FILL))
+    assert list(chosen["seq"]) == [4, 6] and last == 8
+    with pytest.raises(SequenceGapError, match="gap: cursor is 2"):
+        select_fresh(ev, 2)
+    broken = ev[[0, 1, 3]]
+    with pytest.raises(SequenceGapError, match="seq 5 is followed by 7"):
+        select_fresh(broken, 3)
     with pytest.raises(TypeError):
-        fresh_events(np.zeros(3, COMMAND_DTYPE), 0)
+        select_fresh(np.zeros(3, COMMAND_DTYPE), 0)
 
 
 def test_listing_inference():

@@ -96,11 +96,6 @@ class EventCore:
         return self._apply(chosen, last)
 
 
-def fresh_events(events: np.ndarray, cursor: int) -> np.ndarray:
-    """The events after ``cursor`` (see ``select_fresh``)."""
-    return select_fresh(events, cursor)[0]
-
-
 @dataclass(frozen=True)
 class AssetDef:
     asset_id: int
@@ -225,7 +220,6 @@ __all__ = [
     "buy_hold",
     "fee_per_lot",
     "EventCore",
-    "fresh_events",
     "kind_mask",
     "select_fresh",
     "rows",
