@@ -140,6 +140,26 @@ cdef class IntTable:
             for c in range(self.ncols):
                 self.vals[s * self.ncols + c] = v[i, c]
 
+    def ids_of(self, keys):
+        """For a table used as an index (``ncols == 1``, nothing ever erased): the id of each key
+        (int64[n]), a key not yet present getting the next id (``len(self)``) in order of first
+        appearance; ids are dense ``0 .. len(self) - 1``."""
+        if self.ncols != 1:
+            raise ValueError("ids_of needs a one-column table")
+        cdef const int64_t[::1] k = np.ascontiguousarray(keys, np.int64)
+        cdef int64_t n = k.shape[0], i, s
+        out = np.empty(n, np.int64)
+        cdef int64_t[::1] o = out
+        self.reserve(n)
+        with nogil:
+            for i in range(n):
+                s = self.find(k[i])
+                if s < 0:
+                    s = self.insert(k[i])
+                    self.vals[s] = self.count - 1
+                o[i] = self.vals[s]
+        return out
+
     def arrays(self):
         """``(keys, vals)`` of every entry (slot order)."""
         used = self._used.view(np.bool_)

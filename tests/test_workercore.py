@@ -49,3 +49,14 @@ def test_checkpoint_mid_stream(events, make):
         assert part.index == whole.index and part.outstanding == whole.outstanding
     else:
         assert part.oi == whole.oi and part.rates.to_dict() == whole.rates.to_dict()
+
+
+def test_int_table_ids_of_assigns_dense_ids_in_first_seen_order():
+    t = IntTable(1)
+    assert t.ids_of(np.array([50, 7, 50, -3], np.int64)).tolist() == [0, 1, 0, 2]
+    keys = np.arange(1000, dtype=np.int64) * 7919  # past several doublings of the table
+    ids = t.ids_of(keys)
+    assert ids[0] == 3 and ids.tolist() == list(range(3, 1003)) and len(t) == 1003
+    assert t.ids_of(np.array([7, 0], np.int64)).tolist() == [1, 3]  # 0 = keys[0], seen in the second call
+    with pytest.raises(ValueError, match="one-column"):
+        IntTable(2).ids_of(keys)

@@ -648,12 +648,25 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     ledger, book = ledger_and_book_after(events, tmp_path, seed=12)
     assert_settlement_matches(e, ledger)
     assert_margin_matches(e, book)
-    for p in e.positions():
-        assert book.positions[book.index[p.account], p.market] == p.size, p
+    markets = {m.market_id: m for m in e.markets()}
+    risks = {r.market_id: r for r in e.market_risks()}
+    upnl_sum, maint_sum = defaultdict(int), defaultdict(int)
+    for p in e.positions():  # valued at the last trade price, as the matcher's mark without oracles
+        m, risk = markets[p.market], risks[p.market]
+        mark, lots = book.marks[p.market], abs(p.size) // m.lot_size
+        upnl = 0 if p.size == 0 else (mark * lots - p.entry_value) * (1 if p.size > 0 else -1)
+        maint = -(-(-(-mark * lots // risk.max_leverage)) * risk.maintenance_bps // 10000)
+        assert book.position(p.account, p.market) == {"size": p.size, "entry": p.entry_value, "margin": p.margin,
+                                                      "upnl": upnl, "maintenance": maint}, p
+        upnl_sum[p.account, m.quote] += upnl
+        maint_sum[p.account, m.quote] += maint
+    for (account, asset), v in upnl_sum.items():
+        r = book.index[account]
+        assert (book.upnl_sum[r, asset], book.maint_sum[r, asset]) == (v, maint_sum[account, asset])
+    assert book.upnl_sum.sum() == sum(upnl_sum.values()) and book.maint_sum.sum() == sum(maint_sum.values())
     set_by_command = {m.market_id: m.max_leverage for m in e.market_risks() if m.max_leverage != 1}
     assert {k: v for k, v in book.leverage.items() if v != 1} == set_by_command
     assert bool(set_by_command) == (generator == "LeveragedPerpStreamGenerator")
-    markets = {m.market_id: m for m in e.markets()}
     owed = defaultdict(int)
     for p in e.positions():
         owed[markets[p.market].quote] += p.entry_value if p.size > 0 else -p.entry_value

@@ -9,10 +9,10 @@ asset ids, ``0`` unused):
 - ``held[row, asset]`` int64: the holds of the account's open orders, tracked per order from
   ``Accepted`` / ``Fill`` / ``Cancelled`` / ``Amended`` (buy: ``lots * (price + fee_per_lot)`` in the
   quote asset; sell: ``remaining`` base), so it equals the matcher's ``held``.
-- ``positions[row, market]`` int64: signed position per market.  Spot markets never use it (a spot
-  trade moves balances); perpetual and outcome markets will book their positions here and value
-  them at the market's mark (``pnl = position * (mark - entry)``), next to the balances.
-- ``marks[market]``: the latest mark price per market, for now the last trade price (``Fill``).
+- ``perp`` (``positions.PositionBook``): perpetual positions, sparse, one slot per (row, market), with
+  their unrealised PnL and maintenance requirement at the market's mark; ``upnl_sum[row, asset]`` and
+  ``maint_sum[row, asset]`` (dense like ``total``) add them up per quote asset.
+- ``marks[market]``: the latest mark price per market: the last trade price (``Fill``).
 
 Valuation (all money int64, no floats).  Each asset ``a`` gets a weight: the value of one smallest
 unit of ``a`` in smallest units of the valuation asset ``V``, times ``(10000 - haircut_bps[a]) /
@@ -42,6 +42,11 @@ import numpy as np
 from ..records import Cmd, Ev, MarketKind, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
+from .positions import MARKET_SPAN, PositionBook
+
+VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<i8"), ("available", "<i8"),
+                       ("maintenance", "<i8")])
+DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
@@ -95,10 +100,11 @@ class MarginBook(EventCore):
         self.account_ids = np.zeros(accounts, np.int64)
         self.total = np.zeros((accounts, assets), np.int64)
         self.held = np.zeros((accounts, assets), np.int64)
-        # perpetual positions (account row x market id): signed size, and the margin held for each
-        self.positions = np.zeros((accounts, markets), np.int64)
-        self.position_margin = np.zeros((accounts, markets), np.int64)
+        self.perp = PositionBook()
+        self.upnl_sum = np.zeros((accounts, assets), np.int64)
+        self.maint_sum = np.zeros((accounts, assets), np.int64)
         self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
+        self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
@@ -121,10 +127,19 @@ class MarginBook(EventCore):
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
         self._known = (ids[order], order.astype(np.int64))
-        if "position_margin" not in state:  # before perpetual markets
-            self.position_margin = np.zeros_like(self.positions)
         if "leverage" not in state:  # before leverage
             self.leverage = {}
+        if "perp" not in state:  # dense positions without entry values (or none: before perpetual markets)
+            dense = state.get("positions")
+            if dense is not None and dense.any():
+                raise ValueError("margin checkpoint from before position entry values holds open positions: "
+                                 "it cannot be revalued; remove it so the worker rebuilds from the ring")
+            self.__dict__.pop("positions", None)
+            self.__dict__.pop("position_margin", None)
+            self.perp = PositionBook()
+            self.upnl_sum = np.zeros_like(self.total)
+            self.maint_sum = np.zeros_like(self.total)
+            self.maintenance_bps = {}
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
@@ -156,7 +171,7 @@ class MarginBook(EventCore):
             if r == len(self.account_ids):
                 n = 2 * r
                 self.account_ids = np.resize(self.account_ids, n)
-                for name in ("total", "held", "positions", "position_margin"):
+                for name in ("total", "held", "upnl_sum", "maint_sum"):
                     old = getattr(self, name)
                     new = np.zeros((n, old.shape[1]), np.int64)
                     new[:r] = old
@@ -165,10 +180,10 @@ class MarginBook(EventCore):
             self.account_ids[r] = account
         return r
 
-    def _ensure_columns(self, asset: int, market: int = 0) -> None:
+    def _ensure_columns(self, asset: int) -> None:
         if asset >= self.total.shape[1]:
             n = max(asset + 1, 2 * self.total.shape[1])
-            for name in ("total", "held"):
+            for name in ("total", "held", "upnl_sum", "maint_sum"):
                 old = getattr(self, name)
                 new = np.zeros((old.shape[0], n), np.int64)
                 new[:, : old.shape[1]] = old
@@ -176,13 +191,6 @@ class MarginBook(EventCore):
             self.w = np.zeros(n, np.int64)
             self.s = np.zeros(n, np.int64)
             self._weights_key = None
-        if market >= self.positions.shape[1]:
-            n = max(market + 1, 2 * self.positions.shape[1])
-            for name in ("positions", "position_margin"):
-                old = getattr(self, name)
-                new = np.zeros((old.shape[0], n), np.int64)
-                new[:, : old.shape[1]] = old
-                setattr(self, name, new)
 
     # ----------------------------------------------------------------------------- apply
 
@@ -199,9 +207,12 @@ class MarginBook(EventCore):
         for i in listing_at.tolist():
             self._learn(new[i])
         risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
-        for market, leverage in zip(risk["market"].tolist(), risk["price"].tolist()):
+        for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
+                                                 risk["qty"].tolist()):
             self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
+            self.maintenance_bps[market] = maintenance
             self._marr = None
+            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
@@ -270,26 +281,61 @@ class MarginBook(EventCore):
             out = self.outstanding
             for a, v in zip(assets.tolist(), sums.tolist()):
                 out[a] = out.get(a, 0) + v
-            # marks: the last trade price per market
-            if len(fills):
-                fmk = fills["market"]
-                newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
-                for mk, p in zip(fmk[newest].tolist(), fills["price"][newest].tolist()):
-                    self.marks[mk] = p
+        moved = np.zeros(0, np.int64)  # perpetual markets whose mark changed in this batch
+        if len(fills):  # marks: the last trade price per market
+            fmk = fills["market"]
+            newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
+            marks = self.marks
+            changed = []
+            for mk, p, is_perp in zip(fmk[newest].tolist(), fills["price"][newest].tolist(),
+                                      perp[midx[is_fill]][newest].tolist()):
+                if marks.get(mk) != p:
+                    marks[mk] = p
+                    if is_perp:
+                        changed.append(mk)
+            moved = np.array(changed, np.int64)
+        touched = np.zeros(0, np.int64)  # position slots changed in this batch
         if len(positions):
-            # each position's size and margin after the batch (its last event); the margin moved
-            # between the account's free and held quote
+            # each position's size, entry and margin after the batch (its last event); the margin
+            # moved between the account's free and held quote
             p_market = positions["market"].astype(np.int64)
             key = p_rows * (int(p_market.max()) + 1) + p_market
             newest = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
-            r, m, q = p_rows[newest], p_market[newest], p_quote[newest]
-            np.add.at(self.held, (r, q), positions["client_id"][newest] - self.position_margin[r, m])
-            self.position_margin[r, m] = positions["client_id"][newest]
-            self.positions[r, m] = positions["qty"][newest]
+            last_pos = positions[newest]
+            r, q = p_rows[newest], p_quote[newest]
+            book = self.perp
+            touched, margin_before = book.update(r, p_market[newest], q, lot[midx[is_position]][newest],
+                                                 last_pos["qty"], last_pos["remaining"], last_pos["client_id"])
+            np.add.at(self.held, (r, q), last_pos["client_id"] - margin_before)
+        if len(moved) or len(touched):
+            self._revalue_positions(moved, touched)
         margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp,
                      lev)
         self._cursor = last
         return applied
+
+    def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> np.ndarray:
+        """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots;
+        returns the rows of the positions revalued."""
+        book = self.perp
+        slots = np.unique(np.concatenate([touched] + [book.slots_of(m) for m in moved.tolist()]))
+        markets, inv = np.unique(book.market[slots], return_inverse=True)
+        ms = markets.tolist()
+        mark = np.array([self.marks.get(m, 0) for m in ms], np.int64)[inv]
+        lev = np.array([self.leverage.get(m, 1) for m in ms], np.int64)[inv]
+        mm = np.array([self.maintenance_bps.get(m, DEFAULT_MAINTENANCE_BPS) for m in ms], np.int64)[inv]
+        book.revalue(slots, mark, lev, mm, self.upnl_sum, self.maint_sum)
+        return book.row[slots]
+
+    def under_maintenance(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """``(rows, assets)`` pairs (two int64 arrays) among ``rows`` (default: every account) whose
+        equity in a quote asset, ``total + upnl_sum``, is below the maintenance requirement of their
+        positions quoted in it, ``maint_sum``."""
+        if rows is None:
+            rows = np.arange(self.n_accounts)
+        maint = self.maint_sum[rows]
+        r, a = np.nonzero((maint > 0) & (self.total[rows] + self.upnl_sum[rows] < maint))
+        return rows[r], a
 
     def _learn(self, e) -> None:
         listings = self.listings
@@ -303,7 +349,7 @@ class MarginBook(EventCore):
             if what == ASSET_LISTING:
                 self._ensure_columns(d.asset_id)
             else:
-                self._ensure_columns(max(d.base, d.quote), d.market_id)
+                self._ensure_columns(max(d.base, d.quote))
             self._markets_key = None
 
     def _market_arrays(self):
@@ -353,6 +399,18 @@ class MarginBook(EventCore):
         if r is None or asset >= self.total.shape[1]:
             return 0, 0
         return int(self.total[r, asset]), int(self.held[r, asset])
+
+    def position(self, account: int, market: int) -> dict | None:
+        """A perpetual position as this book has it (``None`` if the account never had one there):
+        ``size``, ``entry``, ``margin`` (the matcher's) and ``upnl``, ``maintenance`` at ``marks``."""
+        r = self.index.get(account)
+        key = None if r is None else self.perp.slots.get(r * MARKET_SPAN + market)
+        if key is None:
+            return None
+        i = key[0]
+        book = self.perp
+        return {"size": int(book.size[i]), "entry": int(book.entry[i]), "margin": int(book.margin[i]),
+                "upnl": int(book.upnl[i]), "maintenance": int(book.maint[i])}
 
     def balances(self, account: int) -> dict[int, tuple[int, int]]:
         """``{asset: (total, held)}`` for the assets where either is non-zero."""
@@ -440,15 +498,19 @@ class MarginBook(EventCore):
         return revalue_dense(x[:n], w, s, chunk)
 
     def snapshot(self) -> np.ndarray:
-        """Per account: ``account``, ``equity``, ``margin_used`` (held amounts valued), ``available``."""
+        """Per account: ``account``, ``equity`` (balances plus perpetual unrealised PnL, valued),
+        ``margin_used`` (held amounts valued: order holds and position margins), ``available``
+        (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
         n = self.n_accounts
-        equity = self.revalue()
+        self.revalue()  # checks the overflow bound
+        equity = self.revalue(self.total[:n] + self.upnl_sum[:n])
         used = self.revalue(self.held[:n])
-        out = np.zeros(n, dtype=[("account", "<i8"), ("equity", "<i8"), ("margin_used", "<i8"), ("available", "<i8")])
+        out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]
         out["equity"] = equity
         out["margin_used"] = used
         out["available"] = equity - used
+        out["maintenance"] = self.revalue(self.maint_sum[:n])
         return out
 
 

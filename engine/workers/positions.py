@@ -1,0 +1,120 @@
+"""Perpetual positions of the margin worker: sparse, revalued per market, vectorised.
+
+One slot per (account row, market) that ever had a position (kept when flat, as in the matcher),
+in arrays indexed by slot; ``IntTable.ids_of`` maps ``row * MARKET_SPAN + market`` to the slot.
+Each slot keeps the matcher's ``size`` (signed base units), ``entry`` (entry value, quote units) and
+``margin`` (from ``Position`` events) and, at its market's current mark, its unrealised PnL and its
+maintenance requirement.  Per (row, quote asset) the book keeps the sums of both (``upnl_sum``,
+``maint_sum``, dense like the balances), so an account's equity in an asset is
+``total + upnl_sum`` without walking its positions.
+
+A mark change in market ``m`` revalues only the slots of ``m`` (one numpy pass over its holders,
+found through a per-market slot list) and moves the sums by the differences: the cost is the
+market's holders, never all accounts.
+
+The rules (exact integers, the matcher's; ARCHITECTURE "Perpetual markets"):
+
+    lots        = |size| / lot
+    notional    = mark * lots
+    unrealised  = notional - entry (long), entry - notional (short)
+    initial     = ceil(notional / max_leverage)
+    maintenance = ceil(initial * maintenance_bps / 10000)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..workercore import IntTable
+
+MARKET_SPAN = 1 << 24  # market ids are below this: the slot key is row * MARKET_SPAN + market
+_COLUMNS = ("row", "market", "quote", "lot", "size", "entry", "margin", "upnl", "maint")
+
+
+class PositionBook:
+    """Positions by slot; see the module docstring."""
+
+    def __init__(self, capacity: int = 1024):
+        self.slots = IntTable(1)
+        for name in _COLUMNS:
+            setattr(self, name, np.zeros(capacity, np.int64))
+        self.by_market: dict[int, list[np.ndarray]] = {}  # market -> its slots, in chunks as they came
+        self._market_slots: dict[int, np.ndarray] = {}  # the chunks joined (cache)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.row)
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        for name in _COLUMNS:
+            old = getattr(self, name)
+            new = np.zeros(cap, np.int64)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def slots_of(self, market: int) -> np.ndarray:
+        """The slots of ``market`` (int64, in order of first position)."""
+        got = self._market_slots.get(market)
+        chunks = self.by_market.get(market)
+        if chunks is None:
+            return np.zeros(0, np.int64)
+        if got is None or len(chunks) > 1:
+            got = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            self.by_market[market] = [got]
+            self._market_slots[market] = got
+        return got
+
+    def update(self, rows: np.ndarray, markets: np.ndarray, quotes: np.ndarray, lots: np.ndarray,
+               sizes: np.ndarray, entries: np.ndarray, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Set the positions of (rows[i], markets[i]) (each pair at most once) to the matcher's
+        size, entry value and margin; returns their slots and the margins they had (0 for a new
+        one).  Unrealised PnL and maintenance are left for ``revalue`` (the caller revalues the
+        slots at their marks)."""
+        before = len(self.slots)
+        slots = self.slots.ids_of(rows * MARKET_SPAN + markets)
+        after = len(self.slots)
+        if after > before:
+            self._grow(after)
+            fresh = slots >= before
+            fs = slots[fresh]
+            self.row[fs], self.market[fs], self.quote[fs], self.lot[fs] = rows[fresh], markets[fresh], quotes[fresh], lots[fresh]
+            fm = markets[fresh]
+            order = np.argsort(fm, kind="stable")
+            fm, fs = fm[order], fs[order]
+            cuts = np.flatnonzero(np.diff(fm)) + 1
+            for m, chunk in zip(fm[np.r_[0, cuts]].tolist(), np.split(fs, cuts)):
+                self.by_market.setdefault(m, []).append(chunk)
+        margin_before = self.margin[slots]
+        self.size[slots], self.entry[slots], self.margin[slots] = sizes, entries, margins
+        return slots, margin_before
+
+    def revalue(self, slots: np.ndarray, marks: np.ndarray, leverage: np.ndarray, maintenance_bps: np.ndarray,
+                upnl_sum: np.ndarray, maint_sum: np.ndarray) -> None:
+        """Revalue ``slots`` (distinct) at ``marks`` (per slot; 0 = no mark yet: valued at entry),
+        with their market's leverage and maintenance bps, and move the per-(row, quote) sums by the
+        changes."""
+        size = self.size[slots]
+        lots = np.abs(size) // self.lot[slots]
+        mark = marks
+        notional = mark * lots
+        entry = self.entry[slots]
+        upnl = np.where(mark > 0, np.where(size > 0, notional - entry, entry - notional), 0)
+        upnl[size == 0] = 0
+        initial = -(-np.where(mark > 0, notional, entry) // leverage)
+        maint = -(-initial * maintenance_bps // 10000)
+        rows, quotes = self.row[slots], self.quote[slots]
+        np.add.at(upnl_sum, (rows, quotes), upnl - self.upnl[slots])
+        np.add.at(maint_sum, (rows, quotes), maint - self.maint[slots])
+        self.upnl[slots] = upnl
+        self.maint[slots] = maint
+
+    def open_slots(self) -> np.ndarray:
+        """Slots with a non-zero size."""
+        n = len(self.slots)
+        return np.flatnonzero(self.size[:n] != 0)
+
+
+__all__ = ["MARKET_SPAN", "PositionBook"]
