@@ -269,6 +269,56 @@ cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remainin
     return 0
 
 
+cdef inline int64_t ceil_div(int64_t a, int64_t b) noexcept nogil:
+    """``ceil(a / b)`` for ``b > 0``."""
+    return -fdiv(-a, b)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] mark, const int64_t[::1] leverage,
+                      const int64_t[::1] maintenance_bps, int64_t[:, ::1] upnl_sum, int64_t[:, ::1] maint_sum,
+                      const int64_t[:, ::1] total):
+    """Revalue the perpetual positions at ``slots`` of a ``PositionBook`` (``positions``) at their
+    market's ``mark`` (arrays by market id; 0 = none yet: valued at entry), ``leverage`` and
+    ``maintenance_bps``, moving ``upnl_sum`` / ``maint_sum`` (row x asset) by the changes; a slot
+    given twice is revalued once in effect.  Returns the (row, asset) pairs among those slots whose
+    equity ``total + upnl_sum`` is below ``maint_sum`` (int64[k, 2], a pair possibly repeated)."""
+    cdef const int64_t[::1] market = positions.market, lot = positions.lot, size = positions.size
+    cdef const int64_t[::1] entry = positions.entry, row = positions.row, quote = positions.quote
+    cdef int64_t[::1] upnl = positions.upnl, maint = positions.maint
+    cdef int64_t n = slots.shape[0], i, s, m, r, q, lots, notional, u, mm, k = 0
+    under = np.empty((n, 2), np.int64)
+    cdef int64_t[:, ::1] out = under
+    with nogil:
+        for i in range(n):
+            s = slots[i]
+            m = market[s]
+            lots = (size[s] if size[s] >= 0 else -size[s]) // lot[s]
+            if mark[m] > 0:
+                notional = mark[m] * lots
+                u = notional - entry[s] if size[s] > 0 else (entry[s] - notional if size[s] < 0 else 0)
+            else:
+                notional = entry[s]
+                u = 0
+            mm = ceil_div(ceil_div(notional, leverage[m]) * maintenance_bps[m], 10000) if lots else 0
+            r = row[s]
+            q = quote[s]
+            upnl_sum[r, q] += u - upnl[s]
+            maint_sum[r, q] += mm - maint[s]
+            upnl[s] = u
+            maint[s] = mm
+        for i in range(n):
+            s = slots[i]
+            r = row[s]
+            q = quote[s]
+            if maint_sum[r, q] > 0 and total[r, q] + upnl_sum[r, q] < maint_sum[r, q]:
+                out[k, 0] = r
+                out[k, 1] = q
+                k += 1
+    return under[:k]
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, const int64_t[::1] midx,

@@ -664,6 +664,11 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
         r = book.index[account]
         assert (book.upnl_sum[r, asset], book.maint_sum[r, asset]) == (v, maint_sum[account, asset])
     assert book.upnl_sum.sum() == sum(upnl_sum.values()) and book.maint_sum.sum() == sum(maint_sum.values())
+    # under maintenance: equity in the quote asset (free + held + unrealised) below the positions' maintenance
+    expected = sorted((book.index[a], q) for (a, q), mm in maint_sum.items()
+                      if mm > 0 and sum(e.balance(a, q)) + upnl_sum[a, q] < mm)
+    rows_found, assets_found = book.under_maintenance()
+    assert sorted(zip(rows_found.tolist(), assets_found.tolist())) == expected
     set_by_command = {m.market_id: m.max_leverage for m in e.market_risks() if m.max_leverage != 1}
     assert {k: v for k, v in book.leverage.items() if v != 1} == set_by_command
     assert bool(set_by_command) == (generator == "LeveragedPerpStreamGenerator")
@@ -677,3 +682,32 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     reopened = SettlementLedger(tmp_path / "ledger.sqlite")  # the legs summed again from the tables
     assert_settlement_matches(e, reopened)
     reopened.close()
+
+
+def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
+    """A trade at a new price revalues every position of its market: the 10x long whose loss takes its
+    equity below maintenance is reported once (``take_under``), its counterparty short is not."""
+    from engine.records import MarketKind
+
+    e = Engine(**ENGINE_KWARGS)
+    setup = [e.add_asset(1, "USDT", 2), e.add_asset(2, "BTC", 8),
+             e.add_market(5, 2, 1, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL),
+             e.set_venue_params(9, stake_asset=2, min_stake=1, unbond_period=1, protocol_account=8, admin=9),
+             e.market_risk(9, 5, max_leverage=10, maintenance_bps=5000)]
+    setup += [e.deposit(account, 1, 2_000) for account in (1, 2, 3, 4)]
+    setup += [e.place(1, 5, Side.BUY, 1000, 10, 1), e.place(2, 5, Side.SELL, 1000, 10, 1)]
+    book = MarginBook()
+    book.apply(np.concatenate(setup))
+    assert not (np.concatenate(setup)["kind"] == Ev.REJECTED).any()
+    assert book.position(1, 5) == {"size": 10, "entry": 10_000, "margin": 1000, "upnl": 0, "maintenance": 500}
+    assert len(book.take_under()) == 0
+    # accounts 3 and 4 trade one lot at 880: the long's equity 2000 - 1200 = 800 >= maintenance 440
+    book.apply(np.concatenate([e.place(3, 5, Side.BUY, 880, 1, 1), e.place(4, 5, Side.SELL, 880, 1, 1)]))
+    assert book.position(1, 5)["upnl"] == -1200 and len(book.take_under()) == 0
+    # at 820: equity 2000 - 1800 = 200 < maintenance 410
+    book.apply(np.concatenate([e.place(3, 5, Side.BUY, 820, 1, 2), e.place(4, 5, Side.SELL, 820, 1, 2)]))
+    assert book.take_under().tolist() == [[book.index[1], 1]]
+    assert book.position(1, 5) == {"size": 10, "entry": 10_000, "margin": 1000, "upnl": -1800, "maintenance": 410}
+    assert len(book.take_under()) == 0  # taken
+    rows_now, assets_now = book.under_maintenance()
+    assert rows_now.tolist() == [book.index[1]] and assets_now.tolist() == [1]

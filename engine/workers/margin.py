@@ -105,6 +105,9 @@ class MarginBook(EventCore):
         self.maint_sum = np.zeros((accounts, assets), np.int64)
         self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
         self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
+        self._risk_arrays = None
+        # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
+        self.under = np.zeros((0, 2), np.int64)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
@@ -123,6 +126,8 @@ class MarginBook(EventCore):
         self.__dict__.update(state)
         self._markets_key = None
         self._marr = None
+        self._risk_arrays = None
+        self.__dict__.setdefault("under", np.zeros((0, 2), np.int64))
         n = len(self.index)
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
@@ -212,6 +217,7 @@ class MarginBook(EventCore):
             self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
             self.maintenance_bps[market] = maintenance
             self._marr = None
+            self._risk_arrays = None
             self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
@@ -293,6 +299,8 @@ class MarginBook(EventCore):
                     marks[mk] = p
                     if is_perp:
                         changed.append(mk)
+            if self._risk_arrays is not None:
+                self._risk_arrays[0][fmk[newest]] = fills["price"][newest]
             moved = np.array(changed, np.int64)
         touched = np.zeros(0, np.int64)  # position slots changed in this batch
         if len(positions):
@@ -314,18 +322,38 @@ class MarginBook(EventCore):
         self._cursor = last
         return applied
 
-    def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> np.ndarray:
-        """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots;
-        returns the rows of the positions revalued."""
+    def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> None:
+        """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots; the
+        (row, asset) pairs found under maintenance are kept in ``self.under`` (see ``apply``)."""
         book = self.perp
-        slots = np.unique(np.concatenate([touched] + [book.slots_of(m) for m in moved.tolist()]))
-        markets, inv = np.unique(book.market[slots], return_inverse=True)
-        ms = markets.tolist()
-        mark = np.array([self.marks.get(m, 0) for m in ms], np.int64)[inv]
-        lev = np.array([self.leverage.get(m, 1) for m in ms], np.int64)[inv]
-        mm = np.array([self.maintenance_bps.get(m, DEFAULT_MAINTENANCE_BPS) for m in ms], np.int64)[inv]
-        book.revalue(slots, mark, lev, mm, self.upnl_sum, self.maint_sum)
-        return book.row[slots]
+        slots = np.concatenate([touched] + [book.slots_of(m) for m in moved.tolist()]) if len(moved) else touched
+        mark, lev, mm = self._market_risk_arrays()
+        under = book.revalue(slots, mark, lev, mm, self.upnl_sum, self.maint_sum, self.total)
+        if len(under):
+            self.under = np.unique(np.concatenate([self.under, under]), axis=0) if len(self.under) else under
+
+    def _market_risk_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mark, leverage and maintenance bps by market id (int64 arrays; the marks kept current by
+        ``_apply``, the others rebuilt when a listing or MarketRisk changed them)."""
+        top = max(self.listings.markets, default=0) + 1
+        if self._risk_arrays is None or len(self._risk_arrays[0]) < top:
+            mark = np.zeros(top, np.int64)
+            lev = np.ones(top, np.int64)
+            mm = np.full(top, DEFAULT_MAINTENANCE_BPS, np.int64)
+            for m, p in self.marks.items():
+                if m < top:
+                    mark[m] = p
+            for m, v in self.leverage.items():
+                lev[m] = v
+            for m, v in self.maintenance_bps.items():
+                mm[m] = v
+            self._risk_arrays = mark, lev, mm
+        return self._risk_arrays
+
+    def take_under(self) -> np.ndarray:
+        """The (row, asset) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
+        under, self.under = self.under, np.zeros((0, 2), np.int64)
+        return under
 
     def under_maintenance(self, rows: np.ndarray | None = None) -> np.ndarray:
         """``(rows, assets)`` pairs (two int64 arrays) among ``rows`` (default: every account) whose
@@ -350,6 +378,7 @@ class MarginBook(EventCore):
                 self._ensure_columns(d.asset_id)
             else:
                 self._ensure_columns(max(d.base, d.quote))
+                self._risk_arrays = None
             self._markets_key = None
 
     def _market_arrays(self):

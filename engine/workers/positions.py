@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..workercore import IntTable
+from ..workercore import IntTable, revalue_positions
 
 MARKET_SPAN = 1 << 24  # market ids are below this: the slot key is row * MARKET_SPAN + market
 _COLUMNS = ("row", "market", "quote", "lot", "size", "entry", "margin", "upnl", "maint")
@@ -91,25 +91,15 @@ class PositionBook:
         self.size[slots], self.entry[slots], self.margin[slots] = sizes, entries, margins
         return slots, margin_before
 
-    def revalue(self, slots: np.ndarray, marks: np.ndarray, leverage: np.ndarray, maintenance_bps: np.ndarray,
-                upnl_sum: np.ndarray, maint_sum: np.ndarray) -> None:
-        """Revalue ``slots`` (distinct) at ``marks`` (per slot; 0 = no mark yet: valued at entry),
-        with their market's leverage and maintenance bps, and move the per-(row, quote) sums by the
-        changes."""
-        size = self.size[slots]
-        lots = np.abs(size) // self.lot[slots]
-        mark = marks
-        notional = mark * lots
-        entry = self.entry[slots]
-        upnl = np.where(mark > 0, np.where(size > 0, notional - entry, entry - notional), 0)
-        upnl[size == 0] = 0
-        initial = -(-np.where(mark > 0, notional, entry) // leverage)
-        maint = -(-initial * maintenance_bps // 10000)
-        rows, quotes = self.row[slots], self.quote[slots]
-        np.add.at(upnl_sum, (rows, quotes), upnl - self.upnl[slots])
-        np.add.at(maint_sum, (rows, quotes), maint - self.maint[slots])
-        self.upnl[slots] = upnl
-        self.maint[slots] = maint
+    def revalue(self, slots: np.ndarray, mark: np.ndarray, leverage: np.ndarray, maintenance_bps: np.ndarray,
+                upnl_sum: np.ndarray, maint_sum: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """Revalue ``slots`` at their market's ``mark`` (arrays by market id; 0 = no mark yet: valued
+        at entry), ``leverage`` and ``maintenance_bps``, moving the per-(row, quote) sums by the
+        changes (one C pass, ``workercore.revalue_positions``); returns the distinct (row, asset)
+        pairs among them under maintenance (``total + upnl_sum < maint_sum``), int64[k, 2]."""
+        under = revalue_positions(np.ascontiguousarray(slots, np.int64), self, mark, leverage, maintenance_bps,
+                                  upnl_sum, maint_sum, total)
+        return np.unique(under, axis=0) if len(under) > 1 else under
 
     def open_slots(self) -> np.ndarray:
         """Slots with a non-zero size."""
