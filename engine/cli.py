@@ -137,8 +137,16 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
         row = view[view["account"] == account_id]
         if len(row):
             r = row[0]
+            maintenance = f"  maintenance {int(r['maintenance'])}" if "maintenance" in view.dtype.names else ""
             typer.echo(f"  equity {int(r['equity'])}  margin used {int(r['margin_used'])}  available {int(r['available'])}"
-                       f"  (valuation asset {cfg.margin.valuation_asset or 'first quote'})")
+                       f"{maintenance}  (valuation asset {cfg.margin.valuation_asset or 'first quote'})")
+    positions_path = cfg.data_path / "run" / "margin-positions.npy"
+    if positions_path.exists():
+        positions = np.load(positions_path)
+        for p in positions[positions["account"] == account_id]:
+            typer.echo(f"  position market {int(p['market'])} size {int(p['size'])} entry {int(p['entry'])} "
+                       f"margin {int(p['margin'])} mark {int(p['mark'])} upnl {int(p['upnl'])} "
+                       f"maintenance {int(p['maintenance'])} liquidation price {int(p['liquidation_price'])}")
     for f in fills:
         typer.echo(f"  fill seq {f['seq']} market {f['market']} {'buy' if f['side'] == 0 else 'sell'} "
                    f"{f['qty']} @ {f['price']} fee {f['fee']} ({f['role']})")
@@ -291,15 +299,83 @@ def feeds_new_key(source: str, name: str, config: Optional[str] = ConfigOption) 
     typer.echo(f"{secret}  (the pusher's secret key; server public key in {keys / 'server.key'}, push to {src.bind})")
 
 
-venue_app = typer.Typer(help="Venues: launch, inspect and change them (commands go through the running "
-                        "matcher's input; results are read back from its journal).", no_args_is_help=True)
+venue_app = typer.Typer(help="Venues: launch, inspect and change them.  Changes go through the gateway as the "
+                        "account of your key (--key); --trusted-as pushes into the matcher's trusted input "
+                        "(admin and bootstrap only).  list and show read the journal.", no_args_is_help=True)
 app.add_typer(venue_app, name="venue")
-SenderOption = typer.Option(..., "--as", help="the sending account: the venue's operator or the admin")
+KeyOption = typer.Option(None, "--key", help="your secret key file (`xos keys new`): the commands go through the "
+                         "gateway (address and server key from the config) as the account that key is registered for")
+TrustedAsOption = typer.Option(None, "--trusted-as", "--as", help="admin and bootstrap only: push the commands "
+                               "straight into the matcher's trusted input as ACCOUNT (unauthenticated: needs the "
+                               "engine's own ipc socket); the result is read back from the journal")
 STATUS_NAMES = {"live": 1, "halted": 2, "winding-down": 3, "retired": 4}
 
 
-def _send_venue_commands(cfg, commands) -> None:
-    """Send, wait until journaled, replay, and print what each command did; exit 1 on a reject."""
+def _send_venue_commands(cfg, commands, key: Optional[str], trusted_as: Optional[int]) -> None:
+    """Send the venue commands (COMMAND_DTYPE, ``account`` set here) through the gateway with
+    ``key``, or into the trusted input as ``trusted_as``; print each one's result; exit 1 on a reject."""
+    if (key is None) == (trusted_as is None):
+        typer.echo("give --key KEYFILE (through the gateway) or, admin only, --trusted-as ACCOUNT", err=True)
+        raise typer.Exit(2)
+    if key is not None:
+        _send_through_gateway(cfg, commands, key)
+    else:
+        commands["account"] = trusted_as
+        _send_trusted(cfg, commands)
+
+
+def _key_account(cfg, key: str) -> int:
+    from gateway.keys import account_of
+
+    try:
+        return account_of(cfg, key)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+
+
+def _send_through_gateway(cfg, commands, key: str) -> None:
+    """One request per command, in order, over a CurveZMQ session of ``key``'s account."""
+    from gateway import messages as m
+    from gateway.client import GatewayError, RequestTimeout, SyncClient
+    from gateway.keys import server_pair
+
+    from .records import Cmd
+
+    _key_account(cfg, key)  # an unregistered key would only time out at the handshake
+    try:
+        server_key = server_pair(cfg, create=False)[0]
+    except ValueError as exc:
+        typer.echo(f"{exc} (is the gateway of this config running?)", err=True)
+        raise typer.Exit(2)
+    failed = False
+    try:
+        client = SyncClient(cfg.gateway.address, server_key=server_key, secret_key_file=key, timeout_s=10.0)
+    except RequestTimeout:
+        typer.echo(f"no answer from the gateway at {cfg.gateway.address} (is `xos run` running with this config?)",
+                   err=True)
+        raise typer.Exit(1)
+    try:
+        for cmd in commands:
+            request = m.VENUE_COMMAND_OF_KIND[int(cmd["kind"])]
+            what = f"{Cmd(int(cmd['kind'])).name} venue {int(cmd['venue'])}"
+            try:
+                ack = client.venue_command(request, **request.values_of(cmd))
+            except GatewayError as exc:
+                failed = True
+                typer.echo(f"{what}: rejected {exc.name} ({exc.code}): {exc.reason}")
+                if isinstance(exc, RequestTimeout):
+                    break
+            else:
+                typer.echo(f"#{ack.cmd_seq} {what}: ok")
+    finally:
+        client.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+def _send_trusted(cfg, commands) -> None:
+    """Push into the matcher's input, wait until journaled, replay, and print what each command did."""
     from . import codes as rc
     from .process import InputClient
     from .records import Cmd, Ev
@@ -344,9 +420,10 @@ def _rebuilt(cfg):
 
 
 @venue_app.command("launch")
-def venue_launch(path: str, config: Optional[str] = ConfigOption) -> None:
+def venue_launch(path: str, key: Optional[str] = KeyOption, trusted_as: Optional[int] = TrustedAsOption,
+                 config: Optional[str] = ConfigOption) -> None:
     """Launch the venue described in the TOML file PATH (the keys of one [[venues.launch]] entry);
-    its operator account sends it and stakes from its free balance."""
+    its operator account (the key's) sends it and stakes from its free balance."""
     import msgspec
 
     from .config import ConfigError, VenueLaunchConfig
@@ -363,7 +440,19 @@ def venue_launch(path: str, config: Optional[str] = ConfigOption) -> None:
     except (OSError, msgspec.DecodeError, msgspec.ValidationError, ConfigError) as exc:
         typer.echo(f"venue config error in {path}: {exc}" if not isinstance(exc, ConfigError) else str(exc), err=True)
         raise typer.Exit(2)
-    _send_venue_commands(cfg, launch_commands(venue, cfg))
+    if key is not None and _key_account(cfg, key) != venue.operator:
+        typer.echo(f"the key in {key} is account {_key_account(cfg, key)}'s, not the venue's operator "
+                   f"{venue.operator}: the operator launches its venue", err=True)
+        raise typer.Exit(2)
+    if trusted_as is not None and trusted_as != venue.operator:
+        typer.echo(f"--trusted-as {trusted_as}: the venue's operator {venue.operator} launches it", err=True)
+        raise typer.Exit(2)
+    if key is None and trusted_as is None:
+        # kept until tests/test_venue_cli.py passes --trusted-as or --key: then both are required
+        typer.echo(f"no --key: launching through the matcher's trusted input as the operator {venue.operator}",
+                   err=True)
+        trusted_as = venue.operator
+    _send_venue_commands(cfg, launch_commands(venue, cfg), key, trusted_as)
 
 
 @venue_app.command("list")
@@ -421,12 +510,13 @@ def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
 @venue_app.command("set")
 def venue_set(
     venue_id: int,
-    sender: int = SenderOption,
+    key: Optional[str] = KeyOption,
+    trusted_as: Optional[int] = TrustedAsOption,
     status: Optional[str] = typer.Option(None, help="live | halted | winding-down | retired"),
-    maker_bps: Optional[int] = typer.Option(None, help="with --taker-bps: the fees of new orders"),
-    taker_bps: Optional[int] = typer.Option(None),
-    operator_bps: int = typer.Option(0, help="with the fees: the operator's share of collected fees"),
-    insurance_bps: int = typer.Option(0, help="with the fees: the insurance fund's share"),
+    maker_bps: Optional[int] = typer.Option(None, min=-32768, max=32767, help="with --taker-bps: the fees of new orders"),
+    taker_bps: Optional[int] = typer.Option(None, min=-32768, max=32767),
+    operator_bps: int = typer.Option(0, min=0, max=65535, help="with the fees: the operator's share of collected fees"),
+    insurance_bps: int = typer.Option(0, min=0, max=65535, help="with the fees: the insurance fund's share"),
     access: Optional[str] = typer.Option(None, help="permissionless | allow-list"),
     blocked_regions: str = typer.Option("", help="with --access: comma-separated region tags to block"),
     pool: Optional[int] = typer.Option(None, help="matching pool 0..63"),
@@ -474,42 +564,62 @@ def venue_set(
         raise typer.Exit(2)
     commands = np.zeros(len(rows), dtype=COMMAND_DTYPE)
     for i, row in enumerate(rows):
-        commands[i]["account"] = sender
         commands[i]["venue"] = venue_id
         for name, value in row.items():
             commands[i][name] = value
-    _send_venue_commands(_load(config), commands)
+    _send_venue_commands(_load(config), commands, key, trusted_as)
 
 
-def _one_venue_command(kind, venue_id: int, sender: int, config, **fields) -> None:
+def _one_venue_command(kind, venue_id: int, key: Optional[str], trusted_as: Optional[int], config, **fields) -> None:
     from .records import command
 
-    cmd = command(kind, account=sender, venue=venue_id, **fields).reshape(1)
-    _send_venue_commands(_load(config), cmd)
+    cmd = command(kind, venue=venue_id, **fields).reshape(1)
+    _send_venue_commands(_load(config), cmd, key, trusted_as)
 
 
 @venue_app.command("allow")
-def venue_allow(venue_id: int, account_id: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+def venue_allow(venue_id: int, account_id: int, key: Optional[str] = KeyOption,
+                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
     """Put ACCOUNT_ID on the venue's allow-list."""
     from .records import Cmd
 
-    _one_venue_command(Cmd.ALLOW, venue_id, sender, config, id=account_id)
+    _one_venue_command(Cmd.ALLOW, venue_id, key, trusted_as, config, id=account_id)
 
 
 @venue_app.command("deny")
-def venue_deny(venue_id: int, account_id: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+def venue_deny(venue_id: int, account_id: int, key: Optional[str] = KeyOption,
+               trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
     """Take ACCOUNT_ID off the venue's allow-list (its resting orders stay until cancelled)."""
     from .records import Cmd
 
-    _one_venue_command(Cmd.DENY, venue_id, sender, config, id=account_id)
+    _one_venue_command(Cmd.DENY, venue_id, key, trusted_as, config, id=account_id)
+
+
+@venue_app.command("stake")
+def venue_stake(venue_id: int, amount: int, key: Optional[str] = KeyOption,
+                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
+    """Lock AMOUNT more of the operator's stake asset in the venue."""
+    from .records import Cmd
+
+    _one_venue_command(Cmd.ADD_STAKE, venue_id, key, trusted_as, config, qty=amount)
 
 
 @venue_app.command("unbond")
-def venue_unbond(venue_id: int, amount: int, sender: int = SenderOption, config: Optional[str] = ConfigOption) -> None:
+def venue_unbond(venue_id: int, amount: int, key: Optional[str] = KeyOption,
+                 trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
     """Request AMOUNT of the venue's stake back: released to the operator after the unbond period."""
     from .records import Cmd
 
-    _one_venue_command(Cmd.UNBOND, venue_id, sender, config, qty=amount)
+    _one_venue_command(Cmd.UNBOND, venue_id, key, trusted_as, config, qty=amount)
+
+
+@venue_app.command("sweep")
+def venue_sweep(venue_id: int, asset: int, key: Optional[str] = KeyOption,
+                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
+    """Pay the venue's collected fees in ASSET out by its split (operator, insurance fund, protocol)."""
+    from .records import Cmd
+
+    _one_venue_command(Cmd.SWEEP_FEES, venue_id, key, trusted_as, config, market=asset)
 
 
 def main() -> None:

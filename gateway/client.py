@@ -65,6 +65,10 @@ class AuthenticationError(GatewayError):
     pass
 
 
+class PermissionDenied(GatewayError):
+    """The session's account may not do this (e.g. change a venue it does not operate)."""
+
+
 class BadRequest(GatewayError):
     """Malformed, unknown or oversized messages (the gateway's Error replies)."""
 
@@ -75,6 +79,8 @@ class RequestTimeout(GatewayError):
 
 _ERRORS = {
     ResultCode.INSUFFICIENT_BALANCE: InsufficientFunds,
+    ResultCode.NOT_VENUE_OPERATOR: PermissionDenied,
+    ResultCode.NOT_ADMIN: PermissionDenied,
     ResultCode.UNKNOWN_ORDER: OrderNotFound,
     ResultCode.ORDER_CLOSED: OrderNotFound,
     ResultCode.RATE_LIMITED: RateLimitExceeded,
@@ -484,6 +490,18 @@ class Client:
                 return out
             self.order_updated.clear()
             await self.order_updated.wait()
+
+    # ------------------------------------------------------------------ venue operators
+
+    async def venue_command(self, request: type[m.VenueCommand], **fields) -> m.Ack:
+        """Send a venue operator command (``messages.VENUE_COMMANDS``, e.g. ``m.Allow, venue=2,
+        account=13``) as this session's account; returns its Ack once durable, raises a
+        ``GatewayError`` with the matcher's code when refused (``PermissionDenied``: NOT_VENUE_OPERATOR)."""
+        if request not in m.VENUE_COMMANDS:
+            raise TypeError(f"{request!r} is not a venue command; one of "
+                            f"{[c.__struct_config__.tag for c in m.VENUE_COMMANDS]}")
+        values = {name: _int(name, value) for name, value in fields.items()}
+        return await self.request(request(rid=self.next_rid(), **values))
 
     # ------------------------------------------------------------------ session
 

@@ -57,3 +57,12 @@ def server_pair(cfg: Config, create: bool = True) -> tuple[bytes, bytes]:
     if secret is None:
         raise ValueError(f"gateway.server_key: {path} holds no secret key (give the .key_secret file)")
     return public, secret
+
+
+def account_of(cfg: Config, key_file: str | Path) -> int:
+    """The account the gateway registers for the key pair in ``key_file`` (``[gateway] keys``)."""
+    public, _ = load_pair(key_file)
+    account = next((k.account for k in cfg.gateway.keys if k.public_key == public.decode("ascii")), None)
+    if account is None:
+        raise ValueError(f"the key in {key_file} is not registered in the config's [gateway] keys")
+    return account

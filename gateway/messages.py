@@ -12,12 +12,13 @@ gateway takes it from the session's authenticated CurveZMQ key.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import re
+from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 import numpy as np
 
-from engine.records import OrdType, Side, Stp, Tif
+from engine.records import Cmd, OrdType, Side, Stp, Tif, pack_venue_fees
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -126,8 +127,178 @@ class Markets(_Msg, tag="markets"):
     rid: I64
 
 
+# ------------------------------------------------------------------ requests: venue operator commands
+# The sender of each is the session's account (the venue's operator, or the admin); the matcher
+# refuses anyone else (NOT_VENUE_OPERATOR).  Field meanings: docs/ARCHITECTURE.md "Venues".
+# Admin-only commands (VenueParams, SetRegion, Slash, AddAsset, AddMarket) have no message here.
+
+VenueId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field (also assets)
+Small = Annotated[int, msgspec.Meta(ge=0, le=255)]  # the command's u8 ``side`` field
+Bps = Annotated[int, msgspec.Meta(ge=-(1 << 15), le=(1 << 15) - 1)]  # packed as int16
+ShareBps = Annotated[int, msgspec.Meta(ge=0, le=(1 << 16) - 1)]  # packed as uint16
+Mask = I64  # a 64-bit mask as the int64 the command holds (bit 63 is the sign bit; -1 = every bit)
+
+
+class VenueCommand(_Msg):
+    """A venue command: ``command_fields`` maps the COMMAND_DTYPE fields it sets (besides kind and
+    account) to its own; ``packed_fees`` are the fields packed into ``aux`` (pack_venue_fees order)."""
+
+    kind: ClassVar[int]
+    command_fields: ClassVar[dict[str, str]]
+    packed_fees: ClassVar[tuple[str, ...]] = ()
+
+    def fields(self) -> dict:
+        out = {c: getattr(self, f) for c, f in self.command_fields.items()}
+        if self.packed_fees:
+            out["aux"] = pack_venue_fees(*(getattr(self, f) for f in self.packed_fees))
+        return out
+
+    @classmethod
+    def values_of(cls, cmd) -> dict:
+        """This message's fields (all but rid) from a COMMAND_DTYPE record (tools that build records)."""
+        values = {f: int(cmd[c]) for c, f in cls.command_fields.items()}
+        aux = int(cmd["aux"]) & ((1 << 64) - 1)
+        for i, f in enumerate(cls.packed_fees):
+            v = aux >> (16 * i) & 0xFFFF
+            values[f] = v - 0x10000 if i < 2 and v >= 0x8000 else v  # maker and taker are signed
+        return values
+
+
+class LaunchVenue(VenueCommand, tag="launch_venue"):
+    """Create ``venue`` with the sender as operator, locking ``stake`` of the stake asset."""
+
+    kind = Cmd.LAUNCH_VENUE
+    command_fields = dict(venue="venue", qty="stake", id="insurance_account", side="access")
+    rid: I64
+    venue: VenueId
+    stake: I64
+    insurance_account: I64
+    access: Small = 0  # 0 permissionless, 1 allow-list
+
+
+class AddStake(VenueCommand, tag="add_stake"):
+    kind = Cmd.ADD_STAKE
+    command_fields = dict(venue="venue", qty="amount")
+    rid: I64
+    venue: VenueId
+    amount: I64
+
+
+class Unbond(AddStake, tag="unbond"):
+    kind = Cmd.UNBOND
+
+
+class VenueStatus(VenueCommand, tag="venue_status"):
+    kind = Cmd.VENUE_STATUS
+    command_fields = dict(venue="venue", side="status")
+    rid: I64
+    venue: VenueId
+    status: Small  # 1 live, 2 halted, 3 winding down, 4 retired
+
+
+class VenueAccess(VenueCommand, tag="venue_access"):
+    kind = Cmd.VENUE_ACCESS
+    command_fields = dict(venue="venue", side="access", qty="blocked_regions")
+    rid: I64
+    venue: VenueId
+    access: Small  # 0 permissionless, 1 allow-list
+    blocked_regions: Mask = 0  # bit r blocks region tag r
+
+
+class VenuePolicy(VenueCommand, tag="venue_policy"):
+    kind = Cmd.VENUE_POLICY
+    command_fields = dict(venue="venue", side="pool", aux="accepts")
+    rid: I64
+    venue: VenueId
+    pool: Small  # 0..63
+    accepts: Mask = -1  # bit p: its orders may trade with pool p's
+
+
+class VenueFees(VenueCommand, tag="venue_fees"):
+    kind = Cmd.VENUE_FEES
+    command_fields = dict(venue="venue")
+    packed_fees = ("maker_bps", "taker_bps", "operator_bps", "insurance_bps")
+    rid: I64
+    venue: VenueId
+    maker_bps: Bps
+    taker_bps: Bps
+    operator_bps: ShareBps = 0  # shares of the collected fees; the protocol gets the rest
+    insurance_bps: ShareBps = 0
+
+
+class VenueFeeTier(VenueCommand, tag="venue_fee_tier"):
+    kind = Cmd.VENUE_FEE_TIER
+    command_fields = dict(venue="venue", side="tier", price="min_volume", market="asset", qty="epoch_ns")
+    packed_fees = ("maker_bps", "taker_bps")
+    rid: I64
+    venue: VenueId
+    tier: Small  # 1..4
+    min_volume: I64  # 0 removes the tier and those above it
+    maker_bps: Bps = 0
+    taker_bps: Bps = 0
+    asset: VenueId = 0  # the asset volume is counted in
+    epoch_ns: I64 = 0
+
+
+class OfferMarket(VenueCommand, tag="offer_market"):
+    kind = Cmd.OFFER_MARKET
+    command_fields = dict(venue="venue", market="market")
+    rid: I64
+    venue: VenueId
+    market: MarketId
+
+
+class WithdrawMarket(OfferMarket, tag="withdraw_market"):
+    kind = Cmd.WITHDRAW_MARKET
+
+
+class Allow(VenueCommand, tag="allow"):
+    kind = Cmd.ALLOW
+    command_fields = dict(venue="venue", id="account")
+    rid: I64
+    venue: VenueId
+    account: I64  # the account put on (Deny: taken off) the allow-list
+
+
+class Deny(Allow, tag="deny"):
+    kind = Cmd.DENY
+
+
+class SweepFees(VenueCommand, tag="sweep_fees"):
+    kind = Cmd.SWEEP_FEES
+    command_fields = dict(venue="venue", market="asset")
+    rid: I64
+    venue: VenueId
+    asset: VenueId
+
+
+class OracleConfig(VenueCommand, tag="oracle_config"):
+    kind = Cmd.ORACLE_CONFIG
+    command_fields = dict(venue="venue", market="market", id="feed_id", aux="feed_account", qty="timeout_ns")
+    rid: I64
+    venue: VenueId
+    market: MarketId
+    feed_id: I64
+    feed_account: I64
+    timeout_ns: I64
+
+
+class MarketRisk(VenueCommand, tag="market_risk"):
+    kind = Cmd.MARKET_RISK
+    command_fields = dict(market="market", price="max_leverage", qty="maintenance_bps")
+    rid: I64
+    market: MarketId
+    max_leverage: I64  # 1..100
+    maintenance_bps: I64  # of the initial margin, 1..10000
+
+
+VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier,
+                  OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk)
+VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
+
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
-                OrderStatus, Balances, Markets]
+                OrderStatus, Balances, Markets, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy,
+                VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies
@@ -297,6 +468,18 @@ Incoming = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, Heart
                  BalancesResult, MarketsResult, Replies]
 
 REQUEST_TAGS = frozenset(cls.__struct_config__.tag for cls in Request.__args__)
+REQUEST_FIELDS = {cls.__struct_config__.tag: cls.__struct_fields__ for cls in Request.__args__}
+_TOP_FIELD = re.compile(r"at `\$\[(\d+)\]")
+
+
+def explain(exc: Exception, raw) -> str:
+    """msgspec's error with the field it is about named (its path counts the tag as element 0)."""
+    text = str(exc)
+    at = _TOP_FIELD.search(text)
+    fields = REQUEST_FIELDS.get(raw[0]) if isinstance(raw, list) and raw and isinstance(raw[0], str) else None
+    if at and fields and 0 < int(at.group(1)) <= len(fields):
+        return f"{raw[0]}.{fields[int(at.group(1)) - 1]}: {text}"
+    return text
 
 # One encoder and one decoder of each kind, created once (decoders compile their schema).
 encoder = msgspec.msgpack.Encoder()

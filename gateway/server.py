@@ -45,8 +45,10 @@ PLACE, CANCEL, AMEND, MASS_CANCEL = map(int, (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, 
 POST_ONLY, BY_CLIENT_ID, ALL_MARKETS = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS))
 USER_CANCEL, EXPIRED = int(CancelReason.USER), int(CancelReason.EXPIRED)
 MAKER_DONE = int(EvFlag.MAKER_DONE)
-EVENT_ACCOUNTS_KINDS = (ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED)
-OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED)
+VENUE_ECHO, ORACLE_CONFIG_ECHO = int(Ev.VENUE), int(Ev.ORACLE_CONFIG)  # accepted venue commands, echoed whole
+FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
+EVENT_ACCOUNTS_KINDS = (ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO)
+OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
@@ -121,7 +123,11 @@ def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
     same_id = ev["client_id"] == cmd["id"]
     target = np.where(cmd["flags"] & BY_CLIENT_ID, ev["client_id"], ev["order_id"]) == cmd["id"]
     accepted = ek == ACCEPTED
-    return (((ek == REJECTED) & same_id & same_market & (ev["price"] == cmd["price"]) & (ev["qty"] == cmd["qty"]))
+    same_values = same_id & same_market & (ev["venue"] == cmd["venue"]) & (ev["price"] == cmd["price"]) & \
+        (ev["qty"] == cmd["qty"])
+    venue_echo = ((ek == VENUE_ECHO) | (ek == ORACLE_CONFIG_ECHO)) & (ev["flags"] == ck) & same_values & \
+        (ev["side"] == cmd["side"]) & (ev["remaining"] == cmd["aux"])
+    return (((ek == REJECTED) & same_values) | venue_echo
             | ((ck == PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
                & (ev["price"] == cmd["price"]))
             | ((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
@@ -560,7 +566,7 @@ class GatewayStage:
         if self.stopping:
             self.error(s, req.rid, ResultCode.GATEWAY_STOPPING, "")
             return
-        if isinstance(req, m.COMMANDS):
+        if isinstance(req, m.COMMANDS) or isinstance(req, m.VENUE_COMMANDS):
             self.command(s, req)
         elif type(req) is m.Batch:
             if len(req.requests) > self.g.max_batch:
@@ -584,7 +590,7 @@ class GatewayStage:
         if isinstance(raw, list) and raw and isinstance(raw[0], str) and raw[0] not in m.REQUEST_TAGS:
             self.error(to, rid, ResultCode.UNKNOWN_MESSAGE, f"no request type {raw[0][:40]!r}")
         else:
-            self.error(to, rid, ResultCode.MALFORMED_MESSAGE, str(exc)[:200])
+            self.error(to, rid, ResultCode.MALFORMED_MESSAGE, m.explain(exc, raw)[:200])
 
     def command(self, s: Session, req) -> None:
         now = time.monotonic()
@@ -611,9 +617,13 @@ class GatewayStage:
                 row = (CANCEL, 0, 0, 0, 0, flags, 0, 0, 0, account, 0, 0, ident, 0)
             else:
                 row = (AMEND, 0, 0, 0, 0, flags, 0, 0, 0, account, req.price, req.qty, ident, 0)
-        else:  # MassCancel
+        elif t is m.MassCancel:
             flags = 0 if req.market else ALL_MARKETS
             row = (MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
+        else:  # a venue command: sent as the session's account, whatever it names
+            f = req.fields()
+            row = (req.kind, f.get("side", 0), 0, 0, 0, 0, f.get("venue", 0), f.get("market", 0), 0, account,
+                   f.get("price", 0), f.get("qty", 0), f.get("id", 0), f.get("aux", 0))
         if self.row_msgs:
             self.seal()
         self.cmd_rows.append((s.sid, req.rid, row))
@@ -913,6 +923,7 @@ class GatewayStage:
         acks["rid"] = pending["rid"]
         for name in ("order_id", "client_id", "cmd_seq", "durable_seq", "ts"):
             acks[name] = ev[name]
+        acks["client_id"][pending["cmd"]["kind"] >= FIRST_VENUE_CMD] = 0  # a venue echo's client_id is its id field
         acks["count"] = np.where(pending["cmd"]["kind"] == MASS_CANCEL, ev["qty"], 0)
         self.counters["acks"] += len(acks)
         sids = pending["sid"]
