@@ -507,22 +507,27 @@ class WorkerStage:
         if done > self.consumer.cursor:
             self.consumer.release_to(done)
 
+    # a core's views, published as DATA/run/ROLE-NAME.npy: (NAME, the core's method)
+    VIEWS = (("view", "snapshot"), ("positions", "positions_view"))
+
     def publish_view(self) -> None:
-        """A core with a per-account view (margin: equity and margin use) publishes it for the
-        gateway and the CLI as ``DATA/run/ROLE-view.npy``, replaced atomically."""
-        snapshot = getattr(self.core, "snapshot", None)
-        if snapshot is None:
-            return
-        path = self.cfg.data_path / "run" / f"{self.role}-view.npy"
-        tmp = path.with_suffix(".tmp.npy")
-        try:
-            view = snapshot()
-        except OverflowError as exc:  # a view that cannot be shown must not stop the worker
-            self.view_errors += 1
-            print(f"xos {self.role}: view not published: {exc}", file=sys.stderr, flush=True)
-            return
-        np.save(tmp, view)
-        os.replace(tmp, path)
+        """A core with per-account views (margin: equity and margin use, and its positions with their
+        liquidation prices) publishes them for the gateway and the CLI as ``DATA/run/ROLE-NAME.npy``,
+        each replaced atomically."""
+        for name, method in self.VIEWS:
+            make = getattr(self.core, method, None)
+            if make is None:
+                continue
+            path = self.cfg.data_path / "run" / f"{self.role}-{name}.npy"
+            tmp = path.with_suffix(".tmp.npy")
+            try:
+                view = make()
+            except OverflowError as exc:  # a view that cannot be shown must not stop the worker
+                self.view_errors += 1
+                print(f"xos {self.role}: {name} not published: {exc}", file=sys.stderr, flush=True)
+                continue
+            np.save(tmp, view)
+            os.replace(tmp, path)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):

@@ -704,6 +704,12 @@ def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
     # accounts 3 and 4 trade one lot at 880: the long's equity 2000 - 1200 = 800 >= maintenance 440
     book.apply(np.concatenate([e.place(3, 5, Side.BUY, 880, 1, 1), e.place(4, 5, Side.SELL, 880, 1, 1)]))
     assert book.position(1, 5)["upnl"] == -1200 and len(book.take_under()) == 0
+    # the long is liquidatable at or below 842 (equity 420 < 421 there; at 843, 430 >= 422), the short
+    # (equity 2000 + 1200, maintenance 440) only far above
+    view = book.positions_view()
+    assert view[["account", "market", "size", "mark", "upnl"]].tolist() == [(1, 5, 10, 880, -1200), (2, 5, -10, 880, 1200),
+                                                                             (3, 5, 1, 880, 0), (4, 5, -1, 880, 0)]
+    assert view["liquidation_price"][0] == 842 and view["liquidation_price"][1] > 1100
     # at 820: equity 2000 - 1800 = 200 < maintenance 410
     book.apply(np.concatenate([e.place(3, 5, Side.BUY, 820, 1, 2), e.place(4, 5, Side.SELL, 820, 1, 2)]))
     assert book.take_under().tolist() == [[book.index[1], 1]]
@@ -711,3 +717,39 @@ def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
     assert len(book.take_under()) == 0  # taken
     rows_now, assets_now = book.under_maintenance()
     assert rows_now.tolist() == [book.index[1]] and assets_now.tolist() == [1]
+
+
+def test_margin_stage_publishes_account_and_position_views(tmp_path):
+    """The margin worker's views as the gateway and ``xos account`` read them: one row per account
+    (with the maintenance requirement) and one per open position (with its liquidation price)."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.process import WorkerStage
+    from engine.records import MarketKind
+
+    e = Engine(**ENGINE_KWARGS)
+    events = [e.add_asset(1, "USDT", 2), e.add_asset(2, "BTC", 8),
+              e.add_market(5, 2, 1, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)]
+    events += [e.deposit(a, 1, 50_000) for a in (1, 2)]
+    events += [e.place(1, 5, Side.BUY, 1000, 10, 1), e.place(2, 5, Side.SELL, 1000, 10, 1)]
+    book = MarginBook()
+    book.apply(np.concatenate(events))
+    cfg = Config(engine=EngineSection(data_dir=str(tmp_path)))
+    (tmp_path / "run").mkdir()
+    WorkerStage.publish_view(SimpleNamespace(core=book, cfg=cfg, role="margin", view_errors=0, VIEWS=WorkerStage.VIEWS))
+    accounts = np.load(tmp_path / "run" / "margin-view.npy")
+    positions = np.load(tmp_path / "run" / "margin-positions.npy")
+    assert accounts[["account", "equity", "maintenance"]].tolist() == [(1, 50_000, 5000), (2, 50_000, 5000)]
+    assert positions[["account", "market", "size", "entry", "mark"]].tolist() == [(1, 5, 10, 10_000, 1000),
+                                                                                  (2, 5, -10, 10_000, 1000)]
+    assert positions["liquidation_price"][0] == 0  # a fully collateralised long cannot be liquidated
+    config = tmp_path / "xos.toml"
+    config.write_text(f'[engine]\ndata_dir = "{tmp_path}"\n')
+    ledger = SettlementLedger(tmp_path / "settlement.sqlite")
+    ledger.apply(np.concatenate(events))
+    ledger.close()
+    out = CliRunner().invoke(app, ["account", "1", "--config", str(config)])
+    assert "maintenance 5000" in out.output and "position market 5 size 10 entry 10000" in out.output, out.output

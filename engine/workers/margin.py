@@ -46,6 +46,9 @@ from .positions import MARKET_SPAN, PositionBook
 
 VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<i8"), ("available", "<i8"),
                        ("maintenance", "<i8")])
+POSITIONS_VIEW_DTYPE = np.dtype([("account", "<i8"), ("market", "<i8"), ("size", "<i8"), ("entry", "<i8"),
+                                 ("margin", "<i8"), ("mark", "<i8"), ("upnl", "<i8"), ("maintenance", "<i8"),
+                                 ("liquidation_price", "<i8")])
 DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
@@ -350,6 +353,27 @@ class MarginBook(EventCore):
             self._risk_arrays = mark, lev, mm
         return self._risk_arrays
 
+    def positions_view(self) -> np.ndarray:
+        """Every open perpetual position (``POSITIONS_VIEW_DTYPE``, by account then market): the
+        matcher's size, entry value and margin; the mark, unrealised PnL and maintenance requirement
+        it is valued at; and its liquidation price (``liquidation_prices``)."""
+        book = self.perp
+        slots = book.open_slots()
+        out = np.zeros(len(slots), POSITIONS_VIEW_DTYPE)
+        if len(slots) == 0:
+            return out
+        mark, lev, mm = self._market_risk_arrays()
+        rows, quotes, markets = book.row[slots], book.quote[slots], book.market[slots]
+        out["account"] = self.account_ids[rows]
+        out["market"] = markets
+        out["size"], out["entry"], out["margin"] = book.size[slots], book.entry[slots], book.margin[slots]
+        out["mark"], out["upnl"], out["maintenance"] = mark[markets], book.upnl[slots], book.maint[slots]
+        equity = self.total[rows, quotes] + self.upnl_sum[rows, quotes]
+        out["liquidation_price"] = liquidation_prices(out["size"], book.lot[slots], out["mark"], lev[markets],
+                                                      mm[markets], equity, self.maint_sum[rows, quotes],
+                                                      out["maintenance"])
+        return np.sort(out, order=("account", "market"))
+
     def take_under(self) -> np.ndarray:
         """The (row, asset) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
         under, self.under = self.under, np.zeros((0, 2), np.int64)
@@ -543,6 +567,31 @@ class MarginBook(EventCore):
         return out
 
 
+def liquidation_prices(size, lot, mark, leverage, maintenance_bps, equity, maintenance, own_maintenance):
+    """Per open position, the mark at which its account's equity in the quote asset would meet the
+    maintenance requirement, every other position staying at its mark (int64 price: a long's rounded
+    down, a short's up; the mark itself for a position liquidatable now; 0 where no positive price
+    does it: a long that can never be liquidated).
+
+    With ``n`` lots, ``k = maintenance_bps / (10000 * leverage)`` and the account's equity ``E`` and
+    requirement ``M`` now, a long's requirement at ``x`` is about ``M - m + n x k`` and its equity
+    ``E + n (x - mark)``, so ``x = (M - m - E + n mark) / (n (1 - k))``; a short's is
+    ``x = (E + n mark - M + m) / (n (1 + k))``.  The ceilings of the exact rule are left out: an
+    estimate for the view (the liquidation itself is the exact check), kept in int64 by dividing by
+    ``n`` first."""
+    n = np.abs(size) // lot
+    long = size > 0
+    a = np.where(long, maintenance - own_maintenance - equity + n * mark, equity + n * mark - maintenance + own_maintenance)
+    scale = 10000 * leverage
+    den = np.where(long, scale - maintenance_bps, scale + maintenance_bps)
+    safe_n = np.maximum(n, 1)
+    per_lot = a // safe_n  # floor, then the remainder's share
+    rem = a - per_lot * safe_n
+    x_floor = (per_lot * scale + rem * scale // safe_n) // den
+    x = np.where(long, np.minimum(x_floor, mark), np.maximum(x_floor + 1, mark))  # past the mark: liquidatable now
+    return np.where((n == 0) | (long & (a <= 0)), 0, np.maximum(x, 0))
+
+
 def revalue_dense(x: np.ndarray, w: np.ndarray, s: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """``sum over columns of floor(x * w / 2**s)`` per row, exact for |x| < 2**62, ``0 <= w < 2**31``.
 
@@ -586,4 +635,4 @@ def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5
     return {"accounts": n_accounts, "assets": n_assets, "best_s": times[0], "median_s": times[len(times) // 2]}
 
 
-__all__ = ["MarginBook", "MarginConfig", "bench_revalue", "revalue_dense", "value_of", "weight_bits"]
+__all__ = ["MarginBook", "MarginConfig", "bench_revalue", "liquidation_prices", "revalue_dense", "value_of", "weight_bits"]
