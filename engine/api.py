@@ -230,12 +230,19 @@ class CommandAPI:
                            aux=feed_account, qty=timeout_ns, ts=ts)
 
     def market_risk(self, account: int, market: int, *, max_leverage: int, maintenance_bps: int,
-                    ts: int = 0) -> np.ndarray:
+                    impact_lots: int = 0, liquidation_slice: int = 0, ts: int = 0) -> np.ndarray:
         """Admin or the listing venue's operator: a perpetual market's max leverage (1..100, orders hold
-        ceil(price / leverage) per lot) and maintenance margin in bps of the initial margin; refused
-        while the market has open orders."""
+        ceil(price / leverage) per lot), maintenance margin in bps of the initial margin, the impact size of
+        its mark's impact mid (lots, 0: 1 lot) and the most lots one liquidation order closes (0: no limit);
+        refused while the market has open orders."""
         return self.submit(Cmd.MARKET_RISK, account=account, market=market, price=max_leverage,
-                           qty=maintenance_bps, ts=ts)
+                           qty=maintenance_bps, id=impact_lots, aux=liquidation_slice, ts=ts)
+
+    def liquidate(self, account: int, target: int, venue: int, asset: int, ts: int = 0) -> np.ndarray:
+        """Any account (a keeper): liquidate ``target``'s positions quoted in ``asset`` in the perpetual
+        markets listed by ``venue`` (its risk group), if the matcher finds its equity in ``asset`` below its
+        maintenance margin."""
+        return self.submit(Cmd.LIQUIDATE, account=account, id=target, venue=venue, market=asset, ts=ts)
 
     def oracle_price(self, account: int, venue: int, market: int, price: int, *, feed_id: int, source_ts: int,
                      sources: int = 1, ts: int = 0) -> np.ndarray:

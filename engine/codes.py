@@ -61,6 +61,10 @@ class ResultCode(enum.IntEnum):
     ORACLE_STALE = 206
     REDUCE_ONLY_WOULD_INCREASE = 207
     INSUFFICIENT_MARGIN = 208  # the account's initial margin at mark would exceed its equity
+    NOT_LIQUIDATABLE = 209  # Liquidate: the target's equity is at or above its maintenance requirement
+    NOTHING_TO_LIQUIDATE = 210  # Liquidate: no open position in the venue's markets quoted in the asset
+    INSURANCE_FUND_ACCOUNT = 211  # Liquidate: the target is the venue's insurance fund
+    INVALID_RISK_SIZE = 212  # MarketRisk: impact size or liquidation slice (lots) negative
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -168,6 +172,10 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.MARKET_KIND_NOT_TRADABLE: "this market kind is not tradable yet",
     ResultCode.REDUCE_ONLY_WOULD_INCREASE: "a reduce-only order must be smaller than the position and on its closing side",
     ResultCode.INSUFFICIENT_MARGIN: "the account's equity at mark would not cover the initial margin of its positions",
+    ResultCode.NOT_LIQUIDATABLE: "the target's equity at mark is not below its maintenance margin: it cannot be liquidated",
+    ResultCode.NOTHING_TO_LIQUIDATE: "the target has no open position in the venue's perpetual markets quoted in this asset",
+    ResultCode.INSURANCE_FUND_ACCOUNT: "the target is the venue's insurance fund: it is not liquidated",
+    ResultCode.INVALID_RISK_SIZE: "impact size and liquidation slice (lots) must not be negative",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",

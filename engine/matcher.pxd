@@ -67,6 +67,11 @@ cdef struct Market:
     int32_t stale_oracles    # venues whose oracle for this market is stale (0: the place path skips the lookup)
     int32_t max_leverage     # perpetual markets (MarketRisk): orders hold ceil(price / it) per lot; 1 otherwise
     int32_t maintenance_bps  # maintenance margin in bps of the initial margin
+    bint mark_dirty          # in ``dirty_marks``: its mark is recomputed at the end of the command
+    int64_t impact_lots      # perpetual: the size (lots) of the impact bid and ask in its mark
+    int64_t slice_lots       # perpetual: the most lots one liquidation order closes (0: no limit)
+    int64_t mark             # perpetual: the mark price (0: none yet), recomputed after each command that moves it
+    int64_t position_head    # perpetual: its positions (index in position_rows, -1 = none), newest first
     BookSide sides[2]
 
 
@@ -154,6 +159,7 @@ cdef struct Position:          # an account's position in one perpetual market (
     int64_t margin           # quote held for it
     int64_t realised         # quote realised into free so far (signed)
     int64_t next_of_account  # the account's next position (-1 = none)
+    int64_t next_of_market   # the market's next position (-1 = none)
 
 
 cdef struct Expiry:
@@ -231,6 +237,9 @@ cdef class Matcher:
     cdef Position *position_rows     # in order of each position's first fill
     cdef int64_t n_positions
     cdef int64_t cap_positions
+    cdef uint32_t *dirty_marks       # perpetual markets whose mark may have moved in this command
+    cdef int64_t n_dirty
+    cdef int64_t cap_dirty
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -296,7 +305,10 @@ cdef class Matcher:
     cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
     cdef void cmd_place(self, const xos_command *c) noexcept nogil
     cdef bint reduces(self, const xos_command *c) noexcept nogil
-    cdef int64_t mark_of(self, Market *m) noexcept nogil
+    cdef void dirty_mark(self, uint32_t market) noexcept nogil
+    cdef int64_t impact_price(self, Market *m, uint8_t side) noexcept nogil
+    cdef void update_marks(self) noexcept nogil
+    cdef int64_t compute_mark(self, uint32_t market, int64_t *inputs) noexcept nogil
     cdef bint margin_short(self, int64_t acct_idx, uint32_t asset, int64_t amount) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil

@@ -34,6 +34,7 @@ DEF ASK = 1
 DEF NONE = -1
 DEF MAX_LEVERAGE = 100  # MarketRisk bounds (reference.MAX_LEVERAGE); 1 until set
 DEF DEFAULT_MAINTENANCE_BPS = 5000  # reference.DEFAULT_MAINTENANCE_BPS
+DEF DEFAULT_IMPACT_LOTS = 1  # reference.DEFAULT_IMPACT_LOTS
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
 
@@ -226,6 +227,7 @@ cdef class Matcher:
         free(self.oracle_rows)
         xos_hmap_free(&self.position_index)
         free(self.position_rows)
+        free(self.dirty_marks)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -297,6 +299,8 @@ cdef class Matcher:
             e = self.emit(XOS_EV_BOOK_LEVEL)
             e.market = t.market
             e.venue = self.market_table[t.market].venue
+            if self.market_table[t.market].kind == XOS_MARKET_PERPETUAL:
+                self.dirty_mark(t.market)
             e.side = t.side
             e.price = t.price
             e.qty = t.qty
@@ -633,6 +637,8 @@ cdef class Matcher:
         cdef Account *a = &self.accts[self.account_index_of(account)]  # every position's account exists
         p.next_of_account = a.position_head
         a.position_head = self.n_positions
+        p.next_of_market = self.market_table[market].position_head
+        self.market_table[market].position_head = self.n_positions
         self.n_positions += 1
         return p
 
@@ -1299,6 +1305,10 @@ cdef class Matcher:
         m.last_price = 0
         m.max_leverage = 1
         m.maintenance_bps = DEFAULT_MAINTENANCE_BPS
+        m.impact_lots = DEFAULT_IMPACT_LOTS
+        m.slice_lots = 0
+        m.mark = 0
+        m.position_head = NONE
         self.set_offer(c.venue, c.market, True)  # the listing venue offers it
         self.emit_listing(c)
 
@@ -1835,16 +1845,94 @@ cdef class Matcher:
                 o.stale = True
                 self.market_table[o.market].stale_oracles += 1
                 self.emit_oracle_status(o)
+                self.dirty_mark(o.market)
             elif at < next_at:
                 next_at = at
         self.next_stale_at = next_at
 
     # ------------------------------------------------------------- margin
 
-    cdef int64_t mark_of(self, Market *m) noexcept nogil:
-        """The market's listing venue's oracle price while it is fresh, else the last trade."""
-        cdef Oracle *o = self.oracle_of(m.venue, <uint32_t>(m - self.market_table))
-        return o.price if o != NULL and o.price > 0 and not o.stale else m.last_price
+    cdef void dirty_mark(self, uint32_t market) noexcept nogil:
+        """Recompute a perpetual market's mark at the end of this command (others are ignored)."""
+        cdef Market *m = &self.market_table[market]
+        if m.kind != XOS_MARKET_PERPETUAL or m.mark_dirty:
+            return
+        if self.n_dirty == self.cap_dirty:
+            self.dirty_marks = <uint32_t *>grow(self.dirty_marks, &self.cap_dirty, self.n_dirty + 1, sizeof(uint32_t),
+                                                b"dirty marks")
+        m.mark_dirty = True
+        self.dirty_marks[self.n_dirty] = market
+        self.n_dirty += 1
+
+    cdef int64_t impact_price(self, Market *m, uint8_t side) noexcept nogil:
+        """The price of the last level a taker of the impact size reaches on ``side`` of the whole book
+        (reference ``_impact_price``): 0 when that side holds less."""
+        cdef BookSide *bs = &m.sides[side]
+        cdef int64_t need = xos_mul_capped(m.impact_lots, m.lot_size)
+        cdef int32_t i = bs.n - 1
+        while i >= 0:
+            need -= bs.levels[i].qty  # tombstone levels hold 0
+            if need <= 0:
+                return bs.levels[i].price
+            i -= 1
+        return 0
+
+    cdef void update_marks(self) noexcept nogil:
+        """Step 5 of a command: the marks of the perpetual markets it may have moved, in market order
+        (reference ``_update_mark``); each change is published as a Mark event."""
+        cdef int64_t i, j, mark
+        cdef int64_t inputs[4]
+        cdef uint32_t market
+        cdef Market *m
+        cdef xos_event *e
+        for i in range(1, self.n_dirty):  # insertion sort: a command dirties a handful of markets
+            market = self.dirty_marks[i]
+            j = i - 1
+            while j >= 0 and self.dirty_marks[j] > market:
+                self.dirty_marks[j + 1] = self.dirty_marks[j]
+                j -= 1
+            self.dirty_marks[j + 1] = market
+        for i in range(self.n_dirty):
+            market = self.dirty_marks[i]
+            m = &self.market_table[market]
+            m.mark_dirty = False
+            mark = self.compute_mark(market, inputs)
+            if mark != m.mark:
+                m.mark = mark
+                e = self.emit(XOS_EV_MARK)
+                e.market = market
+                e.venue = m.venue
+                e.price = mark
+                e.qty = inputs[0]
+                e.remaining = inputs[1]
+                e.client_id = m.last_price
+                e.maker_order = inputs[2]
+                e.maker_account = inputs[3]
+        self.n_dirty = 0
+
+    cdef int64_t compute_mark(self, uint32_t market, int64_t *inputs) noexcept nogil:
+        """The mark from its inputs now; ``inputs`` gets the oracle price, impact mid, impact bid and ask
+        (0: missing)."""
+        cdef Market *m = &self.market_table[market]
+        cdef Oracle *o = self.oracle_of(m.venue, market)
+        cdef int64_t oracle = o.price if o != NULL and not o.stale else 0
+        cdef int64_t bid = self.impact_price(m, BID)
+        cdef int64_t ask = self.impact_price(m, ASK)
+        cdef int64_t impact = 0, lo, hi, last = m.last_price
+        if bid and ask:
+            lo = bid if bid < ask else ask
+            hi = ask if bid < ask else bid
+            impact = lo + (hi - lo) // 2  # floor((bid + ask) / 2) without overflow
+            impact -= impact % m.tick_size
+        inputs[0] = oracle
+        inputs[1] = impact
+        inputs[2] = bid
+        inputs[3] = ask
+        if oracle and impact and last:  # the median of three
+            lo = oracle if oracle < impact else impact
+            hi = impact if oracle < impact else oracle
+            return lo if last < lo else (hi if last > hi else last)
+        return oracle if oracle else (last if last else impact)
 
     cdef bint margin_short(self, int64_t acct_idx, uint32_t asset, int64_t amount) noexcept nogil:
         """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
@@ -1864,7 +1952,7 @@ cdef class Matcher:
             if m.quote != asset or p.size == 0:
                 continue
             lots = (p.size if p.size > 0 else -p.size) // m.lot_size
-            value = xos_mul_capped(self.mark_of(m), lots)
+            value = xos_mul_capped(m.mark, lots)
             excess += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
             excess -= value // m.max_leverage + (value % m.max_leverage != 0)
         return excess < 0
@@ -1888,6 +1976,8 @@ cdef class Matcher:
                 code = XOS_INVALID_LEVERAGE
             elif c.qty < 1 or c.qty > 10000:
                 code = XOS_INVALID_MAINTENANCE_MARGIN
+            elif c.id < 0 or c.aux < 0:
+                code = XOS_INVALID_RISK_SIZE
             elif book_has_orders(&m.sides[0]) or book_has_orders(&m.sides[1]):
                 code = XOS_MARKET_HAS_OPEN_ORDERS
         if code:
@@ -1895,7 +1985,10 @@ cdef class Matcher:
             return
         m.max_leverage = <int32_t>c.price
         m.maintenance_bps = <int32_t>c.qty
+        m.impact_lots = c.id if c.id > 0 else DEFAULT_IMPACT_LOTS
+        m.slice_lots = c.aux
         self.echo(XOS_EV_VENUE, c)
+        self.dirty_mark(c.market)
 
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
         """Set (or change) which feed updates the venue's oracle for a market, and its timeout.
@@ -1978,6 +2071,7 @@ cdef class Matcher:
         o.sources = c.qty
         o.updated_at = self._now
         self.echo(XOS_EV_ORACLE, c)
+        self.dirty_mark(c.market)
         if o.stale:
             o.stale = False
             m.stale_oracles -= 1
@@ -2053,6 +2147,8 @@ cdef class Matcher:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
             self.emit_touched_levels()
+        if self.n_dirty:
+            self.update_marks()
 
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil:
         """Run ``n`` commands; events go to the engine's buffer (reset per batch).
@@ -2199,7 +2295,8 @@ cdef class Matcher:
             p = self.position_rows[i]
             positions[i] = (p.account, p.market, 0, p.size, p.entry_value, p.margin, p.realised)
         state["positions"] = positions
-        risk = [(m, self.market_table[m].max_leverage, self.market_table[m].maintenance_bps)
+        risk = [(m, self.market_table[m].max_leverage, self.market_table[m].maintenance_bps,
+                 self.market_table[m].impact_lots, self.market_table[m].slice_lots)
                 for m in range(1, self.max_markets + 1)
                 if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL]
         state["market_risk"] = np.array(risk, MARKET_RISK_STATE)
@@ -2455,6 +2552,9 @@ cdef class Matcher:
             mk.last_price = row["last_price"]
             mk.max_leverage = 1
             mk.maintenance_bps = DEFAULT_MAINTENANCE_BPS
+            mk.impact_lots = DEFAULT_IMPACT_LOTS
+            mk.slice_lots = 0
+            mk.position_head = NONE
         for row in state.get("market_risk", ()):  # before the orders: their holds depend on it (not in versions 3-5)
             if not (1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists
                     and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL):
@@ -2465,6 +2565,12 @@ cdef class Matcher:
             mk = &self.market_table[<int32_t>row["market"]]
             mk.max_leverage = row["max_leverage"]
             mk.maintenance_bps = row["maintenance_bps"]
+            if "impact_lots" in row.dtype.names:  # version 7
+                if row["impact_lots"] < 1 or row["slice_lots"] < 0:
+                    raise ValueError(f"market risk of market {row['market']}: impact size {row['impact_lots']} or "
+                                     f"liquidation slice {row['slice_lots']} lots out of range")
+                mk.impact_lots = row["impact_lots"]
+                mk.slice_lots = row["slice_lots"]
         self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
@@ -2483,6 +2589,10 @@ cdef class Matcher:
             self.accts[row["a"]].region = row["b"]
         self.import_oracles(state.get("oracles", ()))  # version 3 states have none
         self.import_positions(state.get("positions", ()))  # nor versions 3 and 4
+        cdef int64_t inputs[4]
+        for m in range(1, self.max_markets + 1):  # a mark is its inputs' rule after every command: not stored
+            if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL:
+                self.market_table[m].mark = self.compute_mark(m, inputs)
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -2537,7 +2647,9 @@ cdef class Matcher:
 
     def market_risks(self):
         """Every perpetual market's risk parameters, in market order."""
-        return [MarketRiskView(i, self.market_table[i].max_leverage, self.market_table[i].maintenance_bps)
+        return [MarketRiskView(i, self.market_table[i].max_leverage, self.market_table[i].maintenance_bps,
+                               self.market_table[i].impact_lots, self.market_table[i].slice_lots,
+                               self.market_table[i].mark)
                 for i in range(1, self.max_markets + 1)
                 if self.market_table[i].exists and self.market_table[i].kind == XOS_MARKET_PERPETUAL]
 
@@ -2769,9 +2881,11 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 6  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage
-READABLE_STATE_VERSIONS = (3, 4, 5, 6)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1)
-MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4")])
+STATE_VERSION = 7  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice
+# 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1), 3-6 no impact size or slice (1 lot, no limit)
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7)
+MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4"),
+                              ("impact_lots", "<i8"), ("slice_lots", "<i8")])
 POSITION_STATE = np.dtype([("account", "<i8"), ("market", "<u4"), ("pad", "<u4"), ("size", "<i8"),
                            ("entry_value", "<i8"), ("margin", "<i8"), ("realised", "<i8")])
 ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),

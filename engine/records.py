@@ -95,6 +95,7 @@ class Cmd(enum.IntEnum):
     ORACLE_CONFIG = 98  # operator/admin: which feed (id, account) updates a venue's market oracle, its timeout
     # 112+: the unified account (issue 9)
     MARKET_RISK = 112  # admin or the listing venue's operator: a perpetual market's max leverage, maintenance bps
+    LIQUIDATE = 113  # any account (a keeper): liquidate a target under maintenance margin in a venue's risk group
 
 
 class Ev(enum.IntEnum):
@@ -114,6 +115,10 @@ class Ev(enum.IntEnum):
     ORACLE_CONFIG = 18  # an accepted OracleConfig, echoed
     # 20-31: the unified account (issue 9)
     POSITION = 20  # a perpetual fill moved an account's position (fields: ARCHITECTURE, Perpetual markets)
+    MARK = 21  # a perpetual market's mark price changed (ARCHITECTURE, Liquidation, insurance and ADL)
+    LIQUIDATION = 22  # a Liquidate passed its checks: the target's equity and maintenance requirement
+    DELEVERAGE = 23  # a position moved at the bankruptcy price (reason: Deleverage)
+    LIQUIDATED = 24  # a liquidation is over: equity after, the shortfall paid by the fund and by ADL
 
 
 class Side(enum.IntEnum):
@@ -158,6 +163,7 @@ class EvFlag(enum.IntFlag):
     PRIORITY_LOST = 4
     ASSET_LISTING = 8
     MARKET_LISTING = 16
+    LIQUIDATION = 32  # accepted: a liquidation's IOC order (no hold, no taker fee)
 
 
 class CancelReason(enum.IntEnum):
@@ -168,6 +174,7 @@ class CancelReason(enum.IntEnum):
     POST_ONLY = 5
     EXPIRED = 6
     MASS = 7
+    LIQUIDATION = 8
 
 
 class VenueStatus(enum.IntEnum):
@@ -192,6 +199,16 @@ class Transfer(enum.IntEnum):
     FEE_OPERATOR = 5  # venue fee pool -> its operator (SweepFees)
     FEE_INSURANCE = 6  # venue fee pool -> its insurance fund account
     FEE_PROTOCOL = 7  # venue fee pool -> the protocol account (with the rounding remainder)
+    INSURANCE_SHORTFALL = 8  # insurance fund -> a liquidated account below zero (two events: fund -, account +)
+    ADL_SHORTFALL = 9  # profits haircut by ADL -> a liquidated account below zero
+
+
+class Deleverage(enum.IntEnum):
+    """``reason`` of a Deleverage event."""
+
+    INSURANCE = 1  # the venue's insurance fund took the position over at the bankruptcy price
+    ADL = 2  # an opposite position was reduced at the bankruptcy price
+    SHORTFALL = 3  # an opposite position's unrealised profit was haircut to cover a shortfall
 
 
 MAX_FEE_TIERS = 4

@@ -135,6 +135,7 @@ from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView
 MAX_MONEY = 1 << 62
 MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LEVERAGE (1 until set)
 DEFAULT_MAINTENANCE_BPS = 5000  # maintenance margin, in bps of the initial margin, until MarketRisk sets it
+DEFAULT_IMPACT_LOTS = 1  # a perpetual market's impact size (lots) for its mark's impact mid, until MarketRisk sets it
 INT64_MAX = (1 << 63) - 1
 
 # plain ints for speed in the hot loops
@@ -217,7 +218,8 @@ class _BookSide:
 
 class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
-                 "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps")
+                 "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps",
+                 "impact_lots", "slice_lots", "mark")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
@@ -322,6 +324,7 @@ class ReferenceEngine(CommandAPI):
         self._expiry: list[tuple[int, int]] = []  # heap of (expire_at, order_id)
         self._out: list[tuple] = []
         self._touched: dict[tuple[int, int, int], None] = {}
+        self._dirty_marks: set[int] = set()  # perpetual markets whose mark inputs (other than the book) changed
         self._handlers = {
             int(Cmd.PLACE): self._place,
             int(Cmd.CANCEL): self._cancel_cmd,
@@ -391,6 +394,7 @@ class ReferenceEngine(CommandAPI):
             if not o.stale and o.stale_at() <= now:
                 o.stale = True
                 self._oracle_status(o)
+                self._dirty_if_perp(o.market)
         # step 3: the command
         handler = self._handlers.get(row[0])
         code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
@@ -407,6 +411,13 @@ class ReferenceEngine(CommandAPI):
             else:
                 self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, level.qty,
                          len(level.orders))
+        # step 5: marks of the perpetual markets whose book, last trade or oracle changed, in market order
+        dirty = self._dirty_marks
+        dirty.update(mid for (mid, _, _) in self._touched if self._markets[mid].kind == _PERP)
+        if dirty:
+            for mid in sorted(dirty):
+                self._update_mark(self._markets[mid])
+            dirty.clear()
 
     # ------------------------------------------------------------------ events
     def _ev(self, kind, code, side, reason, flags, market, venue, order_id, account, client_id,
@@ -1017,6 +1028,7 @@ class ReferenceEngine(CommandAPI):
         m.taker_bps = taker
         m.band_bps = band
         m.leverage, m.maint_bps = 1, DEFAULT_MAINTENANCE_BPS
+        m.impact_lots, m.slice_lots, m.mark = DEFAULT_IMPACT_LOTS, 0, 0
         m.last = 0
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
@@ -1034,11 +1046,38 @@ class ReferenceEngine(CommandAPI):
         (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty, cid, aux) = row
         self._ev(event_kind, 0, side, 0, kind, market, venue, 0, account, cid, price, qty, aux)
 
-    # ------------------------------------------------------------------ margin
-    def _mark(self, m: _Market) -> int:
-        """The market's listing venue's oracle price while it is fresh, else the last trade."""
+    # ------------------------------------------------------------------ mark price
+    def _dirty_if_perp(self, market: int) -> None:
+        if self._markets[market].kind == _PERP:
+            self._dirty_marks.add(market)
+
+    def _impact_price(self, m: _Market, side: int) -> int:
+        """The price of the last level a taker of the impact size (``impact_lots`` lots) reaches on ``side``
+        of the book (the whole book, every venue's orders): 0 when that side holds less."""
+        need = m.impact_lots * m.lot
+        book = m.books[side]
+        for price in book.prices_best_first():
+            need -= book.levels[price].qty
+            if need <= 0:
+                return price
+        return 0
+
+    def _update_mark(self, m: _Market) -> None:
+        """The mark (ARCHITECTURE, "Liquidation, insurance and ADL"): the median of the listing venue's fresh
+        oracle price, the impact mid (floor((impact bid + impact ask) / 2) down to the tick) and the last trade
+        when all three exist; otherwise the oracle, else the last trade, else the impact mid, else 0. A change
+        is published as a Mark event."""
         o = self._oracles.get((m.venue, m.market_id))
-        return o.price if o is not None and o.price > 0 and not o.stale else m.last
+        oracle = o.price if o is not None and not o.stale else 0
+        bid, ask = self._impact_price(m, _BUY), self._impact_price(m, _SELL)
+        impact = (bid + ask) // 2 // m.tick * m.tick if bid and ask else 0
+        last = m.last
+        mark = sorted((oracle, impact, last))[1] if oracle and impact and last else oracle or last or impact
+        if mark != m.mark:
+            m.mark = mark
+            self._ev(int(Ev.MARK), 0, 0, 0, 0, m.market_id, m.venue, 0, 0, last, mark, oracle, impact, bid, ask)
+
+    # ------------------------------------------------------------------ margin
 
     def _margin_short(self, account: int, asset: int, amount: int) -> bool:
         """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
@@ -1053,7 +1092,7 @@ class ReferenceEngine(CommandAPI):
             size, entry, margin, _ = self._positions[(account, market)]
             if m.quote != asset or size == 0:
                 continue
-            value = self._mark(m) * (abs(size) // m.lot)
+            value = m.mark * (abs(size) // m.lot)
             unrealised = value - entry if size > 0 else entry - value
             excess += margin + unrealised - -(-value // m.leverage)
         return excess < 0
@@ -1073,10 +1112,15 @@ class ReferenceEngine(CommandAPI):
             return int(RC.INVALID_LEVERAGE)
         if not 1 <= maint_bps <= 10000:
             return int(RC.INVALID_MAINTENANCE_MARGIN)
+        impact_lots, slice_lots = row[12], row[13]
+        if impact_lots < 0 or slice_lots < 0:
+            return int(RC.INVALID_RISK_SIZE)
         if m.books[0].prices or m.books[1].prices:
             return int(RC.MARKET_HAS_OPEN_ORDERS)
         m.leverage, m.maint_bps = leverage, maint_bps
+        m.impact_lots, m.slice_lots = impact_lots or DEFAULT_IMPACT_LOTS, slice_lots
         self._echo(_EV_VENUE, row)
+        self._dirty_marks.add(market)
         return 0
 
     # ------------------------------------------------------------------ oracles
@@ -1140,6 +1184,7 @@ class ReferenceEngine(CommandAPI):
             return int(RC.ORACLE_TIME_NOT_NEWER)
         o.price, o.source_ts, o.sources, o.updated_at = price, source_ts, sources, self._now
         self._echo(int(Ev.ORACLE), row)
+        self._dirty_if_perp(market)
         if o.stale:
             o.stale = False
             self._oracle_status(o)
@@ -1147,7 +1192,8 @@ class ReferenceEngine(CommandAPI):
 
     def market_risks(self) -> list[MarketRiskView]:
         """Every perpetual market's risk parameters, in market order."""
-        return [MarketRiskView(i, m.leverage, m.maint_bps) for i, m in sorted(self._markets.items()) if m.kind == _PERP]
+        return [MarketRiskView(i, m.leverage, m.maint_bps, m.impact_lots, m.slice_lots, m.mark)
+                for i, m in sorted(self._markets.items()) if m.kind == _PERP]
 
     def positions(self) -> list[PositionView]:
         """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""

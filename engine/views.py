@@ -40,6 +40,9 @@ class MarketRiskView(NamedTuple):
     market_id: int
     max_leverage: int  # orders hold ceil(price / max_leverage) per lot, positions that much margin
     maintenance_bps: int  # maintenance margin, in bps of the initial margin
+    impact_lots: int  # the size (lots) whose fill prices on each side make the impact mid
+    liquidation_slice: int  # the most lots one liquidation IOC order closes (0: the whole position)
+    mark: int  # the mark price now (0: none yet); ARCHITECTURE, "Liquidation, insurance and ADL"
 
 
 class AssetView(NamedTuple):

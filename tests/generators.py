@@ -969,7 +969,7 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
         for market in self.PERP_MARKETS:
             rows.append(self._market_risk(ts, market))
             rows.append(_row(Cmd.MARKET_RISK, ts, account=self.ADMIN, market=market, price=r.randint(2, 20),
-                             qty=r.randint(1, 10000)))
+                             qty=r.randint(1, 10000), id=r.choice([0, 1, 2, 5]), aux=r.choice([0, 1, 3])))
         return rows
 
     def _market_risk(self, ts: int, market: int) -> tuple:
@@ -979,7 +979,7 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
         account = r.choice([self.ADMIN, self.ADMIN, self.accounts[0], 0])
         market = r.choice([market, market, market, 1, 99])
         return _row(Cmd.MARKET_RISK, ts, account=account, market=market, price=r.choice([1, 5, 0, 101]),
-                    qty=r.choice([2500, 0, 10001]))
+                    qty=r.choice([2500, 0, 10001]), id=r.choice([0, 2, -1]), aux=r.choice([0, 4, -1]))
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng

@@ -183,7 +183,7 @@ def leveraged_world(engine_cls):
     ok(e.set_venue_params(ADMIN, stake_asset=BTC, min_stake=1, unbond_period=1, protocol_account=800, admin=ADMIN))
     ev = ok(e.market_risk(ADMIN, PERP, max_leverage=LEVERAGE, maintenance_bps=2500))
     assert (ev[0]["kind"], ev[0]["flags"], ev[0]["price"], ev[0]["qty"]) == (Ev.VENUE, 112, LEVERAGE, 2500)
-    assert e.market_risks() == [MarketRiskView(PERP, LEVERAGE, 2500)]
+    assert e.market_risks() == [MarketRiskView(PERP, LEVERAGE, 2500, 1, 0, 0)]  # impact 1 lot, no slice, no mark yet
     return e
 
 
@@ -199,6 +199,10 @@ BAD_RISK = [
      RC.INVALID_MAINTENANCE_MARGIN),
     ("maintenance 10001", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=10_001),
      RC.INVALID_MAINTENANCE_MARGIN),
+    ("impact size negative", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=1, impact_lots=-1),
+     RC.INVALID_RISK_SIZE),
+    ("slice negative", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=1, liquidation_slice=-1),
+     RC.INVALID_RISK_SIZE),
     ("open orders", lambda e: e.market_risk(ADMIN, PERP, max_leverage=2, maintenance_bps=1), RC.MARKET_HAS_OPEN_ORDERS),
 ]
 

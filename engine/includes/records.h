@@ -84,7 +84,8 @@ enum {
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97,
     XOS_CMD_ORACLE_CONFIG = 98, /* operator/admin: feed id and account of a venue's market oracle, timeout */
-    XOS_CMD_MARKET_RISK = 112   /* admin or listing operator: a perpetual market's max leverage, maintenance */
+    XOS_CMD_MARKET_RISK = 112,  /* admin or listing operator: a perpetual market's max leverage, maintenance */
+    XOS_CMD_LIQUIDATE = 113     /* any account (a keeper): liquidate a target under maintenance in a venue's risk group */
 };
 
 /* event kinds */
@@ -102,7 +103,11 @@ enum {
     XOS_EV_ORACLE = 16,         /* an accepted OraclePrice echoed; flags = its kind */
     XOS_EV_ORACLE_STATUS = 17,  /* qty = 1 the venue's market oracle went stale, 0 fresh again */
     XOS_EV_ORACLE_CONFIG = 18,  /* an accepted OracleConfig echoed */
-    XOS_EV_POSITION = 20        /* a perpetual fill moved an account's position */
+    XOS_EV_POSITION = 20,       /* a perpetual fill moved an account's position */
+    XOS_EV_MARK = 21,           /* a perpetual market's mark price changed */
+    XOS_EV_LIQUIDATION = 22,    /* a Liquidate passed its checks: the target's equity and maintenance */
+    XOS_EV_DELEVERAGE = 23,     /* a position moved at the bankruptcy price (reason XOS_DELEV_*) */
+    XOS_EV_LIQUIDATED = 24      /* a liquidation is over: equity after, shortfall paid by the fund and by ADL */
 };
 
 /* venue status, access mode and transfer reasons */
@@ -115,8 +120,11 @@ enum {
     XOS_XFER_SLASH_PROTOCOL = 4,
     XOS_XFER_FEE_OPERATOR = 5,
     XOS_XFER_FEE_INSURANCE = 6,
-    XOS_XFER_FEE_PROTOCOL = 7
+    XOS_XFER_FEE_PROTOCOL = 7,
+    XOS_XFER_INSURANCE_SHORTFALL = 8, /* insurance fund -> a liquidated account below zero */
+    XOS_XFER_ADL_SHORTFALL = 9        /* profits haircut by ADL -> a liquidated account below zero */
 };
+enum { XOS_DELEV_INSURANCE = 1, XOS_DELEV_ADL = 2, XOS_DELEV_SHORTFALL = 3 };
 
 enum { XOS_SIDE_BUY = 0, XOS_SIDE_SELL = 1 };
 enum { XOS_TIF_GTC = 0, XOS_TIF_IOC = 1, XOS_TIF_FOK = 2 };
@@ -143,7 +151,8 @@ enum {
     XOS_EF_TAKER_DONE = 2,      /* fill: the taker order is fully filled */
     XOS_EF_PRIORITY_LOST = 4,   /* amended: the order went to the back of its level */
     XOS_EF_ASSET_LISTING = 8,   /* accepted: an AddAsset (the event echoes the listing) */
-    XOS_EF_MARKET_LISTING = 16  /* accepted: an AddMarket */
+    XOS_EF_MARKET_LISTING = 16, /* accepted: an AddMarket */
+    XOS_EF_LIQUIDATION = 32     /* accepted: a liquidation's IOC order */
 };
 
 /* cancel reasons */
@@ -154,7 +163,8 @@ enum {
     XOS_CANCEL_STP = 4,
     XOS_CANCEL_POST_ONLY = 5,
     XOS_CANCEL_EXPIRED = 6,
-    XOS_CANCEL_MASS = 7
+    XOS_CANCEL_MASS = 7,
+    XOS_CANCEL_LIQUIDATION = 8
 };
 
 #endif

@@ -72,11 +72,16 @@ cdef extern from "records.h" nogil:
         XOS_CMD_ORACLE_PRICE
         XOS_CMD_ORACLE_CONFIG
         XOS_CMD_MARKET_RISK
+        XOS_CMD_LIQUIDATE
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
         XOS_EV_ORACLE_CONFIG
         XOS_EV_POSITION
+        XOS_EV_MARK
+        XOS_EV_LIQUIDATION
+        XOS_EV_DELEVERAGE
+        XOS_EV_LIQUIDATED
         XOS_EV_VENUE_TRANSFER
         XOS_VSTATUS_LIVE
         XOS_VSTATUS_HALTED
@@ -91,6 +96,11 @@ cdef extern from "records.h" nogil:
         XOS_XFER_FEE_OPERATOR
         XOS_XFER_FEE_INSURANCE
         XOS_XFER_FEE_PROTOCOL
+        XOS_XFER_INSURANCE_SHORTFALL
+        XOS_XFER_ADL_SHORTFALL
+        XOS_DELEV_INSURANCE
+        XOS_DELEV_ADL
+        XOS_DELEV_SHORTFALL
         XOS_EV_ACCEPTED
         XOS_EV_REJECTED
         XOS_EV_FILL
@@ -122,6 +132,7 @@ cdef extern from "records.h" nogil:
         XOS_EF_PRIORITY_LOST
         XOS_EF_ASSET_LISTING
         XOS_EF_MARKET_LISTING
+        XOS_EF_LIQUIDATION
         XOS_CANCEL_USER
         XOS_CANCEL_IOC
         XOS_CANCEL_FOK
@@ -129,3 +140,4 @@ cdef extern from "records.h" nogil:
         XOS_CANCEL_POST_ONLY
         XOS_CANCEL_EXPIRED
         XOS_CANCEL_MASS
+        XOS_CANCEL_LIQUIDATION
