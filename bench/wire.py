@@ -25,7 +25,8 @@ Every command counts as an order; each is timed to its Ack.
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
 (``--wire rows``, the market makers' path) or as PlaceOrder / CancelOrder structs (``--wire
 structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
-``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio`` per mode and batch size,
+``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio``, ``gateway_cpu_us_per_order`` (the
+gateway process's CPU time over the orders answered) per mode and batch size,
 and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against offered rate (needs
 matplotlib: ``pip install 'xos[bench]'``).
 """
@@ -377,6 +378,11 @@ class Engine:
         self.sup.start()
         self.server_public = server_pair(self.cfg)[0]
 
+    def cpu_s(self, role: str) -> float:
+        """CPU seconds (user + system, all threads) the role's process has used so far."""
+        fields = Path(f"/proc/{self.sup.procs[role].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> dict:
         from engine.process import read_heartbeats
 
@@ -423,7 +429,10 @@ def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: floa
     specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch,
                   rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1)
              for c in clients]
+    cpu = engine.cpu_s("gateway")
     res = merge(run_clients(load_client, specs))
+    # the gateway's own cost, steadier than throughput on a shared box (includes ZeroMQ's I/O thread)
+    res["gateway_cpu_us_per_order"] = (engine.cpu_s("gateway") - cpu) / max(1, res["acked"]) * 1e6
     if rate:
         res["offered_per_s"] = rate
     return res
@@ -525,7 +534,8 @@ def run(args, directory: Path) -> dict:
                     r = point(engine, clients, "closed", batch, 0, args.seconds, args.warmup)
                     out["closed"][str(batch)] = r
                     _log(f"  closed loop, {batch:>3}/msg: {r['orders_per_s']:>10,.0f} orders/s  "
-                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}")
+                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}  "
+                         f"gateway CPU {r['gateway_cpu_us_per_order']:.2f} us/order")
             for batch in args.batches if "open" in parts else ():
                 for rate in open_rates(args, out, batch):
                     r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
@@ -561,7 +571,8 @@ def run(args, directory: Path) -> dict:
              + (f"; engine/ceiling {c['ceiling_ratio']:.3f}" if closed is not None else ""))
     if out["closed"]:
         print("wire: closed loop " + ", ".join(
-            f"{b}/msg {r['orders_per_s']:,.0f} orders/s" + (f" (ceiling ratio {r['ceiling_ratio']:.3f})"
+            f"{b}/msg {r['orders_per_s']:,.0f} orders/s, gateway {r['gateway_cpu_us_per_order']:.2f} us/order"
+            + (f" (ceiling ratio {r['ceiling_ratio']:.3f})"
                                                             if "ceiling_ratio" in r else "")
             for b, r in out["closed"].items()))
     if "open" in parts:

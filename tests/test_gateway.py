@@ -250,6 +250,18 @@ def test_malformed_unknown_and_oversized_get_errors_and_the_gateway_serves_on(en
     run(scenario())
 
 
+def test_a_request_in_several_frames_is_refused_and_framing_holds(engine):
+    async def scenario():
+        (alice,) = await connected(engine, "alice")
+        await alice.socket.send_multipart([m.encode(m.Heartbeat(rid=51)), b"second", b"third"])
+        err = await alice.expect_reply(0)
+        assert type(err) is m.Error and err.name == "MALFORMED_MESSAGE" and "one frame" in err.reason
+        assert await alice.heartbeat() > 0  # the frames after the first were not taken for new messages
+        await alice.close()
+
+    run(scenario())
+
+
 def test_unknown_key_cannot_connect_and_a_revoked_key_cannot_place(engine):
     async def scenario():
         stranger = engine.client("stranger", timeout_s=1.0)
