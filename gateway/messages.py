@@ -285,11 +285,14 @@ class OracleConfig(VenueCommand, tag="oracle_config"):
 
 class MarketRisk(VenueCommand, tag="market_risk"):
     kind = Cmd.MARKET_RISK
-    command_fields = dict(market="market", price="max_leverage", qty="maintenance_bps")
+    command_fields = dict(market="market", price="max_leverage", qty="maintenance_bps", id="impact_lots",
+                          aux="liquidation_slice")
     rid: I64
     market: MarketId
     max_leverage: I64  # 1..100
     maintenance_bps: I64  # of the initial margin, 1..10000
+    impact_lots: I64 = 0  # the impact size of the mark's impact mid (0: 1 lot)
+    liquidation_slice: I64 = 0  # the most lots one liquidation order closes (0: no limit)
 
 
 VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier,
