@@ -1,7 +1,7 @@
 """Oracle feeds benchmark: OraclePrice updates into the running matcher, and the matcher's order
-throughput while they flow compared with a run without them.
+throughput while they flow compared with runs without them.
 
-    python -m bench.feeds --json feeds.json [--markets 1000] [--interval 0.01] [--commands 300000]
+    python -m bench.feeds --json feeds.json [--markets 1000] [--interval 0.005] [--commands 300000] [--repeat 3]
 
 The engine runs as ``xos run`` does (supervisor, matcher, settlement, margin and risk workers) on a
 private name and a temporary data directory, journal off as in ``bench.pipeline``.  The config
@@ -10,16 +10,23 @@ quorum 2, one aggregation round per ``--interval``; the feeds process is the rea
 (``python -m engine.process feeds``), started by this benchmark so it can run the same engine
 with and without it.
 
-Two runs, one seeded ``bench.orders`` workload (config A) each, setup and prefill untimed:
-  * without: the order stream alone;
-  * with: the feeds process is started first; once it has run ``--warmup`` seconds the matcher's
-    intake is measured over ``--measure`` seconds (every command it takes then is an oracle
-    update: ``oracle_updates_per_s``), then the order stream is sent while the feed goes on.
-The stream is timed from its first send until the matcher has taken all of it, read from the
-heartbeats (every ``HEARTBEAT_S``), so the end is known to within one beat: in the with-run, the
-order count taken is the matcher's count minus the oracle updates the feed reports sent.  After
-the with-run the feed is stopped and the benchmark checks that the matcher took exactly the
-stream plus every update the feed sent.
+``--repeat`` pairs of runs, alternating which of the pair goes first, each on a fresh engine with
+the same seeded ``bench.orders`` workload (config A) and the same timeline:
+  1. setup and prefill sent, untimed; wait until the matcher is idle and every worker has applied
+     every event;
+  2. ``--warmup`` + ``--measure`` seconds: with oracles the feeds process runs and the matcher's
+     intake over the last ``--measure`` seconds (only oracle updates then) is
+     ``oracle_updates_per_s``; without, the engine idles as long;
+  3. the order stream, timed from its first send until the matcher has taken all of it, the feed
+     going on in the with-run.
+The end of the stream is interpolated between the heartbeats (every ``HEARTBEAT_S``) around it; in
+the with-run the orders taken are the matcher's command count minus the oracle updates the feed
+sent meanwhile (its heartbeats, interpolated the same way).  After a with-run the feed is stopped
+and the benchmark checks that the matcher took exactly the stream plus every update the feed sent.
+The figures are medians over the runs; every run is in ``runs``, with where the CPU went: each
+process's CPU (``/proc/PID/stat``, all its threads; ``bench`` is this process, the producer and
+supervisor) and ``other`` (the rest of the machine's busy time, from ``/proc/stat``), in cores,
+during the oracle-only window and during the stream.
 
 The bootstrap configures each market's oracle (venue 0, feed id = market id, the feed's account),
 so the matcher applies every update (keeps the price, emits an Oracle event the workers read)
@@ -35,6 +42,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,13 +53,15 @@ import numpy as np
 
 from bench.orders import CONFIGS, generate
 from engine.config import load
-from engine.process import InputClient
+from engine.process import WORKERS, InputClient
 from engine.supervisor import Supervisor
 
 SEND_BATCH = 4096
 HEARTBEAT_S = 0.02
 FIRST_MARKET = 2001
+ORACLE_QUOTE = 3  # asset id of the oracle markets' quote (their base is the next)
 SOURCES = ("sim-a", "sim-b", "sim-c")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _log(msg: str) -> None:
@@ -64,9 +74,11 @@ def write_config(directory: Path, markets: int, interval_s: float, engine_kwargs
         "[engine]", f'name = "xos-bench-feeds-{os.getpid()}-{tag}"', f'data_dir = "{directory / "data"}"',
         f'input = "ipc://{directory}/input"', "ring_capacity = 1048576", "batch_max = 8192", "journal = false",
         f"max_orders = {engine_kwargs['max_orders']}", f"max_accounts = {engine_kwargs['max_accounts']}",
-        "max_markets = 4096", "max_assets = 1024",
-        "[[assets]]", "id = 1000", 'symbol = "ORQ"', "decimals = 6",
-        "[[assets]]", "id = 1001", 'symbol = "ORB"', "decimals = 8",
+        "max_markets = 4096", f"max_assets = {engine_kwargs['max_assets']}",
+        # asset ids next to the workload's (1, 2): the margin worker's book is dense in asset ids, and
+        # ids in the thousands made its once-a-second checkpoint (oracle events keep it busy) 131 MB
+        "[[assets]]", f"id = {ORACLE_QUOTE}", 'symbol = "ORQ"', "decimals = 6",
+        "[[assets]]", f"id = {ORACLE_QUOTE + 1}", 'symbol = "ORB"', "decimals = 8",
     ]
     for m in ids:
         lines += ["[[markets]]", f"id = {m}", 'base = "ORB"', 'quote = "ORQ"', "tick_size = 100",
@@ -92,6 +104,57 @@ def beat(cfg, role: str) -> dict:
         return json.loads((cfg.data_path / "run" / f"{role}.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+class BeatLog:
+    """One counter of one process's heartbeats, every distinct beat read, so its value at any time
+    between beats can be interpolated (the engine's processes beat every ``HEARTBEAT_S``)."""
+
+    def __init__(self, cfg, role: str, key: str):
+        self.cfg, self.role, self.key = cfg, role, key
+        self.times: list[float] = []
+        self.values: list[int] = []
+
+    def read(self) -> None:
+        b = beat(self.cfg, self.role)
+        if self.key in b and (not self.times or b["time"] > self.times[-1]):
+            self.times.append(b["time"])
+            self.values.append(b[self.key])
+
+    def at(self, t: float) -> float:
+        return float(np.interp(t, self.times, self.values))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent on anything but idling (``/proc/stat``, all cores)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLOCK_TICKS  # minus idle and iowait
+
+
+class CpuMeter:
+    """Where the CPU went between two samples, per process and the rest of the machine."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+
+    def sample(self) -> dict:
+        return {"time": time.monotonic(), "machine": machine_busy_seconds(),
+                **{role: cpu_seconds(pid) for role, pid in self.pids.items()}}
+
+    @staticmethod
+    def cores(a: dict, b: dict) -> dict:
+        wall = b["time"] - a["time"]
+        out = {role: round((b[role] - a[role]) / wall, 3) for role in a if role not in ("time", "machine")}
+        out["other"] = round((b["machine"] - a["machine"]) / wall - sum(out.values()), 3)
+        return out
 
 
 def wait_until(sup, what: str, predicate, timeout_s: float):
@@ -121,15 +184,50 @@ def idle_cmd_seq(sup, cfg, at_least: int, timeout_s: float) -> int:
     return wait_until(sup, "matcher idle", settled, timeout_s)
 
 
+def workers_caught_up(sup, cfg, timeout_s: float) -> None:
+    """Every worker has applied every event the (idle) matcher published."""
+    def done():
+        events = beat(cfg, "matcher").get("event_seq", 0)
+        return all(beat(cfg, w).get("cursor", -1) >= events for w in WORKERS)
+
+    wait_until(sup, "the workers catching up", done, timeout_s)
+
+
+def stream_end(matcher: BeatLog, feed: BeatLog | None, t0: float, base: int, count: int, slack: int) -> float | None:
+    """When the matcher had taken the ``count`` orders sent from ``t0`` on, interpolated between
+    the two beats around it; None until a beat (and, with a feed, a feed beat) after it was read.
+
+    Before the stream the matcher had taken ``base`` commands, and every command after those is an
+    order or an oracle update, so the orders taken by a beat are its command count less ``base``
+    and less the updates the feed had sent by then (its beats, interpolated).  An update sent is
+    taken a moment later, so that count runs up to about a round ahead: with a feed, the stream
+    counts as taken once at most ``slack`` (one round's updates) seem missing."""
+    target = count - (slack if feed else 0)
+
+    def orders(t: float, seq: int) -> float:
+        return seq - base - (feed.at(t) if feed else 0.0)
+
+    prev_t, prev_n = t0, 0.0
+    for t, seq in zip(matcher.times, matcher.values):
+        if t <= t0:
+            continue
+        if feed and feed.times[-1] < t:
+            return None  # the updates sent by t are not known yet
+        n = orders(t, seq)
+        if n >= target:
+            return prev_t + (t - prev_t) * (target - prev_n) / (n - prev_n)
+        prev_t, prev_n = t, max(n, 0.0)
+    return None
+
+
 def one_run(wl, args, with_feed: bool) -> dict:
-    out: dict = {}
+    out: dict = {"with_oracles": with_feed}
     with tempfile.TemporaryDirectory(prefix="xos-bench-feeds-") as tmp:
         path = write_config(Path(tmp), args.markets, args.interval, wl.engine_kwargs, "f" if with_feed else "n")
         cfg = load(path)
         sup = Supervisor(cfg, str(path), log=_log)
         sup.start()
         feed = None
-        f0: dict = {}
         try:
             client = InputClient(cfg.input_address)
             bootstrap = 2 + args.markets + 1 + args.markets  # assets, markets, VenueParams, OracleConfigs
@@ -137,32 +235,43 @@ def one_run(wl, args, with_feed: bool) -> dict:
             for i in range(0, len(head), SEND_BATCH):
                 client.send(head[i : i + SEND_BATCH])
             base = idle_cmd_seq(sup, cfg, bootstrap + len(head), args.timeout)
+            workers_caught_up(sup, cfg, args.timeout)
+            pids = {role: p.pid for role, p in sup.procs.items()} | {"bench": os.getpid()}
+            matcher = BeatLog(cfg, "matcher", "cmd_seq")
+            sent = BeatLog(cfg, "feeds", "sent") if with_feed else None
             if with_feed:
                 feed = subprocess.Popen([sys.executable, "-P", "-m", "engine.process", "feeds", "--config", str(path)])
+                pids["feeds"] = feed.pid
                 wait_until(sup, "first oracle updates", lambda: beat(cfg, "feeds").get("sent", 0) > 0, args.timeout)
-                time.sleep(args.warmup)
-                a = beat(cfg, "matcher")
-                time.sleep(args.measure)
-                b = beat(cfg, "matcher")
-                out["oracle_updates_per_s"] = (b["cmd_seq"] - a["cmd_seq"]) / (b["time"] - a["time"])
-                f0 = beat(cfg, "feeds")
+            meter = CpuMeter(pids)
+            time.sleep(args.warmup)
+            matcher.read()
+            ta, ca = matcher.times[-1], meter.sample()
+            time.sleep(args.measure)
+            matcher.read()
+            tb, cb = matcher.times[-1], meter.sample()
+            if with_feed:
+                out["oracle_updates_per_s"] = (matcher.at(tb) - matcher.at(ta)) / (tb - ta)
+                out["cpu_cores_oracles_alone"] = CpuMeter.cores(ca, cb)
+                sent.read()
             stream = wl.stream
-            before = beat(cfg, "matcher")["cmd_seq"]
-            t0 = time.perf_counter()
+            c0 = meter.sample()
+            t0 = time.time()
             for i in range(0, len(stream), SEND_BATCH):
                 client.send(stream[i : i + SEND_BATCH])
 
-            def orders_taken() -> bool:
-                oracles = beat(cfg, "feeds").get("sent", 0) - f0["sent"] if with_feed else 0
-                return beat(cfg, "matcher").get("cmd_seq", 0) - before - oracles >= len(stream)
+            def ended():
+                matcher.read()
+                if sent:
+                    sent.read()
+                return stream_end(matcher, sent, t0, base, len(stream), args.markets)
 
-            wait_until(sup, "the order stream taken", orders_taken, args.timeout)
-            seconds = time.perf_counter() - t0
-            out["commands_per_s"] = len(stream) / seconds
-            out["seconds"] = seconds
+            t_end = wait_until(sup, "the order stream taken", ended, args.timeout)
+            out["cpu_cores_stream"] = CpuMeter.cores(c0, meter.sample())
+            out["seconds"] = t_end - t0
+            out["commands_per_s"] = len(stream) / (t_end - t0)
             if with_feed:
-                f1 = beat(cfg, "feeds")
-                out["oracle_updates_per_s_during_orders"] = (f1["sent"] - f0["sent"]) / (f1["time"] - f0["time"])
+                out["oracle_updates_per_s_during_orders"] = (sent.at(t_end) - sent.at(t0)) / (t_end - t0)
                 feed.send_signal(signal.SIGTERM)
                 if feed.wait(timeout=30) != 0:
                     raise SystemExit(f"bench.feeds: the feeds process exited {feed.returncode}")
@@ -172,6 +281,7 @@ def one_run(wl, args, with_feed: bool) -> dict:
                 if taken != expected:
                     raise SystemExit(f"bench.feeds: the matcher took {taken} commands, expected {expected}")
                 out["oracle_updates_sent"] = final["sent"]
+                out["feed_rounds"] = final["rounds"]
                 out["feed_markets_fresh"] = final["markets_fresh"]
             client.close()
         finally:
@@ -185,38 +295,55 @@ def one_run(wl, args, with_feed: bool) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.feeds", description=__doc__.splitlines()[0])
     p.add_argument("--markets", type=int, default=1000)
-    p.add_argument("--interval", type=float, default=0.01, help="aggregation round (and simulation step), s")
+    p.add_argument("--interval", type=float, default=0.005, help="aggregation round (and simulation step), s")
     p.add_argument("--commands", type=int, default=300_000)
+    p.add_argument("--repeat", type=int, default=3, help="pairs of runs (with and without oracles)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--measure", type=float, default=3.0)
+    p.add_argument("--measure", type=float, default=2.0)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     _log(f"generating config A workload ({args.commands:,} commands) ...")
     wl = generate(CONFIGS["A"].replace(commands=args.commands, seed=args.seed))
-    without = one_run(wl, args, with_feed=False)
-    _log(f"  without oracles: {without['commands_per_s']:,.0f} commands/s")
-    with_ = one_run(wl, args, with_feed=True)
-    _log(f"  with oracles: {with_['commands_per_s']:,.0f} commands/s; oracle updates "
-         f"{with_['oracle_updates_per_s']:,.0f}/s alone, {with_['oracle_updates_per_s_during_orders']:,.0f}/s during orders")
+    runs = []
+    for r in range(args.repeat):
+        for with_feed in ((False, True) if r % 2 == 0 else (True, False)):
+            run = one_run(wl, args, with_feed)
+            runs.append(run)
+            if with_feed:
+                _log(f"  with oracles: {run['commands_per_s']:,.0f} commands/s; oracle updates "
+                     f"{run['oracle_updates_per_s']:,.0f}/s alone, "
+                     f"{run['oracle_updates_per_s_during_orders']:,.0f}/s during orders")
+            else:
+                _log(f"  without oracles: {run['commands_per_s']:,.0f} commands/s")
+    with_ = [r for r in runs if r["with_oracles"]]
+    without = [r for r in runs if not r["with_oracles"]]
+
+    def median(rs, key):
+        return statistics.median(r[key] for r in rs)
+
     out = {
         "benchmark": "feeds",
         "markets": args.markets,
         "sources_per_market": len(SOURCES),
         "interval_s": args.interval,
+        "nominal_updates_per_s": args.markets / args.interval,
         "commands": args.commands,
         "seed": args.seed,
-        "oracle_updates_per_s": with_["oracle_updates_per_s"],
-        "oracle_updates_per_s_during_orders": with_["oracle_updates_per_s_during_orders"],
-        "commands_per_s_with_oracles": with_["commands_per_s"],
-        "commands_per_s_without": without["commands_per_s"],
-        "ratio": with_["commands_per_s"] / without["commands_per_s"],
-        "runs": {"with": with_, "without": without},
+        "repeat": args.repeat,
+        "oracle_updates_per_s": median(with_, "oracle_updates_per_s"),
+        "oracle_updates_per_s_during_orders": median(with_, "oracle_updates_per_s_during_orders"),
+        "commands_per_s_with_oracles": median(with_, "commands_per_s"),
+        "commands_per_s_without": median(without, "commands_per_s"),
+        "runs": runs,
     }
+    out["ratio"] = out["commands_per_s_with_oracles"] / out["commands_per_s_without"]
     print(f"feeds: {out['oracle_updates_per_s']:,.0f} oracle updates/s into the matcher ({args.markets} markets x "
-          f"{len(SOURCES)} sources, round {args.interval * 1e3:.0f} ms); orders {out['commands_per_s_with_oracles']:,.0f}"
-          f"/s with them vs {out['commands_per_s_without']:,.0f}/s without (ratio {out['ratio']:.3f})")
+          f"{len(SOURCES)} sources, round {args.interval * 1e3:g} ms, {out['nominal_updates_per_s']:,.0f}/s nominal), "
+          f"{out['oracle_updates_per_s_during_orders']:,.0f}/s during orders; orders "
+          f"{out['commands_per_s_with_oracles']:,.0f}/s with them vs {out['commands_per_s_without']:,.0f}/s without "
+          f"(ratio {out['ratio']:.3f}; medians of {args.repeat} runs each)")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -10,11 +10,11 @@ in ``DATA/run/feeds-status.json``, rewritten each second.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 
+import msgspec
 import zmq
 
 from engine.config import Config
@@ -88,7 +88,7 @@ class FeedStage:
         doc = {"time": time.time(), "pid": os.getpid(), "markets": markets,
                "sources": {s.name: {**s.status(), "markets": slots.get(s.name, {})} for s in self.sources}}
         tmp = self.detail_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
+        tmp.write_bytes(msgspec.json.encode(doc))
         os.replace(tmp, self.detail_path)
         self.detail_at = time.monotonic()
 

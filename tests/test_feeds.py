@@ -11,7 +11,8 @@ import pytest
 
 from engine.config import ConfigError, FileSourceConfig, load, loads
 from engine.records import Cmd
-from feeds.aggregate import Aggregator, masked_median
+from feeds.aggregate import REFUSALS, Aggregator
+from feeds.kernels import REASONS, masked_median
 from feeds.sources import (OBSERVATION_DTYPE, FileReplaySource, Rejects, SimulatedSource, observations,
                            resolve_path)
 
@@ -320,3 +321,91 @@ def test_simulated_source_is_seeded_and_steps_with_time():
     assert a[:2].tolist() == [(1, 100.0, T0), (2, 50.0, T0)]
     assert sorted(set(a["ts"].tolist())) == [T0 + k * S // 2 for k in range(21)]
     assert (a["price"] > 0).all() and len(set(a["price"][::2].tolist())) > 15
+
+
+def test_refusal_reasons_match_the_kernels_codes():
+    assert tuple(REFUSALS) == REASONS[1:]
+
+
+def random_feeds_config(rng: np.random.Generator, markets: int):
+    """Markets fed by 1-4 of four sources each, with random quorums, bounds and intervals."""
+    text = "[[assets]]\nid = 1\nsymbol = \"USDT\"\ndecimals = 6\n[[assets]]\nid = 2\nsymbol = \"BTC\"\ndecimals = 8\n"
+    for m in range(1, markets + 1):
+        text += (f"[[markets]]\nid = {m}\nbase = \"BTC\"\nquote = \"USDT\"\ntick_size = 100\nlot_size = 100000\n"
+                 "min_size = 100000\n")
+    text += VENUES + "[feeds]\nenabled = true\naccount = 9001\n"
+    for name in "abcd":
+        text += f'[[feeds.sources]]\nkind = "simulated"\nname = "{name}"\nstart_prices = {{ 1 = 100.0 }}\n'
+    for m in range(1, markets + 1):
+        names = [str(n) for n in rng.choice(list("abcd"), size=int(rng.integers(1, 5)), replace=False)]
+        text += (f"[[feeds.markets]]\nid = {100 + m}\nmarket = {m}\nsources = {names!r}\n"
+                 f"quorum = {int(rng.integers(1, len(names) + 1))}\nstale_after_s = {int(rng.integers(1, 4))}\n"
+                 f"max_deviation_bps = {int(rng.choice([1, 50, 200, 10000]))}\n"
+                 f"interval_s = {float(rng.choice([0.5, 1.0]))}\n")
+    return loads(text.replace("'", '"'))
+
+
+def test_a_round_is_the_per_market_rule_on_random_states():
+    """The round's C loop against a per-market reading of the rules (``feeds.aggregate``) in plain
+    Python, on random prices, ages, sources, quorums, bounds, due times and last sent times."""
+    from fractions import Fraction
+
+    def median(values):
+        v = sorted(values)
+        return round(Fraction(v[(len(v) - 1) // 2] + v[len(v) // 2], 2)) if v else 0  # ties to even
+
+    rng = np.random.default_rng(7)
+    outcomes = []
+    for trial in range(20):
+        agg = Aggregator(random_feeds_config(rng, 30))
+        now = T0 + trial * S
+        for row, names in enumerate(agg.sources):
+            k = len(names)
+            agg.ticks[row, :k] = rng.integers(1000, 1010, size=k) * rng.choice([1, 1, 2], size=k)
+            agg.ts[row, :k] = np.where(rng.random(k) < 0.15, 0, now - rng.integers(0, 4 * S, size=k))
+        agg.next_due[:] = now + rng.choice([-S, 0, 1], size=len(agg.next_due))
+        agg.last_sent_ts[:] = np.where(rng.random(len(agg.next_due)) < 0.2, now, 0)
+        before = {name: getattr(agg, name).copy() for name in
+                  ("ticks", "ts", "next_due", "last_sent_ts", "stale_drops", "deviation_drops", "sent", "stale_rounds",
+                   "held_back", "price_ticks", "quorum_size", "fresh")}
+        got = agg.aggregate(now)
+        expected = []
+        for row, names in enumerate(agg.sources):
+            due = before["next_due"][row] <= now
+            interval = int(agg.interval_ns[row])
+            follow = before["next_due"][row] + interval
+            assert agg.next_due[row] == (before["next_due"][row] if not due else follow if follow > now else now + interval)
+            if not due:
+                assert agg.stale_rounds[row] == before["stale_rounds"][row] and agg.sent[row] == before["sent"][row]
+                continue
+            ticks, ts = before["ticks"][row, :len(names)].tolist(), before["ts"][row, :len(names)].tolist()
+            fresh = [c for c in range(len(names)) if ts[c] > 0 and now - ts[c] <= agg.stale_ns[row]]
+            m = median([ticks[c] for c in fresh])
+            bps = int(agg.max_deviation_bps[row])
+            kept = [c for c in fresh if abs(ticks[c] - m) * 10_000 <= bps * m]
+            for c in range(len(names)):
+                assert agg.stale_drops[row, c] - before["stale_drops"][row, c] == (ts[c] > 0 and c not in fresh)
+                assert agg.deviation_drops[row, c] - before["deviation_drops"][row, c] == (c in fresh and c not in kept)
+                assert agg.in_quorum[row, c] == (c in kept and len(kept) >= agg.quorum[row])
+            ok = len(kept) >= agg.quorum[row]
+            assert agg.fresh[row] == ok and agg.quorum_size[row] == (len(kept) if ok else 0)
+            assert agg.stale_rounds[row] - before["stale_rounds"][row] == (not ok)
+            if not ok:
+                continue
+            source_ts = min(ts[c] for c in kept)
+            if source_ts < before["last_sent_ts"][row]:
+                assert agg.held_back[row] - before["held_back"][row] == 1
+                continue
+            price = median([ticks[c] for c in kept])
+            expected.append((Cmd.ORACLE_PRICE, int(agg.venue[row]), int(agg.market[row]), 9001, price * 100, len(kept),
+                             int(agg.feed_id[row]), source_ts))
+            assert agg.price_ticks[row] == price and agg.last_sent_ts[row] == source_ts
+        assert [tuple(int(c[f]) for f in ("kind", "venue", "market", "account", "price", "qty", "id", "aux"))
+                for c in got] == expected
+        for field in ("side", "tif", "ord_type", "stp", "flags", "ts"):
+            assert not got[field].any()
+        outcomes += [len(got), int((agg.held_back - before["held_back"]).sum()),
+                     int((agg.stale_rounds - before["stale_rounds"]).sum()),
+                     int((agg.deviation_drops - before["deviation_drops"]).sum())]
+    sent, held, stale, deviating = np.reshape(outcomes, (-1, 4)).sum(axis=0)
+    assert min(sent, held, stale, deviating) > 10  # every outcome came up
