@@ -336,7 +336,8 @@ def test_margin_gap_raises(stream):
     book.apply(events[:500])
     with pytest.raises(SequenceGapError):
         book.apply(events[501:900])
-    assert book.apply(events[:900]) == 400
+    book.apply(events[:900])
+    assert book.cursor == int(events["seq"][899])
 
 
 # ------------------------------------------------------------------------------- risk
@@ -651,9 +652,10 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     markets = {m.market_id: m for m in e.markets()}
     risks = {r.market_id: r for r in e.market_risks()}
     upnl_sum, maint_sum = defaultdict(int), defaultdict(int)
-    for p in e.positions():  # valued at the last trade price, as the matcher's mark without oracles
+    for p in e.positions():  # valued at the matcher's mark (its Mark events)
         m, risk = markets[p.market], risks[p.market]
-        mark, lots = book.marks[p.market], abs(p.size) // m.lot_size
+        mark, lots = risk.mark, abs(p.size) // m.lot_size
+        assert book.perp_marks.get(p.market, 0) == mark
         upnl = 0 if p.size == 0 else (mark * lots - p.entry_value) * (1 if p.size > 0 else -1)
         maint = -(-(-(-mark * lots // risk.max_leverage)) * risk.maintenance_bps // 10000)
         assert book.position(p.account, p.market) == {"size": p.size, "entry": p.entry_value, "margin": p.margin,
@@ -684,10 +686,12 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     reopened.close()
 
 
-def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
-    """A trade at a new price revalues every position of its market: the 10x long whose loss takes its
-    equity below maintenance is reported once (``take_under``), its counterparty short is not."""
+def test_margin_book_sends_liquidate_when_the_mark_moves_below_maintenance():
+    """A trade at a new price moves the mark and revalues every position of its market: the 10x long whose
+    loss takes its equity below maintenance gets one Liquidate (naming it, the asset and its market's risk
+    group), its counterparty short none; while it stays under, again only after a second of engine time."""
     from engine.records import MarketKind
+    from engine.workers.margin import LIQUIDATE_RETRY_NS, MARGIN_WORKER_ID
 
     e = Engine(**ENGINE_KWARGS)
     setup = [e.add_asset(1, "USDT", 2), e.add_asset(2, "BTC", 8),
@@ -697,13 +701,18 @@ def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
     setup += [e.deposit(account, 1, 2_000) for account in (1, 2, 3, 4)]
     setup += [e.place(1, 5, Side.BUY, 1000, 10, 1), e.place(2, 5, Side.SELL, 1000, 10, 1)]
     book = MarginBook()
-    book.apply(np.concatenate(setup))
+    assert len(book.apply(np.concatenate(setup))) == 0
     assert not (np.concatenate(setup)["kind"] == Ev.REJECTED).any()
     assert book.position(1, 5) == {"size": 10, "entry": 10_000, "margin": 1000, "upnl": 0, "maintenance": 500}
-    assert len(book.take_under()) == 0
-    # accounts 3 and 4 trade one lot at 880: the long's equity 2000 - 1200 = 800 >= maintenance 440
-    book.apply(np.concatenate([e.place(3, 5, Side.BUY, 880, 1, 1), e.place(4, 5, Side.SELL, 880, 1, 1)]))
-    assert book.position(1, 5)["upnl"] == -1200 and len(book.take_under()) == 0
+
+    def trade(price, client_id, ts):
+        return np.concatenate([e.place(3, 5, Side.BUY, price, 1, client_id, ts=ts),
+                               e.place(4, 5, Side.SELL, price, 1, client_id, ts=ts)])
+
+    # accounts 3 and 4 trade one lot at 880 (the mark: no oracle, no book left): the long's equity
+    # 2000 - 1200 = 800 >= maintenance 440
+    assert len(book.apply(trade(880, 1, 10))) == 0
+    assert book.position(1, 5)["upnl"] == -1200
     # the long is liquidatable at or below 842 (equity 420 < 421 there; at 843, 430 >= 422), the short
     # (equity 2000 + 1200, maintenance 440) only far above
     view = book.positions_view()
@@ -711,12 +720,15 @@ def test_margin_book_finds_accounts_under_maintenance_when_the_mark_moves():
                                                                              (3, 5, 1, 880, 0), (4, 5, -1, 880, 0)]
     assert view["liquidation_price"][0] == 842 and view["liquidation_price"][1] > 1100
     # at 820: equity 2000 - 1800 = 200 < maintenance 410
-    book.apply(np.concatenate([e.place(3, 5, Side.BUY, 820, 1, 2), e.place(4, 5, Side.SELL, 820, 1, 2)]))
-    assert book.take_under().tolist() == [[book.index[1], 1]]
+    sent = book.apply(trade(820, 2, 20))
+    assert sent[["kind", "account", "id", "market", "venue", "ts"]].tolist() == [(Cmd.LIQUIDATE, MARGIN_WORKER_ID, 1, 1, 0, 20)]
     assert book.position(1, 5) == {"size": 10, "entry": 10_000, "margin": 1000, "upnl": -1800, "maintenance": 410}
-    assert len(book.take_under()) == 0  # taken
     rows_now, assets_now = book.under_maintenance()
     assert rows_now.tolist() == [book.index[1]] and assets_now.tolist() == [1]
+    # still under at 815: not again within a second of engine time, then again
+    assert len(book.apply(trade(815, 3, 30))) == 0
+    again = book.apply(trade(810, 4, 20 + LIQUIDATE_RETRY_NS))
+    assert again[["kind", "id", "market"]].tolist() == [(Cmd.LIQUIDATE, 1, 1)] and book.liquidations == 2
 
 
 def test_margin_stage_publishes_account_and_position_views(tmp_path):

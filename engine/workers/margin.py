@@ -39,7 +39,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import Cmd, Ev, MarketKind, Side
+from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 from .positions import MARKET_SPAN, PositionBook
@@ -57,17 +57,21 @@ _LOW31 = (1 << 31) - 1
 # free balance, alike), fills, perpetual positions, every change of an order's hold, and the
 # venue commands' echoes (a perpetual market's leverage: MarketRisk)
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
-                     Ev.VENUE)
+                     Ev.VENUE, Ev.MARK)
+MARGIN_WORKER_ID = -1002  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends
+LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same (account, asset) is sent again while still under
 
 
 @dataclass
 class MarginConfig:
     """``valuation_asset``: asset id or symbol (``""``/``0``: the quote asset of the first listed market).
-    ``haircut_bps``: asset id or symbol -> haircut in basis points (0..10000); others get the default."""
+    ``haircut_bps``: asset id or symbol -> haircut in basis points (0..10000); others get the default.
+    ``account``: the sender of its Liquidate commands."""
 
     valuation_asset: int | str = 0
     haircut_bps: dict = field(default_factory=dict)
     default_haircut_bps: int = 0
+    account: int = MARGIN_WORKER_ID  # the keeper account its Liquidate commands carry
 
 
 def weight_bits(weight: Fraction) -> tuple[int, int]:
@@ -112,7 +116,10 @@ class MarginBook(EventCore):
         # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
         self.under = np.zeros((0, 2), np.int64)
         self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
-        self.marks: dict[int, int] = {}
+        self.marks: dict[int, int] = {}  # market -> last trade price (the valuation's routes)
+        self.perp_marks: dict[int, int] = {}  # perpetual market -> the matcher's mark (Mark events)
+        self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
+        self.liquidations = 0  # Liquidate commands sent
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
         self.orders = IntTable(MARGIN_COLUMNS)
         self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # account ids sorted, their rows
@@ -131,6 +138,9 @@ class MarginBook(EventCore):
         self._marr = None
         self._risk_arrays = None
         self.__dict__.setdefault("under", np.zeros((0, 2), np.int64))
+        self.__dict__.setdefault("perp_marks", {})
+        self.__dict__.setdefault("liquidations_sent", {})
+        self.__dict__.setdefault("liquidations", 0)
         n = len(self.index)
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
@@ -204,11 +214,11 @@ class MarginBook(EventCore):
 
     FOLLOWED = FOLLOWED
 
-    def _apply(self, new: np.ndarray, last: int) -> int:
-        """Apply the chosen events (see ``EventCore``); returns how many events were new.  Listings
-        are learned first (they only add), then balance and fill amounts are added with one
-        ``np.add.at``; holds follow each order in ``engine.workercore``."""
-        applied = last - self._cursor
+    def _apply(self, new: np.ndarray, last: int) -> np.ndarray:
+        """Apply the chosen events (see ``EventCore``); returns the Liquidate commands to send
+        (``COMMAND_DTYPE``, possibly empty).  Listings are learned first (they only add), then balance
+        and fill amounts are added with one ``np.add.at``; holds follow each order in
+        ``engine.workercore``; positions are revalued where their mark moved or they changed."""
         # listings (rare): in order, before anything that uses them
         listings = self.listings
         listing_at = np.flatnonzero((new["kind"] == Ev.ACCEPTED) & (new["order_id"] == 0))
@@ -225,7 +235,7 @@ class MarginBook(EventCore):
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
-            return applied
+            return self._liquidate_commands(0)
         kind = mine["kind"]
         is_order = kind == Ev.ACCEPTED
         is_fill = kind == Ev.FILL
@@ -290,21 +300,19 @@ class MarginBook(EventCore):
             out = self.outstanding
             for a, v in zip(assets.tolist(), sums.tolist()):
                 out[a] = out.get(a, 0) + v
-        moved = np.zeros(0, np.int64)  # perpetual markets whose mark changed in this batch
-        if len(fills):  # marks: the last trade price per market
+        if len(fills):  # the last trade price per market: the valuation routes' rates (weights)
             fmk = fills["market"]
             newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
-            marks = self.marks
-            changed = []
-            for mk, p, is_perp in zip(fmk[newest].tolist(), fills["price"][newest].tolist(),
-                                      perp[midx[is_fill]][newest].tolist()):
-                if marks.get(mk) != p:
-                    marks[mk] = p
-                    if is_perp:
-                        changed.append(mk)
+            self.marks.update(zip(fmk[newest].tolist(), fills["price"][newest].tolist()))
+        moved = np.zeros(0, np.int64)  # perpetual markets whose mark changed in this batch (Mark events)
+        mark_events = mine[kind == Ev.MARK]
+        if len(mark_events):
+            mmk = mark_events["market"].astype(np.int64)
+            newest = len(mmk) - 1 - np.unique(mmk[::-1], return_index=True)[1]
+            moved, prices = mmk[newest], mark_events["price"][newest]
+            self.perp_marks.update(zip(moved.tolist(), prices.tolist()))
             if self._risk_arrays is not None:
-                self._risk_arrays[0][fmk[newest]] = fills["price"][newest]
-            moved = np.array(changed, np.int64)
+                self._risk_arrays[0][moved] = prices
         touched = np.zeros(0, np.int64)  # position slots changed in this batch
         if len(positions):
             # each position's size, entry and margin after the batch (its last event); the margin
@@ -323,7 +331,7 @@ class MarginBook(EventCore):
         margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp,
                      lev)
         self._cursor = last
-        return applied
+        return self._liquidate_commands(int(mine["ts"][-1]))
 
     def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> None:
         """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots; the
@@ -343,7 +351,7 @@ class MarginBook(EventCore):
             mark = np.zeros(top, np.int64)
             lev = np.ones(top, np.int64)
             mm = np.full(top, DEFAULT_MAINTENANCE_BPS, np.int64)
-            for m, p in self.marks.items():
+            for m, p in self.perp_marks.items():
                 if m < top:
                     mark[m] = p
             for m, v in self.leverage.items():
@@ -373,6 +381,44 @@ class MarginBook(EventCore):
                                                       mm[markets], equity, self.maint_sum[rows, quotes],
                                                       out["maintenance"])
         return np.sort(out, order=("account", "market"))
+
+    def _liquidate_commands(self, now: int) -> np.ndarray:
+        """Liquidate commands for the (account, asset) pairs found under maintenance (``take_under``),
+        one per pair, naming the risk group (listing venue) of the pair's position with the largest
+        maintenance requirement; a pair already sent less than ``LIQUIDATE_RETRY_NS`` of engine time ago
+        is not sent again (the matcher re-checks every one: a refused or late one changes nothing)."""
+        under = self.take_under()
+        if len(under) == 0:
+            return np.zeros(0, COMMAND_DTYPE)
+        sent = self.liquidations_sent
+        accounts = self.account_ids[under[:, 0]]
+        due = np.array([now - sent.get((a, q), -LIQUIDATE_RETRY_NS) >= LIQUIDATE_RETRY_NS
+                        for a, q in zip(accounts.tolist(), under[:, 1].tolist())], bool)
+        under, accounts = under[due], accounts[due]
+        if len(under) == 0:
+            return np.zeros(0, COMMAND_DTYPE)
+        book = self.perp
+        n = len(book)
+        # the open positions of these (row, asset) pairs, the largest maintenance first per pair
+        pair_key = under[:, 0] * (1 << 20) + under[:, 1]
+        slot_key = book.row[:n] * (1 << 20) + book.quote[:n]
+        mine = np.flatnonzero(np.isin(slot_key, pair_key) & (book.size[:n] != 0))
+        order = np.lexsort((-book.maint[mine], slot_key[mine]))
+        mine = mine[order]
+        first = mine[np.r_[True, slot_key[mine][1:] != slot_key[mine][:-1]]] if len(mine) else mine
+        venue_of = {m.market_id: m.venue for m in self.listings.markets.values()}
+        by_pair = {int(k): venue_of[int(m)] for k, m in zip(slot_key[first], book.market[first])}
+        cmds = np.zeros(len(under), COMMAND_DTYPE)
+        cmds["kind"] = Cmd.LIQUIDATE
+        cmds["account"] = self.config.account
+        cmds["id"] = accounts
+        cmds["market"] = under[:, 1]
+        cmds["venue"] = [by_pair[int(k)] for k in pair_key]
+        cmds["ts"] = now
+        for a, q in zip(accounts.tolist(), under[:, 1].tolist()):
+            sent[a, q] = now
+        self.liquidations += len(cmds)
+        return cmds
 
     def take_under(self) -> np.ndarray:
         """The (row, asset) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
