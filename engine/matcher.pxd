@@ -162,6 +162,14 @@ cdef struct Position:          # an account's position in one perpetual market (
     int64_t next_of_market   # the market's next position (-1 = none)
 
 
+cdef struct AdlEntry:           # one position in an ADL ranking
+    int64_t row              # index in position_rows
+    int64_t profit           # unrealised PnL at mark
+    int64_t margin           # its margin, at least 1
+    int64_t account
+    uint32_t market
+
+
 cdef struct Expiry:
     int64_t expire_at
     int64_t order_id
@@ -310,6 +318,16 @@ cdef class Matcher:
     cdef void update_marks(self) noexcept nogil
     cdef int64_t compute_mark(self, uint32_t market, int64_t *inputs) noexcept nogil
     cdef bint margin_short(self, int64_t acct_idx, uint32_t asset, int64_t amount) noexcept nogil
+    cdef int64_t margin_excess(self, int64_t acct_idx, uint32_t asset) noexcept nogil
+    cdef int64_t fund_of(self, uint32_t venue) noexcept nogil
+    cdef int64_t equity_of(self, int64_t acct_idx, uint32_t asset, int64_t *maintenance) noexcept nogil
+    cdef void pseudo_order(self, Order *o, int64_t account, Market *m, uint32_t venue, uint8_t side,
+                           int64_t hold_per_lot) noexcept nogil
+    cdef void transfer_position(self, uint8_t reason, Market *m, uint32_t venue, int64_t target, uint8_t side,
+                                int64_t counterparty, int64_t q, int64_t price, bint holds) noexcept nogil
+    cdef int64_t adl_ranking(self, uint32_t market, uint32_t venue, uint32_t asset, int64_t target, int sign,
+                             AdlEntry **out) noexcept nogil
+    cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil

@@ -19,7 +19,8 @@ cimport numpy as cnp
 from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
-from intmath cimport XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band
+from intmath cimport (XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band,
+                     xos_ratio_cmp, xos_bankruptcy_price)
 from engine.ring cimport EventRing
 
 from .api import CommandAPI
@@ -140,6 +141,49 @@ cdef void sort_slots_by_id(int32_t *slots, int64_t *ids, int64_t n) noexcept nog
             t64 = ids[root]; ids[root] = ids[child]; ids[child] = t64
             t32 = slots[root]; slots[root] = slots[child]; slots[child] = t32
             root = child
+
+
+cdef inline bint adl_before(const AdlEntry *a, const AdlEntry *b) noexcept nogil:
+    """ADL order: profit per margin descending, then account, then market (reference ``_adl_ranking``)."""
+    cdef int r = xos_ratio_cmp(a.profit, a.margin, b.profit, b.margin)
+    if r:
+        return r > 0
+    if a.account != b.account:
+        return a.account < b.account
+    return a.market < b.market
+
+
+cdef void adl_sift(AdlEntry *e, int64_t root, int64_t end) noexcept nogil:
+    cdef int64_t child
+    cdef AdlEntry t
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and adl_before(&e[child], &e[child + 1]):
+            child += 1
+        if not adl_before(&e[root], &e[child]):
+            return
+        t = e[root]
+        e[root] = e[child]
+        e[child] = t
+        root = child
+
+
+cdef void sort_adl(AdlEntry *e, int64_t n) noexcept nogil:
+    """Heap sort into ADL order (keys are unique: no allocation, no recursion)."""
+    cdef int64_t i = n // 2 - 1
+    cdef AdlEntry t
+    while i >= 0:
+        adl_sift(e, i, n)
+        i -= 1
+    i = n - 1
+    while i > 0:
+        t = e[0]
+        e[0] = e[i]
+        e[i] = t
+        adl_sift(e, 0, i)
+        i -= 1
 
 
 cdef void compact(BookSide *bs) noexcept nogil:
@@ -1938,13 +1982,16 @@ cdef class Matcher:
         """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
         the account's positions quoted in it: free - amount + sum(margin + unrealised - initial) < 0.
         Walks only the account's own positions (reference ``_margin_short``)."""
+        if self.accts[acct_idx].position_head == NONE:
+            return False
+        return self.margin_excess(acct_idx, asset) - amount < 0
+
+    cdef int64_t margin_excess(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
+        """free + sum(margin + unrealised - initial margin) at mark over the account's positions quoted in asset."""
         cdef int64_t i = self.accts[acct_idx].position_head
-        cdef int64_t excess, value, lots
+        cdef int64_t excess = self.free_of(acct_idx, asset), value, lots
         cdef Position *p
         cdef Market *m
-        if i == NONE:
-            return False
-        excess = self.free_of(acct_idx, asset) - amount
         while i != NONE:
             p = &self.position_rows[i]
             i = p.next_of_account
@@ -1955,7 +2002,267 @@ cdef class Matcher:
             value = xos_mul_capped(m.mark, lots)
             excess += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
             excess -= value // m.max_leverage + (value % m.max_leverage != 0)
-        return excess < 0
+        return excess
+
+    # ---------------------------------------------------------- liquidation
+
+    cdef int64_t fund_of(self, uint32_t venue) noexcept nogil:
+        """A venue's insurance fund account: its own; venue 0's is the protocol account (0 until VenueParams)."""
+        return self.venue_table[venue].insurance if venue else self.protocol_account
+
+    cdef int64_t equity_of(self, int64_t acct_idx, uint32_t asset, int64_t *maintenance) noexcept nogil:
+        """The account's equity in ``asset`` (free + margin + unrealised at mark of its positions quoted in it) and
+        its maintenance requirement (reference ``_equity``)."""
+        cdef int64_t i = self.accts[acct_idx].position_head
+        cdef int64_t equity = self.free_of(acct_idx, asset), value, initial
+        cdef Position *p
+        cdef Market *m
+        maintenance[0] = 0
+        while i != NONE:
+            p = &self.position_rows[i]
+            i = p.next_of_account
+            m = &self.market_table[p.market]
+            if m.quote != asset or p.size == 0:
+                continue
+            value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
+            equity += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
+            initial = value // m.max_leverage + (value % m.max_leverage != 0)
+            maintenance[0] += xos_fee(initial, m.maintenance_bps)
+        return equity
+
+    cdef void pseudo_order(self, Order *o, int64_t account, Market *m, uint32_t venue, uint8_t side,
+                           int64_t hold_per_lot) noexcept nogil:
+        """An order that is never in the book (reference ``_pseudo_order``): one side of a position transfer, or
+        (in a pool slot) a liquidation's IOC order. It pays no fee; it holds ``hold_per_lot`` per lot."""
+        memset(o, 0, sizeof(Order))
+        o.account = account
+        o.acct_idx = <int32_t>self.account_index_of(account)
+        o.bal_quote = <int32_t>self.ensure_balance(o.acct_idx, m.quote)
+        o.bal_base = o.bal_quote  # a perpetual order never touches its base balance
+        o.market = <uint32_t>(m - self.market_table)
+        o.venue = venue
+        o.side = side
+        o.hold_per_lot = hold_per_lot
+        o.prev = NONE
+        o.next = NONE
+        o.tif = XOS_TIF_IOC
+
+    cdef void transfer_position(self, uint8_t reason, Market *m, uint32_t venue, int64_t target, uint8_t side,
+                                int64_t counterparty, int64_t q, int64_t price, bint holds) noexcept nogil:
+        """``q`` of the target's position (closed on ``side``) to the counterparty at ``price``, without fees: a
+        Deleverage event, then both Position events (reference ``_transfer_position``)."""
+        cdef Order t, k
+        cdef int64_t pnl_t = 0, pnl_k = 0, row_t, row_k, amount
+        self.pseudo_order(&t, target, m, venue, side, 0)
+        self.pseudo_order(&k, counterparty, m, venue, 1 - side, order_hold_per_lot(m, price, 0) if holds else 0)
+        if holds:  # the fund takes over like a placed order: its hold becomes the new position's margin
+            amount = (q // m.lot_size) * k.hold_per_lot
+            self.bals[k.bal_quote].free -= amount
+            self.bals[k.bal_quote].held += amount
+        row_t = self.perp_fill(m, &t, q, price, 0, &pnl_t)
+        row_k = self.perp_fill(m, &k, q, price, 0, &pnl_k)
+        cdef xos_event *e = self.emit(XOS_EV_DELEVERAGE)
+        e.side = side
+        e.reason = reason
+        e.market = t.market
+        e.venue = venue
+        e.account = target
+        e.price = price
+        e.qty = q
+        e.maker_account = counterparty
+        self.emit_position(m, &t, &self.position_rows[row_t], price, pnl_t)
+        self.emit_position(m, &k, &self.position_rows[row_k], price, pnl_k)
+
+    cdef int64_t adl_ranking(self, uint32_t market, uint32_t venue, uint32_t asset, int64_t target, int sign,
+                             AdlEntry **out) noexcept nogil:
+        """The positions of ``market`` (0: every perpetual market listed by ``venue`` quoted in ``asset``) of sign
+        ``sign`` (0: either), the target's left out, best first (reference ``_adl_ranking``): unrealised PnL at
+        mark per unit of margin (at least 1) descending, then account, then market. Returns how many, in a
+        malloc'd array the caller frees."""
+        cdef int64_t n = 0, cap = 0, i, value
+        cdef AdlEntry *rows = NULL
+        cdef uint32_t mk = market if market else 1
+        cdef uint32_t last = market if market else <uint32_t>self.max_markets
+        cdef Market *m
+        cdef Position *p
+        while mk <= last:
+            m = &self.market_table[mk]
+            if m.exists and m.kind == XOS_MARKET_PERPETUAL and (market or (m.venue == venue and m.quote == asset)):
+                i = m.position_head
+                while i != NONE:
+                    p = &self.position_rows[i]
+                    if p.account != target and p.size != 0 and (sign == 0 or (p.size > 0) == (sign > 0)):
+                        if n == cap:
+                            rows = <AdlEntry *>grow(rows, &cap, n + 1, sizeof(AdlEntry), b"ADL ranking")
+                        value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
+                        rows[n].row = i
+                        rows[n].profit = value - p.entry_value if p.size > 0 else p.entry_value - value
+                        rows[n].margin = p.margin if p.margin > 0 else 1
+                        rows[n].account = p.account
+                        rows[n].market = mk
+                        n += 1
+                    i = p.next_of_market
+            mk += 1
+        sort_adl(rows, n)
+        out[0] = rows
+        return n
+
+    cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil:
+        """A keeper's Liquidate (ARCHITECTURE, "Liquidation, insurance and ADL"; reference ``_liquidate``)."""
+        cdef uint16_t code = XOS_OK
+        cdef int64_t acct_idx = -1, fund = 0, equity = 0, maintenance = 0, i, n, size, qty, price, paid = 0
+        cdef int64_t covered = 0, cut, value, row, fund_idx
+        cdef int32_t k, nxt, t
+        cdef uint32_t mk
+        cdef uint8_t side
+        cdef bint found = False
+        cdef Market *m
+        cdef Position *p
+        cdef Order *o
+        cdef AdlEntry *ranking
+        cdef Order pseudo
+        cdef xos_event *e
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
+            code = XOS_UNKNOWN_VENUE
+        elif c.market < 1 or c.market > <uint32_t>self.max_assets or not self.asset_table[c.market].exists:
+            code = XOS_UNKNOWN_ASSET
+        else:
+            code = self.check_account(c.id, &acct_idx)
+        if code == XOS_OK:
+            fund = self.fund_of(c.venue)
+            if c.id == fund:
+                code = XOS_INSURANCE_FUND_ACCOUNT
+        if code == XOS_OK:
+            i = self.accts[acct_idx].position_head
+            while i != NONE and not found:
+                p = &self.position_rows[i]
+                m = &self.market_table[p.market]
+                found = p.size != 0 and m.venue == c.venue and m.quote == c.market
+                i = p.next_of_account
+            if not found:
+                code = XOS_NOTHING_TO_LIQUIDATE
+            else:
+                equity = self.equity_of(acct_idx, c.market, &maintenance)
+                if equity >= maintenance:
+                    code = XOS_NOT_LIQUIDATABLE
+        if code:
+            self.reject(c, code)
+            return
+        e = self.emit(XOS_EV_LIQUIDATION)
+        e.market = c.market
+        e.venue = c.venue
+        e.account = c.id
+        e.client_id = c.account
+        e.price = equity
+        e.qty = maintenance
+        k = self.accts[acct_idx].order_head  # its orders in the venue's markets, in order id order
+        while k != NONE:
+            nxt = self.orders[k].acct_next
+            if self.market_table[self.orders[k].market].venue == c.venue:
+                self.cancel_order(k, True, XOS_CANCEL_LIQUIDATION, 0, self.orders[k].remaining)
+            k = nxt
+        for mk in range(1, <uint32_t>self.max_markets + 1):
+            m = &self.market_table[mk]
+            if not (m.exists and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue and m.quote == c.market):
+                continue
+            row = xos_hmap_get(&self.position_index, c.id, mk)
+            if row < 0 or self.position_rows[row].size == 0:
+                continue
+            side = ASK if self.position_rows[row].size > 0 else BID
+            # the book, in slices, never past the bankruptcy price
+            while self.position_rows[row].size != 0 and not m.halted and self.n_open < self.max_orders:
+                size = self.position_rows[row].size
+                size = size if size > 0 else -size
+                qty = size if m.slice_lots == 0 or xos_mul_capped(m.slice_lots, m.lot_size) >= size else \
+                    m.slice_lots * m.lot_size
+                price = xos_bankruptcy_price(m.mark, size // m.lot_size, self.equity_of(acct_idx, c.market, &value),
+                                             m.tick_size, side == ASK)
+                t = self.free_slot
+                o = &self.orders[t]
+                self.free_slot = o.next
+                self.pseudo_order(o, c.id, m, c.venue, side, 0)
+                self._last_order_id += 1
+                o.id = self._last_order_id
+                o.price = price
+                o.qty = qty
+                o.remaining = qty
+                e = self.emit_order(XOS_EV_ACCEPTED, o)
+                e.flags = XOS_EF_LIQUIDATION
+                e.qty = qty
+                e.remaining = qty
+                self.take_and_rest(m, t)
+                size -= qty
+                if self.position_rows[row].size != size and self.position_rows[row].size != -size:
+                    break  # the book took less than the slice
+            if self.position_rows[row].size == 0:
+                continue
+            size = self.position_rows[row].size
+            size = size if size > 0 else -size
+            price = xos_bankruptcy_price(m.mark, size // m.lot_size, self.equity_of(acct_idx, c.market, &value),
+                                         m.tick_size, side == ASK)
+            if fund:
+                fund_idx = self.account_index_of(fund)
+                value = (size // m.lot_size) * order_hold_per_lot(m, price, 0)
+                if self.free_of(fund_idx, c.market) >= value and not self.margin_short(fund_idx, c.market, value):
+                    self.transfer_position(XOS_DELEV_INSURANCE, m, c.venue, c.id, side, fund, size, price, True)
+                    continue
+            n = self.adl_ranking(mk, c.venue, c.market, c.id, -1 if side == ASK else 1, &ranking)
+            for i in range(n):
+                size = self.position_rows[row].size
+                if size == 0:
+                    break
+                size = size if size > 0 else -size
+                qty = self.position_rows[ranking[i].row].size
+                qty = qty if qty > 0 else -qty
+                self.transfer_position(XOS_DELEV_ADL, m, c.venue, c.id, side, ranking[i].account,
+                                       qty if qty < size else size, price, False)
+            free(ranking)
+        equity = self.equity_of(acct_idx, c.market, &value)
+        if equity < 0 and fund:  # the fund pays what its own margin leaves free
+            fund_idx = self.account_index_of(fund)
+            paid = self.free_of(fund_idx, c.market)
+            value = self.margin_excess(fund_idx, c.market)
+            paid = value if value < paid else paid
+            paid = 0 if paid < 0 else (-equity if -equity < paid else paid)
+            if paid:
+                self.transfer(XOS_XFER_INSURANCE_SHORTFALL, c.venue, fund, c.market, -paid, 0)
+                self.transfer(XOS_XFER_INSURANCE_SHORTFALL, c.venue, c.id, c.market, paid, 0)
+        if equity + paid < 0:  # then ADL: the most profitable (per margin) positions' profits are haircut
+            n = self.adl_ranking(0, c.venue, c.market, c.id, 0, &ranking)
+            for i in range(n):
+                cut = -(equity + paid + covered)
+                if ranking[i].profit < cut:
+                    cut = ranking[i].profit
+                if cut <= 0:
+                    break
+                p = &self.position_rows[ranking[i].row]
+                m = &self.market_table[p.market]
+                p.entry_value += cut if p.size > 0 else -cut
+                covered += cut
+                e = self.emit(XOS_EV_DELEVERAGE)
+                e.reason = XOS_DELEV_SHORTFALL
+                e.market = p.market
+                e.venue = c.venue
+                e.account = c.id
+                e.maker_account = p.account
+                e.maker_fee = cut
+                self.pseudo_order(&pseudo, p.account, m, c.venue, BID if p.size > 0 else ASK, 0)
+                self.emit_position(m, &pseudo, p, 0, 0)
+                if equity + paid + covered >= 0:
+                    break
+            free(ranking)
+            if covered:
+                self.transfer(XOS_XFER_ADL_SHORTFALL, c.venue, c.id, c.market, covered, 0)
+        e = self.emit(XOS_EV_LIQUIDATED)
+        e.market = c.market
+        e.venue = c.venue
+        e.account = c.id
+        e.price = equity + paid + covered
+        e.qty = paid
+        e.remaining = covered
+        e.client_id = -(equity + paid + covered) if equity + paid + covered < 0 else 0
 
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil:
         """Admin or the listing venue's operator: a perpetual market's max leverage and maintenance margin.
@@ -2143,6 +2450,8 @@ cdef class Matcher:
             self.cmd_oracle_config(c)
         elif c.kind == XOS_CMD_MARKET_RISK:
             self.cmd_market_risk(c)
+        elif c.kind == XOS_CMD_LIQUIDATE:
+            self.cmd_liquidate(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:

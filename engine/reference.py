@@ -106,6 +106,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left, insort
 from collections import OrderedDict
+from fractions import Fraction
 
 import numpy as np
 
@@ -116,6 +117,7 @@ from .records import (
     CancelReason,
     Cmd,
     CmdFlag,
+    Deleverage,
     Ev,
     EvFlag,
     MarketKind,
@@ -166,6 +168,10 @@ _ALLOW_LIST = int(VenueAccess.ALLOW_LIST)
 _ALL_POOLS = (1 << 64) - 1
 _U64 = (1 << 64) - 1
 _STP_CODE = int(RC.SELF_TRADE_PREVENTED)
+_R_LIQUIDATION = int(CancelReason.LIQUIDATION)
+_F_LIQUIDATION = int(EvFlag.LIQUIDATION)
+_D_INSURANCE, _D_ADL, _D_SHORTFALL = int(Deleverage.INSURANCE), int(Deleverage.ADL), int(Deleverage.SHORTFALL)
+_X_INSURANCE, _X_ADL = int(Transfer.INSURANCE_SHORTFALL), int(Transfer.ADL_SHORTFALL)
 
 
 def _s16(x: int) -> int:
@@ -180,7 +186,7 @@ def fee_ceil(notional: int, bps: int) -> int:
 class _Order:
     __slots__ = ("order_id", "account", "client_id", "market", "venue", "side", "price", "qty",
                  "filled", "remaining", "expire_at", "stp", "post_only", "fpl", "resting", "maker_bps",
-                 "taker_bps")
+                 "taker_bps", "no_hold")
 
     def view(self) -> OrderView:
         return OrderView(self.order_id, self.account, self.client_id, self.market, self.venue,
@@ -354,6 +360,7 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.SWEEP_FEES): self._sweep_fees,
             int(Cmd.ORACLE_CONFIG): self._oracle_config,
             int(Cmd.MARKET_RISK): self._market_risk,
+            int(Cmd.LIQUIDATE): self._liquidate,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
         }
 
@@ -434,7 +441,9 @@ class ReferenceEngine(CommandAPI):
     # ------------------------------------------------------------------ helpers
     def _hold_of(self, o: _Order, qty: int, m: _Market) -> int:
         """The hold for `qty` of order o (buy, or any perpetual order: lots x (price + fpl) in quote;
-        spot sell: qty in base)."""
+        spot sell: qty in base; a liquidation's order: none)."""
+        if o.no_hold:
+            return 0
         if o.side == _BUY or m.kind == _PERP:
             return (qty // m.lot) * m.per_lot(o.price, o.fpl)
         return qty
@@ -637,11 +646,14 @@ class ReferenceEngine(CommandAPI):
                      maker.venue, price, q, o.remaining, maker.order_id, maker.account, maker_fee,
                      taker_fee)
             for order, pos, pnl in moves:
-                b = bal[order.account][quote]
-                self._ev(_EV_POSITION, 0, order.side, 0, 0, m.market_id, order.venue, order.order_id, order.account,
-                         pos[2], price, pos[0], pos[1], b[0], b[1], pnl, pos[3])
+                self._emit_position(order, m, pos, price, pnl)
             if maker.remaining == 0:
                 self._unrest(maker, m)  # subtracts its remaining (now 0) from the level
+
+    def _emit_position(self, order: _Order, m: _Market, pos: list, price: int, pnl: int) -> None:
+        b = self._bal[order.account][m.quote]
+        self._ev(_EV_POSITION, 0, order.side, 0, 0, m.market_id, order.venue, order.order_id, order.account,
+                 pos[2], price, pos[0], pos[1], b[0], b[1], pnl, pos[3])
 
     @staticmethod
     def _spot_fill(bal, m: _Market, q, lots, notional, buyer: _Order, seller: _Order, buyer_fee, seller_fee) -> None:
@@ -676,7 +688,7 @@ class ReferenceEngine(CommandAPI):
             pos = self._positions[(o.account, m.market_id)] = [0, 0, 0, 0]
             self._account_positions.setdefault(o.account, []).append(m.market_id)
         size, entry, margin = pos[0], pos[1], pos[2]
-        released = (q // lot) * m.per_lot(o.price, o.fpl)
+        released = 0 if o.no_hold else (q // lot) * m.per_lot(o.price, o.fpl)
         b[1] -= released
         b[0] += released - fee
         left = released - fee
@@ -807,6 +819,7 @@ class ReferenceEngine(CommandAPI):
         o.fpl = fpl
         o.maker_bps, o.taker_bps = maker_bps, taker_bps
         o.resting = False
+        o.no_hold = False
         if m.base not in balances:
             balances[m.base] = [0, 0]
         if m.quote not in balances:
@@ -1083,11 +1096,14 @@ class ReferenceEngine(CommandAPI):
         """Taking ``amount`` more of ``asset`` from free would leave less than the initial margin at mark of
         the account's positions quoted in it: free - amount + sum(margin + unrealised - initial) < 0.
         Walks only the account's own positions (none: no cost for spot-only accounts)."""
-        markets = self._account_positions.get(account)
-        if markets is None:
+        if account not in self._account_positions:
             return False
-        excess = self._bal[account][asset][0] - amount
-        for market in markets:
+        return self._margin_excess(account, asset) - amount < 0
+
+    def _margin_excess(self, account: int, asset: int) -> int:
+        """free + sum(margin + unrealised - initial margin) at mark over the account's positions quoted in asset."""
+        excess = self._bal[account].get(asset, [0, 0])[0]
+        for market in self._account_positions.get(account, ()):
             m = self._markets[market]
             size, entry, margin, _ = self._positions[(account, market)]
             if m.quote != asset or size == 0:
@@ -1095,7 +1111,174 @@ class ReferenceEngine(CommandAPI):
             value = m.mark * (abs(size) // m.lot)
             unrealised = value - entry if size > 0 else entry - value
             excess += margin + unrealised - -(-value // m.leverage)
-        return excess < 0
+        return excess
+
+    # ------------------------------------------------------------------ liquidation
+    def _fund(self, venue: int) -> int:
+        """A venue's insurance fund account: its own; venue 0's is the protocol account (0 until VenueParams)."""
+        return self._venues[venue].insurance if venue else self._protocol
+
+    def _equity(self, account: int, asset: int) -> tuple[int, int]:
+        """(equity, maintenance requirement) of the account in ``asset``, cross margin: free + the margin and
+        unrealised PnL at mark of all its positions quoted in it, and the sum of their maintenance margins
+        ceil(ceil(mark x lots / L) x maintenance_bps / 10000)."""
+        b = self._bal[account].get(asset)
+        equity, maintenance = (b[0] if b else 0), 0
+        for market in self._account_positions.get(account, ()):
+            m = self._markets[market]
+            size, entry, margin, _ = self._positions[(account, market)]
+            if m.quote != asset or size == 0:
+                continue
+            value = m.mark * (abs(size) // m.lot)
+            equity += margin + (value - entry if size > 0 else entry - value)
+            maintenance += fee_ceil(-(-value // m.leverage), m.maint_bps)
+        return equity, maintenance
+
+    @staticmethod
+    def _bankruptcy_price(m: _Market, size: int, equity: int) -> int:
+        """The price at which closing all of ``size`` leaves the account's equity (its other positions at mark)
+        at 0: mark - equity / lots for a long (rounded up to the tick), mark + equity / lots for a short (down),
+        within one tick .. MAX_MONEY. A close at a better price than it never takes the equity below 0."""
+        lots = abs(size) // m.lot
+        value = m.mark * lots
+        if size > 0:
+            price = -(-(-(-(value - equity) // lots)) // m.tick) * m.tick
+        else:
+            price = (value + equity) // lots // m.tick * m.tick
+        return min(max(price, m.tick), MAX_MONEY // m.tick * m.tick)
+
+    def _pseudo_order(self, account: int, m: _Market, venue: int, side: int, price: int, holds: bool) -> _Order:
+        """An order that is never in the book: a liquidation's IOC order, or one side of a position transfer. Without
+        ``holds`` it holds nothing (a fill releases nothing); with it, ceil(price / L) per lot like a placed order."""
+        o = _Order()
+        o.order_id = o.client_id = o.filled = o.expire_at = 0
+        o.account, o.market, o.venue, o.side, o.price = account, m.market_id, venue, side, price
+        o.qty = o.remaining = 0
+        o.stp, o.post_only, o.fpl, o.maker_bps, o.taker_bps, o.resting = _STP_CT, False, 0, 0, 0, False
+        o.no_hold = not holds
+        return o
+
+    def _transfer_position(self, reason: int, m: _Market, venue: int, target: int, side: int, counterparty: int,
+                           q: int, price: int, holds: bool) -> None:
+        """``q`` of the target's position (closed on ``side``) to the counterparty at ``price``, without fees:
+        a Deleverage event, then both Position events (the target's first)."""
+        t = self._pseudo_order(target, m, venue, side, price, False)
+        c = self._pseudo_order(counterparty, m, venue, 1 - side, price, holds)
+        if holds:  # the fund takes over like a placed order: its hold becomes the new position's margin
+            b = self._bal[counterparty].setdefault(m.quote, [0, 0])
+            hold = (q // m.lot) * m.per_lot(price, 0)
+            b[0] -= hold
+            b[1] += hold
+        moves = (self._perp_fill(t, m, q, price, 0), self._perp_fill(c, m, q, price, 0))
+        self._ev(int(Ev.DELEVERAGE), 0, side, reason, 0, m.market_id, venue, 0, target, 0, price, q, 0, 0, counterparty)
+        for order, pos, pnl in moves:
+            self._emit_position(order, m, pos, price, pnl)
+
+    def _adl_ranking(self, markets: list[int], account: int, sign: int) -> list[tuple[int, int]]:
+        """(account, market) of the positions in ``markets`` of sign ``sign`` (+1 long, -1 short, 0 either) with
+        ``account`` left out, best first: unrealised PnL at mark per unit of margin (profit / entry x entry /
+        margin: profit times leverage), descending, margin taken as at least 1; ties by account, then market."""
+        ranked = []
+        for market in markets:
+            m = self._markets[market]
+            for (a, mk), (size, entry, margin, _) in self._positions.items():
+                if mk != market or a == account or size == 0 or (sign and (size > 0) != (sign > 0)):
+                    continue
+                value = m.mark * (abs(size) // m.lot)
+                profit = value - entry if size > 0 else entry - value
+                ranked.append((-Fraction(profit, max(margin, 1)), a, market))
+        ranked.sort()
+        return [(a, market) for _, a, market in ranked]
+
+    def _liquidate(self, row) -> int:
+        venue, asset, sender, target = row[6], row[7], row[9], row[12]
+        if sender <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if venue not in self._venues:
+            return int(RC.UNKNOWN_VENUE)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        code = self._account_code(target)
+        if code:
+            return code
+        fund = self._fund(venue)
+        if target == fund:
+            return int(RC.INSURANCE_FUND_ACCOUNT)
+        group = sorted(mk for mk in self._account_positions.get(target, ()) if self._positions[(target, mk)][0]
+                       and self._markets[mk].venue == venue and self._markets[mk].quote == asset)
+        if not group:
+            return int(RC.NOTHING_TO_LIQUIDATE)
+        equity, maintenance = self._equity(target, asset)
+        if equity >= maintenance:
+            return int(RC.NOT_LIQUIDATABLE)
+        self._ev(int(Ev.LIQUIDATION), 0, 0, 0, 0, asset, venue, 0, target, sender, equity, maintenance, 0)
+        mine = self._acct_orders.get(target, {})
+        for oid in sorted(oid for oid, o in mine.items() if self._markets[o.market].venue == venue):
+            o = mine[oid]
+            self._cancel_order(o, o.remaining, _R_LIQUIDATION, 0)
+        for market in group:
+            m = self._markets[market]
+            pos = self._positions[(target, market)]
+            side = _SELL if pos[0] > 0 else _BUY
+            while pos[0] and not m.halted:  # the book, in slices, never past the bankruptcy price
+                size = abs(pos[0])
+                qty = min(size, m.slice_lots * m.lot) if m.slice_lots else size
+                price = self._bankruptcy_price(m, pos[0], self._equity(target, asset)[0])
+                o = self._pseudo_order(target, m, venue, side, price, False)
+                self._last_order_id += 1
+                o.order_id, o.qty, o.remaining = self._last_order_id, qty, qty
+                self._ev(_EV_ACCEPTED, 0, side, 0, _F_LIQUIDATION, market, venue, o.order_id, target, 0, price, qty,
+                         qty)
+                self._execute(o, m, _IOC, True)
+                if abs(pos[0]) != size - qty:  # the book took less than the slice
+                    break
+            if not pos[0]:
+                continue
+            size = abs(pos[0])
+            price = self._bankruptcy_price(m, pos[0], self._equity(target, asset)[0])
+            hold = (size // m.lot) * m.per_lot(price, 0)
+            if fund and self._bal[fund].get(asset, [0, 0])[0] >= hold and not self._margin_short(fund, asset, hold):
+                self._transfer_position(_D_INSURANCE, m, venue, target, side, fund, size, price, True)
+                continue
+            for account, _ in self._adl_ranking([market], target, -1 if side == _SELL else 1):
+                if not pos[0]:
+                    break
+                other = self._positions[(account, market)]
+                self._transfer_position(_D_ADL, m, venue, target, side, account, min(abs(pos[0]), abs(other[0])), price,
+                                        False)
+        equity = self._equity(target, asset)[0]
+        paid = covered = 0
+        if equity < 0 and fund:  # the fund pays what its own margin leaves free
+            paid = min(-equity, max(0, min(self._bal[fund].get(asset, [0, 0])[0], self._margin_excess(fund, asset))))
+            if paid:
+                v = self._venues[venue]
+                self._transfer(_X_INSURANCE, v, fund, asset, -paid, 0)
+                self._transfer(_X_INSURANCE, v, target, asset, paid, 0)
+        if equity + paid < 0:  # then ADL: the most profitable (per margin) positions' profits are haircut
+            for account, market in self._adl_ranking([mk for mk in sorted(self._markets) if self._markets[mk].kind == _PERP
+                                                      and self._markets[mk].venue == venue
+                                                      and self._markets[mk].quote == asset], target, 0):
+                m = self._markets[market]
+                pos = self._positions[(account, market)]
+                value = m.mark * (abs(pos[0]) // m.lot)
+                profit = value - pos[1] if pos[0] > 0 else pos[1] - value
+                cut = min(-(equity + paid + covered), profit)
+                if cut <= 0:
+                    break
+                pos[1] += cut if pos[0] > 0 else -cut
+                covered += cut
+                b = self._bal[account][asset]
+                self._ev(int(Ev.DELEVERAGE), 0, 0, _D_SHORTFALL, 0, market, venue, 0, target, 0, 0, 0, 0, 0, account,
+                         cut)
+                o = self._pseudo_order(account, m, venue, _BUY if pos[0] > 0 else _SELL, 0, False)
+                self._emit_position(o, m, pos, 0, 0)
+                if equity + paid + covered >= 0:
+                    break
+            if covered:
+                self._transfer(_X_ADL, self._venues[venue], target, asset, covered, 0)
+        self._ev(int(Ev.LIQUIDATED), 0, 0, 0, 0, asset, venue, 0, target, -min(equity + paid + covered, 0),
+                 equity + paid + covered, paid, covered)
+        return 0
 
     def _market_risk(self, row) -> int:
         market, account, leverage, maint_bps = row[7], row[9], row[10], row[11]

@@ -958,7 +958,10 @@ class PerpStreamGenerator(VenueStreamGenerator):
 class LeveragedPerpStreamGenerator(PerpStreamGenerator):
     """``PerpStreamGenerator``'s streams with 2-20x leverage on both perpetual markets (issue 9, step 2):
     holds of ceil(price / L) per lot, initial margins, the pre-trade margin check, and MarketRisk commands
-    (mostly refused).  A subclass so the workers' tests, which follow holds at 1x, keep their streams."""
+    (mostly refused), and keepers' Liquidate commands (refused: its accounts are deep, so healthy, or the venue,
+    asset or target is wrong; accepted liquidations are in tests/test_liquidation.py's random crash streams).  A subclass so the workers' tests, which follow holds at 1x, keep their streams."""
+
+    liquidate_share = 0.01
 
     def _setup(self) -> list[tuple]:
         """Leverage on both perpetual markets (step 2: holds of ceil(price / L) per lot, initial margin),
@@ -981,6 +984,20 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
         return _row(Cmd.MARKET_RISK, ts, account=account, market=market, price=r.choice([1, 5, 0, 101]),
                     qty=r.choice([2500, 0, 10001]), id=r.choice([0, 2, -1]), aux=r.choice([0, 4, -1]))
 
+    def _liquidate(self, ts: int) -> tuple:
+        """A keeper's Liquidate: mostly of an account with an open position in its market's listing venue (venue 0)
+        and quote asset, refused unless prices moved it under maintenance; some with a wrong venue, asset or
+        target, or naming the protocol account (venue 0's insurance fund)."""
+        r = self.rng
+        open_ = sorted(key for key, size in self.positions.items() if size)
+        if open_ and r.random() < 0.85:
+            target, market = r.choice(open_)
+            venue, asset = 0, self.markets[market].quote
+        else:
+            target, market = r.choice(self.accounts + [self.PROTOCOL, 0, 31337]), r.choice(self.PERP_MARKETS)
+            venue, asset = r.choice([0, 1, self.n_venues + 1]), r.choice([1, 2, 9])
+        return _row(Cmd.LIQUIDATE, ts, account=r.choice(self.accounts + [0]), id=target, venue=venue, market=asset)
+
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
         chunk = super().next_chunk(n)
@@ -989,6 +1006,8 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
             out.append(row)
             if r.random() < 0.002:
                 out.append(self._market_risk(row[_F["ts"]], r.choice(self.PERP_MARKETS)))
+            if r.random() < self.liquidate_share:
+                out.append(self._liquidate(row[_F["ts"]]))
         self.n_commands += len(out) - len(chunk)
         return np.array(out, dtype=COMMAND_DTYPE)
 

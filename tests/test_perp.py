@@ -324,7 +324,7 @@ def check_perp_invariants(e: ReferenceEngine, net: dict[int, int]) -> None:
 
 
 @pytest.mark.parametrize("seed, generator", [(1, PerpStreamGenerator), (2, PerpStreamGenerator),
-                                             (5, LeveragedPerpStreamGenerator), (6, LeveragedPerpStreamGenerator)])
+                                             (5, LeveragedPerpStreamGenerator), (7, LeveragedPerpStreamGenerator)])
 def test_perp_stream_invariants_after_every_chunk(seed, generator):
     e = ReferenceEngine(**ENGINE_KWARGS)
     gen = generator(seed, limits={k: v for k, v in ENGINE_KWARGS.items()})

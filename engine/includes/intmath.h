@@ -47,4 +47,30 @@ static inline int xos_outside_band(int64_t price, int64_t last, int32_t band_bps
     if (diff < 0) diff = -diff;
     return diff * 10000 > (__int128)band_bps * last;
 }
+/* Compare u1 / m1 with u2 / m2 (m1, m2 > 0) exactly: -1, 0 or 1 (the ADL ranking's profit per margin). */
+static inline int xos_ratio_cmp(int64_t u1, int64_t m1, int64_t u2, int64_t m2) {
+    __int128 a = (__int128)u1 * m2, b = (__int128)u2 * m1;
+    return a < b ? -1 : (a > b ? 1 : 0);
+}
+
+/* The price at which closing a position of `lots` lots leaves `equity` (its other positions at `mark`) at 0:
+ * (mark * lots - equity) / lots for a long, rounded up to the tick, (mark * lots + equity) / lots for a short,
+ * rounded down; within one tick .. XOS_MAX_MONEY (reference ``_bankruptcy_price``). */
+static inline int64_t xos_bankruptcy_price(int64_t mark, int64_t lots, int64_t equity, int64_t tick, int is_long) {
+    __int128 value = (__int128)mark * lots, num, p;
+    __int128 top = (__int128)(XOS_MAX_MONEY / tick) * tick;
+    if (is_long) {
+        num = value - equity;
+        if (num <= 0) return tick;
+        p = (num + lots - 1) / lots;
+        p = (p + tick - 1) / tick * tick;
+    } else {
+        num = value + equity;
+        if (num <= 0) return tick;
+        p = num / lots / tick * tick;
+    }
+    if (p < tick) p = tick;
+    if (p > top) p = top;
+    return (int64_t)p;
+}
 #endif
