@@ -23,6 +23,7 @@ from records cimport xos_event
 cnp.import_array()
 
 cdef enum:
+    EVFLAG_LIQUIDATION = 32
     EV_ACCEPTED = 1
     EV_FILL = 3
     EV_CANCELLED = 4
@@ -369,7 +370,8 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     if o[M_REM] == 0:
                         orders.erase(k)
             elif kind == EV_ACCEPTED:
-                if ev[i].order_id > 0:
+                # a liquidation's IOC order holds nothing (and never rests): not followed
+                if ev[i].order_id > 0 and not (ev[i].flags & EVFLAG_LIQUIDATION):
                     s = orders.insert(ev[i].order_id)
                     o = &orders.vals[s * MARGIN_COLS]
                     o[M_ROW] = rows[i]
@@ -456,7 +458,8 @@ def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events
                     if o[R_REM] == 0:
                         orders.erase(k)
             elif kind == EV_ACCEPTED:
-                if ev[i].order_id > 0:
+                # a liquidation's IOC order holds nothing (and never rests): not followed
+                if ev[i].order_id > 0 and not (ev[i].flags & EVFLAG_LIQUIDATION):
                     s = orders.insert(ev[i].order_id)
                     o = &orders.vals[s * RISK_COLS]
                     o[R_VENUE] = ev[i].venue

@@ -11,7 +11,7 @@ import pytest
 from engine.codes import ResultCode
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
-from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, Side
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
@@ -765,3 +765,46 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     ledger.close()
     out = CliRunner().invoke(app, ["account", "1", "--config", str(config)])
     assert "maintenance 5000" in out.output and "position market 5 size 10 entry 10000" in out.output, out.output
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_workers_follow_liquidations_insurance_and_adl(tmp_path, seed):
+    """Random price crashes with keepers' Liquidate commands (``test_liquidation``): liquidation IOC orders
+    (which hold nothing), the insurance fund's takeovers and payments, ADL closes and haircuts.  The ledger
+    and the margin book end equal to the matcher (balances, holds, positions, marks), the insurance
+    payments' transit account at 0 and POSITION_ACCOUNT at minus what the open positions owe."""
+    from collections import defaultdict
+
+    from engine.workers.settlement import LIQUIDATION_ACCOUNT
+    from test_liquidation import USD, liq_world, random_crash_commands
+
+    e = Engine(**ENGINE_KWARGS)
+    recorded = []
+    original = e.process
+
+    def process(cmds):  # every command the builders send, with its events
+        out = original(cmds)
+        recorded.append(out)
+        return out
+
+    e.process = process
+    e = liq_world(lambda **kw: e)
+    for name, fields in random_crash_commands(seed):
+        if name == "deposit" and fields["amount"] <= 0:
+            continue
+        getattr(e, name)(**fields)
+    events = np.concatenate(recorded)
+    kinds = set(events["kind"].tolist())
+    assert {Ev.LIQUIDATION, Ev.DELEVERAGE, Ev.LIQUIDATED, Ev.MARK} <= kinds, kinds
+    assert ((events["kind"] == Ev.ACCEPTED) & (events["flags"] & EvFlag.LIQUIDATION != 0)).any()
+    ledger, book = ledger_and_book_after(events, tmp_path, seed=seed)
+    assert_settlement_matches(e, ledger)
+    assert_margin_matches(e, book)
+    owed = defaultdict(int)
+    for p in e.positions():
+        assert book.position(p.account, p.market)["size"] == p.size
+        owed[USD] += p.entry_value if p.size > 0 else -p.entry_value
+    assert ledger.balance(POSITION_ACCOUNT, USD) == -owed[USD]
+    assert ledger.balance(LIQUIDATION_ACCOUNT, USD) == 0
+    assert book.perp_marks == {r.market_id: r.mark for r in e.market_risks() if r.mark}
+    ledger.close()

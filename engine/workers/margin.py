@@ -58,7 +58,7 @@ _LOW31 = (1 << 31) - 1
 # venue commands' echoes (a perpetual market's leverage: MarketRisk)
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
                      Ev.VENUE, Ev.MARK)
-MARGIN_WORKER_ID = -1002  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends
+MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same (account, asset) is sent again while still under
 
 

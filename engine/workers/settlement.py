@@ -55,7 +55,6 @@ _VENUE_TRANSFER, _POSITION = int(Ev.VENUE_TRANSFER), int(Ev.POSITION)
 _PERPETUAL = int(MarketKind.PERPETUAL)
 # SQL: the fill moves base (a spot market's; a perpetual's moves none)
 _SPOT_FILL = f"market NOT IN (SELECT market FROM markets WHERE kind = {_PERPETUAL})"
-_LAST_STAKE_REASON = int(Transfer.SLASH_PROTOCOL)  # reasons up to it move stake, the later ones fees
 _TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 
 # listings (Accepted with no order), fills, deposits / withdrawals, venue transfers and perpetual
@@ -68,6 +67,19 @@ FEE_ACCOUNT = -1  # every venue's uncollected fees (venue 0's are the protocol's
 EXTERNAL_ACCOUNT = -2
 STAKE_ACCOUNT = -3  # every venue's locked stake (bonded + unbonding)
 POSITION_ACCOUNT = -4  # minus the realised PnL of perpetual positions: what their open counterparts owe
+LIQUIDATION_ACCOUNT = -5  # an insurance fund's payment to a liquidated account passes through it (nets to 0)
+
+# the ledger account each VenueTransfer reason moves against: stake lock, release and slashes the locked stake,
+# fee sweeps the fee pools, an insurance fund's payment to a liquidated account (two events, fund - and target +)
+# the transit account, an ADL haircut (entry values of open positions cut) what open positions owe
+_LAST_REASON_SLOT = max(int(t) for t in Transfer) + 1
+_TRANSFER_COUNTER = np.zeros(_LAST_REASON_SLOT + 1, np.int64)  # 0: a reason this ledger does not know
+for _t, _account in ((Transfer.STAKE_LOCK, STAKE_ACCOUNT), (Transfer.STAKE_RELEASE, STAKE_ACCOUNT),
+                     (Transfer.SLASH_INSURANCE, STAKE_ACCOUNT), (Transfer.SLASH_PROTOCOL, STAKE_ACCOUNT),
+                     (Transfer.FEE_OPERATOR, FEE_ACCOUNT), (Transfer.FEE_INSURANCE, FEE_ACCOUNT),
+                     (Transfer.FEE_PROTOCOL, FEE_ACCOUNT), (Transfer.INSURANCE_SHORTFALL, LIQUIDATION_ACCOUNT),
+                     (Transfer.ADL_SHORTFALL, POSITION_ACCOUNT)):
+    _TRANSFER_COUNTER[int(_t)] = _account
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -318,8 +330,10 @@ class SettlementLedger(EventCore):
             if len(moves):
                 is_transfer = moves["kind"] == _VENUE_TRANSFER
                 reason = moves["reason"].astype(np.int64)
-                counter = np.where(is_transfer, np.where(reason <= _LAST_STAKE_REASON, STAKE_ACCOUNT, FEE_ACCOUNT),
-                                   EXTERNAL_ACCOUNT)
+                counter = np.where(~is_transfer, EXTERNAL_ACCOUNT, _TRANSFER_COUNTER[np.clip(reason, 0, _LAST_REASON_SLOT)])
+                if (counter == 0).any():
+                    bad = moves[counter == 0][0]
+                    raise LedgerError(f"VenueTransfer seq {int(bad['seq'])}: unknown reason {int(bad['reason'])}")
                 for seq, cmd_seq, ts, account, asset, qty, other, why, moved in zip(
                         *(moves[c].tolist() for c in ("seq", "cmd_seq", "ts", "account", "market", "qty")),
                         counter.tolist(), reason.tolist(), is_transfer.tolist()):
