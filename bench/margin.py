@@ -14,6 +14,15 @@
 * ``perp_ratio``: ``bench.orders`` config A with its market listed as perpetual instead of spot,
   both processed by the Cython matcher in the same run (``--runs`` alternating runs each, medians of
   each): ``perp_commands_per_s / spot_commands_per_s``.
+* ``cascade``: ``--cascade`` accounts (10,000) hold 10x longs of 10 lots against 100 funded shorts in one
+  perpetual market (venue 0, no oracle: the mark is the last trade while the book has no asks), with
+  liquidation prices spread by their deposits; 50 market makers bid from 960 down, the insurance fund
+  (the protocol account) can take over part of what the book cannot, ADL the rest.  Timed: from one
+  seller sweeping the bids down to 930 (the weakest longs' liquidation price) to the cascade fully
+  resolved (their liquidation orders sweep the bids further down, which liquidates the next ones), the matcher (Cython) and the margin worker's core in one loop
+  as the pipeline runs them (the core's Liquidate commands are the matcher's next input) until the
+  core sends none and no account is under maintenance: ``cascade_ms``, with the liquidations, book
+  slices, insurance takeovers and ADL closes counted from the events.
 """
 from __future__ import annotations
 
@@ -29,7 +38,7 @@ from bench import write_json
 from bench.matcher import throughput_run
 from bench.orders import CONFIGS, generate
 from engine.matcher import Engine
-from engine.records import (COMMAND_DTYPE, Cmd, Ev, MarketKind, Side, Tif, pack_market_assets, pack_market_params,
+from engine.records import (COMMAND_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side, Tif, pack_market_assets, pack_market_params,
                             pack_symbol)
 from engine.workers.margin import MarginBook
 
@@ -145,6 +154,90 @@ def bench_revalue(args: argparse.Namespace) -> dict:
     return out
 
 
+ADMIN, SELLER, FUND = 990_000_001, 990_000_002, 990_000_003
+
+
+def cascade_setup(longs: int, seed: int) -> tuple[Engine, np.ndarray, dict]:
+    """The cascade's engine after its setup, and the setup's events (for the margin core)."""
+    rng = np.random.default_rng(seed)
+    e = Engine(max_orders=1 << 16, max_accounts=1 << int(np.ceil(np.log2(longs + 4096))), max_markets=8,
+               max_assets=4)
+    out = [e.add_asset(QUOTE, "USDT", 2), e.add_asset(BASE, "BTC", 8),
+           e.add_market(1, BASE, QUOTE, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL),
+           e.set_venue_params(ADMIN, stake_asset=BASE, min_stake=1, unbond_period=1, protocol_account=FUND,
+                              admin=ADMIN),
+           e.market_risk(ADMIN, 1, max_leverage=10, maintenance_bps=5000, liquidation_slice=5)]
+    cmds = []
+    long_ids = np.arange(1, longs + 1, dtype=np.int64)
+    shorts = np.arange(1_000_001, 1_000_101, dtype=np.int64)
+    makers = np.arange(2_000_001, 2_000_051, dtype=np.int64)
+    for ids, amount in ((long_ids, 1_100 + rng.integers(0, 400, longs)), (shorts, 10**9), (makers, 10**9),
+                        (np.array([FUND]), 300 * longs), (np.array([SELLER]), 10**9)):
+        dep = _commands(len(ids))
+        dep["kind"], dep["account"], dep["market"], dep["qty"] = Cmd.DEPOSIT, ids, QUOTE, amount
+        cmds.append(dep)
+    # each short rests an ask of its share, each long lifts 10 lots of it at 1000
+    asks = _commands(len(shorts))
+    asks["kind"], asks["account"], asks["market"], asks["side"] = Cmd.PLACE, shorts, 1, Side.SELL
+    asks["price"], asks["qty"], asks["tif"], asks["id"] = 1000, 10 * longs // len(shorts), Tif.GTC, 1  # all lifted: no ask left
+    cmds.append(asks)
+    buys = _commands(longs)
+    buys["kind"], buys["account"], buys["market"], buys["side"] = Cmd.PLACE, long_ids, 1, Side.BUY
+    buys["price"], buys["qty"], buys["tif"], buys["id"] = 1000, 10, Tif.IOC, 1
+    cmds.append(buys)
+    # market makers' bids from 960 down, thinner than the longs' sizes
+    bids = _commands(len(makers))
+    bids["kind"], bids["account"], bids["market"], bids["side"] = Cmd.PLACE, makers, 1, Side.BUY
+    bids["price"] = 960 - 2 * np.arange(len(makers))
+    bids["qty"], bids["tif"], bids["id"] = 2 * longs // len(makers), Tif.GTC, 1
+    cmds.append(bids)
+    c = np.concatenate(cmds)
+    c["ts"] = 100
+    out.append(e.process(c))
+    events = np.concatenate(out)
+    if (events["kind"] == Ev.REJECTED).any():
+        bad = events[events["kind"] == Ev.REJECTED][0]
+        raise SystemExit(f"cascade setup: a command was rejected with code {int(bad['code'])}")
+    return e, events, {"longs": longs, "shorts": len(shorts), "makers": len(makers)}
+
+
+def bench_cascade(args: argparse.Namespace) -> dict:
+    e, events, shape = cascade_setup(args.cascade, args.seed)
+    book = MarginBook(accounts=args.cascade + 256, assets=4, markets=2)
+    assert len(book.apply(events)) == 0
+    # the crash: one seller sweeps the bids down to 930, the last trade and so the mark (no oracle, no asks)
+    crash = _commands(1)
+    crash["kind"], crash["account"], crash["market"], crash["side"] = Cmd.PLACE, SELLER, 1, Side.SELL
+    crash["price"], crash["qty"], crash["tif"], crash["id"], crash["ts"] = 930, 16 * (2 * args.cascade // 50), Tif.IOC, 1, 200
+    seen = []
+    rounds = 0
+    t0 = time.perf_counter_ns()
+    out = e.process(crash)
+    seen.append(out)
+    cmds = book.apply(out)
+    while len(cmds):
+        rounds += 1
+        out = e.process(cmds)
+        seen.append(out)
+        cmds = book.apply(out)
+    elapsed = time.perf_counter_ns() - t0
+    rows, _ = book.under_maintenance()
+    ev = np.concatenate(seen)
+    kind = ev["kind"]
+    deleverage = ev[kind == Ev.DELEVERAGE]["reason"]
+    result = {**{f"cascade_{k}": v for k, v in shape.items()},
+              "cascade_ms": elapsed / 1e6, "cascade_rounds": rounds,
+              "cascade_liquidations": int((kind == Ev.LIQUIDATED).sum()),
+              "cascade_refused": int((kind == Ev.REJECTED).sum()),
+              "cascade_book_orders": int(((kind == Ev.ACCEPTED) & (ev["flags"] & EvFlag.LIQUIDATION != 0)).sum()),
+              "cascade_insurance_takeovers": int((deleverage == 1).sum()), "cascade_adl_closes": int((deleverage == 2).sum()),
+              "cascade_events": len(ev), "cascade_still_under": len(rows)}
+    print(f"cascade: {result['cascade_liquidations']} liquidations of {args.cascade} longs in {result['cascade_ms']:.1f} ms "
+          f"({rounds} rounds; {result['cascade_book_orders']} book orders, {result['cascade_insurance_takeovers']} "
+          f"insurance takeovers, {result['cascade_adl_closes']} ADL closes; {len(rows)} still under)", file=sys.stderr)
+    return result
+
+
 def as_perpetual(wl):
     """The workload with every market listed as perpetual (same commands otherwise)."""
     import dataclasses
@@ -190,15 +283,18 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", choices=("revalue", "perp_ratio"), action="append")
+    p.add_argument("--cascade", type=int, default=10_000, help="leveraged accounts in the liquidation cascade")
+    p.add_argument("--only", choices=("revalue", "perp_ratio", "cascade"), action="append")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    parts = args.only or ["revalue", "perp_ratio"]
+    parts = args.only or ["revalue", "perp_ratio", "cascade"]
     out = {"accounts": args.accounts, "markets": args.markets, "seed": args.seed}
     if "revalue" in parts:
         out.update(bench_revalue(args))
     if "perp_ratio" in parts:
         out.update(bench_perp_ratio(args))
+    if "cascade" in parts:
+        out.update(bench_cascade(args))
     write_json(args.json, out)
     return out
 
