@@ -312,3 +312,67 @@ def test_supervised_matcher_killed_mid_stream_recovers_with_its_workers(tmp_path
     engine, events = replay_journal(cfg)
     assert engine.cmd_seq == head + len(stream)
     assert_ledger_matches(cfg, engine, events)
+
+
+def test_margin_worker_liquidates_through_the_matchers_input(tmp_path):
+    """The whole loop as processes: a trade moves a perpetual market's mark below a 10x long's maintenance;
+    the margin worker (its own process, on the ring) sends Liquidate back through the matcher's input; the
+    matcher re-checks, finds no bids and hands the position to the insurance fund.  The journal holds the
+    keeper's command, and its replay the liquidation; the ledger follows it."""
+    from engine.api import CommandAPI
+    from engine.records import Cmd, MarketKind, Side, Tif
+    from engine.workers.margin import MARGIN_WORKER_ID
+
+    class Recorder(CommandAPI):
+        def __init__(self):
+            self.commands = []
+
+        def process(self, cmd):
+            self.commands.append(cmd)
+            return cmd
+
+    ADMIN, FUND, LONG, SHORT, X, Y = 5090, 5091, 5001, 5002, 5003, 5004
+    r = Recorder()
+    r.add_asset(41, "USDT", 2)
+    r.add_asset(42, "BTC", 8)
+    r.add_market(41, 42, 41, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
+    r.set_venue_params(ADMIN, stake_asset=42, min_stake=1, unbond_period=1, protocol_account=FUND, admin=ADMIN)
+    r.market_risk(ADMIN, 41, max_leverage=10, maintenance_bps=5000)
+    for account, amount in ((LONG, 2_000), (SHORT, 50_000), (X, 50_000), (Y, 50_000), (FUND, 50_000)):
+        r.deposit(account, 41, amount)
+    r.place(SHORT, 41, Side.SELL, 1000, 10, 1)
+    r.place(LONG, 41, Side.BUY, 1000, 10, 1, tif=Tif.IOC)
+    r.place(X, 41, Side.BUY, 820, 1, 1)  # the mark to 820: equity 2000 - 1800 = 200 < maintenance 410
+    r.place(Y, 41, Side.SELL, 820, 1, 1, tif=Tif.IOC)
+    commands = np.concatenate(r.commands)
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        client.send(commands)
+        client.close()
+        deadline = time.monotonic() + 30
+        while True:  # the keeper's Liquidate is one more command
+            sup.check()
+            if read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) > len(commands):
+                break
+            assert time.monotonic() < deadline, read_heartbeats(cfg)
+            time.sleep(0.05)
+        wait_caught_up(sup, cfg, len(commands) + 1)
+    finally:
+        sup.stop()
+    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    keeper = journaled[journaled["kind"] == Cmd.LIQUIDATE]
+    assert keeper[["account", "id", "market", "venue"]].tolist() == [(MARGIN_WORKER_ID, LONG, 41, 0)]
+    engine, events = replay_journal(cfg)
+    assert (events["kind"] == Ev.LIQUIDATED).sum() == 1 and not (events["kind"] == Ev.REJECTED).any()
+    assert engine.position(LONG, 41).size == 0 and engine.position(FUND, 41).size == 10
+    ledger = SettlementLedger(cfg.data_path / "settlement.sqlite")
+    try:
+        for account in (LONG, FUND, SHORT):
+            expected = {a: f + h for a, (f, h) in engine.balances(account).items() if f + h}
+            assert {a: v for a, v in ledger.balances(account).items() if v} == expected
+    finally:
+        ledger.close()
