@@ -115,7 +115,7 @@ class Traffic:
         m = self.m
         rows = self.rows(first_rid, batch)
         if self.wire == "rows":
-            return m.encode(m.OrderRows(rid=0, rows=rows.tobytes()))
+            return m.encode(m.OrderRows(rid=0, rows=rows.tobytes(), format=m.ROW_FORMAT))
         reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
                 m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=price, qty=1, client_id=cid)
                 for kind, rid, price, cid in rows[["kind", "rid", "price", "id"]].tolist()]

@@ -7,7 +7,8 @@
     await client.cancel_order(order["id"])
 
 Orders come back as CCXT structures (``id``, ``clientOrderId``, ``symbol``, ``type``, ``side``,
-``price``, ``amount``, ``filled``, ``remaining``, ``status``, ``timestamp``, ...).  Prices and
+``price``, ``amount``, ``filled``, ``remaining``, ``status``, ``timestamp``, ..., and xos's
+``venue``: the venue an order goes through, ``params["venue"]`` when placing, default 0).  Prices and
 amounts are the engine's integers, as in the market-data client: price in quote units per lot,
 amount in base units (docs/ARCHITECTURE.md, Units; ``load_markets`` gives tick and lot sizes).
 A rejected request raises a ``GatewayError`` subclass carrying the stable code name.
@@ -29,7 +30,7 @@ import zmq
 import zmq.asyncio
 
 from engine.codes import ResultCode
-from engine.records import CancelReason, OrdType, Side, Stp, Tif
+from engine.records import CancelReason, Cmd, OrdType, Side, Stp, Tif
 
 import numpy as np
 
@@ -269,13 +270,14 @@ class Client:
 
     # ------------------------------------------------------------------ orders: state
 
-    def _order(self, order_id: int, client_id: int, market: int, side: int, price: int, amount: int) -> dict:
+    def _order(self, order_id: int, client_id: int, market: int, side: int, price: int, amount: int,
+               venue: int) -> dict:
         o = self.orders.get(order_id)
         if o is None:
             kind, tif = self.placed.get(client_id, ("limit", "GTC"))
             o = {"id": str(order_id), "clientOrderId": str(client_id) if client_id else None, "timestamp": None,
-                 "datetime": None, "lastTradeTimestamp": None, "symbol": self.symbol(market), "type": kind,
-                 "timeInForce": tif, "postOnly": tif == "PO", "side": "buy" if side == Side.BUY else "sell",
+                 "datetime": None, "lastTradeTimestamp": None, "symbol": self.symbol(market), "venue": venue,
+                 "type": kind, "timeInForce": tif, "postOnly": tif == "PO", "side": "buy" if side == Side.BUY else "sell",
                  "price": price, "average": None, "amount": amount, "filled": 0, "remaining": amount, "cost": 0,
                  "status": "open", "fee": {"cost": 0, "currency": self._quote(market)}, "trades": [], "info": {}}
             self.orders[order_id] = o
@@ -286,7 +288,7 @@ class Client:
         return k.quote if k is not None else None
 
     def _from_info(self, info: m.OrderInfo) -> dict:
-        o = self._order(info.order_id, info.client_id, info.market, info.side, info.price, info.qty)
+        o = self._order(info.order_id, info.client_id, info.market, info.side, info.price, info.qty, info.venue)
         o.update(price=info.price, amount=info.qty, filled=info.filled, remaining=info.remaining,
                  status=STATUS[info.status], info=info)
         if info.ts:
@@ -294,7 +296,7 @@ class Client:
         return o
 
     def _on_report(self, r: m.ExecutionReport) -> None:
-        o = self._order(r.order_id, r.client_id, r.market, r.side, r.price, r.remaining)
+        o = self._order(r.order_id, r.client_id, r.market, r.side, r.price, r.remaining, r.venue)
         if r.kind == "fill":
             lot = self.markets_by_id[r.market].lot_size if r.market in self.markets_by_id else 1
             cost = r.price * r.qty // lot  # notional in quote units (price is per lot)
@@ -349,10 +351,11 @@ class Client:
         return m.PlaceOrder(rid=rid, market=self.market_id(symbol), side=Side.BUY if side == "buy" else Side.SELL,
                             price=_int("price", price), qty=_int("amount", amount), client_id=client_id,
                             tif=TIF_NAMES[tif], ord_type=OrdType.LIMIT if type == "limit" else OrdType.MARKET,
-                            stp=STP_NAMES[stp], post_only=post_only, expire_at=_int("expireAt", params.get("expireAt", 0)))
+                            stp=STP_NAMES[stp], post_only=post_only, expire_at=_int("expireAt", params.get("expireAt", 0)),
+                            venue=_int("venue", params.get("venue", 0)))
 
     def _placed_order(self, req: m.PlaceOrder, ack: m.Ack) -> dict:
-        o = self._order(ack.order_id, req.client_id, req.market, req.side, req.price, req.qty)
+        o = self._order(ack.order_id, req.client_id, req.market, req.side, req.price, req.qty, req.venue)
         if o["timestamp"] is None:
             o.update(timestamp=ack.ts // 1_000_000, datetime=_iso(ack.ts), info=ack)
         return o
@@ -386,9 +389,10 @@ class Client:
         self.batches.pop(batch_rid, None)
         return out
 
-    async def send_order_rows(self, rows: np.ndarray) -> list:
+    async def send_order_rows(self, rows: np.ndarray, params: dict | None = None) -> list:
         """Market makers' batch path: ``rows`` (``messages.COMMAND_ROW_DTYPE``) go as one OrderRows
-        message, read by the gateway with numpy; their ``rid`` column is filled in here.  Returns
+        message, read by the gateway with numpy; their ``rid`` column is filled in here, and with
+        ``params["venue"]`` the venue of every place row (else each row's own ``venue``).  Returns
         one reply per row, in row order: ``Ack``, ``Reject`` or ``Error`` (not raised).  From then
         on this session's acks and execution reports travel as packed rows (this client unpacks them)."""
         if rows.dtype != m.COMMAND_ROW_DTYPE:
@@ -396,6 +400,11 @@ class Client:
         loop = asyncio.get_running_loop()
         rows = rows.copy()
         rows["rid"] = [self.next_rid() for _ in range(len(rows))]
+        if params and "venue" in params:
+            venue = _int("venue", params["venue"])
+            if not 0 <= venue < 1 << 32:
+                raise ValueError(f"venue must be in 0..{(1 << 32) - 1}, not {venue}")
+            rows["venue"][rows["kind"] == Cmd.PLACE] = venue
         rids = rows["rid"].tolist()
         futs = []
         for rid in rids:
@@ -403,7 +412,7 @@ class Client:
             self.waiting[rid] = futs[-1]
         batch_rid = self.next_rid()
         self.batches[batch_rid] = rids
-        await self.socket.send(m.encode(m.OrderRows(rid=batch_rid, rows=rows.tobytes())))
+        await self.socket.send(m.encode(m.OrderRows(rid=batch_rid, rows=rows.tobytes(), format=m.ROW_FORMAT)))
         out = []
         for rid, fut in zip(rids, futs):
             try:

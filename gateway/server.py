@@ -131,7 +131,7 @@ def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
         (ev["side"] == cmd["side"]) & (ev["remaining"] == cmd["aux"])
     return (((ek == REJECTED) & same_values) | venue_echo
             | ((ck == PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
-               & (ev["price"] == cmd["price"]))
+               & (ev["price"] == cmd["price"]) & (ev["venue"] == cmd["venue"]))
             | ((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
             | ((ck == CANCEL) & (ek == CANCELLED) & (ev["reason"] == USER_CANCEL) & target)
             | ((ck == AMEND) & (ek == AMENDED) & target))
@@ -189,6 +189,8 @@ def row_checks(rows: np.ndarray) -> list:
                                                             f"(place: 1 post-only; cancel, amend: 2 by client id)"))
     checks.append((((kind == CANCEL) | (kind == AMEND)) & (rows["id"] == 0),
                    lambda i: "a cancel or amend needs the order id (or the client id with flags 2) in id"))
+    checks.append(((kind != PLACE) & (rows["venue"] != 0),
+                   lambda i: f"venue {rows['venue'][i]} on a kind {kind[i]} row: only a place has a venue"))
     return checks
 
 
@@ -204,7 +206,8 @@ def bad_row(rows: np.ndarray) -> str:
 
 ORDER_ROW_DTYPE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
                             ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("ts", "<i8"),
-                            ("closed_seq", "<i8"), ("market", "<u4"), ("side", "u1"), ("status", "u1")])
+                            ("closed_seq", "<i8"), ("market", "<u4"), ("venue", "<u4"), ("side", "u1"),
+                            ("status", "u1")])
 OPEN, FILLED, CANCELLED_STATUS = 0, 1, 2
 STATUS_NAMES = ("open", "filled", "cancelled")
 
@@ -223,7 +226,8 @@ class OrderTable:
         """Open orders from a matcher snapshot (``ORDER_STATE`` rows)."""
         rows = np.sort(rows[np.isin(rows["account"], np.fromiter(accounts, np.int64))], order="order_id")
         new = np.zeros(len(rows), ORDER_ROW_DTYPE)
-        for name in ("order_id", "account", "client_id", "price", "qty", "filled", "remaining", "market", "side"):
+        for name in ("order_id", "account", "client_id", "price", "qty", "filled", "remaining", "market", "venue",
+                     "side"):
             new[name] = rows[name]
         self.insert(new)
 
@@ -274,7 +278,8 @@ class OrderTable:
         placed = events[(kinds == ACCEPTED) & (events["order_id"] > 0) & (events["flags"] == 0)]
         if len(placed):  # orders, not mass cancels' or listings' acceptances
             new = np.zeros(len(placed), ORDER_ROW_DTYPE)
-            for name in ("order_id", "account", "client_id", "price", "qty", "remaining", "ts", "market", "side"):
+            for name in ("order_id", "account", "client_id", "price", "qty", "remaining", "ts", "market", "venue",
+                         "side"):
                 new[name] = placed[name]
             self.insert(new)
         updates = events[(kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)]
@@ -351,7 +356,8 @@ class OrderTable:
     def info(r) -> m.OrderInfo:
         return m.OrderInfo(order_id=int(r["order_id"]), client_id=int(r["client_id"]), market=int(r["market"]),
                            side=int(r["side"]), price=int(r["price"]), qty=int(r["qty"]), filled=int(r["filled"]),
-                           remaining=int(r["remaining"]), status=STATUS_NAMES[r["status"]], ts=int(r["ts"]))
+                           remaining=int(r["remaining"]), status=STATUS_NAMES[r["status"]], ts=int(r["ts"]),
+                           venue=int(r["venue"]))
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
         live = self.rows[:self.n]
@@ -598,7 +604,7 @@ class GatewayStage:
         account = s.account
         if t is m.PlaceOrder:
             row = (PLACE, req.side, req.tif, req.ord_type, req.stp, POST_ONLY if req.post_only else 0,
-                   0, req.market, 0, account, req.price, req.qty, req.client_id, req.expire_at)
+                   req.venue, req.market, 0, account, req.price, req.qty, req.client_id, req.expire_at)
         elif t is m.CancelOrder or t is m.AmendOrder:
             if (req.order_id == 0) == (req.client_id == 0):
                 self.reject(s, req.rid, ResultCode.INVALID_REQUEST, "give exactly one of order_id and client_id")
@@ -623,6 +629,10 @@ class GatewayStage:
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
         """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
         with the burst's other row messages, in one pass of numpy (``seal``)."""
+        if req.format != m.ROW_FORMAT:
+            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows.format {req.format}: this gateway reads "
+                                                                 f"format {m.ROW_FORMAT} ({ROW_SIZE}-byte rows with a venue)")
+            return
         size = ROW_SIZE
         data = req.rows
         n, odd = divmod(len(data), size)
@@ -684,7 +694,7 @@ class GatewayStage:
         pending["sid"] = np.repeat(sids, counts)
         pending["rid"] = rows["rid"]
         cmd = pending["cmd"]
-        for name in ("kind", "side", "tif", "ord_type", "stp", "market", "price", "qty", "id"):
+        for name in ("kind", "side", "tif", "ord_type", "stp", "market", "venue", "price", "qty", "id"):
             cmd[name] = rows[name]
         cmd["flags"] = np.where((rows["kind"] == MASS_CANCEL) & (rows["market"] == 0), ALL_MARKETS, rows["flags"])
         cmd["account"] = np.repeat(accounts, counts)
@@ -944,7 +954,8 @@ class GatewayStage:
         pos = np.arange(len(ev)) + np.cumsum(is_fill) - is_fill  # a fill takes two rows: taker, maker
         rows = np.zeros(len(ev) + int(is_fill.sum()), m.REPORT_ROW_DTYPE)
         to = np.empty(len(rows), np.int64)
-        for name in ("side", "market", "order_id", "client_id", "price", "qty", "remaining", "seq", "cmd_seq", "ts"):
+        for name in ("side", "market", "venue", "order_id", "client_id", "price", "qty", "remaining", "seq", "cmd_seq",
+                     "ts"):
             rows[name][pos] = ev[name]
         to[pos] = ev["account"]
         rows["kind"][pos] = np.where(is_fill, 1, np.where(kinds == CANCELLED, 2, 3))
@@ -960,6 +971,7 @@ class GatewayStage:
             rows["liquidity"][taker] = 2
             rows[maker] = rows[taker]
             rows["order_id"][maker] = f["maker_order"]
+            rows["venue"][maker] = f["client_id"]  # a fill's client_id is the maker's venue
             rows["client_id"][maker] = fills[:, 1]
             rows["side"][maker] = 1 - f["side"]
             rows["remaining"][maker] = fills[:, 2]

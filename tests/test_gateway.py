@@ -3,123 +3,36 @@ workers, gateway) on a private config, clients over CurveZMQ on an ipc address."
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
-from engine.config import load
-from engine.journal import JournalReader
 from engine.process import read_heartbeats
 from engine.records import Cmd
-from engine.supervisor import Supervisor
 from gateway import messages as m
-from gateway.client import (AuthenticationError, BadRequest, Client, GatewayError, InsufficientFunds, OrderNotFound,
-                            RequestTimeout, SyncClient)
-from gateway.keys import load_pair, new_pair, server_pair
+from gateway.client import AuthenticationError, BadRequest, GatewayError, InsufficientFunds, OrderNotFound, \
+    RequestTimeout, SyncClient
 
-_names = itertools.count()
+from gateway_harness import GatewayEngine, connected, funded, run, unit_market
+
 ACCOUNTS = {"alice": 7, "bob": 8, "carol": 9, "dave": 10, "erin": 11}
 BURST = 200
 MAX_BYTES = 65536
 
 
-def write_config(tmp: Path, keys: dict[str, bytes], name: str) -> Path:
-    entries = ", ".join(f'{{ account = {ACCOUNTS[who]}, public_key = "{k.decode()}" }}' for who, k in keys.items())
-    deposits = "\n".join(f"[[accounts]]\nid = {a}\ndeposits = {{ USD = 1000000000, BTC = 1000000 }}"
-                         for a in ACCOUNTS.values())
-    path = tmp / "xos.toml"
-    path.write_text(f"""
-[engine]
-name = "{name}"
-data_dir = "{tmp / 'data'}"
-ring_capacity = 65536
-batch_max = 1024
-fsync = "off"
-max_orders = 65536
-max_accounts = 8192
-[[assets]]
-id = 1
-symbol = "USD"
-decimals = 2
-[[assets]]
-id = 2
-symbol = "BTC"
-decimals = 8
-[[markets]]
-id = 1
-base = "BTC"
-quote = "USD"
-tick_size = 1
-lot_size = 1
-min_size = 1
-{deposits}
-[workers]
-heartbeat_s = 0.2
-checkpoint_s = 0.2
-stale_after_s = 5.0
-[marketdata]
-enabled = false
-[gateway]
-address = "ipc://{tmp / 'gw'}"
-keys_reload_s = 0.1
-rate_per_s = 1000
-burst = {BURST}
-max_message_bytes = {MAX_BYTES}
-keys = [{entries}]
-""")
-    return path
-
-
-class Engine:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.keys = {}
-        for who in ACCOUNTS:
-            new_pair(tmp / "keys", who)
-            self.keys[who] = load_pair(tmp / "keys" / f"{who}.key_secret")[0]
-        new_pair(tmp / "keys", "stranger")
-        self.name = f"xos-gwtest-{os.getpid()}-{next(_names)}"
-        self.path = write_config(tmp, self.keys, self.name)
-        self.cfg = load(self.path)
-        self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
-        self.sup.start()
-        self.server_key = server_pair(self.cfg)[0]
-
-    def client(self, who: str, timeout_s: float = 10.0) -> Client:
-        return Client(self.cfg.gateway.address, server_key=self.server_key,
-                      secret_key_file=self.tmp / "keys" / f"{who}.key_secret", timeout_s=timeout_s,
-                      context=zmq.asyncio.Context())
-
-    def revoke(self, who: str) -> None:
-        del self.keys[who]
-        write_config(self.tmp, self.keys, self.name)
-
-    def journal(self) -> np.ndarray:
-        return np.concatenate([c for _, c in JournalReader(self.cfg.data_path / "journal").read_from(1)])
-
-    def stop(self) -> None:
-        self.sup.stop()
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    e = Engine(tmp_path_factory.mktemp("gateway"))
+    e = GatewayEngine(tmp_path_factory.mktemp("gateway"), ACCOUNTS, {
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
+        "markets": [unit_market(1, "BTC", "USD")],
+        "accounts": funded(ACCOUNTS.values(), USD=1000000000, BTC=1000000),
+        "gateway": dict(keys_reload_s=0.1, rate_per_s=1000, burst=BURST, max_message_bytes=MAX_BYTES),
+    })
     yield e
     e.stop()
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-async def connected(engine, *names, **kw):
-    return [await engine.client(n, **kw).connect() for n in names]
 
 
 def test_place_fill_reports_to_maker_and_taker_then_cancel_amend(engine):
@@ -366,7 +279,7 @@ def test_a_gateway_restarted_alone_still_knows_the_orders_placed_before(engine):
 
 def test_sync_client_and_heartbeats_in_status(engine):
     with SyncClient(engine.cfg.gateway.address, server_key=engine.server_key,
-                    secret_key_file=engine.tmp / "keys" / "dave.key_secret") as dave:
+                    secret_key_file=engine.key("dave")) as dave:
         o = dave.create_order("BTC/USD", "limit", "sell", 2, 900, {"clientOrderId": 42})
         assert dave.fetch_order(o["id"])["status"] == "open"
         assert dave.cancel_order(o["id"])["status"] == "canceled"
@@ -432,16 +345,21 @@ def test_a_bad_row_refuses_the_whole_message(engine):
             (order_rows(good, dict(good, side=2, id=951)), "row 1: side 2 is not 0 (buy) or 1 (sell)"),
             (order_rows(dict(good, flags=2)), "row 0: flags 2 not allowed for kind 1"),
             (order_rows(dict(kind=Cmd.CANCEL)), "row 0: a cancel or amend needs the order id"),
+            (order_rows(good, dict(kind=Cmd.CANCEL, id=5, venue=1)), "row 1: venue 1 on a kind 2 row"),
         ]
         for rows, reason in bad_cases:
             rid = carol.next_rid()
-            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=rows.tobytes())))
+            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=rows.tobytes(), format=m.ROW_FORMAT)))
             err = await carol.expect_reply(rid)
             assert type(err) is m.Error and err.name == "MALFORMED_MESSAGE" and reason in err.reason, err
-        rid = carol.next_rid()
-        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=b"x" * 49)))
+        rid = carol.next_rid()  # format 1 (50-byte rows without a venue) is refused by name, not misread
+        await carol.send_raw(m.encoder.encode(["rows", rid, order_rows(good).tobytes()[:50] * 27]))
         err = await carol.expect_reply(rid)
-        assert err.name == "MALFORMED_MESSAGE" and "not a multiple of the 50-byte" in err.reason
+        assert err.name == "MALFORMED_MESSAGE" and "rows.format 1" in err.reason
+        rid = carol.next_rid()
+        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=b"x" * 53, format=m.ROW_FORMAT)))
+        err = await carol.expect_reply(rid)
+        assert err.name == "MALFORMED_MESSAGE" and "not a multiple of the 54-byte" in err.reason
         assert await carol.fetch_open_orders() == []  # nothing of a refused message was placed
         (ok,) = await carol.send_order_rows(order_rows(good))  # and the session serves on
         assert type(ok) is m.Ack

@@ -3,113 +3,22 @@ engine whose config launches venue 1 (operator 11); the sender of each command i
 the session's key, and the matcher decides who may change what."""
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-import zmq
 
-from engine.config import load
-from engine.journal import JournalReader
 from engine.records import Cmd, VenueAccess, VenueStatus
-from engine.supervisor import Supervisor
 from engine.venues import rebuild
 from gateway import messages as m
-from gateway.client import BadRequest, Client, InvalidOrder, PermissionDenied, RequestTimeout
-from gateway.keys import load_pair, new_pair, server_pair
+from gateway.client import BadRequest, InvalidOrder, PermissionDenied, RequestTimeout
+
+from gateway_harness import GatewayEngine, funded, run, unit_market
 
 KEYS = {"operator": 11, "other": 12}  # "stranger" gets a key pair the config does not register
 
 
-def write_config(tmp: Path, public: dict[str, bytes]) -> Path:
-    keys = ", ".join(f'{{ account = {KEYS[who]}, public_key = "{k.decode()}" }}' for who, k in public.items())
-    accounts = "\n".join(f"[[accounts]]\nid = {a}\ndeposits = {{ USD = 1000000, OKB = 1000000 }}" for a in (11, 12, 13))
-    path = tmp / "xos.toml"
-    path.write_text(f"""
-[engine]
-name = "xos-gwvenue-{os.getpid()}"
-data_dir = "{tmp / 'data'}"
-ring_capacity = 65536
-batch_max = 1024
-fsync = "off"
-max_orders = 65536
-max_accounts = 8192
-[[assets]]
-id = 1
-symbol = "USD"
-decimals = 2
-[[assets]]
-id = 2
-symbol = "OKB"
-decimals = 2
-[[markets]]
-id = 1
-base = "OKB"
-quote = "USD"
-tick_size = 1
-lot_size = 1
-min_size = 1
-[[markets]]
-id = 2
-base = "USD"
-quote = "OKB"
-tick_size = 1
-lot_size = 1
-min_size = 1
-{accounts}
-[venues]
-admin = 99
-protocol_account = 98
-stake_asset = "OKB"
-min_stake = 1000
-unbond_period_s = 0.0
-[[venues.launch]]
-id = 1
-operator = 11
-insurance_account = 901
-stake = 5000
-markets = [1]
-[workers]
-heartbeat_s = 0.2
-checkpoint_s = 0.2
-stale_after_s = 5.0
-[marketdata]
-enabled = false
-[gateway]
-address = "ipc://{tmp / 'gw'}"
-keys = [{keys}]
-""")
-    return path
-
-
-class Engine:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        public = {}
-        for who in (*KEYS, "stranger"):
-            new_pair(tmp / "keys", who)
-            public[who] = load_pair(tmp / "keys" / f"{who}.key_secret")[0]
-        del public["stranger"]
-        self.path = write_config(tmp, public)
-        self.cfg = load(self.path)
-        self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
-        self.sup.start()
-        self.server_key = server_pair(self.cfg)[0]
-
-    def key(self, who: str) -> Path:
-        return self.tmp / "keys" / f"{who}.key_secret"
-
-    def client(self, who: str, timeout_s: float = 10.0) -> Client:
-        return Client(self.cfg.gateway.address, server_key=self.server_key, secret_key_file=self.key(who),
-                      timeout_s=timeout_s, context=zmq.asyncio.Context())
-
-    def journal(self) -> np.ndarray:
-        return np.concatenate([c for _, c in JournalReader(self.cfg.data_path / "journal").read_from(1)])
-
+class Engine(GatewayEngine):
     def state(self):
         """The matcher's state as the journal rebuilds it (every acknowledged command is in it)."""
         return rebuild(self.cfg)[0]
@@ -117,13 +26,15 @@ class Engine:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    e = Engine(tmp_path_factory.mktemp("gwvenues"))
+    e = Engine(tmp_path_factory.mktemp("gwvenues"), KEYS, {
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="OKB", decimals=2)],
+        "markets": [unit_market(1, "OKB", "USD"), unit_market(2, "USD", "OKB")],
+        "accounts": funded((11, 12, 13), USD=1000000, OKB=1000000),
+        "venues": dict(admin=99, protocol_account=98, stake_asset="OKB", min_stake=1000, unbond_period_s=0.0,
+                       launch=[dict(id=1, operator=11, insurance_account=901, stake=5000, markets=[1])]),
+    })
     yield e
-    e.sup.stop()
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    e.stop()
 
 
 def venue_view(e, venue: int) -> tuple:

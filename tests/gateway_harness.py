@@ -1,0 +1,108 @@
+"""A supervised engine with its gateway for the gateway tests: the config is data (sections as
+dicts, written with tomli_w), each client a CurveZMQ key pair named after who holds it."""
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import itertools
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+import zmq
+import zmq.asyncio
+
+from engine.config import load
+from engine.journal import JournalReader
+from engine.supervisor import Supervisor
+from gateway.client import Client
+from gateway.keys import load_pair, new_pair, server_pair
+
+_names = itertools.count()
+
+
+def unit_market(market: int, base: str, quote: str, **fields) -> dict:
+    """A market whose tick, lot and minimum size are 1."""
+    return dict(id=market, base=base, quote=quote, tick_size=1, lot_size=1, min_size=1, **fields)
+
+
+def funded(accounts, **deposits) -> list[dict]:
+    return [{"id": a, "deposits": deposits} for a in accounts]
+
+
+def default_like() -> dict:
+    """The built-in default config's assets, markets, demo accounts and venues (venue 1
+    permissionless, venue 2 an allow-list of 1002 and 1003), without its oracle feeds."""
+    text = importlib.resources.files("engine.data").joinpath("default.toml").read_text()
+    sections = tomllib.loads(text)
+    del sections["engine"]
+    sections["feeds"] = {"enabled": False}
+    return sections
+
+
+def merged(base: dict, extra: dict) -> dict:
+    """``extra``'s sections over ``base``'s (a section in both: its keys over base's)."""
+    out = dict(base)
+    for name, section in extra.items():
+        out[name] = {**base[name], **section} if isinstance(section, dict) and name in base else section
+    return out
+
+
+class GatewayEngine:
+    """``accounts``: who -> account, each with a registered key; ``unregistered``: key pairs the
+    config does not know.  ``sections``: the config besides the engine, workers, market data and
+    the gateway's address and keys (a ``gateway`` section here adds settings)."""
+
+    def __init__(self, tmp: Path, accounts: dict[str, int], sections: dict, unregistered=("stranger",)):
+        self.tmp = tmp
+        self.accounts = dict(accounts)
+        self.public = {}
+        for who in (*accounts, *unregistered):
+            new_pair(tmp / "keys", who)
+            self.public[who] = load_pair(self.key(who))[0].decode()
+        self.sections = merged({
+            "engine": {"name": f"xos-gwtest-{os.getpid()}-{next(_names)}", "data_dir": str(tmp / "data"),
+                       "ring_capacity": 65536, "batch_max": 1024, "fsync": "off", "max_orders": 65536,
+                       "max_accounts": 8192},
+            "workers": {"heartbeat_s": 0.2, "checkpoint_s": 0.2, "stale_after_s": 5.0},
+            "marketdata": {"enabled": False},
+            "gateway": {"address": f"ipc://{tmp / 'gw'}"},
+        }, sections)
+        self.path = tmp / "xos.toml"
+        self.write()
+        self.cfg = load(self.path)
+        self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
+        self.sup.start()
+        self.server_key = server_pair(self.cfg)[0]
+
+    def write(self) -> None:
+        keys = [{"account": account, "public_key": self.public[who]} for who, account in self.accounts.items()]
+        self.path.write_text(tomli_w.dumps(merged(self.sections, {"gateway": {"keys": keys}})))
+
+    def key(self, who: str) -> Path:
+        return self.tmp / "keys" / f"{who}.key_secret"
+
+    def client(self, who: str, timeout_s: float = 10.0) -> Client:
+        return Client(self.cfg.gateway.address, server_key=self.server_key, secret_key_file=self.key(who),
+                      timeout_s=timeout_s, context=zmq.asyncio.Context())
+
+    def revoke(self, who: str) -> None:
+        """Take the key out of the config (the gateway re-reads it every keys_reload_s)."""
+        del self.accounts[who]
+        self.write()
+
+    def journal(self) -> np.ndarray:
+        return np.concatenate([c for _, c in JournalReader(self.cfg.data_path / "journal").read_from(1)])
+
+    def stop(self) -> None:
+        self.sup.stop()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def connected(engine: GatewayEngine, *names, **kw) -> list[Client]:
+    return [await engine.client(n, **kw).connect() for n in names]
