@@ -808,3 +808,29 @@ def test_workers_follow_liquidations_insurance_and_adl(tmp_path, seed):
     assert ledger.balance(LIQUIDATION_ACCOUNT, USD) == 0
     assert book.perp_marks == {r.market_id: r.mark for r in e.market_risks() if r.mark}
     ledger.close()
+
+
+def test_margin_book_never_sends_an_insurance_fund_to_liquidation():
+    """After the crash scenario the protocol account (venue 0's fund) holds the positions it took over; the
+    margin book knows it as a fund (VenueParams' echo) and sends Liquidate only for traders."""
+    from test_liquidation import FEED, PERP, PROTOCOL, crash_scenario, liq_world
+
+    e = Engine(**ENGINE_KWARGS)
+    recorded = []
+    original = e.process
+
+    def process(cmds):
+        out = original(cmds)
+        recorded.append(out)
+        return out
+
+    e.process = process
+    e = liq_world(lambda **kw: e)
+    crash_scenario(e)
+    e.oracle_price(FEED, 0, PERP, 600, feed_id=1, source_ts=10)  # far down: the fund's long is under too
+    book = MarginBook()
+    sent = np.concatenate([book.apply(ev) for ev in recorded])
+    assert book.insurance_funds == {PROTOCOL} and e.position(PROTOCOL, PERP).size > 0
+    rows, _ = book.under_maintenance()
+    assert book.index[PROTOCOL] in rows.tolist()
+    assert PROTOCOL not in sent["id"].tolist()

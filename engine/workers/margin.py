@@ -120,6 +120,8 @@ class MarginBook(EventCore):
         self.perp_marks: dict[int, int] = {}  # perpetual market -> the matcher's mark (Mark events)
         self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
         self.liquidations = 0  # Liquidate commands sent
+        self.insurance_funds: set[int] = set()  # accounts never sent to Liquidate
+        self.protocol_account = 0
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
         self.orders = IntTable(MARGIN_COLUMNS)
         self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # account ids sorted, their rows
@@ -141,6 +143,8 @@ class MarginBook(EventCore):
         self.__dict__.setdefault("perp_marks", {})
         self.__dict__.setdefault("liquidations_sent", {})
         self.__dict__.setdefault("liquidations", 0)
+        self.__dict__.setdefault("insurance_funds", set())
+        self.__dict__.setdefault("protocol_account", 0)
         n = len(self.index)
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
@@ -224,6 +228,14 @@ class MarginBook(EventCore):
         listing_at = np.flatnonzero((new["kind"] == Ev.ACCEPTED) & (new["order_id"] == 0))
         for i in listing_at.tolist():
             self._learn(new[i])
+        # insurance funds (the matcher never liquidates one): venues' (LaunchVenue's id), venue 0's the protocol
+        # account (VenueParams' id); both echoed with the id in client_id
+        funds = new[(new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.LAUNCH_VENUE) | (new["flags"] == Cmd.VENUE_PARAMS))]
+        for flags, account in zip(funds["flags"].tolist(), funds["client_id"].tolist()):
+            if flags == Cmd.VENUE_PARAMS:
+                self.insurance_funds.discard(self.protocol_account)
+                self.protocol_account = account
+            self.insurance_funds.add(account)
         risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
         for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
                                                  risk["qty"].tolist()):
@@ -386,13 +398,14 @@ class MarginBook(EventCore):
         """Liquidate commands for the (account, asset) pairs found under maintenance (``take_under``),
         one per pair, naming the risk group (listing venue) of the pair's position with the largest
         maintenance requirement; a pair already sent less than ``LIQUIDATE_RETRY_NS`` of engine time ago
-        is not sent again (the matcher re-checks every one: a refused or late one changes nothing)."""
+        is not sent again, nor an insurance fund (the matcher re-checks every one: a refused or late one
+        changes nothing)."""
         under = self.take_under()
         if len(under) == 0:
             return np.zeros(0, COMMAND_DTYPE)
-        sent = self.liquidations_sent
+        sent, funds = self.liquidations_sent, self.insurance_funds
         accounts = self.account_ids[under[:, 0]]
-        due = np.array([now - sent.get((a, q), -LIQUIDATE_RETRY_NS) >= LIQUIDATE_RETRY_NS
+        due = np.array([a not in funds and now - sent.get((a, q), -LIQUIDATE_RETRY_NS) >= LIQUIDATE_RETRY_NS
                         for a, q in zip(accounts.tolist(), under[:, 1].tolist())], bool)
         under, accounts = under[due], accounts[due]
         if len(under) == 0:
