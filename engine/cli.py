@@ -570,56 +570,34 @@ def venue_set(
     _send_venue_commands(_load(config), commands, key, trusted_as)
 
 
-def _one_venue_command(kind, venue_id: int, key: Optional[str], trusted_as: Optional[int], config, **fields) -> None:
-    from .records import command
-
-    cmd = command(kind, venue=venue_id, **fields).reshape(1)
-    _send_venue_commands(_load(config), cmd, key, trusted_as)
-
-
-@venue_app.command("allow")
-def venue_allow(venue_id: int, account_id: int, key: Optional[str] = KeyOption,
-                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
-    """Put ACCOUNT_ID on the venue's allow-list."""
-    from .records import Cmd
-
-    _one_venue_command(Cmd.ALLOW, venue_id, key, trusted_as, config, id=account_id)
+# The venue commands of one value: (subcommand, command kind, the value's name, the command field it
+# fills, help)
+ONE_VALUE_VENUE_COMMANDS = (
+    ("allow", "ALLOW", "ACCOUNT_ID", "id", "Put ACCOUNT_ID on the venue's allow-list."),
+    ("deny", "DENY", "ACCOUNT_ID", "id",
+     "Take ACCOUNT_ID off the venue's allow-list (its resting orders stay until cancelled)."),
+    ("stake", "ADD_STAKE", "AMOUNT", "qty", "Lock AMOUNT more of the operator's stake asset in the venue."),
+    ("unbond", "UNBOND", "AMOUNT", "qty",
+     "Request AMOUNT of the venue's stake back: released to the operator after the unbond period."),
+    ("sweep", "SWEEP_FEES", "ASSET", "market",
+     "Pay the venue's collected fees in ASSET out by its split (operator, insurance fund, protocol)."),
+)
 
 
-@venue_app.command("deny")
-def venue_deny(venue_id: int, account_id: int, key: Optional[str] = KeyOption,
-               trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
-    """Take ACCOUNT_ID off the venue's allow-list (its resting orders stay until cancelled)."""
-    from .records import Cmd
+def _add_one_value_venue_command(name: str, kind: str, value_name: str, field: str, doc: str) -> None:
+    def send(venue_id: int, value: int = typer.Argument(..., metavar=value_name), key: Optional[str] = KeyOption,
+             trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
+        from .records import Cmd, command
 
-    _one_venue_command(Cmd.DENY, venue_id, key, trusted_as, config, id=account_id)
+        cmd = command(Cmd[kind], venue=venue_id, **{field: value}).reshape(1)
+        _send_venue_commands(_load(config), cmd, key, trusted_as)
 
-
-@venue_app.command("stake")
-def venue_stake(venue_id: int, amount: int, key: Optional[str] = KeyOption,
-                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
-    """Lock AMOUNT more of the operator's stake asset in the venue."""
-    from .records import Cmd
-
-    _one_venue_command(Cmd.ADD_STAKE, venue_id, key, trusted_as, config, qty=amount)
+    send.__doc__ = doc
+    venue_app.command(name)(send)
 
 
-@venue_app.command("unbond")
-def venue_unbond(venue_id: int, amount: int, key: Optional[str] = KeyOption,
-                 trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
-    """Request AMOUNT of the venue's stake back: released to the operator after the unbond period."""
-    from .records import Cmd
-
-    _one_venue_command(Cmd.UNBOND, venue_id, key, trusted_as, config, qty=amount)
-
-
-@venue_app.command("sweep")
-def venue_sweep(venue_id: int, asset: int, key: Optional[str] = KeyOption,
-                trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
-    """Pay the venue's collected fees in ASSET out by its split (operator, insurance fund, protocol)."""
-    from .records import Cmd
-
-    _one_venue_command(Cmd.SWEEP_FEES, venue_id, key, trusted_as, config, market=asset)
+for _spec in ONE_VALUE_VENUE_COMMANDS:
+    _add_one_value_venue_command(*_spec)
 
 
 def main() -> None:

@@ -277,7 +277,8 @@ class Client:
             kind, tif = self.placed.get(client_id, ("limit", "GTC"))
             o = {"id": str(order_id), "clientOrderId": str(client_id) if client_id else None, "timestamp": None,
                  "datetime": None, "lastTradeTimestamp": None, "symbol": self.symbol(market), "venue": venue,
-                 "type": kind, "timeInForce": tif, "postOnly": tif == "PO", "side": "buy" if side == Side.BUY else "sell",
+                 "type": kind, "timeInForce": tif, "postOnly": tif == "PO",
+                 "side": "buy" if side == Side.BUY else "sell",
                  "price": price, "average": None, "amount": amount, "filled": 0, "remaining": amount, "cost": 0,
                  "status": "open", "fee": {"cost": 0, "currency": self._quote(market)}, "trades": [], "info": {}}
             self.orders[order_id] = o
@@ -351,7 +352,8 @@ class Client:
         return m.PlaceOrder(rid=rid, market=self.market_id(symbol), side=Side.BUY if side == "buy" else Side.SELL,
                             price=_int("price", price), qty=_int("amount", amount), client_id=client_id,
                             tif=TIF_NAMES[tif], ord_type=OrdType.LIMIT if type == "limit" else OrdType.MARKET,
-                            stp=STP_NAMES[stp], post_only=post_only, expire_at=_int("expireAt", params.get("expireAt", 0)),
+                            stp=STP_NAMES[stp], post_only=post_only,
+                            expire_at=_int("expireAt", params.get("expireAt", 0)),
                             venue=_int("venue", params.get("venue", 0)))
 
     def _placed_order(self, req: m.PlaceOrder, ack: m.Ack) -> dict:

@@ -170,23 +170,26 @@ class VenueCommand(_Msg):
         return values
 
 
-class LaunchVenue(VenueCommand, tag="launch_venue"):
+class OfVenue(VenueCommand):
+    """A command about one venue (all but MarketRisk): its request id, then the venue."""
+
+    rid: I64
+    venue: VenueId
+
+
+class LaunchVenue(OfVenue, tag="launch_venue"):
     """Create ``venue`` with the sender as operator, locking ``stake`` of the stake asset."""
 
     kind = Cmd.LAUNCH_VENUE
     command_fields = dict(venue="venue", qty="stake", id="insurance_account", side="access")
-    rid: I64
-    venue: VenueId
     stake: I64
     insurance_account: I64
     access: Small = 0  # 0 permissionless, 1 allow-list
 
 
-class AddStake(VenueCommand, tag="add_stake"):
+class AddStake(OfVenue, tag="add_stake"):
     kind = Cmd.ADD_STAKE
     command_fields = dict(venue="venue", qty="amount")
-    rid: I64
-    venue: VenueId
     amount: I64
 
 
@@ -194,50 +197,40 @@ class Unbond(AddStake, tag="unbond"):
     kind = Cmd.UNBOND
 
 
-class VenueStatus(VenueCommand, tag="venue_status"):
+class VenueStatus(OfVenue, tag="venue_status"):
     kind = Cmd.VENUE_STATUS
     command_fields = dict(venue="venue", side="status")
-    rid: I64
-    venue: VenueId
     status: Small  # 1 live, 2 halted, 3 winding down, 4 retired
 
 
-class VenueAccess(VenueCommand, tag="venue_access"):
+class VenueAccess(OfVenue, tag="venue_access"):
     kind = Cmd.VENUE_ACCESS
     command_fields = dict(venue="venue", side="access", qty="blocked_regions")
-    rid: I64
-    venue: VenueId
     access: Small  # 0 permissionless, 1 allow-list
     blocked_regions: Mask = 0  # bit r blocks region tag r
 
 
-class VenuePolicy(VenueCommand, tag="venue_policy"):
+class VenuePolicy(OfVenue, tag="venue_policy"):
     kind = Cmd.VENUE_POLICY
     command_fields = dict(venue="venue", side="pool", aux="accepts")
-    rid: I64
-    venue: VenueId
     pool: Small  # 0..63
     accepts: Mask = -1  # bit p: its orders may trade with pool p's
 
 
-class VenueFees(VenueCommand, tag="venue_fees"):
+class VenueFees(OfVenue, tag="venue_fees"):
     kind = Cmd.VENUE_FEES
     command_fields = dict(venue="venue")
     packed_fees = ("maker_bps", "taker_bps", "operator_bps", "insurance_bps")
-    rid: I64
-    venue: VenueId
     maker_bps: Bps
     taker_bps: Bps
     operator_bps: ShareBps = 0  # shares of the collected fees; the protocol gets the rest
     insurance_bps: ShareBps = 0
 
 
-class VenueFeeTier(VenueCommand, tag="venue_fee_tier"):
+class VenueFeeTier(OfVenue, tag="venue_fee_tier"):
     kind = Cmd.VENUE_FEE_TIER
     command_fields = dict(venue="venue", side="tier", price="min_volume", market="asset", qty="epoch_ns")
     packed_fees = ("maker_bps", "taker_bps")
-    rid: I64
-    venue: VenueId
     tier: Small  # 1..4
     min_volume: I64  # 0 removes the tier and those above it
     maker_bps: Bps = 0
@@ -246,11 +239,9 @@ class VenueFeeTier(VenueCommand, tag="venue_fee_tier"):
     epoch_ns: I64 = 0
 
 
-class OfferMarket(VenueCommand, tag="offer_market"):
+class OfferMarket(OfVenue, tag="offer_market"):
     kind = Cmd.OFFER_MARKET
     command_fields = dict(venue="venue", market="market")
-    rid: I64
-    venue: VenueId
     market: MarketId
 
 
@@ -258,11 +249,9 @@ class WithdrawMarket(OfferMarket, tag="withdraw_market"):
     kind = Cmd.WITHDRAW_MARKET
 
 
-class Allow(VenueCommand, tag="allow"):
+class Allow(OfVenue, tag="allow"):
     kind = Cmd.ALLOW
     command_fields = dict(venue="venue", id="account")
-    rid: I64
-    venue: VenueId
     account: I64  # the account put on (Deny: taken off) the allow-list
 
 
@@ -270,19 +259,15 @@ class Deny(Allow, tag="deny"):
     kind = Cmd.DENY
 
 
-class SweepFees(VenueCommand, tag="sweep_fees"):
+class SweepFees(OfVenue, tag="sweep_fees"):
     kind = Cmd.SWEEP_FEES
     command_fields = dict(venue="venue", market="asset")
-    rid: I64
-    venue: VenueId
     asset: VenueId
 
 
-class OracleConfig(VenueCommand, tag="oracle_config"):
+class OracleConfig(OfVenue, tag="oracle_config"):
     kind = Cmd.ORACLE_CONFIG
     command_fields = dict(venue="venue", market="market", id="feed_id", aux="feed_account", qty="timeout_ns")
-    rid: I64
-    venue: VenueId
     market: MarketId
     feed_id: I64
     feed_account: I64
@@ -436,7 +421,8 @@ class MarketsResult(_Msg, tag="markets_result"):
 ACK_ROW_DTYPE = np.dtype([("rid", "<i8"), ("order_id", "<i8"), ("client_id", "<i8"), ("cmd_seq", "<i8"),
                           ("durable_seq", "<i8"), ("count", "<i8"), ("ts", "<i8")])
 REPORT_ROW_DTYPE = np.dtype([("kind", "u1"), ("side", "u1"), ("liquidity", "u1"), ("reason", "u1"), ("code", "<u2"),
-                             ("market", "<u4"), ("venue", "<u4"), ("order_id", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
+                             ("market", "<u4"), ("venue", "<u4"), ("order_id", "<i8"), ("client_id", "<i8"),
+                             ("price", "<i8"),
                              ("qty", "<i8"), ("remaining", "<i8"), ("fee", "<i8"), ("seq", "<i8"),
                              ("cmd_seq", "<i8"), ("ts", "<i8")])
 REPORT_KINDS = ("", "fill", "cancel", "amend")  # by the row's kind

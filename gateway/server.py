@@ -630,8 +630,9 @@ class GatewayStage:
         """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
         with the burst's other row messages, in one pass of numpy (``seal``)."""
         if req.format != m.ROW_FORMAT:
-            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows.format {req.format}: this gateway reads "
-                                                                 f"format {m.ROW_FORMAT} ({ROW_SIZE}-byte rows with a venue)")
+            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE,
+                       f"rows.format {req.format}: this gateway reads format {m.ROW_FORMAT} ({ROW_SIZE}-byte rows "
+                       f"with a venue)")
             return
         size = ROW_SIZE
         data = req.rows

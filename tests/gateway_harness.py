@@ -17,7 +17,8 @@ import zmq.asyncio
 from engine.config import load
 from engine.journal import JournalReader
 from engine.supervisor import Supervisor
-from gateway.client import Client
+from gateway import messages as m
+from gateway.client import Client, RequestTimeout
 from gateway.keys import load_pair, new_pair, server_pair
 
 _names = itertools.count()
@@ -30,6 +31,15 @@ def unit_market(market: int, base: str, quote: str, **fields) -> dict:
 
 def funded(accounts, **deposits) -> list[dict]:
     return [{"id": a, "deposits": deposits} for a in accounts]
+
+
+def order_rows(*specs: dict) -> np.ndarray:
+    """``messages.COMMAND_ROW_DTYPE`` rows, each from a dict of its non-zero fields."""
+    rows = np.zeros(len(specs), m.COMMAND_ROW_DTYPE)
+    for row, spec in zip(rows, specs):
+        for name, value in spec.items():
+            row[name] = value
+    return rows
 
 
 def default_like() -> dict:
@@ -106,3 +116,16 @@ def run(coro):
 
 async def connected(engine: GatewayEngine, *names, **kw) -> list[Client]:
     return [await engine.client(n, **kw).connect() for n in names]
+
+
+async def handshake_refused(engine: GatewayEngine, who: str = "stranger") -> bool:
+    """Whether a key the config does not register is refused at the CURVE handshake (nothing gets
+    through, so the client's first request, load_markets, times out)."""
+    client = engine.client(who, timeout_s=1.0)
+    try:
+        await client.connect()
+    except RequestTimeout:
+        return True
+    finally:
+        await client.close()
+    return False

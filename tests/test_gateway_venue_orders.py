@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 import pytest
 
 from engine.records import Cmd
 from gateway import messages as m
 from gateway.client import InvalidOrder
 
-from gateway_harness import GatewayEngine, connected, default_like, run
+from gateway_harness import GatewayEngine, connected, default_like, order_rows, run
 
 ACCOUNTS = {"op1": 1001, "op2": 1002, "demo": 1003}
 PRICE = 5_000_000  # BTC/USDT: quote units per lot of 100,000 (0.001 BTC)
@@ -27,14 +26,6 @@ def engine(tmp_path_factory):
     e = GatewayEngine(tmp_path_factory.mktemp("gwvenueorders"), ACCOUNTS, default_like())
     yield e
     e.stop()
-
-
-def rows(*specs: dict) -> np.ndarray:
-    out = np.zeros(len(specs), m.COMMAND_ROW_DTYPE)
-    for row, spec in zip(out, specs):
-        for name, value in spec.items():
-            row[name] = value
-    return out
 
 
 async def until(check, what: str, timeout_s: float = 5.0):
@@ -73,14 +64,13 @@ def test_an_account_off_the_allow_list_is_refused_by_the_matcher_on_every_path(e
             await op1.create_order("BTC/USDT", "limit", "buy", LOT, PRICE - 200, {"clientOrderId": 10, "venue": 2})
         with pytest.raises(InvalidOrder, match="UNKNOWN_VENUE"):
             await op1.create_order("BTC/USDT", "limit", "buy", LOT, PRICE - 200, {"clientOrderId": 10, "venue": 77})
-        placed = await op1.create_orders([
-            dict(symbol="BTC/USDT", side="buy", amount=LOT, price=PRICE - 200, params={"clientOrderId": 11, "venue": 1}),
-            dict(symbol="BTC/USDT", side="buy", amount=LOT, price=PRICE - 200, params={"clientOrderId": 12, "venue": 2}),
-        ])
+        placed = await op1.create_orders([dict(symbol="BTC/USDT", side="buy", amount=LOT, price=PRICE - 200,
+                                               params={"clientOrderId": cid, "venue": venue})
+                                          for cid, venue in ((11, 1), (12, 2))])
         assert placed[0]["status"] == "open" and placed[0]["venue"] == 1
         assert placed[1]["status"] == "rejected" and placed[1]["error"].name == "ACCOUNT_NOT_ALLOWED"
-        (refused,) = await op1.send_order_rows(rows(dict(kind=Cmd.PLACE, side=0, market=1, price=PRICE - 200, qty=LOT,
-                                                         id=13)), {"venue": 2})
+        bid = dict(kind=Cmd.PLACE, side=0, market=1, price=PRICE - 200, qty=LOT, id=13)
+        (refused,) = await op1.send_order_rows(order_rows(bid), {"venue": 2})
         assert type(refused) is m.Reject and refused.name == "ACCOUNT_NOT_ALLOWED" and refused.client_id == 13
         assert refused.cmd_seq and engine.journal()[refused.cmd_seq - 1]["venue"] == 2
         assert [(o["clientOrderId"], o["venue"]) for o in await op1.fetch_open_orders()] == [("11", 1)]
@@ -93,13 +83,13 @@ def test_an_account_off_the_allow_list_is_refused_by_the_matcher_on_every_path(e
 def test_order_rows_carry_their_venue_and_packed_reports_name_each_sides_venue(engine):
     async def scenario():
         demo, op1 = await connected(engine, "demo", "op1")
-        (ask,) = await demo.send_order_rows(rows(dict(kind=Cmd.PLACE, side=1, market=1, price=PRICE, qty=LOT, id=20,
-                                                      venue=2)))  # the row's own venue
+        ask = dict(kind=Cmd.PLACE, side=1, market=1, price=PRICE, qty=LOT, id=20, venue=2)  # the row's own venue
+        (ask,) = await demo.send_order_rows(order_rows(ask))
         assert type(ask) is m.Ack
         assert [(o["id"], o["venue"]) for o in await demo.fetch_open_orders()] == [(str(ask.order_id), 2)]
         (watcher,) = await connected(engine, "demo")  # a second session of 1003: it learns the order from reports
-        (bid,) = await op1.send_order_rows(rows(dict(kind=Cmd.PLACE, side=0, market=1, price=PRICE, qty=LOT, id=21)),
-                                           {"venue": 1})
+        bid = dict(kind=Cmd.PLACE, side=0, market=1, price=PRICE, qty=LOT, id=21)
+        (bid,) = await op1.send_order_rows(order_rows(bid), {"venue": 1})
         assert type(bid) is m.Ack
         await until(lambda: bid.order_id in op1.orders and ask.order_id in watcher.orders, "the fill reports")
         taker, maker = op1.orders[bid.order_id], watcher.orders[ask.order_id]
