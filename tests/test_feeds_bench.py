@@ -39,6 +39,8 @@ def test_bench_feeds_smoke(tmp_path, capsys):
     written = json.loads(path.read_text())
     for key in ("oracle_updates_per_s", "commands_per_s_with_oracles", "commands_per_s_without", "ratio"):
         assert key in written and result[key] > 0
+    for key in ("engine_cpu_us_per_order_with_oracles", "engine_cpu_us_per_order_without", "cpu_ratio"):
+        assert key in written
     with_, without = sorted(result["runs"], key=lambda r: not r["with_oracles"])
     # the run checked that the matcher took the stream plus exactly the updates the feed sent
     assert with_["oracle_updates_sent"] > 0 and with_["feed_markets_fresh"] == 20

@@ -68,7 +68,10 @@ def test_authorized_pushes_arrive_and_unknown_keys_are_refused_and_counted(push_
     server_key = server_public_key(keys)
     ts = time.time_ns()
     stranger = PushClient(source.address, server_key, None)  # a key the server never saw
-    stranger.send([(1, 123.0, ts)])
+    try:
+        stranger.send([(1, 123.0, ts)])
+    except TimeoutError:  # on a loaded machine the refusal can come first: then nothing takes it
+        pass
     wait_for(lambda: refused(source))
     assert "not authorized" in source.rejects.last
     plain = zmq.Context.instance().socket(zmq.PUSH)  # no CurveZMQ at all
@@ -76,7 +79,7 @@ def test_authorized_pushes_arrive_and_unknown_keys_are_refused_and_counted(push_
     plain.send(b"\x91\x83")
     wait_for(lambda: refused(source, 2))
     assert "not a CurveZMQ client" in source.rejects.last
-    alice = PushClient(source.address, server_key, secret)
+    alice = PushClient(source.address, server_key, secret, send_timeout_s=10.0)
     alice.send([(1, 100.5, ts), (2, math.nan, ts + 1)])
     rows = drain(source, until_rows=2)
     assert rows.tolist()[0] == (1, 100.5, ts) and math.isnan(rows["price"][1])  # NaN is carried, judged later
