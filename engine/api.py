@@ -244,6 +244,24 @@ class CommandAPI:
         maintenance margin."""
         return self.submit(Cmd.LIQUIDATE, account=account, id=target, venue=venue, market=asset, ts=ts)
 
+    def configure_outcome(self, account: int, market: int, *, payout: int, resolver: int, dispute_window: int = 0,
+                          event: int = 0, ts: int = 0) -> np.ndarray:
+        """Admin or the listing venue's operator: an outcome market's payout per lot (its prices lie strictly
+        between 0 and it), the account that resolves it, the dispute window (ns of engine clock) and the
+        multi-outcome event it belongs to (0: standalone). Until then the market is not tradable."""
+        return self.submit(Cmd.OUTCOME_CONFIG, account=account, market=market, price=payout, id=resolver,
+                           qty=dispute_window, aux=event, ts=ts)
+
+    def convert(self, account: int, market: int, qty: int, ts: int = 0) -> np.ndarray:
+        """Turn ``qty`` (base units) of the account's NO shares in ``market`` into as many YES shares in each
+        other market of its event."""
+        return self.submit(Cmd.CONVERT, account=account, market=market, qty=qty, ts=ts)
+
+    def resolve(self, account: int, market: int, yes: bool, ts: int = 0) -> np.ndarray:
+        """The resolver proposes (the admin overturns in the dispute window) the outcome: YES (1) or NO (0)
+        won; a market of an event resolves the whole event by being named the winner (YES)."""
+        return self.submit(Cmd.RESOLVE, account=account, market=market, qty=int(bool(yes)), ts=ts)
+
     def oracle_price(self, account: int, venue: int, market: int, price: int, *, feed_id: int, source_ts: int,
                      sources: int = 1, ts: int = 0) -> np.ndarray:
         """A feed's OraclePrice: ``price`` in ticks' units (a multiple of the tick size), the

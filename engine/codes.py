@@ -65,6 +65,11 @@ class ResultCode(enum.IntEnum):
     NOTHING_TO_LIQUIDATE = 210  # Liquidate: no open position in the venue's markets quoted in the asset
     INSURANCE_FUND_ACCOUNT = 211  # Liquidate: the target is the venue's insurance fund
     INVALID_RISK_SIZE = 212  # MarketRisk: impact size or liquidation slice (lots) negative
+    # 220-229: outcome markets
+    OUTCOME_PRICE_OUT_OF_RANGE = 220
+    OUTCOME_RESOLVING = 221
+    OUTCOME_RESOLVED = 222
+    NO_SHARES_TO_CONVERT = 223
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -112,6 +117,17 @@ class ResultCode(enum.IntEnum):
     INVALID_LEVERAGE = 439
     INVALID_MAINTENANCE_MARGIN = 440
     MARKET_HAS_OPEN_ORDERS = 441
+    # 450-459: outcome markets' listing and resolution
+    OUTCOME_NOT_CONFIGURED = 450
+    OUTCOME_CONFIGURED = 451
+    INVALID_PAYOUT = 452
+    INVALID_RESOLVER = 453
+    INVALID_DISPUTE_WINDOW = 454
+    INVALID_EVENT = 455
+    NOT_RESOLVER = 456
+    INVALID_OUTCOME = 457
+    NOT_IN_EVENT = 458
+    RESOLUTION_PENDING = 459
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -228,6 +244,20 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_LEVERAGE: "max leverage must be 1..100",
     ResultCode.INVALID_MAINTENANCE_MARGIN: "maintenance margin must be 1..10000 bps of the initial margin",
     ResultCode.MARKET_HAS_OPEN_ORDERS: "a market's risk parameters change only while it has no open orders",
+    ResultCode.OUTCOME_PRICE_OUT_OF_RANGE: "an outcome market's price must be below its payout per lot",
+    ResultCode.OUTCOME_RESOLVING: "the outcome market's resolution is proposed (dispute window): only cancels are taken",
+    ResultCode.OUTCOME_RESOLVED: "the outcome market is resolved and closed",
+    ResultCode.NO_SHARES_TO_CONVERT: "the account holds fewer NO shares (short position) in the market than the convert size",
+    ResultCode.OUTCOME_NOT_CONFIGURED: "the outcome market has no OutcomeConfig (payout, resolver) yet",
+    ResultCode.OUTCOME_CONFIGURED: "the outcome market is already configured",
+    ResultCode.INVALID_PAYOUT: "payout must be a multiple of the tick size, at least 2 ticks and at most 2^62",
+    ResultCode.INVALID_RESOLVER: "resolver account must be positive",
+    ResultCode.INVALID_DISPUTE_WINDOW: "dispute window must not be negative (ns of engine clock)",
+    ResultCode.INVALID_EVENT: "event id must not be negative; an event's markets share quote asset, payout, resolver and dispute window, and it takes no market after a convert or a resolution",
+    ResultCode.NOT_RESOLVER: "only the market's resolver may resolve it (and only the admin may overturn a proposed resolution)",
+    ResultCode.INVALID_OUTCOME: "outcome must be 1 (YES) or 0 (NO); a market of an event resolves by naming the winner (YES)",
+    ResultCode.NOT_IN_EVENT: "convert needs an outcome market in an event of at least 2 markets",
+    ResultCode.RESOLUTION_PENDING: "a resolution is already proposed: only the admin may overturn it during the dispute window",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

@@ -170,6 +170,26 @@ cdef struct AdlEntry:           # one position in an ADL ranking
     uint32_t market
 
 
+cdef struct OutcomeMarket:     # an outcome market's resolution state (views.OutcomeView), indexed by market id
+    uint8_t state            # 0 not configured, else XOS_OS_OPEN / PROPOSED / FINAL
+    uint8_t outcome          # proposed or final: 1 YES won, 0 NO won
+    int64_t payout           # quote per lot a winning share pays; prices lie strictly between 0 and it
+    int64_t resolver
+    int64_t window           # dispute window, ns of engine clock
+    int64_t event            # multi-outcome event id (0: standalone)
+    int64_t finalize_at      # a proposed resolution is final at this engine clock
+    int64_t collateral       # quote locked: payout x YES lots outstanding
+    int64_t event_no         # NO shares (base units) its event holds from converts
+
+
+cdef struct OutcomeEvent:      # markets of which exactly one resolves YES
+    int64_t id
+    int64_t converted        # base units of NO converted so far
+    int64_t advance          # quote advanced to mint converts' YES, repaid by the final resolution
+    int64_t n_markets
+    uint32_t first           # its first market (the one its members' parameters must match)
+
+
 cdef struct Expiry:
     int64_t expire_at
     int64_t order_id
@@ -248,6 +268,14 @@ cdef class Matcher:
     cdef uint32_t *dirty_marks       # perpetual markets whose mark may have moved in this command
     cdef int64_t n_dirty
     cdef int64_t cap_dirty
+    cdef OutcomeMarket *outcome_table  # per market id (state 0: not an outcome market or not configured)
+    cdef uint32_t *outcome_order     # configured outcome markets in configuration order
+    cdef int64_t n_outcomes
+    cdef xos_hmap outcome_event_index  # (event id, 0) -> index in outcome_event_rows
+    cdef OutcomeEvent *outcome_event_rows
+    cdef int64_t n_outcome_events
+    cdef int64_t cap_outcome_events
+    cdef int64_t next_finalize_at    # earliest finalize_at of a proposed resolution (INT64_MAX when none)
     cdef Market *market_table
     cdef Asset *asset_table
     cdef int64_t *fee_pool
@@ -301,6 +329,20 @@ cdef class Matcher:
     cdef int64_t perp_fill(self, Market *m, Order *o, int64_t q, int64_t price, int64_t fee, int64_t *pnl) noexcept nogil
     cdef void emit_position(self, Market *m, Order *o, Position *p, int64_t price, int64_t pnl) noexcept nogil
     cdef bint fok_fillable(self, Market *m, Order *T) noexcept nogil
+    cdef int64_t outcome_leg(self, Market *m, uint8_t side, int64_t price) noexcept nogil
+    cdef uint16_t outcome_order_code(self, uint32_t market) noexcept nogil
+    cdef Position *outcome_move(self, Market *m, uint32_t market, int64_t account, int64_t bal, int64_t delta,
+                                int64_t price, int64_t *cash) noexcept nogil
+    cdef void emit_outcome_position(self, Position *p, int64_t bal, uint8_t side, uint8_t reason, uint32_t venue,
+                                    int64_t order_id, int64_t price, int64_t cash) noexcept nogil
+    cdef void emit_outcome_status(self, uint32_t market, uint8_t reason, int64_t account) noexcept nogil
+    cdef uint16_t outcome_code(self, uint32_t market) noexcept nogil
+    cdef OutcomeEvent *outcome_event_of(self, int64_t event) noexcept nogil
+    cdef void cmd_outcome_config(self, const xos_command *c) noexcept nogil
+    cdef void cmd_convert(self, const xos_command *c) noexcept nogil
+    cdef void cmd_resolve(self, const xos_command *c) noexcept nogil
+    cdef void finalize(self, uint32_t market, uint8_t reason, int64_t account) noexcept nogil
+    cdef void finalize_due(self) noexcept nogil
     cdef bint match(self, Market *m, int32_t t) noexcept nogil
     cdef void take_and_rest(self, Market *m, int32_t t) noexcept nogil
     cdef bint heap_less(self, int64_t a, int64_t b) noexcept nogil
@@ -384,3 +426,4 @@ cdef class Matcher:
     cdef object view_venue(self, int32_t i)
     cdef object view_oracle(self, int64_t i)
     cdef object view_position(self, Position *p)
+    cdef object view_outcome(self, uint32_t market)

@@ -25,8 +25,8 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
-                    VenueView)
+from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+                    VenueFeesView, VenueParamsView, VenueView)
 
 cnp.import_array()
 
@@ -217,7 +217,8 @@ cdef class Matcher:
         self.offers = <uint64_t *>calloc(<size_t>(max_venues * self.offer_words), sizeof(uint64_t))
         if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
                 or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
-                or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)):
+                or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)
+                or xos_hmap_init(&self.outcome_event_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -225,16 +226,20 @@ cdef class Matcher:
         self.set_status(&self.venue_table[0], XOS_VSTATUS_LIVE)
         self.next_release = INT64_MAX
         self.next_stale_at = INT64_MAX
+        self.next_finalize_at = INT64_MAX
         self.max_orders = max_orders
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
         self.market_table = <Market *>calloc(max_markets + 1, sizeof(Market))
+        self.outcome_table = <OutcomeMarket *>calloc(max_markets + 1, sizeof(OutcomeMarket))
+        self.outcome_order = <uint32_t *>calloc(max_markets + 1, sizeof(uint32_t))
         self.asset_table = <Asset *>calloc(max_assets + 1, sizeof(Asset))
         self.fee_pool = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
         self.orders = <Order *>calloc(max_orders, sizeof(Order))
         self.accts = <Account *>calloc(max_accounts, sizeof(Account))
-        if (self.market_table == NULL or self.asset_table == NULL or self.fee_pool == NULL
+        if (self.market_table == NULL or self.outcome_table == NULL or self.outcome_order == NULL
+                or self.asset_table == NULL or self.fee_pool == NULL
                 or self.orders == NULL or self.accts == NULL):
             raise MemoryError()
         cdef int64_t i
@@ -272,6 +277,10 @@ cdef class Matcher:
         xos_hmap_free(&self.position_index)
         free(self.position_rows)
         free(self.dirty_marks)
+        free(self.outcome_table)
+        free(self.outcome_order)
+        xos_hmap_free(&self.outcome_event_index)
+        free(self.outcome_event_rows)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -424,10 +433,10 @@ cdef class Matcher:
     # --------------------------------------------------------------- holds
 
     cdef inline void release_hold(self, Order *o, int64_t qty) noexcept nogil:
-        """Return the hold of ``qty`` of the order to free (buys and perpetual orders hold quote)."""
+        """Return the hold of ``qty`` of the order to free (buys, perpetual and outcome orders hold quote)."""
         cdef int64_t amount
         cdef Balance *b
-        if o.side == BID or self.market_table[o.market].kind == XOS_MARKET_PERPETUAL:
+        if o.side == BID or self.market_table[o.market].kind != XOS_MARKET_SPOT:
             amount = (qty // self.market_table[o.market].lot_size) * o.hold_per_lot
             b = &self.bals[o.bal_quote]
         else:
@@ -590,17 +599,35 @@ cdef class Matcher:
         cdef int64_t price = K.price
         cdef int64_t lots = q // m.lot_size
         cdef int64_t notional = price * lots
-        cdef int64_t taker_fee = xos_fee(notional, T.taker_bps)
-        cdef int64_t maker_fee = xos_fee(notional, K.maker_bps)
+        cdef int64_t taker_fee, maker_fee
+        if m.kind == XOS_MARKET_OUTCOME:  # each side's fee is on what it pays: YES at price, NO at payout - price
+            taker_fee = xos_fee(self.outcome_leg(m, T.side, price) * lots, T.taker_bps)
+            maker_fee = xos_fee(self.outcome_leg(m, K.side, price) * lots, K.maker_bps)
+        else:
+            taker_fee = xos_fee(notional, T.taker_bps)
+            maker_fee = xos_fee(notional, K.maker_bps)
         if maker_fee < -taker_fee:
             maker_fee = -taker_fee  # a rebate is paid out of the same fill's taker fee, never more
         cdef Order *buyer
         cdef Order *seller
         cdef int64_t buyer_fee, seller_fee, released
         cdef int64_t taker_pos = NONE, maker_pos = NONE, taker_pnl = 0, maker_pnl = 0
+        cdef int64_t taker_cash = 0, maker_cash = 0
         if m.kind == XOS_MARKET_PERPETUAL:
             taker_pos = self.perp_fill(m, T, q, price, taker_fee, &taker_pnl)
             maker_pos = self.perp_fill(m, K, q, price, maker_fee, &maker_pnl)
+        elif m.kind == XOS_MARKET_OUTCOME:
+            # each side: its hold for these lots is released and pays its fee, then its position moves
+            released = lots * T.hold_per_lot
+            self.bals[T.bal_quote].held -= released
+            self.bals[T.bal_quote].free += released - taker_fee
+            taker_pos = self.outcome_move(m, T.market, T.account, T.bal_quote, q if T.side == BID else -q, price,
+                                          &taker_cash) - self.position_rows
+            released = lots * K.hold_per_lot
+            self.bals[K.bal_quote].held -= released
+            self.bals[K.bal_quote].free += released - maker_fee
+            maker_pos = self.outcome_move(m, K.market, K.account, K.bal_quote, q if K.side == BID else -q, price,
+                                          &maker_cash) - self.position_rows
         else:
             if T.side == BID:
                 buyer = T
@@ -656,7 +683,12 @@ cdef class Matcher:
             e.flags |= XOS_EF_MAKER_DONE
         if T.remaining == 0:
             e.flags |= XOS_EF_TAKER_DONE
-        if taker_pos != NONE:  # after the Fill, before the maker's slot can be retired
+        if m.kind == XOS_MARKET_OUTCOME:
+            self.emit_outcome_position(&self.position_rows[taker_pos], T.bal_quote, T.side, XOS_OC_FILL, T.venue, T.id,
+                                       price, taker_cash)
+            self.emit_outcome_position(&self.position_rows[maker_pos], K.bal_quote, K.side, XOS_OC_FILL, K.venue, K.id,
+                                       price, maker_cash)
+        elif taker_pos != NONE:  # after the Fill, before the maker's slot can be retired
             self.emit_position(m, T, &self.position_rows[taker_pos], price, taker_pnl)
             self.emit_position(m, K, &self.position_rows[maker_pos], price, maker_pnl)
         if K.remaining == 0:
@@ -1005,9 +1037,12 @@ cdef class Matcher:
             return
         m = &self.market_table[c.market]
         cdef bint perp = m.kind == XOS_MARKET_PERPETUAL
+        cdef bint outcome = m.kind == XOS_MARKET_OUTCOME
+        cdef bint quote_held = m.kind != XOS_MARKET_SPOT  # both sides of perpetual and outcome orders hold quote
         cdef bint reduce_only = (c.flags & XOS_CF_REDUCE_ONLY) != 0
-        if m.kind != XOS_MARKET_SPOT and not perp:
-            code = XOS_MARKET_KIND_NOT_TRADABLE
+        cdef int64_t leg = c.price
+        if outcome and self.outcome_table[c.market].state == 0:
+            code = XOS_OUTCOME_NOT_CONFIGURED
         elif reduce_only and not perp:
             code = XOS_INVALID_FLAGS
         elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
@@ -1032,13 +1067,17 @@ cdef class Matcher:
                 taker_bps = <int16_t>m.taker_bps
             else:
                 self.order_fees(m, c.venue, c.account, &maker_bps, &taker_bps)
-            per_lot = order_hold_per_lot(m, c.price, taker_bps)
+            if outcome:
+                leg = self.outcome_leg(m, c.side, c.price)
+            per_lot = order_hold_per_lot(m, leg, taker_bps)
             hold = xos_mul_capped(lots, per_lot)
             if c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
                 code = XOS_QTY_TOO_LARGE
-            elif xos_buy_hold(lots, c.price, taker_bps) > XOS_MAX_MONEY:  # the notional, whatever the leverage
+            elif outcome and c.price >= self.outcome_table[c.market].payout:
+                code = XOS_OUTCOME_PRICE_OUT_OF_RANGE
+            elif xos_buy_hold(lots, leg, taker_bps) > XOS_MAX_MONEY:  # the notional, whatever the leverage
                 code = XOS_PRICE_TOO_LARGE
             elif c.aux < 0 or (c.aux > 0 and c.tif != XOS_TIF_GTC):
                 code = XOS_INVALID_EXPIRY
@@ -1048,6 +1087,8 @@ cdef class Matcher:
                 code = XOS_DUPLICATE_CLIENT_ID
             elif m.halted:
                 code = XOS_MARKET_HALTED
+            elif outcome and self.outcome_table[c.market].state != XOS_OS_OPEN:
+                code = self.outcome_order_code(c.market)
             elif reduce_only and not self.reduces(c):
                 code = XOS_REDUCE_ONLY_WOULD_INCREASE
             # a reduce-only order takes on no risk: it goes on while the oracle is stale
@@ -1055,13 +1096,13 @@ cdef class Matcher:
                 code = XOS_ORACLE_STALE
             elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
                 code = XOS_PRICE_OUTSIDE_BAND
-            elif (c.side == BID or perp) and hold > self.free_of(acct_idx, m.quote):
+            elif (c.side == BID or quote_held) and hold > self.free_of(acct_idx, m.quote):
                 code = XOS_INSUFFICIENT_BALANCE
-            elif c.side == ASK and not perp and c.qty > self.free_of(acct_idx, m.base):
+            elif c.side == ASK and not quote_held and c.qty > self.free_of(acct_idx, m.base):
                 code = XOS_INSUFFICIENT_BALANCE
             elif (not reduce_only and self.accts[acct_idx].position_head != NONE
-                  and self.margin_short(acct_idx, m.quote if c.side == BID or perp else m.base,
-                                        hold if c.side == BID or perp else c.qty)):
+                  and self.margin_short(acct_idx, m.quote if c.side == BID or quote_held else m.base,
+                                        hold if c.side == BID or quote_held else c.qty)):
                 code = XOS_INSUFFICIENT_MARGIN
             elif self.n_open >= self.max_orders:
                 code = XOS_ORDER_CAPACITY
@@ -1096,8 +1137,8 @@ cdef class Matcher:
         o.post_only = (c.flags & XOS_CF_POST_ONLY) != 0
         o.tif = c.tif
         o.registered = False
-        cdef Balance *b = &self.bals[o.bal_quote if c.side == BID or perp else o.bal_base]
-        cdef int64_t amount = hold if c.side == BID or perp else c.qty
+        cdef Balance *b = &self.bals[o.bal_quote if c.side == BID or quote_held else o.bal_base]
+        cdef int64_t amount = hold if c.side == BID or quote_held else c.qty
         b.free -= amount
         b.held += amount
         cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
@@ -1144,17 +1185,23 @@ cdef class Matcher:
                 code = XOS_QTY_NOT_POSITIVE
             elif c.qty % m.lot_size:
                 code = XOS_QTY_OFF_LOT
+        cdef int64_t leg
         if code == XOS_OK:
-            per_lot = o.hold_per_lot if price == o.price else order_hold_per_lot(m, price, o.taker_bps)
+            leg = self.outcome_leg(m, o.side, price) if m.kind == XOS_MARKET_OUTCOME else price
+            per_lot = o.hold_per_lot if price == o.price else order_hold_per_lot(m, leg, o.taker_bps)
             new_hold = xos_mul_capped(c.qty // m.lot_size, per_lot)
             if c.qty > o.remaining and c.qty < m.min_size:
                 code = XOS_QTY_BELOW_MIN
             elif c.qty > XOS_MAX_MONEY:
                 code = XOS_QTY_TOO_LARGE
-            elif xos_buy_hold(c.qty // m.lot_size, price, o.taker_bps) > XOS_MAX_MONEY:
+            elif m.kind == XOS_MARKET_OUTCOME and price >= self.outcome_table[o.market].payout:
+                code = XOS_OUTCOME_PRICE_OUT_OF_RANGE
+            elif xos_buy_hold(c.qty // m.lot_size, leg, o.taker_bps) > XOS_MAX_MONEY:
                 code = XOS_PRICE_TOO_LARGE
             elif m.halted:
                 code = XOS_MARKET_HALTED
+            elif m.kind == XOS_MARKET_OUTCOME and self.outcome_table[o.market].state != XOS_OS_OPEN:
+                code = self.outcome_order_code(o.market)
             elif self.venue_table[o.venue].status != XOS_VSTATUS_LIVE:
                 code = XOS_VENUE_NOT_LIVE
             elif ((price != o.price or c.qty > o.remaining) and m.stale_oracles
@@ -1164,7 +1211,7 @@ cdef class Matcher:
                   and xos_outside_band(price, m.last_price, m.band_bps)):
                 code = XOS_PRICE_OUTSIDE_BAND
             else:
-                if o.side == BID or m.kind == XOS_MARKET_PERPETUAL:
+                if o.side == BID or m.kind != XOS_MARKET_SPOT:
                     old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
                     extra = new_hold - old_hold
                     if extra > 0 and extra > self.bals[o.bal_quote].free:  # free < 0 after a leveraged loss
@@ -1181,7 +1228,7 @@ cdef class Matcher:
             self.reject(c, code)
             return
 
-        cdef Balance *b = &self.bals[o.bal_quote if o.side == BID or m.kind == XOS_MARKET_PERPETUAL else o.bal_base]
+        cdef Balance *b = &self.bals[o.bal_quote if o.side == BID or m.kind != XOS_MARKET_SPOT else o.bal_base]
         b.free -= extra
         b.held += extra
         cdef bint keeps_priority = price == o.price and c.qty <= o.remaining
@@ -1996,7 +2043,7 @@ cdef class Matcher:
             p = &self.position_rows[i]
             i = p.next_of_account
             m = &self.market_table[p.market]
-            if m.quote != asset or p.size == 0:
+            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.size == 0:
                 continue
             lots = (p.size if p.size > 0 else -p.size) // m.lot_size
             value = xos_mul_capped(m.mark, lots)
@@ -2386,6 +2433,346 @@ cdef class Matcher:
         if stale_deadline(o) < self.next_stale_at:
             self.next_stale_at = stale_deadline(o)
 
+    # ------------------------------------------------------ outcome markets
+
+    cdef int64_t outcome_leg(self, Market *m, uint8_t side, int64_t price) noexcept nogil:
+        """What an outcome order pays per lot at ``price``: a buy YES at the price, a sell NO at payout - price."""
+        return self.outcome_table[<uint32_t>(m - self.market_table)].payout - price if side == ASK else price
+
+    cdef uint16_t outcome_order_code(self, uint32_t market) noexcept nogil:
+        if self.outcome_table[market].state == XOS_OS_PROPOSED:
+            return XOS_OUTCOME_RESOLVING
+        return XOS_OUTCOME_RESOLVED
+
+    cdef Position *outcome_move(self, Market *m, uint32_t market, int64_t account, int64_t bal, int64_t delta,
+                                int64_t price, int64_t *cash) noexcept nogil:
+        """Move the account's YES position by ``delta`` at the YES price ``price`` (reference ``_outcome_move``):
+        the side's leg is the price for a buy, payout - price for a sell; the opened part pays its leg per lot
+        into the collateral, the closed part is paid payout - leg per lot out of it."""
+        cdef OutcomeMarket *oc = &self.outcome_table[market]
+        cdef Position *p = self.position_of(account, market)
+        cdef int64_t lot = m.lot_size
+        cdef int64_t leg = price if delta > 0 else oc.payout - price
+        cdef int64_t amount = delta if delta > 0 else -delta
+        cdef int64_t open_size = p.size if p.size >= 0 else -p.size
+        cdef int64_t closed = 0, closed_entry, proceeds, cost
+        cash[0] = 0
+        if (p.size < 0 and delta > 0) or (p.size > 0 and delta < 0):
+            closed = amount if amount < open_size else open_size
+            closed_entry = xos_mul_div(p.entry_value, closed, open_size)
+            proceeds = (oc.payout - leg) * (closed // lot)
+            p.realised += proceeds - closed_entry
+            p.entry_value -= closed_entry
+            cash[0] += proceeds
+        if amount > closed:
+            cost = leg * ((amount - closed) // lot)
+            p.entry_value += cost
+            cash[0] -= cost
+        p.size += delta
+        self.bals[bal].free += cash[0]
+        oc.collateral -= cash[0]
+        return p
+
+    cdef void emit_outcome_position(self, Position *p, int64_t bal, uint8_t side, uint8_t reason, uint32_t venue,
+                                    int64_t order_id, int64_t price, int64_t cash) noexcept nogil:
+        cdef xos_event *e = self.emit(XOS_EV_OUTCOME_POSITION)
+        e.side = side
+        e.reason = reason
+        e.market = p.market
+        e.venue = venue
+        e.order_id = order_id
+        e.account = p.account
+        e.client_id = p.realised
+        e.price = price
+        e.qty = p.size
+        e.remaining = p.entry_value
+        e.maker_order = self.bals[bal].free
+        e.maker_account = self.bals[bal].held
+        e.maker_fee = cash
+        e.taker_fee = self.outcome_table[p.market].collateral
+
+    cdef void emit_outcome_status(self, uint32_t market, uint8_t reason, int64_t account) noexcept nogil:
+        cdef OutcomeMarket *oc = &self.outcome_table[market]
+        cdef xos_event *e = self.emit(XOS_EV_OUTCOME_STATUS)
+        e.reason = reason
+        e.market = market
+        e.venue = self.market_table[market].venue
+        e.order_id = oc.resolver
+        e.account = account
+        e.client_id = oc.event
+        e.price = oc.payout
+        e.qty = oc.outcome
+        e.remaining = oc.finalize_at
+        e.maker_order = oc.window
+        e.taker_fee = oc.collateral
+
+    cdef uint16_t outcome_code(self, uint32_t market) noexcept nogil:
+        """0 for a configured outcome market, else why not."""
+        if market < 1 or market > <uint32_t>self.max_markets or not self.market_table[market].exists:
+            return XOS_UNKNOWN_MARKET
+        if self.market_table[market].kind != XOS_MARKET_OUTCOME:
+            return XOS_INVALID_MARKET_KIND
+        if self.outcome_table[market].state == 0:
+            return XOS_OUTCOME_NOT_CONFIGURED
+        return XOS_OK
+
+    cdef OutcomeEvent *outcome_event_of(self, int64_t event) noexcept nogil:
+        cdef int64_t i = xos_hmap_get(&self.outcome_event_index, event, 0)
+        return &self.outcome_event_rows[i] if i >= 0 else NULL
+
+    cdef void cmd_outcome_config(self, const xos_command *c) noexcept nogil:
+        """Admin or the listing venue's operator: payout, resolver, dispute window and event of an outcome market."""
+        cdef uint16_t code = XOS_OK
+        cdef Market *m = NULL
+        cdef OutcomeEvent *ev = NULL
+        cdef OutcomeMarket *first
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            m = &self.market_table[c.market]
+            if m.kind != XOS_MARKET_OUTCOME:
+                code = XOS_INVALID_MARKET_KIND
+            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+                code = XOS_NOT_VENUE_OPERATOR
+            elif self.outcome_table[c.market].state != 0:
+                code = XOS_OUTCOME_CONFIGURED
+            elif c.price <= 0 or c.price % m.tick_size or c.price // 2 < m.tick_size or c.price > XOS_MAX_MONEY:
+                code = XOS_INVALID_PAYOUT
+            elif c.id <= 0:
+                code = XOS_INVALID_RESOLVER
+            elif c.qty < 0:
+                code = XOS_INVALID_DISPUTE_WINDOW
+            elif c.aux < 0:
+                code = XOS_INVALID_EVENT
+            elif c.aux > 0:
+                ev = self.outcome_event_of(c.aux)
+                if ev != NULL:
+                    first = &self.outcome_table[ev.first]
+                    if (ev.converted or first.state != XOS_OS_OPEN or self.market_table[ev.first].quote != m.quote
+                            or first.payout != c.price or first.resolver != c.id or first.window != c.qty):
+                        code = XOS_INVALID_EVENT
+        if code:
+            self.reject(c, code)
+            return
+        cdef OutcomeMarket *oc = &self.outcome_table[c.market]
+        oc.state = XOS_OS_OPEN
+        oc.outcome = 0
+        oc.payout = c.price
+        oc.resolver = c.id
+        oc.window = c.qty
+        oc.event = c.aux
+        oc.finalize_at = 0
+        oc.collateral = 0
+        oc.event_no = 0
+        self.outcome_order[self.n_outcomes] = c.market
+        self.n_outcomes += 1
+        if c.aux > 0:
+            if ev == NULL:
+                if self.n_outcome_events == self.cap_outcome_events:
+                    self.outcome_event_rows = <OutcomeEvent *>grow(self.outcome_event_rows, &self.cap_outcome_events,
+                                                                   self.n_outcome_events + 1, sizeof(OutcomeEvent),
+                                                                   b"outcome events")
+                if xos_hmap_put(&self.outcome_event_index, c.aux, 0, self.n_outcome_events):
+                    die(b"outcome event index")
+                ev = &self.outcome_event_rows[self.n_outcome_events]
+                self.n_outcome_events += 1
+                memset(ev, 0, sizeof(OutcomeEvent))
+                ev.id = c.aux
+                ev.first = c.market
+            ev.n_markets += 1
+        self.emit_outcome_status(c.market, XOS_OS_OPEN, c.account)
+
+    cdef void cmd_convert(self, const xos_command *c) noexcept nogil:
+        """NO shares of one market of an event into as many YES shares of each of the others (ARCHITECTURE,
+        "Outcome markets"): the NO goes to the event, each other market mints pairs (YES to the account, NO to
+        the event) with collateral the event advances."""
+        cdef int64_t acct_idx = -1, size = 0, mint = 0, i, cash, bal
+        cdef uint16_t code = self.check_account(c.account, &acct_idx)
+        cdef OutcomeMarket *oc = NULL
+        cdef OutcomeEvent *ev = NULL
+        cdef Market *m = NULL
+        cdef uint32_t other
+        if code == XOS_OK:
+            code = self.outcome_code(c.market)
+        if code == XOS_OK:
+            oc = &self.outcome_table[c.market]
+            m = &self.market_table[c.market]
+            ev = self.outcome_event_of(oc.event) if oc.event else NULL
+            if ev == NULL or ev.n_markets < 2:
+                code = XOS_NOT_IN_EVENT
+            elif oc.state != XOS_OS_OPEN:
+                code = self.outcome_order_code(c.market)
+            elif c.qty <= 0:
+                code = XOS_QTY_NOT_POSITIVE
+            elif c.qty % m.lot_size:
+                code = XOS_QTY_OFF_LOT
+            else:
+                i = xos_hmap_get(&self.position_index, c.account, c.market)
+                size = self.position_rows[i].size if i >= 0 else 0
+                mint = xos_mul_capped(oc.payout, c.qty // m.lot_size)
+                if -size < c.qty:
+                    code = XOS_NO_SHARES_TO_CONVERT
+                elif xos_mul_capped(mint, ev.n_markets - 1) > XOS_MAX_MONEY - ev.advance:
+                    code = XOS_BALANCE_OVERFLOW
+                else:
+                    for i in range(self.n_outcomes):
+                        other = self.outcome_order[i]
+                        if (other != c.market and self.outcome_table[other].event == oc.event
+                                and self.outcome_table[other].collateral + mint > XOS_MAX_MONEY):
+                            code = XOS_BALANCE_OVERFLOW
+        if code:
+            self.reject(c, code)
+            return
+        ev.converted += c.qty
+        ev.advance += mint * (ev.n_markets - 1)
+        cdef xos_event *e = self.emit(XOS_EV_OUTCOME_CONVERT)
+        e.market = c.market
+        e.venue = m.venue
+        e.account = c.account
+        e.client_id = oc.event
+        e.price = oc.payout
+        e.qty = c.qty
+        e.remaining = ev.converted
+        e.taker_fee = ev.advance
+        cdef Position *p
+        bal = self.ensure_balance(acct_idx, m.quote)
+        p = self.outcome_move(m, c.market, c.account, bal, c.qty, oc.payout, &cash)  # the NO goes, unpaid
+        oc.event_no += c.qty
+        self.emit_outcome_position(p, bal, BID, XOS_OC_CONVERT, 0, 0, 0, cash)
+        for i in range(self.n_outcomes):
+            other = self.outcome_order[i]
+            if other == c.market or self.outcome_table[other].event != oc.event:
+                continue
+            bal = self.ensure_balance(acct_idx, self.market_table[other].quote)
+            self.outcome_table[other].collateral += mint
+            self.outcome_table[other].event_no += c.qty
+            p = self.outcome_move(&self.market_table[other], other, c.account, bal, c.qty, 0, &cash)
+            self.emit_outcome_position(p, bal, BID, XOS_OC_CONVERT, 0, 0, 0, cash)
+
+    cdef void cmd_resolve(self, const xos_command *c) noexcept nogil:
+        """The resolver proposes an outcome (final at once without a dispute window); during the window the
+        admin overturns (or confirms) it, final at once. A market of an event resolves the whole event."""
+        cdef uint16_t code = XOS_OK
+        cdef OutcomeMarket *oc = NULL
+        cdef OutcomeMarket *member
+        cdef int64_t i
+        cdef uint32_t mk
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        else:
+            code = self.outcome_code(c.market)
+        if code == XOS_OK:
+            oc = &self.outcome_table[c.market]
+            if oc.state == XOS_OS_FINAL:
+                code = XOS_OUTCOME_RESOLVED
+            elif (c.qty != 0 and c.qty != 1) or (oc.event and c.qty != 1):
+                code = XOS_INVALID_OUTCOME
+            elif oc.state == XOS_OS_OPEN:
+                if c.account != oc.resolver:
+                    code = XOS_NOT_RESOLVER
+            elif c.account != self.admin:
+                code = XOS_RESOLUTION_PENDING if c.account == oc.resolver else XOS_NOT_RESOLVER
+        if code:
+            self.reject(c, code)
+            return
+        cdef bint overturn = oc.state == XOS_OS_PROPOSED
+        cdef int64_t event = oc.event
+        cdef int64_t deadline = INT64_MAX if oc.window > INT64_MAX - self._now else self._now + oc.window
+        for i in range(self.n_outcomes):
+            mk = self.outcome_order[i]
+            if mk != c.market and (event == 0 or self.outcome_table[mk].event != event):
+                continue
+            member = &self.outcome_table[mk]
+            member.outcome = <uint8_t>c.qty if mk == c.market else 0
+            if overturn:
+                self.finalize(mk, XOS_OS_OVERTURNED, c.account)
+            elif member.window == 0:
+                self.finalize(mk, XOS_OS_FINAL, c.account)
+            else:
+                member.state = XOS_OS_PROPOSED
+                member.finalize_at = deadline
+                if deadline < self.next_finalize_at:
+                    self.next_finalize_at = deadline
+                self.emit_outcome_status(mk, XOS_OS_PROPOSED, c.account)
+
+    cdef void finalize(self, uint32_t market, uint8_t reason, int64_t account) noexcept nogil:
+        """Final resolution (reference ``_finalize``): cancel the market's open orders in order id order, pay
+        payout per winning share (positions in order of first fill), repay the event's advance from the NO it
+        holds, close the market."""
+        cdef Market *m = &self.market_table[market]
+        cdef OutcomeMarket *oc = &self.outcome_table[market]
+        cdef BookSide *bs
+        cdef int64_t n = 0, i, cash, bal, repaid
+        cdef int32_t k, side
+        cdef int32_t *slots
+        cdef int64_t *ids
+        cdef Position *p
+        cdef bint wins
+        for side in range(2):
+            bs = &m.sides[side]
+            for k in range(bs.n):
+                n += bs.levels[k].count
+        if n:
+            slots = <int32_t *>malloc(<size_t>n * sizeof(int32_t))
+            ids = <int64_t *>malloc(<size_t>n * sizeof(int64_t))
+            if slots == NULL or ids == NULL:
+                die(b"resolution cancels")
+            n = 0
+            for side in range(2):
+                bs = &m.sides[side]
+                for i in range(bs.n):
+                    k = bs.levels[i].head
+                    while k != NONE:
+                        slots[n] = k
+                        ids[n] = self.orders[k].id
+                        n += 1
+                        k = self.orders[k].next
+            sort_slots_by_id(slots, ids, n)
+            for i in range(n):
+                self.cancel_order(slots[i], True, XOS_CANCEL_MASS, XOS_OUTCOME_RESOLVED, self.orders[slots[i]].remaining)
+            free(slots)
+            free(ids)
+        for i in range(self.n_positions):
+            p = &self.position_rows[i]
+            if p.market != market or p.size == 0:
+                continue
+            wins = (p.size > 0) == (oc.outcome == 1)
+            cash = oc.payout * ((p.size if p.size > 0 else -p.size) // m.lot_size) if wins else 0
+            bal = self.balance_of(self.account_index_of(p.account), m.quote)
+            self.bals[bal].free += cash
+            oc.collateral -= cash
+            p.realised += cash - p.entry_value
+            p.size = 0
+            p.entry_value = 0
+            self.emit_outcome_position(p, bal, BID, XOS_OC_SETTLE, m.venue, 0, oc.payout if wins else 0, cash)
+        if oc.event_no:
+            if oc.outcome == 0:
+                repaid = oc.payout * (oc.event_no // m.lot_size)
+                oc.collateral -= repaid
+                self.outcome_event_of(oc.event).advance -= repaid
+            oc.event_no = 0
+        oc.state = XOS_OS_FINAL
+        oc.finalize_at = 0
+        self.emit_outcome_status(market, reason, account)
+
+    cdef void finalize_due(self) noexcept nogil:
+        """Proposed resolutions whose dispute window is over become final (configuration order)."""
+        cdef int64_t i, next_at = INT64_MAX
+        cdef uint32_t mk
+        cdef OutcomeMarket *oc
+        for i in range(self.n_outcomes):
+            mk = self.outcome_order[i]
+            oc = &self.outcome_table[mk]
+            if oc.state != XOS_OS_PROPOSED:
+                continue
+            if oc.finalize_at <= self._now:
+                self.finalize(mk, XOS_OS_FINAL, 0)
+            elif oc.finalize_at < next_at:
+                next_at = oc.finalize_at
+        self.next_finalize_at = next_at
+
     cdef void emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
@@ -2409,6 +2796,8 @@ cdef class Matcher:
             self.release_unbonds()
         if self.next_stale_at <= self._now:
             self.mark_stale_oracles()
+        if self.next_finalize_at <= self._now:
+            self.finalize_due()
         if c.kind == XOS_CMD_PLACE:
             self.cmd_place(c)
         elif c.kind == XOS_CMD_CANCEL:
@@ -2452,6 +2841,12 @@ cdef class Matcher:
             self.cmd_market_risk(c)
         elif c.kind == XOS_CMD_LIQUIDATE:
             self.cmd_liquidate(c)
+        elif c.kind == XOS_CMD_OUTCOME_CONFIG:
+            self.cmd_outcome_config(c)
+        elif c.kind == XOS_CMD_CONVERT:
+            self.cmd_convert(c)
+        elif c.kind == XOS_CMD_RESOLVE:
+            self.cmd_resolve(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -2609,6 +3004,15 @@ cdef class Matcher:
                 for m in range(1, self.max_markets + 1)
                 if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL]
         state["market_risk"] = np.array(risk, MARKET_RISK_STATE)
+        outcomes = np.zeros(self.n_outcomes, OUTCOME_STATE)
+        for i in range(self.n_outcomes):
+            oc = self.outcome_table[self.outcome_order[i]]
+            outcomes[i] = (self.outcome_order[i], oc.state, oc.outcome, 0, oc.payout, oc.resolver, oc.window, oc.event,
+                           oc.finalize_at, oc.collateral, oc.event_no)
+        state["outcomes"] = outcomes
+        state["outcome_events"] = np.array([(self.outcome_event_rows[i].id, self.outcome_event_rows[i].converted,
+                                             self.outcome_event_rows[i].advance)
+                                            for i in range(self.n_outcome_events)], OUTCOME_EVENT_STATE).reshape(-1)
         return state
 
     def export_venues(self):
@@ -2796,7 +3200,9 @@ cdef class Matcher:
             o.expire_at = orders[i].expire_at
             o.maker_bps = orders[i].maker_bps
             o.taker_bps = orders[i].taker_bps
-            o.hold_per_lot = order_hold_per_lot(mk, o.price, o.taker_bps)
+            o.hold_per_lot = order_hold_per_lot(
+                mk, self.outcome_leg(mk, orders[i].side, o.price) if mk.kind == XOS_MARKET_OUTCOME else o.price,
+                o.taker_bps)
             o.acct_idx = <int32_t>acct_idx
             o.bal_base = self.ensure_balance(acct_idx, mk.base)
             o.bal_quote = self.ensure_balance(acct_idx, mk.quote)
@@ -2880,6 +3286,7 @@ cdef class Matcher:
                                      f"liquidation slice {row['slice_lots']} lots out of range")
                 mk.impact_lots = row["impact_lots"]
                 mk.slice_lots = row["slice_lots"]
+        self.import_outcomes(state.get("outcomes", ()), state.get("outcome_events", ()))  # before the orders too
         self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
@@ -2933,15 +3340,57 @@ cdef class Matcher:
             elif stale_deadline(o) < self.next_stale_at:
                 self.next_stale_at = stale_deadline(o)
 
+    def import_outcomes(self, rows, event_rows):
+        """Load exported outcome rows (in configuration order) and their events (not in versions 3-6)."""
+        cdef OutcomeMarket *oc
+        cdef OutcomeEvent *ev
+        events = {int(row["event"]): row for row in event_rows}
+        self.next_finalize_at = INT64_MAX
+        for row in rows:
+            market = int(row["market"])
+            if not (1 <= market <= self.max_markets and self.market_table[market].exists
+                    and self.market_table[market].kind == XOS_MARKET_OUTCOME and self.outcome_table[market].state == 0):
+                raise ValueError(f"outcome state of market {market}: no such outcome market, or listed twice")
+            if not (XOS_OS_OPEN <= row["state"] <= XOS_OS_FINAL and row["payout"] > 0 and row["event"] >= 0):
+                raise ValueError(f"outcome state of market {market}: state {row['state']}, payout {row['payout']} "
+                                 f"or event {row['event']} out of range")
+            oc = &self.outcome_table[market]
+            oc.state, oc.outcome, oc.payout, oc.resolver = row["state"], row["outcome"], row["payout"], row["resolver"]
+            oc.window, oc.event, oc.finalize_at = row["window"], row["event"], row["finalize_at"]
+            oc.collateral, oc.event_no = row["collateral"], row["event_no"]
+            self.outcome_order[self.n_outcomes] = market
+            self.n_outcomes += 1
+            if oc.state == XOS_OS_PROPOSED and oc.finalize_at < self.next_finalize_at:
+                self.next_finalize_at = oc.finalize_at
+            if oc.event:
+                ev = self.outcome_event_of(oc.event)
+                if ev == NULL:
+                    if oc.event not in events:
+                        raise ValueError(f"outcome market {market} names event {oc.event}, which the state lacks")
+                    if self.n_outcome_events == self.cap_outcome_events:
+                        self.outcome_event_rows = <OutcomeEvent *>grow(
+                            self.outcome_event_rows, &self.cap_outcome_events, self.n_outcome_events + 1,
+                            sizeof(OutcomeEvent), b"outcome events")
+                    if xos_hmap_put(&self.outcome_event_index, oc.event, 0, self.n_outcome_events):
+                        raise MemoryError()
+                    ev = &self.outcome_event_rows[self.n_outcome_events]
+                    self.n_outcome_events += 1
+                    ev.id, ev.first, ev.n_markets = oc.event, market, 0
+                    ev.converted, ev.advance = events[oc.event]["converted"], events[oc.event]["advance"]
+                ev.n_markets += 1
+        if self.n_outcome_events != len(events):
+            raise ValueError("outcome event rows without markets")
+
     def import_positions(self, rows):
         """Load exported position rows (their margins are already in the balances' held amounts)."""
         cdef Position *p
         for row in rows:
             if not (1 <= row["market"] <= self.max_markets
-                    and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL
+                    and (self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL
+                         or self.outcome_table[<int32_t>row["market"]].state != 0)
                     and self.market_table[<int32_t>row["market"]].exists):
                 raise ValueError(f"position of account {row['account']} in market {row['market']}: "
-                                 "no such perpetual market")
+                                 "no such perpetual market or configured outcome market")
             if xos_hmap_get(&self.position_index, row["account"], row["market"]) >= 0:
                 raise ValueError(f"position of account {row['account']} in market {row['market']} listed twice")
             if self.account_index_of(row["account"]) < 0:
@@ -2953,6 +3402,25 @@ cdef class Matcher:
 
     cdef object view_position(self, Position *p):
         return PositionView(p.account, p.market, p.size, p.entry_value, p.margin, p.realised)
+
+    cdef object view_outcome(self, uint32_t market):
+        cdef OutcomeMarket *oc = &self.outcome_table[market]
+        return OutcomeView(market, oc.state, oc.outcome, oc.payout, oc.resolver, oc.window, oc.event, oc.finalize_at,
+                           oc.collateral, oc.event_no)
+
+    def outcomes(self):
+        """Configured outcome markets in market id order."""
+        return sorted(self.view_outcome(self.outcome_order[i]) for i in range(self.n_outcomes))
+
+    def outcome(self, int market):
+        if not 1 <= market <= self.max_markets or self.outcome_table[market].state == 0:
+            return None
+        return self.view_outcome(market)
+
+    def outcome_events(self):
+        return sorted(OutcomeEventView(self.outcome_event_rows[i].id, self.outcome_event_rows[i].n_markets,
+                                       self.outcome_event_rows[i].converted, self.outcome_event_rows[i].advance)
+                      for i in range(self.n_outcome_events))
 
     def market_risks(self):
         """Every perpetual market's risk parameters, in market order."""
@@ -3190,11 +3658,16 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 7  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice
-# 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1), 3-6 no impact size or slice (1 lot, no limit)
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7)
+STATE_VERSION = 8  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1),
+# 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable before 8)
 MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4"),
                               ("impact_lots", "<i8"), ("slice_lots", "<i8")])
+OUTCOME_STATE = np.dtype([("market", "<u4"), ("state", "u1"), ("outcome", "u1"), ("pad", "<u2"), ("payout", "<i8"),
+                          ("resolver", "<i8"), ("window", "<i8"), ("event", "<i8"), ("finalize_at", "<i8"),
+                          ("collateral", "<i8"), ("event_no", "<i8")])
+OUTCOME_EVENT_STATE = np.dtype([("event", "<i8"), ("converted", "<i8"), ("advance", "<i8")])
 POSITION_STATE = np.dtype([("account", "<i8"), ("market", "<u4"), ("pad", "<u4"), ("size", "<i8"),
                            ("entry_value", "<i8"), ("margin", "<i8"), ("realised", "<i8")])
 ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),
@@ -3261,7 +3734,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes", "oracles", "oracle", "positions", "position", "market_risks",
+    "volumes", "oracles", "oracle", "positions", "position", "market_risks", "outcomes", "outcome", "outcome_events",
 )
 
 

@@ -96,6 +96,8 @@ class Cmd(enum.IntEnum):
     # 112+: the unified account (issue 9)
     MARKET_RISK = 112  # admin or the listing venue's operator: a perpetual market's max leverage, maintenance bps
     LIQUIDATE = 113  # any account (a keeper): liquidate a target under maintenance margin in a venue's risk group
+    OUTCOME_CONFIG = 116  # admin or the listing venue's operator: an outcome market's payout, resolver, window, event
+    CONVERT = 117  # NO shares of one outcome of an event into YES shares of each of the others
 
 
 class Ev(enum.IntEnum):
@@ -119,6 +121,9 @@ class Ev(enum.IntEnum):
     LIQUIDATION = 22  # a Liquidate passed its checks: the target's equity and maintenance requirement
     DELEVERAGE = 23  # a position moved at the bankruptcy price (reason: Deleverage)
     LIQUIDATED = 24  # a liquidation is over: equity after, the shortfall paid by the fund and by ADL
+    OUTCOME_POSITION = 28  # a fill, convert or settlement moved an outcome position (reason: OutcomeChange)
+    OUTCOME_STATUS = 29  # an outcome market configured, resolution proposed, final or overturned (reason: OutcomeState)
+    OUTCOME_CONVERT = 30  # an accepted Convert (fields: ARCHITECTURE, Outcome markets)
 
 
 class Side(enum.IntEnum):
@@ -148,6 +153,23 @@ class MarketKind(enum.IntEnum):
     SPOT = 0
     PERPETUAL = 1
     OUTCOME = 2
+
+
+class OutcomeChange(enum.IntEnum):
+    """``reason`` of an OutcomePosition event: what moved the position."""
+
+    FILL = 1
+    CONVERT = 2
+    SETTLE = 3  # the final resolution paid it out
+
+
+class OutcomeState(enum.IntEnum):
+    """An outcome market's state (``reason`` of an OutcomeStatus event; 4 is final by the admin)."""
+
+    OPEN = 1
+    PROPOSED = 2  # the resolver's resolution, final when the dispute window ends
+    FINAL = 3
+    OVERTURNED = 4  # the admin's resolution in the dispute window: final at once
 
 
 class CmdFlag(enum.IntFlag):

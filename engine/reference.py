@@ -122,6 +122,8 @@ from .records import (
     EvFlag,
     MarketKind,
     OrdType,
+    OutcomeChange,
+    OutcomeState,
     Side,
     Stp,
     Tif,
@@ -131,8 +133,8 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, PositionView, VenueFeesView, VenueParamsView,
-                    VenueView)
+from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+                    VenueFeesView, VenueParamsView, VenueView)
 
 MAX_MONEY = 1 << 62
 MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LEVERAGE (1 until set)
@@ -159,7 +161,12 @@ _MAKER_DONE, _TAKER_DONE, _PRIORITY_LOST = (int(EvFlag.MAKER_DONE), int(EvFlag.T
 _R_USER, _R_IOC, _R_FOK, _R_STP, _R_POST_ONLY, _R_EXPIRED, _R_MASS = (
     int(CancelReason.USER), int(CancelReason.IOC), int(CancelReason.FOK), int(CancelReason.STP),
     int(CancelReason.POST_ONLY), int(CancelReason.EXPIRED), int(CancelReason.MASS))
-_SPOT, _PERP = int(MarketKind.SPOT), int(MarketKind.PERPETUAL)
+_SPOT, _PERP, _OUTCOME = int(MarketKind.SPOT), int(MarketKind.PERPETUAL), int(MarketKind.OUTCOME)
+_OS_OPEN, _OS_PROPOSED, _OS_FINAL, _OS_OVERTURNED = (int(OutcomeState.OPEN), int(OutcomeState.PROPOSED),
+                                                     int(OutcomeState.FINAL), int(OutcomeState.OVERTURNED))
+_OC_FILL, _OC_CONVERT, _OC_SETTLE = int(OutcomeChange.FILL), int(OutcomeChange.CONVERT), int(OutcomeChange.SETTLE)
+_EV_OC_POSITION, _EV_OC_STATUS, _EV_OC_CONVERT = (int(Ev.OUTCOME_POSITION), int(Ev.OUTCOME_STATUS),
+                                                  int(Ev.OUTCOME_CONVERT))
 _EV_POSITION = int(Ev.POSITION)
 _EV_VENUE = int(Ev.VENUE)
 _LIVE, _HALTED, _WINDING_DOWN, _RETIRED = (int(VenueStatus.LIVE), int(VenueStatus.HALTED),
@@ -225,12 +232,17 @@ class _BookSide:
 class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
                  "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps",
-                 "impact_lots", "slice_lots", "mark")
+                 "impact_lots", "slice_lots", "mark", "payout")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
                           self.lot, self.min_size, self.maker_bps, self.taker_bps, self.band_bps,
                           self.halted)
+
+    def leg(self, side: int, price: int) -> int:
+        """What an order on ``side`` pays per lot at ``price``: the price, except a sell in an outcome market,
+        which buys NO at payout - price."""
+        return self.payout - price if self.kind == _OUTCOME and side == _SELL else price
 
     def per_lot(self, price: int, fpl: int) -> int:
         """An order's hold per lot: price + fpl; a perpetual order's ceil(price / max leverage) + fpl."""
@@ -285,6 +297,26 @@ class _Oracle:
                           self.source_ts, self.sources, self.updated_at, self.stale)
 
 
+class _Outcome:
+    """An outcome market's resolution state (fields as ``views.OutcomeView``)."""
+
+    __slots__ = ("market", "state", "outcome", "payout", "resolver", "window", "event", "finalize_at", "collateral",
+                 "event_no")
+
+    def view(self) -> OutcomeView:
+        return OutcomeView(self.market, self.state, self.outcome, self.payout, self.resolver, self.window, self.event,
+                           self.finalize_at, self.collateral, self.event_no)
+
+
+class _OutcomeEvent:
+    __slots__ = ("event", "markets", "converted", "advance")
+
+    def __init__(self, event: int):
+        self.event = event
+        self.markets: list[int] = []  # in configuration order
+        self.converted = self.advance = 0
+
+
 def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
     """best is the opposite side's best price (0 = empty)."""
     if best == 0:
@@ -312,6 +344,8 @@ class ReferenceEngine(CommandAPI):
         self._oracles: dict[tuple[int, int], _Oracle] = {}  # (venue, market), in configuration order
         self._positions: dict[tuple[int, int], list[int]] = {}  # (account, market) -> [size, entry, margin, realised]
         self._account_positions: dict[int, list[int]] = {}  # account -> its positions' markets, in order of first fill
+        self._outcomes: dict[int, _Outcome] = {}  # market -> its outcome state, in configuration order
+        self._outcome_events: dict[int, _OutcomeEvent] = {}  # event id -> its markets, in configuration order
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -362,6 +396,9 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.MARKET_RISK): self._market_risk,
             int(Cmd.LIQUIDATE): self._liquidate,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
+            int(Cmd.OUTCOME_CONFIG): self._outcome_config,
+            int(Cmd.CONVERT): self._convert,
+            int(Cmd.RESOLVE): self._resolve,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -402,6 +439,10 @@ class ReferenceEngine(CommandAPI):
                 o.stale = True
                 self._oracle_status(o)
                 self._dirty_if_perp(o.market)
+        # step 2d: proposed resolutions whose dispute window is over become final (configuration order)
+        for oc in self._outcomes.values():
+            if oc.state == _OS_PROPOSED and oc.finalize_at <= now:
+                self._finalize(oc, _OS_FINAL, 0)
         # step 3: the command
         handler = self._handlers.get(row[0])
         code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
@@ -444,13 +485,13 @@ class ReferenceEngine(CommandAPI):
         spot sell: qty in base; a liquidation's order: none)."""
         if o.no_hold:
             return 0
-        if o.side == _BUY or m.kind == _PERP:
-            return (qty // m.lot) * m.per_lot(o.price, o.fpl)
+        if o.side == _BUY or m.kind != _SPOT:
+            return (qty // m.lot) * m.per_lot(m.leg(o.side, o.price), o.fpl)
         return qty
 
     def _release(self, o: _Order, qty: int, m: _Market) -> None:
         amount = self._hold_of(o, qty, m)
-        b = self._bal[o.account][m.quote if o.side == _BUY or m.kind == _PERP else m.base]
+        b = self._bal[o.account][m.quote if o.side == _BUY or m.kind != _SPOT else m.base]
         b[1] -= amount
         b[0] += amount
 
@@ -617,8 +658,12 @@ class ReferenceEngine(CommandAPI):
             lots = q // m.lot
             price = maker.price
             notional = price * lots
-            taker_fee = fee_ceil(notional, o.taker_bps)
-            maker_fee = max(fee_ceil(notional, maker.maker_bps), -taker_fee)  # rebates come out of the taker fee
+            if m.kind == _OUTCOME:  # each side's fee is on what it pays: YES at price, NO at payout - price
+                taker_fee = fee_ceil(m.leg(o.side, price) * lots, o.taker_bps)
+                maker_fee = max(fee_ceil(m.leg(maker.side, price) * lots, maker.maker_bps), -taker_fee)
+            else:
+                taker_fee = fee_ceil(notional, o.taker_bps)
+                maker_fee = max(fee_ceil(notional, maker.maker_bps), -taker_fee)  # rebates come out of the taker fee
             o.remaining -= q
             o.filled += q
             maker.remaining -= q
@@ -630,8 +675,12 @@ class ReferenceEngine(CommandAPI):
             else:
                 buyer, seller, buyer_fee, seller_fee = maker, o, maker_fee, taker_fee
             quote, base = m.quote, m.base
+            oc_moves = ()
             if m.kind == _PERP:
                 moves = (self._perp_fill(o, m, q, price, taker_fee), self._perp_fill(maker, m, q, price, maker_fee))
+            elif m.kind == _OUTCOME:
+                moves = ()
+                oc_moves = (self._outcome_fill(o, m, q, price, taker_fee), self._outcome_fill(maker, m, q, price, maker_fee))
             else:
                 moves = ()
                 self._spot_fill(bal, m, q, lots, notional, buyer, seller, buyer_fee, seller_fee)
@@ -647,6 +696,8 @@ class ReferenceEngine(CommandAPI):
                      taker_fee)
             for order, pos, pnl in moves:
                 self._emit_position(order, m, pos, price, pnl)
+            for order, pos, cash in oc_moves:
+                self._outcome_event(order.account, m, order.side, _OC_FILL, order.venue, order.order_id, price, pos, cash)
             if maker.remaining == 0:
                 self._unrest(maker, m)  # subtracts its remaining (now 0) from the level
 
@@ -732,8 +783,8 @@ class ReferenceEngine(CommandAPI):
         m = self._markets.get(market)
         if m is None:
             return int(RC.UNKNOWN_MARKET)
-        if m.kind != _SPOT and m.kind != _PERP:
-            return int(RC.MARKET_KIND_NOT_TRADABLE)
+        if m.kind == _OUTCOME and market not in self._outcomes:
+            return int(RC.OUTCOME_NOT_CONFIGURED)
         if flags & _F_REDUCE_ONLY and m.kind != _PERP:
             return int(RC.INVALID_FLAGS)
         v = self._venues.get(venue)
@@ -766,11 +817,14 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_BELOW_MIN)
         if qty > MAX_MONEY:
             return int(RC.QTY_TOO_LARGE)
+        if m.kind == _OUTCOME and price >= m.payout:
+            return int(RC.OUTCOME_PRICE_OUT_OF_RANGE)
         maker_bps, taker_bps = self._order_fees(m, v, account)
-        fpl = fee_ceil(price, max(taker_bps, 0))
-        if (qty // m.lot) * (price + fpl) > MAX_MONEY:  # the notional, whatever the leverage
+        leg = m.leg(side, price)
+        fpl = fee_ceil(leg, max(taker_bps, 0))
+        if (qty // m.lot) * (leg + fpl) > MAX_MONEY:  # the notional, whatever the leverage
             return int(RC.PRICE_TOO_LARGE)
-        hold = (qty // m.lot) * m.per_lot(price, fpl)
+        hold = (qty // m.lot) * m.per_lot(leg, fpl)
         if aux < 0 or (aux > 0 and tif != _GTC):
             return int(RC.INVALID_EXPIRY)
         if aux != 0 and aux <= self._now:
@@ -779,6 +833,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.DUPLICATE_CLIENT_ID)
         if m.halted:
             return int(RC.MARKET_HALTED)
+        if m.kind == _OUTCOME and self._outcomes[market].state != _OS_OPEN:
+            return int(self._outcome_closed_code(self._outcomes[market]))
         reduce_only = flags & _F_REDUCE_ONLY
         if reduce_only:
             size = self._positions.get((account, market), (0,))[0]
@@ -861,12 +917,17 @@ class ReferenceEngine(CommandAPI):
             return int(RC.QTY_BELOW_MIN)
         if qty > MAX_MONEY:
             return int(RC.QTY_TOO_LARGE)
-        new_fpl = fee_ceil(new_price, max(o.taker_bps, 0))
-        if (qty // m.lot) * (new_price + new_fpl) > MAX_MONEY:
+        if m.kind == _OUTCOME and new_price >= m.payout:
+            return int(RC.OUTCOME_PRICE_OUT_OF_RANGE)
+        new_leg = m.leg(o.side, new_price)
+        new_fpl = fee_ceil(new_leg, max(o.taker_bps, 0))
+        if (qty // m.lot) * (new_leg + new_fpl) > MAX_MONEY:
             return int(RC.PRICE_TOO_LARGE)
-        new_hold = (qty // m.lot) * m.per_lot(new_price, new_fpl)
+        new_hold = (qty // m.lot) * m.per_lot(new_leg, new_fpl)
         if m.halted:
             return int(RC.MARKET_HALTED)
+        if m.kind == _OUTCOME and self._outcomes[o.market].state != _OS_OPEN:
+            return int(self._outcome_closed_code(self._outcomes[o.market]))
         if self._venues[o.venue].status != _LIVE:
             return int(RC.VENUE_NOT_LIVE)
         if (new_price != o.price or qty > o.remaining) and self._oracle_stale(o.venue, o.market):
@@ -1042,6 +1103,7 @@ class ReferenceEngine(CommandAPI):
         m.band_bps = band
         m.leverage, m.maint_bps = 1, DEFAULT_MAINTENANCE_BPS
         m.impact_lots, m.slice_lots, m.mark = DEFAULT_IMPACT_LOTS, 0, 0
+        m.payout = 0
         m.last = 0
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
@@ -1106,7 +1168,7 @@ class ReferenceEngine(CommandAPI):
         for market in self._account_positions.get(account, ()):
             m = self._markets[market]
             size, entry, margin, _ = self._positions[(account, market)]
-            if m.quote != asset or size == 0:
+            if m.kind != _PERP or m.quote != asset or size == 0:
                 continue
             value = m.mark * (abs(size) // m.lot)
             unrealised = value - entry if size > 0 else entry - value
@@ -1305,6 +1367,234 @@ class ReferenceEngine(CommandAPI):
         self._echo(_EV_VENUE, row)
         self._dirty_marks.add(market)
         return 0
+
+    # ------------------------------------------------------------------ outcome markets
+    @staticmethod
+    def _outcome_closed_code(oc: _Outcome) -> RC:
+        return RC.OUTCOME_RESOLVING if oc.state == _OS_PROPOSED else RC.OUTCOME_RESOLVED
+
+    def _outcome_members(self, oc: _Outcome) -> list[_Outcome]:
+        """The markets that resolve together: its event's (configuration order), or itself."""
+        if oc.event == 0:
+            return [oc]
+        return [self._outcomes[mk] for mk in self._outcome_events[oc.event].markets]
+
+    def _outcome_move(self, account: int, m: _Market, oc: _Outcome, delta: int, price: int) -> tuple[list, int]:
+        """Move the account's YES position by ``delta`` (base units) at the YES price ``price``: the side's leg
+        is ``price`` for a buy (delta > 0) and ``payout - price`` for a sell; the opened part pays its leg per lot
+        into the collateral, the closed part is paid ``payout - leg`` per lot out of it (a sale of YES held, or
+        a merge of NO held with YES bought). Returns (position, cash into the account's free quote)."""
+        leg = price if delta > 0 else oc.payout - price
+        pos = self._positions.get((account, m.market_id))
+        if pos is None:
+            pos = self._positions[(account, m.market_id)] = [0, 0, 0, 0]
+            self._account_positions.setdefault(account, []).append(m.market_id)
+        size, entry = pos[0], pos[1]
+        closed = min(abs(delta), abs(size)) if size * delta < 0 else 0
+        cash = 0
+        if closed:
+            closed_entry = entry * closed // abs(size)
+            proceeds = (oc.payout - leg) * (closed // m.lot)
+            pos[3] += proceeds - closed_entry
+            entry -= closed_entry
+            cash += proceeds
+        opened = abs(delta) - closed
+        if opened:
+            cost = leg * (opened // m.lot)
+            entry += cost
+            cash -= cost
+        pos[0], pos[1] = size + delta, entry
+        self._bal[account][m.quote][0] += cash
+        oc.collateral -= cash
+        return pos, cash
+
+    def _outcome_fill(self, o: _Order, m: _Market, q: int, price: int, fee: int) -> tuple:
+        """One side of an outcome fill: the order's hold for these lots is released and pays the fee, then the
+        position moves at the order's leg price (buy: YES at price; sell: NO at payout - price)."""
+        b = self._bal[o.account][m.quote]
+        released = (q // m.lot) * m.per_lot(m.leg(o.side, o.price), o.fpl)
+        b[1] -= released
+        b[0] += released - fee
+        oc = self._outcomes[m.market_id]
+        pos, cash = self._outcome_move(o.account, m, oc, q if o.side == _BUY else -q, price)
+        return o, pos, cash
+
+    def _outcome_event(self, account: int, m: _Market, side: int, reason: int, venue: int, order_id: int, price: int,
+                       pos: list, cash: int) -> None:
+        b = self._bal[account][m.quote]
+        self._ev(_EV_OC_POSITION, 0, side, reason, 0, m.market_id, venue, order_id, account, pos[3], price, pos[0],
+                 pos[1], b[0], b[1], cash, self._outcomes[m.market_id].collateral)
+
+    def _outcome_status(self, oc: _Outcome, reason: int, account: int) -> None:
+        self._ev(_EV_OC_STATUS, 0, 0, reason, 0, oc.market, self._markets[oc.market].venue, oc.resolver, account,
+                 oc.event, oc.payout, oc.outcome, oc.finalize_at, oc.window, 0, 0, oc.collateral)
+
+    def _outcome_config(self, row) -> int:
+        market, account, payout, window, resolver, event = row[7], row[9], row[10], row[11], row[12], row[13]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _OUTCOME:
+            return int(RC.INVALID_MARKET_KIND)
+        if account != self._admin and account != self._venues[m.venue].operator:
+            return int(RC.NOT_VENUE_OPERATOR)
+        if market in self._outcomes:
+            return int(RC.OUTCOME_CONFIGURED)
+        if payout % m.tick or payout < 2 * m.tick or payout > MAX_MONEY:
+            return int(RC.INVALID_PAYOUT)
+        if resolver <= 0:
+            return int(RC.INVALID_RESOLVER)
+        if window < 0:
+            return int(RC.INVALID_DISPUTE_WINDOW)
+        if event < 0:
+            return int(RC.INVALID_EVENT)
+        ev = self._outcome_events.get(event) if event else None
+        if ev is not None:
+            first = self._outcomes[ev.markets[0]]
+            if (ev.converted or any(self._outcomes[mk].state != _OS_OPEN for mk in ev.markets)
+                    or self._markets[first.market].quote != m.quote or first.payout != payout
+                    or first.resolver != resolver or first.window != window):
+                return int(RC.INVALID_EVENT)
+        oc = _Outcome()
+        oc.market, oc.state, oc.outcome, oc.payout, oc.resolver, oc.window, oc.event = (
+            market, _OS_OPEN, 0, payout, resolver, window, event)
+        oc.finalize_at = oc.collateral = oc.event_no = 0
+        self._outcomes[market] = oc
+        m.payout = payout
+        if event:
+            if ev is None:
+                ev = self._outcome_events[event] = _OutcomeEvent(event)
+            ev.markets.append(market)
+        self._outcome_status(oc, _OS_OPEN, account)
+        return 0
+
+    def _outcome_code(self, market: int) -> tuple[_Outcome | None, int]:
+        """The configured outcome market, or the code that says why not."""
+        m = self._markets.get(market)
+        if m is None:
+            return None, int(RC.UNKNOWN_MARKET)
+        if m.kind != _OUTCOME:
+            return None, int(RC.INVALID_MARKET_KIND)
+        oc = self._outcomes.get(market)
+        if oc is None:
+            return None, int(RC.OUTCOME_NOT_CONFIGURED)
+        return oc, 0
+
+    def _convert(self, row) -> int:
+        market, account, qty = row[7], row[9], row[11]
+        code = self._account_code(account)
+        if code:
+            return code
+        oc, code = self._outcome_code(market)
+        if code:
+            return code
+        if oc.event == 0 or len(self._outcome_events[oc.event].markets) < 2:
+            return int(RC.NOT_IN_EVENT)
+        if oc.state != _OS_OPEN:
+            return int(self._outcome_closed_code(oc))
+        m = self._markets[market]
+        if qty <= 0:
+            return int(RC.QTY_NOT_POSITIVE)
+        if qty % m.lot:
+            return int(RC.QTY_OFF_LOT)
+        size = self._positions.get((account, market), (0,))[0]
+        if -size < qty:
+            return int(RC.NO_SHARES_TO_CONVERT)
+        ev = self._outcome_events[oc.event]
+        others = [self._outcomes[mk] for mk in ev.markets if mk != market]
+        mint = oc.payout * (qty // m.lot)  # collateral each other market gains: new YES/NO pairs
+        if (ev.advance + mint * len(others) > MAX_MONEY
+                or any(other.collateral + mint > MAX_MONEY for other in others)):
+            return int(RC.BALANCE_OVERFLOW)
+        ev.converted += qty
+        ev.advance += mint * len(others)
+        self._ev(_EV_OC_CONVERT, 0, 0, 0, 0, market, m.venue, 0, account, oc.event, oc.payout, qty, ev.converted,
+                 taker_fee=ev.advance)
+        # the NO shares go to the event (no cash: leg = payout); their cost basis is realised as spent
+        pos, cash = self._outcome_move(account, m, oc, qty, oc.payout)
+        oc.event_no += qty
+        self._outcome_event(account, m, _BUY, _OC_CONVERT, 0, 0, 0, pos, cash)
+        for other in others:  # each other market mints qty pairs: YES to the account, NO to the event
+            om = self._markets[other.market]
+            self._bal[account].setdefault(om.quote, [0, 0])
+            other.collateral += mint
+            other.event_no += qty
+            pos, cash = self._outcome_move(account, om, other, qty, 0)
+            self._outcome_event(account, om, _BUY, _OC_CONVERT, 0, 0, 0, pos, cash)
+        return 0
+
+    def _resolve(self, row) -> int:
+        market, account, outcome = row[7], row[9], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        oc, code = self._outcome_code(market)
+        if code:
+            return code
+        if oc.state == _OS_FINAL:
+            return int(RC.OUTCOME_RESOLVED)
+        if outcome not in (0, 1) or (oc.event and outcome != 1):
+            return int(RC.INVALID_OUTCOME)
+        if oc.state == _OS_OPEN:
+            if account != oc.resolver:
+                return int(RC.NOT_RESOLVER)
+        elif account != self._admin:
+            return int(RC.RESOLUTION_PENDING if account == oc.resolver else RC.NOT_RESOLVER)
+        members = self._outcome_members(oc)
+        for member in members:  # an event's named market wins, the others lose
+            member.outcome = outcome if member is oc else 0
+        if oc.state == _OS_PROPOSED:  # the admin overturns (or confirms): final at once
+            for member in members:
+                self._finalize(member, _OS_OVERTURNED, account)
+        elif oc.window == 0:
+            for member in members:
+                self._finalize(member, _OS_FINAL, account)
+        else:
+            for member in members:
+                member.state = _OS_PROPOSED
+                member.finalize_at = min(self._now + oc.window, INT64_MAX)
+                self._outcome_status(member, _OS_PROPOSED, account)
+        return 0
+
+    def _finalize(self, oc: _Outcome, reason: int, account: int) -> None:
+        """Final resolution: cancel the market's open orders (order id order), pay ``payout`` per winning share
+        (positions in order of first fill), repay the event's advance from the NO shares it holds, close it."""
+        m = self._markets[oc.market]
+        for oid in sorted(oid for oid, o in self._orders.items() if o.market == oc.market):
+            o = self._orders[oid]
+            self._cancel_order(o, o.remaining, _R_MASS, int(RC.OUTCOME_RESOLVED))
+        for (account_id, market), pos in self._positions.items():
+            if market != oc.market or pos[0] == 0:
+                continue
+            wins = (pos[0] > 0) == (oc.outcome == 1)
+            cash = oc.payout * (abs(pos[0]) // m.lot) if wins else 0
+            self._bal[account_id][m.quote][0] += cash
+            oc.collateral -= cash
+            pos[3] += cash - pos[1]
+            pos[0] = pos[1] = 0
+            self._outcome_event(account_id, m, _BUY, _OC_SETTLE, m.venue, 0, oc.payout if wins else 0, pos, cash)
+        if oc.event_no:
+            if oc.outcome == 0:
+                repaid = oc.payout * (oc.event_no // m.lot)
+                oc.collateral -= repaid
+                self._outcome_events[oc.event].advance -= repaid
+            oc.event_no = 0
+        oc.state = _OS_FINAL
+        oc.finalize_at = 0
+        self._outcome_status(oc, reason, account)
+
+    def outcomes(self) -> list[OutcomeView]:
+        """Configured outcome markets in market id order."""
+        return [self._outcomes[mk].view() for mk in sorted(self._outcomes)]
+
+    def outcome(self, market: int) -> OutcomeView | None:
+        oc = self._outcomes.get(market)
+        return oc.view() if oc is not None else None
+
+    def outcome_events(self) -> list[OutcomeEventView]:
+        return [OutcomeEventView(e.event, len(e.markets), e.converted, e.advance)
+                for _, e in sorted(self._outcome_events.items())]
 
     # ------------------------------------------------------------------ oracles
     def _oracle_stale(self, venue: int, market: int) -> bool:

@@ -104,3 +104,23 @@ class OracleView(NamedTuple):
     sources: int  # how many sources that price is the median of
     updated_at: int  # engine clock of that price (of the configuration before the first)
     stale: bool
+
+
+class OutcomeView(NamedTuple):
+    market: int  # an outcome market with an OutcomeConfig
+    state: int  # records.OutcomeState: 1 open, 2 resolution proposed, 3 final (4 final by the admin)
+    outcome: int  # proposed or final: 1 YES won, 0 NO won (0 while open)
+    payout: int  # quote per lot a winning share pays (price ticks; prices lie strictly between 0 and it)
+    resolver: int  # the account whose Resolve proposes the outcome
+    dispute_window: int  # ns of engine clock a proposal waits for the admin before it is final (0: final at once)
+    event: int  # the multi-outcome event it belongs to (0: standalone)
+    finalize_at: int  # engine clock when the proposed resolution becomes final (0 unless proposed)
+    collateral: int  # quote locked for its shares: payout x YES lots outstanding = payout x NO lots
+    event_no: int  # NO shares (base units) held by its event from converts (counted in NO outstanding)
+
+
+class OutcomeEventView(NamedTuple):
+    event: int
+    markets: int  # how many outcome markets belong to it
+    converted: int  # base units of NO converted into YES so far
+    advance: int  # quote the engine advanced to mint converts' YES shares, repaid at the final resolution

@@ -1012,6 +1012,108 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
         return np.array(out, dtype=COMMAND_DTYPE)
 
 
+class OutcomeStreamGenerator(PerpStreamGenerator):
+    """``PerpStreamGenerator``'s streams (spot, perps, venues, oracles) with outcome markets (issues 9 and 8): a
+    standalone binary market and an event of three, traded like the others (YES bids and NO asks minting,
+    transferring and merging shares, every order type, prices at and past the payout refused); Converts of
+    known NO positions (some too large, on a standalone market, off lot); OutcomeConfig attempts (refused:
+    configured, bad payout, not the admin); Resolve commands (wrong sender, bad outcome, the resolver's
+    proposals that the clock makes final or the admin overturns), so markets resolve mid-stream and every
+    later order there is refused. A subclass so that the other generators keep their streams."""
+
+    BINARY, EVENT_MARKETS, EVENT = 10, (5, 6, 15), 5  # ids free in every generator's 16-market table
+    RESOLVER = 71_717
+    WINDOW = 30_000  # ns of engine clock: a few dozen commands
+
+    def __init__(self, seed: int, outcome_share: float = 0.02, resolve_after: int = 6_000, **kw):
+        self.outcome_share = outcome_share
+        self.resolve_after = resolve_after
+        super().__init__(seed, **kw)
+
+    def _build_universe(self) -> None:
+        super()._build_universe()
+        r = self.rng
+        maker, taker = r.choice([(0, 0), (0, 10), (-5, 20), (10, 10)])
+        self.payout = {self.BINARY: 5000}  # 1000 ticks of 5
+        specs = [MarketSpec(self.BINARY, 4, 1, 5, r.choice([1, 10]), 10, maker, taker, 0, r.randint(200, 800), 120, 25,
+                            MarketKind.OUTCOME)]
+        for m in self.EVENT_MARKETS:
+            self.payout[m] = 400
+            specs.append(MarketSpec(m, 3, 1, 1, 1, 1, 0, r.choice([0, 5]), 0, r.randint(60, 300), 50, 12,
+                                    MarketKind.OUTCOME))
+        specs[-1].min_size = 1
+        for spec in specs:
+            spec.min_size = max(spec.min_size, spec.lot)
+            self.markets[spec.market_id] = spec
+            self.mid[spec.market_id] = spec.mid_ticks
+            self.tradable.append(spec.market_id)
+            self.offers[0].add(spec.market_id)
+        self.windows = {self.BINARY: self.WINDOW}
+        self.windows.update({m: r.choice([0, self.WINDOW]) for m in self.EVENT_MARKETS[:1]})
+        for m in self.EVENT_MARKETS[1:]:
+            self.windows[m] = self.windows[self.EVENT_MARKETS[0]]
+        self.no_held: dict[tuple[int, int], int] = {}  # (account, market) -> NO shares, from OutcomePosition
+
+    def _outcome_config(self, ts: int, market: int, **over) -> tuple:
+        kw = dict(account=self.ADMIN, market=market, price=self.payout.get(market, 1000), id=self.RESOLVER,
+                  qty=self.windows.get(market, 0), aux=self.EVENT if market in self.EVENT_MARKETS else 0)
+        kw.update(over)
+        return _row(Cmd.OUTCOME_CONFIG, ts, **kw)
+
+    def _setup(self) -> list[tuple]:
+        ts = self.ts
+        rows = super()._setup()
+        rows += [
+            self._outcome_config(ts, self.BINARY, account=self.accounts[0]),  # NOT_VENUE_OPERATOR
+            self._outcome_config(ts, self.BINARY, price=7),  # INVALID_PAYOUT (off tick)
+            self._outcome_config(ts, self.BINARY),
+            self._outcome_config(ts, self.BINARY),  # OUTCOME_CONFIGURED
+        ]
+        for m in self.EVENT_MARKETS:
+            rows.append(self._outcome_config(ts, m))
+        rows.append(self._outcome_config(ts, 1))  # INVALID_MARKET_KIND
+        return rows
+
+    def _outcome_command(self, ts: int) -> tuple:
+        r = self.rng
+        x = r.random()
+        if x < 0.6:  # Convert: mostly a known NO position of an event market
+            held = [(key, n) for key, n in self.no_held.items() if n > 0 and key[1] in self.EVENT_MARKETS]
+            if held and r.random() < 0.85:
+                (account, market), n = r.choice(held)
+                qty = r.choice([n, max(1, n // 2), 1, n + 1])
+            else:
+                account, market = r.choice(self.accounts), r.choice([self.BINARY, *self.EVENT_MARKETS, 1, 9])
+                qty = r.choice([0, 1, 3])
+            return _row(Cmd.CONVERT, ts, account=account, market=market, qty=qty)
+        if x < 0.7:
+            return self._outcome_config(ts, r.choice([self.BINARY, self.EVENT_MARKETS[1], 1]),
+                                        qty=r.choice([-1, 0, self.WINDOW]))
+        market = r.choice([self.BINARY, *self.EVENT_MARKETS])
+        late = self.n_commands > self.resolve_after
+        sender = r.choice([self.RESOLVER, self.ADMIN, self.accounts[1]] if late else [self.accounts[1], self.ADMIN, 0])
+        outcome = r.choice([1, 1, 0, 2])
+        return _row(Cmd.RESOLVE, ts, account=sender, market=market, qty=outcome)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        listed = self.n_commands > 0  # the first chunk starts with the listings: none before they are done
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if listed and r.random() < self.outcome_share:
+                out.append(self._outcome_command(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        super().observe(commands, events)
+        pos = events[events["kind"] == Ev.OUTCOME_POSITION]
+        for account, market, size in zip(pos["account"].tolist(), pos["market"].tolist(), pos["qty"].tolist()):
+            self.no_held[(account, market)] = -size if size < 0 else 0
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
@@ -1020,6 +1122,7 @@ __all__ = [
     "VenueStreamGenerator",
     "PerpStreamGenerator",
     "LeveragedPerpStreamGenerator",
+    "OutcomeStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

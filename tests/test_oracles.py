@@ -202,9 +202,9 @@ def test_reconfiguring_keeps_the_price_and_the_source_time(engine_cls):
     assert codes(e.place(T1, MKT, BUY, 100, 1, 1, venue=1, ts=3 * SECOND)) == [RC.ORACLE_STALE]
 
 
-def test_resolve_is_not_handled_yet(engine_cls):
+def test_resolve_takes_only_outcome_markets(engine_cls):  # Resolve itself: tests/test_outcome.py
     e = world(engine_cls)
-    assert codes(e.submit(Cmd.RESOLVE, venue=1, market=MKT, account=ADMIN)) == [RC.UNKNOWN_COMMAND]
+    assert codes(e.submit(Cmd.RESOLVE, venue=1, market=MKT, account=ADMIN, qty=1)) == [RC.INVALID_MARKET_KIND]
 
 
 def test_snapshot_round_trip_keeps_oracles_and_their_deadlines():

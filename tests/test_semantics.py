@@ -363,7 +363,7 @@ def test_place_validation_codes(engine_cls):
                  tif=int(Tif.IOC), **ok)
     reject_place(e, RC.UNKNOWN_MARKET, market=99, venue=3, **ok)
     reject_place(e, RC.UNKNOWN_MARKET, market=0, **ok)
-    reject_place(e, RC.MARKET_KIND_NOT_TRADABLE, market=MKT2, venue=3, **ok)
+    reject_place(e, RC.OUTCOME_NOT_CONFIGURED, market=MKT2, venue=3, **ok)  # no OutcomeConfig yet
     reject_place(e, RC.UNKNOWN_VENUE, venue=1, account=0, **ok)
     reject_place(e, RC.INVALID_ACCOUNT_ID, account=0, id=0, **ok)
     reject_place(e, RC.INVALID_ACCOUNT_ID, account=-1, **ok)

@@ -316,8 +316,10 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
     assert len(issue_list) == 8 and issue_list <= {code for _, _, code in BAD}
     from test_oracles import BAD_CONFIGS, BAD_PRICES  # the oracle codes have their own lists
     from test_perp import BAD_RISK  # and MarketRisk's
+    from test_outcome import REJECTS  # and the outcome markets'
 
     covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES + BAD_RISK}
+    covered |= {code for code, _, _ in REJECTS} | {RC.RESOLUTION_PENDING}  # the last: test_outcome's scenario
     assert {c for c in RC if 400 <= c < 500} - covered == {RC.STAKING_NOT_CONFIGURED}  # below
 
 

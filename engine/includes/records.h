@@ -85,7 +85,9 @@ enum {
     XOS_CMD_RESOLVE = 97,
     XOS_CMD_ORACLE_CONFIG = 98, /* operator/admin: feed id and account of a venue's market oracle, timeout */
     XOS_CMD_MARKET_RISK = 112,  /* admin or listing operator: a perpetual market's max leverage, maintenance */
-    XOS_CMD_LIQUIDATE = 113     /* any account (a keeper): liquidate a target under maintenance in a venue's risk group */
+    XOS_CMD_LIQUIDATE = 113,    /* any account (a keeper): liquidate a target under maintenance in a venue's risk group */
+    XOS_CMD_OUTCOME_CONFIG = 116, /* admin or listing operator: an outcome market's payout, resolver, window, event */
+    XOS_CMD_CONVERT = 117       /* NO shares of one outcome of an event into YES shares of all the others */
 };
 
 /* event kinds */
@@ -107,7 +109,10 @@ enum {
     XOS_EV_MARK = 21,           /* a perpetual market's mark price changed */
     XOS_EV_LIQUIDATION = 22,    /* a Liquidate passed its checks: the target's equity and maintenance */
     XOS_EV_DELEVERAGE = 23,     /* a position moved at the bankruptcy price (reason XOS_DELEV_*) */
-    XOS_EV_LIQUIDATED = 24      /* a liquidation is over: equity after, shortfall paid by the fund and by ADL */
+    XOS_EV_LIQUIDATED = 24,     /* a liquidation is over: equity after, shortfall paid by the fund and by ADL */
+    XOS_EV_OUTCOME_POSITION = 28, /* a fill, convert or settlement moved an outcome position; reason = XOS_OC_* */
+    XOS_EV_OUTCOME_STATUS = 29, /* an outcome market configured, resolution proposed or final; reason = XOS_OS_* */
+    XOS_EV_OUTCOME_CONVERT = 30 /* an accepted Convert */
 };
 
 /* venue status, access mode and transfer reasons */
@@ -136,6 +141,9 @@ enum {
     XOS_STP_DECREMENT_BOTH = 3
 };
 enum { XOS_MARKET_SPOT = 0, XOS_MARKET_PERPETUAL = 1, XOS_MARKET_OUTCOME = 2 };
+/* outcome markets: what moved a position (OutcomePosition reason), the market's state (OutcomeStatus reason) */
+enum { XOS_OC_FILL = 1, XOS_OC_CONVERT = 2, XOS_OC_SETTLE = 3 };
+enum { XOS_OS_OPEN = 1, XOS_OS_PROPOSED = 2, XOS_OS_FINAL = 3, XOS_OS_OVERTURNED = 4 };
 
 /* command flags */
 enum {

@@ -70,9 +70,12 @@ cdef extern from "records.h" nogil:
         XOS_CMD_SET_REGION
         XOS_CMD_SLASH
         XOS_CMD_ORACLE_PRICE
+        XOS_CMD_RESOLVE
         XOS_CMD_ORACLE_CONFIG
         XOS_CMD_MARKET_RISK
         XOS_CMD_LIQUIDATE
+        XOS_CMD_OUTCOME_CONFIG
+        XOS_CMD_CONVERT
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
@@ -82,6 +85,16 @@ cdef extern from "records.h" nogil:
         XOS_EV_LIQUIDATION
         XOS_EV_DELEVERAGE
         XOS_EV_LIQUIDATED
+        XOS_EV_OUTCOME_POSITION
+        XOS_EV_OUTCOME_STATUS
+        XOS_EV_OUTCOME_CONVERT
+        XOS_OC_FILL
+        XOS_OC_CONVERT
+        XOS_OC_SETTLE
+        XOS_OS_OPEN
+        XOS_OS_PROPOSED
+        XOS_OS_FINAL
+        XOS_OS_OVERTURNED
         XOS_EV_VENUE_TRANSFER
         XOS_VSTATUS_LIVE
         XOS_VSTATUS_HALTED
