@@ -2058,8 +2058,8 @@ cdef class Matcher:
         return self.venue_table[venue].insurance if venue else self.protocol_account
 
     cdef int64_t equity_of(self, int64_t acct_idx, uint32_t asset, int64_t *maintenance) noexcept nogil:
-        """The account's equity in ``asset`` (free + margin + unrealised at mark of its positions quoted in it) and
-        its maintenance requirement (reference ``_equity``)."""
+        """The account's equity in ``asset`` (free + margin + unrealised at mark of its perpetual positions quoted in
+        it) and its maintenance requirement (reference ``_equity``)."""
         cdef int64_t i = self.accts[acct_idx].position_head
         cdef int64_t equity = self.free_of(acct_idx, asset), value, initial
         cdef Position *p
@@ -2069,7 +2069,7 @@ cdef class Matcher:
             p = &self.position_rows[i]
             i = p.next_of_account
             m = &self.market_table[p.market]
-            if m.quote != asset or p.size == 0:
+            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.size == 0:
                 continue
             value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
             equity += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
@@ -2186,7 +2186,7 @@ cdef class Matcher:
             while i != NONE and not found:
                 p = &self.position_rows[i]
                 m = &self.market_table[p.market]
-                found = p.size != 0 and m.venue == c.venue and m.quote == c.market
+                found = p.size != 0 and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue and m.quote == c.market
                 i = p.next_of_account
             if not found:
                 code = XOS_NOTHING_TO_LIQUIDATE

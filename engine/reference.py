@@ -1182,14 +1182,15 @@ class ReferenceEngine(CommandAPI):
 
     def _equity(self, account: int, asset: int) -> tuple[int, int]:
         """(equity, maintenance requirement) of the account in ``asset``, cross margin: free + the margin and
-        unrealised PnL at mark of all its positions quoted in it, and the sum of their maintenance margins
-        ceil(ceil(mark x lots / L) x maintenance_bps / 10000)."""
+        unrealised PnL at mark of all its perpetual positions quoted in it (outcome positions are fully paid and
+        have no mark), and the sum of their maintenance margins ceil(ceil(mark x lots / L) x maintenance_bps /
+        10000)."""
         b = self._bal[account].get(asset)
         equity, maintenance = (b[0] if b else 0), 0
         for market in self._account_positions.get(account, ()):
             m = self._markets[market]
             size, entry, margin, _ = self._positions[(account, market)]
-            if m.quote != asset or size == 0:
+            if m.kind != _PERP or m.quote != asset or size == 0:
                 continue
             value = m.mark * (abs(size) // m.lot)
             equity += margin + (value - entry if size > 0 else entry - value)
@@ -1267,7 +1268,8 @@ class ReferenceEngine(CommandAPI):
         if target == fund:
             return int(RC.INSURANCE_FUND_ACCOUNT)
         group = sorted(mk for mk in self._account_positions.get(target, ()) if self._positions[(target, mk)][0]
-                       and self._markets[mk].venue == venue and self._markets[mk].quote == asset)
+                       and self._markets[mk].kind == _PERP and self._markets[mk].venue == venue
+                       and self._markets[mk].quote == asset)
         if not group:
             return int(RC.NOTHING_TO_LIQUIDATE)
         equity, maintenance = self._equity(target, asset)

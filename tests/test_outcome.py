@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.codes import ResultCode as RC
-from engine.records import Cmd, Ev, MarketKind, OutcomeChange, OutcomeState, Tif
+from engine.records import CancelReason, Cmd, Ev, MarketKind, OutcomeChange, OutcomeState, Tif
 from engine.views import OutcomeEventView, OutcomeView, PositionView
 
 from test_venues import codes, ok, state
@@ -318,3 +318,46 @@ def test_snapshot_keys_and_version():
     assert STATE_VERSION == 8 and int(state["counters"][0]) == 8
     assert set(STATE_KEYS) <= set(state) and {"outcomes", "outcome_events"} <= set(STATE_KEYS)
     assert [int(m) for m in state["outcomes"]["market"]] == [BIN, EV1, EV2, EV3]
+
+
+def test_outcome_positions_have_no_mark_and_stay_out_of_liquidation(engine_cls):
+    """Beside a leveraged perpetual (``test_liquidation.liq_world``): an outcome market of the same venue and quote
+    gets no Mark events; its fully paid positions count neither in a Liquidate's equity and maintenance nor as
+    something to liquidate; a liquidation cancels the target's outcome order with its other orders in the venue's
+    markets and leaves its outcome position and the market's collateral as they were."""
+    from test_liquidation import BTC, D, PERP, crash, liq_world
+    from test_liquidation import A as PERP_LONG
+    from test_liquidation import USD as LIQ_USD
+
+    om, e3 = 7, 16
+    e = liq_world(engine_cls)
+    ok(e.add_market(om, BTC, LIQ_USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.OUTCOME))
+    ok(e.configure_outcome(ADMIN, om, payout=PAYOUT, resolver=RESOLVER))
+    ok(e.deposit(PERP_LONG, LIQ_USD, 600 + 300))  # what its YES and its resting bid take: free stays 200
+    ok(e.deposit(e3, LIQ_USD, 400))
+    trades = [ok(e.place(D, om, SELL, 600, 1, 1)), ok(e.place(PERP_LONG, om, BUY, 600, 1, 1, tif=Tif.IOC)),
+              ok(e.place(e3, om, SELL, 600, 1, 1)), ok(e.place(D, om, BUY, 600, 1, 2, tif=Tif.IOC))]
+    ok(e.place(PERP_LONG, om, BUY, 300, 1, 2))
+    assert not any(ev["kind"] == Ev.MARK for events in trades for ev in events)
+    assert e.position(PERP_LONG, om) == PositionView(PERP_LONG, om, 1, 600, 0, 0)
+    assert e.position(e3, om).size == -1 and e.outcome(om).collateral == PAYOUT
+    # e3 holds only NO shares: nothing to liquidate (not "healthy")
+    before = state(e)
+    assert codes(e.liquidate(D, e3, 0, LIQ_USD)) == [RC.NOTHING_TO_LIQUIDATE]
+    assert state(e) == before
+    # at 960 the perpetual long is healthy on its own: 200 + 1000 - 400 >= 480 (its YES, at no mark, is not a loss)
+    crash(e, 960, 2)
+    assert codes(e.liquidate(D, PERP_LONG, 0, LIQ_USD)) == [RC.NOT_LIQUIDATABLE]
+    crash(e, 900, 3)
+    events = ok(e.liquidate(D, PERP_LONG, 0, LIQ_USD))
+    (start,) = of_kind(events, Ev.LIQUIDATION)
+    assert (start["price"], start["qty"]) == (200, 450)  # the equity and maintenance of the perpetual alone
+    cancelled = [ev for ev in of_kind(events, Ev.CANCELLED) if ev["reason"] == CancelReason.LIQUIDATION]
+    assert [(ev["market"], ev["account"], ev["price"]) for ev in cancelled] == [(om, PERP_LONG, 300)]
+    assert e.balance(PERP_LONG, LIQ_USD)[1] == 0  # the bid's hold is back (the perpetual margin is gone too)
+    assert e.position(PERP_LONG, PERP).size == 0
+    assert e.position(PERP_LONG, om) == PositionView(PERP_LONG, om, 1, 600, 0, 0)
+    assert e.outcome(om).collateral == PAYOUT
+    assert not any(ev["kind"] in (Ev.OUTCOME_POSITION, Ev.MARK) and ev["market"] == om for ev in events)
+    assert [m.market_id for m in e.market_risks()] == [PERP]  # only perpetual markets have a mark
+    check_outcome_invariants(e)
