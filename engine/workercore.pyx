@@ -232,8 +232,10 @@ def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
 
 # ------------------------------------------------------------------------------- margin
 
-# order row: [account row, market index, side of its hold (a perpetual order holds quote as a buy
-# does), price, remaining, taker bps of its quote hold, leverage of its quote hold (1: spot)]
+# order row: [account row, market index, side of its hold (a perpetual or outcome order holds quote as
+# a buy does), the price its hold is computed at, remaining, taker bps of its quote hold, leverage of its
+# quote hold (1: spot, outcome), payout for an outcome sell (whose hold is at its NO leg, payout - price;
+# 0 otherwise)]
 cdef enum:
     M_ROW = 0
     M_MKT = 1
@@ -242,7 +244,13 @@ cdef enum:
     M_REM = 4
     M_TB = 5
     M_LEV = 6
-    MARGIN_COLS = 7
+    M_NO_LEG = 7
+    MARGIN_COLS = 8
+
+
+cdef inline int64_t leg_price(const int64_t *o, int64_t price) noexcept nogil:
+    """The price an order's hold is computed at: an outcome sell's NO leg, else its price."""
+    return o[M_NO_LEG] - price if o[M_NO_LEG] else price
 
 
 cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int64_t lot, int64_t tb,
@@ -325,11 +333,13 @@ def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] ma
 def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, const int64_t[::1] midx,
                  int64_t[:, ::1] held, const int64_t[::1] m_lot, const int64_t[::1] m_tb,
                  const int64_t[::1] m_base, const int64_t[::1] m_quote, const int64_t[::1] m_perp,
-                 const int64_t[::1] m_lev):
+                 const int64_t[::1] m_lev, const int64_t[::1] m_payout):
     """Move the holds of ``held`` (account row x asset) for a batch.  ``rows[i]`` / ``midx[i]``: the
     row of event i's account and the index of its market in the ``m_*`` arrays (read for an order's
     Accepted; ``m_tb`` is the taker fee of venue 0's orders; an order in a market ``m_perp`` marks holds
-    quote on either side, as a buy does, at the market's leverage ``m_lev``).  Orders live in ``orders`` (``MARGIN_COLS`` columns) until their remaining is 0."""
+    quote on either side, as a buy does, at the market's leverage ``m_lev``; an outcome market's, whose
+    ``m_payout`` is > 0, too, a sell's at its NO leg ``payout - price``).  Orders live in ``orders``
+    (``MARGIN_COLS`` columns) until their remaining is 0."""
     cdef int64_t n = len(events), i, s, k, rc = 0
     cdef int kind
     if n == 0:
@@ -352,6 +362,7 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
     cdef const int64_t *quote = &m_quote[0] if len(m_quote) else NULL
     cdef const int64_t *perp = &m_perp[0] if len(m_perp) else NULL
     cdef const int64_t *lev = &m_lev[0] if len(m_lev) else NULL
+    cdef const int64_t *payout = &m_payout[0] if len(m_payout) else NULL
     cdef int64_t *o
     with nogil:
         for i in range(n):
@@ -383,11 +394,13 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     # venue 0's orders pay their market's fees; another venue's Accepted carries the
                     # order's own (its venue's, at its volume tier)
                     o[M_TB] = ev[i].taker_fee if ev[i].venue != 0 else (tb[midx[i]] if tb != NULL else 0)
-                    rc |= rehold(orders, s, ev[i].price, ev[i].qty, hp, ncol, lot, base, quote)
+                    o[M_NO_LEG] = payout[midx[i]] if payout != NULL and ev[i].side != SIDE_BUY else 0
+                    rc |= rehold(orders, s, leg_price(o, ev[i].price), ev[i].qty, hp, ncol, lot, base, quote)
             elif kind == EV_CANCELLED or kind == EV_AMENDED:
                 s = orders.find(ev[i].order_id)
                 if s >= 0:
-                    rc |= rehold(orders, s, ev[i].price, ev[i].remaining, hp, ncol, lot, base, quote)
+                    o = &orders.vals[s * MARGIN_COLS]
+                    rc |= rehold(orders, s, leg_price(o, ev[i].price), ev[i].remaining, hp, ncol, lot, base, quote)
                     if ev[i].remaining == 0:
                         orders.erase(s)
     if rc:

@@ -834,3 +834,64 @@ def test_margin_book_never_sends_an_insurance_fund_to_liquidation():
     rows, _ = book.under_maintenance()
     assert book.index[PROTOCOL] in rows.tolist()
     assert PROTOCOL not in sent["id"].tolist()
+
+
+def assert_outcome_values(e: Engine, book: MarginBook) -> int:
+    """The account view values outcome shares at the last trade: YES lots x price, NO lots x (payout -
+    price), at cost before any trade; returns how many (account, asset) values were compared."""
+    from collections import defaultdict
+
+    markets = {m.market_id: m for m in e.markets()}
+    payout = {o.market: o.payout for o in e.outcomes()}
+    expected = defaultdict(int)
+    for p in e.positions():
+        if p.market in payout and p.size:
+            mark, lots = book.marks.get(p.market, 0), abs(p.size) // markets[p.market].lot_size
+            value = lots * (mark if p.size > 0 else payout[p.market] - mark) if mark else p.entry_value
+            expected[book.index[p.account], markets[p.market].quote] += value
+    values = book._outcome_values(book.n_accounts)
+    assert {k: v for k, v in np.ndenumerate(values) if v} == {k: v for k, v in expected.items() if v}
+    return len(expected)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_workers_follow_outcome_markets(tmp_path, seed):
+    """Outcome markets (minting, transfers, merges, converts, resolutions; ``OutcomeStreamGenerator``): the
+    ledger posts each move's cash against OUTCOME_ACCOUNT, which ends at the markets' collateral less the
+    events' advances, and moves no base; the margin book's balances and holds (a sell holds at its NO leg,
+    payout - price) equal the matcher's."""
+    from collections import defaultdict
+
+    import generators
+
+    from engine.workers.settlement import OUTCOME_ACCOUNT
+
+    e = Engine(**ENGINE_KWARGS)
+    gen = generators.OutcomeStreamGenerator(seed, limits=dict(ENGINE_KWARGS), outcome_share=0.1, resolve_after=4_000)
+    chunks, live = [], MarginBook()
+    open_no_legs = valued = 0
+    for _, ev in run_stream(e, gen, 10_000, chunk=250):  # holds and values checked while outcome orders rest
+        chunks.append(ev)
+        live.apply(ev)
+        assert_margin_matches(e, live)
+        open_no_legs += sum(1 for o in e.outcomes() if o.state == 1 for r in e.l3(o.market) if r.side == Side.SELL)
+        valued += assert_outcome_values(e, live)
+    assert open_no_legs > 0 and valued > 0
+    events = np.concatenate(chunks)
+    kinds = events["kind"]
+    assert (kinds == Ev.OUTCOME_POSITION).sum() > 100 and (kinds == Ev.OUTCOME_CONVERT).any()
+    assert (events[kinds == Ev.OUTCOME_STATUS]["reason"] >= 3).any()  # a market resolved mid-stream
+    ledger, book = ledger_and_book_after(events, tmp_path, seed=seed)
+    assert_settlement_matches(e, ledger)
+    assert_margin_matches(e, book)
+    markets = {m.market_id: m for m in e.markets()}
+    cash_in = defaultdict(int)
+    for o in e.outcomes():
+        cash_in[markets[o.market].quote] += o.collateral
+    quote_of_event = {o.event: markets[o.market].quote for o in e.outcomes() if o.event}
+    for ev in e.outcome_events():
+        cash_in[quote_of_event[ev.event]] -= ev.advance
+    for asset in e.assets():
+        assert ledger.balance(OUTCOME_ACCOUNT, asset.asset_id) == cash_in.get(asset.asset_id, 0)
+    ledger.close()
+

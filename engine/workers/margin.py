@@ -39,7 +39,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, Side
+from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 from .positions import MARKET_SPAN, PositionBook
@@ -57,7 +57,7 @@ _LOW31 = (1 << 31) - 1
 # free balance, alike), fills, perpetual positions, every change of an order's hold, and the
 # venue commands' echoes (a perpetual market's leverage: MarketRisk)
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
-                     Ev.VENUE, Ev.MARK)
+                     Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same (account, asset) is sent again while still under
 
@@ -121,6 +121,8 @@ class MarginBook(EventCore):
         self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
         self.liquidations = 0  # Liquidate commands sent
         self.insurance_funds: set[int] = set()  # accounts never sent to Liquidate
+        self.outcome_payout: dict[int, int] = {}  # outcome market -> payout per lot (OutcomeStatus "open")
+        self.outcomes = PositionBook()  # outcome positions: size (YES > 0, NO < 0) and cost basis in ``entry``
         self.protocol_account = 0
         # order id -> (row, market index, side, price, remaining, taker bps of its buy hold)
         self.orders = IntTable(MARGIN_COLUMNS)
@@ -145,6 +147,8 @@ class MarginBook(EventCore):
         self.__dict__.setdefault("liquidations", 0)
         self.__dict__.setdefault("insurance_funds", set())
         self.__dict__.setdefault("protocol_account", 0)
+        self.__dict__.setdefault("outcome_payout", {})
+        self.__dict__.setdefault("outcomes", PositionBook())
         n = len(self.index)
         ids = self.account_ids[:n]
         order = np.argsort(ids, kind="stable")
@@ -166,18 +170,20 @@ class MarginBook(EventCore):
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
             vals = np.array([[o[0], where[o[1]], o[2], o[3], o[4]] for o in self.orders.values()], np.int64)
-        elif self.orders.ncols < MARGIN_COLUMNS:  # [row, market index, side, price, remaining, (taker bps)]
+        elif self.orders.ncols < MARGIN_COLUMNS:  # [row, market index, side, price, remaining, (taker bps, leverage)]
             keys, vals = self.orders.arrays()
         else:
             return
-        # the columns added since, for the orders of then: their market's taker fee, leverage 1
+        # the columns added since, for the orders of then: their market's taker fee, leverage 1, no NO leg
         taker_bps = np.array([m.taker_bps for m in self.listings.markets.values()] or [0], np.int64)
         vals = vals.reshape(len(keys), -1)
         if vals.shape[1] == 5:
             vals = np.column_stack([vals, taker_bps[vals[:, 1]]])
+        if vals.shape[1] == 6:
+            vals = np.column_stack([vals, np.ones(len(keys), np.int64)])
         table = IntTable(MARGIN_COLUMNS, len(keys))
         if len(keys):
-            table.update(keys, np.column_stack([vals, np.ones(len(keys), np.int64)]))
+            table.update(keys, np.column_stack([vals, np.zeros(len(keys), np.int64)]))
         self.orders = table
 
     @property
@@ -236,6 +242,10 @@ class MarginBook(EventCore):
                 self.insurance_funds.discard(self.protocol_account)
                 self.protocol_account = account
             self.insurance_funds.add(account)
+        configured = new[(new["kind"] == Ev.OUTCOME_STATUS) & (new["reason"] == OutcomeState.OPEN)]
+        for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
+            self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
+            self._marr = None
         risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
         for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
                                                  risk["qty"].tolist()):
@@ -253,10 +263,11 @@ class MarginBook(EventCore):
         is_fill = kind == Ev.FILL
         is_balance = (kind == Ev.BALANCE) | (kind == Ev.VENUE_TRANSFER)
         is_position = kind == Ev.POSITION
+        is_outcome = kind == Ev.OUTCOME_POSITION
         market = mine["market"].astype(np.int64)
-        _, lot, tb, base, quote, perp, lev, sorted_ids, order = self._market_arrays()
+        _, lot, tb, base, quote, nonspot, lev, payout, sorted_ids, order = self._market_arrays()
         # markets of the orders' Accepted, the fills and the positions, as indexes into the market arrays
-        need = is_order | is_fill | is_position
+        need = is_order | is_fill | is_position | is_outcome
         midx = np.zeros(len(mine), np.int64)
         if need.any():
             at = np.searchsorted(sorted_ids, market)
@@ -275,7 +286,7 @@ class MarginBook(EventCore):
         seller = np.where(side == Side.BUY, maker, taker)
         pos = np.flatnonzero(is_fill)
         acct = mine["account"].copy()
-        single = ~is_fill & (is_order | is_balance | is_position)
+        single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
         acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
         acct_seq = np.concatenate([acct[single], buyer, seller])
         rows_of = self._rows(acct_seq[np.argsort(acct_pos, kind="stable")])
@@ -287,23 +298,26 @@ class MarginBook(EventCore):
             top = int(bal["market"].max())
             if top >= self.total.shape[1]:
                 self._ensure_columns(top)
-        # totals: deposits / withdrawals, the four legs of every fill (a perpetual's move no base and no
-        # notional: only its fees) and realised PnL (the Position events')
+        # totals: deposits / withdrawals, the four legs of every fill (a perpetual's or an outcome market's
+        # move no base and no notional: only its fees), realised PnL (the Position events') and the cash an
+        # outcome position's move took from or put into its market's collateral (OutcomePosition's)
         positions = mine[is_position]
-        if is_balance.any() or len(fills) or len(positions):
+        cash_moves = mine[is_position | is_outcome]
+        if is_balance.any() or len(fills) or len(cash_moves):
             fm = midx[is_fill]
-            spot = 1 - perp[fm]
+            spot = 1 - nonspot[fm]
             notional = fills["price"] * (fills["qty"] // lot[fm]) * spot
             bfee = np.where(side == Side.BUY, fills["taker_fee"], fills["maker_fee"])
             sfee = np.where(side == Side.BUY, fills["maker_fee"], fills["taker_fee"])
             rb, rs = rows_of(buyer), rows_of(seller)
             qty = fills["qty"] * spot
             p_rows, p_quote = rows_of(positions["account"]), quote[midx[is_position]]
-            r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs, p_rows])
+            c_rows, c_quote = rows_of(cash_moves["account"]), quote[midx[is_position | is_outcome]]
+            r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs, c_rows])
             a_idx = np.concatenate([bal["market"].astype(np.int64) if is_balance.any() else rows[:0],
-                                    base[fm], base[fm], quote[fm], quote[fm], p_quote])
+                                    base[fm], base[fm], quote[fm], quote[fm], c_quote])
             amounts = np.concatenate([bal["qty"] if is_balance.any() else rows[:0], qty, -qty,
-                                      -(notional + bfee), notional - sfee, positions["maker_fee"]])
+                                      -(notional + bfee), notional - sfee, cash_moves["maker_fee"]])
             np.add.at(self.total, (r_idx, a_idx), amounts)
             # outstanding per asset (int64 wraps, so the sum is exact whenever the result fits)
             assets, inv = np.unique(a_idx, return_inverse=True)
@@ -325,6 +339,14 @@ class MarginBook(EventCore):
             self.perp_marks.update(zip(moved.tolist(), prices.tolist()))
             if self._risk_arrays is not None:
                 self._risk_arrays[0][moved] = prices
+        outcome = mine[is_outcome]
+        if len(outcome):  # each outcome position's size and cost basis after the batch (for the view)
+            o_rows, o_market = rows_of(outcome["account"]), outcome["market"].astype(np.int64)
+            key = o_rows * (int(o_market.max()) + 1) + o_market
+            newest = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
+            self.outcomes.update(o_rows[newest], o_market[newest], quote[midx[is_outcome]][newest],
+                                 lot[midx[is_outcome]][newest], outcome["qty"][newest], outcome["remaining"][newest],
+                                 np.zeros(len(newest), np.int64))
         touched = np.zeros(0, np.int64)  # position slots changed in this batch
         if len(positions):
             # each position's size, entry and margin after the batch (its last event); the margin
@@ -340,8 +362,8 @@ class MarginBook(EventCore):
             np.add.at(self.held, (r, q), last_pos["client_id"] - margin_before)
         if len(moved) or len(touched):
             self._revalue_positions(moved, touched)
-        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, perp,
-                     lev)
+        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, nonspot,
+                     lev, payout)
         self._cursor = last
         return self._liquidate_commands(int(mine["ts"][-1]))
 
@@ -372,6 +394,23 @@ class MarginBook(EventCore):
                 mm[m] = v
             self._risk_arrays = mark, lev, mm
         return self._risk_arrays
+
+    def _outcome_values(self, n: int) -> np.ndarray:
+        """Per (row, quote asset), the outcome shares held at the market's last trade price: YES lots x
+        price, NO lots x (payout - price); at their cost basis before any trade (dense like ``total``)."""
+        out = np.zeros((n, self.total.shape[1]), np.int64)
+        book = self.outcomes
+        k = len(book)
+        if k == 0:
+            return out
+        size, markets = book.size[:k], book.market[:k].tolist()
+        mark = np.array([self.marks.get(m, 0) for m in markets], np.int64)
+        payout = np.array([self.outcome_payout.get(m, 0) for m in markets], np.int64)
+        lots = np.abs(size) // book.lot[:k]
+        value = np.where(mark > 0, lots * np.where(size > 0, mark, payout - mark), book.entry[:k])
+        value[size == 0] = 0
+        np.add.at(out, (book.row[:k], book.quote[:k]), value)
+        return out
 
     def positions_view(self) -> np.ndarray:
         """Every open perpetual position (``POSITIONS_VIEW_DTYPE``, by account then market): the
@@ -466,15 +505,17 @@ class MarginBook(EventCore):
 
     def _market_arrays(self):
         """Per listed market, in listing order (a stable index, which orders keep): id, lot size,
-        taker bps, base, quote, perpetual (1/0), leverage; plus the ids sorted and the sorting permutation
-        (cached)."""
+        taker bps, base, quote, not spot (1/0: a perpetual or outcome market moves no base and holds
+        quote on both sides), leverage, outcome payout (0: not an outcome market or not configured);
+        plus the ids sorted and the sorting permutation (cached)."""
         markets = self.listings.markets
         if self._markets_key != len(markets) or self._marr is None:
             ms = list(markets.values())
             cols = tuple(np.array(col, np.int64) for col in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.taker_bps for m in ms],
-                [m.base for m in ms], [m.quote for m in ms], [m.kind == MarketKind.PERPETUAL for m in ms],
-                [self.leverage.get(m.market_id, 1) for m in ms]))
+                [m.base for m in ms], [m.quote for m in ms], [m.kind != MarketKind.SPOT for m in ms],
+                [self.leverage.get(m.market_id, 1) for m in ms],
+                [self.outcome_payout.get(m.market_id, 0) for m in ms]))
             order = np.argsort(cols[0], kind="stable").astype(np.int64)
             self._marr = cols + (cols[0][order], order)
             self._markets_key = len(markets)
@@ -610,12 +651,13 @@ class MarginBook(EventCore):
         return revalue_dense(x[:n], w, s, chunk)
 
     def snapshot(self) -> np.ndarray:
-        """Per account: ``account``, ``equity`` (balances plus perpetual unrealised PnL, valued),
+        """Per account: ``account``, ``equity`` (balances plus perpetual unrealised PnL plus outcome
+        shares at the last trade price, valued),
         ``margin_used`` (held amounts valued: order holds and position margins), ``available``
         (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
         n = self.n_accounts
         self.revalue()  # checks the overflow bound
-        equity = self.revalue(self.total[:n] + self.upnl_sum[:n])
+        equity = self.revalue(self.total[:n] + self.upnl_sum[:n] + self._outcome_values(n))
         used = self.revalue(self.held[:n])
         out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]

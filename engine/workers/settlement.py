@@ -47,19 +47,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import Ev, MarketKind, Side, Transfer
+from ..records import Ev, MarketKind, OutcomeChange, Side, Transfer
 from . import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, SequenceGapError, kind_mask
 
 _ACCEPTED, _FILL, _BALANCE, _BUY = int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.BALANCE), int(Side.BUY)
 _VENUE_TRANSFER, _POSITION = int(Ev.VENUE_TRANSFER), int(Ev.POSITION)
-_PERPETUAL = int(MarketKind.PERPETUAL)
-# SQL: the fill moves base (a spot market's; a perpetual's moves none)
-_SPOT_FILL = f"market NOT IN (SELECT market FROM markets WHERE kind = {_PERPETUAL})"
+_SPOT = int(MarketKind.SPOT)
+_OUTCOME_POSITION = int(Ev.OUTCOME_POSITION)
+# SQL: the fill moves base (a spot market's; a perpetual's or an outcome market's moves none)
+_SPOT_FILL = f"market IN (SELECT market FROM markets WHERE kind = {_SPOT})"
 _TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 
 # listings (Accepted with no order), fills, deposits / withdrawals, venue transfers and perpetual
 # positions (their realised PnL) move the ledger
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION)
+FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION, Ev.OUTCOME_POSITION)
 
 BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
 
@@ -68,6 +69,8 @@ EXTERNAL_ACCOUNT = -2
 STAKE_ACCOUNT = -3  # every venue's locked stake (bonded + unbonding)
 POSITION_ACCOUNT = -4  # minus the realised PnL of perpetual positions: what their open counterparts owe
 LIQUIDATION_ACCOUNT = -5  # an insurance fund's payment to a liquidated account passes through it (nets to 0)
+OUTCOME_ACCOUNT = -6  # the outcome markets' collateral paid in cash (collateral less the events' advances)
+_OUTCOME_ENTRY = {int(c): f"outcome_{c.name.lower()}" for c in OutcomeChange}
 
 # the ledger account each VenueTransfer reason moves against: stake lock, release and slashes the locked stake,
 # fee sweeps the fee pools, an insurance fund's payment to a liquidated account (two events, fund - and target +)
@@ -280,7 +283,7 @@ class SettlementLedger(EventCore):
             if len(fills):
                 seq = fills["seq"]
                 market = fills["market"].astype(np.int64)
-                ids, lot, base_of, quote_of, listed_at, perp_of = self._market_arrays()
+                ids, lot, base_of, quote_of, listed_at, nonspot_of = self._market_arrays()
                 at = np.searchsorted(ids, market)
                 ok = np.zeros(len(fills), bool)
                 inside = at < len(ids)
@@ -298,9 +301,9 @@ class SettlementLedger(EventCore):
                 base, quote = base_of[at], quote_of[at]
                 # a perpetual fill moves no base and no notional: its fees here, its realised PnL
                 # with the Position event
-                perp = perp_of[at] != 0
-                paid = np.where(perp, 0, notional)
-                base_qty = np.where(perp, 0, qty)
+                nonspot = nonspot_of[at] != 0
+                paid = np.where(nonspot, 0, notional)
+                base_qty = np.where(nonspot, 0, qty)
                 buyer_quote, seller_quote, fee = -(paid + buyer_fee), paid - seller_fee, buyer_fee + seller_fee
                 fill_rows = np.column_stack([
                     seq, fills["ts"], market, fills["order_id"], taker, side.astype(np.int64), fills["maker_order"],
@@ -324,6 +327,19 @@ class SettlementLedger(EventCore):
                 legs_acct += [positions["account"][pnl_rows], np.full(int(pnl_rows.sum()), POSITION_ACCOUNT, np.int64)]
                 legs_asset += [pnl_quote[pnl_rows]] * 2
                 legs_amount += [positions["maker_fee"][pnl_rows], -positions["maker_fee"][pnl_rows]]
+            outcome = new.take(np.flatnonzero(kind == _OUTCOME_POSITION))
+            outcome = outcome[outcome["maker_fee"] != 0]
+            if len(outcome):  # cash between an account and an outcome market's collateral
+                ids, _, _, quote_of, _, _ = self._market_arrays()
+                o_quote = quote_of[np.searchsorted(ids, outcome["market"].astype(np.int64))]
+                for seq, cmd_seq, ts, account, asset, cash, why in zip(
+                        *(outcome[c].tolist() for c in ("seq", "cmd_seq", "ts", "account")), o_quote.tolist(),
+                        outcome["maker_fee"].tolist(), outcome["reason"].tolist()):
+                    entry_rows.append((seq, cmd_seq, ts, _OUTCOME_ENTRY.get(why, "outcome")))
+                    posting_rows += [(seq, 0, account, asset, cash), (seq, 1, OUTCOME_ACCOUNT, asset, -cash)]
+                legs_acct += [outcome["account"], np.full(len(outcome), OUTCOME_ACCOUNT, np.int64)]
+                legs_asset += [o_quote] * 2
+                legs_amount += [outcome["maker_fee"], -outcome["maker_fee"]]
             # two-leg entries: deposits / withdrawals against the outside world, venue transfers
             # against the locked stake or the fee pools
             moves = new.take(np.flatnonzero((kind == _BALANCE) | (kind == _VENUE_TRANSFER)))
@@ -390,13 +406,13 @@ class SettlementLedger(EventCore):
         return applied
 
     def _market_arrays(self):
-        """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq, perpetual (1/0)."""
+        """Listed market ids (sorted) and, aligned: lot size, base, quote, listing seq, not spot (1/0: moves no base)."""
         markets = self.listings.markets
         if self._marr is None:
             ms = [markets[m] for m in sorted(markets)]
             self._marr = tuple(np.array(c, np.int64) for c in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.base for m in ms], [m.quote for m in ms],
-                [m.seq for m in ms], [m.kind == _PERPETUAL for m in ms]))
+                [m.seq for m in ms], [m.kind != _SPOT for m in ms]))
         return self._marr
 
     # ----------------------------------------------------------------------------- queries
