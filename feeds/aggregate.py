@@ -24,8 +24,9 @@ further than ``max_deviation_bps`` from the median of the fresh ones is dropped 
 price (for an even count the mean of the two middle ones, ties to the even tick), else the
 market's oracle is stale and nothing is sent.  The command's source time (``aux``) is the oldest
 timestamp among the sources used, so the price is no older than it claims; an update whose source
-time would be older than the last one sent for the market is held back (counted) rather than
-sent, because the matcher refuses oracle updates that go back in time.
+time would not be after the last one sent for the market is held back (counted) rather than sent,
+because the matcher refuses oracle updates that do not move forward in time.  Rounds run on each
+market's grid (``interval_s`` from its first round); one the feed was too late for is skipped.
 """
 from __future__ import annotations
 

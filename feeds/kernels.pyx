@@ -168,9 +168,16 @@ def run_round(agg, int64_t now_ns, cnp.ndarray out) -> int:
         for r in range(rows):
             if next_due[r] > now_ns:
                 continue
-            # on the interval's grid, so rounds keep their rate; one that fell behind starts afresh
-            follow = next_due[r] + interval_ns[r]
-            next_due[r] = follow if follow > now_ns else now_ns + interval_ns[r]
+            # the first round sets the market's grid; later ones stay on it, skipping what the feed
+            # was too late for, so they keep their rate and their phase (a simulated source stepping
+            # at the same interval from the same first poll steps just before each round)
+            if next_due[r] == 0:
+                next_due[r] = now_ns + interval_ns[r]
+            else:
+                follow = next_due[r] + interval_ns[r]
+                if follow <= now_ns:
+                    follow += ((now_ns - follow) // interval_ns[r] + 1) * interval_ns[r]
+                next_due[r] = follow
             k = 0
             for c in range(width):
                 t = ts[r, c]
@@ -210,7 +217,7 @@ def run_round(agg, int64_t now_ns, cnp.ndarray out) -> int:
             if not ok:
                 stale_rounds[r] += 1
                 continue
-            if source_ts < last_sent_ts[r]:  # the matcher refuses a source time that goes back
+            if source_ts <= last_sent_ts[r]:  # the matcher refuses a source time that does not move on
                 held_back[r] += 1
                 continue
             price_ticks[r] = price

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.config import ConfigError, FileSourceConfig, load, loads
-from engine.records import Cmd
+from engine.records import Cmd, Ev
 from feeds.aggregate import REFUSALS, Aggregator
 from feeds.kernels import REASONS, masked_median
 from feeds.sources import (OBSERVATION_DTYPE, FileReplaySource, Rejects, SimulatedSource, observations,
@@ -191,9 +191,13 @@ def test_out_of_order_is_refused_and_the_sent_source_time_never_goes_back():
     # older than what was sent, so that round is held back
     push(agg, "b", 100.0, T0 - S)
     assert len(agg.aggregate(T0 + S)) == 0 and agg.held_back[0] == 1
+    # b catches up, but the oldest source time used is still a's T0, which was sent: the matcher
+    # would refuse it as not newer, so it is held back too, until a moves on
     push(agg, "b", 100.0, T0 + S)
-    (cmd,) = agg.aggregate(T0 + 2 * S)
-    assert int(cmd["aux"]) == T0 and int(cmd["qty"]) == 2
+    assert len(agg.aggregate(T0 + 2 * S)) == 0 and agg.held_back[0] == 2
+    push(agg, "a", 100.0, T0 + 2 * S)
+    (cmd,) = agg.aggregate(T0 + 3 * S)
+    assert int(cmd["aux"]) == T0 + S and int(cmd["qty"]) == 2
 
 
 def test_rounds_follow_the_interval_and_a_batch_keeps_each_sources_latest():
@@ -202,8 +206,13 @@ def test_rounds_follow_the_interval_and_a_batch_keeps_each_sources_latest():
     assert agg.observations[0, 0] == 2
     (cmd,) = agg.aggregate(T0)
     assert int(cmd["price"]) == 1010 * 100
-    assert len(agg.aggregate(T0 + S - 1)) == 0
+    push(agg, "a", 102.0, T0 + S // 2)
+    assert len(agg.aggregate(T0 + S - 1)) == 0  # not due yet
     assert len(agg.aggregate(T0 + S)) == 1
+    assert len(agg.aggregate(T0 + 2 * S)) == 0 and agg.held_back[0] == 1  # nothing newer came in
+    # a feed late by more than an interval skips the rounds it missed and stays on its grid
+    push(agg, "a", 103.0, T0 + 3 * S)
+    assert len(agg.aggregate(T0 + 3 * S + S // 2)) == 1 and agg.next_due[0] == T0 + 4 * S
 
 
 @pytest.mark.parametrize("extra,words", [
@@ -373,8 +382,10 @@ def test_a_round_is_the_per_market_rule_on_random_states():
         for row, names in enumerate(agg.sources):
             due = before["next_due"][row] <= now
             interval = int(agg.interval_ns[row])
-            follow = before["next_due"][row] + interval
-            assert agg.next_due[row] == (before["next_due"][row] if not due else follow if follow > now else now + interval)
+            grid = before["next_due"][row]  # the next point of the market's grid after now
+            while due and grid <= now:
+                grid += interval
+            assert agg.next_due[row] == grid
             if not due:
                 assert agg.stale_rounds[row] == before["stale_rounds"][row] and agg.sent[row] == before["sent"][row]
                 continue
@@ -393,7 +404,7 @@ def test_a_round_is_the_per_market_rule_on_random_states():
             if not ok:
                 continue
             source_ts = min(ts[c] for c in kept)
-            if source_ts < before["last_sent_ts"][row]:
+            if source_ts <= before["last_sent_ts"][row]:
                 assert agg.held_back[row] - before["held_back"][row] == 1
                 continue
             price = median([ticks[c] for c in kept])
@@ -409,3 +420,31 @@ def test_a_round_is_the_per_market_rule_on_random_states():
                      int((agg.deviation_drops - before["deviation_drops"]).sum())]
     sent, held, stale, deviating = np.reshape(outcomes, (-1, 4)).sum(axis=0)
     assert min(sent, held, stale, deviating) > 10  # every outcome came up
+
+
+def test_rounds_at_jittered_times_stay_on_the_grid_and_the_matcher_accepts_every_one():
+    """Sources stepping at twice the round interval (every other round has nothing new), rounds run
+    late by random amounts (sometimes past the next round): every command sent is accepted by the
+    matcher (never a source time it has seen), and rounds skip what they missed without leaving
+    their grid."""
+    from engine.matcher import Engine
+    from engine.process import bootstrap_commands
+
+    cfg = loads(feeds_toml(interval=0.01, stale=1.0))
+    engine = Engine(max_orders=100, max_accounts=100, max_markets=16, max_assets=8)
+    engine.process(bootstrap_commands(cfg))
+    agg = Aggregator(cfg)
+    sources = [SimulatedSource(name, {1: 100.0}, seed=i, step_s=0.02, vol_bps=5.0) for i, name in enumerate("abc")]
+    rng = np.random.default_rng(3)
+    now, sent, kinds = T0, 0, []
+    for _ in range(300):
+        for s in sources:
+            agg.ingest(s.name, Rejects(), s.poll(now), now)
+        commands = agg.aggregate(now)
+        commands["ts"] = now
+        kinds += engine.process(commands)["kind"].tolist()
+        sent += len(commands)
+        assert (agg.next_due[0] - T0) % (S // 100) == 0 and agg.next_due[0] > now
+        now = int(agg.next_due[0]) + int(rng.choice([0, 1000, 3_000_000, 12_000_000]))  # late, or past the next
+    assert sent > 100 and kinds.count(int(Ev.ORACLE)) == sent and int(Ev.REJECTED) not in kinds
+    assert agg.held_back[0] > 50  # the rounds with nothing newer
