@@ -255,10 +255,13 @@ class MatcherStage:
         """Move what the input holds (up to one batch) into ``self.batch``; returns the count."""
         n = 0
         cap = len(self.batch)
+        # rows are copied as bytes: numpy copies a structured dtype field by field (~100 us per
+        # 1,000 commands), a byte view in one memcpy (~4 us)
+        raw_batch = self.batch.view(np.uint8).reshape(cap, COMMAND_DTYPE.itemsize)
         while self.pending and n < cap:
             head = self.pending[0]
             k = min(cap - n, len(head))
-            self.batch[n : n + k] = head[:k]
+            raw_batch[n : n + k] = head[:k].view(np.uint8).reshape(k, COMMAND_DTYPE.itemsize)
             n += k
             if k == len(head):
                 self.pending.pop(0)
@@ -275,12 +278,12 @@ class MatcherStage:
             if len(raw) == 0 or len(raw) % COMMAND_DTYPE.itemsize:
                 self.malformed += 1  # not whole records: dropped and counted, never half-applied
                 continue
-            commands = np.frombuffer(raw, dtype=COMMAND_DTYPE)
-            k = min(cap - n, len(commands))
-            self.batch[n : n + k] = commands[:k]
+            rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, COMMAND_DTYPE.itemsize)
+            k = min(cap - n, len(rows))
+            raw_batch[n : n + k] = rows[:k]
             n += k
-            if k < len(commands):
-                self.pending.append(commands[k:].copy())
+            if k < len(rows):
+                self.pending.append(rows[k:].copy().view(COMMAND_DTYPE).reshape(-1))
         return n
 
     def run_batch(self, commands: np.ndarray) -> None:
