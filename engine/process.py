@@ -527,7 +527,9 @@ class WorkerStage:
                 view = make()
             except OverflowError as exc:  # a view that cannot be shown must not stop the worker
                 self.view_errors += 1
-                print(f"xos {self.role}: {name} not published: {exc}", file=sys.stderr, flush=True)
+                if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
+                    print(f"xos {self.role}: {name} not published ({self.view_errors} times): {exc}", file=sys.stderr,
+                          flush=True)
                 continue
             np.save(tmp, view)
             os.replace(tmp, path)

@@ -1,7 +1,8 @@
 """Margin: the unified account view, dense and vectorised with numpy.
 
 State (rows = accounts in order of first appearance, ``index`` maps account id -> row; columns =
-asset ids, ``0`` unused):
+assets in order of listing, ``col_of`` maps asset id -> column and ``asset_of`` back, so the arrays are
+as wide as the assets in use whatever their ids):
 
 - ``total[row, asset]`` int64: free + held, the same arithmetic as settlement (deposits and
   withdrawals from ``Balance`` events; fills: buyer ``+qty`` base and ``-(notional + fee)`` quote,
@@ -96,7 +97,7 @@ def value_of(amount: int, w: int, s: int) -> int:
 
 
 class MarginBook(EventCore):
-    """Dense account x asset book; see the module docstring."""
+    """Dense account x asset book (an asset's column: ``col_of``); see the module docstring."""
 
     def __init__(self, config: MarginConfig | None = None, *, accounts: int = 1024, assets: int = 16,
                  markets: int = 16, start_anywhere: bool = False):
@@ -105,6 +106,10 @@ class MarginBook(EventCore):
         self.listings = Listings()
         self.index: dict[int, int] = {}
         self.account_ids = np.zeros(accounts, np.int64)
+        # asset id -> column of the dense arrays (-1: none yet), and back: columns are given to assets as
+        # they are listed, so the arrays stay as narrow as the assets in use whatever their ids
+        self.col_of = np.full(16, -1, np.int64)
+        self.asset_of = np.zeros(0, np.int64)
         self.total = np.zeros((accounts, assets), np.int64)
         self.held = np.zeros((accounts, assets), np.int64)
         self.perp = PositionBook()
@@ -115,7 +120,7 @@ class MarginBook(EventCore):
         self._risk_arrays = None
         # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
         self.under = np.zeros((0, 2), np.int64)
-        self.outstanding: dict[int, int] = {}  # asset -> sum of all balances (Python int), for the overflow bound
+        self.outstanding: dict[int, int] = {}  # asset column -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}  # market -> last trade price (the valuation's routes)
         self.perp_marks: dict[int, int] = {}  # perpetual market -> the matcher's mark (Mark events)
         self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
@@ -141,6 +146,9 @@ class MarginBook(EventCore):
         self._markets_key = None
         self._marr = None
         self._risk_arrays = None
+        if "col_of" not in state:  # before asset columns: the column was the asset id
+            self.col_of = np.arange(self.total.shape[1], dtype=np.int64)
+            self.asset_of = self.col_of.copy()
         self.__dict__.setdefault("under", np.zeros((0, 2), np.int64))
         self.__dict__.setdefault("perp_marks", {})
         self.__dict__.setdefault("liquidations_sent", {})
@@ -208,17 +216,39 @@ class MarginBook(EventCore):
             self.account_ids[r] = account
         return r
 
-    def _ensure_columns(self, asset: int) -> None:
-        if asset >= self.total.shape[1]:
-            n = max(asset + 1, 2 * self.total.shape[1])
+    def _column(self, asset: int) -> int:
+        """The column of ``asset`` in the dense arrays, given on first sight (growing them)."""
+        if asset < 0:
+            raise KeyError(f"asset id {asset}")
+        if asset >= len(self.col_of):
+            self.col_of = np.concatenate([self.col_of, np.full(max(asset + 1, 2 * len(self.col_of)) - len(self.col_of),
+                                                               -1, np.int64)])
+        col = int(self.col_of[asset])
+        if col >= 0:
+            return col
+        col = len(self.asset_of)
+        self.col_of[asset] = col
+        self.asset_of = np.append(self.asset_of, np.int64(asset))
+        if col >= self.total.shape[1]:
+            n = 2 * self.total.shape[1] or 4
             for name in ("total", "held", "upnl_sum", "maint_sum"):
                 old = getattr(self, name)
                 new = np.zeros((old.shape[0], n), np.int64)
                 new[:, : old.shape[1]] = old
                 setattr(self, name, new)
-            self.w = np.zeros(n, np.int64)
-            self.s = np.zeros(n, np.int64)
-            self._weights_key = None
+        self._weights_key = None
+        return col
+
+    def _cols(self, assets: np.ndarray) -> np.ndarray:
+        """Columns of asset ids (vectorised; an asset seen first here gets one)."""
+        assets = assets.astype(np.int64)
+        if len(assets) == 0:
+            return assets
+        top = int(assets.max())
+        if top >= len(self.col_of) or (self.col_of[assets] < 0).any():
+            for a in np.unique(assets).tolist():
+                self._column(a)
+        return self.col_of[assets]
 
     # ----------------------------------------------------------------------------- apply
 
@@ -295,9 +325,7 @@ class MarginBook(EventCore):
         if is_balance.any():
             bal = mine[is_balance]
             listings.accounts.update(np.unique(bal["account"]).tolist())
-            top = int(bal["market"].max())
-            if top >= self.total.shape[1]:
-                self._ensure_columns(top)
+            bal_cols = self._cols(bal["market"])
         # totals: deposits / withdrawals, the four legs of every fill (a perpetual's or an outcome market's
         # move no base and no notional: only its fees), realised PnL (the Position events') and the cash an
         # outcome position's move took from or put into its market's collateral (OutcomePosition's)
@@ -314,12 +342,12 @@ class MarginBook(EventCore):
             p_rows, p_quote = rows_of(positions["account"]), quote[midx[is_position]]
             c_rows, c_quote = rows_of(cash_moves["account"]), quote[midx[is_position | is_outcome]]
             r_idx = np.concatenate([rows_of(bal["account"]) if is_balance.any() else rows[:0], rb, rs, rb, rs, c_rows])
-            a_idx = np.concatenate([bal["market"].astype(np.int64) if is_balance.any() else rows[:0],
+            a_idx = np.concatenate([bal_cols if is_balance.any() else rows[:0],
                                     base[fm], base[fm], quote[fm], quote[fm], c_quote])
             amounts = np.concatenate([bal["qty"] if is_balance.any() else rows[:0], qty, -qty,
                                       -(notional + bfee), notional - sfee, cash_moves["maker_fee"]])
             np.add.at(self.total, (r_idx, a_idx), amounts)
-            # outstanding per asset (int64 wraps, so the sum is exact whenever the result fits)
+            # outstanding per asset column (int64 wraps, so the sum is exact whenever the result fits)
             assets, inv = np.unique(a_idx, return_inverse=True)
             sums = np.zeros(len(assets), np.int64)
             np.add.at(sums, inv, amounts)
@@ -452,7 +480,7 @@ class MarginBook(EventCore):
         book = self.perp
         n = len(book)
         # the open positions of these (row, asset) pairs, the largest maintenance first per pair
-        pair_key = under[:, 0] * (1 << 20) + under[:, 1]
+        pair_key = under[:, 0] * (1 << 20) + self.col_of[under[:, 1]]
         slot_key = book.row[:n] * (1 << 20) + book.quote[:n]
         mine = np.flatnonzero(np.isin(slot_key, pair_key) & (book.size[:n] != 0))
         order = np.lexsort((-book.maint[mine], slot_key[mine]))
@@ -473,9 +501,9 @@ class MarginBook(EventCore):
         return cmds
 
     def take_under(self) -> np.ndarray:
-        """The (row, asset) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
-        under, self.under = self.under, np.zeros((0, 2), np.int64)
-        return under
+        """The (row, asset id) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
+        under, self.under = self.under, np.zeros((0, 2), np.int64)  # (row, asset column)
+        return np.column_stack([under[:, 0], self.asset_of[under[:, 1]]]) if len(under) else under
 
     def under_maintenance(self, rows: np.ndarray | None = None) -> np.ndarray:
         """``(rows, assets)`` pairs (two int64 arrays) among ``rows`` (default: every account) whose
@@ -484,8 +512,8 @@ class MarginBook(EventCore):
         if rows is None:
             rows = np.arange(self.n_accounts)
         maint = self.maint_sum[rows]
-        r, a = np.nonzero((maint > 0) & (self.total[rows] + self.upnl_sum[rows] < maint))
-        return rows[r], a
+        r, c = np.nonzero((maint > 0) & (self.total[rows] + self.upnl_sum[rows] < maint))
+        return rows[r], self.asset_of[c]
 
     def _learn(self, e) -> None:
         listings = self.listings
@@ -497,15 +525,16 @@ class MarginBook(EventCore):
                                int(e["account"]), int(e["client_id"]), int(e["price"]), int(e["qty"]),
                                int(e["remaining"]))
             if what == ASSET_LISTING:
-                self._ensure_columns(d.asset_id)
+                self._column(d.asset_id)
             else:
-                self._ensure_columns(max(d.base, d.quote))
+                self._column(d.base)
+                self._column(d.quote)
                 self._risk_arrays = None
             self._markets_key = None
 
     def _market_arrays(self):
         """Per listed market, in listing order (a stable index, which orders keep): id, lot size,
-        taker bps, base, quote, not spot (1/0: a perpetual or outcome market moves no base and holds
+        taker bps, base and quote (their columns), not spot (1/0: a perpetual or outcome market moves no base and holds
         quote on both sides), leverage, outcome payout (0: not an outcome market or not configured);
         plus the ids sorted and the sorting permutation (cached)."""
         markets = self.listings.markets
@@ -513,7 +542,8 @@ class MarginBook(EventCore):
             ms = list(markets.values())
             cols = tuple(np.array(col, np.int64) for col in (
                 [m.market_id for m in ms], [m.lot_size for m in ms], [m.taker_bps for m in ms],
-                [m.base for m in ms], [m.quote for m in ms], [m.kind != MarketKind.SPOT for m in ms],
+                [self._column(m.base) for m in ms], [self._column(m.quote) for m in ms],
+                [m.kind != MarketKind.SPOT for m in ms],
                 [self.leverage.get(m.market_id, 1) for m in ms],
                 [self.outcome_payout.get(m.market_id, 0) for m in ms]))
             order = np.argsort(cols[0], kind="stable").astype(np.int64)
@@ -549,9 +579,10 @@ class MarginBook(EventCore):
     def balance(self, account: int, asset: int) -> tuple[int, int]:
         """``(total, held)``; ``(0, 0)`` for an unknown account or asset."""
         r = self.index.get(account)
-        if r is None or asset >= self.total.shape[1]:
+        c = int(self.col_of[asset]) if 0 <= asset < len(self.col_of) else -1
+        if r is None or c < 0:
             return 0, 0
-        return int(self.total[r, asset]), int(self.held[r, asset])
+        return int(self.total[r, c]), int(self.held[r, c])
 
     def position(self, account: int, market: int) -> dict | None:
         """A perpetual position as this book has it (``None`` if the account never had one there):
@@ -570,8 +601,8 @@ class MarginBook(EventCore):
         r = self.index.get(account)
         if r is None:
             return {}
-        nz = np.flatnonzero((self.total[r] != 0) | (self.held[r] != 0))
-        return {int(a): (int(self.total[r, a]), int(self.held[r, a])) for a in nz}
+        nz = np.flatnonzero((self.total[r, :len(self.asset_of)] != 0) | (self.held[r, :len(self.asset_of)] != 0))
+        return {int(self.asset_of[c]): (int(self.total[r, c]), int(self.held[r, c])) for c in nz}
 
     def valuation_asset(self) -> int:
         v = self.config.valuation_asset
@@ -625,18 +656,19 @@ class MarginBook(EventCore):
             w = np.zeros(self.total.shape[1], np.int64)
             s = np.zeros(self.total.shape[1], np.int64)
             for asset, rate in self.rates().items():
-                if 0 <= asset < len(w):
+                c = int(self.col_of[asset]) if 0 <= asset < len(self.col_of) else -1
+                if c >= 0:
                     cut = min(max(self.haircut(asset), 0), 10000)
-                    w[asset], s[asset] = weight_bits(rate * Fraction(10000 - cut, 10000))
+                    w[c], s[c] = weight_bits(rate * Fraction(10000 - cut, 10000))
             self.w, self.s = w, s
             self._weights_key = key
         return self.w, self.s
 
     def _check_bound(self, w: np.ndarray, s: np.ndarray) -> None:
         bound = 0
-        for asset, amount in self.outstanding.items():
-            if asset < len(w) and w[asset]:
-                bound += value_of(abs(amount), int(w[asset]), int(s[asset])) + 1
+        for col, amount in self.outstanding.items():
+            if col < len(w) and w[col]:
+                bound += value_of(abs(amount), int(w[col]), int(s[col])) + 1
         if bound >= 1 << 62:
             raise OverflowError(f"valuations could exceed int64 (bound {bound})")
 
