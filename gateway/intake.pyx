@@ -7,6 +7,7 @@ that takes messages off the socket runs in C and hands Python a list of them per
 the libzmq that pyzmq itself loaded (its functions found by ``ctypes`` in that library, see
 ``bind_libzmq``): the socket belongs to that copy of libzmq, so no other may touch it.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR
 from libc.stdint cimport uintptr_t
@@ -112,6 +113,7 @@ def drain(uintptr_t socket, dict known, Py_ssize_t limit) -> list:
     return out
 
 
+@cython.wraparound(True)  # setup.py turns it off for every extension; the [-1] here need it
 def libzmq_addresses() -> dict:
     """``FUNCTIONS``' addresses in the libzmq that pyzmq loaded (its own shared library, or pyzmq's
     extension itself when libzmq is linked into it)."""
@@ -131,3 +133,94 @@ def libzmq_addresses() -> dict:
 
 
 bind_libzmq(libzmq_addresses())
+
+
+# ---------------------------------------------------------------------------------- OrderRows
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+
+cdef packed struct CommandRow:  # gateway.messages.COMMAND_ROW_DTYPE (format 2)
+    uint8_t kind, side, tif, ord_type, stp, flags
+    uint32_t market, venue
+    int64_t rid, price, qty, id, expire_at
+
+cdef packed struct Command:  # engine.records.COMMAND_DTYPE
+    uint16_t kind
+    uint8_t side, tif, ord_type, stp
+    uint16_t flags
+    uint32_t venue, market
+    int64_t ts, account, price, qty, id, aux
+
+cdef packed struct Pending:  # gateway.server.PENDING_DTYPE
+    int64_t sid, rid
+    Command cmd
+
+# What a row breaks (``row_rules``' index); 0: nothing.
+BAD_KIND, BAD_SIDE, BAD_TIF, BAD_ORD_TYPE, BAD_STP, BAD_FLAGS, NO_TARGET, VENUE_NOT_PLACE = range(1, 9)
+DEF PLACE = 1
+DEF CANCEL = 2
+DEF AMEND = 3
+DEF MASS_CANCEL = 4
+DEF POST_ONLY = 1
+DEF BY_CLIENT_ID = 2
+DEF ALL_MARKETS = 4
+
+
+cdef inline int row_rule(const CommandRow *r) noexcept nogil:
+    """The first rule ``r`` breaks (numbers above), or 0."""
+    if r.kind < PLACE or r.kind > MASS_CANCEL:
+        return 1
+    if r.side > 1:
+        return 2
+    if r.tif > 2:
+        return 3
+    if r.ord_type > 1:
+        return 4
+    if r.stp > 3:
+        return 5
+    if r.flags & ~(POST_ONLY if r.kind == PLACE else BY_CLIENT_ID if r.kind == CANCEL or r.kind == AMEND else 0):
+        return 6
+    if (r.kind == CANCEL or r.kind == AMEND) and r.id == 0:
+        return 7
+    if r.kind != PLACE and r.venue != 0:
+        return 8
+    return 0
+
+
+def rows_to_pending(const unsigned char[::1] data, const int64_t[::1] sids, const int64_t[::1] accounts,
+                    const int64_t[::1] counts, Pending[::1] out, int64_t[:, ::1] refused) -> int:
+    """Check the rows of a burst's OrderRows messages (``data``: their rows joined; message i has
+    ``counts[i]`` rows, from session ``sids[i]`` of ``accounts[i]``) and write the rows of each
+    message whose rows all keep the rules into ``out`` as pending commands, in order.  A message
+    with a bad row is left out whole: ``refused[i]`` = (its first bad row, the rule it breaks),
+    else (-1, 0).  Returns how many pending commands were written."""
+    cdef const CommandRow *rows = <const CommandRow *>&data[0] if data.shape[0] else NULL
+    cdef Py_ssize_t i, j, first = 0, n = 0, rule, total = 0
+    cdef const CommandRow *r
+    cdef Pending *p
+    for i in range(counts.shape[0]):
+        total += counts[i]
+    if (data.shape[0] != <Py_ssize_t>sizeof(CommandRow) * total or out.shape[0] < total
+            or sids.shape[0] != counts.shape[0] or accounts.shape[0] != counts.shape[0]
+            or refused.shape[0] != counts.shape[0]):
+        raise ValueError("rows_to_pending: rows, counts, sessions, accounts, out or refused disagree")
+    with nogil:
+        for i in range(sids.shape[0]):
+            refused[i, 0], refused[i, 1] = -1, 0
+            for j in range(counts[i]):
+                rule = row_rule(&rows[first + j])
+                if rule:
+                    refused[i, 0], refused[i, 1] = j, rule
+                    break
+            if refused[i, 0] < 0:
+                for j in range(counts[i]):
+                    r = &rows[first + j]
+                    p = &out[n]
+                    p.sid, p.rid = sids[i], r.rid
+                    p.cmd.kind, p.cmd.side, p.cmd.tif, p.cmd.ord_type, p.cmd.stp = r.kind, r.side, r.tif, r.ord_type, r.stp
+                    p.cmd.flags = ALL_MARKETS if r.kind == MASS_CANCEL and r.market == 0 else r.flags
+                    p.cmd.venue, p.cmd.market, p.cmd.ts, p.cmd.account = r.venue, r.market, 0, accounts[i]
+                    p.cmd.price, p.cmd.qty, p.cmd.id, p.cmd.aux = r.price, r.qty, r.id, r.expire_at
+                    n += 1
+            first += counts[i]
+    return n

@@ -37,7 +37,7 @@ from engine.process import POLL_MS, Heartbeat, InputClient, Stop
 from engine.records import COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag
 
 from . import messages as m
-from .intake import drain
+from .intake import drain, rows_to_pending
 from .keys import server_pair
 
 # plain ints on the per-event and per-command paths (enum attribute lookups cost more than the work)
@@ -171,37 +171,18 @@ def match_answers(q: PendingQueue, evs: np.ndarray):
     return got_ev, got_cmd, lost
 
 
-ROW_LIMITS = (("side", 1, "0 (buy) or 1 (sell)"), ("tif", 2, "0 (GTC), 1 (IOC) or 2 (FOK)"),
-              ("ord_type", 1, "0 (limit) or 1 (market)"), ("stp", 3, "0-3 (engine Stp)"))
-ROW_FLAGS = np.zeros(256, np.uint8)  # by row kind: the flags it may carry
-ROW_FLAGS[PLACE], ROW_FLAGS[CANCEL], ROW_FLAGS[AMEND] = POST_ONLY, BY_CLIENT_ID, BY_CLIENT_ID
-
-
-def row_checks(rows: np.ndarray) -> list:
-    """(bad rows mask, what is wrong with row i) for each rule a COMMAND_ROW_DTYPE row must keep."""
-    kind, flags = rows["kind"], rows["flags"]
-    checks = [((kind < PLACE) | (kind > MASS_CANCEL),
-               lambda i: f"kind {kind[i]} is not 1 (place), 2 (cancel), 3 (amend) or 4 (mass cancel)")]
-    for name, top, allowed in ROW_LIMITS:
-        col = rows[name]
-        checks.append((col > top, lambda i, name=name, col=col, allowed=allowed: f"{name} {col[i]} is not {allowed}"))
-    checks.append((flags & ~ROW_FLAGS[kind] != 0, lambda i: f"flags {flags[i]} not allowed for kind {kind[i]} "
-                                                            f"(place: 1 post-only; cancel, amend: 2 by client id)"))
-    checks.append((((kind == CANCEL) | (kind == AMEND)) & (rows["id"] == 0),
-                   lambda i: "a cancel or amend needs the order id (or the client id with flags 2) in id"))
-    checks.append(((kind != PLACE) & (rows["venue"] != 0),
-                   lambda i: f"venue {rows['venue'][i]} on a kind {kind[i]} row: only a place has a venue"))
-    return checks
-
-
-def bad_row(rows: np.ndarray) -> str:
-    """What is wrong with the first bad row ("" when all are good)."""
-    first, text = len(rows), ""
-    for bad, describe in row_checks(rows):
-        hit = np.flatnonzero(bad)
-        if len(hit) and hit[0] < first:
-            first, text = int(hit[0]), describe(int(hit[0]))
-    return f"row {first}: {text}" if text else ""
+# What a bad row breaks, by the rule number gateway/intake.pyx's row_rule returns.
+ROW_RULES = {
+    1: lambda r: f"kind {r['kind']} is not 1 (place), 2 (cancel), 3 (amend) or 4 (mass cancel)",
+    2: lambda r: f"side {r['side']} is not 0 (buy) or 1 (sell)",
+    3: lambda r: f"tif {r['tif']} is not 0 (GTC), 1 (IOC) or 2 (FOK)",
+    4: lambda r: f"ord_type {r['ord_type']} is not 0 (limit) or 1 (market)",
+    5: lambda r: f"stp {r['stp']} is not 0-3 (engine Stp)",
+    6: lambda r: f"flags {r['flags']} not allowed for kind {r['kind']} (place: 1 post-only; cancel, amend: 2 by "
+                 f"client id)",
+    7: lambda r: "a cancel or amend needs the order id (or the client id with flags 2) in id",
+    8: lambda r: f"venue {r['venue']} on a kind {r['kind']} row: only a place has a venue",
+}
 
 
 ORDER_ROW_DTYPE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id", "<i8"), ("price", "<i8"),
@@ -674,33 +655,21 @@ class GatewayStage:
         if not self.row_msgs:
             return
         msgs, self.row_msgs = self.row_msgs, []
-        rows = np.frombuffer(b"".join([data for _, _, data in msgs]), m.COMMAND_ROW_DTYPE)
-        sids, accounts, counts = np.array([(s.sid, s.account, len(data) // ROW_SIZE) for s, _, data in msgs],
-                                          np.int64).reshape(-1, 3).T
-        counts = counts.copy()  # a column of its own: refused messages' counts are zeroed
-        bad = np.logical_or.reduce([mask for mask, _ in row_checks(rows)])
-        if bad.any():
-            msg_of_row = np.repeat(np.arange(len(msgs)), counts)
-            refused = np.unique(msg_of_row[bad])
-            starts = np.cumsum(counts) - counts
-            for i in refused.tolist():
-                s, rid, _ = msgs[i]
-                self.error(s, rid, ResultCode.MALFORMED_MESSAGE, bad_row(rows[starts[i]:starts[i] + counts[i]]))
+        data = b"".join([raw for _, _, raw in msgs])
+        sids, accounts, counts = np.array([(s.sid, s.account, len(raw) // ROW_SIZE) for s, _, raw in msgs],
+                                          np.int64).reshape(-1, 3).T.copy()
+        pending = np.empty(len(data) // ROW_SIZE, PENDING_DTYPE)
+        refused = np.empty((len(msgs), 2), np.int64)
+        n = rows_to_pending(data, sids, accounts, counts, pending, refused)  # checks and converts in C
+        if n < len(pending):
+            for i in np.flatnonzero(refused[:, 0] >= 0).tolist():
+                s, rid, raw = msgs[i]
+                row, rule = refused[i].tolist()
+                detail = ROW_RULES[rule](np.frombuffer(raw, m.COMMAND_ROW_DTYPE)[row])
+                self.error(s, rid, ResultCode.MALFORMED_MESSAGE, f"row {row}: {detail}")
                 self.cmd_count -= int(counts[i])
-            rows = rows[~np.isin(msg_of_row, refused)]
-            counts[refused] = 0
-        if not len(rows):
-            return
-        pending = np.zeros(len(rows), PENDING_DTYPE)
-        pending["sid"] = np.repeat(sids, counts)
-        pending["rid"] = rows["rid"]
-        cmd = pending["cmd"]
-        for name in ("kind", "side", "tif", "ord_type", "stp", "market", "venue", "price", "qty", "id"):
-            cmd[name] = rows[name]
-        cmd["flags"] = np.where((rows["kind"] == MASS_CANCEL) & (rows["market"] == 0), ALL_MARKETS, rows["flags"])
-        cmd["account"] = np.repeat(accounts, counts)
-        cmd["aux"] = rows["expire_at"]
-        self.cmd_chunks.append(pending)
+        if n:
+            self.cmd_chunks.append(pending[:n])
 
     def forward(self) -> None:
         """Push the collected commands into the matcher's input as one message."""
