@@ -666,6 +666,19 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
         r, c = book.index[account], book.col_of[asset]
         assert (book.upnl_sum[r, c], book.maint_sum[r, c]) == (v, maint_sum[account, asset])
     assert book.upnl_sum.sum() == sum(upnl_sum.values()) and book.maint_sum.sum() == sum(maint_sum.values())
+    # ADL ranks: per market and side, unrealised PnL per unit of margin descending, ties by account
+    from fractions import Fraction
+
+    upnl_of = {(p.account, p.market): (p.size, book.position(p.account, p.market)["upnl"], p.margin)
+               for p in e.positions() if p.size}
+    view = {(int(v["account"]), int(v["market"])): int(v["adl_rank"]) for v in book.positions_view()}
+    assert set(view) == set(upnl_of)
+    groups = defaultdict(list)
+    for (account, market), (size, upnl, margin) in upnl_of.items():
+        groups[market, size > 0].append((-Fraction(upnl, max(margin, 1)), account))
+    for (market, _), members in groups.items():
+        for rank, (_, account) in enumerate(sorted(members), 1):
+            assert view[account, market] == rank
     # under maintenance: equity in the quote asset (free + held + unrealised) below the positions' maintenance
     expected = sorted((book.index[a], q) for (a, q), mm in maint_sum.items()
                       if mm > 0 and sum(e.balance(a, q)) + upnl_sum[a, q] < mm)
@@ -765,6 +778,7 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     ledger.close()
     out = CliRunner().invoke(app, ["account", "1", "--config", str(config)])
     assert "maintenance 5000" in out.output and "position market 5 size 10 entry 10000" in out.output, out.output
+    assert "ADL rank 1" in out.output
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -49,7 +49,7 @@ VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<
                        ("maintenance", "<i8")])
 POSITIONS_VIEW_DTYPE = np.dtype([("account", "<i8"), ("market", "<i8"), ("size", "<i8"), ("entry", "<i8"),
                                  ("margin", "<i8"), ("mark", "<i8"), ("upnl", "<i8"), ("maintenance", "<i8"),
-                                 ("liquidation_price", "<i8")])
+                                 ("liquidation_price", "<i8"), ("adl_rank", "<i8")])
 DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
@@ -443,7 +443,7 @@ class MarginBook(EventCore):
     def positions_view(self) -> np.ndarray:
         """Every open perpetual position (``POSITIONS_VIEW_DTYPE``, by account then market): the
         matcher's size, entry value and margin; the mark, unrealised PnL and maintenance requirement
-        it is valued at; and its liquidation price (``liquidation_prices``)."""
+        it is valued at; its liquidation price (``liquidation_prices``) and its ADL rank (``adl_ranks``)."""
         book = self.perp
         slots = book.open_slots()
         out = np.zeros(len(slots), POSITIONS_VIEW_DTYPE)
@@ -459,6 +459,7 @@ class MarginBook(EventCore):
         out["liquidation_price"] = liquidation_prices(out["size"], book.lot[slots], out["mark"], lev[markets],
                                                       mm[markets], equity, self.maint_sum[rows, quotes],
                                                       out["maintenance"])
+        out["adl_rank"] = adl_ranks(out["market"], out["size"], out["upnl"], out["margin"], out["account"])
         return np.sort(out, order=("account", "market"))
 
     def _liquidate_commands(self, now: int) -> np.ndarray:
@@ -725,6 +726,34 @@ def liquidation_prices(size, lot, mark, leverage, maintenance_bps, equity, maint
     return np.where((n == 0) | (long & (a <= 0)), 0, np.maximum(x, 0))
 
 
+def adl_ranks(market, size, upnl, margin, account) -> np.ndarray:
+    """Per open position, its place (1 = first) in the matcher's auto-deleveraging order among the
+    positions on its side of its market: unrealised PnL per unit of margin (profit x leverage),
+    descending, margin taken as at least 1, ties by account (ARCHITECTURE, "Liquidation, insurance
+    and ADL").  Sorted by the ratio in float64 first; positions whose float ratios are equal are put in
+    the exact order (Python fractions), so the ranks are the matcher's."""
+    from fractions import Fraction
+
+    side = np.sign(size)
+    ratio = upnl / np.maximum(margin, 1)
+    order = np.lexsort((account, -ratio, side, market))
+    key = np.column_stack([market[order], side[order], ratio[order]])
+    same = np.flatnonzero((key[1:] == key[:-1]).all(axis=1))  # equal float ratios next to each other
+    if len(same):
+        runs = np.split(same, np.flatnonzero(np.diff(same) != 1) + 1)
+        for run in runs:
+            at = np.arange(run[0], run[-1] + 2)
+            idx = order[at]
+            exact = sorted(idx.tolist(), key=lambda i: (-Fraction(int(upnl[i]), max(int(margin[i]), 1)), int(account[i])))
+            order[at] = exact
+    rank = np.empty(len(order), np.int64)
+    group_start = np.r_[0, np.flatnonzero((market[order][1:] != market[order][:-1]) |
+                                          (side[order][1:] != side[order][:-1])) + 1]
+    starts = np.repeat(group_start, np.diff(np.r_[group_start, len(order)]))
+    rank[order] = np.arange(len(order)) - starts + 1
+    return rank
+
+
 def revalue_dense(x: np.ndarray, w: np.ndarray, s: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """``sum over columns of floor(x * w / 2**s)`` per row, exact for |x| < 2**62, ``0 <= w < 2**31``.
 
@@ -768,4 +797,4 @@ def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5
     return {"accounts": n_accounts, "assets": n_assets, "best_s": times[0], "median_s": times[len(times) // 2]}
 
 
-__all__ = ["MarginBook", "MarginConfig", "bench_revalue", "liquidation_prices", "revalue_dense", "value_of", "weight_bits"]
+__all__ = ["MarginBook", "MarginConfig", "bench_revalue", "adl_ranks", "liquidation_prices", "revalue_dense", "value_of", "weight_bits"]
