@@ -505,8 +505,9 @@ class WorkerStage:
             self.publish_view()
             self.pending = 0
             self.last_checkpoint = time.monotonic()
-        # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1).
-        done = min(self.core.cursor, self.taken_seq)
+        # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1); a
+        # durable core may hold a cursor not yet committed (``durable_cursor``), kept in the ring.
+        done = min(getattr(self.core, "durable_cursor", self.core.cursor), self.taken_seq)
         if done > self.consumer.cursor:
             self.consumer.release_to(done)
 
@@ -556,13 +557,18 @@ class WorkerStage:
 
     def run(self) -> int:
         self.heartbeat.beat(state="running", **self.counters())
+        flush = getattr(self.core, "flush", None)  # a durable core's cursor that waits for something to post
         while not Stop.requested and not self.consumer.producer_closed():
             if not self.step(POLL_MS * 1_000_000) and self.pending:
+                if flush is not None:
+                    flush()
                 self.make_durable()
             if beat_or_leave(self, self.role):
                 return EXIT_PRODUCER_GONE
         while self.step(0):  # drain what is already published
             pass
+        if flush is not None:
+            flush()
         self.make_durable()
         self.heartbeat.beat(state="stopped", **self.counters())
         self.feedback.close()

@@ -926,3 +926,36 @@ def test_margin_book_columns_follow_listed_assets_not_their_ids():
     assert_margin_matches(e, book)
     assert book.balances(5) == {1000: (10_000 - 400, 600), 2000: (4, 0)} and book.balance(6, 2000) == (26, 0)
     assert book.balance(6, 1) == (0, 0) and book.balance(6, 10**6) == (0, 0)
+
+
+def test_settlement_cursor_waits_over_batches_with_nothing_to_post(tmp_path, monkeypatch):
+    """Batches of events the ledger posts nothing for (oracle prices) move only its cursor, which is committed
+    with the next batch that posts, by ``flush`` or once ``CURSOR_COMMIT_S`` has passed; the worker keeps them
+    in the ring until then (``durable_cursor``), so a crash in between replays them, harmlessly."""
+    from engine.workers import settlement
+
+    e = Engine(**ENGINE_KWARGS)
+    setup = np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 8),
+                            e.add_market(3, 2, 1, tick_size=1, lot_size=1, min_size=1), e.deposit(7, 1, 500)])
+    quiet = np.zeros(3, EVENT_DTYPE)
+    quiet["kind"] = Ev.ORACLE
+    quiet["seq"] = np.arange(len(setup) + 1, len(setup) + 4)
+    monkeypatch.setattr(settlement, "CURSOR_COMMIT_S", 3600.0)
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    ledger.apply(setup)
+    assert ledger.cursor == ledger.durable_cursor == len(setup)
+    ledger.apply(quiet)
+    assert ledger.cursor == len(setup) + 3 and ledger.durable_cursor == len(setup)
+    reopened = SettlementLedger(tmp_path / "ledger.sqlite")  # a crash now: the file has the older cursor
+    assert reopened.cursor == len(setup)
+    reopened.db.close()
+    more = e.deposit(7, 1, 5)
+    more["seq"] = len(setup) + 4
+    ledger.apply(more)  # posts: the cursor goes with it
+    assert ledger.durable_cursor == len(setup) + 4 and ledger.balance(7, 1) == 505
+    quiet["seq"] += 4
+    ledger.apply(quiet)
+    ledger.flush()
+    assert ledger.durable_cursor == ledger.cursor == len(setup) + 7
+    ledger.close()
+    assert SettlementLedger(tmp_path / "ledger.sqlite").cursor == len(setup) + 7

@@ -42,6 +42,7 @@ open.
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,6 +64,7 @@ _TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION, Ev.OUTCOME_POSITION)
 
 BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
+CURSOR_COMMIT_S = 0.05  # a cursor moved only by events with nothing to post is committed at most this late
 
 FEE_ACCOUNT = -1  # every venue's uncollected fees (venue 0's are the protocol's ``Engine.fees``)
 EXTERNAL_ACCOUNT = -2
@@ -174,6 +176,8 @@ class SettlementLedger(EventCore):
         """(Re)load the in-memory caches from the database."""
         db = self.db
         self._cursor = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()[0]
+        self._durable_cursor = self._cursor  # what the file holds; _cursor runs ahead over batches with nothing to post
+        self._last_commit = time.monotonic()
         self.listings = Listings()
         for asset, symbol, decimals, seq in db.execute("SELECT asset, symbol, decimals, seq FROM assets"):
             self.listings.assets[asset] = AssetDef(asset, symbol, decimals, seq)
@@ -197,7 +201,33 @@ class SettlementLedger(EventCore):
         self._unfolded_sums = None
         self._transactions = 0
 
+    @property
+    def durable_cursor(self) -> int:
+        """Seq of the last event whose effect (and cursor) is committed: a batch with nothing to post
+        moves only the cursor, and that is committed with the next batch that posts something, by
+        ``flush`` or after ``CURSOR_COMMIT_S`` (the worker releases the ring only up to here)."""
+        return self._durable_cursor
+
+    def flush(self) -> None:
+        """Commit a cursor that ran ahead over batches with nothing to post."""
+        if self._cursor == self._durable_cursor:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            moved = self._moved()
+            if moved:
+                raise SequenceGapError(moved)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (self._cursor,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._durable_cursor = self._cursor
+        self._last_commit = time.monotonic()
+
     def close(self) -> None:
+        self.flush()
         if self._unfolded:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -212,8 +242,8 @@ class SettlementLedger(EventCore):
     def _moved(self) -> str:
         """Why the file is not where this handle left it (another writer), or ''."""
         stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('cursor', 'balances_cursor')"))
-        if stored["cursor"] != self._cursor:
-            return f"cursor moved under us: expected {self._cursor}, database has {stored['cursor']}"
+        if stored["cursor"] != self._durable_cursor:
+            return f"cursor moved under us: expected {self._durable_cursor}, database has {stored['cursor']}"
         if stored["balances_cursor"] != self._balances_cursor:
             return (f"balances moved under us: folded up to {self._balances_cursor} here, "
                     f"{stored['balances_cursor']} in the database")
@@ -367,6 +397,11 @@ class SettlementLedger(EventCore):
                 self._unfolded.append((np.concatenate(legs_acct), np.concatenate(legs_asset),
                                        np.concatenate(legs_amount)))
                 self._unfolded_sums = None
+            if not (asset_rows or market_rows or account_rows or entry_rows or posting_rows or fill_rows) and \
+                    time.monotonic() - self._last_commit < CURSOR_COMMIT_S:
+                applied = last - self._cursor  # nothing to post (e.g. only oracle events): the cursor waits
+                self._cursor = last
+                return applied
             self._transactions += 1
             fold = self._transactions % BALANCES_EVERY == 0
             db = self.db
@@ -393,6 +428,8 @@ class SettlementLedger(EventCore):
                     self._fold(last)
                 db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (last,))
                 db.execute("COMMIT")
+                self._durable_cursor = last
+                self._last_commit = time.monotonic()
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
