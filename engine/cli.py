@@ -361,7 +361,7 @@ def _send_through_gateway(cfg, commands, key: str) -> None:
             request = m.VENUE_COMMAND_OF_KIND[int(cmd["kind"])]
             what = f"{Cmd(int(cmd['kind'])).name} venue {int(cmd['venue'])}"
             try:
-                ack = client.venue_command(request, **request.values_of(cmd))
+                ack = client.send_command(request, **request.values_of(cmd))
             except GatewayError as exc:
                 failed = True
                 typer.echo(f"{what}: rejected {exc.name} ({exc.code}): {exc.reason}")

@@ -82,6 +82,7 @@ _ERRORS = {
     ResultCode.INSUFFICIENT_BALANCE: InsufficientFunds,
     ResultCode.NOT_VENUE_OPERATOR: PermissionDenied,
     ResultCode.NOT_ADMIN: PermissionDenied,
+    ResultCode.NOT_RESOLVER: PermissionDenied,
     ResultCode.UNKNOWN_ORDER: OrderNotFound,
     ResultCode.ORDER_CLOSED: OrderNotFound,
     ResultCode.RATE_LIMITED: RateLimitExceeded,
@@ -502,15 +503,17 @@ class Client:
             self.order_updated.clear()
             await self.order_updated.wait()
 
-    # ------------------------------------------------------------------ venue operators
+    # ------------------------------------------------------------------ venue, outcome and liquidation commands
 
-    async def venue_command(self, request: type[m.VenueCommand], **fields) -> m.Ack:
-        """Send a venue operator command (``messages.VENUE_COMMANDS``, e.g. ``m.Allow, venue=2,
-        account=13``) as this session's account; returns its Ack once durable, raises a
-        ``GatewayError`` with the matcher's code when refused (``PermissionDenied``: NOT_VENUE_OPERATOR)."""
-        if request not in m.VENUE_COMMANDS:
-            raise TypeError(f"{request!r} is not a venue command; one of "
-                            f"{[c.__struct_config__.tag for c in m.VENUE_COMMANDS]}")
+    async def send_command(self, request: type[m.VenueCommand], **fields) -> m.Ack:
+        """Send a command other than an order (``messages.FIELD_COMMANDS``: a venue operator's, e.g.
+        ``m.Allow, venue=2, account=13``; ``m.OutcomeConfig``, ``m.Resolve``, ``m.Convert``;
+        ``m.Liquidate``) as this session's account; returns its Ack once durable, raises a
+        ``GatewayError`` with the matcher's code when refused (``PermissionDenied``: NOT_VENUE_OPERATOR,
+        NOT_RESOLVER)."""
+        if request not in m.FIELD_COMMANDS:
+            raise TypeError(f"{request!r} is not a venue, outcome or liquidation command; one of "
+                            f"{[c.__struct_config__.tag for c in m.FIELD_COMMANDS]}")
         values = {name: _int(name, value) for name, value in fields.items()}
         return await self.request(request(rid=self.next_rid(), **values))
 

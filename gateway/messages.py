@@ -146,7 +146,7 @@ Mask = I64  # a 64-bit mask as the int64 the command holds (bit 63 is the sign b
 
 
 class VenueCommand(_Msg):
-    """A venue command: ``command_fields`` maps the COMMAND_DTYPE fields it sets (besides kind and
+    """A command other than an order (a venue's, an outcome market's, a Liquidate): ``command_fields`` maps the COMMAND_DTYPE fields it sets (besides kind and
     account) to its own; ``packed_fees`` are the fields packed into ``aux`` (pack_venue_fees order)."""
 
     kind: ClassVar[int]
@@ -290,9 +290,71 @@ VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, Venue
                   OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk)
 VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
 
+
+# ------------------------------------------------------------------ requests: outcome markets and liquidation
+# Sent as the session's account like the venue commands; the matcher checks who may (docs/ARCHITECTURE.md
+# "Outcome markets", "Liquidation, insurance and ADL").
+
+Positive = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
+class OutcomeConfig(VenueCommand, tag="outcome_config"):
+    """The admin or the listing venue's operator: an outcome market's payout per lot, the account that
+    resolves it, its dispute window and the multi-outcome event it belongs to (0: standalone)."""
+
+    kind = Cmd.OUTCOME_CONFIG
+    command_fields = dict(market="market", price="payout", id="resolver", qty="dispute_window_ns", aux="event")
+    rid: I64
+    market: MarketId
+    payout: Positive  # quote units per lot; the market's prices lie strictly between 0 and it
+    resolver: Positive  # the account whose Resolve proposes the outcome
+    dispute_window_ns: NonNegative = 0  # engine clock; 0: a resolution is final at once
+    event: NonNegative = 0
+
+
+class Resolve(VenueCommand, tag="resolve"):
+    """The market's resolver proposes the outcome (the admin overturns it in the dispute window); a
+    market of an event resolves the whole event by being named the winner (outcome 1)."""
+
+    kind = Cmd.RESOLVE
+    command_fields = dict(market="market", qty="outcome")
+    rid: I64
+    market: MarketId
+    outcome: Annotated[int, msgspec.Meta(ge=0, le=1)]  # 1 YES won, 0 NO won
+
+
+class Convert(VenueCommand, tag="convert"):
+    """``qty`` (base units) of the account's NO shares in ``market`` into as many YES shares in each
+    other market of its event."""
+
+    kind = Cmd.CONVERT
+    command_fields = dict(market="market", qty="qty")
+    rid: I64
+    market: MarketId
+    qty: Positive
+
+
+class Liquidate(VenueCommand, tag="liquidate"):
+    """Any account as a keeper: liquidate ``target``'s positions quoted in ``asset`` in the perpetual
+    markets ``venue`` listed, if the matcher finds it below maintenance (it re-checks with its own state)."""
+
+    kind = Cmd.LIQUIDATE
+    command_fields = dict(id="target", venue="venue", market="asset")
+    rid: I64
+    target: Positive
+    venue: VenueId
+    asset: VenueId
+
+
+OUTCOME_COMMANDS = (OutcomeConfig, Resolve, Convert)
+# every request that is one command record sent as the session's account, its fields mapped by command_fields
+FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
+
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy,
-                VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk]
+                VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk,
+                OutcomeConfig, Resolve, Convert, Liquidate]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies

@@ -44,12 +44,18 @@ from .keys import server_pair
 ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED = map(int, (Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED))
 PLACE, CANCEL, AMEND, MASS_CANCEL = map(int, (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, Cmd.MASS_CANCEL))
 POST_ONLY, BY_CLIENT_ID, ALL_MARKETS = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS))
-USER_CANCEL, EXPIRED = int(CancelReason.USER), int(CancelReason.EXPIRED)
+USER_CANCEL = int(CancelReason.USER)
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 VENUE_ECHO, ORACLE_CONFIG_ECHO = int(Ev.VENUE), int(Ev.ORACLE_CONFIG)  # accepted venue commands, echoed whole
+# the first event of an accepted OutcomeConfig or Resolve, Convert, Liquidate (whose account is the target: the
+# sender is its client_id)
+OUTCOME_STATUS, OUTCOME_CONVERT, LIQUIDATION = int(Ev.OUTCOME_STATUS), int(Ev.OUTCOME_CONVERT), int(Ev.LIQUIDATION)
+OUTCOME_CONFIG, RESOLVE, CONVERT, LIQUIDATE = map(int, (Cmd.OUTCOME_CONFIG, Cmd.RESOLVE, Cmd.CONVERT, Cmd.LIQUIDATE))
+OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
 FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
-EVENT_ACCOUNTS_KINDS = (ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO)
-OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO)
+OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
+                   OUTCOME_CONVERT, LIQUIDATION)
+EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
@@ -129,7 +135,18 @@ def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
         (ev["qty"] == cmd["qty"])
     venue_echo = ((ek == VENUE_ECHO) | (ek == ORACLE_CONFIG_ECHO)) & (ev["flags"] == ck) & same_values & \
         (ev["side"] == cmd["side"]) & (ev["remaining"] == cmd["aux"])
-    return (((ek == REJECTED) & same_values) | venue_echo
+    status = ek == OUTCOME_STATUS
+    outcome_config = (ck == OUTCOME_CONFIG) & status & (ev["reason"] == OUTCOME_OPENED) & same_market & \
+        (ev["price"] == cmd["price"]) & (ev["order_id"] == cmd["id"]) & (ev["maker_order"] == cmd["qty"]) & \
+        (ev["client_id"] == cmd["aux"])
+    # a resolution of an event answers with its members' statuses in configuration order: the first may be another
+    # market of the event (client_id: the event), resolved NO
+    resolve = (ck == RESOLVE) & status & (ev["reason"] != OUTCOME_OPENED) & \
+        ((same_market & (ev["qty"] == cmd["qty"])) | (ev["client_id"] != 0))
+    convert = (ck == CONVERT) & (ek == OUTCOME_CONVERT) & same_market & (ev["qty"] == cmd["qty"])
+    liquidate = (ck == LIQUIDATE) & (ek == LIQUIDATION) & (ev["account"] == cmd["id"]) & \
+        (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"])
+    return (((ek == REJECTED) & same_values) | venue_echo | outcome_config | resolve | convert | liquidate
             | ((ck == PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
                & (ev["price"] == cmd["price"]) & (ev["venue"] == cmd["venue"]))
             | ((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
@@ -470,7 +487,7 @@ class GatewayStage:
         self.failure: Exception | None = None
         # each request type's handler: one dict lookup per message instead of isinstance chains
         self.handlers = {t: self.query for t in m.Request.__args__}
-        self.handlers.update({t: self.command for t in m.COMMANDS + m.VENUE_COMMANDS})
+        self.handlers.update({t: self.command for t in m.COMMANDS + m.FIELD_COMMANDS})
         self.handlers.update({m.Batch: self.batch, m.OrderRows: self.order_rows})
 
     # ------------------------------------------------------------------ accounts and sessions
@@ -818,7 +835,8 @@ class GatewayStage:
             return
         kinds = events["kind"]
         mine = np.isin(kinds, EVENT_ACCOUNTS_KINDS) & (np.isin(events["account"], keyed) |
-                                                     ((kinds == FILL) & np.isin(events["maker_account"], keyed)))
+                                                     ((kinds == FILL) & np.isin(events["maker_account"], keyed)) |
+                                                     ((kinds == LIQUIDATION) & np.isin(events["client_id"], keyed)))
         if not mine.any():
             return
         events = events[mine]
@@ -834,11 +852,12 @@ class GatewayStage:
         self.flush()
 
     def answer(self, events: np.ndarray) -> None:
-        """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended;
-        never an expiry, which rides on whichever command came next) with the account's pending
-        command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
+        """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended,
+        a venue's or an outcome market's echo, Liquidation; never another cancel: an expiry rides on
+        whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
+        sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
         kinds = events["kind"]
-        own = np.isin(kinds, OWN_FIRST_KINDS) & ~((kinds == CANCELLED) & (events["reason"] == EXPIRED))
+        own = np.isin(kinds, OWN_FIRST_KINDS) & ((kinds != CANCELLED) | (events["reason"] == USER_CANCEL))
         if not own.any():
             return
         firsts = events[own]
@@ -848,7 +867,7 @@ class GatewayStage:
         first[1:] = cmd_seq[1:] != cmd_seq[:-1]
         self.claimed_cmd_seq = int(cmd_seq[-1])
         firsts = firsts[first]
-        accounts = firsts["account"]
+        accounts = np.where(firsts["kind"] == LIQUIDATION, firsts["client_id"], firsts["account"])
         got_ev, got_cmd, lost = [], [], []
         one = accounts[0]
         groups = ((int(one), firsts),) if (accounts == one).all() else \
@@ -893,7 +912,9 @@ class GatewayStage:
         acks["rid"] = pending["rid"]
         for name in ("order_id", "client_id", "cmd_seq", "durable_seq", "ts"):
             acks[name] = ev[name]
-        acks["client_id"][pending["cmd"]["kind"] >= FIRST_VENUE_CMD] = 0  # a venue echo's client_id is its id field
+        no_order = pending["cmd"]["kind"] >= FIRST_VENUE_CMD  # an echo's order_id and client_id are other fields
+        acks["order_id"][no_order] = 0
+        acks["client_id"][no_order] = 0
         acks["count"] = np.where(pending["cmd"]["kind"] == MASS_CANCEL, ev["qty"], 0)
         self.counters["acks"] += len(acks)
         sids = pending["sid"]

@@ -44,15 +44,15 @@ def venue_view(e, venue: int) -> tuple:
 def test_the_operator_changes_its_venue_and_launches_are_sent_as_the_keys_account(engine):
     async def scenario():
         op = await engine.client("operator").connect()
-        acks = [await op.venue_command(m.VenueFees, venue=1, maker_bps=-1, taker_bps=4, operator_bps=5000,
+        acks = [await op.send_command(m.VenueFees, venue=1, maker_bps=-1, taker_bps=4, operator_bps=5000,
                                        insurance_bps=1000),
-                await op.venue_command(m.OfferMarket, venue=1, market=2),
-                await op.venue_command(m.Allow, venue=1, account=13),
-                await op.venue_command(m.AddStake, venue=1, amount=500),
-                await op.venue_command(m.VenuePolicy, venue=1, pool=3, accepts=(1 << 3) | 1),
-                await op.venue_command(m.VenueStatus, venue=1, status=VenueStatus.HALTED)]
+                await op.send_command(m.OfferMarket, venue=1, market=2),
+                await op.send_command(m.Allow, venue=1, account=13),
+                await op.send_command(m.AddStake, venue=1, amount=500),
+                await op.send_command(m.VenuePolicy, venue=1, pool=3, accepts=(1 << 3) | 1),
+                await op.send_command(m.VenueStatus, venue=1, status=VenueStatus.HALTED)]
         other = await engine.client("other").connect()
-        acks.append(await other.venue_command(m.LaunchVenue, venue=2, stake=2000, insurance_account=902,
+        acks.append(await other.send_command(m.LaunchVenue, venue=2, stake=2000, insurance_account=902,
                                               access=VenueAccess.ALLOW_LIST))
         for c in (op, other):
             await c.close()
@@ -85,7 +85,7 @@ def test_another_accounts_key_is_refused_and_nothing_changes(engine):
                                 (m.WithdrawMarket, dict(venue=1, market=1)), (m.Unbond, dict(venue=1, amount=10)),
                                 (m.SweepFees, dict(venue=1, asset=1))]:
             with pytest.raises(PermissionDenied, match="NOT_VENUE_OPERATOR") as exc:
-                await other.venue_command(request, **fields)
+                await other.send_command(request, **fields)
             refused.append(exc.value)
         await other.close()
         return refused
@@ -107,19 +107,19 @@ def test_bad_fields_get_a_clear_reject_and_admin_commands_are_not_served(engine)
     async def scenario():
         op = await engine.client("operator").connect()
         with pytest.raises(BadRequest, match=r"venue_fees\.maker_bps.*32767"):  # would not fit the packed int16
-            await op.venue_command(m.VenueFees, venue=1, maker_bps=40_000, taker_bps=1)
+            await op.send_command(m.VenueFees, venue=1, maker_bps=40_000, taker_bps=1)
         with pytest.raises(BadRequest, match=r"venue_status\.venue"):
-            await op.venue_command(m.VenueStatus, venue=-1, status=2)
+            await op.send_command(m.VenueStatus, venue=-1, status=2)
         with pytest.raises(BadRequest, match=r"venue_policy\.pool"):
-            await op.venue_command(m.VenuePolicy, venue=1, pool=256)
+            await op.send_command(m.VenuePolicy, venue=1, pool=256)
         with pytest.raises(InvalidOrder, match="INVALID_VENUE_STATUS"):  # the matcher's own check
-            await op.venue_command(m.VenueStatus, venue=1, status=9)
+            await op.send_command(m.VenueStatus, venue=1, status=9)
         with pytest.raises(InvalidOrder, match="UNKNOWN_VENUE"):
-            await op.venue_command(m.AddStake, venue=77, amount=10)
+            await op.send_command(m.AddStake, venue=77, amount=10)
         with pytest.raises(TypeError, match="amount must be an int"):
-            await op.venue_command(m.AddStake, venue=1, amount=10.5)
-        with pytest.raises(TypeError, match="not a venue command"):
-            await op.venue_command(m.PlaceOrder, market=1)
+            await op.send_command(m.AddStake, venue=1, amount=10.5)
+        with pytest.raises(TypeError, match="not a venue, outcome or liquidation command"):
+            await op.send_command(m.PlaceOrder, market=1)
         await op.send_raw(m.encoder.encode(["venue_params", 41, 2, 1000, 0, 11, 11]))  # admin only: no message
         err = await op.expect_reply(41)
         assert type(err) is m.Error and err.name == "UNKNOWN_MESSAGE"

@@ -1,0 +1,121 @@
+"""Outcome markets and liquidation through the gateway: real sockets (CurveZMQ over ipc) into a
+supervised engine with a perpetual market (1) and an event of two outcome markets (3, 4).  Each
+command goes as the session's account; the matcher decides who may (the admin configures, only the
+resolver's key resolves, any key liquidates a target the matcher itself finds under maintenance)."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from engine.records import Cmd
+from engine.venues import rebuild
+from gateway import messages as m
+from gateway.client import BadRequest, InvalidOrder, PermissionDenied
+
+from gateway_harness import GatewayEngine, connected, funded, run, unit_market
+
+KEYS = {"admin": 99, "resolver": 21, "alice": 31, "bob": 32, "carol": 33, "keeper": 41}
+PERP, YES_A, YES_B = 1, 3, 4  # YES_A and YES_B: the two outcomes of event 7
+PAYOUT = 100  # USD cents per outcome lot
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    e = GatewayEngine(tmp_path_factory.mktemp("gwoutcomes"), KEYS, {
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=0),
+                   dict(id=3, symbol="ELA", decimals=0), dict(id=4, symbol="ELB", decimals=0)],
+        "markets": [unit_market(PERP, "BTC", "USD", kind="perpetual"),
+                    unit_market(YES_A, "ELA", "USD", kind="outcome"), unit_market(YES_B, "ELB", "USD", kind="outcome")],
+        # carol's 150 carries a 10-lot long at 100 with 10x leverage (margin 100) until the mark falls below 90
+        "accounts": funded((31, 32, 98), USD=1_000_000) + funded((33,), USD=150),
+        "venues": dict(admin=99, protocol_account=98, stake_asset="USD", min_stake=1000),
+    })
+    yield e
+    e.stop()
+
+
+def state(engine):
+    return rebuild(engine.cfg)[0]
+
+
+def sent(engine, ack: m.Ack) -> tuple[int, int]:
+    """The journaled command an Ack answers: (kind, account)."""
+    cmd = engine.journal()[ack.cmd_seq - 1]
+    return int(cmd["kind"]), int(cmd["account"])
+
+
+def test_the_admin_configures_a_trader_converts_and_only_the_resolver_resolves(engine):
+    async def scenario():
+        admin, resolver, alice, bob = await connected(engine, "admin", "resolver", "alice", "bob")
+        acks = [await admin.send_command(m.OutcomeConfig, market=market, payout=PAYOUT, resolver=21, event=7)
+                for market in (YES_A, YES_B)]
+        with pytest.raises(PermissionDenied, match="NOT_VENUE_OPERATOR"):
+            await bob.send_command(m.OutcomeConfig, market=YES_A, payout=PAYOUT, resolver=32)
+        await alice.create_order(YES_A, "limit", "sell", 10, 40, {"clientOrderId": 1})  # buys NO at 60
+        await bob.create_order(YES_A, "limit", "buy", 10, 40, {"clientOrderId": 1})
+        acks.append(await alice.send_command(m.Convert, market=YES_A, qty=4))  # 4 NO of A -> 4 YES of B
+        with pytest.raises(InvalidOrder, match="NO_SHARES_TO_CONVERT"):
+            await bob.send_command(m.Convert, market=YES_A, qty=1)  # bob holds YES, not NO
+        with pytest.raises(BadRequest, match=r"convert\.qty"):
+            await alice.send_command(m.Convert, market=YES_A, qty=0)
+        with pytest.raises(BadRequest, match=r"resolve\.outcome"):
+            await resolver.send_command(m.Resolve, market=YES_B, outcome=2)
+        with pytest.raises(BadRequest, match=r"outcome_config\.resolver"):
+            await admin.send_command(m.OutcomeConfig, market=YES_A, payout=PAYOUT, resolver=0)
+        resting = await alice.create_order(YES_B, "limit", "buy", 1, 30, {"clientOrderId": 2})
+        with pytest.raises(PermissionDenied, match="NOT_RESOLVER"):
+            await bob.send_command(m.Resolve, market=YES_B, outcome=1)
+        # B wins the event: A resolves NO first (configuration order), alice's order in B is cancelled
+        # first of all; the Ack still answers the Resolve
+        acks.append(await resolver.send_command(m.Resolve, market=YES_B, outcome=1))
+        cancelled = await alice.fetch_order(resting["id"])
+        for c in (admin, resolver, alice, bob):
+            await c.close()
+        return acks, cancelled
+
+    acks, cancelled = run(scenario())
+    assert [sent(engine, a) for a in acks] == [(Cmd.OUTCOME_CONFIG, 99), (Cmd.OUTCOME_CONFIG, 99),
+                                               (Cmd.CONVERT, 31), (Cmd.RESOLVE, 21)]
+    assert all(a.durable_seq >= a.cmd_seq > 0 and a.order_id == 0 and a.client_id == 0 for a in acks)
+    assert cancelled["status"] == "canceled"
+    e = state(engine)
+    assert [(o.market, o.state, o.outcome, o.resolver, o.event) for o in e.outcomes()] == \
+        [(YES_A, 3, 0, 21, 7), (YES_B, 3, 1, 21, 7)]  # both final: B won
+    # alice paid 10 x 60 for NO of A and kept 6 (paid 100 each at the end) after converting 4 into YES of B (won:
+    # 100 each); bob paid 10 x 40 for YES of A, which lost
+    assert e.balance(31, 1) == (1_000_000 - 600 + 600 + 400, 0)
+    assert e.balance(32, 1) == (1_000_000 - 400, 0)
+    assert (e.position(31, YES_A).realised, e.position(31, YES_B).realised) == (0, 400)
+
+
+def test_a_keeper_key_liquidates_what_the_matcher_finds_under_maintenance(engine):
+    margin_worker = engine.sup.procs["margin"]
+
+    async def scenario():
+        admin, alice, bob, carol, keeper = await connected(engine, "admin", "alice", "bob", "carol", "keeper")
+        await admin.send_command(m.MarketRisk, market=PERP, max_leverage=10, maintenance_bps=5000)
+        await bob.create_order(PERP, "limit", "sell", 10, 100, {"clientOrderId": 11})
+        await carol.create_order(PERP, "limit", "buy", 10, 100, {"clientOrderId": 11})  # long 10 at 10x
+        with pytest.raises(InvalidOrder, match="NOT_LIQUIDATABLE"):  # healthy: the matcher re-checks
+            await keeper.send_command(m.Liquidate, target=33, venue=0, asset=1)
+        with pytest.raises(BadRequest, match=r"liquidate\.target"):
+            await keeper.send_command(m.Liquidate, target=-33, venue=0, asset=1)
+        # the margin worker would liquidate carol itself: held still, the keeper's key does it
+        os.kill(margin_worker.pid, signal.SIGSTOP)
+        try:
+            await bob.create_order(PERP, "limit", "sell", 1, 89, {"clientOrderId": 12})
+            await alice.create_order(PERP, "limit", "buy", 1, 89, {"clientOrderId": 12})  # last trade, mark: 89
+            ack = await keeper.send_command(m.Liquidate, target=33, venue=0, asset=1)
+        finally:
+            os.kill(margin_worker.pid, signal.SIGCONT)
+        for c in (admin, alice, bob, carol, keeper):
+            await c.close()
+        return ack
+
+    ack = run(scenario())
+    assert sent(engine, ack) == (Cmd.LIQUIDATE, 41) and ack.durable_seq >= ack.cmd_seq
+    assert int(engine.journal()[ack.cmd_seq - 1]["id"]) == 33  # the target
+    e = state(engine)
+    assert e.position(33, PERP) is None or e.position(33, PERP).size == 0
