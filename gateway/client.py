@@ -285,6 +285,10 @@ class Client:
             self.orders[order_id] = o
         return o
 
+    def _lot(self, market: int) -> int:
+        k = self.markets_by_id.get(market)
+        return k.lot_size if k is not None else 1
+
     def _quote(self, market: int) -> str | None:
         k = self.markets_by_id.get(market)
         return k.quote if k is not None else None
@@ -478,12 +482,33 @@ class Client:
         res = await self.request(m.Balances(rid=self.next_rid()))
         out: dict = {"free": {}, "used": {}, "total": {},
                      "info": {"as_of_seq": res.as_of_seq, "equity": res.equity, "margin_used": res.margin_used,
-                              "available": res.available}}
+                              "available": res.available, "maintenance": res.maintenance}}
         for b in res.balances:
             row = {"free": b.total - b.held, "used": b.held, "total": b.total}
             out[b.symbol] = row
             for k, v in row.items():
                 out[k][b.symbol] = v
+        return out
+
+    async def fetch_positions(self, symbols=None, params: dict | None = None) -> list[dict]:
+        """CCXT positions: the account's open perpetual positions as the margin worker last valued them
+        (``info``: the raw ``PositionInfo`` and ``as_of_seq``; ``adl_rank``: 1 = first to be deleveraged on
+        its side).  Engine integers: ``contracts`` in base units, prices per lot (``entryPrice`` the
+        average, rounded down), money in quote units."""
+        res = await self.request(m.Positions(rid=self.next_rid()))
+        wanted = {self.market_id(s) for s in symbols} if symbols is not None else None
+        out = []
+        for p in res.positions:
+            if wanted is not None and p.market not in wanted:
+                continue
+            lot, size = self._lot(p.market), abs(p.size)  # size in base units; prices are per lot
+            out.append({"symbol": self.symbol(p.market), "id": None, "timestamp": None, "datetime": None,
+                        "contracts": size, "contractSize": 1, "side": "long" if p.size > 0 else "short",
+                        "entryPrice": p.entry * lot // size, "markPrice": p.mark, "notional": p.mark * size // lot,
+                        "unrealizedPnl": p.upnl, "initialMargin": p.margin, "maintenanceMargin": p.maintenance,
+                        "collateral": p.margin, "liquidationPrice": p.liquidation_price or None,
+                        "marginMode": "cross", "adl_rank": p.adl_rank,
+                        "info": {"position": p, "as_of_seq": res.as_of_seq}})
         return out
 
     async def watch_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:

@@ -134,6 +134,12 @@ class Markets(_Msg, tag="markets"):
     rid: I64
 
 
+class Positions(_Msg, tag="positions"):
+    """The session's account's open perpetual positions, as the margin worker last valued them."""
+
+    rid: I64
+
+
 # ------------------------------------------------------------------ requests: venue operator commands
 # The sender of each is the session's account (the venue's operator, or the admin); the matcher
 # refuses anyone else (NOT_VENUE_OPERATOR).  Field meanings: docs/ARCHITECTURE.md "Venues".
@@ -352,9 +358,9 @@ OUTCOME_COMMANDS = (OutcomeConfig, Resolve, Convert)
 FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
-                OrderStatus, Balances, Markets, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy,
-                VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk,
-                OutcomeConfig, Resolve, Convert, Liquidate]
+                OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
+                VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
+                MarketRisk, OutcomeConfig, Resolve, Convert, Liquidate]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies
@@ -460,6 +466,27 @@ class BalancesResult(_Msg, tag="balances_result"):
     equity: I64 = 0  # the margin view (valuation asset units)
     margin_used: I64 = 0
     available: I64 = 0
+    maintenance: I64 = 0  # the positions' maintenance requirement (equity below it: liquidatable)
+
+
+class PositionInfo(msgspec.Struct, array_like=True, frozen=True):
+    """One open perpetual position (the margin worker's ``POSITIONS_VIEW_DTYPE`` row, less the account)."""
+
+    market: MarketId
+    size: I64  # signed base units: > 0 long
+    entry: I64  # entry value (quote): what the open size cost
+    margin: I64  # quote held for it
+    mark: I64  # the mark price it is valued at
+    upnl: I64  # unrealised PnL at the mark
+    maintenance: I64  # its maintenance requirement at the mark
+    liquidation_price: I64  # the mark at which the account becomes liquidatable (0: none)
+    adl_rank: I64  # its place in the market's auto-deleveraging queue for its side (1 = first)
+
+
+class PositionsResult(_Msg, tag="positions_result"):
+    rid: I64
+    positions: list[PositionInfo]
+    as_of_seq: I64  # the margin worker's checkpoint these figures come from
 
 
 class MarketInfo(msgspec.Struct, array_like=True, frozen=True):
@@ -517,7 +544,7 @@ def execution_report(r: tuple) -> ExecutionReport:
 
 
 Reply = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, HeartbeatAck, DeadmanSet, OrdersResult, OrderStatusResult,
-              BalancesResult, MarketsResult]
+              BalancesResult, PositionsResult, MarketsResult]
 
 
 class Replies(_Msg, tag="replies"):
@@ -525,7 +552,7 @@ class Replies(_Msg, tag="replies"):
 
 
 Incoming = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, HeartbeatAck, DeadmanSet, OrdersResult, OrderStatusResult,
-                 BalancesResult, MarketsResult, Replies]
+                 BalancesResult, PositionsResult, MarketsResult, Replies]
 
 REQUEST_TAGS = frozenset(cls.__struct_config__.tag for cls in Request.__args__)
 REQUEST_FIELDS = {cls.__struct_config__.tag: cls.__struct_fields__ for cls in Request.__args__}

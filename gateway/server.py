@@ -481,7 +481,7 @@ class GatewayStage:
         self.ring_attached = False
         self.stopping = False
         self.counters = collections.Counter()
-        self.balance_cache: tuple = (None, None, None)
+        self.margin_cache: tuple = ((), None)  # (the files' mtimes, (core, view, positions))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.quit = threading.Event()  # ends the ring thread
         self.failure: Exception | None = None
@@ -738,6 +738,8 @@ class GatewayStage:
             self.send(s, m.OrderStatusResult(rid=req.rid, order=self.book.find(s.account, req.order_id, req.client_id)))
         elif t is m.Balances:
             self.send(s, self.balances(s.account, req.rid))
+        elif t is m.Positions:
+            self.send(s, self.positions(s.account, req.rid))
         else:  # Markets
             self.send(s, m.MarketsResult(rid=req.rid, markets=self.market_infos()))
 
@@ -747,30 +749,51 @@ class GatewayStage:
                              quote_decimals=decimals[k.quote], tick_size=k.tick_size, lot_size=k.lot_size,
                              min_size=k.min_size) for k in self.cfg.markets]
 
+    def margin_state(self) -> tuple | None:
+        """The margin worker's last checkpoint (its core) and the views it published with it
+        (``margin-view.npy``: equity, margin used, available, maintenance per account;
+        ``margin-positions.npy``: ``POSITIONS_VIEW_DTYPE``), re-read when a file changed; None before
+        its first checkpoint."""
+        run = self.cfg.data_path / "run"
+        paths = (run / "margin.ckpt", run / "margin-view.npy", run / "margin-positions.npy")
+        try:
+            key = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
+        except OSError:  # replaced between exists and stat: the previous one is as good
+            key = self.margin_cache[0]
+        if not key or not key[0]:
+            return None
+        if self.margin_cache[0] != key:
+            core = pickle.loads(paths[0].read_bytes())
+            view, positions = (np.load(p) if k else None for p, k in zip(paths[1:], key[1:]))
+            self.margin_cache = (key, (core, view, positions))
+        return self.margin_cache[1]
+
     def balances(self, account: int, rid: int) -> m.BalancesResult:
         """Per-asset totals and holds from the margin worker's last checkpoint, and its margin view."""
-        run = self.cfg.data_path / "run"
-        ckpt, view_path = run / "margin.ckpt", run / "margin-view.npy"
-        try:
-            key = (ckpt.stat().st_mtime_ns, view_path.stat().st_mtime_ns if view_path.exists() else 0)
-        except OSError:
+        state = self.margin_state()
+        if state is None:
             return m.BalancesResult(rid=rid, balances=[], as_of_seq=0)
-        if self.balance_cache[0] != key:
-            core = pickle.loads(ckpt.read_bytes())
-            view = np.load(view_path) if view_path.exists() else None
-            self.balance_cache = (key, core, view)
-        _, core, view = self.balance_cache
+        core, view, _ = state
         symbols = {a.id: a.symbol for a in self.cfg.assets}
         rows = [m.BalanceInfo(asset=a, symbol=symbols.get(a, str(a)), total=t, held=h)
                 for a, (t, h) in sorted(core.balances(account).items())]
-        equity = used = available = 0
+        figures = dict(equity=0, margin_used=0, available=0, maintenance=0)
         if view is not None:
             hit = np.flatnonzero(view["account"] == account)
             if len(hit):
-                r = view[hit[0]]
-                equity, used, available = int(r["equity"]), int(r["margin_used"]), int(r["available"])
-        return m.BalancesResult(rid=rid, balances=rows, as_of_seq=int(core.cursor), equity=equity,
-                                margin_used=used, available=available)
+                figures = {name: int(view[name][hit[0]]) for name in figures if name in view.dtype.names}
+        return m.BalancesResult(rid=rid, balances=rows, as_of_seq=int(core.cursor), **figures)
+
+    def positions(self, account: int, rid: int) -> m.PositionsResult:
+        """The account's open perpetual positions as the margin worker last valued them."""
+        state = self.margin_state()
+        if state is None or state[2] is None:
+            return m.PositionsResult(rid=rid, positions=[], as_of_seq=int(state[0].cursor) if state else 0)
+        core, _, positions = state
+        fields = m.PositionInfo.__struct_fields__
+        mine = positions[positions["account"] == account]
+        return m.PositionsResult(rid=rid, as_of_seq=int(core.cursor),
+                                 positions=[m.PositionInfo(*row) for row in mine[list(fields)].tolist()])
 
     # ------------------------------------------------------------------ replies
 

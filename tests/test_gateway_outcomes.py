@@ -4,6 +4,7 @@ command goes as the session's account; the matcher decides who may (the admin co
 resolver's key resolves, any key liquidates a target the matcher itself finds under maintenance)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -119,3 +120,36 @@ def test_a_keeper_key_liquidates_what_the_matcher_finds_under_maintenance(engine
     assert int(engine.journal()[ack.cmd_seq - 1]["id"]) == 33  # the target
     e = state(engine)
     assert e.position(33, PERP) is None or e.position(33, PERP).size == 0
+
+
+def test_positions_and_margin_as_the_margin_worker_values_them(engine):
+    """After the liquidation above: bob short 11 (10 at 100, 1 at 89), alice long 1 at 89, the mark 89."""
+    e = state(engine)
+    mark = {r.market_id: r.mark for r in e.market_risks()}[PERP]
+
+    async def scenario():
+        alice, bob, carol = await connected(engine, "alice", "bob", "carol")
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # the margin worker's next checkpoint after it was let go
+            short, long_ = await bob.fetch_positions(), await alice.fetch_positions(["BTC/USD"])
+            if [p["contracts"] for p in short] == [11] and [p["contracts"] for p in long_] == [1]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, (short, long_)
+            await asyncio.sleep(0.05)
+        got = short, long_, await carol.fetch_positions(), await bob.fetch_balance()
+        for c in (alice, bob, carol):
+            await c.close()
+        return got
+
+    (short,), (long_,), liquidated, balance = run(scenario())
+    assert liquidated == []  # carol's long went with the liquidation; each key sees its own account only
+    b = e.position(32, PERP)
+    assert (short["symbol"], short["side"], short["initialMargin"], short["info"]["position"].entry) == \
+        ("BTC/USD", "short", b.margin, b.entry_value)
+    assert (short["markPrice"], short["unrealizedPnl"], short["entryPrice"]) == (mark, b.entry_value - 11 * mark,
+                                                                                 b.entry_value // 11)
+    assert short["liquidationPrice"] > mark and short["adl_rank"] == 1  # the only short
+    assert short["maintenanceMargin"] == balance["info"]["maintenance"] > 0  # bob's one position
+    assert (long_["side"], long_["entryPrice"], long_["unrealizedPnl"]) == ("long", 89, 89 - mark)
+    assert long_["adl_rank"] in (1, 2)  # alice and the insurance fund hold the longs
+    assert balance["info"]["equity"] == sum(e.balance(32, 1)) + short["unrealizedPnl"]
