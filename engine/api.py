@@ -17,6 +17,7 @@ from .records import (
     Stp,
     Tif,
     VenueAccess,
+    pack_breaker_windows,
     pack_market_assets,
     pack_market_params,
     pack_symbol,
@@ -261,6 +262,25 @@ class CommandAPI:
         """The resolver proposes (the admin overturns in the dispute window) the outcome: YES (1) or NO (0)
         won; a market of an event resolves the whole event by being named the winner (YES)."""
         return self.submit(Cmd.RESOLVE, account=account, market=market, qty=int(bool(yes)), ts=ts)
+
+    def set_venue_risk(self, account: int, venue: int, market: int, *, band_bps: int = 0, oi_cap: int = 0,
+                       breaker_move_bps: int = 0, breaker_window_ms: int = 0, breaker_cooldown_ms: int = 0,
+                       ts: int = 0) -> np.ndarray:
+        """VenueMarketRisk, from the venue's operator or the admin: the venue's price band in bps around the
+        last trade (0: the market's own), its open-interest cap per side in base units (perpetual markets,
+        0: none) and its circuit breaker (move bps within window ms, then cool-down ms; 0: none), which the
+        matcher stores and echoes and the risk worker applies."""
+        return self.submit(Cmd.VENUE_MARKET_RISK, account=account, venue=venue, market=market, price=band_bps,
+                           qty=oi_cap, id=breaker_move_bps,
+                           aux=pack_breaker_windows(breaker_window_ms, breaker_cooldown_ms), ts=ts)
+
+    def venue_halt(self, account: int, venue: int, market: int, ts: int = 0) -> np.ndarray:
+        """Stop the venue's new orders in the market (its cancels, size reductions and reduce-only orders go
+        on; other venues' orders in the same book are untouched)."""
+        return self.submit(Cmd.VENUE_MARKET_HALT, account=account, venue=venue, market=market, ts=ts)
+
+    def venue_resume(self, account: int, venue: int, market: int, ts: int = 0) -> np.ndarray:
+        return self.submit(Cmd.VENUE_MARKET_RESUME, account=account, venue=venue, market=market, ts=ts)
 
     def oracle_price(self, account: int, venue: int, market: int, price: int, *, feed_id: int, source_ts: int,
                      sources: int = 1, ts: int = 0) -> np.ndarray:

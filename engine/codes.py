@@ -117,6 +117,11 @@ class ResultCode(enum.IntEnum):
     INVALID_LEVERAGE = 439
     INVALID_MAINTENANCE_MARGIN = 440
     MARKET_HAS_OPEN_ORDERS = 441
+    INVALID_VENUE_BAND = 442
+    INVALID_OI_CAP = 443
+    INVALID_BREAKER = 444
+    VENUE_OI_CAP_REACHED = 445
+    VENUE_MARKET_HALTED = 446
     # 450-459: outcome markets' listing and resolution
     OUTCOME_NOT_CONFIGURED = 450
     OUTCOME_CONFIGURED = 451
@@ -244,6 +249,11 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_LEVERAGE: "max leverage must be 1..100",
     ResultCode.INVALID_MAINTENANCE_MARGIN: "maintenance margin must be 1..10000 bps of the initial margin",
     ResultCode.MARKET_HAS_OPEN_ORDERS: "a market's risk parameters change only while it has no open orders",
+    ResultCode.INVALID_VENUE_BAND: "a venue's price band must be in 0..10000 bps (0 = the market's own band)",
+    ResultCode.INVALID_OI_CAP: "an open-interest cap must be >= 0 (0 = none), and 0 in a market that is not perpetual",
+    ResultCode.INVALID_BREAKER: "breaker move must be 0..10000 bps with a positive window (ms), or 0 with window and cool-down 0 (off)",
+    ResultCode.VENUE_OI_CAP_REACHED: "the venue's open interest on this side plus its open orders there and this one would pass its cap",
+    ResultCode.VENUE_MARKET_HALTED: "the venue has halted this market: only cancels, size reductions and reduce-only orders are taken",
     ResultCode.OUTCOME_PRICE_OUT_OF_RANGE: "an outcome market's price must be below its payout per lot",
     ResultCode.OUTCOME_RESOLVING: "the outcome market's resolution is proposed (dispute window): only cancels are taken",
     ResultCode.OUTCOME_RESOLVED: "the outcome market is resolved and closed",

@@ -72,6 +72,7 @@ cdef struct Market:
     int64_t slice_lots       # perpetual: the most lots one liquidation order closes (0: no limit)
     int64_t mark             # perpetual: the mark price (0: none yet), recomputed after each command that moves it
     int64_t position_head    # perpetual: its positions (index in position_rows, -1 = none), newest first
+    int32_t venue_gates      # venues with a band, an open-interest cap or a halt here (0: the place path skips the lookup)
     BookSide sides[2]
 
 
@@ -149,6 +150,21 @@ cdef struct Oracle:            # a venue's oracle for one market (OracleConfig, 
     int64_t sources          # how many sources the latest price is the median of
     int64_t updated_at       # engine clock of the latest price (or of the configuration, before any)
     bint stale
+
+
+cdef struct VenueRisk:         # a venue's own risk settings and open interest in one market (VenueMarketRisk)
+    uint32_t venue
+    uint32_t market
+    int32_t band_bps         # its price band around the market's last trade (0: the market's own band)
+    int32_t move_bps         # breaker settings, stored and echoed for the risk worker (0: no breaker)
+    int64_t oi_cap           # perpetual markets: bound on each side's open interest (0: none)
+    int64_t window_ms
+    int64_t cooldown_ms
+    int64_t long_oi          # long size its orders' fills opened less the long size they closed
+    int64_t short_oi         # likewise for shorts
+    int64_t open_buy         # remaining of its open orders on each side (perpetual markets)
+    int64_t open_sell
+    bint halted              # VenueMarketHalt: its new orders here are refused
 
 
 cdef struct Position:          # an account's position in one perpetual market (views.PositionView)
@@ -261,6 +277,10 @@ cdef class Matcher:
     cdef int64_t n_oracles
     cdef int64_t cap_oracles
     cdef int64_t next_stale_at       # earliest moment a fresh oracle goes stale (INT64_MAX when none)
+    cdef xos_hmap venue_risk_index   # (venue, market) -> index in venue_risk_rows
+    cdef VenueRisk *venue_risk_rows  # in order of creation (settings, a halt, or the venue's first perpetual order)
+    cdef int64_t n_venue_risks
+    cdef int64_t cap_venue_risks
     cdef xos_hmap position_index     # (account, market) -> index in position_rows
     cdef Position *position_rows     # in order of each position's first fill
     cdef int64_t n_positions
@@ -393,6 +413,13 @@ cdef class Matcher:
     cdef bint oracle_stale(self, uint32_t venue, uint32_t market) noexcept nogil
     cdef void emit_oracle_status(self, Oracle *o) noexcept nogil
     cdef void mark_stale_oracles(self) noexcept nogil
+    cdef VenueRisk *venue_risk_of(self, uint32_t venue, uint32_t market, bint create) noexcept nogil
+    cdef void venue_open(self, Order *o, int64_t delta) noexcept nogil
+    cdef uint16_t check_venue_risk(self, VenueRisk *r, Market *m, uint8_t side, int64_t price, bint new_price,
+                                   int64_t added, bint reduce_only) noexcept nogil
+    cdef object view_venue_risk(self, VenueRisk *r)
+    cdef void cmd_venue_market_risk(self, const xos_command *c) noexcept nogil
+    cdef void cmd_venue_market_status(self, const xos_command *c) noexcept nogil
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil
     cdef void cmd_oracle_price(self, const xos_command *c) noexcept nogil
     cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,

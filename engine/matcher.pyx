@@ -20,13 +20,13 @@ from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
 from intmath cimport (XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band,
-                     xos_ratio_cmp, xos_bankruptcy_price)
+                     xos_ratio_cmp, xos_bankruptcy_price, xos_sum_exceeds)
 from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
 from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
-                    VenueFeesView, VenueParamsView, VenueView)
+                    VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 cnp.import_array()
 
@@ -198,6 +198,11 @@ cdef void compact(BookSide *bs) noexcept nogil:
     bs.empty = 0
 
 
+cdef inline bint venue_gates(VenueRisk *r) noexcept nogil:
+    """Does this row stop or bound any order (so the place path must look it up)?"""
+    return r.band_bps > 0 or r.oi_cap > 0 or r.halted
+
+
 cdef class Matcher:
     """The C state machine; ``Engine`` adds the command builders."""
 
@@ -218,7 +223,7 @@ cdef class Matcher:
         if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
                 or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
                 or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)
-                or xos_hmap_init(&self.outcome_event_index, 64)):
+                or xos_hmap_init(&self.outcome_event_index, 64) or xos_hmap_init(&self.venue_risk_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -281,6 +286,8 @@ cdef class Matcher:
         free(self.outcome_order)
         xos_hmap_free(&self.outcome_event_index)
         free(self.outcome_event_rows)
+        xos_hmap_free(&self.venue_risk_index)
+        free(self.venue_risk_rows)
         xos_hmap_free(&self.order_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
@@ -573,6 +580,8 @@ cdef class Matcher:
         cdef Market *m = &self.market_table[o.market]
         cdef xos_event *e
         self.release_hold(o, qty)
+        if m.kind == XOS_MARKET_PERPETUAL and o.client_id:  # a placed order (a pseudo order has client id 0)
+            self.venue_open(o, -qty)
         if qty == o.remaining:
             if in_level:
                 self.unlink(m, slot)
@@ -757,6 +766,17 @@ cdef class Matcher:
             b.held += add
         p.size += delta
         p.realised += pnl[0]
+        # every position change is some venue's (a liquidation's and a transfer's: the listing venue's); a pseudo
+        # order (client id 0: a liquidation's IOC order, a position transfer) was never in the open sizes
+        cdef VenueRisk *r = self.venue_risk_of(o.venue, o.market, True)
+        if o.side == BID:
+            r.open_buy -= q if o.client_id else 0
+            r.long_oi += opened
+            r.short_oi -= closed
+        else:
+            r.open_sell -= q if o.client_id else 0
+            r.short_oi += opened
+            r.long_oi -= closed
         return p - self.position_rows
 
     cdef void emit_position(self, Market *m, Order *o, Position *p, int64_t price, int64_t pnl) noexcept nogil:
@@ -1094,9 +1114,11 @@ cdef class Matcher:
             # a reduce-only order takes on no risk: it goes on while the oracle is stale
             elif not reduce_only and m.stale_oracles and self.oracle_stale(c.venue, c.market):
                 code = XOS_ORACLE_STALE
-            elif m.band_bps > 0 and m.last_price > 0 and xos_outside_band(c.price, m.last_price, m.band_bps):
-                code = XOS_PRICE_OUTSIDE_BAND
-            elif (c.side == BID or quote_held) and hold > self.free_of(acct_idx, m.quote):
+            else:
+                code = self.check_venue_risk(self.venue_risk_of(c.venue, c.market, False) if m.venue_gates else NULL,
+                                             m, c.side, c.price, True, c.qty, reduce_only)
+        if code == XOS_OK:
+            if (c.side == BID or quote_held) and hold > self.free_of(acct_idx, m.quote):
                 code = XOS_INSUFFICIENT_BALANCE
             elif c.side == ASK and not quote_held and c.qty > self.free_of(acct_idx, m.base):
                 code = XOS_INSUFFICIENT_BALANCE
@@ -1141,6 +1163,8 @@ cdef class Matcher:
         cdef int64_t amount = hold if c.side == BID or quote_held else c.qty
         b.free -= amount
         b.held += amount
+        if perp:
+            self.venue_open(o, c.qty)
         cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
         e.qty = o.qty
         e.remaining = o.remaining
@@ -1207,10 +1231,10 @@ cdef class Matcher:
             elif ((price != o.price or c.qty > o.remaining) and m.stale_oracles
                   and self.oracle_stale(o.venue, o.market)):
                 code = XOS_ORACLE_STALE  # only a pure size reduction goes on while the oracle is stale
-            elif (price != o.price and m.band_bps > 0 and m.last_price > 0
-                  and xos_outside_band(price, m.last_price, m.band_bps)):
-                code = XOS_PRICE_OUTSIDE_BAND
             else:
+                code = self.check_venue_risk(self.venue_risk_of(o.venue, o.market, False) if m.venue_gates else NULL,
+                                             m, o.side, price, price != o.price, c.qty - o.remaining, False)
+            if code == XOS_OK:
                 if o.side == BID or m.kind != XOS_MARKET_SPOT:
                     old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
                     extra = new_hold - old_hold
@@ -1231,6 +1255,8 @@ cdef class Matcher:
         cdef Balance *b = &self.bals[o.bal_quote if o.side == BID or m.kind != XOS_MARKET_SPOT else o.bal_base]
         b.free -= extra
         b.held += extra
+        if m.kind == XOS_MARKET_PERPETUAL:
+            self.venue_open(o, c.qty - o.remaining)
         cdef bint keeps_priority = price == o.price and c.qty <= o.remaining
         cdef xos_event *e
         if keeps_priority:
@@ -2344,6 +2370,131 @@ cdef class Matcher:
         self.echo(XOS_EV_VENUE, c)
         self.dirty_mark(c.market)
 
+    # ------------------------------------------------------------- venue risk
+
+    cdef VenueRisk *venue_risk_of(self, uint32_t venue, uint32_t market, bint create) noexcept nogil:
+        """The venue's risk row for the market (NULL when it has none and ``create`` is false)."""
+        cdef int64_t i = xos_hmap_get(&self.venue_risk_index, venue, market)
+        cdef VenueRisk *r
+        if i >= 0:
+            return &self.venue_risk_rows[i]
+        if not create:
+            return NULL
+        if self.n_venue_risks == self.cap_venue_risks:
+            self.venue_risk_rows = <VenueRisk *>grow(self.venue_risk_rows, &self.cap_venue_risks,
+                                                     self.n_venue_risks + 1, sizeof(VenueRisk), b"venue risks")
+        if xos_hmap_put(&self.venue_risk_index, venue, market, self.n_venue_risks):
+            die(b"venue risk index")
+        r = &self.venue_risk_rows[self.n_venue_risks]
+        self.n_venue_risks += 1
+        memset(r, 0, sizeof(VenueRisk))
+        r.venue = venue
+        r.market = market
+        return r
+
+    cdef void venue_open(self, Order *o, int64_t delta) noexcept nogil:
+        """A perpetual order's remaining changed by ``delta``: its venue's open size on that side follows."""
+        cdef VenueRisk *r = self.venue_risk_of(o.venue, o.market, True)
+        if o.side == BID:
+            r.open_buy += delta
+        else:
+            r.open_sell += delta
+
+    cdef uint16_t check_venue_risk(self, VenueRisk *r, Market *m, uint8_t side, int64_t price, bint new_price,
+                                   int64_t added, bint reduce_only) noexcept nogil:
+        """An order's (or amend's) venue gates in its market (``r`` NULL: the venue has none there): the
+        venue's halt stops anything but reduce-only orders and pure size reductions; the venue's band (else the
+        market's) bounds a new price around the last trade; the open-interest cap bounds the side's open
+        interest plus the venue's open orders there plus ``added`` (reference ``_check_venue_risk``)."""
+        cdef int32_t band = m.band_bps
+        cdef bint exceeds
+        if r != NULL:
+            if r.halted and not reduce_only and (new_price or added > 0):
+                return XOS_VENUE_MARKET_HALTED
+            if r.band_bps > 0:
+                band = r.band_bps
+        if new_price and band > 0 and m.last_price > 0 and xos_outside_band(price, m.last_price, band):
+            return XOS_PRICE_OUTSIDE_BAND
+        if r != NULL and r.oi_cap > 0 and not reduce_only and added > 0:
+            if side == BID:
+                exceeds = xos_sum_exceeds(r.long_oi, r.open_buy, added, r.oi_cap)
+            else:
+                exceeds = xos_sum_exceeds(r.short_oi, r.open_sell, added, r.oi_cap)
+            if exceeds:
+                return XOS_VENUE_OI_CAP_REACHED
+        return XOS_OK
+
+    cdef void cmd_venue_market_risk(self, const xos_command *c) noexcept nogil:
+        """The venue's operator or the admin: its band, open-interest cap and breaker settings in a market it
+        offers (``price`` band bps, ``qty`` cap, ``id`` breaker move bps, ``aux`` window ms | cool-down ms << 32)."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef uint64_t windows = <uint64_t>c.aux
+        cdef VenueRisk *r
+        cdef bint gated
+        if code == XOS_OK:
+            if self.venue_table[c.venue].status == XOS_VSTATUS_RETIRED:
+                code = XOS_VENUE_RETIRED
+            elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+                code = XOS_UNKNOWN_MARKET
+            elif not self.offered(c.venue, c.market):
+                code = XOS_MARKET_NOT_OFFERED
+            elif c.price < 0 or c.price > 10000:
+                code = XOS_INVALID_VENUE_BAND
+            elif c.qty < 0 or (c.qty > 0 and self.market_table[c.market].kind != XOS_MARKET_PERPETUAL):
+                code = XOS_INVALID_OI_CAP
+            elif c.id < 0 or c.id > 10000 or (c.id == 0 and c.aux != 0) or (c.id > 0 and (windows & 0xFFFFFFFFu) == 0):
+                code = XOS_INVALID_BREAKER
+        if code:
+            self.reject(c, code)
+            return
+        r = self.venue_risk_of(c.venue, c.market, True)
+        gated = venue_gates(r)
+        r.band_bps = <int32_t>c.price
+        r.oi_cap = c.qty
+        r.move_bps = <int32_t>c.id
+        r.window_ms = <int64_t>(windows & 0xFFFFFFFFu)
+        r.cooldown_ms = <int64_t>(windows >> 32)
+        self.market_table[c.market].venue_gates += <int32_t>venue_gates(r) - <int32_t>gated
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef void cmd_venue_market_status(self, const xos_command *c) noexcept nogil:
+        """VenueMarketHalt / Resume: one venue's new orders in one market stop (or go on). From the venue's
+        operator, the admin, or an internal worker (a negative account: the risk worker, trusted input only;
+        the gateway sends as a positive authenticated account)."""
+        cdef bint halt = c.kind == XOS_CMD_VENUE_MARKET_HALT
+        cdef uint16_t code = XOS_OK
+        cdef VenueRisk *r = NULL
+        cdef bint gated
+        cdef xos_event *e
+        if c.account == 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists:
+            code = XOS_UNKNOWN_VENUE
+        elif c.account > 0 and c.account != self.venue_table[c.venue].operator and c.account != self.admin:
+            code = XOS_NOT_VENUE_OPERATOR
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        elif not self.offered(c.venue, c.market):
+            code = XOS_MARKET_NOT_OFFERED
+        else:
+            r = self.venue_risk_of(c.venue, c.market, False)
+            if (r != NULL and r.halted) == halt:
+                code = XOS_MARKET_STATUS_UNCHANGED
+        if code:
+            self.reject(c, code)
+            return
+        if r == NULL:
+            r = self.venue_risk_of(c.venue, c.market, True)
+        gated = venue_gates(r)
+        r.halted = halt
+        self.market_table[c.market].venue_gates += <int32_t>venue_gates(r) - <int32_t>gated
+        e = self.emit(XOS_EV_MARKET_STATUS)
+        e.flags = c.kind
+        e.market = c.market
+        e.venue = c.venue
+        e.account = c.account
+        e.qty = halt
+
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
         """Set (or change) which feed updates the venue's oracle for a market, and its timeout.
         A new oracle counts as updated now (it has ``timeout`` to get its first price); a changed
@@ -2847,6 +2998,10 @@ cdef class Matcher:
             self.cmd_convert(c)
         elif c.kind == XOS_CMD_RESOLVE:
             self.cmd_resolve(c)
+        elif c.kind == XOS_CMD_VENUE_MARKET_RISK:
+            self.cmd_venue_market_risk(c)
+        elif c.kind == XOS_CMD_VENUE_MARKET_HALT or c.kind == XOS_CMD_VENUE_MARKET_RESUME:
+            self.cmd_venue_market_status(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -3013,6 +3168,12 @@ cdef class Matcher:
         state["outcome_events"] = np.array([(self.outcome_event_rows[i].id, self.outcome_event_rows[i].converted,
                                              self.outcome_event_rows[i].advance)
                                             for i in range(self.n_outcome_events)], OUTCOME_EVENT_STATE).reshape(-1)
+        venue_risks = np.zeros(self.n_venue_risks, VENUE_RISK_STATE)
+        for i in range(self.n_venue_risks):
+            r = self.venue_risk_rows[i]
+            venue_risks[i] = (r.venue, r.market, r.band_bps, r.move_bps, r.oi_cap, r.window_ms, r.cooldown_ms,
+                              r.long_oi, r.short_oi, r.halted)
+        state["venue_market_risk"] = venue_risks
         return state
 
     def export_venues(self):
@@ -3309,6 +3470,7 @@ cdef class Matcher:
         for m in range(1, self.max_markets + 1):  # a mark is its inputs' rule after every command: not stored
             if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL:
                 self.market_table[m].mark = self.compute_mark(m, inputs)
+        self.import_venue_risks(state.get("venue_market_risk", ()), order_rows)  # nor versions 3-8
         self.n_touched = 0
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
@@ -3398,7 +3560,44 @@ cdef class Matcher:
             p = self.position_of(row["account"], row["market"])
             p.size, p.entry_value, p.margin, p.realised = row["size"], row["entry_value"], row["margin"], row["realised"]
 
+    def import_venue_risks(self, rows, orders):
+        """Load exported venue risk rows, then add the open perpetual orders' remaining to their venues' open
+        sizes (not state: the orders rebuild it; a row missing from an older state is made here)."""
+        cdef VenueRisk *r
+        for row in rows:
+            if not (0 <= row["venue"] < self.max_venues and self.venue_table[<int32_t>row["venue"]].exists
+                    and 1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists):
+                raise ValueError(f"venue risk of venue {row['venue']} in market {row['market']}: no such venue or market")
+            if self.venue_risk_of(row["venue"], row["market"], False) != NULL:
+                raise ValueError(f"venue risk of venue {row['venue']} in market {row['market']} listed twice")
+            r = self.venue_risk_of(row["venue"], row["market"], True)
+            r.band_bps, r.move_bps, r.oi_cap = row["band_bps"], row["move_bps"], row["oi_cap"]
+            r.window_ms, r.cooldown_ms = row["window_ms"], row["cooldown_ms"]
+            r.long_oi, r.short_oi, r.halted = row["long_oi"], row["short_oi"], row["halted"]
+            self.market_table[r.market].venue_gates += venue_gates(r)
+        perpetual = [m for m in range(1, self.max_markets + 1)
+                     if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL]
+        for row in orders[np.isin(orders["market"], perpetual)] if perpetual else ():
+            r = self.venue_risk_of(row["venue"], row["market"], True)
+            if row["side"] == BID:
+                r.open_buy += row["remaining"]
+            else:
+                r.open_sell += row["remaining"]
+
     # ------------------------------------------------------------- queries
+
+    cdef object view_venue_risk(self, VenueRisk *r):
+        return VenueMarketRiskView(r.venue, r.market, r.band_bps, r.oi_cap, r.move_bps, r.window_ms, r.cooldown_ms,
+                                   bool(r.halted), r.long_oi, r.short_oi, r.open_buy, r.open_sell)
+
+    def venue_market_risks(self):
+        """Every venue's risk row (settings, halt, open interest), in (venue, market) order."""
+        return sorted(self.view_venue_risk(&self.venue_risk_rows[i]) for i in range(self.n_venue_risks))
+
+    def venue_market_risk(self, int venue, int market):
+        """The venue's risk row in the market, or None when it has none."""
+        cdef VenueRisk *r = self.venue_risk_of(venue, market, False)
+        return self.view_venue_risk(r) if r != NULL else None
 
     cdef object view_position(self, Position *p):
         return PositionView(p.account, p.market, p.size, p.entry_value, p.margin, p.realised)
@@ -3658,16 +3857,20 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 8  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1),
-# 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable before 8)
+STATE_VERSION = 9  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes, 9: venue risk
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1),
+# 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable before 8),
+# 3-8 no venue risk (rebuilt: no settings, open interest 0)
 MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4"),
                               ("impact_lots", "<i8"), ("slice_lots", "<i8")])
 OUTCOME_STATE = np.dtype([("market", "<u4"), ("state", "u1"), ("outcome", "u1"), ("pad", "<u2"), ("payout", "<i8"),
                           ("resolver", "<i8"), ("window", "<i8"), ("event", "<i8"), ("finalize_at", "<i8"),
                           ("collateral", "<i8"), ("event_no", "<i8")])
 OUTCOME_EVENT_STATE = np.dtype([("event", "<i8"), ("converted", "<i8"), ("advance", "<i8")])
+VENUE_RISK_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("band_bps", "<i4"), ("move_bps", "<i4"),
+                             ("oi_cap", "<i8"), ("window_ms", "<i8"), ("cooldown_ms", "<i8"), ("long_oi", "<i8"),
+                             ("short_oi", "<i8"), ("halted", "u1")])
 POSITION_STATE = np.dtype([("account", "<i8"), ("market", "<u4"), ("pad", "<u4"), ("size", "<i8"),
                            ("entry_value", "<i8"), ("margin", "<i8"), ("realised", "<i8")])
 ORACLE_STATE = np.dtype([("venue", "<u4"), ("market", "<u4"), ("feed_id", "<i8"), ("feed_account", "<i8"),
@@ -3735,6 +3938,7 @@ _DELEGATED = (
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
     "volumes", "oracles", "oracle", "positions", "position", "market_risks", "outcomes", "outcome", "outcome_events",
+    "venue_market_risks", "venue_market_risk",
 )
 
 

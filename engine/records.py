@@ -89,6 +89,9 @@ class Cmd(enum.IntEnum):
     SLASH = 77
     VENUE_FEE_TIER = 78  # a volume tier: lower fees from a traded volume on
     SWEEP_FEES = 79  # pay a venue's collected fees out by its split
+    VENUE_MARKET_RISK = 80  # a venue's own band, open-interest cap and breaker settings in one market
+    VENUE_MARKET_HALT = 81  # stop one venue's new orders in one market (operator, admin or the risk worker)
+    VENUE_MARKET_RESUME = 82
     # 96-111: oracle prices and outcome resolution (the feeds issue)
     ORACLE_PRICE = 96
     RESOLVE = 97
@@ -286,6 +289,20 @@ def pack_venue_fees(maker_bps: int, taker_bps: int, operator_bps: int = 0, insur
     u = (maker_bps & 0xFFFF) | ((taker_bps & 0xFFFF) << 16) | ((operator_bps & 0xFFFF) << 32) | (
         (insurance_bps & 0xFFFF) << 48)
     return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def pack_breaker_windows(window_ms: int, cooldown_ms: int) -> int:
+    """VenueMarketRisk's ``aux``: breaker window (uint32 ms) | cool-down (uint32 ms) << 32."""
+    for name, value in (("window_ms", window_ms), ("cooldown_ms", cooldown_ms)):
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise ValueError(f"breaker {name} must be in 0..{0xFFFFFFFF}: {value}")
+    u = window_ms | (cooldown_ms << 32)
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def unpack_breaker_windows(packed: int) -> tuple[int, int]:
+    u = packed & 0xFFFFFFFFFFFFFFFF
+    return u & 0xFFFFFFFF, u >> 32
 
 
 def command(kind: int, **fields) -> np.ndarray:

@@ -130,11 +130,12 @@ from .records import (
     Transfer,
     VenueAccess,
     VenueStatus,
+    unpack_breaker_windows,
     unpack_market_assets,
     unpack_market_params,
 )
 from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
-                    VenueFeesView, VenueParamsView, VenueView)
+                    VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 MAX_MONEY = 1 << 62
 MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LEVERAGE (1 until set)
@@ -317,6 +318,24 @@ class _OutcomeEvent:
         self.converted = self.advance = 0
 
 
+class _VenueRisk:
+    """A venue's own risk settings and open interest in one market (fields as ``views.VenueMarketRiskView``)."""
+
+    __slots__ = ("venue", "market", "band_bps", "oi_cap", "move_bps", "window_ms", "cooldown_ms", "halted",
+                 "long_oi", "short_oi", "open_buy", "open_sell")
+
+    def __init__(self, venue: int, market: int):
+        self.venue, self.market = venue, market
+        self.band_bps = self.oi_cap = self.move_bps = self.window_ms = self.cooldown_ms = 0
+        self.halted = False
+        self.long_oi = self.short_oi = self.open_buy = self.open_sell = 0
+
+    def view(self) -> VenueMarketRiskView:
+        return VenueMarketRiskView(self.venue, self.market, self.band_bps, self.oi_cap, self.move_bps, self.window_ms,
+                                   self.cooldown_ms, self.halted, self.long_oi, self.short_oi, self.open_buy,
+                                   self.open_sell)
+
+
 def _crosses(taker_side: int, taker_price: int, best: int) -> bool:
     """best is the opposite side's best price (0 = empty)."""
     if best == 0:
@@ -342,6 +361,7 @@ class ReferenceEngine(CommandAPI):
         self._venue_fees: dict[tuple[int, int], int] = {}  # (venue, asset) -> collected, not swept
         self._volumes: dict[tuple[int, int], list[int]] = {}  # (account, venue) -> [epoch, current, previous]
         self._oracles: dict[tuple[int, int], _Oracle] = {}  # (venue, market), in configuration order
+        self._venue_risks: dict[tuple[int, int], _VenueRisk] = {}  # (venue, market)
         self._positions: dict[tuple[int, int], list[int]] = {}  # (account, market) -> [size, entry, margin, realised]
         self._account_positions: dict[int, list[int]] = {}  # account -> its positions' markets, in order of first fill
         self._outcomes: dict[int, _Outcome] = {}  # market -> its outcome state, in configuration order
@@ -395,6 +415,9 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.ORACLE_CONFIG): self._oracle_config,
             int(Cmd.MARKET_RISK): self._market_risk,
             int(Cmd.LIQUIDATE): self._liquidate,
+            int(Cmd.VENUE_MARKET_RISK): self._venue_market_risk,
+            int(Cmd.VENUE_MARKET_HALT): self._venue_market_status,
+            int(Cmd.VENUE_MARKET_RESUME): self._venue_market_status,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
             int(Cmd.OUTCOME_CONFIG): self._outcome_config,
             int(Cmd.CONVERT): self._convert,
@@ -534,6 +557,8 @@ class ReferenceEngine(CommandAPI):
         """Take `take` off o (resting or incoming), release its hold, emit Cancelled."""
         m = self._markets[o.market]
         self._release(o, take, m)
+        if m.kind == _PERP and o.client_id:  # a placed order (a pseudo order has client id 0)
+            self._venue_open(o, -take)
         o.qty -= take
         if o.resting:
             if take == o.remaining:
@@ -763,6 +788,18 @@ class ReferenceEngine(CommandAPI):
             b[0] -= add
             b[1] += add
         pos[0], pos[1], pos[2], pos[3] = size + delta, entry, margin, pos[3] + pnl
+        # every position change is some venue's (a liquidation's and a transfer's: the listing venue's); a pseudo
+        # order (client id 0: a liquidation's IOC order, a position transfer) was never in the open sizes
+        r = self._venue_risk(o.venue, m.market_id)
+        placed = q if o.client_id else 0
+        if o.side == _BUY:
+            r.open_buy -= placed
+            r.long_oi += opened
+            r.short_oi -= closed
+        else:
+            r.open_sell -= placed
+            r.short_oi += opened
+            r.long_oi -= closed
         return o, pos, pnl
 
     # ------------------------------------------------------------------ commands
@@ -842,8 +879,10 @@ class ReferenceEngine(CommandAPI):
                 return int(RC.REDUCE_ONLY_WOULD_INCREASE)
         if not reduce_only and self._oracle_stale(venue, market):  # a reduce-only order takes on no risk
             return int(RC.ORACLE_STALE)
-        if m.band_bps > 0 and m.last > 0 and abs(price - m.last) * 10000 > m.band_bps * m.last:
-            return int(RC.PRICE_OUTSIDE_BAND)
+        code = self._check_venue_risk(self._venue_risks.get((venue, market)), m, side, price, True, qty,
+                                      bool(reduce_only))
+        if code:
+            return code
         if side == _SELL and m.kind == _SPOT:
             hold = qty
             asset = m.base
@@ -882,6 +921,8 @@ class ReferenceEngine(CommandAPI):
             balances[m.quote] = [0, 0]
         b[0] -= hold
         b[1] += hold
+        if m.kind == _PERP:
+            self._venue_open(o, qty)
         if venue:  # the order's fees (bps) for event consumers; venue 0's are the market's
             self._ev(_EV_ACCEPTED, 0, o.side, 0, 0, o.market, o.venue, o.order_id, o.account, o.client_id, o.price,
                      qty, qty, maker_fee=maker_bps, taker_fee=taker_bps)
@@ -932,9 +973,10 @@ class ReferenceEngine(CommandAPI):
             return int(RC.VENUE_NOT_LIVE)
         if (new_price != o.price or qty > o.remaining) and self._oracle_stale(o.venue, o.market):
             return int(RC.ORACLE_STALE)
-        if (new_price != o.price and m.band_bps > 0 and m.last > 0
-                and abs(new_price - m.last) * 10000 > m.band_bps * m.last):
-            return int(RC.PRICE_OUTSIDE_BAND)
+        code = self._check_venue_risk(self._venue_risks.get((o.venue, o.market)), m, o.side, new_price,
+                                      new_price != o.price, qty - o.remaining, False)
+        if code:
+            return code
         old_hold = self._hold_of(o, o.remaining, m)
         if o.side == _SELL and m.kind == _SPOT:
             new_hold = qty
@@ -947,6 +989,8 @@ class ReferenceEngine(CommandAPI):
         if extra > 0 and self._margin_short(account, m.base if o.side == _SELL and m.kind == _SPOT else m.quote, extra):
             return int(RC.INSUFFICIENT_MARGIN)
         # accepted
+        if m.kind == _PERP:
+            self._venue_open(o, qty - o.remaining)
         if new_price == o.price and qty <= o.remaining:
             diff = o.remaining - qty
             if diff:
@@ -1597,6 +1641,94 @@ class ReferenceEngine(CommandAPI):
     def outcome_events(self) -> list[OutcomeEventView]:
         return [OutcomeEventView(e.event, len(e.markets), e.converted, e.advance)
                 for _, e in sorted(self._outcome_events.items())]
+
+    # ------------------------------------------------------------------ venue risk
+    def _venue_risk(self, venue: int, market: int) -> _VenueRisk:
+        r = self._venue_risks.get((venue, market))
+        if r is None:
+            r = self._venue_risks[(venue, market)] = _VenueRisk(venue, market)
+        return r
+
+    def _venue_open(self, o: _Order, delta: int) -> None:
+        """A perpetual order's remaining changed by ``delta``: its venue's open size on that side follows."""
+        r = self._venue_risk(o.venue, o.market)
+        if o.side == _BUY:
+            r.open_buy += delta
+        else:
+            r.open_sell += delta
+
+    @staticmethod
+    def _check_venue_risk(r: _VenueRisk | None, m: _Market, side: int, price: int, new_price: bool, added: int,
+                          reduce_only: bool) -> int:
+        """The venue's halt (all but reduce-only orders and pure size reductions), its band (else the
+        market's) on a new price, its open-interest cap on added size (ARCHITECTURE, "Venues")."""
+        band = m.band_bps
+        if r is not None:
+            if r.halted and not reduce_only and (new_price or added > 0):
+                return int(RC.VENUE_MARKET_HALTED)
+            if r.band_bps > 0:
+                band = r.band_bps
+        if new_price and band > 0 and m.last > 0 and abs(price - m.last) * 10000 > band * m.last:
+            return int(RC.PRICE_OUTSIDE_BAND)
+        if r is not None and r.oi_cap > 0 and not reduce_only and added > 0:
+            oi, open_size = (r.long_oi, r.open_buy) if side == _BUY else (r.short_oi, r.open_sell)
+            if oi + open_size + added > r.oi_cap:
+                return int(RC.VENUE_OI_CAP_REACHED)
+        return 0
+
+    def _venue_market_risk(self, row) -> int:
+        venue, market, account, band, cap, move, windows = row[6], row[7], row[9], row[10], row[11], row[12], row[13]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        v = self._venues[venue]
+        if v.status == _RETIRED:
+            return int(RC.VENUE_RETIRED)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if market not in v.offers:
+            return int(RC.MARKET_NOT_OFFERED)
+        if not 0 <= band <= 10000:
+            return int(RC.INVALID_VENUE_BAND)
+        if cap < 0 or (cap > 0 and m.kind != _PERP):
+            return int(RC.INVALID_OI_CAP)
+        window_ms, cooldown_ms = unpack_breaker_windows(windows)
+        if not 0 <= move <= 10000 or (move == 0 and windows != 0) or (move > 0 and window_ms == 0):
+            return int(RC.INVALID_BREAKER)
+        r = self._venue_risk(venue, market)
+        r.band_bps, r.oi_cap, r.move_bps, r.window_ms, r.cooldown_ms = band, cap, move, window_ms, cooldown_ms
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def _venue_market_status(self, row) -> int:
+        """VenueMarketHalt / Resume from the venue's operator, the admin or an internal worker (account < 0)."""
+        kind, venue, market, account = row[0], row[6], row[7], row[9]
+        if account == 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        v = self._venues.get(venue)
+        if v is None:
+            return int(RC.UNKNOWN_VENUE)
+        if account > 0 and account != v.operator and account != self._admin:
+            return int(RC.NOT_VENUE_OPERATOR)
+        if market not in self._markets:
+            return int(RC.UNKNOWN_MARKET)
+        if market not in v.offers:
+            return int(RC.MARKET_NOT_OFFERED)
+        halt = kind == int(Cmd.VENUE_MARKET_HALT)
+        r = self._venue_risks.get((venue, market))
+        if (r is not None and r.halted) == halt:
+            return int(RC.MARKET_STATUS_UNCHANGED)
+        self._venue_risk(venue, market).halted = halt
+        self._ev(int(Ev.MARKET_STATUS), 0, 0, 0, kind, market, venue, 0, account, 0, 0, int(halt), 0)
+        return 0
+
+    def venue_market_risks(self) -> list[VenueMarketRiskView]:
+        return sorted(r.view() for r in self._venue_risks.values())
+
+    def venue_market_risk(self, venue: int, market: int) -> VenueMarketRiskView | None:
+        r = self._venue_risks.get((venue, market))
+        return r.view() if r is not None else None
 
     # ------------------------------------------------------------------ oracles
     def _oracle_stale(self, venue: int, market: int) -> bool:

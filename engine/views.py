@@ -124,3 +124,20 @@ class OutcomeEventView(NamedTuple):
     markets: int  # how many outcome markets belong to it
     converted: int  # base units of NO converted into YES so far
     advance: int  # quote the engine advanced to mint converts' YES shares, repaid at the final resolution
+
+
+class VenueMarketRiskView(NamedTuple):
+    """A venue's own risk settings and open interest in one market (VenueMarketRisk, VenueMarketHalt)."""
+
+    venue: int
+    market: int
+    band_bps: int  # its orders' price band around the last trade (0: the market's own band)
+    oi_cap: int  # perpetual markets: bound on each side's open interest, base units (0: none)
+    breaker_move_bps: int  # circuit breaker for the risk worker (0: none)
+    breaker_window_ms: int
+    breaker_cooldown_ms: int
+    halted: bool  # its new orders in this market are refused
+    long_oi: int  # long size its orders' fills opened less the long size they closed
+    short_oi: int
+    open_buy: int  # remaining size of its open orders, per side (perpetual markets)
+    open_sell: int

@@ -38,6 +38,7 @@ from engine.records import (
     MarketKind,
     OrdType,
     Tif,
+    pack_breaker_windows,
     pack_market_assets,
     pack_market_params,
     pack_symbol,
@@ -1113,6 +1114,82 @@ class OutcomeStreamGenerator(PerpStreamGenerator):
         for account, market, size in zip(pos["account"].tolist(), pos["market"].tolist(), pos["qty"].tolist()):
             self.no_held[(account, market)] = -size if size < 0 else 0
 
+class VenueRiskStreamGenerator(LeveragedPerpStreamGenerator):
+    """``LeveragedPerpStreamGenerator``'s streams with each venue's own risk settings (issue 7, risk groups):
+    VenueMarketRisk on spot and perpetual markets (bands tighter and wider than the market's, open-interest
+    caps small enough to bind, breaker settings) set up front and changed between the commands, good and bad
+    (wrong sender, unknown venue or market, not offered, out-of-range band, cap or breaker, a cap on a spot
+    market), and VenueMarketHalt / Resume from operators, the admin, the risk worker's account and strangers,
+    so places, amends and reduce-only orders meet venue halts, venue bands and caps."""
+
+    RISK_ACCOUNT = -1001  # the risk worker's default account
+
+    def __init__(self, seed: int, risk_share: float = 0.03, **kw):
+        self.risk_share = risk_share
+        super().__init__(seed, **kw)
+
+    def _setup(self) -> list[tuple]:
+        rows = super()._setup()
+        r = self.rng
+        for v in self.venue_ids:
+            for m in self.tradable:
+                if r.random() < 0.35:
+                    rows.append(self._venue_risk(self.ts, v, m, valid=True))
+        return rows
+
+    def _venue_risk(self, ts: int, v: int, m: int, valid: bool = False) -> tuple:
+        r = self.rng
+        perp = m in self.PERP_MARKETS
+        s = self.markets[m]
+        fields = dict(account=self.operator.get(v, self.ADMIN) if r.random() < 0.9 else self.ADMIN, venue=v, market=m,
+                      price=r.choice([0, 0, 30, 200, 1000, 5000]),
+                      qty=r.choice([0, 10, 30, 100]) * s.lot if perp else 0,
+                      id=0, aux=0)
+        if r.random() < 0.5:
+            fields["id"] = r.choice([50, 500, 3000])
+            fields["aux"] = pack_breaker_windows(r.choice([1, 100, 5000]), r.choice([0, 10, 1000]))
+        if valid:
+            return _row(Cmd.VENUE_MARKET_RISK, ts, **fields)
+        x = r.random()
+        if x < 0.1:
+            fields["account"] = r.choice(self.accounts + [0])
+        elif x < 0.15:
+            fields["venue"] = r.choice([self.n_venues + 1, U32_MAX])
+        elif x < 0.2:
+            fields["market"] = r.choice([0, 12, 99])
+        elif x < 0.3:
+            fields["price"] = r.choice([-1, 10_001])
+        elif x < 0.4:
+            fields["qty"] = -s.lot if perp else r.choice([s.lot, -1])
+        elif x < 0.5:
+            fields["id"], fields["aux"] = r.choice([(-1, 0), (10_001, 0), (0, 5), (100, 0),
+                                                     (100, pack_breaker_windows(0, 10))])
+        return _row(Cmd.VENUE_MARKET_RISK, ts, **fields)
+
+    def _venue_halt(self, ts: int) -> tuple:
+        r = self.rng
+        v = r.choice(self.venue_ids + [0])
+        m = r.choice(self.tradable + ([12] if r.random() < 0.05 else []))
+        sender = r.choice([self.operator.get(v, self.ADMIN), self.ADMIN, self.RISK_ACCOUNT, self.RISK_ACCOUNT,
+                           self.accounts[0], 0])
+        kind = Cmd.VENUE_MARKET_HALT if r.random() < 0.5 else Cmd.VENUE_MARKET_RESUME
+        return _row(kind, ts, account=sender, venue=r.choice([v] * 9 + [U32_MAX]), market=m)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < self.risk_share:
+                ts = row[_F["ts"]]
+                if r.random() < 0.5:
+                    out.append(self._venue_halt(ts))
+                else:
+                    out.append(self._venue_risk(ts, r.choice(self.venue_ids + [0]), r.choice(self.tradable)))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
 
 __all__ = [
     "ENGINE_KWARGS",
@@ -1123,6 +1200,7 @@ __all__ = [
     "PerpStreamGenerator",
     "LeveragedPerpStreamGenerator",
     "OutcomeStreamGenerator",
+    "VenueRiskStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

@@ -73,4 +73,9 @@ static inline int64_t xos_bankruptcy_price(int64_t mark, int64_t lots, int64_t e
     if (p > top) p = top;
     return (int64_t)p;
 }
+
+/* a + b + c > cap, exactly (a venue's open interest, its open orders and a new order against its cap) */
+static inline int xos_sum_exceeds(int64_t a, int64_t b, int64_t c, int64_t cap) {
+    return (__int128)a + b + c > (__int128)cap;
+}
 #endif

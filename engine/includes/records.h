@@ -80,6 +80,9 @@ enum {
     XOS_CMD_SLASH = 77, /* admin: stake to insurance fund, then protocol */
     XOS_CMD_VENUE_FEE_TIER = 78, /* a volume tier */
     XOS_CMD_SWEEP_FEES = 79, /* pay a venue's collected fees out by its split */
+    XOS_CMD_VENUE_MARKET_RISK = 80, /* a venue's band, open-interest cap and breaker settings in one market */
+    XOS_CMD_VENUE_MARKET_HALT = 81, /* stop one venue's new orders in one market */
+    XOS_CMD_VENUE_MARKET_RESUME = 82,
     /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97,

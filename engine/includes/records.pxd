@@ -63,6 +63,9 @@ cdef extern from "records.h" nogil:
         XOS_CMD_VENUE_FEES
         XOS_CMD_VENUE_FEE_TIER
         XOS_CMD_SWEEP_FEES
+        XOS_CMD_VENUE_MARKET_RISK
+        XOS_CMD_VENUE_MARKET_HALT
+        XOS_CMD_VENUE_MARKET_RESUME
         XOS_CMD_OFFER_MARKET
         XOS_CMD_WITHDRAW_MARKET
         XOS_CMD_ALLOW
