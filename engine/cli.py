@@ -473,7 +473,7 @@ def venue_list(config: Optional[str] = ConfigOption) -> None:
 @venue_app.command("show")
 def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
     """One venue: stake, status, markets, fees and fees collected, insurance fund, open interest."""
-    from .records import VenueAccess, VenueStatus
+    from .records import MarketKind, VenueAccess, VenueStatus
 
     cfg = _load(config)
     e = _rebuilt(cfg)
@@ -506,6 +506,14 @@ def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
         orders = [o for o in e.l3(m) if o.venue == venue_id]
         interest = sum(o.price * (o.remaining // market.lot_size) for o in orders)
         typer.echo(f"  market {m}: {len(orders)} open orders, open interest {interest} {symbols.get(market.quote)}")
+        r = e.venue_market_risk(venue_id, m)
+        if r is not None:
+            typer.echo(f"    own risk: {'HALTED, ' if r.halted else ''}band {r.band_bps or 'the market'}"
+                       f"{' bps' if r.band_bps else ''}, open-interest cap {r.oi_cap or 'none'}, breaker "
+                       + (f"{r.breaker_move_bps} bps in {r.breaker_window_ms} ms, cool-down {r.breaker_cooldown_ms} ms"
+                          if r.breaker_move_bps else "none")
+                       + (f"; positions long {r.long_oi} short {r.short_oi}, open orders buy {r.open_buy} "
+                          f"sell {r.open_sell}" if market.kind == MarketKind.PERPETUAL else ""))
 
 
 @venue_app.command("set")
@@ -524,12 +532,27 @@ def venue_set(
     trades_with: str = typer.Option("", help="with --pool: comma-separated pools (empty: all)"),
     offer: list[int] = typer.Option([], help="offer this market (repeatable)"),
     withdraw: list[int] = typer.Option([], help="stop offering this market (repeatable)"),
+    risk_market: Optional[int] = typer.Option(None, help="set the venue's own risk parameters in this market (it "
+                                              "offers): --band-bps, --oi-cap, --breaker-* (each 0 = off)"),
+    band_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the venue's price band around the "
+                                 "last trade (0: the market's own band)"),
+    oi_cap: int = typer.Option(0, min=0, help="with --risk-market: perpetual markets, the cap on each side's open "
+                               "interest of the venue, base units (0: none)"),
+    breaker_move_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the risk worker halts the "
+                                         "venue's orders after a move this large within the window (0: none)"),
+    breaker_window_ms: int = typer.Option(0, min=0, max=(1 << 32) - 1, help="with --breaker-move-bps"),
+    breaker_cooldown_ms: int = typer.Option(0, min=0, max=(1 << 32) - 1, help="with --breaker-move-bps: the "
+                                            "halt's length before the risk worker resumes"),
+    halt_market: list[int] = typer.Option([], help="halt the venue's new orders in this market (repeatable; "
+                                          "cancels and reduce-only orders go on)"),
+    resume_market: list[int] = typer.Option([], help="resume the venue's orders in this market (repeatable)"),
     config: Optional[str] = ConfigOption,
 ) -> None:
-    """Change a venue: status, fees, access, matching pool, offered markets."""
+    """Change a venue: status, fees, access, matching pool, offered markets, its own risk parameters and
+    halts per market."""
     import numpy as np
 
-    from .records import COMMAND_DTYPE, Cmd, pack_venue_fees
+    from .records import COMMAND_DTYPE, Cmd, pack_breaker_windows, pack_venue_fees
     from .venues import ACCESS, pool_mask
 
     def ints(text: str) -> list[int]:
@@ -560,6 +583,19 @@ def venue_set(
         rows.append(dict(kind=Cmd.VENUE_POLICY, side=pool, aux=pool_mask(ints(trades_with))))
     rows += [dict(kind=Cmd.OFFER_MARKET, market=m) for m in offer]
     rows += [dict(kind=Cmd.WITHDRAW_MARKET, market=m) for m in withdraw]
+    if risk_market is not None:
+        rows.append(dict(kind=Cmd.VENUE_MARKET_RISK, market=risk_market, price=band_bps, qty=oi_cap,
+                         id=breaker_move_bps, aux=pack_breaker_windows(breaker_window_ms, breaker_cooldown_ms)))
+    elif band_bps or oi_cap or breaker_move_bps or breaker_window_ms or breaker_cooldown_ms:
+        typer.echo("--band-bps, --oi-cap and --breaker-* need --risk-market MARKET", err=True)
+        raise typer.Exit(2)
+    halts = [dict(kind=Cmd.VENUE_MARKET_HALT, market=m) for m in halt_market]
+    halts += [dict(kind=Cmd.VENUE_MARKET_RESUME, market=m) for m in resume_market]
+    if halts and key is not None:  # gateway/messages.py has no VenueMarketHalt / Resume message yet
+        typer.echo("--halt-market and --resume-market go through --trusted-as only (no gateway message yet)",
+                   err=True)
+        raise typer.Exit(2)
+    rows += halts
     if not rows:
         typer.echo("nothing to set (see --help)", err=True)
         raise typer.Exit(2)

@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal, Union
 import msgspec
 import numpy as np
 
-from engine.records import Cmd, OrdType, Side, Stp, Tif, pack_venue_fees
+from engine.records import Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_venue_fees, unpack_breaker_windows
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -292,8 +292,35 @@ class MarketRisk(VenueCommand, tag="market_risk"):
     liquidation_slice: I64 = 0  # the most lots one liquidation order closes (0: no limit)
 
 
+U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
+
+
+class VenueMarketRisk(VenueCommand, tag="venue_market_risk"):
+    """The venue's own risk settings in a market it offers: price band (0: the market's), open-interest cap
+    per side in base units (perpetual markets; 0: none), circuit breaker for the risk worker (0: none)."""
+
+    kind = Cmd.VENUE_MARKET_RISK
+    command_fields = dict(venue="venue", market="market", price="band_bps", qty="oi_cap", id="breaker_move_bps")
+    rid: I64
+    venue: VenueId
+    market: MarketId
+    band_bps: I64 = 0  # 0..10000
+    oi_cap: I64 = 0
+    breaker_move_bps: I64 = 0  # 0..10000, with a positive window
+    breaker_window_ms: U32 = 0  # packed with the cool-down into ``aux``
+    breaker_cooldown_ms: U32 = 0
+
+    def fields(self) -> dict:
+        return super().fields() | {"aux": pack_breaker_windows(self.breaker_window_ms, self.breaker_cooldown_ms)}
+
+    @classmethod
+    def values_of(cls, cmd) -> dict:
+        window_ms, cooldown_ms = unpack_breaker_windows(int(cmd["aux"]))
+        return super().values_of(cmd) | {"breaker_window_ms": window_ms, "breaker_cooldown_ms": cooldown_ms}
+
+
 VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier,
-                  OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk)
+                  OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk, VenueMarketRisk)
 VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
 
 
@@ -360,7 +387,7 @@ FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
-                MarketRisk, OutcomeConfig, Resolve, Convert, Liquidate]
+                MarketRisk, VenueMarketRisk, OutcomeConfig, Resolve, Convert, Liquidate]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies

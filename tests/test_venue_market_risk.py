@@ -338,3 +338,56 @@ def test_snapshot_round_trip_keeps_venue_risk():
         assert (r.band_bps, r.oi_cap, r.halted, r.long_oi, r.short_oi) == (0, 0, False, 0, 0)
     assert sum(r.open_buy + r.open_sell for r in older.venue_market_risks()) == sum(
         r.open_buy + r.open_sell for r in e.venue_market_risks())
+
+
+# ------------------------------------------------------------------ through the gateway and `xos venue set`
+
+@pytest.fixture(scope="module")
+def gateway_engine(tmp_path_factory):
+    from test_gateway_venues import Engine as GatewayEngine
+
+    e = GatewayEngine(tmp_path_factory.mktemp("gwvenuerisk"))
+    yield e
+    e.sup.stop()
+
+
+def test_operators_send_venue_market_risk_through_the_gateway_and_xos_venue_set(gateway_engine):
+    from gateway import messages as m
+    from gateway.client import BadRequest, InvalidOrder, PermissionDenied
+    from test_gateway_venues import run, xos_venue
+
+    engine = gateway_engine
+
+    async def scenario():
+        op = await engine.client("operator").connect()
+        ack = await op.venue_command(m.VenueMarketRisk, venue=1, market=1, band_bps=200, breaker_move_bps=300,
+                                     breaker_window_ms=5_000, breaker_cooldown_ms=60_000)
+        with pytest.raises(InvalidOrder, match="INVALID_OI_CAP"):  # the matcher's check: a cap on a spot market
+            await op.venue_command(m.VenueMarketRisk, venue=1, market=1, oi_cap=5)
+        with pytest.raises(BadRequest, match=r"venue_market_risk\.breaker_window_ms"):  # would not fit its u32
+            await op.venue_command(m.VenueMarketRisk, venue=1, market=1, breaker_move_bps=1, breaker_window_ms=1 << 32)
+        other = await engine.client("other").connect()
+        with pytest.raises(PermissionDenied, match="NOT_VENUE_OPERATOR"):
+            await other.venue_command(m.VenueMarketRisk, venue=1, market=1, band_bps=1)
+        for c in (op, other):
+            await c.close()
+        return ack
+
+    ack = run(scenario())
+    cmd = engine.journal()[ack.cmd_seq - 1]
+    assert (int(cmd["kind"]), int(cmd["account"])) == (Cmd.VENUE_MARKET_RISK, 11)
+    assert engine.state().venue_market_risk(1, 1) == VenueMarketRiskView(1, 1, 200, 0, 300, 5_000, 60_000, False,
+                                                                         0, 0, 0, 0)
+    done = xos_venue(engine, "set", 1, "--risk-market", 1, "--band-bps", 300, "--key", engine.key("operator"))
+    assert done.returncode == 0 and "VENUE_MARKET_RISK venue 1: ok" in done.stdout, done.stdout + done.stderr
+    assert engine.state().venue_market_risk(1, 1).band_bps == 300
+    no_gateway = xos_venue(engine, "set", 1, "--halt-market", 1, "--key", engine.key("operator"))
+    assert no_gateway.returncode == 2 and "--trusted-as only" in no_gateway.stderr
+    halted = xos_venue(engine, "set", 1, "--halt-market", 1, "--trusted-as", 11)
+    assert halted.returncode == 0 and "VENUE_MARKET_HALT venue 1: ok" in halted.stdout, halted.stdout + halted.stderr
+    assert engine.state().venue_market_risk(1, 1).halted
+    shown = xos_venue(engine, "show", 1)
+    assert shown.returncode == 0 and "own risk: HALTED, band 300 bps, open-interest cap none, breaker none" in \
+        shown.stdout, shown.stdout + shown.stderr
+    loose = xos_venue(engine, "set", 1, "--band-bps", 5, "--trusted-as", 11)
+    assert loose.returncode == 2 and "need --risk-market" in loose.stderr

@@ -17,7 +17,7 @@ from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, reval
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
                                       SettlementLedger)
-from generators import ENGINE_KWARGS, StreamGenerator, VenueStreamGenerator, run_stream
+from generators import ENGINE_KWARGS, StreamGenerator, VenueRiskStreamGenerator, VenueStreamGenerator, run_stream
 
 N_COMMANDS = 12_000
 
@@ -397,6 +397,96 @@ def test_risk_breaker_halts_once_and_resumes():
     assert len(sent) == 2 and risk.state(1) == "external"
     # order rate: account 1's accepted buys, one per second of engine time
     assert risk.order_rate(1)[1:] == (1, 7)  # the two placed while halted were rejected
+
+
+def test_venue_breaker_halts_only_its_venue_and_resumes():
+    """A venue's VenueMarketRisk breaker trips on the shared book's trades and halts that venue's orders only;
+    the cool-down resumes it; the market-wide breaker (looser here) stays live."""
+    e = Engine(**ENGINE_KWARGS)
+    cfg = RiskConfig(move_bps=5000, window_s=60, cooldown_s=30)
+    risk = RiskMonitor(cfg, start_anywhere=False)
+    sent = []
+    t = [100 * SEC]
+    admin, op1, op2 = 99, 10, 11
+
+    def run(events):
+        cmds = risk.apply(events)
+        sent.extend(cmds.tolist())
+        if len(cmds):
+            run(e.process(cmds))
+        return events
+
+    def trade(price, venue=2):
+        t[0] += SEC
+        run(e.place(2, 1, Side.SELL, price, 1, client_id=t[0], ts=t[0], venue=venue))
+        return run(e.place(1, 1, Side.BUY, price, 1, client_id=t[0] + 1, ts=t[0], venue=venue))
+
+    run(np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0),
+                        e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, band_bps=0)]))
+    run(np.concatenate([e.deposit(a, asset, 10**9) for a in (1, 2, op1, op2) for asset in (1, 2)]))
+    run(e.set_venue_params(admin, stake_asset=2, min_stake=1, unbond_period=1, protocol_account=800, admin=admin))
+    for venue, op in ((1, op1), (2, op2)):
+        run(e.launch_venue(op, venue, 10, insurance_account=900 + venue))
+        run(e.offer_market(op, venue, 1))
+    ev = run(e.set_venue_risk(op1, 1, 1, breaker_move_bps=500, breaker_window_ms=60_000, breaker_cooldown_ms=30_000))
+    assert ev[0]["kind"] == Ev.VENUE and risk.venue_breakers[(1, 1)].move_bps == 500
+    for p in (1000, 1040, 960):
+        trade(p)
+    assert sent == [] and risk.state(1, venue=1) == LIVE
+    trade(949)  # 5.1 % below the window's first trade: venue 1's breaker trips (the market's 50 % does not)
+    assert [(c[0], c[6], c[7], c[9]) for c in sent] == [(Cmd.VENUE_MARKET_HALT, 1, 1, cfg.account)]
+    assert risk.state(1, venue=1) == HALTED and risk.state(1) == LIVE
+    assert e.venue_market_risk(1, 1).halted
+    ev = trade(950, venue=1)
+    assert set(ev["code"][ev["kind"] == Ev.REJECTED].tolist()) == {ResultCode.VENUE_MARKET_HALTED}
+    assert (trade(950, venue=2)["kind"] == Ev.FILL).sum() == 1  # venue 2 trades on in the same book
+    halted_at = risk.venue_breakers[(1, 1)].halted_at
+    run(e.deposit(1, 1, 1, ts=halted_at + 29 * SEC))
+    assert len(sent) == 1
+    run(e.deposit(1, 1, 1, ts=halted_at + 30 * SEC))
+    assert [c[0] for c in sent] == [Cmd.VENUE_MARKET_HALT, Cmd.VENUE_MARKET_RESUME]
+    assert risk.state(1, venue=1) == LIVE and not e.venue_market_risk(1, 1).halted
+    assert risk.halts_sent == 1 and risk.resumes_sent == 1
+    # the operator's own halt is not the breaker's: no resume from the worker
+    t[0] = halted_at + 31 * SEC
+    run(e.venue_halt(op1, 1, 1, ts=t[0]))
+    assert risk.state(1, venue=1) == "external"
+    run(e.deposit(1, 1, 1, ts=t[0] + 3600 * SEC))
+    assert len(sent) == 2
+    run(e.venue_resume(op1, 1, 1, ts=t[0] + 3600 * SEC))
+    run(e.set_venue_risk(op1, 1, 1))  # move 0: the venue's breaker is off
+    t[0] += 3600 * SEC
+    trade(500)
+    assert len(sent) == 2 and risk.state(1, venue=1) == LIVE
+
+
+def test_venue_breaker_stream_with_feedback():
+    """VenueRiskStreamGenerator's stream (venue breaker settings, venue halts by others) with the risk
+    worker's commands fed back: every command it sent got exactly one answer, one Halt per trip."""
+    e = Engine(**ENGINE_KWARGS)
+    gen = VenueRiskStreamGenerator(3, limits={k: v for k, v in ENGINE_KWARGS.items() if k != "max_venues"})
+    cfg = RiskConfig(move_bps=400, window_s=0.004, cooldown_s=0.002, account=-1002)  # not the generator's -1001
+    risk = RiskMonitor(cfg)
+    all_events = []
+
+    def feed(events):
+        all_events.append(events)
+        cmds = risk.apply(events)
+        if len(cmds):
+            feed(e.process(cmds))
+
+    for _, events in run_stream(e, gen, 8000, chunk=300):
+        feed(events)
+    events = np.concatenate(all_events)
+    mine = events[(events["kind"] == Ev.MARKET_STATUS) & (events["account"] == cfg.account)]
+    refused = events[(events["kind"] == Ev.REJECTED) & (events["account"] == cfg.account)]
+    assert len(mine) + len(refused) == risk.halts_sent + risk.resumes_sent
+    trips = sum(b.trips for b in risk.breakers.values())
+    venue_trips = sum(b.trips for b in risk.venue_breakers.values())
+    assert risk.halts_sent == trips + venue_trips and venue_trips >= 1
+    venue_mine = mine[mine["flags"] == Cmd.VENUE_MARKET_HALT]
+    assert len(venue_mine) >= 1 and set(zip(venue_mine["venue"].tolist(), venue_mine["market"].tolist())) <= set(
+        risk.venue_breakers)
 
 
 @pytest.mark.parametrize("seed", [7, 8])

@@ -19,6 +19,16 @@ Circuit breaker, per market (parameters: ``config.params(market)``):
 - Replaying events (a restarted worker without state) can only repeat a Halt or Resume the engine
   already applied; the matcher rejects it ``MARKET_STATUS_UNCHANGED`` and changes nothing.
 
+Venue breakers, per (venue, market) (issue 7, risk groups): a venue's ``VenueMarketRisk`` settings, followed
+from their ``Venue`` echo (flags 80: ``client_id`` move bps, ``remaining`` window ms | cool-down ms << 32),
+give it its own breaker on the market's trades (the shared book's price), with the rule above; a trip
+sends ``VenueMarketHalt(venue, market)`` and the cool-down ``VenueMarketResume``, which stop and restart
+only that venue's new orders there (``MarketStatus`` with flags 81 / 82 and the venue answers them).
+Move 0 turns a venue's breaker off (a cool-down under way still ends with its Resume). These commands
+carry their kind in ``id`` (echoed as ``client_id`` by a ``Rejected``), so a refused one names its breaker.
+The market-wide breaker above is unchanged: it applies to every market, venue settings or not, and its
+Halt stops every venue's orders there.
+
 Band watch: a trade with ``|p - last| * 10000 > band_bps * last`` (the market's listed band, ``last``
 the previous trade) is counted in ``band_breaches[market]``.
 
@@ -35,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codes import ResultCode
-from ..records import COMMAND_DTYPE, Cmd, Ev
+from ..records import COMMAND_DTYPE, Cmd, Ev, unpack_breaker_windows
 from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
@@ -49,6 +59,8 @@ FOLLOWED = kind_mask(*(k for k in Ev if k != Ev.BOOK_LEVEL))
 _ACCEPTED, _REJECTED, _FILL, _BALANCE, _MARKET_STATUS = (int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL),
                                                        int(Ev.BALANCE), int(Ev.MARKET_STATUS))
 _STATUS_UNCHANGED = int(ResultCode.MARKET_STATUS_UNCHANGED)
+_VENUE, _VENUE_RISK = int(Ev.VENUE), int(Cmd.VENUE_MARKET_RISK)
+_VENUE_HALT, _VENUE_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
 RISK_WORKER_ID = -1001  # default ``account`` of the commands the risk worker sends
 
 LIVE, HALT_SENT, HALTED, RESUME_SENT, EXTERNAL = "live", "halt_sent", "halted", "resume_sent", "external"
@@ -128,7 +140,9 @@ class RiskMonitor(EventCore):
         self.config = config or RiskConfig()
         self.start_anywhere = start_anywhere
         self.listings = Listings()
-        self.breakers: dict[int, Breaker] = {}
+        self.breakers: dict[int, Breaker] = {}  # market -> its market-wide breaker
+        self.venue_breakers: dict[tuple[int, int], Breaker] = {}  # (venue, market) -> the venue's breaker there
+        self.venue_markets: dict[int, list] = {}  # market -> the (venue, market) keys with a venue breaker
         self.last: dict[int, int] = {}
         self.band_breaches: dict[int, int] = {}
         self.rates = IntTable(RATE_COLUMNS)  # account -> (second, count, peak, total)
@@ -145,6 +159,8 @@ class RiskMonitor(EventCore):
         into ``IntTable``s."""
         self.__dict__.update(state)
         self._lots = None
+        self.__dict__.setdefault("venue_breakers", {})  # checkpoints from before venue breakers
+        self.__dict__.setdefault("venue_markets", {})
         for name, cols in (("orders", RISK_COLUMNS), ("rates", RATE_COLUMNS)):
             old = getattr(self, name)
             if isinstance(old, dict):  # {key: [values]}
@@ -166,8 +182,31 @@ class RiskMonitor(EventCore):
             self.breakers[market] = b
         return b
 
-    def state(self, market: int) -> str:
+    def state(self, market: int, venue: int | None = None) -> str:
+        """The market-wide breaker's state, or with ``venue`` that venue's breaker's in the market."""
+        if venue is not None:
+            b = self.venue_breakers.get((venue, market))
+            return b.state if b is not None else LIVE
         return self.breakers[market].state if market in self.breakers else LIVE
+
+    def _breaker_of(self, key) -> Breaker:
+        """A market id names the market-wide breaker, a (venue, market) pair a venue's."""
+        return self.venue_breakers[key] if isinstance(key, tuple) else self.breakers[key]
+
+    def _venue_settings(self, venue: int, market: int, move_bps: int, windows: int) -> None:
+        """A VenueMarketRisk echo: the venue's breaker in the market made or retuned (its state kept)."""
+        window_ms, cooldown_ms = unpack_breaker_windows(windows)
+        key = (venue, market)
+        b = self.venue_breakers.get(key)
+        if b is None:
+            if move_bps <= 0:
+                return
+            b = self.venue_breakers[key] = Breaker(move_bps, window_ms * 1_000_000, cooldown_ms * 1_000_000)
+            self.venue_markets.setdefault(market, []).append(key)
+            return
+        if b.move_bps <= 0:
+            b.clear_window()  # off until now: the next trade is the new reference
+        b.move_bps, b.window_ns, b.cooldown_ns = move_bps, window_ms * 1_000_000, cooldown_ms * 1_000_000
 
     def order_rate(self, account: int) -> tuple[int, int, int]:
         r = self.rates.get(account)
@@ -197,7 +236,7 @@ class RiskMonitor(EventCore):
         the breakers, band watch and listings walk only the events that concern them (fills, market
         status, our rejected commands, listings), in order, and a halted market's cool-down is
         checked against every event's ts in between."""
-        out: list[tuple[int, int, int, int, int]] = []  # (event index, 0 resume / 1 halt, kind, market, ts)
+        out: list[tuple] = []  # (event index, 0 resume / 1 halt, kind, venue, market, ts)
         if len(new) == 0:
             self._cursor = last
             return self._commands(out)
@@ -208,14 +247,16 @@ class RiskMonitor(EventCore):
         is_fill = kind == _FILL
         is_status = kind == _MARKET_STATUS
         is_refused = (kind == _REJECTED) & (new["account"] == me) & (new["code"] == _STATUS_UNCHANGED)
+        is_settings = (kind == _VENUE) & (new["flags"] == _VENUE_RISK)
         balance = kind == _BALANCE
         if balance.any():
             listings.accounts.update(np.unique(new["account"][balance]).tolist())
         waiting = [m for m, b in self.breakers.items() if b.state == HALTED]
+        waiting += [key for key, b in self.venue_breakers.items() if b.state == HALTED]
         ts_all = new["ts"]
         # The fills between two other control events are one run, applied at once (``_trades``);
-        # the others (listings, market status, our refused commands) are rare and go one by one.
-        others = np.flatnonzero(is_listing | is_status | is_refused)
+        # the others (listings, market status, our refused commands, venue settings) are rare and go one by one.
+        others = np.flatnonzero(is_listing | is_status | is_refused | is_settings)
         fills = np.flatnonzero(is_fill)
         ctrl = new[others]
         pos = 0  # the first event not yet checked for cool-downs
@@ -236,20 +277,30 @@ class RiskMonitor(EventCore):
                 if what in (ASSET_LISTING, MARKET_LISTING):
                     listings.learn(what, seq, side, market, venue, account, client_id, price, qty, remaining)
                     self._lots = None
+            elif kind_j == _VENUE:
+                self._venue_settings(venue, market, client_id, remaining)
             elif kind_j == _MARKET_STATUS:
-                b = self.breaker(market)
+                if flags in (_VENUE_HALT, _VENUE_RESUME):  # one venue's halt in the market
+                    key = (venue, market)
+                    b = self.venue_breakers.get(key)
+                    if b is None:
+                        continue
+                else:
+                    key = market
+                    b = self.breaker(market)
                 if qty:  # halted
                     if account == me and b.state in (HALT_SENT, LIVE):
                         b.state = HALTED
                         b.halted_at = ts
-                        waiting.append(market)
+                        waiting.append(key)
                     elif account != me:
                         b.state = EXTERNAL
                 else:  # live again
                     b.state = LIVE
                     b.clear_window()
             else:  # our Halt / Resume refused MARKET_STATUS_UNCHANGED
-                b = self.breakers.get(market)
+                b = (self.venue_breakers.get((venue, market)) if client_id in (_VENUE_HALT, _VENUE_RESUME)
+                     else self.breakers.get(market))
                 if b is not None:
                     if b.state == HALT_SENT:
                         b.state = EXTERNAL
@@ -264,11 +315,11 @@ class RiskMonitor(EventCore):
         return self._commands(out)
 
     def _cooldowns(self, waiting: list, ts: np.ndarray, lo: int, hi: int, out: list) -> None:
-        """Events ``lo .. hi-1`` of the batch, each checked (in order) against the halted markets of
-        ``waiting``: the first one at or after a market's ``halted_at + cooldown`` sends its Resume."""
+        """Events ``lo .. hi-1`` of the batch, each checked (in order) against the halted breakers of
+        ``waiting``: the first one at or after a breaker's ``halted_at + cooldown`` sends its Resume."""
         due = []
         for k, m in enumerate(waiting):
-            b = self.breakers[m]
+            b = self._breaker_of(m)
             if b.state != HALTED:
                 due.append((-1, k, m))
                 continue
@@ -277,10 +328,13 @@ class RiskMonitor(EventCore):
                 due.append((lo + int(hit[0]), k, m))
         if not due:
             return
-        for at, _, m in sorted(due):
+        for at, k, m in sorted(due):
             if at >= 0:
-                self.breakers[m].state = RESUME_SENT
-                out.append((at, 0, Cmd.RESUME, m, int(ts[at])))
+                self._breaker_of(m).state = RESUME_SENT
+                if isinstance(m, tuple):
+                    out.append((at, 0, _VENUE_RESUME, m[0], m[1], int(ts[at])))
+                else:
+                    out.append((at, 0, Cmd.RESUME, 0, m, int(ts[at])))
             waiting.remove(m)
 
     def _lots_of(self, events: np.ndarray) -> np.ndarray:
@@ -320,7 +374,17 @@ class RiskMonitor(EventCore):
             if breaches:
                 self.band_breaches[market] = self.band_breaches.get(market, 0) + breaches
         self.last[market] = int(price[-1])
-        b = self.breaker(market)
+        self._run_breaker(self.breaker(market), Cmd.HALT, 0, market, at, price, ts, out)
+        for venue, _ in self.venue_markets.get(market, ()):
+            b = self.venue_breakers[(venue, market)]
+            if b.move_bps > 0:
+                self._run_breaker(b, _VENUE_HALT, venue, market, at, price, ts, out)
+
+    @staticmethod
+    def _run_breaker(b: Breaker, halt_kind: int, venue: int, market: int, at: np.ndarray, price: np.ndarray,
+                     ts: np.ndarray, out: list) -> None:
+        """One breaker over a run of the market's trades: the first trade beyond ``move_bps`` of its reference
+        sends ``halt_kind`` (Halt, or VenueMarketHalt for ``venue``) and stops it."""
         if b.state != LIVE:
             return
         # each trade's reference: the first trade at or after ts - window (the window keeps the
@@ -333,24 +397,27 @@ class RiskMonitor(EventCore):
         if len(tripped):
             b.state = HALT_SENT
             b.trips += 1
-            out.append((int(at[end]), 1, Cmd.HALT, market, int(ts[end])))
+            out.append((int(at[end]), 1, halt_kind, venue, market, int(ts[end])))
         keep = slice(int(ref_at[end]), len(b.window_ts) + end + 1)
         kept_ts = all_ts[keep]
         first_of_ts = np.concatenate([[True], kept_ts[1:] != kept_ts[:-1]])
         b.window_ts, b.window_price = kept_ts[first_of_ts], all_price[keep][first_of_ts]
 
     def _commands(self, out: list) -> np.ndarray:
-        """The batch's Halt / Resume commands in the order of the events that caused them (at one
-        event a Resume goes first)."""
+        """The batch's Halt / Resume (and venue Halt / Resume) commands in the order of the events that
+        caused them (at one event a Resume goes first)."""
         out = [cmd[2:] for cmd in sorted(out, key=lambda cmd: cmd[:2])]
         cmds = np.zeros(len(out), COMMAND_DTYPE)
-        for i, (kind, market, ts) in enumerate(out):
+        for i, (kind, venue, market, ts) in enumerate(out):
             cmds[i]["kind"] = kind
+            cmds[i]["venue"] = venue
             cmds[i]["market"] = market
             cmds[i]["ts"] = ts
             cmds[i]["account"] = self.config.account
-        self.halts_sent += sum(1 for k, _, _ in out if k == Cmd.HALT)
-        self.resumes_sent += sum(1 for k, _, _ in out if k == Cmd.RESUME)
+            if kind in (_VENUE_HALT, _VENUE_RESUME):
+                cmds[i]["id"] = kind  # echoed by a Rejected: names the venue breaker a refusal is for
+        self.halts_sent += sum(1 for k, *_ in out if k in (Cmd.HALT, _VENUE_HALT))
+        self.resumes_sent += sum(1 for k, *_ in out if k in (Cmd.RESUME, _VENUE_RESUME))
         return cmds
 
 
