@@ -295,14 +295,12 @@ class MarketRisk(VenueCommand, tag="market_risk"):
 U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
 
 
-class VenueMarketRisk(VenueCommand, tag="venue_market_risk"):
+class VenueMarketRisk(OfVenue, tag="venue_market_risk"):
     """The venue's own risk settings in a market it offers: price band (0: the market's), open-interest cap
     per side in base units (perpetual markets; 0: none), circuit breaker for the risk worker (0: none)."""
 
     kind = Cmd.VENUE_MARKET_RISK
     command_fields = dict(venue="venue", market="market", price="band_bps", qty="oi_cap", id="breaker_move_bps")
-    rid: I64
-    venue: VenueId
     market: MarketId
     band_bps: I64 = 0  # 0..10000
     oi_cap: I64 = 0

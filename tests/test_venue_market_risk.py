@@ -344,17 +344,25 @@ def test_snapshot_round_trip_keeps_venue_risk():
 
 @pytest.fixture(scope="module")
 def gateway_engine(tmp_path_factory):
-    from test_gateway_venues import Engine as GatewayEngine
+    from test_gateway_venues import KEYS, Engine as VenueGatewayEngine
+    from gateway_harness import funded, unit_market
 
-    e = GatewayEngine(tmp_path_factory.mktemp("gwvenuerisk"))
+    e = VenueGatewayEngine(tmp_path_factory.mktemp("gwvenuerisk"), KEYS, {
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="OKB", decimals=2)],
+        "markets": [unit_market(1, "OKB", "USD")],
+        "accounts": funded((11, 12), USD=1000000, OKB=1000000),
+        "venues": dict(admin=99, protocol_account=98, stake_asset="OKB", min_stake=1000, unbond_period_s=0.0,
+                       launch=[dict(id=1, operator=11, insurance_account=901, stake=5000, markets=[1])]),
+    })
     yield e
-    e.sup.stop()
+    e.stop()
 
 
 def test_operators_send_venue_market_risk_through_the_gateway_and_xos_venue_set(gateway_engine):
     from gateway import messages as m
     from gateway.client import BadRequest, InvalidOrder, PermissionDenied
-    from test_gateway_venues import run, xos_venue
+    from gateway_harness import run
+    from test_gateway_venues import xos_venue
 
     engine = gateway_engine
 
