@@ -368,15 +368,15 @@ def test_operators_send_venue_market_risk_through_the_gateway_and_xos_venue_set(
 
     async def scenario():
         op = await engine.client("operator").connect()
-        ack = await op.venue_command(m.VenueMarketRisk, venue=1, market=1, band_bps=200, breaker_move_bps=300,
+        ack = await op.send_command(m.VenueMarketRisk, venue=1, market=1, band_bps=200, breaker_move_bps=300,
                                      breaker_window_ms=5_000, breaker_cooldown_ms=60_000)
         with pytest.raises(InvalidOrder, match="INVALID_OI_CAP"):  # the matcher's check: a cap on a spot market
-            await op.venue_command(m.VenueMarketRisk, venue=1, market=1, oi_cap=5)
+            await op.send_command(m.VenueMarketRisk, venue=1, market=1, oi_cap=5)
         with pytest.raises(BadRequest, match=r"venue_market_risk\.breaker_window_ms"):  # would not fit its u32
-            await op.venue_command(m.VenueMarketRisk, venue=1, market=1, breaker_move_bps=1, breaker_window_ms=1 << 32)
+            await op.send_command(m.VenueMarketRisk, venue=1, market=1, breaker_move_bps=1, breaker_window_ms=1 << 32)
         other = await engine.client("other").connect()
         with pytest.raises(PermissionDenied, match="NOT_VENUE_OPERATOR"):
-            await other.venue_command(m.VenueMarketRisk, venue=1, market=1, band_bps=1)
+            await other.send_command(m.VenueMarketRisk, venue=1, market=1, band_bps=1)
         for c in (op, other):
             await c.close()
         return ack
