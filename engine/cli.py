@@ -589,13 +589,8 @@ def venue_set(
     elif band_bps or oi_cap or breaker_move_bps or breaker_window_ms or breaker_cooldown_ms:
         typer.echo("--band-bps, --oi-cap and --breaker-* need --risk-market MARKET", err=True)
         raise typer.Exit(2)
-    halts = [dict(kind=Cmd.VENUE_MARKET_HALT, market=m) for m in halt_market]
-    halts += [dict(kind=Cmd.VENUE_MARKET_RESUME, market=m) for m in resume_market]
-    if halts and key is not None:  # gateway/messages.py has no VenueMarketHalt / Resume message yet
-        typer.echo("--halt-market and --resume-market go through --trusted-as only (no gateway message yet)",
-                   err=True)
-        raise typer.Exit(2)
-    rows += halts
+    rows += [dict(kind=Cmd.VENUE_MARKET_HALT, market=m) for m in halt_market]
+    rows += [dict(kind=Cmd.VENUE_MARKET_RESUME, market=m) for m in resume_market]
     if not rows:
         typer.echo("nothing to set (see --help)", err=True)
         raise typer.Exit(2)

@@ -317,8 +317,26 @@ class VenueMarketRisk(OfVenue, tag="venue_market_risk"):
         return super().values_of(cmd) | {"breaker_window_ms": window_ms, "breaker_cooldown_ms": cooldown_ms}
 
 
+class VenueMarketHalt(OfVenue, tag="venue_market_halt"):
+    """Stop the venue's new orders in one market it offers (cancels, size-only amends and reduce-only orders
+    go on; the other venues' orders in the same book are untouched)."""
+
+    kind = Cmd.VENUE_MARKET_HALT
+    command_fields = dict(venue="venue", market="market")
+    market: MarketId
+
+
+class VenueMarketResume(OfVenue, tag="venue_market_resume"):
+    """Lift the venue's halt in one market."""
+
+    kind = Cmd.VENUE_MARKET_RESUME
+    command_fields = dict(venue="venue", market="market")
+    market: MarketId
+
+
 VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier,
-                  OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk, VenueMarketRisk)
+                  OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk, VenueMarketRisk, VenueMarketHalt,
+                  VenueMarketResume)
 VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
 
 
@@ -385,7 +403,8 @@ FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
-                MarketRisk, VenueMarketRisk, OutcomeConfig, Resolve, Convert, Liquidate]
+                MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, OutcomeConfig, Resolve, Convert,
+                Liquidate]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies

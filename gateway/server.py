@@ -51,10 +51,13 @@ VENUE_ECHO, ORACLE_CONFIG_ECHO = int(Ev.VENUE), int(Ev.ORACLE_CONFIG)  # accepte
 # sender is its client_id)
 OUTCOME_STATUS, OUTCOME_CONVERT, LIQUIDATION = int(Ev.OUTCOME_STATUS), int(Ev.OUTCOME_CONVERT), int(Ev.LIQUIDATION)
 OUTCOME_CONFIG, RESOLVE, CONVERT, LIQUIDATE = map(int, (Cmd.OUTCOME_CONFIG, Cmd.RESOLVE, Cmd.CONVERT, Cmd.LIQUIDATE))
+# a venue's halt or resume of one market answers with MarketStatus (flags: the command, its venue and market)
+MARKET_STATUS = int(Ev.MARKET_STATUS)
+VENUE_MARKET_HALT, VENUE_MARKET_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
 OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
 FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
-                   OUTCOME_CONVERT, LIQUIDATION)
+                   OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 
 
@@ -179,7 +182,9 @@ def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarra
     convert = (ck == CONVERT) & (ek == OUTCOME_CONVERT) & same_market & (ev["qty"] == cmd["qty"])
     liquidate = (ck == LIQUIDATE) & (ek == LIQUIDATION) & (ev["account"] == cmd["id"]) & \
         (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"])
-    return venue_echo | outcome_config | resolve | convert | liquidate
+    venue_halt = ((ck == VENUE_MARKET_HALT) | (ck == VENUE_MARKET_RESUME)) & (ek == MARKET_STATUS) & \
+        (ev["flags"] == ck) & same_market & (ev["venue"] == cmd["venue"])
+    return venue_echo | outcome_config | resolve | convert | liquidate | venue_halt
 
 
 def match_answers(q: PendingQueue, evs: np.ndarray):

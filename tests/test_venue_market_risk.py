@@ -389,13 +389,18 @@ def test_operators_send_venue_market_risk_through_the_gateway_and_xos_venue_set(
     done = xos_venue(engine, "set", 1, "--risk-market", 1, "--band-bps", 300, "--key", engine.key("operator"))
     assert done.returncode == 0 and "VENUE_MARKET_RISK venue 1: ok" in done.stdout, done.stdout + done.stderr
     assert engine.state().venue_market_risk(1, 1).band_bps == 300
-    no_gateway = xos_venue(engine, "set", 1, "--halt-market", 1, "--key", engine.key("operator"))
-    assert no_gateway.returncode == 2 and "--trusted-as only" in no_gateway.stderr
-    halted = xos_venue(engine, "set", 1, "--halt-market", 1, "--trusted-as", 11)
+    halted = xos_venue(engine, "set", 1, "--halt-market", 1, "--key", engine.key("operator"))
     assert halted.returncode == 0 and "VENUE_MARKET_HALT venue 1: ok" in halted.stdout, halted.stdout + halted.stderr
     assert engine.state().venue_market_risk(1, 1).halted
+    refused = xos_venue(engine, "set", 1, "--halt-market", 1, "--key", engine.key("other"))
+    assert refused.returncode == 1 and "NOT_VENUE_OPERATOR" in refused.stdout, refused.stdout + refused.stderr
     shown = xos_venue(engine, "show", 1)
     assert shown.returncode == 0 and "own risk: HALTED, band 300 bps, open-interest cap none, breaker none" in \
         shown.stdout, shown.stdout + shown.stderr
+    resumed = xos_venue(engine, "set", 1, "--resume-market", 1, "--key", engine.key("operator"))
+    assert resumed.returncode == 0 and "VENUE_MARKET_RESUME venue 1: ok" in resumed.stdout, resumed.stdout
+    assert not engine.state().venue_market_risk(1, 1).halted
+    again = xos_venue(engine, "set", 1, "--halt-market", 1, "--trusted-as", 11)  # the admin's trusted path
+    assert again.returncode == 0 and engine.state().venue_market_risk(1, 1).halted
     loose = xos_venue(engine, "set", 1, "--band-bps", 5, "--trusted-as", 11)
     assert loose.returncode == 2 and "need --risk-market" in loose.stderr
