@@ -28,6 +28,7 @@ BENCHMARKS = {
     "feeds": "oracle updates per second into the running matcher, and order throughput with and without them",
     "venues": "config A and B over 1,000 venues with mixed eligibility, as a ratio to one venue",
     "marketdata": "the market-data core on the matcher's events: events/s, messages/s, encode cost",
+    "margin": "revaluation after a mark change, perpetual against spot matching, a liquidation cascade",
 }
 
 
