@@ -6,6 +6,8 @@ implementations differ only in ``process`` and the queries.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .records import (
@@ -23,6 +25,46 @@ from .records import (
     pack_symbol,
     pack_venue_fees,
 )
+
+
+class Leg(NamedTuple):
+    """One leg of a multi-leg order: a limit FOK order of the header's account (ARCHITECTURE, Multi-leg orders)."""
+
+    market: int
+    side: int
+    price: int
+    qty: int
+    client_id: int
+    venue: int = 0
+    stp: int = Stp.CANCEL_TAKER
+    reduce_only: bool = False
+
+
+def multi_leg_commands(account: int, client_id: int, legs, ts: int = 0) -> np.ndarray:
+    """A MultiLeg header (``id`` = the parent client id, ``qty`` = the leg count) and one Leg record per leg,
+    as consecutive records: they must reach the matcher in one batch (the input never splits them)."""
+    cmds = np.zeros(1 + len(legs), dtype=COMMAND_DTYPE)
+    cmds[0] = (Cmd.MULTI_LEG, 0, 0, 0, 0, 0, 0, 0, ts, account, 0, len(legs), client_id, 0)
+    for k, leg in enumerate(legs, start=1):
+        flags = CmdFlag.REDUCE_ONLY if leg.reduce_only else 0
+        cmds[k] = (Cmd.LEG, leg.side, Tif.FOK, OrdType.LIMIT, leg.stp, flags, leg.venue, leg.market, ts, account,
+                   leg.price, leg.qty, leg.client_id, 0)
+    return cmds
+
+
+MAX_LEGS = 4  # legs of a multi-leg order
+
+
+def whole_units(commands: np.ndarray, k: int) -> int:
+    """The largest cut at most ``k`` into ``commands`` that splits no multi-leg order (a MultiLeg header with a
+    count of 2..MAX_LEGS and the records after it), so an input that batches commands never splits one: the
+    matcher takes a header whose legs are not all in its batch as LEGS_INCOMPLETE.  Only the last MAX_LEGS
+    records before the cut can hold a header that reaches past it."""
+    kinds, counts = commands["kind"], commands["qty"]
+    for h in range(max(0, k - MAX_LEGS), k):
+        if kinds[h] == Cmd.MULTI_LEG and 2 <= counts[h] <= MAX_LEGS and h + 1 + counts[h] > k:
+            return h
+    return k
 
 
 class CommandAPI:
@@ -108,6 +150,15 @@ class CommandAPI:
             venue=venue,
             ts=ts,
         )
+
+    def multi_leg(self, account: int, client_id: int, legs, ts: int = 0) -> np.ndarray:
+        """An all-or-none order of 2..4 ``Leg``s (see ``multi_leg_commands``), processed as one batch."""
+        return self.process(multi_leg_commands(account, client_id, legs, ts))
+
+    def set_exposure_cap(self, account: int, venue: int, cap_bps: int, ts: int = 0) -> np.ndarray:
+        """Cap the margin ``account``'s positions and orders in ``venue``'s risk group may use at ``cap_bps`` of
+        its equity (0 removes the cap)."""
+        return self.submit(Cmd.SET_EXPOSURE_CAP, account=account, venue=venue, qty=cap_bps, ts=ts)
 
     def halt(self, market: int, account: int = 0, ts: int = 0) -> np.ndarray:
         """Stop new orders and amends in the market (cancels still work); ``account`` names who asked."""

@@ -70,6 +70,14 @@ class ResultCode(enum.IntEnum):
     OUTCOME_RESOLVING = 221
     OUTCOME_RESOLVED = 222
     NO_SHARES_TO_CONVERT = 223
+    INVALID_LEG_COUNT = 230  # MultiLeg: the leg count (qty) is not 2..4
+    LEGS_INCOMPLETE = 231  # MultiLeg: fewer Leg records than its count follow it in the batch
+    LEG_WITHOUT_HEADER = 232  # a Leg record that no MultiLeg header counts
+    LEG_ACCOUNT_MISMATCH = 233  # a leg names another account than its header
+    DUPLICATE_LEG_MARKET = 234  # two legs of one multi-leg order in the same market
+    LEG_NOT_FILLABLE = 235  # a leg cannot fill in full at its limit: the whole order is rejected
+    EXPOSURE_CAP_EXCEEDED = 236  # the margin used in the order's risk group would pass the account's cap there
+    INVALID_EXPOSURE_CAP = 237  # SetExposureCap: the cap is not 0..10000 bps
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -197,6 +205,14 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.NOTHING_TO_LIQUIDATE: "the target has no open position in the venue's perpetual markets quoted in this asset",
     ResultCode.INSURANCE_FUND_ACCOUNT: "the target is the venue's insurance fund: it is not liquidated",
     ResultCode.INVALID_RISK_SIZE: "impact size and liquidation slice (lots) must not be negative",
+    ResultCode.INVALID_LEG_COUNT: "a multi-leg order has 2..4 legs (the MultiLeg header's qty)",
+    ResultCode.LEGS_INCOMPLETE: "fewer Leg records than the MultiLeg header counts follow it in the batch (the input must never split one)",
+    ResultCode.LEG_WITHOUT_HEADER: "a Leg record is only valid right after its MultiLeg header, within its count",
+    ResultCode.LEG_ACCOUNT_MISMATCH: "a leg's account must be its MultiLeg header's",
+    ResultCode.DUPLICATE_LEG_MARKET: "two legs of one multi-leg order name the same market",
+    ResultCode.LEG_NOT_FILLABLE: "the leg cannot fill in full at its limit price: the multi-leg order is rejected whole",
+    ResultCode.EXPOSURE_CAP_EXCEEDED: "the margin the account's positions and orders in this venue's risk group would use exceeds its exposure cap there",
+    ResultCode.INVALID_EXPOSURE_CAP: "an exposure cap is 1..10000 bps of the account's equity (0 removes it)",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",

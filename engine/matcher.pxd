@@ -206,6 +206,15 @@ cdef struct OutcomeEvent:      # markets of which exactly one resolves YES
     uint32_t first           # its first market (the one its members' parameters must match)
 
 
+cdef struct Admission:          # what PlaceOrder's checks found (``admit``), for ``afford`` and ``accept``
+    int64_t acct_idx
+    int64_t per_lot          # hold per lot (quote): buys, perpetual and outcome orders
+    int64_t amount           # what the order takes from free: its hold (quote) or a spot sell's size (base)
+    uint32_t asset           # the asset it takes it from
+    int16_t maker_bps
+    int16_t taker_bps
+
+
 cdef struct Expiry:
     int64_t expire_at
     int64_t order_id
@@ -282,6 +291,7 @@ cdef class Matcher:
     cdef int64_t n_venue_risks
     cdef int64_t cap_venue_risks
     cdef xos_hmap position_index     # (account, market) -> index in position_rows
+    cdef xos_hmap cap_index          # (account, venue) -> the account's exposure cap (bps) in the venue's risk group
     cdef Position *position_rows     # in order of each position's first fill
     cdef int64_t n_positions
     cdef int64_t cap_positions
@@ -374,6 +384,15 @@ cdef class Matcher:
     cdef uint16_t check_account(self, int64_t account, int64_t *acct_idx) noexcept nogil
     cdef uint16_t check_price_qty(self, Market *m, int64_t price, int64_t qty) noexcept nogil
     cdef void cmd_place(self, const xos_command *c) noexcept nogil
+    cdef uint16_t admit(self, const xos_command *c, Admission *adm) noexcept nogil
+    cdef uint16_t afford(self, const xos_command *c, Admission *adm, int64_t committed, int64_t group_committed,
+                         int64_t slots_committed) noexcept nogil
+    cdef bint over_cap(self, int64_t acct_idx, Market *m, int64_t amount) noexcept nogil
+    cdef void cmd_set_exposure_cap(self, const xos_command *c) noexcept nogil
+    cdef int32_t accept(self, const xos_command *c, Admission *adm) noexcept nogil
+    cdef int64_t cmd_multi_leg(self, const xos_command *c, int64_t available) noexcept nogil
+    cdef void reject_leg(self, const xos_command *header, const xos_command *c, uint16_t code,
+                         int64_t leg) noexcept nogil
     cdef bint reduces(self, const xos_command *c) noexcept nogil
     cdef void dirty_mark(self, uint32_t market) noexcept nogil
     cdef int64_t impact_price(self, Market *m, uint8_t side) noexcept nogil
@@ -445,7 +464,7 @@ cdef class Matcher:
     cdef void copy_orders(self, OrderState *out) noexcept nogil
     cdef int64_t load_books(self, const int64_t *accounts, int64_t n_accounts, const BalanceState *balances,
                             int64_t n_balances, const OrderState *orders, int64_t n_orders) noexcept nogil
-    cdef void execute(self, const xos_command *c) noexcept nogil
+    cdef int64_t execute(self, const xos_command *c, int64_t available) noexcept nogil
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil
     cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL
     cdef Market *market_ptr(self, market) except NULL

@@ -37,6 +37,7 @@ DEF MAX_LEVERAGE = 100  # MarketRisk bounds (reference.MAX_LEVERAGE); 1 until se
 DEF DEFAULT_MAINTENANCE_BPS = 5000  # reference.DEFAULT_MAINTENANCE_BPS
 DEF DEFAULT_IMPACT_LOTS = 1  # reference.DEFAULT_IMPACT_LOTS
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
+DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
 
 
@@ -223,7 +224,8 @@ cdef class Matcher:
         if (self.venue_table == NULL or self.offers == NULL or xos_hmap_init(&self.allow_index, 64)
                 or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
                 or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)
-                or xos_hmap_init(&self.outcome_event_index, 64) or xos_hmap_init(&self.venue_risk_index, 64)):
+                or xos_hmap_init(&self.outcome_event_index, 64) or xos_hmap_init(&self.venue_risk_index, 64)
+                or xos_hmap_init(&self.cap_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -280,6 +282,7 @@ cdef class Matcher:
         xos_hmap_free(&self.oracle_index)
         free(self.oracle_rows)
         xos_hmap_free(&self.position_index)
+        xos_hmap_free(&self.cap_index)
         free(self.position_rows)
         free(self.dirty_marks)
         free(self.outcome_table)
@@ -1034,6 +1037,18 @@ cdef class Matcher:
         return XOS_OK
 
     cdef void cmd_place(self, const xos_command *c) noexcept nogil:
+        cdef Admission adm
+        cdef uint16_t code = self.admit(c, &adm)
+        if code == XOS_OK:
+            code = self.afford(c, &adm, 0, 0, 0)
+        if code:
+            self.reject(c, code)
+            return
+        self.take_and_rest(&self.market_table[c.market], self.accept(c, &adm))
+
+    cdef uint16_t admit(self, const xos_command *c, Admission *adm) noexcept nogil:
+        """PlaceOrder's checks up to the price bands and the venue's risk limits; the first failing one's code.  When
+        all pass, ``adm`` holds the account, the fees, the hold per lot and what the order takes from free (``afford``)."""
         cdef uint16_t code = XOS_OK
         cdef Market *m
         cdef int64_t acct_idx = -1, hold = 0, lots, per_lot = 0
@@ -1053,8 +1068,7 @@ cdef class Matcher:
         elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
             code = XOS_UNKNOWN_MARKET
         if code:
-            self.reject(c, code)
-            return
+            return code
         m = &self.market_table[c.market]
         cdef bint perp = m.kind == XOS_MARKET_PERPETUAL
         cdef bint outcome = m.kind == XOS_MARKET_OUTCOME
@@ -1117,21 +1131,41 @@ cdef class Matcher:
             else:
                 code = self.check_venue_risk(self.venue_risk_of(c.venue, c.market, False) if m.venue_gates else NULL,
                                              m, c.side, c.price, True, c.qty, reduce_only)
-        if code == XOS_OK:
-            if (c.side == BID or quote_held) and hold > self.free_of(acct_idx, m.quote):
-                code = XOS_INSUFFICIENT_BALANCE
-            elif c.side == ASK and not quote_held and c.qty > self.free_of(acct_idx, m.base):
-                code = XOS_INSUFFICIENT_BALANCE
-            elif (not reduce_only and self.accts[acct_idx].position_head != NONE
-                  and self.margin_short(acct_idx, m.quote if c.side == BID or quote_held else m.base,
-                                        hold if c.side == BID or quote_held else c.qty)):
-                code = XOS_INSUFFICIENT_MARGIN
-            elif self.n_open >= self.max_orders:
-                code = XOS_ORDER_CAPACITY
         if code:
-            self.reject(c, code)
-            return
+            return code
+        adm.acct_idx = acct_idx
+        adm.per_lot = per_lot
+        adm.maker_bps = maker_bps
+        adm.taker_bps = taker_bps
+        adm.asset = m.quote if c.side == BID or quote_held else m.base
+        adm.amount = hold if c.side == BID or quote_held else c.qty
+        return XOS_OK
 
+    cdef uint16_t afford(self, const xos_command *c, Admission *adm, int64_t committed, int64_t group_committed,
+                         int64_t slots_committed) noexcept nogil:
+        """PlaceOrder's last checks (balance, margin, exposure cap, order capacity).  ``committed`` of the order's
+        asset, ``group_committed`` of it in holds of perpetual orders of its market's risk group and
+        ``slots_committed`` pool slots are already taken by earlier legs of the same multi-leg order (0 for a
+        PlaceOrder), so the legs are checked together: committed <= free, so no sum here can overflow."""
+        cdef Market *m = &self.market_table[c.market]
+        if adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed:
+            return XOS_INSUFFICIENT_BALANCE
+        if ((c.flags & XOS_CF_REDUCE_ONLY) == 0 and self.accts[adm.acct_idx].position_head != NONE
+                and self.margin_excess(adm.acct_idx, adm.asset) - committed < adm.amount):
+            return XOS_INSUFFICIENT_MARGIN
+        if ((c.flags & XOS_CF_REDUCE_ONLY) == 0 and self.cap_index.count and m.kind == XOS_MARKET_PERPETUAL
+                and self.over_cap(adm.acct_idx, m, adm.amount + group_committed)):
+            return XOS_EXPOSURE_CAP_EXCEEDED
+        if self.n_open + slots_committed >= self.max_orders:
+            return XOS_ORDER_CAPACITY
+        return XOS_OK
+
+    cdef int32_t accept(self, const xos_command *c, Admission *adm) noexcept nogil:
+        """An admitted order takes a pool slot and the next order id, its hold moves from free to held and
+        ``Accepted`` is emitted; returns the slot (the order is not in the book yet)."""
+        cdef Market *m = &self.market_table[c.market]
+        cdef bint quote_held = m.kind != XOS_MARKET_SPOT  # both sides of perpetual and outcome orders hold quote
+        cdef int64_t acct_idx = adm.acct_idx
         cdef int32_t t = self.free_slot
         cdef Order *o = &self.orders[t]
         self.free_slot = o.next
@@ -1144,9 +1178,9 @@ cdef class Matcher:
         o.filled = 0
         o.remaining = c.qty
         o.expire_at = c.aux
-        o.hold_per_lot = per_lot
-        o.maker_bps = maker_bps
-        o.taker_bps = taker_bps
+        o.hold_per_lot = adm.per_lot
+        o.maker_bps = adm.maker_bps
+        o.taker_bps = adm.taker_bps
         o.acct_idx = <int32_t>acct_idx
         o.bal_base = self.ensure_balance(acct_idx, m.base)
         o.bal_quote = self.ensure_balance(acct_idx, m.quote)
@@ -1160,10 +1194,9 @@ cdef class Matcher:
         o.tif = c.tif
         o.registered = False
         cdef Balance *b = &self.bals[o.bal_quote if c.side == BID or quote_held else o.bal_base]
-        cdef int64_t amount = hold if c.side == BID or quote_held else c.qty
-        b.free -= amount
-        b.held += amount
-        if perp:
+        b.free -= adm.amount
+        b.held += adm.amount
+        if m.kind == XOS_MARKET_PERPETUAL:
             self.venue_open(o, c.qty)
         cdef xos_event *e = self.emit_order(XOS_EV_ACCEPTED, o)
         e.qty = o.qty
@@ -1171,7 +1204,90 @@ cdef class Matcher:
         if o.venue:  # its venue's fees at its tier (venue 0's orders pay the market's, known from the listing)
             e.maker_fee = o.maker_bps
             e.taker_fee = o.taker_bps
-        self.take_and_rest(m, t)
+        return t
+
+    # ------------------------------------------------------ multi-leg orders
+
+    cdef int64_t cmd_multi_leg(self, const xos_command *c, int64_t available) noexcept nogil:
+        """A MultiLeg header ``c`` and the Leg records after it (``available`` records from ``c`` on are in
+        this batch).  Every leg is checked as a limit FOK PlaceOrder of the header's account, the holds of all
+        legs together, in leg order; then one Accepted per leg and the legs' matching, in leg order; or one
+        Rejected naming the leg.  Returns the records used: the header alone when its legs are not there."""
+        cdef int64_t n = c.qty, i, j, committed, group_committed
+        cdef xos_command legs[MAX_LEGS]
+        cdef Admission adm[MAX_LEGS]
+        cdef int32_t slots[MAX_LEGS]
+        cdef uint16_t code = XOS_OK
+        cdef Order probe
+        cdef xos_event *e
+        if n < 2 or n > MAX_LEGS:
+            self.reject_leg(c, c, XOS_INVALID_LEG_COUNT, 0)
+            return 1
+        for i in range(1, n + 1):
+            if i >= available or c[i].kind != XOS_CMD_LEG:
+                self.reject_leg(c, c, XOS_LEGS_INCOMPLETE, 0)
+                return 1
+        if c.id <= 0:
+            self.reject_leg(c, c, XOS_INVALID_CLIENT_ID, 0)
+            return n + 1
+        for i in range(n):
+            legs[i] = c[i + 1]
+            legs[i].kind = XOS_CMD_PLACE
+            if legs[i].account != c.account:
+                code = XOS_LEG_ACCOUNT_MISMATCH
+            elif legs[i].ord_type != XOS_ORD_LIMIT:
+                code = XOS_INVALID_ORDER_TYPE
+            elif legs[i].tif != XOS_TIF_FOK:
+                code = XOS_INVALID_TIF
+            for j in range(i):
+                if code == XOS_OK and legs[j].market == legs[i].market:
+                    code = XOS_DUPLICATE_LEG_MARKET
+            if code == XOS_OK:
+                code = self.admit(&legs[i], &adm[i])
+            for j in range(i):
+                if code == XOS_OK and legs[j].id == legs[i].id:
+                    code = XOS_DUPLICATE_CLIENT_ID
+            if code == XOS_OK:
+                committed = group_committed = 0
+                for j in range(i):
+                    if adm[j].asset == adm[i].asset:
+                        committed += adm[j].amount
+                        if (self.market_table[legs[j].market].kind == XOS_MARKET_PERPETUAL
+                                and self.market_table[legs[j].market].venue == self.market_table[legs[i].market].venue):
+                            group_committed += adm[j].amount
+                code = self.afford(&legs[i], &adm[i], committed, group_committed, i)
+            if code == XOS_OK:
+                probe.side = legs[i].side
+                probe.price = legs[i].price
+                probe.remaining = legs[i].qty
+                probe.venue = legs[i].venue
+                probe.acct_idx = <int32_t>adm[i].acct_idx
+                probe.stp = legs[i].stp
+                if not self.fok_fillable(&self.market_table[legs[i].market], &probe):
+                    code = XOS_LEG_NOT_FILLABLE
+            if code:
+                self.reject_leg(c, &c[i + 1], code, i + 1)
+                return n + 1
+        # legs are in distinct markets: filling one leaves the others' books, and so their checks, as they were
+        for i in range(n):
+            slots[i] = self.accept(&legs[i], &adm[i])
+            e = &self.events[self.n_events - 1]
+            e.reason = <uint8_t>(i + 1)
+            e.maker_order = c.id
+            e.maker_account = n
+        for i in range(n):
+            self.take_and_rest(&self.market_table[legs[i].market], slots[i])
+        return n + 1
+
+    cdef void reject_leg(self, const xos_command *header, const xos_command *c, uint16_t code,
+                         int64_t leg) noexcept nogil:
+        """A multi-leg order's one Rejected: the failing record's fields (``c``, the header itself when the
+        header is at fault, leg 0), the header's account, ``reason`` the leg number, ``maker_order`` its parent id."""
+        self.reject(c, code)
+        cdef xos_event *e = &self.events[self.n_events - 1]
+        e.account = header.account
+        e.reason = <uint8_t>leg
+        e.maker_order = header.id
 
     cdef bint reduces(self, const xos_command *c) noexcept nogil:
         """A reduce-only order is on the position's closing side and no larger than it (it is IOC or
@@ -1242,6 +1358,9 @@ cdef class Matcher:
                         code = XOS_INSUFFICIENT_BALANCE
                     elif extra > 0 and self.margin_short(o.acct_idx, m.quote, extra):
                         code = XOS_INSUFFICIENT_MARGIN
+                    elif (extra > 0 and self.cap_index.count and m.kind == XOS_MARKET_PERPETUAL
+                          and self.over_cap(o.acct_idx, m, extra)):
+                        code = XOS_EXPOSURE_CAP_EXCEEDED
                 else:
                     extra = c.qty - o.remaining
                     if extra > 0 and extra > self.bals[o.bal_base].free:
@@ -2337,6 +2456,63 @@ cdef class Matcher:
         e.remaining = covered
         e.client_id = -(equity + paid + covered) if equity + paid + covered < 0 else 0
 
+    cdef bint over_cap(self, int64_t acct_idx, Market *m, int64_t amount) noexcept nogil:
+        """Would ``amount`` more of held quote in perpetual market ``m`` take the margin the account uses in m's risk
+        group (its listing venue) past the account's cap there?  Used: the initial margin at mark of its positions
+        in the group's perpetual markets quoted in the same asset, plus the holds of its open orders there, plus
+        ``amount``; refused when used x 10000 > cap x equity, equity = free + held of the asset + the unrealised PnL
+        at mark of all its positions quoted in it (cross margin: any venue).  Walks the account's own positions
+        and orders (reference ``_over_cap``)."""
+        cdef Account *a = &self.accts[acct_idx]
+        cdef int64_t cap = xos_hmap_get(&self.cap_index, a.id, m.venue)
+        cdef int64_t used = amount, equity = 0, i = a.position_head, value, b
+        cdef int32_t k = a.order_head
+        cdef Position *p
+        cdef Market *pm
+        cdef Order *o
+        if cap < 0:
+            return False
+        b = self.balance_of(acct_idx, m.quote)
+        if b >= 0:
+            equity = self.bals[b].free + self.bals[b].held
+        while i != NONE:
+            p = &self.position_rows[i]
+            i = p.next_of_account
+            pm = &self.market_table[p.market]
+            if pm.kind != XOS_MARKET_PERPETUAL or pm.quote != m.quote or p.size == 0:
+                continue  # outcome positions are fully paid: no margin, no mark
+            value = xos_mul_capped(pm.mark, (p.size if p.size > 0 else -p.size) // pm.lot_size)
+            equity += value - p.entry_value if p.size > 0 else p.entry_value - value
+            if pm.venue == m.venue:
+                used += value // pm.max_leverage + (value % pm.max_leverage != 0)
+        while k != NONE:
+            o = &self.orders[k]
+            k = o.acct_next
+            pm = &self.market_table[o.market]
+            if pm.kind == XOS_MARKET_PERPETUAL and pm.venue == m.venue and pm.quote == m.quote:
+                used += (o.remaining // pm.lot_size) * o.hold_per_lot
+        return used > xos_mul_div(equity, cap, 10000)  # used > cap x equity / 10000, exactly (truncation: see docs)
+
+    cdef void cmd_set_exposure_cap(self, const xos_command *c) noexcept nogil:
+        """An account caps the margin its positions and orders in a venue's risk group may use, in bps of its
+        equity (``qty``; 0 removes the cap).  It limits new orders only: a cap below what is used already stops
+        everything but reduce-only orders and hold-lowering amends there."""
+        cdef int64_t acct_idx = -1
+        cdef uint16_t code = self.check_account(c.account, &acct_idx)
+        if code == XOS_OK and (c.venue >= <uint32_t>self.max_venues or not self.venue_table[c.venue].exists):
+            code = XOS_UNKNOWN_VENUE
+        elif code == XOS_OK and (c.qty < 0 or c.qty > 10000):
+            code = XOS_INVALID_EXPOSURE_CAP
+        if code:
+            self.reject(c, code)
+            return
+        if c.qty:
+            if xos_hmap_put(&self.cap_index, c.account, c.venue, c.qty):
+                die(b"exposure caps")
+        else:
+            xos_hmap_del(&self.cap_index, c.account, c.venue)
+        self.echo(XOS_EV_VENUE, c)
+
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil:
         """Admin or the listing venue's operator: a perpetual market's max leverage and maintenance margin.
         Refused while the market has open orders: their holds were computed with the old leverage."""
@@ -2937,7 +3113,10 @@ cdef class Matcher:
         e.remaining = c.aux
         e.flags = XOS_EF_ASSET_LISTING if c.kind == XOS_CMD_ADD_ASSET else XOS_EF_MARKET_LISTING
 
-    cdef void execute(self, const xos_command *c) noexcept nogil:
+    cdef int64_t execute(self, const xos_command *c, int64_t available) noexcept nogil:
+        """Run the command at ``c`` (``available`` records from it on in the batch); returns the records it
+        used: 1, or a multi-leg order's header and legs, whose sequence numbers it takes after its events."""
+        cdef int64_t used = 1
         self._cmd_seq += 1
         if c.ts > self._now:
             self._now = c.ts
@@ -3002,30 +3181,40 @@ cdef class Matcher:
             self.cmd_venue_market_risk(c)
         elif c.kind == XOS_CMD_VENUE_MARKET_HALT or c.kind == XOS_CMD_VENUE_MARKET_RESUME:
             self.cmd_venue_market_status(c)
+        elif c.kind == XOS_CMD_MULTI_LEG:
+            used = self.cmd_multi_leg(c, available)
+        elif c.kind == XOS_CMD_LEG:
+            self.reject(c, XOS_LEG_WITHOUT_HEADER)
+        elif c.kind == XOS_CMD_SET_EXPOSURE_CAP:
+            self.cmd_set_exposure_cap(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
             self.emit_touched_levels()
         if self.n_dirty:
             self.update_marks()
+        self._cmd_seq += used - 1
+        return used
 
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil:
         """Run ``n`` commands; events go to the engine's buffer (reset per batch).
 
         With ``durations`` set, each command's in-engine time (ns) is written there.
         """
-        cdef int64_t i
+        cdef int64_t i = 0, used
         cdef timespec t0, t1
         self.n_events = 0
         if durations == NULL:
-            for i in range(n):
-                self.execute(&cmds[i])
+            while i < n:
+                i += self.execute(&cmds[i], n - i)
         else:
-            for i in range(n):
+            while i < n:
                 clock_gettime(CLOCK_MONOTONIC, &t0)
-                self.execute(&cmds[i])
+                used = self.execute(&cmds[i], n - i)
                 clock_gettime(CLOCK_MONOTONIC, &t1)
                 durations[i] = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
+                memset(&durations[i + 1], 0, <size_t>(used - 1) * sizeof(int64_t))  # a multi-leg's legs: in its time
+                i += used
         return self.n_events
 
     # ----------------------------------------------------- Python batch edge
@@ -3174,6 +3363,7 @@ cdef class Matcher:
             venue_risks[i] = (r.venue, r.market, r.band_bps, r.move_bps, r.oi_cap, r.window_ms, r.cooldown_ms,
                               r.long_oi, r.short_oi, r.halted)
         state["venue_market_risk"] = venue_risks
+        state["exposure_caps"] = np.array(self.exposure_caps(), EXPOSURE_CAP_STATE)
         return state
 
     def export_venues(self):
@@ -3466,6 +3656,12 @@ cdef class Matcher:
             self.accts[row["a"]].region = row["b"]
         self.import_oracles(state.get("oracles", ()))  # version 3 states have none
         self.import_positions(state.get("positions", ()))  # nor versions 3 and 4
+        for row in state.get("exposure_caps", ()):  # nor versions 3-9
+            if (row["account"] <= 0 or self.account_index_of(row["account"]) < 0 or row["venue"] >= self.max_venues
+                    or not self.venue_table[<int32_t>row["venue"]].exists or not 1 <= row["cap_bps"] <= 10000):
+                raise ValueError(f"exposure cap {tuple(row.tolist())}: no such account or venue, or cap out of range")
+            if xos_hmap_put(&self.cap_index, row["account"], row["venue"], row["cap_bps"]):
+                raise MemoryError()
         cdef int64_t inputs[4]
         for m in range(1, self.max_markets + 1):  # a mark is its inputs' rule after every command: not stored
             if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL:
@@ -3628,6 +3824,12 @@ cdef class Matcher:
                                self.market_table[i].mark)
                 for i in range(1, self.max_markets + 1)
                 if self.market_table[i].exists and self.market_table[i].kind == XOS_MARKET_PERPETUAL]
+
+    def exposure_caps(self):
+        """Every account's exposure caps: sorted ``(account, venue, cap_bps)``."""
+        cdef int64_t h
+        return sorted((self.cap_index.slots[h].k1, self.cap_index.slots[h].k2, self.cap_index.slots[h].val)
+                      for h in range(<int64_t>self.cap_index.mask + 1) if self.cap_index.slots[h].val >= 0)
 
     def positions(self):
         """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""
@@ -3857,11 +4059,12 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 9  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes, 9: venue risk
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk (leverage 1),
-# 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable before 8),
-# 3-8 no venue risk (rebuilt: no settings, open interest 0)
+STATE_VERSION = 10  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes, 9: venue risk, 10: exposure caps
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
+# (leverage 1), 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable
+# before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps
+EXPOSURE_CAP_STATE = np.dtype([("account", "<i8"), ("venue", "<u4"), ("cap_bps", "<i4")])
 MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4"),
                               ("impact_lots", "<i8"), ("slice_lots", "<i8")])
 OUTCOME_STATE = np.dtype([("market", "<u4"), ("state", "u1"), ("outcome", "u1"), ("pad", "<u2"), ("payout", "<i8"),
@@ -3938,7 +4141,7 @@ _DELEGATED = (
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
     "volumes", "oracles", "oracle", "positions", "position", "market_risks", "outcomes", "outcome", "outcome_events",
-    "venue_market_risks", "venue_market_risk",
+    "venue_market_risks", "venue_market_risk", "exposure_caps",
 )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from .api import whole_units
 from .config import KINDS, Config, load
 from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params, pack_symbol
 
@@ -258,15 +259,15 @@ class MatcherStage:
         # rows are copied as bytes: numpy copies a structured dtype field by field (~100 us per
         # 1,000 commands), a byte view in one memcpy (~4 us)
         raw_batch = self.batch.view(np.uint8).reshape(cap, COMMAND_DTYPE.itemsize)
-        while self.pending and n < cap:
+        while self.pending:
             head = self.pending[0]
-            k = min(cap - n, len(head))
+            k = self.cut(head, cap - n, n)
             raw_batch[n : n + k] = head[:k].view(np.uint8).reshape(k, COMMAND_DTYPE.itemsize)
             n += k
-            if k == len(head):
-                self.pending.pop(0)
-            else:
+            if k < len(head):
                 self.pending[0] = head[k:]
+                return n  # full, as far as whole multi-leg orders go
+            self.pending.pop(0)
         if n == 0 and not self.input.poll(timeout_ms):
             return 0
         while n < cap:
@@ -278,13 +279,24 @@ class MatcherStage:
             if len(raw) == 0 or len(raw) % COMMAND_DTYPE.itemsize:
                 self.malformed += 1  # not whole records: dropped and counted, never half-applied
                 continue
-            rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, COMMAND_DTYPE.itemsize)
-            k = min(cap - n, len(rows))
-            raw_batch[n : n + k] = rows[:k]
+            commands = np.frombuffer(raw, dtype=COMMAND_DTYPE)
+            k = self.cut(commands, cap - n, n)
+            raw_batch[n : n + k] = commands[:k].view(np.uint8).reshape(k, COMMAND_DTYPE.itemsize)
             n += k
-            if k < len(rows):
-                self.pending.append(rows[k:].copy().view(COMMAND_DTYPE).reshape(-1))
+            if k < len(commands):
+                self.pending.append(commands[k:].copy())
+                break
         return n
+
+    @staticmethod
+    def cut(commands: np.ndarray, room: int, taken: int) -> int:
+        """How many of ``commands`` go into a batch with ``room`` left: never part of a multi-leg order (its
+        header and legs reach the matcher in one batch), unless the batch is empty and too small for it."""
+        k = min(room, len(commands))
+        if k == len(commands):
+            return k
+        whole = whole_units(commands, k)
+        return whole if whole or taken else k
 
     def run_batch(self, commands: np.ndarray) -> None:
         # The engine clock: wall time stamped here, journaled with the command, so a

@@ -101,6 +101,9 @@ class Cmd(enum.IntEnum):
     LIQUIDATE = 113  # any account (a keeper): liquidate a target under maintenance margin in a venue's risk group
     OUTCOME_CONFIG = 116  # admin or the listing venue's operator: an outcome market's payout, resolver, window, event
     CONVERT = 117  # NO shares of one outcome of an event into YES shares of each of the others
+    MULTI_LEG = 124  # header of an all-or-none order: its 2..4 legs are the next records (ARCHITECTURE, Multi-leg orders)
+    LEG = 125  # one leg of the MultiLeg header before it (never a command on its own)
+    SET_EXPOSURE_CAP = 126  # an account caps the margin its positions and orders in one venue's risk group use
 
 
 class Ev(enum.IntEnum):

@@ -107,10 +107,11 @@ import heapq
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
-from .api import CommandAPI
+from .api import MAX_LEGS, CommandAPI
 from .codes import ResultCode as RC
 from .records import (
     EVENT_DTYPE,
@@ -180,6 +181,7 @@ _R_LIQUIDATION = int(CancelReason.LIQUIDATION)
 _F_LIQUIDATION = int(EvFlag.LIQUIDATION)
 _D_INSURANCE, _D_ADL, _D_SHORTFALL = int(Deleverage.INSURANCE), int(Deleverage.ADL), int(Deleverage.SHORTFALL)
 _X_INSURANCE, _X_ADL = int(Transfer.INSURANCE_SHORTFALL), int(Transfer.ADL_SHORTFALL)
+_CMD_PLACE, _CMD_MULTI_LEG, _CMD_LEG = int(Cmd.PLACE), int(Cmd.MULTI_LEG), int(Cmd.LEG)
 
 
 def _s16(x: int) -> int:
@@ -200,6 +202,16 @@ class _Order:
         return OrderView(self.order_id, self.account, self.client_id, self.market, self.venue,
                          self.side, self.price, self.qty, self.filled, self.remaining,
                          self.expire_at, self.stp, self.post_only)
+
+
+class _Admission(NamedTuple):
+    """What PlaceOrder's checks found (``_admit``), for ``_afford`` and ``_accept``."""
+
+    maker_bps: int
+    taker_bps: int
+    fpl: int  # worst-case taker fee per lot
+    asset: int  # the asset the order takes from free
+    amount: int  # how much: its hold (quote) or a spot sell's size (base)
 
 
 class _Level:
@@ -366,6 +378,7 @@ class ReferenceEngine(CommandAPI):
         self._account_positions: dict[int, list[int]] = {}  # account -> its positions' markets, in order of first fill
         self._outcomes: dict[int, _Outcome] = {}  # market -> its outcome state, in configuration order
         self._outcome_events: dict[int, _OutcomeEvent] = {}  # event id -> its markets, in configuration order
+        self._caps: dict[tuple[int, int], int] = {}  # (account, venue) -> exposure cap (bps of equity) in its risk group
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -422,6 +435,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.OUTCOME_CONFIG): self._outcome_config,
             int(Cmd.CONVERT): self._convert,
             int(Cmd.RESOLVE): self._resolve,
+            _CMD_LEG: self._stray_leg,
+            int(Cmd.SET_EXPOSURE_CAP): self._set_exposure_cap,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -429,14 +444,19 @@ class ReferenceEngine(CommandAPI):
         rows = np.atleast_1d(np.asarray(commands)).tolist()
         out: list[tuple] = []
         self._out = out
-        for row in rows:
-            self._step(row)
+        i = 0
+        while i < len(rows):
+            i += self._step(rows, i)
         self._out = []
         if not out:
             return np.zeros(0, dtype=EVENT_DTYPE)
         return np.array(out, dtype=EVENT_DTYPE)
 
-    def _step(self, row) -> None:
+    def _step(self, rows: list, i: int) -> int:
+        """Run the command ``rows[i]``; returns the records it used: 1, or a multi-leg order's header and legs,
+        whose sequence numbers it takes after its events."""
+        row = rows[i]
+        used = 1
         # step 1
         self._cmd_seq += 1
         ts = row[8]
@@ -467,8 +487,12 @@ class ReferenceEngine(CommandAPI):
             if oc.state == _OS_PROPOSED and oc.finalize_at <= now:
                 self._finalize(oc, _OS_FINAL, 0)
         # step 3: the command
-        handler = self._handlers.get(row[0])
-        code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
+        if row[0] == _CMD_MULTI_LEG:
+            used = self._multi_leg(rows, i)
+            code = 0  # it emits its own Rejected, naming the leg
+        else:
+            handler = self._handlers.get(row[0])
+            code = handler(row) if handler is not None else int(RC.UNKNOWN_COMMAND)
         if code:
             (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
              cid, aux) = row
@@ -489,6 +513,8 @@ class ReferenceEngine(CommandAPI):
             for mid in sorted(dirty):
                 self._update_mark(self._markets[mid])
             dirty.clear()
+        self._cmd_seq += used - 1
+        return used
 
     # ------------------------------------------------------------------ events
     def _ev(self, kind, code, side, reason, flags, market, venue, order_id, account, client_id,
@@ -804,6 +830,19 @@ class ReferenceEngine(CommandAPI):
 
     # ------------------------------------------------------------------ commands
     def _place(self, row) -> int:
+        adm = self._admit(row)
+        if isinstance(adm, int):
+            return adm
+        code = self._afford(row, adm, 0, 0, 0)
+        if code:
+            return code
+        o = self._accept(row, adm)
+        self._execute(o, self._markets[o.market], row[2], True)
+        return 0
+
+    def _admit(self, row) -> int | _Admission:
+        """PlaceOrder's checks up to the price bands and the venue's risk limits: the first failing one's code, or what
+        they found."""
         (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
          cid, aux) = row
         if side != _BUY and side != _SELL:
@@ -884,18 +923,37 @@ class ReferenceEngine(CommandAPI):
         if code:
             return code
         if side == _SELL and m.kind == _SPOT:
-            hold = qty
-            asset = m.base
-        else:
-            asset = m.quote
-        b = balances.get(asset)
-        if b is None or b[0] < hold:
+            return _Admission(maker_bps, taker_bps, fpl, m.base, qty)
+        return _Admission(maker_bps, taker_bps, fpl, m.quote, hold)
+
+    def _afford(self, row, adm: _Admission, committed: int, group_committed: int, slots_committed: int) -> int:
+        """PlaceOrder's last checks (balance, margin, exposure cap, order capacity).  ``committed`` of the order's
+        asset, ``group_committed`` of it in holds of perpetual orders of its market's risk group and
+        ``slots_committed`` order slots are already taken by earlier legs of the same multi-leg order (0 for a
+        PlaceOrder), so the legs are checked together."""
+        account = row[9]
+        m = self._markets[row[7]]
+        b = self._bal[account].get(adm.asset)
+        if (b[0] if b is not None else 0) - committed < adm.amount:
             return int(RC.INSUFFICIENT_BALANCE)
-        if not reduce_only and self._margin_short(account, asset, hold):
+        if not row[5] & _F_REDUCE_ONLY and self._margin_short(account, adm.asset, committed + adm.amount):
             return int(RC.INSUFFICIENT_MARGIN)
-        if len(self._orders) >= self.max_orders:
+        if (not row[5] & _F_REDUCE_ONLY and self._caps and m.kind == _PERP
+                and self._over_cap(account, m, adm.amount + group_committed)):
+            return int(RC.EXPOSURE_CAP_EXCEEDED)
+        if len(self._orders) + slots_committed >= self.max_orders:
             return int(RC.ORDER_CAPACITY)
-        # accepted
+        return 0
+
+    def _accept(self, row, adm: _Admission, leg_number: int = 0, parent: int = 0, n_legs: int = 0) -> _Order:
+        """An admitted order gets the next order id, its hold moves from free to held and ``Accepted`` is
+        emitted (a multi-leg order's leg: ``reason`` its number, ``maker_order`` the parent id, ``maker_account``
+        the leg count); it is not in the book yet."""
+        (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
+         cid, aux) = row
+        m = self._markets[market]
+        balances = self._bal[account]
+        maker_bps, taker_bps, fpl = adm.maker_bps, adm.taker_bps, adm.fpl
         self._last_order_id += 1
         o = _Order()
         o.order_id = self._last_order_id
@@ -919,17 +977,137 @@ class ReferenceEngine(CommandAPI):
             balances[m.base] = [0, 0]
         if m.quote not in balances:
             balances[m.quote] = [0, 0]
-        b[0] -= hold
-        b[1] += hold
+        b = balances[adm.asset]
+        b[0] -= adm.amount
+        b[1] += adm.amount
         if m.kind == _PERP:
             self._venue_open(o, qty)
-        if venue:  # the order's fees (bps) for event consumers; venue 0's are the market's
-            self._ev(_EV_ACCEPTED, 0, o.side, 0, 0, o.market, o.venue, o.order_id, o.account, o.client_id, o.price,
-                     qty, qty, maker_fee=maker_bps, taker_fee=taker_bps)
+        # the order's fees (bps) for event consumers when its venue is not 0 (venue 0's are the market's)
+        self._ev(_EV_ACCEPTED, 0, o.side, leg_number, 0, o.market, o.venue, o.order_id, o.account, o.client_id, o.price,
+                 qty, qty, maker_order=parent, maker_account=n_legs, maker_fee=maker_bps if venue else 0,
+                 taker_fee=taker_bps if venue else 0)
+        return o
+
+    # ------------------------------------------------------------------ multi-leg orders
+    def _multi_leg(self, rows: list, i: int) -> int:
+        """A MultiLeg header ``rows[i]`` and the Leg records after it: every leg checked as a limit FOK
+        PlaceOrder of the header's account, the holds of all legs together, in leg order; then one Accepted
+        per leg and the legs' matching, in leg order; or one Rejected naming the leg.  Returns the records
+        used: the header alone when its legs are not there."""
+        header = rows[i]
+        n, account, parent = header[11], header[9], header[12]
+        if not 2 <= n <= MAX_LEGS:
+            self._reject_leg(header, header, int(RC.INVALID_LEG_COUNT), 0)
+            return 1
+        records = rows[i + 1 : i + 1 + n]
+        if len(records) < n or any(r[0] != _CMD_LEG for r in records):
+            self._reject_leg(header, header, int(RC.LEGS_INCOMPLETE), 0)
+            return 1
+        if parent <= 0:
+            self._reject_leg(header, header, int(RC.INVALID_CLIENT_ID), 0)
+            return n + 1
+        legs: list[tuple] = []
+        admissions: list[_Admission] = []
+        for k, rec in enumerate(records):
+            leg = (_CMD_PLACE,) + tuple(rec[1:])
+            side, tif, ord_type, stp, venue, market, price, qty, cid = (
+                leg[1], leg[2], leg[3], leg[4], leg[6], leg[7], leg[10], leg[11], leg[12])
+            code = 0
+            if leg[9] != account:
+                code = int(RC.LEG_ACCOUNT_MISMATCH)
+            elif ord_type != _LIMIT:
+                code = int(RC.INVALID_ORDER_TYPE)
+            elif tif != _FOK:
+                code = int(RC.INVALID_TIF)
+            elif any(other[7] == market for other in legs):
+                code = int(RC.DUPLICATE_LEG_MARKET)
+            if not code:
+                adm = self._admit(leg)
+                if isinstance(adm, int):
+                    code = adm
+            if not code and any(other[12] == cid for other in legs):
+                code = int(RC.DUPLICATE_CLIENT_ID)
+            if not code:
+                committed = sum(a.amount for a in admissions if a.asset == adm.asset)
+                group = self._markets[market].venue
+                group_committed = sum(a.amount for other, a in zip(legs, admissions) if a.asset == adm.asset
+                                      and self._markets[other[7]].kind == _PERP
+                                      and self._markets[other[7]].venue == group)
+                code = self._afford(leg, adm, committed, group_committed, k)
+            if not code:
+                probe = _Order()
+                probe.side, probe.price, probe.remaining, probe.venue, probe.account, probe.stp = (
+                    side, price, qty, venue, account, stp)
+                if not self._fok_fillable(probe, self._markets[market].books[1 - side]):
+                    code = int(RC.LEG_NOT_FILLABLE)
+            if code:
+                self._reject_leg(header, rec, code, k + 1)
+                return n + 1
+            legs.append(leg)
+            admissions.append(adm)
+        # legs are in distinct markets: filling one leaves the others' books, and so their checks, as they were
+        orders = [self._accept(leg, adm, k + 1, parent, n) for k, (leg, adm) in enumerate(zip(legs, admissions))]
+        for o in orders:
+            self._execute(o, self._markets[o.market], _FOK, True)
+        return n + 1
+
+    def _reject_leg(self, header, rec, code: int, leg: int) -> None:
+        """A multi-leg order's one Rejected: the failing record's fields (the header itself when the header is
+        at fault, leg 0), the header's account, ``reason`` the leg number, ``maker_order`` the parent id."""
+        self._ev(_EV_REJECTED, code, rec[1], leg, 0, rec[7], rec[6], 0, header[9], rec[12], rec[10], rec[11], 0,
+                 maker_order=header[12])
+
+    def _stray_leg(self, row) -> int:
+        return int(RC.LEG_WITHOUT_HEADER)
+
+    # ------------------------------------------------------------------ exposure caps
+    def _set_exposure_cap(self, row) -> int:
+        """An account caps the margin its positions and orders in a venue's risk group may use, in bps of its
+        equity (``qty``; 0 removes the cap).  It limits new orders only."""
+        account, venue, cap = row[9], row[6], row[11]
+        code = self._account_code(account)
+        if code:
+            return code
+        if venue not in self._venues:
+            return int(RC.UNKNOWN_VENUE)
+        if not 0 <= cap <= 10000:
+            return int(RC.INVALID_EXPOSURE_CAP)
+        if cap:
+            self._caps[(account, venue)] = cap
         else:
-            self._ev_order(_EV_ACCEPTED, 0, 0, 0, o, qty, qty)
-        self._execute(o, m, tif, True)
+            self._caps.pop((account, venue), None)
+        self._echo(_EV_VENUE, row)
         return 0
+
+    def _over_cap(self, account: int, m: _Market, amount: int) -> bool:
+        """Would ``amount`` more of held quote in perpetual market ``m`` take the margin the account uses in m's
+        risk group past its cap there?  Used: the initial margin at mark of its positions in the group's perpetual
+        markets quoted in the same asset + the holds of its open orders there + ``amount``; refused when used x
+        10000 > cap x equity, equity = free + held of the asset + the unrealised PnL at mark of all its positions
+        quoted in it (any venue)."""
+        cap = self._caps.get((account, m.venue))
+        if cap is None:
+            return False
+        free, held = self._bal[account].get(m.quote, (0, 0))
+        equity, used = free + held, amount
+        for market in self._account_positions.get(account, ()):
+            pm = self._markets[market]
+            size, entry = self._positions[(account, market)][:2]
+            if pm.kind != _PERP or pm.quote != m.quote or size == 0:
+                continue  # outcome positions are fully paid: no margin, no mark
+            value = pm.mark * (abs(size) // pm.lot)
+            equity += value - entry if size > 0 else entry - value
+            if pm.venue == m.venue:
+                used += -(-value // pm.leverage)
+        for o in self._acct_orders.get(account, {}).values():
+            om = self._markets[o.market]
+            if om.kind == _PERP and om.venue == m.venue and om.quote == m.quote:
+                used += self._hold_of(o, o.remaining, om)
+        return used * 10000 > cap * equity
+
+    def exposure_caps(self) -> list[tuple[int, int, int]]:
+        """Every account's exposure caps: sorted ``(account, venue, cap_bps)``."""
+        return sorted((account, venue, cap) for (account, venue), cap in self._caps.items())
 
     def _cancel_cmd(self, row) -> int:
         flags, account, ident = row[5], row[9], row[12]
@@ -988,6 +1166,8 @@ class ReferenceEngine(CommandAPI):
             return int(RC.INSUFFICIENT_BALANCE)
         if extra > 0 and self._margin_short(account, m.base if o.side == _SELL and m.kind == _SPOT else m.quote, extra):
             return int(RC.INSUFFICIENT_MARGIN)
+        if extra > 0 and self._caps and m.kind == _PERP and self._over_cap(account, m, extra):
+            return int(RC.EXPOSURE_CAP_EXCEEDED)
         # accepted
         if m.kind == _PERP:
             self._venue_open(o, qty - o.remaining)

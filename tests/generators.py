@@ -1191,6 +1191,91 @@ class VenueRiskStreamGenerator(LeveragedPerpStreamGenerator):
         return np.array(out, dtype=COMMAND_DTYPE)
 
 
+class MultiLegMixin:
+    """Multi-leg orders (issue 9) added to a generator's streams: 2-4 legs over distinct markets (every tradable kind
+    the generator lists) and venues, priced to cross (so many fill all together) or not (one thin leg rejects the
+    whole), with every STP mode, reduce-only legs and sizes the account may not afford together; plus malformed
+    units: a bad leg count, too few legs, a leg of another account or not limit FOK, two legs in one market,
+    duplicate leg client ids, a parent id of 0 and stray Leg records.  A unit never straddles chunks (the input
+    never splits one).  And SetExposureCap commands (some refused), whose caps on venue 0 (the perpetual markets'
+    risk group) bind often."""
+
+    multi_leg_share = 0.03
+    cap_share = 0.004
+
+    def _exposure_cap(self, ts: int) -> tuple:
+        r = self.rng
+        return _row(Cmd.SET_EXPOSURE_CAP, ts, account=r.choice(self.accounts + [0, 31337]),
+                    venue=r.choice([0, 0, 0, 1, 2, self.n_venues + 1]),
+                    qty=r.choice([0, 300, 1000, 3000, 10000, -1, 10001, r.randint(1, 10000)]))
+
+    def _multi_leg(self, ts: int) -> list[tuple]:
+        r = self.rng
+        account = r.choice(self.accounts)
+        n = r.choice([2, 2, 2, 3, 4])
+        markets = r.sample(self.tradable, min(n, len(self.tradable)))
+        legs = []
+        for market in markets:
+            s = self.markets[market]
+            side = r.randint(0, 1)
+            venue = 0
+            if r.random() < 0.3:
+                venue = r.choice([v for v in self.live if market in self.offers.get(v, ())] or [0])
+            flags = 0
+            if s.kind == MarketKind.PERPETUAL and r.random() < 0.1:
+                flags = CmdFlag.REDUCE_ONLY
+            if r.random() < 0.6:  # through the spread: likely fillable when the size is small
+                ticks = self.mid[market] + (2 * s.spread_ticks if side == 0 else -2 * s.spread_ticks)
+                price = max(1, ticks) * s.tick
+            else:
+                price = self._price(s, side, aggressive=r.choice([0.9, 0.5]))
+            qty = s.min_lots * s.lot if r.random() < 0.6 else self._qty(s)
+            legs.append(_row(Cmd.LEG, ts, side=side, tif=Tif.FOK, ord_type=OrdType.LIMIT, stp=r.randint(0, 3),
+                             flags=flags, venue=venue, market=market, account=account, price=price, qty=qty,
+                             id=self._client_id(account)))
+        header = dict(account=account, qty=len(legs), id=r.randint(1, 10**6))
+        x = r.random()
+        if x < 0.03:
+            header["qty"] = r.choice([0, 1, 5, -1])  # bad count: the legs that follow are strays
+        elif x < 0.06:
+            legs.pop()  # fewer legs than the count
+        elif x < 0.07:
+            header["id"] = 0
+        elif x < 0.12:
+            k = r.randrange(len(legs))
+            what = r.randint(0, 4)
+            field_, value = [("account", account ^ 1), ("tif", Tif.IOC), ("ord_type", OrdType.MARKET),
+                             ("market", legs[0][_F["market"]]), ("id", legs[0][_F["id"]])][what]
+            if k > 0 or what < 3:
+                row = list(legs[k])
+                row[_F[field_]] = value
+                legs[k] = tuple(row)
+        elif x < 0.13:
+            return [legs[0]]  # a stray leg
+        return [_row(Cmd.MULTI_LEG, ts, **header)] + legs
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < self.multi_leg_share:
+                out.extend(self._multi_leg(row[_F["ts"]]))
+            if r.random() < self.cap_share:
+                out.append(self._exposure_cap(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+
+class MultiLegStreamGenerator(MultiLegMixin, LeveragedPerpStreamGenerator):
+    """``LeveragedPerpStreamGenerator``'s streams (spot and perpetuals at 2-20x) with multi-leg orders and caps."""
+
+
+class OutcomeMultiLegStreamGenerator(MultiLegMixin, OutcomeStreamGenerator):
+    """``OutcomeStreamGenerator``'s streams (spot, perpetuals at 1x, outcome markets) with multi-leg orders and caps."""
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
@@ -1201,6 +1286,8 @@ __all__ = [
     "LeveragedPerpStreamGenerator",
     "OutcomeStreamGenerator",
     "VenueRiskStreamGenerator",
+    "MultiLegStreamGenerator",
+    "OutcomeMultiLegStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

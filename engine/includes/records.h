@@ -90,7 +90,10 @@ enum {
     XOS_CMD_MARKET_RISK = 112,  /* admin or listing operator: a perpetual market's max leverage, maintenance */
     XOS_CMD_LIQUIDATE = 113,    /* any account (a keeper): liquidate a target under maintenance in a venue's risk group */
     XOS_CMD_OUTCOME_CONFIG = 116, /* admin or listing operator: an outcome market's payout, resolver, window, event */
-    XOS_CMD_CONVERT = 117       /* NO shares of one outcome of an event into YES shares of all the others */
+    XOS_CMD_CONVERT = 117,      /* NO shares of one outcome of an event into YES shares of all the others */
+    XOS_CMD_MULTI_LEG = 124,    /* header of an all-or-none order; qty = its 2..4 legs, the next records */
+    XOS_CMD_LEG = 125,          /* one leg of the MultiLeg header before it */
+    XOS_CMD_SET_EXPOSURE_CAP = 126 /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */
 };
 
 /* event kinds */

@@ -79,6 +79,9 @@ cdef extern from "records.h" nogil:
         XOS_CMD_LIQUIDATE
         XOS_CMD_OUTCOME_CONFIG
         XOS_CMD_CONVERT
+        XOS_CMD_MULTI_LEG
+        XOS_CMD_LEG
+        XOS_CMD_SET_EXPOSURE_CAP
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
