@@ -358,3 +358,15 @@ def test_the_matcher_input_takes_a_multi_leg_order_whole():
         pull.close(0)
         push.close(0)
         ctx.term()
+
+
+def test_multi_leg_orders_and_caps_replay_and_snapshot_suffix_agree(tmp_path):
+    """Journal replay (which joins frames, never splits one) and every snapshot + its suffix reach the live state and
+    events with multi-leg orders and exposure caps in the stream (caps in the snapshots)."""
+    from engine.replay import replay
+
+    from test_determinism import check_same_everywhere
+
+    check_same_everywhere(tmp_path, seed=21, n_commands=30_000, snapshot_every=6_000, generator=MultiLegStreamGenerator)
+    _, engine = replay(tmp_path / "journal", capacities=ENGINE_KWARGS)
+    assert engine.exposure_caps()
