@@ -27,6 +27,9 @@ from .records import (
 )
 
 
+MAX_LEGS = 4  # legs of a multi-leg order (the matcher's and the reference's)
+
+
 class Leg(NamedTuple):
     """One leg of a multi-leg order: a limit FOK order of the header's account (ARCHITECTURE, Multi-leg orders)."""
 
@@ -51,8 +54,6 @@ def multi_leg_commands(account: int, client_id: int, legs, ts: int = 0) -> np.nd
                    leg.price, leg.qty, leg.client_id, 0)
     return cmds
 
-
-MAX_LEGS = 4  # legs of a multi-leg order
 
 
 def whole_units(commands: np.ndarray, k: int) -> int:
