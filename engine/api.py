@@ -21,6 +21,7 @@ from .records import (
     VenueAccess,
     pack_breaker_windows,
     pack_market_assets,
+    pack_funding_limits,
     pack_market_params,
     pack_symbol,
     pack_venue_fees,
@@ -290,6 +291,18 @@ class CommandAPI:
         refused while the market has open orders."""
         return self.submit(Cmd.MARKET_RISK, account=account, market=market, price=max_leverage,
                            qty=maintenance_bps, id=impact_lots, aux=liquidation_slice, ts=ts)
+
+    def apply_funding(self, account: int, market: int, ts: int = 0) -> np.ndarray:
+        """Any account (a scheduler): pay a perpetual market's funding for the interval that is due."""
+        return self.submit(Cmd.APPLY_FUNDING, account=account, market=market, ts=ts)
+
+    def funding_config(self, account: int, market: int, *, interval_ns: int, sample_interval_ns: int,
+                       interest: int = 0, clamp: int = 0, cap: int, ts: int = 0) -> np.ndarray:
+        """Admin or the listing venue's operator: a perpetual market's funding interval and premium sample interval
+        (ns of engine clock), interest rate per interval, premium clamp and cap per interval (1e-8 units); the
+        schedule restarts from now and the samples so far are dropped."""
+        return self.submit(Cmd.FUNDING_CONFIG, account=account, market=market, price=interval_ns,
+                           qty=sample_interval_ns, id=interest, aux=pack_funding_limits(clamp, cap), ts=ts)
 
     def liquidate(self, account: int, target: int, venue: int, asset: int, ts: int = 0) -> np.ndarray:
         """Any account (a keeper): liquidate ``target``'s positions quoted in ``asset`` in the perpetual

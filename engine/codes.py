@@ -65,6 +65,8 @@ class ResultCode(enum.IntEnum):
     NOTHING_TO_LIQUIDATE = 210  # Liquidate: no open position in the venue's markets quoted in the asset
     INSURANCE_FUND_ACCOUNT = 211  # Liquidate: the target is the venue's insurance fund
     INVALID_RISK_SIZE = 212  # MarketRisk: impact size or liquidation slice (lots) negative
+    FUNDING_NOT_DUE = 213  # ApplyFunding: before the market's next funding time
+    NO_FUNDING_ACCOUNT = 214  # ApplyFunding: the listing venue has no insurance fund account for the remainder
     # 220-229: outcome markets
     OUTCOME_PRICE_OUT_OF_RANGE = 220
     OUTCOME_RESOLVING = 221
@@ -141,6 +143,8 @@ class ResultCode(enum.IntEnum):
     INVALID_OUTCOME = 457
     NOT_IN_EVENT = 458
     RESOLUTION_PENDING = 459
+    INVALID_FUNDING_INTERVAL = 460  # FundingConfig: intervals not positive or the sample interval past the funding's
+    INVALID_FUNDING_RATE = 461  # FundingConfig: interest, clamp or cap out of range
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -284,6 +288,10 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_OUTCOME: "outcome must be 1 (YES) or 0 (NO); a market of an event resolves by naming the winner (YES)",
     ResultCode.NOT_IN_EVENT: "convert needs an outcome market in an event of at least 2 markets",
     ResultCode.RESOLUTION_PENDING: "a resolution is already proposed: only the admin may overturn it during the dispute window",
+    ResultCode.FUNDING_NOT_DUE: "the market's next funding time has not come yet",
+    ResultCode.NO_FUNDING_ACCOUNT: "the listing venue has no insurance fund account to take funding remainders",
+    ResultCode.INVALID_FUNDING_INTERVAL: "funding and sample intervals must be positive, the sample interval at most the funding interval",
+    ResultCode.INVALID_FUNDING_RATE: "interest must be within +-1e8, clamp 0..1e8 and cap 1..1e8 (units of 1e-8)",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

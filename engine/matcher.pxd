@@ -73,6 +73,15 @@ cdef struct Market:
     int64_t mark             # perpetual: the mark price (0: none yet), recomputed after each command that moves it
     int64_t position_head    # perpetual: its positions (index in position_rows, -1 = none), newest first
     int32_t venue_gates      # venues with a band, an open-interest cap or a halt here (0: the place path skips the lookup)
+    int64_t funding_interval # perpetual funding (FundingConfig): ns of engine clock between fundings
+    int64_t sample_interval  # ns of engine clock between premium samples
+    int64_t interest         # interest rate per interval, 1e-8
+    int64_t clamp            # the interest term's clamp, 1e-8
+    int64_t cap              # the rate's cap per interval, 1e-8
+    int64_t next_sample      # engine clock of the next premium sample
+    int64_t next_funding     # engine clock from which ApplyFunding is accepted
+    int64_t premium_sum      # premiums sampled since the last funding (1e-8) and how many
+    int64_t samples
     BookSide sides[2]
 
 
@@ -290,6 +299,7 @@ cdef class Matcher:
     cdef VenueRisk *venue_risk_rows  # in order of creation (settings, a halt, or the venue's first perpetual order)
     cdef int64_t n_venue_risks
     cdef int64_t cap_venue_risks
+    cdef int64_t next_sample_at      # earliest next premium sample of any perpetual market (INT64_MAX when none)
     cdef xos_hmap position_index     # (account, market) -> index in position_rows
     cdef xos_hmap cap_index          # (account, venue) -> the account's exposure cap (bps) in the venue's risk group
     cdef Position *position_rows     # in order of each position's first fill
@@ -410,6 +420,12 @@ cdef class Matcher:
                              AdlEntry **out) noexcept nogil
     cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
+    cdef void schedule_funding(self, Market *m) noexcept nogil
+    cdef void find_next_sample(self) noexcept nogil
+    cdef void sample_premiums(self) noexcept nogil
+    cdef int64_t funding_rate(self, Market *m, int64_t *premium) noexcept nogil
+    cdef void cmd_apply_funding(self, const xos_command *c) noexcept nogil
+    cdef void cmd_funding_config(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil
     cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil

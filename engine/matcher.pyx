@@ -20,12 +20,13 @@ from records cimport *
 from codes cimport *
 from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
 from intmath cimport (XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band,
-                     xos_ratio_cmp, xos_bankruptcy_price, xos_sum_exceeds)
+                     xos_ratio_cmp, xos_bankruptcy_price, xos_sum_exceeds, XOS_RATE_SCALE, xos_premium,
+                     xos_funding_amount)
 from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+from .views import (AssetView, FundingView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
                     VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 cnp.import_array()
@@ -36,6 +37,9 @@ DEF NONE = -1
 DEF MAX_LEVERAGE = 100  # MarketRisk bounds (reference.MAX_LEVERAGE); 1 until set
 DEF DEFAULT_MAINTENANCE_BPS = 5000  # reference.DEFAULT_MAINTENANCE_BPS
 DEF DEFAULT_IMPACT_LOTS = 1  # reference.DEFAULT_IMPACT_LOTS
+DEF DEFAULT_FUNDING_INTERVAL = 3600000000000  # reference.DEFAULT_FUNDING_INTERVAL (1 h)
+DEF DEFAULT_SAMPLE_INTERVAL = 60000000000  # reference.DEFAULT_SAMPLE_INTERVAL (1 min)
+DEF DEFAULT_FUNDING_CAP = 1000000  # reference.DEFAULT_FUNDING_CAP (1 %)
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
@@ -234,6 +238,7 @@ cdef class Matcher:
         self.next_release = INT64_MAX
         self.next_stale_at = INT64_MAX
         self.next_finalize_at = INT64_MAX
+        self.next_sample_at = INT64_MAX
         self.max_orders = max_orders
         self.max_accounts = max_accounts
         self.max_markets = max_markets
@@ -1545,6 +1550,12 @@ cdef class Matcher:
         m.slice_lots = 0
         m.mark = 0
         m.position_head = NONE
+        m.funding_interval = DEFAULT_FUNDING_INTERVAL
+        m.sample_interval = DEFAULT_SAMPLE_INTERVAL
+        m.interest = 0
+        m.clamp = 0
+        m.cap = DEFAULT_FUNDING_CAP
+        self.schedule_funding(m)
         self.set_offer(c.venue, c.market, True)  # the listing venue offers it
         self.emit_listing(c)
 
@@ -2671,6 +2682,169 @@ cdef class Matcher:
         e.account = c.account
         e.qty = halt
 
+    # ---------------------------------------------------------- funding
+
+    cdef void schedule_funding(self, Market *m) noexcept nogil:
+        """The next sample and funding times: the first multiples of their intervals after now; no samples yet
+        (reference ``_schedule_funding``)."""
+        m.next_sample = (self._now // m.sample_interval + 1) * m.sample_interval
+        m.next_funding = (self._now // m.funding_interval + 1) * m.funding_interval
+        m.premium_sum = 0
+        m.samples = 0
+        if m.kind == XOS_MARKET_PERPETUAL and m.next_sample < self.next_sample_at:
+            self.next_sample_at = m.next_sample
+
+    cdef void find_next_sample(self) noexcept nogil:
+        """The earliest next sample time of any perpetual market (a walk of the market table, once per sample)."""
+        cdef uint32_t mk
+        self.next_sample_at = INT64_MAX
+        for mk in range(1, <uint32_t>self.max_markets + 1):
+            if (self.market_table[mk].exists and self.market_table[mk].kind == XOS_MARKET_PERPETUAL
+                    and self.market_table[mk].next_sample < self.next_sample_at):
+                self.next_sample_at = self.market_table[mk].next_sample
+
+    cdef void sample_premiums(self) noexcept nogil:
+        """Step 2e: each perpetual market whose next sample time has come samples its premium (impact mid - oracle)
+        / oracle in 1e-8 (at most +1e8), the book before this command, the oracle after step 2c; none when either is
+        missing; the next sample is the first multiple of its interval after now (reference ``_sample_premium``)."""
+        cdef uint32_t mk
+        cdef Market *m
+        cdef int64_t inputs[4]
+        for mk in range(1, <uint32_t>self.max_markets + 1):
+            m = &self.market_table[mk]
+            if not (m.exists and m.kind == XOS_MARKET_PERPETUAL and m.next_sample <= self._now):
+                continue
+            self.compute_mark(mk, inputs)
+            if inputs[0] and inputs[1]:
+                m.premium_sum += xos_premium(inputs[1], inputs[0])
+                m.samples += 1
+            m.next_sample = (self._now // m.sample_interval + 1) * m.sample_interval
+        self.find_next_sample()
+
+    cdef int64_t funding_rate(self, Market *m, int64_t *premium) noexcept nogil:
+        """The rate in 1e-8: premium + clamp(interest - premium, +-clamp), capped at +-cap; 0 without a sample
+        (reference ``_funding_rate``). ``premium`` gets the average premium (floored)."""
+        cdef int64_t p, term, rate
+        premium[0] = 0
+        if m.samples == 0:
+            return 0
+        p = m.premium_sum // m.samples  # cdivision: truncated towards 0, so floor it as the reference does
+        if m.premium_sum < 0 and m.premium_sum % m.samples != 0:
+            p -= 1
+        premium[0] = p
+        term = m.interest - p
+        term = m.clamp if term > m.clamp else (-m.clamp if term < -m.clamp else term)
+        rate = p + term
+        return m.cap if rate > m.cap else (-m.cap if rate < -m.cap else rate)
+
+    cdef void cmd_apply_funding(self, const xos_command *c) noexcept nogil:
+        """Any account (a scheduler): the due funding of a perpetual market (ARCHITECTURE, "Funding"; reference
+        ``_apply_funding``): payers pay ceil(notional at mark x |rate|), receivers get its floor, the remainder goes to
+        the listing venue's insurance fund, so the transfers sum to exactly zero."""
+        cdef uint16_t code = XOS_OK
+        cdef Market *m = NULL
+        cdef int64_t fund = 0, rate, premium, paid = 0, received = 0, amount, size, due, i, n = 0, cap = 0
+        cdef int64_t *rows = NULL
+        cdef Position *p
+        cdef xos_event *e
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            m = &self.market_table[c.market]
+            if m.kind != XOS_MARKET_PERPETUAL:
+                code = XOS_INVALID_MARKET_KIND
+            elif self._now < m.next_funding:
+                code = XOS_FUNDING_NOT_DUE
+            else:
+                fund = self.fund_of(m.venue)
+                if fund == 0:
+                    code = XOS_NO_FUNDING_ACCOUNT
+        if code:
+            self.reject(c, code)
+            return
+        rate = self.funding_rate(m, &premium)
+        if rate != 0 and m.mark != 0:
+            i = m.position_head  # newest first: collected, then walked back in order of first fill
+            while i != NONE:
+                if n == cap:
+                    rows = <int64_t *>grow(rows, &cap, n + 1, sizeof(int64_t), b"funding positions")
+                rows[n] = i
+                n += 1
+                i = self.position_rows[i].next_of_market
+            while n > 0:
+                n -= 1
+                p = &self.position_rows[rows[n]]
+                if p.size == 0:
+                    continue
+                size = p.size if p.size > 0 else -p.size
+                if (p.size > 0) == (rate > 0):
+                    amount = xos_funding_amount(xos_mul_capped(m.mark, size // m.lot_size), rate if rate > 0 else -rate,
+                                                True)
+                    paid += amount
+                    amount = -amount
+                else:
+                    amount = xos_funding_amount(xos_mul_capped(m.mark, size // m.lot_size), rate if rate > 0 else -rate,
+                                                False)
+                    received += amount
+                if amount:
+                    self.transfer(XOS_XFER_FUNDING, m.venue, p.account, m.quote, amount, c.market)
+            free(rows)
+            if paid != received:
+                self.transfer(XOS_XFER_FUNDING_REMAINDER, m.venue, fund, m.quote, paid - received, c.market)
+        due = m.next_funding
+        m.next_funding = (self._now // m.funding_interval + 1) * m.funding_interval
+        e = self.emit(XOS_EV_FUNDING)
+        e.market = c.market
+        e.venue = m.venue
+        e.order_id = due
+        e.account = fund
+        e.client_id = m.mark
+        e.price = rate
+        e.qty = premium
+        e.remaining = m.samples
+        e.maker_order = paid
+        e.maker_account = m.next_funding
+        e.maker_fee = received
+        e.taker_fee = paid - received
+        m.premium_sum = 0
+        m.samples = 0
+
+    cdef void cmd_funding_config(self, const xos_command *c) noexcept nogil:
+        """Admin or the listing venue's operator: a perpetual market's funding intervals, interest, clamp and cap; the
+        schedule restarts from now (reference ``_funding_config``)."""
+        cdef uint16_t code = XOS_OK
+        cdef Market *m = NULL
+        cdef int64_t clamp = <int64_t>((<uint64_t>c.aux) & 0xFFFFFFFFu)
+        cdef int64_t cap = <int64_t>((<uint64_t>c.aux) >> 32)
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            m = &self.market_table[c.market]
+            if m.kind != XOS_MARKET_PERPETUAL:
+                code = XOS_INVALID_MARKET_KIND
+            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+                code = XOS_NOT_VENUE_OPERATOR
+            elif c.price <= 0 or c.qty <= 0 or c.qty > c.price:
+                code = XOS_INVALID_FUNDING_INTERVAL
+            elif (c.id < -XOS_RATE_SCALE or c.id > XOS_RATE_SCALE or clamp > XOS_RATE_SCALE or cap < 1
+                  or cap > XOS_RATE_SCALE):
+                code = XOS_INVALID_FUNDING_RATE
+        if code:
+            self.reject(c, code)
+            return
+        m.funding_interval = c.price
+        m.sample_interval = c.qty
+        m.interest = c.id
+        m.clamp = clamp
+        m.cap = cap
+        self.schedule_funding(m)
+        self.find_next_sample()
+        self.echo(XOS_EV_VENUE, c)
+
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
         """Set (or change) which feed updates the venue's oracle for a market, and its timeout.
         A new oracle counts as updated now (it has ``timeout`` to get its first price); a changed
@@ -3128,6 +3302,8 @@ cdef class Matcher:
             self.mark_stale_oracles()
         if self.next_finalize_at <= self._now:
             self.finalize_due()
+        if self.next_sample_at <= self._now:
+            self.sample_premiums()
         if c.kind == XOS_CMD_PLACE:
             self.cmd_place(c)
         elif c.kind == XOS_CMD_CANCEL:
@@ -3171,6 +3347,10 @@ cdef class Matcher:
             self.cmd_market_risk(c)
         elif c.kind == XOS_CMD_LIQUIDATE:
             self.cmd_liquidate(c)
+        elif c.kind == XOS_CMD_APPLY_FUNDING:
+            self.cmd_apply_funding(c)
+        elif c.kind == XOS_CMD_FUNDING_CONFIG:
+            self.cmd_funding_config(c)
         elif c.kind == XOS_CMD_OUTCOME_CONFIG:
             self.cmd_outcome_config(c)
         elif c.kind == XOS_CMD_CONVERT:
@@ -3364,6 +3544,7 @@ cdef class Matcher:
                               r.long_oi, r.short_oi, r.halted)
         state["venue_market_risk"] = venue_risks
         state["exposure_caps"] = np.array(self.exposure_caps(), EXPOSURE_CAP_STATE)
+        state["funding"] = np.array([(f.market_id, 0) + tuple(f[1:]) for f in self.fundings()], FUNDING_STATE)
         return state
 
     def export_venues(self):
@@ -3638,6 +3819,7 @@ cdef class Matcher:
                 mk.impact_lots = row["impact_lots"]
                 mk.slice_lots = row["slice_lots"]
         self.import_outcomes(state.get("outcomes", ()), state.get("outcome_events", ()))  # before the orders too
+        self.import_funding(state.get("funding"), counters[4])
         self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
@@ -3673,6 +3855,37 @@ cdef class Matcher:
         self._last_order_id = counters[3]
         self._now = counters[4]
         self._rest_seq = counters[5]
+
+    def import_funding(self, rows, int64_t now):
+        """Load exported funding rows; a state before version 11 has none: the defaults, scheduled from ``now``."""
+        cdef Market *mk
+        cdef int32_t m
+        if rows is None:
+            self._now = now
+            for m in range(1, self.max_markets + 1):
+                mk = &self.market_table[m]
+                if mk.exists and mk.kind == XOS_MARKET_PERPETUAL:
+                    mk.funding_interval = DEFAULT_FUNDING_INTERVAL
+                    mk.sample_interval = DEFAULT_SAMPLE_INTERVAL
+                    mk.interest = 0
+                    mk.clamp = 0
+                    mk.cap = DEFAULT_FUNDING_CAP
+                    self.schedule_funding(mk)
+        else:
+            for row in rows:
+                if not (1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists
+                        and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL):
+                    raise ValueError(f"funding of market {row['market']}: no such perpetual market")
+                if not (0 < row["sample_interval"] <= row["interval"] and abs(row["interest"]) <= XOS_RATE_SCALE
+                        and 0 <= row["clamp"] <= XOS_RATE_SCALE and 1 <= row["cap"] <= XOS_RATE_SCALE
+                        and row["samples"] >= 0):
+                    raise ValueError(f"funding of market {row['market']}: intervals, rates or samples out of range")
+                mk = &self.market_table[<int32_t>row["market"]]
+                mk.funding_interval, mk.sample_interval = row["interval"], row["sample_interval"]
+                mk.interest, mk.clamp, mk.cap = row["interest"], row["clamp"], row["cap"]
+                mk.next_sample, mk.next_funding = row["next_sample"], row["next_funding"]
+                mk.premium_sum, mk.samples = row["premium_sum"], row["samples"]
+        self.find_next_sample()
 
     def import_oracles(self, rows):
         """Load exported oracle rows (in configuration order) after the markets and venues."""
@@ -3816,6 +4029,17 @@ cdef class Matcher:
         return sorted(OutcomeEventView(self.outcome_event_rows[i].id, self.outcome_event_rows[i].n_markets,
                                        self.outcome_event_rows[i].converted, self.outcome_event_rows[i].advance)
                       for i in range(self.n_outcome_events))
+
+    def fundings(self):
+        """Every perpetual market's funding configuration and schedule, in market order."""
+        cdef Market *m
+        out = []
+        for i in range(1, self.max_markets + 1):
+            m = &self.market_table[i]
+            if m.exists and m.kind == XOS_MARKET_PERPETUAL:
+                out.append(FundingView(i, m.funding_interval, m.sample_interval, m.interest, m.clamp, m.cap,
+                                       m.next_sample, m.next_funding, m.premium_sum, m.samples))
+        return out
 
     def market_risks(self):
         """Every perpetual market's risk parameters, in market order."""
@@ -4059,11 +4283,15 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 10  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes, 9: venue risk, 10: exposure caps
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
+STATE_VERSION = 11  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
 # (leverage 1), 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable
-# before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps
+# before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps, 3-10 no funding (the
+# defaults, scheduled from the state's clock)
+FUNDING_STATE = np.dtype([("market", "<u4"), ("pad", "<u4"), ("interval", "<i8"), ("sample_interval", "<i8"),
+                          ("interest", "<i8"), ("clamp", "<i8"), ("cap", "<i8"), ("next_sample", "<i8"),
+                          ("next_funding", "<i8"), ("premium_sum", "<i8"), ("samples", "<i8")])
 EXPOSURE_CAP_STATE = np.dtype([("account", "<i8"), ("venue", "<u4"), ("cap_bps", "<i4")])
 MARKET_RISK_STATE = np.dtype([("market", "<u4"), ("max_leverage", "<i4"), ("maintenance_bps", "<i4"),
                               ("impact_lots", "<i8"), ("slice_lots", "<i8")])
@@ -4140,7 +4368,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes", "oracles", "oracle", "positions", "position", "market_risks", "outcomes", "outcome", "outcome_events",
+    "volumes", "oracles", "oracle", "positions", "position", "market_risks", "fundings", "outcomes", "outcome", "outcome_events",
     "venue_market_risks", "venue_market_risk", "exposure_caps",
 )
 

@@ -101,6 +101,8 @@ class Cmd(enum.IntEnum):
     LIQUIDATE = 113  # any account (a keeper): liquidate a target under maintenance margin in a venue's risk group
     OUTCOME_CONFIG = 116  # admin or the listing venue's operator: an outcome market's payout, resolver, window, event
     CONVERT = 117  # NO shares of one outcome of an event into YES shares of each of the others
+    APPLY_FUNDING = 120  # any account (a scheduler): a perpetual market's funding payment, once due
+    FUNDING_CONFIG = 121  # admin or the listing venue's operator: funding interval, sample interval, interest, clamp, cap
     MULTI_LEG = 124  # header of an all-or-none order: its 2..4 legs are the next records (ARCHITECTURE, Multi-leg orders)
     LEG = 125  # one leg of the MultiLeg header before it (never a command on its own)
     SET_EXPOSURE_CAP = 126  # an account caps the margin its positions and orders in one venue's risk group use
@@ -127,6 +129,7 @@ class Ev(enum.IntEnum):
     LIQUIDATION = 22  # a Liquidate passed its checks: the target's equity and maintenance requirement
     DELEVERAGE = 23  # a position moved at the bankruptcy price (reason: Deleverage)
     LIQUIDATED = 24  # a liquidation is over: equity after, the shortfall paid by the fund and by ADL
+    FUNDING = 25  # an ApplyFunding: the rate, the premium, the totals paid and received, the remainder
     OUTCOME_POSITION = 28  # a fill, convert or settlement moved an outcome position (reason: OutcomeChange)
     OUTCOME_STATUS = 29  # an outcome market configured, resolution proposed, final or overturned (reason: OutcomeState)
     OUTCOME_CONVERT = 30  # an accepted Convert (fields: ARCHITECTURE, Outcome markets)
@@ -229,6 +232,8 @@ class Transfer(enum.IntEnum):
     FEE_PROTOCOL = 7  # venue fee pool -> the protocol account (with the rounding remainder)
     INSURANCE_SHORTFALL = 8  # insurance fund -> a liquidated account below zero (two events: fund -, account +)
     ADL_SHORTFALL = 9  # profits haircut by ADL -> a liquidated account below zero
+    FUNDING = 10  # a funding payment into (+) or out of (-) a position holder's free balance (price: the market)
+    FUNDING_REMAINDER = 11  # funding's rounding remainder -> the listing venue's insurance fund (price: the market)
 
 
 class Deleverage(enum.IntEnum):
@@ -292,6 +297,21 @@ def pack_venue_fees(maker_bps: int, taker_bps: int, operator_bps: int = 0, insur
     u = (maker_bps & 0xFFFF) | ((taker_bps & 0xFFFF) << 16) | ((operator_bps & 0xFFFF) << 32) | (
         (insurance_bps & 0xFFFF) << 48)
     return u - (1 << 64) if u >= 1 << 63 else u
+
+
+RATE_SCALE = 100_000_000  # funding rates, premiums, interest, clamp and cap are in units of 1e-8 (1e8 = 100 %)
+
+
+def pack_funding_limits(clamp: int, cap: int) -> int:
+    """FundingConfig's ``aux``: the premium clamp (low 32 bits) and the cap per interval (high 32 bits), in 1e-8."""
+    if not (0 <= clamp <= 0xFFFFFFFF and 0 <= cap <= 0x7FFFFFFF):
+        raise ValueError(f"funding clamp {clamp} or cap {cap} does not fit its 32 bits")
+    return clamp | (cap << 32)
+
+
+def unpack_funding_limits(packed: int) -> tuple[int, int]:
+    u = packed & 0xFFFFFFFFFFFFFFFF
+    return u & 0xFFFFFFFF, u >> 32
 
 
 def pack_breaker_windows(window_ms: int, cooldown_ms: int) -> int:

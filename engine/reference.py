@@ -115,6 +115,7 @@ from .api import MAX_LEGS, CommandAPI
 from .codes import ResultCode as RC
 from .records import (
     EVENT_DTYPE,
+    RATE_SCALE,
     CancelReason,
     Cmd,
     CmdFlag,
@@ -132,10 +133,11 @@ from .records import (
     VenueAccess,
     VenueStatus,
     unpack_breaker_windows,
+    unpack_funding_limits,
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import (AssetView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+from .views import (AssetView, FundingView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
                     VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 MAX_MONEY = 1 << 62
@@ -143,6 +145,9 @@ MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LE
 DEFAULT_MAINTENANCE_BPS = 5000  # maintenance margin, in bps of the initial margin, until MarketRisk sets it
 DEFAULT_IMPACT_LOTS = 1  # a perpetual market's impact size (lots) for its mark's impact mid, until MarketRisk sets it
 INT64_MAX = (1 << 63) - 1
+DEFAULT_FUNDING_INTERVAL = 3_600_000_000_000  # ns of engine clock between fundings until FundingConfig (1 h)
+DEFAULT_SAMPLE_INTERVAL = 60_000_000_000  # ns of engine clock between premium samples (1 min)
+DEFAULT_FUNDING_CAP = 1_000_000  # the rate's cap per interval in 1e-8 (1 %); interest and clamp start at 0
 
 # plain ints for speed in the hot loops
 _BUY = int(Side.BUY)
@@ -181,6 +186,7 @@ _R_LIQUIDATION = int(CancelReason.LIQUIDATION)
 _F_LIQUIDATION = int(EvFlag.LIQUIDATION)
 _D_INSURANCE, _D_ADL, _D_SHORTFALL = int(Deleverage.INSURANCE), int(Deleverage.ADL), int(Deleverage.SHORTFALL)
 _X_INSURANCE, _X_ADL = int(Transfer.INSURANCE_SHORTFALL), int(Transfer.ADL_SHORTFALL)
+_X_FUNDING, _X_FUNDING_REMAINDER = int(Transfer.FUNDING), int(Transfer.FUNDING_REMAINDER)
 _CMD_PLACE, _CMD_MULTI_LEG, _CMD_LEG = int(Cmd.PLACE), int(Cmd.MULTI_LEG), int(Cmd.LEG)
 
 
@@ -245,7 +251,8 @@ class _BookSide:
 class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
                  "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps",
-                 "impact_lots", "slice_lots", "mark", "payout")
+                 "impact_lots", "slice_lots", "mark", "payout", "funding_interval", "sample_interval", "interest",
+                 "clamp", "cap", "next_sample", "next_funding", "premium_sum", "samples")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
@@ -428,6 +435,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.ORACLE_CONFIG): self._oracle_config,
             int(Cmd.MARKET_RISK): self._market_risk,
             int(Cmd.LIQUIDATE): self._liquidate,
+            int(Cmd.APPLY_FUNDING): self._apply_funding,
+            int(Cmd.FUNDING_CONFIG): self._funding_config,
             int(Cmd.VENUE_MARKET_RISK): self._venue_market_risk,
             int(Cmd.VENUE_MARKET_HALT): self._venue_market_status,
             int(Cmd.VENUE_MARKET_RESUME): self._venue_market_status,
@@ -486,6 +495,11 @@ class ReferenceEngine(CommandAPI):
         for oc in self._outcomes.values():
             if oc.state == _OS_PROPOSED and oc.finalize_at <= now:
                 self._finalize(oc, _OS_FINAL, 0)
+        # step 2e: premium samples of the perpetual markets whose next sample time has come (market order)
+        for mid in sorted(self._markets):
+            m = self._markets[mid]
+            if m.kind == _PERP and m.next_sample <= now:
+                self._sample_premium(m)
         # step 3: the command
         if row[0] == _CMD_MULTI_LEG:
             used = self._multi_leg(rows, i)
@@ -1328,6 +1342,9 @@ class ReferenceEngine(CommandAPI):
         m.leverage, m.maint_bps = 1, DEFAULT_MAINTENANCE_BPS
         m.impact_lots, m.slice_lots, m.mark = DEFAULT_IMPACT_LOTS, 0, 0
         m.payout = 0
+        m.funding_interval, m.sample_interval = DEFAULT_FUNDING_INTERVAL, DEFAULT_SAMPLE_INTERVAL
+        m.interest, m.clamp, m.cap = 0, 0, DEFAULT_FUNDING_CAP
+        self._schedule_funding(m)
         m.last = 0
         m.halted = False
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
@@ -1361,15 +1378,20 @@ class ReferenceEngine(CommandAPI):
                 return price
         return 0
 
-    def _update_mark(self, m: _Market) -> None:
-        """The mark (ARCHITECTURE, "Liquidation, insurance and ADL"): the median of the listing venue's fresh
-        oracle price, the impact mid (floor((impact bid + impact ask) / 2) down to the tick) and the last trade
-        when all three exist; otherwise the oracle, else the last trade, else the impact mid, else 0. A change
-        is published as a Mark event."""
+    def _mark_inputs(self, m: _Market) -> tuple[int, int, int, int]:
+        """(oracle, impact mid, impact bid, impact ask) now, 0 = missing: the listing venue's fresh oracle price and
+        floor((impact bid + impact ask) / 2) down to the tick."""
         o = self._oracles.get((m.venue, m.market_id))
         oracle = o.price if o is not None and not o.stale else 0
         bid, ask = self._impact_price(m, _BUY), self._impact_price(m, _SELL)
         impact = (bid + ask) // 2 // m.tick * m.tick if bid and ask else 0
+        return oracle, impact, bid, ask
+
+    def _update_mark(self, m: _Market) -> None:
+        """The mark (ARCHITECTURE, "Liquidation, insurance and ADL"): the median of the listing venue's fresh
+        oracle price, the impact mid and the last trade when all three exist; otherwise the oracle, else the last
+        trade, else the impact mid, else 0. A change is published as a Mark event."""
+        oracle, impact, bid, ask = self._mark_inputs(m)
         last = m.last
         mark = sorted((oracle, impact, last))[1] if oracle and impact and last else oracle or last or impact
         if mark != m.mark:
@@ -1909,6 +1931,99 @@ class ReferenceEngine(CommandAPI):
     def venue_market_risk(self, venue: int, market: int) -> VenueMarketRiskView | None:
         r = self._venue_risks.get((venue, market))
         return r.view() if r is not None else None
+
+    # ------------------------------------------------------------------ funding
+    def _schedule_funding(self, m: _Market) -> None:
+        """The next sample and funding times: the first multiples of their intervals after now; no samples yet."""
+        m.next_sample = (self._now // m.sample_interval + 1) * m.sample_interval
+        m.next_funding = (self._now // m.funding_interval + 1) * m.funding_interval
+        m.premium_sum = m.samples = 0
+
+    def _sample_premium(self, m: _Market) -> None:
+        """Step 2e: the premium (impact mid - oracle) / oracle in 1e-8, floored and at most +100 %, with the book
+        before this command and the oracle after step 2c; no sample when either is missing. Missed sample times are
+        not made up: the next is the first multiple of the sample interval after now."""
+        oracle, impact, _, _ = self._mark_inputs(m)
+        if oracle and impact:
+            m.premium_sum += min((impact - oracle) * RATE_SCALE // oracle, RATE_SCALE)
+            m.samples += 1
+        m.next_sample = (self._now // m.sample_interval + 1) * m.sample_interval
+
+    def _funding_rate(self, m: _Market) -> tuple[int, int]:
+        """(rate, average premium) in 1e-8: premium + clamp(interest - premium, +-clamp), capped at +-cap; 0 without
+        a sample."""
+        if not m.samples:
+            return 0, 0
+        premium = m.premium_sum // m.samples
+        rate = premium + min(max(m.interest - premium, -m.clamp), m.clamp)
+        return min(max(rate, -m.cap), m.cap), premium
+
+    def _apply_funding(self, row) -> int:
+        market, account = row[7], row[9]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _PERP:
+            return int(RC.INVALID_MARKET_KIND)
+        if self._now < m.next_funding:
+            return int(RC.FUNDING_NOT_DUE)
+        fund = self._fund(m.venue)
+        if not fund:
+            return int(RC.NO_FUNDING_ACCOUNT)
+        rate, premium = self._funding_rate(m)
+        v = self._venues[m.venue]
+        paid = received = 0
+        if rate and m.mark:  # payers (longs when rate > 0) pay ceil, receivers get floor of notional x |rate|
+            for (a, mk), pos in self._positions.items():  # in order of first fill
+                if mk != market or not pos[0]:
+                    continue
+                product = m.mark * (abs(pos[0]) // m.lot) * abs(rate)
+                if (pos[0] > 0) == (rate > 0):
+                    amount = -(-product // RATE_SCALE)
+                    paid += amount
+                    amount = -amount
+                else:
+                    amount = product // RATE_SCALE
+                    received += amount
+                if amount:
+                    self._transfer(_X_FUNDING, v, a, m.quote, amount, market)
+            if paid != received:
+                self._transfer(_X_FUNDING_REMAINDER, v, fund, m.quote, paid - received, market)
+        due = m.next_funding
+        m.next_funding = (self._now // m.funding_interval + 1) * m.funding_interval
+        self._ev(int(Ev.FUNDING), 0, 0, 0, 0, market, m.venue, due, fund, m.mark, rate, premium, m.samples, paid,
+                 m.next_funding, received, paid - received)
+        m.premium_sum = m.samples = 0
+        return 0
+
+    def _funding_config(self, row) -> int:
+        market, account, interval, sample, interest, limits = row[7], row[9], row[10], row[11], row[12], row[13]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _PERP:
+            return int(RC.INVALID_MARKET_KIND)
+        if account != self._admin and account != self._venues[m.venue].operator:
+            return int(RC.NOT_VENUE_OPERATOR)
+        if interval <= 0 or sample <= 0 or sample > interval:
+            return int(RC.INVALID_FUNDING_INTERVAL)
+        clamp, cap = unpack_funding_limits(limits)
+        if not (-RATE_SCALE <= interest <= RATE_SCALE and clamp <= RATE_SCALE and 1 <= cap <= RATE_SCALE):
+            return int(RC.INVALID_FUNDING_RATE)
+        m.funding_interval, m.sample_interval, m.interest, m.clamp, m.cap = interval, sample, interest, clamp, cap
+        self._schedule_funding(m)
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def fundings(self) -> list[FundingView]:
+        """Every perpetual market's funding configuration and schedule, in market order."""
+        return [FundingView(i, m.funding_interval, m.sample_interval, m.interest, m.clamp, m.cap, m.next_sample,
+                            m.next_funding, m.premium_sum, m.samples)
+                for i, m in sorted(self._markets.items()) if m.kind == _PERP]
 
     # ------------------------------------------------------------------ oracles
     def _oracle_stale(self, venue: int, market: int) -> bool:

@@ -45,6 +45,20 @@ class MarketRiskView(NamedTuple):
     mark: int  # the mark price now (0: none yet); ARCHITECTURE, "Liquidation, insurance and ADL"
 
 
+class FundingView(NamedTuple):
+    """A perpetual market's funding configuration and schedule (FundingConfig, ApplyFunding; rates in 1e-8)."""
+    market_id: int
+    interval: int  # ns of engine clock between fundings
+    sample_interval: int  # ns of engine clock between premium samples
+    interest: int  # interest rate per interval
+    clamp: int  # the interest term is clamp(interest - premium, -clamp, +clamp)
+    cap: int  # the rate is capped at +-cap per interval
+    next_sample: int  # engine clock of the next premium sample
+    next_funding: int  # engine clock from which ApplyFunding is accepted
+    premium_sum: int  # sum of the premiums sampled since the last funding
+    samples: int  # how many
+
+
 class AssetView(NamedTuple):
     asset_id: int
     symbol: str

@@ -35,10 +35,12 @@ from engine.records import (
     CmdFlag,
     Ev,
     EvFlag,
+    RATE_SCALE,
     MarketKind,
     OrdType,
     Tif,
     pack_breaker_windows,
+    pack_funding_limits,
     pack_market_assets,
     pack_market_params,
     pack_symbol,
@@ -1276,6 +1278,67 @@ class OutcomeMultiLegStreamGenerator(MultiLegMixin, OutcomeStreamGenerator):
     """``OutcomeStreamGenerator``'s streams (spot, perpetuals at 1x, outcome markets) with multi-leg orders and caps."""
 
 
+class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
+    """``LeveragedPerpStreamGenerator``'s streams with funding (issue 9): venue 0's oracles on both perpetual
+    markets, a FundingConfig each with a funding interval of a few dozen commands of engine clock (premium samples every
+    few commands), and between the commands a scheduler's ApplyFunding (any account, mostly for a perpetual market,
+    often before it is due), refused ones (sender 0, spot, unknown market) and FundingConfig changes, mostly refused.
+    A subclass, so the other generators' streams are unchanged."""
+
+    funding_share = 0.03
+
+    def _setup(self) -> list[tuple]:
+        ts = self.ts
+        rows = super()._setup()
+        for market in self.PERP_MARKETS:
+            rows.append(self._oracle_config(ts, self.ADMIN, 0, market))
+            rows.append(self._funding_config(ts, market, valid=True))
+        return rows
+
+    def _funding_config(self, ts: int, market: int, valid: bool = False) -> tuple:
+        """The admin's FundingConfig for a perpetual market; unless ``valid``, mostly one with a bad field."""
+        r = self.rng
+        interval = r.randint(20_000, 60_000)
+        fields = dict(account=self.ADMIN, market=market, price=interval, qty=r.randint(1_000, 5_000),
+                      id=r.randint(-20_000, 20_000),
+                      aux=pack_funding_limits(r.randint(0, 50_000), r.choice([50_000, 1_000_000, RATE_SCALE])))
+        x = 1.0 if valid else r.random()
+        if x < 0.2:
+            fields["account"] = r.choice(self.accounts + [0])
+        elif x < 0.35:
+            fields["qty"] = r.choice([interval + 1, 0])
+        elif x < 0.45:
+            fields["price"] = r.choice([0, -interval])
+        elif x < 0.6:
+            fields["id"] = r.choice([RATE_SCALE + 1, -RATE_SCALE - 1])
+        elif x < 0.75:
+            fields["aux"] = r.choice([pack_funding_limits(0, 0), pack_funding_limits(RATE_SCALE + 1, 1),
+                                      pack_funding_limits(0, RATE_SCALE + 1), -1])
+        elif x < 0.85:
+            fields["market"] = r.choice([1, 99])
+        return _row(Cmd.FUNDING_CONFIG, ts, **fields)
+
+    def _funding(self, ts: int) -> tuple:
+        r = self.rng
+        x = r.random()
+        if x < 0.85:
+            return _row(Cmd.APPLY_FUNDING, ts, account=r.choice(self.accounts), market=r.choice(self.PERP_MARKETS))
+        if x < 0.93:
+            return _row(Cmd.APPLY_FUNDING, ts, account=r.choice([0, self.accounts[0]]), market=r.choice([0, 1, 99]))
+        return self._funding_config(ts, r.choice(self.PERP_MARKETS))
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < self.funding_share:
+                out.append(self._funding(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
@@ -1288,6 +1351,7 @@ __all__ = [
     "VenueRiskStreamGenerator",
     "MultiLegStreamGenerator",
     "OutcomeMultiLegStreamGenerator",
+    "FundingPerpStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

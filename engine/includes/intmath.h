@@ -78,4 +78,19 @@ static inline int64_t xos_bankruptcy_price(int64_t mark, int64_t lots, int64_t e
 static inline int xos_sum_exceeds(int64_t a, int64_t b, int64_t c, int64_t cap) {
     return (__int128)a + b + c > (__int128)cap;
 }
+
+#define XOS_RATE_SCALE 100000000  /* funding rates in 1e-8 (records.RATE_SCALE) */
+
+/* A premium sample: floor((impact - oracle) * 1e8 / oracle), at most +1e8, for impact, oracle > 0. */
+static inline int64_t xos_premium(int64_t impact, int64_t oracle) {
+    __int128 num = ((__int128)impact - oracle) * XOS_RATE_SCALE, q = num / oracle;
+    if (num % oracle != 0 && num < 0) q -= 1;  /* C truncates towards 0: floor */
+    return q > XOS_RATE_SCALE ? XOS_RATE_SCALE : (int64_t)q;
+}
+
+/* notional * rate / 1e8 for notional >= 0, 0 <= rate <= 1e8: rounded up for a payer, down for a receiver. */
+static inline int64_t xos_funding_amount(int64_t notional, int64_t rate, int round_up) {
+    __int128 p = (__int128)notional * rate;
+    return (int64_t)(round_up ? (p + XOS_RATE_SCALE - 1) / XOS_RATE_SCALE : p / XOS_RATE_SCALE);
+}
 #endif

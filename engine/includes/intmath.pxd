@@ -10,3 +10,6 @@ cdef extern from "intmath.h" nogil:
     int xos_ratio_cmp(int64_t u1, int64_t m1, int64_t u2, int64_t m2)
     int64_t xos_bankruptcy_price(int64_t mark, int64_t lots, int64_t equity, int64_t tick, int is_long)
     bint xos_sum_exceeds(int64_t a, int64_t b, int64_t c, int64_t cap)
+    int64_t XOS_RATE_SCALE
+    int64_t xos_premium(int64_t impact, int64_t oracle)
+    int64_t xos_funding_amount(int64_t notional, int64_t rate, int round_up)

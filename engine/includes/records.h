@@ -91,6 +91,8 @@ enum {
     XOS_CMD_LIQUIDATE = 113,    /* any account (a keeper): liquidate a target under maintenance in a venue's risk group */
     XOS_CMD_OUTCOME_CONFIG = 116, /* admin or listing operator: an outcome market's payout, resolver, window, event */
     XOS_CMD_CONVERT = 117,      /* NO shares of one outcome of an event into YES shares of all the others */
+    XOS_CMD_APPLY_FUNDING = 120, /* any account (a scheduler): a perpetual market's due funding payment */
+    XOS_CMD_FUNDING_CONFIG = 121, /* admin or listing operator: funding intervals, interest, clamp and cap */
     XOS_CMD_MULTI_LEG = 124,    /* header of an all-or-none order; qty = its 2..4 legs, the next records */
     XOS_CMD_LEG = 125,          /* one leg of the MultiLeg header before it */
     XOS_CMD_SET_EXPOSURE_CAP = 126 /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */
@@ -116,6 +118,7 @@ enum {
     XOS_EV_LIQUIDATION = 22,    /* a Liquidate passed its checks: the target's equity and maintenance */
     XOS_EV_DELEVERAGE = 23,     /* a position moved at the bankruptcy price (reason XOS_DELEV_*) */
     XOS_EV_LIQUIDATED = 24,     /* a liquidation is over: equity after, shortfall paid by the fund and by ADL */
+    XOS_EV_FUNDING = 25,        /* an ApplyFunding: the rate and the totals paid, received and left over */
     XOS_EV_OUTCOME_POSITION = 28, /* a fill, convert or settlement moved an outcome position; reason = XOS_OC_* */
     XOS_EV_OUTCOME_STATUS = 29, /* an outcome market configured, resolution proposed or final; reason = XOS_OS_* */
     XOS_EV_OUTCOME_CONVERT = 30 /* an accepted Convert */
@@ -133,7 +136,9 @@ enum {
     XOS_XFER_FEE_INSURANCE = 6,
     XOS_XFER_FEE_PROTOCOL = 7,
     XOS_XFER_INSURANCE_SHORTFALL = 8, /* insurance fund -> a liquidated account below zero */
-    XOS_XFER_ADL_SHORTFALL = 9        /* profits haircut by ADL -> a liquidated account below zero */
+    XOS_XFER_ADL_SHORTFALL = 9,       /* profits haircut by ADL -> a liquidated account below zero */
+    XOS_XFER_FUNDING = 10,            /* a funding payment into (+) or out of (-) a position holder's free */
+    XOS_XFER_FUNDING_REMAINDER = 11   /* funding's rounding remainder -> the venue's insurance fund */
 };
 enum { XOS_DELEV_INSURANCE = 1, XOS_DELEV_ADL = 2, XOS_DELEV_SHORTFALL = 3 };
 

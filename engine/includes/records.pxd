@@ -79,6 +79,8 @@ cdef extern from "records.h" nogil:
         XOS_CMD_LIQUIDATE
         XOS_CMD_OUTCOME_CONFIG
         XOS_CMD_CONVERT
+        XOS_CMD_APPLY_FUNDING
+        XOS_CMD_FUNDING_CONFIG
         XOS_CMD_MULTI_LEG
         XOS_CMD_LEG
         XOS_CMD_SET_EXPOSURE_CAP
@@ -91,6 +93,7 @@ cdef extern from "records.h" nogil:
         XOS_EV_LIQUIDATION
         XOS_EV_DELEVERAGE
         XOS_EV_LIQUIDATED
+        XOS_EV_FUNDING
         XOS_EV_OUTCOME_POSITION
         XOS_EV_OUTCOME_STATUS
         XOS_EV_OUTCOME_CONVERT
@@ -117,6 +120,8 @@ cdef extern from "records.h" nogil:
         XOS_XFER_FEE_PROTOCOL
         XOS_XFER_INSURANCE_SHORTFALL
         XOS_XFER_ADL_SHORTFALL
+        XOS_XFER_FUNDING
+        XOS_XFER_FUNDING_REMAINDER
         XOS_DELEV_INSURANCE
         XOS_DELEV_ADL
         XOS_DELEV_SHORTFALL
