@@ -12,6 +12,7 @@ import numpy as np
 
 from .records import (
     COMMAND_DTYPE,
+    MAX_MARGIN_TIERS,
     Cmd,
     CmdFlag,
     MarketKind,
@@ -24,6 +25,7 @@ from .records import (
     pack_funding_limits,
     pack_market_params,
     pack_symbol,
+    pack_tier_leverage,
     pack_venue_fees,
 )
 
@@ -303,6 +305,16 @@ class CommandAPI:
         schedule restarts from now and the samples so far are dropped."""
         return self.submit(Cmd.FUNDING_CONFIG, account=account, market=market, price=interval_ns,
                            qty=sample_interval_ns, id=interest, aux=pack_funding_limits(clamp, cap), ts=ts)
+
+    def set_margin_tiers(self, account: int, market: int, brackets, ts: int = 0) -> np.ndarray:
+        """Admin or the listing venue's operator: up to 3 notional brackets ``[(floor, max leverage), ...]`` above
+        the first (0 .. first floor at MarketRisk's max leverage); ``[]`` removes them."""
+        brackets = list(brackets)
+        if len(brackets) > MAX_MARGIN_TIERS - 1:
+            raise ValueError(f"at most {MAX_MARGIN_TIERS - 1} brackets above the first: {brackets}")
+        floors = [floor for floor, _ in brackets] + [0] * (MAX_MARGIN_TIERS - 1 - len(brackets))
+        return self.submit(Cmd.MARGIN_TIERS, account=account, market=market, price=floors[0], qty=floors[1],
+                           id=floors[2], aux=pack_tier_leverage(lev for _, lev in brackets), ts=ts)
 
     def liquidate(self, account: int, target: int, venue: int, asset: int, ts: int = 0) -> np.ndarray:
         """Any account (a keeper): liquidate ``target``'s positions quoted in ``asset`` in the perpetual

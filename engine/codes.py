@@ -145,6 +145,7 @@ class ResultCode(enum.IntEnum):
     RESOLUTION_PENDING = 459
     INVALID_FUNDING_INTERVAL = 460  # FundingConfig: intervals not positive or the sample interval past the funding's
     INVALID_FUNDING_RATE = 461  # FundingConfig: interest, clamp or cap out of range
+    INVALID_MARGIN_TIER = 462  # MarginTiers: brackets not increasing, leverage not 1..100 non-increasing
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -292,6 +293,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.NO_FUNDING_ACCOUNT: "the listing venue has no insurance fund account to take funding remainders",
     ResultCode.INVALID_FUNDING_INTERVAL: "funding and sample intervals must be positive, the sample interval at most the funding interval",
     ResultCode.INVALID_FUNDING_RATE: "interest must be within +-1e8, clamp 0..1e8 and cap 1..1e8 (units of 1e-8)",
+    ResultCode.INVALID_MARGIN_TIER: "margin tiers need increasing positive notional brackets with leverage 1..100, non-increasing",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

@@ -82,6 +82,9 @@ cdef struct Market:
     int64_t next_funding     # engine clock from which ApplyFunding is accepted
     int64_t premium_sum      # premiums sampled since the last funding (1e-8) and how many
     int64_t samples
+    int64_t tier_floor[3]    # MarginTiers: notional floors of brackets 1..n_tiers (bracket 0 starts at 0)
+    int32_t tier_leverage[3] # their max leverage (bracket 0: max_leverage)
+    int32_t n_tiers
     BookSide sides[2]
 
 
@@ -426,6 +429,7 @@ cdef class Matcher:
     cdef int64_t funding_rate(self, Market *m, int64_t *premium) noexcept nogil
     cdef void cmd_apply_funding(self, const xos_command *c) noexcept nogil
     cdef void cmd_funding_config(self, const xos_command *c) noexcept nogil
+    cdef void cmd_margin_tiers(self, const xos_command *c) noexcept nogil
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil
     cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil

@@ -26,7 +26,7 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import (AssetView, FundingView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+from .views import (AssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
                     VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 cnp.import_array()
@@ -82,6 +82,23 @@ cdef inline int64_t order_hold_per_lot(Market *m, int64_t price, int32_t taker_b
     if m.max_leverage <= 1:
         return xos_buy_hold(1, price, taker_bps)
     return price // m.max_leverage + (price % m.max_leverage != 0) + xos_fee(price, taker_bps if taker_bps > 0 else 0)
+
+
+cdef inline int64_t initial_margin(const Market *m, int64_t value) noexcept nogil:
+    """The tiered initial margin of a position of notional ``value`` (reference ``_initial_margin``): each bracket's
+    part over its leverage, rounded up per bracket; a bracket's leverage is at most the ones below it."""
+    cdef int64_t margin = 0, floor = 0, part
+    cdef int32_t leverage = m.max_leverage, k
+    for k in range(m.n_tiers):
+        if value <= m.tier_floor[k]:
+            break
+        part = m.tier_floor[k] - floor
+        margin += part // leverage + (part % leverage != 0)
+        floor = m.tier_floor[k]
+        if m.tier_leverage[k] < leverage:
+            leverage = m.tier_leverage[k]
+    part = value - floor
+    return margin + part // leverage + (part % leverage != 0)
 
 
 cdef inline bint book_has_orders(BookSide *bs) noexcept nogil:
@@ -1555,6 +1572,7 @@ cdef class Matcher:
         m.interest = 0
         m.clamp = 0
         m.cap = DEFAULT_FUNDING_CAP
+        m.n_tiers = 0
         self.schedule_funding(m)
         self.set_offer(c.venue, c.market, True)  # the listing venue offers it
         self.emit_listing(c)
@@ -2204,7 +2222,7 @@ cdef class Matcher:
             lots = (p.size if p.size > 0 else -p.size) // m.lot_size
             value = xos_mul_capped(m.mark, lots)
             excess += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
-            excess -= value // m.max_leverage + (value % m.max_leverage != 0)
+            excess -= initial_margin(m, value)
         return excess
 
     # ---------------------------------------------------------- liquidation
@@ -2229,8 +2247,7 @@ cdef class Matcher:
                 continue
             value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
             equity += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
-            initial = value // m.max_leverage + (value % m.max_leverage != 0)
-            maintenance[0] += xos_fee(initial, m.maintenance_bps)
+            maintenance[0] += xos_fee(initial_margin(m, value), m.maintenance_bps)
         return equity
 
     cdef void pseudo_order(self, Order *o, int64_t account, Market *m, uint32_t venue, uint8_t side,
@@ -2495,7 +2512,7 @@ cdef class Matcher:
             value = xos_mul_capped(pm.mark, (p.size if p.size > 0 else -p.size) // pm.lot_size)
             equity += value - p.entry_value if p.size > 0 else p.entry_value - value
             if pm.venue == m.venue:
-                used += value // pm.max_leverage + (value % pm.max_leverage != 0)
+                used += initial_margin(pm, value)
         while k != NONE:
             o = &self.orders[k]
             k = o.acct_next
@@ -2843,6 +2860,52 @@ cdef class Matcher:
         m.cap = cap
         self.schedule_funding(m)
         self.find_next_sample()
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef void cmd_margin_tiers(self, const xos_command *c) noexcept nogil:
+        """Admin or the listing venue's operator: a perpetual market's notional brackets 1..3 above the first
+        (``price``, ``qty``, ``id``: floors; ``aux`` bytes 0..2: leverages; (0, 0) unused, only after the used ones);
+        floors increasing, leverage 1..100 and non-increasing (reference ``_margin_tiers``)."""
+        cdef uint16_t code = XOS_OK
+        cdef Market *m = NULL
+        cdef int64_t floors[3]
+        cdef int64_t floor = 0, next_floor
+        cdef int32_t leverage = MAX_LEVERAGE, next_leverage, k, n = 0
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            code = XOS_UNKNOWN_MARKET
+        else:
+            m = &self.market_table[c.market]
+            if m.kind != XOS_MARKET_PERPETUAL:
+                code = XOS_INVALID_MARKET_KIND
+            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+                code = XOS_NOT_VENUE_OPERATOR
+            elif c.aux < 0 or (c.aux >> 24) != 0:
+                code = XOS_INVALID_MARGIN_TIER
+        floors[0] = c.price
+        floors[1] = c.qty
+        floors[2] = c.id
+        k = 0
+        while code == XOS_OK and k < 3:
+            next_floor = floors[k]
+            next_leverage = <int32_t>((c.aux >> (8 * k)) & 0xFF)
+            if next_floor == 0 and next_leverage == 0:
+                floor = XOS_MAX_MONEY  # nothing may follow an unused bracket
+            elif not (floor < next_floor <= XOS_MAX_MONEY and 1 <= next_leverage <= leverage):
+                code = XOS_INVALID_MARGIN_TIER
+            else:
+                floor = next_floor
+                leverage = next_leverage
+                n += 1
+            k += 1
+        if code:
+            self.reject(c, code)
+            return
+        for k in range(n):
+            m.tier_floor[k] = floors[k]
+            m.tier_leverage[k] = <int32_t>((c.aux >> (8 * k)) & 0xFF)
+        m.n_tiers = n
         self.echo(XOS_EV_VENUE, c)
 
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil:
@@ -3367,6 +3430,8 @@ cdef class Matcher:
             self.reject(c, XOS_LEG_WITHOUT_HEADER)
         elif c.kind == XOS_CMD_SET_EXPOSURE_CAP:
             self.cmd_set_exposure_cap(c)
+        elif c.kind == XOS_CMD_MARGIN_TIERS:
+            self.cmd_margin_tiers(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:
@@ -3545,6 +3610,8 @@ cdef class Matcher:
         state["venue_market_risk"] = venue_risks
         state["exposure_caps"] = np.array(self.exposure_caps(), EXPOSURE_CAP_STATE)
         state["funding"] = np.array([(f.market_id, 0) + tuple(f[1:]) for f in self.fundings()], FUNDING_STATE)
+        state["margin_tiers"] = np.array([(t.market_id, k, floor, leverage) for t in self.margin_tiers()
+                                          for k, (floor, leverage) in enumerate(t.brackets) if k], MARGIN_TIER_STATE)
         return state
 
     def export_venues(self):
@@ -3820,6 +3887,7 @@ cdef class Matcher:
                 mk.slice_lots = row["slice_lots"]
         self.import_outcomes(state.get("outcomes", ()), state.get("outcome_events", ()))  # before the orders too
         self.import_funding(state.get("funding"), counters[4])
+        self.import_margin_tiers(state.get("margin_tiers", ()))
         self.import_venues(state)
         cdef cnp.ndarray account_ids = np.ascontiguousarray(accounts, dtype=np.int64)
         cdef cnp.ndarray balance_rows = np.ascontiguousarray(balances, dtype=BALANCE_STATE)
@@ -3886,6 +3954,25 @@ cdef class Matcher:
                 mk.next_sample, mk.next_funding = row["next_sample"], row["next_funding"]
                 mk.premium_sum, mk.samples = row["premium_sum"], row["samples"]
         self.find_next_sample()
+
+    def import_margin_tiers(self, rows):
+        """Load exported margin tier rows (brackets 1..3 of a perpetual market, in order; none before version 11)."""
+        cdef Market *mk
+        cdef int64_t floor
+        cdef int32_t leverage
+        for row in rows:
+            if not (1 <= row["market"] <= self.max_markets and self.market_table[<int32_t>row["market"]].exists
+                    and self.market_table[<int32_t>row["market"]].kind == XOS_MARKET_PERPETUAL):
+                raise ValueError(f"margin tier of market {row['market']}: no such perpetual market")
+            mk = &self.market_table[<int32_t>row["market"]]
+            floor = mk.tier_floor[mk.n_tiers - 1] if mk.n_tiers else 0
+            leverage = mk.tier_leverage[mk.n_tiers - 1] if mk.n_tiers else MAX_LEVERAGE
+            if not (row["tier"] == mk.n_tiers + 1 <= 3 and floor < row["floor"] <= XOS_MAX_MONEY
+                    and 1 <= row["leverage"] <= leverage):
+                raise ValueError(f"margin tier {row['tier']} of market {row['market']}: out of order or range")
+            mk.tier_floor[mk.n_tiers] = row["floor"]
+            mk.tier_leverage[mk.n_tiers] = row["leverage"]
+            mk.n_tiers += 1
 
     def import_oracles(self, rows):
         """Load exported oracle rows (in configuration order) after the markets and venues."""
@@ -4029,6 +4116,17 @@ cdef class Matcher:
         return sorted(OutcomeEventView(self.outcome_event_rows[i].id, self.outcome_event_rows[i].n_markets,
                                        self.outcome_event_rows[i].converted, self.outcome_event_rows[i].advance)
                       for i in range(self.n_outcome_events))
+    def margin_tiers(self):
+        """Every perpetual market's notional brackets ((floor, max leverage), ...), the first (0, MarketRisk's), in
+        market order."""
+        cdef Market *m
+        out = []
+        for i in range(1, self.max_markets + 1):
+            m = &self.market_table[i]
+            if m.exists and m.kind == XOS_MARKET_PERPETUAL:
+                out.append(MarginTiersView(i, ((0, m.max_leverage),) + tuple(
+                    (m.tier_floor[k], m.tier_leverage[k]) for k in range(m.n_tiers))))
+        return out
 
     def fundings(self):
         """Every perpetual market's funding configuration and schedule, in market order."""
@@ -4284,11 +4382,12 @@ cdef class Matcher:
 # ---------------------------------------------------------------- snapshots
 
 STATE_VERSION = 11  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding
+# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding, margin tiers
 READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
 # (leverage 1), 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable
 # before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps, 3-10 no funding (the
-# defaults, scheduled from the state's clock)
+# defaults, scheduled from the state's clock) and no margin tiers
+MARGIN_TIER_STATE = np.dtype([("market", "<u4"), ("tier", "<u4"), ("floor", "<i8"), ("leverage", "<i8")])
 FUNDING_STATE = np.dtype([("market", "<u4"), ("pad", "<u4"), ("interval", "<i8"), ("sample_interval", "<i8"),
                           ("interest", "<i8"), ("clamp", "<i8"), ("cap", "<i8"), ("next_sample", "<i8"),
                           ("next_funding", "<i8"), ("premium_sum", "<i8"), ("samples", "<i8")])
@@ -4368,7 +4467,7 @@ _DELEGATED = (
     "process", "process_into", "process_count", "process_timed", "publish_to", "last_events", "l2", "l3", "order", "balance",
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
-    "volumes", "oracles", "oracle", "positions", "position", "market_risks", "fundings", "outcomes", "outcome", "outcome_events",
+    "volumes", "oracles", "oracle", "positions", "position", "market_risks", "fundings", "margin_tiers", "outcomes", "outcome", "outcome_events",
     "venue_market_risks", "venue_market_risk", "exposure_caps",
 )
 

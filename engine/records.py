@@ -103,6 +103,7 @@ class Cmd(enum.IntEnum):
     CONVERT = 117  # NO shares of one outcome of an event into YES shares of each of the others
     APPLY_FUNDING = 120  # any account (a scheduler): a perpetual market's funding payment, once due
     FUNDING_CONFIG = 121  # admin or the listing venue's operator: funding interval, sample interval, interest, clamp, cap
+    MARGIN_TIERS = 122  # admin or the listing venue's operator: a perpetual market's notional brackets and their leverage
     MULTI_LEG = 124  # header of an all-or-none order: its 2..4 legs are the next records (ARCHITECTURE, Multi-leg orders)
     LEG = 125  # one leg of the MultiLeg header before it (never a command on its own)
     SET_EXPOSURE_CAP = 126  # an account caps the margin its positions and orders in one venue's risk group use
@@ -300,6 +301,7 @@ def pack_venue_fees(maker_bps: int, taker_bps: int, operator_bps: int = 0, insur
 
 
 RATE_SCALE = 100_000_000  # funding rates, premiums, interest, clamp and cap are in units of 1e-8 (1e8 = 100 %)
+MAX_MARGIN_TIERS = 4  # a perpetual market's notional brackets: the first is MarketRisk's max leverage
 
 
 def pack_funding_limits(clamp: int, cap: int) -> int:
@@ -312,6 +314,14 @@ def pack_funding_limits(clamp: int, cap: int) -> int:
 def unpack_funding_limits(packed: int) -> tuple[int, int]:
     u = packed & 0xFFFFFFFFFFFFFFFF
     return u & 0xFFFFFFFF, u >> 32
+
+
+def pack_tier_leverage(leverages) -> int:
+    """MarginTiers' ``aux``: the leverage of brackets 1..3 in bytes 0..2 (0: bracket unused)."""
+    leverages = list(leverages)
+    if len(leverages) > MAX_MARGIN_TIERS - 1 or not all(0 <= x <= 0xFF for x in leverages):
+        raise ValueError(f"at most {MAX_MARGIN_TIERS - 1} tier leverages of 0..255: {leverages}")
+    return sum(x << (8 * i) for i, x in enumerate(leverages))
 
 
 def pack_breaker_windows(window_ms: int, cooldown_ms: int) -> int:

@@ -137,7 +137,7 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import (AssetView, FundingView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+from .views import (AssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
                     VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 MAX_MONEY = 1 << 62
@@ -252,7 +252,7 @@ class _Market:
     __slots__ = ("market_id", "venue", "kind", "base", "quote", "tick", "lot", "min_size",
                  "maker_bps", "taker_bps", "band_bps", "last", "books", "halted", "leverage", "maint_bps",
                  "impact_lots", "slice_lots", "mark", "payout", "funding_interval", "sample_interval", "interest",
-                 "clamp", "cap", "next_sample", "next_funding", "premium_sum", "samples")
+                 "clamp", "cap", "next_sample", "next_funding", "premium_sum", "samples", "tiers")
 
     def view(self) -> MarketView:
         return MarketView(self.market_id, self.venue, self.kind, self.base, self.quote, self.tick,
@@ -440,6 +440,7 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.VENUE_MARKET_RISK): self._venue_market_risk,
             int(Cmd.VENUE_MARKET_HALT): self._venue_market_status,
             int(Cmd.VENUE_MARKET_RESUME): self._venue_market_status,
+            int(Cmd.MARGIN_TIERS): self._margin_tiers,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
             int(Cmd.OUTCOME_CONFIG): self._outcome_config,
             int(Cmd.CONVERT): self._convert,
@@ -1112,7 +1113,7 @@ class ReferenceEngine(CommandAPI):
             value = pm.mark * (abs(size) // pm.lot)
             equity += value - entry if size > 0 else entry - value
             if pm.venue == m.venue:
-                used += -(-value // pm.leverage)
+                used += self._initial_margin(pm, value)
         for o in self._acct_orders.get(account, {}).values():
             om = self._markets[o.market]
             if om.kind == _PERP and om.venue == m.venue and om.quote == m.quote:
@@ -1344,6 +1345,7 @@ class ReferenceEngine(CommandAPI):
         m.payout = 0
         m.funding_interval, m.sample_interval = DEFAULT_FUNDING_INTERVAL, DEFAULT_SAMPLE_INTERVAL
         m.interest, m.clamp, m.cap = 0, 0, DEFAULT_FUNDING_CAP
+        m.tiers = []  # (notional floor, max leverage) of brackets 1..3 (MarginTiers)
         self._schedule_funding(m)
         m.last = 0
         m.halted = False
@@ -1418,8 +1420,21 @@ class ReferenceEngine(CommandAPI):
                 continue
             value = m.mark * (abs(size) // m.lot)
             unrealised = value - entry if size > 0 else entry - value
-            excess += margin + unrealised - -(-value // m.leverage)
+            excess += margin + unrealised - self._initial_margin(m, value)
         return excess
+
+    @staticmethod
+    def _initial_margin(m: _Market, value: int) -> int:
+        """The tiered initial margin of a position of notional ``value`` (ARCHITECTURE, "Margin tiers"): each
+        bracket's part of the notional over its leverage, rounded up per bracket; a bracket's leverage is at most the
+        ones below it (MarketRisk's max leverage for the first)."""
+        margin, floor, leverage = 0, 0, m.leverage
+        for next_floor, next_leverage in m.tiers:
+            if value <= next_floor:
+                break
+            margin += -(-(next_floor - floor) // leverage)
+            floor, leverage = next_floor, min(leverage, next_leverage)
+        return margin + -(-(value - floor) // leverage)
 
     # ------------------------------------------------------------------ liquidation
     def _fund(self, venue: int) -> int:
@@ -1440,7 +1455,7 @@ class ReferenceEngine(CommandAPI):
                 continue
             value = m.mark * (abs(size) // m.lot)
             equity += margin + (value - entry if size > 0 else entry - value)
-            maintenance += fee_ceil(-(-value // m.leverage), m.maint_bps)
+            maintenance += fee_ceil(self._initial_margin(m, value), m.maint_bps)
         return equity, maintenance
 
     @staticmethod
@@ -2018,6 +2033,39 @@ class ReferenceEngine(CommandAPI):
         self._schedule_funding(m)
         self._echo(_EV_VENUE, row)
         return 0
+
+    def _margin_tiers(self, row) -> int:
+        market, account, aux = row[7], row[9], row[13]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _PERP:
+            return int(RC.INVALID_MARKET_KIND)
+        if account != self._admin and account != self._venues[m.venue].operator:
+            return int(RC.NOT_VENUE_OPERATOR)
+        if aux < 0 or aux >> 24:
+            return int(RC.INVALID_MARGIN_TIER)
+        tiers, floor, leverage = [], 0, MAX_LEVERAGE
+        for k, next_floor in enumerate((row[10], row[11], row[12])):  # used brackets first, then unused (0, 0)
+            next_leverage = (aux >> (8 * k)) & 0xFF
+            if next_floor == 0 and next_leverage == 0:
+                floor = MAX_MONEY  # nothing may follow an unused bracket
+                continue
+            if not (floor < next_floor <= MAX_MONEY and 1 <= next_leverage <= leverage):
+                return int(RC.INVALID_MARGIN_TIER)
+            tiers.append((next_floor, next_leverage))
+            floor, leverage = next_floor, next_leverage
+        m.tiers = tiers
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def margin_tiers(self) -> list[MarginTiersView]:
+        """Every perpetual market's notional brackets ((floor, max leverage), ...), the first (0, MarketRisk's), in
+        market order."""
+        return [MarginTiersView(i, ((0, m.leverage),) + tuple(m.tiers))
+                for i, m in sorted(self._markets.items()) if m.kind == _PERP]
 
     def fundings(self) -> list[FundingView]:
         """Every perpetual market's funding configuration and schedule, in market order."""

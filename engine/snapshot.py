@@ -51,11 +51,11 @@ LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
               "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes",
               "oracles", "positions", "market_risk", "outcomes", "outcome_events", "venue_market_risk",
-              "exposure_caps", "funding")
+              "exposure_caps", "funding", "margin_tiers")
 # older state versions still read: 3 before oracles, 4 before perpetual positions, 5 before market risk,
-# 6-7 before outcome markets, 8 before venue risk, 9 before exposure caps, 10 before funding
-STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-8], 4: STATE_KEYS[:-7], 5: STATE_KEYS[:-6], 6: STATE_KEYS[:-5],
-                         7: STATE_KEYS[:-5], 8: STATE_KEYS[:-3], 9: STATE_KEYS[:-2], 10: STATE_KEYS[:-1]}
+# 6-7 before outcome markets, 8 before venue risk, 9 before exposure caps, 10 before funding and margin tiers
+STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-9], 4: STATE_KEYS[:-8], 5: STATE_KEYS[:-7], 6: STATE_KEYS[:-6],
+                         7: STATE_KEYS[:-6], 8: STATE_KEYS[:-4], 9: STATE_KEYS[:-3], 10: STATE_KEYS[:-2]}
 
 assert HEADER_SIZE == 64
 

@@ -59,6 +59,13 @@ class FundingView(NamedTuple):
     samples: int  # how many
 
 
+class MarginTiersView(NamedTuple):
+    """A perpetual market's notional brackets (MarginTiers): ((floor, max leverage), ...), the first (0, MarketRisk's
+    max leverage)."""
+    market_id: int
+    brackets: tuple
+
+
 class AssetView(NamedTuple):
     asset_id: int
     symbol: str

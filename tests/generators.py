@@ -44,6 +44,7 @@ from engine.records import (
     pack_market_assets,
     pack_market_params,
     pack_symbol,
+    pack_tier_leverage,
     pack_venue_fees,
 )
 
@@ -1282,8 +1283,9 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
     """``LeveragedPerpStreamGenerator``'s streams with funding (issue 9): venue 0's oracles on both perpetual
     markets, a FundingConfig each with a funding interval of a few dozen commands of engine clock (premium samples every
     few commands), and between the commands a scheduler's ApplyFunding (any account, mostly for a perpetual market,
-    often before it is due), refused ones (sender 0, spot, unknown market) and FundingConfig changes, mostly refused.
-    A subclass, so the other generators' streams are unchanged."""
+    often before it is due), refused ones (sender 0, spot, unknown market) and FundingConfig changes, mostly refused;
+    margin tiers (issue 9): a valid MarginTiers on each perpetual market at setup and, between the commands, some more
+    (good and bad). A subclass, so the other generators' streams are unchanged."""
 
     funding_share = 0.03
 
@@ -1293,7 +1295,32 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
         for market in self.PERP_MARKETS:
             rows.append(self._oracle_config(ts, self.ADMIN, 0, market))
             rows.append(self._funding_config(ts, market, valid=True))
+            rows.append(self._margin_tiers(ts, market, valid=True))
         return rows
+
+    def _margin_tiers(self, ts: int, market: int, valid: bool = False) -> tuple:
+        """The admin's MarginTiers: 1-3 brackets from a few thousand of notional, leverage 1-10 non-increasing; unless
+        ``valid``, mostly with a bad field."""
+        r = self.rng
+        floors = sorted(r.sample(range(500, 40_000, 500), 3))[:r.randint(1, 3)]
+        leverages = sorted((r.randint(1, 10) for _ in floors), reverse=True)
+        fields = dict(account=self.ADMIN, market=market)
+        x = 1.0 if valid else r.random()
+        if x < 0.15:
+            fields["account"] = r.choice(self.accounts + [0])
+        elif x < 0.3:
+            floors = floors[::-1] if len(floors) > 1 else [0]
+        elif x < 0.45:
+            leverages = [r.choice([0, 101])] + leverages[1:]
+        elif x < 0.55:
+            leverages = leverages[::-1] if len(leverages) > 1 and leverages[0] != leverages[-1] else [101]
+        elif x < 0.65:
+            fields["market"] = r.choice([1, 99])
+        elif x < 0.7:
+            floors, leverages = [], []  # removes them
+        floors = floors + [0] * (3 - len(floors))
+        return _row(Cmd.MARGIN_TIERS, ts, price=floors[0], qty=floors[1], id=floors[2],
+                    aux=pack_tier_leverage(leverages), **fields)
 
     def _funding_config(self, ts: int, market: int, valid: bool = False) -> tuple:
         """The admin's FundingConfig for a perpetual market; unless ``valid``, mostly one with a bad field."""
@@ -1325,7 +1352,9 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
             return _row(Cmd.APPLY_FUNDING, ts, account=r.choice(self.accounts), market=r.choice(self.PERP_MARKETS))
         if x < 0.93:
             return _row(Cmd.APPLY_FUNDING, ts, account=r.choice([0, self.accounts[0]]), market=r.choice([0, 1, 99]))
-        return self._funding_config(ts, r.choice(self.PERP_MARKETS))
+        if x < 0.965:
+            return self._funding_config(ts, r.choice(self.PERP_MARKETS))
+        return self._margin_tiers(ts, r.choice(self.PERP_MARKETS))
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng

@@ -93,6 +93,7 @@ enum {
     XOS_CMD_CONVERT = 117,      /* NO shares of one outcome of an event into YES shares of all the others */
     XOS_CMD_APPLY_FUNDING = 120, /* any account (a scheduler): a perpetual market's due funding payment */
     XOS_CMD_FUNDING_CONFIG = 121, /* admin or listing operator: funding intervals, interest, clamp and cap */
+    XOS_CMD_MARGIN_TIERS = 122,  /* admin or listing operator: a perpetual market's notional brackets and leverage */
     XOS_CMD_MULTI_LEG = 124,    /* header of an all-or-none order; qty = its 2..4 legs, the next records */
     XOS_CMD_LEG = 125,          /* one leg of the MultiLeg header before it */
     XOS_CMD_SET_EXPOSURE_CAP = 126 /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */

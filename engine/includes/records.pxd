@@ -81,6 +81,7 @@ cdef extern from "records.h" nogil:
         XOS_CMD_CONVERT
         XOS_CMD_APPLY_FUNDING
         XOS_CMD_FUNDING_CONFIG
+        XOS_CMD_MARGIN_TIERS
         XOS_CMD_MULTI_LEG
         XOS_CMD_LEG
         XOS_CMD_SET_EXPOSURE_CAP
