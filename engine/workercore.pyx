@@ -283,16 +283,34 @@ cdef inline int64_t ceil_div(int64_t a, int64_t b) noexcept nogil:
     return -fdiv(-a, b)
 
 
+cdef inline int64_t tiered_margin(int64_t value, int64_t leverage, const int64_t *floors,
+                                  const int64_t *leverages) noexcept nogil:
+    """The matcher's tiered initial margin of notional ``value``: each bracket's part over its leverage,
+    rounded up per bracket, a bracket's leverage at most the ones below (``leverage`` for the first);
+    ``floors`` / ``leverages``: the next 3 brackets (floor 0: unused, and none after it)."""
+    cdef int64_t margin = 0, floor = 0, k
+    for k in range(3):
+        if floors[k] == 0 or value <= floors[k]:
+            break
+        margin += ceil_div(floors[k] - floor, leverage)
+        floor = floors[k]
+        if leverages[k] < leverage:
+            leverage = leverages[k]
+    return margin + ceil_div(value - floor, leverage)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] mark, const int64_t[::1] leverage,
-                      const int64_t[::1] maintenance_bps, int64_t[:, ::1] upnl_sum, int64_t[:, ::1] maint_sum,
+                      const int64_t[::1] maintenance_bps, const int64_t[:, ::1] tier_floors,
+                      const int64_t[:, ::1] tier_leverages, int64_t[:, ::1] upnl_sum, int64_t[:, ::1] maint_sum,
                       const int64_t[:, ::1] total):
     """Revalue the perpetual positions at ``slots`` of a ``PositionBook`` (``positions``) at their
-    market's ``mark`` (arrays by market id; 0 = none yet: valued at entry), ``leverage`` and
-    ``maintenance_bps``, moving ``upnl_sum`` / ``maint_sum`` (row x asset) by the changes; a slot
-    given twice is revalued once in effect.  Returns the (row, asset) pairs among those slots whose
-    equity ``total + upnl_sum`` is below ``maint_sum`` (int64[k, 2], a pair possibly repeated)."""
+    market's ``mark`` (arrays by market id; 0 = none yet: valued at entry), ``leverage``,
+    ``maintenance_bps`` and margin tiers (``tier_floors`` / ``tier_leverages``, market id x 3), moving
+    ``upnl_sum`` / ``maint_sum`` (row x asset) by the changes; a slot given twice is revalued once in
+    effect.  Returns the (row, asset) pairs among those slots whose equity ``total + upnl_sum`` is
+    below ``maint_sum`` (int64[k, 2], a pair possibly repeated)."""
     cdef const int64_t[::1] market = positions.market, lot = positions.lot, size = positions.size
     cdef const int64_t[::1] entry = positions.entry, row = positions.row, quote = positions.quote
     cdef int64_t[::1] upnl = positions.upnl, maint = positions.maint
@@ -310,7 +328,8 @@ def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] ma
             else:
                 notional = entry[s]
                 u = 0
-            mm = ceil_div(ceil_div(notional, leverage[m]) * maintenance_bps[m], 10000) if lots else 0
+            mm = ceil_div(tiered_margin(notional, leverage[m], &tier_floors[m, 0], &tier_leverages[m, 0])
+                          * maintenance_bps[m], 10000) if lots else 0
             r = row[s]
             q = quote[s]
             upnl_sum[r, q] += u - upnl[s]

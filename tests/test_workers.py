@@ -11,7 +11,7 @@ import pytest
 from engine.codes import ResultCode
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
-from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, Side
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
@@ -1049,3 +1049,36 @@ def test_settlement_cursor_waits_over_batches_with_nothing_to_post(tmp_path, mon
     assert ledger.durable_cursor == ledger.cursor == len(setup) + 7
     ledger.close()
     assert SettlementLedger(tmp_path / "ledger.sqlite").cursor == len(setup) + 7
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_workers_follow_funding_and_margin_tiers(tmp_path, seed):
+    """Funding payments (VenueTransfer 10) and their remainders (11) pass through FUNDING_ACCOUNT, which stays at
+    0; the margin book follows the free balances and mirrors margin tiers: each position's maintenance is the
+    matcher's rule on its tiered initial margin (``ReferenceEngine._initial_margin``)."""
+    from engine.reference import ReferenceEngine
+    from engine.workers.settlement import FUNDING_ACCOUNT
+
+    import generators
+
+    e = ReferenceEngine(**ENGINE_KWARGS)
+    gen = generators.FundingPerpStreamGenerator(seed, limits=dict(ENGINE_KWARGS))
+    events = np.concatenate([ev for _, ev in run_stream(e, gen, 8_000, chunk=250)])
+    transfers = events[events["kind"] == Ev.VENUE_TRANSFER]["reason"]
+    assert (transfers == 10).sum() > 20 and (transfers == 11).any() and (events["kind"] == Ev.FUNDING).any()
+    assert any(len(t.brackets) > 1 for t in e.margin_tiers())
+    ledger, book = ledger_and_book_after(events, tmp_path, seed=seed)
+    assert_settlement_matches(e, ledger)
+    assert_margin_matches(e, book)
+    for asset in e.assets():
+        assert ledger.balance(FUNDING_ACCOUNT, asset.asset_id) == 0
+    ledger.close()
+    tiered = 0
+    for p in e.positions():
+        m = e._markets[p.market]
+        if m.kind != MarketKind.PERPETUAL or p.size == 0:
+            continue
+        initial = e._initial_margin(m, m.mark * (abs(p.size) // m.lot))
+        assert book.position(p.account, p.market)["maintenance"] == -(-initial * m.maint_bps // 10000), p
+        tiered += initial != -(-m.mark * (abs(p.size) // m.lot) // m.leverage)
+    assert tiered > 0  # some positions reach past the first bracket

@@ -117,6 +117,7 @@ class MarginBook(EventCore):
         self.maint_sum = np.zeros((accounts, assets), np.int64)
         self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
         self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
+        self.margin_tiers: dict[int, list[tuple[int, int]]] = {}  # perpetual market -> [(floor, leverage)] (MarginTiers)
         self._risk_arrays = None
         # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
         self.under = np.zeros((0, 2), np.int64)
@@ -156,6 +157,7 @@ class MarginBook(EventCore):
         self.__dict__.setdefault("insurance_funds", set())
         self.__dict__.setdefault("protocol_account", 0)
         self.__dict__.setdefault("outcome_payout", {})
+        self.__dict__.setdefault("margin_tiers", {})
         self.__dict__.setdefault("outcomes", PositionBook())
         n = len(self.index)
         ids = self.account_ids[:n]
@@ -276,6 +278,18 @@ class MarginBook(EventCore):
         for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
             self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
             self._marr = None
+        tiers = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_TIERS)]
+        for market, f1, f2, f3, packed in zip(*(tiers[c].tolist() for c in ("market", "price", "qty", "client_id",
+                                                                             "remaining"))):
+            # each echo replaces the ladder: floors f1..f3 (0: unused, and none after), leverages packed by the byte
+            ladder = []
+            for k, floor in enumerate((f1, f2, f3)):
+                if floor == 0:
+                    break
+                ladder.append((floor, (packed >> (8 * k)) & 0xFF))
+            self.margin_tiers[market] = ladder
+            self._risk_arrays = None
+            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
         risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
         for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
                                                  risk["qty"].tolist()):
@@ -400,19 +414,22 @@ class MarginBook(EventCore):
         (row, asset) pairs found under maintenance are kept in ``self.under`` (see ``apply``)."""
         book = self.perp
         slots = np.concatenate([touched] + [book.slots_of(m) for m in moved.tolist()]) if len(moved) else touched
-        mark, lev, mm = self._market_risk_arrays()
-        under = book.revalue(slots, mark, lev, mm, self.upnl_sum, self.maint_sum, self.total)
+        mark, lev, mm, floors, tier_lev = self._market_risk_arrays()
+        under = book.revalue(slots, mark, lev, mm, floors, tier_lev, self.upnl_sum, self.maint_sum, self.total)
         if len(under):
             self.under = np.unique(np.concatenate([self.under, under]), axis=0) if len(self.under) else under
 
-    def _market_risk_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mark, leverage and maintenance bps by market id (int64 arrays; the marks kept current by
-        ``_apply``, the others rebuilt when a listing or MarketRisk changed them)."""
+    def _market_risk_arrays(self) -> tuple[np.ndarray, ...]:
+        """Mark, leverage and maintenance bps by market id (int64 arrays), and its margin tiers' floors and
+        leverages (market id x 3; floor 0: unused); the marks kept current by ``_apply``, the rest rebuilt when
+        a listing, MarketRisk or MarginTiers changed them."""
         top = max(self.listings.markets, default=0) + 1
         if self._risk_arrays is None or len(self._risk_arrays[0]) < top:
             mark = np.zeros(top, np.int64)
             lev = np.ones(top, np.int64)
             mm = np.full(top, DEFAULT_MAINTENANCE_BPS, np.int64)
+            floors = np.zeros((top, 3), np.int64)
+            tier_lev = np.ones((top, 3), np.int64)
             for m, p in self.perp_marks.items():
                 if m < top:
                     mark[m] = p
@@ -420,7 +437,10 @@ class MarginBook(EventCore):
                 lev[m] = v
             for m, v in self.maintenance_bps.items():
                 mm[m] = v
-            self._risk_arrays = mark, lev, mm
+            for m, tiers in self.margin_tiers.items():
+                for k, (floor, leverage) in enumerate(tiers):
+                    floors[m, k], tier_lev[m, k] = floor, leverage
+            self._risk_arrays = mark, lev, mm, floors, tier_lev
         return self._risk_arrays
 
     def _outcome_values(self, n: int) -> np.ndarray:
@@ -449,7 +469,7 @@ class MarginBook(EventCore):
         out = np.zeros(len(slots), POSITIONS_VIEW_DTYPE)
         if len(slots) == 0:
             return out
-        mark, lev, mm = self._market_risk_arrays()
+        mark, lev, mm, _, _ = self._market_risk_arrays()
         rows, quotes, markets = book.row[slots], book.quote[slots], book.market[slots]
         out["account"] = self.account_ids[rows]
         out["market"] = markets

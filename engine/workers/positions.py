@@ -17,7 +17,8 @@ The rules (exact integers, the matcher's; ARCHITECTURE "Perpetual markets"):
     lots        = |size| / lot
     notional    = mark * lots
     unrealised  = notional - entry (long), entry - notional (short)
-    initial     = ceil(notional / max_leverage)
+    initial     = ceil(notional / max_leverage), or with margin tiers the sum over the notional brackets
+                  of ceil(part / the bracket's leverage) (ARCHITECTURE, "Margin tiers")
     maintenance = ceil(initial * maintenance_bps / 10000)
 """
 from __future__ import annotations
@@ -92,13 +93,14 @@ class PositionBook:
         return slots, margin_before
 
     def revalue(self, slots: np.ndarray, mark: np.ndarray, leverage: np.ndarray, maintenance_bps: np.ndarray,
-                upnl_sum: np.ndarray, maint_sum: np.ndarray, total: np.ndarray) -> np.ndarray:
+                tier_floors: np.ndarray, tier_leverages: np.ndarray, upnl_sum: np.ndarray, maint_sum: np.ndarray,
+                total: np.ndarray) -> np.ndarray:
         """Revalue ``slots`` at their market's ``mark`` (arrays by market id; 0 = no mark yet: valued
-        at entry), ``leverage`` and ``maintenance_bps``, moving the per-(row, quote) sums by the
+        at entry), ``leverage``, ``maintenance_bps`` and margin tiers, moving the per-(row, quote) sums by the
         changes (one C pass, ``workercore.revalue_positions``); returns the distinct (row, asset)
         pairs among them under maintenance (``total + upnl_sum < maint_sum``), int64[k, 2]."""
         under = revalue_positions(np.ascontiguousarray(slots, np.int64), self, mark, leverage, maintenance_bps,
-                                  upnl_sum, maint_sum, total)
+                                  tier_floors, tier_leverages, upnl_sum, maint_sum, total)
         return np.unique(under, axis=0) if len(under) > 1 else under
 
     def open_slots(self) -> np.ndarray:

@@ -72,18 +72,21 @@ STAKE_ACCOUNT = -3  # every venue's locked stake (bonded + unbonding)
 POSITION_ACCOUNT = -4  # minus the realised PnL of perpetual positions: what their open counterparts owe
 LIQUIDATION_ACCOUNT = -5  # an insurance fund's payment to a liquidated account passes through it (nets to 0)
 OUTCOME_ACCOUNT = -6  # the outcome markets' collateral paid in cash (collateral less the events' advances)
+FUNDING_ACCOUNT = -7  # funding payments pass through it: an ApplyFunding's transfers sum to 0, so it stays at 0
 _OUTCOME_ENTRY = {int(c): f"outcome_{c.name.lower()}" for c in OutcomeChange}
 
 # the ledger account each VenueTransfer reason moves against: stake lock, release and slashes the locked stake,
 # fee sweeps the fee pools, an insurance fund's payment to a liquidated account (two events, fund - and target +)
-# the transit account, an ADL haircut (entry values of open positions cut) what open positions owe
+# the transit account, an ADL haircut (entry values of open positions cut) what open positions owe, funding
+# payments and their remainder the funding transit account
 _LAST_REASON_SLOT = max(int(t) for t in Transfer) + 1
 _TRANSFER_COUNTER = np.zeros(_LAST_REASON_SLOT + 1, np.int64)  # 0: a reason this ledger does not know
 for _t, _account in ((Transfer.STAKE_LOCK, STAKE_ACCOUNT), (Transfer.STAKE_RELEASE, STAKE_ACCOUNT),
                      (Transfer.SLASH_INSURANCE, STAKE_ACCOUNT), (Transfer.SLASH_PROTOCOL, STAKE_ACCOUNT),
                      (Transfer.FEE_OPERATOR, FEE_ACCOUNT), (Transfer.FEE_INSURANCE, FEE_ACCOUNT),
                      (Transfer.FEE_PROTOCOL, FEE_ACCOUNT), (Transfer.INSURANCE_SHORTFALL, LIQUIDATION_ACCOUNT),
-                     (Transfer.ADL_SHORTFALL, POSITION_ACCOUNT)):
+                     (Transfer.ADL_SHORTFALL, POSITION_ACCOUNT), (Transfer.FUNDING, FUNDING_ACCOUNT),
+                     (Transfer.FUNDING_REMAINDER, FUNDING_ACCOUNT)):
     _TRANSFER_COUNTER[int(_t)] = _account
 
 SCHEMA = """
