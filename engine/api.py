@@ -21,6 +21,7 @@ from .records import (
     Tif,
     VenueAccess,
     pack_breaker_windows,
+    pack_listing,
     pack_market_assets,
     pack_funding_limits,
     pack_market_params,
@@ -113,6 +114,29 @@ class CommandAPI:
             aux=pack_market_params(maker_bps, taker_bps, band_bps),
             ts=ts,
         )
+
+    def list_market(
+        self,
+        account: int,
+        venue: int,
+        market_id: int,
+        base: int,
+        quote: int,
+        *,
+        tick_size: int,
+        lot_size: int,
+        min_size: int,
+        maker_bps: int = 0,
+        taker_bps: int = 0,
+        band_bps: int = 0,
+        kind: int = MarketKind.SPOT,
+        ts: int = 0,
+    ) -> np.ndarray:
+        """ListMarket, from ``venue``'s operator or the admin (a live staked venue other than 0): AddMarket's
+        market, which the venue then offers; asset ids up to 65535 (``pack_listing`` raises ValueError)."""
+        flags, aux = pack_listing(base, quote, maker_bps, taker_bps, band_bps)
+        return self.submit(Cmd.LIST_MARKET, account=account, venue=venue, market=market_id, side=kind, flags=flags,
+                           price=tick_size, qty=lot_size, id=min_size, aux=aux, ts=ts)
 
     def deposit(self, account: int, asset: int, amount: int, ts: int = 0) -> np.ndarray:
         return self.submit(Cmd.DEPOSIT, account=account, market=asset, qty=amount, ts=ts)

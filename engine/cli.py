@@ -603,6 +603,47 @@ def venue_set(
     _send_venue_commands(_load(config), commands, key, trusted_as)
 
 
+MARKET_KIND_NAMES = {"spot": 0, "perpetual": 1, "outcome": 2}
+
+
+@venue_app.command("list-market")
+def venue_list_market(
+    venue_id: int,
+    market_id: int,
+    base: int = typer.Option(..., help="base asset id (1..65535; larger ids are listed by the admin's AddMarket)"),
+    quote: int = typer.Option(..., help="quote asset id (1..65535)"),
+    tick_size: int = typer.Option(..., help="price tick, quote units per lot"),
+    lot_size: int = typer.Option(..., help="size lot, base units"),
+    min_size: int = typer.Option(..., help="the smallest order, base units: a positive multiple of the lot"),
+    maker_bps: int = typer.Option(0, help="the market's own maker fee (venue 0's orders; negative: a rebate)"),
+    taker_bps: int = typer.Option(0, help="the market's own taker fee"),
+    band_bps: int = typer.Option(0, help="price band around the last trade, 0..10000 (0: none)"),
+    kind: str = typer.Option("spot", help="spot | perpetual | outcome"),
+    key: Optional[str] = KeyOption,
+    trusted_as: Optional[int] = TrustedAsOption,
+    config: Optional[str] = ConfigOption,
+) -> None:
+    """List a new market MARKET_ID for venue VENUE_ID, which then offers it (the venue's operator, or the admin:
+    a live staked venue other than 0); any venue may offer it afterwards (`set --offer`)."""
+    import numpy as np
+
+    from .records import COMMAND_DTYPE, Cmd, pack_listing
+
+    if kind not in MARKET_KIND_NAMES:
+        typer.echo(f"--kind must be one of {', '.join(MARKET_KIND_NAMES)}, not {kind!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        flags, aux = pack_listing(base, quote, maker_bps, taker_bps, band_bps)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    cmd = np.zeros(1, dtype=COMMAND_DTYPE)
+    for name, value in dict(kind=Cmd.LIST_MARKET, venue=venue_id, market=market_id, side=MARKET_KIND_NAMES[kind],
+                            flags=flags, price=tick_size, qty=lot_size, id=min_size, aux=aux).items():
+        cmd[name] = value
+    _send_venue_commands(_load(config), cmd, key, trusted_as)
+
+
 # The venue commands of one value: (subcommand, command kind, the value's name, the command field it
 # fills, help)
 ONE_VALUE_VENUE_COMMANDS = (

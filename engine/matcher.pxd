@@ -436,6 +436,9 @@ cdef class Matcher:
     cdef void cmd_balance(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil
+    cdef void cmd_list_market(self, const xos_command *c) noexcept nogil
+    cdef void list_market(self, const xos_command *c, uint32_t base, uint32_t quote, int32_t maker, int32_t taker,
+                          uint64_t band, int64_t sender) noexcept nogil
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil
     cdef bint offered(self, uint32_t venue, uint32_t market) noexcept nogil
     cdef void set_offer(self, uint32_t venue, uint32_t market, bint on) noexcept nogil
@@ -478,7 +481,7 @@ cdef class Matcher:
     cdef void cmd_venue_config(self, const xos_command *c) noexcept nogil
     cdef void cmd_set_region(self, const xos_command *c) noexcept nogil
     cdef void cmd_slash(self, const xos_command *c) noexcept nogil
-    cdef void emit_listing(self, const xos_command *c) noexcept nogil
+    cdef xos_event *emit_listing(self, const xos_command *c) noexcept nogil
     cdef cnp.ndarray export_buffer(self, int which, int64_t n, dtype, bint reuse)
     cdef void copy_balances(self, BalanceState *out, int64_t n) noexcept nogil
     cdef void copy_orders(self, OrderState *out) noexcept nogil

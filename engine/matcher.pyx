@@ -1512,14 +1512,31 @@ cdef class Matcher:
         self.emit_listing(c)
 
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil:
-        cdef uint16_t code = XOS_OK
+        """The admin's listing (trusted input): ``account`` holds base | quote << 32, ``aux`` the fees and band."""
         cdef uint64_t packed_assets = <uint64_t>c.account
-        cdef uint32_t base = <uint32_t>(packed_assets & <uint64_t>0xFFFFFFFFu)
-        cdef uint32_t quote = <uint32_t>(packed_assets >> 32)
         cdef uint64_t params = <uint64_t>c.aux
-        cdef int32_t maker = <int16_t>(params & 0xFFFF)
-        cdef int32_t taker = <int16_t>((params >> 16) & 0xFFFF)
-        cdef uint64_t band = params >> 32
+        self.list_market(c, <uint32_t>(packed_assets & <uint64_t>0xFFFFFFFFu), <uint32_t>(packed_assets >> 32),
+                         <int16_t>(params & 0xFFFF), <int16_t>((params >> 16) & 0xFFFF), params >> 32, 0)
+
+    cdef void cmd_list_market(self, const xos_command *c) noexcept nogil:
+        """AddMarket from a live venue's operator (or the admin): the sender in ``account``, so base in ``flags``
+        and quote in ``aux``'s top 16 bits beside the fees and a u16 band (records.pack_listing)."""
+        cdef uint16_t code = self.check_operator(c)
+        cdef uint64_t aux = <uint64_t>c.aux
+        if code == XOS_OK and c.venue == 0:
+            code = XOS_PROTOCOL_VENUE
+        if code:
+            self.reject(c, code)
+            return
+        self.list_market(c, c.flags, <uint32_t>(aux >> 48), <int16_t>(aux & 0xFFFF), <int16_t>((aux >> 16) & 0xFFFF),
+                         (aux >> 32) & 0xFFFF, c.account)
+
+    cdef void list_market(self, const xos_command *c, uint32_t base, uint32_t quote, int32_t maker, int32_t taker,
+                          uint64_t band, int64_t sender) noexcept nogil:
+        """AddMarket's checks and listing; ``sender`` > 0 (a ListMarket's): the venue must hold the minimum stake,
+        and the listing echo carries the sender in ``maker_account``."""
+        cdef uint16_t code = XOS_OK
+        cdef xos_event *e
         if c.market < 1 or c.market > <uint32_t>self.max_markets:
             code = XOS_INVALID_MARKET_ID
         elif self.market_table[c.market].exists:
@@ -1528,6 +1545,8 @@ cdef class Matcher:
             code = XOS_UNKNOWN_VENUE
         elif self.venue_table[c.venue].status != XOS_VSTATUS_LIVE:
             code = XOS_VENUE_NOT_LIVE
+        elif sender and self.venue_table[c.venue].stake < self.min_stake:
+            code = XOS_STAKE_BELOW_MINIMUM
         elif c.side > XOS_MARKET_OUTCOME:
             code = XOS_INVALID_MARKET_KIND
         elif (base < 1 or base > <uint32_t>self.max_assets or not self.asset_table[base].exists
@@ -1575,7 +1594,10 @@ cdef class Matcher:
         m.n_tiers = 0
         self.schedule_funding(m)
         self.set_offer(c.venue, c.market, True)  # the listing venue offers it
-        self.emit_listing(c)
+        e = self.emit_listing(c)  # a ListMarket's fields are AddMarket's packing in the echo
+        e.account = <int64_t>((<uint64_t>quote << 32) | base)
+        e.remaining = <int64_t>((<uint64_t>maker & 0xFFFF) | ((<uint64_t>taker & 0xFFFF) << 16) | (band << 32))
+        e.maker_account = sender
 
     cdef void cmd_market_status(self, const xos_command *c) noexcept nogil:
         cdef bint halt = c.kind == XOS_CMD_HALT
@@ -3337,7 +3359,7 @@ cdef class Matcher:
                 next_at = oc.finalize_at
         self.next_finalize_at = next_at
 
-    cdef void emit_listing(self, const xos_command *c) noexcept nogil:
+    cdef xos_event *emit_listing(self, const xos_command *c) noexcept nogil:
         """Accepted for a listing echoes its whole definition, so event consumers need no other source."""
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
         e.market = c.market
@@ -3349,6 +3371,7 @@ cdef class Matcher:
         e.client_id = c.id
         e.remaining = c.aux
         e.flags = XOS_EF_ASSET_LISTING if c.kind == XOS_CMD_ADD_ASSET else XOS_EF_MARKET_LISTING
+        return e
 
     cdef int64_t execute(self, const xos_command *c, int64_t available) noexcept nogil:
         """Run the command at ``c`` (``available`` records from it on in the batch); returns the records it
@@ -3432,6 +3455,8 @@ cdef class Matcher:
             self.cmd_set_exposure_cap(c)
         elif c.kind == XOS_CMD_MARGIN_TIERS:
             self.cmd_margin_tiers(c)
+        elif c.kind == XOS_CMD_LIST_MARKET:
+            self.cmd_list_market(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
         if self.n_touched:

@@ -92,6 +92,7 @@ class Cmd(enum.IntEnum):
     VENUE_MARKET_RISK = 80  # a venue's own band, open-interest cap and breaker settings in one market
     VENUE_MARKET_HALT = 81  # stop one venue's new orders in one market (operator, admin or the risk worker)
     VENUE_MARKET_RESUME = 82
+    LIST_MARKET = 83  # AddMarket from a live staked venue's operator (or the admin): sender in account
     # 96-111: oracle prices and outcome resolution (the feeds issue)
     ORACLE_PRICE = 96
     RESOLVE = 97
@@ -290,6 +291,33 @@ def unpack_market_params(packed: int) -> tuple[int, int, int]:
         return x - 0x10000 if x >= 0x8000 else x
 
     return s16(u & 0xFFFF), s16((u >> 16) & 0xFFFF), u >> 32
+
+
+LISTING_ASSET_MAX = 0xFFFF  # ListMarket carries its assets as u16: larger ids are listed by the admin's AddMarket
+
+
+def pack_listing(base: int, quote: int, maker_bps: int, taker_bps: int, band_bps: int) -> tuple[int, int]:
+    """ListMarket's ``(flags, aux)``: its ``account`` is the sender, so the assets move beside the fees and
+    band: ``flags`` = base (u16), ``aux`` = maker (int16) | taker (int16) << 16 | band (u16) << 32 | quote
+    (u16) << 48.  Raises ValueError for what the fields cannot hold (the matcher checks the rest)."""
+    for name, value in (("base asset", base), ("quote asset", quote)):
+        if not 0 <= value <= LISTING_ASSET_MAX:
+            raise ValueError(f"ListMarket's {name} id must be in 0..{LISTING_ASSET_MAX} (a larger id is listed by "
+                             f"the admin's AddMarket): {value}")
+    for name, value in (("maker_bps", maker_bps), ("taker_bps", taker_bps)):
+        if not -(1 << 15) <= value < 1 << 15:
+            raise ValueError(f"ListMarket's {name} must fit an int16: {value}")
+    if not 0 <= band_bps <= 0xFFFF:
+        raise ValueError(f"ListMarket's band_bps must be in 0..{0xFFFF}: {band_bps}")
+    u = (maker_bps & 0xFFFF) | ((taker_bps & 0xFFFF) << 16) | (band_bps << 32) | (quote << 48)
+    return base, u - (1 << 64) if u >= 1 << 63 else u
+
+
+def unpack_listing(flags: int, aux: int) -> tuple[int, int, int, int, int]:
+    """``pack_listing``'s ``(base, quote, maker_bps, taker_bps, band_bps)``."""
+    u = aux & 0xFFFFFFFFFFFFFFFF
+    maker, taker, _ = unpack_market_params(u & 0xFFFFFFFF)
+    return flags & 0xFFFF, u >> 48, maker, taker, (u >> 32) & 0xFFFF
 
 
 def pack_venue_fees(maker_bps: int, taker_bps: int, operator_bps: int = 0, insurance_bps: int = 0) -> int:

@@ -132,8 +132,11 @@ from .records import (
     Transfer,
     VenueAccess,
     VenueStatus,
+    pack_market_assets,
+    pack_market_params,
     unpack_breaker_windows,
     unpack_funding_limits,
+    unpack_listing,
     unpack_market_assets,
     unpack_market_params,
 )
@@ -441,6 +444,7 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.VENUE_MARKET_HALT): self._venue_market_status,
             int(Cmd.VENUE_MARKET_RESUME): self._venue_market_status,
             int(Cmd.MARGIN_TIERS): self._margin_tiers,
+            int(Cmd.LIST_MARKET): self._list_market_cmd,
             int(Cmd.ORACLE_PRICE): self._oracle_price,
             int(Cmd.OUTCOME_CONFIG): self._outcome_config,
             int(Cmd.CONVERT): self._convert,
@@ -1299,8 +1303,27 @@ class ReferenceEngine(CommandAPI):
         return 0
 
     def _add_market(self, row) -> int:
-        kind, venue, market_id, packed = row[1], row[6], row[7], row[9]
-        tick, lot, min_size, params = row[10], row[11], row[12], row[13]
+        packed, params = row[9], row[13]
+        base, quote = unpack_market_assets(packed)
+        maker, taker, band = unpack_market_params(params)
+        return self._list_market(row, base, quote, maker, taker, band, sender=0)
+
+    def _list_market_cmd(self, row) -> int:
+        """ListMarket: AddMarket from a live venue's operator (or the admin), the assets packed beside the fees."""
+        flags, venue, account, aux = row[5], row[6], row[9], row[13]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        if venue == 0:
+            return int(RC.PROTOCOL_VENUE)
+        base, quote, maker, taker, band = unpack_listing(flags, aux)
+        return self._list_market(row, base, quote, maker, taker, band, sender=account)
+
+    def _list_market(self, row, base: int, quote: int, maker: int, taker: int, band: int, sender: int) -> int:
+        """AddMarket's checks and listing; ``sender`` > 0: a ListMarket's, whose venue must hold the minimum
+        stake, echoed in the listing's ``maker_account``."""
+        kind, venue, market_id = row[1], row[6], row[7]
+        tick, lot, min_size = row[10], row[11], row[12]
         if not 1 <= market_id <= self.max_markets:
             return int(RC.INVALID_MARKET_ID)
         if market_id in self._markets:
@@ -1310,9 +1333,10 @@ class ReferenceEngine(CommandAPI):
             return int(RC.UNKNOWN_VENUE)
         if lister.status != _LIVE:
             return int(RC.VENUE_NOT_LIVE)
+        if sender and lister.stake < self._min_stake:
+            return int(RC.STAKE_BELOW_MINIMUM)
         if not 0 <= kind <= 2:
             return int(RC.INVALID_MARKET_KIND)
-        base, quote = unpack_market_assets(packed)
         if base not in self._assets or quote not in self._assets:
             return int(RC.UNKNOWN_ASSET)
         if base == quote:
@@ -1323,7 +1347,6 @@ class ReferenceEngine(CommandAPI):
             return int(RC.INVALID_LOT_SIZE)
         if min_size <= 0 or min_size % lot:
             return int(RC.INVALID_MIN_SIZE)
-        maker, taker, band = unpack_market_params(params)
         if not (-1000 <= maker <= taker <= 1000 and maker + taker >= 0):
             return int(RC.INVALID_FEES)
         if band > 10000:
@@ -1352,8 +1375,9 @@ class ReferenceEngine(CommandAPI):
         m.books = (_BookSide(True), _BookSide(False))  # indexed by side: BUY = bids, SELL = asks
         self._markets[market_id] = m
         lister.offers.add(market_id)  # the listing venue offers it
-        self._ev(_EV_ACCEPTED, 0, kind, 0, int(EvFlag.MARKET_LISTING), market_id, venue, 0, packed, min_size,
-                 tick, lot, params)
+        self._ev(_EV_ACCEPTED, 0, kind, 0, int(EvFlag.MARKET_LISTING), market_id, venue, 0,
+                 pack_market_assets(base, quote), min_size, tick, lot, pack_market_params(maker, taker, band),
+                 maker_account=sender)
         return 0
 
     # ------------------------------------------------------------------ venues

@@ -18,7 +18,8 @@ from typing import Annotated, ClassVar, Literal, Union
 import msgspec
 import numpy as np
 
-from engine.records import Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_venue_fees, unpack_breaker_windows
+from engine.records import (LISTING_ASSET_MAX, Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_listing,
+                            pack_venue_fees, unpack_breaker_windows, unpack_listing)
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -143,7 +144,8 @@ class Positions(_Msg, tag="positions"):
 # ------------------------------------------------------------------ requests: venue operator commands
 # The sender of each is the session's account (the venue's operator, or the admin); the matcher
 # refuses anyone else (NOT_VENUE_OPERATOR).  Field meanings: docs/ARCHITECTURE.md "Venues".
-# Admin-only commands (VenueParams, SetRegion, Slash, AddAsset, AddMarket) have no message here.
+# Admin-only commands (VenueParams, SetRegion, Slash, AddAsset, AddMarket) have no message here; an operator
+# lists its venue's markets with ListMarket.
 
 Small = Annotated[int, msgspec.Meta(ge=0, le=255)]  # the command's u8 ``side`` field
 Bps = Annotated[int, msgspec.Meta(ge=-(1 << 15), le=(1 << 15) - 1)]  # packed as int16
@@ -334,9 +336,41 @@ class VenueMarketResume(OfVenue, tag="venue_market_resume"):
     market: MarketId
 
 
+ListingAsset = Annotated[int, msgspec.Meta(ge=0, le=LISTING_ASSET_MAX)]  # u16 in ListMarket: larger ids are AddMarket's
+ListingBand = Annotated[int, msgspec.Meta(ge=0, le=(1 << 16) - 1)]  # u16 in ListMarket; the matcher allows 0..10000
+
+
+class ListMarket(OfVenue, tag="list_market"):
+    """List a new market (AddMarket's definition) for the venue, which then offers it: from the venue's operator
+    (or the admin), a live staked venue other than 0; any venue may offer it afterwards (OfferMarket)."""
+
+    kind = Cmd.LIST_MARKET
+    command_fields = dict(venue="venue", market="market", side="market_kind", price="tick_size", qty="lot_size",
+                          id="min_size")
+    market: MarketId  # the new market's id
+    base: ListingAsset
+    quote: ListingAsset
+    tick_size: I64
+    lot_size: I64
+    min_size: I64  # a positive multiple of the lot size
+    maker_bps: Bps = 0
+    taker_bps: Bps = 0
+    band_bps: ListingBand = 0  # 0: no price band
+    market_kind: Small = 0  # 0 spot, 1 perpetual, 2 outcome
+
+    def fields(self) -> dict:
+        flags, aux = pack_listing(self.base, self.quote, self.maker_bps, self.taker_bps, self.band_bps)
+        return super().fields() | {"flags": flags, "aux": aux}
+
+    @classmethod
+    def values_of(cls, cmd) -> dict:
+        base, quote, maker, taker, band = unpack_listing(int(cmd["flags"]), int(cmd["aux"]))
+        return super().values_of(cmd) | dict(base=base, quote=quote, maker_bps=maker, taker_bps=taker, band_bps=band)
+
+
 VENUE_COMMANDS = (LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier,
                   OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig, MarketRisk, VenueMarketRisk, VenueMarketHalt,
-                  VenueMarketResume)
+                  VenueMarketResume, ListMarket)
 VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
 
 
@@ -403,8 +437,8 @@ FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
-                MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, OutcomeConfig, Resolve, Convert,
-                Liquidate]
+                MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket, OutcomeConfig, Resolve,
+                Convert, Liquidate]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies

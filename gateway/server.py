@@ -34,7 +34,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag
+from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets,
+                            pack_market_params, unpack_listing)
 
 from . import messages as m
 from .intake import drain, rows_to_pending
@@ -54,6 +55,8 @@ OUTCOME_CONFIG, RESOLVE, CONVERT, LIQUIDATE = map(int, (Cmd.OUTCOME_CONFIG, Cmd.
 # a venue's halt or resume of one market answers with MarketStatus (flags: the command, its venue and market)
 MARKET_STATUS = int(Ev.MARKET_STATUS)
 VENUE_MARKET_HALT, VENUE_MARKET_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
+# a venue's ListMarket answers with AddMarket's listing echo (account: the packed assets; the sender in maker_account)
+LIST_MARKET, MARKET_LISTING = int(Cmd.LIST_MARKET), int(EvFlag.MARKET_LISTING)
 OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
 FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
@@ -184,7 +187,29 @@ def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarra
         (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"])
     venue_halt = ((ck == VENUE_MARKET_HALT) | (ck == VENUE_MARKET_RESUME)) & (ek == MARKET_STATUS) & \
         (ev["flags"] == ck) & same_market & (ev["venue"] == cmd["venue"])
-    return venue_echo | outcome_config | resolve | convert | liquidate | venue_halt
+    list_market = (ck == LIST_MARKET) & listings(ev) & same_values & (ev["side"] == cmd["side"]) & \
+        (ev["maker_account"] == cmd["account"])
+    for i in np.flatnonzero(list_market).tolist():  # its assets and fees are in AddMarket's packing in the echo
+        base, quote, maker, taker, band = unpack_listing(int(cmd["flags"][i]), int(cmd["aux"][i]))
+        list_market[i] = int(ev["account"][i]) == pack_market_assets(base, quote) and \
+            int(ev["remaining"][i]) == pack_market_params(maker, taker, band)
+    return venue_echo | outcome_config | resolve | convert | liquidate | venue_halt | list_market
+
+
+def listings(ev: np.ndarray) -> np.ndarray:
+    """Row by row: is the event a market's listing echo (ListMarket's: its sender in ``maker_account``)?"""
+    return (ev["kind"] == ACCEPTED) & (ev["flags"] == MARKET_LISTING)
+
+
+def senders(firsts: np.ndarray) -> np.ndarray:
+    """The account whose command each own first event answers: the event's, but a Liquidation's sender is its
+    ``client_id`` (its account is the target) and a listing's its ``maker_account``."""
+    kinds = firsts["kind"]
+    out = np.where(kinds == LIQUIDATION, firsts["client_id"], firsts["account"])
+    listed = listings(firsts)
+    if listed.any():
+        out[listed] = firsts["maker_account"][listed]
+    return out
 
 
 def match_answers(q: PendingQueue, evs: np.ndarray):
@@ -650,8 +675,8 @@ class GatewayStage:
             row = (MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
         else:  # a venue command: sent as the session's account, whatever it names
             f = req.fields()
-            row = (req.kind, f.get("side", 0), 0, 0, 0, 0, f.get("venue", 0), f.get("market", 0), 0, account,
-                   f.get("price", 0), f.get("qty", 0), f.get("id", 0), f.get("aux", 0))
+            row = (req.kind, f.get("side", 0), 0, 0, 0, f.get("flags", 0), f.get("venue", 0), f.get("market", 0), 0,
+                   account, f.get("price", 0), f.get("qty", 0), f.get("id", 0), f.get("aux", 0))
         if self.row_msgs:
             self.seal()
         self.cmd_rows.append((s.sid, req.rid, row))
@@ -893,7 +918,8 @@ class GatewayStage:
         mine = IS_EVENT_ACCOUNTS_KIND[kinds]
         if not mine.any():
             return
-        mine &= member(events["account"], keyed) | ((kinds == FILL) & member(events["maker_account"], keyed)) | \
+        mine &= member(events["account"], keyed) | (((kinds == FILL) | listings(events)) &
+                                                    member(events["maker_account"], keyed)) | \
             ((kinds == LIQUIDATION) & member(events["client_id"], keyed))
         if not mine.any():
             return
@@ -925,7 +951,7 @@ class GatewayStage:
         first[1:] = cmd_seq[1:] != cmd_seq[:-1]
         self.claimed_cmd_seq = int(cmd_seq[-1])
         firsts = firsts[first]
-        accounts = np.where(firsts["kind"] == LIQUIDATION, firsts["client_id"], firsts["account"])
+        accounts = senders(firsts)
         got_ev, got_cmd, lost = [], [], []
         one = accounts[0]
         groups = ((int(one), firsts),) if (accounts == one).all() else \

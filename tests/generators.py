@@ -41,11 +41,14 @@ from engine.records import (
     Tif,
     pack_breaker_windows,
     pack_funding_limits,
+    pack_listing,
     pack_market_assets,
     pack_market_params,
     pack_symbol,
     pack_tier_leverage,
     pack_venue_fees,
+    unpack_market_assets,
+    unpack_market_params,
 )
 
 MAX_MONEY = 1 << 62
@@ -1368,6 +1371,84 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
         return np.array(out, dtype=COMMAND_DTYPE)
 
 
+class VenueListingStreamGenerator(VenueStreamGenerator):
+    """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands
+    between the others, mostly from the venue's operator for a new market id (spot or perpetual, assorted tick,
+    lot, fees and band), some from the admin, some bad (another account, venue 0, an unknown or unknown venue,
+    a halted or retired one, an existing or out-of-range market id, and each of AddMarket's field checks).  A
+    listing the engine accepts becomes tradable (learned from its echo) and offered by its venue, so orders,
+    offers by other venues and withdrawals follow.  A subclass so the other generators keep their streams."""
+
+    def __init__(self, seed: int, listing_share: float = 0.01, **kw):
+        self.listing_share = listing_share
+        super().__init__(seed, **kw)
+        # market ids the other streams leave free (5 and 12 stay unknown, 11 is the admin's late listing, 13-14
+        # the perpetual streams'): ENGINE_KWARGS' max_markets leaves 4, a larger table more
+        self.listable = [m for m in range(1, self.limits["max_markets"] + 1)
+                         if m not in self.markets and m not in (5, 9, 11, 12, 13, 14)]
+
+    def _listing(self, ts: int) -> tuple:
+        r = self.rng
+        free = [m for m in self.listable if m not in self.markets]
+        x = r.random()  # about half are bad in one field (the sender, venue and market id may be too)
+        # a good one takes a free id half the time (so ids last), a bad one always (so its check is reached)
+        mid = r.choice(free) if free and (x < 0.45 or r.random() < 0.5) else r.choice(
+            self.listable + [0, self.limits["max_markets"] + 1, 1])
+        base, quote = r.sample(sorted(self.assets), 2)
+        tick, lot = r.choice([1, 5, 100]), r.choice([1, 10])
+        maker, taker = r.choice([(0, 0), (-2, 5), (3, 3), (-1000, 1000)])
+        kind = r.choice([MarketKind.SPOT] * 4 + [MarketKind.PERPETUAL])
+        v = r.choice(self.venue_ids)
+        sender = self.operator[v] if r.random() < 0.8 else r.choice([self.ADMIN, self.ADMIN, 0, -5] + self.accounts)
+        fields = dict(account=sender, venue=v, market=mid, side=kind, price=tick, qty=lot, id=lot * r.randint(1, 3))
+        listing = dict(base=base, quote=quote, maker_bps=maker, taker_bps=taker, band_bps=r.choice([0, 0, 300]))
+        if x < 0.06:
+            fields["venue"] = r.choice([0, self.n_venues + 1, U32_MAX])
+        elif x < 0.1:
+            fields["side"] = r.choice([3, 255])
+        elif x < 0.16:
+            listing[r.choice(["base", "quote"])] = r.choice([0, 6, 7, 0xFFFF])
+        elif x < 0.2:
+            listing["quote"] = base
+        elif x < 0.28:
+            fields[r.choice(["price", "qty", "id"])] = r.choice([0, -1])
+        elif x < 0.32:
+            fields["qty"], fields["id"] = 10, r.choice([15, 25])
+        elif x < 0.4:
+            listing["maker_bps"], listing["taker_bps"] = r.choice([(5, 4), (-6, 5), (0, 1001), (-1001, 1001)])
+        elif x < 0.45:
+            listing["band_bps"] = r.choice([10_001, 0xFFFF])
+        flags, aux = pack_listing(**listing)
+        return _row(Cmd.LIST_MARKET, ts, flags=flags, aux=aux, **fields)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        chunk = super().next_chunk(n)
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            if r.random() < self.listing_share:
+                out.append(self._listing(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        super().observe(commands, events)
+        listed = events[(events["kind"] == Ev.ACCEPTED) & (events["flags"] == EvFlag.MARKET_LISTING)
+                        & (events["maker_account"] != 0)]
+        for market, venue, kind, assets, tick, lot, min_size, params in zip(
+                *(listed[f].tolist() for f in ("market", "venue", "side", "account", "price", "qty", "client_id",
+                                               "remaining"))):
+            base, quote = unpack_market_assets(assets)
+            maker, taker, band = unpack_market_params(params)
+            s = MarketSpec(market, base, quote, tick, lot, min_size, maker, taker, band, 400 + 100 * market, 10, 12,
+                           kind)
+            self.markets[market] = s
+            self.mid[market] = s.mid_ticks
+            self.tradable.append(market)
+            self.offers.setdefault(venue, set()).add(market)
+
+
 __all__ = [
     "ENGINE_KWARGS",
     "SMALL_ENGINE_KWARGS",
@@ -1381,6 +1462,7 @@ __all__ = [
     "MultiLegStreamGenerator",
     "OutcomeMultiLegStreamGenerator",
     "FundingPerpStreamGenerator",
+    "VenueListingStreamGenerator",
     "generate_commands",
     "run_stream",
 ]

@@ -83,6 +83,7 @@ enum {
     XOS_CMD_VENUE_MARKET_RISK = 80, /* a venue's band, open-interest cap and breaker settings in one market */
     XOS_CMD_VENUE_MARKET_HALT = 81, /* stop one venue's new orders in one market */
     XOS_CMD_VENUE_MARKET_RESUME = 82,
+    XOS_CMD_LIST_MARKET = 83, /* AddMarket from a venue's operator (sender in account, assets in flags and aux) */
     /* 96-111: oracle prices and outcome resolution */
     XOS_CMD_ORACLE_PRICE = 96,
     XOS_CMD_RESOLVE = 97,

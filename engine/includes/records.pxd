@@ -66,6 +66,7 @@ cdef extern from "records.h" nogil:
         XOS_CMD_VENUE_MARKET_RISK
         XOS_CMD_VENUE_MARKET_HALT
         XOS_CMD_VENUE_MARKET_RESUME
+        XOS_CMD_LIST_MARKET
         XOS_CMD_OFFER_MARKET
         XOS_CMD_WITHDRAW_MARKET
         XOS_CMD_ALLOW
