@@ -1374,7 +1374,7 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
 class VenueListingStreamGenerator(VenueStreamGenerator):
     """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands
     between the others, mostly from the venue's operator for a new market id (spot or perpetual, assorted tick,
-    lot, fees and band), some from the admin, some bad (another account, venue 0, an unknown or unknown venue,
+    lot, fees and band), some from the admin, some bad (another account, venue 0 or an unknown venue,
     a halted or retired one, an existing or out-of-range market id, and each of AddMarket's field checks).  A
     listing the engine accepts becomes tradable (learned from its echo) and offered by its venue, so orders,
     offers by other venues and withdrawals follow.  A subclass so the other generators keep their streams."""
