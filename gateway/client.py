@@ -39,10 +39,11 @@ from .keys import load_pair
 
 
 class GatewayError(Exception):
-    """The gateway or the matcher refused a request: ``code`` (number), ``name`` (stable), ``reason``."""
+    """The gateway or the matcher refused a request: ``code`` (number), ``name`` (stable), ``reason``;
+    ``leg``: a multi-leg order's leg at fault (1..4; 0: the order as a whole, or not a multi-leg order)."""
 
-    def __init__(self, code: int, name: str, reason: str):
-        self.code, self.name, self.reason = code, name, reason
+    def __init__(self, code: int, name: str, reason: str, leg: int = 0):
+        self.code, self.name, self.reason, self.leg = code, name, reason, leg
         super().__init__(f"{name} ({code}): {reason}")
 
 
@@ -96,7 +97,7 @@ _ERRORS = {
 
 
 def error_of(reply) -> GatewayError:
-    return _ERRORS.get(reply.code, InvalidOrder)(reply.code, reply.name, reply.reason)
+    return _ERRORS.get(reply.code, InvalidOrder)(reply.code, reply.name, reply.reason, getattr(reply, "leg", 0))
 
 
 TIF_NAMES = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK, "PO": Tif.GTC}
@@ -361,10 +362,13 @@ class Client:
                             expire_at=_int("expireAt", params.get("expireAt", 0)),
                             venue=_int("venue", params.get("venue", 0)))
 
-    def _placed_order(self, req: m.PlaceOrder, ack: m.Ack) -> dict:
-        o = self._order(ack.order_id, req.client_id, req.market, req.side, req.price, req.qty, req.venue)
+    def _placed_order(self, req: m.PlaceOrder | m.OrderLeg, ack: m.Ack, order_id: int | None = None) -> dict:
+        """The order ``req`` made (``order_id``, default the Ack's), once acknowledged; its fill reports come
+        before the Ack and may have made it already, with the size left after the first fill as its amount."""
+        o = self._order(ack.order_id if order_id is None else order_id, req.client_id, req.market, req.side,
+                        req.price, req.qty, req.venue)
         if o["timestamp"] is None:
-            o.update(timestamp=ack.ts // 1_000_000, datetime=_iso(ack.ts), info=ack)
+            o.update(timestamp=ack.ts // 1_000_000, datetime=_iso(ack.ts), amount=req.qty, info=ack)
         return o
 
     async def create_order(self, symbol, type: str, side: str, amount: int, price: int | None = None,
@@ -395,6 +399,44 @@ class Client:
                 out.append({"status": "rejected", "clientOrderId": str(req.client_id), "error": exc})
         self.batches.pop(batch_rid, None)
         return out
+
+    async def create_multi_leg_order(self, legs: list[dict], params: dict | None = None) -> dict:
+        """An all-or-none order of 2..4 legs in distinct markets (any products, any venues): every leg fills in
+        full at or better than its limit, or nothing happens.  xos's own call (CCXT has none); each leg is
+        shaped as ``create_order``'s arguments of a limit fill-or-kill order: ``{"symbol", "side", "amount",
+        "price", "params": {"clientOrderId" (required), "venue", "selfTradePrevention", "reduceOnly"}}``;
+        ``params["clientOrderId"]`` is the parent id (a positive int).  Returns, once durable,
+        ``{"clientOrderId", "status": "closed", "legs": [the legs' CCXT orders, filled], "info": the Ack}``;
+        a refusal raises the ``GatewayError`` of the leg at fault (its ``leg``: 1..4, 0 the whole order)."""
+        params = params or {}
+        if "clientOrderId" not in params:
+            raise ValueError("params['clientOrderId'] (the parent id, a positive int) is required")
+        specs = []
+        for i, spec in enumerate(legs):
+            where = f"legs[{i}]"
+            if spec.get("side") not in ("buy", "sell"):
+                raise ValueError(f"{where}.side must be 'buy' or 'sell', not {spec.get('side')!r}")
+            leg_params = spec.get("params") or {}
+            if "clientOrderId" not in leg_params:
+                raise ValueError(f"{where}.params['clientOrderId'] (the leg's own client id) is required")
+            stp = leg_params.get("selfTradePrevention", "cancel_taker")
+            if stp not in STP_NAMES:
+                raise ValueError(f"{where}.params['selfTradePrevention'] must be one of {sorted(STP_NAMES)}, "
+                                 f"not {stp!r}")
+            specs.append(m.OrderLeg(market=self.market_id(spec["symbol"]),
+                                    side=Side.BUY if spec["side"] == "buy" else Side.SELL,
+                                    price=_int(f"{where}.price", spec["price"]),
+                                    qty=_int(f"{where}.amount", spec["amount"]),
+                                    client_id=_int(f"{where}.clientOrderId", leg_params["clientOrderId"]),
+                                    venue=_int(f"{where}.venue", leg_params.get("venue", 0)), stp=STP_NAMES[stp],
+                                    reduce_only=bool(leg_params.get("reduceOnly", False))))
+        for leg in specs:
+            self.placed[leg.client_id] = ("limit", "FOK")
+        parent = _int("clientOrderId", params["clientOrderId"])
+        ack = await self.request(m.MultiLegOrder(rid=self.next_rid(), client_id=parent, legs=specs))
+        # the legs' orders are numbered in leg order from the Ack's
+        orders = [self._placed_order(leg, ack, ack.order_id + k) for k, leg in enumerate(specs)]
+        return {"clientOrderId": str(parent), "status": "closed", "legs": orders, "info": ack}
 
     async def send_order_rows(self, rows: np.ndarray, params: dict | None = None) -> list:
         """Market makers' batch path: ``rows`` (``messages.COMMAND_ROW_DTYPE``) go as one OrderRows
@@ -533,11 +575,11 @@ class Client:
     async def send_command(self, request: type[m.VenueCommand], **fields) -> m.Ack:
         """Send a command other than an order (``messages.FIELD_COMMANDS``: a venue operator's, e.g.
         ``m.Allow, venue=2, account=13``; ``m.OutcomeConfig``, ``m.Resolve``, ``m.Convert``;
-        ``m.Liquidate``) as this session's account; returns its Ack once durable, raises a
-        ``GatewayError`` with the matcher's code when refused (``PermissionDenied``: NOT_VENUE_OPERATOR,
-        NOT_RESOLVER)."""
+        ``m.Liquidate``; ``m.SetExposureCap, venue=1, cap_bps=2000``) as this session's account; returns its
+        Ack once durable, raises a ``GatewayError`` with the matcher's code when refused (``PermissionDenied``:
+        NOT_VENUE_OPERATOR, NOT_RESOLVER)."""
         if request not in m.FIELD_COMMANDS:
-            raise TypeError(f"{request!r} is not a venue, outcome or liquidation command; one of "
+            raise TypeError(f"{request!r} is not a venue, outcome, liquidation or exposure-cap command; one of "
                             f"{[c.__struct_config__.tag for c in m.FIELD_COMMANDS]}")
         values = {name: _int(name, value) for name, value in fields.items()}
         return await self.request(request(rid=self.next_rid(), **values))

@@ -13,17 +13,21 @@ gateway takes it from the session's authenticated CurveZMQ key.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
 import numpy as np
 
+from engine.api import MAX_LEGS
 from engine.records import (LISTING_ASSET_MAX, Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_listing,
                             pack_venue_fees, unpack_breaker_windows, unpack_listing)
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
 VenueId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field (also assets)
+Positive = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 
 
 class _Msg(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, tag_field="t"):
@@ -68,6 +72,30 @@ class MassCancel(_Msg, tag="mass_cancel"):
 
 
 Command = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel]
+
+
+class OrderLeg(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """One leg of a MultiLegOrder: a limit fill-or-kill order of the session's account."""
+
+    market: MarketId
+    side: Side
+    price: I64  # the limit (an outcome leg's: a YES price, as for its PlaceOrder)
+    qty: I64
+    client_id: I64  # the leg's own client id (its order's), unlike the other legs' and the account's open orders'
+    venue: VenueId = 0
+    stp: Stp = Stp.CANCEL_TAKER
+    reduce_only: bool = False
+
+
+class MultiLegOrder(_Msg, tag="multi_leg"):
+    """2..4 legs in distinct markets (any products and venues), filled all together in full at their limits or
+    not at all (docs/ARCHITECTURE.md "Multi-leg orders").  Answered by one Ack (``client_id`` the parent id,
+    ``order_id`` the first leg's order: leg k's is ``order_id + k - 1``) or one Reject naming the leg at fault
+    (``leg``); the legs' fills come as execution reports of their orders."""
+
+    rid: I64
+    client_id: Positive  # the parent id, echoed by every leg's Accepted and by the Reject
+    legs: Annotated[list[OrderLeg], msgspec.Meta(min_length=2, max_length=MAX_LEGS)]
 
 # Market makers' batch path: commands as packed little-endian records, read by the gateway with
 # numpy (no Python object per command).  kind: 1 place, 2 cancel, 3 amend, 4 mass cancel (the
@@ -378,9 +406,6 @@ VENUE_COMMAND_OF_KIND = {int(cls.kind): cls for cls in VENUE_COMMANDS}
 # Sent as the session's account like the venue commands; the matcher checks who may (docs/ARCHITECTURE.md
 # "Outcome markets", "Liquidation, insurance and ADL").
 
-Positive = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
-
 
 class OutcomeConfig(VenueCommand, tag="outcome_config"):
     """The admin or the listing venue's operator: an outcome market's payout per lot, the account that
@@ -430,15 +455,25 @@ class Liquidate(VenueCommand, tag="liquidate"):
     asset: VenueId
 
 
+class SetExposureCap(OfVenue, tag="set_exposure_cap"):
+    """Cap the margin the account's positions and orders in ``venue``'s risk group (the perpetual markets it
+    listed) may use at ``cap_bps`` of its equity; 0 removes the cap (docs/ARCHITECTURE.md "Exposure caps").  The
+    matcher checks the range (INVALID_EXPOSURE_CAP) and the venue (UNKNOWN_VENUE)."""
+
+    kind = Cmd.SET_EXPOSURE_CAP
+    command_fields = dict(venue="venue", qty="cap_bps")
+    cap_bps: I64  # 1..10000, 0: none
+
+
 OUTCOME_COMMANDS = (OutcomeConfig, Resolve, Convert)
 # every request that is one command record sent as the session's account, its fields mapped by command_fields
-FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate,)
+FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate, SetExposureCap)
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
                 MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket, OutcomeConfig, Resolve,
-                Convert, Liquidate]
+                Convert, Liquidate, SetExposureCap, MultiLegOrder]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies
@@ -461,8 +496,9 @@ class Reject(_Msg, tag="reject"):
     code: I64  # engine/codes.py: stable numbers
     name: str  # the code's stable name, e.g. "INSUFFICIENT_BALANCE"
     reason: str  # readable
-    client_id: I64 = 0
+    client_id: I64 = 0  # an order's; a multi-leg order's parent id
     cmd_seq: I64 = 0  # 0 when the gateway rejected it (55x) and the matcher never saw it
+    leg: I64 = 0  # a multi-leg order's leg at fault (1..4; 0: the order as a whole)
 
 
 class Error(_Msg, tag="error"):
@@ -632,19 +668,40 @@ class Replies(_Msg, tag="replies"):
 Incoming = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, HeartbeatAck, DeadmanSet, OrdersResult, OrderStatusResult,
                  BalancesResult, PositionsResult, MarketsResult, Replies]
 
-REQUEST_TAGS = frozenset(cls.__struct_config__.tag for cls in Request.__args__)
-REQUEST_FIELDS = {cls.__struct_config__.tag: cls.__struct_fields__ for cls in Request.__args__}
-_TOP_FIELD = re.compile(r"at `\$\[(\d+)\]")
+REQUEST_TYPES = {cls.__struct_config__.tag: cls for cls in Request.__args__}
+REQUEST_TAGS = frozenset(REQUEST_TYPES)
+_PATH = re.compile(r"at `\$((?:\[\d+\])+)`")
+
+
+def field_path(cls: type, path: list[int]) -> str:
+    """The field names along a msgspec error path into an array-like struct (a tagged one's element 0 is its
+    tag; a list's element is its index), as far as they go: ``legs[1].price``."""
+    out, tp = "", cls
+    for i in path:
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            fields = msgspec.structs.fields(tp)
+            k = i - (tp.__struct_config__.tag is not None)
+            if not 0 <= k < len(fields):
+                break
+            out += ("." if out else "") + fields[k].name
+            tp = fields[k].type
+        elif typing.get_origin(tp) is list:
+            out += f"[{i}]"
+            tp = typing.get_args(tp)[0]
+        else:
+            break
+    return out
 
 
 def explain(exc: Exception, raw) -> str:
-    """msgspec's error with the field it is about named (its path counts the tag as element 0)."""
+    """msgspec's error with the field it is about named (``multi_leg.legs[1].side: ...``)."""
     text = str(exc)
-    at = _TOP_FIELD.search(text)
-    fields = REQUEST_FIELDS.get(raw[0]) if isinstance(raw, list) and raw and isinstance(raw[0], str) else None
-    if at and fields and 0 < int(at.group(1)) <= len(fields):
-        return f"{raw[0]}.{fields[int(at.group(1)) - 1]}: {text}"
-    return text
+    at = _PATH.search(text)
+    cls = REQUEST_TYPES.get(raw[0]) if isinstance(raw, list) and raw and isinstance(raw[0], str) else None
+    name = field_path(cls, [int(i) for i in re.findall(r"\d+", at.group(1))]) if at and cls else ""
+    return f"{raw[0]}.{name}: {text}" if name else text
 
 # One encoder and one decoder of each kind, created once (decoders compile their schema).
 encoder = msgspec.msgpack.Encoder()

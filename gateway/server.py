@@ -31,6 +31,7 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
@@ -59,6 +60,10 @@ VENUE_MARKET_HALT, VENUE_MARKET_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VEN
 LIST_MARKET, MARKET_LISTING = int(Cmd.LIST_MARKET), int(EvFlag.MARKET_LISTING)
 OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
 FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
+# a multi-leg order (past FIRST_VENUE_CMD, yet it makes orders): its header waits in the FIFO, answered by its
+# first leg's Accepted (reason 1, maker_order the parent id, maker_account the leg count) or its one Rejected
+MULTI_LEG = int(Cmd.MULTI_LEG)
+LEG_RECORD = -2  # the ``sid`` of a Leg record among the pending commands: sent with its header, never in a FIFO
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
                    OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
@@ -163,9 +168,18 @@ def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
         out |= (((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
                 | ((ck == CANCEL) & (ek == CANCELLED) & (ev["reason"] == USER_CANCEL) & target)
                 | ((ck == AMEND) & (ek == AMENDED) & target))
-        if (ck >= FIRST_VENUE_CMD).any():  # only the (rare) field commands pay for their terms
-            out |= field_command_echoes(ev, cmd, same_market, same_values)
+        if (ck >= FIRST_VENUE_CMD).any():  # only the (rare) field commands and multi-leg orders pay for their terms
+            out |= field_command_echoes(ev, cmd, same_market, same_values) | multi_leg_echoes(ev, cmd)
     return out
+
+
+def multi_leg_echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
+    """``echoes`` for a multi-leg order's header: its first leg's Accepted or its one Rejected (of any leg, or of
+    the header), each naming the parent id in ``maker_order`` and the leg in ``reason``."""
+    ek, legs = ev["kind"], cmd["qty"]
+    first_accepted = (ek == ACCEPTED) & (ev["reason"] == 1) & (ev["maker_account"] == legs)
+    rejected = (ek == REJECTED) & (ev["reason"] <= legs)
+    return (cmd["kind"] == MULTI_LEG) & (ev["maker_order"] == cmd["id"]) & (first_accepted | rejected)
 
 
 def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarray,
@@ -441,8 +455,17 @@ class TokenBucket:
         self.tokens = float(burst)
         self.last = time.monotonic()
 
-    def take(self, now: float, rate: int, burst: int) -> bool:
-        return self.take_many(now, rate, burst, 1) == 1
+    def take(self, now: float, rate: int, burst: int, n: int = 1) -> bool:
+        """Take ``n`` tokens, or none when there are fewer (a multi-leg order counts as its legs, all or none)."""
+        tokens = self.tokens + (now - self.last) * rate
+        if tokens > burst:
+            tokens = burst
+        self.last = now
+        if tokens < n:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - n
+        return True
 
     def take_many(self, now: float, rate: int, burst: int, n: int) -> int:
         """Take up to ``n`` tokens; returns how many there were."""
@@ -531,6 +554,7 @@ class GatewayStage:
         self.cmd_rows: list[tuple] = []
         self.row_msgs: list[tuple] = []
         self.cmd_count = 0
+        self.legs_collected = False  # a multi-leg order's Leg records are among the collected commands
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
@@ -546,7 +570,7 @@ class GatewayStage:
         # each request type's handler: one dict lookup per message instead of isinstance chains
         self.handlers = {t: self.query for t in m.Request.__args__}
         self.handlers.update({t: self.command for t in m.COMMANDS + m.FIELD_COMMANDS})
-        self.handlers.update({m.Batch: self.batch, m.OrderRows: self.order_rows})
+        self.handlers.update({m.Batch: self.batch, m.OrderRows: self.order_rows, m.MultiLegOrder: self.multi_leg})
 
     # ------------------------------------------------------------------ accounts and sessions
 
@@ -646,15 +670,21 @@ class GatewayStage:
         else:
             self.error(to, rid, ResultCode.MALFORMED_MESSAGE, m.explain(exc, raw)[:200])
 
-    def command(self, s: Session, req, now: float) -> None:
+    def within_rate(self, s: Session, rid: int, client_id: int, now: float, n: int = 1) -> bool:
+        """Take ``n`` commands' tokens from the account's bucket, or reject the request RATE_LIMITED."""
         bucket = self.buckets.get(s.account)
         if bucket is None:
             bucket = self.buckets[s.account] = TokenBucket(self.g.burst)
-        if not bucket.take(now, self.g.rate_per_s, self.g.burst):
-            self.counters["rate_limited"] += 1
-            self.reject(s, req.rid, ResultCode.RATE_LIMITED,
-                        f"more than {self.g.rate_per_s} commands/s (burst {self.g.burst}) for account {s.account}",
-                        getattr(req, "client_id", 0))
+        if bucket.take(now, self.g.rate_per_s, self.g.burst, n):
+            return True
+        self.counters["rate_limited"] += 1
+        self.reject(s, rid, ResultCode.RATE_LIMITED,
+                    f"more than {self.g.rate_per_s} commands/s (burst {self.g.burst}) for account {s.account}",
+                    client_id)
+        return False
+
+    def command(self, s: Session, req, now: float) -> None:
+        if not self.within_rate(s, req.rid, getattr(req, "client_id", 0), now):
             return
         t = type(req)
         account = s.account
@@ -681,6 +711,22 @@ class GatewayStage:
             self.seal()
         self.cmd_rows.append((s.sid, req.rid, row))
         self.cmd_count += 1
+
+    def multi_leg(self, s: Session, req: m.MultiLegOrder, now: float) -> None:
+        """A multi-leg order: its header and Leg records go into the same forward, so one message into the
+        matcher's input holds it whole (the matcher stage cuts batches only between units); only the header
+        waits in the FIFO.  It counts as its legs against the rate limit."""
+        if not self.within_rate(s, req.rid, req.client_id, now, len(req.legs)):
+            return
+        records = multi_leg_commands(s.account, req.client_id, [
+            Leg(leg.market, leg.side, leg.price, leg.qty, leg.client_id, leg.venue, leg.stp, leg.reduce_only)
+            for leg in req.legs]).tolist()
+        if self.row_msgs:
+            self.seal()
+        self.cmd_rows.append((s.sid, req.rid, records[0]))
+        self.cmd_rows += [(LEG_RECORD, req.rid, record) for record in records[1:]]
+        self.cmd_count += len(records)
+        self.legs_collected = True
 
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
         """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
@@ -756,14 +802,18 @@ class GatewayStage:
         pending = self.cmd_chunks[0] if len(self.cmd_chunks) == 1 else np.concatenate(self.cmd_chunks)
         self.cmd_chunks = []
         self.cmd_count = 0
+        waiting = pending
+        if self.legs_collected:  # legs are answered through their header
+            waiting = pending[pending["sid"] != LEG_RECORD]
+            self.legs_collected = False
         # the FIFO entries go in before the send: the events can only follow it
-        accounts = pending["cmd"]["account"]
+        accounts = waiting["cmd"]["account"]
         first = accounts[0]
         if (accounts == first).all():
-            self.fifo[int(first)].push(pending)
+            self.fifo[int(first)].push(waiting)
         else:
             for account in np.unique(accounts).tolist():
-                self.fifo[account].push(pending[accounts == account])
+                self.fifo[account].push(waiting[accounts == account])
         self.input.send(np.ascontiguousarray(pending["cmd"]))
         self.counters["commands"] += len(pending)
 
@@ -860,13 +910,13 @@ class GatewayStage:
         self.dirty.add(s)
 
     def reject(self, s: Session | None, rid: int, code: ResultCode, detail: str = "", client_id: int = 0,
-               cmd_seq: int = 0) -> None:
+               cmd_seq: int = 0, leg: int = 0) -> None:
         if s is None:
             return
         reason = MESSAGES[code] + (f": {detail}" if detail else "")
         self.counters["rejects"] += 1
         self.send(s, m.Reject(rid=rid, code=int(code), name=code.name, reason=reason, client_id=client_id,
-                              cmd_seq=cmd_seq))
+                              cmd_seq=cmd_seq, leg=leg))
 
     def error(self, to: Session | bytes, rid: int, code: ResultCode, detail: str) -> None:
         """An Error reply to a session, or straight to a connection that has none (a revoked key)."""
@@ -967,21 +1017,32 @@ class GatewayStage:
             for sid, rid, kind, ident in zip(rows["sid"].tolist(), rows["rid"].tolist(),
                                              rows["cmd"]["kind"].tolist(), rows["cmd"]["id"].tolist()):
                 self.counters["lost"] += 1
-                self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "", ident if kind == PLACE else 0)
+                self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "",
+                            ident if kind == PLACE or kind == MULTI_LEG else 0)
         if not got_ev:
             return
         ev = np.concatenate(got_ev) if len(got_ev) > 1 else got_ev[0]
         pending = np.concatenate(got_cmd) if len(got_cmd) > 1 else got_cmd[0]
         rejected = ev["kind"] == REJECTED
         if rejected.any():
-            for (code, client_id, cmd_seq), (sid, rid, kind) in zip(
-                    ev[rejected][["code", "client_id", "cmd_seq"]].tolist(),
+            for (code, client_id, cmd_seq, leg), (sid, rid, kind, parent) in zip(
+                    ev[rejected][["code", "client_id", "cmd_seq", "reason"]].tolist(),
                     zip(pending["sid"][rejected].tolist(), pending["rid"][rejected].tolist(),
-                        pending["cmd"]["kind"][rejected].tolist())):
-                self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0, cmd_seq)
+                        pending["cmd"]["kind"][rejected].tolist(), pending["cmd"]["id"][rejected].tolist())):
+                if kind == MULTI_LEG:  # the event carries the failing leg's fields, its number in ``reason``
+                    detail = f"leg {leg} (client id {client_id})" if leg else "the order as a whole"
+                    self.reject(self.by_sid.get(sid), rid, ResultCode(code), detail, parent, cmd_seq, leg)
+                else:
+                    self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0,
+                                cmd_seq)
             ev, pending = ev[~rejected], pending[~rejected]
+        kinds = pending["cmd"]["kind"]
+        past_orders = kinds >= FIRST_VENUE_CMD  # field commands and multi-leg orders
+        units = kinds == MULTI_LEG if past_orders.any() else None
         if self.journaling and len(ev):
-            behind = np.flatnonzero(ev["durable_seq"] < ev["cmd_seq"])
+            # a multi-leg order is durable with its last Leg record
+            last = ev["cmd_seq"] if units is None else ev["cmd_seq"] + np.where(units, pending["cmd"]["qty"], 0)
+            behind = np.flatnonzero(ev["durable_seq"] < last)
             if len(behind):
                 # the matcher publishes only what the journal holds; an ack must never promise more
                 e = ev[behind[0]]
@@ -990,15 +1051,20 @@ class GatewayStage:
         ours = pending["sid"] >= 0  # not the gateway's own dead-man mass cancels
         if not ours.all():
             ev, pending = ev[ours], pending[ours]
+            past_orders, units = past_orders[ours], None if units is None else units[ours]
         if not len(ev):
             return
         acks = np.empty(len(ev), m.ACK_ROW_DTYPE)
         acks["rid"] = pending["rid"]
         for name in ("order_id", "client_id", "cmd_seq", "durable_seq", "ts"):
             acks[name] = ev[name]
-        no_order = pending["cmd"]["kind"] >= FIRST_VENUE_CMD  # an echo's order_id and client_id are other fields
-        acks["order_id"][no_order] = 0
-        acks["client_id"][no_order] = 0
+        if units is not None:
+            # a multi-leg order: the first leg's order id (the legs' are consecutive) and the parent id; another
+            # echo's order_id and client_id are other fields
+            acks["client_id"][units] = pending["cmd"]["id"][units]
+            no_order = past_orders & ~units
+            acks["order_id"][no_order] = 0
+            acks["client_id"][no_order] = 0
         acks["count"] = np.where(pending["cmd"]["kind"] == MASS_CANCEL, ev["qty"], 0)
         self.counters["acks"] += len(acks)
         sids = pending["sid"]

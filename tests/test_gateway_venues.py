@@ -118,7 +118,7 @@ def test_bad_fields_get_a_clear_reject_and_admin_commands_are_not_served(engine)
             await op.send_command(m.AddStake, venue=77, amount=10)
         with pytest.raises(TypeError, match="amount must be an int"):
             await op.send_command(m.AddStake, venue=1, amount=10.5)
-        with pytest.raises(TypeError, match="not a venue, outcome or liquidation command"):
+        with pytest.raises(TypeError, match="not a venue, outcome, liquidation or exposure-cap command"):
             await op.send_command(m.PlaceOrder, market=1)
         await op.send_raw(m.encoder.encode(["venue_params", 41, 2, 1000, 0, 11, 11]))  # admin only: no message
         err = await op.expect_reply(41)
