@@ -1082,3 +1082,38 @@ def test_workers_follow_funding_and_margin_tiers(tmp_path, seed):
         assert book.position(p.account, p.market)["maintenance"] == -(-initial * m.maint_bps // 10000), p
         tiered += initial != -(-m.mark * (abs(p.size) // m.lot) // m.leverage)
     assert tiered > 0  # some positions reach past the first bracket
+
+
+def test_margin_worker_schedules_funding():
+    """The margin worker is the funding scheduler: once the engine clock (its events' ts) passes a perpetual
+    market's funding time (the first multiple of the interval after the listing or FundingConfig, then the
+    Funding event's next time), it sends one ApplyFunding, which the matcher accepts; never twice for one time."""
+    from engine.records import MarketKind
+    from engine.workers.margin import MARGIN_WORKER_ID
+
+    e = Engine(**ENGINE_KWARGS)
+    book = MarginBook()
+    out = []
+
+    def run(events):
+        out.append(events)
+        return book.apply(events)
+
+    assert len(run(np.concatenate([
+        e.add_asset(1, "USDT", 2, ts=5), e.add_asset(2, "BTC", 8, ts=5),
+        e.add_market(5, 2, 1, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL, ts=5),
+        e.set_venue_params(9, stake_asset=2, min_stake=1, unbond_period=1, protocol_account=8, admin=9, ts=5),
+        e.funding_config(9, 5, interval_ns=100, sample_interval_ns=10, cap=1_000_000, ts=150),
+        e.deposit(1, 1, 10_000, ts=160), e.deposit(2, 1, 10_000, ts=160),
+        e.place(1, 5, Side.BUY, 1000, 3, 1, ts=170), e.place(2, 5, Side.SELL, 1000, 3, 1, ts=170)]))) == 0
+    assert book.funding_due[5] == 200  # FundingConfig at 150, interval 100
+    sent = run(e.deposit(1, 1, 1, ts=199))
+    assert len(sent) == 0
+    sent = run(e.deposit(1, 1, 1, ts=205))
+    assert sent[["kind", "account", "market", "ts"]].tolist() == [(Cmd.APPLY_FUNDING, MARGIN_WORKER_ID, 5, 205)]
+    assert len(run(e.deposit(1, 1, 1, ts=206))) == 0  # not twice for the same time
+    sent["ts"] = 207
+    funded = e.process(sent)
+    assert funded["kind"][-1] == Ev.FUNDING and not (funded["kind"] == Ev.REJECTED).any()
+    assert len(run(funded)) == 0 and book.funding_due[5] == 300  # the Funding event's next time
+    assert run(e.deposit(1, 1, 1, ts=301))["kind"].tolist() == [Cmd.APPLY_FUNDING] and book.fundings == 2

@@ -43,6 +43,7 @@ import numpy as np
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side
 from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
+from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
 
 VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<i8"), ("available", "<i8"),
@@ -58,7 +59,7 @@ _LOW31 = (1 << 31) - 1
 # free balance, alike), fills, perpetual positions, every change of an order's hold, and the
 # venue commands' echoes (a perpetual market's leverage: MarketRisk)
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
-                     Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS)
+                     Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.FUNDING)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same (account, asset) is sent again while still under
 
@@ -118,6 +119,9 @@ class MarginBook(EventCore):
         self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
         self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
         self.margin_tiers: dict[int, list[tuple[int, int]]] = {}  # perpetual market -> [(floor, leverage)] (MarginTiers)
+        self.funding_due: dict[int, int] = {}  # perpetual market -> its next funding time (engine clock, ns)
+        self.funding_sent: dict[int, int] = {}  # perpetual market -> the funding time its ApplyFunding was sent for
+        self.fundings = 0  # ApplyFunding commands sent
         self._risk_arrays = None
         # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
         self.under = np.zeros((0, 2), np.int64)
@@ -158,6 +162,9 @@ class MarginBook(EventCore):
         self.__dict__.setdefault("protocol_account", 0)
         self.__dict__.setdefault("outcome_payout", {})
         self.__dict__.setdefault("margin_tiers", {})
+        self.__dict__.setdefault("funding_due", {})
+        self.__dict__.setdefault("funding_sent", {})
+        self.__dict__.setdefault("fundings", 0)
         self.__dict__.setdefault("outcomes", PositionBook())
         n = len(self.index)
         ids = self.account_ids[:n]
@@ -278,6 +285,9 @@ class MarginBook(EventCore):
         for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
             self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
             self._marr = None
+        configs = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.FUNDING_CONFIG)]
+        for market, ts, interval in zip(*(configs[c].tolist() for c in ("market", "ts", "price"))):
+            self._schedule_funding(market, ts, interval)  # a FundingConfig restarts the schedule from now
         tiers = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_TIERS)]
         for market, f1, f2, f3, packed in zip(*(tiers[c].tolist() for c in ("market", "price", "qty", "client_id",
                                                                              "remaining"))):
@@ -301,7 +311,7 @@ class MarginBook(EventCore):
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
-            return self._liquidate_commands(0)
+            return np.zeros(0, COMMAND_DTYPE)
         kind = mine["kind"]
         is_order = kind == Ev.ACCEPTED
         is_fill = kind == Ev.FILL
@@ -407,7 +417,11 @@ class MarginBook(EventCore):
         margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, nonspot,
                      lev, payout)
         self._cursor = last
-        return self._liquidate_commands(int(mine["ts"][-1]))
+        now = int(mine["ts"][-1])
+        funding = mine[kind == Ev.FUNDING]
+        for market, due in zip(funding["market"].tolist(), funding["maker_account"].tolist()):
+            self.funding_due[market] = due  # the Funding event names the next funding time
+        return np.concatenate([self._liquidate_commands(now), self._funding_commands(now)])
 
     def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> None:
         """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots; the
@@ -521,6 +535,27 @@ class MarginBook(EventCore):
         self.liquidations += len(cmds)
         return cmds
 
+    def _schedule_funding(self, market: int, now: int, interval: int) -> None:
+        """The matcher's rule: the next funding is the first multiple of the interval after ``now``."""
+        self.funding_due[market] = (now // interval + 1) * interval
+
+    def _funding_commands(self, now: int) -> np.ndarray:
+        """ApplyFunding for each perpetual market whose funding time has passed on the engine clock (the
+        events' ts), once per funding time: the worker is the funding scheduler.  The matcher checks the time
+        itself (FUNDING_NOT_DUE), so an early or repeated one changes nothing; the clock moves with the
+        events, so a funding falls due at the first event after its time."""
+        due = [m for m, t in self.funding_due.items() if t <= now and self.funding_sent.get(m) != t]
+        cmds = np.zeros(len(due), COMMAND_DTYPE)
+        if due:
+            cmds["kind"] = Cmd.APPLY_FUNDING
+            cmds["account"] = self.config.account
+            cmds["market"] = due
+            cmds["ts"] = now
+            for m in due:
+                self.funding_sent[m] = self.funding_due[m]
+            self.fundings += len(due)
+        return cmds
+
     def take_under(self) -> np.ndarray:
         """The (row, asset id) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
         under, self.under = self.under, np.zeros((0, 2), np.int64)  # (row, asset column)
@@ -551,6 +586,8 @@ class MarginBook(EventCore):
                 self._column(d.base)
                 self._column(d.quote)
                 self._risk_arrays = None
+                if d.kind == MarketKind.PERPETUAL:  # the matcher's funding schedule starts at the listing
+                    self._schedule_funding(d.market_id, int(e["ts"]), DEFAULT_FUNDING_INTERVAL)
             self._markets_key = None
 
     def _market_arrays(self):
