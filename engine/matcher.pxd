@@ -422,6 +422,7 @@ cdef class Matcher:
     cdef int64_t adl_ranking(self, uint32_t market, uint32_t venue, uint32_t asset, int64_t target, int sign,
                              AdlEntry **out) noexcept nogil
     cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil
+    cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void schedule_funding(self, Market *m) noexcept nogil
     cdef void find_next_sample(self) noexcept nogil

@@ -2563,22 +2563,29 @@ cdef class Matcher:
             xos_hmap_del(&self.cap_index, c.account, c.venue)
         self.echo(XOS_EV_VENUE, c)
 
+    cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil:
+        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in
+        order: a sender, the market, its kind, and the sender the admin or the listing venue's operator."""
+        if c.account <= 0:
+            return XOS_INVALID_ACCOUNT_ID
+        if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            return XOS_UNKNOWN_MARKET
+        cdef Market *m = &self.market_table[c.market]
+        if m.kind != kind:
+            return XOS_INVALID_MARKET_KIND
+        if c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+            return XOS_NOT_VENUE_OPERATOR
+        return XOS_OK
+
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil:
         """Admin or the listing venue's operator: a perpetual market's max leverage and maintenance margin.
         Refused while the market has open orders: their holds were computed with the old leverage."""
         cdef uint16_t code = XOS_OK
         cdef Market *m
-        if c.account <= 0:
-            code = XOS_INVALID_ACCOUNT_ID
-        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            code = XOS_UNKNOWN_MARKET
-        else:
+        code = self.check_market_operator(c, XOS_MARKET_PERPETUAL)
+        if code == XOS_OK:
             m = &self.market_table[c.market]
-            if m.kind != XOS_MARKET_PERPETUAL:
-                code = XOS_INVALID_MARKET_KIND
-            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
-                code = XOS_NOT_VENUE_OPERATOR
-            elif c.price < 1 or c.price > MAX_LEVERAGE:
+            if c.price < 1 or c.price > MAX_LEVERAGE:
                 code = XOS_INVALID_LEVERAGE
             elif c.qty < 1 or c.qty > 10000:
                 code = XOS_INVALID_MAINTENANCE_MARGIN
@@ -2857,17 +2864,10 @@ cdef class Matcher:
         cdef Market *m = NULL
         cdef int64_t clamp = <int64_t>((<uint64_t>c.aux) & 0xFFFFFFFFu)
         cdef int64_t cap = <int64_t>((<uint64_t>c.aux) >> 32)
-        if c.account <= 0:
-            code = XOS_INVALID_ACCOUNT_ID
-        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            code = XOS_UNKNOWN_MARKET
-        else:
+        code = self.check_market_operator(c, XOS_MARKET_PERPETUAL)
+        if code == XOS_OK:
             m = &self.market_table[c.market]
-            if m.kind != XOS_MARKET_PERPETUAL:
-                code = XOS_INVALID_MARKET_KIND
-            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
-                code = XOS_NOT_VENUE_OPERATOR
-            elif c.price <= 0 or c.qty <= 0 or c.qty > c.price:
+            if c.price <= 0 or c.qty <= 0 or c.qty > c.price:
                 code = XOS_INVALID_FUNDING_INTERVAL
             elif (c.id < -XOS_RATE_SCALE or c.id > XOS_RATE_SCALE or clamp > XOS_RATE_SCALE or cap < 1
                   or cap > XOS_RATE_SCALE):
@@ -2893,17 +2893,10 @@ cdef class Matcher:
         cdef int64_t floors[3]
         cdef int64_t floor = 0, next_floor
         cdef int32_t leverage = MAX_LEVERAGE, next_leverage, k, n = 0
-        if c.account <= 0:
-            code = XOS_INVALID_ACCOUNT_ID
-        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            code = XOS_UNKNOWN_MARKET
-        else:
+        code = self.check_market_operator(c, XOS_MARKET_PERPETUAL)
+        if code == XOS_OK:
             m = &self.market_table[c.market]
-            if m.kind != XOS_MARKET_PERPETUAL:
-                code = XOS_INVALID_MARKET_KIND
-            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
-                code = XOS_NOT_VENUE_OPERATOR
-            elif c.aux < 0 or (c.aux >> 24) != 0:
+            if c.aux < 0 or (c.aux >> 24) != 0:
                 code = XOS_INVALID_MARGIN_TIER
         floors[0] = c.price
         floors[1] = c.qty
@@ -3112,17 +3105,10 @@ cdef class Matcher:
         cdef Market *m = NULL
         cdef OutcomeEvent *ev = NULL
         cdef OutcomeMarket *first
-        if c.account <= 0:
-            code = XOS_INVALID_ACCOUNT_ID
-        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            code = XOS_UNKNOWN_MARKET
-        else:
+        code = self.check_market_operator(c, XOS_MARKET_OUTCOME)
+        if code == XOS_OK:
             m = &self.market_table[c.market]
-            if m.kind != XOS_MARKET_OUTCOME:
-                code = XOS_INVALID_MARKET_KIND
-            elif c.account != self.admin and c.account != self.venue_table[m.venue].operator:
-                code = XOS_NOT_VENUE_OPERATOR
-            elif self.outcome_table[c.market].state != 0:
+            if self.outcome_table[c.market].state != 0:
                 code = XOS_OUTCOME_CONFIGURED
             elif c.price <= 0 or c.price % m.tick_size or c.price // 2 < m.tick_size or c.price > XOS_MAX_MONEY:
                 code = XOS_INVALID_PAYOUT

@@ -1629,17 +1629,26 @@ class ReferenceEngine(CommandAPI):
                  equity + paid + covered, paid, covered)
         return 0
 
-    def _market_risk(self, row) -> int:
-        market, account, leverage, maint_bps = row[7], row[9], row[10], row[11]
+    def _market_operator_check(self, account: int, market: int, kind: int) -> int:
+        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in
+        order: a sender, the market, its kind, and the sender the admin or the listing venue's operator."""
         if account <= 0:
             return int(RC.INVALID_ACCOUNT_ID)
         m = self._markets.get(market)
         if m is None:
             return int(RC.UNKNOWN_MARKET)
-        if m.kind != _PERP:
+        if m.kind != kind:
             return int(RC.INVALID_MARKET_KIND)
         if account != self._admin and account != self._venues[m.venue].operator:
             return int(RC.NOT_VENUE_OPERATOR)
+        return 0
+
+    def _market_risk(self, row) -> int:
+        market, account, leverage, maint_bps = row[7], row[9], row[10], row[11]
+        code = self._market_operator_check(account, market, _PERP)
+        if code:
+            return code
+        m = self._markets[market]
         if not 1 <= leverage <= MAX_LEVERAGE:
             return int(RC.INVALID_LEVERAGE)
         if not 1 <= maint_bps <= 10000:
@@ -1718,15 +1727,10 @@ class ReferenceEngine(CommandAPI):
 
     def _outcome_config(self, row) -> int:
         market, account, payout, window, resolver, event = row[7], row[9], row[10], row[11], row[12], row[13]
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        m = self._markets.get(market)
-        if m is None:
-            return int(RC.UNKNOWN_MARKET)
-        if m.kind != _OUTCOME:
-            return int(RC.INVALID_MARKET_KIND)
-        if account != self._admin and account != self._venues[m.venue].operator:
-            return int(RC.NOT_VENUE_OPERATOR)
+        code = self._market_operator_check(account, market, _OUTCOME)
+        if code:
+            return code
+        m = self._markets[market]
         if market in self._outcomes:
             return int(RC.OUTCOME_CONFIGURED)
         if payout % m.tick or payout < 2 * m.tick or payout > MAX_MONEY:
@@ -2039,15 +2043,10 @@ class ReferenceEngine(CommandAPI):
 
     def _funding_config(self, row) -> int:
         market, account, interval, sample, interest, limits = row[7], row[9], row[10], row[11], row[12], row[13]
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        m = self._markets.get(market)
-        if m is None:
-            return int(RC.UNKNOWN_MARKET)
-        if m.kind != _PERP:
-            return int(RC.INVALID_MARKET_KIND)
-        if account != self._admin and account != self._venues[m.venue].operator:
-            return int(RC.NOT_VENUE_OPERATOR)
+        code = self._market_operator_check(account, market, _PERP)
+        if code:
+            return code
+        m = self._markets[market]
         if interval <= 0 or sample <= 0 or sample > interval:
             return int(RC.INVALID_FUNDING_INTERVAL)
         clamp, cap = unpack_funding_limits(limits)
@@ -2060,15 +2059,10 @@ class ReferenceEngine(CommandAPI):
 
     def _margin_tiers(self, row) -> int:
         market, account, aux = row[7], row[9], row[13]
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        m = self._markets.get(market)
-        if m is None:
-            return int(RC.UNKNOWN_MARKET)
-        if m.kind != _PERP:
-            return int(RC.INVALID_MARKET_KIND)
-        if account != self._admin and account != self._venues[m.venue].operator:
-            return int(RC.NOT_VENUE_OPERATOR)
+        code = self._market_operator_check(account, market, _PERP)
+        if code:
+            return code
+        m = self._markets[market]
         if aux < 0 or aux >> 24:
             return int(RC.INVALID_MARGIN_TIER)
         tiers, floor, leverage = [], 0, MAX_LEVERAGE
