@@ -871,6 +871,24 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     assert "ADL rank 1" in out.output
 
 
+def recording_liq_world() -> tuple[Engine, list]:
+    """``test_liquidation.liq_world`` on the Cython engine, and the list its events (and every later command's)
+    are recorded in, one array per command."""
+    from test_liquidation import liq_world
+
+    e = Engine(**ENGINE_KWARGS)
+    recorded = []
+    process = e.process
+
+    def recording(cmds):
+        out = process(cmds)
+        recorded.append(out)
+        return out
+
+    e.process = recording
+    return liq_world(lambda **kw: e), recorded
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_workers_follow_liquidations_insurance_and_adl(tmp_path, seed):
     """Random price crashes with keepers' Liquidate commands (``test_liquidation``): liquidation IOC orders
@@ -880,19 +898,9 @@ def test_workers_follow_liquidations_insurance_and_adl(tmp_path, seed):
     from collections import defaultdict
 
     from engine.workers.settlement import LIQUIDATION_ACCOUNT
-    from test_liquidation import USD, liq_world, random_crash_commands
+    from test_liquidation import USD, random_crash_commands
 
-    e = Engine(**ENGINE_KWARGS)
-    recorded = []
-    original = e.process
-
-    def process(cmds):  # every command the builders send, with its events
-        out = original(cmds)
-        recorded.append(out)
-        return out
-
-    e.process = process
-    e = liq_world(lambda **kw: e)
+    e, recorded = recording_liq_world()
     for name, fields in random_crash_commands(seed):
         if name == "deposit" and fields["amount"] <= 0:
             continue
@@ -917,19 +925,9 @@ def test_workers_follow_liquidations_insurance_and_adl(tmp_path, seed):
 def test_margin_book_never_sends_an_insurance_fund_to_liquidation():
     """After the crash scenario the protocol account (venue 0's fund) holds the positions it took over; the
     margin book knows it as a fund (VenueParams' echo) and sends Liquidate only for traders."""
-    from test_liquidation import FEED, PERP, PROTOCOL, crash_scenario, liq_world
+    from test_liquidation import FEED, PERP, PROTOCOL, crash_scenario
 
-    e = Engine(**ENGINE_KWARGS)
-    recorded = []
-    original = e.process
-
-    def process(cmds):
-        out = original(cmds)
-        recorded.append(out)
-        return out
-
-    e.process = process
-    e = liq_world(lambda **kw: e)
+    e, recorded = recording_liq_world()
     crash_scenario(e)
     e.oracle_price(FEED, 0, PERP, 600, feed_id=1, source_ts=10)  # far down: the fund's long is under too
     book = MarginBook()
