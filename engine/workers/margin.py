@@ -264,8 +264,8 @@ class MarginBook(EventCore):
     FOLLOWED = FOLLOWED
 
     def _apply(self, new: np.ndarray, last: int) -> np.ndarray:
-        """Apply the chosen events (see ``EventCore``); returns the Liquidate commands to send
-        (``COMMAND_DTYPE``, possibly empty).  Listings are learned first (they only add), then balance
+        """Apply the chosen events (see ``EventCore``); returns the commands to send back through the
+        matcher's input (``COMMAND_DTYPE``, possibly empty): Liquidate and ApplyFunding.  Listings are learned first (they only add), then balance
         and fill amounts are added with one ``np.add.at``; holds follow each order in
         ``engine.workercore``; positions are revalued where their mark moved or they changed."""
         # listings (rare): in order, before anything that uses them
