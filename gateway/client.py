@@ -245,6 +245,8 @@ class Client:
     # ------------------------------------------------------------------ markets
 
     async def load_markets(self, reload: bool = False) -> dict[str, dict]:
+        """The markets by symbol (``BASE/QUOTE``), fetched once; ``reload`` fetches them again, with those
+        listed since (a venue's ListMarket, the admin's AddMarket)."""
         if reload or not self.markets:
             res = await self.request(m.Markets(rid=self.next_rid()))
             self.markets = {f"{k.base}/{k.quote}": k for k in res.markets}
@@ -253,7 +255,8 @@ class Client:
                       "precision": {"price": k.tick_size, "amount": k.lot_size},
                       "limits": {"amount": {"min": k.min_size, "max": None}},
                       "tick_size": k.tick_size, "lot_size": k.lot_size, "base_decimals": k.base_decimals,
-                      "quote_decimals": k.quote_decimals, "info": k} for sym, k in self.markets.items()}
+                      "quote_decimals": k.quote_decimals, "kind": k.kind, "venue": k.venue,
+                      "maker_bps": k.maker_bps, "taker_bps": k.taker_bps, "info": k} for sym, k in self.markets.items()}
 
     def market_id(self, symbol: str | int) -> int:
         if isinstance(symbol, int):

@@ -23,11 +23,12 @@ import zmq
 
 from engine.process import (EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, beat_or_leave,
                             resume_at)
-from engine.records import EVENT_DTYPE, Ev, EvFlag, unpack_symbol
+from engine.records import EVENT_DTYPE, Ev, EvFlag
 from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
-from engine.workers import ASSET_LISTING, MARKET_LISTING, AssetDef, EventCore, Listings, MarketDef, kind_mask
+from engine.workers import EventCore, Listings, kind_mask
 
+from .listings import learn_from_events, seed_from_state
 from .mdmessages import (
     ASK,
     BID,
@@ -67,8 +68,6 @@ FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BOOK_LEV
 _ACCEPTED, _FILL, _CANCELLED, _AMENDED, _BOOK_LEVEL, _MARKET_STATUS = (
     int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED), int(Ev.BOOK_LEVEL), int(Ev.MARKET_STATUS))
 _PRIORITY_LOST = int(EvFlag.PRIORITY_LOST)
-_ASSET_FLAG, _MARKET_FLAG = int(EvFlag.ASSET_LISTING), int(EvFlag.MARKET_LISTING)
-_LISTING_COLUMNS = ("seq", "flags", "side", "market", "venue", "account", "client_id", "price", "qty", "remaining")
 
 
 class OrderTable:
@@ -240,22 +239,10 @@ class MarketDataCore(EventCore):
         core = cls()
         event_seq = int(state["counters"][2])
         core._cursor = event_seq
-        for a in state["assets"].tolist():
-            asset, decimals, lo, hi = a[:4]
-            try:
-                symbol = unpack_symbol(lo, hi)
-            except (UnicodeDecodeError, OverflowError):
-                symbol = ""
-            core.listings.assets[asset] = AssetDef(asset, symbol, decimals)
-        m = state["markets"]
-        for row in m.tolist():
-            d = dict(zip(m.dtype.names, row))
-            market = d["market"]
-            core.listings.markets[market] = MarketDef(market, d["venue"], d["kind"], d["base"], d["quote"],
-                                                      d["tick_size"], d["lot_size"], d["min_size"], d["maker_bps"],
-                                                      d["taker_bps"], d["band_bps"])
+        seed_from_state(core.listings, state)
+        for market, halted in state["markets"][["market", "halted"]].tolist():
             book = core.books[market] = MarketBook(market)
-            book.halted = bool(d["halted"])
+            book.halted = bool(halted)
             book.seq = book.trade_number = event_seq
         o = np.sort(state["orders"], order="order_id")
         o = o[o["remaining"] > 0]
@@ -505,16 +492,9 @@ class MarketDataCore(EventCore):
         return out
 
     def _learn_listings(self, accepted: np.ndarray) -> None:
-        """Listings (and MassCancel echoes, which carry nothing for the books) among Accepted events."""
-        for seq, flags, side, market, venue, account, client_id, price, qty, remaining in zip(
-                *(accepted[name].tolist() for name in _LISTING_COLUMNS)):
-            if flags & _MARKET_FLAG:
-                self.listings.learn(MARKET_LISTING, seq, side, market, venue, account, client_id, price, qty,
-                                    remaining)
-                self.books.setdefault(market, MarketBook(market))
-            elif flags & _ASSET_FLAG:
-                self.listings.learn(ASSET_LISTING, seq, side, market, venue, account, client_id, price, qty,
-                                    remaining)
+        """Listings among Accepted events without an order; a listed market gets its (empty) book."""
+        for market in learn_from_events(self.listings, accepted):
+            self.books.setdefault(market, MarketBook(market))
 
     def _check_levels(self, l3_keys, l3_qty, l3_count, l2_change: list) -> None:
         """Per level, the change the L3 ops made must be the change its BookLevel events made."""

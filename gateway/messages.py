@@ -612,6 +612,10 @@ class MarketInfo(msgspec.Struct, array_like=True, frozen=True):
     tick_size: I64
     lot_size: I64
     min_size: I64
+    kind: str = "spot"  # spot, perpetual or outcome
+    venue: VenueId = 0  # the venue that listed it (0: the admin)
+    maker_bps: I64 = 0  # the market's fees: what orders of venue 0 pay (another venue's orders pay its own)
+    taker_bps: I64 = 0
 
 
 class MarketsResult(_Msg, tag="markets_result"):

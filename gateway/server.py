@@ -35,12 +35,14 @@ from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets,
+from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, MarketKind, pack_market_assets,
                             pack_market_params, unpack_listing)
+from engine.workers import AssetDef, Listings, MarketDef
 
 from . import messages as m
 from .intake import drain, rows_to_pending
 from .keys import server_pair
+from .listings import learn_from_events, seed_from_state
 
 # plain ints on the per-event and per-command paths (enum attribute lookups cost more than the work)
 ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED = map(int, (Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED))
@@ -58,6 +60,8 @@ MARKET_STATUS = int(Ev.MARKET_STATUS)
 VENUE_MARKET_HALT, VENUE_MARKET_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
 # a venue's ListMarket answers with AddMarket's listing echo (account: the packed assets; the sender in maker_account)
 LIST_MARKET, MARKET_LISTING = int(Cmd.LIST_MARKET), int(EvFlag.MARKET_LISTING)
+ANY_LISTING = int(EvFlag.ASSET_LISTING | EvFlag.MARKET_LISTING)  # an Accepted with one of these lists an asset or market
+KIND_NAMES = {int(k): k.name.lower() for k in MarketKind}  # the config's names: spot, perpetual, outcome
 OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
 FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
 # a multi-leg order (past FIRST_VENUE_CMD, yet it makes orders): its header waits in the FIFO, answered by its
@@ -92,6 +96,19 @@ DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
 
 
+
+
+def config_listings(cfg: Config) -> Listings:
+    """The config's assets and markets, which the bootstrap lists: known before the ring is read, so a client
+    that connects at once gets them; the snapshot and the ring's listing echoes add what was listed since."""
+    listings = Listings()
+    ids = {a.symbol: a.id for a in cfg.assets}
+    for a in cfg.assets:
+        listings.assets[a.id] = AssetDef(a.id, a.symbol, a.decimals)
+    for k in cfg.markets:
+        listings.markets[k.id] = MarketDef(k.id, k.venue, int(MarketKind[k.kind.upper()]), ids[k.base], ids[k.quote],
+                                           k.tick_size, k.lot_size, k.min_size, k.maker_bps, k.taker_bps, k.band_bps)
+    return listings
 
 
 class Session:
@@ -545,6 +562,7 @@ class GatewayStage:
         self.fifo: dict[int, PendingQueue] = collections.defaultdict(PendingQueue)
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
+        self.listings = config_listings(cfg)  # every asset and market: the Markets reply
         self.known_accounts = np.zeros(0, np.int64)
         self.refresh_accounts()
         # commands collected for the next forward, in arrival order: PENDING_DTYPE chunks, then
@@ -852,10 +870,17 @@ class GatewayStage:
             self.send(s, m.MarketsResult(rid=req.rid, markets=self.market_infos()))
 
     def market_infos(self) -> list[m.MarketInfo]:
-        decimals = {a.symbol: a.decimals for a in self.cfg.assets}
-        return [m.MarketInfo(market=k.id, base=k.base, quote=k.quote, base_decimals=decimals[k.base],
-                             quote_decimals=decimals[k.quote], tick_size=k.tick_size, lot_size=k.lot_size,
-                             min_size=k.min_size) for k in self.cfg.markets]
+        assets = self.listings.assets
+        out = []
+        for k in sorted(self.listings.markets.values(), key=lambda k: k.market_id):
+            # an asset is listed before its markets; only a gateway that lost ring events can lack it
+            base, quote = (assets.get(a) or AssetDef(a, str(a), 0) for a in (k.base, k.quote))
+            out.append(m.MarketInfo(market=k.market_id, base=base.symbol, quote=quote.symbol,
+                                    base_decimals=base.decimals, quote_decimals=quote.decimals,
+                                    tick_size=k.tick_size, lot_size=k.lot_size, min_size=k.min_size,
+                                    kind=KIND_NAMES[k.kind], venue=k.venue, maker_bps=k.maker_bps,
+                                    taker_bps=k.taker_bps))
+        return out
 
     def margin_state(self) -> tuple | None:
         """The margin worker's last checkpoint (its core) and the views it published with it
@@ -882,8 +907,8 @@ class GatewayStage:
         if state is None:
             return m.BalancesResult(rid=rid, balances=[], as_of_seq=0)
         core, view, _ = state
-        symbols = {a.id: a.symbol for a in self.cfg.assets}
-        rows = [m.BalanceInfo(asset=a, symbol=symbols.get(a, str(a)), total=t, held=h)
+        assets = self.listings.assets
+        rows = [m.BalanceInfo(asset=a, symbol=assets[a].symbol if a in assets else str(a), total=t, held=h)
                 for a, (t, h) in sorted(core.balances(account).items())]
         figures = dict(equity=0, margin_used=0, available=0, maintenance=0)
         if view is not None:
@@ -961,10 +986,13 @@ class GatewayStage:
         if int(events["seq"][0]) <= self.routed_seq:
             events = events[events["seq"] > self.routed_seq]
         self.routed_seq = last
+        kinds = events["kind"]
+        listed = (kinds == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)
+        if listed.any():  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
+            learn_from_events(self.listings, events[listed])
         keyed = self.known_accounts
         if not len(keyed):
             return
-        kinds = events["kind"]
         mine = IS_EVENT_ACCOUNTS_KIND[kinds]
         if not mine.any():
             return
@@ -1136,9 +1164,9 @@ class GatewayStage:
                         self.send(s, m.execution_report(r))
 
     def catch_up(self, consumer) -> None:
-        """On the first attach (ring thread): rebuild the order table from the snapshot the matcher
-        restored and the ring since.  A gateway restarted on its own reads again, for the table
-        only, what its predecessor routed (``quiet_until``)."""
+        """On the first attach (ring thread): rebuild the order table and the listings from the snapshot
+        the matcher restored and the ring since.  A gateway restarted on its own reads again, for the table
+        and the listings only, what its predecessor routed (``quiet_until``)."""
         from engine.process import read_heartbeats
         from engine.ring import RingError
         from engine.snapshot import read_snapshot
@@ -1149,6 +1177,8 @@ class GatewayStage:
             try:
                 header, state = read_snapshot(path)
                 base, orders = header.event_seq, state["orders"]
+                # the listings before the ring's first event (queued before any batch, like the seed below)
+                self.loop.call_soon_threadsafe(seed_from_state, self.listings, state)
             except (ValueError, OSError) as exc:
                 print(f"xos gateway: open orders not seeded from {path}: {exc}", file=sys.stderr, flush=True)
                 return
