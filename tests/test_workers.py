@@ -1087,7 +1087,7 @@ def test_margin_worker_schedules_funding():
     market's funding time (the first multiple of the interval after the listing or FundingConfig, then the
     Funding event's next time), it sends one ApplyFunding, which the matcher accepts; never twice for one time."""
     from engine.records import MarketKind
-    from engine.workers.margin import MARGIN_WORKER_ID
+    from engine.workers.margin import LIQUIDATE_RETRY_NS, MARGIN_WORKER_ID
 
     e = Engine(**ENGINE_KWARGS)
     book = MarginBook()
@@ -1115,3 +1115,7 @@ def test_margin_worker_schedules_funding():
     assert funded["kind"][-1] == Ev.FUNDING and not (funded["kind"] == Ev.REJECTED).any()
     assert len(run(funded)) == 0 and book.funding_due[5] == 300  # the Funding event's next time
     assert run(e.deposit(1, 1, 1, ts=301))["kind"].tolist() == [Cmd.APPLY_FUNDING] and book.fundings == 2
+    # not applied (say the matcher refused it): the same time is tried again only after the retry interval
+    assert len(run(e.deposit(1, 1, 1, ts=350))) == 0
+    retry = run(e.deposit(1, 1, 1, ts=301 + LIQUIDATE_RETRY_NS))
+    assert retry["kind"].tolist() == [Cmd.APPLY_FUNDING] and book.fundings == 3

@@ -61,7 +61,7 @@ _LOW31 = (1 << 31) - 1
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
                      Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.FUNDING)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
-LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same (account, asset) is sent again while still under
+LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same Liquidate (account, asset) or ApplyFunding is sent again
 
 
 @dataclass
@@ -120,7 +120,9 @@ class MarginBook(EventCore):
         self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
         self.margin_tiers: dict[int, list[tuple[int, int]]] = {}  # perpetual market -> [(floor, leverage)] (MarginTiers)
         self.funding_due: dict[int, int] = {}  # perpetual market -> its next funding time (engine clock, ns)
-        self.funding_sent: dict[int, int] = {}  # perpetual market -> the funding time its ApplyFunding was sent for
+        # perpetual market -> (the funding time its ApplyFunding was sent for, when): a refused one (no insurance
+        # fund yet) leaves the time unchanged and is sent again after LIQUIDATE_RETRY_NS
+        self.funding_sent: dict[int, tuple[int, int]] = {}
         self.fundings = 0  # ApplyFunding commands sent
         self._risk_arrays = None
         # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
@@ -541,10 +543,13 @@ class MarginBook(EventCore):
 
     def _funding_commands(self, now: int) -> np.ndarray:
         """ApplyFunding for each perpetual market whose funding time has passed on the engine clock (the
-        events' ts), once per funding time: the worker is the funding scheduler.  The matcher checks the time
+        events' ts), once per funding time (again after ``LIQUIDATE_RETRY_NS`` if the time has not moved on:
+        the matcher refused it): the worker is the funding scheduler.  The matcher checks the time
         itself (FUNDING_NOT_DUE), so an early or repeated one changes nothing; the clock moves with the
         events, so a funding falls due at the first event after its time."""
-        due = [m for m, t in self.funding_due.items() if t <= now and self.funding_sent.get(m) != t]
+        sent = self.funding_sent
+        due = [m for m, t in self.funding_due.items()
+               if t <= now and (m not in sent or sent[m][0] != t or now - sent[m][1] >= LIQUIDATE_RETRY_NS)]
         cmds = np.zeros(len(due), COMMAND_DTYPE)
         if due:
             cmds["kind"] = Cmd.APPLY_FUNDING
@@ -552,7 +557,7 @@ class MarginBook(EventCore):
             cmds["market"] = due
             cmds["ts"] = now
             for m in due:
-                self.funding_sent[m] = self.funding_due[m]
+                sent[m] = (self.funding_due[m], now)
             self.fundings += len(due)
         return cmds
 
