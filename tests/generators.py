@@ -541,6 +541,16 @@ class StreamGenerator:
         row[_F[field_name]] = value
         return tuple(row)
 
+    def _interleave(self, chunk: np.ndarray, extra) -> np.ndarray:
+        """``chunk`` with the rows ``extra(ts)`` returns after each of its rows (a subclass's own commands
+        between the stream's, at the stream's times), counted in ``n_commands``."""
+        out = []
+        for row in (tuple(x) for x in chunk.tolist()):
+            out.append(row)
+            out.extend(extra(row[_F["ts"]]))
+        self.n_commands += len(out) - len(chunk)
+        return np.array(out, dtype=COMMAND_DTYPE)
+
     # ---------------------------------------------------------------- public -----------------
 
     def next_chunk(self, n: int) -> np.ndarray:
@@ -946,14 +956,8 @@ class PerpStreamGenerator(VenueStreamGenerator):
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < self.reduce_share:
-                out.append(self._reduce_only(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+        return self._interleave(super().next_chunk(n),
+                                lambda ts: [self._reduce_only(ts)] if r.random() < self.reduce_share else [])
 
     def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
         super().observe(commands, events)
@@ -1007,16 +1011,12 @@ class LeveragedPerpStreamGenerator(PerpStreamGenerator):
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < 0.002:
-                out.append(self._market_risk(row[_F["ts"]], r.choice(self.PERP_MARKETS)))
-            if r.random() < self.liquidate_share:
-                out.append(self._liquidate(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+
+        def extra(ts: int) -> list[tuple]:
+            rows = [self._market_risk(ts, r.choice(self.PERP_MARKETS))] if r.random() < 0.002 else []
+            return rows + [self._liquidate(ts)] if r.random() < self.liquidate_share else rows
+
+        return self._interleave(super().next_chunk(n), extra)
 
 
 class OutcomeStreamGenerator(PerpStreamGenerator):
@@ -1105,14 +1105,8 @@ class OutcomeStreamGenerator(PerpStreamGenerator):
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
         listed = self.n_commands > 0  # the first chunk starts with the listings: none before they are done
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if listed and r.random() < self.outcome_share:
-                out.append(self._outcome_command(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+        return self._interleave(super().next_chunk(n), lambda ts: [self._outcome_command(ts)]
+                                if listed and r.random() < self.outcome_share else [])
 
     def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
         super().observe(commands, events)
@@ -1183,18 +1177,15 @@ class VenueRiskStreamGenerator(LeveragedPerpStreamGenerator):
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < self.risk_share:
-                ts = row[_F["ts"]]
-                if r.random() < 0.5:
-                    out.append(self._venue_halt(ts))
-                else:
-                    out.append(self._venue_risk(ts, r.choice(self.venue_ids + [0]), r.choice(self.tradable)))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+
+        def extra(ts: int) -> list[tuple]:
+            if r.random() >= self.risk_share:
+                return []
+            if r.random() < 0.5:
+                return [self._venue_halt(ts)]
+            return [self._venue_risk(ts, r.choice(self.venue_ids + [0]), r.choice(self.tradable))]
+
+        return self._interleave(super().next_chunk(n), extra)
 
 
 class MultiLegMixin:
@@ -1262,16 +1253,12 @@ class MultiLegMixin:
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < self.multi_leg_share:
-                out.extend(self._multi_leg(row[_F["ts"]]))
-            if r.random() < self.cap_share:
-                out.append(self._exposure_cap(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+
+        def extra(ts: int) -> list[tuple]:
+            rows = list(self._multi_leg(ts)) if r.random() < self.multi_leg_share else []
+            return rows + [self._exposure_cap(ts)] if r.random() < self.cap_share else rows
+
+        return self._interleave(super().next_chunk(n), extra)
 
 
 class MultiLegStreamGenerator(MultiLegMixin, LeveragedPerpStreamGenerator):
@@ -1361,14 +1348,8 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < self.funding_share:
-                out.append(self._funding(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+        return self._interleave(super().next_chunk(n),
+                                lambda ts: [self._funding(ts)] if r.random() < self.funding_share else [])
 
 
 class VenueListingStreamGenerator(VenueStreamGenerator):
@@ -1423,14 +1404,8 @@ class VenueListingStreamGenerator(VenueStreamGenerator):
 
     def next_chunk(self, n: int) -> np.ndarray:
         r = self.rng
-        chunk = super().next_chunk(n)
-        out = []
-        for row in (tuple(x) for x in chunk.tolist()):
-            out.append(row)
-            if r.random() < self.listing_share:
-                out.append(self._listing(row[_F["ts"]]))
-        self.n_commands += len(out) - len(chunk)
-        return np.array(out, dtype=COMMAND_DTYPE)
+        return self._interleave(super().next_chunk(n),
+                                lambda ts: [self._listing(ts)] if r.random() < self.listing_share else [])
 
     def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
         super().observe(commands, events)
