@@ -220,10 +220,11 @@ class CommandAPI:
         ident, flags = self._target(order_id, client_id)
         return self.submit(Cmd.AMEND, account=account, id=ident, flags=flags, price=price, qty=qty, ts=ts)
 
-    def mass_cancel(self, account: int, market: int | None = None, ts: int = 0) -> np.ndarray:
-        if market is None:
-            return self.submit(Cmd.MASS_CANCEL, account=account, flags=CmdFlag.ALL_MARKETS, ts=ts)
-        return self.submit(Cmd.MASS_CANCEL, account=account, market=market, ts=ts)
+    def mass_cancel(self, account: int, market: int | None = None, ts: int = 0, venue: int | None = None) -> np.ndarray:
+        """Cancel the account's open orders in ``market`` (None: every market), only those placed through ``venue``
+        when one is named."""
+        flags = (CmdFlag.ALL_MARKETS if market is None else 0) | (CmdFlag.BY_VENUE if venue is not None else 0)
+        return self.submit(Cmd.MASS_CANCEL, account=account, market=market or 0, venue=venue or 0, flags=flags, ts=ts)
 
     # ---------------------------------------------------------------- venues
     # ``account`` is who sends the command: the venue's operator, or the admin (the gateway

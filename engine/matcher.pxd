@@ -434,6 +434,7 @@ cdef class Matcher:
     cdef void cmd_cancel(self, const xos_command *c) noexcept nogil
     cdef void cmd_amend(self, const xos_command *c) noexcept nogil
     cdef void cmd_mass_cancel(self, const xos_command *c) noexcept nogil
+    cdef bint mass_cancel_selects(self, const xos_command *c, const Order *o, bint all_markets, bint by_venue) noexcept nogil
     cdef void cmd_balance(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_asset(self, const xos_command *c) noexcept nogil
     cdef void cmd_add_market(self, const xos_command *c) noexcept nogil

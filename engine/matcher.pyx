@@ -1423,32 +1423,41 @@ cdef class Matcher:
         cdef int64_t acct_idx = -1, count = 0
         cdef uint16_t code = XOS_OK
         cdef bint all_markets = (c.flags & XOS_CF_ALL_MARKETS) != 0
+        cdef bint by_venue = (c.flags & XOS_CF_BY_VENUE) != 0
         cdef int32_t k, nxt
-        if c.flags & ~XOS_CF_ALL_MARKETS:
+        if c.flags & ~(XOS_CF_ALL_MARKETS | XOS_CF_BY_VENUE):
             code = XOS_INVALID_FLAGS
         if code == XOS_OK:
             code = self.check_account(c.account, &acct_idx)
         if code == XOS_OK and not all_markets and (
                 c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists):
             code = XOS_UNKNOWN_MARKET
+        if code == XOS_OK and by_venue and (c.venue >= <uint32_t>self.max_venues or
+                                            not self.venue_table[c.venue].exists):
+            code = XOS_UNKNOWN_VENUE
         if code:
             self.reject(c, code)
             return
         k = self.accts[acct_idx].order_head
         while k != NONE:
-            if all_markets or self.orders[k].market == c.market:
+            if self.mass_cancel_selects(c, &self.orders[k], all_markets, by_venue):
                 count += 1
             k = self.orders[k].acct_next
         cdef xos_event *e = self.emit(XOS_EV_ACCEPTED)
         e.account = c.account
         e.market = 0 if all_markets else c.market
+        e.venue = c.venue if by_venue else 0
         e.qty = count
         k = self.accts[acct_idx].order_head
         while k != NONE:
             nxt = self.orders[k].acct_next
-            if all_markets or self.orders[k].market == c.market:
+            if self.mass_cancel_selects(c, &self.orders[k], all_markets, by_venue):
                 self.cancel_order(k, True, XOS_CANCEL_MASS, 0, self.orders[k].remaining)
             k = nxt
+
+    cdef inline bint mass_cancel_selects(self, const xos_command *c, const Order *o, bint all_markets,
+                                         bint by_venue) noexcept nogil:
+        return (all_markets or o.market == c.market) and (not by_venue or o.venue == c.venue)
 
     cdef void cmd_balance(self, const xos_command *c) noexcept nogil:
         cdef uint16_t code = XOS_OK

@@ -188,6 +188,7 @@ class CmdFlag(enum.IntFlag):
     BY_CLIENT_ID = 2
     ALL_MARKETS = 4
     REDUCE_ONLY = 8  # perpetual IOC/FOK orders: only shrink the account's position
+    BY_VENUE = 16  # mass cancel: only the orders placed through the command's venue
 
 
 class EvFlag(enum.IntFlag):

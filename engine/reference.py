@@ -163,6 +163,7 @@ _F_POST_ONLY = int(CmdFlag.POST_ONLY)
 _F_BY_CLIENT_ID = int(CmdFlag.BY_CLIENT_ID)
 _F_ALL_MARKETS = int(CmdFlag.ALL_MARKETS)
 _F_REDUCE_ONLY = int(CmdFlag.REDUCE_ONLY)
+_F_BY_VENUE = int(CmdFlag.BY_VENUE)
 _EV_ACCEPTED, _EV_REJECTED, _EV_FILL, _EV_CANCELLED, _EV_AMENDED, _EV_BOOK_LEVEL, _EV_BALANCE = (
     int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED),
     int(Ev.BOOK_LEVEL), int(Ev.BALANCE))
@@ -1212,8 +1213,8 @@ class ReferenceEngine(CommandAPI):
         return 0
 
     def _mass_cancel(self, row) -> int:
-        flags, market, account = row[5], row[7], row[9]
-        if flags & ~_F_ALL_MARKETS:
+        flags, venue, market, account = row[5], row[6], row[7], row[9]
+        if flags & ~(_F_ALL_MARKETS | _F_BY_VENUE):
             return int(RC.INVALID_FLAGS)
         code = self._account_code(account)
         if code:
@@ -1221,10 +1222,14 @@ class ReferenceEngine(CommandAPI):
         all_markets = bool(flags & _F_ALL_MARKETS)
         if not all_markets and market not in self._markets:
             return int(RC.UNKNOWN_MARKET)
+        by_venue = bool(flags & _F_BY_VENUE)
+        if by_venue and venue not in self._venues:
+            return int(RC.UNKNOWN_VENUE)
         mine = self._acct_orders.get(account, {})
-        ids = sorted(oid for oid, o in mine.items() if all_markets or o.market == market)
-        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, 0 if all_markets else market, 0, 0, account, 0, 0,
-                 len(ids), 0)
+        ids = sorted(oid for oid, o in mine.items()
+                     if (all_markets or o.market == market) and (not by_venue or o.venue == venue))
+        self._ev(_EV_ACCEPTED, 0, 0, 0, 0, 0 if all_markets else market, venue if by_venue else 0,
+                 0, account, 0, 0, len(ids), 0)
         for oid in ids:
             o = mine[oid]
             self._cancel_order(o, o.remaining, _R_MASS, 0)

@@ -505,8 +505,12 @@ class Client:
         return self.orders.get(ack.order_id) or {"id": str(ack.order_id), "info": ack}
 
     async def cancel_all_orders(self, symbol=None, params: dict | None = None) -> list[dict]:
+        """Cancel this account's open orders in ``symbol`` (None: every market); ``params={"venue": v}`` cancels only
+        those placed through venue ``v``."""
         market = self.market_id(symbol) if symbol is not None else 0
-        ack = await self.request(m.MassCancel(rid=self.next_rid(), market=market))
+        venue = (params or {}).get("venue")
+        ack = await self.request(m.MassCancel(rid=self.next_rid(), market=market,
+                                              venue=None if venue is None else _int("venue", venue)))
         return [o for o in self.orders.values() if o.get("lastCmdSeq") == ack.cmd_seq]
 
     async def fetch_order(self, id=None, symbol=None, params: dict | None = None) -> dict:

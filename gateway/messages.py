@@ -69,6 +69,7 @@ class AmendOrder(_Msg, tag="amend"):
 class MassCancel(_Msg, tag="mass_cancel"):
     rid: I64
     market: MarketId = 0  # 0 = every market
+    venue: VenueId | None = None  # only the orders placed through this venue; None = every venue
 
 
 Command = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel]

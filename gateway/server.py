@@ -47,7 +47,8 @@ from .listings import learn_from_events, seed_from_state
 # plain ints on the per-event and per-command paths (enum attribute lookups cost more than the work)
 ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED = map(int, (Ev.ACCEPTED, Ev.REJECTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED))
 PLACE, CANCEL, AMEND, MASS_CANCEL = map(int, (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, Cmd.MASS_CANCEL))
-POST_ONLY, BY_CLIENT_ID, ALL_MARKETS = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS))
+POST_ONLY, BY_CLIENT_ID, ALL_MARKETS, BY_VENUE = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS,
+                                                        CmdFlag.BY_VENUE))
 USER_CANCEL = int(CancelReason.USER)
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 VENUE_ECHO, ORACLE_CONFIG_ECHO = int(Ev.VENUE), int(Ev.ORACLE_CONFIG)  # accepted venue commands, echoed whole
@@ -719,8 +720,8 @@ class GatewayStage:
             else:
                 row = (AMEND, 0, 0, 0, 0, flags, 0, 0, 0, account, req.price, req.qty, ident, 0)
         elif t is m.MassCancel:
-            flags = 0 if req.market else ALL_MARKETS
-            row = (MASS_CANCEL, 0, 0, 0, 0, flags, 0, req.market, 0, account, 0, 0, 0, 0)
+            flags = (0 if req.market else ALL_MARKETS) | (0 if req.venue is None else BY_VENUE)
+            row = (MASS_CANCEL, 0, 0, 0, 0, flags, req.venue or 0, req.market, 0, account, 0, 0, 0, 0)
         else:  # a venue command: sent as the session's account, whatever it names
             f = req.fields()
             row = (req.kind, f.get("side", 0), 0, 0, 0, f.get("flags", 0), f.get("venue", 0), f.get("market", 0), 0,

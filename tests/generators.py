@@ -702,8 +702,10 @@ class VenueStreamGenerator(StreamGenerator):
     MIN_STAKE = 500
     UNBOND_PERIOD = 40_000  # ns: a few dozen commands of engine clock
 
-    def __init__(self, seed: int, n_venues: int = 12, venue_share: float = 0.08, oracle_share: float = 0.05, **kw):
+    def __init__(self, seed: int, n_venues: int = 12, venue_share: float = 0.08, oracle_share: float = 0.05,
+                 venue_mass_cancels: bool = False, **kw):
         self.n_venues = n_venues
+        self.venue_mass_cancels = venue_mass_cancels  # half the MassCancels filter one venue (CmdFlag.BY_VENUE)
         self.venue_share = venue_share
         self.oracle_share = oracle_share
         super().__init__(seed, **kw)
@@ -880,6 +882,11 @@ class VenueStreamGenerator(StreamGenerator):
                 fitting = [v for v in self.live if market in self.offers.get(v, ())]
                 row = list(row)
                 row[venue_col] = r.choice(fitting) if fitting and r.random() < 0.9 else r.choice(self.venue_ids)
+                row = tuple(row)
+            elif self.venue_mass_cancels and row[kind_col] == Cmd.MASS_CANCEL and row[ts_col] % 2:  # one venue's orders (sometimes unknown),
+                row = list(row)                                             # chosen without drawing from the rng
+                row[_F["flags"]] |= CmdFlag.BY_VENUE
+                row[venue_col] = row[ts_col] // 2 % (self.n_venues + 2)
                 row = tuple(row)
             out.append(row)
             if r.random() < self.venue_share:

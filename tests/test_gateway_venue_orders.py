@@ -99,3 +99,22 @@ def test_order_rows_carry_their_venue_and_packed_reports_name_each_sides_venue(e
             await c.close()
 
     run(scenario())
+
+
+def test_cancel_all_orders_of_one_venue(engine):
+    """A market maker quoting one book through venues 0 and 1 pulls venue 1's quotes only (MassCancel.venue)."""
+    async def scenario():
+        (op1,) = await connected(engine, "op1")
+        for cid, venue in ((30, 0), (31, 1), (32, 1)):
+            await op1.create_order("BTC/USDT", "limit", "buy", LOT, PRICE - 100 * cid, {"clientOrderId": cid, "venue": venue})
+        cancelled = await op1.cancel_all_orders("BTC/USDT", {"venue": 1})
+        assert sorted(o["clientOrderId"] for o in cancelled) == ["31", "32"]
+        assert engine.journal()[-1]["venue"] == 1
+        assert [(o["clientOrderId"], o["venue"]) for o in await op1.fetch_open_orders()] == [("30", 0)]
+        with pytest.raises(InvalidOrder, match="UNKNOWN_VENUE"):
+            await op1.cancel_all_orders(params={"venue": 77})
+        await op1.cancel_all_orders()
+        assert await op1.fetch_open_orders() == []
+        await op1.close()
+
+    run(scenario())

@@ -18,6 +18,12 @@ def test_venue_stream(seed, tmp_path):
     assert stats["fills"] > 500
 
 
+@pytest.mark.parametrize("seed", [7, 8])
+def test_venue_stream_with_per_venue_mass_cancels(seed, tmp_path):
+    stats = run_differential(seed, 15_000, dump_dir=tmp_path, generator=VenueStreamGenerator, venue_mass_cancels=True)
+    assert stats["fills"] > 300
+
+
 def test_venue_stream_many_venues_small_limit(tmp_path):
     """40 venues on an engine that holds 48, small order and account tables."""
     run_differential(4, 15_000, engine_kwargs=dict(SMALL_ENGINE_KWARGS, max_accounts=64, max_venues=48),

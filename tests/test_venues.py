@@ -565,3 +565,24 @@ def test_venue_state_survives_export_and_import():
     for cmd in cmds:
         assert cmd(e).tobytes() == cmd(restored).tobytes()
     assert canonical_state(restored) == canonical_state(e)
+
+
+def test_mass_cancel_by_venue_leaves_the_other_venues_orders(engine_cls):
+    """A market maker quoting one book through two venues pulls one venue's quotes (CmdFlag.BY_VENUE)."""
+    e = two_venues(engine_cls)
+    ok(e.place(T2, MKT, BUY, 90, 1, 1, venue=1))
+    ok(e.place(T2, MKT, BUY, 91, 1, 2, venue=2))
+    ok(e.place(T2, MKT, SELL, 110, 1, 3, venue=1))
+    ok(e.place(T2, MKT, SELL, 111, 1, 4, venue=0))
+    ev = ok(e.mass_cancel(T2, MKT, venue=1))
+    assert [(Ev(int(x["kind"])).name, int(x["order_id"]), int(x["venue"]), int(x["qty"])) for x in ev
+            if x["kind"] != Ev.BOOK_LEVEL] == [
+        ("ACCEPTED", 0, 1, 2), ("CANCELLED", 1, 1, 1), ("CANCELLED", 3, 1, 1)]
+    assert sorted(o.order_id for o in e.l3(MKT)) == [2, 4]
+    ev = ok(e.mass_cancel(T2, venue=0))  # every market, venue 0 only
+    assert [int(x["order_id"]) for x in ev if x["kind"] == Ev.CANCELLED] == [4]
+    assert [o.order_id for o in e.l3(MKT)] == [2]
+    before = state(e)
+    assert codes(e.mass_cancel(T2, MKT, venue=9)) == [RC.UNKNOWN_VENUE]
+    assert state(e) == before
+    assert e.balance(T2, USD) == (FUND - 91, 91)

@@ -163,7 +163,8 @@ enum {
     XOS_CF_POST_ONLY = 1,
     XOS_CF_BY_CLIENT_ID = 2,   /* cancel/amend: id is a client order id */
     XOS_CF_ALL_MARKETS = 4,    /* mass cancel: every market (market ignored) */
-    XOS_CF_REDUCE_ONLY = 8     /* perpetual IOC/FOK orders: only shrink the position */
+    XOS_CF_REDUCE_ONLY = 8,    /* perpetual IOC/FOK orders: only shrink the position */
+    XOS_CF_BY_VENUE = 16       /* mass cancel: only orders placed through the command's venue */
 };
 
 /* event flags */

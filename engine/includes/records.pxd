@@ -153,6 +153,7 @@ cdef extern from "records.h" nogil:
         XOS_CF_BY_CLIENT_ID
         XOS_CF_ALL_MARKETS
         XOS_CF_REDUCE_ONLY
+        XOS_CF_BY_VENUE
         XOS_EF_MAKER_DONE
         XOS_EF_TAKER_DONE
         XOS_EF_PRIORITY_LOST
