@@ -549,14 +549,14 @@ class WorkerStage:
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
+            idle = getattr(self.core, "idle", None)  # a core with timers (margin: funding) runs them on wall time
+            if idle is not None and timeout_ns:
+                self.send(idle(time.time_ns()))
             return 0
         # only the kinds the core follows are copied out of the ring
         events, first, last = self.consumer.take_kinds(TAKE_MAX, self.core.FOLLOWED)
         self.taken_seq = last
-        commands = self.core.apply_taken(events, first, last)
-        if isinstance(commands, np.ndarray) and len(commands):
-            self.feedback.send(commands)
-            self.sent += len(commands)
+        self.send(self.core.apply_taken(events, first, last))
         if len(events):
             self.latency.record_value(max(1, time.time_ns() - int(events["ts"][0])))
         taken = last - first + 1
@@ -566,6 +566,12 @@ class WorkerStage:
                 time.monotonic() - self.last_checkpoint >= self.cfg.workers.checkpoint_s:
             self.make_durable()
         return taken
+
+    def send(self, commands) -> None:
+        """Commands a core returns go back through the matcher's input."""
+        if isinstance(commands, np.ndarray) and len(commands):
+            self.feedback.send(commands)
+            self.sent += len(commands)
 
     def run(self) -> int:
         self.heartbeat.beat(state="running", **self.counters())

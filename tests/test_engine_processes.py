@@ -376,3 +376,55 @@ def test_margin_worker_liquidates_through_the_matchers_input(tmp_path):
             assert {a: v for a, v in ledger.balances(account).items() if v} == expected
     finally:
         ledger.close()
+
+
+def test_margin_worker_applies_funding_on_a_quiet_engine(tmp_path):
+    """The funding clock is wall time: with no command after the funding time, the margin worker (its own process)
+    still sends ApplyFunding when it falls due, and the matcher applies it (a Funding event in the replay)."""
+    from engine.api import CommandAPI
+    from engine.records import Cmd, MarketKind, Side, Tif
+    from engine.workers.margin import MARGIN_WORKER_ID
+
+    class Recorder(CommandAPI):
+        def __init__(self):
+            self.commands = []
+
+        def process(self, cmd):
+            self.commands.append(cmd)
+            return cmd
+
+    ADMIN, FUND, LONG, SHORT = 5090, 5091, 5001, 5002
+    r = Recorder()
+    r.add_asset(41, "USDT", 2)
+    r.add_asset(42, "BTC", 8)
+    r.add_market(41, 42, 41, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
+    r.set_venue_params(ADMIN, stake_asset=42, min_stake=1, unbond_period=1, protocol_account=FUND, admin=ADMIN)
+    for account in (LONG, SHORT, FUND):
+        r.deposit(account, 41, 50_000)
+    r.place(SHORT, 41, Side.SELL, 1000, 10, 1)
+    r.place(LONG, 41, Side.BUY, 1000, 10, 1, tif=Tif.IOC)
+    r.funding_config(ADMIN, 41, interval_ns=300_000_000, sample_interval_ns=100_000_000, cap=1_000_000)
+    commands = np.concatenate(r.commands)
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        client.send(commands)
+        client.close()
+        deadline = time.monotonic() + 30
+        while read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) <= len(commands):  # nothing else is sent
+            sup.check()
+            assert time.monotonic() < deadline, read_heartbeats(cfg)
+            time.sleep(0.05)
+        wait_caught_up(sup, cfg, len(commands) + 1)
+    finally:
+        sup.stop()
+    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    scheduler = journaled[len(commands):]
+    assert scheduler[["kind", "account", "market"]].tolist()[0] == (Cmd.APPLY_FUNDING, MARGIN_WORKER_ID, 41)
+    _, events = replay_journal(cfg)
+    funding = events[events["kind"] == Ev.FUNDING]
+    assert len(funding) >= 1 and not (events["kind"] == Ev.REJECTED).any()
+    assert funding["order_id"][0] <= scheduler["ts"][0]  # applied for a funding time that had passed

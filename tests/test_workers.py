@@ -1119,3 +1119,8 @@ def test_margin_worker_schedules_funding():
     assert len(run(e.deposit(1, 1, 1, ts=350))) == 0
     retry = run(e.deposit(1, 1, 1, ts=301 + LIQUIDATE_RETRY_NS))
     assert retry["kind"].tolist() == [Cmd.APPLY_FUNDING] and book.fundings == 3
+    # a quiet engine: no event, but wall time passes the next funding time (the worker's idle tick)
+    funded = e.process(retry)
+    assert funded["kind"][-1] == Ev.FUNDING and len(run(funded)) == 0 and book.funding_due[5] == 400 + LIQUIDATE_RETRY_NS // 100 * 100
+    assert len(book.idle(book.funding_due[5] - 1)) == 0
+    assert book.idle(book.funding_due[5])[["kind", "market"]].tolist() == [(Cmd.APPLY_FUNDING, 5)]

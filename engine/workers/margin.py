@@ -541,12 +541,18 @@ class MarginBook(EventCore):
         """The matcher's rule: the next funding is the first multiple of the interval after ``now``."""
         self.funding_due[market] = (now // interval + 1) * interval
 
+    def idle(self, now: int) -> np.ndarray:
+        """No event for a poll interval: the engine clock is wall time (the matcher stamps each command at intake), so
+        a funding time that passes on a quiet engine is due at wall time ``now``; without this a funding would wait
+        for the next event."""
+        return self._funding_commands(now)
+
     def _funding_commands(self, now: int) -> np.ndarray:
         """ApplyFunding for each perpetual market whose funding time has passed on the engine clock (the
         events' ts), once per funding time (again after ``LIQUIDATE_RETRY_NS`` if the time has not moved on:
         the matcher refused it): the worker is the funding scheduler.  The matcher checks the time
         itself (FUNDING_NOT_DUE), so an early or repeated one changes nothing; the clock moves with the
-        events, so a funding falls due at the first event after its time."""
+        events, and with wall time while none come (``idle``)."""
         sent = self.funding_sent
         due = [m for m, t in self.funding_due.items()
                if t <= now and (m not in sent or sent[m][0] != t or now - sent[m][1] >= LIQUIDATE_RETRY_NS)]
