@@ -36,6 +36,7 @@ import numpy as np
 
 from . import messages as m
 from .keys import load_pair
+from .listings import market_symbols
 
 
 class GatewayError(Exception):
@@ -150,6 +151,7 @@ class Client:
         self.order_updates: collections.deque[dict] = collections.deque(maxlen=UPDATES_KEPT)  # for watch_orders
         self.order_updated: asyncio.Event | None = None
         self.markets: dict[str, m.MarketInfo] = {}
+        self.symbols: dict[int, str] = {}  # market id -> its unified symbol
         self.markets_by_id: dict[int, m.MarketInfo] = {}
         self.reader: asyncio.Task | None = None
         self.connected = False
@@ -245,11 +247,13 @@ class Client:
     # ------------------------------------------------------------------ markets
 
     async def load_markets(self, reload: bool = False) -> dict[str, dict]:
-        """The markets by symbol (``BASE/QUOTE``), fetched once; ``reload`` fetches them again, with those
-        listed since (a venue's ListMarket, the admin's AddMarket)."""
+        """The markets by symbol (``BASE/QUOTE``; a perpetual ``BASE/QUOTE:QUOTE``: ``listings.market_symbols``),
+        fetched once; ``reload`` fetches them again, with those listed since (a venue's ListMarket, the admin's
+        AddMarket)."""
         if reload or not self.markets:
             res = await self.request(m.Markets(rid=self.next_rid()))
-            self.markets = {f"{k.base}/{k.quote}": k for k in res.markets}
+            self.symbols = market_symbols((k.market, k.base, k.quote, k.kind) for k in res.markets)
+            self.markets = {self.symbols[k.market]: k for k in res.markets}
             self.markets_by_id = {k.market: k for k in res.markets}
         return {sym: {"id": k.market, "symbol": sym, "base": k.base, "quote": k.quote,
                       "precision": {"price": k.tick_size, "amount": k.lot_size},
@@ -270,8 +274,7 @@ class Client:
         return k.market
 
     def symbol(self, market: int) -> str:
-        k = self.markets_by_id.get(market)
-        return f"{k.base}/{k.quote}" if k is not None else str(market)
+        return self.symbols.get(market, str(market))
 
     # ------------------------------------------------------------------ orders: state
 

@@ -6,10 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.records import EvFlag, unpack_symbol
+from engine.records import EvFlag, MarketKind, unpack_symbol
 from engine.workers import ASSET_LISTING, MARKET_LISTING, AssetDef, Listings, MarketDef
 
 ASSET_FLAG, MARKET_FLAG = int(EvFlag.ASSET_LISTING), int(EvFlag.MARKET_LISTING)
+PERPETUAL_KINDS = (int(MarketKind.PERPETUAL), "perpetual")  # a kind as the matcher and as MarketInfo name it
+
+
+def market_symbols(markets) -> dict[int, str]:
+    """Each market's unified symbol (CCXT's convention), from ``(market id, base symbol, quote symbol, kind)`` in any
+    order: ``BASE/QUOTE`` for spot and outcome markets, ``BASE/QUOTE:QUOTE`` for a perpetual (a linear swap settled in
+    its quote), so a spot market and its perpetual never share one; a symbol a lower market id already has gets
+    ``#ID``. The client, the gateway and market data name markets by this one rule."""
+    out: dict[int, str] = {}
+    taken: set[str] = set()
+    for market, base, quote, kind in sorted(markets):
+        symbol = f"{base}/{quote}:{quote}" if kind in PERPETUAL_KINDS else f"{base}/{quote}"
+        if symbol in taken:
+            symbol = f"{symbol}#{market}"
+        taken.add(symbol)
+        out[market] = symbol
+    return out
 LISTING_COLUMNS = ("seq", "flags", "side", "market", "venue", "account", "client_id", "price", "qty", "remaining")
 
 

@@ -28,7 +28,7 @@ from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
 from engine.workers import EventCore, Listings, kind_mask
 
-from .listings import learn_from_events, seed_from_state
+from .listings import learn_from_events, market_symbols, seed_from_state
 from .mdmessages import (
     ASK,
     BID,
@@ -536,18 +536,15 @@ class MarketDataCore(EventCore):
 
     def market_list(self) -> MarketList:
         assets = self.listings.assets
-        seen: set[str] = set()
+        names = {mid: tuple(assets[a].symbol if a in assets else str(a) for a in (d.base, d.quote))
+                 for mid, d in self.listings.markets.items()}
+        symbols = market_symbols((mid, *names[mid], d.kind) for mid, d in self.listings.markets.items())
         out = []
         for mid in sorted(self.listings.markets):
             d = self.listings.markets[mid]
             base, quote = assets.get(d.base), assets.get(d.quote)
-            base_sym = base.symbol if base else str(d.base)
-            quote_sym = quote.symbol if quote else str(d.quote)
-            symbol = f"{base_sym}/{quote_sym}"
-            if symbol in seen:
-                symbol = f"{symbol}#{mid}"
-            seen.add(symbol)
-            out.append(MarketInfo(mid, symbol, base_sym, quote_sym, base.decimals if base else 0,
+            base_sym, quote_sym = names[mid]
+            out.append(MarketInfo(mid, symbols[mid], base_sym, quote_sym, base.decimals if base else 0,
                                   quote.decimals if quote else 0, d.tick_size, d.lot_size, d.min_size, d.kind,
                                   d.venue, self.books[mid].halted))
         return MarketList(out)

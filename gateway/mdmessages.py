@@ -207,7 +207,7 @@ class OrderSnapshot(msgspec.Struct, tag="orders", frozen=True):
 
 class MarketInfo(msgspec.Struct, frozen=True):
     market: int
-    symbol: str  # "BASE/QUOTE" (a second market of the same pair: "BASE/QUOTE#ID")
+    symbol: str  # "BASE/QUOTE", a perpetual "BASE/QUOTE:QUOTE" (a second market of the same name: "...#ID")
     base: str
     quote: str
     base_decimals: int

@@ -80,3 +80,14 @@ def test_a_market_listed_by_a_venue_is_traded_by_symbol_and_survives_a_gateway_r
     run(list_and_trade())
     restart_gateway(engine)
     run(after_restart())
+
+
+def test_market_symbols_keep_a_spot_market_and_its_perpetual_apart():
+    """CCXT's unified symbols: a perpetual is BASE/QUOTE:QUOTE; a second market of one name gets #ID, by market id."""
+    from engine.records import MarketKind
+    from gateway.listings import market_symbols
+
+    got = market_symbols([(7, "BTC", "USDT", int(MarketKind.SPOT)), (4, "BTC", "USDT", "perpetual"),
+                          (1, "BTC", "USDT", "spot"), (9, "BTC", "USDT", int(MarketKind.PERPETUAL)),
+                          (5, "YES", "USDT", "outcome")])
+    assert got == {1: "BTC/USDT", 4: "BTC/USDT:USDT", 5: "YES/USDT", 7: "BTC/USDT#7", 9: "BTC/USDT:USDT#9"}

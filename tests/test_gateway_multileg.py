@@ -1,5 +1,5 @@
 """Multi-leg orders and exposure caps through the gateway (issue 9): real sockets (CurveZMQ over ipc) into a
-supervised engine with spot BTC/USD and ETH/USD and a SOL/USD perpetual, all offered by venue 1 too.  A
+supervised engine with spot BTC/USD and ETH/USD and a SOL/USD:USD perpetual, all offered by venue 1 too.  A
 MultiLegOrder goes into the matcher as one header and its legs, is answered once (Ack when its legs' Accepted are
 durable, or one Reject naming the leg) and its legs' fills come as execution reports; SetExposureCap goes as the
 session's account and the matcher's cap check answers the orders after it."""

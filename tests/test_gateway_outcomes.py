@@ -131,7 +131,7 @@ def test_positions_and_margin_as_the_margin_worker_values_them(engine):
         alice, bob, carol = await connected(engine, "alice", "bob", "carol")
         deadline = asyncio.get_running_loop().time() + 10
         while True:  # the margin worker's next checkpoint after it was let go
-            short, long_ = await bob.fetch_positions(), await alice.fetch_positions(["BTC/USD"])
+            short, long_ = await bob.fetch_positions(), await alice.fetch_positions(["BTC/USD:USD"])
             if [p["contracts"] for p in short] == [11] and [p["contracts"] for p in long_] == [1]:
                 break
             assert asyncio.get_running_loop().time() < deadline, (short, long_)
@@ -145,7 +145,7 @@ def test_positions_and_margin_as_the_margin_worker_values_them(engine):
     assert liquidated == []  # carol's long went with the liquidation; each key sees its own account only
     b = e.position(32, PERP)
     assert (short["symbol"], short["side"], short["initialMargin"], short["info"]["position"].entry) == \
-        ("BTC/USD", "short", b.margin, b.entry_value)
+        ("BTC/USD:USD", "short", b.margin, b.entry_value)
     assert (short["markPrice"], short["unrealizedPnl"], short["entryPrice"]) == (mark, b.entry_value - 11 * mark,
                                                                                  b.entry_value // 11)
     assert short["liquidationPrice"] > mark and short["adl_rank"] == 1  # the only short
