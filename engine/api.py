@@ -341,11 +341,26 @@ class CommandAPI:
         return self.submit(Cmd.MARGIN_TIERS, account=account, market=market, price=floors[0], qty=floors[1],
                            id=floors[2], aux=pack_tier_leverage(lev for _, lev in brackets), ts=ts)
 
-    def liquidate(self, account: int, target: int, venue: int, asset: int, ts: int = 0) -> np.ndarray:
-        """Any account (a keeper): liquidate ``target``'s positions quoted in ``asset`` in the perpetual
+    def liquidate(self, account: int, target: int, venue: int, asset: int, isolated_market: int = 0,
+                  ts: int = 0) -> np.ndarray:
+        """Any account (a keeper): liquidate ``target``'s cross positions quoted in ``asset`` in the perpetual
         markets listed by ``venue`` (its risk group), if the matcher finds its equity in ``asset`` below its
-        maintenance margin."""
-        return self.submit(Cmd.LIQUIDATE, account=account, id=target, venue=venue, market=asset, ts=ts)
+        maintenance margin; with ``isolated_market``, only its isolated position there, on that position's own
+        equity and maintenance."""
+        return self.submit(Cmd.LIQUIDATE, account=account, id=target, venue=venue, market=asset, aux=isolated_market,
+                           ts=ts)
+
+    def set_margin_mode(self, account: int, market: int, isolated: bool, ts: int = 0) -> np.ndarray:
+        """The account's position in perpetual ``market`` is isolated (its own margin, its own liquidation) or
+        cross (the default); only while it has no open position or order there."""
+        if not isinstance(isolated, bool):
+            raise TypeError(f"isolated must be a bool, not {isolated!r}")
+        return self.submit(Cmd.MARGIN_MODE, account=account, market=market, qty=int(isolated), ts=ts)
+
+    def add_isolated_margin(self, account: int, market: int, amount: int, ts: int = 0) -> np.ndarray:
+        """Move ``amount`` of the quote asset from free into the account's isolated position's margin in
+        ``market`` (negative: back out of it to free)."""
+        return self.submit(Cmd.ISOLATED_MARGIN, account=account, market=market, qty=amount, ts=ts)
 
     def configure_outcome(self, account: int, market: int, *, payout: int, resolver: int, dispute_window: int = 0,
                           event: int = 0, ts: int = 0) -> np.ndarray:

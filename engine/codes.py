@@ -80,6 +80,8 @@ class ResultCode(enum.IntEnum):
     LEG_NOT_FILLABLE = 235  # a leg cannot fill in full at its limit: the whole order is rejected
     EXPOSURE_CAP_EXCEEDED = 236  # the margin used in the order's risk group would pass the account's cap there
     INVALID_EXPOSURE_CAP = 237  # SetExposureCap: the cap is not 0..10000 bps
+    ISOLATED_MARGIN_SHORT = 238  # IsolatedMargin: the removal would leave the position below its initial margin
+    POSITION_OPEN = 239  # MarginMode: the account has an open position in the market
     # 3xx matching: the order was accepted and the book ended it
     POST_ONLY_WOULD_CROSS = 301
     FOK_NOT_FILLABLE = 302
@@ -146,6 +148,11 @@ class ResultCode(enum.IntEnum):
     INVALID_FUNDING_INTERVAL = 460  # FundingConfig: intervals not positive or the sample interval past the funding's
     INVALID_FUNDING_RATE = 461  # FundingConfig: interest, clamp or cap out of range
     INVALID_MARGIN_TIER = 462  # MarginTiers: brackets not increasing, leverage not 1..100 non-increasing
+    INVALID_MARGIN_MODE = 470  # MarginMode: qty is not 0 (cross) or 1 (isolated)
+    ORDERS_OPEN = 471  # MarginMode: the account has open orders in the market
+    MARGIN_MODE_UNCHANGED = 472  # MarginMode: the position is already in that mode
+    NO_ISOLATED_POSITION = 473  # IsolatedMargin: the account has no open isolated position in the market
+    INVALID_MARGIN_AMOUNT = 474  # IsolatedMargin: the amount is 0 or beyond the money range
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -218,6 +225,8 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.LEG_NOT_FILLABLE: "the leg cannot fill in full at its limit price: the multi-leg order is rejected whole",
     ResultCode.EXPOSURE_CAP_EXCEEDED: "the margin the account's positions and orders in this venue's risk group would use exceeds its exposure cap there",
     ResultCode.INVALID_EXPOSURE_CAP: "an exposure cap is 1..10000 bps of the account's equity (0 removes it)",
+    ResultCode.ISOLATED_MARGIN_SHORT: "removing this margin would leave the isolated position's equity below its initial margin (or its margin below 0)",
+    ResultCode.POSITION_OPEN: "the margin mode of a position can only change while it is flat",
     ResultCode.MARKET_STATUS_UNCHANGED: "the market is already in that state (halted or live)",
     ResultCode.MARKET_HALTED: "the market is halted: only cancels are taken",
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",
@@ -294,6 +303,11 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_FUNDING_INTERVAL: "funding and sample intervals must be positive, the sample interval at most the funding interval",
     ResultCode.INVALID_FUNDING_RATE: "interest must be within +-1e8, clamp 0..1e8 and cap 1..1e8 (units of 1e-8)",
     ResultCode.INVALID_MARGIN_TIER: "margin tiers need increasing positive notional brackets with leverage 1..100, non-increasing",
+    ResultCode.INVALID_MARGIN_MODE: "margin mode must be 0 (cross) or 1 (isolated)",
+    ResultCode.ORDERS_OPEN: "the margin mode of a position can only change without open orders in its market",
+    ResultCode.MARGIN_MODE_UNCHANGED: "the position is already in that margin mode",
+    ResultCode.NO_ISOLATED_POSITION: "the account has no open isolated position in this market",
+    ResultCode.INVALID_MARGIN_AMOUNT: "the margin amount must be non-zero and within the money range",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

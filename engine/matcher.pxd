@@ -188,6 +188,7 @@ cdef struct Position:          # an account's position in one perpetual market (
     int64_t realised         # quote realised into free so far (signed)
     int64_t next_of_account  # the account's next position (-1 = none)
     int64_t next_of_market   # the market's next position (-1 = none)
+    bint isolated            # MarginMode: isolated margin (its margin and PnL count only for itself); else cross
 
 
 cdef struct AdlEntry:           # one position in an ADL ranking
@@ -422,6 +423,12 @@ cdef class Matcher:
     cdef int64_t adl_ranking(self, uint32_t market, uint32_t venue, uint32_t asset, int64_t target, int sign,
                              AdlEntry **out) noexcept nogil
     cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil
+    cdef int64_t position_equity(self, Position *p, int64_t *maintenance) noexcept nogil
+    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t asset, int64_t isolated_row,
+                                    int64_t base_free) noexcept nogil
+    cdef uint16_t check_perp_account(self, const xos_command *c, int64_t *acct_idx) noexcept nogil
+    cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil
+    cdef void cmd_isolated_margin(self, const xos_command *c) noexcept nogil
     cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void schedule_funding(self, Market *m) noexcept nogil

@@ -2239,7 +2239,8 @@ cdef class Matcher:
         return self.margin_excess(acct_idx, asset) - amount < 0
 
     cdef int64_t margin_excess(self, int64_t acct_idx, uint32_t asset) noexcept nogil:
-        """free + sum(margin + unrealised - initial margin) at mark over the account's positions quoted in asset."""
+        """free + sum(margin + unrealised - initial margin) at mark over the account's cross positions quoted in asset
+        (an isolated position's margin and PnL count only for itself)."""
         cdef int64_t i = self.accts[acct_idx].position_head
         cdef int64_t excess = self.free_of(acct_idx, asset), value, lots
         cdef Position *p
@@ -2248,7 +2249,7 @@ cdef class Matcher:
             p = &self.position_rows[i]
             i = p.next_of_account
             m = &self.market_table[p.market]
-            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.size == 0:
+            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.size == 0 or p.isolated:
                 continue
             lots = (p.size if p.size > 0 else -p.size) // m.lot_size
             value = xos_mul_capped(m.mark, lots)
@@ -2263,10 +2264,10 @@ cdef class Matcher:
         return self.venue_table[venue].insurance if venue else self.protocol_account
 
     cdef int64_t equity_of(self, int64_t acct_idx, uint32_t asset, int64_t *maintenance) noexcept nogil:
-        """The account's equity in ``asset`` (free + margin + unrealised at mark of its perpetual positions quoted in
-        it) and its maintenance requirement (reference ``_equity``)."""
+        """The account's equity in ``asset`` (free + margin + unrealised at mark of its cross perpetual positions
+        quoted in it) and its maintenance requirement (reference ``_equity``)."""
         cdef int64_t i = self.accts[acct_idx].position_head
-        cdef int64_t equity = self.free_of(acct_idx, asset), value, initial
+        cdef int64_t equity = self.free_of(acct_idx, asset), own_maintenance
         cdef Position *p
         cdef Market *m
         maintenance[0] = 0
@@ -2274,12 +2275,33 @@ cdef class Matcher:
             p = &self.position_rows[i]
             i = p.next_of_account
             m = &self.market_table[p.market]
-            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.size == 0:
+            if m.kind != XOS_MARKET_PERPETUAL or m.quote != asset or p.isolated:
                 continue
-            value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
-            equity += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
-            maintenance[0] += xos_fee(initial_margin(m, value), m.maintenance_bps)
+            equity += self.position_equity(p, &own_maintenance)
+            maintenance[0] += own_maintenance
         return equity
+
+    cdef int64_t position_equity(self, Position *p, int64_t *maintenance) noexcept nogil:
+        """A perpetual position's own margin + unrealised PnL at mark and its maintenance requirement (0, 0 when flat):
+        an isolated position's equity (reference ``_position_equity``)."""
+        cdef Market *m = &self.market_table[p.market]
+        cdef int64_t value
+        maintenance[0] = 0
+        if p.size == 0:
+            return 0
+        value = xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)
+        maintenance[0] = xos_fee(initial_margin(m, value), m.maintenance_bps)
+        return p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
+
+    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t asset, int64_t isolated_row,
+                                    int64_t base_free) noexcept nogil:
+        """The equity a liquidation works with: the cross equity (``isolated_row`` < 0), or the isolated position's
+        own plus what its closed parts realised into free since the liquidation began (free was ``base_free``)."""
+        cdef int64_t maintenance
+        if isolated_row < 0:
+            return self.equity_of(acct_idx, asset, &maintenance)
+        return (self.position_equity(&self.position_rows[isolated_row], &maintenance)
+                + self.free_of(acct_idx, asset) - base_free)
 
     cdef void pseudo_order(self, Order *o, int64_t account, Market *m, uint32_t venue, uint8_t side,
                            int64_t hold_per_lot) noexcept nogil:
@@ -2362,7 +2384,7 @@ cdef class Matcher:
         """A keeper's Liquidate (ARCHITECTURE, "Liquidation, insurance and ADL"; reference ``_liquidate``)."""
         cdef uint16_t code = XOS_OK
         cdef int64_t acct_idx = -1, fund = 0, equity = 0, maintenance = 0, i, n, size, qty, price, paid = 0
-        cdef int64_t covered = 0, cut, value, row, fund_idx
+        cdef int64_t covered = 0, cut, value, row, fund_idx, isolated_row = -1, base_free = 0
         cdef int32_t k, nxt, t
         cdef uint32_t mk
         cdef uint8_t side
@@ -2385,12 +2407,26 @@ cdef class Matcher:
             fund = self.fund_of(c.venue)
             if c.id == fund:
                 code = XOS_INSURANCE_FUND_ACCOUNT
-        if code == XOS_OK:
+        if code == XOS_OK and c.aux != 0:  # only that isolated position, if open in the venue's group in the asset
+            if 1 <= c.aux <= self.max_markets:
+                row = xos_hmap_get(&self.position_index, c.id, <uint32_t>c.aux)
+                m = &self.market_table[c.aux]
+                if (row >= 0 and self.position_rows[row].isolated and self.position_rows[row].size != 0
+                        and m.venue == c.venue and m.quote == c.market):
+                    isolated_row = row
+            if isolated_row < 0:
+                code = XOS_NOTHING_TO_LIQUIDATE
+            else:
+                equity = self.position_equity(&self.position_rows[isolated_row], &maintenance)
+                if equity >= maintenance:
+                    code = XOS_NOT_LIQUIDATABLE
+        elif code == XOS_OK:
             i = self.accts[acct_idx].position_head
             while i != NONE and not found:
                 p = &self.position_rows[i]
                 m = &self.market_table[p.market]
-                found = p.size != 0 and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue and m.quote == c.market
+                found = (p.size != 0 and not p.isolated and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue
+                         and m.quote == c.market)
                 i = p.next_of_account
             if not found:
                 code = XOS_NOTHING_TO_LIQUIDATE
@@ -2408,18 +2444,24 @@ cdef class Matcher:
         e.client_id = c.account
         e.price = equity
         e.qty = maintenance
-        k = self.accts[acct_idx].order_head  # its orders in the venue's markets, in order id order
+        e.maker_order = c.aux
+        k = self.accts[acct_idx].order_head  # its orders in the venue's markets (isolated: in that market), oldest first
         while k != NONE:
             nxt = self.orders[k].acct_next
-            if self.market_table[self.orders[k].market].venue == c.venue:
+            if (self.orders[k].market == c.aux if isolated_row >= 0
+                    else self.market_table[self.orders[k].market].venue == c.venue):
                 self.cancel_order(k, True, XOS_CANCEL_LIQUIDATION, 0, self.orders[k].remaining)
             k = nxt
+        if isolated_row >= 0:  # its equity from here on: its own plus what its closed parts realise into free
+            base_free = self.free_of(acct_idx, c.market)
         for mk in range(1, <uint32_t>self.max_markets + 1):
             m = &self.market_table[mk]
             if not (m.exists and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue and m.quote == c.market):
                 continue
+            if isolated_row >= 0 and mk != c.aux:
+                continue
             row = xos_hmap_get(&self.position_index, c.id, mk)
-            if row < 0 or self.position_rows[row].size == 0:
+            if row < 0 or self.position_rows[row].size == 0 or (isolated_row < 0 and self.position_rows[row].isolated):
                 continue
             side = ASK if self.position_rows[row].size > 0 else BID
             # the book, in slices, never past the bankruptcy price
@@ -2428,7 +2470,8 @@ cdef class Matcher:
                 size = size if size > 0 else -size
                 qty = size if m.slice_lots == 0 or xos_mul_capped(m.slice_lots, m.lot_size) >= size else \
                     m.slice_lots * m.lot_size
-                price = xos_bankruptcy_price(m.mark, size // m.lot_size, self.equity_of(acct_idx, c.market, &value),
+                price = xos_bankruptcy_price(m.mark, size // m.lot_size,
+                                             self.liquidation_equity(acct_idx, c.market, isolated_row, base_free),
                                              m.tick_size, side == ASK)
                 t = self.free_slot
                 o = &self.orders[t]
@@ -2451,7 +2494,8 @@ cdef class Matcher:
                 continue
             size = self.position_rows[row].size
             size = size if size > 0 else -size
-            price = xos_bankruptcy_price(m.mark, size // m.lot_size, self.equity_of(acct_idx, c.market, &value),
+            price = xos_bankruptcy_price(m.mark, size // m.lot_size,
+                                         self.liquidation_equity(acct_idx, c.market, isolated_row, base_free),
                                          m.tick_size, side == ASK)
             if fund:
                 fund_idx = self.account_index_of(fund)
@@ -2470,7 +2514,7 @@ cdef class Matcher:
                 self.transfer_position(XOS_DELEV_ADL, m, c.venue, c.id, side, ranking[i].account,
                                        qty if qty < size else size, price, False)
             free(ranking)
-        equity = self.equity_of(acct_idx, c.market, &value)
+        equity = self.liquidation_equity(acct_idx, c.market, isolated_row, base_free)
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             fund_idx = self.account_index_of(fund)
             paid = self.free_of(fund_idx, c.market)
@@ -2514,6 +2558,93 @@ cdef class Matcher:
         e.qty = paid
         e.remaining = covered
         e.client_id = -(equity + paid + covered) if equity + paid + covered < 0 else 0
+        e.maker_order = c.aux
+
+    # ---------------------------------------------------------- isolated margin
+
+    cdef uint16_t check_perp_account(self, const xos_command *c, int64_t *acct_idx) noexcept nogil:
+        """MarginMode's and IsolatedMargin's first checks: a known account, a perpetual market."""
+        cdef uint16_t code = self.check_account(c.account, acct_idx)
+        if code:
+            return code
+        if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
+            return XOS_UNKNOWN_MARKET
+        if self.market_table[c.market].kind != XOS_MARKET_PERPETUAL:
+            return XOS_INVALID_MARKET_KIND
+        return XOS_OK
+
+    cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil:
+        """The account's position in a perpetual market becomes isolated (``qty`` 1) or cross (0), only without
+        exposure there (reference ``_margin_mode``); an isolated mode creates the flat position that carries it."""
+        cdef int64_t acct_idx = -1, row = -1
+        cdef int32_t k
+        cdef uint16_t code = self.check_perp_account(c, &acct_idx)
+        if code == XOS_OK and c.qty != 0 and c.qty != 1:
+            code = XOS_INVALID_MARGIN_MODE
+        if code == XOS_OK:
+            row = xos_hmap_get(&self.position_index, c.account, c.market)
+            if (row >= 0 and self.position_rows[row].isolated) == (c.qty == 1):
+                code = XOS_MARGIN_MODE_UNCHANGED
+            elif row >= 0 and self.position_rows[row].size != 0:
+                code = XOS_POSITION_OPEN
+            else:
+                k = self.accts[acct_idx].order_head
+                while k != NONE and code == XOS_OK:
+                    if self.orders[k].market == c.market:
+                        code = XOS_ORDERS_OPEN
+                    k = self.orders[k].acct_next
+        if code:
+            self.reject(c, code)
+            return
+        if c.qty:
+            self.position_of(c.account, c.market).isolated = True
+        else:
+            self.position_rows[row].isolated = False
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef void cmd_isolated_margin(self, const xos_command *c) noexcept nogil:
+        """Move ``qty`` (signed) of quote between free and an open isolated position's margin (reference
+        ``_isolated_margin``); a Position event (flags ISOLATED_MARGIN) carries the margin and free / held after."""
+        cdef int64_t acct_idx = -1, row = -1, b = -1, maintenance, equity
+        cdef Position *p
+        cdef Market *m
+        cdef xos_event *e
+        cdef uint16_t code = self.check_perp_account(c, &acct_idx)
+        if code == XOS_OK and (c.qty == 0 or c.qty > XOS_MAX_MONEY or c.qty < -XOS_MAX_MONEY):
+            code = XOS_INVALID_MARGIN_AMOUNT
+        if code == XOS_OK:
+            row = xos_hmap_get(&self.position_index, c.account, c.market)
+            if row < 0 or not self.position_rows[row].isolated or self.position_rows[row].size == 0:
+                code = XOS_NO_ISOLATED_POSITION
+        if code == XOS_OK:
+            p = &self.position_rows[row]
+            m = &self.market_table[c.market]
+            b = self.balance_of(acct_idx, m.quote)
+            if c.qty > (self.bals[b].free if b >= 0 else 0):
+                code = XOS_INSUFFICIENT_FREE_BALANCE
+            elif c.qty < 0:
+                equity = self.position_equity(p, &maintenance)
+                if p.margin + c.qty < 0 or equity + c.qty < initial_margin(
+                        m, xos_mul_capped(m.mark, (p.size if p.size > 0 else -p.size) // m.lot_size)):
+                    code = XOS_ISOLATED_MARGIN_SHORT
+        if code:
+            self.reject(c, code)
+            return
+        b = self.ensure_balance(acct_idx, m.quote)
+        p.margin += c.qty
+        self.bals[b].free -= c.qty
+        self.bals[b].held += c.qty
+        e = self.emit(XOS_EV_POSITION)
+        e.flags = XOS_CMD_ISOLATED_MARGIN
+        e.market = c.market
+        e.venue = m.venue
+        e.account = c.account
+        e.client_id = p.margin
+        e.qty = p.size
+        e.remaining = p.entry_value
+        e.maker_order = self.bals[b].free
+        e.maker_account = self.bals[b].held
+        e.taker_fee = p.realised
 
     cdef bint over_cap(self, int64_t acct_idx, Market *m, int64_t amount) noexcept nogil:
         """Would ``amount`` more of held quote in perpetual market ``m`` take the margin the account uses in m's risk
@@ -2540,6 +2671,9 @@ cdef class Matcher:
             pm = &self.market_table[p.market]
             if pm.kind != XOS_MARKET_PERPETUAL or pm.quote != m.quote or p.size == 0:
                 continue  # outcome positions are fully paid: no margin, no mark
+            if p.isolated:  # outside the cap: its margin leaves the equity, its PnL and margin use do not count
+                equity -= p.margin
+                continue
             value = xos_mul_capped(pm.mark, (p.size if p.size > 0 else -p.size) // pm.lot_size)
             equity += value - p.entry_value if p.size > 0 else p.entry_value - value
             if pm.venue == m.venue:
@@ -3450,6 +3584,10 @@ cdef class Matcher:
             self.cmd_set_exposure_cap(c)
         elif c.kind == XOS_CMD_MARGIN_TIERS:
             self.cmd_margin_tiers(c)
+        elif c.kind == XOS_CMD_MARGIN_MODE:
+            self.cmd_margin_mode(c)
+        elif c.kind == XOS_CMD_ISOLATED_MARGIN:
+            self.cmd_isolated_margin(c)
         elif c.kind == XOS_CMD_LIST_MARKET:
             self.cmd_list_market(c)
         else:
@@ -3632,6 +3770,7 @@ cdef class Matcher:
         state["funding"] = np.array([(f.market_id, 0) + tuple(f[1:]) for f in self.fundings()], FUNDING_STATE)
         state["margin_tiers"] = np.array([(t.market_id, k, floor, leverage) for t in self.margin_tiers()
                                           for k, (floor, leverage) in enumerate(t.brackets) if k], MARGIN_TIER_STATE)
+        state["margin_modes"] = np.array(self.margin_modes(), MARGIN_MODE_STATE).reshape(-1)
         return state
 
     def export_venues(self):
@@ -3926,6 +4065,7 @@ cdef class Matcher:
             self.accts[row["a"]].region = row["b"]
         self.import_oracles(state.get("oracles", ()))  # version 3 states have none
         self.import_positions(state.get("positions", ()))  # nor versions 3 and 4
+        self.import_margin_modes(state.get("margin_modes", ()))  # nor versions 3-11: every position cross
         for row in state.get("exposure_caps", ()):  # nor versions 3-9
             if (row["account"] <= 0 or self.account_index_of(row["account"]) < 0 or row["venue"] >= self.max_venues
                     or not self.venue_table[<int32_t>row["venue"]].exists or not 1 <= row["cap_bps"] <= 10000):
@@ -4076,6 +4216,19 @@ cdef class Matcher:
             p = self.position_of(row["account"], row["market"])
             p.size, p.entry_value, p.margin, p.realised = row["size"], row["entry_value"], row["margin"], row["realised"]
 
+    def import_margin_modes(self, rows):
+        """Mark the exported isolated positions (each must be a position of the state, in a perpetual market)."""
+        cdef int64_t i
+        for row in rows:
+            i = xos_hmap_get(&self.position_index, row["account"], row["market"])
+            if i < 0 or self.market_table[self.position_rows[i].market].kind != XOS_MARKET_PERPETUAL:
+                raise ValueError(f"isolated margin mode of account {row['account']} in market {row['market']}: "
+                                 "no such position in a perpetual market")
+            if self.position_rows[i].isolated:
+                raise ValueError(f"isolated margin mode of account {row['account']} in market {row['market']} "
+                                 "listed twice")
+            self.position_rows[i].isolated = True
+
     def import_venue_risks(self, rows, orders):
         """Load exported venue risk rows, then add the open perpetual orders' remaining to their venues' open
         sizes (not state: the orders rebuild it; a row missing from an older state is made here)."""
@@ -4173,8 +4326,14 @@ cdef class Matcher:
         return sorted((self.cap_index.slots[h].k1, self.cap_index.slots[h].k2, self.cap_index.slots[h].val)
                       for h in range(<int64_t>self.cap_index.mask + 1) if self.cap_index.slots[h].val >= 0)
 
+    def margin_modes(self):
+        """Every isolated position's (account, market), sorted; every other position is cross margin."""
+        return sorted((self.position_rows[i].account, self.position_rows[i].market) for i in range(self.n_positions)
+                      if self.position_rows[i].isolated)
+
     def positions(self):
-        """Every (account, perpetual market) that has traded, flat ones included, in (account, market) order."""
+        """Every (account, perpetual market) that has traded or was set isolated, flat ones included, in (account,
+        market) order."""
         return sorted(self.view_position(&self.position_rows[i]) for i in range(self.n_positions))
 
     def position(self, int64_t account, int market):
@@ -4401,12 +4560,13 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 11  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding, margin tiers
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
+STATE_VERSION = 12  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding, margin tiers, 12: margin modes (isolated positions)
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
 # (leverage 1), 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable
 # before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps, 3-10 no funding (the
-# defaults, scheduled from the state's clock) and no margin tiers
+# defaults, scheduled from the state's clock) and no margin tiers, 3-11 no margin modes (every position cross)
+MARGIN_MODE_STATE = np.dtype([("account", "<i8"), ("market", "<i8")])  # an isolated position
 MARGIN_TIER_STATE = np.dtype([("market", "<u4"), ("tier", "<u4"), ("floor", "<i8"), ("leverage", "<i8")])
 FUNDING_STATE = np.dtype([("market", "<u4"), ("pad", "<u4"), ("interval", "<i8"), ("sample_interval", "<i8"),
                           ("interest", "<i8"), ("clamp", "<i8"), ("cap", "<i8"), ("next_sample", "<i8"),
@@ -4488,7 +4648,7 @@ _DELEGATED = (
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
     "volumes", "oracles", "oracle", "positions", "position", "market_risks", "fundings", "margin_tiers", "outcomes", "outcome", "outcome_events",
-    "venue_market_risks", "venue_market_risk", "exposure_caps",
+    "venue_market_risks", "venue_market_risk", "exposure_caps", "margin_modes",
 )
 
 

@@ -108,6 +108,8 @@ class Cmd(enum.IntEnum):
     MULTI_LEG = 124  # header of an all-or-none order: its 2..4 legs are the next records (ARCHITECTURE, Multi-leg orders)
     LEG = 125  # one leg of the MultiLeg header before it (never a command on its own)
     SET_EXPOSURE_CAP = 126  # an account caps the margin its positions and orders in one venue's risk group use
+    MARGIN_MODE = 128  # an account: qty = 1 isolated / 0 cross margin for its position in a perpetual market
+    ISOLATED_MARGIN = 129  # an account: qty = signed amount of quote moved from free into an isolated position's margin
 
 
 class Ev(enum.IntEnum):

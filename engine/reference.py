@@ -390,6 +390,7 @@ class ReferenceEngine(CommandAPI):
         self._outcomes: dict[int, _Outcome] = {}  # market -> its outcome state, in configuration order
         self._outcome_events: dict[int, _OutcomeEvent] = {}  # event id -> its markets, in configuration order
         self._caps: dict[tuple[int, int], int] = {}  # (account, venue) -> exposure cap (bps of equity) in its risk group
+        self._isolated: set[tuple[int, int]] = set()  # (account, perpetual market) whose position is isolated margin
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -452,6 +453,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.RESOLVE): self._resolve,
             _CMD_LEG: self._stray_leg,
             int(Cmd.SET_EXPOSURE_CAP): self._set_exposure_cap,
+            int(Cmd.MARGIN_MODE): self._margin_mode,
+            int(Cmd.ISOLATED_MARGIN): self._isolated_margin,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -1104,7 +1107,8 @@ class ReferenceEngine(CommandAPI):
         risk group past its cap there?  Used: the initial margin at mark of its positions in the group's perpetual
         markets quoted in the same asset + the holds of its open orders there + ``amount``; refused when used x
         10000 > cap x equity, equity = free + held of the asset + the unrealised PnL at mark of all its positions
-        quoted in it (any venue)."""
+        quoted in it (any venue).  Isolated positions are outside it: neither their initial margin nor their margin
+        (taken out of held) nor their unrealised PnL count."""
         cap = self._caps.get((account, m.venue))
         if cap is None:
             return False
@@ -1112,9 +1116,12 @@ class ReferenceEngine(CommandAPI):
         equity, used = free + held, amount
         for market in self._account_positions.get(account, ()):
             pm = self._markets[market]
-            size, entry = self._positions[(account, market)][:2]
+            size, entry, margin = self._positions[(account, market)][:3]
             if pm.kind != _PERP or pm.quote != m.quote or size == 0:
                 continue  # outcome positions are fully paid: no margin, no mark
+            if (account, market) in self._isolated:
+                equity -= margin
+                continue
             value = pm.mark * (abs(size) // pm.lot)
             equity += value - entry if size > 0 else entry - value
             if pm.venue == m.venue:
@@ -1440,12 +1447,13 @@ class ReferenceEngine(CommandAPI):
         return self._margin_excess(account, asset) - amount < 0
 
     def _margin_excess(self, account: int, asset: int) -> int:
-        """free + sum(margin + unrealised - initial margin) at mark over the account's positions quoted in asset."""
+        """free + sum(margin + unrealised - initial margin) at mark over the account's cross positions quoted in
+        asset (an isolated position's margin and PnL count only for itself)."""
         excess = self._bal[account].get(asset, [0, 0])[0]
         for market in self._account_positions.get(account, ()):
             m = self._markets[market]
             size, entry, margin, _ = self._positions[(account, market)]
-            if m.kind != _PERP or m.quote != asset or size == 0:
+            if m.kind != _PERP or m.quote != asset or size == 0 or (account, market) in self._isolated:
                 continue
             value = m.mark * (abs(size) // m.lot)
             unrealised = value - entry if size > 0 else entry - value
@@ -1479,13 +1487,22 @@ class ReferenceEngine(CommandAPI):
         equity, maintenance = (b[0] if b else 0), 0
         for market in self._account_positions.get(account, ()):
             m = self._markets[market]
-            size, entry, margin, _ = self._positions[(account, market)]
-            if m.kind != _PERP or m.quote != asset or size == 0:
+            if m.kind != _PERP or m.quote != asset or (account, market) in self._isolated:
                 continue
-            value = m.mark * (abs(size) // m.lot)
-            equity += margin + (value - entry if size > 0 else entry - value)
-            maintenance += fee_ceil(self._initial_margin(m, value), m.maint_bps)
+            own, own_maintenance = self._position_equity(account, m)
+            equity += own
+            maintenance += own_maintenance
         return equity, maintenance
+
+    def _position_equity(self, account: int, m: _Market) -> tuple[int, int]:
+        """(margin + unrealised PnL at mark, maintenance requirement) of the account's position in perpetual market m
+        alone: an isolated position's equity (0, 0 when flat)."""
+        size, entry, margin, _ = self._positions[(account, m.market_id)]
+        if size == 0:
+            return 0, 0
+        value = m.mark * (abs(size) // m.lot)
+        return (margin + (value - entry if size > 0 else entry - value),
+                fee_ceil(self._initial_margin(m, value), m.maint_bps))
 
     @staticmethod
     def _bankruptcy_price(m: _Market, size: int, equity: int) -> int:
@@ -1544,7 +1561,7 @@ class ReferenceEngine(CommandAPI):
         return [(a, market) for _, a, market in ranked]
 
     def _liquidate(self, row) -> int:
-        venue, asset, sender, target = row[6], row[7], row[9], row[12]
+        venue, asset, sender, target, isolated = row[6], row[7], row[9], row[12], row[13]
         if sender <= 0:
             return int(RC.INVALID_ACCOUNT_ID)
         if venue not in self._venues:
@@ -1557,19 +1574,37 @@ class ReferenceEngine(CommandAPI):
         fund = self._fund(venue)
         if target == fund:
             return int(RC.INSURANCE_FUND_ACCOUNT)
-        group = sorted(mk for mk in self._account_positions.get(target, ()) if self._positions[(target, mk)][0]
-                       and self._markets[mk].kind == _PERP and self._markets[mk].venue == venue
-                       and self._markets[mk].quote == asset)
+        if isolated:  # only that isolated position, if it is open in the venue's group in the asset
+            m = self._markets.get(isolated)
+            group = [isolated] if ((target, isolated) in self._isolated and self._positions[(target, isolated)][0]
+                                   and m.venue == venue and m.quote == asset) else []
+        else:  # every open cross position in the venue's group in the asset
+            group = sorted(mk for mk in self._account_positions.get(target, ()) if self._positions[(target, mk)][0]
+                           and self._markets[mk].kind == _PERP and self._markets[mk].venue == venue
+                           and self._markets[mk].quote == asset and (target, mk) not in self._isolated)
         if not group:
             return int(RC.NOTHING_TO_LIQUIDATE)
-        equity, maintenance = self._equity(target, asset)
+        if isolated:
+            equity, maintenance = self._position_equity(target, self._markets[isolated])
+        else:
+            equity, maintenance = self._equity(target, asset)
         if equity >= maintenance:
             return int(RC.NOT_LIQUIDATABLE)
-        self._ev(int(Ev.LIQUIDATION), 0, 0, 0, 0, asset, venue, 0, target, sender, equity, maintenance, 0)
+        self._ev(int(Ev.LIQUIDATION), 0, 0, 0, 0, asset, venue, 0, target, sender, equity, maintenance, 0,
+                 maker_order=isolated)
         mine = self._acct_orders.get(target, {})
-        for oid in sorted(oid for oid, o in mine.items() if self._markets[o.market].venue == venue):
+        for oid in sorted(oid for oid, o in mine.items()
+                          if (o.market == isolated if isolated else self._markets[o.market].venue == venue)):
             o = mine[oid]
             self._cancel_order(o, o.remaining, _R_LIQUIDATION, 0)
+        # an isolated position's equity is its own plus what its closed parts realised into free from here on
+        base_free = self._bal[target][asset][0] if isolated else 0
+
+        def equity_now() -> int:
+            if isolated:
+                return self._position_equity(target, self._markets[isolated])[0] + self._bal[target][asset][0] - base_free
+            return self._equity(target, asset)[0]
+
         for market in group:
             m = self._markets[market]
             pos = self._positions[(target, market)]
@@ -1577,7 +1612,7 @@ class ReferenceEngine(CommandAPI):
             while pos[0] and not m.halted:  # the book, in slices, never past the bankruptcy price
                 size = abs(pos[0])
                 qty = min(size, m.slice_lots * m.lot) if m.slice_lots else size
-                price = self._bankruptcy_price(m, pos[0], self._equity(target, asset)[0])
+                price = self._bankruptcy_price(m, pos[0], equity_now())
                 o = self._pseudo_order(target, m, venue, side, price, False)
                 self._last_order_id += 1
                 o.order_id, o.qty, o.remaining = self._last_order_id, qty, qty
@@ -1589,7 +1624,7 @@ class ReferenceEngine(CommandAPI):
             if not pos[0]:
                 continue
             size = abs(pos[0])
-            price = self._bankruptcy_price(m, pos[0], self._equity(target, asset)[0])
+            price = self._bankruptcy_price(m, pos[0], equity_now())
             hold = (size // m.lot) * m.per_lot(price, 0)
             if fund and self._bal[fund].get(asset, [0, 0])[0] >= hold and not self._margin_short(fund, asset, hold):
                 self._transfer_position(_D_INSURANCE, m, venue, target, side, fund, size, price, True)
@@ -1600,7 +1635,7 @@ class ReferenceEngine(CommandAPI):
                 other = self._positions[(account, market)]
                 self._transfer_position(_D_ADL, m, venue, target, side, account, min(abs(pos[0]), abs(other[0])), price,
                                         False)
-        equity = self._equity(target, asset)[0]
+        equity = equity_now()
         paid = covered = 0
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             paid = min(-equity, max(0, min(self._bal[fund].get(asset, [0, 0])[0], self._margin_excess(fund, asset))))
@@ -1631,8 +1666,81 @@ class ReferenceEngine(CommandAPI):
             if covered:
                 self._transfer(_X_ADL, self._venues[venue], target, asset, covered, 0)
         self._ev(int(Ev.LIQUIDATED), 0, 0, 0, 0, asset, venue, 0, target, -min(equity + paid + covered, 0),
-                 equity + paid + covered, paid, covered)
+                 equity + paid + covered, paid, covered, maker_order=isolated)
         return 0
+
+    # ------------------------------------------------------------------ isolated margin
+    def _perp_market_code(self, account: int, market: int) -> int:
+        """MarginMode's and IsolatedMargin's first checks: a known account, a perpetual market."""
+        code = self._account_code(account)
+        if code:
+            return code
+        m = self._markets.get(market)
+        if m is None:
+            return int(RC.UNKNOWN_MARKET)
+        if m.kind != _PERP:
+            return int(RC.INVALID_MARKET_KIND)
+        return 0
+
+    def _margin_mode(self, row) -> int:
+        """The account's position in a perpetual market becomes isolated (``qty`` 1) or cross (0), only without
+        exposure there: no open position, no open order.  An isolated mode creates the (flat) position that carries
+        it."""
+        market, account, mode = row[7], row[9], row[11]
+        code = self._perp_market_code(account, market)
+        if code:
+            return code
+        if mode not in (0, 1):
+            return int(RC.INVALID_MARGIN_MODE)
+        key = (account, market)
+        if (key in self._isolated) == bool(mode):
+            return int(RC.MARGIN_MODE_UNCHANGED)
+        if self._positions.get(key, (0,))[0]:
+            return int(RC.POSITION_OPEN)
+        if any(o.market == market for o in self._acct_orders.get(account, {}).values()):
+            return int(RC.ORDERS_OPEN)
+        if mode:
+            if key not in self._positions:
+                self._positions[key] = [0, 0, 0, 0]
+                self._account_positions.setdefault(account, []).append(market)
+            self._isolated.add(key)
+        else:
+            self._isolated.discard(key)
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def _isolated_margin(self, row) -> int:
+        """Move ``qty`` (signed) of quote between free and an open isolated position's margin (in held).  Adding
+        needs it in free; removing must leave margin >= 0 and margin + unrealised at mark >= the tiered initial
+        margin.  A Position event (flags ISOLATED_MARGIN) carries the margin and free / held after."""
+        market, account, amount = row[7], row[9], row[11]
+        code = self._perp_market_code(account, market)
+        if code:
+            return code
+        if amount == 0 or abs(amount) > MAX_MONEY:
+            return int(RC.INVALID_MARGIN_AMOUNT)
+        key = (account, market)
+        pos = self._positions.get(key)
+        if key not in self._isolated or not pos[0]:
+            return int(RC.NO_ISOLATED_POSITION)
+        m = self._markets[market]
+        if amount > self._bal[account].get(m.quote, (0, 0))[0]:
+            return int(RC.INSUFFICIENT_FREE_BALANCE)
+        if amount < 0:
+            equity = self._position_equity(account, m)[0]
+            if pos[2] + amount < 0 or equity + amount < self._initial_margin(m, m.mark * (abs(pos[0]) // m.lot)):
+                return int(RC.ISOLATED_MARGIN_SHORT)
+        b = self._bal[account].setdefault(m.quote, [0, 0])
+        pos[2] += amount
+        b[0] -= amount
+        b[1] += amount
+        self._ev(_EV_POSITION, 0, 0, 0, int(Cmd.ISOLATED_MARGIN), market, m.venue, 0, account, pos[2], 0, pos[0],
+                 pos[1], b[0], b[1], 0, pos[3])
+        return 0
+
+    def margin_modes(self) -> list[tuple[int, int]]:
+        """Every isolated position's (account, market), sorted; every other position is cross margin."""
+        return sorted(self._isolated)
 
     def _market_operator_check(self, account: int, market: int, kind: int) -> int:
         """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in

@@ -1359,6 +1359,85 @@ class FundingPerpStreamGenerator(LeveragedPerpStreamGenerator):
                                 lambda ts: [self._funding(ts)] if r.random() < self.funding_share else [])
 
 
+class IsolatedMarginStreamGenerator(FundingPerpStreamGenerator):
+    """``FundingPerpStreamGenerator``'s streams with isolated margin (issue 9): at setup some accounts make their
+    position in one perpetual market isolated (before any order); between the commands MarginMode (mostly refused:
+    an open position or order, unchanged, a bad mode, market or account; accepted while flat), IsolatedMargin on known
+    isolated positions (adding, removing down to and past the initial margin, bad amounts, cross positions) and
+    keepers' isolated Liquidate (``aux`` = the market; some naming a cross position, a wrong market, venue or asset).
+    A subclass, so the other generators' streams are unchanged."""
+
+    isolated_share = 0.04
+
+    def _setup(self) -> list[tuple]:
+        r = self.rng
+        rows = super()._setup()
+        self.isolated: set[tuple[int, int]] = set()  # (account, market), from the MarginMode echoes
+        for account in self.accounts:
+            if r.random() < 0.5:
+                rows.append(_row(Cmd.MARGIN_MODE, self.ts, account=account, market=r.choice(self.PERP_MARKETS), qty=1))
+        return rows
+
+    def _margin_mode(self, ts: int) -> tuple:
+        r = self.rng
+        account, market, mode = r.choice(self.accounts), r.choice(self.PERP_MARKETS), r.randint(0, 1)
+        x = r.random()
+        if x < 0.1:
+            account = r.choice([0, 31337])
+        elif x < 0.2:
+            market = r.choice([1, 99])
+        elif x < 0.25:
+            mode = r.choice([2, -1])
+        return _row(Cmd.MARGIN_MODE, ts, account=account, market=market, qty=mode)
+
+    def _isolated_margin(self, ts: int) -> tuple:
+        r = self.rng
+        open_ = sorted(key for key in self.isolated if self.positions.get(key))
+        if open_ and r.random() < 0.8:
+            account, market = r.choice(open_)
+            amount = r.choice([1, -1]) * r.choice([1, 10, 100, 1_000, 10_000, 100_000])
+        else:
+            account, market = r.choice(self.accounts + [0]), r.choice(self.PERP_MARKETS + (1, 99))
+            amount = r.choice([0, (1 << 62) + 1, 50, -50])
+        return _row(Cmd.ISOLATED_MARGIN, ts, account=account, market=market, qty=amount)
+
+    def _isolated_liquidate(self, ts: int) -> tuple:
+        r = self.rng
+        open_ = sorted(key for key in self.isolated if self.positions.get(key))
+        if open_ and r.random() < 0.8:
+            target, market = r.choice(open_)
+        else:
+            target, market = r.choice(self.accounts), r.choice(self.PERP_MARKETS + (1, 99, -3))
+        venue, asset = 0, self.markets[market].quote if market in self.markets else 1
+        if r.random() < 0.1:
+            venue, asset = r.choice([(1, asset), (0, 9)])
+        return _row(Cmd.LIQUIDATE, ts, account=r.choice(self.accounts), id=target, venue=venue, market=asset,
+                    aux=market)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+
+        def extra(ts: int) -> list[tuple]:
+            if r.random() >= self.isolated_share:
+                return []
+            x = r.random()
+            if x < 0.3:
+                return [self._margin_mode(ts)]
+            if x < 0.8:
+                return [self._isolated_margin(ts)]
+            return [self._isolated_liquidate(ts)]
+
+        return self._interleave(super().next_chunk(n), extra)
+
+    def observe(self, commands: np.ndarray, events: np.ndarray) -> None:
+        super().observe(commands, events)
+        for key in [key for key in self.positions if key[0] not in self.accounts]:
+            del self.positions[key]  # the fund's, taken over in an isolated liquidation: it sends no orders
+        modes = events[(events["kind"] == Ev.VENUE) & (events["flags"] == Cmd.MARGIN_MODE)]
+        for account, market, mode in zip(modes["account"].tolist(), modes["market"].tolist(), modes["qty"].tolist()):
+            (self.isolated.add if mode else self.isolated.discard)((account, market))
+
+
 class VenueListingStreamGenerator(VenueStreamGenerator):
     """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands
     between the others, mostly from the venue's operator for a new market id (spot or perpetual, assorted tick,

@@ -97,7 +97,9 @@ enum {
     XOS_CMD_MARGIN_TIERS = 122,  /* admin or listing operator: a perpetual market's notional brackets and leverage */
     XOS_CMD_MULTI_LEG = 124,    /* header of an all-or-none order; qty = its 2..4 legs, the next records */
     XOS_CMD_LEG = 125,          /* one leg of the MultiLeg header before it */
-    XOS_CMD_SET_EXPOSURE_CAP = 126 /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */
+    XOS_CMD_SET_EXPOSURE_CAP = 126, /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */
+    XOS_CMD_MARGIN_MODE = 128, /* an account: qty = 1 isolated / 0 cross margin in a perpetual market */
+    XOS_CMD_ISOLATED_MARGIN = 129 /* an account: qty = signed quote amount from free into an isolated position's margin */
 };
 
 /* event kinds */

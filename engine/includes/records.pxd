@@ -86,6 +86,8 @@ cdef extern from "records.h" nogil:
         XOS_CMD_MULTI_LEG
         XOS_CMD_LEG
         XOS_CMD_SET_EXPOSURE_CAP
+        XOS_CMD_MARGIN_MODE
+        XOS_CMD_ISOLATED_MARGIN
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
