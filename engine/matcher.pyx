@@ -4220,7 +4220,8 @@ cdef class Matcher:
         """Mark the exported isolated positions (each must be a position of the state, in a perpetual market)."""
         cdef int64_t i
         for row in rows:
-            i = xos_hmap_get(&self.position_index, row["account"], row["market"])
+            i = (xos_hmap_get(&self.position_index, row["account"], row["market"])
+                 if 1 <= row["market"] <= self.max_markets else -1)
             if i < 0 or self.market_table[self.position_rows[i].market].kind != XOS_MARKET_PERPETUAL:
                 raise ValueError(f"isolated margin mode of account {row['account']} in market {row['market']}: "
                                  "no such position in a perpetual market")

@@ -323,7 +323,7 @@ def test_snapshot_round_trip_and_bad_rows():
     old["counters"] = exported["counters"].copy()
     old["counters"][0] = 11
     assert Engine.from_state(old, **ENGINE_KWARGS).margin_modes() == []
-    for row, words in (((D, PERP), "no such position"), ((A, SPOT), "no such position"),
+    for row, words in (((D, PERP), "no such position"), ((A, SPOT), "no such position"), ((A, -1), "no such position"),
                        ((A, PERP), "listed twice")):
         bad = dict(exported)
         rows = [tuple(r) for r in exported["margin_modes"].tolist()]
