@@ -320,9 +320,10 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
     from test_venue_market_risk import BAD_VENUE_RISK  # and the venues' own risk settings and halts
     from test_funding import BAD_FUNDING  # and funding's
     from test_margin_tiers import BAD_TIERS  # and margin tiers'
+    from test_isolated_margin import BAD_MARGIN, BAD_MODE  # and isolated margin's
 
     covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES + BAD_RISK + BAD_VENUE_RISK + BAD_FUNDING
-               + BAD_TIERS}
+               + BAD_TIERS + BAD_MODE + BAD_MARGIN}
     covered |= {code for code, _, _ in REJECTS} | {RC.RESOLUTION_PENDING}  # the last: test_outcome's scenario
     assert {c for c in RC if 400 <= c < 500} - covered == {RC.STAKING_NOT_CONFIGURED}  # below
 
