@@ -54,6 +54,14 @@ class MarketConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     taker_bps: int = 0
     band_bps: int = 0
     venue: int = 0
+    # perpetual: MarketRisk, sent at bootstrap by [venues] admin (0: none, the engine's 1x)
+    max_leverage: int = 0
+    maintenance_bps: int = 5000  # of the initial margin
+    # outcome: OutcomeConfig, sent at bootstrap by [venues] admin when payout is set (0: configured later by a
+    # command; until configured the market is not tradable)
+    payout: int = 0  # quote units per lot a winning share pays
+    resolver: int = 0  # the account that resolves it
+    dispute_window_s: float = 0.0  # engine clock
 
 
 class AccountConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -410,6 +418,18 @@ def _check(cfg: Config, where: str) -> None:
             fail(f"markets[{i}].band_bps", "must be in 0..10000")
         if m.venue != 0:
             fail(f"markets[{i}].venue", "only venue 0 exists until venues are launched")
+        if m.kind != "perpetual" and m.max_leverage:
+            fail(f"markets[{i}].max_leverage", "only a perpetual market has leverage")
+        if m.max_leverage and not (1 <= m.max_leverage <= 100 and 1 <= m.maintenance_bps <= 10000):
+            fail(f"markets[{i}].max_leverage", "must be in 1..100, and maintenance_bps in 1..10000")
+        if m.kind != "outcome" and (m.payout or m.resolver or m.dispute_window_s):
+            fail(f"markets[{i}].payout", "payout, resolver and dispute_window_s are an outcome market's")
+        if m.payout and not (m.payout >= 2 * m.tick_size and m.payout % m.tick_size == 0):
+            fail(f"markets[{i}].payout", "must be at least 2 ticks, on the tick")
+        if m.payout and (m.resolver <= 0 or not m.dispute_window_s >= 0):
+            fail(f"markets[{i}].resolver", "an outcome market needs a resolver account > 0 and dispute_window_s >= 0")
+        if (m.max_leverage or m.payout) and not cfg.venues.admin:
+            fail(f"markets[{i}].kind", "its MarketRisk / OutcomeConfig is sent by [venues] admin, which is not set")
     for i, acct in enumerate(cfg.accounts):
         if acct.id <= 0:
             fail(f"accounts[{i}].id", "must be positive")

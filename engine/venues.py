@@ -73,9 +73,24 @@ def venue_commands(cfg: Config) -> np.ndarray:
         return np.zeros(0, dtype=COMMAND_DTYPE)
     rows = [dict(kind=Cmd.VENUE_PARAMS, account=s.admin, market=cfg.asset_ids()[s.stake_asset], qty=s.min_stake,
                  price=int(round(s.unbond_period_s * 1e9)), id=s.protocol_account, aux=s.admin)]
+    rows += market_config_rows(cfg)
     for v in s.launch:
         rows += launch_rows(v, cfg)
     return _commands(rows + oracle_rows(cfg))
+
+
+def market_config_rows(cfg: Config) -> list[dict]:
+    """The admin's MarketRisk of each leveraged perpetual and OutcomeConfig of each outcome market in ``[[markets]]``
+    (before any order: MarketRisk needs a market without open orders)."""
+    rows = []
+    for m in cfg.markets:
+        if m.max_leverage:
+            rows.append(dict(kind=Cmd.MARKET_RISK, account=cfg.venues.admin, market=m.id, price=m.max_leverage,
+                             qty=m.maintenance_bps))
+        if m.payout:
+            rows.append(dict(kind=Cmd.OUTCOME_CONFIG, account=cfg.venues.admin, market=m.id, price=m.payout,
+                             id=m.resolver, qty=int(round(m.dispute_window_s * 1e9))))
+    return rows
 
 
 def launch_commands(v: VenueLaunchConfig, cfg: Config) -> np.ndarray:

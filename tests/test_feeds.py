@@ -242,14 +242,15 @@ def test_enabled_feeds_need_an_account():
 
 def test_the_built_in_config_feeds_its_markets_from_the_shipped_sample():
     cfg = load()
-    assert cfg.feeds.enabled and [m.market for m in cfg.feeds.markets] == [1, 2, 3]
+    assert cfg.feeds.enabled and [m.market for m in cfg.feeds.markets] == [1, 2, 3, 4]  # 4: the BTC perpetual
     agg = Aggregator(cfg)
     sources = [FileReplaySource(s.name, resolve_path(s.path, cfg), s.rows_from) for s in cfg.feeds.sources
                if isinstance(s, FileSourceConfig)]
     for s in sources:
-        assert agg.ingest(s.name, s.rejects, s.poll(T0), T0) == 3 and not s.rejects.counts
+        assert agg.ingest(s.name, s.rejects, s.poll(T0), T0) == 4 and not s.rejects.counts
     commands = agg.aggregate(T0)
-    assert commands["market"].tolist() == [1, 2, 3] and (commands["qty"] == 3).all()
+    assert commands["market"].tolist() == [1, 2, 3, 4] and (commands["qty"] == 3).all()
+    assert commands["price"][3] == commands["price"][0]  # the perpetual's oracle is the BTC index
     assert (commands["price"] % 100 == 0).all() and (commands["price"] > 0).all()
 
 

@@ -57,8 +57,11 @@ def test_a_market_listed_by_a_venue_is_traded_by_symbol_and_survives_a_gateway_r
             id=ETH_BTC, kind="spot", venue=1, tick_size=10, lot_size=1_000, maker_bps=-1, taker_bps=4,
             base_decimals=8, quote_decimals=8)
         assert listed["limits"]["amount"]["min"] == 2_000
-        btc_usdt = (await demo.load_markets())["BTC/USDT"]  # the config's, now with the same fields
+        listed = await demo.load_markets()
+        btc_usdt = listed["BTC/USDT"]  # the config's, now with the same fields
         assert (btc_usdt["kind"], btc_usdt["venue"], btc_usdt["maker_bps"], btc_usdt["taker_bps"]) == ("spot", 0, -1, 5)
+        assert (listed["BTC/USDT:USDT"]["id"], listed["BTC/USDT:USDT"]["kind"]) == (4, "perpetual")
+        assert (listed["BTC70K/USDT"]["id"], listed["BTC70K/USDT"]["kind"]) == (5, "outcome")
         await op1.load_markets(reload=True)
         ask = await op1.create_order("ETH/BTC", "limit", "sell", 4_000, 50_000, {"clientOrderId": 1, "venue": 1})
         bid = await demo.create_order("ETH/BTC", "limit", "buy", 2_000, 50_000, {"clientOrderId": 1, "venue": 1})
@@ -74,7 +77,7 @@ def test_a_market_listed_by_a_venue_is_traded_by_symbol_and_survives_a_gateway_r
         (demo,) = await connected(engine, "demo")
         markets = await demo.load_markets()
         assert markets["ETH/BTC"]["id"] == ETH_BTC and markets["ETH/BTC"]["venue"] == 1
-        assert sorted(k["id"] for k in markets.values()) == [1, 2, 3, ETH_BTC]
+        assert sorted(k["id"] for k in markets.values()) == [1, 2, 3, 4, 5, ETH_BTC]  # 4, 5: the perpetual, the yes/no
         await demo.close()
 
     run(list_and_trade())

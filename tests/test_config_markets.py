@@ -1,0 +1,70 @@
+"""The config's perpetual and outcome market fields (`[[markets]]` max_leverage, maintenance_bps, payout, resolver,
+dispute_window_s): the bootstrap sends the admin's MarketRisk and OutcomeConfig, and bad values are refused by name."""
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from engine.config import Config, ConfigError, _check, load
+from engine.matcher import Engine
+from engine.process import bootstrap_commands
+from engine.records import Ev, Side
+
+
+def test_the_built_in_default_trades_a_leveraged_perpetual_and_a_yes_no_market():
+    cfg = load()
+    e = Engine(max_orders=1000, max_accounts=1000)
+    events = e.process(bootstrap_commands(cfg))
+    assert not (events["kind"] == Ev.REJECTED).any()
+    (risk,) = e.market_risks()
+    assert (risk.market_id, risk.max_leverage, risk.maintenance_bps) == (4, 20, 5000)
+    (outcome,) = e.outcomes()
+    assert (outcome.market, outcome.payout, outcome.resolver, outcome.dispute_window) == (5, 10**6, 9002, 3600 * 10**9)
+    # demo accounts trade the perpetual at 20x (a buy holds ceil(price / 20) + its fee per lot) and the yes/no market
+    price, lot, ts = 65_000_000_000, 100_000, 10**18  # 65,000 USDT per BTC: 65,000,000,000 units per lot of 0.001 BTC
+    feed = {f.market: f.id for f in cfg.feeds.markets}[4]
+    assert not (e.oracle_price(cfg.feeds.account, 0, 4, price, feed_id=feed, source_ts=ts, ts=ts)["kind"]
+                == Ev.REJECTED).any()
+    free_before = e.balance(1003, 1)[0]
+    for account, side in ((1001, Side.SELL), (1003, Side.BUY)):
+        events = e.place(account, 4, side, price, 2 * lot, 1, ts=ts)
+        assert not (events["kind"] == Ev.REJECTED).any()
+    assert e.position(1003, 4).size == 2 * lot and e.position(1003, 4).margin == 2 * price // 20
+    assert free_before - e.balance(1003, 1)[0] == 2 * price // 20 + 2 * (price * 5 // 10_000)  # margin + taker fee
+    for account, side, yes in ((1001, Side.SELL, 600_000), (1003, Side.BUY, 600_000)):  # YES at 0.6 USDT
+        assert not (e.place(account, 5, side, yes, 10, 2, ts=ts)["kind"] == Ev.REJECTED).any()
+    assert e.position(1003, 5).size == 10 and e.outcome(5).collateral == 10 * 10**6
+
+
+BASE = dict(assets=[dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=0)],
+            venues=dict(admin=9, protocol_account=8, stake_asset="USD", min_stake=1))
+
+
+def checked(**market):
+    cfg = msgspec.convert(dict(BASE, markets=[dict(id=1, base="BTC", quote="USD", tick_size=1, lot_size=1, min_size=1,
+                                                   **market)]), Config)
+    _check(cfg, "test.toml")
+
+
+@pytest.mark.parametrize("market, field", [
+    (dict(max_leverage=5), "markets[0].max_leverage"),  # a spot market
+    (dict(kind="perpetual", max_leverage=101), "markets[0].max_leverage"),
+    (dict(kind="perpetual", max_leverage=5, maintenance_bps=0), "markets[0].max_leverage"),
+    (dict(payout=100, resolver=3), "markets[0].payout"),  # not an outcome market
+    (dict(kind="outcome", payout=1, resolver=3), "markets[0].payout"),  # under 2 ticks
+    (dict(kind="outcome", payout=100), "markets[0].resolver"),
+    (dict(kind="outcome", payout=100, resolver=3, dispute_window_s=-1.0), "markets[0].resolver"),
+])
+def test_bad_market_fields_are_named(market, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        checked(**market)
+
+
+def test_market_fields_need_the_admin():
+    cfg = msgspec.convert(dict(assets=BASE["assets"], markets=[dict(id=1, base="BTC", quote="USD", tick_size=1,
+                                                                    lot_size=1, min_size=1, kind="perpetual",
+                                                                    max_leverage=5)]), Config)
+    with pytest.raises(ConfigError, match=r"markets\[0\].kind.*\[venues\] admin"):
+        _check(cfg, "test.toml")
+    checked(kind="perpetual", max_leverage=5)
+    checked(kind="outcome")  # configured later by the admin's OutcomeConfig
