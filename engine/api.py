@@ -188,6 +188,18 @@ class CommandAPI:
         its equity (0 removes the cap)."""
         return self.submit(Cmd.SET_EXPOSURE_CAP, account=account, venue=venue, qty=cap_bps, ts=ts)
 
+    def set_collateral_asset(self, account: int, asset: int, price_market: int, max_weight_bps: int,
+                             ts: int = 0) -> np.ndarray:
+        """Admin: ``asset`` counts towards unified equity at the price of ``price_market`` (base = the asset, quote =
+        the valuation asset), weighted at most ``max_weight_bps`` (the protocol bound); price market 0 declares the
+        valuation asset itself, which turns the unified account on."""
+        return self.submit(Cmd.COLLATERAL_ASSET, account=account, market=asset, id=price_market, qty=max_weight_bps,
+                           ts=ts)
+
+    def set_venue_collateral(self, account: int, venue: int, asset: int, weight_bps: int, ts: int = 0) -> np.ndarray:
+        """A venue's operator (or the admin): the venue's weight for a collateral asset, at most the protocol bound."""
+        return self.submit(Cmd.VENUE_COLLATERAL, account=account, venue=venue, market=asset, qty=weight_bps, ts=ts)
+
     def halt(self, market: int, account: int = 0, ts: int = 0) -> np.ndarray:
         """Stop new orders and amends in the market (cancels still work); ``account`` names who asked."""
         return self.submit(Cmd.HALT, market=market, account=account, ts=ts)

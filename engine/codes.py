@@ -67,6 +67,8 @@ class ResultCode(enum.IntEnum):
     INVALID_RISK_SIZE = 212  # MarketRisk: impact size or liquidation slice (lots) negative
     FUNDING_NOT_DUE = 213  # ApplyFunding: before the market's next funding time
     NO_FUNDING_ACCOUNT = 214  # ApplyFunding: the listing venue has no insurance fund account for the remainder
+    COLLATERAL_PRICE_MISSING = 215  # unified check: an asset the account owes (or must margin in) has no price
+    COLLATERAL_NOT_DECLARED = 216  # VenueCollateral: the asset has no CollateralAsset (no protocol bound)
     # 220-229: outcome markets
     OUTCOME_PRICE_OUT_OF_RANGE = 220
     OUTCOME_RESOLVING = 221
@@ -153,6 +155,11 @@ class ResultCode(enum.IntEnum):
     MARGIN_MODE_UNCHANGED = 472  # MarginMode: the position is already in that mode
     NO_ISOLATED_POSITION = 473  # IsolatedMargin: the account has no open isolated position in the market
     INVALID_MARGIN_AMOUNT = 474  # IsolatedMargin: the amount is 0 or beyond the money range
+    INVALID_COLLATERAL_WEIGHT = 475  # CollateralAsset / VenueCollateral: weight not 0..10000 bps
+    VALUATION_ASSET_EXISTS = 476  # CollateralAsset: another asset is already the valuation asset
+    NO_VALUATION_ASSET = 477  # CollateralAsset with a price market before any valuation asset
+    INVALID_PRICE_MARKET = 478  # CollateralAsset: the price market's base is not the asset or its quote not the valuation asset
+    COLLATERAL_WEIGHT_ABOVE_BOUND = 479  # VenueCollateral: the venue's weight exceeds the protocol bound
     # 5xx system
     ORDER_CAPACITY = 501
     ACCOUNT_CAPACITY = 502
@@ -308,6 +315,13 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.MARGIN_MODE_UNCHANGED: "the position is already in that margin mode",
     ResultCode.NO_ISOLATED_POSITION: "the account has no open isolated position in this market",
     ResultCode.INVALID_MARGIN_AMOUNT: "the margin amount must be non-zero and within the money range",
+    ResultCode.COLLATERAL_PRICE_MISSING: "an asset the account owes or must margin in has no price (its price market has no mark or fresh oracle): the unified check cannot pass",
+    ResultCode.COLLATERAL_NOT_DECLARED: "the asset is not a collateral asset (CollateralAsset sets its protocol bound first)",
+    ResultCode.INVALID_COLLATERAL_WEIGHT: "a collateral weight must be in 0..10000 bps",
+    ResultCode.VALUATION_ASSET_EXISTS: "another asset is already the valuation asset (there is only one)",
+    ResultCode.NO_VALUATION_ASSET: "declare the valuation asset (CollateralAsset with price market 0) before other collateral",
+    ResultCode.INVALID_PRICE_MARKET: "the price market must be a spot or perpetual market with base = the asset and quote = the valuation asset (0 only for the valuation asset itself)",
+    ResultCode.COLLATERAL_WEIGHT_ABOVE_BOUND: "a venue's collateral weight may not exceed the protocol bound (CollateralAsset's max weight)",
     ResultCode.ORDER_CAPACITY: "the engine's order pool is full",
     ResultCode.ACCOUNT_CAPACITY: "the engine's account table is full",
     ResultCode.MARKET_CAPACITY: "the engine's market table is full",

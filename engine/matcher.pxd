@@ -105,6 +105,7 @@ cdef struct Account:
     int64_t balance_block    # index of the account's first BALANCE_BLOCK entries in the balance table
     int32_t n_balances
     int64_t position_head    # its positions, newest first (index in position_rows, -1 = none)
+    int32_t perp_orders      # its resting perpetual orders: with none and no position it owes nothing (unified check)
 
 
 cdef struct Balance:
@@ -348,6 +349,15 @@ cdef class Matcher:
     cdef int64_t _event_seq
     cdef int64_t _last_order_id
     cdef int64_t _rest_seq           # orders that joined a level so far
+    cdef uint32_t valuation_asset    # unified account (CollateralAsset): 0 = off, margin rules per quote asset
+    cdef uint32_t *coll_market       # per asset: its price market (0: the valuation asset or none)
+    cdef int32_t *coll_bound         # per asset: the protocol bound on its weight (bps), -1 = not a collateral asset
+    cdef xos_hmap venue_coll_index   # (venue, asset) -> the venue's own weight (bps)
+    cdef int64_t *coll_eq            # scratch of ``unified``, per asset: eq_a and the margin requirement
+    cdef int64_t *coll_req
+    cdef int64_t *coll_seen          # per asset: the ``coll_stamp`` of the unified walk that last listed it
+    cdef uint32_t *coll_list         # the assets that walk listed
+    cdef int64_t coll_stamp
     cdef object export_buffers       # [balances, orders] row buffers kept between exports
     cdef int64_t _now
 
@@ -400,7 +410,20 @@ cdef class Matcher:
     cdef void cmd_place(self, const xos_command *c) noexcept nogil
     cdef uint16_t admit(self, const xos_command *c, Admission *adm) noexcept nogil
     cdef uint16_t afford(self, const xos_command *c, Admission *adm, int64_t committed, int64_t group_committed,
-                         int64_t slots_committed) noexcept nogil
+                         int64_t slots_committed, const Admission *earlier, int64_t n_earlier) noexcept nogil
+    cdef void cmd_collateral_asset(self, const xos_command *c) noexcept nogil
+    cdef void cmd_venue_collateral(self, const xos_command *c) noexcept nogil
+    cdef bint collateral_price(self, uint32_t asset, int64_t *price, int64_t *lot) noexcept nogil
+    cdef int64_t collateral_weight(self, uint32_t asset, uint32_t venue) noexcept nogil
+    cdef int64_t outcome_mark(self, Market *m) noexcept nogil
+    cdef void coll_entry(self, uint32_t asset, int64_t *n) noexcept nogil
+    cdef int unified(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
+                     int64_t n_takes, bint maintenance, int64_t *equity, int64_t *requirement) noexcept nogil
+    cdef uint16_t unified_code(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
+                               int64_t n_takes) noexcept nogil
+    cdef bint may_owe(self, int64_t acct_idx) noexcept nogil
+    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t venue, uint32_t asset) noexcept nogil
+    cdef int64_t sell_collateral(self, int64_t acct_idx, int64_t fund, uint32_t venue, uint32_t asset) noexcept nogil
     cdef bint over_cap(self, int64_t acct_idx, Market *m, int64_t amount) noexcept nogil
     cdef void cmd_set_exposure_cap(self, const xos_command *c) noexcept nogil
     cdef int32_t accept(self, const xos_command *c, Admission *adm) noexcept nogil
@@ -424,8 +447,8 @@ cdef class Matcher:
                              AdlEntry **out) noexcept nogil
     cdef void cmd_liquidate(self, const xos_command *c) noexcept nogil
     cdef int64_t position_equity(self, Position *p, int64_t *maintenance) noexcept nogil
-    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t asset, int64_t isolated_row,
-                                    int64_t base_free) noexcept nogil
+    cdef int64_t liquidation_equity_now(self, int64_t acct_idx, uint32_t venue, uint32_t asset, int64_t isolated_row,
+                                        int64_t base_free) noexcept nogil
     cdef uint16_t check_perp_account(self, const xos_command *c, int64_t *acct_idx) noexcept nogil
     cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil
     cdef void cmd_isolated_margin(self, const xos_command *c) noexcept nogil

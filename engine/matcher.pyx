@@ -26,8 +26,8 @@ from engine.ring cimport EventRing
 
 from .api import CommandAPI
 from .records import COMMAND_DTYPE, EVENT_DTYPE, LAYOUT_VERSION, unpack_symbol
-from .views import (AssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
-                    VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
+from .views import (AssetView, CollateralAssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+                    VenueCollateralView, VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 cnp.import_array()
 
@@ -43,6 +43,19 @@ DEF DEFAULT_FUNDING_CAP = 1000000  # reference.DEFAULT_FUNDING_CAP (1 %)
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
+DEF WITHDRAW_WEIGHTS = -1  # reference.WITHDRAW_WEIGHTS: a Withdraw's unified check, at its risk groups' lowest weights
+
+cdef extern from *:
+    ctypedef long long int128_t "__int128"  # exact unified sums (reference: Python ints)
+
+
+cdef inline int64_t clamp64(int128_t x) noexcept nogil:
+    """An exact amount as an int64 event field (reference ``_clamp64``)."""
+    if x > <int128_t>INT64_MAX:
+        return INT64_MAX
+    if x < -<int128_t>INT64_MAX - 1:
+        return -INT64_MAX - 1
+    return <int64_t>x
 
 
 cdef inline void die(const char *what) noexcept nogil:
@@ -238,6 +251,7 @@ cdef class Matcher:
             raise ValueError("max_markets and max_assets must be positive")
         if max_venues < 1 or max_venues > (1 << 16):
             raise ValueError("max_venues must be in 1..2**16")
+        cdef int64_t i
         self.max_venues = max_venues
         self.offer_words = (max_markets >> 6) + 1
         self.venue_table = <Venue *>calloc(max_venues, sizeof(Venue))
@@ -246,7 +260,7 @@ cdef class Matcher:
                 or xos_hmap_init(&self.fee_index, 64) or xos_hmap_init(&self.volume_index, 64)
                 or xos_hmap_init(&self.oracle_index, 64) or xos_hmap_init(&self.position_index, 64)
                 or xos_hmap_init(&self.outcome_event_index, 64) or xos_hmap_init(&self.venue_risk_index, 64)
-                or xos_hmap_init(&self.cap_index, 64)):
+                or xos_hmap_init(&self.cap_index, 64) or xos_hmap_init(&self.venue_coll_index, 64)):
             raise MemoryError()
         # venue 0: the protocol's permissionless venue, live from the start, changed only by the admin
         self.venue_table[0].exists = True
@@ -267,11 +281,21 @@ cdef class Matcher:
         self.fee_pool = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
         self.orders = <Order *>calloc(max_orders, sizeof(Order))
         self.accts = <Account *>calloc(max_accounts, sizeof(Account))
+        self.coll_market = <uint32_t *>calloc(max_assets + 1, sizeof(uint32_t))
+        self.coll_bound = <int32_t *>calloc(max_assets + 1, sizeof(int32_t))
+        self.coll_eq = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
+        self.coll_req = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
+        self.coll_seen = <int64_t *>calloc(max_assets + 1, sizeof(int64_t))
+        self.coll_list = <uint32_t *>calloc(max_assets + 1, sizeof(uint32_t))
+        if (self.coll_market == NULL or self.coll_bound == NULL or self.coll_eq == NULL or self.coll_req == NULL
+                or self.coll_seen == NULL or self.coll_list == NULL):
+            raise MemoryError()
+        for i in range(max_assets + 1):
+            self.coll_bound[i] = -1
         if (self.market_table == NULL or self.outcome_table == NULL or self.outcome_order == NULL
                 or self.asset_table == NULL or self.fee_pool == NULL
                 or self.orders == NULL or self.accts == NULL):
             raise MemoryError()
-        cdef int64_t i
         for i in range(max_orders):
             self.orders[i].next = <int32_t>(i + 1) if i + 1 < max_orders else NONE
         self.free_slot = 0
@@ -305,6 +329,13 @@ cdef class Matcher:
         free(self.oracle_rows)
         xos_hmap_free(&self.position_index)
         xos_hmap_free(&self.cap_index)
+        xos_hmap_free(&self.venue_coll_index)
+        free(self.coll_market)
+        free(self.coll_bound)
+        free(self.coll_eq)
+        free(self.coll_req)
+        free(self.coll_seen)
+        free(self.coll_list)
         free(self.position_rows)
         free(self.dirty_marks)
         free(self.outcome_table)
@@ -406,6 +437,7 @@ cdef class Matcher:
         self.accts[acct_idx].order_tail = NONE
         self.accts[acct_idx].balance_head = -1
         self.accts[acct_idx].position_head = NONE
+        self.accts[acct_idx].perp_orders = 0
         self.accts[acct_idx].n_balances = 0
         if self.n_bals + BALANCE_BLOCK > self.cap_bals:
             self.bals = <Balance *>grow_balances(self.bals, &self.cap_bals, self.n_bals + BALANCE_BLOCK)
@@ -570,6 +602,8 @@ cdef class Matcher:
             a.order_head = slot
         a.order_tail = slot
         o.registered = True
+        if self.market_table[o.market].kind == XOS_MARKET_PERPETUAL:
+            a.perp_orders += 1
         self.n_open += 1
         self.venue_table[o.venue].open_orders += 1
         if o.expire_at > 0:
@@ -591,6 +625,8 @@ cdef class Matcher:
                 a.order_tail = o.acct_prev
             xos_hmap_del(&self.order_index, o.id, 0)
             xos_hmap_del(&self.client_index, o.account, o.client_id)
+            if self.market_table[o.market].kind == XOS_MARKET_PERPETUAL:
+                a.perp_orders -= 1
             self.n_open -= 1
             self.venue_table[o.venue].open_orders -= 1
             o.registered = False
@@ -1062,7 +1098,7 @@ cdef class Matcher:
         cdef Admission adm
         cdef uint16_t code = self.admit(c, &adm)
         if code == XOS_OK:
-            code = self.afford(c, &adm, 0, 0, 0)
+            code = self.afford(c, &adm, 0, 0, 0, NULL, 0)
         if code:
             self.reject(c, code)
             return
@@ -1164,15 +1200,33 @@ cdef class Matcher:
         return XOS_OK
 
     cdef uint16_t afford(self, const xos_command *c, Admission *adm, int64_t committed, int64_t group_committed,
-                         int64_t slots_committed) noexcept nogil:
+                         int64_t slots_committed, const Admission *earlier, int64_t n_earlier) noexcept nogil:
         """PlaceOrder's last checks (balance, margin, exposure cap, order capacity).  ``committed`` of the order's
         asset, ``group_committed`` of it in holds of perpetual orders of its market's risk group and
         ``slots_committed`` pool slots are already taken by earlier legs of the same multi-leg order (0 for a
-        PlaceOrder), so the legs are checked together: committed <= free, so no sum here can overflow."""
+        PlaceOrder), ``earlier`` their admissions, so the legs are checked together: committed <= free, so no sum
+        here can overflow.  With a valuation asset a perpetual order may take its free balance below zero (a loan
+        against the other collateral) when the unified check passes (reference ``_afford``)."""
         cdef Market *m = &self.market_table[c.market]
-        if adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed:
+        cdef bint reduce_only = (c.flags & XOS_CF_REDUCE_ONLY) != 0
+        cdef bint short = adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed
+        cdef uint32_t assets[MAX_LEGS]
+        cdef int64_t amounts[MAX_LEGS]
+        cdef int64_t i
+        cdef uint16_t code
+        if short and not (self.valuation_asset and m.kind == XOS_MARKET_PERPETUAL):
             return XOS_INSUFFICIENT_BALANCE
-        if ((c.flags & XOS_CF_REDUCE_ONLY) == 0 and self.accts[adm.acct_idx].position_head != NONE
+        if self.valuation_asset:
+            if short or (not reduce_only and (n_earlier > 0 or self.may_owe(adm.acct_idx))):
+                for i in range(n_earlier):
+                    assets[i] = earlier[i].asset
+                    amounts[i] = earlier[i].amount
+                assets[n_earlier] = adm.asset
+                amounts[n_earlier] = adm.amount
+                code = self.unified_code(adm.acct_idx, c.venue, assets, amounts, n_earlier + 1)
+                if code:
+                    return code
+        elif (not reduce_only and self.accts[adm.acct_idx].position_head != NONE
                 and self.margin_excess(adm.acct_idx, adm.asset) - committed < adm.amount):
             return XOS_INSUFFICIENT_MARGIN
         if ((c.flags & XOS_CF_REDUCE_ONLY) == 0 and self.cap_index.count and m.kind == XOS_MARKET_PERPETUAL
@@ -1277,7 +1331,7 @@ cdef class Matcher:
                         if (self.market_table[legs[j].market].kind == XOS_MARKET_PERPETUAL
                                 and self.market_table[legs[j].market].venue == self.market_table[legs[i].market].venue):
                             group_committed += adm[j].amount
-                code = self.afford(&legs[i], &adm[i], committed, group_committed, i)
+                code = self.afford(&legs[i], &adm[i], committed, group_committed, i, adm, i)
             if code == XOS_OK:
                 probe.side = legs[i].side
                 probe.price = legs[i].price
@@ -1376,17 +1430,25 @@ cdef class Matcher:
                 if o.side == BID or m.kind != XOS_MARKET_SPOT:
                     old_hold = (o.remaining // m.lot_size) * o.hold_per_lot
                     extra = new_hold - old_hold
-                    if extra > 0 and extra > self.bals[o.bal_quote].free:  # free < 0 after a leveraged loss
+                    # free < 0 after a leveraged loss; with a valuation asset a perpetual order may borrow
+                    if (extra > 0 and extra > self.bals[o.bal_quote].free
+                            and not (self.valuation_asset and m.kind == XOS_MARKET_PERPETUAL)):
                         code = XOS_INSUFFICIENT_BALANCE
+                    elif extra > 0 and self.valuation_asset:
+                        if extra > self.bals[o.bal_quote].free or self.may_owe(o.acct_idx):
+                            code = self.unified_code(o.acct_idx, o.venue, &m.quote, &extra, 1)
                     elif extra > 0 and self.margin_short(o.acct_idx, m.quote, extra):
                         code = XOS_INSUFFICIENT_MARGIN
-                    elif (extra > 0 and self.cap_index.count and m.kind == XOS_MARKET_PERPETUAL
-                          and self.over_cap(o.acct_idx, m, extra)):
+                    if (code == XOS_OK and extra > 0 and self.cap_index.count and m.kind == XOS_MARKET_PERPETUAL
+                            and self.over_cap(o.acct_idx, m, extra)):
                         code = XOS_EXPOSURE_CAP_EXCEEDED
                 else:
                     extra = c.qty - o.remaining
                     if extra > 0 and extra > self.bals[o.bal_base].free:
                         code = XOS_INSUFFICIENT_BALANCE
+                    elif extra > 0 and self.valuation_asset:
+                        if self.may_owe(o.acct_idx):
+                            code = self.unified_code(o.acct_idx, o.venue, &m.base, &extra, 1)
                     elif extra > 0 and self.margin_short(o.acct_idx, m.base, extra):
                         code = XOS_INSUFFICIENT_MARGIN
         if code:
@@ -1483,6 +1545,9 @@ cdef class Matcher:
                     code = XOS_ACCOUNT_CAPACITY
             elif c.qty > self.free_of(acct_idx, c.market):
                 code = XOS_INSUFFICIENT_FREE_BALANCE
+            elif self.valuation_asset:
+                if self.may_owe(acct_idx):
+                    code = self.unified_code(acct_idx, WITHDRAW_WEIGHTS, &c.market, &c.qty, 1)
             elif self.margin_short(acct_idx, c.market, c.qty):
                 code = XOS_INSUFFICIENT_MARGIN
         if code:
@@ -2293,13 +2358,14 @@ cdef class Matcher:
         maintenance[0] = xos_fee(initial_margin(m, value), m.maintenance_bps)
         return p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
 
-    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t asset, int64_t isolated_row,
-                                    int64_t base_free) noexcept nogil:
-        """The equity a liquidation works with: the cross equity (``isolated_row`` < 0), or the isolated position's
-        own plus what its closed parts realised into free since the liquidation began (free was ``base_free``)."""
+    cdef int64_t liquidation_equity_now(self, int64_t acct_idx, uint32_t venue, uint32_t asset, int64_t isolated_row,
+                                        int64_t base_free) noexcept nogil:
+        """The equity a bankruptcy price brings to 0 (reference ``equity_now`` in ``_liquidate``): the cross one
+        (``isolated_row`` < 0: ``liquidation_equity``), or the isolated position's own plus what its closed parts
+        realised into free since the liquidation began (free was ``base_free``)."""
         cdef int64_t maintenance
         if isolated_row < 0:
-            return self.equity_of(acct_idx, asset, &maintenance)
+            return self.liquidation_equity(acct_idx, venue, asset)
         return (self.position_equity(&self.position_rows[isolated_row], &maintenance)
                 + self.free_of(acct_idx, asset) - base_free)
 
@@ -2384,11 +2450,12 @@ cdef class Matcher:
         """A keeper's Liquidate (ARCHITECTURE, "Liquidation, insurance and ADL"; reference ``_liquidate``)."""
         cdef uint16_t code = XOS_OK
         cdef int64_t acct_idx = -1, fund = 0, equity = 0, maintenance = 0, i, n, size, qty, price, paid = 0
-        cdef int64_t covered = 0, cut, value, row, fund_idx, isolated_row = -1, base_free = 0
+        cdef int64_t covered = 0, cut, value, row, fund_idx, isolated_row = -1, base_free = 0, sold
         cdef int32_t k, nxt, t
         cdef uint32_t mk
         cdef uint8_t side
-        cdef bint found = False
+        cdef bint found = False, fund_short
+        cdef int unified
         cdef Market *m
         cdef Position *p
         cdef Order *o
@@ -2430,6 +2497,12 @@ cdef class Matcher:
                 i = p.next_of_account
             if not found:
                 code = XOS_NOTHING_TO_LIQUIDATE
+            elif self.valuation_asset:  # the unified equity at the group's weights against the unified maintenance
+                unified = self.unified(acct_idx, c.venue, NULL, NULL, 0, True, &equity, &maintenance)
+                if unified < 0:
+                    code = XOS_COLLATERAL_PRICE_MISSING
+                elif unified == 0:
+                    code = XOS_NOT_LIQUIDATABLE
             else:
                 equity = self.equity_of(acct_idx, c.market, &maintenance)
                 if equity >= maintenance:
@@ -2471,7 +2544,8 @@ cdef class Matcher:
                 qty = size if m.slice_lots == 0 or xos_mul_capped(m.slice_lots, m.lot_size) >= size else \
                     m.slice_lots * m.lot_size
                 price = xos_bankruptcy_price(m.mark, size // m.lot_size,
-                                             self.liquidation_equity(acct_idx, c.market, isolated_row, base_free),
+                                             self.liquidation_equity_now(acct_idx, c.venue, c.market, isolated_row,
+                                                                         base_free),
                                              m.tick_size, side == ASK)
                 t = self.free_slot
                 o = &self.orders[t]
@@ -2495,12 +2569,17 @@ cdef class Matcher:
             size = self.position_rows[row].size
             size = size if size > 0 else -size
             price = xos_bankruptcy_price(m.mark, size // m.lot_size,
-                                         self.liquidation_equity(acct_idx, c.market, isolated_row, base_free),
+                                         self.liquidation_equity_now(acct_idx, c.venue, c.market, isolated_row,
+                                                                     base_free),
                                          m.tick_size, side == ASK)
             if fund:
                 fund_idx = self.account_index_of(fund)
                 value = (size // m.lot_size) * order_hold_per_lot(m, price, 0)
-                if self.free_of(fund_idx, c.market) >= value and not self.margin_short(fund_idx, c.market, value):
+                if self.valuation_asset:  # the fund's pre-trade check: unified at the group's weights
+                    fund_short = self.unified_code(fund_idx, c.venue, &c.market, &value, 1) != XOS_OK
+                else:
+                    fund_short = self.margin_short(fund_idx, c.market, value)
+                if self.free_of(fund_idx, c.market) >= value and not fund_short:
                     self.transfer_position(XOS_DELEV_INSURANCE, m, c.venue, c.id, side, fund, size, price, True)
                     continue
             n = self.adl_ranking(mk, c.venue, c.market, c.id, -1 if side == ASK else 1, &ranking)
@@ -2514,7 +2593,10 @@ cdef class Matcher:
                 self.transfer_position(XOS_DELEV_ADL, m, c.venue, c.id, side, ranking[i].account,
                                        qty if qty < size else size, price, False)
             free(ranking)
-        equity = self.liquidation_equity(acct_idx, c.market, isolated_row, base_free)
+        sold = (self.sell_collateral(acct_idx, fund, c.venue, c.market)
+                if self.valuation_asset and fund and isolated_row < 0 else 0)
+        equity = (self.liquidation_equity_now(acct_idx, c.venue, c.market, isolated_row, base_free)
+                  if isolated_row >= 0 else self.equity_of(acct_idx, c.market, &value))
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             fund_idx = self.account_index_of(fund)
             paid = self.free_of(fund_idx, c.market)
@@ -2559,6 +2641,7 @@ cdef class Matcher:
         e.remaining = covered
         e.client_id = -(equity + paid + covered) if equity + paid + covered < 0 else 0
         e.maker_order = c.aux
+        e.maker_fee = sold
 
     # ---------------------------------------------------------- isolated margin
 
@@ -2705,6 +2788,272 @@ cdef class Matcher:
         else:
             xos_hmap_del(&self.cap_index, c.account, c.venue)
         self.echo(XOS_EV_VENUE, c)
+
+    # ------------------------------------------------------ unified account (collateral)
+
+    cdef void cmd_collateral_asset(self, const xos_command *c) noexcept nogil:
+        """Admin: an asset's price market (``id``) and protocol bound (``qty``, max weight bps); price market 0
+        declares the valuation asset (only one), which turns the unified account on (reference
+        ``_collateral_asset``).  Echoed as a Venue event (flags 130)."""
+        cdef uint16_t code = XOS_OK
+        cdef uint32_t asset = c.market
+        cdef Market *m
+        if c.account <= 0:
+            code = XOS_INVALID_ACCOUNT_ID
+        elif c.account != self.admin:
+            code = XOS_NOT_ADMIN
+        elif asset < 1 or asset > <uint32_t>self.max_assets or not self.asset_table[asset].exists:
+            code = XOS_UNKNOWN_ASSET
+        elif c.qty < 0 or c.qty > 10000:
+            code = XOS_INVALID_COLLATERAL_WEIGHT
+        elif c.id == 0:
+            if self.valuation_asset and self.valuation_asset != asset:
+                code = XOS_VALUATION_ASSET_EXISTS
+        elif not self.valuation_asset:
+            code = XOS_NO_VALUATION_ASSET
+        elif c.id < 1 or c.id > self.max_markets or not self.market_table[c.id].exists:
+            code = XOS_INVALID_PRICE_MARKET
+        else:
+            m = &self.market_table[c.id]
+            if (m.kind == XOS_MARKET_OUTCOME or asset == self.valuation_asset or m.base != asset
+                    or m.quote != self.valuation_asset):
+                code = XOS_INVALID_PRICE_MARKET
+        if code:
+            self.reject(c, code)
+            return
+        if c.id == 0:
+            self.valuation_asset = asset
+        self.coll_market[asset] = <uint32_t>c.id
+        self.coll_bound[asset] = <int32_t>c.qty
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef void cmd_venue_collateral(self, const xos_command *c) noexcept nogil:
+        """A venue's operator or the admin: the venue's weight (``qty`` bps) for a collateral asset, at most the
+        protocol bound (reference ``_venue_collateral``).  Echoed as a Venue event (flags 131)."""
+        cdef uint16_t code = self.check_operator(c)
+        if code == XOS_OK:
+            if c.market < 1 or c.market > <uint32_t>self.max_assets or not self.asset_table[c.market].exists:
+                code = XOS_UNKNOWN_ASSET
+            elif self.coll_bound[c.market] < 0:
+                code = XOS_COLLATERAL_NOT_DECLARED
+            elif c.qty < 0 or c.qty > 10000:
+                code = XOS_INVALID_COLLATERAL_WEIGHT
+            elif c.qty > self.coll_bound[c.market]:
+                code = XOS_COLLATERAL_WEIGHT_ABOVE_BOUND
+        if code:
+            self.reject(c, code)
+            return
+        if xos_hmap_put(&self.venue_coll_index, c.venue, c.market, c.qty):
+            die(b"venue collateral")
+        self.echo(XOS_EV_VENUE, c)
+
+    cdef bint collateral_price(self, uint32_t asset, int64_t *price, int64_t *lot) noexcept nogil:
+        """The asset's price in valuation units: x base units are worth x x price / lot.  The valuation asset's is
+        1 / 1; another collateral asset's its price market's mark if perpetual, else the market's listing venue's
+        fresh oracle price.  False when there is none (reference ``_collateral_price``)."""
+        cdef Market *m
+        cdef Oracle *o
+        if asset == self.valuation_asset:
+            price[0] = 1
+            lot[0] = 1
+            return True
+        if self.coll_bound[asset] < 0:
+            return False
+        m = &self.market_table[self.coll_market[asset]]
+        if m.kind == XOS_MARKET_PERPETUAL:
+            price[0] = m.mark
+        else:
+            o = self.oracle_of(m.venue, self.coll_market[asset])
+            price[0] = o.price if o != NULL and not o.stale else 0
+        lot[0] = m.lot_size
+        return price[0] > 0
+
+    cdef int64_t collateral_weight(self, uint32_t asset, uint32_t venue) noexcept nogil:
+        """The venue's weight for the asset: its own, else the protocol bound, never above the bound; 0 for an asset
+        that is no collateral (reference ``_collateral_weight``)."""
+        cdef int64_t bound = self.coll_bound[asset], weight
+        if bound < 0:
+            return 0
+        weight = xos_hmap_get(&self.venue_coll_index, venue, asset)
+        return bound if weight < 0 or weight > bound else weight
+
+    cdef int64_t outcome_mark(self, Market *m) noexcept nogil:
+        """An outcome market's mark (YES price): the median of its best bid, best ask and last trade when all three
+        exist, else 0 (reference ``_outcome_mark``)."""
+        cdef BookSide *bids = &m.sides[BID]
+        cdef BookSide *asks = &m.sides[ASK]
+        cdef int64_t bid, ask, last = m.last_price, lo, hi
+        if bids.n == 0 or asks.n == 0 or last == 0:
+            return 0
+        bid = bids.levels[bids.n - 1].price
+        ask = asks.levels[asks.n - 1].price
+        lo = bid if bid < ask else ask
+        hi = ask if bid < ask else bid
+        return lo if last < lo else (hi if last > hi else last)
+
+    cdef bint may_owe(self, int64_t acct_idx) noexcept nogil:
+        """Only an account with a position (even flat) or a resting perpetual order can have a negative balance: the
+        unified check of any other one passes while the command takes no more than its free balance."""
+        return self.accts[acct_idx].position_head != NONE or self.accts[acct_idx].perp_orders > 0
+
+    cdef inline void coll_entry(self, uint32_t asset, int64_t *n) noexcept nogil:
+        """List the asset in this unified walk (``coll_stamp``) at eq 0 and requirement 0, once."""
+        if self.coll_seen[asset] != self.coll_stamp:
+            self.coll_seen[asset] = self.coll_stamp
+            self.coll_eq[asset] = 0
+            self.coll_req[asset] = 0
+            self.coll_list[n[0]] = asset
+            n[0] += 1
+
+    cdef int unified(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
+                     int64_t n_takes, bint maintenance, int64_t *equity_out, int64_t *requirement_out) noexcept nogil:
+        """The account's unified equity and initial (or maintenance) requirement in valuation units with
+        ``amounts[i]`` of ``assets[i]`` taken from its free balances first, at ``venue``'s weights (WITHDRAW_WEIGHTS:
+        per asset the lowest weight of the risk groups it has open perpetual positions in); both clamped into
+        ``equity_out`` / ``requirement_out``.  Returns -1 when an asset it owes or must margin in has no price, 1 when
+        the equity is below the requirement, else 0.  One walk of its balances and one of its positions (a Withdraw:
+        one more per priced asset); reference ``_unified``."""
+        cdef Account *a = &self.accts[acct_idx]
+        cdef int64_t n = 0, i, j, b, value, lots, initial, mark, e, r, price = 0, lot = 1, weight, w
+        cdef uint32_t asset
+        cdef Position *p
+        cdef Market *m
+        cdef int128_t equity = 0, requirement = 0
+        cdef bint missing = False
+        self.coll_stamp += 1
+        b = a.balance_head
+        while b >= 0:
+            self.coll_entry(self.bals[b].asset, &n)
+            self.coll_eq[self.bals[b].asset] += self.bals[b].free
+            b = self.bals[b].next
+        for i in range(n_takes):
+            self.coll_entry(assets[i], &n)
+            self.coll_eq[assets[i]] -= amounts[i]
+        j = a.position_head
+        while j != NONE:
+            p = &self.position_rows[j]
+            j = p.next_of_account
+            m = &self.market_table[p.market]
+            if p.size == 0 or m.kind == XOS_MARKET_SPOT or p.isolated:  # an isolated position counts only for itself
+                continue
+            self.coll_entry(m.quote, &n)
+            lots = (p.size if p.size > 0 else -p.size) // m.lot_size
+            if m.kind == XOS_MARKET_PERPETUAL:
+                value = xos_mul_capped(m.mark, lots)
+                self.coll_eq[m.quote] += p.margin + (value - p.entry_value if p.size > 0 else p.entry_value - value)
+                initial = initial_margin(m, value)
+                self.coll_req[m.quote] += xos_fee(initial, m.maintenance_bps) if maintenance else initial
+            else:
+                mark = self.outcome_mark(m)
+                if mark:
+                    self.coll_eq[m.quote] += xos_mul_capped(
+                        lots, mark if p.size > 0 else self.outcome_table[p.market].payout - mark)
+        for i in range(n):
+            asset = self.coll_list[i]
+            e = self.coll_eq[asset]
+            r = self.coll_req[asset]
+            if e == 0 and r == 0:
+                continue
+            if not self.collateral_price(asset, &price, &lot):
+                if e < 0 or r > 0:
+                    missing = True
+                continue
+            if e > 0:
+                if venue == WITHDRAW_WEIGHTS:  # a priced asset is a collateral asset
+                    weight = self.coll_bound[asset]
+                    j = a.position_head
+                    while j != NONE:
+                        p = &self.position_rows[j]
+                        j = p.next_of_account
+                        m = &self.market_table[p.market]
+                        if p.size != 0 and m.kind == XOS_MARKET_PERPETUAL and not p.isolated:
+                            w = self.collateral_weight(asset, m.venue)
+                            weight = w if w < weight else weight
+                else:
+                    weight = self.collateral_weight(asset, <uint32_t>venue)
+                equity += <int128_t>e * price / lot * weight / 10000
+            else:
+                equity -= (-(<int128_t>e) * price + lot - 1) / lot  # a debt rounds away from zero
+            requirement += (<int128_t>r * price + lot - 1) / lot
+        equity_out[0] = clamp64(equity)
+        requirement_out[0] = clamp64(requirement)
+        if missing:
+            return -1
+        return 1 if equity < requirement else 0
+
+    cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t venue, uint32_t asset) noexcept nogil:
+        """The equity a bankruptcy price brings to 0 (reference ``_liquidation_equity``): the unified equity at the
+        group's weights when the valuation asset is liquidated, else the equity in the asset."""
+        cdef int64_t equity, requirement
+        if self.valuation_asset and asset == self.valuation_asset:
+            self.unified(acct_idx, venue, NULL, NULL, 0, False, &equity, &requirement)
+            return equity
+        return self.equity_of(acct_idx, asset, &requirement)
+
+    cdef int64_t sell_collateral(self, int64_t acct_idx, int64_t fund, uint32_t venue, uint32_t asset) noexcept nogil:
+        """Liquidate's collateral step (reference ``_sell_collateral``): while the target's equity in the valuation
+        asset ``asset`` is below 0, the venue's fund buys its other collateral (free balances of priced assets with a
+        weight > 0 at the venue, in asset id order) at the weighted price, as far as the fund's free ``asset`` goes.
+        Returns the total paid."""
+        cdef int64_t n = 0, i, j, b, shortfall, fund_free, have, want, weight, price = 0, lot = 1, x, pay, total = 0
+        cdef int64_t fund_idx = self.account_index_of(fund), unused
+        cdef uint32_t a
+        cdef int128_t units, whole, rest, value
+        if asset != self.valuation_asset:
+            return 0  # prices are in valuation units: another liquidated asset would need a cross rate
+        b = self.accts[acct_idx].balance_head
+        while b >= 0:  # its assets in id order (insertion sort: an account holds a handful)
+            a = self.bals[b].asset
+            j = n
+            while j > 0 and self.coll_list[j - 1] > a:
+                self.coll_list[j] = self.coll_list[j - 1]
+                j -= 1
+            self.coll_list[j] = a
+            n += 1
+            b = self.bals[b].next
+        for i in range(n):
+            a = self.coll_list[i]
+            shortfall = -self.equity_of(acct_idx, asset, &unused)
+            fund_free = self.free_of(fund_idx, asset)
+            if shortfall <= 0 or fund_free <= 0:
+                break
+            weight = self.collateral_weight(a, venue)
+            have = self.free_of(acct_idx, a)
+            if a == asset or weight == 0 or have <= 0 or not self.collateral_price(a, &price, &lot):
+                continue
+            want = shortfall if shortfall < fund_free else fund_free
+            # the fewest units worth ``want``: ceil(ceil(want x 10000 / weight) x lot / price), at most ``have``
+            units = (<int128_t>want * 10000 + weight - 1) // weight
+            whole = units // price
+            rest = units % price
+            if whole > have // lot:
+                x = have
+            else:
+                x = <int64_t>(whole * lot + (rest * lot + price - 1) // price)
+                x = have if x > have else x
+            value = <int128_t>x * price // lot
+            if value >= (<int128_t>1 << 77):  # worth more than any int64 even at 1 bps
+                pay = want
+            else:
+                value = value * weight // 10000
+                pay = want if value > want else <int64_t>value
+            if pay <= 0:
+                continue
+            self.transfer(XOS_XFER_COLLATERAL_SOLD, venue, self.accts[acct_idx].id, a, -x, pay)
+            self.transfer(XOS_XFER_COLLATERAL_SOLD, venue, fund, a, x, pay)
+            self.transfer(XOS_XFER_COLLATERAL_PAID, venue, fund, asset, -pay, x)
+            self.transfer(XOS_XFER_COLLATERAL_PAID, venue, self.accts[acct_idx].id, asset, pay, x)
+            total += pay
+        return total
+
+    cdef uint16_t unified_code(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
+                               int64_t n_takes) noexcept nogil:
+        """The unified pre-trade check: COLLATERAL_PRICE_MISSING, INSUFFICIENT_MARGIN or OK."""
+        cdef int64_t equity, requirement
+        cdef int result = self.unified(acct_idx, venue, assets, amounts, n_takes, False, &equity, &requirement)
+        if result < 0:
+            return XOS_COLLATERAL_PRICE_MISSING
+        return XOS_INSUFFICIENT_MARGIN if result else XOS_OK
 
     cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil:
         """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in
@@ -3582,6 +3931,10 @@ cdef class Matcher:
             self.reject(c, XOS_LEG_WITHOUT_HEADER)
         elif c.kind == XOS_CMD_SET_EXPOSURE_CAP:
             self.cmd_set_exposure_cap(c)
+        elif c.kind == XOS_CMD_COLLATERAL_ASSET:
+            self.cmd_collateral_asset(c)
+        elif c.kind == XOS_CMD_VENUE_COLLATERAL:
+            self.cmd_venue_collateral(c)
         elif c.kind == XOS_CMD_MARGIN_TIERS:
             self.cmd_margin_tiers(c)
         elif c.kind == XOS_CMD_MARGIN_MODE:
@@ -3767,6 +4120,8 @@ cdef class Matcher:
                               r.long_oi, r.short_oi, r.halted)
         state["venue_market_risk"] = venue_risks
         state["exposure_caps"] = np.array(self.exposure_caps(), EXPOSURE_CAP_STATE)
+        state["collateral_assets"] = np.array([tuple(c) for c in self.collateral_assets()], COLLATERAL_ASSET_STATE)
+        state["venue_collateral"] = np.array([tuple(c) for c in self.venue_collaterals()], VENUE_COLLATERAL_STATE)
         state["funding"] = np.array([(f.market_id, 0) + tuple(f[1:]) for f in self.fundings()], FUNDING_STATE)
         state["margin_tiers"] = np.array([(t.market_id, k, floor, leverage) for t in self.margin_tiers()
                                           for k, (floor, leverage) in enumerate(t.brackets) if k], MARGIN_TIER_STATE)
@@ -4072,6 +4427,7 @@ cdef class Matcher:
                 raise ValueError(f"exposure cap {tuple(row.tolist())}: no such account or venue, or cap out of range")
             if xos_hmap_put(&self.cap_index, row["account"], row["venue"], row["cap_bps"]):
                 raise MemoryError()
+        self.import_collateral(state.get("collateral_assets", ()), state.get("venue_collateral", ()))  # nor 3-12
         cdef int64_t inputs[4]
         for m in range(1, self.max_markets + 1):  # a mark is its inputs' rule after every command: not stored
             if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL:
@@ -4321,6 +4677,49 @@ cdef class Matcher:
                 for i in range(1, self.max_markets + 1)
                 if self.market_table[i].exists and self.market_table[i].kind == XOS_MARKET_PERPETUAL]
 
+    def collateral_assets(self):
+        """The collateral assets (the valuation asset with price market 0), in asset order."""
+        return [CollateralAssetView(a, self.coll_market[a], self.coll_bound[a])
+                for a in range(1, self.max_assets + 1) if self.coll_bound[a] >= 0]
+
+    def venue_collaterals(self):
+        """Every venue's own collateral weights, in (venue, asset) order."""
+        cdef int64_t h
+        return sorted(VenueCollateralView(self.venue_coll_index.slots[h].k1, self.venue_coll_index.slots[h].k2,
+                                          self.venue_coll_index.slots[h].val)
+                      for h in range(<int64_t>self.venue_coll_index.mask + 1) if self.venue_coll_index.slots[h].val >= 0)
+
+    def import_collateral(self, assets, venues):
+        """Load exported collateral rows (none before version 13): the valuation asset first, each row checked like
+        its command."""
+        cdef Market *m
+        for row in sorted(assets, key=lambda r: r["price_market"] != 0):
+            asset, price_market, weight = int(row["asset"]), int(row["price_market"]), int(row["max_weight_bps"])
+            if not (1 <= asset <= self.max_assets and self.asset_table[asset].exists and 0 <= weight <= 10000):
+                raise ValueError(f"collateral asset {(asset, price_market, weight)}: no such asset or weight out of range")
+            if price_market == 0:
+                if self.valuation_asset:
+                    raise ValueError(f"collateral asset {asset}: a second valuation asset")
+                self.valuation_asset = asset
+            else:
+                if not 1 <= price_market <= self.max_markets or not self.market_table[price_market].exists:
+                    raise ValueError(f"collateral asset {asset}: no price market {price_market}")
+                m = &self.market_table[price_market]
+                if (not self.valuation_asset or asset == self.valuation_asset or m.kind == XOS_MARKET_OUTCOME
+                        or m.base != asset or m.quote != self.valuation_asset):
+                    raise ValueError(f"collateral asset {asset}: price market {price_market} does not price it in "
+                                     f"the valuation asset")
+            self.coll_market[asset] = price_market
+            self.coll_bound[asset] = weight
+        for row in venues:
+            venue, asset, weight = int(row["venue"]), int(row["asset"]), int(row["weight_bps"])
+            if not (0 <= venue < self.max_venues and self.venue_table[venue].exists and 1 <= asset <= self.max_assets
+                    and 0 <= weight <= self.coll_bound[asset]):
+                raise ValueError(f"venue collateral {(venue, asset, weight)}: no such venue or collateral asset, or "
+                                 f"weight out of 0..its bound")
+            if xos_hmap_put(&self.venue_coll_index, venue, asset, weight):
+                raise MemoryError()
+
     def exposure_caps(self):
         """Every account's exposure caps: sorted ``(account, venue, cap_bps)``."""
         cdef int64_t h
@@ -4561,13 +4960,17 @@ cdef class Matcher:
 
 # ---------------------------------------------------------------- snapshots
 
-STATE_VERSION = 12  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
-# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding, margin tiers, 12: margin modes (isolated positions)
-READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
+STATE_VERSION = 13  # 3: venues, 4: oracles, 5: perpetual positions, 6: perpetual markets' leverage, 7: impact, slice,
+# 8: outcomes, 9: venue risk, 10: exposure caps, 11: funding, margin tiers, 12: margin modes (isolated positions),
+# 13: collateral assets and venue weights (unified account)
+READABLE_STATE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)  # 3 has no oracles, 3-4 no positions, 3-5 no market risk
 # (leverage 1), 3-6 no impact size or slice (1 lot, no limit), 3-7 no outcome state (no outcome market was tradable
 # before 8), 3-8 no venue risk (rebuilt: no settings, open interest 0), 3-9 no exposure caps, 3-10 no funding (the
-# defaults, scheduled from the state's clock) and no margin tiers, 3-11 no margin modes (every position cross)
+# defaults, scheduled from the state's clock) and no margin tiers, 3-11 no margin modes (every position cross), 3-12
+# no collateral (the unified account off)
 MARGIN_MODE_STATE = np.dtype([("account", "<i8"), ("market", "<i8")])  # an isolated position
+COLLATERAL_ASSET_STATE = np.dtype([("asset", "<u4"), ("price_market", "<u4"), ("max_weight_bps", "<i8")])
+VENUE_COLLATERAL_STATE = np.dtype([("venue", "<u4"), ("asset", "<u4"), ("weight_bps", "<i8")])
 MARGIN_TIER_STATE = np.dtype([("market", "<u4"), ("tier", "<u4"), ("floor", "<i8"), ("leverage", "<i8")])
 FUNDING_STATE = np.dtype([("market", "<u4"), ("pad", "<u4"), ("interval", "<i8"), ("sample_interval", "<i8"),
                           ("interest", "<i8"), ("clamp", "<i8"), ("cap", "<i8"), ("next_sample", "<i8"),
@@ -4649,7 +5052,8 @@ _DELEGATED = (
     "balances", "accounts", "fees", "best_bid", "best_ask", "last_price", "markets", "assets",
     "venues", "venue", "venue_markets", "allowed", "region", "venue_params", "venue_fee_schedule", "venue_fees",
     "volumes", "oracles", "oracle", "positions", "position", "market_risks", "fundings", "margin_tiers", "outcomes", "outcome", "outcome_events",
-    "venue_market_risks", "venue_market_risk", "exposure_caps", "margin_modes",
+    "venue_market_risks", "venue_market_risk", "exposure_caps", "margin_modes", "collateral_assets",
+    "venue_collaterals",
 )
 
 

@@ -110,6 +110,9 @@ class Cmd(enum.IntEnum):
     SET_EXPOSURE_CAP = 126  # an account caps the margin its positions and orders in one venue's risk group use
     MARGIN_MODE = 128  # an account: qty = 1 isolated / 0 cross margin for its position in a perpetual market
     ISOLATED_MARGIN = 129  # an account: qty = signed amount of quote moved from free into an isolated position's margin
+    COLLATERAL_ASSET = 130  # admin: an asset's price market and max weight (the protocol bound); price market 0 = the
+    # valuation asset (unified equity, ARCHITECTURE "Unified account")
+    VENUE_COLLATERAL = 131  # a venue's operator or the admin: the venue's weight for a collateral asset (<= the bound)
 
 
 class Ev(enum.IntEnum):
@@ -239,6 +242,8 @@ class Transfer(enum.IntEnum):
     ADL_SHORTFALL = 9  # profits haircut by ADL -> a liquidated account below zero
     FUNDING = 10  # a funding payment into (+) or out of (-) a position holder's free balance (price: the market)
     FUNDING_REMAINDER = 11  # funding's rounding remainder -> the listing venue's insurance fund (price: the market)
+    COLLATERAL_SOLD = 12  # Liquidate: a liquidated account's other collateral -> the venue's fund (price: what it paid)
+    COLLATERAL_PAID = 13  # Liquidate: the fund pays for it in the liquidated asset (price: the collateral units bought)
 
 
 class Deleverage(enum.IntEnum):

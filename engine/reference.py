@@ -140,14 +140,16 @@ from .records import (
     unpack_market_assets,
     unpack_market_params,
 )
-from .views import (AssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
-                    VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
+from .views import (AssetView, CollateralAssetView, FundingView, MarginTiersView, MarketRiskView, MarketView, OracleView, OrderView, OutcomeEventView, OutcomeView, PositionView,
+                    VenueCollateralView, VenueFeesView, VenueMarketRiskView, VenueParamsView, VenueView)
 
 MAX_MONEY = 1 << 62
 MAX_LEVERAGE = 100  # MarketRisk: a perpetual market's max leverage is 1..MAX_LEVERAGE (1 until set)
 DEFAULT_MAINTENANCE_BPS = 5000  # maintenance margin, in bps of the initial margin, until MarketRisk sets it
 DEFAULT_IMPACT_LOTS = 1  # a perpetual market's impact size (lots) for its mark's impact mid, until MarketRisk sets it
 INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
+WITHDRAW_WEIGHTS = -1  # the unified check of a Withdraw (no venue): the lowest weight of the account's risk groups
 DEFAULT_FUNDING_INTERVAL = 3_600_000_000_000  # ns of engine clock between fundings until FundingConfig (1 h)
 DEFAULT_SAMPLE_INTERVAL = 60_000_000_000  # ns of engine clock between premium samples (1 min)
 DEFAULT_FUNDING_CAP = 1_000_000  # the rate's cap per interval in 1e-8 (1 %); interest and clamp start at 0
@@ -190,12 +192,22 @@ _R_LIQUIDATION = int(CancelReason.LIQUIDATION)
 _F_LIQUIDATION = int(EvFlag.LIQUIDATION)
 _D_INSURANCE, _D_ADL, _D_SHORTFALL = int(Deleverage.INSURANCE), int(Deleverage.ADL), int(Deleverage.SHORTFALL)
 _X_INSURANCE, _X_ADL = int(Transfer.INSURANCE_SHORTFALL), int(Transfer.ADL_SHORTFALL)
+_X_COLLATERAL_SOLD, _X_COLLATERAL_PAID = int(Transfer.COLLATERAL_SOLD), int(Transfer.COLLATERAL_PAID)
 _X_FUNDING, _X_FUNDING_REMAINDER = int(Transfer.FUNDING), int(Transfer.FUNDING_REMAINDER)
 _CMD_PLACE, _CMD_MULTI_LEG, _CMD_LEG = int(Cmd.PLACE), int(Cmd.MULTI_LEG), int(Cmd.LEG)
 
 
 def _s16(x: int) -> int:
     return x - 0x10000 if x >= 0x8000 else x
+
+
+def _clamp64(x: int) -> int:
+    """An exact amount as an int64 event field (unified sums can pass int64 only in extreme states)."""
+    return max(INT64_MIN, min(INT64_MAX, x))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def fee_ceil(notional: int, bps: int) -> int:
@@ -391,6 +403,9 @@ class ReferenceEngine(CommandAPI):
         self._outcome_events: dict[int, _OutcomeEvent] = {}  # event id -> its markets, in configuration order
         self._caps: dict[tuple[int, int], int] = {}  # (account, venue) -> exposure cap (bps of equity) in its risk group
         self._isolated: set[tuple[int, int]] = set()  # (account, perpetual market) whose position is isolated margin
+        self._valuation = 0  # the valuation asset (0: none, every margin rule is per quote asset)
+        self._collateral: dict[int, tuple[int, int]] = {}  # asset -> (price market, max weight bps); valuation: (0, w)
+        self._venue_weights: dict[tuple[int, int], int] = {}  # (venue, asset) -> the venue's weight (bps)
         self.max_accounts = max_accounts
         self.max_markets = max_markets
         self.max_assets = max_assets
@@ -455,6 +470,8 @@ class ReferenceEngine(CommandAPI):
             int(Cmd.SET_EXPOSURE_CAP): self._set_exposure_cap,
             int(Cmd.MARGIN_MODE): self._margin_mode,
             int(Cmd.ISOLATED_MARGIN): self._isolated_margin,
+            int(Cmd.COLLATERAL_ASSET): self._collateral_asset,
+            int(Cmd.VENUE_COLLATERAL): self._venue_collateral,
         }
 
     # ------------------------------------------------------------------ batch API
@@ -949,17 +966,30 @@ class ReferenceEngine(CommandAPI):
             return _Admission(maker_bps, taker_bps, fpl, m.base, qty)
         return _Admission(maker_bps, taker_bps, fpl, m.quote, hold)
 
-    def _afford(self, row, adm: _Admission, committed: int, group_committed: int, slots_committed: int) -> int:
+    def _afford(self, row, adm: _Admission, committed: int, group_committed: int, slots_committed: int,
+                earlier: tuple = ()) -> int:
         """PlaceOrder's last checks (balance, margin, exposure cap, order capacity).  ``committed`` of the order's
         asset, ``group_committed`` of it in holds of perpetual orders of its market's risk group and
         ``slots_committed`` order slots are already taken by earlier legs of the same multi-leg order (0 for a
-        PlaceOrder), so the legs are checked together."""
+        PlaceOrder), ``earlier`` their admissions, so the legs are checked together.  With a valuation asset a
+        perpetual order may take its free balance below zero (a loan against the other collateral) when the unified
+        check passes."""
         account = row[9]
         m = self._markets[row[7]]
         b = self._bal[account].get(adm.asset)
-        if (b[0] if b is not None else 0) - committed < adm.amount:
+        reduce_only = row[5] & _F_REDUCE_ONLY
+        short = (b[0] if b is not None else 0) - committed < adm.amount
+        if short and not (self._valuation and m.kind == _PERP):
             return int(RC.INSUFFICIENT_BALANCE)
-        if not row[5] & _F_REDUCE_ONLY and self._margin_short(account, adm.asset, committed + adm.amount):
+        if self._valuation:
+            if short or (not reduce_only and (earlier or self._may_owe(account))):
+                takes: dict[int, int] = {}
+                for a in (*earlier, adm):
+                    takes[a.asset] = takes.get(a.asset, 0) + a.amount
+                code = self._unified_code(account, row[6], takes)
+                if code:
+                    return code
+        elif not reduce_only and self._margin_short(account, adm.asset, committed + adm.amount):
             return int(RC.INSUFFICIENT_MARGIN)
         if (not row[5] & _F_REDUCE_ONLY and self._caps and m.kind == _PERP
                 and self._over_cap(account, m, adm.amount + group_committed)):
@@ -1056,7 +1086,7 @@ class ReferenceEngine(CommandAPI):
                 group_committed = sum(a.amount for other, a in zip(legs, admissions) if a.asset == adm.asset
                                       and self._markets[other[7]].kind == _PERP
                                       and self._markets[other[7]].venue == group)
-                code = self._afford(leg, adm, committed, group_committed, k)
+                code = self._afford(leg, adm, committed, group_committed, k, tuple(admissions))
             if not code:
                 probe = _Order()
                 probe.side, probe.price, probe.remaining, probe.venue, probe.account, probe.stp = (
@@ -1136,6 +1166,159 @@ class ReferenceEngine(CommandAPI):
         """Every account's exposure caps: sorted ``(account, venue, cap_bps)``."""
         return sorted((account, venue, cap) for (account, venue), cap in self._caps.items())
 
+    # ------------------------------------------------------------------ unified account (collateral)
+    def _collateral_asset(self, row) -> int:
+        """Admin: an asset's price market and protocol bound (max weight); price market 0 declares the valuation
+        asset (only one), which turns the unified account on.  Echoed as a Venue event (flags 130)."""
+        asset, account, price_market, max_weight = row[7], row[9], row[12], row[11]
+        if account <= 0:
+            return int(RC.INVALID_ACCOUNT_ID)
+        if account != self._admin:
+            return int(RC.NOT_ADMIN)
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if not 0 <= max_weight <= 10000:
+            return int(RC.INVALID_COLLATERAL_WEIGHT)
+        if price_market == 0:
+            if self._valuation and self._valuation != asset:
+                return int(RC.VALUATION_ASSET_EXISTS)
+        else:
+            if not self._valuation:
+                return int(RC.NO_VALUATION_ASSET)
+            m = self._markets.get(price_market)
+            if (m is None or m.kind == _OUTCOME or asset == self._valuation or m.base != asset
+                    or m.quote != self._valuation):
+                return int(RC.INVALID_PRICE_MARKET)
+        if price_market == 0:
+            self._valuation = asset
+        self._collateral[asset] = (price_market, max_weight)
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def _venue_collateral(self, row) -> int:
+        """A venue's operator or the admin: the venue's weight for a collateral asset, at most the protocol bound.
+        Echoed as a Venue event (flags 131)."""
+        venue, asset, account, weight = row[6], row[7], row[9], row[11]
+        code = self._operator_code(venue, account)
+        if code:
+            return code
+        if asset not in self._assets:
+            return int(RC.UNKNOWN_ASSET)
+        if asset not in self._collateral:
+            return int(RC.COLLATERAL_NOT_DECLARED)
+        if not 0 <= weight <= 10000:
+            return int(RC.INVALID_COLLATERAL_WEIGHT)
+        if weight > self._collateral[asset][1]:
+            return int(RC.COLLATERAL_WEIGHT_ABOVE_BOUND)
+        self._venue_weights[(venue, asset)] = weight
+        self._echo(_EV_VENUE, row)
+        return 0
+
+    def collateral_assets(self) -> list[CollateralAssetView]:
+        """The collateral assets (the valuation asset with price market 0), in asset order."""
+        return [CollateralAssetView(a, pm, w) for a, (pm, w) in sorted(self._collateral.items())]
+
+    def venue_collaterals(self) -> list[VenueCollateralView]:
+        """Every venue's own collateral weights, in (venue, asset) order."""
+        return [VenueCollateralView(v, a, w) for (v, a), w in sorted(self._venue_weights.items())]
+
+    def _collateral_price(self, asset: int) -> tuple[int, int] | None:
+        """(price, lot) of an asset in valuation units: x base units are worth x x price / lot.  The valuation asset
+        is (1, 1); another collateral asset's is its price market's mark if perpetual, else the market's listing
+        venue's fresh oracle price; None when there is none (or the asset is no collateral)."""
+        if asset == self._valuation:
+            return 1, 1
+        c = self._collateral.get(asset)
+        if c is None:
+            return None
+        m = self._markets[c[0]]
+        if m.kind == _PERP:
+            price = m.mark
+        else:
+            o = self._oracles.get((m.venue, m.market_id))
+            price = o.price if o is not None and not o.stale else 0
+        return (price, m.lot) if price > 0 else None
+
+    def _collateral_weight(self, asset: int, venue: int) -> int:
+        """The venue's weight for the asset (its own, else the protocol bound; never above the bound); 0 for an
+        asset that is no collateral."""
+        c = self._collateral.get(asset)
+        if c is None:
+            return 0
+        return min(self._venue_weights.get((venue, asset), c[1]), c[1])
+
+    @staticmethod
+    def _outcome_mark(m: _Market) -> int:
+        """An outcome market's mark (YES price): the median of its best bid, best ask and last trade when all three
+        exist, else 0 (its shares then count nothing)."""
+        bid, ask, last = m.books[_BUY].best(), m.books[_SELL].best(), m.last
+        return sorted((bid, ask, last))[1] if bid and ask and last else 0
+
+    def _unified(self, account: int, venue: int, takes: dict[int, int], maintenance: bool) -> tuple[int, int, bool]:
+        """(unified equity, requirement, a price missing) of the account in valuation units, with ``takes``
+        (asset -> amount) taken from its free balances first, at ``venue``'s weights (WITHDRAW_WEIGHTS: per asset
+        the lowest weight of the risk groups it has open perpetual positions in, the protocol bound without any).
+        Per asset a it holds: eq_a = free + margin + unrealised at mark of its perpetual positions quoted in a + its
+        outcome positions at the outcome mark (YES lots x mark, NO lots x (payout - mark)); the requirement is the
+        initial (or maintenance) margins of those perpetual positions.  A positive eq_a is worth floor(eq_a x price
+        / lot) x weight / 10000 (down), a negative one -ceil(-eq_a x price / lot) at full weight, the requirement
+        ceil(r x price / lot) at full weight.  An asset with eq_a < 0 or a requirement and no price: missing."""
+        eq = {a: b[0] for a, b in self._bal[account].items()}
+        for a, amount in takes.items():
+            eq[a] = eq.get(a, 0) - amount
+        req: dict[int, int] = {}
+        groups: set[int] = set()
+        for market in self._account_positions.get(account, ()):
+            m = self._markets[market]
+            size, entry, margin, _ = self._positions[(account, market)]
+            if size == 0 or (account, market) in self._isolated:  # an isolated position counts only for itself
+                continue
+            lots = abs(size) // m.lot
+            if m.kind == _PERP:
+                value = m.mark * lots
+                eq[m.quote] = eq.get(m.quote, 0) + margin + (value - entry if size > 0 else entry - value)
+                initial = self._initial_margin(m, value)
+                req[m.quote] = req.get(m.quote, 0) + (fee_ceil(initial, m.maint_bps) if maintenance else initial)
+                groups.add(m.venue)
+            elif m.kind == _OUTCOME:
+                mark = self._outcome_mark(m)
+                if mark:
+                    eq[m.quote] = eq.get(m.quote, 0) + lots * (mark if size > 0 else m.payout - mark)
+        equity = requirement = 0
+        missing = False
+        for a, e in eq.items():
+            r = req.get(a, 0)
+            if e == 0 and r == 0:
+                continue
+            price = self._collateral_price(a)
+            if price is None:
+                missing = missing or e < 0 or r > 0
+                continue
+            p, lot = price
+            if e > 0:
+                if venue == WITHDRAW_WEIGHTS:  # a priced asset is a collateral asset
+                    weight = min((self._collateral_weight(a, v) for v in groups), default=self._collateral[a][1])
+                else:
+                    weight = self._collateral_weight(a, venue)
+                equity += e * p // lot * weight // 10000
+            else:
+                equity += e * p // lot  # floor: a debt rounds away from zero
+            requirement += -(-r * p // lot)
+        return equity, requirement, missing
+
+    def _unified_code(self, account: int, venue: int, takes: dict[int, int]) -> int:
+        """The unified pre-trade check: COLLATERAL_PRICE_MISSING, INSUFFICIENT_MARGIN or 0."""
+        equity, requirement, missing = self._unified(account, venue, takes, False)
+        if missing:
+            return int(RC.COLLATERAL_PRICE_MISSING)
+        return int(RC.INSUFFICIENT_MARGIN) if equity < requirement else 0
+
+    def _may_owe(self, account: int) -> bool:
+        """Only an account with a position (even flat) or an open perpetual order can have a negative balance: the
+        unified check of any other one passes while the command itself takes no more than its free balance."""
+        return account in self._account_positions or any(
+            self._markets[o.market].kind == _PERP for o in self._acct_orders.get(account, {}).values())
+
     def _cancel_cmd(self, row) -> int:
         flags, account, ident = row[5], row[9], row[12]
         o, code = self._find(account, flags, ident)
@@ -1189,9 +1372,14 @@ class ReferenceEngine(CommandAPI):
         else:
             b = self._bal[account][m.quote]
         extra = new_hold - old_hold
-        if extra > 0 and extra > b[0]:
+        asset = m.base if o.side == _SELL and m.kind == _SPOT else m.quote
+        if extra > 0 and extra > b[0] and not (self._valuation and m.kind == _PERP):  # unified: perpetuals may borrow
             return int(RC.INSUFFICIENT_BALANCE)
-        if extra > 0 and self._margin_short(account, m.base if o.side == _SELL and m.kind == _SPOT else m.quote, extra):
+        if extra > 0 and self._valuation:
+            code = self._unified_code(account, o.venue, {asset: extra}) if extra > b[0] or self._may_owe(account) else 0
+            if code:
+                return code
+        elif extra > 0 and self._margin_short(account, asset, extra):
             return int(RC.INSUFFICIENT_MARGIN)
         if extra > 0 and self._caps and m.kind == _PERP and self._over_cap(account, m, extra):
             return int(RC.EXPOSURE_CAP_EXCEEDED)
@@ -1279,7 +1467,11 @@ class ReferenceEngine(CommandAPI):
         b = balances.get(asset)
         if b is None or amount > b[0]:
             return int(RC.INSUFFICIENT_FREE_BALANCE)
-        if self._margin_short(account, asset, amount):
+        if self._valuation:
+            code = self._unified_code(account, WITHDRAW_WEIGHTS, {asset: amount}) if self._may_owe(account) else 0
+            if code:
+                return code
+        elif self._margin_short(account, asset, amount):
             return int(RC.INSUFFICIENT_MARGIN)
         b[0] -= amount
         self._outstanding[asset] -= amount
@@ -1586,12 +1778,16 @@ class ReferenceEngine(CommandAPI):
             return int(RC.NOTHING_TO_LIQUIDATE)
         if isolated:
             equity, maintenance = self._position_equity(target, self._markets[isolated])
+        elif self._valuation:  # the unified equity at the group's weights against the unified maintenance
+            equity, maintenance, missing = self._unified(target, venue, {}, True)
+            if missing:
+                return int(RC.COLLATERAL_PRICE_MISSING)
         else:
             equity, maintenance = self._equity(target, asset)
         if equity >= maintenance:
             return int(RC.NOT_LIQUIDATABLE)
-        self._ev(int(Ev.LIQUIDATION), 0, 0, 0, 0, asset, venue, 0, target, sender, equity, maintenance, 0,
-                 maker_order=isolated)
+        self._ev(int(Ev.LIQUIDATION), 0, 0, 0, 0, asset, venue, 0, target, sender, _clamp64(equity),
+                 _clamp64(maintenance), 0, maker_order=isolated)
         mine = self._acct_orders.get(target, {})
         for oid in sorted(oid for oid, o in mine.items()
                           if (o.market == isolated if isolated else self._markets[o.market].venue == venue)):
@@ -1601,9 +1797,10 @@ class ReferenceEngine(CommandAPI):
         base_free = self._bal[target][asset][0] if isolated else 0
 
         def equity_now() -> int:
+            """The equity a bankruptcy price brings to 0 (an isolated position's own; else ``_liquidation_equity``)."""
             if isolated:
                 return self._position_equity(target, self._markets[isolated])[0] + self._bal[target][asset][0] - base_free
-            return self._equity(target, asset)[0]
+            return self._liquidation_equity(target, venue, asset)
 
         for market in group:
             m = self._markets[market]
@@ -1626,7 +1823,9 @@ class ReferenceEngine(CommandAPI):
             size = abs(pos[0])
             price = self._bankruptcy_price(m, pos[0], equity_now())
             hold = (size // m.lot) * m.per_lot(price, 0)
-            if fund and self._bal[fund].get(asset, [0, 0])[0] >= hold and not self._margin_short(fund, asset, hold):
+            if fund and self._bal[fund].get(asset, [0, 0])[0] >= hold and not (
+                    self._unified_code(fund, venue, {asset: hold}) if self._valuation
+                    else self._margin_short(fund, asset, hold)):
                 self._transfer_position(_D_INSURANCE, m, venue, target, side, fund, size, price, True)
                 continue
             for account, _ in self._adl_ranking([market], target, -1 if side == _SELL else 1):
@@ -1635,7 +1834,8 @@ class ReferenceEngine(CommandAPI):
                 other = self._positions[(account, market)]
                 self._transfer_position(_D_ADL, m, venue, target, side, account, min(abs(pos[0]), abs(other[0])), price,
                                         False)
-        equity = equity_now()
+        sold = self._sell_collateral(target, fund, venue, asset) if self._valuation and fund and not isolated else 0
+        equity = equity_now() if isolated else self._equity(target, asset)[0]
         paid = covered = 0
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             paid = min(-equity, max(0, min(self._bal[fund].get(asset, [0, 0])[0], self._margin_excess(fund, asset))))
@@ -1666,7 +1866,7 @@ class ReferenceEngine(CommandAPI):
             if covered:
                 self._transfer(_X_ADL, self._venues[venue], target, asset, covered, 0)
         self._ev(int(Ev.LIQUIDATED), 0, 0, 0, 0, asset, venue, 0, target, -min(equity + paid + covered, 0),
-                 equity + paid + covered, paid, covered, maker_order=isolated)
+                 equity + paid + covered, paid, covered, maker_order=isolated, maker_fee=sold)
         return 0
 
     # ------------------------------------------------------------------ isolated margin
@@ -1741,6 +1941,49 @@ class ReferenceEngine(CommandAPI):
     def margin_modes(self) -> list[tuple[int, int]]:
         """Every isolated position's (account, market), sorted; every other position is cross margin."""
         return sorted(self._isolated)
+
+    def _liquidation_equity(self, target: int, venue: int, asset: int) -> int:
+        """The equity a bankruptcy price brings to 0: with the valuation asset liquidated, the unified equity at the
+        group's weights (the account's other collateral stands behind its positions: ``_sell_collateral`` then turns
+        it into the shortfall it leaves in the asset); otherwise the equity in the asset."""
+        if self._valuation and asset == self._valuation:
+            return _clamp64(self._unified(target, venue, {}, False)[0])
+        return self._equity(target, asset)[0]
+
+    def _sell_collateral(self, target: int, fund: int, venue: int, asset: int) -> int:
+        """Liquidate's collateral step (before the fund's payment and ADL haircuts): while the target's equity in the
+        valuation asset ``asset`` is below 0, the venue's fund buys its other collateral (free balances of assets
+        with a price and a weight > 0 at the venue, in asset id order) at the weighted price, as far as the fund's
+        free balance of ``asset`` goes: for a shortfall s it takes the fewest units x whose weighted value
+        floor(floor(x x price / lot) x weight / 10000) covers s (all it has if fewer) and pays min(s, that value).
+        Two VenueTransfer pairs per asset (COLLATERAL_SOLD: x of it, target - / fund +, ``price`` the payment;
+        COLLATERAL_PAID: the payment, fund - / target +, ``price`` x).  Returns the total paid."""
+        if asset != self._valuation:
+            return 0  # prices are in valuation units: another liquidated asset would need a cross rate
+        v = self._venues[venue]
+        total = 0
+        for a in sorted(self._bal[target]):
+            shortfall = -self._equity(target, asset)[0]
+            fund_free = self._bal[fund].get(asset, [0, 0])[0]
+            if shortfall <= 0 or fund_free <= 0:
+                break
+            price = self._collateral_price(a)
+            weight = self._collateral_weight(a, venue)
+            have = self._bal[target][a][0]
+            if a == asset or price is None or weight == 0 or have <= 0:
+                continue
+            p, lot = price
+            want = min(shortfall, fund_free)
+            x = min(have, _ceil_div(_ceil_div(want * 10000, weight) * lot, p))  # the fewest units worth want
+            pay = min(want, x * p // lot * weight // 10000)
+            if pay <= 0:
+                continue
+            self._transfer(_X_COLLATERAL_SOLD, v, target, a, -x, pay)
+            self._transfer(_X_COLLATERAL_SOLD, v, fund, a, x, pay)
+            self._transfer(_X_COLLATERAL_PAID, v, fund, asset, -pay, x)
+            self._transfer(_X_COLLATERAL_PAID, v, target, asset, pay, x)
+            total += pay
+        return total
 
     def _market_operator_check(self, account: int, market: int, kind: int) -> int:
         """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in

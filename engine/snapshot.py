@@ -51,13 +51,13 @@ LEVEL = 3
 STATE_KEYS = ("counters", "assets", "markets", "accounts", "balances", "orders", "venue_params", "venues",
               "venue_offers", "venue_allowed", "account_regions", "venue_tiers", "venue_fees", "venue_volumes",
               "oracles", "positions", "market_risk", "outcomes", "outcome_events", "venue_market_risk",
-              "exposure_caps", "funding", "margin_tiers", "margin_modes")
+              "exposure_caps", "funding", "margin_tiers", "margin_modes", "collateral_assets", "venue_collateral")
 # older state versions still read: 3 before oracles, 4 before perpetual positions, 5 before market risk,
 # 6-7 before outcome markets, 8 before venue risk, 9 before exposure caps, 10 before funding and margin tiers,
-# 11 before margin modes
-STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-10], 4: STATE_KEYS[:-9], 5: STATE_KEYS[:-8], 6: STATE_KEYS[:-7],
-                         7: STATE_KEYS[:-7], 8: STATE_KEYS[:-5], 9: STATE_KEYS[:-4], 10: STATE_KEYS[:-3],
-                         11: STATE_KEYS[:-1]}
+# 11 before margin modes, 12 before collateral
+STATE_KEYS_OF_VERSION = {3: STATE_KEYS[:-12], 4: STATE_KEYS[:-11], 5: STATE_KEYS[:-10], 6: STATE_KEYS[:-9],
+                         7: STATE_KEYS[:-9], 8: STATE_KEYS[:-7], 9: STATE_KEYS[:-6], 10: STATE_KEYS[:-5],
+                         11: STATE_KEYS[:-3], 12: STATE_KEYS[:-2]}
 
 assert HEADER_SIZE == 64
 

@@ -23,7 +23,8 @@ def canonical_state(engine) -> tuple:
     oracles = tuple(engine.oracles())
     positions = (tuple(engine.positions()), tuple(engine.market_risks()), tuple(engine.outcomes()),
                  tuple(engine.outcome_events()), tuple(engine.venue_market_risks()), tuple(engine.exposure_caps()),
-                 tuple(engine.fundings()), tuple(engine.margin_tiers()), tuple(engine.margin_modes()))
+                 tuple(engine.fundings()), tuple(engine.margin_tiers()), tuple(engine.margin_modes()),
+                 tuple(engine.collateral_assets()), tuple(engine.venue_collaterals()))
     # counters last: tests compare states without them as ``canonical_state(e)[:-1]``
     return (tuple(engine.assets()), markets, books, balances, fees, lasts, venue_state, oracles, positions,
             counters)

@@ -147,6 +147,22 @@ class OutcomeEventView(NamedTuple):
     advance: int  # quote the engine advanced to mint converts' YES shares, repaid at the final resolution
 
 
+class CollateralAssetView(NamedTuple):
+    """An asset counted in unified equity (CollateralAsset)."""
+
+    asset: int
+    price_market: int  # base = the asset, quote = the valuation asset; 0: the valuation asset itself
+    max_weight_bps: int  # the protocol bound on every venue's weight (10000 - the smallest haircut)
+
+
+class VenueCollateralView(NamedTuple):
+    """A venue's own weight for a collateral asset (VenueCollateral), at most the protocol bound."""
+
+    venue: int
+    asset: int
+    weight_bps: int
+
+
 class VenueMarketRiskView(NamedTuple):
     """A venue's own risk settings and open interest in one market (VenueMarketRisk, VenueMarketHalt)."""
 

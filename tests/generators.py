@@ -1437,6 +1437,69 @@ class IsolatedMarginStreamGenerator(FundingPerpStreamGenerator):
         for account, market, mode in zip(modes["account"].tolist(), modes["market"].tolist(), modes["qty"].tolist()):
             (self.isolated.add if mode else self.isolated.discard)((account, market))
 
+class CollateralStreamGenerator(FundingPerpStreamGenerator):
+    """``FundingPerpStreamGenerator``'s streams with the unified account (issue 9): after refused attempts, USD is
+    declared the valuation asset, BTC collateral priced by the BTC/USD perpetual's mark or the BTC/USD spot market's
+    oracle, ETH by the ETH/USD spot market's oracle (venue 0's oracles on both spot markets, so prices come and go
+    stale); venues set their own weights.  Between the commands: VenueCollateral and CollateralAsset changes (good and
+    bad) and collateral price moves (OraclePrice on those markets, up to +-40 % of the mid), so perpetual orders
+    borrow against BTC and ETH, the unified check refuses some (INSUFFICIENT_MARGIN, COLLATERAL_PRICE_MISSING) and
+    keepers' Liquidate meets the unified trigger.  A subclass, so the other generators' streams are unchanged."""
+
+    collateral_share = 0.02
+    USD, BTC, ETH = 1, 2, 3
+    PRICE_MARKETS = {2: (13, 1), 3: (2,)}  # asset -> the markets that may price it (base = it, quote = USD)
+
+    def _setup(self) -> list[tuple]:
+        r = self.rng
+        ts = self.ts
+        rows = super()._setup()
+        rows.append(self._oracle_config(ts, self.ADMIN, 0, 1))
+        rows.append(self._oracle_config(ts, self.ADMIN, 0, 2))
+        rows.append(_row(Cmd.COLLATERAL_ASSET, ts, account=self.accounts[0], market=self.USD, qty=10_000))  # NOT_ADMIN
+        rows.append(_row(Cmd.COLLATERAL_ASSET, ts, account=self.ADMIN, market=self.BTC, id=13, qty=8_000))  # none yet
+        rows.append(_row(Cmd.COLLATERAL_ASSET, ts, account=self.ADMIN, market=self.USD, qty=r.choice([10_000, 9_500])))
+        rows.append(_row(Cmd.COLLATERAL_ASSET, ts, account=self.ADMIN, market=self.BTC, id=r.choice([13, 1]),
+                         qty=r.randint(5_000, 9_500)))
+        rows.append(_row(Cmd.COLLATERAL_ASSET, ts, account=self.ADMIN, market=self.ETH, id=2, qty=r.randint(0, 9_000)))
+        for v in r.sample(self.venue_ids, 4):
+            rows.append(_row(Cmd.VENUE_COLLATERAL, ts, account=self.operator[v], venue=v,
+                             market=r.choice([self.BTC, self.ETH]), qty=r.randint(0, 5_000)))
+        return rows
+
+    def _collateral_command(self, ts: int) -> tuple:
+        r = self.rng
+        x = r.random()
+        if x < 0.35:  # a venue's weight: mostly its operator's, some above the bound or otherwise bad
+            v = r.choice(self.venue_ids + [0])
+            sender = self.operator.get(v, self.ADMIN) if r.random() < 0.85 else r.choice([self.ADMIN, 0, 31337])
+            return _row(Cmd.VENUE_COLLATERAL, ts, account=sender, venue=r.choice([v, v, v, self.n_venues + 1]),
+                        market=r.choice([self.BTC, self.BTC, self.ETH, self.USD, 4, 9]),
+                        qty=r.choice([r.randint(0, 10_000), r.randint(0, 5_000), -1, 10_001]))
+        if x < 0.5:  # the protocol bound: mostly a good change, some bad
+            asset = r.choice([self.BTC, self.ETH, self.USD, 4])
+            market = r.choice(self.PRICE_MARKETS.get(asset, (0,)) + (3, 14, 99, 0))
+            if r.random() < 0.6:
+                market = r.choice(self.PRICE_MARKETS.get(asset, (0,)))
+            return _row(Cmd.COLLATERAL_ASSET, ts, account=r.choice([self.ADMIN] * 5 + [self.accounts[1]]),
+                        market=asset, id=market, qty=r.choice([r.randint(0, 10_000), r.randint(3_000, 9_000), 10_001]))
+        # a collateral price move: a good OraclePrice of venue 0 on a price market, far from the mid at times
+        m = r.choice([1, 2, 13])
+        key = (0, m)
+        if key not in self.oracle_feed:
+            return self._oracle_command(ts)
+        spec = self.markets[m]
+        src = self.source_ts.get(key, 0) + r.randint(1, 1000)
+        self.source_ts[key] = src
+        ticks = max(1, spec.mid_ticks * r.randint(60, 140) // 100)
+        return _row(Cmd.ORACLE_PRICE, ts, account=self.FEED_ACCOUNT, venue=0, market=m, id=self.oracle_feed[key],
+                    qty=r.randint(1, 5), price=spec.tick * ticks, aux=src)
+
+    def next_chunk(self, n: int) -> np.ndarray:
+        r = self.rng
+        listed = self.n_commands > 0
+        return self._interleave(super().next_chunk(n), lambda ts: [self._collateral_command(ts)]
+                                if listed and r.random() < self.collateral_share else [])
 
 class VenueListingStreamGenerator(VenueStreamGenerator):
     """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands

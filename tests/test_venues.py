@@ -321,10 +321,12 @@ def test_every_venue_code_is_distinct_in_the_bad_input_list():
     from test_funding import BAD_FUNDING  # and funding's
     from test_margin_tiers import BAD_TIERS  # and margin tiers'
     from test_isolated_margin import BAD_MARGIN, BAD_MODE  # and isolated margin's
+    from test_collateral import CA_BAD, VC_BAD  # and the collateral commands'
 
     covered = {code for _, _, code in BAD + BAD_CONFIGS + BAD_PRICES + BAD_RISK + BAD_VENUE_RISK + BAD_FUNDING
-               + BAD_TIERS + BAD_MODE + BAD_MARGIN}
+               + BAD_TIERS + BAD_MODE + BAD_MARGIN + CA_BAD + VC_BAD}
     covered |= {code for code, _, _ in REJECTS} | {RC.RESOLUTION_PENDING}  # the last: test_outcome's scenario
+    covered.add(RC.NO_VALUATION_ASSET)  # test_collateral's own scenario
     assert {c for c in RC if 400 <= c < 500} - covered == {RC.STAKING_NOT_CONFIGURED}  # below
 
 

@@ -99,7 +99,9 @@ enum {
     XOS_CMD_LEG = 125,          /* one leg of the MultiLeg header before it */
     XOS_CMD_SET_EXPOSURE_CAP = 126, /* an account: qty = cap (bps of equity) on a venue risk group's margin, 0 = none */
     XOS_CMD_MARGIN_MODE = 128, /* an account: qty = 1 isolated / 0 cross margin in a perpetual market */
-    XOS_CMD_ISOLATED_MARGIN = 129 /* an account: qty = signed quote amount from free into an isolated position's margin */
+    XOS_CMD_ISOLATED_MARGIN = 129, /* an account: qty = signed quote amount from free into an isolated position's margin */
+    XOS_CMD_COLLATERAL_ASSET = 130, /* admin: market = asset, id = price market (0: the valuation asset), qty = max weight */
+    XOS_CMD_VENUE_COLLATERAL = 131  /* venue operator or admin: market = asset, venue, qty = the venue's weight (bps) */
 };
 
 /* event kinds */
@@ -142,7 +144,9 @@ enum {
     XOS_XFER_INSURANCE_SHORTFALL = 8, /* insurance fund -> a liquidated account below zero */
     XOS_XFER_ADL_SHORTFALL = 9,       /* profits haircut by ADL -> a liquidated account below zero */
     XOS_XFER_FUNDING = 10,            /* a funding payment into (+) or out of (-) a position holder's free */
-    XOS_XFER_FUNDING_REMAINDER = 11   /* funding's rounding remainder -> the venue's insurance fund */
+    XOS_XFER_FUNDING_REMAINDER = 11,  /* funding's rounding remainder -> the venue's insurance fund */
+    XOS_XFER_COLLATERAL_SOLD = 12,    /* Liquidate: a liquidated account's other collateral -> the venue's fund */
+    XOS_XFER_COLLATERAL_PAID = 13     /* Liquidate: the fund pays for it in the liquidated asset */
 };
 enum { XOS_DELEV_INSURANCE = 1, XOS_DELEV_ADL = 2, XOS_DELEV_SHORTFALL = 3 };
 

@@ -88,6 +88,8 @@ cdef extern from "records.h" nogil:
         XOS_CMD_SET_EXPOSURE_CAP
         XOS_CMD_MARGIN_MODE
         XOS_CMD_ISOLATED_MARGIN
+        XOS_CMD_COLLATERAL_ASSET
+        XOS_CMD_VENUE_COLLATERAL
         XOS_EV_VENUE
         XOS_EV_ORACLE
         XOS_EV_ORACLE_STATUS
@@ -126,6 +128,8 @@ cdef extern from "records.h" nogil:
         XOS_XFER_ADL_SHORTFALL
         XOS_XFER_FUNDING
         XOS_XFER_FUNDING_REMAINDER
+        XOS_XFER_COLLATERAL_SOLD
+        XOS_XFER_COLLATERAL_PAID
         XOS_DELEV_INSURANCE
         XOS_DELEV_ADL
         XOS_DELEV_SHORTFALL
