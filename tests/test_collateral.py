@@ -374,3 +374,41 @@ def test_collateral_stream_invariants_after_every_chunk():
                              if free < 0 and any(f > 0 for other, (f, _) in e.balances(a).items() if other != asset))
     assert all(seen[k] > 0 for k in ("settings", "loans", "COLLATERAL_PRICE_MISSING", "COLLATERAL_WEIGHT_ABOVE_BOUND",
                                      "INVALID_PRICE_MARKET")), dict(seen)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_crashes_with_collateral_differential_and_invariants(seed):
+    """test_liquidation's random crash streams in unified mode: the traders also hold BTC, priced by the perpetual's
+    own mark at 70 %, so they borrow USD against it, a crash takes both their positions and their collateral down,
+    and liquidations close at the unified bankruptcy price and sell BTC to the fund.  Both engines event for event,
+    the perpetual invariants (conservation of USD and BTC) after every command on the reference model."""
+    import random
+    from collections import defaultdict
+
+    from test_liquidation import ADMIN as LADMIN, DEPOSITS, PERP as LPERP, liq_world, random_crash_commands
+    from test_perp import check_perp_invariants
+
+    r = random.Random(seed)
+    engines = [liq_world(cls) for cls in (Engine, ReferenceEngine)]
+    for e in engines:
+        ok(e.set_collateral_asset(LADMIN, USD, 0, 10_000))
+        ok(e.set_collateral_asset(LADMIN, BTC, LPERP, 7_000))
+    cmds = [("deposit", dict(account=a, asset=BTC, amount=r.choice([10, 50, 200]))) for a in range(30, 42)]
+    cmds += random_crash_commands(seed)
+    ref = engines[1]
+    net = defaultdict(int)
+    net[USD] = sum(DEPOSITS.values())
+    seen = defaultdict(int)
+    for name, fields in cmds:
+        if name == "deposit" and fields["amount"] <= 0:
+            continue
+        got = [getattr(e, name)(**fields) for e in engines]
+        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
+        ev = got[1]
+        if name == "deposit":
+            net[fields["asset"]] += fields["amount"]
+        check_perp_invariants(ref, net)
+        seen["liquidated"] += int(np.count_nonzero(ev["kind"] == Ev.LIQUIDATED))
+        seen["sold"] += int(np.count_nonzero((ev["kind"] == Ev.VENUE_TRANSFER) & (ev["reason"] == Transfer.COLLATERAL_SOLD)))
+        seen["borrowed"] += sum(1 for a in range(30, 42) if ref.balance(a, USD)[0] < 0 < ref.balance(a, BTC)[0])
+    assert seen["liquidated"] > 0 and seen["sold"] > 0 and seen["borrowed"] > 0, dict(seen)
