@@ -1209,15 +1209,15 @@ cdef class Matcher:
         against the other collateral) when the unified check passes (reference ``_afford``)."""
         cdef Market *m = &self.market_table[c.market]
         cdef bint reduce_only = (c.flags & XOS_CF_REDUCE_ONLY) != 0
-        cdef bint short = adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed
+        cdef bint beyond_free = adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed
         cdef uint32_t assets[MAX_LEGS]
         cdef int64_t amounts[MAX_LEGS]
         cdef int64_t i
         cdef uint16_t code
-        if short and not (self.valuation_asset and m.kind == XOS_MARKET_PERPETUAL):
+        if beyond_free and not (self.valuation_asset and m.kind == XOS_MARKET_PERPETUAL):
             return XOS_INSUFFICIENT_BALANCE
         if self.valuation_asset:
-            if short or (not reduce_only and (n_earlier > 0 or self.may_owe(adm.acct_idx))):
+            if beyond_free or (not reduce_only and (n_earlier > 0 or self.may_owe(adm.acct_idx))):
                 for i in range(n_earlier):
                     assets[i] = earlier[i].asset
                     amounts[i] = earlier[i].amount

@@ -978,11 +978,11 @@ class ReferenceEngine(CommandAPI):
         m = self._markets[row[7]]
         b = self._bal[account].get(adm.asset)
         reduce_only = row[5] & _F_REDUCE_ONLY
-        short = (b[0] if b is not None else 0) - committed < adm.amount
-        if short and not (self._valuation and m.kind == _PERP):
+        beyond_free = (b[0] if b is not None else 0) - committed < adm.amount
+        if beyond_free and not (self._valuation and m.kind == _PERP):
             return int(RC.INSUFFICIENT_BALANCE)
         if self._valuation:
-            if short or (not reduce_only and (earlier or self._may_owe(account))):
+            if beyond_free or (not reduce_only and (earlier or self._may_owe(account))):
                 takes: dict[int, int] = {}
                 for a in (*earlier, adm):
                     takes[a.asset] = takes.get(a.asset, 0) + a.amount
