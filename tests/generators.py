@@ -1501,6 +1501,11 @@ class CollateralStreamGenerator(FundingPerpStreamGenerator):
         return self._interleave(super().next_chunk(n), lambda ts: [self._collateral_command(ts)]
                                 if listed and r.random() < self.collateral_share else [])
 
+
+class IsolatedCollateralStreamGenerator(CollateralStreamGenerator, IsolatedMarginStreamGenerator):
+    """Both at once: the unified account (collateral, loans, collateral price moves) with isolated positions, which
+    stay outside the unified equity (ARCHITECTURE, "Unified account"); each parent interleaves its own commands."""
+
 class VenueListingStreamGenerator(VenueStreamGenerator):
     """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands
     between the others, mostly from the venue's operator for a new market id (spot or perpetual, assorted tick,

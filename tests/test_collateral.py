@@ -7,7 +7,7 @@ import pytest
 
 from engine.codes import ResultCode as RC
 from engine.matcher import Engine
-from engine.records import Ev, MarketKind, Tif, Transfer
+from engine.records import Cmd, Ev, MarketKind, Tif, Transfer
 from engine.reference import ReferenceEngine
 from engine.views import CollateralAssetView, VenueCollateralView
 
@@ -412,3 +412,32 @@ def test_random_crashes_with_collateral_differential_and_invariants(seed):
         seen["sold"] += int(np.count_nonzero((ev["kind"] == Ev.VENUE_TRANSFER) & (ev["reason"] == Transfer.COLLATERAL_SOLD)))
         seen["borrowed"] += sum(1 for a in range(30, 42) if ref.balance(a, USD)[0] < 0 < ref.balance(a, BTC)[0])
     assert seen["liquidated"] > 0 and seen["sold"] > 0 and seen["borrowed"] > 0, dict(seen)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_collateral_with_isolated_positions_differential_and_invariants(seed, tmp_path):
+    """The unified account and isolated margin in one stream: Cython = reference event for event, and on the
+    reference the perpetual invariants after every chunk, with isolated positions, loans and isolated liquidations."""
+    from collections import defaultdict
+
+    from test_differential import run_differential
+    from test_perp import check_perp_invariants
+
+    from generators import ENGINE_KWARGS, IsolatedCollateralStreamGenerator, run_stream
+
+    stats = run_differential(seed, 12_000, dump_dir=tmp_path, generator=IsolatedCollateralStreamGenerator)
+    assert stats["fills"] > 300
+    e = ReferenceEngine(**ENGINE_KWARGS)
+    gen = IsolatedCollateralStreamGenerator(seed, limits=dict(ENGINE_KWARGS))
+    net: dict[int, int] = defaultdict(int)
+    seen: dict[str, int] = defaultdict(int)
+    for cmds, events in run_stream(e, gen, 8_000, chunk=100):
+        balance = events[events["kind"] == Ev.BALANCE]
+        for asset, amount in zip(balance["market"].tolist(), balance["qty"].tolist()):
+            net[asset] += amount
+        check_perp_invariants(e, net)
+        venue = events[events["kind"] == Ev.VENUE]
+        seen["modes"] += int(np.count_nonzero(venue["flags"] == Cmd.MARGIN_MODE))
+        seen["collateral"] += int(np.count_nonzero(venue["flags"] == Cmd.COLLATERAL_ASSET))
+    seen["isolated"] = len(e.margin_modes())
+    assert seen["modes"] > 0 and seen["collateral"] > 0 and seen["isolated"] > 0, dict(seen)

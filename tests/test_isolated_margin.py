@@ -309,7 +309,7 @@ def test_snapshot_round_trip_and_bad_rows():
     e = iso_world(Engine)
     ok(e.set_margin_mode(C, PERP2, True))
     exported = e.export_state()
-    assert int(exported["counters"][0]) == STATE_VERSION == 12
+    assert int(exported["counters"][0]) == STATE_VERSION >= 12
     assert exported["margin_modes"].tolist() == [(A, PERP), (C, PERP2)]
     copy = Engine.from_state(exported, **ENGINE_KWARGS)
     assert state(copy) == state(e) and copy.margin_modes() == e.margin_modes()
