@@ -2450,7 +2450,7 @@ cdef class Matcher:
         """A keeper's Liquidate (ARCHITECTURE, "Liquidation, insurance and ADL"; reference ``_liquidate``)."""
         cdef uint16_t code = XOS_OK
         cdef int64_t acct_idx = -1, fund = 0, equity = 0, maintenance = 0, i, n, size, qty, price, paid = 0
-        cdef int64_t covered = 0, cut, value, row, fund_idx, isolated_row = -1, base_free = 0, sold
+        cdef int64_t covered = 0, cut, value, row, fund_idx, isolated_row = -1, base_free = 0, sold, backed
         cdef int32_t k, nxt, t
         cdef uint32_t mk
         cdef uint8_t side
@@ -2597,6 +2597,10 @@ cdef class Matcher:
                 if self.valuation_asset and fund and isolated_row < 0 else 0)
         equity = (self.liquidation_equity_now(acct_idx, c.venue, c.market, isolated_row, base_free)
                   if isolated_row >= 0 else self.equity_of(acct_idx, c.market, &value))
+        if equity < 0 and isolated_row < 0 and self.valuation_asset == c.market:
+            # a debt the account's other collateral still backs stays a loan: only what it cannot back is a shortfall
+            backed = self.liquidation_equity(acct_idx, c.venue, c.market)
+            equity = backed if backed > equity else equity
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             fund_idx = self.account_index_of(fund)
             paid = self.free_of(fund_idx, c.market)

@@ -1836,6 +1836,9 @@ class ReferenceEngine(CommandAPI):
                                         False)
         sold = self._sell_collateral(target, fund, venue, asset) if self._valuation and fund and not isolated else 0
         equity = equity_now() if isolated else self._equity(target, asset)[0]
+        if equity < 0 and not isolated and asset == self._valuation:
+            # a debt the account's other collateral still backs stays a loan: only what it cannot back is a shortfall
+            equity = max(equity, self._liquidation_equity(target, venue, asset))
         paid = covered = 0
         if equity < 0 and fund:  # the fund pays what its own margin leaves free
             paid = min(-equity, max(0, min(self._bal[fund].get(asset, [0, 0])[0], self._margin_excess(fund, asset))))

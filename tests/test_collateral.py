@@ -201,8 +201,8 @@ def test_the_fund_buys_the_collateral_behind_a_shortfall(engine_cls):
 
 def test_no_collateral_sale_without_fund_money(engine_cls):
     """The fund buys only with its free balance of the liquidated asset: with none (venue 0's fund holds no USD) the
-    shortfall goes to step 4 as before (no profits to haircut here: it stays uncovered, a debt of the account) and
-    the BTC stays with the account."""
+    BTC stays with the account, and the USD debt it still backs (100 BTC at 100 x 80 % = 8,000 against 7,700) is no
+    shortfall: no fund payment, no ADL haircut; it stays a loan, and the BTC behind it cannot leave."""
     e = world(engine_cls)
     ok(e.place(T, PERP, BUY, 100, 700, 1, tif=Tif.IOC))
     ok(e.place(MAKER, PERP, BUY, 89, 700, 30))  # a bid at the bankruptcy price: the book takes the long
@@ -213,8 +213,14 @@ def test_no_collateral_sale_without_fund_money(engine_cls):
     assert not any(ev["reason"] in (Transfer.COLLATERAL_SOLD, Transfer.COLLATERAL_PAID)
                    for ev in events if ev["kind"] == Ev.VENUE_TRANSFER)
     done = events[events["kind"] == Ev.LIQUIDATED][0]
-    assert (int(done["client_id"]), int(done["maker_fee"])) == (7_700, 0)  # closed at 89: 11 x 700 below entry
+    # closed at 89 (11 x 700 below entry): the backed equity 8,000 - 7,700 = 300, nothing paid, cut or uncovered
+    assert [int(done[f]) for f in ("price", "qty", "remaining", "client_id", "maker_fee")] == [300, 0, 0, 0, 0]
+    assert not (events["kind"] == Ev.DELEVERAGE).any()
     assert e.balance(T, BTC) == (100, 0) and e.balance(T, USD) == (-7_700, 0)
+    before = state(e)
+    assert codes(e.withdraw(T, BTC, 4)) == [RC.INSUFFICIENT_MARGIN]  # 300 - 4 x 80 < 0
+    assert state(e) == before
+    ok(e.withdraw(T, BTC, 3))  # 300 - 240 >= 0
 
 CA_BAD = [
     ("account 0", dict(account=0, asset=ETH, price_market=ETHSPOT, max_weight_bps=1), RC.INVALID_ACCOUNT_ID),
