@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bench.orders import CONFIGS, generate
+from engine.api import CommandAPI
 from engine.config import load
 from engine.journal import JournalReader
 from engine.matcher import Engine
@@ -314,25 +315,49 @@ def test_supervised_matcher_killed_mid_stream_recovers_with_its_workers(tmp_path
     assert_ledger_matches(cfg, engine, events)
 
 
+class CommandRecorder(CommandAPI):
+    """Commands built with the engine API, kept instead of run (to send to a supervised engine)."""
+
+    def __init__(self):
+        self.commands = []
+
+    def process(self, cmd):
+        self.commands.append(cmd)
+        return cmd
+
+
+def run_until_a_worker_answers(tmp_path, commands: np.ndarray):
+    """Start a supervised engine, send ``commands`` and nothing else, wait until a worker has sent one more command
+    back through the matcher's input and every worker has caught up with it; returns the config and the journal."""
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        client.send(commands)
+        client.close()
+        deadline = time.monotonic() + 30
+        while read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) <= len(commands):
+            sup.check()
+            assert time.monotonic() < deadline, read_heartbeats(cfg)
+            time.sleep(0.05)
+        wait_caught_up(sup, cfg, len(commands) + 1)
+    finally:
+        sup.stop()
+    return cfg, np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+
+
 def test_margin_worker_liquidates_through_the_matchers_input(tmp_path):
     """The whole loop as processes: a trade moves a perpetual market's mark below a 10x long's maintenance;
     the margin worker (its own process, on the ring) sends Liquidate back through the matcher's input; the
     matcher re-checks, finds no bids and hands the position to the insurance fund.  The journal holds the
     keeper's command, and its replay the liquidation; the ledger follows it."""
-    from engine.api import CommandAPI
     from engine.records import Cmd, MarketKind, Side, Tif
     from engine.workers.margin import MARGIN_WORKER_ID
 
-    class Recorder(CommandAPI):
-        def __init__(self):
-            self.commands = []
-
-        def process(self, cmd):
-            self.commands.append(cmd)
-            return cmd
-
     ADMIN, FUND, LONG, SHORT, X, Y = 5090, 5091, 5001, 5002, 5003, 5004
-    r = Recorder()
+    r = CommandRecorder()
     r.add_asset(41, "USDT", 2)
     r.add_asset(42, "BTC", 8)
     r.add_market(41, 42, 41, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
@@ -344,26 +369,7 @@ def test_margin_worker_liquidates_through_the_matchers_input(tmp_path):
     r.place(LONG, 41, Side.BUY, 1000, 10, 1, tif=Tif.IOC)
     r.place(X, 41, Side.BUY, 820, 1, 1)  # the mark to 820: equity 2000 - 1800 = 200 < maintenance 410
     r.place(Y, 41, Side.SELL, 820, 1, 1, tif=Tif.IOC)
-    commands = np.concatenate(r.commands)
-    path = write_config(tmp_path)
-    cfg = load(path)
-    sup = Supervisor(cfg, str(path), log=lambda msg: None)
-    sup.start()
-    try:
-        client = InputClient(cfg.input_address)
-        client.send(commands)
-        client.close()
-        deadline = time.monotonic() + 30
-        while True:  # the keeper's Liquidate is one more command
-            sup.check()
-            if read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) > len(commands):
-                break
-            assert time.monotonic() < deadline, read_heartbeats(cfg)
-            time.sleep(0.05)
-        wait_caught_up(sup, cfg, len(commands) + 1)
-    finally:
-        sup.stop()
-    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    cfg, journaled = run_until_a_worker_answers(tmp_path, np.concatenate(r.commands))  # the keeper's Liquidate
     keeper = journaled[journaled["kind"] == Cmd.LIQUIDATE]
     assert keeper[["account", "id", "market", "venue"]].tolist() == [(MARGIN_WORKER_ID, LONG, 41, 0)]
     engine, events = replay_journal(cfg)
@@ -381,20 +387,11 @@ def test_margin_worker_liquidates_through_the_matchers_input(tmp_path):
 def test_margin_worker_applies_funding_on_a_quiet_engine(tmp_path):
     """The funding clock is wall time: with no command after the funding time, the margin worker (its own process)
     still sends ApplyFunding when it falls due, and the matcher applies it (a Funding event in the replay)."""
-    from engine.api import CommandAPI
     from engine.records import Cmd, MarketKind, Side, Tif
     from engine.workers.margin import MARGIN_WORKER_ID
 
-    class Recorder(CommandAPI):
-        def __init__(self):
-            self.commands = []
-
-        def process(self, cmd):
-            self.commands.append(cmd)
-            return cmd
-
     ADMIN, FUND, LONG, SHORT = 5090, 5091, 5001, 5002
-    r = Recorder()
+    r = CommandRecorder()
     r.add_asset(41, "USDT", 2)
     r.add_asset(42, "BTC", 8)
     r.add_market(41, 42, 41, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
@@ -405,23 +402,7 @@ def test_margin_worker_applies_funding_on_a_quiet_engine(tmp_path):
     r.place(LONG, 41, Side.BUY, 1000, 10, 1, tif=Tif.IOC)
     r.funding_config(ADMIN, 41, interval_ns=300_000_000, sample_interval_ns=100_000_000, cap=1_000_000)
     commands = np.concatenate(r.commands)
-    path = write_config(tmp_path)
-    cfg = load(path)
-    sup = Supervisor(cfg, str(path), log=lambda msg: None)
-    sup.start()
-    try:
-        client = InputClient(cfg.input_address)
-        client.send(commands)
-        client.close()
-        deadline = time.monotonic() + 30
-        while read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) <= len(commands):  # nothing else is sent
-            sup.check()
-            assert time.monotonic() < deadline, read_heartbeats(cfg)
-            time.sleep(0.05)
-        wait_caught_up(sup, cfg, len(commands) + 1)
-    finally:
-        sup.stop()
-    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    cfg, journaled = run_until_a_worker_answers(tmp_path, commands)  # nothing is sent after the funding time
     scheduler = journaled[len(commands):]
     assert scheduler[["kind", "account", "market"]].tolist()[0] == (Cmd.APPLY_FUNDING, MARGIN_WORKER_ID, 41)
     _, events = replay_journal(cfg)
