@@ -594,6 +594,25 @@ class Client:
         values = {name: _int(name, value) for name, value in fields.items()}
         return await self.request(request(rid=self.next_rid(), **values))
 
+    async def set_margin_mode(self, marginMode: str, symbol, params: dict | None = None) -> m.Ack:
+        """CCXT: ``"isolated"`` or ``"cross"`` margin for this account's position in a perpetual market (only while it
+        has no position and no order there: the matcher refuses POSITION_OPEN / ORDERS_OPEN)."""
+        if marginMode not in ("isolated", "cross"):
+            raise ValueError(f"marginMode must be 'isolated' or 'cross', not {marginMode!r}")
+        return await self.request(m.SetMarginMode(rid=self.next_rid(), market=self.market_id(symbol),
+                                                  isolated=marginMode == "isolated"))
+
+    async def add_margin(self, symbol, amount: int, params: dict | None = None) -> m.Ack:
+        """CCXT: move ``amount`` (quote units) from free into this account's isolated position in ``symbol``."""
+        return await self._isolated_margin(symbol, _int("amount", amount))
+
+    async def reduce_margin(self, symbol, amount: int, params: dict | None = None) -> m.Ack:
+        """CCXT: take ``amount`` back from the isolated position's margin (it must keep its initial margin)."""
+        return await self._isolated_margin(symbol, -_int("amount", amount))
+
+    async def _isolated_margin(self, symbol, amount: int) -> m.Ack:
+        return await self.request(m.IsolatedMargin(rid=self.next_rid(), market=self.market_id(symbol), amount=amount))
+
     # ------------------------------------------------------------------ session
 
     async def heartbeat(self) -> int:

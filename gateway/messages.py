@@ -446,14 +446,61 @@ class Convert(VenueCommand, tag="convert"):
 
 class Liquidate(VenueCommand, tag="liquidate"):
     """Any account as a keeper: liquidate ``target``'s positions quoted in ``asset`` in the perpetual
-    markets ``venue`` listed, if the matcher finds it below maintenance (it re-checks with its own state)."""
+    markets ``venue`` listed, if the matcher finds it below maintenance (it re-checks with its own state);
+    with ``isolated_market`` only the target's isolated position there, on its own equity."""
 
     kind = Cmd.LIQUIDATE
-    command_fields = dict(id="target", venue="venue", market="asset")
+    command_fields = dict(id="target", venue="venue", market="asset", aux="isolated_market")
     rid: I64
     target: Positive
     venue: VenueId
     asset: VenueId
+    isolated_market: MarketId = 0  # 0: the cross positions
+
+
+class SetMarginMode(VenueCommand, tag="set_margin_mode"):
+    """The account's position in perpetual ``market`` becomes isolated (``isolated``) or cross margin; the matcher
+    takes it only while the account has no position and no order there (docs/ARCHITECTURE.md "Isolated margin")."""
+
+    kind = Cmd.MARGIN_MODE
+    command_fields = dict(market="market", qty="isolated")
+    rid: I64
+    market: MarketId
+    isolated: bool
+
+
+class IsolatedMargin(VenueCommand, tag="isolated_margin"):
+    """Move ``amount`` of quote from free into the account's isolated position in ``market`` (negative: back to free,
+    as long as the position keeps its initial margin)."""
+
+    kind = Cmd.ISOLATED_MARGIN
+    command_fields = dict(market="market", qty="amount")
+    rid: I64
+    market: MarketId
+    amount: I64
+
+
+class CollateralAsset(VenueCommand, tag="collateral_asset"):
+    """The admin: ``asset`` counts as collateral at most at ``max_weight_bps`` (10000 - its haircut), priced by
+    ``price_market`` (base the asset, quote the valuation asset); price market 0 declares the valuation asset itself
+    (docs/ARCHITECTURE.md "Unified account")."""
+
+    kind = Cmd.COLLATERAL_ASSET
+    command_fields = dict(market="asset", id="price_market", qty="max_weight_bps")
+    rid: I64
+    asset: VenueId
+    price_market: MarketId
+    max_weight_bps: I64
+
+
+class VenueCollateral(OfVenue, tag="venue_collateral"):
+    """A venue's own weight for a collateral asset (at most the protocol's bound): its orders and liquidations
+    value the asset at it."""
+
+    kind = Cmd.VENUE_COLLATERAL
+    command_fields = dict(venue="venue", market="asset", qty="weight_bps")
+    asset: VenueId
+    weight_bps: I64
 
 
 class SetExposureCap(OfVenue, tag="set_exposure_cap"):
@@ -468,13 +515,15 @@ class SetExposureCap(OfVenue, tag="set_exposure_cap"):
 
 OUTCOME_COMMANDS = (OutcomeConfig, Resolve, Convert)
 # every request that is one command record sent as the session's account, its fields mapped by command_fields
-FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + (Liquidate, SetExposureCap)
+MARGIN_COMMANDS = (SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollateral)
+FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + MARGIN_COMMANDS + (Liquidate, SetExposureCap)
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
                 MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket, OutcomeConfig, Resolve,
-                Convert, Liquidate, SetExposureCap, MultiLegOrder]
+                Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollateral,
+                MultiLegOrder]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies

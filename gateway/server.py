@@ -69,8 +69,10 @@ FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue 
 # first leg's Accepted (reason 1, maker_order the parent id, maker_account the leg count) or its one Rejected
 MULTI_LEG = int(Cmd.MULTI_LEG)
 LEG_RECORD = -2  # the ``sid`` of a Leg record among the pending commands: sent with its header, never in a FIFO
+# an IsolatedMargin answers with a Position event (flags: the command); other Position events never come first
+POSITION, ISOLATED_MARGIN = int(Ev.POSITION), int(Cmd.ISOLATED_MARGIN)
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
-                   OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS)
+                   OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS, POSITION)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 
 
@@ -216,7 +218,8 @@ def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarra
         ((same_market & (ev["qty"] == cmd["qty"])) | (ev["client_id"] != 0))
     convert = (ck == CONVERT) & (ek == OUTCOME_CONVERT) & same_market & (ev["qty"] == cmd["qty"])
     liquidate = (ck == LIQUIDATE) & (ek == LIQUIDATION) & (ev["account"] == cmd["id"]) & \
-        (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"])
+        (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"]) & (ev["maker_order"] == cmd["aux"])
+    isolated_margin = (ck == ISOLATED_MARGIN) & (ek == POSITION) & (ev["flags"] == ck) & same_market
     venue_halt = ((ck == VENUE_MARKET_HALT) | (ck == VENUE_MARKET_RESUME)) & (ek == MARKET_STATUS) & \
         (ev["flags"] == ck) & same_market & (ev["venue"] == cmd["venue"])
     list_market = (ck == LIST_MARKET) & listings(ev) & same_values & (ev["side"] == cmd["side"]) & \
@@ -225,7 +228,7 @@ def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarra
         base, quote, maker, taker, band = unpack_listing(int(cmd["flags"][i]), int(cmd["aux"][i]))
         list_market[i] = int(ev["account"][i]) == pack_market_assets(base, quote) and \
             int(ev["remaining"][i]) == pack_market_params(maker, taker, band)
-    return venue_echo | outcome_config | resolve | convert | liquidate | venue_halt | list_market
+    return venue_echo | outcome_config | resolve | convert | liquidate | isolated_margin | venue_halt | list_market
 
 
 def listings(ev: np.ndarray) -> np.ndarray:
@@ -1020,7 +1023,8 @@ class GatewayStage:
         whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
         sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
         kinds = events["kind"]
-        own = IS_OWN_FIRST_KIND[kinds] & ((kinds != CANCELLED) | (events["reason"] == USER_CANCEL))
+        own = IS_OWN_FIRST_KIND[kinds] & ((kinds != CANCELLED) | (events["reason"] == USER_CANCEL)) & \
+            ((kinds != POSITION) | (events["flags"] == ISOLATED_MARGIN))
         if not own.any():
             return
         firsts = events[own]

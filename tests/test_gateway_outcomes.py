@@ -13,11 +13,11 @@ import pytest
 from engine.records import Cmd
 from engine.venues import rebuild
 from gateway import messages as m
-from gateway.client import BadRequest, InvalidOrder, PermissionDenied
+from gateway.client import BadRequest, GatewayError, InvalidOrder, PermissionDenied
 
 from gateway_harness import GatewayEngine, connected, funded, run, unit_market
 
-KEYS = {"admin": 99, "resolver": 21, "alice": 31, "bob": 32, "carol": 33, "keeper": 41}
+KEYS = {"admin": 99, "resolver": 21, "alice": 31, "bob": 32, "carol": 33, "keeper": 41, "dave": 34, "erin": 35}
 PERP, YES_A, YES_B = 1, 3, 4  # YES_A and YES_B: the two outcomes of event 7
 PAYOUT = 100  # USD cents per outcome lot
 
@@ -30,7 +30,7 @@ def engine(tmp_path_factory):
         "markets": [unit_market(PERP, "BTC", "USD", kind="perpetual"),
                     unit_market(YES_A, "ELA", "USD", kind="outcome"), unit_market(YES_B, "ELB", "USD", kind="outcome")],
         # carol's 150 carries a 10-lot long at 100 with 10x leverage (margin 100) until the mark falls below 90
-        "accounts": funded((31, 32, 98), USD=1_000_000) + funded((33,), USD=150),
+        "accounts": funded((31, 32, 34, 35, 98), USD=1_000_000) + funded((33,), USD=150),
         "venues": dict(admin=99, protocol_account=98, stake_asset="USD", min_stake=1000),
     })
     yield e
@@ -45,6 +45,42 @@ def sent(engine, ack: m.Ack) -> tuple[int, int]:
     """The journaled command an Ack answers: (kind, account)."""
     cmd = engine.journal()[ack.cmd_seq - 1]
     return int(cmd["kind"]), int(cmd["account"])
+
+
+def test_a_trader_isolates_a_position_and_moves_its_margin(engine):
+    """Isolated margin through the gateway (first in this module: the later crash halts the market): SetMarginMode
+    (only while flat), IsolatedMargin added and reduced, each acked once durable or refused with the matcher's code;
+    the journal holds them as dave's commands."""
+    async def scenario():
+        dave, erin = await connected(engine, "dave", "erin")
+        mode = await dave.set_margin_mode("isolated", "BTC/USD:USD")
+        with pytest.raises(GatewayError, match="MARGIN_MODE_UNCHANGED"):
+            await dave.set_margin_mode("isolated", PERP)
+        with pytest.raises(GatewayError, match="NO_ISOLATED_POSITION"):  # nothing open yet
+            await dave.add_margin(PERP, 50)
+        await erin.create_order(PERP, "limit", "sell", 2, 100, {"clientOrderId": 40})
+        await dave.create_order(PERP, "limit", "buy", 2, 100, {"clientOrderId": 40})
+        added = await dave.add_margin(PERP, 50)
+        with pytest.raises(GatewayError, match="ISOLATED_MARGIN_SHORT"):  # below the initial margin
+            await dave.reduce_margin(PERP, 10_000)
+        reduced = await dave.reduce_margin(PERP, 20)
+        with pytest.raises(GatewayError, match="POSITION_OPEN"):
+            await dave.set_margin_mode("cross", PERP)
+        with pytest.raises(ValueError, match="marginMode"):
+            await dave.set_margin_mode("portfolio", PERP)
+        for c in (dave, erin):
+            await c.close()
+        return mode, added, reduced
+
+    acks = run(scenario())
+    assert [sent(engine, ack) for ack in acks] == [(Cmd.MARGIN_MODE, 34), (Cmd.ISOLATED_MARGIN, 34),
+                                                   (Cmd.ISOLATED_MARGIN, 34)]
+    assert [int(engine.journal()[ack.cmd_seq - 1]["qty"]) for ack in acks] == [1, 50, -20]
+    e = state(engine)
+    assert (34, PERP) in e.margin_modes()
+    leverage = {r.market_id: r.max_leverage for r in e.market_risks()}[PERP]
+    p = e.position(34, PERP)
+    assert (p.size, p.entry_value, p.margin) == (2, 200, -(-200 // leverage) + 50 - 20)
 
 
 def test_the_admin_configures_a_trader_converts_and_only_the_resolver_resolves(engine):
@@ -153,3 +189,28 @@ def test_positions_and_margin_as_the_margin_worker_values_them(engine):
     assert (long_["side"], long_["entryPrice"], long_["unrealizedPnl"]) == ("long", 89, 89 - mark)
     assert long_["adl_rank"] in (1, 2)  # alice and the insurance fund hold the longs
     assert balance["info"]["equity"] == sum(e.balance(32, 1)) + short["unrealizedPnl"]
+
+
+
+def test_collateral_settings_through_the_gateway(engine):
+    """Last in this module (it turns the unified account on): the admin's key declares the valuation asset and sets
+    venue 0's weight for it; another key is refused by the matcher (NOT_ADMIN, NOT_VENUE_OPERATOR)."""
+    async def scenario():
+        admin, alice = await connected(engine, "admin", "alice")
+        with pytest.raises(GatewayError, match="NOT_ADMIN"):
+            await alice.send_command(m.CollateralAsset, asset=1, price_market=0, max_weight_bps=10_000)
+        declared = await admin.send_command(m.CollateralAsset, asset=1, price_market=0, max_weight_bps=10_000)
+        with pytest.raises(PermissionDenied, match="NOT_VENUE_OPERATOR"):
+            await alice.send_command(m.VenueCollateral, venue=0, asset=1, weight_bps=9_000)
+        with pytest.raises(GatewayError, match="COLLATERAL_WEIGHT_ABOVE_BOUND|INVALID_COLLATERAL_WEIGHT"):
+            await admin.send_command(m.VenueCollateral, venue=0, asset=1, weight_bps=10_001)
+        weighted = await admin.send_command(m.VenueCollateral, venue=0, asset=1, weight_bps=9_000)
+        for c in (admin, alice):
+            await c.close()
+        return declared, weighted
+
+    declared, weighted = run(scenario())
+    assert [sent(engine, ack) for ack in (declared, weighted)] == [(Cmd.COLLATERAL_ASSET, 99), (Cmd.VENUE_COLLATERAL, 99)]
+    e = state(engine)
+    assert [(c.asset, c.price_market, c.max_weight_bps) for c in e.collateral_assets()] == [(1, 0, 10_000)]
+    assert [(v.venue, v.asset, v.weight_bps) for v in e.venue_collaterals()] == [(0, 1, 9_000)]
