@@ -1217,7 +1217,8 @@ cdef class Matcher:
         if beyond_free and not (self.valuation_asset and m.kind == XOS_MARKET_PERPETUAL):
             return XOS_INSUFFICIENT_BALANCE
         if self.valuation_asset:
-            if beyond_free or (not reduce_only and (n_earlier > 0 or self.may_owe(adm.acct_idx))):
+            # a reduce-only order (IOC / FOK: its hold is back by the end of the command) only lowers the requirement
+            if not reduce_only and (beyond_free or n_earlier > 0 or self.may_owe(adm.acct_idx)):
                 for i in range(n_earlier):
                     assets[i] = earlier[i].asset
                     amounts[i] = earlier[i].amount
@@ -2495,7 +2496,10 @@ cdef class Matcher:
                 found = (p.size != 0 and not p.isolated and m.kind == XOS_MARKET_PERPETUAL and m.venue == c.venue
                          and m.quote == c.market)
                 i = p.next_of_account
-            if not found:
+            # a loan with no position left (a closed loss, a debt the fund could not buy out) is liquidated too: its
+            # collateral is what stands behind it
+            if not found and not (self.valuation_asset != 0 and c.market == self.valuation_asset
+                                  and self.free_of(acct_idx, c.market) < 0):
                 code = XOS_NOTHING_TO_LIQUIDATE
             elif self.valuation_asset:  # the unified equity at the group's weights against the unified maintenance
                 unified = self.unified(acct_idx, c.venue, NULL, NULL, 0, True, &equity, &maintenance)

@@ -982,7 +982,8 @@ class ReferenceEngine(CommandAPI):
         if beyond_free and not (self._valuation and m.kind == _PERP):
             return int(RC.INSUFFICIENT_BALANCE)
         if self._valuation:
-            if beyond_free or (not reduce_only and (earlier or self._may_owe(account))):
+            # a reduce-only order (IOC / FOK: its hold is back by the end of the command) only lowers the requirement
+            if not reduce_only and (beyond_free or earlier or self._may_owe(account)):
                 takes: dict[int, int] = {}
                 for a in (*earlier, adm):
                     takes[a.asset] = takes.get(a.asset, 0) + a.amount
@@ -1774,7 +1775,10 @@ class ReferenceEngine(CommandAPI):
             group = sorted(mk for mk in self._account_positions.get(target, ()) if self._positions[(target, mk)][0]
                            and self._markets[mk].kind == _PERP and self._markets[mk].venue == venue
                            and self._markets[mk].quote == asset and (target, mk) not in self._isolated)
-        if not group:
+        # a loan with no position left (a closed loss, a debt the fund could not buy out) is liquidated too: its
+        # collateral is what stands behind it
+        loan = not isolated and asset == self._valuation != 0 and self._bal[target].get(asset, [0, 0])[0] < 0
+        if not group and not loan:
             return int(RC.NOTHING_TO_LIQUIDATE)
         if isolated:
             equity, maintenance = self._position_equity(target, self._markets[isolated])

@@ -222,6 +222,33 @@ def test_no_collateral_sale_without_fund_money(engine_cls):
     assert state(e) == before
     ok(e.withdraw(T, BTC, 3))  # 300 - 240 >= 0
 
+def test_a_loan_without_a_position_is_liquidated_when_its_collateral_falls(engine_cls):
+    """T borrows USD against its BTC for a 10x long and closes it at a loss: no position, a USD debt backed by BTC.
+    While the BTC covers it (weighted) Liquidate is refused; once the BTC price falls below, Liquidate (the valuation
+    asset, any group) sells the BTC to the venue's fund for the debt, as after a position's liquidation."""
+    e = world(engine_cls)
+    ok(e.deposit(PROTOCOL, USD, 100_000))  # venue 0's fund has cash to buy collateral
+    ok(e.place(T, PERP, BUY, 100, 700, 1, tif=Tif.IOC))
+    ok(e.place(T, PERP, SELL, 99, 700, 2, tif=Tif.IOC, reduce_only=True))  # closed: 700 lost, no position
+    assert e.position(T, PERP).size == 0 and e.balance(T, USD) == (-700, 0) and e.balance(T, BTC) == (100, 0)
+    refused(e, e.liquidate(MAKER, T, 0, BTC), RC.NOTHING_TO_LIQUIDATE)  # not the valuation asset
+    refused(e, e.liquidate(MAKER, MAKER, 0, USD), RC.NOTHING_TO_LIQUIDATE)  # no loan, no position
+    move_oracle(e, SPOT, 9, 2)  # 100 BTC x 9 x 80 % = 720 >= 700
+    refused(e, e.liquidate(MAKER, T, 0, USD), RC.NOT_LIQUIDATABLE)
+    move_oracle(e, SPOT, 8, 3)  # 640 < 700
+    events = ok(e.liquidate(MAKER, T, 0, USD))
+    start = events[events["kind"] == Ev.LIQUIDATION][0]
+    assert (int(start["price"]), int(start["qty"])) == (640 - 700, 0)
+    moves = [(int(v["reason"]), int(v["account"]), int(v["market"]), int(v["qty"])) for v in events
+             if v["kind"] == Ev.VENUE_TRANSFER]
+    # the fund buys all 100 BTC (worth 640 weighted) for 640; the last 60 it pays from its margin excess
+    assert moves == [(Transfer.COLLATERAL_SOLD, T, BTC, -100), (Transfer.COLLATERAL_SOLD, PROTOCOL, BTC, 100),
+                     (Transfer.COLLATERAL_PAID, PROTOCOL, USD, -640), (Transfer.COLLATERAL_PAID, T, USD, 640),
+                     (Transfer.INSURANCE_SHORTFALL, PROTOCOL, USD, -60), (Transfer.INSURANCE_SHORTFALL, T, USD, 60)]
+    assert e.balance(T, USD) == (0, 0) and e.balance(T, BTC) == (0, 0)
+    refused(e, e.liquidate(MAKER, T, 0, USD), RC.NOTHING_TO_LIQUIDATE)  # nothing left to do
+
+
 CA_BAD = [
     ("account 0", dict(account=0, asset=ETH, price_market=ETHSPOT, max_weight_bps=1), RC.INVALID_ACCOUNT_ID),
     ("not the admin", dict(account=OP, asset=ETH, price_market=ETHSPOT, max_weight_bps=1), RC.NOT_ADMIN),
