@@ -1192,11 +1192,13 @@ cdef class Matcher:
         if code:
             return code
         adm.acct_idx = acct_idx
-        adm.per_lot = per_lot
+        # a reduce-only order holds nothing: its fill frees the closed margin and PnL and pays its fee from them, so a
+        # position can always be closed, even with no free balance left (reference ``_admit``)
+        adm.per_lot = 0 if reduce_only else per_lot
         adm.maker_bps = maker_bps
         adm.taker_bps = taker_bps
         adm.asset = m.quote if c.side == BID or quote_held else m.base
-        adm.amount = hold if c.side == BID or quote_held else c.qty
+        adm.amount = 0 if reduce_only else (hold if c.side == BID or quote_held else c.qty)
         return XOS_OK
 
     cdef uint16_t afford(self, const xos_command *c, Admission *adm, int64_t committed, int64_t group_committed,
@@ -1209,7 +1211,7 @@ cdef class Matcher:
         against the other collateral) when the unified check passes (reference ``_afford``)."""
         cdef Market *m = &self.market_table[c.market]
         cdef bint reduce_only = (c.flags & XOS_CF_REDUCE_ONLY) != 0
-        cdef bint beyond_free = adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed
+        cdef bint beyond_free = adm.amount > 0 and adm.amount > self.free_of(adm.acct_idx, adm.asset) - committed
         cdef uint32_t assets[MAX_LEGS]
         cdef int64_t amounts[MAX_LEGS]
         cdef int64_t i

