@@ -452,6 +452,7 @@ cdef class Matcher:
     cdef uint16_t check_perp_account(self, const xos_command *c, int64_t *acct_idx) noexcept nogil
     cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil
     cdef void cmd_isolated_margin(self, const xos_command *c) noexcept nogil
+    cdef void emit_margin_position(self, Position *p, Market *m, int64_t b, uint16_t flags) noexcept nogil
     cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void schedule_funding(self, Market *m) noexcept nogil
@@ -497,7 +498,7 @@ cdef class Matcher:
     cdef void cmd_oracle_config(self, const xos_command *c) noexcept nogil
     cdef void cmd_oracle_price(self, const xos_command *c) noexcept nogil
     cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,
-                       int64_t bucket_after) noexcept nogil
+                       int64_t bucket_after, int64_t into_held=*) noexcept nogil
     cdef int64_t *fee_slot(self, uint32_t venue, uint32_t asset) noexcept nogil
     cdef void collect(self, uint32_t venue, uint32_t asset, int64_t amount) noexcept nogil
     cdef Volume *volume_of(self, int64_t account, uint32_t venue, bint create) noexcept nogil

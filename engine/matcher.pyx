@@ -1748,12 +1748,13 @@ cdef class Matcher:
         e.remaining = c.aux
 
     cdef void transfer(self, uint8_t reason, uint32_t venue, int64_t account, uint32_t asset, int64_t amount,
-                       int64_t bucket_after) noexcept nogil:
-        """``amount`` of ``asset`` into (> 0) or out of (< 0) the account's free balance, against a
-        venue's bucket (its locked stake or its fee pool, already updated by the caller; the event
-        carries what the bucket holds after)."""
+                       int64_t bucket_after, int64_t into_held=0) noexcept nogil:
+        """``amount`` of ``asset`` into (> 0) or out of (< 0) the account's balance, against a venue's bucket (its
+        locked stake or its fee pool, already updated by the caller; the event carries what the bucket holds after):
+        ``into_held`` of it into (or out of) held (an isolated position's margin, moved by the caller), the rest free."""
         cdef int64_t b = self.ensure_balance(self.account_index_of(account), asset)
-        self.bals[b].free += amount
+        self.bals[b].free += amount - into_held
+        self.bals[b].held += into_held
         cdef xos_event *e = self.emit(XOS_EV_VENUE_TRANSFER)
         e.reason = reason
         e.venue = venue
@@ -2727,11 +2728,16 @@ cdef class Matcher:
         p.margin += c.qty
         self.bals[b].free -= c.qty
         self.bals[b].held += c.qty
-        e = self.emit(XOS_EV_POSITION)
-        e.flags = XOS_CMD_ISOLATED_MARGIN
-        e.market = c.market
+        self.emit_margin_position(p, m, b, XOS_CMD_ISOLATED_MARGIN)
+
+    cdef void emit_margin_position(self, Position *p, Market *m, int64_t b, uint16_t flags) noexcept nogil:
+        """The Position event of an isolated position whose margin moved without a fill (``flags``: the command that
+        moved it, IsolatedMargin or ApplyFunding); ``b`` its quote balance (reference ``_margin_position_event``)."""
+        cdef xos_event *e = self.emit(XOS_EV_POSITION)
+        e.flags = flags
+        e.market = p.market
         e.venue = m.venue
-        e.account = c.account
+        e.account = p.account
         e.client_id = p.margin
         e.qty = p.size
         e.remaining = p.entry_value
@@ -3291,7 +3297,7 @@ cdef class Matcher:
         the listing venue's insurance fund, so the transfers sum to exactly zero."""
         cdef uint16_t code = XOS_OK
         cdef Market *m = NULL
-        cdef int64_t fund = 0, rate, premium, paid = 0, received = 0, amount, size, due, i, n = 0, cap = 0
+        cdef int64_t fund = 0, rate, premium, paid = 0, received = 0, amount, size, due, i, n = 0, cap = 0, margin
         cdef int64_t *rows = NULL
         cdef Position *p
         cdef xos_event *e
@@ -3336,7 +3342,13 @@ cdef class Matcher:
                     amount = xos_funding_amount(xos_mul_capped(m.mark, size // m.lot_size), rate if rate > 0 else -rate,
                                                 False)
                     received += amount
-                if amount:
+                if amount and p.isolated:  # into or out of the position's own margin; free only past it
+                    margin = amount if amount > 0 else -(p.margin if p.margin < -amount else -amount)
+                    p.margin += margin
+                    self.transfer(XOS_XFER_FUNDING, m.venue, p.account, m.quote, amount, c.market, margin)
+                    self.emit_margin_position(p, m, self.balance_of(self.account_index_of(p.account), m.quote),
+                                              XOS_CMD_APPLY_FUNDING)
+                elif amount:
                     self.transfer(XOS_XFER_FUNDING, m.venue, p.account, m.quote, amount, c.market)
             free(rows)
             if paid != received:

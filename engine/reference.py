@@ -1943,9 +1943,15 @@ class ReferenceEngine(CommandAPI):
         pos[2] += amount
         b[0] -= amount
         b[1] += amount
-        self._ev(_EV_POSITION, 0, 0, 0, int(Cmd.ISOLATED_MARGIN), market, m.venue, 0, account, pos[2], 0, pos[0],
-                 pos[1], b[0], b[1], 0, pos[3])
+        self._margin_position_event(account, m, pos, int(Cmd.ISOLATED_MARGIN))
         return 0
+
+    def _margin_position_event(self, account: int, m: _Market, pos: list, flags: int) -> None:
+        """The Position event of an isolated position whose margin moved without a fill (``flags``: the command that
+        moved it, IsolatedMargin or ApplyFunding)."""
+        b = self._bal[account][m.quote]
+        self._ev(_EV_POSITION, 0, 0, 0, flags, m.market_id, m.venue, 0, account, pos[2], 0, pos[0], pos[1], b[0], b[1],
+                 0, pos[3])
 
     def margin_modes(self) -> list[tuple[int, int]]:
         """Every isolated position's (account, market), sorted; every other position is cross margin."""
@@ -2395,7 +2401,12 @@ class ReferenceEngine(CommandAPI):
                 else:
                     amount = product // RATE_SCALE
                     received += amount
-                if amount:
+                if amount and (a, mk) in self._isolated:  # into or out of the position's own margin; free only past it
+                    margin = amount if amount > 0 else -min(pos[2], -amount)
+                    pos[2] += margin
+                    self._transfer(_X_FUNDING, v, a, m.quote, amount, market, margin)
+                    self._margin_position_event(a, m, pos, int(Cmd.APPLY_FUNDING))
+                elif amount:
                     self._transfer(_X_FUNDING, v, a, m.quote, amount, market)
             if paid != received:
                 self._transfer(_X_FUNDING_REMAINDER, v, fund, m.quote, paid - received, market)
@@ -2543,11 +2554,14 @@ class ReferenceEngine(CommandAPI):
         o = self._oracles.get((venue, market))
         return None if o is None else o.view()
 
-    def _transfer(self, reason: int, v: _Venue, account: int, asset: int, amount: int, bucket_after: int) -> None:
-        """amount of the asset into (> 0) or out of (< 0) the account's free balance, against a bucket
-        of the venue (its locked stake or its fee pool, already updated; bucket_after is its size)."""
+    def _transfer(self, reason: int, v: _Venue, account: int, asset: int, amount: int, bucket_after: int,
+                  into_held: int = 0) -> None:
+        """amount of the asset into (> 0) or out of (< 0) the account's balance, against a bucket of the venue (its
+        locked stake or its fee pool, already updated; bucket_after is its size): ``into_held`` of it into (or out of)
+        held (an isolated position's margin, moved by the caller), the rest free."""
         b = self._bal[account].setdefault(asset, [0, 0])
-        b[0] += amount
+        b[0] += amount - into_held
+        b[1] += into_held
         self._ev(int(Ev.VENUE_TRANSFER), 0, 0, reason, 0, asset, v.venue_id, 0, account, 0, bucket_after, amount,
                  b[0], taker_fee=b[1])
 

@@ -301,6 +301,39 @@ def test_scenarios_identical_on_both_engines():
     assert scenario(Engine) == scenario(ReferenceEngine)
 
 
+
+def funding_at(engine_cls, rate: int):
+    """``iso_world`` with quotes around the oracle (impact mid 1000 = the oracle: premium 0) and funding at ``rate``
+    per interval (interest, clamp and cap at it), paid at ts 1000; returns the engine, A's free before and the
+    funding's events."""
+    e = iso_world(engine_cls)
+    ok(e.place(C, PERP, BUY, 990, 10, 50))
+    ok(e.place(D, PERP, SELL, 1010, 10, 50))
+    ok(e.funding_config(ADMIN, PERP, interval_ns=1000, sample_interval_ns=100, interest=rate, clamp=rate, cap=rate))
+    free = e.balance(A, USD)[0]
+    return e, free, ok(e.apply_funding(C, PERP, ts=1000))
+
+
+def test_funding_of_an_isolated_position_moves_its_own_margin(engine_cls):
+    """1 %: A's isolated long (10 lots at mark 1000) pays 100 out of its own margin, its free balance untouched; a
+    Position event (flags ApplyFunding) carries the margin after for the workers."""
+    e, free, events = funding_at(engine_cls, 1_000_000)
+    assert e.position(A, PERP).margin == 900 and e.balance(A, USD) == (free, 1500 - 100)
+    mine = [ev for ev in events if ev["account"] == A]
+    assert [(Ev(int(x["kind"])).name, int(x["qty"]), int(x["remaining"]), int(x["taker_fee"])) for x in mine] == [
+        ("VENUE_TRANSFER", -100, free, 1400), ("POSITION", 100, 10_000, 0)]
+    assert (int(mine[1]["flags"]), int(mine[1]["client_id"])) == (Cmd.APPLY_FUNDING, 900)
+
+
+def test_funding_past_an_isolated_margin_takes_the_rest_from_free(engine_cls):
+    """20 %: A owes 2000, its isolated margin holds 1000: the margin goes to 0, the other 1000 comes out of free
+    (funding sums to zero; the position is then liquidatable on its own)."""
+    e, free, events = funding_at(engine_cls, 20_000_000)
+    assert e.position(A, PERP).margin == 0 and e.balance(A, USD) == (free - 1000, 500)
+    funding = [ev for ev in events if ev["kind"] == Ev.FUNDING][0]
+    assert int(funding["maker_order"]) == int(funding["maker_fee"]) == 2000  # A paid 2000, B (short) received it
+
+
 # ---------------------------------------------------------------- snapshots
 
 def test_snapshot_round_trip_and_bad_rows():
