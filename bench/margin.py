@@ -10,7 +10,9 @@
   mark change: every account's position there is revalued, their sums move, and the accounts under
   maintenance are found), ``--changes`` times at prices drawn around the start.  Reported as
   percentiles (``revalue_ms`` is the median); ``revalue_typical_ms`` is the same for a market with
-  an average number of holders.
+  an average number of holders.  Then USDT is declared the valuation asset and BTC collateral priced by
+  market 1's mark (the unified account): ``unified_ms`` is the same batch in market 1 with the unified
+  trigger computed for every account with an open cross position (all of them) after it.
 * ``perp_ratio``: ``bench.orders`` config A with its market listed as perpetual instead of spot,
   both processed by the Cython matcher in the same run (``--runs`` alternating runs each, medians of
   each): ``perp_commands_per_s / spot_commands_per_s``.
@@ -151,6 +153,24 @@ def bench_revalue(args: argparse.Namespace) -> dict:
         out[f"{name}_under_maintenance_max"] = under
         print(f"{name}: market {market} ({int(holders[market])} holders): p50 {out[f'{name}_ms']:.2f} ms, "
               f"p99 {out[f'{name}_p99_ms']:.2f} ms, max {out[f'{name}_max_ms']:.2f} ms", file=sys.stderr)
+    admin = args.accounts + 10
+    unified = [e.set_venue_params(admin, stake_asset=BASE, min_stake=1, unbond_period=1, protocol_account=admin + 1,
+                                  admin=admin, ts=ts),
+               e.set_collateral_asset(admin, QUOTE, 0, 10_000, ts=ts), e.set_collateral_asset(admin, BASE, 1, 8_000, ts=ts)]
+    book.apply(np.concatenate(unified))
+    if book.valuation != QUOTE:
+        raise SystemExit("the valuation asset was refused")
+    hist = HdrHistogram(1, 10_000_000_000, 3)
+    for _ in range(args.changes):
+        batch = mark_change(e, 1, START_PRICE + int(rng.integers(-3000, 3001)), ts + 1, (1, 2))
+        ts += 2
+        t = time.perf_counter_ns()
+        book.apply(batch)
+        hist.record_value(time.perf_counter_ns() - t)
+    out["unified_ms"] = hist.get_value_at_percentile(50) / 1e6
+    out["unified_p99_ms"] = hist.get_value_at_percentile(99) / 1e6
+    print(f"unified: {args.accounts} accounts with cross positions: p50 {out['unified_ms']:.2f} ms, "
+          f"p99 {out['unified_p99_ms']:.2f} ms", file=sys.stderr)
     return out
 
 

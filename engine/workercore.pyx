@@ -304,18 +304,23 @@ cdef inline int64_t tiered_margin(int64_t value, int64_t leverage, const int64_t
 def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] mark, const int64_t[::1] leverage,
                       const int64_t[::1] maintenance_bps, const int64_t[:, ::1] tier_floors,
                       const int64_t[:, ::1] tier_leverages, int64_t[:, ::1] upnl_sum, int64_t[:, ::1] maint_sum,
-                      const int64_t[:, ::1] total):
+                      const int64_t[:, ::1] total, const int64_t[:, ::1] held, const int64_t[:, ::1] margin_sum):
     """Revalue the perpetual positions at ``slots`` of a ``PositionBook`` (``positions``) at their
     market's ``mark`` (arrays by market id; 0 = none yet: valued at entry), ``leverage``,
     ``maintenance_bps`` and margin tiers (``tier_floors`` / ``tier_leverages``, market id x 3), moving
-    ``upnl_sum`` / ``maint_sum`` (row x asset) by the changes; a slot given twice is revalued once in
-    effect.  Returns the (row, asset) pairs among those slots whose equity ``total + upnl_sum`` is
-    below ``maint_sum`` (int64[k, 2], a pair possibly repeated)."""
+    ``upnl_sum`` / ``maint_sum`` (row x asset) by the changes of the cross slots (an isolated one,
+    ``positions.isolated``, counts only for itself); a slot given twice is revalued once in effect.
+    Returns ``(row, asset, market)`` triples, int64[k, 3], a triple possibly repeated: market 0 for a
+    (row, asset) among those slots whose cross equity ``total - held + margin_sum + upnl_sum`` (the
+    matcher's: free plus the cross positions' margin and unrealised PnL, order holds left out) is below
+    ``maint_sum``; the market for an open isolated slot whose ``margin + unrealised`` is below its own
+    maintenance."""
     cdef const int64_t[::1] market = positions.market, lot = positions.lot, size = positions.size
     cdef const int64_t[::1] entry = positions.entry, row = positions.row, quote = positions.quote
+    cdef const int64_t[::1] margin = positions.margin, isolated = positions.isolated
     cdef int64_t[::1] upnl = positions.upnl, maint = positions.maint
     cdef int64_t n = slots.shape[0], i, s, m, r, q, lots, notional, u, mm, k = 0
-    under = np.empty((n, 2), np.int64)
+    under = np.empty((n, 3), np.int64)
     cdef int64_t[:, ::1] out = under
     with nogil:
         for i in range(n):
@@ -330,21 +335,50 @@ def revalue_positions(const int64_t[::1] slots, positions, const int64_t[::1] ma
                 u = 0
             mm = ceil_div(tiered_margin(notional, leverage[m], &tier_floors[m, 0], &tier_leverages[m, 0])
                           * maintenance_bps[m], 10000) if lots else 0
-            r = row[s]
-            q = quote[s]
-            upnl_sum[r, q] += u - upnl[s]
-            maint_sum[r, q] += mm - maint[s]
+            if not isolated[s]:
+                r = row[s]
+                q = quote[s]
+                upnl_sum[r, q] += u - upnl[s]
+                maint_sum[r, q] += mm - maint[s]
             upnl[s] = u
             maint[s] = mm
         for i in range(n):
             s = slots[i]
             r = row[s]
             q = quote[s]
-            if maint_sum[r, q] > 0 and total[r, q] + upnl_sum[r, q] < maint_sum[r, q]:
+            if isolated[s]:
+                if size[s] != 0 and margin[s] + upnl[s] < maint[s]:
+                    out[k, 0] = r
+                    out[k, 1] = q
+                    out[k, 2] = market[s]
+                    k += 1
+            elif maint_sum[r, q] > 0 and total[r, q] - held[r, q] + margin_sum[r, q] + upnl_sum[r, q] < maint_sum[r, q]:
                 out[k, 0] = r
                 out[k, 1] = q
+                out[k, 2] = 0
                 k += 1
     return under[:k]
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def largest_cross_positions(positions, int64_t nrows):
+    """Per account row (``nrows`` of them): the slot of its open cross position (size != 0, not isolated) in
+    a ``PositionBook`` with the largest maintenance requirement, the lowest slot among equal ones; -1 for a
+    row without one.  One pass over the slots (int64[nrows])."""
+    cdef const int64_t[::1] row = positions.row, size = positions.size, maint = positions.maint
+    cdef const int64_t[::1] isolated = positions.isolated
+    cdef int64_t n = len(positions), s, r
+    best = np.full(nrows, -1, np.int64)
+    cdef int64_t[::1] b = best
+    with nogil:
+        for s in range(n):
+            r = row[s]
+            if size[s] == 0 or isolated[s] or r >= nrows:
+                continue
+            if b[r] < 0 or maint[s] > maint[b[r]]:
+                b[r] = s
+    return best
 
 
 @cython.boundscheck(False)

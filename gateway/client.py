@@ -559,7 +559,7 @@ class Client:
                         "entryPrice": p.entry * lot // size, "markPrice": p.mark, "notional": p.mark * size // lot,
                         "unrealizedPnl": p.upnl, "initialMargin": p.margin, "maintenanceMargin": p.maintenance,
                         "collateral": p.margin, "liquidationPrice": p.liquidation_price or None,
-                        "marginMode": "cross", "adl_rank": p.adl_rank,
+                        "marginMode": "isolated" if p.isolated else "cross", "adl_rank": p.adl_rank,
                         "info": {"position": p, "as_of_seq": res.as_of_seq}})
         return out
 

@@ -645,6 +645,7 @@ class PositionInfo(msgspec.Struct, array_like=True, frozen=True):
     maintenance: I64  # its maintenance requirement at the mark
     liquidation_price: I64  # the mark at which the account becomes liquidatable (0: none)
     adl_rank: I64  # its place in the market's auto-deleveraging queue for its side (1 = first)
+    isolated: I64 = 0  # 1: isolated margin (liquidated alone on its own margin), 0: cross
 
 
 class PositionsResult(_Msg, tag="positions_result"):

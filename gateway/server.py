@@ -927,10 +927,11 @@ class GatewayStage:
         if state is None or state[2] is None:
             return m.PositionsResult(rid=rid, positions=[], as_of_seq=int(state[0].cursor) if state else 0)
         core, _, positions = state
-        fields = m.PositionInfo.__struct_fields__
+        # a view published before a field existed (an older margin worker's) leaves its default
+        fields = [f for f in m.PositionInfo.__struct_fields__ if f in positions.dtype.names]
         mine = positions[positions["account"] == account]
         return m.PositionsResult(rid=rid, as_of_seq=int(core.cursor),
-                                 positions=[m.PositionInfo(*row) for row in mine[list(fields)].tolist()])
+                                 positions=[m.PositionInfo(*row) for row in mine[fields].tolist()])
 
     # ------------------------------------------------------------------ replies
 

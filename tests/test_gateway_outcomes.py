@@ -185,6 +185,7 @@ def test_positions_and_margin_as_the_margin_worker_values_them(engine):
     assert (short["markPrice"], short["unrealizedPnl"], short["entryPrice"]) == (mark, b.entry_value - 11 * mark,
                                                                                  b.entry_value // 11)
     assert short["liquidationPrice"] > mark and short["adl_rank"] == 1  # the only short
+    assert (short["marginMode"], short["info"]["position"].isolated) == ("cross", 0)
     assert short["maintenanceMargin"] == balance["info"]["maintenance"] > 0  # bob's one position
     assert (long_["side"], long_["entryPrice"], long_["unrealizedPnl"]) == ("long", 89, 89 - mark)
     assert long_["adl_rank"] in (1, 2)  # alice and the insurance fund hold the longs

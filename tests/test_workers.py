@@ -769,9 +769,13 @@ def test_workers_follow_perpetual_fills_and_positions(tmp_path, generator):
     for (market, _), members in groups.items():
         for rank, (_, account) in enumerate(sorted(members), 1):
             assert view[account, market] == rank
-    # under maintenance: equity in the quote asset (free + held + unrealised) below the positions' maintenance
+    # under maintenance: the matcher's equity in the quote asset (free + the positions' margin and unrealised
+    # PnL; order holds do not count) below the positions' maintenance
+    margins = defaultdict(int)
+    for p in e.positions():
+        margins[p.account, markets[p.market].quote] += p.margin
     expected = sorted((book.index[a], q) for (a, q), mm in maint_sum.items()
-                      if mm > 0 and sum(e.balance(a, q)) + upnl_sum[a, q] < mm)
+                      if mm > 0 and e.balance(a, q)[0] + margins[a, q] + upnl_sum[a, q] < mm)
     rows_found, assets_found = book.under_maintenance()
     assert sorted(zip(rows_found.tolist(), assets_found.tolist())) == expected
     set_by_command = {m.market_id: m.max_leverage for m in e.market_risks() if m.max_leverage != 1}
@@ -871,12 +875,9 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     assert "ADL rank 1" in out.output
 
 
-def recording_liq_world() -> tuple[Engine, list]:
-    """``test_liquidation.liq_world`` on the Cython engine, and the list its events (and every later command's)
-    are recorded in, one array per command."""
-    from test_liquidation import liq_world
-
-    e = Engine(**ENGINE_KWARGS)
+def recording_engine(**kwargs) -> tuple[Engine, list]:
+    """A Cython engine and the list its events are recorded in, one array per command."""
+    e = Engine(**kwargs)
     recorded = []
     process = e.process
 
@@ -886,7 +887,112 @@ def recording_liq_world() -> tuple[Engine, list]:
         return out
 
     e.process = recording
+    return e, recorded
+
+
+def recording_liq_world() -> tuple[Engine, list]:
+    """``test_liquidation.liq_world`` on the Cython engine, and the list its events (and every later command's)
+    are recorded in, one array per command."""
+    from test_liquidation import liq_world
+
+    e, recorded = recording_engine(**ENGINE_KWARGS)
     return liq_world(lambda **kw: e), recorded
+
+
+def built_with(world, *args) -> tuple[Engine, list]:
+    """``world(engine_cls, *args)`` of a matcher test module on a recording Cython engine."""
+    made = []
+
+    def engine_cls(**kw):
+        made.append(recording_engine(**kw))
+        return made[0][0]
+
+    world(engine_cls, *args)
+    return made[0]
+
+
+def feed(book: MarginBook, recorded: list) -> np.ndarray:
+    """Apply every event recorded since the last call (the list is emptied); returns the commands sent."""
+    events = np.concatenate(recorded) if recorded else np.zeros(0, EVENT_DTYPE)
+    recorded.clear()
+    return book.apply(events)
+
+
+def liquidated_by(e: Engine, cmds: np.ndarray) -> np.ndarray:
+    """Process the worker's commands through the matcher; its Liquidation events."""
+    events = e.process(cmds)
+    assert not (events["kind"] == Ev.REJECTED).any(), events[events["kind"] == Ev.REJECTED]["code"]
+    return events[events["kind"] == Ev.LIQUIDATION]
+
+
+def test_margin_book_leaves_order_holds_out_of_the_equity():
+    """The matcher's equity is free + margins + unrealised: a resting order's hold is not equity.  A 10x long
+    (2,000 deposited, margin 1,000) with a resting bid holding 250 is under maintenance at 850 (equity 750 + 1,000
+    - 1,500 = 250 < 425), though free + held + unrealised (500) is not: the worker sends it, the matcher accepts."""
+    e, recorded = recording_engine(**ENGINE_KWARGS)
+    e.add_asset(1, "USDT", 2)
+    e.add_asset(2, "BTC", 8)
+    e.add_market(5, 2, 1, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
+    e.set_venue_params(9, stake_asset=2, min_stake=1, unbond_period=1, protocol_account=8, admin=9)
+    e.market_risk(9, 5, max_leverage=10, maintenance_bps=5000)
+    for account in (1, 2, 3, 4):
+        e.deposit(account, 1, 2_000)
+    e.place(1, 5, Side.BUY, 1000, 10, 1)
+    e.place(2, 5, Side.SELL, 1000, 10, 1)
+    e.place(1, 5, Side.BUY, 500, 5, 2)  # rests: holds 5 x 50
+    assert e.balance(1, 1) == (750, 1250)
+    book = MarginBook()
+    assert len(feed(book, recorded)) == 0
+    for price, client_id in ((880, 1), (850, 2)):
+        e.place(3, 5, Side.BUY, price, 1, client_id)
+        e.place(4, 5, Side.SELL, price, 1, client_id)
+        sent = feed(book, recorded)
+        if price == 880:  # 750 + 1,000 - 1,200 = 550 >= 440
+            assert len(sent) == 0
+    assert book.perp_marks[5] == 850 and book.position(1, 5)["upnl"] == -1500
+    total, held = book.balance(1, 1)
+    assert total + book.upnl_sum[book.index[1], book.col_of[1]] >= 425  # the old rule would not send
+    assert sent[["kind", "id", "market", "venue", "aux"]].tolist() == [(Cmd.LIQUIDATE, 1, 1, 0, 0)]
+    liquidation = liquidated_by(e, sent)
+    assert [(int(x["account"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(1, 250, 425)]
+
+
+def test_margin_book_liquidates_an_isolated_position_alone():
+    """``test_isolated_margin.iso_world``: A is long 10 lots isolated in PERP (margin 1,000) and 5 lots cross in
+    PERP2 (margin 500, 500 free).  PERP's mark falls to 905: the isolated position's margin + unrealised (1,000 -
+    950 = 50) is under its maintenance (453); the worker sends Liquidate with aux PERP (the listing venue, the
+    quote asset) and no cross one (cross equity 500 + 500 >= 250), and the matcher accepts it: only PERP closes."""
+    from test_isolated_margin import A, PERP, PERP2, USD, iso_world, mark
+
+    e, recorded = built_with(iso_world)
+    book = MarginBook()
+    assert len(feed(book, recorded)) == 0
+    slot = book.perp.slots.get(book.index[A] * (1 << 24) + PERP)[0]
+    assert book.perp.isolated[slot] == 1
+    r, c = book.index[A], book.col_of[USD]
+    # the cross sums hold PERP2 alone
+    assert (book.margin_sum[r, c], book.maint_sum[r, c], book.cross_equity(np.array([r]))[0, c]) == (500, 250, 1000)
+    mark(e, PERP, 950)  # 1,000 - 500 = 500 >= 475
+    assert len(feed(book, recorded)) == 0
+    view = {int(v["market"]): v for v in book.positions_view() if v["account"] == A}
+    assert (int(view[PERP]["isolated"]), int(view[PERP2]["isolated"])) == (1, 0)
+    # the isolated long's own liquidation price: 1,000 + 10 (x - 1,000) < x / 2 below 947.4; the cross long's from
+    # its 1,000 of cross equity: 1,000 + 5 (x - 1,000) < x / 4 below 842.1
+    assert (view[PERP]["liquidation_price"], view[PERP2]["liquidation_price"]) == (947, 842)
+    mark(e, PERP, 905)
+    sent = feed(book, recorded)
+    assert sent[["kind", "id", "venue", "market", "aux"]].tolist() == [(Cmd.LIQUIDATE, A, 0, USD, PERP)]
+    liquidation = liquidated_by(e, sent)
+    assert [(int(x["maker_order"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(PERP, 50, 453)]
+    assert e.position(A, PERP).size == 0 and e.position(A, PERP2).size == 50
+    assert len(feed(book, recorded)) == 0
+    assert book.position(A, PERP)["size"] == 0 and book.position(A, PERP2)["size"] == 50
+    assert_margin_matches(e, book)
+    # the cross position alone now: PERP2 falling under its cross maintenance gives a cross Liquidate
+    mark(e, PERP2, 795)
+    sent = feed(book, recorded)
+    assert sent[["kind", "id", "venue", "market", "aux"]].tolist() == [(Cmd.LIQUIDATE, A, 0, USD, 0)]
+    assert len(liquidated_by(e, sent)) == 1
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -1124,3 +1230,117 @@ def test_margin_worker_schedules_funding():
     assert funded["kind"][-1] == Ev.FUNDING and len(run(funded)) == 0 and book.funding_due[5] == 400 + LIQUIDATE_RETRY_NS // 100 * 100
     assert len(book.idle(book.funding_due[5] - 1)) == 0
     assert book.idle(book.funding_due[5])[["kind", "market"]].tolist() == [(Cmd.APPLY_FUNDING, 5)]
+
+
+def test_margin_book_follows_the_unified_account():
+    """``test_collateral.world``: T holds 100 BTC (80 % at the BTC/USD spot oracle) and borrows USD for a 10x long
+    of 500 in the USD perpetual.  The worker mirrors the valuation asset, the weights and the prices: at a BTC price
+    of 90 the unified equity (85 x 90 x 0.8 - 2,000 = 4,120) is above the maintenance (2,400) and nothing is sent; at
+    60 (2,080 < 2,400) the worker sends Liquidate(T, venue 0, USD) and the matcher accepts it, its Liquidation event
+    carrying the same equity and maintenance."""
+    from test_collateral import BUY, MAKER, PERP, SPOT, T, USD, move_oracle, world
+
+    from engine.records import Tif
+
+    e, recorded = built_with(world)
+    book = MarginBook()
+    assert len(feed(book, recorded)) == 0
+    e.place(T, PERP, BUY, 100, 500, 1, tif=Tif.IOC)
+    e.cancel(MAKER, client_id=1)
+    e.cancel(MAKER, client_id=2)
+    move_oracle(e, PERP, 96, 2)
+    e.withdraw(T, 2, 15)
+    move_oracle(e, SPOT, 90, 2)
+    assert len(feed(book, recorded)) == 0
+    assert book.valuation == USD and book.balance(T, USD) == (0, 5_000)
+    row = np.array([book.index[T]])
+    equity, requirement, missing, under = book.unified(row, np.array([0]))
+    assert (equity[0], requirement[0], missing[0], under[0]) == (4_120, 2_400, False, False)
+    move_oracle(e, SPOT, 60, 3)
+    sent = feed(book, recorded)
+    assert sent[["kind", "id", "venue", "market", "aux"]].tolist() == [(Cmd.LIQUIDATE, T, 0, USD, 0)]
+    liquidation = liquidated_by(e, sent)
+    assert [(int(x["price"]), int(x["qty"])) for x in liquidation] == [(2_080, 2_400)]
+    assert e.position(T, PERP).size == 0
+    assert len(feed(book, recorded)) == 0
+    assert_margin_matches(e, book)
+
+
+def test_margin_book_sends_no_unified_liquidate_while_a_price_is_missing():
+    """T also borrows ETH for a long in the ETH-quoted perpetual (ETH priced by a spot oracle that times out).  The
+    BTC price falls to 20: unified equity 1,600 against 2,500 of USD maintenance, but ETH's oracle went stale and T
+    owes an ETH requirement, so the matcher would refuse (COLLATERAL_PRICE_MISSING) and the worker sends nothing;
+    a fresh ETH price (1,600 < 2,600) and it sends, and the matcher accepts."""
+    from test_collateral import ADMIN, BUY, ETH, ETHSPOT, FEED, MAKER, PERP, PERPE, SPOT, T, USD, world
+
+    from engine.codes import ResultCode as RC
+    from engine.records import Tif
+
+    e, recorded = built_with(world)
+    e.set_collateral_asset(ADMIN, ETH, ETHSPOT, 9_000)
+    e.configure_oracle(ADMIN, 0, ETHSPOT, feed_id=3, feed_account=FEED, timeout_ns=1_000)
+    e.oracle_price(FEED, 0, ETHSPOT, 2, feed_id=3, source_ts=1)
+    e.place(T, PERP, BUY, 100, 500, 1, tif=Tif.IOC)
+    e.place(T, PERPE, BUY, 100, 10, 2, tif=Tif.IOC)  # holds 100 ETH, borrowed
+    assert e.balance(T, ETH) == (-100, 100)
+    book = MarginBook()
+    assert len(feed(book, recorded)) == 0
+    e.oracle_price(FEED, 0, SPOT, 20, feed_id=2, source_ts=2, ts=5_000)  # and ETH's oracle goes stale
+    assert (recorded[-1]["kind"] == Ev.ORACLE_STATUS).any()
+    assert len(feed(book, recorded)) == 0
+    equity, requirement, missing, under = book.unified(np.array([book.index[T]]), np.array([0]))
+    assert (equity[0], requirement[0], missing[0], under[0]) == (1_600, 2_500, True, True)
+    refused = e.liquidate(MAKER, T, 0, USD)
+    assert refused["code"].tolist() == [RC.COLLATERAL_PRICE_MISSING]
+    e.oracle_price(FEED, 0, ETHSPOT, 2, feed_id=3, source_ts=2, ts=5_000)
+    sent = feed(book, recorded)
+    assert sent[["kind", "id", "venue", "market", "aux"]].tolist() == [(Cmd.LIQUIDATE, T, 0, USD, 0)]
+    liquidation = liquidated_by(e, sent)
+    assert [(int(x["price"]), int(x["qty"])) for x in liquidation] == [(1_600, 2_600)]
+
+
+@pytest.mark.parametrize("seed, under_seen, huge_seen", [(3, True, False), (8, False, True)])
+def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, under_seen, huge_seen):
+    """``IsolatedCollateralStreamGenerator`` (loans against BTC and ETH, collateral price moves, stale oracles, venue
+    weights, isolated positions) on the reference engine, fed to the worker in chunks: after every chunk, for every
+    account with an open cross position, the worker's unified equity, maintenance and missing price at its risk
+    group's weights equal the reference's ``_unified`` (clamped to int64; the streams have no outcome shares, the one
+    part the worker counts as 0; seed 8's huge balances take the exact Python-integer path), and every open isolated position's margin + unrealised and maintenance its ``_position_equity``."""
+    from engine.reference import ReferenceEngine
+
+    from generators import IsolatedCollateralStreamGenerator
+
+    e = ReferenceEngine(**ENGINE_KWARGS)
+    gen = IsolatedCollateralStreamGenerator(seed, limits=dict(ENGINE_KWARGS))
+    book = MarginBook()
+    compared = isolated = priced_out = under = huge = 0
+    markets = {}
+    for _, events in run_stream(e, gen, 20_000, chunk=100):
+        book.apply(events)
+        if not book.valuation:
+            continue
+        markets = markets or {m.market_id: m for m in e.markets()}
+        pb = book.perp
+        n = len(pb)
+        slots = np.flatnonzero((pb.size[:n] != 0) & (pb.isolated[:n] == 0))
+        slots = slots[np.lexsort((-pb.maint[slots], pb.row[slots]))]
+        first = slots[np.r_[True, pb.row[slots][1:] != pb.row[slots][:-1]]] if len(slots) else slots
+        rows, venues = pb.row[first], book._venue_of_market()[pb.market[first]]
+        equity, requirement, missing, short = book.unified(rows, venues)
+        for i, (row, venue) in enumerate(zip(rows.tolist(), venues.tolist())):
+            account = int(book.account_ids[row])
+            want = e._unified(account, venue, {}, True)
+            clamped = tuple(max(min(x, (1 << 63) - 1), -(1 << 63)) for x in want[:2])  # the view's int64
+            assert (int(equity[i]), int(requirement[i]), bool(missing[i])) == clamped + want[2:], (account, venue)
+            assert bool(short[i]) == (want[0] < want[1])
+            compared += 1
+            priced_out += want[2]
+            under += (not want[2]) and want[0] < want[1]
+            huge += want[0] != clamped[0]
+        for s in np.flatnonzero((pb.size[:n] != 0) & (pb.isolated[:n] != 0)).tolist():
+            account, market = int(book.account_ids[pb.row[s]]), int(pb.market[s])
+            assert (account, market) in e.margin_modes()
+            assert (int(pb.margin[s] + pb.upnl[s]), int(pb.maint[s])) == e._position_equity(account, e._markets[market])
+            isolated += 1
+    assert compared > 100 and isolated > 10 and priced_out > 0, (compared, isolated, priced_out)
+    assert ((under > 0), (huge > 0)) == (under_seen, huge_seen)  # seed 3: accounts under; seed 8: a huge equity

@@ -11,8 +11,13 @@ as wide as the assets in use whatever their ids):
   ``Accepted`` / ``Fill`` / ``Cancelled`` / ``Amended`` (buy: ``lots * (price + fee_per_lot)`` in the
   quote asset; sell: ``remaining`` base), so it equals the matcher's ``held``.
 - ``perp`` (``positions.PositionBook``): perpetual positions, sparse, one slot per (row, market), with
-  their unrealised PnL and maintenance requirement at the market's mark; ``upnl_sum[row, asset]`` and
-  ``maint_sum[row, asset]`` (dense like ``total``) add them up per quote asset.
+  their margin mode (MarginMode's echo) and their unrealised PnL and maintenance requirement at the
+  market's mark; ``upnl_sum[row, asset]``, ``maint_sum[row, asset]`` and ``margin_sum[row, asset]``
+  (dense like ``total``) add up the cross positions' per quote asset, so the matcher's cross equity
+  (free + margins + unrealised, order holds left out) is ``total - held + margin_sum + upnl_sum``.
+- The unified account's settings (CollateralAsset / VenueCollateral echoes) and the oracle prices
+  (Oracle / OracleStatus events): once a valuation asset is declared, Liquidate's trigger is the
+  unified one (``unified``).
 - ``marks[market]``: the latest mark price per market: the last trade price (``Fill``).
 
 Valuation (all money int64, no floats).  Each asset ``a`` gets a weight: the value of one smallest
@@ -41,7 +46,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side
-from ..workercore import MARGIN_COLUMNS, IntTable, margin_holds
+from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
@@ -50,18 +55,21 @@ VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<
                        ("maintenance", "<i8")])
 POSITIONS_VIEW_DTYPE = np.dtype([("account", "<i8"), ("market", "<i8"), ("size", "<i8"), ("entry", "<i8"),
                                  ("margin", "<i8"), ("mark", "<i8"), ("upnl", "<i8"), ("maintenance", "<i8"),
-                                 ("liquidation_price", "<i8"), ("adl_rank", "<i8")])
+                                 ("liquidation_price", "<i8"), ("adl_rank", "<i8"), ("isolated", "<i8")])
 DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
 _LOW31 = (1 << 31) - 1
 # listings, deposits / withdrawals and venue transfers (an amount into or out of an account's
 # free balance, alike), fills, perpetual positions, every change of an order's hold, and the
-# venue commands' echoes (a perpetual market's leverage: MarketRisk)
+# venue commands' echoes (a perpetual market's leverage: MarketRisk; margin modes; collateral settings) and the
+# oracle prices (the unified account's collateral prices)
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
-                     Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.FUNDING)
+                     Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.FUNDING, Ev.ORACLE,
+                     Ev.ORACLE_STATUS)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same Liquidate (account, asset) or ApplyFunding is sent again
+_CELL_LIMIT = 1 << 62  # the unified sums' cells are valued in int64 below this over the number of assets
 
 
 @dataclass
@@ -116,6 +124,7 @@ class MarginBook(EventCore):
         self.perp = PositionBook()
         self.upnl_sum = np.zeros((accounts, assets), np.int64)
         self.maint_sum = np.zeros((accounts, assets), np.int64)
+        self.margin_sum = np.zeros((accounts, assets), np.int64)  # the cross positions' margins
         self.leverage: dict[int, int] = {}  # perpetual market -> max leverage (MarketRisk; 1 until set)
         self.maintenance_bps: dict[int, int] = {}  # perpetual market -> maintenance bps (MarketRisk)
         self.margin_tiers: dict[int, list[tuple[int, int]]] = {}  # perpetual market -> [(floor, leverage)] (MarginTiers)
@@ -125,12 +134,20 @@ class MarginBook(EventCore):
         self.funding_sent: dict[int, tuple[int, int]] = {}
         self.fundings = 0  # ApplyFunding commands sent
         self._risk_arrays = None
-        # (row, asset) pairs found under maintenance by the revaluations since the caller last took them
-        self.under = np.zeros((0, 2), np.int64)
+        # (row, asset column, market) found under maintenance by the revaluations since the caller last took them
+        # (market 0: the row's cross equity in the asset; else that isolated position)
+        self.under = np.zeros((0, 3), np.int64)
         self.outstanding: dict[int, int] = {}  # asset column -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}  # market -> last trade price (the valuation's routes)
         self.perp_marks: dict[int, int] = {}  # perpetual market -> the matcher's mark (Mark events)
         self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
+        self.isolated_sent: dict[tuple[int, int], int] = {}  # (account, market) -> ts of the last isolated Liquidate
+        # the unified account: the valuation asset (0: none declared, the rule is per quote asset), asset -> (price
+        # market, protocol bound), (venue, asset) -> the venue's weight, (venue, market) -> (oracle price, stale)
+        self.valuation = 0
+        self.collateral: dict[int, tuple[int, int]] = {}
+        self.venue_weights: dict[tuple[int, int], int] = {}
+        self.oracles: dict[tuple[int, int], tuple[int, int]] = {}
         self.liquidations = 0  # Liquidate commands sent
         self.insurance_funds: set[int] = set()  # accounts never sent to Liquidate
         self.outcome_payout: dict[int, int] = {}  # outcome market -> payout per lot (OutcomeStatus "open")
@@ -141,6 +158,7 @@ class MarginBook(EventCore):
         self._known = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # account ids sorted, their rows
         self._markets_key = None
         self._marr = None
+        self._venues = None  # (markets listed, listing venue by market id): _venue_of_market's cache
         self._cursor = 0
         self._weights_key = None
         self.w = np.zeros(assets, np.int64)
@@ -153,10 +171,16 @@ class MarginBook(EventCore):
         self._markets_key = None
         self._marr = None
         self._risk_arrays = None
+        self._venues = None
         if "col_of" not in state:  # before asset columns: the column was the asset id
             self.col_of = np.arange(self.total.shape[1], dtype=np.int64)
             self.asset_of = self.col_of.copy()
-        self.__dict__.setdefault("under", np.zeros((0, 2), np.int64))
+        self.__dict__.setdefault("under", np.zeros((0, 3), np.int64))
+        if self.under.shape[1] == 2:  # before isolated positions: every pair a cross one
+            self.under = np.column_stack([self.under, np.zeros(len(self.under), np.int64)])
+        for name, empty in (("isolated_sent", {}), ("valuation", 0), ("collateral", {}), ("venue_weights", {}),
+                            ("oracles", {})):
+            self.__dict__.setdefault(name, empty)
         self.__dict__.setdefault("perp_marks", {})
         self.__dict__.setdefault("liquidations_sent", {})
         self.__dict__.setdefault("liquidations", 0)
@@ -185,6 +209,10 @@ class MarginBook(EventCore):
             self.upnl_sum = np.zeros_like(self.total)
             self.maint_sum = np.zeros_like(self.total)
             self.maintenance_bps = {}
+        if "margin_sum" not in state:  # before margin modes: every position cross, its margin in the sum
+            self.margin_sum = np.zeros_like(self.total)
+            k = len(self.perp)
+            np.add.at(self.margin_sum, (self.perp.row[:k], self.perp.quote[:k]), self.perp.margin[:k])
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
@@ -218,7 +246,7 @@ class MarginBook(EventCore):
             if r == len(self.account_ids):
                 n = 2 * r
                 self.account_ids = np.resize(self.account_ids, n)
-                for name in ("total", "held", "upnl_sum", "maint_sum"):
+                for name in ("total", "held", "upnl_sum", "maint_sum", "margin_sum"):
                     old = getattr(self, name)
                     new = np.zeros((n, old.shape[1]), np.int64)
                     new[:r] = old
@@ -242,7 +270,7 @@ class MarginBook(EventCore):
         self.asset_of = np.append(self.asset_of, np.int64(asset))
         if col >= self.total.shape[1]:
             n = 2 * self.total.shape[1] or 4
-            for name in ("total", "held", "upnl_sum", "maint_sum"):
+            for name in ("total", "held", "upnl_sum", "maint_sum", "margin_sum"):
                 old = getattr(self, name)
                 new = np.zeros((old.shape[0], n), np.int64)
                 new[:, : old.shape[1]] = old
@@ -310,6 +338,24 @@ class MarginBook(EventCore):
             self._marr = None
             self._risk_arrays = None
             self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
+        modes = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_MODE)]
+        for account, market, isolated in zip(*(modes[c].tolist() for c in ("account", "market", "qty"))):
+            self._set_margin_mode(account, market, isolated)
+        collateral = new[(new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.COLLATERAL_ASSET) |
+                                                      (new["flags"] == Cmd.VENUE_COLLATERAL))]
+        for flags, venue, asset, price_market, weight in zip(*(collateral[c].tolist() for c in (
+                "flags", "venue", "market", "client_id", "qty"))):
+            if flags == Cmd.VENUE_COLLATERAL:
+                self.venue_weights[venue, asset] = weight
+            else:
+                if price_market == 0:  # the valuation asset: the unified account is on from here
+                    self.valuation = asset
+                self.collateral[asset] = (price_market, weight)
+        oracle = new[(new["kind"] == Ev.ORACLE) | (new["kind"] == Ev.ORACLE_STATUS)]
+        for kind, venue, market, price, stale in zip(*(oracle[c].tolist() for c in ("kind", "venue", "market", "price",
+                                                                                     "qty"))):
+            was = self.oracles.get((venue, market), (0, 0))
+            self.oracles[venue, market] = (price, was[1]) if kind == Ev.ORACLE else (was[0], stale)
         mine = np.delete(new, listing_at) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
@@ -413,11 +459,15 @@ class MarginBook(EventCore):
             book = self.perp
             touched, margin_before = book.update(r, p_market[newest], q, lot[midx[is_position]][newest],
                                                  last_pos["qty"], last_pos["remaining"], last_pos["client_id"])
-            np.add.at(self.held, (r, q), last_pos["client_id"] - margin_before)
-        if len(moved) or len(touched):
-            self._revalue_positions(moved, touched)
+            margin_moved = last_pos["client_id"] - margin_before
+            np.add.at(self.held, (r, q), margin_moved)
+            cross = book.isolated[touched] == 0  # an isolated position's margin is in held, not in the cross sums
+            np.add.at(self.margin_sum, (r[cross], q[cross]), margin_moved[cross])
+        # holds before the revaluation: the cross equity it checks is free (total - held) + margins + unrealised
         margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, nonspot,
                      lev, payout)
+        if len(moved) or len(touched):
+            self._revalue_positions(moved, touched)
         self._cursor = last
         now = int(mine["ts"][-1])
         funding = mine[kind == Ev.FUNDING]
@@ -431,9 +481,29 @@ class MarginBook(EventCore):
         book = self.perp
         slots = np.concatenate([touched] + [book.slots_of(m) for m in moved.tolist()]) if len(moved) else touched
         mark, lev, mm, floors, tier_lev = self._market_risk_arrays()
-        under = book.revalue(slots, mark, lev, mm, floors, tier_lev, self.upnl_sum, self.maint_sum, self.total)
+        under = book.revalue(slots, mark, lev, mm, floors, tier_lev, self.upnl_sum, self.maint_sum, self.total,
+                             self.held, self.margin_sum)
         if len(under):
             self.under = np.unique(np.concatenate([self.under, under]), axis=0) if len(self.under) else under
+
+    def _set_margin_mode(self, account: int, market: int, isolated: int) -> None:
+        """A MarginMode echo: the (account, market) slot, created flat if new (the matcher creates the
+        position too), leaves or joins the cross sums with what it holds (nothing: a mode changes only
+        while flat, but a batch's Position events are applied after its modes)."""
+        m = self.listings.markets[market]
+        r = self._rows(np.array([account], np.int64))(np.array([account], np.int64))
+        q = self._column(m.quote)
+        book = self.perp
+        s = int(book.slots_for(r, np.array([market], np.int64), np.array([q], np.int64),
+                               np.array([m.lot_size], np.int64))[0])
+        if book.isolated[s] == isolated:
+            return
+        sign = -1 if isolated else 1
+        row = int(r[0])
+        self.upnl_sum[row, q] += sign * book.upnl[s]
+        self.maint_sum[row, q] += sign * book.maint[s]
+        self.margin_sum[row, q] += sign * book.margin[s]
+        book.isolated[s] = isolated
 
     def _market_risk_arrays(self) -> tuple[np.ndarray, ...]:
         """Mark, leverage and maintenance bps by market id (int64 arrays), and its margin tiers' floors and
@@ -476,10 +546,23 @@ class MarginBook(EventCore):
         np.add.at(out, (book.row[:k], book.quote[:k]), value)
         return out
 
+    def _isolated_sums(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per (row, quote asset) of the first ``n`` rows: the isolated positions' unrealised PnL and
+        maintenance (dense like ``total``), which the cross sums leave out (the account view counts them)."""
+        book = self.perp
+        k = len(book)
+        upnl, maint = np.zeros((n, self.total.shape[1]), np.int64), np.zeros((n, self.total.shape[1]), np.int64)
+        mine = np.flatnonzero(book.isolated[:k] != 0)
+        np.add.at(upnl, (book.row[mine], book.quote[mine]), book.upnl[mine])
+        np.add.at(maint, (book.row[mine], book.quote[mine]), book.maint[mine])
+        return upnl, maint
+
     def positions_view(self) -> np.ndarray:
         """Every open perpetual position (``POSITIONS_VIEW_DTYPE``, by account then market): the
         matcher's size, entry value and margin; the mark, unrealised PnL and maintenance requirement
-        it is valued at; its liquidation price (``liquidation_prices``) and its ADL rank (``adl_ranks``)."""
+        it is valued at; its liquidation price (``liquidation_prices``: a cross position's from its account's
+        cross equity in the quote asset, an isolated one's from its own margin), its ADL rank (``adl_ranks``)
+        and its margin mode (``isolated`` 1/0)."""
         book = self.perp
         slots = book.open_slots()
         out = np.zeros(len(slots), POSITIONS_VIEW_DTYPE)
@@ -491,51 +574,174 @@ class MarginBook(EventCore):
         out["market"] = markets
         out["size"], out["entry"], out["margin"] = book.size[slots], book.entry[slots], book.margin[slots]
         out["mark"], out["upnl"], out["maintenance"] = mark[markets], book.upnl[slots], book.maint[slots]
-        equity = self.total[rows, quotes] + self.upnl_sum[rows, quotes]
+        isolated = book.isolated[slots]
+        out["isolated"] = isolated
+        # a cross position's account equity in its quote asset (the matcher's: no order holds) and its cross
+        # requirement; an isolated position's own margin + unrealised and maintenance
+        equity = np.where(isolated != 0, book.margin[slots] + book.upnl[slots],
+                          self.total[rows, quotes] - self.held[rows, quotes] + self.margin_sum[rows, quotes]
+                          + self.upnl_sum[rows, quotes])
+        requirement = np.where(isolated != 0, book.maint[slots], self.maint_sum[rows, quotes])
         out["liquidation_price"] = liquidation_prices(out["size"], book.lot[slots], out["mark"], lev[markets],
-                                                      mm[markets], equity, self.maint_sum[rows, quotes],
-                                                      out["maintenance"])
+                                                      mm[markets], equity, requirement, out["maintenance"])
         out["adl_rank"] = adl_ranks(out["market"], out["size"], out["upnl"], out["margin"], out["account"])
         return np.sort(out, order=("account", "market"))
 
     def _liquidate_commands(self, now: int) -> np.ndarray:
-        """Liquidate commands for the (account, asset) pairs found under maintenance (``take_under``),
-        one per pair, naming the risk group (listing venue) of the pair's position with the largest
-        maintenance requirement; a pair already sent less than ``LIQUIDATE_RETRY_NS`` of engine time ago
-        is not sent again, nor an insurance fund (the matcher re-checks every one: a refused or late one
-        changes nothing)."""
+        """Liquidate commands for what is under maintenance: each isolated position found under (``aux`` its
+        market, ``venue`` its listing venue, ``market`` its quote asset); each cross (account, asset) pair
+        found under (``take_under``), or with a valuation asset declared each account under the unified rule
+        (``unified``) instead, naming the risk group (listing venue) of its position with the largest
+        maintenance requirement.  A target already sent less than ``LIQUIDATE_RETRY_NS`` of engine time ago
+        (per (account, asset) cross, per (account, market) isolated) is not sent again, nor an insurance fund
+        (the matcher re-checks every one: a refused or late one changes nothing)."""
         under = self.take_under()
-        if len(under) == 0:
+        if len(under) == 0 and not self.valuation:
             return np.zeros(0, COMMAND_DTYPE)
-        sent, funds = self.liquidations_sent, self.insurance_funds
-        accounts = self.account_ids[under[:, 0]]
-        due = np.array([a not in funds and now - sent.get((a, q), -LIQUIDATE_RETRY_NS) >= LIQUIDATE_RETRY_NS
-                        for a, q in zip(accounts.tolist(), under[:, 1].tolist())], bool)
-        under, accounts = under[due], accounts[due]
-        if len(under) == 0:
-            return np.zeros(0, COMMAND_DTYPE)
+        isolated = under[under[:, 2] != 0]
+        if self.valuation:
+            rows, venues, assets = self._unified_under()
+        else:
+            rows, venues, assets = self._cross_targets(under[under[:, 2] == 0])
+        return np.concatenate([
+            self._liquidate(now, self.liquidations_sent, rows, venues, assets, assets, np.zeros(len(rows), np.int64)),
+            self._liquidate(now, self.isolated_sent, isolated[:, 0], self._venue_of_market()[isolated[:, 2]],
+                            isolated[:, 1], isolated[:, 2], isolated[:, 2])])
+
+    def _cross_targets(self, under: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For (row, asset) pairs under maintenance: the rows, the listing venue of each pair's open cross
+        position with the largest maintenance requirement, and the assets."""
         book = self.perp
         n = len(book)
-        # the open positions of these (row, asset) pairs, the largest maintenance first per pair
         pair_key = under[:, 0] * (1 << 20) + self.col_of[under[:, 1]]
         slot_key = book.row[:n] * (1 << 20) + book.quote[:n]
-        mine = np.flatnonzero(np.isin(slot_key, pair_key) & (book.size[:n] != 0))
+        mine = np.flatnonzero(np.isin(slot_key, pair_key) & (book.size[:n] != 0) & (book.isolated[:n] == 0))
         order = np.lexsort((-book.maint[mine], slot_key[mine]))
         mine = mine[order]
         first = mine[np.r_[True, slot_key[mine][1:] != slot_key[mine][:-1]]] if len(mine) else mine
-        venue_of = {m.market_id: m.venue for m in self.listings.markets.values()}
-        by_pair = {int(k): venue_of[int(m)] for k, m in zip(slot_key[first], book.market[first])}
-        cmds = np.zeros(len(under), COMMAND_DTYPE)
+        venue_of = self._venue_of_market()
+        by_pair = dict(zip(slot_key[first].tolist(), venue_of[book.market[first]].tolist()))
+        return under[:, 0], np.array([by_pair[k] for k in pair_key.tolist()], np.int64), under[:, 1]
+
+    def _liquidate(self, now: int, sent: dict, rows: np.ndarray, venues: np.ndarray, assets: np.ndarray,
+                   keys: np.ndarray, isolated: np.ndarray) -> np.ndarray:
+        """Liquidate(target row, venue, asset, aux ``isolated``) for those due: not an insurance fund, not sent
+        for (account, ``keys``) within ``LIQUIDATE_RETRY_NS``."""
+        funds = self.insurance_funds
+        accounts = self.account_ids[rows]
+        due = np.array([a not in funds and now - sent.get((a, k), -LIQUIDATE_RETRY_NS) >= LIQUIDATE_RETRY_NS
+                        for a, k in zip(accounts.tolist(), keys.tolist())], bool)
+        cmds = np.zeros(int(due.sum()), COMMAND_DTYPE)
+        if len(cmds) == 0:
+            return cmds
         cmds["kind"] = Cmd.LIQUIDATE
         cmds["account"] = self.config.account
-        cmds["id"] = accounts
-        cmds["market"] = under[:, 1]
-        cmds["venue"] = [by_pair[int(k)] for k in pair_key]
+        cmds["id"] = accounts[due]
+        cmds["market"] = assets[due]
+        cmds["venue"] = venues[due]
+        cmds["aux"] = isolated[due]
         cmds["ts"] = now
-        for a, q in zip(accounts.tolist(), under[:, 1].tolist()):
-            sent[a, q] = now
+        for a, k in zip(accounts[due].tolist(), keys[due].tolist()):
+            sent[a, k] = now
         self.liquidations += len(cmds)
         return cmds
+
+    def _venue_of_market(self) -> np.ndarray:
+        """The listing venue by market id (int64 array; cached while no market is listed)."""
+        markets = self.listings.markets
+        cached = self._venues
+        if cached is None or cached[0] != len(markets):
+            venue = np.zeros(max(markets, default=0) + 1, np.int64)
+            for m in markets.values():
+                venue[m.market_id] = m.venue
+            self._venues = cached = (len(markets), venue)
+        return cached[1]
+
+    def collateral_prices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per asset column: ``(price, lot, priced)``, the matcher's rule: x units are worth x x price / lot
+        valuation units; the valuation asset (1, 1); a collateral asset its price market's mark if perpetual,
+        else that market's listing venue's oracle price while fresh; none (``priced`` False) otherwise."""
+        ncol = len(self.asset_of)
+        price, lot = np.zeros(ncol, np.int64), np.ones(ncol, np.int64)
+        for c, asset in enumerate(self.asset_of.tolist()):
+            if asset == self.valuation:
+                price[c] = 1
+                continue
+            setting = self.collateral.get(asset)
+            m = None if setting is None else self.listings.markets.get(setting[0])
+            if m is None:
+                continue
+            if m.kind == MarketKind.PERPETUAL:
+                p = self.perp_marks.get(m.market_id, 0)
+            else:
+                p, stale = self.oracles.get((m.venue, m.market_id), (0, 0))
+                p = 0 if stale else p
+            price[c], lot[c] = p, m.lot_size
+        return price, lot, price > 0
+
+    def collateral_weights(self, venues: np.ndarray) -> np.ndarray:
+        """Per venue of ``venues`` and asset column: the weight (bps) the matcher uses at that venue, its own
+        weight or the protocol bound, never above the bound; 0 for an asset that is no collateral."""
+        ncol = len(self.asset_of)
+        distinct, inverse = np.unique(venues, return_inverse=True)
+        table = np.zeros((len(distinct), ncol), np.int64)
+        for c, asset in enumerate(self.asset_of.tolist()):
+            setting = self.collateral.get(asset)
+            if setting is not None:
+                bound = setting[1]
+                table[:, c] = [min(self.venue_weights.get((v, asset), bound), bound) for v in distinct.tolist()]
+        return table[inverse.reshape(-1)]
+
+    def unified(self, rows: np.ndarray, venues: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The matcher's unified equity and maintenance requirement (valuation units) of ``rows`` at the
+        weights of ``venues`` (one per row), and whether a price is missing (an asset with ``eq < 0`` or a
+        requirement and no price: the matcher refuses such a Liquidate).  Per asset ``eq = free +`` the cross
+        positions' margin and unrealised PnL (``total - held + margin_sum + upnl_sum``; outcome shares count 0:
+        the worker does not follow the books' best bid and ask that the outcome mark needs, so it may send
+        earlier than the matcher would liquidate, never later); a positive ``eq`` is worth
+        ``floor(floor(eq x price / lot) x weight / 10000)``, a negative one ``floor(eq x price / lot)``, the
+        requirement ``ceil(maint x price / lot)``.  Vectorised in int64 where every cell is below 2**62 / the
+        number of assets; a row with a larger cell is summed exactly with Python integers.  Returns the
+        equity and requirement (int64, clamped), ``missing`` and ``under`` (equity < requirement, exact), by row."""
+        ncol = len(self.asset_of)
+        eq = (self.total[rows, :ncol] - self.held[rows, :ncol] + self.margin_sum[rows, :ncol]
+              + self.upnl_sum[rows, :ncol])
+        req = self.maint_sum[rows, :ncol]
+        price, lot, priced = self.collateral_prices()
+        weight = self.collateral_weights(venues)
+        missing = (((eq < 0) | (req > 0)) & ~priced).any(axis=1)
+        cap = (_CELL_LIMIT // max(ncol, 1)) // np.maximum(price, 1)
+        big = ((np.abs(eq) > cap) | (req > cap)) & priced
+        p = np.where(priced, price, 0)
+        x = np.where(big, 0, eq) * p // lot  # floor: a debt rounds away from zero
+        # floor(x * weight / 10000) without the product: x = 10000 q + r
+        value = np.where(x > 0, x // 10000 * weight + x % 10000 * weight // 10000, x)
+        equity = value.sum(axis=1)
+        requirement = (-(-np.where(big, 0, req) * p // lot)).sum(axis=1)
+        under = equity < requirement
+        for i in np.flatnonzero(big.any(axis=1)).tolist():
+            e_sum = r_sum = 0
+            for c in np.flatnonzero(priced).tolist():
+                e, r, pc, lc, w = int(eq[i, c]), int(req[i, c]), int(price[c]), int(lot[c]), int(weight[i, c])
+                e_sum += e * pc // lc * w // 10000 if e > 0 else e * pc // lc
+                r_sum += -(-r * pc // lc)
+            under[i] = e_sum < r_sum
+            equity[i] = max(min(e_sum, (1 << 63) - 1), -(1 << 63))
+            requirement[i] = max(min(r_sum, (1 << 63) - 1), -(1 << 63))
+        return equity, requirement, missing, under
+
+    def _unified_under(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The accounts with an open cross position whose unified equity at the weights of their risk group (the
+        listing venue of their open cross position with the largest maintenance) is below the unified
+        maintenance, a price not missing: their rows, that venue and that position's quote asset."""
+        book = self.perp
+        best = largest_cross_positions(book, self.n_accounts)
+        rows = np.flatnonzero(best >= 0)
+        first = best[rows]
+        venues, assets = self._venue_of_market()[book.market[first]], self.asset_of[book.quote[first]]
+        _, _, missing, under = self.unified(rows, venues)
+        under &= ~missing
+        return rows[under], venues[under], assets[under]
 
     def _schedule_funding(self, market: int, now: int, interval: int) -> None:
         """The matcher's rule: the next funding is the first multiple of the interval after ``now``."""
@@ -568,19 +774,26 @@ class MarginBook(EventCore):
         return cmds
 
     def take_under(self) -> np.ndarray:
-        """The (row, asset id) pairs found under maintenance since the last call (int64[k, 2], distinct)."""
-        under, self.under = self.under, np.zeros((0, 2), np.int64)  # (row, asset column)
-        return np.column_stack([under[:, 0], self.asset_of[under[:, 1]]]) if len(under) else under
+        """The (row, asset id, market) found under maintenance since the last call (int64[k, 3], distinct):
+        market 0 for the row's cross equity in the asset, else that isolated position."""
+        under, self.under = self.under, np.zeros((0, 3), np.int64)  # (row, asset column, market)
+        return np.column_stack([under[:, 0], self.asset_of[under[:, 1]], under[:, 2]]) if len(under) else under
 
     def under_maintenance(self, rows: np.ndarray | None = None) -> np.ndarray:
         """``(rows, assets)`` pairs (two int64 arrays) among ``rows`` (default: every account) whose
-        equity in a quote asset, ``total + upnl_sum``, is below the maintenance requirement of their
-        positions quoted in it, ``maint_sum``."""
+        cross equity in a quote asset, ``total - held + margin_sum + upnl_sum`` (the matcher's free plus
+        the cross positions' margin and unrealised PnL), is below the maintenance requirement of their
+        cross positions quoted in it, ``maint_sum`` (the per-asset rule)."""
         if rows is None:
             rows = np.arange(self.n_accounts)
         maint = self.maint_sum[rows]
-        r, c = np.nonzero((maint > 0) & (self.total[rows] + self.upnl_sum[rows] < maint))
+        r, c = np.nonzero((maint > 0) & (self.cross_equity(rows) < maint))
         return rows[r], self.asset_of[c]
+
+    def cross_equity(self, rows: np.ndarray) -> np.ndarray:
+        """Per row of ``rows`` and asset column: the matcher's cross equity, free (``total - held``) plus the
+        cross positions' margin and unrealised PnL; order holds do not count."""
+        return self.total[rows] - self.held[rows] + self.margin_sum[rows] + self.upnl_sum[rows]
 
     def _learn(self, e) -> None:
         listings = self.listings
@@ -758,14 +971,15 @@ class MarginBook(EventCore):
         (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
         n = self.n_accounts
         self.revalue()  # checks the overflow bound
-        equity = self.revalue(self.total[:n] + self.upnl_sum[:n] + self._outcome_values(n))
+        iso_upnl, iso_maint = self._isolated_sums(n)
+        equity = self.revalue(self.total[:n] + self.upnl_sum[:n] + iso_upnl + self._outcome_values(n))
         used = self.revalue(self.held[:n])
         out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]
         out["equity"] = equity
         out["margin_used"] = used
         out["available"] = equity - used
-        out["maintenance"] = self.revalue(self.maint_sum[:n])
+        out["maintenance"] = self.revalue(self.maint_sum[:n] + iso_maint)
         return out
 
 

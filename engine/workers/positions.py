@@ -3,10 +3,12 @@
 One slot per (account row, market) that ever had a position (kept when flat, as in the matcher),
 in arrays indexed by slot; ``IntTable.ids_of`` maps ``row * MARKET_SPAN + market`` to the slot.
 Each slot keeps the matcher's ``size`` (signed base units), ``entry`` (entry value, quote units) and
-``margin`` (from ``Position`` events) and, at its market's current mark, its unrealised PnL and its
-maintenance requirement.  Per (row, quote asset) the book keeps the sums of both (``upnl_sum``,
-``maint_sum``, dense like the balances), so an account's equity in an asset is
-``total + upnl_sum`` without walking its positions.
+``margin`` (from ``Position`` events), its margin mode (``isolated`` 1/0, from MarginMode's echo) and,
+at its market's current mark, its unrealised PnL and its maintenance requirement.  Per (row, quote
+asset) the caller keeps the sums of both over the cross slots (``upnl_sum``, ``maint_sum``, dense like
+the balances, and the cross margins ``margin_sum``), so an account's cross equity in an asset, the
+matcher's ``free + margins + unrealised``, is ``total - held + margin_sum + upnl_sum`` without walking
+its positions; an isolated slot is in none of the sums and is checked alone.
 
 A mark change in market ``m`` revalues only the slots of ``m`` (one numpy pass over its holders,
 found through a per-market slot list) and moves the sums by the differences: the cost is the
@@ -28,7 +30,7 @@ import numpy as np
 from ..workercore import IntTable, revalue_positions
 
 MARKET_SPAN = 1 << 24  # market ids are below this: the slot key is row * MARKET_SPAN + market
-_COLUMNS = ("row", "market", "quote", "lot", "size", "entry", "margin", "upnl", "maint")
+_COLUMNS = ("row", "market", "quote", "lot", "size", "entry", "margin", "upnl", "maint", "isolated")
 
 
 class PositionBook:
@@ -40,6 +42,12 @@ class PositionBook:
             setattr(self, name, np.zeros(capacity, np.int64))
         self.by_market: dict[int, list[np.ndarray]] = {}  # market -> its slots, in chunks as they came
         self._market_slots: dict[int, np.ndarray] = {}  # the chunks joined (cache)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle a checkpoint, also one from before margin modes (every position cross)."""
+        self.__dict__.update(state)
+        if "isolated" not in state:
+            self.isolated = np.zeros(len(self.row), np.int64)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -68,12 +76,8 @@ class PositionBook:
             self._market_slots[market] = got
         return got
 
-    def update(self, rows: np.ndarray, markets: np.ndarray, quotes: np.ndarray, lots: np.ndarray,
-               sizes: np.ndarray, entries: np.ndarray, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Set the positions of (rows[i], markets[i]) (each pair at most once) to the matcher's
-        size, entry value and margin; returns their slots and the margins they had (0 for a new
-        one).  Unrealised PnL and maintenance are left for ``revalue`` (the caller revalues the
-        slots at their marks)."""
+    def slots_for(self, rows: np.ndarray, markets: np.ndarray, quotes: np.ndarray, lots: np.ndarray) -> np.ndarray:
+        """The slots of (rows[i], markets[i]), a new one (flat, cross) for a pair seen first."""
         before = len(self.slots)
         slots = self.slots.ids_of(rows * MARKET_SPAN + markets)
         after = len(self.slots)
@@ -88,19 +92,30 @@ class PositionBook:
             cuts = np.flatnonzero(np.diff(fm)) + 1
             for m, chunk in zip(fm[np.r_[0, cuts]].tolist(), np.split(fs, cuts)):
                 self.by_market.setdefault(m, []).append(chunk)
+        return slots
+
+    def update(self, rows: np.ndarray, markets: np.ndarray, quotes: np.ndarray, lots: np.ndarray,
+               sizes: np.ndarray, entries: np.ndarray, margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Set the positions of (rows[i], markets[i]) (each pair at most once) to the matcher's
+        size, entry value and margin; returns their slots and the margins they had (0 for a new
+        one).  Unrealised PnL and maintenance are left for ``revalue`` (the caller revalues the
+        slots at their marks)."""
+        slots = self.slots_for(rows, markets, quotes, lots)
         margin_before = self.margin[slots]
         self.size[slots], self.entry[slots], self.margin[slots] = sizes, entries, margins
         return slots, margin_before
 
     def revalue(self, slots: np.ndarray, mark: np.ndarray, leverage: np.ndarray, maintenance_bps: np.ndarray,
                 tier_floors: np.ndarray, tier_leverages: np.ndarray, upnl_sum: np.ndarray, maint_sum: np.ndarray,
-                total: np.ndarray) -> np.ndarray:
+                total: np.ndarray, held: np.ndarray, margin_sum: np.ndarray) -> np.ndarray:
         """Revalue ``slots`` at their market's ``mark`` (arrays by market id; 0 = no mark yet: valued
-        at entry), ``leverage``, ``maintenance_bps`` and margin tiers, moving the per-(row, quote) sums by the
-        changes (one C pass, ``workercore.revalue_positions``); returns the distinct (row, asset)
-        pairs among them under maintenance (``total + upnl_sum < maint_sum``), int64[k, 2]."""
+        at entry), ``leverage``, ``maintenance_bps`` and margin tiers, moving the per-(row, quote) cross
+        sums by the changes (one C pass, ``workercore.revalue_positions``); returns the distinct
+        ``(row, asset, market)`` found under maintenance among them, int64[k, 3]: market 0 for a
+        (row, asset) whose cross equity ``total - held + margin_sum + upnl_sum`` is below ``maint_sum``,
+        the market for an isolated position whose ``margin + unrealised`` is below its maintenance."""
         under = revalue_positions(np.ascontiguousarray(slots, np.int64), self, mark, leverage, maintenance_bps,
-                                  tier_floors, tier_leverages, upnl_sum, maint_sum, total)
+                                  tier_floors, tier_leverages, upnl_sum, maint_sum, total, held, margin_sum)
         return np.unique(under, axis=0) if len(under) > 1 else under
 
     def open_slots(self) -> np.ndarray:
