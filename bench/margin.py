@@ -156,7 +156,8 @@ def bench_revalue(args: argparse.Namespace) -> dict:
     admin = args.accounts + 10
     unified = [e.set_venue_params(admin, stake_asset=BASE, min_stake=1, unbond_period=1, protocol_account=admin + 1,
                                   admin=admin, ts=ts),
-               e.set_collateral_asset(admin, QUOTE, 0, 10_000, ts=ts), e.set_collateral_asset(admin, BASE, 1, 8_000, ts=ts)]
+               e.set_collateral_asset(admin, QUOTE, 0, 10_000, ts=ts),
+               e.set_collateral_asset(admin, BASE, 1, 8_000, ts=ts)]
     book.apply(np.concatenate(unified))
     if book.valuation != QUOTE:
         raise SystemExit("the valuation asset was refused")

@@ -3,6 +3,7 @@ event of seeded mixed streams, in batches, and must agree with the engine's own 
 from __future__ import annotations
 
 import random
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -1305,8 +1306,10 @@ def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, unde
     weights, isolated positions) on the reference engine, fed to the worker in chunks: after every chunk, for every
     account with an open cross position, the worker's unified equity, maintenance and missing price at its risk
     group's weights equal the reference's ``_unified`` (clamped to int64; the streams have no outcome shares, the one
-    part the worker counts as 0; seed 8's huge balances take the exact Python-integer path), and every open isolated position's margin + unrealised and maintenance its ``_position_equity``."""
+    part the worker counts as 0; seed 8's huge balances take the exact Python-integer path), and every open
+    isolated position's margin + unrealised and maintenance its ``_position_equity``."""
     from engine.reference import ReferenceEngine
+    from engine.workercore import largest_cross_positions
 
     from generators import IsolatedCollateralStreamGenerator
 
@@ -1326,6 +1329,7 @@ def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, unde
         slots = slots[np.lexsort((-pb.maint[slots], pb.row[slots]))]
         first = slots[np.r_[True, pb.row[slots][1:] != pb.row[slots][:-1]]] if len(slots) else slots
         rows, venues = pb.row[first], book._venue_of_market()[pb.market[first]]
+        assert (largest_cross_positions(pb, book.n_accounts)[rows] == first).all()
         equity, requirement, missing, short = book.unified(rows, venues)
         for i, (row, venue) in enumerate(zip(rows.tolist(), venues.tolist())):
             account = int(book.account_ids[row])
@@ -1344,3 +1348,73 @@ def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, unde
             isolated += 1
     assert compared > 100 and isolated > 10 and priced_out > 0, (compared, isolated, priced_out)
     assert ((under > 0), (huge > 0)) == (under_seen, huge_seen)  # seed 3: accounts under; seed 8: a huge equity
+
+
+def test_margin_worker_process_liquidates_an_isolated_position_through_the_matchers_input(tmp_path):
+    """As processes (``xos run``'s supervisor, the ring, the matcher's input): LONG is isolated in the perpetual (5
+    lots, margin 500) and cross long 5 lots in a second one (margin 500, 1,000 free); a trade moves the isolated
+    market's mark to 905 (its margin + unrealised 500 - 475 = 25 < maintenance 227).  The margin worker's one
+    Liquidate names the isolated market in ``aux``; the matcher liquidates that position alone (the fund takes it:
+    no bids), the cross one stays."""
+    from test_engine_processes import replay_journal, wait_caught_up, write_config
+
+    from engine.api import CommandAPI
+    from engine.config import load
+    from engine.journal import JournalReader
+    from engine.process import InputClient, read_heartbeats
+    from engine.records import Tif
+    from engine.supervisor import Supervisor
+    from engine.workers.margin import MARGIN_WORKER_ID
+
+    class Recorder(CommandAPI):
+        def __init__(self):
+            self.commands = []
+
+        def process(self, cmd):
+            self.commands.append(cmd)
+            return cmd
+
+    ADMIN, FUND, LONG, SHORT, X, Y = 5090, 5091, 5001, 5002, 5003, 5004
+    r = Recorder()
+    r.add_asset(41, "USDT", 2)
+    r.add_asset(42, "BTC", 8)
+    for market in (41, 43):
+        r.add_market(market, 42, 41, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL)
+    r.set_venue_params(ADMIN, stake_asset=42, min_stake=1, unbond_period=1, protocol_account=FUND, admin=ADMIN)
+    for market in (41, 43):
+        r.market_risk(ADMIN, market, max_leverage=10, maintenance_bps=5000)
+    for account, amount in ((LONG, 2_000), (SHORT, 50_000), (X, 50_000), (Y, 50_000), (FUND, 50_000)):
+        r.deposit(account, 41, amount)
+    r.set_margin_mode(LONG, 41, True)
+    for market in (41, 43):
+        r.place(SHORT, market, Side.SELL, 1000, 5, market)
+        r.place(LONG, market, Side.BUY, 1000, 5, market, tif=Tif.IOC)
+    r.place(X, 41, Side.BUY, 905, 1, 1)  # the isolated market's mark to 905
+    r.place(Y, 41, Side.SELL, 905, 1, 1, tif=Tif.IOC)
+    commands = np.concatenate(r.commands)
+    path = write_config(tmp_path)
+    cfg = load(path)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    sup.start()
+    try:
+        client = InputClient(cfg.input_address)
+        client.send(commands)
+        client.close()
+        deadline = time.monotonic() + 30
+        while True:  # the keeper's Liquidate is one more command
+            sup.check()
+            if read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) > len(commands):
+                break
+            assert time.monotonic() < deadline, read_heartbeats(cfg)
+            time.sleep(0.05)
+        wait_caught_up(sup, cfg, len(commands) + 1)
+    finally:
+        sup.stop()
+    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    keeper = journaled[journaled["kind"] == Cmd.LIQUIDATE]
+    assert keeper[["account", "id", "market", "venue", "aux"]].tolist() == [(MARGIN_WORKER_ID, LONG, 41, 0, 41)]
+    engine, events = replay_journal(cfg)
+    assert not (events["kind"] == Ev.REJECTED).any()
+    done = events[events["kind"] == Ev.LIQUIDATED]
+    assert done[["account", "maker_order"]].tolist() == [(LONG, 41)]
+    assert engine.position(LONG, 41).size == 0 and engine.position(LONG, 43).size == 5
