@@ -159,12 +159,13 @@ def test_a_keeper_key_liquidates_what_the_matcher_finds_under_maintenance(engine
 
 
 def test_positions_and_margin_as_the_margin_worker_values_them(engine):
-    """After the liquidation above: bob short 11 (10 at 100, 1 at 89), alice long 1 at 89, the mark 89."""
+    """After the liquidation above: bob short 11 (10 at 100, 1 at 89), alice long 1 at 89, the mark 89; dave's
+    isolated long 2 (the first test's) shows its margin mode."""
     e = state(engine)
     mark = {r.market_id: r.mark for r in e.market_risks()}[PERP]
 
     async def scenario():
-        alice, bob, carol = await connected(engine, "alice", "bob", "carol")
+        alice, bob, carol, dave = await connected(engine, "alice", "bob", "carol", "dave")
         deadline = asyncio.get_running_loop().time() + 10
         while True:  # the margin worker's next checkpoint after it was let go
             short, long_ = await bob.fetch_positions(), await alice.fetch_positions(["BTC/USD:USD"])
@@ -172,12 +173,14 @@ def test_positions_and_margin_as_the_margin_worker_values_them(engine):
                 break
             assert asyncio.get_running_loop().time() < deadline, (short, long_)
             await asyncio.sleep(0.05)
-        got = short, long_, await carol.fetch_positions(), await bob.fetch_balance()
-        for c in (alice, bob, carol):
+        got = short, long_, await carol.fetch_positions(), await bob.fetch_balance(), await dave.fetch_positions()
+        for c in (alice, bob, carol, dave):
             await c.close()
         return got
 
-    (short,), (long_,), liquidated, balance = run(scenario())
+    (short,), (long_,), liquidated, balance, (isolated,) = run(scenario())
+    assert (isolated["marginMode"], isolated["contracts"], isolated["collateral"]) == ("isolated", 2,
+                                                                                   e.position(34, PERP).margin)
     assert liquidated == []  # carol's long went with the liquidation; each key sees its own account only
     b = e.position(32, PERP)
     assert (short["symbol"], short["side"], short["initialMargin"], short["info"]["position"].entry) == \

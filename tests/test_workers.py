@@ -1267,6 +1267,31 @@ def test_margin_book_follows_the_unified_account():
     assert_margin_matches(e, book)
 
 
+def test_margin_book_liquidates_a_loan_without_a_position():
+    """``test_collateral``'s loan: T borrows USD against its BTC for a 10x long and closes it (reduce-only) at a loss
+    of 700: no position, a USD debt.  While the BTC covers it (100 x 9 x 80 % = 720) nothing is sent; at 8 (640 <
+    700) the worker sends Liquidate(T, venue 0, USD) and the matcher accepts it (the fund buys the BTC)."""
+    from test_collateral import BUY, PERP, PROTOCOL, SELL, SPOT, T, USD, move_oracle, world
+
+    from engine.records import Tif
+
+    e, recorded = built_with(world)
+    e.deposit(PROTOCOL, USD, 100_000)
+    e.place(T, PERP, BUY, 100, 700, 1, tif=Tif.IOC)
+    e.place(T, PERP, SELL, 99, 700, 2, tif=Tif.IOC, reduce_only=True)
+    assert e.position(T, PERP).size == 0 and e.balance(T, USD) == (-700, 0)
+    book = MarginBook()
+    move_oracle(e, SPOT, 9, 2)
+    assert len(feed(book, recorded)) == 0
+    assert_margin_matches(e, book)
+    move_oracle(e, SPOT, 8, 3)
+    sent = feed(book, recorded)
+    assert sent[["kind", "id", "venue", "market", "aux"]].tolist() == [(Cmd.LIQUIDATE, T, 0, USD, 0)]
+    liquidation = liquidated_by(e, sent)
+    assert [(int(x["price"]), int(x["qty"])) for x in liquidation] == [(-60, 0)]
+    assert len(feed(book, recorded)) == 0 and book.balance(T, USD) == (0, 0)
+
+
 def test_margin_book_sends_no_unified_liquidate_while_a_price_is_missing():
     """T also borrows ETH for a long in the ETH-quoted perpetual (ETH priced by a spot oracle that times out).  The
     BTC price falls to 20: unified equity 1,600 against 2,500 of USD maintenance, but ETH's oracle went stale and T

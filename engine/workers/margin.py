@@ -748,14 +748,23 @@ class MarginBook(EventCore):
         return equity, requirement, missing, under
 
     def _unified_under(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The accounts with an open cross position whose unified equity at the weights of their risk group (the
-        listing venue of their open cross position with the largest maintenance) is below the unified
-        maintenance, a price not missing: their rows, that venue and that position's quote asset."""
+        """The accounts whose unified equity is below the unified maintenance, a price not missing: those with an
+        open cross position, at the weights of their risk group (the listing venue of their open cross position
+        with the largest maintenance), named with that venue and that position's quote asset; and those with a
+        loan but no open cross position (a negative free balance of the valuation asset: the matcher liquidates
+        it, its collateral standing behind it), at venue 0's weights, named with venue 0 and the valuation asset.
+        Returns their rows, venues and assets."""
         book = self.perp
-        best = largest_cross_positions(book, self.n_accounts)
-        rows = np.flatnonzero(best >= 0)
+        n = self.n_accounts
+        best = largest_cross_positions(book, n)
+        v = int(self.col_of[self.valuation]) if self.valuation < len(self.col_of) else -1
+        loan = (best < 0) & (self.total[:n, v] < self.held[:n, v]) if v >= 0 else np.zeros(n, bool)
+        rows = np.flatnonzero((best >= 0) | loan)
         first = best[rows]
-        venues, assets = self._venue_of_market()[book.market[first]], self.asset_of[book.quote[first]]
+        has = first >= 0
+        first = np.maximum(first, 0)
+        venues = np.where(has, self._venue_of_market()[book.market[first]], 0)
+        assets = np.where(has, self.asset_of[book.quote[first]], self.valuation)
         _, _, missing, under = self.unified(rows, venues)
         under &= ~missing
         return rows[under], venues[under], assets[under]
