@@ -15,6 +15,7 @@ from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
 from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
+from engine.workers.positions import PositionBook
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
                                       SettlementLedger)
@@ -956,6 +957,32 @@ def test_margin_book_leaves_order_holds_out_of_the_equity():
     assert sent[["kind", "id", "market", "venue", "aux"]].tolist() == [(Cmd.LIQUIDATE, 1, 1, 0, 0)]
     liquidation = liquidated_by(e, sent)
     assert [(int(x["account"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(1, 250, 425)]
+
+
+def test_margin_checkpoint_from_before_margin_modes():
+    """A checkpoint pickled before margin modes and the unified account (no ``margin_sum``, no ``isolated`` column,
+    (row, asset) pairs under maintenance, no collateral state) reads with every position cross: ``margin_sum`` the
+    slots' margins, the rest empty."""
+    import pickle
+
+    from generators import LeveragedPerpStreamGenerator
+
+    e = Engine(**ENGINE_KWARGS)
+    gen = LeveragedPerpStreamGenerator(5, limits=dict(ENGINE_KWARGS))
+    book = MarginBook()
+    for _, ev in run_stream(e, gen, 3_000, chunk=250):
+        book.apply(ev)
+    assert book.margin_sum.any()
+    old = {k: v for k, v in book.__dict__.items()
+           if k not in ("margin_sum", "isolated_sent", "valuation", "collateral", "venue_weights", "oracles")}
+    old["under"] = np.zeros((0, 2), np.int64)
+    old["perp"] = PositionBook.__new__(PositionBook)
+    old["perp"].__dict__.update({k: v for k, v in book.perp.__dict__.items() if k != "isolated"})
+    restored = MarginBook.__new__(MarginBook)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert (restored.margin_sum == book.margin_sum).all() and not restored.perp.isolated.any()
+    assert restored.under.shape == (0, 3) and restored.valuation == 0 and restored.oracles == {}
+    assert_margin_matches(e, restored)
 
 
 def test_margin_book_liquidates_an_isolated_position_alone():
