@@ -1352,13 +1352,13 @@ def test_margin_book_sends_no_unified_liquidate_while_a_price_is_missing():
     assert [(int(x["price"]), int(x["qty"])) for x in liquidation] == [(1_600, 2_600)]
 
 
-@pytest.mark.parametrize("seed, under_seen, huge_seen", [(3, True, False), (8, False, True)])
+@pytest.mark.parametrize("seed, under_seen, huge_seen", [(4, True, False), (7, False, True)])
 def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, under_seen, huge_seen):
     """``IsolatedCollateralStreamGenerator`` (loans against BTC and ETH, collateral price moves, stale oracles, venue
     weights, isolated positions) on the reference engine, fed to the worker in chunks: after every chunk, for every
     account with an open cross position, the worker's unified equity, maintenance and missing price at its risk
     group's weights equal the reference's ``_unified`` (clamped to int64; the streams have no outcome shares, the one
-    part the worker counts as 0; seed 8's huge balances take the exact Python-integer path), and every open
+    part the worker counts as 0; seed 7's huge balances take the exact Python-integer path), and every open
     isolated position's margin + unrealised and maintenance its ``_position_equity``."""
     from engine.reference import ReferenceEngine
     from engine.workercore import largest_cross_positions
@@ -1399,7 +1399,7 @@ def test_margin_book_unified_and_isolated_figures_equal_the_reference(seed, unde
             assert (int(pb.margin[s] + pb.upnl[s]), int(pb.maint[s])) == e._position_equity(account, e._markets[market])
             isolated += 1
     assert compared > 100 and isolated > 10 and priced_out > 0, (compared, isolated, priced_out)
-    assert ((under > 0), (huge > 0)) == (under_seen, huge_seen)  # seed 3: accounts under; seed 8: a huge equity
+    assert ((under > 0), (huge > 0)) == (under_seen, huge_seen)  # seed 4: accounts under; seed 7: a huge equity
 
 
 def test_margin_worker_process_liquidates_an_isolated_position_through_the_matchers_input(tmp_path):
