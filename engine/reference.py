@@ -765,7 +765,7 @@ class ReferenceEngine(CommandAPI):
                 buyer, seller, buyer_fee, seller_fee = o, maker, taker_fee, maker_fee
             else:
                 buyer, seller, buyer_fee, seller_fee = maker, o, maker_fee, taker_fee
-            quote, base = m.quote, m.base
+            quote = m.quote
             oc_moves = ()
             if m.kind == _PERP:
                 moves = (self._perp_fill(o, m, q, price, taker_fee), self._perp_fill(maker, m, q, price, maker_fee))
@@ -1865,7 +1865,6 @@ class ReferenceEngine(CommandAPI):
                     break
                 pos[1] += cut if pos[0] > 0 else -cut
                 covered += cut
-                b = self._bal[account][asset]
                 self._ev(int(Ev.DELEVERAGE), 0, 0, _D_SHORTFALL, 0, market, venue, 0, target, 0, 0, 0, 0, 0, account,
                          cut)
                 o = self._pseudo_order(account, m, venue, _BUY if pos[0] > 0 else _SELL, 0, False)

@@ -3,7 +3,6 @@ event of seeded mixed streams, in batches, and must agree with the engine's own 
 from __future__ import annotations
 
 import random
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -1408,26 +1407,13 @@ def test_margin_worker_process_liquidates_an_isolated_position_through_the_match
     market's mark to 905 (its margin + unrealised 500 - 475 = 25 < maintenance 227).  The margin worker's one
     Liquidate names the isolated market in ``aux``; the matcher liquidates that position alone (the fund takes it:
     no bids), the cross one stays."""
-    from test_engine_processes import replay_journal, wait_caught_up, write_config
+    from test_engine_processes import CommandRecorder, replay_journal, run_until_a_worker_answers
 
-    from engine.api import CommandAPI
-    from engine.config import load
-    from engine.journal import JournalReader
-    from engine.process import InputClient, read_heartbeats
     from engine.records import Tif
-    from engine.supervisor import Supervisor
     from engine.workers.margin import MARGIN_WORKER_ID
 
-    class Recorder(CommandAPI):
-        def __init__(self):
-            self.commands = []
-
-        def process(self, cmd):
-            self.commands.append(cmd)
-            return cmd
-
     ADMIN, FUND, LONG, SHORT, X, Y = 5090, 5091, 5001, 5002, 5003, 5004
-    r = Recorder()
+    r = CommandRecorder()
     r.add_asset(41, "USDT", 2)
     r.add_asset(42, "BTC", 8)
     for market in (41, 43):
@@ -1443,26 +1429,7 @@ def test_margin_worker_process_liquidates_an_isolated_position_through_the_match
         r.place(LONG, market, Side.BUY, 1000, 5, market, tif=Tif.IOC)
     r.place(X, 41, Side.BUY, 905, 1, 1)  # the isolated market's mark to 905
     r.place(Y, 41, Side.SELL, 905, 1, 1, tif=Tif.IOC)
-    commands = np.concatenate(r.commands)
-    path = write_config(tmp_path)
-    cfg = load(path)
-    sup = Supervisor(cfg, str(path), log=lambda msg: None)
-    sup.start()
-    try:
-        client = InputClient(cfg.input_address)
-        client.send(commands)
-        client.close()
-        deadline = time.monotonic() + 30
-        while True:  # the keeper's Liquidate is one more command
-            sup.check()
-            if read_heartbeats(cfg).get("matcher", {}).get("cmd_seq", 0) > len(commands):
-                break
-            assert time.monotonic() < deadline, read_heartbeats(cfg)
-            time.sleep(0.05)
-        wait_caught_up(sup, cfg, len(commands) + 1)
-    finally:
-        sup.stop()
-    journaled = np.concatenate([cmds for _, cmds in JournalReader(cfg.data_path / "journal").read_from(1)])
+    cfg, journaled = run_until_a_worker_answers(tmp_path, np.concatenate(r.commands))  # the keeper's Liquidate
     keeper = journaled[journaled["kind"] == Cmd.LIQUIDATE]
     assert keeper[["account", "id", "market", "venue", "aux"]].tolist() == [(MARGIN_WORKER_ID, LONG, 41, 0, 41)]
     engine, events = replay_journal(cfg)
