@@ -1506,6 +1506,11 @@ class IsolatedCollateralStreamGenerator(CollateralStreamGenerator, IsolatedMargi
     """Both at once: the unified account (collateral, loans, collateral price moves) with isolated positions, which
     stay outside the unified equity (ARCHITECTURE, "Unified account"); each parent interleaves its own commands."""
 
+
+class OutcomeCollateralStreamGenerator(CollateralStreamGenerator, OutcomeStreamGenerator):
+    """The unified account with outcome markets: outcome shares count in the unified equity at the outcome mark
+    (median of best bid, best ask and last trade), next to loans, collateral and perpetuals."""
+
 class VenueListingStreamGenerator(VenueStreamGenerator):
     """``VenueStreamGenerator``'s streams with venues listing their own markets (issue 7): ListMarket commands
     between the others, mostly from the venue's operator for a new market id (spot or perpetual, assorted tick,

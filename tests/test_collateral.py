@@ -474,3 +474,30 @@ def test_collateral_with_isolated_positions_differential_and_invariants(seed, tm
         seen["collateral"] += int(np.count_nonzero(venue["flags"] == Cmd.COLLATERAL_ASSET))
     seen["isolated"] = len(e.margin_modes())
     assert seen["modes"] > 0 and seen["collateral"] > 0 and seen["isolated"] > 0, dict(seen)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_collateral_with_outcome_shares_differential_and_invariants(seed, tmp_path):
+    """The unified account with outcome markets in one stream: the unified checks value outcome shares at the outcome
+    mark thousands of times (most with a mark); Cython = reference event for event, and on the reference the outcome
+    and conservation invariants (test_outcome_stream's, with loans) after every chunk."""
+    from collections import defaultdict
+
+    from test_differential import run_differential
+    from test_outcome_stream import check_stream_invariants
+
+    from generators import ENGINE_KWARGS, OutcomeCollateralStreamGenerator, run_stream
+
+    stats = run_differential(seed, 12_000, dump_dir=tmp_path, generator=OutcomeCollateralStreamGenerator)
+    assert stats["fills"] > 200
+    e = ReferenceEngine(**ENGINE_KWARGS)
+    gen = OutcomeCollateralStreamGenerator(seed, limits=dict(ENGINE_KWARGS))
+    net: dict[int, int] = defaultdict(int)
+    shares = 0
+    for cmds, events in run_stream(e, gen, 8_000, chunk=100):
+        balance = events[events["kind"] == Ev.BALANCE]
+        for asset, amount in zip(balance["market"].tolist(), balance["qty"].tolist()):
+            net[asset] += amount
+        check_stream_invariants(e, net, loans=True)
+        shares += int(np.count_nonzero(events["kind"] == Ev.OUTCOME_POSITION))
+    assert shares > 50 and e.collateral_assets(), shares
