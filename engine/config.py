@@ -78,6 +78,15 @@ class RiskSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     valuation_asset: str = ""
     haircuts_bps: dict[str, int] = {}
+    # the bootstrap declares these to the matcher ([venues] admin's CollateralAsset), which turns the unified
+    # account on: one equity over every asset at its haircut (docs/ARCHITECTURE.md "Unified account")
+    unified: bool = False
+
+    def price_market(self, cfg: "Config", symbol: str) -> "MarketConfig | None":
+        """The market that prices ``symbol`` in the valuation asset: the lowest id with it as base and the valuation
+        asset as quote, spot or perpetual."""
+        return min((m for m in cfg.markets if m.base == symbol and m.quote == self.valuation_asset
+                    and m.kind != "outcome"), key=lambda m: m.id, default=None)
 
 
 class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -445,6 +454,11 @@ def _check(cfg: Config, where: str) -> None:
             fail("margin.haircuts_bps", f"unknown asset {sym!r}")
         if not 0 <= bps <= 10000:
             fail(f"margin.haircuts_bps.{sym}", "must be in 0..10000")
+        if cfg.margin.unified and sym != cfg.margin.valuation_asset and cfg.margin.price_market(cfg, sym) is None:
+            fail(f"margin.haircuts_bps.{sym}", f"the unified account needs a {sym}/{cfg.margin.valuation_asset} "
+                                               "spot or perpetual market to price it")
+    if cfg.margin.unified and not (cfg.margin.valuation_asset and cfg.venues.admin):
+        fail("margin.unified", "needs margin.valuation_asset and a [venues] admin (who declares the collateral)")
     if cfg.workers.heartbeat_s <= 0 or cfg.workers.checkpoint_s <= 0:
         fail("workers", "heartbeat_s and checkpoint_s must be positive")
     if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:

@@ -73,10 +73,25 @@ def venue_commands(cfg: Config) -> np.ndarray:
         return np.zeros(0, dtype=COMMAND_DTYPE)
     rows = [dict(kind=Cmd.VENUE_PARAMS, account=s.admin, market=cfg.asset_ids()[s.stake_asset], qty=s.min_stake,
                  price=int(round(s.unbond_period_s * 1e9)), id=s.protocol_account, aux=s.admin)]
-    rows += market_config_rows(cfg)
+    rows += market_config_rows(cfg) + collateral_rows(cfg)
     for v in s.launch:
         rows += launch_rows(v, cfg)
     return _commands(rows + oracle_rows(cfg))
+
+
+def collateral_rows(cfg: Config) -> list[dict]:
+    """With ``[margin] unified``, the admin's CollateralAsset of the valuation asset (price market 0) and of each asset
+    in ``haircuts_bps`` (its price market: ``MarginSection.price_market``), at weight 10000 - haircut."""
+    mg = cfg.margin
+    if not mg.unified:
+        return []
+    ids = cfg.asset_ids()
+    row = dict(kind=Cmd.COLLATERAL_ASSET, account=cfg.venues.admin)
+    rows = [dict(row, market=ids[mg.valuation_asset], id=0, qty=10000 - mg.haircuts_bps.get(mg.valuation_asset, 0))]
+    for sym, haircut in sorted(mg.haircuts_bps.items(), key=lambda kv: ids[kv[0]]):
+        if sym != mg.valuation_asset:
+            rows.append(dict(row, market=ids[sym], id=mg.price_market(cfg, sym).id, qty=10000 - haircut))
+    return rows
 
 
 def market_config_rows(cfg: Config) -> list[dict]:

@@ -68,3 +68,35 @@ def test_market_fields_need_the_admin():
         _check(cfg, "test.toml")
     checked(kind="perpetual", max_leverage=5)
     checked(kind="outcome")  # configured later by the admin's OutcomeConfig
+
+
+def test_the_built_in_default_is_a_unified_account():
+    """[margin] unified: the bootstrap declares USDT the valuation asset and BTC, ETH, OKB collateral at their
+    haircuts, priced by their USDT spot markets; an account holding only BTC opens a USDT-quoted perpetual."""
+    cfg = load()
+    e = Engine(max_orders=1000, max_accounts=1000)
+    assert not (e.process(bootstrap_commands(cfg))["kind"] == Ev.REJECTED).any()
+    assert [(c.asset, c.price_market, c.max_weight_bps) for c in e.collateral_assets()] == [
+        (1, 0, 10_000), (2, 1, 9_000), (3, 2, 8_500), (4, 3, 7_000)]
+    price, lot, ts = 65_000_000_000, 100_000, 10**18
+    feeds = {f.market: f.id for f in cfg.feeds.markets}
+    for market in (1, 4):  # the BTC index prices BTC (spot market 1) and marks the perpetual (market 4)
+        assert not (e.oracle_price(cfg.feeds.account, 0, market, price, feed_id=feeds[market], source_ts=ts,
+                                   ts=ts)["kind"] == Ev.REJECTED).any()
+    BTC_ONLY = 4242
+    e.deposit(BTC_ONLY, 2, 10**8, ts=ts)  # 1 BTC: 65,000 USDT, 58,500 at its 90 %
+    assert not (e.place(1001, 4, Side.SELL, price, 5 * lot, 7, ts=ts)["kind"] == Ev.REJECTED).any()
+    events = e.place(BTC_ONLY, 4, Side.BUY, price, 5 * lot, 1, tif=1, ts=ts)  # IOC, 20x: 5 x 65e9 / 20 borrowed
+    assert not (events["kind"] == Ev.REJECTED).any()
+    assert e.position(BTC_ONLY, 4).size == 5 * lot and e.balance(BTC_ONLY, 1)[0] < 0
+
+
+@pytest.mark.parametrize("margin, venues, field", [
+    (dict(valuation_asset="USD", unified=True), {}, "margin.unified"),  # nobody to declare it
+    (dict(unified=True), BASE["venues"], "margin.unified"),  # no valuation asset
+    (dict(valuation_asset="USD", haircuts_bps={"BTC": 100}, unified=True), BASE["venues"], r"margin.haircuts_bps.BTC"),
+])
+def test_bad_unified_margin_is_named(margin, venues, field):
+    cfg = msgspec.convert(dict(assets=BASE["assets"], margin=margin, venues=venues), Config)
+    with pytest.raises(ConfigError, match=field):
+        _check(cfg, "test.toml")
