@@ -418,7 +418,8 @@ cdef class Matcher:
     cdef int64_t outcome_mark(self, Market *m) noexcept nogil
     cdef void coll_entry(self, uint32_t asset, int64_t *n) noexcept nogil
     cdef int unified(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
-                     int64_t n_takes, bint maintenance, int64_t *equity, int64_t *requirement) noexcept nogil
+                     int64_t n_takes, bint maintenance, int64_t *equity, int64_t *requirement,
+                     bint with_holds=*) noexcept nogil
     cdef uint16_t unified_code(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
                                int64_t n_takes) noexcept nogil
     cdef bint may_owe(self, int64_t acct_idx) noexcept nogil

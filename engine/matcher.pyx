@@ -2754,11 +2754,12 @@ cdef class Matcher:
         and orders (reference ``_over_cap``)."""
         cdef Account *a = &self.accts[acct_idx]
         cdef int64_t cap = xos_hmap_get(&self.cap_index, a.id, m.venue)
-        cdef int64_t used = amount, equity = 0, i = a.position_head, value, b
+        cdef int64_t used = amount, equity = 0, i = a.position_head, value, b, requirement, price, lot
         cdef int32_t k = a.order_head
         cdef Position *p
         cdef Market *pm
         cdef Order *o
+        cdef int128_t used_value, limit
         if cap < 0:
             return False
         b = self.balance_of(acct_idx, m.quote)
@@ -2783,6 +2784,14 @@ cdef class Matcher:
             pm = &self.market_table[o.market]
             if pm.kind == XOS_MARKET_PERPETUAL and pm.venue == m.venue and pm.quote == m.quote:
                 used += (o.remaining // pm.lot_size) * o.hold_per_lot
+        if self.valuation_asset:  # the unified account: against its unified equity, holds included, in valuation units
+            if (self.unified(acct_idx, m.venue, NULL, NULL, 0, False, &equity, &requirement, True) < 0
+                    or not self.collateral_price(m.quote, &price, &lot)):
+                return True  # a price is missing: nothing can show the cap holds
+            used_value = (<int128_t>used * price + lot - 1) // lot
+            limit = <int128_t>cap * equity
+            limit = limit // 10000 if limit >= 0 else -((-limit + 9999) // 10000)  # floor: used x 10000 > cap x equity
+            return used_value > limit
         return used > xos_mul_div(equity, cap, 10000)  # used > cap x equity / 10000, exactly (truncation: see docs)
 
     cdef void cmd_set_exposure_cap(self, const xos_command *c) noexcept nogil:
@@ -2922,7 +2931,8 @@ cdef class Matcher:
             n[0] += 1
 
     cdef int unified(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,
-                     int64_t n_takes, bint maintenance, int64_t *equity_out, int64_t *requirement_out) noexcept nogil:
+                     int64_t n_takes, bint maintenance, int64_t *equity_out, int64_t *requirement_out,
+                     bint with_holds=False) noexcept nogil:
         """The account's unified equity and initial (or maintenance) requirement in valuation units with
         ``amounts[i]`` of ``assets[i]`` taken from its free balances first, at ``venue``'s weights (WITHDRAW_WEIGHTS:
         per asset the lowest weight of the risk groups it has open perpetual positions in); both clamped into
@@ -2931,7 +2941,9 @@ cdef class Matcher:
         one more per priced asset); reference ``_unified``."""
         cdef Account *a = &self.accts[acct_idx]
         cdef int64_t n = 0, i, j, b, value, lots, initial, mark, e, r, price = 0, lot = 1, weight, w
+        cdef int32_t k
         cdef uint32_t asset
+        cdef Order *o
         cdef Position *p
         cdef Market *m
         cdef int128_t equity = 0, requirement = 0
@@ -2945,6 +2957,16 @@ cdef class Matcher:
         for i in range(n_takes):
             self.coll_entry(assets[i], &n)
             self.coll_eq[assets[i]] -= amounts[i]
+        if with_holds:  # the open orders' holds count as the account's own (an exposure cap's equity)
+            k = a.order_head
+            while k != NONE:
+                o = &self.orders[k]
+                k = o.acct_next
+                m = &self.market_table[o.market]
+                asset = m.quote if o.side == BID or m.kind != XOS_MARKET_SPOT else m.base
+                self.coll_entry(asset, &n)
+                self.coll_eq[asset] += ((o.remaining // m.lot_size) * o.hold_per_lot
+                                        if o.side == BID or m.kind != XOS_MARKET_SPOT else o.remaining)
         j = a.position_head
         while j != NONE:
             p = &self.position_rows[j]

@@ -1163,6 +1163,12 @@ class ReferenceEngine(CommandAPI):
             om = self._markets[o.market]
             if om.kind == _PERP and om.venue == m.venue and om.quote == m.quote:
                 used += self._hold_of(o, o.remaining, om)
+        if self._valuation:  # the unified account: against its unified equity, holds included, in valuation units
+            equity, _, missing = self._unified(account, m.venue, {}, False, with_holds=True)
+            price = self._collateral_price(m.quote)
+            if missing or price is None:
+                return True  # a price is missing: nothing can show the cap holds
+            return -(-used * price[0] // price[1]) * 10000 > cap * _clamp64(equity)
         return used * 10000 > cap * equity
 
     def exposure_caps(self) -> list[tuple[int, int, int]]:
@@ -1257,7 +1263,8 @@ class ReferenceEngine(CommandAPI):
         bid, ask, last = m.books[_BUY].best(), m.books[_SELL].best(), m.last
         return sorted((bid, ask, last))[1] if bid and ask and last else 0
 
-    def _unified(self, account: int, venue: int, takes: dict[int, int], maintenance: bool) -> tuple[int, int, bool]:
+    def _unified(self, account: int, venue: int, takes: dict[int, int], maintenance: bool,
+                 with_holds: bool = False) -> tuple[int, int, bool]:
         """(unified equity, requirement, a price missing) of the account in valuation units, with ``takes``
         (asset -> amount) taken from its free balances first, at ``venue``'s weights (WITHDRAW_WEIGHTS: per asset
         the lowest weight of the risk groups it has open perpetual positions in, the protocol bound without any).
@@ -1269,6 +1276,11 @@ class ReferenceEngine(CommandAPI):
         eq = {a: b[0] for a, b in self._bal[account].items()}
         for a, amount in takes.items():
             eq[a] = eq.get(a, 0) - amount
+        if with_holds:  # the open orders' holds count as the account's own (an exposure cap's equity)
+            for o in self._acct_orders.get(account, {}).values():
+                m = self._markets[o.market]
+                a = m.quote if o.side == _BUY or m.kind != _SPOT else m.base
+                eq[a] = eq.get(a, 0) + self._hold_of(o, o.remaining, m)
         req: dict[int, int] = {}
         groups: set[int] = set()
         for market in self._account_positions.get(account, ()):

@@ -1507,6 +1507,10 @@ class IsolatedCollateralStreamGenerator(CollateralStreamGenerator, IsolatedMargi
     stay outside the unified equity (ARCHITECTURE, "Unified account"); each parent interleaves its own commands."""
 
 
+class CollateralMultiLegStreamGenerator(MultiLegMixin, CollateralStreamGenerator):
+    """The unified account with multi-leg orders and exposure caps: caps measured against the unified equity."""
+
+
 class OutcomeCollateralStreamGenerator(CollateralStreamGenerator, OutcomeStreamGenerator):
     """The unified account with outcome markets: outcome shares count in the unified equity at the outcome mark
     (median of best bid, best ask and last trade), next to loans, collateral and perpetuals."""

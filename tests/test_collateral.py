@@ -249,6 +249,23 @@ def test_a_loan_without_a_position_is_liquidated_when_its_collateral_falls(engin
     refused(e, e.liquidate(MAKER, T, 0, USD), RC.NOTHING_TO_LIQUIDATE)  # nothing left to do
 
 
+def test_an_exposure_cap_measures_the_unified_equity(engine_cls):
+    """T holds only BTC (8,000 USD at 80 %) and caps venue 0's group at 50 %: 4,000 USD of margin. Its loans make its
+    USD equity 0 or less, so the per-asset cap would refuse everything; the unified one counts the BTC."""
+    e = world(engine_cls)
+    ok(e.set_exposure_cap(T, 0, 5_000))
+    ok(e.place(T, PERP, BUY, 100, 300, 11, tif=Tif.IOC))  # 300 lots at 10x: 3,000 borrowed and used
+    assert e.balance(T, USD) == (-3_000, 3_000)
+    before = state(e)
+    assert codes(e.place(T, PERP, BUY, 100, 200, 12, tif=Tif.IOC)) == [RC.EXPOSURE_CAP_EXCEEDED]  # 5,000 > 4,000
+    assert state(e) == before
+    ok(e.place(T, PERP, BUY, 100, 100, 13, tif=Tif.IOC))  # exactly 4,000
+    assert codes(e.place(T, PERP, BUY, 100, 10, 14, tif=Tif.IOC)) == [RC.EXPOSURE_CAP_EXCEEDED]
+    move_oracle(e, SPOT, 150, 2)  # the BTC up by half: 12,000 of collateral, 6,000 of margin
+    ok(e.place(T, PERP, BUY, 100, 200, 15, tif=Tif.IOC))
+    assert e.position(T, PERP).size == 600
+
+
 CA_BAD = [
     ("account 0", dict(account=0, asset=ETH, price_market=ETHSPOT, max_weight_bps=1), RC.INVALID_ACCOUNT_ID),
     ("not the admin", dict(account=OP, asset=ETH, price_market=ETHSPOT, max_weight_bps=1), RC.NOT_ADMIN),
@@ -501,3 +518,19 @@ def test_collateral_with_outcome_shares_differential_and_invariants(seed, tmp_pa
         check_stream_invariants(e, net, loans=True)
         shares += int(np.count_nonzero(events["kind"] == Ev.OUTCOME_POSITION))
     assert shares > 50 and e.collateral_assets(), shares
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_collateral_with_caps_and_multi_leg_orders_differential(seed, tmp_path):
+    """Exposure caps and multi-leg orders in the unified account: Cython = reference event for event, and caps do
+    refuse orders against the unified equity."""
+    from test_differential import run_differential
+
+    from generators import ENGINE_KWARGS, CollateralMultiLegStreamGenerator, run_stream
+
+    run_differential(seed, 12_000, dump_dir=tmp_path, generator=CollateralMultiLegStreamGenerator)
+    e = ReferenceEngine(**ENGINE_KWARGS)
+    gen = CollateralMultiLegStreamGenerator(seed, limits=dict(ENGINE_KWARGS))
+    refused = sum(int(np.count_nonzero(events["code"] == RC.EXPOSURE_CAP_EXCEEDED))
+                  for _, events in run_stream(e, gen, 12_000, chunk=200))
+    assert refused > 0 and e.collateral_assets() and e.exposure_caps()
