@@ -148,7 +148,8 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
             typer.echo(f"  position market {int(p['market'])} size {int(p['size'])} entry {int(p['entry'])} "
                        f"margin {int(p['margin'])} mark {int(p['mark'])} upnl {int(p['upnl'])} "
                        f"maintenance {int(p['maintenance'])} liquidation price {int(p['liquidation_price'])}"
-                       + (f" ADL rank {int(p['adl_rank'])}" if "adl_rank" in positions.dtype.names else ""))
+                       + (f" ADL rank {int(p['adl_rank'])}" if "adl_rank" in positions.dtype.names else "")
+                       + (" isolated" if "isolated" in positions.dtype.names and p["isolated"] else " cross"))
     for f in fills:
         typer.echo(f"  fill seq {f['seq']} market {f['market']} {'buy' if f['side'] == 0 else 'sell'} "
                    f"{f['qty']} @ {f['price']} fee {f['fee']} ({f['role']})")

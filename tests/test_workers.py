@@ -873,7 +873,7 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     ledger.close()
     out = CliRunner().invoke(app, ["account", "1", "--config", str(config)])
     assert "maintenance 5000" in out.output and "position market 5 size 10 entry 10000" in out.output, out.output
-    assert "ADL rank 1" in out.output
+    assert "ADL rank 1 cross" in out.output
 
 
 def recording_engine(**kwargs) -> tuple[Engine, list]:
