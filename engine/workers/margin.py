@@ -913,6 +913,8 @@ class MarginBook(EventCore):
         return {int(self.asset_of[c]): (int(self.total[r, c]), int(self.held[r, c])) for c in nz}
 
     def valuation_asset(self) -> int:
+        if self.valuation:  # the matcher's unified account: its valuation asset
+            return self.valuation
         v = self.config.valuation_asset
         if isinstance(v, str) and v:
             return self._asset_id(v)
@@ -931,11 +933,19 @@ class MarginBook(EventCore):
         return int(key)
 
     def haircut(self, asset: int) -> int:
+        if self.valuation:  # the matcher's unified account: 10000 - venue 0's weight (the protocol bound without one)
+            setting = self.collateral.get(asset)
+            return 10000 if setting is None else 10000 - min(self.venue_weights.get((0, asset), setting[1]), setting[1])
         cuts = {self._asset_id(k): v for k, v in self.config.haircut_bps.items()}
         return int(cuts.get(asset, self.config.default_haircut_bps))
 
     def rates(self) -> dict[int, Fraction]:
-        """Exact value of one unit of each reachable asset in units of the valuation asset (no haircut)."""
+        """Exact value of one unit of each reachable asset in units of the valuation asset (no haircut): with the
+        matcher's unified account on, the collateral prices it values with (``collateral_prices``), so the view shows
+        what the matcher counts; otherwise routes over the markets' last trade prices."""
+        if self.valuation:
+            price, lot, priced = self.collateral_prices()
+            return {int(self.asset_of[c]): Fraction(int(price[c]), int(lot[c])) for c in np.flatnonzero(priced)}
         v = self.valuation_asset()
         rate = {v: Fraction(1)}
         frontier = [v]
@@ -960,6 +970,9 @@ class MarginBook(EventCore):
         """Per-asset ``(w, s)`` (see the module docstring), recomputed when marks or listings changed."""
         key = (tuple(sorted(self.marks.items())), len(self.listings.markets), len(self.listings.assets),
                self.total.shape[1])
+        if self.valuation:  # the unified account's prices and weights instead of the routes
+            key = (self.valuation, tuple(sorted(self.collateral.items())), tuple(sorted(self.venue_weights.items())),
+                   tuple(sorted(self.oracles.items())), tuple(sorted(self.perp_marks.items())), self.total.shape[1])
         if key != self._weights_key:
             w = np.zeros(self.total.shape[1], np.int64)
             s = np.zeros(self.total.shape[1], np.int64)
