@@ -425,6 +425,7 @@ cdef class Matcher:
     cdef bint may_owe(self, int64_t acct_idx) noexcept nogil
     cdef int64_t liquidation_equity(self, int64_t acct_idx, uint32_t venue, uint32_t asset) noexcept nogil
     cdef int64_t sell_collateral(self, int64_t acct_idx, int64_t fund, uint32_t venue, uint32_t asset) noexcept nogil
+    cdef int64_t sell_outcome_shares(self, int64_t acct_idx, int64_t fund, uint32_t venue, uint32_t asset) noexcept nogil
     cdef bint over_cap(self, int64_t acct_idx, Market *m, int64_t amount) noexcept nogil
     cdef void cmd_set_exposure_cap(self, const xos_command *c) noexcept nogil
     cdef int32_t accept(self, const xos_command *c, Admission *adm) noexcept nogil

@@ -3082,6 +3082,67 @@ cdef class Matcher:
             self.transfer(XOS_XFER_COLLATERAL_PAID, venue, fund, asset, -pay, x)
             self.transfer(XOS_XFER_COLLATERAL_PAID, venue, self.accts[acct_idx].id, asset, pay, x)
             total += pay
+        return total + self.sell_outcome_shares(acct_idx, fund, venue, asset)
+
+    cdef int64_t sell_outcome_shares(self, int64_t acct_idx, int64_t fund, uint32_t venue,
+                                     uint32_t asset) noexcept nogil:
+        """Then its outcome shares quoted in ``asset`` (open markets with an outcome mark, market id order) go to the
+        fund at the weighted leg per lot, the fewest whole lots covering the shortfall as far as the fund's free
+        balance goes, moved like a fill (reference ``_sell_outcome_shares``); returns what the fund paid."""
+        cdef int64_t weight = self.collateral_weight(asset, venue), total = 0, n = 0, cap = 0, i, j, row, unused
+        cdef int64_t shortfall, fund_free, size, mark, per_lot, lots, need, price, sign, cash, q, t_bal, f_bal
+        cdef int64_t fund_idx = self.account_index_of(fund), target = self.accts[acct_idx].id
+        cdef int64_t *rows = NULL
+        cdef Market *m
+        cdef OutcomeMarket *oc
+        cdef Position *p
+        f_bal = self.balance_of(fund_idx, asset) if fund_idx >= 0 else -1
+        if f_bal < 0:
+            return 0  # a fund without the asset buys nothing
+        j = self.accts[acct_idx].position_head
+        while j != NONE:  # its outcome positions in the asset, by market id (insertion sort: an account holds few)
+            p = &self.position_rows[j]
+            if self.market_table[p.market].kind == XOS_MARKET_OUTCOME and self.market_table[p.market].quote == asset:
+                if n == cap:
+                    rows = <int64_t *>grow(rows, &cap, n + 1, sizeof(int64_t), b"outcome collateral")
+                i = n
+                while i > 0 and self.position_rows[rows[i - 1]].market > p.market:
+                    rows[i] = rows[i - 1]
+                    i -= 1
+                rows[i] = j
+                n += 1
+            j = p.next_of_account
+        t_bal = self.balance_of(acct_idx, asset)
+        for i in range(n):
+            shortfall = -self.equity_of(acct_idx, asset, &unused)
+            fund_free = self.bals[f_bal].free
+            if shortfall <= 0 or fund_free <= 0:
+                break
+            row = rows[i]
+            m = &self.market_table[self.position_rows[row].market]
+            oc = &self.outcome_table[self.position_rows[row].market]
+            size = self.position_rows[row].size
+            mark = self.outcome_mark(m)
+            if oc.state != XOS_OS_OPEN or size == 0 or mark == 0:
+                continue
+            per_lot = xos_mul_div(mark if size > 0 else oc.payout - mark, weight, 10000)
+            if per_lot <= 0:
+                continue
+            lots = (size if size > 0 else -size) // m.lot_size
+            need = (shortfall + per_lot - 1) // per_lot
+            lots = need if need < lots else lots
+            lots = fund_free // per_lot if fund_free // per_lot < lots else lots
+            if lots <= 0:
+                continue
+            sign = 1 if size > 0 else -1  # the target gives up its side, the fund takes it
+            price = per_lot if size > 0 else oc.payout - per_lot
+            q = lots * m.lot_size
+            p = self.outcome_move(m, self.position_rows[row].market, target, t_bal, -sign * q, price, &cash)
+            self.emit_outcome_position(p, t_bal, 0, XOS_OC_COLLATERAL, m.venue, 0, price, cash)
+            p = self.outcome_move(m, self.position_rows[row].market, fund, f_bal, sign * q, price, &cash)
+            self.emit_outcome_position(p, f_bal, 0, XOS_OC_COLLATERAL, m.venue, 0, price, cash)
+            total += lots * per_lot
+        free(rows)
         return total
 
     cdef uint16_t unified_code(self, int64_t acct_idx, int64_t venue, const uint32_t *assets, const int64_t *amounts,

@@ -177,6 +177,7 @@ class OutcomeChange(enum.IntEnum):
     FILL = 1
     CONVERT = 2
     SETTLE = 3  # the final resolution paid it out
+    COLLATERAL = 4  # a liquidation's collateral sale moved it to the venue's insurance fund
 
 
 class OutcomeState(enum.IntEnum):

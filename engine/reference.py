@@ -178,6 +178,7 @@ _SPOT, _PERP, _OUTCOME = int(MarketKind.SPOT), int(MarketKind.PERPETUAL), int(Ma
 _OS_OPEN, _OS_PROPOSED, _OS_FINAL, _OS_OVERTURNED = (int(OutcomeState.OPEN), int(OutcomeState.PROPOSED),
                                                      int(OutcomeState.FINAL), int(OutcomeState.OVERTURNED))
 _OC_FILL, _OC_CONVERT, _OC_SETTLE = int(OutcomeChange.FILL), int(OutcomeChange.CONVERT), int(OutcomeChange.SETTLE)
+_OC_COLLATERAL = int(OutcomeChange.COLLATERAL)
 _EV_OC_POSITION, _EV_OC_STATUS, _EV_OC_CONVERT = (int(Ev.OUTCOME_POSITION), int(Ev.OUTCOME_STATUS),
                                                   int(Ev.OUTCOME_CONVERT))
 _EV_POSITION = int(Ev.POSITION)
@@ -2009,6 +2010,38 @@ class ReferenceEngine(CommandAPI):
             self._transfer(_X_COLLATERAL_PAID, v, fund, asset, -pay, x)
             self._transfer(_X_COLLATERAL_PAID, v, target, asset, pay, x)
             total += pay
+        return total + self._sell_outcome_shares(target, fund, venue, asset)
+
+    def _sell_outcome_shares(self, target: int, fund: int, venue: int, asset: int) -> int:
+        """Then its outcome shares quoted in ``asset`` (open markets with an outcome mark, market id order): the fund
+        takes the fewest whole lots whose weighted value covers the shortfall, as far as its free balance goes, at
+        the weighted leg per lot (YES: mark, NO: payout - mark, x the asset's weight at the venue, down), moved like a
+        fill between the two (OutcomePosition events, reason COLLATERAL, ``price`` the YES price); returns what the
+        fund paid."""
+        weight = self._collateral_weight(asset, venue)  # outcome shares count at their quote's weight
+        total = 0
+        for market in sorted(mk for mk in self._account_positions.get(target, ())
+                             if self._markets[mk].kind == _OUTCOME and self._markets[mk].quote == asset):
+            shortfall = -self._equity(target, asset)[0]
+            fund_free = self._bal[fund].get(asset, [0, 0])[0]
+            if shortfall <= 0 or fund_free <= 0:
+                break
+            m, oc, size = self._markets[market], self._outcomes.get(market), self._positions[(target, market)][0]
+            mark = self._outcome_mark(m)
+            if oc is None or oc.state != _OS_OPEN or size == 0 or not mark:
+                continue
+            per_lot = (mark if size > 0 else oc.payout - mark) * weight // 10000
+            if per_lot <= 0:
+                continue
+            lots = min(abs(size) // m.lot, _ceil_div(shortfall, per_lot), fund_free // per_lot)
+            if lots <= 0:
+                continue
+            sign = 1 if size > 0 else -1  # the target gives up its side, the fund takes it
+            price = per_lot if size > 0 else oc.payout - per_lot
+            for account, delta in ((target, -sign * lots * m.lot), (fund, sign * lots * m.lot)):
+                pos, cash = self._outcome_move(account, m, oc, delta, price)
+                self._outcome_event(account, m, 0, _OC_COLLATERAL, m.venue, 0, price, pos, cash)
+            total += lots * per_lot
         return total
 
     def _market_operator_check(self, account: int, market: int, kind: int) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 from engine.codes import ResultCode as RC
 from engine.matcher import Engine
-from engine.records import Cmd, Ev, MarketKind, Tif, Transfer
+from engine.records import Cmd, Ev, MarketKind, OutcomeChange, Tif, Transfer
 from engine.reference import ReferenceEngine
 from engine.views import CollateralAssetView, VenueCollateralView
 
@@ -264,6 +264,33 @@ def test_an_exposure_cap_measures_the_unified_equity(engine_cls):
     move_oracle(e, SPOT, 150, 2)  # the BTC up by half: 12,000 of collateral, 6,000 of margin
     ok(e.place(T, PERP, BUY, 100, 200, 15, tif=Tif.IOC))
     assert e.position(T, PERP).size == 600
+
+
+def test_the_fund_buys_outcome_shares_behind_a_shortfall(engine_cls):
+    """T's only collateral is 50 YES shares (outcome mark 60: bid 55, ask 65, last 60; 3,000 at USD's weight): a
+    10x long of 200 borrowed against them crashes; the fund takes the long over at the bankruptcy price (85), which
+    leaves T's USD at -3,000, then buys the shares at the weighted mark: the fewest whole lots that cover it, moved
+    like a fill (OutcomePosition reason COLLATERAL, YES price 60), and T ends at 0."""
+    e = world(engine_cls)
+    ok(e.deposit(PROTOCOL, USD, 100_000))
+    ok(e.deposit(T, USD, 3_000))
+    ok(e.place(MAKER, OUT, SELL, 60, 50, 40))
+    ok(e.place(T, OUT, BUY, 60, 50, 41, tif=Tif.IOC))
+    ok(e.place(MAKER, OUT, BUY, 55, 10, 42))
+    ok(e.place(MAKER, OUT, SELL, 65, 10, 43))
+    ok(e.withdraw(T, BTC, 100))
+    ok(e.place(T, PERP, BUY, 100, 200, 44, tif=Tif.IOC))  # 2,000 borrowed against the shares
+    assert e.balance(T, USD) == (-2_000, 2_000)
+    ok(e.cancel(MAKER, client_id=2))
+    move_oracle(e, PERP, 80, 2)
+    events = ok(e.liquidate(MAKER, T, 0, USD))
+    moves = [(int(x["account"]), int(x["reason"]), int(x["qty"]), int(x["price"]), int(x["maker_fee"])) for x in events
+             if x["kind"] == Ev.OUTCOME_POSITION]
+    assert moves == [(T, OutcomeChange.COLLATERAL, 0, 60, 3_000), (PROTOCOL, OutcomeChange.COLLATERAL, 50, 60, -3_000)]
+    done = events[events["kind"] == Ev.LIQUIDATED][0]
+    assert (int(done["price"]), int(done["client_id"]), int(done["maker_fee"])) == (0, 0, 3_000)
+    assert e.balance(T, USD) == (0, 0) and e.position(PROTOCOL, OUT).size == 50
+    assert e.outcome(OUT).collateral == 100 * 50  # YES = NO = collateral / payout: the shares changed hands
 
 
 CA_BAD = [

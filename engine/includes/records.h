@@ -161,7 +161,7 @@ enum {
 };
 enum { XOS_MARKET_SPOT = 0, XOS_MARKET_PERPETUAL = 1, XOS_MARKET_OUTCOME = 2 };
 /* outcome markets: what moved a position (OutcomePosition reason), the market's state (OutcomeStatus reason) */
-enum { XOS_OC_FILL = 1, XOS_OC_CONVERT = 2, XOS_OC_SETTLE = 3 };
+enum { XOS_OC_FILL = 1, XOS_OC_CONVERT = 2, XOS_OC_SETTLE = 3, XOS_OC_COLLATERAL = 4 };
 enum { XOS_OS_OPEN = 1, XOS_OS_PROPOSED = 2, XOS_OS_FINAL = 3, XOS_OS_OVERTURNED = 4 };
 
 /* command flags */

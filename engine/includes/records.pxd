@@ -106,6 +106,7 @@ cdef extern from "records.h" nogil:
         XOS_OC_FILL
         XOS_OC_CONVERT
         XOS_OC_SETTLE
+        XOS_OC_COLLATERAL
         XOS_OS_OPEN
         XOS_OS_PROPOSED
         XOS_OS_FINAL
