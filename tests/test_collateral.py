@@ -561,3 +561,52 @@ def test_collateral_with_caps_and_multi_leg_orders_differential(seed, tmp_path):
     refused = sum(int(np.count_nonzero(events["code"] == RC.EXPOSURE_CAP_EXCEEDED))
                   for _, events in run_stream(e, gen, 12_000, chunk=200))
     assert refused > 0 and e.collateral_assets() and e.exposure_caps()
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4, 6, 7, 8])  # seeds whose crashes reach a share sale
+def test_random_crashes_with_outcome_shares_as_collateral(seed):
+    """test_liquidation's random crash streams in unified mode where the traders' collateral is BTC and YES shares of
+    an outcome market (a two-sided book, so the shares have a mark): liquidations sell both to the fund. Both engines
+    event for event; on the reference after every command the outcome and conservation invariants (with loans)."""
+    import random
+    from collections import defaultdict
+
+    from test_liquidation import ADMIN as LADMIN, DEPOSITS, D as LMAKER, PERP as LPERP, liq_world, random_crash_commands
+    from test_outcome_stream import check_stream_invariants
+
+    YES, SHARES = 7, 12  # the outcome market's share asset and id (payout 1000 per lot of 10)
+    r = random.Random(seed)
+    engines = [liq_world(cls) for cls in (Engine, ReferenceEngine)]
+    setup = [("add_asset", dict(asset_id=YES, symbol="YES", decimals=0)),
+             ("add_market", dict(market_id=SHARES, base=YES, quote=USD, tick_size=1, lot_size=10, min_size=10,
+                                 kind=MarketKind.OUTCOME)),
+             ("configure_outcome", dict(account=LADMIN, market=SHARES, payout=1000, resolver=LADMIN)),
+             ("set_collateral_asset", dict(account=LADMIN, asset=USD, price_market=0, max_weight_bps=10_000)),
+             ("set_collateral_asset", dict(account=LADMIN, asset=BTC, price_market=LPERP, max_weight_bps=7_000)),
+             ("place", dict(account=LMAKER, market=SHARES, side=1, price=600, qty=600, client_id=9001)),
+             ("place", dict(account=LMAKER, market=SHARES, side=0, price=500, qty=100, client_id=9002))]
+    for a in range(30, 42):  # each trader buys 1-4 lots of YES (mark: bid 500, ask 600, last 600) and some BTC
+        lots = r.randint(1, 4)
+        setup += [("deposit", dict(account=a, asset=USD, amount=600 * lots)),
+                  ("place", dict(account=a, market=SHARES, side=0, price=600, qty=10 * lots, client_id=9000 + a,
+                                 tif=Tif.IOC)),
+                  ("deposit", dict(account=a, asset=BTC, amount=r.choice([0, 0, 10])))]  # 0: shares only
+    cmds = setup + random_crash_commands(seed)
+    ref = engines[1]
+    net = defaultdict(int)
+    net[USD] = sum(DEPOSITS.values())
+    seen = defaultdict(int)
+    for i, (name, fields) in enumerate(cmds):
+        if name == "deposit" and fields["amount"] <= 0:
+            continue
+        got = [getattr(e, name)(**fields) for e in engines]
+        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
+        ev = got[1]
+        assert i >= len(setup) or not (ev["kind"] == Ev.REJECTED).any(), (name, fields)  # the setup all goes through
+        if name == "deposit":
+            net[fields["asset"]] += fields["amount"]
+        check_stream_invariants(ref, net, loans=True)
+        seen["liquidated"] += int(np.count_nonzero(ev["kind"] == Ev.LIQUIDATED))
+        seen["shares sold"] += int(np.count_nonzero((ev["kind"] == Ev.OUTCOME_POSITION)
+                                                    & (ev["reason"] == OutcomeChange.COLLATERAL)))
+    assert seen["liquidated"] > 0 and seen["shares sold"] > 0, dict(seen)
