@@ -462,7 +462,7 @@ def test_random_crashes_with_collateral_differential_and_invariants(seed):
     import random
     from collections import defaultdict
 
-    from test_liquidation import ADMIN as LADMIN, DEPOSITS, PERP as LPERP, liq_world, random_crash_commands
+    from test_liquidation import ADMIN as LADMIN, DEPOSITS, PERP as LPERP, liq_world, random_crash_commands, replay_on_both
     from test_perp import check_perp_invariants
 
     r = random.Random(seed)
@@ -476,15 +476,7 @@ def test_random_crashes_with_collateral_differential_and_invariants(seed):
     net = defaultdict(int)
     net[USD] = sum(DEPOSITS.values())
     seen = defaultdict(int)
-    for name, fields in cmds:
-        if name == "deposit" and fields["amount"] <= 0:
-            continue
-        got = [getattr(e, name)(**fields) for e in engines]
-        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
-        ev = got[1]
-        if name == "deposit":
-            net[fields["asset"]] += fields["amount"]
-        check_perp_invariants(ref, net)
+    for _, ev in replay_on_both(engines, cmds, net, check_perp_invariants):
         seen["liquidated"] += int(np.count_nonzero(ev["kind"] == Ev.LIQUIDATED))
         seen["sold"] += int(np.count_nonzero((ev["kind"] == Ev.VENUE_TRANSFER) & (ev["reason"] == Transfer.COLLATERAL_SOLD)))
         seen["borrowed"] += sum(1 for a in range(30, 42) if ref.balance(a, USD)[0] < 0 < ref.balance(a, BTC)[0])
@@ -571,7 +563,8 @@ def test_random_crashes_with_outcome_shares_as_collateral(seed):
     import random
     from collections import defaultdict
 
-    from test_liquidation import ADMIN as LADMIN, DEPOSITS, D as LMAKER, PERP as LPERP, liq_world, random_crash_commands
+    from test_liquidation import (ADMIN as LADMIN, DEPOSITS, D as LMAKER, PERP as LPERP, liq_world, random_crash_commands,
+                                  replay_on_both)
     from test_outcome_stream import check_stream_invariants
 
     YES, SHARES = 7, 12  # the outcome market's share asset and id (payout 1000 per lot of 10)
@@ -591,21 +584,12 @@ def test_random_crashes_with_outcome_shares_as_collateral(seed):
                   ("place", dict(account=a, market=SHARES, side=0, price=600, qty=10 * lots, client_id=9000 + a,
                                  tif=Tif.IOC)),
                   ("deposit", dict(account=a, asset=BTC, amount=r.choice([0, 0, 10])))]  # 0: shares only
-    cmds = setup + random_crash_commands(seed)
-    ref = engines[1]
     net = defaultdict(int)
     net[USD] = sum(DEPOSITS.values())
     seen = defaultdict(int)
-    for i, (name, fields) in enumerate(cmds):
-        if name == "deposit" and fields["amount"] <= 0:
-            continue
-        got = [getattr(e, name)(**fields) for e in engines]
-        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
-        ev = got[1]
-        assert i >= len(setup) or not (ev["kind"] == Ev.REJECTED).any(), (name, fields)  # the setup all goes through
-        if name == "deposit":
-            net[fields["asset"]] += fields["amount"]
-        check_stream_invariants(ref, net, loans=True)
+    cmds = setup + random_crash_commands(seed)
+    for i, ev in replay_on_both(engines, cmds, net, lambda ref, net: check_stream_invariants(ref, net, loans=True)):
+        assert i >= len(setup) or not (ev["kind"] == Ev.REJECTED).any(), cmds[i]  # the setup all goes through
         seen["liquidated"] += int(np.count_nonzero(ev["kind"] == Ev.LIQUIDATED))
         seen["shares sold"] += int(np.count_nonzero((ev["kind"] == Ev.OUTCOME_POSITION)
                                                     & (ev["reason"] == OutcomeChange.COLLATERAL)))

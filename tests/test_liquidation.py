@@ -227,6 +227,21 @@ def random_crash_commands(seed: int, n_rounds: int = 60) -> list[tuple[str, dict
     return cmds
 
 
+def replay_on_both(engines, cmds, net: dict, check):
+    """Run ``cmds`` (engine API calls, as ``random_crash_commands`` makes them) on the Cython engine and the reference
+    in turn, asserting the same events; after each, ``check(reference, net)`` with ``net`` the deposits per asset so
+    far.  Yields (index in cmds, the events)."""
+    for i, (name, fields) in enumerate(cmds):
+        if name == "deposit" and fields["amount"] <= 0:
+            continue
+        got = [getattr(e, name)(**fields) for e in engines]
+        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
+        if name == "deposit":
+            net[fields["asset"]] += fields["amount"]
+        check(engines[1], net)
+        yield i, got[1]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_crashes_differential_and_invariants(seed):
     """Both engines event for event on random crash streams; after every command the reference model holds the
@@ -238,22 +253,13 @@ def test_random_crashes_differential_and_invariants(seed):
     from engine.reference import ReferenceEngine
     from test_perp import check_perp_invariants
 
-    cmds = random_crash_commands(seed)
     engines = [liq_world(cls) for cls in (Engine, ReferenceEngine)]
     ref = engines[1]
     net = defaultdict(int)
     for account, amount in DEPOSITS.items():
         net[USD] += amount
     seen = defaultdict(int)
-    for name, fields in cmds:
-        if name == "deposit" and fields["amount"] <= 0:
-            continue
-        got = [getattr(e, name)(**fields) for e in engines]
-        assert got[0].tobytes() == got[1].tobytes(), (name, fields)
-        ev = got[1]
-        if name == "deposit":
-            net[USD] += fields["amount"]
-        check_perp_invariants(ref, net)
+    for _, ev in replay_on_both(engines, random_crash_commands(seed), net, check_perp_invariants):
         for done in of_kind(ev, Ev.LIQUIDATED):
             assert done["price"] >= 0 and done["client_id"] == 0, done  # equity after >= 0, nothing uncovered
             seen["liquidated"] += 1
