@@ -455,6 +455,7 @@ cdef class Matcher:
     cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil
     cdef void cmd_isolated_margin(self, const xos_command *c) noexcept nogil
     cdef void emit_margin_position(self, Position *p, Market *m, int64_t b, uint16_t flags) noexcept nogil
+    cdef uint16_t check_market_kind(self, const xos_command *c, uint8_t kind) noexcept nogil
     cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil
     cdef void cmd_market_risk(self, const xos_command *c) noexcept nogil
     cdef void schedule_funding(self, Market *m) noexcept nogil

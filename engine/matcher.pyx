@@ -2659,13 +2659,7 @@ cdef class Matcher:
     cdef uint16_t check_perp_account(self, const xos_command *c, int64_t *acct_idx) noexcept nogil:
         """MarginMode's and IsolatedMargin's first checks: a known account, a perpetual market."""
         cdef uint16_t code = self.check_account(c.account, acct_idx)
-        if code:
-            return code
-        if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            return XOS_UNKNOWN_MARKET
-        if self.market_table[c.market].kind != XOS_MARKET_PERPETUAL:
-            return XOS_INVALID_MARKET_KIND
-        return XOS_OK
+        return code if code else self.check_market_kind(c, XOS_MARKET_PERPETUAL)
 
     cdef void cmd_margin_mode(self, const xos_command *c) noexcept nogil:
         """The account's position in a perpetual market becomes isolated (``qty`` 1) or cross (0), only without
@@ -3154,17 +3148,24 @@ cdef class Matcher:
             return XOS_COLLATERAL_PRICE_MISSING
         return XOS_INSUFFICIENT_MARGIN if result else XOS_OK
 
-    cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil:
-        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in
-        order: a sender, the market, its kind, and the sender the admin or the listing venue's operator."""
+    cdef uint16_t check_market_kind(self, const xos_command *c, uint8_t kind) noexcept nogil:
+        """A market command's first checks, in order: a sender, the market, its kind (reference
+        ``_market_kind_code``)."""
         if c.account <= 0:
             return XOS_INVALID_ACCOUNT_ID
         if c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
             return XOS_UNKNOWN_MARKET
-        cdef Market *m = &self.market_table[c.market]
-        if m.kind != kind:
+        if self.market_table[c.market].kind != kind:
             return XOS_INVALID_MARKET_KIND
-        if c.account != self.admin and c.account != self.venue_table[m.venue].operator:
+        return XOS_OK
+
+    cdef uint16_t check_market_operator(self, const xos_command *c, uint8_t kind) noexcept nogil:
+        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig):
+        ``check_market_kind``, then the sender the admin or the listing venue's operator."""
+        cdef uint16_t code = self.check_market_kind(c, kind)
+        if code:
+            return code
+        if c.account != self.admin and c.account != self.venue_table[self.market_table[c.market].venue].operator:
             return XOS_NOT_VENUE_OPERATOR
         return XOS_OK
 
@@ -3378,21 +3379,15 @@ cdef class Matcher:
         """Any account (a scheduler): the due funding of a perpetual market (ARCHITECTURE, "Funding"; reference
         ``_apply_funding``): payers pay ceil(notional at mark x |rate|), receivers get its floor, the remainder goes to
         the listing venue's insurance fund, so the transfers sum to exactly zero."""
-        cdef uint16_t code = XOS_OK
+        cdef uint16_t code = self.check_market_kind(c, XOS_MARKET_PERPETUAL)
         cdef Market *m = NULL
         cdef int64_t fund = 0, rate, premium, paid = 0, received = 0, amount, size, due, i, n = 0, cap = 0, margin
         cdef int64_t *rows = NULL
         cdef Position *p
         cdef xos_event *e
-        if c.account <= 0:
-            code = XOS_INVALID_ACCOUNT_ID
-        elif c.market < 1 or c.market > <uint32_t>self.max_markets or not self.market_table[c.market].exists:
-            code = XOS_UNKNOWN_MARKET
-        else:
+        if code == XOS_OK:
             m = &self.market_table[c.market]
-            if m.kind != XOS_MARKET_PERPETUAL:
-                code = XOS_INVALID_MARKET_KIND
-            elif self._now < m.next_funding:
+            if self._now < m.next_funding:
                 code = XOS_FUNDING_NOT_DUE
             else:
                 fund = self.fund_of(m.venue)

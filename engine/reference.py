@@ -1893,15 +1893,7 @@ class ReferenceEngine(CommandAPI):
     # ------------------------------------------------------------------ isolated margin
     def _perp_market_code(self, account: int, market: int) -> int:
         """MarginMode's and IsolatedMargin's first checks: a known account, a perpetual market."""
-        code = self._account_code(account)
-        if code:
-            return code
-        m = self._markets.get(market)
-        if m is None:
-            return int(RC.UNKNOWN_MARKET)
-        if m.kind != _PERP:
-            return int(RC.INVALID_MARKET_KIND)
-        return 0
+        return self._account_code(account) or self._market_kind_code(account, market, _PERP)
 
     def _margin_mode(self, row) -> int:
         """The account's position in a perpetual market becomes isolated (``qty`` 1) or cross (0), only without
@@ -2044,9 +2036,8 @@ class ReferenceEngine(CommandAPI):
             total += lots * per_lot
         return total
 
-    def _market_operator_check(self, account: int, market: int, kind: int) -> int:
-        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig), in
-        order: a sender, the market, its kind, and the sender the admin or the listing venue's operator."""
+    def _market_kind_code(self, account: int, market: int, kind: int) -> int:
+        """A market command's first checks, in order: a sender, the market, its kind."""
         if account <= 0:
             return int(RC.INVALID_ACCOUNT_ID)
         m = self._markets.get(market)
@@ -2054,7 +2045,15 @@ class ReferenceEngine(CommandAPI):
             return int(RC.UNKNOWN_MARKET)
         if m.kind != kind:
             return int(RC.INVALID_MARKET_KIND)
-        if account != self._admin and account != self._venues[m.venue].operator:
+        return 0
+
+    def _market_operator_check(self, account: int, market: int, kind: int) -> int:
+        """The first checks of a market's configuration (MarketRisk, FundingConfig, MarginTiers, OutcomeConfig):
+        ``_market_kind_code``, then the sender the admin or the listing venue's operator."""
+        code = self._market_kind_code(account, market, kind)
+        if code:
+            return code
+        if account != self._admin and account != self._venues[self._markets[market].venue].operator:
             return int(RC.NOT_VENUE_OPERATOR)
         return 0
 
@@ -2418,13 +2417,10 @@ class ReferenceEngine(CommandAPI):
 
     def _apply_funding(self, row) -> int:
         market, account = row[7], row[9]
-        if account <= 0:
-            return int(RC.INVALID_ACCOUNT_ID)
-        m = self._markets.get(market)
-        if m is None:
-            return int(RC.UNKNOWN_MARKET)
-        if m.kind != _PERP:
-            return int(RC.INVALID_MARKET_KIND)
+        code = self._market_kind_code(account, market, _PERP)
+        if code:
+            return code
+        m = self._markets[market]
         if self._now < m.next_funding:
             return int(RC.FUNDING_NOT_DUE)
         fund = self._fund(m.venue)
