@@ -51,6 +51,7 @@ import zmq
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
+PREPARED_PER_S = 400_000  # closed loop: orders/s (all clients) the messages made before the clock allow for
 BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
 PARTS = ("closed", "open", "fsync_off", "ceiling")
@@ -71,20 +72,31 @@ def free_port() -> int:
 
 class Traffic:
     """One client's command stream: RESTING places below the market, then cancel-oldest (by client
-    id) + place pairs.  Command ``i`` (0-based) is a function of ``i``, so a message's commands
-    are made with numpy; ``wire`` = "rows" sends them as one OrderRows message (the market
-    makers' packed path), "structs" as PlaceOrder / CancelOrder structs (a Batch when several)."""
+    id) + place pairs.  Command ``i`` (0-based, rid ``i + 1``) is a function of ``i``, so commands
+    are made with numpy, and messages of ``batch`` commands a chunk at a time, ahead of the send
+    loop (``prepare`` makes them before the clock starts): the load generator shares the machine
+    with the engine, and its cost per message is the engine's loss.  ``wire`` = "rows" sends a
+    message's commands as one OrderRows message (the market makers' packed path), "structs" as
+    PlaceOrder / CancelOrder structs (a Batch when several)."""
 
-    CHUNK = 1 << 16  # commands made at a time, outside the send loop's per-message work
+    CHUNK = 1 << 14  # messages made at a time when the prepared ones run out
 
-    def __init__(self, market: int, wire: str):
+    def __init__(self, market: int, wire: str, batch: int):
         from gateway import messages as m
 
         self.m = m
         self.market = market
         self.wire = wire
-        self.made = np.zeros(0, m.COMMAND_ROW_DTYPE)  # commands base.. (up to a CHUNK ahead); rid = index + 1
-        self.base = self.sent = 0
+        self.batch = batch
+        self.made: list[bytes] = []  # messages made; those from ``at`` on are not taken yet
+        self.at = 0
+        self.taken = 0  # messages taken: the next one starts at rid taken * batch + 1
+        if wire == "rows":  # an OrderRows message is a header, the rows' bytes and a trailer
+            size = batch * m.COMMAND_ROW_DTYPE.itemsize
+            filler = np.random.default_rng(7).integers(0, 256, size, np.uint8).tobytes()
+            template = m.encode(m.OrderRows(rid=0, rows=filler, format=m.ROW_FORMAT))
+            at = template.index(filler)
+            self.header, self.trailer = template[:at], template[at + size:]
 
     def make(self, first: int, n: int) -> np.ndarray:
         i = np.arange(first, first + n, dtype=np.int64)
@@ -101,25 +113,29 @@ class Traffic:
         rows["id"] = cid
         return rows
 
-    def rows(self, first_rid: int, batch: int) -> np.ndarray:
-        if first_rid != self.sent + 1:
-            raise ValueError(f"request ids run on from {self.sent + 1}, not {first_rid}")
-        at = self.sent - self.base
-        if at + batch > len(self.made):  # drop what was sent, make the next chunk
-            self.made = np.concatenate([self.made[at:], self.make(self.base + len(self.made), max(batch, self.CHUNK))])
-            self.base, at = self.sent, 0
-        self.sent += batch
-        return self.made[at:at + batch]
-
-    def message(self, first_rid: int, batch: int) -> bytes:
-        m = self.m
-        rows = self.rows(first_rid, batch)
+    def prepare(self, n: int) -> None:
+        """Make ``n`` more messages, after those already made."""
+        m, batch = self.m, self.batch
+        rows = self.make((self.taken + len(self.made) - self.at) * batch, n * batch)
         if self.wire == "rows":
-            return m.encode(m.OrderRows(rid=0, rows=rows.tobytes(), format=m.ROW_FORMAT))
-        reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
-                m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=price, qty=1, client_id=cid)
-                for kind, rid, price, cid in rows[["kind", "rid", "price", "id"]].tolist()]
-        return m.encode(reqs[0] if batch == 1 else m.Batch(rid=0, requests=reqs))
+            blob, size, header, trailer = rows.tobytes(), batch * rows.itemsize, self.header, self.trailer
+            self.made += [header + blob[k * size:(k + 1) * size] + trailer for k in range(n)]
+            return
+        for k in range(n):
+            reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
+                    m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=price, qty=1, client_id=cid)
+                    for kind, rid, price, cid in rows[k * batch:(k + 1) * batch][["kind", "rid", "price", "id"]].tolist()]
+            self.made.append(m.encode(reqs[0] if batch == 1 else m.Batch(rid=0, requests=reqs)))
+
+    def take(self, n: int) -> list[bytes]:
+        """The next ``n`` messages."""
+        if self.at + n > len(self.made):
+            self.made, self.at = self.made[self.at:], 0
+            self.prepare(max(n - len(self.made), self.CHUNK))
+        out = self.made[self.at:self.at + n]
+        self.at += n
+        self.taken += n
+        return out
 
 
 def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
@@ -135,18 +151,23 @@ def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
 
 
 def load_client(spec: dict, out) -> None:
-    """A load-generator process: runs one closed- or open-loop point and reports its figures."""
+    """A load-generator process: runs one closed- or open-loop point and reports its figures.
+    Its messages are made before the clock starts and its latencies go into the histogram after
+    the run: in the loop it only sends, receives and notes times."""
     from hdrh.histogram import HdrHistogram
 
     from gateway import messages as m
 
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
-    traffic = Traffic(spec["market"], spec["wire"])
-    hist = HdrHistogram(1, HIST_MAX_NS, 3)
     batch, mode = spec["batch"], spec["mode"]
-    planned = np.zeros(1 << 16, np.int64)  # by rid: planned (open) or actual (closed) send time, ns
-    acked = rejected = 0
+    traffic = Traffic(spec["market"], spec["wire"], batch)
+    rate = spec["rate_per_client"] if mode == "open" else PREPARED_PER_S / spec["clients"]
+    expected = int(rate * (spec["seconds"] + 1)) // batch + spec["window"] // batch + 1
+    traffic.prepare(expected)
+    planned = np.zeros(expected * batch + 2, np.int64)  # by rid: planned (open) or actual (closed) send time, ns
+    latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
+    acked = rejected = counted = 0
     reject_names: collections.Counter = collections.Counter()
     rid = 1
     # the handshake and the first round trip happen before the clock starts
@@ -155,6 +176,7 @@ def load_client(spec: dict, out) -> None:
         out.put({"error": "no reply from the gateway within 10 s"})
         return
     sock.recv()
+    cpu0 = time.process_time()  # all threads, ZeroMQ's I/O thread included
     now_ns = time.perf_counter_ns
     t0 = now_ns()
     end = t0 + int(spec["seconds"] * 1e9)
@@ -164,12 +186,13 @@ def load_client(spec: dict, out) -> None:
     in_flight = 0
     window = max(4 * batch, spec["window"])
     first_ack = last_ack = 0
-    counted = 0
 
-    def plan(first: int, n: int, at: int) -> None:
-        nonlocal planned
-        if first + n > len(planned):
-            planned = np.concatenate([planned, np.zeros(max(len(planned), n), np.int64)])
+    def plan(first: int, n: int, at) -> None:
+        nonlocal planned, latencies
+        if first + n > len(planned):  # more than prepared for: grow (rare, and in the timed loop)
+            more = max(len(planned), n)
+            planned = np.concatenate([planned, np.zeros(more, np.int64)])
+            latencies = np.concatenate([latencies, np.zeros(more, np.int64)])
         planned[first:first + n] = at
 
     def take_replies(block_ms: int) -> None:
@@ -200,13 +223,11 @@ def load_client(spec: dict, out) -> None:
                         reject_names[item.name] += 1
             if not rids:
                 continue
-            starts = planned[np.concatenate(rids)]
+            starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
             in_flight -= len(starts)
             starts = starts[starts >= record_from]
             if len(starts):
-                latencies, counts = np.unique(np.maximum(1, t - starts), return_counts=True)
-                for value, count in zip(latencies.tolist(), counts.tolist()):
-                    hist.record_value(value, count)
+                latencies[counted:counted + len(starts)] = t - starts
                 counted += len(starts)
                 first_ack = first_ack or t
                 last_ack = t
@@ -216,12 +237,16 @@ def load_client(spec: dict, out) -> None:
         if t >= end:
             break
         if mode == "open":
-            while next_planned <= t:
-                plan(rid, batch, next_planned)
-                sock.send(traffic.message(rid, batch))
-                rid += batch
-                in_flight += batch
-                next_planned += interval
+            due = 0
+            while next_planned + due * interval <= t:
+                due += 1
+            if due:
+                plan(rid, due * batch, np.repeat(next_planned + interval * np.arange(due), batch))
+                for msg in traffic.take(due):
+                    sock.send(msg)
+                rid += due * batch
+                in_flight += due * batch
+                next_planned += due * interval
             gap_ms = (next_planned - now_ns()) / 1e6
             if gap_ms >= 1.0:
                 take_replies(int(gap_ms))
@@ -230,26 +255,32 @@ def load_client(spec: dict, out) -> None:
                 if gap_ms > 0.05 and not sock.poll(0):
                     time.sleep(gap_ms / 2000.0)  # a short sleep, never a spin, until the next send
         else:
-            while in_flight + batch <= window:
-                plan(rid, batch, now_ns())
-                sock.send(traffic.message(rid, batch))
-                rid += batch
-                in_flight += batch
+            room = (window - in_flight) // batch
+            if room > 0:
+                plan(rid, room * batch, now_ns())
+                for msg in traffic.take(room):
+                    sock.send(msg)
+                rid += room * batch
+                in_flight += room * batch
             take_replies(100)
     drain_until = now_ns() + 5_000_000_000
     while in_flight > 0 and now_ns() < drain_until:
         take_replies(100)
+    cpu_s = time.process_time() - cpu0
     # leave an empty book for the next point (untimed): its client ids start at 1 again
     plan(rid, 1, 0)
     in_flight += 1
     sock.send(m.encode(m.MassCancel(rid=rid)))
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
         take_replies(100)
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    values, counts = np.unique(np.maximum(1, latencies[:counted]), return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist()):
+        hist.record_value(value, count)
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
              "counted": counted, "span_s": (last_ack - first_ack) / 1e9 if last_ack > first_ack else 0.0,
-             "hist": hist.encode(),
-             "p50": p[50], "p99": p[99], "p999": p[99.9]})
+             "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9]})
     sock.close(linger=0)
     ctx.term()
 
@@ -258,9 +289,8 @@ def flood_client(spec: dict, out) -> None:
     """Ceiling load: the same messages as fast as the socket takes them, no replies awaited."""
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
-    traffic = Traffic(spec["market"], spec["wire"])
     batch = spec["batch"]
-    messages = [traffic.message(i * batch + 1, batch) for i in range(max(1, 8192 // batch))]
+    messages = Traffic(spec["market"], spec["wire"], batch).take(max(1, 8192 // batch))
     end = time.perf_counter() + spec["seconds"]
     sent = 0
     while time.perf_counter() < end:
@@ -421,18 +451,23 @@ def merge(results: list[dict]) -> dict:
     return {"orders_per_s": counted / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
             "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
-            "unanswered": sum(r["lost"] for r in results)}
+            "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results)}
 
 
 def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
           warmup: float) -> dict:
-    specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch,
+    specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch, clients=len(clients),
                   rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1)
              for c in clients]
-    cpu = engine.cpu_s("gateway")
+    cpu = {role: engine.cpu_s(role) for role in engine.sup.procs}
     res = merge(run_clients(load_client, specs))
-    # the gateway's own cost, steadier than throughput on a shared box (includes ZeroMQ's I/O thread)
-    res["gateway_cpu_us_per_order"] = (engine.cpu_s("gateway") - cpu) / max(1, res["acked"]) * 1e6
+    # each process's own cost, steadier than throughput on a shared box (threads included: ZeroMQ's
+    # I/O thread too); on two cores their sum over the orders bounds the rate the machine can reach
+    per_order = {role: (engine.cpu_s(role) - cpu[role]) / max(1, res["acked"]) * 1e6 for role in cpu}
+    per_order["clients"] = res.pop("clients_cpu_s") / max(1, res["acked"]) * 1e6
+    per_order["total"] = sum(per_order.values())
+    res["cpu_us_per_order"] = per_order
+    res["gateway_cpu_us_per_order"] = per_order["gateway"]
     if rate:
         res["offered_per_s"] = rate
     return res
@@ -536,6 +571,7 @@ def run(args, directory: Path) -> dict:
                     _log(f"  closed loop, {batch:>3}/msg: {r['orders_per_s']:>10,.0f} orders/s  "
                          f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}  "
                          f"gateway CPU {r['gateway_cpu_us_per_order']:.2f} us/order")
+                    _log("    CPU us/order: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_us_per_order"].items()))
             for batch in args.batches if "open" in parts else ():
                 for rate in open_rates(args, out, batch):
                     r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)

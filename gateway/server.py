@@ -37,7 +37,7 @@ from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
 from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, MarketKind, pack_market_assets,
                             pack_market_params, unpack_listing)
-from engine.workers import AssetDef, Listings, MarketDef
+from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain, rows_to_pending
@@ -84,6 +84,8 @@ def kind_table(kinds) -> np.ndarray:
 
 
 IS_EVENT_ACCOUNTS_KIND, IS_OWN_FIRST_KIND = kind_table(EVENT_ACCOUNTS_KINDS), kind_table(OWN_FIRST_KINDS)
+# what the ring thread copies out of the ring: the rest (book levels, balances, marks ...) answers no one
+ROUTED = kind_mask(*EVENT_ACCOUNTS_KINDS)
 
 
 def member(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -642,6 +644,7 @@ class GatewayStage:
                     break
         finally:
             self.counters["messages"] += n
+            self.counters["bursts"] += 1
             self.forward()
             self.flush()
 
@@ -838,6 +841,7 @@ class GatewayStage:
                 self.fifo[account].push(waiting[accounts == account])
         self.input.send(np.ascontiguousarray(pending["cmd"]))
         self.counters["commands"] += len(pending)
+        self.counters["forwards"] += 1
 
     def deadman_cancel(self, s: Session) -> None:
         """The session went silent past its dead-man interval: cancel all its account's orders."""
@@ -959,7 +963,8 @@ class GatewayStage:
 
     def send_frames(self, routing_id: bytes, payload: bytes) -> bool:
         try:
-            self.router.send_multipart((routing_id, payload), zmq.NOBLOCK, copy=False)
+            # copied: a zero-copy send of a large reply costs a round trip through pyzmq's garbage thread
+            self.router.send_multipart((routing_id, payload), zmq.NOBLOCK)
             return True
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
@@ -983,9 +988,10 @@ class GatewayStage:
 
     # ------------------------------------------------------------------ events
 
-    def route(self, events: np.ndarray) -> None:
-        """Answer commands and report executions from one batch of ring events (runs on the loop)."""
-        last = int(events["seq"][-1])
+    def route(self, events: np.ndarray, last: int) -> None:
+        """Answer commands and report executions from one batch of ring events, the ``ROUTED`` kinds
+        of those up to seq ``last`` (runs on the loop)."""
+        self.counters["ring_batches"] += 1
         if last <= self.routed_seq:
             return  # a restarted matcher republishing what we already routed
         if int(events["seq"][0]) <= self.routed_seq:
@@ -1227,11 +1233,12 @@ class GatewayStage:
             try:
                 while not self.quit.is_set():
                     if consumer.wait(POLL_MS * 1_000_000):
-                        events = consumer.take(TAKE_MAX)
-                        done = threading.Event()
-                        self.loop.call_soon_threadsafe(self.route_then_set, events, done)
-                        done.wait()
-                        consumer.release_to(int(events["seq"][-1]))
+                        events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
+                        if len(events):
+                            done = threading.Event()
+                            self.loop.call_soon_threadsafe(self.route_then_set, events, last, done)
+                            done.wait()
+                        consumer.release_to(last)
                         self.ring_cursor = consumer.cursor
                     now = time.monotonic()
                     if now - checked >= 0.2:
@@ -1243,9 +1250,9 @@ class GatewayStage:
                 self.ring_attached = False
                 consumer.detach()
 
-    def route_then_set(self, events: np.ndarray, done: threading.Event) -> None:
+    def route_then_set(self, events: np.ndarray, last: int, done: threading.Event) -> None:
         try:
-            self.route(events)
+            self.route(events, last)
         except Exception as exc:  # ends the process (housekeeping raises it); the supervisor restarts it
             self.failure = exc
         finally:
