@@ -20,8 +20,6 @@ cnp.import_array()
 # why an observation was refused, in the order the checks run (0: accepted)
 REASONS = ("", "unknown_market", "not_finite", "not_positive", "bad_timestamp", "future_timestamp", "too_large",
            "below_one_tick", "out_of_order")
-cdef enum:
-    OK, UNKNOWN_MARKET, NOT_FINITE, NOT_POSITIVE, BAD_TIMESTAMP, FUTURE_TIMESTAMP, TOO_LARGE, BELOW_ONE_TICK, OUT_OF_ORDER
 
 
 def check_and_keep(agg, const int64_t[::1] slots_of, cnp.ndarray batch, int64_t now_ns, uint8_t[::1] reason):
@@ -83,7 +81,7 @@ def check_and_keep(agg, const int64_t[::1] slots_of, cnp.ndarray batch, int64_t 
 
 
 @cython.cdivision(True)
-cdef inline int64_t median_of(int64_t *values, int64_t k) noexcept nogil:
+cdef int64_t median_of(int64_t *values, int64_t k) noexcept nogil:
     """The median of ``values[:k]`` (sorted in place; k is a market's few sources): for an even
     count the mean of the middle two, ties to the even tick; 0 when k is 0."""
     cdef int64_t i, j, v, lo, hi, half
@@ -121,7 +119,7 @@ def masked_median(const int64_t[:, :] values, mask) -> np.ndarray:
 
 
 @cython.cdivision(True)
-cdef inline int64_t deviation_limit(int64_t median, int64_t bps) noexcept nogil:
+cdef int64_t deviation_limit(int64_t median, int64_t bps) noexcept nogil:
     """floor(median x bps / 10000) without overflowing int64 (median < 2^53, bps <= 10000)."""
     return (median // 10000) * bps + (median % 10000) * bps // 10000
 

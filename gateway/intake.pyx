@@ -8,25 +8,11 @@ the libzmq that pyzmq itself loaded (its functions found by ``ctypes`` in that l
 ``bind_libzmq``): the socket belongs to that copy of libzmq, so no other may touch it.
 """
 cimport cython
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR
-from libc.stdint cimport uintptr_t
-
-cdef extern from *:
-    """
-    typedef struct { unsigned char bytes[64]; } __attribute__((aligned(8))) xos_zmq_msg_t;  /* zmq_msg_t */
-    """
-    ctypedef struct xos_zmq_msg_t:
-        pass
-
-ctypedef int (*msg_init_f)(xos_zmq_msg_t *) noexcept nogil
-ctypedef int (*msg_recv_f)(xos_zmq_msg_t *, void *, int) noexcept nogil
-ctypedef int (*msg_close_f)(xos_zmq_msg_t *) noexcept nogil
-ctypedef void *(*msg_data_f)(xos_zmq_msg_t *) noexcept nogil
-ctypedef size_t (*msg_size_f)(xos_zmq_msg_t *) noexcept nogil
-ctypedef int (*msg_more_f)(xos_zmq_msg_t *) noexcept nogil
-ctypedef const char *(*msg_gets_f)(xos_zmq_msg_t *, const char *) noexcept nogil
-ctypedef int (*errno_f)() noexcept nogil
+from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
+from libc.string cimport memcmp, memcpy
 
 cdef msg_init_f msg_init = NULL
 cdef msg_recv_f msg_recv = NULL
@@ -74,34 +60,139 @@ cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2:
             raise zmq.ZMQError(err)
 
 
-def drain(uintptr_t socket, dict known, Py_ssize_t limit) -> list:
-    """Up to ``limit`` messages waiting on a ROUTER socket (its ``underlying`` handle), each as
-    (routing id, body, the ZAP User-Id when the routing id is not in ``known`` else None, how many
-    frames followed the body).  Fewer than ``limit``: the socket is empty."""
+cdef Py_ssize_t read_int(const unsigned char *b, Py_ssize_t i, Py_ssize_t size, int64_t *out) noexcept nogil:
+    """The MessagePack integer at ``b[i]`` into ``out``: the index past it, or -1 when there is none
+    there or it does not fit an int64 (what msgspec would refuse for an I64 field)."""
+    cdef unsigned char c
+    cdef uint64_t u = 0
+    cdef Py_ssize_t width, k
+    cdef bint signed
+    if i >= size:
+        return -1
+    c = b[i]
+    if c <= 0x7f:  # positive fixint
+        out[0] = c
+        return i + 1
+    if c >= 0xe0:  # negative fixint
+        out[0] = <int64_t>c - 256
+        return i + 1
+    if 0xcc <= c <= 0xcf:  # uint 8, 16, 32, 64
+        width, signed = 1 << (c - 0xcc), False
+    elif 0xd0 <= c <= 0xd3:  # int 8, 16, 32, 64
+        width, signed = 1 << (c - 0xd0), True
+    else:
+        return -1
+    if i + 1 + width > size:
+        return -1
+    for k in range(width):  # big-endian
+        u = (u << 8) | b[i + 1 + k]
+    if signed:
+        if width < 8 and u >> (8 * width - 1):
+            u |= ~((<uint64_t>1 << (8 * width)) - 1)  # sign-extend
+    elif u > <uint64_t>INT64_MAX:
+        return -1
+    out[0] = <int64_t>u
+    return i + 1 + width
+
+
+cdef bint order_rows_body(const unsigned char *b, Py_ssize_t size, int64_t *rid, Py_ssize_t *rows_at,
+                          Py_ssize_t *rows_len, int64_t *row_format) noexcept nogil:
+    """Whether ``b`` is an OrderRows message as msgspec writes it (gateway.messages: an array of
+    the tag "rows", rid, rows as bin, format), and where its fields are.  Anything else, even what
+    msgspec would also read, is not: the caller hands that to msgspec."""
+    cdef Py_ssize_t i, n
+    if size < 9 or b[0] != 0x94 or memcmp(b + 1, b"\xa4rows", 5) != 0:
+        return False
+    i = read_int(b, 6, size, rid)
+    if i < 0 or i + 2 > size:
+        return False
+    if b[i] == 0xc4:  # bin 8, 16, 32: big-endian lengths
+        n, i = b[i + 1], i + 2
+    elif b[i] == 0xc5 and i + 3 <= size:
+        n, i = (<Py_ssize_t>b[i + 1] << 8) | b[i + 2], i + 3
+    elif b[i] == 0xc6 and i + 5 <= size:
+        n = (<Py_ssize_t>b[i + 1] << 24) | (<Py_ssize_t>b[i + 2] << 16) | (<Py_ssize_t>b[i + 3] << 8) | b[i + 4]
+        i += 5
+    else:
+        return False
+    if i + n > size:
+        return False
+    rows_at[0], rows_len[0] = i, n
+    return read_int(b, i + n, size, row_format) == size
+
+
+cdef void append_bytes(bytearray buf, const void *data, Py_ssize_t n) except *:
+    cdef Py_ssize_t at = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, at + n)  # grows the allocation geometrically
+    memcpy(PyByteArray_AS_STRING(buf) + at, data, n)
+
+
+def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t max_bytes, Py_ssize_t max_rows,
+                int64_t row_format) -> tuple:
+    """Take up to ``limit`` messages waiting on a ROUTER socket (its ``underlying`` handle); fewer:
+    the socket is empty.  Returns ``(rows, others, taken)``.
+
+    ``rows``: the OrderRows messages of known sessions (``sessions``' routing ids) that need no
+    more checks than C makes here (one frame, at most ``max_bytes``, format ``row_format``, 1 to
+    ``max_rows`` whole rows), by routing id: (their (rid, row count) pairs as int64s, their rows
+    joined), in arrival order.  Such a message costs no Python object.  ``others``: every other
+    message, in order, as (routing id, body, the ZAP User-Id when the routing id is not a
+    session's else None, how many frames followed the body).  Once a session has a message in
+    ``others``, its later ones go there too, so that handling ``rows`` first keeps each session's
+    order."""
     cdef xos_zmq_msg_t part
     cdef void *s = <void *>socket
     cdef const char *user
+    cdef const unsigned char *body
+    cdef Py_ssize_t taken = 0, size, extra, rows_at, rows_len
     cdef int more
-    cdef Py_ssize_t extra
-    out = []
+    cdef int64_t head[2]
+    cdef int64_t fmt
+    cdef bytes routing_id, last_id = None
+    cdef bint known = False
+    cdef tuple entry = None
     if msg_recv == NULL:
         raise RuntimeError("gateway.intake.bind_libzmq was not called")
-    while len(out) < limit:
+    rows, others, slowed = {}, [], set()
+    while taken < limit:
         if recv_part(&part, s, DONTWAIT) < 0:
             break
-        routing_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), <Py_ssize_t>msg_size(&part))
+        taken += 1
+        size = <Py_ssize_t>msg_size(&part)
+        if last_id is not None and PyBytes_GET_SIZE(last_id) == size and \
+                memcmp(PyBytes_AS_STRING(last_id), msg_data(&part), size) == 0:
+            routing_id = last_id  # most bursts are runs from one connection
+        else:
+            routing_id = last_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), size)
+            known, entry = routing_id in sessions, None
         more = msg_more(&part)
         msg_close(&part)
         if not more:
             continue  # a ROUTER always delivers the routing id with a body; nothing to answer
         recv_part(&part, s, 0)  # the rest of a multipart message is there already
-        body = PyBytes_FromStringAndSize(<char *>msg_data(&part), <Py_ssize_t>msg_size(&part))
+        more = msg_more(&part)
+        body = <const unsigned char *>msg_data(&part)
+        size = <Py_ssize_t>msg_size(&part)
+        if (known and not more and size <= max_bytes and order_rows_body(body, size, &head[0], &rows_at, &rows_len, &fmt)
+                and fmt == row_format and 0 < rows_len <= max_rows * <Py_ssize_t>sizeof(CommandRow)
+                and rows_len % sizeof(CommandRow) == 0 and routing_id not in slowed):
+            if entry is None:
+                entry = rows.get(routing_id)
+                if entry is None:
+                    entry = rows[routing_id] = (bytearray(), bytearray())
+            head[1] = rows_len // sizeof(CommandRow)
+            append_bytes(entry[0], head, sizeof(head))
+            append_bytes(entry[1], body + rows_at, rows_len)
+            msg_close(&part)
+            continue
+        data = PyBytes_FromStringAndSize(<const char *>body, size)
         user_id = None
-        if routing_id not in known:
+        if not known:
             user = msg_gets(&part, b"User-Id")
             if user != NULL:
                 user_id = user.decode("ascii")
-        more = msg_more(&part)
+        else:
+            slowed.add(routing_id)
         msg_close(&part)
         extra = 0
         while more:
@@ -109,8 +200,8 @@ def drain(uintptr_t socket, dict known, Py_ssize_t limit) -> list:
             more = msg_more(&part)
             msg_close(&part)
             extra += 1
-        out.append((routing_id, body, user_id, extra))
-    return out
+        others.append((routing_id, data, user_id, extra))
+    return rows, others, taken
 
 
 @cython.wraparound(True)  # setup.py turns it off for every extension; the [-1] here need it
@@ -137,24 +228,6 @@ bind_libzmq(libzmq_addresses())
 
 # ---------------------------------------------------------------------------------- OrderRows
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
-
-cdef packed struct CommandRow:  # gateway.messages.COMMAND_ROW_DTYPE (format 2)
-    uint8_t kind, side, tif, ord_type, stp, flags
-    uint32_t market, venue
-    int64_t rid, price, qty, id, expire_at
-
-cdef packed struct Command:  # engine.records.COMMAND_DTYPE
-    uint16_t kind
-    uint8_t side, tif, ord_type, stp
-    uint16_t flags
-    uint32_t venue, market
-    int64_t ts, account, price, qty, id, aux
-
-cdef packed struct Pending:  # gateway.server.PENDING_DTYPE
-    int64_t sid, rid
-    Command cmd
-
 # What a row breaks (``row_rules``' index); 0: nothing.
 BAD_KIND, BAD_SIDE, BAD_TIF, BAD_ORD_TYPE, BAD_STP, BAD_FLAGS, NO_TARGET, VENUE_NOT_PLACE = range(1, 9)
 DEF PLACE = 1
@@ -166,7 +239,7 @@ DEF BY_CLIENT_ID = 2
 DEF ALL_MARKETS = 4
 
 
-cdef inline int row_rule(const CommandRow *r) noexcept nogil:
+cdef int row_rule(const CommandRow *r) noexcept nogil:
     """The first rule ``r`` breaks (numbers above), or 0."""
     if r.kind < PLACE or r.kind > MASS_CANCEL:
         return 1

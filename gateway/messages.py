@@ -30,8 +30,9 @@ Positive = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 
 
-class _Msg(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, tag_field="t"):
-    pass
+class _Msg(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, tag_field="t", gc=False):
+    """Messages hold values, never themselves: untracked by the cyclic GC (``gc=False``), so the
+    gateway's stream of them does not set off collections."""
 
 
 # ------------------------------------------------------------------ requests: commands

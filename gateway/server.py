@@ -40,7 +40,7 @@ from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFla
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
-from .intake import drain, rows_to_pending
+from .intake import drain_burst, rows_to_pending
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -628,25 +628,48 @@ class GatewayStage:
         """Drain the ROUTER (its fd is edge-triggered), forward the burst's commands, send replies.
         One clock reading per burst: the dead-man switch and the rate limit need no finer time."""
         socket, sessions = self.router.underlying, self.sessions
-        push_batch = self.g.push_batch
+        push_batch, g = self.g.push_batch, self.g
         now = time.monotonic()
         n = 0
         try:
             while True:
-                # messages in C (gateway/intake.pyx), with the ZAP User-Id of new routing ids
-                got = drain(socket, sessions, DRAIN_MAX)
-                n += len(got)
-                for routing_id, data, user_id, extra in got:
+                # in C (gateway/intake.pyx): plain OrderRows messages of sessions joined per session, the rest
+                # one by one (with the ZAP User-Id of new routing ids); each session's order is kept
+                rows, others, got = drain_burst(socket, sessions, DRAIN_MAX, g.max_message_bytes, g.max_batch,
+                                                m.ROW_FORMAT)
+                n += got
+                for routing_id, (heads, data) in rows.items():
+                    self.on_rows(sessions[routing_id], np.frombuffer(heads, np.int64).reshape(-1, 2), data, now)
+                    if self.cmd_count >= push_batch:
+                        self.forward()
+                for routing_id, data, user_id, extra in others:
                     self.on_message(routing_id, data, user_id, extra, now)
                     if self.cmd_count >= push_batch:
                         self.forward()
-                if len(got) < DRAIN_MAX:
+                if got < DRAIN_MAX:
                     break
         finally:
             self.counters["messages"] += n
             self.counters["bursts"] += 1
             self.forward()
             self.flush()
+
+    def on_rows(self, s: Session, heads: np.ndarray, data: bytearray, now: float) -> None:
+        """A session's OrderRows messages of one burst that C has checked (``heads``: their rid and row
+        count; ``data``: their rows joined): on_message and order_rows for all of them at once."""
+        if self.keys.accounts.get(s.key) != s.account:
+            self.drop_session(s)  # its key was revoked since the session began
+            for rid in heads[:, 0].tolist():
+                self.error(s.routing_id, rid, ResultCode.NOT_AUTHENTICATED, "")
+            return
+        s.last_seen = now
+        s.deadman_fired = False
+        if self.stopping:
+            for rid in heads[:, 0].tolist():
+                self.error(s, rid, ResultCode.GATEWAY_STOPPING, "")
+            return
+        s.packed = True
+        self.take_rows(s, heads, data, now)
 
     def on_message(self, routing_id: bytes, data: bytes, user_id: str | None, extra_frames: int, now: float) -> None:
         s = self.sessions.get(routing_id) if user_id is None else self.session_of(routing_id, user_id)
@@ -772,17 +795,29 @@ class GatewayStage:
             self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{n} rows > {self.g.max_batch}")
             return
         s.packed = True
+        if n:
+            self.take_rows(s, np.array([[req.rid, n]], np.int64), data, now)
+
+    def take_rows(self, s: Session, heads: np.ndarray, data, now: float) -> None:
+        """Rate-limit a session's row messages (``heads``: rid and row count of each, in order; ``data``:
+        their rows joined) as one run of rows, refusing those past the account's tokens row by row, and
+        collect the rest for ``seal``."""
         bucket = self.buckets.get(s.account)
         if bucket is None:
             bucket = self.buckets[s.account] = TokenBucket(self.g.burst)
-        allowed = bucket.take_many(now, self.g.rate_per_s, self.g.burst, n)
-        if allowed < n:
+        total = len(data) // ROW_SIZE
+        allowed = bucket.take_many(now, self.g.rate_per_s, self.g.burst, total)
+        if allowed < total:
             self.rate_limit_rows(s, np.frombuffer(data, m.COMMAND_ROW_DTYPE)[allowed:])
-            data = data[:allowed * size]
+            starts = np.cumsum(heads[:, 1]) - heads[:, 1]
+            heads = heads[starts < allowed].copy()  # the messages with a row within the tokens, the last one cut
+            if len(heads):
+                heads[-1, 1] = allowed - starts[len(heads) - 1]
+            data = data[:allowed * ROW_SIZE]
         if allowed:
             if self.cmd_rows:
                 self.seal()
-            self.row_msgs.append((s, req.rid, data))
+            self.row_msgs.append((s, heads, data))
             self.cmd_count += allowed
 
     def rate_limit_rows(self, s: Session, rows: np.ndarray) -> None:
@@ -802,17 +837,22 @@ class GatewayStage:
             return
         msgs, self.row_msgs = self.row_msgs, []
         data = b"".join([raw for _, _, raw in msgs])
-        sids, accounts, counts = np.array([(s.sid, s.account, len(raw) // ROW_SIZE) for s, _, raw in msgs],
-                                          np.int64).reshape(-1, 3).T.copy()
+        per_session = [len(heads) for _, heads, _ in msgs]
+        heads = np.concatenate([heads for _, heads, _ in msgs]) if len(msgs) > 1 else msgs[0][1]
+        counts = np.ascontiguousarray(heads[:, 1])
+        sids = np.repeat(np.array([s.sid for s, _, _ in msgs], np.int64), per_session)
+        accounts = np.repeat(np.array([s.account for s, _, _ in msgs], np.int64), per_session)
         pending = np.empty(len(data) // ROW_SIZE, PENDING_DTYPE)
-        refused = np.empty((len(msgs), 2), np.int64)
+        refused = np.empty((len(counts), 2), np.int64)
         n = rows_to_pending(data, sids, accounts, counts, pending, refused)  # checks and converts in C
         if n < len(pending):
+            owner = np.repeat(np.arange(len(msgs)), per_session)
+            first_row = np.cumsum(counts) - counts
             for i in np.flatnonzero(refused[:, 0] >= 0).tolist():
-                s, rid, raw = msgs[i]
                 row, rule = refused[i].tolist()
-                detail = ROW_RULES[rule](np.frombuffer(raw, m.COMMAND_ROW_DTYPE)[row])
-                self.error(s, rid, ResultCode.MALFORMED_MESSAGE, f"row {row}: {detail}")
+                at = (int(first_row[i]) + row) * ROW_SIZE
+                detail = ROW_RULES[rule](np.frombuffer(data[at:at + ROW_SIZE], m.COMMAND_ROW_DTYPE)[0])
+                self.error(msgs[owner[i]][0], int(heads[i, 0]), ResultCode.MALFORMED_MESSAGE, f"row {row}: {detail}")
                 self.cmd_count -= int(counts[i])
         if n:
             self.cmd_chunks.append(pending[:n])

@@ -357,6 +357,50 @@ def test_a_bad_row_refuses_the_whole_message(engine):
     run(scenario())
 
 
+def test_row_messages_sent_back_to_back_are_answered_as_if_one_by_one(engine):
+    """Messages that arrive together are checked and rate-limited together (joined per session in C):
+    a bad row still refuses only its own message, and the rate limit cuts the run of rows where the
+    tokens end, whichever message that falls in."""
+    async def scenario():
+        (erin,) = await connected(engine, "erin")
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.3)  # a full bucket
+
+        def message(n: int, first_id: int, bad_at: int = -1) -> tuple[int, list, bytes]:
+            specs = [dict(kind=Cmd.PLACE, side=0, market=1, price=4, qty=1, id=first_id + i) for i in range(n)]
+            if bad_at >= 0:
+                specs[bad_at]["side"] = 2
+            rows = order_rows(*specs)
+            rows["rid"] = [erin.next_rid() for _ in range(n)]
+            rid = erin.next_rid()
+            futures = []  # the reader pops them as it answers
+            for r in rows["rid"].tolist():
+                futures.append(erin.waiting.setdefault(r, loop.create_future()))
+            erin.batches[rid] = rows["rid"].tolist()
+            return rid, futures, m.encode(m.OrderRows(rid=rid, rows=rows.tobytes(), format=m.ROW_FORMAT))
+
+        sent = [message(40, 3000), message(40, 3100, bad_at=7), message(40, 3200)] + \
+            [message(40, 3300 + 100 * k) for k in range(6)]  # 320 good rows against a burst of 200
+        for _, _, payload in sent:
+            await erin.send_raw(payload)
+        refused = [await asyncio.wait_for(f, 10) for f in sent[1][1]]  # an Error answers each row
+        assert all(type(e) is m.Error and e.name == "MALFORMED_MESSAGE" and "row 7: side 2" in e.reason
+                   for e in refused), refused[0]
+        replies = [await asyncio.wait_for(f, 10) for k, (_, futures, _) in enumerate(sent) if k != 1 for f in futures]
+        kinds = [type(r).__name__ for r in replies]
+        accepted = kinds.count("Ack")
+        # the refused message's 40 rows took their tokens too: the rate limit comes before the row checks
+        assert BURST - 45 <= accepted <= BURST - 20 and kinds == ["Ack"] * accepted + ["Reject"] * (len(kinds) - accepted)
+        assert all(r.name == "RATE_LIMITED" for r in replies[accepted:])
+        assert [o["clientOrderId"] for o in await erin.fetch_open_orders()] == \
+            [str(i) for k in (0, 2, 3, 4, 5, 6, 7, 8) for i in range(3000 + 100 * k, 3040 + 100 * k)][:accepted]
+        await asyncio.sleep(0.3)
+        await erin.cancel_all_orders()
+        await erin.close()
+
+    run(scenario())
+
+
 def test_order_rows_past_the_burst_are_rate_limited_row_by_row(engine):
     async def scenario():
         (dave,) = await connected(engine, "dave")

@@ -1,0 +1,126 @@
+"""The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
+which messages it joins per session as plain OrderRows, which it hands over one by one, and that
+each session's order survives the split."""
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+import pytest
+import zmq
+
+from gateway import messages as m
+from gateway.intake import drain_burst
+
+ROW = m.COMMAND_ROW_DTYPE.itemsize
+MAX_BYTES, MAX_ROWS = 4096, 16
+
+
+def rows(n: int, first_rid: int = 1) -> bytes:
+    r = np.zeros(n, m.COMMAND_ROW_DTYPE)
+    r["kind"], r["market"], r["qty"], r["price"] = 1, 1, 1, 100
+    r["rid"] = np.arange(first_rid, first_rid + n)
+    return r.tobytes()
+
+
+def order_rows(rid: int, data: bytes, row_format: int = m.ROW_FORMAT) -> bytes:
+    return m.encode(m.OrderRows(rid=rid, rows=data, format=row_format))
+
+
+@pytest.fixture
+def router():
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind("inproc://intake")
+    peers = {}
+
+    def peer(name: bytes) -> zmq.Socket:
+        if name not in peers:
+            d = peers[name] = ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.ROUTING_ID, name)
+            d.connect("inproc://intake")
+        return peers[name]
+
+    yield sock, peer
+    for d in peers.values():
+        d.close(linger=0)
+    sock.close(linger=0)
+    ctx.term()
+
+
+def drain(sock: zmq.Socket, sessions: dict, expect: int, limit: int = 4096):
+    """drain_burst once ``expect`` messages are waiting (inproc delivery is not instant)."""
+    deadline = time.monotonic() + 5
+    while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)
+    out = drain_burst(sock.underlying, sessions, limit, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
+    assert out[2] == min(expect, limit)
+    return out
+
+
+def heads(entry) -> list[tuple[int, int]]:
+    return [tuple(h) for h in np.frombuffer(entry[0], np.int64).reshape(-1, 2).tolist()]
+
+
+RIDS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, -1, -32, -33, -128, -129, -2**15 - 1,
+        -2**31 - 1, -2**63]
+
+
+def test_plain_order_rows_of_a_session_are_joined_with_each_rid_and_count(router):
+    sock, peer = router
+    a = peer(b"alice")
+    sent = []
+    for i, rid in enumerate(RIDS):  # every MessagePack integer width msgspec writes for a rid
+        data = rows(1 + i % 3, first_rid=10 * i)
+        sent.append((rid, data))
+        a.send(order_rows(rid, data))
+    got, others, taken = drain(sock, {b"alice": object()}, len(RIDS))
+    assert others == [] and list(got) == [b"alice"]
+    assert heads(got[b"alice"]) == [(rid, len(data) // ROW) for rid, data in sent]
+    assert bytes(got[b"alice"][1]) == b"".join(data for _, data in sent)
+    # the rows as msgspec reads them, whatever the encoding of the rid before them
+    for rid, data in sent:
+        msg = m.request_decoder.decode(order_rows(rid, data))
+        assert (msg.rid, msg.rows) == (rid, data)
+
+
+def test_what_c_does_not_check_goes_to_python_in_order_and_the_session_stays_there(router):
+    sock, peer = router
+    a, b, stranger = peer(b"alice"), peer(b"bob"), peer(b"stranger")
+    plain = order_rows(1, rows(2))
+    odd = [
+        msgspec.msgpack.encode(["rows", 2, rows(1)]),  # format left to its default: msgspec's to read
+        order_rows(3, rows(1), row_format=1),  # another format: refused by the gateway, by name
+        order_rows(4, rows(1) + b"x"),  # not whole rows
+        order_rows(5, rows(MAX_ROWS + 1)),  # past max_batch
+        order_rows(6, b""),  # no rows
+        order_rows(7, rows(100)),  # past max_message_bytes
+        msgspec.msgpack.encode(["rows", 2**64 - 1, rows(1), 2]),  # a rid past int64: msgspec refuses it
+        m.encode(m.Heartbeat(rid=8)),
+    ]
+    b.send(plain)
+    for msg in odd:
+        a.send(msg)
+        b.send(plain)
+    a.send(plain)  # after alice's first odd message: with it, not before it
+    a.send_multipart([plain, b"extra"])
+    stranger.send(plain)  # not a session: its key is still to be checked
+    got, others, taken = drain(sock, {b"alice": object(), b"bob": object()}, 2 * len(odd) + 4)
+    assert list(got) == [b"bob"] and heads(got[b"bob"]) == [(1, 2)] * (len(odd) + 1)
+    assert [(rid, body) for rid, body, _, _ in others if rid == b"alice"] == \
+        [(b"alice", body) for body in odd + [plain, plain]]
+    assert [extra for rid, _, _, extra in others if rid == b"alice"] == [0] * (len(odd) + 1) + [1]
+    assert [(rid, body, user) for rid, body, user, _ in others if rid == b"stranger"] == [(b"stranger", plain, None)]
+
+
+def test_a_burst_stops_at_the_limit_and_the_rest_waits(router):
+    sock, peer = router
+    a = peer(b"alice")
+    for rid in range(5):
+        a.send(order_rows(rid, rows(1)))
+    got, _, taken = drain(sock, {b"alice": object()}, 5, limit=3)
+    assert heads(got[b"alice"]) == [(0, 1), (1, 1), (2, 1)]
+    got, _, taken = drain_burst(sock.underlying, {b"alice": object()}, 3, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
+    assert taken == 2 and heads(got[b"alice"]) == [(3, 1), (4, 1)]
