@@ -92,6 +92,10 @@ class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     heartbeat_s: float = 1.0  # each process writes a heartbeat this often
     checkpoint_s: float = 1.0  # margin and risk checkpoint at least this often (and every quarter ring)
+    # margin, risk and settlement look at the ring every nap_us while events flow rather than being woken
+    # by the matcher at every batch (a syscall for it and, on few cores, a preemption of it or the gateway);
+    # 0: woken at every batch
+    nap_us: int = 1000
     stale_after_s: float = 10.0  # the supervisor restarts a process silent for longer
     restart: bool = True
 
@@ -132,6 +136,7 @@ class MarketDataSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     enabled: bool = True
     address: str = "tcp://127.0.0.1:7101"  # PUB: L2 increments, trades, L3
     snapshot_address: str = "tcp://127.0.0.1:7102"  # ROUTER: snapshots on request
+    nap_us: int = 250  # as workers.nap_us, for the market data service (0: woken at every batch)
 
 
 class FileSourceConfig(msgspec.Struct, tag="file", tag_field="kind", forbid_unknown_fields=True, frozen=True):
@@ -461,6 +466,9 @@ def _check(cfg: Config, where: str) -> None:
         fail("margin.unified", "needs margin.valuation_asset and a [venues] admin (who declares the collateral)")
     if cfg.workers.heartbeat_s <= 0 or cfg.workers.checkpoint_s <= 0:
         fail("workers", "heartbeat_s and checkpoint_s must be positive")
+    for section, nap_us in (("workers", cfg.workers.nap_us), ("marketdata", cfg.marketdata.nap_us)):
+        if not 0 <= nap_us <= 100_000:
+            fail(f"{section}.nap_us", f"must be in 0..100000 (microseconds), not {nap_us}")
     if cfg.risk.move_bps <= 0 or cfg.risk.window_s <= 0 or cfg.risk.cooldown_s < 0:
         fail("risk", "move_bps and window_s must be positive, cooldown_s not negative")
     cfg.feeds.check(cfg, fail)

@@ -489,6 +489,7 @@ class WorkerStage:
         restored = self.checkpoint.load() if self.checkpoint else None
         self.core = restored if restored is not None else make_core(role, cfg)
         self.consumer = attach_live(cfg, role)
+        self.consumer.nap_ns = cfg.workers.nap_us * 1000  # off the order's answer path: looks, unwoken
         resume_at(self.consumer, self.core.cursor + 1)
         self.feedback = InputClient(cfg.input_address)
         self.heartbeat = Heartbeat(cfg, role)

@@ -38,6 +38,7 @@ cdef class RingConsumer(_RingMap):
     cdef int64_t rpos               # events read (>= pos): taken ahead, not yet consumed
     cdef readonly int slot
     cdef readonly str consumer_name
+    cdef public int64_t nap_ns      # > 0: a wait naps this long at a time, unflagged, for LAZY_WINDOW_NS
     cpdef int64_t available(self) noexcept nogil
     cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil
     cdef int64_t contiguous(self, const xos_event **first, int64_t max_n) noexcept nogil

@@ -47,6 +47,7 @@ cdef extern from "<sys/mman.h>" nogil:
 DEF SPIN_PAUSES = 48                  # "tens of pauses" before giving the CPU away
 DEF YIELDS = 4                        # sched_yield()s before sleeping
 DEF CONSUMER_SLEEP_NS = 100000000     # futex sleeps are capped: a lost wake-up costs at most this
+DEF LAZY_WINDOW_NS = 50000000        # how long a napping consumer naps before it asks to be woken
 DEF PRODUCER_SLEEP_NS = 10000000
 
 log = logging.getLogger("xos.ring")
@@ -650,6 +651,17 @@ cdef class RingConsumer(_RingMap):
             if now >= deadline:
                 break
             slice_ns = deadline - now
+            if self.nap_ns > 0 and now - t0 < LAZY_WINDOW_NS:
+                # a consumer off the order's answer path naps and looks again, unflagged: the producer's
+                # wake-up at every batch costs it a syscall and, on few cores, the CPU (the woken process
+                # preempts it or the gateway); once quiet for the window it sleeps until woken
+                if slice_ns > self.nap_ns:
+                    slice_ns = self.nap_ns
+                sleep_ns(slice_ns)
+                avail = xos_load_acquire_64(&h.cursor) - self.rpos
+                if avail > 0:
+                    break
+                continue
             if slice_ns > CONSUMER_SLEEP_NS:
                 slice_ns = CONSUMER_SLEEP_NS
             xos_store_seq_cst_32(&me.sleeping, 1)  # then re-check: the producer checks after its cursor store
@@ -667,8 +679,9 @@ cdef class RingConsumer(_RingMap):
         return avail
 
     def wait(self, int64_t timeout_ns=-1):
-        """Wait until events are available (spin, yield, then futex sleep); returns how many
-        (0 on timeout or when the producer closed the ring).  ``timeout_ns`` < 0: no limit."""
+        """Wait until events are available (spin, yield, then futex sleep; with ``nap_ns`` set, naps of
+        that length for up to 50 ms before the futex sleep); returns how many (0 on timeout or when
+        the producer closed the ring).  ``timeout_ns`` < 0: no limit."""
         self._check_open()
         cdef int64_t r
         with nogil:

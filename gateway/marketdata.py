@@ -598,6 +598,7 @@ class MarketDataStage:
         restored = self.checkpoint.load()
         self.core: MarketDataCore = restored if restored is not None else MarketDataCore()
         self.consumer = attach_live(cfg, ROLE)
+        self.consumer.nap_ns = cfg.marketdata.nap_us * 1000
         kept_from = self.consumer.cursor  # the ring holds every event after it for this service
         if self.core.cursor < kept_from:  # no checkpoint, or one the ring has moved past
             self.core = bootstrap_core(cfg, kept_from)

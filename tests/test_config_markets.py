@@ -100,3 +100,11 @@ def test_bad_unified_margin_is_named(margin, venues, field):
     cfg = msgspec.convert(dict(assets=BASE["assets"], margin=margin, venues=venues), Config)
     with pytest.raises(ConfigError, match=field):
         _check(cfg, "test.toml")
+
+
+@pytest.mark.parametrize("section", ["workers", "marketdata"])
+def test_a_nap_out_of_range_is_refused_by_name(section):
+    for nap_us in (-1, 100_001):
+        cfg = msgspec.convert(dict(BASE, **{section: dict(nap_us=nap_us)}), Config)
+        with pytest.raises(ConfigError, match=rf"{section}\.nap_us: must be in 0\.\.100000"):
+            _check(cfg, "test.toml")

@@ -519,3 +519,38 @@ def test_ring_can_start_after_events_published_elsewhere(ring_name):
         r.close()
     with pytest.raises(ValueError, match="start"):
         EventRing.create(ring_name + "x", 64, start=-1)
+
+
+def test_a_napping_consumer_looks_again_unwoken_then_sleeps_until_woken_when_quiet(ring_name):
+    """``nap_ns``: while events flow the consumer naps and looks again, never flagged for the
+    producer's wake-up; after 50 ms without events it sleeps on the futex and is woken as usual."""
+    ring = EventRing.create(ring_name, 64)
+    c = RingConsumer.attach(ring_name, "worker")
+    c.nap_ns = 2_000_000
+    got = []
+
+    def wait_then_take():
+        got.append((c.wait(5_000_000_000), time.monotonic()))
+        c.commit(len(c.read(64)))
+
+    try:
+        t = threading.Thread(target=wait_then_take)
+        t.start()
+        time.sleep(0.01)  # within the napping window
+        ring.publish_pattern(4)
+        sent = time.monotonic()
+        t.join(5)
+        assert got[0][0] == 4 and got[0][1] - sent < 0.05
+        assert ring.stats["wakes"] == 0 and c.stats["sleeps"] == 0  # looked, never woken
+        got.clear()
+        t = threading.Thread(target=wait_then_take)
+        t.start()
+        time.sleep(0.2)  # past the window: asleep on the futex
+        ring.publish_pattern(4)
+        sent = time.monotonic()
+        t.join(5)
+        assert got[0][0] == 4 and got[0][1] - sent < 0.05
+        assert ring.stats["wakes"] == 1 and c.stats["sleeps"] >= 1
+    finally:
+        c.detach()
+        ring.close()
