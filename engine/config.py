@@ -136,7 +136,7 @@ class MarketDataSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     enabled: bool = True
     address: str = "tcp://127.0.0.1:7101"  # PUB: L2 increments, trades, L3
     snapshot_address: str = "tcp://127.0.0.1:7102"  # ROUTER: snapshots on request
-    nap_us: int = 250  # as workers.nap_us, for the market data service (0: woken at every batch)
+    nap_us: int = 1000  # as workers.nap_us, for the market data service (0: woken at every batch)
 
 
 class FileSourceConfig(msgspec.Struct, tag="file", tag_field="kind", forbid_unknown_fields=True, frozen=True):

@@ -38,6 +38,9 @@ from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params,
 WORKERS = ("settlement", "margin", "risk")  # the state workers
 SERVICES = ("gateway", "marketdata", "feeds")  # started when their config section is enabled
 ROLES = ("matcher",) + WORKERS + SERVICES
+# Off the path from an order to its answer (matcher -> gateway): these run as SCHED_BATCH, so on few cores
+# the matcher's wake-up of them at a batch does not hand them the CPU ahead of the matcher and the gateway.
+OFF_ANSWER_PATH = WORKERS + ("marketdata",)
 RING_SERVICES = ("gateway", "marketdata")  # services that read the event ring (feeds only pushes commands)
 EXIT_PRODUCER_GONE = 3  # a worker whose matcher died exits with this; the supervisor restarts it
 POLL_MS = 100
@@ -633,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load(args.config or None)
     Stop.install()
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a process is
+    if args.role in OFF_ANSWER_PATH and hasattr(os, "SCHED_BATCH"):
+        # before any thread starts (threads inherit it): a woken batch process never preempts the one running
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     stage = make_stage(cfg, args.role)
     # development: XOS_PROFILE_DIR=DIR writes a CPU profile of each process's loop (DIR/ROLE.prof),
     # or only of the roles XOS_PROFILE_ROLES lists (comma-separated): profiling costs every process

@@ -39,6 +39,7 @@ cdef class RingConsumer(_RingMap):
     cdef readonly int slot
     cdef readonly str consumer_name
     cdef public int64_t nap_ns      # > 0: a wait naps this long at a time, unflagged, for LAZY_WINDOW_NS
+    cdef int64_t seen_ns            # when a wait last found events (the napping window runs from it)
     cpdef int64_t available(self) noexcept nogil
     cdef int64_t wait_nogil(self, int64_t timeout_ns) noexcept nogil
     cdef int64_t contiguous(self, const xos_event **first, int64_t max_n) noexcept nogil

@@ -47,7 +47,7 @@ cdef extern from "<sys/mman.h>" nogil:
 DEF SPIN_PAUSES = 48                  # "tens of pauses" before giving the CPU away
 DEF YIELDS = 4                        # sched_yield()s before sleeping
 DEF CONSUMER_SLEEP_NS = 100000000     # futex sleeps are capped: a lost wake-up costs at most this
-DEF LAZY_WINDOW_NS = 50000000        # how long a napping consumer naps before it asks to be woken
+DEF LAZY_WINDOW_NS = 50000000        # a napping consumer naps until this long has passed without events
 DEF PRODUCER_SLEEP_NS = 10000000
 
 log = logging.getLogger("xos.ring")
@@ -629,11 +629,15 @@ cdef class RingConsumer(_RingMap):
         cdef int64_t t0, now, deadline, slice_ns
         cdef int i
         if avail > 0 or timeout_ns == 0:
+            if avail > 0 and self.nap_ns > 0:
+                self.seen_ns = xos_now_ns()
             return avail
         for i in range(SPIN_PAUSES):
             xos_cpu_pause()
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
+                if self.nap_ns > 0:
+                    self.seen_ns = xos_now_ns()
                 return avail
         t0 = xos_now_ns()
         deadline = t0 + timeout_ns if timeout_ns > 0 else INT64_MAX
@@ -642,16 +646,15 @@ cdef class RingConsumer(_RingMap):
             xos_yield()
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
-                me.wait_ns += xos_now_ns() - t0
-                return avail
-        while True:
+                break
+        while avail <= 0:
             if xos_load_acquire_32(&h.closed):
                 break
             now = xos_now_ns()
             if now >= deadline:
                 break
             slice_ns = deadline - now
-            if self.nap_ns > 0 and now - t0 < LAZY_WINDOW_NS:
+            if self.nap_ns > 0 and now - self.seen_ns < LAZY_WINDOW_NS:
                 # a consumer off the order's answer path naps and looks again, unflagged: the producer's
                 # wake-up at every batch costs it a syscall and, on few cores, the CPU (the woken process
                 # preempts it or the gateway); once quiet for the window it sleeps until woken
@@ -659,8 +662,6 @@ cdef class RingConsumer(_RingMap):
                     slice_ns = self.nap_ns
                 sleep_ns(slice_ns)
                 avail = xos_load_acquire_64(&h.cursor) - self.rpos
-                if avail > 0:
-                    break
                 continue
             if slice_ns > CONSUMER_SLEEP_NS:
                 slice_ns = CONSUMER_SLEEP_NS
@@ -673,9 +674,10 @@ cdef class RingConsumer(_RingMap):
             xos_futex_wait_timeout(&me.sleeping, 1, slice_ns)
             xos_store_release_32(&me.sleeping, 0)
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
-            if avail > 0:
-                break
-        me.wait_ns += xos_now_ns() - t0
+        now = xos_now_ns()
+        me.wait_ns += now - t0
+        if avail > 0:
+            self.seen_ns = now
         return avail
 
     def wait(self, int64_t timeout_ns=-1):

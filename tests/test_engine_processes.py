@@ -130,6 +130,10 @@ def test_run_stream_kill_each_worker_and_restart(tmp_path, workload):
         beats = wait_caught_up(sup, cfg, n)
         assert all(sup.restarts[w] == 1 for w in WORKERS)
         assert beats["matcher"]["malformed"] == 0
+        # off the answer path, restarted ones too: they never preempt the matcher when it wakes them
+        policies = {role: os.sched_getscheduler(p.pid) for role, p in sup.procs.items()}
+        assert {role for role, policy in policies.items() if policy == os.SCHED_BATCH} == set(WORKERS)
+        assert policies["matcher"] == os.SCHED_OTHER
     finally:
         sup.stop()
     assert not Path(f"/dev/shm/{cfg.ring_name}").exists()

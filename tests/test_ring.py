@@ -523,7 +523,8 @@ def test_ring_can_start_after_events_published_elsewhere(ring_name):
 
 def test_a_napping_consumer_looks_again_unwoken_then_sleeps_until_woken_when_quiet(ring_name):
     """``nap_ns``: while events flow the consumer naps and looks again, never flagged for the
-    producer's wake-up; after 50 ms without events it sleeps on the futex and is woken as usual."""
+    producer's wake-up; once 50 ms have passed without events it sleeps on the futex and is woken
+    as usual."""
     ring = EventRing.create(ring_name, 64)
     c = RingConsumer.attach(ring_name, "worker")
     c.nap_ns = 2_000_000
@@ -534,6 +535,9 @@ def test_a_napping_consumer_looks_again_unwoken_then_sleeps_until_woken_when_qui
         c.commit(len(c.read(64)))
 
     try:
+        ring.publish_pattern(4)
+        wait_then_take()  # events seen: the napping window runs from here
+        got.clear()
         t = threading.Thread(target=wait_then_take)
         t.start()
         time.sleep(0.01)  # within the napping window
