@@ -21,7 +21,8 @@ EXTENSIONS = [
     )
     for pyx in sorted(Path("engine").glob("*.pyx"))
 ] + [  # the gateway's: libzmq is reached through pyzmq's own copy at run time (gateway/intake.pyx)
-    Extension(f"gateway.{pyx.stem}", [str(pyx)], extra_compile_args=["-O3"]) for pyx in sorted(Path("gateway").glob("*.pyx"))
+    Extension(f"gateway.{pyx.stem}", [str(pyx)], include_dirs=INCLUDES, extra_compile_args=["-O3"])
+    for pyx in sorted(Path("gateway").glob("*.pyx"))
 ] + [  # the feeds' round and check loops (feeds/kernels.pyx), on the engine's record layout
     Extension(f"feeds.{pyx.stem}", [str(pyx)], include_dirs=INCLUDES, extra_compile_args=["-O3"],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])

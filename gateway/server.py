@@ -41,6 +41,7 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending
+from .ordertable import follow
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -324,15 +325,19 @@ class OrderTable:
             new[name] = rows[name]
         self.insert(new)
 
+    def reserve(self, k: int) -> None:
+        """Room for ``k`` more rows: closed orders compacted away first, then a bigger table."""
+        if self.n + k > len(self.rows):
+            self.compact()
+            if self.n + k > len(self.rows):
+                grown = np.zeros(2 * (self.n + k), ORDER_ROW_DTYPE)
+                grown[:self.n] = self.rows[:self.n]
+                self.rows = grown
+
     def insert(self, new: np.ndarray) -> None:
         if not len(new):
             return
-        if self.n + len(new) > len(self.rows):
-            self.compact()
-            if self.n + len(new) > len(self.rows):
-                grown = np.zeros(2 * (self.n + len(new)), ORDER_ROW_DTYPE)
-                grown[:self.n] = self.rows[:self.n]
-                self.rows = grown
+        self.reserve(len(new))
         first = self.n
         self.rows[first:first + len(new)] = new
         self.n += len(new)
@@ -364,86 +369,14 @@ class OrderTable:
         return pos, col[pos] == ids
 
     def apply(self, events: np.ndarray) -> np.ndarray:
-        """Follow a batch of the keyed accounts' events (in order).  Returns, per fill, the
-        taker's and the maker's client ids and the maker's open size after it (-1: a maker the
-        table has not seen), as the table had them at that fill."""
+        """Follow a batch of the keyed accounts' events (in order; in C, gateway/ordertable.pyx).
+        Returns, per fill, the taker's and the maker's client ids and the maker's open size after it
+        (-1: a maker the table has not seen), as the table had them at that fill."""
         kinds = events["kind"]
-        placed = events[(kinds == ACCEPTED) & (events["order_id"] > 0) & (events["flags"] == 0)]
-        if len(placed):  # orders, not mass cancels' or listings' acceptances
-            new = np.zeros(len(placed), ORDER_ROW_DTYPE)
-            for name in ("order_id", "account", "client_id", "price", "qty", "remaining", "ts", "market", "venue",
-                         "side"):
-                new[name] = placed[name]
-            self.insert(new)
-        updates = events[(kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)]
-        fills = np.zeros((int((updates["kind"] == FILL).sum()), 3), np.int64)
-        if not len(updates):
-            return fills
-        rounds = self.rounds(updates)
-        fill_no = np.cumsum(updates["kind"] == FILL) - 1
-        for r in range(int(rounds.max()) + 1) if rounds is not None else (None,):
-            part = updates if r is None else updates[rounds == r]
-            got = self.apply_round(part)
-            if len(got):
-                at = fill_no if r is None else fill_no[rounds == r]
-                fills[at[part["kind"] == FILL]] = got
+        self.reserve(int(np.count_nonzero(kinds == ACCEPTED)))
+        fills = np.zeros((int(np.count_nonzero(kinds == FILL)), 3), np.int64)
+        self.n = follow(self.rows, self.n, np.ascontiguousarray(events).view(np.uint8), fills)
         return fills
-
-    @staticmethod
-    def rounds(updates: np.ndarray) -> np.ndarray | None:
-        """None when no order is touched twice (one vectorized round); else each event's round:
-        one after the last round that touched either of its orders, so rounds apply in turn."""
-        fill = updates["kind"] == FILL
-        touched = np.concatenate([updates["order_id"], updates["maker_order"][fill]])
-        if len(np.unique(touched)) == len(touched):
-            return None
-        last: dict[int, int] = {}
-        out = np.empty(len(updates), np.int64)
-        for i, (order, maker, is_fill) in enumerate(zip(updates["order_id"].tolist(),
-                                                        updates["maker_order"].tolist(), fill.tolist())):
-            r = max(last.get(order, -1), last.get(maker, -1) if is_fill else -1) + 1
-            out[i] = last[order] = r
-            if is_fill:
-                last[maker] = r
-        return out
-
-    def apply_round(self, ev: np.ndarray) -> np.ndarray:
-        """Events none of whose orders another one here touches; returns the fills' (taker client
-        id, maker client id, maker remaining)."""
-        rows = self.rows
-        kind = ev["kind"]
-        fill = kind == FILL
-        pos, found = self.locate(ev["order_id"])
-        client_id = rows["client_id"]
-        out = np.zeros((int(fill.sum()), 3), np.int64)
-        if len(out):
-            f = ev[fill]
-            mpos, mfound = self.locate(f["maker_order"])
-            out[:, 0] = np.where(found[fill], client_id[pos[fill]], 0)
-            out[:, 1] = np.where(mfound, client_id[mpos], 0)
-            out[:, 2] = np.where(f["flags"] & MAKER_DONE, 0, np.where(mfound, rows["remaining"][mpos] - f["qty"], -1))
-            mpos, maker = mpos[mfound], out[mfound, 2]
-            rows["filled"][mpos] += f["qty"][mfound]
-            rows["remaining"][mpos] = maker
-            self.close(mpos[maker == 0], FILLED, f["seq"][mfound][maker == 0])
-        pos, ev, kind = pos[found], ev[found], kind[found]
-        remaining = ev["remaining"]
-        rows["remaining"][pos] = remaining
-        is_fill, is_cancel, is_amend = kind == FILL, kind == CANCELLED, kind == AMENDED
-        rows["filled"][pos[is_fill]] += ev["qty"][is_fill]
-        # a decrement (STP) shrinks the order; a full cancel keeps its size
-        rows["qty"][pos[is_cancel]] -= np.where(remaining[is_cancel] != 0, ev["qty"][is_cancel], 0)
-        amended = pos[is_amend]
-        rows["price"][amended] = ev["price"][is_amend]
-        rows["qty"][amended] = rows["filled"][amended] + remaining[is_amend]
-        done = remaining == 0
-        self.close(pos[done & is_fill], FILLED, ev["seq"][done & is_fill])
-        self.close(pos[done & is_cancel], CANCELLED_STATUS, ev["seq"][done & is_cancel])
-        return out
-
-    def close(self, pos: np.ndarray, status: int, seq: np.ndarray) -> None:
-        self.rows["status"][pos] = status
-        self.rows["closed_seq"][pos] = seq
 
     @staticmethod
     def info(r) -> m.OrderInfo:

@@ -1,4 +1,4 @@
-"""The gateway's order table (numpy, a batch of events at a time) against the matcher's own open
+"""The gateway's order table (gateway/ordertable.pyx follows a batch of events in C) against the matcher's own open
 orders: adversarial streams (tests/generators.py) with fills, partial fills sweeping several makers,
 STP decrements, amends, cancels and mass cancels, cut into ring-sized batches of every length."""
 from __future__ import annotations
