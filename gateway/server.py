@@ -41,7 +41,7 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending
-from .ordertable import follow
+from .routing import follow, report_rows
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -369,7 +369,7 @@ class OrderTable:
         return pos, col[pos] == ids
 
     def apply(self, events: np.ndarray) -> np.ndarray:
-        """Follow a batch of the keyed accounts' events (in order; in C, gateway/ordertable.pyx).
+        """Follow a batch of the keyed accounts' events (in order; in C, gateway/routing.pyx).
         Returns, per fill, the taker's and the maker's client ids and the maker's open size after it
         (-1: a maker the table has not seen), as the table had them at that fill."""
         kinds = events["kind"]
@@ -1097,41 +1097,15 @@ class GatewayStage:
 
     def report(self, events: np.ndarray, fills: np.ndarray) -> None:
         """Execution reports (fills to the taker's and the maker's sessions, cancels, amends to the
-        order's account), one REPORT_ROW_DTYPE row each, in event order."""
+        order's account), one REPORT_ROW_DTYPE row each, in event order (made in C: ``report_rows``)."""
         kinds = events["kind"]
-        is_report = (kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)
-        if not is_report.any():
+        n_fills = len(fills)
+        count = n_fills + int(np.count_nonzero((kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)))
+        if not count:
             return
-        ev = events[is_report]
-        kinds = ev["kind"]
-        is_fill = kinds == FILL
-        pos = np.arange(len(ev)) + np.cumsum(is_fill) - is_fill  # a fill takes two rows: taker, maker
-        rows = np.zeros(len(ev) + int(is_fill.sum()), m.REPORT_ROW_DTYPE)
-        to = np.empty(len(rows), np.int64)
-        for name in ("side", "market", "venue", "order_id", "client_id", "price", "qty", "remaining", "seq", "cmd_seq",
-                     "ts"):
-            rows[name][pos] = ev[name]
-        to[pos] = ev["account"]
-        rows["kind"][pos] = np.where(is_fill, 1, np.where(kinds == CANCELLED, 2, 3))
-        cancel = pos[kinds == CANCELLED]
-        rows["reason"][cancel] = ev["reason"][kinds == CANCELLED]
-        rows["code"][cancel] = ev["code"][kinds == CANCELLED]
-        if is_fill.any():
-            f = ev[is_fill]
-            taker = pos[is_fill]
-            maker = taker + 1
-            rows["client_id"][taker] = fills[:, 0]
-            rows["fee"][taker] = f["taker_fee"]
-            rows["liquidity"][taker] = 2
-            rows[maker] = rows[taker]
-            rows["order_id"][maker] = f["maker_order"]
-            rows["venue"][maker] = f["client_id"]  # a fill's client_id is the maker's venue
-            rows["client_id"][maker] = fills[:, 1]
-            rows["side"][maker] = 1 - f["side"]
-            rows["remaining"][maker] = fills[:, 2]
-            rows["fee"][maker] = f["maker_fee"]
-            rows["liquidity"][maker] = 1
-            to[maker] = f["maker_account"]
+        rows = np.zeros(count, m.REPORT_ROW_DTYPE)
+        to = np.empty(count, np.int64)
+        report_rows(np.ascontiguousarray(events).view(np.uint8), fills, rows, to)
         one = to[0]
         groups = ((int(one), rows),) if (to == one).all() else ((a, rows[to == a]) for a in np.unique(to).tolist())
         for account, part in groups:

@@ -1,5 +1,5 @@
-"""The gateway's order table (gateway/ordertable.pyx follows a batch of events in C) against the matcher's own open
-orders: adversarial streams (tests/generators.py) with fills, partial fills sweeping several makers,
+"""The gateway's order table (gateway/routing.pyx follows a batch of events in C) against the matcher's own open
+orders, and its execution report rows against rows made here: adversarial streams (tests/generators.py) with fills, partial fills sweeping several makers,
 STP decrements, amends, cancels and mass cancels, cut into ring-sized batches of every length."""
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 from engine.matcher import Engine
 from engine.records import Ev, EvFlag
+from gateway import messages as m
+from gateway.routing import report_rows
 from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OrderTable
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
@@ -22,6 +24,36 @@ def keyed_events(events: np.ndarray, keyed: np.ndarray) -> np.ndarray:
     mine = np.isin(kinds, EVENT_ACCOUNTS_KINDS) & (np.isin(events["account"], keyed) |
                                                  ((kinds == Ev.FILL) & np.isin(events["maker_account"], keyed)))
     return events[mine]
+
+
+def assert_reports(ev: np.ndarray, fills: np.ndarray) -> None:
+    """``report_rows`` (C) against the rows made here, field by field, event by event."""
+    expected, accounts = [], []
+    fill_rows = iter(fills.tolist())
+    for e in ev.tolist() if len(ev) else ():
+        e = dict(zip(ev.dtype.names, e))
+        if e["kind"] not in (Ev.FILL, Ev.CANCELLED, Ev.AMENDED):
+            continue
+        row = {name: e[name] for name in ("side", "market", "venue", "order_id", "client_id", "price", "qty",
+                                          "remaining", "seq", "cmd_seq", "ts")}
+        if e["kind"] == Ev.FILL:
+            taker_client, maker_client, maker_left = next(fill_rows)
+            expected.append(dict(row, kind=1, liquidity=2, fee=e["taker_fee"], client_id=taker_client))
+            expected.append(dict(row, kind=1, liquidity=1, fee=e["maker_fee"], order_id=e["maker_order"],
+                                 venue=e["client_id"], client_id=maker_client, side=1 - e["side"],
+                                 remaining=maker_left))
+            accounts += [e["account"], e["maker_account"]]
+        else:
+            cancel = e["kind"] == Ev.CANCELLED
+            expected.append(dict(row, kind=2 if cancel else 3, reason=e["reason"] if cancel else 0,
+                                 code=e["code"] if cancel else 0))
+            accounts.append(e["account"])
+    rows = np.zeros(len(expected), m.REPORT_ROW_DTYPE)
+    to = np.empty(len(expected), np.int64)
+    assert report_rows(np.ascontiguousarray(ev).view(np.uint8), fills, rows, to) == len(expected)
+    assert to.tolist() == accounts
+    for got, want in zip(rows.tolist(), expected):
+        assert dict(zip(m.REPORT_ROW_DTYPE.names, got)) == {name: want.get(name, 0) for name in m.REPORT_ROW_DTYPE.names}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -36,6 +68,7 @@ def test_order_table_follows_the_matcher(seed):
     for _, events in run_stream(engine, gen, 4000, chunk=rng.randint(1, 300)):
         ev = keyed_events(events, keyed)
         fills = table.apply(ev)
+        assert_reports(ev, fills)
         f = ev[ev["kind"] == Ev.FILL]
         assert fills.shape == (len(f), 3)
         fills_seen += len(f)

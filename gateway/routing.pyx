@@ -1,12 +1,19 @@
 # cython: language_level=3
-"""The gateway's order table, followed in C: a batch of the keyed accounts' events applied to the
-table's rows one event at a time, in event order (``OrderTable.apply`` in gateway/server.py holds
-the table and its queries).  In numpy the same needed ``rounds`` of non-overlapping events and
-some sixty calls a batch; the loop is what the events mean."""
+"""The gateway's reply side in C, a batch of the keyed accounts' events at a time, one event at a
+time in event order: the order table follows them (``follow``; ``OrderTable`` in gateway/server.py
+holds the table and answers queries) and execution reports are made of them (``report_rows``).
+In numpy these took some ninety calls a batch, whatever its size."""
 from libc.stdint cimport int64_t
 from libc.string cimport memmove, memset
 
 from records cimport xos_event, XOS_EV_ACCEPTED, XOS_EV_FILL, XOS_EV_CANCELLED, XOS_EV_AMENDED, XOS_EF_MAKER_DONE
+
+# ReportRow.kind (gateway.messages.REPORT_KINDS) and liquidity (LIQUIDITY)
+DEF REPORT_FILL = 1
+DEF REPORT_CANCEL = 2
+DEF REPORT_AMEND = 3
+DEF MAKER = 1
+DEF TAKER = 2
 
 # OrderRow.status (gateway.server OPEN, FILLED, CANCELLED_STATUS)
 DEF OPEN = 0
@@ -103,4 +110,49 @@ def follow(OrderRow[::1] rows, Py_ssize_t n, const unsigned char[::1] events, in
                     r.remaining = e.remaining
                     r.price = e.price
                     r.qty = r.filled + e.remaining
+    return n
+
+
+def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, ReportRow[::1] rows,
+                int64_t[::1] to) -> int:
+    """The execution reports of ``events`` (EVENT_DTYPE records as bytes, in event order) into
+    ``rows`` (zeroed), in event order: a Fill makes the taker's row then the maker's (client ids and
+    the maker's open size from ``fills``, as ``follow`` returned them), a Cancelled or an Amended
+    one row.  ``to[i]``: the account row i goes to.  Returns how many rows."""
+    cdef Py_ssize_t count, i, n = 0, f = 0
+    cdef const xos_event *ev
+    cdef const xos_event *e
+    cdef ReportRow *r
+    if events.shape[0] % sizeof(xos_event):
+        raise ValueError(f"events: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte records")
+    count = events.shape[0] // sizeof(xos_event)
+    ev = <const xos_event *>&events[0] if count else NULL
+    with nogil:
+        for i in range(count):
+            e = &ev[i]
+            if e.kind != XOS_EV_FILL and e.kind != XOS_EV_CANCELLED and e.kind != XOS_EV_AMENDED:
+                continue
+            if n + (2 if e.kind == XOS_EV_FILL else 1) > rows.shape[0] or n + 1 > to.shape[0] or \
+                    (e.kind == XOS_EV_FILL and f >= fills.shape[0]):
+                with gil:
+                    raise ValueError("report_rows: more reports than the rows (or fills) given")
+            r = &rows[n]
+            r.side, r.market, r.venue, r.order_id, r.client_id = e.side, e.market, e.venue, e.order_id, e.client_id
+            r.price, r.qty, r.remaining, r.seq, r.cmd_seq, r.ts = e.price, e.qty, e.remaining, e.seq, e.cmd_seq, e.ts
+            to[n] = e.account
+            if e.kind == XOS_EV_FILL:
+                r.kind, r.liquidity, r.fee, r.client_id = REPORT_FILL, TAKER, e.taker_fee, fills[f, 0]
+                rows[n + 1] = r[0]
+                r = &rows[n + 1]
+                r.order_id, r.venue = e.maker_order, e.client_id  # a fill's client_id is the maker's venue
+                r.client_id, r.side, r.remaining = fills[f, 1], 1 - e.side, fills[f, 2]
+                r.fee, r.liquidity = e.maker_fee, MAKER
+                to[n + 1] = e.maker_account
+                n += 2
+                f += 1
+            else:
+                r.kind = REPORT_CANCEL if e.kind == XOS_EV_CANCELLED else REPORT_AMEND
+                if e.kind == XOS_EV_CANCELLED:
+                    r.reason, r.code = e.reason, e.code
+                n += 1
     return n
