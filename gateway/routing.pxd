@@ -1,16 +1,19 @@
-# Declarations of gateway/routing.pyx: the order table's row (gateway.server.ORDER_ROW_DTYPE) and an
-# execution report's (gateway.messages.REPORT_ROW_DTYPE).
+# Declarations of gateway/routing.pyx: the order table's row (gateway.server.ORDER_ROW_DTYPE), an
+# execution report's (gateway.messages.REPORT_ROW_DTYPE) and the helpers over event records.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+
+from records cimport xos_event
 
 cdef packed struct OrderRow:
     int64_t order_id, account, client_id, price, qty, filled, remaining, ts, closed_seq
     uint32_t market, venue
     uint8_t side, status
 
-cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil
-
 cdef packed struct ReportRow:
     uint8_t kind, side, liquidity, reason
     uint16_t code
     uint32_t market, venue
     int64_t order_id, client_id, price, qty, remaining, fee, seq, cmd_seq, ts
+
+cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event **first) except -1
+cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil

@@ -6,7 +6,7 @@ In numpy these took some ninety calls a batch, whatever its size."""
 from libc.stdint cimport int64_t
 from libc.string cimport memmove, memset
 
-from records cimport xos_event, XOS_EV_ACCEPTED, XOS_EV_FILL, XOS_EV_CANCELLED, XOS_EV_AMENDED, XOS_EF_MAKER_DONE
+from records cimport XOS_EV_ACCEPTED, XOS_EV_FILL, XOS_EV_CANCELLED, XOS_EV_AMENDED, XOS_EF_MAKER_DONE
 
 # ReportRow.kind (gateway.messages.REPORT_KINDS) and liquidity (LIQUIDITY)
 DEF REPORT_FILL = 1
@@ -19,6 +19,14 @@ DEF TAKER = 2
 DEF OPEN = 0
 DEF FILLED = 1
 DEF CANCELLED = 2
+
+
+cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event **first) except -1:
+    """How many EVENT_DTYPE records ``events`` (their bytes) holds; ``first``: where they start."""
+    if events.shape[0] % sizeof(xos_event):
+        raise ValueError(f"events: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte records")
+    first[0] = <const xos_event *>&events[0] if events.shape[0] else NULL
+    return events.shape[0] // sizeof(xos_event)
 
 
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil:
@@ -46,10 +54,7 @@ def follow(OrderRow[::1] rows, Py_ssize_t n, const unsigned char[::1] events, in
     cdef OrderRow *r
     cdef OrderRow *table = &rows[0] if rows.shape[0] else NULL
     cdef int64_t left
-    if events.shape[0] % sizeof(xos_event):
-        raise ValueError(f"events: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte records")
-    count = events.shape[0] // sizeof(xos_event)
-    ev = <const xos_event *>&events[0] if count else NULL
+    count = event_records(events, &ev)
     with nogil:
         for i in range(count):
             e = &ev[i]
@@ -123,10 +128,7 @@ def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, Re
     cdef const xos_event *ev
     cdef const xos_event *e
     cdef ReportRow *r
-    if events.shape[0] % sizeof(xos_event):
-        raise ValueError(f"events: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte records")
-    count = events.shape[0] // sizeof(xos_event)
-    ev = <const xos_event *>&events[0] if count else NULL
+    count = event_records(events, &ev)
     with nogil:
         for i in range(count):
             e = &ev[i]
