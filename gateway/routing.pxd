@@ -16,4 +16,6 @@ cdef packed struct ReportRow:
     int64_t order_id, client_id, price, qty, remaining, fee, seq, cmd_seq, ts
 
 cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event **first) except -1
+cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil
+cdef bint is_listing(const xos_event *e) noexcept nogil
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil

@@ -1,12 +1,15 @@
 # cython: language_level=3
-"""The gateway's reply side in C, a batch of the keyed accounts' events at a time, one event at a
-time in event order: the order table follows them (``follow``; ``OrderTable`` in gateway/server.py
-holds the table and answers queries) and execution reports are made of them (``report_rows``).
-In numpy these took some ninety calls a batch, whatever its size."""
-from libc.stdint cimport int64_t
+"""The gateway's reply side in C, a batch of ring events at a time, one event at a time in event
+order: which events concern the accounts with keys (``select_keyed``), which of them answer a
+command (``own_firsts``), the order table following them (``follow``; ``OrderTable`` in
+gateway/server.py holds the table and answers queries) and the execution reports made of them
+(``report_rows``).  In numpy these took over a hundred calls a batch, whatever its size."""
+from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memmove, memset
 
-from records cimport XOS_EV_ACCEPTED, XOS_EV_FILL, XOS_EV_CANCELLED, XOS_EV_AMENDED, XOS_EF_MAKER_DONE
+from records cimport (XOS_CANCEL_USER, XOS_CMD_ISOLATED_MARGIN, XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING,
+                     XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED, XOS_EV_FILL, XOS_EV_LIQUIDATION,
+                     XOS_EV_POSITION)
 
 # ReportRow.kind (gateway.messages.REPORT_KINDS) and liquidity (LIQUIDITY)
 DEF REPORT_FILL = 1
@@ -15,7 +18,7 @@ DEF REPORT_AMEND = 3
 DEF MAKER = 1
 DEF TAKER = 2
 
-# OrderRow.status (gateway.server OPEN, FILLED, CANCELLED_STATUS)
+# OrderRow.status (gateway.server STATUS_NAMES' indices)
 DEF OPEN = 0
 DEF FILLED = 1
 DEF CANCELLED = 2
@@ -27,6 +30,76 @@ cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event *
         raise ValueError(f"events: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte records")
     first[0] = <const xos_event *>&events[0] if events.shape[0] else NULL
     return events.shape[0] // sizeof(xos_event)
+
+
+cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil:
+    """``account`` in ``keyed`` (sorted, unique), by binary search."""
+    cdef Py_ssize_t lo = 0, hi = keyed.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keyed[mid] < account:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < keyed.shape[0] and keyed[lo] == account
+
+
+cdef bint is_listing(const xos_event *e) noexcept nogil:
+    """A market's listing echo (ListMarket's: its sender in ``maker_account``)."""
+    return e.kind == XOS_EV_ACCEPTED and e.flags == XOS_EF_MARKET_LISTING
+
+
+def select_keyed(const unsigned char[::1] events, const uint8_t[::1] kinds, const int64_t[::1] keyed,
+                 uint8_t[::1] out) -> int:
+    """``out[i]``: whether event i (of ``events``, EVENT_DTYPE records as bytes), of a kind ``kinds``
+    marks, concerns an account in ``keyed`` (sorted, unique): its account; a fill's maker account;
+    a listing's sender (``maker_account``); a Liquidation's sender (``client_id``; its account is
+    the target).  Returns how many do."""
+    cdef const xos_event *ev
+    cdef const xos_event *e
+    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0
+    cdef bint mine
+    if out.shape[0] < count:
+        raise ValueError(f"select_keyed: {count} events, room for {out.shape[0]}")
+    with nogil:
+        for i in range(count):
+            e = &ev[i]
+            mine = e.kind < kinds.shape[0] and kinds[e.kind] and (
+                is_keyed(keyed, e.account)
+                or ((e.kind == XOS_EV_FILL or is_listing(e)) and is_keyed(keyed, e.maker_account))
+                or (e.kind == XOS_EV_LIQUIDATION and is_keyed(keyed, e.client_id)))
+            out[i] = mine
+            n += mine
+    return n
+
+
+def own_firsts(const unsigned char[::1] events, const uint8_t[::1] kinds, int64_t claimed, int64_t[::1] at,
+               int64_t[::1] sender) -> int:
+    """The event that answers each command: the first of its command (by ``cmd_seq``; ``claimed``:
+    the command whose first event came in an earlier batch) among those of a kind ``kinds`` marks,
+    a Cancelled only when the user's, a Position only when an IsolatedMargin's.  ``at[k]``: its
+    index; ``sender[k]``: whose command it answers (its account; a Liquidation's ``client_id``; a
+    listing's ``maker_account``).  Returns how many."""
+    cdef const xos_event *ev
+    cdef const xos_event *e
+    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0
+    if at.shape[0] < count or sender.shape[0] < count:
+        raise ValueError(f"own_firsts: {count} events, room for {min(at.shape[0], sender.shape[0])}")
+    with nogil:
+        for i in range(count):
+            e = &ev[i]
+            if e.kind >= kinds.shape[0] or not kinds[e.kind] or \
+                    (e.kind == XOS_EV_CANCELLED and e.reason != XOS_CANCEL_USER) or \
+                    (e.kind == XOS_EV_POSITION and e.flags != XOS_CMD_ISOLATED_MARGIN):
+                continue
+            if e.cmd_seq == claimed:
+                continue  # a later event of a command already answered
+            claimed = e.cmd_seq
+            at[n] = i
+            sender[n] = e.client_id if e.kind == XOS_EV_LIQUIDATION else \
+                e.maker_account if is_listing(e) else e.account
+            n += 1
+    return n
 
 
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil:

@@ -41,7 +41,7 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending
-from .routing import follow, report_rows
+from .routing import follow, own_firsts, report_rows, select_keyed
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -75,33 +75,15 @@ POSITION, ISOLATED_MARGIN = int(Ev.POSITION), int(Cmd.ISOLATED_MARGIN)
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
                    OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS, POSITION)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
-
-
-def kind_table(kinds) -> np.ndarray:
-    """A lookup table over every event kind (u16): table[kinds] is np.isin(kinds, ...) at a tenth of its cost."""
-    table = np.zeros(1 << 16, bool)
-    table[list(kinds)] = True
-    return table
-
-
-IS_EVENT_ACCOUNTS_KIND, IS_OWN_FIRST_KIND = kind_table(EVENT_ACCOUNTS_KINDS), kind_table(OWN_FIRST_KINDS)
-# what the ring thread copies out of the ring: the rest (book levels, balances, marks ...) answers no one
-ROUTED = kind_mask(*EVENT_ACCOUNTS_KINDS)
-
-
-def member(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """values[i] in ``keys`` (sorted, unique, not empty) by binary search: np.isin's fixed cost (~20 us a call)
-    was most of routing a small ring batch."""
-    at = np.searchsorted(keys, values)
-    return keys[np.minimum(at, len(keys) - 1)] == values
+# what the ring thread copies out of the ring (the rest: book levels, balances, marks ... answers no one), and
+# the kinds that answer a command (``own_firsts``)
+ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
-
-
 
 
 def config_listings(cfg: Config) -> Listings:
@@ -239,17 +221,6 @@ def listings(ev: np.ndarray) -> np.ndarray:
     return (ev["kind"] == ACCEPTED) & (ev["flags"] == MARKET_LISTING)
 
 
-def senders(firsts: np.ndarray) -> np.ndarray:
-    """The account whose command each own first event answers: the event's, but a Liquidation's sender is its
-    ``client_id`` (its account is the target) and a listing's its ``maker_account``."""
-    kinds = firsts["kind"]
-    out = np.where(kinds == LIQUIDATION, firsts["client_id"], firsts["account"])
-    listed = listings(firsts)
-    if listed.any():
-        out[listed] = firsts["maker_account"][listed]
-    return out
-
-
 def match_answers(q: PendingQueue, evs: np.ndarray):
     """Pair the own first events of one account (in order) with its FIFO of pending commands.
 
@@ -302,8 +273,8 @@ ORDER_ROW_DTYPE = np.dtype([("order_id", "<i8"), ("account", "<i8"), ("client_id
                             ("qty", "<i8"), ("filled", "<i8"), ("remaining", "<i8"), ("ts", "<i8"),
                             ("closed_seq", "<i8"), ("market", "<u4"), ("venue", "<u4"), ("side", "u1"),
                             ("status", "u1")])
-OPEN, FILLED, CANCELLED_STATUS = 0, 1, 2
-STATUS_NAMES = ("open", "filled", "cancelled")
+STATUS_NAMES = ("open", "filled", "cancelled")  # by a row's status (gateway/routing.pyx sets it)
+OPEN = STATUS_NAMES.index("open")
 
 
 class OrderTable:
@@ -977,15 +948,10 @@ class GatewayStage:
         keyed = self.known_accounts
         if not len(keyed):
             return
-        mine = IS_EVENT_ACCOUNTS_KIND[kinds]
-        if not mine.any():
+        mine = np.empty(len(events), np.uint8)
+        if not select_keyed(np.ascontiguousarray(events).view(np.uint8), ROUTED, keyed, mine):
             return
-        mine &= member(events["account"], keyed) | (((kinds == FILL) | listings(events)) &
-                                                    member(events["maker_account"], keyed)) | \
-            ((kinds == LIQUIDATION) & member(events["client_id"], keyed))
-        if not mine.any():
-            return
-        events = events[mine]
+        events = events[mine.view(bool)]
         fills = self.book.apply(events)  # before the reports: a fill report reads the maker's size before it
         if self.quiet_until:
             if last <= self.quiet_until:
@@ -1002,19 +968,13 @@ class GatewayStage:
         a venue's or an outcome market's echo, Liquidation; never another cancel: an expiry rides on
         whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
         sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
-        kinds = events["kind"]
-        own = IS_OWN_FIRST_KIND[kinds] & ((kinds != CANCELLED) | (events["reason"] == USER_CANCEL)) & \
-            ((kinds != POSITION) | (events["flags"] == ISOLATED_MARGIN))
-        if not own.any():
+        at = np.empty(len(events), np.int64)
+        accounts = np.empty(len(events), np.int64)
+        n = own_firsts(np.ascontiguousarray(events).view(np.uint8), OWN_FIRST, self.claimed_cmd_seq, at, accounts)
+        if not n:
             return
-        firsts = events[own]
-        cmd_seq = firsts["cmd_seq"]
-        first = np.empty(len(firsts), bool)
-        first[0] = cmd_seq[0] != self.claimed_cmd_seq
-        first[1:] = cmd_seq[1:] != cmd_seq[:-1]
-        self.claimed_cmd_seq = int(cmd_seq[-1])
-        firsts = firsts[first]
-        accounts = senders(firsts)
+        firsts, accounts = events[at[:n]], accounts[:n]
+        self.claimed_cmd_seq = int(firsts["cmd_seq"][-1])
         got_ev, got_cmd, lost = [], [], []
         one = accounts[0]
         groups = ((int(one), firsts),) if (accounts == one).all() else \

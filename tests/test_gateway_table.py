@@ -12,8 +12,8 @@ from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 from engine.matcher import Engine
 from engine.records import Ev, EvFlag
 from gateway import messages as m
-from gateway.routing import report_rows
-from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OrderTable
+from gateway.routing import own_firsts, report_rows, select_keyed
+from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OWN_FIRST_KINDS, ROUTED, OWN_FIRST, OrderTable
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 
@@ -54,6 +54,38 @@ def assert_reports(ev: np.ndarray, fills: np.ndarray) -> None:
     assert to.tolist() == accounts
     for got, want in zip(rows.tolist(), expected):
         assert dict(zip(m.REPORT_ROW_DTYPE.names, got)) == {name: want.get(name, 0) for name in m.REPORT_ROW_DTYPE.names}
+
+
+def test_keyed_events_and_each_commands_answer_are_picked_as_the_rules_say():
+    """``select_keyed`` and ``own_firsts`` (C) against the rules written out here, over a stream
+    whose batches hold other accounts' events, book levels and commands answered across batches."""
+    engine = Engine(**ENGINE_KWARGS)
+    gen = StreamGenerator(4)
+    keyed = np.array(sorted(gen.accounts[:3]), np.int64)
+    claimed = listings = 0
+    for _, events in run_stream(engine, gen, 3000, chunk=97):
+        raw = events.view(np.uint8)
+        mine = np.empty(len(events), np.uint8)
+        n = select_keyed(raw, ROUTED, keyed, mine)
+        want = [kind in EVENT_ACCOUNTS_KINDS and (account in keyed or (kind == Ev.FILL or kind == Ev.ACCEPTED and flags
+                                                                        == EvFlag.MARKET_LISTING) and maker in keyed)
+                for kind, account, maker, flags in events[["kind", "account", "maker_account", "flags"]].tolist()]
+        assert mine.view(bool).tolist() == want and n == sum(want)
+        at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
+        k = own_firsts(raw, OWN_FIRST, claimed, at, sender)
+        want_at = []
+        for i, (kind, reason, flags, cmd_seq) in enumerate(events[["kind", "reason", "flags", "cmd_seq"]].tolist()):
+            if kind in OWN_FIRST_KINDS and (kind != Ev.CANCELLED or reason == 1) and kind != Ev.POSITION:
+                if cmd_seq != claimed:
+                    want_at.append(i)
+                claimed = cmd_seq
+        firsts = events[want_at]
+        listing = (firsts["kind"] == Ev.ACCEPTED) & (firsts["flags"] == EvFlag.MARKET_LISTING)
+        want_sender = np.where(firsts["kind"] == Ev.LIQUIDATION, firsts["client_id"],
+                               np.where(listing, firsts["maker_account"], firsts["account"]))
+        assert at[:k].tolist() == want_at and sender[:k].tolist() == want_sender.tolist()
+        listings += int(listing.sum())
+    assert listings  # the stream's setup lists its markets: their echoes answer the lister
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
