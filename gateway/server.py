@@ -542,10 +542,8 @@ class GatewayStage:
                 rows, others, got = drain_burst(socket, sessions, DRAIN_MAX, g.max_message_bytes, g.max_batch,
                                                 m.ROW_FORMAT)
                 n += got
-                for routing_id, (heads, data) in rows.items():
+                for routing_id, (heads, data) in rows.items():  # forwarded at push_batch by take_rows
                     self.on_rows(sessions[routing_id], np.frombuffer(heads, np.int64).reshape(-1, 2), data, now)
-                    if self.cmd_count >= push_batch:
-                        self.forward()
                 for routing_id, data, user_id, extra in others:
                     self.on_message(routing_id, data, user_id, extra, now)
                     if self.cmd_count >= push_batch:
@@ -718,11 +716,20 @@ class GatewayStage:
             if len(heads):
                 heads[-1, 1] = allowed - starts[len(heads) - 1]
             data = data[:allowed * ROW_SIZE]
-        if allowed:
-            if self.cmd_rows:
-                self.seal()
-            self.row_msgs.append((s, heads, data))
-            self.cmd_count += allowed
+        if not allowed:
+            return
+        if self.cmd_rows:
+            self.seal()
+        push_batch, at = self.g.push_batch, 0
+        while len(heads):  # forwarded as they would be one message at a time: once push_batch are collected
+            ends = np.cumsum(heads[:, 1])
+            k = max(1, int(np.searchsorted(ends, push_batch - self.cmd_count, side="right")))
+            rows = int(ends[k - 1])
+            self.row_msgs.append((s, heads[:k], data[at * ROW_SIZE:(at + rows) * ROW_SIZE]))
+            self.cmd_count += rows
+            at, heads = at + rows, heads[k:]
+            if self.cmd_count >= push_batch:
+                self.forward()
 
     def rate_limit_rows(self, s: Session, rows: np.ndarray) -> None:
         self.counters["rate_limited"] += len(rows)

@@ -28,7 +28,8 @@ def engine(tmp_path_factory):
         "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
         "markets": [unit_market(1, "BTC", "USD")],
         "accounts": funded(ACCOUNTS.values(), USD=1000000000, BTC=1000000),
-        "gateway": dict(keys_reload_s=0.1, rate_per_s=1000, burst=BURST, max_message_bytes=MAX_BYTES),
+        # push_batch small: a burst of row messages is forwarded in several input messages
+        "gateway": dict(keys_reload_s=0.1, rate_per_s=1000, burst=BURST, max_message_bytes=MAX_BYTES, push_batch=50),
     })
     yield e
     e.stop()
