@@ -1152,6 +1152,8 @@ class GatewayStage:
                             done = threading.Event()
                             self.loop.call_soon_threadsafe(self.route_then_set, events, last, done)
                             done.wait()
+                        elif last > self.routed_seq:  # nothing to route (the loop is not routing: it waited)
+                            self.routed_seq = last
                         consumer.release_to(last)
                         self.ring_cursor = consumer.cursor
                     now = time.monotonic()
