@@ -26,7 +26,6 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -587,7 +586,7 @@ class GatewayStage:
             return
         try:
             req = m.request_decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except m.UNDECODABLE as exc:
             self.reject_undecodable(to, data, exc)
             return
         if s is None:
@@ -611,7 +610,7 @@ class GatewayStage:
         """Unknown tag or malformed: tell which, with the request id when it can be read."""
         try:
             raw = m.raw_decoder.decode(data)
-        except msgspec.DecodeError:
+        except m.UNDECODABLE:
             raw = None
         rid = raw[1] if isinstance(raw, list) and len(raw) > 1 and type(raw[1]) is int else 0
         rid = rid if -(1 << 63) <= rid < 1 << 63 else 0

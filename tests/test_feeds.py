@@ -300,6 +300,14 @@ def test_file_replay_retimes_filters_loops_and_counts_unreadable_rows(tmp_path, 
     assert later.tolist() == [(1, 10.5, T0 + 300 * S), (1, 12.0, T0 + 301 * S)]
 
 
+def test_a_jsonl_line_that_is_not_utf8_is_counted_unreadable(tmp_path):
+    path = write_prices(tmp_path / "p.jsonl", [(5 * S, 1, 10.5, "x")])
+    with path.open("ab") as fh:
+        fh.write(b'{"ts_ns": 1, "market": 1, "price": 2.0, "source": "\xf7"}\n')
+    src = FileReplaySource("f", path)
+    assert src.rejects.counts == {"malformed": 1} and "p.jsonl:2: " in src.rejects.last
+
+
 def test_file_replay_without_loop_goes_silent(tmp_path):
     src = FileReplaySource("f", write_prices(tmp_path / "p.csv", [(1, 1, 1.0, "x"), (2, 1, 2.0, "x")]), loop=False)
     assert len(src.poll(T0)) == 1 and len(src.poll(T0 + S)) == 1
