@@ -68,6 +68,7 @@ class GatewayEngine:
     def __init__(self, tmp: Path, accounts: dict[str, int], sections: dict, unregistered=("stranger",)):
         self.tmp = tmp
         self.accounts = dict(accounts)
+        self.contexts: list[zmq.asyncio.Context] = []  # the clients', ended with the engine
         self.public = {}
         for who in (*accounts, *unregistered):
             new_pair(tmp / "keys", who)
@@ -95,8 +96,10 @@ class GatewayEngine:
         return self.tmp / "keys" / f"{who}.key_secret"
 
     def client(self, who: str, timeout_s: float = 10.0) -> Client:
+        context = zmq.asyncio.Context()
+        self.contexts.append(context)
         return Client(self.cfg.gateway.address, server_key=self.server_key, secret_key_file=self.key(who),
-                      timeout_s=timeout_s, context=zmq.asyncio.Context())
+                      timeout_s=timeout_s, context=context)
 
     def revoke(self, who: str) -> None:
         """Take the key out of the config (the gateway re-reads it every keys_reload_s)."""
@@ -108,6 +111,10 @@ class GatewayEngine:
 
     def stop(self) -> None:
         self.sup.stop()
+        # ended here, not by the garbage collector in some later test: a socket a test left open (its
+        # messages unsendable, the gateway gone) would hold the context's term() there forever
+        for context in self.contexts:
+            context.destroy(linger=0)
 
 
 def run(coro):
