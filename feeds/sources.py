@@ -136,7 +136,7 @@ def read_price_file(path: Path, rows_from: str, rejects: Rejects) -> tuple[np.nd
                     continue
                 try:
                     r = decoder.decode(line)
-                except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets a bad UTF-8 string through
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec < 0.23: bad UTF-8 as it is
                     bad(line_no, str(exc))
                     continue
                 if not rows_from or r.source == rows_from:
@@ -385,7 +385,7 @@ class PushSource(Source):
             self.messages += 1
             try:
                 prices = self.decoder.decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets a bad UTF-8 string through
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec < 0.23: bad UTF-8 as it is
                 self.rejects.add("malformed", 1, f"message of {len(raw)} bytes is not a msgpack array of "
                                  f"{{market, price, ts_ns}}: {exc}")
                 continue

@@ -765,7 +765,7 @@ request_decoder = msgspec.msgpack.Decoder(Request)
 reply_decoder = msgspec.msgpack.Decoder(Incoming)
 raw_decoder = msgspec.msgpack.Decoder()  # untyped: to tell an unknown tag from a malformed message
 # What decoding bytes that are not a request raises: msgspec's DecodeError (ValidationError is one), and
-# UnicodeDecodeError for a string that is not UTF-8 (msgspec lets that one through as it is).
+# for a string that is not UTF-8, before msgspec 0.23, UnicodeDecodeError as it is.
 UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
 
 

@@ -98,7 +98,7 @@ def test_malformed_push_messages_are_counted_and_dropped_whole(push_source):
     alice = PushClient(source.address, server_public_key(keys), secret)
     alice.sock.send(b"not msgpack at all")
     alice.sock.send(alice.encoder.encode([{"market": 1, "price": "high", "ts_ns": 1}]))
-    alice.sock.send(b"\x91\x81\xa6mark\xf7t\x01")  # a key that is not UTF-8 (msgspec: UnicodeDecodeError)
+    alice.sock.send(b"\x91\x81\xa6mark\xf7t\x01")  # a key that is not UTF-8 (msgspec < 0.23: UnicodeDecodeError)
     alice.send([(1, 100.0, 5)])
     rows = drain(source, until_rows=1)
     assert rows.tolist() == [(1, 100.0, 5)]

@@ -148,9 +148,9 @@ def test_malformed_unknown_and_oversized_get_errors_and_the_gateway_serves_on(en
         await alice.send_raw(m.encoder.encode(["place", 42, 1, 0, 10]))  # fields missing
         err = await alice.expect_reply(42)
         assert err.name == "MALFORMED_MESSAGE"
-        await alice.send_raw(b"\x92\xa9heartbea\xf7\x2c")  # a tag that is not UTF-8: msgspec's UnicodeDecodeError
+        await alice.send_raw(b"\x92\xa9heartbea\xf7\x2c")  # a tag that is not UTF-8 (msgspec < 0.23: UnicodeDecodeError)
         err = await alice.expect_reply(0)
-        assert err.name == "MALFORMED_MESSAGE" and "utf-8" in err.reason
+        assert err.name == "MALFORMED_MESSAGE" and "utf-8" in err.reason.lower()
         await alice.send_raw(m.encoder.encode(["heartbeat", 43, "x" * MAX_BYTES]))
         err = await alice.expect_reply(0)
         assert err.name == "MESSAGE_TOO_LARGE"
