@@ -197,7 +197,7 @@ def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, Re
     ``rows`` (zeroed), in event order: a Fill makes the taker's row then the maker's (client ids and
     the maker's open size from ``fills``, as ``follow`` returned them), a Cancelled or an Amended
     one row.  ``to[i]``: the account row i goes to.  Returns how many rows."""
-    cdef Py_ssize_t count, i, n = 0, f = 0
+    cdef Py_ssize_t count, i, n = 0, f = 0, need
     cdef const xos_event *ev
     cdef const xos_event *e
     cdef ReportRow *r
@@ -207,8 +207,8 @@ def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, Re
             e = &ev[i]
             if e.kind != XOS_EV_FILL and e.kind != XOS_EV_CANCELLED and e.kind != XOS_EV_AMENDED:
                 continue
-            if n + (2 if e.kind == XOS_EV_FILL else 1) > rows.shape[0] or n + 1 > to.shape[0] or \
-                    (e.kind == XOS_EV_FILL and f >= fills.shape[0]):
+            need = n + (2 if e.kind == XOS_EV_FILL else 1)
+            if need > rows.shape[0] or need > to.shape[0] or (e.kind == XOS_EV_FILL and f >= fills.shape[0]):
                 with gil:
                     raise ValueError("report_rows: more reports than the rows (or fills) given")
             r = &rows[n]

@@ -10,10 +10,11 @@ import pytest
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 from engine.matcher import Engine
-from engine.records import Ev, EvFlag
+from engine.records import EVENT_DTYPE, Ev, EvFlag
 from gateway import messages as m
-from gateway.routing import own_firsts, report_rows, select_keyed
-from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OWN_FIRST_KINDS, ROUTED, OWN_FIRST, OrderTable
+from gateway.routing import follow, own_firsts, report_rows, select_keyed
+from gateway.server import (CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, OWN_FIRST_KINDS, ROUTED,
+                            OrderTable)
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 
@@ -160,3 +161,25 @@ def test_compaction_keeps_each_accounts_newest_closed_orders():
         newest = np.sort(closed["closed_seq"])[-CLOSED_KEPT:]
         assert sorted(kept["closed_seq"].tolist()) == newest.tolist()
     assert (np.diff(live["order_id"]) > 0).all()  # still sorted for the lookups
+
+
+def test_the_c_kernels_refuse_arrays_too_small_rather_than_write_past_them():
+    ev = np.zeros(2, EVENT_DTYPE)
+    ev["kind"] = [Ev.FILL, Ev.CANCELLED]
+    raw = ev.view(np.uint8)
+    for rows, to, fills in ((2, 3, 1), (3, 2, 1), (3, 3, 0)):
+        with pytest.raises(ValueError, match="more reports than the rows"):
+            report_rows(raw, np.zeros((fills, 3), np.int64), np.zeros(rows, m.REPORT_ROW_DTYPE), np.zeros(to, np.int64))
+    assert report_rows(raw, np.zeros((1, 3), np.int64), np.zeros(3, m.REPORT_ROW_DTYPE), np.zeros(3, np.int64)) == 3
+    with pytest.raises(ValueError, match="not whole"):
+        report_rows(raw[:-1], np.zeros((1, 3), np.int64), np.zeros(3, m.REPORT_ROW_DTYPE), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="room"):
+        select_keyed(raw, ROUTED, np.array([1], np.int64), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="room"):
+        own_firsts(raw, OWN_FIRST, 0, np.zeros(1, np.int64), np.zeros(2, np.int64))
+    accepted = np.zeros(1, EVENT_DTYPE)
+    accepted["kind"], accepted["order_id"] = Ev.ACCEPTED, 7
+    with pytest.raises(ValueError, match="no room for another order"):
+        follow(np.zeros(0, ORDER_ROW_DTYPE), 0, accepted.view(np.uint8), np.zeros((0, 3), np.int64))
+    with pytest.raises(ValueError, match="more fills"):
+        follow(np.zeros(4, ORDER_ROW_DTYPE), 0, raw, np.zeros((0, 3), np.int64))
