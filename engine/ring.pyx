@@ -682,8 +682,9 @@ cdef class RingConsumer(_RingMap):
 
     def wait(self, int64_t timeout_ns=-1):
         """Wait until events are available (spin, yield, then futex sleep; with ``nap_ns`` set, naps of
-        that length for up to 50 ms before the futex sleep); returns how many (0 on timeout or when
-        the producer closed the ring).  ``timeout_ns`` < 0: no limit."""
+        that length instead of the futex sleep until 50 ms have passed since a wait last found events);
+        returns how many (0 on timeout or when the producer closed the ring).  ``timeout_ns`` < 0: no
+        limit."""
         self._check_open()
         cdef int64_t r
         with nogil:
