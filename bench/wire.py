@@ -25,10 +25,15 @@ Every command counts as an order; each is timed to its Ack.
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
 (``--wire rows``, the market makers' path) or as PlaceOrder / CancelOrder structs (``--wire
 structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
-``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio``, ``gateway_cpu_us_per_order`` (the
-gateway process's CPU time over the orders answered) per mode and batch size,
-and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against offered rate (needs
-matplotlib: ``pip install 'xos[bench]'``).
+``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio``, ``cpu_us_per_order`` (each
+process's CPU time, threads included, over the orders answered, the load clients' too, and their
+total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
+mode and batch size, and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against
+offered rate (needs matplotlib: ``pip install 'xos[bench]'``).
+
+The load clients make their messages before the clock starts and put their latencies in the
+histogram after the run: on a machine they share with the engine, their own cost per order is
+taken from the engine's.
 """
 from __future__ import annotations
 
