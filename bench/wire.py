@@ -25,7 +25,9 @@ Every command counts as an order; each is timed to its Ack.
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
 (``--wire rows``, the market makers' path) or as PlaceOrder / CancelOrder structs (``--wire
 structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
-``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``ceiling_ratio``, ``cpu_us_per_order`` (each
+``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``to_intake_p50_us`` / ``intake_to_ack_p50_us`` (and
+``_p99_us``: an acked order's latency before and after the matcher's intake, which its Ack's ``ts``
+stamps), ``ceiling_ratio``, ``cpu_us_per_order`` (each
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
 mode and batch size, and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against
@@ -159,8 +161,6 @@ def load_client(spec: dict, out) -> None:
     """A load-generator process: runs one closed- or open-loop point and reports its figures.
     Its messages are made before the clock starts and its latencies go into the histogram after
     the run: in the loop it only sends, receives and notes times."""
-    from hdrh.histogram import HdrHistogram
-
     from gateway import messages as m
 
     ctx = zmq.Context()
@@ -172,6 +172,9 @@ def load_client(spec: dict, out) -> None:
     traffic.prepare(expected)
     planned = np.zeros(expected * batch + 2, np.int64)  # by rid: planned (open) or actual (closed) send time, ns
     latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
+    # an Ack's ``ts`` is the matcher's intake (wall clock): each acked order's latency in two, before and after it
+    to_intake, intake_to_ack = np.zeros(len(planned), np.int64), np.zeros(len(planned), np.int64)
+    split = 0
     acked = rejected = counted = 0
     reject_names: collections.Counter = collections.Counter()
     rid = 1
@@ -183,6 +186,7 @@ def load_client(spec: dict, out) -> None:
     sock.recv()
     cpu0 = time.process_time()  # all threads, ZeroMQ's I/O thread included
     now_ns = time.perf_counter_ns
+    wall_offset = time.time_ns() - now_ns()  # this clock to the wall clock the matcher stamps
     t0 = now_ns()
     end = t0 + int(spec["seconds"] * 1e9)
     record_from = t0 + int(spec["warmup"] * 1e9)
@@ -193,16 +197,16 @@ def load_client(spec: dict, out) -> None:
     first_ack = last_ack = 0
 
     def plan(first: int, n: int, at) -> None:
-        nonlocal planned, latencies
+        nonlocal planned, latencies, to_intake, intake_to_ack
         if first + n > len(planned):  # more than prepared for: grow (rare, and in the timed loop)
-            more = max(len(planned), n)
-            planned = np.concatenate([planned, np.zeros(more, np.int64)])
-            latencies = np.concatenate([latencies, np.zeros(more, np.int64)])
+            more = np.zeros(max(len(planned), n), np.int64)
+            planned, latencies = np.concatenate([planned, more]), np.concatenate([latencies, more])
+            to_intake, intake_to_ack = np.concatenate([to_intake, more]), np.concatenate([intake_to_ack, more])
         planned[first:first + n] = at
 
     def take_replies(block_ms: int) -> None:
         """Each message's answers at once: the acks' rids (one array for AckRows) timed together."""
-        nonlocal acked, rejected, in_flight, first_ack, last_ack, counted
+        nonlocal acked, rejected, in_flight, first_ack, last_ack, counted, split
         if not sock.poll(block_ms):
             return
         while True:
@@ -212,22 +216,34 @@ def load_client(spec: dict, out) -> None:
                 return
             msg = m.reply_decoder.decode(raw)
             t = now_ns()
-            rids = []
+            rids, ack_rids, ack_ts = [], [], []
             for item in (msg.items if type(msg) is m.Replies else (msg,)):
                 kind = type(item)
                 if kind is m.AckRows:
-                    rows = m.ack_rows(item)["rid"]
+                    rows = m.ack_rows(item)
                     acked += len(rows)
-                    rids.append(rows)
+                    rids.append(rows["rid"])
+                    ack_rids.append(rows["rid"])
+                    ack_ts.append(rows["ts"])
                 elif kind is m.Ack or kind is m.Reject:
                     rids.append(np.array([item.rid], np.int64))
                     if kind is m.Ack:
                         acked += 1
+                        ack_rids.append(rids[-1])
+                        ack_ts.append(np.array([item.ts], np.int64))
                     else:
                         rejected += 1
                         reject_names[item.name] += 1
             if not rids:
                 continue
+            if ack_rids:
+                sent = planned[np.concatenate(ack_rids)] + wall_offset
+                intake = np.concatenate(ack_ts)
+                timed = sent >= record_from + wall_offset
+                k = int(np.count_nonzero(timed))
+                to_intake[split:split + k] = intake[timed] - sent[timed]
+                intake_to_ack[split:split + k] = t + wall_offset - intake[timed]
+                split += k
             starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
             in_flight -= len(starts)
             starts = starts[starts >= record_from]
@@ -278,16 +294,26 @@ def load_client(spec: dict, out) -> None:
     sock.send(m.encode(m.MassCancel(rid=rid)))
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
         take_replies(100)
-    hist = HdrHistogram(1, HIST_MAX_NS, 3)
-    values, counts = np.unique(np.maximum(1, latencies[:counted]), return_counts=True)
-    for value, count in zip(values.tolist(), counts.tolist()):
-        hist.record_value(value, count)
+    hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
              "counted": counted, "span_s": (last_ack - first_ack) / 1e9 if last_ack > first_ack else 0.0,
-             "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9]})
+             "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9],
+             "hist_to_intake": histogram(to_intake[:split]).encode(),
+             "hist_intake_to_ack": histogram(intake_to_ack[:split]).encode()})
     sock.close(linger=0)
     ctx.term()
+
+
+def histogram(values_ns: np.ndarray):
+    """An HdrHistogram of nanosecond values (1 ns at least: two clocks may disagree by a little)."""
+    from hdrh.histogram import HdrHistogram
+
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    values, counts = np.unique(np.clip(values_ns, 1, HIST_MAX_NS), return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist()):
+        hist.record_value(value, count)
+    return hist
 
 
 def flood_client(spec: dict, out) -> None:
@@ -448,6 +474,13 @@ def merge(results: list[dict]) -> dict:
     for r in results:
         hist.add(HdrHistogram.decode(r["hist"]))
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
+    split = {}
+    for part in ("to_intake", "intake_to_ack"):  # an acked order's latency before and after the matcher's intake
+        h = HdrHistogram(1, HIST_MAX_NS, 3)
+        for r in results:
+            h.add(HdrHistogram.decode(r[f"hist_{part}"]))
+        q = h.get_percentile_to_value_dict([50, 99])
+        split[f"{part}_p50_us"], split[f"{part}_p99_us"] = q[50] / 1e3, q[99] / 1e3
     span = max(r["span_s"] for r in results)
     counted = sum(r["counted"] for r in results)
     rejects: collections.Counter = collections.Counter()
@@ -456,7 +489,7 @@ def merge(results: list[dict]) -> dict:
     return {"orders_per_s": counted / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
             "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
-            "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results)}
+            "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results), **split}
 
 
 def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
@@ -583,7 +616,9 @@ def run(args, directory: Path) -> dict:
                     r["batch"] = batch
                     out["open"].append(r)
                     _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
-                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us")
+                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  "
+                         f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
+                         f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us)")
             out["gateway"] = engine.stop()
         except BaseException:
             engine.stop()
@@ -598,7 +633,8 @@ def run(args, directory: Path) -> dict:
             r["batch"] = batch
             out["fsync_off"] = r
             _log(f"  fsync off, open loop {batch}/msg at {rate:,.0f}/s: p50 {r['p50_us']:,.0f} us  "
-                 f"p99 {r['p99_us']:,.0f} us")
+                 f"p99 {r['p99_us']:,.0f} us  (p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
+                 f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us)")
         finally:
             engine.stop()
     for batch in args.batches if "ceiling" in parts else ():

@@ -20,6 +20,9 @@ def test_wire_benchmark_smoke(tmp_path):
         assert closed["orders_per_s"] > 0 and closed["rejected"] == 0 and closed["unanswered"] == 0
         assert closed["ceiling_ratio"] > 0  # the gateway receives in C, past pyzmq: it may beat the bare loop
         assert closed["p50_us"] <= closed["p99_us"] <= closed["p999_us"]
+        # the two sides of the matcher's intake, each less than the whole (medians do not add up exactly)
+        assert 0 < closed["to_intake_p50_us"] <= closed["p99_us"] and 0 < closed["intake_to_ack_p50_us"] <= closed["p99_us"]
+        assert set(closed["cpu_us_per_order"]) >= {"gateway", "matcher", "clients", "total"}
     assert [p["batch"] for p in saved["open"]] == [1, 16]
     assert all(p["acked"] > 0 and p["rejected"] == 0 for p in saved["open"])
     assert saved["fsync_off"]["p50_us"] > 0
