@@ -11,6 +11,7 @@ from engine.records import Cmd, Ev, MarketKind, OutcomeChange, Tif, Transfer
 from engine.reference import ReferenceEngine
 from engine.views import CollateralAssetView, VenueCollateralView
 
+from test_exposure_caps import assets_and_venue_one
 from test_venues import codes, ok, state
 
 USD, BTC, ETH, OKB = 1, 2, 3, 4
@@ -28,12 +29,7 @@ def world(engine_cls, collateral: bool = True):
     """Both venues quote BTC/USD perpetuals at 99 / 100 (MAKER); BTC is priced 100 USD by the spot oracle and
     counts at 80 % (its protocol bound); T holds 100 BTC and nothing else."""
     e = engine_cls(**CAPS)
-    for asset, symbol in ((USD, "USD"), (BTC, "BTC"), (ETH, "ETH"), (OKB, "OKB")):
-        ok(e.add_asset(asset, symbol, 6))
-    ok(e.deposit(OP, OKB, 10_000))
-    ok(e.set_venue_params(ADMIN, stake_asset=OKB, min_stake=1_000, unbond_period=1, protocol_account=PROTOCOL,
-                          admin=ADMIN))
-    ok(e.launch_venue(OP, 1, 5_000, insurance_account=INS))
+    assets_and_venue_one(e)  # the same ids and accounts as here
     ok(e.add_market(PERP, BTC, USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL))
     ok(e.add_market(SPOT, BTC, USD, tick_size=1, lot_size=1, min_size=1))
     ok(e.add_market(PERP1, BTC, USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL, venue=1))

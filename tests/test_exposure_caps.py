@@ -21,16 +21,21 @@ BUY, SELL = 0, 1
 EQUITY = 10_000
 
 
-def world(engine_cls):
-    """Perpetuals at 10x in two risk groups (venue 0: PERP0; venue 1: PERP1, PERP1B) and a spot market; T holds
-    10,000 USD; MAKER rests 1,000 lots on both sides of every perpetual at 100."""
-    e = engine_cls(max_orders=1000, max_accounts=100, max_markets=16, max_assets=8, max_venues=16)
+def assets_and_venue_one(e) -> None:
+    """USD, BTC, ETH and OKB listed; venue 1 launched by OP on an OKB stake, insured by INS."""
     for asset, symbol in ((USD, "USD"), (BTC, "BTC"), (ETH, "ETH"), (OKB, "OKB")):
         ok(e.add_asset(asset, symbol, 6))
     ok(e.deposit(OP, OKB, 10_000))
     ok(e.set_venue_params(ADMIN, stake_asset=OKB, min_stake=1_000, unbond_period=1, protocol_account=PROTOCOL,
                           admin=ADMIN))
     ok(e.launch_venue(OP, 1, 5_000, insurance_account=INS))
+
+
+def world(engine_cls):
+    """Perpetuals at 10x in two risk groups (venue 0: PERP0; venue 1: PERP1, PERP1B) and a spot market; T holds
+    10,000 USD; MAKER rests 1,000 lots on both sides of every perpetual at 100."""
+    e = engine_cls(max_orders=1000, max_accounts=100, max_markets=16, max_assets=8, max_venues=16)
+    assets_and_venue_one(e)
     ok(e.add_market(PERP0, BTC, USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL))
     ok(e.add_market(PERP1, ETH, USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL, venue=1))
     ok(e.add_market(PERP1B, BTC, USD, tick_size=1, lot_size=1, min_size=1, kind=MarketKind.PERPETUAL, venue=1))
