@@ -1,7 +1,9 @@
 # Declarations of gateway/routing.pyx: the order table's row (gateway.server.ORDER_ROW_DTYPE), an
-# execution report's (gateway.messages.REPORT_ROW_DTYPE) and the helpers over event records.
+# execution report's (gateway.messages.REPORT_ROW_DTYPE), an ack's (gateway.messages.ACK_ROW_DTYPE),
+# an account's FIFO of pending commands and the helpers over event records.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
+from gateway.intake cimport Command, Pending
 from records cimport xos_event
 
 cdef packed struct OrderRow:
@@ -15,7 +17,16 @@ cdef packed struct ReportRow:
     uint32_t market, venue
     int64_t order_id, client_id, price, qty, remaining, fee, seq, cmd_seq, ts
 
+cdef packed struct AckRow:
+    int64_t rid, order_id, client_id, cmd_seq, durable_seq, count, ts
+
+cdef class PendingQueue:
+    cdef Pending *rows
+    cdef Py_ssize_t head, tail, capacity
+    cdef int push(self, const Pending *rows, Py_ssize_t n) except -1
+
 cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event **first) except -1
 cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil
 cdef bint is_listing(const xos_event *e) noexcept nogil
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil
+cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil

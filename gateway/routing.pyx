@@ -1,15 +1,30 @@
 # cython: language_level=3
 """The gateway's reply side in C, a batch of ring events at a time, one event at a time in event
 order: which events concern the accounts with keys (``select_keyed``), which of them answer a
-command (``own_firsts``), the order table following them (``follow``; ``OrderTable`` in
-gateway/server.py holds the table and answers queries) and the execution reports made of them
-(``report_rows``).  In numpy these took over a hundred calls a batch, whatever its size."""
-from libc.stdint cimport int64_t, uint8_t
-from libc.string cimport memmove, memset
+command (``own_firsts``), which pending command each answers and the acks (``answer_rows``, over
+the accounts' FIFOs that ``enqueue`` fills as commands are forwarded), the order table following
+them (``follow``; ``OrderTable`` in gateway/server.py holds the table and answers queries) and the
+execution reports made of them (``report_rows``).  In numpy these took over a hundred calls a
+batch, whatever its size."""
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memmove, memset
 
-from records cimport (XOS_CANCEL_USER, XOS_CMD_ISOLATED_MARGIN, XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING,
-                     XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED, XOS_EV_FILL, XOS_EV_LIQUIDATION,
-                     XOS_EV_POSITION)
+from records cimport (XOS_CANCEL_USER, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_CMD_CANCEL, XOS_CMD_CONVERT,
+                     XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET, XOS_CMD_MASS_CANCEL,
+                     XOS_CMD_MULTI_LEG, XOS_CMD_OUTCOME_CONFIG, XOS_CMD_PLACE, XOS_CMD_RESOLVE,
+                     XOS_CMD_VENUE_MARKET_HALT, XOS_CMD_VENUE_MARKET_RESUME, XOS_CMD_VENUE_PARAMS,
+                     XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED,
+                     XOS_EV_FILL, XOS_EV_LIQUIDATION, XOS_EV_MARKET_STATUS, XOS_EV_ORACLE_CONFIG,
+                     XOS_EV_OUTCOME_CONVERT, XOS_EV_OUTCOME_STATUS, XOS_EV_POSITION, XOS_EV_REJECTED, XOS_EV_VENUE,
+                     XOS_OS_OPEN)
+
+cdef enum:
+    LEG_SID = -2  # a Leg record's ``sid`` among pending commands: sent with its header, which answers for it
+    LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
+    FIFO_START = 256
+
+LEG_RECORD = LEG_SID
 
 # ReportRow.kind (gateway.messages.REPORT_KINDS) and liquidity (LIQUIDITY)
 DEF REPORT_FILL = 1
@@ -230,4 +245,210 @@ def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, Re
                 if e.kind == XOS_EV_CANCELLED:
                     r.reason, r.code = e.reason, e.code
                 n += 1
+    return n
+
+
+cdef class PendingQueue:
+    """One account's sent-and-unanswered commands (``Pending`` rows), oldest first."""
+
+    def __cinit__(self):
+        self.rows = <Pending *>PyMem_Malloc(FIFO_START * sizeof(Pending))
+        if self.rows is NULL:
+            raise MemoryError()
+        self.capacity = FIFO_START
+
+    def __dealloc__(self):
+        PyMem_Free(self.rows)
+
+    def __len__(self):
+        return self.tail - self.head
+
+    def rows_bytes(self) -> bytes:
+        """The waiting rows (PENDING_DTYPE records), oldest first."""
+        return (<char *>&self.rows[self.head])[:(self.tail - self.head) * sizeof(Pending)]
+
+    cdef int push(self, const Pending *rows, Py_ssize_t n) except -1:
+        cdef Py_ssize_t live = self.tail - self.head, grown
+        cdef Pending *bigger
+        if self.tail + n > self.capacity:
+            if live + n > self.capacity // 2:
+                grown = max(2 * self.capacity, 2 * (live + n))
+                bigger = <Pending *>PyMem_Realloc(self.rows, grown * sizeof(Pending))
+                if bigger is NULL:
+                    raise MemoryError()
+                self.rows, self.capacity = bigger, grown
+            memmove(self.rows, &self.rows[self.head], live * sizeof(Pending))
+            self.head, self.tail = 0, live
+        memcpy(&self.rows[self.tail], rows, n * sizeof(Pending))
+        self.tail += n
+        return 0
+
+
+def enqueue(fifo, list chunks, unsigned char[::1] commands) -> int:
+    """Forward ``chunks`` (PENDING_DTYPE arrays, in order): their commands, in order, into ``commands``
+    (COMMAND_DTYPE records as bytes: what goes into the matcher's input), and each pending row but a
+    Leg record onto its account's FIFO (``fifo``: account -> PendingQueue, a defaultdict).  The FIFO
+    entries go in before the send: the events can only follow it.  Returns how many commands."""
+    cdef const unsigned char[::1] chunk
+    cdef const Pending *rows
+    cdef Command *out = <Command *>&commands[0] if commands.shape[0] else NULL
+    cdef Py_ssize_t count, i, j, n = 0
+    cdef PendingQueue q
+    for c in chunks:
+        chunk = c.view("u1")
+        if chunk.shape[0] % sizeof(Pending):
+            raise ValueError(f"enqueue: {chunk.shape[0]} bytes are not whole {sizeof(Pending)}-byte pending rows")
+        count = chunk.shape[0] // sizeof(Pending)
+        if (n + count) * <Py_ssize_t>sizeof(Command) > commands.shape[0]:
+            raise ValueError(f"enqueue: more than the {commands.shape[0] // sizeof(Command)} commands given room")
+        rows = <const Pending *>&chunk[0] if count else NULL
+        i = 0
+        while i < count:
+            out[n + i] = rows[i].cmd
+            if rows[i].sid == LEG_SID:
+                i += 1
+                continue
+            j = i + 1  # a run of one account's rows goes in at once
+            while j < count and rows[j].sid != LEG_SID and rows[j].cmd.account == rows[i].cmd.account:
+                out[n + j] = rows[j].cmd
+                j += 1
+            q = fifo[rows[i].cmd.account]
+            q.push(&rows[i], j - i)
+            i = j
+        n += count
+    return n
+
+
+cdef uint64_t LISTING_PARAMS = 0xFFFFFFFFFFFF  # a ListMarket aux's fees and band: AddMarket's aux
+
+
+cdef inline int64_t listing_assets(const Command *c) noexcept nogil:
+    """A ListMarket's assets (base in flags, quote in aux's top 16 bits) as AddMarket packs them."""
+    return <int64_t>(((<uint64_t>c.aux >> 48) << 32) | c.flags)
+
+
+cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil:
+    """Is ``e`` the own first event of command ``c`` (it echoes its fields)?  Rejected: the fields
+    as sent; Accepted of a place: the order; of a mass cancel: no order; the user's Cancelled or an
+    Amended: the target; venue, outcome, liquidation and margin commands: their echoes."""
+    cdef int ek = e.kind, ck = c.kind
+    cdef bint same_market = e.market == c.market
+    cdef bint same_id = e.client_id == c.id
+    cdef bint same_price_venue = e.price == c.price and e.venue == c.venue
+    cdef bint same_values = same_id and same_market and same_price_venue and e.qty == c.qty
+    cdef int64_t target = e.client_id if c.flags & XOS_CF_BY_CLIENT_ID else e.order_id
+    if ek == XOS_EV_REJECTED and same_values:
+        return True
+    if ck == XOS_CMD_PLACE:
+        return (ek == XOS_EV_ACCEPTED and e.order_id > 0 and same_id and same_market and e.side == c.side
+                and same_price_venue)
+    if ck == XOS_CMD_MASS_CANCEL:
+        return ek == XOS_EV_ACCEPTED and e.order_id == 0 and same_market
+    if ck == XOS_CMD_CANCEL:
+        return ek == XOS_EV_CANCELLED and e.reason == XOS_CANCEL_USER and target == c.id
+    if ck == XOS_CMD_AMEND:
+        return ek == XOS_EV_AMENDED and target == c.id
+    if ck < XOS_CMD_VENUE_PARAMS:
+        return False
+    if (ek == XOS_EV_VENUE or ek == XOS_EV_ORACLE_CONFIG) and e.flags == ck:  # accepted venue commands, echoed whole
+        return same_values and e.side == c.side and e.remaining == c.aux
+    if ck == XOS_CMD_MULTI_LEG:  # the first leg's Accepted or the one Rejected: parent id in maker_order, leg in reason
+        return e.maker_order == c.id and ((ek == XOS_EV_ACCEPTED and e.reason == 1 and e.maker_account == c.qty)
+                                          or (ek == XOS_EV_REJECTED and e.reason <= c.qty))
+    if ck == XOS_CMD_OUTCOME_CONFIG:
+        return (ek == XOS_EV_OUTCOME_STATUS and e.reason == XOS_OS_OPEN and same_market and e.price == c.price
+                and e.order_id == c.id and e.maker_order == c.qty and e.client_id == c.aux)
+    if ck == XOS_CMD_RESOLVE:  # the members' statuses in configuration order: the first may be another of the event
+        return (ek == XOS_EV_OUTCOME_STATUS and e.reason != XOS_OS_OPEN
+                and ((same_market and e.qty == c.qty) or e.client_id != 0))
+    if ck == XOS_CMD_CONVERT:
+        return ek == XOS_EV_OUTCOME_CONVERT and same_market and e.qty == c.qty
+    if ck == XOS_CMD_LIQUIDATE:  # its account is the target
+        return (ek == XOS_EV_LIQUIDATION and e.account == c.id and e.venue == c.venue and e.market == c.market
+                and e.maker_order == c.aux)
+    if ck == XOS_CMD_ISOLATED_MARGIN:
+        return ek == XOS_EV_POSITION and e.flags == ck and same_market
+    if ck == XOS_CMD_VENUE_MARKET_HALT or ck == XOS_CMD_VENUE_MARKET_RESUME:
+        return ek == XOS_EV_MARKET_STATUS and e.flags == ck and same_market and e.venue == c.venue
+    if ck == XOS_CMD_LIST_MARKET:  # AddMarket's listing echo: the assets and fees in its packing, the sender
+        return (is_listing(e) and same_values and e.side == c.side and e.maker_account == c.account
+                and e.account == listing_assets(c) and e.remaining == <int64_t>(<uint64_t>c.aux & LISTING_PARAMS))
+    return False
+
+
+def echo_mask(const unsigned char[::1] events, const unsigned char[::1] commands, uint8_t[::1] out) -> None:
+    """``out[i]``: whether event i echoes command i (``echoes``; EVENT_DTYPE and COMMAND_DTYPE records
+    as bytes, as many of each)."""
+    cdef const xos_event *ev
+    cdef Py_ssize_t count = event_records(events, &ev), i
+    cdef const Command *cmd = <const Command *>&commands[0] if commands.shape[0] else NULL
+    if commands.shape[0] != count * <Py_ssize_t>sizeof(Command) or out.shape[0] < count:
+        raise ValueError(f"echo_mask: {count} events, {commands.shape[0]} bytes of commands, room for "
+                         f"{out.shape[0]}")
+    for i in range(count):
+        out[i] = echoes(&ev[i], &cmd[i])
+
+
+def answer_rows(const unsigned char[::1] events, const int64_t[::1] at, const int64_t[::1] sender, fifo,
+                bint journaling, AckRow[::1] acks, int64_t[::1] ack_sid, list rejects, list lost) -> int:
+    """Pair each answering event (``events[at[k]]``, of ``sender[k]``'s command: what ``own_firsts``
+    found) with the command it echoes in that account's FIFO (``fifo``: account -> PendingQueue).
+    The FIFO's head answers when it echoes; else the command it echoes deeper (within LOST_SCAN),
+    and those before it were sent earlier on the same connection yet never executed: lost, one
+    ``(sid, rid, kind, id)`` each in ``lost``.  An event that echoes none is a command another
+    producer sent for the account.  A Rejected makes ``(sid, rid, kind, id, code, client_id,
+    cmd_seq, leg)`` in ``rejects``; any other answer an ack in ``acks`` (its session in
+    ``ack_sid``), but for the gateway's own commands (sid < 0).  Returns how many acks.  Raises
+    when ``journaling`` and a command to ack is not durable yet: an ack must never promise more."""
+    cdef const xos_event *ev
+    cdef const xos_event *e
+    cdef Py_ssize_t count = event_records(events, &ev), k, i, d, depth, n = 0
+    cdef PendingQueue q = None
+    cdef const Pending *p
+    cdef AckRow *a
+    cdef int64_t account = 0, last
+    if sender.shape[0] != at.shape[0] or acks.shape[0] < at.shape[0] or ack_sid.shape[0] < at.shape[0]:
+        raise ValueError(f"answer_rows: {at.shape[0]} events to answer, {sender.shape[0]} senders, room for "
+                         f"{min(acks.shape[0], ack_sid.shape[0])} acks")
+    for k in range(at.shape[0]):
+        if not 0 <= at[k] < count:
+            raise ValueError(f"answer_rows: event {at[k]} of {count}")
+        e = &ev[at[k]]
+        if k == 0 or sender[k] != account:
+            account = sender[k]
+            q = fifo.get(account)
+        if q is None or q.head == q.tail:
+            continue
+        depth = min(<Py_ssize_t>LOST_SCAN, q.tail - q.head)
+        d = 0
+        while d < depth and not echoes(e, &q.rows[q.head + d].cmd):
+            d += 1
+        if d == depth:
+            continue
+        for i in range(q.head, q.head + d):
+            p = &q.rows[i]
+            lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id))
+        p = &q.rows[q.head + d]
+        q.head += d + 1
+        if q.head == q.tail:
+            q.head = q.tail = 0  # the row stays where p points until the next push
+        if e.kind == XOS_EV_REJECTED:
+            rejects.append((p.sid, p.rid, p.cmd.kind, p.cmd.id, e.code, e.client_id, e.cmd_seq, e.reason))
+            continue
+        last = e.cmd_seq + (p.cmd.qty if p.cmd.kind == XOS_CMD_MULTI_LEG else 0)  # durable with its last Leg
+        if journaling and e.durable_seq < last:
+            raise RuntimeError(f"event {e.seq} of command {e.cmd_seq} published with durable_seq {e.durable_seq}: "
+                               f"not acknowledging a command that is not durable")
+        if p.sid < 0:
+            continue  # the gateway's own dead-man mass cancel
+        a = &acks[n]
+        ack_sid[n] = p.sid
+        a.rid, a.order_id, a.client_id = p.rid, e.order_id, e.client_id
+        a.cmd_seq, a.durable_seq, a.ts = e.cmd_seq, e.durable_seq, e.ts
+        a.count = e.qty if p.cmd.kind == XOS_CMD_MASS_CANCEL else 0
+        if p.cmd.kind == XOS_CMD_MULTI_LEG:
+            a.client_id = p.cmd.id  # the first leg's order id (the legs' are consecutive) and the parent id
+        elif p.cmd.kind >= XOS_CMD_VENUE_PARAMS:
+            a.order_id = a.client_id = 0  # another echo's order_id and client_id are other fields
+        n += 1
     return n

@@ -34,13 +34,12 @@ from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import (COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, MarketKind, pack_market_assets,
-                            pack_market_params, unpack_listing)
+from engine.records import COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, MarketKind
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending
-from .routing import follow, own_firsts, report_rows, select_keyed
+from .routing import LEG_RECORD, PendingQueue, answer_rows, enqueue, follow, own_firsts, report_rows, select_keyed
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -68,7 +67,6 @@ FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue 
 # a multi-leg order (past FIRST_VENUE_CMD, yet it makes orders): its header waits in the FIFO, answered by its
 # first leg's Accepted (reason 1, maker_order the parent id, maker_account the leg count) or its one Rejected
 MULTI_LEG = int(Cmd.MULTI_LEG)
-LEG_RECORD = -2  # the ``sid`` of a Leg record among the pending commands: sent with its header, never in a FIFO
 # an IsolatedMargin answers with a Position event (flags: the command); other Position events never come first
 POSITION, ISOLATED_MARGIN = int(Ev.POSITION), int(Cmd.ISOLATED_MARGIN)
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
@@ -78,7 +76,6 @@ EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 # the kinds that answer a command (``own_firsts``)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
-LOST_SCAN = 64  # how far into an account's FIFO a matching event proves the commands before it lost
 TAKE_MAX = 16384
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
@@ -121,137 +118,10 @@ class Session:
 PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE)])
 
 
-class PendingQueue:
-    """One account's sent-and-unanswered commands, oldest first, in a growing numpy buffer."""
-
-    __slots__ = ("rows", "head", "tail")
-
-    def __init__(self):
-        self.rows = np.zeros(256, PENDING_DTYPE)
-        self.head = self.tail = 0
-
-    def __len__(self) -> int:
-        return self.tail - self.head
-
-    def push(self, rows: np.ndarray) -> None:
-        n = len(rows)
-        if self.tail + n > len(self.rows):
-            live = self.rows[self.head:self.tail]
-            if len(live) + n > len(self.rows) // 2:
-                grown = np.zeros(max(2 * len(self.rows), 2 * (len(live) + n)), PENDING_DTYPE)
-                grown[:len(live)] = live
-                self.rows = grown
-            else:
-                self.rows[:len(live)] = live.copy()
-            self.head, self.tail = 0, len(live)
-        self.rows[self.tail:self.tail + n] = rows
-        self.tail += n
-
-    def peek(self, n: int) -> np.ndarray:
-        return self.rows[self.head:min(self.head + n, self.tail)]
-
-    def pop(self, n: int) -> None:
-        self.head += n
-        if self.head == self.tail:
-            self.head = self.tail = 0
-
-
-def echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
-    """Row by row: is event ``ev[i]`` the own first event of command ``cmd[i]`` (it echoes its fields)?"""
-    ek, ck = ev["kind"], cmd["kind"]
-    same_market = ev["market"] == cmd["market"]
-    same_id = ev["client_id"] == cmd["id"]
-    accepted = ek == ACCEPTED
-    same_price_venue = (ev["price"] == cmd["price"]) & (ev["venue"] == cmd["venue"])
-    same_values = same_id & same_market & same_price_venue & (ev["qty"] == cmd["qty"])
-    out = ((ek == REJECTED) & same_values) | \
-        ((ck == PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
-         & same_price_venue)
-    if (ck != PLACE).any():
-        target = np.where(cmd["flags"] & BY_CLIENT_ID, ev["client_id"], ev["order_id"]) == cmd["id"]
-        out |= (((ck == MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market)
-                | ((ck == CANCEL) & (ek == CANCELLED) & (ev["reason"] == USER_CANCEL) & target)
-                | ((ck == AMEND) & (ek == AMENDED) & target))
-        if (ck >= FIRST_VENUE_CMD).any():  # only the (rare) field commands and multi-leg orders pay for their terms
-            out |= field_command_echoes(ev, cmd, same_market, same_values) | multi_leg_echoes(ev, cmd)
-    return out
-
-
-def multi_leg_echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
-    """``echoes`` for a multi-leg order's header: its first leg's Accepted or its one Rejected (of any leg, or of
-    the header), each naming the parent id in ``maker_order`` and the leg in ``reason``."""
-    ek, legs = ev["kind"], cmd["qty"]
-    first_accepted = (ek == ACCEPTED) & (ev["reason"] == 1) & (ev["maker_account"] == legs)
-    rejected = (ek == REJECTED) & (ev["reason"] <= legs)
-    return (cmd["kind"] == MULTI_LEG) & (ev["maker_order"] == cmd["id"]) & (first_accepted | rejected)
-
-
-def field_command_echoes(ev: np.ndarray, cmd: np.ndarray, same_market: np.ndarray,
-                         same_values: np.ndarray) -> np.ndarray:
-    """``echoes`` for the venue, outcome and liquidation commands' own first events."""
-    ek, ck = ev["kind"], cmd["kind"]
-    venue_echo = ((ek == VENUE_ECHO) | (ek == ORACLE_CONFIG_ECHO)) & (ev["flags"] == ck) & same_values & \
-        (ev["side"] == cmd["side"]) & (ev["remaining"] == cmd["aux"])
-    status = ek == OUTCOME_STATUS
-    outcome_config = (ck == OUTCOME_CONFIG) & status & (ev["reason"] == OUTCOME_OPENED) & same_market & \
-        (ev["price"] == cmd["price"]) & (ev["order_id"] == cmd["id"]) & (ev["maker_order"] == cmd["qty"]) & \
-        (ev["client_id"] == cmd["aux"])
-    # a resolution of an event answers with its members' statuses in configuration order: the first may be another
-    # market of the event (client_id: the event), resolved NO
-    resolve = (ck == RESOLVE) & status & (ev["reason"] != OUTCOME_OPENED) & \
-        ((same_market & (ev["qty"] == cmd["qty"])) | (ev["client_id"] != 0))
-    convert = (ck == CONVERT) & (ek == OUTCOME_CONVERT) & same_market & (ev["qty"] == cmd["qty"])
-    liquidate = (ck == LIQUIDATE) & (ek == LIQUIDATION) & (ev["account"] == cmd["id"]) & \
-        (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"]) & (ev["maker_order"] == cmd["aux"])
-    isolated_margin = (ck == ISOLATED_MARGIN) & (ek == POSITION) & (ev["flags"] == ck) & same_market
-    venue_halt = ((ck == VENUE_MARKET_HALT) | (ck == VENUE_MARKET_RESUME)) & (ek == MARKET_STATUS) & \
-        (ev["flags"] == ck) & same_market & (ev["venue"] == cmd["venue"])
-    list_market = (ck == LIST_MARKET) & listings(ev) & same_values & (ev["side"] == cmd["side"]) & \
-        (ev["maker_account"] == cmd["account"])
-    for i in np.flatnonzero(list_market).tolist():  # its assets and fees are in AddMarket's packing in the echo
-        base, quote, maker, taker, band = unpack_listing(int(cmd["flags"][i]), int(cmd["aux"][i]))
-        list_market[i] = int(ev["account"][i]) == pack_market_assets(base, quote) and \
-            int(ev["remaining"][i]) == pack_market_params(maker, taker, band)
-    return venue_echo | outcome_config | resolve | convert | liquidate | isolated_margin | venue_halt | list_market
-
-
-def listings(ev: np.ndarray) -> np.ndarray:
-    """Row by row: is the event a market's listing echo (ListMarket's: its sender in ``maker_account``)?"""
-    return (ev["kind"] == ACCEPTED) & (ev["flags"] == MARKET_LISTING)
-
-
-def match_answers(q: PendingQueue, evs: np.ndarray):
-    """Pair the own first events of one account (in order) with its FIFO of pending commands.
-
-    Returns (events, their commands, commands lost).  The n-th event answers the n-th command
-    when it echoes it (checked for the whole run at once); an event that does not answers the
-    command it echoes deeper in the FIFO (within LOST_SCAN), and the ones before that were sent
-    earlier on the same connection yet never executed: lost.  An event echoing none is a command
-    another producer sent for the account."""
-    got_ev, got_cmd, lost = [], [], []
-    k = 0
-    while k < len(evs) and len(q):
-        p = q.peek(len(evs) - k)
-        e = evs[k:k + len(p)]
-        ok = echoes(e, p["cmd"])
-        j = len(p) if ok.all() else int(np.argmin(ok))
-        if j:
-            got_ev.append(e[:j])
-            got_cmd.append(p[:j].copy())
-            q.pop(j)
-            k += j
-        if j == len(p):
-            continue
-        deeper = q.peek(LOST_SCAN)
-        hit = np.flatnonzero(echoes(evs[np.full(len(deeper), k)], deeper["cmd"]))
-        if len(hit):
-            d = int(hit[0])
-            lost.append(deeper[:d].copy())
-            got_ev.append(evs[k:k + 1])
-            got_cmd.append(deeper[d:d + 1].copy())
-            q.pop(d + 1)
-        k += 1
-    return got_ev, got_cmd, lost
+def pick(rows: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``rows[which]`` (a mask or indices) for structured rows, through a plain view: numpy copies
+    structured records field by field, several times slower on the reply path's small batches."""
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize)))[which].view(rows.dtype)
 
 
 # What a bad row breaks, by the rule number gateway/intake.pyx's row_rule returns.
@@ -481,7 +351,6 @@ class GatewayStage:
         self.cmd_rows: list[tuple] = []
         self.row_msgs: list[tuple] = []
         self.cmd_count = 0
-        self.legs_collected = False  # a multi-leg order's Leg records are among the collected commands
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
@@ -675,7 +544,6 @@ class GatewayStage:
         self.cmd_rows.append((s.sid, req.rid, records[0]))
         self.cmd_rows += [(LEG_RECORD, req.rid, record) for record in records[1:]]
         self.cmd_count += len(records)
-        self.legs_collected = True
 
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
         """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
@@ -774,23 +642,12 @@ class GatewayStage:
         self.seal()
         if not self.cmd_chunks:  # every row message refused
             return
-        pending = self.cmd_chunks[0] if len(self.cmd_chunks) == 1 else np.concatenate(self.cmd_chunks)
-        self.cmd_chunks = []
+        chunks, self.cmd_chunks = self.cmd_chunks, []
         self.cmd_count = 0
-        waiting = pending
-        if self.legs_collected:  # legs are answered through their header
-            waiting = pending[pending["sid"] != LEG_RECORD]
-            self.legs_collected = False
-        # the FIFO entries go in before the send: the events can only follow it
-        accounts = waiting["cmd"]["account"]
-        first = accounts[0]
-        if (accounts == first).all():
-            self.fifo[int(first)].push(waiting)
-        else:
-            for account in np.unique(accounts).tolist():
-                self.fifo[account].push(waiting[accounts == account])
-        self.input.send(np.ascontiguousarray(pending["cmd"]))
-        self.counters["commands"] += len(pending)
+        commands = np.empty(sum(map(len, chunks)), COMMAND_DTYPE)
+        enqueue(self.fifo, chunks, commands.view(np.uint8))  # the FIFOs first: the events can only follow the send
+        self.input.send(commands)
+        self.counters["commands"] += len(commands)
         self.counters["forwards"] += 1
 
     def deadman_cancel(self, s: Session) -> None:
@@ -957,7 +814,7 @@ class GatewayStage:
         mine = np.empty(len(events), np.uint8)
         if not select_keyed(np.ascontiguousarray(events).view(np.uint8), ROUTED, keyed, mine):
             return
-        events = events[mine.view(bool)]
+        events = pick(events, mine.view(bool))
         fills = self.book.apply(events)  # before the reports: a fill report reads the maker's size before it
         if self.quiet_until:
             if last <= self.quiet_until:
@@ -973,82 +830,36 @@ class GatewayStage:
         """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended,
         a venue's or an outcome market's echo, Liquidation; never another cancel: an expiry rides on
         whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
-        sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST."""
+        sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST
+        (the pairing and the ack rows in C: ``answer_rows``)."""
+        raw = np.ascontiguousarray(events).view(np.uint8)
         at = np.empty(len(events), np.int64)
         accounts = np.empty(len(events), np.int64)
-        n = own_firsts(np.ascontiguousarray(events).view(np.uint8), OWN_FIRST, self.claimed_cmd_seq, at, accounts)
+        n = own_firsts(raw, OWN_FIRST, self.claimed_cmd_seq, at, accounts)
         if not n:
             return
-        firsts, accounts = events[at[:n]], accounts[:n]
-        self.claimed_cmd_seq = int(firsts["cmd_seq"][-1])
-        got_ev, got_cmd, lost = [], [], []
-        one = accounts[0]
-        groups = ((int(one), firsts),) if (accounts == one).all() else \
-            ((a, firsts[accounts == a]) for a in np.unique(accounts).tolist())
-        for account, evs in groups:
-            q = self.fifo.get(account)
-            if q:
-                e, c, l = match_answers(q, evs)
-                got_ev += e
-                got_cmd += c
-                lost += l
-        for rows in lost:
-            for sid, rid, kind, ident in zip(rows["sid"].tolist(), rows["rid"].tolist(),
-                                             rows["cmd"]["kind"].tolist(), rows["cmd"]["id"].tolist()):
-                self.counters["lost"] += 1
-                self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "",
-                            ident if kind == PLACE or kind == MULTI_LEG else 0)
-        if not got_ev:
+        self.claimed_cmd_seq = int(events["cmd_seq"][at[n - 1]])
+        acks = np.empty(n, m.ACK_ROW_DTYPE)
+        sids = np.empty(n, np.int64)
+        rejects, lost = [], []
+        k = answer_rows(raw, at[:n], accounts[:n], self.fifo, self.journaling, acks, sids, rejects, lost)
+        for sid, rid, kind, ident in lost:
+            self.counters["lost"] += 1
+            self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "",
+                        ident if kind == PLACE or kind == MULTI_LEG else 0)
+        for sid, rid, kind, parent, code, client_id, cmd_seq, leg in rejects:
+            if kind == MULTI_LEG:  # the event carries the failing leg's fields, its number in ``reason``
+                detail = f"leg {leg} (client id {client_id})" if leg else "the order as a whole"
+                self.reject(self.by_sid.get(sid), rid, ResultCode(code), detail, parent, cmd_seq, leg)
+            else:
+                self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0,
+                            cmd_seq)
+        if not k:
             return
-        ev = np.concatenate(got_ev) if len(got_ev) > 1 else got_ev[0]
-        pending = np.concatenate(got_cmd) if len(got_cmd) > 1 else got_cmd[0]
-        rejected = ev["kind"] == REJECTED
-        if rejected.any():
-            for (code, client_id, cmd_seq, leg), (sid, rid, kind, parent) in zip(
-                    ev[rejected][["code", "client_id", "cmd_seq", "reason"]].tolist(),
-                    zip(pending["sid"][rejected].tolist(), pending["rid"][rejected].tolist(),
-                        pending["cmd"]["kind"][rejected].tolist(), pending["cmd"]["id"][rejected].tolist())):
-                if kind == MULTI_LEG:  # the event carries the failing leg's fields, its number in ``reason``
-                    detail = f"leg {leg} (client id {client_id})" if leg else "the order as a whole"
-                    self.reject(self.by_sid.get(sid), rid, ResultCode(code), detail, parent, cmd_seq, leg)
-                else:
-                    self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0,
-                                cmd_seq)
-            ev, pending = ev[~rejected], pending[~rejected]
-        kinds = pending["cmd"]["kind"]
-        past_orders = kinds >= FIRST_VENUE_CMD  # field commands and multi-leg orders
-        units = kinds == MULTI_LEG if past_orders.any() else None
-        if self.journaling and len(ev):
-            # a multi-leg order is durable with its last Leg record
-            last = ev["cmd_seq"] if units is None else ev["cmd_seq"] + np.where(units, pending["cmd"]["qty"], 0)
-            behind = np.flatnonzero(ev["durable_seq"] < last)
-            if len(behind):
-                # the matcher publishes only what the journal holds; an ack must never promise more
-                e = ev[behind[0]]
-                raise RuntimeError(f"event {e['seq']} of command {e['cmd_seq']} published with durable_seq "
-                                   f"{e['durable_seq']}: not acknowledging a command that is not durable")
-        ours = pending["sid"] >= 0  # not the gateway's own dead-man mass cancels
-        if not ours.all():
-            ev, pending = ev[ours], pending[ours]
-            past_orders, units = past_orders[ours], None if units is None else units[ours]
-        if not len(ev):
-            return
-        acks = np.empty(len(ev), m.ACK_ROW_DTYPE)
-        acks["rid"] = pending["rid"]
-        for name in ("order_id", "client_id", "cmd_seq", "durable_seq", "ts"):
-            acks[name] = ev[name]
-        if units is not None:
-            # a multi-leg order: the first leg's order id (the legs' are consecutive) and the parent id; another
-            # echo's order_id and client_id are other fields
-            acks["client_id"][units] = pending["cmd"]["id"][units]
-            no_order = past_orders & ~units
-            acks["order_id"][no_order] = 0
-            acks["client_id"][no_order] = 0
-        acks["count"] = np.where(pending["cmd"]["kind"] == MASS_CANCEL, ev["qty"], 0)
-        self.counters["acks"] += len(acks)
-        sids = pending["sid"]
+        acks, sids = acks[:k], sids[:k]
+        self.counters["acks"] += k
         one = sids[0]
-        groups = ((int(one), acks),) if (sids == one).all() else ((sid, acks[sids == sid])
+        groups = ((int(one), acks),) if (sids == one).all() else ((sid, pick(acks, sids == sid))
                                                                   for sid in np.unique(sids).tolist())
         for sid, rows in groups:
             s = self.by_sid.get(sid)
@@ -1073,7 +884,8 @@ class GatewayStage:
         to = np.empty(count, np.int64)
         report_rows(np.ascontiguousarray(events).view(np.uint8), fills, rows, to)
         one = to[0]
-        groups = ((int(one), rows),) if (to == one).all() else ((a, rows[to == a]) for a in np.unique(to).tolist())
+        groups = ((int(one), rows),) if (to == one).all() else \
+            ((a, pick(rows, to == a)) for a in np.unique(to).tolist())
         for account, part in groups:
             group = self.by_account.get(account)
             if not group:
