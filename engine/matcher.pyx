@@ -379,6 +379,7 @@ cdef class Matcher:
     cdef void reject(self, const xos_command *c, uint16_t code) noexcept nogil:
         cdef xos_event *e = self.emit(XOS_EV_REJECTED)
         e.code = code
+        e.flags = c.kind  # the command refused: its sender pairs the event with it by kind and fields
         e.side = c.side
         e.market = c.market
         e.venue = c.venue
@@ -1365,6 +1366,7 @@ cdef class Matcher:
         self.reject(c, code)
         cdef xos_event *e = &self.events[self.n_events - 1]
         e.account = header.account
+        e.flags = header.kind
         e.reason = <uint8_t>leg
         e.maker_order = header.id
 

@@ -537,7 +537,7 @@ class ReferenceEngine(CommandAPI):
         if code:
             (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
              cid, aux) = row
-            self._ev(_EV_REJECTED, code, side, 0, 0, market, venue, 0, account, cid, price, qty, 0)
+            self._ev(_EV_REJECTED, code, side, 0, kind, market, venue, 0, account, cid, price, qty, 0)
         # step 4: book levels in order of first touch
         for (mid, side, price) in self._touched:
             m = self._markets[mid]
@@ -1111,7 +1111,7 @@ class ReferenceEngine(CommandAPI):
     def _reject_leg(self, header, rec, code: int, leg: int) -> None:
         """A multi-leg order's one Rejected: the failing record's fields (the header itself when the header is
         at fault, leg 0), the header's account, ``reason`` the leg number, ``maker_order`` the parent id."""
-        self._ev(_EV_REJECTED, code, rec[1], leg, 0, rec[7], rec[6], 0, header[9], rec[12], rec[10], rec[11], 0,
+        self._ev(_EV_REJECTED, code, rec[1], leg, header[0], rec[7], rec[6], 0, header[9], rec[12], rec[10], rec[11], 0,
                  maker_order=header[12])
 
     def _stray_leg(self, row) -> int:

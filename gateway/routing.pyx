@@ -328,8 +328,8 @@ cdef inline int64_t listing_assets(const Command *c) noexcept nogil:
 
 
 cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil:
-    """Is ``e`` the own first event of command ``c`` (it echoes its fields)?  Rejected: the fields
-    as sent; Accepted of a place: the order; of a mass cancel: no order; the user's Cancelled or an
+    """Is ``e`` the own first event of command ``c`` (it echoes its fields)?  Rejected: the kind
+    and the fields as sent; Accepted of a place: the order; of a mass cancel: no order; the user's Cancelled or an
     Amended: the target; venue, outcome, liquidation and margin commands: their echoes."""
     cdef int ek = e.kind, ck = c.kind
     cdef bint same_market = e.market == c.market
@@ -337,7 +337,7 @@ cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil:
     cdef bint same_price_venue = e.price == c.price and e.venue == c.venue
     cdef bint same_values = same_id and same_market and same_price_venue and e.qty == c.qty
     cdef int64_t target = e.client_id if c.flags & XOS_CF_BY_CLIENT_ID else e.order_id
-    if ek == XOS_EV_REJECTED and same_values:
+    if ek == XOS_EV_REJECTED and e.flags == ck and same_values:  # a Rejected names the command's kind in flags
         return True
     if ck == XOS_CMD_PLACE:
         return (ek == XOS_EV_ACCEPTED and e.order_id > 0 and same_id and same_market and e.side == c.side
@@ -354,7 +354,7 @@ cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil:
         return same_values and e.side == c.side and e.remaining == c.aux
     if ck == XOS_CMD_MULTI_LEG:  # the first leg's Accepted or the one Rejected: parent id in maker_order, leg in reason
         return e.maker_order == c.id and ((ek == XOS_EV_ACCEPTED and e.reason == 1 and e.maker_account == c.qty)
-                                          or (ek == XOS_EV_REJECTED and e.reason <= c.qty))
+                                          or (ek == XOS_EV_REJECTED and e.flags == ck and e.reason <= c.qty))
     if ck == XOS_CMD_OUTCOME_CONFIG:
         return (ek == XOS_EV_OUTCOME_STATUS and e.reason == XOS_OS_OPEN and same_market and e.price == c.price
                 and e.order_id == c.id and e.maker_order == c.qty and e.client_id == c.aux)

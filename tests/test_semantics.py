@@ -131,7 +131,7 @@ def reject(e, code, kind, **fields):
     seq = e.cmd_seq
     out = e.submit(kind, **fields)
     c = cmd_fields(kind, **fields)
-    assert_events(out, [E(Ev.REJECTED, code=code, account=c["account"], market=c["market"],
+    assert_events(out, [E(Ev.REJECTED, code=code, flags=int(kind), account=c["account"], market=c["market"],
                           venue=c["venue"], side=c["side"], price=c["price"], qty=c["qty"],
                           client_id=c["id"])])
     assert int(out[0]["cmd_seq"]) == seq + 1 == e.cmd_seq
@@ -192,7 +192,7 @@ def test_event_envelope_seq_cmd_seq_ts(engine_cls):
     assert int(out[0]["seq"]) == 2 and int(out[0]["cmd_seq"]) == 2 and int(out[0]["ts"]) == 50
     assert e.now == 50 and e.cmd_seq == 2 and e.event_seq == 2
     out = e.submit(99, ts=70)
-    assert_events(out, [E(Ev.REJECTED, code=RC.UNKNOWN_COMMAND)])
+    assert_events(out, [E(Ev.REJECTED, code=RC.UNKNOWN_COMMAND, flags=99)])  # flags: the refused command's kind
     assert int(out[0]["ts"]) == 70 and e.now == 70 and e.cmd_seq == 3
     for attr in ("cmd_seq", "event_seq", "last_order_id", "now", "open_orders"):
         assert type(getattr(e, attr)) is int
@@ -1143,7 +1143,7 @@ def test_expiry_order_by_time_then_id_and_rejected_command(engine_cls):
         cancelled(2, A, 2, SELL, 101, 10, 0, CR.EXPIRED),
         cancelled(3, B, 1, SELL, 102, 10, 0, CR.EXPIRED),
         cancelled(1, A, 1, SELL, 103, 10, 0, CR.EXPIRED),
-        E(Ev.REJECTED, code=RC.UNKNOWN_ORDER, account=C, client_id=999),
+        E(Ev.REJECTED, code=RC.UNKNOWN_ORDER, flags=Cmd.CANCEL, account=C, client_id=999),
         level(SELL, 101, 10, 1),
         level(SELL, 102, 0, 0),
         level(SELL, 103, 0, 0),
