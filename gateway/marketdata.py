@@ -29,6 +29,7 @@ from engine.snapshot import load_newest
 from engine.workers import EventCore, Listings, kind_mask
 
 from .listings import learn_from_events, market_symbols, seed_from_state
+from .mdbook import MarketBook
 from .mdmessages import (
     ASK,
     BID,
@@ -36,7 +37,6 @@ from .mdmessages import (
     CHANNEL_ORDERS,
     CHANNEL_STATUS,
     CHANNEL_TRADES,
-    CHECKSUM_DEPTH,
     ENCODER,
     LEVEL_DTYPE,
     OP_ADD,
@@ -59,7 +59,6 @@ from .mdmessages import (
     PriceLevel,
     RestingOrder,
     Trades,
-    book_checksum,
     topic,
 )
 
@@ -124,54 +123,7 @@ class OrderTable:
                                               self.price[rows].tolist(), self.remaining[rows].tolist())]
 
 
-class MarketBook:
-    """The publisher's L2 book of one market: per side the level prices ascending with their
-    ``qty`` and ``count`` (numpy), seq, trade count, halt.  Same ``side_levels`` and ``checksum`` as
-    a subscriber's ``mdmessages.LevelBook``; changed a whole batch of levels at a time."""
-
-    __slots__ = ("market", "prices", "qty", "count", "seq", "trade_number", "halted", "ts")
-
-    def __init__(self, market: int):
-        self.market = market
-        self.prices = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
-        self.qty = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
-        self.count = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
-        self.seq = 0
-        self.trade_number = 0
-        self.halted = False
-        self.ts = 0
-
-    def set_levels(self, side: int, price: np.ndarray, qty: np.ndarray, count: np.ndarray):
-        """Set levels of one side (``price`` ascending, each once; ``qty == count == 0`` removes a
-        level); returns their ``(qty, count)`` before."""
-        p, q, c = self.prices[side], self.qty[side], self.count[side]
-        at = np.searchsorted(p, price)
-        found = at < len(p)
-        found[found] = p[at[found]] == price[found]
-        old_q = np.zeros(len(price), np.int64)
-        old_c = np.zeros(len(price), np.int64)
-        old_q[found], old_c[found] = q[at[found]], c[at[found]]
-        q[at[found]], c[at[found]] = qty[found], count[found]
-        new = ~found
-        if new.any():
-            p, q, c = (np.insert(a, at[new], v[new]) for a, v in ((p, price), (q, qty), (c, count)))
-        gone = (q == 0) & (c == 0)
-        if gone.any():
-            p, q, c = p[~gone], q[~gone], c[~gone]
-        self.prices[side], self.qty[side], self.count[side] = p, q, c
-        return old_q, old_c
-
-    def side_levels(self, side: int, depth: int = 0) -> list[tuple[int, int, int]]:
-        """``(price, qty, count)`` best first, at most ``depth`` of them (0: all)."""
-        p, q, c = self.prices[side], self.qty[side], self.count[side]
-        chosen = slice(None, None, -1) if side == BID else slice(None)
-        p, q, c = p[chosen], q[chosen], c[chosen]
-        if depth > 0:
-            p, q, c = p[:depth], q[:depth], c[:depth]
-        return list(zip(p.tolist(), q.tolist(), c.tolist()))
-
-    def checksum(self) -> int:
-        return book_checksum(self.side_levels(BID, CHECKSUM_DEPTH), self.side_levels(ASK, CHECKSUM_DEPTH))
+LEVEL_SIZE = LEVEL_DTYPE.itemsize
 
 
 def _runs(*keys: np.ndarray) -> np.ndarray:
@@ -252,11 +204,13 @@ class MarketDataCore(EventCore):
         starts = np.flatnonzero(_runs(market, side, price))
         qty = np.add.reduceat(rem, starts) if len(starts) else rem
         count = np.diff(np.append(starts, len(rem)))
-        market, side, price = market[starts], side[starts], price[starts]
-        for mk in np.unique(market).tolist():
-            for sd in (BID, ASK):
-                on = (market == mk) & (side == sd)
-                core.books[mk].set_levels(sd, price[on], qty[on], count[on])
+        levels = np.zeros(len(starts), LEVEL_DTYPE)  # by market, then bids and asks, each ascending by price
+        levels["side"], levels["price"], levels["qty"], levels["count"] = side[starts], price[starts], qty, count
+        market = market[starts]
+        bounds = np.flatnonzero(_runs(market)).tolist() + [len(market)]
+        scratch = np.empty(len(market), np.int64)
+        for lo, hi in zip(bounds, bounds[1:]):
+            core.books[int(market[lo])].update(levels[lo:hi].view(np.uint8), scratch, scratch)
         return core
 
     # ------------------------------------------------------------------------------ events -------
@@ -421,8 +375,8 @@ class MarketDataCore(EventCore):
         last = _run_ends(_runs(lv_side, price[lv]))
         lv = lv[last]
         levels = np.zeros(len(lv), LEVEL_DTYPE)
-        level_price, level_qty, level_count = price[lv], qty[lv], remaining[lv]
-        levels["side"], levels["price"], levels["qty"], levels["count"] = side[lv], level_price, level_qty, level_count
+        level_price = price[lv]
+        levels["side"], levels["price"], levels["qty"], levels["count"] = side[lv], level_price, qty[lv], remaining[lv]
 
         # trades: numbered per market in event order
         fr = np.flatnonzero(fill)
@@ -460,7 +414,8 @@ class MarketDataCore(EventCore):
         t_bounds = np.searchsorted(tr_key, keys), np.searchsorted(tr_key, keys, "right")
         halts = dict(zip(st_key.tolist(), (qty[st] == 1).tolist()))  # the last status per batch and market
         batch_ts = ts[np.flatnonzero(_runs(ts))].tolist()
-        l2_change = []  # (market, side, price, qty change, count change) of each level set
+        level_dq, level_dc = np.zeros(len(lv), np.int64), np.zeros(len(lv), np.int64)  # each level's change
+        raw_levels = levels.view(np.uint8)
         out: list[tuple[bytes, object]] = []
         books = self.books
         for key, o0, o1, l0, l1, t0, t1 in zip(keys.tolist(), *(b.tolist() for b in (*o_bounds, *l_bounds,
@@ -470,13 +425,8 @@ class MarketDataCore(EventCore):
             book = books[m]
             book.ts = b_ts
             if o1 > o0 or l1 > l0:
-                changed = levels[l0:l1]
-                asks_from = l0 + int(np.searchsorted(changed["side"], ASK))
-                for sd, a, b in ((BID, l0, asks_from), (ASK, asks_from, l1)):
-                    if b > a:
-                        p_, q_, c_ = level_price[a:b], level_qty[a:b], level_count[a:b]
-                        old_q, old_c = book.set_levels(sd, p_, q_, c_)
-                        l2_change.append((np.full(b - a, m), np.full(b - a, sd), p_, q_ - old_q, c_ - old_c))
+                changed = raw_levels[l0 * LEVEL_SIZE:l1 * LEVEL_SIZE]  # bids then asks, each ascending by price
+                book.update(changed, level_dq[l0:l1], level_dc[l0:l1])
                 book.seq += 1
                 checksum = book.checksum()
                 out.append((CHANNEL_BOOK, BookUpdate(m, book.seq, b_ts, changed.tobytes(), checksum)))
@@ -488,7 +438,7 @@ class MarketDataCore(EventCore):
             if halted is not None:
                 book.halted = halted
                 out.append((CHANNEL_STATUS, self.status(m)))
-        self._check_levels(l3_keys, l3_qty, l3_count, l2_change)
+        self._check_levels(l3_keys, l3_qty, l3_count, (market[lv], side[lv], level_price), level_dq, level_dc)
         return out
 
     def _learn_listings(self, accepted: np.ndarray) -> None:
@@ -496,12 +446,11 @@ class MarketDataCore(EventCore):
         for market in learn_from_events(self.listings, accepted):
             self.books.setdefault(market, MarketBook(market))
 
-    def _check_levels(self, l3_keys, l3_qty, l3_count, l2_change: list) -> None:
+    def _check_levels(self, l3_keys, l3_qty, l3_count, l2_keys, l2_qty, l2_count) -> None:
         """Per level, the change the L3 ops made must be the change its BookLevel events made."""
-        parts = list(zip(*l2_change)) if l2_change else [[np.zeros(0, np.int64)]] * 5
-        market, side, price = (np.concatenate([k, *more]) for k, more in zip(l3_keys, parts[:3]))
-        dq = np.concatenate([l3_qty, *(-d for d in parts[3])])
-        dc = np.concatenate([l3_count, *(-d for d in parts[4])])
+        market, side, price = (np.concatenate([k3, k2]) for k3, k2 in zip(l3_keys, l2_keys))
+        dq = np.concatenate([l3_qty, -l2_qty])
+        dc = np.concatenate([l3_count, -l2_count])
         moved = (dq != 0) | (dc != 0)
         level_side, price, dq, dc = market[moved].astype(np.int64) * 2 + side[moved], price[moved], dq[moved], dc[moved]
         order = _level_order(level_side, price, stable=False)
