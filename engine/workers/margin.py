@@ -45,7 +45,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side
+from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, select_records
 from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
@@ -305,20 +305,21 @@ class MarginBook(EventCore):
             self._learn(new[i])
         # insurance funds (the matcher never liquidates one): venues' (LaunchVenue's id), venue 0's the protocol
         # account (VenueParams' id); both echoed with the id in client_id
-        funds = new[(new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.LAUNCH_VENUE) | (new["flags"] == Cmd.VENUE_PARAMS))]
+        funds = select_records(new, (new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.LAUNCH_VENUE) |
+                                                                (new["flags"] == Cmd.VENUE_PARAMS)))
         for flags, account in zip(funds["flags"].tolist(), funds["client_id"].tolist()):
             if flags == Cmd.VENUE_PARAMS:
                 self.insurance_funds.discard(self.protocol_account)
                 self.protocol_account = account
             self.insurance_funds.add(account)
-        configured = new[(new["kind"] == Ev.OUTCOME_STATUS) & (new["reason"] == OutcomeState.OPEN)]
+        configured = select_records(new, (new["kind"] == Ev.OUTCOME_STATUS) & (new["reason"] == OutcomeState.OPEN))
         for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
             self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
             self._marr = None
-        configs = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.FUNDING_CONFIG)]
+        configs = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.FUNDING_CONFIG))
         for market, ts, interval in zip(*(configs[c].tolist() for c in ("market", "ts", "price"))):
             self._schedule_funding(market, ts, interval)  # a FundingConfig restarts the schedule from now
-        tiers = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_TIERS)]
+        tiers = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_TIERS))
         for market, f1, f2, f3, packed in zip(*(tiers[c].tolist() for c in ("market", "price", "qty", "client_id",
                                                                              "remaining"))):
             # each echo replaces the ladder: floors f1..f3 (0: unused, and none after), leverages packed by the byte
@@ -330,7 +331,7 @@ class MarginBook(EventCore):
             self.margin_tiers[market] = ladder
             self._risk_arrays = None
             self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
-        risk = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK)]
+        risk = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK))
         for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
                                                  risk["qty"].tolist()):
             self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
@@ -338,11 +339,11 @@ class MarginBook(EventCore):
             self._marr = None
             self._risk_arrays = None
             self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
-        modes = new[(new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_MODE)]
+        modes = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_MODE))
         for account, market, isolated in zip(*(modes[c].tolist() for c in ("account", "market", "qty"))):
             self._set_margin_mode(account, market, isolated)
-        collateral = new[(new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.COLLATERAL_ASSET) |
-                                                      (new["flags"] == Cmd.VENUE_COLLATERAL))]
+        collateral = select_records(new, (new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.COLLATERAL_ASSET) |
+                                                                     (new["flags"] == Cmd.VENUE_COLLATERAL)))
         for flags, venue, asset, price_market, weight in zip(*(collateral[c].tolist() for c in (
                 "flags", "venue", "market", "client_id", "qty"))):
             if flags == Cmd.VENUE_COLLATERAL:
@@ -351,12 +352,12 @@ class MarginBook(EventCore):
                 if price_market == 0:  # the valuation asset: the unified account is on from here
                     self.valuation = asset
                 self.collateral[asset] = (price_market, weight)
-        oracle = new[(new["kind"] == Ev.ORACLE) | (new["kind"] == Ev.ORACLE_STATUS)]
+        oracle = select_records(new, (new["kind"] == Ev.ORACLE) | (new["kind"] == Ev.ORACLE_STATUS))
         for kind, venue, market, price, stale in zip(*(oracle[c].tolist() for c in ("kind", "venue", "market", "price",
                                                                                      "qty"))):
             was = self.oracles.get((venue, market), (0, 0))
             self.oracles[venue, market] = (price, was[1]) if kind == Ev.ORACLE else (was[0], stale)
-        mine = np.delete(new, listing_at) if len(listing_at) else new
+        mine = select_records(new, (new["kind"] != Ev.ACCEPTED) | (new["order_id"] != 0)) if len(listing_at) else new
         if len(mine) == 0:
             self._cursor = last
             return np.zeros(0, COMMAND_DTYPE)
@@ -381,7 +382,7 @@ class MarginBook(EventCore):
                 raise KeyError(int(market[np.flatnonzero(bad)[0]]))
             midx[need] = order[at[need]]
         # accounts: rows in order of first appearance (a fill: buyer, then seller)
-        fills = mine[is_fill]
+        fills = select_records(mine, is_fill)
         side = fills["side"]
         taker, maker = fills["account"], fills["maker_account"]
         buyer = np.where(side == Side.BUY, taker, maker)
@@ -395,14 +396,14 @@ class MarginBook(EventCore):
         rows = np.zeros(len(mine), np.int64)
         rows[is_order] = rows_of(acct[is_order])
         if is_balance.any():
-            bal = mine[is_balance]
+            bal = select_records(mine, is_balance)
             listings.accounts.update(np.unique(bal["account"]).tolist())
             bal_cols = self._cols(bal["market"])
         # totals: deposits / withdrawals, the four legs of every fill (a perpetual's or an outcome market's
         # move no base and no notional: only its fees), realised PnL (the Position events') and the cash an
         # outcome position's move took from or put into its market's collateral (OutcomePosition's)
-        positions = mine[is_position]
-        cash_moves = mine[is_position | is_outcome]
+        positions = select_records(mine, is_position)
+        cash_moves = select_records(mine, is_position | is_outcome)
         if is_balance.any() or len(fills) or len(cash_moves):
             fm = midx[is_fill]
             spot = 1 - nonspot[fm]
@@ -431,7 +432,7 @@ class MarginBook(EventCore):
             newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
             self.marks.update(zip(fmk[newest].tolist(), fills["price"][newest].tolist()))
         moved = np.zeros(0, np.int64)  # perpetual markets whose mark changed in this batch (Mark events)
-        mark_events = mine[kind == Ev.MARK]
+        mark_events = select_records(mine, kind == Ev.MARK)
         if len(mark_events):
             mmk = mark_events["market"].astype(np.int64)
             newest = len(mmk) - 1 - np.unique(mmk[::-1], return_index=True)[1]
@@ -439,7 +440,7 @@ class MarginBook(EventCore):
             self.perp_marks.update(zip(moved.tolist(), prices.tolist()))
             if self._risk_arrays is not None:
                 self._risk_arrays[0][moved] = prices
-        outcome = mine[is_outcome]
+        outcome = select_records(mine, is_outcome)
         if len(outcome):  # each outcome position's size and cost basis after the batch (for the view)
             o_rows, o_market = rows_of(outcome["account"]), outcome["market"].astype(np.int64)
             key = o_rows * (int(o_market.max()) + 1) + o_market
@@ -454,7 +455,7 @@ class MarginBook(EventCore):
             p_market = positions["market"].astype(np.int64)
             key = p_rows * (int(p_market.max()) + 1) + p_market
             newest = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
-            last_pos = positions[newest]
+            last_pos = select_records(positions, newest)
             r, q = p_rows[newest], p_quote[newest]
             book = self.perp
             touched, margin_before = book.update(r, p_market[newest], q, lot[midx[is_position]][newest],
@@ -470,7 +471,7 @@ class MarginBook(EventCore):
             self._revalue_positions(moved, touched)
         self._cursor = last
         now = int(mine["ts"][-1])
-        funding = mine[kind == Ev.FUNDING]
+        funding = select_records(mine, kind == Ev.FUNDING)
         for market, due in zip(funding["market"].tolist(), funding["maker_account"].tolist()):
             self.funding_due[market] = due  # the Funding event names the next funding time
         return np.concatenate([self._liquidate_commands(now), self._funding_commands(now)])

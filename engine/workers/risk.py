@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codes import ResultCode
-from ..records import COMMAND_DTYPE, Cmd, Ev, unpack_breaker_windows
+from ..records import COMMAND_DTYPE, Cmd, Ev, select_records, unpack_breaker_windows
 from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
@@ -258,7 +258,7 @@ class RiskMonitor(EventCore):
         # the others (listings, market status, our refused commands, venue settings) are rare and go one by one.
         others = np.flatnonzero(is_listing | is_status | is_refused | is_settings)
         fills = np.flatnonzero(is_fill)
-        ctrl = new[others]
+        ctrl = select_records(new, others)
         pos = 0  # the first event not yet checked for cool-downs
         for j, (seq, kind_j, code, flags, side, market, venue, ts, oid, account, client_id, price, qty,
                 remaining) in zip(others.tolist() + [len(new)],
