@@ -236,3 +236,25 @@ def test_engine_decodes_packed_admin_fields(engine_cls):
     assert [tuple(a) for a in e.assets()] == [(1, "BTC", 8), (2, "ABCDEFGHIJKLMNOP", 18)]
     (m,) = e.markets()
     assert tuple(m) == (3, 0, 0, 1, 2, 5, 10, 30, -7, 11, 250, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_select_and_join_records_are_numpys_own_indexing_and_concatenate(data):
+    """``select_records`` / ``join_records`` (through plain views) give what numpy's structured indexing and
+    concatenate give: masks, indices (repeated, out of order), empty picks, strided inputs, several dtypes."""
+    dtype = data.draw(st.sampled_from([EVENT_DTYPE, COMMAND_DTYPE]))
+    n = data.draw(st.integers(0, 40))
+    raw = np.frombuffer(data.draw(st.binary(min_size=n * dtype.itemsize, max_size=n * dtype.itemsize)), np.uint8)
+    rows = raw.view(dtype).copy()
+    if data.draw(st.booleans()):
+        rows = rows[::2]  # a strided view
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows))), bool)
+    at = np.array(data.draw(st.lists(st.integers(0, max(len(rows) - 1, 0)), max_size=10 if len(rows) else 0)),
+                  np.int64)
+    for which in (mask, at):
+        got = records.select_records(rows, which)
+        assert got.dtype == dtype and got.tobytes() == rows[which].tobytes()
+    parts = [rows, rows[:3], records.select_records(rows, mask)]
+    joined = records.join_records(parts)
+    assert joined.dtype == dtype and joined.tobytes() == np.concatenate(parts).tobytes()
