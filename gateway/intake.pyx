@@ -1,16 +1,19 @@
 # cython: language_level=3
-"""The gateway's receive loop in C: drain its ROUTER socket through libzmq directly.
+"""The gateway's receive loop in C: drain its ROUTER socket through libzmq directly; and the sends
+that run once per message (a reply to its routing id, a load generator's orders) the same way.
 
 pyzmq costs about 2 us a message here (two ``recv`` calls and a ``RCVMORE`` check that builds an
-option enum); the gateway receives one message per order at one order per message, so the loop
-that takes messages off the socket runs in C and hands Python a list of them per call.  It calls
+option enum; a ``send`` about 1 us); the gateway receives one message per order at one order per
+message, so the loop that takes messages off the socket runs in C and hands Python a list of them
+per call.  It calls
 the libzmq that pyzmq itself loaded (its functions found by ``ctypes`` in that library, see
 ``bind_libzmq``): the socket belongs to that copy of libzmq, so no other may touch it.
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.errno cimport EAGAIN, EINTR
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy
 
@@ -22,15 +25,17 @@ cdef msg_size_f msg_size = NULL
 cdef msg_more_f msg_more = NULL
 cdef msg_gets_f msg_gets = NULL
 cdef errno_f zmq_errno = NULL
+cdef send_f zmq_send = NULL
 cdef int DONTWAIT = 1  # ZMQ_DONTWAIT
+cdef int SNDMORE = 2  # ZMQ_SNDMORE
 
 FUNCTIONS = ("zmq_msg_init", "zmq_msg_recv", "zmq_msg_close", "zmq_msg_data", "zmq_msg_size", "zmq_msg_more",
-             "zmq_msg_gets", "zmq_errno")
+             "zmq_msg_gets", "zmq_errno", "zmq_send")
 
 
 def bind_libzmq(dict addresses) -> None:
     """Take the addresses of ``FUNCTIONS`` in the libzmq pyzmq uses."""
-    global msg_init, msg_recv, msg_close, msg_data, msg_size, msg_more, msg_gets, zmq_errno
+    global msg_init, msg_recv, msg_close, msg_data, msg_size, msg_more, msg_gets, zmq_errno, zmq_send
     missing = [name for name in FUNCTIONS if not addresses.get(name)]
     if missing:
         raise ImportError(f"libzmq functions not found: {missing}")
@@ -42,6 +47,7 @@ def bind_libzmq(dict addresses) -> None:
     msg_more = <msg_more_f><uintptr_t>addresses["zmq_msg_more"]
     msg_gets = <msg_gets_f><uintptr_t>addresses["zmq_msg_gets"]
     zmq_errno = <errno_f><uintptr_t>addresses["zmq_errno"]
+    zmq_send = <send_f><uintptr_t>addresses["zmq_send"]
 
 
 cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2:
@@ -58,6 +64,54 @@ cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2:
         if err != EINTR:
             import zmq
             raise zmq.ZMQError(err)
+
+
+cdef int send_part(void *socket, bytes data, int flags) except -2:
+    """0 with ``data`` sent as one frame (copied), else the errno of EAGAIN or EHOSTUNREACH; raises on others."""
+    cdef const char *at = PyBytes_AS_STRING(data)
+    cdef size_t size = PyBytes_GET_SIZE(data)
+    cdef int rc, err
+    while True:
+        with nogil:  # a blocking send may wait for room
+            rc = zmq_send(socket, at, size, flags)
+        if rc >= 0:
+            return 0
+        err = zmq_errno()
+        if err == EAGAIN or err == EHOSTUNREACH:
+            return err
+        if err != EINTR:
+            import zmq
+            raise zmq.ZMQError(err)
+        PyErr_CheckSignals()
+
+
+def send_each(uintptr_t socket, list messages) -> int:
+    """Send each of ``messages`` (bytes) as a one-frame message on a socket (its ``underlying``
+    handle), waiting for room as pyzmq's ``send`` does; returns how many (all; raises ``ZMQError``
+    on a failure)."""
+    cdef void *s = <void *>socket
+    cdef int err
+    for data in messages:
+        err = send_part(s, <bytes?>data, 0)
+        if err:
+            import zmq
+            raise zmq.ZMQError(err)
+    return len(messages)
+
+
+def send_routed(uintptr_t socket, bytes routing_id, bytes payload) -> int:
+    """Send ``payload`` to ``routing_id`` on a ROUTER socket (its ``underlying`` handle) without
+    waiting: 0 when sent, EHOSTUNREACH when the peer is gone (ROUTER_MANDATORY), EAGAIN when its
+    queue is full; raises ``ZMQError`` on other errors."""
+    cdef void *s = <void *>socket
+    cdef int err = send_part(s, routing_id, SNDMORE | DONTWAIT)
+    if err:
+        return err
+    err = send_part(s, payload, DONTWAIT)  # a ROUTER takes the body once it took the routing id
+    if err:
+        import zmq
+        raise zmq.ZMQError(err)
+    return 0
 
 
 cdef Py_ssize_t read_int(const unsigned char *b, Py_ssize_t i, Py_ssize_t size, int64_t *out) noexcept nogil:

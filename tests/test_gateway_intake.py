@@ -1,6 +1,6 @@
 """The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
 which messages it joins per session as plain OrderRows, which it hands over one by one, and that
-each session's order survives the split."""
+each session's order survives the split; and its sends in C (``send_each``, ``send_routed``)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from gateway import messages as m
-from gateway.intake import drain_burst
+from gateway.intake import drain_burst, send_each, send_routed
 
 ROW = m.COMMAND_ROW_DTYPE.itemsize
 MAX_BYTES, MAX_ROWS = 4096, 16
@@ -171,3 +171,33 @@ def test_c_takes_a_body_only_when_msgspec_reads_the_same_order_rows(router):
             assert others[0][1] == body
             assert not plain or m.encode(msg) != body  # msgspec's own encoding of a plain one is always taken
     assert fast > 200  # a quarter of the bodies have the format and rows C takes; half of those are left whole
+
+
+def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
+    """``send_each`` (a DEALER's messages, in order, waiting for room) and ``send_routed`` (a ROUTER
+    with ROUTER_MANDATORY: a reply to a routing id, never waiting) against pyzmq's own receive."""
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.SNDHWM, 4)
+        dealer.setsockopt(zmq.RCVHWM, 4)
+        dealer.setsockopt(zmq.ROUTING_ID, b"client-1")
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        messages = [bytes([i]) * (1 + i * 37) for i in range(200)]
+        assert send_each(dealer.underlying, messages) == len(messages)
+        got = [router.recv_multipart() for _ in messages]
+        assert all(rid == b"client-1" for rid, _ in got) and [body for _, body in got] == messages
+        with pytest.raises(TypeError):
+            send_each(dealer.underlying, ["not bytes"])
+        assert send_routed(router.underlying, b"client-1", b"reply") == 0
+        assert dealer.recv() == b"reply"
+        assert send_routed(router.underlying, b"nobody", b"reply") == zmq.EHOSTUNREACH
+        # the dealer stops reading: its queue and the router's fill, and the router does not wait
+        results = [send_routed(router.underlying, b"client-1", b"x" * 1000) for _ in range(10_000)]
+        assert results[0] == 0 and zmq.EAGAIN in results and set(results) <= {0, zmq.EAGAIN}
+    finally:
+        router.close(linger=0)
+        dealer.close(linger=0)
+        ctx.term()
