@@ -45,7 +45,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, select_records
+from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, join_records, select_records
 from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
@@ -474,7 +474,7 @@ class MarginBook(EventCore):
         funding = select_records(mine, kind == Ev.FUNDING)
         for market, due in zip(funding["market"].tolist(), funding["maker_account"].tolist()):
             self.funding_due[market] = due  # the Funding event names the next funding time
-        return np.concatenate([self._liquidate_commands(now), self._funding_commands(now)])
+        return join_records([self._liquidate_commands(now), self._funding_commands(now)])
 
     def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> None:
         """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots; the
@@ -604,7 +604,7 @@ class MarginBook(EventCore):
             rows, venues, assets = self._unified_under()
         else:
             rows, venues, assets = self._cross_targets(under[under[:, 2] == 0])
-        return np.concatenate([
+        return join_records([
             self._liquidate(now, self.liquidations_sent, rows, venues, assets, assets, np.zeros(len(rows), np.int64)),
             self._liquidate(now, self.isolated_sent, isolated[:, 0], self._venue_of_market()[isolated[:, 2]],
                             isolated[:, 1], isolated[:, 2], isolated[:, 2])])
