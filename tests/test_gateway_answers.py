@@ -4,6 +4,7 @@ outcome, multi-leg, liquidation and margin commands, with each event's fields mu
 FIFO pairing over whole streams: every command the gateway can send answered once, by its own event, none lost."""
 from __future__ import annotations
 
+import collections
 import random
 
 import numpy as np
@@ -168,8 +169,6 @@ def test_every_sent_command_is_answered_once_by_its_own_event(make):
     same acks, rejects and lost commands as ``reference_answers``; and each command answered once, by an
     ack or a reject of its own seq, none lost: a Rejected names its command's kind, so another producer's
     (a scheduler's ApplyFunding from a trading account) never passes for a gateway command's."""
-    import collections
-
     fifo = collections.defaultdict(PendingQueue)
     reference = collections.defaultdict(list)
     claimed, seen, sent, answered, acked = 0, 0, 0, [], 0
@@ -213,8 +212,6 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
     """The FIFO's head that no event echoes, followed by one whose event comes: the head is lost (its
     session, request id and client id come back), the second acknowledged; an event of a command the
     gateway did not send (another producer's, for the same account) answers nothing."""
-    import collections
-
     engine = Engine(**ENGINE_KWARGS)
     gen = StreamGenerator(3)
     setup = next(run_stream(engine, gen, 200, chunk=200))[0]
@@ -242,8 +239,6 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
 def test_an_ack_is_refused_for_a_command_not_yet_durable():
     """With journaling on, an answering event whose durable_seq is behind its command raises (the
     matcher publishes only what its journal holds): a gateway never acknowledges what it could lose."""
-    import collections
-
     engine = Engine(**ENGINE_KWARGS)
     gen = StreamGenerator(3)
     setup = next(run_stream(engine, gen, 200, chunk=200))[0]
