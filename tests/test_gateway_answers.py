@@ -224,6 +224,7 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
     rows["sid"], rows["rid"] = (5, 6), (50, 60)
     rows["cmd"][0], rows["cmd"][1] = never, real
     enqueue(fifo, [rows], np.empty(2, COMMAND_DTYPE).view(np.uint8))
+    assert fifo[account].rows_bytes() == rows.tobytes() and len(fifo[account]) == 2
     events = engine.process(np.array([foreign, real], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"].max()
     at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
@@ -255,3 +256,31 @@ def test_an_ack_is_refused_for_a_command_not_yet_durable():
     with pytest.raises(RuntimeError, match="not acknowledging a command that is not durable"):
         answer_rows(events.view(np.uint8), at[:n], sender[:n], fifo, True, np.empty(n, m.ACK_ROW_DTYPE),
                     np.empty(n, np.int64), [], [])
+
+
+def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
+    """Pushes past the first capacity (grown), answers off the head, then pushes again (the live rows moved
+    to the front): the FIFO's rows are always those sent and not yet answered, oldest first."""
+    def places(first: int, n: int) -> np.ndarray:
+        rows = np.zeros(n, PENDING_DTYPE)
+        ids = np.arange(first, first + n)
+        rows["sid"], rows["rid"] = 1, ids
+        cmd = rows["cmd"]
+        cmd["kind"], cmd["account"], cmd["market"], cmd["id"], cmd["price"], cmd["qty"] = Cmd.PLACE, 7, 1, ids, ids, 1
+        return rows
+
+    fifo = collections.defaultdict(PendingQueue)
+    sent = places(1, 900)
+    assert enqueue(fifo, [sent[:300], sent[300:600], sent[600:]], np.empty(900, COMMAND_DTYPE).view(np.uint8)) == 900
+    assert fifo[7].rows_bytes() == sent.tobytes()
+    events = np.zeros(500, EVENT_DTYPE)  # the first 500 placed: their Accepted events echo them
+    events["kind"], events["account"], events["market"], events["qty"] = Ev.ACCEPTED, 7, 1, 1
+    events["order_id"] = events["client_id"] = events["price"] = events["cmd_seq"] = events["durable_seq"] = \
+        np.arange(1, 501)
+    acks, sids = np.empty(500, m.ACK_ROW_DTYPE), np.empty(500, np.int64)
+    at, sender = np.arange(500, dtype=np.int64), np.full(500, 7, np.int64)
+    assert answer_rows(events.view(np.uint8), at, sender, fifo, True, acks, sids, [], []) == 500
+    assert acks["rid"].tolist() == list(range(1, 501)) and fifo[7].rows_bytes() == sent[500:].tobytes()
+    more = places(901, 700)
+    enqueue(fifo, [more], np.empty(700, COMMAND_DTYPE).view(np.uint8))
+    assert fifo[7].rows_bytes() == sent[500:].tobytes() + more.tobytes() and len(fifo[7]) == 1100
