@@ -176,6 +176,7 @@ class ResultCode(enum.IntEnum):
     INVALID_REQUEST = 556
     GATEWAY_STOPPING = 557
     COMMAND_LOST = 558
+    GATEWAY_INTERNAL_ERROR = 559  # the gateway failed on this request (a bug): the others go on
 
 
 MESSAGES: dict[ResultCode, str] = {
@@ -336,6 +337,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_REQUEST: "the request's fields contradict each other (e.g. both or neither of order id and client id)",
     ResultCode.GATEWAY_STOPPING: "the gateway is shutting down and takes no new requests",
     ResultCode.COMMAND_LOST: "not executed: the matcher restarted before the command reached its journal (a later command of this gateway did)",
+    ResultCode.GATEWAY_INTERNAL_ERROR: "the gateway failed on this request and did not forward it; its other requests go on",
 }
 
 BANDS = {1: "validation", 2: "risk", 3: "matching", 4: "venue", 5: "system"}

@@ -24,6 +24,7 @@ import pickle
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -405,13 +406,19 @@ class GatewayStage:
                                                 m.ROW_FORMAT)
                 n += got
                 for routing_id, (heads, data) in rows.items():  # forwarded at push_batch by take_rows
-                    self.on_rows(sessions[routing_id], np.frombuffer(heads, np.int64).reshape(-1, 2), data, now)
+                    s, heads = sessions[routing_id], np.frombuffer(heads, np.int64).reshape(-1, 2)
+                    try:
+                        self.on_rows(s, heads, data, now)
+                    except Exception as exc:  # a bug: these requests get an error, the others go on
+                        self.internal_error(s, heads[:, 0].tolist(), exc)
                 for routing_id, data, user_id, extra in others:
                     self.on_message(routing_id, data, user_id, extra, now)
                     if self.cmd_count >= push_batch:
                         self.forward()
                 if got < DRAIN_MAX:
                     break
+        except Exception as exc:  # outside any one request: the process ends (housekeeping raises it) and restarts
+            self.failure = exc
         finally:
             self.counters["messages"] += n
             self.counters["bursts"] += 1
@@ -460,7 +467,24 @@ class GatewayStage:
         if self.stopping:
             self.error(s, req.rid, ResultCode.GATEWAY_STOPPING, "")
             return
-        self.handlers[type(req)](s, req, now)
+        try:
+            self.handlers[type(req)](s, req, now)
+        except Exception as exc:  # a bug: this request gets an error, the others go on
+            self.internal_error(s, [req.rid], exc)
+
+    def internal_error(self, s: Session, rids: list[int], exc: Exception) -> None:
+        """A handler failed on requests (a bug, or the matcher's input failing in a forward): each gets
+        GATEWAY_INTERNAL_ERROR naming the exception and the gateway serves on (a command of that forward
+        already in its FIFO and not sent gets COMMAND_LOST once a later one is answered).  The traceback
+        goes to stderr, the first and then every 1,000th."""
+        self.counters["internal_errors"] += 1
+        if self.counters["internal_errors"] % 1000 == 1:
+            print(f"xos gateway: a request of session {s.sid} (account {s.account}) failed:", file=sys.stderr)
+            traceback.print_exception(exc, file=sys.stderr)
+            sys.stderr.flush()
+        detail = f"{type(exc).__name__}: {exc}"[:200]
+        for rid in rids:
+            self.error(s, rid, ResultCode.GATEWAY_INTERNAL_ERROR, detail)
 
     def batch(self, s: Session, req: m.Batch, now: float) -> None:
         if len(req.requests) > self.g.max_batch:

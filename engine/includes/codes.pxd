@@ -157,3 +157,4 @@ cdef extern from "codes.h" nogil:
         XOS_INVALID_REQUEST
         XOS_GATEWAY_STOPPING
         XOS_COMMAND_LOST
+        XOS_GATEWAY_INTERNAL_ERROR
