@@ -116,7 +116,8 @@ def read_price_file(path: Path, rows_from: str, rejects: Rejects) -> tuple[np.nd
         rejects.add("malformed", 1, f"{path.name}:{line}: {why}")
 
     if path.suffix == ".csv":
-        with path.open(newline="") as fh:
+        # bytes that are not UTF-8 read as U+FFFD: their row fails to parse and is counted, as in JSONL
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.DictReader(fh)
             missing = {"ts_ns", "market", "price"} - set(reader.fieldnames or ())
             if missing:

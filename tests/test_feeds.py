@@ -300,12 +300,18 @@ def test_file_replay_retimes_filters_loops_and_counts_unreadable_rows(tmp_path, 
     assert later.tolist() == [(1, 10.5, T0 + 300 * S), (1, 12.0, T0 + 301 * S)]
 
 
-def test_a_jsonl_line_that_is_not_utf8_is_counted_unreadable(tmp_path):
-    path = write_prices(tmp_path / "p.jsonl", [(5 * S, 1, 10.5, "x")])
+@pytest.mark.parametrize("suffix, bad_line", [
+    (".jsonl", b'{"ts_ns": 1, "market": 1, "price": 2.0, "source": "\xf7"}\n'),
+    (".csv", b"1,1,2.\xf70,x\n"),
+])
+def test_a_line_that_is_not_utf8_is_counted_unreadable(tmp_path, suffix, bad_line):
+    path = write_prices(tmp_path / f"p{suffix}", [(5 * S, 1, 10.5, "x")])
     with path.open("ab") as fh:
-        fh.write(b'{"ts_ns": 1, "market": 1, "price": 2.0, "source": "\xf7"}\n')
+        fh.write(bad_line)
     src = FileReplaySource("f", path)
-    assert src.rejects.counts == {"malformed": 1} and "p.jsonl:2: " in src.rejects.last
+    line = 3 if suffix == ".csv" else 2  # after the header, if any, and the good row
+    assert src.rejects.counts == {"malformed": 1} and f"p{suffix}:{line}: " in src.rejects.last
+    assert src.poll(T0).tolist() == [(1, 10.5, T0)]
 
 
 def test_file_replay_without_loop_goes_silent(tmp_path):
