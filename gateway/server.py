@@ -954,6 +954,7 @@ class GatewayStage:
         from engine.ring import RingConsumer, RingError
 
         first = True
+        routed = threading.Event()  # one batch at a time is with the loop: one event, cleared for each
         while not self.quit.is_set():
             try:
                 consumer = RingConsumer.attach(self.cfg.ring_name, "gateway")
@@ -975,9 +976,9 @@ class GatewayStage:
                     if consumer.wait(POLL_MS * 1_000_000):
                         events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
                         if len(events):
-                            done = threading.Event()
-                            self.loop.call_soon_threadsafe(self.route_then_set, events, last, done)
-                            done.wait()
+                            routed.clear()
+                            self.loop.call_soon_threadsafe(self.route_then_set, events, last, routed)
+                            routed.wait()
                         elif last > self.routed_seq:  # nothing to route (the loop is not routing: it waited)
                             self.routed_seq = last
                         consumer.release_to(last)
