@@ -73,15 +73,22 @@ class OrderTable:
     """The resting orders of every market as numpy columns, rows in ``order_id`` order.
 
     The matcher numbers orders 1, 2, ... across all markets, so a batch's new orders come after
-    every row here: they are appended, and a lookup is one ``searchsorted``.  An order that leaves
-    keeps its row with ``remaining`` 0 until the dead rows outnumber the live ones."""
+    every row here: they are appended (into room kept at the end, doubled when it runs out, so a
+    batch costs what it adds, not the table's size), and a lookup is one ``searchsorted``.  An order
+    that leaves keeps its row with ``remaining`` 0 until the dead rows outnumber the live ones."""
 
     COLUMNS = ("order_id", "market", "side", "price", "remaining", "rest_seq")  # rest_seq: time priority
 
     def __init__(self):
+        self.rows = 0  # the first ``rows`` entries of each column are the table
         for name in self.COLUMNS:
-            setattr(self, name, np.zeros(0, np.int64))
+            setattr(self, "_" + name, np.zeros(1024, np.int64))
         self.live = 0
+
+    def __getattr__(self, name: str) -> np.ndarray:  # a column, as long as the table
+        if name in OrderTable.COLUMNS:
+            return getattr(self, "_" + name)[:self.rows]
+        raise AttributeError(name)
 
     def find(self, order_ids: np.ndarray) -> np.ndarray:
         """The row of each order id, -1 for one that is not resting."""
@@ -93,26 +100,34 @@ class OrderTable:
 
     def column(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Column ``name`` at ``rows`` (``find``'s answer), 0 where the row is -1."""
-        col = getattr(self, name)
-        if not len(col):
+        if not self.rows:
             return np.zeros(len(rows), np.int64)
-        return np.where(rows >= 0, col[np.maximum(rows, 0)], 0)
+        return np.where(rows >= 0, getattr(self, "_" + name)[np.maximum(rows, 0)], 0)
 
     def update(self, rows: np.ndarray, remaining, price, rest_seq) -> None:
         self.live -= int(np.count_nonzero(remaining == 0))
-        self.remaining[rows] = remaining
-        self.price[rows] = price
-        self.rest_seq[rows] = rest_seq
+        self._remaining[rows] = remaining
+        self._price[rows] = price
+        self._rest_seq[rows] = rest_seq
 
     def append(self, **columns) -> None:
         n = len(columns["order_id"])
-        for name in self.COLUMNS:
-            setattr(self, name, np.concatenate([getattr(self, name), np.asarray(columns[name], np.int64)]))
-        self.live += n
-        if len(self.order_id) > 2 * self.live + 4096:
-            keep = self.remaining > 0
+        if self.rows + n > len(self._order_id):
+            room = max(2 * len(self._order_id), 2 * (self.rows + n))
             for name in self.COLUMNS:
-                setattr(self, name, getattr(self, name)[keep])
+                grown = np.zeros(room, np.int64)
+                grown[:self.rows] = getattr(self, name)
+                setattr(self, "_" + name, grown)
+        for name in self.COLUMNS:
+            getattr(self, "_" + name)[self.rows:self.rows + n] = columns[name]
+        self.rows += n
+        self.live += n
+        if self.rows > 2 * self.live + 4096:
+            keep = np.flatnonzero(self.remaining > 0)
+            for name in self.COLUMNS:
+                col = getattr(self, "_" + name)
+                col[:len(keep)] = col[keep]
+            self.rows = len(keep)
 
     def of_market(self, market: int) -> list[RestingOrder]:
         """Bids best first, each level in time priority, then asks likewise."""
@@ -544,7 +559,12 @@ class MarketDataStage:
         self.cfg = cfg
         md = cfg.marketdata
         self.checkpoint = Checkpoint(cfg.data_path / "run" / f"{ROLE}.ckpt")
-        restored = self.checkpoint.load()
+        try:
+            restored = self.checkpoint.load()
+        except Exception as exc:  # another version's (a class since moved or changed): the books are rebuilt
+            print(f"xos {ROLE}: checkpoint {self.checkpoint.path} not read ({type(exc).__name__}: {exc}); "
+                  f"rebuilding the books from the matcher's snapshot and the ring", file=sys.stderr, flush=True)
+            restored = None
         self.core: MarketDataCore = restored if restored is not None else MarketDataCore()
         self.consumer = attach_live(cfg, ROLE)
         self.consumer.nap_ns = cfg.marketdata.nap_us * 1000

@@ -277,10 +277,12 @@ def test_killed_service_resumes_from_its_checkpoint_with_the_same_seqs(running, 
     asyncio.run(scenario())
 
 
-def test_service_without_a_checkpoint_bootstraps_from_the_matchers_snapshot(tmp_path, workload):
-    """Run, stop, delete the market-data checkpoint, run again: the restarted matcher's ring starts
-    at its snapshot, and the service builds its books from that snapshot instead of failing; the
-    books are right before and after more commands."""
+@pytest.mark.parametrize("checkpoint", ["deleted", "unreadable"])
+def test_service_without_a_checkpoint_bootstraps_from_the_matchers_snapshot(tmp_path, workload, checkpoint):
+    """Run, stop, delete the market-data checkpoint (or leave one it cannot read: another version's
+    pickle), run again: the restarted matcher's ring starts at its snapshot, and the service builds
+    its books from that snapshot instead of failing; the books are right before and after more
+    commands."""
     sockets = Path(tempfile.mkdtemp(prefix="xosmd-", dir="/tmp"))
     path = write_config(tmp_path, sockets)
     cfg = load(path)
@@ -323,6 +325,10 @@ def test_service_without_a_checkpoint_bootstraps_from_the_matchers_snapshot(tmp_
                 client.close()
                 sup.stop()
             if run == 0:
-                (cfg.data_path / "run" / "marketdata.ckpt").unlink()
+                ckpt = cfg.data_path / "run" / "marketdata.ckpt"
+                if checkpoint == "deleted":
+                    ckpt.unlink()
+                else:  # a class this version no longer has
+                    ckpt.write_bytes(b"cgateway.marketdata\nRetiredBook\n.")
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
