@@ -35,7 +35,7 @@ from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
-from engine.records import COMMAND_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
+from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
@@ -49,27 +49,17 @@ ACCEPTED, REJECTED, FILL, CANCELLED, AMENDED = map(int, (Ev.ACCEPTED, Ev.REJECTE
 PLACE, CANCEL, AMEND, MASS_CANCEL = map(int, (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, Cmd.MASS_CANCEL))
 POST_ONLY, BY_CLIENT_ID, ALL_MARKETS, BY_VENUE = map(int, (CmdFlag.POST_ONLY, CmdFlag.BY_CLIENT_ID, CmdFlag.ALL_MARKETS,
                                                         CmdFlag.BY_VENUE))
-USER_CANCEL = int(CancelReason.USER)
-MAKER_DONE = int(EvFlag.MAKER_DONE)
 VENUE_ECHO, ORACLE_CONFIG_ECHO = int(Ev.VENUE), int(Ev.ORACLE_CONFIG)  # accepted venue commands, echoed whole
 # the first event of an accepted OutcomeConfig or Resolve, Convert, Liquidate (whose account is the target: the
-# sender is its client_id)
+# sender is its client_id); a venue's market halt or resume answers with MarketStatus, an IsolatedMargin with a
+# Position event (flags: the command); the rules are ``echoes`` in gateway/routing.pyx
 OUTCOME_STATUS, OUTCOME_CONVERT, LIQUIDATION = int(Ev.OUTCOME_STATUS), int(Ev.OUTCOME_CONVERT), int(Ev.LIQUIDATION)
-OUTCOME_CONFIG, RESOLVE, CONVERT, LIQUIDATE = map(int, (Cmd.OUTCOME_CONFIG, Cmd.RESOLVE, Cmd.CONVERT, Cmd.LIQUIDATE))
-# a venue's halt or resume of one market answers with MarketStatus (flags: the command, its venue and market)
-MARKET_STATUS = int(Ev.MARKET_STATUS)
-VENUE_MARKET_HALT, VENUE_MARKET_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
-# a venue's ListMarket answers with AddMarket's listing echo (account: the packed assets; the sender in maker_account)
-LIST_MARKET, MARKET_LISTING = int(Cmd.LIST_MARKET), int(EvFlag.MARKET_LISTING)
+MARKET_STATUS, POSITION = int(Ev.MARKET_STATUS), int(Ev.POSITION)
 ANY_LISTING = int(EvFlag.ASSET_LISTING | EvFlag.MARKET_LISTING)  # an Accepted with one of these lists an asset or market
 KIND_NAMES = {int(k): k.name.lower() for k in MarketKind}  # the config's names: spot, perpetual, outcome
-OUTCOME_OPENED = 1  # OutcomeStatus reason: configured (2-4: a resolution proposed, final, final by the admin)
-FIRST_VENUE_CMD = int(Cmd.VENUE_PARAMS)  # command kinds from here on are venue (or later) commands: no order
-# a multi-leg order (past FIRST_VENUE_CMD, yet it makes orders): its header waits in the FIFO, answered by its
-# first leg's Accepted (reason 1, maker_order the parent id, maker_account the leg count) or its one Rejected
+# a multi-leg order's header waits in the FIFO (its legs do not), answered by its first leg's Accepted or its one
+# Rejected
 MULTI_LEG = int(Cmd.MULTI_LEG)
-# an IsolatedMargin answers with a Position event (flags: the command); other Position events never come first
-POSITION, ISOLATED_MARGIN = int(Ev.POSITION), int(Cmd.ISOLATED_MARGIN)
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
                    OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS, POSITION)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
