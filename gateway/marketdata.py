@@ -23,13 +23,15 @@ import zmq
 
 from engine.process import (EXIT_PRODUCER_GONE, TAKE_MAX, Checkpoint, Heartbeat, Stop, attach_live, beat_or_leave,
                             resume_at)
-from engine.records import EVENT_DTYPE, Ev, EvFlag, join_records, select_records
+from engine.records import EVENT_DTYPE, Ev, join_records, select_records
 from engine.ring import RingError, ring_status
 from engine.snapshot import load_newest
+from engine.workercore import IntTable
 from engine.workers import EventCore, Listings, kind_mask
 
 from .listings import learn_from_events, market_symbols, seed_from_state
 from .mdbook import MarketBook
+from .mdcore import ORDER_COLUMNS, l3_ops
 from .mdmessages import (
     ASK,
     BID,
@@ -39,11 +41,7 @@ from .mdmessages import (
     CHANNEL_TRADES,
     ENCODER,
     LEVEL_DTYPE,
-    OP_ADD,
-    OP_AMEND,
-    OP_CANCEL,
     OP_DTYPE,
-    OP_EXECUTE,
     REQUEST_DECODER,
     TRADE_DTYPE,
     BookSnapshot,
@@ -66,76 +64,6 @@ ROLE = "marketdata"
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BOOK_LEVEL, Ev.MARKET_STATUS)
 _ACCEPTED, _FILL, _CANCELLED, _AMENDED, _BOOK_LEVEL, _MARKET_STATUS = (
     int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED), int(Ev.BOOK_LEVEL), int(Ev.MARKET_STATUS))
-_PRIORITY_LOST = int(EvFlag.PRIORITY_LOST)
-
-
-class OrderTable:
-    """The resting orders of every market as numpy columns, rows in ``order_id`` order.
-
-    The matcher numbers orders 1, 2, ... across all markets, so a batch's new orders come after
-    every row here: they are appended (into room kept at the end, doubled when it runs out, so a
-    batch costs what it adds, not the table's size), and a lookup is one ``searchsorted``.  An order
-    that leaves keeps its row with ``remaining`` 0 until the dead rows outnumber the live ones."""
-
-    COLUMNS = ("order_id", "market", "side", "price", "remaining", "rest_seq")  # rest_seq: time priority
-
-    def __init__(self):
-        self.rows = 0  # the first ``rows`` entries of each column are the table
-        for name in self.COLUMNS:
-            setattr(self, "_" + name, np.zeros(1024, np.int64))
-        self.live = 0
-
-    def __getattr__(self, name: str) -> np.ndarray:  # a column, as long as the table
-        if name in OrderTable.COLUMNS:
-            return getattr(self, "_" + name)[:self.rows]
-        raise AttributeError(name)
-
-    def find(self, order_ids: np.ndarray) -> np.ndarray:
-        """The row of each order id, -1 for one that is not resting."""
-        ids = self.order_id
-        rows = np.searchsorted(ids, order_ids)
-        rows[rows == len(ids)] = 0
-        found = (ids[rows] == order_ids) & (self.remaining[rows] > 0) if len(ids) else np.zeros(len(rows), bool)
-        return np.where(found, rows, -1)
-
-    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Column ``name`` at ``rows`` (``find``'s answer), 0 where the row is -1."""
-        if not self.rows:
-            return np.zeros(len(rows), np.int64)
-        return np.where(rows >= 0, getattr(self, "_" + name)[np.maximum(rows, 0)], 0)
-
-    def update(self, rows: np.ndarray, remaining, price, rest_seq) -> None:
-        self.live -= int(np.count_nonzero(remaining == 0))
-        self._remaining[rows] = remaining
-        self._price[rows] = price
-        self._rest_seq[rows] = rest_seq
-
-    def append(self, **columns) -> None:
-        n = len(columns["order_id"])
-        if self.rows + n > len(self._order_id):
-            room = max(2 * len(self._order_id), 2 * (self.rows + n))
-            for name in self.COLUMNS:
-                grown = np.zeros(room, np.int64)
-                grown[:self.rows] = getattr(self, name)
-                setattr(self, "_" + name, grown)
-        for name in self.COLUMNS:
-            getattr(self, "_" + name)[self.rows:self.rows + n] = columns[name]
-        self.rows += n
-        self.live += n
-        if self.rows > 2 * self.live + 4096:
-            keep = np.flatnonzero(self.remaining > 0)
-            for name in self.COLUMNS:
-                col = getattr(self, "_" + name)
-                col[:len(keep)] = col[keep]
-            self.rows = len(keep)
-
-    def of_market(self, market: int) -> list[RestingOrder]:
-        """Bids best first, each level in time priority, then asks likewise."""
-        rows = np.flatnonzero((self.market == market) & (self.remaining > 0))
-        side, price = self.side[rows], self.price[rows]
-        rows = rows[np.lexsort((self.rest_seq[rows], np.where(side == BID, -price, price), side))]
-        return [RestingOrder(*r) for r in zip(self.order_id[rows].tolist(), self.side[rows].tolist(),
-                                              self.price[rows].tolist(), self.remaining[rows].tolist())]
 
 
 LEVEL_SIZE = LEVEL_DTYPE.itemsize
@@ -192,7 +120,7 @@ class MarketDataCore(EventCore):
         self._cursor = 0  # seq of the last event taken (applied, or held in ``held``)
         self.listings = Listings()
         self.books: dict[int, MarketBook] = {}
-        self.orders = OrderTable()
+        self.orders = IntTable(len(ORDER_COLUMNS))  # resting orders by id: ORDER_COLUMNS (gateway/mdcore.pyx)
         self.held = np.zeros(0, EVENT_DTYPE)  # followed events of the last matcher batch, maybe incomplete
         self.l3_mismatches = 0  # levels whose L3 change disagreed with their BookLevel change (must stay 0)
         self.unknown_orders = 0  # order events about orders not in the book (must stay 0)
@@ -213,7 +141,7 @@ class MarketDataCore(EventCore):
             book.seq = book.trade_number = event_seq
         o = np.sort(state["orders"], order="order_id")
         o = o[o["remaining"] > 0]
-        core.orders.append(**{name: o[name] for name in OrderTable.COLUMNS})
+        core.orders.update(o["order_id"], np.column_stack([o[name].astype(np.int64) for name in ORDER_COLUMNS]))
         keys = np.lexsort((o["price"], o["side"], o["market"]))
         market, side, price, rem = (o[name][keys] for name in ("market", "side", "price", "remaining"))
         starts = np.flatnonzero(_runs(market, side, price))
@@ -267,120 +195,21 @@ class MarketDataCore(EventCore):
         if not pieces:
             return []
 
-        def column(name):  # one column of all the pieces (cheaper than joining whole events)
-            return np.concatenate([p[name] for p in pieces]) if len(pieces) > 1 else pieces[0][name]
-
-        kind, order_id, cmd_seq, flags, remaining, qty, price, side, market, seq, ts, maker_order, reason = (
-            column(n) for n in ("kind", "order_id", "cmd_seq", "flags", "remaining", "qty", "price", "side", "market",
-                                "seq", "ts", "maker_order", "reason"))
-        for p in pieces:
-            self._learn_listings(select_records(p, (p["kind"] == _ACCEPTED) & (p["order_id"] == 0)))
+        events = join_records(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
+        kind, order_id, remaining, qty, price, side, market, seq, ts, maker_order = (
+            events[n] for n in ("kind", "order_id", "remaining", "qty", "price", "side", "market", "seq", "ts",
+                                "maker_order"))
+        self._learn_listings(select_records(events, (kind == _ACCEPTED) & (order_id == 0)))
         batch = np.cumsum(_runs(ts)) - 1  # matcher batch of each event
 
-        accepted = (kind == _ACCEPTED) & (order_id > 0)
-        amended = kind == _AMENDED
-        lost = amended & ((flags & _PRIORITY_LOST) != 0)
+        # L3 ops in C, an event at a time: each op in event order with its (batch, market) key; the
+        # resting-order table follows them; each op's change of its levels, for the check below
+        op_buf, op_key_buf = np.empty(len(events), OP_DTYPE), np.empty(len(events), np.int64)
+        deltas = np.empty((2 * len(events), 5), np.int64)  # market, side, price, qty change, count change
+        n_ops, n_deltas, unknown = l3_ops(events.view(np.uint8), self.orders, op_buf, op_key_buf, deltas)
+        self.unknown_orders += unknown
+        deltas = deltas[:n_deltas]
         fill = kind == _FILL
-        cancelled = kind == _CANCELLED
-
-        # What an incoming order (placed, or amended with priority lost) has left when its command
-        # is over: the remaining of the last event its command emitted about it (as the taker).
-        about = np.flatnonzero(accepted | amended | fill | cancelled)
-        about = about[np.argsort(order_id[about], kind="stable")]
-        run_start = _runs(order_id[about], cmd_seq[about])
-        run = np.cumsum(run_start) - 1
-        run_last = np.flatnonzero(_run_ends(run_start))
-        run_incoming = np.zeros(len(run_last), bool)
-        np.logical_or.at(run_incoming, run, (accepted | lost)[about])
-        final = np.zeros(len(kind), np.int64)
-        final[about] = remaining[about[run_last]][run]
-        folded = np.zeros(len(kind), bool)  # cancels of an incoming order: its remainder never rested
-        folded[about] = run_incoming[run]
-
-        # L3 ops, one per event, in event order
-        is_add = accepted & (final > 0)
-        is_cancel = cancelled & ~folded
-        rows = np.flatnonzero(is_add | amended | fill | is_cancel)
-        n = len(rows)
-        r_fill = fill[rows]
-        op_code = np.select([is_add[rows], amended[rows], r_fill], [OP_ADD, OP_AMEND, OP_EXECUTE], OP_CANCEL)
-        op_order = np.where(r_fill, maker_order[rows], order_id[rows])
-        op_side = np.where(r_fill, 1 - side[rows], side[rows])
-        op_lost = lost[rows]
-        ops = {"op": op_code, "order_id": op_order, "side": op_side, "price": price[rows],
-               "reason": np.where(is_cancel[rows], reason[rows], op_lost.astype(np.uint8)),
-               "qty": np.where(is_add[rows] | op_lost, final[rows], qty[rows]),
-               "trade_id": np.where(r_fill, seq[rows], 0)}  # the OP_DTYPE columns, "remaining" below
-        # every op but an execution states the order's remaining; an execution takes its qty off
-        absolute = ~r_fill
-        value = np.where(is_add[rows] | op_lost, final[rows], np.where(r_fill, qty[rows], remaining[rows]))
-
-        # follow each order through its ops: remaining before and after each
-        by_order = np.argsort(op_order, kind="stable")
-        o_id = op_order[by_order]
-        o_first = _runs(o_id)
-        o_index = np.cumsum(o_first) - 1
-        first_rows = by_order[o_first]
-        table_rows = self.orders.find(o_id[o_first])
-        known = (table_rows >= 0) | (op_code[first_rows] == OP_ADD)
-        start_rem = self.orders.column("remaining", table_rows)
-        start_price = self.orders.column("price", table_rows)
-        start_rest = self.orders.column("rest_seq", table_rows)
-        o_abs = absolute[by_order]
-        step = np.where(o_abs, 0, value[by_order])
-        taken = np.cumsum(step)
-        seg_start = o_first | o_abs
-        seg = np.cumsum(seg_start) - 1
-        seg_rows = np.flatnonzero(seg_start)
-        seg_base = np.where(o_abs[seg_rows], value[by_order][seg_rows], start_rem[o_index[seg_rows]])
-        seg_taken = taken[seg_rows] - step[seg_rows]
-        after = seg_base[seg] - (taken - seg_taken[seg])
-        before = np.empty_like(after)
-        before[1:] = after[:-1]
-        before[o_first] = start_rem
-        o_price = price[rows][by_order]
-        price_before = np.empty_like(o_price)
-        price_before[1:] = o_price[:-1]
-        price_before[o_first] = start_price
-        rem_after = np.empty(n, np.int64)
-        rem_after[by_order] = after
-        ops["remaining"] = rem_after
-
-        # orders the book does not hold: counted, their ops left out
-        op_known = known[o_index]
-        if not op_known.all():
-            self.unknown_orders += int(np.count_nonzero(~op_known))
-        known_ops = np.ones(n, bool)
-        known_ops[by_order] = op_known
-
-        # the table after the batch: each order's last op
-        o_last = np.flatnonzero(_run_ends(o_first))
-        rests = np.where(op_code[by_order] == OP_ADD, True, op_lost[by_order])
-        rest_seq = np.maximum.reduceat(np.where(rests, seq[rows][by_order], 0), np.flatnonzero(o_first)) \
-            if n else np.zeros(0, np.int64)
-        rest_seq = np.where(rest_seq > 0, rest_seq, start_rest)
-        last_rem, last_price = after[o_last], o_price[o_last]
-        old = (table_rows >= 0) & known
-        if old.any():
-            self.orders.update(table_rows[old], last_rem[old], last_price[old], rest_seq[old])
-        new = (table_rows < 0) & known & (last_rem > 0)
-        if new.any():
-            last_rows = rows[by_order[o_last[new]]]
-            self.orders.append(order_id=o_id[o_first][new], market=market[last_rows], side=op_side[by_order[o_last[new]]],
-                               price=last_price[new], remaining=last_rem[new], rest_seq=rest_seq[new])
-
-        # L3 change per level: minus each op's before, plus its after (known orders only); one row
-        # for an op that stays at its level, two for one that moves (an amend that lost priority)
-        k = by_order[op_known]
-        o_market = market[rows][k]
-        o_side = op_side[k]
-        b, a, p_before, p_after = before[op_known], after[op_known], price_before[op_known], o_price[op_known]
-        stays = p_before == p_after
-        moves = ~stays & (b > 0)
-        l3_keys = (np.concatenate([o_market, o_market[moves]]), np.concatenate([o_side, o_side[moves]]),
-                   np.concatenate([p_after, p_before[moves]]))
-        l3_qty = np.concatenate([a - np.where(stays, b, 0), -b[moves]])
-        l3_count = np.concatenate([(a > 0).astype(np.int64) - (stays & (b > 0)), -np.ones(int(moves.sum()), np.int64)])
 
         # L2 increments: the last BookLevel per batch and level
         lv = np.flatnonzero(kind == _BOOK_LEVEL)
@@ -410,13 +239,9 @@ class MarketDataCore(EventCore):
             trades["number"] = numbers
 
         # messages per (batch, market): ops, levels and trades sorted by that key, then sliced
-        ops_key = batch[rows] * 2**32 + market[rows]
-        keep = np.flatnonzero(known_ops)
-        keep = keep[np.argsort(ops_key[keep], kind="stable")]
-        ops_key = ops_key[keep]
-        op_records = np.zeros(len(keep), OP_DTYPE)
-        for name, values in ops.items():
-            op_records[name] = values[keep]
+        order = np.argsort(op_key_buf[:n_ops], kind="stable")
+        ops_key = op_key_buf[:n_ops][order]
+        op_records = select_records(op_buf[:n_ops], order)
         lv_key = batch[lv] * 2**32 + market[lv]  # sorted already
         tr_key = batch[fr] * 2**32 + market[fr]  # event order: sorted by batch; by market next
         order = np.argsort(tr_key, kind="stable")
@@ -453,7 +278,8 @@ class MarketDataCore(EventCore):
             if halted is not None:
                 book.halted = halted
                 out.append((CHANNEL_STATUS, self.status(m)))
-        self._check_levels(l3_keys, l3_qty, l3_count, (market[lv], side[lv], level_price), level_dq, level_dc)
+        self._check_levels((deltas[:, 0], deltas[:, 1], deltas[:, 2]), deltas[:, 3], deltas[:, 4],
+                           (market[lv], side[lv], level_price), level_dq, level_dc)
         return out
 
     def _learn_listings(self, accepted: np.ndarray) -> None:
@@ -476,6 +302,16 @@ class MarketDataCore(EventCore):
 
     # ------------------------------------------------------------------------------ queries ------
 
+    def resting(self, market: int) -> list[RestingOrder]:
+        """A market's resting orders: bids best first, each level in time priority, then asks likewise."""
+        ids, values = self.orders.arrays()
+        c = dict(zip(ORDER_COLUMNS, values.T))
+        rows = np.flatnonzero((c["market"] == market) & (c["remaining"] > 0))
+        side, price = c["side"][rows], c["price"][rows]
+        rows = rows[np.lexsort((c["rest_seq"][rows], np.where(side == BID, -price, price), side))]
+        return [RestingOrder(*r) for r in zip(ids[rows].tolist(), c["side"][rows].tolist(), c["price"][rows].tolist(),
+                                              c["remaining"][rows].tolist())]
+
     def status(self, market: int) -> BookStatus:
         b = self.books[market]
         return BookStatus(market, b.seq, b.checksum(), b.trade_number, b.halted, b.ts)
@@ -495,7 +331,7 @@ class MarketDataCore(EventCore):
         b = self.books.get(market)
         if b is None:
             return None
-        return OrderSnapshot(market, b.seq, b.ts, self.orders.of_market(market), b.checksum(), b.trade_number,
+        return OrderSnapshot(market, b.seq, b.ts, self.resting(market), b.checksum(), b.trade_number,
                              b.halted)
 
     def market_list(self) -> MarketList:
@@ -598,7 +434,7 @@ class MarketDataStage:
         c = self.core
         return {"applied": self.applied, "published": self.published, "snapshots": self.snapshots,
                 "bad_requests": self.bad_requests, "lost_replies": self.lost_replies, "markets": len(c.books),
-                "resting_orders": c.orders.live, "l3_mismatches": c.l3_mismatches,
+                "resting_orders": len(c.orders), "l3_mismatches": c.l3_mismatches,
                 "unknown_orders": c.unknown_orders, "cursor": c.cursor, "ring_cursor": self.consumer.cursor,
                 "lag": self.consumer.available()}
 

@@ -239,7 +239,7 @@ BID, ASK = 0, 1
 
 class LevelBook:
     """One market's L2 book: levels, seq, trade count, halt.  The publisher keeps one per market
-    (its orders are in ``gateway.marketdata.OrderTable``); a subscriber's ``Book`` adds the orders.
+    (its orders are in ``gateway.marketdata.MarketDataCore.orders``); a subscriber's ``Book`` adds the orders.
     The checksum is computed by this one code on both ends."""
 
     __slots__ = ("market", "levels", "prices", "seq", "trade_number", "halted", "ts")

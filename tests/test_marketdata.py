@@ -94,7 +94,7 @@ def check_against_engine(core, engine, sub):
         bids, asks = engine_l2(engine, m)
         book = core.books[m]
         assert book.side_levels(BID) == bids and book.side_levels(ASK) == asks
-        assert [(o.order_id, o.side, o.price, o.qty) for o in core.orders.of_market(m)] == engine_l3(engine, m)
+        assert [(o.order_id, o.side, o.price, o.qty) for o in core.resting(m)] == engine_l3(engine, m)
         assert book.checksum() == book_checksum(bids, asks)
         if m in sub.l2:
             assert sub.l2[m].side_levels(BID) == bids and sub.l2[m].side_levels(ASK) == asks
@@ -150,7 +150,7 @@ def test_core_books_equal_the_matchers_after_a_random_stream(seed):
             core = pickle.loads(pickle.dumps(core))
     check_against_engine(core, engine, sub)
     assert sub.trades == fills > 100
-    assert core.orders.live == engine.open_orders > 0
+    assert len(core.orders) == engine.open_orders > 0
 
 
 def test_a_held_matcher_batch_goes_into_the_checkpoint():
@@ -277,7 +277,7 @@ def test_a_core_bootstrapped_from_a_matcher_snapshot_goes_on_with_the_stream():
         fed.apply(next(chunks))
     state = engine.export_state()
     core = MarketDataCore.from_matcher_state(state)
-    assert core.cursor == engine.event_seq and core.orders.live == engine.open_orders > 0
+    assert core.cursor == engine.event_seq and len(core.orders) == engine.open_orders > 0
     check_against_engine(core, engine, Subscriber())
     assert all(b.seq == engine.event_seq == b.trade_number for b in core.books.values())
     assert core.market_list() == fed.market_list()

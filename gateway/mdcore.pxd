@@ -1,0 +1,14 @@
+# Declarations of gateway/mdcore.pyx: the market-data publisher's event pass in C.
+from libc.stdint cimport int64_t, uint8_t
+
+cdef packed struct OpRow:  # gateway.mdmessages.OP_DTYPE (43 bytes)
+    uint8_t op, side, reason
+    int64_t order_id, price, qty, remaining, trade_id
+
+cdef enum:  # the columns of the resting-order table (an engine.workercore.IntTable keyed by order id)
+    O_MARKET
+    O_SIDE
+    O_PRICE
+    O_REMAINING
+    O_REST_SEQ  # time priority: the seq of the event that put the order at the back of its level
+    ORDER_COLS
