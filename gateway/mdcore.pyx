@@ -4,6 +4,7 @@ L3 ops of each command (``l3_ops``), the resting-order table they move, and each
 its levels for the check against the matcher's BookLevel aggregates.  In numpy it took some 70
 calls a pass with sorts by order id; ``gateway.marketdata.MarketDataCore`` keeps the rest (levels,
 trades, messages) and the order table (``engine.workercore.IntTable``) is pickled with it."""
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t, uint8_t
 
 from engine.workercore cimport IntTable
@@ -16,7 +17,6 @@ ORDER_COLUMNS = ("market", "side", "price", "remaining", "rest_seq")  # the tabl
 assert len(ORDER_COLUMNS) == ORDER_COLS
 
 cdef uint8_t OP_ADD = _OP_ADD, OP_AMEND = _OP_AMEND, OP_CANCEL = _OP_CANCEL, OP_EXECUTE = _OP_EXECUTE
-cdef int INCOMING_MAX = 64  # orders entering the book in one command (a multi-leg order has at most 4)
 
 
 cdef inline bint about_order(const xos_event *e) noexcept nogil:
@@ -38,17 +38,10 @@ def l3_ops(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int
     and left out.  ``deltas`` rows (market, side, price, qty change, count change): what each op
     did to its levels (two rows when an amend moved the order).  Returns (ops, delta rows, ops left
     out)."""
-    cdef Py_ssize_t count = events.shape[0] // sizeof(xos_event), i = 0, j, k, q, n = 0, d = 0, unknown = 0
+    cdef Py_ssize_t count = events.shape[0] // sizeof(xos_event), i, adds = 0
     cdef const xos_event *ev = <const xos_event *>&events[0] if count else NULL
-    cdef const xos_event *e
-    cdef int64_t incoming[64]
-    cdef int64_t final[64]
-    cdef Py_ssize_t n_in
-    cdef int64_t batch = -1, ts = 0, order_id, fin, before, after, p_before, p_after, slot, value
-    cdef int64_t *row
-    cdef uint8_t op, side, reason
-    cdef bint lost, folded
-    cdef Py_ssize_t adds = 0
+    cdef int64_t *incoming  # a command's orders entering the book (usually one; a multi-leg order's legs)
+    cdef int64_t *final  # what its last event about each left
     if events.shape[0] % sizeof(xos_event):
         raise ValueError(f"l3_ops: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte events")
     if orders.ncols != ORDER_COLS:
@@ -56,10 +49,29 @@ def l3_ops(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int
     if ops.shape[0] < count or op_key.shape[0] < count or deltas.shape[0] < 2 * count or deltas.shape[1] != 5:
         raise ValueError(f"l3_ops: {count} events need room for {count} ops and {2 * count} delta rows of 5")
     for i in range(count):
-        if ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0:
-            adds += 1
+        if (ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0) or ev[i].kind == XOS_EV_AMENDED:
+            adds += 1  # the most orders that can enter the book (an Amended re-enters with priority lost)
     orders.reserve(adds)
-    i = 0
+    incoming = <int64_t *>PyMem_Malloc(2 * max(adds, 1) * sizeof(int64_t))
+    if incoming is NULL:
+        raise MemoryError()
+    final = incoming + max(adds, 1)
+    try:
+        n, d, unknown = pass_commands(ev, count, orders, ops, op_key, deltas, incoming, final)
+    finally:
+        PyMem_Free(incoming)
+    return n, d, unknown
+
+
+cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders, OpRow[::1] ops,
+                         int64_t[::1] op_key, int64_t[:, ::1] deltas, int64_t *incoming, int64_t *final):
+    """``l3_ops``' loop; ``incoming`` and ``final`` have room for every Accepted and Amended of the events."""
+    cdef Py_ssize_t i = 0, j, k, q, n = 0, d = 0, unknown = 0, n_in
+    cdef const xos_event *e
+    cdef int64_t batch = -1, ts = 0, order_id, fin, before, after, p_before, p_after, slot, value
+    cdef int64_t *row
+    cdef uint8_t op, side, reason
+    cdef bint lost, folded
     with nogil:
         while i < count:
             j = i + 1  # the command's events: i .. j - 1
@@ -77,10 +89,6 @@ def l3_ops(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int
                         if incoming[q] == e.order_id:
                             break
                     else:
-                        if n_in == INCOMING_MAX:
-                            with gil:
-                                raise ValueError(f"l3_ops: command {e.cmd_seq} brings more than {INCOMING_MAX} "
-                                                 f"orders into the book")
                         incoming[n_in] = e.order_id
                         n_in += 1
             for q in range(n_in):

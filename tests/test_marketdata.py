@@ -308,3 +308,40 @@ def test_level_check_catches_an_l3_change_its_book_level_does_not_state():
     core = MarketDataCore()
     core.apply(bad)
     assert core.l3_mismatches > 0
+
+
+def test_l3_ops_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
+    """``gateway.mdcore.l3_ops`` on events written here: a resting buy; a sell that takes it and is
+    cancelled for the rest (no add, no cancel: it never rested); then one command (a later matcher
+    batch) whose 100 orders all rest: each op with its key, the table and the levels' changes."""
+    from engine.records import EVENT_DTYPE, Ev
+    from engine.workercore import IntTable
+    from gateway.mdcore import ORDER_COLUMNS, l3_ops
+    from gateway.mdmessages import OP_ADD, OP_DTYPE, OP_EXECUTE
+
+    rows = [dict(kind=Ev.ACCEPTED, cmd_seq=1, ts=10, order_id=1, side=0, market=3, price=100, qty=5, remaining=5),
+            dict(kind=Ev.ACCEPTED, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=8, remaining=8),
+            dict(kind=Ev.FILL, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=5, remaining=3,
+                 maker_order=1),
+            dict(kind=Ev.CANCELLED, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=3, remaining=0)]
+    rows += [dict(kind=Ev.ACCEPTED, cmd_seq=3, ts=20, order_id=10 + k, side=0, market=4, price=90 - k % 3, qty=1,
+                  remaining=1) for k in range(100)]
+    events = np.zeros(len(rows), EVENT_DTYPE)
+    for i, r in enumerate(rows):
+        for name, value in r.items():
+            events[name][i] = value
+    events["seq"] = np.arange(1, len(rows) + 1)
+    table = IntTable(len(ORDER_COLUMNS))
+    ops, keys = np.empty(len(rows), OP_DTYPE), np.empty(len(rows), np.int64)
+    deltas = np.empty((2 * len(rows), 5), np.int64)
+    n, d, unknown = l3_ops(events.view(np.uint8), table, ops, keys, deltas)
+    assert (n, unknown) == (102, 0)
+    assert ops[:2][["op", "order_id", "side", "qty", "remaining", "trade_id"]].tolist() == [
+        (OP_ADD, 1, 0, 5, 5, 0), (OP_EXECUTE, 1, 0, 5, 0, 3)]
+    assert keys[:2].tolist() == [3, 3] and set(keys[2:n].tolist()) == {(1 << 32) | 4}
+    assert (ops["op"][2:n] == OP_ADD).all() and ops["order_id"][2:n].tolist() == list(range(10, 110))
+    assert len(table) == 100 and table.get(1) is None and table.get(10) == (4, 0, 90, 1, 5)
+    # the levels: order 1's add and its execution cancel out; 100 orders over three prices of market 4
+    deltas = deltas[:d]
+    assert deltas[:2].tolist() == [[3, 0, 100, 5, 1], [3, 0, 100, -5, -1]]
+    assert deltas[2:, 3].sum() == 100 and sorted(set(deltas[2:, 2].tolist())) == [88, 89, 90]
