@@ -712,7 +712,6 @@ class VenueStreamGenerator(StreamGenerator):
 
     def _build_universe(self) -> None:
         super()._build_universe()
-        r = self.rng
         self.venue_ids = list(range(1, self.n_venues + 1))
         self.operator = {v: self.accounts[v % len(self.accounts)] for v in self.venue_ids}
         # learned from Venue events (observe): what each venue offers and whether it is live

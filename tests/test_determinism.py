@@ -6,7 +6,6 @@ import hashlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from engine import snapshot as snap

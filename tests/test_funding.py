@@ -11,7 +11,7 @@ import pytest
 
 from engine.codes import ResultCode as RC
 from engine.matcher import Engine
-from engine.records import RATE_SCALE, Cmd, Deleverage, Ev, EvFlag, MarketKind, Tif, Transfer, pack_funding_limits
+from engine.records import RATE_SCALE, Deleverage, Ev, EvFlag, MarketKind, Tif, Transfer
 from engine.reference import ReferenceEngine
 from engine.views import FundingView
 

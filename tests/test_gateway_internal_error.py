@@ -7,7 +7,6 @@ import asyncio
 import os
 import time
 
-import numpy as np
 import tomli_w
 import zmq
 

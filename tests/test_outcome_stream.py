@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-import numpy as np
 import pytest
 
 from engine.codes import ResultCode as RC
-from engine.records import Cmd, Ev, MarketKind, OutcomeChange, OutcomeState
+from engine.records import Ev, MarketKind, OutcomeChange, OutcomeState
 from engine.reference import ReferenceEngine
 
 from generators import ENGINE_KWARGS, SMALL_ENGINE_KWARGS, OutcomeStreamGenerator, run_stream

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.codes import ResultCode as RC
-from engine.records import CmdFlag, Ev, MarketKind, Stp, Tif
+from engine.records import Ev, MarketKind, Stp, Tif
 from engine.reference import ReferenceEngine
 from engine.views import MarketRiskView, PositionView
 
@@ -155,7 +155,7 @@ def test_positions_survive_export_import():
     copy = Engine.from_state(state, **ENGINE_KWARGS)
     assert copy.positions() == e.positions()
     for eng in (e, copy):  # and both go on identically
-        events = trade(eng, A, B, SELL, 99, 20, 3)
+        trade(eng, A, B, SELL, 99, 20, 3)
     assert copy.positions() == e.positions()
     assert e.position(B, PERP).size == 0 and e.position(B, PERP).realised == 4 - 2
 

@@ -9,14 +9,14 @@ import pytest
 
 from engine.codes import ResultCode as RC
 from engine.matcher import Engine
-from engine.records import Cmd, CmdFlag, Ev, MarketKind, Tif, pack_breaker_windows
+from engine.records import Cmd, Ev, MarketKind, Tif, pack_breaker_windows
 from engine.snapshot import STATE_KEYS
 from engine.state import canonical_state
 from engine.views import VenueMarketRiskView
 
 from generators import ENGINE_KWARGS, VenueRiskStreamGenerator, run_stream
 from test_differential import run_differential
-from test_venues import ADMIN, BTC, FUND, MKT, OP1, OP2, T1, T2, T3, USD, codes, ok, state, two_venues
+from test_venues import ADMIN, BTC, MKT, OP1, OP2, T1, T2, T3, USD, codes, ok, state, two_venues
 
 PERP = 5
 UNOFFERED = 7  # listed by venue 0 only

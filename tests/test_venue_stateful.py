@@ -10,13 +10,12 @@ the Cython engine and the reference model side by side, checking after every com
 """
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine.matcher import Engine
-from engine.records import Cmd, Ev, Side, VenueStatus
+from engine.records import Ev, Side, VenueStatus
 from engine.reference import ReferenceEngine
 from engine.state import canonical_state
 
