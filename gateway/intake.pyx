@@ -17,6 +17,14 @@ from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy
 
+from records cimport XOS_CF_ALL_MARKETS as ALL_MARKETS
+from records cimport XOS_CF_BY_CLIENT_ID as BY_CLIENT_ID
+from records cimport XOS_CF_POST_ONLY as POST_ONLY
+from records cimport XOS_CMD_AMEND as AMEND
+from records cimport XOS_CMD_CANCEL as CANCEL
+from records cimport XOS_CMD_MASS_CANCEL as MASS_CANCEL
+from records cimport XOS_CMD_PLACE as PLACE
+
 cdef msg_init_f msg_init = NULL
 cdef msg_recv_f msg_recv = NULL
 cdef msg_close_f msg_close = NULL
@@ -284,13 +292,6 @@ bind_libzmq(libzmq_addresses())
 
 # What a row breaks (``row_rules``' index); 0: nothing.
 BAD_KIND, BAD_SIDE, BAD_TIF, BAD_ORD_TYPE, BAD_STP, BAD_FLAGS, NO_TARGET, VENUE_NOT_PLACE = range(1, 9)
-DEF PLACE = 1
-DEF CANCEL = 2
-DEF AMEND = 3
-DEF MASS_CANCEL = 4
-DEF POST_ONLY = 1
-DEF BY_CLIENT_ID = 2
-DEF ALL_MARKETS = 4
 
 
 cdef int row_rule(const CommandRow *r) noexcept nogil:
