@@ -67,6 +67,12 @@ _LOW31 = (1 << 31) - 1
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION,
                      Ev.VENUE, Ev.MARK, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.FUNDING, Ev.ORACLE,
                      Ev.ORACLE_STATUS)
+# event kinds as plain ints (an IntEnum member costs a class attribute lookup, per batch, per use)
+(_ACCEPTED, _FILL, _BALANCE, _VENUE_TRANSFER, _VENUE, _POSITION, _MARK, _FUNDING, _OUTCOME_POSITION, _OUTCOME_STATUS,
+ _ORACLE, _ORACLE_STATUS) = (int(k) for k in (Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.VENUE, Ev.POSITION,
+                                              Ev.MARK, Ev.FUNDING, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.ORACLE,
+                                              Ev.ORACLE_STATUS))
+KIND_SLOTS = max(Ev) + 1  # a batch's count of each event kind: np.bincount(kinds, minlength=KIND_SLOTS)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same Liquidate (account, asset) or ApplyFunding is sent again
 _CELL_LIMIT = 1 << 62  # the unified sums' cells are valued in int64 below this over the number of assets
@@ -298,75 +304,39 @@ class MarginBook(EventCore):
         matcher's input (``COMMAND_DTYPE``, possibly empty): Liquidate and ApplyFunding.  Listings are learned first (they only add), then balance
         and fill amounts are added with one ``np.add.at``; holds follow each order in
         ``engine.workercore``; positions are revalued where their mark moved or they changed."""
+        # how many of each kind: the rare kinds' selections below are skipped in the many batches without them
+        present = np.bincount(new["kind"], minlength=KIND_SLOTS)
         # listings (rare): in order, before anything that uses them
         listings = self.listings
-        listing_at = np.flatnonzero((new["kind"] == Ev.ACCEPTED) & (new["order_id"] == 0))
-        for i in listing_at.tolist():
+        listing_at = np.flatnonzero((new["kind"] == _ACCEPTED) & (new["order_id"] == 0)).tolist() \
+            if present[_ACCEPTED] else []
+        for i in listing_at:
             self._learn(new[i])
-        # insurance funds (the matcher never liquidates one): venues' (LaunchVenue's id), venue 0's the protocol
-        # account (VenueParams' id); both echoed with the id in client_id
-        funds = select_records(new, (new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.LAUNCH_VENUE) |
-                                                                (new["flags"] == Cmd.VENUE_PARAMS)))
-        for flags, account in zip(funds["flags"].tolist(), funds["client_id"].tolist()):
-            if flags == Cmd.VENUE_PARAMS:
-                self.insurance_funds.discard(self.protocol_account)
-                self.protocol_account = account
-            self.insurance_funds.add(account)
-        configured = select_records(new, (new["kind"] == Ev.OUTCOME_STATUS) & (new["reason"] == OutcomeState.OPEN))
-        for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
-            self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
-            self._marr = None
-        configs = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.FUNDING_CONFIG))
-        for market, ts, interval in zip(*(configs[c].tolist() for c in ("market", "ts", "price"))):
-            self._schedule_funding(market, ts, interval)  # a FundingConfig restarts the schedule from now
-        tiers = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_TIERS))
-        for market, f1, f2, f3, packed in zip(*(tiers[c].tolist() for c in ("market", "price", "qty", "client_id",
-                                                                             "remaining"))):
-            # each echo replaces the ladder: floors f1..f3 (0: unused, and none after), leverages packed by the byte
-            ladder = []
-            for k, floor in enumerate((f1, f2, f3)):
-                if floor == 0:
-                    break
-                ladder.append((floor, (packed >> (8 * k)) & 0xFF))
-            self.margin_tiers[market] = ladder
-            self._risk_arrays = None
-            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
-        risk = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARKET_RISK))
-        for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
-                                                 risk["qty"].tolist()):
-            self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
-            self.maintenance_bps[market] = maintenance
-            self._marr = None
-            self._risk_arrays = None
-            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
-        modes = select_records(new, (new["kind"] == Ev.VENUE) & (new["flags"] == Cmd.MARGIN_MODE))
-        for account, market, isolated in zip(*(modes[c].tolist() for c in ("account", "market", "qty"))):
-            self._set_margin_mode(account, market, isolated)
-        collateral = select_records(new, (new["kind"] == Ev.VENUE) & ((new["flags"] == Cmd.COLLATERAL_ASSET) |
-                                                                     (new["flags"] == Cmd.VENUE_COLLATERAL)))
-        for flags, venue, asset, price_market, weight in zip(*(collateral[c].tolist() for c in (
-                "flags", "venue", "market", "client_id", "qty"))):
-            if flags == Cmd.VENUE_COLLATERAL:
-                self.venue_weights[venue, asset] = weight
-            else:
-                if price_market == 0:  # the valuation asset: the unified account is on from here
-                    self.valuation = asset
-                self.collateral[asset] = (price_market, weight)
-        oracle = select_records(new, (new["kind"] == Ev.ORACLE) | (new["kind"] == Ev.ORACLE_STATUS))
-        for kind, venue, market, price, stale in zip(*(oracle[c].tolist() for c in ("kind", "venue", "market", "price",
-                                                                                     "qty"))):
-            was = self.oracles.get((venue, market), (0, 0))
-            self.oracles[venue, market] = (price, was[1]) if kind == Ev.ORACLE else (was[0], stale)
-        mine = select_records(new, (new["kind"] != Ev.ACCEPTED) | (new["order_id"] != 0)) if len(listing_at) else new
+        if present[_VENUE]:
+            self._apply_venue_echoes(select_records(new, new["kind"] == _VENUE))
+        if present[_OUTCOME_STATUS]:
+            configured = select_records(new, (new["kind"] == _OUTCOME_STATUS) & (new["reason"] == OutcomeState.OPEN))
+            for market, payout in zip(configured["market"].tolist(), configured["price"].tolist()):
+                self.outcome_payout[market] = payout  # before any order there: its sells hold at payout - price
+                self._marr = None
+        if present[_ORACLE] or present[_ORACLE_STATUS]:
+            oracle = select_records(new, (new["kind"] == _ORACLE) | (new["kind"] == _ORACLE_STATUS))
+            for kind, venue, market, price, stale in zip(*(oracle[c].tolist() for c in ("kind", "venue", "market",
+                                                                                         "price", "qty"))):
+                was = self.oracles.get((venue, market), (0, 0))
+                self.oracles[venue, market] = (price, was[1]) if kind == _ORACLE else (was[0], stale)
+        mine = select_records(new, (new["kind"] != _ACCEPTED) | (new["order_id"] != 0)) if listing_at else new
         if len(mine) == 0:
             self._cursor = last
             return np.zeros(0, COMMAND_DTYPE)
-        kind = mine["kind"]
-        is_order = kind == Ev.ACCEPTED
-        is_fill = kind == Ev.FILL
-        is_balance = (kind == Ev.BALANCE) | (kind == Ev.VENUE_TRANSFER)
-        is_position = kind == Ev.POSITION
-        is_outcome = kind == Ev.OUTCOME_POSITION
+        kind = mine["kind"]  # the counts in ``present`` hold for ``mine`` too, bar the listings' Accepted
+        none = np.zeros(len(mine), bool)
+        is_order = kind == _ACCEPTED
+        is_fill = kind == _FILL
+        is_balance = (kind == _BALANCE) | (kind == _VENUE_TRANSFER) if present[_BALANCE] or present[_VENUE_TRANSFER] \
+            else none
+        is_position = kind == _POSITION if present[_POSITION] else none
+        is_outcome = kind == _OUTCOME_POSITION if present[_OUTCOME_POSITION] else none
         market = mine["market"].astype(np.int64)
         _, lot, tb, base, quote, nonspot, lev, payout, sorted_ids, order = self._market_arrays()
         # markets of the orders' Accepted, the fills and the positions, as indexes into the market arrays
@@ -385,8 +355,9 @@ class MarginBook(EventCore):
         fills = select_records(mine, is_fill)
         side = fills["side"]
         taker, maker = fills["account"], fills["maker_account"]
-        buyer = np.where(side == Side.BUY, taker, maker)
-        seller = np.where(side == Side.BUY, maker, taker)
+        buy = side == Side.BUY
+        buyer = np.where(buy, taker, maker)
+        seller = np.where(buy, maker, taker)
         pos = np.flatnonzero(is_fill)
         acct = mine["account"].copy()
         single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
@@ -402,14 +373,16 @@ class MarginBook(EventCore):
         # totals: deposits / withdrawals, the four legs of every fill (a perpetual's or an outcome market's
         # move no base and no notional: only its fees), realised PnL (the Position events') and the cash an
         # outcome position's move took from or put into its market's collateral (OutcomePosition's)
-        positions = select_records(mine, is_position)
-        cash_moves = select_records(mine, is_position | is_outcome)
+        positions = select_records(mine, is_position) if present[_POSITION] else mine[:0]
+        cash_moves = select_records(mine, is_position | is_outcome) if len(positions) or present[_OUTCOME_POSITION] \
+            else positions
         if is_balance.any() or len(fills) or len(cash_moves):
             fm = midx[is_fill]
             spot = 1 - nonspot[fm]
             notional = fills["price"] * (fills["qty"] // lot[fm]) * spot
-            bfee = np.where(side == Side.BUY, fills["taker_fee"], fills["maker_fee"])
-            sfee = np.where(side == Side.BUY, fills["maker_fee"], fills["taker_fee"])
+            taker_fee, maker_fee = fills["taker_fee"], fills["maker_fee"]
+            bfee = np.where(buy, taker_fee, maker_fee)
+            sfee = np.where(buy, maker_fee, taker_fee)
             rb, rs = rows_of(buyer), rows_of(seller)
             qty = fills["qty"] * spot
             p_rows, p_quote = rows_of(positions["account"]), quote[midx[is_position]]
@@ -421,27 +394,27 @@ class MarginBook(EventCore):
                                       -(notional + bfee), notional - sfee, cash_moves["maker_fee"]])
             np.add.at(self.total, (r_idx, a_idx), amounts)
             # outstanding per asset column (int64 wraps, so the sum is exact whenever the result fits)
-            assets, inv = np.unique(a_idx, return_inverse=True)
-            sums = np.zeros(len(assets), np.int64)
-            np.add.at(sums, inv, amounts)
+            sums = np.zeros(len(self.asset_of), np.int64)
+            np.add.at(sums, a_idx, amounts)
             out = self.outstanding
-            for a, v in zip(assets.tolist(), sums.tolist()):
+            assets = np.flatnonzero(np.bincount(a_idx))  # the columns moved, net zero or not
+            for a, v in zip(assets.tolist(), sums[assets].tolist()):
                 out[a] = out.get(a, 0) + v
         if len(fills):  # the last trade price per market: the valuation routes' rates (weights)
             fmk = fills["market"]
             newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
             self.marks.update(zip(fmk[newest].tolist(), fills["price"][newest].tolist()))
         moved = np.zeros(0, np.int64)  # perpetual markets whose mark changed in this batch (Mark events)
-        mark_events = select_records(mine, kind == Ev.MARK)
-        if len(mark_events):
+        if present[_MARK]:
+            mark_events = select_records(mine, kind == _MARK)
             mmk = mark_events["market"].astype(np.int64)
             newest = len(mmk) - 1 - np.unique(mmk[::-1], return_index=True)[1]
             moved, prices = mmk[newest], mark_events["price"][newest]
             self.perp_marks.update(zip(moved.tolist(), prices.tolist()))
             if self._risk_arrays is not None:
                 self._risk_arrays[0][moved] = prices
-        outcome = select_records(mine, is_outcome)
-        if len(outcome):  # each outcome position's size and cost basis after the batch (for the view)
+        if present[_OUTCOME_POSITION]:  # each outcome position's size and cost basis after the batch (for the view)
+            outcome = select_records(mine, is_outcome)
             o_rows, o_market = rows_of(outcome["account"]), outcome["market"].astype(np.int64)
             key = o_rows * (int(o_market.max()) + 1) + o_market
             newest = len(key) - 1 - np.unique(key[::-1], return_index=True)[1]
@@ -471,10 +444,60 @@ class MarginBook(EventCore):
             self._revalue_positions(moved, touched)
         self._cursor = last
         now = int(mine["ts"][-1])
-        funding = select_records(mine, kind == Ev.FUNDING)
-        for market, due in zip(funding["market"].tolist(), funding["maker_account"].tolist()):
-            self.funding_due[market] = due  # the Funding event names the next funding time
-        return join_records([self._liquidate_commands(now), self._funding_commands(now)])
+        if present[_FUNDING]:
+            funding = select_records(mine, kind == _FUNDING)
+            for market, due in zip(funding["market"].tolist(), funding["maker_account"].tolist()):
+                self.funding_due[market] = due  # the Funding event names the next funding time
+        liquidate, funding = self._liquidate_commands(now), self._funding_commands(now)
+        return join_records([liquidate, funding]) if len(funding) else liquidate
+
+    def _apply_venue_echoes(self, venue: np.ndarray) -> None:
+        """The venue commands' echoes (Venue events, ``flags`` the command kind), in this order: insurance
+        funds, funding schedules, margin tiers, market risk, margin modes, collateral settings."""
+        flags = venue["flags"]
+        # insurance funds (the matcher never liquidates one): venues' (LaunchVenue's id), venue 0's the protocol
+        # account (VenueParams' id); both echoed with the id in client_id
+        funds = select_records(venue, (flags == Cmd.LAUNCH_VENUE) | (flags == Cmd.VENUE_PARAMS))
+        for kind, account in zip(funds["flags"].tolist(), funds["client_id"].tolist()):
+            if kind == Cmd.VENUE_PARAMS:
+                self.insurance_funds.discard(self.protocol_account)
+                self.protocol_account = account
+            self.insurance_funds.add(account)
+        configs = select_records(venue, flags == Cmd.FUNDING_CONFIG)
+        for market, ts, interval in zip(*(configs[c].tolist() for c in ("market", "ts", "price"))):
+            self._schedule_funding(market, ts, interval)  # a FundingConfig restarts the schedule from now
+        tiers = select_records(venue, flags == Cmd.MARGIN_TIERS)
+        for market, f1, f2, f3, packed in zip(*(tiers[c].tolist() for c in ("market", "price", "qty", "client_id",
+                                                                             "remaining"))):
+            # each echo replaces the ladder: floors f1..f3 (0: unused, and none after), leverages packed by the byte
+            ladder = []
+            for k, floor in enumerate((f1, f2, f3)):
+                if floor == 0:
+                    break
+                ladder.append((floor, (packed >> (8 * k)) & 0xFF))
+            self.margin_tiers[market] = ladder
+            self._risk_arrays = None
+            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
+        risk = select_records(venue, flags == Cmd.MARKET_RISK)
+        for market, leverage, maintenance in zip(risk["market"].tolist(), risk["price"].tolist(),
+                                                 risk["qty"].tolist()):
+            self.leverage[market] = leverage  # only while the market has no open orders: holds stay exact
+            self.maintenance_bps[market] = maintenance
+            self._marr = None
+            self._risk_arrays = None
+            self._revalue_positions(np.array([market], np.int64), np.zeros(0, np.int64))
+        modes = select_records(venue, flags == Cmd.MARGIN_MODE)
+        for account, market, isolated in zip(*(modes[c].tolist() for c in ("account", "market", "qty"))):
+            self._set_margin_mode(account, market, isolated)
+        collateral = select_records(venue, (flags == Cmd.COLLATERAL_ASSET) | (flags == Cmd.VENUE_COLLATERAL))
+        for kind, venue_id, asset, price_market, weight in zip(*(collateral[c].tolist() for c in (
+                "flags", "venue", "market", "client_id", "qty"))):
+            if kind == Cmd.VENUE_COLLATERAL:
+                self.venue_weights[venue_id, asset] = weight
+            else:
+                if price_market == 0:  # the valuation asset: the unified account is on from here
+                    self.valuation = asset
+                self.collateral[asset] = (price_market, weight)
 
     def _revalue_positions(self, moved: np.ndarray, touched: np.ndarray) -> None:
         """Revalue the positions of the markets whose mark ``moved`` and the ``touched`` slots; the
