@@ -35,6 +35,7 @@ def kind_mask(*kinds: int) -> np.ndarray:
 
 
 ALL_KINDS = np.ones(1 << 16, np.uint8)  # every uint16 kind, also ones this code does not know
+KIND_SLOTS = max(Ev) + 1  # a batch's count of each event kind: ``np.bincount(kinds, minlength=KIND_SLOTS)``
 
 
 def select_fresh(events: np.ndarray, cursor: int, keep: np.ndarray = ALL_KINDS) -> tuple[np.ndarray, int]:

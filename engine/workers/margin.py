@@ -47,7 +47,7 @@ import numpy as np
 
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, join_records, select_records
 from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds
-from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
+from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
 
@@ -72,7 +72,6 @@ FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BALANCE,
  _ORACLE, _ORACLE_STATUS) = (int(k) for k in (Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.VENUE, Ev.POSITION,
                                               Ev.MARK, Ev.FUNDING, Ev.OUTCOME_POSITION, Ev.OUTCOME_STATUS, Ev.ORACLE,
                                               Ev.ORACLE_STATUS))
-KIND_SLOTS = max(Ev) + 1  # a batch's count of each event kind: np.bincount(kinds, minlength=KIND_SLOTS)
 MARGIN_WORKER_ID = 900_000_001  # default ``account`` (the keeper) of the Liquidate commands the margin worker sends (> 0)
 LIQUIDATE_RETRY_NS = 1_000_000_000  # engine time before the same Liquidate (account, asset) or ApplyFunding is sent again
 _CELL_LIMIT = 1 << 62  # the unified sums' cells are valued in int64 below this over the number of assets

@@ -47,7 +47,7 @@ import numpy as np
 from ..codes import ResultCode
 from ..records import COMMAND_DTYPE, Cmd, Ev, select_records, unpack_breaker_windows
 from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
-from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
+from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
 
 # the event columns the breakers read
 _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "ts", "order_id", "account",
@@ -243,26 +243,27 @@ class RiskMonitor(EventCore):
         me = self.config.account
         listings = self.listings
         kind = new["kind"]
-        is_listing = (kind == _ACCEPTED) & (new["order_id"] == 0)
-        is_fill = kind == _FILL
-        is_status = kind == _MARKET_STATUS
-        is_refused = (kind == _REJECTED) & (new["account"] == me) & (new["code"] == _STATUS_UNCHANGED)
-        is_settings = (kind == _VENUE) & (new["flags"] == _VENUE_RISK)
-        balance = kind == _BALANCE
-        if balance.any():
-            listings.accounts.update(np.unique(new["account"][balance]).tolist())
+        present = np.bincount(kind, minlength=KIND_SLOTS)  # the rare kinds' masks only where they are
+        control = (kind == _ACCEPTED) & (new["order_id"] == 0)  # listings
+        if present[_MARKET_STATUS]:
+            control |= kind == _MARKET_STATUS
+        if present[_REJECTED]:
+            control |= (kind == _REJECTED) & (new["account"] == me) & (new["code"] == _STATUS_UNCHANGED)
+        if present[_VENUE]:
+            control |= (kind == _VENUE) & (new["flags"] == _VENUE_RISK)
+        if present[_BALANCE]:
+            listings.accounts.update(np.unique(new["account"][kind == _BALANCE]).tolist())
         waiting = [m for m, b in self.breakers.items() if b.state == HALTED]
         waiting += [key for key, b in self.venue_breakers.items() if b.state == HALTED]
         ts_all = new["ts"]
         # The fills between two other control events are one run, applied at once (``_trades``);
         # the others (listings, market status, our refused commands, venue settings) are rare and go one by one.
-        others = np.flatnonzero(is_listing | is_status | is_refused | is_settings)
-        fills = np.flatnonzero(is_fill)
-        ctrl = select_records(new, others)
+        others = np.flatnonzero(control)
+        fills = np.flatnonzero(kind == _FILL)
+        ctrl = list(zip(*(select_records(new, others)[c].tolist() for c in _CONTROL_COLUMNS))) if len(others) else []
         pos = 0  # the first event not yet checked for cool-downs
         for j, (seq, kind_j, code, flags, side, market, venue, ts, oid, account, client_id, price, qty,
-                remaining) in zip(others.tolist() + [len(new)],
-                                  list(zip(*(ctrl[c].tolist() for c in _CONTROL_COLUMNS))) + [(None,) * 14]):
+                remaining) in zip(others.tolist() + [len(new)], ctrl + [(None,) * 14]):
             run = fills[(fills >= pos) & (fills < j)]
             if waiting:
                 self._cooldowns(waiting, ts_all, pos, j + 1 if j < len(new) else j, out)
@@ -406,6 +407,8 @@ class RiskMonitor(EventCore):
     def _commands(self, out: list) -> np.ndarray:
         """The batch's Halt / Resume (and venue Halt / Resume) commands in the order of the events that
         caused them (at one event a Resume goes first)."""
+        if not out:
+            return np.zeros(0, COMMAND_DTYPE)
         out = [cmd[2:] for cmd in sorted(out, key=lambda cmd: cmd[:2])]
         cmds = np.zeros(len(out), COMMAND_DTYPE)
         for i, (kind, venue, market, ts) in enumerate(out):
