@@ -31,7 +31,7 @@ from engine.workers import EventCore, Listings, kind_mask
 
 from .listings import learn_from_events, market_symbols, seed_from_state
 from .mdbook import MarketBook
-from .mdcore import ORDER_COLUMNS, l3_ops
+from .mdcore import ORDER_COLUMNS, l3_ops, level_mismatches
 from .mdmessages import (
     ASK,
     BID,
@@ -80,12 +80,12 @@ def _runs(*keys: np.ndarray) -> np.ndarray:
     return start
 
 
-def _level_order(group: np.ndarray, price: np.ndarray, stable: bool) -> np.ndarray:
-    """argsort by ``(group, price)`` (non-negative int64s): one sort of one key when both fit in it."""
+def _level_order(group: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """Stable argsort by ``(group, price)`` (non-negative int64s): one sort of one key when both fit in it."""
     if len(price) and price.min() >= 0:
         bits = int(price.max()).bit_length()
         if int(group.max()) < 1 << (63 - bits):
-            return np.argsort((group << bits) | price, kind="stable" if stable else None)
+            return np.argsort((group << bits) | price, kind="stable")
     return np.lexsort((price, group))
 
 
@@ -214,7 +214,7 @@ class MarketDataCore(EventCore):
         # L2 increments: the last BookLevel per batch and level
         lv = np.flatnonzero(kind == _BOOK_LEVEL)
         lv_side = batch[lv] * 2**33 + market[lv].astype(np.int64) * 2 + side[lv]  # batch, market, side
-        order = _level_order(lv_side, price[lv], stable=True)  # each level's events stay in order
+        order = _level_order(lv_side, price[lv])  # each level's events stay in order
         lv, lv_side = lv[order], lv_side[order]
         last = _run_ends(_runs(lv_side, price[lv]))
         lv = lv[last]
@@ -278,27 +278,15 @@ class MarketDataCore(EventCore):
             if halted is not None:
                 book.halted = halted
                 out.append((CHANNEL_STATUS, self.status(m)))
-        self._check_levels((deltas[:, 0], deltas[:, 1], deltas[:, 2]), deltas[:, 3], deltas[:, 4],
-                           (market[lv], side[lv], level_price), level_dq, level_dc)
+        # per level, the change the L3 ops made must be the change its BookLevel events made
+        self.l3_mismatches += level_mismatches(deltas, market[lv].astype(np.int64), side[lv].astype(np.int64),
+                                               level_price, level_dq, level_dc)
         return out
 
     def _learn_listings(self, accepted: np.ndarray) -> None:
         """Listings among Accepted events without an order; a listed market gets its (empty) book."""
         for market in learn_from_events(self.listings, accepted):
             self.books.setdefault(market, MarketBook(market))
-
-    def _check_levels(self, l3_keys, l3_qty, l3_count, l2_keys, l2_qty, l2_count) -> None:
-        """Per level, the change the L3 ops made must be the change its BookLevel events made."""
-        market, side, price = (np.concatenate([k3, k2]) for k3, k2 in zip(l3_keys, l2_keys))
-        dq = np.concatenate([l3_qty, -l2_qty])
-        dc = np.concatenate([l3_count, -l2_count])
-        moved = (dq != 0) | (dc != 0)
-        level_side, price, dq, dc = market[moved].astype(np.int64) * 2 + side[moved], price[moved], dq[moved], dc[moved]
-        order = _level_order(level_side, price, stable=False)
-        starts = np.flatnonzero(_runs(level_side[order], price[order]))
-        if len(starts):
-            off = (np.add.reduceat(dq[order], starts) != 0) | (np.add.reduceat(dc[order], starts) != 0)
-            self.l3_mismatches += int(np.count_nonzero(off))
 
     # ------------------------------------------------------------------------------ queries ------
 

@@ -12,3 +12,8 @@ cdef enum:  # the columns of the resting-order table (an engine.workercore.IntTa
     O_REMAINING
     O_REST_SEQ  # time priority: the seq of the event that put the order at the back of its level
     ORDER_COLS
+
+cdef struct LevelSum:  # one level's summed changes in level_mismatches' open-addressing table
+    int64_t level_side  # market * 2 + side
+    int64_t price, qty, count
+    bint used

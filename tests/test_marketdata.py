@@ -310,6 +310,35 @@ def test_level_check_catches_an_l3_change_its_book_level_does_not_state():
     assert core.l3_mismatches > 0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_level_mismatches_counts_the_levels_whose_two_sums_differ(seed):
+    """``gateway.mdcore.level_mismatches`` against a dict of per-level sums, on random changes: few
+    levels (many collisions in its table), L2 rows that cancel the L3 ones, and some that do not."""
+    from gateway.mdcore import level_mismatches
+
+    rng = np.random.default_rng(seed)
+    n3 = int(rng.integers(0, 300))
+    l3 = np.column_stack([rng.integers(1, 4, n3), rng.integers(0, 2, n3), rng.integers(90, 110, n3),
+                          rng.integers(-5, 6, n3), rng.integers(-1, 2, n3)]).astype(np.int64)
+    sums: dict = {}
+    for market, side, price, dq, dc in l3.tolist():
+        q, c = sums.get((market, side, price), (0, 0))
+        sums[market, side, price] = q + dq, c + dc
+    # one L2 row per level: its sums, off by one for some, and levels the L3 rows never touched
+    levels = list(sums) + [(9, 0, 100 + k) for k in range(int(rng.integers(0, 5)))]
+    off = rng.random(len(levels)) < 0.2
+    l2 = np.array([(*key, *sums.get(key, (0, 0))) for key in levels], np.int64).reshape(-1, 5)
+    l2[off, 3 + rng.integers(0, 2)] += 1
+    expected = sum(1 for key, row in zip(levels, l2.tolist()) if (row[3], row[4]) != sums.get(key, (0, 0)))
+    assert expected == int(np.count_nonzero(off))
+    columns = [np.ascontiguousarray(l2[:, k]) for k in range(5)]
+    assert level_mismatches(l3, *columns) == expected
+    # the L3 rows alone: every level whose sums are not zero
+    assert level_mismatches(l3, *[c[:0] for c in columns]) == sum(1 for v in sums.values() if v != (0, 0))
+    with pytest.raises(ValueError, match="one length"):
+        level_mismatches(l3, columns[0], columns[1][:0], *columns[2:])
+
+
 def test_l3_ops_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
     """``gateway.mdcore.l3_ops`` on events written here: a resting buy; a sell that takes it and is
     cancelled for the rest (no add, no cancel: it never rested); then one command (a later matcher
