@@ -31,7 +31,7 @@ from engine.workers import EventCore, Listings, kind_mask
 
 from .listings import learn_from_events, market_symbols, seed_from_state
 from .mdbook import MarketBook
-from .mdcore import ORDER_COLUMNS, l3_ops, level_mismatches
+from .mdcore import GROUP_COLUMNS, ORDER_COLUMNS, level_mismatches, md_pass
 from .mdmessages import (
     ASK,
     BID,
@@ -62,11 +62,10 @@ from .mdmessages import (
 
 ROLE = "marketdata"
 FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.AMENDED, Ev.BOOK_LEVEL, Ev.MARKET_STATUS)
-_ACCEPTED, _FILL, _CANCELLED, _AMENDED, _BOOK_LEVEL, _MARKET_STATUS = (
-    int(Ev.ACCEPTED), int(Ev.FILL), int(Ev.CANCELLED), int(Ev.AMENDED), int(Ev.BOOK_LEVEL), int(Ev.MARKET_STATUS))
+_ACCEPTED = int(Ev.ACCEPTED)
 
 
-LEVEL_SIZE = LEVEL_DTYPE.itemsize
+LEVEL_SIZE, OP_SIZE, TRADE_SIZE = LEVEL_DTYPE.itemsize, OP_DTYPE.itemsize, TRADE_DTYPE.itemsize
 
 
 def _runs(*keys: np.ndarray) -> np.ndarray:
@@ -78,20 +77,6 @@ def _runs(*keys: np.ndarray) -> np.ndarray:
         for k in keys:
             start[1:] |= k[1:] != k[:-1]
     return start
-
-
-def _level_order(group: np.ndarray, price: np.ndarray) -> np.ndarray:
-    """Stable argsort by ``(group, price)`` (non-negative int64s): one sort of one key when both fit in it."""
-    if len(price) and price.min() >= 0:
-        bits = int(price.max()).bit_length()
-        if int(group.max()) < 1 << (63 - bits):
-            return np.argsort((group << bits) | price, kind="stable")
-    return np.lexsort((price, group))
-
-
-def _run_ends(start: np.ndarray) -> np.ndarray:
-    """Where each run ends, from ``_runs``'s answer."""
-    return np.append(start[1:], True) if len(start) else start
 
 
 class MarketDataCore(EventCore):
@@ -196,71 +181,26 @@ class MarketDataCore(EventCore):
             return []
 
         events = join_records(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
-        kind, order_id, remaining, qty, price, side, market, seq, ts, maker_order = (
-            events[n] for n in ("kind", "order_id", "remaining", "qty", "price", "side", "market", "seq", "ts",
-                                "maker_order"))
-        self._learn_listings(select_records(events, (kind == _ACCEPTED) & (order_id == 0)))
-        batch = np.cumsum(_runs(ts)) - 1  # matcher batch of each event
+        listing = (events["kind"] == _ACCEPTED) & (events["order_id"] == 0)
+        if listing.any():
+            self._learn_listings(select_records(events, listing))
 
-        # L3 ops in C, an event at a time: each op in event order with its (batch, market) key; the
-        # resting-order table follows them; each op's change of its levels, for the check below
-        op_buf, op_key_buf = np.empty(len(events), OP_DTYPE), np.empty(len(events), np.int64)
-        deltas = np.empty((2 * len(events), 5), np.int64)  # market, side, price, qty change, count change
-        n_ops, n_deltas, unknown = l3_ops(events.view(np.uint8), self.orders, op_buf, op_key_buf, deltas)
+        # in C: the L3 ops (the resting-order table follows them), the L2 increments, the trades and
+        # the halts, grouped by (matcher batch, market); each op's change of its levels for the check
+        n = len(events)
+        ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
+        level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
+        groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
+        n_groups, n_ops, n_levels, n_trades, n_deltas, unknown = md_pass(
+            events.view(np.uint8), self.orders, ops, deltas, levels, level_key, trades, groups, batch_ts)
         self.unknown_orders += unknown
-        deltas = deltas[:n_deltas]
-        fill = kind == _FILL
-
-        # L2 increments: the last BookLevel per batch and level
-        lv = np.flatnonzero(kind == _BOOK_LEVEL)
-        lv_side = batch[lv] * 2**33 + market[lv].astype(np.int64) * 2 + side[lv]  # batch, market, side
-        order = _level_order(lv_side, price[lv])  # each level's events stay in order
-        lv, lv_side = lv[order], lv_side[order]
-        last = _run_ends(_runs(lv_side, price[lv]))
-        lv = lv[last]
-        levels = np.zeros(len(lv), LEVEL_DTYPE)
-        level_price = price[lv]
-        levels["side"], levels["price"], levels["qty"], levels["count"] = side[lv], level_price, qty[lv], remaining[lv]
-
-        # trades: numbered per market in event order
-        fr = np.flatnonzero(fill)
-        trades = np.zeros(len(fr), TRADE_DTYPE)
-        trades["id"], trades["price"], trades["qty"], trades["side"] = seq[fr], price[fr], qty[fr], side[fr]
-        trades["taker_order"], trades["maker_order"] = order_id[fr], maker_order[fr]
-        if len(fr):
-            f_market = market[fr]
-            order = np.argsort(f_market, kind="stable")
-            fm = f_market[order]
-            starts = _runs(fm)
-            rank = np.arange(len(fm)) - np.flatnonzero(starts)[np.cumsum(starts) - 1]
-            base = np.array([self.books[m].trade_number for m in fm[starts].tolist()], np.int64)
-            numbers = np.empty(len(fm), np.int64)
-            numbers[order] = base[np.cumsum(starts) - 1] + rank + 1
-            trades["number"] = numbers
-
-        # messages per (batch, market): ops, levels and trades sorted by that key, then sliced
-        order = np.argsort(op_key_buf[:n_ops], kind="stable")
-        ops_key = op_key_buf[:n_ops][order]
-        op_records = select_records(op_buf[:n_ops], order)
-        lv_key = batch[lv] * 2**32 + market[lv]  # sorted already
-        tr_key = batch[fr] * 2**32 + market[fr]  # event order: sorted by batch; by market next
-        order = np.argsort(tr_key, kind="stable")
-        trades, tr_key = trades[order], tr_key[order]
-        st = np.flatnonzero(kind == _MARKET_STATUS)
-        st_key = batch[st] * 2**32 + market[st]
-        keys = np.unique(np.concatenate([ops_key[_runs(ops_key)], lv_key[_runs(lv_key)], st_key]))
-        o_bounds = np.searchsorted(ops_key, keys), np.searchsorted(ops_key, keys, "right")
-        l_bounds = np.searchsorted(lv_key, keys), np.searchsorted(lv_key, keys, "right")
-        t_bounds = np.searchsorted(tr_key, keys), np.searchsorted(tr_key, keys, "right")
-        halts = dict(zip(st_key.tolist(), (qty[st] == 1).tolist()))  # the last status per batch and market
-        batch_ts = ts[np.flatnonzero(_runs(ts))].tolist()
-        level_dq, level_dc = np.zeros(len(lv), np.int64), np.zeros(len(lv), np.int64)  # each level's change
-        raw_levels = levels.view(np.uint8)
+        raw_ops, raw_levels, raw_trades = ops.view(np.uint8), levels.view(np.uint8), trades.view(np.uint8)
+        trade_number = trades["number"]
+        level_dq, level_dc = np.zeros(n_levels, np.int64), np.zeros(n_levels, np.int64)  # each level's change
         out: list[tuple[bytes, object]] = []
         books = self.books
-        for key, o0, o1, l0, l1, t0, t1 in zip(keys.tolist(), *(b.tolist() for b in (*o_bounds, *l_bounds,
-                                                                                      *t_bounds))):
-            b_ts = batch_ts[key >> 32]
+        for key, o0, o1, l0, l1, t0, t1, halted in groups[:n_groups].tolist():
+            b_ts = int(batch_ts[key >> 32])
             m = key & 0xFFFFFFFF
             book = books[m]
             book.ts = b_ts
@@ -270,17 +210,19 @@ class MarketDataCore(EventCore):
                 book.seq += 1
                 checksum = book.checksum()
                 out.append((CHANNEL_BOOK, BookUpdate(m, book.seq, b_ts, changed.tobytes(), checksum)))
-                out.append((CHANNEL_ORDERS, OrderUpdate(m, book.seq, b_ts, op_records[o0:o1].tobytes(), checksum)))
-                if t1 > t0:
+                out.append((CHANNEL_ORDERS, OrderUpdate(m, book.seq, b_ts, raw_ops[o0 * OP_SIZE:o1 * OP_SIZE].tobytes(),
+                                                        checksum)))
+                if t1 > t0:  # trades are numbered per market
+                    trade_number[t0:t1] = np.arange(book.trade_number + 1, book.trade_number + 1 + t1 - t0)
                     book.trade_number += t1 - t0
-                    out.append((CHANNEL_TRADES, Trades(m, book.seq, b_ts, trades[t0:t1].tobytes())))
-            halted = halts.get(key)
-            if halted is not None:
-                book.halted = halted
+                    out.append((CHANNEL_TRADES, Trades(m, book.seq, b_ts,
+                                                       raw_trades[t0 * TRADE_SIZE:t1 * TRADE_SIZE].tobytes())))
+            if halted >= 0:
+                book.halted = bool(halted)
                 out.append((CHANNEL_STATUS, self.status(m)))
         # per level, the change the L3 ops made must be the change its BookLevel events made
-        self.l3_mismatches += level_mismatches(deltas, market[lv].astype(np.int64), side[lv].astype(np.int64),
-                                               level_price, level_dq, level_dc)
+        self.l3_mismatches += level_mismatches(deltas[:n_deltas], levels[:n_levels], level_key[:n_levels], level_dq,
+                                               level_dc)
         return out
 
     def _learn_listings(self, accepted: np.ndarray) -> None:

@@ -17,3 +17,14 @@ cdef struct LevelSum:  # one level's summed changes in level_mismatches' open-ad
     int64_t level_side  # market * 2 + side
     int64_t price, qty, count
     bint used
+
+cdef packed struct TradeRow:  # gateway.mdmessages.TRADE_DTYPE (49 bytes)
+    int64_t id, number, price, qty
+    uint8_t side
+    int64_t taker_order, maker_order
+
+cdef struct SortItem:  # md_pass' sorts: by (k1, k2), then the row or event ``i`` it stands for
+    int64_t k1, k2, i
+
+cdef enum:
+    GROUP_COLS = 8  # md_pass' groups: mdcore.GROUP_COLUMNS

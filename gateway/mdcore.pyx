@@ -1,22 +1,30 @@
 # cython: language_level=3
-"""The market-data publisher's pass over the ring's order events in C, one event at a time: the
-L3 ops of each command (``l3_ops``), the resting-order table they move, and each op's change of
-its levels for the check against the matcher's BookLevel aggregates (``level_mismatches``).  In
-numpy it took some 70 calls a pass with sorts by order id; ``gateway.marketdata.MarketDataCore`` keeps the rest (levels,
-trades, messages) and the order table (``engine.workercore.IntTable``) is pickled with it."""
+"""The market-data publisher's pass over the ring's events in C (``md_pass``): the L3 ops of each
+command and the resting-order table they move, the L2 increments (the last BookLevel of each level
+in each matcher batch), the trades and the halts, sorted into one group per (matcher batch,
+market); and the check of each level's L3 change against its BookLevel change
+(``level_mismatches``).  In numpy this took some 120 calls a pass, about 120 us whatever the
+batch; ``gateway.marketdata.MarketDataCore`` keeps the books and the messages, and the order table
+(``engine.workercore.IntTable``) is pickled with it."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 
 from engine.workercore cimport IntTable
-from records cimport (XOS_EF_PRIORITY_LOST, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED, XOS_EV_FILL,
-                     xos_event)
+from gateway.mdbook cimport LevelRow
+from records cimport (XOS_EF_PRIORITY_LOST, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_BOOK_LEVEL, XOS_EV_CANCELLED,
+                     XOS_EV_FILL, XOS_EV_MARKET_STATUS, xos_event)
 
 from .mdmessages import OP_ADD as _OP_ADD, OP_AMEND as _OP_AMEND, OP_CANCEL as _OP_CANCEL, OP_EXECUTE as _OP_EXECUTE
 
 ORDER_COLUMNS = ("market", "side", "price", "remaining", "rest_seq")  # the table's columns (mdcore.pxd)
 assert len(ORDER_COLUMNS) == ORDER_COLS
+# ``md_pass``' groups: one row per (matcher batch, market) with something to publish
+GROUP_COLUMNS = ("key", "op_lo", "op_hi", "level_lo", "level_hi", "trade_lo", "trade_hi", "halted")
+assert len(GROUP_COLUMNS) == GROUP_COLS
 
+cdef int64_t KEY_MARKET = 0xFFFFFFFF  # a key's market: (batch << 32) | market
 cdef uint8_t OP_ADD = _OP_ADD, OP_AMEND = _OP_AMEND, OP_CANCEL = _OP_CANCEL, OP_EXECUTE = _OP_EXECUTE
 
 
@@ -26,47 +34,94 @@ cdef inline bint about_order(const xos_event *e) noexcept nogil:
         e.kind == XOS_EV_FILL or e.kind == XOS_EV_CANCELLED
 
 
-def l3_ops(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int64_t[::1] op_key,
-           int64_t[:, ::1] deltas) -> tuple:
-    """Apply whole matcher batches of order events (EVENT_DTYPE records as bytes, in seq order; other
-    kinds are skipped) to ``orders`` and write their L3 ops, in event order, into ``ops`` with each
-    op's ``(batch << 32) | market`` in ``op_key`` (batch: 0, 1, ... as the events' ``ts`` changes).
+def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int64_t[:, ::1] deltas,
+            LevelRow[::1] levels, int64_t[::1] level_key, TradeRow[::1] trades, int64_t[:, ::1] groups,
+            int64_t[::1] batch_ts) -> tuple:
+    """One pass over whole matcher batches of events (EVENT_DTYPE records as bytes, in seq order; the
+    kinds it does not use are skipped), a batch being the events of one ``ts``.  The batches are
+    numbered 0, 1, ... (``batch_ts[b]``: batch b's ts) and each row below has the key
+    ``(batch << 32) | market``:
 
-    Per command: an order entering the book (Accepted, or Amended with priority lost) rests with
-    what its command's last event about it left (nothing: no add); a cancel of its remainder in
-    the same command never rested (no op); a Fill executes the maker; a Cancelled or an Amended of
-    a resting order states its remaining.  An op on an order the table does not hold is counted
-    and left out.  ``deltas`` rows (market, side, price, qty change, count change): what each op
-    did to its levels (two rows when an amend moved the order).  Returns (ops, delta rows, ops left
-    out)."""
-    cdef Py_ssize_t count = events.shape[0] // sizeof(xos_event), i, adds = 0
+    * ``ops``: the L3 ops by key, each key's in event order.  Per command: an order entering the book
+      (Accepted, or Amended with priority lost) rests with what its command's last event about it
+      left (nothing: no add); a cancel of its remainder in the same command never rested (no op); a
+      Fill executes the maker; a Cancelled or an Amended of a resting order states its remaining.
+      ``orders`` follows them; an op on an order it does not hold is counted and left out.
+      ``deltas`` rows (market, side, price, qty change, count change): what each op did to its levels
+      (two rows when an amend moved the order), for ``level_mismatches``.
+    * ``levels`` (their keys in ``level_key``): the last BookLevel of each level in each batch, by key,
+      then bids before asks, each ascending by price: what ``MarketBook.update`` takes.
+    * ``trades``: the Fills by key, each key's in event order, ``number`` left 0 (the caller numbers
+      them per market).
+    * ``groups``: a row (GROUP_COLUMNS) per key with ops, levels or a MarketStatus, ascending: the key,
+      the bounds of its ops, levels and trades, and ``halted`` from its last MarketStatus (1 halted,
+      0 live, -1 none).
+
+    Each output has room for a row per event (``deltas`` for two).  Returns (groups, ops, levels,
+    trades, delta rows, ops left out)."""
+    cdef Py_ssize_t count = events.shape[0] // sizeof(xos_event), i, adds = 0, n_ops, n_deltas, unknown
+    cdef Py_ssize_t n_levels = 0, n_trades = 0, n_status = 0, n_groups = 0, k, n_batches = 0
     cdef const xos_event *ev = <const xos_event *>&events[0] if count else NULL
     cdef int64_t *incoming  # a command's orders entering the book (usually one; a multi-leg order's legs)
     cdef int64_t *final  # what its last event about each left
+    cdef int64_t *batch_of  # each event's batch
+    cdef int64_t *op_key
+    cdef SortItem *items
+    cdef SortItem *scratch
+    cdef OpRow *op_rows
+    cdef uint8_t *halted
     if events.shape[0] % sizeof(xos_event):
-        raise ValueError(f"l3_ops: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte events")
+        raise ValueError(f"md_pass: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte events")
     if orders.ncols != ORDER_COLS:
-        raise ValueError(f"l3_ops: the order table needs {ORDER_COLS} columns, not {orders.ncols}")
-    if ops.shape[0] < count or op_key.shape[0] < count or deltas.shape[0] < 2 * count or deltas.shape[1] != 5:
-        raise ValueError(f"l3_ops: {count} events need room for {count} ops and {2 * count} delta rows of 5")
+        raise ValueError(f"md_pass: the order table needs {ORDER_COLS} columns, not {orders.ncols}")
+    if (ops.shape[0] < count or levels.shape[0] < count or level_key.shape[0] < count or trades.shape[0] < count
+            or groups.shape[0] < count or batch_ts.shape[0] < count or deltas.shape[0] < 2 * count
+            or deltas.shape[1] != 5 or groups.shape[1] != GROUP_COLS):
+        raise ValueError(f"md_pass: {count} events need room for {count} ops, levels, trades, groups of "
+                         f"{GROUP_COLS} and batches, and {2 * count} delta rows of 5")
     for i in range(count):
         if (ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0) or ev[i].kind == XOS_EV_AMENDED:
             adds += 1  # the most orders that can enter the book (an Amended re-enters with priority lost)
     orders.reserve(adds)
-    incoming = <int64_t *>PyMem_Malloc(2 * max(adds, 1) * sizeof(int64_t))
+    k = max(count, 1)
+    incoming = <int64_t *>PyMem_Malloc((2 * max(adds, 1) + 2 * k) * sizeof(int64_t) + 2 * k * sizeof(SortItem)
+                                       + k * sizeof(OpRow) + k)
     if incoming is NULL:
         raise MemoryError()
     final = incoming + max(adds, 1)
+    batch_of = final + max(adds, 1)
+    op_key = batch_of + k
+    items = <SortItem *>(op_key + k)
+    scratch = items + k
+    op_rows = <OpRow *>(scratch + k)
+    halted = <uint8_t *>(op_rows + k)
     try:
-        n, d, unknown = pass_commands(ev, count, orders, ops, op_key, deltas, incoming, final)
+        n_ops, n_deltas, unknown = pass_commands(ev, count, orders, &ops[0] if count else NULL, op_key, deltas,
+                                                 incoming, final)
+        with nogil:
+            for i in range(count):
+                if i == 0 or ev[i].ts != ev[i - 1].ts:
+                    batch_ts[n_batches] = ev[i].ts
+                    n_batches += 1
+                batch_of[i] = n_batches - 1
+            sort_ops(&ops[0] if count else NULL, op_key, n_ops, items, scratch, op_rows)
+            n_levels = last_levels(ev, count, batch_of, &levels[0] if count else NULL,
+                                   &level_key[0] if count else NULL, items, scratch)
+            n_trades = fills_by_key(ev, count, batch_of, &trades[0] if count else NULL, items, scratch)
+            n_status = statuses_by_key(ev, count, batch_of, items + n_trades, scratch, halted)
+            n_groups = group_keys(op_key, n_ops, &level_key[0] if count else NULL, n_levels, items, n_trades,
+                                  items + n_trades, halted, n_status, groups)
     finally:
         PyMem_Free(incoming)
-    return n, d, unknown
+    return n_groups, n_ops, n_levels, n_trades, n_deltas, unknown
 
 
-cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders, OpRow[::1] ops,
-                         int64_t[::1] op_key, int64_t[:, ::1] deltas, int64_t *incoming, int64_t *final):
-    """``l3_ops``' loop; ``incoming`` and ``final`` have room for every Accepted and Amended of the events."""
+
+cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders, OpRow *ops, int64_t *op_key,
+                         int64_t[:, ::1] deltas, int64_t *incoming, int64_t *final):
+    """The L3 ops of whole matcher batches of events (see ``md_pass``), in event order, each with its
+    ``(batch << 32) | market`` in ``op_key``; ``incoming`` and ``final`` have room for every Accepted and
+    Amended of the events.  Returns (ops, delta rows, ops left out)."""
     cdef Py_ssize_t i = 0, j, k, q, n = 0, d = 0, unknown = 0, n_in
     cdef const xos_event *e
     cdef int64_t batch = -1, ts = 0, order_id, fin, before, after, p_before, p_after, slot, value
@@ -181,18 +236,20 @@ cdef inline void add_change(LevelSum *table, uint64_t mask, int64_t level_side, 
         h += 1
 
 
-def level_mismatches(const int64_t[:, ::1] l3, const int64_t[::1] market, const int64_t[::1] side,
-                     const int64_t[::1] price, const int64_t[::1] qty, const int64_t[::1] count) -> int:
+def level_mismatches(const int64_t[:, ::1] l3, const LevelRow[::1] levels, const int64_t[::1] level_key,
+                     const int64_t[::1] qty, const int64_t[::1] count) -> int:
     """How many levels the L3 ops changed otherwise than their BookLevel events did: ``l3`` rows are
-    ``l3_ops``' deltas (market, side, price, qty change, count change), and ``market`` .. ``count``
-    the levels' changes by their BookLevel aggregates, a row per level.  0 when the two agree.  Sums in
-    a hash table, one pass each (a sort by level cost more than the rest of a market-data pass)."""
-    cdef Py_ssize_t n3 = l3.shape[0], n2 = market.shape[0], i, cap = 16, mismatches = 0
+    ``md_pass``' deltas (market, side, price, qty change, count change); ``levels`` are its level rows
+    (their market in the low 32 bits of ``level_key``) and ``qty``/``count`` each one's change by the
+    BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums in a hash table, one
+    pass each (a sort by level cost more than the rest of a market-data pass)."""
+    cdef Py_ssize_t n3 = l3.shape[0], n2 = levels.shape[0], i, cap = 16, mismatches = 0
     cdef LevelSum *table
+    cdef const LevelRow *lv = &levels[0] if n2 else NULL
     if n3 and l3.shape[1] != 5:
         raise ValueError(f"level_mismatches: l3 rows have 5 columns, not {l3.shape[1]}")
-    if not (side.shape[0] == price.shape[0] == qty.shape[0] == count.shape[0] == n2):
-        raise ValueError("level_mismatches: market, side, price, qty and count must have one length")
+    if not (level_key.shape[0] == qty.shape[0] == count.shape[0] == n2):
+        raise ValueError("level_mismatches: levels, level_key, qty and count must have one length")
     while cap < 2 * (n3 + n2):
         cap <<= 1
     table = <LevelSum *>calloc(cap, sizeof(LevelSum))
@@ -202,9 +259,158 @@ def level_mismatches(const int64_t[:, ::1] l3, const int64_t[::1] market, const 
         for i in range(n3):
             add_change(table, cap - 1, l3[i, 0] * 2 + l3[i, 1], l3[i, 2], l3[i, 3], l3[i, 4])
         for i in range(n2):
-            add_change(table, cap - 1, market[i] * 2 + side[i], price[i], -qty[i], -count[i])
+            add_change(table, cap - 1, (level_key[i] & KEY_MARKET) * 2 + lv[i].side, lv[i].price, -qty[i], -count[i])
         for i in range(cap):
             if table[i].used and (table[i].qty != 0 or table[i].count != 0):
                 mismatches += 1
     free(table)
     return mismatches
+
+
+cdef inline bint sorts_before(const SortItem *a, const SortItem *b) noexcept nogil:
+    return a.k1 < b.k1 or (a.k1 == b.k1 and a.k2 < b.k2)
+
+
+cdef void stable_sort(SortItem *items, SortItem *scratch, Py_ssize_t n) noexcept nogil:
+    """Sort by (k1, k2), equal items keeping their order: a bottom-up merge sort (nothing to do when
+    they are in order already, the usual case of one market)."""
+    cdef Py_ssize_t i, j, k, lo, mid, hi, width = 1
+    cdef SortItem *src = items
+    cdef SortItem *dst = scratch
+    cdef SortItem *t
+    cdef bint ordered = True
+    for i in range(1, n):
+        if sorts_before(&items[i], &items[i - 1]):
+            ordered = False
+            break
+    if ordered:
+        return
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if sorts_before(&src[j], &src[i]):
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            lo = hi
+        t = src
+        src = dst
+        dst = t
+        width *= 2
+    if src != items:
+        memcpy(items, src, n * sizeof(SortItem))
+
+
+cdef void sort_ops(OpRow *ops, int64_t *op_key, Py_ssize_t n, SortItem *items, SortItem *scratch,
+                   OpRow *copy) noexcept nogil:
+    """The ops and their keys by key, each key's in event order."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        items[i].k1, items[i].k2, items[i].i = op_key[i], 0, i
+    stable_sort(items, scratch, n)
+    memcpy(copy, ops, n * sizeof(OpRow))
+    for i in range(n):
+        ops[i] = copy[items[i].i]
+        op_key[i] = items[i].k1
+
+
+cdef Py_ssize_t last_levels(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, LevelRow *levels,
+                            int64_t *level_key, SortItem *items, SortItem *scratch) noexcept nogil:
+    """Each level's last BookLevel per batch, by (batch, market, side, price): its aggregate after the batch."""
+    cdef Py_ssize_t i, n = 0, out = 0
+    cdef const xos_event *e
+    for i in range(count):
+        if ev[i].kind == XOS_EV_BOOK_LEVEL:
+            items[n].k1 = (batch_of[i] << 33) | (<int64_t>ev[i].market << 1) | ev[i].side
+            items[n].k2, items[n].i = ev[i].price, i
+            n += 1
+    stable_sort(items, scratch, n)
+    for i in range(n):
+        if i + 1 < n and items[i + 1].k1 == items[i].k1 and items[i + 1].k2 == items[i].k2:
+            continue  # a later event of the same level follows
+        e = &ev[items[i].i]
+        levels[out].side, levels[out].price, levels[out].qty, levels[out].count = e.side, e.price, e.qty, e.remaining
+        level_key[out] = (batch_of[items[i].i] << 32) | e.market
+        out += 1
+    return out
+
+
+cdef Py_ssize_t fills_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, TradeRow *trades,
+                             SortItem *items, SortItem *scratch) noexcept nogil:
+    """The Fills as trade rows by key, each key's in event order; their keys stay in ``items[:n].k1``."""
+    cdef Py_ssize_t i, n = 0
+    cdef const xos_event *e
+    for i in range(count):
+        if ev[i].kind == XOS_EV_FILL:
+            items[n].k1, items[n].k2, items[n].i = (batch_of[i] << 32) | ev[i].market, 0, i
+            n += 1
+    stable_sort(items, scratch, n)
+    for i in range(n):
+        e = &ev[items[i].i]
+        trades[i].id, trades[i].number, trades[i].price, trades[i].qty = e.seq, 0, e.price, e.qty
+        trades[i].side, trades[i].taker_order, trades[i].maker_order = e.side, e.order_id, e.maker_order
+    return n
+
+
+cdef Py_ssize_t statuses_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, SortItem *items,
+                                SortItem *scratch, uint8_t *halted) noexcept nogil:
+    """The MarketStatus events by key, each key's in event order, with ``halted`` (qty 1) for each."""
+    cdef Py_ssize_t i, n = 0
+    for i in range(count):
+        if ev[i].kind == XOS_EV_MARKET_STATUS:
+            items[n].k1, items[n].k2, items[n].i = (batch_of[i] << 32) | ev[i].market, 0, i
+            n += 1
+    stable_sort(items, scratch, n)
+    for i in range(n):
+        halted[i] = ev[items[i].i].qty == 1
+    return n
+
+
+cdef Py_ssize_t group_keys(const int64_t *op_key, Py_ssize_t n_ops, const int64_t *level_key, Py_ssize_t n_levels,
+                           const SortItem *trade, Py_ssize_t n_trades, const SortItem *status,
+                           const uint8_t *halted, Py_ssize_t n_status, int64_t[:, ::1] groups) noexcept nogil:
+    """A row per key of the ops, levels and statuses (all by key), ascending: its bounds in each, and the
+    last status's ``halted`` (-1: none).  A key's trades ride with it (a Fill has its maker's execute op)."""
+    cdef Py_ssize_t o = 0, lv = 0, t = 0, s = 0, g = 0
+    cdef int64_t key
+    while o < n_ops or lv < n_levels or s < n_status:
+        key = INT64_MAX
+        if o < n_ops and op_key[o] < key:
+            key = op_key[o]
+        if lv < n_levels and level_key[lv] < key:
+            key = level_key[lv]
+        if s < n_status and status[s].k1 < key:
+            key = status[s].k1
+        groups[g, 0], groups[g, 1] = key, o
+        while o < n_ops and op_key[o] == key:
+            o += 1
+        groups[g, 2], groups[g, 3] = o, lv
+        while lv < n_levels and level_key[lv] == key:
+            lv += 1
+        groups[g, 4] = lv
+        while t < n_trades and trade[t].k1 < key:
+            t += 1  # none: every Fill's key has its execute op
+        groups[g, 5] = t
+        while t < n_trades and trade[t].k1 == key:
+            t += 1
+        groups[g, 6], groups[g, 7] = t, -1
+        while s < n_status and status[s].k1 == key:
+            groups[g, 7] = halted[s]
+            s += 1
+        g += 1
+    return g

@@ -315,6 +315,7 @@ def test_level_mismatches_counts_the_levels_whose_two_sums_differ(seed):
     """``gateway.mdcore.level_mismatches`` against a dict of per-level sums, on random changes: few
     levels (many collisions in its table), L2 rows that cancel the L3 ones, and some that do not."""
     from gateway.mdcore import level_mismatches
+    from gateway.mdmessages import LEVEL_DTYPE
 
     rng = np.random.default_rng(seed)
     n3 = int(rng.integers(0, 300))
@@ -331,46 +332,82 @@ def test_level_mismatches_counts_the_levels_whose_two_sums_differ(seed):
     l2[off, 3 + rng.integers(0, 2)] += 1
     expected = sum(1 for key, row in zip(levels, l2.tolist()) if (row[3], row[4]) != sums.get(key, (0, 0)))
     assert expected == int(np.count_nonzero(off))
-    columns = [np.ascontiguousarray(l2[:, k]) for k in range(5)]
-    assert level_mismatches(l3, *columns) == expected
+    rows = np.zeros(len(l2), LEVEL_DTYPE)
+    rows["side"], rows["price"] = l2[:, 1], l2[:, 2]
+    key = (np.arange(len(l2)) << 32) | l2[:, 0]  # batch numbers do not matter to it: the market does
+    assert level_mismatches(l3, rows, key, l2[:, 3].copy(), l2[:, 4].copy()) == expected
     # the L3 rows alone: every level whose sums are not zero
-    assert level_mismatches(l3, *[c[:0] for c in columns]) == sum(1 for v in sums.values() if v != (0, 0))
+    empty = np.zeros(0, np.int64)
+    assert level_mismatches(l3, rows[:0], empty, empty, empty) == sum(1 for v in sums.values() if v != (0, 0))
     with pytest.raises(ValueError, match="one length"):
-        level_mismatches(l3, columns[0], columns[1][:0], *columns[2:])
+        level_mismatches(l3, rows, key[:0], l2[:, 3].copy(), l2[:, 4].copy())
 
 
-def test_l3_ops_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
-    """``gateway.mdcore.l3_ops`` on events written here: a resting buy; a sell that takes it and is
-    cancelled for the rest (no add, no cancel: it never rested); then one command (a later matcher
-    batch) whose 100 orders all rest: each op with its key, the table and the levels' changes."""
+def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
+    """``gateway.mdcore.md_pass`` on events written here.  Batch 0: a resting buy in market 3; a halt of
+    market 5; a sell that takes the buy and is cancelled for the rest (no add, no cancel: it never
+    rested); an ask; market 5 resumed.  Batch 1: one command whose 100 orders all rest in market 4.
+    Each output by hand: ops, levels (the last BookLevel of each, bids first), the trade, the groups
+    with their bounds and halts, the table, and the levels' changes with ``level_mismatches``."""
     from engine.records import EVENT_DTYPE, Ev
     from engine.workercore import IntTable
-    from gateway.mdcore import ORDER_COLUMNS, l3_ops
-    from gateway.mdmessages import OP_ADD, OP_DTYPE, OP_EXECUTE
+    from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, level_mismatches, md_pass
+    from gateway.mdmessages import LEVEL_DTYPE, OP_ADD, OP_DTYPE, OP_EXECUTE, TRADE_DTYPE
+
+    def level(cmd, ts, market, side, price, qty, count):
+        return dict(kind=Ev.BOOK_LEVEL, cmd_seq=cmd, ts=ts, market=market, side=side, price=price, qty=qty,
+                    remaining=count)
 
     rows = [dict(kind=Ev.ACCEPTED, cmd_seq=1, ts=10, order_id=1, side=0, market=3, price=100, qty=5, remaining=5),
-            dict(kind=Ev.ACCEPTED, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=8, remaining=8),
-            dict(kind=Ev.FILL, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=5, remaining=3,
+            level(1, 10, 3, 0, 100, 5, 1),
+            dict(kind=Ev.MARKET_STATUS, cmd_seq=2, ts=10, market=5, qty=1),
+            dict(kind=Ev.ACCEPTED, cmd_seq=3, ts=10, order_id=2, side=1, market=3, price=100, qty=8, remaining=8),
+            dict(kind=Ev.FILL, cmd_seq=3, ts=10, order_id=2, side=1, market=3, price=100, qty=5, remaining=3,
                  maker_order=1),
-            dict(kind=Ev.CANCELLED, cmd_seq=2, ts=10, order_id=2, side=1, market=3, price=100, qty=3, remaining=0)]
-    rows += [dict(kind=Ev.ACCEPTED, cmd_seq=3, ts=20, order_id=10 + k, side=0, market=4, price=90 - k % 3, qty=1,
-                  remaining=1) for k in range(100)]
+            dict(kind=Ev.CANCELLED, cmd_seq=3, ts=10, order_id=2, side=1, market=3, price=100, qty=3, remaining=0),
+            level(3, 10, 3, 0, 100, 0, 0),
+            dict(kind=Ev.ACCEPTED, cmd_seq=4, ts=10, order_id=3, side=1, market=3, price=101, qty=2, remaining=2),
+            level(4, 10, 3, 1, 101, 2, 1),
+            dict(kind=Ev.MARKET_STATUS, cmd_seq=5, ts=10, market=5, qty=0)]
+    for k in range(100):  # each order's BookLevel after it: its level's size and count so far
+        price = 90 - k % 3
+        rows += [dict(kind=Ev.ACCEPTED, cmd_seq=6, ts=20, order_id=10 + k, side=0, market=4, price=price, qty=1,
+                      remaining=1), level(6, 20, 4, 0, price, k // 3 + 1, k // 3 + 1)]
     events = np.zeros(len(rows), EVENT_DTYPE)
     for i, r in enumerate(rows):
         for name, value in r.items():
             events[name][i] = value
     events["seq"] = np.arange(1, len(rows) + 1)
+    n = len(rows)
     table = IntTable(len(ORDER_COLUMNS))
-    ops, keys = np.empty(len(rows), OP_DTYPE), np.empty(len(rows), np.int64)
-    deltas = np.empty((2 * len(rows), 5), np.int64)
-    n, d, unknown = l3_ops(events.view(np.uint8), table, ops, keys, deltas)
-    assert (n, unknown) == (102, 0)
-    assert ops[:2][["op", "order_id", "side", "qty", "remaining", "trade_id"]].tolist() == [
-        (OP_ADD, 1, 0, 5, 5, 0), (OP_EXECUTE, 1, 0, 5, 0, 3)]
-    assert keys[:2].tolist() == [3, 3] and set(keys[2:n].tolist()) == {(1 << 32) | 4}
-    assert (ops["op"][2:n] == OP_ADD).all() and ops["order_id"][2:n].tolist() == list(range(10, 110))
-    assert len(table) == 100 and table.get(1) is None and table.get(10) == (4, 0, 90, 1, 5)
+    ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
+    level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
+    groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
+    n_groups, n_ops, n_levels, n_trades, d, unknown = md_pass(events.view(np.uint8), table, ops, deltas, levels,
+                                                              level_key, trades, groups, batch_ts)
+    assert (n_groups, n_ops, n_levels, n_trades, unknown) == (3, 103, 5, 1, 0)
+    assert batch_ts[:2].tolist() == [10, 20]
+    assert ops[:3][["op", "order_id", "side", "qty", "remaining", "trade_id"]].tolist() == [
+        (OP_ADD, 1, 0, 5, 5, 0), (OP_EXECUTE, 1, 0, 5, 0, 5), (OP_ADD, 3, 1, 2, 2, 0)]
+    assert (ops["op"][3:n_ops] == OP_ADD).all() and ops["order_id"][3:n_ops].tolist() == list(range(10, 110))
+    assert levels[:n_levels].tolist() == [(0, 100, 0, 0), (1, 101, 2, 1), (0, 88, 33, 33), (0, 89, 33, 33),
+                                          (0, 90, 34, 34)]
+    b1m4 = (1 << 32) | 4
+    assert level_key[:n_levels].tolist() == [3, 3, b1m4, b1m4, b1m4]
+    assert trades[:1].tolist() == [(5, 0, 100, 5, 1, 2, 1)]
+    assert groups[:n_groups].tolist() == [[3, 0, 3, 0, 2, 0, 1, -1], [5, 3, 3, 2, 2, 1, 1, 0],
+                                          [b1m4, 3, 103, 2, 5, 1, 1, -1]]
+    assert len(table) == 101 and table.get(1) is None and table.get(3) == (3, 1, 101, 2, 8)
+    assert table.get(10) == (4, 0, 90, 1, 11)
     # the levels: order 1's add and its execution cancel out; 100 orders over three prices of market 4
     deltas = deltas[:d]
-    assert deltas[:2].tolist() == [[3, 0, 100, 5, 1], [3, 0, 100, -5, -1]]
-    assert deltas[2:, 3].sum() == 100 and sorted(set(deltas[2:, 2].tolist())) == [88, 89, 90]
+    assert deltas[:3].tolist() == [[3, 0, 100, 5, 1], [3, 0, 100, -5, -1], [3, 1, 101, 2, 1]]
+    assert deltas[3:, 3].sum() == 100 and sorted(set(deltas[3:, 2].tolist())) == [88, 89, 90]
+    # the books were empty: each level's change is its aggregate; one changed otherwise is a mismatch
+    dq, dc = levels["qty"][:n_levels].copy(), levels["count"][:n_levels].copy()
+    assert level_mismatches(deltas, levels[:n_levels], level_key[:n_levels], dq, dc) == 0
+    dq[3] -= 1
+    assert level_mismatches(deltas, levels[:n_levels], level_key[:n_levels], dq, dc) == 1
+    with pytest.raises(ValueError, match="need room"):
+        md_pass(events.view(np.uint8), IntTable(len(ORDER_COLUMNS)), ops[:5], deltas, levels, level_key, trades,
+                groups, batch_ts)
