@@ -60,6 +60,20 @@ class Stop:
         signal.signal(signal.SIGINT, handler)
 
 
+SUPERVISOR_PID_ENV = "XOS_SUPERVISOR_PID"  # set by the supervisor in the environment of each process it starts
+
+
+def stop_if_orphaned(role: str) -> None:
+    """A process whose supervisor is gone (killed, so it could not stop its processes in order) stops
+    as on SIGTERM: left running it would hold the ring, the ports and the data directory with no one to
+    restart it, and the next ``xos run`` would refuse to start.  Checked at every heartbeat; a process
+    started by hand (no ``XOS_SUPERVISOR_PID``) is left alone."""
+    supervisor = int(os.environ.get(SUPERVISOR_PID_ENV) or 0)
+    if supervisor and os.getppid() != supervisor and not Stop.requested:
+        print(f"xos {role}: its supervisor (pid {supervisor}) is gone; stopping", file=sys.stderr, flush=True)
+        Stop.requested = True
+
+
 class Heartbeat:
     """A JSON status file per process (``DATA/run/ROLE.json``), rewritten atomically every beat.
 
@@ -80,6 +94,7 @@ class Heartbeat:
 
     def beat(self, **counters) -> None:
         self.last = time.monotonic()
+        stop_if_orphaned(self.role)
         doc = {"role": self.role, "pid": os.getpid(), "time": time.time(), "started": self.started, **counters}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import Config
-from .process import ROLES, WORKERS, enabled_services, read_heartbeats
+from .process import ROLES, SUPERVISOR_PID_ENV, WORKERS, enabled_services, read_heartbeats
 
 
 class AlreadyRunning(RuntimeError):
@@ -80,7 +80,10 @@ class Supervisor:
         cmd = [sys.executable, "-P", "-m", "engine.process", role]
         if self.config_path:
             cmd += ["--config", self.config_path]
-        self.procs[role] = subprocess.Popen(cmd, start_new_session=True)
+        # its own session (a terminal's Ctrl-C reaches the supervisor only, which stops the roles in order);
+        # our pid lets it notice that we are gone (engine.process.stop_if_orphaned)
+        env = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}
+        self.procs[role] = subprocess.Popen(cmd, start_new_session=True, env=env)
 
     def wait_ready(self, role: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

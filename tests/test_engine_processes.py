@@ -258,6 +258,41 @@ def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
     assert status.returncode == 0 and "settlement" in status.stdout
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (its new parent may be slow to reap it, or never)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_roles_stop_by_themselves_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL gives the supervisor no chance to stop its processes: each notices at its next heartbeat
+    that its supervisor is gone and stops as on SIGTERM, so nothing is left holding the ring."""
+    path = write_config(tmp_path)
+    cfg = load(path)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while set(read_heartbeats(cfg)) != {"matcher", *WORKERS}:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        pids = {role: beat["pid"] for role, beat in read_heartbeats(cfg).items()}
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in pids.values()):
+            assert time.monotonic() < deadline, f"still running after their supervisor was killed: {pids}"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert all(b["state"] == "stopped" for b in read_heartbeats(cfg).values()), read_heartbeats(cfg)
+
+
 def test_config_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[engine]\nring_capacity = 1000\n')
