@@ -27,7 +27,9 @@ Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of 
 structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
 ``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``to_intake_p50_us`` / ``intake_to_ack_p50_us`` (and
 ``_p99_us``: an acked order's latency before and after the matcher's intake, which its Ack's ``ts``
-stamps), ``ceiling_ratio``, ``cpu_us_per_order`` (each
+stamps), ``send_late_p50_us`` / ``_p99_us`` (open loop: how long after its planned time each send
+left, the load generator's own error, which the latencies include; the clients run with a 1 us
+timer slack instead of Linux's 50), ``ceiling_ratio``, ``cpu_us_per_order`` (each
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
 mode and batch size, and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against
@@ -165,6 +167,7 @@ def load_client(spec: dict, out) -> None:
     from gateway import messages as m
     from gateway.intake import send_each
 
+    fine_timer_slack()
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
     batch, mode = spec["batch"], spec["mode"]
@@ -177,6 +180,10 @@ def load_client(spec: dict, out) -> None:
     # an Ack's ``ts`` is the matcher's intake (wall clock): each acked order's latency in two, before and after it
     to_intake, intake_to_ack = np.zeros(len(planned), np.int64), np.zeros(len(planned), np.int64)
     split = 0
+    # open loop: how late each send went out after its planned time (the load generator's own error,
+    # which the latencies include: they start at the planned time)
+    late = np.zeros(expected + 2, np.int64)
+    sends = 0
     acked = rejected = counted = 0
     reject_names: collections.Counter = collections.Counter()
     rid = 1
@@ -264,6 +271,9 @@ def load_client(spec: dict, out) -> None:
             while next_planned + due * interval <= t:
                 due += 1
             if due:
+                if sends < len(late):
+                    late[sends] = t - next_planned
+                    sends += 1
                 plan(rid, due * batch, np.repeat(next_planned + interval * np.arange(due), batch))
                 send_each(sock.underlying, traffic.take(due))
                 rid += due * batch
@@ -300,9 +310,20 @@ def load_client(spec: dict, out) -> None:
              "counted": counted, "span_s": (last_ack - first_ack) / 1e9 if last_ack > first_ack else 0.0,
              "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9],
              "hist_to_intake": histogram(to_intake[:split]).encode(),
-             "hist_intake_to_ack": histogram(intake_to_ack[:split]).encode()})
+             "hist_intake_to_ack": histogram(intake_to_ack[:split]).encode(),
+             "hist_send_late": histogram(late[:sends]).encode()})
     sock.close(linger=0)
     ctx.term()
+
+
+def fine_timer_slack() -> None:
+    """Linux lets a sleep run up to the thread's timer slack (50 us by default) past its deadline; the open
+    loop's sends wait for their planned time in short sleeps, so 1 us.  Elsewhere, as it is."""
+    try:
+        with open("/proc/self/timerslack_ns", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
 
 
 def histogram(values_ns: np.ndarray):
@@ -475,7 +496,8 @@ def merge(results: list[dict]) -> dict:
         hist.add(HdrHistogram.decode(r["hist"]))
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     split = {}
-    for part in ("to_intake", "intake_to_ack"):  # an acked order's latency before and after the matcher's intake
+    # an acked order's latency before and after the matcher's intake; how late the open loop's sends went out
+    for part in ("to_intake", "intake_to_ack", "send_late"):
         h = HdrHistogram(1, HIST_MAX_NS, 3)
         for r in results:
             h.add(HdrHistogram.decode(r[f"hist_{part}"]))
@@ -618,7 +640,8 @@ def run(args, directory: Path) -> dict:
                     _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
                          f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  "
                          f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
-                         f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us)")
+                         f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us; sends late by p50 "
+                         f"{r['send_late_p50_us']:,.0f} us)")
             out["gateway"] = engine.stop()
         except BaseException:
             engine.stop()
