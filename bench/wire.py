@@ -501,7 +501,7 @@ def merge(results: list[dict]) -> dict:
         h = HdrHistogram(1, HIST_MAX_NS, 3)
         for r in results:
             h.add(HdrHistogram.decode(r[f"hist_{part}"]))
-        q = h.get_percentile_to_value_dict([50, 99])
+        q = h.get_percentile_to_value_dict([50, 99]) if h.get_total_count() else {50: 0, 99: 0}  # closed: no send late
         split[f"{part}_p50_us"], split[f"{part}_p99_us"] = q[50] / 1e3, q[99] / 1e3
     span = max(r["span_s"] for r in results)
     counted = sum(r["counted"] for r in results)

@@ -25,5 +25,8 @@ def test_wire_benchmark_smoke(tmp_path):
         assert set(closed["cpu_us_per_order"]) >= {"gateway", "matcher", "clients", "total"}
     assert [p["batch"] for p in saved["open"]] == [1, 16]
     assert all(p["acked"] > 0 and p["rejected"] == 0 for p in saved["open"])
+    # the open loop's own lateness is measured (the closed loop sends when answered: none)
+    assert all(0 < p["send_late_p50_us"] <= p["send_late_p99_us"] for p in saved["open"])
+    assert saved["closed"]["1"]["send_late_p50_us"] == 0
     assert saved["fsync_off"]["p50_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
