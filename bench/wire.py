@@ -588,8 +588,9 @@ def main(argv=None) -> dict:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
-    p.add_argument("--window", type=int, default=4096,
-                   help="closed loop: commands in flight per client (at least 4 messages)")
+    p.add_argument("--window", type=int, default=32768,
+                   help="closed loop: commands in flight per client (at least 4 messages); a smaller one leaves "
+                        "the engine waiting for the client (Little's law) and measures less than it takes")
     p.add_argument("--wire", choices=("rows", "structs"), default="rows",
                    help="orders as packed rows (OrderRows) or as PlaceOrder/CancelOrder structs")
     p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
