@@ -64,6 +64,7 @@ RESTING = 500  # resting orders per client before each place is paired with a ca
 PREPARED_PER_S = 400_000  # closed loop: orders/s (all clients) the messages made before the clock allow for
 BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
+SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this never spins before a send
 PARTS = ("closed", "open", "fsync_off", "ceiling")
 
 
@@ -284,8 +285,10 @@ def load_client(spec: dict, out) -> None:
                 take_replies(int(gap_ms))
             else:
                 take_replies(0)
-                if gap_ms > 0.05 and not sock.poll(0):
-                    time.sleep(gap_ms / 2000.0)  # a short sleep, never a spin, until the next send
+                # short sleeps until the next send; the last 50 us spun for a precise send, but only when sends
+                # are a millisecond apart or more: at higher rates that spin would take a core from the engine
+                if gap_ms > 0 and (gap_ms > 0.05 or interval < SPIN_INTERVAL_NS) and not sock.poll(0):
+                    time.sleep(max(gap_ms, 0.02) / 2000.0)
         else:
             room = (window - in_flight) // batch
             if room > 0:
