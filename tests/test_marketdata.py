@@ -411,3 +411,84 @@ def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_ord
     with pytest.raises(ValueError, match="need room"):
         md_pass(events.view(np.uint8), IntTable(len(ORDER_COLUMNS)), ops[:5], deltas, levels, level_key, trades,
                 groups, batch_ts)
+
+
+def md_pass_reference(rows: list[dict]) -> tuple:
+    """What ``md_pass`` must make of events that each stand alone (one command each: an order that rests
+    whole, a BookLevel, a Fill of a maker the table does not hold, a MarketStatus), in plain Python:
+    batches by ``ts``; the adds by key in event order; the last BookLevel of each level by key, side and
+    price; the Fills by key in event order; the last status per key; the groups with their bounds."""
+    batch, b, last_ts = [], -1, None
+    for r in rows:
+        if r["ts"] != last_ts:
+            b, last_ts = b + 1, r["ts"]
+        batch.append(b)
+    def key(i):
+        return (batch[i] << 32) | rows[i]["market"]
+    adds = sorted((i for i, r in enumerate(rows) if r["kind"] == 1), key=lambda i: (key(i), i))
+    last_level = {}
+    for i, r in enumerate(rows):
+        if r["kind"] == 6:
+            last_level[(batch[i], r["market"], r["side"], r["price"])] = i
+    levels = [last_level[k] for k in sorted(last_level)]
+    trades = sorted((i for i, r in enumerate(rows) if r["kind"] == 3), key=lambda i: (key(i), i))
+    halted = {}
+    for i, r in enumerate(rows):
+        if r["kind"] == 8:
+            halted[key(i)] = int(r["qty"] == 1)
+    groups = []
+    for k in sorted({key(i) for i in adds} | {key(i) for i in levels} | set(halted)):
+        def bounds(seq):
+            ks = [key(i) for i in seq]
+            lo = sum(1 for x in ks if x < k)
+            return lo, lo + ks.count(k)
+        groups.append([k, *bounds(adds), *bounds(levels), *bounds(trades), halted.get(k, -1)])
+    return adds, levels, trades, groups
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_md_pass_sorts_and_groups_like_the_python_reference(seed):
+    """Many markets interleaved in each matcher batch, levels touched several times, statuses flipping:
+    the merge sorts (on rows out of order) and the grouping of ``md_pass`` against ``md_pass_reference``."""
+    from engine.records import EVENT_DTYPE
+    from engine.workercore import IntTable
+    from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, md_pass
+    from gateway.mdmessages import LEVEL_DTYPE, OP_DTYPE, TRADE_DTYPE
+
+    rng = random.Random(seed)
+    rows, ts, order_id = [], 100, 1
+    for cmd in range(1, rng.randint(1, 400)):
+        if rng.random() < 0.1:
+            ts += rng.randint(1, 3)  # the next matcher batch
+        market, side, price = rng.randint(1, 6), rng.randint(0, 1), rng.randint(95, 105)
+        kind = rng.choice((1, 1, 6, 6, 6, 3, 8))
+        r = dict(kind=kind, cmd_seq=cmd, ts=ts, market=market, side=side, price=price, qty=rng.randint(0, 9),
+                 remaining=rng.randint(0, 9))
+        if kind == 1:  # an order that rests whole
+            r.update(order_id=order_id, qty=5, remaining=5)
+            order_id += 1
+        elif kind == 3:  # a fill of a maker the table does not hold: a trade, its op left out
+            r.update(order_id=order_id, maker_order=10**9 + cmd)
+            order_id += 1
+        elif kind == 8:
+            r.update(qty=rng.randint(0, 1))
+        rows.append(r)
+    events = np.zeros(len(rows), EVENT_DTYPE)
+    for i, r in enumerate(rows):
+        for name, value in r.items():
+            events[name][i] = value
+    events["seq"] = np.arange(1, len(rows) + 1)
+    n = len(rows)
+    ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
+    level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
+    groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
+    n_groups, n_ops, n_levels, n_trades, _, unknown = md_pass(events.view(np.uint8), IntTable(len(ORDER_COLUMNS)),
+                                                              ops, deltas, levels, level_key, trades, groups, batch_ts)
+    adds, want_levels, want_trades, want_groups = md_pass_reference(rows)
+    assert unknown == len(want_trades)  # each fill's maker is unknown to the table
+    assert ops["order_id"][:n_ops].tolist() == [rows[i]["order_id"] for i in adds]
+    assert levels[:n_levels][["side", "price", "qty", "count"]].tolist() == [
+        (rows[i]["side"], rows[i]["price"], rows[i]["qty"], rows[i]["remaining"]) for i in want_levels]
+    assert (level_key[:n_levels] & 0xFFFFFFFF).tolist() == [rows[i]["market"] for i in want_levels]
+    assert trades["id"][:n_trades].tolist() == [i + 1 for i in want_trades]
+    assert groups[:n_groups].tolist() == want_groups
