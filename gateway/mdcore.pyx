@@ -7,7 +7,7 @@ market); and the check of each level's L3 change against its BookLevel change
 batch; ``gateway.marketdata.MarketDataCore`` keeps the books and the messages, and the order table
 (``engine.workercore.IntTable``) is pickled with it."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
@@ -350,16 +350,23 @@ cdef Py_ssize_t last_levels(const xos_event *ev, Py_ssize_t count, const int64_t
     return out
 
 
-cdef Py_ssize_t fills_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, TradeRow *trades,
-                             SortItem *items, SortItem *scratch) noexcept nogil:
-    """The Fills as trade rows by key, each key's in event order; their keys stay in ``items[:n].k1``."""
+cdef Py_ssize_t of_kind_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, uint16_t kind,
+                               SortItem *items, SortItem *scratch) noexcept nogil:
+    """The events of ``kind`` as ``items`` (k1 their key, i their index) by key, each key's in event order."""
     cdef Py_ssize_t i, n = 0
-    cdef const xos_event *e
     for i in range(count):
-        if ev[i].kind == XOS_EV_FILL:
+        if ev[i].kind == kind:
             items[n].k1, items[n].k2, items[n].i = (batch_of[i] << 32) | ev[i].market, 0, i
             n += 1
     stable_sort(items, scratch, n)
+    return n
+
+
+cdef Py_ssize_t fills_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, TradeRow *trades,
+                             SortItem *items, SortItem *scratch) noexcept nogil:
+    """The Fills as trade rows by key, each key's in event order; their keys stay in ``items[:n].k1``."""
+    cdef Py_ssize_t i, n = of_kind_by_key(ev, count, batch_of, XOS_EV_FILL, items, scratch)
+    cdef const xos_event *e
     for i in range(n):
         e = &ev[items[i].i]
         trades[i].id, trades[i].number, trades[i].price, trades[i].qty = e.seq, 0, e.price, e.qty
@@ -370,12 +377,7 @@ cdef Py_ssize_t fills_by_key(const xos_event *ev, Py_ssize_t count, const int64_
 cdef Py_ssize_t statuses_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, SortItem *items,
                                 SortItem *scratch, uint8_t *halted) noexcept nogil:
     """The MarketStatus events by key, each key's in event order, with ``halted`` (qty 1) for each."""
-    cdef Py_ssize_t i, n = 0
-    for i in range(count):
-        if ev[i].kind == XOS_EV_MARKET_STATUS:
-            items[n].k1, items[n].k2, items[n].i = (batch_of[i] << 32) | ev[i].market, 0, i
-            n += 1
-    stable_sort(items, scratch, n)
+    cdef Py_ssize_t i, n = of_kind_by_key(ev, count, batch_of, XOS_EV_MARKET_STATUS, items, scratch)
     for i in range(n):
         halted[i] = ev[items[i].i].qty == 1
     return n

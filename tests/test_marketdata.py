@@ -343,16 +343,43 @@ def test_level_mismatches_counts_the_levels_whose_two_sums_differ(seed):
         level_mismatches(l3, rows, key[:0], l2[:, 3].copy(), l2[:, 4].copy())
 
 
+def run_md_pass(rows: list[dict]):
+    """``gateway.mdcore.md_pass`` on events made of ``rows`` (field: value; seq 1, 2, ...) with an empty
+    order table: its outputs cut to what it wrote, the table, and the events."""
+    from types import SimpleNamespace
+
+    from engine.records import EVENT_DTYPE
+    from engine.workercore import IntTable
+    from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, md_pass
+    from gateway.mdmessages import LEVEL_DTYPE, OP_DTYPE, TRADE_DTYPE
+
+    events = np.zeros(len(rows), EVENT_DTYPE)
+    for i, r in enumerate(rows):
+        for name, value in r.items():
+            events[name][i] = value
+    events["seq"] = np.arange(1, len(rows) + 1)
+    n = len(rows)
+    table = IntTable(len(ORDER_COLUMNS))
+    ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
+    level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
+    groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
+    n_groups, n_ops, n_levels, n_trades, n_deltas, unknown = md_pass(
+        events.view(np.uint8), table, ops, deltas, levels, level_key, trades, groups, batch_ts)
+    return SimpleNamespace(groups=groups[:n_groups], ops=ops[:n_ops], levels=levels[:n_levels],
+                           level_key=level_key[:n_levels], trades=trades[:n_trades], deltas=deltas[:n_deltas],
+                           batch_ts=batch_ts, unknown=unknown, table=table, events=events)
+
+
 def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
     """``gateway.mdcore.md_pass`` on events written here.  Batch 0: a resting buy in market 3; a halt of
     market 5; a sell that takes the buy and is cancelled for the rest (no add, no cancel: it never
     rested); an ask; market 5 resumed.  Batch 1: one command whose 100 orders all rest in market 4.
     Each output by hand: ops, levels (the last BookLevel of each, bids first), the trade, the groups
     with their bounds and halts, the table, and the levels' changes with ``level_mismatches``."""
-    from engine.records import EVENT_DTYPE, Ev
+    from engine.records import Ev
     from engine.workercore import IntTable
-    from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, level_mismatches, md_pass
-    from gateway.mdmessages import LEVEL_DTYPE, OP_ADD, OP_DTYPE, OP_EXECUTE, TRADE_DTYPE
+    from gateway.mdcore import ORDER_COLUMNS, level_mismatches, md_pass
+    from gateway.mdmessages import OP_ADD, OP_EXECUTE
 
     def level(cmd, ts, market, side, price, qty, count):
         return dict(kind=Ev.BOOK_LEVEL, cmd_seq=cmd, ts=ts, market=market, side=side, price=price, qty=qty,
@@ -373,44 +400,31 @@ def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_ord
         price = 90 - k % 3
         rows += [dict(kind=Ev.ACCEPTED, cmd_seq=6, ts=20, order_id=10 + k, side=0, market=4, price=price, qty=1,
                       remaining=1), level(6, 20, 4, 0, price, k // 3 + 1, k // 3 + 1)]
-    events = np.zeros(len(rows), EVENT_DTYPE)
-    for i, r in enumerate(rows):
-        for name, value in r.items():
-            events[name][i] = value
-    events["seq"] = np.arange(1, len(rows) + 1)
-    n = len(rows)
-    table = IntTable(len(ORDER_COLUMNS))
-    ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
-    level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
-    groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
-    n_groups, n_ops, n_levels, n_trades, d, unknown = md_pass(events.view(np.uint8), table, ops, deltas, levels,
-                                                              level_key, trades, groups, batch_ts)
-    assert (n_groups, n_ops, n_levels, n_trades, unknown) == (3, 103, 5, 1, 0)
-    assert batch_ts[:2].tolist() == [10, 20]
+    r = run_md_pass(rows)
+    ops, levels, level_key, table, deltas = r.ops, r.levels, r.level_key, r.table, r.deltas
+    assert (len(r.groups), len(ops), len(levels), len(r.trades), r.unknown) == (3, 103, 5, 1, 0)
+    assert r.batch_ts[:2].tolist() == [10, 20]
     assert ops[:3][["op", "order_id", "side", "qty", "remaining", "trade_id"]].tolist() == [
         (OP_ADD, 1, 0, 5, 5, 0), (OP_EXECUTE, 1, 0, 5, 0, 5), (OP_ADD, 3, 1, 2, 2, 0)]
-    assert (ops["op"][3:n_ops] == OP_ADD).all() and ops["order_id"][3:n_ops].tolist() == list(range(10, 110))
-    assert levels[:n_levels].tolist() == [(0, 100, 0, 0), (1, 101, 2, 1), (0, 88, 33, 33), (0, 89, 33, 33),
-                                          (0, 90, 34, 34)]
+    assert (ops["op"][3:] == OP_ADD).all() and ops["order_id"][3:].tolist() == list(range(10, 110))
+    assert levels.tolist() == [(0, 100, 0, 0), (1, 101, 2, 1), (0, 88, 33, 33), (0, 89, 33, 33), (0, 90, 34, 34)]
     b1m4 = (1 << 32) | 4
-    assert level_key[:n_levels].tolist() == [3, 3, b1m4, b1m4, b1m4]
-    assert trades[:1].tolist() == [(5, 0, 100, 5, 1, 2, 1)]
-    assert groups[:n_groups].tolist() == [[3, 0, 3, 0, 2, 0, 1, -1], [5, 3, 3, 2, 2, 1, 1, 0],
-                                          [b1m4, 3, 103, 2, 5, 1, 1, -1]]
+    assert level_key.tolist() == [3, 3, b1m4, b1m4, b1m4]
+    assert r.trades.tolist() == [(5, 0, 100, 5, 1, 2, 1)]
+    assert r.groups.tolist() == [[3, 0, 3, 0, 2, 0, 1, -1], [5, 3, 3, 2, 2, 1, 1, 0], [b1m4, 3, 103, 2, 5, 1, 1, -1]]
     assert len(table) == 101 and table.get(1) is None and table.get(3) == (3, 1, 101, 2, 8)
     assert table.get(10) == (4, 0, 90, 1, 11)
     # the levels: order 1's add and its execution cancel out; 100 orders over three prices of market 4
-    deltas = deltas[:d]
     assert deltas[:3].tolist() == [[3, 0, 100, 5, 1], [3, 0, 100, -5, -1], [3, 1, 101, 2, 1]]
     assert deltas[3:, 3].sum() == 100 and sorted(set(deltas[3:, 2].tolist())) == [88, 89, 90]
     # the books were empty: each level's change is its aggregate; one changed otherwise is a mismatch
-    dq, dc = levels["qty"][:n_levels].copy(), levels["count"][:n_levels].copy()
-    assert level_mismatches(deltas, levels[:n_levels], level_key[:n_levels], dq, dc) == 0
+    dq, dc = levels["qty"].copy(), levels["count"].copy()
+    assert level_mismatches(deltas, levels, level_key, dq, dc) == 0
     dq[3] -= 1
-    assert level_mismatches(deltas, levels[:n_levels], level_key[:n_levels], dq, dc) == 1
+    assert level_mismatches(deltas, levels, level_key, dq, dc) == 1
     with pytest.raises(ValueError, match="need room"):
-        md_pass(events.view(np.uint8), IntTable(len(ORDER_COLUMNS)), ops[:5], deltas, levels, level_key, trades,
-                groups, batch_ts)
+        md_pass(r.events.view(np.uint8), IntTable(len(ORDER_COLUMNS)), ops[:5], np.empty((2 * len(rows), 5), np.int64),
+                levels, level_key, r.trades, r.groups, r.batch_ts)
 
 
 def md_pass_reference(rows: list[dict]) -> tuple:
@@ -450,11 +464,6 @@ def md_pass_reference(rows: list[dict]) -> tuple:
 def test_md_pass_sorts_and_groups_like_the_python_reference(seed):
     """Many markets interleaved in each matcher batch, levels touched several times, statuses flipping:
     the merge sorts (on rows out of order) and the grouping of ``md_pass`` against ``md_pass_reference``."""
-    from engine.records import EVENT_DTYPE
-    from engine.workercore import IntTable
-    from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, md_pass
-    from gateway.mdmessages import LEVEL_DTYPE, OP_DTYPE, TRADE_DTYPE
-
     rng = random.Random(seed)
     rows, ts, order_id = [], 100, 1
     for cmd in range(1, rng.randint(1, 400)):
@@ -473,22 +482,12 @@ def test_md_pass_sorts_and_groups_like_the_python_reference(seed):
         elif kind == 8:
             r.update(qty=rng.randint(0, 1))
         rows.append(r)
-    events = np.zeros(len(rows), EVENT_DTYPE)
-    for i, r in enumerate(rows):
-        for name, value in r.items():
-            events[name][i] = value
-    events["seq"] = np.arange(1, len(rows) + 1)
-    n = len(rows)
-    ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
-    level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
-    groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
-    n_groups, n_ops, n_levels, n_trades, _, unknown = md_pass(events.view(np.uint8), IntTable(len(ORDER_COLUMNS)),
-                                                              ops, deltas, levels, level_key, trades, groups, batch_ts)
-    adds, want_levels, want_trades, want_groups = md_pass_reference(rows)
-    assert unknown == len(want_trades)  # each fill's maker is unknown to the table
-    assert ops["order_id"][:n_ops].tolist() == [rows[i]["order_id"] for i in adds]
-    assert levels[:n_levels][["side", "price", "qty", "count"]].tolist() == [
-        (rows[i]["side"], rows[i]["price"], rows[i]["qty"], rows[i]["remaining"]) for i in want_levels]
-    assert (level_key[:n_levels] & 0xFFFFFFFF).tolist() == [rows[i]["market"] for i in want_levels]
-    assert trades["id"][:n_trades].tolist() == [i + 1 for i in want_trades]
-    assert groups[:n_groups].tolist() == want_groups
+    got = run_md_pass(rows)
+    adds, levels, trades, groups = md_pass_reference(rows)
+    assert got.unknown == len(trades)  # each fill's maker is unknown to the table
+    assert got.ops["order_id"].tolist() == [rows[i]["order_id"] for i in adds]
+    assert got.levels[["side", "price", "qty", "count"]].tolist() == [
+        (rows[i]["side"], rows[i]["price"], rows[i]["qty"], rows[i]["remaining"]) for i in levels]
+    assert (got.level_key & 0xFFFFFFFF).tolist() == [rows[i]["market"] for i in levels]
+    assert got.trades["id"].tolist() == [i + 1 for i in trades]
+    assert got.groups.tolist() == groups
