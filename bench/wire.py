@@ -90,7 +90,7 @@ class Traffic:
     message's commands as one OrderRows message (the market makers' packed path), "structs" as
     PlaceOrder / CancelOrder structs (a Batch when several)."""
 
-    CHUNK = 1 << 14  # messages made at a time when the prepared ones run out
+    CHUNK_ORDERS = 1 << 16  # orders made at a time when the prepared messages run out: a short pause in the loop
 
     def __init__(self, market: int, wire: str, batch: int):
         from gateway import messages as m
@@ -142,7 +142,7 @@ class Traffic:
         """The next ``n`` messages."""
         if self.at + n > len(self.made):
             self.made, self.at = self.made[self.at:], 0
-            self.prepare(max(n - len(self.made), self.CHUNK))
+            self.prepare(max(n - len(self.made), self.CHUNK_ORDERS // self.batch, 1))
         out = self.made[self.at:self.at + n]
         self.at += n
         self.taken += n
