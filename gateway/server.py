@@ -817,9 +817,11 @@ class GatewayStage:
         if not len(keyed):
             return
         mine = np.empty(len(events), np.uint8)
-        if not select_keyed(np.ascontiguousarray(events).view(np.uint8), ROUTED, keyed, mine):
+        n_mine = select_keyed(np.ascontiguousarray(events).view(np.uint8), ROUTED, keyed, mine)
+        if not n_mine:
             return
-        events = select_records(events, mine.view(bool))
+        if n_mine < len(events):  # else all of them: no copy
+            events = select_records(events, mine.view(bool))
         fills = self.book.apply(events)  # before the reports: a fill report reads the maker's size before it
         if self.quiet_until:
             if last <= self.quiet_until:
