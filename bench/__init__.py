@@ -6,7 +6,9 @@ orders generator); ``python -m bench.matcher`` times them through
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 
@@ -14,3 +16,23 @@ def write_json(path: str | None, result: dict) -> None:
     """Write a benchmark's result to ``path`` (its ``--json`` option), if one was given."""
     if path:
         Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+CPU_LATENCY_HELP = ("hold this PM QoS CPU latency (us) for the run, as engine.cpu_latency_us does (0: idle CPUs "
+                    "poll; needs write access to /dev/cpu_dma_latency); -1, the default, leaves the host's setting")
+
+
+@contextlib.contextmanager
+def cpu_latency(us: int, result: dict):
+    """Hold ``us`` (``--cpu-latency-us``) while the benchmark runs and record in ``result`` what was held."""
+    from engine.supervisor import CpuLatencyRequest
+
+    request = CpuLatencyRequest()
+    note = request.hold(us)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    result["cpu_latency_us"] = request.value_us  # -1: the host's setting
+    try:
+        yield
+    finally:
+        request.release()

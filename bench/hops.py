@@ -8,7 +8,8 @@ sender waits that long between round trips (0: back to back), as an order flow o
 would; ``--curve`` does the same over CurveZMQ, as the gateway's sessions run.  An order's path
 through xos has three such hops (client -> gateway, gateway -> matcher, gateway -> client) plus the
 ring's wake-up, so these figures bound ``bench.wire``'s latency from below.  Prints p50 / p99 /
-p99.9 per gap (HdrHistogram); ``--json`` writes them.
+p99.9 per gap (HdrHistogram); ``--json`` writes them.  ``--cpu-latency-us 0`` measures the floor with
+idle CPUs kept awake (``engine.cpu_latency_us``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 import numpy as np
 import zmq
 
-from bench import write_json
+from bench import CPU_LATENCY_HELP, cpu_latency, write_json
 
 MESSAGE = b"x" * 100
 STOP = b"stop"
@@ -93,10 +94,13 @@ def main(argv=None) -> dict:
     p.add_argument("--gaps-ms", type=float, nargs="+", default=[5.0, 0.5, 0.0],
                    help="pause between round trips (0: back to back)")
     p.add_argument("--curve", action="store_true", help="over CurveZMQ, as the gateway's sessions")
+    p.add_argument("--cpu-latency-us", type=int, default=-1, help=CPU_LATENCY_HELP)
     p.add_argument("--json")
     args = p.parse_args(argv)
     result = {"count": args.count, "curve": args.curve, "message_bytes": len(MESSAGE), "round_trip_us": {}}
-    for gap, (p50, p99, p999) in round_trips(args.count, args.gaps_ms, args.curve).items():
+    with cpu_latency(args.cpu_latency_us, result):
+        trips = round_trips(args.count, args.gaps_ms, args.curve)
+    for gap, (p50, p99, p999) in trips.items():
         result["round_trip_us"][str(gap)] = {"p50": p50, "p99": p99, "p999": p999}
         print(f"hops: gap {gap:g} ms, {'CurveZMQ' if args.curve else 'plain'} round trip p50 {p50:,.1f} us  "
               f"p99 {p99:,.1f} us  p99.9 {p999:,.1f} us", flush=True)

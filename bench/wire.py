@@ -33,7 +33,9 @@ timer slack instead of Linux's 50), ``ceiling_ratio``, ``cpu_us_per_order`` (eac
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
 mode and batch size, and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against
-offered rate (needs matplotlib: ``pip install 'xos[bench]'``).
+offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
+latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
+(``cpu_latency_us`` in the JSON: -1 when none was held).
 
 The load clients make their messages before the clock starts, send them through libzmq directly
 (``gateway.intake.send_each``: pyzmq's ``send`` costs about 1 us a message) and put their latencies
@@ -58,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+
+from bench import CPU_LATENCY_HELP, cpu_latency
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
@@ -599,14 +603,16 @@ def main(argv=None) -> dict:
     p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="what to measure (closed loop, open loop, the fsync-off point, the ceiling)")
+    p.add_argument("--cpu-latency-us", type=int, default=-1, help=CPU_LATENCY_HELP)
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PNG")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="xos-wire-") as tmp:
-        return run(args, Path(tmp))
+    out: dict = {"benchmark": "wire"}
+    with tempfile.TemporaryDirectory(prefix="xos-wire-") as tmp, cpu_latency(args.cpu_latency_us, out):
+        return run(args, Path(tmp), out)
 
 
-def run(args, directory: Path) -> dict:
+def run(args, directory: Path, out: dict) -> dict:
     from gateway.keys import load_pair, new_pair
 
     new_pair(directory / "keys", "ceiling")
@@ -617,10 +623,9 @@ def run(args, directory: Path) -> dict:
         clients.append({"account": 5001 + i, "public": public, "secret": secret, "wire": args.wire,
                         "window": args.window})
     marketdata = not args.no_marketdata
-    out: dict = {"benchmark": "wire", "clients": args.clients, "seconds": args.seconds, "marketdata": marketdata,
-                 "wire": args.wire,
-                 "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
-                 "closed": {}, "open": [], "ceiling": {}}
+    out.update({"clients": args.clients, "seconds": args.seconds, "marketdata": marketdata, "wire": args.wire,
+                "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
+                "closed": {}, "open": [], "ceiling": {}})
     parts = set(args.parts)
     if parts & {"open", "fsync_off"} and "closed" not in parts and not args.rates:
         raise SystemExit("open-loop rates are fractions of the closed-loop figures: measure 'closed' too or give --rates")

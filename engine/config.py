@@ -14,6 +14,7 @@ import msgspec
 from .records import MarketKind
 
 DEFAULT_CONFIG = "default.toml"  # shipped in engine/data/
+MAX_CPU_LATENCY_US = 2_000_000_000  # the kernel's own default PM QoS CPU latency: no constraint
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,11 @@ class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_accounts: int = 1 << 20
     max_markets: int = 4096
     max_assets: int = 1024
+    # The most microseconds an idle CPU may take to wake, held as a PM QoS request (/dev/cpu_dma_latency)
+    # for as long as the engine runs: each order crosses about ten process wake-ups, and an idle CPU in a
+    # deep idle state (or a VM's halted vCPU) takes tens of microseconds each.  0 keeps idle CPUs polling,
+    # which costs power and, on a shared host, other tenants' CPU.  -1 leaves the host's setting.
+    cpu_latency_us: int = -1
 
 
 class AssetConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -389,6 +395,8 @@ def _check(cfg: Config, where: str) -> None:
         fail("engine.snapshot_interval_s", "must not be negative, and snapshot_keep at least 1")
     if not 1 <= e.batch_max <= cap // 2:
         fail("engine.batch_max", f"must be in 1..ring_capacity/2, not {e.batch_max}")
+    if not -1 <= e.cpu_latency_us <= MAX_CPU_LATENCY_US:
+        fail("engine.cpu_latency_us", f"must be -1 (the host's setting) or 0..{MAX_CPU_LATENCY_US}, not {e.cpu_latency_us}")
     for name in ("max_orders", "max_accounts", "max_markets", "max_assets"):
         if getattr(e, name) < 1:
             fail(f"engine.{name}", "must be positive")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -36,6 +37,47 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+PM_QOS_CPU_LATENCY = "/dev/cpu_dma_latency"
+
+
+class CpuLatencyRequest:
+    """A PM QoS CPU latency request (``engine.cpu_latency_us``): the kernel keeps idle CPUs in states
+    that wake within it for as long as the file stays open, and drops it when the holder closes it or
+    dies, so even a killed supervisor leaves the host as it found it."""
+
+    def __init__(self, device: str = PM_QOS_CPU_LATENCY):
+        self.device = device
+        self.fd = -1
+        self.value_us = -1
+
+    @property
+    def held(self) -> bool:
+        return self.fd >= 0
+
+    def hold(self, us: int) -> str:
+        """Hold ``us`` microseconds (-1: none); a line saying what was done, or why it could not be."""
+        self.release()
+        if us < 0:
+            return ""
+        try:
+            fd = os.open(self.device, os.O_WRONLY)
+        except OSError as exc:  # not root, or no such device: a matter of latency, not of correctness
+            return (f"engine.cpu_latency_us = {us} not held ({self.device}: {exc.strerror}): "
+                    f"idle CPUs wake as the host sets")
+        try:
+            os.write(fd, struct.pack("=i", us))  # the request's value, a native int32
+        except OSError as exc:
+            os.close(fd)
+            return f"engine.cpu_latency_us = {us} not held ({self.device} refused it: {exc.strerror})"
+        self.fd, self.value_us = fd, us
+        return f"holding idle CPUs to a {us} us wake-up ({self.device})"
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd, self.value_us = -1, -1
+
+
 class Supervisor:
     def __init__(self, cfg: Config, config_path: str | None, log=print):
         self.cfg = cfg
@@ -47,6 +89,7 @@ class Supervisor:
         self.pid_file = self.run_dir / "supervisor.pid"
         self.stopping = False
         self.services = enabled_services(cfg)
+        self.cpu_latency = CpuLatencyRequest()
 
     # ------------------------------------------------------------ lifecycle
     def claim(self) -> None:
@@ -99,6 +142,9 @@ class Supervisor:
 
     def start(self) -> None:
         self.claim()
+        note = self.cpu_latency.hold(self.cfg.engine.cpu_latency_us)
+        if note:
+            self.log(note)
         try:
             self.spawn("matcher")
             self.wait_ready("matcher", 60.0)
@@ -150,6 +196,7 @@ class Supervisor:
                 self.log(f"{role} did not stop within {timeout_s:.0f} s: killing it")
                 proc.kill()
                 proc.wait()
+        self.cpu_latency.release()
         self.pid_file.unlink(missing_ok=True)
 
     def run(self, duration_s: float | None = None) -> int:

@@ -108,3 +108,10 @@ def test_a_nap_out_of_range_is_refused_by_name(section):
         cfg = msgspec.convert(dict(BASE, **{section: dict(nap_us=nap_us)}), Config)
         with pytest.raises(ConfigError, match=rf"{section}\.nap_us: must be in 0\.\.100000"):
             _check(cfg, "test.toml")
+
+
+def test_a_cpu_latency_out_of_range_is_refused_by_name():
+    for us in (-2, 2_000_000_001):
+        cfg = msgspec.convert(dict(BASE, engine=dict(cpu_latency_us=us)), Config)
+        with pytest.raises(ConfigError, match=r"engine\.cpu_latency_us: must be -1 \(the host's setting\) or 0\.\."):
+            _check(cfg, "test.toml")

@@ -24,7 +24,7 @@ from engine.journal import JournalReader
 from engine.matcher import Engine
 from engine.process import WORKERS, InputClient, read_heartbeats
 from engine.records import Ev
-from engine.supervisor import AlreadyRunning, Supervisor
+from engine.supervisor import PM_QOS_CPU_LATENCY, AlreadyRunning, CpuLatencyRequest, Supervisor
 from engine.workers.settlement import SettlementLedger
 
 _names = itertools.count()
@@ -256,6 +256,44 @@ def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
     status = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--config", str(path)],
                             capture_output=True, text=True)
     assert status.returncode == 0 and "settlement" in status.stdout
+
+
+def test_a_cpu_latency_request_is_written_held_and_released(tmp_path):
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    request = CpuLatencyRequest(str(device))
+    assert request.hold(-1) == "" and not request.held  # -1: the host's setting, nothing opened
+    assert "to a 50 us wake-up" in request.hold(50) and request.held and request.value_us == 50
+    assert device.read_bytes() == (50).to_bytes(4, sys.byteorder)  # the kernel's format: one int32
+    request.release()
+    assert not request.held and request.value_us == -1
+    missing = CpuLatencyRequest(str(tmp_path / "no-such-device"))
+    note = missing.hold(0)
+    assert not missing.held and "not held" in note and "no-such-device" in note and "No such file" in note
+
+
+def _pm_qos_cpu_latency() -> int:
+    fd = os.open(PM_QOS_CPU_LATENCY, os.O_RDONLY)  # reading gives the value in force, all requests together
+    try:
+        return int.from_bytes(os.read(fd, 4), sys.byteorder, signed=True)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not os.access(PM_QOS_CPU_LATENCY, os.W_OK), reason=f"needs write access to {PM_QOS_CPU_LATENCY}")
+def test_the_supervisor_holds_the_cpu_latency_while_the_engine_runs(tmp_path):
+    before = _pm_qos_cpu_latency()
+    path = write_config(tmp_path, cpu_latency_us=0)
+    cfg = load(path)
+    notes = []
+    sup = Supervisor(cfg, str(path), log=notes.append)
+    sup.start()
+    try:
+        assert sup.cpu_latency.held and _pm_qos_cpu_latency() == 0
+        assert any("holding idle CPUs to a 0 us wake-up" in n for n in notes), notes
+    finally:
+        sup.stop()
+    assert not sup.cpu_latency.held and _pm_qos_cpu_latency() == before
 
 
 def _running(pid: int) -> bool:
