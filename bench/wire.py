@@ -14,7 +14,9 @@ Every command counts as an order; each is timed to its Ack.
   message's commands are all answered: the most the engine takes (``orders_per_s``).
 * open loop: each client sends at a fixed rate on a schedule made before the run; an order's
   latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
-  of every message behind it too (no coordinated omission).  HdrHistogram; the first
+  of every message behind it too (no coordinated omission).  Messages due less than 1 ms apart
+  go out in bursts at least 20 us apart (all that is due by then; ``send_late`` counts the wait),
+  and a client waits on its socket's fd, so each reply is timed when it arrives.  HdrHistogram; the first
   ``--warmup`` seconds are not recorded.  Offered rates are fractions of the closed-loop figure
   of the same batch size (``--fractions``), plus ``--rates`` if given.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
@@ -52,6 +54,7 @@ import argparse
 import collections
 import json
 import multiprocessing as mp
+import select
 import socket
 import sys
 import tempfile
@@ -69,6 +72,8 @@ PREPARED_PER_S = 400_000  # closed loop: orders/s (all clients) the messages mad
 BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
 SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this never spins before a send
+SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last this much before a send is spun
+OPEN_LOOP_TICK_NS = 20_000  # open loop, sends closer: the least wait; what is due then goes at once
 PARTS = ("closed", "open", "fsync_off", "ceiling")
 
 
@@ -180,7 +185,12 @@ def load_client(spec: dict, out) -> None:
     rate = spec["rate_per_client"] if mode == "open" else PREPARED_PER_S / spec["clients"]
     expected = int(rate * (spec["seconds"] + 1)) // batch + spec["window"] // batch + 1
     traffic.prepare(expected)
-    planned = np.zeros(expected * batch + 2, np.int64)  # by rid: planned (open) or actual (closed) send time, ns
+    # by rid, ns after the clock's start (t0): when the order is due (open loop: the schedule, made here, before
+    # the clock: message j, rids j * batch + 1 .., is due at j * interval) or was sent (closed loop)
+    planned = np.zeros(expected * batch + 2, np.int64)
+    interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
+    if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
+        planned[1:] = np.arange(len(planned) - 1) // batch * interval
     latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
     # an Ack's ``ts`` is the matcher's intake (wall clock): each acked order's latency in two, before and after it
     to_intake, intake_to_ack = np.zeros(len(planned), np.int64), np.zeros(len(planned), np.int64)
@@ -203,9 +213,8 @@ def load_client(spec: dict, out) -> None:
     wall_offset = time.time_ns() - now_ns()  # this clock to the wall clock the matcher stamps
     t0 = now_ns()
     end = t0 + int(spec["seconds"] * 1e9)
-    record_from = t0 + int(spec["warmup"] * 1e9)
-    interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
-    next_planned = t0
+    record_from = int(spec["warmup"] * 1e9)  # after t0, as ``planned``
+    messages = 0  # sent
     in_flight = 0
     window = max(4 * batch, spec["window"])
     first_ack = last_ack = 0
@@ -218,11 +227,21 @@ def load_client(spec: dict, out) -> None:
             to_intake, intake_to_ack = np.concatenate([to_intake, more]), np.concatenate([intake_to_ack, more])
         planned[first:first + n] = at
 
-    def take_replies(block_ms: int) -> None:
+    fd = sock.getsockopt(zmq.FD)
+
+    def replies_within(timeout_ns: int) -> bool:
+        """Whether a reply is waiting, or comes within ``timeout_ns``: a reply is timed when it arrives, not
+        when a sleep ends, and a send's wait ends to the microsecond (zmq_poll counts milliseconds)."""
+        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return True
+        if timeout_ns <= 0:
+            return False
+        select.select((fd,), (), (), timeout_ns / 1e9)  # the socket's fd wakes us when its state may have changed
+        return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def take_replies() -> None:
         """Each message's answers at once: the acks' rids (one array for AckRows) timed together."""
         nonlocal acked, rejected, in_flight, first_ack, last_ack, counted, split
-        if not sock.poll(block_ms):
-            return
         while True:
             try:
                 raw = sock.recv(zmq.NOBLOCK)
@@ -251,18 +270,18 @@ def load_client(spec: dict, out) -> None:
             if not rids:
                 continue
             if ack_rids:
-                sent = planned[np.concatenate(ack_rids)] + wall_offset
-                intake = np.concatenate(ack_ts)
-                timed = sent >= record_from + wall_offset
+                sent = planned[np.concatenate(ack_rids)]
+                intake = np.concatenate(ack_ts) - (t0 + wall_offset)
+                timed = sent >= record_from
                 k = int(np.count_nonzero(timed))
                 to_intake[split:split + k] = intake[timed] - sent[timed]
-                intake_to_ack[split:split + k] = t + wall_offset - intake[timed]
+                intake_to_ack[split:split + k] = t - t0 - intake[timed]
                 split += k
             starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
             in_flight -= len(starts)
             starts = starts[starts >= record_from]
             if len(starts):
-                latencies[counted:counted + len(starts)] = t - starts
+                latencies[counted:counted + len(starts)] = t - t0 - starts
                 counted += len(starts)
                 first_ack = first_ack or t
                 last_ack = t
@@ -272,45 +291,47 @@ def load_client(spec: dict, out) -> None:
         if t >= end:
             break
         if mode == "open":
-            due = 0
-            while next_planned + due * interval <= t:
-                due += 1
-            if due:
+            behind = t - t0 - messages * interval  # how late the next message is (< 0: not due yet)
+            if behind >= 0:
+                due = behind // interval + 1  # every message due by now, in one send
                 if sends < len(late):
-                    late[sends] = t - next_planned
+                    late[sends] = behind
                     sends += 1
-                plan(rid, due * batch, np.repeat(next_planned + interval * np.arange(due), batch))
                 send_each(sock.underlying, traffic.take(due))
+                messages += due
                 rid += due * batch
                 in_flight += due * batch
-                next_planned += due * interval
-            gap_ms = (next_planned - now_ns()) / 1e6
-            if gap_ms >= 1.0:
-                take_replies(int(gap_ms))
+            # wait for the next send or a reply; sends far apart: by halves (a wake-up can be late by tens of us) and
+            # the last SPIN_NS spun, for a precise send; closer: at least OPEN_LOOP_TICK_NS (a spin, or a wake-up
+            # per message, would take a core from the engine)
+            gap_ns = t0 + messages * interval - now_ns()
+            if interval >= SPIN_INTERVAL_NS:
+                wait_ns = gap_ns // 2 if gap_ns > SPIN_NS else 0
             else:
-                take_replies(0)
-                # short sleeps until the next send; the last 50 us spun for a precise send, but only when sends
-                # are a millisecond apart or more: at higher rates that spin would take a core from the engine
-                if gap_ms > 0 and (gap_ms > 0.05 or interval < SPIN_INTERVAL_NS) and not sock.poll(0):
-                    time.sleep(max(gap_ms, 0.02) / 2000.0)
+                wait_ns = max(gap_ns, OPEN_LOOP_TICK_NS)
+            if replies_within(wait_ns):
+                take_replies()
         else:
             room = (window - in_flight) // batch
             if room > 0:
-                plan(rid, room * batch, now_ns())
+                plan(rid, room * batch, now_ns() - t0)
                 send_each(sock.underlying, traffic.take(room))
                 rid += room * batch
                 in_flight += room * batch
-            take_replies(100)
+            if replies_within(100_000_000):
+                take_replies()
     drain_until = now_ns() + 5_000_000_000
     while in_flight > 0 and now_ns() < drain_until:
-        take_replies(100)
+        if replies_within(100_000_000):
+            take_replies()
     cpu_s = time.process_time() - cpu0
     # leave an empty book for the next point (untimed): its client ids start at 1 again
-    plan(rid, 1, 0)
+    plan(rid, 1, -1)  # never timed
     in_flight += 1
     sock.send(m.encode(m.MassCancel(rid=rid)))
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
-        take_replies(100)
+        if replies_within(100_000_000):
+            take_replies()
     hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
