@@ -296,6 +296,40 @@ def test_the_supervisor_holds_the_cpu_latency_while_the_engine_runs(tmp_path):
     assert not sup.cpu_latency.held and _pm_qos_cpu_latency() == before
 
 
+FAULTS_PER_BATCH = """
+import queue, resource, sys, threading
+import numpy as np
+if sys.argv[1] == "kept":
+    from engine.process import keep_freed_memory
+    assert keep_freed_memory()
+batches = queue.Queue(maxsize=1)
+def ring_thread(n):  # as the gateway's: batches of a few hundred kilobytes made in one thread, dropped in another
+    for i in range(n):
+        batches.put(np.ones(40_000 + i % 7 * 20_000, np.int64))
+    batches.put(None)
+def run(n):
+    t = threading.Thread(target=ring_thread, args=(n,))
+    t.start()
+    while (batch := batches.get()) is not None:
+        del batch
+    t.join()
+run(50)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+run(300)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 300)
+"""
+
+
+def test_freed_batches_are_kept_for_the_next_ones_not_faulted_in_again():
+    if not hasattr(__import__("ctypes").CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    faults = {how: float(subprocess.run([sys.executable, "-c", FAULTS_PER_BATCH, how], capture_output=True, text=True,
+                                        check=True).stdout) for how in ("glibc's defaults", "kept")}
+    if faults["glibc's defaults"] < 10:
+        pytest.skip(f"this glibc keeps them by itself: {faults}")
+    assert faults["kept"] < 5, faults  # pages per batch, against ~100 (each batch's size) with the defaults
+
+
 def _running(pid: int) -> bool:
     """The process exists and is not a zombie (its new parent may be slow to reap it, or never)."""
     try:
