@@ -36,7 +36,7 @@ from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.process import POLL_MS, Heartbeat, InputClient, Stop
 from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
-from engine.workers import AssetDef, Listings, MarketDef, kind_mask
+from engine.workers import KIND_SLOTS, AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending, send_routed
@@ -193,14 +193,14 @@ class OrderTable:
         pos = np.minimum(np.searchsorted(col, ids), self.n - 1)
         return pos, col[pos] == ids
 
-    def apply(self, events: np.ndarray) -> np.ndarray:
-        """Follow a batch of the keyed accounts' events (in order; in C, gateway/routing.pyx).
-        Returns, per fill, the taker's and the maker's client ids and the maker's open size after it
-        (-1: a maker the table has not seen), as the table had them at that fill."""
-        kinds = events["kind"]
-        self.reserve(int(np.count_nonzero(kinds == ACCEPTED)))
-        fills = np.zeros((int(np.count_nonzero(kinds == FILL)), 3), np.int64)
-        self.n = follow(self.rows, self.n, np.ascontiguousarray(events).view(np.uint8), fills)
+    def apply(self, events: np.ndarray, census: np.ndarray) -> np.ndarray:
+        """Follow a batch of the keyed accounts' events (contiguous, in order; ``census``: their count by
+        kind; in C, gateway/routing.pyx).  Returns, per fill, the taker's and the maker's client
+        ids and the maker's open size after it (-1: a maker the table has not seen), as the table had
+        them at that fill."""
+        self.reserve(int(census[ACCEPTED]))
+        fills = np.zeros((int(census[FILL]), 3), np.int64)
+        self.n = follow(self.rows, self.n, events.view(np.uint8), fills)
         return fills
 
     @staticmethod
@@ -596,6 +596,10 @@ class GatewayStage:
         if self.cmd_rows:
             self.seal()
         push_batch, at = self.g.push_batch, 0
+        if self.cmd_count + allowed < push_batch:  # the usual case: all of them in the next forward
+            self.row_msgs.append((s, heads, data))
+            self.cmd_count += allowed
+            return
         while len(heads):  # forwarded as they would be one message at a time: once push_batch are collected
             ends = np.cumsum(heads[:, 1])
             k = max(1, int(np.searchsorted(ends, push_batch - self.cmd_count, side="right")))
@@ -622,12 +626,16 @@ class GatewayStage:
         if not self.row_msgs:
             return
         msgs, self.row_msgs = self.row_msgs, []
-        data = b"".join([raw for _, _, raw in msgs])
         per_session = [len(heads) for _, heads, _ in msgs]
-        heads = np.concatenate([heads for _, heads, _ in msgs]) if len(msgs) > 1 else msgs[0][1]
+        if len(msgs) == 1:  # one session's (each numpy call counts when an order comes alone)
+            s, heads, data = msgs[0]
+            sids, accounts = np.full(len(heads), s.sid, np.int64), np.full(len(heads), s.account, np.int64)
+        else:
+            data = b"".join([raw for _, _, raw in msgs])
+            heads = np.concatenate([heads for _, heads, _ in msgs])
+            sids = np.repeat(np.array([s.sid for s, _, _ in msgs], np.int64), per_session)
+            accounts = np.repeat(np.array([s.account for s, _, _ in msgs], np.int64), per_session)
         counts = np.ascontiguousarray(heads[:, 1])
-        sids = np.repeat(np.array([s.sid for s, _, _ in msgs], np.int64), per_session)
-        accounts = np.repeat(np.array([s.account for s, _, _ in msgs], np.int64), per_session)
         pending = np.empty(len(data) // ROW_SIZE, PENDING_DTYPE)
         refused = np.empty((len(counts), 2), np.int64)
         n = rows_to_pending(data, sids, accounts, counts, pending, refused)  # checks and converts in C
@@ -809,37 +817,42 @@ class GatewayStage:
         if int(events["seq"][0]) <= self.routed_seq:
             events = events[events["seq"] > self.routed_seq]
         self.routed_seq = last
-        kinds = events["kind"]
-        listed = (kinds == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)
-        if listed.any():  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
-            learn_from_events(self.listings, events[listed])
+        # few numpy calls per batch: an order that comes alone meets cold caches, where each costs microseconds
+        events = np.ascontiguousarray(events)
+        flagged = (events["flags"] & ANY_LISTING) != 0
+        if flagged.any():  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
+            listed = flagged & (events["kind"] == ACCEPTED)
+            if listed.any():
+                learn_from_events(self.listings, events[listed])
         keyed = self.known_accounts
         if not len(keyed):
             return
         mine = np.empty(len(events), np.uint8)
-        n_mine = select_keyed(np.ascontiguousarray(events).view(np.uint8), ROUTED, keyed, mine)
+        n_mine = select_keyed(events.view(np.uint8), ROUTED, keyed, mine)
         if not n_mine:
             return
         if n_mine < len(events):  # else all of them: no copy
             events = select_records(events, mine.view(bool))
-        fills = self.book.apply(events)  # before the reports: a fill report reads the maker's size before it
+        census = np.bincount(events["kind"], minlength=KIND_SLOTS)  # events by kind
+        fills = self.book.apply(events, census)  # before the reports: they read the maker's size
         if self.quiet_until:
             if last <= self.quiet_until:
                 return
             live = events["seq"] > self.quiet_until
             fills = fills[live[events["kind"] == FILL]]
-            events = events[live]
-        self.answer(events)
-        self.report(events, fills)
+            events = np.ascontiguousarray(events[live])
+            census = np.bincount(events["kind"], minlength=KIND_SLOTS)
+        raw = events.view(np.uint8)
+        self.answer(events, raw)
+        self.report(raw, fills, census)
         self.flush()
 
-    def answer(self, events: np.ndarray) -> None:
+    def answer(self, events: np.ndarray, raw: np.ndarray) -> None:
         """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended,
         a venue's or an outcome market's echo, Liquidation; never another cancel: an expiry rides on
         whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
         sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST
-        (the pairing and the ack rows in C: ``answer_rows``)."""
-        raw = np.ascontiguousarray(events).view(np.uint8)
+        (the pairing and the ack rows in C: ``answer_rows``; ``raw``: the events' bytes)."""
         at = np.empty(len(events), np.int64)
         accounts = np.empty(len(events), np.int64)
         n = own_firsts(raw, OWN_FIRST, self.claimed_cmd_seq, at, accounts)
@@ -879,17 +892,16 @@ class GatewayStage:
                     self.send(s, m.Ack(rid=rid, order_id=order_id, client_id=client_id, cmd_seq=cmd_seq,
                                        durable_seq=durable_seq, count=count, ts=ts))
 
-    def report(self, events: np.ndarray, fills: np.ndarray) -> None:
+    def report(self, raw: np.ndarray, fills: np.ndarray, census: np.ndarray) -> None:
         """Execution reports (fills to the taker's and the maker's sessions, cancels, amends to the
-        order's account), one REPORT_ROW_DTYPE row each, in event order (made in C: ``report_rows``)."""
-        kinds = events["kind"]
-        n_fills = len(fills)
-        count = n_fills + int(np.count_nonzero((kinds == FILL) | (kinds == CANCELLED) | (kinds == AMENDED)))
+        order's account), one REPORT_ROW_DTYPE row each, in event order (made in C from the events'
+        bytes: ``report_rows``)."""
+        count = len(fills) + int(census[FILL] + census[CANCELLED] + census[AMENDED])  # a fill: taker and maker
         if not count:
             return
         rows = np.zeros(count, m.REPORT_ROW_DTYPE)
         to = np.empty(count, np.int64)
-        report_rows(np.ascontiguousarray(events).view(np.uint8), fills, rows, to)
+        report_rows(raw, fills, rows, to)
         one = to[0]
         groups = ((int(one), rows),) if (to == one).all() else \
             ((a, select_records(rows, to == a)) for a in np.unique(to).tolist())

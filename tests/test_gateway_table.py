@@ -11,6 +11,7 @@ from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 from engine.matcher import Engine
 from engine.records import EVENT_DTYPE, Ev, EvFlag
+from engine.workers import KIND_SLOTS
 from gateway import messages as m
 from gateway.routing import follow, own_firsts, report_rows, select_keyed
 from gateway.server import (CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, OWN_FIRST_KINDS, ROUTED,
@@ -99,8 +100,8 @@ def test_order_table_follows_the_matcher(seed):
     fills_seen = swept = 0
     before: dict[int, int] = {}  # keyed order id -> remaining, from the matcher's last export
     for _, events in run_stream(engine, gen, 4000, chunk=rng.randint(1, 300)):
-        ev = keyed_events(events, keyed)
-        fills = table.apply(ev)
+        ev = np.ascontiguousarray(keyed_events(events, keyed))
+        fills = table.apply(ev, np.bincount(ev["kind"], minlength=KIND_SLOTS))
         assert_reports(ev, fills)
         f = ev[ev["kind"] == Ev.FILL]
         assert fills.shape == (len(f), 3)
