@@ -14,7 +14,7 @@ from records cimport (XOS_CANCEL_USER, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_C
                      XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET, XOS_CMD_MASS_CANCEL,
                      XOS_CMD_MULTI_LEG, XOS_CMD_OUTCOME_CONFIG, XOS_CMD_PLACE, XOS_CMD_RESOLVE,
                      XOS_CMD_VENUE_MARKET_HALT, XOS_CMD_VENUE_MARKET_RESUME, XOS_CMD_VENUE_PARAMS,
-                     XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED,
+                     XOS_EF_ASSET_LISTING, XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_CANCELLED,
                      XOS_EV_FILL, XOS_EV_LIQUIDATION, XOS_EV_MARKET_STATUS, XOS_EV_ORACLE_CONFIG,
                      XOS_EV_OUTCOME_CONVERT, XOS_EV_OUTCOME_STATUS, XOS_EV_POSITION, XOS_EV_REJECTED, XOS_EV_VENUE,
                      XOS_OS_OPEN)
@@ -65,27 +65,33 @@ cdef bint is_listing(const xos_event *e) noexcept nogil:
 
 
 def select_keyed(const unsigned char[::1] events, const uint8_t[::1] kinds, const int64_t[::1] keyed,
-                 uint8_t[::1] out) -> int:
+                 uint8_t[::1] out, int64_t[::1] census) -> tuple:
     """``out[i]``: whether event i (of ``events``, EVENT_DTYPE records as bytes), of a kind ``kinds``
     marks, concerns an account in ``keyed`` (sorted, unique): its account; a fill's maker account;
     a listing's sender (``maker_account``); a Liquidation's sender (``client_id``; its account is
-    the target).  Returns how many do."""
+    the target).  ``census[kind]``: how many of those are of each kind (added to).  Returns how many
+    concern them, and how many of all the events list an asset or a market (whoever sent them)."""
     cdef const xos_event *ev
     cdef const xos_event *e
-    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0
+    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0, listings = 0
     cdef bint mine
     if out.shape[0] < count:
         raise ValueError(f"select_keyed: {count} events, room for {out.shape[0]}")
+    if census.shape[0] < kinds.shape[0]:
+        raise ValueError(f"select_keyed: a census of {census.shape[0]} kinds, {kinds.shape[0]} are followed")
     with nogil:
         for i in range(count):
             e = &ev[i]
+            listings += e.kind == XOS_EV_ACCEPTED and (e.flags & (XOS_EF_ASSET_LISTING | XOS_EF_MARKET_LISTING)) != 0
             mine = e.kind < kinds.shape[0] and kinds[e.kind] and (
                 is_keyed(keyed, e.account)
                 or ((e.kind == XOS_EV_FILL or is_listing(e)) and is_keyed(keyed, e.maker_account))
                 or (e.kind == XOS_EV_LIQUIDATION and is_keyed(keyed, e.client_id)))
             out[i] = mine
-            n += mine
-    return n
+            if mine:
+                census[e.kind] += 1
+                n += 1
+    return n, listings
 
 
 def own_firsts(const unsigned char[::1] events, const uint8_t[::1] kinds, int64_t claimed, int64_t[::1] at,

@@ -817,23 +817,16 @@ class GatewayStage:
         if int(events["seq"][0]) <= self.routed_seq:
             events = events[events["seq"] > self.routed_seq]
         self.routed_seq = last
-        # few numpy calls per batch: an order that comes alone meets cold caches, where each costs microseconds
+        # few numpy calls per batch: an order that comes alone meets cold caches, where each costs ~10 us
         events = np.ascontiguousarray(events)
-        flagged = (events["flags"] & ANY_LISTING) != 0
-        if flagged.any():  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
-            listed = flagged & (events["kind"] == ACCEPTED)
-            if listed.any():
-                learn_from_events(self.listings, events[listed])
-        keyed = self.known_accounts
-        if not len(keyed):
-            return
-        mine = np.empty(len(events), np.uint8)
-        n_mine = select_keyed(events.view(np.uint8), ROUTED, keyed, mine)
+        mine, census = np.empty(len(events), np.uint8), np.zeros(len(ROUTED), np.int64)  # census: mine by kind
+        n_mine, listings = select_keyed(events.view(np.uint8), ROUTED, self.known_accounts, mine, census)
+        if listings:  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
+            learn_from_events(self.listings, events[(events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)])
         if not n_mine:
             return
         if n_mine < len(events):  # else all of them: no copy
             events = select_records(events, mine.view(bool))
-        census = np.bincount(events["kind"], minlength=KIND_SLOTS)  # events by kind
         fills = self.book.apply(events, census)  # before the reports: they read the maker's size
         if self.quiet_until:
             if last <= self.quiet_until:

@@ -64,15 +64,20 @@ def test_keyed_events_and_each_commands_answer_are_picked_as_the_rules_say():
     engine = Engine(**ENGINE_KWARGS)
     gen = StreamGenerator(4)
     keyed = np.array(sorted(gen.accounts[:3]), np.int64)
-    claimed = listings = 0
+    claimed = listings = listed = 0
     for _, events in run_stream(engine, gen, 3000, chunk=97):
         raw = events.view(np.uint8)
-        mine = np.empty(len(events), np.uint8)
-        n = select_keyed(raw, ROUTED, keyed, mine)
+        mine, census = np.empty(len(events), np.uint8), np.zeros(len(ROUTED), np.int64)
+        n, n_listings = select_keyed(raw, ROUTED, keyed, mine, census)
+        rows = events[["kind", "account", "maker_account", "flags"]].tolist()
         want = [kind in EVENT_ACCOUNTS_KINDS and (account in keyed or (kind == Ev.FILL or kind == Ev.ACCEPTED and flags
                                                                         == EvFlag.MARKET_LISTING) and maker in keyed)
-                for kind, account, maker, flags in events[["kind", "account", "maker_account", "flags"]].tolist()]
+                for kind, account, maker, flags in rows]
         assert mine.view(bool).tolist() == want and n == sum(want)
+        assert census.tolist() == np.bincount(events["kind"][mine.view(bool)], minlength=len(ROUTED)).tolist()
+        assert n_listings == sum(kind == Ev.ACCEPTED and flags & (EvFlag.ASSET_LISTING | EvFlag.MARKET_LISTING) != 0
+                                 for kind, _, _, flags in rows)
+        listed += n_listings
         at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
         k = own_firsts(raw, OWN_FIRST, claimed, at, sender)
         want_at = []
@@ -87,7 +92,7 @@ def test_keyed_events_and_each_commands_answer_are_picked_as_the_rules_say():
                                np.where(listing, firsts["maker_account"], firsts["account"]))
         assert at[:k].tolist() == want_at and sender[:k].tolist() == want_sender.tolist()
         listings += int(listing.sum())
-    assert listings  # the stream's setup lists its markets: their echoes answer the lister
+    assert listings and listed  # the stream's setup lists its markets: their echoes answer the lister
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -175,7 +180,9 @@ def test_the_c_kernels_refuse_arrays_too_small_rather_than_write_past_them():
     with pytest.raises(ValueError, match="not whole"):
         report_rows(raw[:-1], np.zeros((1, 3), np.int64), np.zeros(3, m.REPORT_ROW_DTYPE), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="room"):
-        select_keyed(raw, ROUTED, np.array([1], np.int64), np.zeros(1, np.uint8))
+        select_keyed(raw, ROUTED, np.array([1], np.int64), np.zeros(1, np.uint8), np.zeros(len(ROUTED), np.int64))
+    with pytest.raises(ValueError, match="census"):
+        select_keyed(raw, ROUTED, np.array([1], np.int64), np.zeros(9, np.uint8), np.zeros(len(ROUTED) - 1, np.int64))
     with pytest.raises(ValueError, match="room"):
         own_firsts(raw, OWN_FIRST, 0, np.zeros(1, np.int64), np.zeros(2, np.int64))
     accepted = np.zeros(1, EVENT_DTYPE)
