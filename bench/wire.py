@@ -15,8 +15,8 @@ Every command counts as an order; each is timed to its Ack.
 * open loop: each client sends at a fixed rate on a schedule made before the run; an order's
   latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
   of every message behind it too (no coordinated omission).  Messages due less than 1 ms apart
-  go out in bursts at least 20 us apart (all that is due by then; ``send_late`` counts the wait),
-  and a client waits on its socket's fd, so each reply is timed when it arrives.  HdrHistogram; the first
+  go out in bursts about 4 messages apart (20-100 us: all that is due by then; ``send_late``
+  counts the wait), and a client waits on its socket's fd, so each reply is timed when it arrives.  HdrHistogram; the first
   ``--warmup`` seconds are not recorded.  Offered rates are fractions of the closed-loop figure
   of the same batch size (``--fractions``), plus ``--rates`` if given.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
@@ -73,7 +73,9 @@ BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
 SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this never spins before a send
 SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last this much before a send is spun
-OPEN_LOOP_TICK_NS = 20_000  # open loop, sends closer: the least wait; what is due then goes at once
+# open loop, sends closer: the least wait between sends, about OPEN_LOOP_BURST messages' worth within these bounds;
+# what is due by then goes at once (a wake-up per message costs the client ~5 us, taken from the engine)
+OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 100_000)
 PARTS = ("closed", "open", "fsync_off", "ceiling")
 
 
@@ -189,6 +191,7 @@ def load_client(spec: dict, out) -> None:
     # the clock: message j, rids j * batch + 1 .., is due at j * interval) or was sent (closed loop)
     planned = np.zeros(expected * batch + 2, np.int64)
     interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
+    tick = min(max(OPEN_LOOP_BURST * interval, OPEN_LOOP_TICK_NS[0]), OPEN_LOOP_TICK_NS[1])
     if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
         planned[1:] = np.arange(len(planned) - 1) // batch * interval
     latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
@@ -302,13 +305,13 @@ def load_client(spec: dict, out) -> None:
                 rid += due * batch
                 in_flight += due * batch
             # wait for the next send or a reply; sends far apart: by halves (a wake-up can be late by tens of us) and
-            # the last SPIN_NS spun, for a precise send; closer: at least OPEN_LOOP_TICK_NS (a spin, or a wake-up
-            # per message, would take a core from the engine)
+            # the last SPIN_NS spun, for a precise send; closer: at least a tick (a spin, or a wake-up per message,
+            # would take a core from the engine)
             gap_ns = t0 + messages * interval - now_ns()
             if interval >= SPIN_INTERVAL_NS:
                 wait_ns = gap_ns // 2 if gap_ns > SPIN_NS else 0
             else:
-                wait_ns = max(gap_ns, OPEN_LOOP_TICK_NS)
+                wait_ns = max(gap_ns, tick)
             if replies_within(wait_ns):
                 take_replies()
         else:
