@@ -15,10 +15,11 @@ Every command counts as an order; each is timed to its Ack.
 * open loop: each client sends at a fixed rate on a schedule made before the run; an order's
   latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
   of every message behind it too (no coordinated omission).  Messages due less than 1 ms apart
-  go out in bursts about 4 messages apart (20-100 us: all that is due by then; ``send_late``
-  counts the wait), and a client waits on its socket's fd, so each reply is timed when it arrives.  HdrHistogram; the first
-  ``--warmup`` seconds are not recorded.  Offered rates are fractions of the closed-loop figure
-  of the same batch size (``--fractions``), plus ``--rates`` if given.
+  go out in bursts about 4 messages apart (20-50 us: all that is due by then; ``send_late``
+  counts the wait), and a client waits on its socket's fd, so each reply is timed when it
+  arrives.  HdrHistogram; the first ``--warmup`` seconds are not recorded.  Offered rates are
+  fractions of the closed-loop figure of the same batch size (``--fractions``), plus ``--rates``
+  if given.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
@@ -75,7 +76,7 @@ SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this
 SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last this much before a send is spun
 # open loop, sends closer: the least wait between sends, about OPEN_LOOP_BURST messages' worth within these bounds;
 # what is due by then goes at once (a wake-up per message costs the client ~5 us, taken from the engine)
-OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 100_000)
+OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 50_000)
 PARTS = ("closed", "open", "fsync_off", "ceiling")
 
 

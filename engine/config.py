@@ -396,7 +396,8 @@ def _check(cfg: Config, where: str) -> None:
     if not 1 <= e.batch_max <= cap // 2:
         fail("engine.batch_max", f"must be in 1..ring_capacity/2, not {e.batch_max}")
     if not -1 <= e.cpu_latency_us <= MAX_CPU_LATENCY_US:
-        fail("engine.cpu_latency_us", f"must be -1 (the host's setting) or 0..{MAX_CPU_LATENCY_US}, not {e.cpu_latency_us}")
+        fail("engine.cpu_latency_us",
+             f"must be -1 (the host's setting) or 0..{MAX_CPU_LATENCY_US}, not {e.cpu_latency_us}")
     for name in ("max_orders", "max_accounts", "max_markets", "max_assets"):
         if getattr(e, name) < 1:
             fail(f"engine.{name}", "must be positive")

@@ -660,7 +660,8 @@ def keep_freed_memory() -> bool:
     except AttributeError:  # not glibc (musl, macOS): their own policies stand
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+    return (bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD))
+            and bool(mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -822,7 +822,8 @@ class GatewayStage:
         mine, census = np.empty(len(events), np.uint8), np.zeros(len(ROUTED), np.int64)  # census: mine by kind
         n_mine, listings = select_keyed(events.view(np.uint8), ROUTED, self.known_accounts, mine, census)
         if listings:  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
-            learn_from_events(self.listings, events[(events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)])
+            listed = (events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)
+            learn_from_events(self.listings, events[listed])
         if not n_mine:
             return
         if n_mine < len(events):  # else all of them: no copy

@@ -311,7 +311,8 @@ def run(n):
     t = threading.Thread(target=ring_thread, args=(n,))
     t.start()
     while (batch := batches.get()) is not None:
-        del batch
+        kept = batch[batch > 0].copy()  # the loop's own copy of what it routes
+        del batch, kept
     t.join()
 run(50)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
