@@ -333,7 +333,7 @@ def test_whole_units_never_cuts_inside_a_multi_leg_order():
 
 def test_the_matcher_input_takes_a_multi_leg_order_whole():
     """The matcher stage's intake (a real PULL socket): a batch that would end inside a multi-leg order ends
-    before it, and the order comes whole in the next batch."""
+    before it, and the order comes whole in the next batch; a message that is not whole records is dropped."""
     import zmq
 
     from engine.process import MatcherStage
@@ -345,6 +345,7 @@ def test_the_matcher_input_takes_a_multi_leg_order_whole():
         push.connect("inproc://multileg-intake")
         stage = MatcherStage.__new__(MatcherStage)  # only the intake: no journal, engine or ring
         stage.input, stage.batch, stage.pending, stage.malformed = pull, np.zeros(8, dtype=COMMAND_DTYPE), [], 0
+        stage.batch_bytes, stage.input_polled = stage.batch.view(np.uint8), [(pull, zmq.POLLIN)]
         unit = multi_leg_commands(T, 1, [Leg(SPOT_BTC, BUY, 100, 1, 1), Leg(SPOT_ETH, SELL, 50, 1, 2)])
         place = np.zeros(6, dtype=COMMAND_DTYPE)
         place["kind"] = Cmd.PLACE
@@ -354,6 +355,10 @@ def test_the_matcher_input_takes_a_multi_leg_order_whole():
         assert stage.take_input(1000) == 8  # the unit, the message's last 2 places, 3 of the next message
         assert stage.batch["kind"][:3].tolist() == [Cmd.MULTI_LEG, Cmd.LEG, Cmd.LEG]
         assert stage.take_input(0) == 0 and not stage.pending
+        for malformed in (b"", place[:1].tobytes() + b"x"):  # not whole records: dropped and counted
+            push.send(malformed)
+        push.send(place[:1].tobytes())
+        assert stage.take_input(1000) == 1 and stage.malformed == 2 and not stage.pending
     finally:
         pull.close(0)
         push.close(0)
