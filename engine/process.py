@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from gateway.intake import drain_records  # the matcher's intake in C, through pyzmq's libzmq (light: no gateway stack)
+
 from .api import whole_units
 from .config import KINDS, Config, load
 from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params, pack_symbol
@@ -275,8 +277,6 @@ class MatcherStage:
 
     def take_input(self, timeout_ms: int) -> int:
         """Move what the input holds (up to one batch) into ``self.batch``; returns the count."""
-        from gateway.intake import drain_records
-
         n = 0
         cap = len(self.batch)
         size = COMMAND_DTYPE.itemsize
