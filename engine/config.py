@@ -376,6 +376,20 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def ring_name(self) -> str:
         return f"{self.engine.name}-events"
 
+    @property
+    def command_ring_name(self) -> str:
+        return f"{self.engine.name}-commands"
+
+    @property
+    def command_ring_capacity(self) -> int:
+        """The gateway's command ring holds its largest forward twice over: up to push_batch commands, then
+        the message that crosses it (a Batch of max_batch requests, each at most a multi-leg order's
+        MAX_LEGS + 1 records); at least 65,536 (4 MiB)."""
+        from .api import MAX_LEGS
+
+        largest = self.gateway.push_batch + self.gateway.max_batch * (MAX_LEGS + 1)
+        return max(1 << 16, 1 << (2 * largest - 1).bit_length())
+
     def asset_ids(self) -> dict[str, int]:
         return {a.symbol: a.id for a in self.assets}
 

@@ -209,6 +209,7 @@ class MatcherStage:
     """Input -> journal (group commit) -> matcher -> ring, one batch at a time."""
 
     def __init__(self, cfg: Config):
+        from .cmdring import CommandRing
         from .journal import JournalReader, JournalWriter
         from .matcher import Engine
         from .ring import EventRing
@@ -266,7 +267,13 @@ class MatcherStage:
         self.input = self.context.socket(zmq.PULL)
         self.input.setsockopt(zmq.RCVHWM, 100_000)
         self.input.bind(cfg.input_address)
-        self.input_polled = [(self.input, zmq.POLLIN)]
+        # the gateway's commands come through shared memory, the other producers' (feeds, workers, tools) over
+        # ZeroMQ: one poll waits for both, the ring's doorbell a FIFO beside it
+        self.command_ring = CommandRing.consumer(cfg.command_ring_name, cfg.command_ring_capacity)
+        if self.command_ring.replaced:
+            print(f"xos matcher: {self.command_ring.replaced}", file=sys.stderr, flush=True)
+        self.gateway_first = False  # the two inputs take turns going first: neither starves the other
+        self.input_polled = [(self.input, zmq.POLLIN), (self.command_ring.fileno, zmq.POLLIN)]
         self.batch = np.zeros(e.batch_max, dtype=COMMAND_DTYPE)
         self.batch_bytes = self.batch.view(np.uint8)  # what drain_records copies whole messages into
         self.pending: list[np.ndarray] = []
@@ -276,7 +283,7 @@ class MatcherStage:
             self.run_batch(bootstrap_commands(cfg))
 
     def take_input(self, timeout_ms: int) -> int:
-        """Move what the input holds (up to one batch) into ``self.batch``; returns the count."""
+        """Move what the inputs hold (up to one batch) into ``self.batch``; returns the count."""
         n = 0
         while self.pending:
             n, rest = self.admit(self.pending[0], n)
@@ -284,10 +291,41 @@ class MatcherStage:
                 self.pending[0] = rest
                 return n  # full, as far as whole multi-leg orders go
             self.pending.pop(0)
-        if n == 0 and not zmq.zmq_poll(self.input_polled, timeout_ms):  # (Socket.poll makes a Poller per call)
+        if n == 0 and not self.wait_input(timeout_ms):
             return 0
-        # whole messages straight into the batch, in C; one that is not whole records is dropped and counted,
-        # never half-applied; the first that does not fit is cut here
+        self.gateway_first = not self.gateway_first
+        if self.gateway_first:
+            n = self.take_commands(n)
+        if n < len(self.batch):
+            n = self.drain_input(n)
+        if not self.gateway_first:
+            n = self.take_commands(n)
+        return n
+
+    def wait_input(self, timeout_ms: int) -> bool:
+        """Whether either input may hold commands, waiting up to ``timeout_ms`` for them.  Before sleeping
+        the ring is armed: then, and only then, does the gateway ring the doorbell (a syscall per forward)."""
+        if self.command_ring.available() or not self.command_ring.arm():
+            return True
+        try:
+            return bool(zmq.zmq_poll(self.input_polled, timeout_ms))  # (Socket.poll makes a Poller per call)
+        finally:
+            self.command_ring.disarm()
+
+    def take_commands(self, n: int) -> int:
+        """The gateway's commands from the ring, after the batch's first ``n``: copied straight from the slots,
+        never part of a multi-leg order (one more than the room is looked at, for ``cut`` to see past it)."""
+        waiting = self.command_ring.peek(len(self.batch) - n + 1)
+        if not len(waiting):
+            return n
+        end, rest = self.admit(waiting, n)
+        self.command_ring.advance(end - n)
+        return end
+
+    def drain_input(self, n: int) -> int:
+        """The other producers' messages from ZeroMQ, after the batch's first ``n``: whole messages straight into
+        the batch, in C; one that is not whole records is dropped and counted, never half-applied; the first that
+        does not fit is cut here."""
         size = COMMAND_DTYPE.itemsize
         end, malformed, spill = drain_records(self.input.underlying, self.batch_bytes, n * size, size)
         self.malformed += malformed
@@ -368,6 +406,7 @@ class MatcherStage:
         self.close()
 
     def close(self) -> None:
+        self.command_ring.close()
         self.input.close(linger=0)
         self.context.term()
         address = self.cfg.input_address

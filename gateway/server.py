@@ -3,15 +3,14 @@
 One asyncio (uvloop) event loop owns every session.  Clients connect a DEALER to the gateway's
 ROUTER over CurveZMQ; pyzmq's ZAP authenticator admits only the public keys in ``[gateway] keys``
 and the account of every request is taken from that key (the connection's ZAP User-Id), never
-from the message.  Requests become ``COMMAND_DTYPE`` records pushed, one message per burst, into
-the matcher's input.  A thread blocks on the event ring and hands each batch of events to the
+from the message.  Requests become ``COMMAND_DTYPE`` records published, one forward per burst, into
+the matcher's command ring (shared memory, ``engine/cmdring.pyx``).  A thread blocks on the event ring and hands each batch of events to the
 loop, which routes them: the first event of each of this gateway's commands answers it (Ack only
 when the event says the command is durable in the journal; Reject with the code's name), and
 fills, cancels and amends go as ExecutionReports to every session of the order's account (maker
 and taker).
 
-Commands of one account reach the matcher in the order the gateway sent them (one PUSH
-connection), so each account's sent-and-unanswered commands wait in a FIFO and the next event
+Commands of one account reach the matcher in the order the gateway sent them (one ring), so each account's sent-and-unanswered commands wait in a FIFO and the next event
 that is a command's own first event (Accepted, Rejected, Cancelled by the user, Amended) for that
 account answers the FIFO's head, after a check that it echoes the command's fields (commands that
 other producers send for the account are not taken for ours).
@@ -34,7 +33,9 @@ from zmq.auth.thread import ThreadAuthenticator
 from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
-from engine.process import POLL_MS, Heartbeat, InputClient, Stop
+from engine.cmdring import CommandRing
+from engine.process import POLL_MS, Heartbeat, Stop
+from engine.ring import RingError
 from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import KIND_SLOTS, AssetDef, Listings, MarketDef, kind_mask
 
@@ -293,6 +294,57 @@ class KeyTable:
         return changed
 
 
+class MatcherFeed:
+    """The gateway's end of the matcher's command ring.  It attaches when it first has commands, and again
+    once the matcher has closed the ring (a restart).  A forward that cannot go in yet (no ring, or the matcher
+    gone with the ring full) waits here in order and goes first next time: ``flush``, also from housekeeping."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ring: CommandRing | None = None
+        self.backlog: collections.deque[np.ndarray] = collections.deque()
+        self.why_unattached = ""
+
+    def send(self, commands: np.ndarray) -> None:
+        self.backlog.append(commands)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.backlog and self.publish(self.backlog[0]):
+            self.backlog.popleft()
+
+    def publish(self, commands: np.ndarray) -> bool:
+        for _ in range(2):  # a ring closed under us: once more, into the next
+            if (self.ring is None or self.ring.closed) and not self.attach():
+                return False
+            if self.ring.publish(commands):
+                return True
+            if not self.ring.closed:
+                return False  # the matcher died with no room left: its successor takes the ring over
+        return False
+
+    def attach(self) -> bool:
+        self.close()
+        try:
+            self.ring = CommandRing.producer(self.name)
+        except RingError as exc:
+            if str(exc) != self.why_unattached:  # once per reason, not at every retry
+                self.why_unattached = str(exc)
+                print(f"xos gateway: commands wait ({exc})", file=sys.stderr, flush=True)
+            return False
+        self.why_unattached = ""
+        return True
+
+    @property
+    def unsent(self) -> int:
+        return sum(map(len, self.backlog))
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+
+
 class GatewayStage:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -318,7 +370,7 @@ class GatewayStage:
         self.router.setsockopt(zmq.MAXMSGSIZE, 16 * g.max_message_bytes)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(g.address)
-        self.input = InputClient(cfg.input_address, self.context)
+        self.matcher = MatcherFeed(cfg.command_ring_name)
         self.sessions: dict[bytes, Session] = {}
         self.by_sid: dict[int, Session] = {}
         self.next_sid = 0
@@ -664,7 +716,7 @@ class GatewayStage:
         self.cmd_count = 0
         commands = np.empty(sum(map(len, chunks)), COMMAND_DTYPE)
         enqueue(self.fifo, chunks, commands.view(np.uint8))  # the FIFOs first: the events can only follow the send
-        self.input.send(commands)
+        self.matcher.send(commands)
         self.counters["commands"] += len(commands)
         self.counters["forwards"] += 1
 
@@ -1020,6 +1072,8 @@ class GatewayStage:
                     for s in list(self.sessions.values()):
                         if self.keys.accounts.get(s.key) != s.account:
                             self.drop_session(s)
+            if self.matcher.backlog:  # no ring yet, or the matcher restarting
+                self.matcher.flush()
             if self.heartbeat.due():
                 self.heartbeat.beat(state="stopping" if self.stopping else "running", **self.status())
             if self.failure is not None:
@@ -1031,7 +1085,8 @@ class GatewayStage:
     def status(self) -> dict:
         return {"sessions": len(self.sessions), "accounts": len(self.known_accounts),
                 "pending": sum(len(q) for q in self.fifo.values()), "routed_seq": self.routed_seq,
-                "ring_cursor": self.ring_cursor, "ring_attached": self.ring_attached, **self.counters}
+                "ring_cursor": self.ring_cursor, "ring_attached": self.ring_attached, "unsent": self.matcher.unsent,
+                **self.counters}
 
     async def main(self) -> int:
         self.loop = asyncio.get_running_loop()
@@ -1062,7 +1117,7 @@ class GatewayStage:
         return code
 
     def close(self) -> None:
-        self.input.close()
+        self.matcher.close()
         self.router.close(linger=0)
         self.auth.stop()
         self.context.term()

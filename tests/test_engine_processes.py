@@ -30,6 +30,13 @@ from engine.workers.settlement import SettlementLedger
 _names = itertools.count()
 
 
+def assert_shared_memory_gone(cfg) -> None:
+    """A clean stop leaves nothing in /dev/shm: the event ring, the command ring and its doorbell."""
+    left = [p for p in (cfg.ring_name, cfg.command_ring_name, cfg.command_ring_name + ".doorbell")
+            if Path(f"/dev/shm/{p}").exists()]
+    assert not left, left
+
+
 def write_config(tmp_path: Path, ring_capacity: int = 4096, **engine) -> Path:
     name = f"xos-test-{os.getpid()}-{next(_names)}"
     lines = ["gateway.enabled = false", "marketdata.enabled = false",  # the matcher and the workers only
@@ -136,7 +143,7 @@ def test_run_stream_kill_each_worker_and_restart(tmp_path, workload):
         assert policies["matcher"] == os.SCHED_OTHER
     finally:
         sup.stop()
-    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert_shared_memory_gone(cfg)
     engine, events = replay_journal(cfg)
     assert engine.cmd_seq == n
     assert_ledger_matches(cfg, engine, events)
@@ -231,7 +238,7 @@ def test_second_engine_on_same_name_refuses(tmp_path):
         assert second.returncode == 1 and "already running" in second.stderr, second.stderr
     finally:
         sup.stop()
-    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert_shared_memory_gone(cfg)
 
 
 def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
@@ -251,7 +258,7 @@ def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
             proc.kill()
     assert proc.returncode == 0, out
     assert "xos stopped" in out
-    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert_shared_memory_gone(cfg)
     assert all(b["state"] == "stopped" for b in read_heartbeats(cfg).values())
     status = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--config", str(path)],
                             capture_output=True, text=True)
@@ -362,7 +369,7 @@ def test_roles_stop_by_themselves_when_their_supervisor_is_killed(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert not Path(f"/dev/shm/{cfg.ring_name}").exists()
+    assert_shared_memory_gone(cfg)
     assert all(b["state"] == "stopped" for b in read_heartbeats(cfg).values()), read_heartbeats(cfg)
 
 

@@ -4,6 +4,7 @@ stream with multi-leg orders (``generators.MultiLegStreamGenerator``) and the pe
 chunk."""
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -336,16 +337,16 @@ def test_the_matcher_input_takes_a_multi_leg_order_whole():
     before it, and the order comes whole in the next batch; a message that is not whole records is dropped."""
     import zmq
 
-    from engine.process import MatcherStage
+    from engine.cmdring import CommandRing
+
+    from test_cmdring import intake_only
 
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    stage = intake_only(pull, CommandRing.consumer(f"xos-multileg-intake-{os.getpid()}", 16), 8)  # the ring empty
     try:
         pull.bind("inproc://multileg-intake")
         push.connect("inproc://multileg-intake")
-        stage = MatcherStage.__new__(MatcherStage)  # only the intake: no journal, engine or ring
-        stage.input, stage.batch, stage.pending, stage.malformed = pull, np.zeros(8, dtype=COMMAND_DTYPE), [], 0
-        stage.batch_bytes, stage.input_polled = stage.batch.view(np.uint8), [(pull, zmq.POLLIN)]
         unit = multi_leg_commands(T, 1, [Leg(SPOT_BTC, BUY, 100, 1, 1), Leg(SPOT_ETH, SELL, 50, 1, 2)])
         place = np.zeros(6, dtype=COMMAND_DTYPE)
         place["kind"] = Cmd.PLACE
@@ -360,6 +361,7 @@ def test_the_matcher_input_takes_a_multi_leg_order_whole():
         push.send(place[:1].tobytes())
         assert stage.take_input(1000) == 1 and stage.malformed == 2 and not stage.pending
     finally:
+        stage.command_ring.close()
         pull.close(0)
         push.close(0)
         ctx.term()

@@ -1,0 +1,451 @@
+# cython: language_level=3
+"""Shared-memory command ring: the gateway's commands into the matcher, one producer, one consumer.
+
+Over ZeroMQ each forward crossed two I/O threads (the gateway's, then the matcher's) before the
+matcher's poll returned: three wake-ups, 78-80 us one way here at a calm pace, and 20-50 us of the
+gateway's CPU in ``send``.  Here the gateway copies a forward into the slots and publishes it with one
+release store of ``head``; only when the matcher has said it is about to sleep does it ring the
+doorbell, a byte into a FIFO the matcher polls together with its ZeroMQ input (the other producers:
+feeds, workers, tools): one wake-up, 9 us.
+
+Lifetime.  The matcher creates the ring (``CommandRing.consumer``) and unlinks it, with its doorbell,
+when it stops cleanly (``close``), setting ``closed`` first so that a live gateway attaches to the next
+one.  A matcher that restarts while the gateway that produced into the ring lives takes the ring over
+and goes on from ``tail``: what the gateway published meanwhile is not lost.  A ring whose producer is
+dead is made anew (its commands, never acknowledged, go with it: a later engine must not run them).
+The gateway attaches with ``CommandRing.producer``; ``publish`` puts a whole forward in or nothing.
+"""
+cimport cython
+from libc.errno cimport errno, EAGAIN, EINTR
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcpy, strerror
+from posix.fcntl cimport open as c_open, O_WRONLY, O_NONBLOCK
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from posix.unistd cimport read, write, close as c_close
+
+import os
+import stat
+import struct
+
+import numpy as np
+cimport numpy as cnp
+
+from records cimport xos_command, XOS_LAYOUT_VERSION
+from atomics cimport *
+from cmdringlayout cimport *
+
+from .records import COMMAND_DTYPE
+from .ring import RingError, RingInUseError, RingLayoutError, pid_alive, proc_start, shm_names
+
+cnp.import_array()
+
+DEF SPIN_PAUSES = 48            # "tens of pauses" before giving the CPU away
+DEF YIELDS = 4                  # sched_yield()s before sleeping
+DEF PRODUCER_SLEEP_NS = 10000000  # a wait for room looks at the consumer's liveness between sleeps
+
+DATA_OFFSET = XOS_CMD_RING_DATA_OFFSET
+# the fixed part of header line 0: magic, layout version, slot size, capacity, ring layout, data offset, closed
+HEADER_STRUCT = struct.Struct("<qIIqIIi")
+PRODUCER_STRUCT = struct.Struct("<qq")  # producer_pid, producer_start at offset 72
+
+
+def doorbell_path(path):
+    """The FIFO beside the ring file ``path`` that wakes its consumer."""
+    return path + ".doorbell"
+
+
+def read_header(path):
+    """The fixed header fields of an existing ring file (None when too short) and its size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        raw = os.pread(fd, HEADER_STRUCT.size, 0)
+        producer = os.pread(fd, PRODUCER_STRUCT.size, 72)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if len(raw) < HEADER_STRUCT.size or len(producer) < PRODUCER_STRUCT.size:
+        return None, size
+    magic, version, slot, cap, ring_layout, data_off, closed = HEADER_STRUCT.unpack(raw)
+    pid, start = PRODUCER_STRUCT.unpack(producer)
+    return dict(magic=magic, version=version, slot_size=slot, capacity=cap, ring_layout=ring_layout,
+                data_offset=data_off, closed=closed, producer_pid=pid, producer_start=start), size
+
+
+def check_header(name, fields, size):
+    """Raise RingLayoutError naming what is wrong with a command ring this build cannot use."""
+    if fields is None or fields["magic"] == 0:
+        raise RingLayoutError(f"command ring {name} is not initialised (empty header: its creator died or is "
+                              f"still creating it)")
+    if fields["magic"] != XOS_CMD_RING_MAGIC:
+        raise RingLayoutError(f"shared memory {name} is not an xos command ring (magic {fields['magic']:#x})")
+    if fields["version"] != XOS_LAYOUT_VERSION:
+        raise RingLayoutError(f"command ring {name} has record layout version {fields['version']}, "
+                              f"this build reads version {XOS_LAYOUT_VERSION}")
+    if fields["ring_layout"] != XOS_CMD_RING_LAYOUT or fields["data_offset"] != XOS_CMD_RING_DATA_OFFSET:
+        raise RingLayoutError(f"command ring {name} has header layout {fields['ring_layout']} (slots at "
+                              f"{fields['data_offset']}), this build reads layout {XOS_CMD_RING_LAYOUT} (slots at "
+                              f"{XOS_CMD_RING_DATA_OFFSET})")
+    if fields["slot_size"] != sizeof(xos_command):
+        raise RingLayoutError(f"command ring {name} has {fields['slot_size']}-byte slots, this build's commands "
+                              f"are {sizeof(xos_command)} bytes")
+    cap = fields["capacity"]
+    if cap < 2 or cap & (cap - 1):
+        raise RingLayoutError(f"command ring {name} has capacity {cap}, not a power of two")
+    want = XOS_CMD_RING_DATA_OFFSET + cap * sizeof(xos_command)
+    if size != want:
+        raise RingLayoutError(f"command ring {name} is {size} bytes, a ring of capacity {cap} is {want}")
+
+
+def _make_doorbell(path):
+    """The consumer's FIFO, made if missing (a file of another kind there is replaced), opened for reading
+    without blocking (and for writing, so that it never reads end-of-file)."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            os.unlink(path)
+            os.mkfifo(path, 0o600)
+    except FileNotFoundError:
+        os.mkfifo(path, 0o600)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+
+@cython.final
+cdef class _Mapping:
+    """The ring file's mapping, unmapped when the last of its end and the arrays ``peek`` made over it goes."""
+    cdef void *addr
+    cdef size_t size
+
+    def __dealloc__(self):
+        if self.addr != NULL:
+            munmap(self.addr, self.size)
+
+
+@cython.final
+cdef class CommandRing:
+    """One end of a command ring: ``CommandRing.consumer(name, capacity)`` (the matcher) or
+    ``CommandRing.producer(name)`` (the gateway)."""
+
+    def __dealloc__(self):
+        if self.doorbell_fd >= 0:
+            c_close(self.doorbell_fd)
+            self.doorbell_fd = -1
+
+    cdef void unmap(self) noexcept:
+        self.mapping = None
+        self.hdr = NULL
+        self.slots = NULL
+
+    cdef _map(self, int fd, size_t size):
+        cdef _Mapping m = _Mapping.__new__(_Mapping)
+        cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if p == MAP_FAILED:
+            e = errno
+            raise OSError(e, f"mmap of {self.path}: {strerror(e).decode()}")
+        m.addr, m.size = p, size
+        self.mapping = m
+        self.hdr = <xos_cmd_ring_header *>p
+        self.slots = <xos_command *>((<char *>p) + XOS_CMD_RING_DATA_OFFSET)
+
+    def _check_open(self):
+        if self.hdr == NULL:
+            raise RingError(f"command ring {self.name} is closed")
+
+    @staticmethod
+    def consumer(name, int64_t capacity):
+        """The matcher's end of ring ``name`` (``/dev/shm/NAME``, its doorbell ``NAME.doorbell`` beside it).
+
+        The ring a live producer is using is taken over as it is (same capacity), from its ``tail``; any
+        other file there is replaced by a new, empty ring.  A live consumer already there is refused
+        (RingInUseError)."""
+        cdef CommandRing r = CommandRing.__new__(CommandRing)
+        r.name, r.path = shm_names(name)
+        r.doorbell_path = doorbell_path(r.path)
+        r.doorbell_fd = -1
+        r.is_producer = False
+        if capacity < 2 or capacity & (capacity - 1):
+            raise ValueError(f"command ring capacity must be a power of two >= 2, not {capacity}")
+        size = XOS_CMD_RING_DATA_OFFSET + capacity * sizeof(xos_command)
+        r.replaced = None
+        try:
+            fields, found = read_header(r.path)
+        except FileNotFoundError:
+            fields = None
+        else:
+            r.replaced = r._take_over(fields, found, capacity)
+        if r.hdr == NULL:
+            r._create(size, capacity)
+        h = r.hdr
+        if h.consumer_pid and h.consumer_pid != os.getpid() and pid_alive(h.consumer_pid, h.consumer_start):
+            pid = h.consumer_pid
+            r.unmap()
+            raise RingInUseError(f"another matcher (pid {pid}) consumes command ring {r.path}")
+        h.consumer_pid = os.getpid()
+        h.consumer_start = proc_start(os.getpid()) or 0
+        r.cap = h.capacity
+        r.mask = r.cap - 1
+        r.doorbell_fd = _make_doorbell(r.doorbell_path)
+        return r
+
+    def _take_over(self, fields, size, int64_t capacity):
+        """Map the existing file if its producer lives and it is a ring of this capacity (returns None);
+        else unlink it, closing it first for a producer still mapping it, and say why."""
+        try:
+            check_header(self.name, fields, size)
+        except RingLayoutError as exc:
+            why = str(exc)
+        else:
+            if fields["capacity"] != capacity:
+                why = f"capacity {fields['capacity']}, {capacity} wanted"
+            elif fields["closed"]:
+                why = "closed"
+            elif not pid_alive(fields["producer_pid"], fields["producer_start"]):
+                why = "its producer is gone: its commands, never acknowledged, are dropped"
+            else:
+                fd = os.open(self.path, os.O_RDWR)
+                try:
+                    self._map(fd, size)
+                finally:
+                    os.close(fd)
+                return None
+            fd = os.open(self.path, os.O_RDWR)  # a live producer mapping it must move to the new ring
+            try:
+                os.pwrite(fd, struct.pack("<i", 1), 32)  # ``closed``
+            finally:
+                os.close(fd)
+        os.unlink(self.path)
+        return f"replaced command ring {self.path}: {why}"
+
+    def _create(self, size, int64_t capacity):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._map(fd, size)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+        os.close(fd)
+        h = self.hdr
+        h.layout_version = XOS_LAYOUT_VERSION
+        h.slot_size = sizeof(xos_command)
+        h.capacity = capacity
+        h.ring_layout = XOS_CMD_RING_LAYOUT
+        h.data_offset = XOS_CMD_RING_DATA_OFFSET
+        xos_store_release_64(&h.magic, XOS_CMD_RING_MAGIC)  # last: attachers see a complete header
+
+    @staticmethod
+    def producer(name):
+        """The gateway's end of ring ``name``: RingError when there is none yet (or it is closed), RingLayoutError
+        when this build cannot use it, RingInUseError when another live producer holds it."""
+        cdef CommandRing r = CommandRing.__new__(CommandRing)
+        r.name, r.path = shm_names(name)
+        r.doorbell_path = doorbell_path(r.path)
+        r.doorbell_fd = -1
+        r.doorbell_path_b = os.fsencode(r.doorbell_path)
+        r.is_producer = True
+        r.replaced = None
+        try:
+            fd = os.open(r.path, os.O_RDWR)
+        except FileNotFoundError:
+            raise RingError(f"no command ring {r.name} ({r.path} does not exist: is the matcher running?)") from None
+        try:
+            fields, size = read_header(r.path)
+            check_header(r.name, fields, size)
+            if fields["closed"]:
+                raise RingError(f"command ring {r.name} is closed (its matcher stopped)")
+            r._map(fd, size)
+        finally:
+            os.close(fd)
+        h = r.hdr
+        if h.producer_pid and h.producer_pid != os.getpid() and pid_alive(h.producer_pid, h.producer_start):
+            pid = h.producer_pid
+            r.unmap()
+            raise RingInUseError(f"another gateway (pid {pid}) produces into command ring {r.path}")
+        h.producer_pid = os.getpid()
+        h.producer_start = proc_start(os.getpid()) or 0
+        r.cap = h.capacity
+        r.mask = r.cap - 1
+        r.head = xos_load_acquire_64(&h.head)
+        r.doorbell_c = r.doorbell_path_b
+        return r
+
+    # ------------------------------------------------------------------ producer
+
+    cdef bint room_for(self, int64_t n) noexcept nogil:
+        return self.head + n - xos_load_acquire_64(&self.hdr.tail) <= self.cap
+
+    cdef void ring_doorbell(self) noexcept nogil:
+        """Wake the consumer if it said it sleeps; a doorbell that cannot be opened or written (no matcher
+        reads it: it died) is tried again next time (the next matcher looks at the ring before it sleeps)."""
+        cdef xos_cmd_ring_header *h = self.hdr
+        cdef char byte = 1
+        xos_fence()  # the head store before the sleeping-flag load
+        if xos_load_relaxed_32(&h.consumer_sleeping) == 0 or xos_exchange_32(&h.consumer_sleeping, 0) == 0:
+            return
+        h.doorbells += 1
+        if self.doorbell_fd < 0:
+            self.doorbell_fd = c_open(self.doorbell_c, O_WRONLY | O_NONBLOCK)
+            if self.doorbell_fd < 0:
+                return
+        if write(self.doorbell_fd, &byte, 1) < 0 and errno != EAGAIN:  # EAGAIN: full of unread wake-ups
+            c_close(self.doorbell_fd)
+            self.doorbell_fd = -1
+
+    def publish(self, cnp.ndarray commands not None):
+        """Put a whole array of COMMAND_DTYPE into the ring, waiting while it is full and its consumer lives.
+        Returns True once published; False, with nothing published, when the ring is closed (the matcher
+        stopped) or its consumer died while there was no room."""
+        cdef xos_cmd_ring_header *h = self.hdr
+        cdef int64_t n, i0, first, t0 = 0, spins = 0
+        cdef const xos_command *src
+        self._check_open()
+        if not self.is_producer:
+            raise RingError(f"command ring {self.name}: the consumer's end cannot publish")
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1 or not commands.flags.c_contiguous:
+            raise TypeError("commands must be a 1-d C-contiguous array of COMMAND_DTYPE")
+        n = commands.shape[0]
+        if n > self.cap:
+            raise ValueError(f"{n} commands do not fit command ring {self.name} of {self.cap}")
+        if xos_load_acquire_32(&h.closed):
+            return False
+        if n == 0:
+            return True
+        src = <const xos_command *>cnp.PyArray_DATA(commands)
+        while not self.room_for(n):
+            if t0 == 0:
+                t0 = xos_now_ns()
+                h.waits += 1
+            with nogil:
+                if spins < SPIN_PAUSES:
+                    xos_cpu_pause()
+                elif spins < SPIN_PAUSES + YIELDS:
+                    xos_yield()
+                else:
+                    xos_store_seq_cst_32(&h.producer_sleeping, 1)
+                    if not self.room_for(n):
+                        xos_futex_wait_timeout(&h.producer_sleeping, 1, PRODUCER_SLEEP_NS)
+                    xos_store_release_32(&h.producer_sleeping, 0)
+            spins += 1
+            if spins > SPIN_PAUSES + YIELDS and not self.room_for(n):
+                if xos_load_acquire_32(&h.closed) or not pid_alive(h.consumer_pid, h.consumer_start):
+                    h.wait_ns += xos_now_ns() - t0
+                    return False
+        if t0:
+            h.wait_ns += xos_now_ns() - t0
+        with nogil:
+            i0 = self.head & self.mask
+            first = self.cap - i0
+            if first > n:
+                first = n
+            memcpy(&self.slots[i0], src, <size_t>first * sizeof(xos_command))
+            if n > first:
+                memcpy(&self.slots[0], &src[first], <size_t>(n - first) * sizeof(xos_command))
+            self.head += n
+            xos_store_release_64(&h.head, self.head)
+            self.ring_doorbell()
+        return True
+
+    # ------------------------------------------------------------------ consumer
+
+    cpdef int64_t available(self) noexcept:
+        """Commands published and not yet taken."""
+        if self.hdr == NULL:
+            return 0
+        return xos_load_acquire_64(&self.hdr.head) - self.hdr.tail
+
+    cdef view(self, int64_t at, int64_t n):
+        """Slots ``at`` .. ``at + n`` (no wrap) as an array over the shared memory that keeps it mapped."""
+        cdef cnp.npy_intp size = n * sizeof(xos_command)
+        raw = cnp.PyArray_SimpleNewFromData(1, &size, cnp.NPY_UINT8, <void *>&self.slots[at])
+        cnp.set_array_base(raw, self.mapping)
+        return raw.view(COMMAND_DTYPE)
+
+    def peek(self, int64_t max_n):
+        """Up to ``max_n`` of the commands not yet taken, oldest first, without taking them: the slots
+        themselves (valid until ``advance`` passes them), or a copy where they wrap round the ring's end."""
+        self._check_open()
+        cdef int64_t n = self.available(), i0, first
+        if n > max_n:
+            n = max_n
+        i0 = self.hdr.tail & self.mask
+        first = self.cap - i0
+        if n <= first:
+            return self.view(i0, n)
+        return np.concatenate((self.view(i0, first), self.view(0, n - first)))
+
+    def advance(self, int64_t n):
+        """Take ``n`` commands (after ``peek``): their slots are the producer's again."""
+        cdef xos_cmd_ring_header *h = self.hdr
+        self._check_open()
+        if n < 0 or n > self.available():
+            raise ValueError(f"cannot take {n} of {self.available()} commands")
+        xos_store_release_64(&h.tail, h.tail + n)
+        xos_fence()  # the tail store before the sleeping-flag load
+        if xos_load_relaxed_32(&h.producer_sleeping) and xos_exchange_32(&h.producer_sleeping, 0):
+            xos_futex_wake(&h.producer_sleeping, 1)
+
+    def arm(self):
+        """Say the consumer is about to sleep on the doorbell: False (disarmed again) when commands came
+        meanwhile, True when the producer will ring for the next ones."""
+        cdef xos_cmd_ring_header *h = self.hdr
+        self._check_open()
+        xos_store_seq_cst_32(&h.consumer_sleeping, 1)
+        if xos_load_acquire_64(&h.head) - h.tail > 0:
+            xos_store_release_32(&h.consumer_sleeping, 0)
+            return False
+        return True
+
+    def disarm(self):
+        """After the sleep: no more doorbells wanted, and those rung are read off the FIFO."""
+        cdef char buf[256]
+        self._check_open()
+        xos_store_release_32(&self.hdr.consumer_sleeping, 0)
+        while read(self.doorbell_fd, buf, sizeof(buf)) > 0:
+            pass
+
+    @property
+    def fileno(self):
+        """The doorbell's fd, to poll (the consumer's end)."""
+        return self.doorbell_fd
+
+    @property
+    def closed(self):
+        return self.hdr == NULL or xos_load_acquire_32(&self.hdr.closed) != 0
+
+    @property
+    def capacity(self):
+        return self.cap
+
+    @property
+    def stats(self):
+        """head, tail, waits and wait_ns (publishes that waited for room), doorbells (wake-ups rung)."""
+        self._check_open()
+        h = self.hdr
+        return dict(head=xos_load_acquire_64(&h.head), tail=xos_load_acquire_64(&h.tail), waits=h.waits,
+                    wait_ns=h.wait_ns, doorbells=h.doorbells)
+
+    def close(self):
+        """The producer lets go of the ring.  The consumer marks it closed (a producer waiting for room
+        returns; one attached moves to the next ring), and unlinks it and its doorbell."""
+        cdef xos_cmd_ring_header *h = self.hdr
+        if h != NULL:
+            if self.is_producer:
+                h.producer_pid = 0
+            else:
+                xos_store_release_32(&h.closed, 1)
+                xos_store_seq_cst_32(&h.producer_sleeping, 0)
+                xos_futex_wake(&h.producer_sleeping, 1 << 30)
+                for path in (self.path, self.doorbell_path):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+            self.unmap()
+        if self.doorbell_fd >= 0:
+            c_close(self.doorbell_fd)
+            self.doorbell_fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
