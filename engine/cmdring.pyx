@@ -39,6 +39,9 @@ from .ring import RingError, RingInUseError, RingLayoutError, pid_alive, proc_st
 
 cnp.import_array()
 
+cdef extern from "<sys/mman.h>" nogil:
+    int MAP_POPULATE
+
 DEF SPIN_PAUSES = 48            # "tens of pauses" before giving the CPU away
 DEF YIELDS = 4                  # sched_yield()s before sleeping
 DEF PRODUCER_SLEEP_NS = 10000000  # a wait for room looks at the consumer's liveness between sleeps
@@ -136,7 +139,7 @@ cdef class CommandRing:
 
     cdef _map(self, int fd, size_t size):
         cdef _Mapping m = _Mapping.__new__(_Mapping)
-        cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)  # no faults later
         if p == MAP_FAILED:
             e = errno
             raise OSError(e, f"mmap of {self.path}: {strerror(e).decode()}")

@@ -306,8 +306,10 @@ class MatcherFeed:
         self.why_unattached = ""
 
     def send(self, commands: np.ndarray) -> None:
-        self.backlog.append(commands)
-        self.flush()
+        if self.backlog:  # the ring took none of late: after those, at the next flush
+            self.backlog.append(commands)
+        elif not self.publish(commands):
+            self.backlog.append(commands)
 
     def flush(self) -> None:
         while self.backlog and self.publish(self.backlog[0]):
