@@ -21,10 +21,9 @@ from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy, strerror
 from posix.fcntl cimport open as c_open, O_WRONLY, O_NONBLOCK
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
-from posix.unistd cimport read, write, close as c_close
+from posix.unistd cimport write, close as c_close
 
 import os
-import stat
 import struct
 
 import numpy as np
@@ -33,9 +32,10 @@ cimport numpy as cnp
 from records cimport xos_command, XOS_LAYOUT_VERSION
 from atomics cimport *
 from cmdringlayout cimport *
+from engine.ring cimport drain_fd
 
 from .records import COMMAND_DTYPE
-from .ring import RingError, RingInUseError, RingLayoutError, pid_alive, proc_start, shm_names
+from .ring import RingError, RingInUseError, RingLayoutError, make_doorbell, pid_alive, proc_start, shm_names
 
 cnp.import_array()
 
@@ -97,18 +97,6 @@ def check_header(name, fields, size):
     want = XOS_CMD_RING_DATA_OFFSET + cap * sizeof(xos_command)
     if size != want:
         raise RingLayoutError(f"command ring {name} is {size} bytes, a ring of capacity {cap} is {want}")
-
-
-def _make_doorbell(path):
-    """The consumer's FIFO, made if missing (a file of another kind there is replaced), opened for reading
-    without blocking (and for writing, so that it never reads end-of-file)."""
-    try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            os.unlink(path)
-            os.mkfifo(path, 0o600)
-    except FileNotFoundError:
-        os.mkfifo(path, 0o600)
-    return os.open(path, os.O_RDWR | os.O_NONBLOCK)
 
 
 @cython.final
@@ -185,7 +173,7 @@ cdef class CommandRing:
         h.consumer_start = proc_start(os.getpid()) or 0
         r.cap = h.capacity
         r.mask = r.cap - 1
-        r.doorbell_fd = _make_doorbell(r.doorbell_path)
+        r.doorbell_fd = make_doorbell(r.doorbell_path)
         return r
 
     def _take_over(self, fields, size, int64_t capacity):
@@ -399,11 +387,9 @@ cdef class CommandRing:
 
     def disarm(self):
         """After the sleep: no more doorbells wanted, and those rung are read off the FIFO."""
-        cdef char buf[256]
         self._check_open()
         xos_store_release_32(&self.hdr.consumer_sleeping, 0)
-        while read(self.doorbell_fd, buf, sizeof(buf)) > 0:
-            pass
+        drain_fd(self.doorbell_fd)
 
     @property
     def fileno(self):

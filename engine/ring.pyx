@@ -10,7 +10,10 @@ never overwrites a slot a registered consumer has not passed (backpressure).
 
 Waiting, on either side, spins a few tens of CPU pauses, then yields a few
 times, then sleeps on a futex after setting its ``sleeping`` word, so the
-other side pays a wake-up syscall only when someone actually sleeps.
+other side pays a wake-up syscall only when someone actually sleeps.  A
+consumer that waits in an event loop instead (the gateway) ``arm``s its
+doorbell, a FIFO beside the ring that the producer writes a byte into, and
+polls its fd.
 
 Positions: the producer cursor counts events published; the event at ring
 position ``p`` has ``seq == p + 1`` (events carry dense seqs from 1), so a
@@ -18,15 +21,19 @@ consumer whose cursor is ``c`` reads seq ``c + 1`` next and ``seek(seq)``
 sets its cursor to ``seq - 1``.
 """
 cimport cython
-from libc.errno cimport errno
+from libc.errno cimport errno, EAGAIN
+from libc.stdio cimport snprintf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.string cimport memcpy, memset, strncpy, strerror
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.time cimport nanosleep, timespec
-from posix.unistd cimport read
+from posix.fcntl cimport open as c_open, O_WRONLY, O_NONBLOCK
+from posix.unistd cimport read, write, close as c_close
 
+import glob
 import logging
 import os
+import stat
 import struct
 import time
 
@@ -117,6 +124,30 @@ cdef int64_t my_start():
     if _my_start == 0:
         _my_start = proc_start(os.getpid()) or 0
     return _my_start
+
+
+def consumer_doorbell_path(path, consumer_name):
+    """The FIFO that wakes consumer ``consumer_name`` of the ring file ``path`` (when it waits on it)."""
+    return f"{path}.{consumer_name}.doorbell"
+
+
+def make_doorbell(path):
+    """A doorbell FIFO, made if missing (a file of another kind there is replaced), opened for reading without
+    blocking (and for writing, so that it never reads end-of-file); returns the fd."""
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            os.unlink(path)
+            os.mkfifo(path, 0o600)
+    except FileNotFoundError:
+        os.mkfifo(path, 0o600)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+
+cdef void drain_fd(int fd) noexcept nogil:
+    """Read a doorbell's bytes off (they only said: look)."""
+    cdef char buf[256]
+    while read(fd, buf, sizeof(buf)) > 0:
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -241,6 +272,11 @@ def check_header(name, fields, size):
 cdef class EventRing(_RingMap):
     """The producer end: ``EventRing.create(name, capacity)``."""
 
+    def __dealloc__(self):
+        for i in range(XOS_RING_MAX_CONSUMERS):
+            if self.doorbell_fds[i] > 0:
+                c_close(self.doorbell_fds[i])
+
     @staticmethod
     def create(name, int64_t capacity=1 << 16, *, consumers=(), int64_t start=0, populate=True):
         """Create the ring ``name`` (``/dev/shm/NAME``).
@@ -308,6 +344,10 @@ cdef class EventRing(_RingMap):
         r.limit = start
         r.epoch = -1
         r.interrupt_fd = -1
+        r.path_b = os.fsencode(r.path)
+        r.path_c = r.path_b
+        for i in range(XOS_RING_MAX_CONSUMERS):
+            r.doorbell_fds[i] = -1
         xos_store_release_64(&h.magic, XOS_RING_MAGIC)  # last: attachers see a complete header
         return r
 
@@ -367,12 +407,39 @@ cdef class EventRing(_RingMap):
     cdef void wake_consumers(self) noexcept nogil:
         cdef xos_ring_header *h = self.hdr
         cdef int i
+        cdef int32_t was
         xos_fence()  # the cursor store before the sleeping-flag loads
         for i in range(XOS_RING_MAX_CONSUMERS):
-            if xos_load_relaxed_32(&h.consumers[i].sleeping) != 0:
-                if xos_exchange_32(&h.consumers[i].sleeping, 0) != 0:
+            if xos_load_relaxed_32(&h.consumers[i].sleeping) != XOS_RING_AWAKE:
+                was = xos_exchange_32(&h.consumers[i].sleeping, XOS_RING_AWAKE)
+                if was == XOS_RING_FUTEX:
                     xos_futex_wake(&h.consumers[i].sleeping, 1)
                     h.wakes += 1
+                elif was == XOS_RING_DOORBELL:
+                    self.ring_doorbell(i)
+                    h.wakes += 1
+
+    cdef void ring_doorbell(self, int i) noexcept nogil:
+        """A byte into consumer ``i``'s FIFO, opened again whenever consumers have come or gone since (the
+        registration epoch); one that cannot be opened or written (its reader is gone) is tried again at the next
+        wake-up."""
+        cdef xos_ring_consumer *s = &self.hdr.consumers[i]
+        cdef char path[512]
+        cdef char byte = 1
+        cdef int32_t epoch = xos_load_acquire_32(&self.hdr.epoch)
+        if self.doorbell_fds[i] >= 0 and self.doorbell_epochs[i] != epoch:  # consumers came or went: maybe another here
+            c_close(self.doorbell_fds[i])
+            self.doorbell_fds[i] = -1
+        if self.doorbell_fds[i] < 0:
+            if snprintf(path, sizeof(path), "%s.%.23s.doorbell", self.path_c, s.name) >= <int>sizeof(path):
+                return
+            self.doorbell_fds[i] = c_open(path, O_WRONLY | O_NONBLOCK)
+            self.doorbell_epochs[i] = epoch
+            if self.doorbell_fds[i] < 0:
+                return
+        if write(self.doorbell_fds[i], &byte, 1) < 0 and errno != EAGAIN:  # EAGAIN: full of unread wake-ups
+            c_close(self.doorbell_fds[i])
+            self.doorbell_fds[i] = -1
 
     cdef int64_t publish(self, const xos_event *events, int64_t n) noexcept nogil:
         """Copy ``n`` events into the ring and publish them with one cursor store per chunk of at
@@ -476,18 +543,24 @@ cdef class EventRing(_RingMap):
         return self.stats["waits"]
 
     def close(self, unlink=True):
-        """Mark the ring closed (waiting consumers return), unmap it and, by default, unlink the file."""
+        """Mark the ring closed (waiting consumers return), unmap it and, by default, unlink the file and the
+        consumers' doorbells."""
         if self.hdr != NULL:
             xos_store_release_32(&self.hdr.closed, 1)
             for i in range(XOS_RING_MAX_CONSUMERS):
-                xos_store_seq_cst_32(&self.hdr.consumers[i].sleeping, 0)
+                if xos_exchange_32(&self.hdr.consumers[i].sleeping, XOS_RING_AWAKE) == XOS_RING_DOORBELL:
+                    self.ring_doorbell(i)
                 xos_futex_wake(&self.hdr.consumers[i].sleeping, 1 << 30)
+                if self.doorbell_fds[i] >= 0:
+                    c_close(self.doorbell_fds[i])
+                    self.doorbell_fds[i] = -1
             self.unmap()
             if unlink:
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
+                for path in [self.path] + glob.glob(consumer_doorbell_path(glob.escape(self.path), "*")):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
 
 
 def _remove_stale(name, path):
@@ -523,6 +596,10 @@ def _remove_stale(name, path):
 cdef class RingConsumer(_RingMap):
     """A consumer end: ``RingConsumer.attach(name, consumer_name)``."""
 
+    def __dealloc__(self):
+        if self.doorbell_fd > 0:
+            c_close(self.doorbell_fd)
+
     @staticmethod
     def attach(name, consumer_name, *, populate=True):
         """Register as ``consumer_name`` in ring ``name``.
@@ -538,6 +615,7 @@ cdef class RingConsumer(_RingMap):
         if not 1 <= len(raw_name) < XOS_RING_NAME_BYTES or b"\0" in raw_name:
             raise ValueError(f"consumer name must be 1..{XOS_RING_NAME_BYTES - 1} bytes: {consumer_name!r}")
         c.consumer_name = consumer_name
+        c.doorbell_fd = -1
         try:
             fd = os.open(c.path, os.O_RDWR)
         except FileNotFoundError:
@@ -665,13 +743,13 @@ cdef class RingConsumer(_RingMap):
                 continue
             if slice_ns > CONSUMER_SLEEP_NS:
                 slice_ns = CONSUMER_SLEEP_NS
-            xos_store_seq_cst_32(&me.sleeping, 1)  # then re-check: the producer checks after its cursor store
+            xos_store_seq_cst_32(&me.sleeping, XOS_RING_FUTEX)  # then re-check: the producer checks after its cursor store
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 xos_store_release_32(&me.sleeping, 0)
                 break
             me.sleeps += 1
-            xos_futex_wait_timeout(&me.sleeping, 1, slice_ns)
+            xos_futex_wait_timeout(&me.sleeping, XOS_RING_FUTEX, slice_ns)
             xos_store_release_32(&me.sleeping, 0)
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
         now = xos_now_ns()
@@ -881,12 +959,43 @@ cdef class RingConsumer(_RingMap):
         self._check_open()
         return dict(waits=self.me.waits, wait_ns=self.me.wait_ns, sleeps=self.me.sleeps)
 
+    def doorbell(self):
+        """This consumer's doorbell (made if missing): an fd to poll in an event loop, after ``arm``."""
+        self._check_open()
+        if self.doorbell_fd < 0:
+            self.doorbell_fd = make_doorbell(consumer_doorbell_path(self.path, self.consumer_name))
+        return self.doorbell_fd
+
+    def arm(self):
+        """Say this consumer is about to wait on its doorbell: False (disarmed again) when events came
+        meanwhile, True when the producer will ring for the next ones (or when it closes the ring)."""
+        self._check_open()
+        if self.doorbell_fd < 0:
+            raise RingError(f"consumer {self.consumer_name!r} of ring {self.name} has no doorbell: call doorbell()")
+        xos_store_seq_cst_32(&self.me.sleeping, XOS_RING_DOORBELL)  # then re-check, as wait() does
+        if self.available() > 0 or xos_load_acquire_32(&self.hdr.closed):
+            xos_store_release_32(&self.me.sleeping, XOS_RING_AWAKE)
+            return False
+        self.me.sleeps += 1
+        return True
+
+    def disarm(self):
+        """After the wait: no doorbell wanted, and those rung are read off."""
+        self._check_open()
+        xos_store_release_32(&self.me.sleeping, XOS_RING_AWAKE)
+        if self.doorbell_fd >= 0:
+            drain_fd(self.doorbell_fd)
+
     def detach(self):
         """Leave the ring: the slot is freed, the producer no longer waits for this consumer."""
         if self.hdr != NULL:
+            xos_store_release_32(&self.me.sleeping, XOS_RING_AWAKE)
             xos_store_release_32(&self.me.state, XOS_RING_FREE)
             xos_fetch_add_32(&self.hdr.epoch, 1)
             self.unmap()
+        if self.doorbell_fd >= 0:
+            os.close(self.doorbell_fd)
+            self.doorbell_fd = -1
 
 
 # ---------------------------------------------------------------------------

@@ -4,8 +4,9 @@ One asyncio (uvloop) event loop owns every session.  Clients connect a DEALER to
 ROUTER over CurveZMQ; pyzmq's ZAP authenticator admits only the public keys in ``[gateway] keys``
 and the account of every request is taken from that key (the connection's ZAP User-Id), never
 from the message.  Requests become ``COMMAND_DTYPE`` records published, one forward per burst, into
-the matcher's command ring (shared memory, ``engine/cmdring.pyx``).  A thread blocks on the event ring and hands each batch of events to the
-loop, which routes them: the first event of each of this gateway's commands answers it (Ack only
+the matcher's command ring (shared memory, ``engine/cmdring.pyx``).  The loop also waits on the event
+ring's doorbell (a thread only attaches to the ring and watches the matcher live) and routes its
+events: the first event of each of this gateway's commands answers it (Ack only
 when the event says the command is durable in the journal; Reject with the code's name), and
 fills, cancels and amends go as ExecutionReports to every session of the order's account (maker
 and taker).
@@ -64,7 +65,7 @@ MULTI_LEG = int(Cmd.MULTI_LEG)
 OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CONFIG_ECHO, OUTCOME_STATUS,
                    OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS, POSITION)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
-# what the ring thread copies out of the ring (the rest: book levels, balances, marks ... answers no one), and
+# what the loop copies out of the ring (the rest: book levels, balances, marks ... answers no one), and
 # the kinds that answer a command (``own_firsts``)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
@@ -396,6 +397,7 @@ class GatewayStage:
         self.claimed_cmd_seq = 0
         self.ring_cursor = 0
         self.ring_attached = False
+        self.event_consumer = None  # the ring, while the loop routes from it
         self.stopping = False
         self.counters = collections.Counter()
         self.margin_cache: tuple = ((), None)  # (the files' mtimes, (core, view, positions))
@@ -1003,12 +1005,11 @@ class GatewayStage:
     # ------------------------------------------------------------------ the ring thread
 
     def ring_thread(self) -> None:
-        """Attach to the matcher's ring (again after it restarts); hand every batch to the loop and
-        consume it once routed."""
+        """Attach to the matcher's ring (again after it restarts) and hand it to the loop, which routes its events
+        as its doorbell rings (``on_events``); from here only watch that the matcher lives."""
         from engine.ring import RingConsumer, RingError
 
         first = True
-        routed = threading.Event()  # one batch at a time is with the loop: one event, cleared for each
         while not self.quit.is_set():
             try:
                 consumer = RingConsumer.attach(self.cfg.ring_name, "gateway")
@@ -1019,43 +1020,60 @@ class GatewayStage:
                 consumer.detach()
                 time.sleep(0.05)
                 continue
-            if first:  # before any batch is handed over: the loop seeds, then routes
+            if first:  # before any batch is routed: the loop seeds, then routes
                 self.catch_up(consumer)
                 first = False
-            self.ring_cursor = consumer.cursor
-            self.ring_attached = True
-            checked = time.monotonic()
-            try:
-                while not self.quit.is_set():
-                    if consumer.wait(POLL_MS * 1_000_000):
-                        events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
-                        if len(events):
-                            routed.clear()
-                            self.loop.call_soon_threadsafe(self.route_then_set, events, last, routed)
-                            routed.wait()
-                        elif last > self.routed_seq:  # nothing to route (the loop is not routing: it waited)
-                            self.routed_seq = last
-                        consumer.release_to(last)
-                        self.ring_cursor = consumer.cursor
-                    now = time.monotonic()
-                    if now - checked >= 0.2:
-                        checked = now
-                        if consumer.producer_closed() or not consumer.producer_alive():
-                            print("xos gateway: the matcher's ring is gone; reattaching", file=sys.stderr, flush=True)
-                            break
-            finally:
-                self.ring_attached = False
-                consumer.detach()
+            consumer.doorbell()
+            self.loop.call_soon_threadsafe(self.start_routing, consumer)
+            while not self.quit.wait(0.2):
+                if consumer.producer_closed() or not consumer.producer_alive():
+                    print("xos gateway: the matcher's ring is gone; reattaching", file=sys.stderr, flush=True)
+                    break
+            if not self.quit.is_set():  # (when quitting, the loop has stopped routing already)
+                stopped = threading.Event()
+                self.loop.call_soon_threadsafe(self.stop_routing, stopped)
+                while not stopped.wait(0.05) and not self.quit.is_set():
+                    pass
+            consumer.detach()
 
-    def route_then_set(self, events: np.ndarray, last: int, done: threading.Event) -> None:
+    def start_routing(self, consumer) -> None:
+        self.event_consumer = consumer
+        self.ring_cursor = consumer.cursor
+        self.ring_attached = True
+        self.loop.add_reader(consumer.doorbell(), self.on_events)
+        self.on_events()
+
+    def stop_routing(self, stopped: threading.Event | None = None) -> None:
+        if self.event_consumer is not None:
+            self.loop.remove_reader(self.event_consumer.doorbell())
+            self.event_consumer = None
+            self.ring_attached = False
+        if stopped is not None:
+            stopped.set()
+
+    def on_events(self) -> None:
+        """The ring's doorbell rang (or more was waiting): route one batch of its events, consume them, and wait on
+        the doorbell again, or come back after the loop's other work when more are waiting."""
+        consumer = self.event_consumer
+        if consumer is None:
+            return
+        consumer.disarm()
         try:
-            self.route(events, last)
+            events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
+            if len(events):
+                self.route(events, last)
+            elif last > self.routed_seq:  # nothing to route
+                self.routed_seq = last
+            consumer.release_to(last)
+            self.ring_cursor = consumer.cursor
         except Exception as exc:  # ends the process (housekeeping raises it); the supervisor restarts it
             self.failure = exc
-        finally:
-            done.set()
-
-    # ------------------------------------------------------------------ periodic work
+            return
+        if consumer.arm():
+            return  # the matcher rings for the next events
+        if consumer.available():
+            self.loop.call_soon(self.on_events)
+        # else the ring is closed: the ring thread attaches to the next
 
     async def housekeeping(self) -> None:
         next_keys = time.monotonic() + self.g.keys_reload_s
@@ -1104,6 +1122,7 @@ class GatewayStage:
         while any(self.fifo.values()) and time.monotonic() < deadline and self.ring_attached:
             await asyncio.sleep(0.02)
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
+        self.stop_routing()
         self.quit.set()
         ring.join(timeout=1.0)
         return 0

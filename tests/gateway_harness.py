@@ -111,6 +111,9 @@ class GatewayEngine:
 
     def stop(self) -> None:
         self.sup.stop()
+        # a clean stop leaves nothing in /dev/shm: the rings and their doorbells (the gateway's too)
+        left = sorted(p.name for p in Path("/dev/shm").glob(f"{self.cfg.engine.name}-*"))
+        assert not left, left
         # ended here, not by the garbage collector in some later test: a socket a test left open (its
         # messages unsendable, the gateway gone) would hold the context's term() there forever
         for context in self.contexts:

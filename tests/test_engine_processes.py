@@ -31,9 +31,8 @@ _names = itertools.count()
 
 
 def assert_shared_memory_gone(cfg) -> None:
-    """A clean stop leaves nothing in /dev/shm: the event ring, the command ring and its doorbell."""
-    left = [p for p in (cfg.ring_name, cfg.command_ring_name, cfg.command_ring_name + ".doorbell")
-            if Path(f"/dev/shm/{p}").exists()]
+    """A clean stop leaves nothing in /dev/shm: the event ring, the command ring, their doorbells."""
+    left = sorted(p.name for p in Path("/dev/shm").glob(f"{cfg.engine.name}-*"))
     assert not left, left
 
 

@@ -162,6 +162,44 @@ def test_take_kinds_copies_only_the_chosen_kinds(ring_name):
         c.detach()
 
 
+def test_a_consumer_waiting_on_its_doorbell_is_rung_only_when_armed(ring_name):
+    """A consumer in an event loop (the gateway) polls its doorbell FIFO instead of sleeping on the futex: the
+    producer writes a byte only while it is armed; a slot another consumer takes over rings that one's FIFO."""
+    import select
+
+    def rung(c):
+        return bool(select.select([c.doorbell()], [], [], 0)[0])
+
+    with EventRing.create(ring_name, 16) as ring:
+        c = RingConsumer.attach(ring_name, "gw")
+        with pytest.raises(RingError, match="has no doorbell: call doorbell"):
+            c.arm()
+        fd = c.doorbell()
+        assert os.path.exists(f"/dev/shm{ring_name}.gw.doorbell") and c.doorbell() == fd
+        ring.publish_array(events(1, 2))
+        assert not rung(c) and not c.arm()  # not armed: no byte; events wait: it must not sleep
+        c.release_to(c.take(16)["seq"][-1])
+        assert c.arm()
+        ring.publish_array(events(3, 1))
+        ring.publish_array(events(4, 1))
+        assert rung(c)  # once: the first publish took the flag
+        c.disarm()
+        assert not rung(c) and c.take(16)["seq"].tolist() == [3, 4]
+        c.detach()
+        other = RingConsumer.attach(ring_name, "md")  # the freed slot, another FIFO
+        other.doorbell()
+        assert other.slot == c.slot and other.arm()
+        ring.publish_array(events(5, 1))
+        assert rung(other)
+        other.disarm()
+        assert other.take(16)["seq"].tolist() == [5] and other.arm()
+        ring.close()  # closing rings too: a consumer waiting in its loop sees the end
+        assert rung(other)
+        other.detach()
+    assert not os.path.exists(f"/dev/shm{ring_name}.gw.doorbell")
+    assert not os.path.exists(f"/dev/shm{ring_name}.md.doorbell")
+
+
 def test_a_byte_on_the_interrupt_fd_ends_a_wait_for_room(ring_name):
     """A producer behind a consumer that never reads stops short when its signal fd gets a byte."""
     r, w = os.pipe2(os.O_NONBLOCK)

@@ -13,12 +13,14 @@
 #include "records.h"
 
 #define XOS_RING_MAGIC 0x00474E4952534F58LL /* "XOSRING\0" little-endian */
-#define XOS_RING_LAYOUT 1
+#define XOS_RING_LAYOUT 2
 #define XOS_RING_MAX_CONSUMERS 8
 #define XOS_RING_NAME_BYTES 24
 #define XOS_RING_DATA_OFFSET 4096
 
 enum { XOS_RING_FREE = 0, XOS_RING_CLAIMING = 1, XOS_RING_ACTIVE = 2 };
+/* a consumer's `sleeping` word: awake, asleep on the futex, or waiting on its doorbell (a FIFO the producer writes) */
+enum { XOS_RING_AWAKE = 0, XOS_RING_FUTEX = 1, XOS_RING_DOORBELL = 2 };
 
 /* One consumer: 128 bytes, two cache lines. */
 typedef struct xos_ring_consumer {
@@ -30,7 +32,7 @@ typedef struct xos_ring_consumer {
     int64_t pad0[4];
     /* line 1: registration, and the futex word the producer checks after publishing */
     int32_t state;         /* XOS_RING_FREE / CLAIMING / ACTIVE */
-    int32_t sleeping;      /* 1 while the consumer sleeps (or is about to) waiting for events */
+    int32_t sleeping;      /* XOS_RING_FUTEX / DOORBELL while the consumer sleeps (or is about to) waiting for events */
     int64_t pid;
     int64_t pid_start;     /* start time of pid (/proc/PID/stat field 22): a reused pid is not the owner */
     char name[XOS_RING_NAME_BYTES];

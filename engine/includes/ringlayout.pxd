@@ -10,6 +10,10 @@ cdef extern from "ringlayout.h" nogil:
         XOS_RING_FREE
         XOS_RING_CLAIMING
         XOS_RING_ACTIVE
+    enum:
+        XOS_RING_AWAKE
+        XOS_RING_FUTEX
+        XOS_RING_DOORBELL
 
     ctypedef struct xos_ring_consumer:
         int64_t cursor
