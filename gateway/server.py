@@ -35,7 +35,7 @@ from engine.api import Leg, multi_leg_commands
 from engine.codes import MESSAGES, ResultCode
 from engine.config import Config, load
 from engine.cmdring import CommandRing
-from engine.process import POLL_MS, Heartbeat, Stop
+from engine.process import Heartbeat, Stop
 from engine.ring import RingError
 from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import KIND_SLOTS, AssetDef, Listings, MarketDef, kind_mask
