@@ -80,6 +80,7 @@ def run(
 @app.command("status")
 def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(False, "--json")) -> None:
     """Processes and their heartbeats, ring cursors and lag, counters."""
+    from .cmdring import command_ring_status
     from .process import read_heartbeats
     from .ring import RingError, ring_status
 
@@ -89,8 +90,12 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
         ring = ring_status(cfg.ring_name)
     except (RingError, OSError) as exc:
         ring = {"error": str(exc)}
+    try:
+        commands = command_ring_status(cfg.command_ring_name)
+    except (RingError, OSError) as exc:
+        commands = {"error": str(exc)}
     if as_json:
-        typer.echo(json.dumps({"processes": beats, "ring": ring}, indent=2))
+        typer.echo(json.dumps({"processes": beats, "ring": ring, "command_ring": commands}, indent=2))
         return
     now = time.time()
     typer.echo(f"data dir {cfg.data_path}   input {cfg.input_address}")
@@ -108,6 +113,14 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
     for c in ring["consumers"]:
         typer.echo(f"  consumer {c['name']:<11} pid {c['pid']:<7} {'alive' if c['alive'] else 'DEAD':<5} "
                    f"cursor {c['cursor']}  lag {c['lag']}")
+    if "error" in commands:
+        typer.echo(f"command ring: {commands['error']}")
+        return
+    gateway = f"pid {commands['producer_pid']} {'alive' if commands['producer_alive'] else 'gone'}" \
+        if commands["producer_pid"] else "none attached"
+    typer.echo(f"command ring {commands['path']}: capacity {commands['capacity']}, published {commands['published']}, "
+               f"taken {commands['taken']} (lag {commands['lag']}), gateway {gateway}, waits {commands['waits']} "
+               f"({commands['wait_ns'] / 1e6:.1f} ms), doorbells {commands['doorbells']}")
 
 
 @app.command("account")

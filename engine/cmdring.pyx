@@ -47,9 +47,11 @@ DEF YIELDS = 4                  # sched_yield()s before sleeping
 DEF PRODUCER_SLEEP_NS = 10000000  # a wait for room looks at the consumer's liveness between sleeps
 
 DATA_OFFSET = XOS_CMD_RING_DATA_OFFSET
-# the fixed part of header line 0: magic, layout version, slot size, capacity, ring layout, data offset, closed
+# the header's lines as read from the file: 0 (magic .. closed), 1 (head, producer pid and start, producer_sleeping,
+# pad, waits, wait_ns, doorbells) and 2 (tail, consumer pid and start)
 HEADER_STRUCT = struct.Struct("<qIIqIIi")
-PRODUCER_STRUCT = struct.Struct("<qq")  # producer_pid, producer_start at offset 72
+PRODUCER_STRUCT = struct.Struct("<qqqiiqqq")
+CONSUMER_STRUCT = struct.Struct("<qqq")
 
 
 def doorbell_path(path):
@@ -58,20 +60,40 @@ def doorbell_path(path):
 
 
 def read_header(path):
-    """The fixed header fields of an existing ring file (None when too short) and its size."""
+    """The header fields of an existing ring file (None when it is too short) and its size."""
     fd = os.open(path, os.O_RDONLY)
     try:
         raw = os.pread(fd, HEADER_STRUCT.size, 0)
-        producer = os.pread(fd, PRODUCER_STRUCT.size, 72)
+        producer = os.pread(fd, PRODUCER_STRUCT.size, 64)
+        consumer = os.pread(fd, CONSUMER_STRUCT.size, 128)
         size = os.fstat(fd).st_size
     finally:
         os.close(fd)
-    if len(raw) < HEADER_STRUCT.size or len(producer) < PRODUCER_STRUCT.size:
+    if len(raw) < HEADER_STRUCT.size or len(producer) < PRODUCER_STRUCT.size or len(consumer) < CONSUMER_STRUCT.size:
         return None, size
     magic, version, slot, cap, ring_layout, data_off, closed = HEADER_STRUCT.unpack(raw)
-    pid, start = PRODUCER_STRUCT.unpack(producer)
+    head, pid, start, _, _, waits, wait_ns, doorbells = PRODUCER_STRUCT.unpack(producer)
+    tail, consumer_pid, consumer_start = CONSUMER_STRUCT.unpack(consumer)
     return dict(magic=magic, version=version, slot_size=slot, capacity=cap, ring_layout=ring_layout,
-                data_offset=data_off, closed=closed, producer_pid=pid, producer_start=start), size
+                data_offset=data_off, closed=closed, head=head, producer_pid=pid, producer_start=start, waits=waits,
+                wait_ns=wait_ns, doorbells=doorbells, tail=tail, consumer_pid=consumer_pid,
+                consumer_start=consumer_start), size
+
+
+def command_ring_status(name):
+    """A snapshot of command ring ``name`` for ``xos status``: its cursors and lag, its two ends, its waits."""
+    rname, path = shm_names(name)
+    try:
+        fields, size = read_header(path)
+    except FileNotFoundError:
+        raise RingError(f"no command ring {rname} ({path} does not exist)") from None
+    check_header(rname, fields, size)
+    return dict(path=path, capacity=fields["capacity"], closed=bool(fields["closed"]), published=fields["head"],
+                taken=fields["tail"], lag=fields["head"] - fields["tail"], producer_pid=fields["producer_pid"],
+                producer_alive=pid_alive(fields["producer_pid"], fields["producer_start"]),
+                consumer_pid=fields["consumer_pid"],
+                consumer_alive=pid_alive(fields["consumer_pid"], fields["consumer_start"]),
+                waits=fields["waits"], wait_ns=fields["wait_ns"], doorbells=fields["doorbells"])
 
 
 def check_header(name, fields, size):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.api import Leg, multi_leg_commands
-from engine.cmdring import CommandRing, doorbell_path
+from engine.cmdring import CommandRing, command_ring_status, doorbell_path
 from engine.records import COMMAND_DTYPE, Cmd
 from engine.ring import RingError, RingInUseError, RingLayoutError
 from gateway.server import MatcherFeed
@@ -63,6 +63,20 @@ def test_commands_come_out_in_order_across_the_wrap(name):
         assert matcher.peek(100)["id"].tolist() == [6, 7, 8, 9, 10, 11] and matcher.available() == 6
         assert take(matcher) == [6, 7, 8, 9, 10, 11]
         assert matcher.stats == dict(head=11, tail=11, waits=0, wait_ns=0, doorbells=0)
+
+
+def test_the_status_shows_cursors_lag_ends_and_waits(name):
+    with CommandRing.consumer(name, 8) as matcher, CommandRing.producer(name) as gateway:
+        matcher.arm()
+        gateway.publish(commands(1, 5))
+        matcher.disarm()
+        take(matcher, 2)
+        status = command_ring_status(name)
+        assert status == dict(path=f"/dev/shm/{name}", capacity=8, closed=False, published=5, taken=2, lag=3,
+                              producer_pid=os.getpid(), producer_alive=True, consumer_pid=os.getpid(),
+                              consumer_alive=True, waits=0, wait_ns=0, doorbells=1)
+    with pytest.raises(RingError, match="does not exist"):
+        command_ring_status(name)
 
 
 def test_a_view_keeps_the_ring_mapped_after_its_end_closes(name):

@@ -216,6 +216,25 @@ def test_no_ack_while_the_matcher_is_paused_then_acks_after_durability(engine):
     run(scenario())
 
 
+def test_xos_status_shows_the_command_ring_with_both_ends_alive(engine):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    async def scenario():
+        (erin,) = await connected(engine, "erin")
+        await erin.create_order("BTC/USD", "limit", "buy", 1, 11, {"clientOrderId": 600})
+        await erin.cancel_all_orders()
+        await erin.close()
+
+    run(scenario())
+    result = CliRunner().invoke(app, ["status", "--config", str(engine.path)])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("command ring"))
+    assert f"/dev/shm/{engine.cfg.command_ring_name}" in line and "(lag 0)" in line
+    assert f"gateway pid {engine.sup.procs['gateway'].pid} alive" in line
+
+
 def test_matcher_killed_the_gateway_reattaches_and_answers_every_command(engine):
     async def scenario():
         (alice,) = await connected(engine, "alice")
