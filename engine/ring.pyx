@@ -743,7 +743,8 @@ cdef class RingConsumer(_RingMap):
                 continue
             if slice_ns > CONSUMER_SLEEP_NS:
                 slice_ns = CONSUMER_SLEEP_NS
-            xos_store_seq_cst_32(&me.sleeping, XOS_RING_FUTEX)  # then re-check: the producer checks after its cursor store
+            # then re-check: the producer checks after its cursor store
+            xos_store_seq_cst_32(&me.sleeping, XOS_RING_FUTEX)
             avail = xos_load_acquire_64(&h.cursor) - self.rpos
             if avail > 0:
                 xos_store_release_32(&me.sleeping, 0)

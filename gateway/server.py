@@ -11,8 +11,9 @@ when the event says the command is durable in the journal; Reject with the code'
 fills, cancels and amends go as ExecutionReports to every session of the order's account (maker
 and taker).
 
-Commands of one account reach the matcher in the order the gateway sent them (one ring), so each account's sent-and-unanswered commands wait in a FIFO and the next event
-that is a command's own first event (Accepted, Rejected, Cancelled by the user, Amended) for that
+Commands of one account reach the matcher in the order the gateway sent them (one ring), so each
+account's sent-and-unanswered commands wait in a FIFO and the next event that is a command's own
+first event (Accepted, Rejected, Cancelled by the user, Amended) for that
 account answers the FIFO's head, after a check that it echoes the command's fields (commands that
 other producers send for the account are not taken for ours).
 """
@@ -1074,6 +1075,8 @@ class GatewayStage:
         if consumer.available():
             self.loop.call_soon(self.on_events)
         # else the ring is closed: the ring thread attaches to the next
+
+    # ------------------------------------------------------------------ periodic work
 
     async def housekeeping(self) -> None:
         next_keys = time.monotonic() + self.g.keys_reload_s
