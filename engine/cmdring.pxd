@@ -23,6 +23,7 @@ cdef class CommandRing:
     cdef readonly object replaced   # the consumer's: why an existing file was replaced (None: none, or taken over)
     cdef void unmap(self) noexcept
     cdef _map(self, int fd, size_t size)
+    cdef claim(self, int64_t *pid, int64_t *start, str who, str does)
     cdef bint room_for(self, int64_t n) noexcept nogil
     cdef void ring_doorbell(self) noexcept nogil
     cpdef int64_t available(self) noexcept

@@ -35,7 +35,8 @@ from cmdringlayout cimport *
 from engine.ring cimport drain_fd
 
 from .records import COMMAND_DTYPE
-from .ring import RingError, RingInUseError, RingLayoutError, make_doorbell, pid_alive, proc_start, shm_names
+from .ring import (RingError, RingInUseError, RingLayoutError, make_doorbell, pid_alive, proc_start, shm_names,
+                   size_and_map)
 
 cnp.import_array()
 
@@ -186,17 +187,21 @@ cdef class CommandRing:
             r.replaced = r._take_over(fields, found, capacity)
         if r.hdr == NULL:
             r._create(size, capacity)
-        h = r.hdr
-        if h.consumer_pid and h.consumer_pid != os.getpid() and pid_alive(h.consumer_pid, h.consumer_start):
-            pid = h.consumer_pid
-            r.unmap()
-            raise RingInUseError(f"another matcher (pid {pid}) consumes command ring {r.path}")
-        h.consumer_pid = os.getpid()
-        h.consumer_start = proc_start(os.getpid()) or 0
-        r.cap = h.capacity
-        r.mask = r.cap - 1
+        r.claim(&r.hdr.consumer_pid, &r.hdr.consumer_start, "matcher", "consumes")
         r.doorbell_fd = make_doorbell(r.doorbell_path)
         return r
+
+    cdef claim(self, int64_t *pid, int64_t *start, str who, str does):
+        """Hold this end (``pid``, ``start``: its owner's fields in the header) for this process; refused while
+        another live process holds it."""
+        if pid[0] and pid[0] != os.getpid() and pid_alive(pid[0], start[0]):
+            other = pid[0]
+            self.unmap()
+            raise RingInUseError(f"another {who} (pid {other}) {does} command ring {self.path}")
+        pid[0] = os.getpid()
+        start[0] = proc_start(os.getpid()) or 0
+        self.cap = self.hdr.capacity
+        self.mask = self.cap - 1
 
     def _take_over(self, fields, size, int64_t capacity):
         """Map the existing file if its producer lives and it is a ring of this capacity (returns None);
@@ -229,14 +234,7 @@ cdef class CommandRing:
 
     def _create(self, size, int64_t capacity):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            self._map(fd, size)
-        except BaseException:
-            os.close(fd)
-            os.unlink(self.path)
-            raise
-        os.close(fd)
+        size_and_map(fd, self.path, size, self._map)
         h = self.hdr
         h.layout_version = XOS_LAYOUT_VERSION
         h.slot_size = sizeof(xos_command)
@@ -268,16 +266,8 @@ cdef class CommandRing:
             r._map(fd, size)
         finally:
             os.close(fd)
-        h = r.hdr
-        if h.producer_pid and h.producer_pid != os.getpid() and pid_alive(h.producer_pid, h.producer_start):
-            pid = h.producer_pid
-            r.unmap()
-            raise RingInUseError(f"another gateway (pid {pid}) produces into command ring {r.path}")
-        h.producer_pid = os.getpid()
-        h.producer_start = proc_start(os.getpid()) or 0
-        r.cap = h.capacity
-        r.mask = r.cap - 1
-        r.head = xos_load_acquire_64(&h.head)
+        r.claim(&r.hdr.producer_pid, &r.hdr.producer_start, "gateway", "produces into")
+        r.head = xos_load_acquire_64(&r.hdr.head)
         r.doorbell_c = r.doorbell_path_b
         return r
 

@@ -143,6 +143,19 @@ def make_doorbell(path):
     return os.open(path, os.O_RDWR | os.O_NONBLOCK)
 
 
+def size_and_map(fd, path, size, map_fd):
+    """A new shared-memory file (``fd``, open read-write): sized, mapped by ``map_fd(fd, size)``, closed; unlinked
+    again if either fails."""
+    try:
+        os.ftruncate(fd, size)
+        map_fd(fd, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
 cdef void drain_fd(int fd) noexcept nogil:
     """Read a doorbell's bytes off (they only said: look)."""
     cdef char buf[256]
@@ -308,14 +321,7 @@ cdef class EventRing(_RingMap):
                 r.stale_removed = _remove_stale(r.name, r.path)
         else:
             raise RingInUseError(f"shared memory {r.path} keeps reappearing; another engine is starting?")
-        try:
-            os.ftruncate(fd, size)
-            r._map(fd, size, populate)
-        except BaseException:
-            os.close(fd)
-            os.unlink(r.path)
-            raise
-        os.close(fd)
+        size_and_map(fd, r.path, size, lambda fd, size: r._map(fd, size, populate))
         h = r.hdr
         h.layout_version = XOS_LAYOUT_VERSION
         h.slot_size = sizeof(xos_event)
