@@ -119,8 +119,8 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
     gateway = f"pid {commands['producer_pid']} {'alive' if commands['producer_alive'] else 'gone'}" \
         if commands["producer_pid"] else "none attached"
     typer.echo(f"command ring {commands['path']}: capacity {commands['capacity']}, published {commands['published']}, "
-               f"taken {commands['taken']} (lag {commands['lag']}), gateway {gateway}, waits {commands['waits']} "
-               f"({commands['wait_ns'] / 1e6:.1f} ms), doorbells {commands['doorbells']}")
+               f"taken {commands['taken']} (lag {commands['lag']}), gateway {gateway}, full {commands['full']} times, "
+               f"doorbells {commands['doorbells']}")
 
 
 @app.command("account")

@@ -24,7 +24,6 @@ cdef class CommandRing:
     cdef void unmap(self) noexcept
     cdef _map(self, int fd, size_t size)
     cdef claim(self, int64_t *pid, int64_t *start, str who, str does)
-    cdef bint room_for(self, int64_t n) noexcept nogil
     cdef void ring_doorbell(self) noexcept nogil
     cpdef int64_t available(self) noexcept
     cdef view(self, int64_t at, int64_t n)

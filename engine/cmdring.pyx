@@ -13,7 +13,9 @@ when it stops cleanly (``close``), setting ``closed`` first so that a live gatew
 one.  A matcher that restarts while the gateway that produced into the ring lives takes the ring over
 and goes on from ``tail``: what the gateway published meanwhile is not lost.  A ring whose producer is
 dead is made anew (its commands, never acknowledged, go with it: a later engine must not run them).
-The gateway attaches with ``CommandRing.producer``; ``publish`` puts a whole forward in or nothing.
+The gateway attaches with ``CommandRing.producer``; ``publish`` puts a whole forward in or nothing, and never
+waits: the gateway also routes the matcher's events, and a gateway waiting for room while the matcher waits for
+it to take events would wait forever.
 """
 cimport cython
 from libc.errno cimport errno, EAGAIN, EINTR
@@ -43,15 +45,11 @@ cnp.import_array()
 cdef extern from "<sys/mman.h>" nogil:
     int MAP_POPULATE
 
-DEF SPIN_PAUSES = 48            # "tens of pauses" before giving the CPU away
-DEF YIELDS = 4                  # sched_yield()s before sleeping
-DEF PRODUCER_SLEEP_NS = 10000000  # a wait for room looks at the consumer's liveness between sleeps
-
 DATA_OFFSET = XOS_CMD_RING_DATA_OFFSET
-# the header's lines as read from the file: 0 (magic .. closed), 1 (head, producer pid and start, producer_sleeping,
-# pad, waits, wait_ns, doorbells) and 2 (tail, consumer pid and start)
+# the header's lines as read from the file: 0 (magic .. closed), 1 (head, producer pid and start, full, doorbells)
+# and 2 (tail, consumer pid and start)
 HEADER_STRUCT = struct.Struct("<qIIqIIi")
-PRODUCER_STRUCT = struct.Struct("<qqqiiqqq")
+PRODUCER_STRUCT = struct.Struct("<qqqqq")
 CONSUMER_STRUCT = struct.Struct("<qqq")
 
 
@@ -73,16 +71,16 @@ def read_header(path):
     if len(raw) < HEADER_STRUCT.size or len(producer) < PRODUCER_STRUCT.size or len(consumer) < CONSUMER_STRUCT.size:
         return None, size
     magic, version, slot, cap, ring_layout, data_off, closed = HEADER_STRUCT.unpack(raw)
-    head, pid, start, _, _, waits, wait_ns, doorbells = PRODUCER_STRUCT.unpack(producer)
+    head, pid, start, full, doorbells = PRODUCER_STRUCT.unpack(producer)
     tail, consumer_pid, consumer_start = CONSUMER_STRUCT.unpack(consumer)
     return dict(magic=magic, version=version, slot_size=slot, capacity=cap, ring_layout=ring_layout,
-                data_offset=data_off, closed=closed, head=head, producer_pid=pid, producer_start=start, waits=waits,
-                wait_ns=wait_ns, doorbells=doorbells, tail=tail, consumer_pid=consumer_pid,
+                data_offset=data_off, closed=closed, head=head, producer_pid=pid, producer_start=start, full=full,
+                doorbells=doorbells, tail=tail, consumer_pid=consumer_pid,
                 consumer_start=consumer_start), size
 
 
 def command_ring_status(name):
-    """A snapshot of command ring ``name`` for ``xos status``: its cursors and lag, its two ends, its waits."""
+    """A snapshot of command ring ``name`` for ``xos status``: its cursors and lag, its two ends, its counters."""
     rname, path = shm_names(name)
     try:
         fields, size = read_header(path)
@@ -94,7 +92,7 @@ def command_ring_status(name):
                 producer_alive=pid_alive(fields["producer_pid"], fields["producer_start"]),
                 consumer_pid=fields["consumer_pid"],
                 consumer_alive=pid_alive(fields["consumer_pid"], fields["consumer_start"]),
-                waits=fields["waits"], wait_ns=fields["wait_ns"], doorbells=fields["doorbells"])
+                full=fields["full"], doorbells=fields["doorbells"])
 
 
 def check_header(name, fields, size):
@@ -211,6 +209,9 @@ cdef class CommandRing:
         except RingLayoutError as exc:
             why = str(exc)
         else:
+            pid = fields["consumer_pid"]
+            if pid != os.getpid() and pid_alive(pid, fields["consumer_start"]):  # before touching anything
+                raise RingInUseError(f"another matcher (pid {pid}) consumes command ring {self.path}")
             if fields["capacity"] != capacity:
                 why = f"capacity {fields['capacity']}, {capacity} wanted"
             elif fields["closed"]:
@@ -273,9 +274,6 @@ cdef class CommandRing:
 
     # ------------------------------------------------------------------ producer
 
-    cdef bint room_for(self, int64_t n) noexcept nogil:
-        return self.head + n - xos_load_acquire_64(&self.hdr.tail) <= self.cap
-
     cdef void ring_doorbell(self) noexcept nogil:
         """Wake the consumer if it said it sleeps; a doorbell that cannot be opened or written (no matcher
         reads it: it died) is tried again next time (the next matcher looks at the ring before it sleeps)."""
@@ -294,11 +292,11 @@ cdef class CommandRing:
             self.doorbell_fd = -1
 
     def publish(self, cnp.ndarray commands not None):
-        """Put a whole array of COMMAND_DTYPE into the ring, waiting while it is full and its consumer lives.
-        Returns True once published; False, with nothing published, when the ring is closed (the matcher
-        stopped) or its consumer died while there was no room."""
+        """Put a whole array of COMMAND_DTYPE into the ring: True once published; False, with nothing published,
+        when there is no room for all of it (``full`` counts these) or the ring is closed (its matcher stopped).
+        It never waits (see the module's doc): the caller keeps the commands and tries again."""
         cdef xos_cmd_ring_header *h = self.hdr
-        cdef int64_t n, i0, first, t0 = 0, spins = 0
+        cdef int64_t n, i0, first
         cdef const xos_command *src
         self._check_open()
         if not self.is_producer:
@@ -310,30 +308,12 @@ cdef class CommandRing:
             raise ValueError(f"{n} commands do not fit command ring {self.name} of {self.cap}")
         if xos_load_acquire_32(&h.closed):
             return False
+        if self.head + n - xos_load_acquire_64(&h.tail) > self.cap:
+            h.full += 1
+            return False
         if n == 0:
             return True
         src = <const xos_command *>cnp.PyArray_DATA(commands)
-        while not self.room_for(n):
-            if t0 == 0:
-                t0 = xos_now_ns()
-                h.waits += 1
-            with nogil:
-                if spins < SPIN_PAUSES:
-                    xos_cpu_pause()
-                elif spins < SPIN_PAUSES + YIELDS:
-                    xos_yield()
-                else:
-                    xos_store_seq_cst_32(&h.producer_sleeping, 1)
-                    if not self.room_for(n):
-                        xos_futex_wait_timeout(&h.producer_sleeping, 1, PRODUCER_SLEEP_NS)
-                    xos_store_release_32(&h.producer_sleeping, 0)
-            spins += 1
-            if spins > SPIN_PAUSES + YIELDS and not self.room_for(n):
-                if xos_load_acquire_32(&h.closed) or not pid_alive(h.consumer_pid, h.consumer_start):
-                    h.wait_ns += xos_now_ns() - t0
-                    return False
-        if t0:
-            h.wait_ns += xos_now_ns() - t0
         with nogil:
             i0 = self.head & self.mask
             first = self.cap - i0
@@ -377,14 +357,10 @@ cdef class CommandRing:
 
     def advance(self, int64_t n):
         """Take ``n`` commands (after ``peek``): their slots are the producer's again."""
-        cdef xos_cmd_ring_header *h = self.hdr
         self._check_open()
         if n < 0 or n > self.available():
             raise ValueError(f"cannot take {n} of {self.available()} commands")
-        xos_store_release_64(&h.tail, h.tail + n)
-        xos_fence()  # the tail store before the sleeping-flag load
-        if xos_load_relaxed_32(&h.producer_sleeping) and xos_exchange_32(&h.producer_sleeping, 0):
-            xos_futex_wake(&h.producer_sleeping, 1)
+        xos_store_release_64(&self.hdr.tail, self.hdr.tail + n)
 
     def arm(self):
         """Say the consumer is about to sleep on the doorbell: False (disarmed again) when commands came
@@ -418,23 +394,21 @@ cdef class CommandRing:
 
     @property
     def stats(self):
-        """head, tail, waits and wait_ns (publishes that waited for room), doorbells (wake-ups rung)."""
+        """head, tail, full (publishes refused for want of room), doorbells (wake-ups rung)."""
         self._check_open()
         h = self.hdr
-        return dict(head=xos_load_acquire_64(&h.head), tail=xos_load_acquire_64(&h.tail), waits=h.waits,
-                    wait_ns=h.wait_ns, doorbells=h.doorbells)
+        return dict(head=xos_load_acquire_64(&h.head), tail=xos_load_acquire_64(&h.tail), full=h.full,
+                    doorbells=h.doorbells)
 
     def close(self):
-        """The producer lets go of the ring.  The consumer marks it closed (a producer waiting for room
-        returns; one attached moves to the next ring), and unlinks it and its doorbell."""
+        """The producer lets go of the ring.  The consumer marks it closed (the producer attached moves to the
+        next ring), and unlinks it and its doorbell."""
         cdef xos_cmd_ring_header *h = self.hdr
         if h != NULL:
             if self.is_producer:
                 h.producer_pid = 0
             else:
                 xos_store_release_32(&h.closed, 1)
-                xos_store_seq_cst_32(&h.producer_sleeping, 0)
-                xos_futex_wake(&h.producer_sleeping, 1 << 30)
                 for path in (self.path, self.doorbell_path):
                     try:
                         os.unlink(path)

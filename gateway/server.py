@@ -298,8 +298,9 @@ class KeyTable:
 
 class MatcherFeed:
     """The gateway's end of the matcher's command ring.  It attaches when it first has commands, and again
-    once the matcher has closed the ring (a restart).  A forward that cannot go in yet (no ring, or the matcher
-    gone with the ring full) waits here in order and goes first next time: ``flush``, also from housekeeping."""
+    once the matcher has closed the ring (a restart).  A forward that cannot go in yet (the ring full, no ring,
+    or the matcher gone) waits here in order and goes first next time (``flush``); meanwhile the gateway reads
+    no requests (``GatewayStage.on_readable``)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -313,9 +314,11 @@ class MatcherFeed:
         elif not self.publish(commands):
             self.backlog.append(commands)
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Publish what waits, in order, as far as the ring takes it; True when nothing is left."""
         while self.backlog and self.publish(self.backlog[0]):
             self.backlog.popleft()
+        return not self.backlog
 
     def publish(self, commands: np.ndarray) -> bool:
         for _ in range(2):  # a ring closed under us: once more, into the next
@@ -324,7 +327,7 @@ class MatcherFeed:
             if self.ring.publish(commands):
                 return True
             if not self.ring.closed:
-                return False  # the matcher died with no room left: its successor takes the ring over
+                return False  # full: the matcher (or, if it died, its successor) takes it on
         return False
 
     def attach(self) -> bool:
@@ -440,7 +443,10 @@ class GatewayStage:
 
     def on_readable(self) -> None:
         """Drain the ROUTER (its fd is edge-triggered), forward the burst's commands, send replies.
-        One clock reading per burst: the dead-man switch and the rate limit need no finer time."""
+        One clock reading per burst: the dead-man switch and the rate limit need no finer time.  While
+        forwards wait for room in the matcher's ring, requests wait in ZeroMQ (``resume_intake``)."""
+        if self.matcher.backlog:
+            return
         socket, sessions = self.router.underlying, self.sessions
         push_batch, g = self.g.push_batch, self.g
         now = time.monotonic()
@@ -462,7 +468,7 @@ class GatewayStage:
                     self.on_message(routing_id, data, user_id, extra, now)
                     if self.cmd_count >= push_batch:
                         self.forward()
-                if got < DRAIN_MAX:
+                if got < DRAIN_MAX or self.matcher.backlog:
                     break
         except Exception as exc:  # outside any one request: the process ends (housekeeping raises it) and restarts
             self.failure = exc
@@ -709,6 +715,12 @@ class GatewayStage:
                 self.cmd_count -= int(counts[i])
         if n:
             self.cmd_chunks.append(pending[:n])
+
+    def resume_intake(self) -> None:
+        """Publish the forwards that waited for room in the matcher's ring; once all are in, read requests
+        again (now: the ROUTER's fd gave its edge already)."""
+        if self.matcher.flush():
+            self.loop.call_soon(self.on_readable)
 
     def forward(self) -> None:
         """Push the collected commands into the matcher's input as one message."""
@@ -1067,6 +1079,8 @@ class GatewayStage:
                 self.routed_seq = last
             consumer.release_to(last)
             self.ring_cursor = consumer.cursor
+            if self.matcher.backlog:  # the matcher took commands: maybe room now
+                self.resume_intake()
         except Exception as exc:  # ends the process (housekeeping raises it); the supervisor restarts it
             self.failure = exc
             return
@@ -1095,8 +1109,8 @@ class GatewayStage:
                     for s in list(self.sessions.values()):
                         if self.keys.accounts.get(s.key) != s.account:
                             self.drop_session(s)
-            if self.matcher.backlog:  # no ring yet, or the matcher restarting
-                self.matcher.flush()
+            if self.matcher.backlog:  # the ring full, none yet, or the matcher restarting
+                self.resume_intake()
             if self.heartbeat.due():
                 self.heartbeat.beat(state="stopping" if self.stopping else "running", **self.status())
             if self.failure is not None:

@@ -30,19 +30,16 @@ typedef struct xos_cmd_ring_header {
     int64_t head;              /* commands published */
     int64_t producer_pid;
     int64_t producer_start;    /* start time of producer_pid (/proc/PID/stat field 22) */
-    int32_t producer_sleeping; /* futex word: 1 while the producer sleeps for room */
-    int32_t pad2;
-    int64_t waits;             /* publishes that had to wait for room */
-    int64_t wait_ns;
+    int64_t full;              /* publishes refused for want of room (the producer keeps them and tries again) */
     int64_t doorbells;         /* wake-ups the producer rang for a sleeping consumer */
-    int64_t pad3;
+    int64_t pad2[3];
     /* line 2: the consumer's */
     int64_t tail;              /* commands taken */
     int64_t consumer_pid;
     int64_t consumer_start;
     int32_t consumer_sleeping; /* 1 while the consumer waits on its doorbell (or is about to) */
-    int32_t pad4;
-    int64_t pad5[4];
+    int32_t pad3;
+    int64_t pad4[4];
 } xos_cmd_ring_header;
 
 _Static_assert(offsetof(xos_cmd_ring_header, head) == 64, "producer cursor on line 1");

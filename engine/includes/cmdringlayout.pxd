@@ -16,9 +16,7 @@ cdef extern from "cmdringlayout.h" nogil:
         int64_t head
         int64_t producer_pid
         int64_t producer_start
-        int32_t producer_sleeping
-        int64_t waits
-        int64_t wait_ns
+        int64_t full
         int64_t doorbells
         int64_t tail
         int64_t consumer_pid
