@@ -1127,6 +1127,7 @@ class GatewayStage:
 
     async def main(self) -> int:
         self.loop = asyncio.get_running_loop()
+        self.matcher.attach()  # now, so that `xos status` names this gateway (else at the first forward)
         self.loop.add_reader(self.router.getsockopt(zmq.FD), self.on_readable)
         ring = threading.Thread(target=self.ring_thread, name="gateway-ring", daemon=True)
         ring.start()

@@ -227,6 +227,8 @@ def test_xos_status_shows_the_command_ring_with_both_ends_alive(engine):
         await erin.cancel_all_orders()
         await erin.close()
 
+    result = CliRunner().invoke(app, ["status", "--config", str(engine.path)])
+    assert f"gateway pid {engine.sup.procs['gateway'].pid} alive" in result.output  # attached from its start
     run(scenario())
     result = CliRunner().invoke(app, ["status", "--config", str(engine.path)])
     assert result.exit_code == 0, result.output
