@@ -18,12 +18,11 @@ waits: the gateway also routes the matcher's events, and a gateway waiting for r
 it to take events would wait forever.
 """
 cimport cython
-from libc.errno cimport errno, EAGAIN, EINTR
+from libc.errno cimport errno
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy, strerror
-from posix.fcntl cimport open as c_open, O_WRONLY, O_NONBLOCK
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
-from posix.unistd cimport write, close as c_close
+from posix.unistd cimport close as c_close
 
 import os
 import struct
@@ -34,7 +33,7 @@ cimport numpy as cnp
 from records cimport xos_command, XOS_LAYOUT_VERSION
 from atomics cimport *
 from cmdringlayout cimport *
-from engine.ring cimport drain_fd
+from engine.ring cimport drain_fd, ring_fifo
 
 from .records import COMMAND_DTYPE
 from .ring import (RingError, RingInUseError, RingLayoutError, make_doorbell, pid_alive, proc_start, shm_names,
@@ -278,18 +277,11 @@ cdef class CommandRing:
         """Wake the consumer if it said it sleeps; a doorbell that cannot be opened or written (no matcher
         reads it: it died) is tried again next time (the next matcher looks at the ring before it sleeps)."""
         cdef xos_cmd_ring_header *h = self.hdr
-        cdef char byte = 1
         xos_fence()  # the head store before the sleeping-flag load
         if xos_load_relaxed_32(&h.consumer_sleeping) == 0 or xos_exchange_32(&h.consumer_sleeping, 0) == 0:
             return
         h.doorbells += 1
-        if self.doorbell_fd < 0:
-            self.doorbell_fd = c_open(self.doorbell_c, O_WRONLY | O_NONBLOCK)
-            if self.doorbell_fd < 0:
-                return
-        if write(self.doorbell_fd, &byte, 1) < 0 and errno != EAGAIN:  # EAGAIN: full of unread wake-ups
-            c_close(self.doorbell_fd)
-            self.doorbell_fd = -1
+        ring_fifo(&self.doorbell_fd, self.doorbell_c)
 
     def publish(self, cnp.ndarray commands not None):
         """Put a whole array of COMMAND_DTYPE into the ring: True once published; False, with nothing published,

@@ -315,9 +315,9 @@ class MatcherStage:
     def take_commands(self, n: int) -> int:
         """The gateway's commands from the ring, after the batch's first ``n``: copied straight from the slots,
         never part of a multi-leg order (one more than the room is looked at, for ``cut`` to see past it)."""
-        waiting = self.command_ring.peek(len(self.batch) - n + 1)
-        if not len(waiting):
+        if not self.command_ring.available():
             return n
+        waiting = self.command_ring.peek(len(self.batch) - n + 1)
         end, rest = self.admit(waiting, n)
         self.command_ring.advance(end - n)
         return end

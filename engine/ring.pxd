@@ -5,6 +5,7 @@ from records cimport xos_event
 from ringlayout cimport xos_ring_header, xos_ring_consumer
 
 
+cdef void ring_fifo(int *fd, const char *path) noexcept nogil
 cdef void drain_fd(int fd) noexcept nogil
 
 

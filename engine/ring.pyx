@@ -156,6 +156,19 @@ def size_and_map(fd, path, size, map_fd):
         os.close(fd)
 
 
+cdef void ring_fifo(int *fd, const char *path) noexcept nogil:
+    """A byte into a doorbell FIFO, its write end ``fd[0]`` opened on first use; one that cannot be opened or
+    written (no reader: it is gone) is closed and tried again next time.  EAGAIN: full of unread wake-ups."""
+    cdef char byte = 1
+    if fd[0] < 0:
+        fd[0] = c_open(path, O_WRONLY | O_NONBLOCK)
+        if fd[0] < 0:
+            return
+    if write(fd[0], &byte, 1) < 0 and errno != EAGAIN:
+        c_close(fd[0])
+        fd[0] = -1
+
+
 cdef void drain_fd(int fd) noexcept nogil:
     """Read a doorbell's bytes off (they only said: look)."""
     cdef char buf[256]
@@ -431,21 +444,16 @@ cdef class EventRing(_RingMap):
         wake-up."""
         cdef xos_ring_consumer *s = &self.hdr.consumers[i]
         cdef char path[512]
-        cdef char byte = 1
         cdef int32_t epoch = xos_load_acquire_32(&self.hdr.epoch)
         if self.doorbell_fds[i] >= 0 and self.doorbell_epochs[i] != epoch:  # consumers came or went: maybe another here
             c_close(self.doorbell_fds[i])
             self.doorbell_fds[i] = -1
+        path[0] = 0  # made only when the FIFO must be opened
         if self.doorbell_fds[i] < 0:
             if snprintf(path, sizeof(path), "%s.%.23s.doorbell", self.path_c, s.name) >= <int>sizeof(path):
                 return
-            self.doorbell_fds[i] = c_open(path, O_WRONLY | O_NONBLOCK)
             self.doorbell_epochs[i] = epoch
-            if self.doorbell_fds[i] < 0:
-                return
-        if write(self.doorbell_fds[i], &byte, 1) < 0 and errno != EAGAIN:  # EAGAIN: full of unread wake-ups
-            c_close(self.doorbell_fds[i])
-            self.doorbell_fds[i] = -1
+        ring_fifo(&self.doorbell_fds[i], path)
 
     cdef int64_t publish(self, const xos_event *events, int64_t n) noexcept nogil:
         """Copy ``n`` events into the ring and publish them with one cursor store per chunk of at
