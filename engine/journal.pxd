@@ -1,5 +1,5 @@
 cimport cython
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from records cimport xos_command
 
@@ -15,11 +15,29 @@ cdef class JournalWriter:
     cdef size_t path_cap
     cdef int fd                          # current segment, -1 = none
     cdef int dir_fd                      # the directory: fsync on create, flock against a second writer
-    cdef uint8_t *buf                    # framed batches appended since the last commit
+    cdef readonly bint direct            # segments written with O_DIRECT, in whole blocks
+    cdef int64_t block                   # write granularity: 4096 with O_DIRECT, else 1
+    # buf[0:buf_len] are the segment's bytes from file offset blk_off (a multiple of ``block``):
+    # buf[0:committed] the written part of the last block (rewritten with the next commit), then the
+    # frames appended since the last commit
+    cdef uint8_t *buf
     cdef size_t buf_len
     cdef size_t buf_cap
+    cdef size_t committed
+    cdef int64_t blk_off
     cdef int64_t seg_first_seq
-    cdef int64_t seg_size
+    cdef int64_t seg_size                # bytes of the segment holding data (header and frames)
+    cdef int64_t seg_room                # bytes the segment file has (zero-filled ahead of seg_size)
+    # the spare: a segment file that a thread zero-fills ahead of use, taken when the segment has no room
+    cdef char *spare_path
+    cdef int32_t spare_state             # SPARE_WANTED / SPARE_READY / SPARE_FAILED (atomics: two threads)
+    cdef int32_t spare_stop              # close() asks the filling thread to stop
+    cdef int64_t spare_bytes             # the ready spare's size
+    cdef int64_t spare_next              # the next one's (doubling up to a full segment)
+    cdef int spare_errno
+    cdef object spare_thread
+    cdef uint8_t *zeros                  # aligned zeros to fill spares from
+    cdef int64_t _preallocated           # segments begun in a spare
     cdef int64_t _last_seq
     cdef int64_t _durable_seq
     cdef int64_t _bytes_written
@@ -38,6 +56,8 @@ cdef class JournalWriter:
 
     cdef int append(self, const xos_command *cmds, int64_t n, int64_t first_seq) noexcept nogil
     cdef int64_t group_commit(self) noexcept nogil
-    cdef int new_segment(self, int64_t first_seq) noexcept nogil
+    cdef int new_segment(self, int64_t first_seq, bint from_spare) noexcept nogil
+    cdef int write_buffer(self) noexcept nogil
     cdef int reserve(self, size_t extra) noexcept nogil
     cdef int fail(self, const char *op) noexcept nogil
+    cdef int fill_spares(self) noexcept nogil

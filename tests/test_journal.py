@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import warnings
 
 import numpy as np
@@ -437,3 +438,165 @@ def test_replay_rebuilds_engine_state(tmp_path):
     for _, batch in J.JournalReader(tmp_path).read_from():
         replayed.process(batch)
     assert state_hash(replayed) == state_hash(live)
+
+
+# ---------------------------------------------------------------- fsync="always": whole blocks, spares, zero fill
+
+
+BLOCK = 4096
+
+
+def wait_for_spare(w, timeout=10.0):
+    """Until the writer's spare thread has a zero-filled segment ready."""
+    deadline = time.monotonic() + timeout
+    while not w.spare_ready_bytes:
+        assert w.spare != "off" and not w.spare.startswith("failed"), w.spare
+        assert time.monotonic() < deadline, "no spare segment within the timeout"
+        time.sleep(0.002)
+
+
+def data_end(path):
+    """Where a segment's frames end (its zero-filled rest follows)."""
+    fr = frames_of_data(path)
+    return fr[-1][1] if fr else HDR
+
+
+def frames_of_data(path):
+    """frames_of for a segment that may end in zeros."""
+    data = open(path, "rb").read()
+    out, off = [], HDR
+    while off + FRAME <= len(data) and data[off:off + 4] == J.FRAME_MAGIC.to_bytes(4, "little"):
+        count = int.from_bytes(data[off + 4:off + 8], "little")
+        seq = int.from_bytes(data[off + 8:off + 16], "little", signed=True)
+        out.append((off, off + FRAME + count * REC, seq, count))
+        off += FRAME + count * REC
+    return out
+
+
+def always_journal(directory, sizes, segment_bytes, spare_every=1):
+    """Write ``sizes`` with fsync="always", letting the spare thread catch up every ``spare_every``
+    commits (so that segments begin in spares); returns the commands and the writer's stats."""
+    seq, parts = 1, []
+    with J.JournalWriter(directory, segment_bytes=segment_bytes, fsync="always") as w:
+        for i, n in enumerate(sizes):
+            if i % spare_every == 0:
+                wait_for_spare(w)
+            parts.append(cmds(seq, n))
+            w.append_array(parts[-1], seq)
+            seq += n
+            assert w.commit() == seq - 1
+        stats = w.stats()
+    assert w.spare == "stopped" and not os.path.exists(os.path.join(directory, J.SPARE_NAME))
+    return np.concatenate(parts), stats
+
+
+def test_always_writes_whole_blocks_into_zero_filled_spares(tmp_path):
+    sizes = [int(x) for x in np.random.default_rng(3).integers(1, 120, 80)]
+    expected, stats = always_journal(tmp_path, sizes, segment_bytes=24 << 10)
+    assert stats["direct_io"] == J._direct_io_works(str(tmp_path))
+    # every segment begins in a spare (each is ready in time here): even the first, a header alone until
+    # the first commit moves into the spare under its name
+    segs = J.list_segments(tmp_path)
+    assert stats["preallocated_segments"] == len(segs) == stats["segments_created"] - 1 > 3
+    for name_seq, path in segs:
+        size = os.path.getsize(path)
+        assert size % BLOCK == 0 and size >= data_end(path)   # a whole spare: data, then zeros
+        assert not any(open(path, "rb").read()[data_end(path):])
+        assert frames_of_data(path)[0][2] == name_seq
+    assert stats["bytes_written"] == sum(FRAME + n * REC for n in sizes)
+    r, first, arr = read_ids(tmp_path)
+    assert r.report == [] and first == 1 and np.array_equal(arr, expected)
+
+
+def test_always_continues_inside_the_last_block(tmp_path):
+    """A reopened writer rewrites the last block from where its data ends, through several lives,
+    and segments without room are left for a spare as soon as one is ready."""
+    rng = np.random.default_rng(4)
+    seq, parts = 1, []
+    for life in range(4):
+        with J.JournalWriter(tmp_path, segment_bytes=64 << 10, fsync="always") as w:
+            assert w.last_seq == w.durable_seq == seq - 1 and w.recovery == []
+            for n in rng.integers(1, 40, 12):
+                parts.append(cmds(seq, int(n)))
+                w.append_array(parts[-1], seq)
+                seq += int(n)
+                w.commit()
+        r, first, arr = read_ids(tmp_path)
+        assert r.report == [] and np.array_equal(arr, np.concatenate(parts)), life
+    assert [b.shape[0] for _, b in J.JournalReader(tmp_path).read_from()] == [len(p) for p in parts]
+
+
+def test_zero_fill_followed_by_data_is_a_torn_tail(tmp_path):
+    expected, _ = always_journal(tmp_path, [50, 90, 30], segment_bytes=64 << 10)
+    _, path = J.list_segments(tmp_path)[-1]
+    end, size = data_end(path), os.path.getsize(path)
+    assert size > end + 2 * BLOCK   # the spare's zero-filled rest
+    with open(path, "r+b") as f:     # a block of a later write that reached the disk out of order
+        f.seek(end + BLOCK + 10)
+        f.write(b"\x07")
+    r, first, arr = read_ids(tmp_path)
+    assert np.array_equal(arr, expected)
+    assert [(d.reason, d.where, d.offset, d.bytes) for d in r.report] == \
+        [("data after the zero-filled end", "tail", end, size - end)]
+    with pytest.warns(RuntimeWarning, match="data after the zero-filled end"):
+        w = J.JournalWriter(tmp_path, fsync="always")
+    with w:
+        assert w.last_seq == len(expected) and len(w.recovery) == 1
+        w.append_array(cmds(len(expected) + 1, 4))
+        w.commit()
+    kept = [p for p in os.listdir(tmp_path) if ".dropped-" in p]
+    assert len(kept) == 1 and os.path.getsize(tmp_path / kept[0]) == BLOCK + 11   # up to the byte, not the zeros
+    r, first, arr = read_ids(tmp_path)
+    assert r.report == [] and np.array_equal(arr, np.concatenate([expected, cmds(len(expected) + 1, 4)]))
+
+
+def test_always_cut_anywhere_in_the_last_block(tmp_path):
+    """A crash leaves the last segment cut anywhere (or its last block partly rewritten): the reader
+    keeps the frames wholly before the cut, and a writer continues after them."""
+    base = tmp_path / "base"
+    expected, _ = always_journal(base, [3, 1, 4, 1, 5], segment_bytes=64 << 10)
+    _, seg_path = J.list_segments(base)[-1]
+    fr = frames_of_data(seg_path)
+    first_of_segment = fr[0][2]
+    work = tmp_path / "work"
+    for cut in sorted({0, HDR, HDR + 5, fr[-1][1], fr[-1][1] + 1, BLOCK, 2 * BLOCK} | {f[0] + 30 for f in fr}):
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(base, work)
+        path = work / os.path.basename(seg_path)
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        kept = [f for f in fr if f[1] <= cut]
+        keep = kept[-1][2] + kept[-1][3] - 1 if kept else first_of_segment - 1
+        r, first, arr = read_ids(work)
+        assert np.array_equal(arr, expected[:keep]), cut
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with J.JournalWriter(work, fsync="always") as w:
+                assert w.last_seq == keep, cut
+                w.append_array(cmds(keep + 1, 2))
+                w.commit()
+        r, first, arr = read_ids(work)
+        assert r.report == [] and np.array_equal(arr, np.concatenate([expected[:keep], cmds(keep + 1, 2)])), cut
+
+
+def test_spare_lifecycle(tmp_path):
+    (tmp_path / J.SPARE_NAME).write_bytes(b"left by a killed writer")
+    with J.JournalWriter(tmp_path / "off", fsync="off") as w:
+        assert w.spare == "off" and not w.direct
+    with J.JournalWriter(tmp_path, fsync="always") as w:
+        wait_for_spare(w)
+        assert w.spare == "ready" and w.spare_ready_bytes == 1 << 20   # the first is small, then doubling
+        assert os.path.getsize(tmp_path / J.SPARE_NAME) == 1 << 20
+        assert not any(open(tmp_path / J.SPARE_NAME, "rb").read())
+    assert w.spare == "stopped" and not (tmp_path / J.SPARE_NAME).exists()
+    assert sorted(os.listdir(tmp_path)) == [J.segment_name(1), "off"]
+
+
+def test_always_without_direct_io(tmp_path, monkeypatch):
+    """A file system without O_DIRECT (tmpfs before Linux 6.6) is written through the page cache, in
+    spares all the same."""
+    monkeypatch.setattr(J, "_direct_io_works", lambda directory: False)
+    expected, stats = always_journal(tmp_path, [7, 70, 7, 70, 150], segment_bytes=8 << 10)
+    assert not stats["direct_io"] and stats["preallocated_segments"] >= 3
+    r, first, arr = read_ids(tmp_path)
+    assert r.report == [] and np.array_equal(arr, expected)

@@ -8,7 +8,11 @@
  *
  * The frame CRC32C covers the header's first 20 bytes (magic .. payload_len)
  * and then the payload.  Frames carry the sequence of their first command;
- * sequences are dense across frames and segments.  All little-endian. */
+ * sequences are dense across frames and segments.  All little-endian.
+ *
+ * A segment may end in zero bytes: with fsync="always" the writer writes
+ * whole 4 KiB blocks (O_DIRECT) into segments zero-filled ahead of use, so
+ * the data ends where a frame header would start and only zeros follow. */
 #ifndef XOS_JOURNAL_FORMAT_H
 #define XOS_JOURNAL_FORMAT_H
 #include <stddef.h>
@@ -62,7 +66,9 @@ enum {
     XOS_JSCAN_BAD_LENGTH = 3,   /* count 0, too large, or payload_len != count * 64 */
     XOS_JSCAN_TORN_PAYLOAD = 4, /* the payload runs past the end of the data */
     XOS_JSCAN_BAD_CRC = 5,
-    XOS_JSCAN_SEQUENCE = 6      /* an intact frame whose first_seq breaks continuity */
+    XOS_JSCAN_SEQUENCE = 6,     /* an intact frame whose first_seq breaks continuity */
+    XOS_JSCAN_ZEROS = 7,        /* the end of data: only zero bytes follow (in this buffer) */
+    XOS_JSCAN_AFTER_ZEROS = 8   /* zero bytes where a frame header would start, then data */
 };
 
 typedef struct xos_journal_scan {
@@ -84,18 +90,38 @@ static inline uint32_t xos_journal_frame_crc(const xos_journal_frame_header *h, 
     return xos_crc32c(c, payload, h->payload_len);
 }
 
+static inline int xos_journal_all_zero(const uint8_t *p, int64_t n) {
+    uint64_t w;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        if (w) return 0;
+    }
+    for (; n > 0; p++, n--)
+        if (*p) return 0;
+    return 1;
+}
+
 /* Walk the frames of buf[off:len] while they are valid and continue the
- * sequence from next_seq; r says where and why it stopped. */
+ * sequence from next_seq; r says where and why it stopped.  Zero bytes where
+ * a frame header would start are the zero-filled end of the data (no header
+ * begins with one): XOS_JSCAN_ZEROS if only zeros follow in buf. */
 static inline void xos_journal_scan_frames(const uint8_t *buf, int64_t len, int64_t off,
                                            int64_t next_seq, xos_journal_scan *r) {
     xos_journal_frame_header h;
+    int64_t head;
     r->frames = 0;
     r->records = 0;
     for (;;) {
         r->end = off;
         r->next_seq = next_seq;
         if (off == len) { r->status = XOS_JSCAN_END; return; }
-        if (len - off < XOS_JOURNAL_FRAME_HEADER_SIZE) { r->status = XOS_JSCAN_TORN_HEADER; return; }
+        head = len - off < XOS_JOURNAL_FRAME_HEADER_SIZE ? len - off : XOS_JOURNAL_FRAME_HEADER_SIZE;
+        if (xos_journal_all_zero(buf + off, head)) {
+            r->status = xos_journal_all_zero(buf + off + head, len - off - head) ? XOS_JSCAN_ZEROS
+                                                                                 : XOS_JSCAN_AFTER_ZEROS;
+            return;
+        }
+        if (head < XOS_JOURNAL_FRAME_HEADER_SIZE) { r->status = XOS_JSCAN_TORN_HEADER; return; }
         memcpy(&h, buf + off, sizeof h);
         if (h.magic != XOS_JOURNAL_FRAME_MAGIC) { r->status = XOS_JSCAN_BAD_MAGIC; return; }
         if (h.count == 0 || h.count > XOS_JOURNAL_MAX_FRAME_RECORDS

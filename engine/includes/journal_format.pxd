@@ -42,6 +42,8 @@ cdef extern from "journal_format.h" nogil:
         XOS_JSCAN_TORN_PAYLOAD
         XOS_JSCAN_BAD_CRC
         XOS_JSCAN_SEQUENCE
+        XOS_JSCAN_ZEROS
+        XOS_JSCAN_AFTER_ZEROS
 
     ctypedef struct xos_journal_scan:
         int64_t end
@@ -52,5 +54,6 @@ cdef extern from "journal_format.h" nogil:
 
     uint32_t xos_journal_file_header_crc(const xos_journal_file_header *h)
     uint32_t xos_journal_frame_crc(const xos_journal_frame_header *h, const void *payload)
+    int xos_journal_all_zero(const uint8_t *p, int64_t n)
     void xos_journal_scan_frames(const uint8_t *buf, int64_t len, int64_t off,
                                  int64_t next_seq, xos_journal_scan *r)
