@@ -1,4 +1,4 @@
-"""Journal benchmark: append + commit throughput, fsync latency, replay speed.
+"""Journal benchmark: append + commit throughput, durable-write latency, replay speed.
 
     python -m bench.journal --json bench-journal.json
     python -m bench.journal --runs 7 --commands 1000000 --dir /mnt/nvme/tmp
@@ -9,10 +9,11 @@ Steps (commands are seeded random ``COMMAND_DTYPE`` records, generated untimed):
    fresh journal directory (writer opened untimed), then the engine's path
    timed in C (``engine.journal.append_commit_loop``: ``append`` one batch,
    ``group_commit``, repeat); ``--runs`` runs, median commands/s.  With
-   fsync="always" every commit is one ``fdatasync``, so the run is capped at
-   ``--max-fsyncs`` commits; each fdatasync's time goes into an
-   HdrHistogram per batch size (all runs).  Closing the writer (its final
-   sync) is not timed.
+   fsync="always" every commit is one durable write (O_DSYNC), so the run is
+   capped at ``--max-fsyncs`` commits; each one's time (reported as "fsync")
+   goes into an HdrHistogram per batch size (all runs).  Closing the writer
+   (its final sync) is not timed.  The spare segments are filled while the
+   runs go on, as in the engine.
 2. replay: a journal of ``--read-commands`` commands in batches of 64 is
    written (untimed), then ``JournalReader.read_all`` (one array, every frame's
    CRC checked) and ``read_from`` (one array per batch) are timed; the files are

@@ -17,6 +17,7 @@ cdef class JournalWriter:
     cdef int dir_fd                      # the directory: fsync on create, flock against a second writer
     cdef readonly bint direct            # segments written with O_DIRECT, in whole blocks
     cdef int64_t block                   # write granularity: 4096 with O_DIRECT, else 1
+    cdef int seg_flags                   # open flags of a segment: O_DIRECT, O_DSYNC with fsync="always"
     # buf[0:buf_len] are the segment's bytes from file offset blk_off (a multiple of ``block``):
     # buf[0:committed] the written part of the last block (rewritten with the next commit), then the
     # frames appended since the last commit
