@@ -404,19 +404,25 @@ def test_row_messages_sent_back_to_back_are_answered_as_if_one_by_one(engine):
 
         sent = [message(40, 3000), message(40, 3100, bad_at=7), message(40, 3200)] + \
             [message(40, 3300 + 100 * k) for k in range(6)]  # 320 good rows against a burst of 200
+        t0 = loop.time()
         for _, _, payload in sent:
             await erin.send_raw(payload)
         refused = [await asyncio.wait_for(f, 10) for f in sent[1][1]]  # an Error answers each row
         assert all(type(e) is m.Error and e.name == "MALFORMED_MESSAGE" and "row 7: side 2" in e.reason
                    for e in refused), refused[0]
         replies = [await asyncio.wait_for(f, 10) for k, (_, futures, _) in enumerate(sent) if k != 1 for f in futures]
+        # tokens refill at 1,000/s: on a loaded machine the messages may come in several bursts, and the
+        # rows of a later one take what refilled meanwhile
+        refill = int(1000 * (loop.time() - t0)) + 1
         kinds = [type(r).__name__ for r in replies]
-        accepted = kinds.count("Ack")
+        cut = kinds.index("Reject")
         # the refused message's 40 rows took their tokens too: the rate limit comes before the row checks
-        assert BURST - 45 <= accepted <= BURST - 20 and kinds == ["Ack"] * accepted + ["Reject"] * (len(kinds) - accepted)
-        assert all(r.name == "RATE_LIMITED" for r in replies[accepted:])
+        assert BURST - 45 <= cut <= BURST - 20 + refill and kinds[:cut] == ["Ack"] * cut
+        assert kinds[cut:].count("Ack") <= refill
+        assert all(r.name == "RATE_LIMITED" for r in replies if type(r) is not m.Ack)
+        good_ids = [i for k in (0, 2, 3, 4, 5, 6, 7, 8) for i in range(3000 + 100 * k, 3040 + 100 * k)]
         assert [o["clientOrderId"] for o in await erin.fetch_open_orders()] == \
-            [str(i) for k in (0, 2, 3, 4, 5, 6, 7, 8) for i in range(3000 + 100 * k, 3040 + 100 * k)][:accepted]
+            [str(i) for i, kind in zip(good_ids, kinds) if kind == "Ack"]
         await asyncio.sleep(0.3)
         await erin.cancel_all_orders()
         await erin.close()
