@@ -14,11 +14,14 @@ Steps (commands are seeded random ``COMMAND_DTYPE`` records, generated untimed):
    goes into an HdrHistogram per batch size (all runs).  Closing the writer
    (its final sync) is not timed.  The spare segments are filled while the
    runs go on, as in the engine.
-2. replay: a journal of ``--read-commands`` commands in batches of 64 is
+2. calm: fsync="always", one command a commit, commits ``--calm-gaps-us`` apart
+   (a lone order at a calm pace: the device and the CPUs idle in between);
+   each commit's whole time (append, write, sync) into an HdrHistogram.
+3. replay: a journal of ``--read-commands`` commands in batches of 64 is
    written (untimed), then ``JournalReader.read_all`` (one array, every frame's
    CRC checked) and ``read_from`` (one array per batch) are timed; the files are
    in the page cache, so this is CPU speed, not disk speed.
-3. CRC32C: GB/s of the hardware and software implementations on 16 MiB.
+4. CRC32C: GB/s of the hardware and software implementations on 16 MiB.
 """
 from __future__ import annotations
 
@@ -109,6 +112,23 @@ def bench_append(commands: np.ndarray, base: str, fsync: str, batch: int, runs: 
     return out
 
 
+def bench_calm(commands: np.ndarray, base: str, gap_us: int, commits: int) -> dict:
+    """Commits of one command, ``gap_us`` apart, each timed whole (from Python: ~5 us of it)."""
+    d = os.path.join(base, f"calm-{gap_us}")
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    with J.JournalWriter(d, fsync="always") as w:
+        for i in range(commits):
+            t0 = time.perf_counter_ns()
+            w.append_array(commands[i:i + 1])
+            w.commit()
+            hist.record_value(max(1, time.perf_counter_ns() - t0))
+            time.sleep(gap_us / 1e6)
+    shutil.rmtree(d)
+    out = {name: hist.get_value_at_percentile(p) for name, p in PERCENTILES}
+    out["commits"] = commits
+    return out
+
+
 def bench_read(commands: np.ndarray, base: str, runs: int):
     d = os.path.join(base, "read")
     with J.JournalWriter(d, fsync="off") as w:
@@ -172,6 +192,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", default=None, help="where the journals are written (default: a temp dir)")
+    ap.add_argument("--calm-gaps-us", default="1000,5000", help="pauses between the calm commits (empty: none)")
+    ap.add_argument("--calm-commits", type=int, default=400)
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -203,6 +225,11 @@ def main(argv=None) -> dict:
                 _log(f"fsync={fsync:6s} batch={batch:5d}: {r['commands_per_s']:14,.0f} commands/s"
                      f" {r['commits_per_s']:12,.0f} commits/s"
                      + (f"  fsync p50 {lat['p50_ns'] / 1e3:.0f} us p99 {lat['p99_ns'] / 1e3:.0f} us" if lat else ""))
+        result["calm"] = {}
+        for gap in [int(g) for g in args.calm_gaps_us.split(",") if g]:
+            r = result["calm"][str(gap)] = bench_calm(commands, base, gap, args.calm_commits)
+            _log(f"calm: a commit of 1 command every {gap} us: p50 {r['p50_ns'] / 1e3:.0f} us  "
+                 f"p90 {r['p90_ns'] / 1e3:.0f} us  p99 {r['p99_ns'] / 1e3:.0f} us")
         result["read"] = bench_read(commands[:args.read_commands], base, args.runs)
         _log(f"replay: read_all {result['read']['read_all_commands_per_s']:,.0f} commands/s "
              f"({result['read']['read_all_gb_per_s']:.2f} GB/s), read_from "

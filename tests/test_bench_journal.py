@@ -9,7 +9,8 @@ from bench import journal
 def test_bench_journal_smoke(tmp_path, capsys):
     path = tmp_path / "bench.json"
     result = journal.main(["--commands", "4096", "--max-fsyncs", "8", "--read-commands", "5000",
-                           "--runs", "2", "--dir", str(tmp_path), "--json", str(path)])
+                           "--runs", "2", "--dir", str(tmp_path), "--json", str(path),
+                           "--calm-gaps-us", "100,200", "--calm-commits", "5"])
     written = json.loads(path.read_text())
     assert written["meta"]["seed"] == 1 and written["meta"]["statistic"] == "median"
     for fsync in ("always", "off"):
@@ -21,6 +22,9 @@ def test_bench_journal_smoke(tmp_path, capsys):
     assert result["append"]["always"]["64"]["fsyncs"] == 2 * 8
     assert 0 < lat["p50_ns"] <= lat["p99_ns"] <= lat["max_ns"]
     assert result["append"]["off"]["1"]["commands"] == 4096
+    for gap in ("100", "200"):
+        calm = written["calm"][gap]
+        assert calm["commits"] == 5 and 0 < calm["p50_ns"] <= calm["p99_ns"]
     assert result["read"]["read_all_commands_per_s"] > 0 and result["read"]["read_from_commands_per_s"] > 0
     assert result["crc32c"]["sw_gb_per_s"] > 0
     assert list(tmp_path.iterdir()) == [path]   # the journals are removed
