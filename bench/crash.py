@@ -50,11 +50,11 @@ from engine.process import EXIT_PRODUCER_GONE, ROLES, WORKERS
 _names = itertools.count()
 
 
-def write_config(directory: Path, ring_capacity: int = 1 << 17) -> Path:
+def write_config(directory: Path, ring_capacity: int = 1 << 17, fsync: str = "off") -> Path:
     name = f"xos-crash-{os.getpid()}-{next(_names)}"
     lines = ["gateway.enabled = false", "marketdata.enabled = false",  # the matcher and the workers only
              "[engine]", f'name = "{name}"', f'data_dir = "{directory / "data"}"', f"ring_capacity = {ring_capacity}",
-             "batch_max = 1024", 'fsync = "off"', "max_orders = 65536", "max_accounts = 8192",
+             "batch_max = 1024", f'fsync = "{fsync}"', "max_orders = 65536", "max_accounts = 8192",
              "[workers]", "heartbeat_s = 0.2", "stale_after_s = 30.0"]
     path = directory / "xos.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -288,7 +288,7 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
 
 
 def run(kills: int, commands: int = 60_000, seed: int = 1, batch: int = 100, work: Path | None = None,
-        progress=None) -> dict:
+        progress=None, fsync: str = "off") -> dict:
     from bench.orders import CONFIGS, generate
     from engine.process import InputClient
 
@@ -300,7 +300,7 @@ def run(kills: int, commands: int = 60_000, seed: int = 1, batch: int = 100, wor
     rng = random.Random(seed)
     first = (len(w.setup) + len(w.prefill)) // batch + 1  # not while listing: keep the workload meaningful
     kill_at = sorted(rng.sample(range(first, n_batches), min(kills, n_batches - first)))
-    cluster = Cluster(write_config(work))
+    cluster = Cluster(write_config(work, fsync=fsync))
     cluster.restart_points = []
     restart_s = []
     t_start = time.perf_counter()
@@ -324,7 +324,7 @@ def run(kills: int, commands: int = 60_000, seed: int = 1, batch: int = 100, wor
     finally:
         cluster.stop()
     wall = time.perf_counter() - t_start
-    out = {"kills": len(restart_s), "commands_sent": int(len(stream)), "seed": seed, "batch": batch,
+    out = {"kills": len(restart_s), "commands_sent": int(len(stream)), "seed": seed, "batch": batch, "fsync": fsync,
            "worker_restarts": cluster.worker_restarts, "wall_s": wall}
     out.update(check(cluster, beats))
     if restart_s:
@@ -346,10 +346,12 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=100, help="commands per input message")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--dir", help="work directory (default: a temporary one)")
+    p.add_argument("--fsync", choices=("off", "always"), default="off",
+                   help="the journal's mode (always: whole blocks with O_DIRECT into zero-filled spares)")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     out = run(args.kills, args.commands, args.seed, args.batch, Path(args.dir) if args.dir else None,
-              progress=lambda msg: print(msg, flush=True))
+              progress=lambda msg: print(msg, flush=True), fsync=args.fsync)
     for key in ("kills", "commands_sent", "commands_journaled", "acknowledged_lost", "duplicated_fills", "fills",
                 "hash_equal", "conserved", "ledger_fills_equal", "matcher_heartbeat_agrees", "worker_restarts",
                 "restart_ms_p50", "restart_ms_p90", "restart_ms_p99", "restart_ms_max", "snapshots_found", "ok"):
