@@ -225,6 +225,7 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
     out = {
         "commands_journaled": journaled,
         "journal_damage": damage,
+        "journal_io": m.get("journal_io"),  # as the last matcher reported it
         "max_durable_seq_seen": cluster.max_durable,
         "max_worker_cursor_seen": cluster.max_worker_cursor,
         "matcher_heartbeat_agrees": (m.get("cmd_seq"), m.get("event_seq"), m.get("open_orders"))

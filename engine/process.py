@@ -374,6 +374,16 @@ class MatcherStage:
             self.snapshots.submit(self.engine.export_state(reuse_buffers=not self.snapshots.busy))
         self.last_snapshot = time.monotonic()
 
+    def journal_mode(self) -> dict:
+        """How the journal writes: ``journal_io`` o_direct (fsync always, whole blocks), page_cache (fsync
+        always on a file system without O_DIRECT) or fsync_off; ``journal_spare`` the zero-filled spare
+        segment's state (ready, filling, or why none can be made)."""
+        j = self.journal
+        if j is None:
+            return {}
+        io = "fsync_off" if not j.fsync_always else "o_direct" if j.direct else "page_cache"
+        return {"journal_io": io, "journal_spare": j.spare} if j.fsync_always else {"journal_io": io}
+
     def counters(self) -> dict:
         return {
             "commands": self.commands,
@@ -382,6 +392,7 @@ class MatcherStage:
             "cmd_seq": self.engine.cmd_seq,
             "event_seq": self.engine.event_seq,
             "durable_seq": self.journal.durable_seq if self.journal is not None else 0,
+            **self.journal_mode(),
             "open_orders": self.engine.open_orders,
             "malformed": self.malformed,
             "ring_wait_ns": self.ring.wait_ns,

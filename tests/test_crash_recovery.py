@@ -31,7 +31,9 @@ def test_matcher_kill9_mid_stream(tmp_path, seed, fsync, commands):
         segments = sorted((tmp_path / "data" / "journal").glob("*.journal"))
         assert len(segments) >= 2
         if _direct_io_works(str(tmp_path)):  # whole blocks
-            assert all(p.stat().st_size % 4096 == 0 for p in segments)
+            assert out["journal_io"] == "o_direct" and all(p.stat().st_size % 4096 == 0 for p in segments)
+    else:
+        assert out["journal_io"] == "fsync_off"
 
 
 @pytest.mark.slow
