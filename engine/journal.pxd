@@ -5,6 +5,26 @@ from records cimport xos_command
 
 
 @cython.final
+cdef class SpareSegments:
+    """A thread that keeps one zero-filled segment file ready for the writer (``fill``).  It holds this
+    object, not the writer, so a writer that is never closed is still freed (and stops it)."""
+    cdef char *path
+    cdef bint direct
+    cdef int64_t limit                   # a whole segment, in blocks
+    cdef int32_t state                   # SPARE_WANTED / READY / FAILED / STOPPED (atomics: two threads)
+    cdef int32_t stop_asked
+    cdef int64_t ready_bytes             # the ready spare's size (published by the state's store)
+    cdef int64_t next_bytes              # the next one's (doubling up to a whole segment)
+    cdef int err_no
+    cdef uint8_t *zeros                  # aligned zeros to fill from
+    cdef object thread
+
+    cdef int fill(self) noexcept nogil
+    cdef int64_t ready(self) noexcept nogil
+    cdef void taken(self) noexcept nogil
+
+
+@cython.final
 cdef class JournalWriter:
     cdef readonly object directory       # absolute path (str)
     cdef readonly int64_t segment_bytes
@@ -29,15 +49,7 @@ cdef class JournalWriter:
     cdef int64_t seg_first_seq
     cdef int64_t seg_size                # bytes of the segment holding data (header and frames)
     cdef int64_t seg_room                # bytes the segment file has (zero-filled ahead of seg_size)
-    # the spare: a segment file that a thread zero-fills ahead of use, taken when the segment has no room
-    cdef char *spare_path
-    cdef int32_t spare_state             # SPARE_WANTED / SPARE_READY / SPARE_FAILED (atomics: two threads)
-    cdef int32_t spare_stop              # close() asks the filling thread to stop
-    cdef int64_t spare_bytes             # the ready spare's size
-    cdef int64_t spare_next              # the next one's (doubling up to a full segment)
-    cdef int spare_errno
-    cdef object spare_thread
-    cdef uint8_t *zeros                  # aligned zeros to fill spares from
+    cdef SpareSegments spares            # None with fsync="off"
     cdef int64_t _preallocated           # segments begun in a spare
     cdef int64_t _last_seq
     cdef int64_t _durable_seq
@@ -57,8 +69,8 @@ cdef class JournalWriter:
 
     cdef int append(self, const xos_command *cmds, int64_t n, int64_t first_seq) noexcept nogil
     cdef int64_t group_commit(self) noexcept nogil
-    cdef int new_segment(self, int64_t first_seq, bint from_spare) noexcept nogil
+    cdef int new_segment(self, int64_t first_seq, int64_t spare_bytes) noexcept nogil
+    cdef int begin_segment(self, bint from_spare) noexcept nogil
     cdef int write_buffer(self) noexcept nogil
     cdef int reserve(self, size_t extra) noexcept nogil
     cdef int fail(self, const char *op) noexcept nogil
-    cdef int fill_spares(self) noexcept nogil

@@ -28,7 +28,7 @@ from libc.string cimport memcpy, memmove, memset, strerror
 from libc.stdio cimport snprintf, rename
 from libc.errno cimport errno, EINTR
 from posix.stdlib cimport posix_memalign
-from posix.unistd cimport pwrite, close, fsync, fdatasync
+from posix.unistd cimport pwrite, close, fsync, fdatasync, unlink
 from posix.fcntl cimport open as c_open, O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_CLOEXEC, O_DIRECT, O_DSYNC
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
@@ -270,6 +270,110 @@ def _read_file(path):
     return np.fromfile(path, dtype=np.uint8)
 
 
+# ---------------------------------------------------------------- spare segments
+
+
+@cython.final
+cdef class SpareSegments:
+    """Keeps one segment file zero-filled and synced ahead of the writer's use (``SPARE_NAME`` in its
+    directory): the first 1 MiB, each next one twice the last up to a whole segment, so a short-lived
+    journal fills little.  The writer takes a ready one (``ready``, then renames it and calls
+    ``taken``); a thread fills the next.  A failure (a full disk) stops the thread for good."""
+
+    def __cinit__(self, directory, int64_t segment_bytes, bint direct):
+        cdef bytes path = os.fsencode(os.path.join(directory, SPARE_NAME))
+        self.path = <char *>malloc(len(path) + 1)
+        self.zeros = _aligned(ZERO_CHUNK)
+        if self.path == NULL or self.zeros == NULL:
+            raise MemoryError()
+        memcpy(self.path, <const char *>path, len(path) + 1)
+        memset(self.zeros, 0, ZERO_CHUNK)
+        self.direct = direct
+        self.limit = _round_up(segment_bytes, DIRECT_BLOCK if direct else 1)
+        self.next_bytes = min(<int64_t>FIRST_SPARE, self.limit)
+        try:
+            os.unlink(os.fsdecode(path))   # a previous writer's, filled or not
+        except FileNotFoundError:
+            pass
+        # the thread holds this object, not the writer: an unclosed writer is freed, and stops it
+        self.thread = threading.Thread(target=self._run, name="journal-spare", daemon=True)
+        self.thread.start()
+
+    def __dealloc__(self):
+        free(self.path)
+        free(self.zeros)
+
+    def _run(self):
+        with nogil:
+            self.fill()
+
+    def stop(self, bint wait=True):
+        """Ask the thread to stop; with ``wait``, wait for it and remove the spare file (without, as when
+        an unclosed writer is freed, the next writer of the directory removes it)."""
+        xos_store_release_32(&self.stop_asked, 1)
+        xos_futex_wake(&self.state, 1)
+        if not wait:
+            return
+        self.thread.join()
+        if xos_load_acquire_32(&self.state) != SPARE_FAILED:
+            xos_store_release_32(&self.state, SPARE_STOPPED)
+        try:
+            os.unlink(os.fsdecode(self.path))
+        except FileNotFoundError:
+            pass
+
+    @property
+    def status(self):
+        state = xos_load_acquire_32(&self.state)
+        if state == SPARE_FAILED:
+            return f"failed: {os.strerror(self.err_no)}"
+        return {SPARE_READY: "ready", SPARE_WANTED: "filling", SPARE_STOPPED: "stopped"}[state]
+
+    cdef int64_t ready(self) noexcept nogil:
+        """The ready spare's size, 0 when none is ready."""
+        return self.ready_bytes if xos_load_acquire_32(&self.state) == SPARE_READY else 0
+
+    cdef void taken(self) noexcept nogil:
+        """The writer renamed the ready spare: fill the next."""
+        xos_store_release_32(&self.state, SPARE_WANTED)
+        xos_futex_wake(&self.state, 1)
+
+    cdef int fill(self) noexcept nogil:
+        cdef int fd
+        cdef int64_t off, n, size
+        cdef int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (O_DIRECT if self.direct else 0)
+        while not xos_load_acquire_32(&self.stop_asked):
+            if xos_load_acquire_32(&self.state) == SPARE_READY:
+                xos_futex_wait_timeout(&self.state, SPARE_READY, 1000000000)
+                continue
+            size = self.next_bytes
+            fd = c_open(self.path, flags, 0o644)
+            if fd < 0:
+                self.err_no = errno
+                xos_store_release_32(&self.state, SPARE_FAILED)
+                return -1
+            off = 0
+            while off < size and not xos_load_acquire_32(&self.stop_asked):
+                n = ZERO_CHUNK if size - off > ZERO_CHUNK else size - off
+                if _pwrite_all(fd, self.zeros, n, off):
+                    break
+                off += n
+            if off == size and fdatasync(fd) == 0:
+                close(fd)
+                self.ready_bytes = size
+                self.next_bytes = size * 2 if size * 2 < self.limit else self.limit
+                xos_store_release_32(&self.state, SPARE_READY)   # publishes ready_bytes
+            elif xos_load_acquire_32(&self.stop_asked):
+                close(fd)
+            else:  # its space is given back at once: the disk is short of it
+                self.err_no = errno
+                close(fd)
+                unlink(self.path)
+                xos_store_release_32(&self.state, SPARE_FAILED)
+                return -1
+        return 0
+
+
 # ---------------------------------------------------------------- writer
 
 
@@ -309,17 +413,14 @@ cdef class JournalWriter:
         self.recovery = []
         os.makedirs(self.directory, exist_ok=True)
         cdef bytes bdir = os.fsencode(self.directory)
-        cdef bytes bspare = os.fsencode(os.path.join(self.directory, SPARE_NAME))
         self.c_dir = <char *>malloc(len(bdir) + 1)
         self.path_cap = len(bdir) + 64
         self.path_buf = <char *>malloc(self.path_cap)
-        self.spare_path = <char *>malloc(len(bspare) + 1)
         self.buf_cap = 1 << 20
         self.buf = _aligned(self.buf_cap)
-        if self.c_dir == NULL or self.path_buf == NULL or self.spare_path == NULL or self.buf == NULL:
+        if self.c_dir == NULL or self.path_buf == NULL or self.buf == NULL:
             raise MemoryError()
         memcpy(self.c_dir, <const char *>bdir, len(bdir) + 1)
-        memcpy(self.spare_path, <const char *>bspare, len(bspare) + 1)
         self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(self.dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -333,22 +434,18 @@ cdef class JournalWriter:
         # fsync="always": each write is durable when it returns (O_DSYNC): one device request (a FUA write)
         # where a write and then an fdatasync take two
         self.seg_flags = O_WRONLY | O_CLOEXEC | (O_DIRECT if self.direct else 0) | (O_DSYNC if self.fsync_always else 0)
-        try:
-            os.unlink(os.fsdecode(bspare))   # a previous writer's, filled or not
-        except FileNotFoundError:
-            pass
         segments = list_segments(self.directory)
         if segments:
             self._continue(*segments[len(segments) - 1])
         else:
             self._create(first_seq)
         if self.fsync_always:
-            self._start_spares()
+            self.spares = SpareSegments(self.directory, segment_bytes, self.direct)
 
     def _create(self, int64_t first_seq):
         cdef int rc
         with nogil:
-            rc = self.new_segment(first_seq, False)
+            rc = self.new_segment(first_seq, 0)
         if rc:
             self._raise(rc)
         self._last_seq = self._durable_seq = first_seq - 1
@@ -402,46 +499,17 @@ cdef class JournalWriter:
             with open(keep, "wb") as f:
                 f.write(bytes(dropped[:nonzero[len(nonzero) - 1] + 1]))
 
-    def _start_spares(self):
-        """Start the thread that keeps a zero-filled spare segment ready (``fill_spares``)."""
-        cdef int64_t limit = _round_up(self.segment_bytes, self.block)
-        self.zeros = _aligned(ZERO_CHUNK)
-        if self.zeros == NULL:
-            raise MemoryError()
-        memset(self.zeros, 0, ZERO_CHUNK)
-        self.spare_next = min(<int64_t>FIRST_SPARE, limit)
-        self.spare_thread = threading.Thread(target=self._fill_spares, name="journal-spare", daemon=True)
-        self.spare_thread.start()
-
-    def _fill_spares(self):
-        with nogil:
-            self.fill_spares()
-
-    def _stop_spares(self):
-        if self.spare_thread is None:
-            return
-        xos_store_release_32(&self.spare_stop, 1)
-        xos_futex_wake(&self.spare_state, 1)
-        self.spare_thread.join()
-        self.spare_thread = None
-        if xos_load_acquire_32(&self.spare_state) != SPARE_FAILED:
-            xos_store_release_32(&self.spare_state, SPARE_STOPPED)
-        try:
-            os.unlink(os.fsdecode(self.spare_path))
-        except FileNotFoundError:
-            pass
-
     def __dealloc__(self):
         # Without close() the uncommitted buffer is lost; committed data is already written.
+        if self.spares is not None:
+            self.spares.stop(wait=False)
         if self.fd >= 0:
             close(self.fd)
         if self.dir_fd >= 0:
             close(self.dir_fd)
         free(self.buf)
-        free(self.zeros)
         free(self.c_dir)
         free(self.path_buf)
-        free(self.spare_path)
 
     # ---- C core
 
@@ -468,51 +536,13 @@ cdef class JournalWriter:
         self.buf_cap = cap
         return XOS_J_OK
 
-    cdef int fill_spares(self) noexcept nogil:
-        """The spare thread: zero-fill ``SPARE_NAME`` to ``spare_next`` bytes and sync it, mark it ready,
-        sleep until ``new_segment`` takes it; until ``close``.  A failure (a full disk) ends it: the
-        journal goes on in segments that grow as written."""
-        cdef int fd
-        cdef int64_t off, n, size
-        cdef int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (O_DIRECT if self.direct else 0)
-        while not xos_load_acquire_32(&self.spare_stop):
-            if xos_load_acquire_32(&self.spare_state) == SPARE_READY:
-                xos_futex_wait_timeout(&self.spare_state, SPARE_READY, 1000000000)
-                continue
-            size = self.spare_next
-            fd = c_open(self.spare_path, flags, 0o644)
-            if fd < 0:
-                self.spare_errno = errno
-                xos_store_release_32(&self.spare_state, SPARE_FAILED)
-                return -1
-            off = 0
-            while off < size and not xos_load_acquire_32(&self.spare_stop):
-                n = ZERO_CHUNK if size - off > ZERO_CHUNK else size - off
-                if _pwrite_all(fd, self.zeros, n, off):
-                    break
-                off += n
-            if off == size and fdatasync(fd) == 0:
-                close(fd)
-                self.spare_bytes = size
-                self.spare_next = size * 2 if size * 2 < _round_up(self.segment_bytes, self.block) \
-                    else _round_up(self.segment_bytes, self.block)
-                xos_store_release_32(&self.spare_state, SPARE_READY)   # publishes spare_bytes
-            elif xos_load_acquire_32(&self.spare_stop):
-                close(fd)
-            else:
-                self.spare_errno = errno
-                close(fd)
-                xos_store_release_32(&self.spare_state, SPARE_FAILED)
-                return -1
-        return 0
-
-    cdef int new_segment(self, int64_t first_seq, bint from_spare) noexcept nogil:
+    cdef int new_segment(self, int64_t first_seq, int64_t spare_bytes) noexcept nogil:
         """Begin the segment starting at ``first_seq`` with the frames appended since the last commit:
-        in the ready spare (written, synced, then renamed: a header-only segment of the same name is
-        replaced) or in a new file; sync it and the directory and switch to it."""
+        in the ready spare of ``spare_bytes`` (written, then renamed: a header-only segment of the same
+        name is replaced) or, with 0, in a new file; sync it and the directory and switch to it."""
         cdef xos_journal_file_header h
         cdef size_t pending = self.buf_len - self.committed
-        cdef int fd, old = self.fd
+        cdef int rc, old = self.fd
         if self.reserve(XOS_JOURNAL_FILE_HEADER_SIZE):
             return XOS_J_NOMEM
         memmove(self.buf + XOS_JOURNAL_FILE_HEADER_SIZE, self.buf + self.committed, pending)
@@ -522,35 +552,39 @@ cdef class JournalWriter:
         self.committed = 0
         self.blk_off = 0
         snprintf(self.path_buf, self.path_cap, "%s/%020lld.journal", self.c_dir, <long long>first_seq)
-        if from_spare:
-            fd = c_open(self.spare_path, self.seg_flags)
+        if spare_bytes:
+            self.fd = c_open(self.spares.path, self.seg_flags)
         else:
-            fd = c_open(self.path_buf, self.seg_flags | O_CREAT | O_EXCL, 0o644)
-        if fd < 0:
+            self.fd = c_open(self.path_buf, self.seg_flags | O_CREAT | O_EXCL, 0o644)
+        self.seg_room = spare_bytes
+        rc = self.begin_segment(spare_bytes != 0)
+        if old >= 0:
+            # fsync="always" synced the old segment at its last commit; "off" syncs it now, once.
+            if rc == XOS_J_OK and not self.fsync_always and fdatasync(old):
+                rc = self.fail("fdatasync")
+            close(old)
+        if rc == XOS_J_OK:
+            self.seg_first_seq = first_seq
+            self._segments_created += 1
+        return rc
+
+    cdef int begin_segment(self, bint from_spare) noexcept nogil:
+        """``new_segment``'s I/O on the opened file: the buffer, its sync ("always": the write was
+        synchronous), the spare's rename and the directory's sync."""
+        if self.fd < 0:
             return self.fail("open")
-        self.fd = fd
-        self.seg_room = self.spare_bytes if from_spare else 0
         if self.write_buffer():
             return XOS_J_IO
-        if not self.fsync_always and fdatasync(fd):  # "always": the write was synchronous
+        if not self.fsync_always and fdatasync(self.fd):
             return self.fail("fdatasync")
         if from_spare:
-            if rename(self.spare_path, self.path_buf):
+            if rename(self.spares.path, self.path_buf):
                 return self.fail("rename spare")
             self._preallocated += 1
-            xos_store_release_32(&self.spare_state, SPARE_WANTED)
-            xos_futex_wake(&self.spare_state, 1)
+            self.spares.taken()
         if fsync(self.dir_fd):
             return self.fail("fsync directory")
         self._dir_fsyncs += 1
-        if old >= 0:
-            # fsync="always" synced the old segment at its last commit; "off" syncs it now, once.
-            if not self.fsync_always and fdatasync(old):
-                close(old)
-                return self.fail("fdatasync")
-            close(old)
-        self.seg_first_seq = first_seq
-        self._segments_created += 1
         return XOS_J_OK
 
     cdef int write_buffer(self) noexcept nogil:
@@ -608,7 +642,7 @@ cdef class JournalWriter:
         cdef int64_t t0 = _now_ns(CLOCK_MONOTONIC)
         cdef int rc
         cdef int64_t pending = self.buf_len - self.committed
-        cdef bint spare = xos_load_acquire_32(&self.spare_state) == SPARE_READY
+        cdef int64_t spare = self.spares.ready() if self.spares is not None else 0
         if self.closed or self.failed:
             return XOS_J_CLOSED
         if pending == 0:
@@ -616,7 +650,7 @@ cdef class JournalWriter:
         if self.seg_size > XOS_JOURNAL_FILE_HEADER_SIZE and self.seg_size + pending > self.segment_bytes:
             rc = self.new_segment(self._durable_seq + 1, spare)
         elif spare and self.blk_off + _round_up(self.buf_len, self.block) > self.seg_room:
-            rc = self.new_segment(self._durable_seq + 1, True)
+            rc = self.new_segment(self._durable_seq + 1, spare)
         else:
             rc = self.write_buffer()
         if rc:
@@ -686,7 +720,8 @@ cdef class JournalWriter:
         if self.closed:
             return
         cdef int64_t rc = 0
-        self._stop_spares()
+        if self.spares is not None:
+            self.spares.stop()
         if not self.failed:
             with nogil:
                 rc = self.group_commit()
@@ -783,19 +818,13 @@ cdef class JournalWriter:
 
     @property
     def spare(self):
-        """The spare segment: "ready" (with ``spare_bytes``), "filling", "stopped", "off" (fsync="off")
-        or "failed: <why>"."""
-        state = xos_load_acquire_32(&self.spare_state)
-        if self.spare_thread is None and state == SPARE_WANTED:
-            return "off"
-        if state == SPARE_FAILED:
-            return f"failed: {os.strerror(self.spare_errno)}"
-        return {SPARE_READY: "ready", SPARE_WANTED: "filling", SPARE_STOPPED: "stopped"}[state]
+        """The spare segment: "ready", "filling", "stopped" (closed), "off" (fsync="off") or "failed: why"."""
+        return self.spares.status if self.spares is not None else "off"
 
     @property
     def spare_ready_bytes(self):
         """The ready spare's size (0 when none is ready)."""
-        return self.spare_bytes if xos_load_acquire_32(&self.spare_state) == SPARE_READY else 0
+        return self.spares.ready() if self.spares is not None else 0
 
     def stats(self):
         return {

@@ -600,3 +600,22 @@ def test_always_without_direct_io(tmp_path, monkeypatch):
     assert not stats["direct_io"] and stats["preallocated_segments"] >= 3
     r, first, arr = read_ids(tmp_path)
     assert r.report == [] and np.array_equal(arr, expected)
+
+
+def test_an_unclosed_writer_is_freed_and_stops_its_spare_thread(tmp_path):
+    """The spare thread holds only the spare, so a writer dropped without close() is still freed: its
+    thread ends and the directory's lock is released."""
+    import gc
+    import threading
+
+    w = J.JournalWriter(tmp_path, fsync="always")
+    wait_for_spare(w)
+    assert "journal-spare" in [t.name for t in threading.enumerate()]
+    del w
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while "journal-spare" in [t.name for t in threading.enumerate()]:
+        assert time.monotonic() < deadline, "the spare thread outlived its writer"
+        time.sleep(0.01)
+    with J.JournalWriter(tmp_path, fsync="always") as w:
+        assert w.last_seq == 0
