@@ -498,11 +498,12 @@ class Engine:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> dict:
+        """Stop the engine; returns each role's last heartbeat."""
         from engine.process import read_heartbeats
 
-        beat = read_heartbeats(self.cfg).get("gateway", {})
+        beats = read_heartbeats(self.cfg)
         self.sup.stop()
-        return beat
+        return beats
 
 
 def run_clients(target, specs: list[dict]) -> list[dict]:
@@ -676,7 +677,10 @@ def run(args, directory: Path, out: dict) -> dict:
                          f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
                          f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us; sends late by p50 "
                          f"{r['send_late_p50_us']:,.0f} us)")
-            out["gateway"] = engine.stop()
+            beats = engine.stop()
+            out["gateway"] = beats.get("gateway", {})
+            out["journal_io"] = beats.get("matcher", {}).get("journal_io", "?")  # how the durable writes were made
+            _log(f"  (journal: {out['journal_io']})")
         except BaseException:
             engine.stop()
             raise

@@ -30,4 +30,5 @@ def test_wire_benchmark_smoke(tmp_path):
     assert saved["closed"]["1"]["send_late_p50_us"] == 0
     assert saved["fsync_off"]["p50_us"] > 0
     assert saved["cpu_latency_us"] == -1  # no --cpu-latency-us: the host's setting
+    assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
