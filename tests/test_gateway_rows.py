@@ -3,6 +3,7 @@ Python reading of the row rules (docs/ARCHITECTURE.md, OrderRows) on random rows
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.records import CmdFlag
 from gateway import messages as m
@@ -18,7 +19,9 @@ def rule_broken(r) -> int:
     return next((i + 1 for i, broken in enumerate(rules) if broken), 0)
 
 
-def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field():
+@pytest.mark.parametrize("one_session", [False, True], ids=["sessions", "one_session"])
+def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field(one_session):
+    """Messages of several sessions (a session and account per message), or of one (one of each for all)."""
     rng = np.random.default_rng(7)
     counts = rng.integers(1, 6, 400)
     rows = np.zeros(int(counts.sum()), m.COMMAND_ROW_DTYPE)
@@ -33,9 +36,13 @@ def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field():
         rows[name] = rng.integers(0, 1 << 31, len(rows))
     rows["market"][rng.random(len(rows)) < 0.3] = 0
     sids, accounts = rng.integers(0, 9, len(counts)), rng.integers(1, 1 << 40, len(counts))
+    if one_session:
+        sids, accounts = np.full(len(counts), 5), np.full(len(counts), 1 << 35)
+    heads = np.stack([rng.integers(1, 1 << 40, len(counts)), counts], axis=1)  # (rid, row count) per message
     pending = np.empty(len(rows), PENDING_DTYPE)
     refused = np.empty((len(counts), 2), np.int64)
-    n = rows_to_pending(rows.tobytes(), sids, accounts, counts, pending, refused)
+    n = rows_to_pending(rows.tobytes(), sids[:1] if one_session else sids, accounts[:1] if one_session else accounts,
+                        heads, pending, refused)
 
     expected, at = [], 0
     for i, count in enumerate(counts.tolist()):
@@ -56,3 +63,18 @@ def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field():
         assert cmd["aux"] == r["expire_at"]
         for name in ("kind", "side", "tif", "ord_type", "stp", "venue", "market", "price", "qty", "id"):
             assert cmd[name] == r[name], name
+
+
+def test_rows_to_pending_refuses_arguments_that_disagree():
+    rows = np.zeros(3, m.COMMAND_ROW_DTYPE)
+    rows["kind"] = 1
+    heads = np.array([[1, 2], [2, 1]], np.int64)
+    pending, refused = np.empty(3, PENDING_DTYPE), np.empty((2, 2), np.int64)
+    ids = np.array([1, 2], np.int64)
+    assert rows_to_pending(rows.tobytes(), ids, ids, heads, pending, refused) == 3
+    for sids, accounts, hs, data in ((ids[:1], ids, heads, rows.tobytes()),                  # one session, or one each
+                                     (np.arange(3), np.arange(3), heads, rows.tobytes()),
+                                     (ids, ids, np.array([[1, 3], [2, 1]], np.int64), rows.tobytes()),  # 4 rows, 3 sent
+                                     (ids, ids, heads, rows.tobytes()[:-1])):
+        with pytest.raises(ValueError, match="disagree"):
+            rows_to_pending(data, sids, accounts, hs, pending, refused)
