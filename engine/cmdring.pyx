@@ -30,14 +30,17 @@ import struct
 import numpy as np
 cimport numpy as cnp
 
-from records cimport xos_command, XOS_LAYOUT_VERSION
+from records cimport xos_command, XOS_LAYOUT_VERSION, XOS_CMD_MULTI_LEG
 from atomics cimport *
 from cmdringlayout cimport *
 from engine.ring cimport drain_fd, ring_fifo
 
+from .api import MAX_LEGS as _MAX_LEGS
 from .records import COMMAND_DTYPE
 from .ring import (RingError, RingInUseError, RingLayoutError, make_doorbell, pid_alive, proc_start, shm_names,
                    size_and_map)
+
+cdef int64_t MAX_LEGS = _MAX_LEGS  # legs of a multi-leg order: a batch never ends among them
 
 cnp.import_array()
 
@@ -346,6 +349,34 @@ cdef class CommandRing:
         if n <= first:
             return self.view(i0, n)
         return np.concatenate((self.view(i0, first), self.view(0, n - first)))
+
+    def take_into(self, unsigned char[::1] batch, int64_t at, int64_t room):
+        """``peek``, the cut and ``advance`` in one call, no array made: copy up to ``room`` of the waiting
+        commands into ``batch`` (COMMAND_DTYPE records as bytes) after its first ``at`` and take them.  The
+        batch never ends inside a multi-leg order (``engine.api.whole_units``: a MultiLeg header with 2..MAX_LEGS
+        legs and the legs), unless it is empty and too small for it.  Returns ``at`` + how many were taken."""
+        self._check_open()
+        cdef int64_t size = sizeof(xos_command), avail = self.available(), k, h, i0, first
+        cdef int64_t tail = self.hdr.tail
+        cdef const xos_command *c
+        if at < 0 or room < 0 or (at + room) * size > batch.shape[0]:
+            raise ValueError(f"take_into: {room} commands after the first {at} do not fit {batch.shape[0]} bytes")
+        k = room if room < avail else avail
+        if k < avail:  # a cut: not among a multi-leg order's records
+            for h in range(k - MAX_LEGS if k > MAX_LEGS else 0, k):
+                c = &self.slots[(tail + h) & self.mask]
+                if c.kind == XOS_CMD_MULTI_LEG and 2 <= c.qty <= MAX_LEGS and h + 1 + c.qty > k:
+                    if h or at:
+                        k = h
+                    break
+        i0 = tail & self.mask
+        first = self.cap - i0 if k > self.cap - i0 else k
+        if k:
+            memcpy(&batch[at * size], &self.slots[i0], first * size)
+            if k > first:
+                memcpy(&batch[(at + first) * size], &self.slots[0], (k - first) * size)
+        xos_store_release_64(&self.hdr.tail, tail + k)
+        return at + k
 
     def advance(self, int64_t n):
         """Take ``n`` commands (after ``peek``): their slots are the producer's again."""

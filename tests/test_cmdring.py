@@ -248,6 +248,8 @@ def test_bad_rings_and_bad_publishes_are_refused_naming_what_is_wrong(name):
                 matcher.publish(commands(1, 1))
             with pytest.raises(ValueError, match="cannot take 1 of 0"):
                 matcher.advance(1)
+            with pytest.raises(ValueError, match="3 commands after the first 2 do not fit 256 bytes"):
+                matcher.take_into(np.zeros(4, COMMAND_DTYPE).view(np.uint8), 2, 3)
     with pytest.raises(ValueError, match="power of two"):
         CommandRing.consumer(name, 12)
     assert not os.path.exists(f"/dev/shm/{name}") and not os.path.exists(doorbell_path(f"/dev/shm/{name}"))
