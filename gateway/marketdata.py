@@ -181,9 +181,6 @@ class MarketDataCore(EventCore):
             return []
 
         events = join_records(pieces) if len(pieces) > 1 else np.ascontiguousarray(pieces[0])
-        listing = (events["kind"] == _ACCEPTED) & (events["order_id"] == 0)
-        if listing.any():
-            self._learn_listings(select_records(events, listing))
 
         # in C: the L3 ops (the resting-order table follows them), the L2 increments, the trades and
         # the halts, grouped by (matcher batch, market); each op's change of its levels for the check
@@ -191,9 +188,11 @@ class MarketDataCore(EventCore):
         ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
         level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
         groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
-        n_groups, n_ops, n_levels, n_trades, n_deltas, unknown = md_pass(
+        n_groups, n_ops, n_levels, n_trades, n_deltas, unknown, orderless = md_pass(
             events.view(np.uint8), self.orders, ops, deltas, levels, level_key, trades, groups, batch_ts)
         self.unknown_orders += unknown
+        if orderless:  # listings (and mass cancels): a listed market's book exists before its events are published
+            self._learn_listings(select_records(events, (events["kind"] == _ACCEPTED) & (events["order_id"] == 0)))
         raw_ops, raw_levels, raw_trades = ops.view(np.uint8), levels.view(np.uint8), trades.view(np.uint8)
         trade_number = trades["number"]
         level_dq, level_dc = np.zeros(n_levels, np.int64), np.zeros(n_levels, np.int64)  # each level's change

@@ -58,8 +58,10 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
       0 live, -1 none).
 
     Each output has room for a row per event (``deltas`` for two).  Returns (groups, ops, levels,
-    trades, delta rows, ops left out)."""
+    trades, delta rows, ops left out, Accepted events of no order: listings, or mass cancels; counted
+    here, so that the caller looks for listings only in a batch that may hold one)."""
     cdef Py_ssize_t count = events.shape[0] // sizeof(xos_event), i, adds = 0, n_ops, n_deltas, unknown
+    cdef Py_ssize_t orderless = 0
     cdef Py_ssize_t n_levels = 0, n_trades = 0, n_status = 0, n_groups = 0, k, n_batches = 0
     cdef const xos_event *ev = <const xos_event *>&events[0] if count else NULL
     cdef int64_t *incoming  # a command's orders entering the book (usually one; a multi-leg order's legs)
@@ -82,6 +84,8 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
     for i in range(count):
         if (ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0) or ev[i].kind == XOS_EV_AMENDED:
             adds += 1  # the most orders that can enter the book (an Amended re-enters with priority lost)
+        elif ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id == 0:
+            orderless += 1
     orders.reserve(adds)
     k = max(count, 1)
     incoming = <int64_t *>PyMem_Malloc((2 * max(adds, 1) + 2 * k) * sizeof(int64_t) + 2 * k * sizeof(SortItem)
@@ -113,7 +117,7 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
                                   items + n_trades, halted, n_status, groups)
     finally:
         PyMem_Free(incoming)
-    return n_groups, n_ops, n_levels, n_trades, n_deltas, unknown
+    return n_groups, n_ops, n_levels, n_trades, n_deltas, unknown, orderless
 
 
 

@@ -363,11 +363,11 @@ def run_md_pass(rows: list[dict]):
     ops, levels, trades = np.empty(n, OP_DTYPE), np.empty(n, LEVEL_DTYPE), np.empty(n, TRADE_DTYPE)
     level_key, batch_ts = np.empty(n, np.int64), np.empty(n, np.int64)
     groups, deltas = np.empty((n, len(GROUP_COLUMNS)), np.int64), np.empty((2 * n, 5), np.int64)
-    n_groups, n_ops, n_levels, n_trades, n_deltas, unknown = md_pass(
+    n_groups, n_ops, n_levels, n_trades, n_deltas, unknown, orderless = md_pass(
         events.view(np.uint8), table, ops, deltas, levels, level_key, trades, groups, batch_ts)
     return SimpleNamespace(groups=groups[:n_groups], ops=ops[:n_ops], levels=levels[:n_levels],
                            level_key=level_key[:n_levels], trades=trades[:n_trades], deltas=deltas[:n_deltas],
-                           batch_ts=batch_ts, unknown=unknown, table=table, events=events)
+                           batch_ts=batch_ts, unknown=unknown, orderless=orderless, table=table, events=events)
 
 
 def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_orders():
@@ -400,9 +400,10 @@ def test_md_pass_by_hand_an_ioc_that_never_rests_and_a_command_bringing_many_ord
         price = 90 - k % 3
         rows += [dict(kind=Ev.ACCEPTED, cmd_seq=6, ts=20, order_id=10 + k, side=0, market=4, price=price, qty=1,
                       remaining=1), level(6, 20, 4, 0, price, k // 3 + 1, k // 3 + 1)]
+    rows.append(dict(kind=Ev.ACCEPTED, cmd_seq=7, ts=20, market=0, order_id=0))  # no order's (a mass cancel's): no op
     r = run_md_pass(rows)
     ops, levels, level_key, table, deltas = r.ops, r.levels, r.level_key, r.table, r.deltas
-    assert (len(r.groups), len(ops), len(levels), len(r.trades), r.unknown) == (3, 103, 5, 1, 0)
+    assert (len(r.groups), len(ops), len(levels), len(r.trades), r.unknown, r.orderless) == (3, 103, 5, 1, 0, 1)
     assert r.batch_ts[:2].tolist() == [10, 20]
     assert ops[:3][["op", "order_id", "side", "qty", "remaining", "trade_id"]].tolist() == [
         (OP_ADD, 1, 0, 5, 5, 0), (OP_EXECUTE, 1, 0, 5, 0, 5), (OP_ADD, 3, 1, 2, 2, 0)]
