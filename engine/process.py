@@ -273,6 +273,7 @@ class MatcherStage:
         if self.command_ring.replaced:
             print(f"xos matcher: {self.command_ring.replaced}", file=sys.stderr, flush=True)
         self.gateway_first = False  # the two inputs take turns going first: neither starves the other
+        self.zmq_quiet = False  # the last poll found the ZeroMQ input empty (``wait_input``)
         self.input_polled = [(self.input, zmq.POLLIN), (self.command_ring.fileno, zmq.POLLIN)]
         self.batch = np.zeros(e.batch_max, dtype=COMMAND_DTYPE)
         self.batch_bytes = self.batch.view(np.uint8)  # what drain_records copies whole messages into
