@@ -41,6 +41,7 @@ import numpy as np
 cimport numpy as cnp
 
 from records cimport xos_event, XOS_LAYOUT_VERSION
+from eventkeep cimport xos_event_kept
 from atomics cimport *
 from ringlayout cimport *
 
@@ -820,11 +821,13 @@ cdef class RingConsumer(_RingMap):
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def take_kinds(self, int64_t max_n, const uint8_t[::1] keep):
-        """``take`` of up to ``max_n`` events that copies out only those whose kind ``keep`` marks
-        (``keep[kind] != 0``): returns ``(chosen, first_seq, last_seq)``, ``chosen`` in order and
-        ``first_seq .. last_seq`` the seqs taken (``last_seq < first_seq`` when none were).  A worker
-        that follows a few kinds is spared copying the rest."""
+        """``take`` of up to ``max_n`` events that copies out only those ``keep`` marks (a byte per
+        kind, ``engine.workers.kind_mask``: every event of the kind, or only those of no order):
+        returns ``(chosen, first_seq, last_seq)``, ``chosen`` in order and ``first_seq .. last_seq``
+        the seqs taken (``last_seq < first_seq`` when none were).  A worker that follows a few kinds
+        is spared copying the rest."""
         cdef int64_t n = self.unread_upto(max_n), count = 0, i, nkeep = keep.shape[0]
+        cdef const uint8_t *kept = &keep[0] if nkeep else NULL
         cdef cnp.ndarray out = np.empty(n, dtype=EVENT_DTYPE)
         cdef xos_event *o = <xos_event *>cnp.PyArray_DATA(out)
         cdef const xos_event *e
@@ -832,7 +835,7 @@ cdef class RingConsumer(_RingMap):
         with nogil:
             for i in range(n):
                 e = &self.slots[(self.rpos + i) & self.mask]
-                if e.kind < nkeep and keep[e.kind]:
+                if xos_event_kept(e, kept, nkeep):
                     memcpy(&o[count], e, sizeof(xos_event))
                     count += 1
         self.rpos += n

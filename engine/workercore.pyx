@@ -19,6 +19,7 @@ cimport numpy as cnp
 import numpy as np
 
 from records cimport xos_event
+from eventkeep cimport XOS_KEEP_ALL, XOS_KEEP_ORDERLESS, xos_event_kept
 
 cnp.import_array()
 
@@ -194,15 +195,19 @@ cdef const xos_event *event_data(cnp.ndarray events) except NULL:
     return <const xos_event *>cnp.PyArray_DATA(events)
 
 
+KEEP_ALL, KEEP_ORDERLESS = XOS_KEEP_ALL, XOS_KEEP_ORDERLESS  # a kind's byte in a keep mask (eventkeep.h)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
-    """``(chosen, last_seq, gap_at)`` for a batch in seq order: the events after ``cursor`` whose
-    kind ``keep`` marks (``keep[kind] != 0``), copied out in order; the seq of the batch's last
+    """``(chosen, last_seq, gap_at)`` for a batch in seq order: the events after ``cursor`` that
+    ``keep`` marks (as ``RingConsumer.take_kinds`` reads it), copied out in order; the seq of the batch's last
     event (``cursor`` when nothing in it is new); ``gap_at`` is -1, or the index of the first event
     that breaks the sequence (0: the batch starts after ``cursor + 1``), and then nothing is chosen."""
     cdef const xos_event *ev = event_data(events)
     cdef int64_t n = len(events), i, start, count = 0, nkeep = keep.shape[0]
+    cdef const uint8_t *kept = &keep[0] if nkeep else NULL
     cdef cnp.ndarray out
     cdef xos_event *dst
     if n == 0:
@@ -224,7 +229,7 @@ def select_fresh(cnp.ndarray events, int64_t cursor, const uint8_t[::1] keep):
     dst = <xos_event *>cnp.PyArray_DATA(out)
     with nogil:
         for i in range(start, n):
-            if ev[i].kind < nkeep and keep[ev[i].kind]:
+            if xos_event_kept(&ev[i], kept, nkeep):
                 memcpy(&dst[count], &ev[i], sizeof(xos_event))
                 count += 1
     return out[:count], ev[n - 1].seq, -1

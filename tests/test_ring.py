@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.records import EVENT_DTYPE, LAYOUT_VERSION
+from engine.records import EVENT_DTYPE, LAYOUT_VERSION, Ev
 from engine.ring import (
     DATA_OFFSET,
     RING_LAYOUT,
@@ -27,6 +27,7 @@ from engine.ring import (
     proc_start,
     ring_status,
 )
+from engine.workers import kind_mask, select_fresh
 
 CTX = mp.get_context("fork")
 _counter = itertools.count()
@@ -159,6 +160,21 @@ def test_take_kinds_copies_only_the_chosen_kinds(ring_name):
             seq += n
         empty, first, last = c.take_kinds(10, keep)
         assert len(empty) == 0 and last == first - 1 == seq - 1
+        c.detach()
+
+
+def test_take_kinds_takes_a_kind_marked_orderless_only_where_no_order_is_named(ring_name):
+    """Settlement's Accepted: a listing's (order id 0), never an order's; the same rule as ``select_fresh``."""
+    keep = kind_mask(Ev.FILL, orderless=(Ev.ACCEPTED,))
+    with EventRing.create(ring_name, 8) as ring:
+        c = RingConsumer.attach(ring_name, "a")
+        batch = events(1, 6)
+        batch["kind"] = [Ev.ACCEPTED, Ev.ACCEPTED, Ev.FILL, Ev.CANCELLED, Ev.ACCEPTED, Ev.FILL]
+        batch["order_id"] = [0, 5, 5, 5, 0, 0]
+        ring.publish_array(batch)
+        chosen, first, last = c.take_kinds(100, keep)
+        assert chosen["seq"].tolist() == [1, 3, 5, 6] and (first, last) == (1, 6)
+        assert select_fresh(batch, 0, keep)[0].tobytes() == chosen.tobytes()
         c.detach()
 
 

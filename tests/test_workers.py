@@ -18,6 +18,7 @@ from engine.workers.positions import PositionBook
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
                                       SettlementLedger)
+from bench.orders import CONFIGS, generate
 from generators import ENGINE_KWARGS, StreamGenerator, VenueRiskStreamGenerator, VenueStreamGenerator, run_stream
 
 N_COMMANDS = 12_000
@@ -210,6 +211,44 @@ def test_select_fresh():
         select_fresh(broken, 3)
     with pytest.raises(TypeError):
         select_fresh(np.zeros(3, COMMAND_DTYPE), 0)
+
+
+def test_kind_mask_follows_a_kind_whole_or_only_its_events_of_no_order():
+    ev = np.zeros(4, dtype=EVENT_DTYPE)
+    ev["seq"] = np.arange(1, 5)
+    ev["kind"] = [Ev.ACCEPTED, Ev.ACCEPTED, Ev.FILL, Ev.BALANCE]
+    ev["order_id"] = [0, 9, 9, 0]
+    chosen, last = select_fresh(ev, 0, kind_mask(Ev.FILL, orderless=(Ev.ACCEPTED,)))
+    assert chosen["seq"].tolist() == [1, 3] and last == 4
+    assert select_fresh(ev, 0, kind_mask(Ev.ACCEPTED))[0]["seq"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"kinds \[1\] are both followed whole and orderless"):
+        kind_mask(Ev.ACCEPTED, orderless=(Ev.ACCEPTED,))
+
+
+def test_settlement_posts_the_same_whether_it_follows_every_accepted_or_listings_only(tmp_path):
+    """Its FOLLOWED leaves orders' Accepted out of what it copies; the ledger it keeps is the one it kept when it
+    took them all (and dropped them)."""
+    wl = generate(CONFIGS["A"].replace(commands=4000))
+    e = Engine(**wl.engine_kwargs)
+    events = np.concatenate([e.process(wl.setup), e.process(wl.prefill), e.process(wl.stream)])
+    ledgers = []
+    whole = kind_mask(*SettlementLedger.FOLLOWED.nonzero()[0].tolist())  # the mask before orderless kinds
+    for name, followed in (("orderless", None), ("whole", whole)):
+        ledger = SettlementLedger(tmp_path / f"{name}.db")
+        if followed is not None:
+            ledger.FOLLOWED = followed
+        for i in range(0, len(events), 777):
+            ledger.apply(events[i:i + 777])
+        ledgers.append(ledger)
+    a, b = ledgers
+    assert a.cursor == b.cursor == int(events["seq"][-1])
+    assert a.accounts() == b.accounts() and len(a.accounts()) > 1
+    assert [(a.balances(x), a.fills(x, 10_000)) for x in a.accounts()] == \
+        [(b.balances(x), b.fills(x, 10_000)) for x in b.accounts()]
+    assert a.assets() == b.assets() and a.markets() == b.markets() and len(a.markets())
+    for ledger in ledgers:
+        ledger.check()
+        ledger.close()
 
 
 def test_listing_inference():

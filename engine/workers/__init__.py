@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..workercore import select_fresh as _select_fresh
+from ..workercore import KEEP_ALL, KEEP_ORDERLESS, select_fresh as _select_fresh
 from ..records import EVENT_DTYPE, Ev, EvFlag, unpack_market_assets, unpack_market_params, unpack_symbol
 
 EVFLAG_ASSET_LISTING = int(EvFlag.ASSET_LISTING)
@@ -27,10 +27,15 @@ class SequenceGapError(RuntimeError):
     """An event batch does not continue the worker's cursor (events were lost or reordered)."""
 
 
-def kind_mask(*kinds: int) -> np.ndarray:
-    """The ``keep`` argument of ``select_fresh``: which event kinds a core follows."""
-    keep = np.zeros(max(int(k) for k in kinds) + 1, np.uint8)
-    keep[[int(k) for k in kinds]] = 1
+def kind_mask(*kinds: int, orderless: tuple[int, ...] = ()) -> np.ndarray:
+    """The ``keep`` argument of ``select_fresh`` and ``RingConsumer.take_kinds``: the event kinds a core
+    follows, every event of ``kinds`` and only those of no order (``order_id`` 0) of ``orderless``."""
+    both = sorted({int(k) for k in kinds} & {int(k) for k in orderless})
+    if both:
+        raise ValueError(f"kinds {both} are both followed whole and orderless")
+    keep = np.zeros(max(int(k) for k in kinds + orderless) + 1, np.uint8)
+    keep[[int(k) for k in kinds]] = KEEP_ALL
+    keep[[int(k) for k in orderless]] = KEEP_ORDERLESS
     return keep
 
 

@@ -61,7 +61,8 @@ _TRANSFER_NAMES = {int(t): t.name.lower() for t in Transfer}
 
 # listings (Accepted with no order), fills, deposits / withdrawals, venue transfers and perpetual
 # positions (their realised PnL) move the ledger
-FOLLOWED = kind_mask(Ev.ACCEPTED, Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION, Ev.OUTCOME_POSITION)
+# an Accepted only when it is a listing's (or another command's of no order): an order's Accepted moves no money
+FOLLOWED = kind_mask(Ev.FILL, Ev.BALANCE, Ev.VENUE_TRANSFER, Ev.POSITION, Ev.OUTCOME_POSITION, orderless=(Ev.ACCEPTED,))
 
 BALANCES_EVERY = 32  # transactions between two folds of the summed legs into the balances table
 CURSOR_COMMIT_S = 0.05  # a cursor moved only by events with nothing to post is committed at most this late
@@ -296,8 +297,7 @@ class SettlementLedger(EventCore):
         kind = new["kind"]
         try:
             # listings (rare), in order
-            accepted = np.flatnonzero(kind == _ACCEPTED)
-            for i in accepted[new["order_id"][accepted] == 0].tolist():
+            for i in np.flatnonzero(kind == _ACCEPTED).tolist():  # of no order (FOLLOWED)
                 e = new[i]
                 args = (int(e["side"]), int(e["market"]), int(e["venue"]), int(e["account"]), int(e["client_id"]),
                         int(e["price"]), int(e["qty"]), int(e["remaining"]))
