@@ -60,3 +60,35 @@ def test_int_table_ids_of_assigns_dense_ids_in_first_seen_order():
     assert t.ids_of(np.array([7, 0], np.int64)).tolist() == [1, 3]  # 0 = keys[0], seen in the second call
     with pytest.raises(ValueError, match="one-column"):
         IntTable(2).ids_of(keys)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_risk_walks_picks_what_the_numpy_selection_did(seed):
+    """``risk_walks`` against the numpy it replaced: the control events (listings, market status, the risk
+    worker's own refused status change, venue risk settings), the fills, the Balance count and the latest ts."""
+    from engine.codes import ResultCode
+    from engine.records import EVENT_DTYPE, Cmd, Ev
+    from engine.workercore import risk_walks
+
+    rng = np.random.default_rng(seed)
+    me, unchanged, venue_risk = -1001, int(ResultCode.MARKET_STATUS_UNCHANGED), int(Cmd.VENUE_MARKET_RISK)
+    for n in (0, 1, 7, 500):
+        ev = np.zeros(n, EVENT_DTYPE)
+        ev["kind"] = rng.choice([int(k) for k in Ev], n)
+        ev["order_id"] = rng.choice([0, 5], n)
+        ev["account"] = rng.choice([me, 7], n)
+        ev["code"] = rng.choice([0, unchanged], n)
+        ev["flags"] = rng.choice([0, venue_risk], n)
+        ev["ts"] = rng.integers(-10**12, 10**12, n)
+        kind = ev["kind"]
+        control = ((kind == Ev.ACCEPTED) & (ev["order_id"] == 0)) | (kind == Ev.MARKET_STATUS) | (
+            (kind == Ev.REJECTED) & (ev["account"] == me) & (ev["code"] == unchanged)) | (
+            (kind == Ev.VENUE) & (ev["flags"] == venue_risk))
+        others, fills = np.empty(n, np.int64), np.empty(n, np.int64)
+        nc, nf, balances, ts_max = risk_walks(ev, me, unchanged, venue_risk, others, fills)
+        assert others[:nc].tolist() == np.flatnonzero(control).tolist()
+        assert fills[:nf].tolist() == np.flatnonzero(kind == Ev.FILL).tolist()
+        assert balances == int((kind == Ev.BALANCE).sum())
+        assert ts_max == (int(ev["ts"].max()) if n else 0)
+    with pytest.raises(ValueError, match="risk_walks: 3 events, room for 2"):
+        risk_walks(np.zeros(3, EVENT_DTYPE), me, unchanged, venue_risk, np.empty(2, np.int64), np.empty(3, np.int64))

@@ -46,8 +46,8 @@ import numpy as np
 
 from ..codes import ResultCode
 from ..records import COMMAND_DTYPE, Cmd, Ev, select_records, unpack_breaker_windows
-from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders
-from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
+from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders, risk_walks
+from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 # the event columns the breakers read
 _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "ts", "order_id", "account",
@@ -56,8 +56,7 @@ _CONTROL_COLUMNS = ("seq", "kind", "code", "flags", "side", "market", "venue", "
 # Every kind but the book's levels (most of the stream): each command that changes a level also has
 # an event of another kind with the same ts, so the cool-downs see the same clock without them.
 FOLLOWED = kind_mask(*(k for k in Ev if k != Ev.BOOK_LEVEL))
-_ACCEPTED, _REJECTED, _FILL, _BALANCE, _MARKET_STATUS = (int(Ev.ACCEPTED), int(Ev.REJECTED), int(Ev.FILL),
-                                                       int(Ev.BALANCE), int(Ev.MARKET_STATUS))
+_ACCEPTED, _BALANCE, _MARKET_STATUS = int(Ev.ACCEPTED), int(Ev.BALANCE), int(Ev.MARKET_STATUS)
 _STATUS_UNCHANGED = int(ResultCode.MARKET_STATUS_UNCHANGED)
 _VENUE, _VENUE_RISK = int(Ev.VENUE), int(Cmd.VENUE_MARKET_RISK)
 _VENUE_HALT, _VENUE_RESUME = int(Cmd.VENUE_MARKET_HALT), int(Cmd.VENUE_MARKET_RESUME)
@@ -148,7 +147,7 @@ class RiskMonitor(EventCore):
         self.rates = IntTable(RATE_COLUMNS)  # account -> (second, count, peak, total)
         self.orders = IntTable(RISK_COLUMNS)  # order id -> (venue, lot, price, remaining)
         self.oi_table = IntTable(1)  # venue -> open interest
-        self._lots = None  # (market ids sorted, their lot sizes), rebuilt after a listing
+        self._lots = None  # (market ids sorted, their lot sizes and listing seqs), rebuilt after a listing
         self.halts_sent = 0
         self.resumes_sent = 0
         self._cursor = 0
@@ -242,24 +241,16 @@ class RiskMonitor(EventCore):
             return self._commands(out)
         me = self.config.account
         listings = self.listings
-        kind = new["kind"]
-        present = np.bincount(kind, minlength=KIND_SLOTS)  # the rare kinds' masks only where they are
-        control = (kind == _ACCEPTED) & (new["order_id"] == 0)  # listings
-        if present[_MARKET_STATUS]:
-            control |= kind == _MARKET_STATUS
-        if present[_REJECTED]:
-            control |= (kind == _REJECTED) & (new["account"] == me) & (new["code"] == _STATUS_UNCHANGED)
-        if present[_VENUE]:
-            control |= (kind == _VENUE) & (new["flags"] == _VENUE_RISK)
-        if present[_BALANCE]:
-            listings.accounts.update(np.unique(new["account"][kind == _BALANCE]).tolist())
+        # The fills between two other control events are one run, applied at once (``_trades``);
+        # the others (listings, market status, our refused commands, venue settings) are rare and go one by one.
+        others, fills = np.empty(len(new), np.int64), np.empty(len(new), np.int64)
+        n_others, n_fills, balances, ts_max = risk_walks(new, me, _STATUS_UNCHANGED, _VENUE_RISK, others, fills)
+        others, fills = others[:n_others], fills[:n_fills]
+        if balances:
+            listings.accounts.update(np.unique(new["account"][new["kind"] == _BALANCE]).tolist())
         waiting = [m for m, b in self.breakers.items() if b.state == HALTED]
         waiting += [key for key, b in self.venue_breakers.items() if b.state == HALTED]
         ts_all = new["ts"]
-        # The fills between two other control events are one run, applied at once (``_trades``);
-        # the others (listings, market status, our refused commands, venue settings) are rare and go one by one.
-        others = np.flatnonzero(control)
-        fills = np.flatnonzero(kind == _FILL)
         ctrl = list(zip(*(select_records(new, others)[c].tolist() for c in _CONTROL_COLUMNS))) if len(others) else []
         pos = 0  # the first event not yet checked for cool-downs
         for j, (seq, kind_j, code, flags, side, market, venue, ts, oid, account, client_id, price, qty,
@@ -310,8 +301,8 @@ class RiskMonitor(EventCore):
                         b.clear_window()
         # the orders' part, in C (it skips the kinds it does not follow); after the listings, which
         # give an order its market's lot
-        risk_orders(self.orders, self.oi_table, self.rates, new, self._lots_of(new))
-        self._now = int(ts_all.max())
+        risk_orders(self.orders, self.oi_table, self.rates, new, *self._lot_table())
+        self._now = ts_max
         self._cursor = last
         return self._commands(out)
 
@@ -338,24 +329,14 @@ class RiskMonitor(EventCore):
                     out.append((at, 0, Cmd.RESUME, 0, m, int(ts[at])))
             waiting.remove(m)
 
-    def _lots_of(self, events: np.ndarray) -> np.ndarray:
-        """The lot size of each event's market (1 for a market never listed)."""
+    def _lot_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The listed markets' ids (sorted), lot sizes and listing seqs, as ``risk_orders`` reads them."""
         if self._lots is None:
             ms = self.listings.markets
             ids = np.array(sorted(ms), np.int64)
             self._lots = (ids, np.array([ms[m].lot_size for m in ids.tolist()], np.int64),
                           np.array([ms[m].seq for m in ids.tolist()], np.int64))
-        ids, lots, listed_at = self._lots
-        market = events["market"].astype(np.int64)
-        out = np.ones(len(events), np.int64)
-        if len(ids):
-            at = np.searchsorted(ids, market)
-            inside = at < len(ids)
-            hit = np.zeros(len(events), bool)
-            hit[inside] = ids[at[inside]] == market[inside]
-            hit[hit] = listed_at[at[hit]] < events["seq"][hit]  # listed before the event
-            out[hit] = lots[at[hit]]
-        return out
+        return self._lots
 
     def _trades(self, at: np.ndarray, market: np.ndarray, price: np.ndarray, ts: np.ndarray, out: list) -> None:
         """A run of fills (batch positions ``at``, in order): band watch, last price and breakers,
