@@ -20,6 +20,7 @@ import numpy as np
 
 from records cimport XOS_EV_BALANCE, XOS_EV_MARKET_STATUS, XOS_EV_REJECTED, XOS_EV_VENUE, xos_event
 from eventkeep cimport XOS_KEEP_ALL, XOS_KEEP_ORDERLESS, xos_event_kept
+from lowerbound cimport xos_lower_bound
 
 cnp.import_array()
 
@@ -526,15 +527,9 @@ cdef inline int64_t lot_at(const int64_t[::1] ids, const int64_t[::1] lots, cons
                            int64_t market, int64_t seq) noexcept nogil:
     """The lot of ``market`` (``ids`` sorted, its lot and listing seq beside it) for an event at ``seq``: 1 for a
     market not listed before it."""
-    cdef Py_ssize_t lo = 0, hi = ids.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ids[mid] < market:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < ids.shape[0] and ids[lo] == market and listed_at[lo] < seq:
-        return lots[lo]
+    cdef int64_t at = xos_lower_bound(&ids[0], ids.shape[0], market) if ids.shape[0] else 0
+    if at < ids.shape[0] and ids[at] == market and listed_at[at] < seq:
+        return lots[at]
     return 1
 
 

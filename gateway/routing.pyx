@@ -9,6 +9,7 @@ batch, whatever its size."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
+from lowerbound cimport xos_lower_bound
 
 from records cimport (XOS_CANCEL_USER, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_CMD_CANCEL, XOS_CMD_CONVERT,
                      XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET, XOS_CMD_MASS_CANCEL,
@@ -49,14 +50,8 @@ cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event *
 
 cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil:
     """``account`` in ``keyed`` (sorted, unique), by binary search."""
-    cdef Py_ssize_t lo = 0, hi = keyed.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keyed[mid] < account:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < keyed.shape[0] and keyed[lo] == account
+    cdef int64_t at = xos_lower_bound(&keyed[0], keyed.shape[0], account) if keyed.shape[0] else 0
+    return at < keyed.shape[0] and keyed[at] == account
 
 
 cdef bint is_listing(const xos_event *e) noexcept nogil:
