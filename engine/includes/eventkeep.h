@@ -1,7 +1,7 @@
 /* Which ring events a consumer copies out (RingConsumer.take_kinds, workercore.select_fresh): a byte
  * per event kind (engine.workers.kind_mask) says every event of the kind, or only those of no order.
  * Settlement learns listings from Accepted events and follows no orders: copying every order's
- * Accepted only to drop it was half of its work under an order flow. */
+ * Accepted only to drop it was about a quarter of its CPU under an order flow. */
 #ifndef XOS_EVENTKEEP_H
 #define XOS_EVENTKEEP_H
 #include <stdint.h>
