@@ -92,3 +92,20 @@ def test_risk_walks_picks_what_the_numpy_selection_did(seed):
         assert ts_max == (int(ev["ts"].max()) if n else 0)
     with pytest.raises(ValueError, match="risk_walks: 3 events, room for 2"):
         risk_walks(np.zeros(3, EVENT_DTYPE), me, unchanged, venue_risk, np.empty(2, np.int64), np.empty(3, np.int64))
+
+
+def test_risk_orders_takes_an_orders_lot_from_its_market_listed_before_it():
+    """An order's open interest counts whole lots of its market; a market not listed before the order's
+    Accepted (or never) counts lots of 1, as the numpy lookup it replaced did."""
+    from engine.records import EVENT_DTYPE, Ev
+    from engine.workercore import RATE_COLUMNS, RISK_COLUMNS, risk_orders
+
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["kind"], ev["seq"], ev["venue"] = Ev.ACCEPTED, [5, 6, 7], [1, 2, 3]
+    ev["order_id"], ev["market"], ev["price"], ev["qty"] = [11, 12, 13], [7, 8, 9], 100, 25
+    ids, lots, listed_at = (np.array(v, np.int64) for v in ([7, 8], [10, 10], [3, 6]))  # 8 listed at seq 6: after
+    orders, oi, rates = IntTable(RISK_COLUMNS), IntTable(1), IntTable(RATE_COLUMNS)
+    risk_orders(orders, oi, rates, ev, ids, lots, listed_at)
+    assert {v: x[0] for v, x in oi.to_dict().items()} == {1: 100 * (25 // 10), 2: 100 * 25, 3: 100 * 25}
+    with pytest.raises(ValueError, match="market ids, lots and listing seqs disagree"):
+        risk_orders(orders, oi, rates, ev, ids, lots[:1], listed_at)
