@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from bench.orders import CONFIGS, generate
 from engine.codes import ResultCode
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
@@ -18,7 +19,6 @@ from engine.workers.positions import PositionBook
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
                                       SettlementLedger)
-from bench.orders import CONFIGS, generate
 from generators import ENGINE_KWARGS, StreamGenerator, VenueRiskStreamGenerator, VenueStreamGenerator, run_stream
 
 N_COMMANDS = 12_000
