@@ -387,7 +387,10 @@ class MatcherStage:
         if j is None:
             return {}
         io = "fsync_off" if not j.fsync_always else "o_direct" if j.direct else "page_cache"
-        return {"journal_io": io, "journal_spare": j.spare} if j.fsync_always else {"journal_io": io}
+        # commits and their durable writes' time: the matcher's cycle under load is mostly these
+        counts = {"journal_commits": j.commits, "journal_fsyncs": j.fsyncs, "journal_fsync_ns": j.fsync_ns,
+                  "journal_max_fsync_ns": j.max_fsync_ns}
+        return {"journal_io": io, "journal_spare": j.spare, **counts} if j.fsync_always else {"journal_io": io, **counts}
 
     def counters(self) -> dict:
         return {
