@@ -35,7 +35,7 @@ left, the load generator's own error, which the latencies include; the clients r
 timer slack instead of Linux's 50), ``ceiling_ratio``, ``cpu_us_per_order`` (each
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
-mode and batch size, and ``max_rate_p99_under_1ms``; ``--plot`` writes latency percentiles against
+mode and batch size, and ``max_rate_p99_under_1ms``, and the run's ``journal_io``, ``journal_commits`` and ``journal_write_mean_us``; ``--plot`` writes latency percentiles against
 offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
 latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
 (``cpu_latency_us`` in the JSON: -1 when none was held).
@@ -43,7 +43,8 @@ latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`
 The load clients make their messages before the clock starts, send them through libzmq directly
 (``gateway.intake.send_each``: pyzmq's ``send`` costs about 1 us a message) and put their latencies
 in the histogram after the run: on a machine they share with the engine, their own cost per order
-is taken from the engine's.
+is taken from the engine's.  Their per-order arrays have room for 4 M orders/s before the clock; had
+one to grow inside the timed loop (a stall), ``client_stalls`` counts it and a warning says so.
 """
 from __future__ import annotations
 
@@ -70,6 +71,10 @@ from bench import CPU_LATENCY_HELP, cpu_latency
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
 PREPARED_PER_S = 400_000  # closed loop: orders/s (all clients) the messages made before the clock allow for
+# closed loop: orders/s (all clients) the per-order arrays have room for.  Growing them in the timed loop copied
+# four arrays of millions of orders, a stall of 0.7-1.5 s in which the engine ran dry; unused room costs no
+# memory (its pages are mapped as first written)
+TIMED_ROOM_PER_S = 4_000_000
 BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
 SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this never spins before a send
@@ -190,7 +195,9 @@ def load_client(spec: dict, out) -> None:
     traffic.prepare(expected)
     # by rid, ns after the clock's start (t0): when the order is due (open loop: the schedule, made here, before
     # the clock: message j, rids j * batch + 1 .., is due at j * interval) or was sent (closed loop)
-    planned = np.zeros(expected * batch + 2, np.int64)
+    room = expected * batch + 2 if mode == "open" else \
+        int(TIMED_ROOM_PER_S / spec["clients"] * (spec["seconds"] + 1)) + spec["window"] + 2
+    planned = np.zeros(room, np.int64)
     interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
     tick = min(max(OPEN_LOOP_BURST * interval, OPEN_LOOP_TICK_NS[0]), OPEN_LOOP_TICK_NS[1])
     if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
@@ -223,9 +230,12 @@ def load_client(spec: dict, out) -> None:
     window = max(4 * batch, spec["window"])
     first_ack = last_ack = 0
 
+    grows = 0  # the per-order arrays grown in the timed loop: each a stall, reported
+
     def plan(first: int, n: int, at) -> None:
-        nonlocal planned, latencies, to_intake, intake_to_ack
-        if first + n > len(planned):  # more than prepared for: grow (rare, and in the timed loop)
+        nonlocal planned, latencies, to_intake, intake_to_ack, grows
+        if first + n > len(planned):  # more than there is room for: grow (a stall in the timed loop; rare)
+            grows += 1
             more = np.zeros(max(len(planned), n), np.int64)
             planned, latencies = np.concatenate([planned, more]), np.concatenate([latencies, more])
             to_intake, intake_to_ack = np.concatenate([to_intake, more]), np.concatenate([intake_to_ack, more])
@@ -338,7 +348,7 @@ def load_client(spec: dict, out) -> None:
             take_replies()
     hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
-    out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
+    out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight, "grows": grows,
              "counted": counted, "span_s": (last_ack - first_ack) / 1e9 if last_ack > first_ack else 0.0,
              "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9],
              "hist_to_intake": histogram(to_intake[:split]).encode(),
@@ -544,7 +554,8 @@ def merge(results: list[dict]) -> dict:
     return {"orders_per_s": counted / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
             "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
-            "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results), **split}
+            "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results),
+            "client_stalls": sum(r["grows"] for r in results), **split}
 
 
 def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
@@ -563,6 +574,9 @@ def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: floa
     res["gateway_cpu_us_per_order"] = per_order["gateway"]
     if rate:
         res["offered_per_s"] = rate
+    if res["client_stalls"]:
+        _log(f"    warning: the load clients grew their arrays {res['client_stalls']} times in the timed loop (stalls: "
+             f"the figures are low)")
     return res
 
 
@@ -679,8 +693,13 @@ def run(args, directory: Path, out: dict) -> dict:
                          f"{r['send_late_p50_us']:,.0f} us)")
             beats = engine.stop()
             out["gateway"] = beats.get("gateway", {})
-            out["journal_io"] = beats.get("matcher", {}).get("journal_io", "?")  # how the durable writes were made
-            _log(f"  (journal: {out['journal_io']})")
+            matcher = beats.get("matcher", {})
+            out["journal_io"] = matcher.get("journal_io", "?")  # how the durable writes were made
+            # the run's group commits and their durable writes' mean time: under load, most of the matcher's cycle
+            out["journal_commits"] = matcher.get("journal_commits", 0)
+            out["journal_write_mean_us"] = matcher.get("journal_fsync_ns", 0) / max(1, matcher.get("journal_fsyncs", 0)) / 1e3
+            _log(f"  (journal: {out['journal_io']}, {out['journal_commits']:,} group commits, durable write mean "
+                 f"{out['journal_write_mean_us']:,.0f} us)")
         except BaseException:
             engine.stop()
             raise

@@ -23,12 +23,14 @@ def test_wire_benchmark_smoke(tmp_path):
         # the two sides of the matcher's intake, each less than the whole (medians do not add up exactly)
         assert 0 < closed["to_intake_p50_us"] <= closed["p99_us"] and 0 < closed["intake_to_ack_p50_us"] <= closed["p99_us"]
         assert set(closed["cpu_us_per_order"]) >= {"gateway", "matcher", "clients", "total"}
+        assert closed["client_stalls"] == 0  # the load clients had room: nothing grew in the timed loop
     assert [p["batch"] for p in saved["open"]] == [1, 16]
-    assert all(p["acked"] > 0 and p["rejected"] == 0 for p in saved["open"])
+    assert all(p["acked"] > 0 and p["rejected"] == 0 and p["client_stalls"] == 0 for p in saved["open"])
     # the open loop's own lateness is measured (the closed loop sends when answered: none)
     assert all(0 < p["send_late_p50_us"] <= p["send_late_p99_us"] for p in saved["open"])
     assert saved["closed"]["1"]["send_late_p50_us"] == 0
     assert saved["fsync_off"]["p50_us"] > 0
     assert saved["cpu_latency_us"] == -1  # no --cpu-latency-us: the host's setting
     assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
+    assert saved["journal_commits"] > 0 and saved["journal_write_mean_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
