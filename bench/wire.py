@@ -41,7 +41,7 @@ latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`
 (``cpu_latency_us`` in the JSON: -1 when none was held).
 
 The load clients make their messages before the clock starts, send them through libzmq directly
-(``gateway.intake.send_each``: pyzmq's ``send`` costs about 1 us a message) and put their latencies
+(``gateway.intake.send_slices``: pyzmq's ``send`` costs about 1 us a message) and put their latencies
 in the histogram after the run: on a machine they share with the engine, their own cost per order
 is taken from the engine's.  Their per-order arrays have room for 4 M orders/s before the clock; had
 one to grow inside the timed loop (a stall), ``client_stalls`` counts it and a warning says so.
@@ -70,7 +70,9 @@ from bench import CPU_LATENCY_HELP, cpu_latency
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
-PREPARED_PER_S = 400_000  # closed loop: orders/s (all clients) the messages made before the clock allow for
+# closed loop: orders/s (all clients) the messages made before the clock allow for (~55-65 bytes an order
+# as packed rows; past them, more are made in the loop, ~40 ns an order)
+PREPARED_PER_S = 1_500_000
 # closed loop: orders/s (all clients) the per-order arrays have room for.  Growing them in the timed loop copied
 # four arrays of millions of orders, a stall of 0.7-1.5 s in which the engine ran dry; unused room costs no
 # memory (its pages are mapped as first written)
@@ -103,9 +105,11 @@ class Traffic:
     id) + place pairs.  Command ``i`` (0-based, rid ``i + 1``) is a function of ``i``, so commands
     are made with numpy, and messages of ``batch`` commands a chunk at a time, ahead of the send
     loop (``prepare`` makes them before the clock starts): the load generator shares the machine
-    with the engine, and its cost per message is the engine's loss.  ``wire`` = "rows" sends a
-    message's commands as one OrderRows message (the market makers' packed path), "structs" as
-    PlaceOrder / CancelOrder structs (a Batch when several)."""
+    with the engine, and its cost per message is the engine's loss.  The messages are made into one
+    buffer (``blob``, message k at ``offsets[k]:offsets[k + 1]``), sent by ``send_slices`` in C: no
+    Python object per message (with one, making them in the loop cost ~450 ns an order at one order
+    per message).  ``wire`` = "rows" sends a message's commands as one OrderRows message (the market
+    makers' packed path), "structs" as PlaceOrder / CancelOrder structs (a Batch when several)."""
 
     CHUNK_ORDERS = 1 << 16  # orders made at a time when the prepared messages run out: a short pause in the loop
 
@@ -116,7 +120,8 @@ class Traffic:
         self.market = market
         self.wire = wire
         self.batch = batch
-        self.made: list[bytes] = []  # messages made; those from ``at`` on are not taken yet
+        self.blob = np.zeros(0, np.uint8)  # the messages made; those from ``at`` on are not taken yet
+        self.offsets = np.zeros(1, np.int64)
         self.at = 0
         self.taken = 0  # messages taken: the next one starts at rid taken * batch + 1
         if wire == "rows":  # an OrderRows message is a header, the rows' bytes and a trailer
@@ -124,46 +129,71 @@ class Traffic:
             filler = np.random.default_rng(7).integers(0, 256, size, np.uint8).tobytes()
             template = m.encode(m.OrderRows(rid=0, rows=filler, format=m.ROW_FORMAT))
             at = template.index(filler)
-            self.header, self.trailer = template[:at], template[at + size:]
+            self.header = np.frombuffer(template[:at], np.uint8)
+            self.trailer = np.frombuffer(template[at + size:], np.uint8)
+
+    @property
+    def made(self) -> int:
+        """Messages made and not taken yet."""
+        return len(self.offsets) - 1 - self.at
 
     def make(self, first: int, n: int) -> np.ndarray:
-        i = np.arange(first, first + n, dtype=np.int64)
-        j = i - RESTING
-        cancel = (j >= 0) & (j % 2 == 0)
-        cid = np.where(j < 0, i + 1, np.where(cancel, j // 2 + 1, RESTING + j // 2 + 1))
+        """Commands ``first .. first + n - 1`` as rows (bitwise where the pattern allows: numpy's
+        int64 division is slow)."""
+        rid = np.arange(first + 1, first + n + 1, dtype=np.int64)
+        j = rid - (RESTING + 1)  # < 0: one of the first RESTING places; then even: a cancel, odd: a place
+        cancel = (j >= 0) & ((j & 1) == 0)
+        place = ~cancel
+        cid = np.where(j < 0, rid, (j >> 1) + 1 + RESTING * place)
         rows = np.zeros(n, self.m.COMMAND_ROW_DTYPE)
-        rows["kind"] = np.where(cancel, CANCEL, PLACE)
-        rows["flags"] = np.where(cancel, BY_CLIENT_ID, 0)
-        rows["market"] = np.where(cancel, 0, self.market)
-        rows["rid"] = i + 1
-        rows["price"] = np.where(cancel, 0, BASE_PRICE - cid % 64)
-        rows["qty"] = np.where(cancel, 0, 1)
+        rows["kind"] = PLACE + (CANCEL - PLACE) * cancel
+        rows["flags"] = BY_CLIENT_ID * cancel
+        rows["market"] = self.market * place
+        rows["rid"] = rid
+        rows["price"] = (BASE_PRICE - (cid & 63)) * place
+        rows["qty"] = place
         rows["id"] = cid
         return rows
 
-    def prepare(self, n: int) -> None:
-        """Make ``n`` more messages, after those already made."""
-        m, batch = self.m, self.batch
-        rows = self.make((self.taken + len(self.made) - self.at) * batch, n * batch)
+    def encode(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The messages of ``rows`` (whole messages of ``batch``): their bytes, one after another, and
+        each one's length."""
+        m, batch, n = self.m, self.batch, len(rows) // self.batch
         if self.wire == "rows":
-            blob, size, header, trailer = rows.tobytes(), batch * rows.itemsize, self.header, self.trailer
-            self.made += [header + blob[k * size:(k + 1) * size] + trailer for k in range(n)]
-            return
+            h, size = len(self.header), batch * rows.itemsize
+            out = np.empty((n, h + size + len(self.trailer)), np.uint8)
+            out[:, :h] = self.header
+            out[:, h:h + size] = rows.view(np.uint8).reshape(n, size)
+            out[:, h + size:] = self.trailer
+            return out.reshape(-1), np.full(n, out.shape[1], np.int64)
+        made = []
         for k in range(n):
             reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
                     m.PlaceOrder(rid=rid, market=self.market, side=m.Side.BUY, price=price, qty=1, client_id=cid)
                     for kind, rid, price, cid in rows[k * batch:(k + 1) * batch][["kind", "rid", "price", "id"]].tolist()]
-            self.made.append(m.encode(reqs[0] if batch == 1 else m.Batch(rid=0, requests=reqs)))
+            made.append(m.encode(reqs[0] if batch == 1 else m.Batch(rid=0, requests=reqs)))
+        return np.frombuffer(b"".join(made), np.uint8), np.array([len(x) for x in made], np.int64)
 
-    def take(self, n: int) -> list[bytes]:
-        """The next ``n`` messages."""
-        if self.at + n > len(self.made):
-            self.made, self.at = self.made[self.at:], 0
-            self.prepare(max(n - len(self.made), self.CHUNK_ORDERS // self.batch, 1))
-        out = self.made[self.at:self.at + n]
+    def prepare(self, n: int) -> None:
+        """Make ``n`` more messages, after those already made (the taken ones are dropped)."""
+        blob, lengths = self.encode(self.make((self.taken + self.made) * self.batch, n * self.batch))
+        left = self.blob[self.offsets[self.at]:]
+        self.offsets = np.concatenate([self.offsets[self.at:] - self.offsets[self.at], len(left) + np.cumsum(lengths)])
+        self.blob = np.concatenate([left, blob])
+        self.at = 0
+
+    def take(self, n: int) -> int:
+        """Take the next ``n`` messages: they are ``blob``'s messages from the one returned on."""
+        if n > self.made:
+            self.prepare(max(n - self.made, self.CHUNK_ORDERS // self.batch, 1))
+        first = self.at
         self.at += n
         self.taken += n
-        return out
+        return first
+
+    def message_bytes(self, first: int, n: int) -> list[bytes]:
+        """Messages ``first .. first + n - 1`` of ``blob``, each as bytes (for pyzmq's ``send``)."""
+        return [self.blob[self.offsets[k]:self.offsets[k + 1]].tobytes() for k in range(first, first + n)]
 
 
 def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
@@ -183,7 +213,7 @@ def load_client(spec: dict, out) -> None:
     Its messages are made before the clock starts and its latencies go into the histogram after
     the run: in the loop it only sends, receives and notes times."""
     from gateway import messages as m
-    from gateway.intake import send_each
+    from gateway.intake import send_slices
 
     fine_timer_slack()
     ctx = zmq.Context()
@@ -311,7 +341,8 @@ def load_client(spec: dict, out) -> None:
                 if sends < len(late):
                     late[sends] = behind
                     sends += 1
-                send_each(sock.underlying, traffic.take(due))
+                first = traffic.take(due)  # before reading blob: taking may make more
+                send_slices(sock.underlying, traffic.blob, traffic.offsets, first, due)
                 messages += due
                 rid += due * batch
                 in_flight += due * batch
@@ -329,7 +360,8 @@ def load_client(spec: dict, out) -> None:
             room = (window - in_flight) // batch
             if room > 0:
                 plan(rid, room * batch, now_ns() - t0)
-                send_each(sock.underlying, traffic.take(room))
+                first = traffic.take(room)  # before reading blob: taking may make more
+                send_slices(sock.underlying, traffic.blob, traffic.offsets, first, room)
                 rid += room * batch
                 in_flight += room * batch
             if replies_within(100_000_000):
@@ -384,7 +416,8 @@ def flood_client(spec: dict, out) -> None:
     ctx = zmq.Context()
     sock = dealer(ctx, spec)
     batch = spec["batch"]
-    messages = Traffic(spec["market"], spec["wire"], batch).take(max(1, 8192 // batch))
+    traffic, n = Traffic(spec["market"], spec["wire"], batch), max(1, 8192 // batch)
+    messages = traffic.message_bytes(traffic.take(n), n)
     end = time.perf_counter() + spec["seconds"]
     sent = 0
     while time.perf_counter() < end:

@@ -75,10 +75,9 @@ cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2:
             raise zmq.ZMQError(err)
 
 
-cdef int send_part(void *socket, bytes data, int flags) except -2:
-    """0 with ``data`` sent as one frame (copied), else the errno of EAGAIN or EHOSTUNREACH; raises on others."""
-    cdef const char *at = PyBytes_AS_STRING(data)
-    cdef size_t size = PyBytes_GET_SIZE(data)
+cdef int send_part(void *socket, const char *at, size_t size, int flags) except -2:
+    """0 with ``size`` bytes at ``at`` sent as one frame (copied), else the errno of EAGAIN or EHOSTUNREACH;
+    raises on others."""
     cdef int rc, err
     while True:
         with nogil:  # a blocking send may wait for room
@@ -123,18 +122,29 @@ def drain_records(uintptr_t socket, unsigned char[::1] into, Py_ssize_t at, Py_s
     return at, malformed, None
 
 
-def send_each(uintptr_t socket, list messages) -> int:
-    """Send each of ``messages`` (bytes) as a one-frame message on a socket (its ``underlying``
-    handle), waiting for room as pyzmq's ``send`` does; returns how many (all; raises ``ZMQError``
-    on a failure)."""
+def send_slices(uintptr_t socket, const unsigned char[::1] blob, const int64_t[::1] offsets, Py_ssize_t first,
+                Py_ssize_t n) -> int:
+    """Send messages ``first .. first + n - 1`` of ``blob`` as one-frame messages on a socket (its
+    ``underlying`` handle), message k being ``blob[offsets[k]:offsets[k + 1]]``, waiting for room as
+    pyzmq's ``send`` does; returns ``n`` (raises ``ZMQError`` on a failure).  The load clients' sends:
+    messages made into one buffer cost no Python object each."""
     cdef void *s = <void *>socket
+    cdef Py_ssize_t k
+    cdef int64_t start, end
     cdef int err
-    for data in messages:
-        err = send_part(s, <bytes?>data, 0)
+    if first < 0 or n < 0 or first + n + 1 > offsets.shape[0]:
+        raise ValueError(f"send_slices: messages {first} .. {first + n - 1} of {offsets.shape[0] - 1}")
+    for k in range(first, first + n):  # all checked before any is sent
+        start, end = offsets[k], offsets[k + 1]
+        if not 0 <= start <= end <= blob.shape[0]:
+            raise ValueError(f"send_slices: message {k} spans bytes {start} .. {end} of {blob.shape[0]}")
+    for k in range(first, first + n):
+        start, end = offsets[k], offsets[k + 1]
+        err = send_part(s, <const char *>&blob[0] + start if blob.shape[0] else NULL, <size_t>(end - start), 0)
         if err:
             import zmq
             raise zmq.ZMQError(err)
-    return len(messages)
+    return n
 
 
 def send_routed(uintptr_t socket, bytes routing_id, bytes payload) -> int:
@@ -142,10 +152,11 @@ def send_routed(uintptr_t socket, bytes routing_id, bytes payload) -> int:
     waiting: 0 when sent, EHOSTUNREACH when the peer is gone (ROUTER_MANDATORY), EAGAIN when its
     queue is full; raises ``ZMQError`` on other errors."""
     cdef void *s = <void *>socket
-    cdef int err = send_part(s, routing_id, SNDMORE | DONTWAIT)
+    cdef int err = send_part(s, PyBytes_AS_STRING(routing_id), PyBytes_GET_SIZE(routing_id), SNDMORE | DONTWAIT)
     if err:
         return err
-    err = send_part(s, payload, DONTWAIT)  # a ROUTER takes the body once it took the routing id
+    # a ROUTER takes the body once it took the routing id
+    err = send_part(s, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), DONTWAIT)
     if err:
         import zmq
         raise zmq.ZMQError(err)

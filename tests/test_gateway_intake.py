@@ -1,6 +1,6 @@
 """The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
 which messages it joins per session as plain OrderRows, which it hands over one by one, and that
-each session's order survives the split; and its sends in C (``send_each``, ``send_routed``)."""
+each session's order survives the split; and its sends in C (``send_slices``, ``send_routed``)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from gateway import messages as m
-from gateway.intake import drain_burst, send_each, send_routed
+from gateway.intake import drain_burst, send_routed, send_slices
 
 ROW = m.COMMAND_ROW_DTYPE.itemsize
 MAX_BYTES, MAX_ROWS = 4096, 16
@@ -174,7 +174,7 @@ def test_c_takes_a_body_only_when_msgspec_reads_the_same_order_rows(router):
 
 
 def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
-    """``send_each`` (a DEALER's messages, in order, waiting for room) and ``send_routed`` (a ROUTER
+    """``send_slices`` (a DEALER's messages out of one buffer, in order, waiting for room) and ``send_routed`` (a ROUTER
     with ROUTER_MANDATORY: a reply to a routing id, never waiting) against pyzmq's own receive."""
     ctx = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
@@ -185,12 +185,21 @@ def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
         dealer.setsockopt(zmq.ROUTING_ID, b"client-1")
         port = router.bind_to_random_port("tcp://127.0.0.1")
         dealer.connect(f"tcp://127.0.0.1:{port}")
-        messages = [bytes([i]) * (1 + i * 37) for i in range(200)]
-        assert send_each(dealer.underlying, messages) == len(messages)
+        messages = [bytes([i]) * (i * 37) for i in range(200)]  # the first empty
+        blob = np.frombuffer(b"".join(messages), np.uint8)
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in messages])]).astype(np.int64)
+        assert send_slices(dealer.underlying, blob, offsets, 0, 150) == 150
+        assert send_slices(dealer.underlying, blob, offsets, 150, 50) == 50
+        assert send_slices(dealer.underlying, blob, offsets, 200, 0) == 0
         got = [router.recv_multipart() for _ in messages]
         assert all(rid == b"client-1" for rid, _ in got) and [body for _, body in got] == messages
-        with pytest.raises(TypeError):
-            send_each(dealer.underlying, ["not bytes"])
+        with pytest.raises(ValueError, match="messages 150 .. 250 of 200"):
+            send_slices(dealer.underlying, blob, offsets, 150, 101)
+        bad = offsets.copy()
+        bad[3] = len(blob) + 1
+        with pytest.raises(ValueError, match="message 2 spans bytes"):
+            send_slices(dealer.underlying, blob, bad, 0, 3)
+        assert not router.poll(50)  # checked before any was sent
         assert send_routed(router.underlying, b"client-1", b"reply") == 0
         assert dealer.recv() == b"reply"
         assert send_routed(router.underlying, b"nobody", b"reply") == zmq.EHOSTUNREACH
