@@ -8,7 +8,8 @@ margin and risk workers, market data, the gateway on tcp loopback) on a private 
 temporary data directory.  Load-generator processes connect over CurveZMQ, each as its own
 account, and send market-maker traffic: buy orders resting below the market, and once a client
 has RESTING of them, each new order preceded by the cancel (by client id) of its oldest one.
-Every command counts as an order; each is timed to its Ack.
+Every command counts as an order; each is timed to its Ack.  A point's ``orders_per_s`` is the orders
+answered inside its timed window (after ``--warmup``), over the window.
 
 * closed loop: each client keeps a window of messages in flight and sends the next one when a
   message's commands are all answered: the most the engine takes (``orders_per_s``).
@@ -258,7 +259,7 @@ def load_client(spec: dict, out) -> None:
     messages = 0  # sent
     in_flight = 0
     window = max(4 * batch, spec["window"])
-    last_ack = 0
+    answered = 0  # orders answered inside the timed window [t0 + record_from, end): the rate's numerator
 
     grows = 0  # the per-order arrays grown in the timed loop: each a stall, reported
 
@@ -285,7 +286,7 @@ def load_client(spec: dict, out) -> None:
 
     def take_replies() -> None:
         """Each message's answers at once: the acks' rids (one array for AckRows) timed together."""
-        nonlocal acked, rejected, in_flight, last_ack, counted, split
+        nonlocal acked, rejected, in_flight, answered, counted, split
         while True:
             try:
                 raw = sock.recv(zmq.NOBLOCK)
@@ -323,11 +324,12 @@ def load_client(spec: dict, out) -> None:
                 split += k
             starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
             in_flight -= len(starts)
+            if t0 + record_from <= t < end:
+                answered += len(starts)
             starts = starts[starts >= record_from]
             if len(starts):
                 latencies[counted:counted + len(starts)] = t - t0 - starts
                 counted += len(starts)
-                last_ack = t
 
     while True:
         t = now_ns()
@@ -380,9 +382,9 @@ def load_client(spec: dict, out) -> None:
     hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight, "grows": grows,
-             # from the timed window's start, not the first ack: acks that come late and then all at once
-             # must not shrink the span (an open loop's rate read above the rate offered)
-             "counted": counted, "span_s": max(0, last_ack - t0 - record_from) / 1e9,
+             # the rate: answers that came inside the timed window, over it (a span from the first ack to the
+             # last read an open loop's late acks, then all at once, above the rate offered)
+             "counted": counted, "answered": answered, "span_s": (end - t0 - record_from) / 1e9,
              "cpu_s": cpu_s, "hist": hist.encode(), "p50": p[50], "p99": p[99], "p999": p[99.9],
              "hist_to_intake": histogram(to_intake[:split]).encode(),
              "hist_intake_to_ack": histogram(intake_to_ack[:split]).encode(),
@@ -581,11 +583,11 @@ def merge(results: list[dict]) -> dict:
         q = h.get_percentile_to_value_dict([50, 99]) if h.get_total_count() else {50: 0, 99: 0}  # closed: no send late
         split[f"{part}_p50_us"], split[f"{part}_p99_us"] = q[50] / 1e3, q[99] / 1e3
     span = max(r["span_s"] for r in results)
-    counted = sum(r["counted"] for r in results)
+    answered = sum(r["answered"] for r in results)
     rejects: collections.Counter = collections.Counter()
     for r in results:
         rejects.update(r["reject_names"])
-    return {"orders_per_s": counted / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
+    return {"orders_per_s": answered / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
             "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
             "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results),
