@@ -26,8 +26,9 @@ def test_wire_benchmark_smoke(tmp_path):
         assert closed["client_stalls"] == 0  # the load clients had room: nothing grew in the timed loop
     assert [p["batch"] for p in saved["open"]] == [1, 16]
     assert all(p["acked"] > 0 and p["rejected"] == 0 and p["client_stalls"] == 0 for p in saved["open"])
-    # an open loop takes no more than it is offered (its span runs from the timed window's start)
-    assert all(0 < p["orders_per_s"] <= 1.02 * p["offered_per_s"] for p in saved["open"])
+    # an open loop answers about what it is offered: more only by a backlog from before the timed window
+    # that drains inside it (a rate over the span of the acks read late acks, then all at once, as 2.6x)
+    assert all(0 < p["orders_per_s"] <= 1.25 * p["offered_per_s"] for p in saved["open"])
     # the open loop's own lateness is measured (the closed loop sends when answered: none)
     assert all(0 < p["send_late_p50_us"] <= p["send_late_p99_us"] for p in saved["open"])
     assert saved["closed"]["1"]["send_late_p50_us"] == 0
