@@ -15,10 +15,10 @@ answered inside its timed window (after ``--warmup``), over the window.
   message's commands are all answered: the most the engine takes (``orders_per_s``).
 * open loop: each client sends at a fixed rate on a schedule made before the run; an order's
   latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
-  of every message behind it too (no coordinated omission).  Messages due less than 1 ms apart
-  go out in bursts about 4 messages apart (20-50 us: all that is due by then; ``send_late``
-  counts the wait), and a client waits on its socket's fd, so each reply is timed when it
-  arrives.  HdrHistogram; the first ``--warmup`` seconds are not recorded.  Offered rates are
+  of every message behind it too (no coordinated omission).  Messages due 250 us apart or more go
+  out on time (the last 50 us before each spun); closer ones in bursts about 4 messages apart (20-50
+  us: all that is due by then); ``send_late`` counts how late.  A client waits on its socket's fd,
+  so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not recorded.  Offered rates are
   fractions of the closed-loop figure of the same batch size (``--fractions``), plus ``--rates``
   if given.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
@@ -80,7 +80,10 @@ PREPARED_PER_S = 1_500_000
 TIMED_ROOM_PER_S = 4_000_000
 BASE_PRICE = 1_000_000
 HIST_MAX_NS = 60_000_000_000
-SPIN_INTERVAL_NS = 1_000_000  # open loop: a client sending more often than this never spins before a send
+# open loop: a client sending more often than this never spins before a send (a spin per send would take a core
+# from the engine).  Its waits end tens of us late: from 1 ms down to this, sends went 65-85 us late without the
+# spin, 4-8 us with it (the spin's cost: at most SPIN_NS / SPIN_INTERVAL_NS of a core)
+SPIN_INTERVAL_NS = 250_000
 SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last this much before a send is spun
 # open loop, sends closer: the least wait between sends, about OPEN_LOOP_BURST messages' worth within these bounds;
 # what is due by then goes at once (a wake-up per message costs the client ~5 us, taken from the engine)
