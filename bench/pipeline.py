@@ -139,7 +139,8 @@ def one_run(wl, journal: bool, ring_capacity: int, timeout_s: float) -> dict:
         "workers": {w: {k: v for k, v in b.items() if k.startswith("latency") or k in ("applied", "cursor")}
                     for w, b in workers.items()},
         "matcher": {k: v for k, v in beats["matcher"].items()
-                    if k in ("cmd_seq", "event_seq", "durable_seq", "malformed", "ring_wait_ns") or k.startswith("journal_")},
+                    if k in ("cmd_seq", "event_seq", "durable_seq", "malformed", "ring_wait_ns")
+                    or k.startswith("journal_")},
         "restarts": restarts,
     }
 

@@ -18,9 +18,9 @@ answered inside its timed window (after ``--warmup``), over the window.
   of every message behind it too (no coordinated omission).  Messages due 250 us apart or more go
   out on time (the last 50 us before each spun); closer ones in bursts about 4 messages apart (20-50
   us: all that is due by then); ``send_late`` counts how late.  A client waits on its socket's fd,
-  so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not recorded.  Offered rates are
-  fractions of the closed-loop figure of the same batch size (``--fractions``), plus ``--rates``
-  if given.
+  so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not
+  recorded.  Offered rates are fractions of the closed-loop figure of the same batch size
+  (``--fractions``), plus ``--rates`` if given.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
@@ -36,7 +36,8 @@ left, the load generator's own error, which the latencies include; the clients r
 timer slack instead of Linux's 50), ``ceiling_ratio``, ``cpu_us_per_order`` (each
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
-mode and batch size, and ``max_rate_p99_under_1ms``, and the run's ``journal_io``, ``journal_commits`` and ``journal_write_mean_us``; ``--plot`` writes latency percentiles against
+mode and batch size, ``max_rate_p99_under_1ms``, and the run's ``journal_io``, ``journal_commits`` and
+``journal_write_mean_us``; ``--plot`` writes latency percentiles against
 offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
 latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
 (``cpu_latency_us`` in the JSON: -1 when none was held).
@@ -384,7 +385,8 @@ def load_client(spec: dict, out) -> None:
             take_replies()
     hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
-    out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight, "grows": grows,
+    out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
+             "grows": grows,
              # the rate: answers that came inside the timed window, over it (a span from the first ack to the
              # last read an open loop's late acks, then all at once, above the rate offered)
              "counted": counted, "answered": answered, "span_s": (end - t0 - record_from) / 1e9,
@@ -736,7 +738,8 @@ def run(args, directory: Path, out: dict) -> dict:
             out["journal_io"] = matcher.get("journal_io", "?")  # how the durable writes were made
             # the run's group commits and their durable writes' mean time: under load, most of the matcher's cycle
             out["journal_commits"] = matcher.get("journal_commits", 0)
-            out["journal_write_mean_us"] = matcher.get("journal_fsync_ns", 0) / max(1, matcher.get("journal_fsyncs", 0)) / 1e3
+            writes = max(1, matcher.get("journal_fsyncs", 0))
+            out["journal_write_mean_us"] = matcher.get("journal_fsync_ns", 0) / writes / 1e3
             _log(f"  (journal: {out['journal_io']}, {out['journal_commits']:,} group commits, durable write mean "
                  f"{out['journal_write_mean_us']:,.0f} us)")
         except BaseException:

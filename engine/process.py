@@ -390,7 +390,8 @@ class MatcherStage:
         # commits and their durable writes' time: the matcher's cycle under load is mostly these
         counts = {"journal_commits": j.commits, "journal_fsyncs": j.fsyncs, "journal_fsync_ns": j.fsync_ns,
                   "journal_max_fsync_ns": j.max_fsync_ns}
-        return {"journal_io": io, "journal_spare": j.spare, **counts} if j.fsync_always else {"journal_io": io, **counts}
+        spare = {"journal_spare": j.spare} if j.fsync_always else {}
+        return {"journal_io": io, **spare, **counts}
 
     def counters(self) -> dict:
         return {

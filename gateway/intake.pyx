@@ -147,7 +147,7 @@ def send_slices(uintptr_t socket, const unsigned char[::1] blob, const int64_t[:
     return n
 
 
-def send_routed(uintptr_t socket, bytes routing_id, bytes payload) -> int:
+def send_routed(uintptr_t socket, bytes routing_id not None, bytes payload not None) -> int:
     """Send ``payload`` to ``routing_id`` on a ROUTER socket (its ``underlying`` handle) without
     waiting: 0 when sent, EHOSTUNREACH when the peer is gone (ROUTER_MANDATORY), EAGAIN when its
     queue is full; raises ``ZMQError`` on other errors."""

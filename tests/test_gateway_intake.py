@@ -200,6 +200,8 @@ def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
         with pytest.raises(ValueError, match="message 2 spans bytes"):
             send_slices(dealer.underlying, blob, bad, 0, 3)
         assert not router.poll(50)  # checked before any was sent
+        with pytest.raises(TypeError):
+            send_routed(router.underlying, None, b"reply")
         assert send_routed(router.underlying, b"client-1", b"reply") == 0
         assert dealer.recv() == b"reply"
         assert send_routed(router.underlying, b"nobody", b"reply") == zmq.EHOSTUNREACH
