@@ -75,6 +75,7 @@ RESTING = 500  # resting orders per client before each place is paired with a ca
 # closed loop: orders/s (all clients) the messages made before the clock allow for (~55-65 bytes an order
 # as packed rows; past them, more are made in the loop, ~40 ns an order)
 PREPARED_PER_S = 1_500_000
+PREPARED_MAX_ORDERS = 8_000_000  # and at most this many (~0.5 GB): a long run makes the rest in the loop
 # closed loop: orders/s (all clients) the per-order arrays have room for.  Growing them in the timed loop copied
 # four arrays of millions of orders, a stall of 0.7-1.5 s in which the engine ran dry; unused room costs no
 # memory (its pages are mapped as first written)
@@ -227,7 +228,7 @@ def load_client(spec: dict, out) -> None:
     traffic = Traffic(spec["market"], spec["wire"], batch)
     rate = spec["rate_per_client"] if mode == "open" else PREPARED_PER_S / spec["clients"]
     expected = int(rate * (spec["seconds"] + 1)) // batch + spec["window"] // batch + 1
-    traffic.prepare(expected)
+    traffic.prepare(min(expected, PREPARED_MAX_ORDERS // batch + 1))
     # by rid, ns after the clock's start (t0): when the order is due (open loop: the schedule, made here, before
     # the clock: message j, rids j * batch + 1 .., is due at j * interval) or was sent (closed loop)
     room = expected * batch + 2 if mode == "open" else \
