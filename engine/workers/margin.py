@@ -355,11 +355,11 @@ class MarginBook(EventCore):
         fills = select_records(mine, is_fill) if present[_FILL] else mine[:0]
         taker, maker = fills["account"], fills["maker_account"]
         buy = fills["side"] == _BUY
-        buyer, seller = (np.where(buy, taker, maker), np.where(buy, maker, taker)) if len(fills) else (taker, maker)
-        pos = np.flatnonzero(is_fill) if len(fills) else np.zeros(0, np.int64)
+        buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
         acct = mine["account"].copy()
         single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
         if len(fills):
+            pos = np.flatnonzero(is_fill)
             acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
             rows_of = self._rows(np.concatenate([acct[single], buyer, seller])[np.argsort(acct_pos, kind="stable")])
         else:  # already in order
