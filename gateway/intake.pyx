@@ -26,6 +26,8 @@ from records cimport XOS_CMD_CANCEL as CANCEL
 from records cimport XOS_CMD_MASS_CANCEL as MASS_CANCEL
 from records cimport XOS_CMD_PLACE as PLACE
 
+from engine.arrays cimport RecordLayout, record_layout
+
 cdef msg_init_f msg_init = NULL
 cdef msg_recv_f msg_recv = NULL
 cdef msg_close_f msg_close = NULL
@@ -147,16 +149,18 @@ def send_slices(uintptr_t socket, const unsigned char[::1] blob, const int64_t[:
     return n
 
 
-def send_routed(uintptr_t socket, bytes routing_id not None, bytes payload not None) -> int:
-    """Send ``payload`` to ``routing_id`` on a ROUTER socket (its ``underlying`` handle) without
-    waiting: 0 when sent, EHOSTUNREACH when the peer is gone (ROUTER_MANDATORY), EAGAIN when its
-    queue is full; raises ``ZMQError`` on other errors."""
+def send_pair(uintptr_t socket, bytes head not None, bytes body not None) -> int:
+    """Send ``head`` and ``body`` as one two-frame message on a socket (its ``underlying`` handle)
+    without waiting: a ROUTER's routing id and reply, a PUB's topic and update (pyzmq's
+    ``send_multipart`` costs ~3 us).  0 when sent; on a ROUTER, EHOSTUNREACH when the peer is gone
+    (ROUTER_MANDATORY) and EAGAIN when its queue is full (a PUB drops at its high-water mark
+    instead); raises ``ZMQError`` on other errors."""
     cdef void *s = <void *>socket
-    cdef int err = send_part(s, PyBytes_AS_STRING(routing_id), PyBytes_GET_SIZE(routing_id), SNDMORE | DONTWAIT)
+    cdef int err = send_part(s, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), SNDMORE | DONTWAIT)
     if err:
         return err
-    # a ROUTER takes the body once it took the routing id
-    err = send_part(s, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), DONTWAIT)
+    # the socket takes the body once it took the head
+    err = send_part(s, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), DONTWAIT)
     if err:
         import zmq
         raise zmq.ZMQError(err)
@@ -356,8 +360,16 @@ cdef int row_rule(const CommandRow *r) noexcept nogil:
     return 0
 
 
+cdef int pending_rows_layout(object array) except -1:
+    cdef const Pending[::1] view = array  # Cython checks the dtype against the struct, field by field
+    return 0
+
+
+cdef RecordLayout PENDING_ROWS = record_layout("pending commands", pending_rows_layout)  # gateway.server.PENDING_DTYPE
+
+
 def rows_to_pending(const unsigned char[::1] data, const int64_t[::1] sids, const int64_t[::1] accounts,
-                    const int64_t[:, ::1] heads, Pending[::1] out, int64_t[:, ::1] refused) -> int:
+                    const int64_t[:, ::1] heads, out, int64_t[:, ::1] refused) -> int:
     """Check the rows of a burst's OrderRows messages (``data``: their rows joined; ``heads[i]`` = message
     i's (rid, row count)) and write the rows of each message whose rows all keep the rules into ``out``
     as pending commands, in order: message i's from session ``sids[i]`` of ``accounts[i]``, or, when
@@ -369,11 +381,13 @@ def rows_to_pending(const unsigned char[::1] data, const int64_t[::1] sids, cons
     cdef Py_ssize_t each = 0 if sids.shape[0] == 1 and accounts.shape[0] == 1 else 1  # 0: one session's
     cdef const CommandRow *r
     cdef Pending *p
+    cdef Py_ssize_t room
+    cdef Pending *pending = <Pending *>PENDING_ROWS.records(out, &room, True)
     if heads.shape[1] != 2:
         raise ValueError("rows_to_pending: heads must be (rid, row count) pairs")
     for i in range(messages):
         total += heads[i, 1]
-    if (data.shape[0] != <Py_ssize_t>sizeof(CommandRow) * total or out.shape[0] < total
+    if (data.shape[0] != <Py_ssize_t>sizeof(CommandRow) * total or room < total
             or (each and (sids.shape[0] != messages or accounts.shape[0] != messages))
             or refused.shape[0] != messages):
         raise ValueError("rows_to_pending: rows, heads, sessions, accounts, out or refused disagree")
@@ -389,7 +403,7 @@ def rows_to_pending(const unsigned char[::1] data, const int64_t[::1] sids, cons
             if refused[i, 0] < 0:
                 for j in range(count):
                     r = &rows[first + j]
-                    p = &out[n]
+                    p = &pending[n]
                     p.sid, p.rid = sids[i * each], r.rid
                     p.cmd.kind, p.cmd.side, p.cmd.tif, p.cmd.ord_type, p.cmd.stp = r.kind, r.side, r.tif, r.ord_type, r.stp
                     p.cmd.flags = ALL_MARKETS if r.kind == MASS_CANCEL and r.market == 0 else r.flags

@@ -11,6 +11,7 @@ from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
+from engine.arrays cimport RecordLayout, record_layout
 from engine.workercore cimport IntTable
 from gateway.mdbook cimport LevelRow
 from records cimport (XOS_EF_PRIORITY_LOST, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_BOOK_LEVEL, XOS_EV_CANCELLED,
@@ -34,9 +35,29 @@ cdef inline bint about_order(const xos_event *e) noexcept nogil:
         e.kind == XOS_EV_FILL or e.kind == XOS_EV_CANCELLED
 
 
-def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, int64_t[:, ::1] deltas,
-            LevelRow[::1] levels, int64_t[::1] level_key, TradeRow[::1] trades, int64_t[:, ::1] groups,
-            int64_t[::1] batch_ts) -> tuple:
+cdef int op_rows_layout(object array) except -1:
+    cdef const OpRow[::1] view = array  # Cython checks the dtype against the struct, field by field
+    return 0
+
+
+cdef int level_rows_layout(object array) except -1:
+    cdef const LevelRow[::1] view = array
+    return 0
+
+
+cdef int trade_rows_layout(object array) except -1:
+    cdef const TradeRow[::1] view = array
+    return 0
+
+
+# gateway.mdmessages' OP_DTYPE, LEVEL_DTYPE and TRADE_DTYPE arrays (a typed memoryview per call cost ~2.5 us each)
+cdef RecordLayout OP_ROWS = record_layout("L3 op rows", op_rows_layout)
+cdef RecordLayout LEVEL_ROWS = record_layout("level rows", level_rows_layout)
+cdef RecordLayout TRADE_ROWS = record_layout("trade rows", trade_rows_layout)
+
+
+def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::1] deltas, levels,
+            int64_t[::1] level_key, trades, int64_t[:, ::1] groups, int64_t[::1] batch_ts) -> tuple:
     """One pass over whole matcher batches of events (EVENT_DTYPE records as bytes, in seq order; the
     kinds it does not use are skipped), a batch being the events of one ``ts``.  The batches are
     numbered 0, 1, ... (``batch_ts[b]``: batch b's ts) and each row below has the key
@@ -72,11 +93,15 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
     cdef SortItem *scratch
     cdef OpRow *op_rows
     cdef uint8_t *halted
+    cdef Py_ssize_t op_room, level_room, trade_room
+    cdef OpRow *op_out = <OpRow *>OP_ROWS.records(ops, &op_room, True)
+    cdef LevelRow *level_out = <LevelRow *>LEVEL_ROWS.records(levels, &level_room, True)
+    cdef TradeRow *trade_out = <TradeRow *>TRADE_ROWS.records(trades, &trade_room, True)
     if events.shape[0] % sizeof(xos_event):
         raise ValueError(f"md_pass: {events.shape[0]} bytes are not whole {sizeof(xos_event)}-byte events")
     if orders.ncols != ORDER_COLS:
         raise ValueError(f"md_pass: the order table needs {ORDER_COLS} columns, not {orders.ncols}")
-    if (ops.shape[0] < count or levels.shape[0] < count or level_key.shape[0] < count or trades.shape[0] < count
+    if (op_room < count or level_room < count or level_key.shape[0] < count or trade_room < count
             or groups.shape[0] < count or batch_ts.shape[0] < count or deltas.shape[0] < 2 * count
             or deltas.shape[1] != 5 or groups.shape[1] != GROUP_COLS):
         raise ValueError(f"md_pass: {count} events need room for {count} ops, levels, trades, groups of "
@@ -100,7 +125,7 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
     op_rows = <OpRow *>(scratch + k)
     halted = <uint8_t *>(op_rows + k)
     try:
-        n_ops, n_deltas, unknown = pass_commands(ev, count, orders, &ops[0] if count else NULL, op_key, deltas,
+        n_ops, n_deltas, unknown = pass_commands(ev, count, orders, op_out, op_key, deltas,
                                                  incoming, final)
         with nogil:
             for i in range(count):
@@ -108,10 +133,9 @@ def md_pass(const unsigned char[::1] events, IntTable orders, OpRow[::1] ops, in
                     batch_ts[n_batches] = ev[i].ts
                     n_batches += 1
                 batch_of[i] = n_batches - 1
-            sort_ops(&ops[0] if count else NULL, op_key, n_ops, items, scratch, op_rows)
-            n_levels = last_levels(ev, count, batch_of, &levels[0] if count else NULL,
-                                   &level_key[0] if count else NULL, items, scratch)
-            n_trades = fills_by_key(ev, count, batch_of, &trades[0] if count else NULL, items, scratch)
+            sort_ops(op_out, op_key, n_ops, items, scratch, op_rows)
+            n_levels = last_levels(ev, count, batch_of, level_out, &level_key[0] if count else NULL, items, scratch)
+            n_trades = fills_by_key(ev, count, batch_of, trade_out, items, scratch)
             n_status = statuses_by_key(ev, count, batch_of, items + n_trades, scratch, halted)
             n_groups = group_keys(op_key, n_ops, &level_key[0] if count else NULL, n_levels, items, n_trades,
                                   items + n_trades, halted, n_status, groups)
@@ -240,16 +264,16 @@ cdef inline void add_change(LevelSum *table, uint64_t mask, int64_t level_side, 
         h += 1
 
 
-def level_mismatches(const int64_t[:, ::1] l3, const LevelRow[::1] levels, const int64_t[::1] level_key,
-                     const int64_t[::1] qty, const int64_t[::1] count) -> int:
+def level_mismatches(const int64_t[:, ::1] l3, levels, const int64_t[::1] level_key, const int64_t[::1] qty,
+                     const int64_t[::1] count) -> int:
     """How many levels the L3 ops changed otherwise than their BookLevel events did: ``l3`` rows are
     ``md_pass``' deltas (market, side, price, qty change, count change); ``levels`` are its level rows
     (their market in the low 32 bits of ``level_key``) and ``qty``/``count`` each one's change by the
     BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums in a hash table, one
     pass each (a sort by level cost more than the rest of a market-data pass)."""
-    cdef Py_ssize_t n3 = l3.shape[0], n2 = levels.shape[0], i, cap = 16, mismatches = 0
+    cdef Py_ssize_t n3 = l3.shape[0], n2, i, cap = 16, mismatches = 0
     cdef LevelSum *table
-    cdef const LevelRow *lv = &levels[0] if n2 else NULL
+    cdef const LevelRow *lv = <const LevelRow *>LEVEL_ROWS.records(levels, &n2, False)
     if n3 and l3.shape[1] != 5:
         raise ValueError(f"level_mismatches: l3 rows have 5 columns, not {l3.shape[1]}")
     if not (level_key.shape[0] == qty.shape[0] == count.shape[0] == n2):

@@ -42,7 +42,7 @@ from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, 
 from engine.workers import KIND_SLOTS, AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
-from .intake import drain_burst, rows_to_pending, send_routed
+from .intake import drain_burst, rows_to_pending, send_pair
 from .routing import LEG_RECORD, PendingQueue, answer_rows, enqueue, follow, own_firsts, report_rows, select_keyed
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
@@ -198,14 +198,14 @@ class OrderTable:
         pos = np.minimum(np.searchsorted(col, ids), self.n - 1)
         return pos, col[pos] == ids
 
-    def apply(self, events: np.ndarray, census: np.ndarray) -> np.ndarray:
-        """Follow a batch of the keyed accounts' events (contiguous, in order; ``census``: their count by
+    def apply(self, raw: np.ndarray, census: np.ndarray) -> np.ndarray:
+        """Follow a batch of the keyed accounts' events (their bytes, in order; ``census``: their count by
         kind; in C, gateway/routing.pyx).  Returns, per fill, the taker's and the maker's client
         ids and the maker's open size after it (-1: a maker the table has not seen), as the table had
         them at that fill."""
         self.reserve(int(census[ACCEPTED]))
         fills = np.zeros((int(census[FILL]), 3), np.int64)
-        self.n = follow(self.rows, self.n, events.view(np.uint8), fills)
+        self.n = follow(self.rows, self.n, raw, fills)
         return fills
 
     @staticmethod
@@ -858,7 +858,7 @@ class GatewayStage:
     def send_frames(self, routing_id: bytes, payload: bytes) -> bool:
         # copied, in C (pyzmq's send_multipart costs ~3 us; a zero-copy send of a large reply a round trip through
         # its garbage thread)
-        err = send_routed(self.router.underlying, routing_id, payload)
+        err = send_pair(self.router.underlying, routing_id, payload)
         if err == zmq.EHOSTUNREACH:
             return False  # the peer is gone (ROUTER_MANDATORY tells us)
         if err == zmq.EAGAIN:
@@ -890,8 +890,9 @@ class GatewayStage:
         self.routed_seq = last
         # few numpy calls per batch: an order that comes alone meets cold caches, where each costs ~10 us
         events = np.ascontiguousarray(events)
+        raw = events.view(np.uint8)  # the events' bytes, what the C passes read
         mine, census = np.empty(len(events), np.uint8), np.zeros(len(ROUTED), np.int64)  # census: mine by kind
-        n_mine, listings = select_keyed(events.view(np.uint8), ROUTED, self.known_accounts, mine, census)
+        n_mine, listings = select_keyed(raw, ROUTED, self.known_accounts, mine, census)
         if listings:  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
             listed = (events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)
             learn_from_events(self.listings, events[listed])
@@ -899,15 +900,16 @@ class GatewayStage:
             return
         if n_mine < len(events):  # else all of them: no copy
             events = select_records(events, mine.view(bool))
-        fills = self.book.apply(events, census)  # before the reports: they read the maker's size
+            raw = events.view(np.uint8)
+        fills = self.book.apply(raw, census)  # before the reports: they read the maker's size
         if self.quiet_until:
             if last <= self.quiet_until:
                 return
             live = events["seq"] > self.quiet_until
             fills = fills[live[events["kind"] == FILL]]
             events = np.ascontiguousarray(events[live])
+            raw = events.view(np.uint8)
             census = np.bincount(events["kind"], minlength=KIND_SLOTS)
-        raw = events.view(np.uint8)
         self.answer(events, raw)
         self.report(raw, fills, census)
         self.flush()

@@ -1,6 +1,6 @@
 """The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
 which messages it joins per session as plain OrderRows, which it hands over one by one, and that
-each session's order survives the split; and its sends in C (``send_slices``, ``send_routed``)."""
+each session's order survives the split; and its sends in C (``send_slices``, ``send_pair``)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from gateway import messages as m
-from gateway.intake import drain_burst, send_routed, send_slices
+from gateway.intake import drain_burst, send_pair, send_slices
 
 ROW = m.COMMAND_ROW_DTYPE.itemsize
 MAX_BYTES, MAX_ROWS = 4096, 16
@@ -174,7 +174,7 @@ def test_c_takes_a_body_only_when_msgspec_reads_the_same_order_rows(router):
 
 
 def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
-    """``send_slices`` (a DEALER's messages out of one buffer, in order, waiting for room) and ``send_routed`` (a ROUTER
+    """``send_slices`` (a DEALER's messages out of one buffer, in order, waiting for room) and ``send_pair`` (a ROUTER
     with ROUTER_MANDATORY: a reply to a routing id, never waiting) against pyzmq's own receive."""
     ctx = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
@@ -201,12 +201,12 @@ def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
             send_slices(dealer.underlying, blob, bad, 0, 3)
         assert not router.poll(50)  # checked before any was sent
         with pytest.raises(TypeError):
-            send_routed(router.underlying, None, b"reply")
-        assert send_routed(router.underlying, b"client-1", b"reply") == 0
+            send_pair(router.underlying, None, b"reply")
+        assert send_pair(router.underlying, b"client-1", b"reply") == 0
         assert dealer.recv() == b"reply"
-        assert send_routed(router.underlying, b"nobody", b"reply") == zmq.EHOSTUNREACH
+        assert send_pair(router.underlying, b"nobody", b"reply") == zmq.EHOSTUNREACH
         # the dealer stops reading: its queue and the router's fill, and the router does not wait
-        results = [send_routed(router.underlying, b"client-1", b"x" * 1000) for _ in range(10_000)]
+        results = [send_pair(router.underlying, b"client-1", b"x" * 1000) for _ in range(10_000)]
         assert results[0] == 0 and zmq.EAGAIN in results and set(results) <= {0, zmq.EAGAIN}
     finally:
         router.close(linger=0)

@@ -78,3 +78,32 @@ def test_rows_to_pending_refuses_arguments_that_disagree():
                                      (ids, ids, heads, rows.tobytes()[:-1])):
         with pytest.raises(ValueError, match="disagree"):
             rows_to_pending(data, sids, accounts, hs, pending, refused)
+
+
+def test_record_arrays_for_c_are_checked_once_per_dtype_and_refused_with_the_reason():
+    """The structured arrays C fills (gateway/routing.pyx, intake.pyx, mdcore.pyx, through engine/arrays.pyx):
+    the dtype is checked against the C struct field by field the first time each dtype object is seen, then by
+    identity, and the shape, the contiguity and the writability every time."""
+    rows = np.zeros(1, m.COMMAND_ROW_DTYPE)
+    rows["kind"] = 1
+    heads = np.array([[1, 1]], np.int64)
+    ids = np.array([7], np.int64)
+
+    def convert(out):
+        return rows_to_pending(rows.tobytes(), ids, ids, heads, out, np.empty((1, 2), np.int64))
+
+    assert convert(np.empty(1, PENDING_DTYPE)) == 1
+    equal = np.dtype(PENDING_DTYPE.descr)  # an equal dtype, another object: checked, then used
+    assert equal is not PENDING_DTYPE and convert(np.empty(1, equal)) == 1
+    assert convert(np.empty(1, PENDING_DTYPE)) == 1  # and back
+    read_only = np.empty(1, PENDING_DTYPE)
+    read_only.flags.writeable = False
+    for bad, error, reason in (
+            (np.empty(1, [("sid", "<i8"), ("rid", "<i4")]), ValueError, "dtype mismatch"),
+            (np.empty((1, 1), PENDING_DTYPE), ValueError, "pending commands: expected a 1-d C-contiguous array"),
+            (np.empty(4, PENDING_DTYPE)[::2], ValueError, "1-d C-contiguous"),
+            (read_only, ValueError, "pending commands: the array is read-only"),
+            (bytearray(PENDING_DTYPE.itemsize), TypeError, "pending commands: expected a numpy array, not bytearray")):
+        with pytest.raises(error, match=reason):
+            convert(bad)
+    assert convert(np.empty(1, PENDING_DTYPE)) == 1  # a refused array changes nothing

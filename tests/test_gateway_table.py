@@ -106,7 +106,7 @@ def test_order_table_follows_the_matcher(seed):
     before: dict[int, int] = {}  # keyed order id -> remaining, from the matcher's last export
     for _, events in run_stream(engine, gen, 4000, chunk=rng.randint(1, 300)):
         ev = np.ascontiguousarray(keyed_events(events, keyed))
-        fills = table.apply(ev, np.bincount(ev["kind"], minlength=KIND_SLOTS))
+        fills = table.apply(ev.view(np.uint8), np.bincount(ev["kind"], minlength=KIND_SLOTS))
         assert_reports(ev, fills)
         f = ev[ev["kind"] == Ev.FILL]
         assert fills.shape == (len(f), 3)
