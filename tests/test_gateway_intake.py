@@ -212,3 +212,31 @@ def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():
         router.close(linger=0)
         dealer.close(linger=0)
         ctx.term()
+
+
+def test_send_pair_publishes_a_topic_and_its_update_and_never_waits():
+    """Market data's sends (``send_pair`` on a PUB): a subscriber gets the topic and the body as one message, in
+    order; a subscriber that does not read costs the publisher nothing (the PUB drops at its high-water mark)."""
+    ctx = zmq.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        pub.setsockopt(zmq.SNDHWM, 4)
+        sub.setsockopt(zmq.RCVHWM, 4)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        sub.setsockopt(zmq.SUBSCRIBE, b"m1")
+        deadline = time.monotonic() + 5
+        while not sub.poll(10):  # the subscription reaches the publisher after the connection
+            assert time.monotonic() < deadline
+            assert send_pair(pub.underlying, b"m1.hello", b"") == 0
+        while sub.poll(0):
+            sub.recv_multipart()
+        for i in range(3):
+            assert send_pair(pub.underlying, b"m2.book", b"not subscribed") == 0
+            assert send_pair(pub.underlying, b"m1.book", bytes([i]) * i) == 0
+        assert [sub.recv_multipart() for _ in range(3)] == [[b"m1.book", bytes([i]) * i] for i in range(3)]
+        assert all(send_pair(pub.underlying, b"m1.book", b"x" * 1000) == 0 for _ in range(10_000))
+    finally:
+        pub.close(linger=0)
+        sub.close(linger=0)
+        ctx.term()
