@@ -26,4 +26,3 @@ cdef class CommandRing:
     cdef claim(self, int64_t *pid, int64_t *start, str who, str does)
     cdef void ring_doorbell(self) noexcept nogil
     cpdef int64_t available(self) noexcept
-    cdef view(self, int64_t at, int64_t n)

@@ -27,7 +27,6 @@ from posix.unistd cimport close as c_close
 import os
 import struct
 
-import numpy as np
 cimport numpy as cnp
 
 from records cimport xos_command, XOS_LAYOUT_VERSION, XOS_CMD_MULTI_LEG
@@ -124,7 +123,7 @@ def check_header(name, fields, size):
 
 @cython.final
 cdef class _Mapping:
-    """The ring file's mapping, unmapped when the last of its end and the arrays ``peek`` made over it goes."""
+    """The ring file's mapping, unmapped when its end closes or goes."""
     cdef void *addr
     cdef size_t size
 
@@ -330,29 +329,9 @@ cdef class CommandRing:
             return 0
         return xos_load_acquire_64(&self.hdr.head) - self.hdr.tail
 
-    cdef view(self, int64_t at, int64_t n):
-        """Slots ``at`` .. ``at + n`` (no wrap) as an array over the shared memory that keeps it mapped."""
-        cdef cnp.npy_intp size = n * sizeof(xos_command)
-        raw = cnp.PyArray_SimpleNewFromData(1, &size, cnp.NPY_UINT8, <void *>&self.slots[at])
-        cnp.set_array_base(raw, self.mapping)
-        return raw.view(COMMAND_DTYPE)
-
-    def peek(self, int64_t max_n):
-        """Up to ``max_n`` of the commands not yet taken, oldest first, without taking them: the slots
-        themselves (valid until ``advance`` passes them), or a copy where they wrap round the ring's end."""
-        self._check_open()
-        cdef int64_t n = self.available(), i0, first
-        if n > max_n:
-            n = max_n
-        i0 = self.hdr.tail & self.mask
-        first = self.cap - i0
-        if n <= first:
-            return self.view(i0, n)
-        return np.concatenate((self.view(i0, first), self.view(0, n - first)))
-
     def take_into(self, unsigned char[::1] batch, int64_t at, int64_t room):
-        """``peek``, the cut and ``advance`` in one call, no array made: copy up to ``room`` of the waiting
-        commands into ``batch`` (COMMAND_DTYPE records as bytes) after its first ``at`` and take them.  The
+        """Copy up to ``room`` of the waiting commands, oldest first, into ``batch`` (COMMAND_DTYPE records as
+        bytes) after its first ``at`` and take them (their slots are the producer's again).  The
         batch never ends inside a multi-leg order (``engine.api.whole_units``: a MultiLeg header with 2..MAX_LEGS
         legs and the legs), unless it is empty and too small for it.  Returns ``at`` + how many were taken."""
         self._check_open()
@@ -377,13 +356,6 @@ cdef class CommandRing:
                 memcpy(&batch[(at + first) * size], &self.slots[0], (k - first) * size)
         xos_store_release_64(&self.hdr.tail, tail + k)
         return at + k
-
-    def advance(self, int64_t n):
-        """Take ``n`` commands (after ``peek``): their slots are the producer's again."""
-        self._check_open()
-        if n < 0 or n > self.available():
-            raise ValueError(f"cannot take {n} of {self.available()} commands")
-        xos_store_release_64(&self.hdr.tail, self.hdr.tail + n)
 
     def arm(self):
         """Say the consumer is about to sleep on the doorbell: False (disarmed again) when commands came
