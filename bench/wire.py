@@ -17,7 +17,8 @@ answered inside its timed window (after ``--warmup``), over the window.
   latency runs from its message's *planned* send time to its Ack, so a stall delays the clock
   of every message behind it too (no coordinated omission).  Messages due 250 us apart or more go
   out on time (the last 50 us before each spun); closer ones in bursts about 4 messages apart (20-50
-  us: all that is due by then); ``send_late`` counts how late.  A client waits on its socket's fd,
+  us times the clients, so that together they wake about as often as one: all that is due by then);
+  ``send_late`` counts how late.  A client waits on its socket's fd,
   so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not
   recorded.  Offered rates are fractions of the closed-loop figure of the same batch size
   (``--fractions``), plus ``--rates`` if given.
@@ -87,8 +88,10 @@ HIST_MAX_NS = 60_000_000_000
 # spin, 4-8 us with it (the spin's cost: at most SPIN_NS / SPIN_INTERVAL_NS of a core)
 SPIN_INTERVAL_NS = 250_000
 SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last this much before a send is spun
-# open loop, sends closer: the least wait between sends, about OPEN_LOOP_BURST messages' worth within these bounds;
-# what is due by then goes at once (a wake-up per message costs the client ~5 us, taken from the engine)
+# open loop, sends closer: the least wait between sends, about OPEN_LOOP_BURST messages' worth within these bounds
+# times the clients (so that together they wake about as often as one would: each wake-up costs a client 25-30 us
+# of CPU, taken from the engine; 4 clients at 70 k/s with one client's bounds took 1.4 cores and fell behind);
+# what is due by then goes at once
 OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 50_000)
 PARTS = ("closed", "open", "fsync_off", "ceiling")
 
@@ -235,7 +238,8 @@ def load_client(spec: dict, out) -> None:
         int(TIMED_ROOM_PER_S / spec["clients"] * (spec["seconds"] + 1)) + spec["window"] + 2
     planned = np.zeros(room, np.int64)
     interval = int(1e9 * batch / spec["rate_per_client"]) if mode == "open" else 0
-    tick = min(max(OPEN_LOOP_BURST * interval, OPEN_LOOP_TICK_NS[0]), OPEN_LOOP_TICK_NS[1])
+    tick = min(max(OPEN_LOOP_BURST * interval, OPEN_LOOP_TICK_NS[0] * spec["clients"]),
+               OPEN_LOOP_TICK_NS[1] * spec["clients"])
     if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
         planned[1:] = np.arange(len(planned) - 1) // batch * interval
     latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
