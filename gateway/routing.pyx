@@ -236,7 +236,7 @@ def follow(rows, Py_ssize_t n, const unsigned char[::1] events, int64_t[:, ::1] 
 
 def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, rows, int64_t[::1] to) -> int:
     """The execution reports of ``events`` (EVENT_DTYPE records as bytes, in event order) into
-    ``rows`` (zeroed), in event order: a Fill makes the taker's row then the maker's (client ids and
+    ``rows`` (each written whole: the fields a kind does not use are 0), in event order: a Fill makes the taker's row then the maker's (client ids and
     the maker's open size from ``fills``, as ``follow`` returned them), a Cancelled or an Amended
     one row.  ``to[i]``: the account row i goes to.  Returns how many rows."""
     cdef Py_ssize_t count, i, n = 0, f = 0, need
@@ -256,6 +256,7 @@ def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, ro
                 with gil:
                     raise ValueError("report_rows: more reports than the rows (or fills) given")
             r = &out[n]
+            memset(r, 0, sizeof(ReportRow))
             r.side, r.market, r.venue, r.order_id, r.client_id = e.side, e.market, e.venue, e.order_id, e.client_id
             r.price, r.qty, r.remaining, r.seq, r.cmd_seq, r.ts = e.price, e.qty, e.remaining, e.seq, e.cmd_seq, e.ts
             to[n] = e.account
