@@ -21,7 +21,10 @@ answered inside its timed window (after ``--warmup``), over the window.
   ``send_late`` counts how late.  A client waits on its socket's fd,
   so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not
   recorded.  Offered rates are fractions of the closed-loop figure of the same batch size
-  (``--fractions``), plus ``--rates`` if given.
+  (``--fractions``), plus ``--rates`` if given.  After the closed loops the engine idles ``--settle``
+  seconds (default 5; ``settle_s`` in the JSON) before the open loops: the storage writes back what
+  the closed loops journaled (right after them this box's virtual disk stalled 100-200 ms at a time,
+  and the first open point's p99 read 195-220 ms against 47-58 ms with the pause).
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
@@ -678,6 +681,9 @@ def main(argv=None) -> dict:
     p.add_argument("--clients", type=int, default=1, help="load-generator processes (one account each)")
     p.add_argument("--seconds", type=float, default=2.0, help="per measured point")
     p.add_argument("--warmup", type=float, default=0.3, help="seconds of each point not recorded")
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="seconds the engine idles between the closed loops and the open loops (the storage writes "
+                        "back what the closed loops journaled)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
@@ -709,7 +715,8 @@ def run(args, directory: Path, out: dict) -> dict:
         clients.append({"account": 5001 + i, "public": public, "secret": secret, "wire": args.wire,
                         "window": args.window})
     marketdata = not args.no_marketdata
-    out.update({"clients": args.clients, "seconds": args.seconds, "marketdata": marketdata, "wire": args.wire,
+    out.update({"clients": args.clients, "seconds": args.seconds, "settle_s": args.settle, "marketdata": marketdata,
+                "wire": args.wire,
                 "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
                 "closed": {}, "open": [], "ceiling": {}})
     parts = set(args.parts)
@@ -727,6 +734,11 @@ def run(args, directory: Path, out: dict) -> dict:
                          f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}  "
                          f"gateway CPU {r['gateway_cpu_us_per_order']:.2f} us/order")
                     _log("    CPU us/order: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_us_per_order"].items()))
+            if "closed" in parts and "open" in parts and args.settle:
+                # the closed loops wrote hundreds of MB of journal: let the storage write it back before latency is
+                # measured (right after them, this box's virtual disk stalled 100-200 ms at a time for seconds)
+                _log(f"  settling {args.settle:g} s after the closed loops ...")
+                time.sleep(args.settle)
             for batch in args.batches if "open" in parts else ():
                 for rate in open_rates(args, out, batch):
                     r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)

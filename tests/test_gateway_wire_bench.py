@@ -12,7 +12,7 @@ from bench import wire
 @pytest.mark.slow
 def test_wire_benchmark_smoke(tmp_path):
     out = wire.main(["--seconds", "0.5", "--warmup", "0.1", "--batches", "1", "16", "--fractions", "0.5",
-                     "--no-marketdata", "--json", str(tmp_path / "wire.json")])
+                     "--settle", "0.2", "--no-marketdata", "--json", str(tmp_path / "wire.json")])
     saved = json.loads((tmp_path / "wire.json").read_text())
     assert saved["closed"].keys() == {"1", "16"}
     for batch in ("1", "16"):
@@ -34,6 +34,7 @@ def test_wire_benchmark_smoke(tmp_path):
     assert saved["closed"]["1"]["send_late_p50_us"] == 0
     assert saved["fsync_off"]["p50_us"] > 0
     assert saved["cpu_latency_us"] == -1  # no --cpu-latency-us: the host's setting
+    assert saved["settle_s"] == 0.2  # the pause between the closed and the open loops
     assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
     assert saved["journal_commits"] > 0 and saved["journal_write_mean_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
