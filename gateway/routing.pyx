@@ -236,9 +236,10 @@ def follow(rows, Py_ssize_t n, const unsigned char[::1] events, int64_t[:, ::1] 
 
 def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, rows, int64_t[::1] to) -> int:
     """The execution reports of ``events`` (EVENT_DTYPE records as bytes, in event order) into
-    ``rows`` (each written whole: the fields a kind does not use are 0), in event order: a Fill makes the taker's row then the maker's (client ids and
-    the maker's open size from ``fills``, as ``follow`` returned them), a Cancelled or an Amended
-    one row.  ``to[i]``: the account row i goes to.  Returns how many rows."""
+    ``rows``, each written whole (the fields a kind does not use are 0), in event order: a Fill makes
+    the taker's row then the maker's (client ids and the maker's open size from ``fills``, as
+    ``follow`` returned them), a Cancelled or an Amended one row.  ``to[i]``: the account row i goes
+    to.  Returns how many rows."""
     cdef Py_ssize_t count, i, n = 0, f = 0, need
     cdef const xos_event *ev
     cdef const xos_event *e
