@@ -699,6 +699,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PNG")
     args = p.parse_args(argv)
+    if args.settle < 0:
+        p.error(f"--settle {args.settle:g}: the pause cannot be negative")
     out: dict = {"benchmark": "wire"}
     with tempfile.TemporaryDirectory(prefix="xos-wire-") as tmp, cpu_latency(args.cpu_latency_us, out):
         return run(args, Path(tmp), out)

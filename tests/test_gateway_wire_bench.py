@@ -38,3 +38,9 @@ def test_wire_benchmark_smoke(tmp_path):
     assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
     assert saved["journal_commits"] > 0 and saved["journal_write_mean_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
+
+
+def test_a_negative_settle_is_refused_before_anything_starts(capsys):
+    with pytest.raises(SystemExit):
+        wire.main(["--settle", "-1"])
+    assert "--settle -1: the pause cannot be negative" in capsys.readouterr().err
