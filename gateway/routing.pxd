@@ -25,8 +25,26 @@ cdef class PendingQueue:
     cdef Py_ssize_t head, tail, capacity
     cdef int push(self, const Pending *rows, Py_ssize_t n) except -1
 
+cdef enum:
+    KIND_MASK_SIZE = 64  # event kinds a ReplyRouter's masks cover (engine.workers.KIND_SLOTS)
+
+cdef class ReplyRouter:
+    cdef uint8_t routed[KIND_MASK_SIZE]  # the kinds that concern an account (gateway.server ROUTED)
+    cdef uint8_t own_first[KIND_MASK_SIZE]  # the kinds that answer a command (OWN_FIRST)
+    cdef object fifo
+    cdef bint journaling
+    cdef readonly int64_t claimed  # the command whose first event came last: its later events answer nothing
+    cdef readonly object keyed  # the accounts with keys: sorted, unique int64
+    cdef readonly object acks, ack_sid, reports, report_to  # ack rows and their sessions; report rows, their accounts
+    cdef readonly list rejects, lost  # of the last batch (see ``answer``)
+    cdef object ack_dtype, report_dtype
+    cdef make_room(self, Py_ssize_t events)
+    cdef Py_ssize_t answer(self, const xos_event *e, PendingQueue q, AckRow *a, int64_t *sid) except -1
+
 cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event **first) except -1
-cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil
+cdef bint is_keyed(const int64_t *keyed, Py_ssize_t n, int64_t account) noexcept nogil
 cdef bint is_listing(const xos_event *e) noexcept nogil
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil
 cdef bint echoes(const xos_event *e, const Command *c) noexcept nogil
+cdef Py_ssize_t follow(OrderRow *table, Py_ssize_t n, const xos_event *e, int64_t *fill) noexcept nogil
+cdef Py_ssize_t report(const xos_event *e, const int64_t *fill, ReportRow *out, int64_t *to) noexcept nogil

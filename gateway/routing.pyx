@@ -1,17 +1,20 @@
 # cython: language_level=3
-"""The gateway's reply side in C, a batch of ring events at a time, one event at a time in event
-order: which events concern the accounts with keys (``select_keyed``), which of them answer a
-command (``own_firsts``), which pending command each answers and the acks (``answer_rows``, over
-the accounts' FIFOs that ``enqueue`` fills as commands are forwarded), the order table following
-them (``follow``; ``OrderTable`` in gateway/server.py holds the table and answers queries) and the
-execution reports made of them (``report_rows``).  In numpy these took over a hundred calls a
-batch, whatever its size."""
+"""The gateway's reply side in C: ``ReplyRouter.route`` takes a batch of ring events in one pass, one
+event at a time in event order: which events concern the accounts with keys, the order table
+following them (``follow``; ``OrderTable`` in gateway/server.py holds the table and answers
+queries), which pending command each answers and how (``ReplyRouter.answer``, over the accounts'
+FIFOs that ``enqueue`` fills as commands are forwarded; ``echoes`` holds the rules) and the
+execution reports (``report``).  In numpy these took over a hundred calls a batch, whatever its
+size; as five passes in C, still about 25 numpy and C calls, each several microseconds on the cold
+caches of a lone order's path."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 from lowerbound cimport xos_lower_bound
 
 from engine.arrays cimport RecordLayout, record_layout
+
+import numpy as np
 
 from records cimport (XOS_CANCEL_USER, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_CMD_CANCEL, XOS_CMD_CONVERT,
                      XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET, XOS_CMD_MASS_CANCEL,
@@ -72,74 +75,9 @@ cdef Py_ssize_t event_records(const unsigned char[::1] events, const xos_event *
     return events.shape[0] // sizeof(xos_event)
 
 
-cdef bint is_keyed(const int64_t[::1] keyed, int64_t account) noexcept nogil:
-    """``account`` in ``keyed`` (sorted, unique), by binary search."""
-    cdef int64_t at = xos_lower_bound(&keyed[0], keyed.shape[0], account) if keyed.shape[0] else 0
-    return at < keyed.shape[0] and keyed[at] == account
-
-
 cdef bint is_listing(const xos_event *e) noexcept nogil:
     """A market's listing echo (ListMarket's: its sender in ``maker_account``)."""
     return e.kind == XOS_EV_ACCEPTED and e.flags == XOS_EF_MARKET_LISTING
-
-
-def select_keyed(const unsigned char[::1] events, const uint8_t[::1] kinds, const int64_t[::1] keyed,
-                 uint8_t[::1] out, int64_t[::1] census) -> tuple:
-    """``out[i]``: whether event i (of ``events``, EVENT_DTYPE records as bytes), of a kind ``kinds``
-    marks, concerns an account in ``keyed`` (sorted, unique): its account; a fill's maker account;
-    a listing's sender (``maker_account``); a Liquidation's sender (``client_id``; its account is
-    the target).  ``census[kind]``: how many of those are of each kind (added to).  Returns how many
-    concern them, and how many of all the events list an asset or a market (whoever sent them)."""
-    cdef const xos_event *ev
-    cdef const xos_event *e
-    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0, listings = 0
-    cdef bint mine
-    if out.shape[0] < count:
-        raise ValueError(f"select_keyed: {count} events, room for {out.shape[0]}")
-    if census.shape[0] < kinds.shape[0]:
-        raise ValueError(f"select_keyed: a census of {census.shape[0]} kinds, {kinds.shape[0]} are followed")
-    with nogil:
-        for i in range(count):
-            e = &ev[i]
-            listings += e.kind == XOS_EV_ACCEPTED and (e.flags & (XOS_EF_ASSET_LISTING | XOS_EF_MARKET_LISTING)) != 0
-            mine = e.kind < kinds.shape[0] and kinds[e.kind] and (
-                is_keyed(keyed, e.account)
-                or ((e.kind == XOS_EV_FILL or is_listing(e)) and is_keyed(keyed, e.maker_account))
-                or (e.kind == XOS_EV_LIQUIDATION and is_keyed(keyed, e.client_id)))
-            out[i] = mine
-            if mine:
-                census[e.kind] += 1
-                n += 1
-    return n, listings
-
-
-def own_firsts(const unsigned char[::1] events, const uint8_t[::1] kinds, int64_t claimed, int64_t[::1] at,
-               int64_t[::1] sender) -> int:
-    """The event that answers each command: the first of its command (by ``cmd_seq``; ``claimed``:
-    the command whose first event came in an earlier batch) among those of a kind ``kinds`` marks,
-    a Cancelled only when the user's, a Position only when an IsolatedMargin's.  ``at[k]``: its
-    index; ``sender[k]``: whose command it answers (its account; a Liquidation's ``client_id``; a
-    listing's ``maker_account``).  Returns how many."""
-    cdef const xos_event *ev
-    cdef const xos_event *e
-    cdef Py_ssize_t count = event_records(events, &ev), i, n = 0
-    if at.shape[0] < count or sender.shape[0] < count:
-        raise ValueError(f"own_firsts: {count} events, room for {min(at.shape[0], sender.shape[0])}")
-    with nogil:
-        for i in range(count):
-            e = &ev[i]
-            if e.kind >= kinds.shape[0] or not kinds[e.kind] or \
-                    (e.kind == XOS_EV_CANCELLED and e.reason != XOS_CANCEL_USER) or \
-                    (e.kind == XOS_EV_POSITION and e.flags != XOS_CMD_ISOLATED_MARGIN):
-                continue
-            if e.cmd_seq == claimed:
-                continue  # a later event of a command already answered
-            claimed = e.cmd_seq
-            at[n] = i
-            sender[n] = e.client_id if e.kind == XOS_EV_LIQUIDATION else \
-                e.maker_account if is_listing(e) else e.account
-            n += 1
-    return n
 
 
 cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) noexcept nogil:
@@ -152,131 +90,6 @@ cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) n
         else:
             hi = mid
     return lo if lo < n and rows[lo].order_id == order_id else -1
-
-
-def follow(rows, Py_ssize_t n, const unsigned char[::1] events, int64_t[:, ::1] fills) -> int:
-    """Apply ``events`` (EVENT_DTYPE records as bytes, in event order) to the table ``rows[:n]``
-    (sorted by order id); returns the table's new length.  An Accepted of an order adds its row
-    (``rows`` must have room for every Accepted); a Fill, Cancelled or Amended updates the rows it
-    names that the table has.  ``fills[k]``, for the k-th Fill: the taker's client id, the maker's
-    client id (0: an order the table does not have) and the maker's open size after it (-1: a maker
-    the table does not have)."""
-    cdef Py_ssize_t count, i, k = 0, t, mk, at
-    cdef const xos_event *ev
-    cdef const xos_event *e
-    cdef OrderRow *r
-    cdef Py_ssize_t room
-    cdef OrderRow *table = <OrderRow *>ORDER_ROWS.records(rows, &room, True)
-    cdef int64_t left
-    if not 0 <= n <= room:
-        raise ValueError(f"follow: a table of {n} rows in {room}")
-    count = event_records(events, &ev)
-    with nogil:
-        for i in range(count):
-            e = &ev[i]
-            if e.kind == XOS_EV_ACCEPTED:
-                if e.order_id <= 0 or e.flags != 0:
-                    continue  # a mass cancel's or a listing's acceptance: no order
-                if n >= room:
-                    with gil:
-                        raise ValueError("follow: the table has no room for another order")
-                at = n
-                if n and table[n - 1].order_id >= e.order_id:  # not expected: the matcher numbers in order
-                    at = 0
-                    while table[at].order_id < e.order_id:
-                        at += 1
-                    memmove(&table[at + 1], &table[at], <size_t>(n - at) * sizeof(OrderRow))
-                r = &table[at]
-                memset(r, 0, sizeof(OrderRow))
-                r.order_id, r.account, r.client_id, r.price = e.order_id, e.account, e.client_id, e.price
-                r.qty, r.remaining, r.ts = e.qty, e.remaining, e.ts
-                r.market, r.venue, r.side, r.status = e.market, e.venue, e.side, OPEN
-                n += 1
-            elif e.kind == XOS_EV_FILL:
-                if k >= fills.shape[0]:
-                    with gil:
-                        raise ValueError(f"follow: more fills than the {fills.shape[0]} rows given")
-                t = find_row(table, n, e.order_id)
-                mk = find_row(table, n, e.maker_order)
-                fills[k, 0] = table[t].client_id if t >= 0 else 0
-                fills[k, 1] = table[mk].client_id if mk >= 0 else 0
-                left = 0 if e.flags & XOS_EF_MAKER_DONE else (table[mk].remaining - e.qty if mk >= 0 else -1)
-                fills[k, 2] = left
-                k += 1
-                if mk >= 0:
-                    r = &table[mk]
-                    r.filled += e.qty
-                    r.remaining = left
-                    if left == 0:
-                        r.status, r.closed_seq = FILLED, e.seq
-                if t >= 0:
-                    r = &table[t]
-                    r.filled += e.qty
-                    r.remaining = e.remaining
-                    if e.remaining == 0:
-                        r.status, r.closed_seq = FILLED, e.seq
-            elif e.kind == XOS_EV_CANCELLED:
-                t = find_row(table, n, e.order_id)
-                if t >= 0:
-                    r = &table[t]
-                    r.remaining = e.remaining
-                    if e.remaining != 0:
-                        r.qty -= e.qty  # a decrement (STP) shrinks the order; a full cancel keeps its size
-                    else:
-                        r.status, r.closed_seq = CANCELLED, e.seq
-            elif e.kind == XOS_EV_AMENDED:
-                t = find_row(table, n, e.order_id)
-                if t >= 0:
-                    r = &table[t]
-                    r.remaining = e.remaining
-                    r.price = e.price
-                    r.qty = r.filled + e.remaining
-    return n
-
-
-def report_rows(const unsigned char[::1] events, const int64_t[:, ::1] fills, rows, int64_t[::1] to) -> int:
-    """The execution reports of ``events`` (EVENT_DTYPE records as bytes, in event order) into
-    ``rows``, each written whole (the fields a kind does not use are 0), in event order: a Fill makes
-    the taker's row then the maker's (client ids and the maker's open size from ``fills``, as
-    ``follow`` returned them), a Cancelled or an Amended one row.  ``to[i]``: the account row i goes
-    to.  Returns how many rows."""
-    cdef Py_ssize_t count, i, n = 0, f = 0, need
-    cdef const xos_event *ev
-    cdef const xos_event *e
-    cdef ReportRow *r
-    cdef Py_ssize_t room
-    cdef ReportRow *out = <ReportRow *>REPORT_ROWS.records(rows, &room, True)
-    count = event_records(events, &ev)
-    with nogil:
-        for i in range(count):
-            e = &ev[i]
-            if e.kind != XOS_EV_FILL and e.kind != XOS_EV_CANCELLED and e.kind != XOS_EV_AMENDED:
-                continue
-            need = n + (2 if e.kind == XOS_EV_FILL else 1)
-            if need > room or need > to.shape[0] or (e.kind == XOS_EV_FILL and f >= fills.shape[0]):
-                with gil:
-                    raise ValueError("report_rows: more reports than the rows (or fills) given")
-            r = &out[n]
-            memset(r, 0, sizeof(ReportRow))
-            r.side, r.market, r.venue, r.order_id, r.client_id = e.side, e.market, e.venue, e.order_id, e.client_id
-            r.price, r.qty, r.remaining, r.seq, r.cmd_seq, r.ts = e.price, e.qty, e.remaining, e.seq, e.cmd_seq, e.ts
-            to[n] = e.account
-            if e.kind == XOS_EV_FILL:
-                r.kind, r.liquidity, r.fee, r.client_id = REPORT_FILL, TAKER, e.taker_fee, fills[f, 0]
-                out[n + 1] = r[0]
-                r = &out[n + 1]
-                r.order_id, r.venue = e.maker_order, e.client_id  # a fill's client_id is the maker's venue
-                r.client_id, r.side, r.remaining = fills[f, 1], 1 - e.side, fills[f, 2]
-                r.fee, r.liquidity = e.maker_fee, MAKER
-                to[n + 1] = e.maker_account
-                n += 2
-                f += 1
-            else:
-                r.kind = REPORT_CANCEL if e.kind == XOS_EV_CANCELLED else REPORT_AMEND
-                if e.kind == XOS_EV_CANCELLED:
-                    r.reason, r.code = e.reason, e.code
-                n += 1
-    return n
 
 
 cdef class PendingQueue:
@@ -420,62 +233,248 @@ def echo_mask(const unsigned char[::1] events, const unsigned char[::1] commands
         out[i] = echoes(&ev[i], &cmd[i])
 
 
-def answer_rows(const unsigned char[::1] events, const int64_t[::1] at, const int64_t[::1] sender, fifo,
-                bint journaling, acks, int64_t[::1] ack_sid, list rejects, list lost) -> int:
-    """Pair each answering event (``events[at[k]]``, of ``sender[k]``'s command: what ``own_firsts``
-    found) with the command it echoes in that account's FIFO (``fifo``: account -> PendingQueue).
-    The FIFO's head answers when it echoes; else the command it echoes deeper (within LOST_SCAN),
-    and those before it were sent earlier on the same connection yet never executed: lost, one
-    ``(sid, rid, kind, id)`` each in ``lost``.  An event that echoes none is a command another
-    producer sent for the account.  A Rejected makes ``(sid, rid, kind, id, code, client_id,
-    cmd_seq, leg)`` in ``rejects``; any other answer an ack in ``acks`` (its session in
-    ``ack_sid``), but for the gateway's own commands (sid < 0).  Returns how many acks.  Raises
-    when ``journaling`` and a command to ack is not durable yet: an ack must never promise more."""
-    cdef const xos_event *ev
-    cdef const xos_event *e
-    cdef Py_ssize_t count = event_records(events, &ev), k, i, d, depth, n = 0
-    cdef PendingQueue q = None
-    cdef const Pending *p
-    cdef AckRow *a
-    cdef Py_ssize_t room
-    cdef AckRow *out = <AckRow *>ACK_ROWS.records(acks, &room, True)
-    cdef int64_t account = 0, last
-    if sender.shape[0] != at.shape[0] or room < at.shape[0] or ack_sid.shape[0] < at.shape[0]:
-        raise ValueError(f"answer_rows: {at.shape[0]} events to answer, {sender.shape[0]} senders, room for "
-                         f"{min(room, ack_sid.shape[0])} acks")
-    for k in range(at.shape[0]):
-        if not 0 <= at[k] < count:
-            raise ValueError(f"answer_rows: event {at[k]} of {count}")
-        e = &ev[at[k]]
-        if k == 0 or sender[k] != account:
-            account = sender[k]
-            q = fifo.get(account)
-        if q is None or q.head == q.tail:
-            continue
-        depth = min(<Py_ssize_t>LOST_SCAN, q.tail - q.head)
-        d = 0
+cdef int int64s_layout(object array) except -1:
+    cdef const int64_t[::1] view = array
+    return 0
+
+
+cdef RecordLayout INT64S = record_layout("int64 values", int64s_layout)
+
+
+cdef bint is_keyed(const int64_t *keyed, Py_ssize_t n, int64_t account) noexcept nogil:
+    """``account`` in ``keyed[:n]`` (sorted, unique), by binary search."""
+    cdef int64_t at = xos_lower_bound(keyed, n, account) if n else 0
+    return at < n and keyed[at] == account
+
+
+cdef Py_ssize_t follow(OrderRow *table, Py_ssize_t n, const xos_event *e, int64_t *fill) noexcept nogil:
+    """Apply ``e`` to the table ``table[:n]`` (sorted by order id; room for one more row); returns its new
+    length.  An Accepted of an order adds its row; a Fill, Cancelled or Amended updates the rows it
+    names that the table has.  A Fill's ``fill``: the taker's client id, the maker's (0: an order the
+    table does not have) and the maker's open size after it (-1: a maker the table does not have)."""
+    cdef Py_ssize_t t, mk, at
+    cdef OrderRow *r
+    cdef int64_t left
+    if e.kind == XOS_EV_ACCEPTED:
+        if e.order_id <= 0 or e.flags != 0:
+            return n  # a mass cancel's or a listing's acceptance: no order
+        at = n
+        if n and table[n - 1].order_id >= e.order_id:  # not expected: the matcher numbers in order
+            at = 0
+            while table[at].order_id < e.order_id:
+                at += 1
+            memmove(&table[at + 1], &table[at], <size_t>(n - at) * sizeof(OrderRow))
+        r = &table[at]
+        memset(r, 0, sizeof(OrderRow))
+        r.order_id, r.account, r.client_id, r.price = e.order_id, e.account, e.client_id, e.price
+        r.qty, r.remaining, r.ts = e.qty, e.remaining, e.ts
+        r.market, r.venue, r.side, r.status = e.market, e.venue, e.side, OPEN
+        return n + 1
+    if e.kind == XOS_EV_FILL:
+        t = find_row(table, n, e.order_id)
+        mk = find_row(table, n, e.maker_order)
+        left = 0 if e.flags & XOS_EF_MAKER_DONE else (table[mk].remaining - e.qty if mk >= 0 else -1)
+        fill[0] = table[t].client_id if t >= 0 else 0
+        fill[1] = table[mk].client_id if mk >= 0 else 0
+        fill[2] = left
+        if mk >= 0:
+            r = &table[mk]
+            r.filled += e.qty
+            r.remaining = left
+            if left == 0:
+                r.status, r.closed_seq = FILLED, e.seq
+        if t >= 0:
+            r = &table[t]
+            r.filled += e.qty
+            r.remaining = e.remaining
+            if e.remaining == 0:
+                r.status, r.closed_seq = FILLED, e.seq
+    elif e.kind == XOS_EV_CANCELLED:
+        t = find_row(table, n, e.order_id)
+        if t >= 0:
+            r = &table[t]
+            r.remaining = e.remaining
+            if e.remaining != 0:
+                r.qty -= e.qty  # a decrement (STP) shrinks the order; a full cancel keeps its size
+            else:
+                r.status, r.closed_seq = CANCELLED, e.seq
+    elif e.kind == XOS_EV_AMENDED:
+        t = find_row(table, n, e.order_id)
+        if t >= 0:
+            r = &table[t]
+            r.remaining = e.remaining
+            r.price = e.price
+            r.qty = r.filled + e.remaining
+    return n
+
+
+cdef Py_ssize_t report(const xos_event *e, const int64_t *fill, ReportRow *out, int64_t *to) noexcept nogil:
+    """The execution reports of ``e`` into ``out`` (room for two), each written whole (the fields a
+    kind does not use are 0): a Fill makes the taker's row then the maker's (client ids and the
+    maker's open size from ``fill``, as ``follow`` made it), a Cancelled or an Amended one row.
+    ``to[i]``: the account row i goes to.  Returns how many rows."""
+    cdef ReportRow *r = out
+    if e.kind != XOS_EV_FILL and e.kind != XOS_EV_CANCELLED and e.kind != XOS_EV_AMENDED:
+        return 0
+    memset(r, 0, sizeof(ReportRow))
+    r.side, r.market, r.venue, r.order_id, r.client_id = e.side, e.market, e.venue, e.order_id, e.client_id
+    r.price, r.qty, r.remaining, r.seq, r.cmd_seq, r.ts = e.price, e.qty, e.remaining, e.seq, e.cmd_seq, e.ts
+    to[0] = e.account
+    if e.kind != XOS_EV_FILL:
+        r.kind = REPORT_CANCEL if e.kind == XOS_EV_CANCELLED else REPORT_AMEND
+        if e.kind == XOS_EV_CANCELLED:
+            r.reason, r.code = e.reason, e.code
+        return 1
+    r.kind, r.liquidity, r.fee, r.client_id = REPORT_FILL, TAKER, e.taker_fee, fill[0]
+    out[1] = r[0]
+    r = &out[1]
+    r.order_id, r.venue = e.maker_order, e.client_id  # a fill's client_id is the maker's venue
+    r.client_id, r.side, r.remaining = fill[1], 1 - e.side, fill[2]
+    r.fee, r.liquidity = e.maker_fee, MAKER
+    to[1] = e.maker_account
+    return 2
+
+
+cdef class ReplyRouter:
+    """The gateway's reply side over a batch of ring events, in one pass in event order (``route``):
+    which events concern the accounts with keys, the order table following them, which command each
+    answers (its own first event) and how (an ack, a reject, or the commands before it lost), and the
+    execution reports.  Its acks and reports are kept in arrays it grows, valid until the next
+    ``route``."""
+    def __init__(self, const uint8_t[::1] routed, const uint8_t[::1] own_first, fifo, bint journaling):
+        """``routed`` and ``own_first``: kind masks (``kind_mask``); ``fifo``: account -> PendingQueue
+        (``enqueue`` fills it); ``journaling``: an ack needs its command durable."""
+        from gateway.messages import ACK_ROW_DTYPE, REPORT_ROW_DTYPE
+
+        if routed.shape[0] > KIND_MASK_SIZE or own_first.shape[0] > KIND_MASK_SIZE:
+            raise ValueError(f"ReplyRouter: kind masks of {routed.shape[0]} and {own_first.shape[0]} kinds, "
+                             f"at most {KIND_MASK_SIZE}")
+        memset(self.routed, 0, KIND_MASK_SIZE)
+        memset(self.own_first, 0, KIND_MASK_SIZE)
+        if routed.shape[0]:
+            memcpy(self.routed, &routed[0], routed.shape[0])
+        if own_first.shape[0]:
+            memcpy(self.own_first, &own_first[0], own_first.shape[0])
+        self.fifo, self.journaling, self.claimed = fifo, journaling, 0
+        self.ack_dtype, self.report_dtype = ACK_ROW_DTYPE, REPORT_ROW_DTYPE
+        self.keyed = np.zeros(0, np.int64)
+        self.rejects, self.lost = [], []
+        self.make_room(64)
+
+    cdef make_room(self, Py_ssize_t events):
+        """Output arrays for a batch of ``events``: an ack each at most, two reports (a fill)."""
+        self.acks, self.ack_sid = np.empty(events, self.ack_dtype), np.empty(events, np.int64)
+        self.reports, self.report_to = np.empty(2 * events, self.report_dtype), np.empty(2 * events, np.int64)
+
+    def set_keyed(self, keyed) -> None:
+        """The accounts with keys: a sorted int64 array of unique accounts."""
+        cdef Py_ssize_t n, i
+        cdef const int64_t *k = <const int64_t *>INT64S.records(keyed, &n, False)
+        for i in range(1, n):
+            if k[i] <= k[i - 1]:
+                raise ValueError("ReplyRouter.set_keyed: the accounts must be sorted and unique")
+        self.keyed = keyed
+
+    def route(self, const unsigned char[::1] events, int64_t after, int64_t quiet_until, table) -> tuple:
+        """Route ``events`` (EVENT_DTYPE records as bytes, in seq order) after seq ``after`` (earlier ones:
+        a restarted matcher republishing what was routed).  The events of the kinds ``routed`` marks that
+        concern an account with a key (its account; a fill's maker account; a listing's sender,
+        ``maker_account``; a Liquidation's, ``client_id``) update ``table`` (an ``OrderTable``: its rows,
+        sorted by order id, and ``n``).  Those after ``quiet_until`` (a restarted gateway rereads what its
+        predecessor answered) also answer their command (``answer``) and make execution reports
+        (``report``).  Returns (acks, reports, listings): how many rows of ``acks`` / ``ack_sid`` and of
+        ``reports`` / ``report_to`` it made, and how many of the events list an asset or a market, whoever
+        sent them."""
+        cdef const xos_event *ev
+        cdef const xos_event *e
+        cdef Py_ssize_t count = event_records(events, &ev), i, n_keyed, room, n, room_out
+        cdef Py_ssize_t orders = 0, n_acks = 0, n_reports = 0, listings = 0
+        cdef const int64_t *keyed = <const int64_t *>INT64S.records(self.keyed, &n_keyed, False)
+        cdef OrderRow *rows
+        cdef int64_t fill[3]
+        cdef int64_t sender, account = 0
+        cdef PendingQueue q = None
+        cdef bint looked = False
+        del self.rejects[:]
+        del self.lost[:]
+        for i in range(count):  # room for every order that may be accepted (a bound: whoever's)
+            orders += ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0 and ev[i].flags == 0
+        if table.n + orders > len(table.rows):
+            table.reserve(orders)  # compacts, or grows
+        n = table.n
+        rows = <OrderRow *>ORDER_ROWS.records(table.rows, &room, True)
+        if not 0 <= n <= room - orders:
+            raise ValueError(f"ReplyRouter.route: a table of {n} rows in {room}, {orders} orders to add")
+        if len(self.ack_sid) < count:
+            self.make_room(max(count, 2 * len(self.ack_sid)))
+        cdef AckRow *acks = <AckRow *>ACK_ROWS.records(self.acks, &room_out, True)
+        cdef int64_t *ack_sid = <int64_t *>INT64S.records(self.ack_sid, &room_out, True)
+        cdef ReportRow *reports = <ReportRow *>REPORT_ROWS.records(self.reports, &room_out, True)
+        cdef int64_t *report_to = <int64_t *>INT64S.records(self.report_to, &room_out, True)
+        try:
+            for i in range(count):
+                e = &ev[i]
+                if e.seq <= after:
+                    continue
+                listings += e.kind == XOS_EV_ACCEPTED and (e.flags & (XOS_EF_ASSET_LISTING | XOS_EF_MARKET_LISTING)) != 0
+                if e.kind >= KIND_MASK_SIZE or not self.routed[e.kind] or not (
+                        is_keyed(keyed, n_keyed, e.account)
+                        or ((e.kind == XOS_EV_FILL or is_listing(e)) and is_keyed(keyed, n_keyed, e.maker_account))
+                        or (e.kind == XOS_EV_LIQUIDATION and is_keyed(keyed, n_keyed, e.client_id))):
+                    continue
+                n = follow(rows, n, e, fill)
+                if e.seq <= quiet_until:
+                    continue
+                # its command's own first event (a Cancelled only the user's, a Position only an IsolatedMargin's)
+                if self.own_first[e.kind] and e.cmd_seq != self.claimed and \
+                        not (e.kind == XOS_EV_CANCELLED and e.reason != XOS_CANCEL_USER) and \
+                        not (e.kind == XOS_EV_POSITION and e.flags != XOS_CMD_ISOLATED_MARGIN):
+                    self.claimed = e.cmd_seq
+                    sender = e.client_id if e.kind == XOS_EV_LIQUIDATION else \
+                        e.maker_account if is_listing(e) else e.account
+                    if not looked or sender != account:
+                        account, looked = sender, True
+                        q = self.fifo.get(account)
+                    if q is not None and q.head != q.tail:
+                        n_acks += self.answer(e, q, &acks[n_acks], &ack_sid[n_acks])
+                n_reports += report(e, fill, &reports[n_reports], &report_to[n_reports])
+        finally:
+            table.n = n
+        return n_acks, n_reports, listings
+
+    cdef Py_ssize_t answer(self, const xos_event *e, PendingQueue q, AckRow *a, int64_t *sid) except -1:
+        """Pair the answering event ``e`` with the command it echoes in its sender's FIFO ``q``: the head
+        when it echoes; else the command it echoes deeper (within LOST_SCAN), and those before it were
+        sent earlier on the same connection yet never executed: lost, one ``(sid, rid, kind, id)`` each
+        in ``lost``.  An event that echoes none is a command another producer sent for the account.  A
+        Rejected makes ``(sid, rid, kind, id, code, client_id, cmd_seq, leg)`` in ``rejects``; any other
+        answer the ack ``a`` (its session in ``sid``), but for the gateway's own commands (sid < 0).
+        Returns how many acks (0 or 1).  Raises when journaling and the command is not durable yet: an
+        ack must never promise more."""
+        cdef Py_ssize_t depth = min(<Py_ssize_t>LOST_SCAN, q.tail - q.head), d = 0, i
+        cdef const Pending *p
+        cdef int64_t last
         while d < depth and not echoes(e, &q.rows[q.head + d].cmd):
             d += 1
         if d == depth:
-            continue
+            return 0
         for i in range(q.head, q.head + d):
             p = &q.rows[i]
-            lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id))
+            self.lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id))
         p = &q.rows[q.head + d]
         q.head += d + 1
         if q.head == q.tail:
             q.head = q.tail = 0  # the row stays where p points until the next push
         if e.kind == XOS_EV_REJECTED:
-            rejects.append((p.sid, p.rid, p.cmd.kind, p.cmd.id, e.code, e.client_id, e.cmd_seq, e.reason))
-            continue
+            self.rejects.append((p.sid, p.rid, p.cmd.kind, p.cmd.id, e.code, e.client_id, e.cmd_seq, e.reason))
+            return 0
         last = e.cmd_seq + (p.cmd.qty if p.cmd.kind == XOS_CMD_MULTI_LEG else 0)  # durable with its last Leg
-        if journaling and e.durable_seq < last:
+        if self.journaling and e.durable_seq < last:
             raise RuntimeError(f"event {e.seq} of command {e.cmd_seq} published with durable_seq {e.durable_seq}: "
                                f"not acknowledging a command that is not durable")
         if p.sid < 0:
-            continue  # the gateway's own dead-man mass cancel
-        a = &out[n]
-        ack_sid[n] = p.sid
+            return 0  # the gateway's own dead-man mass cancel
+        sid[0] = p.sid
         a.rid, a.order_id, a.client_id = p.rid, e.order_id, e.client_id
         a.cmd_seq, a.durable_seq, a.ts = e.cmd_seq, e.durable_seq, e.ts
         a.count = e.qty if p.cmd.kind == XOS_CMD_MASS_CANCEL else 0
@@ -483,5 +482,4 @@ def answer_rows(const unsigned char[::1] events, const int64_t[::1] at, const in
             a.client_id = p.cmd.id  # the first leg's order id (the legs' are consecutive) and the parent id
         elif p.cmd.kind >= XOS_CMD_VENUE_PARAMS:
             a.order_id = a.client_id = 0  # another echo's order_id and client_id are other fields
-        n += 1
-    return n
+        return 1

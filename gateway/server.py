@@ -39,11 +39,11 @@ from engine.cmdring import CommandRing
 from engine.process import Heartbeat, Stop
 from engine.ring import RingError
 from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
-from engine.workers import KIND_SLOTS, AssetDef, Listings, MarketDef, kind_mask
+from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, rows_to_pending, send_pair
-from .routing import LEG_RECORD, PendingQueue, answer_rows, enqueue, follow, own_firsts, report_rows, select_keyed
+from .routing import LEG_RECORD, PendingQueue, ReplyRouter, enqueue
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -67,7 +67,7 @@ OWN_FIRST_KINDS = (ACCEPTED, REJECTED, CANCELLED, AMENDED, VENUE_ECHO, ORACLE_CO
                    OUTCOME_CONVERT, LIQUIDATION, MARKET_STATUS, POSITION)
 EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 # what the loop copies out of the ring (the rest: book levels, balances, marks ... answers no one), and
-# the kinds that answer a command (``own_firsts``)
+# the kinds that answer a command (``ReplyRouter`` takes both)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 TAKE_MAX = 16384
@@ -136,25 +136,11 @@ STATUS_NAMES = ("open", "filled", "cancelled")  # by a row's status (gateway/rou
 OPEN = STATUS_NAMES.index("open")
 
 
-class Scratch:
-    """An array the reply path's C passes fill, kept from batch to batch and grown as needed: numpy takes
-    1-2.5 us to make a structured array (a walk over its fields) and ~0.5 us a plain one, more than those
-    passes take over a lone order; a slice of this one, ~0.2 us."""
-
-    def __init__(self, dtype, rows: int = 64):
-        self.array = np.empty(rows, dtype)
-
-    def take(self, n: int) -> np.ndarray:
-        """``n`` rows (what they held is left), valid until the next ``take``."""
-        if n > len(self.array):
-            self.array = np.empty(max(n, 2 * len(self.array)), self.array.dtype)
-        return self.array[:n]
-
-
 class OrderTable:
     """The orders of the accounts that have keys, as the event stream shows them (for queries and
     to name the client id in execution reports): one numpy row per order, sorted by order id (the
-    matcher numbers orders in event order), updated a batch of events at a time.  Closed orders
+    matcher numbers orders in event order), updated a batch of events at a time (``ReplyRouter.route``
+    follows them in C).  Closed orders
     are kept, at least the last CLOSED_KEPT per account, until the table fills and is compacted."""
 
     def __init__(self, capacity: int = 1 << 14):
@@ -212,16 +198,6 @@ class OrderTable:
             return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
         pos = np.minimum(np.searchsorted(col, ids), self.n - 1)
         return pos, col[pos] == ids
-
-    def apply(self, raw: np.ndarray, census: np.ndarray) -> np.ndarray:
-        """Follow a batch of the keyed accounts' events (their bytes, in order; ``census``: their count by
-        kind; in C, gateway/routing.pyx).  Returns, per fill, the taker's and the maker's client
-        ids and the maker's open size after it (-1: a maker the table has not seen), as the table had
-        them at that fill."""
-        self.reserve(int(census[ACCEPTED]))
-        fills = np.zeros((int(census[FILL]), 3), np.int64)
-        self.n = follow(self.rows, self.n, raw, fills)
-        return fills
 
     @staticmethod
     def info(r) -> m.OrderInfo:
@@ -402,10 +378,7 @@ class GatewayStage:
         self.fifo: dict[int, PendingQueue] = collections.defaultdict(PendingQueue)
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
-        # the reply path's arrays (``route``, ``answer``, ``report``), each used within one call
-        self.mine, self.firsts, self.senders = Scratch(np.uint8), Scratch(np.int64), Scratch(np.int64)
-        self.acks, self.ack_sids = Scratch(m.ACK_ROW_DTYPE), Scratch(np.int64)
-        self.reports, self.report_to = Scratch(m.REPORT_ROW_DTYPE), Scratch(np.int64)
+        self.replies = ReplyRouter(ROUTED, OWN_FIRST, self.fifo, self.journaling)
         self.listings = config_listings(cfg)  # every asset and market: the Markets reply
         self.known_accounts = np.zeros(0, np.int64)
         self.refresh_accounts()
@@ -419,7 +392,6 @@ class GatewayStage:
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
-        self.claimed_cmd_seq = 0
         self.ring_cursor = 0
         self.ring_attached = False
         self.event_consumer = None  # the ring, while the loop routes from it
@@ -438,6 +410,7 @@ class GatewayStage:
 
     def refresh_accounts(self) -> None:
         self.known_accounts = np.unique(np.fromiter(self.keys.accounts.values(), np.int64))
+        self.replies.set_keyed(self.known_accounts)
 
     def session_of(self, routing_id: bytes, key: str) -> Session | None:
         """A new connection's session, from the key ZAP authenticated (None: no longer registered)."""
@@ -900,53 +873,31 @@ class GatewayStage:
 
     def route(self, events: np.ndarray, last: int) -> None:
         """Answer commands and report executions from one batch of ring events, the ``ROUTED`` kinds
-        of those up to seq ``last`` (runs on the loop)."""
+        of those up to seq ``last`` (runs on the loop).  The order table, the pairing of each command's
+        own first event with the sender's pending command and the execution reports are one pass in C
+        (``ReplyRouter.route``, gateway/routing.pyx): a lone order's path meets cold caches, where each
+        numpy call or typed memoryview costs several microseconds."""
         self.counters["ring_batches"] += 1
         if last <= self.routed_seq:
             return  # a restarted matcher republishing what we already routed
-        if int(events["seq"][0]) <= self.routed_seq:
-            events = events[events["seq"] > self.routed_seq]
-        self.routed_seq = last
-        # few numpy calls per batch: an order that comes alone meets cold caches, where each costs ~10 us
-        events = np.ascontiguousarray(events)
-        raw = events.view(np.uint8)  # the events' bytes, what the C passes read
-        mine, census = self.mine.take(len(events)), np.zeros(len(ROUTED), np.int64)  # census: mine by kind
-        n_mine, listings = select_keyed(raw, ROUTED, self.known_accounts, mine, census)
+        after, self.routed_seq = self.routed_seq, last
+        replies = self.replies
+        n_acks, n_reports, listings = replies.route(events.view(np.uint8), after, self.quiet_until, self.book)
         if listings:  # every listing, whoever sent it (also while a restarted gateway rereads the ring)
-            listed = (events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0)
+            listed = (events["kind"] == ACCEPTED) & ((events["flags"] & ANY_LISTING) != 0) & (events["seq"] > after)
             learn_from_events(self.listings, events[listed])
-        if not n_mine:
-            return
-        if n_mine < len(events):  # else all of them: no copy
-            events = select_records(events, mine.view(bool))
-            raw = events.view(np.uint8)
-        fills = self.book.apply(raw, census)  # before the reports: they read the maker's size
-        if self.quiet_until:
-            if last <= self.quiet_until:
-                return
-            live = events["seq"] > self.quiet_until
-            fills = fills[live[events["kind"] == FILL]]
-            events = np.ascontiguousarray(events[live])
-            raw = events.view(np.uint8)
-            census = np.bincount(events["kind"], minlength=KIND_SLOTS)
-        self.answer(events, raw)
-        self.report(raw, fills, census)
-        self.flush()
+        if replies.lost or replies.rejects:
+            self.refuse(replies.lost, replies.rejects)
+        if n_acks:
+            self.acknowledge(replies.acks[:n_acks], replies.ack_sid[:n_acks])
+        if n_reports:
+            self.report(replies.reports[:n_reports], replies.report_to[:n_reports])
+        if self.dirty:
+            self.flush()
 
-    def answer(self, events: np.ndarray, raw: np.ndarray) -> None:
-        """Pair each command's own first event (Accepted, Rejected, Cancelled by the user, Amended,
-        a venue's or an outcome market's echo, Liquidation; never another cancel: an expiry rides on
-        whichever command came next, a resolution's cancels come before its OutcomeStatus) with the
-        sender's pending command it echoes, and answer: Ack (only once durable), Reject, or COMMAND_LOST
-        (the pairing and the ack rows in C: ``answer_rows``; ``raw``: the events' bytes)."""
-        at, accounts = self.firsts.take(len(events)), self.senders.take(len(events))
-        n = own_firsts(raw, OWN_FIRST, self.claimed_cmd_seq, at, accounts)
-        if not n:
-            return
-        self.claimed_cmd_seq = int(events["cmd_seq"][at[n - 1]])
-        acks, sids = self.acks.take(n), self.ack_sids.take(n)
-        rejects, lost = [], []
-        k = answer_rows(raw, at[:n], accounts[:n], self.fifo, self.journaling, acks, sids, rejects, lost)
+    def refuse(self, lost: list, rejects: list) -> None:
+        """Reject what the batch answered with a Rejected event, and COMMAND_LOST for the commands sent
+        before an answered one on the same connection that never executed (``ReplyRouter.answer``)."""
         for sid, rid, kind, ident in lost:
             self.counters["lost"] += 1
             self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "",
@@ -958,9 +909,10 @@ class GatewayStage:
             else:
                 self.reject(self.by_sid.get(sid), rid, ResultCode(code), "", client_id if kind == PLACE else 0,
                             cmd_seq)
-        if not k:
-            return
-        acks, sids = acks[:k], sids[:k]
+
+    def acknowledge(self, acks: np.ndarray, sids: np.ndarray) -> None:
+        """Each session's acks (ACK_ROW_DTYPE rows; ``sids``: their sessions), packed or as Ack structs."""
+        k = len(acks)
         self.counters["acks"] += k
         one = sids[0]
         groups = ((int(one), acks),) if k == 1 or (sids == one).all() else \
@@ -976,15 +928,10 @@ class GatewayStage:
                     self.send(s, m.Ack(rid=rid, order_id=order_id, client_id=client_id, cmd_seq=cmd_seq,
                                        durable_seq=durable_seq, count=count, ts=ts))
 
-    def report(self, raw: np.ndarray, fills: np.ndarray, census: np.ndarray) -> None:
-        """Execution reports (fills to the taker's and the maker's sessions, cancels, amends to the
-        order's account), one REPORT_ROW_DTYPE row each, in event order (made in C from the events'
-        bytes: ``report_rows``)."""
-        count = len(fills) + int(census[FILL] + census[CANCELLED] + census[AMENDED])  # a fill: taker and maker
-        if not count:
-            return
-        rows, to = self.reports.take(count), self.report_to.take(count)
-        report_rows(raw, fills, rows, to)
+    def report(self, rows: np.ndarray, to: np.ndarray) -> None:
+        """Execution reports (REPORT_ROW_DTYPE rows, in event order; ``to``: their accounts) to every
+        session of each account, packed or as structs."""
+        count = len(rows)
         one = to[0]
         groups = ((int(one), rows),) if count == 1 or (to == one).all() else \
             ((a, select_records(rows, to == a)) for a in np.unique(to).tolist())

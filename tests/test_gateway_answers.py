@@ -1,4 +1,4 @@
-"""Which pending command each event answers (gateway/routing.pyx: ``echoes``, ``answer_rows``, ``enqueue``),
+"""Which pending command each event answers (gateway/routing.pyx: ``echoes``, ``ReplyRouter``, ``enqueue``),
 against the echo rules written out here in numpy, over the matcher's own streams of orders, venue, listing,
 outcome, multi-leg, liquidation and margin commands, with each event's fields mutated one at a time; and the
 FIFO pairing over whole streams: every command the gateway can send answered once, by its own event, none lost."""
@@ -11,63 +11,19 @@ import numpy as np
 import pytest
 from generators import (ENGINE_KWARGS, IsolatedMarginStreamGenerator, MultiLegStreamGenerator, OutcomeStreamGenerator,
                         StreamGenerator, VenueListingStreamGenerator, VenueRiskStreamGenerator, run_stream)
+from reply_reference import ReferenceReplies, full_rows, reference_echoes, routed
 
 from engine.matcher import Engine
-from engine.records import (COMMAND_DTYPE, EVENT_DTYPE, CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets,
-                            pack_market_params, unpack_listing)
+from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, CmdFlag, Ev
 from gateway import messages as m
-from gateway.routing import LEG_RECORD, PendingQueue, answer_rows, echo_mask, enqueue, own_firsts
-from gateway.server import OWN_FIRST, PENDING_DTYPE
+from gateway.routing import LEG_RECORD, PendingQueue, ReplyRouter, echo_mask, enqueue
+from gateway.server import OWN_FIRST, PENDING_DTYPE, ROUTED, OrderTable
 
 GENERATORS = (StreamGenerator, VenueListingStreamGenerator, OutcomeStreamGenerator, MultiLegStreamGenerator,
               VenueRiskStreamGenerator, IsolatedMarginStreamGenerator)
 # what a gateway session can send: orders, multi-leg orders and the field commands
 GATEWAY_KINDS = {int(k) for k in (Cmd.PLACE, Cmd.CANCEL, Cmd.AMEND, Cmd.MASS_CANCEL, Cmd.MULTI_LEG)} | {
     int(cls.kind) for cls in m.FIELD_COMMANDS}
-
-
-def reference_echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
-    """Row by row: is event ``ev[i]`` the own first event of command ``cmd[i]`` (it echoes its fields)?"""
-    ek, ck = ev["kind"], cmd["kind"]
-    same_market = ev["market"] == cmd["market"]
-    same_id = ev["client_id"] == cmd["id"]
-    accepted = ek == Ev.ACCEPTED
-    same_price_venue = (ev["price"] == cmd["price"]) & (ev["venue"] == cmd["venue"])
-    same_values = same_id & same_market & same_price_venue & (ev["qty"] == cmd["qty"])
-    target = np.where(cmd["flags"] & CmdFlag.BY_CLIENT_ID, ev["client_id"], ev["order_id"]) == cmd["id"]
-    rejected = (ek == Ev.REJECTED) & (ev["flags"] == ck)  # a Rejected names the refused command's kind
-    out = (rejected & same_values) | \
-        ((ck == Cmd.PLACE) & accepted & (ev["order_id"] > 0) & same_id & same_market & (ev["side"] == cmd["side"])
-         & same_price_venue) | \
-        ((ck == Cmd.MASS_CANCEL) & accepted & (ev["order_id"] == 0) & same_market) | \
-        ((ck == Cmd.CANCEL) & (ek == Ev.CANCELLED) & (ev["reason"] == CancelReason.USER) & target) | \
-        ((ck == Cmd.AMEND) & (ek == Ev.AMENDED) & target)
-    # a multi-leg order's header: its first leg's Accepted or its one Rejected, the parent id in maker_order
-    legs = cmd["qty"]
-    out |= (ck == Cmd.MULTI_LEG) & (ev["maker_order"] == cmd["id"]) & (
-        (accepted & (ev["reason"] == 1) & (ev["maker_account"] == legs))
-        | (rejected & (ev["reason"] <= legs)))
-    field = ck >= Cmd.VENUE_PARAMS
-    out |= field & ((ek == Ev.VENUE) | (ek == Ev.ORACLE_CONFIG)) & (ev["flags"] == ck) & same_values & \
-        (ev["side"] == cmd["side"]) & (ev["remaining"] == cmd["aux"])
-    status = ek == Ev.OUTCOME_STATUS
-    out |= (ck == Cmd.OUTCOME_CONFIG) & status & (ev["reason"] == 1) & same_market & (ev["price"] == cmd["price"]) & \
-        (ev["order_id"] == cmd["id"]) & (ev["maker_order"] == cmd["qty"]) & (ev["client_id"] == cmd["aux"])
-    out |= (ck == Cmd.RESOLVE) & status & (ev["reason"] != 1) & \
-        ((same_market & (ev["qty"] == cmd["qty"])) | (ev["client_id"] != 0))
-    out |= (ck == Cmd.CONVERT) & (ek == Ev.OUTCOME_CONVERT) & same_market & (ev["qty"] == cmd["qty"])
-    out |= (ck == Cmd.LIQUIDATE) & (ek == Ev.LIQUIDATION) & (ev["account"] == cmd["id"]) & \
-        (ev["venue"] == cmd["venue"]) & (ev["market"] == cmd["market"]) & (ev["maker_order"] == cmd["aux"])
-    out |= (ck == Cmd.ISOLATED_MARGIN) & (ek == Ev.POSITION) & (ev["flags"] == ck) & same_market
-    out |= ((ck == Cmd.VENUE_MARKET_HALT) | (ck == Cmd.VENUE_MARKET_RESUME)) & (ek == Ev.MARKET_STATUS) & \
-        (ev["flags"] == ck) & same_market & (ev["venue"] == cmd["venue"])
-    list_market = (ck == Cmd.LIST_MARKET) & accepted & (ev["flags"] == EvFlag.MARKET_LISTING) & same_values & \
-        (ev["side"] == cmd["side"]) & (ev["maker_account"] == cmd["account"])
-    for i in np.flatnonzero(list_market).tolist():  # its assets and fees are in AddMarket's packing in the echo
-        base, quote, maker, taker, band = unpack_listing(int(cmd["flags"][i]), int(cmd["aux"][i]))
-        list_market[i] = int(ev["account"][i]) == pack_market_assets(base, quote) and \
-            int(ev["remaining"][i]) == pack_market_params(maker, taker, band)
-    return out | list_market
 
 
 def mutated(ev: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -129,49 +85,24 @@ def pending_rows(cmds: np.ndarray, first_seq: int) -> np.ndarray:
     return rows
 
 
-def reference_answers(events: np.ndarray, at: np.ndarray, sender: np.ndarray, fifo: dict) -> tuple[list, list, list]:
-    """``answer_rows`` written out over ``fifo`` (account -> list of pending rows): (acks as (sid, row), rejects,
-    lost), with ``reference_echoes``."""
-    acks, rejects, lost = [], [], []
-    for k, account in zip(at.tolist(), sender.tolist()):
-        q = fifo.get(account)
-        if not q:
-            continue
-        window = np.array(q[:64], PENDING_DTYPE)
-        hits = np.flatnonzero(reference_echoes(events[np.full(len(window), k)], window["cmd"]))
-        if not len(hits):
-            continue
-        d = int(hits[0])
-        lost += [(int(p["sid"]), int(p["rid"]), int(p["cmd"]["kind"]), int(p["cmd"]["id"])) for p in q[:d]]
-        p, e = q[d], events[k]
-        del q[:d + 1]
-        sid, rid, kind, ident = int(p["sid"]), int(p["rid"]), int(p["cmd"]["kind"]), int(p["cmd"]["id"])
-        if e["kind"] == Ev.REJECTED:
-            rejects.append((sid, rid, kind, ident, int(e["code"]), int(e["client_id"]), int(e["cmd_seq"]),
-                            int(e["reason"])))
-        elif sid >= 0:
-            order_id, client_id = int(e["order_id"]), int(e["client_id"])
-            if kind == Cmd.MULTI_LEG:
-                client_id = ident
-            elif kind >= Cmd.VENUE_PARAMS:
-                order_id = client_id = 0
-            count = int(e["qty"]) if kind == Cmd.MASS_CANCEL else 0
-            acks.append((sid, (rid, order_id, client_id, int(e["cmd_seq"]), int(e["durable_seq"]), count,
-                               int(e["ts"]))))
-    return acks, rejects, lost
+def router_for(fifo, keyed) -> ReplyRouter:
+    router = ReplyRouter(ROUTED, OWN_FIRST, fifo, True)
+    router.set_keyed(np.array(sorted(keyed), np.int64))
+    return router
 
 
 @pytest.mark.parametrize("make", GENERATORS, ids=lambda g: g.__name__)
 def test_every_sent_command_is_answered_once_by_its_own_event(make):
     """Whole streams as a gateway forwards them (``enqueue``: two chunks of pending rows per forward; the
-    commands it writes are the stream's own) and routes their events (``own_firsts`` then ``answer_rows``,
-    which meets other producers' commands for the same accounts: deposits, listings, halts ...): the
-    same acks, rejects and lost commands as ``reference_answers``; and each command answered once, by an
-    ack or a reject of its own seq, none lost: a Rejected names its command's kind, so another producer's
-    (a scheduler's ApplyFunding from a trading account) never passes for a gateway command's."""
+    commands it writes are the stream's own) and routes their events (``ReplyRouter.route``, which meets
+    other producers' commands for the same accounts: deposits, listings, halts ...): the same acks,
+    rejects, lost commands and reports as ``ReferenceReplies``; and each command answered once, by an ack
+    or a reject of its own seq, none lost: a Rejected names its command's kind, so another producer's (a
+    scheduler's ApplyFunding from a trading account) never passes for a gateway command's."""
     fifo = collections.defaultdict(PendingQueue)
-    reference = collections.defaultdict(list)
-    claimed, seen, sent, answered, acked = 0, 0, 0, [], 0
+    keyed: set[int] = set()  # every account that sent a command (what a gateway with their keys routes)
+    router, table, reference = router_for(fifo, keyed), OrderTable(), ReferenceReplies(keyed)
+    seen, sent, answered, acked = 0, 0, [], 0
     for cmds, events in run_stream(Engine(**ENGINE_KWARGS), make(11), 3000, chunk=101):
         rows = pending_rows(cmds, seen + 1)
         seen += len(cmds)
@@ -181,31 +112,28 @@ def test_every_sent_command_is_answered_once_by_its_own_event(make):
             assert enqueue(fifo, [rows[:half], rows[half:]], commands.view(np.uint8)) == len(rows)
             assert commands.tobytes() == rows["cmd"].tobytes()
             for row in rows[rows["sid"] != LEG_RECORD]:
-                reference[int(row["cmd"]["account"])].append(row)
+                reference.fifo[int(row["cmd"]["account"])].append(row)
             sent += int((rows["sid"] != LEG_RECORD).sum())
+            keyed.update(rows["cmd"]["account"].tolist())
+            router.set_keyed(np.array(sorted(keyed), np.int64))
+            reference.keyed = set(keyed)
         events["durable_seq"] = seen  # a bare engine journals nothing: the chunk as one group commit
-        raw = events.view(np.uint8)
-        at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
-        n = own_firsts(raw, OWN_FIRST, claimed, at, sender)
-        if not n:
-            continue
-        claimed = int(events["cmd_seq"][at[n - 1]])
-        acks, sids, rejects, lost = np.empty(n, m.ACK_ROW_DTYPE), np.empty(n, np.int64), [], []
-        k = answer_rows(raw, at[:n], sender[:n], fifo, True, acks, sids, rejects, lost)
-        want_acks, want_rejects, want_lost = reference_answers(events, at[:n], sender[:n], reference)
-        assert list(zip(sids[:k].tolist(), acks[:k].tolist())) == want_acks
-        assert rejects == want_rejects and lost == want_lost == []
-        for sid, (rid, order_id, client_id, cmd_seq, durable_seq, count, ts) in want_acks:
+        acks, rejects, lost, reports, _ = routed(router, table, events)
+        want_acks, want_rejects, want_lost, want_reports, _ = reference.route(events)
+        assert acks == want_acks and rejects == want_rejects and reports == full_rows(want_reports)
+        assert lost == want_lost == []
+        for sid, (rid, order_id, client_id, cmd_seq, durable_seq, count, ts) in acks:
             assert rid == cmd_seq == sid and durable_seq >= cmd_seq
             if cmds["kind"][cmd_seq - (seen - len(cmds)) - 1] == Cmd.PLACE:
                 assert order_id > 0
-        acked += k
-        answered += [row[3] for _, row in want_acks]
+        acked += len(acks)
+        answered += [row[3] for _, row in acks]
         for sid, rid, kind, ident, code, client_id, cmd_seq, leg in rejects:
             assert rid == cmd_seq == sid and code > 0
             answered.append(cmd_seq)
+    assert router.claimed == reference.claimed > 0
     assert acked and len(answered) == len(set(answered)) == sent
-    assert sum(len(q) for q in fifo.values()) == sum(len(q) for q in reference.values()) == 0
+    assert sum(len(q) for q in fifo.values()) == sum(len(q) for q in reference.fifo.values()) == 0
 
 
 def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
@@ -227,13 +155,9 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
     assert fifo[account].rows_bytes() == rows.tobytes() and len(fifo[account]) == 2
     events = engine.process(np.array([foreign, real], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"].max()
-    at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
-    n = own_firsts(events.view(np.uint8), OWN_FIRST, 0, at, sender)
-    assert n == 2 and sender[:n].tolist() == [account, account]
-    acks, sids, rejects, lost = np.empty(n, m.ACK_ROW_DTYPE), np.empty(n, np.int64), [], []
-    k = answer_rows(events.view(np.uint8), at[:n], sender[:n], fifo, True, acks, sids, rejects, lost)
+    acks, rejects, lost, _, _ = routed(router_for(fifo, [account]), OrderTable(), events)
     assert lost == [(5, 50, Cmd.PLACE, 990001)]
-    assert k == 1 and sids[0] == 6 and acks[0]["rid"] == 60 and acks[0]["client_id"] == 990002
+    assert len(acks) == 1 and acks[0][0] == 6 and acks[0][1][0] == 60 and acks[0][1][2] == 990002
     assert rejects == [] and len(fifo[account]) == 0
 
 
@@ -251,11 +175,10 @@ def test_an_ack_is_refused_for_a_command_not_yet_durable():
     enqueue(fifo, [rows], np.empty(1, COMMAND_DTYPE).view(np.uint8))
     events = engine.process(np.array([place], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"] - 1
-    at, sender = np.empty(len(events), np.int64), np.empty(len(events), np.int64)
-    n = own_firsts(events.view(np.uint8), OWN_FIRST, 0, at, sender)
+    table = OrderTable()
     with pytest.raises(RuntimeError, match="not acknowledging a command that is not durable"):
-        answer_rows(events.view(np.uint8), at[:n], sender[:n], fifo, True, np.empty(n, m.ACK_ROW_DTYPE),
-                    np.empty(n, np.int64), [], [])
+        routed(router_for(fifo, [int(place["account"])]), table, events)
+    assert table.n == 1  # the order table followed what came before (the process ends and restarts anyway)
 
 
 def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
@@ -277,10 +200,9 @@ def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
     events["kind"], events["account"], events["market"], events["qty"] = Ev.ACCEPTED, 7, 1, 1
     events["order_id"] = events["client_id"] = events["price"] = events["cmd_seq"] = events["durable_seq"] = \
         np.arange(1, 501)
-    acks, sids = np.empty(500, m.ACK_ROW_DTYPE), np.empty(500, np.int64)
-    at, sender = np.arange(500, dtype=np.int64), np.full(500, 7, np.int64)
-    assert answer_rows(events.view(np.uint8), at, sender, fifo, True, acks, sids, [], []) == 500
-    assert acks["rid"].tolist() == list(range(1, 501)) and fifo[7].rows_bytes() == sent[500:].tobytes()
+    events["seq"] = np.arange(1, 501)
+    acks = routed(router_for(fifo, [7]), OrderTable(), events)[0]
+    assert [row[0] for _, row in acks] == list(range(1, 501)) and fifo[7].rows_bytes() == sent[500:].tobytes()
     more = places(901, 700)
     enqueue(fifo, [more], np.empty(700, COMMAND_DTYPE).view(np.uint8))
     assert fifo[7].rows_bytes() == sent[500:].tobytes() + more.tobytes() and len(fifo[7]) == 1100
