@@ -289,22 +289,19 @@ cdef Py_ssize_t follow(OrderRow *table, Py_ssize_t n, const xos_event *e, int64_
             r.remaining = e.remaining
             if e.remaining == 0:
                 r.status, r.closed_seq = FILLED, e.seq
-    elif e.kind == XOS_EV_CANCELLED:
+    elif e.kind == XOS_EV_CANCELLED or e.kind == XOS_EV_AMENDED:
         t = find_row(table, n, e.order_id)
-        if t >= 0:
-            r = &table[t]
-            r.remaining = e.remaining
-            if e.remaining != 0:
-                r.qty -= e.qty  # a decrement (STP) shrinks the order; a full cancel keeps its size
-            else:
-                r.status, r.closed_seq = CANCELLED, e.seq
-    elif e.kind == XOS_EV_AMENDED:
-        t = find_row(table, n, e.order_id)
-        if t >= 0:
-            r = &table[t]
-            r.remaining = e.remaining
+        if t < 0:
+            return n
+        r = &table[t]
+        r.remaining = e.remaining
+        if e.kind == XOS_EV_AMENDED:
             r.price = e.price
             r.qty = r.filled + e.remaining
+        elif e.remaining != 0:
+            r.qty -= e.qty  # a decrement (STP) shrinks the order; a full cancel keeps its size
+        else:
+            r.status, r.closed_seq = CANCELLED, e.seq
     return n
 
 
@@ -341,6 +338,7 @@ cdef class ReplyRouter:
     answers (its own first event) and how (an ack, a reject, or the commands before it lost), and the
     execution reports.  Its acks and reports are kept in arrays it grows, valid until the next
     ``route``."""
+
     def __init__(self, const uint8_t[::1] routed, const uint8_t[::1] own_first, fifo, bint journaling):
         """``routed`` and ``own_first``: kind masks (``kind_mask``); ``fifo``: account -> PendingQueue
         (``enqueue`` fills it); ``journaling``: an ack needs its command durable."""
@@ -373,7 +371,7 @@ cdef class ReplyRouter:
         for i in range(1, n):
             if k[i] <= k[i - 1]:
                 raise ValueError("ReplyRouter.set_keyed: the accounts must be sorted and unique")
-        self.keyed = keyed
+        self.keyed = keyed.copy()  # read at every route: not the caller's to change
 
     def route(self, const unsigned char[::1] events, int64_t after, int64_t quiet_until, table) -> tuple:
         """Route ``events`` (EVENT_DTYPE records as bytes, in seq order) after seq ``after`` (earlier ones:
@@ -381,8 +379,10 @@ cdef class ReplyRouter:
         concern an account with a key (its account; a fill's maker account; a listing's sender,
         ``maker_account``; a Liquidation's, ``client_id``) update ``table`` (an ``OrderTable``: its rows,
         sorted by order id, and ``n``).  Those after ``quiet_until`` (a restarted gateway rereads what its
-        predecessor answered) also answer their command (``answer``) and make execution reports
-        (``report``).  Returns (acks, reports, listings): how many rows of ``acks`` / ``ack_sid`` and of
+        predecessor answered) also make execution reports (``report``), and each command's own first event
+        answers it (``answer``): an Accepted, Rejected, Cancelled by the user, Amended, a venue's or an
+        outcome market's echo, a Liquidation, an IsolatedMargin's Position; never another cancel (an expiry
+        rides on whichever command came next, a resolution's cancels come before its OutcomeStatus).  Returns (acks, reports, listings): how many rows of ``acks`` / ``ack_sid`` and of
         ``reports`` / ``report_to`` it made, and how many of the events list an asset or a market, whoever
         sent them."""
         cdef const xos_event *ev

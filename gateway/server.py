@@ -140,8 +140,8 @@ class OrderTable:
     """The orders of the accounts that have keys, as the event stream shows them (for queries and
     to name the client id in execution reports): one numpy row per order, sorted by order id (the
     matcher numbers orders in event order), updated a batch of events at a time (``ReplyRouter.route``
-    follows them in C).  Closed orders
-    are kept, at least the last CLOSED_KEPT per account, until the table fills and is compacted."""
+    follows them in C).  Closed orders are kept, at least the last CLOSED_KEPT per account, until the
+    table fills and is compacted."""
 
     def __init__(self, capacity: int = 1 << 14):
         self.rows = np.zeros(capacity, ORDER_ROW_DTYPE)
