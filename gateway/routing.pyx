@@ -382,9 +382,9 @@ cdef class ReplyRouter:
         predecessor answered) also make execution reports (``report``), and each command's own first event
         answers it (``answer``): an Accepted, Rejected, Cancelled by the user, Amended, a venue's or an
         outcome market's echo, a Liquidation, an IsolatedMargin's Position; never another cancel (an expiry
-        rides on whichever command came next, a resolution's cancels come before its OutcomeStatus).  Returns (acks, reports, listings): how many rows of ``acks`` / ``ack_sid`` and of
-        ``reports`` / ``report_to`` it made, and how many of the events list an asset or a market, whoever
-        sent them."""
+        rides on whichever command came next, a resolution's cancels come before its OutcomeStatus).
+        Returns (acks, reports, listings): how many rows of ``acks`` / ``ack_sid`` and of ``reports`` /
+        ``report_to`` it made, and how many of the events list an asset or a market, whoever sent them."""
         cdef const xos_event *ev
         cdef const xos_event *e
         cdef Py_ssize_t count = event_records(events, &ev), i, n_keyed, room, n, room_out
@@ -416,7 +416,8 @@ cdef class ReplyRouter:
                 e = &ev[i]
                 if e.seq <= after:
                     continue
-                listings += e.kind == XOS_EV_ACCEPTED and (e.flags & (XOS_EF_ASSET_LISTING | XOS_EF_MARKET_LISTING)) != 0
+                listings += e.kind == XOS_EV_ACCEPTED and \
+                    (e.flags & (XOS_EF_ASSET_LISTING | XOS_EF_MARKET_LISTING)) != 0
                 if e.kind >= KIND_MASK_SIZE or not self.routed[e.kind] or not (
                         is_keyed(keyed, n_keyed, e.account)
                         or ((e.kind == XOS_EV_FILL or is_listing(e)) and is_keyed(keyed, n_keyed, e.maker_account))

@@ -8,7 +8,8 @@ import collections
 
 import numpy as np
 
-from engine.records import CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets, pack_market_params, unpack_listing
+from engine.records import (CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets, pack_market_params,
+                            unpack_listing)
 from gateway import messages as m
 from gateway.server import EVENT_ACCOUNTS_KINDS, OWN_FIRST_KINDS, PENDING_DTYPE
 
