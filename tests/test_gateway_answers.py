@@ -206,3 +206,40 @@ def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
     more = places(901, 700)
     enqueue(fifo, [more], np.empty(700, COMMAND_DTYPE).view(np.uint8))
     assert fifo[7].rows_bytes() == sent[500:].tobytes() + more.tobytes() and len(fifo[7]) == 1100
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23, 24])
+def test_the_reply_pass_agrees_with_its_reference_when_only_some_accounts_have_keys(seed):
+    """A random generator's stream where only some senders have keys (the others' commands are another
+    producer's), more getting keys on the way; batches of random length, some republished in part
+    (``after``), a few read quietly (``quiet_until``), a small order table that compacts: ``ReplyRouter``
+    and ``ReferenceReplies`` make the same acks, rejects, lost commands, reports and listings."""
+    rng = random.Random(seed)
+    fifo, keyed = collections.defaultdict(PendingQueue), set()
+    router, reference = router_for(fifo, keyed), ReferenceReplies(keyed)
+    table = OrderTable(capacity=rng.choice([8, 64]))  # small: compacts on the way
+    seen = routed_seq = answered = 0
+    previous = np.zeros(0, EVENT_DTYPE)
+    for cmds, events in run_stream(Engine(**ENGINE_KWARGS), rng.choice(GENERATORS)(seed), 2000,
+                                   chunk=rng.randint(1, 300)):
+        rows = pending_rows(cmds, seen + 1)
+        seen += len(cmds)
+        if len(rows) and (not keyed or rng.random() < 0.2):
+            keyed.update(a for a in set(rows["cmd"]["account"].tolist()) if rng.random() < 0.7)
+            router.set_keyed(np.array(sorted(keyed), np.int64))
+            reference.keyed = set(keyed)
+        rows = rows[np.isin(rows["cmd"]["account"], sorted(keyed)) | (rows["sid"] == LEG_RECORD)]
+        if len(rows):
+            enqueue(fifo, [rows], np.empty(len(rows), COMMAND_DTYPE).view(np.uint8))
+            for row in rows[rows["sid"] != LEG_RECORD]:
+                reference.fifo[int(row["cmd"]["account"])].append(row)
+        events["durable_seq"] = seen
+        if len(previous) and rng.random() < 0.2:  # republished: the last routed events come again first
+            events = np.concatenate([previous[-rng.randint(1, len(previous)):], events])
+        quiet_until = routed_seq + rng.randint(1, 30) if rng.random() < 0.05 else 0
+        got = routed(router, table, events, routed_seq, quiet_until)
+        want = reference.route(events, routed_seq, quiet_until)
+        assert got[:3] == want[:3] and got[3] == full_rows(want[3]) and got[4] == want[4]
+        answered += len(got[0]) + len(got[1])
+        routed_seq, previous = max(routed_seq, int(events["seq"][-1])), events
+    assert router.claimed == reference.claimed and answered > 0
