@@ -1,6 +1,6 @@
 # Declarations of gateway/routing.pyx: the order table's row (gateway.server.ORDER_ROW_DTYPE), an
 # execution report's (gateway.messages.REPORT_ROW_DTYPE), an ack's (gateway.messages.ACK_ROW_DTYPE),
-# an account's FIFO of pending commands and the helpers over event records.
+# an account's FIFO of pending commands, the reply pass (ReplyRouter) and the helpers over event records.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 from gateway.intake cimport Command, Pending
