@@ -25,4 +25,5 @@ cdef class CommandRing:
     cdef _map(self, int fd, size_t size)
     cdef claim(self, int64_t *pid, int64_t *start, str who, str does)
     cdef void ring_doorbell(self) noexcept nogil
+    cdef int publish_from(self, const char *src, int64_t n, Py_ssize_t stride) except -2
     cpdef int64_t available(self) noexcept

@@ -289,37 +289,44 @@ cdef class CommandRing:
         """Put a whole array of COMMAND_DTYPE into the ring: True once published; False, with nothing published,
         when there is no room for all of it (``full`` counts these) or the ring is closed (its matcher stopped).
         It never waits (see the module's doc): the caller keeps the commands and tries again."""
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1 or not commands.flags.c_contiguous:
+            raise TypeError("commands must be a 1-d C-contiguous array of COMMAND_DTYPE")
+        return self.publish_from(<const char *>cnp.PyArray_DATA(commands), commands.shape[0],
+                                 sizeof(xos_command)) == 1
+
+    cdef int publish_from(self, const char *src, int64_t n, Py_ssize_t stride) except -2:
+        """``publish`` of ``n`` commands each ``stride`` bytes after the last (the gateway's ``ForwardBatch`` keeps
+        each beside its session and rid, and publishes straight from there): 1 published, 0 no room for all
+        (``full`` counts it), -1 the ring is closed."""
         cdef xos_cmd_ring_header *h = self.hdr
-        cdef int64_t n, i0, first
-        cdef const xos_command *src
+        cdef int64_t i
         self._check_open()
         if not self.is_producer:
             raise RingError(f"command ring {self.name}: the consumer's end cannot publish")
-        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1 or not commands.flags.c_contiguous:
-            raise TypeError("commands must be a 1-d C-contiguous array of COMMAND_DTYPE")
-        n = commands.shape[0]
         if n > self.cap:
             raise ValueError(f"{n} commands do not fit command ring {self.name} of {self.cap}")
         if xos_load_acquire_32(&h.closed):
-            return False
+            return -1
         if self.head + n - xos_load_acquire_64(&h.tail) > self.cap:
             h.full += 1
-            return False
+            return 0
         if n == 0:
-            return True
-        src = <const xos_command *>cnp.PyArray_DATA(commands)
+            return 1
         with nogil:
-            i0 = self.head & self.mask
-            first = self.cap - i0
-            if first > n:
-                first = n
-            memcpy(&self.slots[i0], src, <size_t>first * sizeof(xos_command))
-            if n > first:
-                memcpy(&self.slots[0], &src[first], <size_t>(n - first) * sizeof(xos_command))
+            if stride == sizeof(xos_command):  # whole runs: at most two copies (where the ring wraps)
+                i = self.cap - (self.head & self.mask)
+                if i > n:
+                    i = n
+                memcpy(&self.slots[self.head & self.mask], src, <size_t>i * sizeof(xos_command))
+                if n > i:
+                    memcpy(&self.slots[0], src + i * stride, <size_t>(n - i) * sizeof(xos_command))
+            else:
+                for i in range(n):
+                    memcpy(&self.slots[(self.head + i) & self.mask], src + i * stride, sizeof(xos_command))
             self.head += n
             xos_store_release_64(&h.head, self.head)
             self.ring_doorbell()
-        return True
+        return 1
 
     # ------------------------------------------------------------------ consumer
 

@@ -18,7 +18,6 @@ from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy
 
-from records cimport XOS_CF_ALL_MARKETS as ALL_MARKETS
 from records cimport XOS_CF_BY_CLIENT_ID as BY_CLIENT_ID
 from records cimport XOS_CF_POST_ONLY as POST_ONLY
 from records cimport XOS_CMD_AMEND as AMEND
@@ -26,7 +25,6 @@ from records cimport XOS_CMD_CANCEL as CANCEL
 from records cimport XOS_CMD_MASS_CANCEL as MASS_CANCEL
 from records cimport XOS_CMD_PLACE as PLACE
 
-from engine.arrays cimport RecordLayout, record_layout
 
 cdef msg_init_f msg_init = NULL
 cdef msg_recv_f msg_recv = NULL
@@ -358,57 +356,3 @@ cdef int row_rule(const CommandRow *r) noexcept nogil:
     if r.kind != PLACE and r.venue != 0:
         return 8
     return 0
-
-
-cdef int pending_rows_layout(object array) except -1:
-    cdef const Pending[::1] view = array  # Cython checks the dtype against the struct, field by field
-    return 0
-
-
-cdef RecordLayout PENDING_ROWS = record_layout("pending commands", pending_rows_layout)  # gateway.server.PENDING_DTYPE
-
-
-def rows_to_pending(const unsigned char[::1] data, const int64_t[::1] sids, const int64_t[::1] accounts,
-                    const int64_t[:, ::1] heads, out, int64_t[:, ::1] refused) -> int:
-    """Check the rows of a burst's OrderRows messages (``data``: their rows joined; ``heads[i]`` = message
-    i's (rid, row count)) and write the rows of each message whose rows all keep the rules into ``out``
-    as pending commands, in order: message i's from session ``sids[i]`` of ``accounts[i]``, or, when
-    both hold one value, every message's (one session's burst: no per-burst arrays to make).  A
-    message with a bad row is left out whole: ``refused[i]`` = (its first bad row, the rule it
-    breaks), else (-1, 0).  Returns how many pending commands were written."""
-    cdef const CommandRow *rows = <const CommandRow *>&data[0] if data.shape[0] else NULL
-    cdef Py_ssize_t i, j, first = 0, n = 0, rule, total = 0, count, messages = heads.shape[0]
-    cdef Py_ssize_t each = 0 if sids.shape[0] == 1 and accounts.shape[0] == 1 else 1  # 0: one session's
-    cdef const CommandRow *r
-    cdef Pending *p
-    cdef Py_ssize_t room
-    cdef Pending *pending = <Pending *>PENDING_ROWS.records(out, &room, True)
-    if heads.shape[1] != 2:
-        raise ValueError("rows_to_pending: heads must be (rid, row count) pairs")
-    for i in range(messages):
-        total += heads[i, 1]
-    if (data.shape[0] != <Py_ssize_t>sizeof(CommandRow) * total or room < total
-            or (each and (sids.shape[0] != messages or accounts.shape[0] != messages))
-            or refused.shape[0] != messages):
-        raise ValueError("rows_to_pending: rows, heads, sessions, accounts, out or refused disagree")
-    with nogil:
-        for i in range(messages):
-            count = heads[i, 1]
-            refused[i, 0], refused[i, 1] = -1, 0
-            for j in range(count):
-                rule = row_rule(&rows[first + j])
-                if rule:
-                    refused[i, 0], refused[i, 1] = j, rule
-                    break
-            if refused[i, 0] < 0:
-                for j in range(count):
-                    r = &rows[first + j]
-                    p = &pending[n]
-                    p.sid, p.rid = sids[i * each], r.rid
-                    p.cmd.kind, p.cmd.side, p.cmd.tif, p.cmd.ord_type, p.cmd.stp = r.kind, r.side, r.tif, r.ord_type, r.stp
-                    p.cmd.flags = ALL_MARKETS if r.kind == MASS_CANCEL and r.market == 0 else r.flags
-                    p.cmd.venue, p.cmd.market, p.cmd.ts, p.cmd.account = r.venue, r.market, 0, accounts[i * each]
-                    p.cmd.price, p.cmd.qty, p.cmd.id, p.cmd.aux = r.price, r.qty, r.id, r.expire_at
-                    n += 1
-            first += count
-    return n

@@ -1,6 +1,7 @@
 # Declarations of gateway/routing.pyx: the order table's row (gateway.server.ORDER_ROW_DTYPE), an
 # execution report's (gateway.messages.REPORT_ROW_DTYPE), an ack's (gateway.messages.ACK_ROW_DTYPE),
-# an account's FIFO of pending commands, the reply pass (ReplyRouter) and the helpers over event records.
+# an account's FIFO of pending commands, the commands of the next forward (ForwardBatch), the reply pass
+# (ReplyRouter) and the helpers over event records.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 from gateway.intake cimport Command, Pending
@@ -24,6 +25,11 @@ cdef class PendingQueue:
     cdef Pending *rows
     cdef Py_ssize_t head, tail, capacity
     cdef int push(self, const Pending *rows, Py_ssize_t n) except -1
+
+cdef class ForwardBatch:
+    cdef Pending *rows
+    cdef Py_ssize_t n, capacity
+    cdef Pending *room(self, Py_ssize_t more) except NULL
 
 cdef enum:
     KIND_MASK_SIZE = 64  # event kinds a ReplyRouter's masks cover (engine.workers.KIND_SLOTS)

@@ -1,29 +1,44 @@
 # cython: language_level=3
-"""The gateway's reply side in C: ``ReplyRouter.route`` takes a batch of ring events in one pass, one
-event at a time in event order: which events concern the accounts with keys, the order table
-following them (``follow``; ``OrderTable`` in gateway/server.py holds the table and answers
-queries), which pending command each answers and how (``ReplyRouter.answer``, over the accounts'
-FIFOs that ``enqueue`` fills as commands are forwarded; ``echoes`` holds the rules) and the
-execution reports (``report``).  In numpy these took over a hundred calls a batch, whatever its
-size; as five passes in C, still about 25 numpy and C calls, each several microseconds on the cold
-caches of a lone order's path."""
+"""The gateway's two passes over commands in C.
+
+Requests: ``ForwardBatch`` collects the commands of the next forward into the matcher's input as
+requests are read, puts each account's onto its FIFO of pending commands (``PendingQueue``) and
+publishes them straight into the command ring.
+
+Replies: ``ReplyRouter.route`` takes a batch of ring events in one pass, one event at a time in event
+order: which events concern the accounts with keys, the order table following them (``follow``;
+``OrderTable`` in gateway/server.py holds the table and answers queries), which pending command each
+answers and how (``ReplyRouter.answer``, over the accounts' FIFOs; ``echoes`` holds the rules) and the
+execution reports (``report``).
+
+In numpy each side took tens of calls per burst or batch, whatever its size, each several
+microseconds on the cold caches of a lone order's path."""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 from lowerbound cimport xos_lower_bound
 
+cimport numpy as cnp
+
 from engine.arrays cimport RecordLayout, record_layout
+from engine.cmdring cimport CommandRing
+from gateway.intake cimport CommandRow, row_rule
 
 import numpy as np
 
-from records cimport (XOS_CANCEL_USER, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_CMD_CANCEL, XOS_CMD_CONVERT,
-                     XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET, XOS_CMD_MASS_CANCEL,
-                     XOS_CMD_MULTI_LEG, XOS_CMD_OUTCOME_CONFIG, XOS_CMD_PLACE, XOS_CMD_RESOLVE,
+from engine.records import COMMAND_DTYPE
+
+from records cimport (XOS_CANCEL_USER, XOS_CF_ALL_MARKETS, XOS_CF_BY_CLIENT_ID, XOS_CMD_AMEND, XOS_CMD_CANCEL,
+                     XOS_CMD_CONVERT, XOS_CMD_ISOLATED_MARGIN, XOS_CMD_LIQUIDATE, XOS_CMD_LIST_MARKET,
+                     XOS_CMD_MASS_CANCEL, XOS_CMD_MULTI_LEG, XOS_CMD_OUTCOME_CONFIG, XOS_CMD_PLACE, XOS_CMD_RESOLVE,
                      XOS_CMD_VENUE_MARKET_HALT, XOS_CMD_VENUE_MARKET_RESUME, XOS_CMD_VENUE_PARAMS,
                      XOS_EF_ASSET_LISTING, XOS_EF_MAKER_DONE, XOS_EF_MARKET_LISTING, XOS_EV_ACCEPTED, XOS_EV_AMENDED,
                      XOS_EV_CANCELLED, XOS_EV_FILL, XOS_EV_LIQUIDATION, XOS_EV_MARKET_STATUS, XOS_EV_ORACLE_CONFIG,
                      XOS_EV_OUTCOME_CONVERT, XOS_EV_OUTCOME_STATUS, XOS_EV_POSITION, XOS_EV_REJECTED, XOS_EV_VENUE,
                      XOS_OS_OPEN)
+
+cnp.import_array()
 
 cdef enum:
     LEG_SID = -2  # a Leg record's ``sid`` among pending commands: sent with its header, which answers for it
@@ -128,39 +143,152 @@ cdef class PendingQueue:
         return 0
 
 
-def enqueue(fifo, list chunks, unsigned char[::1] commands) -> int:
-    """Forward ``chunks`` (PENDING_DTYPE arrays, in order): their commands, in order, into ``commands``
-    (COMMAND_DTYPE records as bytes: what goes into the matcher's input), and each pending row but a
-    Leg record onto its account's FIFO (``fifo``: account -> PendingQueue, a defaultdict).  The FIFO
-    entries go in before the send: the events can only follow it.  Returns how many commands."""
-    cdef const unsigned char[::1] chunk
-    cdef const Pending *rows
-    cdef Command *out = <Command *>&commands[0] if commands.shape[0] else NULL
-    cdef Py_ssize_t count, i, j, n = 0
-    cdef PendingQueue q
-    for c in chunks:
-        chunk = c.view("u1")
-        if chunk.shape[0] % sizeof(Pending):
-            raise ValueError(f"enqueue: {chunk.shape[0]} bytes are not whole {sizeof(Pending)}-byte pending rows")
-        count = chunk.shape[0] // sizeof(Pending)
-        if (n + count) * <Py_ssize_t>sizeof(Command) > commands.shape[0]:
-            raise ValueError(f"enqueue: more than the {commands.shape[0] // sizeof(Command)} commands given room")
-        rows = <const Pending *>&chunk[0] if count else NULL
-        i = 0
-        while i < count:
-            out[n + i] = rows[i].cmd
-            if rows[i].sid == LEG_SID:
+PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE)])  # a ``Pending`` row
+
+
+cdef int pending_layout(object array) except -1:
+    cdef const Pending[::1] view = array  # Cython checks the dtype against the struct, field by field
+    return 0
+
+
+pending_layout(np.zeros(1, PENDING_DTYPE))  # once, at import: ForwardBatch and PendingQueue hand out these rows
+
+
+cdef class ForwardBatch:
+    """The commands collected for the next forward into the matcher's input, in the order they came, each
+    beside its session number and rid (``Pending`` rows).  Requests go in as they are read: ``add`` one
+    command, ``add_rows`` a session's OrderRows messages, checked and converted here with no Python object
+    per order.  ``enqueue`` then puts each account's onto its FIFO and ``publish`` copies the commands
+    straight into the command ring: no array is made on the way (each numpy call costs microseconds on a
+    lone order's cold caches)."""
+
+    def __cinit__(self):
+        self.rows = <Pending *>PyMem_Malloc(FIFO_START * sizeof(Pending))
+        if self.rows is NULL:
+            raise MemoryError()
+        self.capacity = FIFO_START
+
+    def __dealloc__(self):
+        PyMem_Free(self.rows)
+
+    def __len__(self):
+        return self.n
+
+    cdef Pending *room(self, Py_ssize_t more) except NULL:
+        """Where the next ``more`` rows go (not yet counted: a row counts once it is whole)."""
+        cdef Py_ssize_t grown
+        cdef Pending *bigger
+        if self.n + more > self.capacity:
+            grown = max(2 * self.capacity, self.n + more)
+            bigger = <Pending *>PyMem_Realloc(self.rows, grown * sizeof(Pending))
+            if bigger is NULL:
+                raise MemoryError()
+            self.rows, self.capacity = bigger, grown
+        return &self.rows[self.n]
+
+    def add(self, int64_t sid, int64_t rid, tuple command not None):
+        """One command, ``command`` its 14 COMMAND_DTYPE fields in order, of session ``sid``'s request
+        ``rid`` (LEG_RECORD for a multi-leg order's Leg records, -1 for the gateway's own).  A field out of
+        its type's range raises OverflowError and adds nothing."""
+        if len(command) != 14:
+            raise ValueError(f"a command has 14 fields, not {len(command)}")
+        cdef Pending *p = self.room(1)
+        p.sid, p.rid = sid, rid
+        p.cmd.kind, p.cmd.side, p.cmd.tif, p.cmd.ord_type, p.cmd.stp = command[0], command[1], command[2], \
+            command[3], command[4]
+        p.cmd.flags, p.cmd.venue, p.cmd.market, p.cmd.ts, p.cmd.account = command[5], command[6], command[7], \
+            command[8], command[9]
+        p.cmd.price, p.cmd.qty, p.cmd.id, p.cmd.aux = command[10], command[11], command[12], command[13]
+        self.n += 1
+
+    def add_rows(self, int64_t sid, int64_t account, cnp.ndarray heads not None, data not None):
+        """Session ``sid``'s (of ``account``) OrderRows messages: ``heads[i]`` = message i's (rid, row
+        count), int64; ``data``: their COMMAND_ROW_DTYPE rows joined (bytes or bytearray).  Each message whose
+        rows all keep the rules (gateway/intake.pyx ``row_rule``) adds its rows as commands, in order; a
+        message with a bad row adds none.  Returns None when every message was added, else a list of
+        (rid, first bad row, the rule it breaks, the bad row's offset in ``data``) of those left out."""
+        cdef Py_buffer buf
+        cdef const int64_t *h
+        cdef const CommandRow *rows
+        cdef const CommandRow *r
+        cdef Pending *p
+        cdef Py_ssize_t i, j, first = 0, total = 0, count, messages
+        cdef int rule
+        cdef list refused = None
+        if (cnp.PyArray_TYPE(heads) != cnp.NPY_INT64 or cnp.PyArray_NDIM(heads) != 2 or heads.shape[1] != 2
+                or not cnp.PyArray_IS_C_CONTIGUOUS(heads)):
+            raise ValueError("add_rows: heads must be a C-contiguous int64 array of (rid, row count) pairs")
+        messages, h = heads.shape[0], <const int64_t *>cnp.PyArray_DATA(heads)
+        PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+        try:
+            if buf.len % sizeof(CommandRow):
+                raise ValueError(f"add_rows: {buf.len} bytes are not whole {sizeof(CommandRow)}-byte rows")
+            for i in range(messages):
+                count = h[2 * i + 1]
+                if count < 0 or count > buf.len // <Py_ssize_t>sizeof(CommandRow) - total:
+                    raise ValueError(f"add_rows: message {i} has {count} rows, {buf.len // sizeof(CommandRow)} rows "
+                                     f"given in all")
+                total += count
+            if total * <Py_ssize_t>sizeof(CommandRow) != buf.len:
+                raise ValueError(f"add_rows: the messages have {total} rows, {buf.len // sizeof(CommandRow)} given")
+            rows = <const CommandRow *>buf.buf
+            p = self.room(total)
+            for i in range(messages):
+                count = h[2 * i + 1]
+                for j in range(count):
+                    rule = row_rule(&rows[first + j])
+                    if rule:
+                        if refused is None:
+                            refused = []
+                        refused.append((h[2 * i], j, rule, (first + j) * sizeof(CommandRow)))
+                        break
+                else:
+                    for j in range(count):
+                        r = &rows[first + j]
+                        p.sid, p.rid = sid, r.rid
+                        p.cmd.kind, p.cmd.side, p.cmd.tif, p.cmd.ord_type, p.cmd.stp = r.kind, r.side, r.tif, \
+                            r.ord_type, r.stp
+                        p.cmd.flags = XOS_CF_ALL_MARKETS if r.kind == XOS_CMD_MASS_CANCEL and r.market == 0 else r.flags
+                        p.cmd.venue, p.cmd.market, p.cmd.ts, p.cmd.account = r.venue, r.market, 0, account
+                        p.cmd.price, p.cmd.qty, p.cmd.id, p.cmd.aux = r.price, r.qty, r.id, r.expire_at
+                        p += 1
+                        self.n += 1
+                first += count
+        finally:
+            PyBuffer_Release(&buf)
+        return refused
+
+    def enqueue(self, fifo) -> int:
+        """Put each command but a Leg record onto its account's FIFO (``fifo``: account -> PendingQueue, a
+        defaultdict), oldest first: before the send, as the events can only follow it.  Returns how many
+        commands there are."""
+        cdef Py_ssize_t i = 0, j
+        cdef PendingQueue q
+        while i < self.n:
+            if self.rows[i].sid == LEG_SID:
                 i += 1
                 continue
             j = i + 1  # a run of one account's rows goes in at once
-            while j < count and rows[j].sid != LEG_SID and rows[j].cmd.account == rows[i].cmd.account:
-                out[n + j] = rows[j].cmd
+            while j < self.n and self.rows[j].sid != LEG_SID and self.rows[j].cmd.account == self.rows[i].cmd.account:
                 j += 1
-            q = fifo[rows[i].cmd.account]
-            q.push(&rows[i], j - i)
+            q = fifo[self.rows[i].cmd.account]
+            q.push(&self.rows[i], j - i)
             i = j
-        n += count
-    return n
+        return self.n
+
+    def publish(self, CommandRing ring not None) -> int:
+        """Copy the commands into ``ring`` (the gateway's end), all or none: 1 published, 0 the ring has no
+        room for them all, -1 it is closed (``CommandRing.publish``)."""
+        return ring.publish_from(<const char *>&self.rows[0].cmd, self.n, sizeof(Pending))
+
+    def pending(self):
+        """The collected rows, a PENDING_DTYPE array of their own (where they must wait, as an array,
+        for room in the ring; and for tests)."""
+        return np.frombuffer((<char *>self.rows)[:self.n * sizeof(Pending)], PENDING_DTYPE).copy()
+
+    def clear(self) -> None:
+        """Empty, for the next forward."""
+        self.n = 0
 
 
 cdef uint64_t LISTING_PARAMS = 0xFFFFFFFFFFFF  # a ListMarket aux's fees and band: AddMarket's aux
@@ -341,7 +469,7 @@ cdef class ReplyRouter:
 
     def __init__(self, const uint8_t[::1] routed, const uint8_t[::1] own_first, fifo, bint journaling):
         """``routed`` and ``own_first``: kind masks (``kind_mask``); ``fifo``: account -> PendingQueue
-        (``enqueue`` fills it); ``journaling``: an ack needs its command durable."""
+        (``ForwardBatch.enqueue`` fills it); ``journaling``: an ack needs its command durable."""
         from gateway.messages import ACK_ROW_DTYPE, REPORT_ROW_DTYPE
 
         if routed.shape[0] > KIND_MASK_SIZE or own_first.shape[0] > KIND_MASK_SIZE:

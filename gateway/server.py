@@ -38,12 +38,12 @@ from engine.config import Config, load
 from engine.cmdring import CommandRing
 from engine.process import Heartbeat, Stop
 from engine.ring import RingError
-from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
+from engine.records import Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
-from .intake import drain_burst, rows_to_pending, send_pair
-from .routing import LEG_RECORD, PendingQueue, ReplyRouter, enqueue
+from .intake import drain_burst, send_pair
+from .routing import LEG_RECORD, ForwardBatch, PendingQueue, ReplyRouter
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -93,25 +93,18 @@ class Session:
     """One client connection (a ROUTER routing id) and the account its key belongs to."""
 
     __slots__ = ("sid", "routing_id", "key", "account", "last_seen", "deadman_ms", "deadman_fired", "outbox",
-                 "packed", "sid_array", "account_array")
+                 "packed")
 
     def __init__(self, sid: int, routing_id: bytes, key: str, account: int):
         self.sid = sid  # its number in the pending commands' ``sid`` column
         self.routing_id = routing_id
         self.key = key
         self.account = account
-        # what rows_to_pending takes for a burst of this session's alone (made once, not per burst)
-        self.sid_array, self.account_array = np.array([sid], np.int64), np.array([account], np.int64)
         self.last_seen = time.monotonic()
         self.deadman_ms = 0
         self.deadman_fired = False
         self.outbox: list = []
         self.packed = False  # it sent OrderRows: acks and execution reports go to it as packed rows
-
-
-# A command sent to the matcher and not yet answered: the session it came from (-1: the gateway's
-# own dead-man mass cancel), its request id, and the command as sent (what its events echo).
-PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE)])
 
 
 # What a bad row breaks, by the rule number gateway/intake.pyx's row_rule returns.
@@ -301,6 +294,18 @@ class MatcherFeed:
         self.backlog: collections.deque[np.ndarray] = collections.deque()
         self.why_unattached = ""
 
+    def send_batch(self, batch: ForwardBatch) -> None:
+        """A forward's commands straight from its batch when nothing waits and the ring has room; else as an
+        array, in order, as ``send`` takes them."""
+        if not self.backlog and self.ring is not None:
+            published = batch.publish(self.ring)
+            if published > 0:
+                return
+            if published == 0:  # full: it waits, as ``send`` would keep it
+                self.backlog.append(batch.pending()["cmd"].copy())
+                return
+        self.send(batch.pending()["cmd"].copy())  # no ring, or it closed: attach, as ``send`` does
+
     def send(self, commands: np.ndarray) -> None:
         if self.backlog:  # the ring took none of late: after those, at the next flush
             self.backlog.append(commands)
@@ -382,13 +387,7 @@ class GatewayStage:
         self.listings = config_listings(cfg)  # every asset and market: the Markets reply
         self.known_accounts = np.zeros(0, np.int64)
         self.refresh_accounts()
-        # commands collected for the next forward, in arrival order: PENDING_DTYPE chunks, then
-        # either (sid, rid, command tuple) rows of single requests or (session, rid, bytes) row
-        # messages not yet made a chunk
-        self.cmd_chunks: list[np.ndarray] = []
-        self.cmd_rows: list[tuple] = []
-        self.row_msgs: list[tuple] = []
-        self.cmd_count = 0
+        self.next_forward = ForwardBatch()  # the commands of the next forward, in arrival order
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
@@ -460,7 +459,7 @@ class GatewayStage:
                         self.internal_error(s, heads[:, 0].tolist(), exc)
                 for routing_id, data, user_id, extra in others:
                     self.on_message(routing_id, data, user_id, extra, now)
-                    if self.cmd_count >= push_batch:
+                    if len(self.next_forward) >= push_batch:
                         self.forward()
                 if got < DRAIN_MAX or self.matcher.backlog:
                     break
@@ -590,10 +589,7 @@ class GatewayStage:
             f = req.fields()
             row = (req.kind, f.get("side", 0), 0, 0, 0, f.get("flags", 0), f.get("venue", 0), f.get("market", 0), 0,
                    account, f.get("price", 0), f.get("qty", 0), f.get("id", 0), f.get("aux", 0))
-        if self.row_msgs:
-            self.seal()
-        self.cmd_rows.append((s.sid, req.rid, row))
-        self.cmd_count += 1
+        self.next_forward.add(s.sid, req.rid, row)
 
     def multi_leg(self, s: Session, req: m.MultiLegOrder, now: float) -> None:
         """A multi-leg order: its header and Leg records go into the same forward, so one message into the
@@ -604,15 +600,13 @@ class GatewayStage:
         records = multi_leg_commands(s.account, req.client_id, [
             Leg(leg.market, leg.side, leg.price, leg.qty, leg.client_id, leg.venue, leg.stp, leg.reduce_only)
             for leg in req.legs]).tolist()
-        if self.row_msgs:
-            self.seal()
-        self.cmd_rows.append((s.sid, req.rid, records[0]))
-        self.cmd_rows += [(LEG_RECORD, req.rid, record) for record in records[1:]]
-        self.cmd_count += len(records)
+        self.next_forward.add(s.sid, req.rid, records[0])
+        for record in records[1:]:
+            self.next_forward.add(LEG_RECORD, req.rid, record)
 
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
-        """An OrderRows message: sized and rate-limited here; its rows are checked and made commands
-        with the burst's other row messages, in one pass of numpy (``seal``)."""
+        """An OrderRows message: sized and rate-limited here; its rows are checked and made commands in C
+        (``take_rows``)."""
         if req.format != m.ROW_FORMAT:
             self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE,
                        f"rows.format {req.format}: this gateway reads format {m.ROW_FORMAT} ({ROW_SIZE}-byte rows "
@@ -635,7 +629,7 @@ class GatewayStage:
     def take_rows(self, s: Session, heads: np.ndarray, data, now: float) -> None:
         """Rate-limit a session's row messages (``heads``: rid and row count of each, in order; ``data``:
         their rows joined) as one run of rows, refusing those past the account's tokens row by row, and
-        collect the rest for ``seal``."""
+        add the rest to the next forward, checked and converted in C (``ForwardBatch.add_rows``)."""
         bucket = self.buckets.get(s.account)
         if bucket is None:
             bucket = self.buckets[s.account] = TokenBucket(self.g.burst)
@@ -650,63 +644,33 @@ class GatewayStage:
             data = data[:allowed * ROW_SIZE]
         if not allowed:
             return
-        if self.cmd_rows:
-            self.seal()
-        push_batch, at = self.g.push_batch, 0
-        if self.cmd_count + allowed < push_batch:  # the usual case: all of them in the next forward
-            self.row_msgs.append((s, heads, data))
-            self.cmd_count += allowed
+        batch, push_batch = self.next_forward, self.g.push_batch
+        if len(batch) + allowed < push_batch:  # the usual case: all of them in the next forward
+            self.add_rows(s, heads, data)
             return
+        at = 0
         while len(heads):  # forwarded as they would be one message at a time: once push_batch are collected
             ends = np.cumsum(heads[:, 1])
-            k = max(1, int(np.searchsorted(ends, push_batch - self.cmd_count, side="right")))
+            k = max(1, int(np.searchsorted(ends, push_batch - len(batch), side="right")))
             rows = int(ends[k - 1])
-            self.row_msgs.append((s, heads[:k], data[at * ROW_SIZE:(at + rows) * ROW_SIZE]))
-            self.cmd_count += rows
+            self.add_rows(s, heads[:k], data[at * ROW_SIZE:(at + rows) * ROW_SIZE])
             at, heads = at + rows, heads[k:]
-            if self.cmd_count >= push_batch:
+            if len(batch) >= push_batch:
                 self.forward()
+
+    def add_rows(self, s: Session, heads: np.ndarray, data) -> None:
+        """Add row messages to the next forward; a message with a bad row is refused whole with an Error
+        naming the row and the rule it breaks."""
+        refused = self.next_forward.add_rows(s.sid, s.account, heads, data)
+        for rid, row, rule, at in refused or ():
+            detail = ROW_RULES[rule](np.frombuffer(data[at:at + ROW_SIZE], m.COMMAND_ROW_DTYPE)[0])
+            self.error(s, rid, ResultCode.MALFORMED_MESSAGE, f"row {row}: {detail}")
 
     def rate_limit_rows(self, s: Session, rows: np.ndarray) -> None:
         self.counters["rate_limited"] += len(rows)
         detail = f"more than {self.g.rate_per_s} commands/s (burst {self.g.burst}) for account {s.account}"
         for rid, kind, ident in rows[["rid", "kind", "id"]].tolist():
             self.reject(s, rid, ResultCode.RATE_LIMITED, detail, ident if kind == PLACE else 0)
-
-    def seal(self) -> None:
-        """Make what was collected since the last seal a chunk of PENDING_DTYPE rows: single
-        requests (tuples) or row messages (checked together; a message with a bad row is refused
-        whole with an Error naming it)."""
-        if self.cmd_rows:
-            self.cmd_chunks.append(np.array(self.cmd_rows, PENDING_DTYPE))
-            self.cmd_rows = []
-        if not self.row_msgs:
-            return
-        msgs, self.row_msgs = self.row_msgs, []
-        if len(msgs) == 1:  # one session's: its id and account hold for every message (each numpy call counts
-            s, heads, data = msgs[0]  # when an order comes alone: several us on cold caches)
-            sids, accounts = s.sid_array, s.account_array
-        else:
-            per_session = [len(heads) for _, heads, _ in msgs]
-            data = b"".join([raw for _, _, raw in msgs])
-            heads = np.concatenate([heads for _, heads, _ in msgs])
-            sids = np.repeat(np.array([s.sid for s, _, _ in msgs], np.int64), per_session)
-            accounts = np.repeat(np.array([s.account for s, _, _ in msgs], np.int64), per_session)
-        pending = np.empty(len(data) // ROW_SIZE, PENDING_DTYPE)
-        refused = np.empty((len(heads), 2), np.int64)
-        n = rows_to_pending(data, sids, accounts, heads, pending, refused)  # checks and converts in C
-        if n < len(pending):
-            counts = heads[:, 1]
-            owner = np.repeat(np.arange(len(msgs)), [len(h) for _, h, _ in msgs])
-            first_row = np.cumsum(counts) - counts
-            for i in np.flatnonzero(refused[:, 0] >= 0).tolist():
-                row, rule = refused[i].tolist()
-                at = (int(first_row[i]) + row) * ROW_SIZE
-                detail = ROW_RULES[rule](np.frombuffer(data[at:at + ROW_SIZE], m.COMMAND_ROW_DTYPE)[0])
-                self.error(msgs[owner[i]][0], int(heads[i, 0]), ResultCode.MALFORMED_MESSAGE, f"row {row}: {detail}")
-                self.cmd_count -= int(counts[i])
-        if n:
-            self.cmd_chunks.append(pending[:n])
 
     def resume_intake(self) -> None:
         """Publish the forwards that waited for room in the matcher's ring; once all are in, read requests
@@ -716,27 +680,22 @@ class GatewayStage:
 
     def forward(self) -> None:
         """Push the collected commands into the matcher's input as one message."""
-        if not self.cmd_count:
+        batch = self.next_forward
+        if not len(batch):
             return
-        self.seal()
-        if not self.cmd_chunks:  # every row message refused
-            return
-        chunks, self.cmd_chunks = self.cmd_chunks, []
-        self.cmd_count = 0
-        commands = np.empty(sum(map(len, chunks)), COMMAND_DTYPE)
-        enqueue(self.fifo, chunks, commands.view(np.uint8))  # the FIFOs first: the events can only follow the send
-        self.matcher.send(commands)
-        self.counters["commands"] += len(commands)
-        self.counters["forwards"] += 1
+        try:
+            batch.enqueue(self.fifo)  # the FIFOs first: the events can only follow the send
+            self.matcher.send_batch(batch)
+            self.counters["commands"] += len(batch)
+            self.counters["forwards"] += 1
+        finally:
+            batch.clear()
 
     def deadman_cancel(self, s: Session) -> None:
         """The session went silent past its dead-man interval: cancel all its account's orders."""
         s.deadman_fired = True
         self.counters["deadman_fired"] += 1
-        if self.row_msgs:
-            self.seal()
-        self.cmd_rows.append((-1, 0, (MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0)))
-        self.cmd_count += 1
+        self.next_forward.add(-1, 0, (MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0))
         self.forward()
 
     def query(self, s: Session, req, now: float) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 from engine.records import (CancelReason, Cmd, CmdFlag, Ev, EvFlag, pack_market_assets, pack_market_params,
                             unpack_listing)
 from gateway import messages as m
-from gateway.server import EVENT_ACCOUNTS_KINDS, OWN_FIRST_KINDS, PENDING_DTYPE
+from gateway.routing import PENDING_DTYPE
+from gateway.server import EVENT_ACCOUNTS_KINDS, OWN_FIRST_KINDS
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 LISTING = int(EvFlag.ASSET_LISTING | EvFlag.MARKET_LISTING)
@@ -64,7 +65,7 @@ def reference_echoes(ev: np.ndarray, cmd: np.ndarray) -> np.ndarray:
 
 class ReferenceReplies:
     """``ReplyRouter`` in Python: ``fifo`` (account -> list of PENDING_DTYPE rows, oldest first) is
-    filled by the test as the gateway's ``enqueue`` fills the router's; ``orders``: order id ->
+    filled by the test as the gateway's ``ForwardBatch.enqueue`` fills the router's; ``orders``: order id ->
     [client id, open size] of the keyed accounts' orders."""
 
     def __init__(self, keyed, journaling: bool = True):

@@ -1,4 +1,4 @@
-"""Which pending command each event answers (gateway/routing.pyx: ``echoes``, ``ReplyRouter``, ``enqueue``),
+"""Which pending command each event answers (gateway/routing.pyx: ``echoes``, ``ReplyRouter``, ``ForwardBatch``),
 against the echo rules written out here in numpy, over the matcher's own streams of orders, venue, listing,
 outcome, multi-leg, liquidation and margin commands, with each event's fields mutated one at a time; and the
 FIFO pairing over whole streams: every command the gateway can send answered once, by its own event, none lost."""
@@ -16,8 +16,8 @@ from reply_reference import ReferenceReplies, full_rows, reference_echoes, route
 from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, CmdFlag, Ev
 from gateway import messages as m
-from gateway.routing import LEG_RECORD, PendingQueue, ReplyRouter, echo_mask, enqueue
-from gateway.server import OWN_FIRST, PENDING_DTYPE, ROUTED, OrderTable
+from gateway.routing import LEG_RECORD, PENDING_DTYPE, ForwardBatch, PendingQueue, ReplyRouter, echo_mask
+from gateway.server import OWN_FIRST, ROUTED, OrderTable
 
 GENERATORS = (StreamGenerator, VenueListingStreamGenerator, OutcomeStreamGenerator, MultiLegStreamGenerator,
               VenueRiskStreamGenerator, IsolatedMarginStreamGenerator)
@@ -85,6 +85,15 @@ def pending_rows(cmds: np.ndarray, first_seq: int) -> np.ndarray:
     return rows
 
 
+def enqueue(fifo, rows: np.ndarray) -> ForwardBatch:
+    """``rows`` (PENDING_DTYPE) onto their accounts' FIFOs as a forward puts them: through a ForwardBatch."""
+    batch = ForwardBatch()
+    for sid, rid, cmd in rows.tolist():
+        batch.add(sid, rid, cmd)
+    assert batch.enqueue(fifo) == len(rows) and batch.pending().tobytes() == rows.tobytes()
+    return batch
+
+
 def router_for(fifo, keyed) -> ReplyRouter:
     router = ReplyRouter(ROUTED, OWN_FIRST, fifo, True)
     router.set_keyed(np.array(sorted(keyed), np.int64))
@@ -93,8 +102,8 @@ def router_for(fifo, keyed) -> ReplyRouter:
 
 @pytest.mark.parametrize("make", GENERATORS, ids=lambda g: g.__name__)
 def test_every_sent_command_is_answered_once_by_its_own_event(make):
-    """Whole streams as a gateway forwards them (``enqueue``: two chunks of pending rows per forward; the
-    commands it writes are the stream's own) and routes their events (``ReplyRouter.route``, which meets
+    """Whole streams as a gateway forwards them (``ForwardBatch``: the commands it holds are the stream's
+    own) and routes their events (``ReplyRouter.route``, which meets
     other producers' commands for the same accounts: deposits, listings, halts ...): the same acks,
     rejects, lost commands and reports as ``ReferenceReplies``; and each command answered once, by an ack
     or a reject of its own seq, none lost: a Rejected names its command's kind, so another producer's (a
@@ -107,10 +116,7 @@ def test_every_sent_command_is_answered_once_by_its_own_event(make):
         rows = pending_rows(cmds, seen + 1)
         seen += len(cmds)
         if len(rows):
-            commands = np.empty(len(rows), COMMAND_DTYPE)
-            half = len(rows) // 2  # as a forward of single requests and a row message
-            assert enqueue(fifo, [rows[:half], rows[half:]], commands.view(np.uint8)) == len(rows)
-            assert commands.tobytes() == rows["cmd"].tobytes()
+            enqueue(fifo, rows)
             for row in rows[rows["sid"] != LEG_RECORD]:
                 reference.fifo[int(row["cmd"]["account"])].append(row)
             sent += int((rows["sid"] != LEG_RECORD).sum())
@@ -151,7 +157,7 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
     rows = np.zeros(2, PENDING_DTYPE)
     rows["sid"], rows["rid"] = (5, 6), (50, 60)
     rows["cmd"][0], rows["cmd"][1] = never, real
-    enqueue(fifo, [rows], np.empty(2, COMMAND_DTYPE).view(np.uint8))
+    enqueue(fifo, rows)
     assert fifo[account].rows_bytes() == rows.tobytes() and len(fifo[account]) == 2
     events = engine.process(np.array([foreign, real], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"].max()
@@ -172,7 +178,7 @@ def test_an_ack_is_refused_for_a_command_not_yet_durable():
     fifo = collections.defaultdict(PendingQueue)
     rows = np.zeros(1, PENDING_DTYPE)
     rows["sid"], rows["rid"], rows["cmd"] = 1, 2, place
-    enqueue(fifo, [rows], np.empty(1, COMMAND_DTYPE).view(np.uint8))
+    enqueue(fifo, rows)
     events = engine.process(np.array([place], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"] - 1
     table = OrderTable()
@@ -194,7 +200,8 @@ def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
 
     fifo = collections.defaultdict(PendingQueue)
     sent = places(1, 900)
-    assert enqueue(fifo, [sent[:300], sent[300:600], sent[600:]], np.empty(900, COMMAND_DTYPE).view(np.uint8)) == 900
+    for part in (sent[:300], sent[300:600], sent[600:]):
+        enqueue(fifo, part)
     assert fifo[7].rows_bytes() == sent.tobytes()
     events = np.zeros(500, EVENT_DTYPE)  # the first 500 placed: their Accepted events echo them
     events["kind"], events["account"], events["market"], events["qty"] = Ev.ACCEPTED, 7, 1, 1
@@ -204,7 +211,7 @@ def test_a_fifo_grows_and_compacts_keeping_its_rows_in_order():
     acks = routed(router_for(fifo, [7]), OrderTable(), events)[0]
     assert [row[0] for _, row in acks] == list(range(1, 501)) and fifo[7].rows_bytes() == sent[500:].tobytes()
     more = places(901, 700)
-    enqueue(fifo, [more], np.empty(700, COMMAND_DTYPE).view(np.uint8))
+    enqueue(fifo, more)
     assert fifo[7].rows_bytes() == sent[500:].tobytes() + more.tobytes() and len(fifo[7]) == 1100
 
 
@@ -230,7 +237,7 @@ def test_the_reply_pass_agrees_with_its_reference_when_only_some_accounts_have_k
             reference.keyed = set(keyed)
         rows = rows[np.isin(rows["cmd"]["account"], sorted(keyed)) | (rows["sid"] == LEG_RECORD)]
         if len(rows):
-            enqueue(fifo, [rows], np.empty(len(rows), COMMAND_DTYPE).view(np.uint8))
+            enqueue(fifo, rows)
             for row in rows[rows["sid"] != LEG_RECORD]:
                 reference.fifo[int(row["cmd"]["account"])].append(row)
         events["durable_seq"] = seen

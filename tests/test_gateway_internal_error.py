@@ -69,7 +69,7 @@ def test_a_failing_handler_answers_its_requests_with_an_internal_error_and_the_b
         assert all(type(replies[rid]) is not m.Error for rid in (1, 4))
         assert joined == [[2]]  # the OrderRows went the C way
         assert stage.counters["internal_errors"] == 2 and stage.failure is None
-        assert stage.cmd_count == 0 and not stage.fifo  # nothing of the failed requests was collected
+        assert len(stage.next_forward) == 0 and not stage.fifo  # nothing of the failed requests was collected
     finally:
         client.close(linger=0)
         ctx.term()

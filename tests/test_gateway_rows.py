@@ -1,14 +1,20 @@
-"""The OrderRows check and conversion in C (gateway/intake.pyx rows_to_pending) against a plain
-Python reading of the row rules (docs/ARCHITECTURE.md, OrderRows) on random rows."""
+"""The OrderRows check and conversion in C (gateway/routing.pyx ``ForwardBatch.add_rows``) against a plain
+Python reading of the row rules (docs/ARCHITECTURE.md, OrderRows) on random rows; and the batch's other
+entry (``add``), its FIFO pass (``enqueue``) and its publish straight into the command ring."""
 from __future__ import annotations
+
+import collections
+import os
+import uuid
 
 import numpy as np
 import pytest
 
-from engine.records import CmdFlag
+from engine.cmdring import CommandRing
+from engine.records import COMMAND_DTYPE, Cmd, CmdFlag
 from gateway import messages as m
-from gateway.intake import rows_to_pending
-from gateway.server import PENDING_DTYPE, ROW_RULES
+from gateway.routing import LEG_RECORD, PENDING_DTYPE, ForwardBatch, PendingQueue
+from gateway.server import ROW_RULES, MatcherFeed
 
 
 def rule_broken(r) -> int:
@@ -19,43 +25,52 @@ def rule_broken(r) -> int:
     return next((i + 1 for i, broken in enumerate(rules) if broken), 0)
 
 
-@pytest.mark.parametrize("one_session", [False, True], ids=["sessions", "one_session"])
-def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field(one_session):
-    """Messages of several sessions (a session and account per message), or of one (one of each for all)."""
-    rng = np.random.default_rng(7)
-    counts = rng.integers(1, 6, 400)
-    rows = np.zeros(int(counts.sum()), m.COMMAND_ROW_DTYPE)
-    good = rng.random(len(rows)) < 0.97  # most rows keep every rule, so most messages pass
-    rows["kind"] = np.where(good, rng.integers(1, 5, len(rows)), rng.integers(0, 7, len(rows)))
+def random_rows(rng, n: int) -> np.ndarray:
+    """OrderRows rows, most keeping every rule, the rest breaking one or more at random."""
+    rows = np.zeros(n, m.COMMAND_ROW_DTYPE)
+    good = rng.random(n) < 0.97  # most rows keep every rule, so most messages pass
+    rows["kind"] = np.where(good, rng.integers(1, 5, n), rng.integers(0, 7, n))
     for name, top in (("side", 1), ("tif", 2), ("ord_type", 1), ("stp", 3)):
-        rows[name] = np.where(good, rng.integers(0, top + 1, len(rows)), rng.integers(0, top + 3, len(rows)))
-    rows["flags"] = np.where(good, 0, rng.integers(0, 4, len(rows)))
-    rows["venue"] = np.where(rows["kind"] == 1, rng.integers(0, 3, len(rows)), np.where(good, 0, 1))
-    rows["id"] = np.where(good, rng.integers(1, 1000, len(rows)), rng.integers(0, 2, len(rows)))
+        rows[name] = np.where(good, rng.integers(0, top + 1, n), rng.integers(0, top + 3, n))
+    rows["flags"] = np.where(good, 0, rng.integers(0, 4, n))
+    rows["venue"] = np.where(rows["kind"] == 1, rng.integers(0, 3, n), np.where(good, 0, 1))
+    rows["id"] = np.where(good, rng.integers(1, 1000, n), rng.integers(0, 2, n))
     for name in ("market", "rid", "price", "qty", "expire_at"):
-        rows[name] = rng.integers(0, 1 << 31, len(rows))
-    rows["market"][rng.random(len(rows)) < 0.3] = 0
-    sids, accounts = rng.integers(0, 9, len(counts)), rng.integers(1, 1 << 40, len(counts))
-    if one_session:
-        sids, accounts = np.full(len(counts), 5), np.full(len(counts), 1 << 35)
-    heads = np.stack([rng.integers(1, 1 << 40, len(counts)), counts], axis=1)  # (rid, row count) per message
-    pending = np.empty(len(rows), PENDING_DTYPE)
-    refused = np.empty((len(counts), 2), np.int64)
-    n = rows_to_pending(rows.tobytes(), sids[:1] if one_session else sids, accounts[:1] if one_session else accounts,
-                        heads, pending, refused)
+        rows[name] = rng.integers(0, 1 << 31, n)
+    rows["market"][rng.random(n) < 0.3] = 0
+    return rows
 
-    expected, at = [], 0
-    for i, count in enumerate(counts.tolist()):
-        message = rows[at:at + count]
-        broken = [(j, rule_broken(r)) for j, r in enumerate(message) if rule_broken(r)]
-        assert tuple(refused[i]) == (broken[0] if broken else (-1, 0))
-        if broken:
-            assert ROW_RULES[broken[0][1]](message[broken[0][0]])  # each rule has its description
-        else:
-            expected += [(sids[i], accounts[i], r) for r in message]
-        at += count
-    assert 0 < n == len(expected) < len(rows)
-    for p, (sid, account, r) in zip(pending[:n], expected):
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_add_rows_keeps_the_rules_and_fills_every_command_field(seed):
+    """Bursts of several sessions, each a run of messages of one session and account (one ``add_rows``
+    each), into one batch: the rows of each message that keeps every rule, in order, with every command
+    field; each message with a bad row left out whole, named by its rid, first bad row, rule and offset."""
+    rng = np.random.default_rng(seed)
+    batch, expected, at = ForwardBatch(), [], 0
+    for burst in range(120):
+        counts = rng.integers(1, 6, rng.integers(1, 5))
+        rows = random_rows(rng, int(counts.sum()))
+        sid, account = int(rng.integers(0, 9)), int(rng.integers(1, 1 << 40))
+        heads = np.stack([rng.integers(1, 1 << 40, len(counts)), counts], axis=1)  # (rid, row count) per message
+        data = rows.tobytes() if burst % 2 else bytearray(rows.tobytes())  # as order_rows / drain_burst give them
+        refused = batch.add_rows(sid, account, heads, data)
+        want, first = [], 0
+        for (rid, count) in heads.tolist():
+            message = rows[first:first + count]
+            broken = [(j, rule_broken(r)) for j, r in enumerate(message) if rule_broken(r)]
+            if broken:
+                row, rule = broken[0]
+                assert ROW_RULES[rule](message[row])  # each rule has its description
+                want.append((rid, row, rule, (first + row) * m.COMMAND_ROW_DTYPE.itemsize))
+            else:
+                expected += [(sid, account, r) for r in message]
+            first += count
+        assert refused == (want or None)
+        at += len(rows)
+    pending = batch.pending()
+    assert 0 < len(batch) == len(pending) == len(expected) < at
+    for p, (sid, account, r) in zip(pending, expected):
         cmd = p["cmd"]
         all_markets = r["kind"] == 4 and r["market"] == 0
         assert (p["sid"], p["rid"], cmd["account"], cmd["ts"]) == (sid, r["rid"], account, 0)
@@ -65,45 +80,99 @@ def test_rows_to_pending_keeps_the_rules_and_fills_every_command_field(one_sessi
             assert cmd[name] == r[name], name
 
 
-def test_rows_to_pending_refuses_arguments_that_disagree():
+def test_add_rows_and_add_refuse_bad_arguments_and_add_nothing():
     rows = np.zeros(3, m.COMMAND_ROW_DTYPE)
     rows["kind"] = 1
     heads = np.array([[1, 2], [2, 1]], np.int64)
-    pending, refused = np.empty(3, PENDING_DTYPE), np.empty((2, 2), np.int64)
-    ids = np.array([1, 2], np.int64)
-    assert rows_to_pending(rows.tobytes(), ids, ids, heads, pending, refused) == 3
-    for sids, accounts, hs, data in ((ids[:1], ids, heads, rows.tobytes()),                  # one session, or one each
-                                     (np.arange(3), np.arange(3), heads, rows.tobytes()),
-                                     (ids, ids, np.array([[1, 3], [2, 1]], np.int64), rows.tobytes()),  # 4 rows, 3 sent
-                                     (ids, ids, heads, rows.tobytes()[:-1])):
-        with pytest.raises(ValueError, match="disagree"):
-            rows_to_pending(data, sids, accounts, hs, pending, refused)
-
-
-def test_record_arrays_for_c_are_checked_once_per_dtype_and_refused_with_the_reason():
-    """The structured arrays C fills (gateway/routing.pyx, intake.pyx, mdcore.pyx, through engine/arrays.pyx):
-    the dtype is checked against the C struct field by field the first time each dtype object is seen, then by
-    identity, and the shape, the contiguity and the writability every time."""
-    rows = np.zeros(1, m.COMMAND_ROW_DTYPE)
-    rows["kind"] = 1
-    heads = np.array([[1, 1]], np.int64)
-    ids = np.array([7], np.int64)
-
-    def convert(out):
-        return rows_to_pending(rows.tobytes(), ids, ids, heads, out, np.empty((1, 2), np.int64))
-
-    assert convert(np.empty(1, PENDING_DTYPE)) == 1
-    equal = np.dtype(PENDING_DTYPE.descr)  # an equal dtype, another object: checked, then used
-    assert equal is not PENDING_DTYPE and convert(np.empty(1, equal)) == 1
-    assert convert(np.empty(1, PENDING_DTYPE)) == 1  # and back
-    read_only = np.empty(1, PENDING_DTYPE)
-    read_only.flags.writeable = False
-    for bad, error, reason in (
-            (np.empty(1, [("sid", "<i8"), ("rid", "<i4")]), ValueError, "dtype mismatch"),
-            (np.empty((1, 1), PENDING_DTYPE), ValueError, "pending commands: expected a 1-d C-contiguous array"),
-            (np.empty(4, PENDING_DTYPE)[::2], ValueError, "1-d C-contiguous"),
-            (read_only, ValueError, "pending commands: the array is read-only"),
-            (bytearray(PENDING_DTYPE.itemsize), TypeError, "pending commands: expected a numpy array, not bytearray")):
+    batch = ForwardBatch()
+    assert batch.add_rows(5, 7, heads, rows.tobytes()) is None and len(batch) == 3
+    for hs, data, reason in ((np.array([[1, 3], [2, 1]], np.int64), rows.tobytes(), "message 1 has 1 rows, 3 rows"),
+                             (np.array([[1, 1], [2, 1]], np.int64), rows.tobytes(), "the messages have 2 rows, 3 given"),
+                             (heads, rows.tobytes()[:-1], "161 bytes are not whole 54-byte rows"),
+                             (heads.astype(np.int32), rows.tobytes(), "int64 array of \\(rid, row count\\)"),
+                             (heads[:, :1].copy(), rows.tobytes(), "pairs"),
+                             (np.asfortranarray(np.array([[1, 2], [2, 1], [3, 0]], np.int64)), rows.tobytes(),
+                              "C-contiguous"),
+                             (np.array([[1, 4], [2, -1]], np.int64), rows.tobytes(), "message 0 has 4 rows"),
+                             (np.array([[1, 2], [2, -1]], np.int64), rows.tobytes(), "message 1 has -1 rows"),
+                             (np.array([[1, 1 << 62], [2, 1]], np.int64), rows.tobytes(), "message 0 has 4611")):
+        with pytest.raises(ValueError, match=reason):
+            batch.add_rows(5, 7, hs, data)
+    with pytest.raises(TypeError):
+        batch.add_rows(5, 7, heads, "not bytes")
+    command = (Cmd.PLACE, 0, 0, 0, 0, 0, 0, 1, 0, 7, 100, 1, 9, 0)
+    for bad, error, reason in ((command[:13], ValueError, "14 fields, not 13"),
+                               (command[:5] + (1 << 16,) + command[6:], OverflowError, None),  # flags: 16 bits
+                               (command[:11] + (1 << 63,) + command[12:], OverflowError, None),  # qty: int64
+                               (command[:1] + (-1,) + command[2:], OverflowError, None)):  # side: unsigned
         with pytest.raises(error, match=reason):
-            convert(bad)
-    assert convert(np.empty(1, PENDING_DTYPE)) == 1  # a refused array changes nothing
+            batch.add(1, 2, bad)
+    assert len(batch) == 3
+    batch.add(1, 2, command)
+    assert len(batch) == 4 and batch.pending()[3].tolist() == (1, 2, command)
+    batch.clear()
+    assert len(batch) == 0 and len(batch.pending()) == 0
+
+
+def test_a_batch_grows_and_enqueues_each_accounts_runs_in_order():
+    """Single commands and Leg records among row messages of several accounts, past the first capacity:
+    each account's FIFO gets its commands in order and no Leg record (its header answers for it)."""
+    batch, fifo, sent = ForwardBatch(), collections.defaultdict(PendingQueue), []
+    rng = np.random.default_rng(3)
+    for i in range(700):
+        account = int(rng.integers(1, 4))
+        cmd = (Cmd.PLACE, 0, 0, 0, 0, 0, 0, 1, 0, account, 100 + i, 1, i + 1, 0)
+        sid = LEG_RECORD if i % 7 == 3 else account * 10
+        batch.add(sid, i, cmd)
+        sent.append((sid, i, cmd))
+    assert batch.enqueue(fifo) == len(batch) == 700
+    assert batch.pending().tolist() == sent
+    for account in (1, 2, 3):
+        want = np.array([row for row in sent if row[2][9] == account and row[0] != LEG_RECORD], PENDING_DTYPE)
+        assert fifo[account].rows_bytes() == want.tobytes()
+
+
+@pytest.fixture
+def name():
+    n = f"xos-test-fwd-{uuid.uuid4().hex[:8]}"
+    yield n
+    for path in (f"/dev/shm/{n}", f"/dev/shm/{n}.doorbell"):
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def test_a_batch_publishes_straight_into_the_ring_or_waits_whole_in_the_feed(name):
+    """``publish`` copies each command from beside its session and rid into the slots, wrapping round the
+    ring; a batch without room waits whole in the feed's backlog (as an array) and goes in, in order, once
+    the matcher has taken; a closed ring answers -1 and the feed attaches to the next."""
+    def batch_of(first: int, n: int) -> ForwardBatch:
+        batch = ForwardBatch()
+        for i in range(first, first + n):
+            batch.add(9, i, (Cmd.PLACE, 0, 0, 0, 0, 0, 0, 1, 0, 7, i, 1, i, 0))
+        return batch
+
+    def take(ring, k: int) -> list[int]:
+        out = np.zeros(k, COMMAND_DTYPE)
+        assert ring.take_into(out.view(np.uint8), 0, k) == k
+        return out["id"].tolist()
+
+    with CommandRing.consumer(name, 8) as matcher:
+        feed = MatcherFeed(name)
+        feed.send(np.zeros(0, COMMAND_DTYPE))  # attaches
+        assert batch_of(1, 6).publish(feed.ring) == 1 and take(matcher, 6) == list(range(1, 7))
+        assert batch_of(7, 5).publish(feed.ring) == 1  # wraps: 2 slots at the end, 3 at the start
+        assert take(matcher, 5) == list(range(7, 12))
+        feed.send_batch(batch_of(12, 6))
+        feed.send_batch(batch_of(18, 4))  # 2 slots left: it waits whole
+        assert matcher.available() == 6 and feed.unsent == 4 and feed.ring.stats["full"] == 1
+        feed.send_batch(batch_of(22, 1))  # behind it, though it would fit
+        assert feed.unsent == 5 and take(matcher, 6) == list(range(12, 18))
+        assert feed.flush() and take(matcher, 5) == list(range(18, 23))
+        stale = feed.ring
+    assert batch_of(1, 1).publish(stale) == -1  # the matcher closed it
+    feed.send_batch(batch_of(23, 2))
+    assert feed.unsent == 2  # no ring: kept
+    with CommandRing.consumer(name, 8) as restarted:
+        feed.send_batch(batch_of(25, 1))  # behind those waiting
+        assert feed.unsent == 3 and feed.flush() and take(restarted, 3) == [23, 24, 25]
+    feed.close()

@@ -15,7 +15,7 @@ from reply_reference import ReferenceReplies, full_rows, routed
 from engine.matcher import Engine
 from engine.records import EVENT_DTYPE, Ev, EvFlag
 from gateway.routing import PendingQueue, ReplyRouter
-from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, OWN_FIRST, ROUTED, OrderTable
+from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, ROUTED, OrderTable
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 
@@ -160,3 +160,33 @@ def test_the_reply_pass_refuses_bad_input_with_the_reason():
         router.route(ev.view(np.uint8), 0, 0, table)
     with pytest.raises(ValueError, match="kind masks of 65 and"):
         ReplyRouter(np.zeros(65, np.uint8), OWN_FIRST, {}, True)
+
+
+def test_record_arrays_for_c_are_checked_once_per_dtype_and_refused_with_the_reason():
+    """The structured arrays C fills (gateway/routing.pyx, mdcore.pyx, through engine/arrays.pyx; here the
+    order table's rows that ``route`` writes): the dtype is checked against the C struct field by field the
+    first time each dtype object is seen, then by identity, and the shape, the contiguity and the
+    writability every time."""
+    router = router_for([1])
+    events = np.zeros(0, EVENT_DTYPE).view(np.uint8)
+
+    def route(rows) -> tuple:
+        table = OrderTable(capacity=1)
+        table.rows = rows
+        return router.route(events, 0, 0, table)
+
+    assert route(np.zeros(1, ORDER_ROW_DTYPE)) == (0, 0, 0)
+    equal = np.dtype(ORDER_ROW_DTYPE.descr)  # an equal dtype, another object: checked, then used
+    assert equal is not ORDER_ROW_DTYPE and route(np.zeros(1, equal)) == (0, 0, 0)
+    assert route(np.zeros(1, ORDER_ROW_DTYPE)) == (0, 0, 0)  # and back
+    read_only = np.zeros(1, ORDER_ROW_DTYPE)
+    read_only.flags.writeable = False
+    for bad, error, reason in (
+            (np.zeros(1, [("order_id", "<i8"), ("account", "<i4")]), ValueError, "dtype mismatch"),
+            (np.zeros((1, 1), ORDER_ROW_DTYPE), ValueError, "order rows: expected a 1-d C-contiguous array"),
+            (np.zeros(4, ORDER_ROW_DTYPE)[::2], ValueError, "1-d C-contiguous"),
+            (read_only, ValueError, "order rows: the array is read-only"),
+            (bytearray(ORDER_ROW_DTYPE.itemsize), TypeError, "order rows: expected a numpy array, not bytearray")):
+        with pytest.raises(error, match=reason):
+            route(bad)
+    assert route(np.zeros(1, ORDER_ROW_DTYPE)) == (0, 0, 0)  # a refused array changes nothing
