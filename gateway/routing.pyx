@@ -201,6 +201,21 @@ cdef class ForwardBatch:
         p.cmd.price, p.cmd.qty, p.cmd.id, p.cmd.aux = command[10], command[11], command[12], command[13]
         self.n += 1
 
+    def add_multi_leg(self, int64_t sid, int64_t rid, cnp.ndarray commands not None):
+        """A multi-leg order's records (COMMAND_DTYPE: its MultiLeg header, then its Leg records), all or
+        none: the header as session ``sid``'s request ``rid``, each Leg record as LEG_RECORD (the header
+        answers for them)."""
+        cdef Py_ssize_t i, n
+        cdef const Command *c
+        cdef Pending *p
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1 or not commands.flags.c_contiguous:
+            raise TypeError("add_multi_leg: commands must be a 1-d C-contiguous array of COMMAND_DTYPE")
+        n, c = commands.shape[0], <const Command *>cnp.PyArray_DATA(commands)
+        p = self.room(n)
+        for i in range(n):
+            p[i].sid, p[i].rid, p[i].cmd = sid if i == 0 else LEG_SID, rid, c[i]
+        self.n += n
+
     def add_rows(self, int64_t sid, int64_t account, cnp.ndarray heads not None, data not None):
         """Session ``sid``'s (of ``account``) OrderRows messages: ``heads[i]`` = message i's (rid, row
         count), int64; ``data``: their COMMAND_ROW_DTYPE rows joined (bytes or bytearray).  Each message whose

@@ -43,7 +43,7 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, send_pair
-from .routing import LEG_RECORD, ForwardBatch, PendingQueue, ReplyRouter
+from .routing import ForwardBatch, PendingQueue, ReplyRouter
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -597,12 +597,9 @@ class GatewayStage:
         waits in the FIFO.  It counts as its legs against the rate limit."""
         if not self.within_rate(s, req.rid, req.client_id, now, len(req.legs)):
             return
-        records = multi_leg_commands(s.account, req.client_id, [
+        self.next_forward.add_multi_leg(s.sid, req.rid, multi_leg_commands(s.account, req.client_id, [
             Leg(leg.market, leg.side, leg.price, leg.qty, leg.client_id, leg.venue, leg.stp, leg.reduce_only)
-            for leg in req.legs]).tolist()
-        self.next_forward.add(s.sid, req.rid, records[0])
-        for record in records[1:]:
-            self.next_forward.add(LEG_RECORD, req.rid, record)
+            for leg in req.legs]))
 
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
         """An OrderRows message: sized and rate-limited here; its rows are checked and made commands in C

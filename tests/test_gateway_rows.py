@@ -110,22 +110,31 @@ def test_add_rows_and_add_refuse_bad_arguments_and_add_nothing():
     assert len(batch) == 3
     batch.add(1, 2, command)
     assert len(batch) == 4 and batch.pending()[3].tolist() == (1, 2, command)
+    for bad in (np.zeros(2, m.COMMAND_ROW_DTYPE), np.zeros((2, 1), COMMAND_DTYPE), np.zeros(4, COMMAND_DTYPE)[::2]):
+        with pytest.raises(TypeError, match="1-d C-contiguous array of COMMAND_DTYPE"):
+            batch.add_multi_leg(1, 3, bad)
+    assert len(batch) == 4
     batch.clear()
     assert len(batch) == 0 and len(batch.pending()) == 0
 
 
 def test_a_batch_grows_and_enqueues_each_accounts_runs_in_order():
-    """Single commands and Leg records among row messages of several accounts, past the first capacity:
-    each account's FIFO gets its commands in order and no Leg record (its header answers for it)."""
+    """Single commands and multi-leg orders of several accounts, past the first capacity: each account's
+    FIFO gets its commands in order and no Leg record (its header answers for it)."""
     batch, fifo, sent = ForwardBatch(), collections.defaultdict(PendingQueue), []
     rng = np.random.default_rng(3)
     for i in range(700):
         account = int(rng.integers(1, 4))
         cmd = (Cmd.PLACE, 0, 0, 0, 0, 0, 0, 1, 0, account, 100 + i, 1, i + 1, 0)
-        sid = LEG_RECORD if i % 7 == 3 else account * 10
-        batch.add(sid, i, cmd)
-        sent.append((sid, i, cmd))
-    assert batch.enqueue(fifo) == len(batch) == 700
+        if i % 7 == 3:  # a multi-leg order: its header and two legs, each leg a Leg record
+            legs = [(Cmd.MULTI_LEG, 0, 0, 0, 0, 0, 0, 0, 0, account, 0, 2, i + 1, 0)] + [
+                (Cmd.LEG, 0, 0, 0, 0, 0, 0, 1 + k, 0, account, 100 + i, 1, i + 1, 0) for k in range(2)]
+            batch.add_multi_leg(account * 10, i, np.array(legs, COMMAND_DTYPE))
+            sent += [(account * 10 if k == 0 else LEG_RECORD, i, leg) for k, leg in enumerate(legs)]
+        else:
+            batch.add(account * 10, i, cmd)
+            sent.append((account * 10, i, cmd))
+    assert batch.enqueue(fifo) == len(batch) == len(sent) == 900
     assert batch.pending().tolist() == sent
     for account in (1, 2, 3):
         want = np.array([row for row in sent if row[2][9] == account and row[0] != LEG_RECORD], PENDING_DTYPE)
