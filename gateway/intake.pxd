@@ -18,6 +18,7 @@ ctypedef int (*msg_more_f)(xos_zmq_msg_t *) noexcept nogil
 ctypedef const char *(*msg_gets_f)(xos_zmq_msg_t *, const char *) noexcept nogil
 ctypedef int (*errno_f)() noexcept nogil
 ctypedef int (*send_f)(void *, const void *, size_t, int) noexcept nogil
+ctypedef int (*getsockopt_f)(void *, int, void *, size_t *) noexcept nogil
 
 cdef packed struct CommandRow:  # gateway.messages.COMMAND_ROW_DTYPE (format 2)
     uint8_t kind, side, tif, ord_type, stp, flags

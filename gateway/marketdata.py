@@ -29,7 +29,7 @@ from engine.snapshot import load_newest
 from engine.workercore import IntTable
 from engine.workers import EventCore, Listings, kind_mask
 
-from .intake import send_pair
+from .intake import readable, send_pair
 from .listings import learn_from_events, market_symbols, seed_from_state
 from .mdbook import MarketBook
 from .mdcore import GROUP_COLUMNS, ORDER_COLUMNS, level_mismatches, md_pass
@@ -389,8 +389,8 @@ class MarketDataStage:
         self.published += len(messages)
 
     def serve_requests(self) -> None:
-        # looked at every turn of the loop, mostly to find nothing: a recv raising Again costs 9 us warm, this 5.5
-        if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        # looked at every turn of the loop, mostly to find nothing: a recv raising Again costs 9 us warm, this ~1
+        if not readable(self.router.underlying):
             return
         while True:
             try:

@@ -42,7 +42,7 @@ from engine.records import Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
-from .intake import drain_burst, send_pair
+from .intake import drain_burst, readable, send_pair
 from .routing import ForwardBatch, PendingQueue, ReplyRouter
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
@@ -821,7 +821,7 @@ class GatewayStage:
             self.counters["replies"] += len(out)
             if not self.send_frames(s.routing_id, payload):
                 self.drop_session(s)
-        if dirty and self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if dirty and readable(self.router.underlying):
             # sending may consume the fd's edge: look for requests that arrived meanwhile
             self.loop.call_soon(self.on_readable)
 

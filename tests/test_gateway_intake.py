@@ -1,6 +1,6 @@
 """The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
 which messages it joins per session as plain OrderRows, which it hands over one by one, and that
-each session's order survives the split; and its sends in C (``send_slices``, ``send_pair``)."""
+each session's order survives the split; its sends in C (``send_slices``, ``send_pair``); and ``readable``."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from gateway import messages as m
-from gateway.intake import drain_burst, send_pair, send_slices
+from gateway.intake import drain_burst, readable, send_pair, send_slices
 
 ROW = m.COMMAND_ROW_DTYPE.itemsize
 MAX_BYTES, MAX_ROWS = 4096, 16
@@ -125,6 +125,23 @@ def test_a_burst_stops_at_the_limit_and_the_rest_waits(router):
     assert heads(got[b"alice"]) == [(0, 1), (1, 1), (2, 1)]
     got, _, taken = drain_burst(sock.underlying, {b"alice": object()}, 3, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
     assert taken == 2 and heads(got[b"alice"]) == [(3, 1), (4, 1)]
+
+
+def test_readable_finds_a_message_that_came_after_a_send_took_the_fds_edge(router):
+    """The gateway sends its replies and then asks ``readable``: a request that came meanwhile is found though
+    the send let libzmq take the signal that made the fd readable; none, and none is found."""
+    sock, peer = router
+    a = peer(b"alice")
+    a.send(order_rows(1, rows(1)))
+    deadline = time.monotonic() + 5
+    while not readable(sock.underlying):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert send_pair(sock.underlying, b"alice", b"reply") == 0  # libzmq takes its commands here
+    assert readable(sock.underlying) and readable(sock.underlying)  # asking takes nothing off
+    drain(sock, {b"alice": object()}, 1)
+    assert not readable(sock.underlying)
+    assert a.recv() == b"reply"
 
 
 def mutations(rng: random.Random, n: int) -> list[bytes]:
