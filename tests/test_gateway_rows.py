@@ -9,6 +9,8 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.cmdring import CommandRing
 from engine.records import COMMAND_DTYPE, Cmd, CmdFlag
@@ -185,3 +187,98 @@ def test_a_batch_publishes_straight_into_the_ring_or_waits_whole_in_the_feed(nam
         feed.send_batch(batch_of(25, 1))  # behind those waiting
         assert feed.unsent == 3 and feed.flush() and take(restarted, 3) == [23, 24, 25]
     feed.close()
+
+
+# ------------------------------------------------------------------ ForwardBatch against a Python model
+
+FIELD_RANGES = [(0, (1 << 16) - 1), (0, 255), (0, 255), (0, 255), (0, 255), (0, (1 << 16) - 1), (0, (1 << 32) - 1),
+                (0, (1 << 32) - 1)] + [(-(1 << 63), (1 << 63) - 1)] * 6  # COMMAND_DTYPE's fields, in order
+
+
+class ReferenceForward:
+    """``ForwardBatch`` in Python: the pending rows as (sid, rid, command tuple), the FIFOs as lists."""
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, sid: int, rid: int, command: tuple) -> None:
+        if len(command) != 14:
+            raise ValueError("14 fields")
+        if any(not lo <= v <= hi for v, (lo, hi) in zip(command, FIELD_RANGES)):
+            raise OverflowError
+        self.rows.append((sid, rid, command))
+
+    def add_rows(self, sid: int, account: int, heads: np.ndarray, data: bytes):
+        rows, refused, first = np.frombuffer(data, m.COMMAND_ROW_DTYPE), [], 0
+        for rid, count in heads.tolist():
+            message = rows[first:first + count]
+            broken = next(((j, rule_broken(r)) for j, r in enumerate(message) if rule_broken(r)), None)
+            if broken:
+                refused.append((rid, *broken, (first + broken[0]) * m.COMMAND_ROW_DTYPE.itemsize))
+            for r in message if broken is None else ():
+                flags = int(CmdFlag.ALL_MARKETS) if r["kind"] == 4 and r["market"] == 0 else int(r["flags"])
+                self.rows.append((sid, int(r["rid"]), (int(r["kind"]), int(r["side"]), int(r["tif"]), int(r["ord_type"]),
+                                                       int(r["stp"]), flags, int(r["venue"]), int(r["market"]), 0,
+                                                       account, int(r["price"]), int(r["qty"]), int(r["id"]),
+                                                       int(r["expire_at"]))))
+            first += count
+        return refused or None
+
+    def add_multi_leg(self, sid: int, rid: int, commands: np.ndarray) -> None:
+        self.rows += [(sid if k == 0 else LEG_RECORD, rid, c) for k, c in enumerate(commands.tolist())]
+
+    def enqueue(self, fifo) -> int:
+        for row in self.rows:
+            if row[0] != LEG_RECORD:
+                fifo[row[2][9]].append(row)
+        return len(self.rows)
+
+
+field_value = st.one_of(st.integers(0, 3), st.integers(-(1 << 64), 1 << 64))
+single = st.tuples(st.just("add"), st.integers(-1, 9), st.integers(0, 1 << 40),
+                   st.lists(field_value, min_size=13, max_size=15).map(tuple))
+row_messages = st.tuples(st.just("rows"), st.integers(0, 9), st.integers(1, 5), st.lists(st.integers(1, 4), max_size=4),
+                         st.integers(0, 2**32 - 1))
+multi = st.tuples(st.just("multi"), st.integers(0, 9), st.integers(0, 1 << 40), st.integers(1, 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(single, row_messages, multi, st.tuples(st.just("forward"))), max_size=40))
+def test_a_forward_batch_agrees_with_its_python_model(ops):
+    """Random interleavings of single commands (some with fields out of range or the wrong count), row messages
+    (some breaking a rule) and multi-leg orders, forwarded now and then: after every step the C batch holds the
+    model's rows and says what the model says (refused messages, errors), and each forward fills the FIFOs the
+    same way, oldest first."""
+    batch, model = ForwardBatch(), ReferenceForward()
+    fifo, want = collections.defaultdict(PendingQueue), collections.defaultdict(list)
+    for op in ops:
+        if op[0] == "add":
+            _, sid, rid, command = op
+            errors = []
+            for target in (batch, model):
+                try:
+                    target.add(sid, rid, command)
+                except (ValueError, OverflowError) as exc:
+                    errors.append(type(exc))
+            assert errors in ([], [ValueError, ValueError], [OverflowError, OverflowError])
+        elif op[0] == "rows":
+            _, sid, account, counts, seed = op
+            rows = random_rows(np.random.default_rng(seed), sum(counts))
+            heads = np.array([[seed + k, c] for k, c in enumerate(counts)], np.int64).reshape(-1, 2)
+            assert batch.add_rows(sid, account, heads, rows.tobytes()) == model.add_rows(sid, account, heads,
+                                                                                        rows.tobytes())
+        elif op[0] == "multi":
+            _, sid, rid, legs = op
+            records = np.zeros(legs + 1, COMMAND_DTYPE)
+            records["kind"], records["account"], records["id"] = Cmd.LEG, sid + 100, np.arange(legs + 1)
+            records["kind"][0], records["qty"][0] = Cmd.MULTI_LEG, legs
+            batch.add_multi_leg(sid, rid, records)
+            model.add_multi_leg(sid, rid, records)
+        else:
+            assert batch.enqueue(fifo) == model.enqueue(want)
+            batch.clear()
+            model.rows = []
+        assert batch.pending().tolist() == model.rows
+    for account, rows in want.items():
+        assert fifo[account].rows_bytes() == np.array(rows, PENDING_DTYPE).tobytes()
+    assert all(len(q) == 0 for account, q in fifo.items() if account not in want)
