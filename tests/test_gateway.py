@@ -430,6 +430,59 @@ def test_row_messages_sent_back_to_back_are_answered_as_if_one_by_one(engine):
     run(scenario())
 
 
+def test_requests_of_every_kind_sent_back_to_back_reach_the_matcher_in_the_order_sent(engine):
+    """PlaceOrder, OrderRows, Batch and CancelOrder messages of one session arriving together (its first row
+    messages joined in C, the rest read one by one), with forwards cut at push_batch (50) inside them: the
+    journal holds the session's commands in the order they were sent, each one answered."""
+    async def scenario():
+        (carol,) = await connected(engine, "carol")
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.3)  # a full bucket
+        futures, payloads, want = [], [], []
+
+        def expect(rid: int) -> None:
+            futures.append(carol.waiting.setdefault(rid, loop.create_future()))
+
+        def place(cid: int) -> m.PlaceOrder:
+            rid = carol.next_rid()
+            expect(rid)
+            want.append((Cmd.PLACE, cid))
+            return m.PlaceOrder(rid=rid, market=1, side=0, price=3, qty=1, client_id=cid)
+
+        def rows(*cids: int) -> bytes:
+            packed = order_rows(*[dict(kind=Cmd.PLACE, side=0, market=1, price=3, qty=1, id=c) for c in cids])
+            packed["rid"] = [carol.next_rid() for _ in cids]
+            for rid in packed["rid"].tolist():
+                expect(rid)
+            want.extend((Cmd.PLACE, c) for c in cids)
+            rid = carol.next_rid()
+            carol.batches[rid] = packed["rid"].tolist()
+            return m.encode(m.OrderRows(rid=rid, rows=packed.tobytes(), format=m.ROW_FORMAT))
+
+        payloads.append(rows(5001, 5002))
+        payloads.append(rows(*range(5003, 5041)))
+        payloads.append(m.encode(place(5041)))  # from here on this session's messages of the burst go one by one
+        payloads.append(rows(*range(5042, 5101)))  # crosses push_batch
+        cancel_rid = carol.next_rid()
+        batch = [place(5101), place(5102), m.CancelOrder(rid=cancel_rid, client_id=5001)]
+        expect(cancel_rid)
+        want.append((Cmd.CANCEL, 5001))
+        payloads.append(m.encode(m.Batch(rid=carol.next_rid(), requests=batch)))
+        payloads.append(m.encode(place(5103)))
+        for payload in payloads:
+            await carol.send_raw(payload)
+        replies = [await asyncio.wait_for(f, 10) for f in futures]
+        assert all(type(r) is m.Ack for r in replies), [r for r in replies if type(r) is not m.Ack][:1]
+        journaled = engine.journal()
+        mine = journaled[(journaled["account"] == ACCOUNTS["carol"]) & (journaled["id"] >= 5001) &
+                         (journaled["id"] <= 5103)]
+        assert list(zip(mine["kind"].tolist(), mine["id"].tolist())) == want
+        await carol.cancel_all_orders()
+        await carol.close()
+
+    run(scenario())
+
+
 def test_order_rows_past_the_burst_are_rate_limited_row_by_row(engine):
     async def scenario():
         (dave,) = await connected(engine, "dave")
