@@ -997,6 +997,52 @@ def test_margin_book_leaves_order_holds_out_of_the_equity():
     assert [(int(x["account"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(1, 250, 425)]
 
 
+def test_a_margin_checkpoint_holds_only_the_rows_in_use_and_continues_exactly(monkeypatch):
+    """The dense arrays and the position columns are pickled cut to the rows and slots in use (sized for 1,024
+    accounts with one in use, the wire benchmark's book pickled ~870 KB once a second, and its fsync held the
+    matcher's durable writes back): checkpointed and restored after every chunk of a leveraged perpetual
+    stream, with room for only twice the rows and slots in use so that the positions (and then a run of new
+    accounts) coming later grow it, the book ends where the one that never stopped ends."""
+    import collections
+    import pickle
+
+    from generators import LeveragedPerpStreamGenerator
+
+    from engine.workers import margin, positions
+
+    monkeypatch.setattr(margin, "MIN_ROWS", 1)
+    monkeypatch.setattr(positions, "MIN_SLOTS", 1)
+    e = Engine(**ENGINE_KWARGS)
+    whole, book, grown = MarginBook(), MarginBook(), collections.Counter()
+    for _, ev in run_stream(e, LeveragedPerpStreamGenerator(7, limits=dict(ENGINE_KWARGS)), 3_000, chunk=60):
+        whole.apply(ev)
+        rows_before, slots_before = len(book.account_ids), len(book.perp.row)
+        book.apply(ev)
+        grown.update(slots=len(book.perp.row) > slots_before)
+        state, perp = book.__getstate__(), book.perp.__getstate__()
+        assert {len(state[name]) for name in ("account_ids", *margin.ACCOUNT_ARRAYS)} == {len(book.index)}
+        assert {len(perp[name]) for name in positions._COLUMNS} == {len(book.perp.slots)}
+        data = pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
+        if rows_before == 1024:  # the first: a book as made, sized for 1,024 accounts
+            assert len(data) < sum(getattr(book, name).nbytes for name in margin.ACCOUNT_ARRAYS) / 20
+        book = pickle.loads(data)
+        n, k = len(book.index), len(book.perp.slots)
+        assert len(book.account_ids) == max(1, 2 * n) and len(book.perp.row) == max(1, 2 * k)
+    assert grown["slots"] and book.index == whole.index
+    asset = next(iter(e.assets())).asset_id
+    more = np.concatenate([e.deposit(10_000 + i, asset, 5) for i in range(3 * n)])  # past the rows restored
+    whole.apply(more)
+    book.apply(more)
+    n = len(book.index)
+    assert n == len(whole.index) and len(book.account_ids) >= n
+    assert_margin_matches(e, book)
+    for name in ("account_ids", *margin.ACCOUNT_ARRAYS):
+        assert (getattr(book, name)[:n] == getattr(whole, name)[:n]).all(), name
+    for name in positions._COLUMNS:
+        assert (getattr(book.perp, name)[:k] == getattr(whole.perp, name)[:k]).all(), name
+    assert book.perp.by_market.keys() == whole.perp.by_market.keys()
+
+
 def test_margin_checkpoint_from_before_margin_modes():
     """A checkpoint pickled before margin modes and the unified account (no ``margin_sum``, no ``isolated`` column,
     (row, asset) pairs under maintenance, no collateral state) reads with every position cross: ``margin_sum`` the

@@ -31,6 +31,7 @@ from ..workercore import IntTable, revalue_positions
 
 MARKET_SPAN = 1 << 24  # market ids are below this: the slot key is row * MARKET_SPAN + market
 _COLUMNS = ("row", "market", "quote", "lot", "size", "entry", "margin", "upnl", "maint", "isolated")
+MIN_SLOTS = 16  # the slots a book restored from a checkpoint has room for, at least
 
 
 class PositionBook:
@@ -43,11 +44,23 @@ class PositionBook:
         self.by_market: dict[int, list[np.ndarray]] = {}  # market -> its slots, in chunks as they came
         self._market_slots: dict[int, np.ndarray] = {}  # the chunks joined (cache)
 
+    def __getstate__(self) -> dict:
+        """The checkpoint: the columns cut to the slots in use (``__setstate__`` gives the room back)."""
+        state = self.__dict__.copy()
+        n = len(self.slots)
+        for name in _COLUMNS:
+            if name in state:  # (a book made as an older one was, in the tests of old checkpoints, lacks some)
+                state[name] = state[name][:n]
+        return state
+
     def __setstate__(self, state: dict) -> None:
-        """Unpickle a checkpoint, also one from before margin modes (every position cross)."""
+        """Unpickle a checkpoint (its columns cut to the slots in use, or whole as before), also one from
+        before margin modes (every position cross)."""
         self.__dict__.update(state)
         if "isolated" not in state:
             self.isolated = np.zeros(len(self.row), np.int64)
+        if len(self.row) <= len(self.slots):
+            self._resize(max(MIN_SLOTS, 2 * len(self.slots)))
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -58,6 +71,9 @@ class PositionBook:
             return
         while cap < need:
             cap *= 2
+        self._resize(cap)
+
+    def _resize(self, cap: int) -> None:
         for name in _COLUMNS:
             old = getattr(self, name)
             new = np.zeros(cap, np.int64)
