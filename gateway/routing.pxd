@@ -21,14 +21,17 @@ cdef packed struct ReportRow:
 cdef packed struct AckRow:
     int64_t rid, order_id, client_id, cmd_seq, durable_seq, count, ts
 
-cdef class PendingQueue:
+cdef class PendingRows:
     cdef Pending *rows
-    cdef Py_ssize_t head, tail, capacity
+    cdef Py_ssize_t capacity
+    cdef int resize(self, Py_ssize_t capacity) except -1
+
+cdef class PendingQueue(PendingRows):
+    cdef Py_ssize_t head, tail
     cdef int push(self, const Pending *rows, Py_ssize_t n) except -1
 
-cdef class ForwardBatch:
-    cdef Pending *rows
-    cdef Py_ssize_t n, capacity
+cdef class ForwardBatch(PendingRows):
+    cdef Py_ssize_t n
     cdef Pending *room(self, Py_ssize_t more) except NULL
 
 cdef enum:

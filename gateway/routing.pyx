@@ -107,8 +107,8 @@ cdef Py_ssize_t find_row(const OrderRow *rows, Py_ssize_t n, int64_t order_id) n
     return lo if lo < n and rows[lo].order_id == order_id else -1
 
 
-cdef class PendingQueue:
-    """One account's sent-and-unanswered commands (``Pending`` rows), oldest first."""
+cdef class PendingRows:
+    """A C buffer of ``Pending`` rows that grows: what an account's FIFO and a forward are made of."""
 
     def __cinit__(self):
         self.rows = <Pending *>PyMem_Malloc(FIFO_START * sizeof(Pending))
@@ -119,6 +119,17 @@ cdef class PendingQueue:
     def __dealloc__(self):
         PyMem_Free(self.rows)
 
+    cdef int resize(self, Py_ssize_t capacity) except -1:
+        cdef Pending *moved = <Pending *>PyMem_Realloc(self.rows, capacity * sizeof(Pending))
+        if moved is NULL:
+            raise MemoryError()
+        self.rows, self.capacity = moved, capacity
+        return 0
+
+
+cdef class PendingQueue(PendingRows):
+    """One account's sent-and-unanswered commands (``Pending`` rows), oldest first."""
+
     def __len__(self):
         return self.tail - self.head
 
@@ -127,15 +138,10 @@ cdef class PendingQueue:
         return (<char *>&self.rows[self.head])[:(self.tail - self.head) * sizeof(Pending)]
 
     cdef int push(self, const Pending *rows, Py_ssize_t n) except -1:
-        cdef Py_ssize_t live = self.tail - self.head, grown
-        cdef Pending *bigger
+        cdef Py_ssize_t live = self.tail - self.head
         if self.tail + n > self.capacity:
             if live + n > self.capacity // 2:
-                grown = max(2 * self.capacity, 2 * (live + n))
-                bigger = <Pending *>PyMem_Realloc(self.rows, grown * sizeof(Pending))
-                if bigger is NULL:
-                    raise MemoryError()
-                self.rows, self.capacity = bigger, grown
+                self.resize(max(2 * self.capacity, 2 * (live + n)))
             memmove(self.rows, &self.rows[self.head], live * sizeof(Pending))
             self.head, self.tail = 0, live
         memcpy(&self.rows[self.tail], rows, n * sizeof(Pending))
@@ -154,7 +160,7 @@ cdef int pending_layout(object array) except -1:
 pending_layout(np.zeros(1, PENDING_DTYPE))  # once, at import: ForwardBatch and PendingQueue hand out these rows
 
 
-cdef class ForwardBatch:
+cdef class ForwardBatch(PendingRows):
     """The commands collected for the next forward into the matcher's input, in the order they came, each
     beside its session number and rid (``Pending`` rows).  Requests go in as they are read: ``add`` one
     command, ``add_rows`` a session's OrderRows messages, checked and converted here with no Python object
@@ -162,28 +168,13 @@ cdef class ForwardBatch:
     straight into the command ring: no array is made on the way (each numpy call costs microseconds on a
     lone order's cold caches)."""
 
-    def __cinit__(self):
-        self.rows = <Pending *>PyMem_Malloc(FIFO_START * sizeof(Pending))
-        if self.rows is NULL:
-            raise MemoryError()
-        self.capacity = FIFO_START
-
-    def __dealloc__(self):
-        PyMem_Free(self.rows)
-
     def __len__(self):
         return self.n
 
     cdef Pending *room(self, Py_ssize_t more) except NULL:
         """Where the next ``more`` rows go (not yet counted: a row counts once it is whole)."""
-        cdef Py_ssize_t grown
-        cdef Pending *bigger
         if self.n + more > self.capacity:
-            grown = max(2 * self.capacity, self.n + more)
-            bigger = <Pending *>PyMem_Realloc(self.rows, grown * sizeof(Pending))
-            if bigger is NULL:
-                raise MemoryError()
-            self.rows, self.capacity = bigger, grown
+            self.resize(max(2 * self.capacity, self.n + more))
         return &self.rows[self.n]
 
     def add(self, int64_t sid, int64_t rid, tuple command not None):
