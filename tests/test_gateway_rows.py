@@ -89,7 +89,8 @@ def test_add_rows_and_add_refuse_bad_arguments_and_add_nothing():
     batch = ForwardBatch()
     assert batch.add_rows(5, 7, heads, rows.tobytes()) is None and len(batch) == 3
     for hs, data, reason in ((np.array([[1, 3], [2, 1]], np.int64), rows.tobytes(), "message 1 has 1 rows, 3 rows"),
-                             (np.array([[1, 1], [2, 1]], np.int64), rows.tobytes(), "the messages have 2 rows, 3 given"),
+                             (np.array([[1, 1], [2, 1]], np.int64), rows.tobytes(),
+                              "the messages have 2 rows, 3 given"),
                              (heads, rows.tobytes()[:-1], "161 bytes are not whole 54-byte rows"),
                              (heads.astype(np.int32), rows.tobytes(), "int64 array of \\(rid, row count\\)"),
                              (heads[:, :1].copy(), rows.tobytes(), "pairs"),
@@ -217,10 +218,10 @@ class ReferenceForward:
                 refused.append((rid, *broken, (first + broken[0]) * m.COMMAND_ROW_DTYPE.itemsize))
             for r in message if broken is None else ():
                 flags = int(CmdFlag.ALL_MARKETS) if r["kind"] == 4 and r["market"] == 0 else int(r["flags"])
-                self.rows.append((sid, int(r["rid"]), (int(r["kind"]), int(r["side"]), int(r["tif"]), int(r["ord_type"]),
-                                                       int(r["stp"]), flags, int(r["venue"]), int(r["market"]), 0,
-                                                       account, int(r["price"]), int(r["qty"]), int(r["id"]),
-                                                       int(r["expire_at"]))))
+                fields = [int(r[name]) for name in ("kind", "side", "tif", "ord_type", "stp")]
+                fields += [flags, int(r["venue"]), int(r["market"]), 0, account]
+                fields += [int(r[name]) for name in ("price", "qty", "id", "expire_at")]
+                self.rows.append((sid, int(r["rid"]), tuple(fields)))
             first += count
         return refused or None
 
