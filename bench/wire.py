@@ -246,6 +246,7 @@ def load_client(spec: dict, out) -> None:
     if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
         planned[1:] = np.arange(len(planned) - 1) // batch * interval
     latencies = np.zeros(len(planned), np.int64)  # of the orders acked after the warmup, in ack order
+    acked_at = np.zeros(len(planned), np.int64)  # the same orders' ack arrivals, ns after t0
     # an Ack's ``ts`` is the matcher's intake (wall clock): each acked order's latency in two, before and after it
     to_intake, intake_to_ack = np.zeros(len(planned), np.int64), np.zeros(len(planned), np.int64)
     split = 0
@@ -276,11 +277,12 @@ def load_client(spec: dict, out) -> None:
     grows = 0  # the per-order arrays grown in the timed loop: each a stall, reported
 
     def plan(first: int, n: int, at) -> None:
-        nonlocal planned, latencies, to_intake, intake_to_ack, grows
+        nonlocal planned, latencies, acked_at, to_intake, intake_to_ack, grows
         if first + n > len(planned):  # more than there is room for: grow (a stall in the timed loop; rare)
             grows += 1
             more = np.zeros(max(len(planned), n), np.int64)
             planned, latencies = np.concatenate([planned, more]), np.concatenate([latencies, more])
+            acked_at = np.concatenate([acked_at, more])
             to_intake, intake_to_ack = np.concatenate([to_intake, more]), np.concatenate([intake_to_ack, more])
         planned[first:first + n] = at
 
@@ -341,6 +343,7 @@ def load_client(spec: dict, out) -> None:
             starts = starts[starts >= record_from]
             if len(starts):
                 latencies[counted:counted + len(starts)] = t - t0 - starts
+                acked_at[counted:counted + len(starts)] = t - t0
                 counted += len(starts)
 
     while True:
@@ -391,6 +394,8 @@ def load_client(spec: dict, out) -> None:
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
         if replies_within(100_000_000):
             take_replies()
+    if spec.get("orders_to"):  # each timed order's planned send and its ack, on this clock (bench.path)
+        np.save(spec["orders_to"], np.stack([t0 + acked_at[:counted] - latencies[:counted], t0 + acked_at[:counted]]))
     hist = histogram(latencies[:counted])
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,

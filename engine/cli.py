@@ -26,6 +26,7 @@ BENCHMARKS = {
     "workers": "the settlement, margin and risk cores: events per second each",
     "wire": "orders over ZeroMQ through the whole engine to durable acks: closed and open loop, ceiling ratio",
     "hops": "ZeroMQ's bare round trip between two processes, plain and over CurveZMQ: the latency floor",
+    "path": "a lone order's path through the engine at a calm pace, step by step from its send to its ack",
     "feeds": "oracle updates per second into the running matcher, and order throughput with and without them",
     "venues": "config A and B over 1,000 venues with mixed eligibility, as a ratio to one venue",
     "marketdata": "the market-data core on the matcher's events: events/s, messages/s, encode cost",
