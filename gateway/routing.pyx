@@ -164,9 +164,9 @@ cdef class ForwardBatch(PendingRows):
     """The commands collected for the next forward into the matcher's input, in the order they came, each
     beside its session number and rid (``Pending`` rows).  Requests go in as they are read: ``add`` one
     command, ``add_multi_leg`` a multi-leg order's records, ``add_rows`` a session's OrderRows messages,
-    checked and converted here with no Python object per order.  ``enqueue`` then puts each account's onto its FIFO and ``publish`` copies the commands
-    straight into the command ring: no array is made on the way (each numpy call costs microseconds on a
-    lone order's cold caches)."""
+    checked and converted here with no Python object per order.  ``enqueue`` then puts each account's onto
+    its FIFO and ``publish`` copies the commands straight into the command ring: no array is made on the way
+    (each numpy call costs microseconds on a lone order's cold caches)."""
 
     def __len__(self):
         return self.n
