@@ -89,8 +89,8 @@ class MarketDataCore(EventCore):
     up in one message per market and channel under the market's next ``seq``.  So a restarted core
     numbers its updates exactly as before, whatever the ring's batching.  The last batch seen may
     be incomplete: it is held (``held``, kept in a checkpoint) until an event of a later ``ts``
-    arrives or the caller says nothing more is published (``apply(..., complete=True)``).  So the books always match the last seq published, which is what a snapshot
-    relies on.
+    arrives or the caller says nothing more is published (``apply(..., complete=True)``).  So the
+    books always match the last seq published, which is what a snapshot relies on.
 
     L2 comes straight from the matcher's BookLevel events (each carries its level's aggregate after
     the change): the last one per level in the batch is the increment.  L3 ops come from the order
