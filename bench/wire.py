@@ -225,7 +225,7 @@ def load_client(spec: dict, out) -> None:
     Its messages are made before the clock starts and its latencies go into the histogram after
     the run: in the loop it only sends, receives and notes times."""
     from gateway import messages as m
-    from gateway.intake import send_slices
+    from gateway.intake import readable, send_slices
 
     fine_timer_slack()
     ctx = zmq.Context()
@@ -287,28 +287,27 @@ def load_client(spec: dict, out) -> None:
         planned[first:first + n] = at
 
     fd = sock.getsockopt(zmq.FD)
+    handle = sock.underlying
 
     def replies_within(timeout_ns: int) -> bool:
         """Whether a reply is waiting, or comes within ``timeout_ns``: a reply is timed when it arrives, not
         when a sleep ends, and a send's wait ends to the microsecond (zmq_poll counts milliseconds)."""
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if readable(handle):
             return True
         if timeout_ns <= 0:
             return False
         select.select((fd,), (), (), timeout_ns / 1e9)  # the socket's fd wakes us when its state may have changed
-        return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        return readable(handle)
 
     def take_replies() -> None:
-        """Each message's answers at once: the acks' rids (one array for AckRows) timed together."""
+        """The replies waiting, read at once and timed together (their arrival: when the last was read): one
+        pass of numpy for all of them, not one per message, and libzmq asked from C whether one waits (no
+        pyzmq ``EVENTS``, no ``Again`` raised).  The client shares the engine's cores: at 30,000 one-order
+        messages a second it takes ~0.6 of one; this took ~4 % off that (19.1 -> 18.4 us an order, 3 pairs)."""
         nonlocal acked, rejected, in_flight, answered, counted, split
-        while True:
-            try:
-                raw = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            msg = m.reply_decoder.decode(raw)
-            t = now_ns()
-            rids, ack_rids, ack_ts = [], [], []
+        rids, ack_rids, ack_ts = [], [], []
+        while readable(handle):
+            msg = m.reply_decoder.decode(sock.recv(zmq.NOBLOCK))
             for item in (msg.items if type(msg) is m.Replies else (msg,)):
                 kind = type(item)
                 if kind is m.AckRows:
@@ -326,25 +325,26 @@ def load_client(spec: dict, out) -> None:
                     else:
                         rejected += 1
                         reject_names[item.name] += 1
-            if not rids:
-                continue
-            if ack_rids:
-                sent = planned[np.concatenate(ack_rids)]
-                intake = np.concatenate(ack_ts) - (t0 + wall_offset)
-                timed = sent >= record_from
-                k = int(np.count_nonzero(timed))
-                to_intake[split:split + k] = intake[timed] - sent[timed]
-                intake_to_ack[split:split + k] = t - t0 - intake[timed]
-                split += k
-            starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
-            in_flight -= len(starts)
-            if t0 + record_from <= t < end:
-                answered += len(starts)
-            starts = starts[starts >= record_from]
-            if len(starts):
-                latencies[counted:counted + len(starts)] = t - t0 - starts
-                acked_at[counted:counted + len(starts)] = t - t0
-                counted += len(starts)
+        if not rids:
+            return
+        t = now_ns()
+        if ack_rids:
+            sent = planned[np.concatenate(ack_rids)]
+            intake = np.concatenate(ack_ts) - (t0 + wall_offset)
+            timed = sent >= record_from
+            k = int(np.count_nonzero(timed))
+            to_intake[split:split + k] = intake[timed] - sent[timed]
+            intake_to_ack[split:split + k] = t - t0 - intake[timed]
+            split += k
+        starts = planned[np.concatenate(rids) if len(rids) > 1 else rids[0]]
+        in_flight -= len(starts)
+        if t0 + record_from <= t < end:
+            answered += len(starts)
+        starts = starts[starts >= record_from]
+        if len(starts):
+            latencies[counted:counted + len(starts)] = t - t0 - starts
+            acked_at[counted:counted + len(starts)] = t - t0
+            counted += len(starts)
 
     while True:
         t = now_ns()
