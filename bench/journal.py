@@ -17,11 +17,17 @@ Steps (commands are seeded random ``COMMAND_DTYPE`` records, generated untimed):
 2. calm: fsync="always", one command a commit, commits ``--calm-gaps-us`` apart
    (a lone order at a calm pace: the device and the CPUs idle in between);
    each commit's whole time (append, write, sync) into an HdrHistogram.
-3. replay: a journal of ``--read-commands`` commands in batches of 64 is
+3. in flight: durable writes of one block (what most of the engine's commits
+   are) into a zero-filled file, as the journal writes them (O_DIRECT and
+   O_DSYNC where the file system takes O_DIRECT), back to back from 1 and then
+   from ``--in-flight`` threads at once, each on its own blocks: writes/s and
+   each write's time.  A journal that writes the next batch while the last is
+   still in flight gains only what the device does with two writes at once.
+4. replay: a journal of ``--read-commands`` commands in batches of 64 is
    written (untimed), then ``JournalReader.read_all`` (one array, every frame's
    CRC checked) and ``read_from`` (one array per batch) are timed; the files are
    in the page cache, so this is CPU speed, not disk speed.
-4. CRC32C: GB/s of the hardware and software implementations on 16 MiB.
+5. CRC32C: GB/s of the hardware and software implementations on 16 MiB.
 """
 from __future__ import annotations
 
@@ -30,12 +36,14 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import mmap
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -129,6 +137,53 @@ def bench_calm(commands: np.ndarray, base: str, gap_us: int, commits: int) -> di
     return out
 
 
+def bench_in_flight(base: str, writers: int, writes: int, runs: int) -> dict:
+    """``writers`` threads, each writing ``writes`` single blocks durably, back to back, at once."""
+    block = 4096
+    path = os.path.join(base, f"in-flight-{writers}")
+    size = writers * writes * block
+    with open(path, "wb") as f:  # zero-filled and synced first, as the journal's segments are
+        f.write(bytes(size))
+        f.flush()
+        os.fsync(f.fileno())
+    direct = J.direct_io_works(base)
+    fd = os.open(path, os.O_WRONLY | os.O_DSYNC | (os.O_DIRECT if direct else 0))
+    data = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT needs
+    data.write(b"\xa5" * block)
+    hist = HdrHistogram(1, HIST_MAX_NS, 3)
+    rates = []
+
+    def write(first: int, lat: np.ndarray, start: threading.Barrier) -> None:
+        start.wait()
+        for j in range(writes):  # the threads' blocks interleave, as consecutive commits' would
+            t0 = time.perf_counter_ns()
+            os.pwrite(fd, data, ((j * writers) + first) * block)
+            lat[j] = time.perf_counter_ns() - t0
+
+    try:
+        for _ in range(runs):
+            lats = [np.zeros(writes, np.int64) for _ in range(writers)]
+            start = threading.Barrier(writers + 1)
+            threads = [threading.Thread(target=write, args=(i, lats[i], start)) for i in range(writers)]
+            for t in threads:
+                t.start()
+            start.wait()
+            t0 = time.perf_counter_ns()
+            for t in threads:
+                t.join()
+            rates.append(writers * writes / ((time.perf_counter_ns() - t0) / 1e9))
+            for v in np.concatenate(lats).tolist():
+                hist.record_value(max(1, v))
+    finally:
+        os.close(fd)
+        data.close()
+        os.unlink(path)
+    out = {name: hist.get_value_at_percentile(p) for name, p in PERCENTILES}
+    out.update(writers=writers, writes=writers * writes, direct=direct, writes_per_s=statistics.median(rates),
+               runs_writes_per_s=rates)
+    return out
+
+
 def bench_read(commands: np.ndarray, base: str, runs: int):
     d = os.path.join(base, "read")
     with J.JournalWriter(d, fsync="off") as w:
@@ -194,6 +249,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--dir", default=None, help="where the journals are written (default: a temp dir)")
     ap.add_argument("--calm-gaps-us", default="1000,5000", help="pauses between the calm commits (empty: none)")
     ap.add_argument("--calm-commits", type=int, default=400)
+    ap.add_argument("--in-flight", type=int, default=2, help="threads writing at once, measured against one (0: skip)")
+    ap.add_argument("--in-flight-writes", type=int, default=1000, help="durable writes per thread per run")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -230,6 +287,13 @@ def main(argv=None) -> dict:
             r = result["calm"][str(gap)] = bench_calm(commands, base, gap, args.calm_commits)
             _log(f"calm: a commit of 1 command every {gap} us: p50 {r['p50_ns'] / 1e3:.0f} us  "
                  f"p90 {r['p90_ns'] / 1e3:.0f} us  p99 {r['p99_ns'] / 1e3:.0f} us")
+        if args.in_flight:
+            result["in_flight"] = {}
+            for writers in sorted({1, args.in_flight}):
+                r = result["in_flight"][str(writers)] = bench_in_flight(base, writers, args.in_flight_writes,
+                                                                         args.runs)
+                _log(f"in flight: {writers} durable 4 KiB writes at once: {r['writes_per_s']:,.0f} writes/s  "
+                     f"each p50 {r['p50_ns'] / 1e3:.0f} us  p99 {r['p99_ns'] / 1e3:.0f} us")
         result["read"] = bench_read(commands[:args.read_commands], base, args.runs)
         _log(f"replay: read_all {result['read']['read_all_commands_per_s']:,.0f} commands/s "
              f"({result['read']['read_all_gb_per_s']:.2f} GB/s), read_from "

@@ -167,7 +167,7 @@ cdef uint8_t *_aligned(size_t size) noexcept nogil:
     return <uint8_t *>p
 
 
-def _direct_io_works(directory):
+def direct_io_works(directory):
     """Whether the directory's file system takes O_DIRECT writes of whole blocks (tmpfs does not)."""
     probe = os.path.join(directory, "direct-io.probe")
     try:
@@ -429,7 +429,7 @@ cdef class JournalWriter:
             self.dir_fd = -1
             raise RuntimeError(f"journal {self.directory} is open by another writer") from None
         self.closed = False
-        self.direct = self.fsync_always and _direct_io_works(self.directory)
+        self.direct = self.fsync_always and direct_io_works(self.directory)
         self.block = DIRECT_BLOCK if self.direct else 1
         # fsync="always": each write is durable when it returns (O_DSYNC): one device request (a FUA write)
         # where a write and then an fdatasync take two

@@ -10,7 +10,8 @@ def test_bench_journal_smoke(tmp_path, capsys):
     path = tmp_path / "bench.json"
     result = journal.main(["--commands", "4096", "--max-fsyncs", "8", "--read-commands", "5000",
                            "--runs", "2", "--dir", str(tmp_path), "--json", str(path),
-                           "--calm-gaps-us", "100,200", "--calm-commits", "5"])
+                           "--calm-gaps-us", "100,200", "--calm-commits", "5",
+                           "--in-flight", "2", "--in-flight-writes", "5"])
     written = json.loads(path.read_text())
     assert written["meta"]["seed"] == 1 and written["meta"]["statistic"] == "median"
     for fsync in ("always", "off"):
@@ -25,6 +26,10 @@ def test_bench_journal_smoke(tmp_path, capsys):
     for gap in ("100", "200"):
         calm = written["calm"][gap]
         assert calm["commits"] == 5 and 0 < calm["p50_ns"] <= calm["p99_ns"]
+    for writers in (1, 2):
+        r = written["in_flight"][str(writers)]
+        assert r["writers"] == writers and r["writes"] == writers * 5 and len(r["runs_writes_per_s"]) == 2
+        assert r["writes_per_s"] > 0 and 0 < r["p50_ns"] <= r["p99_ns"]
     assert result["read"]["read_all_commands_per_s"] > 0 and result["read"]["read_from_commands_per_s"] > 0
     assert result["crc32c"]["sw_gb_per_s"] > 0
     assert list(tmp_path.iterdir()) == [path]   # the journals are removed

@@ -26,11 +26,11 @@ def test_matcher_kill9_mid_stream(tmp_path, seed, fsync, commands):
     assert out.get("snapshot_hash_equal", True)
     assert out["ok"]
     if fsync == "always":
-        from engine.journal import _direct_io_works
+        from engine.journal import direct_io_works
 
         segments = sorted((tmp_path / "data" / "journal").glob("*.journal"))
         assert len(segments) >= 2
-        if _direct_io_works(str(tmp_path)):  # whole blocks
+        if direct_io_works(str(tmp_path)):  # whole blocks
             assert out["journal_io"] == "o_direct" and all(p.stat().st_size % 4096 == 0 for p in segments)
     else:
         assert out["journal_io"] == "fsync_off"

@@ -493,7 +493,7 @@ def always_journal(directory, sizes, segment_bytes, spare_every=1):
 def test_always_writes_whole_blocks_into_zero_filled_spares(tmp_path):
     sizes = [int(x) for x in np.random.default_rng(3).integers(1, 120, 80)]
     expected, stats = always_journal(tmp_path, sizes, segment_bytes=24 << 10)
-    assert stats["direct_io"] == J._direct_io_works(str(tmp_path))
+    assert stats["direct_io"] == J.direct_io_works(str(tmp_path))
     # every segment begins in a spare (each is ready in time here): even the first, a header alone until
     # the first commit moves into the spare under its name
     segs = J.list_segments(tmp_path)
@@ -595,7 +595,7 @@ def test_spare_lifecycle(tmp_path):
 def test_always_without_direct_io(tmp_path, monkeypatch):
     """A file system without O_DIRECT (tmpfs before Linux 6.6) is written through the page cache, in
     spares all the same."""
-    monkeypatch.setattr(J, "_direct_io_works", lambda directory: False)
+    monkeypatch.setattr(J, "direct_io_works", lambda directory: False)
     expected, stats = always_journal(tmp_path, [7, 70, 7, 70, 150], segment_bytes=8 << 10)
     assert not stats["direct_io"] and stats["preallocated_segments"] >= 3
     r, first, arr = read_ids(tmp_path)
