@@ -4,8 +4,9 @@ split at the gateway's and the matcher's calls around it.
     python -m bench.path --rate 1000 --seconds 8 --runs 3 --json path.json
 
 The engine runs as ``bench.wire`` runs it (fsync always, market data on), one order per message. Its gateway
-and matcher time five calls: ``GatewayStage.on_readable``, ``on_events`` and ``send_frames`` (a reply's send),
-``MatcherStage.wait_input`` and ``run_batch``. A ``sitecustomize`` that this benchmark puts first on the
+and matcher time five calls: ``GatewayStage.on_readable``, ``on_events`` and ``look_for_requests`` (called as
+a batch's replies have been sent: its start is when the ack's send ended), ``MatcherStage.wait_input`` and
+``run_batch``. A ``sitecustomize`` that this benchmark puts first on the
 engine processes' ``PYTHONPATH`` wraps them and, as each process exits, writes every call's start and end
 (``perf_counter_ns``, the load client's clock too) to a file; the engine's own code is not changed. The load
 client keeps each timed order's planned send and its ack's arrival. Each order is then matched to the first
@@ -31,7 +32,7 @@ import numpy as np
 
 from bench import CPU_LATENCY_HELP, cpu_latency, wire, write_json
 
-HOOKS = {"gateway": ("gateway.server", "GatewayStage", ("on_readable", "on_events", "send_frames")),
+HOOKS = {"gateway": ("gateway.server", "GatewayStage", ("on_readable", "on_events", "look_for_requests")),
          "matcher": ("engine.process", "MatcherStage", ("wait_input", "run_batch"))}
 
 SITECUSTOMIZE = '''"""bench.path's call timing, loaded by the engine's processes (see bench/path.py)."""
@@ -107,7 +108,7 @@ def split(orders: np.ndarray, calls: dict[str, np.ndarray]) -> tuple[dict[str, n
     order = np.argsort(send)
     send, ack = send[order], ack[order]
     rd, ev, sent, wait, batch = (calls[k][np.argsort(calls[k][:, 0])] for k in ("on_readable", "on_events",
-                                                                                "send_frames", "wait_input",
+                                                                                "look_for_requests", "wait_input",
                                                                                 "run_batch"))
 
     def first_after(rows: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +119,12 @@ def split(orders: np.ndarray, calls: dict[str, np.ndarray]) -> tuple[dict[str, n
     b, ok_b = first_after(batch, rd[r, 0])
     w = np.maximum(np.searchsorted(wait[:, 1], batch[b, 0], side="right") - 1, 0)
     e, ok_e = first_after(ev, batch[b, 0])  # the batch publishes before it returns: the gateway may wake first
-    a, ok_a = first_after(sent, ev[e, 0])  # the ack's send (the client may have it before on_events returns)
-    ok = ok_r & ok_b & ok_e & ok_a & (rd[r, 0] < ack) & (sent[a, 1] <= ack) & (sent[a, 0] < ev[e, 1])
+    a, ok_a = first_after(sent, ev[e, 0])  # the ack sent (the client may have it before on_events returns)
+    ok = ok_r & ok_b & ok_e & ok_a & (rd[r, 0] < ack) & (sent[a, 0] <= ack) & (sent[a, 0] < ev[e, 1])
     steps = {
         "zeromq_in": rd[r, 0] - send, "to_matcher": wait[w, 1] - rd[r, 0],
         "matcher_wake_to_batch": batch[b, 0] - wait[w, 1], "batch_to_gateway": ev[e, 0] - batch[b, 0],
-        "on_events": sent[a, 1] - ev[e, 0], "zeromq_out": ack - sent[a, 1], "total": ack - send,
+        "on_events": sent[a, 0] - ev[e, 0], "zeromq_out": ack - sent[a, 0], "total": ack - send,
         "on_readable": rd[r, 1] - rd[r, 0], "batch": batch[b, 1] - batch[b, 0]}
     return {k: v[ok] for k, v in steps.items()}, int((~ok).sum())
 

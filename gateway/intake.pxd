@@ -37,6 +37,7 @@ cdef packed struct Pending:  # gateway.server.PENDING_DTYPE
     Command cmd
 
 cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2
+cdef int send_two(void *socket, const char *head, size_t head_size, const char *body, size_t body_size) except -2
 cdef Py_ssize_t read_int(const unsigned char *b, Py_ssize_t i, Py_ssize_t size, int64_t *out) noexcept nogil
 cdef bint order_rows_body(const unsigned char *b, Py_ssize_t size, int64_t *rid, Py_ssize_t *rows_at,
                           Py_ssize_t *rows_len, int64_t *row_format) noexcept nogil

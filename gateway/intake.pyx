@@ -171,12 +171,17 @@ def send_pair(uintptr_t socket, bytes head not None, bytes body not None) -> int
     ``send_multipart`` costs ~3 us).  0 when sent; on a ROUTER, EHOSTUNREACH when the peer is gone
     (ROUTER_MANDATORY) and EAGAIN when its queue is full (a PUB drops at its high-water mark
     instead); raises ``ZMQError`` on other errors."""
-    cdef void *s = <void *>socket
-    cdef int err = send_part(s, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), SNDMORE | DONTWAIT)
+    return send_two(<void *>socket, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head), PyBytes_AS_STRING(body),
+                    PyBytes_GET_SIZE(body))
+
+
+cdef int send_two(void *socket, const char *head, size_t head_size, const char *body, size_t body_size) except -2:
+    """``send_pair`` from C buffers."""
+    cdef int err = send_part(socket, head, head_size, SNDMORE | DONTWAIT)
     if err:
         return err
     # the socket takes the body once it took the head
-    err = send_part(s, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), DONTWAIT)
+    err = send_part(socket, body, body_size, DONTWAIT)
     if err:
         import zmq
         raise zmq.ZMQError(err)

@@ -47,6 +47,7 @@ cdef class ReplyRouter:
     cdef readonly object acks, ack_sid, reports, report_to  # ack rows and their sessions; report rows, their accounts
     cdef readonly list rejects, lost  # of the last batch (see ``answer``)
     cdef object ack_dtype, report_dtype
+    cdef bytearray out  # the message send_rows is writing
     cdef make_room(self, Py_ssize_t events)
     cdef Py_ssize_t answer(self, const xos_event *e, PendingQueue q, AckRow *a, int64_t *sid) except -1
 

@@ -15,7 +15,10 @@ In numpy each side took tens of calls per burst or batch, whatever its size, eac
 microseconds on the cold caches of a lone order's path."""
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EHOSTUNREACH
+from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
 from lowerbound cimport xos_lower_bound
 
@@ -23,7 +26,7 @@ cimport numpy as cnp
 
 from engine.arrays cimport RecordLayout, record_layout
 from engine.cmdring cimport CommandRing
-from gateway.intake cimport CommandRow, row_rule
+from gateway.intake cimport CommandRow, row_rule, send_two
 
 import numpy as np
 
@@ -466,6 +469,41 @@ cdef Py_ssize_t report(const xos_event *e, const int64_t *fill, ReportRow *out, 
     return 2
 
 
+cdef void add_run(dict plan, session, int k, Py_ssize_t start, Py_ssize_t end) except *:
+    """Rows ``start .. end - 1`` of kind ``k`` (0 acks, 1 reports) to ``session`` in ``plan`` (``send_rows``)."""
+    runs = plan.get(session)
+    if runs is None:
+        runs = plan[session] = [[], []]
+    cdef list mine = runs[k]
+    cdef Py_ssize_t last = len(mine) - 1
+    if last > 0 and mine[last] == start:
+        mine[last] = end
+    else:
+        mine += (start, end)
+
+
+cdef inline Py_ssize_t packed_size(Py_ssize_t tag_len, Py_ssize_t n) noexcept nogil:
+    """The MessagePack size of a packed-rows reply: [tag, bin of ``n`` bytes]."""
+    return 1 + 1 + tag_len + (2 if n < 0x100 else 3 if n < 0x10000 else 5) + n
+
+
+cdef inline char *put_head(char *at, const char *tag, Py_ssize_t tag_len) noexcept nogil:
+    """A two-field array-like struct's head as msgspec writes it: fixarray 2, the tag as a fixstr."""
+    at[0] = <char>0x92
+    at[1] = <char>(0xa0 | tag_len)
+    memcpy(at + 2, tag, tag_len)
+    return at + 2 + tag_len
+
+
+cdef inline char *put_bin_head(char *at, Py_ssize_t n) noexcept nogil:
+    """A MessagePack bin's head (bin 8, 16 or 32: big-endian lengths)."""
+    cdef int k, width = 1 if n < 0x100 else 2 if n < 0x10000 else 4
+    at[0] = <char>(0xc4 if width == 1 else 0xc5 if width == 2 else 0xc6)
+    for k in range(width):
+        at[1 + k] = <char>((n >> (8 * (width - 1 - k))) & 0xff)
+    return at + 1 + width
+
+
 cdef class ReplyRouter:
     """The gateway's reply side over a batch of ring events, in one pass in event order (``route``):
     which events concern the accounts with keys, the order table following them, which command each
@@ -492,6 +530,7 @@ cdef class ReplyRouter:
         self.keyed = np.zeros(0, np.int64)
         self.rejects, self.lost = [], []
         self.make_room(64)
+        self.out = bytearray(4096)
 
     cdef make_room(self, Py_ssize_t events):
         """Output arrays for a batch of ``events``: an ack each at most, two reports (a fill)."""
@@ -618,3 +657,94 @@ cdef class ReplyRouter:
         elif p.cmd.kind >= XOS_CMD_VENUE_PARAMS:
             a.order_id = a.client_id = 0  # another echo's order_id and client_id are other fields
         return 1
+
+    def send_rows(self, uintptr_t socket, Py_ssize_t n_acks, Py_ssize_t n_reports, dict by_sid, by_account):
+        """Send the last ``route``'s first ``n_acks`` acks and ``n_reports`` execution reports straight to their
+        sessions (``gateway.server.Session``) on a ROUTER socket (its ``underlying`` handle), one message each:
+        its AckRows, its ReportRows, or the two in a Replies, the bytes ``gateway.messages.encode`` makes of
+        them.  That is what the gateway's outbox sends for sessions that take packed rows, without the structs,
+        the outbox and numpy around each batch.  An ack goes to its command's session (``by_sid``), a report to
+        every session of its account (``by_account``), each session's rows in event order; rows without a
+        session are left out.  When a session that would get rows does not take packed rows, nothing is sent
+        and this returns None.  Else (replies, reports, dropped, gone): the replies sent (an AckRows and a
+        ReportRows count one each), the report rows that had a session, the messages a full queue refused,
+        and the sessions whose peer is gone (ROUTER_MANDATORY)."""
+        cdef Py_ssize_t room, i, j, k, reports = 0, replies = 0, dropped = 0, size
+        cdef Py_ssize_t n_rows[2]
+        cdef const int64_t *ack_sid = <const int64_t *>INT64S.records(self.ack_sid, &room, False)
+        if not 0 <= n_acks <= room:
+            raise ValueError(f"ReplyRouter.send_rows: {n_acks} acks of {room}")
+        cdef const int64_t *report_to = <const int64_t *>INT64S.records(self.report_to, &room, False)
+        if not 0 <= n_reports <= room:
+            raise ValueError(f"ReplyRouter.send_rows: {n_reports} reports of {room}")
+        cdef const char *rows[2]
+        rows[0] = <const char *>ACK_ROWS.records(self.acks, &room, False)
+        rows[1] = <const char *>REPORT_ROWS.records(self.reports, &room, False)
+        cdef Py_ssize_t row_size[2]
+        row_size[0], row_size[1] = sizeof(AckRow), sizeof(ReportRow)
+        plan = {}  # session -> [its ack runs, its report runs]: flat lists of start, end
+        # each run of rows with one session (one account) is looked up once: a batch is mostly one run
+        i = 0
+        while i < n_acks:
+            j = i + 1
+            while j < n_acks and ack_sid[j] == ack_sid[i]:
+                j += 1
+            s = by_sid.get(ack_sid[i])
+            if s is not None:
+                if not s.packed:
+                    return None
+                add_run(plan, s, 0, i, j)
+            i = j
+        i = 0
+        while i < n_reports:
+            j = i + 1
+            while j < n_reports and report_to[j] == report_to[i]:
+                j += 1
+            group = by_account.get(report_to[i])
+            if group:
+                reports += j - i
+                for s in group:
+                    if not s.packed:
+                        return None
+                    add_run(plan, s, 1, i, j)
+            i = j
+        gone = []
+        cdef char *at
+        cdef int err
+        for s, runs in plan.items():
+            for k in range(2):
+                n_rows[k] = 0
+                for i in range(0, len(runs[k]), 2):
+                    n_rows[k] += <Py_ssize_t>runs[k][i + 1] - <Py_ssize_t>runs[k][i]
+            size = packed_size(4, n_rows[0] * row_size[0]) if n_rows[0] else 0
+            size += packed_size(7, n_rows[1] * row_size[1]) if n_rows[1] else 0
+            if n_rows[0] and n_rows[1]:
+                size += 1 + 8 + 1  # Replies: [tag, [acks, reports]]
+            if PyByteArray_GET_SIZE(self.out) < size:
+                PyByteArray_Resize(self.out, size)
+            at = PyByteArray_AS_STRING(self.out)
+            if n_rows[0] and n_rows[1]:
+                at = put_head(at, b"replies", 7)
+                at[0] = <char>0x92
+                at += 1
+            for k in range(2):
+                if n_rows[k]:
+                    at = put_head(at, b"acks" if k == 0 else b"reports", 4 if k == 0 else 7)
+                    at = put_bin_head(at, n_rows[k] * row_size[k])
+                    for i in range(0, len(runs[k]), 2):
+                        j = runs[k][i]
+                        size = (<Py_ssize_t>runs[k][i + 1] - j) * row_size[k]
+                        memcpy(at, rows[k] + j * row_size[k], size)
+                        at += size
+            routing_id = s.routing_id
+            if type(routing_id) is not bytes:
+                raise TypeError(f"ReplyRouter.send_rows: a routing_id of {type(routing_id).__name__}, not bytes")
+            err = send_two(<void *>socket, PyBytes_AS_STRING(routing_id), PyBytes_GET_SIZE(routing_id),
+                           PyByteArray_AS_STRING(self.out), at - PyByteArray_AS_STRING(self.out))
+            if err == EAGAIN:
+                dropped += 1  # the client does not read: its queue is full
+            elif err == EHOSTUNREACH:
+                gone.append(s)
+            else:
+                replies += (n_rows[0] > 0) + (n_rows[1] > 0)
+        return replies, reports, dropped, gone

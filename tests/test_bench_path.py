@@ -21,7 +21,7 @@ def test_split_matches_each_order_to_its_own_calls_and_leaves_out_what_does_not_
         "wait_input": np.array([[0, 170], [500, 1180], [1500, 2180]]) * us,
         "run_batch": np.array([[180, 500], [1190, 1500], [2190, 2400]]) * us,
         "on_events": np.array([[520, 600], [1490, 1600], [2410, 2520]]) * us,
-        "send_frames": np.array([[580, 590], [1580, 1590], [2505, 2510]]) * us,
+        "look_for_requests": np.array([[590, 592], [1590, 1592], [2510, 2512]]) * us,  # begins as the sends end
     }
     steps, unmatched = path.split(orders, calls)
     assert unmatched == 1
