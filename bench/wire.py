@@ -271,6 +271,7 @@ def load_client(spec: dict, out) -> None:
     end = t0 + int(spec["seconds"] * 1e9)
     record_from = int(spec["warmup"] * 1e9)  # after t0, as ``planned``
     messages = 0  # sent
+    last_send = t0  # open loop: when the last send went (the next waits a tick after it)
     in_flight = 0
     window = max(4 * batch, spec["window"])
     answered = 0  # orders answered inside the timed window [t0 + record_from, end): the rate's numerator
@@ -360,17 +361,19 @@ def load_client(spec: dict, out) -> None:
                     sends += 1
                 first = traffic.take(due)  # before reading blob: taking may make more
                 send_slices(sock.underlying, traffic.blob, traffic.offsets, first, due)
+                last_send = t
                 messages += due
                 rid += due * batch
                 in_flight += due * batch
             # wait for the next send or a reply; sends far apart: by halves (a wake-up can be late by tens of us) and
-            # the last SPIN_NS spun, for a precise send; closer: at least a tick (a spin, or a wake-up per message,
-            # would take a core from the engine)
-            gap_ns = t0 + messages * interval - now_ns()
+            # the last SPIN_NS spun, for a precise send; closer: until a tick after the last send (a spin, or a
+            # wake-up per message, would take a core from the engine), however many replies wake the wait meanwhile
+            t = now_ns()
+            gap_ns = t0 + messages * interval - t
             if interval >= SPIN_INTERVAL_NS:
                 wait_ns = gap_ns // 2 if gap_ns > SPIN_NS else 0
             else:
-                wait_ns = max(gap_ns, tick)
+                wait_ns = max(gap_ns, last_send + tick - t)
             if replies_within(wait_ns):
                 take_replies()
         else:
