@@ -21,10 +21,12 @@ answered inside its timed window (after ``--warmup``), over the window.
   ``send_late`` counts how late.  A client waits on its socket's fd,
   so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not
   recorded.  Offered rates are fractions of the closed-loop figure of the same batch size
-  (``--fractions``), plus ``--rates`` if given.  After the closed loops the engine idles ``--settle``
-  seconds (default 5; ``settle_s`` in the JSON) before the open loops: the storage writes back what
-  the closed loops journaled (right after them this box's virtual disk stalled 100-200 ms at a time,
-  and the first open point's p99 read 195-220 ms against 47-58 ms with the pause).
+  (``--fractions``), plus ``--rates`` if given.  After the closed loops, and between the open loops of
+  two batch sizes, the engine idles ``--settle`` seconds (default 5; ``settle_s`` in the JSON): the
+  storage writes back what was journaled and the workers catch up.  Right after the closed loops this
+  box's virtual disk stalled 100-200 ms at a time, and the first open point's p99 read 195-220 ms
+  against 47-58 ms with the pause; after the last, overloaded point of 1/msg, 16/msg at 61,000/s read
+  p99 69 ms against 11 ms on a fresh engine.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
@@ -691,8 +693,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=2.0, help="per measured point")
     p.add_argument("--warmup", type=float, default=0.3, help="seconds of each point not recorded")
     p.add_argument("--settle", type=float, default=5.0,
-                   help="seconds the engine idles between the closed loops and the open loops (the storage writes "
-                        "back what the closed loops journaled)")
+                   help="seconds the engine idles after the closed loops and between two batch sizes' open loops "
+                        "(the storage writes back what was journaled, the workers catch up)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
@@ -750,7 +752,13 @@ def run(args, directory: Path, out: dict) -> dict:
                 # measured (right after them, this box's virtual disk stalled 100-200 ms at a time for seconds)
                 _log(f"  settling {args.settle:g} s after the closed loops ...")
                 time.sleep(args.settle)
-            for batch in args.batches if "open" in parts else ():
+            for i, batch in enumerate(args.batches if "open" in parts else ()):
+                if i and args.settle:
+                    # the batch size before ended at its highest rate, mostly past what the engine takes: the workers'
+                    # lag and the storage's write-back fell on this one's first point (16/msg at 61,000/s: p99 69 ms
+                    # after it, 11 ms on a fresh engine)
+                    _log(f"  settling {args.settle:g} s before the {batch}/msg open loop ...")
+                    time.sleep(args.settle)
                 for rate in open_rates(args, out, batch):
                     r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
                     r["batch"] = batch

@@ -10,7 +10,7 @@ from bench import wire
 
 
 @pytest.mark.slow
-def test_wire_benchmark_smoke(tmp_path):
+def test_wire_benchmark_smoke(tmp_path, capsys):
     out = wire.main(["--seconds", "0.5", "--warmup", "0.1", "--batches", "1", "16", "--fractions", "0.5",
                      "--settle", "0.2", "--no-marketdata", "--json", str(tmp_path / "wire.json")])
     saved = json.loads((tmp_path / "wire.json").read_text())
@@ -34,7 +34,9 @@ def test_wire_benchmark_smoke(tmp_path):
     assert saved["closed"]["1"]["send_late_p50_us"] == 0
     assert saved["fsync_off"]["p50_us"] > 0
     assert saved["cpu_latency_us"] == -1  # no --cpu-latency-us: the host's setting
-    assert saved["settle_s"] == 0.2  # the pause between the closed and the open loops
+    assert saved["settle_s"] == 0.2  # the pause after the closed loops, and between two batch sizes' open loops
+    log = capsys.readouterr().err
+    assert "settling 0.2 s after the closed loops" in log and "settling 0.2 s before the 16/msg open loop" in log
     assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
     assert saved["journal_commits"] > 0 and saved["journal_write_mean_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
