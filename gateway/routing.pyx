@@ -682,32 +682,28 @@ cdef class ReplyRouter:
         rows[1] = <const char *>REPORT_ROWS.records(self.reports, &room, False)
         cdef Py_ssize_t row_size[2]
         row_size[0], row_size[1] = sizeof(AckRow), sizeof(ReportRow)
+        cdef const int64_t *keys[2]  # an ack's session, a report's account
+        cdef Py_ssize_t count[2]
+        keys[0], keys[1], count[0], count[1] = ack_sid, report_to, n_acks, n_reports
         plan = {}  # session -> [its ack runs, its report runs]: flat lists of start, end
         # each run of rows with one session (one account) is looked up once: a batch is mostly one run
-        i = 0
-        while i < n_acks:
-            j = i + 1
-            while j < n_acks and ack_sid[j] == ack_sid[i]:
-                j += 1
-            s = by_sid.get(ack_sid[i])
-            if s is not None:
-                if not s.packed:
-                    return None
-                add_run(plan, s, 0, i, j)
-            i = j
-        i = 0
-        while i < n_reports:
-            j = i + 1
-            while j < n_reports and report_to[j] == report_to[i]:
-                j += 1
-            group = by_account.get(report_to[i])
-            if group:
-                reports += j - i
+        for k in range(2):
+            i = 0
+            while i < count[k]:
+                j = i + 1
+                while j < count[k] and keys[k][j] == keys[k][i]:
+                    j += 1
+                if k == 0:
+                    s = by_sid.get(keys[k][i])
+                    group = () if s is None else (s,)
+                else:
+                    group = by_account.get(keys[k][i]) or ()
+                    reports += j - i if group else 0
                 for s in group:
                     if not s.packed:
                         return None
-                    add_run(plan, s, 1, i, j)
-            i = j
+                    add_run(plan, s, k, i, j)
+                i = j
         gone = []
         cdef char *at
         cdef int err
