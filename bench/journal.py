@@ -252,6 +252,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--in-flight", type=int, default=2, help="threads writing at once, measured against one (0: skip)")
     ap.add_argument("--in-flight-writes", type=int, default=1000, help="durable writes per thread per run")
     args = ap.parse_args(argv)
+    if args.in_flight < 0:
+        ap.error(f"--in-flight {args.in_flight}: the threads writing at once cannot be negative (0 skips the step)")
+    if args.in_flight_writes < 1:
+        ap.error(f"--in-flight-writes {args.in_flight_writes}: each thread needs at least one write")
     batches = [int(b) for b in args.batches.split(",")]
 
     commands = make_commands(max(args.commands, args.read_commands), args.seed)

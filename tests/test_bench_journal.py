@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import journal
 
 
@@ -33,3 +35,12 @@ def test_bench_journal_smoke(tmp_path, capsys):
     assert result["read"]["read_all_commands_per_s"] > 0 and result["read"]["read_from_commands_per_s"] > 0
     assert result["crc32c"]["sw_gb_per_s"] > 0
     assert list(tmp_path.iterdir()) == [path]   # the journals are removed
+
+
+@pytest.mark.parametrize("args, message", [(["--in-flight", "-1"], "--in-flight -1: the threads writing at once"),
+                                           (["--in-flight-writes", "0"], "--in-flight-writes 0: each thread needs")])
+def test_bad_in_flight_arguments_are_refused_before_anything_runs(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit):
+        journal.main(args + ["--dir", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
