@@ -87,9 +87,15 @@ def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::
     cdef const xos_event *ev = <const xos_event *>&events[0] if count else NULL
     cdef int64_t *incoming  # a command's orders entering the book (usually one; a multi-leg order's legs)
     cdef int64_t *final  # what its last event about each left
-    cdef int64_t *batch_of  # each event's batch
     cdef int64_t *op_key
-    cdef SortItem *items
+    cdef int64_t key
+    cdef uint16_t kind
+    cdef const xos_event *e
+    cdef SortItem *op_items
+    cdef SortItem *items  # the BookLevels', then the Fills', then the MarketStatuses'
+    cdef SortItem *level_items
+    cdef SortItem *trade_items
+    cdef SortItem *status_items
     cdef SortItem *scratch
     cdef OpRow *op_rows
     cdef uint8_t *halted
@@ -107,20 +113,27 @@ def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::
         raise ValueError(f"md_pass: {count} events need room for {count} ops, levels, trades, groups of "
                          f"{GROUP_COLS} and batches, and {2 * count} delta rows of 5")
     for i in range(count):
-        if (ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id > 0) or ev[i].kind == XOS_EV_AMENDED:
+        kind = ev[i].kind
+        if (kind == XOS_EV_ACCEPTED and ev[i].order_id > 0) or kind == XOS_EV_AMENDED:
             adds += 1  # the most orders that can enter the book (an Amended re-enters with priority lost)
-        elif ev[i].kind == XOS_EV_ACCEPTED and ev[i].order_id == 0:
+        elif kind == XOS_EV_ACCEPTED and ev[i].order_id == 0:
             orderless += 1
+        elif kind == XOS_EV_BOOK_LEVEL:
+            n_levels += 1
+        elif kind == XOS_EV_FILL:
+            n_trades += 1
+        elif kind == XOS_EV_MARKET_STATUS:
+            n_status += 1
     orders.reserve(adds)
     k = max(count, 1)
-    incoming = <int64_t *>PyMem_Malloc((2 * max(adds, 1) + 2 * k) * sizeof(int64_t) + 2 * k * sizeof(SortItem)
+    incoming = <int64_t *>PyMem_Malloc((2 * max(adds, 1) + k) * sizeof(int64_t) + 3 * k * sizeof(SortItem)
                                        + k * sizeof(OpRow) + k)
     if incoming is NULL:
         raise MemoryError()
     final = incoming + max(adds, 1)
-    batch_of = final + max(adds, 1)
-    op_key = batch_of + k
-    items = <SortItem *>(op_key + k)
+    op_key = final + max(adds, 1)
+    op_items = <SortItem *>(op_key + k)
+    items = op_items + k
     scratch = items + k
     op_rows = <OpRow *>(scratch + k)
     halted = <uint8_t *>(op_rows + k)
@@ -128,17 +141,34 @@ def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::
         n_ops, n_deltas, unknown = pass_commands(ev, count, orders, op_out, op_key, deltas,
                                                  incoming, final)
         with nogil:
+            # one more pass over the 128-byte events (each pass is a stream through memory): the
+            # batches, and the BookLevels, Fills and MarketStatuses each keyed in its own part of ``items``
+            level_items, trade_items, status_items = items, items + n_levels, items + n_levels + n_trades
+            n_levels = n_trades = n_status = 0
             for i in range(count):
-                if i == 0 or ev[i].ts != ev[i - 1].ts:
-                    batch_ts[n_batches] = ev[i].ts
+                e = &ev[i]
+                if i == 0 or e.ts != ev[i - 1].ts:
+                    batch_ts[n_batches] = e.ts
                     n_batches += 1
-                batch_of[i] = n_batches - 1
-            sort_ops(op_out, op_key, n_ops, items, scratch, op_rows)
-            n_levels = last_levels(ev, count, batch_of, level_out, &level_key[0] if count else NULL, items, scratch)
-            n_trades = fills_by_key(ev, count, batch_of, trade_out, items, scratch)
-            n_status = statuses_by_key(ev, count, batch_of, items + n_trades, scratch, halted)
-            n_groups = group_keys(op_key, n_ops, &level_key[0] if count else NULL, n_levels, items, n_trades,
-                                  items + n_trades, halted, n_status, groups)
+                key = (<int64_t>(n_batches - 1) << 32) | e.market
+                if e.kind == XOS_EV_BOOK_LEVEL:
+                    level_items[n_levels].k1 = (key << 1) | e.side  # (batch, market, side), then price
+                    level_items[n_levels].k2, level_items[n_levels].i = e.price, i
+                    n_levels += 1
+                elif e.kind == XOS_EV_FILL:
+                    trade_items[n_trades].k1, trade_items[n_trades].k2, trade_items[n_trades].i = key, 0, i
+                    n_trades += 1
+                elif e.kind == XOS_EV_MARKET_STATUS:
+                    status_items[n_status].k1, status_items[n_status].k2, status_items[n_status].i = key, 0, i
+                    n_status += 1
+            sort_ops(op_out, op_key, n_ops, op_items, scratch, op_rows)
+            n_levels = last_levels(ev, level_items, n_levels, scratch, level_out, &level_key[0] if count else NULL)
+            fill_trades(ev, trade_items, n_trades, scratch, trade_out)
+            stable_sort(status_items, scratch, n_status)
+            for i in range(n_status):
+                halted[i] = ev[status_items[i].i].qty == 1
+            n_groups = group_keys(op_key, n_ops, &level_key[0] if count else NULL, n_levels, trade_items, n_trades,
+                                  status_items, halted, n_status, groups)
     finally:
         PyMem_Free(incoming)
     return n_groups, n_ops, n_levels, n_trades, n_deltas, unknown, orderless
@@ -357,58 +387,34 @@ cdef void sort_ops(OpRow *ops, int64_t *op_key, Py_ssize_t n, SortItem *items, S
         op_key[i] = items[i].k1
 
 
-cdef Py_ssize_t last_levels(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, LevelRow *levels,
-                            int64_t *level_key, SortItem *items, SortItem *scratch) noexcept nogil:
-    """Each level's last BookLevel per batch, by (batch, market, side, price): its aggregate after the batch."""
-    cdef Py_ssize_t i, n = 0, out = 0
+cdef Py_ssize_t last_levels(const xos_event *ev, SortItem *items, Py_ssize_t n, SortItem *scratch, LevelRow *levels,
+                            int64_t *level_key) noexcept nogil:
+    """Each level's last BookLevel per batch: ``items`` the BookLevels keyed (batch, market, side) and
+    price, in event order; out by that key, each level's aggregate after the batch."""
+    cdef Py_ssize_t i, out = 0
     cdef const xos_event *e
-    for i in range(count):
-        if ev[i].kind == XOS_EV_BOOK_LEVEL:
-            items[n].k1 = (batch_of[i] << 33) | (<int64_t>ev[i].market << 1) | ev[i].side
-            items[n].k2, items[n].i = ev[i].price, i
-            n += 1
     stable_sort(items, scratch, n)
     for i in range(n):
         if i + 1 < n and items[i + 1].k1 == items[i].k1 and items[i + 1].k2 == items[i].k2:
             continue  # a later event of the same level follows
         e = &ev[items[i].i]
         levels[out].side, levels[out].price, levels[out].qty, levels[out].count = e.side, e.price, e.qty, e.remaining
-        level_key[out] = (batch_of[items[i].i] << 32) | e.market
+        level_key[out] = items[i].k1 >> 1
         out += 1
     return out
 
 
-cdef Py_ssize_t of_kind_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, uint16_t kind,
-                               SortItem *items, SortItem *scratch) noexcept nogil:
-    """The events of ``kind`` as ``items`` (k1 their key, i their index) by key, each key's in event order."""
-    cdef Py_ssize_t i, n = 0
-    for i in range(count):
-        if ev[i].kind == kind:
-            items[n].k1, items[n].k2, items[n].i = (batch_of[i] << 32) | ev[i].market, 0, i
-            n += 1
-    stable_sort(items, scratch, n)
-    return n
-
-
-cdef Py_ssize_t fills_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, TradeRow *trades,
-                             SortItem *items, SortItem *scratch) noexcept nogil:
-    """The Fills as trade rows by key, each key's in event order; their keys stay in ``items[:n].k1``."""
-    cdef Py_ssize_t i, n = of_kind_by_key(ev, count, batch_of, XOS_EV_FILL, items, scratch)
+cdef void fill_trades(const xos_event *ev, SortItem *items, Py_ssize_t n, SortItem *scratch,
+                      TradeRow *trades) noexcept nogil:
+    """The Fills (``items``, keyed, in event order) as trade rows by key, each key's in event order; their
+    keys stay in ``items[:n].k1``."""
+    cdef Py_ssize_t i
     cdef const xos_event *e
+    stable_sort(items, scratch, n)
     for i in range(n):
         e = &ev[items[i].i]
         trades[i].id, trades[i].number, trades[i].price, trades[i].qty = e.seq, 0, e.price, e.qty
         trades[i].side, trades[i].taker_order, trades[i].maker_order = e.side, e.order_id, e.maker_order
-    return n
-
-
-cdef Py_ssize_t statuses_by_key(const xos_event *ev, Py_ssize_t count, const int64_t *batch_of, SortItem *items,
-                                SortItem *scratch, uint8_t *halted) noexcept nogil:
-    """The MarketStatus events by key, each key's in event order, with ``halted`` (qty 1) for each."""
-    cdef Py_ssize_t i, n = of_kind_by_key(ev, count, batch_of, XOS_EV_MARKET_STATUS, items, scratch)
-    for i in range(n):
-        halted[i] = ev[items[i].i].qty == 1
-    return n
 
 
 cdef Py_ssize_t group_keys(const int64_t *op_key, Py_ssize_t n_ops, const int64_t *level_key, Py_ssize_t n_levels,
