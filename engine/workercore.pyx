@@ -1,8 +1,11 @@
 """Hot loops of the worker cores (``engine/workers``): per-order state in C.
 
 ``IntTable``: an int64 key -> row of ``ncols`` int64 values, open addressing (linear probing,
-power-of-two capacity, load <= 1/2, backward-shift deletion: no tombstones).  Its storage is numpy
-arrays, so it pickles (the worker checkpoints pickle their cores).
+power-of-two capacity, load <= 1/2, backward-shift deletion: no tombstones).  It grows as keys come and
+shrinks (``fit``, after each pass) once a burst has gone, so its slots stay about twice its keys: a
+table sized for a whole batch's new orders, most of them gone again within it, spread the probes of
+a few hundred live orders over megabytes and missed the cache at each.  It pickles as its entries
+(the worker checkpoints pickle their cores).
 
 ``select_fresh`` is every core's first pass over a batch: the sequence check and the choice of the
 event kinds the core follows, in one loop, so the numpy work after it sees only those events.
@@ -13,7 +16,8 @@ cores did, with Python's floor division; events of other kinds are skipped.
 """
 cimport cython
 from libc.stdint cimport INT64_MIN, int64_t, uint64_t, uint8_t
-from libc.string cimport memcpy
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 import numpy as np
@@ -49,6 +53,18 @@ cdef inline uint64_t mix(int64_t k) noexcept nogil:
     return x
 
 
+cdef enum:
+    MIN_SLOTS = 16
+
+
+cdef inline int64_t capacity_for(int64_t keys) noexcept nogil:
+    """The slots for ``keys`` at a load of at most 1/2: a power of two, at least ``MIN_SLOTS``."""
+    cdef int64_t cap = MIN_SLOTS
+    while cap < 2 * keys:
+        cap <<= 1
+    return cap
+
+
 def _restore_table(ncols, keys, vals):
     t = IntTable(ncols, len(keys))
     t.update(keys, vals)
@@ -58,25 +74,43 @@ def _restore_table(ncols, keys, vals):
 cdef class IntTable:
     """int64 key -> ``ncols`` int64 values (see the module docstring)."""
 
+    def __cinit__(self):
+        self.block = NULL
+
     def __init__(self, int64_t ncols, int64_t capacity=16):
         if ncols < 1:
             raise ValueError("ncols must be >= 1")
         self.ncols = ncols
-        cdef int64_t cap = 16
-        while cap < 2 * capacity:
-            cap <<= 1
-        self._alloc(cap)
+        if self.resize(capacity_for(capacity)) < 0:
+            raise MemoryError(f"IntTable: no memory for {capacity} keys")
 
-    cdef void _alloc(self, int64_t cap) except *:
-        self._keys = np.zeros(cap, np.int64)
-        self._used = np.zeros(cap, np.uint8)
-        self._vals = np.zeros((cap, self.ncols), np.int64)
-        self.keys = <int64_t *>cnp.PyArray_DATA(self._keys)
-        self.used = <uint8_t *>cnp.PyArray_DATA(self._used)
-        self.vals = <int64_t *>cnp.PyArray_DATA(self._vals)
-        self.cap = cap
-        self.mask = cap - 1
-        self.count = 0
+    def __dealloc__(self):
+        free(self.block)
+
+    cdef int resize(self, int64_t cap) noexcept nogil:
+        """Move the entries into ``cap`` slots (a power of two above twice the count): 0, or -1 out of
+        memory (the table unchanged)."""
+        cdef int64_t n = self.ncols, i, j, c, old_cap = self.cap
+        cdef int64_t *old_keys = self.keys
+        cdef int64_t *old_vals = self.vals
+        cdef uint8_t *old_used = self.used
+        cdef void *old_block = self.block
+        cdef char *block = <char *>malloc(cap * (sizeof(int64_t) * (n + 1) + 1))
+        if block is NULL:
+            return -1
+        self.block = block
+        self.keys = <int64_t *>block
+        self.vals = self.keys + cap
+        self.used = <uint8_t *>(self.vals + cap * n)
+        memset(self.used, 0, cap)
+        self.cap, self.mask, self.count = cap, cap - 1, 0
+        for i in range(old_cap if old_block is not NULL else 0):
+            if old_used[i]:
+                j = self.insert(old_keys[i])
+                for c in range(n):
+                    self.vals[j * n + c] = old_vals[i * n + c]
+        free(old_block)
+        return 0
 
     cdef int64_t find(self, int64_t key) noexcept nogil:
         cdef uint64_t i = mix(key) & <uint64_t>self.mask
@@ -87,13 +121,20 @@ cdef class IntTable:
         return -1
 
     cdef int64_t insert(self, int64_t key) noexcept nogil:
-        """The slot of ``key``, a new one (values zeroed) if absent; capacity must have been reserved."""
+        """The slot of ``key``, a new one (values zeroed) if absent; -1 out of memory.  The table grows
+        at a load of 1/2 (its slots move: a slot found before an insert is stale after it)."""
         cdef uint64_t i = mix(key) & <uint64_t>self.mask
         cdef int64_t c
         while self.used[i]:
             if self.keys[i] == key:
                 return <int64_t>i
             i = (i + 1) & <uint64_t>self.mask
+        if 2 * (self.count + 1) > self.cap:
+            if self.resize(2 * self.cap) < 0:
+                return -1
+            i = mix(key) & <uint64_t>self.mask
+            while self.used[i]:
+                i = (i + 1) & <uint64_t>self.mask
         self.used[i] = 1
         self.keys[i] = key
         for c in range(self.ncols):
@@ -120,17 +161,17 @@ cdef class IntTable:
         self.used[i] = 0
         self.count -= 1
 
+    cdef void fit(self) noexcept nogil:
+        """Shrink a table far emptier than its slots (a burst left it large): its probes stay within a
+        few cache-sized pages.  Out of memory it stays as it is."""
+        if self.cap > MIN_SLOTS and 16 * self.count < self.cap:
+            self.resize(capacity_for(2 * self.count))
+
     def reserve(self, int64_t extra):
         """Make room for ``extra`` more keys without passing a load of 1/2."""
         cdef int64_t need = self.count + extra
-        if 2 * need <= self.cap:
-            return
-        keys, vals = self.arrays()
-        cdef int64_t cap = self.cap
-        while cap < 2 * need:
-            cap <<= 1
-        self._alloc(cap)
-        self.update(keys, vals)
+        if 2 * need > self.cap and self.resize(capacity_for(need)) < 0:
+            raise MemoryError(f"IntTable: no memory for {need} keys")
 
     def update(self, keys, vals):
         """Set the rows of ``keys`` (int64[n]) to ``vals`` (int64[n, ncols])."""
@@ -165,15 +206,24 @@ cdef class IntTable:
 
     def arrays(self):
         """``(keys, vals)`` of every entry (slot order)."""
-        used = self._used.view(np.bool_)
-        return self._keys[used].copy(), self._vals[used].copy()
+        keys = np.empty(self.count, np.int64)
+        vals = np.empty((self.count, self.ncols), np.int64)
+        cdef int64_t[::1] k = keys
+        cdef int64_t[:, ::1] v = vals
+        cdef int64_t i, j = 0
+        for i in range(self.cap):
+            if self.used[i]:
+                k[j] = self.keys[i]
+                memcpy(&v[j, 0], &self.vals[i * self.ncols], self.ncols * sizeof(int64_t))
+                j += 1
+        return keys, vals
 
     def get(self, int64_t key):
         """The values of ``key`` as a tuple, or ``None``."""
         cdef int64_t s = self.find(key)
         if s < 0:
             return None
-        return tuple(self._vals[s].tolist())
+        return tuple([self.vals[s * self.ncols + c] for c in range(self.ncols)])
 
     def to_dict(self) -> dict:
         keys, vals = self.arrays()
@@ -184,6 +234,11 @@ cdef class IntTable:
 
     def __len__(self):
         return self.count
+
+    @property
+    def slots(self) -> int:
+        """How many slots the table has now (a power of two, at least twice its keys)."""
+        return self.cap
 
     def __reduce__(self):
         keys, vals = self.arrays()
@@ -270,12 +325,25 @@ cdef inline int64_t hold_of(int64_t side, int64_t price, int64_t remaining, int6
     return fdiv(remaining, lot) * (-fdiv(-price, lev) - fdiv(-price * tb, 10000))
 
 
+cdef enum:  # what went wrong in a pass over a batch (bits)
+    PASS_LOT_ZERO = 1
+    PASS_NO_MEMORY = 2
+
+
+cdef int raise_pass_error(int rc) except -1:
+    if rc & PASS_NO_MEMORY:
+        raise MemoryError("an order table could not grow")
+    if rc & PASS_LOT_ZERO:
+        raise ZeroDivisionError("a market with lot size 0")
+    return 0
+
+
 cdef inline int rehold(IntTable t, int64_t slot, int64_t price, int64_t remaining, int64_t *held, int64_t ncol,
                        const int64_t *lot, const int64_t *base, const int64_t *quote) noexcept nogil:
     cdef int64_t *o = &t.vals[slot * MARGIN_COLS]
     cdef int64_t m = o[M_MKT], side = o[M_SIDE], asset
     if lot[m] == 0:
-        return -1
+        return PASS_LOT_ZERO
     asset = quote[m] if side == SIDE_BUY else base[m]
     held[o[M_ROW] * ncol + asset] += (hold_of(side, price, remaining, lot[m], o[M_TB], o[M_LEV])
                                       - hold_of(side, o[M_PRICE], o[M_REM], lot[m], o[M_TB], o[M_LEV]))
@@ -408,11 +476,6 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
         raise ValueError("orders table must have MARGIN_COLS columns")
     if len(rows) < n or len(midx) < n:
         raise ValueError("rows / midx shorter than the batch")
-    cdef int64_t nacc = 0
-    for i in range(n):
-        if ev[i].kind == EV_ACCEPTED and ev[i].order_id > 0:
-            nacc += 1
-    orders.reserve(nacc)
     cdef int64_t *hp = &held[0, 0] if held.shape[0] > 0 and held.shape[1] > 0 else NULL
     cdef int64_t ncol = held.shape[1]
     cdef const int64_t *lot = &m_lot[0] if len(m_lot) else NULL
@@ -443,6 +506,9 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                 # a liquidation's IOC order holds nothing (and never rests): not followed
                 if ev[i].order_id > 0 and not (ev[i].flags & EVFLAG_LIQUIDATION):
                     s = orders.insert(ev[i].order_id)
+                    if s < 0:
+                        rc |= PASS_NO_MEMORY
+                        break
                     o = &orders.vals[s * MARGIN_COLS]
                     o[M_ROW] = rows[i]
                     o[M_MKT] = midx[i]
@@ -462,8 +528,8 @@ def margin_holds(IntTable orders, cnp.ndarray events, const int64_t[::1] rows, c
                     rc |= rehold(orders, s, leg_price(o, ev[i].price), ev[i].remaining, hp, ncol, lot, base, quote)
                     if ev[i].remaining == 0:
                         orders.erase(s)
-    if rc:
-        raise ZeroDivisionError("a market with lot size 0")
+        orders.fit()
+    raise_pass_error(rc)
 
 
 # ------------------------------------------------------------------------------- risk
@@ -481,8 +547,10 @@ cdef enum:
 cdef inline int set_order(IntTable oi, int64_t *o, int64_t price, int64_t remaining) noexcept nogil:
     cdef int64_t lot = o[R_LOT]
     if lot == 0:
-        return -1
+        return PASS_LOT_ZERO
     cdef int64_t s = oi.insert(o[R_VENUE])
+    if s < 0:
+        return PASS_NO_MEMORY
     oi.vals[s] += price * fdiv(remaining, lot) - o[R_PRICE] * fdiv(o[R_REM], lot)
     o[R_PRICE] = price
     o[R_REM] = remaining
@@ -551,13 +619,6 @@ def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events
         raise ValueError("bad table widths")
     if market_lots.shape[0] != market_ids.shape[0] or listed_at.shape[0] != market_ids.shape[0]:
         raise ValueError("risk_orders: market ids, lots and listing seqs disagree in length")
-    cdef int64_t nacc = 0
-    for i in range(n):
-        if ev[i].kind == EV_ACCEPTED and ev[i].order_id > 0:
-            nacc += 1
-    orders.reserve(nacc)
-    oi.reserve(nacc)
-    rates.reserve(nacc)
     with nogil:
         for i in range(n):
             kind = ev[i].kind
@@ -578,6 +639,9 @@ def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events
                 # a liquidation's IOC order holds nothing (and never rests): not followed
                 if ev[i].order_id > 0 and not (ev[i].flags & EVFLAG_LIQUIDATION):
                     s = orders.insert(ev[i].order_id)
+                    if s < 0:
+                        rc |= PASS_NO_MEMORY
+                        break
                     o = &orders.vals[s * RISK_COLS]
                     o[R_VENUE] = ev[i].venue
                     o[R_LOT] = lot_at(market_ids, market_lots, listed_at, ev[i].market, ev[i].seq)
@@ -588,6 +652,9 @@ def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events
                     k = rates.find(ev[i].account)
                     if k < 0:
                         k = rates.insert(ev[i].account)
+                        if k < 0:
+                            rc |= PASS_NO_MEMORY
+                            break
                         rates.vals[k * RATE_COLS] = sec
                     r = &rates.vals[k * RATE_COLS]
                     if r[0] != sec:
@@ -603,8 +670,8 @@ def risk_orders(IntTable orders, IntTable oi, IntTable rates, cnp.ndarray events
                     rc |= set_order(oi, &orders.vals[s * RISK_COLS], ev[i].price, ev[i].remaining)
                     if ev[i].remaining == 0:
                         orders.erase(s)
-    if rc:
-        raise ZeroDivisionError("a market with lot size 0")
+        orders.fit()
+    raise_pass_error(rc)
 
 
 MARGIN_COLUMNS = MARGIN_COLS

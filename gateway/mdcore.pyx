@@ -124,7 +124,6 @@ def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::
             n_trades += 1
         elif kind == XOS_EV_MARKET_STATUS:
             n_status += 1
-    orders.reserve(adds)
     k = max(count, 1)
     incoming = <int64_t *>PyMem_Malloc((2 * max(adds, 1) + k) * sizeof(int64_t) + 3 * k * sizeof(SortItem)
                                        + k * sizeof(OpRow) + k)
@@ -185,9 +184,9 @@ cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders,
     cdef int64_t batch = -1, ts = 0, order_id, fin, before, after, p_before, p_after, slot, value
     cdef int64_t *row
     cdef uint8_t op, side, reason
-    cdef bint lost, folded
+    cdef bint lost, folded, no_memory = False
     with nogil:
-        while i < count:
+        while i < count and not no_memory:
             j = i + 1  # the command's events: i .. j - 1
             while j < count and ev[j].cmd_seq == ev[i].cmd_seq:
                 j += 1
@@ -239,6 +238,9 @@ cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders,
                 if op == OP_ADD:
                     before = p_before = 0
                     slot = orders.insert(order_id)
+                    if slot < 0:
+                        no_memory = True
+                        break
                     row = &orders.vals[slot * ORDER_COLS]
                     row[O_MARKET], row[O_SIDE], row[O_REST_SEQ] = e.market, side, e.seq
                 elif slot < 0:
@@ -274,6 +276,9 @@ cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders,
                         deltas[d, 3], deltas[d, 4] = -before, -1
                 d += 1
             i = j
+        orders.fit()
+    if no_memory:
+        raise MemoryError("md_pass: the resting-order table could not grow")
     return n, d, unknown
 
 

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from engine.matcher import Engine
+from engine.records import Ev, Side
 from engine.workercore import IntTable
 from engine.workers.margin import MarginBook
 from engine.workers.risk import RiskConfig, RiskMonitor
+from gateway.marketdata import MarketDataCore
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 
@@ -109,3 +111,31 @@ def test_risk_orders_takes_an_orders_lot_from_its_market_listed_before_it():
     assert {v: x[0] for v, x in oi.to_dict().items()} == {1: 100 * (25 // 10), 2: 100 * 25, 3: 100 * 25}
     with pytest.raises(ValueError, match="market ids, lots and listing seqs disagree"):
         risk_orders(orders, oi, rates, ev, ids, lots[:1], listed_at)
+
+
+def test_order_tables_grow_with_a_burst_and_shrink_once_it_has_gone():
+    """A core's order table grows as a pass brings orders and shrinks once they have gone, so a batch
+    whose 3,000 orders nearly all go within it leaves a small table of what rests; each core (margin,
+    risk, market data) ends exactly as one fed the same events a few at a time."""
+    e = Engine(**ENGINE_KWARGS)
+    ts = iter(range(1, 10**6))
+    setup = np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0),
+                            e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, band_bps=0),
+                            e.deposit(1, 1, 10**12, ts=next(ts)), e.deposit(2, 2, 10**9, ts=next(ts))])
+    burst = [e.place(1, 1, Side.BUY, 1000 - i % 50, 1 + i % 3, client_id=10 + i, ts=next(ts)) for i in range(3000)]
+    burst += [e.place(2, 1, Side.SELL, 990, 40, client_id=1, ts=next(ts))]  # fills the best bids
+    burst += [e.cancel(1, client_id=10 + i, ts=next(ts)) for i in range(3000) if i % 700]
+    events = np.concatenate([setup, *burst])
+    placed = events["order_id"][events["kind"] == Ev.ACCEPTED]
+    assert 0 < e.open_orders < 5 and (placed > 0).sum() == 3001
+    for make in (lambda: MarginBook(accounts=2), lambda: RiskMonitor(RiskConfig(move_bps=150)), MarketDataCore):
+        whole, bits = make(), make()
+        whole.apply(events)
+        for piece in np.split(events, np.flatnonzero(np.diff(events["ts"]))[::97] + 1):  # whole commands
+            bits.apply(piece)
+        assert whole.orders.to_dict() == bits.orders.to_dict()
+        assert len(whole.orders) == e.open_orders and whole.orders.slots <= 32
+        if isinstance(whole, MarginBook):
+            for account in (1, 2):
+                for asset, (free, held) in e.balances(account).items():
+                    assert whole.balance(account, asset) == bits.balance(account, asset) == (free + held, held)
