@@ -22,7 +22,8 @@ from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import numpy as np
 
-from records cimport XOS_EV_BALANCE, XOS_EV_MARKET_STATUS, XOS_EV_REJECTED, XOS_EV_VENUE, xos_event
+from records cimport (XOS_EV_BALANCE, XOS_EV_MARKET_STATUS, XOS_EV_OUTCOME_POSITION, XOS_EV_POSITION, XOS_EV_REJECTED,
+                     XOS_EV_VENUE, XOS_EV_VENUE_TRANSFER, xos_event)
 from eventkeep cimport XOS_KEEP_ALL, XOS_KEEP_ORDERLESS, xos_event_kept
 from lowerbound cimport xos_lower_bound
 
@@ -453,6 +454,57 @@ def largest_cross_positions(positions, int64_t nrows):
             if b[r] < 0 or maint[s] > maint[b[r]]:
                 b[r] = s
     return best
+
+
+cdef inline int64_t index_of(const int64_t *keys, const int64_t *values, int64_t n, int64_t key) noexcept nogil:
+    """``values[i]`` where ``keys[i] == key`` (``keys`` sorted), or -1."""
+    cdef int64_t at = xos_lower_bound(keys, n, key)
+    return values[at] if at < n and keys[at] == key else -1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def margin_rows(cnp.ndarray events, const int64_t[::1] market_ids, const int64_t[::1] market_index,
+                const int64_t[::1] account_ids, const int64_t[::1] account_rows, int64_t[::1] midx,
+                int64_t[::1] rows) -> tuple:
+    """One pass over a batch for ``MarginBook``: into ``midx`` the index of each event's market in the market
+    arrays (``market_ids`` sorted, each one's index beside it) for an order's Accepted, a Fill, a Position and
+    an OutcomePosition (0 for the others), into ``rows`` each order's Accepted's account row (``account_ids``
+    sorted, each one's row beside it; 0 for the others).  Returns (the first of those events whose market is
+    not listed, or -1; whether an event names an account without a row: an Accepted's, a Balance's, a
+    VenueTransfer's, a position's, a Fill's taker or maker; rows are given in order of first appearance
+    first, then this pass runs again).  In numpy this was a dozen calls and passes over the batch."""
+    cdef int64_t n = len(events), i, bad = -1, nm = market_ids.shape[0], na = account_ids.shape[0]
+    cdef const xos_event *ev = event_data(events) if n else NULL
+    cdef const xos_event *e
+    cdef const int64_t *mk = &market_ids[0] if nm else NULL
+    cdef const int64_t *mi = &market_index[0] if nm else NULL
+    cdef const int64_t *ak = &account_ids[0] if na else NULL
+    cdef const int64_t *ar = &account_rows[0] if na else NULL
+    cdef bint fresh = False
+    cdef int kind
+    if market_index.shape[0] != nm or account_rows.shape[0] != na:
+        raise ValueError("margin_rows: ids and their indexes differ in length")
+    if midx.shape[0] < n or rows.shape[0] < n:
+        raise ValueError(f"margin_rows: {n} events, room for {min(midx.shape[0], rows.shape[0])}")
+    with nogil:
+        for i in range(n):
+            e = &ev[i]
+            kind = e.kind
+            midx[i] = rows[i] = 0
+            if kind == EV_ACCEPTED or kind == EV_FILL or kind == XOS_EV_POSITION or kind == XOS_EV_OUTCOME_POSITION:
+                midx[i] = index_of(mk, mi, nm, e.market)
+                if midx[i] < 0:
+                    midx[i] = 0
+                    if bad < 0:
+                        bad = i
+                rows[i] = index_of(ak, ar, na, e.account)
+                fresh |= rows[i] < 0 or (kind == EV_FILL and index_of(ak, ar, na, e.maker_account) < 0)
+                if kind != EV_ACCEPTED or rows[i] < 0:
+                    rows[i] = 0
+            elif kind == XOS_EV_BALANCE or kind == XOS_EV_VENUE_TRANSFER:
+                fresh |= index_of(ak, ar, na, e.account) < 0
+    return bad, fresh
 
 
 @cython.boundscheck(False)

@@ -139,3 +139,18 @@ def test_order_tables_grow_with_a_burst_and_shrink_once_it_has_gone():
             for account in (1, 2):
                 for asset, (free, held) in e.balances(account).items():
                     assert whole.balance(account, asset) == bits.balance(account, asset) == (free + held, held)
+
+
+def test_margin_refuses_an_order_in_a_market_it_never_saw_listed():
+    e = Engine(**ENGINE_KWARGS)
+    events = np.concatenate([e.add_asset(1, "USD", 2), e.add_asset(2, "BTC", 0),
+                             e.add_market(1, 2, 1, tick_size=1, lot_size=1, min_size=1, band_bps=0),
+                             e.deposit(1, 1, 10**9), e.place(1, 1, Side.BUY, 100, 2, client_id=1)])
+    book = MarginBook(accounts=2)
+    stranger = events[-2:].copy()  # the order's Accepted and BookLevel, in a market never listed
+    stranger["market"] = 99
+    book.apply(events[:-2])
+    with pytest.raises(KeyError, match="99"):
+        book.apply(stranger)
+    book.apply(events[-2:])
+    assert book.balance(1, 1) == (10**9, 200) and len(book.orders) == 1

@@ -46,7 +46,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, join_records, select_records
-from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds
+from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds, margin_rows
 from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
@@ -362,35 +362,29 @@ class MarginBook(EventCore):
             else none
         is_position = kind == _POSITION if present[_POSITION] else none
         is_outcome = kind == _OUTCOME_POSITION if present[_OUTCOME_POSITION] else none
-        market = mine["market"].astype(np.int64)
         _, lot, tb, base, quote, nonspot, lev, payout, sorted_ids, order = self._market_arrays()
-        # markets of the orders' Accepted, the fills and the positions, as indexes into the market arrays
-        need = is_order | is_fill | is_position | is_outcome
-        midx = np.zeros(len(mine), np.int64)
-        if need.any():
-            at = np.searchsorted(sorted_ids, market)
-            ok = np.zeros(len(mine), bool)
-            inside = at < len(sorted_ids)
-            ok[inside] = sorted_ids[at[inside]] == market[inside]
-            bad = need & ~ok
-            if bad.any():
-                raise KeyError(int(market[np.flatnonzero(bad)[0]]))
-            midx[need] = order[at[need]]
-        # accounts: rows in order of first appearance (a fill: buyer, then seller)
+        # in C: the markets of the orders' Accepted, the fills and the positions, as indexes into the market
+        # arrays, and the orders' account rows
+        mine = np.ascontiguousarray(mine)
+        midx, rows = np.empty(len(mine), np.int64), np.empty(len(mine), np.int64)
+        bad, fresh = margin_rows(mine, sorted_ids, order, *self._known, midx, rows)
+        if bad >= 0:
+            raise KeyError(int(mine["market"][bad]))
         fills = select_records(mine, is_fill) if present[_FILL] else mine[:0]
         taker, maker = fills["account"], fills["maker_account"]
         buy = fills["side"] == _BUY
         buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
-        acct = mine["account"].copy()
-        single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
-        if len(fills):
-            pos = np.flatnonzero(is_fill)
-            acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
-            rows_of = self._rows(np.concatenate([acct[single], buyer, seller])[np.argsort(acct_pos, kind="stable")])
-        else:  # already in order
-            rows_of = self._rows(acct[single])
-        rows = np.zeros(len(mine), np.int64)
-        rows[is_order] = rows_of(acct[is_order])
+        if fresh:  # accounts seen for the first time get rows, in order of first appearance (a fill: buyer, then seller)
+            acct = mine["account"]
+            single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
+            if len(fills):
+                pos = np.flatnonzero(is_fill)
+                acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
+                self._rows(np.concatenate([acct[single], buyer, seller])[np.argsort(acct_pos, kind="stable")])
+            else:  # already in order
+                self._rows(acct[single])
+            margin_rows(mine, sorted_ids, order, *self._known, midx, rows)
+        rows_of = self._rows_of()
         if is_balance.any():
             bal = select_records(mine, is_balance)
             listings.accounts.update(np.unique(bal["account"]).tolist())
@@ -463,7 +457,7 @@ class MarginBook(EventCore):
             cross = book.isolated[touched] == 0  # an isolated position's margin is in held, not in the cross sums
             np.add.at(self.margin_sum, (r[cross], q[cross]), margin_moved[cross])
         # holds before the revaluation: the cross equity it checks is free (total - held) + margins + unrealised
-        margin_holds(self.orders, np.ascontiguousarray(mine), rows, midx, self.held, lot, tb, base, quote, nonspot,
+        margin_holds(self.orders, mine, rows, midx, self.held, lot, tb, base, quote, nonspot,
                      lev, payout)
         if len(moved) or len(touched):
             self._revalue_positions(moved, touched)
@@ -925,6 +919,12 @@ class MarginBook(EventCore):
                 ids = self.account_ids[:len(self.index)]
                 order = np.argsort(ids, kind="stable")
                 self._known = known, known_rows = ids[order], order.astype(np.int64)
+
+        return self._rows_of()
+
+    def _rows_of(self):
+        """The rows of known accounts (vectorised: account ids -> rows)."""
+        known, known_rows = self._known
 
         def rows_of(a: np.ndarray) -> np.ndarray:
             return known_rows[np.searchsorted(known, a)]
