@@ -456,6 +456,22 @@ def largest_cross_positions(positions, int64_t nrows):
     return best
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def count_kinds(cnp.ndarray events, int64_t[::1] present) -> int:
+    """Add each event of a batch to ``present[its kind]``; returns how many are Accepted events of no order
+    (listings and mass cancels), so that a core looks for listings only in a batch that has one.  A kind
+    past ``present`` is refused."""
+    cdef int64_t n = len(events), i, orderless = 0, slots = present.shape[0]
+    cdef const xos_event *ev = event_data(events) if n else NULL
+    for i in range(n):
+        if ev[i].kind >= slots:
+            raise ValueError(f"count_kinds: event kind {ev[i].kind} (seq {ev[i].seq}) is past the {slots} counted")
+        present[ev[i].kind] += 1
+        orderless += ev[i].kind == EV_ACCEPTED and ev[i].order_id == 0
+    return orderless
+
+
 cdef inline int64_t index_of(const int64_t *keys, const int64_t *values, int64_t n, int64_t key) noexcept nogil:
     """``values[i]`` where ``keys[i] == key`` (``keys`` sorted), or -1."""
     cdef int64_t at = xos_lower_bound(keys, n, key)

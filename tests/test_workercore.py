@@ -154,3 +154,17 @@ def test_margin_refuses_an_order_in_a_market_it_never_saw_listed():
         book.apply(stranger)
     book.apply(events[-2:])
     assert book.balance(1, 1) == (10**9, 200) and len(book.orders) == 1
+
+
+def test_count_kinds_counts_each_kind_and_the_accepted_of_no_order():
+    from engine.records import EVENT_DTYPE
+    from engine.workercore import count_kinds
+    ev = np.zeros(6, EVENT_DTYPE)
+    ev["seq"] = np.arange(1, 7)
+    ev["kind"] = [Ev.ACCEPTED, Ev.ACCEPTED, Ev.FILL, Ev.ACCEPTED, Ev.CANCELLED, Ev.BOOK_LEVEL]
+    ev["order_id"] = [5, 0, 5, 0, 5, 0]  # two Accepted of no order: a listing's, a mass cancel's
+    present = np.zeros(int(max(Ev)) + 1, np.int64)
+    assert count_kinds(ev, present) == 2
+    assert present.tolist() == np.bincount(ev["kind"], minlength=len(present)).tolist()
+    with pytest.raises(ValueError, match="kind 6 .seq 6. is past the 6 counted"):
+        count_kinds(ev, np.zeros(6, np.int64))

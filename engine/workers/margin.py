@@ -46,7 +46,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, join_records, select_records
-from ..workercore import MARGIN_COLUMNS, IntTable, largest_cross_positions, margin_holds, margin_rows
+from ..workercore import MARGIN_COLUMNS, IntTable, count_kinds, largest_cross_positions, margin_holds, margin_rows
 from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
@@ -329,12 +329,13 @@ class MarginBook(EventCore):
         matcher's input (``COMMAND_DTYPE``, possibly empty): Liquidate and ApplyFunding.  Listings are learned first (they only add), then balance
         and fill amounts are added with one ``np.add.at``; holds follow each order in
         ``engine.workercore``; positions are revalued where their mark moved or they changed."""
-        # how many of each kind: the rare kinds' selections below are skipped in the many batches without them
-        present = np.bincount(new["kind"], minlength=KIND_SLOTS)
+        # how many of each kind (in C): the rare kinds' selections below are skipped in the many batches without them
+        new = np.ascontiguousarray(new)
+        present = np.zeros(KIND_SLOTS, np.int64)
+        orderless = count_kinds(new, present)
         # listings (rare): in order, before anything that uses them
         listings = self.listings
-        listing_at = np.flatnonzero((new["kind"] == _ACCEPTED) & (new["order_id"] == 0)).tolist() \
-            if present[_ACCEPTED] else []
+        listing_at = np.flatnonzero((new["kind"] == _ACCEPTED) & (new["order_id"] == 0)).tolist() if orderless else []
         for i in listing_at:
             self._learn(new[i])
         if present[_VENUE]:
@@ -356,8 +357,7 @@ class MarginBook(EventCore):
             return np.zeros(0, COMMAND_DTYPE)
         kind = mine["kind"]  # the counts in ``present`` hold for ``mine`` too, bar the listings' Accepted
         none = np.zeros(len(mine), bool)
-        is_order = kind == _ACCEPTED
-        is_fill = kind == _FILL
+        is_fill = kind == _FILL if present[_FILL] else none
         is_balance = (kind == _BALANCE) | (kind == _VENUE_TRANSFER) if present[_BALANCE] or present[_VENUE_TRANSFER] \
             else none
         is_position = kind == _POSITION if present[_POSITION] else none
@@ -365,7 +365,6 @@ class MarginBook(EventCore):
         _, lot, tb, base, quote, nonspot, lev, payout, sorted_ids, order = self._market_arrays()
         # in C: the markets of the orders' Accepted, the fills and the positions, as indexes into the market
         # arrays, and the orders' account rows
-        mine = np.ascontiguousarray(mine)
         midx, rows = np.empty(len(mine), np.int64), np.empty(len(mine), np.int64)
         bad, fresh = margin_rows(mine, sorted_ids, order, *self._known, midx, rows)
         if bad >= 0:
@@ -376,7 +375,7 @@ class MarginBook(EventCore):
         buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
         if fresh:  # accounts seen for the first time get rows, in order of first appearance (a fill: buyer, then seller)
             acct = mine["account"]
-            single = ~is_fill & (is_order | is_balance | is_position | is_outcome)
+            single = ~is_fill & ((kind == _ACCEPTED) | is_balance | is_position | is_outcome)
             if len(fills):
                 pos = np.flatnonzero(is_fill)
                 acct_pos = np.concatenate([np.flatnonzero(single) * 2, pos * 2, pos * 2 + 1])
