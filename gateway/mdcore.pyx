@@ -8,8 +8,8 @@ batch; ``gateway.marketdata.MarketDataCore`` keeps the books and the messages, a
 (``engine.workercore.IntTable``) is pickled with it."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint64_t
-from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy, memset
 
 from engine.arrays cimport RecordLayout, record_layout
 from engine.workercore cimport IntTable
@@ -162,6 +162,9 @@ def md_pass(const unsigned char[::1] events, IntTable orders, ops, int64_t[:, ::
                     n_status += 1
             sort_ops(op_out, op_key, n_ops, op_items, scratch, op_rows)
             n_levels = last_levels(ev, level_items, n_levels, scratch, level_out, &level_key[0] if count else NULL)
+            if n_levels < 0:
+                with gil:
+                    raise MemoryError("md_pass: no memory to fold the BookLevels")
             fill_trades(ev, trade_items, n_trades, scratch, trade_out)
             stable_sort(status_items, scratch, n_status)
             for i in range(n_status):
@@ -392,21 +395,63 @@ cdef void sort_ops(OpRow *ops, int64_t *op_key, Py_ssize_t n, SortItem *items, S
         op_key[i] = items[i].k1
 
 
+cdef inline uint64_t item_hash(const SortItem *item) noexcept nogil:
+    cdef uint64_t h = <uint64_t>item.k1 * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>item.k2 * <uint64_t>0xC2B2AE3D27D4EB4F
+    return h ^ (h >> 29)
+
+
+cdef Py_ssize_t keep_last(SortItem *items, Py_ssize_t n) noexcept nogil:
+    """Fold ``items`` (in event order) to one per (k1, k2), in place, in order of first appearance, each with
+    the ``i`` of its last; returns how many, or -1 out of memory.  A batch's BookLevels come back to the same
+    few levels again and again: sorting every one of them cost more than the rest of a market-data pass."""
+    cdef Py_ssize_t cap = 256, u = 0, j, k
+    cdef uint64_t mask, h
+    cdef int64_t *slots = NULL  # positions in items[:u], -1: empty
+    cdef int64_t *grown
+    for j in range(n):
+        if slots is NULL or 2 * (u + 1) > cap:
+            if slots is not NULL:
+                cap *= 2
+            grown = <int64_t *>realloc(slots, cap * sizeof(int64_t))
+            if grown is NULL:
+                free(slots)
+                return -1
+            slots = grown
+            mask = cap - 1
+            memset(slots, 0xFF, cap * sizeof(int64_t))
+            for k in range(u):  # the kept ones, again
+                h = item_hash(&items[k]) & mask
+                while slots[h] >= 0:
+                    h = (h + 1) & mask
+                slots[h] = k
+        h = item_hash(&items[j]) & mask
+        while slots[h] >= 0 and not (items[slots[h]].k1 == items[j].k1 and items[slots[h]].k2 == items[j].k2):
+            h = (h + 1) & mask
+        if slots[h] >= 0:
+            items[slots[h]].i = items[j].i
+        else:
+            slots[h] = u
+            items[u] = items[j]
+            u += 1
+    free(slots)
+    return u
+
+
 cdef Py_ssize_t last_levels(const xos_event *ev, SortItem *items, Py_ssize_t n, SortItem *scratch, LevelRow *levels,
                             int64_t *level_key) noexcept nogil:
     """Each level's last BookLevel per batch: ``items`` the BookLevels keyed (batch, market, side) and
-    price, in event order; out by that key, each level's aggregate after the batch."""
-    cdef Py_ssize_t i, out = 0
+    price, in event order; out by that key, each level's aggregate after the batch.  -1 out of memory."""
+    cdef Py_ssize_t i
     cdef const xos_event *e
+    n = keep_last(items, n)
+    if n < 0:
+        return -1
     stable_sort(items, scratch, n)
     for i in range(n):
-        if i + 1 < n and items[i + 1].k1 == items[i].k1 and items[i + 1].k2 == items[i].k2:
-            continue  # a later event of the same level follows
         e = &ev[items[i].i]
-        levels[out].side, levels[out].price, levels[out].qty, levels[out].count = e.side, e.price, e.qty, e.remaining
-        level_key[out] = items[i].k1 >> 1
-        out += 1
-    return out
+        levels[i].side, levels[i].price, levels[i].qty, levels[i].count = e.side, e.price, e.qty, e.remaining
+        level_key[i] = items[i].k1 >> 1
+    return n
 
 
 cdef void fill_trades(const xos_event *ev, SortItem *items, Py_ssize_t n, SortItem *scratch,
