@@ -18,6 +18,10 @@ cdef struct LevelSum:  # one level's summed changes in level_mismatches' open-ad
     int64_t price, qty, count
     bint used
 
+cdef struct LevelSums:  # level_mismatches' table: ``cap`` slots (0 or a power of two), ``used`` of them taken
+    LevelSum *table
+    Py_ssize_t cap, used
+
 cdef packed struct TradeRow:  # gateway.mdmessages.TRADE_DTYPE (49 bytes)
     int64_t id, number, price, qty
     uint8_t side

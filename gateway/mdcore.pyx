@@ -285,21 +285,40 @@ cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders,
     return n, d, unknown
 
 
-cdef inline void add_change(LevelSum *table, uint64_t mask, int64_t level_side, int64_t price, int64_t qty,
-                            int64_t count) noexcept nogil:
+cdef inline LevelSum *level_slot(LevelSum *table, uint64_t mask, int64_t level_side, int64_t price) noexcept nogil:
+    """The slot of (level_side, price) in ``table``: its own, or the empty one where it goes."""
     cdef uint64_t h = <uint64_t>level_side * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>price * <uint64_t>0xC2B2AE3D27D4EB4F
     cdef LevelSum *s
     h ^= h >> 29
     while True:
         s = &table[h & mask]
-        if not s.used:
-            s.used, s.level_side, s.price, s.qty, s.count = True, level_side, price, qty, count
-            return
-        if s.level_side == level_side and s.price == price:
-            s.qty += qty
-            s.count += count
-            return
+        if not s.used or (s.level_side == level_side and s.price == price):
+            return s
         h += 1
+
+
+cdef int add_change(LevelSums *sums, int64_t level_side, int64_t price, int64_t qty, int64_t count) noexcept nogil:
+    """Add a change to its level's sums (the table grows at half full); 0, or -1 out of memory."""
+    cdef LevelSum *grown
+    cdef LevelSum *s
+    cdef Py_ssize_t i, cap
+    if 2 * (sums.used + 1) > sums.cap:
+        cap = 2 * sums.cap if sums.cap else 256
+        grown = <LevelSum *>calloc(cap, sizeof(LevelSum))
+        if grown is NULL:
+            return -1
+        for i in range(sums.cap):
+            if sums.table[i].used:
+                level_slot(grown, cap - 1, sums.table[i].level_side, sums.table[i].price)[0] = sums.table[i]
+        free(sums.table)
+        sums.table, sums.cap = grown, cap
+    s = level_slot(sums.table, sums.cap - 1, level_side, price)
+    if not s.used:
+        s.used, s.level_side, s.price, s.qty, s.count = True, level_side, price, 0, 0
+        sums.used += 1
+    s.qty += qty
+    s.count += count
+    return 0
 
 
 def level_mismatches(const int64_t[:, ::1] l3, levels, const int64_t[::1] level_key, const int64_t[::1] qty,
@@ -307,29 +326,29 @@ def level_mismatches(const int64_t[:, ::1] l3, levels, const int64_t[::1] level_
     """How many levels the L3 ops changed otherwise than their BookLevel events did: ``l3`` rows are
     ``md_pass``' deltas (market, side, price, qty change, count change); ``levels`` are its level rows
     (their market in the low 32 bits of ``level_key``) and ``qty``/``count`` each one's change by the
-    BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums in a hash table, one
-    pass each (a sort by level cost more than the rest of a market-data pass)."""
-    cdef Py_ssize_t n3 = l3.shape[0], n2, i, cap = 16, mismatches = 0
-    cdef LevelSum *table
+    BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums in a hash table of the
+    levels touched, one pass each (a sort by level cost more than the rest of a market-data pass; a table
+    sized for every change, zeroed and scanned whole, was a twentieth of it)."""
+    cdef Py_ssize_t n3 = l3.shape[0], n2, i, mismatches = 0
+    cdef LevelSums sums
+    cdef int rc = 0
     cdef const LevelRow *lv = <const LevelRow *>LEVEL_ROWS.records(levels, &n2, False)
     if n3 and l3.shape[1] != 5:
         raise ValueError(f"level_mismatches: l3 rows have 5 columns, not {l3.shape[1]}")
     if not (level_key.shape[0] == qty.shape[0] == count.shape[0] == n2):
         raise ValueError("level_mismatches: levels, level_key, qty and count must have one length")
-    while cap < 2 * (n3 + n2):
-        cap <<= 1
-    table = <LevelSum *>calloc(cap, sizeof(LevelSum))
-    if table is NULL:
-        raise MemoryError()
+    sums.table, sums.cap, sums.used = NULL, 0, 0
     with nogil:
         for i in range(n3):
-            add_change(table, cap - 1, l3[i, 0] * 2 + l3[i, 1], l3[i, 2], l3[i, 3], l3[i, 4])
+            rc |= add_change(&sums, l3[i, 0] * 2 + l3[i, 1], l3[i, 2], l3[i, 3], l3[i, 4])
         for i in range(n2):
-            add_change(table, cap - 1, (level_key[i] & KEY_MARKET) * 2 + lv[i].side, lv[i].price, -qty[i], -count[i])
-        for i in range(cap):
-            if table[i].used and (table[i].qty != 0 or table[i].count != 0):
+            rc |= add_change(&sums, (level_key[i] & KEY_MARKET) * 2 + lv[i].side, lv[i].price, -qty[i], -count[i])
+        for i in range(sums.cap):
+            if sums.table[i].used and (sums.table[i].qty != 0 or sums.table[i].count != 0):
                 mismatches += 1
-    free(table)
+    free(sums.table)
+    if rc:
+        raise MemoryError("level_mismatches: no memory for the levels' sums")
     return mismatches
 
 
