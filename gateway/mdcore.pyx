@@ -415,7 +415,8 @@ cdef void sort_ops(OpRow *ops, int64_t *op_key, Py_ssize_t n, SortItem *items, S
 
 
 cdef inline uint64_t item_hash(const SortItem *item) noexcept nogil:
-    cdef uint64_t h = <uint64_t>item.k1 * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>item.k2 * <uint64_t>0xC2B2AE3D27D4EB4F
+    cdef uint64_t h = (<uint64_t>item.k1 * <uint64_t>0x9E3779B97F4A7C15
+                       ^ <uint64_t>item.k2 * <uint64_t>0xC2B2AE3D27D4EB4F)
     return h ^ (h >> 29)
 
 

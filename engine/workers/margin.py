@@ -373,7 +373,7 @@ class MarginBook(EventCore):
         taker, maker = fills["account"], fills["maker_account"]
         buy = fills["side"] == _BUY
         buyer, seller = np.where(buy, taker, maker), np.where(buy, maker, taker)
-        if fresh:  # accounts seen for the first time get rows, in order of first appearance (a fill: buyer, then seller)
+        if fresh:  # accounts seen for the first time get rows in order of first appearance (a fill: buyer, seller)
             acct = mine["account"]
             single = ~is_fill & ((kind == _ACCEPTED) | is_balance | is_position | is_outcome)
             if len(fills):
