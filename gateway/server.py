@@ -43,7 +43,7 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, readable, send_pair
-from .routing import ForwardBatch, PendingQueue, ReplyRouter
+from .routing import ForwardBatch, PendingQueue, ReplyRouter, compact_orders
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -171,18 +171,8 @@ class OrderTable:
             self.rows[:self.n] = np.sort(self.rows[:self.n], order="order_id")
 
     def compact(self) -> None:
-        """Drop closed orders beyond each account's newest CLOSED_KEPT."""
-        live = self.rows[:self.n]
-        closed = np.flatnonzero(live["status"] != OPEN)
-        order = closed[np.lexsort((-live["closed_seq"][closed], live["account"][closed]))]
-        accounts = live["account"][order]
-        starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
-        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-        keep = np.ones(self.n, bool)
-        keep[order[rank >= CLOSED_KEPT]] = False
-        kept = live[keep]
-        self.rows[:len(kept)] = kept
-        self.n = len(kept)
+        """Drop closed orders beyond each account's newest CLOSED_KEPT (in C)."""
+        self.n = compact_orders(self.rows, self.n, CLOSED_KEPT)
 
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of order ids, and which of them the table has."""

@@ -140,6 +140,45 @@ def test_compaction_keeps_each_accounts_newest_closed_orders():
     assert (np.diff(live["order_id"]) > 0).all()  # still sorted for the lookups
 
 
+def compact_reference(rows: np.ndarray, keep: int) -> np.ndarray:
+    """``compact_orders`` in numpy (as the gateway did it until session 27): each account's closed rows ranked
+    newest ``closed_seq`` first, equal ones in row order; those ranked ``keep`` or later dropped."""
+    closed = np.flatnonzero(rows["status"] != OPEN)
+    order = closed[np.lexsort((-rows["closed_seq"][closed], rows["account"][closed]))]
+    accounts = rows["account"][order]
+    starts = np.flatnonzero(np.r_[True, accounts[1:] != accounts[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    kept = np.ones(len(rows), bool)
+    kept[order[rank >= keep]] = False
+    return rows[kept]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compact_orders_keeps_what_the_numpy_ranking_kept(seed):
+    """Random tables: a few accounts or hundreds (its count table grows), closed_seqs with many ties, limits
+    from 0 up past every account's closed count; the rows kept, in order, as ``compact_reference``'s."""
+    from gateway.routing import compact_orders
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 5000))
+    rows = np.zeros(n + 7, ORDER_ROW_DTYPE)  # room past n: never touched
+    rows["order_id"][:n] = np.arange(1, n + 1)
+    rows["account"][:n] = rng.integers(1, 4 if seed % 2 else 400, n)
+    rows["status"][:n] = rng.choice([OPEN, 1, 2], n, p=[0.2, 0.3, 0.5])
+    rows["closed_seq"][:n] = np.where(rows["status"][:n] == OPEN, 0, rng.integers(1, 50 if seed < 4 else 10**6, n))
+    rows["client_id"] = np.arange(len(rows)) + 10**6
+    tail = rows[n:].copy()
+    for keep in (0, 1, 3, 40, 1000, n + 1):
+        table = rows.copy()
+        left = compact_orders(table, n, keep)
+        assert table[:left].tolist() == compact_reference(rows[:n], keep).tolist(), keep
+        assert table[n:].tolist() == tail.tolist()
+    with pytest.raises(ValueError, match="rows of"):
+        compact_orders(rows, len(rows) + 1, 3)
+    with pytest.raises(ValueError, match="keep -1"):
+        compact_orders(rows, n, -1)
+
+
 def test_the_reply_pass_refuses_bad_input_with_the_reason():
     """Events that are not whole records, keyed accounts out of order or of another type, a table whose
     length is not inside its rows, kind masks too long: each refused with what is wrong, nothing written."""
