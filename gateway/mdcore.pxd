@@ -13,15 +13,6 @@ cdef enum:  # the columns of the resting-order table (an engine.workercore.IntTa
     O_REST_SEQ  # time priority: the seq of the event that put the order at the back of its level
     ORDER_COLS
 
-cdef struct LevelSum:  # one level's summed changes in level_mismatches' open-addressing table
-    int64_t level_side  # market * 2 + side
-    int64_t price, qty, count
-    bint used
-
-cdef struct LevelSums:  # level_mismatches' table: ``cap`` slots (0 or a power of two), ``used`` of them taken
-    LevelSum *table
-    Py_ssize_t cap, used
-
 cdef packed struct TradeRow:  # gateway.mdmessages.TRADE_DTYPE (49 bytes)
     int64_t id, number, price, qty
     uint8_t side

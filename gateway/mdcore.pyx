@@ -7,11 +7,12 @@ market); and the check of each level's L3 change against its BookLevel change
 batch; ``gateway.marketdata.MarketDataCore`` keeps the books and the messages, and the order table
 (``engine.workercore.IntTable``) is pickled with it."""
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy, memset
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from engine.arrays cimport RecordLayout, record_layout
+from hashmap cimport xos_hmap, xos_hmap_free, xos_hmap_get, xos_hmap_init, xos_hmap_put
 from engine.workercore cimport IntTable
 from gateway.mdbook cimport LevelRow
 from records cimport (XOS_EF_PRIORITY_LOST, XOS_EV_ACCEPTED, XOS_EV_AMENDED, XOS_EV_BOOK_LEVEL, XOS_EV_CANCELLED,
@@ -285,39 +286,19 @@ cdef tuple pass_commands(const xos_event *ev, Py_ssize_t count, IntTable orders,
     return n, d, unknown
 
 
-cdef inline LevelSum *level_slot(LevelSum *table, uint64_t mask, int64_t level_side, int64_t price) noexcept nogil:
-    """The slot of (level_side, price) in ``table``: its own, or the empty one where it goes."""
-    cdef uint64_t h = <uint64_t>level_side * <uint64_t>0x9E3779B97F4A7C15 ^ <uint64_t>price * <uint64_t>0xC2B2AE3D27D4EB4F
-    cdef LevelSum *s
-    h ^= h >> 29
-    while True:
-        s = &table[h & mask]
-        if not s.used or (s.level_side == level_side and s.price == price):
-            return s
-        h += 1
-
-
-cdef int add_change(LevelSums *sums, int64_t level_side, int64_t price, int64_t qty, int64_t count) noexcept nogil:
-    """Add a change to its level's sums (the table grows at half full); 0, or -1 out of memory."""
-    cdef LevelSum *grown
-    cdef LevelSum *s
-    cdef Py_ssize_t i, cap
-    if 2 * (sums.used + 1) > sums.cap:
-        cap = 2 * sums.cap if sums.cap else 256
-        grown = <LevelSum *>calloc(cap, sizeof(LevelSum))
-        if grown is NULL:
+cdef int add_change(xos_hmap *levels, int64_t *sums, Py_ssize_t *used, int64_t level_side, int64_t price,
+                    int64_t qty, int64_t count) noexcept nogil:
+    """Add a change to its level's sums (``sums``: qty, count per level, in the order first seen; ``levels``
+    maps (level_side, price) to each one's place); 0, or -1 out of memory."""
+    cdef int64_t at = xos_hmap_get(levels, level_side, price)
+    if at < 0:
+        at = used[0]
+        if xos_hmap_put(levels, level_side, price, at):
             return -1
-        for i in range(sums.cap):
-            if sums.table[i].used:
-                level_slot(grown, cap - 1, sums.table[i].level_side, sums.table[i].price)[0] = sums.table[i]
-        free(sums.table)
-        sums.table, sums.cap = grown, cap
-    s = level_slot(sums.table, sums.cap - 1, level_side, price)
-    if not s.used:
-        s.used, s.level_side, s.price, s.qty, s.count = True, level_side, price, 0, 0
-        sums.used += 1
-    s.qty += qty
-    s.count += count
+        sums[2 * at] = sums[2 * at + 1] = 0
+        used[0] += 1
+    sums[2 * at] += qty
+    sums[2 * at + 1] += count
     return 0
 
 
@@ -326,27 +307,32 @@ def level_mismatches(const int64_t[:, ::1] l3, levels, const int64_t[::1] level_
     """How many levels the L3 ops changed otherwise than their BookLevel events did: ``l3`` rows are
     ``md_pass``' deltas (market, side, price, qty change, count change); ``levels`` are its level rows
     (their market in the low 32 bits of ``level_key``) and ``qty``/``count`` each one's change by the
-    BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums in a hash table of the
-    levels touched, one pass each (a sort by level cost more than the rest of a market-data pass; a table
+    BookLevel aggregates (``MarketBook.update``'s).  0 when the two agree.  Sums per level touched, found
+    through a hash map, one pass each (a sort by level cost more than the rest of a market-data pass; a table
     sized for every change, zeroed and scanned whole, was a twentieth of it)."""
-    cdef Py_ssize_t n3 = l3.shape[0], n2, i, mismatches = 0
-    cdef LevelSums sums
+    cdef Py_ssize_t n3 = l3.shape[0], n2, i, used = 0, mismatches = 0
+    cdef xos_hmap index
+    cdef int64_t *sums
     cdef int rc = 0
     cdef const LevelRow *lv = <const LevelRow *>LEVEL_ROWS.records(levels, &n2, False)
     if n3 and l3.shape[1] != 5:
         raise ValueError(f"level_mismatches: l3 rows have 5 columns, not {l3.shape[1]}")
     if not (level_key.shape[0] == qty.shape[0] == count.shape[0] == n2):
         raise ValueError("level_mismatches: levels, level_key, qty and count must have one length")
-    sums.table, sums.cap, sums.used = NULL, 0, 0
+    sums = <int64_t *>malloc(2 * max(n3 + n2, 1) * sizeof(int64_t))  # room for every change's level
+    if sums is NULL or xos_hmap_init(&index, 64):
+        free(sums)
+        raise MemoryError("level_mismatches: no memory for the levels' sums")
     with nogil:
         for i in range(n3):
-            rc |= add_change(&sums, l3[i, 0] * 2 + l3[i, 1], l3[i, 2], l3[i, 3], l3[i, 4])
+            rc |= add_change(&index, sums, &used, l3[i, 0] * 2 + l3[i, 1], l3[i, 2], l3[i, 3], l3[i, 4])
         for i in range(n2):
-            rc |= add_change(&sums, (level_key[i] & KEY_MARKET) * 2 + lv[i].side, lv[i].price, -qty[i], -count[i])
-        for i in range(sums.cap):
-            if sums.table[i].used and (sums.table[i].qty != 0 or sums.table[i].count != 0):
-                mismatches += 1
-    free(sums.table)
+            rc |= add_change(&index, sums, &used, (level_key[i] & KEY_MARKET) * 2 + lv[i].side, lv[i].price,
+                             -qty[i], -count[i])
+        for i in range(used):
+            mismatches += sums[2 * i] != 0 or sums[2 * i + 1] != 0
+    xos_hmap_free(&index)
+    free(sums)
     if rc:
         raise MemoryError("level_mismatches: no memory for the levels' sums")
     return mismatches
@@ -414,46 +400,26 @@ cdef void sort_ops(OpRow *ops, int64_t *op_key, Py_ssize_t n, SortItem *items, S
         op_key[i] = items[i].k1
 
 
-cdef inline uint64_t item_hash(const SortItem *item) noexcept nogil:
-    cdef uint64_t h = (<uint64_t>item.k1 * <uint64_t>0x9E3779B97F4A7C15
-                       ^ <uint64_t>item.k2 * <uint64_t>0xC2B2AE3D27D4EB4F)
-    return h ^ (h >> 29)
-
-
 cdef Py_ssize_t keep_last(SortItem *items, Py_ssize_t n) noexcept nogil:
     """Fold ``items`` (in event order) to one per (k1, k2), in place, in order of first appearance, each with
     the ``i`` of its last; returns how many, or -1 out of memory.  A batch's BookLevels come back to the same
     few levels again and again: sorting every one of them cost more than the rest of a market-data pass."""
-    cdef Py_ssize_t cap = 256, u = 0, j, k
-    cdef uint64_t mask, h
-    cdef int64_t *slots = NULL  # positions in items[:u], -1: empty
-    cdef int64_t *grown
+    cdef Py_ssize_t u = 0, j
+    cdef int64_t at
+    cdef xos_hmap kept  # (k1, k2) -> its place in items[:u]
+    if xos_hmap_init(&kept, 64):
+        return -1
     for j in range(n):
-        if slots is NULL or 2 * (u + 1) > cap:
-            if slots is not NULL:
-                cap *= 2
-            grown = <int64_t *>realloc(slots, cap * sizeof(int64_t))
-            if grown is NULL:
-                free(slots)
-                return -1
-            slots = grown
-            mask = cap - 1
-            memset(slots, 0xFF, cap * sizeof(int64_t))
-            for k in range(u):  # the kept ones, again
-                h = item_hash(&items[k]) & mask
-                while slots[h] >= 0:
-                    h = (h + 1) & mask
-                slots[h] = k
-        h = item_hash(&items[j]) & mask
-        while slots[h] >= 0 and not (items[slots[h]].k1 == items[j].k1 and items[slots[h]].k2 == items[j].k2):
-            h = (h + 1) & mask
-        if slots[h] >= 0:
-            items[slots[h]].i = items[j].i
-        else:
-            slots[h] = u
-            items[u] = items[j]
-            u += 1
-    free(slots)
+        at = xos_hmap_get(&kept, items[j].k1, items[j].k2)
+        if at >= 0:
+            items[at].i = items[j].i
+            continue
+        if xos_hmap_put(&kept, items[j].k1, items[j].k2, u):
+            xos_hmap_free(&kept)
+            return -1
+        items[u] = items[j]
+        u += 1
+    xos_hmap_free(&kept)
     return u
 
 

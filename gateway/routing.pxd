@@ -13,16 +13,10 @@ cdef packed struct OrderRow:
     uint8_t side, status
 
 cdef struct ClosedTally:  # compact_orders: one account's closed rows
-    int64_t account
     Py_ssize_t count, seen  # its closed rows; those put in the selection so far
     Py_ssize_t at  # where its closed_seqs start in the selection (an account over the limit)
     int64_t cut  # the oldest closed_seq it keeps
     Py_ssize_t ties  # rows at ``cut`` it still keeps
-    bint used
-
-cdef struct ClosedTallies:  # compact_orders' table: ``cap`` slots (0 or a power of two), ``used`` of them taken
-    ClosedTally *table
-    Py_ssize_t cap, used
 
 cdef packed struct ReportRow:
     uint8_t kind, side, liquidity, reason
