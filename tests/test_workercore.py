@@ -168,3 +168,22 @@ def test_count_kinds_counts_each_kind_and_the_accepted_of_no_order():
     assert present.tolist() == np.bincount(ev["kind"], minlength=len(present)).tolist()
     with pytest.raises(ValueError, match="kind 6 .seq 6. is past the 6 counted"):
         count_kinds(ev, np.zeros(6, np.int64))
+
+
+def test_margin_rows_refuses_ids_and_rooms_that_disagree_with_the_batch():
+    from engine.records import EVENT_DTYPE
+    from engine.workercore import margin_rows
+
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["kind"], ev["market"], ev["account"] = Ev.ACCEPTED, 7, 1001
+    ids, idx = np.array([7], np.int64), np.array([0], np.int64)
+    room = np.empty(3, np.int64)
+    with pytest.raises(ValueError, match="differ in length"):
+        margin_rows(ev, ids, np.zeros(2, np.int64), ids, idx, room, room.copy())
+    with pytest.raises(ValueError, match="3 events, room for 2"):
+        margin_rows(ev, ids, idx, ids, idx, room[:2].copy(), room.copy())
+    midx, rows = room.copy(), room.copy()
+    assert margin_rows(ev, ids, idx, np.array([1001], np.int64), np.array([4], np.int64), midx, rows) == (-1, False)
+    assert midx.tolist() == [0, 0, 0] and rows.tolist() == [4, 4, 4]
+    assert margin_rows(ev, ids, idx, np.zeros(0, np.int64), np.zeros(0, np.int64), midx, rows) == (-1, True)
+    assert margin_rows(ev, np.array([8], np.int64), idx, ids, idx, midx, rows)[0] == 0  # market 7 not listed
