@@ -18,6 +18,7 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_o
 
 BENCHMARKS = {
     "matcher": "the matcher alone on config A or B: throughput, latency percentiles, check against the reference",
+    "burst": "the matcher's steady order flow before and after a burst of open orders (its indexes shrink back)",
     "pipeline": "the whole engine as processes: matcher, journal, ring and the three workers",
     "ring": "the shared-memory event ring: events/s to 1 or 3 consumer processes, one-hop latency",
     "journal": "the journal: append+commit by fsync mode and batch size, fsync latency, replay speed",

@@ -18,7 +18,7 @@ cimport numpy as cnp
 
 from records cimport *
 from codes cimport *
-from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del
+from hashmap cimport xos_hmap, xos_hmap_init, xos_hmap_free, xos_hmap_get, xos_hmap_put, xos_hmap_del, xos_hmap_fit
 from intmath cimport (XOS_MAX_MONEY, xos_fee, xos_buy_hold, xos_mul_capped, xos_mul_div, xos_outside_band,
                      xos_ratio_cmp, xos_bankruptcy_price, xos_sum_exceeds, XOS_RATE_SCALE, xos_premium,
                      xos_funding_amount)
@@ -40,6 +40,7 @@ DEF DEFAULT_IMPACT_LOTS = 1  # reference.DEFAULT_IMPACT_LOTS
 DEF DEFAULT_FUNDING_INTERVAL = 3600000000000  # reference.DEFAULT_FUNDING_INTERVAL (1 h)
 DEF DEFAULT_SAMPLE_INTERVAL = 60000000000  # reference.DEFAULT_SAMPLE_INTERVAL (1 min)
 DEF DEFAULT_FUNDING_CAP = 1000000  # reference.DEFAULT_FUNDING_CAP (1 %)
+DEF INDEX_KEYS = 1024  # the order and client-id indexes' starting room, and the least they shrink to
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
@@ -299,7 +300,7 @@ cdef class Matcher:
         for i in range(max_orders):
             self.orders[i].next = <int32_t>(i + 1) if i + 1 < max_orders else NONE
         self.free_slot = 0
-        if (xos_hmap_init(&self.order_index, 1024) or xos_hmap_init(&self.client_index, 1024)
+        if (xos_hmap_init(&self.order_index, INDEX_KEYS) or xos_hmap_init(&self.client_index, INDEX_KEYS)
                 or xos_hmap_init(&self.account_index, 1024) or xos_hmap_init(&self.balance_index, 1024)):
             raise MemoryError()
 
@@ -4073,6 +4074,10 @@ cdef class Matcher:
                 durations[i] = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
                 memset(&durations[i + 1], 0, <size_t>(used - 1) * sizeof(int64_t))  # a multi-leg's legs: in its time
                 i += used
+        # after a burst of open orders, their indexes shrink back to the orders left (between batches: a
+        # shrink never lands in a command's time)
+        xos_hmap_fit(&self.order_index, INDEX_KEYS)
+        xos_hmap_fit(&self.client_index, INDEX_KEYS)
         return self.n_events
 
     # ----------------------------------------------------- Python batch edge
@@ -4877,6 +4882,12 @@ cdef class Matcher:
     def open_orders(self):
         return self.n_open
 
+    @property
+    def index_slots(self):
+        """The slots of the order-id and the client-id index: they follow the open orders, up after a
+        burst and down after it (``xos_hmap_fit``)."""
+        return int(self.order_index.mask + 1), int(self.client_index.mask + 1)
+
     cdef Market *market_ptr(self, market) except NULL:
         if not isinstance(market, int) or market < 1 or market > self.max_markets or not self.market_table[market].exists:
             raise KeyError(f"unknown market {market!r}")
@@ -5147,6 +5158,7 @@ class Engine(CommandAPI):
     last_order_id = property(lambda self: self.core.last_order_id)
     now = property(lambda self: self.core.now)
     open_orders = property(lambda self: self.core.open_orders)
+    index_slots = property(lambda self: self.core.index_slots)
 
 
 _DELEGATED = (

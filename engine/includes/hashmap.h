@@ -51,19 +51,36 @@ static inline void xos_hmap_insert_raw(xos_hmap *m, int64_t k1, int64_t k2, int6
     m->count++;
 }
 
+/* Rehashes every key into a fresh table sized for ``capacity`` keys; 0 on success, -1 when
+ * the allocation failed (the map is unchanged). */
+static inline int xos_hmap_rehash(xos_hmap *m, int64_t capacity) {
+    xos_hmap other;
+    if (xos_hmap_init(&other, capacity) != 0) return -1;
+    for (uint64_t i = 0; i <= m->mask; i++)
+        if (m->slots[i].val >= 0)
+            xos_hmap_insert_raw(&other, m->slots[i].k1, m->slots[i].k2, m->slots[i].val);
+    free(m->slots);
+    *m = other;
+    return 0;
+}
+
 /* 0 on success, -1 when growing failed (the map is unchanged). */
 static inline int xos_hmap_put(xos_hmap *m, int64_t k1, int64_t k2, int64_t val) {
-    if ((uint64_t)(m->count + 1) * 2 > m->mask + 1) {
-        xos_hmap bigger;
-        if (xos_hmap_init(&bigger, (int64_t)(m->mask + 1)) != 0) return -1;
-        for (uint64_t i = 0; i <= m->mask; i++)
-            if (m->slots[i].val >= 0)
-                xos_hmap_insert_raw(&bigger, m->slots[i].k1, m->slots[i].k2, m->slots[i].val);
-        free(m->slots);
-        *m = bigger;
-    }
+    if ((uint64_t)(m->count + 1) * 2 > m->mask + 1 && xos_hmap_rehash(m, (int64_t)(m->mask + 1)) != 0)
+        return -1;
     xos_hmap_insert_raw(m, k1, k2, val);
     return 0;
+}
+
+/* Shrinks a map whose keys fill under 1/16 of its slots, not below room for ``min_keys`` keys:
+ * after a burst its few keys would stay spread over megabytes, a cache miss at every probe.
+ * Afterwards they fill at most 1/4, so it grows again only once they have doubled, and shrinks
+ * again only once they have fallen by four (each resize's cost is paid by as many puts or dels).
+ * Returns 1 when it shrank, 0 when it did not (no need, or no memory: the map is unchanged). */
+static inline int xos_hmap_fit(xos_hmap *m, int64_t min_keys) {
+    int64_t want = 2 * m->count > min_keys ? 2 * m->count : min_keys;
+    if ((uint64_t)m->count * 16 >= m->mask + 1 || (uint64_t)want * 4 > m->mask + 1) return 0;
+    return xos_hmap_rehash(m, want) == 0;
 }
 
 /* Removes the key; returns 1 if it was there. */

@@ -16,3 +16,4 @@ cdef extern from "hashmap.h" nogil:
     int64_t xos_hmap_get(const xos_hmap *m, int64_t k1, int64_t k2)
     int xos_hmap_put(xos_hmap *m, int64_t k1, int64_t k2, int64_t val)
     int xos_hmap_del(xos_hmap *m, int64_t k1, int64_t k2)
+    int xos_hmap_fit(xos_hmap *m, int64_t min_keys)
