@@ -843,6 +843,15 @@ cdef class RingConsumer(_RingMap):
         self.rpos += n
         return out[:count], first_seq, first_seq + n - 1
 
+    def next_ts(self):
+        """The ``ts`` of the next unread event (the first the next take gets), or None while none is
+        published: a consumer that groups events by matcher batch (one ``ts`` a batch) learns from it
+        whether its take ended one."""
+        self._check_open()
+        if self.available() <= 0:
+            return None
+        return self.slots[self.rpos & self.mask].ts
+
     def release_to(self, int64_t seq):
         """Consume every event up to and including ``seq`` (which must have been taken)."""
         self._check_open()

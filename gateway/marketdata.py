@@ -153,30 +153,28 @@ class MarketDataCore(EventCore):
         """``apply`` of what ``RingConsumer.take_kinds(n, FOLLOWED)`` returned."""
         return self._publish(super().apply_taken(chosen, first, last), complete)
 
-    def _publish(self, whole: list[np.ndarray], complete: bool) -> list[tuple[bytes, object]]:
-        """The messages of the whole matcher batches ``whole`` and, when the caller knows nothing more is
-        published, of the held one too: one pass for all (each costs ~50 us of numpy and Python around
-        ``md_pass``, and at a calm pace a look at the ring often holds two batches)."""
-        if complete and len(self.held):
-            whole.append(self.held)
-            self.held = self.held[:0]
-        return self._apply_batches(whole)
+    def _publish(self, taken: list[np.ndarray], complete: bool) -> list[tuple[bytes, object]]:
+        """The messages of the held events and those ``taken`` after them.  When the caller knows nothing
+        more of the last matcher batch follows (``complete``), all of them in one pass (each costs ~50 us
+        of numpy and Python around ``md_pass``, and at a calm pace a look at the ring often holds two
+        batches), and in place when nothing was held: no copy.  Otherwise the last batch is held."""
+        pieces = [p for p in (self.held, *taken) if len(p)]
+        self.held = self.held[:0]
+        if pieces and not complete:
+            tail = pieces[-1]
+            ts = tail["ts"]
+            cut = int(np.searchsorted(ts, ts[-1]))  # the matcher's clock never goes back
+            if cut == 0 and len(pieces) == 2 and pieces[0]["ts"][0] == ts[-1]:  # one batch goes on
+                self.held = join_records(pieces)
+                return []
+            self.held = tail[cut:]
+            pieces = [p for p in (*pieces[:-1], tail[:cut]) if len(p)]
+        return self._apply_batches(pieces)
 
     def _apply(self, chosen: np.ndarray, last: int) -> list[np.ndarray]:
-        """Take ``chosen`` after ``held``: returns the matcher batches now known whole and holds the last."""
+        """Note ``chosen`` (``_publish`` decides what is whole) and move the cursor to ``last``."""
         self._cursor = last
-        pieces = [p for p in (self.held, chosen) if len(p)]
-        if not pieces:
-            return []
-        tail = pieces[-1]
-        ts = tail["ts"]
-        cut = int(np.searchsorted(ts, ts[-1]))  # the matcher's clock never goes back
-        if cut == 0 and len(pieces) == 2 and pieces[0]["ts"][0] == ts[-1]:  # one batch goes on
-            self.held = join_records(pieces)
-            return []
-        self.held = tail[cut:]
-        pieces[-1] = tail[:cut]
-        return [p for p in pieces if len(p)]
+        return [chosen] if len(chosen) else []
 
     def _apply_batches(self, pieces: list[np.ndarray]) -> list[tuple[bytes, object]]:
         """Apply whole matcher batches (events in ``pieces``, in order) and return their messages."""
@@ -419,8 +417,11 @@ class MarketDataStage:
             return 0
         self.taken_seq = last
         self.last_taken = time.monotonic()
-        # nothing more published: the matcher's last batch is whole (it publishes a batch at once)
-        self.publish(self.core.apply_taken(chosen, first, last, complete=self.consumer.available() == 0))
+        # the matcher's last batch taken is whole when the next event is of a later batch (a later ts) or none
+        # is published yet (the matcher publishes a batch at once)
+        following = self.consumer.next_ts()
+        complete = following is None or not len(chosen) or following != chosen["ts"][-1]
+        self.publish(self.core.apply_taken(chosen, first, last, complete=complete))
         self.applied += last - first + 1
         self.pending += last - first + 1
         if self.pending >= self.checkpoint_every or \

@@ -153,6 +153,37 @@ def test_core_books_equal_the_matchers_after_a_random_stream(seed):
     assert len(core.orders) == engine.open_orders > 0
 
 
+def test_takes_that_end_a_matcher_batch_are_applied_in_place(monkeypatch):
+    """A take is whole when the next event is of a later ``ts`` (the service asks ``RingConsumer.next_ts``):
+    then nothing is held and nothing is copied; one cut inside a batch holds that batch and joins it with
+    the rest of it.  Either way the messages are those of a core fed everything at once."""
+    import gateway.marketdata as md
+
+    engine = Engine(**ENGINE_KWARGS)
+    events = np.concatenate(list(matcher_batches(engine, StreamGenerator(seed=12), 3_000, 300, random.Random(12))))
+    rng = random.Random(12)
+    ends = np.flatnonzero(np.diff(events["ts"]) != 0) + 1  # where a matcher batch ends
+    inside = np.flatnonzero(np.diff(events["ts"]) == 0) + 1
+    cuts = sorted(set(rng.sample(ends.tolist(), 25) + rng.sample(inside.tolist(), 10) + [len(events)]))
+    joins, join_records = [], md.join_records
+    monkeypatch.setattr(md, "join_records", lambda parts: joins.append(len(parts)) or join_records(parts))
+    core, published, start = MarketDataCore(), [], 0
+    for stop in cuts:
+        piece = events[start:stop]
+        complete = stop == len(events) or events["ts"][stop] != piece["ts"][-1]
+        was_held, n_joins = len(core.held), len(joins)
+        published += core.apply(piece, complete=complete)
+        if complete:
+            assert len(core.held) == 0
+            if not was_held:
+                assert len(joins) == n_joins  # applied in place
+        else:
+            assert len(core.held) and core.held["ts"][-1] == piece["ts"][-1]
+        start = stop
+    assert joins and published == MarketDataCore().apply(events)
+    check_against_engine(core, engine, Subscriber())
+
+
 def test_a_held_matcher_batch_goes_into_the_checkpoint():
     """Events cut inside a matcher batch: the core publishes the whole batches before it and holds
     that one; a checkpoint taken then holds it too, and both go on exactly as a core fed all at once."""

@@ -163,6 +163,34 @@ def test_take_kinds_copies_only_the_chosen_kinds(ring_name):
         c.detach()
 
 
+def test_next_ts_is_the_ts_of_the_first_event_the_next_take_gets(ring_name):
+    keep = np.zeros(8, np.uint8)
+    keep[3] = 1
+    with EventRing.create(ring_name, 8) as ring:
+        c = RingConsumer.attach(ring_name, "a")
+        assert c.next_ts() is None  # nothing published
+        batch = events(1, 6)
+        batch["ts"] = [100, 100, 100, 200, 200, 300]
+        ring.publish_array(batch)
+        assert c.next_ts() == 100
+        c.take_kinds(2, keep)
+        assert c.next_ts() == 100 and c.cursor == 0  # taken, not consumed: the ring is unchanged
+        c.take_kinds(2, keep)
+        assert c.next_ts() == 200
+        c.release_to(4)
+        c.take(10)
+        assert c.next_ts() is None
+        c.release_to(6)
+        more = events(7, 5)  # wraps around the 8 slots
+        more["ts"] = 400
+        ring.publish_array(more)
+        c.take(3)
+        assert c.next_ts() == 400
+        c.detach()
+        with pytest.raises(RingError):
+            c.next_ts()
+
+
 def test_take_kinds_takes_a_kind_marked_orderless_only_where_no_order_is_named(ring_name):
     """Settlement's Accepted: a listing's (order id 0), never an order's; the same rule as ``select_fresh``."""
     keep = kind_mask(Ev.FILL, orderless=(Ev.ACCEPTED,))
