@@ -80,6 +80,15 @@ def _runs(*keys: np.ndarray) -> np.ndarray:
     return start
 
 
+def ends_a_batch(next_ts: int | None, chosen: np.ndarray, held: np.ndarray) -> bool:
+    """Whether a take ended the last matcher batch it holds (``MarketDataCore.apply_taken``'s ``complete``):
+    the next event in the ring (its ``next_ts``) is of a later batch, or none is published yet (the
+    matcher publishes a batch at once).  A take of none of the followed kinds leaves the held batch's
+    question open."""
+    last = chosen if len(chosen) else held
+    return next_ts is None or not len(last) or next_ts != last["ts"][-1]
+
+
 class MarketDataCore(EventCore):
     """Books of every market from ring events; ``apply(events)`` returns the messages to publish as
     ``(channel, message)`` pairs, in order.
@@ -417,10 +426,7 @@ class MarketDataStage:
             return 0
         self.taken_seq = last
         self.last_taken = time.monotonic()
-        # the matcher's last batch taken is whole when the next event is of a later batch (a later ts) or none
-        # is published yet (the matcher publishes a batch at once)
-        following = self.consumer.next_ts()
-        complete = following is None or not len(chosen) or following != chosen["ts"][-1]
+        complete = ends_a_batch(self.consumer.next_ts(), chosen, self.core.held)
         self.publish(self.core.apply_taken(chosen, first, last, complete=complete))
         self.applied += last - first + 1
         self.pending += last - first + 1

@@ -16,6 +16,7 @@ import pytest
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 
 from engine.matcher import Engine
+from engine.records import EVENT_DTYPE
 from engine.workers import SequenceGapError
 from gateway.marketdata import MarketDataCore
 from gateway.mdmessages import (
@@ -182,6 +183,53 @@ def test_takes_that_end_a_matcher_batch_are_applied_in_place(monkeypatch):
         start = stop
     assert joins and published == MarketDataCore().apply(events)
     check_against_engine(core, engine, Subscriber())
+
+
+def test_takes_from_a_ring_cut_anywhere_publish_what_a_core_fed_all_at_once_does(tmp_path):
+    """The service's loop on a real ring: takes of random sizes (cut inside batches and between them),
+    each applied as complete when ``ends_a_batch`` says so from the ring's ``next_ts``."""
+    import os
+
+    from engine.ring import EventRing, RingConsumer
+    from gateway.marketdata import FOLLOWED, ends_a_batch
+
+    engine = Engine(**ENGINE_KWARGS)
+    rng = random.Random(13)
+    batches = list(matcher_batches(engine, StreamGenerator(seed=13), 4_000, 300, rng))
+    name = f"/xos-test-md-{os.getpid()}"
+    ring = EventRing.create(name, 1 << 16)
+    try:
+        consumer = RingConsumer.attach(name, "md")
+        core, published = MarketDataCore(), []
+        for k, events in enumerate(batches):
+            ring.publish_array(events)
+            if k % 3 != 2 and k + 1 < len(batches):
+                continue  # let several batches pile up in the ring
+            while consumer.available():
+                size = rng.choice((rng.randint(1, 3), rng.randint(1, 700)))  # small: often none of FOLLOWED
+                chosen, first, last = consumer.take_kinds(size, FOLLOWED)
+                published += core.apply_taken(chosen, first, last,
+                                              complete=ends_a_batch(consumer.next_ts(), chosen, core.held))
+                consumer.release_to(last)
+        assert len(core.held) == 0
+        reference = MarketDataCore()
+        assert published == reference.apply(np.concatenate(batches))
+        check_against_engine(core, engine, Subscriber())
+        consumer.detach()
+    finally:
+        ring.close()
+
+
+def test_ends_a_batch():
+    from gateway.marketdata import ends_a_batch
+
+    events = np.zeros(3, EVENT_DTYPE)
+    events["ts"] = [5, 5, 7]
+    none = events[:0]
+    assert ends_a_batch(None, events, none) and ends_a_batch(8, events, none)
+    assert not ends_a_batch(7, events, none)  # the batch of ts 7 goes on
+    assert not ends_a_batch(5, none, events[:2]) and ends_a_batch(6, none, events[:2])  # nothing followed taken
+    assert ends_a_batch(5, none, none)
 
 
 def test_a_held_matcher_batch_goes_into_the_checkpoint():
@@ -380,7 +428,6 @@ def run_md_pass(rows: list[dict]):
     order table: its outputs cut to what it wrote, the table, and the events."""
     from types import SimpleNamespace
 
-    from engine.records import EVENT_DTYPE
     from engine.workercore import IntTable
     from gateway.mdcore import GROUP_COLUMNS, ORDER_COLUMNS, md_pass
     from gateway.mdmessages import LEVEL_DTYPE, OP_DTYPE, TRADE_DTYPE
