@@ -15,7 +15,8 @@ At the end the engine is stopped cleanly and checked against the journal:
   price and qty);
 * duplicated fills: ledger fill rows beyond the rebuilt engine's fill events;
 * ledger = rebuilt engine: every account's balance (free + held), fees per asset, cursor;
-* hash equal: one uninterrupted replay of the final journal, and the journal replayed in pieces
+* hash equal: one uninterrupted replay of the final journal (frame by frame: the matcher's batches, whose
+  ends decide the BookLevel events and so every seq), and the journal replayed in pieces
   cut at every restart point (state exported and re-imported there, as a snapshot restart does),
   give the same ``state_hash``; the matcher's last heartbeat (cmd_seq, event_seq, open orders)
   agrees; the newest snapshot file the matcher wrote (if any) matches the replay at its cmd_seq;
@@ -202,7 +203,7 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
     from engine import snapshot as snap
     from engine.journal import JournalReader
     from engine.matcher import Engine
-    from engine.records import Ev
+    from engine.records import COMMAND_DTYPE, Ev
     from engine.state import state_hash
     from engine.workers.settlement import SettlementLedger
 
@@ -210,22 +211,22 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
     caps = dict(max_orders=cfg.engine.max_orders, max_accounts=cfg.engine.max_accounts,
                 max_markets=cfg.engine.max_markets, max_assets=cfg.engine.max_assets)
     reader = JournalReader(cfg.data_path / "journal")
-    first, commands = reader.read_all()
+    # each frame as the batch the matcher ran (a batch's BookLevels, and so the events' seqs, follow its ends)
+    frames = [commands for _, commands in reader.read_from()]
     damage = [str(d) for d in reader.report]
     engine = Engine(**caps)
-    events = engine.process(commands) if len(commands) else np.zeros(0, engine.process(commands[:0]).dtype)
+    none = np.zeros(0, COMMAND_DTYPE)
+    events = np.concatenate([engine.process(commands) for commands in frames] or [engine.process(none)])
     journaled = int(engine.cmd_seq)
     one_pass = state_hash(engine)
 
     # pieces cut where the matcher restarted (its replayed counts), as a snapshot restart would
     pieces_engine = Engine(**caps)
-    cuts = sorted({c for c in cluster.restart_points if 0 < c < journaled}) + [journaled]
-    done = 0
-    for cut in cuts:
-        pieces_engine.process_count(commands[done:cut])
-        done = cut
-        if cut != journaled:
+    cuts = {c for c in cluster.restart_points if 0 < c < journaled}
+    for commands in frames:
+        if pieces_engine.cmd_seq in cuts:
             pieces_engine = Engine.from_state(pieces_engine.export_state(), **caps)
+        pieces_engine.process_count(commands)
     pieces_hash = state_hash(pieces_engine)
 
     fills = events[events["kind"] == Ev.FILL]
@@ -291,7 +292,10 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
         if loaded is not None:
             at = int(loaded["counters"][1])
             ref = Engine(**caps)
-            ref.process_count(commands[:at])
+            for commands in frames:  # the frames up to the snapshot's (it is taken between batches)
+                if ref.cmd_seq >= at:
+                    break
+                ref.process_count(commands[:at - ref.cmd_seq])
             out["snapshot_hash_equal"] = state_hash(Engine.from_state(loaded, **caps)) == state_hash(ref)
     return out
 

@@ -342,6 +342,8 @@ cdef class Matcher:
     cdef Touched *touched
     cdef int64_t n_touched
     cdef int64_t cap_touched
+    cdef xos_hmap touched_index  # (market << 1 | side, price) -> its place in touched
+    cdef int64_t unit_seq       # cmd_seq of the batch's last unit (a multi-leg order's: its header's)
     cdef xos_event *events
     cdef int64_t n_events
     cdef int64_t cap_events
@@ -366,6 +368,7 @@ cdef class Matcher:
     cdef void reject(self, const xos_command *c, uint16_t code) noexcept nogil
     cdef void touch(self, uint32_t market, uint8_t side, int64_t price, int64_t qty, int32_t count) noexcept nogil
     cdef void emit_touched_levels(self) noexcept nogil
+    cdef void forget_touched(self) noexcept nogil
     cdef int64_t account_index_of(self, int64_t account) noexcept nogil
     cdef int64_t new_account(self, int64_t account) noexcept nogil
     cdef int64_t balance_of(self, int64_t acct_idx, uint32_t asset) noexcept nogil

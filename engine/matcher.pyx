@@ -301,7 +301,8 @@ cdef class Matcher:
             self.orders[i].next = <int32_t>(i + 1) if i + 1 < max_orders else NONE
         self.free_slot = 0
         if (xos_hmap_init(&self.order_index, INDEX_KEYS) or xos_hmap_init(&self.client_index, INDEX_KEYS)
-                or xos_hmap_init(&self.account_index, 1024) or xos_hmap_init(&self.balance_index, 1024)):
+                or xos_hmap_init(&self.account_index, 1024) or xos_hmap_init(&self.balance_index, 1024)
+                or xos_hmap_init(&self.touched_index, 64)):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -346,6 +347,7 @@ cdef class Matcher:
         xos_hmap_free(&self.venue_risk_index)
         free(self.venue_risk_rows)
         xos_hmap_free(&self.order_index)
+        xos_hmap_free(&self.touched_index)
         xos_hmap_free(&self.client_index)
         xos_hmap_free(&self.account_index)
         xos_hmap_free(&self.balance_index)
@@ -390,17 +392,21 @@ cdef class Matcher:
         e.qty = c.qty
 
     cdef void touch(self, uint32_t market, uint8_t side, int64_t price, int64_t qty, int32_t count) noexcept nogil:
-        """Note a level's new aggregate; BookLevel events go out once per level at command end."""
-        cdef int64_t i
-        for i in range(self.n_touched):
-            if (self.touched[i].price == price and self.touched[i].market == market
-                    and self.touched[i].side == side):
-                self.touched[i].qty = qty
-                self.touched[i].count = count
-                return
+        """Note a level's new aggregate: BookLevel events go out once per level at the end of the batch
+        (``run_batch``), with its aggregate then; a perpetual market's mark is recomputed at the end of
+        this command."""
+        cdef int64_t key = (<int64_t>market << 1) | side
+        cdef int64_t i = xos_hmap_get(&self.touched_index, key, price)
+        self.dirty_mark(market)
+        if i >= 0:
+            self.touched[i].qty = qty
+            self.touched[i].count = count
+            return
         if self.n_touched == self.cap_touched:
             self.touched = <Touched *>grow(self.touched, &self.cap_touched, self.n_touched + 1,
                                            sizeof(Touched), b"touched levels")
+        if xos_hmap_put(&self.touched_index, key, price, self.n_touched):
+            die(b"touched levels")
         self.touched[self.n_touched].market = market
         self.touched[self.n_touched].side = side
         self.touched[self.n_touched].price = price
@@ -409,20 +415,27 @@ cdef class Matcher:
         self.n_touched += 1
 
     cdef void emit_touched_levels(self) noexcept nogil:
+        """The batch's BookLevel events, one per level touched, in order of first touch."""
         cdef int64_t i
         cdef Touched *t
         cdef xos_event *e
         for i in range(self.n_touched):
             t = &self.touched[i]
             e = self.emit(XOS_EV_BOOK_LEVEL)
+            e.cmd_seq = self.unit_seq  # a multi-leg unit's events carry its header's seq
             e.market = t.market
             e.venue = self.market_table[t.market].venue
-            if self.market_table[t.market].kind == XOS_MARKET_PERPETUAL:
-                self.dirty_mark(t.market)
             e.side = t.side
             e.price = t.price
             e.qty = t.qty
             e.remaining = t.count
+        self.forget_touched()
+
+    cdef void forget_touched(self) noexcept nogil:
+        cdef int64_t i
+        for i in range(self.n_touched):
+            xos_hmap_del(&self.touched_index, (<int64_t>self.touched[i].market << 1) | self.touched[i].side,
+                         self.touched[i].price)
         self.n_touched = 0
 
     # ------------------------------------------------------------ accounts
@@ -4048,10 +4061,9 @@ cdef class Matcher:
             self.cmd_list_market(c)
         else:
             self.reject(c, XOS_UNKNOWN_COMMAND)
-        if self.n_touched:
-            self.emit_touched_levels()
         if self.n_dirty:
             self.update_marks()
+        self.unit_seq = self._cmd_seq
         self._cmd_seq += used - 1
         return used
 
@@ -4074,6 +4086,8 @@ cdef class Matcher:
                 durations[i] = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
                 memset(&durations[i + 1], 0, <size_t>(used - 1) * sizeof(int64_t))  # a multi-leg's legs: in its time
                 i += used
+        if self.n_touched:  # one BookLevel per level the batch changed: consumers want its L2 increment
+            self.emit_touched_levels()
         # after a burst of open orders, their indexes shrink back to the orders left (between batches: a
         # shrink never lands in a command's time)
         xos_hmap_fit(&self.order_index, INDEX_KEYS)
@@ -4540,7 +4554,7 @@ cdef class Matcher:
             if self.market_table[m].exists and self.market_table[m].kind == XOS_MARKET_PERPETUAL:
                 self.market_table[m].mark = self.compute_mark(m, inputs)
         self.import_venue_risks(state.get("venue_market_risk", ()), order_rows)  # nor versions 3-8
-        self.n_touched = 0
+        self.forget_touched()
         self._cmd_seq = counters[1]
         self._event_seq = counters[2]
         self._last_order_id = counters[3]

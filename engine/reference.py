@@ -12,10 +12,12 @@ Cython engine must do the same):
 
 1.  Event order of one command: expiry ``Cancelled(EXPIRED)`` events (step 2)
     come first, then the command's own events (``Rejected`` for a failed
-    command), then the ``BookLevel`` events.  So "a failed command starts with
+    command), then its Mark events.  So "a failed command starts with
     Rejected" means the command's *own* events; expiries triggered by the
-    command's ts precede it, and their BookLevel events follow the Rejected.
-    Expiry runs for every command kind, rejected and unknown ones included.
+    command's ts precede it.  Expiry runs for every command kind, rejected and
+    unknown ones included.  The ``BookLevel`` events come once per batch
+    (``process``), after all its commands: one per level the batch changed, in
+    order of first touch, with the level's aggregate at the batch's end.
 2.  Result codes of ``Cancelled`` events: USER, EXPIRED and MASS carry code 0
     (OK); STP (maker and taker side, all four modes) SELF_TRADE_PREVENTED;
     IOC IOC_NOT_FILLED; FOK FOK_NOT_FILLABLE; POST_ONLY POST_ONLY_WOULD_CROSS.
@@ -424,7 +426,8 @@ class ReferenceEngine(CommandAPI):
         self._acct_orders: dict[int, dict[int, _Order]] = {}  # account -> open orders
         self._expiry: list[tuple[int, int]] = []  # heap of (expire_at, order_id)
         self._out: list[tuple] = []
-        self._touched: dict[tuple[int, int, int], None] = {}
+        self._touched: dict[tuple[int, int, int], None] = {}  # levels the batch changed
+        self._unit_seq = 0  # cmd_seq of the batch's last unit
         self._dirty_marks: set[int] = set()  # perpetual markets whose mark inputs (other than the book) changed
         self._handlers = {
             int(Cmd.PLACE): self._place,
@@ -480,9 +483,23 @@ class ReferenceEngine(CommandAPI):
         rows = np.atleast_1d(np.asarray(commands)).tolist()
         out: list[tuple] = []
         self._out = out
+        self._touched = {}
         i = 0
         while i < len(rows):
             i += self._step(rows, i)
+        # the batch's book levels, in order of first touch, each with its aggregate at the batch's end and the
+        # seq of the batch's last unit (a multi-leg order's events carry its header's)
+        last_seq, self._cmd_seq = self._cmd_seq, self._unit_seq
+        for (mid, side, price) in self._touched:
+            m = self._markets[mid]
+            level = m.books[side].levels.get(price)
+            if level is None:
+                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, 0, 0)
+            else:
+                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, level.qty,
+                         len(level.orders))
+        self._cmd_seq = last_seq
+        self._touched = {}
         self._out = []
         if not out:
             return np.zeros(0, dtype=EVENT_DTYPE)
@@ -498,7 +515,6 @@ class ReferenceEngine(CommandAPI):
         ts = row[8]
         if ts > self._now:
             self._now = ts
-        self._touched = {}
         # step 2: expiry
         heap = self._expiry
         now = self._now
@@ -538,22 +554,14 @@ class ReferenceEngine(CommandAPI):
             (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
              cid, aux) = row
             self._ev(_EV_REJECTED, code, side, 0, kind, market, venue, 0, account, cid, price, qty, 0)
-        # step 4: book levels in order of first touch
-        for (mid, side, price) in self._touched:
-            m = self._markets[mid]
-            level = m.books[side].levels.get(price)
-            if level is None:
-                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, 0, 0)
-            else:
-                self._ev(_EV_BOOK_LEVEL, 0, side, 0, 0, mid, m.venue, 0, 0, 0, price, level.qty,
-                         len(level.orders))
-        # step 5: marks of the perpetual markets whose book, last trade or oracle changed, in market order
+        # step 4: marks of the perpetual markets whose book, last trade or oracle changed, in market order (the
+        # BookLevel events of the levels the command changed come at the end of its batch: ``process``)
         dirty = self._dirty_marks
-        dirty.update(mid for (mid, _, _) in self._touched if self._markets[mid].kind == _PERP)
         if dirty:
             for mid in sorted(dirty):
                 self._update_mark(self._markets[mid])
             dirty.clear()
+        self._unit_seq = self._cmd_seq
         self._cmd_seq += used - 1
         return used
 
@@ -589,6 +597,8 @@ class ReferenceEngine(CommandAPI):
         key = (market, side, price)
         if key not in self._touched:
             self._touched[key] = None
+        if self._markets[market].kind == _PERP:
+            self._dirty_marks.add(market)
 
     def _rest(self, o: _Order, m: _Market) -> None:
         """Put o at the back of its price level."""

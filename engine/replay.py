@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import COMMAND_DTYPE, Ev
+from .records import Ev
 
 DEFAULT_CAPACITIES = dict(max_orders=1 << 20, max_accounts=1 << 20, max_markets=4096, max_assets=1024)
-CHUNK = 1 << 16  # commands per process_count call: frames are gathered up to this
 
 
 @dataclasses.dataclass
@@ -59,13 +58,12 @@ N_KINDS = max(KIND_NAMES) + 1
 
 
 class _Feeder:
-    """Gathers frames into CHUNK-command arrays and runs them through the engine."""
+    """Runs each frame through the engine as its own batch, as the matcher ran it: a batch's BookLevel
+    events (one per level it changed) and so the events' seqs depend on where batches end."""
 
     def __init__(self, engine, count_events: bool):
         self.engine = engine
         self.count_events = count_events
-        self.buf = np.empty(CHUNK, dtype=COMMAND_DTYPE)
-        self.n = 0
         self.kinds = np.zeros(N_KINDS, dtype=np.int64)
         self.processed = 0
 
@@ -75,21 +73,6 @@ class _Feeder:
         if self.count_events and n_events:
             k = self.engine.last_events()["kind"]
             self.kinds += np.bincount(k, minlength=N_KINDS)[:N_KINDS]
-
-    def add(self, commands: np.ndarray) -> None:
-        if len(commands) >= 1024:  # big enough: no copy
-            self.flush()
-            self.run(commands)
-            return
-        if self.n + len(commands) > CHUNK:
-            self.flush()
-        self.buf[self.n : self.n + len(commands)] = commands
-        self.n += len(commands)
-
-    def flush(self) -> None:
-        if self.n:
-            self.run(self.buf[: self.n])
-            self.n = 0
 
 
 def replay(journal_dir, snapshot_dir=None, capacities: dict | None = None, count_events: bool = True,
@@ -154,17 +137,15 @@ def replay(journal_dir, snapshot_dir=None, capacities: dict | None = None, count
             continue
         if first_seq <= base:
             cmds = cmds[base + 1 - first_seq :]
-        feeder.add(cmds)
-    feeder.flush()
+        feeder.run(cmds)
     res.last_seq = (expected - 1) if expected is not None else 0
     res.damage = list(reader.report)
     if base and res.last_seq < base and res.damage:
         # The damage lies before the snapshot's commands end: the suffix may still be intact.
         suffix = JournalReader(journal_dir)
         for first_seq, cmds in suffix.read_from(base + 1):
-            feeder.add(cmds)
+            feeder.run(cmds)
             res.last_seq = first_seq + len(cmds) - 1
-        feeder.flush()
         res.damage += [d for d in suffix.report if d not in res.damage]
     if base and res.first_seq > base + 1:
         res.problems.append(f"journal starts at {res.first_seq}, after the snapshot's cmd_seq {base}: "

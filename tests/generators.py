@@ -668,6 +668,33 @@ def run_stream(engine, gen: StreamGenerator, n_commands: int, chunk: int = 200) 
         yield cmds, events
 
 
+def check_batch_book_levels(engine, events: np.ndarray) -> None:
+    """A batch's BookLevel events, as ``process`` just returned them with ``events``: after all its other
+    events, one per level it changed, each with the level's aggregate in ``engine``'s book now (0 and 0 for
+    an emptied level)."""
+    is_level = events["kind"] == Ev.BOOK_LEVEL
+    if not is_level.any():
+        return
+    levels = events[is_level]
+    assert is_level[int(np.argmax(is_level)):].all(), "BookLevel events end their batch"
+    keys = list(zip(levels["market"].tolist(), levels["side"].tolist(), levels["price"].tolist()))
+    assert len(set(keys)) == len(keys), "one BookLevel a level a batch"
+    books = {}
+    for (market, side, price), qty, count in zip(keys, levels["qty"].tolist(), levels["remaining"].tolist()):
+        if market not in books:
+            bids, asks = engine.l2(market, depth=1 << 30)
+            books[market] = ({p: (q, c) for p, q, c in bids}, {p: (q, c) for p, q, c in asks})
+        assert books[market][side].get(price, (0, 0)) == (qty, count), (market, side, price)
+
+
+def same_but_book_levels(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same events in two batchings of one stream: all but the BookLevels, equal but for their seqs
+    (the BookLevels before them moved)."""
+    a, b = a[a["kind"] != Ev.BOOK_LEVEL].copy(), b[b["kind"] != Ev.BOOK_LEVEL].copy()
+    a["seq"] = b["seq"] = 0
+    return len(a) == len(b) and np.array_equal(a, b)
+
+
 def generate_commands(engine, seed: int, n_commands: int, chunk: int = 200, **opts) -> np.ndarray:
     """A whole stream as one array (processed through ``engine`` on the way)."""
     gen = StreamGenerator(seed, **opts)

@@ -9,7 +9,8 @@ from engine.reference import ReferenceEngine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev
 from engine.state import canonical_state, state_hash
 
-from generators import ENGINE_KWARGS, SMALL_ENGINE_KWARGS, StreamGenerator
+from generators import (ENGINE_KWARGS, SMALL_ENGINE_KWARGS, StreamGenerator, check_batch_book_levels,
+                        same_but_book_levels)
 
 try:
     from engine.matcher import Engine
@@ -151,8 +152,9 @@ def test_differential_large_batch(tmp_path):
     run_differential(8, 20_000, chunk=20_000, dump_dir=tmp_path)
 
 
-def test_batch_boundaries_do_not_matter():
-    """The same stream in one batch and in batches of random sizes gives the same events."""
+def test_batch_boundaries_only_move_the_book_levels():
+    """The same stream in one batch and in batches of random sizes: the same events but the BookLevels, which
+    end each batch (one per level it changed, its aggregate then), and the same state but the event count."""
     ref = ReferenceEngine(**ENGINE_KWARGS)
     gen = StreamGenerator(9, limits=dict(ENGINE_KWARGS))
     parts = []
@@ -161,14 +163,23 @@ def test_batch_boundaries_do_not_matter():
         gen.observe(cmds, ref.process(cmds))
         parts.append(cmds)
     stream = np.concatenate(parts)
-    whole = Engine(**ENGINE_KWARGS).process(stream)
+    whole_engine = Engine(**ENGINE_KWARGS)
+    whole = whole_engine.process(stream)
+    check_batch_book_levels(whole_engine, whole)
     split_engine = Engine(**ENGINE_KWARGS)
     rng = np.random.default_rng(9)
     cuts = np.sort(rng.choice(np.arange(1, len(stream)), size=60, replace=False))
-    pieces = [split_engine.process(p) for p in np.split(stream, cuts)]
-    pieces.append(split_engine.process(np.zeros(0, dtype=COMMAND_DTYPE)))
-    assert np.array_equal(whole, np.concatenate(pieces))
-    assert np.array_equal(whole["seq"], np.arange(1, len(whole) + 1))
+    pieces = []
+    for p in np.split(stream, cuts) + [np.zeros(0, dtype=COMMAND_DTYPE)]:
+        pieces.append(split_engine.process(p))
+        check_batch_book_levels(split_engine, pieces[-1])
+    split = np.concatenate(pieces)
+    assert same_but_book_levels(whole, split)
+    assert np.count_nonzero(split["kind"] == Ev.BOOK_LEVEL) > np.count_nonzero(whole["kind"] == Ev.BOOK_LEVEL)
+    for events, engine in ((whole, whole_engine), (split, split_engine)):
+        assert np.array_equal(events["seq"], np.arange(1, len(events) + 1)) and engine.event_seq == len(events)
+    assert canonical_state(whole_engine)[:-1] == canonical_state(split_engine)[:-1]
+    assert whole_engine.cmd_seq == split_engine.cmd_seq
 
 
 @pytest.mark.slow

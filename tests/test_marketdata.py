@@ -133,7 +133,7 @@ def test_core_books_equal_the_matchers_after_a_random_stream(seed):
     sub = Subscriber()
     fills = 0
     chunks = matcher_batches(engine, gen, 12_000, 300, rng) if seed != 2 else \
-        (events for _, events in run_stream(engine, gen, n_commands=12_000, chunk=300))  # one ts per command
+        (events for _, events in run_stream(engine, gen, n_commands=12_000, chunk=1))  # a batch (one ts) a command
     for i, events in enumerate(chunks):
         fills += int((events["kind"] == 3).sum())
         published = []
@@ -275,9 +275,9 @@ def test_snapshots_answer_at_the_published_seq():
     core = MarketDataCore()
     live = Subscriber()
     late = Subscriber()
-    chunks = list(run_stream(engine, gen, n_commands=4000, chunk=200))
+    chunks = list(matcher_batches(engine, gen, 4000, 200, random.Random(7)))  # one ts a matcher batch
     half = len(chunks) // 2
-    for _, events in chunks[:half]:
+    for events in chunks[:half]:
         for channel, msg in core.apply(events):
             live.receive(channel, msg)
     markets = core.market_list().markets
@@ -295,7 +295,7 @@ def test_snapshots_answer_at_the_published_seq():
         assert orders.seq == snap.seq and late.l3[mi.market].checksum() == snap.checksum
         top = core.answer(BookSnapshotRequest(mi.market, depth=2))
         assert len(top.bids) <= 2 and len(top.asks) <= 2 and top.checksum == snap.checksum
-    for _, events in chunks[half:]:
+    for events in chunks[half:]:
         for channel, msg in core.apply(events):
             live.receive(channel, msg)
             late.receive(channel, msg)
