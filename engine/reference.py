@@ -554,8 +554,8 @@ class ReferenceEngine(CommandAPI):
             (kind, side, tif, ord_type, stp, flags, venue, market, ts, account, price, qty,
              cid, aux) = row
             self._ev(_EV_REJECTED, code, side, 0, kind, market, venue, 0, account, cid, price, qty, 0)
-        # step 4: marks of the perpetual markets whose book, last trade or oracle changed, in market order (the
-        # BookLevel events of the levels the command changed come at the end of its batch: ``process``)
+        # step 5: marks of the perpetual markets whose book, last trade or oracle changed, in market order (step
+        # 4, the BookLevel events of the levels the command changed, comes at the end of its batch: ``process``)
         dirty = self._dirty_marks
         if dirty:
             for mid in sorted(dirty):
