@@ -39,13 +39,12 @@ def _log(msg: str) -> None:
 
 
 def flow_commands(first: int, n: int, resting: int) -> np.ndarray:
-    """Commands ``first .. first + n - 1`` of the flow (0-based; ``n`` even): places first, then
-    cancel-oldest + place pairs."""
+    """Commands ``first .. first + n - 1`` of the flow (0-based) as engine commands: ``bench.wire``'s
+    client flow (``flow_commands`` there)."""
+    from bench.wire import flow_commands as wire_flow
     from engine.records import COMMAND_DTYPE, Cmd, CmdFlag, Side
 
-    j = np.arange(first, first + n, dtype=np.int64) - resting  # < 0: one of the first places
-    cancel = (j >= 0) & ((j & 1) == 0)
-    cid = np.where(j < 0, j + resting + 1, (j >> 1) + 1 + resting * ~cancel)
+    cancel, cid = wire_flow(first, n, resting)
     c = np.zeros(n, COMMAND_DTYPE)
     c["kind"] = np.where(cancel, Cmd.CANCEL, Cmd.PLACE)
     c["flags"] = np.where(cancel, int(CmdFlag.BY_CLIENT_ID), 0)

@@ -115,6 +115,15 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------- load
 
 
+def flow_commands(first: int, n: int, resting: int) -> tuple[np.ndarray, np.ndarray]:
+    """Commands ``first .. first + n - 1`` (0-based) of one client's flow: ``resting`` places, then
+    cancel-oldest (by client id) + place pairs.  Returns which are cancels, and each one's client id (the
+    order it places, or cancels)."""
+    j = np.arange(first, first + n, dtype=np.int64) - resting  # < 0: one of the first places; even: a cancel
+    cancel = (j >= 0) & ((j & 1) == 0)
+    return cancel, np.where(j < 0, j + resting + 1, (j >> 1) + 1 + resting * ~cancel)
+
+
 class Traffic:
     """One client's command stream: RESTING places below the market, then cancel-oldest (by client
     id) + place pairs.  Command ``i`` (0-based, rid ``i + 1``) is a function of ``i``, so commands
@@ -156,10 +165,8 @@ class Traffic:
         """Commands ``first .. first + n - 1`` as rows (bitwise where the pattern allows: numpy's
         int64 division is slow)."""
         rid = np.arange(first + 1, first + n + 1, dtype=np.int64)
-        j = rid - (RESTING + 1)  # < 0: one of the first RESTING places; then even: a cancel, odd: a place
-        cancel = (j >= 0) & ((j & 1) == 0)
+        cancel, cid = flow_commands(first, n, RESTING)
         place = ~cancel
-        cid = np.where(j < 0, rid, (j >> 1) + 1 + RESTING * place)
         rows = np.zeros(n, self.m.COMMAND_ROW_DTYPE)
         rows["kind"] = PLACE + (CANCEL - PLACE) * cancel
         rows["flags"] = BY_CLIENT_ID * cancel

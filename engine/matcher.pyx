@@ -41,6 +41,7 @@ DEF DEFAULT_FUNDING_INTERVAL = 3600000000000  # reference.DEFAULT_FUNDING_INTERV
 DEF DEFAULT_SAMPLE_INTERVAL = 60000000000  # reference.DEFAULT_SAMPLE_INTERVAL (1 min)
 DEF DEFAULT_FUNDING_CAP = 1000000  # reference.DEFAULT_FUNDING_CAP (1 %)
 DEF INDEX_KEYS = 1024  # the order and client-id indexes' starting room, and the least they shrink to
+DEF TOUCHED_KEYS = 64  # the same for the batch's touched levels (a big batch may touch thousands)
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
@@ -302,7 +303,7 @@ cdef class Matcher:
         self.free_slot = 0
         if (xos_hmap_init(&self.order_index, INDEX_KEYS) or xos_hmap_init(&self.client_index, INDEX_KEYS)
                 or xos_hmap_init(&self.account_index, 1024) or xos_hmap_init(&self.balance_index, 1024)
-                or xos_hmap_init(&self.touched_index, 64)):
+                or xos_hmap_init(&self.touched_index, TOUCHED_KEYS)):
             raise MemoryError()
 
     def __dealloc__(self):
@@ -429,6 +430,8 @@ cdef class Matcher:
             e.price = t.price
             e.qty = t.qty
             e.remaining = t.count
+        # sized for batches like this one: a burst batch's thousands of levels are not probed ever after
+        xos_hmap_fit(&self.touched_index, TOUCHED_KEYS)
         self.forget_touched()
 
     cdef void forget_touched(self) noexcept nogil:
