@@ -28,6 +28,7 @@ BENCHMARKS = {
     "wire": "orders over ZeroMQ through the whole engine to durable acks: closed and open loop, ceiling ratio",
     "hops": "ZeroMQ's bare round trip between two processes, plain and over CurveZMQ: the latency floor",
     "path": "a lone order's path through the engine at a calm pace, step by step from its send to its ack",
+    "stalls": "how long the machine stops a running process under a calm open loop: CPU waits and host freezes",
     "feeds": "oracle updates per second into the running matcher, and order throughput with and without them",
     "venues": "config A and B over 1,000 venues with mixed eligibility, as a ratio to one venue",
     "marketdata": "the market-data core on the matcher's events: events/s, messages/s, encode cost",
