@@ -42,7 +42,9 @@ left, the load generator's own error, which the latencies include; the clients r
 timer slack instead of Linux's 50), ``ceiling_ratio``, ``cpu_us_per_order`` (each
 process's CPU time, threads included, over the orders answered, the load clients' too, and their
 total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` (its gateway entry) per
-mode and batch size, ``max_rate_p99_under_1ms``, and the run's ``journal_io``, ``journal_commits`` and
+mode and batch size, ``max_rate_p99_under_1ms`` (when no open-loop point keeps p99 under 1 ms, lower rates of the
+first batch size are tried, each a quarter of the last, down to ``--p99-floor``, 250/s, until one does: those
+points have ``p99_search``; ``lowest_rate_tried``), and the run's ``journal_io``, ``journal_commits`` and
 ``journal_write_mean_us``; ``--plot`` writes latency percentiles against
 offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
 latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
@@ -100,6 +102,10 @@ SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last th
 # engine's order-to-ack p99 at 10,000 and 30,000/s was twice what it is at 150 (session 26)
 OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 150_000)
 PARTS = ("closed", "open", "fsync_off", "ceiling")
+# the highest rate whose order-to-ack p99 stays under P99_TARGET_US: when no open-loop point keeps it there, rates
+# below the lowest are tried, each P99_SEARCH_STEP times lower, down to --p99-floor (one order a message, each point
+# long enough for P99_SEARCH_ORDERS timed orders: a p99 of a few hundred orders is a handful of them)
+P99_TARGET_US, P99_SEARCH_STEP, P99_SEARCH_ORDERS = 1000, 4, 2000
 
 
 def _log(msg: str) -> None:
@@ -687,6 +693,45 @@ def plot(points: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def open_point(engine: Engine, clients: list[dict], out: dict, batch: int, rate: float, seconds: float,
+               warmup: float, search: bool = False) -> dict:
+    """An open-loop point, added to ``out["open"]`` and shown."""
+    r = point(engine, clients, "open", batch, rate, seconds, warmup)
+    r["batch"] = batch
+    if search:
+        r["p99_search"] = True
+    out["open"].append(r)
+    _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
+         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  "
+         f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
+         f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us; sends late by p50 "
+         f"{r['send_late_p50_us']:,.0f} us)")
+    return r
+
+
+def p99_met(r: dict) -> bool:
+    """An open-loop point kept p99 under the target and answered what it was offered."""
+    return r["p99_us"] < P99_TARGET_US and r["orders_per_s"] >= 0.95 * r["offered_per_s"]
+
+
+def search_p99(args, engine: Engine, clients: list[dict], out: dict) -> None:
+    """When no open-loop point kept p99 under the target: lower rates of the first batch size, each
+    P99_SEARCH_STEP times the last lower and the last one ``--p99-floor``, until one does (``p99_search`` in
+    their JSON entries)."""
+    batch = args.batches[0]
+    tried = [r["offered_per_s"] for r in out["open"] if r["batch"] == batch]
+    if not tried or any(p99_met(r) for r in out["open"]):
+        return
+    rate = min(tried)
+    if rate > args.p99_floor:
+        _log(f"  no rate kept p99 under {P99_TARGET_US / 1e3:g} ms: lower ones, down to {args.p99_floor:,.0f}/s ...")
+    while rate > args.p99_floor:
+        rate = max(rate / P99_SEARCH_STEP, args.p99_floor)
+        seconds = max(args.seconds, args.warmup + P99_SEARCH_ORDERS / rate)
+        if p99_met(open_point(engine, clients, out, batch, round(rate), seconds, args.warmup, search=True)):
+            return
+
+
 def open_rates(args, out: dict, batch: int) -> list[int]:
     """The open-loop rates for a batch size: fractions of its closed-loop figure, and --rates."""
     closed = out["closed"].get(str(batch), {}).get("orders_per_s", 0)
@@ -705,6 +750,9 @@ def main(argv=None) -> dict:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
+    p.add_argument("--p99-floor", type=float, default=250.0,
+                   help="when no open-loop point keeps p99 under 1 ms, lower rates (each a quarter of the last) "
+                        "are tried down to this one (orders/s, the first batch size); 0: no search")
     p.add_argument("--window", type=int, default=32768,
                    help="closed loop: commands in flight per client (at least 4 messages); a smaller one leaves "
                         "the engine waiting for the client (Little's law) and measures less than it takes")
@@ -719,6 +767,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.settle < 0:
         p.error(f"--settle {args.settle:g}: the pause cannot be negative")
+    if args.p99_floor < 0:
+        p.error(f"--p99-floor {args.p99_floor:g}: a rate cannot be negative")
     out: dict = {"benchmark": "wire"}
     with tempfile.TemporaryDirectory(prefix="xos-wire-") as tmp, cpu_latency(args.cpu_latency_us, out):
         return run(args, Path(tmp), out)
@@ -767,14 +817,9 @@ def run(args, directory: Path, out: dict) -> dict:
                     _log(f"  settling {args.settle:g} s before the {batch}/msg open loop ...")
                     time.sleep(args.settle)
                 for rate in open_rates(args, out, batch):
-                    r = point(engine, clients, "open", batch, rate, args.seconds, args.warmup)
-                    r["batch"] = batch
-                    out["open"].append(r)
-                    _log(f"  open loop, {batch:>3}/msg at {rate:>10,.0f}/s: achieved {r['orders_per_s']:>10,.0f}  "
-                         f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  "
-                         f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
-                         f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us; sends late by p50 "
-                         f"{r['send_late_p50_us']:,.0f} us)")
+                    open_point(engine, clients, out, batch, rate, args.seconds, args.warmup)
+            if "open" in parts and args.p99_floor:
+                search_p99(args, engine, clients, out)
             beats = engine.stop()
             out["gateway"] = beats.get("gateway", {})
             matcher = beats.get("matcher", {})
@@ -818,10 +863,11 @@ def run(args, directory: Path, out: dict) -> dict:
                                                             if "ceiling_ratio" in r else "")
             for b, r in out["closed"].items()))
     if "open" in parts:
-        good = [r["offered_per_s"] for r in out["open"]
-                if r["p99_us"] < 1000 and r["orders_per_s"] >= 0.95 * r["offered_per_s"]]
+        good = [r["offered_per_s"] for r in out["open"] if p99_met(r)]
         out["max_rate_p99_under_1ms"] = max(good) if good else 0
-        print(f"wire: highest offered rate with p99 < 1 ms: {out['max_rate_p99_under_1ms']:,.0f} orders/s")
+        out["lowest_rate_tried"] = min(r["offered_per_s"] for r in out["open"])
+        print("wire: highest offered rate with p99 < 1 ms: " + (f"{out['max_rate_p99_under_1ms']:,.0f} orders/s" if good
+              else f"none (down to {out['lowest_rate_tried']:,.0f} orders/s)"))
     if "fsync_off" in parts:
         print(f"wire: fsync off p50 {out['fsync_off']['p50_us']:,.0f} us")
     if args.json:

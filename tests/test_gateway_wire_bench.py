@@ -12,7 +12,7 @@ from bench import wire
 @pytest.mark.slow
 def test_wire_benchmark_smoke(tmp_path, capsys):
     out = wire.main(["--seconds", "0.5", "--warmup", "0.1", "--batches", "1", "16", "--fractions", "0.5",
-                     "--settle", "0.2", "--no-marketdata", "--json", str(tmp_path / "wire.json")])
+                     "--settle", "0.2", "--no-marketdata", "--p99-floor", "0", "--json", str(tmp_path / "wire.json")])
     saved = json.loads((tmp_path / "wire.json").read_text())
     assert saved["closed"].keys() == {"1", "16"}
     for batch in ("1", "16"):
@@ -40,6 +40,35 @@ def test_wire_benchmark_smoke(tmp_path, capsys):
     assert saved["journal_io"] in ("o_direct", "page_cache")  # how the acks' durable writes were made
     assert saved["journal_commits"] > 0 and saved["journal_write_mean_us"] > 0
     assert out["max_rate_p99_under_1ms"] == saved["max_rate_p99_under_1ms"]
+    assert saved["lowest_rate_tried"] == min(p["offered_per_s"] for p in saved["open"])
+
+
+@pytest.mark.slow
+def test_without_a_rate_under_1ms_lower_rates_are_tried_down_to_the_floor(tmp_path, capsys):
+    """An open loop far past what the engine takes: its p99 is far over 1 ms, so rates a quarter lower each are
+    tried down to the floor (here 20,000/s), each long enough for 2,000 timed orders, until one keeps p99 under
+    1 ms; the highest rate reported is one of those that did, or none."""
+    out = wire.main(["--seconds", "0.5", "--warmup", "0.1", "--batches", "1", "--parts", "open", "--rates", "2000000",
+                     "--p99-floor", "20000", "--settle", "0", "--no-marketdata", "--json", str(tmp_path / "wire.json")])
+    first, *searched = out["open"]
+    assert first["p99_us"] > wire.P99_TARGET_US and "p99_search" not in first
+    rates = [p["offered_per_s"] for p in searched]
+    assert rates and all(p["p99_search"] for p in searched)
+    expected = [500_000, 125_000, 31_250, 20_000]
+    assert rates == expected[:len(rates)]
+    # it stops at the first rate that keeps p99 under 1 ms, or at the floor
+    assert all(not wire.p99_met(p) for p in searched[:-1])
+    assert wire.p99_met(searched[-1]) or rates[-1] == 20_000
+    assert all(p["acked"] >= wire.P99_SEARCH_ORDERS for p in searched)
+    good = [p["offered_per_s"] for p in out["open"] if wire.p99_met(p)]
+    assert out["max_rate_p99_under_1ms"] == (max(good) if good else 0) and out["lowest_rate_tried"] == rates[-1]
+    assert "no rate kept p99 under 1 ms: lower ones, down to 20,000/s" in capsys.readouterr().err
+
+
+def test_a_negative_p99_floor_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        wire.main(["--p99-floor", "-5"])
+    assert "--p99-floor -5: a rate cannot be negative" in capsys.readouterr().err
 
 
 def test_a_negative_settle_is_refused_before_anything_starts(capsys):
