@@ -21,8 +21,8 @@ answered inside its timed window (after ``--warmup``), over the window.
   ``send_late`` counts how late.  A client waits on its socket's fd,
   so each reply is timed when it arrives.  HdrHistogram; the first ``--warmup`` seconds are not
   recorded.  Offered rates are fractions of the closed-loop figure of the same batch size
-  (``--fractions``), plus ``--rates`` if given.  After the closed loops, and between the open loops of
-  two batch sizes, the engine idles ``--settle`` seconds (default 5; ``settle_s`` in the JSON): the
+  (``--fractions``), plus ``--rates`` if given.  After the closed loops, between the open loops of
+  two batch sizes and before the p99 search (below), the engine idles ``--settle`` seconds (default 5; ``settle_s`` in the JSON): the
   storage writes back what was journaled and the workers catch up.  Right after the closed loops this
   box's virtual disk stalled 100-200 ms at a time, and the first open point's p99 read 195-220 ms
   against 47-58 ms with the pause; after the last, overloaded point of 1/msg, 16/msg at 61,000/s read
@@ -723,8 +723,12 @@ def search_p99(args, engine: Engine, clients: list[dict], out: dict) -> None:
     if not tried or any(p99_met(r) for r in out["open"]):
         return
     rate = min(tried)
-    if rate > args.p99_floor:
-        _log(f"  no rate kept p99 under {P99_TARGET_US / 1e3:g} ms: lower ones, down to {args.p99_floor:,.0f}/s ...")
+    if rate <= args.p99_floor:
+        return
+    _log(f"  no rate kept p99 under {P99_TARGET_US / 1e3:g} ms: lower ones, down to {args.p99_floor:,.0f}/s ...")
+    if args.settle:  # after the last batch size's highest rate, mostly past what the engine takes (as between them)
+        _log(f"  settling {args.settle:g} s before the search ...")
+        time.sleep(args.settle)
     while rate > args.p99_floor:
         rate = max(rate / P99_SEARCH_STEP, args.p99_floor)
         seconds = max(args.seconds, args.warmup + P99_SEARCH_ORDERS / rate)
@@ -745,8 +749,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seconds", type=float, default=2.0, help="per measured point")
     p.add_argument("--warmup", type=float, default=0.3, help="seconds of each point not recorded")
     p.add_argument("--settle", type=float, default=5.0,
-                   help="seconds the engine idles after the closed loops and between two batch sizes' open loops "
-                        "(the storage writes back what was journaled, the workers catch up)")
+                   help="seconds the engine idles after the closed loops, between two batch sizes' open loops and "
+                        "before the p99 search (the storage writes back what was journaled, the workers catch up)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 0.6, 0.9],
                    help="open-loop rates as fractions of the closed-loop throughput of the same batch size")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="more open-loop rates (orders/s)")
