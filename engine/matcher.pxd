@@ -528,6 +528,7 @@ cdef class Matcher:
                             int64_t n_balances, const OrderState *orders, int64_t n_orders) noexcept nogil
     cdef int64_t execute(self, const xos_command *c, int64_t available) noexcept nogil
     cdef int64_t run_batch(self, const xos_command *cmds, int64_t n, int64_t *durations) noexcept nogil
+    cdef void fit_events(self) noexcept nogil
     cdef const xos_command *command_pointer(self, cnp.ndarray commands) except NULL
     cdef Market *market_ptr(self, market) except NULL
     cdef object view_order(self, int32_t slot)

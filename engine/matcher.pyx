@@ -42,6 +42,7 @@ DEF DEFAULT_SAMPLE_INTERVAL = 60000000000  # reference.DEFAULT_SAMPLE_INTERVAL (
 DEF DEFAULT_FUNDING_CAP = 1000000  # reference.DEFAULT_FUNDING_CAP (1 %)
 DEF INDEX_KEYS = 1024  # the order and client-id indexes' starting room, and the least they shrink to
 DEF TOUCHED_KEYS = 64  # the same for the batch's touched levels (a big batch may touch thousands)
+DEF EVENTS_KEPT = 65536  # events the batch buffer keeps room for whatever batches make (8 MiB)
 DEF BALANCE_BLOCK = 8  # balance entries kept together per account; more are found by hash
 DEF MAX_LEGS = 4  # legs of a multi-leg order (reference.MAX_LEGS, api.MAX_LEGS)
 DEF ALL_POOLS = 0xFFFFFFFFFFFFFFFF
@@ -4077,6 +4078,11 @@ cdef class Matcher:
         """
         cdef int64_t i = 0, used
         cdef timespec t0, t1
+        # the last batch's events stay readable until now: a buffer that a burst grew far past what the last batch
+        # made (a mass cancel of 1 M orders: 128 MiB) shrinks back, from the second batch after the burst, and its
+        # pages go back to the system
+        if self.cap_events > EVENTS_KEPT and 16 * self.n_events < self.cap_events:
+            self.fit_events()
         self.n_events = 0
         if durations == NULL:
             while i < n:
@@ -4096,6 +4102,15 @@ cdef class Matcher:
         xos_hmap_fit(&self.order_index, INDEX_KEYS)
         xos_hmap_fit(&self.client_index, INDEX_KEYS)
         return self.n_events
+
+    cdef void fit_events(self) noexcept nogil:
+        """Room for four times the last batch's events, at least EVENTS_KEPT; out of memory it stays as it is."""
+        cdef int64_t cap = EVENTS_KEPT
+        while cap < 4 * self.n_events:
+            cap *= 2
+        cdef void *p = realloc(self.events, <size_t>cap * sizeof(xos_event))
+        if p != NULL:
+            self.events, self.cap_events = <xos_event *>p, cap
 
     # ----------------------------------------------------- Python batch edge
 
@@ -4900,6 +4915,11 @@ cdef class Matcher:
         return self.n_open
 
     @property
+    def event_capacity(self):
+        """The events the batch buffer has room for: it grows with a batch and shrinks back after a burst."""
+        return int(self.cap_events)
+
+    @property
     def index_slots(self):
         """The slots of the order-id and the client-id index: they follow the open orders, up after a
         burst and down after it (``xos_hmap_fit``)."""
@@ -5176,6 +5196,7 @@ class Engine(CommandAPI):
     now = property(lambda self: self.core.now)
     open_orders = property(lambda self: self.core.open_orders)
     index_slots = property(lambda self: self.core.index_slots)
+    event_capacity = property(lambda self: self.core.event_capacity)
 
 
 _DELEGATED = (

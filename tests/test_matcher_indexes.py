@@ -24,8 +24,9 @@ def fitted(slots: int, count: int) -> bool:
 class Pair:
     """The Cython engine and the reference model fed the same batches."""
 
-    def __init__(self):
-        self.engines = Engine(**KWARGS), ReferenceEngine(**KWARGS)
+    def __init__(self, **capacities):
+        kwargs = dict(KWARGS, **capacities)
+        self.engines = Engine(**kwargs), ReferenceEngine(**kwargs)
         for e in self.engines:
             e.add_asset(BASE, "BTC", 8)
             e.add_asset(QUOTE, "USD", 2)
@@ -139,3 +140,34 @@ def test_indexes_grow_again_after_shrinking_and_a_mass_cancel_empties_them():
         events = pair.run(mass_cancel)
         assert np.count_nonzero(events["kind"] == Ev.CANCELLED) == 8_000
         assert pair.cython.index_slots == (LEAST_SLOTS, LEAST_SLOTS), round_
+
+
+@pytest.mark.parametrize("how", ["process", "process_count", "process_timed"])
+def test_the_event_buffer_shrinks_back_after_a_burst_and_keeps_the_last_batch_until_the_next(how):
+    """A mass cancel of 80,000 orders makes 80,000 Cancelled events in one batch: the buffer grows for them and
+    they all stay readable (``last_events``); a small batch after it runs in the grown buffer, and the one after
+    that (the last batch made far fewer events than the buffer holds) shrinks it back to EVENTS_KEPT, its events
+    right; a batch larger than that grows it again."""
+    kept = 65_536  # matcher.pyx's EVENTS_KEPT
+    rng = np.random.default_rng(13)
+    pair = Pair(max_orders=1 << 17)
+    for k in range(80):
+        pair.run(places(2, 1 + 1_000 * k, 1_000, rng), how)
+    assert pair.cython.event_capacity <= kept
+    mass_cancel = np.zeros(1, COMMAND_DTYPE)
+    mass_cancel[["kind", "flags", "account"]] = (Cmd.MASS_CANCEL, int(CmdFlag.ALL_MARKETS), 2)
+    events = pair.run(mass_cancel, how)
+    assert np.count_nonzero(events["kind"] == Ev.CANCELLED) == 80_000
+    grown = pair.cython.event_capacity
+    assert grown >= 80_000
+    assert np.array_equal(pair.cython.last_events(), events)  # still there: the buffer shrinks only at the next batch
+    pair.run(places(1, 1, 10, rng), how)
+    assert pair.cython.event_capacity == grown
+    events = pair.run(places(1, 11, 10, rng), how)
+    assert np.count_nonzero(events["kind"] == Ev.ACCEPTED) == 10 and pair.cython.event_capacity == kept
+    assert np.array_equal(pair.cython.last_events(), events)
+    for k in range(3):  # batches of 30,000 orders: 60,000 events or more, within what it keeps
+        pair.run(places(2, 100_001 + 30_000 * k, 30_000, rng), how)
+        assert pair.cython.event_capacity == kept
+    events = pair.run(mass_cancel, how)
+    assert np.count_nonzero(events["kind"] == Ev.CANCELLED) == 90_000 and pair.cython.event_capacity >= 90_000
