@@ -25,8 +25,8 @@ answered inside its timed window (after ``--warmup``), over the window.
   two batch sizes and before the p99 search (below), the engine idles ``--settle`` seconds (default 5;
   ``settle_s`` in the JSON): the storage writes back what was journaled and the workers catch up.
   Right after the closed loops this box's virtual disk stalled 100-200 ms at a time, and the first
-  open point's p99 read 195-220 ms against 47-58 ms with the pause; after the last, overloaded point of 1/msg, 16/msg at 61,000/s read
-  p99 69 ms against 11 ms on a fresh engine.
+  open point's p99 read 195-220 ms against 47-58 ms with the pause; after the last, overloaded point
+  of 1/msg, 16/msg at 61,000/s read p99 69 ms against 11 ms on a fresh engine.
 * ceiling: the same clients and messages into a bare pyzmq ROUTER (CurveZMQ, tcp) that only
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
