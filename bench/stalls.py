@@ -115,8 +115,12 @@ def main(argv=None) -> dict:
     p.add_argument("--cpu-latency-us", type=int, default=-1, help=CPU_LATENCY_HELP)
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.seconds < 2 or args.gap_us < 1:
-        p.error("--rate and --gap-us must be positive, --seconds at least 2")
+    if args.rate <= 0:
+        p.error(f"--rate {args.rate:g}: must be positive")
+    if args.seconds < 2:
+        p.error(f"--seconds {args.seconds:g}: at least 2 (a warm-up, then the probe)")
+    if args.gap_us < 1:
+        p.error(f"--gap-us {args.gap_us}: must be positive")
     if not os.path.exists("/proc/thread-self/schedstat"):
         p.error("this kernel has no /proc/thread-self/schedstat (CONFIG_SCHED_INFO): waits cannot be told from freezes")
     gap_ns, idle = args.gap_us * 1000, not args.no_idle

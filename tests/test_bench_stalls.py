@@ -37,6 +37,15 @@ def test_the_probe_reads_its_run_queue_wait_and_reports():
     assert stalls.run_delay_ns() >= 0
 
 
+@pytest.mark.parametrize("args, says", [(["--rate", "0"], "--rate 0: must be positive"),
+                                        (["--seconds", "1.5"], "--seconds 1.5: at least 2"),
+                                        (["--gap-us", "0"], "--gap-us 0: must be positive")])
+def test_bad_arguments_are_refused_before_anything_starts(args, says, capsys):
+    with pytest.raises(SystemExit):
+        stalls.main(args)
+    assert says in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_stalls_benchmark_smoke(tmp_path):
     out = stalls.main(["--rate", "300", "--seconds", "3", "--json", str(tmp_path / "stalls.json")])
