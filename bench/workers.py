@@ -6,6 +6,10 @@ The seeded ``bench.orders`` workload (setup, prefill, stream) goes through the C
 untimed; its events are then fed to a fresh core of each role (``engine.workers.make_core``, a
 fresh data directory each run) in batches of ``--batch`` events, as the worker processes take them
 from the ring.  Reported per role: events per second on one core, median (and best) of ``--runs``.
+
+Then the cores' order table (``engine.workercore.IntTable``) alone: ``--lookups`` seeded lookups of
+present keys at each ``--table-keys`` count of live keys, in one C loop (``ids_of``); nanoseconds
+per lookup, median (and best) of ``--runs``.  At a million keys the table no longer fits the cache.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from bench.orders import CONFIGS, generate
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
 from engine.records import Ev
+from engine.workercore import IntTable
 from engine.workers import make_core
 
 ROLES = ("settlement", "margin", "risk")
@@ -47,6 +52,22 @@ def time_core(role: str, events: np.ndarray, batch: int) -> float:
     return dt
 
 
+def time_lookups(live: int, lookups: int, runs: int, seed: int) -> list[float]:
+    """Nanoseconds per lookup of a present key in a table of ``live`` random keys, one per run."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(1, 1 << 40, live)
+    table = IntTable(1)
+    table.ids_of(keys)
+    queries = rng.choice(keys, lookups)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        table.ids_of(queries)
+        times.append((time.perf_counter() - t0) / lookups * 1e9)
+    assert len(table) == len(np.unique(keys))  # every query found its key
+    return times
+
+
 def run(args: argparse.Namespace) -> dict:
     events = events_of(args.config, args.commands, args.seed)
     kinds = np.bincount(events["kind"], minlength=len(Ev) + 1)
@@ -59,6 +80,12 @@ def run(args: argparse.Namespace) -> dict:
         med = statistics.median(rates)
         out["roles"][role] = {"events_per_s": med, "best_events_per_s": max(rates), "all": rates}
         print(f"{role:>10}: {med / 1e6:6.2f} M events/s per core (median of {args.runs}, best {max(rates) / 1e6:.2f})")
+    out["table_lookups"] = {}
+    for live in args.table_keys:
+        ns = time_lookups(live, args.lookups, args.runs, args.seed)
+        out["table_lookups"][str(live)] = {"ns_per_lookup": statistics.median(ns), "best_ns": min(ns), "all": ns}
+        print(f"order table, {live:>9} keys: {statistics.median(ns):6.1f} ns per lookup (median of {args.runs}, "
+              f"best {min(ns):.1f})")
     return out
 
 
@@ -70,8 +97,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5, help="timed runs per role (median reported)")
     p.add_argument("--batch", type=int, default=8192, help="events per apply() call")
     p.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
+    p.add_argument("--table-keys", type=int, nargs="*", default=[1_000, 100_000, 1_000_000],
+                   help="live keys of each order-table lookup run (none: skip them)")
+    p.add_argument("--lookups", type=int, default=2_000_000, help="timed lookups per order-table run")
     p.add_argument("--json", metavar="PATH", help="write the results here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.batch < 1 or args.lookups < 1 or any(k < 1 for k in args.table_keys):
+        p.error("--runs, --batch, --lookups and each --table-keys must be at least 1")
+    return args
 
 
 def main(argv=None) -> int:

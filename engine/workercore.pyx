@@ -192,17 +192,20 @@ cdef class IntTable:
         if self.ncols != 1:
             raise ValueError("ids_of needs a one-column table")
         cdef const int64_t[::1] k = np.ascontiguousarray(keys, np.int64)
-        cdef int64_t n = k.shape[0], i, s
+        cdef int64_t n = k.shape[0], i, s = 0
         out = np.empty(n, np.int64)
         cdef int64_t[::1] o = out
-        self.reserve(n)
-        with nogil:
+        with nogil:  # no reserve for all n: a batch of known keys must not spread the table over n's room
             for i in range(n):
                 s = self.find(k[i])
                 if s < 0:
                     s = self.insert(k[i])
+                    if s < 0:
+                        break
                     self.vals[s] = self.count - 1
                 o[i] = self.vals[s]
+        if s < 0:
+            raise MemoryError(f"IntTable: no memory for {self.count + 1} keys")
         return out
 
     def arrays(self):
@@ -225,6 +228,13 @@ cdef class IntTable:
         if s < 0:
             return None
         return tuple([self.vals[s * self.ncols + c] for c in range(self.ncols)])
+
+    def pop(self, int64_t key):
+        """Remove ``key``: its values as a tuple, or ``None`` if it is absent."""
+        values = self.get(key)
+        if values is not None:
+            self.erase(self.find(key))
+        return values
 
     def to_dict(self) -> dict:
         keys, vals = self.arrays()

@@ -6,6 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.matcher import Engine
 from engine.records import Ev, Side
@@ -25,6 +27,30 @@ def test_int_table_roundtrip():
     assert t.get(-3) == (-3, -6, 3) and t.get(1) is None
     u = pickle.loads(pickle.dumps(t))
     assert u.to_dict() == t.to_dict() and u.ncols == 3
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# few enough keys that probes collide and deletions shift, and the extremes
+TABLE_KEYS = st.one_of(st.integers(0, 300), st.sampled_from([INT64_MIN, INT64_MIN + 1, INT64_MAX, -1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "pop", "pickle"]), TABLE_KEYS, st.integers(-9, 9)),
+                max_size=400))
+def test_int_table_acts_as_a_dict(ops):
+    """Sets, pops and pickling against a dict, through growth and backward-shift deletion."""
+    t, model = IntTable(2), {}
+    for op, key, value in ops:
+        if op == "set":
+            t.update(np.array([key], np.int64), np.array([[value, -value]], np.int64))
+            model[key] = (value, -value)
+        elif op == "pop":
+            assert t.pop(key) == model.pop(key, None)
+        else:
+            t = pickle.loads(pickle.dumps(t))
+        assert len(t) == len(model) and (key in t) == (key in model) and t.get(key) == model.get(key)
+    assert t.to_dict() == model and all(t.get(k) == v for k, v in model.items())
+    assert t.slots >= 2 * len(model)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +86,9 @@ def test_int_table_ids_of_assigns_dense_ids_in_first_seen_order():
     ids = t.ids_of(keys)
     assert ids[0] == 3 and ids.tolist() == list(range(3, 1003)) and len(t) == 1003
     assert t.ids_of(np.array([7, 0], np.int64)).tolist() == [1, 3]  # 0 = keys[0], seen in the second call
+    slots = t.slots
+    t.ids_of(np.tile(keys, 20))  # known keys: the table stays as it was
+    assert t.slots == slots and len(t) == 1003
     with pytest.raises(ValueError, match="one-column"):
         IntTable(2).ids_of(keys)
 
