@@ -280,7 +280,7 @@ class StreamGenerator:
             a, c = r.choice(self.closed_clients[-200:])
             if a == account:
                 return c  # reuse of a closed order's client id is fine
-        cid = self.next_client[account]
+        cid = self.next_client.get(account, 1)  # a venue's insurance fund, given a position by a takeover, may trade
         self.next_client[account] = cid + r.choice([1, 1, 1, 2, 1000])
         return cid
 
