@@ -977,6 +977,12 @@ cdef class RingConsumer(_RingMap):
         self._check_open()
         return xos_load_acquire_32(&self.hdr.closed) != 0
 
+    @property
+    def producer_pid(self):
+        """The pid of the process that created this ring (the producer)."""
+        self._check_open()
+        return self.hdr.creator_pid
+
     def producer_alive(self):
         """Is the process that created this ring still running?  A worker whose producer died
         leaves, to attach to the ring the restarted producer creates."""

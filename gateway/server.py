@@ -71,6 +71,7 @@ EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 TAKE_MAX = 16384
+JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
@@ -916,35 +917,97 @@ class GatewayStage:
                         self.send(s, m.execution_report(r))
 
     def catch_up(self, consumer) -> None:
-        """On the first attach (ring thread): rebuild the order table and the listings from the snapshot
-        the matcher restored and the ring since.  A gateway restarted on its own reads again, for the table
-        and the listings only, what its predecessor routed (``quiet_until``)."""
-        from engine.process import read_heartbeats
-        from engine.ring import RingError
-        from engine.snapshot import read_snapshot
+        """On the first attach (ring thread): rebuild the order table and the listings as they stood at the ring
+        cursor this gateway takes over (a gateway restarted on its own reads again, for the table and the listings
+        only, what its predecessor routed: ``quiet_until``), from the newest snapshot at or before that cursor and
+        the events since: from the ring while it still holds them, else made again from the journal as the
+        matcher's own recovery makes them.  On a busy engine the ring holds seconds of events, the snapshots are
+        a minute apart."""
+        from engine.snapshot import load_newest
 
-        base, orders = 0, None  # the ring's first event follows the restored snapshot (or seq 0)
-        path = read_heartbeats(self.cfg).get("matcher", {}).get("restored_from")
-        if path:
-            try:
-                header, state = read_snapshot(path)
-                base, orders = header.event_seq, state["orders"]
-                # the listings before the ring's first event (queued before any batch, like the seed below)
-                self.loop.call_soon_threadsafe(seed_from_state, self.listings, state)
-            except (ValueError, OSError) as exc:
-                print(f"xos gateway: open orders not seeded from {path}: {exc}", file=sys.stderr, flush=True)
-                return
         resume = consumer.cursor
-        if resume > base:
+        state, _, problems = load_newest(self.cfg.data_path / "snapshots", max_event_seq=resume)
+        for problem in problems:
+            print(f"xos gateway: snapshot skipped: {problem}", file=sys.stderr, flush=True)
+        base = int(state["counters"][2]) if state is not None else 0
+        if state is not None:  # queued before any batch is routed, as everything below
+            self.loop.call_soon_threadsafe(seed_from_state, self.listings, state)
+            self.loop.call_soon_threadsafe(self.book.seed, state["orders"], self.known_accounts)
+        if resume <= base:
+            return
+        self.quiet_until = resume
+        start = self.ring_start(consumer)
+        if start is not None and base >= start:
             try:
                 consumer.seek(base + 1)
-            except RingError as exc:
-                print(f"xos gateway: the ring no longer holds events {base + 1}..{resume}: orders placed before "
-                      f"this gateway started are missing from its queries ({exc})", file=sys.stderr, flush=True)
-                return
-            self.quiet_until = resume
-        if orders is not None:
-            self.loop.call_soon_threadsafe(self.book.seed, orders, self.known_accounts)
+                return  # routed (quietly up to ``resume``) as the ring delivers them
+            except RingError:
+                pass
+        try:
+            self.replay_journal(state, resume)
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"xos gateway: orders placed before this gateway started are missing from its queries: events "
+                  f"{base + 1}..{resume} neither in the ring nor made again from the journal ({exc})",
+                  file=sys.stderr, flush=True)
+
+    def ring_start(self, consumer) -> int | None:
+        """The seq of the event the ring began after: the snapshot's that the running matcher restored (0: none),
+        as its heartbeat says; None when that is not known yet (a matcher still replaying, or not the ring's)."""
+        from engine.process import read_heartbeats
+        from engine.snapshot import HEADER_SIZE, SnapshotError, parse_header
+
+        beat = read_heartbeats(self.cfg).get("matcher", {})
+        if "restored_from" not in beat or beat.get("pid") != consumer.producer_pid:
+            return None
+        if not beat["restored_from"]:
+            return 0
+        try:
+            with open(beat["restored_from"], "rb") as f:
+                return parse_header(f.read(HEADER_SIZE)).event_seq
+        except (OSError, SnapshotError):
+            return None
+
+    def replay_journal(self, state: dict | None, resume: int) -> None:
+        """Make the events after ``state`` (a snapshot's, None: from the first command) up to seq ``resume`` again
+        and route them on the loop, quietly, a journal batch at a time: the snapshot's state in an engine of the
+        matcher's size, then each journaled batch as the matcher ran it (the batches set the events: one
+        BookLevel a level a batch).  Waits up to ``JOURNAL_WAIT_S`` for a batch not written yet."""
+        from engine.journal import JournalReader
+        from engine.matcher import Engine
+        from engine.workercore import select_fresh
+
+        e = self.cfg.engine
+        size = dict(max_orders=e.max_orders, max_accounts=e.max_accounts, max_markets=e.max_markets,
+                    max_assets=e.max_assets)
+        engine = Engine.from_state(state, **size) if state is not None else Engine(**size)
+        reader = JournalReader(self.cfg.data_path / "journal")
+        routed, give_up = engine.event_seq, time.monotonic() + JOURNAL_WAIT_S
+        while routed < resume:
+            for _, commands in reader.read_from(engine.cmd_seq + 1):
+                events = engine.process(commands)
+                chosen, last, _ = select_fresh(events[events["seq"] <= resume], routed, ROUTED)
+                if last > routed:
+                    self.on_loop(self.route, chosen, last)
+                    routed = last
+                if routed >= resume or self.quit.is_set():
+                    return
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"the journal ends at command {engine.cmd_seq}, event {routed}")
+            time.sleep(0.01)  # the matcher publishes a batch once it is journaled: the file is about to have it
+
+    def on_loop(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop and wait for it (from another thread)."""
+        done = threading.Event()
+
+        def call():
+            try:
+                fn(*args)
+            finally:
+                done.set()
+
+        self.loop.call_soon_threadsafe(call)
+        while not done.wait(0.1) and not self.quit.is_set():
+            pass
 
     # ------------------------------------------------------------------ the ring thread
 

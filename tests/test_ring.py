@@ -124,6 +124,7 @@ def test_publish_read_commit_wraps(ring_name):
     with EventRing.create(ring_name, 8) as ring:
         c = RingConsumer.attach(ring_name, "a")
         assert c.available() == 0 and c.wait(0) == 0 and c.read(10).shape == (0,)
+        assert c.producer_pid == os.getpid() and c.producer_alive()
         expect = 1
         for n in (5, 3, 7, 8, 1, 6):  # batches that wrap around the 8 slots
             ring.publish_array(events(expect, n))

@@ -1,0 +1,99 @@
+"""A gateway restarted on its own on an engine whose ring has wrapped since the matcher started: it rebuilds its
+order table from the newest snapshot before its ring cursor and the journal after it (the ring no longer holds
+those events), so the orders placed before it started keep their client ids in queries and reports."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from engine.process import read_heartbeats
+from engine.supervisor import Supervisor
+from gateway_harness import GatewayEngine, connected, funded, run, unit_market
+
+ACCOUNTS = {"alice": 7, "bob": 8}
+RING = 1024  # the smallest ring: a few hundred orders wrap it
+
+
+@pytest.fixture(params=["no snapshot", "restored snapshot"])
+def engine(request, tmp_path):
+    e = GatewayEngine(tmp_path, ACCOUNTS, {
+        "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=0),  # snapshots only at a stop
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
+        "markets": [unit_market(1, "BTC", "USD")],
+        "accounts": funded(ACCOUNTS.values(), USD=1000000000, BTC=1000000),
+        "gateway": dict(rate_per_s=100000, burst=100000),
+    })
+    e.first_orders_before_a_restart = request.param == "restored snapshot"
+    yield e
+    e.stop()
+
+
+def restart_everything(engine: GatewayEngine) -> None:
+    """A clean stop (the matcher writes a snapshot) and a start that restores from it."""
+    engine.sup.stop()
+    engine.sup = Supervisor(engine.cfg, str(engine.path), log=lambda msg: None)
+    engine.sup.start()
+    assert read_heartbeats(engine.cfg)["matcher"]["restored_from"]
+
+
+def restart_the_gateway(engine: GatewayEngine) -> None:
+    old = engine.sup.procs["gateway"]
+    old.kill()
+    old.wait()
+    deadline = time.monotonic() + 20
+    while True:
+        engine.sup.check()  # starts it again
+        beat = read_heartbeats(engine.cfg).get("gateway", {})
+        if beat.get("pid") == engine.sup.procs["gateway"].pid and beat.get("ring_attached"):
+            return
+        assert time.monotonic() < deadline, "the gateway did not come back"
+        time.sleep(0.05)
+
+
+async def churn(engine: GatewayEngine, rounds: int = 2) -> None:
+    """Bob's orders placed and cancelled: ~4 events an order, several rings' worth."""
+    (bob,) = await connected(engine, "bob")
+    for r in range(rounds):
+        specs = [dict(symbol="BTC/USD", side="buy", amount=1, price=10 + i, params={"clientOrderId": 1000 * r + i + 1})
+                 for i in range(300)]
+        assert all(o["status"] == "open" for o in await bob.create_orders(specs))
+        await bob.cancel_all_orders()
+    await bob.close()
+
+
+def test_orders_placed_before_keep_their_client_ids(engine):
+    async def place(*orders):
+        (alice,) = await connected(engine, "alice")
+        placed = [await alice.create_order("BTC/USD", "limit", "sell", qty, price, {"clientOrderId": cid})
+                  for cid, qty, price in orders]
+        await alice.close()
+        return placed
+
+    before = run(place((1, 10, 500), (2, 5, 600)))
+    if engine.first_orders_before_a_restart:
+        restart_everything(engine)
+    run(churn(engine))
+    after = run(place((3, 7, 700)))
+    run(churn(engine))
+    assert read_heartbeats(engine.cfg)["matcher"]["event_seq"] > 2 * RING + after[0]["info"].cmd_seq
+    restart_the_gateway(engine)
+
+    async def check():
+        alice, bob = await connected(engine, "alice", "bob")
+        open_ = {o["clientOrderId"]: o for o in await alice.fetch_open_orders()}
+        assert {cid: (o["id"], o["remaining"]) for cid, o in open_.items()} == {
+            "1": (before[0]["id"], 10), "2": (before[1]["id"], 5), "3": (after[0]["id"], 7)}
+        taken = await bob.create_order("BTC/USD", "limit", "buy", 4, 500, {"clientOrderId": 9})
+        assert taken["filled"] == 4
+        report = next(o for o in await asyncio.wait_for(alice.watch_orders(), 5) if o["id"] == before[0]["id"])
+        assert report["clientOrderId"] == "1" and report["filled"] == 4 and report["remaining"] == 6
+        assert (await alice.fetch_order(params={"clientOrderId": 1}))["remaining"] == 6
+        assert (await alice.cancel_order(params={"clientOrderId": 3}))["status"] == "canceled"
+        assert [o["clientOrderId"] for o in await alice.fetch_open_orders()] == ["1", "2"]
+        await alice.cancel_all_orders()
+        for c in (alice, bob):
+            await c.close()
+
+    run(check())
