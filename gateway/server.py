@@ -986,9 +986,9 @@ class GatewayStage:
             for _, commands in reader.read_from(engine.cmd_seq + 1):
                 events = engine.process(commands)
                 chosen, last, _ = select_fresh(events[events["seq"] <= resume], routed, ROUTED)
-                if last > routed:
+                if len(chosen):
                     self.on_loop(self.route, chosen, last)
-                    routed = last
+                routed = last
                 if routed >= resume or self.quit.is_set():
                     return
             if time.monotonic() > give_up:
