@@ -945,7 +945,7 @@ class GatewayStage:
                 pass
         try:
             self.replay_journal(state, resume)
-        except (RuntimeError, ValueError, OSError) as exc:
+        except (RuntimeError, ValueError, OSError, MemoryError) as exc:  # (an engine of the matcher's size)
             print(f"xos gateway: orders placed before this gateway started are missing from its queries: events "
                   f"{base + 1}..{resume} neither in the ring nor made again from the journal ({exc})",
                   file=sys.stderr, flush=True)
