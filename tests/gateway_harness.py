@@ -6,6 +6,7 @@ import asyncio
 import importlib.resources
 import itertools
 import os
+import time
 import tomllib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import zmq.asyncio
 
 from engine.config import load
 from engine.journal import JournalReader
+from engine.process import read_heartbeats
 from engine.supervisor import Supervisor
 from gateway import messages as m
 from gateway.client import Client, RequestTimeout
@@ -122,6 +124,21 @@ class GatewayEngine:
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def restart_gateway(engine: GatewayEngine) -> None:
+    """Kill the gateway and wait until the supervisor has started it again and it is routing the ring."""
+    old = engine.sup.procs["gateway"]
+    old.kill()
+    old.wait()
+    deadline = time.monotonic() + 20
+    while True:
+        engine.sup.check()  # restarts it
+        beat = read_heartbeats(engine.cfg).get("gateway", {})
+        if beat.get("pid") == engine.sup.procs["gateway"].pid and beat.get("ring_attached"):
+            return
+        assert time.monotonic() < deadline, "the gateway did not come back"
+        time.sleep(0.05)
 
 
 async def connected(engine: GatewayEngine, *names, **kw) -> list[Client]:

@@ -15,7 +15,8 @@ from gateway import messages as m
 from gateway.client import AuthenticationError, BadRequest, InsufficientFunds, OrderNotFound, \
     SyncClient
 
-from gateway_harness import GatewayEngine, connected, funded, handshake_refused, order_rows, run, unit_market
+from gateway_harness import GatewayEngine, connected, funded, handshake_refused, order_rows, restart_gateway, run, \
+    unit_market
 
 ACCOUNTS = {"alice": 7, "bob": 8, "carol": 9, "dave": 10, "erin": 11}
 BURST = 200
@@ -282,17 +283,7 @@ def test_a_gateway_restarted_alone_still_knows_the_orders_placed_before(engine):
         await dave.close()
 
     o = run(place())
-    old = engine.sup.procs["gateway"]
-    old.kill()
-    old.wait()
-    deadline = time.monotonic() + 20
-    while True:
-        engine.sup.check()  # restarts it
-        beat = read_heartbeats(engine.cfg).get("gateway", {})
-        if beat.get("pid") == engine.sup.procs["gateway"].pid and beat.get("ring_attached"):
-            break
-        assert time.monotonic() < deadline, "the gateway did not come back"
-        time.sleep(0.05)
+    restart_gateway(engine)
     run(check(o))
 
 

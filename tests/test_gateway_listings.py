@@ -4,15 +4,12 @@ client that loaded the markets before reloads them, finds it by symbol with its 
 order on it trades; a gateway restarted alone learns it again from the ring."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from engine.process import read_heartbeats
 from gateway import messages as m
 from gateway.client import InvalidOrder
 
-from gateway_harness import GatewayEngine, connected, default_like, run
+from gateway_harness import GatewayEngine, connected, default_like, restart_gateway, run
 
 ACCOUNTS = {"op1": 1001, "demo": 1003}
 ETH, BTC = 3, 2  # the default's asset ids
@@ -26,20 +23,6 @@ def engine(tmp_path_factory):
     e = GatewayEngine(tmp_path_factory.mktemp("gwlistings"), ACCOUNTS, default_like())
     yield e
     e.stop()
-
-
-def restart_gateway(engine: GatewayEngine) -> None:
-    old = engine.sup.procs["gateway"]
-    old.kill()
-    old.wait()
-    deadline = time.monotonic() + 20
-    while True:
-        engine.sup.check()  # restarts it
-        beat = read_heartbeats(engine.cfg).get("gateway", {})
-        if beat.get("pid") == engine.sup.procs["gateway"].pid and beat.get("ring_attached"):
-            return
-        assert time.monotonic() < deadline, "the gateway did not come back"
-        time.sleep(0.05)
 
 
 def test_a_market_listed_by_a_venue_is_traded_by_symbol_and_survives_a_gateway_restart(engine):

@@ -4,13 +4,12 @@ those events), so the orders placed before it started keep their client ids in q
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from engine.process import read_heartbeats
 from engine.supervisor import Supervisor
-from gateway_harness import GatewayEngine, connected, funded, run, unit_market
+from gateway_harness import GatewayEngine, connected, funded, restart_gateway, run, unit_market
 
 ACCOUNTS = {"alice": 7, "bob": 8}
 RING = 1024  # the smallest ring: a few hundred orders wrap it
@@ -36,20 +35,6 @@ def restart_everything(engine: GatewayEngine) -> None:
     engine.sup = Supervisor(engine.cfg, str(engine.path), log=lambda msg: None)
     engine.sup.start()
     assert read_heartbeats(engine.cfg)["matcher"]["restored_from"]
-
-
-def restart_the_gateway(engine: GatewayEngine) -> None:
-    old = engine.sup.procs["gateway"]
-    old.kill()
-    old.wait()
-    deadline = time.monotonic() + 20
-    while True:
-        engine.sup.check()  # starts it again
-        beat = read_heartbeats(engine.cfg).get("gateway", {})
-        if beat.get("pid") == engine.sup.procs["gateway"].pid and beat.get("ring_attached"):
-            return
-        assert time.monotonic() < deadline, "the gateway did not come back"
-        time.sleep(0.05)
 
 
 async def churn(engine: GatewayEngine, rounds: int = 2) -> None:
@@ -78,7 +63,7 @@ def test_orders_placed_before_keep_their_client_ids(engine):
     after = run(place((3, 7, 700)))
     run(churn(engine))
     assert read_heartbeats(engine.cfg)["matcher"]["event_seq"] > 2 * RING + after[0]["info"].cmd_seq
-    restart_the_gateway(engine)
+    restart_gateway(engine)
 
     async def check():
         alice, bob = await connected(engine, "alice", "bob")
