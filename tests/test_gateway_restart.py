@@ -1,9 +1,12 @@
 """A gateway restarted on its own on an engine whose ring has wrapped since the matcher started: it rebuilds its
 order table from the newest snapshot before its ring cursor and the journal after it (the ring no longer holds
-those events), so the orders placed before it started keep their client ids in queries and reports."""
+those events), so the orders placed before it started keep their client ids in queries and reports; and (slow)
+rounds of random trading, each ended by a kill -9 of the gateway, against the matcher's own open orders."""
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 
 import pytest
 
@@ -82,3 +85,74 @@ def test_orders_placed_before_keep_their_client_ids(engine):
             await c.close()
 
     run(check())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshot_interval_s", [0, 0.3])
+def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapshot_interval_s):
+    """Rounds of random trading (alice rests on both sides, bob crosses, cancels), each ended by a kill -9 of the
+    gateway at a random moment; after each restart alice's open orders as the gateway gives them equal the matcher's
+    (the journal replayed here), with their client ids, prices and remaining sizes."""
+    from engine.journal import JournalReader
+    from engine.matcher import Engine
+
+    e = GatewayEngine(tmp_path, ACCOUNTS, {
+        "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=snapshot_interval_s),
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
+        "markets": [unit_market(1, "BTC", "USD")],
+        "accounts": funded(ACCOUNTS.values(), USD=10**12, BTC=10**9),
+        "gateway": dict(rate_per_s=100000, burst=100000),
+    })
+    rng = random.Random(snapshot_interval_s * 10 + 1)
+    next_id = {"alice": 1, "bob": 1}
+
+    async def trade():
+        clients = dict(zip(("alice", "bob"), await connected(e, "alice", "bob")))
+        for _ in range(rng.randint(30, 200)):
+            who = rng.choice(("alice", "bob"))
+            c, x = clients[who], rng.random()
+            if x < 0.6:
+                specs = []
+                for i in range(8):
+                    side = rng.choice(("buy", "sell"))
+                    price = rng.randint(99, 101) if who == "bob" else \
+                        rng.randint(96, 99) if side == "buy" else rng.randint(101, 104)
+                    specs.append(dict(symbol="BTC/USD", side=side, amount=rng.randint(1, 9), price=price,
+                                      params={"clientOrderId": next_id[who] + i}))
+                next_id[who] += 8
+                assert all(o["status"] != "rejected" for o in await c.create_orders(specs))
+            elif x < 0.97:
+                mine = await c.fetch_open_orders()
+                for o in rng.sample(mine, min(len(mine), 4)):
+                    await c.cancel_order(o["id"])
+            else:
+                await c.cancel_all_orders()
+        for c in clients.values():
+            await c.close()
+
+    async def gateway_view():
+        (alice,) = await connected(e, "alice")
+        orders = await alice.fetch_open_orders()
+        await alice.close()
+        return sorted((int(o["id"]), int(o["clientOrderId"]), o["price"], o["remaining"]) for o in orders)
+
+    def matcher_view():
+        size = {k: getattr(e.cfg.engine, k) for k in ("max_orders", "max_accounts", "max_markets", "max_assets")}
+        engine = Engine(**size)
+        for _, commands in JournalReader(e.cfg.data_path / "journal").read_from(1):
+            engine.process(commands)
+        return sorted((o.order_id, o.client_id, o.price, o.remaining) for o in engine.l3(1)
+                      if o.account == ACCOUNTS["alice"])
+
+    try:
+        resting = []
+        for _ in range(5):
+            run(trade())
+            time.sleep(rng.random() * 0.05)
+            restart_gateway(e)
+            got = run(gateway_view())
+            assert got == matcher_view()
+            resting.append(len(got))
+        assert sum(resting) > 50  # the rounds left orders to find
+    finally:
+        e.stop()
