@@ -18,15 +18,20 @@ ACCOUNTS = {"alice": 7, "bob": 8}
 RING = 1024  # the smallest ring: a few hundred orders wrap it
 
 
-@pytest.fixture(params=["no snapshot", "restored snapshot"])
-def engine(request, tmp_path):
-    e = GatewayEngine(tmp_path, ACCOUNTS, {
-        "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=0),  # snapshots only at a stop
+def small_ring_engine(tmp_path, snapshot_interval_s: float) -> GatewayEngine:
+    """Alice and Bob, well funded, trading BTC/USD on an engine whose ring holds RING events."""
+    return GatewayEngine(tmp_path, ACCOUNTS, {
+        "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=snapshot_interval_s),
         "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
         "markets": [unit_market(1, "BTC", "USD")],
-        "accounts": funded(ACCOUNTS.values(), USD=1000000000, BTC=1000000),
+        "accounts": funded(ACCOUNTS.values(), USD=10**12, BTC=10**9),
         "gateway": dict(rate_per_s=100000, burst=100000),
     })
+
+
+@pytest.fixture(params=["no snapshot", "restored snapshot"])
+def engine(request, tmp_path):
+    e = small_ring_engine(tmp_path, snapshot_interval_s=0)  # snapshots only at a stop
     e.first_orders_before_a_restart = request.param == "restored snapshot"
     yield e
     e.stop()
@@ -95,14 +100,9 @@ def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapsh
     (the journal replayed here), with their client ids, prices and remaining sizes."""
     from engine.journal import JournalReader
     from engine.matcher import Engine
+    from engine.venues import capacities
 
-    e = GatewayEngine(tmp_path, ACCOUNTS, {
-        "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=snapshot_interval_s),
-        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
-        "markets": [unit_market(1, "BTC", "USD")],
-        "accounts": funded(ACCOUNTS.values(), USD=10**12, BTC=10**9),
-        "gateway": dict(rate_per_s=100000, burst=100000),
-    })
+    e = small_ring_engine(tmp_path, snapshot_interval_s)
     rng = random.Random(snapshot_interval_s * 10 + 1)
     next_id = {"alice": 1, "bob": 1}
 
@@ -137,8 +137,7 @@ def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapsh
         return sorted((int(o["id"]), int(o["clientOrderId"]), o["price"], o["remaining"]) for o in orders)
 
     def matcher_view():
-        size = {k: getattr(e.cfg.engine, k) for k in ("max_orders", "max_accounts", "max_markets", "max_assets")}
-        engine = Engine(**size)
+        engine = Engine(**capacities(e.cfg))
         for _, commands in JournalReader(e.cfg.data_path / "journal").read_from(1):
             engine.process(commands)
         return sorted((o.order_id, o.client_id, o.price, o.remaining) for o in engine.l3(1)
