@@ -395,6 +395,11 @@ cdef class CommandRing:
         return self.cap
 
     @property
+    def consumer_pid(self):
+        """The pid of the matcher that consumes the ring (0: none yet, or not mapped)."""
+        return 0 if self.hdr == NULL else self.hdr.consumer_pid
+
+    @property
     def stats(self):
         """head, tail, full (publishes refused for want of room), doorbells (wake-ups rung)."""
         self._check_open()

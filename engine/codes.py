@@ -336,7 +336,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.BATCH_TOO_LARGE: "the batch holds more requests than the gateway's max_batch",
     ResultCode.INVALID_REQUEST: "the request's fields contradict each other (e.g. both or neither of order id and client id)",
     ResultCode.GATEWAY_STOPPING: "the gateway is shutting down and takes no new requests",
-    ResultCode.COMMAND_LOST: "not executed: the matcher restarted before the command reached its journal (a later command of this gateway did)",
+    ResultCode.COMMAND_LOST: "not executed: the matcher stopped before the command reached its journal",
     ResultCode.GATEWAY_INTERNAL_ERROR: "the gateway failed on this request and did not forward it; its other requests go on",
 }
 

@@ -260,6 +260,9 @@ class MatcherStage:
                 if self.heartbeat.due():  # a long replay is not a silent process
                     self.heartbeat.beat(state="replaying", replayed=replayed, cmd_seq=self.engine.cmd_seq)
         self.replayed = replayed
+        # The heartbeat's two marks for the gateway: each command a dead predecessor took from the command ring
+        # (those before ``command_ring_from``) has its events at or before ``replayed_to``, or never ran.
+        self.replayed_to = self.engine.event_seq
         self.last_snapshot = time.monotonic()
         if not self.journaling:
             self.journal = None
@@ -272,6 +275,7 @@ class MatcherStage:
         self.command_ring = CommandRing.consumer(cfg.command_ring_name, cfg.command_ring_capacity)
         if self.command_ring.replaced:
             print(f"xos matcher: {self.command_ring.replaced}", file=sys.stderr, flush=True)
+        self.command_ring_from = self.command_ring.stats["tail"]
         self.gateway_first = False  # the two inputs take turns going first: neither starves the other
         self.zmq_quiet = False  # the last poll found the ZeroMQ input empty (``wait_input``)
         self.input_polled = [(self.input, zmq.POLLIN), (self.command_ring.fileno, zmq.POLLIN)]
@@ -397,6 +401,8 @@ class MatcherStage:
         return {
             "commands": self.commands,
             "replayed": self.replayed,
+            "replayed_to": self.replayed_to,
+            "command_ring_from": self.command_ring_from,
             "restored_from": self.restored_from,
             "cmd_seq": self.engine.cmd_seq,
             "event_seq": self.engine.event_seq,

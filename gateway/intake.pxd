@@ -32,9 +32,10 @@ cdef packed struct Command:  # engine.records.COMMAND_DTYPE
     uint32_t venue, market
     int64_t ts, account, price, qty, id, aux
 
-cdef packed struct Pending:  # gateway.server.PENDING_DTYPE
+cdef packed struct Pending:  # gateway.routing.PENDING_DTYPE
     int64_t sid, rid
     Command cmd
+    int64_t send_seq  # its place among all the commands this gateway forwarded, Leg records too (ForwardBatch)
 
 cdef int recv_part(xos_zmq_msg_t *part, void *socket, int flags) except -2
 cdef int send_two(void *socket, const char *head, size_t head_size, const char *body, size_t body_size) except -2

@@ -38,6 +38,7 @@ cdef class PendingQueue(PendingRows):
 
 cdef class ForwardBatch(PendingRows):
     cdef Py_ssize_t n
+    cdef readonly int64_t sent  # the commands of every forward so far: the next one's ``send_seq``
     cdef Pending *room(self, Py_ssize_t more) except NULL
 
 cdef enum:

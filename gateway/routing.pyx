@@ -255,8 +255,22 @@ cdef class PendingQueue(PendingRows):
         self.tail += n
         return 0
 
+    def take_sent_before(self, int64_t send_seq) -> list:
+        """Take the commands sent before ``send_seq`` (``Pending.send_seq``) off the front, oldest first, as
+        ``ReplyRouter.lost`` tuples: commands a dead matcher took and never journaled, once every event of the
+        journaled ones is routed."""
+        cdef list lost = []
+        cdef const Pending *p
+        while self.head < self.tail and self.rows[self.head].send_seq < send_seq:
+            p = &self.rows[self.head]
+            lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id, p.cmd.account))
+            self.head += 1
+        if self.head == self.tail:
+            self.head = self.tail = 0
+        return lost
 
-PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE)])  # a ``Pending`` row
+
+PENDING_DTYPE = np.dtype([("sid", "<i8"), ("rid", "<i8"), ("cmd", COMMAND_DTYPE), ("send_seq", "<i8")])  # a Pending
 
 
 cdef int pending_layout(object array) except -1:
@@ -269,7 +283,7 @@ pending_layout(np.zeros(1, PENDING_DTYPE))  # once, at import: ForwardBatch and 
 
 cdef class ForwardBatch(PendingRows):
     """The commands collected for the next forward into the matcher's input, in the order they came, each
-    beside its session number and rid (``Pending`` rows).  Requests go in as they are read: ``add`` one
+    beside its session number, rid and ``send_seq`` (``Pending`` rows).  Requests go in as they are read: ``add`` one
     command, ``add_multi_leg`` a multi-leg order's records, ``add_rows`` a session's OrderRows messages,
     checked and converted here with no Python object per order.  ``enqueue`` then puts each account's onto
     its FIFO and ``publish`` copies the commands straight into the command ring: no array is made on the way
@@ -279,9 +293,13 @@ cdef class ForwardBatch(PendingRows):
         return self.n
 
     cdef Pending *room(self, Py_ssize_t more) except NULL:
-        """Where the next ``more`` rows go (not yet counted: a row counts once it is whole)."""
+        """Where the next ``more`` rows go, numbered on (``send_seq``), not yet counted: a row counts once it is
+        whole."""
+        cdef Py_ssize_t i
         if self.n + more > self.capacity:
             self.resize(max(2 * self.capacity, self.n + more))
+        for i in range(self.n, self.n + more):
+            self.rows[i].send_seq = self.sent + i
         return &self.rows[self.n]
 
     def add(self, int64_t sid, int64_t rid, tuple command not None):
@@ -373,10 +391,11 @@ cdef class ForwardBatch(PendingRows):
 
     def enqueue(self, fifo) -> int:
         """Put each command but a Leg record onto its account's FIFO (``fifo``: account -> PendingQueue, a
-        defaultdict), oldest first: before the send, as the events can only follow it.  Returns how many
-        commands there are."""
+        defaultdict), oldest first: before the send, as the events can only follow it; the next forward's are
+        numbered on from these.  Returns how many commands there are."""
         cdef Py_ssize_t i = 0, j
         cdef PendingQueue q
+        self.sent += self.n
         while i < self.n:
             if self.rows[i].sid == LEG_SID:
                 i += 1
@@ -723,7 +742,7 @@ cdef class ReplyRouter:
     cdef Py_ssize_t answer(self, const xos_event *e, PendingQueue q, AckRow *a, int64_t *sid) except -1:
         """Pair the answering event ``e`` with the command it echoes in its sender's FIFO ``q``: the head
         when it echoes; else the command it echoes deeper (within LOST_SCAN), and those before it were
-        sent earlier on the same connection yet never executed: lost, one ``(sid, rid, kind, id)`` each
+        sent earlier on the same connection yet never executed: lost, one ``(sid, rid, kind, id, account)`` each
         in ``lost``.  An event that echoes none is a command another producer sent for the account.  A
         Rejected makes ``(sid, rid, kind, id, code, client_id, cmd_seq, leg)`` in ``rejects``; any other
         answer the ack ``a`` (its session in ``sid``), but for the gateway's own commands (sid < 0).
@@ -738,7 +757,7 @@ cdef class ReplyRouter:
             return 0
         for i in range(q.head, q.head + d):
             p = &q.rows[i]
-            self.lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id))
+            self.lost.append((p.sid, p.rid, p.cmd.kind, p.cmd.id, p.cmd.account))
         p = &q.rows[q.head + d]
         q.head += d + 1
         if q.head == q.tail:

@@ -284,6 +284,21 @@ class MatcherFeed:
         self.ring: CommandRing | None = None
         self.backlog: collections.deque[np.ndarray] = collections.deque()
         self.why_unattached = ""
+        self.published = 0  # commands, into every ring so far: the next one's ``send_seq`` (its forwards' order)
+        self.ring_base = (0, 0)  # the ring's head when attached, and ``published`` then
+
+    def sent_before(self, matcher_pid: int, first_taken: int) -> int | None:
+        """The ``send_seq`` of the first command the matcher ``matcher_pid`` takes from the command ring, which it
+        consumes from position ``first_taken`` on (its heartbeat's ``command_ring_from``); the commands before that
+        went to its predecessors.  None while this end's ring is one another matcher consumes (that one's own
+        heartbeat says)."""
+        ring = self.ring
+        if ring is None or ring.closed:  # what went into closed rings the matcher never reads
+            return self.published
+        if ring.consumer_pid != matcher_pid:
+            return None
+        head, published = self.ring_base
+        return published + max(0, first_taken - head)
 
     def send_batch(self, batch: ForwardBatch) -> None:
         """A forward's commands straight from its batch when nothing waits and the ring has room; else as an
@@ -291,6 +306,7 @@ class MatcherFeed:
         if not self.backlog and self.ring is not None:
             published = batch.publish(self.ring)
             if published > 0:
+                self.published += len(batch)
                 return
             if published == 0:  # full: it waits, as ``send`` would keep it
                 self.backlog.append(batch.pending()["cmd"].copy())
@@ -314,6 +330,7 @@ class MatcherFeed:
             if (self.ring is None or self.ring.closed) and not self.attach():
                 return False
             if self.ring.publish(commands):
+                self.published += len(commands)
                 return True
             if not self.ring.closed:
                 return False  # full: the matcher (or, if it died, its successor) takes it on
@@ -329,6 +346,7 @@ class MatcherFeed:
                 print(f"xos gateway: commands wait ({exc})", file=sys.stderr, flush=True)
             return False
         self.why_unattached = ""
+        self.ring_base = (self.ring.stats["head"], self.published)
         return True
 
     @property
@@ -382,6 +400,7 @@ class GatewayStage:
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
+        self.lost_before: tuple[int, int] | None = None  # (send_seq, event seq): ``expect_answers``
         self.ring_cursor = 0
         self.ring_attached = False
         self.event_consumer = None  # the ring, while the loop routes from it
@@ -683,7 +702,11 @@ class GatewayStage:
         """The session went silent past its dead-man interval: cancel all its account's orders."""
         s.deadman_fired = True
         self.counters["deadman_fired"] += 1
-        self.next_forward.add(-1, 0, (MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, s.account, 0, 0, 0, 0))
+        self.cancel_all_of(s.account)
+
+    def cancel_all_of(self, account: int) -> None:
+        """The gateway's own mass cancel of every order of ``account`` (a dead-man switch's)."""
+        self.next_forward.add(-1, 0, (MASS_CANCEL, 0, 0, 0, 0, ALL_MARKETS, 0, 0, 0, account, 0, 0, 0, 0))
         self.forward()
 
     def query(self, s: Session, req, now: float) -> None:
@@ -863,10 +886,13 @@ class GatewayStage:
             self.flush()
 
     def refuse(self, lost: list, rejects: list) -> None:
-        """Reject what the batch answered with a Rejected event, and COMMAND_LOST for the commands sent
-        before an answered one on the same connection that never executed (``ReplyRouter.answer``)."""
-        for sid, rid, kind, ident in lost:
+        """Reject what the batch answered with a Rejected event, and COMMAND_LOST for the commands that never
+        executed (``ReplyRouter.answer``, ``take_lost``); a dead-man switch's lost mass cancel goes again."""
+        for sid, rid, kind, ident, account in lost:
             self.counters["lost"] += 1
+            if sid < 0:
+                self.cancel_all_of(account)
+                continue
             self.reject(self.by_sid.get(sid), rid, ResultCode.COMMAND_LOST, "",
                         ident if kind == PLACE or kind == MULTI_LEG else 0)
         for sid, rid, kind, parent, code, client_id, cmd_seq, leg in rejects:
@@ -967,6 +993,16 @@ class GatewayStage:
         except (OSError, SnapshotError):
             return None
 
+    def matcher_marks(self, pid: int) -> tuple[int, int, int] | None:
+        """(pid, command_ring_from, replayed_to) from the heartbeat of matcher ``pid`` once it is running; None
+        before (``expect_answers``)."""
+        from engine.process import read_heartbeats
+
+        beat = read_heartbeats(self.cfg).get("matcher", {})
+        if beat.get("pid") != pid or "command_ring_from" not in beat:
+            return None
+        return pid, int(beat["command_ring_from"]), int(beat["replayed_to"])
+
     def replay_journal(self, state: dict | None, resume: int) -> None:
         """Make the events after ``state`` (a snapshot's, None: from the first command) up to seq ``resume`` again
         and route them on the loop, quietly, a journal batch at a time: the snapshot's state in an engine of the
@@ -1031,10 +1067,16 @@ class GatewayStage:
                 first = False
             consumer.doorbell()
             self.loop.call_soon_threadsafe(self.start_routing, consumer)
+            marked = False
             while not self.quit.wait(0.2):
                 if consumer.producer_closed() or not consumer.producer_alive():
                     print("xos gateway: the matcher's ring is gone; reattaching", file=sys.stderr, flush=True)
                     break
+                if not marked:
+                    marks = self.matcher_marks(consumer.producer_pid)
+                    if marks is not None:
+                        self.loop.call_soon_threadsafe(self.expect_answers, *marks)
+                        marked = True
             if not self.quit.is_set():  # (when quitting, the loop has stopped routing already)
                 stopped = threading.Event()
                 self.loop.call_soon_threadsafe(self.stop_routing, stopped)
@@ -1066,10 +1108,12 @@ class GatewayStage:
         consumer.disarm()
         try:
             events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
-            if len(events):
-                self.route(events, last)
-            elif last > self.routed_seq:  # nothing to route
-                self.routed_seq = last
+            marks = self.lost_before
+            if marks is not None and self.routed_seq < marks[1] < last:  # the lost first, then what follows
+                cut = int(np.searchsorted(events["seq"], marks[1], side="right"))
+                self.route_or_skip(events[:cut], marks[1])
+                events = events[cut:]
+            self.route_or_skip(events, last)
             consumer.release_to(last)
             self.ring_cursor = consumer.cursor
             if self.matcher.backlog:  # the matcher took commands: maybe room now
@@ -1082,6 +1126,36 @@ class GatewayStage:
         if consumer.available():
             self.loop.call_soon(self.on_events)
         # else the ring is closed: the ring thread attaches to the next
+
+    def route_or_skip(self, events: np.ndarray, last: int) -> None:
+        """``route`` a batch of the ring's events up to seq ``last``; with none to route, only move past them."""
+        if len(events):
+            self.route(events, last)
+        elif last > self.routed_seq:
+            self.routed_seq = last
+        if self.lost_before is not None:
+            self.take_lost()
+
+    def expect_answers(self, matcher_pid: int, first_taken: int, replayed_to: int) -> None:
+        """A matcher's heartbeat marks (``matcher_marks``): the commands its predecessors took (sent before
+        ``MatcherFeed.sent_before``) are answered by events at or before ``replayed_to`` or were lost with them.
+        Once those events are routed, the unanswered ones get COMMAND_LOST (``take_lost``): else a lost
+        command with no later one of its account to show it lost (``ReplyRouter.answer``) waits forever."""
+        before = self.matcher.sent_before(matcher_pid, first_taken)
+        if before is not None:
+            self.lost_before = (before, replayed_to)
+            self.take_lost()
+
+    def take_lost(self) -> None:
+        before, upto = self.lost_before
+        if self.routed_seq < upto:
+            return
+        self.lost_before = None
+        lost = [p for q in self.fifo.values() if len(q) for p in q.take_sent_before(before)]
+        if lost:
+            self.refuse(lost, [])
+            if self.dirty:
+                self.flush()
 
     # ------------------------------------------------------------------ periodic work
 

@@ -118,7 +118,8 @@ class ReferenceReplies:
         if not len(hits):
             return  # another producer's command for the account
         d = int(hits[0])
-        lost += [(int(p["sid"]), int(p["rid"]), int(p["cmd"]["kind"]), int(p["cmd"]["id"])) for p in q[:d]]
+        lost += [(int(p["sid"]), int(p["rid"]), int(p["cmd"]["kind"]), int(p["cmd"]["id"]), int(p["cmd"]["account"]))
+                 for p in q[:d]]
         p = q[d]
         del q[:d + 1]
         sid, rid, ckind, ident = int(p["sid"]), int(p["rid"]), int(p["cmd"]["kind"]), int(p["cmd"]["id"])

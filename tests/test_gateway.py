@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from engine.process import read_heartbeats
 from engine.records import Cmd
 from gateway import messages as m
-from gateway.client import AuthenticationError, BadRequest, InsufficientFunds, OrderNotFound, \
+from gateway.client import AuthenticationError, BadRequest, GatewayError, InsufficientFunds, OrderNotFound, \
     SyncClient
 
 from gateway_harness import GatewayEngine, connected, funded, handshake_refused, order_rows, restart_gateway, run, \
@@ -238,20 +240,50 @@ def test_xos_status_shows_the_command_ring_with_both_ends_alive(engine):
     assert f"gateway pid {engine.sup.procs['gateway'].pid} alive" in line
 
 
+# Takes the command ring's waiting commands and exits without closing the ring, as a matcher killed between
+# its take and its journal: a process of its own, for the next matcher takes over only a ring whose consumer died.
+TAKE_WAITING = """
+import sys
+import numpy as np
+from engine.cmdring import CommandRing
+from engine.records import COMMAND_DTYPE
+ring = CommandRing.consumer(sys.argv[1], int(sys.argv[2]))
+n = int(ring.available())
+taken = np.zeros(max(n, 1), COMMAND_DTYPE)
+assert ring.take_into(taken.view(np.uint8), 0, n) == n
+print(" ".join(map(str, taken["id"][:n].tolist())))
+"""
+
+
+async def kill_stopped_matcher(engine, take_waiting: bool = False) -> list[int]:
+    """Kill the matcher, stopped (SIGSTOP) while the gateway's commands wait in its command ring, and wait until
+    the supervisor has started the next and the gateway routes from its ring.  ``take_waiting``: the waiting
+    commands are taken first (``TAKE_WAITING``), so that none of them runs; returns their ids."""
+    old = engine.sup.procs["matcher"]
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait()
+    taken = []
+    if take_waiting:
+        out = subprocess.run([sys.executable, "-c", TAKE_WAITING, engine.cfg.command_ring_name,
+                              str(engine.cfg.command_ring_capacity)], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        taken = list(map(int, out.split()))
+    deadline = time.monotonic() + 20
+    while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
+            "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
+        engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
+        assert time.monotonic() < deadline, "engine did not come back"
+        await asyncio.sleep(0.1)
+    return taken
+
+
 def test_matcher_killed_the_gateway_reattaches_and_answers_every_command(engine):
     async def scenario():
         (alice,) = await connected(engine, "alice")
-        old = engine.sup.procs["matcher"]
-        os.kill(old.pid, signal.SIGSTOP)
+        os.kill(engine.sup.procs["matcher"].pid, signal.SIGSTOP)
         first = asyncio.ensure_future(alice.create_order("BTC/USD", "limit", "buy", 1, 12, {"clientOrderId": 700}))
         await asyncio.sleep(0.2)
-        os.kill(old.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
-                "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
-            engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
-            assert time.monotonic() < deadline, "engine did not come back"
-            await asyncio.sleep(0.1)
+        await kill_stopped_matcher(engine)
         second = await alice.create_order("BTC/USD", "limit", "buy", 1, 13, {"clientOrderId": 701})
         assert second["info"].durable_seq >= second["info"].cmd_seq
         journaled = engine.journal()
@@ -266,6 +298,41 @@ def test_matcher_killed_the_gateway_reattaches_and_answers_every_command(engine)
     for _ in range(50):  # the engine keeps running for the rest of the module
         engine.sup.check()
         time.sleep(0.05)
+
+
+def test_commands_the_dead_matcher_took_but_never_journaled_are_answered_lost(engine):
+    """The last commands of an account taken by a matcher that died before journaling them: no later command of
+    the account shows them lost, the new matcher's heartbeat marks do.  Each gets COMMAND_LOST, a dead-man
+    switch's lost mass cancel goes again, and what comes next is answered as usual."""
+    async def scenario():
+        alice, carol = await connected(engine, "alice", "carol")
+        resting = await carol.create_order("BTC/USD", "limit", "buy", 1, 15, {"clientOrderId": 720})
+        os.kill(engine.sup.procs["matcher"].pid, signal.SIGSTOP)
+        placed = [asyncio.ensure_future(alice.create_order("BTC/USD", "limit", "buy", 1, 14, {"clientOrderId": i}))
+                  for i in (710, 711, 712)]
+        await carol.set_deadman(200)  # then silence: the gateway's own mass cancel goes into the ring too
+        await asyncio.sleep(0.6)
+        assert sorted(await kill_stopped_matcher(engine, take_waiting=True)) == [0, 710, 711, 712]
+        for future in placed:
+            with pytest.raises(GatewayError) as lost:
+                await asyncio.wait_for(future, 5)
+            assert lost.value.name == "COMMAND_LOST"
+        journaled = engine.journal()
+        assert not ((journaled["kind"] == Cmd.PLACE) & (journaled["account"] == ACCOUNTS["alice"])
+                    & (journaled["id"] >= 710) & (journaled["id"] <= 712)).any()
+        deadline = time.monotonic() + 5  # carol's order is cancelled after all, by the mass cancel sent again
+        while resting["id"] in [o["id"] for o in await alice.fetch_open_orders()] + [
+                o["id"] for o in await carol.fetch_open_orders()]:
+            assert time.monotonic() < deadline, "the dead-man switch's mass cancel was not sent again"
+            await asyncio.sleep(0.1)
+        await carol.set_deadman(0)
+        again = await alice.create_order("BTC/USD", "limit", "buy", 1, 14, {"clientOrderId": 710})
+        assert again["status"] == "open" and again["info"].durable_seq >= again["info"].cmd_seq
+        await alice.cancel_all_orders()
+        for c in (alice, carol):
+            await c.close()
+
+    run(scenario())
 
 
 def test_a_gateway_restarted_alone_still_knows_the_orders_placed_before(engine):

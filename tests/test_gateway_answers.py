@@ -86,9 +86,11 @@ def pending_rows(cmds: np.ndarray, first_seq: int) -> np.ndarray:
 
 
 def enqueue(fifo, rows: np.ndarray) -> ForwardBatch:
-    """``rows`` (PENDING_DTYPE) onto their accounts' FIFOs as a forward puts them: through a ForwardBatch."""
+    """``rows`` (PENDING_DTYPE) onto their accounts' FIFOs as a forward puts them: through a ForwardBatch (a new
+    one: ``send_seq`` from 0, written into ``rows``)."""
     batch = ForwardBatch()
-    for sid, rid, cmd in rows.tolist():
+    rows["send_seq"] = np.arange(len(rows))
+    for sid, rid, cmd, _ in rows.tolist():
         batch.add(sid, rid, cmd)
     assert batch.enqueue(fifo) == len(rows) and batch.pending().tobytes() == rows.tobytes()
     return batch
@@ -162,7 +164,7 @@ def test_a_command_never_executed_is_reported_lost_and_the_next_still_answers():
     events = engine.process(np.array([foreign, real], COMMAND_DTYPE))
     events["durable_seq"] = events["cmd_seq"].max()
     acks, rejects, lost, _, _ = routed(router_for(fifo, [account]), OrderTable(), events)
-    assert lost == [(5, 50, Cmd.PLACE, 990001)]
+    assert lost == [(5, 50, Cmd.PLACE, 990001, account)]
     assert len(acks) == 1 and acks[0][0] == 6 and acks[0][1][0] == 60 and acks[0][1][2] == 990002
     assert rejects == [] and len(fifo[account]) == 0
 

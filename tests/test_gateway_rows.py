@@ -112,7 +112,7 @@ def test_add_rows_and_add_refuse_bad_arguments_and_add_nothing():
             batch.add(1, 2, bad)
     assert len(batch) == 3
     batch.add(1, 2, command)
-    assert len(batch) == 4 and batch.pending()[3].tolist() == (1, 2, command)
+    assert len(batch) == 4 and batch.pending()[3].tolist() == (1, 2, command, 3)
     for bad in (np.zeros(2, m.COMMAND_ROW_DTYPE), np.zeros((2, 1), COMMAND_DTYPE), np.zeros(4, COMMAND_DTYPE)[::2]):
         with pytest.raises(TypeError, match="1-d C-contiguous array of COMMAND_DTYPE"):
             batch.add_multi_leg(1, 3, bad)
@@ -133,10 +133,10 @@ def test_a_batch_grows_and_enqueues_each_accounts_runs_in_order():
             legs = [(Cmd.MULTI_LEG, 0, 0, 0, 0, 0, 0, 0, 0, account, 0, 2, i + 1, 0)] + [
                 (Cmd.LEG, 0, 0, 0, 0, 0, 0, 1 + k, 0, account, 100 + i, 1, i + 1, 0) for k in range(2)]
             batch.add_multi_leg(account * 10, i, np.array(legs, COMMAND_DTYPE))
-            sent += [(account * 10 if k == 0 else LEG_RECORD, i, leg) for k, leg in enumerate(legs)]
+            sent += [(account * 10 if k == 0 else LEG_RECORD, i, leg, len(sent) + k) for k, leg in enumerate(legs)]
         else:
             batch.add(account * 10, i, cmd)
-            sent.append((account * 10, i, cmd))
+            sent.append((account * 10, i, cmd, len(sent)))
     assert batch.enqueue(fifo) == len(batch) == len(sent) == 900
     assert batch.pending().tolist() == sent
     for account in (1, 2, 3):
@@ -190,6 +190,42 @@ def test_a_batch_publishes_straight_into_the_ring_or_waits_whole_in_the_feed(nam
     feed.close()
 
 
+def test_the_feed_names_the_first_command_a_new_matcher_takes_and_the_fifo_gives_up_those_before(name):
+    """``MatcherFeed.sent_before`` maps a matcher's first command-ring position to the gateway's ``send_seq``:
+    a matcher that takes over the ring from position 2 reads from the third command sent; a ring another
+    matcher consumes gives no answer; a closed ring reads nothing more.  ``PendingQueue.take_sent_before`` then
+    hands out an account's commands before it, oldest first, as lost tuples."""
+    batch, fifo, feed, me = ForwardBatch(), collections.defaultdict(PendingQueue), MatcherFeed(name), os.getpid()
+
+    def forward(*ids: int) -> None:
+        for i in ids:
+            batch.add(i, i, (Cmd.PLACE, 0, 0, 0, 0, 0, 0, 1, 0, 8 if i % 2 else 7, 100, 1, i, 0))  # odd: 8
+        batch.enqueue(fifo)
+        feed.send_batch(batch)
+        batch.clear()
+
+    taken = np.zeros(8, COMMAND_DTYPE)
+    with CommandRing.consumer(name, 8) as dying:
+        forward(1, 2, 3)  # attaches on the first send
+        assert dying.take_into(taken.view(np.uint8), 0, 2) == 2  # taken, then it dies unjournaled
+        forward(4, 5)
+        with CommandRing.consumer(name, 8):  # its successor takes the ring over at position 2
+            assert feed.sent_before(me, 2) == 2 and feed.sent_before(me + 1, 2) is None
+            assert fifo[7].take_sent_before(2) == [(2, 2, Cmd.PLACE, 2, 7)] and len(fifo[7]) == 1  # 4: sent after
+            assert fifo[8].take_sent_before(2) == [(1, 1, Cmd.PLACE, 1, 8)] and len(fifo[8]) == 2
+            assert fifo[8].take_sent_before(0) == [] and len(fifo[8]) == 2
+    assert feed.sent_before(me, 0) == 5  # closed: every command sent went to a ring no matcher reads now
+    with CommandRing.consumer(name, 8) as fresh:
+        forward(6)  # into the new ring, from its position 0
+        assert feed.sent_before(me, 0) == 5 and feed.sent_before(me, 1) == 6
+        assert fresh.take_into(taken.view(np.uint8), 0, 8) == 1 and taken["id"][0] == 6
+        assert fifo[8].take_sent_before(6) == [(3, 3, Cmd.PLACE, 3, 8), (5, 5, Cmd.PLACE, 5, 8)]
+        assert len(fifo[8]) == 0
+        assert fifo[7].take_sent_before(6) == [(4, 4, Cmd.PLACE, 4, 7), (6, 6, Cmd.PLACE, 6, 7)]
+        assert len(fifo[7]) == 0
+    feed.close()
+
+
 # ------------------------------------------------------------------ ForwardBatch against a Python model
 
 FIELD_RANGES = [(0, (1 << 16) - 1), (0, 255), (0, 255), (0, 255), (0, 255), (0, (1 << 16) - 1), (0, (1 << 32) - 1),
@@ -197,17 +233,21 @@ FIELD_RANGES = [(0, (1 << 16) - 1), (0, 255), (0, 255), (0, 255), (0, 255), (0, 
 
 
 class ReferenceForward:
-    """``ForwardBatch`` in Python: the pending rows as (sid, rid, command tuple), the FIFOs as lists."""
+    """``ForwardBatch`` in Python: the pending rows as (sid, rid, command tuple, send_seq), the FIFOs as lists."""
 
     def __init__(self):
         self.rows: list[tuple] = []
+        self.sent = 0  # the commands enqueued so far: the next one's send_seq
 
     def add(self, sid: int, rid: int, command: tuple) -> None:
         if len(command) != 14:
             raise ValueError("14 fields")
         if any(not lo <= v <= hi for v, (lo, hi) in zip(command, FIELD_RANGES)):
             raise OverflowError
-        self.rows.append((sid, rid, command))
+        self.append(sid, rid, command)
+
+    def append(self, sid: int, rid: int, command: tuple) -> None:
+        self.rows.append((sid, rid, command, self.sent + len(self.rows)))
 
     def add_rows(self, sid: int, account: int, heads: np.ndarray, data: bytes):
         rows, refused, first = np.frombuffer(data, m.COMMAND_ROW_DTYPE), [], 0
@@ -221,17 +261,19 @@ class ReferenceForward:
                 fields = [int(r[name]) for name in ("kind", "side", "tif", "ord_type", "stp")]
                 fields += [flags, int(r["venue"]), int(r["market"]), 0, account]
                 fields += [int(r[name]) for name in ("price", "qty", "id", "expire_at")]
-                self.rows.append((sid, int(r["rid"]), tuple(fields)))
+                self.append(sid, int(r["rid"]), tuple(fields))
             first += count
         return refused or None
 
     def add_multi_leg(self, sid: int, rid: int, commands: np.ndarray) -> None:
-        self.rows += [(sid if k == 0 else LEG_RECORD, rid, c) for k, c in enumerate(commands.tolist())]
+        for k, c in enumerate(commands.tolist()):
+            self.append(sid if k == 0 else LEG_RECORD, rid, c)
 
     def enqueue(self, fifo) -> int:
         for row in self.rows:
             if row[0] != LEG_RECORD:
                 fifo[row[2][9]].append(row)
+        self.sent += len(self.rows)
         return len(self.rows)
 
 
