@@ -994,8 +994,8 @@ class GatewayStage:
             return None
 
     def matcher_marks(self, pid: int) -> tuple[int, int, int] | None:
-        """(pid, command_ring_from, replayed_to) from the heartbeat of matcher ``pid`` once it is running; None
-        before (``expect_answers``)."""
+        """(pid, command_ring_from, replayed_to) from the heartbeat of matcher ``pid`` once it has replayed its
+        journal and taken the command ring over; None before (``expect_answers``)."""
         from engine.process import read_heartbeats
 
         beat = read_heartbeats(self.cfg).get("matcher", {})
@@ -1048,7 +1048,9 @@ class GatewayStage:
 
     def ring_thread(self) -> None:
         """Attach to the matcher's ring (again after it restarts) and hand it to the loop, which routes its events
-        as its doorbell rings (``on_events``); from here only watch that the matcher lives."""
+        as its doorbell rings (``on_events``); from here only watch that the matcher lives.  Nothing is routed
+        before the matcher's heartbeat has its marks (``expect_answers``): the answers to the commands it takes
+        come after the lost commands are known."""
         from engine.ring import RingConsumer, RingError
 
         first = True
@@ -1058,7 +1060,13 @@ class GatewayStage:
             except RingError:
                 time.sleep(0.05)
                 continue
-            if not consumer.producer_alive() or consumer.producer_closed():
+            marks = None
+            while consumer.producer_alive() and not consumer.producer_closed() and not self.quit.is_set():
+                marks = self.matcher_marks(consumer.producer_pid)
+                if marks is not None:
+                    break
+                time.sleep(0.02)  # replaying its journal
+            if marks is None:
                 consumer.detach()
                 time.sleep(0.05)
                 continue
@@ -1066,17 +1074,11 @@ class GatewayStage:
                 self.catch_up(consumer)
                 first = False
             consumer.doorbell()
-            self.loop.call_soon_threadsafe(self.start_routing, consumer)
-            marked = False
+            self.loop.call_soon_threadsafe(self.start_routing, consumer, marks)
             while not self.quit.wait(0.2):
                 if consumer.producer_closed() or not consumer.producer_alive():
                     print("xos gateway: the matcher's ring is gone; reattaching", file=sys.stderr, flush=True)
                     break
-                if not marked:
-                    marks = self.matcher_marks(consumer.producer_pid)
-                    if marks is not None:
-                        self.loop.call_soon_threadsafe(self.expect_answers, *marks)
-                        marked = True
             if not self.quit.is_set():  # (when quitting, the loop has stopped routing already)
                 stopped = threading.Event()
                 self.loop.call_soon_threadsafe(self.stop_routing, stopped)
@@ -1084,7 +1086,8 @@ class GatewayStage:
                     pass
             consumer.detach()
 
-    def start_routing(self, consumer) -> None:
+    def start_routing(self, consumer, marks: tuple[int, int, int]) -> None:
+        self.expect_answers(*marks)
         self.event_consumer = consumer
         self.ring_cursor = consumer.cursor
         self.ring_attached = True

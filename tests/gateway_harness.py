@@ -6,6 +6,9 @@ import asyncio
 import importlib.resources
 import itertools
 import os
+import signal
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -139,6 +142,43 @@ def restart_gateway(engine: GatewayEngine) -> None:
             return
         assert time.monotonic() < deadline, "the gateway did not come back"
         time.sleep(0.05)
+
+
+# Takes the command ring's waiting commands and exits without closing the ring, as a matcher killed between
+# its take and its journal: a process of its own, for the next matcher takes over only a ring whose consumer died.
+TAKE_WAITING = """
+import sys
+import numpy as np
+from engine.cmdring import CommandRing
+from engine.records import COMMAND_DTYPE
+ring = CommandRing.consumer(sys.argv[1], int(sys.argv[2]))
+n = min(int(ring.available()), int(sys.argv[3]))
+taken = np.zeros(max(n, 1), COMMAND_DTYPE)
+assert ring.take_into(taken.view(np.uint8), 0, n) == n
+print(" ".join(map(str, taken["id"][:n].tolist())))
+"""
+
+
+async def kill_stopped_matcher(engine: GatewayEngine, take: int = 0) -> list[int]:
+    """Kill the matcher, stopped (SIGSTOP) while the gateway's commands wait in its command ring, and wait until
+    the supervisor has started the next and the gateway routes from its ring.  ``take``: how many of the waiting
+    commands are taken first, the oldest (``TAKE_WAITING``), so that none of them runs; returns their ids."""
+    old = engine.sup.procs["matcher"]
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait()
+    taken = []
+    if take:
+        out = subprocess.run([sys.executable, "-c", TAKE_WAITING, engine.cfg.command_ring_name,
+                              str(engine.cfg.command_ring_capacity), str(take)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        taken = list(map(int, out.split()))
+    deadline = time.monotonic() + 20
+    while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
+            "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
+        engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
+        assert time.monotonic() < deadline, "engine did not come back"
+        await asyncio.sleep(0.1)
+    return taken
 
 
 async def connected(engine: GatewayEngine, *names, **kw) -> list[Client]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,8 +15,8 @@ from gateway import messages as m
 from gateway.client import AuthenticationError, BadRequest, GatewayError, InsufficientFunds, OrderNotFound, \
     SyncClient
 
-from gateway_harness import GatewayEngine, connected, funded, handshake_refused, order_rows, restart_gateway, run, \
-    unit_market
+from gateway_harness import GatewayEngine, connected, funded, handshake_refused, kill_stopped_matcher, order_rows, \
+    restart_gateway, run, unit_market
 
 ACCOUNTS = {"alice": 7, "bob": 8, "carol": 9, "dave": 10, "erin": 11}
 BURST = 200
@@ -240,43 +238,6 @@ def test_xos_status_shows_the_command_ring_with_both_ends_alive(engine):
     assert f"gateway pid {engine.sup.procs['gateway'].pid} alive" in line
 
 
-# Takes the command ring's waiting commands and exits without closing the ring, as a matcher killed between
-# its take and its journal: a process of its own, for the next matcher takes over only a ring whose consumer died.
-TAKE_WAITING = """
-import sys
-import numpy as np
-from engine.cmdring import CommandRing
-from engine.records import COMMAND_DTYPE
-ring = CommandRing.consumer(sys.argv[1], int(sys.argv[2]))
-n = int(ring.available())
-taken = np.zeros(max(n, 1), COMMAND_DTYPE)
-assert ring.take_into(taken.view(np.uint8), 0, n) == n
-print(" ".join(map(str, taken["id"][:n].tolist())))
-"""
-
-
-async def kill_stopped_matcher(engine, take_waiting: bool = False) -> list[int]:
-    """Kill the matcher, stopped (SIGSTOP) while the gateway's commands wait in its command ring, and wait until
-    the supervisor has started the next and the gateway routes from its ring.  ``take_waiting``: the waiting
-    commands are taken first (``TAKE_WAITING``), so that none of them runs; returns their ids."""
-    old = engine.sup.procs["matcher"]
-    os.kill(old.pid, signal.SIGKILL)
-    old.wait()
-    taken = []
-    if take_waiting:
-        out = subprocess.run([sys.executable, "-c", TAKE_WAITING, engine.cfg.command_ring_name,
-                              str(engine.cfg.command_ring_capacity)], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
-        taken = list(map(int, out.split()))
-    deadline = time.monotonic() + 20
-    while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
-            "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
-        engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
-        assert time.monotonic() < deadline, "engine did not come back"
-        await asyncio.sleep(0.1)
-    return taken
-
-
 def test_matcher_killed_the_gateway_reattaches_and_answers_every_command(engine):
     async def scenario():
         (alice,) = await connected(engine, "alice")
@@ -312,7 +273,7 @@ def test_commands_the_dead_matcher_took_but_never_journaled_are_answered_lost(en
                   for i in (710, 711, 712)]
         await carol.set_deadman(200)  # then silence: the gateway's own mass cancel goes into the ring too
         await asyncio.sleep(0.6)
-        assert sorted(await kill_stopped_matcher(engine, take_waiting=True)) == [0, 710, 711, 712]
+        assert sorted(await kill_stopped_matcher(engine, take=4)) == [0, 710, 711, 712]
         for future in placed:
             with pytest.raises(GatewayError) as lost:
                 await asyncio.wait_for(future, 5)
