@@ -208,8 +208,7 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
     from engine.workers.settlement import SettlementLedger
 
     cfg = cluster.cfg
-    caps = dict(max_orders=cfg.engine.max_orders, max_accounts=cfg.engine.max_accounts,
-                max_markets=cfg.engine.max_markets, max_assets=cfg.engine.max_assets)
+    caps = cfg.engine.capacities()
     reader = JournalReader(cfg.data_path / "journal")
     # each frame as the batch the matcher ran (a batch's BookLevels, and so the events' seqs, follow its ends)
     frames = [commands for _, commands in reader.read_from()]

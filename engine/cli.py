@@ -192,9 +192,7 @@ def replay_journal(
 
     caps = {}
     if config:
-        e = _load(config).engine
-        caps = dict(max_orders=e.max_orders, max_accounts=e.max_accounts, max_markets=e.max_markets,
-                    max_assets=e.max_assets)
+        caps = _load(config).engine.capacities()
     for name, value in (("max_orders", max_orders), ("max_accounts", max_accounts), ("max_markets", max_markets),
                         ("max_assets", max_assets)):
         if value is not None:

@@ -41,6 +41,11 @@ class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # which costs power and, on a shared host, other tenants' CPU.  -1 leaves the host's setting.
     cpu_latency_us: int = -1
 
+    def capacities(self) -> dict:
+        """The matcher's table sizes, as ``Engine`` and ``Engine.from_state`` take them."""
+        return dict(max_orders=self.max_orders, max_accounts=self.max_accounts, max_markets=self.max_markets,
+                    max_assets=self.max_assets)
+
 
 class AssetConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     id: int

@@ -217,8 +217,7 @@ class MatcherStage:
 
         self.cfg = cfg
         e = cfg.engine
-        self.engine = Engine(max_orders=e.max_orders, max_accounts=e.max_accounts,
-                             max_markets=e.max_markets, max_assets=e.max_assets)
+        self.engine = Engine(**e.capacities())
         journal_dir = cfg.data_path / "journal"
         journal_dir.mkdir(parents=True, exist_ok=True)
         self.journaling = e.journal
@@ -236,8 +235,7 @@ class MatcherStage:
             for problem in problems:
                 print(f"xos matcher: snapshot skipped: {problem}", file=sys.stderr, flush=True)
             if state is not None:
-                self.engine = Engine.from_state(state, max_orders=e.max_orders, max_accounts=e.max_accounts,
-                                                max_markets=e.max_markets, max_assets=e.max_assets)
+                self.engine = Engine.from_state(state, **e.capacities())
                 self.restored_from = str(path)
         self.ring = EventRing.create(cfg.ring_name, e.ring_capacity, consumers=ring_consumers(cfg),
                                      start=self.engine.event_seq)

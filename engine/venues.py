@@ -115,12 +115,6 @@ def launch_commands(v: VenueLaunchConfig, cfg: Config) -> np.ndarray:
 # ---------------------------------------------------------------- reading the engine back
 
 
-def capacities(cfg: Config) -> dict:
-    e = cfg.engine
-    return dict(max_orders=e.max_orders, max_accounts=e.max_accounts, max_markets=e.max_markets,
-                max_assets=e.max_assets)
-
-
 def journal_end(cfg: Config) -> int:
     from .journal import JournalReader
 
@@ -143,7 +137,8 @@ def rebuild(cfg: Config, watch: set[int] = frozenset()):
     if not journal.is_dir():
         raise FileNotFoundError(f"no journal at {journal} (has `xos run` run with this config?)")
     state, _, _ = load_newest(cfg.data_path / "snapshots", max_cmd_seq=min(watch, default=1 << 62) - 1)
-    engine = Engine.from_state(state, **capacities(cfg)) if state is not None else Engine(**capacities(cfg))
+    size = cfg.engine.capacities()
+    engine = Engine.from_state(state, **size) if state is not None else Engine(**size)
     found = {}
     for first, cmds in JournalReader(journal).read_from(engine.cmd_seq + 1):
         events = engine.process(cmds)

@@ -1010,10 +1010,9 @@ class GatewayStage:
         BookLevel a level a batch).  Waits up to ``JOURNAL_WAIT_S`` for a batch not written yet."""
         from engine.journal import JournalReader
         from engine.matcher import Engine
-        from engine.venues import capacities
         from engine.workercore import select_fresh
 
-        size = capacities(self.cfg)
+        size = self.cfg.engine.capacities()
         engine = Engine.from_state(state, **size) if state is not None else Engine(**size)
         reader = JournalReader(self.cfg.data_path / "journal")
         routed, give_up = engine.event_seq, time.monotonic() + JOURNAL_WAIT_S

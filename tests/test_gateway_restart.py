@@ -100,7 +100,6 @@ def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapsh
     (the journal replayed here), with their client ids, prices and remaining sizes."""
     from engine.journal import JournalReader
     from engine.matcher import Engine
-    from engine.venues import capacities
 
     e = small_ring_engine(tmp_path, snapshot_interval_s)
     rng = random.Random(snapshot_interval_s * 10 + 1)
@@ -137,7 +136,7 @@ def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapsh
         return sorted((int(o["id"]), int(o["clientOrderId"]), o["price"], o["remaining"]) for o in orders)
 
     def matcher_view():
-        engine = Engine(**capacities(e.cfg))
+        engine = Engine(**e.cfg.engine.capacities())
         for _, commands in JournalReader(e.cfg.data_path / "journal").read_from(1):
             engine.process(commands)
         return sorted((o.order_id, o.client_id, o.price, o.remaining) for o in engine.l3(1)
