@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import pickle
 import sys
 import threading
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,7 @@ CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
+HISTORY_FILE = "closed_orders.npz"  # in DATA/gateway: the closed orders a clean stop leaves the next gateway
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
 
@@ -197,6 +200,22 @@ class OrderTable:
             mask &= live["market"] == market
         return [self.info(r) for r in live[mask]]
 
+    def closed(self) -> np.ndarray:
+        """The closed rows, at most the newest CLOSED_KEPT per account (a copy)."""
+        live = self.rows[:self.n]
+        rows = live[live["status"] != OPEN]
+        return rows[:compact_orders(rows, len(rows), CLOSED_KEPT)]
+
+    def add_history(self, rows: np.ndarray, accounts, last_order_id: int, event_seq: int) -> int:
+        """Closed orders a predecessor kept (``closed``) into a table seeded from a snapshot whose last order id and
+        event seq are ``last_order_id`` and ``event_seq``: those of ``accounts`` closed by then.  The later orders
+        come again from the events after the snapshot, an order open at the snapshot is in the table already:
+        neither is taken twice.  Returns how many were added."""
+        keep = (rows["status"] != OPEN) & (rows["order_id"] <= last_order_id) & (rows["closed_seq"] <= event_seq) & \
+            np.isin(rows["account"], np.fromiter(accounts, np.int64)) & ~self.locate(rows["order_id"])[1]
+        self.insert(np.sort(rows[keep], order="order_id"))
+        return int(keep.sum())
+
     def find(self, account: int, order_id: int, client_id: int) -> m.OrderInfo | None:
         live = self.rows[:self.n]
         if client_id:  # the open order under that client id, else the newest closed one
@@ -207,6 +226,33 @@ class OrderTable:
             return self.info(open_[-1] if len(open_) else hit[np.argmax(hit["closed_seq"])])
         pos, found = self.locate(np.array([order_id], np.int64))
         return self.info(live[pos[0]]) if found[0] and live["account"][pos[0]] == account else None
+
+
+def save_history(path: Path, rows: np.ndarray) -> None:
+    """Write ``rows`` (``OrderTable.closed``) for the next gateway, the whole file put in place at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as f:
+        np.savez(f, rows=rows)
+    os.replace(part, path)
+
+
+def load_history(path: Path) -> np.ndarray | None:
+    """The rows ``save_history`` wrote; None when there are none, or (said on stderr) they cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            rows = saved["rows"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        print(f"xos gateway: the closed orders of the last run are not read from {path}: {exc}", file=sys.stderr,
+              flush=True)
+        return None
+    if rows.dtype != ORDER_ROW_DTYPE or rows.ndim != 1:
+        print(f"xos gateway: the closed orders of the last run are not read from {path}: rows of {rows.dtype}, "
+              f"shape {rows.shape}, not a list of this gateway's order rows", file=sys.stderr, flush=True)
+        return None
+    return rows
 
 
 class TokenBucket:
@@ -392,6 +438,7 @@ class GatewayStage:
         self.fifo: dict[int, PendingQueue] = collections.defaultdict(PendingQueue)
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
+        self.history_path = cfg.data_path / "gateway" / HISTORY_FILE
         self.replies = ReplyRouter(ROUTED, OWN_FIRST, self.fifo, self.journaling)
         self.listings = config_listings(cfg)  # every asset and market: the Markets reply
         self.known_accounts = np.zeros(0, np.int64)
@@ -959,6 +1006,11 @@ class GatewayStage:
         if state is not None:  # queued before any batch is routed, as everything below
             self.loop.call_soon_threadsafe(seed_from_state, self.listings, state)
             self.loop.call_soon_threadsafe(self.book.seed, state["orders"], self.known_accounts)
+            history = load_history(self.history_path)  # else the orders closed before the snapshot are unknown
+            if history is not None:
+                counters = state["counters"]
+                self.loop.call_soon_threadsafe(self.book.add_history, history, self.known_accounts,
+                                               int(counters[3]), int(counters[2]))
         if resume <= base:
             return
         self.quiet_until = resume
@@ -1211,6 +1263,12 @@ class GatewayStage:
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
         self.stop_routing()
         self.quit.set()
+        if self.journaling:  # the next gateway's status queries, for the orders closed before its snapshot
+            try:
+                save_history(self.history_path, self.book.closed())
+            except OSError as exc:
+                print(f"xos gateway: the closed orders are not kept for the next run: {exc}", file=sys.stderr,
+                      flush=True)
         ring.join(timeout=1.0)
         return 0
 

@@ -92,6 +92,44 @@ def test_orders_placed_before_keep_their_client_ids(engine):
     run(check())
 
 
+def test_orders_closed_before_a_clean_stop_keep_their_status_in_the_next_run(tmp_path):
+    """A clean stop leaves the gateway's closed orders to the next run (``HISTORY_FILE``), which starts from the
+    snapshot of that stop, with no event of those orders to read: ``fetch_order`` still finds a cancelled and a
+    filled order, by client id and by order id, after the whole engine restarts and again after the gateway
+    alone is killed and restarted; none is listed twice."""
+    e = small_ring_engine(tmp_path, snapshot_interval_s=0)
+
+    async def trade() -> dict:
+        alice, bob = await connected(e, "alice", "bob")
+        gone = await alice.create_order("BTC/USD", "limit", "buy", 1, 10, {"clientOrderId": 1})
+        await alice.cancel_order(gone["id"])
+        ask = await alice.create_order("BTC/USD", "limit", "sell", 2, 50, {"clientOrderId": 2})
+        bid = await bob.create_order("BTC/USD", "limit", "buy", 2, 50, {"clientOrderId": 3})
+        rest = await alice.create_order("BTC/USD", "limit", "buy", 1, 11, {"clientOrderId": 4})
+        for c in (alice, bob):
+            await c.close()
+        return {1: gone["id"], 2: ask["id"], 3: bid["id"], 4: rest["id"]}
+
+    async def check(ids: dict) -> None:
+        alice, bob = await connected(e, "alice", "bob")
+        for who, cid, status, filled in ((alice, 1, "canceled", 0), (alice, 2, "closed", 2), (bob, 3, "closed", 2),
+                                         (alice, 4, "open", 0)):
+            for found in (await who.fetch_order(params={"clientOrderId": cid}), await who.fetch_order(ids[cid])):
+                assert (found["id"], found["status"], found["filled"]) == (ids[cid], status, filled)
+        assert [o["id"] for o in await alice.fetch_open_orders()] == [ids[4]]
+        for c in (alice, bob):
+            await c.close()
+
+    try:
+        ids = run(trade())
+        restart_everything(e)
+        run(check(ids))
+        restart_gateway(e)  # killed: it leaves no file, the last clean stop's is read again
+        run(check(ids))
+    finally:
+        e.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("snapshot_interval_s", [0, 0.3])
 def test_gateway_killed_at_random_points_keeps_every_open_order(tmp_path, snapshot_interval_s):

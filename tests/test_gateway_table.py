@@ -15,7 +15,8 @@ from reply_reference import ReferenceReplies, full_rows, routed
 from engine.matcher import Engine
 from engine.records import EVENT_DTYPE, Ev, EvFlag
 from gateway.routing import PendingQueue, ReplyRouter
-from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, ROUTED, OrderTable
+from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, HISTORY_FILE, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, ROUTED, \
+    OrderTable, load_history, save_history
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
 
@@ -138,6 +139,47 @@ def test_compaction_keeps_each_accounts_newest_closed_orders():
         newest = np.sort(closed["closed_seq"])[-CLOSED_KEPT:]
         assert sorted(kept["closed_seq"].tolist()) == newest.tolist()
     assert (np.diff(live["order_id"]) > 0).all()  # still sorted for the lookups
+
+
+def test_a_predecessors_closed_orders_join_a_table_seeded_from_a_snapshot_once_each(tmp_path):
+    """``OrderTable.closed`` keeps each account's newest CLOSED_KEPT closed rows; written and read back
+    (``save_history``, ``load_history``), ``add_history`` takes those closed by the snapshot, of accounts with keys,
+    and none the snapshot's open orders or the events after it give the table again."""
+    before = OrderTable()
+    rows = np.zeros(CLOSED_KEPT + 7, ORDER_ROW_DTYPE)
+    n = len(rows)
+    rows["order_id"] = np.arange(1, n + 1)
+    rows["account"], rows["status"], rows["closed_seq"] = 5, 2, rows["order_id"]
+    rows[-6:]["account"] = 6, 6, 6, 6, 9, 6  # orders n - 5 .. n; the last still open
+    rows[-1]["status"], rows[-1]["closed_seq"] = OPEN, 0
+    before.insert(rows)
+    closed = before.closed()
+    assert (closed["status"] != OPEN).all() and (closed["account"] == 5).sum() == CLOSED_KEPT
+    assert closed["order_id"].tolist() == list(range(2, n))  # account 5's oldest went, and the open one
+    path = tmp_path / "gateway" / HISTORY_FILE
+    save_history(path, closed)
+    history = load_history(path)
+    assert history.tobytes() == closed.tobytes()
+    # the snapshot: orders up to n - 2 placed, order n - 3 open then (it closed after), the others closed by then
+    after = OrderTable()
+    after.insert(rows[n - 4:n - 3].copy())
+    after.rows["status"][0], after.rows["closed_seq"][0] = OPEN, 0
+    history["closed_seq"][history["order_id"] == n - 3] = 10 * n
+    assert after.add_history(history, [5, 6], last_order_id=n - 2, event_seq=5 * n) == CLOSED_KEPT + 3
+    live = after.rows[:after.n]
+    assert live["order_id"].tolist() == list(range(2, n - 1))  # sorted, each once: no account 9's, none later
+    assert live["status"][live["order_id"] == n - 3] == OPEN  # the snapshot's row, not the predecessor's
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b""])
+def test_an_unreadable_history_is_reported_and_skipped(tmp_path, capsys, content):
+    path = tmp_path / HISTORY_FILE
+    path.write_bytes(content)
+    assert load_history(path) is None
+    assert "the closed orders of the last run are not read" in capsys.readouterr().err
+    np.savez(path, rows=np.zeros(3, np.int64))  # another layout
+    assert load_history(path) is None and "not a list of this gateway's order rows" in capsys.readouterr().err
+    assert load_history(tmp_path / "none.npz") is None and capsys.readouterr().err == ""
 
 
 def compact_reference(rows: np.ndarray, keep: int) -> np.ndarray:
