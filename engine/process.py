@@ -245,8 +245,18 @@ class MatcherStage:
         self.signal_fds = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(self.signal_fds[1], warn_on_full_buffer=False)
         self.ring.interrupt_waits_on(self.signal_fds[0])
+        # the gateway's commands come through shared memory, the other producers' (feeds, workers, tools) over
+        # ZeroMQ: one poll waits for both, the ring's doorbell a FIFO beside it.  Taken over before the replay, for
+        # the heartbeat's marks: each command a dead predecessor took from the command ring (those before
+        # ``command_ring_from``) has its events in the replay (a command seq up to ``journal_end``; all of them by
+        # event ``replayed_to``, once replayed), or never ran.  The gateway answers the latter from them.
+        self.command_ring = CommandRing.consumer(cfg.command_ring_name, cfg.command_ring_capacity)
+        if self.command_ring.replaced:
+            print(f"xos matcher: {self.command_ring.replaced}", file=sys.stderr, flush=True)
+        self.marks = {"command_ring_from": self.command_ring.stats["tail"],
+                      "journal_end": self.journal.last_seq if self.journaling else 0}
         self.heartbeat = Heartbeat(cfg, "matcher")
-        self.heartbeat.beat(state="replaying")
+        self.heartbeat.beat(state="replaying", **self.marks)
         replayed = 0
         if self.journaling:
             for first_seq, commands in JournalReader(journal_dir).read_from(self.engine.cmd_seq + 1):
@@ -256,10 +266,9 @@ class MatcherStage:
                 if self.ring.interrupted:
                     break
                 if self.heartbeat.due():  # a long replay is not a silent process
-                    self.heartbeat.beat(state="replaying", replayed=replayed, cmd_seq=self.engine.cmd_seq)
+                    self.heartbeat.beat(state="replaying", replayed=replayed, cmd_seq=self.engine.cmd_seq,
+                                        **self.marks)
         self.replayed = replayed
-        # The heartbeat's two marks for the gateway: each command a dead predecessor took from the command ring
-        # (those before ``command_ring_from``) has its events at or before ``replayed_to``, or never ran.
         self.replayed_to = self.engine.event_seq
         self.last_snapshot = time.monotonic()
         if not self.journaling:
@@ -268,12 +277,6 @@ class MatcherStage:
         self.input = self.context.socket(zmq.PULL)
         self.input.setsockopt(zmq.RCVHWM, 100_000)
         self.input.bind(cfg.input_address)
-        # the gateway's commands come through shared memory, the other producers' (feeds, workers, tools) over
-        # ZeroMQ: one poll waits for both, the ring's doorbell a FIFO beside it
-        self.command_ring = CommandRing.consumer(cfg.command_ring_name, cfg.command_ring_capacity)
-        if self.command_ring.replaced:
-            print(f"xos matcher: {self.command_ring.replaced}", file=sys.stderr, flush=True)
-        self.command_ring_from = self.command_ring.stats["tail"]
         self.gateway_first = False  # the two inputs take turns going first: neither starves the other
         self.zmq_quiet = False  # the last poll found the ZeroMQ input empty (``wait_input``)
         self.input_polled = [(self.input, zmq.POLLIN), (self.command_ring.fileno, zmq.POLLIN)]
@@ -400,7 +403,7 @@ class MatcherStage:
             "commands": self.commands,
             "replayed": self.replayed,
             "replayed_to": self.replayed_to,
-            "command_ring_from": self.command_ring_from,
+            **self.marks,
             "restored_from": self.restored_from,
             "cmd_seq": self.engine.cmd_seq,
             "event_seq": self.engine.event_seq,

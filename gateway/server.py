@@ -447,7 +447,7 @@ class GatewayStage:
         self.dirty: set[Session] = set()
         self.routed_seq = 0
         self.quiet_until = 0  # events up to here only rebuild the order table (a restarted gateway)
-        self.lost_before: tuple[int, int] | None = None  # (send_seq, event seq): ``expect_answers``
+        self.lost_before: list | None = None  # [send_seq, journal end, replayed to]: ``expect_answers``
         self.ring_cursor = 0
         self.ring_attached = False
         self.event_consumer = None  # the ring, while the loop routes from it
@@ -1045,15 +1045,12 @@ class GatewayStage:
         except (OSError, SnapshotError):
             return None
 
-    def matcher_marks(self, pid: int) -> tuple[int, int, int] | None:
-        """(pid, command_ring_from, replayed_to) from the heartbeat of matcher ``pid`` once it has replayed its
-        journal and taken the command ring over; None before (``expect_answers``)."""
+    def matcher_beat(self, pid: int) -> dict:
+        """The last heartbeat of matcher ``pid`` (empty: none of that process yet)."""
         from engine.process import read_heartbeats
 
         beat = read_heartbeats(self.cfg).get("matcher", {})
-        if beat.get("pid") != pid or "command_ring_from" not in beat:
-            return None
-        return pid, int(beat["command_ring_from"]), int(beat["replayed_to"])
+        return beat if beat.get("pid") == pid else {}
 
     def replay_journal(self, state: dict | None, resume: int) -> None:
         """Make the events after ``state`` (a snapshot's, None: from the first command) up to seq ``resume`` again
@@ -1100,8 +1097,8 @@ class GatewayStage:
     def ring_thread(self) -> None:
         """Attach to the matcher's ring (again after it restarts) and hand it to the loop, which routes its events
         as its doorbell rings (``on_events``); from here only watch that the matcher lives.  Nothing is routed
-        before the matcher's heartbeat has its marks (``expect_answers``): the answers to the commands it takes
-        come after the lost commands are known."""
+        before the matcher's heartbeat has its marks (``expect_answers``), which it writes before its replay: the
+        answers to the commands it takes must come after the lost commands are known."""
         from engine.ring import RingConsumer, RingError
 
         first = True
@@ -1111,13 +1108,13 @@ class GatewayStage:
             except RingError:
                 time.sleep(0.05)
                 continue
-            marks = None
+            pid, beat = consumer.producer_pid, {}
             while consumer.producer_alive() and not consumer.producer_closed() and not self.quit.is_set():
-                marks = self.matcher_marks(consumer.producer_pid)
-                if marks is not None:
+                beat = self.matcher_beat(pid)
+                if "command_ring_from" in beat:
                     break
-                time.sleep(0.02)  # replaying its journal
-            if marks is None:
+                time.sleep(0.02)  # written as it starts, before its replay
+            if "command_ring_from" not in beat:
                 consumer.detach()
                 time.sleep(0.05)
                 continue
@@ -1125,11 +1122,18 @@ class GatewayStage:
                 self.catch_up(consumer)
                 first = False
             consumer.doorbell()
-            self.loop.call_soon_threadsafe(self.start_routing, consumer, marks)
+            self.loop.call_soon_threadsafe(self.start_routing, consumer, pid, int(beat["command_ring_from"]),
+                                           int(beat["journal_end"]))
+            replayed = False
             while not self.quit.wait(0.2):
                 if consumer.producer_closed() or not consumer.producer_alive():
                     print("xos gateway: the matcher's ring is gone; reattaching", file=sys.stderr, flush=True)
                     break
+                if not replayed:  # it replays while this routes: its end answers the lost when nothing follows
+                    beat = self.matcher_beat(pid)
+                    if "replayed_to" in beat:
+                        self.loop.call_soon_threadsafe(self.replay_done, int(beat["replayed_to"]))
+                        replayed = True
             if not self.quit.is_set():  # (when quitting, the loop has stopped routing already)
                 stopped = threading.Event()
                 self.loop.call_soon_threadsafe(self.stop_routing, stopped)
@@ -1137,8 +1141,8 @@ class GatewayStage:
                     pass
             consumer.detach()
 
-    def start_routing(self, consumer, marks: tuple[int, int, int]) -> None:
-        self.expect_answers(*marks)
+    def start_routing(self, consumer, matcher_pid: int, first_taken: int, journal_end: int) -> None:
+        self.expect_answers(matcher_pid, first_taken, journal_end)
         self.event_consumer = consumer
         self.ring_cursor = consumer.cursor
         self.ring_attached = True
@@ -1163,9 +1167,11 @@ class GatewayStage:
         try:
             events, _, last = consumer.take_kinds(TAKE_MAX, ROUTED)
             marks = self.lost_before
-            if marks is not None and self.routed_seq < marks[1] < last:  # the lost first, then what follows
-                cut = int(np.searchsorted(events["seq"], marks[1], side="right"))
-                self.route_or_skip(events[:cut], marks[1])
+            if marks is not None and len(events) and events["cmd_seq"][-1] > marks[1]:  # past the replay
+                cut = int(np.searchsorted(events["cmd_seq"], marks[1], side="right"))
+                if cut:
+                    self.route(events[:cut], int(events["seq"][cut - 1]))
+                self.take_lost()  # before the answers to the commands the matcher takes now
                 events = events[cut:]
             self.route_or_skip(events, last)
             consumer.release_to(last)
@@ -1187,23 +1193,30 @@ class GatewayStage:
             self.route(events, last)
         elif last > self.routed_seq:
             self.routed_seq = last
-        if self.lost_before is not None:
+        marks = self.lost_before
+        if marks is not None and marks[2] is not None and self.routed_seq >= marks[2]:
             self.take_lost()
 
-    def expect_answers(self, matcher_pid: int, first_taken: int, replayed_to: int) -> None:
-        """A matcher's heartbeat marks (``matcher_marks``): the commands its predecessors took (sent before
-        ``MatcherFeed.sent_before``) are answered by events at or before ``replayed_to`` or were lost with them.
-        Once those events are routed, the unanswered ones get COMMAND_LOST (``take_lost``): else a lost
-        command with no later one of its account to show it lost (``ReplyRouter.answer``) waits forever."""
+    def expect_answers(self, matcher_pid: int, first_taken: int, journal_end: int) -> None:
+        """A matcher's heartbeat marks, written before its replay: the commands its predecessors took (those sent
+        before ``MatcherFeed.sent_before``) have their events among the replay's (a command seq up to
+        ``journal_end``) or were lost with them.  Once the replay is routed (an event of a later command comes, or
+        the matcher says where its replay ended: ``replay_done``), the unanswered ones get COMMAND_LOST
+        (``take_lost``); else a lost command with no later one of its account to show it lost
+        (``ReplyRouter.answer``) would wait forever."""
         before = self.matcher.sent_before(matcher_pid, first_taken)
         if before is not None:
-            self.lost_before = (before, replayed_to)
-            self.take_lost()
+            self.lost_before = [before, journal_end, None]
+
+    def replay_done(self, replayed_to: int) -> None:
+        """The matcher's replay ended at event ``replayed_to``: the lost are known once that is routed."""
+        if self.lost_before is not None:
+            self.lost_before[2] = replayed_to
+            if self.routed_seq >= replayed_to:
+                self.take_lost()
 
     def take_lost(self) -> None:
-        before, upto = self.lost_before
-        if self.routed_seq < upto:
-            return
+        before = self.lost_before[0]
         self.lost_before = None
         lost = [p for q in self.fifo.values() if len(q) for p in q.take_sent_before(before)]
         if lost:

@@ -5,14 +5,17 @@ rounds of random trading, each ended by a kill -9 of the gateway, against the ma
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 
 import pytest
 
 from engine.process import read_heartbeats
 from engine.supervisor import Supervisor
-from gateway_harness import GatewayEngine, connected, funded, restart_gateway, run, unit_market
+from gateway_harness import GatewayEngine, connected, funded, kill_stopped_matcher, restart_gateway, run, \
+    unit_market
 
 ACCOUNTS = {"alice": 7, "bob": 8}
 RING = 1024  # the smallest ring: a few hundred orders wrap it
@@ -90,6 +93,32 @@ def test_orders_placed_before_keep_their_client_ids(engine):
             await c.close()
 
     run(check())
+
+
+def test_a_matcher_killed_replays_more_events_than_its_ring_holds_and_the_gateway_answers_all(engine):
+    """The journal after the snapshot holds several rings' worth of events: the new matcher's replay can only go
+    on as the gateway routes them (its slot in the ring), and the orders sent while it was stopped, waiting in
+    the command ring, are answered after it."""
+    async def scenario():
+        alice, bob = await connected(engine, "alice", "bob")
+        os.kill(engine.sup.procs["matcher"].pid, signal.SIGSTOP)
+        waiting = [asyncio.ensure_future(alice.create_order("BTC/USD", "limit", "sell", 1, 900 + i,
+                                                            {"clientOrderId": 50 + i})) for i in range(3)]
+        await asyncio.sleep(0.2)
+        await kill_stopped_matcher(engine)
+        placed = [await asyncio.wait_for(w, 10) for w in waiting]
+        assert [o["status"] for o in placed] == ["open"] * 3
+        assert sorted(o["clientOrderId"] for o in await alice.fetch_open_orders()) == ["50", "51", "52"]
+        assert (await bob.create_order("BTC/USD", "limit", "buy", 1, 900, {"clientOrderId": 60}))["filled"] == 1
+        await alice.cancel_all_orders()
+        for c in (alice, bob):
+            await c.close()
+
+    if engine.first_orders_before_a_restart:
+        restart_everything(engine)
+    run(churn(engine, rounds=4))
+    assert read_heartbeats(engine.cfg)["matcher"]["event_seq"] > 3 * RING
+    run(scenario())
 
 
 def test_orders_closed_before_a_clean_stop_keep_their_status_in_the_next_run(tmp_path):
