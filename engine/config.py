@@ -129,9 +129,14 @@ class GatewaySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rate_per_s: int = 200_000  # commands per second per account (token bucket refill)
     burst: int = 50_000  # token bucket depth
     push_batch: int = 4096  # commands forwarded to the matcher in one message at most
+    # A session silent this long, with no dead-man switch, nothing pending and no open order of its account, is
+    # forgotten: a client that went away without a word leaves nothing behind (ZeroMQ does not say), and one
+    # still there gets a new session with its next request.
+    session_idle_s: float = 600.0
 
     def __post_init__(self):
-        for name in ("keys_reload_s", "max_message_bytes", "max_batch", "rate_per_s", "burst", "push_batch"):
+        for name in ("keys_reload_s", "max_message_bytes", "max_batch", "rate_per_s", "burst", "push_batch",
+                     "session_idle_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"gateway.{name} must be positive")
         seen: set[str] = set()

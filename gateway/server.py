@@ -97,7 +97,7 @@ class Session:
     """One client connection (a ROUTER routing id) and the account its key belongs to."""
 
     __slots__ = ("sid", "routing_id", "key", "account", "last_seen", "deadman_ms", "deadman_fired", "outbox",
-                 "packed")
+                 "packed", "idle_checked")
 
     def __init__(self, sid: int, routing_id: bytes, key: str, account: int):
         self.sid = sid  # its number in the pending commands' ``sid`` column
@@ -109,6 +109,7 @@ class Session:
         self.deadman_fired = False
         self.outbox: list = []
         self.packed = False  # it sent OrderRows: acks and execution reports go to it as packed rows
+        self.idle_checked = 0.0  # when it was last found idle with an open order (``forget_idle_sessions``)
 
 
 # What a bad row breaks, by the rule number gateway/intake.pyx's row_rule returns.
@@ -480,14 +481,31 @@ class GatewayStage:
         self.by_account[account].add(s)
         return s
 
-    def drop_session(self, s: Session) -> None:
+    def drop_session(self, s: Session, why: str = "sessions_lost") -> None:
         self.sessions.pop(s.routing_id, None)
         self.by_sid.pop(s.sid, None)
         group = self.by_account.get(s.account)
         if group is not None:
             group.discard(s)
         self.dirty.discard(s)
-        self.counters["sessions_lost"] += 1
+        self.counters[why] += 1
+
+    def forget_idle_sessions(self, now: float) -> None:
+        """Drop the sessions silent for ``session_idle_s`` that nothing ties to their client: no dead-man switch
+        armed, nothing pending for the account, no open order of it to report on, no reply waiting.  One found
+        with an open order is looked at again only after as long (a scan of the order table each time)."""
+        idle_s = self.g.session_idle_s
+        idle = [s for s in self.sessions.values() if now - s.last_seen >= idle_s and now - s.idle_checked >= idle_s
+                and not s.deadman_ms and not s.outbox and not len(self.fifo.get(s.account, ()))]
+        if not idle:
+            return
+        live = self.book.rows[:self.book.n]
+        trading = set(np.unique(live["account"][live["status"] == OPEN]).tolist())
+        for s in idle:
+            if s.account in trading:
+                s.idle_checked = now
+            else:
+                self.drop_session(s, "sessions_idle")
 
     # ------------------------------------------------------------------ requests
 
@@ -1228,9 +1246,14 @@ class GatewayStage:
 
     async def housekeeping(self) -> None:
         next_keys = time.monotonic() + self.g.keys_reload_s
+        sweep_every = min(10.0, self.g.session_idle_s / 2)
+        next_sweep = time.monotonic() + sweep_every
         while True:
             armed = False
             now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+                self.forget_idle_sessions(now)
             for s in list(self.sessions.values()):
                 if s.deadman_ms and not s.deadman_fired:
                     armed = True

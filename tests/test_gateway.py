@@ -315,6 +315,50 @@ def test_a_gateway_restarted_alone_still_knows_the_orders_placed_before(engine):
     run(check(o))
 
 
+def test_idle_sessions_with_nothing_to_report_are_forgotten_and_come_back_with_a_request(tmp_path):
+    """With ``session_idle_s`` 0.5: a client gone without a word, and one idle with no order open, are forgotten;
+    one with an open order, or with a dead-man switch armed, is kept and still gets its fill report; the idle
+    client's next request is answered (a new session)."""
+    e = GatewayEngine(tmp_path, ACCOUNTS, {
+        "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
+        "markets": [unit_market(1, "BTC", "USD")],
+        "accounts": funded(ACCOUNTS.values(), USD=1000000000, BTC=1000000),
+        "gateway": dict(session_idle_s=0.5),
+    })
+
+    async def gateway_beat(after: float) -> dict:
+        while True:
+            beat = read_heartbeats(e.cfg)["gateway"]
+            if beat["time"] > after:
+                return beat
+            await asyncio.sleep(0.05)
+
+    async def scenario():
+        alice, bob, carol, dave, erin = await connected(e, "alice", "bob", "carol", "dave", "erin")
+        o = await alice.create_order("BTC/USD", "limit", "buy", 1, 10, {"clientOrderId": 1})
+        await alice.cancel_order(o["id"])
+        ask = await bob.create_order("BTC/USD", "limit", "sell", 1, 20, {"clientOrderId": 1})
+        await dave.set_deadman(60_000)
+        await erin.heartbeat()
+        await erin.close()  # gone without a word
+        assert (await gateway_beat(time.time()))["sessions"] == 5
+        await asyncio.sleep(1.5)
+        beat = await gateway_beat(time.time())
+        assert beat["sessions"] == 2 and beat["sessions_idle"] == 3  # bob (an open order), dave (a dead-man switch)
+        assert await alice.fetch_open_orders() == []  # answered: a new session
+        assert (await carol.create_order("BTC/USD", "limit", "buy", 1, 20, {"clientOrderId": 1}))["filled"] == 1
+        fill = next(u for u in await asyncio.wait_for(bob.watch_orders(), 5) if u["id"] == ask["id"])
+        assert fill["status"] == "closed" and fill["filled"] == 1
+        await dave.set_deadman(0)
+        for c in (alice, bob, carol, dave):
+            await c.close()
+
+    try:
+        run(scenario())
+    finally:
+        e.stop()
+
+
 def test_sync_client_and_heartbeats_in_status(engine):
     with SyncClient(engine.cfg.gateway.address, server_key=engine.server_key,
                     secret_key_file=engine.key("dave")) as dave:
