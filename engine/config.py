@@ -133,10 +133,13 @@ class GatewaySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # forgotten: a client that went away without a word leaves nothing behind (ZeroMQ does not say), and one
     # still there gets a new session with its next request.
     session_idle_s: float = 600.0
+    # The closed orders (the newest 1000 an account) are written this often for the next gateway, and at a clean
+    # stop: its status queries know the orders closed before the snapshot it starts from.
+    history_s: float = 10.0
 
     def __post_init__(self):
         for name in ("keys_reload_s", "max_message_bytes", "max_batch", "rate_per_s", "burst", "push_batch",
-                     "session_idle_s"):
+                     "session_idle_s", "history_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"gateway.{name} must be positive")
         seen: set[str] = set()

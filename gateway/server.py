@@ -75,7 +75,7 @@ CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
-HISTORY_FILE = "closed_orders.npz"  # in DATA/gateway: the closed orders a clean stop leaves the next gateway
+HISTORY_FILE = "closed_orders.npz"  # in DATA/gateway: the closed orders left to the next gateway (history_s)
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
 
@@ -440,6 +440,9 @@ class GatewayStage:
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
         self.history_path = cfg.data_path / "gateway" / HISTORY_FILE
+        self.history_taken = 0  # the routed seq when the closed orders were last taken for writing
+        self.history_seq = 0  # and when those last written were
+        self.history_write: asyncio.Future | None = None  # the one in flight
         self.replies = ReplyRouter(ROUTED, OWN_FIRST, self.fifo, self.journaling)
         self.listings = config_listings(cfg)  # every asset and market: the Markets reply
         self.known_accounts = np.zeros(0, np.int64)
@@ -451,6 +454,7 @@ class GatewayStage:
         self.lost_before: list | None = None  # [send_seq, journal end, replayed to]: ``expect_answers``
         self.ring_cursor = 0
         self.ring_attached = False
+        self.seeded = False  # the order table rebuilt up to where this gateway took over: requests are read
         self.event_consumer = None  # the ring, while the loop routes from it
         self.stopping = False
         self.counters = collections.Counter()
@@ -512,8 +516,9 @@ class GatewayStage:
     def on_readable(self) -> None:
         """Drain the ROUTER (its fd is edge-triggered), forward the burst's commands, send replies.
         One clock reading per burst: the dead-man switch and the rate limit need no finer time.  While
-        forwards wait for room in the matcher's ring, requests wait in ZeroMQ (``resume_intake``)."""
-        if self.matcher.backlog:
+        forwards wait for room in the matcher's ring, requests wait in ZeroMQ (``resume_intake``), and so they do
+        until the order table is rebuilt (``on_events``): a query must not find it empty."""
+        if self.matcher.backlog or not self.seeded:
             return
         socket, sessions = self.router.underlying, self.sessions
         push_batch, g = self.g.push_batch, self.g
@@ -1160,6 +1165,8 @@ class GatewayStage:
             consumer.detach()
 
     def start_routing(self, consumer, matcher_pid: int, first_taken: int, journal_end: int) -> None:
+        if self.quit.is_set():
+            return  # queued as the gateway stopped: the ring thread has let the ring go
         self.expect_answers(matcher_pid, first_taken, journal_end)
         self.event_consumer = consumer
         self.ring_cursor = consumer.cursor
@@ -1194,6 +1201,9 @@ class GatewayStage:
             self.route_or_skip(events, last)
             consumer.release_to(last)
             self.ring_cursor = consumer.cursor
+            if not self.seeded and self.routed_seq >= self.quiet_until:
+                self.seeded = True
+                self.loop.call_soon(self.on_readable)
             if self.matcher.backlog:  # the matcher took commands: maybe room now
                 self.resume_intake()
         except Exception as exc:  # ends the process (housekeeping raises it); the supervisor restarts it
@@ -1248,12 +1258,16 @@ class GatewayStage:
         next_keys = time.monotonic() + self.g.keys_reload_s
         sweep_every = min(10.0, self.g.session_idle_s / 2)
         next_sweep = time.monotonic() + sweep_every
+        next_history = time.monotonic() + self.g.history_s
         while True:
             armed = False
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = now + sweep_every
                 self.forget_idle_sessions(now)
+            if now >= next_history:
+                next_history = now + self.g.history_s
+                self.keep_history()
             for s in list(self.sessions.values()):
                 if s.deadman_ms and not s.deadman_fired:
                     armed = True
@@ -1276,10 +1290,27 @@ class GatewayStage:
                 return
             await asyncio.sleep(0.01 if armed else 0.05)
 
+    def keep_history(self) -> None:
+        """The closed orders, taken now (on the loop, which changes the table), written in a thread for the next
+        gateway's status queries: the orders closed before the snapshot it starts from (``add_history``)."""
+        if not self.journaling or self.routed_seq == self.history_taken or \
+                (self.history_write is not None and not self.history_write.done()):
+            return
+        self.history_taken = self.routed_seq
+        self.history_write = self.loop.run_in_executor(None, self.write_history, self.book.closed(), self.routed_seq)
+
+    def write_history(self, rows: np.ndarray, seq: int) -> None:
+        try:
+            save_history(self.history_path, rows)
+            self.history_seq = seq
+        except OSError as exc:
+            print(f"xos gateway: the closed orders are not kept for the next run: {exc}", file=sys.stderr, flush=True)
+
     def status(self) -> dict:
         return {"sessions": len(self.sessions), "accounts": len(self.known_accounts),
                 "pending": sum(len(q) for q in self.fifo.values()), "routed_seq": self.routed_seq,
                 "ring_cursor": self.ring_cursor, "ring_attached": self.ring_attached, "unsent": self.matcher.unsent,
+                "history_seq": self.history_seq,
                 **self.counters}
 
     async def main(self) -> int:
@@ -1299,12 +1330,10 @@ class GatewayStage:
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
         self.stop_routing()
         self.quit.set()
-        if self.journaling:  # the next gateway's status queries, for the orders closed before its snapshot
-            try:
-                save_history(self.history_path, self.book.closed())
-            except OSError as exc:
-                print(f"xos gateway: the closed orders are not kept for the next run: {exc}", file=sys.stderr,
-                      flush=True)
+        if self.history_write is not None:
+            await self.history_write
+        if self.journaling:
+            self.write_history(self.book.closed(), self.routed_seq)
         ring.join(timeout=1.0)
         return 0
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from engine.process import read_heartbeats
+from engine.snapshot import load_newest
 from engine.supervisor import Supervisor
 from gateway_harness import GatewayEngine, connected, funded, kill_stopped_matcher, restart_gateway, run, \
     unit_market
@@ -21,14 +22,14 @@ ACCOUNTS = {"alice": 7, "bob": 8}
 RING = 1024  # the smallest ring: a few hundred orders wrap it
 
 
-def small_ring_engine(tmp_path, snapshot_interval_s: float) -> GatewayEngine:
+def small_ring_engine(tmp_path, snapshot_interval_s: float, **gateway) -> GatewayEngine:
     """Alice and Bob, well funded, trading BTC/USD on an engine whose ring holds RING events."""
     return GatewayEngine(tmp_path, ACCOUNTS, {
         "engine": dict(ring_capacity=RING, batch_max=256, snapshot_interval_s=snapshot_interval_s),
         "assets": [dict(id=1, symbol="USD", decimals=2), dict(id=2, symbol="BTC", decimals=8)],
         "markets": [unit_market(1, "BTC", "USD")],
         "accounts": funded(ACCOUNTS.values(), USD=10**12, BTC=10**9),
-        "gateway": dict(rate_per_s=100000, burst=100000),
+        "gateway": dict(rate_per_s=100000, burst=100000, **gateway),
     })
 
 
@@ -121,40 +122,64 @@ def test_a_matcher_killed_replays_more_events_than_its_ring_holds_and_the_gatewa
     run(scenario())
 
 
+async def close_some_orders(engine: GatewayEngine) -> dict:
+    """Alice's orders by client id: 1 cancelled, 2 filled by Bob's 3, 4 open."""
+    alice, bob = await connected(engine, "alice", "bob")
+    gone = await alice.create_order("BTC/USD", "limit", "buy", 1, 10, {"clientOrderId": 1})
+    await alice.cancel_order(gone["id"])
+    ask = await alice.create_order("BTC/USD", "limit", "sell", 2, 50, {"clientOrderId": 2})
+    bid = await bob.create_order("BTC/USD", "limit", "buy", 2, 50, {"clientOrderId": 3})
+    rest = await alice.create_order("BTC/USD", "limit", "buy", 1, 11, {"clientOrderId": 4})
+    for c in (alice, bob):
+        await c.close()
+    return {1: gone["id"], 2: ask["id"], 3: bid["id"], 4: rest["id"]}
+
+
+async def check_closed_orders(engine: GatewayEngine, ids: dict) -> None:
+    """``close_some_orders``' orders, by client id and by order id, with their status; none listed twice."""
+    alice, bob = await connected(engine, "alice", "bob")
+    for who, cid, status, filled in ((alice, 1, "canceled", 0), (alice, 2, "closed", 2), (bob, 3, "closed", 2),
+                                     (alice, 4, "open", 0)):
+        for found in (await who.fetch_order(params={"clientOrderId": cid}), await who.fetch_order(ids[cid])):
+            assert (found["id"], found["status"], found["filled"]) == (ids[cid], status, filled)
+    assert [o["id"] for o in await alice.fetch_open_orders()] == [ids[4]]
+    for c in (alice, bob):
+        await c.close()
+
+
 def test_orders_closed_before_a_clean_stop_keep_their_status_in_the_next_run(tmp_path):
     """A clean stop leaves the gateway's closed orders to the next run (``HISTORY_FILE``), which starts from the
     snapshot of that stop, with no event of those orders to read: ``fetch_order`` still finds a cancelled and a
-    filled order, by client id and by order id, after the whole engine restarts and again after the gateway
-    alone is killed and restarted; none is listed twice."""
+    filled order after the whole engine restarts, and again after the gateway alone is killed and restarted."""
     e = small_ring_engine(tmp_path, snapshot_interval_s=0)
-
-    async def trade() -> dict:
-        alice, bob = await connected(e, "alice", "bob")
-        gone = await alice.create_order("BTC/USD", "limit", "buy", 1, 10, {"clientOrderId": 1})
-        await alice.cancel_order(gone["id"])
-        ask = await alice.create_order("BTC/USD", "limit", "sell", 2, 50, {"clientOrderId": 2})
-        bid = await bob.create_order("BTC/USD", "limit", "buy", 2, 50, {"clientOrderId": 3})
-        rest = await alice.create_order("BTC/USD", "limit", "buy", 1, 11, {"clientOrderId": 4})
-        for c in (alice, bob):
-            await c.close()
-        return {1: gone["id"], 2: ask["id"], 3: bid["id"], 4: rest["id"]}
-
-    async def check(ids: dict) -> None:
-        alice, bob = await connected(e, "alice", "bob")
-        for who, cid, status, filled in ((alice, 1, "canceled", 0), (alice, 2, "closed", 2), (bob, 3, "closed", 2),
-                                         (alice, 4, "open", 0)):
-            for found in (await who.fetch_order(params={"clientOrderId": cid}), await who.fetch_order(ids[cid])):
-                assert (found["id"], found["status"], found["filled"]) == (ids[cid], status, filled)
-        assert [o["id"] for o in await alice.fetch_open_orders()] == [ids[4]]
-        for c in (alice, bob):
-            await c.close()
-
     try:
-        ids = run(trade())
+        ids = run(close_some_orders(e))
         restart_everything(e)
-        run(check(ids))
-        restart_gateway(e)  # killed: it leaves no file, the last clean stop's is read again
-        run(check(ids))
+        run(check_closed_orders(e, ids))
+        restart_gateway(e)
+        run(check_closed_orders(e, ids))
+    finally:
+        e.stop()
+
+
+def test_a_gateway_killed_knows_the_orders_closed_before_the_snapshot_it_restarts_from(tmp_path):
+    """The closed orders are also written every ``history_s``: a gateway killed after a snapshot that followed the
+    orders' last events still finds them."""
+    e = small_ring_engine(tmp_path, snapshot_interval_s=0.3, history_s=0.2)
+    try:
+        ids = run(close_some_orders(e))
+        time.sleep(0.5)  # the heartbeats are written every 0.2 s
+        traded = read_heartbeats(e.cfg)["matcher"]["event_seq"]
+        deadline = time.monotonic() + 10
+        while True:  # a snapshot after the orders' events, and the history written after them
+            state = load_newest(e.cfg.data_path / "snapshots")[0]
+            if state is not None and state["counters"][2] >= traded and \
+                    read_heartbeats(e.cfg)["gateway"]["history_seq"] >= traded:
+                break
+            assert time.monotonic() < deadline, "no snapshot or history after the trades"
+            time.sleep(0.1)
+        restart_gateway(e)
+        run(check_closed_orders(e, ids))
     finally:
         e.stop()
 
