@@ -1054,11 +1054,10 @@ class GatewayStage:
     def ring_start(self, consumer) -> int | None:
         """The seq of the event the ring began after: the snapshot's that the running matcher restored (0: none),
         as its heartbeat says; None when that is not known yet (a matcher still replaying, or not the ring's)."""
-        from engine.process import read_heartbeats
         from engine.snapshot import HEADER_SIZE, SnapshotError, parse_header
 
-        beat = read_heartbeats(self.cfg).get("matcher", {})
-        if "restored_from" not in beat or beat.get("pid") != consumer.producer_pid:
+        beat = self.matcher_beat(consumer.producer_pid)
+        if "restored_from" not in beat:
             return None
         if not beat["restored_from"]:
             return 0
