@@ -18,7 +18,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EHOSTUNREACH
-from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 from hashmap cimport xos_hmap, xos_hmap_free, xos_hmap_get, xos_hmap_init, xos_hmap_put
@@ -212,6 +212,103 @@ def compact_orders(rows, Py_ssize_t n, Py_ssize_t keep) -> int:
     if rc:
         raise MemoryError("compact_orders: no memory to count the closed orders")
     return w
+
+
+
+# The order table's queries, each one pass in C over the 90-byte rows: numpy's masks took a pass per field and
+# copied each strided column, 11-60 ms a query or a history at a million rows (session 32).
+
+def open_rows(rows, Py_ssize_t n, int64_t account, uint32_t market) -> np.ndarray:
+    """The places in ``rows[:n]`` of ``account``'s open orders, in ``market`` (0: in every market)."""
+    cdef Py_ssize_t room, i, k = 0
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    if not 0 <= n <= room:
+        raise ValueError(f"open_rows: {n} rows of {room}")
+    cdef cnp.ndarray places = np.empty(n, np.intp)
+    cdef Py_ssize_t *out = <Py_ssize_t *>cnp.PyArray_DATA(places)
+    with nogil:
+        for i in range(n):
+            if r[i].account == account and r[i].status == OPEN and (market == 0 or r[i].market == market):
+                out[k] = i
+                k += 1
+    return places[:k]
+
+
+def closed_rows(rows, Py_ssize_t n) -> np.ndarray:
+    """The places in ``rows[:n]`` of the closed orders."""
+    cdef Py_ssize_t room, i, k = 0
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    if not 0 <= n <= room:
+        raise ValueError(f"closed_rows: {n} rows of {room}")
+    cdef cnp.ndarray places = np.empty(n, np.intp)
+    cdef Py_ssize_t *out = <Py_ssize_t *>cnp.PyArray_DATA(places)
+    with nogil:
+        for i in range(n):
+            if r[i].status != OPEN:
+                out[k] = i
+                k += 1
+    return places[:k]
+
+
+def take_rows(rows, const Py_ssize_t[::1] places) -> np.ndarray:
+    """A copy of the rows at ``places``: numpy's own take copies a packed row field by field, 10 times slower."""
+    cdef Py_ssize_t room, i, k = places.shape[0]
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    cdef cnp.ndarray taken = np.empty(k, rows.dtype)
+    cdef OrderRow *out = <OrderRow *>cnp.PyArray_DATA(taken)
+    for i in range(k):
+        if not 0 <= places[i] < room:
+            raise ValueError(f"take_rows: place {places[i]} of {room} rows")
+    with nogil:
+        for i in range(k):
+            out[i] = r[places[i]]
+    return taken
+
+
+def order_row(rows, Py_ssize_t n, int64_t order_id) -> int:
+    """The place in ``rows[:n]`` (sorted by order id) of ``order_id``, or -1 (``find_row``)."""
+    cdef Py_ssize_t room
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    if not 0 <= n <= room:
+        raise ValueError(f"order_row: {n} rows of {room}")
+    return find_row(r, n, order_id)
+
+
+def client_order_row(rows, Py_ssize_t n, int64_t account, int64_t client_id) -> int:
+    """The place in ``rows[:n]`` of ``account``'s newest order under ``client_id``, or -1.  The newest is the open
+    one if there is one: the matcher refuses a client id one of the account's open orders has.  From the end, so
+    a recent order is found at once."""
+    cdef Py_ssize_t room, i = n - 1
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    if not 0 <= n <= room:
+        raise ValueError(f"client_order_row: {n} rows of {room}")
+    with nogil:
+        while i >= 0 and not (r[i].client_id == client_id and r[i].account == account):
+            i -= 1
+    return i
+
+
+def accounts_trading(rows, Py_ssize_t n, accounts) -> np.ndarray:
+    """Which of ``accounts`` (sorted, unique int64) have an open order in ``rows[:n]``, as booleans."""
+    cdef Py_ssize_t room, i, n_accounts, left
+    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
+    cdef const int64_t *a = <const int64_t *>INT64S.records(accounts, &n_accounts, False)
+    cdef int64_t at
+    if not 0 <= n <= room:
+        raise ValueError(f"accounts_trading: {n} rows of {room}")
+    cdef cnp.ndarray found = np.zeros(n_accounts, np.bool_)
+    cdef uint8_t *hit = <uint8_t *>cnp.PyArray_DATA(found)
+    left = n_accounts
+    with nogil:
+        for i in range(n):
+            if left == 0:
+                break
+            if r[i].status == OPEN:
+                at = xos_lower_bound(a, n_accounts, r[i].account) if n_accounts else 0
+                if at < n_accounts and a[at] == r[i].account and not hit[at]:
+                    hit[at] = 1
+                    left -= 1
+    return found
 
 
 cdef class PendingRows:

@@ -45,7 +45,8 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, readable, send_pair
-from .routing import ForwardBatch, PendingQueue, ReplyRouter, compact_orders
+from .routing import (ForwardBatch, PendingQueue, ReplyRouter, accounts_trading, client_order_row, closed_rows,
+                      compact_orders, open_rows, order_row, take_rows)
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -188,24 +189,24 @@ class OrderTable:
         return pos, col[pos] == ids
 
     @staticmethod
-    def info(r) -> m.OrderInfo:
-        return m.OrderInfo(order_id=int(r["order_id"]), client_id=int(r["client_id"]), market=int(r["market"]),
-                           side=int(r["side"]), price=int(r["price"]), qty=int(r["qty"]), filled=int(r["filled"]),
-                           remaining=int(r["remaining"]), status=STATUS_NAMES[r["status"]], ts=int(r["ts"]),
-                           venue=int(r["venue"]))
+    def infos(rows: np.ndarray) -> list[m.OrderInfo]:
+        """``rows`` as OrderInfos, their values taken out all at once (``tolist``): a row's fields one by one took
+        13 µs an order."""
+        info, names = m.OrderInfo, STATUS_NAMES
+        return [info(oid, cid, market, side, price, qty, filled, remaining, names[status], ts, venue)
+                for oid, _, cid, price, qty, filled, remaining, ts, _, market, venue, side, status in rows.tolist()]
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
-        live = self.rows[:self.n]
-        mask = (live["account"] == account) & (live["status"] == OPEN)
-        if market:
-            mask &= live["market"] == market
-        return [self.info(r) for r in live[mask]]
+        return self.infos(take_rows(self.rows, open_rows(self.rows, self.n, account, market)))
 
     def closed(self) -> np.ndarray:
         """The closed rows, at most the newest CLOSED_KEPT per account (a copy)."""
-        live = self.rows[:self.n]
-        rows = live[live["status"] != OPEN]
+        rows = take_rows(self.rows, closed_rows(self.rows, self.n))
         return rows[:compact_orders(rows, len(rows), CLOSED_KEPT)]
+
+    def trading(self, accounts: np.ndarray) -> np.ndarray:
+        """Which of ``accounts`` (sorted, unique int64) have an open order."""
+        return accounts_trading(self.rows, self.n, accounts)
 
     def add_history(self, rows: np.ndarray, accounts, last_order_id: int, event_seq: int) -> int:
         """Closed orders a predecessor kept (``closed``) into a table seeded from a snapshot whose last order id and
@@ -218,15 +219,14 @@ class OrderTable:
         return int(keep.sum())
 
     def find(self, account: int, order_id: int, client_id: int) -> m.OrderInfo | None:
-        live = self.rows[:self.n]
-        if client_id:  # the open order under that client id, else the newest closed one
-            hit = live[(live["account"] == account) & (live["client_id"] == client_id)]
-            if not len(hit):
-                return None
-            open_ = hit[hit["status"] == OPEN]
-            return self.info(open_[-1] if len(open_) else hit[np.argmax(hit["closed_seq"])])
-        pos, found = self.locate(np.array([order_id], np.int64))
-        return self.info(live[pos[0]]) if found[0] and live["account"][pos[0]] == account else None
+        """``account``'s order ``order_id``, or its newest under ``client_id`` when that is given."""
+        if client_id:
+            at = client_order_row(self.rows, self.n, account, client_id)
+        else:
+            at = order_row(self.rows, self.n, order_id)
+            if at >= 0 and self.rows["account"][at] != account:
+                at = -1
+        return self.infos(self.rows[at:at + 1])[0] if at >= 0 else None
 
 
 def save_history(path: Path, rows: np.ndarray) -> None:
@@ -503,8 +503,8 @@ class GatewayStage:
                 and not s.deadman_ms and not s.outbox and not len(self.fifo.get(s.account, ()))]
         if not idle:
             return
-        live = self.book.rows[:self.book.n]
-        trading = set(np.unique(live["account"][live["status"] == OPEN]).tolist())
+        accounts = np.unique(np.fromiter((s.account for s in idle), np.int64, len(idle)))
+        trading = set(accounts[self.book.trading(accounts)].tolist())
         for s in idle:
             if s.account in trading:
                 s.idle_checked = now

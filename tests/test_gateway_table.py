@@ -221,6 +221,90 @@ def test_compact_orders_keeps_what_the_numpy_ranking_kept(seed):
         compact_orders(rows, n, -1)
 
 
+
+def invariant_table(seed: int, n: int) -> np.ndarray:
+    """Random order rows as the matcher leaves them: sorted by order id, a client id reused by an account only
+    once its earlier order under it closed (closed_seqs grow with order ids), several accounts and markets."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros(n, ORDER_ROW_DTYPE)
+    rows["order_id"] = np.cumsum(rng.integers(1, 4, n))
+    rows["account"] = rng.integers(1, 9, n)
+    rows["client_id"] = rng.integers(0, max(2, n // 4), n)
+    rows["market"] = rng.integers(1, 4, n)
+    rows["price"] = rng.integers(1, 10**6, n)
+    rows["status"] = rng.choice([OPEN, 1, 2], n, p=[0.3, 0.3, 0.4])
+    for places in client_id_groups(rows):  # only an account's newest order under a client id may be open
+        older = places[:-1][rows["status"][places[:-1]] == OPEN]
+        rows["status"][older] = 2
+    rows["closed_seq"] = np.where(rows["status"] == OPEN, 0, 4 * rows["order_id"] + rng.integers(0, 4, n))
+    return rows
+
+
+def client_id_groups(rows: np.ndarray) -> list[np.ndarray]:
+    """The places of the rows of each (account, client id), in order."""
+    groups: dict = collections.defaultdict(list)
+    for i, key in enumerate(zip(rows["account"].tolist(), rows["client_id"].tolist())):
+        groups[key].append(i)
+    return [np.array(places) for places in groups.values()]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
+    """Each query's pass in C (gateway/routing.pyx) against the numpy masks the gateway used until session 32,
+    over random tables: open orders by account and market, closed rows, the trading accounts, lookups by order id
+    and by client id (the open order, else the newest closed, as the matcher's reuse of client ids makes them),
+    row copies; the rows past ``n`` are never looked at."""
+    from gateway.routing import accounts_trading, client_order_row, closed_rows, open_rows, order_row, take_rows
+
+    n = [0, 1, 50, 3000, 3000, 20000][seed]
+    table = OrderTable(capacity=n + 5)
+    table.insert(invariant_table(seed, n))
+    table.rows[n:]["status"] = OPEN  # beyond n: open orders of every account, which no query may see
+    table.rows[n:]["account"] = np.arange(1, 6)
+    live = table.rows[:n]
+    for account in range(0, 10):
+        for market in range(4):
+            mask = (live["account"] == account) & (live["status"] == OPEN)
+            if market:
+                mask &= live["market"] == market
+            assert open_rows(table.rows, n, account, market).tolist() == np.flatnonzero(mask).tolist()
+            if not market:
+                assert [o.order_id for o in table.open_orders(account, 0)] == live["order_id"][mask].tolist()
+    places = closed_rows(table.rows, n)
+    assert places.tolist() == np.flatnonzero(live["status"] != OPEN).tolist()
+    assert take_rows(table.rows, places).tolist() == live[places].tolist()
+    accounts = np.arange(0, 12, dtype=np.int64)
+    assert accounts_trading(table.rows, n, accounts).tolist() == \
+        np.isin(accounts, live["account"][live["status"] == OPEN]).tolist()
+    assert accounts_trading(table.rows, n, accounts[:0]).tolist() == []
+    rng = np.random.default_rng(seed)
+    for order_id in rng.integers(0, int(live["order_id"][-1]) + 2 if n else 3, 200).tolist():
+        hit = np.flatnonzero(live["order_id"] == order_id)
+        assert order_row(table.rows, n, order_id) == (int(hit[0]) if len(hit) else -1)
+    for account, client_id in zip(rng.integers(0, 10, 300).tolist(), rng.integers(0, max(2, n // 4) + 1, 300).tolist()):
+        hit = live[(live["account"] == account) & (live["client_id"] == client_id)]
+        open_ = hit[hit["status"] == OPEN]
+        expected = None if not len(hit) else open_[-1] if len(open_) else hit[np.argmax(hit["closed_seq"])]
+        found = table.find(account, 0, client_id) if client_id else None  # client id 0: by order id
+        if client_id:
+            assert (found and found.order_id) == (expected and int(expected["order_id"]))
+        at = client_order_row(table.rows, n, account, client_id)
+        assert (at >= 0 and int(live["order_id"][at])) == (expected is not None and int(expected["order_id"]))
+        if found:
+            r = expected
+            assert (found.client_id, found.market, found.price, found.status) == \
+                (client_id, r["market"], r["price"], ("open", "filled", "cancelled")[r["status"]])
+    for bad in (lambda: open_rows(table.rows, n + 6, 1, 0), lambda: closed_rows(table.rows, -1),
+                lambda: order_row(table.rows, n + 6, 1), lambda: client_order_row(table.rows, n + 6, 1, 1),
+                lambda: accounts_trading(table.rows, n + 6, accounts)):
+        with pytest.raises(ValueError, match=f"{n + 6} rows of {n + 5}|-1 rows of"):
+            bad()
+    with pytest.raises(ValueError, match=f"take_rows: place {n + 5} of {n + 5} rows"):
+        take_rows(table.rows, np.array([0, n + 5], np.intp))
+    with pytest.raises(ValueError, match="int64"):
+        accounts_trading(table.rows, n, accounts.astype(np.int32))
+
+
 def test_the_reply_pass_refuses_bad_input_with_the_reason():
     """Events that are not whole records, keyed accounts out of order or of another type, a table whose
     length is not inside its rows, kind masks too long: each refused with what is wrong, nothing written."""
