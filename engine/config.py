@@ -28,7 +28,7 @@ class EngineSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ring_capacity: int = 1 << 20  # events in the shared-memory ring (a power of two)
     batch_max: int = 4096  # commands the matcher takes per batch at most
     fsync: Literal["always", "off"] = "always"
-    journal: bool = True  # off only to measure what journaling costs: nothing survives a restart
+    journal: bool = True  # off only to measure what journaling costs: each run starts empty (engine/supervisor.py)
     snapshot_interval_s: float = 60.0  # 0: only at a clean shutdown
     snapshot_keep: int = 3
     max_orders: int = 1 << 20

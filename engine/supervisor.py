@@ -118,6 +118,29 @@ class Supervisor:
                 )
         self.pid_file.write_text(str(os.getpid()))
 
+    def drop_unjournaled_state(self) -> None:
+        """With ``engine.journal`` off the matcher starts empty each time, and so must everything built from
+        its events: the workers' and market data's checkpoints, settlement's ledger, margin's views and the
+        gateway's closed orders of the last run are deleted (they resumed past the new events' seqs and
+        skipped them).  A data directory whose journal holds commands is refused: that state belongs to it."""
+        from gateway.server import HISTORY_FILE
+
+        from .journal import list_segments
+
+        data = self.cfg.data_path
+        if list_segments(os.fspath(data / "journal")):
+            raise RuntimeError(f"engine.journal is off, but {data / 'journal'} holds the journal of an engine run "
+                               f"with it on, whose state the workers keep: use another data_dir to run without one")
+        run = data / "run"
+        stale = [data / f"settlement.sqlite{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+        stale += [*run.glob("*.ckpt"), *run.glob("*-view.npy"), *run.glob("*-positions.npy")]
+        stale += [data / "gateway" / HISTORY_FILE]
+        dropped = [path.name for path in stale if path.exists()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if dropped:
+            self.log(f"engine.journal is off: the last run's state is dropped ({', '.join(dropped)})")
+
     def spawn(self, role: str) -> None:
         # -P: import the installed engine, never a source tree that happens to be the cwd
         cmd = [sys.executable, "-P", "-m", "engine.process", role]
@@ -146,6 +169,8 @@ class Supervisor:
         if note:
             self.log(note)
         try:
+            if not self.cfg.engine.journal:
+                self.drop_unjournaled_state()
             self.spawn("matcher")
             self.wait_ready("matcher", 60.0)
             for role in WORKERS + self.services:
@@ -174,6 +199,9 @@ class Supervisor:
                     proc.wait()
             if reason is None:
                 continue
+            if role == "matcher" and not self.cfg.engine.journal:
+                raise RuntimeError(f"matcher {reason}: engine.journal is off, so its state is gone and a new "
+                                   f"matcher would start empty under workers that hold the old one's: stopping")
             if not self.cfg.workers.restart:
                 raise RuntimeError(f"{role} {reason} and restart is off")
             self.restarts[role] += 1

@@ -36,12 +36,16 @@ def assert_shared_memory_gone(cfg) -> None:
     assert not left, left
 
 
+def toml_value(v) -> str:
+    return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else repr(v)
+
+
 def write_config(tmp_path: Path, ring_capacity: int = 4096, **engine) -> Path:
     name = f"xos-test-{os.getpid()}-{next(_names)}"
     lines = ["gateway.enabled = false", "marketdata.enabled = false",  # the matcher and the workers only
              "[engine]", f'name = "{name}"', f'data_dir = "{tmp_path / "data"}"', f"ring_capacity = {ring_capacity}",
              "batch_max = 1024", 'fsync = "off"', "max_orders = 65536", "max_accounts = 8192"]
-    lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in engine.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in engine.items()]
     lines += ["[workers]", "heartbeat_s = 0.2", "stale_after_s = 5.0"]
     path = tmp_path / "xos.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -435,6 +439,58 @@ def test_supervised_matcher_killed_mid_stream_recovers_with_its_workers(tmp_path
     engine, events = replay_journal(cfg)
     assert engine.cmd_seq == head + len(stream)
     assert_ledger_matches(cfg, engine, events)
+
+
+
+def test_without_a_journal_each_run_starts_empty_and_a_dead_matcher_stops_the_engine(tmp_path, workload):
+    """``engine.journal = false``: a later run in the same data directory starts its workers empty like its
+    matcher (they resumed past the new events' seqs and skipped them: the ledger kept the first run's trades); a
+    matcher killed stops the engine instead of coming back empty under them, and the next run starts; a
+    directory with a journal is refused."""
+    path = write_config(tmp_path, journal=False)
+    cfg = load(path)
+    head = np.concatenate([workload.setup, workload.prefill])
+    third = workload.stream[:len(workload.stream) // 3]
+    logged: list[str] = []
+    for run, part in enumerate((workload.stream, third, third)):
+        sup = Supervisor(cfg, str(path), log=logged.append)
+        sup.start()
+        try:
+            client = InputClient(cfg.input_address)
+            send_in_batches(client, np.concatenate([head, part]))
+            client.close()
+            # each worker at the matcher's event seq: without the drop they resumed at the first run's last one
+            beats = wait_caught_up(sup, cfg, len(head) + len(part))
+            if run == 1:
+                os.kill(sup.procs["matcher"].pid, signal.SIGKILL)  # its rings stay, as after any crash
+                deadline = time.monotonic() + 30
+                with pytest.raises(RuntimeError, match="engine.journal is off, so its state is gone"):
+                    while time.monotonic() < deadline:
+                        sup.check()
+                        time.sleep(0.05)
+                assert sup.restarts["matcher"] == 0
+            if run == 0:
+                first_run_events = beats["matcher"]["event_seq"]
+        finally:
+            sup.stop()
+    assert_shared_memory_gone(cfg)
+    assert sum("the last run's state is dropped (settlement.sqlite" in line for line in logged) == 2
+    ledger = SettlementLedger(cfg.data_path / "settlement.sqlite")  # the last run's alone
+    try:
+        assert ledger.cursor == beats["matcher"]["event_seq"] < 0.8 * first_run_events
+        ledger.check()
+    finally:
+        ledger.close()
+    unjournaled = path.read_text()
+    path.write_text(unjournaled.replace("journal = false", "journal = true"))
+    sup = Supervisor(load(path), str(path), log=lambda msg: None)
+    sup.start()  # the same data directory, journal on: it writes a journal
+    sup.stop()
+    path.write_text(unjournaled)
+    sup = Supervisor(cfg, str(path), log=lambda msg: None)
+    with pytest.raises(RuntimeError, match="holds the journal of an engine run with it on"):
+        sup.start()
+    assert not sup.pid_file.exists() and not sup.procs and (cfg.data_path / "settlement.sqlite").exists()
 
 
 class CommandRecorder(CommandAPI):
