@@ -528,6 +528,17 @@ class Client:
         res = await self.request(m.OpenOrders(rid=self.next_rid(), market=market))
         return [self._from_info(info) for info in res.orders]
 
+    async def fetch_closed_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        """This account's filled and cancelled orders the gateway keeps (at least its newest 1,000), in ``symbol``
+        (None: every market), placed at or after ``since`` (ms), oldest closed first: the newest ``limit``."""
+        market = self.market_id(symbol) if symbol is not None else 0
+        for name, value in (("since", since), ("limit", limit)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
+        res = await self.request(m.ClosedOrders(rid=self.next_rid(), market=market, since=(since or 0) * 1_000_000,
+                                                limit=limit or 0))
+        return [self._from_info(info) for info in res.orders]
+
     async def fetch_balance(self, params: dict | None = None) -> dict:
         """CCXT balance: per currency ``free``/``used``/``total``, as of the margin worker's last
         checkpoint (``info['as_of_seq']``), plus the margin view in ``info``."""

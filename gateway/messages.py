@@ -151,6 +151,14 @@ class OpenOrders(_Msg, tag="open_orders"):
     market: MarketId = 0  # 0 = every market
 
 
+class ClosedOrders(_Msg, tag="closed_orders"):
+    """The account's closed orders the gateway keeps (at least its newest 1,000), oldest closed first."""
+    rid: I64
+    market: MarketId = 0  # 0 = every market
+    since: I64 = 0  # only those placed at or after (engine clock ns); 0 = all
+    limit: I64 = 0  # only the newest closed this many; 0 = all kept
+
+
 class OrderStatus(_Msg, tag="order_status"):
     rid: I64
     client_id: I64 = 0  # exactly one of client_id and order_id
@@ -520,7 +528,7 @@ MARGIN_COMMANDS = (SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollater
 FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + MARGIN_COMMANDS + (Liquidate, SetExposureCap)
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
-                OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
+                ClosedOrders, OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
                 VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
                 MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket, OutcomeConfig, Resolve,
                 Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollateral,

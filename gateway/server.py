@@ -45,8 +45,8 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, readable, send_pair
-from .routing import (ForwardBatch, PendingQueue, ReplyRouter, accounts_trading, client_order_row, closed_rows,
-                      compact_orders, open_rows, order_row, take_rows)
+from .routing import (ForwardBatch, PendingQueue, ReplyRouter, account_rows, accounts_trading, client_order_row,
+                      closed_rows, compact_orders, order_row, take_rows)
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -72,7 +72,7 @@ EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 # what the loop copies out of the ring (the rest: book levels, balances, marks ... answers no one), and
 # the kinds that answer a command (``ReplyRouter`` takes both)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
-CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus
+CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus and ClosedOrders
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
@@ -197,7 +197,15 @@ class OrderTable:
                 for oid, _, cid, price, qty, filled, remaining, ts, _, market, venue, side, status in rows.tolist()]
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
-        return self.infos(take_rows(self.rows, open_rows(self.rows, self.n, account, market)))
+        return self.infos(take_rows(self.rows, account_rows(self.rows, self.n, account, market, False)))
+
+    def closed_orders(self, account: int, market: int, since: int, limit: int) -> list[m.OrderInfo]:
+        """``account``'s closed orders in ``market`` (0: all) placed at or after ``since``, oldest closed first: the
+        newest ``limit`` of them (0: all, at most CLOSED_KEPT: the table may hold more until it is compacted)."""
+        rows = take_rows(self.rows, account_rows(self.rows, self.n, account, market, True))
+        rows = rows[rows["ts"] >= since]
+        rows = rows[np.argsort(rows["closed_seq"], kind="stable")]
+        return self.infos(rows[-min(limit or CLOSED_KEPT, CLOSED_KEPT):])
 
     def closed(self) -> np.ndarray:
         """The closed rows, at most the newest CLOSED_KEPT per account (a copy)."""
@@ -791,6 +799,13 @@ class GatewayStage:
             self.send(s, m.DeadmanSet(rid=req.rid, timeout_ms=req.timeout_ms))
         elif t is m.OpenOrders:
             self.send(s, m.OrdersResult(rid=req.rid, orders=self.book.open_orders(s.account, req.market)))
+        elif t is m.ClosedOrders:
+            if req.since < 0 or req.limit < 0:
+                self.error(s, req.rid, ResultCode.INVALID_REQUEST, f"since ({req.since}) and limit ({req.limit}) must "
+                                                                   f"not be negative")
+                return
+            self.send(s, m.OrdersResult(rid=req.rid, orders=self.book.closed_orders(s.account, req.market, req.since,
+                                                                                     req.limit)))
         elif t is m.OrderStatus:
             if (req.order_id == 0) == (req.client_id == 0):
                 self.error(s, req.rid, ResultCode.INVALID_REQUEST, "give exactly one of order_id and client_id")

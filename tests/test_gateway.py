@@ -83,6 +83,18 @@ def test_batch_and_mass_cancel_and_duplicate_client_id(engine):
         assert sorted(o["clientOrderId"] for o in cancelled) == [str(100 + i) for i in range(5)]
         assert all(o["status"] == "canceled" for o in cancelled)
         assert await carol.fetch_open_orders() == []
+        closed = await carol.fetch_closed_orders()  # the rejected one never was an order
+        assert sorted(o["clientOrderId"] for o in closed) == [str(100 + i) for i in range(5)]
+        assert all(o["status"] == "canceled" and o["remaining"] == 0 for o in closed)
+        assert await carol.fetch_closed_orders("BTC/USD") == closed
+        assert await carol.fetch_closed_orders(limit=2) == closed[-2:]  # the newest closed
+        newest = max(o["info"].ts for o in closed)
+        assert await carol.fetch_closed_orders(since=newest // 1_000_000 + 1) == []
+        assert len(await carol.fetch_closed_orders(since=newest // 1_000_000)) >= 1
+        with pytest.raises(BadRequest, match="limit \\(-1\\) must not be negative"):
+            await carol.request(m.ClosedOrders(rid=carol.next_rid(), limit=-1))
+        with pytest.raises(TypeError, match="since must be None or an int >= 0, not float 1.5"):
+            await carol.fetch_closed_orders(since=1.5)
         await carol.close()
 
     run(scenario())

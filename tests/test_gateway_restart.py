@@ -136,13 +136,16 @@ async def close_some_orders(engine: GatewayEngine) -> dict:
 
 
 async def check_closed_orders(engine: GatewayEngine, ids: dict) -> None:
-    """``close_some_orders``' orders, by client id and by order id, with their status; none listed twice."""
+    """``close_some_orders``' orders, by client id and by order id, with their status, and among the closed
+    ones; none listed twice."""
     alice, bob = await connected(engine, "alice", "bob")
     for who, cid, status, filled in ((alice, 1, "canceled", 0), (alice, 2, "closed", 2), (bob, 3, "closed", 2),
                                      (alice, 4, "open", 0)):
         for found in (await who.fetch_order(params={"clientOrderId": cid}), await who.fetch_order(ids[cid])):
             assert (found["id"], found["status"], found["filled"]) == (ids[cid], status, filled)
     assert [o["id"] for o in await alice.fetch_open_orders()] == [ids[4]]
+    assert [o["id"] for o in await alice.fetch_closed_orders()] == [ids[1], ids[2]]  # in the order they closed
+    assert [o["id"] for o in await bob.fetch_closed_orders()] == [ids[3]]
     for c in (alice, bob):
         await c.close()
 

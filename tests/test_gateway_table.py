@@ -254,7 +254,7 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
     over random tables: open orders by account and market, closed rows, the trading accounts, lookups by order id
     and by client id (the open order, else the newest closed, as the matcher's reuse of client ids makes them),
     row copies; the rows past ``n`` are never looked at."""
-    from gateway.routing import accounts_trading, client_order_row, closed_rows, open_rows, order_row, take_rows
+    from gateway.routing import account_rows, accounts_trading, client_order_row, closed_rows, order_row, take_rows
 
     n = [0, 1, 50, 3000, 3000, 20000][seed]
     table = OrderTable(capacity=n + 5)
@@ -267,7 +267,9 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
             mask = (live["account"] == account) & (live["status"] == OPEN)
             if market:
                 mask &= live["market"] == market
-            assert open_rows(table.rows, n, account, market).tolist() == np.flatnonzero(mask).tolist()
+            assert account_rows(table.rows, n, account, market, False).tolist() == np.flatnonzero(mask).tolist()
+            closed = (live["account"] == account) & (live["status"] != OPEN) & ((live["market"] == market) | (market == 0))
+            assert account_rows(table.rows, n, account, market, True).tolist() == np.flatnonzero(closed).tolist()
             if not market:
                 assert [o.order_id for o in table.open_orders(account, 0)] == live["order_id"][mask].tolist()
     places = closed_rows(table.rows, n)
@@ -294,7 +296,7 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
             r = expected
             assert (found.client_id, found.market, found.price, found.status) == \
                 (client_id, r["market"], r["price"], ("open", "filled", "cancelled")[r["status"]])
-    for bad in (lambda: open_rows(table.rows, n + 6, 1, 0), lambda: closed_rows(table.rows, -1),
+    for bad in (lambda: account_rows(table.rows, n + 6, 1, 0, False), lambda: closed_rows(table.rows, -1),
                 lambda: order_row(table.rows, n + 6, 1), lambda: client_order_row(table.rows, n + 6, 1, 1),
                 lambda: accounts_trading(table.rows, n + 6, accounts)):
         with pytest.raises(ValueError, match=f"{n + 6} rows of {n + 5}|-1 rows of"):
@@ -303,6 +305,31 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
         take_rows(table.rows, np.array([0, n + 5], np.intp))
     with pytest.raises(ValueError, match="int64"):
         accounts_trading(table.rows, n, accounts.astype(np.int32))
+
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_closed_orders_are_the_newest_closed_oldest_first(seed):
+    """``OrderTable.closed_orders`` against numpy: an account's closed rows in a market, placed at or after
+    ``since``, ordered by when they closed (not by order id), the newest ``limit`` (0: all, never more than
+    CLOSED_KEPT, though the table holds more until it is compacted)."""
+    rng = np.random.default_rng(seed)
+    n = 2600
+    table = OrderTable(capacity=n)
+    rows = invariant_table(seed, n)
+    rows["account"] = rng.choice([1, 2], n, p=[0.9, 0.1])  # account 1 past CLOSED_KEPT closed orders
+    rows["ts"] = rng.integers(1, 1000, n)
+    rows["closed_seq"] = np.where(rows["status"] == OPEN, 0, rng.permutation(n) + 1)
+    table.insert(rows)
+    for account, market, since, limit in [(1, 0, 0, 0), (1, 2, 0, 0), (2, 0, 0, 0), (1, 0, 500, 0), (1, 3, 0, 7),
+                                          (2, 1, 300, 1), (3, 0, 0, 0), (1, 0, 2000, 5)]:
+        mine = rows[(rows["account"] == account) & (rows["status"] != OPEN) & (rows["ts"] >= since) &
+                    ((rows["market"] == market) | (market == 0))]
+        mine = mine[np.argsort(mine["closed_seq"])][-min(limit or CLOSED_KEPT, CLOSED_KEPT):]
+        got = table.closed_orders(account, market, since, limit)
+        assert [o.order_id for o in got] == mine["order_id"].tolist()
+        assert all(o.status != "open" and o.ts >= since for o in got)
+    assert len(table.closed_orders(1, 0, 0, 0)) == CLOSED_KEPT
 
 
 def test_the_reply_pass_refuses_bad_input_with_the_reason():
