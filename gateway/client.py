@@ -123,6 +123,14 @@ def _int(name: str, value) -> int:
     return value
 
 
+def _since_limit(since, limit) -> tuple[int, int]:
+    """CCXT's ``since`` (ms) and ``limit`` as the engine's ns and a count (0: all)."""
+    for name, value in (("since", since), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
+    return (since or 0) * 1_000_000, limit or 0
+
+
 class Client:
     def __init__(self, address: str, *, server_key: bytes | str, secret_key_file: str | Path | None = None,
                  public_key: bytes | str | None = None, secret_key: bytes | str | None = None,
@@ -524,19 +532,20 @@ class Client:
         return self._from_info(res.order)
 
     async def fetch_open_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        """This account's open orders in ``symbol`` (None: every market), placed at or after ``since`` (ms), oldest
+        first: the newest ``limit``."""
         market = self.market_id(symbol) if symbol is not None else 0
+        since_ns, limit = _since_limit(since, limit)
         res = await self.request(m.OpenOrders(rid=self.next_rid(), market=market))
-        return [self._from_info(info) for info in res.orders]
+        placed = [info for info in res.orders if info.ts >= since_ns]  # in order id order: as placed
+        return [self._from_info(info) for info in placed[-limit if limit else 0:]]
 
     async def fetch_closed_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
         """This account's filled and cancelled orders the gateway keeps (at least its newest 1,000), in ``symbol``
         (None: every market), placed at or after ``since`` (ms), oldest closed first: the newest ``limit``."""
         market = self.market_id(symbol) if symbol is not None else 0
-        for name, value in (("since", since), ("limit", limit)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
-        res = await self.request(m.ClosedOrders(rid=self.next_rid(), market=market, since=(since or 0) * 1_000_000,
-                                                limit=limit or 0))
+        since_ns, limit = _since_limit(since, limit)
+        res = await self.request(m.ClosedOrders(rid=self.next_rid(), market=market, since=since_ns, limit=limit))
         return [self._from_info(info) for info in res.orders]
 
     async def fetch_balance(self, params: dict | None = None) -> dict:

@@ -78,7 +78,11 @@ def test_batch_and_mass_cancel_and_duplicate_client_id(engine):
         placed = await carol.create_orders(specs)
         assert [o["status"] for o in placed] == ["open"] * 5 + ["rejected"]
         assert placed[-1]["error"].name == "DUPLICATE_CLIENT_ID"  # the matcher keeps client ids unique
-        assert len(await carol.fetch_open_orders()) == 5
+        listed = await carol.fetch_open_orders()
+        assert [o["clientOrderId"] for o in listed] == [str(100 + i) for i in range(5)]
+        assert await carol.fetch_open_orders(limit=2) == listed[-2:]  # the newest placed
+        assert await carol.fetch_open_orders(since=listed[-1]["timestamp"] + 1) == []
+        assert await carol.fetch_open_orders(since=listed[0]["timestamp"]) == listed
         cancelled = await carol.cancel_all_orders()
         assert sorted(o["clientOrderId"] for o in cancelled) == [str(100 + i) for i in range(5)]
         assert all(o["status"] == "canceled" for o in cancelled)
