@@ -113,6 +113,19 @@ class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     restart: bool = True
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` as (host, port); ValueError naming what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (port 0-65535; 0 picks a free one)")
+    return host, int(port)
+
+
+class MetricsSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False  # `xos run` serves Prometheus metrics (engine/metrics.py)
+    address: str = "127.0.0.1:9464"  # host:port of its HTTP endpoint (port 0: a free one, said in the log)
+
+
 class GatewayKey(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     account: int
     public_key: str  # the client's CurveZMQ public key, Z85 (40 characters); remove the line to revoke
@@ -372,6 +385,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     risk: RiskSection = RiskSection()
     margin: MarginSection = MarginSection()
     workers: WorkersSection = WorkersSection()
+    metrics: MetricsSection = MetricsSection()
     gateway: GatewaySection = GatewaySection()
     marketdata: MarketDataSection = MarketDataSection()
     feeds: FeedsSection = FeedsSection()
@@ -502,6 +516,11 @@ def _check(cfg: Config, where: str) -> None:
                                                "spot or perpetual market to price it")
     if cfg.margin.unified and not (cfg.margin.valuation_asset and cfg.venues.admin):
         fail("margin.unified", "needs margin.valuation_asset and a [venues] admin (who declares the collateral)")
+    if cfg.metrics.enabled:
+        try:
+            parse_address(cfg.metrics.address)
+        except ValueError as exc:
+            fail("metrics.address", str(exc))
     if cfg.workers.heartbeat_s <= 0 or cfg.workers.checkpoint_s <= 0:
         fail("workers", "heartbeat_s and checkpoint_s must be positive")
     for section, nap_us in (("workers", cfg.workers.nap_us), ("marketdata", cfg.marketdata.nap_us)):

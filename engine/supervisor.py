@@ -90,6 +90,7 @@ class Supervisor:
         self.stopping = False
         self.services = enabled_services(cfg)
         self.cpu_latency = CpuLatencyRequest()
+        self.metrics = None  # engine.metrics.MetricsServer, while [metrics] is enabled and the engine runs
 
     # ------------------------------------------------------------ lifecycle
     def claim(self) -> None:
@@ -177,6 +178,11 @@ class Supervisor:
                 self.spawn(role)
             for role in WORKERS + self.services:
                 self.wait_ready(role, 30.0)
+            if self.cfg.metrics.enabled:
+                from .metrics import MetricsServer
+
+                self.metrics = MetricsServer(self.cfg, lambda: dict(self.restarts))
+                self.log(f"metrics on {self.metrics.url}")
         except BaseException:  # nothing is left running when the start fails
             self.stop()
             raise
@@ -212,6 +218,9 @@ class Supervisor:
         """Command producers first (feeds, gateway), then the matcher (it drains and waits for the
         ring's readers to catch up), then the workers and market data."""
         self.stopping = True
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         order = ["feeds", "gateway", "matcher", *WORKERS, "marketdata"]
         for role in order:
             proc = self.procs.get(role)
