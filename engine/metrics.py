@@ -5,8 +5,8 @@ Nothing is counted twice or kept here: each scrape reads what ``xos status`` rea
 the engine nothing between scrapes, and a process's figures are as fresh as its last heartbeat
 (``workers.heartbeat_s``).
 
-  * ``xos_up{role}``: 1 while the role's heartbeat is fresher than ``workers.stale_after_s`` and it is not
-    stopped; ``xos_heartbeat_age_seconds{role}``; ``xos_restarts_total{role}``;
+  * ``xos_up{role}``: for each process ``xos run`` starts, 1 while its heartbeat is fresher than
+    ``workers.stale_after_s`` and it is not stopped; ``xos_heartbeat_age_seconds{role}``; ``xos_restarts_total{role}``;
   * ``xos_<role>_<field>``: each number in the role's heartbeat (its counters, cursors, lags, latency
     percentiles), untyped, as the heartbeat has it;
   * ``xos_ring_published``, ``xos_ring_capacity``, ``xos_ring_producer_waits_total``,
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, UnknownMetricFamily
 
 from .config import Config, parse_address
-from .process import ROLES, read_heartbeats
+from .process import WORKERS, enabled_services, read_heartbeats
 
 HEARTBEAT_KEYS = ("role", "pid", "time", "started", "state")  # what every heartbeat has: not a figure
 NAME_PART = re.compile(r"[^a-zA-Z0-9_]")
@@ -35,6 +35,7 @@ class EngineCollector:
 
     def __init__(self, cfg: Config, restarts: Callable[[], dict[str, int]] | None = None):
         self.cfg = cfg
+        self.roles = ("matcher", *WORKERS, *enabled_services(cfg))  # those `xos run` starts
         self.restarts = restarts
 
     def collect(self) -> Iterator[Metric]:
@@ -43,7 +44,7 @@ class EngineCollector:
         up = GaugeMetricFamily("xos_up", "1 while the process reports (a fresh heartbeat, not stopped)", labels=["role"])
         age = GaugeMetricFamily("xos_heartbeat_age_seconds", "Seconds since the process's last heartbeat",
                                 labels=["role"])
-        for role in ROLES:
+        for role in self.roles:
             beat = beats.get(role)
             fresh = beat is not None and now - beat["time"] < self.cfg.workers.stale_after_s
             up.add_metric([role], float(fresh and beat.get("state") != "stopped"))

@@ -25,7 +25,7 @@ def samples(text: str) -> dict:
 
 def test_the_collector_turns_heartbeats_into_metrics(tmp_path):
     cfg = loads(f'[engine]\nname = "metrics-unit-{os.getpid()}"\ndata_dir = "{tmp_path}"\n'
-                '[workers]\nstale_after_s = 5.0\n')
+                '[workers]\nstale_after_s = 5.0\n[feeds]\nenabled = false\n')
     run = tmp_path / "run"
     run.mkdir()
     now = time.time()
@@ -38,7 +38,7 @@ def test_the_collector_turns_heartbeats_into_metrics(tmp_path):
     registry.register(EngineCollector(cfg, lambda: {"matcher": 2, "risk": 0}))
     got = samples(generate_latest(registry).decode())
     up = {labels[0][1]: value for (name, labels), value in got.items() if name == "xos_up"}
-    assert up == {"matcher": 1, "gateway": 0, "risk": 0, "settlement": 0, "margin": 0, "marketdata": 0, "feeds": 0}
+    assert up == {"matcher": 1, "gateway": 0, "risk": 0, "settlement": 0, "margin": 0, "marketdata": 0}  # no feeds
     assert 0.4 < got[("xos_heartbeat_age_seconds", (("role", "matcher"),))] < 5
     assert ("xos_heartbeat_age_seconds", (("role", "settlement"),)) not in got  # it never reported
     assert got[("xos_matcher_cmd_seq", ())] == 42 and got[("xos_gateway_routed_seq", ())] == 7.5
@@ -83,6 +83,8 @@ def test_xos_run_serves_the_engines_metrics_while_it_runs(tmp_path):
         assert got[("xos_ring_consumer_lag", (("consumer", "settlement"),))] == 0
         assert got[("xos_restarts_total", (("role", "matcher"),))] == 0
         assert got[("xos_command_ring_lag", ())] == 0
+        assert {labels[0][1] for name, labels in got if name == "xos_up"} == {"matcher", "settlement", "margin",
+                                                                               "risk"}  # gateway, marketdata: off
     finally:
         sup.stop()
     with pytest.raises(urllib.error.URLError):
