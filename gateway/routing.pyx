@@ -218,34 +218,19 @@ def compact_orders(rows, Py_ssize_t n, Py_ssize_t keep) -> int:
 # The order table's queries, each one pass in C over the 90-byte rows: numpy's masks took a pass per field and
 # copied each strided column, 11-60 ms a query or a history at a million rows (session 32).
 
-def account_rows(rows, Py_ssize_t n, int64_t account, uint32_t market, bint closed) -> np.ndarray:
-    """The places in ``rows[:n]`` of ``account``'s open orders (``closed``: its closed ones), in ``market`` (0: in
-    every market)."""
+def order_rows(rows, Py_ssize_t n, int64_t account, uint32_t market, bint closed) -> np.ndarray:
+    """The places in ``rows[:n]`` of ``account``'s open orders (``closed``: its closed ones), in ``market``; 0 is
+    every account (accounts are positive), every market."""
     cdef Py_ssize_t room, i, k = 0
     cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
     if not 0 <= n <= room:
-        raise ValueError(f"account_rows: {n} rows of {room}")
+        raise ValueError(f"order_rows: {n} rows of {room}")
     cdef cnp.ndarray places = np.empty(n, np.intp)
     cdef Py_ssize_t *out = <Py_ssize_t *>cnp.PyArray_DATA(places)
     with nogil:
         for i in range(n):
-            if r[i].account == account and (r[i].status != OPEN) == closed and (market == 0 or r[i].market == market):
-                out[k] = i
-                k += 1
-    return places[:k]
-
-
-def closed_rows(rows, Py_ssize_t n) -> np.ndarray:
-    """The places in ``rows[:n]`` of the closed orders."""
-    cdef Py_ssize_t room, i, k = 0
-    cdef const OrderRow *r = <const OrderRow *>ORDER_ROWS.records(rows, &room, False)
-    if not 0 <= n <= room:
-        raise ValueError(f"closed_rows: {n} rows of {room}")
-    cdef cnp.ndarray places = np.empty(n, np.intp)
-    cdef Py_ssize_t *out = <Py_ssize_t *>cnp.PyArray_DATA(places)
-    with nogil:
-        for i in range(n):
-            if r[i].status != OPEN:
+            if (r[i].status != OPEN) == closed and (account == 0 or r[i].account == account) and \
+                    (market == 0 or r[i].market == market):
                 out[k] = i
                 k += 1
     return places[:k]

@@ -45,8 +45,8 @@ from engine.workers import AssetDef, Listings, MarketDef, kind_mask
 
 from . import messages as m
 from .intake import drain_burst, readable, send_pair
-from .routing import (ForwardBatch, PendingQueue, ReplyRouter, account_rows, accounts_trading, client_order_row,
-                      closed_rows, compact_orders, order_row, take_rows)
+from .routing import (ForwardBatch, PendingQueue, ReplyRouter, accounts_trading, client_order_row, compact_orders,
+                      order_row, order_rows, take_rows)
 from .keys import server_pair
 from .listings import learn_from_events, seed_from_state
 
@@ -197,19 +197,19 @@ class OrderTable:
                 for oid, _, cid, price, qty, filled, remaining, ts, _, market, venue, side, status in rows.tolist()]
 
     def open_orders(self, account: int, market: int) -> list[m.OrderInfo]:
-        return self.infos(take_rows(self.rows, account_rows(self.rows, self.n, account, market, False)))
+        return self.infos(take_rows(self.rows, order_rows(self.rows, self.n, account, market, False)))
 
     def closed_orders(self, account: int, market: int, since: int, limit: int) -> list[m.OrderInfo]:
         """``account``'s closed orders in ``market`` (0: all) placed at or after ``since``, oldest closed first: the
         newest ``limit`` of them (0: all, at most CLOSED_KEPT: the table may hold more until it is compacted)."""
-        rows = take_rows(self.rows, account_rows(self.rows, self.n, account, market, True))
+        rows = take_rows(self.rows, order_rows(self.rows, self.n, account, market, True))
         rows = rows[rows["ts"] >= since]
         rows = rows[np.argsort(rows["closed_seq"], kind="stable")]
         return self.infos(rows[-min(limit or CLOSED_KEPT, CLOSED_KEPT):])
 
     def closed(self) -> np.ndarray:
         """The closed rows, at most the newest CLOSED_KEPT per account (a copy)."""
-        rows = take_rows(self.rows, closed_rows(self.rows, self.n))
+        rows = take_rows(self.rows, order_rows(self.rows, self.n, 0, 0, True))  # every account's
         return rows[:compact_orders(rows, len(rows), CLOSED_KEPT)]
 
     def trading(self, accounts: np.ndarray) -> np.ndarray:

@@ -254,7 +254,7 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
     over random tables: open orders by account and market, closed rows, the trading accounts, lookups by order id
     and by client id (the open order, else the newest closed, as the matcher's reuse of client ids makes them),
     row copies; the rows past ``n`` are never looked at."""
-    from gateway.routing import account_rows, accounts_trading, client_order_row, closed_rows, order_row, take_rows
+    from gateway.routing import accounts_trading, client_order_row, order_row, order_rows, take_rows
 
     n = [0, 1, 50, 3000, 3000, 20000][seed]
     table = OrderTable(capacity=n + 5)
@@ -262,18 +262,16 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
     table.rows[n:]["status"] = OPEN  # beyond n: open orders of every account, which no query may see
     table.rows[n:]["account"] = np.arange(1, 6)
     live = table.rows[:n]
-    for account in range(0, 10):
-        for market in range(4):
-            mask = (live["account"] == account) & (live["status"] == OPEN)
-            if market:
-                mask &= live["market"] == market
-            assert account_rows(table.rows, n, account, market, False).tolist() == np.flatnonzero(mask).tolist()
-            closed = (live["account"] == account) & (live["status"] != OPEN) & ((live["market"] == market) | (market == 0))
-            assert account_rows(table.rows, n, account, market, True).tolist() == np.flatnonzero(closed).tolist()
+    for account in range(0, 10):  # 0: every account
+        for market in range(4):  # 0: every market
+            where = ((live["account"] == account) | (account == 0)) & ((live["market"] == market) | (market == 0))
+            mask = where & (live["status"] == OPEN)
+            assert order_rows(table.rows, n, account, market, False).tolist() == np.flatnonzero(mask).tolist()
+            closed = where & (live["status"] != OPEN)
+            assert order_rows(table.rows, n, account, market, True).tolist() == np.flatnonzero(closed).tolist()
             if not market:
                 assert [o.order_id for o in table.open_orders(account, 0)] == live["order_id"][mask].tolist()
-    places = closed_rows(table.rows, n)
-    assert places.tolist() == np.flatnonzero(live["status"] != OPEN).tolist()
+    places = order_rows(table.rows, n, 0, 0, True)
     assert take_rows(table.rows, places).tolist() == live[places].tolist()
     accounts = np.arange(0, 12, dtype=np.int64)
     assert accounts_trading(table.rows, n, accounts).tolist() == \
@@ -296,7 +294,7 @@ def test_the_order_tables_queries_in_c_agree_with_numpy(seed):
             r = expected
             assert (found.client_id, found.market, found.price, found.status) == \
                 (client_id, r["market"], r["price"], ("open", "filled", "cancelled")[r["status"]])
-    for bad in (lambda: account_rows(table.rows, n + 6, 1, 0, False), lambda: closed_rows(table.rows, -1),
+    for bad in (lambda: order_rows(table.rows, n + 6, 1, 0, False), lambda: order_rows(table.rows, -1, 0, 0, True),
                 lambda: order_row(table.rows, n + 6, 1), lambda: client_order_row(table.rows, n + 6, 1, 1),
                 lambda: accounts_trading(table.rows, n + 6, accounts)):
         with pytest.raises(ValueError, match=f"{n + 6} rows of {n + 5}|-1 rows of"):
