@@ -246,7 +246,7 @@ def check(cluster: Cluster, last_beats: dict) -> dict:
     if cluster.max_worker_cursor > engine.event_seq:
         lost = max(lost, 1)  # a worker applied an event the journal cannot produce
 
-    ledger_path = cfg.data_path / "settlement.sqlite"
+    ledger_path = cfg.ledger_path
     ledger = SettlementLedger(ledger_path)
     try:
         ledger.check()

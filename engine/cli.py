@@ -135,7 +135,7 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
     from .workers.settlement import SettlementLedger
 
     cfg = _load(config)
-    db = cfg.data_path / "settlement.sqlite"
+    db = cfg.ledger_path
     if not db.exists():
         typer.echo(f"no settlement ledger at {db} (has `xos run` run with this config?)", err=True)
         raise typer.Exit(1)

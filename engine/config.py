@@ -398,6 +398,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return (base / self.engine.data_dir).resolve()
 
     @property
+    def ledger_path(self) -> Path:
+        """The settlement worker's ledger (SQLite, WAL)."""
+        return self.data_path / "settlement.sqlite"
+
+    @property
     def input_address(self) -> str:
         return self.engine.input or f"ipc:///tmp/{self.engine.name}-input"
 

@@ -133,7 +133,8 @@ class Supervisor:
             raise RuntimeError(f"engine.journal is off, but {data / 'journal'} holds the journal of an engine run "
                                f"with it on, whose state the workers keep: use another data_dir to run without one")
         run = data / "run"
-        stale = [data / f"settlement.sqlite{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+        ledger = self.cfg.ledger_path
+        stale = [ledger.with_name(ledger.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
         stale += [*run.glob("*.ckpt"), *run.glob("*-view.npy"), *run.glob("*-positions.npy")]
         stale += [data / "gateway" / HISTORY_FILE]
         dropped = [path.name for path in stale if path.exists()]

@@ -308,6 +308,14 @@ class Client:
         k = self.markets_by_id.get(market)
         return k.quote if k is not None else None
 
+    def _trade(self, seq: int, order_id: int, market: int, side: int, price: int, qty: int, fee: int,
+               liquidity: str, ts: int) -> dict:
+        """A fill as a CCXT trade: ``cost`` the notional in quote units (the price is per lot)."""
+        return {"id": str(seq), "order": str(order_id), "timestamp": ts // 1_000_000, "datetime": _iso(ts),
+                "symbol": self.symbol(market), "side": "buy" if side == Side.BUY else "sell",
+                "takerOrMaker": liquidity, "price": price, "amount": qty, "cost": price * qty // self._lot(market),
+                "fee": {"cost": fee, "currency": self._quote(market)}}
+
     def _from_info(self, info: m.OrderInfo) -> dict:
         o = self._order(info.order_id, info.client_id, info.market, info.side, info.price, info.qty, info.venue)
         o.update(price=info.price, amount=info.qty, filled=info.filled, remaining=info.remaining,
@@ -319,17 +327,14 @@ class Client:
     def _on_report(self, r: m.ExecutionReport) -> None:
         o = self._order(r.order_id, r.client_id, r.market, r.side, r.price, r.remaining, r.venue)
         if r.kind == "fill":
-            lot = self.markets_by_id[r.market].lot_size if r.market in self.markets_by_id else 1
-            cost = r.price * r.qty // lot  # notional in quote units (price is per lot)
+            trade = self._trade(r.seq, r.order_id, r.market, r.side, r.price, r.qty, r.fee, r.liquidity, r.ts)
+            lot = self._lot(r.market)
             o["filled"] += r.qty
-            o["cost"] += cost
+            o["cost"] += trade["cost"]
             o["fee"]["cost"] += r.fee
             o["average"] = o["cost"] * lot // o["filled"] if o["filled"] else None
-            o["lastTradeTimestamp"] = r.ts // 1_000_000
-            o["trades"].append({"id": str(r.seq), "order": str(r.order_id), "timestamp": r.ts // 1_000_000,
-                                "datetime": _iso(r.ts), "symbol": o["symbol"], "side": o["side"],
-                                "takerOrMaker": r.liquidity, "price": r.price, "amount": r.qty, "cost": cost,
-                                "fee": {"cost": r.fee, "currency": self._quote(r.market)}})
+            o["lastTradeTimestamp"] = trade["timestamp"]
+            o["trades"].append(trade)
             if r.remaining >= 0:
                 o["remaining"] = r.remaining
             if r.remaining == 0:
@@ -547,6 +552,19 @@ class Client:
         since_ns, limit = _since_limit(since, limit)
         res = await self.request(m.ClosedOrders(rid=self.next_rid(), market=market, since=since_ns, limit=limit))
         return [self._from_info(info) for info in res.orders]
+
+    async def fetch_my_trades(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        """This account's fills in ``symbol`` (None: every market) at or after ``since`` (ms), oldest first: the
+        newest ``limit`` (at most 1,000), as the settlement worker's ledger holds them (``info['as_of_seq']`` on
+        each: every fill up to that event seq is in it)."""
+        market = self.market_id(symbol) if symbol is not None else 0
+        since_ns, limit = _since_limit(since, limit)
+        res = await self.request(m.MyTrades(rid=self.next_rid(), market=market, since=since_ns, limit=limit))
+        trades = [self._trade(t.seq, t.order_id, t.market, t.side, t.price, t.qty, t.fee, t.liquidity, t.ts)
+                  for t in reversed(res.trades)]
+        for t in trades:
+            t["info"] = {"as_of_seq": res.as_of_seq}
+        return trades
 
     async def fetch_balance(self, params: dict | None = None) -> dict:
         """CCXT balance: per currency ``free``/``used``/``total``, as of the margin worker's last

@@ -155,8 +155,8 @@ class ClosedOrders(_Msg, tag="closed_orders"):
     """The account's closed orders the gateway keeps (at least its newest 1,000), oldest closed first."""
     rid: I64
     market: MarketId = 0  # 0 = every market
-    since: I64 = 0  # only those placed at or after (engine clock ns); 0 = all
-    limit: I64 = 0  # only the newest closed this many; 0 = all kept
+    since: NonNegative = 0  # only those placed at or after (engine clock ns); 0 = all
+    limit: NonNegative = 0  # only the newest closed this many; 0 = all kept
 
 
 class OrderStatus(_Msg, tag="order_status"):
@@ -171,6 +171,14 @@ class Balances(_Msg, tag="balances"):
 
 class Markets(_Msg, tag="markets"):
     rid: I64
+
+
+class MyTrades(_Msg, tag="my_trades"):
+    """The account's fills, newest first, as the settlement worker's ledger holds them."""
+    rid: I64
+    market: MarketId = 0  # 0 = every market
+    since: NonNegative = 0  # only those at or after (engine clock ns); 0 = all
+    limit: NonNegative = 0  # the newest this many, at most 1,000 (gateway.server.TRADES_MAX); 0: 1,000
 
 
 class Positions(_Msg, tag="positions"):
@@ -528,11 +536,11 @@ MARGIN_COMMANDS = (SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollater
 FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + MARGIN_COMMANDS + (Liquidate, SetExposureCap)
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
-                ClosedOrders, OrderStatus, Balances, Markets, Positions, LaunchVenue, AddStake, Unbond, VenueStatus, VenueAccess,
-                VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny, SweepFees, OracleConfig,
-                MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket, OutcomeConfig, Resolve,
-                Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin, CollateralAsset, VenueCollateral,
-                MultiLegOrder]
+                ClosedOrders, OrderStatus, Balances, Markets, Positions, MyTrades, LaunchVenue, AddStake, Unbond,
+                VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny,
+                SweepFees, OracleConfig, MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket,
+                OutcomeConfig, Resolve, Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin,
+                CollateralAsset, VenueCollateral, MultiLegOrder]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
 # ------------------------------------------------------------------ replies
@@ -657,6 +665,24 @@ class PositionInfo(msgspec.Struct, array_like=True, frozen=True):
     isolated: I64 = 0  # 1: isolated margin (liquidated alone on its own margin), 0: cross
 
 
+class TradeInfo(msgspec.Struct, array_like=True, frozen=True):
+    seq: I64  # the fill's event seq: its id
+    order_id: I64  # the account's order that filled
+    market: MarketId
+    side: Side  # the account's side
+    price: I64
+    qty: I64
+    fee: I64  # quote units, negative a rebate
+    liquidity: Literal["maker", "taker"]
+    ts: I64  # engine clock ns
+
+
+class TradesResult(_Msg, tag="trades_result"):
+    rid: I64
+    trades: list[TradeInfo]  # newest first
+    as_of_seq: I64  # the settlement ledger's cursor: every fill up to this event seq is in it
+
+
 class PositionsResult(_Msg, tag="positions_result"):
     rid: I64
     positions: list[PositionInfo]
@@ -722,7 +748,7 @@ def execution_report(r: tuple) -> ExecutionReport:
 
 
 Reply = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, HeartbeatAck, DeadmanSet, OrdersResult, OrderStatusResult,
-              BalancesResult, PositionsResult, MarketsResult]
+              BalancesResult, PositionsResult, MarketsResult, TradesResult]
 
 
 class Replies(_Msg, tag="replies"):
@@ -730,7 +756,7 @@ class Replies(_Msg, tag="replies"):
 
 
 Incoming = Union[Ack, Reject, Error, ExecutionReport, AckRows, ReportRows, HeartbeatAck, DeadmanSet, OrdersResult, OrderStatusResult,
-                 BalancesResult, PositionsResult, MarketsResult, Replies]
+                 BalancesResult, PositionsResult, MarketsResult, TradesResult, Replies]
 
 REQUEST_TYPES = {cls.__struct_config__.tag: cls for cls in Request.__args__}
 REQUEST_TAGS = frozenset(REQUEST_TYPES)

@@ -42,6 +42,7 @@ from engine.process import Heartbeat, Stop
 from engine.ring import RingError
 from engine.records import Cmd, CmdFlag, Ev, EvFlag, MarketKind, select_records
 from engine.workers import AssetDef, Listings, MarketDef, kind_mask
+from engine.workers.settlement import LedgerReader
 
 from . import messages as m
 from .intake import drain_burst, readable, send_pair
@@ -73,6 +74,7 @@ EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 # the kinds that answer a command (``ReplyRouter`` takes both)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus and ClosedOrders
+TRADES_MAX = 1000  # fills in a MyTrades reply at most (read from the settlement ledger on the loop)
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
@@ -448,6 +450,7 @@ class GatewayStage:
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
         self.history_path = cfg.data_path / "gateway" / HISTORY_FILE
+        self.ledger = LedgerReader(cfg.ledger_path)  # for MyTrades
         self.history_taken = 0  # the routed seq when the closed orders were last taken for writing
         self.history_seq = 0  # and when those last written were
         self.history_write: asyncio.Future | None = None  # the one in flight
@@ -799,11 +802,9 @@ class GatewayStage:
             self.send(s, m.DeadmanSet(rid=req.rid, timeout_ms=req.timeout_ms))
         elif t is m.OpenOrders:
             self.send(s, m.OrdersResult(rid=req.rid, orders=self.book.open_orders(s.account, req.market)))
+        elif t is m.MyTrades:
+            self.send(s, self.my_trades(s.account, req))
         elif t is m.ClosedOrders:
-            if req.since < 0 or req.limit < 0:
-                self.error(s, req.rid, ResultCode.INVALID_REQUEST, f"since ({req.since}) and limit ({req.limit}) must "
-                                                                   f"not be negative")
-                return
             self.send(s, m.OrdersResult(rid=req.rid, orders=self.book.closed_orders(s.account, req.market, req.since,
                                                                                      req.limit)))
         elif t is m.OrderStatus:
@@ -865,6 +866,14 @@ class GatewayStage:
             if len(hit):
                 figures = {name: int(view[name][hit[0]]) for name in figures if name in view.dtype.names}
         return m.BalancesResult(rid=rid, balances=rows, as_of_seq=int(core.cursor), **figures)
+
+    def my_trades(self, account: int, req: m.MyTrades) -> m.TradesResult:
+        """The account's newest fills from the settlement worker's ledger (indexed by account, in WAL mode: the
+        worker does not wait for this read)."""
+        as_of, fills = self.ledger.fills(account, min(req.limit or TRADES_MAX, TRADES_MAX), req.market, req.since)
+        return m.TradesResult(rid=req.rid, as_of_seq=as_of, trades=[
+            m.TradeInfo(f["seq"], f["order_id"], f["market"], f["side"], f["price"], f["qty"], f["fee"], f["role"],
+                        f["ts"]) for f in fills])
 
     def positions(self, account: int, rid: int) -> m.PositionsResult:
         """The account's open perpetual positions as the margin worker last valued them."""
@@ -1363,6 +1372,7 @@ class GatewayStage:
 
     def close(self) -> None:
         self.matcher.close()
+        self.ledger.close()
         self.router.close(linger=0)
         self.auth.stop()
         self.context.term()

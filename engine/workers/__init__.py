@@ -200,7 +200,7 @@ def make_core(role: str, cfg):
         from .settlement import SettlementLedger
 
         cfg.data_path.mkdir(parents=True, exist_ok=True)
-        return SettlementLedger(cfg.data_path / "settlement.sqlite")
+        return SettlementLedger(cfg.ledger_path)
     if role == "margin":
         from .margin import MarginBook, MarginConfig
 

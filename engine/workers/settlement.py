@@ -142,6 +142,51 @@ _FILL_INSERT = ("INSERT INTO fills (seq, ts, market, taker_order, taker_account,
                 ") VALUES (" + ", ".join("?" * 21) + ")")
 
 
+def account_fills(db: sqlite3.Connection, account: int, limit: int, market: int = 0, since_ns: int = 0) -> list[dict]:
+    """The account's most recent fills in ``db`` (a ledger's), newest first, in ``market`` (0: every market), at or
+    after ``since_ns``: seq, ts, market, side, price, qty, fee, role (``maker`` / ``taker``), counterparty,
+    order_id.  Each side is read through its index (``fills_taker``, ``fills_maker``)."""
+    where = "".join((" AND market = :market" if market else "", " AND ts >= :since" if since_ns else ""))
+    q = (f"SELECT seq, ts, market, taker_side, price, qty, taker_fee, 'taker', maker_account, taker_order "
+         f"FROM fills WHERE taker_account = :account{where} "
+         f"UNION ALL SELECT seq, ts, market, 1 - taker_side, price, qty, maker_fee, 'maker', taker_account, "
+         f"maker_order FROM fills WHERE maker_account = :account{where} ORDER BY seq DESC LIMIT :limit")
+    names = ("seq", "ts", "market", "side", "price", "qty", "fee", "role", "counterparty", "order_id")
+    values = dict(account=account, limit=limit, market=market, since=since_ns)
+    return [dict(zip(names, row)) for row in db.execute(q, values)]
+
+
+class LedgerReader:
+    """A ledger read by another process while its settlement worker writes it (WAL: neither waits): a read-only
+    connection, opened once the worker has made the file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db: sqlite3.Connection | None = None
+
+    def connected(self) -> bool:
+        if self.db is None and self.path.exists():
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                      check_same_thread=False)
+        return self.db is not None
+
+    def fills(self, account: int, limit: int, market: int = 0, since_ns: int = 0) -> tuple[int, list[dict]]:
+        """(the ledger's cursor, ``account_fills``), read in one transaction; (0, []) before the ledger exists."""
+        if not self.connected():
+            return 0, []
+        self.db.execute("BEGIN")
+        try:
+            cursor = self.db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()[0]
+            return cursor, account_fills(self.db, account, limit, market, since_ns)
+        finally:
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
 class LedgerError(RuntimeError):
     """An event the ledger cannot account for (e.g. a fill in a market it never saw listed)."""
 
@@ -496,17 +541,8 @@ class SettlementLedger(EventCore):
         return sorted(stored | {a for a, _ in unfolded if a > 0})
 
     def fills(self, account: int, limit: int = 100) -> list[dict]:
-        """The account's most recent fills, newest first: seq, ts, market, side, price, qty, fee, role
-        (``maker`` / ``taker``), counterparty, order_id."""
-        out = []
-        q = ("SELECT seq, ts, market, taker_side, price, qty, taker_fee, 'taker', maker_account, taker_order "
-             "FROM fills WHERE taker_account = ?1 "
-             "UNION ALL SELECT seq, ts, market, 1 - taker_side, price, qty, maker_fee, 'maker', taker_account, "
-             "maker_order FROM fills WHERE maker_account = ?1 ORDER BY seq DESC LIMIT ?2")
-        for seq, ts, market, side, price, qty, fee, role, counterparty, order_id in self.db.execute(q, (account, limit)):
-            out.append(dict(seq=seq, ts=ts, market=market, side=side, price=price, qty=qty, fee=fee, role=role,
-                            counterparty=counterparty, order_id=order_id))
-        return out
+        """The account's most recent fills, newest first (``account_fills``)."""
+        return account_fills(self.db, account, limit)
 
     def assets(self) -> dict[int, AssetDef]:
         return dict(self.listings.assets)
