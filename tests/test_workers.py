@@ -105,6 +105,52 @@ def test_settlement_matches_engine(stream, tmp_path):
     ledger.close()
 
 
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_accounts_fills_by_market_and_since_as_a_filter_of_all_of_them(tmp_path, seed):
+    """``account_fills`` (the gateway's MyTrades, through ``LedgerReader``) against a Python filter of every fill:
+    by account on either side, market, time (``since`` found by ``first_fill_at``'s binary search, ties of time
+    included) and limit, newest first; an empty ledger and a ledger not made yet read as nothing."""
+    from engine.workers.settlement import LedgerReader, account_fills, first_fill_at
+
+    assert LedgerReader(tmp_path / "none.sqlite").fills(1, 10) == (0, [])
+    ledger = SettlementLedger(tmp_path / "fills.sqlite")
+    assert account_fills(ledger.db, 1, 10, 0, 5) == []  # no fills yet
+    rng = random.Random(seed)
+    rows, seq, ts = [], 0, 1000
+    for _ in range(3000):
+        seq += rng.randint(1, 5)
+        ts += rng.choice([0, 0, 1, 7])  # times that repeat, never go back
+        taker, maker = rng.sample(range(1, 7), 2)
+        rows.append((seq, ts, rng.randint(1, 4), seq, taker, rng.randint(0, 1), seq + 1, maker, rng.randint(90, 110),
+                     rng.randint(1, 9), 0, rng.randint(-2, 5), rng.randint(-2, 5)))
+    ledger.db.execute("BEGIN")
+    ledger.db.executemany("INSERT INTO fills (seq, ts, market, taker_order, taker_account, taker_side, maker_order, "
+                          "maker_account, price, qty, notional, taker_fee, maker_fee) "
+                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    ledger.db.execute("COMMIT")
+    reader = LedgerReader(ledger.path)
+    for account, market, since, limit in [(1, 0, 0, 10**6), (2, 3, 0, 50), (3, 0, rows[1500][1], 10**6),
+                                          (4, 2, rows[2900][1], 7), (5, 0, ts + 1, 10), (6, 1, rows[0][1], 1),
+                                          (9, 0, 0, 10)]:
+        expected = []
+        for s, t, mk, t_order, taker, side, m_order, maker, price, qty, _, t_fee, m_fee in rows:
+            if (market and mk != market) or t < since:
+                continue
+            if taker == account:
+                expected.append((s, t, mk, side, price, qty, t_fee, "taker", maker, t_order))
+            if maker == account:
+                expected.append((s, t, mk, 1 - side, price, qty, m_fee, "maker", taker, m_order))
+        expected = sorted(expected, reverse=True)[:limit]
+        cursor, got = reader.fills(account, limit, market, since)
+        assert [tuple(f.values()) for f in got] == expected
+        assert cursor == ledger.cursor
+    assert first_fill_at(ledger.db, rows[-1][1] + 1) == rows[-1][0] + 1  # past the last
+    assert first_fill_at(ledger.db, 0) == 0
+    reader.close()
+    ledger.close()
+
+
 def test_settlement_crash_replay_and_reopen(stream, tmp_path):
     e, events = stream
     path = tmp_path / "ledger.sqlite"

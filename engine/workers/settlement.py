@@ -145,15 +145,31 @@ _FILL_INSERT = ("INSERT INTO fills (seq, ts, market, taker_order, taker_account,
 def account_fills(db: sqlite3.Connection, account: int, limit: int, market: int = 0, since_ns: int = 0) -> list[dict]:
     """The account's most recent fills in ``db`` (a ledger's), newest first, in ``market`` (0: every market), at or
     after ``since_ns``: seq, ts, market, side, price, qty, fee, role (``maker`` / ``taker``), counterparty,
-    order_id.  Each side is read through its index (``fills_taker``, ``fills_maker``)."""
-    where = "".join((" AND market = :market" if market else "", " AND ts >= :since" if since_ns else ""))
+    order_id.  The two sides' indexes (``fills_taker``, ``fills_maker``) are walked back from the newest and
+    merged, up to ``limit``, and ``since_ns`` becomes a seq to stop at (``first_fill_at``): what a query costs is
+    the rows it returns (and those of other markets it passes), however many fills the account has."""
+    where = " AND seq >= :first" + (" AND market = :market" if market else "")
     q = (f"SELECT seq, ts, market, taker_side, price, qty, taker_fee, 'taker', maker_account, taker_order "
          f"FROM fills WHERE taker_account = :account{where} "
          f"UNION ALL SELECT seq, ts, market, 1 - taker_side, price, qty, maker_fee, 'maker', taker_account, "
          f"maker_order FROM fills WHERE maker_account = :account{where} ORDER BY seq DESC LIMIT :limit")
     names = ("seq", "ts", "market", "side", "price", "qty", "fee", "role", "counterparty", "order_id")
-    values = dict(account=account, limit=limit, market=market, since=since_ns)
+    values = dict(account=account, limit=limit, market=market, first=first_fill_at(db, since_ns) if since_ns else 0)
     return [dict(zip(names, row)) for row in db.execute(q, values)]
+
+
+def first_fill_at(db: sqlite3.Connection, since_ns: int) -> int:
+    """The seq of the first fill at or after ``since_ns`` (past the last one when none is): a binary search over the
+    fills' seqs, as their times never go back (the matcher's clock does not)."""
+    lo, hi = 0, (db.execute("SELECT max(seq) FROM fills").fetchone()[0] or 0) + 1
+    while lo < hi:  # the first seq from which every fill is at or after since_ns
+        mid = (lo + hi) // 2
+        row = db.execute("SELECT ts FROM fills WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+        if row is None or row[0] >= since_ns:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 class LedgerReader:
