@@ -105,7 +105,7 @@ TIF_NAMES = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK, "PO": Tif.GTC}
 STP_NAMES = {"cancel_taker": Stp.CANCEL_TAKER, "cancel_maker": Stp.CANCEL_MAKER, "cancel_both": Stp.CANCEL_BOTH,
              "decrement_both": Stp.DECREMENT_BOTH}
 STATUS = {"open": "open", "filled": "closed", "cancelled": "canceled"}
-UPDATES_KEPT = 100_000  # order updates waiting for watch_orders; the oldest go first
+UPDATES_KEPT = 100_000  # order updates waiting for watch_orders (trades for watch_my_trades); the oldest go first
 
 
 def _iso(ts_ns: int) -> str | None:
@@ -129,6 +129,39 @@ def _since_limit(since, limit) -> tuple[int, int]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
     return (since or 0) * 1_000_000, limit or 0
+
+
+class Updates:
+    """What ``watch_orders`` / ``watch_my_trades`` hand out: CCXT structures as the reports change them, kept (the
+    newest UPDATES_KEPT) until a call takes those of its symbol."""
+
+    def __init__(self):
+        self.items: collections.deque[dict] = collections.deque(maxlen=UPDATES_KEPT)
+        self.arrived: asyncio.Event | None = None  # made by the first ``take``, on the client's loop
+
+    def put(self, item: dict) -> None:
+        self.items.append(item)
+        if self.arrived is not None:
+            self.arrived.set()
+
+    async def take(self, symbol: str | None) -> list[dict]:
+        """Those of ``symbol`` (None: all) since the last call, each once (an order updated twice is one), in
+        order; waits for one.  The other symbols' stay for a later call."""
+        if self.arrived is None:
+            self.arrived = asyncio.Event()
+        while True:
+            seen, out, others = set(), [], []
+            while self.items:
+                item = self.items.popleft()
+                if id(item) in seen:
+                    continue
+                seen.add(id(item))
+                (out if symbol is None or item["symbol"] == symbol else others).append(item)
+            self.items.extend(others)
+            if out:
+                return out
+            self.arrived.clear()
+            await self.arrived.wait()
 
 
 class Client:
@@ -156,8 +189,8 @@ class Client:
         self.batches: dict[int, list[int]] = {}  # batch rid -> its requests' rids (an Error refuses them all)
         self.orders: dict[int, dict] = {}  # order id -> CCXT order, kept current by the reports
         self.placed: dict[int, tuple[str, str]] = {}  # client order id -> (type, timeInForce) we asked for
-        self.order_updates: collections.deque[dict] = collections.deque(maxlen=UPDATES_KEPT)  # for watch_orders
-        self.order_updated: asyncio.Event | None = None
+        self.order_updates = Updates()  # for watch_orders
+        self.trade_updates = Updates()  # for watch_my_trades
         self.markets: dict[str, m.MarketInfo] = {}
         self.symbols: dict[int, str] = {}  # market id -> its unified symbol
         self.markets_by_id: dict[int, m.MarketInfo] = {}
@@ -335,6 +368,7 @@ class Client:
             o["average"] = o["cost"] * lot // o["filled"] if o["filled"] else None
             o["lastTradeTimestamp"] = trade["timestamp"]
             o["trades"].append(trade)
+            self.trade_updates.put(trade)
             if r.remaining >= 0:
                 o["remaining"] = r.remaining
             if r.remaining == 0:
@@ -350,9 +384,7 @@ class Client:
             o["remaining"] = r.remaining
             o["amount"] = o["filled"] + r.remaining
         o["lastCmdSeq"] = r.cmd_seq
-        self.order_updates.append(o)
-        if self.order_updated is not None:
-            self.order_updated.set()
+        self.order_updates.put(o)
 
     # ------------------------------------------------------------------ orders: CCXT unified API
 
@@ -603,20 +635,11 @@ class Client:
 
     async def watch_orders(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
         """The orders updated since the last call (waits for at least one)."""
-        if self.order_updated is None:
-            self.order_updated = asyncio.Event()
-        wanted = self.symbol(self.market_id(symbol)) if symbol is not None else None
-        while True:
-            seen, out = set(), []
-            while self.order_updates:
-                o = self.order_updates.popleft()
-                if id(o) not in seen and (wanted is None or o["symbol"] == wanted):
-                    seen.add(id(o))
-                    out.append(o)
-            if out:
-                return out
-            self.order_updated.clear()
-            await self.order_updated.wait()
+        return await self.order_updates.take(self.symbol(self.market_id(symbol)) if symbol is not None else None)
+
+    async def watch_my_trades(self, symbol=None, since=None, limit=None, params: dict | None = None) -> list[dict]:
+        """This account's fills since the last call, as its execution reports tell them (waits for at least one)."""
+        return await self.trade_updates.take(self.symbol(self.market_id(symbol)) if symbol is not None else None)
 
     # ------------------------------------------------------------------ venue, outcome and liquidation commands
 

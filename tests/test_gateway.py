@@ -104,6 +104,27 @@ def test_batch_and_mass_cancel_and_duplicate_client_id(engine):
     run(scenario())
 
 
+
+def test_watched_updates_of_another_symbol_wait_for_their_own_call():
+    """``Updates`` (behind ``watch_orders`` and ``watch_my_trades``): a call for one symbol takes its items, each
+    once and in order, and leaves the others' for a later call, which returns them without waiting."""
+    from gateway.client import Updates
+
+    async def scenario():
+        updates = Updates()
+        btc, eth = {"symbol": "BTC/USD", "n": 1}, {"symbol": "ETH/USD", "n": 2}
+        for item in (btc, eth, btc, {"symbol": "BTC/USD", "n": 3}):
+            updates.put(item)
+        assert [i["n"] for i in await updates.take("BTC/USD")] == [1, 3]
+        assert await asyncio.wait_for(updates.take("ETH/USD"), 1) == [eth]
+        waiting = asyncio.ensure_future(updates.take(None))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        updates.put(eth)
+        assert await asyncio.wait_for(waiting, 1) == [eth]
+
+    run(scenario())
+
 def test_my_trades_are_the_settlement_ledgers_fills_as_the_reports_told_them(engine):
     """``fetch_my_trades`` reads the settlement worker's ledger: once it has caught up, the taker's fills there are
     its execution reports' trades field for field, the maker's the same fills as maker; newest ``limit``, ``since``
@@ -130,7 +151,10 @@ def test_my_trades_are_the_settlement_ledgers_fills_as_the_reports_told_them(eng
         assert await alice.fetch_my_trades(limit=1) == mine[-1:]
         assert await alice.fetch_my_trades(since=mine[-1]["timestamp"] + 1) == []
         assert (await alice.fetch_my_trades(since=mine[-1]["timestamp"]))[-1] == mine[-1]
+        assert await asyncio.wait_for(alice.watch_my_trades("BTC/USD"), 5) == bid["trades"]  # from the reports
         sold = [t for t in await bob.fetch_my_trades() if t["id"] in reported]
+        watched = await asyncio.wait_for(bob.watch_my_trades(), 5)
+        assert [{k: v for k, v in t.items() if k != "info"} for t in sold] == watched[::-1]
         assert all((t["takerOrMaker"], t["side"], t["order"]) == ("maker", "sell", ask["id"]) for t in sold)
         assert sum(t["amount"] for t in sold) == (await bob.fetch_order(ask["id"]))["filled"] > 0
         with pytest.raises(TypeError, match="limit must be None or an int >= 0"):
