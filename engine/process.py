@@ -612,17 +612,22 @@ class WorkerStage:
             self.consumer.release_to(done)
 
     # a core's views, published as DATA/run/ROLE-NAME.npy: (NAME, the core's method)
-    VIEWS = (("view", "snapshot"), ("positions", "positions_view"))
+    VIEWS = (("view", "snapshot"), ("positions", "positions_view"), ("balances", "balances_view"))
 
     def publish_view(self) -> None:
-        """A core with per-account views (margin: equity and margin use, and its positions with their
-        liquidation prices) publishes them for the gateway and the CLI as ``DATA/run/ROLE-NAME.npy``,
-        each replaced atomically."""
+        """A core with per-account views (margin: equity and margin use, its positions with their liquidation
+        prices, its balances) publishes them for the gateway and the CLI as ``DATA/run/ROLE-NAME.npy``, each
+        replaced atomically, then ``ROLE-views.json`` with its cursor: the views a reader finds after reading
+        that are at least as new."""
+        run = self.cfg.data_path / "run"
+        if not any(hasattr(self.core, method) for _, method in self.VIEWS):
+            return
+        whole = True  # every view published: the cursor may say so
         for name, method in self.VIEWS:
             make = getattr(self.core, method, None)
             if make is None:
                 continue
-            path = self.cfg.data_path / "run" / f"{self.role}-{name}.npy"
+            path = run / f"{self.role}-{name}.npy"
             tmp = path.with_suffix(".tmp.npy")
             try:
                 view = make()
@@ -631,9 +636,14 @@ class WorkerStage:
                 if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
                     print(f"xos {self.role}: {name} not published ({self.view_errors} times): {exc}", file=sys.stderr,
                           flush=True)
+                whole = False
                 continue
             np.save(tmp, view)
             os.replace(tmp, path)
+        if whole:
+            views = run / f"{self.role}-views.json"
+            views.with_suffix(".tmp").write_text(json.dumps({"cursor": self.core.cursor}))
+            os.replace(views.with_suffix(".tmp"), views)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):

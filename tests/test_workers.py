@@ -2,6 +2,7 @@
 event of seeded mixed streams, in batches, and must agree with the engine's own state."""
 from __future__ import annotations
 
+import json
 import random
 from fractions import Fraction
 
@@ -365,6 +366,9 @@ def test_margin_matches_engine_and_equity_formula(stream):
         book.apply(batch)
     assert book.cursor == events["seq"][-1]
     assert_margin_matches(e, book)
+    view = book.balances_view()  # what the gateway reads: every non-zero balance, by account then asset
+    assert view.tolist() == [(a, asset, t, h) for a in sorted(book.index)
+                             for asset, (t, h) in sorted(book.balances(a).items())] and len(view) > 50
     marks = {m.market_id: e.last_price(m.market_id) for m in e.markets()}
     assert {k: v for k, v in marks.items() if v} == book.marks
     rates = reference_rates(e, marks, 1)
@@ -932,7 +936,8 @@ def test_margin_book_sends_liquidate_when_the_mark_moves_below_maintenance():
 
 def test_margin_stage_publishes_account_and_position_views(tmp_path):
     """The margin worker's views as the gateway and ``xos account`` read them: one row per account
-    (with the maintenance requirement) and one per open position (with its liquidation price)."""
+    (with the maintenance requirement), one per open position (with its liquidation price), one per non-zero
+    balance, and the cursor they are at least as new as."""
     from types import SimpleNamespace
 
     from typer.testing import CliRunner
@@ -953,6 +958,10 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     WorkerStage.publish_view(SimpleNamespace(core=book, cfg=cfg, role="margin", view_errors=0, VIEWS=WorkerStage.VIEWS))
     accounts = np.load(tmp_path / "run" / "margin-view.npy")
     positions = np.load(tmp_path / "run" / "margin-positions.npy")
+    balances = np.load(tmp_path / "run" / "margin-balances.npy")
+    assert json.loads((tmp_path / "run" / "margin-views.json").read_text()) == {"cursor": book.cursor}
+    assert [(a, asset, t, h) for a, asset, t, h in balances.tolist()] == \
+        [(a, asset, t, h) for a in (1, 2) for asset, (t, h) in sorted(book.balances(a).items())]
     assert accounts[["account", "equity", "maintenance"]].tolist() == [(1, 50_000, 5000), (2, 50_000, 5000)]
     assert positions[["account", "market", "size", "entry", "mark"]].tolist() == [(1, 5, 10, 10_000, 1000),
                                                                                   (2, 5, -10, 10_000, 1000)]

@@ -56,6 +56,7 @@ VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<
 POSITIONS_VIEW_DTYPE = np.dtype([("account", "<i8"), ("market", "<i8"), ("size", "<i8"), ("entry", "<i8"),
                                  ("margin", "<i8"), ("mark", "<i8"), ("upnl", "<i8"), ("maintenance", "<i8"),
                                  ("liquidation_price", "<i8"), ("adl_rank", "<i8"), ("isolated", "<i8")])
+BALANCES_VIEW_DTYPE = np.dtype([("account", "<i8"), ("asset", "<i8"), ("total", "<i8"), ("held", "<i8")])
 DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
@@ -598,6 +599,21 @@ class MarginBook(EventCore):
         np.add.at(upnl, (book.row[mine], book.quote[mine]), book.upnl[mine])
         np.add.at(maint, (book.row[mine], book.quote[mine]), book.maint[mine])
         return upnl, maint
+
+    def balances_view(self) -> np.ndarray:
+        """Every non-zero balance (``BALANCES_VIEW_DTYPE``: total and held, by account then asset), so a reader
+        finds an account's by a binary search in the file mapped, not by loading the book (a checkpoint of
+        100,000 accounts is hundreds of MB)."""
+        n, k = self.n_accounts, len(self.asset_of)
+        by_account, by_asset = np.argsort(self.account_ids[:n]), np.argsort(self.asset_of[:k])
+        nonzero = (self.total[:n, :k] != 0) | (self.held[:n, :k] != 0)
+        # the mask put in order, not the rows found (a lexsort of those: 0.33 s, this 0.19 s for 100,000 accounts)
+        rows, cols = np.nonzero(nonzero[by_account][:, by_asset])
+        rows, cols = by_account[rows], by_asset[cols]
+        out = np.zeros(len(rows), BALANCES_VIEW_DTYPE)
+        out["account"], out["asset"] = self.account_ids[rows], self.asset_of[cols]
+        out["total"], out["held"] = self.total[rows, cols], self.held[rows, cols]
+        return out
 
     def positions_view(self) -> np.ndarray:
         """Every open perpetual position (``POSITIONS_VIEW_DTYPE``, by account then market): the
