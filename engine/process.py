@@ -617,12 +617,11 @@ class WorkerStage:
     def publish_view(self) -> None:
         """A core with per-account views (margin: equity and margin use, its positions with their liquidation
         prices, its balances) publishes them for the gateway and the CLI as ``DATA/run/ROLE-NAME.npy``, each
-        replaced atomically, then ``ROLE-views.json`` with its cursor: the views a reader finds after reading
-        that are at least as new."""
+        replaced atomically (one that cannot be made is removed), then ``ROLE-views.json`` with its cursor: the
+        views a reader finds after reading that are at least as new."""
         run = self.cfg.data_path / "run"
         if not any(hasattr(self.core, method) for _, method in self.VIEWS):
             return
-        whole = True  # every view published: the cursor may say so
         for name, method in self.VIEWS:
             make = getattr(self.core, method, None)
             if make is None:
@@ -636,14 +635,13 @@ class WorkerStage:
                 if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
                     print(f"xos {self.role}: {name} not published ({self.view_errors} times): {exc}", file=sys.stderr,
                           flush=True)
-                whole = False
+                path.unlink(missing_ok=True)  # not left older than the cursor below says
                 continue
             np.save(tmp, view)
             os.replace(tmp, path)
-        if whole:
-            views = run / f"{self.role}-views.json"
-            views.with_suffix(".tmp").write_text(json.dumps({"cursor": self.core.cursor}))
-            os.replace(views.with_suffix(".tmp"), views)
+        views = run / f"{self.role}-views.json"
+        views.with_suffix(".tmp").write_text(json.dumps({"cursor": self.core.cursor}))
+        os.replace(views.with_suffix(".tmp"), views)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):

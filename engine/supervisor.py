@@ -135,7 +135,7 @@ class Supervisor:
         run = data / "run"
         ledger = self.cfg.ledger_path
         stale = [ledger.with_name(ledger.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-        stale += [*run.glob("*.ckpt"), *run.glob("*-view.npy"), *run.glob("*-positions.npy")]
+        stale += [*run.glob("*.ckpt"), *run.glob("*.npy"), *run.glob("*-views.json")]  # checkpoints, views
         stale += [data / "gateway" / HISTORY_FILE]
         dropped = [path.name for path in stale if path.exists()]
         for path in stale:

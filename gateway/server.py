@@ -75,7 +75,7 @@ EVENT_ACCOUNTS_KINDS = OWN_FIRST_KINDS + (FILL,)
 # the kinds that answer a command (``ReplyRouter`` takes both)
 ROUTED, OWN_FIRST = kind_mask(*EVENT_ACCOUNTS_KINDS), kind_mask(*OWN_FIRST_KINDS)
 CLOSED_KEPT = 1000  # closed orders remembered per account for OrderStatus and ClosedOrders
-TRADES_MAX = 1000  # fills in a MyTrades reply at most (read from the settlement ledger on the loop)
+TRADES_MAX = 1000  # fills in a MyTrades reply at most (read from the settlement ledger in the ledger thread)
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
@@ -900,8 +900,13 @@ class GatewayStage:
                 self.internal_error(s, [req.rid], exc)
             self.flush()
 
-        asked = self.ledger_thread.submit(self.my_trades, s.account, req)
-        asked.add_done_callback(lambda done: self.loop.call_soon_threadsafe(answer, done))
+        def answer_on_loop(done: concurrent.futures.Future) -> None:
+            try:
+                self.loop.call_soon_threadsafe(answer, done)
+            except RuntimeError:  # the loop closed: the gateway stopped with the query running
+                pass
+
+        self.ledger_thread.submit(self.my_trades, s.account, req).add_done_callback(answer_on_loop)
 
     def my_trades(self, account: int, req: m.MyTrades) -> m.TradesResult:
         """The account's newest fills from the settlement worker's ledger (indexed by account, in WAL mode: the

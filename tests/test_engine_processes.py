@@ -474,7 +474,9 @@ def test_without_a_journal_each_run_starts_empty_and_a_dead_matcher_stops_the_en
         finally:
             sup.stop()
     assert_shared_memory_gone(cfg)
-    assert sum("the last run's state is dropped (settlement.sqlite" in line for line in logged) == 2
+    dropped = [line for line in logged if "the last run's state is dropped (settlement.sqlite" in line]
+    assert len(dropped) == 2 and all(name in dropped[0] for name in ("margin.ckpt", "margin-balances.npy",
+                                                                      "margin-views.json", "risk.ckpt"))
     ledger = SettlementLedger(cfg.data_path / "settlement.sqlite")  # the last run's alone
     try:
         assert ledger.cursor == beats["matcher"]["event_seq"] < 0.8 * first_run_events

@@ -976,6 +976,35 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     assert "ADL rank 1 cross" in out.output
 
 
+
+def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
+    """A margin view whose values overflow is not published and its last file goes: the others and the cursor
+    file still are, so a reader never takes an old view for one as new as the cursor."""
+    from types import SimpleNamespace
+
+    from engine.process import WorkerStage
+    from engine.workers.margin import BALANCES_VIEW_DTYPE
+
+    class Core:
+        cursor = 7
+
+        def snapshot(self):
+            raise OverflowError("valuations could exceed int64")
+
+        def balances_view(self):
+            return np.zeros(2, BALANCES_VIEW_DTYPE)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    np.save(run / "margin-view.npy", np.zeros(1))  # the last checkpoint's
+    stage = SimpleNamespace(core=Core(), cfg=Config(engine=EngineSection(data_dir=str(tmp_path))), role="margin",
+                            view_errors=0, VIEWS=WorkerStage.VIEWS)
+    WorkerStage.publish_view(stage)
+    assert not (run / "margin-view.npy").exists() and len(np.load(run / "margin-balances.npy")) == 2
+    assert json.loads((run / "margin-views.json").read_text()) == {"cursor": 7} and stage.view_errors == 1
+    assert "view not published (1 times): valuations could exceed int64" in capsys.readouterr().err
+
+
 def recording_engine(**kwargs) -> tuple[Engine, list]:
     """A Cython engine and the list its events are recorded in, one array per command."""
     e = Engine(**kwargs)
