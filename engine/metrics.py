@@ -41,7 +41,8 @@ class EngineCollector:
     def collect(self) -> Iterator[Metric]:
         beats = read_heartbeats(self.cfg)
         now = time.time()
-        up = GaugeMetricFamily("xos_up", "1 while the process reports (a fresh heartbeat, not stopped)", labels=["role"])
+        up = GaugeMetricFamily("xos_up", "1 while the process reports (a fresh heartbeat, not stopped)",
+                               labels=["role"])
         age = GaugeMetricFamily("xos_heartbeat_age_seconds", "Seconds since the process's last heartbeat",
                                 labels=["role"])
         for role in self.roles:

@@ -537,9 +537,9 @@ FIELD_COMMANDS = VENUE_COMMANDS + OUTCOME_COMMANDS + MARGIN_COMMANDS + (Liquidat
 
 Request = Union[PlaceOrder, CancelOrder, AmendOrder, MassCancel, Batch, OrderRows, Heartbeat, SetDeadman, OpenOrders,
                 ClosedOrders, OrderStatus, Balances, Markets, Positions, MyTrades, LaunchVenue, AddStake, Unbond,
-                VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow, Deny,
-                SweepFees, OracleConfig, MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume, ListMarket,
-                OutcomeConfig, Resolve, Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin,
+                VenueStatus, VenueAccess, VenuePolicy, VenueFees, VenueFeeTier, OfferMarket, WithdrawMarket, Allow,
+                Deny, SweepFees, OracleConfig, MarketRisk, VenueMarketRisk, VenueMarketHalt, VenueMarketResume,
+                ListMarket, OutcomeConfig, Resolve, Convert, Liquidate, SetExposureCap, SetMarginMode, IsolatedMargin,
                 CollateralAsset, VenueCollateral, MultiLegOrder]
 COMMANDS = (PlaceOrder, CancelOrder, AmendOrder, MassCancel)
 
