@@ -56,8 +56,9 @@ class EngineCollector:
         if self.restarts is not None:
             restarts = CounterMetricFamily("xos_restarts", "Times the supervisor restarted the process",
                                            labels=["role"])
-            for role, count in self.restarts().items():
-                restarts.add_metric([role], count)
+            counts = self.restarts()
+            for role in self.roles:  # as xos_up: the processes started, not every role there is
+                restarts.add_metric([role], counts.get(role, 0))
             yield restarts
         for role, beat in beats.items():
             for field, value in beat.items():

@@ -46,6 +46,7 @@ def test_the_collector_turns_heartbeats_into_metrics(tmp_path):
     assert not any(name.startswith(("xos_matcher_restored", "xos_matcher_state", "xos_matcher_pid"))
                    for name, _ in got)  # None, a state, the pid: not figures
     assert got[("xos_restarts_total", (("role", "matcher"),))] == 2
+    assert got[("xos_restarts_total", (("role", "margin"),))] == 0  # started, never restarted
     assert not any(name.startswith("xos_ring") or name.startswith("xos_command_ring") for name, _ in got)
 
 
@@ -83,8 +84,9 @@ def test_xos_run_serves_the_engines_metrics_while_it_runs(tmp_path):
         assert got[("xos_ring_consumer_lag", (("consumer", "settlement"),))] == 0
         assert got[("xos_restarts_total", (("role", "matcher"),))] == 0
         assert got[("xos_command_ring_lag", ())] == 0
-        assert {labels[0][1] for name, labels in got if name == "xos_up"} == {"matcher", "settlement", "margin",
-                                                                               "risk"}  # gateway, marketdata: off
+        for metric in ("xos_up", "xos_restarts_total"):  # gateway, marketdata: off
+            assert {labels[0][1] for name, labels in got if name == metric} == {"matcher", "settlement", "margin",
+                                                                                 "risk"}
     finally:
         sup.stop()
     with pytest.raises(urllib.error.URLError):
