@@ -7,6 +7,11 @@ untimed; its events are then fed to a fresh core of each role (``engine.workers.
 fresh data directory each run) in batches of ``--batch`` events, as the worker processes take them
 from the ring.  Reported per role: events per second on one core, median (and best) of ``--runs``.
 
+Then the checkpoint of each core that has one (margin, risk), as its worker makes it after the whole stream:
+the views published (``engine.process.publish_views``), the core pickled and fsynced (``Checkpoint.save``),
+and the restart's load; milliseconds, median of ``--runs``, and the checkpoint's size.  Config B's margin
+book (100,000 accounts) shows what its dense account x asset arrays cost.
+
 Then the cores' order table (``engine.workercore.IntTable``) alone: ``--lookups`` seeded lookups of
 present keys at each ``--table-keys`` count of live keys, in one C loop (``ids_of``); nanoseconds
 per lookup, median (and best) of ``--runs``.  At a million keys the table no longer fits the cache.
@@ -18,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +31,7 @@ from bench import write_json
 from bench.orders import CONFIGS, generate
 from engine.config import Config, EngineSection
 from engine.matcher import Engine
+from engine.process import DURABLE_ROLES, Checkpoint, publish_views
 from engine.records import Ev
 from engine.workercore import IntTable
 from engine.workers import make_core
@@ -50,6 +57,33 @@ def time_core(role: str, events: np.ndarray, batch: int) -> float:
         assert core.cursor == int(events["seq"][-1])
         getattr(core, "close", lambda: None)()
     return dt
+
+
+def time_checkpoint(role: str, events: np.ndarray, batch: int, runs: int) -> dict:
+    """What a checkpoint of the core costs once it has applied ``events``: its views, its save, its load (ms, the
+    median of ``runs`` each), its size, and how many views could not be made (their values overflow)."""
+    with tempfile.TemporaryDirectory() as d:
+        core = make_core(role, Config(engine=EngineSection(data_dir=d)))
+        for i in range(0, len(events), batch):
+            core.apply(events[i:i + batch])
+        run = Path(d) / "run"
+        run.mkdir(exist_ok=True)
+        checkpoint = Checkpoint(run / f"{role}.ckpt")
+        views, saves, loads = [], [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            not_made = len(publish_views(core, run, role))
+            t1 = time.perf_counter()
+            checkpoint.save(core)
+            t2 = time.perf_counter()
+            assert checkpoint.load().cursor == core.cursor
+            loads.append(time.perf_counter() - t2)
+            views.append(t1 - t0)
+            saves.append(t2 - t1)
+        size = checkpoint.path.stat().st_size
+        getattr(core, "close", lambda: None)()
+    return {"views_ms": statistics.median(views) * 1e3, "save_ms": statistics.median(saves) * 1e3,
+            "load_ms": statistics.median(loads) * 1e3, "bytes": size, "views_not_made": not_made}
 
 
 def time_lookups(live: int, lookups: int, runs: int, seed: int) -> list[float]:
@@ -80,6 +114,14 @@ def run(args: argparse.Namespace) -> dict:
         med = statistics.median(rates)
         out["roles"][role] = {"events_per_s": med, "best_events_per_s": max(rates), "all": rates}
         print(f"{role:>10}: {med / 1e6:6.2f} M events/s per core (median of {args.runs}, best {max(rates) / 1e6:.2f})")
+    out["checkpoints"] = {}
+    for role in args.roles:
+        if role in DURABLE_ROLES:  # its store commits with each batch: no checkpoint
+            continue
+        c = out["checkpoints"][role] = time_checkpoint(role, events, args.batch, args.runs)
+        skipped = f" ({c['views_not_made']} views not made)" if c["views_not_made"] else ""
+        print(f"{role:>10} checkpoint: {c['bytes'] / 1e6:.1f} MB; views {c['views_ms']:.1f} ms{skipped}, save "
+              f"{c['save_ms']:.1f} ms, load {c['load_ms']:.1f} ms (medians of {args.runs})")
     out["table_lookups"] = {}
     for live in args.table_keys:
         ns = time_lookups(live, args.lookups, args.runs, args.seed)

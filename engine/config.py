@@ -102,7 +102,9 @@ class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     heartbeat_s: float = 1.0  # each process writes a heartbeat this often
-    checkpoint_s: float = 1.0  # margin and risk checkpoint at least this often (and every quarter ring)
+    # margin and risk checkpoint this often while events flow (and every quarter ring), unless checkpoints would
+    # take more than a fifth of the worker's time (engine.process.CHECKPOINT_SHARE)
+    checkpoint_s: float = 1.0
     # margin, risk and settlement look at the ring every nap_us while events flow rather than being woken
     # by the matcher at every batch (a syscall for it and, on few cores, a preemption of it or the gateway);
     # 0: woken at every batch.  Each look costs a worker a pass of fixed cost whatever the batch (~250-450 us

@@ -479,6 +479,9 @@ def histogram_percentiles(hist, percentiles) -> dict:
 
 
 DURABLE_ROLES = {"settlement"}  # their own store commits the cursor with each batch
+# a worker's checkpoints take at most about this share of its time: a costly one (config B's margin book took 0.4 s)
+# comes less often than every workers.checkpoint_s and every idle moment
+CHECKPOINT_SHARE = 0.2
 TAKE_MAX = 131072  # events a worker applies at once: fewer, larger transactions and numpy passes
 
 
@@ -554,6 +557,39 @@ def beat_or_leave(stage, role: str) -> bool:
     return False
 
 
+# a core's views, published as DATA/run/ROLE-NAME.npy: (NAME, the core's method)
+VIEWS = (("view", "snapshot"), ("positions", "positions_view"), ("balances", "balances_view"))
+
+
+def publish_views(core, run: Path, role: str) -> list[str]:
+    """A core with per-account views (margin: equity and margin use, its positions with their liquidation prices,
+    its balances) publishes them for the gateway and the CLI as ``RUN/ROLE-NAME.npy``, each replaced atomically,
+    then ``ROLE-views.json`` with its cursor: the views a reader finds after reading that are at least as new.
+    A view that cannot be made (its values overflow) must not stop the worker: its file is removed, not left older
+    than the cursor says, and the reason returned."""
+    if not any(hasattr(core, method) for _, method in VIEWS):
+        return []
+    errors = []
+    for name, method in VIEWS:
+        make = getattr(core, method, None)
+        if make is None:
+            continue
+        path = run / f"{role}-{name}.npy"
+        try:
+            view = make()
+        except OverflowError as exc:
+            errors.append(f"{name} not published: {exc}")
+            path.unlink(missing_ok=True)
+            continue
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, view)
+        os.replace(tmp, path)
+    views = run / f"{role}-views.json"
+    views.with_suffix(".tmp").write_text(json.dumps({"cursor": core.cursor}))
+    os.replace(views.with_suffix(".tmp"), views)
+    return errors
+
+
 class WorkerStage:
     """Ring -> worker core; commands the core returns go back through the matcher's input.
 
@@ -578,6 +614,7 @@ class WorkerStage:
         self.heartbeat = Heartbeat(cfg, role)
         self.checkpoint_every = max(1, self.consumer.capacity // 4)
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_cost_s = 0.0  # what the last checkpoint took (views and the pickle's fsync)
         self.pending = 0  # events applied since the last checkpoint
         self.taken_seq = self.consumer.cursor
         self.applied = 0
@@ -593,55 +630,33 @@ class WorkerStage:
         lat = self.latency
         p = histogram_percentiles(lat, (50, 99, 99.9))
         return {"applied": self.applied, "batches": self.batches, **self.consumer.stats,
-                "sent": self.sent, "view_errors": self.view_errors, "cursor": self.core.cursor,
+                "sent": self.sent, "view_errors": self.view_errors,
+                "checkpoint_ms": round(self.checkpoint_cost_s * 1e3, 3), "cursor": self.core.cursor,
                 "ring_cursor": self.consumer.cursor, "lag": self.consumer.available(),
                 "latency_p50_ns": p.get(50, 0), "latency_p99_ns": p.get(99, 0), "latency_p999_ns": p.get(99.9, 0),
                 "latency_count": lat.get_total_count()}
 
     def make_durable(self) -> None:
         if self.checkpoint is not None:
+            start = time.monotonic()
             # the views first: a reader that sees this checkpoint then finds views at least as new
             self.publish_view()
             self.checkpoint.save(self.core)
             self.pending = 0
             self.last_checkpoint = time.monotonic()
+            self.checkpoint_cost_s = self.last_checkpoint - start
         # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1); a
         # durable core may hold a cursor not yet committed (``durable_cursor``), kept in the ring.
         done = min(getattr(self.core, "durable_cursor", self.core.cursor), self.taken_seq)
         if done > self.consumer.cursor:
             self.consumer.release_to(done)
 
-    # a core's views, published as DATA/run/ROLE-NAME.npy: (NAME, the core's method)
-    VIEWS = (("view", "snapshot"), ("positions", "positions_view"), ("balances", "balances_view"))
-
     def publish_view(self) -> None:
-        """A core with per-account views (margin: equity and margin use, its positions with their liquidation
-        prices, its balances) publishes them for the gateway and the CLI as ``DATA/run/ROLE-NAME.npy``, each
-        replaced atomically (one that cannot be made is removed), then ``ROLE-views.json`` with its cursor: the
-        views a reader finds after reading that are at least as new."""
-        run = self.cfg.data_path / "run"
-        if not any(hasattr(self.core, method) for _, method in self.VIEWS):
-            return
-        for name, method in self.VIEWS:
-            make = getattr(self.core, method, None)
-            if make is None:
-                continue
-            path = run / f"{self.role}-{name}.npy"
-            tmp = path.with_suffix(".tmp.npy")
-            try:
-                view = make()
-            except OverflowError as exc:  # a view that cannot be shown must not stop the worker
-                self.view_errors += 1
-                if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
-                    print(f"xos {self.role}: {name} not published ({self.view_errors} times): {exc}", file=sys.stderr,
-                          flush=True)
-                path.unlink(missing_ok=True)  # not left older than the cursor below says
-                continue
-            np.save(tmp, view)
-            os.replace(tmp, path)
-        views = run / f"{self.role}-views.json"
-        views.with_suffix(".tmp").write_text(json.dumps({"cursor": self.core.cursor}))
-        os.replace(views.with_suffix(".tmp"), views)
+        """The core's views (``publish_views``); one that cannot be made is counted and reported, not every time."""
+        for error in publish_views(self.core, self.cfg.data_path / "run", self.role):
+            self.view_errors += 1
+            if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
+                print(f"xos {self.role}: {error} ({self.view_errors} times)", file=sys.stderr, flush=True)
 
     def step(self, timeout_ns: int) -> int:
         if not self.consumer.wait(timeout_ns):
@@ -659,10 +674,20 @@ class WorkerStage:
         self.applied += taken
         self.batches += 1
         self.pending += taken
-        if self.durable or self.pending >= self.checkpoint_every or \
-                time.monotonic() - self.last_checkpoint >= self.cfg.workers.checkpoint_s:
+        if self.checkpoint_due(idle=False):
             self.make_durable()
         return taken
+
+    def checkpoint_due(self, idle: bool) -> bool:
+        """Whether to make the state durable now: a durable core after each batch; else every quarter ring (the
+        ring keeps the events since the last checkpoint), every ``checkpoint_s`` while events flow and when the
+        ring is idle with events applied, each no sooner than checkpoints take ``CHECKPOINT_SHARE`` of the time."""
+        since = time.monotonic() - self.last_checkpoint
+        spaced = since >= self.checkpoint_cost_s / CHECKPOINT_SHARE
+        if idle:
+            return self.pending > 0 and spaced
+        return self.durable or self.pending >= self.checkpoint_every or \
+            (spaced and since >= self.cfg.workers.checkpoint_s)
 
     def send(self, commands) -> None:
         """Commands a core returns go back through the matcher's input."""
@@ -674,7 +699,7 @@ class WorkerStage:
         self.heartbeat.beat(state="running", **self.counters())
         flush = getattr(self.core, "flush", None)  # a durable core's cursor that waits for something to post
         while not Stop.requested and not self.consumer.producer_closed():
-            if not self.step(POLL_MS * 1_000_000) and self.pending:
+            if not self.step(POLL_MS * 1_000_000) and self.checkpoint_due(idle=True):
                 if flush is not None:
                     flush()
                 self.make_durable()

@@ -13,10 +13,12 @@ event kinds the core follows, in one loop, so the numpy work after it sees only 
 ``margin_holds`` and ``risk_orders`` walk a batch of events (``EVENT_DTYPE``, C-contiguous, seq
 order) and follow every order through Accepted / Fill / Cancelled / Amended exactly as the Python
 cores did, with Python's floor division; events of other kinds are skipped.
+
+``nonzero_cells`` finds the margin book's non-zero account x asset cells for its checkpoint and its balances view.
 """
 cimport cython
 from libc.stdint cimport INT64_MIN, int64_t, uint64_t, uint8_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -464,6 +466,54 @@ def largest_cross_positions(positions, int64_t nrows):
             if b[r] < 0 or maint[s] > maint[b[r]]:
                 b[r] = s
     return best
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def nonzero_cells(const int64_t[:, ::1] a, int64_t nrows, int64_t ncols, const int64_t[:, ::1] b=None):
+    """The flat index (``row * a.shape[1] + column``, ascending) of each cell of ``a[:nrows, :ncols]`` that
+    is not zero, or whose cell of ``b`` (of ``a``'s shape) is not.  numpy's ``flatnonzero`` over the margin
+    book's account x asset arrays took ~50 ms each at 100,000 accounts: it reads every column, and the
+    cells twice (a count, then the indices); this reads the columns in use once."""
+    if nrows < 0 or ncols < 0 or nrows > a.shape[0] or ncols > a.shape[1]:
+        raise ValueError(f"nonzero_cells: {nrows} x {ncols} cells of an array of shape {a.shape[0]} x {a.shape[1]}")
+    if b is not None and (b.shape[0] != a.shape[0] or b.shape[1] != a.shape[1]):
+        raise ValueError(f"nonzero_cells: b's shape {b.shape[0]} x {b.shape[1]} is not a's {a.shape[0]} x {a.shape[1]}")
+    cdef int64_t width = a.shape[1], r, c, k = 0, room = 4096, cell
+    cdef const int64_t *pa
+    cdef const int64_t *pb
+    cdef int64_t *out = <int64_t *>malloc(room * sizeof(int64_t))
+    cdef int64_t *grown
+    cdef bint two = b is not None, failed = out == NULL
+    with nogil:
+        for r in range(nrows):
+            if failed:
+                break
+            if k + ncols > room:  # room for a whole row's cells, doubled as they come
+                room = 2 * (k + ncols)
+                grown = <int64_t *>realloc(out, room * sizeof(int64_t))
+                if grown == NULL:
+                    failed = True
+                    break
+                out = grown
+            pa, cell = &a[r, 0], r * width
+            if not two:
+                for c in range(ncols):
+                    out[k] = cell + c
+                    k += pa[c] != 0
+            else:
+                pb = &b[r, 0]
+                for c in range(ncols):
+                    out[k] = cell + c
+                    k += (pa[c] | pb[c]) != 0
+    if failed:
+        free(out)
+        raise MemoryError(f"nonzero_cells: no room for {room} cell indices")
+    cells = np.empty(k, np.int64)
+    if k:
+        memcpy(cnp.PyArray_DATA(cells), out, k * sizeof(int64_t))
+    free(out)
+    return cells
 
 
 @cython.boundscheck(False)

@@ -16,10 +16,12 @@ def test_a_short_run_times_every_core_and_the_table(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["roles"]) == set(workers.ROLES)
     assert all(r["events_per_s"] > 0 and len(r["all"]) == 2 for r in result["roles"].values())
+    assert set(result["checkpoints"]) == {"margin", "risk"}  # settlement's store commits with each batch
+    assert all(c["bytes"] > 0 and c["save_ms"] > 0 and c["load_ms"] > 0 for c in result["checkpoints"].values())
     assert set(result["table_lookups"]) == {"10", "5000"}
     assert all(t["best_ns"] <= t["ns_per_lookup"] for t in result["table_lookups"].values())
     printed = capsys.readouterr().out
-    assert "margin:" in printed and "order table,      5000 keys:" in printed
+    assert "margin:" in printed and "order table,      5000 keys:" in printed and "margin checkpoint: " in printed
 
 
 def test_lookups_find_every_key_in_a_table_sized_for_them():

@@ -185,6 +185,39 @@ def test_margin_refuses_an_order_in_a_market_it_never_saw_listed():
     assert book.balance(1, 1) == (10**9, 200) and len(book.orders) == 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 9), st.integers(0, 9), st.data())
+def test_nonzero_cells_finds_the_cells_of_the_rows_and_columns_asked(height, width, data):
+    """``nonzero_cells``: numpy's ``flatnonzero`` of ``a[:nrows, :ncols]`` (or of ``a | b``) as indices into the
+    whole array; cells outside the rows and columns asked are left out, zero or not."""
+    from engine.workercore import nonzero_cells
+
+    values = st.sampled_from([0, 0, 1, -1, np.iinfo(np.int64).min])
+    a = np.array(data.draw(st.lists(values, min_size=height * width, max_size=height * width)), np.int64)
+    b = np.array(data.draw(st.lists(values, min_size=height * width, max_size=height * width)), np.int64)
+    a, b = a.reshape(height, width), b.reshape(height, width)
+    nrows, ncols = data.draw(st.integers(0, height)), data.draw(st.integers(0, width))
+    inside = np.zeros((height, width), bool)
+    inside[:nrows, :ncols] = True
+    assert nonzero_cells(a, nrows, ncols).tolist() == np.flatnonzero(inside & (a != 0)).tolist()
+    assert nonzero_cells(a, nrows, ncols, b).tolist() == np.flatnonzero(inside & ((a != 0) | (b != 0))).tolist()
+
+
+def test_nonzero_cells_refuses_cells_past_the_array():
+    from engine.workercore import nonzero_cells
+
+    a = np.ones((3, 4), np.int64)
+    with pytest.raises(ValueError, match="4 x 4 cells of an array of shape 3 x 4"):
+        nonzero_cells(a, 4, 4)
+    with pytest.raises(ValueError, match="3 x -1 cells"):
+        nonzero_cells(a, 3, -1)
+    with pytest.raises(ValueError, match="b's shape 3 x 5 is not a's 3 x 4"):
+        nonzero_cells(a, 3, 4, np.ones((3, 5), np.int64))
+    with pytest.raises(ValueError, match="contiguous"):
+        nonzero_cells(np.ones((3, 8), np.int64)[:, ::2], 3, 4)
+    assert nonzero_cells(np.ones((4000, 3), np.int64), 4000, 3).tolist() == list(range(12_000))  # past its first room
+
+
 def test_count_kinds_counts_each_kind_and_the_accepted_of_no_order():
     from engine.records import EVENT_DTYPE
     from engine.workercore import count_kinds

@@ -934,16 +934,33 @@ def test_margin_book_sends_liquidate_when_the_mark_moves_below_maintenance():
     assert again[["kind", "id", "market"]].tolist() == [(Cmd.LIQUIDATE, 1, 1)] and book.liquidations == 2
 
 
+@pytest.mark.parametrize("accounts, assets", [((1, 4, 7, 9), (1, 2, 3)), ((9, 4, 7, 1), (3, 1, 2))])
+def test_the_balances_view_is_by_account_then_asset_whatever_order_they_came_in(accounts, assets):
+    """The book gives rows and columns as accounts and assets come: in id order (the view is the cells as
+    found) or not (the view is sorted); either way it is every non-zero balance, by account id then asset id."""
+    e = Engine(**ENGINE_KWARGS)
+    events = [e.add_asset(a, f"A{a}", 0) for a in assets]
+    events.append(e.add_market(5, 2, 1, tick_size=1, lot_size=1, min_size=1))
+    for i, a in enumerate(accounts):
+        events += [e.deposit(a, asset, 1_000 * a + asset) for asset in assets[i % 2:]]
+    events.append(e.place(accounts[0], 5, Side.BUY, 10, 3, 1))  # a hold
+    book = MarginBook()
+    book.apply(np.concatenate(events))
+    assert book.account_ids[:len(accounts)].tolist() == list(accounts) and book.asset_of.tolist() == list(assets)
+    view = book.balances_view()
+    assert view.tolist() == [(a, asset, t, h) for a in sorted(accounts) for asset, (t, h) in
+                             sorted(book.balances(a).items())]
+    assert len(view) == 10 and view["held"].sum() == 30
+
+
 def test_margin_stage_publishes_account_and_position_views(tmp_path):
     """The margin worker's views as the gateway and ``xos account`` read them: one row per account
     (with the maintenance requirement), one per open position (with its liquidation price), one per non-zero
     balance, and the cursor they are at least as new as."""
-    from types import SimpleNamespace
-
     from typer.testing import CliRunner
 
     from engine.cli import app
-    from engine.process import WorkerStage
+    from engine.process import publish_views
     from engine.records import MarketKind
 
     e = Engine(**ENGINE_KWARGS)
@@ -955,7 +972,7 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     book.apply(np.concatenate(events))
     cfg = Config(engine=EngineSection(data_dir=str(tmp_path)))
     (tmp_path / "run").mkdir()
-    WorkerStage.publish_view(SimpleNamespace(core=book, cfg=cfg, role="margin", view_errors=0, VIEWS=WorkerStage.VIEWS))
+    assert publish_views(book, cfg.data_path / "run", "margin") == []
     accounts = np.load(tmp_path / "run" / "margin-view.npy")
     positions = np.load(tmp_path / "run" / "margin-positions.npy")
     balances = np.load(tmp_path / "run" / "margin-balances.npy")
@@ -975,6 +992,41 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     assert "maintenance 5000" in out.output and "position market 5 size 10 entry 10000" in out.output, out.output
     assert "ADL rank 1 cross" in out.output
 
+
+
+def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(monkeypatch):
+    """A worker checkpoints every ``checkpoint_s`` while events flow and when its ring goes idle, but a
+    checkpoint that took 0.4 s (config B's margin book) waits 2 s: checkpoints take at most a fifth of the
+    worker.  A quarter ring of events not yet durable cannot wait, and a durable core commits every batch."""
+    import time
+    from types import SimpleNamespace
+
+    from engine import process
+    from engine.config import WorkersSection
+    from engine.process import WorkerStage
+
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    cfg = Config(workers=WorkersSection(checkpoint_s=1.0))
+    stage = SimpleNamespace(cfg=cfg, durable=False, pending=10, checkpoint_every=100, last_checkpoint=now,
+                            checkpoint_cost_s=0.005)
+
+    def after(seconds: float, idle: bool) -> bool:
+        stage.last_checkpoint = now - seconds
+        return WorkerStage.checkpoint_due(stage, idle)
+
+    assert process.CHECKPOINT_SHARE == 0.2
+    assert [after(s, False) for s in (0.5, 0.99, 1.0)] == [False, False, True]  # a cheap one: every checkpoint_s
+    assert [after(s, True) for s in (0.01, 0.03, 0.5)] == [False, True, True]  # and soon after the ring goes idle
+    stage.checkpoint_cost_s = 0.4
+    assert [after(s, False) for s in (1.0, 1.99, 2.01)] == [False, False, True]
+    assert [after(s, True) for s in (0.5, 1.99, 2.01)] == [False, False, True]
+    stage.pending = 0
+    assert not after(5.0, True)  # nothing to make durable
+    stage.pending = 100
+    assert after(0.1, False)  # a quarter ring
+    stage.pending, stage.durable = 1, True
+    assert after(0.0, False)
 
 
 def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
@@ -998,11 +1050,14 @@ def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tm
     run.mkdir()
     np.save(run / "margin-view.npy", np.zeros(1))  # the last checkpoint's
     stage = SimpleNamespace(core=Core(), cfg=Config(engine=EngineSection(data_dir=str(tmp_path))), role="margin",
-                            view_errors=0, VIEWS=WorkerStage.VIEWS)
+                            view_errors=0)
     WorkerStage.publish_view(stage)
     assert not (run / "margin-view.npy").exists() and len(np.load(run / "margin-balances.npy")) == 2
     assert json.loads((run / "margin-views.json").read_text()) == {"cursor": 7} and stage.view_errors == 1
-    assert "view not published (1 times): valuations could exceed int64" in capsys.readouterr().err
+    assert "margin: view not published: valuations could exceed int64 (1 times)" in capsys.readouterr().err
+    WorkerStage.publish_view(stage)
+    WorkerStage.publish_view(stage)
+    assert stage.view_errors == 3 and capsys.readouterr().err.count("not published") == 1  # the 1st, 2nd, 4th ...
 
 
 def recording_engine(**kwargs) -> tuple[Engine, list]:
@@ -1087,10 +1142,10 @@ def test_margin_book_leaves_order_holds_out_of_the_equity():
     assert [(int(x["account"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(1, 250, 425)]
 
 
-def test_a_margin_checkpoint_holds_only_the_rows_in_use_and_continues_exactly(monkeypatch):
-    """The dense arrays and the position columns are pickled cut to the rows and slots in use (sized for 1,024
-    accounts with one in use, the wire benchmark's book pickled ~870 KB once a second, and its fsync held the
-    matcher's durable writes back): checkpointed and restored after every chunk of a leveraged perpetual
+def test_a_margin_checkpoint_holds_only_the_cells_in_use_and_continues_exactly(monkeypatch):
+    """The dense arrays are pickled as their non-zero cells and the position columns cut to the slots in use
+    (sized for 1,024 accounts with one in use, the wire benchmark's book pickled ~870 KB once a second, and its
+    fsync held the matcher's durable writes back; config B's, 523 MB): checkpointed and restored after every chunk of a leveraged perpetual
     stream, with room for only twice the rows and slots in use so that the positions (and then a run of new
     accounts) coming later grow it, the book ends where the one that never stopped ends."""
     import collections
@@ -1110,7 +1165,13 @@ def test_a_margin_checkpoint_holds_only_the_rows_in_use_and_continues_exactly(mo
         book.apply(ev)
         grown.update(slots=len(book.perp.row) > slots_before)
         state, perp = book.__getstate__(), book.perp.__getstate__()
-        assert {len(state[name]) for name in ("account_ids", *margin.ACCOUNT_ARRAYS)} == {len(book.index)}
+        n, k = len(book.index), len(book.asset_of)
+        assert len(state["account_ids"]) == n
+        for name in margin.ACCOUNT_ARRAYS:  # the non-zero cells of the rows and columns in use
+            dense, cells = getattr(book, name), state[name]
+            assert isinstance(cells, margin.SparseCells) and cells.width == dense.shape[1]
+            assert cells.cells.tolist() == [r * cells.width + c for r in range(n) for c in range(k) if dense[r, c]]
+            assert cells.values.tolist() == dense[:n, :k][dense[:n, :k] != 0].tolist()
         assert {len(perp[name]) for name in positions._COLUMNS} == {len(book.perp.slots)}
         data = pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
         if rows_before == 1024:  # the first: a book as made, sized for 1,024 accounts
