@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ def write_json(path: str | None, result: dict) -> None:
     """Write a benchmark's result to ``path`` (its ``--json`` option), if one was given."""
     if path:
         Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 CPU_LATENCY_HELP = ("hold this PM QoS CPU latency (us) for the run, as engine.cpu_latency_us does (0: idle CPUs "

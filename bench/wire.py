@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from bench import CPU_LATENCY_HELP, cpu_latency
+from bench import CPU_LATENCY_HELP, cpu_latency, process_cpu_s
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
@@ -605,8 +605,7 @@ class Engine:
 
     def cpu_s(self, role: str) -> float:
         """CPU seconds (user + system, all threads) the role's process has used so far."""
-        fields = Path(f"/proc/{self.sup.procs[role].pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.sup.procs[role].pid)
 
     def stop(self) -> dict:
         """Stop the engine; returns each role's last heartbeat."""

@@ -231,6 +231,27 @@ def test_settlement_folds_balances_every_few_transactions(stream, tmp_path):
     third.close()
 
 
+def test_settlement_folds_as_soon_as_many_legs_wait(stream, tmp_path, monkeypatch):
+    """A transaction that leaves ``FOLD_LEGS`` legs or more unfolded folds them (a setup's deposits, taken in a
+    few large batches, waited 32 transactions and then took seconds to fold); the balances stay exact."""
+    from engine.workers import settlement
+
+    monkeypatch.setattr(settlement, "FOLD_LEGS", 200)
+    e, events = stream
+    ledger = SettlementLedger(tmp_path / "ledger.sqlite")
+    folds = 0
+    for batch in batches(events, random.Random(5), 400):
+        ledger.apply(batch)
+        waiting = sum(len(a) for a, _, _ in ledger._unfolded)
+        folded = ledger.db.execute("SELECT value FROM meta WHERE key = 'balances_cursor'").fetchone()[0]
+        assert waiting < 200  # folded in the transaction that reached the bound
+        folds += folded == ledger.cursor
+    assert folds > len(events) // 400 // BALANCES_EVERY
+    assert_settlement_matches(e, ledger)
+    ledger.check()
+    ledger.close()
+
+
 def test_settlement_gap_raises(stream, tmp_path):
     _, events = stream
     ledger = SettlementLedger(tmp_path / "ledger.sqlite")
@@ -1142,16 +1163,19 @@ def test_margin_book_leaves_order_holds_out_of_the_equity():
     assert [(int(x["account"]), int(x["price"]), int(x["qty"])) for x in liquidation] == [(1, 250, 425)]
 
 
-def test_a_margin_checkpoint_holds_only_the_cells_in_use_and_continues_exactly(monkeypatch):
-    """The dense arrays are pickled as their non-zero cells and the position columns cut to the slots in use
-    (sized for 1,024 accounts with one in use, the wire benchmark's book pickled ~870 KB once a second, and its
-    fsync held the matcher's durable writes back; config B's, 523 MB): checkpointed and restored after every chunk of a leveraged perpetual
-    stream, with room for only twice the rows and slots in use so that the positions (and then a run of new
-    accounts) coming later grow it, the book ends where the one that never stopped ends."""
+@pytest.mark.parametrize("generator", ["LeveragedPerpStreamGenerator", "IsolatedMarginStreamGenerator"])
+def test_a_margin_checkpoint_holds_only_the_cells_in_use_and_continues_exactly(monkeypatch, generator):
+    """The balances and holds are pickled as their non-zero cells, the position columns cut to the slots in use,
+    and the position sums not at all: the cross slots give them again, exactly (sized for 1,024 accounts with one
+    in use, the wire benchmark's book pickled ~870 KB once a second, and its fsync held the matcher's durable
+    writes back; config B's pickled 523 MB).  Checkpointed and restored after every chunk of a leveraged
+    perpetual stream (with isolated positions, in the second), with room for only twice the rows and slots in use
+    so that the positions (and then a run of new accounts) coming later grow it: each restored book equals the
+    one pickled, and the book ends where the one that never stopped ends."""
     import collections
     import pickle
 
-    from generators import LeveragedPerpStreamGenerator
+    import generators
 
     from engine.workers import margin, positions
 
@@ -1159,15 +1183,16 @@ def test_a_margin_checkpoint_holds_only_the_cells_in_use_and_continues_exactly(m
     monkeypatch.setattr(positions, "MIN_SLOTS", 1)
     e = Engine(**ENGINE_KWARGS)
     whole, book, grown = MarginBook(), MarginBook(), collections.Counter()
-    for _, ev in run_stream(e, LeveragedPerpStreamGenerator(7, limits=dict(ENGINE_KWARGS)), 3_000, chunk=60):
+    stream = getattr(generators, generator)(7, limits=dict(ENGINE_KWARGS))
+    for _, ev in run_stream(e, stream, 3_000, chunk=60):
         whole.apply(ev)
         rows_before, slots_before = len(book.account_ids), len(book.perp.row)
         book.apply(ev)
-        grown.update(slots=len(book.perp.row) > slots_before)
+        grown.update(slots=len(book.perp.row) > slots_before, isolated=bool(book.perp.isolated.any()))
         state, perp = book.__getstate__(), book.perp.__getstate__()
         n, k = len(book.index), len(book.asset_of)
-        assert len(state["account_ids"]) == n
-        for name in margin.ACCOUNT_ARRAYS:  # the non-zero cells of the rows and columns in use
+        assert len(state["account_ids"]) == n and not {name for name, _ in margin.POSITION_SUMS} & set(state)
+        for name in ("total", "held"):  # the non-zero cells of the rows and columns in use
             dense, cells = getattr(book, name), state[name]
             assert isinstance(cells, margin.SparseCells) and cells.width == dense.shape[1]
             assert cells.cells.tolist() == [r * cells.width + c for r in range(n) for c in range(k) if dense[r, c]]
@@ -1176,10 +1201,15 @@ def test_a_margin_checkpoint_holds_only_the_cells_in_use_and_continues_exactly(m
         data = pickle.dumps(book, protocol=pickle.HIGHEST_PROTOCOL)
         if rows_before == 1024:  # the first: a book as made, sized for 1,024 accounts
             assert len(data) < sum(getattr(book, name).nbytes for name in margin.ACCOUNT_ARRAYS) / 20
-        book = pickle.loads(data)
+        restored = pickle.loads(data)
+        for name in margin.ACCOUNT_ARRAYS:
+            assert (getattr(restored, name)[:n] == getattr(book, name)[:n]).all(), name
+        book = restored
         n, k = len(book.index), len(book.perp.slots)
         assert len(book.account_ids) == max(1, 2 * n) and len(book.perp.row) == max(1, 2 * k)
-    assert grown["slots"] and book.index == whole.index
+    assert book.margin_sum.any() and book.upnl_sum.any() and book.maint_sum.any()
+    assert (grown["isolated"] > 0) == (generator == "IsolatedMarginStreamGenerator") and book.index == whole.index
+    assert grown["slots"] or generator == "IsolatedMarginStreamGenerator"  # (its slots are made at setup)
     asset = next(iter(e.assets())).asset_id
     more = np.concatenate([e.deposit(10_000 + i, asset, 5) for i in range(3 * n)])  # past the rows restored
     whole.apply(more)

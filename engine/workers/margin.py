@@ -115,13 +115,15 @@ def value_of(amount: int, w: int, s: int) -> int:
 
 
 ACCOUNT_ARRAYS = ("total", "held", "upnl_sum", "maint_sum", "margin_sum")  # dense: account row x asset column
+# the cross slots' sums of these position columns (``positions.py``): a checkpoint leaves them out, a restore adds them
+POSITION_SUMS = (("upnl_sum", "upnl"), ("maint_sum", "maint"), ("margin_sum", "margin"))
 MIN_ROWS = 16  # the rows a book restored from a checkpoint has room for, at least
 
 
 class SparseCells(NamedTuple):
     """A dense account x asset array in a checkpoint: its width and its non-zero cells (flat index ``row *
     width + column``, and value).  Whole, config B's 100,000 accounts pickled 523 MB (five arrays of 100,000
-    x 128 int64, 6 % of the cells in use) and took ~2 s with the fsync, every ``checkpoint_s``."""
+    x 128 int64, 6 % of the cells in use) and took ~1.2 s with the fsync, every ``checkpoint_s``."""
     width: int
     cells: np.ndarray
     values: np.ndarray
@@ -197,15 +199,17 @@ class MarginBook(EventCore):
         self.s = np.zeros(assets, np.int64)
 
     def __getstate__(self) -> dict:
-        """The checkpoint: the account ids in use and the dense arrays' non-zero cells (``SparseCells``).
-        Sized for 1,024 accounts with a dozen in use, a book pickled ~870 KB once a second, and its fsync held
-        the matcher's durable writes back on the disk; ``__setstate__`` gives the room back."""
+        """The checkpoint: the account ids in use, the balances' and holds' non-zero cells (``SparseCells``), and
+        not the position sums, which the slots give again (``POSITION_SUMS``).  Sized for 1,024 accounts with a
+        dozen in use, a book pickled ~870 KB once a second, and its fsync held the matcher's durable writes back on
+        the disk; ``__setstate__`` gives the room back."""
         state = self.__dict__.copy()
         n, k = len(self.index), len(self.asset_of)
         state["account_ids"] = self.account_ids[:n]
-        for name in ACCOUNT_ARRAYS:
-            if name in state:  # (a book made as an older one was, in the tests of old checkpoints, lacks some)
-                state[name] = SparseCells.of(state[name], n, k)
+        for name in ("total", "held"):
+            state[name] = SparseCells.of(state[name], n, k)
+        for name, _ in POSITION_SUMS:
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -213,8 +217,8 @@ class MarginBook(EventCore):
         before), also one written before orders moved into an ``IntTable`` or before they kept their own taker
         fee (those are venue 0's: their market's)."""
         room = max(MIN_ROWS, 2 * len(state["index"]))
-        for name in ACCOUNT_ARRAYS:
-            if isinstance(state.get(name), SparseCells):
+        for name in ("total", "held"):
+            if isinstance(state[name], SparseCells):
                 state[name] = state[name].dense(room)
         self.__dict__.update(state)
         if len(self.account_ids) <= len(self.index):
@@ -257,13 +261,15 @@ class MarginBook(EventCore):
             self.__dict__.pop("positions", None)
             self.__dict__.pop("position_margin", None)
             self.perp = PositionBook()
-            self.upnl_sum = np.zeros_like(self.total)
-            self.maint_sum = np.zeros_like(self.total)
             self.maintenance_bps = {}
-        if "margin_sum" not in state:  # before margin modes: every position cross, its margin in the sum
-            self.margin_sum = np.zeros_like(self.total)
-            k = len(self.perp)
-            np.add.at(self.margin_sum, (self.perp.row[:k], self.perp.quote[:k]), self.perp.margin[:k])
+        # the sums a checkpoint leaves out (or, before margin modes, lacked: margin_sum, every position cross)
+        book, k = self.perp, len(self.perp)
+        cross = np.flatnonzero(book.isolated[:k] == 0)
+        for name, column in POSITION_SUMS:
+            if name not in state:
+                sums = np.zeros_like(self.total)
+                np.add.at(sums, (book.row[cross], book.quote[cross]), getattr(book, column)[cross])
+                setattr(self, name, sums)
         if isinstance(self.orders, dict):  # {order id: [row, market id, side, price, remaining]}
             where = {m: i for i, m in enumerate(self.listings.markets)}
             keys = np.array(list(self.orders), np.int64)
