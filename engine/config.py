@@ -405,6 +405,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return self.data_path / "settlement.sqlite"
 
     @property
+    def history_path(self) -> Path:
+        """The closed orders a gateway leaves to the next (``gateway.history_s``)."""
+        return self.data_path / "gateway" / "closed_orders.npz"
+
+    @property
     def input_address(self) -> str:
         return self.engine.input or f"ipc:///tmp/{self.engine.name}-input"
 

@@ -124,8 +124,6 @@ class Supervisor:
         its events: the workers' and market data's checkpoints, settlement's ledger, margin's views and the
         gateway's closed orders of the last run are deleted (they resumed past the new events' seqs and
         skipped them).  A data directory whose journal holds commands is refused: that state belongs to it."""
-        from gateway.server import HISTORY_FILE
-
         from .journal import list_segments
 
         data = self.cfg.data_path
@@ -136,7 +134,7 @@ class Supervisor:
         ledger = self.cfg.ledger_path
         stale = [ledger.with_name(ledger.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
         stale += [*run.glob("*.ckpt"), *run.glob("*.npy"), *run.glob("*-views.json")]  # checkpoints, views
-        stale += [data / "gateway" / HISTORY_FILE]
+        stale.append(self.cfg.history_path)
         dropped = [path.name for path in stale if path.exists()]
         for path in stale:
             path.unlink(missing_ok=True)

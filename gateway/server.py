@@ -79,7 +79,6 @@ TRADES_MAX = 1000  # fills in a MyTrades reply at most (read from the settlement
 TAKE_MAX = 16384
 JOURNAL_WAIT_S = 10.0  # a restarted gateway's journal replay: the longest wait for a batch not in the file yet
 STOP_GRACE_S = 5.0  # on SIGTERM: time to answer what is in flight
-HISTORY_FILE = "closed_orders.npz"  # in DATA/gateway: the closed orders left to the next gateway (history_s)
 DRAIN_MAX = 4096  # messages taken off the ROUTER per call into C
 ROW_SIZE = m.COMMAND_ROW_DTYPE.itemsize
 
@@ -450,7 +449,7 @@ class GatewayStage:
         self.fifo: dict[int, PendingQueue] = collections.defaultdict(PendingQueue)
         self.buckets: dict[int, TokenBucket] = {}
         self.book = OrderTable()
-        self.history_path = cfg.data_path / "gateway" / HISTORY_FILE
+        self.history_path = cfg.history_path
         self.ledger = LedgerReader(cfg.ledger_path)  # for MyTrades, read in its own thread (``ask_ledger``)
         self.ledger_thread = concurrent.futures.ThreadPoolExecutor(1, "xos-gateway-ledger")
         self.history_taken = 0  # the routed seq when the closed orders were last taken for writing

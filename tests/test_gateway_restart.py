@@ -151,7 +151,7 @@ async def check_closed_orders(engine: GatewayEngine, ids: dict) -> None:
 
 
 def test_orders_closed_before_a_clean_stop_keep_their_status_in_the_next_run(tmp_path):
-    """A clean stop leaves the gateway's closed orders to the next run (``HISTORY_FILE``), which starts from the
+    """A clean stop leaves the gateway's closed orders to the next run (``Config.history_path``), which starts from the
     snapshot of that stop, with no event of those orders to read: ``fetch_order`` still finds a cancelled and a
     filled order after the whole engine restarts, and again after the gateway alone is killed and restarted."""
     e = small_ring_engine(tmp_path, snapshot_interval_s=0)

@@ -12,10 +12,11 @@ import pytest
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
 from reply_reference import ReferenceReplies, full_rows, routed
 
+from engine.config import Config, EngineSection
 from engine.matcher import Engine
 from engine.records import EVENT_DTYPE, Ev, EvFlag
 from gateway.routing import PendingQueue, ReplyRouter
-from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, HISTORY_FILE, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, ROUTED, \
+from gateway.server import CLOSED_KEPT, EVENT_ACCOUNTS_KINDS, OPEN, ORDER_ROW_DTYPE, OWN_FIRST, ROUTED, \
     OrderTable, load_history, save_history
 
 MAKER_DONE = int(EvFlag.MAKER_DONE)
@@ -156,7 +157,7 @@ def test_a_predecessors_closed_orders_join_a_table_seeded_from_a_snapshot_once_e
     closed = before.closed()
     assert (closed["status"] != OPEN).all() and (closed["account"] == 5).sum() == CLOSED_KEPT
     assert closed["order_id"].tolist() == list(range(2, n))  # account 5's oldest went, and the open one
-    path = tmp_path / "gateway" / HISTORY_FILE
+    path = Config(engine=EngineSection(data_dir=str(tmp_path))).history_path
     save_history(path, closed)
     history = load_history(path)
     assert history.tobytes() == closed.tobytes()
@@ -173,7 +174,7 @@ def test_a_predecessors_closed_orders_join_a_table_seeded_from_a_snapshot_once_e
 
 @pytest.mark.parametrize("content", [b"not a zip", b""])
 def test_an_unreadable_history_is_reported_and_skipped(tmp_path, capsys, content):
-    path = tmp_path / HISTORY_FILE
+    path = tmp_path / "closed_orders.npz"
     path.write_bytes(content)
     assert load_history(path) is None
     assert "the closed orders of the last run are not read" in capsys.readouterr().err
