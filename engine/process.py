@@ -681,10 +681,13 @@ class WorkerStage:
         self.batches += 1
         self.pending += taken
         if self.checkpoint_due(idle=False):
-            # a checkpoint for the ring's room (a quarter ring) publishes the views only every checkpoint_s: at
-            # config B's size they cost the margin worker 95 ms, a third of its checkpoint
-            self.make_durable(views=time.monotonic() - self.last_views >= self.cfg.workers.checkpoint_s)
+            self.make_durable(views=self.views_due())
         return taken
+
+    def views_due(self) -> bool:
+        """A checkpoint for the ring's room (a quarter ring) publishes the views only every ``checkpoint_s``: at
+        config B's size they cost the margin worker 95 ms, a third of its checkpoint."""
+        return time.monotonic() - self.last_views >= self.cfg.workers.checkpoint_s
 
     def checkpoint_due(self, idle: bool) -> bool:
         """Whether to make the state durable now: a durable core after each batch; else every quarter ring (the

@@ -1050,6 +1050,33 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
     assert after(0.0, False)
 
 
+def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
+    """Every checkpoint saves the core and releases the ring; the views go with it only once they are
+    ``checkpoint_s`` old (a quarter ring of events can come much sooner), and the count and time of checkpoints
+    are kept for the heartbeat."""
+    import time
+    from types import SimpleNamespace
+
+    from engine.config import WorkersSection
+    from engine.process import WorkerStage
+
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    saved, published, released = [], [], []
+    stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5,
+                            checkpoint=SimpleNamespace(save=saved.append), publish_view=lambda: published.append(now),
+                            core=SimpleNamespace(cursor=40), taken_seq=40, pending=7, checkpoints=0,
+                            checkpoint_total_s=0.0,
+                            consumer=SimpleNamespace(cursor=10, release_to=released.append))
+    assert not WorkerStage.views_due(stage)
+    WorkerStage.make_durable(stage, views=WorkerStage.views_due(stage))
+    assert (len(saved), published, released, stage.pending, stage.checkpoints) == (1, [], [40], 0, 1)
+    now += 0.5
+    assert WorkerStage.views_due(stage)
+    WorkerStage.make_durable(stage, views=True)
+    assert len(saved) == 2 and published == [now] and stage.last_views == now and stage.checkpoints == 2
+
+
 def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
     """A margin view whose values overflow is not published and its last file goes: the others and the cursor
     file still are, so a reader never takes an old view for one as new as the cursor."""
