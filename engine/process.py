@@ -614,6 +614,8 @@ class WorkerStage:
         self.heartbeat = Heartbeat(cfg, role)
         self.checkpoint_every = max(1, self.consumer.capacity // 4)
         self.last_checkpoint = self.last_views = time.monotonic()
+        self.has_views = any(hasattr(self.core, method) for _, method in VIEWS)
+        self.views_cursor = -1  # the core's cursor when its views were last published (at start: not yet)
         self.checkpoint_cost_s = 0.0  # what the last checkpoint took (views and the pickle's fsync)
         self.checkpoints, self.checkpoint_total_s = 0, 0.0
         self.pending = 0  # events applied since the last checkpoint
@@ -644,7 +646,7 @@ class WorkerStage:
             start = time.monotonic()
             if views:
                 self.publish_view()
-                self.last_views = start
+                self.last_views, self.views_cursor = start, self.core.cursor
             self.checkpoint.save(self.core)
             self.pending = 0
             self.last_checkpoint = time.monotonic()
@@ -692,11 +694,12 @@ class WorkerStage:
     def checkpoint_due(self, idle: bool) -> bool:
         """Whether to make the state durable now: a durable core after each batch; else every quarter ring (the
         ring keeps the events since the last checkpoint), every ``checkpoint_s`` while events flow and when the
-        ring is idle with events applied, each no sooner than checkpoints take ``CHECKPOINT_SHARE`` of the time."""
+        ring is idle with events applied or views older than the core (a quarter ring's checkpoint may have left
+        them), each no sooner than checkpoints take ``CHECKPOINT_SHARE`` of the time."""
         since = time.monotonic() - self.last_checkpoint
         spaced = since >= self.checkpoint_cost_s / CHECKPOINT_SHARE
         if idle:
-            return self.pending > 0 and spaced
+            return (self.pending > 0 or (self.has_views and self.views_cursor < self.core.cursor)) and spaced
         return self.durable or self.pending >= self.checkpoint_every or \
             (spaced and since >= self.cfg.workers.checkpoint_s)
 

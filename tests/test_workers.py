@@ -1030,7 +1030,7 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
     monkeypatch.setattr(time, "monotonic", lambda: now)
     cfg = Config(workers=WorkersSection(checkpoint_s=1.0))
     stage = SimpleNamespace(cfg=cfg, durable=False, pending=10, checkpoint_every=100, last_checkpoint=now,
-                            checkpoint_cost_s=0.005)
+                            checkpoint_cost_s=0.005, has_views=False, views_cursor=-1, core=SimpleNamespace(cursor=9))
 
     def after(seconds: float, idle: bool) -> bool:
         stage.last_checkpoint = now - seconds
@@ -1044,6 +1044,10 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
     assert [after(s, True) for s in (0.5, 1.99, 2.01)] == [False, False, True]
     stage.pending = 0
     assert not after(5.0, True)  # nothing to make durable
+    stage.has_views = True  # and views older than the core: a quarter ring's checkpoint left them
+    assert after(5.0, True) and not after(0.5, True)
+    stage.views_cursor = 9
+    assert not after(5.0, True)
     stage.pending = 100
     assert after(0.1, False)  # a quarter ring
     stage.pending, stage.durable = 1, True
@@ -1053,7 +1057,8 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
 def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
     """Every checkpoint saves the core and releases the ring; the views go with it only once they are
     ``checkpoint_s`` old (a quarter ring of events can come much sooner), and the count and time of checkpoints
-    are kept for the heartbeat."""
+    are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
+    above)."""
     import time
     from types import SimpleNamespace
 
@@ -1063,7 +1068,7 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     now = 1000.0
     monkeypatch.setattr(time, "monotonic", lambda: now)
     saved, published, released = [], [], []
-    stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5,
+    stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5, views_cursor=3,
                             checkpoint=SimpleNamespace(save=saved.append), publish_view=lambda: published.append(now),
                             core=SimpleNamespace(cursor=40), taken_seq=40, pending=7, checkpoints=0,
                             checkpoint_total_s=0.0,
@@ -1071,10 +1076,12 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     assert not WorkerStage.views_due(stage)
     WorkerStage.make_durable(stage, views=WorkerStage.views_due(stage))
     assert (len(saved), published, released, stage.pending, stage.checkpoints) == (1, [], [40], 0, 1)
+    assert stage.views_cursor == 3  # the views are behind the core: an idle ring publishes them (above)
     now += 0.5
     assert WorkerStage.views_due(stage)
     WorkerStage.make_durable(stage, views=True)
     assert len(saved) == 2 and published == [now] and stage.last_views == now and stage.checkpoints == 2
+    assert stage.views_cursor == 40
 
 
 def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
