@@ -195,8 +195,8 @@ def main(argv=None) -> dict:
                 f"{role} {s:.2f}" for role, s in r["cpu_s"].items())))
             for w, b in r["workers"].items():
                 if b.get("checkpoints"):
-                    _log(f"    {w}: {b['checkpoints']} checkpoints in the timed part, {b['checkpoint_ms_total'] / 1e3:.2f} s "
-                         f"in all (the last {b['checkpoint_ms']:.1f} ms)")
+                    _log(f"    {w}: {b['checkpoints']} checkpoints in the timed part, "
+                         f"{b['checkpoint_ms_total'] / 1e3:.2f} s in all (the last {b['checkpoint_ms']:.1f} ms)")
             runs.append(r)
         results["journal_on" if journal else "journal_off"] = summarise(runs)
     head = results["journal_on" if args.journal else "journal_off"]

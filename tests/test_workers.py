@@ -416,6 +416,38 @@ def test_margin_matches_engine_and_equity_formula(stream):
         assert 0 <= exact - equity <= len(rates) + exact / (1 << 29)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_adl_ranks_are_the_exact_order_where_float_ratios_tie(seed):
+    """``adl_ranks`` against the definition (per market and side: unrealised PnL per unit of margin, descending,
+    exactly; ties by account) on positions whose ratios tie often: many at their entry price (0), equal
+    fractions written differently (2/4, 3/6), and values near 2**60 whose float ratios are equal though the
+    fractions are not."""
+    from collections import defaultdict
+
+    from engine.workers.margin import adl_ranks
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    market = rng.integers(1, 4, n)
+    size = rng.choice([-3, -1, 2, 5], n)
+    margin = rng.choice([0, 1, 2, 4, 6, 3], n)
+    big = (1 << 60) + rng.integers(0, 4, n)
+    upnl = np.where(rng.random(n) < 0.4, 0, rng.choice([-3, 1, 2, 3, 6], n) * np.where(rng.random(n) < 0.3, big, 1))
+    account = rng.permutation(n) + 1
+    ranks = adl_ranks(market, size, upnl, margin, account)
+    groups = defaultdict(list)
+    for i in range(n):
+        groups[int(market[i]), int(np.sign(size[i]))].append(
+            (-Fraction(int(upnl[i]), max(int(margin[i]), 1)), int(account[i]), i))
+    expected = np.zeros(n, np.int64)
+    for members in groups.values():
+        for rank, (_, _, i) in enumerate(sorted(members), 1):
+            expected[i] = rank
+    assert ranks.tolist() == expected.tolist()
+    ratio = upnl / np.maximum(margin, 1)
+    assert len(np.unique(ratio)) < len({Fraction(int(u), max(int(m), 1)) for u, m in zip(upnl, margin)})
+
+
 def test_revalue_dense_exact():
     rng = np.random.default_rng(5)
     x = rng.integers(-(1 << 62) + 1, 1 << 62, size=(40, 12), dtype=np.int64)

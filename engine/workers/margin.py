@@ -680,7 +680,7 @@ class MarginBook(EventCore):
         out["liquidation_price"] = liquidation_prices(out["size"], book.lot[slots], out["mark"], lev[markets],
                                                       mm[markets], equity, requirement, out["maintenance"])
         out["adl_rank"] = adl_ranks(out["market"], out["size"], out["upnl"], out["margin"], out["account"])
-        return np.sort(out, order=("account", "market"))
+        return out[np.lexsort((out["market"], out["account"]))]  # (a sort by fields took 0.4 s at 400,000)
 
     def _liquidate_commands(self, now: int) -> np.ndarray:
         """Liquidate commands for what is under maintenance: each isolated position found under (``aux`` its
@@ -1152,22 +1152,28 @@ def adl_ranks(market, size, upnl, margin, account) -> np.ndarray:
     """Per open position, its place (1 = first) in the matcher's auto-deleveraging order among the
     positions on its side of its market: unrealised PnL per unit of margin (profit x leverage),
     descending, margin taken as at least 1, ties by account (ARCHITECTURE, "Liquidation, insurance
-    and ADL").  Sorted by the ratio in float64 first; positions whose float ratios are equal are put in
-    the exact order (Python fractions), so the ranks are the matcher's."""
+    and ADL").  Sorted by the ratio in float64 first; where float ratios are equal and the fractions are
+    not (their reduced forms differ), that run is put in the exact order (Python fractions), so the ranks
+    are the matcher's.  Each run used to be sorted exactly: 400,000 positions of which most were at their
+    entry price (ratio 0) took 3.3 s."""
     from fractions import Fraction
 
     side = np.sign(size)
-    ratio = upnl / np.maximum(margin, 1)
+    margin = np.maximum(margin, 1)
+    ratio = upnl / margin
     order = np.lexsort((account, -ratio, side, market))
     key = np.column_stack([market[order], side[order], ratio[order]])
-    same = np.flatnonzero((key[1:] == key[:-1]).all(axis=1))  # equal float ratios next to each other
+    same = np.flatnonzero((key[1:] == key[:-1]).all(axis=1))  # order[i] and order[i + 1]: equal float ratios
     if len(same):
-        runs = np.split(same, np.flatnonzero(np.diff(same) != 1) + 1)
-        for run in runs:
-            at = np.arange(run[0], run[-1] + 2)
+        g = np.gcd(upnl, margin)  # >= 1: margin is
+        num, den = upnl // g, margin // g
+        a, b = order[same], order[same + 1]
+        run = np.cumsum(np.r_[True, np.diff(same) != 1])  # the run of equal float ratios each pair is in
+        for r in np.unique(run[(num[a] != num[b]) | (den[a] != den[b])]).tolist():
+            pairs = same[run == r]
+            at = np.arange(pairs[0], pairs[-1] + 2)
             idx = order[at]
-            exact = sorted(idx.tolist(), key=lambda i: (-Fraction(int(upnl[i]), max(int(margin[i]), 1)), int(account[i])))
-            order[at] = exact
+            order[at] = sorted(idx.tolist(), key=lambda i: (-Fraction(int(upnl[i]), int(margin[i])), int(account[i])))
     rank = np.empty(len(order), np.int64)
     group_start = np.r_[0, np.flatnonzero((market[order][1:] != market[order][:-1]) |
                                           (side[order][1:] != side[order][:-1])) + 1]

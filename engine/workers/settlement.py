@@ -35,9 +35,9 @@ Amounts are exact int64 (SQLite INTEGER).  The ``balances`` table holds every ac
 of event ``balances_cursor`` (in ``meta``); the legs after it are summed in memory (and summed again
 from the tables on open) and folded into the table, with ``balances_cursor``, in every
 ``BALANCES_EVERY``-th transaction (or once ``FOLD_LEGS`` legs wait) and at close: one upsert per account and
-asset per fold rather than per batch.  Queries add the two; ``check()`` recomputes both from the legs.  A batch is worked
-out with numpy (no per-event Python loop) and written with one ``executemany`` per table.  Schema 1 files (fills posted as five ``postings`` rows) are migrated on
-open.
+asset per fold rather than per batch.  Queries add the two; ``check()`` recomputes both from the legs.  A batch is
+worked out with numpy (no per-event Python loop) and written with one ``executemany`` per table.  Schema 1 files
+(fills posted as five ``postings`` rows) are migrated on open.
 """
 from __future__ import annotations
 
