@@ -872,9 +872,9 @@ class GatewayStage:
                     for _, a, t, h in balances[at[0]:at[1]].tolist()]
         figures = dict(equity=0, margin_used=0, available=0, maintenance=0)
         if view is not None:
-            hit = np.flatnonzero(view["account"] == account)
-            if len(hit):
-                figures = {name: int(view[name][hit[0]]) for name in figures if name in view.dtype.names}
+            at = np.searchsorted(view["account"], account)
+            if at < len(view) and view["account"][at] == account:
+                figures = {name: int(view[name][at]) for name in figures if name in view.dtype.names}
         return m.BalancesResult(rid=rid, balances=rows, as_of_seq=cursor, **figures)
 
     def positions(self, account: int, rid: int) -> m.PositionsResult:
@@ -885,7 +885,8 @@ class GatewayStage:
         cursor, _, positions, _ = state
         # a view published before a field existed (an older margin worker's) leaves its default
         fields = [f for f in m.PositionInfo.__struct_fields__ if f in positions.dtype.names]
-        mine = positions[positions["account"] == account]
+        at = np.searchsorted(positions["account"], [account, account + 1])  # by account (a scan: 3.5 ms at 400 k)
+        mine = positions[at[0]:at[1]]
         return m.PositionsResult(rid=rid, as_of_seq=cursor,
                                  positions=[m.PositionInfo(*row) for row in mine[fields].tolist()])
 

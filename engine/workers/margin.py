@@ -1105,8 +1105,8 @@ class MarginBook(EventCore):
         return revalue_dense(x[:n], w, s, chunk)
 
     def snapshot(self) -> np.ndarray:
-        """Per account: ``account``, ``equity`` (balances plus perpetual unrealised PnL plus outcome
-        shares at the last trade price, valued),
+        """Per account, by account id (a reader finds one by a binary search): ``account``, ``equity`` (balances
+        plus perpetual unrealised PnL plus outcome shares at the last trade price, valued),
         ``margin_used`` (held amounts valued: order holds and position margins), ``available``
         (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
         n = self.n_accounts
@@ -1120,7 +1120,8 @@ class MarginBook(EventCore):
         out["margin_used"] = used
         out["available"] = equity - used
         out["maintenance"] = self.revalue(self.maint_sum[:n] + iso_maint)
-        return out
+        ids = out["account"]
+        return out if np.all(ids[1:] > ids[:-1]) else out[np.argsort(ids)]  # rows come in id order, usually
 
 
 def liquidation_prices(size, lot, mark, leverage, maintenance_bps, equity, maintenance, own_maintenance):
