@@ -632,10 +632,11 @@ class WorkerStage:
     def counters(self) -> dict:
         lat = self.latency
         p = histogram_percentiles(lat, (50, 99, 99.9))
+        checkpoints = {} if self.checkpoint is None else {  # (a durable core commits with each batch instead)
+            "checkpoints": self.checkpoints, "checkpoint_ms": round(self.checkpoint_cost_s * 1e3, 3),
+            "checkpoint_ms_total": round(self.checkpoint_total_s * 1e3, 3)}
         return {"applied": self.applied, "batches": self.batches, **self.consumer.stats,
-                "sent": self.sent, "view_errors": self.view_errors,
-                "checkpoints": self.checkpoints, "checkpoint_ms": round(self.checkpoint_cost_s * 1e3, 3),
-                "checkpoint_ms_total": round(self.checkpoint_total_s * 1e3, 3), "cursor": self.core.cursor,
+                "sent": self.sent, "view_errors": self.view_errors, **checkpoints, "cursor": self.core.cursor,
                 "ring_cursor": self.consumer.cursor, "lag": self.consumer.available(),
                 "latency_p50_ns": p.get(50, 0), "latency_p99_ns": p.get(99, 0), "latency_p999_ns": p.get(99.9, 0),
                 "latency_count": lat.get_total_count()}
