@@ -561,13 +561,17 @@ def beat_or_leave(stage, role: str) -> bool:
 VIEWS = (("view", "snapshot"), ("positions", "positions_view"), ("balances", "balances_view"))
 
 
+def has_views(core) -> bool:
+    return any(hasattr(core, method) for _, method in VIEWS)
+
+
 def publish_views(core, run: Path, role: str) -> list[str]:
     """A core with per-account views (margin: equity and margin use, its positions with their liquidation prices,
     its balances) publishes them for the gateway and the CLI as ``RUN/ROLE-NAME.npy``, each replaced atomically,
     then ``ROLE-views.json`` with its cursor: the views a reader finds after reading that are at least as new.
     A view that cannot be made (its values overflow) must not stop the worker: its file is removed, not left older
     than the cursor says, and the reason returned."""
-    if not any(hasattr(core, method) for _, method in VIEWS):
+    if not has_views(core):
         return []
     errors = []
     for name, method in VIEWS:
@@ -614,7 +618,7 @@ class WorkerStage:
         self.heartbeat = Heartbeat(cfg, role)
         self.checkpoint_every = max(1, self.consumer.capacity // 4)
         self.last_checkpoint = self.last_views = time.monotonic()
-        self.has_views = any(hasattr(self.core, method) for _, method in VIEWS)
+        self.has_views = has_views(self.core)
         self.views_cursor = -1  # the core's cursor when its views were last published (at start: not yet)
         self.checkpoint_cost_s = 0.0  # what the last checkpoint took (views and the pickle's fsync)
         self.checkpoints, self.checkpoint_total_s = 0, 0.0
