@@ -20,7 +20,7 @@ import zmq.asyncio
 
 from engine.config import load
 from engine.journal import JournalReader
-from engine.process import read_heartbeats
+from engine.process import WORKERS, read_heartbeats
 from engine.supervisor import Supervisor
 from gateway import messages as m
 from gateway.client import Client, RequestTimeout
@@ -161,9 +161,12 @@ print(" ".join(map(str, taken["id"][:n].tolist())))
 
 async def kill_stopped_matcher(engine: GatewayEngine, take: int = 0) -> list[int]:
     """Kill the matcher, stopped (SIGSTOP) while the gateway's commands wait in its command ring, and wait until
-    the supervisor has started the next and the gateway routes from its ring.  ``take``: how many of the waiting
-    commands are taken first, the oldest (``TAKE_WAITING``), so that none of them runs; returns their ids."""
+    the supervisor has started the next, the gateway routes from its ring and each worker, gone with the old ring,
+    reads the new one: a replay longer than the ring waits for all of them (their slots are reserved), and no one
+    restarts a worker after this returns.  ``take``: how many of the waiting commands are taken first, the oldest
+    (``TAKE_WAITING``), so that none of them runs; returns their ids."""
     old = engine.sup.procs["matcher"]
+    old_workers = {role: engine.sup.procs[role] for role in WORKERS}
     os.kill(old.pid, signal.SIGKILL)
     old.wait()
     taken = []
@@ -173,9 +176,16 @@ async def kill_stopped_matcher(engine: GatewayEngine, take: int = 0) -> list[int
                              timeout=60, check=True).stdout
         taken = list(map(int, out.split()))
     deadline = time.monotonic() + 20
-    while engine.sup.procs["matcher"] is old or read_heartbeats(engine.cfg).get("gateway", {}).get(
-            "ring_attached") is not True or read_heartbeats(engine.cfg)["matcher"]["pid"] == old.pid:
-        engine.sup.check()  # restarts the matcher (and the workers that leave its dead ring)
+
+    def back() -> bool:
+        beats = read_heartbeats(engine.cfg)
+        return (engine.sup.procs["matcher"] is not old and beats["matcher"]["pid"] != old.pid
+                and beats.get("gateway", {}).get("ring_attached") is True
+                and all(engine.sup.procs[role] is not proc and beats.get(role, {}).get("pid") == engine.sup.procs[
+                    role].pid and beats[role]["state"] == "running" for role, proc in old_workers.items()))
+
+    while not back():
+        engine.sup.check()  # restarts the matcher and the workers that leave its dead ring
         assert time.monotonic() < deadline, "engine did not come back"
         await asyncio.sleep(0.1)
     return taken
