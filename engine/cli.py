@@ -106,7 +106,8 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
     if not beats:
         typer.echo("no processes have reported (is `xos run` running?)")
     for role, beat in beats.items():
-        extra = {k: v for k, v in beat.items() if k not in ("role", "pid", "time", "started", "state")}
+        extra = {k: v for k, v in beat.items()  # (a histogram's counts only in --json)
+                 if k not in ("role", "pid", "time", "started", "state") and not isinstance(v, (dict, list))}
         typer.echo(f"  {role:<11} pid {beat['pid']:<7} {beat.get('state', '?'):<8} "
                    f"beat {now - beat['time']:5.1f} s ago  " + "  ".join(f"{k}={v}" for k, v in extra.items()))
     if "error" in ring:

@@ -710,16 +710,36 @@ def test_make_core(tmp_path):
 def test_histogram_percentiles_equal_hdrh():
     from hdrh.histogram import HdrHistogram
 
-    from engine.process import histogram_percentiles
+    from engine.process import histogram_percentiles, latency_histogram
 
     for seed in range(10):
         r = random.Random(seed)
-        hist = HdrHistogram(1, 60_000_000_000, 3)
+        hist = latency_histogram()
         for _ in range(r.randint(1, 3000)):
             hist.record_value(r.choice([r.randint(1, 10**4), r.randint(1000, 10**10)]))
         ps = (50, 99, 99.9, 100)
         assert histogram_percentiles(hist, ps) == hist.get_percentile_to_value_dict(list(ps))
     assert histogram_percentiles(HdrHistogram(1, 1000, 3), (50,)) == {}
+
+
+def test_percentiles_between_two_beats_are_the_windows_alone():
+    """A heartbeat's ``latency_counts`` minus an earlier one's: the percentiles of a histogram that recorded
+    only what came between (a benchmark's timed part without its setup's slow start)."""
+    from engine.process import histogram_counts, histogram_percentiles, latency_histogram, percentiles_between
+
+    ps = (50, 99, 99.9, 100)
+    for seed in range(10):
+        r = random.Random(seed)
+        cumulative, window = latency_histogram(), latency_histogram()
+        for _ in range(r.randint(0, 2000)):  # the setup: slow
+            cumulative.record_value(r.randint(10**8, 10**10))
+        before = histogram_counts(cumulative)
+        for _ in range(r.randint(1, 2000)):
+            value = r.choice([r.randint(1, 10**4), r.randint(1000, 10**7)])
+            cumulative.record_value(value)
+            window.record_value(value)
+        assert percentiles_between(before, histogram_counts(cumulative), ps) == histogram_percentiles(window, ps)
+    assert percentiles_between(before, before, ps) == {}
 
 
 def taken(events: np.ndarray, rng: random.Random, keep: np.ndarray, max_size: int = 2500):
