@@ -26,7 +26,6 @@ import pickle
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +76,6 @@ def stop_if_orphaned(role: str) -> None:
         Stop.requested = True
 
 
-def beside(path: Path) -> Path:
-    """The temporary file ``path`` is written as before it replaces it: its own (``risk.json.tmp``,
-    ``risk.ckpt.tmp``), for a worker's heartbeat and its checkpoint's child write into one directory at once."""
-    return path.with_name(path.name + ".tmp")
-
-
 class Heartbeat:
     """A JSON status file per process (``DATA/run/ROLE.json``), rewritten atomically every beat.
 
@@ -105,7 +98,7 @@ class Heartbeat:
         self.last = time.monotonic()
         stop_if_orphaned(self.role)
         doc = {"role": self.role, "pid": os.getpid(), "time": time.time(), "started": self.started, **counters}
-        tmp = beside(self.path)
+        tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.path)
 
@@ -533,76 +526,12 @@ class Checkpoint:
         return pickle.loads(data)
 
     def save(self, core) -> None:
-        tmp = beside(self.path)
+        tmp = self.path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(core, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-
-
-class ForkedWrite:
-    """``work()`` run in a forked child, so that the parent goes on while the child writes: the child has the
-    parent's memory as it was at the fork (copy-on-write), so a worker's checkpoint costs the worker the fork
-    (page tables: milliseconds), not the pickle, the views and the fsync (config B's margin book: ~0.35 s, which
-    every quarter ring of events stopped the worker).  The child only writes files and exits (``os._exit``: the
-    parent's sockets and threads are not its own); it ignores SIGINT/SIGTERM (the parent waits for it) and dies
-    with the parent (``PR_SET_PDEATHSIG``), so a checkpoint never lands after a newer process has released the ring
-    past it.  ``work`` returns a list of notes (a view not made); its exception is the child's failure."""
-
-    RESULT_BYTES = 16384  # within a pipe's buffer: the child never waits on the parent to read
-
-    def __init__(self, work):
-        parent = os.getpid()
-        read_fd, write_fd = os.pipe()
-        self.started = time.monotonic()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns of a fork with threads running: the worker's are libzmq's I/O threads, whose
-            # locks the child never takes (it touches no socket); glibc's fork hands it malloc's locks unheld.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child
-            os.close(read_fd)
-            code, result = 1, {"failed": "not run"}
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                die_with_parent(parent)
-                result, code = {"notes": list(work())}, 0
-            except BaseException as exc:  # reported by the parent, which writes synchronously instead
-                result = {"failed": f"{type(exc).__name__}: {exc}"}
-            finally:
-                os.write(write_fd, json.dumps(result).encode()[: self.RESULT_BYTES])
-                os._exit(code)
-        os.close(write_fd)
-        self.pid, self.read_fd = pid, read_fd
-        self.fork_s = time.monotonic() - self.started
-
-    def poll(self, block: bool = False) -> dict | None:
-        """None while the child runs; then ``{"notes": [...]}``, or ``{"failed": reason}``."""
-        pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-        if pid == 0:
-            return None
-        with os.fdopen(self.read_fd, "rb") as f:
-            data = f.read()
-        try:
-            result = json.loads(data)
-        except ValueError:
-            result = {}
-        if os.waitstatus_to_exitcode(status) != 0 or "notes" not in result:
-            return {"failed": result.get("failed") or f"exit status {os.waitstatus_to_exitcode(status)}"}
-        return result
-
-
-def die_with_parent(parent: int) -> None:
-    """The kernel kills this process when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the parent died before the prctl
-        os._exit(1)
 
 
 def attach_live(cfg: Config, role: str):
@@ -687,8 +616,8 @@ def publish_views(core, run: Path, role: str) -> list[str]:
         np.save(tmp, view)
         os.replace(tmp, path)
     views = run / f"{role}-views.json"
-    beside(views).write_text(json.dumps({"cursor": core.cursor}))
-    os.replace(beside(views), views)
+    views.with_suffix(".tmp").write_text(json.dumps({"cursor": core.cursor}))
+    os.replace(views.with_suffix(".tmp"), views)
     return errors
 
 
@@ -719,8 +648,6 @@ class WorkerStage:
         self.has_views = has_views(self.core)
         self.views_cursor = -1  # the core's cursor when its views were last published (at start: not yet)
         self.checkpoint_cost_s = 0.0  # what the last checkpoint took (views and the pickle's fsync)
-        self.checkpoint_fork_s = 0.0  # what the last one's fork stopped the worker for
-        self.writing: ForkedWrite | None = None  # the checkpoint a child is writing
         self.checkpoints, self.checkpoint_total_s = 0, 0.0
         self.pending = 0  # events applied since the last checkpoint
         self.taken_seq = self.consumer.cursor
@@ -735,7 +662,6 @@ class WorkerStage:
         p = histogram_percentiles(lat, (50, 99, 99.9))
         checkpoints = {} if self.checkpoint is None else {  # (a durable core commits with each batch instead)
             "checkpoints": self.checkpoints, "checkpoint_ms": round(self.checkpoint_cost_s * 1e3, 3),
-            "checkpoint_fork_ms": round(self.checkpoint_fork_s * 1e3, 3),
             "checkpoint_ms_total": round(self.checkpoint_total_s * 1e3, 3)}
         return {"applied": self.applied, "batches": self.batches, **self.consumer.stats,
                 "sent": self.sent, "view_errors": self.view_errors, **checkpoints, "cursor": self.core.cursor,
@@ -743,84 +669,33 @@ class WorkerStage:
                 "latency_p50_ns": p.get(50, 0), "latency_p99_ns": p.get(99, 0), "latency_p999_ns": p.get(99.9, 0),
                 "latency_count": lat.get_total_count(), "latency_counts": histogram_counts(lat)}
 
-    def releasable(self) -> int:
-        """How far the ring may be released once the core as it is now is durable.  The core may be ahead of
-        what this ring has delivered (a fresh ring replaying from 1); a durable core may hold a cursor not yet
-        committed (``durable_cursor``), kept in the ring."""
-        return min(getattr(self.core, "durable_cursor", self.core.cursor), self.taken_seq)
-
-    def release(self, done: int) -> None:
-        if done > self.consumer.cursor:
-            self.consumer.release_to(done)
-
-    def write_durable(self, views: bool) -> list[str]:
-        """The core's views (when asked) and its checkpoint; returns why a view was not made."""
-        notes = publish_views(self.core, self.cfg.data_path / "run", self.role) if views else []
-        self.checkpoint.save(self.core)
-        return notes
-
     def make_durable(self, views: bool = True) -> None:
-        """Checkpoint the core here and now (with its views, when asked), after the one a child may be writing,
-        and release the ring up to what is durable: at a stop, when the matcher is gone, when a child failed."""
-        self.finish_checkpoint(block=True)
+        """Checkpoint the core (with its views, when asked) and release the ring up to what is durable."""
         if self.checkpoint is not None:
             start = time.monotonic()
             if views:
+                self.publish_view()
                 self.last_views, self.views_cursor = start, self.core.cursor
-            self.count_view_errors(self.write_durable(views))
+            self.checkpoint.save(self.core)
             self.pending = 0
-            self.checkpoint_done(start)
-        self.release(self.releasable())
+            self.last_checkpoint = time.monotonic()
+            self.checkpoint_cost_s = self.last_checkpoint - start
+            self.checkpoints += 1
+            self.checkpoint_total_s += self.checkpoint_cost_s
+        # The core may be ahead of what this ring has delivered (a fresh ring replaying from 1); a
+        # durable core may hold a cursor not yet committed (``durable_cursor``), kept in the ring.
+        done = min(getattr(self.core, "durable_cursor", self.core.cursor), self.taken_seq)
+        if done > self.consumer.cursor:
+            self.consumer.release_to(done)
 
-    def start_checkpoint(self, views: bool) -> None:
-        """A checkpoint while the worker goes on: written by a forked child (``ForkedWrite``), the ring released
-        when it is done (``finish_checkpoint``); one at a time.  A durable core has nothing to write."""
-        if self.checkpoint is None:
-            self.release(self.releasable())
-            return
-        if self.writing is not None:
-            return
-        release = self.releasable()
-        self.writing = ForkedWrite(lambda: self.write_durable(views))
-        self.writing.release, self.writing.views = release, views
-        self.checkpoint_fork_s = self.writing.fork_s
-        self.pending = 0
-        if views:
-            self.last_views, self.views_cursor = self.writing.started, self.core.cursor
-
-    def finish_checkpoint(self, block: bool = False) -> None:
-        """The child's checkpoint, once written: the ring released to where the core was at the fork.  One that
-        failed is reported and written here instead (where a lasting fault raises and the worker exits)."""
-        if self.writing is None:
-            return
-        result = self.writing.poll(block)
-        if result is None:
-            return
-        writing, self.writing = self.writing, None
-        if "failed" in result:
-            print(f"xos {self.role}: the checkpoint's child failed ({result['failed']}); writing it here",
-                  file=sys.stderr, flush=True)
-            self.make_durable(views=writing.views)
-            return
-        self.count_view_errors(result["notes"])
-        self.checkpoint_done(writing.started)
-        self.release(writing.release)
-
-    def checkpoint_done(self, started: float) -> None:
-        self.last_checkpoint = time.monotonic()
-        self.checkpoint_cost_s = self.last_checkpoint - started
-        self.checkpoints += 1
-        self.checkpoint_total_s += self.checkpoint_cost_s
-
-    def count_view_errors(self, errors: list[str]) -> None:
-        """A view that cannot be made is counted and reported, not every time."""
-        for error in errors:
+    def publish_view(self) -> None:
+        """The core's views (``publish_views``); one that cannot be made is counted and reported, not every time."""
+        for error in publish_views(self.core, self.cfg.data_path / "run", self.role):
             self.view_errors += 1
             if self.view_errors & (self.view_errors - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: not every checkpoint
                 print(f"xos {self.role}: {error} ({self.view_errors} times)", file=sys.stderr, flush=True)
 
     def step(self, timeout_ns: int) -> int:
-        self.finish_checkpoint()
         if not self.consumer.wait(timeout_ns):
             idle = getattr(self.core, "idle", None)  # a core with timers (margin: funding) runs them on wall time
             if idle is not None and timeout_ns:
@@ -837,7 +712,7 @@ class WorkerStage:
         self.batches += 1
         self.pending += taken
         if self.checkpoint_due(idle=False):
-            self.start_checkpoint(views=self.views_due())
+            self.make_durable(views=self.views_due())
         return taken
 
     def views_due(self) -> bool:
@@ -870,7 +745,7 @@ class WorkerStage:
             if not self.step(POLL_MS * 1_000_000) and self.checkpoint_due(idle=True):
                 if flush is not None:
                     flush()
-                self.start_checkpoint(views=True)
+                self.make_durable()
             if beat_or_leave(self, self.role):
                 return EXIT_PRODUCER_GONE
         while self.step(0):  # drain what is already published

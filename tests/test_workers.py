@@ -106,6 +106,7 @@ def test_settlement_matches_engine(stream, tmp_path):
     ledger.close()
 
 
+
 @pytest.mark.parametrize("seed", range(3))
 def test_an_accounts_fills_by_market_and_since_as_a_filter_of_all_of_them(tmp_path, seed):
     """``account_fills`` (the gateway's MyTrades, through ``LedgerReader``) against a Python filter of every fill:
@@ -1065,6 +1066,107 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
     assert "ADL rank 1 cross" in out.output
 
 
+
+def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(monkeypatch):
+    """A worker checkpoints every ``checkpoint_s`` while events flow and when its ring goes idle, but a
+    checkpoint that took 0.4 s (config B's margin book) waits 2 s: checkpoints take at most a fifth of the
+    worker.  A quarter ring of events not yet durable cannot wait, and a durable core commits every batch."""
+    import time
+    from types import SimpleNamespace
+
+    from engine import process
+    from engine.config import WorkersSection
+    from engine.process import WorkerStage
+
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    cfg = Config(workers=WorkersSection(checkpoint_s=1.0))
+    stage = SimpleNamespace(cfg=cfg, durable=False, pending=10, checkpoint_every=100, last_checkpoint=now,
+                            checkpoint_cost_s=0.005, has_views=False, views_cursor=-1, core=SimpleNamespace(cursor=9))
+
+    def after(seconds: float, idle: bool) -> bool:
+        stage.last_checkpoint = now - seconds
+        return WorkerStage.checkpoint_due(stage, idle)
+
+    assert process.CHECKPOINT_SHARE == 0.2
+    assert [after(s, False) for s in (0.5, 0.99, 1.0)] == [False, False, True]  # a cheap one: every checkpoint_s
+    assert [after(s, True) for s in (0.01, 0.03, 0.5)] == [False, True, True]  # and soon after the ring goes idle
+    stage.checkpoint_cost_s = 0.4
+    assert [after(s, False) for s in (1.0, 1.99, 2.01)] == [False, False, True]
+    assert [after(s, True) for s in (0.5, 1.99, 2.01)] == [False, False, True]
+    stage.pending = 0
+    assert not after(5.0, True)  # nothing to make durable
+    stage.has_views = True  # and views older than the core: a quarter ring's checkpoint left them
+    assert after(5.0, True) and not after(0.5, True)
+    stage.views_cursor = 9
+    assert not after(5.0, True)
+    stage.pending = 100
+    assert after(0.1, False)  # a quarter ring
+    stage.pending, stage.durable = 1, True
+    assert after(0.0, False)
+
+
+def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
+    """Every checkpoint saves the core and releases the ring; the views go with it only once they are
+    ``checkpoint_s`` old (a quarter ring of events can come much sooner), and the count and time of checkpoints
+    are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
+    above)."""
+    import time
+    from types import SimpleNamespace
+
+    from engine.config import WorkersSection
+    from engine.process import WorkerStage
+
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    saved, published, released = [], [], []
+    stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5, views_cursor=3,
+                            checkpoint=SimpleNamespace(save=saved.append), publish_view=lambda: published.append(now),
+                            core=SimpleNamespace(cursor=40), taken_seq=40, pending=7, checkpoints=0,
+                            checkpoint_total_s=0.0,
+                            consumer=SimpleNamespace(cursor=10, release_to=released.append))
+    assert not WorkerStage.views_due(stage)
+    WorkerStage.make_durable(stage, views=WorkerStage.views_due(stage))
+    assert (len(saved), published, released, stage.pending, stage.checkpoints) == (1, [], [40], 0, 1)
+    assert stage.views_cursor == 3  # the views are behind the core: an idle ring publishes them (above)
+    now += 0.5
+    assert WorkerStage.views_due(stage)
+    WorkerStage.make_durable(stage, views=True)
+    assert len(saved) == 2 and published == [now] and stage.last_views == now and stage.checkpoints == 2
+    assert stage.views_cursor == 40
+
+
+def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
+    """A margin view whose values overflow is not published and its last file goes: the others and the cursor
+    file still are, so a reader never takes an old view for one as new as the cursor."""
+    from types import SimpleNamespace
+
+    from engine.process import WorkerStage
+    from engine.workers.margin import BALANCES_VIEW_DTYPE
+
+    class Core:
+        cursor = 7
+
+        def snapshot(self):
+            raise OverflowError("valuations could exceed int64")
+
+        def balances_view(self):
+            return np.zeros(2, BALANCES_VIEW_DTYPE)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    np.save(run / "margin-view.npy", np.zeros(1))  # the last checkpoint's
+    stage = SimpleNamespace(core=Core(), cfg=Config(engine=EngineSection(data_dir=str(tmp_path))), role="margin",
+                            view_errors=0)
+    WorkerStage.publish_view(stage)
+    assert not (run / "margin-view.npy").exists() and len(np.load(run / "margin-balances.npy")) == 2
+    assert json.loads((run / "margin-views.json").read_text()) == {"cursor": 7} and stage.view_errors == 1
+    assert "margin: view not published: valuations could exceed int64 (1 times)" in capsys.readouterr().err
+    WorkerStage.publish_view(stage)
+    WorkerStage.publish_view(stage)
+    assert stage.view_errors == 3 and capsys.readouterr().err.count("not published") == 1  # the 1st, 2nd, 4th ...
+
+
 def recording_engine(**kwargs) -> tuple[Engine, list]:
     """A Cython engine and the list its events are recorded in, one array per command."""
     e = Engine(**kwargs)
@@ -1380,6 +1482,7 @@ def test_workers_follow_outcome_markets(tmp_path, seed):
     for asset in e.assets():
         assert ledger.balance(OUTCOME_ACCOUNT, asset.asset_id) == cash_in.get(asset.asset_id, 0)
     ledger.close()
+
 
 
 def test_margin_book_columns_follow_listed_assets_not_their_ids():
