@@ -102,7 +102,7 @@ class MarginSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class WorkersSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     heartbeat_s: float = 1.0  # each process writes a heartbeat this often
-    # margin and risk checkpoint this often while events flow (and every quarter ring), unless checkpoints would
+    # margin and risk checkpoint this often while events flow (and every half ring), unless checkpoints would
     # take more than a fifth of the worker's time (engine.process.CHECKPOINT_SHARE)
     checkpoint_s: float = 1.0
     # margin, risk and settlement look at the ring every nap_us while events flow rather than being woken

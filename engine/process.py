@@ -643,7 +643,9 @@ class WorkerStage:
         resume_at(self.consumer, self.core.cursor + 1)
         self.feedback = InputClient(cfg.input_address)
         self.heartbeat = Heartbeat(cfg, role)
-        self.checkpoint_every = max(1, self.consumer.capacity // 4)
+        # every half ring at the latest: the other half is the producer's room while the checkpoint is written
+        # (config B's margin book, ~0.25 s: ~225k events at its pace); a quarter ring made twice as many
+        self.checkpoint_every = max(1, self.consumer.capacity // 2)
         self.last_checkpoint = self.last_views = time.monotonic()
         self.has_views = has_views(self.core)
         self.views_cursor = -1  # the core's cursor when its views were last published (at start: not yet)
@@ -716,14 +718,14 @@ class WorkerStage:
         return taken
 
     def views_due(self) -> bool:
-        """A checkpoint for the ring's room (a quarter ring) publishes the views only every ``checkpoint_s``: at
+        """A checkpoint for the ring's room (a half ring) publishes the views only every ``checkpoint_s``: at
         config B's size they cost the margin worker 95 ms, a third of its checkpoint."""
         return time.monotonic() - self.last_views >= self.cfg.workers.checkpoint_s
 
     def checkpoint_due(self, idle: bool) -> bool:
-        """Whether to make the state durable now: a durable core after each batch; else every quarter ring (the
+        """Whether to make the state durable now: a durable core after each batch; else every half ring (the
         ring keeps the events since the last checkpoint), every ``checkpoint_s`` while events flow and when the
-        ring is idle with events applied or views older than the core (a quarter ring's checkpoint may have left
+        ring is idle with events applied or views older than the core (a half ring's checkpoint may have left
         them), each no sooner than checkpoints take ``CHECKPOINT_SHARE`` of the time."""
         since = time.monotonic() - self.last_checkpoint
         spaced = since >= self.checkpoint_cost_s / CHECKPOINT_SHARE

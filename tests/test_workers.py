@@ -1070,7 +1070,7 @@ def test_margin_stage_publishes_account_and_position_views(tmp_path):
 def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(monkeypatch):
     """A worker checkpoints every ``checkpoint_s`` while events flow and when its ring goes idle, but a
     checkpoint that took 0.4 s (config B's margin book) waits 2 s: checkpoints take at most a fifth of the
-    worker.  A quarter ring of events not yet durable cannot wait, and a durable core commits every batch."""
+    worker.  Half a ring of events not yet durable cannot wait, and a durable core commits every batch."""
     import time
     from types import SimpleNamespace
 
@@ -1096,19 +1096,19 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
     assert [after(s, True) for s in (0.5, 1.99, 2.01)] == [False, False, True]
     stage.pending = 0
     assert not after(5.0, True)  # nothing to make durable
-    stage.has_views = True  # and views older than the core: a quarter ring's checkpoint left them
+    stage.has_views = True  # and views older than the core: a half ring's checkpoint left them
     assert after(5.0, True) and not after(0.5, True)
     stage.views_cursor = 9
     assert not after(5.0, True)
     stage.pending = 100
-    assert after(0.1, False)  # a quarter ring
+    assert after(0.1, False)  # a half ring
     stage.pending, stage.durable = 1, True
     assert after(0.0, False)
 
 
 def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
     """Every checkpoint saves the core and releases the ring; the views go with it only once they are
-    ``checkpoint_s`` old (a quarter ring of events can come much sooner), and the count and time of checkpoints
+    ``checkpoint_s`` old (half a ring of events can come much sooner), and the count and time of checkpoints
     are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
     above)."""
     import time
