@@ -48,6 +48,7 @@ from engine.supervisor import Supervisor
 
 SEND_BATCH = 4096
 LATENCY_NAMES = (("p50", 50), ("p99", 99), ("p999", 99.9))
+NO_COUNTS = {"index": [], "count": []}  # histogram_counts of an empty histogram
 
 
 def _log(msg: str) -> None:
@@ -134,7 +135,9 @@ def one_run(wl, journal: bool, ring_capacity: int, timeout_s: float) -> dict:
             sup.stop()
     seconds = (t1 - t0) / 1e9
     workers = {w: beats[w] for w in WORKERS}
-    latency = {w: percentiles_between(before[w]["latency_counts"], b["latency_counts"], [p for _, p in LATENCY_NAMES])
+    # a worker restarted in the timed part counts from its start
+    latency = {w: percentiles_between(before[w]["latency_counts"] if before[w]["pid"] == b["pid"] else NO_COUNTS,
+                                      b["latency_counts"], [p for _, p in LATENCY_NAMES])
                for w, b in workers.items()}
     return {
         "journal": journal,

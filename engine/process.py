@@ -484,7 +484,10 @@ def percentiles_between(before: dict, after: dict, percentiles) -> dict:
     hist = latency_histogram()
     counts = dict(zip(after["index"], after["count"]))
     for i, n in zip(before["index"], before["count"]):
-        counts[i] -= n
+        counts[i] = counts.get(i, 0) - n
+        if counts[i] < 0:
+            raise ValueError(f"the later counts hold fewer at index {i} than the earlier: not one histogram's "
+                             f"(a process restarted between them?)")
     for i, n in counts.items():
         if n:
             hist.record_value(hist.get_value_from_index(i), n)

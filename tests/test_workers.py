@@ -740,6 +740,11 @@ def test_percentiles_between_two_beats_are_the_windows_alone():
             window.record_value(value)
         assert percentiles_between(before, histogram_counts(cumulative), ps) == histogram_percentiles(window, ps)
     assert percentiles_between(before, before, ps) == {}
+    earlier, restarted = latency_histogram(), latency_histogram()  # a process restarted between the beats
+    earlier.record_value(10**9)
+    restarted.record_value(5)
+    with pytest.raises(ValueError, match="not one histogram's"):
+        percentiles_between(histogram_counts(earlier), histogram_counts(restarted), ps)
 
 
 def taken(events: np.ndarray, rng: random.Random, keep: np.ndarray, max_size: int = 2500):
