@@ -15,7 +15,8 @@ from engine.config import Config, EngineSection
 from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
-from engine.workers.margin import MarginBook, MarginConfig, bench_revalue, revalue_dense, value_of, weight_bits
+from engine.workers.margin import (MarginBook, MarginConfig, ValuationOverflow, bench_revalue, revalue_dense, value_of,
+                                  weight_bits)
 from engine.workers.positions import PositionBook
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
@@ -449,26 +450,86 @@ def test_adl_ranks_are_the_exact_order_where_float_ratios_tie(seed):
 
 
 def test_revalue_dense_exact():
+    """Every row whose sum of ``|x| * weight`` stays below 2**62 is exact, whatever its cells (any int64, signs mixed,
+    weights of 2**31 and more); every other row, across all chunks, is named in one ``ValuationOverflow``."""
     rng = np.random.default_rng(5)
-    x = rng.integers(-(1 << 62) + 1, 1 << 62, size=(40, 12), dtype=np.int64)
+    x = rng.integers(-(1 << 63), 1 << 63, size=(40, 12), dtype=np.int64)
     x[:, :3] = rng.integers(0, 1 << 20, size=(40, 3))
+    x[::3, 3] = [-(1 << 63), (1 << 63) - 1] * 7  # the ends of int64, where a weight is tiny
     w = rng.integers(1 << 30, 1 << 31, size=12, dtype=np.int64)
     w[4] = 0
     s = np.array([0, 5, 31, 32, 40, 61, 62, 90, 120, 70, 35, 33], np.int64)
     s[:3] = [-3, -10, 0]  # weights of 2**31 and more
-    got = revalue_dense(x, w, s, chunk=7)
-    for i in range(len(x)):
-        # cells whose true value overflows int64 are not meaningful: compare the in-range columns only
-        cols = [j for j in range(x.shape[1]) if abs(value_of(int(x[i, j]), int(w[j]), int(s[j]))) < 1 << 60]
-        want = sum(value_of(int(x[i, j]), int(w[j]), int(s[j])) for j in cols)
-        assert int(revalue_dense(x[i:i + 1, cols], w[cols], s[cols])[0]) == want
-        assert len(cols) >= 5
-    assert got.shape == (40,)
+    weights = [Fraction(int(w[j]), 1 << int(s[j])) if s[j] >= 0 else Fraction(int(w[j]) << -int(s[j]))
+               for j in range(len(w))]
+
+    def magnitude(row) -> Fraction:
+        return sum(abs(int(v)) * weight for v, weight in zip(row, weights))
+
+    for cols in ([0, 1, 2, 3, 4, 7, 8, 9], list(range(12))):  # rows that all fit; most rows past the bound
+        xs, ws, ss = x[:, cols], w[cols], s[cols]
+        fits = [magnitude(row[cols]) < (1 << 62) * (1 - Fraction(1, 1 << 40)) for row in x]
+        past = [magnitude(row[cols]) >= (1 << 62) * (1 + Fraction(1, 1 << 40)) for row in x]
+        try:
+            got, named = revalue_dense(xs, ws, ss, chunk=7), []
+        except ValuationOverflow as exc:
+            got, named = None, exc.rows.tolist()
+            assert exc.bound >= 1 << 62 and "could exceed int64" in str(exc)
+        assert all(i not in named for i in range(len(x)) if fits[i])
+        assert all(i in named for i in range(len(x)) if past[i])
+        if got is None:
+            assert 0 < len(named) < len(x)
+            continue
+        for i in range(len(x)):
+            assert int(got[i]) == sum(value_of(int(x[i, j]), int(w[j]), int(s[j])) for j in cols)
+        assert got.shape == (40,) and all(fits)
     for weight in (Fraction(1), Fraction(3, 10**12), Fraction(10**15, 7), Fraction(1, 3), Fraction(2**40 + 1)):
         w1, s1 = weight_bits(weight)
         assert 1 << 30 <= w1 < 1 << 31
         approx = Fraction(w1, 1 << s1) if s1 >= 0 else Fraction(w1 << -s1)
         assert approx <= weight < approx * (1 + Fraction(1, 1 << 30))
+
+
+def test_the_account_view_is_bounded_per_account_not_by_the_assets_supply():
+    """Two accounts hold 2**61 and 2**60 BTC.  At 1.5 USD a BTC (price 15, lot 10) the supply is worth 1.1 x 2**62,
+    past int64's safe range as a whole, yet each account's equity fits: the view is published, exact.  At 2.5 USD
+    account 1's does not: the view is refused naming it alone, and the book goes on."""
+    e, recorded = recording_engine(**ENGINE_KWARGS)
+    e.add_asset(1, "USD", 2)
+    e.add_asset(2, "BTC", 8)
+    e.add_market(5, 2, 1, tick_size=1, lot_size=10, min_size=10)
+    e.deposit(1, 2, 1 << 61)
+    e.deposit(2, 2, 1 << 60)
+    for account in (8, 9):
+        e.deposit(account, 1, 1_000)
+        e.deposit(account, 2, 1_000)
+    book = MarginBook(MarginConfig(valuation_asset="USD"))
+    for price, client_id in ((15, 1), (25, 2)):
+        e.place(8, 5, Side.BUY, price, 10, client_id)
+        e.place(9, 5, Side.SELL, price, 10, client_id)
+        feed(book, recorded)
+        assert book.marks == {5: price}
+        if price == 15:
+            view = book.snapshot()
+            assert view["account"].tolist() == [1, 2, 8, 9]
+            assert view["equity"][:2].tolist() == [(1 << 61) * 3 // 2, (1 << 60) * 3 // 2]
+    with pytest.raises(ValuationOverflow, match=r"valuations of account 1 could exceed int64 \(bound 5.76e\+18\)"):
+        book.snapshot()
+    assert len(book.balances_view()) == 6
+
+
+def test_an_account_whose_amounts_add_up_past_int64_is_named():
+    """Balance plus unrealised PnL computed in int64 would wrap: refused, naming the account, not published wrong."""
+    e, recorded = recording_engine(**ENGINE_KWARGS)
+    e.add_asset(1, "USD", 2)
+    e.deposit(7, 1, 5)
+    book = MarginBook()
+    feed(book, recorded)
+    first, second = np.zeros((1, 2), np.int64), np.zeros((1, 2), np.int64)
+    first[0, 1], second[0, 1] = (1 << 62) + 1, 1 << 62
+    with pytest.raises(ValuationOverflow, match="valuations of account 7 could not be added up"):
+        book._row_sum(first, second)
+    assert book._row_sum(first, -second).tolist() == [[0, 1]]
 
 
 def test_bench_revalue(capsys):

@@ -34,8 +34,10 @@ The rule:
 
 Each product is computed exactly in int64 by splitting the balance into 31-bit halves
 (``revalue``), so the only rounding is the weight's (relative error < 2**-30) and one floor per
-asset.  ``revalue`` refuses (``OverflowError``) when the assets' outstanding totals times their
-weights could exceed 2**62, so no account's equity can overflow.
+asset.  ``revalue`` refuses (``ValuationOverflow``, naming the accounts) when a row's amounts, each taken
+at its size times its weight, could add up to 2**62 or more: then, and only then, could the row's sum leave
+int64.  That guard is the one float here: an upper estimate in float64 (its rounding a few parts in 2**52 of
+a margin of 2x), never a value anyone sees.
 """
 from __future__ import annotations
 
@@ -171,7 +173,6 @@ class MarginBook(EventCore):
         # (row, asset column, market) found under maintenance by the revaluations since the caller last took them
         # (market 0: the row's cross equity in the asset; else that isolated position)
         self.under = np.zeros((0, 3), np.int64)
-        self.outstanding: dict[int, int] = {}  # asset column -> sum of all balances (Python int), for the overflow bound
         self.marks: dict[int, int] = {}  # market -> last trade price (the valuation's routes)
         self.perp_marks: dict[int, int] = {}  # perpetual market -> the matcher's mark (Mark events)
         self.liquidations_sent: dict[tuple[int, int], int] = {}  # (account, asset) -> ts of the last Liquidate
@@ -220,6 +221,7 @@ class MarginBook(EventCore):
         for name in ("total", "held"):
             if isinstance(state[name], SparseCells):
                 state[name] = state[name].dense(room)
+        state.pop("outstanding", None)  # before each account's own overflow bound: the assets' totals
         self.__dict__.update(state)
         if len(self.account_ids) <= len(self.index):
             self._resize_rows(room)
@@ -444,13 +446,6 @@ class MarginBook(EventCore):
             amounts = np.concatenate([bal["qty"] if is_balance.any() else rows[:0], qty, -qty,
                                       -(notional + bfee), notional - sfee, cash_moves["maker_fee"]])
             np.add.at(self.total, (r_idx, a_idx), amounts)
-            # outstanding per asset column (int64 wraps, so the sum is exact whenever the result fits)
-            sums = np.zeros(len(self.asset_of), np.int64)
-            np.add.at(sums, a_idx, amounts)
-            out = self.outstanding
-            assets = np.flatnonzero(np.bincount(a_idx))  # the columns moved, net zero or not
-            for a, v in zip(assets.tolist(), sums[assets].tolist()):
-                out[a] = out.get(a, 0) + v
         if len(fills):  # the last trade price per market: the valuation routes' rates (weights)
             fmk = fills["market"]
             newest = len(fmk) - 1 - np.unique(fmk[::-1], return_index=True)[1]
@@ -1086,23 +1081,36 @@ class MarginBook(EventCore):
             self._weights_key = key
         return self.w, self.s
 
-    def _check_bound(self, w: np.ndarray, s: np.ndarray) -> None:
-        bound = 0
-        for col, amount in self.outstanding.items():
-            if col < len(w) and w[col]:
-                bound += value_of(abs(amount), int(w[col]), int(s[col])) + 1
-        if bound >= 1 << 62:
-            raise OverflowError(f"valuations could exceed int64 (bound {bound})")
-
     def revalue(self, amounts: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
         """Equity of every account (int64, by row), one vectorised pass over ``amounts`` (default
-        ``total``) in row chunks: ``sum_a floor(x[i, a] * w[a] / 2**s[a])``, exact in int64."""
+        ``total``) in row chunks: ``sum_a floor(x[i, a] * w[a] / 2**s[a])``, exact in int64, or
+        ``ValuationOverflow`` naming the accounts whose sum might not fit."""
         w, s = self.weights()
         x = self.total if amounts is None else amounts
         n = self.n_accounts if amounts is None else len(x)
-        if amounts is None:
-            self._check_bound(w, s)  # held <= total, so this bounds the held valuation too
-        return revalue_dense(x[:n], w, s, chunk)
+        try:
+            return revalue_dense(x[:n], w, s, chunk)
+        except ValuationOverflow as exc:
+            raise self._named(exc, f"could exceed int64 (bound {exc.bound:.3g})") from None
+
+    def _named(self, exc: ValuationOverflow, why: str) -> ValuationOverflow:
+        """``exc`` saying which accounts (its rows are this book's) and ``why``."""
+        ids = self.account_ids[exc.rows]
+        shown = ", ".join(map(str, ids[:5].tolist())) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        exc.args = (f"valuations of account{'s' if len(ids) > 1 else ''} {shown} {why}",)
+        return exc
+
+    def _row_sum(self, *terms: np.ndarray) -> np.ndarray:
+        """``terms`` added cell by cell, refused (``ValuationOverflow``) where a sum leaves int64 (numpy wraps)."""
+        out = terms[0].copy()
+        for term in terms[1:]:
+            before = out.copy()
+            out += term
+            wrapped = ((before ^ out) & (term ^ out)) < 0  # both addends' signs differ from the sum's
+            if wrapped.any():
+                exc = ValuationOverflow(np.flatnonzero(wrapped.any(axis=1)), float("inf"))
+                raise self._named(exc, "could not be added up: their amounts leave int64")
+        return out
 
     def snapshot(self) -> np.ndarray:
         """Per account, by account id (a reader finds one by a binary search): ``account``, ``equity`` (balances
@@ -1110,16 +1118,15 @@ class MarginBook(EventCore):
         ``margin_used`` (held amounts valued: order holds and position margins), ``available``
         (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
         n = self.n_accounts
-        self.revalue()  # checks the overflow bound
         iso_upnl, iso_maint = self._isolated_sums(n)
-        equity = self.revalue(self.total[:n] + self.upnl_sum[:n] + iso_upnl + self._outcome_values(n))
+        equity = self.revalue(self._row_sum(self.total[:n], self.upnl_sum[:n], iso_upnl, self._outcome_values(n)))
         used = self.revalue(self.held[:n])
         out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]
         out["equity"] = equity
         out["margin_used"] = used
         out["available"] = equity - used
-        out["maintenance"] = self.revalue(self.maint_sum[:n] + iso_maint)
+        out["maintenance"] = self.revalue(self._row_sum(self.maint_sum[:n], iso_maint))
         ids = out["account"]
         return out if np.all(ids[1:] > ids[:-1]) else out[np.argsort(ids)]  # rows come in id order, usually
 
@@ -1183,24 +1190,56 @@ def adl_ranks(market, size, upnl, margin, account) -> np.ndarray:
     return rank
 
 
+class ValuationOverflow(OverflowError):
+    """Rows of a revaluation whose sum could leave int64: ``rows`` (indices into its input) and the largest
+    ``bound`` (the float estimate of ``sum |x| * weight``)."""
+
+    def __init__(self, rows: np.ndarray, bound: float):
+        super().__init__(f"valuations of {len(rows)} rows could exceed int64 (bound {bound:.3g})")
+        self.rows = rows
+        self.bound = bound
+
+
+VALUATION_LIMIT = float(1 << 62)  # a row's estimated sum of |x| * weight must stay below this
+
+
 def revalue_dense(x: np.ndarray, w: np.ndarray, s: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """``sum over columns of floor(x * w / 2**s)`` per row, exact for |x| < 2**62, ``0 <= w < 2**31``.
+    """``sum over columns of floor(x * w / 2**s)`` per row, exact whenever that sum fits in int64, ``0 <= w <
+    2**31``; ``ValuationOverflow`` (all rows computed first) names the rows where it might not.
 
     With ``x = hi * 2**31 + lo`` (``hi = x >> 31`` floors, ``0 <= lo < 2**31``), ``X = hi * w`` and
     ``Y = lo * w`` both fit in int64 and ``floor(x * w / 2**s) = ((X << B) + (Y >> C)) >> A`` with
     ``A = max(s - 31, 0)``, ``B = max(31 - s, 0)``, ``C = min(s, 31)``; for a weight of 2**31 or
-    more ``s`` is negative and ``Y`` is shifted left by ``D = -s`` as well."""
+    more ``s`` is negative and ``Y`` is shifted left by ``D = -s`` as well.  Where ``A > 0`` nothing is
+    shifted left, so nothing wraps; where ``A = 0`` only shifts left, products and sums follow the right
+    shifts, all exact modulo 2**64, so a row's sum is right whenever its true value fits: the guard bounds
+    that value by ``sum |x| * weight`` (plus a floor a column), in float64, against 2**62."""
     a = np.maximum(s - 31, 0)
     b = np.maximum(31 - s, 0)
     c = np.clip(s, 0, 31)
     d = np.maximum(-s, 0) if (s < 0).any() else None
+    weight = np.ldexp(w.astype(np.float64), -s)  # w < 2**31: exact, as is the scaling by a power of two
     out = np.empty(len(x), np.int64)
+    over = []
+    bound = 0.0
+    rows = min(chunk, len(x))
+    # buffers made once: a fresh array a chunk faults its pages in again (most of the time here, on this VM)
+    magnitude, high, low = np.empty((rows, x.shape[1])), np.empty((rows, x.shape[1]), np.int64), np.empty(
+        (rows, x.shape[1]), np.int64)
     for i in range(0, len(x), chunk):
         blk = x[i:i + chunk]
-        hi = blk >> 31
+        n = len(blk)
+        mag, hi, lo = magnitude[:n], high[:n], low[:n]
+        np.copyto(mag, blk, casting="unsafe")
+        np.abs(mag, out=mag)
+        size = mag @ weight
+        if size.max(initial=0.0) >= VALUATION_LIMIT:
+            over.append(i + np.flatnonzero(size >= VALUATION_LIMIT))
+            bound = max(bound, float(size.max()))
+        np.right_shift(blk, 31, out=hi)
         hi *= w
         hi <<= b
-        lo = blk & _LOW31
+        np.bitwise_and(blk, _LOW31, out=lo)
         lo *= w
         lo >>= c
         if d is not None:
@@ -1208,6 +1247,8 @@ def revalue_dense(x: np.ndarray, w: np.ndarray, s: np.ndarray, chunk: int = 8192
         hi += lo
         hi >>= a
         hi.sum(axis=1, out=out[i:i + chunk])
+    if over:
+        raise ValuationOverflow(np.concatenate(over), bound)
     return out
 
 
@@ -1226,4 +1267,5 @@ def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5
     return {"accounts": n_accounts, "assets": n_assets, "best_s": times[0], "median_s": times[len(times) // 2]}
 
 
-__all__ = ["MarginBook", "MarginConfig", "bench_revalue", "adl_ranks", "liquidation_prices", "revalue_dense", "value_of", "weight_bits"]
+__all__ = ["MarginBook", "MarginConfig", "ValuationOverflow", "bench_revalue", "adl_ranks", "liquidation_prices",
+           "revalue_dense", "value_of", "weight_bits"]
