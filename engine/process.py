@@ -600,7 +600,8 @@ def publish_views(core, run: Path, role: str) -> list[str]:
     its balances) publishes them for the gateway and the CLI as ``RUN/ROLE-NAME.npy``, each replaced atomically,
     then ``ROLE-views.json`` with its cursor: the views a reader finds after reading that are at least as new.
     A view that cannot be made (its values overflow) must not stop the worker: its file is removed, not left older
-    than the cursor says, and the reason returned."""
+    than the cursor says, and the reason returned; one made without some accounts (the margin view: each account is
+    valued alone, ``valued`` False where it could not be) is published, and the reason returned."""
     if not has_views(core):
         return []
     errors = []
@@ -612,9 +613,12 @@ def publish_views(core, run: Path, role: str) -> list[str]:
         try:
             view = make()
         except OverflowError as exc:
-            errors.append(f"{name} not published: {exc}")
-            path.unlink(missing_ok=True)
-            continue
+            view = getattr(exc, "partial", None)
+            if view is None:
+                errors.append(f"{name} not published: {exc}")
+                path.unlink(missing_ok=True)
+                continue
+            errors.append(f"{name} published without them: {exc}")
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, view)
         os.replace(tmp, path)

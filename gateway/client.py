@@ -600,11 +600,12 @@ class Client:
 
     async def fetch_balance(self, params: dict | None = None) -> dict:
         """CCXT balance: per currency ``free``/``used``/``total``, as of the margin worker's last
-        checkpoint (``info['as_of_seq']``), plus the margin view in ``info``."""
+        checkpoint (``info['as_of_seq']``), plus the margin view in ``info`` (``valued`` False: the account could
+        not be valued, its figures 0)."""
         res = await self.request(m.Balances(rid=self.next_rid()))
         out: dict = {"free": {}, "used": {}, "total": {},
                      "info": {"as_of_seq": res.as_of_seq, "equity": res.equity, "margin_used": res.margin_used,
-                              "available": res.available, "maintenance": res.maintenance}}
+                              "available": res.available, "maintenance": res.maintenance, "valued": res.valued}}
         for b in res.balances:
             row = {"free": b.total - b.held, "used": b.held, "total": b.total}
             out[b.symbol] = row

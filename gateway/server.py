@@ -870,11 +870,11 @@ class GatewayStage:
             at = np.searchsorted(balances["account"], [account, account + 1])
             rows = [m.BalanceInfo(asset=a, symbol=assets[a].symbol if a in assets else str(a), total=t, held=h)
                     for _, a, t, h in balances[at[0]:at[1]].tolist()]
-        figures = dict(equity=0, margin_used=0, available=0, maintenance=0)
+        figures = dict(equity=0, margin_used=0, available=0, maintenance=0, valued=True)
         if view is not None:
             at = np.searchsorted(view["account"], account)
-            if at < len(view) and view["account"][at] == account:
-                figures = {name: int(view[name][at]) for name in figures if name in view.dtype.names}
+            if at < len(view) and view["account"][at] == account:  # (an older worker's view has no ``valued``)
+                figures = {name: view[name][at].item() for name in figures if name in view.dtype.names}
         return m.BalancesResult(rid=rid, balances=rows, as_of_seq=cursor, **figures)
 
     def positions(self, account: int, rid: int) -> m.PositionsResult:

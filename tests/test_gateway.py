@@ -179,7 +179,7 @@ def test_balances_come_from_the_margin_worker(engine):
                 break
             await asyncio.sleep(0.1)
         assert bal["USD"] == {"free": 1000000000 - 120, "used": 120, "total": 1000000000}
-        assert bal["info"]["as_of_seq"] > 0 and bal["info"]["equity"] > 0
+        assert bal["info"]["as_of_seq"] > 0 and bal["info"]["equity"] > 0 and bal["info"]["valued"] is True
         await dave.cancel_all_orders()
         await dave.close()
 

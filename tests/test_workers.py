@@ -496,10 +496,11 @@ def test_revalue_cells_exact():
         assert approx <= weight < approx * (1 + Fraction(1, 1 << 30))
 
 
-def test_the_account_view_is_bounded_per_account_not_by_the_assets_supply():
+def test_the_account_view_is_bounded_per_account_not_by_the_assets_supply(tmp_path):
     """Two accounts hold 2**61 and 2**60 BTC.  At 1.5 USD a BTC (price 15, lot 10) the supply is worth 1.1 x 2**62,
-    past int64's safe range as a whole, yet each account's equity fits: the view is published, exact.  At 2.5 USD
-    account 1's does not: the view is refused naming it alone, and the book goes on."""
+    past int64's safe range as a whole, yet each account's equity fits: the view is exact.  At 2.5 USD account 1's
+    does not: it alone is not valued (``valued`` False, figures 0), the error names it, the others' view is
+    published, and the book goes on."""
     e, recorded = recording_engine(**ENGINE_KWARGS)
     e.add_asset(1, "USD", 2)
     e.add_asset(2, "BTC", 8)
@@ -519,9 +520,29 @@ def test_the_account_view_is_bounded_per_account_not_by_the_assets_supply():
             view = book.snapshot()
             assert view["account"].tolist() == [1, 2, 8, 9]
             assert view["equity"][:2].tolist() == [(1 << 61) * 3 // 2, (1 << 60) * 3 // 2]
-    with pytest.raises(ValuationOverflow, match=r"valuations of account 1 could exceed int64 \(bound 5.76e\+18\)"):
+    from types import SimpleNamespace
+
+    from engine.process import publish_views
+    from gateway import messages as m
+    from gateway.server import GatewayStage
+
+    with pytest.raises(ValuationOverflow, match=r"account 1 could exceed int64 \(bound 5.76e\+18\)") as caught:
         book.snapshot()
+    partial = caught.value.partial
+    assert partial[["account", "valued"]].tolist() == [(1, False), (2, True), (8, True), (9, True)]
+    big = (1 << 60) * 5 // 2
+    assert partial[["equity", "margin_used", "available"]][:2].tolist() == [(0, 0, 0), (big, 0, big)]
+    run = tmp_path / "run"
+    run.mkdir()
+    errors = publish_views(book, run, "margin")  # the others' figures are published all the same
+    assert errors == [f"view published without them: {caught.value}"]
+    assert np.load(run / "margin-view.npy").tolist() == partial.tolist()
     assert len(book.balances_view()) == 6
+    gateway = SimpleNamespace(margin_state=lambda: (7, partial, None, book.balances_view()),
+                              listings=SimpleNamespace(assets={}))
+    assert GatewayStage.balances(gateway, 1, rid=3) == m.BalancesResult(  # what a client is told
+        rid=3, balances=[m.BalanceInfo(asset=2, symbol="2", total=1 << 61, held=0)], as_of_seq=7, valued=False)
+    assert GatewayStage.balances(gateway, 2, rid=4).equity == big and GatewayStage.balances(gateway, 2, rid=4).valued
 
 
 def test_an_account_whose_amounts_add_up_past_int64_is_named():
@@ -1919,3 +1940,25 @@ def test_margin_worker_process_liquidates_an_isolated_position_through_the_match
     done = events[events["kind"] == Ev.LIQUIDATED]
     assert done[["account", "maker_order"]].tolist() == [(LONG, 41)]
     assert engine.position(LONG, 41).size == 0 and engine.position(LONG, 43).size == 5
+
+
+def test_xos_account_says_when_the_account_could_not_be_valued(tmp_path):
+    """``xos account`` prints an account's margin figures from the view, or that it could not be valued."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.config import load
+    from engine.workers.margin import VIEW_DTYPE
+
+    path = tmp_path / "xos.toml"
+    path.write_text(f'[engine]\ndata_dir = "{tmp_path / "data"}"\n')
+    cfg = load(path)
+    (cfg.data_path / "run").mkdir(parents=True)
+    SettlementLedger(cfg.ledger_path).close()
+    view = np.array([(5, 0, 0, 0, 0, False), (6, 10, 4, 6, 0, True)], VIEW_DTYPE)
+    np.save(cfg.data_path / "run" / "margin-view.npy", view)
+    unvalued = CliRunner().invoke(app, ["account", "5", "--config", str(path)])
+    valued = CliRunner().invoke(app, ["account", "6", "--config", str(path)])
+    assert unvalued.exit_code == valued.exit_code == 0, (unvalued.output, valued.output)
+    assert "equity not valued: it could exceed int64" in unvalued.output and "equity 0" not in unvalued.output
+    assert "equity 10  margin used 4  available 6  maintenance 0" in valued.output

@@ -33,11 +33,12 @@ The rule:
     margin_used[i] = sum over a of floor(held[i, a]  * w[a] / 2**s[a])
 
 Each product is computed exactly in int64 by splitting the balance into 31-bit halves
-(``revalue``), so the only rounding is the weight's (relative error < 2**-30) and one floor per
-asset.  ``revalue`` refuses (``ValuationOverflow``, naming the accounts) when a row's amounts, each taken
-at its size times its weight, could add up to 2**62 or more: then, and only then, could the row's sum leave
-int64.  That guard is the one float here: an upper estimate in float64 (its rounding a few parts in 2**52 of
-a margin of 2x), never a value anyone sees.
+(``revalue_cells``, over the cells in use), so the only rounding is the weight's (relative error < 2**-30)
+and one floor per asset.  An account whose amounts, each taken at its size times its weight, could add up to
+2**62 or more (then, and only then, could its sum leave int64) is not valued: ``revalue`` refuses
+(``ValuationOverflow``, naming the accounts), ``snapshot`` marks it (``valued`` False) and values the others.
+That guard is the one float here: an upper estimate in float64 (its rounding a few parts in 2**52 of a margin
+of 2x), never a value anyone sees.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
 
 VIEW_DTYPE = np.dtype([("account", "<i8"), ("equity", "<i8"), ("margin_used", "<i8"), ("available", "<i8"),
-                       ("maintenance", "<i8")])
+                       ("maintenance", "<i8"), ("valued", "?")])  # valued False: could not be (figures 0)
 POSITIONS_VIEW_DTYPE = np.dtype([("account", "<i8"), ("market", "<i8"), ("size", "<i8"), ("entry", "<i8"),
                                  ("margin", "<i8"), ("mark", "<i8"), ("upnl", "<i8"), ("maintenance", "<i8"),
                                  ("liquidation_price", "<i8"), ("adl_rank", "<i8"), ("isolated", "<i8")])
@@ -1084,11 +1085,11 @@ class MarginBook(EventCore):
         return exc
 
     def _summed_cells(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The cells (flat ``row * width + column``, ascending) of the accounts in use where one of ``dense``
         (account x asset arrays, at most two) or ``sparse`` (flat cells and amounts, several to a cell) is not
-        zero, and there the sum of them all; ``ValuationOverflow`` names the rows where a sum leaves int64 (numpy
-        wraps).  A book's cells are mostly zero (config B: 11 % of 100,000 accounts x 70 assets in use)."""
+        zero, there the sum of them all, and the rows where a sum left int64 (numpy wraps).  A book's cells are
+        mostly zero (config B: 11 % of 100,000 accounts x 70 assets in use)."""
         n, k = self.n_accounts, len(self.asset_of)
         cells = nonzero_cells(dense[0], n, k, *dense[1:])
         parts = [flat for flat, _ in sparse if len(flat)]
@@ -1109,43 +1110,62 @@ class MarginBook(EventCore):
             before = x.copy()
             x += term
             wrapped |= ((before ^ x) & (term ^ x)) < 0  # both addends' signs differ from the sum's
-        if wrapped.any():
-            raise ValuationOverflow(np.unique(cells[wrapped] // self.total.shape[1]), float("inf"))
-        return cells, x
+        return cells, x, np.unique(cells[wrapped] // self.total.shape[1])
+
+    def _valued(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per account in use (by row), ``sum_a floor(x[i, a] * w[a] / 2**s[a])`` of ``x`` the sum of ``dense``
+        and ``sparse`` (``_summed_cells``), over its cells that are not zero, exact in int64; the rows whose sum
+        might not fit (their values mean nothing) and the largest bound among them (infinite: amounts wrapped)."""
+        w, s = self.weights()
+        cells, x, wrapped = self._summed_cells(dense, sparse)
+        rows, cols = np.divmod(cells, self.total.shape[1])
+        try:
+            values, over, bound = revalue_cells(rows, x, w[cols], s[cols], self.n_accounts), wrapped, 0.0
+        except ValuationOverflow as exc:
+            values, over, bound = exc.values, np.union1d(exc.rows, wrapped), exc.bound
+        return values, over, float("inf") if len(wrapped) else bound
 
     def revalue(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
                 ) -> np.ndarray:
-        """Per account in use (by row), ``sum_a floor(x[i, a] * w[a] / 2**s[a])`` of ``x`` the sum of ``dense``
-        and ``sparse`` (``_summed_cells``), over its cells that are not zero, exact in int64; else
-        ``ValuationOverflow`` naming the accounts whose sum might not fit."""
-        w, s = self.weights()
-        try:
-            cells, x = self._summed_cells(dense, sparse)
-            rows, cols = np.divmod(cells, self.total.shape[1])
-            return revalue_cells(rows, x, w[cols], s[cols], self.n_accounts)
-        except ValuationOverflow as exc:
-            raise self._named(exc) from None
+        """``_valued``'s values, or ``ValuationOverflow`` naming the accounts whose sum might not fit."""
+        values, over, bound = self._valued(dense, sparse)
+        if len(over):
+            raise self._named(ValuationOverflow(over, bound))
+        return values
 
     def snapshot(self) -> np.ndarray:
         """Per account, by account id (a reader finds one by a binary search): ``account``, ``equity`` (balances
         plus perpetual unrealised PnL plus outcome shares at the last trade price, valued),
         ``margin_used`` (held amounts valued: order holds and position margins), ``available``
-        (equity - margin used) and ``maintenance`` (the positions' maintenance requirement, valued)."""
+        (equity - margin used), ``maintenance`` (the positions' maintenance requirement, valued) and ``valued``.
+        An account whose figures might not fit in int64 is not valued (``valued`` False, figures 0): then
+        ``ValuationOverflow`` names them, carrying the view of all the others as ``partial``."""
         n = self.n_accounts
         iso_cells, iso_upnl, iso_maint = self._isolated_sums()
         perpetuals = len(self.perp) > 0  # else the position sums are zero: no slot was ever taken (none is given back)
-        equity = self.revalue((self.total, self.upnl_sum) if perpetuals else (self.total,),
-                              ((iso_cells, iso_upnl), self._outcome_values()))
-        used = self.revalue((self.held,))
+        equity, over, bound = self._valued((self.total, self.upnl_sum) if perpetuals else (self.total,),
+                                           ((iso_cells, iso_upnl), self._outcome_values()))
+        used, over_used, bound_used = self._valued((self.held,))
         out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]
         out["equity"] = equity
         out["margin_used"] = used
         out["available"] = equity - used
+        over, bound = np.union1d(over, over_used), max(bound, bound_used)
         if perpetuals:
-            out["maintenance"] = self.revalue((self.maint_sum,), ((iso_cells, iso_maint),))
+            out["maintenance"], over_maint, bound_maint = self._valued((self.maint_sum,), ((iso_cells, iso_maint),))
+            over, bound = np.union1d(over, over_maint), max(bound, bound_maint)
+        out["valued"] = True
+        for name in ("equity", "margin_used", "available", "maintenance", "valued"):
+            out[name][over] = 0
         ids = out["account"]
-        return out if np.all(ids[1:] > ids[:-1]) else out[np.argsort(ids)]  # rows come in id order, usually
+        view = out if np.all(ids[1:] > ids[:-1]) else out[np.argsort(ids)]  # rows come in id order, usually
+        if len(over):
+            exc = self._named(ValuationOverflow(over, bound))
+            exc.partial = view
+            raise exc
+        return view
 
 
 def liquidation_prices(size, lot, mark, leverage, maintenance_bps, equity, maintenance, own_maintenance):
@@ -1209,12 +1229,15 @@ def adl_ranks(market, size, upnl, margin, account) -> np.ndarray:
 
 class ValuationOverflow(OverflowError):
     """Rows of a revaluation whose sum could leave int64: ``rows`` (their indices) and the largest ``bound`` (the
-    float estimate of ``sum |x| * weight``; infinite where the amounts added up before valuing already left it)."""
+    float estimate of ``sum |x| * weight``; infinite where the amounts added up before valuing already left it);
+    ``values``, all rows' (those of ``rows`` meaningless); ``partial``, a view of the rows that could be valued."""
 
-    def __init__(self, rows: np.ndarray, bound: float):
+    def __init__(self, rows: np.ndarray, bound: float, values: np.ndarray | None = None):
         super().__init__(f"valuations of {len(rows)} rows could exceed int64 (bound {bound:.3g})")
         self.rows = rows
         self.bound = bound
+        self.values = values
+        self.partial = None
 
 
 VALUATION_LIMIT = float(1 << 62)  # a row's estimated sum of |x| * weight must stay below this
@@ -1247,7 +1270,7 @@ def revalue_cells(rows: np.ndarray, x: np.ndarray, w: np.ndarray, s: np.ndarray,
     np.add.at(out, rows, hi)
     over = np.flatnonzero(size >= VALUATION_LIMIT)
     if len(over):
-        raise ValuationOverflow(over, float(size[over].max()))
+        raise ValuationOverflow(over, float(size[over].max()), out)
     return out
 
 
