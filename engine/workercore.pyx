@@ -14,11 +14,12 @@ event kinds the core follows, in one loop, so the numpy work after it sees only 
 order) and follow every order through Accepted / Fill / Cancelled / Amended exactly as the Python
 cores did, with Python's floor division; events of other kinds are skipped.
 
-``nonzero_cells`` finds the margin book's non-zero account x asset cells for its checkpoint and its balances view.
+``nonzero_cells`` finds the margin book's non-zero account x asset cells for its checkpoint and its views;
+``revalue_cells`` values them for its account view, exactly (``includes/valuation.h``).
 """
 cimport cython
 from libc.stdint cimport INT64_MIN, int64_t, uint64_t, uint8_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -28,6 +29,7 @@ from records cimport (XOS_EV_BALANCE, XOS_EV_MARKET_STATUS, XOS_EV_OUTCOME_POSIT
                      XOS_EV_VENUE, XOS_EV_VENUE_TRANSFER, xos_event)
 from eventkeep cimport XOS_KEEP_ALL, XOS_KEEP_ORDERLESS, xos_event_kept
 from lowerbound cimport xos_lower_bound
+from valuation cimport xos_revalue_cells, xos_row_fits, xos_row_value
 
 cnp.import_array()
 
@@ -514,6 +516,39 @@ def nonzero_cells(const int64_t[:, ::1] a, int64_t nrows, int64_t ncols, const i
         memcpy(cnp.PyArray_DATA(cells), out, k * sizeof(int64_t))
     free(out)
     return cells
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def revalue_cells(const int64_t[::1] cells, const int64_t[::1] amounts, const int64_t[::1] w, const int64_t[::1] s,
+                  int64_t nrows):
+    """Per row ``r < nrows``, the exact sum over its cells (``cells``: flat ``row * width + column``, ascending; a
+    cell may come several times, its amounts added first) of ``floor(amount * w[column] / 2**s[column])`` (``0 <=
+    w < 2**31``, any shift): ``(values, over)``, int64 values (0 in the rows of ``over``, where the sum does not
+    fit in int64, or where one cell's amount reaches 2**96 or its value 2**100, far past any sum that fits), in 128
+    bits (``includes/valuation.h``)."""
+    cdef int64_t m = cells.shape[0], width = w.shape[0], r
+    if amounts.shape[0] != m or s.shape[0] != width or width == 0 or nrows < 0:
+        raise ValueError(f"revalue_cells: {m} cells with {amounts.shape[0]} amounts, {width} weights with "
+                         f"{s.shape[0]} shifts, {nrows} rows")
+    cdef xos_row_value *rows = <xos_row_value *>calloc(max(nrows, 1), sizeof(xos_row_value))
+    if rows == NULL:
+        raise MemoryError(f"revalue_cells: no room for {nrows} rows")
+    cdef int rc
+    with nogil:
+        rc = xos_revalue_cells(&cells[0] if m else NULL, &amounts[0] if m else NULL, m, &w[0], &s[0], width, nrows,
+                               rows)
+    if rc:
+        free(rows)
+        raise ValueError(f"revalue_cells: {'a cell outside ' if rc == -1 else 'cells not in order in '}"
+                         f"{nrows} rows x {width} columns")
+    values, over = np.zeros(nrows, np.int64), np.zeros(nrows, np.uint8)
+    cdef int64_t[::1] out = values
+    cdef uint8_t[::1] refused = over
+    for r in range(nrows):
+        refused[r] = not xos_row_fits(&rows[r], &out[r])
+    free(rows)
+    return values, np.flatnonzero(over)
 
 
 @cython.boundscheck(False)

@@ -32,13 +32,11 @@ The rule:
     equity[i]      = sum over a of floor(total[i, a] * w[a] / 2**s[a])
     margin_used[i] = sum over a of floor(held[i, a]  * w[a] / 2**s[a])
 
-Each product is computed exactly in int64 by splitting the balance into 31-bit halves
-(``revalue_cells``, over the cells in use), so the only rounding is the weight's (relative error < 2**-30)
-and one floor per asset.  An account whose amounts, each taken at its size times its weight, could add up to
-2**62 or more (then, and only then, could its sum leave int64) is not valued: ``revalue`` refuses
-(``ValuationOverflow``, naming the accounts), ``snapshot`` marks it (``valued`` False) and values the others.
-That guard is the one float here: an upper estimate in float64 (its rounding a few parts in 2**52 of a margin
-of 2x), never a value anyone sees.
+Each account's sum is computed exactly (``revalue_cells``, in C: each cell's amounts added, multiplied and
+floored, the products added, all in 128 bits, over the cells in use), so the only rounding is the weight's
+(relative error < 2**-30) and one floor per asset.  An account whose sum does not fit in int64 is not valued:
+``revalue`` refuses (``ValuationOverflow``, naming the accounts), ``snapshot`` marks it (``valued`` False) and
+values the others.
 """
 from __future__ import annotations
 
@@ -51,7 +49,7 @@ import numpy as np
 
 from ..records import COMMAND_DTYPE, Cmd, Ev, MarketKind, OutcomeState, Side, join_records, select_records
 from ..workercore import (MARGIN_COLUMNS, IntTable, count_kinds, largest_cross_positions, margin_holds, margin_rows,
-                          nonzero_cells)
+                          nonzero_cells, revalue_cells)
 from . import ASSET_LISTING, KIND_SLOTS, MARKET_LISTING, EventCore, Listings, kind_mask
 from ..reference import DEFAULT_FUNDING_INTERVAL
 from .positions import MARKET_SPAN, PositionBook
@@ -65,7 +63,6 @@ BALANCES_VIEW_DTYPE = np.dtype([("account", "<i8"), ("asset", "<i8"), ("total", 
 DEFAULT_MAINTENANCE_BPS = 5000  # the matcher's default: maintenance = half the initial margin
 
 WEIGHT_BITS = 31
-_LOW31 = (1 << 31) - 1
 # listings, deposits / withdrawals and venue transfers (an amount into or out of an account's
 # free balance, alike), fills, perpetual positions, every change of an order's hold, and the
 # venue commands' echoes (a perpetual market's leverage: MarketRisk; margin modes; collateral settings) and the
@@ -222,7 +219,7 @@ class MarginBook(EventCore):
         for name in ("total", "held"):
             if isinstance(state[name], SparseCells):
                 state[name] = state[name].dense(room)
-        state.pop("outstanding", None)  # before each account's own overflow bound: the assets' totals
+        state.pop("outstanding", None)  # an older checkpoint: the assets' totals, for an overflow bound no longer used
         self.__dict__.update(state)
         if len(self.account_ids) <= len(self.index):
             self._resize_rows(room)
@@ -1079,59 +1076,40 @@ class MarginBook(EventCore):
         """``exc`` saying which accounts (its rows are this book's)."""
         ids = self.account_ids[exc.rows]
         shown = ", ".join(map(str, ids[:5].tolist())) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        why = ("could not be added up: their amounts leave int64" if exc.bound == float("inf") else
-               f"could exceed int64 (bound {exc.bound:.3g})")
-        exc.args = (f"valuations of account{'s' if len(ids) > 1 else ''} {shown} {why}",)
+        exc.args = (f"the valuation of account{'s' if len(ids) > 1 else ''} {shown} does not fit in int64",)
         return exc
 
-    def _summed_cells(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _cells(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+               ) -> tuple[np.ndarray, np.ndarray]:
         """The cells (flat ``row * width + column``, ascending) of the accounts in use where one of ``dense``
         (account x asset arrays, at most two) or ``sparse`` (flat cells and amounts, several to a cell) is not
-        zero, there the sum of them all, and the rows where a sum left int64 (numpy wraps).  A book's cells are
-        mostly zero (config B: 11 % of 100,000 accounts x 70 assets in use)."""
+        zero, each with its amounts (a cell's adjacent, one an array or entry), for ``revalue_cells``.  A book's
+        cells are mostly zero (config B: 11 % of 100,000 accounts x 70 assets in use)."""
         n, k = self.n_accounts, len(self.asset_of)
         cells = nonzero_cells(dense[0], n, k, *dense[1:])
-        parts = [flat for flat, _ in sparse if len(flat)]
-        if parts:
-            cells = np.unique(np.concatenate([cells, *parts]))
-        terms = [array.reshape(-1)[cells] for array in dense]
-        wrapped = np.zeros(len(cells), bool)
-        for flat, amount in sparse:
-            if len(flat):
-                at = np.searchsorted(cells, flat)
-                term, estimate = np.zeros(len(cells), np.int64), np.zeros(len(cells))
-                np.add.at(term, at, amount)
-                np.add.at(estimate, at, amount.astype(np.float64))  # a wrap is off by 2**64, rounding by far less
-                wrapped |= np.abs(estimate - term) >= VALUATION_LIMIT
-                terms.append(term)
-        x = terms[0]  # a gathered copy
-        for term in terms[1:]:
-            before = x.copy()
-            x += term
-            wrapped |= ((before ^ x) & (term ^ x)) < 0  # both addends' signs differ from the sum's
-        return cells, x, np.unique(cells[wrapped] // self.total.shape[1])
+        amounts = np.stack([array.reshape(-1)[cells] for array in dense], axis=1).reshape(-1)
+        cells = np.repeat(cells, len(dense))
+        extra = [(flat, amount) for flat, amount in sparse if len(flat)]
+        if extra:
+            cells = np.concatenate([cells, *(flat for flat, _ in extra)])
+            amounts = np.concatenate([amounts, *(amount for _, amount in extra)])
+            order = np.argsort(cells, kind="stable")
+            cells, amounts = cells[order], amounts[order]
+        return cells, amounts
 
     def _valued(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
-                ) -> tuple[np.ndarray, np.ndarray, float]:
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Per account in use (by row), ``sum_a floor(x[i, a] * w[a] / 2**s[a])`` of ``x`` the sum of ``dense``
-        and ``sparse`` (``_summed_cells``), over its cells that are not zero, exact in int64; the rows whose sum
-        might not fit (their values mean nothing) and the largest bound among them (infinite: amounts wrapped)."""
+        and ``sparse`` (``_cells``), exact, and the rows whose sum does not fit in int64 (their values 0)."""
         w, s = self.weights()
-        cells, x, wrapped = self._summed_cells(dense, sparse)
-        rows, cols = np.divmod(cells, self.total.shape[1])
-        try:
-            values, over, bound = revalue_cells(rows, x, w[cols], s[cols], self.n_accounts), wrapped, 0.0
-        except ValuationOverflow as exc:
-            values, over, bound = exc.values, np.union1d(exc.rows, wrapped), exc.bound
-        return values, over, float("inf") if len(wrapped) else bound
+        return revalue_cells(*self._cells(dense, sparse), w, s, self.n_accounts)
 
     def revalue(self, dense: tuple[np.ndarray, ...], sparse: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
                 ) -> np.ndarray:
-        """``_valued``'s values, or ``ValuationOverflow`` naming the accounts whose sum might not fit."""
-        values, over, bound = self._valued(dense, sparse)
+        """``_valued``'s values, or ``ValuationOverflow`` naming the accounts whose sum does not fit."""
+        values, over = self._valued(dense, sparse)
         if len(over):
-            raise self._named(ValuationOverflow(over, bound))
+            raise self._named(ValuationOverflow(over))
         return values
 
     def snapshot(self) -> np.ndarray:
@@ -1144,25 +1122,26 @@ class MarginBook(EventCore):
         n = self.n_accounts
         iso_cells, iso_upnl, iso_maint = self._isolated_sums()
         perpetuals = len(self.perp) > 0  # else the position sums are zero: no slot was ever taken (none is given back)
-        equity, over, bound = self._valued((self.total, self.upnl_sum) if perpetuals else (self.total,),
-                                           ((iso_cells, iso_upnl), self._outcome_values()))
-        used, over_used, bound_used = self._valued((self.held,))
+        equity, over = self._valued((self.total, self.upnl_sum) if perpetuals else (self.total,),
+                                    ((iso_cells, iso_upnl), self._outcome_values()))
+        used, over_used = self._valued((self.held,))
         out = np.zeros(n, dtype=VIEW_DTYPE)
         out["account"] = self.account_ids[:n]
         out["equity"] = equity
         out["margin_used"] = used
-        out["available"] = equity - used
-        over, bound = np.union1d(over, over_used), max(bound, bound_used)
+        out["available"] = available = equity - used
+        wrapped = ((equity ^ used) & (equity ^ available)) < 0  # the difference left int64 (numpy wraps)
+        over = np.union1d(np.union1d(over, over_used), np.flatnonzero(wrapped))
         if perpetuals:
-            out["maintenance"], over_maint, bound_maint = self._valued((self.maint_sum,), ((iso_cells, iso_maint),))
-            over, bound = np.union1d(over, over_maint), max(bound, bound_maint)
+            out["maintenance"], over_maint = self._valued((self.maint_sum,), ((iso_cells, iso_maint),))
+            over = np.union1d(over, over_maint)
         out["valued"] = True
         for name in ("equity", "margin_used", "available", "maintenance", "valued"):
             out[name][over] = 0
         ids = out["account"]
         view = out if np.all(ids[1:] > ids[:-1]) else out[np.argsort(ids)]  # rows come in id order, usually
         if len(over):
-            exc = self._named(ValuationOverflow(over, bound))
+            exc = self._named(ValuationOverflow(over))
             exc.partial = view
             raise exc
         return view
@@ -1228,50 +1207,13 @@ def adl_ranks(market, size, upnl, margin, account) -> np.ndarray:
 
 
 class ValuationOverflow(OverflowError):
-    """Rows of a revaluation whose sum could leave int64: ``rows`` (their indices) and the largest ``bound`` (the
-    float estimate of ``sum |x| * weight``; infinite where the amounts added up before valuing already left it);
-    ``values``, all rows' (those of ``rows`` meaningless); ``partial``, a view of the rows that could be valued."""
+    """Accounts whose valuation does not fit in int64: ``rows`` (the book's); ``partial``, the view of the others
+    (``snapshot``)."""
 
-    def __init__(self, rows: np.ndarray, bound: float, values: np.ndarray | None = None):
-        super().__init__(f"valuations of {len(rows)} rows could exceed int64 (bound {bound:.3g})")
+    def __init__(self, rows: np.ndarray):
+        super().__init__(f"the valuations of {len(rows)} rows do not fit in int64")
         self.rows = rows
-        self.bound = bound
-        self.values = values
         self.partial = None
-
-
-VALUATION_LIMIT = float(1 << 62)  # a row's estimated sum of |x| * weight must stay below this
-
-
-def revalue_cells(rows: np.ndarray, x: np.ndarray, w: np.ndarray, s: np.ndarray, n: int) -> np.ndarray:
-    """Per row ``r < n``, the sum over its cells (``rows``, amount ``x``, weight ``w / 2**s`` each: ``0 <= w <
-    2**31``) of ``floor(x * w / 2**s)``, exact whenever that sum fits in int64; ``ValuationOverflow`` (all rows
-    computed first) names the rows where it might not.
-
-    With ``x = hi * 2**31 + lo`` (``hi = x >> 31`` floors, ``0 <= lo < 2**31``), ``X = hi * w`` and
-    ``Y = lo * w`` both fit in int64 and ``floor(x * w / 2**s) = ((X << B) + (Y >> C)) >> A`` with
-    ``A = max(s - 31, 0)``, ``B = max(31 - s, 0)``, ``C = min(s, 31)``; for a weight of 2**31 or
-    more ``s`` is negative and ``Y`` is shifted left by ``D = -s`` as well.  Where ``A > 0`` nothing is
-    shifted left, so nothing wraps; where ``A = 0`` only shifts left, products and sums follow the right
-    shifts, all exact modulo 2**64, so a row's sum is right whenever its true value fits: the guard bounds
-    that value by ``sum |x| * weight`` (plus a floor a cell), in float64, against 2**62."""
-    size = np.zeros(n)
-    np.add.at(size, rows, np.abs(x.astype(np.float64)) * np.ldexp(w.astype(np.float64), -s))  # w < 2**31: exact
-    hi = x >> 31
-    hi *= w
-    hi <<= np.maximum(31 - s, 0)
-    lo = x & _LOW31
-    lo *= w
-    lo >>= np.clip(s, 0, 31)
-    lo <<= np.maximum(-s, 0)
-    hi += lo
-    hi >>= np.maximum(s - 31, 0)
-    out = np.zeros(n, np.int64)
-    np.add.at(out, rows, hi)
-    over = np.flatnonzero(size >= VALUATION_LIMIT)
-    if len(over):
-        raise ValuationOverflow(over, float(size[over].max()), out)
-    return out
 
 
 def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5, seed: int = 1,
@@ -1280,14 +1222,13 @@ def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5
     B's margin book: 11 %); returns seconds (best, median)."""
     rng = np.random.default_rng(seed)
     cells = np.flatnonzero(rng.random(n_accounts * n_assets) < density)
-    rows, cols = np.divmod(cells, n_assets)
     x = rng.integers(0, 1 << 40, size=len(cells), dtype=np.int64)
     w = rng.integers(1 << 30, 1 << 31, size=n_assets, dtype=np.int64)
     s = rng.integers(20, 60, size=n_assets, dtype=np.int64)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        revalue_cells(rows, x, w[cols], s[cols], n_accounts)
+        revalue_cells(cells, x, w, s, n_accounts)
         times.append(time.perf_counter() - t0)
     times.sort()
     return {"accounts": n_accounts, "assets": n_assets, "cells": len(cells), "best_s": times[0],
@@ -1295,4 +1236,4 @@ def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5
 
 
 __all__ = ["MarginBook", "MarginConfig", "ValuationOverflow", "bench_revalue", "adl_ranks", "liquidation_prices",
-           "revalue_cells", "value_of", "weight_bits"]
+           "value_of", "weight_bits"]
