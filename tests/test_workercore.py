@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from engine.matcher import Engine
 from engine.records import Ev, Side
-from engine.workercore import IntTable
-from engine.workers.margin import MarginBook
+from engine.workercore import IntTable, revalue_cells
+from engine.workers.margin import MarginBook, value_of
 from engine.workers.risk import RiskConfig, RiskMonitor
 from gateway.marketdata import MarketDataCore
 from generators import ENGINE_KWARGS, StreamGenerator, run_stream
@@ -252,3 +252,34 @@ def test_margin_rows_refuses_ids_and_rooms_that_disagree_with_the_batch():
     assert midx.tolist() == [0, 0, 0] and rows.tolist() == [4, 4, 4]
     assert margin_rows(ev, ids, idx, np.zeros(0, np.int64), np.zeros(0, np.int64), midx, rows) == (-1, True)
     assert margin_rows(ev, np.array([8], np.int64), idx, ids, idx, midx, rows)[0] == 0  # market 7 not listed
+
+
+I64 = st.integers(-(1 << 63), (1 << 63) - 1)
+CELL_ENTRY = st.tuples(st.integers(0, 4 * 3 - 1), st.one_of(I64, st.integers(-1000, 1000),
+                                                            st.sampled_from([-(1 << 63), (1 << 63) - 1, 0])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries=st.lists(CELL_ENTRY, max_size=40),
+       w=st.lists(st.integers(0, (1 << 31) - 1), min_size=3, max_size=3),
+       s=st.lists(st.one_of(st.integers(-110, 140), st.integers(25, 40)), min_size=3, max_size=3))
+def test_revalue_cells_is_the_exact_sum_or_refuses(entries, w, s):
+    """Against Python integers: a row's value is the sum over its cells of ``floor(amount * w / 2**s)``, a cell's
+    amounts added first; refused (value 0) exactly where that sum leaves int64 or a cell's value reaches 2**100."""
+    entries.sort(key=lambda e: e[0])
+    cells = np.array([c for c, _ in entries], np.int64)
+    amounts = np.array([a for _, a in entries], np.int64)
+    values, over = revalue_cells(cells, amounts, np.array(w, np.int64), np.array(s, np.int64), 4)
+    summed: dict[int, int] = {}
+    for cell, amount in entries:
+        summed[cell] = summed.get(cell, 0) + amount
+    exact, refused = [0] * 4, set()
+    for cell, amount in summed.items():
+        row, col = divmod(cell, 3)
+        v = value_of(amount, w[col], s[col])
+        exact[row] += v
+        if abs(v) >= 1 << 100:
+            refused.add(row)
+    refused |= {row for row in range(4) if not -(1 << 63) <= exact[row] < 1 << 63}
+    assert over.tolist() == sorted(refused)
+    assert values.tolist() == [0 if row in refused else exact[row] for row in range(4)]
