@@ -150,7 +150,8 @@ def one_run(wl, journal: bool, ring_capacity: int, timeout_s: float) -> dict:
         # each worker's latency and checkpoints in the timed part
         "workers": {w: {"applied": b["applied"], "cursor": b["cursor"],
                         **{f"latency_{name}_ns": latency[w].get(p, 0) for name, p in LATENCY_NAMES},
-                        **{k: b[k] - before[w].get(k, 0) for k in ("checkpoints", "checkpoint_ms_total") if k in b},
+                        **{k: b[k] - before[w].get(k, 0) for k in ("checkpoints", "checkpoint_ms_total", "views",
+                                                                   "views_ms_total") if k in b},
                         **({"checkpoint_ms": b["checkpoint_ms"]} if "checkpoint_ms" in b else {})}
                     for w, b in workers.items()},
         "matcher": {k: v for k, v in beats["matcher"].items()
@@ -200,8 +201,10 @@ def main(argv=None) -> dict:
                 f"{role} {s:.2f}" for role, s in r["cpu_s"].items())))
             for w, b in r["workers"].items():
                 if b.get("checkpoints"):
+                    views = (f"; {b['views']} with views, which took {b['views_ms_total'] / 1e3:.2f} s"
+                             if "views" in b else "")
                     _log(f"    {w}: {b['checkpoints']} checkpoints in the timed part, "
-                         f"{b['checkpoint_ms_total'] / 1e3:.2f} s in all (the last {b['checkpoint_ms']:.1f} ms)")
+                         f"{b['checkpoint_ms_total'] / 1e3:.2f} s in all (the last {b['checkpoint_ms']:.1f} ms){views}")
             runs.append(r)
         results["journal_on" if journal else "journal_off"] = summarise(runs)
     head = results["journal_on" if args.journal else "journal_off"]

@@ -658,6 +658,7 @@ class WorkerStage:
         self.views_cursor = -1  # the core's cursor when its views were last published (at start: not yet)
         self.checkpoint_cost_s = 0.0  # what the last checkpoint took (views and the pickle's fsync)
         self.checkpoints, self.checkpoint_total_s = 0, 0.0
+        self.views, self.views_total_s = 0, 0.0  # the views published, and their share of the checkpoints' time
         self.pending = 0  # events applied since the last checkpoint
         self.taken_seq = self.consumer.cursor
         self.applied = 0
@@ -671,7 +672,8 @@ class WorkerStage:
         p = histogram_percentiles(lat, (50, 99, 99.9))
         checkpoints = {} if self.checkpoint is None else {  # (a durable core commits with each batch instead)
             "checkpoints": self.checkpoints, "checkpoint_ms": round(self.checkpoint_cost_s * 1e3, 3),
-            "checkpoint_ms_total": round(self.checkpoint_total_s * 1e3, 3)}
+            "checkpoint_ms_total": round(self.checkpoint_total_s * 1e3, 3),
+            **({"views": self.views, "views_ms_total": round(self.views_total_s * 1e3, 3)} if self.has_views else {})}
         return {"applied": self.applied, "batches": self.batches, **self.consumer.stats,
                 "sent": self.sent, "view_errors": self.view_errors, **checkpoints, "cursor": self.core.cursor,
                 "ring_cursor": self.consumer.cursor, "lag": self.consumer.available(),
@@ -685,6 +687,8 @@ class WorkerStage:
             if views:
                 self.publish_view()
                 self.last_views, self.views_cursor = start, self.core.cursor
+                self.views += 1
+                self.views_total_s += time.monotonic() - start
             self.checkpoint.save(self.core)
             self.pending = 0
             self.last_checkpoint = time.monotonic()

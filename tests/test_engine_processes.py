@@ -262,7 +262,10 @@ def test_xos_run_cli_stops_cleanly_on_sigterm(tmp_path):
     assert proc.returncode == 0, out
     assert "xos stopped" in out
     assert_shared_memory_gone(cfg)
-    assert all(b["state"] == "stopped" for b in read_heartbeats(cfg).values())
+    beats = read_heartbeats(cfg)
+    assert all(b["state"] == "stopped" for b in beats.values())
+    # the margin worker's last checkpoint, at its stop, published its views; risk has none to count
+    assert beats["margin"]["views"] >= 1 and beats["margin"]["views_ms_total"] > 0 and "views" not in beats["risk"]
     status = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--config", str(path)],
                             capture_output=True, text=True)
     assert status.returncode == 0 and "settlement" in status.stdout and "latency_p99_ns=" in status.stdout

@@ -1261,7 +1261,7 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5, views_cursor=3,
                             checkpoint=SimpleNamespace(save=saved.append), publish_view=lambda: published.append(now),
                             core=SimpleNamespace(cursor=40), taken_seq=40, pending=7, checkpoints=0,
-                            checkpoint_total_s=0.0,
+                            checkpoint_total_s=0.0, views=0, views_total_s=0.0,
                             consumer=SimpleNamespace(cursor=10, release_to=released.append))
     assert not WorkerStage.views_due(stage)
     WorkerStage.make_durable(stage, views=WorkerStage.views_due(stage))
@@ -1271,7 +1271,7 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     assert WorkerStage.views_due(stage)
     WorkerStage.make_durable(stage, views=True)
     assert len(saved) == 2 and published == [now] and stage.last_views == now and stage.checkpoints == 2
-    assert stage.views_cursor == 40
+    assert stage.views_cursor == 40 and stage.views == 1 and stage.views_total_s == 0.0  # (the clock stood still)
 
 
 def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
