@@ -1246,8 +1246,8 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
 
 def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
     """Every checkpoint saves the core and releases the ring; the views go with it only once they are
-    ``checkpoint_s`` old (half a ring of events can come much sooner), and the count and time of checkpoints
-    are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
+    ``checkpoint_s`` old (half a ring of events can come much sooner) and, when costly, their share of the time
+    allows, and the count and time of checkpoints and views are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
     above)."""
     import time
     from types import SimpleNamespace
@@ -1261,7 +1261,7 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     stage = SimpleNamespace(cfg=Config(workers=WorkersSection(checkpoint_s=1.0)), last_views=now - 0.5, views_cursor=3,
                             checkpoint=SimpleNamespace(save=saved.append), publish_view=lambda: published.append(now),
                             core=SimpleNamespace(cursor=40), taken_seq=40, pending=7, checkpoints=0,
-                            checkpoint_total_s=0.0, views=0, views_total_s=0.0,
+                            checkpoint_total_s=0.0, views=0, views_total_s=0.0, views_cost_s=0.1,
                             consumer=SimpleNamespace(cursor=10, release_to=released.append))
     assert not WorkerStage.views_due(stage)
     WorkerStage.make_durable(stage, views=WorkerStage.views_due(stage))
@@ -1272,6 +1272,11 @@ def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s
     WorkerStage.make_durable(stage, views=True)
     assert len(saved) == 2 and published == [now] and stage.last_views == now and stage.checkpoints == 2
     assert stage.views_cursor == 40 and stage.views == 1 and stage.views_total_s == 0.0  # (the clock stood still)
+    stage.views_cost_s = 0.4  # views that took 0.4 s come 2 s apart, however soon a half ring is checkpointed
+    now += 1.5
+    assert not WorkerStage.views_due(stage)
+    now += 0.5
+    assert WorkerStage.views_due(stage)
 
 
 def test_a_view_that_cannot_be_made_is_removed_not_left_older_than_the_cursor(tmp_path, capsys):
