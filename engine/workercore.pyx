@@ -28,6 +28,7 @@ import numpy as np
 from records cimport (XOS_EV_BALANCE, XOS_EV_MARKET_STATUS, XOS_EV_OUTCOME_POSITION, XOS_EV_POSITION, XOS_EV_REJECTED,
                      XOS_EV_VENUE, XOS_EV_VENUE_TRANSFER, xos_event)
 from eventkeep cimport XOS_KEEP_ALL, XOS_KEEP_ORDERLESS, xos_event_kept
+from intmath cimport xos_moved_past
 from lowerbound cimport xos_lower_bound
 from valuation cimport xos_revalue_cells, xos_row_fits, xos_row_value
 
@@ -753,6 +754,62 @@ def risk_walks(cnp.ndarray events, int64_t me, int status_unchanged, int venue_r
                 nb += 1
     return nc, nf, nb, ts_max
 
+
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def band_breaches(const int64_t[::1] price, int64_t last, int64_t band_bps) -> int:
+    """How many of a market's trades (in order, ``last`` the trade before them) moved past ``band_bps`` of the trade
+    before (``xos_moved_past``: exact, none from a price of 0)."""
+    cdef int64_t n = price.shape[0], i, count = 0, before = last
+    with nogil:
+        for i in range(n):
+            count += xos_moved_past(price[i], before, band_bps)
+            before = price[i]
+    return count
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def breaker_walk(const int64_t[::1] window_ts, const int64_t[::1] window_price, const int64_t[::1] ts,
+                 const int64_t[::1] price, int64_t window_ns, int64_t move_bps) -> tuple:
+    """A circuit breaker over a market's run of trades (``ts`` non-decreasing, none before the window's): a trade's
+    reference is the first trade at or after ``ts - window_ns``, of the window (the first trade of each ts before
+    the run) and the run; the first trade moved past ``move_bps`` of its reference (``xos_moved_past``) trips it.
+    Returns ``(trip, window_ts, window_price)``: the index of that trade (-1: none), and the window as it stands
+    after the run, or after the trip: from the last trade's reference on, the first trade of each ts."""
+    cdef int64_t w = window_ts.shape[0], n = ts.shape[0], i, k, ref = 0, end = n - 1, trip = -1, kept = 0, last_ts = 0
+    cdef int64_t target
+    if window_price.shape[0] != w or price.shape[0] != n:
+        raise ValueError(f"breaker_walk: {w} window times with {window_price.shape[0]} prices, {n} trade times "
+                         f"with {price.shape[0]} prices")
+    for i in range(n):
+        if (ts[i] < ts[i - 1]) if i else (w and ts[0] < window_ts[w - 1]):
+            raise ValueError(f"breaker_walk: trade {i}'s time {ts[i]} is before the one before it")
+    with nogil:
+        for i in range(n):
+            target = ts[i] - window_ns
+            # the lower bound moves forward only (the targets do not go back); the trade itself is at or past it
+            while ref < w + i and (window_ts[ref] if ref < w else ts[ref - w]) < target:
+                ref += 1
+            if xos_moved_past(price[i], window_price[ref] if ref < w else price[ref - w], move_bps):
+                trip = end = i
+                break
+        for k in range(ref, w + end + 1):  # the window kept: count the first trade of each ts
+            if k == ref or (window_ts[k] if k < w else ts[k - w]) != last_ts:
+                kept += 1
+            last_ts = window_ts[k] if k < w else ts[k - w]
+    out_ts, out_price = np.empty(kept, np.int64), np.empty(kept, np.int64)
+    cdef int64_t[::1] ot = out_ts, op = out_price
+    kept = 0
+    for k in range(ref, w + end + 1):
+        if k == ref or (window_ts[k] if k < w else ts[k - w]) != last_ts:
+            ot[kept] = window_ts[k] if k < w else ts[k - w]
+            op[kept] = window_price[k] if k < w else price[k - w]
+            kept += 1
+        last_ts = window_ts[k] if k < w else ts[k - w]
+    return trip, out_ts, out_price
 
 cdef inline int64_t lot_at(const int64_t[::1] ids, const int64_t[::1] lots, const int64_t[::1] listed_at,
                            int64_t market, int64_t seq) noexcept nogil:

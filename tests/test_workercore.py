@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engine.matcher import Engine
 from engine.records import Ev, Side
-from engine.workercore import IntTable, revalue_cells
+from engine.workercore import IntTable, band_breaches, breaker_walk, revalue_cells
 from engine.workers.margin import MarginBook, value_of
 from engine.workers.risk import RiskConfig, RiskMonitor
 from gateway.marketdata import MarketDataCore
@@ -283,3 +283,59 @@ def test_revalue_cells_is_the_exact_sum_or_refuses(entries, w, s):
     refused |= {row for row in range(4) if not -(1 << 63) <= exact[row] < 1 << 63}
     assert over.tolist() == sorted(refused)
     assert values.tolist() == [0 if row in refused else exact[row] for row in range(4)]
+
+
+def reference_breaker_walk(window_ts, window_price, ts, price, window_ns, bps):
+    """The breaker's rule in Python integers (the numpy version it replaced): each trade's reference by a binary
+    search of every time, the first trade moved past ``bps`` trips, the window kept from the last reference on."""
+    import bisect
+
+    all_ts, all_price = window_ts + ts, window_price + price
+    trip, end, ref = -1, len(ts) - 1, 0
+    for i in range(len(ts)):
+        ref = bisect.bisect_left(all_ts, ts[i] - window_ns)
+        r = all_price[ref]
+        if r > 0 and abs(price[i] - r) * 10000 > bps * r:
+            trip = end = i
+            break
+    kept = [(t, p) for k, (t, p) in enumerate(zip(all_ts, all_price)) if ref <= k <= len(window_ts) + end]
+    first = [(t, p) for k, (t, p) in enumerate(kept) if k == 0 or t != kept[k - 1][0]]
+    return trip, [t for t, _ in first], [p for _, p in first]
+
+
+PRICE = st.one_of(st.integers(0, 50), st.integers(95, 105), st.sampled_from([(1 << 62), (1 << 63) - 1]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(window=st.lists(st.tuples(st.integers(0, 3), PRICE), max_size=6),
+       run=st.lists(st.tuples(st.integers(0, 3), PRICE), min_size=1, max_size=12),
+       window_ns=st.integers(0, 6), bps=st.one_of(st.integers(0, 3000), st.just((1 << 63) - 1)))
+def test_breaker_walk_and_band_breaches_follow_the_rule_exactly(window, run, window_ns, bps):
+    """The breaker's walk in C against the rule in Python integers: times that repeat and jump, a window of the
+    first trade of each time, prices of 0 (never a reference) and near int64's end, any ``bps``; and the band
+    watch's count of trades moved past ``bps`` of the trade before."""
+    window_ts, t = [], 0
+    for step, _ in window:
+        t += step + 1  # a window holds one trade a time
+        window_ts.append(t)
+    window_price = [p for _, p in window]
+    ts = []
+    for step, _ in run:
+        t += step
+        ts.append(t)
+    price = [p for _, p in run]
+    trip, kept_ts, kept_price = breaker_walk(np.array(window_ts, np.int64), np.array(window_price, np.int64),
+                                             np.array(ts, np.int64), np.array(price, np.int64), window_ns, bps)
+    assert (trip, kept_ts.tolist(), kept_price.tolist()) == reference_breaker_walk(
+        window_ts, window_price, ts, price, window_ns, bps)
+    before = [window_price[-1] if window_price else 0] + price[:-1]
+    assert band_breaches(np.array(price, np.int64), before[0], bps) == sum(
+        r > 0 and abs(p - r) * 10000 > bps * r for p, r in zip(price, before))
+
+
+def test_breaker_walk_refuses_trades_out_of_time_order():
+    one = np.array([5], np.int64)
+    with pytest.raises(ValueError, match="before the one before it"):
+        breaker_walk(one, one, np.array([6, 4], np.int64), np.array([1, 1], np.int64), 10, 100)
+    with pytest.raises(ValueError, match="before the one before it"):
+        breaker_walk(np.array([9], np.int64), one, np.array([6], np.int64), one, 10, 100)

@@ -47,6 +47,13 @@ static inline int xos_outside_band(int64_t price, int64_t last, int32_t band_bps
     if (diff < 0) diff = -diff;
     return diff * 10000 > (__int128)band_bps * last;
 }
+/* ref > 0 and |price - ref| * 10000 > bps * ref, any int64 bps (the risk worker's breakers and band watch) */
+static inline int xos_moved_past(int64_t price, int64_t ref, int64_t bps) {
+    __int128 diff = (__int128)price - ref;
+    if (diff < 0) diff = -diff;
+    return ref > 0 && diff * 10000 > (__int128)bps * ref;
+}
+
 /* Compare u1 / m1 with u2 / m2 (m1, m2 > 0) exactly: -1, 0 or 1 (the ADL ranking's profit per margin). */
 static inline int xos_ratio_cmp(int64_t u1, int64_t m1, int64_t u2, int64_t m2) {
     __int128 a = (__int128)u1 * m2, b = (__int128)u2 * m1;

@@ -7,6 +7,7 @@ cdef extern from "intmath.h" nogil:
     int64_t xos_mul_capped(int64_t a, int64_t b)
     int64_t xos_mul_div(int64_t a, int64_t b, int64_t c)
     bint xos_outside_band(int64_t price, int64_t last, int32_t band_bps)
+    bint xos_moved_past(int64_t price, int64_t ref, int64_t bps)
     int xos_ratio_cmp(int64_t u1, int64_t m1, int64_t u2, int64_t m2)
     int64_t xos_bankruptcy_price(int64_t mark, int64_t lots, int64_t equity, int64_t tick, int is_long)
     bint xos_sum_exceeds(int64_t a, int64_t b, int64_t c, int64_t cap)

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..codes import ResultCode
 from ..records import COMMAND_DTYPE, Cmd, Ev, select_records, unpack_breaker_windows
-from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, risk_orders, risk_walks
+from ..workercore import RATE_COLUMNS, RISK_COLUMNS, IntTable, band_breaches, breaker_walk, risk_orders, risk_walks
 from . import ASSET_LISTING, MARKET_LISTING, EventCore, Listings, kind_mask
 
 # the event columns the breakers read
@@ -118,18 +118,6 @@ class Breaker:
             price = np.array([p for _, p in old], np.int64)
             first = np.concatenate([[True], ts[1:] != ts[:-1]]) if len(ts) else np.zeros(0, bool)
             self.window_ts, self.window_price = ts[first], price[first]
-
-
-def exceeds(price: np.ndarray, ref: np.ndarray, bps: int) -> np.ndarray:
-    """``|price - ref| * 10000 > bps * ref and ref > 0``, exactly: a float64 screen (far from the
-    bound it cannot err) and Python integers for the few near it, as int64 products could overflow."""
-    pf, rf = price.astype(np.float64), ref.astype(np.float64)
-    out = np.zeros(len(price), bool)
-    near = (ref > 0) & (np.abs(pf - rf) * 10000.0 >= bps * rf * (1 - 1e-9))
-    for k in np.flatnonzero(near).tolist():
-        p, r = int(price[k]), int(ref[k])
-        out[k] = abs(p - r) * 10000 > bps * r
-    return out
 
 
 class RiskMonitor(EventCore):
@@ -350,9 +338,8 @@ class RiskMonitor(EventCore):
 
     def _market_trades(self, market: int, at: np.ndarray, price: np.ndarray, ts: np.ndarray, out: list) -> None:
         m = self.listings.markets.get(market)
-        prev = np.concatenate([[self.last.get(market, 0)], price[:-1]])
         if m is not None and m.band_bps > 0:
-            breaches = int(exceeds(price, prev, m.band_bps).sum())
+            breaches = band_breaches(price, self.last.get(market, 0), m.band_bps)
             if breaches:
                 self.band_breaches[market] = self.band_breaches.get(market, 0) + breaches
         self.last[market] = int(price[-1])
@@ -369,21 +356,11 @@ class RiskMonitor(EventCore):
         sends ``halt_kind`` (Halt, or VenueMarketHalt for ``venue``) and stops it."""
         if b.state != LIVE:
             return
-        # each trade's reference: the first trade at or after ts - window (the window keeps the
-        # first trade of each ts, which is all a reference can be)
-        all_ts = np.concatenate([b.window_ts, ts])
-        all_price = np.concatenate([b.window_price, price])
-        ref_at = np.searchsorted(all_ts, ts - b.window_ns, side="left")
-        tripped = np.flatnonzero(exceeds(price, all_price[ref_at], b.move_bps))
-        end = int(tripped[0]) if len(tripped) else len(price) - 1  # the breaker stops at a trip
-        if len(tripped):
+        end, b.window_ts, b.window_price = breaker_walk(b.window_ts, b.window_price, ts, price, b.window_ns, b.move_bps)
+        if end >= 0:  # the breaker stops at a trip
             b.state = HALT_SENT
             b.trips += 1
             out.append((int(at[end]), 1, halt_kind, venue, market, int(ts[end])))
-        keep = slice(int(ref_at[end]), len(b.window_ts) + end + 1)
-        kept_ts = all_ts[keep]
-        first_of_ts = np.concatenate([[True], kept_ts[1:] != kept_ts[:-1]])
-        b.window_ts, b.window_price = kept_ts[first_of_ts], all_price[keep][first_of_ts]
 
     def _commands(self, out: list) -> np.ndarray:
         """The batch's Halt / Resume (and venue Halt / Resume) commands in the order of the events that
