@@ -104,6 +104,13 @@ def wait_caught_up(sup, cfg, n_commands: int, timeout_s: float, lag_seen: list[i
         time.sleep(0.01)  # polling costs CPU the engine needs on 2 cores
 
 
+def events_a_take(before: dict, after: dict) -> float:
+    """A worker's events per take from the ring between two heartbeats (from its start if it was restarted)."""
+    if before["pid"] != after["pid"]:
+        before = {"applied": 0, "batches": 0}
+    return (after["applied"] - before["applied"]) / max(1, after["batches"] - before["batches"])
+
+
 def one_run(wl, journal: bool, ring_capacity: int, timeout_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="xos-pipeline-") as tmp:
         path = write_config(Path(tmp), journal, ring_capacity, wl.engine_kwargs)
@@ -152,6 +159,8 @@ def one_run(wl, journal: bool, ring_capacity: int, timeout_s: float) -> dict:
                         **{f"latency_{name}_ns": latency[w].get(p, 0) for name, p in LATENCY_NAMES},
                         **{k: b[k] - before[w].get(k, 0) for k in ("checkpoints", "checkpoint_ms_total", "views",
                                                                    "views_ms_total") if k in b},
+                        # events a take from the ring in the timed part (each take: a wake-up, a pass of the core)
+                        "events_a_take": events_a_take(before[w], b),
                         **({"checkpoint_ms": b["checkpoint_ms"]} if "checkpoint_ms" in b else {})}
                     for w, b in workers.items()},
         "matcher": {k: v for k, v in beats["matcher"].items()
@@ -199,6 +208,8 @@ def main(argv=None) -> dict:
                  f"p99 {r['p99_ns'] / 1e3:,.0f} us")
             _log("    CPU s in the timed part (%.2f s): %s" % (r["seconds"], ", ".join(
                 f"{role} {s:.2f}" for role, s in r["cpu_s"].items())))
+            _log("    events a take from the ring: %s" % ", ".join(
+                f"{w} {b['events_a_take']:,.0f}" for w, b in r["workers"].items()))
             for w, b in r["workers"].items():
                 if b.get("checkpoints"):
                     views = (f"; {b['views']} with views, which took {b['views_ms_total'] / 1e3:.2f} s"

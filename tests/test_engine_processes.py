@@ -404,6 +404,7 @@ def test_pipeline_benchmark_smoke(tmp_path):
         run = out["modes"][mode]["runs"][0]
         assert run["commands"] == 3000 and run["matcher"]["malformed"] == 0
         assert all(w["cursor"] == run["matcher"]["event_seq"] for w in run["workers"].values())
+        assert all(w["events_a_take"] > 0 for w in run["workers"].values())
     journaled = out["modes"]["journal_on"]["runs"][0]["matcher"]
     assert journaled["durable_seq"] == journaled["cmd_seq"]
     # the heartbeat counts the group commits and their durable writes (fsync always, the default)
