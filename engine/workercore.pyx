@@ -755,8 +755,6 @@ def risk_walks(cnp.ndarray events, int64_t me, int status_unchanged, int venue_r
     return nc, nf, nb, ts_max
 
 
-
-
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def band_breaches(const int64_t[::1] price, int64_t last, int64_t band_bps) -> int:
@@ -810,6 +808,7 @@ def breaker_walk(const int64_t[::1] window_ts, const int64_t[::1] window_price, 
             kept += 1
         last_ts = window_ts[k] if k < w else ts[k - w]
     return trip, out_ts, out_price
+
 
 cdef inline int64_t lot_at(const int64_t[::1] ids, const int64_t[::1] lots, const int64_t[::1] listed_at,
                            int64_t market, int64_t seq) noexcept nogil:

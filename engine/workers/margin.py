@@ -1083,8 +1083,8 @@ class MarginBook(EventCore):
                ) -> tuple[np.ndarray, np.ndarray]:
         """The cells (flat ``row * width + column``, ascending) of the accounts in use where one of ``dense``
         (account x asset arrays, at most two) or ``sparse`` (flat cells and amounts, several to a cell) is not
-        zero, each with its amounts (a cell's adjacent, one an array or entry), for ``revalue_cells``.  A book's
-        cells are mostly zero (config B: 11 % of 100,000 accounts x 70 assets in use)."""
+        zero, with their amounts (one from each dense array and each sparse entry, a cell's side by side), for
+        ``revalue_cells``.  A book's cells are mostly zero (config B: 11 % of 100,000 accounts x 70 assets)."""
         n, k = self.n_accounts, len(self.asset_of)
         cells = nonzero_cells(dense[0], n, k, *dense[1:])
         amounts = np.stack([array.reshape(-1)[cells] for array in dense], axis=1).reshape(-1)
@@ -1117,8 +1117,8 @@ class MarginBook(EventCore):
         plus perpetual unrealised PnL plus outcome shares at the last trade price, valued),
         ``margin_used`` (held amounts valued: order holds and position margins), ``available``
         (equity - margin used), ``maintenance`` (the positions' maintenance requirement, valued) and ``valued``.
-        An account whose figures might not fit in int64 is not valued (``valued`` False, figures 0): then
-        ``ValuationOverflow`` names them, carrying the view of all the others as ``partial``."""
+        An account one of whose figures does not fit in int64 is not valued (``valued`` False, figures 0): then
+        ``ValuationOverflow`` names them, carrying the view with all the others valued as ``partial``."""
         n = self.n_accounts
         iso_cells, iso_upnl, iso_maint = self._isolated_sums()
         perpetuals = len(self.perp) > 0  # else the position sums are zero: no slot was ever taken (none is given back)
