@@ -133,19 +133,16 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
     """An account's balances (settlement ledger), equity and margin use (margin worker's view)."""
     import numpy as np
 
-    from .workers.settlement import SettlementLedger
+    from .workers.settlement import LedgerReader
 
     cfg = _load(config)
     db = cfg.ledger_path
     if not db.exists():
         typer.echo(f"no settlement ledger at {db} (has `xos run` run with this config?)", err=True)
         raise typer.Exit(1)
-    ledger = SettlementLedger(db)
+    ledger = LedgerReader(db)  # read-only: the running settlement worker is the ledger's one writer
     try:
-        symbols = {asset_id: a.symbol for asset_id, a in ledger.assets().items()}
-        balances = ledger.balances(account_id)
-        fills = ledger.fills(account_id, 5)
-        cursor = ledger.cursor
+        cursor, balances, symbols, fills = ledger.account(account_id, 5)
     finally:
         ledger.close()
     typer.echo(f"account {account_id} (ledger at event {cursor})")

@@ -154,6 +154,39 @@ def test_an_accounts_fills_by_market_and_since_as_a_filter_of_all_of_them(tmp_pa
     ledger.close()
 
 
+def test_an_account_read_while_the_worker_writes_leaves_its_ledger_alone(stream, tmp_path):
+    """``LedgerReader.account`` (what ``xos account`` reads) gives the writer's balances, fills and cursor while legs
+    wait unfolded, and never writes: the writer goes on to the end.  ``xos account`` opened a writer's handle, whose
+    close folded the legs, and the running settlement worker then stopped on "balances moved under us"."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.workers.settlement import LedgerReader
+
+    e, events = stream
+    config = tmp_path / "xos.toml"
+    config.write_text(f'[engine]\ndata_dir = "{tmp_path}"\n')
+    ledger = SettlementLedger(tmp_path / "settlement.sqlite")
+    reader, read = LedgerReader(ledger.path), 0
+    for batch in batches(events, random.Random(4)):
+        ledger.apply(batch)
+        if not ledger._unfolded or read >= 3:
+            continue
+        read += 1
+        for account in ledger.accounts()[:8]:
+            cursor, totals, symbols, fills = reader.account(account, 5)
+            assert cursor == ledger.cursor and totals == ledger.balances(account) and totals
+            assert fills == ledger.fills(account, 5) and symbols == {a: d.symbol for a, d in ledger.assets().items()}
+        out = CliRunner().invoke(app, ["account", str(account), "--config", str(config)])
+        assert out.exit_code == 0 and f"(ledger at event {ledger.cursor})" in out.output, out.output
+    assert read == 3
+    reader.close()
+    assert_settlement_matches(e, ledger)
+    ledger.close()
+    with pytest.raises(FileNotFoundError, match="no settlement ledger at"):
+        LedgerReader(tmp_path / "none.sqlite").account(1, 5)
+
+
 def test_settlement_crash_replay_and_reopen(stream, tmp_path):
     e, events = stream
     path = tmp_path / "ledger.sqlite"

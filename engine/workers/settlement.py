@@ -78,6 +78,13 @@ LIQUIDATION_ACCOUNT = -5  # an insurance fund's payment to a liquidated account 
 OUTCOME_ACCOUNT = -6  # the outcome markets' collateral paid in cash (collateral less the events' advances)
 FUNDING_ACCOUNT = -7  # funding payments pass through it: an ApplyFunding's transfers sum to 0, so it stays at 0
 _OUTCOME_ENTRY = {int(c): f"outcome_{c.name.lower()}" for c in OutcomeChange}
+# every leg (account, asset, amount) of the entries after a seq (?1): the postings and each fill's legs
+LEGS_AFTER = ("SELECT account, asset, amount FROM postings WHERE seq > ?1 "
+              f"UNION ALL SELECT buyer, base, qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
+              f"UNION ALL SELECT seller, base, -qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
+              "UNION ALL SELECT buyer, quote, buyer_quote FROM fills WHERE seq > ?1 "
+              "UNION ALL SELECT seller, quote, seller_quote FROM fills WHERE seq > ?1 "
+              f"UNION ALL SELECT {FEE_ACCOUNT}, quote, fee FROM fills WHERE seq > ?1")
 
 # the ledger account each VenueTransfer reason moves against: stake lock, release and slashes the locked stake,
 # fee sweeps the fee pools, an insurance fund's payment to a liquidated account (two events, fund - and target +)
@@ -200,6 +207,27 @@ class LedgerReader:
         finally:
             self.db.execute("COMMIT")
 
+    def account(self, account: int, limit: int) -> tuple[int, dict[int, int], dict[int, str], list[dict]]:
+        """(the ledger's cursor, ``{asset: total}`` for every asset posted to ``account``, ``{asset: symbol}`` of
+        the listed assets, its newest ``limit`` fills), read in one transaction; the totals are the balances the
+        worker folded plus the legs after them, as ``SettlementLedger.balances`` gives them.  A reader never writes
+        (a writer's handle folds the legs as it closes, and the worker would then find the file moved under it)."""
+        if not self.connected():
+            raise FileNotFoundError(f"no settlement ledger at {self.path}")
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            cursor = db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()[0]
+            folded = db.execute("SELECT value FROM meta WHERE key = 'balances_cursor'").fetchone()[0]
+            totals = dict(db.execute(
+                "SELECT asset, SUM(amount) FROM (SELECT asset, amount FROM balances WHERE account = ?2 UNION ALL "
+                f"SELECT asset, amount FROM ({LEGS_AFTER}) WHERE account = ?2) GROUP BY asset ORDER BY asset",
+                (folded, account)))
+            symbols = dict(db.execute("SELECT asset, symbol FROM assets"))
+            return cursor, totals, symbols, account_fills(db, account, limit)
+        finally:
+            db.execute("COMMIT")
+
     def close(self) -> None:
         if self.db is not None:
             self.db.close()
@@ -256,14 +284,7 @@ class SettlementLedger(EventCore):
         self._marr = None  # market arrays for the fills (``_market_arrays``)
         self._balances_cursor = db.execute("SELECT value FROM meta WHERE key = 'balances_cursor'").fetchone()[0]
         # the legs after balances_cursor, as (accounts, assets, amounts) arrays not yet folded
-        after = (self._balances_cursor,)
-        legs = db.execute(
-            "SELECT account, asset, amount FROM postings WHERE seq > ?1 "
-            f"UNION ALL SELECT buyer, base, qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
-            f"UNION ALL SELECT seller, base, -qty FROM fills WHERE seq > ?1 AND {_SPOT_FILL} "
-            "UNION ALL SELECT buyer, quote, buyer_quote FROM fills WHERE seq > ?1 "
-            "UNION ALL SELECT seller, quote, seller_quote FROM fills WHERE seq > ?1 "
-            f"UNION ALL SELECT {FEE_ACCOUNT}, quote, fee FROM fills WHERE seq > ?1", after).fetchall()
+        legs = db.execute(LEGS_AFTER, (self._balances_cursor,)).fetchall()
         rows = np.array(legs, np.int64).reshape(-1, 3)
         self._unfolded = [(rows[:, 0], rows[:, 1], rows[:, 2])] if len(rows) else []
         self._unfolded_sums = None
