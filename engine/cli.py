@@ -153,7 +153,7 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
         view = np.load(view_path)
         row = view[view["account"] == account_id]
         if len(row) and "valued" in view.dtype.names and not row[0]["valued"]:
-            typer.echo("  equity not valued: it could exceed int64 (see the margin worker's stderr)")
+            typer.echo("  equity not valued: it does not fit in int64 (see the margin worker's stderr)")
         elif len(row):
             r = row[0]
             maintenance = f"  maintenance {int(r['maintenance'])}" if "maintenance" in view.dtype.names else ""

@@ -648,7 +648,7 @@ class BalancesResult(_Msg, tag="balances_result"):
     margin_used: I64 = 0
     available: I64 = 0
     maintenance: I64 = 0  # the positions' maintenance requirement (equity below it: liquidatable)
-    valued: bool = True  # False: the margin worker could not value the account (might exceed int64); figures 0
+    valued: bool = True  # False: the margin worker could not value the account (past int64); figures 0
 
 
 class PositionInfo(msgspec.Struct, array_like=True, frozen=True):

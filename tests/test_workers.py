@@ -1993,5 +1993,5 @@ def test_xos_account_says_when_the_account_could_not_be_valued(tmp_path):
     unvalued = CliRunner().invoke(app, ["account", "5", "--config", str(path)])
     valued = CliRunner().invoke(app, ["account", "6", "--config", str(path)])
     assert unvalued.exit_code == valued.exit_code == 0, (unvalued.output, valued.output)
-    assert "equity not valued: it could exceed int64" in unvalued.output and "equity 0" not in unvalued.output
+    assert "equity not valued: it does not fit in int64" in unvalued.output and "equity 0" not in unvalued.output
     assert "equity 10  margin used 4  available 6  maintenance 0" in valued.output
