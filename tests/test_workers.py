@@ -1280,8 +1280,8 @@ def test_a_costly_checkpoint_comes_no_sooner_than_its_share_of_the_time_allows(m
 def test_a_checkpoint_for_the_rings_room_publishes_views_only_every_checkpoint_s(monkeypatch):
     """Every checkpoint saves the core and releases the ring; the views go with it only once they are
     ``checkpoint_s`` old (half a ring of events can come much sooner) and, when costly, their share of the time
-    allows, and the count and time of checkpoints and views are kept for the heartbeat.  Views left behind the core are published once the ring is idle (the test
-    above)."""
+    allows, and the count and time of checkpoints and views are kept for the heartbeat.  Views left behind the
+    core are published once the ring is idle (the test above)."""
     import time
     from types import SimpleNamespace
 
