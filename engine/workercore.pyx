@@ -532,6 +532,9 @@ def revalue_cells(const int64_t[::1] cells, const int64_t[::1] amounts, const in
     if amounts.shape[0] != m or s.shape[0] != width or width == 0 or nrows < 0:
         raise ValueError(f"revalue_cells: {m} cells with {amounts.shape[0]} amounts, {width} weights with "
                          f"{s.shape[0]} shifts, {nrows} rows")
+    for r in range(width):
+        if not 0 <= w[r] < 1 << 31:  # (weight_bits gives 31 bits): a product of an amount then fits in 128 bits
+            raise ValueError(f"revalue_cells: column {r}'s weight {w[r]} is not in 0 .. 2**31 - 1")
     cdef xos_row_value *rows = <xos_row_value *>calloc(max(nrows, 1), sizeof(xos_row_value))
     if rows == NULL:
         raise MemoryError(f"revalue_cells: no room for {nrows} rows")

@@ -511,6 +511,9 @@ def test_revalue_cells_exact():
     for bad, why in ((cells[::-1], "cells not in order"), (cells + width, "a cell outside")):
         with pytest.raises(ValueError, match=why):
             revalue_cells(bad.copy(), amounts, w, s, nrows)
+    for weight in (-1, 1 << 31):
+        with pytest.raises(ValueError, match=f"column 4's weight {weight} is not in 0 .. 2\\*\\*31 - 1"):
+            revalue_cells(cells, amounts, np.where(np.arange(width) == 4, weight, w), s, nrows)
     for weight in (Fraction(1), Fraction(3, 10**12), Fraction(10**15, 7), Fraction(1, 3), Fraction(2**40 + 1)):
         w1, s1 = weight_bits(weight)
         assert 1 << 30 <= w1 < 1 << 31
