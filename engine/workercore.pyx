@@ -797,20 +797,15 @@ def breaker_walk(const int64_t[::1] window_ts, const int64_t[::1] window_price, 
             if xos_moved_past(price[i], window_price[ref] if ref < w else price[ref - w], move_bps):
                 trip = end = i
                 break
-        for k in range(ref, w + end + 1):  # the window kept: count the first trade of each ts
-            if k == ref or (window_ts[k] if k < w else ts[k - w]) != last_ts:
-                kept += 1
-            last_ts = window_ts[k] if k < w else ts[k - w]
-    out_ts, out_price = np.empty(kept, np.int64), np.empty(kept, np.int64)
+    out_ts, out_price = np.empty(w + end + 1 - ref, np.int64), np.empty(w + end + 1 - ref, np.int64)
     cdef int64_t[::1] ot = out_ts, op = out_price
-    kept = 0
-    for k in range(ref, w + end + 1):
+    for k in range(ref, w + end + 1):  # the window kept: the first trade of each ts
         if k == ref or (window_ts[k] if k < w else ts[k - w]) != last_ts:
             ot[kept] = window_ts[k] if k < w else ts[k - w]
             op[kept] = window_price[k] if k < w else price[k - w]
             kept += 1
         last_ts = window_ts[k] if k < w else ts[k - w]
-    return trip, out_ts, out_price
+    return trip, out_ts[:kept], out_price[:kept]
 
 
 cdef inline int64_t lot_at(const int64_t[::1] ids, const int64_t[::1] lots, const int64_t[::1] listed_at,
