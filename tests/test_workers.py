@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import random
 from fractions import Fraction
 
@@ -481,6 +482,51 @@ def test_adl_ranks_are_the_exact_order_where_float_ratios_tie(seed):
     assert ranks.tolist() == expected.tolist()
     ratio = upnl / np.maximum(margin, 1)
     assert len(np.unique(ratio)) < len({Fraction(int(u), max(int(m), 1)) for u, m in zip(upnl, margin)})
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_liquidation_prices_are_the_formula_and_never_wrap(seed):
+    """``liquidation_prices`` against its formula in fractions (x = (M - m - E + n mark) / (n (1 - k)) for a long,
+    (E + n mark - M + m) / (n (1 + k)) for a short, k = maintenance_bps / (10000 leverage)), on ordinary positions
+    mixed with ones whose equity terms, requirement, size or mark reach int64's ends (their sums and products do
+    not fit in int64) and with maintenance as large as the notional (k = 1)."""
+    from engine.workers.margin import liquidation_prices
+
+    rng = np.random.default_rng(seed)
+    n = 4000
+    lot = rng.choice([1, 10, 1000], n)
+    size = rng.integers(-500, 500, n) * lot
+    mark = rng.integers(1, 100_000, n)
+    leverage = rng.integers(1, 101, n)
+    mm = np.where(rng.random(n) < 0.05, 10000, rng.integers(1, 10001, n))
+    terms = rng.integers(-10 ** 9, 10 ** 9, (4, n))
+    requirement = rng.integers(0, 10 ** 8, n)
+    own = rng.integers(0, 10 ** 6, n)
+    top = np.iinfo(np.int64).max
+    for values, low, unit in ((terms[0], -top, 1), (terms[3], -top, 1), (requirement, 0, 1), (size, -top, lot),
+                              (mark, 1, 1)):
+        huge = rng.random(n) < 0.05
+        values[huge] = (rng.integers(low, top, n) // unit * unit)[huge]  # a size in whole lots
+    prices = liquidation_prices(size, lot, mark, leverage, mm, terms, requirement, own)
+    for i in range(n):
+        lots = abs(int(size[i])) // int(lot[i])
+        equity = sum(int(t) for t in terms[:, i])
+        k = Fraction(int(mm[i]), 10000 * int(leverage[i]))
+        m_now, m_own, at = int(requirement[i]), int(own[i]), int(mark[i])
+        if lots == 0:
+            expected = 0
+        elif size[i] > 0:
+            a = m_now - m_own - equity + lots * at
+            if a <= 0:
+                expected = 0  # never
+            elif k == 1:
+                expected = at  # under now and at any price
+            else:
+                expected = max(min(math.floor(Fraction(a) / (lots * (1 - k))), at), 0)
+        else:
+            x = max(math.floor(Fraction(equity + lots * at - m_now + m_own) / (lots * (1 + k))) + 1, at)
+            expected = x if x <= top else 0
+        assert int(prices[i]) == expected, (i, int(size[i]), int(lot[i]), at, equity, m_now, m_own)
 
 
 def test_revalue_cells_exact():
