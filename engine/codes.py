@@ -334,7 +334,7 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.UNKNOWN_MESSAGE: "unknown request type",
     ResultCode.MESSAGE_TOO_LARGE: "the message exceeds the gateway's max_message_bytes",
     ResultCode.BATCH_TOO_LARGE: "the batch holds more requests than the gateway's max_batch",
-    ResultCode.INVALID_REQUEST: "the request's fields contradict each other (e.g. both or neither of order id and client id)",
+    ResultCode.INVALID_REQUEST: "the request's fields are out of range or contradict each other",
     ResultCode.GATEWAY_STOPPING: "the gateway is shutting down and takes no new requests",
     ResultCode.COMMAND_LOST: "not executed: the matcher stopped before the command reached its journal",
     ResultCode.GATEWAY_INTERNAL_ERROR: "the gateway failed on this request and did not forward it; its other requests go on",

@@ -116,11 +116,23 @@ def _iso(ts_ns: int) -> str | None:
 
 
 def _int(name: str, value) -> int:
-    """Engine units are integers: a float (or anything else) is refused with the field's name."""
+    """Engine units are int64 integers: a float (or anything else), or an int past int64, is refused with the
+    field's name."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int in engine units (price per lot, size in base units), "
                         f"not {type(value).__name__} {value!r}")
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"{name} must fit in int64 (-2**63 .. 2**63 - 1), not {value}")
     return value
+
+
+def _id(name: str, value) -> int:
+    """An order id or client order id as CCXT hands it: a string of decimal digits, or an int."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"{name} must be an order id (decimal digits), not {value!r}")
+        value = int(value)
+    return _int(name, value)
 
 
 def _since_limit(since, limit) -> tuple[int, int]:
@@ -528,9 +540,9 @@ class Client:
     def _target(id, params: dict | None) -> dict:
         params = params or {}
         if id is not None:
-            return {"order_id": _int("id", int(id))}
+            return {"order_id": _id("id", id)}
         if "clientOrderId" in params:
-            return {"client_id": _int("clientOrderId", int(params["clientOrderId"]))}
+            return {"client_id": _id("clientOrderId", params["clientOrderId"])}
         raise ValueError("give the order id, or params['clientOrderId']")
 
     async def cancel_order(self, id=None, symbol=None, params: dict | None = None) -> dict:
@@ -544,7 +556,7 @@ class Client:
         """Amend the open size (``amount``: the new remaining) and/or the price (None: keep)."""
         target = self._target(id, params)
         if amount is None:
-            current = self.orders.get(int(id)) if id is not None else None
+            current = self.orders.get(_id("id", id)) if id is not None else None
             if current is None:
                 raise ValueError("amount (the new open size) is required for an order this client has not seen")
             amount = current["remaining"]

@@ -21,7 +21,7 @@ def test_the_built_in_default_trades_a_leveraged_perpetual_and_a_yes_no_market()
     (outcome,) = e.outcomes()
     assert (outcome.market, outcome.payout, outcome.resolver, outcome.dispute_window) == (5, 10**6, 9002, 3600 * 10**9)
     # demo accounts trade the perpetual at 20x (a buy holds ceil(price / 20) + its fee per lot) and the yes/no market
-    price, lot, ts = 65_000_000_000, 100_000, 10**18  # 65,000 USDT per BTC: 65,000,000,000 units per lot of 0.001 BTC
+    price, lot, ts = 65_000_000, 100_000, 10**18  # 65,000 USDT per BTC: 65 USDT (65,000,000 units) a lot of 0.001 BTC
     feed = {f.market: f.id for f in cfg.feeds.markets}[4]
     assert not (e.oracle_price(cfg.feeds.account, 0, 4, price, feed_id=feed, source_ts=ts, ts=ts)["kind"]
                 == Ev.REJECTED).any()
@@ -78,7 +78,7 @@ def test_the_built_in_default_is_a_unified_account():
     assert not (e.process(bootstrap_commands(cfg))["kind"] == Ev.REJECTED).any()
     assert [(c.asset, c.price_market, c.max_weight_bps) for c in e.collateral_assets()] == [
         (1, 0, 10_000), (2, 1, 9_000), (3, 2, 8_500), (4, 3, 7_000)]
-    price, lot, ts = 65_000_000_000, 100_000, 10**18
+    price, lot, ts = 65_000_000, 100_000, 10**18  # 65,000 USDT per BTC
     feeds = {f.market: f.id for f in cfg.feeds.markets}
     for market in (1, 4):  # the BTC index prices BTC (spot market 1) and marks the perpetual (market 4)
         assert not (e.oracle_price(cfg.feeds.account, 0, market, price, feed_id=feeds[market], source_ts=ts,
@@ -86,7 +86,7 @@ def test_the_built_in_default_is_a_unified_account():
     BTC_ONLY = 4242
     e.deposit(BTC_ONLY, 2, 10**8, ts=ts)  # 1 BTC: 65,000 USDT, 58,500 at its 90 %
     assert not (e.place(1001, 4, Side.SELL, price, 5 * lot, 7, ts=ts)["kind"] == Ev.REJECTED).any()
-    events = e.place(BTC_ONLY, 4, Side.BUY, price, 5 * lot, 1, tif=1, ts=ts)  # IOC, 20x: 5 x 65e9 / 20 borrowed
+    events = e.place(BTC_ONLY, 4, Side.BUY, price, 5 * lot, 1, tif=1, ts=ts)  # IOC, 20x: 5 x 65e6 / 20 borrowed
     assert not (events["kind"] == Ev.REJECTED).any()
     assert e.position(BTC_ONLY, 4).size == 5 * lot and e.balance(BTC_ONLY, 1)[0] < 0
 

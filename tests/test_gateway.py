@@ -444,9 +444,17 @@ def test_sync_client_and_heartbeats_in_status(engine):
                     secret_key_file=engine.key("dave")) as dave:
         o = dave.create_order("BTC/USD", "limit", "sell", 2, 900, {"clientOrderId": 42})
         assert dave.fetch_order(o["id"])["status"] == "open"
+        assert dave.fetch_order(None, params={"clientOrderId": "42"})["id"] == o["id"]  # a string of digits is one
         assert dave.cancel_order(o["id"])["status"] == "canceled"
         with pytest.raises(TypeError, match="engine units"):
             dave.create_order("BTC/USD", "limit", "sell", 2.5, 900, {"clientOrderId": 43})
+        # refused before sending, naming the field: no msgspec OverflowError, no int() error
+        with pytest.raises(ValueError, match=rf"amount must fit in int64 \(-2\*\*63 \.\. 2\*\*63 - 1\), not {1 << 64}"):
+            dave.create_order("BTC/USD", "limit", "sell", 1 << 64, 900, {"clientOrderId": 43})
+        with pytest.raises(ValueError, match=r"id must be an order id \(decimal digits\), not 'abc'"):
+            dave.fetch_order("abc")
+        with pytest.raises(ValueError, match="clientOrderId must be an order id"):
+            dave.cancel_order(None, params={"clientOrderId": "4x"})
     deadline = time.monotonic() + 5
     while not read_heartbeats(engine.cfg)["gateway"].get("acks"):  # the next beat (every 0.2 s) counts them
         assert time.monotonic() < deadline, read_heartbeats(engine.cfg)["gateway"]
