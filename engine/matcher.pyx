@@ -3249,16 +3249,20 @@ cdef class Matcher:
                                    int64_t added, bint reduce_only) noexcept nogil:
         """An order's (or amend's) venue gates in its market (``r`` NULL: the venue has none there): the
         venue's halt stops anything but reduce-only orders and pure size reductions; the venue's band (else the
-        market's) bounds a new price around the last trade; the open-interest cap bounds the side's open
-        interest plus the venue's open orders there plus ``added`` (reference ``_check_venue_risk``)."""
+        market's) bounds a new price around the last trade (a perpetual not yet traded: its mark, so that its first
+        trade is bounded too); the open-interest cap bounds the side's open interest plus the venue's open orders
+        there plus ``added`` (reference ``_check_venue_risk``)."""
         cdef int32_t band = m.band_bps
+        cdef int64_t ref = m.last_price
         cdef bint exceeds
         if r != NULL:
             if r.halted and not reduce_only and (new_price or added > 0):
                 return XOS_VENUE_MARKET_HALTED
             if r.band_bps > 0:
                 band = r.band_bps
-        if new_price and band > 0 and m.last_price > 0 and xos_outside_band(price, m.last_price, band):
+        if ref == 0 and m.kind == XOS_MARKET_PERPETUAL:
+            ref = m.mark
+        if new_price and band > 0 and ref > 0 and xos_outside_band(price, ref, band):
             return XOS_PRICE_OUTSIDE_BAND
         if r != NULL and r.oi_cap > 0 and not reduce_only and added > 0:
             if side == BID:

@@ -74,7 +74,8 @@ Cython engine must do the same):
     its one (expire_at, order_id) entry.
 8.  The price band check applies to market orders too (their protection
     price); "has traded" means last price > 0.  last price is per market and
-    set by every fill (STP decrements are not trades).
+    set by every fill (STP decrements are not trades).  A perpetual that has
+    not traded is banded around its mark when it has one (mark > 0).
 9.  ORDER_CAPACITY compares the number of resting (open) orders with
     max_orders; ACCOUNT_CAPACITY the number of accounts with max_accounts.
     ASSET_CAPACITY / MARKET_CAPACITY are unreachable (ids are range-checked).
@@ -2330,14 +2331,16 @@ class ReferenceEngine(CommandAPI):
     def _check_venue_risk(r: _VenueRisk | None, m: _Market, side: int, price: int, new_price: bool, added: int,
                           reduce_only: bool) -> int:
         """The venue's halt (all but reduce-only orders and pure size reductions), its band (else the
-        market's) on a new price, its open-interest cap on added size (ARCHITECTURE, "Venues")."""
+        market's) on a new price around the last trade (a perpetual not yet traded: its mark), its open-interest
+        cap on added size (ARCHITECTURE, "Venues")."""
         band = m.band_bps
+        ref = m.last or (m.mark if m.kind == _PERP else 0)
         if r is not None:
             if r.halted and not reduce_only and (new_price or added > 0):
                 return int(RC.VENUE_MARKET_HALTED)
             if r.band_bps > 0:
                 band = r.band_bps
-        if new_price and band > 0 and m.last > 0 and abs(price - m.last) * 10000 > band * m.last:
+        if new_price and band > 0 and ref > 0 and abs(price - ref) * 10000 > band * ref:
             return int(RC.PRICE_OUTSIDE_BAND)
         if r is not None and r.oi_cap > 0 and not reduce_only and added > 0:
             oi, open_size = (r.long_oi, r.open_buy) if side == _BUY else (r.short_oi, r.open_sell)

@@ -67,6 +67,27 @@ def test_mark_rule_inputs_missing_and_median(engine_cls):
     assert marks(ok(e.place(B, SPOT, SELL, 100, 10, 3, tif=Tif.IOC))) == []
 
 
+def test_an_untraded_perpetuals_band_is_around_its_mark(engine_cls):
+    """Before its first trade a perpetual's band is around its mark (here the oracle's price), so that the first
+    trade cannot be anywhere; once it has traded, around the last trade, as in every market."""
+    e = mark_world(engine_cls)
+    ok(e.set_venue_risk(ADMIN, 0, PERP, band_bps=1000))  # 10 %
+    ok(e.place(A, PERP, BUY, 5, 10, 1))  # no trade, no mark: nothing to bound it by
+    ok(e.oracle_price(FEED, 0, PERP, 200, feed_id=1, source_ts=1))
+    assert e.market_risks()[0].mark == 200
+    before = state(e)
+    for events in (e.place(B, PERP, SELL, 5, 10, 1),  # would trade at 5 against the oracle's 200
+                   e.place(B, PERP, SELL, 175, 10, 1),  # 12.5 % under
+                   e.amend(A, client_id=1, price=100, qty=10)):
+        assert codes(events) == [RC.PRICE_OUTSIDE_BAND]
+        assert state(e) == before
+    ok(e.place(B, PERP, SELL, 180, 10, 2))  # 10 %: inside
+    ok(e.place(C, PERP, BUY, 180, 10, 1, tif=Tif.IOC))  # the first trade, at 180
+    assert e.market_risks()[0].mark > 180
+    ok(e.place(B, PERP, SELL, 165, 10, 3))  # 8.3 % under the last trade (over 10 % under the mark)
+    assert codes(e.place(B, PERP, SELL, 160, 10, 4)) == [RC.PRICE_OUTSIDE_BAND]
+
+
 def test_mark_survives_export_import():
     from engine.matcher import Engine
 
