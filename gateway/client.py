@@ -37,6 +37,7 @@ import numpy as np
 from . import messages as m
 from .keys import load_pair
 from .listings import market_symbols
+from .mdclient import SINCE_MAX_MS, count_arg
 
 
 class GatewayError(Exception):
@@ -137,10 +138,7 @@ def _id(name: str, value) -> int:
 
 def _since_limit(since, limit) -> tuple[int, int]:
     """CCXT's ``since`` (ms) and ``limit`` as the engine's ns and a count (0: all)."""
-    for name, value in (("since", since), ("limit", limit)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
-    return (since or 0) * 1_000_000, limit or 0
+    return count_arg("since", since, SINCE_MAX_MS) * 1_000_000, count_arg("limit", limit)
 
 
 class Updates:

@@ -57,6 +57,21 @@ from .mdmessages import (
 )
 
 
+LIMIT_MAX = (1 << 31) - 1  # a ``limit``: levels, trades or orders
+SINCE_MAX_MS = ((1 << 63) - 1) // 1_000_000  # a ``since`` in ms, as the engine's int64 ns
+
+
+def count_arg(name: str, value, top: int = LIMIT_MAX) -> int:
+    """CCXT's ``since`` or ``limit``: None or an int >= 0 (None and 0: no bound); anything else is refused, named."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be None or an int >= 0, not {type(value).__name__} {value!r}")
+    if not 0 <= value <= top:
+        raise ValueError(f"{name} must be None or an int in 0 .. {top}, not {value}")
+    return value
+
+
 class MarketDataError(RuntimeError):
     """The market-data service refused a request or did not answer it."""
 
@@ -170,7 +185,7 @@ class MarketDataClient:
 
     async def fetch_order_book(self, symbol: str | int, limit: int | None = None) -> dict:
         info = await self.market(symbol)
-        snap: BookSnapshot = await self.request(BookSnapshotRequest(info.market, limit or 0))
+        snap: BookSnapshot = await self.request(BookSnapshotRequest(info.market, count_arg("limit", limit)))
         return self._book_dict(info, [(lv.price, lv.qty) for lv in snap.bids], [(lv.price, lv.qty) for lv in snap.asks],
                                snap.seq, snap.ts)
 
@@ -185,6 +200,7 @@ class MarketDataClient:
 
     async def watch_order_book(self, symbol: str | int, limit: int | None = None) -> dict:
         """The book once it is in sync (first call), then after each change."""
+        count_arg("limit", limit)
         info = await self.market(symbol)
         w = self.books.get(info.market)
         if w is None:
@@ -203,8 +219,9 @@ class MarketDataClient:
         """The watched book of ``market`` as it is now."""
         w = self.books[market]
         b = w.book
-        bids = [[p, q] for p, q, _ in b.side_levels(BID, limit or 0)]
-        asks = [[p, q] for p, q, _ in b.side_levels(ASK, limit or 0)]
+        depth = count_arg("limit", limit)
+        bids = [[p, q] for p, q, _ in b.side_levels(BID, depth)]
+        asks = [[p, q] for p, q, _ in b.side_levels(ASK, depth)]
         return self._book_dict(w.info, bids, asks, b.seq, b.ts)
 
     @staticmethod
@@ -254,6 +271,7 @@ class MarketDataClient:
 
     async def watch_trades(self, symbol: str | int, since: int | None = None, limit: int | None = None) -> list[dict]:
         """The trades received since the last call (waits for at least one)."""
+        since, limit = count_arg("since", since, SINCE_MAX_MS), count_arg("limit", limit)
         info = await self.market(symbol)
         feed = self.trade_feeds.get(info.market)
         if feed is None:
@@ -264,7 +282,7 @@ class MarketDataClient:
             feed.changed.clear()
             await feed.changed.wait()
         out, feed.new = feed.new, []
-        if since is not None:
+        if since:
             out = [t for t in out if t["timestamp"] >= since]
         return out[-limit:] if limit else out
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import struct
 import zlib
 from bisect import bisect_left, insort
-from typing import Sequence, Union
+from typing import Annotated, Sequence, Union
 
 import msgspec
 import numpy as np
@@ -163,7 +163,7 @@ PubMessage = Union[BookUpdate, OrderUpdate, Trades, BookStatus]
 
 class BookSnapshotRequest(msgspec.Struct, tag="book?", frozen=True, forbid_unknown_fields=True):
     market: int
-    depth: int = 0  # levels per side, 0 = the whole book
+    depth: Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)] = 0  # levels per side, 0 = the whole book
 
 
 class OrderSnapshotRequest(msgspec.Struct, tag="orders?", frozen=True, forbid_unknown_fields=True):

@@ -25,7 +25,7 @@ from engine.matcher import Engine
 from engine.process import InputClient, read_heartbeats
 from engine.supervisor import Supervisor
 from gateway.mdclient import MarketDataClient, MarketDataError
-from gateway.mdmessages import CHANNEL_BOOK, ENCODER, PUB_DECODER, BookUpdate
+from gateway.mdmessages import CHANNEL_BOOK, ENCODER, PUB_DECODER, BookSnapshotRequest, BookUpdate
 
 _names = itertools.count()
 
@@ -134,6 +134,16 @@ def test_late_joiner_gets_snapshot_then_increments(running, workload):
             assert [o[2] for o in l3["bids"] + l3["asks"]] == [o.order_id for o in e.l3(ids[0])]
             with pytest.raises(MarketDataError, match="unknown market"):
                 await md.fetch_order_book("NOPE/NONE")
+            # a limit that is no count is refused by the client, naming it (-3 used to get the whole book), and a
+            # negative depth sent raw by the service
+            for limit, error in ((-3, ValueError), (2.5, TypeError), (True, TypeError), (1 << 31, ValueError)):
+                with pytest.raises(error, match="limit must be None or an int"):
+                    await md.fetch_order_book(symbol, limit)
+                with pytest.raises(error, match="limit must be None or an int"):
+                    await md.watch_order_book(symbol, limit)
+            with pytest.raises(MarketDataError, match=r"MALFORMED_REQUEST.*>= 0 - at `\$\.depth`"):
+                await md.request(BookSnapshotRequest(ids[0], -1))
+            assert (await md.fetch_order_book(symbol)) == snap  # and it goes on serving
             # a late joiner: the books come from snapshots, then follow the increments
             for m in ids:
                 book = await md.watch_order_book(m)
