@@ -1,6 +1,7 @@
 """The ``xos`` command line (typer): run the engine, inspect it, benchmark it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Optional
@@ -52,6 +53,11 @@ for _name, _summary in BENCHMARKS.items():
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help="TOML config (default: the built-in one)")
+# ids and amounts as the command fields they fill take them: out of range, typer names the argument
+U32_MAX, I64_MAX = (1 << 32) - 1, (1 << 63) - 1
+AccountArg = typer.Argument(..., min=1, max=I64_MAX)
+VenueArg = typer.Argument(..., min=0, max=U32_MAX)
+MarketArg = typer.Argument(..., min=0, max=U32_MAX)
 
 
 def _load(config: Optional[str]):
@@ -129,7 +135,7 @@ def status(config: Optional[str] = ConfigOption, as_json: bool = typer.Option(Fa
 
 
 @app.command("account")
-def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
+def account(account_id: int = AccountArg, config: Optional[str] = ConfigOption) -> None:
     """An account's balances (settlement ledger), equity and margin use (margin worker's view)."""
     import numpy as np
 
@@ -146,6 +152,8 @@ def account(account_id: int, config: Optional[str] = ConfigOption) -> None:
     finally:
         ledger.close()
     typer.echo(f"account {account_id} (ledger at event {cursor})")
+    if not balances and not fills:
+        typer.echo("  no balances and no fills: an account the ledger has not seen (a deposit or a trade makes it)")
     for asset, amount in sorted(balances.items()):
         typer.echo(f"  {symbols.get(asset, asset):<8} {amount}")
     view_path = cfg.data_path / "run" / "margin-view.npy"
@@ -330,6 +338,16 @@ TrustedAsOption = typer.Option(None, "--trusted-as", "--as", help="admin and boo
 STATUS_NAMES = {"live": 1, "halted": 2, "winding-down": 3, "retired": 4}
 
 
+@contextlib.contextmanager
+def _named_range_errors():
+    """A value that does not fit its command field (``records.fill_command``'s ValueError, naming it): said, exit 2."""
+    try:
+        yield
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+
+
 def _send_venue_commands(cfg, commands, key: Optional[str], trusted_as: Optional[int]) -> None:
     """Send the venue commands (COMMAND_DTYPE, ``account`` set here) through the gateway with
     ``key``, or into the trusted input as ``trusted_as``; print each one's result; exit 1 on a reject."""
@@ -489,7 +507,7 @@ def venue_list(config: Optional[str] = ConfigOption) -> None:
 
 
 @venue_app.command("show")
-def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
+def venue_show(venue_id: int = VenueArg, config: Optional[str] = ConfigOption) -> None:
     """One venue: stake, status, markets, fees and fees collected, insurance fund, open interest."""
     from .records import MarketKind, VenueAccess, VenueStatus
 
@@ -536,7 +554,7 @@ def venue_show(venue_id: int, config: Optional[str] = ConfigOption) -> None:
 
 @venue_app.command("set")
 def venue_set(
-    venue_id: int,
+    venue_id: int = VenueArg,
     key: Optional[str] = KeyOption,
     trusted_as: Optional[int] = TrustedAsOption,
     status: Optional[str] = typer.Option(None, help="live | halted | winding-down | retired"),
@@ -554,7 +572,7 @@ def venue_set(
                                               "offers): --band-bps, --oi-cap, --breaker-* (each 0 = off)"),
     band_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the venue's price band around the "
                                  "last trade (0: the market's own band)"),
-    oi_cap: int = typer.Option(0, min=0, help="with --risk-market: perpetual markets, the cap on each side's open "
+    oi_cap: int = typer.Option(0, min=0, max=I64_MAX, help="with --risk-market: perpetual markets, the cap on each side's open "
                                "interest of the venue, base units (0: none)"),
     breaker_move_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the risk worker halts the "
                                          "venue's orders after a move this large within the window (0: none)"),
@@ -570,7 +588,7 @@ def venue_set(
     halts per market."""
     import numpy as np
 
-    from .records import COMMAND_DTYPE, Cmd, pack_breaker_windows, pack_venue_fees
+    from .records import COMMAND_DTYPE, Cmd, fill_command, pack_breaker_windows, pack_venue_fees
     from .venues import ACCESS, pool_mask
 
     def ints(text: str) -> list[int]:
@@ -613,10 +631,9 @@ def venue_set(
         typer.echo("nothing to set (see --help)", err=True)
         raise typer.Exit(2)
     commands = np.zeros(len(rows), dtype=COMMAND_DTYPE)
-    for i, row in enumerate(rows):
-        commands[i]["venue"] = venue_id
-        for name, value in row.items():
-            commands[i][name] = value
+    with _named_range_errors():
+        for i, row in enumerate(rows):
+            fill_command(commands[i], venue=venue_id, **row)
     _send_venue_commands(_load(config), commands, key, trusted_as)
 
 
@@ -625,13 +642,14 @@ MARKET_KIND_NAMES = {"spot": 0, "perpetual": 1, "outcome": 2}
 
 @venue_app.command("list-market")
 def venue_list_market(
-    venue_id: int,
-    market_id: int,
+    venue_id: int = VenueArg,
+    market_id: int = MarketArg,
     base: int = typer.Option(..., help="base asset id (1..65535; larger ids are listed by the admin's AddMarket)"),
     quote: int = typer.Option(..., help="quote asset id (1..65535)"),
-    tick_size: int = typer.Option(..., help="price tick, quote units per lot"),
-    lot_size: int = typer.Option(..., help="size lot, base units"),
-    min_size: int = typer.Option(..., help="the smallest order, base units: a positive multiple of the lot"),
+    tick_size: int = typer.Option(..., min=1, max=I64_MAX, help="price tick, quote units per lot"),
+    lot_size: int = typer.Option(..., min=1, max=I64_MAX, help="size lot, base units"),
+    min_size: int = typer.Option(..., min=1, max=I64_MAX,
+                                 help="the smallest order, base units: a positive multiple of the lot"),
     maker_bps: int = typer.Option(0, help="the market's own maker fee (venue 0's orders; negative: a rebate)"),
     taker_bps: int = typer.Option(0, help="the market's own taker fee"),
     band_bps: int = typer.Option(0, help="price band around the last trade, 0..10000 (0: none)"),
@@ -644,7 +662,7 @@ def venue_list_market(
     a live staked venue other than 0); any venue may offer it afterwards (`set --offer`)."""
     import numpy as np
 
-    from .records import COMMAND_DTYPE, Cmd, pack_listing
+    from .records import COMMAND_DTYPE, Cmd, fill_command, pack_listing
 
     if kind not in MARKET_KIND_NAMES:
         typer.echo(f"--kind must be one of {', '.join(MARKET_KIND_NAMES)}, not {kind!r}", err=True)
@@ -655,9 +673,8 @@ def venue_list_market(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2)
     cmd = np.zeros(1, dtype=COMMAND_DTYPE)
-    for name, value in dict(kind=Cmd.LIST_MARKET, venue=venue_id, market=market_id, side=MARKET_KIND_NAMES[kind],
-                            flags=flags, price=tick_size, qty=lot_size, id=min_size, aux=aux).items():
-        cmd[name] = value
+    fill_command(cmd[0], kind=Cmd.LIST_MARKET, venue=venue_id, market=market_id, side=MARKET_KIND_NAMES[kind],
+                 flags=flags, price=tick_size, qty=lot_size, id=min_size, aux=aux)
     _send_venue_commands(_load(config), cmd, key, trusted_as)
 
 
@@ -675,9 +692,15 @@ ONE_VALUE_VENUE_COMMANDS = (
 )
 
 
+FIELD_RANGES = {"id": (-(1 << 63), I64_MAX), "qty": (-(1 << 63), I64_MAX), "market": (0, U32_MAX)}
+
+
 def _add_one_value_venue_command(name: str, kind: str, value_name: str, field: str, doc: str) -> None:
-    def send(venue_id: int, value: int = typer.Argument(..., metavar=value_name), key: Optional[str] = KeyOption,
-             trusted_as: Optional[int] = TrustedAsOption, config: Optional[str] = ConfigOption) -> None:
+    low, high = FIELD_RANGES[field]
+
+    def send(venue_id: int = VenueArg, value: int = typer.Argument(..., metavar=value_name, min=low, max=high),
+             key: Optional[str] = KeyOption, trusted_as: Optional[int] = TrustedAsOption,
+             config: Optional[str] = ConfigOption) -> None:
         from .records import Cmd, command
 
         cmd = command(Cmd[kind], venue=venue_id, **{field: value}).reshape(1)

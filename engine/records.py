@@ -376,12 +376,20 @@ def unpack_breaker_windows(packed: int) -> tuple[int, int]:
 
 
 def command(kind: int, **fields) -> np.ndarray:
-    """One command as a 0-d record array (tests and tools)."""
+    """One command as a 0-d record array (tests and tools), its fields checked as ``fill_command`` does."""
     rec = np.zeros((), dtype=COMMAND_DTYPE)
-    rec["kind"] = kind
-    for name, value in fields.items():
-        rec[name] = value
+    fill_command(rec, kind=kind, **fields)
     return rec
+
+
+def fill_command(rec, **fields) -> None:
+    """Set fields of a command record (``COMMAND_DTYPE``), each value checked against its field's integer range
+    first: a ValueError names the field, where numpy would raise an anonymous OverflowError (or wrap a numpy int)."""
+    for name, value in fields.items():
+        info = np.iinfo(COMMAND_DTYPE[name])
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not info.min <= value <= info.max:
+            raise ValueError(f"{name} must be an integer in {info.min} .. {info.max}, not {value!r}")
+        rec[name] = value
 
 
 def select_records(rows: np.ndarray, which) -> np.ndarray:

@@ -222,6 +222,20 @@ def test_command_helper_sets_fields():
     assert int(rec["ts"]) == 0 and int(rec["flags"]) == 0
 
 
+@pytest.mark.parametrize("field, value", [("qty", 1 << 63), ("account", -(1 << 63) - 1), ("venue", -1),
+                                          ("market", 1 << 32), ("side", 256), ("price", 2.5), ("id", True),
+                                          ("qty", np.uint64(1 << 63))])
+def test_command_fields_out_of_range_are_refused_by_name(field, value):
+    """A value its field cannot hold is refused naming the field and its range (numpy raises an OverflowError with
+    no name, or wraps a numpy integer), and the record keeps what it had."""
+    rec = records.command(Cmd.PLACE, qty=5)
+    with pytest.raises(ValueError, match=rf"^{field} must be an integer in -?\d+ \.\. \d+, not "):
+        records.fill_command(rec, **{field: value})
+    assert int(rec["qty"]) == 5 and int(rec[field]) == (5 if field == "qty" else 0)
+    records.fill_command(rec, **{field: np.iinfo(COMMAND_DTYPE[field]).max})  # the ends fit
+    records.fill_command(rec, **{field: np.iinfo(COMMAND_DTYPE[field]).min})
+
+
 # --- the engines decode the packed fields the same way -------------------------------------------
 
 

@@ -132,6 +132,12 @@ def test_venue_tools_against_a_running_engine(tmp_path):
         assert "ALLOW venue 2: ok" in xos(path, "allow", 2, 11, "--as", 12).stdout
         refused = xos(path, "allow", 2, 11, "--as", 11, check=False)  # not venue 2's operator
         assert refused.returncode == 1 and "NOT_VENUE_OPERATOR" in refused.stdout
+        # a value past its command field is refused naming it, before anything is sent (it was an OverflowError)
+        for args, named in ((("unbond", 2, 1 << 63, "--as", 12), "'AMOUNT'"), (("show", 1 << 32), "'venue_id'"),
+                            (("set", 2, "--as", 12, "--offer", 1 << 32),
+                             "market must be an integer in 0 .. 4294967295, not 4294967296")):
+            res = xos(path, *args, check=False)
+            assert res.returncode == 2 and named in res.stdout + res.stderr, res
         assert "ok" in xos(path, "set", 2, "--as", 12, "--status", "halted", "--maker-bps", "0",
                            "--taker-bps", "2").stdout
         assert "UNBOND venue 2: ok" in xos(path, "unbond", 2, 1000, "--as", 12).stdout

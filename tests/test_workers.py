@@ -180,7 +180,11 @@ def test_an_account_read_while_the_worker_writes_leaves_its_ledger_alone(stream,
             assert fills == ledger.fills(account, 5) and symbols == {a: d.symbol for a, d in ledger.assets().items()}
         out = CliRunner().invoke(app, ["account", str(account), "--config", str(config)])
         assert out.exit_code == 0 and f"(ledger at event {ledger.cursor})" in out.output, out.output
+        assert "not seen" not in out.output
     assert read == 3
+    stranger = max(ledger.accounts()) + 1
+    out = CliRunner().invoke(app, ["account", str(stranger), "--config", str(config)])
+    assert out.exit_code == 0 and "no balances and no fills: an account the ledger has not seen" in out.output
     reader.close()
     assert_settlement_matches(e, ledger)
     ledger.close()
