@@ -76,9 +76,16 @@ def run(
     duration: Optional[float] = typer.Option(None, "--for", help="stop after this many seconds"),
 ) -> None:
     """Start the matcher and the settlement, margin and risk workers; Ctrl-C stops them cleanly."""
+    from .config import ConfigError
+    from .process import checked_bootstrap
     from .supervisor import AlreadyRunning, Supervisor
 
     cfg = _load(config)
+    try:
+        checked_bootstrap(cfg)  # said here, before any process starts
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
     try:
         code = Supervisor(cfg, config, log=lambda msg: typer.echo(msg, err=True)).run(duration)
     except (AlreadyRunning, RuntimeError) as exc:

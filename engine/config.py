@@ -438,9 +438,28 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 KINDS = {"spot": MarketKind.SPOT, "perpetual": MarketKind.PERPETUAL, "outcome": MarketKind.OUTCOME}
 
 
+def _wide_ints(value, path: str):
+    """(path, value) of each int in a decoded config that does not fit in int64, the widest command field."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(1 << 63) <= value < 1 << 63:
+            yield path, value
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            yield from _wide_ints(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _wide_ints(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _wide_ints(item, f"{path}.{key}")
+
+
 def _check(cfg: Config, where: str) -> None:
     def fail(field: str, why: str) -> None:
         raise ConfigError(f"config error in {where}: {field}: {why}")
+
+    for path, value in _wide_ints(cfg, ""):
+        fail(path, f"must fit in int64 (-2**63 .. 2**63 - 1), not {value}")
 
     e = cfg.engine
     cap = e.ring_capacity

@@ -34,8 +34,8 @@ import zmq
 from gateway.intake import drain_records  # the matcher's intake in C, through pyzmq's libzmq (light: no gateway stack)
 
 from .api import whole_units
-from .config import KINDS, Config, load
-from .records import COMMAND_DTYPE, Cmd, pack_market_assets, pack_market_params, pack_symbol
+from .config import KINDS, Config, ConfigError, load
+from .records import COMMAND_DTYPE, Cmd, Ev, fill_command, pack_market_assets, pack_market_params, pack_symbol
 
 WORKERS = ("settlement", "margin", "risk")  # the state workers
 SERVICES = ("gateway", "marketdata", "feeds")  # started when their config section is enabled
@@ -180,9 +180,31 @@ def bootstrap_commands(cfg: Config) -> np.ndarray:
             rows.append(dict(kind=Cmd.DEPOSIT, account=acct.id, market=ids[sym], qty=amount))
     out = np.zeros(len(rows), dtype=COMMAND_DTYPE)
     for i, row in enumerate(rows):
-        for name, value in row.items():
-            out[i][name] = value
+        fill_command(out[i], **row)
     return np.concatenate([out, venue_commands(cfg)])  # operators stake from their deposits
+
+
+def checked_bootstrap(cfg: Config) -> np.ndarray:
+    """``bootstrap_commands``, tried first on a scratch matcher of the config's sizes: a command it refuses (a
+    deposit past the matcher's money bound, a venue staking more than its operator holds, ...) is a ConfigError
+    naming each such command and why, raised before anything is journaled, where the matcher used to journal the
+    refusal and run on with part of the config left out, saying nothing."""
+    from .codes import describe
+    from .matcher import Engine
+
+    commands = bootstrap_commands(cfg)
+    # (a bootstrap places no order: a small order table keeps the scratch matcher quick to make)
+    events = Engine(**{**cfg.engine.capacities(), "max_orders": 16}).process(commands)
+    refused = events[events["kind"] == Ev.REJECTED]
+    if len(refused):
+        lines = []
+        for e in refused:
+            c = commands[int(e["cmd_seq"]) - 1]
+            lines.append(f"  {Cmd(int(c['kind'])).name} account {int(c['account'])} venue {int(c['venue'])} market "
+                         f"{int(c['market'])} qty {int(c['qty'])}: {describe(int(e['code']))}")
+        raise ConfigError(f"config error in {cfg.path}: the matcher refuses {len(refused)} of its bootstrap commands "
+                          "(the listings, deposits and venues it sets up):\n" + "\n".join(lines))
+    return commands
 
 
 class InputClient:
@@ -286,7 +308,7 @@ class MatcherStage:
         self.malformed = 0
         self.commands = 0
         if self.engine.cmd_seq == 0:
-            self.run_batch(bootstrap_commands(cfg))
+            self.run_batch(checked_bootstrap(cfg))
 
     def take_input(self, timeout_ms: int) -> int:
         """Move what the inputs hold (up to one batch) into ``self.batch``; returns the count."""

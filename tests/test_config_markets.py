@@ -1,13 +1,18 @@
 """The config's perpetual and outcome market fields (`[[markets]]` max_leverage, maintenance_bps, payout, resolver,
-dispute_window_s): the bootstrap sends the admin's MarketRisk and OutcomeConfig, and bad values are refused by name."""
+dispute_window_s): the bootstrap sends the admin's MarketRisk and OutcomeConfig, and bad values are refused by name;
+an int past int64 anywhere, and a bootstrap the matcher would refuse, are config errors too."""
 from __future__ import annotations
+
+import importlib.resources
+import subprocess
+import sys
 
 import msgspec
 import pytest
 
-from engine.config import Config, ConfigError, _check, load
+from engine.config import Config, ConfigError, _check, load, loads
 from engine.matcher import Engine
-from engine.process import bootstrap_commands
+from engine.process import bootstrap_commands, checked_bootstrap
 from engine.records import Ev, Side
 
 
@@ -115,3 +120,43 @@ def test_a_cpu_latency_out_of_range_is_refused_by_name():
         cfg = msgspec.convert(dict(BASE, engine=dict(cpu_latency_us=us)), Config)
         with pytest.raises(ConfigError, match=r"engine\.cpu_latency_us: must be -1 \(the host's setting\) or 0\.\."):
             _check(cfg, "test.toml")
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("id = 1001", "id = 99999999999999999999", r"accounts\[0\]\.id"),
+    ("deposits = { USDT = 1000000000000,", "deposits = { USDT = -99999999999999999999,", r"accounts\[2\]\.deposits\.USDT"),
+    ("stake = 20000000000 ", "stake = 18446744073709551615 ", r"venues\.launch\[0\]\.stake"),
+])
+def test_an_int_past_int64_is_refused_by_name(old, new, field):
+    """Every int of the config fills an int64 command field at most: a wider one is named (the matcher died on it with
+    an OverflowError while bootstrapping, and the supervisor said only that a worker never became ready)."""
+    text = importlib.resources.files("engine.data").joinpath("default.toml").read_text()
+    assert old in text
+    with pytest.raises(ConfigError, match=rf"config error in t\.toml: {field}: must fit in int64 \(-2\*\*63 \.\. "
+                                          rf"2\*\*63 - 1\), not -?\d+$"):
+        loads(text.replace(old, new, 1), "t.toml")
+
+
+def test_a_bootstrap_the_matcher_refuses_is_a_config_error_before_anything_runs(tmp_path):
+    """A config whose listings, deposits or venues the matcher would refuse (a deposit past its money bound, a venue
+    staking more than its operator holds) is refused naming each command and its code, by ``xos run`` before any
+    process starts and by the matcher before it journals anything; the built-in default passes."""
+    text = importlib.resources.files("engine.data").joinpath("default.toml").read_text()
+    text = text.replace('data_dir = "xos-data"', f'data_dir = "{tmp_path / "data"}"')
+    assert len(checked_bootstrap(load())) == len(bootstrap_commands(load()))
+    bad = text.replace("deposits = { USDT = 1000000000000,", f"deposits = {{ USDT = {(1 << 63) - 1},", 1)
+    bad = bad.replace("stake = 20000000000 ", "stake = 900000000000 ", 1)
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as caught:
+        checked_bootstrap(load(path))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == (f"config error in {path}: the matcher refuses 6 of its bootstrap commands (the listings, "
+                        "deposits and venues it sets up):")
+    assert lines[1].startswith("  DEPOSIT account 1003 venue 0 market 1 qty 9223372036854775807: BALANCE_OVERFLOW")
+    assert lines[2].startswith("  LAUNCH_VENUE account 1001 venue 1 market 0 qty 900000000000: "
+                               "INSUFFICIENT_STAKE_BALANCE")
+    assert all("UNKNOWN_VENUE" in line for line in lines[3:])  # venue 1's settings, then: it was never launched
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--config", str(path), "--for", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.splitlines()[:3] == lines[:3] and not (tmp_path / "data").exists()
