@@ -193,8 +193,10 @@ def checked_bootstrap(cfg: Config) -> np.ndarray:
     from .matcher import Engine
 
     commands = bootstrap_commands(cfg)
+    trial = commands.copy()
+    trial["ts"] = time.time_ns()  # stamped as ``run_batch`` stamps them
     # (a bootstrap places no order: a small order table keeps the scratch matcher quick to make)
-    events = Engine(**{**cfg.engine.capacities(), "max_orders": 16}).process(commands)
+    events = Engine(**{**cfg.engine.capacities(), "max_orders": 16}).process(trial)
     refused = events[events["kind"] == Ev.REJECTED]
     if len(refused):
         lines = []
