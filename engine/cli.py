@@ -237,14 +237,15 @@ app.add_typer(keys_app, name="keys")
 def keys_new(
     name: str = typer.Argument(..., help="file name stem: writes NAME.key (public) and NAME.key_secret"),
     directory: str = typer.Option(".", "--dir", help="where to write the pair"),
-    account: Optional[int] = typer.Option(None, "--account", help="print the [gateway] keys entry for this account"),
+    account: Optional[int] = typer.Option(None, "--account", min=1, max=I64_MAX,
+                                          help="print the [gateway] keys entry for this account"),
 ) -> None:
     """Make a key pair; register the public key under [gateway] keys (remove the entry to revoke)."""
     from gateway.keys import load_pair, new_pair
 
     try:
         public_file, secret_file = new_pair(directory, name)
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1)
     public, _ = load_pair(secret_file)

@@ -17,15 +17,22 @@ from engine.config import Config
 
 
 def new_pair(directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Write a fresh key pair; refuses to overwrite an existing one."""
+    """Write a fresh key pair as ``directory/name.key`` and ``name.key_secret``, the secret readable by its owner
+    alone from the moment it exists; refuses a name with a directory in it and an existing pair."""
+    if not name or name in (".", "..") or Path(name).name != name:
+        raise ValueError(f"a key name is a plain file name (the directory is --dir), not {name!r}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     public, secret = d / f"{name}.key", d / f"{name}.key_secret"
     for path in (public, secret):
         if path.exists():
             raise FileExistsError(f"{path} exists: keys are never overwritten (remove it first)")
-    public_file, secret_file = zmq.auth.create_certificates(d, name)
-    os.chmod(secret_file, 0o600)
+    umask = os.umask(0o077)  # pyzmq writes the files with the process's umask: none may be readable by others
+    try:
+        public_file, secret_file = zmq.auth.create_certificates(d, name)
+    finally:
+        os.umask(umask)
+    os.chmod(public_file, 0o644)  # the public half is for handing out
     return Path(public_file), Path(secret_file)
 
 

@@ -650,3 +650,33 @@ def test_order_rows_past_the_burst_are_rate_limited_row_by_row(engine):
         await dave.close()
 
     run(scenario())
+
+
+def test_xos_keys_new_writes_a_private_pair_in_its_directory_only(tmp_path):
+    """`xos keys new NAME --dir D`: D/NAME.key (0644) and D/NAME.key_secret (0600 from its first byte: the umask is
+    closed while pyzmq writes it, where it used to be chmod-ed after); a NAME with a directory in it is refused (it
+    wrote wherever ../.. led), an existing pair is never overwritten, and --account must be an account id."""
+    import stat
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from gateway.keys import load_pair
+
+    keys = tmp_path / "keys"
+    made = CliRunner().invoke(app, ["keys", "new", "mm1", "--dir", str(keys), "--account", "1001"])
+    assert made.exit_code == 0, made.output
+    assert sorted(p.name for p in keys.iterdir()) == ["mm1.key", "mm1.key_secret"]
+    assert stat.S_IMODE((keys / "mm1.key_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE((keys / "mm1.key").stat().st_mode) == 0o644
+    public, secret = load_pair(keys / "mm1.key_secret")
+    assert secret and f'{{ account = 1001, public_key = "{public.decode()}" }}' in made.output
+    for name in ("../escaped", "sub/mm2", "..", ""):
+        refused = CliRunner().invoke(app, ["keys", "new", name, "--dir", str(keys)])
+        assert refused.exit_code == 1 and "a key name is a plain file name" in refused.output, refused.output
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["mm1.key", "mm1.key_secret"]
+    again = CliRunner().invoke(app, ["keys", "new", "mm1", "--dir", str(keys)])
+    assert again.exit_code == 1 and "keys are never overwritten" in again.output
+    assert load_pair(keys / "mm1.key_secret") == (public, secret)
+    assert CliRunner().invoke(app, ["keys", "new", "mm3", "--dir", str(keys), "--account", "0"]).exit_code == 2
+    assert not list(keys.glob("mm3*"))
