@@ -328,7 +328,7 @@ def feeds_new_key(source: str, name: str, config: Optional[str] = ConfigOption) 
     keys = push_keys_dir(src, cfg)
     try:
         secret = authorize_new_client(keys, name)
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1)
     typer.echo(f"{secret}  (the pusher's secret key; server public key in {keys / 'server.key'}, push to {src.bind})")

@@ -27,6 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.config import Config, FileSourceConfig, PushSourceConfig, SimulatedSourceConfig
+from gateway.keys import new_pair
 
 OBSERVATION_DTYPE = np.dtype([("market", "<i8"), ("price", "<f8"), ("ts", "<i8")])
 BUILTIN_PREFIX = "builtin:"
@@ -286,26 +287,23 @@ def push_keys_dir(src: PushSourceConfig, cfg: Config) -> Path:
 
 
 def ensure_server_keys(keys_dir: Path) -> tuple[bytes, bytes]:
-    """The push server's CurveZMQ key pair (made on first use) and an ``authorized/`` directory."""
+    """The push server's CurveZMQ key pair (made on first use, its secret private: ``new_pair``) and an
+    ``authorized/`` directory."""
     (keys_dir / AUTHORIZED).mkdir(parents=True, exist_ok=True)
     if not (keys_dir / SERVER_KEY).exists():
-        zmq.auth.create_certificates(str(keys_dir), "server")
+        new_pair(keys_dir, "server")
     public, secret = zmq.auth.load_certificate(str(keys_dir / SERVER_KEY))
     return public, secret
 
 
 def authorize_new_client(keys_dir: Path, name: str) -> Path:
-    """A new client key pair in ``keys_dir/clients/NAME.key[_secret]``; its public half is copied
-    to ``authorized/`` so the push source lets it in (from its next key reload).  Returns the
-    secret file, which the pusher keeps."""
+    """A new client key pair in ``keys_dir/clients/NAME.key[_secret]`` (``new_pair``: a plain name, never
+    overwritten, the secret private); its public half is copied to ``authorized/`` so the push source lets it in
+    (from its next key reload).  Returns the secret file, which the pusher keeps."""
     ensure_server_keys(keys_dir)
-    clients = keys_dir / "clients"
-    clients.mkdir(exist_ok=True)
-    if (clients / f"{name}.key").exists():
-        raise FileExistsError(f"a client key named {name!r} exists in {clients}")
-    public_file, secret_file = zmq.auth.create_certificates(str(clients), name)
+    public_file, secret_file = new_pair(keys_dir / "clients", name)
     shutil.copy(public_file, keys_dir / AUTHORIZED / f"{name}.key")
-    return Path(secret_file)
+    return secret_file
 
 
 class PushAuthenticator:

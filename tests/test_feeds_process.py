@@ -60,6 +60,25 @@ def refused(source, at_least: int = 1):
     return source.rejects.counts["unauthenticated"] >= at_least
 
 
+def test_push_keys_are_private_and_named_plainly(tmp_path):
+    """The push server's secret and each pusher's are readable by their owner alone (they were made with the
+    process's umask, 0644 here); a pusher's name with a directory in it is refused, an existing one kept."""
+    import stat
+
+    keys = tmp_path / "feeds" / "operator"
+    secret = authorize_new_client(keys, "ops1")
+    assert secret == keys / "clients" / "ops1.key_secret"
+    for private in (keys / "server.key_secret", secret):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert (keys / "authorized" / "ops1.key").read_bytes() == (keys / "clients" / "ops1.key").read_bytes()
+    with pytest.raises(ValueError, match="a key name is a plain file name"):
+        authorize_new_client(keys, "../../escaped")
+    with pytest.raises(FileExistsError, match="keys are never overwritten"):
+        authorize_new_client(keys, "ops1")
+    assert sorted(p.name for p in (keys / "authorized").iterdir()) == ["ops1.key"]
+    assert not list(tmp_path.rglob("escaped*"))
+
+
 def test_authorized_pushes_arrive_and_unknown_keys_are_refused_and_counted(push_source):
     source, keys, auth = push_source
     secret = authorize_new_client(keys, "alice")
