@@ -580,8 +580,8 @@ def venue_set(
                                               "offers): --band-bps, --oi-cap, --breaker-* (each 0 = off)"),
     band_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the venue's price band around the "
                                  "last trade (0: the market's own band)"),
-    oi_cap: int = typer.Option(0, min=0, max=I64_MAX, help="with --risk-market: perpetual markets, the cap on each side's open "
-                               "interest of the venue, base units (0: none)"),
+    oi_cap: int = typer.Option(0, min=0, max=I64_MAX, help="with --risk-market: perpetual markets, the cap on each "
+                               "side's open interest of the venue, base units (0: none)"),
     breaker_move_bps: int = typer.Option(0, min=0, max=10000, help="with --risk-market: the risk worker halts the "
                                          "venue's orders after a move this large within the window (0: none)"),
     breaker_window_ms: int = typer.Option(0, min=0, max=(1 << 32) - 1, help="with --breaker-move-bps"),

@@ -240,7 +240,8 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.ORACLE_STALE: "the venue's oracle for this market is stale: only cancels and size-reducing amends are taken",
     ResultCode.INSUFFICIENT_BALANCE: "free balance cannot cover the order's hold",
     ResultCode.INSUFFICIENT_FREE_BALANCE: "withdrawal exceeds the free balance",
-    ResultCode.PRICE_OUTSIDE_BAND: "price is outside the market's band around the last trade (an untraded perpetual: its mark)",
+    ResultCode.PRICE_OUTSIDE_BAND:
+        "price is outside the market's band around the last trade (an untraded perpetual: its mark)",
     ResultCode.BALANCE_OVERFLOW: "the balance would overflow",
     ResultCode.POST_ONLY_WOULD_CROSS: "post-only order would have crossed the book",
     ResultCode.FOK_NOT_FILLABLE: "fill-or-kill order could not be filled in full",

@@ -124,7 +124,8 @@ def test_a_cpu_latency_out_of_range_is_refused_by_name():
 
 @pytest.mark.parametrize("old, new, field", [
     ("id = 1001", "id = 99999999999999999999", r"accounts\[0\]\.id"),
-    ("deposits = { USDT = 1000000000000,", "deposits = { USDT = -99999999999999999999,", r"accounts\[2\]\.deposits\.USDT"),
+    ("deposits = { USDT = 1000000000000,", "deposits = { USDT = -99999999999999999999,",
+     r"accounts\[2\]\.deposits\.USDT"),
     ("stake = 20000000000 ", "stake = 18446744073709551615 ", r"venues\.launch\[0\]\.stake"),
 ])
 def test_an_int_past_int64_is_refused_by_name(old, new, field):
