@@ -208,7 +208,9 @@ MESSAGES: dict[ResultCode, str] = {
     ResultCode.INVALID_ASSET_ID: "asset id must be in 1..capacity",
     ResultCode.INVALID_DECIMALS: "decimals must be in 0..18",
     ResultCode.INVALID_MARKET_ID: "market id must be in 1..capacity",
-    ResultCode.INVALID_MARKET_KIND: "market kind must be spot, perpetual or outcome",
+    ResultCode.INVALID_MARKET_KIND: "the market's kind does not fit: a listing's is spot, perpetual or outcome; "
+                                    "margin, funding and market-risk commands need a perpetual, outcome ones an "
+                                    "outcome market",
     ResultCode.INVALID_TICK_SIZE: "tick size must be positive",
     ResultCode.INVALID_LOT_SIZE: "lot size must be positive",
     ResultCode.INVALID_MIN_SIZE: "minimum size must be a positive multiple of the lot size",
