@@ -27,7 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from engine.config import Config, FileSourceConfig, PushSourceConfig, SimulatedSourceConfig
-from gateway.keys import new_pair
+from gateway.keys import load_pair, new_pair
 
 OBSERVATION_DTYPE = np.dtype([("market", "<i8"), ("price", "<f8"), ("ts", "<i8")])
 BUILTIN_PREFIX = "builtin:"
@@ -292,8 +292,7 @@ def ensure_server_keys(keys_dir: Path) -> tuple[bytes, bytes]:
     (keys_dir / AUTHORIZED).mkdir(parents=True, exist_ok=True)
     if not (keys_dir / SERVER_KEY).exists():
         new_pair(keys_dir, "server")
-    public, secret = zmq.auth.load_certificate(str(keys_dir / SERVER_KEY))
-    return public, secret
+    return load_pair(keys_dir / SERVER_KEY)
 
 
 def authorize_new_client(keys_dir: Path, name: str) -> Path:
@@ -416,7 +415,7 @@ class PushClient:
         if client_secret_file is None:  # a throwaway key pair: never authorized, for checks
             public, secret = zmq.curve_keypair()
         else:
-            public, secret = zmq.auth.load_certificate(str(client_secret_file))
+            public, secret = load_pair(client_secret_file)
         self.sock.curve_publickey = public
         self.sock.curve_secretkey = secret
         self.sock.connect(address)

@@ -8,6 +8,7 @@ and is made on its first start; clients need its public key (``xos keys server``
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import zmq
@@ -41,8 +42,12 @@ def load_pair(path: str | Path) -> tuple[bytes, bytes | None]:
     p = Path(path)
     try:
         public, secret = zmq.auth.load_certificate(p)
+        mode = p.stat().st_mode & 0o777
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the CurveZMQ key file {p}: {exc}") from None
+    if secret is not None and mode & 0o077:  # one made before session 36 (or copied) may be
+        print(f"xos: warning: the secret key file {p} is readable by others (mode {mode:04o}): chmod 600 it",
+              file=sys.stderr, flush=True)
     return public, secret
 
 

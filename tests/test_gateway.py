@@ -680,3 +680,17 @@ def test_xos_keys_new_writes_a_private_pair_in_its_directory_only(tmp_path):
     assert load_pair(keys / "mm1.key_secret") == (public, secret)
     assert CliRunner().invoke(app, ["keys", "new", "mm3", "--dir", str(keys), "--account", "0"]).exit_code == 2
     assert not list(keys.glob("mm3*"))
+
+
+def test_a_secret_key_file_readable_by_others_is_warned_of(tmp_path, capsys):
+    """Pairs made before session 36 (the feeds' at the umask's 0644) or copied carelessly: loading one says so."""
+    from gateway.keys import load_pair, new_pair
+
+    _, secret_file = new_pair(tmp_path, "mm1")
+    load_pair(secret_file)
+    load_pair(tmp_path / "mm1.key")  # a public key file is for handing out
+    assert capsys.readouterr().err == ""
+    secret_file.chmod(0o644)
+    assert load_pair(secret_file)[1] is not None  # still loaded
+    assert capsys.readouterr().err == (f"xos: warning: the secret key file {secret_file} is readable by others "
+                                       "(mode 0644): chmod 600 it\n")
