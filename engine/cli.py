@@ -1,7 +1,6 @@
 """The ``xos`` command line (typer): run the engine, inspect it, benchmark it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import Optional
@@ -346,16 +345,6 @@ TrustedAsOption = typer.Option(None, "--trusted-as", "--as", help="admin and boo
 STATUS_NAMES = {"live": 1, "halted": 2, "winding-down": 3, "retired": 4}
 
 
-@contextlib.contextmanager
-def _named_range_errors():
-    """A value that does not fit its command field (``records.fill_command``'s ValueError, naming it): said, exit 2."""
-    try:
-        yield
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
-
-
 def _send_venue_commands(cfg, commands, key: Optional[str], trusted_as: Optional[int]) -> None:
     """Send the venue commands (COMMAND_DTYPE, ``account`` set here) through the gateway with
     ``key``, or into the trusted input as ``trusted_as``; print each one's result; exit 1 on a reject."""
@@ -639,9 +628,12 @@ def venue_set(
         typer.echo("nothing to set (see --help)", err=True)
         raise typer.Exit(2)
     commands = np.zeros(len(rows), dtype=COMMAND_DTYPE)
-    with _named_range_errors():
+    try:  # --offer and the like take ids from text: one past its command field is named
         for i, row in enumerate(rows):
             fill_command(commands[i], venue=venue_id, **row)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
     _send_venue_commands(_load(config), commands, key, trusted_as)
 
 
@@ -700,6 +692,8 @@ ONE_VALUE_VENUE_COMMANDS = (
 )
 
 
+# the command fields' ranges (COMMAND_DTYPE's, written out: numpy is not imported for every `xos`; a test holds them
+# equal)
 FIELD_RANGES = {"id": (-(1 << 63), I64_MAX), "qty": (-(1 << 63), I64_MAX), "market": (0, U32_MAX)}
 
 

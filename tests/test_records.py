@@ -236,6 +236,17 @@ def test_command_fields_out_of_range_are_refused_by_name(field, value):
     records.fill_command(rec, **{field: np.iinfo(COMMAND_DTYPE[field]).min})
 
 
+def test_the_clis_field_ranges_are_the_command_fields():
+    """`xos venue`'s typer bounds restate COMMAND_DTYPE's ranges (the CLI does not import numpy to start)."""
+    from engine import cli
+
+    for field, (low, high) in cli.FIELD_RANGES.items():
+        assert (low, high) == (np.iinfo(COMMAND_DTYPE[field]).min, np.iinfo(COMMAND_DTYPE[field]).max)
+    for arg, field in ((cli.VenueArg, "venue"), (cli.MarketArg, "market")):
+        assert (arg.min, arg.max) == (np.iinfo(COMMAND_DTYPE[field]).min, np.iinfo(COMMAND_DTYPE[field]).max)
+    assert cli.AccountArg.max == np.iinfo(COMMAND_DTYPE["account"]).max
+
+
 # --- the engines decode the packed fields the same way -------------------------------------------
 
 
