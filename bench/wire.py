@@ -33,8 +33,8 @@ answered inside its timed window (after ``--warmup``), over the window.
 * one open-loop point with the journal's fsync off (``p50_us`` there).
 
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
-(``--wire rows``, the market makers' path) or as PlaceOrder / CancelOrder structs (``--wire
-structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
+(``--wire rows``, the market makers' path, as the client library sends them), of fixed 54-byte rows
+(``--wire fixed-rows``) or as PlaceOrder / CancelOrder structs (``--wire structs``, a Batch when several); ``--parts`` chooses what to measure.  Progress goes to stderr; the JSON has
 ``orders_per_s``, ``p50_us``, ``p99_us``, ``p999_us``, ``to_intake_p50_us`` / ``intake_to_ack_p50_us`` (and
 ``_p99_us``: an acked order's latency before and after the matcher's intake, which its Ack's ``ts``
 stamps), ``send_late_p50_us`` / ``_p99_us`` (open loop: how long after its planned time each send
@@ -81,8 +81,8 @@ from bench import CPU_LATENCY_HELP, cpu_latency, process_cpu_s
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
-# closed loop: orders/s (all clients) the messages made before the clock allow for (~55-65 bytes an order
-# as packed rows; past them, more are made in the loop, ~40 ns an order)
+# closed loop: orders/s (all clients) the messages made before the clock allow for (~8 bytes an order as packed
+# rows, ~55-65 as fixed rows; past them, more are made in the loop, ~40 ns an order)
 PREPARED_PER_S = 1_500_000
 PREPARED_MAX_ORDERS = 8_000_000  # and at most this many (~0.5 GB): a long run makes the rest in the loop
 # closed loop: orders/s (all clients) the per-order arrays have room for.  Growing them in the timed loop copied
@@ -103,6 +103,7 @@ SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last th
 # engine's order-to-ack p99 at 10,000 and 30,000/s was twice what it is at 150 (session 26)
 OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 150_000)
 PARTS = ("closed", "open", "fsync_off", "ceiling")
+ROW_WIRES = {"rows": 3, "fixed-rows": 2}  # --wire: OrderRows in gateway.messages' PACKED_ROWS, FIXED_ROWS
 ACK_ROW = struct.Struct("<7q")  # an Ack as a row of gateway.messages.ACK_ROW_DTYPE (rid ... ts)
 # the highest rate whose order-to-ack p99 stays under P99_TARGET_US: when no open-loop point keeps it there, rates
 # below the lowest are tried, each P99_SEARCH_STEP times lower, down to --p99-floor (one order a message, each point
@@ -140,8 +141,9 @@ class Traffic:
     with the engine, and its cost per message is the engine's loss.  The messages are made into one
     buffer (``blob``, message k at ``offsets[k]:offsets[k + 1]``), sent by ``send_slices`` in C: no
     Python object per message (with one, making them in the loop cost ~450 ns an order at one order
-    per message).  ``wire`` = "rows" sends a message's commands as one OrderRows message (the market
-    makers' packed path), "structs" as PlaceOrder / CancelOrder structs (a Batch when several)."""
+    per message).  ``wire`` = "rows" sends a message's commands as one OrderRows message of packed rows
+    (the market makers' path), "fixed-rows" of 54-byte rows, "structs" as PlaceOrder / CancelOrder
+    structs (a Batch when several)."""
 
     CHUNK_ORDERS = 1 << 16  # orders made at a time when the prepared messages run out: a short pause in the loop
 
@@ -156,13 +158,11 @@ class Traffic:
         self.offsets = np.zeros(1, np.int64)
         self.at = 0
         self.taken = 0  # messages taken: the next one starts at rid taken * batch + 1
-        if wire == "rows":  # an OrderRows message is a header, the rows' bytes and a trailer
-            size = batch * m.COMMAND_ROW_DTYPE.itemsize
-            filler = np.random.default_rng(7).integers(0, 256, size, np.uint8).tobytes()
-            template = m.encode(m.OrderRows(rid=0, rows=filler, format=m.ROW_FORMAT))
-            at = template.index(filler)
-            self.header = np.frombuffer(template[:at], np.uint8)
-            self.trailer = np.frombuffer(template[at + size:], np.uint8)
+        if wire in ROW_WIRES:  # an OrderRows message is a header, the rows as a bin and the format
+            self.row_format = ROW_WIRES[wire]
+            template = m.encode(m.OrderRows(rid=0, rows=b"", format=self.row_format))
+            self.header = np.frombuffer(template[:-3], np.uint8)  # less the empty bin (c4 00) and the format
+            self.trailer = np.frombuffer(template[-1:], np.uint8)
 
     @property
     def made(self) -> int:
@@ -189,13 +189,12 @@ class Traffic:
         """The messages of ``rows`` (whole messages of ``batch``): their bytes, one after another, and
         each one's length."""
         m, batch, n = self.m, self.batch, len(rows) // self.batch
-        if self.wire == "rows":
-            h, size = len(self.header), batch * rows.itemsize
-            out = np.empty((n, h + size + len(self.trailer)), np.uint8)
-            out[:, :h] = self.header
-            out[:, h:h + size] = rows.view(np.uint8).reshape(n, size)
-            out[:, h + size:] = self.trailer
-            return out.reshape(-1), np.full(n, out.shape[1], np.int64)
+        if self.wire in ROW_WIRES:
+            if self.row_format == m.PACKED_ROWS:
+                data, lengths = m.COMMAND_PACKING.pack_groups(rows, batch)
+            else:
+                data, lengths = rows.view(np.uint8), np.full(n, batch * rows.itemsize, np.int64)
+            return framed(self.header, data, lengths, self.trailer)
         made = []
         for k in range(n):
             reqs = [m.CancelOrder(rid=rid, client_id=cid) if kind == CANCEL else
@@ -224,6 +223,29 @@ class Traffic:
     def message_bytes(self, first: int, n: int) -> list[bytes]:
         """Messages ``first .. first + n - 1`` of ``blob``, each as bytes (for pyzmq's ``send``)."""
         return [self.blob[self.offsets[k]:self.offsets[k + 1]].tobytes() for k in range(first, first + n)]
+
+
+def framed(header: np.ndarray, data: np.ndarray, lengths: np.ndarray, trailer: np.ndarray) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """Messages of ``header``, a MessagePack bin of the next ``lengths[k]`` bytes of ``data`` and ``trailer``, one
+    after another, made with numpy (no Python call a message): their bytes and each one's length."""
+    if len(lengths) and lengths.max() >= 0x10000:
+        raise ValueError(f"framed: a message of {lengths.max()} bytes of rows; bin 8 and 16 are made here")
+    heads = np.where(lengths < 0x100, 2, 3)
+    sizes = len(header) + heads + lengths + len(trailer)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
+    out[(starts[:, None] + np.arange(len(header))).ravel()] = np.tile(header, len(lengths))
+    at = starts + len(header)  # each bin's head
+    out[at] = np.where(heads == 2, 0xC4, 0xC5)
+    out[at + 1] = np.where(heads == 2, lengths, lengths >> 8)
+    wide = heads == 3
+    out[at[wide] + 2] = lengths[wide] & 0xFF
+    data_starts = np.cumsum(lengths) - lengths
+    out[np.repeat(at + heads - data_starts, lengths) + np.arange(len(data))] = data
+    out[((ends - len(trailer))[:, None] + np.arange(len(trailer))).ravel()] = np.tile(trailer, len(lengths))
+    return out, sizes
 
 
 def dealer(ctx: zmq.Context, spec: dict) -> zmq.Socket:
@@ -344,9 +366,10 @@ def load_client(spec: dict, out) -> None:
             for item in (msg.items if type(msg) is m.Replies else (msg,)):
                 kind = type(item)
                 if kind is m.AckRows:
-                    log_room(len(item.rows))
-                    log_view[logged:logged + len(item.rows)] = item.rows
-                    logged += len(item.rows)
+                    rows = item.rows if item.format == m.FIXED_ROWS else m.ACK_PACKING.unpack(item.rows).view(np.uint8)
+                    log_room(len(rows))
+                    log_view[logged:logged + len(rows)] = rows
+                    logged += len(rows)
                 elif kind is m.Ack:
                     log_room(ACK_ROW.size)
                     ACK_ROW.pack_into(log_view, logged, item.rid, item.order_id, item.client_id, item.cmd_seq,
@@ -498,7 +521,8 @@ def flood_client(spec: dict, out) -> None:
 
 
 def ceiling_server(address: str, secret: bytes, public: bytes, ready, out) -> None:
-    """Receive and decode every message (the gateway's decoder); orders/s from first to last."""
+    """Receive and decode every message (the gateway's decoder; packed rows read as the gateway reads them);
+    orders/s from first to last."""
     from gateway import messages as m
 
     ctx = zmq.Context()
@@ -529,7 +553,7 @@ def ceiling_server(address: str, secret: bytes, public: bytes, ready, out) -> No
             req = decode(body.buffer)
             kind = type(req)
             orders += (len(req.requests) if kind is m.Batch else
-                       len(np.frombuffer(req.rows, m.COMMAND_ROW_DTYPE)) if kind is m.OrderRows else 1)
+                       len(m.unpack_rows(req.rows, m.COMMAND_ROW_DTYPE, req.format)) if kind is m.OrderRows else 1)
             last = time.perf_counter()
             first = first or last
     out.put({"orders": orders, "seconds": last - first})
@@ -787,8 +811,9 @@ def main(argv=None) -> dict:
     p.add_argument("--window", type=int, default=32768,
                    help="closed loop: commands in flight per client (at least 4 messages); a smaller one leaves "
                         "the engine waiting for the client (Little's law) and measures less than it takes")
-    p.add_argument("--wire", choices=("rows", "structs"), default="rows",
-                   help="orders as packed rows (OrderRows) or as PlaceOrder/CancelOrder structs")
+    p.add_argument("--wire", choices=(*ROW_WIRES, "structs"), default="rows",
+                   help="orders as OrderRows of packed rows (the client library's), of fixed 54-byte rows, or as "
+                        "PlaceOrder/CancelOrder structs")
     p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="what to measure (closed loop, open loop, the fsync-off point, the ceiling)")

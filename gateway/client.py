@@ -501,12 +501,18 @@ class Client:
 
     async def send_order_rows(self, rows: np.ndarray, params: dict | None = None) -> list:
         """Market makers' batch path: ``rows`` (``messages.COMMAND_ROW_DTYPE``) go as one OrderRows
-        message, read by the gateway with numpy; their ``rid`` column is filled in here, and with
-        ``params["venue"]`` the venue of every place row (else each row's own ``venue``).  Returns
-        one reply per row, in row order: ``Ack``, ``Reject`` or ``Error`` (not raised).  From then
-        on this session's acks and execution reports travel as packed rows (this client unpacks them)."""
+        message, read by the gateway in C; their ``rid`` column is filled in here, and with
+        ``params["venue"]`` the venue of every place row (else each row's own ``venue``).  They travel
+        as ``params["format"]``: ``messages.PACKED_ROWS`` (the default: ~8 bytes a row of a quoting
+        flow) or ``messages.FIXED_ROWS`` (54).  Returns one reply per row, in row order: ``Ack``,
+        ``Reject`` or ``Error`` (not raised).  From then on this session's acks and execution reports
+        travel as rows of that format (this client unpacks them)."""
         if rows.dtype != m.COMMAND_ROW_DTYPE:
             raise TypeError(f"rows must be messages.COMMAND_ROW_DTYPE, not {rows.dtype}")
+        row_format = (params or {}).get("format", m.PACKED_ROWS)
+        if row_format not in m.ROW_FORMATS:
+            raise ValueError(f"format must be one of {m.ROW_FORMATS} (messages.FIXED_ROWS, PACKED_ROWS), "
+                             f"not {row_format!r}")
         loop = asyncio.get_running_loop()
         rows = rows.copy()
         rows["rid"] = [self.next_rid() for _ in range(len(rows))]
@@ -522,7 +528,8 @@ class Client:
             self.waiting[rid] = futs[-1]
         batch_rid = self.next_rid()
         self.batches[batch_rid] = rids
-        await self.socket.send(m.encode(m.OrderRows(rid=batch_rid, rows=rows.tobytes(), format=m.ROW_FORMAT)))
+        await self.socket.send(m.encode(m.OrderRows(rid=batch_rid, rows=m.pack_rows(rows, row_format),
+                                                    format=row_format)))
         out = []
         for rid, fut in zip(rids, futs):
             try:

@@ -16,7 +16,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp, memcpy
+from packedrows cimport xos_unpack_rows
 
 from records cimport XOS_CF_BY_CLIENT_ID as BY_CLIENT_ID
 from records cimport XOS_CF_POST_ONLY as POST_ONLY
@@ -24,6 +26,8 @@ from records cimport XOS_CMD_AMEND as AMEND
 from records cimport XOS_CMD_CANCEL as CANCEL
 from records cimport XOS_CMD_MASS_CANCEL as MASS_CANCEL
 from records cimport XOS_CMD_PLACE as PLACE
+
+from gateway.rowpack cimport FIXED_ROWS, PACKED_ROWS, RowPacking
 
 
 cdef msg_init_f msg_init = NULL
@@ -256,14 +260,15 @@ cdef void append_bytes(bytearray buf, const void *data, Py_ssize_t n) except *:
 
 
 def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t max_bytes, Py_ssize_t max_rows,
-                int64_t row_format) -> tuple:
+                RowPacking packing not None) -> tuple:
     """Take up to ``limit`` messages waiting on a ROUTER socket (its ``underlying`` handle); fewer:
     the socket is empty.  Returns ``(rows, others, taken)``.
 
     ``rows``: the OrderRows messages of known sessions (``sessions``' routing ids) that need no
-    more checks than C makes here (one frame, at most ``max_bytes``, format ``row_format``, 1 to
-    ``max_rows`` whole rows), by routing id: (their (rid, row count) pairs as int64s, their rows
-    joined), in arrival order.  Such a message costs no Python object.  ``others``: every other
+    more checks than C makes here (one frame, at most ``max_bytes``, 1 to ``max_rows`` whole rows of
+    FIXED_ROWS or rows of PACKED_ROWS that ``packing``, the command rows', reads), by routing id:
+    [their (rid, row count) pairs as int64s, their rows joined as FIXED_ROWS, the format of the
+    last], in arrival order.  Such a message costs no Python object.  ``others``: every other
     message, in order, as (routing id, body, the ZAP User-Id when the routing id is not a
     session's else None, how many frames followed the body).  Once a session has a message in
     ``others``, its later ones go there too, so that handling ``rows`` first keeps each session's
@@ -273,62 +278,83 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
     cdef const char *user
     cdef const unsigned char *body
     cdef Py_ssize_t taken = 0, size, extra, rows_at, rows_len
-    cdef int more
+    cdef int more, bad_field
     cdef int64_t head[2]
-    cdef int64_t fmt
+    cdef int64_t fmt, bad_row
     cdef bytes routing_id, last_id = None
     cdef bint known = False
-    cdef tuple entry = None
+    cdef list entry = None
+    cdef unsigned char *unpacked = NULL  # a packed message's rows, read before they join the session's
     if msg_recv == NULL:
         raise RuntimeError("gateway.intake.bind_libzmq was not called")
+    if packing.layout.row_size != sizeof(CommandRow):
+        raise ValueError(f"drain_burst: a packing of {packing.layout.row_size}-byte rows, not command rows")
+    if max_rows < 1:
+        raise ValueError(f"drain_burst: max_rows {max_rows}")
     rows, others, slowed = {}, [], set()
-    while taken < limit:
-        if recv_part(&part, s, DONTWAIT) < 0:
-            break
-        taken += 1
-        size = <Py_ssize_t>msg_size(&part)
-        if last_id is not None and PyBytes_GET_SIZE(last_id) == size and \
-                memcmp(PyBytes_AS_STRING(last_id), msg_data(&part), size) == 0:
-            routing_id = last_id  # most bursts are runs from one connection
-        else:
-            routing_id = last_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), size)
-            known, entry = routing_id in sessions, None
-        more = msg_more(&part)
-        msg_close(&part)
-        if not more:
-            continue  # a ROUTER always delivers the routing id with a body; nothing to answer
-        recv_part(&part, s, 0)  # the rest of a multipart message is there already
-        more = msg_more(&part)
-        body = <const unsigned char *>msg_data(&part)
-        size = <Py_ssize_t>msg_size(&part)
-        if (known and not more and size <= max_bytes and order_rows_body(body, size, &head[0], &rows_at, &rows_len, &fmt)
-                and fmt == row_format and 0 < rows_len <= max_rows * <Py_ssize_t>sizeof(CommandRow)
-                and rows_len % sizeof(CommandRow) == 0 and routing_id not in slowed):
-            if entry is None:
-                entry = rows.get(routing_id)
-                if entry is None:
-                    entry = rows[routing_id] = (bytearray(), bytearray())
-            head[1] = rows_len // sizeof(CommandRow)
-            append_bytes(entry[0], head, sizeof(head))
-            append_bytes(entry[1], body + rows_at, rows_len)
-            msg_close(&part)
-            continue
-        data = PyBytes_FromStringAndSize(<const char *>body, size)
-        user_id = None
-        if not known:
-            user = msg_gets(&part, b"User-Id")
-            if user != NULL:
-                user_id = user.decode("ascii")
-        else:
-            slowed.add(routing_id)
-        msg_close(&part)
-        extra = 0
-        while more:
-            recv_part(&part, s, 0)
+    try:
+        while taken < limit:
+            if recv_part(&part, s, DONTWAIT) < 0:
+                break
+            taken += 1
+            size = <Py_ssize_t>msg_size(&part)
+            if last_id is not None and PyBytes_GET_SIZE(last_id) == size and \
+                    memcmp(PyBytes_AS_STRING(last_id), msg_data(&part), size) == 0:
+                routing_id = last_id  # most bursts are runs from one connection
+            else:
+                routing_id = last_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), size)
+                known, entry = routing_id in sessions, None
             more = msg_more(&part)
             msg_close(&part)
-            extra += 1
-        others.append((routing_id, data, user_id, extra))
+            if not more:
+                continue  # a ROUTER always delivers the routing id with a body; nothing to answer
+            recv_part(&part, s, 0)  # the rest of a multipart message is there already
+            more = msg_more(&part)
+            body = <const unsigned char *>msg_data(&part)
+            size = <Py_ssize_t>msg_size(&part)
+            if (known and not more and size <= max_bytes and routing_id not in slowed
+                    and order_rows_body(body, size, &head[0], &rows_at, &rows_len, &fmt) and 0 < rows_len):
+                head[1] = 0
+                if fmt == FIXED_ROWS and rows_len <= max_rows * <Py_ssize_t>sizeof(CommandRow) \
+                        and rows_len % sizeof(CommandRow) == 0:
+                    head[1] = rows_len // sizeof(CommandRow)
+                elif fmt == PACKED_ROWS:
+                    if unpacked == NULL:
+                        unpacked = <unsigned char *>PyMem_Malloc(max_rows * sizeof(CommandRow))
+                        if unpacked == NULL:
+                            raise MemoryError()
+                    # a message that does not read goes the slow way, where its Error names what is wrong
+                    head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, unpacked, max_rows,
+                                                     &bad_row, &bad_field))
+                if head[1]:
+                    if entry is None:
+                        entry = rows.get(routing_id)
+                        if entry is None:
+                            entry = rows[routing_id] = [bytearray(), bytearray(), fmt]
+                    entry[2] = fmt
+                    append_bytes(entry[0], head, sizeof(head))
+                    append_bytes(entry[1], body + rows_at if fmt == FIXED_ROWS else unpacked,
+                                 head[1] * sizeof(CommandRow))
+                    msg_close(&part)
+                    continue
+            data = PyBytes_FromStringAndSize(<const char *>body, size)
+            user_id = None
+            if not known:
+                user = msg_gets(&part, b"User-Id")
+                if user != NULL:
+                    user_id = user.decode("ascii")
+            else:
+                slowed.add(routing_id)
+            msg_close(&part)
+            extra = 0
+            while more:
+                recv_part(&part, s, 0)
+                more = msg_more(&part)
+                msg_close(&part)
+                extra += 1
+            others.append((routing_id, data, user_id, extra))
+    finally:
+        PyMem_Free(unpacked)
     return rows, others, taken
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from engine.api import MAX_LEGS
 from engine.records import (LISTING_ASSET_MAX, Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_listing,
                             pack_venue_fees, unpack_breaker_windows, unpack_listing)
+from gateway.rowpack import RowPacking
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -99,24 +100,30 @@ class MultiLegOrder(_Msg, tag="multi_leg"):
     client_id: Positive  # the parent id, echoed by every leg's Accepted and by the Reject
     legs: Annotated[list[OrderLeg], msgspec.Meta(min_length=2, max_length=MAX_LEGS)]
 
-# Market makers' batch path: commands as packed little-endian records, read by the gateway with
-# numpy (no Python object per command).  kind: 1 place, 2 cancel, 3 amend, 4 mass cancel (the
-# engine's Cmd numbers); flags: 1 post-only (place), 2 ``id`` is a client id (cancel, amend);
-# ``id``: the client id of a place, the order (or client) id of a cancel or amend; a mass cancel
-# uses only ``market`` (0 = every market); ``venue``: a place's venue (0 for the others).  Each row
-# is answered under its own ``rid``.  Format 2 (54 bytes) added ``venue``; format 1 (50 bytes, no
-# venue) is refused by name, never read as format 2.
-ROW_FORMAT = 2
+# Market makers' batch path: commands as little-endian records, read by the gateway in C (no
+# Python object per command).  kind: 1 place, 2 cancel, 3 amend, 4 mass cancel (the engine's Cmd
+# numbers); flags: 1 post-only (place), 2 ``id`` is a client id (cancel, amend); ``id``: the client
+# id of a place, the order (or client) id of a cancel or amend; a mass cancel uses only ``market``
+# (0 = every market); ``venue``: a place's venue (0 for the others).  Each row is answered under its
+# own ``rid``.  Formats: FIXED_ROWS, the 54-byte records as they lie in memory (format 2 added
+# ``venue``; format 1, 50 bytes without it, is refused by name, never read as format 2); PACKED_ROWS,
+# each row as a presence map and varints (``gateway.rowpack``, ``pack_rows``): ~8 bytes a row of a
+# market maker's flow instead of 54.  A session's acks and execution reports come in the format of
+# its latest OrderRows.
+FIXED_ROWS = 2
+PACKED_ROWS = 3
+ROW_FORMATS = (FIXED_ROWS, PACKED_ROWS)
 COMMAND_ROW_DTYPE = np.dtype([("kind", "u1"), ("side", "u1"), ("tif", "u1"), ("ord_type", "u1"), ("stp", "u1"),
                               ("flags", "u1"), ("market", "<u4"), ("venue", "<u4"), ("rid", "<i8"), ("price", "<i8"),
                               ("qty", "<i8"), ("id", "<i8"), ("expire_at", "<i8")])
+COMMAND_PACKING = RowPacking(COMMAND_ROW_DTYPE, deltas=("rid", "price", "id", "expire_at"))
 
 
 class OrderRows(_Msg, tag="rows"):
-    """Up to ``gateway.max_batch`` commands as ``COMMAND_ROW_DTYPE`` rows (``rows.tobytes()``) of
-    ``format`` ROW_FORMAT (a message without one is format 1).  A session that sends one gets its
-    acks and execution reports as packed rows (AckRows, ReportRows) from then on.  A bad row
-    refuses the whole message with an Error naming it."""
+    """Up to ``gateway.max_batch`` commands as ``COMMAND_ROW_DTYPE`` rows in ``format`` (FIXED_ROWS:
+    ``rows.tobytes()``; PACKED_ROWS: ``pack_rows``; a message without one is format 1, refused).  A
+    session that sends one gets its acks and execution reports as rows (AckRows, ReportRows) in that
+    format from then on.  A bad row refuses the whole message with an Error naming it."""
 
     rid: I64
     rows: bytes
@@ -723,20 +730,48 @@ REPORT_KINDS = ("", "fill", "cancel", "amend")  # by the row's kind
 LIQUIDITY = ("", "maker", "taker")
 
 
+ACK_PACKING = RowPacking(ACK_ROW_DTYPE, deltas=("rid", "order_id", "client_id", "cmd_seq", "durable_seq", "ts"))
+REPORT_PACKING = RowPacking(REPORT_ROW_DTYPE, deltas=("order_id", "client_id", "price", "seq", "cmd_seq", "ts"))
+PACKINGS = {p.dtype: p for p in (COMMAND_PACKING, ACK_PACKING, REPORT_PACKING)}
+
+
 class AckRows(_Msg, tag="acks"):
-    rows: bytes  # ACK_ROW_DTYPE records
+    rows: bytes  # ACK_ROW_DTYPE records in ``format``
+    format: I64 = FIXED_ROWS
 
 
 class ReportRows(_Msg, tag="reports"):
-    rows: bytes  # REPORT_ROW_DTYPE records
+    rows: bytes  # REPORT_ROW_DTYPE records in ``format``
+    format: I64 = FIXED_ROWS
+
+
+def pack_rows(rows: np.ndarray, row_format: int) -> bytes:
+    """Command, ack or report rows (by their dtype) as the bytes of ``row_format``."""
+    if row_format == PACKED_ROWS:
+        return PACKINGS[rows.dtype].pack(rows)
+    if row_format == FIXED_ROWS:
+        return np.ascontiguousarray(rows).tobytes()
+    raise ValueError(f"row format {row_format}: rows are format {FIXED_ROWS} or {PACKED_ROWS}")
+
+
+def unpack_rows(data: bytes, dtype: np.dtype, row_format: int) -> np.ndarray:
+    """The ``dtype`` rows of ``data`` in ``row_format``; raises ValueError (rowpack.PackedRowsError for packed
+    rows) naming what is wrong."""
+    if row_format == PACKED_ROWS:
+        return PACKINGS[dtype].unpack(data)
+    if row_format != FIXED_ROWS:
+        raise ValueError(f"row format {row_format}: rows are format {FIXED_ROWS} or {PACKED_ROWS}")
+    if len(data) % dtype.itemsize:
+        raise ValueError(f"rows of {len(data)} bytes, not a multiple of the {dtype.itemsize}-byte row")
+    return np.frombuffer(data, dtype)
 
 
 def ack_rows(msg: AckRows) -> np.ndarray:
-    return np.frombuffer(msg.rows, ACK_ROW_DTYPE)
+    return unpack_rows(msg.rows, ACK_ROW_DTYPE, msg.format)
 
 
 def report_rows(msg: ReportRows) -> np.ndarray:
-    return np.frombuffer(msg.rows, REPORT_ROW_DTYPE)
+    return unpack_rows(msg.rows, REPORT_ROW_DTYPE, msg.format)
 
 
 def execution_report(r: tuple) -> ExecutionReport:

@@ -5,6 +5,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 from gateway.intake cimport Command, Pending
+from gateway.rowpack cimport RowPacking
 from records cimport xos_event
 
 cdef packed struct OrderRow:
@@ -55,6 +56,8 @@ cdef class ReplyRouter:
     cdef readonly list rejects, lost  # of the last batch (see ``answer``)
     cdef object ack_dtype, report_dtype
     cdef bytearray out  # the message send_rows is writing
+    cdef RowPacking ack_packing, report_packing
+    cdef list packed  # send_rows' packed acks and reports for one session (bytearrays)
     cdef make_room(self, Py_ssize_t events)
     cdef Py_ssize_t answer(self, const xos_event *e, PendingQueue q, AckRow *a, int64_t *sid) except -1
 

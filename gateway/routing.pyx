@@ -29,6 +29,8 @@ cimport numpy as cnp
 from engine.arrays cimport RecordLayout, record_layout
 from engine.cmdring cimport CommandRing
 from gateway.intake cimport CommandRow, row_rule, send_two
+from gateway.rowpack cimport FIXED_ROWS, PACKED_ROWS, RowPacking
+from packedrows cimport XOS_PACK_MAX_FIELDS, xos_pack_row_max, xos_pack_rows
 
 import numpy as np
 
@@ -688,14 +690,14 @@ cdef void add_run(dict plan, session, int k, Py_ssize_t start, Py_ssize_t end) e
         mine += (start, end)
 
 
-cdef inline Py_ssize_t packed_size(Py_ssize_t tag_len, Py_ssize_t n) noexcept nogil:
-    """The MessagePack size of a packed-rows reply: [tag, bin of ``n`` bytes]."""
-    return 1 + 1 + tag_len + (2 if n < 0x100 else 3 if n < 0x10000 else 5) + n
+cdef inline Py_ssize_t rows_reply_size(Py_ssize_t tag_len, Py_ssize_t n) noexcept nogil:
+    """The MessagePack size of a rows reply: [tag, bin of ``n`` bytes, format]."""
+    return 1 + 1 + tag_len + (2 if n < 0x100 else 3 if n < 0x10000 else 5) + n + 1
 
 
-cdef inline char *put_head(char *at, const char *tag, Py_ssize_t tag_len) noexcept nogil:
-    """A two-field array-like struct's head as msgspec writes it: fixarray 2, the tag as a fixstr."""
-    at[0] = <char>0x92
+cdef inline char *put_head(char *at, int fields, const char *tag, Py_ssize_t tag_len) noexcept nogil:
+    """An array-like struct's head as msgspec writes it: a fixarray of ``fields``, the tag as a fixstr."""
+    at[0] = <char>(0x90 | fields)
     at[1] = <char>(0xa0 | tag_len)
     memcpy(at + 2, tag, tag_len)
     return at + 2 + tag_len
@@ -720,7 +722,7 @@ cdef class ReplyRouter:
     def __init__(self, const uint8_t[::1] routed, const uint8_t[::1] own_first, fifo, bint journaling):
         """``routed`` and ``own_first``: kind masks (``kind_mask``); ``fifo``: account -> PendingQueue
         (``ForwardBatch.enqueue`` fills it); ``journaling``: an ack needs its command durable."""
-        from gateway.messages import ACK_ROW_DTYPE, REPORT_ROW_DTYPE
+        from gateway.messages import ACK_PACKING, ACK_ROW_DTYPE, REPORT_PACKING, REPORT_ROW_DTYPE
 
         if routed.shape[0] > KIND_MASK_SIZE or own_first.shape[0] > KIND_MASK_SIZE:
             raise ValueError(f"ReplyRouter: kind masks of {routed.shape[0]} and {own_first.shape[0]} kinds, "
@@ -733,6 +735,8 @@ cdef class ReplyRouter:
             memcpy(self.own_first, &own_first[0], own_first.shape[0])
         self.fifo, self.journaling, self.claimed = fifo, journaling, 0
         self.ack_dtype, self.report_dtype = ACK_ROW_DTYPE, REPORT_ROW_DTYPE
+        self.ack_packing, self.report_packing = ACK_PACKING, REPORT_PACKING
+        self.packed = [bytearray(), bytearray()]
         self.keyed = np.zeros(0, np.int64)
         self.rejects, self.lost = [], []
         self.make_room(64)
@@ -867,12 +871,12 @@ cdef class ReplyRouter:
     def send_rows(self, uintptr_t socket, Py_ssize_t n_acks, Py_ssize_t n_reports, dict by_sid, by_account):
         """Send the last ``route``'s first ``n_acks`` acks and ``n_reports`` execution reports straight to their
         sessions (``gateway.server.Session``) on a ROUTER socket (its ``underlying`` handle), one message each:
-        its AckRows, its ReportRows, or the two in a Replies, the bytes ``gateway.messages.encode`` makes of
-        them.  That is what the gateway's outbox sends for sessions that take packed rows, without the structs,
-        the outbox and numpy around each batch.  An ack goes to its command's session (``by_sid``), a report to
-        every session of its account (``by_account``), each session's rows in event order; rows without a
-        session are left out.  When a session that would get rows does not take packed rows, nothing is sent
-        and this returns None.  Else (replies, reports, dropped, gone): the replies sent (an AckRows and a
+        its AckRows, its ReportRows, or the two in a Replies, in the session's ``row_format`` (fixed or packed
+        rows), the bytes ``gateway.messages.encode`` makes of them.  That is what the gateway's outbox sends for
+        sessions that take rows, without the structs, the outbox and numpy around each batch.  An ack goes to its
+        command's session (``by_sid``), a report to every session of its account (``by_account``), each
+        session's rows in event order; rows without a session are left out.  When a session that would get rows
+        takes structs (``row_format`` 0), nothing is sent and this returns None.  Else (replies, reports, dropped, gone): the replies sent (an AckRows and a
         ReportRows count one each), the report rows that had a session, the messages a full queue refused,
         and the sessions whose peer is gone (ROUTER_MANDATORY)."""
         cdef Py_ssize_t room, i, j, k, reports = 0, replies = 0, dropped = 0, size
@@ -906,38 +910,64 @@ cdef class ReplyRouter:
                     group = by_account.get(keys[k][i]) or ()
                     reports += j - i if group else 0
                 for s in group:
-                    if not s.packed:
+                    if not s.row_format:
                         return None
                     add_run(plan, s, k, i, j)
                 i = j
         gone = []
         cdef char *at
         cdef int err
+        cdef int64_t row_format
+        cdef Py_ssize_t n_bytes[2]
+        cdef uint64_t last[XOS_PACK_MAX_FIELDS]
+        cdef RowPacking packing
         for s, runs in plan.items():
+            row_format = s.row_format
+            if row_format != FIXED_ROWS and row_format != PACKED_ROWS:
+                raise ValueError(f"ReplyRouter.send_rows: a session's row_format {row_format}")
             for k in range(2):
                 n_rows[k] = 0
                 for i in range(0, len(runs[k]), 2):
                     n_rows[k] += <Py_ssize_t>runs[k][i + 1] - <Py_ssize_t>runs[k][i]
-            size = packed_size(4, n_rows[0] * row_size[0]) if n_rows[0] else 0
-            size += packed_size(7, n_rows[1] * row_size[1]) if n_rows[1] else 0
+                n_bytes[k] = n_rows[k] * row_size[k]
+                if row_format == PACKED_ROWS and n_rows[k]:  # packed first: the bin's head needs their size
+                    packing = self.ack_packing if k == 0 else self.report_packing
+                    if PyByteArray_GET_SIZE(self.packed[k]) < n_rows[k] * <Py_ssize_t>xos_pack_row_max(&packing.layout):
+                        PyByteArray_Resize(self.packed[k], n_rows[k] * xos_pack_row_max(&packing.layout))
+                    memset(last, 0, sizeof(last))
+                    n_bytes[k] = 0
+                    for i in range(0, len(runs[k]), 2):
+                        j = runs[k][i]
+                        n_bytes[k] += xos_pack_rows(&packing.layout, <const unsigned char *>rows[k] + j * row_size[k],
+                                                    <Py_ssize_t>runs[k][i + 1] - j,
+                                                    <unsigned char *>PyByteArray_AS_STRING(self.packed[k]) + n_bytes[k],
+                                                    last)
+            size = rows_reply_size(4, n_bytes[0]) if n_rows[0] else 0
+            size += rows_reply_size(7, n_bytes[1]) if n_rows[1] else 0
             if n_rows[0] and n_rows[1]:
                 size += 1 + 8 + 1  # Replies: [tag, [acks, reports]]
             if PyByteArray_GET_SIZE(self.out) < size:
                 PyByteArray_Resize(self.out, size)
             at = PyByteArray_AS_STRING(self.out)
             if n_rows[0] and n_rows[1]:
-                at = put_head(at, b"replies", 7)
+                at = put_head(at, 2, b"replies", 7)
                 at[0] = <char>0x92
                 at += 1
             for k in range(2):
                 if n_rows[k]:
-                    at = put_head(at, b"acks" if k == 0 else b"reports", 4 if k == 0 else 7)
-                    at = put_bin_head(at, n_rows[k] * row_size[k])
-                    for i in range(0, len(runs[k]), 2):
-                        j = runs[k][i]
-                        size = (<Py_ssize_t>runs[k][i + 1] - j) * row_size[k]
-                        memcpy(at, rows[k] + j * row_size[k], size)
-                        at += size
+                    at = put_head(at, 3, b"acks" if k == 0 else b"reports", 4 if k == 0 else 7)
+                    at = put_bin_head(at, n_bytes[k])
+                    if row_format == PACKED_ROWS:
+                        memcpy(at, PyByteArray_AS_STRING(self.packed[k]), n_bytes[k])
+                        at += n_bytes[k]
+                    else:
+                        for i in range(0, len(runs[k]), 2):
+                            j = runs[k][i]
+                            size = (<Py_ssize_t>runs[k][i + 1] - j) * row_size[k]
+                            memcpy(at, rows[k] + j * row_size[k], size)
+                            at += size
+                    at[0] = <char>row_format  # a positive fixint
+                    at += 1
             routing_id = s.routing_id
             if type(routing_id) is not bytes:
                 raise TypeError(f"ReplyRouter.send_rows: a routing_id of {type(routing_id).__name__}, not bytes")

@@ -100,7 +100,7 @@ class Session:
     """One client connection (a ROUTER routing id) and the account its key belongs to."""
 
     __slots__ = ("sid", "routing_id", "key", "account", "last_seen", "deadman_ms", "deadman_fired", "outbox",
-                 "packed", "idle_checked")
+                 "row_format", "idle_checked")
 
     def __init__(self, sid: int, routing_id: bytes, key: str, account: int):
         self.sid = sid  # its number in the pending commands' ``sid`` column
@@ -111,7 +111,7 @@ class Session:
         self.deadman_ms = 0
         self.deadman_fired = False
         self.outbox: list = []
-        self.packed = False  # it sent OrderRows: acks and execution reports go to it as packed rows
+        self.row_format = 0  # its latest OrderRows' format, its acks and execution reports' (0: it sent none, structs)
         self.idle_checked = 0.0  # when it was last found idle with an open order (``forget_idle_sessions``)
 
 
@@ -541,12 +541,12 @@ class GatewayStage:
                 # in C (gateway/intake.pyx): plain OrderRows messages of sessions joined per session, the rest
                 # one by one (with the ZAP User-Id of new routing ids); each session's order is kept
                 rows, others, got = drain_burst(socket, sessions, DRAIN_MAX, g.max_message_bytes, g.max_batch,
-                                                m.ROW_FORMAT)
+                                                m.COMMAND_PACKING)
                 n += got
-                for routing_id, (heads, data) in rows.items():  # forwarded at push_batch by take_rows
+                for routing_id, (heads, data, row_format) in rows.items():  # forwarded at push_batch by take_rows
                     s, heads = sessions[routing_id], np.ndarray((len(heads) // 16, 2), np.int64, heads)
                     try:
-                        self.on_rows(s, heads, data, now)
+                        self.on_rows(s, heads, data, row_format, now)
                     except Exception as exc:  # a bug: these requests get an error, the others go on
                         self.internal_error(s, heads[:, 0].tolist(), exc)
                 for routing_id, data, user_id, extra in others:
@@ -563,9 +563,10 @@ class GatewayStage:
             self.forward()
             self.flush()
 
-    def on_rows(self, s: Session, heads: np.ndarray, data: bytearray, now: float) -> None:
-        """A session's OrderRows messages of one burst that C has checked (``heads``: their rid and row
-        count; ``data``: their rows joined): on_message and order_rows for all of them at once."""
+    def on_rows(self, s: Session, heads: np.ndarray, data: bytearray, row_format: int, now: float) -> None:
+        """A session's OrderRows messages of one burst that C has checked and read (``heads``: their rid and row
+        count; ``data``: their rows joined as fixed rows; ``row_format``: the last one's): on_message and
+        order_rows for all of them at once."""
         if self.keys.accounts.get(s.key) != s.account:
             self.drop_session(s)  # its key was revoked since the session began
             for rid in heads[:, 0].tolist():
@@ -577,7 +578,7 @@ class GatewayStage:
             for rid in heads[:, 0].tolist():
                 self.error(s, rid, ResultCode.GATEWAY_STOPPING, "")
             return
-        s.packed = True
+        s.row_format = row_format
         self.take_rows(s, heads, data, now)
 
     def on_message(self, routing_id: bytes, data: bytes, user_id: str | None, extra_frames: int, now: float) -> None:
@@ -694,26 +695,24 @@ class GatewayStage:
             for leg in req.legs]))
 
     def order_rows(self, s: Session, req: m.OrderRows, now: float) -> None:
-        """An OrderRows message: sized and rate-limited here; its rows are checked and made commands in C
+        """An OrderRows message: read and sized here; its rows are rate-limited, checked and made commands in C
         (``take_rows``)."""
-        if req.format != m.ROW_FORMAT:
+        if req.format not in m.ROW_FORMATS:
             self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE,
-                       f"rows.format {req.format}: this gateway reads format {m.ROW_FORMAT} ({ROW_SIZE}-byte rows "
-                       f"with a venue)")
+                       f"rows.format {req.format}: this gateway reads format {m.FIXED_ROWS} ({ROW_SIZE}-byte rows "
+                       f"with a venue) and {m.PACKED_ROWS} (packed rows)")
             return
-        size = ROW_SIZE
-        data = req.rows
-        n, odd = divmod(len(data), size)
-        if odd:
-            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows is {len(data)} bytes, not a multiple "
-                                                                 f"of the {size}-byte COMMAND_ROW_DTYPE")
+        try:
+            rows = m.unpack_rows(req.rows, m.COMMAND_ROW_DTYPE, req.format)
+        except ValueError as exc:
+            self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows: {exc}")
             return
-        if n > self.g.max_batch:
-            self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{n} rows > {self.g.max_batch}")
+        if len(rows) > self.g.max_batch:
+            self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{len(rows)} rows > {self.g.max_batch}")
             return
-        s.packed = True
-        if n:
-            self.take_rows(s, np.array([[req.rid, n]], np.int64), data, now)
+        s.row_format = req.format
+        if len(rows):
+            self.take_rows(s, np.array([[req.rid, len(rows)]], np.int64), rows.tobytes(), now)
 
     def take_rows(self, s: Session, heads: np.ndarray, data, now: float) -> None:
         """Rate-limit a session's row messages (``heads``: rid and row count of each, in order; ``data``:
@@ -985,7 +984,7 @@ class GatewayStage:
             learn_from_events(self.listings, events[listed])
         if replies.lost or replies.rejects:
             self.refuse(replies.lost, replies.rejects)
-        # the usual batch, only acks and reports to sessions that take packed rows: sent from C, one message a
+        # the usual batch, only acks and reports to sessions that take rows: sent from C, one message a
         # session (at a calm pace the outbox's structs, numpy and Python took ~30 us a batch)
         sent = replies.send_rows(self.router.underlying, n_acks, n_reports, self.by_sid, self.by_account) \
             if (n_acks or n_reports) and not self.dirty else None
@@ -1037,8 +1036,8 @@ class GatewayStage:
             s = self.by_sid.get(sid)
             if s is None:
                 continue
-            if s.packed:
-                self.send(s, m.AckRows(rows=rows.tobytes()))
+            if s.row_format:
+                self.send(s, m.AckRows(rows=m.pack_rows(rows, s.row_format), format=s.row_format))
             else:
                 for rid, order_id, client_id, cmd_seq, durable_seq, count, ts in rows.tolist():
                     self.send(s, m.Ack(rid=rid, order_id=order_id, client_id=client_id, cmd_seq=cmd_seq,
@@ -1056,11 +1055,12 @@ class GatewayStage:
             if not group:
                 continue
             self.counters["reports"] += len(part)
-            packed = None
+            packed = {}  # by format
             for s in group:
-                if s.packed:
-                    packed = packed or m.ReportRows(rows=part.tobytes())
-                    self.send(s, packed)
+                if s.row_format:
+                    if s.row_format not in packed:
+                        packed[s.row_format] = m.ReportRows(rows=m.pack_rows(part, s.row_format), format=s.row_format)
+                    self.send(s, packed[s.row_format])
                 else:
                     for r in part.tolist():
                         self.send(s, m.execution_report(r))

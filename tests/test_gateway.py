@@ -3,6 +3,7 @@ workers, gateway) on a private config, clients over CurveZMQ on an ipc address."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -509,17 +510,32 @@ def test_a_bad_row_refuses_the_whole_message(engine):
             (order_rows(dict(kind=Cmd.CANCEL)), "row 0: a cancel or amend needs the order id"),
             (order_rows(good, dict(kind=Cmd.CANCEL, id=5, venue=1)), "row 1: venue 1 on a kind 2 row"),
         ]
-        for rows, reason in bad_cases:
+        for (rows, reason), row_format in itertools.product(bad_cases, m.ROW_FORMATS):
             rid = carol.next_rid()
-            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=rows.tobytes(), format=m.ROW_FORMAT)))
+            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=m.pack_rows(rows, row_format), format=row_format)))
             err = await carol.expect_reply(rid)
             assert type(err) is m.Error and err.name == "MALFORMED_MESSAGE" and reason in err.reason, err
+        # packed rows that do not read: the Error says where
+        packed = m.pack_rows(order_rows(good, dict(good, id=951)), m.PACKED_ROWS)
+        for data, reason in ((packed[:-1], "packed rows: row 1, field id: the bytes end inside it"),
+                             (packed[:-1] + b"\x80\x00", "row 1, field id: a varint past 64 bits or longer"),
+                             (packed + b"\x00\xff", "row 2's presence map: its map marks a field past the row's 13"),
+                             (b"\x01\x00\x80\x02", "row 0, field kind: its value does not fit uint8")):
+            rid = carol.next_rid()
+            await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=data, format=m.PACKED_ROWS)))
+            err = await carol.expect_reply(rid)
+            assert err.name == "MALFORMED_MESSAGE" and reason in err.reason, err
+        many = order_rows(*[dict(good, id=1000 + i) for i in range(4097)])  # max_batch + 1, within max_message_bytes
+        rid = carol.next_rid()
+        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=m.pack_rows(many, m.PACKED_ROWS), format=m.PACKED_ROWS)))
+        err = await carol.expect_reply(rid)
+        assert err.name == "BATCH_TOO_LARGE" and "4097 rows > 4096" in err.reason, err
         rid = carol.next_rid()  # format 1 (50-byte rows without a venue) is refused by name, not misread
         await carol.send_raw(m.encoder.encode(["rows", rid, order_rows(good).tobytes()[:50] * 27]))
         err = await carol.expect_reply(rid)
         assert err.name == "MALFORMED_MESSAGE" and "rows.format 1" in err.reason
         rid = carol.next_rid()
-        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=b"x" * 53, format=m.ROW_FORMAT)))
+        await carol.send_raw(m.encode(m.OrderRows(rid=rid, rows=b"x" * 53, format=m.FIXED_ROWS)))
         err = await carol.expect_reply(rid)
         assert err.name == "MALFORMED_MESSAGE" and "not a multiple of the 54-byte" in err.reason
         assert await carol.fetch_open_orders() == []  # nothing of a refused message was placed
@@ -551,7 +567,8 @@ def test_row_messages_sent_back_to_back_are_answered_as_if_one_by_one(engine):
             for r in rows["rid"].tolist():
                 futures.append(erin.waiting.setdefault(r, loop.create_future()))
             erin.batches[rid] = rows["rid"].tolist()
-            return rid, futures, m.encode(m.OrderRows(rid=rid, rows=rows.tobytes(), format=m.ROW_FORMAT))
+            row_format = m.ROW_FORMATS[first_id // 100 % 2]  # fixed and packed in turn
+            return rid, futures, m.encode(m.OrderRows(rid=rid, rows=m.pack_rows(rows, row_format), format=row_format))
 
         sent = [message(40, 3000), message(40, 3100, bad_at=7), message(40, 3200)] + \
             [message(40, 3300 + 100 * k) for k in range(6)]  # 320 good rows against a burst of 200
@@ -608,7 +625,8 @@ def test_requests_of_every_kind_sent_back_to_back_reach_the_matcher_in_the_order
             want.extend((Cmd.PLACE, c) for c in cids)
             rid = carol.next_rid()
             carol.batches[rid] = packed["rid"].tolist()
-            return m.encode(m.OrderRows(rid=rid, rows=packed.tobytes(), format=m.ROW_FORMAT))
+            row_format = m.ROW_FORMATS[len(cids) % 2]
+            return m.encode(m.OrderRows(rid=rid, rows=m.pack_rows(packed, row_format), format=row_format))
 
         payloads.append(rows(5001, 5002))
         payloads.append(rows(*range(5003, 5041)))

@@ -1,6 +1,7 @@
 """The gateway's receive loop in C (gateway/intake.pyx ``drain_burst``) over a real ROUTER socket:
-which messages it joins per session as plain OrderRows, which it hands over one by one, and that
-each session's order survives the split; its sends in C (``send_slices``, ``send_pair``); and ``readable``."""
+which messages it joins per session as plain OrderRows (fixed or packed rows, joined as fixed rows),
+which it hands over one by one, and that each session's order survives the split; its sends in C
+(``send_slices``, ``send_pair``); and ``readable``."""
 from __future__ import annotations
 
 import random
@@ -25,7 +26,11 @@ def rows(n: int, first_rid: int = 1) -> bytes:
     return r.tobytes()
 
 
-def order_rows(rid: int, data: bytes, row_format: int = m.ROW_FORMAT) -> bytes:
+def packed(data: bytes) -> bytes:
+    return m.COMMAND_PACKING.pack(np.frombuffer(data, m.COMMAND_ROW_DTYPE))
+
+
+def order_rows(rid: int, data: bytes, row_format: int = m.FIXED_ROWS) -> bytes:
     return m.encode(m.OrderRows(rid=rid, rows=data, format=row_format))
 
 
@@ -56,7 +61,7 @@ def drain(sock: zmq.Socket, sessions: dict, expect: int, limit: int = 4096):
     while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
     time.sleep(0.05)
-    out = drain_burst(sock.underlying, sessions, limit, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
+    out = drain_burst(sock.underlying, sessions, limit, MAX_BYTES, MAX_ROWS, m.COMMAND_PACKING)
     assert out[2] == min(expect, limit)
     return out
 
@@ -81,10 +86,27 @@ def test_plain_order_rows_of_a_session_are_joined_with_each_rid_and_count(router
     assert others == [] and list(got) == [b"alice"]
     assert heads(got[b"alice"]) == [(rid, len(data) // ROW) for rid, data in sent]
     assert bytes(got[b"alice"][1]) == b"".join(data for _, data in sent)
+    assert got[b"alice"][2] == m.FIXED_ROWS
     # the rows as msgspec reads them, whatever the encoding of the rid before them
     for rid, data in sent:
         msg = m.request_decoder.decode(order_rows(rid, data))
         assert (msg.rid, msg.rows) == (rid, data)
+
+
+def test_packed_rows_are_joined_as_fixed_rows_with_the_last_messages_format(router):
+    """Packed and fixed messages of one session interleaved: joined in order as fixed rows; the entry's format is
+    the last message's."""
+    sock, peer = router
+    a = peer(b"alice")
+    sent = [(rid, rows(1 + rid % MAX_ROWS, first_rid=100 * rid), m.PACKED_ROWS if rid % 3 else m.FIXED_ROWS)
+            for rid in range(1, 40)]
+    for rid, data, row_format in sent:
+        a.send(order_rows(rid, packed(data) if row_format == m.PACKED_ROWS else data, row_format))
+    got, others, taken = drain(sock, {b"alice": object()}, len(sent))
+    assert others == []
+    assert heads(got[b"alice"]) == [(rid, len(data) // ROW) for rid, data, _ in sent]
+    assert bytes(got[b"alice"][1]) == b"".join(data for _, data, _ in sent)
+    assert got[b"alice"][2] == sent[-1][2]
 
 
 def test_what_c_does_not_check_goes_to_python_in_order_and_the_session_stays_there(router):
@@ -99,6 +121,8 @@ def test_what_c_does_not_check_goes_to_python_in_order_and_the_session_stays_the
         order_rows(6, b""),  # no rows
         order_rows(7, rows(100)),  # past max_message_bytes
         msgspec.msgpack.encode(["rows", 2**64 - 1, rows(1), 2]),  # a rid past int64: msgspec refuses it
+        order_rows(9, packed(rows(1))[:-1], m.PACKED_ROWS),  # packed rows cut short: their Error names where
+        order_rows(10, packed(rows(MAX_ROWS + 1)), m.PACKED_ROWS),  # past max_batch
         m.encode(m.Heartbeat(rid=8)),
     ]
     b.send(plain)
@@ -123,7 +147,7 @@ def test_a_burst_stops_at_the_limit_and_the_rest_waits(router):
         a.send(order_rows(rid, rows(1)))
     got, _, taken = drain(sock, {b"alice": object()}, 5, limit=3)
     assert heads(got[b"alice"]) == [(0, 1), (1, 1), (2, 1)]
-    got, _, taken = drain_burst(sock.underlying, {b"alice": object()}, 3, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
+    got, _, taken = drain_burst(sock.underlying, {b"alice": object()}, 3, MAX_BYTES, MAX_ROWS, m.COMMAND_PACKING)
     assert taken == 2 and heads(got[b"alice"]) == [(3, 1), (4, 1)]
 
 
@@ -145,11 +169,14 @@ def test_readable_finds_a_message_that_came_after_a_send_took_the_fds_edge(route
 
 
 def mutations(rng: random.Random, n: int) -> list[bytes]:
-    """Bodies near OrderRows: valid ones with every integer width, then bytes flipped, cut, added."""
+    """Bodies near OrderRows: valid ones with every integer width, fixed and packed rows, then bytes flipped,
+    cut, added."""
     out = []
     for _ in range(n):
         rid = rng.choice(RIDS + [rng.randrange(-2**63, 2**63)])
-        body = bytearray(order_rows(rid, rows(rng.randint(0, 3)), rng.choice([m.ROW_FORMAT, 1, 2**40, -1])))
+        row_format = rng.choice([m.FIXED_ROWS, m.PACKED_ROWS, m.PACKED_ROWS, 1, 2**40, -1])
+        data = rows(rng.randint(0, 3))
+        body = bytearray(order_rows(rid, packed(data) if row_format == m.PACKED_ROWS else data, row_format))
         for _ in range(rng.choice([0, 0, 1, 2])):
             what = rng.randrange(3)
             if what == 0 and body:
@@ -162,32 +189,43 @@ def mutations(rng: random.Random, n: int) -> list[bytes]:
     return out
 
 
+def readable_rows(msg) -> bytes | None:
+    """The fixed rows of an OrderRows message that C may take (1 to MAX_ROWS rows that read), else None."""
+    if type(msg) is not m.OrderRows or msg.format not in m.ROW_FORMATS:
+        return None
+    try:
+        got = m.unpack_rows(msg.rows, m.COMMAND_ROW_DTYPE, msg.format)
+    except ValueError:
+        return None
+    return got.tobytes() if 0 < len(got) <= MAX_ROWS else None
+
+
 def test_c_takes_a_body_only_when_msgspec_reads_the_same_order_rows(router):
     """Whatever C joins as a plain OrderRows message, msgspec reads as one with the same rid, rows
-    and format; whatever C hands over, msgspec refuses or reads as something C may not take (one
-    message a burst, so that no body follows another's way)."""
+    (packed ones as ``unpack_rows`` reads them) and format; whatever C hands over, msgspec refuses or
+    reads as something C may not take (one message a burst, so that no body follows another's way)."""
     sock, peer = router
     a = peer(b"alice")
-    fast = 0
+    fast = packed_fast = 0
     for body in mutations(random.Random(14), 3000):
         a.send(body)
         assert sock.poll(5000)
-        got, others, taken = drain_burst(sock.underlying, {b"alice": object()}, 1, MAX_BYTES, MAX_ROWS, m.ROW_FORMAT)
+        got, others, taken = drain_burst(sock.underlying, {b"alice": object()}, 1, MAX_BYTES, MAX_ROWS, m.COMMAND_PACKING)
         assert taken == 1 and len(got) + len(others) == 1
         try:
             msg = m.request_decoder.decode(body)
         except m.UNDECODABLE:
             msg = None
-        plain = type(msg) is m.OrderRows and msg.format == m.ROW_FORMAT and 0 < len(msg.rows) <= MAX_ROWS * ROW \
-            and len(msg.rows) % ROW == 0
+        plain = readable_rows(msg)
         if got:
-            assert plain and heads(got[b"alice"]) == [(msg.rid, len(msg.rows) // ROW)]
-            assert bytes(got[b"alice"][1]) == msg.rows
+            assert plain is not None and heads(got[b"alice"]) == [(msg.rid, len(plain) // ROW)]
+            assert bytes(got[b"alice"][1]) == plain and got[b"alice"][2] == msg.format
             fast += 1
+            packed_fast += msg.format == m.PACKED_ROWS
         else:
             assert others[0][1] == body
-            assert not plain or m.encode(msg) != body  # msgspec's own encoding of a plain one is always taken
-    assert fast > 200  # a quarter of the bodies have the format and rows C takes; half of those are left whole
+            assert plain is None or m.encode(msg) != body  # msgspec's own encoding of a plain one is always taken
+    assert fast > 600 and packed_fast > 300  # half the bodies have a format and rows C takes; half are left whole
 
 
 def test_sends_in_c_deliver_in_order_and_report_a_gone_peer_and_a_full_queue():

@@ -61,7 +61,7 @@ def test_a_failing_handler_answers_its_requests_with_an_internal_error_and_the_b
                         replies[item.rid] = item
 
         exchange([m.Heartbeat(rid=1)])  # the session begins: its next OrderRows are joined in C (on_rows)
-        exchange([m.OrderRows(rid=2, rows=rows.tobytes(), format=m.ROW_FORMAT), m.CancelOrder(rid=3, order_id=5),
+        exchange([m.OrderRows(rid=2, rows=rows.tobytes(), format=m.FIXED_ROWS), m.CancelOrder(rid=3, order_id=5),
                   m.Heartbeat(rid=4)])
         assert sorted(replies) == [1, 2, 3, 4]
         for rid in (2, 3):

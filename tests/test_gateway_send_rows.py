@@ -1,7 +1,8 @@
 """``ReplyRouter.send_rows`` (gateway/routing.pyx): a batch's acks and execution reports sent from C, one message a
 session, against what the gateway's outbox would send for the same rows (``AckRows``, ``ReportRows`` or the two
-in a ``Replies``, encoded by msgspec), over the matcher's own streams routed in batches of every size; and what it
-does when a session takes structs, when a peer is gone and when the counts are out of range."""
+in a ``Replies``, encoded by msgspec, each session's in its row format), over the matcher's own streams routed in
+batches of every size; and what it does when a session takes structs, when a peer is gone and when the counts are
+out of range."""
 from __future__ import annotations
 
 import collections
@@ -57,28 +58,32 @@ def expected(router, n_acks: int, n_reports: int, by_sid: dict, by_account: dict
         mine_reports = np.array([s in by_account.get(a, ()) for a in to.tolist()], bool)
         items = []
         if mine_acks.any():
-            items.append(m.AckRows(rows=router.acks[:n_acks][mine_acks].tobytes()))
+            items.append(m.AckRows(rows=m.pack_rows(router.acks[:n_acks][mine_acks], s.row_format),
+                                   format=s.row_format))
         if mine_reports.any():
-            items.append(m.ReportRows(rows=router.reports[:n_reports][mine_reports].tobytes()))
+            items.append(m.ReportRows(rows=m.pack_rows(router.reports[:n_reports][mine_reports], s.row_format),
+                                      format=s.row_format))
         if items:
             out[s.routing_id] = [m.encode(items[0] if len(items) == 1 else m.Replies(items=items))]
     return out
 
 
-@pytest.mark.parametrize("chunk, spread, sizes_seen", [(1, 3, (0, 0x100)), (3, 3, (0, 0x100)), (40, 3, (0, 0x10000)),
-                                                       (700, 3, (0x100, 0x10000)), (2500, 1, (0x10000, 1 << 30))])
-def test_each_session_gets_what_the_outbox_would_send(router_socket, chunk, spread, sizes_seen):
+@pytest.mark.parametrize("chunk, spread, sizes_seen, formats", [
+    (1, 3, (0, 0x100), (m.FIXED_ROWS,)), (3, 3, (0, 0x100), (m.FIXED_ROWS, m.PACKED_ROWS)),
+    (40, 3, (0, 0x10000), (m.PACKED_ROWS, m.FIXED_ROWS)), (700, 3, (0x100, 0x10000), (m.FIXED_ROWS,)),
+    (700, 3, (0x100, 0x10000), (m.PACKED_ROWS,)), (2500, 1, (0x10000, 1 << 30), (m.FIXED_ROWS, m.PACKED_ROWS))])
+def test_each_session_gets_what_the_outbox_would_send(router_socket, chunk, spread, sizes_seen, formats):
     """Streams routed in batches of ``chunk`` commands; each command's session one of ``spread`` (some commands'
-    none), each account's reports to one session, two, or none: the bytes each session receives are msgspec's
-    for its rows, and the counts are the rows that had a session.  Some payloads are ``sizes_seen`` long (a bin
-    8, 16 or 32 of rows)."""
+    none), each account's reports to one session, two, or none; the sessions' row formats taken in turn from
+    ``formats``: the bytes each session receives are msgspec's for its rows, and the counts are the rows that had
+    a session.  Some payloads are ``sizes_seen`` long (a bin 8, 16 or 32 of rows)."""
     socket, peers = router_socket
     fifo = collections.defaultdict(PendingQueue)
     keyed: set[int] = set()
     router, table = router_for(fifo, keyed), OrderTable()
     sessions = [Session(i, name, f"key{i}", 0) for i, name in enumerate(sorted(peers))]
-    for s in sessions:
-        s.packed = True
+    for i, s in enumerate(sessions):
+        s.row_format = formats[i % len(formats)]
     by_sid: dict = {}
     by_account: dict = collections.defaultdict(set)
     seen = batches = both = 0
@@ -137,7 +142,7 @@ def test_a_session_that_takes_structs_sends_nothing(router_socket):
     socket, peers = router_socket
     router, n_acks, n_reports, rows = routed_stream()
     packed, structs = Session(0, b"s0", "k0", 0), Session(1, b"s1", "k1", 0)
-    packed.packed = True
+    packed.row_format = m.PACKED_ROWS
     sids = rows["sid"][rows["sid"] != LEG_RECORD].tolist()
     by_sid = {sid: packed for sid in sids}
     by_sid[sids[-1]] = structs
@@ -151,7 +156,7 @@ def test_a_gone_peer_is_named_and_the_others_still_get_theirs(router_socket):
     socket, peers = router_socket
     router, n_acks, n_reports, rows = routed_stream()
     here, gone = Session(0, b"s0", "k0", 0), Session(1, b"nobody", "k1", 0)
-    here.packed = gone.packed = True
+    here.row_format = gone.row_format = m.FIXED_ROWS
     sids = rows["sid"][rows["sid"] != LEG_RECORD].tolist()
     by_sid = {sid: (here if i % 2 else gone) for i, sid in enumerate(sids)}
     replies, reports, dropped, lost = router.send_rows(socket.underlying, n_acks, 0, by_sid, {})
@@ -173,6 +178,6 @@ def test_a_routing_id_that_is_not_bytes_is_refused(router_socket):
     socket, _ = router_socket
     router, n_acks, n_reports, rows = routed_stream()
     s = Session(0, "s0", "k0", 0)
-    s.packed = True
+    s.row_format = m.PACKED_ROWS
     with pytest.raises(TypeError, match="routing_id of str"):
         router.send_rows(socket.underlying, n_acks, 0, {sid: s for sid in rows["sid"].tolist()}, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.wire import BASE_PRICE, RESTING, Traffic
+from bench.wire import BASE_PRICE, RESTING, ROW_WIRES, Traffic, framed
 from gateway import messages as m
 
 
@@ -30,8 +30,9 @@ def decoded(traffic: Traffic, first: int, n: int) -> list[tuple]:
     for raw in traffic.message_bytes(first, n):
         msg = m.request_decoder.decode(raw)
         if type(msg) is m.OrderRows:
-            rows = np.frombuffer(msg.rows, m.COMMAND_ROW_DTYPE)
-            assert msg.format == m.ROW_FORMAT and (rows["market"][rows["kind"] == 1] == 1).all()
+            assert msg.format == ROW_WIRES[traffic.wire] and m.encode(msg) == raw  # msgspec's own encoding
+            rows = m.unpack_rows(msg.rows, m.COMMAND_ROW_DTYPE, msg.format)
+            assert (rows["market"][rows["kind"] == 1] == 1).all()
             out += [("place" if kind == 1 else "cancel", rid, cid, price)
                     for kind, rid, cid, price in rows[["kind", "rid", "id", "price"]].tolist()]
         else:
@@ -44,8 +45,8 @@ def decoded(traffic: Traffic, first: int, n: int) -> list[tuple]:
     return out
 
 
-@pytest.mark.parametrize("wire", ["rows", "structs"])
-@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("wire", [*ROW_WIRES, "structs"])
+@pytest.mark.parametrize("batch", [1, 16, 256])
 def test_messages_decode_to_the_command_stream_across_chunks(wire, batch):
     traffic = Traffic(1, wire, batch)
     traffic.CHUNK_ORDERS = 64 * batch  # many chunks: messages taken across their boundaries
@@ -59,9 +60,27 @@ def test_messages_decode_to_the_command_stream_across_chunks(wire, batch):
     assert got == expected_commands(len(got))
 
 
-def test_rows_messages_are_the_template_around_the_rows():
-    traffic = Traffic(1, "rows", 16)
-    traffic.prepare(3)
-    size = int(traffic.offsets[1])
-    assert (np.diff(traffic.offsets) == size).all() and len(traffic.blob) == 3 * size
-    assert traffic.made == 3 and traffic.take(2) == 0 and traffic.made == 1 and traffic.take(1) == 2
+def test_fixed_rows_messages_are_one_size_and_packed_rows_a_sixth_of_it():
+    """16 orders a message: fixed rows make every message the same size; packed rows take a sixth of it or less
+    (~9 bytes an order of this flow, the message's head included, instead of 58)."""
+    fixed, packed = Traffic(1, "fixed-rows", 16), Traffic(1, "rows", 16)
+    for traffic in (fixed, packed):
+        traffic.prepare(RESTING // 16 + 200)  # past the first places
+    size = int(fixed.offsets[1])
+    assert (np.diff(fixed.offsets) == size).all() and len(fixed.blob) == fixed.made * size
+    assert len(packed.blob) * 6 <= len(fixed.blob)
+    assert fixed.made == 231 and fixed.take(2) == 0 and fixed.made == 229 and fixed.take(1) == 2
+
+
+def test_framed_makes_msgspecs_bytes_for_every_bin_width():
+    rng = np.random.default_rng(3)
+    lengths = np.array([0, 1, 255, 256, 300, 65535, 7], np.int64)
+    data = rng.integers(0, 256, int(lengths.sum()), np.uint8)
+    header = np.frombuffer(m.encode(m.OrderRows(rid=0, rows=b"", format=m.PACKED_ROWS))[:-3], np.uint8)
+    blob, sizes = framed(header, data, lengths, np.array([m.PACKED_ROWS], np.uint8))
+    ends, starts = np.cumsum(sizes), np.cumsum(lengths) - lengths
+    assert [blob[e - s:e].tobytes() for e, s in zip(ends.tolist(), sizes.tolist())] == \
+        [m.encode(m.OrderRows(rid=0, rows=data[a:a + n].tobytes(), format=m.PACKED_ROWS))
+         for a, n in zip(starts.tolist(), lengths.tolist())]
+    with pytest.raises(ValueError, match="65536 bytes"):
+        framed(header, np.zeros(65536, np.uint8), np.array([65536]), np.zeros(1, np.uint8))
