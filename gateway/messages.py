@@ -22,7 +22,7 @@ import numpy as np
 from engine.api import MAX_LEGS
 from engine.records import (LISTING_ASSET_MAX, Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_listing,
                             pack_venue_fees, unpack_breaker_windows, unpack_listing)
-from gateway.rowpack import RowPacking
+from gateway.rowpack import PACK_TOO_MANY_ROWS, PackedRowsError, RowPacking
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -754,15 +754,27 @@ def pack_rows(rows: np.ndarray, row_format: int) -> bytes:
     raise ValueError(f"row format {row_format}: rows are format {FIXED_ROWS} or {PACKED_ROWS}")
 
 
-def unpack_rows(data: bytes, dtype: np.dtype, row_format: int) -> np.ndarray:
-    """The ``dtype`` rows of ``data`` in ``row_format``; raises ValueError (rowpack.PackedRowsError for packed
-    rows) naming what is wrong."""
+class TooManyRows(ValueError):
+    """More rows than the reader takes."""
+
+
+def unpack_rows(data: bytes, dtype: np.dtype, row_format: int, max_rows: int = -1) -> np.ndarray:
+    """The ``dtype`` rows of ``data`` in ``row_format`` (at most ``max_rows`` when it is not negative, else
+    TooManyRows, without reading, or making room for, more); raises ValueError (rowpack.PackedRowsError for
+    packed rows) naming what is wrong."""
     if row_format == PACKED_ROWS:
-        return PACKINGS[dtype].unpack(data)
+        try:
+            return PACKINGS[dtype].unpack(data, max_rows)
+        except PackedRowsError as exc:
+            if exc.code == PACK_TOO_MANY_ROWS:
+                raise TooManyRows(f"more than {max_rows} rows") from None
+            raise
     if row_format != FIXED_ROWS:
         raise ValueError(f"row format {row_format}: rows are format {FIXED_ROWS} or {PACKED_ROWS}")
     if len(data) % dtype.itemsize:
         raise ValueError(f"rows of {len(data)} bytes, not a multiple of the {dtype.itemsize}-byte row")
+    if 0 <= max_rows < len(data) // dtype.itemsize:
+        raise TooManyRows(f"more than {max_rows} rows")
     return np.frombuffer(data, dtype)
 
 

@@ -11,6 +11,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
 ROW_FORMATS = (FIXED_ROWS, PACKED_ROWS)  # held equal to gateway.messages' by a test
+PACK_TOO_MANY_ROWS = XOS_PACK_TOO_MANY_ROWS  # PackedRowsError.code of rows past the reader's max_rows
 PROBLEMS = {  # by XOS_PACK_* code
     XOS_PACK_TRUNCATED: "the bytes end inside it",
     XOS_PACK_LONG_VARINT: "a varint past 64 bits or longer than its value needs",

@@ -703,12 +703,12 @@ class GatewayStage:
                        f"with a venue) and {m.PACKED_ROWS} (packed rows)")
             return
         try:
-            rows = m.unpack_rows(req.rows, m.COMMAND_ROW_DTYPE, req.format)
+            rows = m.unpack_rows(req.rows, m.COMMAND_ROW_DTYPE, req.format, self.g.max_batch)
+        except m.TooManyRows as exc:
+            self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"rows: {exc} (max_batch)")
+            return
         except ValueError as exc:
             self.error(s, req.rid, ResultCode.MALFORMED_MESSAGE, f"rows: {exc}")
-            return
-        if len(rows) > self.g.max_batch:
-            self.error(s, req.rid, ResultCode.BATCH_TOO_LARGE, f"{len(rows)} rows > {self.g.max_batch}")
             return
         s.row_format = req.format
         if len(rows):

@@ -177,3 +177,13 @@ def test_the_formats_and_the_row_dtypes_are_those_the_c_paths_read():
         m.pack_rows(np.zeros(2, m.ACK_ROW_DTYPE), 4)
     with pytest.raises(ValueError, match="row format 1"):
         m.unpack_rows(b"", m.ACK_ROW_DTYPE, 1)
+
+
+@pytest.mark.parametrize("row_format", m.ROW_FORMATS)
+def test_unpack_rows_takes_at_most_max_rows_in_either_format(row_format):
+    rows = np.zeros(5, m.COMMAND_ROW_DTYPE)
+    rows["kind"] = 1
+    data = m.pack_rows(rows, row_format)
+    assert len(m.unpack_rows(data, m.COMMAND_ROW_DTYPE, row_format, 5)) == 5
+    with pytest.raises(m.TooManyRows, match="more than 4 rows"):
+        m.unpack_rows(data, m.COMMAND_ROW_DTYPE, row_format, 4)
