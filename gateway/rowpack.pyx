@@ -5,8 +5,8 @@
 import numpy as np
 
 from packedrows cimport (XOS_PACK_LONG_VARINT, XOS_PACK_MAX_FIELDS, XOS_PACK_OUT_OF_RANGE, XOS_PACK_TOO_MANY_ROWS,
-                      XOS_PACK_TRUNCATED, XOS_PACK_UNKNOWN_FIELD, XOS_PACK_ZERO_PRESENT, xos_pack_row_max,
-                      xos_pack_rows, xos_unpack_rows)
+                      XOS_PACK_TRUNCATED, XOS_PACK_UNKNOWN_FIELD, XOS_PACK_ZERO_PRESENT, xos_count_rows,
+                      xos_pack_row_max, xos_pack_rows, xos_unpack_rows)
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
@@ -106,7 +106,7 @@ cdef class RowPacking:
         """The rows packed in ``data`` (bytes-like); at most ``max_rows`` when it is not negative.  Raises
         ``PackedRowsError`` naming the row and field where bytes that are not packed rows stop making sense."""
         cdef const unsigned char[::1] src = data
-        cdef Py_ssize_t room = src.shape[0] // self.layout.map_bytes
+        cdef Py_ssize_t room = xos_count_rows(&self.layout, &src[0], src.shape[0]) if src.shape[0] else 0
         if max_rows >= 0:
             room = min(room, max_rows)
         out = np.empty(room, self.dtype)

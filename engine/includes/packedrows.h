@@ -116,6 +116,31 @@ static inline size_t xos_pack_rows(const xos_pack_layout *L, const unsigned char
     return (size_t)(at - out);
 }
 
+/* How many rows begin in in[0..size), found by their maps and the varints' last bytes alone: exact for packed
+ * rows, and never fewer than xos_unpack_rows reads of any bytes (it reads rows the same way), so the room for
+ * a message's rows can be made to its size. */
+static inline int64_t xos_count_rows(const xos_pack_layout *L, const unsigned char *in, size_t size) {
+    const unsigned char *at = in, *end = in + size;
+    int64_t n = 0;
+    int present;
+    uint32_t b;
+    while (at < end) {
+        n++;
+        if ((size_t)(end - at) < L->map_bytes)
+            break;
+        present = 0;
+        for (b = 0; b < L->map_bytes; b++)
+            present += __builtin_popcount(at[b]);
+        at += L->map_bytes;
+        for (; present > 0 && at < end; present--) {
+            while (at < end && *at & 0x80)
+                at++;
+            at++;
+        }
+    }
+    return n;
+}
+
 /* in[0..size) read as packed rows into out (room for max_rows rows, each written whole: a field
  * not present is 0).  Returns the rows read, or minus an XOS_PACK_* code with *bad_row and *bad_field
  * (-1 for the row's map) saying where. */
@@ -148,19 +173,23 @@ static inline int64_t xos_unpack_rows(const xos_pack_layout *L, const unsigned c
                 continue;
             *bad_field = (int)k;
             f = &L->fields[k];
-            u = 0;
-            shift = 0;
-            do {
-                if (at == end)
-                    return -XOS_PACK_TRUNCATED;
-                byte = *at++;
-                if (shift == 63 && byte > 1)
-                    return -XOS_PACK_LONG_VARINT;  /* past 64 bits */
-                u |= (uint64_t)(byte & 0x7f) << shift;
-                shift += 7;
-            } while (byte & 0x80 && shift < 70);
-            if (byte & 0x80 || (byte == 0 && shift > 7))
-                return -XOS_PACK_LONG_VARINT;  /* an 11th byte, or a trailing zero byte */
+            if (at < end && *at < 0x80) {  /* most values take one byte */
+                u = *at++;
+            } else {
+                u = 0;
+                shift = 0;
+                do {
+                    if (at == end)
+                        return -XOS_PACK_TRUNCATED;
+                    byte = *at++;
+                    if (shift == 63 && byte > 1)
+                        return -XOS_PACK_LONG_VARINT;  /* past 64 bits */
+                    u |= (uint64_t)(byte & 0x7f) << shift;
+                    shift += 7;
+                } while (byte & 0x80 && shift < 70);
+                if (byte & 0x80 || (byte == 0 && shift > 7))
+                    return -XOS_PACK_LONG_VARINT;  /* an 11th byte, or a trailing zero byte */
+            }
             if (f->delta)
                 v = last[k] + (uint64_t)xos_pack_unzigzag(u);
             else

@@ -25,5 +25,6 @@ cdef extern from "packedrows.h" nogil:
     size_t xos_pack_row_max(const xos_pack_layout *L)
     size_t xos_pack_rows(const xos_pack_layout *L, const unsigned char *rows, size_t n, unsigned char *out,
                          uint64_t *last)
+    int64_t xos_count_rows(const xos_pack_layout *L, const unsigned char *data, size_t size)
     int64_t xos_unpack_rows(const xos_pack_layout *L, const unsigned char *data, size_t size, unsigned char *out,
                             int64_t max_rows, int64_t *bad_row, int *bad_field)
