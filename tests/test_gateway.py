@@ -541,6 +541,10 @@ def test_a_bad_row_refuses_the_whole_message(engine):
         assert await carol.fetch_open_orders() == []  # nothing of a refused message was placed
         (ok,) = await carol.send_order_rows(order_rows(good))  # and the session serves on
         assert type(ok) is m.Ack
+        (fixed,) = await carol.send_order_rows(order_rows(dict(good, id=952)), {"format": m.FIXED_ROWS})
+        assert type(fixed) is m.Ack and fixed.client_id == 952
+        with pytest.raises(ValueError, match="format must be one of \\(2, 3\\).*not 7"):
+            await carol.send_order_rows(order_rows(good), {"format": 7})
         await carol.cancel_all_orders()
         await carol.close()
 
