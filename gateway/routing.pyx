@@ -876,9 +876,9 @@ cdef class ReplyRouter:
         sessions that take rows, without the structs, the outbox and numpy around each batch.  An ack goes to its
         command's session (``by_sid``), a report to every session of its account (``by_account``), each
         session's rows in event order; rows without a session are left out.  When a session that would get rows
-        takes structs (``row_format`` 0), nothing is sent and this returns None.  Else (replies, reports, dropped, gone): the replies sent (an AckRows and a
-        ReportRows count one each), the report rows that had a session, the messages a full queue refused,
-        and the sessions whose peer is gone (ROUTER_MANDATORY)."""
+        takes structs (``row_format`` 0), nothing is sent and this returns None.  Else (replies, reports,
+        dropped, gone): the replies sent (an AckRows and a ReportRows count one each), the report rows that had
+        a session, the messages a full queue refused, and the sessions whose peer is gone (ROUTER_MANDATORY)."""
         cdef Py_ssize_t room, i, j, k, reports = 0, replies = 0, dropped = 0, size
         cdef Py_ssize_t n_rows[2]
         cdef const int64_t *ack_sid = <const int64_t *>INT64S.records(self.ack_sid, &room, False)
@@ -912,6 +912,8 @@ cdef class ReplyRouter:
                 for s in group:
                     if not s.row_format:
                         return None
+                    if s.row_format != FIXED_ROWS and s.row_format != PACKED_ROWS:  # checked before any send
+                        raise ValueError(f"ReplyRouter.send_rows: a session's row_format {s.row_format}")
                     add_run(plan, s, k, i, j)
                 i = j
         gone = []
@@ -923,8 +925,6 @@ cdef class ReplyRouter:
         cdef RowPacking packing
         for s, runs in plan.items():
             row_format = s.row_format
-            if row_format != FIXED_ROWS and row_format != PACKED_ROWS:
-                raise ValueError(f"ReplyRouter.send_rows: a session's row_format {row_format}")
             for k in range(2):
                 n_rows[k] = 0
                 for i in range(0, len(runs[k]), 2):

@@ -174,6 +174,19 @@ def test_counts_out_of_range_are_refused(router_socket):
             router.send_rows(socket.underlying, bad_acks, bad_reports, {}, {})
 
 
+def test_a_session_with_an_unknown_row_format_is_refused_before_anything_is_sent(router_socket):
+    socket, peers = router_socket
+    router, n_acks, n_reports, rows = routed_stream()
+    good, bad = Session(0, b"s0", "k0", 0), Session(1, b"s1", "k1", 0)
+    good.row_format, bad.row_format = m.PACKED_ROWS, 1
+    sids = rows["sid"][rows["sid"] != LEG_RECORD].tolist()
+    by_sid = {sid: good for sid in sids}
+    by_sid[sids[-1]] = bad
+    with pytest.raises(ValueError, match="row_format 1"):
+        router.send_rows(socket.underlying, n_acks, 0, by_sid, {})
+    assert received(peers) == {}
+
+
 def test_a_routing_id_that_is_not_bytes_is_refused(router_socket):
     socket, _ = router_socket
     router, n_acks, n_reports, rows = routed_stream()
