@@ -551,6 +551,46 @@ def test_a_bad_row_refuses_the_whole_message(engine):
     run(scenario())
 
 
+def test_two_sessions_of_an_account_get_the_same_reports_in_their_own_row_formats(engine, monkeypatch):
+    """One of alice's sessions sends packed rows, the other fixed rows; erin's sell fills both sessions' bids: each
+    session gets the account's execution reports in its own format, and reads the same fills from them."""
+    report_formats = set()
+    unpack_rows = m.unpack_rows
+
+    def noting(data, dtype, row_format, max_rows=-1):
+        if dtype == m.REPORT_ROW_DTYPE:
+            report_formats.add(row_format)
+        return unpack_rows(data, dtype, row_format, max_rows)
+
+    monkeypatch.setattr(m, "unpack_rows", noting)
+
+    async def scenario():
+        packed, fixed, erin = await connected(engine, "alice", "alice", "erin")  # (bob was revoked above)
+        bid = dict(kind=Cmd.PLACE, side=0, market=1, price=100, qty=2)  # the last trade's price: no halt
+        (a,) = await packed.send_order_rows(order_rows(dict(bid, id=7001)))
+        (b,) = await fixed.send_order_rows(order_rows(dict(bid, id=7002, qty=1)), {"format": m.FIXED_ROWS})
+        assert type(a) is m.Ack and type(b) is m.Ack
+        sold = await erin.create_order("BTC/USD", "limit", "sell", 3, 100, {"clientOrderId": 7003})
+        assert sold["filled"] == 3
+
+        def fills(session) -> dict:
+            return {oid: [(t["id"], t["price"], t["amount"], t["fee"]) for t in o["trades"]]
+                    for oid, o in session.orders.items() if oid in (a.order_id, b.order_id)}
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(sum(len(t) for t in fills(s).values()) == 2
+                                                      for s in (packed, fixed)):
+            await asyncio.sleep(0.02)
+        assert fills(packed) == fills(fixed) and len(fills(packed)) == 2
+        assert report_formats == {m.FIXED_ROWS, m.PACKED_ROWS}
+        assert all(o["status"] == "closed" for s in (packed, fixed) for oid, o in s.orders.items()
+                   if oid in (a.order_id, b.order_id))
+        for c in (packed, fixed, erin):
+            await c.close()
+
+    run(scenario())
+
+
 def test_row_messages_sent_back_to_back_are_answered_as_if_one_by_one(engine):
     """Messages that arrive together are checked and rate-limited together (joined per session in C):
     a bad row still refuses only its own message, and the rate limit cuts the run of rows where the
