@@ -717,8 +717,9 @@ class MarketsResult(_Msg, tag="markets_result"):
     markets: list[MarketInfo]
 
 
-# Packed replies for sessions that send OrderRows.  Report kind: 1 fill, 2 cancel, 3 amend;
-# liquidity: 0 none, 1 maker, 2 taker; the other fields as in Ack and ExecutionReport.
+# Row replies for sessions that send OrderRows (in their latest OrderRows' format; packed rows delta the
+# ids, sequence numbers, prices and times).  Report kind: 1 fill, 2 cancel, 3 amend; liquidity: 0 none,
+# 1 maker, 2 taker; the other fields as in Ack and ExecutionReport.
 ACK_ROW_DTYPE = np.dtype([("rid", "<i8"), ("order_id", "<i8"), ("client_id", "<i8"), ("cmd_seq", "<i8"),
                           ("durable_seq", "<i8"), ("count", "<i8"), ("ts", "<i8")])
 REPORT_ROW_DTYPE = np.dtype([("kind", "u1"), ("side", "u1"), ("liquidity", "u1"), ("reason", "u1"), ("code", "<u2"),
@@ -728,8 +729,6 @@ REPORT_ROW_DTYPE = np.dtype([("kind", "u1"), ("side", "u1"), ("liquidity", "u1")
                              ("cmd_seq", "<i8"), ("ts", "<i8")])
 REPORT_KINDS = ("", "fill", "cancel", "amend")  # by the row's kind
 LIQUIDITY = ("", "maker", "taker")
-
-
 ACK_PACKING = RowPacking(ACK_ROW_DTYPE, deltas=("rid", "order_id", "client_id", "cmd_seq", "durable_seq", "ts"))
 REPORT_PACKING = RowPacking(REPORT_ROW_DTYPE, deltas=("order_id", "client_id", "price", "seq", "cmd_seq", "ts"))
 PACKINGS = {p.dtype: p for p in (COMMAND_PACKING, ACK_PACKING, REPORT_PACKING)}
