@@ -16,9 +16,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.string cimport memcmp, memcpy
-from packedrows cimport xos_unpack_rows
+from packedrows cimport xos_count_rows, xos_unpack_rows
 
 from records cimport XOS_CF_BY_CLIENT_ID as BY_CLIENT_ID
 from records cimport XOS_CF_POST_ONLY as POST_ONLY
@@ -285,6 +285,8 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
     cdef bint known = False
     cdef list entry = None
     cdef unsigned char *unpacked = NULL  # a packed message's rows, read before they join the session's
+    cdef unsigned char *grown
+    cdef int64_t count, room = 0  # a packed message's rows; unpacked's room, in rows
     if msg_recv == NULL:
         raise RuntimeError("gateway.intake.bind_libzmq was not called")
     if packing.layout.row_size != sizeof(CommandRow):
@@ -319,13 +321,16 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
                         and rows_len % sizeof(CommandRow) == 0:
                     head[1] = rows_len // sizeof(CommandRow)
                 elif fmt == PACKED_ROWS:
-                    if unpacked == NULL:
-                        unpacked = <unsigned char *>PyMem_Malloc(max_rows * sizeof(CommandRow))
-                        if unpacked == NULL:
-                            raise MemoryError()
-                    # a message that does not read goes the slow way, where its Error names what is wrong
-                    head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, unpacked, max_rows,
-                                                     &bad_row, &bad_field))
+                    count = xos_count_rows(&packing.layout, body + rows_at, rows_len)
+                    if count <= max_rows:  # more: the slow way, BATCH_TOO_LARGE
+                        if count > room:
+                            grown = <unsigned char *>PyMem_Realloc(unpacked, count * sizeof(CommandRow))
+                            if grown == NULL:
+                                raise MemoryError()
+                            unpacked, room = grown, count
+                        # a message that does not read goes the slow way, where its Error names what is wrong
+                        head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, unpacked, count,
+                                                         &bad_row, &bad_field))
                 if head[1]:
                     if entry is None:
                         entry = rows.get(routing_id)
