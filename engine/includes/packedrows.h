@@ -123,14 +123,17 @@ static inline int64_t xos_count_rows(const xos_pack_layout *L, const unsigned ch
     const unsigned char *at = in, *end = in + size;
     int64_t n = 0;
     int present;
-    uint32_t b;
+    uint32_t b, v;
     while (at < end) {
         n++;
         if ((size_t)(end - at) < L->map_bytes)
             break;
         present = 0;
-        for (b = 0; b < L->map_bytes; b++)
-            present += __builtin_popcount(at[b]);
+        for (b = 0; b < L->map_bytes; b++) {  /* a byte's bits counted in registers (no popcnt without -mpopcnt) */
+            v = at[b] - ((at[b] >> 1) & 0x55);
+            v = (v & 0x33) + ((v >> 2) & 0x33);
+            present += (int)((v + (v >> 4)) & 0x0f);
+        }
         at += L->map_bytes;
         for (; present > 0 && at < end; present--) {
             while (at < end && *at & 0x80)
