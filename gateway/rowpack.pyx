@@ -60,33 +60,20 @@ cdef class RowPacking:
         self.layout.map_bytes = (len(names) + 7) // 8
         self.dtype, self.deltas = dtype, tuple(name for name in names if name in deltas)
 
-    @property
-    def row_max(self) -> int:
-        """The most bytes one packed row takes."""
-        return xos_pack_row_max(&self.layout)
-
     def pack(self, rows) -> bytes:
-        """``rows`` (a 1-D array of ``dtype``) packed."""
-        rows = np.ascontiguousarray(rows)
-        if rows.dtype != self.dtype or rows.ndim != 1:
-            raise TypeError(f"RowPacking.pack: rows of {rows.dtype} (ndim {rows.ndim}), not a list of {self.dtype}")
-        out = np.empty(len(rows) * <Py_ssize_t>xos_pack_row_max(&self.layout) + 1, np.uint8)
-        cdef const unsigned char[::1] src = rows.view(np.uint8) if len(rows) else b""
-        cdef unsigned char[::1] dst = out
-        cdef size_t n, count = len(rows)
-        cdef uint64_t last[XOS_PACK_MAX_FIELDS]
-        memset(last, 0, sizeof(last))
-        with nogil:
-            n = xos_pack_rows(&self.layout, &src[0] if src.shape[0] else NULL, count, &dst[0], last)
-        return out[:n].tobytes()
+        """``rows`` (a 1-D array of ``dtype``) packed: one group of ``pack_groups``."""
+        blob, _ = self.pack_groups(rows, max(1, len(rows)))
+        return blob.tobytes()
 
     def pack_groups(self, rows, Py_ssize_t size) -> tuple:
         """``rows`` packed ``size`` at a time (the last group may be shorter), each group as a message of its own
         (its deltas from 0): (every group's bytes one after another as a uint8 array, each group's length as
         int64s).  A load generator's messages, made without a Python call each."""
         rows = np.ascontiguousarray(rows)
-        if rows.dtype != self.dtype or rows.ndim != 1 or size < 1:
-            raise ValueError(f"RowPacking.pack_groups: rows of {rows.dtype} (ndim {rows.ndim}) in groups of {size}")
+        if rows.dtype != self.dtype or rows.ndim != 1:
+            raise TypeError(f"RowPacking: rows of {rows.dtype} (ndim {rows.ndim}), not a list of {self.dtype}")
+        if size < 1:
+            raise ValueError(f"RowPacking.pack_groups: groups of {size} rows")
         cdef Py_ssize_t n = len(rows), groups = (n + size - 1) // size, g, at = 0
         out = np.empty(n * <Py_ssize_t>xos_pack_row_max(&self.layout) + 1, np.uint8)
         lengths = np.empty(groups, np.int64)
