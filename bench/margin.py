@@ -13,6 +13,9 @@
   an average number of holders.  Then USDT is declared the valuation asset and BTC collateral priced by
   market 1's mark (the unified account): ``unified_ms`` is the same batch in market 1 with the unified
   trigger computed for every account with an open cross position (all of them) after it.
+* ``revalue_cells``: the exact per-account sums alone (``engine.workercore.revalue_cells``, the C core of every
+  revaluation) over ``--accounts`` x ``--assets`` (70) balances of which 11 % are not zero (config B's book),
+  drawn with a seeded generator, ``--cell-runs`` times: ``revalue_cells_ms`` (median) and its best.
 * ``perp_ratio``: ``bench.orders`` config A with its market listed as perpetual instead of spot,
   both processed by the Cython matcher in the same run (``--runs`` alternating runs each, medians of
   each): ``perp_commands_per_s / spot_commands_per_s``.
@@ -42,6 +45,7 @@ from bench.orders import CONFIGS, generate
 from engine.matcher import Engine
 from engine.records import (COMMAND_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side, Tif, pack_market_assets, pack_market_params,
                             pack_symbol)
+from engine.workercore import revalue_cells
 from engine.workers.margin import MarginBook
 
 QUOTE, BASE = 1, 2
@@ -268,6 +272,24 @@ def as_perpetual(wl):
     return dataclasses.replace(wl, setup=setup)
 
 
+def bench_revalue_cells(args: argparse.Namespace, density: float = 0.11) -> dict:
+    rng = np.random.default_rng(args.seed)
+    cells = np.flatnonzero(rng.random(args.accounts * args.assets) < density)
+    amounts = rng.integers(0, 1 << 40, size=len(cells), dtype=np.int64)
+    weights = rng.integers(1 << 30, 1 << 31, size=args.assets, dtype=np.int64)  # 31-bit mantissas, as weight_bits
+    shifts = rng.integers(20, 60, size=args.assets, dtype=np.int64)
+    times = []
+    for _ in range(args.cell_runs):
+        t = time.perf_counter_ns()
+        revalue_cells(cells, amounts, weights, shifts, args.accounts)
+        times.append(time.perf_counter_ns() - t)
+    out = {"revalue_cells": len(cells), "revalue_cells_ms": statistics.median(times) / 1e6,
+           "revalue_cells_best_ms": min(times) / 1e6}
+    print(f"revalue_cells: {args.accounts} accounts x {args.assets} assets ({len(cells)} cells): median "
+          f"{out['revalue_cells_ms']:.2f} ms, best {out['revalue_cells_best_ms']:.2f} ms", file=sys.stderr)
+    return out
+
+
 def bench_perp_ratio(args: argparse.Namespace) -> dict:
     cfg = CONFIGS["A"].replace(commands=args.commands, seed=args.seed)
     spot = generate(cfg)
@@ -300,18 +322,22 @@ def main(argv=None) -> dict:
     p.add_argument("--markets", type=int, default=1_000)
     p.add_argument("--per-account", type=int, default=9, help="markets besides market 1 per pair of accounts")
     p.add_argument("--changes", type=int, default=200, help="mark changes timed per market")
+    p.add_argument("--assets", type=int, default=70, help="assets per account for revalue_cells")
+    p.add_argument("--cell-runs", type=int, default=20, help="timed revalue_cells calls")
     p.add_argument("--commands", type=int, default=1_000_000, help="config A stream length for perp_ratio")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cascade", type=int, default=10_000, help="leveraged accounts in the liquidation cascade")
-    p.add_argument("--only", choices=("revalue", "perp_ratio", "cascade"), action="append")
+    p.add_argument("--only", choices=("revalue", "revalue_cells", "perp_ratio", "cascade"), action="append")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    parts = args.only or ["revalue", "perp_ratio", "cascade"]
+    parts = args.only or ["revalue", "revalue_cells", "perp_ratio", "cascade"]
     out = {"accounts": args.accounts, "markets": args.markets, "seed": args.seed}
     if "revalue" in parts:
         out.update(bench_revalue(args))
+    if "revalue_cells" in parts:
+        out.update(bench_revalue_cells(args))
     if "perp_ratio" in parts:
         out.update(bench_perp_ratio(args))
     if "cascade" in parts:

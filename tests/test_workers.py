@@ -18,7 +18,7 @@ from engine.matcher import Engine
 from engine.records import COMMAND_DTYPE, EVENT_DTYPE, Cmd, Ev, EvFlag, MarketKind, Side
 from engine.workers import EVFLAG_ASSET_LISTING, Listings, SequenceGapError, kind_mask, make_core, rows, select_fresh
 from engine.workercore import revalue_cells
-from engine.workers.margin import MarginBook, MarginConfig, ValuationOverflow, bench_revalue, value_of, weight_bits
+from engine.workers.margin import MarginBook, MarginConfig, ValuationOverflow, value_of, weight_bits
 from engine.workers.positions import PositionBook
 from engine.workers.risk import HALTED, LIVE, RiskConfig, RiskMonitor
 from engine.workers.settlement import (BALANCES_EVERY, EXTERNAL_ACCOUNT, POSITION_ACCOUNT, STAKE_ACCOUNT, LedgerError,
@@ -688,14 +688,6 @@ def test_the_account_view_is_the_dense_rule_over_positions_and_outcomes():
     assert {name for name, extra_cells, _ in checked if extra_cells} == {"IsolatedMarginStreamGenerator",
                                                                           "OutcomeStreamGenerator"}
     assert ("LeveragedPerpStreamGenerator", False, True) in checked
-
-
-def test_bench_revalue(capsys):
-    r = bench_revalue(100_000, 70, repeat=3)
-    with capsys.disabled():
-        print(f"\nmargin revalue {r['accounts']} accounts x {r['assets']} assets ({r['cells']} cells): "
-              f"best {r['best_s'] * 1e3:.1f} ms, median {r['median_s'] * 1e3:.1f} ms")
-    assert 0.10 < r["cells"] / 7_000_000 < 0.12 and 0 < r["best_s"] <= r["median_s"]
 
 
 def test_margin_gap_raises(stream):

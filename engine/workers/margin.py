@@ -40,7 +40,6 @@ values the others.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import NamedTuple
@@ -1256,24 +1255,5 @@ class ValuationOverflow(OverflowError):
         self.partial = None
 
 
-def bench_revalue(n_accounts: int = 100_000, n_assets: int = 70, repeat: int = 5, seed: int = 1,
-                  density: float = 0.11) -> dict:
-    """Time one revaluation of ``n_accounts x n_assets`` balances of which a share ``density`` is not zero (config
-    B's margin book: 11 %); returns seconds (best, median)."""
-    rng = np.random.default_rng(seed)
-    cells = np.flatnonzero(rng.random(n_accounts * n_assets) < density)
-    x = rng.integers(0, 1 << 40, size=len(cells), dtype=np.int64)
-    w = rng.integers(1 << 30, 1 << 31, size=n_assets, dtype=np.int64)
-    s = rng.integers(20, 60, size=n_assets, dtype=np.int64)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        revalue_cells(cells, x, w, s, n_accounts)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"accounts": n_accounts, "assets": n_assets, "cells": len(cells), "best_s": times[0],
-            "median_s": times[len(times) // 2]}
-
-
-__all__ = ["MarginBook", "MarginConfig", "ValuationOverflow", "bench_revalue", "adl_ranks", "liquidation_prices",
+__all__ = ["MarginBook", "MarginConfig", "ValuationOverflow", "adl_ranks", "liquidation_prices",
            "value_of", "weight_bits"]
