@@ -45,7 +45,9 @@ total: on two cores the total bounds the rate) and ``gateway_cpu_us_per_order`` 
 mode and batch size, ``max_rate_p99_under_1ms`` (when no open-loop point keeps p99 under 1 ms, lower rates of the
 first batch size are tried, each a quarter of the last, down to ``--p99-floor``, 250/s, until one does: those
 points have ``p99_search``; ``lowest_rate_tried``), and the run's ``journal_io``, ``journal_commits`` and
-``journal_write_mean_us``; ``--plot`` writes latency percentiles against
+``journal_write_mean_us``, and per point ``host``: the whole host's CPUs (``cpu_busy_pct``, ``cpu_idle_pct``,
+``cpu_iowait_pct``, ``cpu_steal_pct``) and the journal's device (``disk_write_mb_per_s``, ``disk_writes_per_s``;
+none on tmpfs) over the timed window, as one load client saw them: which wall the point met; ``--plot`` writes latency percentiles against
 offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
 latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
 (``cpu_latency_us`` in the JSON: -1 when none was held).
@@ -77,7 +79,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from bench import CPU_LATENCY_HELP, cpu_latency, process_cpu_s
+from bench import CPU_LATENCY_HELP, block_device, cpu_latency, host_sample, host_usage, process_cpu_s
 
 PLACE, CANCEL, BY_CLIENT_ID = 1, 2, 2  # engine Cmd.PLACE, Cmd.CANCEL, CmdFlag.BY_CLIENT_ID
 RESTING = 500  # resting orders per client before each place is paired with a cancel
@@ -323,6 +325,8 @@ def load_client(spec: dict, out) -> None:
     answered = 0  # orders answered inside the timed window [t0 + record_from, end): the rate's numerator
 
     grows = 0  # the per-order arrays grown in the timed loop: each a stall, reported
+    # one client notes the whole host's CPU and disk at the end of the warm-up and at the end (``host``)
+    host_from = None if spec.get("sample_host") else ()
 
     def plan(first: int, n: int, at) -> None:
         nonlocal planned, grows
@@ -394,6 +398,8 @@ def load_client(spec: dict, out) -> None:
         t = now_ns()
         if t >= end:
             break
+        if host_from is None and t - t0 >= record_from:
+            host_from = (host_sample(spec["disk"]), t)
         if mode == "open":
             behind = t - t0 - messages * interval  # how late the next message is (< 0: not due yet)
             if behind >= 0:
@@ -428,6 +434,7 @@ def load_client(spec: dict, out) -> None:
                 in_flight += room * batch
             if replies_within(100_000_000):
                 take_replies()
+    host = host_usage(host_from[0], host_sample(spec["disk"]), (now_ns() - host_from[1]) / 1e9) if host_from else None
     drain_until = now_ns() + 5_000_000_000
     while in_flight > 0 and now_ns() < drain_until:
         if replies_within(100_000_000):
@@ -449,7 +456,7 @@ def load_client(spec: dict, out) -> None:
     hist = histogram(latencies)
     p = hist.get_percentile_to_value_dict([50, 99, 99.9])
     out.put({"acked": acked, "rejected": rejected, "reject_names": dict(reject_names), "lost": in_flight,
-             "grows": grows,
+             "grows": grows, "host": host,
              # the rate: answers that came inside the timed window, over it (a span from the first ack to the
              # last read an open loop's late acks, then all at once, above the rate offered)
              "counted": len(latencies), "answered": answered, "span_s": (end - t0 - record_from) / 1e9,
@@ -625,6 +632,7 @@ class Engine:
         self.sup = Supervisor(self.cfg, str(self.path), log=lambda msg: None)
         self.sup.start()
         self.server_public = server_pair(self.cfg)[0]
+        self.disk = block_device(self.cfg.data_path)  # the journal's device, for a point's ``host`` figures
 
     def cpu_s(self, role: str) -> float:
         """CPU seconds (user + system, all threads) the role's process has used so far."""
@@ -674,18 +682,20 @@ def merge(results: list[dict]) -> dict:
     rejects: collections.Counter = collections.Counter()
     for r in results:
         rejects.update(r["reject_names"])
+    host = next((r["host"] for r in results if r["host"]), None)
     return {"orders_per_s": answered / span if span else 0.0, "p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3,
             "p999_us": p[99.9] / 1e3, "acked": sum(r["acked"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reject_names": dict(rejects),
             "unanswered": sum(r["lost"] for r in results), "clients_cpu_s": sum(r["cpu_s"] for r in results),
-            "client_stalls": sum(r["grows"] for r in results), **split}
+            "client_stalls": sum(r["grows"] for r in results), **split, **({"host": host} if host else {})}
 
 
 def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
           warmup: float) -> dict:
     specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch, clients=len(clients),
-                  rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1)
-             for c in clients]
+                  rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1,
+                  sample_host=i == 0, disk=engine.disk)
+             for i, c in enumerate(clients)]
     cpu = {role: engine.cpu_s(role) for role in engine.sup.procs}
     res = merge(run_clients(load_client, specs))
     # each process's own cost, steadier than throughput on a shared box (threads included: ZeroMQ's
@@ -756,7 +766,17 @@ def open_point(engine: Engine, clients: list[dict], out: dict, batch: int, rate:
          f"(p50 to the matcher's intake {r['to_intake_p50_us']:,.0f} us, "
          f"intake to ack {r['intake_to_ack_p50_us']:,.0f} us; sends late by p50 "
          f"{r['send_late_p50_us']:,.0f} us)")
+    _log_host(r)
     return r
+
+
+def _log_host(r: dict) -> None:
+    host = r.get("host")
+    if host:
+        disk = f"; disk {host['disk_write_mb_per_s']:,.1f} MB/s written ({host['disk_writes_per_s']:,.0f} writes/s)" \
+            if "disk_write_mb_per_s" in host else ""
+        _log(f"    host: CPUs busy {host['cpu_busy_pct']:.0f} %, idle {host['cpu_idle_pct']:.0f} %, waiting for I/O "
+             f"{host['cpu_iowait_pct']:.0f} %, stolen {host['cpu_steal_pct']:.0f} %{disk}")
 
 
 def p99_met(r: dict) -> bool:
@@ -859,6 +879,7 @@ def run(args, directory: Path, out: dict) -> dict:
                          f"p50 {r['p50_us']:,.0f} us  p99 {r['p99_us']:,.0f} us  rejected {r['rejected']}  "
                          f"gateway CPU {r['gateway_cpu_us_per_order']:.2f} us/order")
                     _log("    CPU us/order: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_us_per_order"].items()))
+                    _log_host(r)
             if "closed" in parts and "open" in parts and args.settle:
                 # the closed loops wrote hundreds of MB of journal: let the storage write it back before latency is
                 # measured (right after them, this box's virtual disk stalled 100-200 ms at a time for seconds)

@@ -24,6 +24,8 @@ def test_wire_benchmark_smoke(tmp_path, capsys):
         assert 0 < closed["to_intake_p50_us"] <= closed["p99_us"] and 0 < closed["intake_to_ack_p50_us"] <= closed["p99_us"]
         assert set(closed["cpu_us_per_order"]) >= {"gateway", "matcher", "clients", "total"}
         assert closed["client_stalls"] == 0  # the load clients had room: nothing grew in the timed loop
+        host = closed["host"]  # the whole host over the timed window: its CPUs' shares add up
+        assert sum(host[f"cpu_{k}_pct"] for k in ("busy", "idle", "iowait", "steal")) == pytest.approx(100)
     assert [p["batch"] for p in saved["open"]] == [1, 16]
     assert all(p["acked"] > 0 and p["rejected"] == 0 and p["client_stalls"] == 0 for p in saved["open"])
     # an open loop answers about what it is offered: more only by a backlog from before the timed window
