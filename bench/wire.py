@@ -298,6 +298,9 @@ def load_client(spec: dict, out) -> None:
     if mode == "open":  # the loop sends fewer than ``expected`` messages: it stops ``seconds`` after t0
         planned[1:] = np.arange(len(planned) - 1) // batch * interval
     log_view, logged = memoryview(ack_log), 0
+    # packed AckRows as they came, each with where its rows go in the log: the loop only counts their rows (room
+    # is kept for them) and they are decoded after the run, out of the engine's way on the cores they share
+    packed_acks: list[tuple[int, bytes]] = []
     reject_rids, reads = [], []
     # open loop: how late each send went out after its planned time (the load generator's own error,
     # which the latencies include: they start at the planned time)
@@ -360,9 +363,10 @@ def load_client(spec: dict, out) -> None:
     def take_replies() -> None:
         """The replies waiting, read at once and timed together (their arrival: when the last was read), libzmq
         asked from C whether one waits (no pyzmq ``EVENTS``, no ``Again`` raised).  Only their rows are kept
-        here (one copy a reply); the latencies are worked out after the run (``answer_times``), out of the
-        engine's way on the cores they share: this took 522 -> 487 ms of the client's CPU in 6 s at 16/msg,
-        269 -> 196 ms at 1/msg, against numpy on every read (session 29)."""
+        here (one copy a reply; packed acks are only counted, and decoded after the run); the latencies are
+        worked out after the run (``answer_times``), out of the engine's way on the cores they share: this took
+        522 -> 487 ms of the client's CPU in 6 s at 16/msg, 269 -> 196 ms at 1/msg, against numpy on every read
+        (session 29)."""
         nonlocal acked, rejected, in_flight, answered, logged
         before, refused = logged, len(reject_rids)
         while readable(handle):
@@ -370,10 +374,15 @@ def load_client(spec: dict, out) -> None:
             for item in (msg.items if type(msg) is m.Replies else (msg,)):
                 kind = type(item)
                 if kind is m.AckRows:
-                    rows = item.rows if item.format == m.FIXED_ROWS else m.ACK_PACKING.unpack(item.rows).view(np.uint8)
-                    log_room(len(rows))
-                    log_view[logged:logged + len(rows)] = rows
-                    logged += len(rows)
+                    if item.format == m.FIXED_ROWS:
+                        size = len(item.rows)
+                        log_room(size)
+                        log_view[logged:logged + size] = item.rows
+                    else:
+                        size = m.ACK_PACKING.count(item.rows) * ACK_ROW.size
+                        log_room(size)
+                        packed_acks.append((logged, item.rows))
+                    logged += size
                 elif kind is m.Ack:
                     log_room(ACK_ROW.size)
                     ACK_ROW.pack_into(log_view, logged, item.rid, item.order_id, item.client_id, item.cmd_seq,
@@ -447,6 +456,9 @@ def load_client(spec: dict, out) -> None:
     while in_flight > 0 and now_ns() < drain_until + 5_000_000_000:
         if replies_within(100_000_000):
             take_replies()
+    for at, packed in packed_acks:
+        rows = m.ACK_PACKING.unpack(packed).view(np.uint8)
+        log_view[at:at + len(rows)] = rows
     sent, answered_at, intake = answer_times(planned, ack_log[:logged], reject_rids, reads, record_from)
     n_acked = len(intake)
     intake -= t0 + wall_offset  # the matcher's intake stamps (wall clock) on this clock, after t0

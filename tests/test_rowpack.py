@@ -46,6 +46,7 @@ def test_c_packs_what_python_packs_and_both_read_every_row_back(packing, data):
     assert packed == ref.pack(rows)
     assert packing.unpack(packed).tobytes() == rows.tobytes()
     assert ref.unpack(packed).tobytes() == rows.tobytes()
+    assert packing.count(packed) == len(rows)  # counted without decoding, exactly
     blob, lengths = packing.pack_groups(rows, 7) if len(rows) else (np.zeros(0, np.uint8), [])
     ends = np.cumsum(lengths)
     assert [blob[e - n:e].tobytes() for e, n in zip(ends, lengths)] == \
@@ -107,6 +108,9 @@ def test_c_and_python_read_any_bytes_the_same(packing):
         assert got == read(ref, data, max_rows), (data.hex(), max_rows)
         if type(got) is tuple:
             codes.add(got[0])
+            assert packing.count(data) >= got[1]  # never fewer rows than were read before the refusal
+        elif max_rows < 0:
+            assert packing.count(data) * packing.dtype.itemsize == len(got)
     narrow = any(packing.dtype.fields[name][0].itemsize < 8 for name in packing.dtype.names)
     spare_bits = len(packing.dtype.names) % 8 != 0
     assert codes == {1, 2, 5, 6} | ({3} if spare_bits else set()) | ({4} if narrow else set())  # each one possible
