@@ -27,7 +27,8 @@ from records cimport XOS_CMD_CANCEL as CANCEL
 from records cimport XOS_CMD_MASS_CANCEL as MASS_CANCEL
 from records cimport XOS_CMD_PLACE as PLACE
 
-from gateway.rowpack cimport FIXED_ROWS, PACKED_ROWS, RowPacking
+from engine.rowpack cimport RowPacking
+from gateway.rowformats cimport FIXED_ROWS, PACKED_ROWS
 
 
 cdef msg_init_f msg_init = NULL
@@ -44,6 +45,8 @@ cdef int DONTWAIT = 1  # ZMQ_DONTWAIT
 cdef int SNDMORE = 2  # ZMQ_SNDMORE
 cdef int ZMQ_EVENTS = 15
 cdef int ZMQ_POLLIN = 1
+
+ROW_FORMATS = (FIXED_ROWS, PACKED_ROWS)  # the C paths' (gateway/rowformats.pxd), held equal to gateway.messages' by a test
 
 FUNCTIONS = ("zmq_msg_init", "zmq_msg_recv", "zmq_msg_close", "zmq_msg_data", "zmq_msg_size", "zmq_msg_more",
              "zmq_msg_gets", "zmq_errno", "zmq_send", "zmq_getsockopt")

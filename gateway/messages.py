@@ -22,7 +22,7 @@ import numpy as np
 from engine.api import MAX_LEGS
 from engine.records import (LISTING_ASSET_MAX, Cmd, OrdType, Side, Stp, Tif, pack_breaker_windows, pack_listing,
                             pack_venue_fees, unpack_breaker_windows, unpack_listing)
-from gateway.rowpack import PACK_TOO_MANY_ROWS, PackedRowsError, RowPacking
+from engine.rowpack import PACK_TOO_MANY_ROWS, PackedRowsError, RowPacking
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer fits the engine's int64
 MarketId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]  # the command's u32 field
@@ -107,7 +107,7 @@ class MultiLegOrder(_Msg, tag="multi_leg"):
 # (0 = every market); ``venue``: a place's venue (0 for the others).  Each row is answered under its
 # own ``rid``.  Formats: FIXED_ROWS, the 54-byte records as they lie in memory (format 2 added
 # ``venue``; format 1, 50 bytes without it, is refused by name, never read as format 2); PACKED_ROWS,
-# each row as a presence map and varints (``gateway.rowpack``, ``pack_rows``): ~8 bytes a row of a
+# each row as a presence map and varints (``engine.rowpack``, ``pack_rows``): ~8 bytes a row of a
 # market maker's flow instead of 54.  A session's acks and execution reports come in the format of
 # its latest OrderRows.
 FIXED_ROWS = 2

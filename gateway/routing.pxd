@@ -4,8 +4,8 @@
 # (ReplyRouter) and the helpers over event records.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
+from engine.rowpack cimport RowPacking
 from gateway.intake cimport Command, Pending
-from gateway.rowpack cimport RowPacking
 from records cimport xos_event
 
 cdef packed struct OrderRow:

@@ -28,8 +28,9 @@ cimport numpy as cnp
 
 from engine.arrays cimport RecordLayout, record_layout
 from engine.cmdring cimport CommandRing
+from engine.rowpack cimport RowPacking
 from gateway.intake cimport CommandRow, row_rule, send_two
-from gateway.rowpack cimport FIXED_ROWS, PACKED_ROWS, RowPacking
+from gateway.rowformats cimport FIXED_ROWS, PACKED_ROWS
 from packedrows cimport XOS_PACK_MAX_FIELDS, xos_pack_row_max, xos_pack_rows
 
 import numpy as np

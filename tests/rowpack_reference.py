@@ -1,5 +1,5 @@
 """Packed rows (``engine/includes/packedrows.h``) in plain Python: the same rules, field by field, that
-``tests/test_rowpack.py`` holds the C codec to (``gateway.rowpack.RowPacking``)."""
+``tests/test_rowpack.py`` holds the C codec to (``engine.rowpack.RowPacking``)."""
 from __future__ import annotations
 
 import numpy as np

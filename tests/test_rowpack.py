@@ -1,4 +1,4 @@
-"""Packed rows (``engine/includes/packedrows.h`` through ``gateway.rowpack.RowPacking``) against the same rules in
+"""Packed rows (``engine/includes/packedrows.h`` through ``engine.rowpack.RowPacking``) against the same rules in
 Python (``tests/rowpack_reference.py``): the same bytes for any rows of the gateway's three row dtypes, every
 row back as it was, and for any bytes the same rows or the same refusal at the same row and field."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from rowpack_reference import ReferenceError, ReferencePacking
 
 from gateway import messages as m
-from gateway import rowpack
-from gateway.rowpack import PackedRowsError, RowPacking
+from engine.rowpack import PackedRowsError, RowPacking
+from gateway import intake
 
 PACKINGS = [m.COMMAND_PACKING, m.ACK_PACKING, m.REPORT_PACKING]
 IDS = ["command", "ack", "report"]
@@ -173,7 +173,7 @@ def test_a_packing_takes_only_integer_records(dtype, deltas, message):
 
 
 def test_the_formats_and_the_row_dtypes_are_those_the_c_paths_read():
-    assert rowpack.ROW_FORMATS == m.ROW_FORMATS
+    assert intake.ROW_FORMATS == m.ROW_FORMATS
     assert [p.dtype for p in PACKINGS] == [m.COMMAND_ROW_DTYPE, m.ACK_ROW_DTYPE, m.REPORT_ROW_DTYPE]
     with pytest.raises(TypeError, match="not a list of"):
         m.ACK_PACKING.pack(np.zeros(2, m.COMMAND_ROW_DTYPE))

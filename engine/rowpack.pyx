@@ -1,7 +1,8 @@
 # cython: language_level=3
 """Packed rows from Python (``engine/includes/packedrows.h``): a ``RowPacking`` is one record dtype's packing
-(which int64 fields go as deltas), with ``pack`` and ``unpack`` for the Python paths; the gateway's C paths
-(``gateway/intake.pyx``, ``gateway/routing.pyx``) use its ``layout`` directly."""
+(which int64 fields go as deltas), with ``pack`` and ``unpack`` for the Python paths; the C paths use its
+``layout`` directly: the journal's packed frames (``engine/journal.pyx``), the gateway's intake and replies
+(``gateway/intake.pyx``, ``gateway/routing.pyx``)."""
 import numpy as np
 
 from packedrows cimport (XOS_PACK_LONG_VARINT, XOS_PACK_MAX_FIELDS, XOS_PACK_OUT_OF_RANGE, XOS_PACK_TOO_MANY_ROWS,
@@ -10,7 +11,6 @@ from packedrows cimport (XOS_PACK_LONG_VARINT, XOS_PACK_MAX_FIELDS, XOS_PACK_OUT
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
-ROW_FORMATS = (FIXED_ROWS, PACKED_ROWS)  # held equal to gateway.messages' by a test
 PACK_TOO_MANY_ROWS = XOS_PACK_TOO_MANY_ROWS  # PackedRowsError.code of rows past the reader's max_rows
 PROBLEMS = {  # by XOS_PACK_* code
     XOS_PACK_TRUNCATED: "the bytes end inside it",
