@@ -61,6 +61,8 @@ cdef class JournalWriter:
     cdef int64_t _dir_fsyncs
     cdef int64_t _commits
     cdef int64_t _frames
+    cdef int64_t _packed_frames
+    cdef uint8_t *pack_scratch           # a chunk of packed commands that may not fit the frame's room
     cdef int64_t _segments_created
     cdef int err_no                      # errno of the failed system call
     cdef const char *err_op              # which call failed
@@ -68,6 +70,7 @@ cdef class JournalWriter:
     cdef bint closed
 
     cdef int append(self, const xos_command *cmds, int64_t n, int64_t first_seq) noexcept nogil
+    cdef int64_t pack_frame(self, const xos_command *cmds, int64_t k, uint8_t *out, int64_t room) noexcept nogil
     cdef int64_t group_commit(self) noexcept nogil
     cdef int new_segment(self, int64_t first_seq, int64_t spare_bytes) noexcept nogil
     cdef int begin_segment(self, bint from_spare) noexcept nogil

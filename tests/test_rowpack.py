@@ -1,6 +1,7 @@
 """Packed rows (``engine/includes/packedrows.h`` through ``engine.rowpack.RowPacking``) against the same rules in
-Python (``tests/rowpack_reference.py``): the same bytes for any rows of the gateway's three row dtypes, every
-row back as it was, and for any bytes the same rows or the same refusal at the same row and field."""
+Python (``tests/rowpack_reference.py``): the same bytes for any rows of the gateway's three row dtypes and of the
+journal's commands, every row back as it was, and for any bytes the same rows or the same refusal at the same row
+and field."""
 from __future__ import annotations
 
 import random
@@ -11,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rowpack_reference import ReferenceError, ReferencePacking
 
-from gateway import messages as m
+from engine import journal
 from engine.rowpack import PackedRowsError, RowPacking
 from gateway import intake
+from gateway import messages as m
 
-PACKINGS = [m.COMMAND_PACKING, m.ACK_PACKING, m.REPORT_PACKING]
-IDS = ["command", "ack", "report"]
+PACKINGS = [m.COMMAND_PACKING, m.ACK_PACKING, m.REPORT_PACKING, journal.COMMAND_PACKING]
+IDS = ["command", "ack", "report", "journal"]
 
 
 def reference(packing: RowPacking) -> ReferencePacking:
@@ -174,7 +176,7 @@ def test_a_packing_takes_only_integer_records(dtype, deltas, message):
 
 def test_the_formats_and_the_row_dtypes_are_those_the_c_paths_read():
     assert intake.ROW_FORMATS == m.ROW_FORMATS
-    assert [p.dtype for p in PACKINGS] == [m.COMMAND_ROW_DTYPE, m.ACK_ROW_DTYPE, m.REPORT_ROW_DTYPE]
+    assert [p.dtype for p in PACKINGS[:3]] == [m.COMMAND_ROW_DTYPE, m.ACK_ROW_DTYPE, m.REPORT_ROW_DTYPE]
     with pytest.raises(TypeError, match="not a list of"):
         m.ACK_PACKING.pack(np.zeros(2, m.COMMAND_ROW_DTYPE))
     with pytest.raises(ValueError, match="row format 4"):

@@ -2,9 +2,12 @@
  *
  * A journal is a directory of append-only segment files named by the
  * sequence of their first command, "%020lld.journal".  Each segment is a file
- * header followed by frames; a frame is one appended batch:
+ * header followed by frames; a frame is one appended batch, in one of two kinds:
  *
- *   frame header (24 bytes) | count x 64-byte xos_command
+ *   "XOSP": frame header (24 bytes) | count packed commands (packedrows.h, the
+ *           layout of engine.journal.COMMAND_PACKING; 2 to 63 bytes a command)
+ *   "XOSF": frame header (24 bytes) | count x 64-byte xos_command (a batch
+ *           that packs to 64 bytes a command or more)
  *
  * The frame CRC32C covers the header's first 20 bytes (magic .. payload_len)
  * and then the payload.  Frames carry the sequence of their first command;
@@ -21,10 +24,12 @@
 #include "crc32c.h"
 
 #define XOS_JOURNAL_FILE_MAGIC   0x4A534F58u   /* "XOSJ" */
-#define XOS_JOURNAL_FRAME_MAGIC  0x46534F58u   /* "XOSF" */
-#define XOS_JOURNAL_VERSION      1
+#define XOS_JOURNAL_FRAME_MAGIC  0x46534F58u   /* "XOSF": fixed 64-byte commands */
+#define XOS_JOURNAL_PACKED_MAGIC 0x50534F58u   /* "XOSP": packed commands */
+#define XOS_JOURNAL_VERSION      2              /* 1 had fixed frames only */
 #define XOS_JOURNAL_RECORD_SIZE  64
 #define XOS_JOURNAL_MAX_FRAME_RECORDS (1 << 20)  /* longer appends are split */
+#define XOS_JOURNAL_PACKED_MIN_RECORD 2            /* a packed command's presence map (14 fields) */
 
 typedef struct xos_journal_file_header {
     uint32_t magic;            /* XOS_JOURNAL_FILE_MAGIC */
@@ -40,7 +45,7 @@ typedef struct xos_journal_frame_header {
     uint32_t magic;            /* XOS_JOURNAL_FRAME_MAGIC */
     uint32_t count;            /* commands in the frame, 1..XOS_JOURNAL_MAX_FRAME_RECORDS */
     int64_t  first_seq;        /* sequence of the frame's first command */
-    uint32_t payload_len;      /* count * 64 */
+    uint32_t payload_len;      /* XOSF: count * 64; XOSP: 2 * count .. count * 64 - 1 */
     uint32_t crc;              /* CRC32C of bytes 0..20 of this header, then the payload */
 } xos_journal_frame_header;    /* 24 bytes */
 
@@ -63,7 +68,7 @@ enum {
     XOS_JSCAN_END = 0,          /* clean end of data */
     XOS_JSCAN_TORN_HEADER = 1,  /* fewer than 24 bytes left */
     XOS_JSCAN_BAD_MAGIC = 2,
-    XOS_JSCAN_BAD_LENGTH = 3,   /* count 0, too large, or payload_len != count * 64 */
+    XOS_JSCAN_BAD_LENGTH = 3,   /* count 0, too large, or payload_len not its kind's */
     XOS_JSCAN_TORN_PAYLOAD = 4, /* the payload runs past the end of the data */
     XOS_JSCAN_BAD_CRC = 5,
     XOS_JSCAN_SEQUENCE = 6,     /* an intact frame whose first_seq breaks continuity */
@@ -123,9 +128,16 @@ static inline void xos_journal_scan_frames(const uint8_t *buf, int64_t len, int6
         }
         if (head < XOS_JOURNAL_FRAME_HEADER_SIZE) { r->status = XOS_JSCAN_TORN_HEADER; return; }
         memcpy(&h, buf + off, sizeof h);
-        if (h.magic != XOS_JOURNAL_FRAME_MAGIC) { r->status = XOS_JSCAN_BAD_MAGIC; return; }
+        if (h.magic != XOS_JOURNAL_FRAME_MAGIC && h.magic != XOS_JOURNAL_PACKED_MAGIC) {
+            r->status = XOS_JSCAN_BAD_MAGIC;
+            return;
+        }
         if (h.count == 0 || h.count > XOS_JOURNAL_MAX_FRAME_RECORDS
-                || (uint64_t)h.payload_len != (uint64_t)h.count * XOS_JOURNAL_RECORD_SIZE) {
+                || (h.magic == XOS_JOURNAL_FRAME_MAGIC
+                    && (uint64_t)h.payload_len != (uint64_t)h.count * XOS_JOURNAL_RECORD_SIZE)
+                || (h.magic == XOS_JOURNAL_PACKED_MAGIC
+                    && ((uint64_t)h.payload_len < (uint64_t)h.count * XOS_JOURNAL_PACKED_MIN_RECORD
+                        || (uint64_t)h.payload_len >= (uint64_t)h.count * XOS_JOURNAL_RECORD_SIZE))) {
             r->status = XOS_JSCAN_BAD_LENGTH;
             return;
         }

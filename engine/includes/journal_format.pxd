@@ -3,9 +3,11 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 cdef extern from "journal_format.h" nogil:
     uint32_t XOS_JOURNAL_FILE_MAGIC
     uint32_t XOS_JOURNAL_FRAME_MAGIC
+    uint32_t XOS_JOURNAL_PACKED_MAGIC
     int XOS_JOURNAL_VERSION
     int XOS_JOURNAL_RECORD_SIZE
     int XOS_JOURNAL_MAX_FRAME_RECORDS
+    int XOS_JOURNAL_PACKED_MIN_RECORD
     int64_t XOS_JOURNAL_FILE_HEADER_SIZE
     int64_t XOS_JOURNAL_FRAME_HEADER_SIZE
     int XOS_JOURNAL_FRAME_CRC_SPAN
