@@ -70,8 +70,8 @@ FRAME_MAGIC = XOS_JOURNAL_FRAME_MAGIC
 PACKED_MAGIC = XOS_JOURNAL_PACKED_MAGIC
 # How the journal packs commands (``engine/includes/packedrows.h``): the matcher stamps one ts per batch, and a
 # batch's commands mostly come from few accounts at near prices with rising ids, so those four go as deltas.  On
-# the wire benchmark's traffic a command takes ~10 bytes, and the journal's device (with the spare segments' zero
-# fill, which follows the journal's size) a fifth of the bytes: session 38.
+# the wire benchmark's traffic a command takes ~10 bytes of 64, and so do the spare segments' zeros, which follow
+# the journal's size (docs/ARCHITECTURE.md, Journal).
 COMMAND_PACKING = RowPacking(COMMAND_DTYPE, deltas=("ts", "account", "price", "id"))
 cdef xos_pack_layout COMMAND_LAYOUT = (<RowPacking>COMMAND_PACKING).layout
 cdef int64_t PACKED_ROW_MAX = <int64_t>xos_pack_row_max(&COMMAND_LAYOUT)

@@ -22,7 +22,7 @@ def live_run(tmp_path, seed: int, n_commands: int, snapshot_every: int, chunk: i
     gen = generator(seed)
     e = Engine(**ENGINE_KWARGS)
     events_digest = hashlib.sha256()
-    journal = JournalWriter(tmp_path / "journal", segment_bytes=1 << 20, fsync="off")
+    journal = JournalWriter(tmp_path / "journal", segment_bytes=1 << 17, fsync="off")  # packed: several segments
     writer = snap.SnapshotWriter(tmp_path / "snapshots", keep=1000, fsync=False)
     done = since = 0
     expected = {}  # cmd_seq -> state hash at that snapshot
