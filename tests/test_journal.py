@@ -660,6 +660,7 @@ def test_always_writes_whole_blocks_into_zero_filled_spares(tmp_path):
         assert not any(open(path, "rb").read()[data_end(path):])
         assert frames_of_data(path)[0][2] == name_seq
     assert stats["bytes_written"] == sum(frame_bytes(int(seq), n) for seq, n in zip(np.cumsum([1] + sizes[:-1]), sizes))
+    assert stats["packed_frames"] == stats["frames"] == len(sizes)
     r, first, arr = read_ids(tmp_path)
     assert r.report == [] and first == 1 and np.array_equal(arr, expected)
 
