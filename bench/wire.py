@@ -47,8 +47,8 @@ first batch size are tried, each a quarter of the last, down to ``--p99-floor``,
 points have ``p99_search``; ``lowest_rate_tried``), and the run's ``journal_io``, ``journal_commits`` and
 ``journal_write_mean_us``, and per point ``host``: the whole host's CPUs (``cpu_busy_pct``, ``cpu_idle_pct``,
 ``cpu_iowait_pct``, ``cpu_steal_pct``) and the journal's device (``disk_write_mb_per_s``, ``disk_writes_per_s``;
-none on tmpfs) over the timed window, as one load client saw them: which wall the point met; ``--plot`` writes latency percentiles against
-offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
+none on tmpfs) over the timed window, as one load client saw them: which wall the point met; ``--plot`` writes
+latency percentiles against offered rate (needs matplotlib: ``pip install 'xos[bench]'``).  ``--cpu-latency-us N`` holds a PM QoS CPU
 latency request for the whole run, ceiling included, as ``engine.cpu_latency_us`` does for ``xos run``
 (``cpu_latency_us`` in the JSON: -1 when none was held).
 

@@ -908,9 +908,10 @@ cdef class JournalWriter:
         return {
             "last_seq": self._last_seq, "durable_seq": self._durable_seq,
             "bytes_written": self._bytes_written, "commits": self._commits, "frames": self._frames,
-            "packed_frames": self._packed_frames, "fsyncs": self._fsyncs, "fsync_ns": self._fsync_ns, "max_fsync_ns": self._max_fsync_ns,
-            "dir_fsyncs": self._dir_fsyncs, "segments_created": self._segments_created,
-            "direct_io": bool(self.direct), "preallocated_segments": self._preallocated, "spare": self.spare,
+            "packed_frames": self._packed_frames, "fsyncs": self._fsyncs, "fsync_ns": self._fsync_ns,
+            "max_fsync_ns": self._max_fsync_ns, "dir_fsyncs": self._dir_fsyncs,
+            "segments_created": self._segments_created, "direct_io": bool(self.direct),
+            "preallocated_segments": self._preallocated, "spare": self.spare,
         }
 
 

@@ -492,8 +492,8 @@ def test_a_batch_that_packs_no_smaller_goes_as_it_is(tmp_path):
     for name in COMMAND_DTYPE.names:   # every field's top bit set, far from the last value: ~10 bytes an int64
         kind = COMMAND_DTYPE.fields[name][0]
         info = np.iinfo(kind)
-        wide[name] = rng.integers(info.max // 2 + 1, info.max, 50, dtype=kind, endpoint=True) * rng.choice([-1, 1], 50) \
-            if info.min else rng.integers(info.max // 2 + 1, info.max, 50, dtype=kind, endpoint=True)
+        top = rng.integers(info.max // 2 + 1, info.max, 50, dtype=kind, endpoint=True)
+        wide[name] = top * rng.choice([-1, 1], 50) if info.min else top
     assert len(J.COMMAND_PACKING.pack(wide)) >= wide.nbytes
     with J.JournalWriter(tmp_path) as w:
         w.append_array(cmds(1, 5))
