@@ -7,3 +7,4 @@ cdef class RowPacking:
     cdef xos_pack_layout layout
     cdef readonly object dtype
     cdef readonly tuple deltas
+    cdef readonly str kernels

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Packed rows from Python (``engine/includes/packedrows.h``): a ``RowPacking`` is one record dtype's packing
+"""Packed rows from Python (``engine/includes/packedrows.h``, ``packedlayouts.h``): a ``RowPacking`` is one record dtype's packing
 (which int64 fields go as deltas), with ``pack`` and ``unpack`` for the Python paths; the C paths use its
 ``layout`` directly: the journal's packed frames (``engine/journal.pyx``), the gateway's intake and replies
 (``gateway/intake.pyx``, ``gateway/routing.pyx``)."""
@@ -8,6 +8,7 @@ import numpy as np
 from packedrows cimport (XOS_PACK_LONG_VARINT, XOS_PACK_MAX_FIELDS, XOS_PACK_OUT_OF_RANGE, XOS_PACK_TOO_MANY_ROWS,
                       XOS_PACK_TRUNCATED, XOS_PACK_UNKNOWN_FIELD, XOS_PACK_ZERO_PRESENT, xos_count_rows,
                       xos_pack_row_max, xos_pack_rows, xos_unpack_rows)
+from packedlayouts cimport xos_pack_choose
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 
@@ -34,9 +35,12 @@ class PackedRowsError(ValueError):
 cdef class RowPacking:
     """The packing of ``dtype``'s records (every field a little-endian integer of 1, 2, 4 or 8 bytes, at most
     16): ``deltas`` names the int64 fields sent as the difference from the field's last non-zero value in the
-    message (ids, sequence numbers, prices, times)."""
+    message (ids, sequence numbers, prices, times).  ``kernels`` names the codec it packs with: the one compiled
+    for its layout (``engine/includes/packedlayouts.h``: the journal's commands and the wire's rows) or
+    "generic"; ``specialize=False`` takes the generic one whatever the layout (the tests' and the benchmark's
+    other side)."""
 
-    def __init__(self, dtype, deltas=()):
+    def __init__(self, dtype, deltas=(), specialize=True):
         dtype = np.dtype(dtype)
         names = dtype.names or ()
         if not 0 < len(names) <= XOS_PACK_MAX_FIELDS:
@@ -58,6 +62,7 @@ cdef class RowPacking:
         self.layout.n_fields = len(names)
         self.layout.row_size = dtype.itemsize
         self.layout.map_bytes = (len(names) + 7) // 8
+        self.kernels = xos_pack_choose(&self.layout, specialize).decode()
         self.dtype, self.deltas = dtype, tuple(name for name in names if name in deltas)
 
     def pack(self, rows) -> bytes:

@@ -1,7 +1,8 @@
 """Packed rows (``engine/includes/packedrows.h`` through ``engine.rowpack.RowPacking``) against the same rules in
 Python (``tests/rowpack_reference.py``): the same bytes for any rows of the gateway's three row dtypes and of the
 journal's commands, every row back as it was, and for any bytes the same rows or the same refusal at the same row
-and field."""
+and field.  Each layout through both of its codecs: the one compiled for it (``packedlayouts.h``) and the generic
+one."""
 from __future__ import annotations
 
 import random
@@ -17,8 +18,9 @@ from engine.rowpack import PackedRowsError, RowPacking
 from gateway import intake
 from gateway import messages as m
 
-PACKINGS = [m.COMMAND_PACKING, m.ACK_PACKING, m.REPORT_PACKING, journal.COMMAND_PACKING]
-IDS = ["command", "ack", "report", "journal"]
+ENGINE_PACKINGS = [m.COMMAND_PACKING, m.ACK_PACKING, m.REPORT_PACKING, journal.COMMAND_PACKING]
+PACKINGS = ENGINE_PACKINGS + [RowPacking(p.dtype, p.deltas, specialize=False) for p in ENGINE_PACKINGS]
+IDS = ["command", "ack", "report", "journal", "command-generic", "ack-generic", "report-generic", "journal-generic"]
 
 
 def reference(packing: RowPacking) -> ReferencePacking:
@@ -172,6 +174,42 @@ def test_a_quoting_flows_rows_take_a_sixth_of_their_fixed_size():
 def test_a_packing_takes_only_integer_records(dtype, deltas, message):
     with pytest.raises(ValueError, match=message):
         RowPacking(dtype, deltas)
+
+
+def test_each_engine_packing_packs_with_the_codec_compiled_for_its_layout():
+    assert [p.kernels for p in ENGINE_PACKINGS] == ["wire command", "wire ack", "wire report", "journal command"]
+    assert {p.kernels for p in PACKINGS[len(ENGINE_PACKINGS):]} == {"generic"}
+
+
+@pytest.mark.parametrize("change", ["a delta fewer", "a delta more", "a field narrower", "fields swapped",
+                                    "a field fewer", "a field more", "padded"])
+def test_a_layout_unlike_the_compiled_ones_in_any_way_packs_generically_and_alike(change):
+    """A dtype like the ack row's but for one thing takes the generic codec, and packs what the reference packs."""
+    names, deltas = list(m.ACK_ROW_DTYPE.names), set(m.ACK_PACKING.deltas)
+    formats = ["<i8"] * len(names)
+    if change == "a delta fewer":
+        deltas.discard("ts")
+    elif change == "a delta more":
+        deltas.add("count")
+    elif change == "a field narrower":
+        formats[5] = "<i4"
+    elif change == "fields swapped":
+        names[0], names[5] = names[5], names[0]  # a delta field where count was, and count first
+    elif change == "a field fewer":
+        names, formats = names[:-1], formats[:-1]
+        deltas.discard("ts")
+    elif change == "a field more":
+        names, formats = names + ["extra"], formats + ["<i8"]
+    fields = {"names": names, "formats": formats}
+    if change == "padded":
+        fields["itemsize"] = m.ACK_ROW_DTYPE.itemsize + 8
+    packing = RowPacking(np.dtype(fields), tuple(deltas))
+    assert packing.kernels == "generic"
+    rows = np.zeros(50, packing.dtype)
+    for k, name in enumerate(packing.dtype.names):
+        rows[name] = (np.arange(50) * (k + 1) + k * 1000) % (1 << 31)
+    packed = packing.pack(rows)
+    assert packed == reference(packing).pack(rows) and packing.unpack(packed).tobytes() == rows.tobytes()
 
 
 def test_the_formats_and_the_row_dtypes_are_those_the_c_paths_read():
