@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""Packed rows from Python (``engine/includes/packedrows.h``, ``packedlayouts.h``): a ``RowPacking`` is one record dtype's packing
-(which int64 fields go as deltas), with ``pack`` and ``unpack`` for the Python paths; the C paths use its
-``layout`` directly: the journal's packed frames (``engine/journal.pyx``), the gateway's intake and replies
-(``gateway/intake.pyx``, ``gateway/routing.pyx``)."""
+"""Packed rows from Python (``engine/includes/packedrows.h``, ``packedlayouts.h``): a ``RowPacking`` is one
+record dtype's packing (which int64 fields go as deltas), with ``pack`` and ``unpack`` for the Python paths; the
+C paths use its ``layout`` directly: the journal's packed frames (``engine/journal.pyx``), the gateway's intake
+and replies (``gateway/intake.pyx``, ``gateway/routing.pyx``)."""
 import numpy as np
 
 from packedrows cimport (XOS_PACK_LONG_VARINT, XOS_PACK_MAX_FIELDS, XOS_PACK_OUT_OF_RANGE, XOS_PACK_TOO_MANY_ROWS,
@@ -39,6 +39,9 @@ cdef class RowPacking:
     for its layout (``engine/includes/packedlayouts.h``: the journal's commands and the wire's rows) or
     "generic"; ``specialize=False`` takes the generic one whatever the layout (the tests' and the benchmark's
     other side)."""
+
+    def __cinit__(self):
+        xos_pack_choose(&self.layout, 0)  # never a layout without its codec, even one __init__ did not make
 
     def __init__(self, dtype, deltas=(), specialize=True):
         dtype = np.dtype(dtype)

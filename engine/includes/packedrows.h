@@ -1,13 +1,13 @@
-/* Packed rows: the wire's compact form of fixed-size little-endian records of integers (the gateway's
- * command, ack and report rows).  Each row is a presence map, one bit a field (bit k of byte k / 8), set
- * when the field is not 0, then each present field as a LEB128 varint: a signed field zigzagged, a
+/* Packed rows: the compact form of fixed-size little-endian records of integers (the gateway's command, ack
+ * and report rows; the journal's commands).  Each row is a presence map, one bit a field (bit k of byte k / 8),
+ * set when the field is not 0, then each present field as a LEB128 varint: a signed field zigzagged, a
  * "delta" field (int64 only) as the zigzagged difference from the last non-zero value of that field in
  * the same message (0 before the first), wrapping as uint64 so every value has one.  Encoding is
  * canonical and decoding is strict (no varint longer than it needs, no present field of value 0, no map
  * bit past the layout's fields, every value within its field), so a message has one reading or none.
  * Why: CurveZMQ's boxing and the kernel's copies cost by the byte, and a market maker's rows are mostly
  * zeros, small numbers and ids one apart (session 37: 54-byte rows in, 56 and 86 out, ~160 bytes an order).
- * gateway/rowpack.pyx is the Python edge; tests/rowpack_reference.py the same rules in Python. */
+ * engine/rowpack.pyx is the Python edge; tests/rowpack_reference.py the same rules in Python. */
 #ifndef XOS_PACKEDROWS_H
 #define XOS_PACKEDROWS_H
 #include <stddef.h>
