@@ -14,11 +14,11 @@ cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Realloc
 from libc.errno cimport EAGAIN, EHOSTUNREACH, EINTR
 from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy
-from packedrows cimport xos_count_rows, xos_unpack_rows
+from packedrows cimport xos_unpack_rows
 
 from records cimport XOS_CF_BY_CLIENT_ID as BY_CLIENT_ID
 from records cimport XOS_CF_POST_ONLY as POST_ONLY
@@ -272,6 +272,10 @@ cdef void append_bytes(bytearray buf, const void *data, Py_ssize_t n) except *:
     memcpy(PyByteArray_AS_STRING(buf) + at, data, n)
 
 
+cdef unsigned char *read_rows = NULL  # a packed message's rows, read before they join the session's: kept
+cdef Py_ssize_t read_rows_room = 0  # its room, in rows (the largest max_rows asked)
+
+
 def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t max_bytes, Py_ssize_t max_rows,
                 RowPacking packing not None) -> tuple:
     """Take up to ``limit`` messages waiting on a ROUTER socket (its ``underlying`` handle); fewer:
@@ -297,82 +301,78 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
     cdef bytes routing_id, last_id = None
     cdef bint known = False
     cdef list entry = None
-    cdef unsigned char *unpacked = NULL  # a packed message's rows, read before they join the session's
+    global read_rows, read_rows_room
     cdef unsigned char *grown
-    cdef int64_t count, room = 0  # a packed message's rows; unpacked's room, in rows
     if msg_recv == NULL:
         raise RuntimeError("gateway.intake.bind_libzmq was not called")
     if packing.layout.row_size != sizeof(CommandRow):
         raise ValueError(f"drain_burst: a packing of {packing.layout.row_size}-byte rows, not command rows")
     if max_rows < 1:
         raise ValueError(f"drain_burst: max_rows {max_rows}")
+    if max_rows > read_rows_room:
+        grown = <unsigned char *>PyMem_Realloc(read_rows, max_rows * sizeof(CommandRow))
+        if grown == NULL:
+            raise MemoryError()
+        read_rows, read_rows_room = grown, max_rows
     rows, others, slowed = {}, [], set()
-    try:
-        while taken < limit:
-            if recv_part(&part, s, DONTWAIT) < 0:
-                break
-            taken += 1
-            size = <Py_ssize_t>msg_size(&part)
-            if last_id is not None and PyBytes_GET_SIZE(last_id) == size and \
-                    memcmp(PyBytes_AS_STRING(last_id), msg_data(&part), size) == 0:
-                routing_id = last_id  # most bursts are runs from one connection
-            else:
-                routing_id = last_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), size)
-                known, entry = routing_id in sessions, None
-            more = msg_more(&part)
-            msg_close(&part)
-            if not more:
-                continue  # a ROUTER always delivers the routing id with a body; nothing to answer
-            recv_part(&part, s, 0)  # the rest of a multipart message is there already
-            more = msg_more(&part)
-            body = <const unsigned char *>msg_data(&part)
-            size = <Py_ssize_t>msg_size(&part)
-            if (known and not more and size <= max_bytes and routing_id not in slowed
-                    and order_rows_body(body, size, &head[0], &rows_at, &rows_len, &fmt) and 0 < rows_len):
-                head[1] = 0
-                if fmt == FIXED_ROWS and rows_len <= max_rows * <Py_ssize_t>sizeof(CommandRow) \
-                        and rows_len % sizeof(CommandRow) == 0:
-                    head[1] = rows_len // sizeof(CommandRow)
-                elif fmt == PACKED_ROWS:
-                    count = xos_count_rows(&packing.layout, body + rows_at, rows_len)
-                    if count <= max_rows:  # more: the slow way, BATCH_TOO_LARGE
-                        if count > room:
-                            grown = <unsigned char *>PyMem_Realloc(unpacked, count * sizeof(CommandRow))
-                            if grown == NULL:
-                                raise MemoryError()
-                            unpacked, room = grown, count
-                        # a message that does not read goes the slow way, where its Error names what is wrong
-                        head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, unpacked, count,
-                                                         &bad_row, &bad_field))
-                if head[1]:
+    while taken < limit:
+        if recv_part(&part, s, DONTWAIT) < 0:
+            break
+        taken += 1
+        size = <Py_ssize_t>msg_size(&part)
+        if last_id is not None and PyBytes_GET_SIZE(last_id) == size and \
+                memcmp(PyBytes_AS_STRING(last_id), msg_data(&part), size) == 0:
+            routing_id = last_id  # most bursts are runs from one connection
+        else:
+            routing_id = last_id = PyBytes_FromStringAndSize(<char *>msg_data(&part), size)
+            known, entry = routing_id in sessions, None
+        more = msg_more(&part)
+        msg_close(&part)
+        if not more:
+            continue  # a ROUTER always delivers the routing id with a body; nothing to answer
+        recv_part(&part, s, 0)  # the rest of a multipart message is there already
+        more = msg_more(&part)
+        body = <const unsigned char *>msg_data(&part)
+        size = <Py_ssize_t>msg_size(&part)
+        if (known and not more and size <= max_bytes and routing_id not in slowed
+                and order_rows_body(body, size, &head[0], &rows_at, &rows_len, &fmt) and 0 < rows_len):
+            head[1] = 0
+            if fmt == FIXED_ROWS and rows_len <= max_rows * <Py_ssize_t>sizeof(CommandRow) \
+                    and rows_len % sizeof(CommandRow) == 0:
+                head[1] = rows_len // sizeof(CommandRow)
+            elif fmt == PACKED_ROWS:
+                # read with room for max_rows, not counted first (a third of the reading's cost): a message
+                # of more rows, or one that does not read, goes the slow way, where its Error names what is
+                # wrong (BATCH_TOO_LARGE for the count)
+                head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, read_rows, max_rows,
+                                                 &bad_row, &bad_field))
+            if head[1]:
+                if entry is None:
+                    entry = rows.get(routing_id)
                     if entry is None:
-                        entry = rows.get(routing_id)
-                        if entry is None:
-                            entry = rows[routing_id] = [bytearray(), bytearray(), fmt]
-                    entry[2] = fmt
-                    append_bytes(entry[0], head, sizeof(head))
-                    append_bytes(entry[1], body + rows_at if fmt == FIXED_ROWS else unpacked,
-                                 head[1] * sizeof(CommandRow))
-                    msg_close(&part)
-                    continue
-            data = PyBytes_FromStringAndSize(<const char *>body, size)
-            user_id = None
-            if not known:
-                user = msg_gets(&part, b"User-Id")
-                if user != NULL:
-                    user_id = user.decode("ascii")
-            else:
-                slowed.add(routing_id)
-            msg_close(&part)
-            extra = 0
-            while more:
-                recv_part(&part, s, 0)
-                more = msg_more(&part)
+                        entry = rows[routing_id] = [bytearray(), bytearray(), fmt]
+                entry[2] = fmt
+                append_bytes(entry[0], head, sizeof(head))
+                append_bytes(entry[1], body + rows_at if fmt == FIXED_ROWS else read_rows,
+                             head[1] * sizeof(CommandRow))
                 msg_close(&part)
-                extra += 1
-            others.append((routing_id, data, user_id, extra))
-    finally:
-        PyMem_Free(unpacked)
+                continue
+        data = PyBytes_FromStringAndSize(<const char *>body, size)
+        user_id = None
+        if not known:
+            user = msg_gets(&part, b"User-Id")
+            if user != NULL:
+                user_id = user.decode("ascii")
+        else:
+            slowed.add(routing_id)
+        msg_close(&part)
+        extra = 0
+        while more:
+            recv_part(&part, s, 0)
+            more = msg_more(&part)
+            msg_close(&part)
+            extra += 1
+        others.append((routing_id, data, user_id, extra))
     return rows, others, taken
 
 

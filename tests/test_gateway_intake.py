@@ -109,6 +109,22 @@ def test_packed_rows_are_joined_as_fixed_rows_with_the_last_messages_format(rout
     assert got[b"alice"][2] == sent[-1][2]
 
 
+def test_packed_rows_are_read_up_to_max_rows_whatever_the_max_rows_of_earlier_bursts(router):
+    """The rows are read into room kept across bursts: a burst that allows more rows than any before reads them
+    all; a message of exactly max_rows is read, one more row sends it the slow way."""
+    sock, peer = router
+    a = peer(b"alice")
+    for max_rows in (MAX_ROWS, 4 * MAX_ROWS, MAX_ROWS):
+        sent = [rows(max_rows, first_rid=1000 * max_rows), rows(max_rows + 1, first_rid=7)]
+        for rid, data in enumerate(sent):
+            a.send(order_rows(rid, packed(data), m.PACKED_ROWS))
+        time.sleep(0.05)
+        got, others, taken = drain_burst(sock.underlying, {b"alice": object()}, 10, 1 << 20, max_rows,
+                                         m.COMMAND_PACKING)
+        assert taken == 2 and heads(got[b"alice"]) == [(0, max_rows)] and bytes(got[b"alice"][1]) == sent[0]
+        assert [body for _, body, _, _ in others] == [order_rows(1, packed(sent[1]), m.PACKED_ROWS)]
+
+
 def test_what_c_does_not_check_goes_to_python_in_order_and_the_session_stays_there(router):
     sock, peer = router
     a, b, stranger = peer(b"alice"), peer(b"bob"), peer(b"stranger")
