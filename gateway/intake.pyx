@@ -273,7 +273,7 @@ cdef void append_bytes(bytearray buf, const void *data, Py_ssize_t n) except *:
 
 
 cdef unsigned char *read_rows = NULL  # a packed message's rows, read before they join the session's: kept
-cdef Py_ssize_t read_rows_room = 0  # its room, in rows (the largest max_rows asked)
+cdef Py_ssize_t read_rows_room = 0  # its room, in rows (the most a burst asked for)
 
 
 def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t max_bytes, Py_ssize_t max_rows,
@@ -309,11 +309,13 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
         raise ValueError(f"drain_burst: a packing of {packing.layout.row_size}-byte rows, not command rows")
     if max_rows < 1:
         raise ValueError(f"drain_burst: max_rows {max_rows}")
-    if max_rows > read_rows_room:
-        grown = <unsigned char *>PyMem_Realloc(read_rows, max_rows * sizeof(CommandRow))
+    # no message of at most max_bytes holds more packed rows than this (each takes its map at least)
+    cdef Py_ssize_t readable = max(1, min(max_rows, max_bytes // <Py_ssize_t>packing.layout.map_bytes))
+    if readable > read_rows_room:
+        grown = <unsigned char *>PyMem_Realloc(read_rows, readable * sizeof(CommandRow))
         if grown == NULL:
             raise MemoryError()
-        read_rows, read_rows_room = grown, max_rows
+        read_rows, read_rows_room = grown, readable
     rows, others, slowed = {}, [], set()
     while taken < limit:
         if recv_part(&part, s, DONTWAIT) < 0:
@@ -344,7 +346,7 @@ def drain_burst(uintptr_t socket, dict sessions, Py_ssize_t limit, Py_ssize_t ma
                 # read with room for max_rows, not counted first (~40 % of reading them, bench.rowpack): a message
                 # of more rows, or one that does not read, goes the slow way, where its Error names what is
                 # wrong (BATCH_TOO_LARGE for the count)
-                head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, read_rows, max_rows,
+                head[1] = max(0, xos_unpack_rows(&packing.layout, body + rows_at, rows_len, read_rows, readable,
                                                  &bad_row, &bad_field))
             if head[1]:
                 if entry is None:

@@ -111,7 +111,8 @@ def test_packed_rows_are_joined_as_fixed_rows_with_the_last_messages_format(rout
 
 def test_packed_rows_are_read_up_to_max_rows_whatever_the_max_rows_of_earlier_bursts(router):
     """The rows are read into room kept across bursts: a burst that allows more rows than any before reads them
-    all; a message of exactly max_rows is read, one more row sends it the slow way."""
+    all; a message of exactly max_rows is read, one more row sends it the slow way; the room is never more than
+    a message of max_bytes can fill."""
     sock, peer = router
     a = peer(b"alice")
     for max_rows in (MAX_ROWS, 4 * MAX_ROWS, MAX_ROWS):
@@ -123,6 +124,11 @@ def test_packed_rows_are_read_up_to_max_rows_whatever_the_max_rows_of_earlier_bu
                                          m.COMMAND_PACKING)
         assert taken == 2 and heads(got[b"alice"]) == [(0, max_rows)] and bytes(got[b"alice"][1]) == sent[0]
         assert [body for _, body, _, _ in others] == [order_rows(1, packed(sent[1]), m.PACKED_ROWS)]
+    # a max_rows past what max_bytes can hold asks no room beyond that
+    a.send(order_rows(5, packed(rows(3)), m.PACKED_ROWS))
+    time.sleep(0.05)
+    got, others, taken = drain_burst(sock.underlying, {b"alice": object()}, 10, MAX_BYTES, 10**15, m.COMMAND_PACKING)
+    assert heads(got[b"alice"]) == [(5, 3)] and others == []
 
 
 def test_what_c_does_not_check_goes_to_python_in_order_and_the_session_stays_there(router):
