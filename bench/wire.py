@@ -31,6 +31,15 @@ answered inside its timed window (after ``--warmup``), over the window.
   receives and decodes them with the gateway's msgspec decoder; ``ceiling_ratio`` = the engine's
   closed-loop orders/s over that.
 * one open-loop point with the journal's fsync off (``p50_us`` there).
+* bare: the same open-loop clients, messages and rates, against a bare ROUTER (CurveZMQ, tcp) that
+  answers each request at once as the gateway would (an OrderRows' rows read and acked with the gateway's
+  codecs, stamped on receipt) with no engine behind it: what this host's ZeroMQ hops, CurveZMQ and wake-ups
+  cost an order alone, the latency the engine's figures sit on.  Measured after the engine stops, at each
+  open-loop rate (the p99 search's too) of at most ``BARE_MAX_MESSAGES_PER_S`` messages a second, where
+  the bare server, in Python, answers a message before the next is due; ``bare`` in the JSON (each point as
+  an open one, its ``to_intake`` the way in and ``intake_to_ack`` the way out) and ``bare_p50_us`` /
+  ``bare_p99_us`` on the open point of the same batch size and rate; ``bare_max_rate_p99_under_1ms``: the
+  highest such rate whose p99 stayed under 1 ms (0: none, so no engine on this host could have met it there).
 
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
 (``--wire rows``, the market makers' path, as the client library sends them), of fixed 54-byte rows
@@ -104,7 +113,10 @@ SPIN_NS = 50_000  # open loop, sends SPIN_INTERVAL_NS apart or more: the last th
 # what is due by then goes at once.  The upper bound: at 50 us a client at 10,000/s woke twice a message, and the
 # engine's order-to-ack p99 at 10,000 and 30,000/s was twice what it is at 150 (session 26)
 OPEN_LOOP_BURST, OPEN_LOOP_TICK_NS = 4, (20_000, 150_000)
-PARTS = ("closed", "open", "fsync_off", "ceiling")
+PARTS = ("closed", "open", "fsync_off", "ceiling", "bare")
+# bare: rates of at most this many messages a second (all clients), where the bare server answers each message
+# (~20-40 us of Python) well before the next comes; above it the bare path would measure the server's queue
+BARE_MAX_MESSAGES_PER_S = 10_000
 ROW_WIRES = {"rows": 3, "fixed-rows": 2}  # --wire: OrderRows in gateway.messages' PACKED_ROWS, FIXED_ROWS
 ACK_ROW = struct.Struct("<7q")  # an Ack as a row of gateway.messages.ACK_ROW_DTYPE (rid ... ts)
 # the highest rate whose order-to-ack p99 stays under P99_TARGET_US: when no open-loop point keeps it there, rates
@@ -579,6 +591,49 @@ def ceiling_server(address: str, secret: bytes, public: bytes, batch: int, ready
     ctx.term()
 
 
+def bare_server(address: str, secret: bytes, public: bytes, ready, stop) -> None:
+    """Answer every request at once, as the gateway would with no engine behind it: an OrderRows by an AckRows
+    of its rows (read and packed with the gateway's codecs, in its format), a Batch by its commands' Acks, a lone
+    command by an Ack, a Heartbeat by a HeartbeatAck; each ack's ``ts`` is the wall clock when its message was
+    read, as the matcher's intake stamps it, so the bare path splits into the way in and the way out."""
+    from gateway import messages as m
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey = public
+    router.curve_secretkey = secret
+    router.setsockopt(zmq.RCVHWM, 100_000)
+    router.bind(address)
+    ready.set()
+    decode, encode = m.request_decoder.decode, m.encode
+    while not stop.is_set():
+        if not router.poll(100):
+            continue
+        while True:
+            try:
+                routing_id, body = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            ts = time.time_ns()
+            msg = decode(body)
+            kind = type(msg)
+            if kind is m.OrderRows:
+                rows = m.unpack_rows(msg.rows, m.COMMAND_ROW_DTYPE, msg.format)
+                acks = np.zeros(len(rows), m.ACK_ROW_DTYPE)
+                acks["rid"], acks["client_id"], acks["ts"] = rows["rid"], rows["id"], ts
+                reply = m.AckRows(rows=m.pack_rows(acks, msg.format), format=msg.format)
+            elif kind is m.Heartbeat:
+                reply = m.HeartbeatAck(rid=msg.rid, server_ns=ts)
+            else:
+                acks = [m.Ack(rid=c.rid, order_id=0, client_id=getattr(c, "client_id", 0), cmd_seq=0, durable_seq=0,
+                              ts=ts) for c in (msg.requests if kind is m.Batch else (msg,))]
+                reply = acks[0] if len(acks) == 1 else m.Replies(items=acks)
+            router.send_multipart([routing_id, encode(reply)])
+    router.close(linger=0)
+    ctx.term()
+
+
 # ---------------------------------------------------------------------------------------- engine
 
 
@@ -702,12 +757,18 @@ def merge(results: list[dict]) -> dict:
             "client_stalls": sum(r["grows"] for r in results), **split, **({"host": host} if host else {})}
 
 
+def client_specs(clients: list[dict], address: str, server_public: bytes, disk, mode: str, batch: int, rate: float,
+                 seconds: float, warmup: float) -> list[dict]:
+    """The load clients' specs for a point against the server at ``address`` (the first samples the host)."""
+    return [dict(c, address=address, server_public=server_public, mode=mode, batch=batch, clients=len(clients),
+                 rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1,
+                 sample_host=i == 0, disk=disk)
+            for i, c in enumerate(clients)]
+
+
 def point(engine: Engine, clients: list[dict], mode: str, batch: int, rate: float, seconds: float,
           warmup: float) -> dict:
-    specs = [dict(c, address=engine.address, server_public=engine.server_public, mode=mode, batch=batch, clients=len(clients),
-                  rate_per_client=rate / len(clients) if rate else 0, seconds=seconds, warmup=warmup, market=1,
-                  sample_host=i == 0, disk=engine.disk)
-             for i, c in enumerate(clients)]
+    specs = client_specs(clients, engine.address, engine.server_public, engine.disk, mode, batch, rate, seconds, warmup)
     cpu = {role: engine.cpu_s(role) for role in engine.sup.procs}
     res = merge(run_clients(load_client, specs))
     # each process's own cost, steadier than throughput on a shared box (threads included: ZeroMQ's
@@ -742,7 +803,47 @@ def ceiling(directory: Path, clients: list[dict], batch: int, seconds: float) ->
     return {"orders_per_s": res["orders"] / res["seconds"] if res["seconds"] else 0.0}
 
 
-def plot(points: list[dict], path: str) -> None:
+def bare(directory: Path, clients: list[dict], points: list[tuple[int, float, float]], warmup: float) -> list[dict]:
+    """The bare path at each ``(batch, rate, seconds)``: the open-loop clients against ``bare_server``."""
+    from gateway.keys import load_pair
+
+    ctx = mp.get_context("spawn")
+    public, secret = load_pair(directory / "keys" / "ceiling.key_secret")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ready, stop = ctx.Event(), ctx.Event()
+    server = ctx.Process(target=bare_server, args=(address, secret, public, ready, stop))
+    server.start()
+    found = []
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the bare server did not start within 30 s")
+        for batch, rate, seconds in points:  # no journal: the host's CPUs only
+            r = merge(run_clients(load_client, client_specs(clients, address, public, None, "open", batch, rate, seconds,
+                                                            warmup)))
+            r.pop("clients_cpu_s")
+            r.update(batch=batch, offered_per_s=rate)
+            found.append(r)
+            _log(f"  bare path (no engine), {batch:>3}/msg at {rate:>10,.0f}/s: p50 {r['p50_us']:,.0f} us  "
+                 f"p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  (way in p50 {r['to_intake_p50_us']:,.0f} us, "
+                 f"way out {r['intake_to_ack_p50_us']:,.0f} us)")
+            _log_host(r)
+    finally:
+        stop.set()
+        server.join(10)
+    return found
+
+
+def bare_points(args, out: dict) -> list[tuple[int, float, float]]:
+    """Where the bare path is measured: each open-loop point's batch size, rate and length (each batch size's
+    open-loop rates when the open loop was not run), at most BARE_MAX_MESSAGES_PER_S messages a second."""
+    if out["open"]:
+        points = [(r["batch"], r["offered_per_s"], r["seconds"]) for r in out["open"]]
+    else:
+        points = [(batch, rate, args.seconds) for batch in args.batches for rate in open_rates(args, out, batch)]
+    return [(b, r, s) for b, r, s in points if r / b <= BARE_MAX_MESSAGES_PER_S]
+
+
+def plot(points: list[dict], path: str, bare_path: list[dict] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -754,6 +855,11 @@ def plot(points: list[dict], path: str) -> None:
         rates = [p["offered_per_s"] for p in pts]
         for key, style in (("p50_us", "-o"), ("p99_us", "--s"), ("p999_us", ":^")):
             ax.plot(rates, [p[key] for p in pts], style, color=f"C{i}", label=f"{batch}/msg {key[:-3]}")
+    for key, style in (("p50_us", "-"), ("p99_us", "--")):
+        pts = sorted(bare_path, key=lambda p: p["offered_per_s"])
+        if pts:
+            ax.plot([p["offered_per_s"] for p in pts], [p[key] for p in pts], style, color="grey", lw=0.8,
+                    label=f"bare path {key[:-3]} (no engine)")
     ax.axhline(1000, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -769,7 +875,7 @@ def open_point(engine: Engine, clients: list[dict], out: dict, batch: int, rate:
                warmup: float, search: bool = False) -> dict:
     """An open-loop point, added to ``out["open"]`` and shown."""
     r = point(engine, clients, "open", batch, rate, seconds, warmup)
-    r["batch"] = batch
+    r["batch"], r["seconds"] = batch, seconds
     if search:
         r["p99_search"] = True
     out["open"].append(r)
@@ -847,7 +953,7 @@ def main(argv=None) -> dict:
                         "PlaceOrder/CancelOrder structs")
     p.add_argument("--no-marketdata", action="store_true", help="leave the market-data service out")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                   help="what to measure (closed loop, open loop, the fsync-off point, the ceiling)")
+                   help="what to measure (closed loop, open loop, the fsync-off point, the ceiling, the bare path)")
     p.add_argument("--cpu-latency-us", type=int, default=-1, help=CPU_LATENCY_HELP)
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--plot", metavar="PNG")
@@ -875,9 +981,9 @@ def run(args, directory: Path, out: dict) -> dict:
     out.update({"clients": args.clients, "seconds": args.seconds, "settle_s": args.settle, "marketdata": marketdata,
                 "wire": args.wire,
                 "workload": f"buy orders resting below the market, {RESTING} per client, then cancel-oldest + place",
-                "closed": {}, "open": [], "ceiling": {}})
+                "closed": {}, "open": [], "ceiling": {}, "bare": []})
     parts = set(args.parts)
-    if parts & {"open", "fsync_off"} and "closed" not in parts and not args.rates:
+    if parts & {"open", "fsync_off", "bare"} and "closed" not in parts and not args.rates:
         raise SystemExit("open-loop rates are fractions of the closed-loop figures: measure 'closed' too or give --rates")
     if parts & {"closed", "open"}:
         _log(f"starting the engine (fsync always, market data {'on' if marketdata else 'off'}) ...")
@@ -944,6 +1050,17 @@ def run(args, directory: Path, out: dict) -> dict:
             closed["ceiling_ratio"] = c["ceiling_ratio"]
         _log(f"  ceiling (pyzmq + msgspec receive and decode), {batch:>3}/msg: {c['orders_per_s']:>10,.0f} orders/s"
              + (f"; engine/ceiling {c['ceiling_ratio']:.3f}" if closed is not None else ""))
+    if "bare" in parts:
+        wanted = bare_points(args, out)
+        if wanted:
+            _log("the bare path: the same clients against a bare server, no engine ...")
+        out["bare"] = bare(directory, clients, wanted, args.warmup)
+        for b in out["bare"]:
+            for r in out["open"]:
+                if (r["batch"], r["offered_per_s"]) == (b["batch"], b["offered_per_s"]):
+                    r["bare_p50_us"], r["bare_p99_us"] = b["p50_us"], b["p99_us"]
+        good = [b["offered_per_s"] for b in out["bare"] if p99_met(b)]
+        out["bare_max_rate_p99_under_1ms"] = max(good) if good else 0
     if out["closed"]:
         print("wire: closed loop " + ", ".join(
             f"{b}/msg {r['orders_per_s']:,.0f} orders/s, gateway {r['gateway_cpu_us_per_order']:.2f} us/order"
@@ -958,10 +1075,15 @@ def run(args, directory: Path, out: dict) -> dict:
               else f"none (down to {out['lowest_rate_tried']:,.0f} orders/s)"))
     if "fsync_off" in parts:
         print(f"wire: fsync off p50 {out['fsync_off']['p50_us']:,.0f} us")
+    if out["bare"]:
+        print("wire: bare path (no engine) " + ", ".join(
+            f"{b['batch']}/msg at {b['offered_per_s']:,.0f}/s p50 {b['p50_us']:,.0f} us p99 {b['p99_us']:,.0f} us"
+            for b in out["bare"]) + "; highest rate with p99 < 1 ms: "
+            + (f"{out['bare_max_rate_p99_under_1ms']:,.0f} orders/s" if out["bare_max_rate_p99_under_1ms"] else "none"))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
-    if args.plot and out["open"]:
-        plot(out["open"], args.plot)
+    if args.plot and (out["open"] or out["bare"]):
+        plot(out["open"], args.plot, out["bare"])
     return out
 
 
