@@ -818,14 +818,14 @@ def bare(directory: Path, clients: list[dict], points: list[tuple[int, float, fl
         if not ready.wait(30):
             raise RuntimeError("the bare server did not start within 30 s")
         for batch, rate, seconds in points:  # no journal: the host's CPUs only
-            r = merge(run_clients(load_client, client_specs(clients, address, public, None, "open", batch, rate, seconds,
-                                                            warmup)))
+            specs = client_specs(clients, address, public, None, "open", batch, rate, seconds, warmup)
+            r = merge(run_clients(load_client, specs))
             r.pop("clients_cpu_s")
             r.update(batch=batch, offered_per_s=rate)
             found.append(r)
             _log(f"  bare path (no engine), {batch:>3}/msg at {rate:>10,.0f}/s: p50 {r['p50_us']:,.0f} us  "
-                 f"p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  (way in p50 {r['to_intake_p50_us']:,.0f} us, "
-                 f"way out {r['intake_to_ack_p50_us']:,.0f} us)")
+                 f"p99 {r['p99_us']:,.0f} us  p99.9 {r['p999_us']:,.0f} us  (way in p50 "
+                 f"{r['to_intake_p50_us']:,.0f} us, way out {r['intake_to_ack_p50_us']:,.0f} us)")
             _log_host(r)
     finally:
         stop.set()

@@ -25,7 +25,7 @@ BENCHMARKS = {
     "replay": "recovery: journal replay speed, restart from snapshot + journal suffix",
     "crash": "kill -9 the matcher at random points: nothing acknowledged lost, no fill twice",
     "workers": "the settlement, margin and risk cores: events per second each",
-    "wire": "orders over ZeroMQ through the whole engine to durable acks: closed and open loop, ceiling ratio",
+    "wire": "orders over ZeroMQ through the whole engine to durable acks: closed and open loop, ceiling, bare path",
     "gateway_table": "the gateway's order table: each query's and each history write's cost to its loop, by size",
     "hops": "ZeroMQ's bare round trip between two processes, plain and over CurveZMQ: the latency floor",
     "path": "a lone order's path through the engine at a calm pace, step by step from its send to its ack",
