@@ -596,6 +596,7 @@ def bare_server(address: str, secret: bytes, public: bytes, ready, stop) -> None
     of its rows (read and packed with the gateway's codecs, in its format), a Batch by its commands' Acks, a lone
     command by an Ack, a Heartbeat by a HeartbeatAck; each ack's ``ts`` is the wall clock when its message was
     read, as the matcher's intake stamps it, so the bare path splits into the way in and the way out."""
+    from engine.codes import ResultCode
     from gateway import messages as m
 
     ctx = zmq.Context()
@@ -604,6 +605,7 @@ def bare_server(address: str, secret: bytes, public: bytes, ready, stop) -> None
     router.curve_publickey = public
     router.curve_secretkey = secret
     router.setsockopt(zmq.RCVHWM, 100_000)
+    router.setsockopt(zmq.SNDHWM, 100_000)
     router.bind(address)
     ready.set()
     decode, encode = m.request_decoder.decode, m.encode
@@ -616,7 +618,13 @@ def bare_server(address: str, secret: bytes, public: bytes, ready, stop) -> None
             except zmq.Again:
                 break
             ts = time.time_ns()
-            msg = decode(body)
+            try:
+                msg = decode(body)
+            except m.UNDECODABLE as exc:  # as the gateway answers it (none of the load clients' messages is)
+                code = ResultCode.MALFORMED_MESSAGE
+                router.send_multipart([routing_id, encode(m.Error(rid=0, code=int(code), name=code.name,
+                                                                  reason=str(exc)[:200]))])
+                continue
             kind = type(msg)
             if kind is m.OrderRows:
                 rows = m.unpack_rows(msg.rows, m.COMMAND_ROW_DTYPE, msg.format)

@@ -105,3 +105,58 @@ def test_the_bare_path_answers_each_order_at_the_rates_a_bare_server_keeps_up_wi
     log = capsys.readouterr()
     assert "starting the engine" not in log.err and "bare path (no engine),  16/msg at     80,000/s" in log.err
     assert "wire: bare path (no engine) 1/msg at 2,000/s p50" in log.out
+
+
+def test_the_bare_server_answers_as_the_gateway_would_and_an_unreadable_message_with_an_error():
+    """Each request gets what the gateway would send for it, its acks stamped when read; bytes that are no
+    request get a MALFORMED_MESSAGE error and the server goes on."""
+    import multiprocessing as mp
+    import time
+
+    import numpy as np
+    import zmq
+
+    from gateway import messages as m
+
+    server_public, server_secret = zmq.curve_keypair()
+    public, secret = zmq.curve_keypair()
+    address = f"tcp://127.0.0.1:{wire.free_port()}"
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    server = ctx.Process(target=wire.bare_server, args=(address, server_secret, server_public, ready, stop))
+    server.start()
+    zctx = zmq.Context()
+    try:
+        assert ready.wait(30)
+        sock = wire.dealer(zctx, {"server_public": server_public, "public": public, "secret": secret,
+                                  "address": address})
+
+        def ask(msg: bytes):
+            sock.send(msg)
+            assert sock.poll(10_000)
+            return m.reply_decoder.decode(sock.recv())
+
+        before = time.time_ns()
+        error = ask(b"\xc1 not msgpack")
+        assert type(error) is m.Error and error.name == "MALFORMED_MESSAGE" and error.rid == 0
+        traffic = wire.Traffic(1, "rows", 4)
+        rows = traffic.make(0, 4)
+        for row_format in m.ROW_FORMATS:
+            acks = ask(m.encode(m.OrderRows(rid=0, rows=m.pack_rows(rows, row_format), format=row_format)))
+            assert type(acks) is m.AckRows and acks.format == row_format
+            got = m.ack_rows(acks)
+            assert got["rid"].tolist() == [1, 2, 3, 4] and got["client_id"].tolist() == rows["id"].tolist()
+            assert before <= got["ts"].min() and got["ts"].max() <= time.time_ns() and len(set(got["ts"])) == 1
+        batch = ask(m.encode(m.Batch(rid=9, requests=[m.PlaceOrder(rid=5, market=1, side=m.Side.BUY, price=10, qty=1,
+                                                                   client_id=7), m.CancelOrder(rid=6, client_id=7)])))
+        assert type(batch) is m.Replies and [(a.rid, a.client_id) for a in batch.items] == [(5, 7), (6, 7)]
+        alone = ask(m.encode(m.MassCancel(rid=11)))
+        assert type(alone) is m.Ack and alone.rid == 11
+        assert type(ask(m.encode(m.Heartbeat(rid=12)))) is m.HeartbeatAck
+        assert np.all(got["order_id"] == 0)  # no engine: no order ids
+        sock.close(linger=0)
+    finally:
+        stop.set()
+        server.join(10)
+        zctx.term()
+    assert server.exitcode == 0
