@@ -842,13 +842,14 @@ def bare(directory: Path, clients: list[dict], points: list[tuple[int, float, fl
 
 
 def bare_points(args, out: dict) -> list[tuple[int, float, float]]:
-    """Where the bare path is measured: each open-loop point's batch size, rate and length (each batch size's
-    open-loop rates when the open loop was not run), at most BARE_MAX_MESSAGES_PER_S messages a second."""
+    """Where the bare path is measured, by batch size and rate: each open-loop point's batch size, rate and length
+    (each batch size's open-loop rates when the open loop was not run), at most BARE_MAX_MESSAGES_PER_S messages a
+    second."""
     if out["open"]:
         points = [(r["batch"], r["offered_per_s"], r["seconds"]) for r in out["open"]]
     else:
         points = [(batch, rate, args.seconds) for batch in args.batches for rate in open_rates(args, out, batch)]
-    return [(b, r, s) for b, r, s in points if r / b <= BARE_MAX_MESSAGES_PER_S]
+    return sorted((b, r, s) for b, r, s in points if r / b <= BARE_MAX_MESSAGES_PER_S)
 
 
 def plot(points: list[dict], path: str, bare_path: list[dict] = ()) -> None:
