@@ -868,16 +868,15 @@ def plot(points: list[dict], path: str, bare_path: list[dict] = ()) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for i, batch in enumerate(sorted({p["batch"] for p in points})):
-        pts = sorted((p for p in points if p["batch"] == batch), key=lambda p: p["offered_per_s"])
-        rates = [p["offered_per_s"] for p in pts]
-        for key, style in (("p50_us", "-o"), ("p99_us", "--s"), ("p999_us", ":^")):
-            ax.plot(rates, [p[key] for p in pts], style, color=f"C{i}", label=f"{batch}/msg {key[:-3]}")
-    for key, style in (("p50_us", "-"), ("p99_us", "--")):
-        pts = sorted(bare_path, key=lambda p: p["offered_per_s"])
-        if pts:
-            ax.plot([p["offered_per_s"] for p in pts], [p[key] for p in pts], style, color="grey", lw=0.8,
-                    label=f"bare path {key[:-3]} (no engine)")
+    # the engine's percentiles, and thin beneath them in the same colour the bare path's (no engine), per batch size
+    lines = (("", points, (("p50_us", "-o"), ("p99_us", "--s"), ("p999_us", ":^")), 1.5),
+             (" bare", bare_path, (("p50_us", ":"), ("p99_us", "-.")), 0.8))
+    for i, batch in enumerate(sorted({p["batch"] for p in [*points, *bare_path]})):
+        for name, source, styles, width in lines:
+            pts = sorted((p for p in source if p["batch"] == batch), key=lambda p: p["offered_per_s"])
+            for key, style in styles if pts else ():
+                ax.plot([p["offered_per_s"] for p in pts], [p[key] for p in pts], style, color=f"C{i}", lw=width,
+                        label=f"{batch}/msg{name} {key[:-3]}")
     ax.axhline(1000, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
