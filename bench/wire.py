@@ -548,6 +548,18 @@ def flood_client(spec: dict, out) -> None:
     ctx.term()
 
 
+def curve_router(ctx: zmq.Context, address: str, secret: bytes, public: bytes) -> zmq.Socket:
+    """A CurveZMQ server's ROUTER bound at ``address``, with room for the load clients' bursts either way."""
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey = public
+    router.curve_secretkey = secret
+    router.setsockopt(zmq.RCVHWM, 100_000)
+    router.setsockopt(zmq.SNDHWM, 100_000)
+    router.bind(address)
+    return router
+
+
 def ceiling_server(address: str, secret: bytes, public: bytes, batch: int, ready, out) -> None:
     """Receive and decode every message (the gateway's decoder), each ``batch`` orders (an OrderRows' rows stay
     bytes, as msgspec leaves them: the gateway reads them in C, and a Python call a message to count them here
@@ -555,12 +567,7 @@ def ceiling_server(address: str, secret: bytes, public: bytes, batch: int, ready
     from gateway import messages as m
 
     ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.curve_server = True
-    router.curve_publickey = public
-    router.curve_secretkey = secret
-    router.setsockopt(zmq.RCVHWM, 100_000)
-    router.bind(address)
+    router = curve_router(ctx, address, secret, public)
     ready.set()
     decode = m.request_decoder.decode
     orders = 0
@@ -603,13 +610,7 @@ def bare_server(address: str, secret: bytes, public: bytes, ready, stop) -> None
 
     limits = GatewaySection()
     ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.curve_server = True
-    router.curve_publickey = public
-    router.curve_secretkey = secret
-    router.setsockopt(zmq.RCVHWM, 100_000)
-    router.setsockopt(zmq.SNDHWM, 100_000)
-    router.bind(address)
+    router = curve_router(ctx, address, secret, public)
     ready.set()
     handle = router.underlying
     sessions: dict = {}  # routing ids that have sent a message: their OrderRows are read in C
