@@ -37,9 +37,9 @@ answered inside its timed window (after ``--warmup``), over the window.
   behind it: what this host's ZeroMQ hops, CurveZMQ, wake-ups and the load client cost an order alone, the
   latency the engine's figures sit on.  Measured after the engine stops, at each open-loop rate (the p99
   search's too); ``bare`` in the JSON (each point as an open one, its ``to_intake`` the way in and
-  ``intake_to_ack`` the way out) and ``bare_p50_us`` /
-  ``bare_p99_us`` on the open point of the same batch size and rate; ``bare_max_rate_p99_under_1ms``: the
-  highest such rate whose p99 stayed under 1 ms (0: none, so no engine on this host could have met it there).
+  ``intake_to_ack`` the way out), ``bare_p50_us`` / ``bare_p99_us`` on the open point of the same batch size
+  and rate, and ``bare_max_rate_p99_under_1ms``: the highest such rate whose p99 stayed under 1 ms (0: none,
+  so no engine on this host could have met it there).
 
 Messages carry 1, 16 or 256 orders (``--batches``), as one OrderRows message of packed rows
 (``--wire rows``, the market makers' path, as the client library sends them), of fixed 54-byte rows
